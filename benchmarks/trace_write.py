@@ -1,0 +1,271 @@
+"""Trace persistence throughput: tether's ``BatchingWriter`` vs raw stdlib ``sqlite3``.
+
+Both paths write the same pre-built ``SpanRecord`` objects (about ten realistic OTel GenAI
+attributes each) into the ``tether_spans`` table of a fresh SQLite file:
+
+  tether  ``BatchingWriter(Store(url))``: ``writer.span(s)`` for every span, then
+          ``writer.flush()``; the clock stops when everything is in the database.
+  raw     ``sqlite3.executemany`` of the same rows into a file whose schema ``Store`` created,
+          with the same pragmas (WAL, synchronous=NORMAL, foreign_keys=ON), committed in
+          batches of the writer's ``max_batch``; the attributes are JSON-serialized the way
+          the store does it, so both paths do the same work.
+
+The run row the spans point to (foreign key) is written before the clock starts. Each size is
+repeated (default 3x), interleaving the two paths with a fresh file every time; the median
+rate is reported. No timing is asserted: this prints numbers, it does not pass or fail on them.
+
+Usage::
+
+    python benchmarks/trace_write.py [--sizes 10000 50000] [--repeats 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from tether.store import RunRecord, SpanRecord, Store, TraceBatch, tables
+from tether.store.db import SQLITE_BUSY_TIMEOUT_MS
+from tether.trace import BatchingWriter
+
+TARGET_RATIO = 0.5  # issue target: at least half the raw sqlite3 rate
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+SPAN_COLUMNS = (
+    "span_id",
+    "trace_id",
+    "parent_id",
+    "name",
+    "kind",
+    "start_ns",
+    "end_ns",
+    "status",
+    "status_message",
+    "attributes",
+)
+INSERT_SQL = (
+    f"INSERT INTO tether_spans ({', '.join(SPAN_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in SPAN_COLUMNS)})"
+)
+
+
+def make_spans(n: int) -> list[SpanRecord]:
+    """``n`` spans of one trace, alternating model and tool spans like a real run."""
+    t0 = time.time_ns()
+    root = os.urandom(8).hex()
+    spans = []
+    for i in range(n):
+        start = t0 + i * 1000
+        if i % 2 == 0:
+            name, kind = "chat gpt-4.1-mini", "model"
+            attrs: dict[str, Any] = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": "gpt-4.1-mini",
+                "gen_ai.response.model": "gpt-4.1-mini-2025-04-14",
+                "gen_ai.response.finish_reasons": ["tool_calls"],
+                "gen_ai.usage.input_tokens": 812 + i % 97,
+                "gen_ai.usage.output_tokens": 41 + i % 13,
+                "tether.turn": 1 + i % 5,
+                "tether.cost_usd": 0.0004312,
+                "gen_ai.output.messages": json.dumps(
+                    {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [
+                            {
+                                "id": f"call_{i}",
+                                "name": "get_weather",
+                                "arguments": {"city": "Paris"},
+                            }
+                        ],
+                    }
+                ),
+            }
+        else:
+            name, kind = "execute_tool get_weather", "tool"
+            attrs = {
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": "get_weather",
+                "gen_ai.tool.call.id": f"call_{i - 1}",
+                "gen_ai.tool.type": "function",
+                "gen_ai.tool.call.arguments": '{"city": "Paris"}',
+                "gen_ai.tool.call.result": "Sunny, 21 °C, light wind from the west.",
+                "tether.tool.side_effects": "read",
+                "tether.turn": 1 + i % 5,
+                "tether.tool.attempt": 0,
+                "tether.tool.cached": False,
+            }
+        spans.append(
+            SpanRecord(
+                trace_id=TRACE_ID,
+                span_id=os.urandom(8).hex(),
+                parent_id=root,
+                name=name,
+                kind=kind,
+                start_ns=start,
+                end_ns=start + 800,
+                attributes=attrs,
+            )
+        )
+    return spans
+
+
+def fresh_store(path: Path) -> Store:
+    """A migrated store at ``path`` holding the run row the spans refer to."""
+    store = Store(f"sqlite:///{path}")
+    run = RunRecord(trace_id=TRACE_ID, agent_name="bench", agent_version="v1", started_ns=1)
+    store.write(TraceBatch(runs_started=[run]))
+    return store
+
+
+def count_spans(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(tables.spans)).scalar_one())
+
+
+def bench_tether(spans: list[SpanRecord], path: Path) -> float:
+    store = fresh_store(path)
+    writer = BatchingWriter(store)
+    try:
+        t0 = time.perf_counter()
+        for s in spans:
+            writer.span(s)
+        ok = writer.flush(timeout=None)
+        elapsed = time.perf_counter() - t0
+        assert ok and writer.dropped == 0
+    finally:
+        writer.close()
+    written = count_spans(store)
+    store.close()
+    if written != len(spans):
+        raise SystemExit(f"tether wrote {written} spans, expected {len(spans)}")
+    return elapsed
+
+
+def _dumps(value: dict[str, Any]) -> str:
+    # The same serialization as tether.store.repository._dumps.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def bench_raw(spans: list[SpanRecord], path: Path, batch: int) -> float:
+    fresh_store(path).close()  # same schema and run row, written by Store
+    conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        t0 = time.perf_counter()
+        for i in range(0, len(spans), batch):
+            rows = [
+                (
+                    s.span_id,
+                    s.trace_id,
+                    s.parent_id,
+                    s.name,
+                    s.kind,
+                    s.start_ns,
+                    s.end_ns,
+                    s.status,
+                    s.status_message,
+                    _dumps(s.attributes),
+                )
+                for s in spans[i : i + batch]
+            ]
+            with conn:  # one transaction per batch, like the writer
+                conn.executemany(INSERT_SQL, rows)
+        elapsed = time.perf_counter() - t0
+        written = conn.execute("SELECT count(*) FROM tether_spans").fetchone()[0]
+    finally:
+        conn.close()
+    if written != len(spans):
+        raise SystemExit(f"raw sqlite3 wrote {written} spans, expected {len(spans)}")
+    return elapsed
+
+
+def run(sizes: list[int], repeats: int, workdir: Path) -> dict[str, Any]:
+    batch = BatchingWriter.__init__.__kwdefaults__["max_batch"]
+    results: dict[str, Any] = {}
+    warm = make_spans(500)
+    bench_tether(warm, workdir / "warm-tether.db")
+    bench_raw(warm, workdir / "warm-raw.db", batch)
+    for n in sizes:
+        spans = make_spans(n)
+        times: dict[str, list[float]] = {"tether": [], "raw": []}
+        for rep in range(repeats):
+            order = ["tether", "raw"] if rep % 2 == 0 else ["raw", "tether"]
+            for name in order:
+                path = workdir / f"{name}-{n}-{rep}.db"
+                if name == "tether":
+                    times[name].append(bench_tether(spans, path))
+                else:
+                    times[name].append(bench_raw(spans, path, batch))
+        rates = {k: [n / t for t in v] for k, v in times.items()}
+        med = {k: statistics.median(v) for k, v in rates.items()}
+        results[str(n)] = {
+            "spans": n,
+            "tether_spans_per_s": med["tether"],
+            "raw_spans_per_s": med["raw"],
+            "ratio": med["tether"] / med["raw"],
+            "tether_runs_spans_per_s": rates["tether"],
+            "raw_runs_spans_per_s": rates["raw"],
+        }
+    return {
+        "batch_size": batch,
+        "repeats": repeats,
+        "python": sys.version.split()[0],
+        "sqlite": sqlite3.sqlite_version,
+        "results": results,
+        "target_met": all(r["ratio"] >= TARGET_RATIO for r in results.values()),
+    }
+
+
+def report(data: dict[str, Any]) -> None:
+    print(
+        f"trace write: spans persisted per second, median of {data['repeats']} interleaved "
+        f"repeats, batches of {data['batch_size']}; python {data['python']}, "
+        f"SQLite {data['sqlite']}"
+    )
+    print(f"\n  {'spans':>8}{'tether spans/s':>16}{'raw spans/s':>14}{'ratio':>8}   (each repeat)")
+    for r in data["results"].values():
+        each = " ".join(
+            f"{t / 1000:.0f}k/{w / 1000:.0f}k"
+            for t, w in zip(r["tether_runs_spans_per_s"], r["raw_runs_spans_per_s"], strict=True)
+        )
+        print(
+            f"  {r['spans']:>8}{r['tether_spans_per_s']:>16,.0f}{r['raw_spans_per_s']:>14,.0f}"
+            f"{r['ratio']:>8.2f}   ({each})"
+        )
+    verdict = "MET" if data["target_met"] else "NOT MET"
+    print(f"\n  target (tether >= {TARGET_RATIO} x raw sqlite3 rate at every size): {verdict}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or any(n < 1 for n in args.sizes):
+        parser.error("--sizes and --repeats must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="tether-bench-") as tmp:
+        data = run(args.sizes, args.repeats, Path(tmp))
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        report(data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""Tether: every agent action through one policy pipeline, leaving one trace."""
+
+from tether.controls import Control, Decision, Hook, HookContext, LimitsControl, LoopBreaker
+from tether.core import (
+    BudgetExceeded,
+    PolicyViolation,
+    ProviderError,
+    SpecError,
+    StoreError,
+    TetherError,
+    ToolArgumentsError,
+    ToolError,
+)
+from tether.providers import Message, Model, ModelRequest, ModelResponse, ScriptedModel, ToolCall
+from tether.runtime import Agent, RunResult, RunState
+from tether.spec import AgentSpec, Limits, ModelConfig, load_spec
+from tether.tools import FunctionTool, HttpTool, Tool, ToolResult, tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentSpec",
+    "BudgetExceeded",
+    "Control",
+    "Decision",
+    "FunctionTool",
+    "Hook",
+    "HookContext",
+    "HttpTool",
+    "Limits",
+    "LimitsControl",
+    "LoopBreaker",
+    "Message",
+    "Model",
+    "ModelConfig",
+    "ModelRequest",
+    "ModelResponse",
+    "PolicyViolation",
+    "ProviderError",
+    "RunResult",
+    "RunState",
+    "ScriptedModel",
+    "SpecError",
+    "StoreError",
+    "TetherError",
+    "Tool",
+    "ToolArgumentsError",
+    "ToolCall",
+    "ToolError",
+    "ToolResult",
+    "__version__",
+    "load_spec",
+    "tool",
+]

@@ -1,0 +1,5 @@
+"""The ``tether`` command line."""
+
+from tether.cli.app import cli, main
+
+__all__ = ["cli", "main"]

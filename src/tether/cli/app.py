@@ -1,0 +1,294 @@
+"""The ``tether`` command line: verbs over nouns, ``--json`` on every command."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import shlex
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from tether.cli import render
+from tether.core import Settings, SpecError, TetherError
+from tether.providers import Model, ScriptedModel, build_model
+from tether.runtime import Agent, RunResult
+from tether.spec import load_spec
+from tether.store import Store, redact_url
+from tether.tools import HttpTool, Tool, build_tools
+from tether.trace import close_writers, writer_for
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_STOPPED = 3
+"""``tether run``: the run ended without a final answer (limit, loop, block, pause)."""
+
+# Piped output (make, CI logs) gets 120 columns instead of rich's 80 so tables stay readable.
+_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=_WIDTH)
+
+
+def handle_errors(func: F) -> F:
+    """Turn Tether errors into a clear message and exit code 1 instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TetherError as exc:
+            if kwargs.get("as_json"):  # scripts asked for JSON: errors come as JSON too
+                click.echo(render.dumps({"error": exc.message, "hint": exc.hint}))
+                sys.exit(EXIT_ERROR)
+            # soft_wrap: never break a path or a command across lines; the terminal wraps it.
+            err_console.print(
+                f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True
+            )
+            if exc.hint:
+                err_console.print(
+                    f"[dim]hint: {escape(exc.hint)}[/]", highlight=False, soft_wrap=True
+                )
+            sys.exit(EXIT_ERROR)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            sys.exit(130)
+        except Exception as exc:
+            if os.environ.get("TETHER_DEBUG"):
+                raise
+            err_console.print(
+                f"[bold red]unexpected error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
+                "[dim]run again with TETHER_DEBUG=1 for the traceback, and please report it[/]",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(EXIT_ERROR)
+        finally:
+            close_writers()
+
+    return wrapper  # type: ignore[return-value]
+
+
+def tether_command(ctx: click.Context) -> str:
+    """How to call tether again against the same store (for the hints we print)."""
+    arg0 = sys.argv[0]
+    on_path = shutil.which("tether")
+    invoked_by_path = "/" in arg0 and arg0.endswith("/tether")
+    if invoked_by_path and (on_path is None or Path(on_path).resolve() != Path(arg0).resolve()):
+        program = arg0  # e.g. .venv/bin/tether, as `make demo` runs it
+    else:
+        program = "tether"
+    url: str | None = ctx.obj.get("database_url") if ctx.obj else None
+    if url and not os.environ.get("TETHER_DATABASE_URL"):
+        return f"{program} --database-url {shlex.quote(redact_url(url))}"
+    return program
+
+
+def database_url(ctx: click.Context) -> str:
+    url: str | None = ctx.obj.get("database_url") if ctx.obj else None
+    return url or Settings.from_env().database_url
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--database-url",
+    envvar="TETHER_DATABASE_URL",
+    metavar="URL",
+    help="Trace store (default: SQLite in $TETHER_HOME, ./.tether).",
+)
+@click.version_option(package_name="tether")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str | None) -> None:
+    """Tether: run agents through one policy pipeline and keep one trace of everything."""
+    ctx.ensure_object(dict)
+    ctx.obj["database_url"] = database_url
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@handle_errors
+def validate(file: Path, as_json: bool) -> None:
+    """Check an agent spec: YAML, fields, model script and tools, without running it."""
+    spec = load_spec(file)
+    base_dir = file.parent
+    try:
+        models = [build_model(m, base_dir) for m in (spec.model, *spec.fallback_models)]
+        tools = build_tools(spec.tools, base_dir=base_dir, strict_env=False)
+    except SpecError as exc:
+        raise SpecError(f"{file}: {exc.message}", hint=exc.hint) from None
+    missing_env = sorted(
+        {var for t in tools.values() if isinstance(t, HttpTool) for var in t.missing_env}
+    )
+    warnings = (
+        [f"not set in this environment: {', '.join(missing_env)} (needed to run, not to validate)"]
+        if missing_env
+        else []
+    )
+    warnings += _script_warnings(models, tools)
+    info = {
+        "file": str(file),
+        "valid": True,
+        "agent": spec.name,
+        "version": spec.version,
+        "model": f"{spec.model.provider}/{spec.model.name}",
+        "fallback_models": [f"{m.provider}/{m.name}" for m in spec.fallback_models],
+        "paradigm": spec.paradigm,
+        "tools": [
+            {"name": t.name, "side_effects": t.side_effects, "scopes": list(t.scopes)}
+            for t in tools.values()
+        ],
+        "limits": spec.limits.model_dump(),
+        "missing_env": missing_env,
+        "warnings": warnings,
+    }
+    if as_json:
+        click.echo(render.dumps(info))
+        return
+    console.print(
+        f"[green]✓[/] {escape(str(file))}: agent [bold]{spec.name}[/] version {spec.version}\n"
+        f"  model {escape(str(info['model']))}, paradigm {spec.paradigm}, "
+        f"{len(tools)} tool(s): {', '.join(tools) or 'none'}",
+        highlight=False,
+    )
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+
+
+def _script_warnings(models: list[Model], tools: dict[str, Tool]) -> list[str]:
+    """Scripted models that call tools the agent does not have (the run would get errors)."""
+    out = []
+    for model in models:
+        if not isinstance(model, ScriptedModel):
+            continue
+        script = model.script
+        steps = [*script.steps, *(s for rule in script.rules for s in rule.steps)]
+        called = {c.name for step in steps for c in step.tool_calls}
+        for name in sorted(called - set(tools)):
+            out.append(
+                f"script of model '{model.name}' calls tool '{name}', which the agent does not have"
+            )
+    return out
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--input", "-i", "input_text", required=True, help="The user's message.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+@handle_errors
+def run(ctx: click.Context, file: Path, input_text: str, as_json: bool) -> None:
+    """Run an agent once and print its answer, outcome, trace id, tokens, cost and latency.
+
+    Exit status: 0 final answer, 3 stopped by a control (limit, loop, block, pause), 1 error.
+    """
+    url = database_url(ctx)
+    agent = Agent.from_yaml(file, trace=writer_for(url))
+    result = asyncio.run(_run_once(agent, input_text))
+    if as_json:
+        click.echo(render.dumps(render.result_json(result)))
+    else:
+        render.print_result(console, result)
+        console.print(
+            f"[dim]inspect: {escape(tether_command(ctx))} traces show {result.trace_id}[/]",
+            highlight=False,
+            soft_wrap=True,  # a command to copy must stay on one line
+        )
+    if result.status == "failed":
+        sys.exit(EXIT_ERROR)
+    if not result.ok:
+        sys.exit(EXIT_STOPPED)
+
+
+async def _run_once(agent: Agent, input_text: str) -> RunResult:
+    async with agent:
+        return await agent.run(input_text)
+
+
+@cli.group()
+def traces() -> None:
+    """List and inspect stored traces."""
+
+
+@traces.command("list")
+@click.option(
+    "--limit",
+    "-n",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many runs.",
+)
+@click.option("--agent", help="Only runs of this agent.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@handle_errors
+def traces_list(ctx: click.Context, limit: int, agent: str | None, as_json: bool) -> None:
+    """Recent runs, newest first."""
+    store = Store(database_url(ctx))
+    runs = store.list_runs(limit=limit, agent=agent)
+    if as_json:
+        click.echo(render.dumps([render.run_json(r) for r in runs]))
+        return
+    if not runs:
+        if agent:
+            console.print(f"no traces of agent {agent!r} in {store.display_url}", markup=False)
+        else:
+            console.print(f"no traces in {store.display_url} yet; try: tether demo", markup=False)
+        return
+    console.print(render.runs_table(runs))
+
+
+@traces.command("show")
+@click.argument("trace_id")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.pass_context
+@handle_errors
+def traces_show(ctx: click.Context, trace_id: str, as_json: bool) -> None:
+    """One trace as a tree: spans with timings, tokens, cost, and control decisions.
+
+    TRACE_ID may be a unique prefix (at least 6 characters).
+    """
+    store = Store(database_url(ctx))
+    run_record = store.get_run(trace_id)
+    spans = store.get_spans(run_record.trace_id)
+    events = store.get_events(run_record.trace_id)
+    if as_json:
+        click.echo(render.dumps(render.trace_json(run_record, spans, events)))
+        return
+    console.print(render.trace_tree(run_record, spans, events))
+    console.print(f"input:  {run_record.input}", highlight=False, markup=False)
+    if run_record.output is not None:
+        console.print(f"output: {run_record.output}", highlight=False, markup=False)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the scenarios' results as JSON.")
+@click.pass_context
+@handle_errors
+def demo(ctx: click.Context, as_json: bool) -> None:
+    """Run the example support agent offline: a normal answer, a recovered tool error, a
+    broken loop and a tripped limit, then show how to inspect each trace."""
+    from tether.cli.demo import run_demo
+
+    run_demo(database_url(ctx), console=console, as_json=as_json, command=tether_command(ctx))
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    # SIGTERM (a container stop) unwinds like Ctrl-C: the interrupted run is recorded as
+    # failed with a checkpoint, and queued trace records are flushed before exit.
+    raise SystemExit(128 + signum)
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
+    cli(prog_name="tether")

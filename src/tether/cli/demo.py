@@ -1,0 +1,171 @@
+"""``tether demo``: the support example, offline, in four scenarios."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tether.cli import render
+from tether.core import TetherError
+from tether.runtime import Agent, RunResult
+from tether.trace import writer_for
+
+ORDERS: dict[int, dict[str, Any]] = {
+    17: {"status": "delivered", "carrier": "UPS", "eta": "2026-11-02"},
+    1001: {"status": "delivered", "carrier": "DHL", "eta": "2026-10-12"},
+    1002: {"status": "delivered", "carrier": "UPS", "eta": "2026-10-30"},
+    1003: {"status": "returned", "carrier": "UPS", "eta": "2026-11-04"},
+    1004: {"status": "processing", "carrier": "DHL", "eta": "2026-11-28"},
+    1042: {"status": "in transit", "carrier": "DHL", "eta": "2026-11-25"},
+}
+
+SCENARIOS: list[tuple[str, str, str]] = [
+    ("normal answer", "Where is my order 1042? And how long does shipping take?", "final_answer"),
+    ("recovered tool error", "What's the status of order A-17?", "final_answer"),
+    ("loop broken", "How do I cancel my subscription?", "loop_detected"),
+    ("limit tripped", "Please check every order I have ever placed.", "limit_exceeded"),
+]
+
+
+class _OrderHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        match = re.fullmatch(r"/orders/(\d+)", self.path)
+        order = ORDERS.get(int(match.group(1))) if match else None
+        if match and order is not None:
+            self._reply(200, {"order_id": int(match.group(1)), **order})
+        else:
+            self._reply(404, {"error": f"no order at {self.path}"})
+
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: the demo's output stays readable."""
+
+
+@contextmanager
+def order_api() -> Iterator[str]:
+    """The demo's order-status API on 127.0.0.1 (a free port); yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OrderHandler)
+    thread = threading.Thread(target=server.serve_forever, name="demo-order-api", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def examples_dir() -> Path:
+    """The examples shipped in the wheel, or the repository's ``examples/`` in a checkout."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parent.parent / "_examples", here.parents[3] / "examples"):
+        if (candidate / "support" / "agent.yaml").is_file():
+            return candidate
+    raise TetherError("cannot find the example agents (examples/support/agent.yaml)")
+
+
+async def _run_all(agent: Agent) -> list[RunResult]:
+    async with agent:
+        return [await agent.run(text, metadata={"demo": name}) for name, text, _ in SCENARIOS]
+
+
+def run_demo(
+    database_url: str, *, console: Console, as_json: bool = False, command: str = "tether"
+) -> None:
+    spec_path = examples_dir() / "support" / "agent.yaml"
+    writer = writer_for(database_url)
+    with order_api() as base_url:
+        previous = os.environ.get("ORDER_API_URL")
+        os.environ["ORDER_API_URL"] = base_url
+        try:
+            agent = Agent.from_yaml(spec_path, trace=writer)
+            results = asyncio.run(_run_all(agent))
+        finally:
+            if previous is None:
+                os.environ.pop("ORDER_API_URL", None)
+            else:
+                os.environ["ORDER_API_URL"] = previous
+    writer.flush()
+    as_expected = [
+        r.outcome == expected for r, (_, _, expected) in zip(results, SCENARIOS, strict=True)
+    ]
+
+    if as_json:
+        out = [
+            {"scenario": name, "input": text, "expected": expected, **render.result_json(r)}
+            for r, (name, text, expected) in zip(results, SCENARIOS, strict=True)
+        ]
+        console.print_json(json.dumps(out))
+    else:
+        _print_report(console, agent, results, writer.store.display_url, command)
+    if not all(as_expected):
+        sys.exit(1)
+
+
+def _print_report(
+    console: Console, agent: Agent, results: list[RunResult], store: str, command: str
+) -> None:
+    console.rule(f"[bold]Tether demo[/]: agent '{agent.name}' version {agent.version}, offline")
+    for i, (r, (name, text, _)) in enumerate(zip(results, SCENARIOS, strict=True), 1):
+        console.print(f"\n[bold]{i}. {name}[/]")
+        console.print(f"[cyan]user:[/]  {escape(text)}", highlight=False)
+        console.print(f"[cyan]agent:[/] {escape(r.output)}", highlight=False)
+        ran = [
+            f"{m.name}{'✗' if m.content.startswith('Error') else '✓'}"
+            for m in r.state.messages
+            if m.role == "tool"
+        ]
+        stopped = [f"{c.name}⊘" for c in r.state.pending_tool_calls]  # asked for, not run
+        calls = ", ".join(ran + stopped)
+        console.print(
+            f"[dim]tools: {escape(calls or 'none')}[/]  outcome {render.outcome_text(r.outcome)}",
+            highlight=False,
+        )
+        if r.stop_reason:
+            console.print(f"[dim]why: {escape(r.stop_reason)}[/]", highlight=False)
+
+    table = Table(title="\nSummary", show_edge=False, header_style="bold")
+    widths = {"scenario": 20, "outcome": 14, "turns": 5, "tools": 5, "tokens": 6, "cost": 9}
+    widths.update({"latency": 9, "trace": 12})
+    for col, width in widths.items():
+        table.add_column(col, no_wrap=True, min_width=width)
+    for r, (name, _, expected) in zip(results, SCENARIOS, strict=True):
+        mark = "" if r.outcome == expected else f" [red](expected {expected})[/]"
+        table.add_row(
+            name,
+            render.outcome_text(r.outcome) + mark,
+            str(r.state.turns),
+            str(r.state.tool_calls),
+            str(r.usage.total_tokens),
+            render.fmt_cost(r.cost_usd),
+            render.fmt_ms(r.latency_s * 1000),
+            r.trace_id[:12],
+        )
+    console.print(table)
+    console.print(f"\nTraces are stored in {escape(store)}. Inspect them with:")
+    console.print(f"  {command} traces list", markup=False, highlight=False, soft_wrap=True)
+    for r, (name, _, _) in zip(results, SCENARIOS, strict=True):
+        console.print(
+            f"  {escape(command)} traces show {r.trace_id[:12]}   [dim]# {name}[/]",
+            highlight=False,
+            soft_wrap=True,
+        )

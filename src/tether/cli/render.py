@@ -1,0 +1,224 @@
+"""Rendering runs and traces for the terminal (rich) and for scripts (JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.tree import Tree
+
+from tether.runtime import RunResult
+from tether.store import EventRecord, RunRecord, SpanRecord
+from tether.trace import semconv
+
+OUTCOME_STYLE = {
+    "final_answer": "green",
+    "limit_exceeded": "yellow",
+    "loop_detected": "yellow",
+    "blocked": "red",
+    "escalated": "magenta",
+    "deferred": "magenta",
+    "error": "red",
+    "control_error": "red",
+}
+
+
+def fmt_ns(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_ms(ms: float | None) -> str:
+    if ms is None:
+        return "—"
+    return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+
+
+def fmt_cost(usd: float) -> str:
+    return f"${usd:.6f}"
+
+
+def outcome_text(outcome: str | None) -> str:
+    label = outcome or "running"
+    return f"[{OUTCOME_STYLE.get(label, 'cyan')}]{escape(label)}[/]"
+
+
+def result_json(result: RunResult) -> dict[str, Any]:
+    return {
+        "trace_id": result.trace_id,
+        "outcome": result.outcome,
+        "status": result.status,
+        "output": result.output,
+        "stop_reason": result.stop_reason,
+        "usage": {
+            "input_tokens": result.usage.input_tokens,
+            "output_tokens": result.usage.output_tokens,
+            "cached_input_tokens": result.usage.cached_input_tokens,
+            "total_tokens": result.usage.total_tokens,
+        },
+        "cost_usd": result.cost_usd,
+        "latency_ms": round(result.latency_s * 1000, 3),
+        "turns": result.state.turns,
+        "tool_calls": result.state.tool_calls,
+    }
+
+
+def print_result(console: Console, result: RunResult) -> None:
+    console.print(result.output, markup=False, highlight=False)
+    console.print()
+    u = result.usage
+    console.print(
+        f"outcome {outcome_text(result.outcome)}  trace [bold]{result.trace_id}[/]\n"
+        f"tokens {u.input_tokens} in / {u.output_tokens} out  cost {fmt_cost(result.cost_usd)}  "
+        f"latency {fmt_ms(result.latency_s * 1000)}  turns {result.state.turns}  "
+        f"tool calls {result.state.tool_calls}",
+        highlight=False,
+    )
+    if result.stop_reason:
+        console.print(f"why: {result.stop_reason}", style="dim", markup=False)
+
+
+def run_json(run: RunRecord) -> dict[str, Any]:
+    return {
+        "trace_id": run.trace_id,
+        "agent": run.agent_name,
+        "agent_version": run.agent_version,
+        "status": run.status,
+        "outcome": run.outcome,
+        "input": run.input,
+        "output": run.output,
+        "started": fmt_ns(run.started_ns),
+        "latency_ms": run.latency_ms,
+        "input_tokens": run.input_tokens,
+        "output_tokens": run.output_tokens,
+        "cached_input_tokens": run.cached_input_tokens,
+        "cost_usd": run.cost_usd,
+        "turns": run.turns,
+        "tool_calls": run.tool_calls,
+        "error": run.error,
+        "attributes": run.attributes,
+    }
+
+
+def runs_table(runs: list[RunRecord]) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    widths = {"trace": 12, "agent": 8, "started (UTC)": 19, "outcome": 14, "tokens": 6}
+    widths.update({"cost": 9, "latency": 9})
+    for col, width in widths.items():
+        table.add_column(col, no_wrap=True, min_width=width)
+    table.add_column("input", overflow="ellipsis", no_wrap=True, ratio=1)
+    for r in runs:
+        table.add_row(
+            r.trace_id[:12],
+            escape(r.agent_name),
+            fmt_ns(r.started_ns),
+            outcome_text(r.outcome if r.status != "running" else None),
+            str(r.input_tokens + r.output_tokens),
+            fmt_cost(r.cost_usd),
+            fmt_ms(r.latency_ms),
+            escape(r.input),
+        )
+    return table
+
+
+def trace_json(
+    run: RunRecord, spans: list[SpanRecord], events: list[EventRecord]
+) -> dict[str, Any]:
+    return {
+        "run": run_json(run),
+        "spans": [
+            {
+                "span_id": s.span_id,
+                "parent_id": s.parent_id,
+                "name": s.name,
+                "kind": s.kind,
+                "start_ns": s.start_ns,
+                "end_ns": s.end_ns,
+                "duration_ms": s.duration_ms,
+                "status": s.status,
+                "status_message": s.status_message,
+                "attributes": s.attributes,
+            }
+            for s in spans
+        ],
+        "events": [
+            {"span_id": e.span_id, "name": e.name, "time_ns": e.time_ns, "attributes": e.attributes}
+            for e in events
+        ],
+    }
+
+
+def _span_label(s: SpanRecord) -> str:
+    a = s.attributes
+    parts = [f"[bold]{escape(s.name)}[/]", f"[dim]{fmt_ms(s.duration_ms)}[/]"]
+    if semconv.GEN_AI_USAGE_INPUT_TOKENS in a and s.kind == "model":
+        tokens_in = a[semconv.GEN_AI_USAGE_INPUT_TOKENS]
+        parts.append(f"{tokens_in} in / {a.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, 0)} out")
+    if s.kind == "model" and semconv.TETHER_COST_USD in a:
+        parts.append(fmt_cost(float(a[semconv.TETHER_COST_USD])))
+    if s.kind == "tool":
+        parts.append(f"args {escape(str(a.get(semconv.GEN_AI_TOOL_CALL_ARGUMENTS, '')))}")
+    if s.status == "error":
+        message = (s.status_message or "").removeprefix("Error: ")
+        parts.append(f"[red]error: {escape(message[:120])}[/]")
+    return "  ".join(parts)
+
+
+def _event_label(e: EventRecord) -> str:
+    a = e.attributes
+    if e.name == semconv.EVENT_CONTROL_DECISION:
+        verdict = a.get(semconv.TETHER_DECISION, "?")
+        style = "green" if verdict == "allow" else "yellow" if verdict == "modify" else "red"
+        control = escape(str(a.get(semconv.TETHER_CONTROL_NAME)))
+        reason = escape(str(a.get(semconv.TETHER_DECISION_REASON, "")))
+        return (
+            f"[{style}]◆ {control} {escape(str(verdict))}[/] "
+            f"at {escape(str(a.get(semconv.TETHER_CONTROL_HOOK)))}: {reason}"
+        )
+    detail = a.get("message") or ", ".join(f"{k}={v}" for k, v in a.items())
+    return f"[yellow]◆ {escape(e.name)}[/]: {escape(str(detail)[:160])}"
+
+
+def trace_tree(run: RunRecord, spans: list[SpanRecord], events: list[EventRecord]) -> Tree:
+    head = (
+        f"[bold]trace {run.trace_id}[/]  {escape(run.agent_name)}@{run.agent_version[:8]}  "
+        f"{outcome_text(run.outcome if run.status != 'running' else None)}  "
+        f"{fmt_ms(run.latency_ms)}  {run.input_tokens} in / {run.output_tokens} out  "
+        f"{fmt_cost(run.cost_usd)}"
+    )
+    tree = Tree(head)
+    children: dict[str | None, list[SpanRecord]] = defaultdict(list)
+    for s in spans:
+        children[s.parent_id].append(s)
+    by_span: dict[str | None, list[EventRecord]] = defaultdict(list)
+    for e in events:
+        by_span[e.span_id].append(e)
+    known = {s.span_id for s in spans}
+
+    def add(node: Tree, span: SpanRecord) -> None:
+        branch = node.add(_span_label(span))
+        items: list[tuple[int, Any]] = [(c.start_ns, c) for c in children.get(span.span_id, [])]
+        items += [(e.time_ns, e) for e in by_span.get(span.span_id, [])]
+        for _, item in sorted(items, key=lambda x: x[0]):
+            if isinstance(item, SpanRecord):
+                add(branch, item)
+            else:
+                branch.add(_event_label(item))
+
+    # A span whose parent never closed (the process died mid-run) is shown at the top.
+    for root in (s for s in spans if s.parent_id not in known):
+        add(tree, root)
+    for e in events:  # events whose span never closed (a crash) still show
+        if e.span_id not in known:
+            tree.add(_event_label(e))
+    if run.status == "running":
+        tree.add("[yellow]run has not finished (still running, or the process died)[/]")
+    return tree
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)

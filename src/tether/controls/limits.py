@@ -1,0 +1,100 @@
+"""Run limits and the loop breaker, as controls on the pipeline."""
+
+from __future__ import annotations
+
+from tether.controls.pipeline import ALLOW, Control, Decision, HookContext
+from tether.core import content_hash
+from tether.providers import ModelRequest, ToolCall
+
+LIMIT_EXCEEDED = "limit_exceeded"
+LOOP_DETECTED = "loop_detected"
+
+
+def _show(limit: str, value: object) -> str:
+    if isinstance(value, float):
+        text = f"{value:.6f}".rstrip("0").rstrip(".")
+        return f"${text}" if limit == "max_cost_usd" else text
+    return str(value)
+
+
+def limit_message(limit: str, value: object) -> str:
+    return (
+        "I'm sorry, I couldn't finish this request within my limits "
+        f"({limit} = {_show(limit, value)}). What I found so far is kept with this run; please "
+        "try a narrower request or ask a person to follow up."
+    )
+
+
+class LimitsControl(Control):
+    """Enforces ``Limits`` (turns, tool calls, tokens, cost) before each model and tool call.
+
+    Wall-clock time is the runtime's job (it cancels whatever is in flight at the deadline).
+    """
+
+    name = "limits"
+
+    def _trip(self, limit: str, value: object, detail: str) -> Decision:
+        return Decision.block(
+            f"{limit} limit reached: {detail}",
+            outcome=LIMIT_EXCEEDED,
+            message=limit_message(limit, value),
+        )
+
+    async def before_model(self, ctx: HookContext, request: ModelRequest) -> Decision:
+        limits, state = ctx.limits, ctx.state
+        if state.turns >= limits.max_turns:
+            return self._trip("max_turns", limits.max_turns, f"{state.turns} model calls made")
+        if limits.max_total_tokens is not None:
+            used = state.usage.total_tokens
+            if used >= limits.max_total_tokens:
+                return self._trip(
+                    "max_total_tokens", limits.max_total_tokens, f"{used} tokens used"
+                )
+        if limits.max_cost_usd is not None and state.cost_usd >= limits.max_cost_usd:
+            return self._trip("max_cost_usd", limits.max_cost_usd, f"${state.cost_usd:.6f} spent")
+        return ALLOW
+
+    async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
+        if ctx.state.tool_calls >= ctx.limits.max_tool_calls:
+            return self._trip(
+                "max_tool_calls",
+                ctx.limits.max_tool_calls,
+                f"{ctx.state.tool_calls} tool calls made",
+            )
+        return ALLOW
+
+
+class LoopBreaker(Control):
+    """Stops a run that calls the same tool with the same arguments ``max_repeats`` times with
+    no new information (every earlier call returned the same result), and apologizes."""
+
+    name = "loop_breaker"
+
+    def __init__(self, max_repeats: int = 3) -> None:
+        if max_repeats < 2:
+            raise ValueError("max_repeats must be at least 2")
+        self.max_repeats = max_repeats
+
+    async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
+
+        args_hash = content_hash(call.arguments)
+        earlier = [
+            r for r in ctx.state.tool_history if r.name == call.name and r.args_hash == args_hash
+        ]
+        if len(earlier) + 1 < self.max_repeats:
+            return ALLOW
+        # Only the most recent repeats count; a call still running (parallel calls in one turn)
+        # has brought no new information yet.
+        recent = {r.result_hash for r in earlier[-(self.max_repeats - 1) :] if r.result_hash}
+        if len(recent) > 1:
+            return ALLOW  # the last calls each learned something new
+        return Decision.block(
+            f"'{call.name}' called {len(earlier) + 1} times with the same arguments and no new "
+            "information",
+            outcome=LOOP_DETECTED,
+            message=(
+                "I'm sorry — I kept repeating the same step without making progress, so I've "
+                "stopped rather than keep you waiting. Please rephrase your request or ask a "
+                "person to follow up."
+            ),
+        )

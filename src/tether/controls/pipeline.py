@@ -1,0 +1,289 @@
+"""The policy pipeline: hook points, decisions, and the ``Control`` base class.
+
+Every agent action passes the same hooks in this order::
+
+    on_input -> before_model -> after_model -> before_tool -> after_tool -> on_output
+
+At each hook the pipeline asks its controls in order. ``Allow`` passes the payload on,
+``Modify`` replaces it and continues, and ``Block``, ``Escalate`` and ``Defer`` stop there. A
+decision with an ``outcome`` ends the run with that outcome (a limit, a loop, a policy stop).
+Non-allow decisions are recorded as trace events on the span where they were taken.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from tether.core import TetherError
+from tether.providers import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from tether.spec import Limits
+from tether.tools import Tool, ToolResult
+from tether.trace import RunRecorder, semconv
+
+
+class Hook(StrEnum):
+    """Where in a run a control is asked."""
+
+    ON_INPUT = "on_input"
+    BEFORE_MODEL = "before_model"
+    AFTER_MODEL = "after_model"
+    BEFORE_TOOL = "before_tool"
+    AFTER_TOOL = "after_tool"
+    ON_OUTPUT = "on_output"
+
+
+class Verdict(StrEnum):
+    """What a control decided."""
+
+    ALLOW = "allow"
+    MODIFY = "modify"
+    BLOCK = "block"
+    ESCALATE = "escalate"
+    DEFER = "defer"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A control's verdict with its reason. Build with the class methods."""
+
+    verdict: Verdict
+    reason: str = ""
+    value: Any = None
+    """``Modify`` only: the replacement payload."""
+    outcome: str | None = None
+    """When set, the run ends with this outcome (``limit_exceeded``, ``loop_detected``...)."""
+    message: str | None = None
+    """What the user is told when this decision ends the run."""
+    control: str = ""
+    """Name of the control that decided (filled in by the pipeline)."""
+
+    @classmethod
+    def allow(cls) -> Decision:
+        return ALLOW
+
+    @classmethod
+    def modify(cls, value: Any, reason: str) -> Decision:
+        return cls(Verdict.MODIFY, reason, value=value)
+
+    @classmethod
+    def block(
+        cls, reason: str, *, outcome: str | None = None, message: str | None = None
+    ) -> Decision:
+        return cls(Verdict.BLOCK, reason, outcome=outcome, message=message)
+
+    @classmethod
+    def escalate(cls, reason: str, *, message: str | None = None) -> Decision:
+        return cls(Verdict.ESCALATE, reason, outcome="escalated", message=message)
+
+    @classmethod
+    def defer(cls, reason: str, *, message: str | None = None) -> Decision:
+        return cls(Verdict.DEFER, reason, outcome="deferred", message=message)
+
+    @property
+    def stops(self) -> bool:
+        """True for Block, Escalate and Defer."""
+        return self.verdict not in (Verdict.ALLOW, Verdict.MODIFY)
+
+
+ALLOW = Decision(Verdict.ALLOW)
+CONTROL_ERROR = "control_error"
+"""Outcome of a run stopped because a control raised or answered nonsense (fail closed)."""
+
+
+class ToolRecordView(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def args_hash(self) -> str: ...
+    @property
+    def result_hash(self) -> str: ...
+
+
+class RunView(Protocol):
+    """What controls may read of a run (``RunState`` provides it)."""
+
+    @property
+    def trace_id(self) -> str: ...
+    @property
+    def agent_name(self) -> str: ...
+    @property
+    def turns(self) -> int: ...
+    @property
+    def tool_calls(self) -> int: ...
+    @property
+    def usage(self) -> Usage: ...
+    @property
+    def cost_usd(self) -> float: ...
+    @property
+    def messages(self) -> list[Message]: ...
+    @property
+    def tool_history(self) -> Sequence[ToolRecordView]: ...
+
+
+@dataclass(slots=True)
+class HookContext:
+    """What a control sees besides the payload."""
+
+    hook: Hook
+    state: RunView
+    limits: Limits
+    span_id: str | None = None
+    """The span this decision belongs to (agent, model or tool span)."""
+    tool: Tool | None = None
+    """``before_tool``/``after_tool``: the tool being called (``None`` if unknown)."""
+    call: ToolCall | None = None
+    """``before_tool``/``after_tool``: the call as the model made it."""
+
+
+class Control:
+    """Base class for controls: override the hooks you need; the rest allow.
+
+    ``record_allow`` says whether an Allow from this control is worth a trace event (guards and
+    authorization: yes; a limit that was not reached: no).
+    """
+
+    name = "control"
+    record_allow = False
+    fail_open = False
+    """If the control itself fails: ``False`` (default) stops the run with outcome
+    ``control_error``; ``True`` records the failure and lets the action through."""
+
+    async def on_input(self, ctx: HookContext, text: str) -> Decision:
+        return ALLOW
+
+    async def before_model(self, ctx: HookContext, request: ModelRequest) -> Decision:
+        return ALLOW
+
+    async def after_model(self, ctx: HookContext, response: ModelResponse) -> Decision:
+        return ALLOW
+
+    async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
+        return ALLOW
+
+    async def after_tool(self, ctx: HookContext, result: ToolResult) -> Decision:
+        return ALLOW
+
+    async def on_output(self, ctx: HookContext, text: str) -> Decision:
+        return ALLOW
+
+
+_HOOK_NAMES = {h.value for h in Hook}
+_HOOK_LIKE = re.compile(r"^(on|before|after)_[a-z_]+$")
+
+
+def check_control(control: object, where: str) -> None:
+    """Catch the usual mistakes when a control is registered, not when a run silently
+    ignores it: a class instead of an instance, a sync hook, a misspelled hook."""
+    if not isinstance(control, Control):
+        what = f"the class {control.__name__}" if isinstance(control, type) else repr(control)
+        raise TetherError(
+            f"{where} is {what}, not a Control instance",
+            hint="pass an instance, e.g. controls=[MyControl()]",
+        )
+    cls = type(control)
+    for name in dir(cls):
+        if name in _HOOK_NAMES:
+            if getattr(cls, name) is not getattr(Control, name) and not (
+                inspect.iscoroutinefunction(getattr(cls, name))
+            ):
+                raise TetherError(f"control '{control.name}': {name} must be 'async def'")
+        elif _HOOK_LIKE.match(name) and not hasattr(Control, name):
+            close = difflib.get_close_matches(name, _HOOK_NAMES, n=1, cutoff=0.8)
+            if close:  # almost certainly a typo that would silently never run
+                raise TetherError(
+                    f"control '{control.name}' defines {name}(), which is not a hook; "
+                    f"did you mean {close[0]}()?",
+                    hint=f"hooks are: {', '.join(h.value for h in Hook)}",
+                )
+
+
+class Pipeline:
+    """Runs the controls at each hook and records their decisions."""
+
+    def __init__(self, controls: list[Control], recorder: RunRecorder | None = None) -> None:
+        for i, control in enumerate(controls):
+            check_control(control, f"controls[{i}]")
+        self.controls = list(controls)
+        self.recorder = recorder
+        # Only controls that override a hook are asked at it: a pipeline of many controls
+        # costs nothing at hooks they do not use.
+        self._by_hook: dict[Hook, list[Control]] = {
+            hook: [
+                c
+                for c in self.controls
+                if getattr(type(c), hook.value) is not getattr(Control, hook.value)
+            ]
+            for hook in Hook
+        }
+
+    def with_recorder(self, recorder: RunRecorder) -> Pipeline:
+        """The same controls recording into one run's trace (the hook table is shared)."""
+        clone = object.__new__(Pipeline)
+        clone.controls, clone.recorder, clone._by_hook = self.controls, recorder, self._by_hook
+        return clone
+
+    async def check(self, ctx: HookContext, payload: Any) -> tuple[Decision, Any]:
+        """Ask each control at ``ctx.hook``; return the deciding decision and the (possibly
+        modified) payload. The payload is the input or output text, the ``ModelRequest``,
+        the ``ModelResponse``, the ``ToolCall`` or the ``ToolResult``."""
+        decision = ALLOW
+        for control in self._by_hook[ctx.hook]:
+            d = await self._ask(control, ctx, payload)
+            if d.verdict is Verdict.ALLOW and not control.record_allow:
+                continue
+            d = Decision(d.verdict, d.reason, d.value, d.outcome, d.message, control.name)
+            self._record(ctx, d)
+            if d.stops:
+                return d, payload
+            if d.verdict is Verdict.MODIFY:
+                payload = d.value
+                decision = d
+        return decision, payload
+
+    async def _ask(self, control: Control, ctx: HookContext, payload: Any) -> Decision:
+        """One control's decision. A control that raises, or answers with something that is not
+        a Decision (or a Modify of the wrong type), fails closed: the run stops, unless the
+        control says ``fail_open``, in which case its failure is recorded and it allows."""
+        try:
+            d = await getattr(control, ctx.hook.value)(ctx, payload)
+            if not isinstance(d, Decision):
+                raise TypeError(f"returned {type(d).__name__}, not a Decision")
+            if not isinstance(d.verdict, Verdict):
+                raise TypeError(f"verdict {d.verdict!r} is not a Verdict")
+            if d.verdict is Verdict.MODIFY and not isinstance(d.value, type(payload)):
+                raise TypeError(
+                    f"Modify at {ctx.hook.value} needs a {type(payload).__name__}, "
+                    f"got {type(d.value).__name__}"
+                )
+            return d
+        except Exception as exc:
+            reason = f"control failed: {type(exc).__name__}: {exc}"
+            if control.fail_open:
+                failed = Decision(Verdict.ALLOW, reason, control=control.name)
+                self._record(ctx, failed)
+                return ALLOW
+            return Decision.block(
+                reason,
+                outcome=CONTROL_ERROR,
+                message="I'm sorry, I can't complete this request right now: a safety check "
+                "failed. Please try again later.",
+            )
+
+    def _record(self, ctx: HookContext, d: Decision) -> None:
+        if self.recorder is None:
+            return
+        attrs: dict[str, Any] = {
+            semconv.TETHER_CONTROL_NAME: d.control,
+            semconv.TETHER_CONTROL_HOOK: ctx.hook.value,
+            semconv.TETHER_DECISION: d.verdict.value,
+            semconv.TETHER_DECISION_REASON: d.reason,
+        }
+        if d.outcome:
+            attrs[semconv.TETHER_RUN_OUTCOME] = d.outcome
+        self.recorder.event(ctx.span_id, semconv.EVENT_CONTROL_DECISION, attrs)

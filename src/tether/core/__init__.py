@@ -1,0 +1,36 @@
+"""Core: errors, ids, clocks, content hashing, settings. Depends on nothing else in Tether."""
+
+from tether.core.clock import monotonic, now_ns
+from tether.core.errors import (
+    BudgetExceeded,
+    PolicyViolation,
+    ProviderError,
+    SpecError,
+    StoreError,
+    TetherError,
+    ToolArgumentsError,
+    ToolError,
+)
+from tether.core.hashing import canonical_json, content_hash
+from tether.core.ids import new_span_id, new_trace_id
+from tether.core.settings import Settings
+from tether.core.text import scrub_surrogates
+
+__all__ = [
+    "BudgetExceeded",
+    "PolicyViolation",
+    "ProviderError",
+    "Settings",
+    "SpecError",
+    "StoreError",
+    "TetherError",
+    "ToolArgumentsError",
+    "ToolError",
+    "canonical_json",
+    "content_hash",
+    "monotonic",
+    "new_span_id",
+    "new_trace_id",
+    "now_ns",
+    "scrub_surrogates",
+]

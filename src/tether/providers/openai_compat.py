@@ -1,0 +1,373 @@
+"""``OpenAIChatModel``: any OpenAI-compatible chat-completions endpoint over HTTP.
+
+One ``httpx.AsyncClient`` per model instance, created lazily on first use (and again if the
+model is used from a different event loop). Transient failures (429, 5xx, connection errors,
+timeouts) are retried with full-jitter exponential backoff, honoring ``Retry-After``; anything
+else fails at once with a ``ProviderError``. The API key is sent as a bearer token and is never
+logged nor included in an error message. The wire format itself (request bodies, completions,
+streamed completions) lives in ``openai_wire``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping
+from datetime import UTC
+from typing import TYPE_CHECKING, Any, Final
+
+import httpx
+
+from tether.core import ProviderError
+from tether.providers import openai_wire
+from tether.providers.http_client import LoopBoundClient, shared_ssl_context
+from tether.providers.types import ModelRequest, ModelResponse
+
+if TYPE_CHECKING:
+    from tether.spec import ModelConfig
+
+__all__ = ["DEFAULT_BASE_URL", "OpenAIChatModel"]
+
+DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
+"""Base URL used when the config names none."""
+
+_LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+_REDACTED: Final = "[REDACTED]"
+
+logger = logging.getLogger(__name__)
+
+# Indirection so tests can observe backoff delays without waiting them out.
+_sleep = asyncio.sleep
+
+
+def _is_local(base_url: str) -> bool:
+    try:
+        host = httpx.URL(base_url).host
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return False
+    return host.lower() in _LOCAL_HOSTS
+
+
+class _Transient(Exception):
+    """A failure worth retrying: 429, 5xx, connection error, timeout, truncated stream."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class OpenAIChatModel:
+    """A ``Model`` backed by an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    Works with OpenAI itself and with compatible servers (vLLM, Ollama, LiteLLM, llama.cpp).
+    ``temperature``, ``seed`` and ``max_tokens`` are defaults; a request's ``settings`` override
+    them. ``timeout_s`` bounds connecting, sending, and each read (for streams: the gap between
+    two chunks). ``last_attempts`` is the number of HTTP attempts the latest ``complete()``
+    made.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 3,
+        stream: bool = False,
+        temperature: float | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 8.0,
+    ) -> None:
+        base = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        if not base.startswith(("http://", "https://")):
+            raise ProviderError(
+                f"invalid base_url {base!r} for model {name!r}",
+                hint="use a full URL such as https://api.openai.com/v1",
+            )
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        self._name = name
+        self.base_url = base
+        self._api_key = api_key or None
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.stream = stream
+        self.temperature = temperature
+        self.seed = seed
+        self.max_tokens = max_tokens
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.last_attempts: int = 0
+        self._url = f"{base}/chat/completions"
+        self._local = _is_local(base)
+        self._wire_errors = openai_wire.WireErrors(
+            error=self._error, garbage=self._garbage, url=self._url
+        )
+        self._http = LoopBoundClient(self._new_client)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> OpenAIChatModel:
+        """Build from a spec's ``ModelConfig``; reads the API key from ``api_key_env`` now.
+
+        Raises ``ProviderError`` when the variable is unset, unless ``base_url`` points at
+        ``localhost``/``127.0.0.1`` (local servers usually need no key).
+        """
+        base_url = config.base_url or DEFAULT_BASE_URL
+        api_key = (os.environ.get(config.api_key_env) or "").strip() or None
+        if api_key is None and not _is_local(base_url):
+            raise ProviderError(
+                f"no API key for model {config.name!r}: "
+                f"environment variable {config.api_key_env} is not set",
+                hint=(
+                    f"export {config.api_key_env}=<your key>, or set model.api_key_env to the "
+                    "name of the variable that holds it"
+                ),
+            )
+        return cls(
+            config.name,
+            base_url=base_url,
+            api_key=api_key,
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+            stream=config.stream,
+            temperature=config.temperature,
+            seed=config.seed,
+            max_tokens=config.max_tokens,
+        )
+
+    @property
+    def provider(self) -> str:
+        return "openai"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"OpenAIChatModel(name={self._name!r}, base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> OpenAIChatModel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (a later call opens a new one)."""
+        await self._http.aclose()
+
+    # ------------------------------------------------------------------ public call
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Run one chat completion, retrying transient failures. Raises ``ProviderError``."""
+        self.last_attempts = 0
+        body = self.request_body(request)
+        last: _Transient | None = None
+        for attempt in range(self.max_retries + 1):
+            self.last_attempts = attempt + 1
+            try:
+                return await self._attempt(body)
+            except _Transient as exc:
+                last = exc
+                if attempt == self.max_retries:
+                    break
+                delay = self._backoff(attempt, exc.retry_after)
+                logger.info(
+                    "model %s: attempt %d failed (%s); retrying in %.2fs",
+                    self._name,
+                    attempt + 1,
+                    self._redact(exc.message),
+                    delay,
+                )
+                await _sleep(delay)
+        assert last is not None
+        attempts = self.last_attempts
+        raise self._error(
+            f"{last.message} (gave up after {attempts} attempt{'s' if attempts != 1 else ''})",
+            hint=(
+                "the provider is overloaded, slow or unreachable; raise model.max_retries or "
+                "model.timeout_s, or add fallback_models"
+            ),
+            status_code=last.status_code,
+            retryable=True,
+        )
+
+    def request_body(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON body ``complete()`` sends for ``request``."""
+        return openai_wire.request_body(
+            request,
+            model=self._name,
+            temperature=self.temperature,
+            seed=self.seed,
+            max_tokens=self.max_tokens,
+            stream=self.stream,
+            error=self._error,
+        )
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _new_client(self) -> httpx.AsyncClient:
+        headers = {"User-Agent": "tether", "Accept": "application/json"}
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self.timeout_s),
+            headers=headers,
+            verify=shared_ssl_context(),
+            # Proxy settings from the environment must not capture a local server.
+            trust_env=not self._local,
+        )
+
+    async def _attempt(self, body: dict[str, Any]) -> ModelResponse:
+        client = self._http.get()
+        try:
+            if self.stream:
+                async with client.stream("POST", self._url, json=body) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        self._raise_for_status(response)
+                    content_type = response.headers.get("content-type", "")
+                    if content_type.startswith("application/json"):
+                        # The server ignored "stream": it sent a plain completion.
+                        await response.aread()
+                        return self._parse_body(response.content)
+                    return await self._read_stream(response)
+            response = await client.post(self._url, json=body)
+        except httpx.TimeoutException as exc:
+            raise _Transient(f"request to {self._url} timed out after {self.timeout_s:g}s") from exc
+        except httpx.TransportError as exc:
+            raise _Transient(
+                f"cannot reach {self._url}: {type(exc).__name__}: {str(exc) or 'connection failed'}"
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise self._error(f"cannot decode the response from {self._url}: {exc}") from exc
+        self._raise_for_status(response)
+        return self._parse_body(response.content)
+
+    def _raise_for_status(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if response.is_success:
+            return
+        detail = _api_error_message(response.content)
+        if status == 429 or status >= 500:
+            raise _Transient(
+                f"{self._url} returned HTTP {status}: {detail}",
+                status_code=status,
+                retry_after=_retry_after(response.headers),
+            )
+        hints = {
+            401: "check the API key (model.api_key_env names the variable that holds it)",
+            403: "the API key is not allowed to use this model or endpoint",
+            404: "check model.name and model.base_url",
+        }
+        raise self._error(
+            f"{self._url} returned HTTP {status}: {detail}",
+            hint=hints.get(status),
+            status_code=status,
+        )
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return max(0.0, min(self.backoff_max_s, retry_after))
+        return random.uniform(0.0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt))
+
+    # ------------------------------------------------------------------ wire format
+
+    async def _read_stream(self, response: httpx.Response) -> ModelResponse:
+        state = openai_wire.StreamState(self._wire_errors)
+        async for line in response.aiter_lines():
+            if state.feed_line(line):
+                break
+        completion = state.end(default_model=self._name)
+        if completion is None:
+            raise _Transient(f"the stream from {self._url} ended before the completion did")
+        return completion
+
+    def _parse_body(self, raw: bytes) -> ModelResponse:
+        return openai_wire.parse_body(raw, self._wire_errors, default_model=self._name)
+
+    # ------------------------------------------------------------------ errors
+
+    def _redact(self, text: str) -> str:
+        if self._api_key:
+            text = text.replace(self._api_key, _REDACTED)
+        return text
+
+    def _error(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        status_code: int | None = None,
+        retryable: bool = False,
+    ) -> ProviderError:
+        return ProviderError(
+            self._redact(message), hint=hint, status_code=status_code, retryable=retryable
+        )
+
+    def _garbage(self, what: str, excerpt: str) -> ProviderError:
+        return self._error(
+            f"unexpected response from {self._url}: {what}; "
+            f"body starts: {excerpt[: openai_wire.EXCERPT_CHARS]!r}",
+            hint="is model.base_url an OpenAI-compatible /v1 endpoint?",
+        )
+
+
+def _api_error_message(raw: bytes) -> str:
+    """``error.message`` from an API error body, else the body's first characters."""
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        for candidate in (data.get("error"), data.get("message"), data.get("detail")):
+            if isinstance(candidate, Mapping):
+                message = candidate.get("message")
+                if isinstance(message, str) and message:
+                    return message
+            elif isinstance(candidate, str) and candidate:
+                return candidate
+    excerpt = text.strip()[: openai_wire.EXCERPT_CHARS]
+    return repr(excerpt) if excerpt else "(empty body)"
+
+
+# ---------------------------------------------------------------------- streaming
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds the server asks us to wait (``retry-after-ms`` or ``Retry-After``), if any."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return float(millis) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp() - time.time()

@@ -1,0 +1,395 @@
+"""The OpenAI chat-completions wire format: request bodies, completions, and streamed completions.
+
+Plain functions and classes with no HTTP client in them; the transport is ``openai_compat``.
+The caller supplies how a problem becomes a ``ProviderError`` (an ``ErrorFactory``, or a
+``WireErrors``), since only it knows the endpoint to name and the API key to redact.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from tether.core import ProviderError
+from tether.providers.types import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolDefinition,
+    Usage,
+)
+
+EXCERPT_CHARS: Final = 200
+"""How much of a response body an error message quotes."""
+
+
+class ErrorFactory(Protocol):
+    """Builds the ``ProviderError`` to raise for ``message`` (redacting whatever is secret)."""
+
+    def __call__(self, message: str, *, hint: str | None = None) -> ProviderError: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WireErrors:
+    """How wire-format problems become errors; supplied by the transport."""
+
+    error: ErrorFactory
+    garbage: Callable[[str, str], ProviderError]
+    """``(what is wrong, the body's first characters)`` -> the error for a malformed response."""
+    url: str
+    """The endpoint, named in errors the server itself reports."""
+
+
+def request_body(
+    request: ModelRequest,
+    *,
+    model: str,
+    temperature: float | None,
+    seed: int | None,
+    max_tokens: int | None,
+    stream: bool,
+    error: ErrorFactory,
+) -> dict[str, Any]:
+    """The chat-completions JSON body for ``request``; its settings override the defaults."""
+    settings = request.settings
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [message_json(m, error) for m in request.messages],
+    }
+    if request.tools:
+        body["tools"] = [tool_json(t) for t in request.tools]
+    options = {
+        "temperature": _first(settings.temperature, temperature),
+        "seed": _first(settings.seed, seed),
+        "max_tokens": _first(settings.max_tokens, max_tokens),
+    }
+    body.update({k: v for k, v in options.items() if v is not None})
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def message_json(message: Message, error: ErrorFactory) -> dict[str, Any]:
+    """One entry of the body's ``messages``."""
+    if message.role == "tool":
+        if not message.tool_call_id:
+            raise error(
+                "a 'tool' message has no tool_call_id",
+                hint="every tool result must name the tool call it answers",
+            )
+        return {"role": "tool", "tool_call_id": message.tool_call_id, "content": message.content}
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.role == "assistant" and message.tool_calls:
+        out["content"] = message.content or None
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+            }
+            for call in message.tool_calls
+        ]
+    return out
+
+
+def tool_json(tool: ToolDefinition) -> dict[str, Any]:
+    """One entry of the body's ``tools``."""
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.parameters,
+        },
+    }
+
+
+def parse_body(raw: bytes, errors: WireErrors, *, default_model: str) -> ModelResponse:
+    """A non-streamed completion body as a ``ModelResponse``."""
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise errors.garbage("the body is not JSON", text) from None
+    return parse_completion(data, text, errors, default_model=default_model)
+
+
+def parse_completion(
+    data: Any, excerpt: str, errors: WireErrors, *, default_model: str
+) -> ModelResponse:
+    """A decoded completion as a ``ModelResponse`` (``excerpt`` is quoted if it is malformed)."""
+
+    def bad(what: str) -> ProviderError:
+        return errors.garbage(what, excerpt)
+
+    if not isinstance(data, dict):
+        raise bad("the body is not a JSON object")
+    if data.get("error") is not None and "choices" not in data:
+        raise errors.error(f"{errors.url} returned an error: {_error_text(data['error'])}")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise bad("'choices' is missing or empty")
+    choice = choices[0]
+    if not isinstance(choice, dict):
+        raise bad("'choices[0]' is not an object")
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise bad("'choices[0].message' is missing or not an object")
+
+    content = _first(message.get("content"), "")
+    if not isinstance(content, str):
+        raise bad("'message.content' is not a string")
+    refusal = message.get("refusal")
+    if not content and isinstance(refusal, str):
+        content = refusal
+
+    raw_calls = _first(message.get("tool_calls"), [])
+    if not isinstance(raw_calls, list):
+        raise bad("'message.tool_calls' is not a list")
+    tool_calls: list[ToolCall] = []
+    for i, item in enumerate(raw_calls):
+        if not isinstance(item, dict):
+            raise bad(f"'tool_calls[{i}]' is not an object")
+        function = item.get("function")
+        if not isinstance(function, dict):
+            raise bad(f"'tool_calls[{i}].function' is missing or not an object")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise bad(f"'tool_calls[{i}].function.name' is missing or not a string")
+        call_id = item.get("id")
+        if call_id is None or call_id == "":
+            call_id = f"call_{uuid.uuid4().hex[:24]}"  # some servers omit ids
+        if not isinstance(call_id, str):
+            raise bad(f"'tool_calls[{i}].id' is not a string")
+        arguments = _decode_arguments(function.get("arguments"))
+        if arguments is None:
+            raise bad(f"'tool_calls[{i}].function.arguments' is not a string")
+        tool_calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
+
+    usage = _first(data.get("usage"), {})
+    if not isinstance(usage, dict):
+        raise bad("'usage' is not an object")
+    details = _first(usage.get("prompt_tokens_details"), {})
+    if not isinstance(details, dict):
+        raise bad("'usage.prompt_tokens_details' is not an object")
+    counts: dict[str, int] = {}
+    for label, source, key in (
+        ("input_tokens", usage, "prompt_tokens"),
+        ("output_tokens", usage, "completion_tokens"),
+        ("cached_input_tokens", details, "cached_tokens"),
+    ):
+        value = _first(source.get(key), 0)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise bad(f"'usage' field {key!r} is not an integer")
+        counts[label] = value
+
+    model = data.get("model")
+    finish_reason = choice.get("finish_reason")
+    response_id = data.get("id")
+    if finish_reason is not None and not isinstance(finish_reason, str):
+        raise bad("'finish_reason' is not a string")
+    if finish_reason is None:
+        finish_reason = "tool_calls" if tool_calls else "stop"
+    return ModelResponse(
+        content=content,
+        tool_calls=tool_calls,
+        usage=Usage(**counts),
+        model=model if isinstance(model, str) and model else default_model,
+        finish_reason=finish_reason,
+        response_id=response_id if isinstance(response_id, str) else None,
+    )
+
+
+class StreamState:
+    """Assembles the server-sent events (``text/event-stream``) of one streamed completion.
+
+    Feed it each line with ``feed_line`` until that returns ``True`` (``[DONE]``) or the lines
+    run out; then ``end`` gives the completion.
+    """
+
+    def __init__(self, errors: WireErrors) -> None:
+        self._errors = errors
+        self.content: list[str] = []
+        self.refusal: list[str] = []
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.usage: Any = None
+        self.model: Any = None
+        self.response_id: Any = None
+        self.finish_reason: Any = None
+        self.chunks = 0
+        self.done = False
+        self._seen: list[str] = []  # the stream's first characters, for error messages
+        self._seen_chars = 0
+        self._data_lines: list[str] = []
+
+    def feed_line(self, line: str) -> bool:
+        """Take one line (without its line break); ``True`` once the stream says it is done."""
+        if self._seen_chars < EXCERPT_CHARS:
+            self._seen.append(line + "\n")
+            self._seen_chars += len(line) + 1
+        if line == "":
+            if self._data_lines:
+                self._event("\n".join(self._data_lines))
+                self._data_lines = []
+                return self.done
+            return False
+        if line.startswith(":"):
+            return False  # SSE comment (keep-alive)
+        field, _, value = line.partition(":")
+        if field == "data":
+            self._data_lines.append(value[1:] if value.startswith(" ") else value)
+        return False
+
+    def end(self, *, default_model: str) -> ModelResponse | None:
+        """The lines ran out: the completion, or ``None`` if the stream stopped short of it."""
+        if self._data_lines and not self.done:
+            self._event("\n".join(self._data_lines))
+        excerpt = "".join(self._seen)
+        if self.chunks == 0:
+            if self.done:
+                raise self._errors.garbage(
+                    "the stream ended with [DONE] but carried no chunks", excerpt
+                )
+            raise self._errors.garbage("the stream carried no 'data:' events", excerpt)
+        if not self.done and self.finish_reason is None:
+            return None
+        return parse_completion(
+            self.as_completion(), excerpt, self._errors, default_model=default_model
+        )
+
+    def as_completion(self) -> dict[str, Any]:
+        """The assembled stream in the shape of a non-streamed completion."""
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content)}
+        if self.refusal:
+            message["refusal"] = "".join(self.refusal)
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": "".join(call["arguments"])},
+                }
+                for _, call in sorted(self.tool_calls.items())
+            ]
+        return {
+            "id": self.response_id,
+            "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
+            "usage": self.usage,
+        }
+
+    def _event(self, payload: str) -> None:
+        errors = self._errors
+        if payload.strip() == "[DONE]":
+            self.done = True
+            return
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            raise errors.garbage("a stream event is not JSON", payload) from None
+        if not isinstance(chunk, dict):
+            raise errors.garbage("a stream event is not a JSON object", payload)
+        if chunk.get("error") is not None:
+            raise errors.error(
+                f"{errors.url} reported an error mid-stream: {_error_text(chunk['error'])}"
+            )
+        self.chunks += 1
+        if chunk.get("id") is not None:
+            self.response_id = chunk["id"]
+        if chunk.get("model") is not None:
+            self.model = chunk["model"]
+        if chunk.get("usage") is not None:
+            self.usage = chunk["usage"]
+        choices = chunk.get("choices")
+        if choices is None:
+            return
+        if not isinstance(choices, list):
+            raise errors.garbage("'choices' in a stream event is not a list", payload)
+        for choice in choices:
+            if not isinstance(choice, dict):
+                raise errors.garbage("a stream choice is not an object", payload)
+            if choice.get("index", 0) != 0:
+                continue  # only the first choice is used (n=1)
+            if choice.get("finish_reason") is not None:
+                self.finish_reason = choice["finish_reason"]
+            delta = choice.get("delta")
+            if delta is None:
+                continue
+            if not isinstance(delta, dict):
+                raise errors.garbage("'delta' in a stream event is not an object", payload)
+            self._delta(delta, payload)
+
+    def _delta(self, delta: dict[str, Any], payload: str) -> None:
+        def bad(what: str) -> ProviderError:
+            return self._errors.garbage(what, payload)
+
+        for key, parts in (("content", self.content), ("refusal", self.refusal)):
+            text = delta.get(key)
+            if text is None:
+                continue
+            if not isinstance(text, str):
+                raise bad(f"'delta.{key}' is not a string")
+            parts.append(text)
+        calls = delta.get("tool_calls")
+        if calls is None:
+            return
+        if not isinstance(calls, list):
+            raise bad("'delta.tool_calls' is not a list")
+        for position, item in enumerate(calls):
+            if not isinstance(item, dict):
+                raise bad("a tool-call delta is not an object")
+            index = item.get("index", position)
+            if not isinstance(index, int):
+                raise bad("a tool-call delta's 'index' is not an integer")
+            call = self.tool_calls.setdefault(index, {"id": None, "name": "", "arguments": []})
+            if item.get("id"):
+                call["id"] = item["id"]
+            function = item.get("function")
+            if function is None:
+                continue
+            if not isinstance(function, dict):
+                raise bad("a tool-call delta's 'function' is not an object")
+            name = function.get("name")
+            if name and not call["name"]:
+                call["name"] = name
+            fragment = function.get("arguments")
+            if fragment is None:
+                continue
+            if not isinstance(fragment, str):
+                raise bad("tool-call 'arguments' fragment is not a string")
+            call["arguments"].append(fragment)
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _decode_arguments(value: Any) -> dict[str, Any] | None:
+    """Parsed tool-call arguments; ``{"__raw__": s}`` when the model sent invalid JSON; ``None``
+    when the field has the wrong type."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return {"__raw__": value}
+    return parsed if isinstance(parsed, dict) else {"__raw__": value}
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, Mapping):
+        message = error.get("message")
+        if isinstance(message, str) and message:
+            return message
+    if isinstance(error, str) and error:
+        return error
+    return json.dumps(error)[:EXCERPT_CHARS]

@@ -1,0 +1,210 @@
+"""``ScriptedModel``: a deterministic, offline model for tests and demos.
+
+A script is a list of steps (reply with text, request tool calls, or fail), optionally chosen
+by rules that match the user's input. The step is picked from the conversation itself (the
+number of assistant turns since the last user message), so the model holds no state: the same
+conversation always gets the same reply, concurrent runs do not interfere, and replays match.
+When the steps run out, the last step repeats.
+
+Strings in steps may use ``{input}`` (the user's message), ``{result:TOOL}`` (the newest result
+of that tool), ``{result:TOOL:field.sub}`` (a field of that result parsed as JSON), and
+``{NAME}`` for a named group of the rule's ``when`` pattern. Unknown template fields stay as they
+are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tether.core import ProviderError
+from tether.providers.types import ModelRequest, ModelResponse, ToolCall, Usage
+from tether.spec import load_model
+
+_TEMPLATE_FIELD = re.compile(
+    r"\{(input|result:[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.]+)?|[A-Za-z_][A-Za-z0-9_]*)\}"
+)
+
+
+class ScriptedToolCall(BaseModel):
+    """A tool call the script makes."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    """Tool name."""
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    """Arguments; string values may use template fields."""
+
+
+class ScriptStep(BaseModel):
+    """One model turn: exactly one of ``text``, ``tool_calls`` or ``error``."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str | None = None
+    """Reply text (a final answer unless tool calls come with it)."""
+    tool_calls: list[ScriptedToolCall] = Field(default_factory=list)
+    """Tool calls to request; several run in parallel."""
+    error: str | None = None
+    """Fail this turn with a ``ProviderError`` carrying this message (retryable)."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScriptStep:
+        if self.text is None and not self.tool_calls and self.error is None:
+            raise ValueError("a step needs 'text', 'tool_calls' or 'error'")
+        if self.error is not None and (self.text is not None or self.tool_calls):
+            raise ValueError("an 'error' step cannot also reply")
+        return self
+
+
+class ScriptRule(BaseModel):
+    """Steps used when ``when`` (a regular expression) is found in the user's input."""
+
+    model_config = ConfigDict(extra="forbid")
+    when: str
+    """Regular expression searched case-insensitively in the user's message."""
+    steps: list[ScriptStep] = Field(min_length=1)
+    """The turns, in order."""
+
+    @model_validator(mode="after")
+    def _valid_regex(self) -> ScriptRule:
+        try:
+            re.compile(self.when)
+        except re.error as exc:
+            raise ValueError(f"'when' is not a valid regular expression: {exc}") from None
+        return self
+
+
+class Script(BaseModel):
+    """A script: plain ``steps``, or ``rules`` tried in order (with optional ``steps`` as the
+    fallback when no rule matches)."""
+
+    model_config = ConfigDict(extra="forbid")
+    rules: list[ScriptRule] = Field(default_factory=list)
+    """Input-matched step lists, first match wins."""
+    steps: list[ScriptStep] = Field(default_factory=list)
+    """Steps when no rule matches (or the whole script when there are no rules)."""
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Script:
+        if not self.rules and not self.steps:
+            raise ValueError("a script needs 'steps' or 'rules'")
+        return self
+
+
+def _json_field(text: str | None, path: str) -> str | None:
+    if text is None:
+        return None
+    try:
+        value: Any = json.loads(text)
+    except ValueError:
+        return None
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class ScriptedModel:
+    """Deterministic model driven by a :class:`Script`."""
+
+    def __init__(
+        self,
+        script: Script | list[ScriptStep] | list[dict[str, Any]],
+        *,
+        name: str = "scripted",
+        latency_s: float = 0.0,
+    ) -> None:
+        if isinstance(script, list):
+            script = Script(steps=[ScriptStep.model_validate(s) for s in script])
+        self.script = script
+        self._name = name
+        self.latency_s = latency_s
+        self._compiled = [(re.compile(r.when, re.IGNORECASE), r) for r in script.rules]
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, name: str = "scripted") -> ScriptedModel:
+        """Load a script file; errors name the file, line and field."""
+        return cls(load_model(Script, path), name=name)
+
+    @property
+    def provider(self) -> str:
+        return "scripted"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _select(self, user_text: str) -> tuple[list[ScriptStep], dict[str, str]]:
+        for pattern, rule in self._compiled:
+            match = pattern.search(user_text)
+            if match:
+                groups = {k: v for k, v in match.groupdict().items() if v is not None}
+                return rule.steps, groups
+        if self.script.steps:
+            return self.script.steps, {}
+        raise ProviderError(
+            f"scripted model: no rule matches the input {user_text[:80]!r} and the script "
+            "has no default 'steps'",
+            hint="add a catch-all rule (when: '.*') or top-level steps to the script",
+        )
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)
+        messages = request.messages
+        last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+        user_text = messages[last_user].content if last_user >= 0 else ""
+        turn = sum(1 for m in messages[last_user + 1 :] if m.role == "assistant")
+        steps, groups = self._select(user_text)
+        step = steps[min(turn, len(steps) - 1)]
+        if step.error is not None:
+            raise ProviderError(f"scripted model error: {step.error}", retryable=True)
+
+        values = dict(groups, input=user_text)
+        for m in messages[last_user + 1 :]:
+            if m.role == "tool" and m.name:
+                values[f"result:{m.name}"] = m.content
+
+        def lookup(match: re.Match[str]) -> str:
+            key = match.group(1)
+            if key in values:
+                return values[key]
+            if key.startswith("result:") and key.count(":") == 2:
+                _, tool_name, path = key.split(":")
+                found = _json_field(values.get(f"result:{tool_name}"), path)
+                if found is not None:
+                    return found
+            return match.group(0)
+
+        def fill(value: Any) -> Any:
+            if isinstance(value, str):
+                return _TEMPLATE_FIELD.sub(lookup, value)
+            if isinstance(value, dict):
+                return {k: fill(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [fill(v) for v in value]
+            return value
+
+        calls = [
+            ToolCall(id=f"call_{turn}_{i}", name=c.name, arguments=fill(c.arguments))
+            for i, c in enumerate(step.tool_calls)
+        ]
+        content = fill(step.text) if step.text is not None else ""
+        prompt_chars = sum(len(m.content) for m in messages)
+        out_chars = len(content) + sum(len(json.dumps(c.arguments)) for c in calls)
+        return ModelResponse(
+            content=content,
+            tool_calls=calls,
+            usage=Usage(
+                input_tokens=prompt_chars // 4 + 1,
+                output_tokens=out_chars // 4 + 1,
+            ),
+            model=self._name,
+            finish_reason="tool_calls" if calls else "stop",
+        )

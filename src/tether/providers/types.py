@@ -1,0 +1,118 @@
+"""Provider-neutral chat types: messages, tool calls, model requests and responses.
+
+These are plain pydantic models so they serialize into ``RunState`` and checkpoints unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ToolCall(BaseModel):
+    """One tool call requested by a model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    """Call id, unique within the run; tool results refer to it."""
+    name: str
+    """Name of the tool to call."""
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    """Arguments as parsed JSON. Unparseable arguments arrive as ``{"__raw__": "..."}``."""
+
+
+class Message(BaseModel):
+    """One chat message, in the OpenAI chat-completions shape."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    """Who speaks."""
+    content: str = ""
+    """Text content (for ``tool`` messages: the tool's result, serialized)."""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    """Tool calls requested by an ``assistant`` message."""
+    tool_call_id: str | None = None
+    """For ``tool`` messages: the id of the call this result answers."""
+    name: str | None = None
+    """For ``tool`` messages: the tool's name."""
+
+
+class ToolDefinition(BaseModel):
+    """A tool as a model sees it: name, description, JSON schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+class Usage(BaseModel):
+    """Token usage of one model call (or totals of a run)."""
+
+    input_tokens: int = 0
+    """Prompt tokens, including cached ones."""
+    output_tokens: int = 0
+    """Completion tokens."""
+    cached_input_tokens: int = 0
+    """Prompt tokens served from the provider's prompt cache (billed at a lower rate)."""
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
+        )
+
+
+class ModelSettings(BaseModel):
+    """Sampling settings for one request."""
+
+    temperature: float | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+
+
+class ModelRequest(BaseModel):
+    """Everything a model call needs."""
+
+    messages: list[Message]
+    tools: list[ToolDefinition] = Field(default_factory=list)
+    settings: ModelSettings = Field(default_factory=ModelSettings)
+
+
+class ModelResponse(BaseModel):
+    """A model's reply: text, tool calls, or both."""
+
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    model: str = ""
+    """Model name the provider reports having used."""
+    finish_reason: str = "stop"
+    response_id: str | None = None
+
+    def as_message(self) -> Message:
+        return Message(role="assistant", content=self.content, tool_calls=list(self.tool_calls))
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What the runtime needs from a model provider."""
+
+    @property
+    def provider(self) -> str:
+        """Provider name as OTel's ``gen_ai.provider.name`` expects (``openai``, ``scripted``)."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """Requested model name (``gen_ai.request.model``)."""
+        ...
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """Run one chat completion. Raises ``ProviderError`` on failure."""
+        ...

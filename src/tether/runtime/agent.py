@@ -1,0 +1,256 @@
+"""``Agent``: a spec bound to its models, tools, controls and trace sink."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tether.controls import Control, LimitsControl, LoopBreaker, Pipeline
+from tether.core import (
+    Settings,
+    SpecError,
+    TetherError,
+    new_trace_id,
+    now_ns,
+    scrub_surrogates,
+)
+from tether.providers import Message, Model, ModelSettings, build_model
+from tether.runtime.loop import RunContext, drive
+from tether.runtime.result import RunResult
+from tether.runtime.state import RunState
+from tether.spec import AgentSpec, load_spec
+from tether.store import RunRecord
+from tether.tools import Tool, build_tools, definition_of
+from tether.trace import (
+    NullSink,
+    PricingTable,
+    RunRecorder,
+    TraceSink,
+    default_pricing,
+    new_run_record,
+    semconv,
+    writer_for,
+)
+
+TraceTarget = TraceSink | str | bool | None
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _resolve_sink(trace: TraceTarget) -> TraceSink:
+    if trace is False:
+        return NullSink()
+    if trace is None or trace is True:
+        return writer_for(Settings.from_env().database_url)
+    if isinstance(trace, str):
+        return writer_for(trace)
+    return trace
+
+
+class Agent:
+    """An agent ready to run.
+
+    ``trace`` says where traces go: ``None`` (default) uses ``TETHER_DATABASE_URL`` or the
+    SQLite store in ``TETHER_HOME``; a database URL; any ``TraceSink``; or ``False`` for none.
+    """
+
+    def __init__(
+        self,
+        spec: AgentSpec,
+        *,
+        tools: Sequence[Tool | Callable[..., Any]] = (),
+        model: Model | None = None,
+        fallback_models: Sequence[Model] | None = None,
+        controls: Sequence[Control] = (),
+        base_dir: str | Path | None = None,
+        trace: TraceTarget = None,
+        pricing: PricingTable | None = None,
+    ) -> None:
+        self.spec = spec
+        self.base_dir = Path(base_dir) if base_dir is not None else None
+        self.model = model or build_model(spec.model, self.base_dir)
+        self.fallback_models = (
+            list(fallback_models)
+            if fallback_models is not None
+            else [build_model(c, self.base_dir) for c in spec.fallback_models]
+        )
+        self.tools = build_tools(spec.tools, base_dir=self.base_dir, provided=tools)
+        self.controls: list[Control] = [LimitsControl(), LoopBreaker(), *controls]
+        self.sink = _resolve_sink(trace)
+        self.pricing = pricing or default_pricing()
+        self._tool_defs = [definition_of(t) for t in self.tools.values()]
+        self._settings = ModelSettings(
+            temperature=spec.model.temperature,
+            seed=spec.model.seed,
+            max_tokens=spec.model.max_tokens,
+        )
+        self._pipeline = Pipeline(self.controls)
+        if spec.limits.max_cost_usd is not None:
+            unpriced = [m.name for m in self._models() if self.pricing.price_for(m.name) is None]
+            if unpriced:
+                raise SpecError(
+                    f"limits.max_cost_usd is set but the pricing table "
+                    f"(version {self.pricing.version}) has no price for {', '.join(unpriced)}: "
+                    "the cost limit could never trip",
+                    hint="use a priced model name, pass Agent(pricing=...) with a table that "
+                    "prices it, or remove max_cost_usd",
+                )
+        self._system_prompt = spec.system_prompt()
+        self._version = spec.version
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **kwargs: Any) -> Agent:
+        """Load a spec file; relative paths in it (scripts, tool files) resolve from its folder."""
+        path = Path(path)
+        kwargs.setdefault("base_dir", path.parent)
+        spec = load_spec(path)
+        try:
+            return cls(spec, **kwargs)
+        except SpecError as exc:  # a script, tool file or env variable the spec points at
+            raise SpecError(f"{path}: {exc.message}", hint=exc.hint) from None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def version(self) -> str:
+        """Content hash of the spec this agent was built from."""
+        return self._version
+
+    async def run(
+        self, input: str, *, trace_id: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> RunResult:
+        """Run the agent on one input. Always returns a result; stops are outcomes."""
+        if not isinstance(input, str):
+            raise TetherError(f"input must be text, got {type(input).__name__}")
+        input = scrub_surrogates(input)
+        if trace_id is None:
+            trace_id = new_trace_id()
+        elif not _TRACE_ID.fullmatch(trace_id):
+            raise TetherError(
+                f"trace_id must be 32 lowercase hex characters (a W3C trace id), got {trace_id!r}"
+            )
+        state = RunState(
+            trace_id=trace_id,
+            agent_name=self.spec.name,
+            agent_version=self.version,
+            paradigm=self.spec.paradigm,
+            input=input,
+            started_ns=now_ns(),
+            metadata=dict(metadata or {}),
+        )
+        if self._system_prompt:
+            state.messages.append(Message(role="system", content=self._system_prompt))
+        recorder = RunRecorder(self.sink, trace_id)
+        run = new_run_record(
+            trace_id,
+            self.spec.name,
+            self.version,
+            input,
+            {semconv.TETHER_PARADIGM: self.spec.paradigm, **state.metadata},
+        )
+        self.sink.run_started(run)
+        span = recorder.start_span(
+            f"{semconv.OP_INVOKE_AGENT} {self.spec.name}",
+            "agent",
+            None,
+            {
+                semconv.GEN_AI_OPERATION_NAME: semconv.OP_INVOKE_AGENT,
+                semconv.GEN_AI_AGENT_NAME: self.spec.name,
+                semconv.TETHER_AGENT_VERSION: self.version,
+                semconv.TETHER_PARADIGM: self.spec.paradigm,
+                semconv.GEN_AI_PROVIDER_NAME: self.model.provider,
+                semconv.GEN_AI_REQUEST_MODEL: self.model.name,
+            },
+        )
+        rc = RunContext(
+            models=self._models(),
+            tools=self.tools,
+            tool_defs=self._tool_defs,
+            settings=self._settings,
+            limits=self.spec.limits,
+            pipeline=self._pipeline.with_recorder(recorder),
+            recorder=recorder,
+            pricing=self.pricing,
+            agent_span_id=span.span_id,
+        )
+        try:
+            await drive(rc, state)
+        except BaseException as exc:
+            # A crash (a bug, a cancelled task) still leaves a complete trace and a checkpoint.
+            state.status, state.outcome = "failed", "error"
+            state.error = f"{type(exc).__name__}: {exc}"
+            state.stop_reason = "internal error"
+            recorder.event(span.span_id, semconv.EVENT_RUN_ERROR, {"message": state.error})
+            self._finish(recorder, span, run, state)
+            recorder.checkpoint(state.schema_version, state.to_json(), "crash")
+            raise
+        if state.status == "paused":
+            recorder.checkpoint(state.schema_version, state.to_json(), state.outcome or "paused")
+        self._finish(recorder, span, run, state)
+        return RunResult.from_state(state)
+
+    def _finish(self, recorder: RunRecorder, span: Any, run: RunRecord, state: RunState) -> None:
+        span.attributes[semconv.TETHER_RUN_OUTCOME] = state.outcome
+        span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = state.usage.input_tokens
+        span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = state.usage.output_tokens
+        span.attributes[semconv.TETHER_COST_USD] = state.cost_usd
+        recorder.end_span(span, error=state.error if state.status == "failed" else None)
+        self.sink.run_ended(
+            RunRecord(
+                trace_id=run.trace_id,
+                agent_name=run.agent_name,
+                agent_version=run.agent_version,
+                started_ns=run.started_ns,
+                status=state.status,
+                outcome=state.outcome,
+                input=state.input,
+                output=state.output,
+                ended_ns=span.end_ns,
+                input_tokens=state.usage.input_tokens,
+                output_tokens=state.usage.output_tokens,
+                cached_input_tokens=state.usage.cached_input_tokens,
+                cost_usd=state.cost_usd,
+                turns=state.turns,
+                tool_calls=state.tool_calls,
+                error=state.error,
+                attributes={**run.attributes, "stop_reason": state.stop_reason},
+            )
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients of the agent's models and tools (they reopen when used)."""
+        for part in (*self._models(), *self.tools.values()):
+            close = getattr(part, "aclose", None)
+            if close is not None:
+                await close()
+
+    def _models(self) -> list[Model]:
+        return [self.model, *self.fallback_models]
+
+    async def __aenter__(self) -> Agent:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def run_sync(self, input: str, **kwargs: Any) -> RunResult:
+        """Blocking :meth:`run` for scripts and notebooks without an event loop. Each call runs
+        its own event loop and closes the HTTP clients it opened before returning."""
+
+        async def run_and_close() -> RunResult:
+            try:
+                return await self.run(input, **kwargs)
+            finally:
+                await self.aclose()
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(run_and_close())
+        raise TetherError(
+            "run_sync() was called inside a running event loop", hint="use 'await agent.run(...)'"
+        )

@@ -1,0 +1,481 @@
+"""The agent loop: one run, top to bottom, over an explicit ``RunState``.
+
+ReAct: call the model; run the tool calls it asks for (in parallel); repeat until it answers.
+Plan-then-execute: one planner call returns the plan as tool calls; they run; a solver call
+(with no tools) answers. Every step passes the pipeline and leaves a span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from tether.controls import CONTROL_ERROR, Decision, Hook, HookContext, Pipeline
+from tether.controls.limits import LIMIT_EXCEEDED, limit_message
+from tether.core import ProviderError, TetherError, content_hash, monotonic, scrub_surrogates
+from tether.providers import (
+    Message,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    ModelSettings,
+    ToolCall,
+    ToolDefinition,
+)
+from tether.runtime.state import RunState, ToolRecord
+from tether.spec import Limits
+from tether.store import SpanRecord
+from tether.tools import Tool, ToolResult
+from tether.trace import PricingTable, RunRecorder, semconv
+
+FINAL_ANSWER = "final_answer"
+PLANNER_NOTE = (
+    "Plan first: reply with every tool call needed to answer, all at once. You will then get "
+    "their results and write the answer."
+)
+MAX_ATTRIBUTE_CHARS = 8_000
+P = TypeVar("P")
+
+
+def _scrubbed(response: ModelResponse) -> ModelResponse:
+    """A provider's reply without lone surrogates (they cannot be stored or checkpointed)."""
+    content = scrub_surrogates(response.content)
+    calls = response.tool_calls
+    if calls:
+        raw = json.dumps([c.arguments for c in calls], ensure_ascii=False)
+        if scrub_surrogates(raw) is not raw:
+            calls = [
+                c.model_copy(
+                    update={
+                        "arguments": json.loads(
+                            scrub_surrogates(json.dumps(c.arguments, ensure_ascii=False))
+                        )
+                    }
+                )
+                for c in calls
+            ]
+    if content is response.content and calls is response.tool_calls:
+        return response
+    return response.model_copy(update={"content": content, "tool_calls": calls})
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_ATTRIBUTE_CHARS else text[:MAX_ATTRIBUTE_CHARS] + "…"
+
+
+@dataclass(slots=True)
+class RunContext:
+    """The fixed parts of one run: what the loop works with besides the state."""
+
+    models: list[Model]
+    tools: dict[str, Tool]
+    tool_defs: list[ToolDefinition]
+    settings: ModelSettings
+    limits: Limits
+    pipeline: Pipeline
+    recorder: RunRecorder
+    pricing: PricingTable
+    agent_span_id: str
+
+
+class Stop(Exception):
+    """Raised inside the loop when a decision ends the run; carries that decision."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+def _hook(
+    rc: RunContext, state: RunState, hook: Hook, span_id: str | None, **kw: Any
+) -> HookContext:
+    return HookContext(hook=hook, state=state, limits=rc.limits, span_id=span_id, **kw)
+
+
+async def _checked(rc: RunContext, ctx: HookContext, payload: P) -> P:
+    """Run the pipeline at a hook; any stopping decision ends the run."""
+    decision, payload = await rc.pipeline.check(ctx, payload)
+    if decision.stops:
+        raise Stop(decision)
+    return payload
+
+
+async def _checked_tool(rc: RunContext, ctx: HookContext, payload: P) -> P | Decision:
+    """Like ``_checked`` for tool hooks, where a Block without an outcome refuses only this
+    call: the decision is returned so the model hears why and can carry on."""
+    decision, payload = await rc.pipeline.check(ctx, payload)
+    if decision.stops:
+        if decision.outcome:
+            raise Stop(decision)
+        return decision
+    return payload
+
+
+# -- model calls -------------------------------------------------------------------------------
+
+
+async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> ModelResponse:
+    """One model turn: pipeline checks, the primary model, fallbacks on failure, accounting."""
+    ctx = _hook(rc, state, Hook.BEFORE_MODEL, rc.agent_span_id)
+    request = await _checked(rc, ctx, request)
+    state.turns += 1
+    last_error: ProviderError | None = None
+    for attempt, model in enumerate(rc.models):
+        if attempt:
+            rc.recorder.event(
+                rc.agent_span_id,
+                semconv.EVENT_MODEL_FALLBACK,
+                {"from": rc.models[attempt - 1].name, "to": model.name, "reason": str(last_error)},
+            )
+        span = rc.recorder.start_span(
+            f"{semconv.OP_CHAT} {model.name}",
+            "model",
+            rc.agent_span_id,
+            {
+                semconv.GEN_AI_OPERATION_NAME: semconv.OP_CHAT,
+                semconv.GEN_AI_PROVIDER_NAME: model.provider,
+                semconv.GEN_AI_REQUEST_MODEL: model.name,
+                semconv.TETHER_TURN: state.turns,
+                semconv.TETHER_MODEL_ATTEMPT: attempt,
+            },
+        )
+        s = request.settings
+        for key, value in (
+            (semconv.GEN_AI_REQUEST_TEMPERATURE, s.temperature),
+            (semconv.GEN_AI_REQUEST_SEED, s.seed),
+            (semconv.GEN_AI_REQUEST_MAX_TOKENS, s.max_tokens),
+        ):
+            if value is not None:
+                span.attributes[key] = value
+        try:
+            response = await model.complete(request)
+        except ProviderError as exc:
+            last_error = exc
+            span.attributes[semconv.ERROR_TYPE] = type(exc).__name__
+            rc.recorder.event(span.span_id, semconv.EVENT_MODEL_ERROR, {"message": exc.message})
+            rc.recorder.end_span(span, error=exc.message)
+            continue
+        except BaseException as exc:
+            rc.recorder.end_span(span, error=f"{type(exc).__name__}: {exc}")
+            raise
+        response = _scrubbed(response)
+        usage = response.usage
+        state.usage = state.usage + usage
+        # Price what the provider says it ran; an unpriced name (a fine-tune, an alias) falls
+        # back to the requested model, which a cost limit has already checked is priced.
+        tokens = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+        cost = rc.pricing.cost(response.model or model.name, *tokens)
+        if cost is None:
+            cost = rc.pricing.cost(model.name, *tokens)
+        a = span.attributes
+        a[semconv.GEN_AI_RESPONSE_MODEL] = response.model or model.name
+        a[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [response.finish_reason]
+        a[semconv.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+        a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+        if usage.cached_input_tokens:
+            a[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
+        if response.response_id:
+            a[semconv.GEN_AI_RESPONSE_ID] = response.response_id
+        if cost is not None:
+            state.cost_usd += cost
+            a[semconv.TETHER_COST_USD] = cost
+            a[semconv.TETHER_PRICING_VERSION] = rc.pricing.version
+        a[semconv.GEN_AI_OUTPUT_MESSAGES] = _clip(response.as_message().model_dump_json())
+        ctx = _hook(rc, state, Hook.AFTER_MODEL, span.span_id)
+        try:
+            response = await _checked(rc, ctx, response)
+        finally:
+            rc.recorder.end_span(span)
+        return response
+    assert last_error is not None
+    if len(rc.models) > 1:
+        raise ProviderError(
+            f"all {len(rc.models)} models failed; last error: {last_error.message}",
+            hint=last_error.hint,
+        ) from last_error
+    raise last_error
+
+
+# -- tool calls --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Approved:
+    """A tool call that passed ``before_tool``: its slot is reserved, its span open."""
+
+    call: ToolCall
+    tool: Tool | None
+    span: SpanRecord
+    record: ToolRecord
+    started: bool = False
+    message: Message | None = None
+    """The tool message, once the call is settled (also when ``after_tool`` stopped the run)."""
+
+
+def _tool_message(call: ToolCall, result: ToolResult) -> Message:
+    return Message(role="tool", content=result.content, tool_call_id=call.id, name=call.name)
+
+
+def _tool_span(rc: RunContext, call: ToolCall) -> SpanRecord:
+    return rc.recorder.start_span(
+        f"{semconv.OP_EXECUTE_TOOL} {call.name}",
+        "tool",
+        rc.agent_span_id,
+        {
+            semconv.GEN_AI_OPERATION_NAME: semconv.OP_EXECUTE_TOOL,
+            semconv.GEN_AI_TOOL_NAME: call.name,
+            semconv.GEN_AI_TOOL_CALL_ID: call.id,
+            semconv.GEN_AI_TOOL_TYPE: "function",
+            semconv.GEN_AI_TOOL_CALL_ARGUMENTS: _clip(json.dumps(call.arguments, default=str)),
+        },
+    )
+
+
+async def approve_tool(rc: RunContext, state: RunState, call: ToolCall) -> _Approved | Message:
+    """``before_tool`` for one call. An approved call reserves its slot at once (so limits and
+    the loop breaker see it even while it runs in parallel with others); a refused one becomes
+    the message the model gets. A stopping decision raises ``Stop``."""
+    span = _tool_span(rc, call)
+    try:
+        ctx = _hook(
+            rc, state, Hook.BEFORE_TOOL, span.span_id, tool=rc.tools.get(call.name), call=call
+        )
+        allowed = await _checked_tool(rc, ctx, call)
+    except BaseException:
+        rc.recorder.end_span(span)
+        raise
+    if isinstance(allowed, Decision):
+        result = ToolResult(f"Tool call refused by policy: {allowed.reason}", is_error=True)
+        span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = result.content
+        rc.recorder.end_span(span, error=result.content)
+        return _tool_message(call, result)
+    if allowed != call:  # a control rewrote the call: the span shows what actually runs
+        span.name = f"{semconv.OP_EXECUTE_TOOL} {allowed.name}"
+        span.attributes[semconv.GEN_AI_TOOL_NAME] = allowed.name
+        span.attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = _clip(
+            json.dumps(allowed.arguments, default=str)
+        )
+    tool = rc.tools.get(allowed.name)
+    if tool is not None:
+        span.attributes[semconv.TETHER_TOOL_SIDE_EFFECTS] = tool.side_effects
+    state.tool_calls += 1
+    record = ToolRecord(
+        call_id=allowed.id, name=allowed.name, args_hash=content_hash(allowed.arguments)
+    )
+    state.tool_history.append(record)
+    return _Approved(allowed, tool, span, record)
+
+
+async def complete_tool(rc: RunContext, state: RunState, approved: _Approved) -> Message:
+    """Run an approved call and ``after_tool``. Failures become error results for the model."""
+    call, span = approved.call, approved.span
+    approved.started = True
+    error: str | None = None
+    try:
+        raw = await _execute(rc, approved.tool, call)
+        approved.record.result_hash = content_hash(raw.content)
+        approved.record.is_error = raw.is_error
+        ctx = _hook(rc, state, Hook.AFTER_TOOL, span.span_id, tool=approved.tool, call=call)
+        try:
+            checked = await _checked_tool(rc, ctx, raw)
+        except Stop as stop:  # the call ran; the model's conversation still needs its answer
+            withheld = f"Tool result withheld by policy: {stop.decision.reason}"
+            approved.message = _tool_message(call, ToolResult(withheld, is_error=True))
+            error = withheld
+            raise
+        if isinstance(checked, Decision):
+            result = ToolResult(f"Tool result withheld by policy: {checked.reason}", True)
+        else:
+            result = checked
+        if result.is_error:
+            error = result.content
+            span.attributes[semconv.ERROR_TYPE] = "tool_error"
+            rc.recorder.event(span.span_id, semconv.EVENT_TOOL_ERROR, {"message": _clip(error)})
+        span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = _clip(result.content)
+    except asyncio.CancelledError:  # the run timed out or was cancelled mid-call
+        error = "cancelled: the run stopped while the tool was running"
+        approved.record.is_error = True
+        raise
+    finally:
+        rc.recorder.end_span(span, error=error)
+    approved.message = _tool_message(call, result)
+    return approved.message
+
+
+async def _execute(rc: RunContext, tool: Tool | None, call: ToolCall) -> ToolResult:
+    if tool is None:
+        return ToolResult(
+            f"Error: unknown tool '{call.name}'. Available tools: "
+            f"{', '.join(sorted(rc.tools)) or 'none'}.",
+            is_error=True,
+        )
+    try:
+        async with asyncio.timeout(tool.timeout_s):
+            result = await tool.call(call.arguments)
+        content = scrub_surrogates(result.content)
+        return (
+            result
+            if content is result.content
+            else ToolResult(content, result.is_error, result.data)
+        )
+    except TimeoutError:
+        return ToolResult(
+            f"Error: tool '{call.name}' timed out after {tool.timeout_s:g}s", is_error=True
+        )
+    except TetherError as exc:
+        return ToolResult(f"Error: {exc.message}", is_error=True)
+    except Exception as exc:
+        return ToolResult(f"Error: {type(exc).__name__}: {exc}", is_error=True)
+
+
+async def run_tools(rc: RunContext, state: RunState, calls: list[ToolCall]) -> None:
+    """One turn's tool calls: every call passes ``before_tool`` in order first, then the approved
+    ones run in parallel; results are appended in call order.
+
+    However the turn ends — normally, stopped by a decision at call *i*, timed out, crashed —
+    it is settled the same way: every call that produced an answer keeps it, calls approved
+    but never started give back their slot, and every call the model asked for without an
+    answer is left in ``state.pending_tool_calls`` (what a resumed run settles first).
+    """
+    checked: list[_Approved | Message] = []
+    stop: Stop | None = None
+    failures: list[BaseException] = []
+    try:
+        for call in calls:
+            try:
+                checked.append(await approve_tool(rc, state, call))
+            except Stop as exc:
+                stop = exc
+                break
+        runnable = [c for c in checked if isinstance(c, _Approved)]
+        if len(runnable) == 1:
+            try:
+                await complete_tool(rc, state, runnable[0])
+            except Exception as exc:
+                failures.append(exc)
+        elif runnable:
+            outcomes = await asyncio.gather(
+                *(complete_tool(rc, state, a) for a in runnable), return_exceptions=True
+            )
+            failures.extend(o for o in outcomes if isinstance(o, BaseException))
+    finally:
+        _settle_turn(rc, state, calls, checked)
+    if failures:
+        raise failures[0]
+    if stop is not None:
+        raise stop
+
+
+def _settle_turn(
+    rc: RunContext, state: RunState, calls: list[ToolCall], checked: list[_Approved | Message]
+) -> None:
+    answered: set[str] = set()
+    for item in checked:
+        message = item if isinstance(item, Message) else item.message
+        if message is not None:
+            state.messages.append(message)
+            answered.add(message.tool_call_id or "")
+        elif isinstance(item, _Approved) and not item.started:
+            # Approved, then the run stopped before it ran: it gives its slot back.
+            state.tool_calls -= 1
+            state.tool_history.remove(item.record)
+            rc.recorder.end_span(item.span, error="not run: the run stopped first")
+    state.pending_tool_calls = [c for c in calls if c.id not in answered]
+
+
+# -- paradigms ---------------------------------------------------------------------------------
+
+
+def _request(rc: RunContext, state: RunState, *, tools: bool = True) -> ModelRequest:
+    return ModelRequest(
+        messages=list(state.messages),
+        tools=rc.tool_defs if tools else [],
+        settings=rc.settings,
+    )
+
+
+async def react(rc: RunContext, state: RunState) -> str:
+    """Model, tools, model, ... until the model answers without calling a tool."""
+    while True:
+        response = await call_model(rc, state, _request(rc, state))
+        state.messages.append(response.as_message())
+        if not response.tool_calls:
+            return response.content
+        await run_tools(rc, state, response.tool_calls)
+
+
+async def plan_execute(rc: RunContext, state: RunState) -> str:
+    """One planner call, the planned tool calls, one solver call."""
+    planner = _request(rc, state)
+    planner.messages.append(Message(role="system", content=PLANNER_NOTE))
+    plan = await call_model(rc, state, planner)
+    state.messages.append(plan.as_message())
+    state.plan = list(plan.tool_calls)
+    if not plan.tool_calls:
+        return plan.content
+    span = rc.recorder.start_span(
+        "plan", "plan", rc.agent_span_id, {"tether.plan.steps": len(plan.tool_calls)}
+    )
+    try:
+        await run_tools(rc, state, plan.tool_calls)
+    finally:
+        rc.recorder.end_span(span)
+    answer = await call_model(rc, state, _request(rc, state, tools=False))
+    state.messages.append(answer.as_message())
+    return answer.content
+
+
+async def drive(rc: RunContext, state: RunState) -> None:
+    """Run the paradigm to the end and settle the outcome; stops become outcomes."""
+    started = monotonic()
+    run_timeout = asyncio.timeout(rc.limits.timeout_s)
+    try:
+        try:
+            ctx = _hook(rc, state, Hook.ON_INPUT, rc.agent_span_id)
+            state.input = await _checked(rc, ctx, state.input)
+            state.messages.append(Message(role="user", content=state.input))
+            paradigm = plan_execute if state.paradigm == "plan_execute" else react
+            async with run_timeout:
+                answer = await paradigm(rc, state)
+            ctx = _hook(rc, state, Hook.ON_OUTPUT, rc.agent_span_id)
+            state.output = await _checked(rc, ctx, answer)
+            state.outcome, state.status = FINAL_ANSWER, "completed"
+        except Stop as stop:
+            d = stop.decision
+            state.outcome = d.outcome or "blocked"
+            if d.outcome in ("escalated", "deferred"):
+                state.status = "paused"
+            else:
+                state.status = "failed" if d.outcome == CONTROL_ERROR else "completed"
+            state.stop_reason = f"{d.control}: {d.reason}"
+            state.output = d.message or _default_stop_message(state.outcome)
+        except TimeoutError:
+            if not run_timeout.expired():
+                raise  # some other timeout (a model integration's own): not the run's limit
+            rc.recorder.event(
+                rc.agent_span_id,
+                semconv.EVENT_RUN_LIMIT,
+                {"limit": "timeout_s", "value": rc.limits.timeout_s},
+            )
+            state.outcome, state.status = LIMIT_EXCEEDED, "completed"
+            state.stop_reason = f"limits: timeout_s limit reached after {rc.limits.timeout_s:g}s"
+            state.output = limit_message("timeout_s", rc.limits.timeout_s)
+    except ProviderError as exc:
+        state.outcome, state.status = "error", "failed"
+        state.error = str(exc)
+        state.stop_reason = f"model provider failed: {exc.message}"
+        state.output = (
+            "I'm sorry, I can't answer right now: the language model is unavailable. "
+            "Please try again shortly."
+        )
+        rc.recorder.event(rc.agent_span_id, semconv.EVENT_RUN_ERROR, {"message": exc.message})
+    finally:
+        state.elapsed_s += monotonic() - started
+
+
+def _default_stop_message(outcome: str) -> str:
+    if outcome in ("escalated", "deferred"):
+        return "Your request needs a person's review; we'll follow up once it has been reviewed."
+    return "I'm sorry, I can't help with that request."

@@ -1,0 +1,48 @@
+"""``RunResult``: what ``Agent.run`` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tether.providers import Usage
+from tether.runtime.state import RunState
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one run. Control-flow stops (limits, loops, blocks) are outcomes here,
+    not exceptions."""
+
+    output: str
+    """What the user is told (the final answer, or the apology/limit message)."""
+    outcome: str
+    """``final_answer``, ``limit_exceeded``, ``loop_detected``, ``blocked``, ``escalated``,
+    ``deferred``, ``control_error`` or ``error``."""
+    status: str
+    """``completed``, ``paused`` or ``failed``."""
+    trace_id: str
+    usage: Usage
+    cost_usd: float
+    latency_s: float
+    stop_reason: str | None
+    state: RunState
+    """The full final state (messages, tool history, plan): partial results live here."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the run ended with a final answer."""
+        return self.outcome == "final_answer"
+
+    @classmethod
+    def from_state(cls, state: RunState) -> RunResult:
+        return cls(
+            output=state.output or "",
+            outcome=state.outcome or "error",
+            status=state.status,
+            trace_id=state.trace_id,
+            usage=state.usage,
+            cost_usd=state.cost_usd,
+            latency_s=state.elapsed_s,
+            stop_reason=state.stop_reason,
+            state=state,
+        )

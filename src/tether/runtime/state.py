@@ -1,0 +1,82 @@
+"""``RunState``: everything a run knows, as plain serializable data.
+
+A run can be checkpointed at any hook and resumed from its ``RunState`` alone. The schema is
+versioned; every version keeps golden fixtures in ``tests/fixtures/`` that must still load.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from tether.providers import Message, ToolCall, Usage
+
+RUN_STATE_SCHEMA_VERSION = 1
+
+RunStatus = Literal["running", "completed", "paused", "failed"]
+
+
+class ToolRecord(BaseModel):
+    """One executed tool call, as the loop breaker and audits see it."""
+
+    call_id: str
+    name: str
+    args_hash: str
+    """Content hash of the arguments."""
+    result_hash: str = ""
+    """Content hash of the result text (empty while the call is running): equal hashes mean
+    no new information."""
+    is_error: bool = False
+
+
+class RunState(BaseModel):
+    """The explicit state of one run."""
+
+    schema_version: Literal[1] = 1
+    """Version of this schema; bumped on any incompatible change (with a migration)."""
+    trace_id: str
+    """Run id, which is also the trace id."""
+    agent_name: str
+    agent_version: str
+    paradigm: Literal["react", "plan_execute"] = "react"
+    input: str
+    """The user's input, after on_input controls."""
+    messages: list[Message] = Field(default_factory=list)
+    """The conversation so far, system prompt first."""
+    status: RunStatus = "running"
+    outcome: str | None = None
+    """``final_answer``, ``limit_exceeded``, ``loop_detected``, ``blocked``, ``escalated``,
+    ``deferred``, ``error``."""
+    output: str | None = None
+    """What the user is told."""
+    stop_reason: str | None = None
+    """Why the run stopped, when it did not end with a final answer."""
+    error: str | None = None
+    turns: int = 0
+    """Model calls made."""
+    tool_calls: int = 0
+    """Tool calls executed."""
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float = 0.0
+    tool_history: list[ToolRecord] = Field(default_factory=list)
+    plan: list[ToolCall] | None = None
+    """``plan_execute``: the planned tool calls."""
+    pending_tool_calls: list[ToolCall] = Field(default_factory=list)
+    """Tool calls the model asked for that did not run because the run stopped at them (an
+    escalation awaiting approval, a limit): what a resumed run has to settle first."""
+    started_ns: int = 0
+    elapsed_s: float = 0.0
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.status != "running"
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, data: str | bytes) -> RunState:
+        """Load a serialized state of this or an older schema version."""
+        return cls.model_validate_json(data)

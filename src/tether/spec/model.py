@@ -1,0 +1,198 @@
+"""``AgentSpec``: the declarative description of an agent, one-to-one with its YAML file."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from tether.core import content_hash
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+SPEC_SCHEMA_VERSION = 1
+"""Bumped only by an incompatible change to the spec format; part of every version hash."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo in a spec must not silently drop a setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Strict):
+    """Which model an agent calls, and how."""
+
+    provider: Literal["scripted", "openai"] = "scripted"
+    """``scripted`` (offline, deterministic) or ``openai`` (any OpenAI-compatible endpoint)."""
+    name: str
+    """Model name sent to the provider and used for pricing (``gpt-4.1-mini``)."""
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    """Sampling temperature."""
+    seed: int | None = None
+    """Sampling seed, where the provider supports one."""
+    max_tokens: int | None = Field(default=None, gt=0)
+    """Cap on completion tokens per call."""
+    script: str | None = None
+    """``scripted`` only: path to the script YAML, relative to the spec file."""
+    base_url: str | None = None
+    """``openai`` only: API base URL (default ``https://api.openai.com/v1``)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """``openai`` only: name of the environment variable that holds the API key."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Per-request timeout in seconds."""
+    max_retries: int = Field(default=3, ge=0, le=10)
+    """Retries on 429 and 5xx with jittered exponential backoff."""
+    stream: bool = False
+    """Use server-sent-event streaming for completions."""
+
+    @model_validator(mode="after")
+    def _check_provider_fields(self) -> ModelConfig:
+        if self.provider == "scripted" and not self.script:
+            raise ValueError("a scripted model needs 'script': the path of its script file")
+        if self.provider != "scripted" and self.script:
+            raise ValueError("'script' applies only to provider 'scripted'")
+        return self
+
+
+class ToolParameter(_Strict):
+    """One argument of a declarative (HTTP) tool."""
+
+    type: Literal["string", "integer", "number", "boolean"] = "string"
+    """JSON-schema type of the argument."""
+    description: str = ""
+    """What the argument means, shown to the model."""
+    required: bool = True
+    """Whether the model must supply it."""
+
+
+class _ToolBase(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    """Tool name as the model sees it."""
+    description: str = ""
+    """What the tool does, shown to the model (Python tools default to their docstring)."""
+    side_effects: Literal["read", "write", "external"] = "read"
+    """Least-privilege class: ``read`` only reads, ``write`` changes state, ``external`` acts
+    outside the system (sends mail, pays)."""
+    scopes: list[str] = Field(default_factory=list)
+    """Scopes the caller must hold for this tool (checked by authorization controls)."""
+    timeout_s: float = Field(default=30.0, gt=0)
+    """Time limit for one call."""
+
+
+class PythonToolSpec(_ToolBase):
+    """A Python function tool. Either passed to ``Agent(tools=[...])`` or imported by path."""
+
+    kind: Literal["python"] = "python"
+    function: str | None = None
+    """``module:function`` or ``file.py:function`` (relative to the spec file). Omit when the
+    function is passed in from Python."""
+
+
+class HttpToolSpec(_ToolBase):
+    """A declarative HTTP tool: one request built from a URL template and the arguments."""
+
+    kind: Literal["http"]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "GET"
+    """HTTP method."""
+    url: str
+    """URL template: ``{arg}`` is filled from the arguments, ``${ENV}`` from the environment."""
+    allowed_hosts: list[str] = Field(min_length=1)
+    """Hosts the tool may reach; a URL resolving elsewhere is refused."""
+    parameters: dict[str, ToolParameter] = Field(default_factory=dict)
+    """Arguments; those not used in the URL go in the query (GET) or JSON body (others)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Request headers; values may use ``${ENV}`` (never written to traces)."""
+
+
+def _tool_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "python"))
+    return str(getattr(value, "kind", "python"))
+
+
+ToolSpec = Annotated[
+    Annotated[PythonToolSpec, Tag("python")] | Annotated[HttpToolSpec, Tag("http")],
+    Discriminator(_tool_kind),
+]
+
+
+class Limits(_Strict):
+    """Run limits, checked before each model call and each tool call (``timeout_s`` cancels
+    whatever is running). Tripping one ends the run with outcome ``limit_exceeded``; partial
+    results are kept. A call already made is not undone, so token and cost totals can end up
+    at most one model call past their limit."""
+
+    max_turns: int = Field(default=10, gt=0)
+    """Model calls per run."""
+    max_tool_calls: int = Field(default=20, ge=0)
+    """Tool calls per run."""
+    max_total_tokens: int | None = Field(default=None, gt=0)
+    """Input plus output tokens per run."""
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    """Model cost per run, in US dollars (from the pricing table)."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    """Wall-clock time per run, in seconds."""
+
+
+class AgentSpec(_Strict):
+    """An agent: who it is, what it may use, how it reasons and where it stops."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    """Agent name; traces and versions are grouped by it."""
+    description: str = ""
+    """One line for humans."""
+    persona: str = ""
+    """Who the agent is (goes first in the system prompt)."""
+    goal: str = ""
+    """What the agent is for."""
+    instructions: str = ""
+    """How the agent must behave."""
+    model: ModelConfig
+    """Primary model."""
+    fallback_models: list[ModelConfig] = Field(default_factory=list)
+    """Tried in order when the primary model fails after its retries."""
+    tools: list[ToolSpec] = Field(default_factory=list)
+    """Tools the agent may call. Anything not listed is denied."""
+    paradigm: Literal["react", "plan_execute"] = "react"
+    """``react``: think, call tools, repeat. ``plan_execute``: plan the tool calls once, run
+    them, then answer."""
+    limits: Limits = Field(default_factory=Limits)
+    """Run limits."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Free-form labels (team, owner, ticket)."""
+
+    @field_validator("tools")
+    @classmethod
+    def _unique_tool_names(cls, tools: list[ToolSpec]) -> list[ToolSpec]:
+        seen: set[str] = set()
+        for tool in tools:
+            if tool.name in seen:
+                raise ValueError(f"tool name '{tool.name}' is declared twice")
+            seen.add(tool.name)
+        return tools
+
+    @property
+    def version(self) -> str:
+        """Content hash of the normalized spec: equal specs share a version.
+
+        Fields left at their defaults are not hashed, so a release that adds a field (with a
+        default) keeps every existing agent's version. Computed on each access: a cached value
+        would be carried over, stale, by ``model_copy(update=...)``."""
+        normalized = self.model_dump(mode="json", exclude_defaults=True)
+        return content_hash({"spec_schema": SPEC_SCHEMA_VERSION, "spec": normalized})[:16]
+
+    def system_prompt(self) -> str:
+        """Persona, goal and instructions, in that order, as the system message."""
+        parts = [
+            self.persona.strip(),
+            self.goal.strip() and f"Goal: {self.goal.strip()}",
+            self.instructions,
+        ]
+        return "\n\n".join(p.strip() for p in parts if p and p.strip())

@@ -1,0 +1,23 @@
+"""The store: SQLAlchemy tables, Alembic migrations, and the ``Store`` repository."""
+
+from tether.store.db import create_store_engine, migrate, redact_url
+from tether.store.records import (
+    CheckpointRecord,
+    EventRecord,
+    RunRecord,
+    SpanRecord,
+    TraceBatch,
+)
+from tether.store.repository import Store
+
+__all__ = [
+    "CheckpointRecord",
+    "EventRecord",
+    "RunRecord",
+    "SpanRecord",
+    "Store",
+    "TraceBatch",
+    "create_store_engine",
+    "migrate",
+    "redact_url",
+]

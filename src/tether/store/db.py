@@ -1,0 +1,157 @@
+"""Opening the store: engine creation, SQLite pragmas, migrations, friendly connection errors."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.pool import StaticPool
+
+from tether.core import StoreError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no cross-process lock for SQLite migrations
+    fcntl = None  # type: ignore[assignment]
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 5000
+_USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:)[^@]*@")
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password hidden, safe for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        # make_url raises ValueError for a bad port; still hide whatever looks like a password.
+        return _USERINFO_PASSWORD.sub(r"\1***@", url)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.close()
+
+
+def create_store_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and its directory created."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        detail = f": {exc}" if isinstance(exc, ValueError) else ""
+        raise StoreError(
+            f"invalid database URL {redact_url(url)!r}{detail}",
+            hint="use sqlite:///path/to/tether.db or postgresql+psycopg://user@host/db",
+        ) from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                database = Path(parsed.database).expanduser()
+                parsed = parsed.set(database=str(database))
+                folder = database.parent
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise StoreError(
+                        f"cannot create the folder {str(folder)!r} for the SQLite store "
+                        f"{redact_url(url)}: {exc.strerror or exc}",
+                        hint="point TETHER_DATABASE_URL or TETHER_HOME at a writable folder",
+                    ) from None
+            memory = parsed.database in (None, "", ":memory:")
+            engine = create_engine(
+                parsed,
+                connect_args={
+                    "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+                    # An in-memory database lives in one connection, shared by the writer
+                    # thread and readers.
+                    **({"check_same_thread": False} if memory else {}),
+                },
+                poolclass=StaticPool if memory else None,
+                hide_parameters=True,  # parameters hold user content; keep them out of errors
+            )
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(
+                parsed, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True
+            )
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise StoreError(
+            f"no database driver for {redact_url(url)}: {exc}",
+            hint="for PostgreSQL install the extra: pip install 'tether[postgres]'"
+            if parsed.get_backend_name() == "postgresql"
+            else "Tether stores traces in SQLite (sqlite:///path.db) or PostgreSQL "
+            "(postgresql://user@host/db)",
+        ) from None
+    return engine
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+# Any fixed 64-bit key: PostgreSQL advisory locks are per database, named by a number.
+_PG_MIGRATION_LOCK = 0x7E7E_0001
+
+
+@contextmanager
+def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
+    """Serialize migrations of one SQLite file across processes (a lock file beside it)."""
+    database = engine.url.database
+    if not database or database == ":memory:" or fcntl is None:
+        yield
+        return
+    with open(f"{database}.migrate.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest migration (idempotent; safe when several processes or
+    replicas open a new store at the same time)."""
+    cfg = _alembic_config()
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    is_sqlite = engine.url.get_backend_name() == "sqlite"
+    try:
+        with engine.connect() as conn:  # the fast path: already at head, no lock taken
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+        lock = _sqlite_migration_lock(engine) if is_sqlite else nullcontext()
+        with lock, engine.begin() as conn:
+            if engine.url.get_backend_name() == "postgresql":
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                )
+            # Read again under the lock: another process may have migrated meanwhile.
+            if MigrationContext.configure(conn).get_current_revision() == head:
+                return
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except DBAPIError as exc:
+        # OperationalError (unreachable, locked, unwritable) and DatabaseError (the file is not
+        # a database) alike: the store cannot be opened.
+        raise StoreError(
+            f"cannot open the trace store at {redact_url(str(engine.url))}: {exc.orig}",
+            hint="check the database URL (--database-url or TETHER_DATABASE_URL), that the "
+            "server is running, and file permissions",
+        ) from None

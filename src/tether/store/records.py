@@ -1,0 +1,90 @@
+"""Plain records the store reads and writes. The trace layer builds them; the UI reads them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """One agent execution (or one gateway request). ``trace_id`` is its id."""
+
+    trace_id: str
+    agent_name: str
+    agent_version: str
+    started_ns: int
+    status: str = "running"
+    """``running`` until the run ends; then ``completed``, ``paused`` or ``failed``."""
+    outcome: str | None = None
+    """How it ended: ``final_answer``, ``limit_exceeded``, ``loop_detected``, ``blocked``, ..."""
+    input: str = ""
+    output: str | None = None
+    ended_ns: int | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_usd: float = 0.0
+    turns: int = 0
+    tool_calls: int = 0
+    error: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.ended_ns is None else (self.ended_ns - self.started_ns) / 1e6
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    """One step of a run, with OTel GenAI attribute names."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    """``agent``, ``model``, ``tool``, ``control`` or ``plan``."""
+    start_ns: int
+    end_ns: int = 0
+    status: str = "ok"
+    """``ok`` or ``error``."""
+    status_message: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+
+@dataclass(slots=True)
+class EventRecord:
+    """A decision or signal on a span (guard verdict, limit trip, tool error, fallback)."""
+
+    trace_id: str
+    span_id: str | None
+    name: str
+    time_ns: int
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CheckpointRecord:
+    """A serialized ``RunState`` at a pause or end point."""
+
+    trace_id: str
+    schema_version: int
+    created_ns: int
+    state_json: str
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class TraceBatch:
+    """What one store transaction writes, in dependency order."""
+
+    runs_started: list[RunRecord] = field(default_factory=list)
+    spans: list[SpanRecord] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+    checkpoints: list[CheckpointRecord] = field(default_factory=list)
+    runs_ended: list[RunRecord] = field(default_factory=list)

@@ -1,0 +1,288 @@
+"""``Store``: writes trace batches and reads runs, spans, events and checkpoints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine, RowMapping, bindparam, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from tether.core import StoreError, scrub_surrogates
+from tether.store import tables
+from tether.store.db import create_store_engine, migrate, redact_url
+from tether.store.records import (
+    CheckpointRecord,
+    EventRecord,
+    RunRecord,
+    SpanRecord,
+    TraceBatch,
+)
+
+_RUN_END_FIELDS = (
+    "status",
+    "outcome",
+    "output",
+    "ended_ns",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cost_usd",
+    "turns",
+    "tool_calls",
+    "error",
+)
+
+
+def _dumps(value: dict[str, Any]) -> str:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escaped JSON is still the same JSON
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=True, default=str)
+    return text
+
+
+def _text(value: str | None) -> str | None:
+    """Text any database accepts: no NUL (PostgreSQL refuses it) and no lone surrogates (not
+    encodable as UTF-8). One stray character in user input must not lose a trace."""
+    if not value:
+        return value
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    return scrub_surrogates(value)
+
+
+# One prepared UPDATE for every run that ended in a batch, executed as executemany.
+_END_RUN = (
+    update(tables.runs)
+    .where(tables.runs.c.trace_id == bindparam("b_trace_id"))
+    # A reused trace id must not overwrite the run that owns it.
+    .where(tables.runs.c.started_ns == bindparam("b_started_ns"))
+    .values({f: bindparam(f"b_{f}") for f in (*_RUN_END_FIELDS, "attributes")})
+)
+
+
+def _fit(value: str | None, length: int) -> str | None:
+    """Clip to the column's length: PostgreSQL refuses longer values, and one long tool name
+    from a model must not cost the whole span."""
+    return value[:length] if value is not None and len(value) > length else value
+
+
+def _length(column: Any) -> int:
+    return int(column.type.length)
+
+
+# Column lengths, read once (the write path runs per record).
+_RUN_AGENT, _RUN_VERSION = _length(tables.runs.c.agent_name), _length(tables.runs.c.agent_version)
+_RUN_STATUS, _RUN_OUTCOME = _length(tables.runs.c.status), _length(tables.runs.c.outcome)
+_SPAN_NAME, _SPAN_KIND = _length(tables.spans.c.name), _length(tables.spans.c.kind)
+_SPAN_STATUS = _length(tables.spans.c.status)
+_EVENT_NAME = _length(tables.events.c.name)
+_CHECKPOINT_REASON = _length(tables.checkpoints.c.reason)
+
+
+def _run_end_params(r: RunRecord) -> dict[str, Any]:
+    params = {f"b_{f}": getattr(r, f) for f in _RUN_END_FIELDS}
+    params["b_output"], params["b_error"] = _text(r.output), _text(r.error)
+    params["b_status"] = _text(_fit(r.status, _RUN_STATUS))
+    params["b_outcome"] = _text(_fit(r.outcome, _RUN_OUTCOME))
+    params["b_attributes"] = _dumps(r.attributes)
+    params["b_trace_id"] = r.trace_id
+    params["b_started_ns"] = r.started_ns
+    return params
+
+
+def _run_row(r: RunRecord) -> dict[str, Any]:
+    return {
+        "trace_id": r.trace_id,
+        "agent_name": _text(_fit(r.agent_name, _RUN_AGENT)),
+        "agent_version": _text(_fit(r.agent_version, _RUN_VERSION)),
+        "status": _text(_fit(r.status, _RUN_STATUS)),
+        "outcome": _text(_fit(r.outcome, _RUN_OUTCOME)),
+        "input": _text(r.input),
+        "output": _text(r.output),
+        "started_ns": r.started_ns,
+        "ended_ns": r.ended_ns,
+        "input_tokens": r.input_tokens,
+        "output_tokens": r.output_tokens,
+        "cached_input_tokens": r.cached_input_tokens,
+        "cost_usd": r.cost_usd,
+        "turns": r.turns,
+        "tool_calls": r.tool_calls,
+        "error": _text(r.error),
+        "attributes": _dumps(r.attributes),
+    }
+
+
+def _run_from(row: RowMapping) -> RunRecord:
+    data = dict(row)
+    data["attributes"] = json.loads(data["attributes"])
+    return RunRecord(**data)
+
+
+class Store:
+    """The trace store behind one database URL. Thread-safe: every call takes a connection."""
+
+    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine or create_store_engine(url)
+        migrate(self.engine)
+
+    @property
+    def display_url(self) -> str:
+        return redact_url(self.url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def write(self, batch: TraceBatch) -> None:
+        """Write a batch in one transaction: all of it, or none of it (and ``StoreError``)."""
+        try:
+            with self.engine.begin() as conn:
+                if batch.runs_started:
+                    conn.execute(tables.runs.insert(), [_run_row(r) for r in batch.runs_started])
+                if batch.spans:
+                    conn.execute(
+                        tables.spans.insert(),
+                        [
+                            {
+                                "span_id": s.span_id,
+                                "trace_id": s.trace_id,
+                                "parent_id": s.parent_id,
+                                "name": _text(_fit(s.name, _SPAN_NAME)),
+                                "kind": _text(_fit(s.kind, _SPAN_KIND)),
+                                "start_ns": s.start_ns,
+                                "end_ns": s.end_ns,
+                                "status": _text(_fit(s.status, _SPAN_STATUS)),
+                                "status_message": _text(s.status_message),
+                                "attributes": _dumps(s.attributes),
+                            }
+                            for s in batch.spans
+                        ],
+                    )
+                if batch.events:
+                    conn.execute(
+                        tables.events.insert(),
+                        [
+                            {
+                                "trace_id": e.trace_id,
+                                "span_id": e.span_id,
+                                "name": _text(_fit(e.name, _EVENT_NAME)),
+                                "time_ns": e.time_ns,
+                                "attributes": _dumps(e.attributes),
+                            }
+                            for e in batch.events
+                        ],
+                    )
+                if batch.checkpoints:
+                    conn.execute(
+                        tables.checkpoints.insert(),
+                        [
+                            {
+                                "trace_id": c.trace_id,
+                                "schema_version": c.schema_version,
+                                "created_ns": c.created_ns,
+                                "reason": _text(_fit(c.reason, _CHECKPOINT_REASON)),
+                                "state": c.state_json,
+                            }
+                            for c in batch.checkpoints
+                        ],
+                    )
+                if batch.runs_ended:
+                    conn.execute(_END_RUN, [_run_end_params(r) for r in batch.runs_ended])
+        except SQLAlchemyError as exc:
+            # The driver's message without the SQL parameters (they hold user content).
+            detail = getattr(exc, "orig", None) or type(exc).__name__
+            raise StoreError(f"writing to {self.display_url} failed: {detail}") from exc
+        except Exception as exc:  # attributes that cannot be serialized (or whose str() fails)
+            raise StoreError(
+                f"a trace record cannot be serialized: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _read(self, stmt: Any) -> Sequence[RowMapping]:
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(stmt).mappings().all()
+        except SQLAlchemyError as exc:
+            detail = getattr(exc, "orig", None) or type(exc).__name__
+            raise StoreError(f"reading from {self.display_url} failed: {detail}") from exc
+
+    def list_runs(self, *, limit: int = 20, agent: str | None = None) -> list[RunRecord]:
+        """Newest runs first."""
+        stmt = select(tables.runs).order_by(tables.runs.c.started_ns.desc()).limit(limit)
+        if agent:
+            stmt = stmt.where(tables.runs.c.agent_name == agent)
+        return [_run_from(r) for r in self._read(stmt)]
+
+    def get_run(self, trace_id: str) -> RunRecord:
+        """The run with this id, or with this unique id prefix (at least 6 characters)."""
+        if len(trace_id) < 6:
+            raise StoreError(f"trace id {trace_id!r} is too short; give at least 6 characters")
+        # autoescape: '%' and '_' in the prefix are literal characters, not LIKE wildcards.
+        stmt = (
+            select(tables.runs)
+            .where(tables.runs.c.trace_id.startswith(trace_id.lower(), autoescape=True))
+            .limit(2)
+        )
+        rows = self._read(stmt)
+        if not rows:
+            raise StoreError(
+                f"no trace {trace_id!r} in {self.display_url}",
+                hint="list recent traces with: tether traces list",
+            )
+        if len(rows) > 1:
+            raise StoreError(f"trace id prefix {trace_id!r} is ambiguous; give more characters")
+        return _run_from(rows[0])
+
+    def get_spans(self, trace_id: str) -> list[SpanRecord]:
+        stmt = (
+            select(tables.spans)
+            .where(tables.spans.c.trace_id == trace_id)
+            .order_by(tables.spans.c.start_ns, tables.spans.c.span_id)
+        )
+        out = []
+        for row in self._read(stmt):
+            data = dict(row)
+            data["attributes"] = json.loads(data["attributes"])
+            out.append(SpanRecord(**data))
+        return out
+
+    def get_events(self, trace_id: str) -> list[EventRecord]:
+        stmt = (
+            select(tables.events)
+            .where(tables.events.c.trace_id == trace_id)
+            .order_by(tables.events.c.time_ns, tables.events.c.id)
+        )
+        return [
+            EventRecord(
+                trace_id=r["trace_id"],
+                span_id=r["span_id"],
+                name=r["name"],
+                time_ns=r["time_ns"],
+                attributes=json.loads(r["attributes"]),
+            )
+            for r in self._read(stmt)
+        ]
+
+    def get_checkpoints(self, trace_id: str) -> list[CheckpointRecord]:
+        stmt = (
+            select(tables.checkpoints)
+            .where(tables.checkpoints.c.trace_id == trace_id)
+            .order_by(tables.checkpoints.c.created_ns, tables.checkpoints.c.id)
+        )
+        return [
+            CheckpointRecord(
+                trace_id=r["trace_id"],
+                schema_version=r["schema_version"],
+                created_ns=r["created_ns"],
+                state_json=r["state"],
+                reason=r["reason"],
+            )
+            for r in self._read(stmt)
+        ]

@@ -1,0 +1,82 @@
+"""SQLAlchemy 2 table definitions. Schema changes go through Alembic migrations only."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+runs = Table(
+    "tether_runs",
+    metadata,
+    Column("trace_id", String(32), primary_key=True),
+    Column("agent_name", String(64), nullable=False),
+    Column("agent_version", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("outcome", String(32)),
+    Column("input", Text, nullable=False),
+    Column("output", Text),
+    Column("started_ns", BigInteger, nullable=False),
+    Column("ended_ns", BigInteger),
+    Column("input_tokens", Integer, nullable=False, default=0),
+    Column("output_tokens", Integer, nullable=False, default=0),
+    Column("cached_input_tokens", Integer, nullable=False, default=0),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Column("turns", Integer, nullable=False, default=0),
+    Column("tool_calls", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("attributes", Text, nullable=False),
+    Index("ix_tether_runs_started", "started_ns"),
+    Index("ix_tether_runs_agent", "agent_name", "started_ns"),
+)
+
+spans = Table(
+    "tether_spans",
+    metadata,
+    Column("span_id", String(16), primary_key=True),
+    Column("trace_id", String(32), ForeignKey("tether_runs.trace_id"), nullable=False),
+    Column("parent_id", String(16)),
+    Column("name", String(256), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("start_ns", BigInteger, nullable=False),
+    Column("end_ns", BigInteger, nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("status_message", Text),
+    Column("attributes", Text, nullable=False),
+    Index("ix_tether_spans_trace", "trace_id", "start_ns"),
+)
+
+events = Table(
+    "tether_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("trace_id", String(32), ForeignKey("tether_runs.trace_id"), nullable=False),
+    Column("span_id", String(16)),
+    Column("name", String(128), nullable=False),
+    Column("time_ns", BigInteger, nullable=False),
+    Column("attributes", Text, nullable=False),
+    Index("ix_tether_events_trace", "trace_id", "time_ns"),
+)
+
+checkpoints = Table(
+    "tether_checkpoints",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("trace_id", String(32), ForeignKey("tether_runs.trace_id"), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("reason", String(64), nullable=False),
+    Column("state", Text, nullable=False),
+    Index("ix_tether_checkpoints_trace", "trace_id", "created_ns"),
+)

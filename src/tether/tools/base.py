@@ -1,0 +1,56 @@
+"""The ``Tool`` protocol and what a tool call returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from tether.providers import ToolDefinition
+
+SideEffects = Literal["read", "write", "external"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What a tool call produced. ``is_error`` results go back to the model as errors."""
+
+    content: str
+    """Text the model sees."""
+    is_error: bool = False
+    data: Any = None
+    """The raw return value, for controls and traces."""
+
+
+@runtime_checkable
+class Tool(Protocol):
+    """What the runtime needs from a tool."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """JSON schema of the arguments."""
+        ...
+
+    @property
+    def side_effects(self) -> SideEffects: ...
+
+    @property
+    def scopes(self) -> tuple[str, ...]: ...
+
+    @property
+    def timeout_s(self) -> float: ...
+
+    async def call(self, arguments: dict[str, Any]) -> ToolResult:
+        """Validate ``arguments`` and run. Raises ``ToolArgumentsError`` for bad arguments and
+        ``ToolError`` (or anything else) for failures; the runtime turns both into results."""
+        ...
+
+
+def definition_of(tool: Tool) -> ToolDefinition:
+    """The tool as the model sees it."""
+    return ToolDefinition(name=tool.name, description=tool.description, parameters=tool.parameters)

@@ -1,0 +1,86 @@
+"""``RunRecorder``: the runtime's handle on one run's trace (spans, events, run row)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from tether.core import new_span_id, now_ns
+from tether.store import CheckpointRecord, EventRecord, RunRecord, SpanRecord, Store
+from tether.trace.writer import BatchingWriter, TraceSink
+
+
+class RunRecorder:
+    """Builds span and event records for one trace and hands them to a sink."""
+
+    __slots__ = ("sink", "trace_id")
+
+    def __init__(self, sink: TraceSink, trace_id: str) -> None:
+        self.sink = sink
+        self.trace_id = trace_id
+
+    def start_span(
+        self, name: str, kind: str, parent_id: str | None, attributes: dict[str, Any]
+    ) -> SpanRecord:
+        """Open a span; nothing is written until :meth:`end_span`."""
+        return SpanRecord(
+            trace_id=self.trace_id,
+            span_id=new_span_id(),
+            parent_id=parent_id,
+            name=name,
+            kind=kind,
+            start_ns=now_ns(),
+            attributes=attributes,
+        )
+
+    def end_span(self, span: SpanRecord, *, error: str | None = None) -> None:
+        """Close a span and hand it to the sink."""
+        span.end_ns = now_ns()
+        if error is not None:
+            span.status = "error"
+            span.status_message = error
+        self.sink.span(span)
+
+    def event(self, span_id: str | None, name: str, attributes: dict[str, Any]) -> None:
+        self.sink.event(EventRecord(self.trace_id, span_id, name, now_ns(), attributes))
+
+    def checkpoint(self, schema_version: int, state_json: str, reason: str) -> None:
+        self.sink.checkpoint(
+            CheckpointRecord(self.trace_id, schema_version, now_ns(), state_json, reason)
+        )
+
+
+_writers: dict[str, BatchingWriter] = {}
+_writers_lock = threading.Lock()
+
+
+def writer_for(url: str) -> BatchingWriter:
+    """The process-wide batching writer for a database URL (opened and migrated once)."""
+    with _writers_lock:
+        writer = _writers.get(url)
+        if writer is None or writer.closed:
+            writer = BatchingWriter(Store(url))
+            _writers[url] = writer
+        return writer
+
+
+def close_writers() -> None:
+    """Flush and close every process-wide writer (tests and CLI exit)."""
+    with _writers_lock:
+        for writer in _writers.values():
+            writer.close()
+            writer.store.close()
+        _writers.clear()
+
+
+def new_run_record(
+    trace_id: str, agent_name: str, agent_version: str, input_text: str, attributes: dict[str, Any]
+) -> RunRecord:
+    return RunRecord(
+        trace_id=trace_id,
+        agent_name=agent_name,
+        agent_version=agent_version,
+        started_ns=now_ns(),
+        input=input_text,
+        attributes=attributes,
+    )

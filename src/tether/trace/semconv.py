@@ -1,0 +1,61 @@
+"""Attribute and span names: OpenTelemetry GenAI semantic conventions (current names only).
+
+The ``opentelemetry-semantic-conventions`` package marks the ``gen_ai.*`` names as moved and
+some as replaced, so Tether keeps its own constants. Never emit a replaced name
+(``gen_ai.system``, ``gen_ai.usage.prompt_tokens``, ``gen_ai.usage.completion_tokens``).
+Tether's own attributes live under ``tether.*``.
+"""
+
+from __future__ import annotations
+
+# Operation names (gen_ai.operation.name values).
+OP_CHAT = "chat"
+OP_EXECUTE_TOOL = "execute_tool"
+OP_INVOKE_AGENT = "invoke_agent"
+
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
+GEN_AI_AGENT_NAME = "gen_ai.agent.name"
+GEN_AI_AGENT_ID = "gen_ai.agent.id"
+GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id"
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
+GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_RESPONSE_ID = "gen_ai.response.id"
+GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
+GEN_AI_TOOL_NAME = "gen_ai.tool.name"
+GEN_AI_TOOL_CALL_ID = "gen_ai.tool.call.id"
+GEN_AI_TOOL_TYPE = "gen_ai.tool.type"
+GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
+GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
+ERROR_TYPE = "error.type"
+
+# Tether's own attributes.
+TETHER_AGENT_VERSION = "tether.agent.version"
+TETHER_PARADIGM = "tether.agent.paradigm"
+TETHER_COST_USD = "tether.cost.usd"
+TETHER_PRICING_VERSION = "tether.pricing.version"
+TETHER_RUN_OUTCOME = "tether.run.outcome"
+TETHER_TURN = "tether.turn"
+TETHER_TOOL_SIDE_EFFECTS = "tether.tool.side_effects"
+TETHER_TOOL_ERROR = "tether.tool.error"
+TETHER_MODEL_ATTEMPT = "tether.model.attempt"
+TETHER_CONTROL_NAME = "tether.control.name"
+TETHER_CONTROL_HOOK = "tether.control.hook"
+TETHER_DECISION = "tether.decision"
+TETHER_DECISION_REASON = "tether.decision.reason"
+
+# Event names.
+EVENT_CONTROL_DECISION = "tether.control.decision"
+EVENT_TOOL_ERROR = "tether.tool.error"
+EVENT_MODEL_FALLBACK = "tether.model.fallback"
+EVENT_MODEL_ERROR = "tether.model.error"
+EVENT_RUN_LIMIT = "tether.run.limit"
+EVENT_RUN_ERROR = "tether.run.error"

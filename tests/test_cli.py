@@ -1,0 +1,183 @@
+"""The CLI through its real entry points: click in-process, and the console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tether.cli import cli
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "support" / "agent.yaml"
+
+
+def write_agent(tmp_path: Path, script: str, extra: str = "") -> Path:
+    (tmp_path / "script.yaml").write_text(script)
+    spec = tmp_path / "agent.yaml"
+    spec.write_text(
+        "name: cli-agent\n"
+        "model: {provider: scripted, name: gpt-4.1-mini, script: script.yaml}\n" + extra
+    )
+    return spec
+
+
+def invoke(*args: str, db: str | None = None) -> tuple[int, str]:
+    """Exit code and output; with ``--json``, stdout alone (so a stray log line on stderr
+    cannot break the JSON)."""
+    runner = CliRunner()
+    full = ["--database-url", db, *args] if db else list(args)
+    result = runner.invoke(cli, full, catch_exceptions=False)
+    return result.exit_code, result.stdout if "--json" in args else result.output
+
+
+def test_validate_ok_text_and_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDER_API_URL", "http://127.0.0.1:9")
+    code, out = invoke("validate", str(EXAMPLE))
+    assert code == 0 and "agent support version" in out and "order_status" in out
+    code, out = invoke("validate", str(EXAMPLE), "--json")
+    info = json.loads(out)
+    assert info["valid"] and info["agent"] == "support" and len(info["version"]) == 16
+    assert {t["name"] for t in info["tools"]} == {"kb_lookup", "order_status"}
+
+
+def test_validate_reports_file_line_and_field(tmp_path: Path) -> None:
+    spec = write_agent(tmp_path, "steps: [{text: hi}]\n", "limits:\n  max_turns: 0\n")
+    code, out = invoke("validate", str(spec))
+    assert code == 1
+    assert f"{spec}:4: limits.max_turns" in out
+    assert "Traceback" not in out
+
+
+def test_validate_malformed_yaml(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: x\nmodel: [unclosed\n")
+    code, out = invoke("validate", str(spec))
+    assert code == 1 and "malformed YAML" in out and f"{spec}:" in out
+
+
+def test_run_prints_answer_and_exit_codes(tmp_path: Path, sqlite_url: str) -> None:
+    spec = write_agent(
+        tmp_path,
+        "rules:\n  - when: loop\n    steps: [{tool_calls: [{name: echo, arguments: {t: a}}]}]\n"
+        "steps: [{text: 'hello {input}'}]\n",
+        "tools:\n  - name: echo\n    function: tools.py:echo\n",
+    )
+    (tmp_path / "tools.py").write_text("def echo(t: str) -> str:\n    return t\n")
+    code, out = invoke("run", str(spec), "--input", "bob", "--json", db=sqlite_url)
+    assert code == 0
+    data = json.loads(out)
+    assert data["output"] == "hello bob" and data["outcome"] == "final_answer"
+    assert data["usage"]["total_tokens"] > 0 and data["cost_usd"] > 0
+    trace_id = data["trace_id"]
+
+    code, out = invoke("run", str(spec), "-i", "loop please", db=sqlite_url)
+    assert code == 3 and "loop_detected" in out
+
+    code, out = invoke("traces", "list", "--json", db=sqlite_url)
+    runs = json.loads(out)
+    assert [r["outcome"] for r in runs] == ["loop_detected", "final_answer"]
+
+    code, out = invoke("traces", "show", trace_id[:8], "--json", db=sqlite_url)
+    trace = json.loads(out)
+    assert trace["run"]["trace_id"] == trace_id
+    assert [s["kind"] for s in trace["spans"]] == ["agent", "model"]
+
+    code, out = invoke("traces", "show", trace_id, db=sqlite_url)
+    assert code == 0 and "invoke_agent cli-agent" in out and "chat gpt-4.1-mini" in out
+
+
+def test_traces_show_unknown_id(sqlite_url: str) -> None:
+    code, out = invoke("traces", "show", "abcdef123456", db=sqlite_url)
+    assert code == 1 and "no trace 'abcdef123456'" in out and "tether traces list" in out
+
+
+def test_unreachable_database_is_a_clear_error_without_secrets() -> None:
+    url = "postgresql+psycopg://admin:secret123@127.0.0.1:1/tether"
+    code, out = invoke("traces", "list", db=url)
+    assert code == 1
+    assert "cannot open the trace store" in out and "127.0.0.1:1" in out
+    assert "secret123" not in out and "Traceback" not in out
+
+
+def test_validate_warns_about_unset_env_but_run_refuses(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str
+) -> None:
+    monkeypatch.delenv("ORDER_API_URL", raising=False)
+    code, out = invoke("validate", str(EXAMPLE))
+    assert code == 0 and "warning" in out and "ORDER_API_URL" in out
+    code, out = invoke("validate", str(EXAMPLE), "--json")
+    assert json.loads(out)["missing_env"] == ["ORDER_API_URL"]
+    code, out = invoke("run", str(EXAMPLE), "-i", "hi", db=sqlite_url)
+    assert code == 1 and "ORDER_API_URL is not set" in out
+
+
+def test_missing_file() -> None:
+    code, out = invoke("validate", "/nonexistent/agent.yaml")
+    assert code == 1 and "file not found" in out
+
+
+def test_demo_console_script(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'demo.db'}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether", "--database-url", db, "demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for scenario in ("normal answer", "recovered tool error", "loop broken", "limit tripped"):
+        assert scenario in proc.stdout
+    assert f"tether --database-url {db} traces show" in proc.stdout
+    code, out = invoke("traces", "list", "--json", db=db)
+    assert code == 0
+    outcomes = sorted(r["outcome"] for r in json.loads(out))
+    assert outcomes == ["final_answer", "final_answer", "limit_exceeded", "loop_detected"]
+
+
+def test_markup_like_text_is_shown_verbatim(tmp_path: Path, sqlite_url: str) -> None:
+    spec = write_agent(tmp_path, "steps: [{text: 'echo {input}'}]\n")
+    nasty = "hello [/bold] [red]world"
+    code, out = invoke("run", str(spec), "-i", nasty, db=sqlite_url)
+    assert code == 0 and f"echo {nasty}" in out
+    code, out = invoke("traces", "list", db=sqlite_url)
+    assert code == 0 and "hello [/bold]" in out
+    trace_id = json.loads(invoke("traces", "list", "--json", db=sqlite_url)[1])[0]["trace_id"]
+    code, out = invoke("traces", "show", trace_id, db=sqlite_url)
+    assert code == 0 and nasty in out
+    weird = tmp_path / "[/x].yaml"
+    code, out = invoke("validate", str(weird))
+    assert code == 1 and "[/x].yaml" in out and "file not found" in out
+
+
+def test_json_errors_and_hints_follow_the_database_url(tmp_path: Path, sqlite_url: str) -> None:
+    code, out = invoke("traces", "show", "zzzzzz", "--json", db=sqlite_url)
+    assert code == 1 and json.loads(out)["error"].startswith("no trace 'zzzzzz'")
+    spec = write_agent(tmp_path, "steps: [{text: hi}]\n")
+    code, out = invoke("run", str(spec), "-i", "x", db=sqlite_url)
+    assert code == 0 and f"--database-url {sqlite_url} traces show" in out
+    code, out = invoke("traces", "list", "--agent", "nosuch", db=sqlite_url)
+    assert "no traces of agent 'nosuch'" in out
+    code, _ = invoke("traces", "list", "-n", "0", db=sqlite_url)
+    assert code == 2  # a usage error
+
+
+def test_in_memory_sqlite_store_works_for_a_run(tmp_path: Path) -> None:
+    spec = write_agent(tmp_path, "steps: [{text: hi}]\n")
+    code, out = invoke("run", str(spec), "-i", "x", "--json", db="sqlite:///:memory:")
+    assert code == 0 and json.loads(out)["outcome"] == "final_answer"
+
+
+def test_errors_with_long_paths_are_not_wrapped(tmp_path: Path) -> None:
+    """A path or message longer than the console must stay on one line, copy-pasteable."""
+    deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 6)
+    deep.mkdir(parents=True)
+    spec = write_agent(deep, "steps: [{text: hi}]\n", "limits:\n  max_turns: 0\n")
+    assert len(str(spec)) > 150
+    code, out = invoke("validate", str(spec))
+    assert code == 1
+    assert f"{spec}:4: limits.max_turns" in out

@@ -1,0 +1,68 @@
+"""``tether run`` stopped by SIGTERM keeps the trace of what already happened."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tether import RunState
+from tether.store import Store
+
+
+def test_sigterm_during_a_run_flushes_the_trace_and_checkpoints(tmp_path: Path) -> None:
+    (tmp_path / "tools.py").write_text(
+        "import time\n"
+        "def fast() -> str:\n    return 'fast result'\n"
+        "def hang() -> str:\n    time.sleep(60)\n    return 'never'\n"
+    )
+    (tmp_path / "script.yaml").write_text(
+        "steps:\n  - tool_calls: [{name: fast}]\n  - tool_calls: [{name: hang}]\n  - text: done\n"
+    )
+    (tmp_path / "agent.yaml").write_text(
+        "name: sig\n"
+        "model: {provider: scripted, name: m, script: script.yaml}\n"
+        "tools:\n"
+        "  - {name: fast, function: tools.py:fast}\n"
+        "  - {name: hang, function: tools.py:hang, timeout_s: 120}\n"
+    )
+    db = tmp_path / "t.db"
+    url = f"sqlite:///{db}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tether", "--database-url", url, "run", "agent.yaml", "-i", "go"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        spans: list[object] = []
+        while time.monotonic() < deadline:
+            if db.exists():
+                store = Store(url)
+                runs = store.list_runs()
+                if runs:
+                    spans = store.get_spans(runs[0].trace_id)
+                    if any(getattr(s, "name", "") == "execute_tool fast" for s in spans):
+                        break
+            time.sleep(0.05)
+        assert spans, "the fast tool's span never reached the store"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+
+    store = Store(url)
+    run = store.list_runs()[0]
+    assert run.status == "failed" and run.outcome == "error"
+    names = [s.name for s in store.get_spans(run.trace_id)]
+    assert "execute_tool fast" in names and "invoke_agent sig" in names
+    checkpoints = store.get_checkpoints(run.trace_id)
+    assert [c.reason for c in checkpoints] == ["crash"]
+    state = RunState.from_json(checkpoints[0].state_json)
+    assert state.tool_calls == 2 and state.messages[-1].tool_calls[0].name == "hang"
