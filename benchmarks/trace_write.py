@@ -3,8 +3,10 @@
 Both paths write the same pre-built ``SpanRecord`` objects (about ten realistic OTel GenAI
 attributes each) into the ``tether_spans`` table of a fresh SQLite file:
 
-  tether  ``BatchingWriter(Store(url))``: ``writer.span(s)`` for every span, then
-          ``writer.flush()``; the clock stops when everything is in the database.
+  tether  ``BatchingWriter(Store(url), journal=...)``, configured as ``writer_for`` does it
+          (each record also appended to the crash journal when accepted):
+          ``writer.span(s)`` for every span, then ``writer.flush()``; the clock stops when
+          everything is in the database.
   raw     ``sqlite3.executemany`` of the same rows into a file whose schema ``Store`` created,
           with the same pragmas (WAL, synchronous=NORMAL, foreign_keys=ON), committed in
           batches of the writer's ``max_batch``; the attributes are JSON-serialized the way
@@ -135,7 +137,7 @@ def count_spans(store: Store) -> int:
 
 def bench_tether(spans: list[SpanRecord], path: Path) -> float:
     store = fresh_store(path)
-    writer = BatchingWriter(store)
+    writer = BatchingWriter(store, journal=path.parent / f"{path.stem}-journal")
     try:
         t0 = time.perf_counter()
         for s in spans:
@@ -153,7 +155,7 @@ def bench_tether(spans: list[SpanRecord], path: Path) -> float:
 
 
 def _dumps(value: dict[str, Any]) -> str:
-    # The same serialization as tether.store.repository._dumps.
+    # The same serialization as tether.store.dumps_attributes.
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 

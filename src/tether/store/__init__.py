@@ -8,7 +8,7 @@ from tether.store.records import (
     SpanRecord,
     TraceBatch,
 )
-from tether.store.repository import Store
+from tether.store.repository import Store, dumps_attributes
 
 __all__ = [
     "CheckpointRecord",
@@ -18,6 +18,7 @@ __all__ = [
     "Store",
     "TraceBatch",
     "create_store_engine",
+    "dumps_attributes",
     "migrate",
     "redact_url",
 ]

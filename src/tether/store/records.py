@@ -88,3 +88,7 @@ class TraceBatch:
     events: list[EventRecord] = field(default_factory=list)
     checkpoints: list[CheckpointRecord] = field(default_factory=list)
     runs_ended: list[RunRecord] = field(default_factory=list)
+    attributes_json: dict[int, str] = field(default_factory=dict)
+    """Spans' and events' attributes already serialized (by ``dumps_attributes``), keyed by
+    ``id(record)``: the trace writer serializes them once, for its journal, and the store
+    reuses the text. Records not in it are serialized by the store."""

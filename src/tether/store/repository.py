@@ -35,12 +35,20 @@ _RUN_END_FIELDS = (
 )
 
 
-def _dumps(value: dict[str, Any]) -> str:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+# Built once: ``json.dumps`` with non-default options builds a new encoder on every call.
+_encode_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+_encode_ascii = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def dumps_attributes(value: dict[str, Any]) -> str:
+    """Attributes as the store keeps them: compact JSON, anything unserializable as ``str``."""
+    text: str = _encode_utf8(value)
+    if text.isascii():
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate: escaped JSON is still the same JSON
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=True, default=str)
+        text = _encode_ascii(value)
     return text
 
 
@@ -51,7 +59,7 @@ def _text(value: str | None) -> str | None:
         return value
     if "\x00" in value:
         value = value.replace("\x00", "\ufffd")
-    return scrub_surrogates(value)
+    return value if value.isascii() else scrub_surrogates(value)
 
 
 # One prepared UPDATE for every run that ended in a batch, executed as executemany.
@@ -83,12 +91,39 @@ _EVENT_NAME = _length(tables.events.c.name)
 _CHECKPOINT_REASON = _length(tables.checkpoints.c.reason)
 
 
+# Columns written by ``_insert``, in the order of its row tuples (events: id is generated).
+_INSERT_COLUMNS = {
+    tables.spans.name: tuple(c.name for c in tables.spans.columns),
+    tables.events.name: tuple(c.name for c in tables.events.columns if c.name != "id"),
+}
+_INSERT_SQL: dict[tuple[str, str], str] = {}
+
+
+def _insert(conn: Any, table: Any, rows: list[tuple[Any, ...]]) -> None:
+    """Insert the rows of the busiest tables (spans, events): on SQLite straight through the
+    driver's ``executemany`` (SQLAlchemy's per-row parameter processing costs about as much as
+    the insert itself there); elsewhere through Core, which batches rows into multi-row
+    INSERTs. The values are prepared by the caller, identically for both."""
+    columns = _INSERT_COLUMNS[table.name]
+    if conn.dialect.paramstyle != "qmark":
+        conn.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    key = (conn.dialect.name, table.name)
+    sql = _INSERT_SQL.get(key)
+    if sql is None:
+        sql = _INSERT_SQL[key] = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)})"
+        )
+    conn.exec_driver_sql(sql, rows)
+
+
 def _run_end_params(r: RunRecord) -> dict[str, Any]:
     params = {f"b_{f}": getattr(r, f) for f in _RUN_END_FIELDS}
     params["b_output"], params["b_error"] = _text(r.output), _text(r.error)
     params["b_status"] = _text(_fit(r.status, _RUN_STATUS))
     params["b_outcome"] = _text(_fit(r.outcome, _RUN_OUTCOME))
-    params["b_attributes"] = _dumps(r.attributes)
+    params["b_attributes"] = dumps_attributes(r.attributes)
     params["b_trace_id"] = r.trace_id
     params["b_started_ns"] = r.started_ns
     return params
@@ -112,7 +147,7 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
         "turns": r.turns,
         "tool_calls": r.tool_calls,
         "error": _text(r.error),
-        "attributes": _dumps(r.attributes),
+        "attributes": dumps_attributes(r.attributes),
     }
 
 
@@ -120,6 +155,54 @@ def _run_from(row: RowMapping) -> RunRecord:
     data = dict(row)
     data["attributes"] = json.loads(data["attributes"])
     return RunRecord(**data)
+
+
+def _chunks(values: Sequence[Any], size: int = 500) -> Any:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def _existing(conn: Any, columns: Sequence[Any], key: Any, values: set[Any]) -> set[Any]:
+    found: set[Any] = set()
+    for chunk in _chunks(sorted(values)):
+        for row in conn.execute(select(*columns).where(key.in_(chunk))):
+            found.add(tuple(row) if len(columns) > 1 else row[0])
+    return found
+
+
+def _without_existing(conn: Any, batch: TraceBatch) -> TraceBatch:
+    """The batch minus what is already stored: runs by id, spans by id, events by (trace,
+    name, time), checkpoints by (trace, time). Run ends are updates, idempotent already."""
+    runs, spans, events = tables.runs.c, tables.spans.c, tables.events.c
+    checks = tables.checkpoints.c
+    have_runs = _existing(
+        conn, [runs.trace_id], runs.trace_id, {r.trace_id for r in batch.runs_started}
+    )
+    have_spans = _existing(conn, [spans.span_id], spans.span_id, {s.span_id for s in batch.spans})
+    have_events = _existing(
+        conn,
+        [events.trace_id, events.name, events.time_ns],
+        events.trace_id,
+        {e.trace_id for e in batch.events},
+    )
+    have_checks = _existing(
+        conn,
+        [checks.trace_id, checks.created_ns],
+        checks.trace_id,
+        {c.trace_id for c in batch.checkpoints},
+    )
+    return TraceBatch(
+        runs_started=[r for r in batch.runs_started if r.trace_id not in have_runs],
+        spans=[s for s in batch.spans if s.span_id not in have_spans],
+        events=[
+            e
+            for e in batch.events
+            if (e.trace_id, _text(_fit(e.name, _EVENT_NAME)), e.time_ns) not in have_events
+        ],
+        checkpoints=[c for c in batch.checkpoints if (c.trace_id, c.created_ns) not in have_checks],
+        runs_ended=batch.runs_ended,
+        attributes_json=batch.attributes_json,
+    )
 
 
 class Store:
@@ -139,42 +222,51 @@ class Store:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def write(self, batch: TraceBatch) -> None:
-        """Write a batch in one transaction: all of it, or none of it (and ``StoreError``)."""
+    def write(self, batch: TraceBatch, *, skip_existing: bool = False) -> None:
+        """Write a batch in one transaction: all of it, or none of it (and ``StoreError``).
+
+        ``skip_existing`` leaves out records the store already has (replaying a crash
+        journal whose records may have been committed just before the crash).
+        """
         try:
             with self.engine.begin() as conn:
+                if skip_existing:
+                    batch = _without_existing(conn, batch)
+                cached = batch.attributes_json
                 if batch.runs_started:
                     conn.execute(tables.runs.insert(), [_run_row(r) for r in batch.runs_started])
                 if batch.spans:
-                    conn.execute(
-                        tables.spans.insert(),
+                    _insert(
+                        conn,
+                        tables.spans,
                         [
-                            {
-                                "span_id": s.span_id,
-                                "trace_id": s.trace_id,
-                                "parent_id": s.parent_id,
-                                "name": _text(_fit(s.name, _SPAN_NAME)),
-                                "kind": _text(_fit(s.kind, _SPAN_KIND)),
-                                "start_ns": s.start_ns,
-                                "end_ns": s.end_ns,
-                                "status": _text(_fit(s.status, _SPAN_STATUS)),
-                                "status_message": _text(s.status_message),
-                                "attributes": _dumps(s.attributes),
-                            }
+                            (
+                                s.span_id,
+                                s.trace_id,
+                                s.parent_id,
+                                _text(_fit(s.name, _SPAN_NAME)),
+                                _text(_fit(s.kind, _SPAN_KIND)),
+                                s.start_ns,
+                                s.end_ns,
+                                _text(_fit(s.status, _SPAN_STATUS)),
+                                _text(s.status_message),
+                                cached.get(id(s)) or dumps_attributes(s.attributes),
+                            )
                             for s in batch.spans
                         ],
                     )
                 if batch.events:
-                    conn.execute(
-                        tables.events.insert(),
+                    _insert(
+                        conn,
+                        tables.events,
                         [
-                            {
-                                "trace_id": e.trace_id,
-                                "span_id": e.span_id,
-                                "name": _text(_fit(e.name, _EVENT_NAME)),
-                                "time_ns": e.time_ns,
-                                "attributes": _dumps(e.attributes),
-                            }
+                            (
+                                e.trace_id,
+                                e.span_id,
+                                _text(_fit(e.name, _EVENT_NAME)),
+                                e.time_ns,
+                                cached.get(id(e)) or dumps_attributes(e.attributes),
+                            )
                             for e in batch.events
                         ],
                     )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
-from tether.core import new_span_id, now_ns
+from sqlalchemy.engine import make_url
+
+from tether.core import Settings, new_span_id, now_ns
 from tether.store import CheckpointRecord, EventRecord, RunRecord, SpanRecord, Store
+from tether.trace.journal import journal_dir
 from tether.trace.writer import BatchingWriter, TraceSink
 
 
@@ -59,9 +63,18 @@ def writer_for(url: str) -> BatchingWriter:
     with _writers_lock:
         writer = _writers.get(url)
         if writer is None or writer.closed:
-            writer = BatchingWriter(Store(url))
+            writer = BatchingWriter(Store(url), journal=_journal_for(url))
             _writers[url] = writer
         return writer
+
+
+def _journal_for(url: str) -> Path | None:
+    """The crash journal of a store, in ``TETHER_HOME``; none for in-memory SQLite, which
+    dies with the process anyway."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        return None
+    return journal_dir(Settings.from_env().home, url)
 
 
 def close_writers() -> None:

@@ -2,17 +2,22 @@
 
 Accepted records are written in order. A locked or unreachable database is retried with
 backoff and nothing is dropped; a record the database rejects outright is isolated, logged,
-and skipped so it cannot block the records behind it.
+and skipped so it cannot block the records behind it. With a journal (``writer_for`` always
+gives one, but for in-memory SQLite), each record is also appended to a local file when it is
+accepted, so records survive the process being killed before they are written: see
+``tether.trace.journal``.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 import time
 import weakref
 from collections import deque
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
@@ -26,11 +31,23 @@ from tether.store import (
     Store,
     TraceBatch,
 )
+from tether.trace.journal import (
+    CHECKPOINT,
+    EVENT,
+    RUN_END,
+    RUN_START,
+    SPAN,
+    Journal,
+    Record,
+    Segment,
+    encode,
+    orphaned_segments,
+)
 
 log = logging.getLogger("tether.trace")
 
-_RUN_START, _SPAN, _EVENT, _CHECKPOINT, _RUN_END = range(5)
-_Item = tuple[int, RunRecord | SpanRecord | EventRecord | CheckpointRecord]
+_Queued = tuple[int, Record, str | None]
+"""A record, and its attributes already serialized for the journal (reused by the store)."""
 
 
 class TraceSink(Protocol):
@@ -73,7 +90,7 @@ def _is_transient(exc: StoreError) -> bool:
     return isinstance(cause, DBAPIError) and bool(cause.connection_invalidated)
 
 
-def _to_batch(items: list[_Item]) -> TraceBatch:
+def _to_batch(items: list[_Queued]) -> TraceBatch:
     batch = TraceBatch()
     lists: tuple[list[Any], ...] = (
         batch.runs_started,
@@ -82,21 +99,26 @@ def _to_batch(items: list[_Item]) -> TraceBatch:
         batch.checkpoints,
         batch.runs_ended,
     )
-    for op, record in items:
+    for op, record, attributes_json in items:
         lists[op].append(record)
+        if attributes_json is not None and op in (SPAN, EVENT):
+            batch.attributes_json[id(record)] = attributes_json
     return batch
 
 
 class BatchingWriter:
     """Writes trace records to a ``Store`` from a background thread.
 
-    ``flush()`` waits until everything accepted before the call is in the database.
+    ``flush()`` waits until everything accepted before the call is in the database. With a
+    ``journal`` folder, records accepted but not yet written survive a crash of the process
+    and are written by the next writer opened with the same folder.
     """
 
     def __init__(
         self,
         store: Store,
         *,
+        journal: Path | None = None,
         max_batch: int = 1000,
         flush_interval_s: float = 0.05,
         max_backoff_s: float = 2.0,
@@ -108,7 +130,23 @@ class BatchingWriter:
         self.last_error: str | None = None
         self.dropped = 0
         self.dropped_after_close = 0
-        self._queue: deque[_Item] = deque()
+        self.replayed = 0
+        """Records left in the journal by a process that died, written by this writer."""
+        self._queue: deque[_Queued] = deque()
+        self._lock = threading.Lock()  # journal order == queue order
+        self._journal: Journal | None = None
+        self.journal_dir = journal
+        if journal is not None:
+            try:
+                self._journal = Journal(journal)
+            except OSError as exc:
+                log.error(
+                    "trace journal %s cannot be used (%s); records not yet written are lost "
+                    "if the process dies",
+                    journal,
+                    exc,
+                )
+        self._replay_done = threading.Event()
         self._cond = threading.Condition()
         self._written = 0
         self._closing = False
@@ -116,11 +154,9 @@ class BatchingWriter:
         self._thread.start()
         atexit.register(_close_at_exit, weakref.ref(self))
 
-    # -- producer side (hot path: one deque append) ----------------------------------
+    # -- producer side (hot path: one journal write, one deque append) -----------------
 
-    def _put(
-        self, op: int, record: RunRecord | SpanRecord | EventRecord | CheckpointRecord
-    ) -> None:
+    def _put(self, op: int, record: Record) -> None:
         if self._closing:
             # Tracing must never break a run: count the loss and say so, once.
             if not self.dropped_after_close:
@@ -130,25 +166,49 @@ class BatchingWriter:
             self.dropped_after_close += 1
             self.dropped += 1
             return
-        self._queue.append((op, record))
+        if self._journal is None:
+            with self._lock:
+                self._queue.append((op, record, None))
+        else:
+            line, attributes_json = encode(op, record)
+            with self._lock:
+                if self._journal is not None:
+                    try:
+                        self._journal.append(line)
+                    except (OSError, ValueError) as exc:  # disk full: trace in memory only
+                        self._journal_failed(exc)
+                self._queue.append((op, record, attributes_json))
         if len(self._queue) >= self.max_batch:
             with self._cond:
                 self._cond.notify()
 
+    def _journal_failed(self, exc: Exception) -> None:
+        """Called under the lock: go on without the journal rather than break a run."""
+        log.error(
+            "trace journal %s failed (%s); going on without it: records not yet written are "
+            "lost if the process dies",
+            self.journal_dir,
+            exc,
+        )
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            with contextlib.suppress(OSError, ValueError):
+                journal.close()
+
     def run_started(self, run: RunRecord) -> None:
-        self._put(_RUN_START, run)
+        self._put(RUN_START, run)
 
     def span(self, span: SpanRecord) -> None:
-        self._put(_SPAN, span)
+        self._put(SPAN, span)
 
     def event(self, event: EventRecord) -> None:
-        self._put(_EVENT, event)
+        self._put(EVENT, event)
 
     def checkpoint(self, checkpoint: CheckpointRecord) -> None:
-        self._put(_CHECKPOINT, checkpoint)
+        self._put(CHECKPOINT, checkpoint)
 
     def run_ended(self, run: RunRecord) -> None:
-        self._put(_RUN_END, run)
+        self._put(RUN_END, run)
 
     @property
     def pending(self) -> int:
@@ -156,8 +216,11 @@ class BatchingWriter:
         return len(self._queue)
 
     def flush(self, timeout: float | None = 10.0) -> bool:
-        """Wait until every record accepted so far is written. False on timeout."""
+        """Wait until every record accepted so far is written (and, first, what a dead
+        process left in the journal). False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._replay_done.wait(timeout):  # a crash journal is written first
+            return False
         with self._cond:
             # Items leave the queue only after they are written, so this covers all accepted.
             target = self._written + len(self._queue)
@@ -188,11 +251,28 @@ class BatchingWriter:
         with self._cond:
             self._cond.notify()
         self._thread.join(timeout=1.0)
+        with self._lock:
+            journal, self._journal = self._journal, None
+            if journal is not None:
+                try:
+                    journal.close()
+                except OSError as exc:
+                    log.error("closing trace journal %s failed: %s", self.journal_dir, exc)
+        if not ok and journal is not None:
+            log.error(
+                "the records not yet written are kept in the trace journal %s and are written "
+                "the next time Tether opens this store",
+                self.journal_dir,
+            )
         return ok
 
     # -- consumer side -----------------------------------------------------------------------
 
     def _loop(self) -> None:
+        try:
+            self._replay_orphans()
+        finally:
+            self._replay_done.set()
         while True:
             with self._cond:
                 if not self._queue and not self._closing:
@@ -200,28 +280,77 @@ class BatchingWriter:
                 if self._closing and not self._queue:
                     return
             while self._queue:
-                n = min(len(self._queue), self.max_batch)
-                items = [self._queue[i] for i in range(n)]
-                self._write_with_retry(items)
-                # Dequeue and count together, so flush() never sees written items as neither.
-                with self._cond:
-                    for _ in range(n):
-                        self._queue.popleft()
-                    self._written += n
-                    self._cond.notify_all()
+                # Take everything queued so far, and the journal segment holding exactly it.
+                with self._lock:
+                    total = len(self._queue)
+                    segments = self._rotate_journal()
+                done = 0
+                while done < total:
+                    n = min(total - done, self.max_batch)
+                    items = [self._queue[i] for i in range(n)]
+                    self._write_with_retry(items)
+                    done += n
+                    if done == total:
+                        for segment in segments:  # before flush() returns: all is written
+                            self._discard(segment)
+                    # Dequeue and count together: flush() never sees written items as neither.
+                    with self._cond:
+                        for _ in range(n):
+                            self._queue.popleft()
+                        self._written += n
+                        self._cond.notify_all()
 
-    def _write_with_retry(self, items: list[_Item]) -> None:
+    def _rotate_journal(self) -> list[Segment]:
+        """Called under the lock."""
+        if self._journal is None:
+            return []
+        try:
+            return self._journal.rotate()
+        except OSError as exc:
+            # Go on without it; what it holds now is written, then its files are deleted.
+            journal, self._journal = self._journal, None
+            self._journal_failed(exc)
+            return journal.detach()
+
+    def _discard(self, segment: Segment) -> None:
+        try:
+            segment.discard()
+        except OSError as exc:
+            # Harmless: a replay skips records already in the store.
+            log.warning("cannot delete trace journal segment %s: %s", segment.path, exc)
+
+    def _replay_orphans(self) -> None:
+        """Write what processes that died left in this store's journal, before anything else."""
+        if self.journal_dir is None or self._journal is None:
+            return
+        try:
+            for segment, items in orphaned_segments(self.journal_dir):
+                if items:
+                    self._write_with_retry([(op, r, None) for op, r in items], replay=True)
+                    self.replayed += len(items)
+                self._discard(segment)
+        except Exception as exc:  # never let recovery kill the writer thread
+            log.error("replaying the trace journal %s failed: %s", self.journal_dir, exc)
+        if self.replayed:
+            log.warning(
+                "wrote %d trace records that a process left in the journal %s when it exited "
+                "before writing them",
+                self.replayed,
+                self.journal_dir,
+            )
+
+    def _write_with_retry(self, items: list[_Queued], *, replay: bool = False) -> None:
         backoff = 0.05
         while True:
             try:
-                self.store.write(_to_batch(items))
+                self.store.write(_to_batch(items), skip_existing=replay)
                 if self.last_error is not None:
                     log.warning("trace store %s is writable again", self.store.display_url)
                     self.last_error = None
                 return
             except StoreError as exc:
                 if not _is_transient(exc):
-                    self._write_one_by_one(items)
+                    self._write_one_by_one(items, replay=replay)
                     return
                 if self.last_error is None:
                     log.warning(
@@ -232,13 +361,13 @@ class BatchingWriter:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
 
-    def _write_one_by_one(self, items: list[_Item]) -> None:
+    def _write_one_by_one(self, items: list[_Queued], *, replay: bool = False) -> None:
         for item in items:
             try:
-                self.store.write(_to_batch([item]))
+                self.store.write(_to_batch([item]), skip_existing=replay)
             except StoreError as exc:
                 if _is_transient(exc):
-                    self._write_with_retry([item])
+                    self._write_with_retry([item], replay=replay)
                     continue
                 self.dropped += 1
                 self.last_error = str(exc)

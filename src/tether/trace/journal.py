@@ -1,0 +1,251 @@
+"""Crash journal of the batching writer.
+
+Every record the writer accepts is appended to a local file before it is queued: once
+``span()`` returns, the record is in the kernel's page cache and survives the process being
+killed (``kill -9``, the OOM killer, a segfault). It is not fsynced, so it does not
+survive the machine losing power.
+
+The journal is a folder of segments per store, each a memory-mapped file of 1 MiB (or one
+record, if larger). The segments filled between two passes of the writer thread are deleted
+once all of their records are in the store. Each live segment is
+locked (``flock``) by its writer, so a segment that is not locked belongs to a process that is
+gone: the next writer opened on the same store replays it before anything else. Replay skips
+records already in the store (the process may have died between the commit and the delete),
+so a record is written once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import mmap
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tether.store import CheckpointRecord, EventRecord, RunRecord, SpanRecord, dumps_attributes
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows has no flock; the journal is off there
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("tether.trace")
+
+JOURNAL_VERSION = 1
+RUN_START, SPAN, EVENT, CHECKPOINT, RUN_END = range(5)
+Record = RunRecord | SpanRecord | EventRecord | CheckpointRecord
+Item = tuple[int, Record]
+
+_CLASSES: dict[int, type[Any]] = {
+    RUN_START: RunRecord,
+    SPAN: SpanRecord,
+    EVENT: EventRecord,
+    CHECKPOINT: CheckpointRecord,
+    RUN_END: RunRecord,
+}
+# Attributes go last on each line, as JSON text of their own (see ``encode``).
+_FIELDS = {
+    op: tuple(f.name for f in dataclasses.fields(cls) if f.name != "attributes")
+    for op, cls in _CLASSES.items()
+}
+_HEADER = (
+    json.dumps({"tether_journal": JOURNAL_VERSION, "fields": _FIELDS}, separators=(",", ":")) + "\n"
+).encode()
+_SUFFIX = ".journal"
+SEGMENT_BYTES = 1 << 20
+
+
+def journal_dir(home: Path, store_url: str) -> Path:
+    """The journal folder of one store: named by a hash of its URL (which may hold a password,
+    so the URL itself is not written anywhere)."""
+    return home / "journal" / hashlib.sha256(store_url.encode()).hexdigest()[:16]
+
+
+_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def encode(op: int, record: Record) -> tuple[bytes, str | None]:
+    """The journal line of a record, and its attributes serialized as the store keeps them
+    (so the store need not serialize them again). A line is ``[op, [fields...], attributes]``.
+    """
+    values = [getattr(record, name) for name in _FIELDS[op]]
+    # ensure_ascii: a lone surrogate in user text is escaped, so the line is valid UTF-8.
+    head = _encode(values)
+    attributes = getattr(record, "attributes", None)
+    if attributes is None:
+        return f"[{op},{head},null]\n".encode(), None
+    text = dumps_attributes(attributes)  # always encodable: it escapes lone surrogates
+    return f"[{op},{head},{text}]\n".encode(), text
+
+
+class Segment:
+    """One journal file, open, locked and memory-mapped by this process until discarded.
+
+    Records are copied into a shared mapping of the file rather than written with
+    ``write(2)``: the bytes are in the kernel's page cache as soon as the copy is done (so
+    they survive the process), and the copy does not release the GIL, which would let the
+    writer thread take it for a whole switch interval on every record.
+    """
+
+    def __init__(self, path: Path, fd: int, size: int = 0) -> None:
+        self.path = path
+        self.fd = fd
+        self.size = size
+        self.map = mmap.mmap(fd, size) if size else None  # none: a dead writer's, to replay
+        self.pos = 0
+        self.records = 0
+
+    def write(self, data: bytes) -> None:
+        assert self.map is not None
+        end = self.pos + len(data)
+        self.map[self.pos : end] = data
+        self.pos = end
+
+    def fits(self, data: bytes) -> bool:
+        return self.pos + len(data) <= self.size
+
+    def discard(self) -> None:
+        """Delete the file: its records are in the store. Unlink before closing, so no other
+        process can take the lock of a file that is about to disappear."""
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            if self.map is not None:
+                self.map.close()
+            os.close(self.fd)
+
+    def release(self) -> None:
+        """Close the file but keep it: its records are not in the store yet, and the next
+        writer opened on this store replays them."""
+        try:
+            if self.map is not None:
+                self.map.close()
+                os.ftruncate(self.fd, self.pos)  # drop the unused, zero-filled tail
+        finally:
+            os.close(self.fd)
+
+
+class Journal:
+    """The segments of one writer. Not thread-safe: the writer calls it under its lock."""
+
+    def __init__(self, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
+        if fcntl is None:  # pragma: no cover
+            raise OSError("the trace journal needs flock (not available on this platform)")
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self._prefix = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._seq = 0
+        self._full: list[Segment] = []
+        self.current = self._open_segment(0)
+
+    def _open_segment(self, need: int) -> Segment:
+        self._seq += 1
+        path = self.directory / f"{self._prefix}-{self._seq:08d}{_SUFFIX}"
+        size = max(self.segment_bytes, len(_HEADER) + need)
+        # 0600: trace payloads hold user content.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Reserve the blocks now: a full disk is an OSError here, not a SIGBUS later
+            # when a page of the mapping is first written.
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(fd, 0, size)
+            else:  # pragma: no cover - macOS
+                os.ftruncate(fd, size)
+            segment = Segment(path, fd, size)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        segment.write(_HEADER)
+        return segment
+
+    def append(self, line: bytes) -> None:
+        if not self.current.fits(line):
+            self._full.append(self.current)
+            self.current = self._open_segment(len(line))
+        self.current.write(line)
+        self.current.records += 1
+
+    def rotate(self) -> list[Segment]:
+        """Start a new segment and hand back those written so far."""
+        fresh = self._open_segment(0)
+        taken = [*self._full, self.current]
+        self._full, self.current = [], fresh
+        return taken
+
+    def detach(self) -> list[Segment]:
+        """Hand back every segment, and stop: the journal is not used after this."""
+        taken = [*self._full, self.current]
+        self._full = []
+        return taken
+
+    def close(self) -> None:
+        """Delete the segments left empty, keep the others for replay."""
+        for segment in [*self._full, self.current]:
+            if segment.records:
+                segment.release()
+            else:
+                segment.discard()
+        self._full = []
+
+
+def orphaned_segments(directory: Path) -> Iterator[tuple[Segment, list[Item]]]:
+    """Segments no live writer holds, locked for the caller, oldest writer sequence first,
+    with their records. The caller discards each one once its records are in the store."""
+    if fcntl is None or not directory.is_dir():  # pragma: no cover - no flock, no journal
+        return
+    for path in sorted(directory.glob(f"*{_SUFFIX}")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # another process replayed and deleted it meanwhile
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by a live writer
+            os.close(fd)
+            continue
+        if not path.exists():  # replayed by another process between our glob and our lock
+            os.close(fd)
+            continue
+        try:
+            with open(fd, "rb", closefd=False) as file:
+                items = _decode(path, file.read())
+        except Exception as exc:  # a journal this version cannot read: keep it, say so
+            os.close(fd)
+            log.error("cannot replay trace journal %s (%s); the file is kept", path, exc)
+            continue
+        yield Segment(path, fd), items
+
+
+def _decode(path: Path, data: bytes) -> list[Item]:
+    # The file ends at its first NUL byte: the unused tail of the mapping is zeros, and JSON
+    # text never holds a raw NUL.
+    lines = data.split(b"\0", 1)[0].split(b"\n")
+    if not lines or not lines[0]:
+        return []
+    header = json.loads(lines[0])
+    if header.get("tether_journal") != JOURNAL_VERSION:
+        raise ValueError(f"{path}: journal version {header.get('tether_journal')} not supported")
+    fields = {int(op): names for op, names in header["fields"].items()}
+    items: list[Item] = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line:
+            continue
+        try:
+            op, values, attributes = json.loads(line)
+            cls = _CLASSES[op]
+            known = set(_FIELDS[op])
+            data_ = {k: v for k, v in zip(fields[op], values, strict=True) if k in known}
+            if attributes is not None:
+                data_["attributes"] = attributes
+            items.append((op, cls(**data_)))
+        except Exception as exc:  # a line torn by the crash, or damaged on disk
+            log.warning("skipping unreadable trace journal line %s:%d (%s)", path, number, exc)
+    return items

@@ -1,0 +1,265 @@
+"""The writer's crash journal: records accepted before the process dies reach the store."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tether.core import new_span_id, new_trace_id, now_ns
+from tether.store import EventRecord, RunRecord, SpanRecord, Store, TraceBatch
+from tether.trace import BatchingWriter, writer_for
+from tether.trace.journal import EVENT, RUN_START, SPAN, Journal, encode, journal_dir
+
+
+def _run(trace_id: str) -> RunRecord:
+    return RunRecord(trace_id=trace_id, agent_name="j", agent_version="v1", started_ns=now_ns())
+
+
+def _span(trace_id: str, i: int) -> SpanRecord:
+    start = now_ns()
+    return SpanRecord(
+        trace_id=trace_id,
+        span_id=new_span_id(),
+        parent_id=None,
+        name=f"step {i}",
+        kind="tool",
+        start_ns=start,
+        end_ns=start + 1000,
+        attributes={"i": i, "text": "café \ud800 ünïcode", "nested": {"list": [1, 2]}},
+    )
+
+
+def _segments(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.journal"))
+
+
+class _Lock:
+    """An exclusive write lock on a SQLite file, from a separate raw connection."""
+
+    def __init__(self, url: str) -> None:
+        self.conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        self.conn.execute("BEGIN EXCLUSIVE")
+
+    def release(self) -> None:
+        self.conn.execute("COMMIT")
+        self.conn.close()
+
+
+CHILD = textwrap.dedent(
+    """
+    import os
+    import sys
+    import time
+
+    from tether.core import new_span_id, now_ns
+    from tether.store import EventRecord, RunRecord, SpanRecord
+    from tether.trace import writer_for
+
+    url, trace_id, count, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    writer = writer_for(url)
+    writer.run_started(RunRecord(trace_id=trace_id, agent_name="doomed", agent_version="v1",
+                                 started_ns=now_ns()))
+    for i in range(count):
+        start = now_ns()
+        writer.span(SpanRecord(trace_id=trace_id, span_id=new_span_id(), parent_id=None,
+                               name=f"step {i}", kind="tool", start_ns=start, end_ns=start + 5,
+                               attributes={"i": i, "text": "caf\\u00e9 \\ud800"}))
+    writer.event(EventRecord(trace_id=trace_id, span_id=None, name="tether.limit",
+                             time_ns=now_ns(), attributes={"limit": "max_turns"}))
+    print("accepted", flush=True)
+    if mode == "exit":  # a clean exit while the database stays locked
+        ok = writer.close(timeout=0.3)
+        print("closed", ok, flush=True)
+        sys.exit(0)
+    time.sleep(3600)
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["kill", "exit"])
+def test_records_accepted_before_the_process_dies_reach_the_store(
+    tmp_path: Path, sqlite_url: str, mode: str
+) -> None:
+    """The child accepts records while the database is locked, so none can be written, then
+    is killed with SIGKILL (or exits cleanly with them unwritten). The next writer opened on
+    the store writes every one of them, exactly once."""
+    Store(sqlite_url).close()  # migrated before the lock
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    trace_id, count = new_trace_id(), 250
+    lock = _Lock(sqlite_url)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, str(script), sqlite_url, trace_id, str(count), mode],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        if line.strip() != "accepted":
+            child.kill()
+            pytest.fail(f"child did not accept records: {line!r} {child.communicate()}")
+        if mode == "kill":
+            child.kill()
+        out, err = child.communicate(timeout=30)
+    finally:
+        lock.release()
+    if mode == "kill":
+        assert child.returncode == -9
+    else:
+        assert child.returncode == 0, err
+        assert "closed False" in out
+        assert "kept in the trace journal" in err
+
+    store = Store(sqlite_url)
+    try:
+        assert store.get_spans(trace_id) == []  # the child never wrote a thing
+        directory = journal_dir(Path(os.environ["TETHER_HOME"]), sqlite_url)
+        left = _segments(directory)
+        assert left, "the child left its journal"
+
+        writer = writer_for(sqlite_url)
+        assert writer.flush(timeout=30)
+        assert writer.replayed == count + 2
+        run = store.get_run(trace_id)
+        assert run.agent_name == "doomed" and run.status == "running"
+        spans = store.get_spans(trace_id)
+        assert sorted(s.attributes["i"] for s in spans) == list(range(count))
+        assert spans[0].attributes["text"].startswith("café")
+        events = store.get_events(trace_id)
+        assert [e.name for e in events] == ["tether.limit"]
+        assert not any(p.exists() for p in left), "replayed segments are deleted"
+    finally:
+        store.close()
+
+
+def test_replay_skips_what_the_store_already_has(tmp_path: Path, store_url: str) -> None:
+    """A process may die after its batch commits and before its segment is deleted: the
+    replay must not write those records twice (both backends)."""
+    store = Store(store_url)
+    directory = tmp_path / "journal"
+    trace_id = new_trace_id()
+    run, spans = _run(trace_id), [_span(trace_id, i) for i in range(10)]
+    event = EventRecord(trace_id=trace_id, span_id=None, name="x", time_ns=now_ns())
+    # A "dead" writer's segment: journaled, never deleted (released as at process exit).
+    journal = Journal(directory)
+    journal.append(encode(RUN_START, run)[0])
+    for span in spans:
+        journal.append(encode(SPAN, span)[0])
+    journal.append(encode(EVENT, event)[0])
+    journal.close()
+    # Half of it was committed before the "crash".
+    store.write(TraceBatch(runs_started=[run], spans=spans[:5], events=[event]))
+    try:
+        writer = BatchingWriter(store, journal=directory)
+        assert writer.flush(timeout=30)
+        writer.close()
+        assert sorted(s.attributes["i"] for s in store.get_spans(trace_id)) == list(range(10))
+        assert len(store.get_events(trace_id)) == 1
+        assert _segments(directory) == []
+    finally:
+        store.close()
+
+
+def test_a_live_writers_segments_are_not_replayed_by_another(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    store = Store(sqlite_url)
+    directory = tmp_path / "journal"
+    trace_id = new_trace_id()
+    lock = _Lock(sqlite_url)
+    first = BatchingWriter(store, journal=directory)
+    try:
+        first.run_started(_run(trace_id))
+        for i in range(20):
+            first.span(_span(trace_id, i))
+        second = BatchingWriter(store, journal=directory)
+        assert second.flush(timeout=5)
+        assert second.replayed == 0  # the first writer is alive and holds its segments
+    finally:
+        lock.release()
+    assert first.flush(timeout=30)
+    second.close()
+    first.close()
+    assert len(store.get_spans(trace_id)) == 20
+    assert _segments(directory) == []
+    store.close()
+
+
+def test_written_records_leave_no_journal_behind(tmp_path: Path, sqlite_url: str) -> None:
+    store = Store(sqlite_url)
+    directory = tmp_path / "journal"
+    writer = BatchingWriter(store, journal=directory, max_batch=7)
+    trace_id = new_trace_id()
+    writer.run_started(_run(trace_id))
+    for i in range(100):
+        writer.span(_span(trace_id, i))
+    assert writer.flush(timeout=30)
+    # Only the current (empty) segment is left while the writer runs; none once it is closed.
+    live = _segments(directory)
+    assert len(live) == 1 and live[0].read_bytes().count(b"\n") == 1  # the header alone
+    assert stat.S_IMODE(live[0].stat().st_mode) == 0o600
+    writer.close()
+    assert _segments(directory) == []
+    assert len(store.get_spans(trace_id)) == 100
+    store.close()
+
+
+def test_a_torn_last_line_is_skipped_and_the_rest_replayed(
+    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(sqlite_url)
+    directory = tmp_path / "journal"
+    trace_id = new_trace_id()
+    journal = Journal(directory)
+    journal.append(encode(RUN_START, _run(trace_id))[0])
+    journal.append(encode(SPAN, _span(trace_id, 0))[0])
+    journal.append(encode(SPAN, _span(trace_id, 1))[0][:40])  # the crash cut this write short
+    journal.close()
+    with caplog.at_level(logging.WARNING, logger="tether.trace"):
+        writer = BatchingWriter(store, journal=directory)
+        assert writer.flush(timeout=30)
+        writer.close()
+    assert [s.attributes["i"] for s in store.get_spans(trace_id)] == [0]
+    assert "skipping unreadable trace journal line" in caplog.text
+    store.close()
+
+
+def test_an_unusable_journal_folder_does_not_stop_tracing(
+    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the journal folder should be")
+    store = Store(sqlite_url)
+    trace_id = new_trace_id()
+    with caplog.at_level(logging.ERROR, logger="tether.trace"):
+        writer = BatchingWriter(store, journal=blocker / "journal")
+    writer.run_started(_run(trace_id))
+    writer.span(_span(trace_id, 0))
+    assert writer.flush(timeout=30)
+    writer.close()
+    assert len(store.get_spans(trace_id)) == 1
+    assert "cannot be used" in caplog.text
+    store.close()
+
+
+def test_journal_names_do_not_reveal_the_database_url(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://tether:s3cret@db.internal:5432/traces"
+    directory = journal_dir(tmp_path, url)
+    assert "s3cret" not in str(directory) and "db.internal" not in str(directory)
+    assert directory != journal_dir(tmp_path, url.replace("traces", "other"))
+
+
+def test_writer_for_an_in_memory_store_has_no_journal() -> None:
+    assert writer_for("sqlite:///:memory:").journal_dir is None
+    time.sleep(0)  # nothing else to wait for: the writer is closed by the autouse fixture
