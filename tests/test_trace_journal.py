@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -17,7 +18,7 @@ import pytest
 from tether.core import new_span_id, new_trace_id, now_ns
 from tether.store import EventRecord, RunRecord, SpanRecord, Store, TraceBatch
 from tether.trace import BatchingWriter, writer_for
-from tether.trace.journal import EVENT, RUN_START, SPAN, Journal, encode, journal_dir
+from tether.trace.journal import EVENT, RUN_END, RUN_START, SPAN, Journal, encode, journal_dir
 
 
 def _run(trace_id: str) -> RunRecord:
@@ -132,7 +133,11 @@ def test_records_accepted_before_the_process_dies_reach_the_store(
         assert writer.flush(timeout=30)
         assert writer.replayed == count + 2
         run = store.get_run(trace_id)
-        assert run.agent_name == "doomed" and run.status == "running"
+        assert run.agent_name == "doomed"
+        # Its process is gone, so the run can never end: it is closed as failed, saying why.
+        assert (run.status, run.outcome) == ("failed", "error")
+        assert run.error and f"pid {child.pid}" in run.error and "exited" in run.error
+        assert run.ended_ns is not None and run.ended_ns >= run.started_ns
         spans = store.get_spans(trace_id)
         assert sorted(s.attributes["i"] for s in spans) == list(range(count))
         assert spans[0].attributes["text"].startswith("café")
@@ -263,3 +268,55 @@ def test_journal_names_do_not_reveal_the_database_url(tmp_path: Path) -> None:
 def test_writer_for_an_in_memory_store_has_no_journal() -> None:
     assert writer_for("sqlite:///:memory:").journal_dir is None
     time.sleep(0)  # nothing else to wait for: the writer is closed by the autouse fixture
+
+
+def test_only_the_dead_writers_running_runs_are_closed(tmp_path: Path, sqlite_url: str) -> None:
+    """Runs of a live writer, and runs of the dead one that ended or paused, stay as they are."""
+    store = Store(sqlite_url)
+    directory = tmp_path / "journal"
+    live = BatchingWriter(store, journal=directory)
+    dead = Journal(directory)  # a writer whose process "died": its segments are released
+    ids = {name: new_trace_id() for name in ("live", "dead_running", "dead_ended", "dead_paused")}
+    live.run_started(_run(ids["live"]))
+    assert live.flush(timeout=30)
+    for name in ("dead_running", "dead_ended", "dead_paused"):
+        run = _run(ids[name])
+        run.attributes["tether.writer.id"] = dead.writer_id
+        dead.append(encode(RUN_START, run)[0])
+        if name != "dead_running":
+            run.status = "completed" if name == "dead_ended" else "paused"
+            run.ended_ns = now_ns()
+            dead.append(encode(RUN_END, run)[0])
+    dead.close()
+
+    recovering = BatchingWriter(store, journal=directory)
+    assert recovering.flush(timeout=30)
+    assert store.get_run(ids["live"]).status == "running"
+    assert store.get_run(ids["dead_running"]).status == "failed"
+    assert store.get_run(ids["dead_ended"]).status == "completed"
+    assert store.get_run(ids["dead_paused"]).status == "paused"
+    recovering.close()
+    live.close()
+    store.close()
+
+
+def test_the_cli_shows_a_trace_a_killed_process_left_in_the_journal(sqlite_url: str) -> None:
+    from click.testing import CliRunner
+
+    from tether.cli import cli
+
+    Store(sqlite_url).close()
+    trace_id = new_trace_id()
+    dead = Journal(journal_dir(Path(os.environ["TETHER_HOME"]), sqlite_url))
+    run = _run(trace_id)
+    run.attributes["tether.writer.id"] = dead.writer_id
+    dead.append(encode(RUN_START, run)[0])
+    dead.append(encode(SPAN, _span(trace_id, 7))[0])
+    dead.close()
+    result = CliRunner().invoke(
+        cli, ["--database-url", sqlite_url, "traces", "show", trace_id, "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["run"]["status"] == "failed"
+    assert [s["attributes"]["i"] for s in shown["spans"]] == [7]

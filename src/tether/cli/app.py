@@ -234,7 +234,7 @@ def traces() -> None:
 @handle_errors
 def traces_list(ctx: click.Context, limit: int, agent: str | None, as_json: bool) -> None:
     """Recent runs, newest first."""
-    store = Store(database_url(ctx))
+    store = _open_store(ctx)
     runs = store.list_runs(limit=limit, agent=agent)
     if as_json:
         click.echo(render.dumps([render.run_json(r) for r in runs]))
@@ -248,6 +248,19 @@ def traces_list(ctx: click.Context, limit: int, agent: str | None, as_json: bool
     console.print(render.runs_table(runs))
 
 
+def _open_store(ctx: click.Context) -> Store:
+    """The trace store, once what a killed process left in the trace journal is written."""
+    writer = writer_for(database_url(ctx))
+    if not writer.flush(timeout=10.0):
+        err_console.print(
+            "[yellow]warning:[/] records left by an interrupted run are still being written; "
+            "the newest traces may be incomplete",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return writer.store
+
+
 @traces.command("show")
 @click.argument("trace_id")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
@@ -258,7 +271,7 @@ def traces_show(ctx: click.Context, trace_id: str, as_json: bool) -> None:
 
     TRACE_ID may be a unique prefix (at least 6 characters).
     """
-    store = Store(database_url(ctx))
+    store = _open_store(ctx)
     run_record = store.get_run(trace_id)
     spans = store.get_spans(run_record.trace_id)
     events = store.get_events(run_record.trace_id)

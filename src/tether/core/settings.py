@@ -12,7 +12,8 @@ class Settings:
     """Settings for one process. Build with :meth:`from_env`."""
 
     home: Path
-    """Directory for local state (the SQLite store); ``TETHER_HOME``, default ``./.tether``."""
+    """Directory for local state (the SQLite store, the trace journal); ``TETHER_HOME``,
+    default ``./.tether``."""
 
     database_url: str
     """SQLAlchemy URL of the trace store; ``TETHER_DATABASE_URL``, default SQLite in ``home``."""

@@ -37,19 +37,15 @@ _RUN_END_FIELDS = (
 
 # Built once: ``json.dumps`` with non-default options builds a new encoder on every call.
 _encode_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
-_encode_ascii = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def dumps_attributes(value: dict[str, Any]) -> str:
     """Attributes as the store keeps them: compact JSON, anything unserializable as ``str``."""
     text: str = _encode_utf8(value)
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: escaped JSON is still the same JSON
-        text = _encode_ascii(value)
-    return text
+    # A lone surrogate (only in a string, so inside a JSON string literal) becomes U+FFFD, as
+    # in the text columns: escaped, it would come back on reading and break every UTF-8
+    # output the trace is shown on.
+    return text if text.isascii() else scrub_surrogates(text)
 
 
 def _text(value: str | None) -> str | None:
@@ -296,6 +292,25 @@ class Store:
             ) from exc
 
     # -- reading -----------------------------------------------------------------------------
+
+    def close_abandoned_runs(self, attribute: str, value: str, *, ended_ns: int, error: str) -> int:
+        """Record as failed the runs still ``running`` whose ``attribute`` is ``value`` (the
+        writer of a process that died). Returns how many."""
+        if not value.replace("-", "").isalnum():
+            raise ValueError(f"not a writer id: {value!r}")
+        needle = f'%"{attribute}":"{value}"%'  # attributes are compact JSON
+        stmt = (
+            update(tables.runs)
+            .where(tables.runs.c.status == "running")
+            .where(tables.runs.c.attributes.like(needle))
+            .values(status="failed", outcome="error", ended_ns=ended_ns, error=error)
+        )
+        try:
+            with self.engine.begin() as conn:
+                return int(conn.execute(stmt).rowcount)
+        except SQLAlchemyError as exc:
+            detail = getattr(exc, "orig", None) or type(exc).__name__
+            raise StoreError(f"writing to {self.display_url} failed: {detail}") from exc
 
     def _read(self, stmt: Any) -> Sequence[RowMapping]:
         try:

@@ -130,6 +130,11 @@ class Segment:
             os.close(self.fd)
 
 
+def writer_of(segment: Segment) -> str:
+    """The id of the writer that made a segment (``<pid>-<random>``, from its file name)."""
+    return segment.path.name.rsplit("-", 1)[0]
+
+
 class Journal:
     """The segments of one writer. Not thread-safe: the writer calls it under its lock."""
 
@@ -139,14 +144,14 @@ class Journal:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.directory = directory
         self.segment_bytes = segment_bytes
-        self._prefix = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.writer_id = f"{os.getpid()}-{secrets.token_hex(4)}"
         self._seq = 0
         self._full: list[Segment] = []
         self.current = self._open_segment(0)
 
     def _open_segment(self, need: int) -> Segment:
         self._seq += 1
-        path = self.directory / f"{self._prefix}-{self._seq:08d}{_SUFFIX}"
+        path = self.directory / f"{self.writer_id}-{self._seq:08d}{_SUFFIX}"
         size = max(self.segment_bytes, len(_HEADER) + need)
         # 0600: trace payloads hold user content.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)

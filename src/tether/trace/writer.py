@@ -31,6 +31,7 @@ from tether.store import (
     Store,
     TraceBatch,
 )
+from tether.trace import semconv
 from tether.trace.journal import (
     CHECKPOINT,
     EVENT,
@@ -42,6 +43,7 @@ from tether.trace.journal import (
     Segment,
     encode,
     orphaned_segments,
+    writer_of,
 )
 
 log = logging.getLogger("tether.trace")
@@ -147,6 +149,7 @@ class BatchingWriter:
                     exc,
                 )
         self._replay_done = threading.Event()
+        self.writer_id = None if self._journal is None else self._journal.writer_id
         self._cond = threading.Condition()
         self._written = 0
         self._closing = False
@@ -196,6 +199,8 @@ class BatchingWriter:
                 journal.close()
 
     def run_started(self, run: RunRecord) -> None:
+        if self.writer_id is not None:
+            run.attributes[semconv.TETHER_WRITER_ID] = self.writer_id
         self._put(RUN_START, run)
 
     def span(self, span: SpanRecord) -> None:
@@ -323,12 +328,17 @@ class BatchingWriter:
         """Write what processes that died left in this store's journal, before anything else."""
         if self.journal_dir is None or self._journal is None:
             return
+        dead: dict[str, int] = {}  # writer id -> when it last wrote (ns)
         try:
             for segment, items in orphaned_segments(self.journal_dir):
+                writer = writer_of(segment)
+                dead[writer] = max(dead.get(writer, 0), segment.path.stat().st_mtime_ns)
                 if items:
                     self._write_with_retry([(op, r, None) for op, r in items], replay=True)
                     self.replayed += len(items)
                 self._discard(segment)
+            for writer, last_write_ns in dead.items():
+                self._close_abandoned_runs(writer, last_write_ns)
         except Exception as exc:  # never let recovery kill the writer thread
             log.error("replaying the trace journal %s failed: %s", self.journal_dir, exc)
         if self.replayed:
@@ -338,6 +348,27 @@ class BatchingWriter:
                 self.replayed,
                 self.journal_dir,
             )
+
+    def _close_abandoned_runs(self, writer: str, last_write_ns: int) -> None:
+        pid = writer.split("-", 1)[0]
+        error = (
+            f"the process that ran it (pid {pid}) exited before the run ended; "
+            "its trace up to then was recovered from the trace journal"
+        )
+        backoff = 0.05
+        while True:
+            try:
+                closed = self.store.close_abandoned_runs(
+                    semconv.TETHER_WRITER_ID, writer, ended_ns=last_write_ns, error=error
+                )
+                break
+            except StoreError as exc:
+                if not _is_transient(exc):
+                    raise
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+        if closed:
+            log.warning("%d run(s) left running by pid %s recorded as failed", closed, pid)
 
     def _write_with_retry(self, items: list[_Queued], *, replay: bool = False) -> None:
         backoff = 0.05
