@@ -25,7 +25,7 @@ from tether.store import (
     TraceBatch,
 )
 from tether.store.db import MIGRATIONS_DIR
-from tether.store.tables import metadata
+from tether.store.tables import VERSION_TABLE, metadata
 from tether.trace import BatchingWriter
 
 TABLES = {"tether_runs", "tether_spans", "tether_events", "tether_checkpoints"}
@@ -113,8 +113,13 @@ def test_migrations_create_the_schema_and_are_idempotent(store_url: str) -> None
         assert third.get_run(trace_id).trace_id == trace_id
         head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
         with third.engine.connect() as conn:
-            assert MigrationContext.configure(conn).get_current_revision() == head
-            versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+            assert (
+                MigrationContext.configure(
+                    conn, opts={"version_table": VERSION_TABLE}
+                ).get_current_revision()
+                == head
+            )
+            versions = conn.execute(text("SELECT version_num FROM tether_alembic_version")).all()
         assert [v[0] for v in versions] == [head]
     finally:
         third.close()
@@ -122,7 +127,9 @@ def test_migrations_create_the_schema_and_are_idempotent(store_url: str) -> None
 
 def test_migrated_schema_matches_the_table_definitions(store: Store) -> None:
     with store.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "version_table": VERSION_TABLE}
+        )
         diffs = compare_metadata(context, metadata)
     assert diffs == []
 
@@ -515,7 +522,9 @@ def test_many_processes_opening_a_new_store_at_once_all_succeed(
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, "\n".join(errors)
     with Store(store_url).engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert (
+            conn.execute(text("SELECT version_num FROM tether_alembic_version")).scalar() == "0001"
+        )
 
 
 def test_writer_survives_attributes_whose_str_raises(

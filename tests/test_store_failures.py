@@ -19,7 +19,7 @@ import pytest
 from tether import Agent, AgentSpec, ModelConfig, RunState, ScriptedModel, tool
 from tether.core import StoreError, new_span_id, new_trace_id, now_ns
 from tether.providers import ModelRequest, ModelResponse
-from tether.store import EventRecord, RunRecord, SpanRecord, Store
+from tether.store import EventRecord, RunRecord, SpanRecord, Store, TraceBatch
 from tether.trace import BatchingWriter, semconv, writer_for
 
 SPEC = AgentSpec(
@@ -388,3 +388,46 @@ async def test_crashed_run_is_recorded_as_failed_with_a_checkpoint(store_url: st
     assert state.tool_calls == 1
     assert [m.role for m in state.messages] == ["user", "assistant", "tool"]
     assert state.messages[-1].content == "fast result"
+
+
+# -- a database shared with another application ---------------------------------------------
+
+
+def test_store_shares_a_database_with_another_alembic_application(store_url: str) -> None:
+    """Another app's ``alembic_version`` is neither read nor touched."""
+    from sqlalchemy import text
+
+    from tether.store import create_store_engine
+
+    engine = create_store_engine(store_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(text("INSERT INTO alembic_version VALUES ('abc123')"))
+    store = Store(store_url)
+    try:
+        trace_id = new_trace_id()
+        store.write(
+            TraceBatch(
+                runs_started=[
+                    RunRecord(trace_id=trace_id, agent_name="a", agent_version="v", started_ns=1)
+                ]
+            )
+        )
+        assert store.get_run(trace_id).agent_name == "a"
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+        assert [tuple(r) for r in rows] == [("abc123",)]
+    finally:
+        store.close()
+        engine.dispose()
+
+
+def test_a_store_from_a_newer_tether_is_refused_clearly(sqlite_url: str) -> None:
+    Store(sqlite_url).close()
+    raw = sqlite3.connect(_sqlite_path(sqlite_url))
+    raw.execute("UPDATE tether_alembic_version SET version_num = '9999_future'")
+    raw.commit()
+    raw.close()
+    with pytest.raises(StoreError, match="'9999_future'") as info:
+        Store(sqlite_url)
+    assert info.value.hint and "newer Tether" in info.value.hint

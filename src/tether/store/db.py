@@ -12,12 +12,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from tether.core import StoreError
+from tether.store.tables import VERSION_TABLE
 
 try:
     import fcntl
@@ -126,15 +128,22 @@ def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _revision(conn: Any) -> str | None:
+    context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (idempotent; safe when several processes or
     replicas open a new store at the same time)."""
     cfg = _alembic_config()
-    head = ScriptDirectory.from_config(cfg).get_current_head()
+    scripts = ScriptDirectory.from_config(cfg)
+    head = scripts.get_current_head()
     is_sqlite = engine.url.get_backend_name() == "sqlite"
     try:
         with engine.connect() as conn:  # the fast path: already at head, no lock taken
-            if MigrationContext.configure(conn).get_current_revision() == head:
+            current = _revision(conn)
+            if current == head:
                 return
         lock = _sqlite_migration_lock(engine) if is_sqlite else nullcontext()
         with lock, engine.begin() as conn:
@@ -143,10 +152,26 @@ def migrate(engine: Engine) -> None:
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
                 )
             # Read again under the lock: another process may have migrated meanwhile.
-            if MigrationContext.configure(conn).get_current_revision() == head:
+            current = _revision(conn)
+            if current == head:
                 return
+            if current is not None and current not in {
+                s.revision for s in scripts.walk_revisions()
+            }:
+                raise StoreError(
+                    f"the trace store at {redact_url(str(engine.url))} has schema revision "
+                    f"{current!r}, which this version of Tether does not know",
+                    hint="it was probably migrated by a newer Tether: upgrade Tether, or use "
+                    "another database",
+                )
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+    except CommandError as exc:
+        raise StoreError(
+            f"cannot migrate the trace store at {redact_url(str(engine.url))}: {exc}",
+            hint="check that this database is not used by another program under the same "
+            "table names (tether_*)",
+        ) from None
     except DBAPIError as exc:
         # OperationalError (unreachable, locked, unwritable) and DatabaseError (the file is not
         # a database) alike: the store cannot be opened.

@@ -17,6 +17,10 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+VERSION_TABLE = "tether_alembic_version"
+"""Where Alembic records the store's schema revision (its own table, so the store can share a
+database with an application that uses Alembic too)."""
+
 runs = Table(
     "tether_runs",
     metadata,
