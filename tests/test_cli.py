@@ -181,3 +181,34 @@ def test_errors_with_long_paths_are_not_wrapped(tmp_path: Path) -> None:
     code, out = invoke("validate", str(spec))
     assert code == 1
     assert f"{spec}:4: limits.max_turns" in out
+
+
+def test_validate_makes_the_same_checks_as_run(tmp_path: Path, sqlite_url: str) -> None:
+    """A spec validate accepts, run must not refuse (but for missing environment variables)."""
+    spec = write_agent(
+        tmp_path,
+        "steps: [{text: hi}]\n",
+        "limits: {max_cost_usd: 0.01}\n",
+    )
+    spec.write_text(spec.read_text().replace("gpt-4.1-mini", "my-unpriced-model"))
+    code, out = invoke("validate", str(spec))
+    assert code == 1 and "no price for my-unpriced-model" in out and str(spec) in out
+    code, out = invoke("run", str(spec), "-i", "hi", db=sqlite_url)
+    assert code == 1 and "no price for my-unpriced-model" in out
+
+
+def test_validate_an_openai_agent_without_its_api_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_url: str
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    spec = tmp_path / "oa.yaml"
+    spec.write_text("name: oa\nmodel: {provider: openai, name: gpt-4.1-mini}\n")
+    code, out = invoke("validate", str(spec))
+    assert code == 0, out
+    assert "warning" in out and "OPENAI_API_KEY" in out
+    code, out = invoke("validate", str(spec), "--json")
+    assert json.loads(out)["missing_env"] == ["OPENAI_API_KEY"]
+    # Running needs it: the error names the spec file and says what to do.
+    code, out = invoke("run", str(spec), "-i", "hi", db=sqlite_url)
+    assert code == 1
+    assert f"{spec}: no API key" in out and "export OPENAI_API_KEY" in out

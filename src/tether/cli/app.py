@@ -18,12 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from tether.cli import render
-from tether.core import Settings, SpecError, TetherError
-from tether.providers import Model, ScriptedModel, build_model
-from tether.runtime import Agent, RunResult
-from tether.spec import load_spec
+from tether.core import Settings, TetherError
+from tether.runtime import Agent, RunResult, check_spec
 from tether.store import Store, redact_url
-from tether.tools import HttpTool, Tool, build_tools
 from tether.trace import close_writers, writer_for
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -118,23 +115,14 @@ def cli(ctx: click.Context, database_url: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
 def validate(file: Path, as_json: bool) -> None:
-    """Check an agent spec: YAML, fields, model script and tools, without running it."""
-    spec = load_spec(file)
-    base_dir = file.parent
-    try:
-        models = [build_model(m, base_dir) for m in (spec.model, *spec.fallback_models)]
-        tools = build_tools(spec.tools, base_dir=base_dir, strict_env=False)
-    except SpecError as exc:
-        raise SpecError(f"{file}: {exc.message}", hint=exc.hint) from None
-    missing_env = sorted(
-        {var for t in tools.values() if isinstance(t, HttpTool) for var in t.missing_env}
-    )
-    warnings = (
-        [f"not set in this environment: {', '.join(missing_env)} (needed to run, not to validate)"]
-        if missing_env
-        else []
-    )
-    warnings += _script_warnings(models, tools)
+    """Check an agent spec without running it: YAML, fields, model script, tools, limits.
+
+    The checks are the ones `tether run` makes, except that environment variables the agent
+    needs to run (API keys, URLs of HTTP tools) are warnings here, so specs can be checked
+    where secrets are not available.
+    """
+    check = check_spec(file)
+    spec, tools = check.spec, check.tools
     info = {
         "file": str(file),
         "valid": True,
@@ -148,8 +136,8 @@ def validate(file: Path, as_json: bool) -> None:
             for t in tools.values()
         ],
         "limits": spec.limits.model_dump(),
-        "missing_env": missing_env,
-        "warnings": warnings,
+        "missing_env": check.missing_env,
+        "warnings": check.warnings,
     }
     if as_json:
         click.echo(render.dumps(info))
@@ -160,24 +148,8 @@ def validate(file: Path, as_json: bool) -> None:
         f"{len(tools)} tool(s): {', '.join(tools) or 'none'}",
         highlight=False,
     )
-    for warning in warnings:
+    for warning in check.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-
-
-def _script_warnings(models: list[Model], tools: dict[str, Tool]) -> list[str]:
-    """Scripted models that call tools the agent does not have (the run would get errors)."""
-    out = []
-    for model in models:
-        if not isinstance(model, ScriptedModel):
-            continue
-        script = model.script
-        steps = [*script.steps, *(s for rule in script.rules for s in rule.steps)]
-        called = {c.name for step in steps for c in step.tool_calls}
-        for name in sorted(called - set(tools)):
-            out.append(
-                f"script of model '{model.name}' calls tool '{name}', which the agent does not have"
-            )
-    return out
 
 
 @cli.command()

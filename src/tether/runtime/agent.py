@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tether.controls import Control, LimitsControl, LoopBreaker, Pipeline
 from tether.core import (
+    ProviderError,
     Settings,
     SpecError,
     TetherError,
@@ -17,13 +21,13 @@ from tether.core import (
     now_ns,
     scrub_surrogates,
 )
-from tether.providers import Message, Model, ModelSettings, build_model
+from tether.providers import Message, Model, ModelSettings, ScriptedModel, build_model
 from tether.runtime.loop import RunContext, drive
 from tether.runtime.result import RunResult
 from tether.runtime.state import RunState
 from tether.spec import AgentSpec, load_spec
 from tether.store import RunRecord
-from tether.tools import Tool, build_tools, definition_of
+from tether.tools import HttpTool, Tool, build_tools, definition_of
 from tether.trace import (
     NullSink,
     PricingTable,
@@ -36,6 +40,97 @@ from tether.trace import (
 )
 
 TraceTarget = TraceSink | str | bool | None
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Errors in what a spec points at (a script, a tool file, an environment variable, an
+    API key) name the spec file."""
+    try:
+        yield
+    except (SpecError, ProviderError) as exc:
+        raise SpecError(f"{path}: {exc.message}", hint=exc.hint) from None
+
+
+def _check_cost_limit(spec: AgentSpec, model_names: Sequence[str], pricing: PricingTable) -> None:
+    if spec.limits.max_cost_usd is None:
+        return
+    unpriced = [name for name in model_names if pricing.price_for(name) is None]
+    if unpriced:
+        raise SpecError(
+            f"limits.max_cost_usd is set but the pricing table (version {pricing.version}) "
+            f"has no price for {', '.join(unpriced)}: the cost limit could never trip",
+            hint="use a priced model name, pass Agent(pricing=...) with a table that prices "
+            "it, or remove max_cost_usd",
+        )
+
+
+@dataclass
+class SpecCheck:
+    """What :func:`check_spec` found: the spec, what it builds, and what the environment lacks."""
+
+    path: Path
+    spec: AgentSpec
+    models: list[Model]
+    """The models that could be built (a model whose API key is not set is left out)."""
+    tools: dict[str, Tool]
+    missing_env: list[str] = field(default_factory=list)
+    """Environment variables the agent needs to run that are not set here."""
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_spec(path: str | Path, *, pricing: PricingTable | None = None) -> SpecCheck:
+    """Check a spec file the way ``Agent.from_yaml`` would build it, without running it or
+    opening a trace store. Missing environment variables (API keys, URLs of HTTP tools) are
+    reported in ``missing_env`` instead of raised, so specs can be checked where secrets are
+    not available (CI). Everything else raises ``SpecError`` naming the file."""
+    path = Path(path)
+    spec = load_spec(path)
+    base_dir = path.parent
+    missing: set[str] = set()
+    models: list[Model] = []
+    with _naming(path):
+        for config in (spec.model, *spec.fallback_models):
+            try:
+                models.append(build_model(config, base_dir))
+            except ProviderError:
+                if config.provider == "openai" and not os.environ.get(config.api_key_env):
+                    missing.add(config.api_key_env)
+                    continue
+                raise
+        tools = build_tools(spec.tools, base_dir=base_dir, strict_env=False)
+        _check_cost_limit(
+            spec,
+            [c.name for c in (spec.model, *spec.fallback_models)],
+            pricing or default_pricing(),
+        )
+    missing.update(var for t in tools.values() if isinstance(t, HttpTool) for var in t.missing_env)
+    check = SpecCheck(path=path, spec=spec, models=models, tools=tools, missing_env=sorted(missing))
+    if check.missing_env:
+        check.warnings.append(
+            f"not set in this environment: {', '.join(check.missing_env)} "
+            "(needed to run, not to validate)"
+        )
+    check.warnings += _script_warnings(models, tools)
+    return check
+
+
+def _script_warnings(models: list[Model], tools: dict[str, Tool]) -> list[str]:
+    """Scripted models that call tools the agent does not have (the run would get errors)."""
+    out = []
+    for model in models:
+        if not isinstance(model, ScriptedModel):
+            continue
+        script = model.script
+        steps = [*script.steps, *(s for rule in script.rules for s in rule.steps)]
+        called = {c.name for step in steps for c in step.tool_calls}
+        for name in sorted(called - set(tools)):
+            out.append(
+                f"script of model '{model.name}' calls tool '{name}', which the agent does not have"
+            )
+    return out
+
+
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -87,16 +182,7 @@ class Agent:
             max_tokens=spec.model.max_tokens,
         )
         self._pipeline = Pipeline(self.controls)
-        if spec.limits.max_cost_usd is not None:
-            unpriced = [m.name for m in self._models() if self.pricing.price_for(m.name) is None]
-            if unpriced:
-                raise SpecError(
-                    f"limits.max_cost_usd is set but the pricing table "
-                    f"(version {self.pricing.version}) has no price for {', '.join(unpriced)}: "
-                    "the cost limit could never trip",
-                    hint="use a priced model name, pass Agent(pricing=...) with a table that "
-                    "prices it, or remove max_cost_usd",
-                )
+        _check_cost_limit(spec, [m.name for m in self._models()], self.pricing)
         self._system_prompt = spec.system_prompt()
         self._version = spec.version
 
@@ -106,10 +192,8 @@ class Agent:
         path = Path(path)
         kwargs.setdefault("base_dir", path.parent)
         spec = load_spec(path)
-        try:
+        with _naming(path):
             return cls(spec, **kwargs)
-        except SpecError as exc:  # a script, tool file or env variable the spec points at
-            raise SpecError(f"{path}: {exc.message}", hint=exc.hint) from None
 
     @property
     def name(self) -> str:
