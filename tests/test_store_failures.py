@@ -431,3 +431,41 @@ def test_a_store_from_a_newer_tether_is_refused_clearly(sqlite_url: str) -> None
     with pytest.raises(StoreError, match="'9999_future'") as info:
         Store(sqlite_url)
     assert info.value.hint and "newer Tether" in info.value.hint
+
+
+def test_a_store_that_recorded_its_revision_in_alembic_version_is_carried_over(
+    sqlite_url: str,
+) -> None:
+    """Stores made before Tether had its own version table keep working."""
+    store = Store(sqlite_url)
+    trace_id = new_trace_id()
+    run = RunRecord(trace_id=trace_id, agent_name="old", agent_version="v", started_ns=1)
+    store.write(TraceBatch(runs_started=[run]))
+    store.close()
+    raw = sqlite3.connect(_sqlite_path(sqlite_url))
+    raw.execute("ALTER TABLE tether_alembic_version RENAME TO alembic_version")
+    raw.commit()
+    raw.close()
+    reopened = Store(sqlite_url)
+    try:
+        assert reopened.get_run(trace_id).agent_name == "old"
+    finally:
+        reopened.close()
+    raw = sqlite3.connect(_sqlite_path(sqlite_url))
+    try:
+        assert raw.execute("SELECT version_num FROM tether_alembic_version").fetchall() == [
+            ("0001",)
+        ]
+    finally:
+        raw.close()
+
+
+def test_tether_tables_without_a_recorded_revision_are_refused_clearly(sqlite_url: str) -> None:
+    Store(sqlite_url).close()
+    raw = sqlite3.connect(_sqlite_path(sqlite_url))
+    raw.execute("DROP TABLE tether_alembic_version")
+    raw.commit()
+    raw.close()
+    with pytest.raises(StoreError, match="no record of their schema revision") as info:
+        Store(sqlite_url)
+    assert info.value.hint

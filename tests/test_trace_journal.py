@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tether.core import new_span_id, new_trace_id, now_ns
-from tether.store import EventRecord, RunRecord, SpanRecord, Store, TraceBatch
+from tether.store import EventRecord, RunRecord, SpanRecord, Store, TraceBatch, canonical_url
 from tether.trace import BatchingWriter, writer_for
 from tether.trace.journal import EVENT, RUN_END, RUN_START, SPAN, Journal, encode, journal_dir
 
@@ -125,7 +125,7 @@ def test_records_accepted_before_the_process_dies_reach_the_store(
     store = Store(sqlite_url)
     try:
         assert store.get_spans(trace_id) == []  # the child never wrote a thing
-        directory = journal_dir(Path(os.environ["TETHER_HOME"]), sqlite_url)
+        directory = journal_dir(Path(os.environ["TETHER_HOME"]), canonical_url(sqlite_url))
         left = _segments(directory)
         assert left, "the child left its journal"
 
@@ -307,7 +307,7 @@ def test_the_cli_shows_a_trace_a_killed_process_left_in_the_journal(sqlite_url: 
 
     Store(sqlite_url).close()
     trace_id = new_trace_id()
-    dead = Journal(journal_dir(Path(os.environ["TETHER_HOME"]), sqlite_url))
+    dead = Journal(journal_dir(Path(os.environ["TETHER_HOME"]), canonical_url(sqlite_url)))
     run = _run(trace_id)
     run.attributes["tether.writer.id"] = dead.writer_id
     dead.append(encode(RUN_START, run)[0])
@@ -320,3 +320,45 @@ def test_the_cli_shows_a_trace_a_killed_process_left_in_the_journal(sqlite_url: 
     shown = json.loads(result.stdout)
     assert shown["run"]["status"] == "failed"
     assert [s["attributes"]["i"] for s in shown["spans"]] == [7]
+
+
+def test_a_run_goes_on_while_the_store_is_down_and_its_trace_arrives_later(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL unreachable when `tether run` starts: the run still answers, its trace
+    waits in the journal, and the next Tether process that reaches the store writes it."""
+    from fakes.tcp_proxy import TcpProxy, free_port
+
+    Store(pg_url).close()  # the schema exists; only the network path to it is missing
+    port = free_port()
+    url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
+    assert url != pg_url
+    (tmp_path / "s.yaml").write_text('steps: [{text: "hello {input}"}]\n')
+    spec = tmp_path / "a.yaml"
+    spec.write_text("name: a\nmodel: {provider: scripted, name: gpt-4.1-mini, script: s.yaml}\n")
+
+    # A process of its own, which exits (with the store still down) before the store is back.
+    args = ["--database-url", url, "run", str(spec), "-i", "hi", "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["outcome"] == "final_answer" and answer["output"] == "hello hi"
+    assert "warning:" in done.stderr and "journal" in done.stderr
+
+    proxy = TcpProxy(port, ("127.0.0.1", 5432))
+    try:
+        writer = writer_for(url)
+        assert writer.flush(timeout=30)
+        assert writer.replayed >= 4
+        store = Store(url)
+        run = store.get_run(answer["trace_id"])
+        assert (run.status, run.output) == ("completed", "hello hi")
+        assert {s.kind for s in store.get_spans(run.trace_id)} == {"agent", "model"}
+        store.close()
+    finally:
+        from tether.trace import close_writers
+
+        close_writers()
+        proxy.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import shlex
 import shutil
@@ -108,6 +109,23 @@ def cli(ctx: click.Context, database_url: str | None) -> None:
     """Tether: run agents through one policy pipeline and keep one trace of everything."""
     ctx.ensure_object(dict)
     ctx.obj["database_url"] = database_url
+    _show_library_warnings()
+
+
+class _StderrHandler(logging.Handler):
+    """Tether's own warnings (trace store down, records kept in the journal) on stderr, where
+    the command prints them; stdout stays clean for --json."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        label = "error" if record.levelno >= logging.ERROR else "warning"
+        click.echo(f"{label}: {self.format(record)}", err=True)
+
+
+def _show_library_warnings() -> None:
+    logger = logging.getLogger("tether")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler(logging.WARNING))
+        logger.setLevel(logging.WARNING)
 
 
 @cli.command()

@@ -1,6 +1,6 @@
 """The store: SQLAlchemy tables, Alembic migrations, and the ``Store`` repository."""
 
-from tether.store.db import create_store_engine, migrate, redact_url
+from tether.store.db import canonical_url, create_store_engine, migrate, redact_url
 from tether.store.records import (
     CheckpointRecord,
     EventRecord,
@@ -17,6 +17,7 @@ __all__ = [
     "SpanRecord",
     "Store",
     "TraceBatch",
+    "canonical_url",
     "create_store_engine",
     "dumps_attributes",
     "migrate",

@@ -13,7 +13,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
@@ -38,6 +38,17 @@ def redact_url(url: str) -> str:
     except (ArgumentError, ValueError):
         # make_url raises ValueError for a bad port; still hide whatever looks like a password.
         return _USERINFO_PASSWORD.sub(r"\1***@", url)
+
+
+def canonical_url(url: str) -> str:
+    """One spelling per database: ``postgresql://`` and ``postgresql+psycopg://`` alike, and
+    SQLite files by absolute path (for keys such as the trace journal's folder)."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        parsed = parsed.set(database=str(Path(parsed.database).expanduser().resolve()))
+    return parsed.render_as_string(hide_password=False)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -133,6 +144,28 @@ def _revision(conn: Any) -> str | None:
     return context.get_current_revision()
 
 
+def _adopt_legacy_revision(conn: Any, known: set[str]) -> None:
+    """Stores made before the store had its own version table recorded their revision in
+    Alembic's default ``alembic_version``: carry it over (leaving that table alone)."""
+    names = set(inspect(conn).get_table_names())
+    if "tether_runs" not in names:
+        return  # a new store
+    legacy = None
+    if "alembic_version" in names:
+        rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        legacy = next((r for r in rows if r in known), None)
+    if legacy is None:
+        raise StoreError(
+            "the database already has Tether's tables (tether_*) but no record of their schema "
+            "revision",
+            hint="point Tether at another database or schema, or drop the tether_* tables",
+        )
+    conn.execute(
+        text(f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+    )
+    conn.execute(text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:v)"), {"v": legacy})
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest migration (idempotent; safe when several processes or
     replicas open a new store at the same time)."""
@@ -164,6 +197,8 @@ def migrate(engine: Engine) -> None:
                     hint="it was probably migrated by a newer Tether: upgrade Tether, or use "
                     "another database",
                 )
+            if current is None:
+                _adopt_legacy_revision(conn, {s.revision for s in scripts.walk_revisions()})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except CommandError as exc:
@@ -179,4 +214,4 @@ def migrate(engine: Engine) -> None:
             f"cannot open the trace store at {redact_url(str(engine.url))}: {exc.orig}",
             hint="check the database URL (--database-url or TETHER_DATABASE_URL), that the "
             "server is running, and file permissions",
-        ) from None
+        ) from exc  # the cause says whether it is worth retrying (unreachable, locked)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -204,10 +205,26 @@ def _without_existing(conn: Any, batch: TraceBatch) -> TraceBatch:
 class Store:
     """The trace store behind one database URL. Thread-safe: every call takes a connection."""
 
-    def __init__(self, url: str, *, engine: Engine | None = None) -> None:
+    def __init__(self, url: str, *, engine: Engine | None = None, connect: bool = True) -> None:
+        """Open the store and bring its schema up to date. With ``connect=False`` only the
+        URL and driver are checked now; the database is first reached (and migrated) by the
+        first read or write, so a store that is down when the process starts can come up
+        later."""
         self.url = url
         self.engine = engine or create_store_engine(url)
-        migrate(self.engine)
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        if connect:
+            self.ensure_ready()
+
+    def ensure_ready(self) -> None:
+        """Connect and migrate, once. ``StoreError`` if the database cannot be reached."""
+        if self._ready:
+            return
+        with self._ready_lock:
+            if not self._ready:
+                migrate(self.engine)
+                self._ready = True
 
     @property
     def display_url(self) -> str:
@@ -224,6 +241,7 @@ class Store:
         ``skip_existing`` leaves out records the store already has (replaying a crash
         journal whose records may have been committed just before the crash).
         """
+        self.ensure_ready()
         try:
             with self.engine.begin() as conn:
                 if skip_existing:
@@ -299,6 +317,7 @@ class Store:
         if not value.replace("-", "").isalnum():
             raise ValueError(f"not a writer id: {value!r}")
         needle = f'%"{attribute}":"{value}"%'  # attributes are compact JSON
+        self.ensure_ready()
         stmt = (
             update(tables.runs)
             .where(tables.runs.c.status == "running")
@@ -313,6 +332,7 @@ class Store:
             raise StoreError(f"writing to {self.display_url} failed: {detail}") from exc
 
     def _read(self, stmt: Any) -> Sequence[RowMapping]:
+        self.ensure_ready()
         try:
             with self.engine.connect() as conn:
                 return conn.execute(stmt).mappings().all()

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from tether.core import Settings, new_span_id, now_ns
-from tether.store import CheckpointRecord, EventRecord, RunRecord, SpanRecord, Store
+from tether.core import Settings, StoreError, new_span_id, now_ns
+from tether.store import (
+    CheckpointRecord,
+    EventRecord,
+    RunRecord,
+    SpanRecord,
+    Store,
+    canonical_url,
+)
 from tether.trace.journal import journal_dir
-from tether.trace.writer import BatchingWriter, TraceSink
+from tether.trace.writer import BatchingWriter, TraceSink, is_transient
+
+log = logging.getLogger("tether.trace")
 
 
 class RunRecorder:
@@ -63,9 +73,25 @@ def writer_for(url: str) -> BatchingWriter:
     with _writers_lock:
         writer = _writers.get(url)
         if writer is None or writer.closed:
-            writer = BatchingWriter(Store(url), journal=_journal_for(url))
+            writer = BatchingWriter(_open(url), journal=_journal_for(url))
             _writers[url] = writer
         return writer
+
+
+def _open(url: str) -> Store:
+    """The store; one that is down (unreachable, locked) is opened lazily, so runs go on and
+    their records wait in the journal until it is back. A bad URL or driver still raises."""
+    try:
+        return Store(url)
+    except StoreError as exc:
+        if not is_transient(exc) or _journal_for(url) is None:
+            raise
+        log.warning(
+            "%s; runs go on, and their traces are kept in the local journal and written "
+            "when the store is reachable",
+            exc.message,
+        )
+        return Store(url, connect=False)
 
 
 def _journal_for(url: str) -> Path | None:
@@ -74,7 +100,7 @@ def _journal_for(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         return None
-    return journal_dir(Settings.from_env().home, url)
+    return journal_dir(Settings.from_env().home, canonical_url(url))
 
 
 def close_writers() -> None:

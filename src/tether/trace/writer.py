@@ -85,7 +85,8 @@ class NullSink:
         return True
 
 
-def _is_transient(exc: StoreError) -> bool:
+def is_transient(exc: StoreError) -> bool:
+    """Worth retrying: the database is unreachable, locked, or dropped the connection."""
     cause = exc.__cause__
     if isinstance(cause, OperationalError | DisconnectionError):
         return True
@@ -244,7 +245,14 @@ class BatchingWriter:
 
     def close(self, timeout: float | None = 10.0) -> bool:
         """Flush, then stop the thread. Returns False if records were still pending."""
-        ok = self.flush(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 0.25 if deadline is None else min(0.25, max(deadline - time.monotonic(), 0))
+            ok = self.flush(step)
+            if ok or (deadline is not None and time.monotonic() >= deadline):
+                break
+            if self.last_error is not None and self._journal is not None:
+                break  # the store is failing and the records are safe in the journal
         if not ok:
             log.error(
                 "%d trace records could not be written to %s before closing (last error: %s)",
@@ -363,7 +371,7 @@ class BatchingWriter:
                 )
                 break
             except StoreError as exc:
-                if not _is_transient(exc):
+                if not is_transient(exc):
                     raise
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
@@ -380,7 +388,7 @@ class BatchingWriter:
                     self.last_error = None
                 return
             except StoreError as exc:
-                if not _is_transient(exc):
+                if not is_transient(exc):
                     self._write_one_by_one(items, replay=replay)
                     return
                 if self.last_error is None:
@@ -397,7 +405,7 @@ class BatchingWriter:
             try:
                 self.store.write(_to_batch([item]), skip_existing=replay)
             except StoreError as exc:
-                if _is_transient(exc):
+                if is_transient(exc):
                     self._write_with_retry([item], replay=replay)
                     continue
                 self.dropped += 1
