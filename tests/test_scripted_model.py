@@ -168,10 +168,10 @@ async def test_first_matching_rule_wins_and_default_steps_catch_the_rest() -> No
     assert (await ask(model, user("hello there"))).content == "default for hello there"
 
 
-async def test_group_that_did_not_participate_stays_as_is() -> None:
+async def test_group_that_did_not_participate_is_empty() -> None:
     model = ScriptedModel(RULES)
     assert (await ask(model, user("refund for damage"))).content == "refund because damage"
-    assert (await ask(model, user("a refund please"))).content == "refund because {reason}"
+    assert (await ask(model, user("a refund please"))).content == "refund because "
 
 
 async def test_rule_is_chosen_from_the_latest_user_message() -> None:
@@ -190,7 +190,7 @@ async def test_placeholders_fill_nested_arguments_and_keep_other_values() -> Non
                         "arguments": {
                             "text": "<{input}>",
                             "nested": {"list": ["{input}", 3, True, None], "n": 1001},
-                            "unknown": "{nope} {result:other}",
+                            "missing": "{result:other}",
                             "json": '{"a": 1}',
                         },
                     }
@@ -202,7 +202,7 @@ async def test_placeholders_fill_nested_arguments_and_keep_other_values() -> Non
     assert response.tool_calls[0].arguments == {
         "text": "<hello>",
         "nested": {"list": ["hello", 3, True, None], "n": 1001},
-        "unknown": "{nope} {result:other}",
+        "missing": "(no result from other)",
         "json": '{"a": 1}',
     }
 
@@ -230,9 +230,9 @@ async def test_result_field_placeholders() -> None:
         '{"day": "Friday"}',
         "3",
         "true",
-        "{result:order:eta.missing}",
-        "{result:order:nope}",
-        "{result:plain:field}",
+        "(no eta.missing in the result of order)",
+        "(no nope in the result of order)",
+        "(no field in the result of plain)",
         "not json",
         json.dumps(order),
     ]
@@ -241,7 +241,7 @@ async def test_result_field_placeholders() -> None:
 async def test_results_before_the_user_message_are_not_used() -> None:
     model = ScriptedModel([{"text": "r={result:t}"}])
     history = [user("one"), result("t", "old"), Message(role="assistant", content="x"), user("two")]
-    assert (await ask(model, *history)).content == "r={result:t}"
+    assert (await ask(model, *history)).content == "r=(no result from t)"
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -345,7 +345,7 @@ def test_from_yaml_bad_regex(tmp_path: Path) -> None:
         "    steps: [{text: b}]\n"
     )
     message = yaml_error(tmp_path, text)
-    assert "bot.script.yaml:4: rules[1]:" in message
+    assert "bot.script.yaml:4: rules[1].when:" in message
     assert "'when' is not a valid regular expression" in message
 
 
@@ -420,3 +420,71 @@ async def test_finish_reasons() -> None:
     third = await ask(model, user("q"), reply(first), reply(second))
     assert (third.finish_reason, third.content, third.tool_calls) == ("stop", "answer", [])
     assert third.model == "scripted"
+
+
+# --- template fields: unknown names are refused, missing results are explicit ------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "steps: [{text: 'Hi {nmae}'}]\n",
+            "bot.script.yaml:1: steps: steps[0]: unknown template field {nmae}; use {input}, "
+            "{result:TOOL}, {result:TOOL:field} (top-level steps have no named groups",
+        ),
+        (
+            "rules:\n"
+            "  - when: 'order (?P<order>\\d+)'\n"
+            "    steps:\n"
+            "      - text: ok\n"
+            "      - tool_calls: [{name: t, arguments: {id: '{ordr}'}}]\n",
+            "bot.script.yaml:3: rules[0].steps: steps[1]: unknown template field {ordr}; use "
+            "{input}, {result:TOOL}, {result:TOOL:field} or a named group of 'when': {order}",
+        ),
+        (
+            "rules:\n  - when: hi\n    steps: [{text: '{order}'}]\n",
+            "('when' has no named groups (?P<NAME>...))",
+        ),
+    ],
+)
+def test_unknown_template_fields_are_refused_at_load(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    assert problem in yaml_error(tmp_path, text)
+
+
+def test_unknown_template_fields_are_refused_in_python() -> None:
+    with pytest.raises(ValueError, match=r"unknown template field \{inptu\}"):
+        ScriptedModel([{"text": "{inptu}"}])
+
+
+def test_plain_braces_are_not_template_fields() -> None:
+    model = ScriptedModel([{"text": '{"a": 1} { } {1} {input}'}])
+    assert model.script.steps[0].text == '{"a": 1} { } {1} {input}'
+
+
+async def test_a_failed_tool_renders_an_explicit_marker() -> None:
+    model = ScriptedModel(
+        [
+            {"tool_calls": [{"name": "order_status", "arguments": {"id": 42}}]},
+            {"text": "Order 42 is {result:order_status:status}. {result:kb}"},
+        ]
+    )
+    first = await ask(model, user("go"))
+    failed = result("order_status", "tool 'order_status': GET /orders/42: HTTP 500: oops")
+    answer = (await ask(model, user("go"), reply(first), failed)).content
+    assert answer == "Order 42 is (no status in the result of order_status). (no result from kb)"
+
+
+def test_alias_bomb_in_a_script_is_refused(tmp_path: Path) -> None:
+    text = (
+        "a: &a [x, x, x, x, x, x, x, x, x]\n"
+        "b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+        "steps: [{text: hi}]\n"
+    )
+    message = yaml_error(tmp_path, text)
+    assert (
+        "bot.script.yaml:1:4: YAML anchors (&name) and aliases (*name) are not supported" in message
+    )

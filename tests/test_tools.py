@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from tether.core import SpecError, ToolArgumentsError, ToolError
 from tether.spec import HttpToolSpec, PythonToolSpec, ToolParameter, load_spec
@@ -243,7 +243,7 @@ def test_nested_model_argument_schema() -> None:
 def test_default_metadata() -> None:
     assert isinstance(search, FunctionTool)
     assert isinstance(search, Tool)
-    assert search.side_effects == "read"
+    assert search.side_effects == "external"  # undeclared: the riskiest class
     assert search.scopes == ()
     assert search.timeout_s == 30.0
 
@@ -553,7 +553,8 @@ def test_missing_env_var_is_a_spec_error(
 
 
 def test_url_argument_not_in_parameters(make_http: MakeHttp) -> None:
-    with pytest.raises(SpecError, match=r"url uses \['order_id'\] which are not in 'parameters'"):
+    # Checked by the spec itself, so a YAML spec gets file:line (see test_spec_http_url_fields).
+    with pytest.raises(ValidationError, match=r"url uses \['order_id'\] which are not in 'param"):
         make_http(url="http://127.0.0.1/orders/{order_id}", parameters={"id": ToolParameter()})
 
 
@@ -981,3 +982,139 @@ async def test_a_given_client_cannot_turn_redirects_back_on(
         with pytest.raises(ToolError, match="redirect refused"):
             await t.call({})
     assert other_server.requests == []
+
+
+# --- parameter names pydantic reserves, tool names, default side effects -----------------------
+
+
+def reserved_names(_token: str, model_config: str, model_dump: int = 2, json: bool = False) -> str:
+    """Parameters named like pydantic's own attributes.
+
+    Args:
+        _token: A leading underscore.
+        model_config: The name of BaseModel's configuration.
+    """
+    return f"{_token}|{model_config}|{model_dump}|{json}"
+
+
+async def test_parameters_named_like_pydantic_attributes_work_end_to_end() -> None:
+    t = FunctionTool(reserved_names)
+    params = t.parameters
+    assert list(params["properties"]) == ["_token", "model_config", "model_dump", "json"]
+    assert params["required"] == ["_token", "model_config"]
+    assert params["properties"]["_token"]["description"] == "A leading underscore."
+    result = await t.call({"_token": "t", "model_config": "c", "json": True})
+    assert result.content == "t|c|2|True"
+    with pytest.raises(ToolArgumentsError) as info:
+        await t.call({"_token": "t", "model_config": "c", "arg_0": "internal name"})
+    assert "arg_0: Extra inputs are not permitted" in info.value.message
+
+
+async def test_http_parameters_named_like_pydantic_attributes(
+    server: Server, make_http: MakeHttp
+) -> None:
+    t = make_http(
+        url=server.url + "/items/{model_config}",
+        parameters={"model_config": ToolParameter(), "_page": ToolParameter(type="integer")},
+    )
+    await t.call({"model_config": "a", "_page": 2})
+    (seen,) = server.requests
+    assert (seen.path, seen.query) == ("/items/a", {"_page": ["2"]})
+
+
+def test_positional_only_parameters_are_refused_when_built() -> None:
+    def f(x: int, /) -> int:
+        return x
+
+    with pytest.raises(SpecError, match="tool 'f': parameter 'x' is positional-only"):
+        FunctionTool(f)
+
+
+def test_unsupported_parameter_type_is_a_spec_error() -> None:
+    def f(sock: socket.socket) -> None:
+        pass
+
+    with pytest.raises(SpecError, match="tool 'f': unsupported parameter type"):
+        FunctionTool(f)
+
+
+def test_lambda_needs_a_name() -> None:
+    with pytest.raises(SpecError) as info:
+        build_tools([], provided=[lambda q: q])
+    assert "tool name '<lambda>' (the function's name; pass name=...:" in info.value.message
+    named = FunctionTool(lambda q: q, name="echo")
+    assert named.name == "echo"
+
+
+@pytest.mark.parametrize("name", ["orders.lookup", "", "x" * 65, "with space"])
+def test_tool_names_the_openai_api_refuses(name: str) -> None:
+    with pytest.raises(SpecError, match=f"tool name {name!r} is not valid"):
+        tool(name=name)(lambda: None)
+
+
+def test_user_tool_objects_need_valid_names_too() -> None:
+    class Custom:
+        name = "ns.tool"
+        description = ""
+        parameters: dict[str, Any] = {"type": "object", "properties": {}}
+        side_effects = "read"
+        scopes = ()
+        timeout_s = 1.0
+
+        async def call(self, arguments: dict[str, Any]) -> ToolResult:
+            return ToolResult(content="")
+
+    with pytest.raises(SpecError, match=r"tool name 'ns\.tool' is not valid"):
+        build_tools([], provided=[Custom()])
+
+
+def test_side_effects_default_to_external() -> None:
+    def plain(q: str) -> str:
+        return q
+
+    assert FunctionTool(plain).side_effects == "external"
+    assert tool(plain).side_effects == "external"
+    assert tool(scopes=["s"])(plain).side_effects == "external"
+    assert tool(side_effects="read")(plain).side_effects == "read"
+    spec = HttpToolSpec(kind="http", name="h", url="http://127.0.0.1/", allowed_hosts=["x"])
+    assert spec.side_effects == "external"
+
+
+def test_undecorated_function_from_a_spec_is_external(tmp_path: Path) -> None:
+    (tmp_path / "tools.py").write_text(PLAIN_TOOLS)
+    spec = PythonToolSpec(name="lookup", function="tools.py:lookup")
+    assert build_tools([spec], base_dir=tmp_path)["lookup"].side_effects == "external"
+
+
+# --- HTTP tools: optional parameters -----------------------------------------------------------
+
+
+def test_optional_parameter_in_the_url_is_refused() -> None:
+    with pytest.raises(ValidationError, match=r"url uses optional parameters \['item_id'\]"):
+        HttpToolSpec(
+            kind="http",
+            name="t",
+            url="http://127.0.0.1/items/{item_id}",
+            allowed_hosts=["127.0.0.1"],
+            parameters={"item_id": ToolParameter(required=False)},
+        )
+
+
+async def test_optional_query_parameter_is_omitted_when_absent(
+    server: Server, make_http: MakeHttp
+) -> None:
+    t = make_http(
+        url=server.url + "/items/{item_id}?v=1",
+        parameters={
+            "item_id": ToolParameter(type="integer"),
+            "page": ToolParameter(type="integer", required=False),
+        },
+    )
+    await t.call({"item_id": 7})
+    await t.call({"item_id": 7, "page": None})
+    await t.call({"item_id": 7, "page": 3})
+    assert [(s.path, s.query) for s in server.requests] == [
+        ("/items/7", {"v": ["1"]}),
+        ("/items/7", {"v": ["1"]}),
+        ("/items/7", {"v": ["1"], "page": ["3"]}),
+    ]

@@ -6,10 +6,19 @@ number of assistant turns since the last user message), so the model holds no st
 conversation always gets the same reply, concurrent runs do not interfere, and replays match.
 When the steps run out, the last step repeats.
 
-Strings in steps may use ``{input}`` (the user's message), ``{result:TOOL}`` (the newest result
-of that tool), ``{result:TOOL:field.sub}`` (a field of that result parsed as JSON), and
-``{NAME}`` for a named group of the rule's ``when`` pattern. Unknown template fields stay as they
-are.
+Strings in steps (``text`` and string values in tool-call ``arguments``) may use template fields:
+
+- ``{input}``: the user's message;
+- ``{NAME}``: the named group ``NAME`` of the rule's ``when`` pattern (empty when the group did
+  not take part in the match, as with ``re``);
+- ``{result:TOOL}``: the newest result of that tool since the user's message;
+- ``{result:TOOL:field.sub}``: a field of that result parsed as JSON.
+
+A field naming anything else (``{order}`` outside a rule with that group, ``{inptu}``) is refused
+when the script is loaded. A result the conversation does not have renders as an explicit marker,
+never as the raw braces: ``(no result from TOOL)`` when the tool has not been called, and
+``(no field.sub in the result of TOOL)`` when its result (an error message, say) is not JSON or
+lacks that field. Other braces (``{"a": 1}``, ``{ }``) are plain text.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tether.core import ProviderError
 from tether.providers.types import ModelRequest, ModelResponse, ToolCall, Usage
@@ -29,6 +38,42 @@ from tether.spec import load_model
 _TEMPLATE_FIELD = re.compile(
     r"\{(input|result:[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.]+)?|[A-Za-z_][A-Za-z0-9_]*)\}"
 )
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _check_template_fields(steps: list[ScriptStep], groups: set[str] | None) -> None:
+    """Refuse a template field that names neither ``input``, a result, nor one of ``groups``
+    (the named groups of a rule's ``when``; ``None`` for the top-level steps)."""
+    for i, step in enumerate(steps):
+        texts = [step.text or ""] + [s for c in step.tool_calls for s in _strings(c.arguments)]
+        for text in texts:
+            for match in _TEMPLATE_FIELD.finditer(text):
+                key = match.group(1)
+                if key == "input" or key.startswith("result:") or key in (groups or ()):
+                    continue
+                if groups is None:
+                    named = (
+                        "(top-level steps have no named groups: those come from a rule's 'when')"
+                    )
+                elif groups:
+                    named = "or a named group of 'when': " + ", ".join(
+                        f"{{{g}}}" for g in sorted(groups)
+                    )
+                else:
+                    named = "('when' has no named groups (?P<NAME>...))"
+                raise ValueError(
+                    f"steps[{i}]: unknown template field {match.group(0)}; use {{input}}, "
+                    f"{{result:TOOL}}, {{result:TOOL:field}} {named}"
+                )
 
 
 class ScriptedToolCall(BaseModel):
@@ -70,13 +115,22 @@ class ScriptRule(BaseModel):
     steps: list[ScriptStep] = Field(min_length=1)
     """The turns, in order."""
 
-    @model_validator(mode="after")
-    def _valid_regex(self) -> ScriptRule:
+    @field_validator("when")
+    @classmethod
+    def _valid_regex(cls, when: str) -> str:
         try:
-            re.compile(self.when)
+            re.compile(when)
         except re.error as exc:
             raise ValueError(f"'when' is not a valid regular expression: {exc}") from None
-        return self
+        return when
+
+    @field_validator("steps")
+    @classmethod
+    def _known_fields(cls, steps: list[ScriptStep], info: ValidationInfo) -> list[ScriptStep]:
+        when = info.data.get("when")
+        if when is not None:  # else 'when' is invalid and already reported
+            _check_template_fields(steps, set(re.compile(when).groupindex))
+        return steps
 
 
 class Script(BaseModel):
@@ -88,6 +142,12 @@ class Script(BaseModel):
     """Input-matched step lists, first match wins."""
     steps: list[ScriptStep] = Field(default_factory=list)
     """Steps when no rule matches (or the whole script when there are no rules)."""
+
+    @field_validator("steps")
+    @classmethod
+    def _known_fields(cls, steps: list[ScriptStep]) -> list[ScriptStep]:
+        _check_template_fields(steps, None)
+        return steps
 
     @model_validator(mode="after")
     def _not_empty(self) -> Script:
@@ -140,14 +200,15 @@ class ScriptedModel:
     def name(self) -> str:
         return self._name
 
-    def _select(self, user_text: str) -> tuple[list[ScriptStep], dict[str, str]]:
+    def _select(self, user_text: str) -> tuple[list[ScriptStep], dict[str, str], set[str]]:
+        """The steps for this input, the named groups that matched, and all group names."""
         for pattern, rule in self._compiled:
             match = pattern.search(user_text)
             if match:
                 groups = {k: v for k, v in match.groupdict().items() if v is not None}
-                return rule.steps, groups
+                return rule.steps, groups, set(pattern.groupindex)
         if self.script.steps:
-            return self.script.steps, {}
+            return self.script.steps, {}, set()
         raise ProviderError(
             f"scripted model: no rule matches the input {user_text[:80]!r} and the script "
             "has no default 'steps'",
@@ -161,26 +222,34 @@ class ScriptedModel:
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
         user_text = messages[last_user].content if last_user >= 0 else ""
         turn = sum(1 for m in messages[last_user + 1 :] if m.role == "assistant")
-        steps, groups = self._select(user_text)
+        steps, groups, group_names = self._select(user_text)
         step = steps[min(turn, len(steps) - 1)]
         if step.error is not None:
             raise ProviderError(f"scripted model error: {step.error}", retryable=True)
 
         values = dict(groups, input=user_text)
+        results: dict[str, str] = {}
         for m in messages[last_user + 1 :]:
             if m.role == "tool" and m.name:
-                values[f"result:{m.name}"] = m.content
+                results[m.name] = m.content
 
         def lookup(match: re.Match[str]) -> str:
             key = match.group(1)
             if key in values:
                 return values[key]
-            if key.startswith("result:") and key.count(":") == 2:
-                _, tool_name, path = key.split(":")
-                found = _json_field(values.get(f"result:{tool_name}"), path)
-                if found is not None:
-                    return found
-            return match.group(0)
+            if key.startswith("result:"):
+                _, tool_name, *path = key.split(":")
+                if tool_name not in results:
+                    return f"(no result from {tool_name})"
+                if not path:
+                    return results[tool_name]
+                found = _json_field(results[tool_name], path[0])
+                return (
+                    found if found is not None else f"(no {path[0]} in the result of {tool_name})"
+                )
+            if key in group_names:  # the group did not take part in the match
+                return ""
+            return match.group(0)  # not reachable through a validated script
 
         def fill(value: Any) -> Any:
             if isinstance(value, str):

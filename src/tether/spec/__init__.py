@@ -2,7 +2,14 @@
 
 from pathlib import Path
 
-from tether.spec.loader import load_model, read_yaml, validation_message
+from tether.spec.loader import (
+    load_model,
+    load_with_tree,
+    origin_of,
+    read_yaml,
+    remember_origin,
+    validation_message,
+)
 from tether.spec.model import (
     AgentSpec,
     HttpToolSpec,
@@ -16,7 +23,10 @@ from tether.spec.model import (
 
 def load_spec(path: str | Path) -> AgentSpec:
     """Load and validate an agent spec from a YAML file."""
-    return load_model(AgentSpec, path)
+    spec, node = load_with_tree(AgentSpec, path)
+    for i, tool in enumerate(spec.tools):  # so errors found when building tools name the line
+        remember_origin(tool, path, node, ("tools", i))
+    return spec
 
 
 __all__ = [
@@ -29,6 +39,7 @@ __all__ = [
     "ToolSpec",
     "load_model",
     "load_spec",
+    "origin_of",
     "read_yaml",
     "validation_message",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -9,15 +10,51 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tether.core import SpecError
+from tether.spec.model import UNKNOWN_TOOL_KIND
 
 M = TypeVar("M", bound=BaseModel)
 
 MAX_SPEC_BYTES = 1_000_000
 
 
+MAX_NESTING = 100
+"""Deepest nesting of mappings and lists a spec may have (PyYAML composes recursively)."""
+
+
+class _NotSupported(yaml.MarkedYAMLError):
+    """YAML that parses but that specs refuse (anchors, aliases, absurd nesting)."""
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: in a spec, the second ``name:`` silently
-    winning is a bug waiting to happen."""
+    """SafeLoader that refuses what has no place in a spec.
+
+    Duplicate keys: the second ``name:`` silently winning is a bug waiting to happen.
+    Anchors and aliases: a few hundred bytes of nested aliases ("billion laughs") expand to
+    gigabytes; specs are short enough to spell everything out.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _NotSupported(
+                problem="YAML anchors (&name) and aliases (*name) are not supported in specs; "
+                "write the value out where it is used",
+                problem_mark=event.start_mark,
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise _NotSupported(
+                    problem=f"nested deeper than {MAX_NESTING} levels",
+                    problem_mark=event.start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -32,6 +69,18 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def _parse(text: str) -> tuple[Any, yaml.Node | None]:
+    """Data and node tree from one pass of the parser (what ``yaml.load`` does, keeping the
+    tree for line numbers)."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+        return data, node
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: str | Path) -> tuple[Any, yaml.Node | None]:
@@ -52,16 +101,15 @@ def read_yaml(path: str | Path) -> tuple[Any, yaml.Node | None]:
     except OSError as exc:  # a directory, no permission, ...
         raise SpecError(f"{p}: cannot read: {exc.strerror}") from None
     try:
-        node = yaml.compose(text, Loader=_StrictLoader)
-        data = yaml.load(text, Loader=_StrictLoader)
+        return _parse(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
         what = " ".join(x for x in (exc.context, exc.problem) if x)
-        raise SpecError(f"{where}: malformed YAML: {what}") from None
+        kind = "" if isinstance(exc, _NotSupported) else "malformed YAML: "
+        raise SpecError(f"{where}: {kind}{what}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{p}: malformed YAML: {exc}") from None
-    return data, node
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
@@ -117,22 +165,62 @@ def validation_message(path: str | Path, exc: ValidationError, node: yaml.Node |
     lines = []
     for err in exc.errors():
         loc = _data_loc(tuple(err["loc"]))
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == UNKNOWN_TOOL_KIND and isinstance(err["input"], dict):
+            # Point at the ``kind:`` line and say what it held.
+            loc = (*loc, "kind")
+            kind = err["input"].get("kind")
+            message = message.replace("unknown tool kind", f"unknown tool kind {kind!r}", 1)
         line = _line_of(node, loc)
         where = f"{path}:{line}" if line else str(path)
-        message = err["msg"].removeprefix("Value error, ")
         lines.append(f"{where}: {_field_path(loc)}: {message}")
     return "\n".join(lines)
 
 
-def load_model(model: type[M], path: str | Path) -> M:
-    """Read ``path`` and validate it as ``model``; raise ``SpecError`` naming file, line, field."""
+def load_with_tree(model: type[M], path: str | Path) -> tuple[M, yaml.Node | None]:
     data, node = read_yaml(path)
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise SpecError(f"{path}:1: expected a mapping of fields, found {kind}")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data), node
     except ValidationError as exc:
         raise SpecError(
             f"invalid {model.__name__} in {path}:\n{validation_message(path, exc, node)}"
         ) from None
+
+
+def load_model(model: type[M], path: str | Path) -> M:
+    """Read ``path`` and validate it as ``model``; raise ``SpecError`` naming file, line, field."""
+    return load_with_tree(model, path)[0]
+
+
+# Where loaded models came from, for errors found after loading (a tool's function that cannot
+# be imported). Kept beside the models rather than in them: a private attribute would make two
+# equal specs from different files compare unequal. Keyed by id(), cleared when a model dies.
+_ORIGINS: dict[int, tuple[weakref.ref[BaseModel], Path, yaml.Node, tuple[int | str, ...]]] = {}
+
+
+def remember_origin(
+    obj: BaseModel, path: str | Path, node: yaml.Node | None, loc: tuple[int | str, ...] = ()
+) -> None:
+    """Record that ``obj`` was loaded from the file ``path``, at ``loc`` of its tree ``node``."""
+    if node is None:
+        return
+    key = id(obj)
+
+    def forget(ref: weakref.ref[BaseModel]) -> None:
+        if _ORIGINS.get(key, (None,))[0] is ref:
+            del _ORIGINS[key]
+
+    _ORIGINS[key] = (weakref.ref(obj, forget), Path(path), node, loc)
+
+
+def origin_of(obj: BaseModel, *loc: int | str) -> tuple[Path, int] | None:
+    """File and 1-based line of ``obj`` (or of its field ``loc``) if it was loaded from YAML."""
+    found = _ORIGINS.get(id(obj))
+    if found is None or found[0]() is not obj:
+        return None
+    _, path, node, prefix = found
+    line = _line_of(node, (*prefix, *loc))
+    return (path, line) if line is not None else None

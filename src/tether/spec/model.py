@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -10,6 +12,7 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -17,8 +20,18 @@ from pydantic import (
 from tether.core import content_hash
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
-SPEC_SCHEMA_VERSION = 1
-"""Bumped only by an incompatible change to the spec format; part of every version hash."""
+"""Agent names."""
+TOOL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
+"""Tool names: what the OpenAI API accepts for a function name (``^[a-zA-Z0-9_-]{1,64}$``),
+starting with a letter or ``_``."""
+URL_FIELD = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+"""An ``{arg}`` field of an HTTP tool's URL template (``${ENV}`` is not one)."""
+TOOL_KINDS = ("python", "http")
+UNKNOWN_TOOL_KIND = "unknown_tool_kind"
+"""Error type of a tool whose ``kind`` is none of ``TOOL_KINDS``."""
+SPEC_SCHEMA_VERSION = 2
+"""Bumped by a change to the spec format or to what a default means; part of every version
+hash (2: tools' ``side_effects`` defaults to ``external``, no longer ``read``)."""
 
 
 class _Strict(BaseModel):
@@ -32,7 +45,7 @@ class ModelConfig(_Strict):
     provider: Literal["scripted", "openai"] = "scripted"
     """``scripted`` (offline, deterministic) or ``openai`` (any OpenAI-compatible endpoint)."""
     name: str
-    """Model name sent to the provider and used for pricing (``gpt-4.1-mini``)."""
+    """Model name sent to the provider and used for pricing (``gpt-4.1-mini``); not empty."""
     temperature: float | None = Field(default=None, ge=0, le=2)
     """Sampling temperature."""
     seed: int | None = None
@@ -51,6 +64,29 @@ class ModelConfig(_Strict):
     """Retries on 429 and 5xx with jittered exponential backoff."""
     stream: bool = False
     """Use server-sent-event streaming for completions."""
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_blank(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("must not be empty")
+        return name
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError as exc:  # a bad port, an unbalanced [ in the host
+            raise ValueError(f"{url!r} is not a valid URL: {exc}") from None
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"must be an http or https URL, not {url!r}")
+        if not host:
+            raise ValueError(f"{url!r} has no host")
+        return url
 
     @model_validator(mode="after")
     def _check_provider_fields(self) -> ModelConfig:
@@ -73,13 +109,14 @@ class ToolParameter(_Strict):
 
 
 class _ToolBase(_Strict):
-    name: str = Field(pattern=NAME_PATTERN)
-    """Tool name as the model sees it."""
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    """Tool name as the model sees it: letters, digits, ``_`` and ``-``, at most 64."""
     description: str = ""
     """What the tool does, shown to the model (Python tools default to their docstring)."""
-    side_effects: Literal["read", "write", "external"] = "read"
+    side_effects: Literal["read", "write", "external"] = "external"
     """Least-privilege class: ``read`` only reads, ``write`` changes state, ``external`` acts
-    outside the system (sends mail, pays)."""
+    outside the system (sends mail, pays). Undeclared means ``external``, the riskiest class, so
+    that forgetting to declare a tool never makes it look harmless to the controls."""
     scopes: list[str] = Field(default_factory=list)
     """Scopes the caller must hold for this tool (checked by authorization controls)."""
     timeout_s: float = Field(default=30.0, gt=0)
@@ -105,21 +142,49 @@ class HttpToolSpec(_ToolBase):
     """URL template: ``{arg}`` is filled from the arguments, ``${ENV}`` from the environment."""
     allowed_hosts: list[str] = Field(min_length=1)
     """Hosts the tool may reach; a URL resolving elsewhere is refused."""
-    parameters: dict[str, ToolParameter] = Field(default_factory=dict)
-    """Arguments; those not used in the URL go in the query (GET) or JSON body (others)."""
+    parameters: dict[str, ToolParameter] = Field(default_factory=dict, validate_default=True)
+    """Arguments; those not used in the URL go in the query (GET, DELETE) or JSON body
+    (others), left out when an optional one is not given. A URL field must be required."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Request headers; values may use ``${ENV}`` (never written to traces)."""
 
+    @field_validator("parameters")
+    @classmethod
+    def _url_fields_are_required_parameters(
+        cls, parameters: dict[str, ToolParameter], info: ValidationInfo
+    ) -> dict[str, ToolParameter]:
+        url = info.data.get("url")
+        if not isinstance(url, str):  # the url itself is invalid, and reported
+            return parameters
+        used = sorted(set(URL_FIELD.findall(url)))
+        undeclared = [name for name in used if name not in parameters]
+        if undeclared:
+            raise ValueError(f"url uses {undeclared} which are not in 'parameters'")
+        optional = [name for name in used if not parameters[name].required]
+        if optional:
+            raise ValueError(
+                f"url uses optional parameters {optional}: a parameter in the url must be "
+                "required (leave an optional one out of the url: it is then sent in the query "
+                "or body, and only when given)"
+            )
+        return parameters
 
-def _tool_kind(value: Any) -> str:
-    if isinstance(value, dict):
-        return str(value.get("kind", "python"))
-    return str(getattr(value, "kind", "python"))
+
+def _tool_kind(value: Any) -> str | None:
+    # Not a mapping at all: let the python variant say what it expected.
+    kind = (
+        value.get("kind", "python") if isinstance(value, dict) else getattr(value, "kind", "python")
+    )
+    return kind if kind in TOOL_KINDS else None
 
 
 ToolSpec = Annotated[
     Annotated[PythonToolSpec, Tag("python")] | Annotated[HttpToolSpec, Tag("http")],
-    Discriminator(_tool_kind),
+    Discriminator(
+        _tool_kind,
+        custom_error_type=UNKNOWN_TOOL_KIND,
+        custom_error_message="unknown tool kind; valid kinds are 'python' (the default) and 'http'",
+    ),
 ]
 
 

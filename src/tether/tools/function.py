@@ -12,10 +12,20 @@ from collections.abc import Callable
 from typing import Any, get_type_hints, overload
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PydanticUserError,
+    ValidationError,
+    create_model,
+)
 
 from tether.core import SpecError, ToolArgumentsError
+from tether.spec.model import TOOL_NAME_PATTERN
 from tether.tools.base import SideEffects, ToolResult
+
+_TOOL_NAME = re.compile(TOOL_NAME_PATTERN)
 
 _ARGS_SECTION = re.compile(r"^\s*(Args|Arguments|Parameters):\s*$", re.MULTILINE)
 _ARG_LINE = re.compile(r"^\s+(\w+)(?:\s*\([^)]*\))?:\s*(.+)$")
@@ -86,6 +96,35 @@ def format_result(value: Any) -> str:
     return pydantic_core.to_json(value).decode()
 
 
+def check_tool_name(name: str, *, source: str = "") -> str:
+    """``name`` if the OpenAI API would accept it as a function name, else ``SpecError``.
+    ``source`` says where the name came from, for the message."""
+    if not _TOOL_NAME.match(name):
+        raise SpecError(
+            f"tool name {name!r}{source} is not valid: use letters, digits, '_' and '-' "
+            "(at most 64, starting with a letter or '_')",
+        )
+    return name
+
+
+def arguments_model(
+    tool_name: str, arguments: dict[str, tuple[Any, Any, str | None]]
+) -> type[BaseModel]:
+    """A pydantic model of a tool's arguments; ``arguments`` maps each argument's name to
+    ``(annotation, default or ..., description)``.
+
+    Every field gets an internal name and the argument's name as its alias, so any argument
+    name works: pydantic itself refuses names with a leading underscore and ones that clash
+    with ``BaseModel`` (``model_config``, ``model_dump``, ``json``, ...).
+    ``validate_arguments`` hands the values back under the arguments' names.
+    """
+    fields: dict[str, Any] = {
+        f"arg_{i}": (annotation, Field(default, alias=name, description=description))
+        for i, (name, (annotation, default, description)) in enumerate(arguments.items())
+    }
+    return create_model(f"{tool_name}_args", __config__=ConfigDict(extra="forbid"), **fields)
+
+
 def validate_arguments(
     tool_name: str, args_model: type[BaseModel], arguments: dict[str, Any]
 ) -> dict[str, Any]:
@@ -104,11 +143,18 @@ def validate_arguments(
             for e in exc.errors()
         )
         raise ToolArgumentsError(f"invalid arguments for tool '{tool_name}': {problems}") from None
-    return {k: getattr(parsed, k) for k in type(parsed).model_fields}
+    return {
+        (field.alias or name): getattr(parsed, name)
+        for name, field in type(parsed).model_fields.items()
+    }
 
 
 class FunctionTool:
-    """A Python function exposed as a tool; arguments are validated before the call."""
+    """A Python function exposed as a tool; arguments are validated before the call.
+
+    ``side_effects`` defaults to ``external``, the riskiest class: a tool is treated as acting
+    outside the system unless it is declared ``read`` or ``write``.
+    """
 
     def __init__(
         self,
@@ -116,12 +162,19 @@ class FunctionTool:
         *,
         name: str | None = None,
         description: str | None = None,
-        side_effects: SideEffects = "read",
+        side_effects: SideEffects = "external",
         scopes: tuple[str, ...] | list[str] = (),
         timeout_s: float = 30.0,
     ) -> None:
         self.func = func
-        self._name = name or func.__name__
+        if name is not None:
+            self._name = check_tool_name(name)
+        else:  # a lambda, a functools.partial, a callable object
+            self._name = check_tool_name(
+                str(getattr(func, "__name__", repr(func))),
+                source=" (the function's name; pass name=...: @tool(name=...), "
+                "tool(name=...)(func) or FunctionTool(func, name=...))",
+            )
         summary, arg_docs = _parse_docstring(func.__doc__)
         self._description = description if description is not None else summary
         self._side_effects: SideEffects = side_effects
@@ -129,7 +182,12 @@ class FunctionTool:
         self._timeout_s = timeout_s
         self._is_async = inspect.iscoroutinefunction(func)
         self._args_model = self._build_args_model(func, arg_docs)
-        self._parameters = self._args_model.model_json_schema()
+        try:
+            self._parameters = self._args_model.model_json_schema()
+        except PydanticUserError as exc:  # a type with no JSON schema (a callable)
+            raise SpecError(
+                f"tool '{self._name}': cannot describe its arguments: {exc.message}"
+            ) from None
         self._parameters.pop("title", None)
 
     def _build_args_model(self, func: Callable[..., Any], docs: dict[str, str]) -> type[BaseModel]:
@@ -137,14 +195,30 @@ class FunctionTool:
             hints = get_type_hints(func)
         except Exception as exc:
             raise SpecError(f"tool '{self._name}': cannot read its type hints: {exc}") from None
-        fields: dict[str, Any] = {}
-        for pname, param in inspect.signature(func).parameters.items():
+        try:
+            signature = inspect.signature(func)
+        except (TypeError, ValueError) as exc:  # some builtins have no signature
+            raise SpecError(f"tool '{self._name}': cannot read its signature: {exc}") from None
+        arguments: dict[str, tuple[Any, Any, str | None]] = {}
+        for pname, param in signature.parameters.items():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
                 raise SpecError(f"tool '{self._name}': *args and **kwargs are not supported")
+            if param.kind is param.POSITIONAL_ONLY:
+                # Tools are called with keyword arguments only.
+                raise SpecError(
+                    f"tool '{self._name}': parameter '{pname}' is positional-only; "
+                    "tool parameters must be passable by name",
+                    hint="wrap the function in one whose parameters can be passed by name",
+                )
             annotation = hints.get(pname, Any)
             default = ... if param.default is param.empty else param.default
-            fields[pname] = (annotation, Field(default, description=docs.get(pname)))
-        return create_model(f"{self._name}_args", __config__=ConfigDict(extra="forbid"), **fields)
+            arguments[pname] = (annotation, default, docs.get(pname))
+        try:
+            return arguments_model(self._name, arguments)
+        except PydanticUserError as exc:  # a type pydantic cannot validate (a socket)
+            raise SpecError(
+                f"tool '{self._name}': unsupported parameter type: {exc.message}"
+            ) from None
 
     @property
     def name(self) -> str:
@@ -210,7 +284,7 @@ def tool(
     *,
     name: str | None = None,
     description: str | None = None,
-    side_effects: SideEffects = "read",
+    side_effects: SideEffects = "external",
     scopes: tuple[str, ...] | list[str] = (),
     timeout_s: float = 30.0,
 ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
@@ -222,14 +296,16 @@ def tool(
     *,
     name: str | None = None,
     description: str | None = None,
-    side_effects: SideEffects = "read",
+    side_effects: SideEffects = "external",
     scopes: tuple[str, ...] | list[str] = (),
     timeout_s: float = 30.0,
 ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
-    """Make a tool from a typed function: ``@tool`` or ``@tool(side_effects="write")``.
+    """Make a tool from a typed function: ``@tool`` or ``@tool(side_effects="read")``.
 
     The argument schema comes from the type hints, the description from the docstring (and
-    per-argument descriptions from its ``Args:`` section).
+    per-argument descriptions from its ``Args:`` section). ``side_effects`` defaults to
+    ``external`` (the riskiest class): declare ``read`` or ``write`` for tools that do less.
+    The name (the function's, or ``name=``) must be a valid OpenAI function name.
     """
 
     def wrap(f: Callable[..., Any]) -> FunctionTool:

@@ -9,16 +9,16 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel
 
 from tether.core import SpecError, ToolArgumentsError, ToolError
 from tether.providers.http_client import LoopBoundClient, shared_ssl_context
 from tether.spec import HttpToolSpec
+from tether.spec.model import URL_FIELD as _ARG
 from tether.tools.base import SideEffects, ToolResult
-from tether.tools.function import validate_arguments
+from tether.tools.function import arguments_model, validate_arguments
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_ARG = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
 MAX_RESPONSE_CHARS = 16_000
 MAX_RESPONSE_BYTES = 64 * 1024
@@ -67,22 +67,21 @@ class HttpTool:
         self._headers = {
             k: expand_env(v, f"{where} header {k}", missing) for k, v in spec.headers.items()
         }
+        # The spec has checked that these are declared, required parameters.
         self._path_args = set(_ARG.findall(spec.url))
-        undeclared = self._path_args - set(spec.parameters)
-        if undeclared:
-            raise SpecError(f"{where}: url uses {sorted(undeclared)} which are not in 'parameters'")
         self._allowed = {h.lower() for h in spec.allowed_hosts}
         if not self.missing_env:
             self._check_static_url(where)
-        fields: dict[str, Any] = {
-            pname: (
-                _TYPES[p.type] if p.required else _TYPES[p.type] | None,
-                Field(... if p.required else None, description=p.description or None),
-            )
-            for pname, p in spec.parameters.items()
-        }
-        self._args_model: type[BaseModel] = create_model(
-            f"{spec.name}_args", __config__=ConfigDict(extra="forbid"), **fields
+        self._args_model: type[BaseModel] = arguments_model(
+            spec.name,
+            {
+                pname: (
+                    _TYPES[p.type] if p.required else _TYPES[p.type] | None,
+                    ... if p.required else None,
+                    p.description or None,
+                )
+                for pname, p in spec.parameters.items()
+            },
         )
         self._parameters = self._args_model.model_json_schema()
         self._parameters.pop("title", None)
@@ -169,6 +168,7 @@ class HttpTool:
                 f"tool '{self.name}': host {parsed.host!r} is not in allowed_hosts "
                 f"{sorted(self._allowed)}"
             )
+        # An optional argument that was not given is left out, never sent as "None".
         rest = {k: v for k, v in args.items() if k not in self._path_args and v is not None}
         if self.spec.method == "GET" or self.spec.method == "DELETE":
             # Merge, so a query already in the URL template (an API key, a {arg}) is kept.

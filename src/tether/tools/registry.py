@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from tether.core import SpecError
-from tether.spec import HttpToolSpec, PythonToolSpec, ToolSpec
+from tether.spec import HttpToolSpec, PythonToolSpec, ToolSpec, origin_of
 from tether.tools.base import Tool
-from tether.tools.function import FunctionTool
+from tether.tools.function import FunctionTool, check_tool_name
 from tether.tools.http import HttpTool
 
 
@@ -57,6 +57,7 @@ def import_function(ref: str, base_dir: Path | None) -> Callable[..., Any]:
 
 def _as_tool(obj: Tool | Callable[..., Any]) -> Tool:
     if isinstance(obj, Tool):
+        check_tool_name(obj.name)  # a Tool of the user's own making
         return obj
     if callable(obj):
         return FunctionTool(obj)
@@ -77,6 +78,9 @@ def build_tools(
     tools: dict[str, Tool] = {}
     for i, spec in enumerate(specs):
         where = f"tools[{i}] '{spec.name}'"
+        origin = origin_of(spec, "function")
+        if origin is not None:  # loaded by load_spec: name the line (callers name the file)
+            where += f" (line {origin[1]})"
         if isinstance(spec, HttpToolSpec):
             tools[spec.name] = HttpTool(spec, strict_env=strict_env)
             continue
