@@ -58,8 +58,14 @@ def handle_errors(func: F) -> F:
                 )
             sys.exit(EXIT_ERROR)
         except KeyboardInterrupt:
-            err_console.print("interrupted")
+            err_console.print("interrupted; an unfinished run is recorded as failed")
             sys.exit(130)
+        except _Terminated as exc:
+            err_console.print(
+                f"terminated by {exc.signal_name}; an unfinished run is recorded as failed",
+                highlight=False,
+            )
+            raise
         except Exception as exc:
             if os.environ.get("TETHER_DEBUG"):
                 raise
@@ -286,10 +292,18 @@ def demo(ctx: click.Context, as_json: bool) -> None:
     run_demo(database_url(ctx), console=console, as_json=as_json, command=tether_command(ctx))
 
 
+class _Terminated(SystemExit):
+    """SIGTERM, raised where the main thread is, so the run unwinds like on Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signal_name = signal.Signals(signum).name
+
+
 def _terminate(signum: int, _frame: object) -> None:
     # SIGTERM (a container stop) unwinds like Ctrl-C: the interrupted run is recorded as
     # failed with a checkpoint, and queued trace records are flushed before exit.
-    raise SystemExit(128 + signum)
+    raise _Terminated(signum)
 
 
 def main() -> None:

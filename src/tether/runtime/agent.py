@@ -65,6 +65,17 @@ def _check_cost_limit(spec: AgentSpec, model_names: Sequence[str], pricing: Pric
         )
 
 
+def _crash_message(exc: BaseException) -> str:
+    """What ended a run that did not finish, in words (a bare ``CancelledError:`` says little)."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled before it finished (the task was cancelled or the process stopped)"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C) before it finished"
+    if isinstance(exc, SystemExit):
+        return f"the process exited (status {exc.code}) before the run finished"
+    return f"{type(exc).__name__}: {exc}"
+
+
 @dataclass
 class SpecCheck:
     """What :func:`check_spec` found: the spec, what it builds, and what the environment lacks."""
@@ -266,7 +277,7 @@ class Agent:
         except BaseException as exc:
             # A crash (a bug, a cancelled task) still leaves a complete trace and a checkpoint.
             state.status, state.outcome = "failed", "error"
-            state.error = f"{type(exc).__name__}: {exc}"
+            state.error = _crash_message(exc)
             state.stop_reason = "internal error"
             recorder.event(span.span_id, semconv.EVENT_RUN_ERROR, {"message": state.error})
             self._finish(recorder, span, run, state)
