@@ -212,3 +212,44 @@ def test_validate_an_openai_agent_without_its_api_key(
     code, out = invoke("run", str(spec), "-i", "hi", db=sqlite_url)
     assert code == 1
     assert f"{spec}: no API key" in out and "export OPENAI_API_KEY" in out
+
+
+def test_validate_json_lists_problems_in_file_order(tmp_path: Path) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "name: ok\n"
+        "model: {provider: scripted, name: m, script: s.yaml}\n"
+        "limits:\n  max_turns: 0\n  timeout_s: -1\n"
+        "paradigm: nope\n"
+    )
+    code, out = invoke("validate", str(spec), "--json")
+    assert code == 1
+    problems = json.loads(out)["problems"]
+    assert [(p["line"], p["field"]) for p in problems] == [
+        (4, "limits.max_turns"),
+        (5, "limits.timeout_s"),
+        (6, "paradigm"),
+    ]
+    assert all(p["file"] == str(spec) for p in problems)
+
+
+def test_usage_errors_come_as_json_when_json_is_asked(tmp_path: Path) -> None:
+    """Through the real console script: click's usage errors are JSON too with --json."""
+    tether = Path(sys.executable).parent / "tether"
+    done = subprocess.run([str(tether), "run", "x.yaml", "--json"], capture_output=True, text=True)
+    assert done.returncode == 2
+    error = json.loads(done.stdout)
+    assert "--input" in error["error"] and error["hint"] == "tether run --help"
+    done = subprocess.run([str(tether), "run", "x.yaml"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Missing option" in done.stderr and not done.stdout
+
+
+def test_traces_list_shows_an_unpriced_run_as_unknown_cost(tmp_path: Path, sqlite_url: str) -> None:
+    spec = write_agent(tmp_path, "steps: [{text: hi}]\n")
+    spec.write_text(spec.read_text().replace("gpt-4.1-mini", "my-own-model"))
+    code, out = invoke("run", str(spec), "-i", "hi", "--json", db=sqlite_url)
+    assert code == 0 and json.loads(out)["cost_usd"] is None
+    code, out = invoke("traces", "list", "--json", db=sqlite_url)
+    assert json.loads(out)[0]["cost_usd"] is None
+    code, out = invoke("traces", "list", db=sqlite_url)
+    assert "unpriced" in out and "$0.000000" not in out

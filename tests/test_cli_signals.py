@@ -61,7 +61,7 @@ def test_sigterm_during_a_run_flushes_the_trace_and_checkpoints(tmp_path: Path) 
     store = Store(url)
     run = store.list_runs()[0]
     assert run.status == "failed" and run.outcome == "error"
-    assert run.error and run.error.startswith("cancelled before it finished")
+    assert run.error and "cancelled before it finished" in run.error
     names = [s.name for s in store.get_spans(run.trace_id)]
     assert "execute_tool fast" in names and "invoke_agent sig" in names
     checkpoints = store.get_checkpoints(run.trace_id)

@@ -566,6 +566,48 @@ async def test_api_key_sent_as_bearer_and_never_in_errors(
     assert SECRET not in repr(model)
 
 
+async def test_credentials_in_base_url_are_hidden_in_errors_and_repr(
+    openai_server: FakeOpenAIServer, make_model: MakeModel, sleeps: list[float]
+) -> None:
+    password = "s3cr3tpw"
+    # A hostile server echoes the credentials it got (as Basic auth) back in the error.
+    openai_server.enqueue(Reply.error(400, f"bad request from user:{password}"))
+    model = make_model(base_url=f"http://user:{password}@127.0.0.1:{openai_server.port}/v1")
+    with FakeOpenAIServer() as other:
+        dead = f"http://user:{password}@127.0.0.1:{other.port}/v1"
+    unreachable = make_model(base_url=dead, max_retries=0)
+
+    errors: list[ProviderError] = []
+    for m in (model, unreachable):
+        with pytest.raises(ProviderError) as info:
+            await m.complete(user())
+        errors.append(info.value)
+
+    assert "authorization" in openai_server.requests[0].headers  # the password is still used
+    assert "user:***@127.0.0.1" in errors[1].message and "cannot reach" in errors[1].message
+    for error in errors:
+        assert password not in str(error)
+    tokened = make_model(base_url="https://example.invalid/v1?api-key=qs3cr3t&api-version=1")
+    for m in (model, unreachable, tokened):
+        assert password not in repr(m) and "qs3cr3t" not in repr(m)
+    assert "api-key=***&api-version=1" in repr(tokened)
+
+
+def test_invalid_arguments_go_back_to_the_model_as_it_sent_them(make_model: MakeModel) -> None:
+    sent = ToolCall(id="c1", name="lookup", arguments={"__raw__": "[1, 2]"})
+    fine = ToolCall(id="c2", name="lookup", arguments={"city": "Oslo"})
+    request = ModelRequest(
+        messages=[
+            Message(role="user", content="hi"),
+            Message(role="assistant", tool_calls=[sent, fine]),
+            Message(role="tool", tool_call_id="c1", content="Error: must be a JSON object"),
+            Message(role="tool", tool_call_id="c2", content="sunny"),
+        ]
+    )
+    calls = make_model().request_body(request)["messages"][1]["tool_calls"]
+    assert [c["function"]["arguments"] for c in calls] == ["[1, 2]", '{"city": "Oslo"}']
+
+
 async def test_from_config_reads_key_from_env(
     openai_server: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

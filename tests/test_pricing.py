@@ -41,6 +41,15 @@ def test_cost_counts_cached_input_at_the_cached_rate(tmp_path: Path) -> None:
     assert table.cost("unknown", 10, 10) is None
 
 
+def test_costs_are_rounded_free_of_float_noise(tmp_path: Path) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps({"version": "t", "models": {"m": {"input": 0.4, "output": 1.6}}}))
+    table = PricingTable.from_file(path)
+    # Unrounded: (1 * 0.4 + 4 * 1.6) / 1e6 == 6.800000000000001e-06.
+    assert repr(table.cost("m", 1, 4)) == "6.8e-06"
+    assert repr(table.cost("m", 77, 100)) == "0.0001908"
+
+
 def test_invalid_table_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "prices.json"
     path.write_text('{"version": "x", "models": {"m": {"input": "cheap"}}}')
@@ -59,4 +68,5 @@ def test_cost_limit_on_an_unpriced_model_is_refused() -> None:
         Agent(spec, model=model, trace=False)
     # Without a cost limit the same agent runs (its cost is simply unknown).
     spec = spec.model_copy(update={"limits": Limits()})
-    assert Agent(spec, model=model, trace=False).run_sync("hi").cost_usd == 0.0
+    result = Agent(spec, model=model, trace=False).run_sync("hi")
+    assert result.cost_usd is None and result.state.unpriced_calls == 1

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from fakes.models import FailingModel
 from tether import (
     Agent,
     AgentSpec,
     Limits,
     ModelConfig,
-    ProviderError,
     RunState,
     ScriptedModel,
     TetherError,
@@ -54,26 +54,6 @@ def add(a: int, b: int) -> int:
 def explode(reason: str) -> str:
     """Always fails."""
     raise RuntimeError(f"boom: {reason}")
-
-
-class FailingModel:
-    """A real Model implementation that always fails (not a mock of Tether code)."""
-
-    def __init__(self, name: str = "broken") -> None:
-        self._name = name
-        self.calls = 0
-
-    @property
-    def provider(self) -> str:
-        return "test"
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        self.calls += 1
-        raise ProviderError(f"{self._name}: upstream returned 503", retryable=True)
 
 
 class SlowModel(FailingModel):

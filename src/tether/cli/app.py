@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tether.cli import render
-from tether.core import Settings, TetherError
+from tether.core import Settings, SpecError, TetherError
 from tether.runtime import Agent, RunResult, check_spec
 from tether.store import Store, redact_url
 from tether.trace import close_writers, writer_for
@@ -46,7 +46,10 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except TetherError as exc:
             if kwargs.get("as_json"):  # scripts asked for JSON: errors come as JSON too
-                click.echo(render.dumps({"error": exc.message, "hint": exc.hint}))
+                error: dict[str, Any] = {"error": exc.message, "hint": exc.hint}
+                if isinstance(exc, SpecError) and exc.problems:
+                    error["problems"] = exc.problems
+                click.echo(render.dumps(error))
                 sys.exit(EXIT_ERROR)
             # soft_wrap: never break a path or a command across lines; the terminal wraps it.
             err_console.print(
@@ -308,4 +311,18 @@ def _terminate(signum: int, _frame: object) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
-    cli(prog_name="tether")
+    try:
+        cli.main(prog_name="tether", standalone_mode=False)
+    except click.UsageError as exc:
+        if "--json" in sys.argv[1:]:  # scripts asked for JSON: usage errors come as JSON too
+            command = exc.ctx.command_path if exc.ctx else "tether"
+            click.echo(render.dumps({"error": exc.format_message(), "hint": f"{command} --help"}))
+        else:
+            exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(1)

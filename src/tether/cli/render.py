@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from rich.tree import Tree
 from tether.runtime import RunResult
 from tether.store import EventRecord, RunRecord, SpanRecord
 from tether.trace import semconv
+from tether.trace.pricing import round_cost
 
 OUTCOME_STYLE = {
     "final_answer": "green",
@@ -25,6 +27,7 @@ OUTCOME_STYLE = {
     "deferred": "magenta",
     "error": "red",
     "control_error": "red",
+    "empty_answer": "red",
 }
 
 
@@ -38,8 +41,42 @@ def fmt_ms(ms: float | None) -> str:
     return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
 
 
-def fmt_cost(usd: float) -> str:
-    return f"${usd:.6f}"
+def fmt_cost(usd: float | None) -> str:
+    """A cost; ``None`` (a model the pricing table does not know) is shown as unknown, not as
+    free."""
+    return "unpriced" if usd is None else f"${usd:.6f}"
+
+
+def json_cost(usd: float | None) -> float | None:
+    """A cost for JSON output: ``null`` when unknown, without float noise otherwise."""
+    return None if usd is None else round_cost(usd)
+
+
+def _run_cost(run: RunRecord, spans: Sequence[SpanRecord] = ()) -> float | None:
+    """A stored run's cost, ``None`` when a model call in it could not be priced."""
+    unpriced = run.attributes.get(semconv.TETHER_COST_UNPRICED) or any(
+        s.kind == "model" and s.attributes.get(semconv.TETHER_COST_UNPRICED) for s in spans
+    )
+    return None if unpriced else run.cost_usd
+
+
+def brief(text: str, limit: int) -> str:
+    """The first line of ``text``, at most ``limit`` characters, cut between words."""
+    line = text.strip().split("\n", 1)[0]
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0]
+    return (cut if len(cut) > limit // 2 else line[:limit]).rstrip() + "…"
+
+
+def _error_markup(text: str, limit: int, *, style: str = "red", hint: Any = None) -> str:
+    """An error for the tree: its first line (shortened between words) in ``style``, then its
+    hint whole on a line of its own (from ``hint``, or a ``hint:`` line of the text)."""
+    hints = [h.strip() for h in text.splitlines()[1:] if h.strip().startswith("hint:")]
+    if hint:
+        hints = [f"hint: {hint}"]
+    out = f"[{style}]{escape(brief(text, limit))}[/]"
+    return out + "".join(f"\n[dim]{escape(h)}[/]" for h in hints)
 
 
 def outcome_text(outcome: str | None) -> str:
@@ -60,10 +97,12 @@ def result_json(result: RunResult) -> dict[str, Any]:
             "cached_input_tokens": result.usage.cached_input_tokens,
             "total_tokens": result.usage.total_tokens,
         },
-        "cost_usd": result.cost_usd,
+        "cost_usd": json_cost(result.cost_usd),
         "latency_ms": round(result.latency_s * 1000, 3),
         "turns": result.state.turns,
         "tool_calls": result.state.tool_calls,
+        "error": result.error,
+        "hint": result.hint,
     }
 
 
@@ -79,7 +118,9 @@ def print_result(console: Console, result: RunResult) -> None:
         highlight=False,
     )
     if result.stop_reason:
-        console.print(f"why: {result.stop_reason}", style="dim", markup=False)
+        console.print(f"why: {result.stop_reason}", style="dim", markup=False, soft_wrap=True)
+    if result.hint:
+        console.print(f"hint: {result.hint}", style="dim", markup=False, soft_wrap=True)
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
@@ -96,7 +137,7 @@ def run_json(run: RunRecord) -> dict[str, Any]:
         "input_tokens": run.input_tokens,
         "output_tokens": run.output_tokens,
         "cached_input_tokens": run.cached_input_tokens,
-        "cost_usd": run.cost_usd,
+        "cost_usd": json_cost(_run_cost(run)),
         "turns": run.turns,
         "tool_calls": run.tool_calls,
         "error": run.error,
@@ -118,7 +159,7 @@ def runs_table(runs: list[RunRecord]) -> Table:
             fmt_ns(r.started_ns),
             outcome_text(r.outcome if r.status != "running" else None),
             str(r.input_tokens + r.output_tokens),
-            fmt_cost(r.cost_usd),
+            fmt_cost(_run_cost(r)),
             fmt_ms(r.latency_ms),
             escape(r.input),
         )
@@ -129,7 +170,7 @@ def trace_json(
     run: RunRecord, spans: list[SpanRecord], events: list[EventRecord]
 ) -> dict[str, Any]:
     return {
-        "run": run_json(run),
+        "run": {**run_json(run), "cost_usd": json_cost(_run_cost(run, spans))},
         "spans": [
             {
                 "span_id": s.span_id,
@@ -160,11 +201,16 @@ def _span_label(s: SpanRecord) -> str:
         parts.append(f"{tokens_in} in / {a.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, 0)} out")
     if s.kind == "model" and semconv.TETHER_COST_USD in a:
         parts.append(fmt_cost(float(a[semconv.TETHER_COST_USD])))
+    elif s.kind == "model" and a.get(semconv.TETHER_COST_UNPRICED):
+        parts.append(fmt_cost(None))
+    if s.kind == "plan" and semconv.TETHER_PLAN_TOOLS in a:
+        tools = ", ".join(str(t) for t in a[semconv.TETHER_PLAN_TOOLS])
+        parts.append(f"{a.get(semconv.TETHER_PLAN_STEPS, '?')} steps: {escape(tools)}")
     if s.kind == "tool":
         parts.append(f"args {escape(str(a.get(semconv.GEN_AI_TOOL_CALL_ARGUMENTS, '')))}")
     if s.status == "error":
         message = (s.status_message or "").removeprefix("Error: ")
-        parts.append(f"[red]error: {escape(message[:120])}[/]")
+        parts.append(_error_markup(f"error: {message}", 160))
     return "  ".join(parts)
 
 
@@ -179,8 +225,13 @@ def _event_label(e: EventRecord) -> str:
             f"[{style}]◆ {control} {escape(str(verdict))}[/] "
             f"at {escape(str(a.get(semconv.TETHER_CONTROL_HOOK)))}: {reason}"
         )
-    detail = a.get("message") or ", ".join(f"{k}={v}" for k, v in a.items())
-    return f"[yellow]◆ {escape(e.name)}[/]: {escape(str(detail)[:160])}"
+    message = a.get("message")
+    if message:
+        return f"[yellow]◆ {escape(e.name)}[/]: " + _error_markup(
+            str(message), 160, style="default", hint=a.get("hint")
+        )
+    detail = ", ".join(f"{k}={v}" for k, v in a.items())
+    return f"[yellow]◆ {escape(e.name)}[/]: {escape(brief(detail, 160))}"
 
 
 def trace_tree(run: RunRecord, spans: list[SpanRecord], events: list[EventRecord]) -> Tree:
@@ -188,7 +239,7 @@ def trace_tree(run: RunRecord, spans: list[SpanRecord], events: list[EventRecord
         f"[bold]trace {run.trace_id}[/]  {escape(run.agent_name)}@{run.agent_version[:8]}  "
         f"{outcome_text(run.outcome if run.status != 'running' else None)}  "
         f"{fmt_ms(run.latency_ms)}  {run.input_tokens} in / {run.output_tokens} out  "
-        f"{fmt_cost(run.cost_usd)}"
+        f"{fmt_cost(_run_cost(run, spans))}"
     )
     tree = Tree(head)
     children: dict[str | None, list[SpanRecord]] = defaultdict(list)

@@ -23,7 +23,21 @@ class TetherError(Exception):
 
 
 class SpecError(TetherError):
-    """An agent spec (or a file it references) is malformed or invalid."""
+    """An agent spec (or a file it references) is malformed or invalid.
+
+    ``problems`` lists schema errors one by one (``file``, ``line``, ``field``, ``message``),
+    in file order, for tools that show them (``tether validate --json``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        problems: list[dict[str, object]] | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.problems = problems or []
 
 
 class ToolError(TetherError):

@@ -1,16 +1,62 @@
-"""An ``httpx.AsyncClient`` per event loop, shared by the HTTP provider and HTTP tools."""
+"""An ``httpx.AsyncClient`` per event loop, shared by the HTTP provider and HTTP tools, and
+how a URL with credentials in it is shown."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import threading
 import weakref
 from collections.abc import Callable
 from functools import cache
+from typing import Final
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import certifi
 import httpx
+
+REDACTED: Final = "***"
+_SECRET_PARAM = re.compile(
+    r"(?i)(?<![^?&;])((?:[\w.-]*[_.-])?(?:api[_-]?key|key|token|secret|password|passwd|pwd|"
+    r"signature|sig|auth|authorization|credentials?)=)[^&;#]*"
+)
+
+
+def display_url(url: str) -> str:
+    """``url`` as it may be shown or recorded: a password in it and the values of query
+    parameters that look secret (``api_key``, ``token``, ``sig``, ...) become ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # a malformed port, say: still hide what looks like a password
+        return _SECRET_PARAM.sub(rf"\1{REDACTED}", re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url))
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{user}:{REDACTED}@{hostport}"
+    query = _SECRET_PARAM.sub(rf"\1{REDACTED}", parts.query)
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secret values ``display_url`` hides in ``url`` (to scrub them from other text)."""
+    secrets: list[str] = []
+    try:
+        parts = urlsplit(url)
+        if parts.password:
+            secrets += {parts.password, unquote(parts.password)}
+    except ValueError:
+        parts = None
+    query = parts.query if parts is not None else url.partition("?")[2]
+    for match in _SECRET_PARAM.finditer(query):
+        value = match.group(0)[len(match.group(1)) :]
+        if value:
+            secrets += {value, unquote(value)}
+    return secrets
 
 
 @cache

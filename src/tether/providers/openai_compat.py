@@ -3,8 +3,11 @@
 One ``httpx.AsyncClient`` per model instance, created lazily on first use (and again if the
 model is used from a different event loop). Transient failures (429, 5xx, connection errors,
 timeouts) are retried with full-jitter exponential backoff, honoring ``Retry-After``; anything
-else fails at once with a ``ProviderError``. The API key is sent as a bearer token and is never
-logged nor included in an error message. The wire format itself (request bodies, completions,
+else fails at once with a ``ProviderError`` (``retryable`` tells the two kinds apart: a wrong
+key, an unknown model or a reply that is not a completion will not get better by trying
+again). The API key is sent as a bearer token and is never logged nor included in an error
+message; neither is a password or a secret query parameter in ``base_url`` (messages and
+``repr`` show the URL with them as ``***``). The wire format itself (request bodies, completions,
 streamed completions) lives in ``openai_wire``.
 """
 
@@ -25,7 +28,12 @@ import httpx
 
 from tether.core import ProviderError
 from tether.providers import openai_wire
-from tether.providers.http_client import LoopBoundClient, shared_ssl_context
+from tether.providers.http_client import (
+    LoopBoundClient,
+    display_url,
+    shared_ssl_context,
+    url_secrets,
+)
 from tether.providers.types import ModelRequest, ModelResponse
 
 if TYPE_CHECKING:
@@ -93,7 +101,7 @@ class OpenAIChatModel:
         base = (base_url or DEFAULT_BASE_URL).rstrip("/")
         if not base.startswith(("http://", "https://")):
             raise ProviderError(
-                f"invalid base_url {base!r} for model {name!r}",
+                f"invalid base_url {display_url(base)!r} for model {name!r}",
                 hint="use a full URL such as https://api.openai.com/v1",
             )
         if timeout_s <= 0:
@@ -113,9 +121,17 @@ class OpenAIChatModel:
         self.backoff_max_s = backoff_max_s
         self.last_attempts: int = 0
         self._url = f"{base}/chat/completions"
+        self._shown_url = display_url(self._url)
+        """The endpoint as messages show it (credentials in ``base_url`` hidden)."""
+        # Scrubbed from every message; a URL secret too short to scrub safely is still hidden
+        # wherever the URL is shown.
+        secrets = {s for s in url_secrets(base) if len(s) >= 4}
+        if self._api_key:
+            secrets.add(self._api_key)
+        self._secrets = sorted(secrets, key=len, reverse=True)
         self._local = _is_local(base)
         self._wire_errors = openai_wire.WireErrors(
-            error=self._error, garbage=self._garbage, url=self._url
+            error=self._error, garbage=self._garbage, url=self._shown_url
         )
         self._http = LoopBoundClient(self._new_client)
 
@@ -158,7 +174,7 @@ class OpenAIChatModel:
         return self._name
 
     def __repr__(self) -> str:
-        return f"OpenAIChatModel(name={self._name!r}, base_url={self.base_url!r})"
+        return f"OpenAIChatModel(name={self._name!r}, base_url={display_url(self.base_url)!r})"
 
     async def __aenter__(self) -> OpenAIChatModel:
         return self
@@ -248,13 +264,16 @@ class OpenAIChatModel:
                     return await self._read_stream(response)
             response = await client.post(self._url, json=body)
         except httpx.TimeoutException as exc:
-            raise _Transient(f"request to {self._url} timed out after {self.timeout_s:g}s") from exc
-        except httpx.TransportError as exc:
             raise _Transient(
-                f"cannot reach {self._url}: {type(exc).__name__}: {str(exc) or 'connection failed'}"
+                f"request to {self._shown_url} timed out after {self.timeout_s:g}s"
+            ) from exc
+        except httpx.TransportError as exc:
+            detail = str(exc) or "connection failed"
+            raise _Transient(
+                f"cannot reach {self._shown_url}: {type(exc).__name__}: {detail}"
             ) from exc
         except httpx.DecodingError as exc:
-            raise self._error(f"cannot decode the response from {self._url}: {exc}") from exc
+            raise self._error(f"cannot decode the response from {self._shown_url}: {exc}") from exc
         self._raise_for_status(response)
         return self._parse_body(response.content)
 
@@ -265,7 +284,7 @@ class OpenAIChatModel:
         detail = _api_error_message(response.content)
         if status == 429 or status >= 500:
             raise _Transient(
-                f"{self._url} returned HTTP {status}: {detail}",
+                f"{self._shown_url} returned HTTP {status}: {detail}",
                 status_code=status,
                 retry_after=_retry_after(response.headers),
             )
@@ -275,7 +294,7 @@ class OpenAIChatModel:
             404: "check model.name and model.base_url",
         }
         raise self._error(
-            f"{self._url} returned HTTP {status}: {detail}",
+            f"{self._shown_url} returned HTTP {status}: {detail}",
             hint=hints.get(status),
             status_code=status,
         )
@@ -294,7 +313,7 @@ class OpenAIChatModel:
                 break
         completion = state.end(default_model=self._name)
         if completion is None:
-            raise _Transient(f"the stream from {self._url} ended before the completion did")
+            raise _Transient(f"the stream from {self._shown_url} ended before the completion did")
         return completion
 
     def _parse_body(self, raw: bytes) -> ModelResponse:
@@ -303,8 +322,8 @@ class OpenAIChatModel:
     # ------------------------------------------------------------------ errors
 
     def _redact(self, text: str) -> str:
-        if self._api_key:
-            text = text.replace(self._api_key, _REDACTED)
+        for secret in self._secrets:
+            text = text.replace(secret, _REDACTED)
         return text
 
     def _error(
@@ -321,7 +340,7 @@ class OpenAIChatModel:
 
     def _garbage(self, what: str, excerpt: str) -> ProviderError:
         return self._error(
-            f"unexpected response from {self._url}: {what}; "
+            f"unexpected response from {self._shown_url}: {what}; "
             f"body starts: {excerpt[: openai_wire.EXCERPT_CHARS]!r}",
             hint="is model.base_url an OpenAI-compatible /v1 endpoint?",
         )

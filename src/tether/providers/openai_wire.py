@@ -15,6 +15,7 @@ from typing import Any, Final, Protocol
 
 from tether.core import ProviderError
 from tether.providers.types import (
+    RAW_ARGUMENTS_KEY,
     Message,
     ModelRequest,
     ModelResponse,
@@ -90,11 +91,18 @@ def message_json(message: Message, error: ErrorFactory) -> dict[str, Any]:
             {
                 "id": call.id,
                 "type": "function",
-                "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                "function": {"name": call.name, "arguments": _arguments_text(call)},
             }
             for call in message.tool_calls
         ]
     return out
+
+
+def _arguments_text(call: ToolCall) -> str:
+    """A call's arguments as sent back to the model: what it sent, when that was not a JSON
+    object (the tool's error result tells it what was wrong), else the arguments as JSON."""
+    raw = call.raw_arguments
+    return raw if raw is not None else json.dumps(call.arguments)
 
 
 def tool_json(tool: ToolDefinition) -> dict[str, Any]:
@@ -370,8 +378,8 @@ def _first(*values: Any) -> Any:
 
 
 def _decode_arguments(value: Any) -> dict[str, Any] | None:
-    """Parsed tool-call arguments; ``{"__raw__": s}`` when the model sent invalid JSON; ``None``
-    when the field has the wrong type."""
+    """Parsed tool-call arguments; ``{"__raw__": s}`` when the model sent text that is not a
+    JSON object (invalid JSON, an array); ``None`` when the field has the wrong type."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return {}
     if isinstance(value, dict):
@@ -381,8 +389,8 @@ def _decode_arguments(value: Any) -> dict[str, Any] | None:
     try:
         parsed = json.loads(value)
     except ValueError:
-        return {"__raw__": value}
-    return parsed if isinstance(parsed, dict) else {"__raw__": value}
+        return {RAW_ARGUMENTS_KEY: value}
+    return parsed if isinstance(parsed, dict) else {RAW_ARGUMENTS_KEY: value}
 
 
 def _error_text(error: Any) -> str:

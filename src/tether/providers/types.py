@@ -5,9 +5,25 @@ These are plain pydantic models so they serialize into ``RunState`` and checkpoi
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol, runtime_checkable
+import json
+from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+RAW_ARGUMENTS_KEY: Final = "__raw__"
+"""The key under which ``ToolCall.arguments`` keeps arguments that are not a JSON object."""
+
+
+def describe_invalid_arguments(raw: str, *, limit: int = 200) -> str:
+    """Why ``raw`` cannot be a tool call's arguments, in words the model can act on."""
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return f"not valid JSON: {raw[:limit]}"
+    kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(parsed), "a number"
+    )
+    return f"must be a JSON object, got {kind}: {raw[:limit]}"
 
 
 class ToolCall(BaseModel):
@@ -20,7 +36,17 @@ class ToolCall(BaseModel):
     name: str
     """Name of the tool to call."""
     arguments: dict[str, Any] = Field(default_factory=dict)
-    """Arguments as parsed JSON. Unparseable arguments arrive as ``{"__raw__": "..."}``."""
+    """Arguments as parsed JSON. Arguments that are not a JSON object (invalid JSON, an array)
+    arrive as ``{"__raw__": "<the text the model sent>"}``."""
+
+    @property
+    def raw_arguments(self) -> str | None:
+        """The model's arguments text when it was not a JSON object, else ``None``. It is sent
+        back to the model unchanged in the conversation's history."""
+        if len(self.arguments) == 1 and RAW_ARGUMENTS_KEY in self.arguments:
+            raw = self.arguments[RAW_ARGUMENTS_KEY]
+            return raw if isinstance(raw, str) else None
+        return None
 
 
 class Message(BaseModel):

@@ -277,8 +277,9 @@ class Agent:
         except BaseException as exc:
             # A crash (a bug, a cancelled task) still leaves a complete trace and a checkpoint.
             state.status, state.outcome = "failed", "error"
-            state.error = _crash_message(exc)
-            state.stop_reason = "internal error"
+            if not (isinstance(exc, asyncio.CancelledError) and state.stop_reason == "cancelled"):
+                state.error = _crash_message(exc)  # else the loop has said it was cancelled
+                state.stop_reason = "internal error"
             recorder.event(span.span_id, semconv.EVENT_RUN_ERROR, {"message": state.error})
             self._finish(recorder, span, run, state)
             recorder.checkpoint(state.schema_version, state.to_json(), "crash")
@@ -293,7 +294,14 @@ class Agent:
         span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = state.usage.input_tokens
         span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = state.usage.output_tokens
         span.attributes[semconv.TETHER_COST_USD] = state.cost_usd
-        recorder.end_span(span, error=state.error if state.status == "failed" else None)
+        unpriced = (
+            {semconv.TETHER_COST_UNPRICED: state.unpriced_calls} if state.unpriced_calls else {}
+        )
+        span.attributes.update(unpriced)
+        error = state.error
+        if error and state.hint:
+            error = f"{error}\n  hint: {state.hint}"
+        recorder.end_span(span, error=error if state.status == "failed" else None)
         self.sink.run_ended(
             RunRecord(
                 trace_id=run.trace_id,
@@ -311,8 +319,8 @@ class Agent:
                 cost_usd=state.cost_usd,
                 turns=state.turns,
                 tool_calls=state.tool_calls,
-                error=state.error,
-                attributes={**run.attributes, "stop_reason": state.stop_reason},
+                error=error,
+                attributes={**run.attributes, "stop_reason": state.stop_reason, **unpriced},
             )
         )
 

@@ -1,8 +1,19 @@
 """The agent loop: one run, top to bottom, over an explicit ``RunState``.
 
 ReAct: call the model; run the tool calls it asks for (in parallel); repeat until it answers.
-Plan-then-execute: one planner call returns the plan as tool calls; they run; a solver call
-(with no tools) answers. Every step passes the pipeline and leaves a span.
+Plan-then-execute: one planner call returns the plan as tool calls; they run (their spans sit
+under a ``plan`` span); a solver call (with no tools) answers. Every step passes the pipeline
+and leaves a span.
+
+An answer must have text. A reply with neither text nor tool calls (ReAct, or a planner that
+plans nothing), or a solver reply without text (a solver that asks for tools instead: they are
+never run), ends the run with outcome ``empty_answer`` (status ``failed``) and an apology; it
+is not re-asked, since the same conversation tends to get the same reply.
+
+A provider failure ends the run with outcome ``error``. The user is told to try again only when
+the failure is transient (``ProviderError.retryable``: timeouts, 429, 5xx, connection errors);
+a rejected key, an unknown model or a reply that is not a completion needs the operator, and
+``RunState.hint`` says what to check.
 """
 
 from __future__ import annotations
@@ -24,18 +35,28 @@ from tether.providers import (
     ToolCall,
     ToolDefinition,
 )
+from tether.providers.types import describe_invalid_arguments
 from tether.runtime.state import RunState, ToolRecord
 from tether.spec import Limits
 from tether.store import SpanRecord
 from tether.tools import Tool, ToolResult
 from tether.trace import PricingTable, RunRecorder, semconv
+from tether.trace.pricing import round_cost
 
 FINAL_ANSWER = "final_answer"
+EMPTY_ANSWER = "empty_answer"
 PLANNER_NOTE = (
     "Plan first: reply with every tool call needed to answer, all at once. You will then get "
     "their results and write the answer."
 )
 MAX_ATTRIBUTE_CHARS = 8_000
+"""Longer attribute values (tool arguments and results, message parts) are clipped."""
+MAX_INPUT_MESSAGES_CHARS = 32_000
+"""A chat span's ``gen_ai.input.messages`` beyond this leaves out the oldest messages."""
+EMPTY_ANSWER_MESSAGE = (
+    "I'm sorry, I couldn't come up with an answer this time. Please try again, or rephrase "
+    "your request."
+)
 P = TypeVar("P")
 
 
@@ -65,6 +86,63 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_ATTRIBUTE_CHARS else text[:MAX_ATTRIBUTE_CHARS] + "…"
 
 
+def _arguments_text(call: ToolCall) -> str:
+    """A call's arguments as the trace shows them: what the model sent, if not a JSON object."""
+    raw = call.raw_arguments
+    return _clip(raw if raw is not None else json.dumps(call.arguments, default=str))
+
+
+# -- OTel GenAI message attributes ------------------------------------------------------------
+
+
+def _otel_parts(message: Message) -> list[dict[str, Any]]:
+    """A message's parts in the OTel GenAI shape (text, tool_call, tool_call_response)."""
+    if message.role == "tool":
+        response = _clip(message.content)
+        return [{"type": "tool_call_response", "id": message.tool_call_id, "response": response}]
+    parts: list[dict[str, Any]] = []
+    if message.content:
+        parts.append({"type": "text", "content": _clip(message.content)})
+    for call in message.tool_calls:
+        raw = call.raw_arguments
+        arguments: Any = call.arguments if raw is None else raw
+        if raw is not None or len(json.dumps(arguments, default=str)) > MAX_ATTRIBUTE_CHARS:
+            arguments = _arguments_text(call)
+        part = {"type": "tool_call", "id": call.id, "name": call.name, "arguments": arguments}
+        parts.append(part)
+    return parts
+
+
+def _input_messages(messages: list[Message]) -> tuple[str, int]:
+    """``gen_ai.input.messages`` as JSON, and how many of the oldest messages it leaves out to
+    stay within ``MAX_INPUT_MESSAGES_CHARS`` (system messages and the newest are kept)."""
+    encoded = [
+        json.dumps({"role": m.role, "parts": _otel_parts(m)}, ensure_ascii=False, default=str)
+        for m in messages
+    ]
+    keep = [True] * len(encoded)
+    size = sum(len(e) + 1 for e in encoded)
+    omitted = 0
+    for i, message in enumerate(messages[:-1]):
+        if size <= MAX_INPUT_MESSAGES_CHARS:
+            break
+        if message.role != "system":
+            keep[i] = False
+            size -= len(encoded[i]) + 1
+            omitted += 1
+    return "[" + ",".join(e for e, k in zip(encoded, keep, strict=True) if k) + "]", omitted
+
+
+def _output_messages(response: ModelResponse) -> str:
+    """``gen_ai.output.messages`` as JSON: the reply, with its finish reason."""
+    message = {
+        "role": "assistant",
+        "parts": _otel_parts(response.as_message()),
+        "finish_reason": response.finish_reason,
+    }
+    return json.dumps([message], ensure_ascii=False, default=str)
+
+
 @dataclass(slots=True)
 class RunContext:
     """The fixed parts of one run: what the loop works with besides the state."""
@@ -86,6 +164,10 @@ class Stop(Exception):
     def __init__(self, decision: Decision) -> None:
         super().__init__(decision.reason)
         self.decision = decision
+
+
+class EmptyAnswer(Exception):
+    """Raised inside the loop when the model's answer has no text; says what it sent."""
 
 
 def _hook(
@@ -121,13 +203,14 @@ async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> 
     ctx = _hook(rc, state, Hook.BEFORE_MODEL, rc.agent_span_id)
     request = await _checked(rc, ctx, request)
     state.turns += 1
-    last_error: ProviderError | None = None
+    input_messages, omitted = _input_messages(request.messages)
+    errors: list[ProviderError] = []
     for attempt, model in enumerate(rc.models):
         if attempt:
             rc.recorder.event(
                 rc.agent_span_id,
                 semconv.EVENT_MODEL_FALLBACK,
-                {"from": rc.models[attempt - 1].name, "to": model.name, "reason": str(last_error)},
+                {"from": rc.models[attempt - 1].name, "to": model.name, "reason": str(errors[-1])},
             )
         span = rc.recorder.start_span(
             f"{semconv.OP_CHAT} {model.name}",
@@ -141,6 +224,9 @@ async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> 
                 semconv.TETHER_MODEL_ATTEMPT: attempt,
             },
         )
+        span.attributes[semconv.GEN_AI_INPUT_MESSAGES] = input_messages
+        if omitted:
+            span.attributes[semconv.TETHER_INPUT_MESSAGES_OMITTED] = omitted
         s = request.settings
         for key, value in (
             (semconv.GEN_AI_REQUEST_TEMPERATURE, s.temperature),
@@ -152,9 +238,9 @@ async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> 
         try:
             response = await model.complete(request)
         except ProviderError as exc:
-            last_error = exc
+            errors.append(exc)
             span.attributes[semconv.ERROR_TYPE] = type(exc).__name__
-            rc.recorder.event(span.span_id, semconv.EVENT_MODEL_ERROR, {"message": exc.message})
+            rc.recorder.event(span.span_id, semconv.EVENT_MODEL_ERROR, _error_attributes(exc))
             rc.recorder.end_span(span, error=exc.message)
             continue
         except BaseException as exc:
@@ -179,23 +265,38 @@ async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> 
         if response.response_id:
             a[semconv.GEN_AI_RESPONSE_ID] = response.response_id
         if cost is not None:
-            state.cost_usd += cost
+            state.cost_usd = round_cost(state.cost_usd + cost)
             a[semconv.TETHER_COST_USD] = cost
             a[semconv.TETHER_PRICING_VERSION] = rc.pricing.version
-        a[semconv.GEN_AI_OUTPUT_MESSAGES] = _clip(response.as_message().model_dump_json())
+        else:  # unknown, not free
+            state.unpriced_calls += 1
+            a[semconv.TETHER_COST_UNPRICED] = True
+        a[semconv.GEN_AI_OUTPUT_MESSAGES] = _output_messages(response)
         ctx = _hook(rc, state, Hook.AFTER_MODEL, span.span_id)
         try:
             response = await _checked(rc, ctx, response)
         finally:
             rc.recorder.end_span(span)
         return response
-    assert last_error is not None
+    last_error = errors[-1]
     if len(rc.models) > 1:
         raise ProviderError(
             f"all {len(rc.models)} models failed; last error: {last_error.message}",
             hint=last_error.hint,
+            status_code=last_error.status_code,
+            # Worth trying again later if any of the models failed only for now.
+            retryable=any(e.retryable for e in errors),
         ) from last_error
     raise last_error
+
+
+def _error_attributes(exc: ProviderError) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"message": exc.message, "retryable": exc.retryable}
+    if exc.hint:
+        attributes["hint"] = exc.hint
+    if exc.status_code is not None:
+        attributes["status_code"] = exc.status_code
+    return attributes
 
 
 # -- tool calls --------------------------------------------------------------------------------
@@ -218,26 +319,29 @@ def _tool_message(call: ToolCall, result: ToolResult) -> Message:
     return Message(role="tool", content=result.content, tool_call_id=call.id, name=call.name)
 
 
-def _tool_span(rc: RunContext, call: ToolCall) -> SpanRecord:
+def _tool_span(rc: RunContext, call: ToolCall, parent_id: str) -> SpanRecord:
     return rc.recorder.start_span(
         f"{semconv.OP_EXECUTE_TOOL} {call.name}",
         "tool",
-        rc.agent_span_id,
+        parent_id,
         {
             semconv.GEN_AI_OPERATION_NAME: semconv.OP_EXECUTE_TOOL,
             semconv.GEN_AI_TOOL_NAME: call.name,
             semconv.GEN_AI_TOOL_CALL_ID: call.id,
             semconv.GEN_AI_TOOL_TYPE: "function",
-            semconv.GEN_AI_TOOL_CALL_ARGUMENTS: _clip(json.dumps(call.arguments, default=str)),
+            semconv.GEN_AI_TOOL_CALL_ARGUMENTS: _arguments_text(call),
         },
     )
 
 
-async def approve_tool(rc: RunContext, state: RunState, call: ToolCall) -> _Approved | Message:
+async def approve_tool(
+    rc: RunContext, state: RunState, call: ToolCall, parent_id: str | None = None
+) -> _Approved | Message:
     """``before_tool`` for one call. An approved call reserves its slot at once (so limits and
     the loop breaker see it even while it runs in parallel with others); a refused one becomes
-    the message the model gets. A stopping decision raises ``Stop``."""
-    span = _tool_span(rc, call)
+    the message the model gets. A stopping decision raises ``Stop``. The call's span is a child
+    of ``parent_id`` (default: the agent span)."""
+    span = _tool_span(rc, call, parent_id or rc.agent_span_id)
     try:
         ctx = _hook(
             rc, state, Hook.BEFORE_TOOL, span.span_id, tool=rc.tools.get(call.name), call=call
@@ -254,9 +358,7 @@ async def approve_tool(rc: RunContext, state: RunState, call: ToolCall) -> _Appr
     if allowed != call:  # a control rewrote the call: the span shows what actually runs
         span.name = f"{semconv.OP_EXECUTE_TOOL} {allowed.name}"
         span.attributes[semconv.GEN_AI_TOOL_NAME] = allowed.name
-        span.attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = _clip(
-            json.dumps(allowed.arguments, default=str)
-        )
+        span.attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = _arguments_text(allowed)
     tool = rc.tools.get(allowed.name)
     if tool is not None:
         span.attributes[semconv.TETHER_TOOL_SIDE_EFFECTS] = tool.side_effects
@@ -311,6 +413,12 @@ async def _execute(rc: RunContext, tool: Tool | None, call: ToolCall) -> ToolRes
             f"{', '.join(sorted(rc.tools)) or 'none'}.",
             is_error=True,
         )
+    raw_arguments = call.raw_arguments
+    if raw_arguments is not None:  # not a JSON object: no tool can take it
+        problem = describe_invalid_arguments(raw_arguments)
+        return ToolResult(
+            f"Error: invalid arguments for tool '{call.name}': {problem}", is_error=True
+        )
     try:
         async with asyncio.timeout(tool.timeout_s):
             result = await tool.call(call.arguments)
@@ -330,9 +438,12 @@ async def _execute(rc: RunContext, tool: Tool | None, call: ToolCall) -> ToolRes
         return ToolResult(f"Error: {type(exc).__name__}: {exc}", is_error=True)
 
 
-async def run_tools(rc: RunContext, state: RunState, calls: list[ToolCall]) -> None:
+async def run_tools(
+    rc: RunContext, state: RunState, calls: list[ToolCall], parent_id: str | None = None
+) -> None:
     """One turn's tool calls: every call passes ``before_tool`` in order first, then the approved
-    ones run in parallel; results are appended in call order.
+    ones run in parallel; results are appended in call order. Their spans are children of
+    ``parent_id`` (default: the agent span).
 
     However the turn ends — normally, stopped by a decision at call *i*, timed out, crashed —
     it is settled the same way: every call that produced an answer keeps it, calls approved
@@ -345,7 +456,7 @@ async def run_tools(rc: RunContext, state: RunState, calls: list[ToolCall]) -> N
     try:
         for call in calls:
             try:
-                checked.append(await approve_tool(rc, state, call))
+                checked.append(await approve_tool(rc, state, call, parent_id))
             except Stop as exc:
                 stop = exc
                 break
@@ -402,7 +513,7 @@ async def react(rc: RunContext, state: RunState) -> str:
         response = await call_model(rc, state, _request(rc, state))
         state.messages.append(response.as_message())
         if not response.tool_calls:
-            return response.content
+            return _answer_text(response, "the model")
         await run_tools(rc, state, response.tool_calls)
 
 
@@ -414,17 +525,32 @@ async def plan_execute(rc: RunContext, state: RunState) -> str:
     state.messages.append(plan.as_message())
     state.plan = list(plan.tool_calls)
     if not plan.tool_calls:
-        return plan.content
+        return _answer_text(plan, "the planner")
     span = rc.recorder.start_span(
-        "plan", "plan", rc.agent_span_id, {"tether.plan.steps": len(plan.tool_calls)}
+        "plan",
+        "plan",
+        rc.agent_span_id,
+        {
+            semconv.TETHER_PLAN_STEPS: len(plan.tool_calls),
+            semconv.TETHER_PLAN_TOOLS: [c.name for c in plan.tool_calls],
+        },
     )
     try:
-        await run_tools(rc, state, plan.tool_calls)
+        await run_tools(rc, state, plan.tool_calls, span.span_id)
     finally:
         rc.recorder.end_span(span)
     answer = await call_model(rc, state, _request(rc, state, tools=False))
     state.messages.append(answer.as_message())
-    return answer.content
+    return _answer_text(answer, "the solver")
+
+
+def _answer_text(response: ModelResponse, who: str) -> str:
+    """The answer's text; ``EmptyAnswer`` when there is none (only whitespace, or only tool
+    calls where an answer was due)."""
+    if response.content.strip():
+        return response.content
+    what = "tool calls instead of an answer" if response.tool_calls else "no text"
+    raise EmptyAnswer(f"{who} replied with {what} (finish_reason: {response.finish_reason})")
 
 
 async def drive(rc: RunContext, state: RunState) -> None:
@@ -462,17 +588,44 @@ async def drive(rc: RunContext, state: RunState) -> None:
             state.outcome, state.status = LIMIT_EXCEEDED, "completed"
             state.stop_reason = f"limits: timeout_s limit reached after {rc.limits.timeout_s:g}s"
             state.output = limit_message("timeout_s", rc.limits.timeout_s)
+        except EmptyAnswer as exc:
+            state.outcome, state.status = EMPTY_ANSWER, "failed"
+            state.error = state.stop_reason = str(exc)
+            state.output = EMPTY_ANSWER_MESSAGE
+            rc.recorder.event(rc.agent_span_id, semconv.EVENT_RUN_ERROR, {"message": str(exc)})
     except ProviderError as exc:
         state.outcome, state.status = "error", "failed"
-        state.error = str(exc)
+        state.error, state.hint = exc.message, exc.hint
         state.stop_reason = f"model provider failed: {exc.message}"
-        state.output = (
+        state.output = _provider_failure_message(exc)
+        rc.recorder.event(rc.agent_span_id, semconv.EVENT_RUN_ERROR, _error_attributes(exc))
+    except asyncio.CancelledError as exc:
+        # The caller cancelled the run (a SIGTERM or Ctrl-C unwinding the event loop, a task
+        # cancelled from outside). Say so: the bare exception's text is empty.
+        detail = f": {exc.args[0]}" if exc.args and exc.args[0] else ""
+        state.error = f"the run was cancelled before it finished{detail}"
+        state.stop_reason = "cancelled"
+        raise asyncio.CancelledError(state.error) from exc
+    finally:
+        state.elapsed_s += monotonic() - started
+
+
+def _provider_failure_message(exc: ProviderError) -> str:
+    """What the user is told when the model provider failed: to try again only if that helps."""
+    if exc.retryable:
+        return (
             "I'm sorry, I can't answer right now: the language model is unavailable. "
             "Please try again shortly."
         )
-        rc.recorder.event(rc.agent_span_id, semconv.EVENT_RUN_ERROR, {"message": exc.message})
-    finally:
-        state.elapsed_s += monotonic() - started
+    if exc.status_code in (None, 401, 403, 404):  # a key, a model name, an endpoint
+        return (
+            "I'm sorry, I can't answer: the language model service is not set up correctly on "
+            "our side, so trying again won't help until that is fixed."
+        )
+    return (
+        "I'm sorry, I can't answer: the language model service could not handle this request, "
+        "and trying again won't help."
+    )
 
 
 def _default_stop_message(outcome: str) -> str:

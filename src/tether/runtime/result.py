@@ -17,16 +17,23 @@ class RunResult:
     """What the user is told (the final answer, or the apology/limit message)."""
     outcome: str
     """``final_answer``, ``limit_exceeded``, ``loop_detected``, ``blocked``, ``escalated``,
-    ``deferred``, ``control_error`` or ``error``."""
+    ``deferred``, ``control_error``, ``empty_answer`` (the model gave no answer text) or
+    ``error``."""
     status: str
     """``completed``, ``paused`` or ``failed``."""
     trace_id: str
     usage: Usage
-    cost_usd: float
+    cost_usd: float | None
+    """Cost in USD; ``None`` when a model call could not be priced (the cost is unknown, not
+    zero; ``state.cost_usd`` has the priced part)."""
     latency_s: float
     stop_reason: str | None
     state: RunState
     """The full final state (messages, tool history, plan): partial results live here."""
+    error: str | None = None
+    """What went wrong, when the run failed (``status == "failed"``)."""
+    hint: str | None = None
+    """What the operator can do about ``error`` (for example: check the API key)."""
 
     @property
     def ok(self) -> bool:
@@ -41,8 +48,10 @@ class RunResult:
             status=state.status,
             trace_id=state.trace_id,
             usage=state.usage,
-            cost_usd=state.cost_usd,
+            cost_usd=None if state.unpriced_calls else state.cost_usd,
             latency_s=state.elapsed_s,
             stop_reason=state.stop_reason,
             state=state,
+            error=state.error,
+            hint=state.hint,
         )

@@ -47,18 +47,25 @@ class RunState(BaseModel):
     status: RunStatus = "running"
     outcome: str | None = None
     """``final_answer``, ``limit_exceeded``, ``loop_detected``, ``blocked``, ``escalated``,
-    ``deferred``, ``error``."""
+    ``deferred``, ``control_error``, ``empty_answer``, ``error``."""
     output: str | None = None
     """What the user is told."""
     stop_reason: str | None = None
     """Why the run stopped, when it did not end with a final answer."""
     error: str | None = None
+    """What went wrong, when the run failed."""
+    hint: str | None = None
+    """What the operator can do about ``error`` (check the API key, the model name, ...)."""
     turns: int = 0
     """Model calls made."""
     tool_calls: int = 0
     """Tool calls executed."""
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
+    """Cost of the priced model calls (see ``unpriced_calls``)."""
+    unpriced_calls: int = 0
+    """Model calls the pricing table has no price for: their cost is unknown, and not in
+    ``cost_usd``."""
     tool_history: list[ToolRecord] = Field(default_factory=list)
     plan: list[ToolCall] | None = None
     """``plan_execute``: the planned tool calls."""

@@ -89,7 +89,10 @@ def read_yaml(path: str | Path) -> tuple[Any, yaml.Node | None]:
     try:
         size = p.stat().st_size
     except FileNotFoundError:
-        raise SpecError(f"{p}: file not found") from None
+        raise SpecError(
+            f"{p}: file not found",
+            hint=f"check the path (relative paths start from {Path.cwd()})",
+        ) from None
     except OSError as exc:
         raise SpecError(f"{p}: cannot read: {exc.strerror}") from None
     if size > MAX_SPEC_BYTES:
@@ -161,8 +164,20 @@ def _data_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
 
 
 def validation_message(path: str | Path, exc: ValidationError, node: yaml.Node | None) -> str:
-    """One line per error: ``file:line: field.path: message``."""
-    lines = []
+    """One line per error, in file order: ``file:line: field.path: message``."""
+    return "\n".join(_problem_line(p) for p in validation_problems(path, exc, node))
+
+
+def _problem_line(problem: dict[str, Any]) -> str:
+    where = f"{problem['file']}:{problem['line']}" if problem["line"] else str(problem["file"])
+    return f"{where}: {problem['field']}: {problem['message']}"
+
+
+def validation_problems(
+    path: str | Path, exc: ValidationError, node: yaml.Node | None
+) -> list[dict[str, Any]]:
+    """The errors of ``exc`` as ``file``, ``line``, ``field``, ``message``, in file order."""
+    problems = []
     for err in exc.errors():
         loc = _data_loc(tuple(err["loc"]))
         message = err["msg"].removeprefix("Value error, ")
@@ -171,10 +186,17 @@ def validation_message(path: str | Path, exc: ValidationError, node: yaml.Node |
             loc = (*loc, "kind")
             kind = err["input"].get("kind")
             message = message.replace("unknown tool kind", f"unknown tool kind {kind!r}", 1)
-        line = _line_of(node, loc)
-        where = f"{path}:{line}" if line else str(path)
-        lines.append(f"{where}: {_field_path(loc)}: {message}")
-    return "\n".join(lines)
+        problems.append(
+            {
+                "file": str(path),
+                "line": _line_of(node, loc),
+                "field": _field_path(loc),
+                "message": message,
+            }
+        )
+    # Stable: errors on one line keep pydantic's order; errors without a line go last.
+    problems.sort(key=lambda p: p["line"] if p["line"] is not None else 1 << 30)
+    return problems
 
 
 def load_with_tree(model: type[M], path: str | Path) -> tuple[M, yaml.Node | None]:
@@ -185,8 +207,10 @@ def load_with_tree(model: type[M], path: str | Path) -> tuple[M, yaml.Node | Non
     try:
         return model.model_validate(data), node
     except ValidationError as exc:
+        problems = validation_problems(path, exc, node)
+        lines = "\n".join(_problem_line(p) for p in problems)
         raise SpecError(
-            f"invalid {model.__name__} in {path}:\n{validation_message(path, exc, node)}"
+            f"invalid {model.__name__} in {path}:\n{lines}", problems=problems
         ) from None
 
 

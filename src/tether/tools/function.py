@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from tether.core import SpecError, ToolArgumentsError
+from tether.providers.types import describe_invalid_arguments
 from tether.spec.model import TOOL_NAME_PATTERN
 from tether.tools.base import SideEffects, ToolResult
 
@@ -132,8 +133,8 @@ def validate_arguments(
     goes back to the model so it can correct itself)."""
     if "__raw__" in arguments:
         raise ToolArgumentsError(
-            f"invalid arguments for tool '{tool_name}': not valid JSON: "
-            f"{str(arguments['__raw__'])[:200]}"
+            f"invalid arguments for tool '{tool_name}': "
+            f"{describe_invalid_arguments(str(arguments['__raw__']))}"
         )
     try:
         parsed = args_model.model_validate(arguments)

@@ -14,6 +14,16 @@ _BUNDLED = Path(__file__).with_name("pricing.json")
 _SNAPSHOT_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
+COST_DIGITS = 10
+"""Costs are rounded to 1e-10 USD: far below a cent, and free of float noise such as
+``0.00019080000000000003`` in JSON and traces."""
+
+
+def round_cost(usd: float) -> float:
+    """A cost (or a sum of costs) without float noise."""
+    return round(usd, COST_DIGITS)
+
+
 @dataclass(frozen=True, slots=True)
 class ModelPrice:
     """US dollars per one million tokens."""
@@ -46,11 +56,12 @@ class PricingTable:
         if price is None:
             return None
         uncached = max(input_tokens - cached_input_tokens, 0)
-        return (
+        cost = (
             uncached * price.input
             + cached_input_tokens * price.cached_input
             + output_tokens * price.output
         ) / 1_000_000
+        return round_cost(cost)
 
     @classmethod
     def from_file(cls, path: str | Path) -> PricingTable:

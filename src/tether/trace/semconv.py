@@ -34,13 +34,23 @@ GEN_AI_TOOL_TYPE = "gen_ai.tool.type"
 GEN_AI_TOOL_CALL_ARGUMENTS = "gen_ai.tool.call.arguments"
 GEN_AI_TOOL_CALL_RESULT = "gen_ai.tool.call.result"
 GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
+"""On a chat span: the messages sent, a JSON array of ``{"role", "parts"}`` (parts: ``text``
+with ``content``, ``tool_call`` with ``id``/``name``/``arguments``, ``tool_call_response`` with
+``id``/``response``). Tether's system prompt travels in the chat history (OpenAI chat
+completions has no separate instructions field), so it is recorded here with role ``system``,
+not in ``gen_ai.system_instructions``."""
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
+"""On a chat span: the reply, a JSON array of ``{"role", "parts", "finish_reason"}``."""
+GEN_AI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
 ERROR_TYPE = "error.type"
 
 # Tether's own attributes.
 TETHER_AGENT_VERSION = "tether.agent.version"
 TETHER_PARADIGM = "tether.agent.paradigm"
 TETHER_COST_USD = "tether.cost.usd"
+TETHER_COST_UNPRICED = "tether.cost.unpriced"
+"""On a chat span (``true``) or a run (the number of such calls): model calls the pricing
+table has no price for, so their cost is unknown, not zero."""
 TETHER_PRICING_VERSION = "tether.pricing.version"
 TETHER_RUN_OUTCOME = "tether.run.outcome"
 TETHER_WRITER_ID = "tether.writer.id"
@@ -50,6 +60,12 @@ TETHER_TURN = "tether.turn"
 TETHER_TOOL_SIDE_EFFECTS = "tether.tool.side_effects"
 TETHER_TOOL_ERROR = "tether.tool.error"
 TETHER_MODEL_ATTEMPT = "tether.model.attempt"
+TETHER_INPUT_MESSAGES_OMITTED = "tether.input.messages_omitted"
+"""On a chat span: the oldest messages left out of ``gen_ai.input.messages`` to bound its
+size (system messages and the newest messages are kept)."""
+TETHER_PLAN_STEPS = "tether.plan.steps"
+TETHER_PLAN_TOOLS = "tether.plan.tools"
+"""On a ``plan`` span: the planned tool names, in call order."""
 TETHER_CONTROL_NAME = "tether.control.name"
 TETHER_CONTROL_HOOK = "tether.control.hook"
 TETHER_DECISION = "tether.decision"
