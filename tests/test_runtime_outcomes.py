@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from fakes.models import FailingModel
 from tether import Agent, AgentSpec, ModelConfig, ScriptedModel, tool
 from tether.cli import cli
-from tether.runtime.loop import MAX_ATTRIBUTE_CHARS, MAX_INPUT_MESSAGES_CHARS
+from tether.runtime.telemetry import MAX_ATTRIBUTE_CHARS, MAX_INPUT_MESSAGES_CHARS
 from tether.store import Store
 from tether.trace import semconv, writer_for
 

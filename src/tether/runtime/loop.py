@@ -37,6 +37,7 @@ from tether.providers import (
 )
 from tether.providers.types import describe_invalid_arguments
 from tether.runtime.state import RunState, ToolRecord
+from tether.runtime.telemetry import arguments_text, clip, input_messages, output_messages
 from tether.spec import Limits
 from tether.store import SpanRecord
 from tether.tools import Tool, ToolResult
@@ -49,10 +50,6 @@ PLANNER_NOTE = (
     "Plan first: reply with every tool call needed to answer, all at once. You will then get "
     "their results and write the answer."
 )
-MAX_ATTRIBUTE_CHARS = 8_000
-"""Longer attribute values (tool arguments and results, message parts) are clipped."""
-MAX_INPUT_MESSAGES_CHARS = 32_000
-"""A chat span's ``gen_ai.input.messages`` beyond this leaves out the oldest messages."""
 EMPTY_ANSWER_MESSAGE = (
     "I'm sorry, I couldn't come up with an answer this time. Please try again, or rephrase "
     "your request."
@@ -80,67 +77,6 @@ def _scrubbed(response: ModelResponse) -> ModelResponse:
     if content is response.content and calls is response.tool_calls:
         return response
     return response.model_copy(update={"content": content, "tool_calls": calls})
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_ATTRIBUTE_CHARS else text[:MAX_ATTRIBUTE_CHARS] + "…"
-
-
-def _arguments_text(call: ToolCall) -> str:
-    """A call's arguments as the trace shows them: what the model sent, if not a JSON object."""
-    raw = call.raw_arguments
-    return _clip(raw if raw is not None else json.dumps(call.arguments, default=str))
-
-
-# -- OTel GenAI message attributes ------------------------------------------------------------
-
-
-def _otel_parts(message: Message) -> list[dict[str, Any]]:
-    """A message's parts in the OTel GenAI shape (text, tool_call, tool_call_response)."""
-    if message.role == "tool":
-        response = _clip(message.content)
-        return [{"type": "tool_call_response", "id": message.tool_call_id, "response": response}]
-    parts: list[dict[str, Any]] = []
-    if message.content:
-        parts.append({"type": "text", "content": _clip(message.content)})
-    for call in message.tool_calls:
-        raw = call.raw_arguments
-        arguments: Any = call.arguments if raw is None else raw
-        if raw is not None or len(json.dumps(arguments, default=str)) > MAX_ATTRIBUTE_CHARS:
-            arguments = _arguments_text(call)
-        part = {"type": "tool_call", "id": call.id, "name": call.name, "arguments": arguments}
-        parts.append(part)
-    return parts
-
-
-def _input_messages(messages: list[Message]) -> tuple[str, int]:
-    """``gen_ai.input.messages`` as JSON, and how many of the oldest messages it leaves out to
-    stay within ``MAX_INPUT_MESSAGES_CHARS`` (system messages and the newest are kept)."""
-    encoded = [
-        json.dumps({"role": m.role, "parts": _otel_parts(m)}, ensure_ascii=False, default=str)
-        for m in messages
-    ]
-    keep = [True] * len(encoded)
-    size = sum(len(e) + 1 for e in encoded)
-    omitted = 0
-    for i, message in enumerate(messages[:-1]):
-        if size <= MAX_INPUT_MESSAGES_CHARS:
-            break
-        if message.role != "system":
-            keep[i] = False
-            size -= len(encoded[i]) + 1
-            omitted += 1
-    return "[" + ",".join(e for e, k in zip(encoded, keep, strict=True) if k) + "]", omitted
-
-
-def _output_messages(response: ModelResponse) -> str:
-    """``gen_ai.output.messages`` as JSON: the reply, with its finish reason."""
-    message = {
-        "role": "assistant",
-        "parts": _otel_parts(response.as_message()),
-        "finish_reason": response.finish_reason,
-    }
-    return json.dumps([message], ensure_ascii=False, default=str)
 
 
 @dataclass(slots=True)
@@ -203,7 +139,7 @@ async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> 
     ctx = _hook(rc, state, Hook.BEFORE_MODEL, rc.agent_span_id)
     request = await _checked(rc, ctx, request)
     state.turns += 1
-    input_messages, omitted = _input_messages(request.messages)
+    sent_messages, omitted = input_messages(request.messages)
     errors: list[ProviderError] = []
     for attempt, model in enumerate(rc.models):
         if attempt:
@@ -224,7 +160,7 @@ async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> 
                 semconv.TETHER_MODEL_ATTEMPT: attempt,
             },
         )
-        span.attributes[semconv.GEN_AI_INPUT_MESSAGES] = input_messages
+        span.attributes[semconv.GEN_AI_INPUT_MESSAGES] = sent_messages
         if omitted:
             span.attributes[semconv.TETHER_INPUT_MESSAGES_OMITTED] = omitted
         s = request.settings
@@ -271,7 +207,7 @@ async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> 
         else:  # unknown, not free
             state.unpriced_calls += 1
             a[semconv.TETHER_COST_UNPRICED] = True
-        a[semconv.GEN_AI_OUTPUT_MESSAGES] = _output_messages(response)
+        a[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(response)
         ctx = _hook(rc, state, Hook.AFTER_MODEL, span.span_id)
         try:
             response = await _checked(rc, ctx, response)
@@ -329,7 +265,7 @@ def _tool_span(rc: RunContext, call: ToolCall, parent_id: str) -> SpanRecord:
             semconv.GEN_AI_TOOL_NAME: call.name,
             semconv.GEN_AI_TOOL_CALL_ID: call.id,
             semconv.GEN_AI_TOOL_TYPE: "function",
-            semconv.GEN_AI_TOOL_CALL_ARGUMENTS: _arguments_text(call),
+            semconv.GEN_AI_TOOL_CALL_ARGUMENTS: arguments_text(call),
         },
     )
 
@@ -358,7 +294,7 @@ async def approve_tool(
     if allowed != call:  # a control rewrote the call: the span shows what actually runs
         span.name = f"{semconv.OP_EXECUTE_TOOL} {allowed.name}"
         span.attributes[semconv.GEN_AI_TOOL_NAME] = allowed.name
-        span.attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = _arguments_text(allowed)
+        span.attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = arguments_text(allowed)
     tool = rc.tools.get(allowed.name)
     if tool is not None:
         span.attributes[semconv.TETHER_TOOL_SIDE_EFFECTS] = tool.side_effects
@@ -394,8 +330,8 @@ async def complete_tool(rc: RunContext, state: RunState, approved: _Approved) ->
         if result.is_error:
             error = result.content
             span.attributes[semconv.ERROR_TYPE] = "tool_error"
-            rc.recorder.event(span.span_id, semconv.EVENT_TOOL_ERROR, {"message": _clip(error)})
-        span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = _clip(result.content)
+            rc.recorder.event(span.span_id, semconv.EVENT_TOOL_ERROR, {"message": clip(error)})
+        span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = clip(result.content)
     except asyncio.CancelledError:  # the run timed out or was cancelled mid-call
         error = "cancelled: the run stopped while the tool was running"
         approved.record.is_error = True

@@ -1,0 +1,77 @@
+"""What the loop records about messages: OTel GenAI message attributes, clipped to size.
+
+``gen_ai.input.messages`` and ``gen_ai.output.messages`` follow the OpenTelemetry GenAI
+semantic conventions: arrays of ``{"role", "parts": [...]}`` whose parts are ``text``,
+``tool_call`` and ``tool_call_response``. Long values are clipped so one tool result cannot
+make a span unstorable.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tether.providers import Message, ModelResponse, ToolCall
+
+MAX_ATTRIBUTE_CHARS = 8_000
+"""Longer attribute values (tool arguments and results, message parts) are clipped."""
+MAX_INPUT_MESSAGES_CHARS = 32_000
+"""A chat span's ``gen_ai.input.messages`` beyond this leaves out the oldest messages."""
+
+
+def clip(text: str) -> str:
+    return text if len(text) <= MAX_ATTRIBUTE_CHARS else text[:MAX_ATTRIBUTE_CHARS] + "…"
+
+
+def arguments_text(call: ToolCall) -> str:
+    """A call's arguments as the trace shows them: what the model sent, if not a JSON object."""
+    raw = call.raw_arguments
+    return clip(raw if raw is not None else json.dumps(call.arguments, default=str))
+
+
+def otel_parts(message: Message) -> list[dict[str, Any]]:
+    """A message's parts in the OTel GenAI shape (text, tool_call, tool_call_response)."""
+    if message.role == "tool":
+        response = clip(message.content)
+        return [{"type": "tool_call_response", "id": message.tool_call_id, "response": response}]
+    parts: list[dict[str, Any]] = []
+    if message.content:
+        parts.append({"type": "text", "content": clip(message.content)})
+    for call in message.tool_calls:
+        raw = call.raw_arguments
+        arguments: Any = call.arguments if raw is None else raw
+        if raw is not None or len(json.dumps(arguments, default=str)) > MAX_ATTRIBUTE_CHARS:
+            arguments = arguments_text(call)
+        part = {"type": "tool_call", "id": call.id, "name": call.name, "arguments": arguments}
+        parts.append(part)
+    return parts
+
+
+def input_messages(messages: list[Message]) -> tuple[str, int]:
+    """``gen_ai.input.messages`` as JSON, and how many of the oldest messages it leaves out to
+    stay within ``MAX_INPUT_MESSAGES_CHARS`` (system messages and the newest are kept)."""
+    encoded = [
+        json.dumps({"role": m.role, "parts": otel_parts(m)}, ensure_ascii=False, default=str)
+        for m in messages
+    ]
+    keep = [True] * len(encoded)
+    size = sum(len(e) + 1 for e in encoded)
+    omitted = 0
+    for i, message in enumerate(messages[:-1]):
+        if size <= MAX_INPUT_MESSAGES_CHARS:
+            break
+        if message.role != "system":
+            keep[i] = False
+            size -= len(encoded[i]) + 1
+            omitted += 1
+    return "[" + ",".join(e for e, k in zip(encoded, keep, strict=True) if k) + "]", omitted
+
+
+def output_messages(response: ModelResponse) -> str:
+    """``gen_ai.output.messages`` as JSON: the reply, with its finish reason."""
+    message = {
+        "role": "assistant",
+        "parts": otel_parts(response.as_message()),
+        "finish_reason": response.finish_reason,
+    }
+    return json.dumps([message], ensure_ascii=False, default=str)
