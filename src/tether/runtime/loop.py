@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tether.controls import CONTROL_ERROR, Decision, Hook, HookContext, Pipeline
@@ -37,7 +37,13 @@ from tether.providers import (
 )
 from tether.providers.types import describe_invalid_arguments
 from tether.runtime.state import RunState, ToolRecord
-from tether.runtime.telemetry import arguments_text, clip, input_messages, output_messages
+from tether.runtime.telemetry import (
+    MessageCache,
+    arguments_text,
+    clip,
+    input_messages,
+    output_messages,
+)
 from tether.spec import Limits
 from tether.store import SpanRecord
 from tether.tools import Tool, ToolResult
@@ -92,6 +98,7 @@ class RunContext:
     recorder: RunRecorder
     pricing: PricingTable
     agent_span_id: str
+    message_cache: MessageCache = field(default_factory=dict)
 
 
 class Stop(Exception):
@@ -139,7 +146,7 @@ async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> 
     ctx = _hook(rc, state, Hook.BEFORE_MODEL, rc.agent_span_id)
     request = await _checked(rc, ctx, request)
     state.turns += 1
-    sent_messages, omitted = input_messages(request.messages)
+    sent_messages, omitted = input_messages(request.messages, rc.message_cache)
     errors: list[ProviderError] = []
     for attempt, model in enumerate(rc.models):
         if attempt:

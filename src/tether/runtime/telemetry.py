@@ -13,6 +13,10 @@ from typing import Any
 
 from tether.providers import Message, ModelResponse, ToolCall
 
+# Built once: json.dumps with options builds a new encoder on every call.
+_dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_dumps_ascii = json.JSONEncoder(default=str).encode
+
 MAX_ATTRIBUTE_CHARS = 8_000
 """Longer attribute values (tool arguments and results, message parts) are clipped."""
 MAX_INPUT_MESSAGES_CHARS = 32_000
@@ -26,7 +30,7 @@ def clip(text: str) -> str:
 def arguments_text(call: ToolCall) -> str:
     """A call's arguments as the trace shows them: what the model sent, if not a JSON object."""
     raw = call.raw_arguments
-    return clip(raw if raw is not None else json.dumps(call.arguments, default=str))
+    return clip(raw if raw is not None else _dumps_ascii(call.arguments))
 
 
 def otel_parts(message: Message) -> list[dict[str, Any]]:
@@ -40,20 +44,33 @@ def otel_parts(message: Message) -> list[dict[str, Any]]:
     for call in message.tool_calls:
         raw = call.raw_arguments
         arguments: Any = call.arguments if raw is None else raw
-        if raw is not None or len(json.dumps(arguments, default=str)) > MAX_ATTRIBUTE_CHARS:
+        if raw is not None or len(_dumps_ascii(arguments)) > MAX_ATTRIBUTE_CHARS:
             arguments = arguments_text(call)
         part = {"type": "tool_call", "id": call.id, "name": call.name, "arguments": arguments}
         parts.append(part)
     return parts
 
 
-def input_messages(messages: list[Message]) -> tuple[str, int]:
+MessageCache = dict[int, tuple[Message, str]]
+"""Messages already encoded in a run, by ``id()``: each turn resends the whole conversation,
+so without it a run's encoding work grows with the square of its length."""
+
+
+def _encoded(message: Message, cache: MessageCache | None) -> str:
+    if cache is not None:
+        hit = cache.get(id(message))
+        if hit is not None and hit[0] is message:
+            return hit[1]
+    text = _dumps({"role": message.role, "parts": otel_parts(message)})
+    if cache is not None:
+        cache[id(message)] = (message, text)  # the message is kept, so its id is not reused
+    return text
+
+
+def input_messages(messages: list[Message], cache: MessageCache | None = None) -> tuple[str, int]:
     """``gen_ai.input.messages`` as JSON, and how many of the oldest messages it leaves out to
     stay within ``MAX_INPUT_MESSAGES_CHARS`` (system messages and the newest are kept)."""
-    encoded = [
-        json.dumps({"role": m.role, "parts": otel_parts(m)}, ensure_ascii=False, default=str)
-        for m in messages
-    ]
+    encoded = [_encoded(m, cache) for m in messages]
     keep = [True] * len(encoded)
     size = sum(len(e) + 1 for e in encoded)
     omitted = 0
@@ -74,4 +91,4 @@ def output_messages(response: ModelResponse) -> str:
         "parts": otel_parts(response.as_message()),
         "finish_reason": response.finish_reason,
     }
-    return json.dumps([message], ensure_ascii=False, default=str)
+    return _dumps([message])
