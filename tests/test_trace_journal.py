@@ -281,6 +281,8 @@ def test_only_the_dead_writers_running_runs_are_closed(tmp_path: Path, sqlite_ur
     assert live.flush(timeout=30)
     for name in ("dead_running", "dead_ended", "dead_paused"):
         run = _run(ids[name])
+        if name == "dead_running":  # started after the file's (coarse) modification time
+            run.started_ns += 5_000_000_000
         run.attributes["tether.writer.id"] = dead.writer_id
         dead.append(encode(RUN_START, run)[0])
         if name != "dead_running":
@@ -292,7 +294,9 @@ def test_only_the_dead_writers_running_runs_are_closed(tmp_path: Path, sqlite_ur
     recovering = BatchingWriter(store, journal=directory)
     assert recovering.flush(timeout=30)
     assert store.get_run(ids["live"]).status == "running"
-    assert store.get_run(ids["dead_running"]).status == "failed"
+    closed = store.get_run(ids["dead_running"])
+    assert closed.status == "failed"
+    assert closed.ended_ns is not None and closed.ended_ns >= closed.started_ns
     assert store.get_run(ids["dead_ended"]).status == "completed"
     assert store.get_run(ids["dead_paused"]).status == "paused"
     recovering.close()

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, RowMapping, bindparam, select, update
+from sqlalchemy import Engine, RowMapping, bindparam, case, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core import StoreError, scrub_surrogates
@@ -322,7 +322,17 @@ class Store:
             update(tables.runs)
             .where(tables.runs.c.status == "running")
             .where(tables.runs.c.attributes.like(needle))
-            .values(status="failed", outcome="error", ended_ns=ended_ns, error=error)
+            .values(
+                status="failed",
+                outcome="error",
+                # ``ended_ns`` comes from a file time, coarser than the run's clock: never
+                # before the run started.
+                ended_ns=case(
+                    (tables.runs.c.started_ns > ended_ns, tables.runs.c.started_ns),
+                    else_=ended_ns,
+                ),
+                error=error,
+            )
         )
         try:
             with self.engine.begin() as conn:
