@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 
 from fakes.models import FailingModel
+from fakes.specs import make_spec
 from tether import (
     Agent,
-    AgentSpec,
     Limits,
-    ModelConfig,
     RunState,
     ScriptedModel,
     TetherError,
@@ -22,17 +21,6 @@ from tether import (
 from tether.providers import ModelRequest, ModelResponse
 from tether.store import Store
 from tether.trace import semconv, writer_for
-
-
-def make_spec(**overrides: Any) -> AgentSpec:
-    fields: dict[str, Any] = {
-        "name": "tester",
-        "persona": "You are a test agent.",
-        "model": ModelConfig(provider="scripted", name="gpt-4.1-mini", script="unused.yaml"),
-    }
-    fields.update(overrides)
-    return AgentSpec(**fields)
-
 
 calls: list[dict[str, Any]] = []
 

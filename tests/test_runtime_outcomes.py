@@ -16,21 +16,12 @@ import pytest
 from click.testing import CliRunner
 
 from fakes.models import FailingModel
-from tether import Agent, AgentSpec, ModelConfig, ScriptedModel, tool
+from fakes.specs import make_spec
+from tether import Agent, ScriptedModel, tool
 from tether.cli import cli
 from tether.runtime.telemetry import MAX_ATTRIBUTE_CHARS, MAX_INPUT_MESSAGES_CHARS
 from tether.store import Store
 from tether.trace import semconv, writer_for
-
-
-def make_spec(**overrides: Any) -> AgentSpec:
-    fields: dict[str, Any] = {
-        "name": "tester",
-        "persona": "You are a test agent.",
-        "model": ModelConfig(provider="scripted", name="gpt-4.1-mini", script="unused.yaml"),
-    }
-    fields.update(overrides)
-    return AgentSpec(**fields)
 
 
 def trace_of(url: str, trace_id: str) -> tuple[Any, list[Any], list[Any]]:
