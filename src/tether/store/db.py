@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
@@ -40,12 +40,17 @@ def redact_url(url: str) -> str:
         return _USERINFO_PASSWORD.sub(r"\1***@", url)
 
 
+def _with_driver(parsed: URL) -> URL:
+    """``postgresql://`` means psycopg 3 (SQLAlchemy's default would be psycopg2)."""
+    if parsed.drivername == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
 def canonical_url(url: str) -> str:
     """One spelling per database: ``postgresql://`` and ``postgresql+psycopg://`` alike, and
     SQLite files by absolute path (for keys such as the trace journal's folder)."""
-    parsed = make_url(url)
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
+    parsed = _with_driver(make_url(url))
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         parsed = parsed.set(database=str(Path(parsed.database).expanduser().resolve()))
     return parsed.render_as_string(hide_password=False)
@@ -70,8 +75,7 @@ def create_store_engine(url: str) -> Engine:
             f"invalid database URL {redact_url(url)!r}{detail}",
             hint="use sqlite:///path/to/tether.db or postgresql+psycopg://user@host/db",
         ) from None
-    if parsed.drivername == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
+    parsed = _with_driver(parsed)
     try:
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
@@ -188,9 +192,8 @@ def migrate(engine: Engine) -> None:
             current = _revision(conn)
             if current == head:
                 return
-            if current is not None and current not in {
-                s.revision for s in scripts.walk_revisions()
-            }:
+            known = {s.revision for s in scripts.walk_revisions()}
+            if current is not None and current not in known:
                 raise StoreError(
                     f"the trace store at {redact_url(str(engine.url))} has schema revision "
                     f"{current!r}, which this version of Tether does not know",
@@ -198,7 +201,7 @@ def migrate(engine: Engine) -> None:
                     "another database",
                 )
             if current is None:
-                _adopt_legacy_revision(conn, {s.revision for s in scripts.walk_revisions()})
+                _adopt_legacy_revision(conn, known)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except CommandError as exc:

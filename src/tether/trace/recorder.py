@@ -73,18 +73,20 @@ def writer_for(url: str) -> BatchingWriter:
     with _writers_lock:
         writer = _writers.get(url)
         if writer is None or writer.closed:
-            writer = BatchingWriter(_open(url), journal=_journal_for(url))
+            journal = _journal_for(url)
+            writer = BatchingWriter(_open(url, journaled=journal is not None), journal=journal)
             _writers[url] = writer
         return writer
 
 
-def _open(url: str) -> Store:
-    """The store; one that is down (unreachable, locked) is opened lazily, so runs go on and
-    their records wait in the journal until it is back. A bad URL or driver still raises."""
+def _open(url: str, *, journaled: bool) -> Store:
+    """The store; with a journal, one that is down (unreachable, locked) is opened lazily, so
+    runs go on and their records wait in the journal until it is back. A bad URL or driver
+    still raises."""
     try:
         return Store(url)
     except StoreError as exc:
-        if not is_transient(exc) or _journal_for(url) is None:
+        if not journaled or not is_transient(exc):
             raise
         log.warning(
             "%s; runs go on, and their traces are kept in the local journal and written "

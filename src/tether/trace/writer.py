@@ -17,8 +17,9 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 
@@ -48,6 +49,7 @@ from tether.trace.journal import (
 
 log = logging.getLogger("tether.trace")
 
+T = TypeVar("T")
 _Queued = tuple[int, Record, str | None]
 """A record, and its attributes already serialized for the journal (reused by the store)."""
 
@@ -363,42 +365,40 @@ class BatchingWriter:
             f"the process that ran it (pid {pid}) exited before the run ended; "
             "its trace up to then was recovered from the trace journal"
         )
-        backoff = 0.05
-        while True:
-            try:
-                closed = self.store.close_abandoned_runs(
-                    semconv.TETHER_WRITER_ID, writer, ended_ns=last_write_ns, error=error
-                )
-                break
-            except StoreError as exc:
-                if not is_transient(exc):
-                    raise
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff_s)
+        closed = self._retrying(
+            lambda: self.store.close_abandoned_runs(
+                semconv.TETHER_WRITER_ID, writer, ended_ns=last_write_ns, error=error
+            )
+        )
         if closed:
             log.warning("%d run(s) left running by pid %s recorded as failed", closed, pid)
 
-    def _write_with_retry(self, items: list[_Queued], *, replay: bool = False) -> None:
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """``call()``, retried with backoff while the store is unreachable or locked (the
+        records stay queued and journaled meanwhile); other ``StoreError``s propagate."""
         backoff = 0.05
         while True:
             try:
-                self.store.write(_to_batch(items), skip_existing=replay)
-                if self.last_error is not None:
-                    log.warning("trace store %s is writable again", self.store.display_url)
-                    self.last_error = None
-                return
+                result = call()
             except StoreError as exc:
                 if not is_transient(exc):
-                    self._write_one_by_one(items, replay=replay)
-                    return
+                    raise
                 if self.last_error is None:
-                    log.warning(
-                        "%s; retrying, records are kept in memory",
-                        exc.message,
-                    )
+                    log.warning("%s; retrying, records are kept in memory", exc.message)
                 self.last_error = str(exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
+                continue
+            if self.last_error is not None:
+                log.warning("trace store %s is writable again", self.store.display_url)
+                self.last_error = None
+            return result
+
+    def _write_with_retry(self, items: list[_Queued], *, replay: bool = False) -> None:
+        try:
+            self._retrying(lambda: self.store.write(_to_batch(items), skip_existing=replay))
+        except StoreError:  # rejected outright: find the record(s) at fault
+            self._write_one_by_one(items, replay=replay)
 
     def _write_one_by_one(self, items: list[_Queued], *, replay: bool = False) -> None:
         for item in items:
