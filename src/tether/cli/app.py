@@ -250,6 +250,7 @@ def traces_list(ctx: click.Context, limit: int, agent: str | None, as_json: bool
 def _open_store(ctx: click.Context) -> Store:
     """The trace store, once what a killed process left in the trace journal is written."""
     writer = writer_for(database_url(ctx))
+    writer.store.ensure_ready()  # a store that is down: say so now, not after the flush wait
     if not writer.flush(timeout=10.0):
         err_console.print(
             "[yellow]warning:[/] records left by an interrupted run are still being written; "
