@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, RowMapping, bindparam, case, select, update
+from sqlalchemy import Engine, RowMapping, bindparam, case, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core import StoreError, scrub_surrogates
@@ -20,6 +20,10 @@ from tether.store.records import (
     SpanRecord,
     TraceBatch,
 )
+
+_LISTED_RUNS = 20
+"""How many run ids an ambiguous trace id lists."""
+_TRACE_ID_LENGTH = 32
 
 _RUN_END_FIELDS = (
     "status",
@@ -62,8 +66,9 @@ def _text(value: str | None) -> str | None:
 # One prepared UPDATE for every run that ended in a batch, executed as executemany.
 _END_RUN = (
     update(tables.runs)
-    .where(tables.runs.c.trace_id == bindparam("b_trace_id"))
-    # A reused trace id must not overwrite the run that owns it.
+    .where(tables.runs.c.run_id == bindparam("b_run_id"))
+    # A record given its run by its trace (from an old crash journal, see
+    # ``_give_legacy_records_their_run``) must not overwrite another run of the trace.
     .where(tables.runs.c.started_ns == bindparam("b_started_ns"))
     .values({f: bindparam(f"b_{f}") for f in (*_RUN_END_FIELDS, "attributes")})
 )
@@ -121,13 +126,14 @@ def _run_end_params(r: RunRecord) -> dict[str, Any]:
     params["b_status"] = _text(_fit(r.status, _RUN_STATUS))
     params["b_outcome"] = _text(_fit(r.outcome, _RUN_OUTCOME))
     params["b_attributes"] = dumps_attributes(r.attributes)
-    params["b_trace_id"] = r.trace_id
+    params["b_run_id"] = r.run_id
     params["b_started_ns"] = r.started_ns
     return params
 
 
 def _run_row(r: RunRecord) -> dict[str, Any]:
     return {
+        "run_id": r.run_id,
         "trace_id": r.trace_id,
         "agent_name": _text(_fit(r.agent_name, _RUN_AGENT)),
         "agent_version": _text(_fit(r.agent_version, _RUN_VERSION)),
@@ -167,36 +173,67 @@ def _existing(conn: Any, columns: Sequence[Any], key: Any, values: set[Any]) -> 
     return found
 
 
+def _give_legacy_records_their_run(conn: Any, batch: TraceBatch) -> None:
+    """Records from a crash journal written before runs had their own ids have an empty
+    ``run_id``. Tether then gave each run its own trace id, so such a record belongs to the
+    run of its trace: the one stored (migration 0002 gave it its root span's id, or the first
+    16 hex characters of the trace id), or a new one with that derived id."""
+    everything: list[RunRecord | SpanRecord | EventRecord | CheckpointRecord] = [
+        *batch.runs_started,
+        *batch.spans,
+        *batch.events,
+        *batch.checkpoints,
+        *batch.runs_ended,
+    ]
+    records = [r for r in everything if not r.run_id]
+    if not records:
+        return
+    runs = tables.runs.c
+    stored: dict[str, list[tuple[str, int]]] = {}
+    for chunk in _chunks(sorted({r.trace_id for r in records})):
+        query = select(runs.trace_id, runs.run_id, runs.started_ns).where(runs.trace_id.in_(chunk))
+        for trace_id, run_id, started_ns in conn.execute(query):
+            stored.setdefault(trace_id, []).append((run_id, started_ns))
+    for record in records:
+        derived = record.trace_id[:16]
+        candidates = stored.get(record.trace_id)
+        if not candidates:
+            record.run_id = derived
+            continue
+        # A trace reused by a newer Tether may hold several runs: the migrated (or derived)
+        # one is the oldest.
+        record.run_id = min(candidates, key=lambda c: (c[0] != derived, c[1], c[0]))[0]
+
+
 def _without_existing(conn: Any, batch: TraceBatch) -> TraceBatch:
-    """The batch minus what is already stored: runs by id, spans by id, events by (trace,
-    name, time), checkpoints by (trace, time). Run ends are updates, idempotent already."""
+    """The batch minus what is already stored: runs by run id, spans by span id, events by
+    (run, name, time), checkpoints by (run, time). Run ends are updates, idempotent already."""
+    _give_legacy_records_their_run(conn, batch)
     runs, spans, events = tables.runs.c, tables.spans.c, tables.events.c
     checks = tables.checkpoints.c
-    have_runs = _existing(
-        conn, [runs.trace_id], runs.trace_id, {r.trace_id for r in batch.runs_started}
-    )
+    have_runs = _existing(conn, [runs.run_id], runs.run_id, {r.run_id for r in batch.runs_started})
     have_spans = _existing(conn, [spans.span_id], spans.span_id, {s.span_id for s in batch.spans})
     have_events = _existing(
         conn,
-        [events.trace_id, events.name, events.time_ns],
-        events.trace_id,
-        {e.trace_id for e in batch.events},
+        [events.run_id, events.name, events.time_ns],
+        events.run_id,
+        {e.run_id for e in batch.events},
     )
     have_checks = _existing(
         conn,
-        [checks.trace_id, checks.created_ns],
-        checks.trace_id,
-        {c.trace_id for c in batch.checkpoints},
+        [checks.run_id, checks.created_ns],
+        checks.run_id,
+        {c.run_id for c in batch.checkpoints},
     )
     return TraceBatch(
-        runs_started=[r for r in batch.runs_started if r.trace_id not in have_runs],
+        runs_started=[r for r in batch.runs_started if r.run_id not in have_runs],
         spans=[s for s in batch.spans if s.span_id not in have_spans],
         events=[
             e
             for e in batch.events
-            if (e.trace_id, _text(_fit(e.name, _EVENT_NAME)), e.time_ns) not in have_events
+            if (e.run_id, _text(_fit(e.name, _EVENT_NAME)), e.time_ns) not in have_events
         ],
-        checkpoints=[c for c in batch.checkpoints if (c.trace_id, c.created_ns) not in have_checks],
+        checkpoints=[c for c in batch.checkpoints if (c.run_id, c.created_ns) not in have_checks],
         runs_ended=batch.runs_ended,
         attributes_json=batch.attributes_json,
     )
@@ -239,7 +276,8 @@ class Store:
         """Write a batch in one transaction: all of it, or none of it (and ``StoreError``).
 
         ``skip_existing`` leaves out records the store already has (replaying a crash
-        journal whose records may have been committed just before the crash).
+        journal whose records may have been committed just before the crash), and gives
+        records of a journal written before runs had ids the run of their trace.
         """
         self.ensure_ready()
         try:
@@ -256,6 +294,7 @@ class Store:
                         [
                             (
                                 s.span_id,
+                                s.run_id,
                                 s.trace_id,
                                 s.parent_id,
                                 _text(_fit(s.name, _SPAN_NAME)),
@@ -275,6 +314,7 @@ class Store:
                         tables.events,
                         [
                             (
+                                e.run_id,
                                 e.trace_id,
                                 e.span_id,
                                 _text(_fit(e.name, _EVENT_NAME)),
@@ -289,6 +329,7 @@ class Store:
                         tables.checkpoints.insert(),
                         [
                             {
+                                "run_id": c.run_id,
                                 "trace_id": c.trace_id,
                                 "schema_version": c.schema_version,
                                 "created_ns": c.created_ns,
@@ -357,30 +398,53 @@ class Store:
             stmt = stmt.where(tables.runs.c.agent_name == agent)
         return [_run_from(r) for r in self._read(stmt)]
 
-    def get_run(self, trace_id: str) -> RunRecord:
-        """The run with this id, or with this unique id prefix (at least 6 characters)."""
-        if len(trace_id) < 6:
-            raise StoreError(f"trace id {trace_id!r} is too short; give at least 6 characters")
+    def get_run(self, run_or_trace_id: str) -> RunRecord:
+        """The run with this run id or trace id, or with a unique prefix (at least 6
+        characters) of either. A trace id that several runs share is ambiguous: the
+        ``StoreError`` lists their run ids."""
+        key = run_or_trace_id.lower()
+        if len(key) < 6:
+            raise StoreError(f"id {run_or_trace_id!r} is too short; give at least 6 characters")
+        runs = tables.runs.c
         # autoescape: '%' and '_' in the prefix are literal characters, not LIKE wildcards.
         stmt = (
             select(tables.runs)
-            .where(tables.runs.c.trace_id.startswith(trace_id.lower(), autoescape=True))
-            .limit(2)
-        )
-        rows = self._read(stmt)
-        if not rows:
-            raise StoreError(
-                f"no trace {trace_id!r} in {self.display_url}",
-                hint="list recent traces with: tether traces list",
+            .where(
+                or_(
+                    runs.run_id.startswith(key, autoescape=True),
+                    runs.trace_id.startswith(key, autoescape=True),
+                )
             )
-        if len(rows) > 1:
-            raise StoreError(f"trace id prefix {trace_id!r} is ambiguous; give more characters")
-        return _run_from(rows[0])
+            .order_by(runs.started_ns, runs.run_id)
+            .limit(_LISTED_RUNS + 1)
+        )
+        found = [_run_from(r) for r in self._read(stmt)]
+        if not found:
+            raise StoreError(
+                f"no run or trace {run_or_trace_id!r} in {self.display_url}",
+                hint="list recent runs with: tether traces list",
+            )
+        exact = [r for r in found if r.run_id == key]
+        if exact:
+            return exact[0]
+        if len(found) == 1:
+            return found[0]
+        traces = {r.trace_id for r in found}
+        complete = len(found) <= _LISTED_RUNS or len(key) == _TRACE_ID_LENGTH
+        if len(traces) == 1 and complete:
+            listed = ", ".join(r.run_id for r in found[:_LISTED_RUNS])
+            more = ", ..." if len(found) > _LISTED_RUNS else ""
+            raise StoreError(
+                f"trace {found[0].trace_id} has several runs: {listed}{more}",
+                hint="give one run id, e.g.: tether traces show " + found[0].run_id,
+            )
+        raise StoreError(f"id prefix {run_or_trace_id!r} is ambiguous; give more characters")
 
-    def get_spans(self, trace_id: str) -> list[SpanRecord]:
+    def get_spans(self, run_id: str) -> list[SpanRecord]:
+        """The spans of one run (``RunRecord.run_id``), in start order."""
         stmt = (
             select(tables.spans)
-            .where(tables.spans.c.trace_id == trace_id)
+            .where(tables.spans.c.run_id == run_id)
             .order_by(tables.spans.c.start_ns, tables.spans.c.span_id)
         )
         out = []
@@ -390,15 +454,17 @@ class Store:
             out.append(SpanRecord(**data))
         return out
 
-    def get_events(self, trace_id: str) -> list[EventRecord]:
+    def get_events(self, run_id: str) -> list[EventRecord]:
+        """The events of one run, in time order."""
         stmt = (
             select(tables.events)
-            .where(tables.events.c.trace_id == trace_id)
+            .where(tables.events.c.run_id == run_id)
             .order_by(tables.events.c.time_ns, tables.events.c.id)
         )
         return [
             EventRecord(
                 trace_id=r["trace_id"],
+                run_id=r["run_id"],
                 span_id=r["span_id"],
                 name=r["name"],
                 time_ns=r["time_ns"],
@@ -407,15 +473,17 @@ class Store:
             for r in self._read(stmt)
         ]
 
-    def get_checkpoints(self, trace_id: str) -> list[CheckpointRecord]:
+    def get_checkpoints(self, run_id: str) -> list[CheckpointRecord]:
+        """The checkpoints of one run, oldest first."""
         stmt = (
             select(tables.checkpoints)
-            .where(tables.checkpoints.c.trace_id == trace_id)
+            .where(tables.checkpoints.c.run_id == run_id)
             .order_by(tables.checkpoints.c.created_ns, tables.checkpoints.c.id)
         )
         return [
             CheckpointRecord(
                 trace_id=r["trace_id"],
+                run_id=r["run_id"],
                 schema_version=r["schema_version"],
                 created_ns=r["created_ns"],
                 state_json=r["state"],
