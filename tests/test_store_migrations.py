@@ -5,20 +5,15 @@ way that version of Tether wrote them (not a binary file in the repository)."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from typing import Any
 
 import pytest
-from alembic import command
 from alembic.autogenerate import compare_metadata
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, text
 
+from fakes.store_0001 import event_0001, insert, run_0001, span_0001, upgrade_to_0001
 from tether.core import StoreError, new_span_id
 from tether.store import RunRecord, SpanRecord, Store, TraceBatch, create_store_engine
-from tether.store.db import MIGRATIONS_DIR
 from tether.store.tables import VERSION_TABLE, metadata
 
 # Revision 0001: runs keyed by trace id.
@@ -36,85 +31,17 @@ T0 = 1_767_225_600_000_000_000
 _TABLES = ("tether_runs", "tether_spans", "tether_events", "tether_checkpoints")
 
 
-def _alembic(conn: Connection) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.attributes["connection"] = conn
-    return cfg
-
-
-def _insert(conn: Connection, table: str, **values: Any) -> None:
-    names = ", ".join(values)
-    params = ", ".join(f":{k}" for k in values)
-    conn.execute(text(f"INSERT INTO {table} ({names}) VALUES ({params})"), values)
-
-
-def _run_0001(conn: Connection, trace_id: str, started_ns: int, **kw: Any) -> None:
-    row: dict[str, Any] = {
-        "trace_id": trace_id,
-        "agent_name": "legacy",
-        "agent_version": "v0",
-        "status": "completed",
-        "outcome": "final_answer",
-        "input": f"input of {trace_id[:4]}",
-        "output": "answer",
-        "started_ns": started_ns,
-        "ended_ns": started_ns + 10_000,
-        "input_tokens": 12,
-        "output_tokens": 4,
-        "cached_input_tokens": 0,
-        "cost_usd": 0.5,
-        "turns": 1,
-        "tool_calls": 0,
-        "error": None,
-        "attributes": json.dumps({"tether.agent.paradigm": "react"}),
-    }
-    row.update(kw)
-    _insert(conn, "tether_runs", **row)
-
-
-def _span_0001(
-    conn: Connection, trace_id: str, span_id: str, parent_id: str | None, kind: str, start: int
-) -> None:
-    _insert(
-        conn,
-        "tether_spans",
-        span_id=span_id,
-        trace_id=trace_id,
-        parent_id=parent_id,
-        name=f"{kind} step",
-        kind=kind,
-        start_ns=start,
-        end_ns=start + 100,
-        status="ok",
-        status_message=None,
-        attributes="{}",
-    )
-
-
-def _event_0001(conn: Connection, trace_id: str, span_id: str | None, time_ns: int) -> None:
-    _insert(
-        conn,
-        "tether_events",
-        trace_id=trace_id,
-        span_id=span_id,
-        name="tether.control.decision",
-        time_ns=time_ns,
-        attributes='{"tether.decision":"allow"}',
-    )
-
-
 def make_store_0001(url: str) -> None:
     """A store at revision 0001 holding the three runs described above."""
     engine = create_store_engine(url)
     try:
         with engine.begin() as conn:
-            command.upgrade(_alembic(conn), "0001")
-            _run_0001(conn, TRACE_DONE, T0)
-            _span_0001(conn, TRACE_DONE, ROOT_DONE, None, "agent", T0 + 1)
-            _span_0001(conn, TRACE_DONE, MODEL_DONE, ROOT_DONE, "model", T0 + 2)
-            _event_0001(conn, TRACE_DONE, MODEL_DONE, T0 + 3)
-            _insert(
+            upgrade_to_0001(conn)
+            run_0001(conn, TRACE_DONE, T0)
+            span_0001(conn, TRACE_DONE, ROOT_DONE, None, "agent", T0 + 1)
+            span_0001(conn, TRACE_DONE, MODEL_DONE, ROOT_DONE, "model", T0 + 2)
+            event_0001(conn, TRACE_DONE, MODEL_DONE, T0 + 3)
+            insert(
                 conn,
                 "tether_checkpoints",
                 trace_id=TRACE_DONE,
@@ -123,7 +50,7 @@ def make_store_0001(url: str) -> None:
                 reason="paused",
                 state='{"schema_version":1}',
             )
-            _run_0001(
+            run_0001(
                 conn,
                 TRACE_CRASHED,
                 T0 + 100,
@@ -132,14 +59,14 @@ def make_store_0001(url: str) -> None:
                 output=None,
                 ended_ns=None,
             )
-            _span_0001(conn, TRACE_CRASHED, TOOL_CRASHED, "c80319c0c80319c0", "tool", T0 + 101)
-            _event_0001(conn, TRACE_CRASHED, None, T0 + 102)
-            _run_0001(conn, TRACE_REUSED, T0 + 200)
+            span_0001(conn, TRACE_CRASHED, TOOL_CRASHED, "c80319c0c80319c0", "tool", T0 + 101)
+            event_0001(conn, TRACE_CRASHED, None, T0 + 102)
+            run_0001(conn, TRACE_REUSED, T0 + 200)
             # The second run's root starts later; listed first, so row order does not decide.
-            _span_0001(conn, TRACE_REUSED, ROOT_SECOND, None, "agent", T0 + 301)
-            _span_0001(conn, TRACE_REUSED, CHILD_SECOND, ROOT_SECOND, "model", T0 + 302)
-            _span_0001(conn, TRACE_REUSED, ROOT_FIRST, None, "agent", T0 + 201)
-            _span_0001(conn, TRACE_REUSED, CHILD_FIRST, ROOT_FIRST, "model", T0 + 202)
+            span_0001(conn, TRACE_REUSED, ROOT_SECOND, None, "agent", T0 + 301)
+            span_0001(conn, TRACE_REUSED, CHILD_SECOND, ROOT_SECOND, "model", T0 + 302)
+            span_0001(conn, TRACE_REUSED, ROOT_FIRST, None, "agent", T0 + 201)
+            span_0001(conn, TRACE_REUSED, CHILD_FIRST, ROOT_FIRST, "model", T0 + 202)
     finally:
         engine.dispose()
 
@@ -253,5 +180,22 @@ def test_a_failed_sqlite_migration_leaves_the_store_as_it_was(sqlite_url: str) -
     try:
         assert store.get_run(TRACE_DONE).run_id == ROOT_DONE
         assert [s.span_id for s in store.get_spans(TRACE_CRASHED[:16])] == [TOOL_CRASHED]
+    finally:
+        store.close()
+
+
+def test_a_0001_store_with_its_revision_in_alembic_version_is_carried_over_and_upgraded(
+    sqlite_url: str,
+) -> None:
+    """Stores made before Tether had its own version table were at 0001."""
+    make_store_0001(sqlite_url)
+    raw = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    raw.execute(f"ALTER TABLE {VERSION_TABLE} RENAME TO alembic_version")
+    raw.commit()
+    raw.close()
+    store = Store(sqlite_url)
+    try:
+        assert store.get_run(TRACE_DONE).run_id == ROOT_DONE
+        assert [s.span_id for s in store.get_spans(ROOT_DONE)] == [ROOT_DONE, MODEL_DONE]
     finally:
         store.close()

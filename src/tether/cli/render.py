@@ -238,7 +238,8 @@ def _event_label(e: EventRecord) -> str:
 
 def trace_tree(run: RunRecord, spans: list[SpanRecord], events: list[EventRecord]) -> Tree:
     head = (
-        f"[bold]trace {run.trace_id}[/] run {run.run_id}  {escape(run.agent_name)}@{run.agent_version[:8]}  "
+        f"[bold]trace {run.trace_id}[/] run {run.run_id}  "
+        f"{escape(run.agent_name)}@{run.agent_version[:8]}  "
         f"{outcome_text(run.outcome if run.status != 'running' else None)}  "
         f"{fmt_ms(run.latency_ms)}  {run.input_tokens} in / {run.output_tokens} out  "
         f"{fmt_cost(_run_cost(run, spans))}"

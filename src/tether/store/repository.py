@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, RowMapping, bindparam, case, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from tether.core import StoreError, scrub_surrogates
+from tether.core import StoreError
 from tether.store import tables
 from tether.store.db import create_store_engine, migrate, redact_url
 from tether.store.records import (
@@ -19,6 +19,21 @@ from tether.store.records import (
     RunRecord,
     SpanRecord,
     TraceBatch,
+)
+from tether.store.replay import without_existing
+from tether.store.values import (
+    CHECKPOINT_REASON,
+    EVENT_NAME,
+    RUN_AGENT,
+    RUN_OUTCOME,
+    RUN_STATUS,
+    RUN_VERSION,
+    SPAN_KIND,
+    SPAN_NAME,
+    SPAN_STATUS,
+    clean_text,
+    dumps_attributes,
+    fit,
 )
 
 _LISTED_RUNS = 20
@@ -40,57 +55,15 @@ _RUN_END_FIELDS = (
 )
 
 
-# Built once: ``json.dumps`` with non-default options builds a new encoder on every call.
-_encode_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
-
-
-def dumps_attributes(value: dict[str, Any]) -> str:
-    """Attributes as the store keeps them: compact JSON, anything unserializable as ``str``."""
-    text: str = _encode_utf8(value)
-    # A lone surrogate (only in a string, so inside a JSON string literal) becomes U+FFFD, as
-    # in the text columns: escaped, it would come back on reading and break every UTF-8
-    # output the trace is shown on.
-    return text if text.isascii() else scrub_surrogates(text)
-
-
-def _text(value: str | None) -> str | None:
-    """Text any database accepts: no NUL (PostgreSQL refuses it) and no lone surrogates (not
-    encodable as UTF-8). One stray character in user input must not lose a trace."""
-    if not value:
-        return value
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    return value if value.isascii() else scrub_surrogates(value)
-
-
 # One prepared UPDATE for every run that ended in a batch, executed as executemany.
 _END_RUN = (
     update(tables.runs)
     .where(tables.runs.c.run_id == bindparam("b_run_id"))
     # A record given its run by its trace (from an old crash journal, see
-    # ``_give_legacy_records_their_run``) must not overwrite another run of the trace.
+    # ``tether.store.replay``) must not overwrite another run of the trace.
     .where(tables.runs.c.started_ns == bindparam("b_started_ns"))
     .values({f: bindparam(f"b_{f}") for f in (*_RUN_END_FIELDS, "attributes")})
 )
-
-
-def _fit(value: str | None, length: int) -> str | None:
-    """Clip to the column's length: PostgreSQL refuses longer values, and one long tool name
-    from a model must not cost the whole span."""
-    return value[:length] if value is not None and len(value) > length else value
-
-
-def _length(column: Any) -> int:
-    return int(column.type.length)
-
-
-# Column lengths, read once (the write path runs per record).
-_RUN_AGENT, _RUN_VERSION = _length(tables.runs.c.agent_name), _length(tables.runs.c.agent_version)
-_RUN_STATUS, _RUN_OUTCOME = _length(tables.runs.c.status), _length(tables.runs.c.outcome)
-_SPAN_NAME, _SPAN_KIND = _length(tables.spans.c.name), _length(tables.spans.c.kind)
-_SPAN_STATUS = _length(tables.spans.c.status)
-_EVENT_NAME = _length(tables.events.c.name)
-_CHECKPOINT_REASON = _length(tables.checkpoints.c.reason)
 
 
 # Columns written by ``_insert``, in the order of its row tuples (events: id is generated).
@@ -122,9 +95,9 @@ def _insert(conn: Any, table: Any, rows: list[tuple[Any, ...]]) -> None:
 
 def _run_end_params(r: RunRecord) -> dict[str, Any]:
     params = {f"b_{f}": getattr(r, f) for f in _RUN_END_FIELDS}
-    params["b_output"], params["b_error"] = _text(r.output), _text(r.error)
-    params["b_status"] = _text(_fit(r.status, _RUN_STATUS))
-    params["b_outcome"] = _text(_fit(r.outcome, _RUN_OUTCOME))
+    params["b_output"], params["b_error"] = clean_text(r.output), clean_text(r.error)
+    params["b_status"] = clean_text(fit(r.status, RUN_STATUS))
+    params["b_outcome"] = clean_text(fit(r.outcome, RUN_OUTCOME))
     params["b_attributes"] = dumps_attributes(r.attributes)
     params["b_run_id"] = r.run_id
     params["b_started_ns"] = r.started_ns
@@ -135,12 +108,12 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
     return {
         "run_id": r.run_id,
         "trace_id": r.trace_id,
-        "agent_name": _text(_fit(r.agent_name, _RUN_AGENT)),
-        "agent_version": _text(_fit(r.agent_version, _RUN_VERSION)),
-        "status": _text(_fit(r.status, _RUN_STATUS)),
-        "outcome": _text(_fit(r.outcome, _RUN_OUTCOME)),
-        "input": _text(r.input),
-        "output": _text(r.output),
+        "agent_name": clean_text(fit(r.agent_name, RUN_AGENT)),
+        "agent_version": clean_text(fit(r.agent_version, RUN_VERSION)),
+        "status": clean_text(fit(r.status, RUN_STATUS)),
+        "outcome": clean_text(fit(r.outcome, RUN_OUTCOME)),
+        "input": clean_text(r.input),
+        "output": clean_text(r.output),
         "started_ns": r.started_ns,
         "ended_ns": r.ended_ns,
         "input_tokens": r.input_tokens,
@@ -149,7 +122,7 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
         "cost_usd": r.cost_usd,
         "turns": r.turns,
         "tool_calls": r.tool_calls,
-        "error": _text(r.error),
+        "error": clean_text(r.error),
         "attributes": dumps_attributes(r.attributes),
     }
 
@@ -158,85 +131,6 @@ def _run_from(row: RowMapping) -> RunRecord:
     data = dict(row)
     data["attributes"] = json.loads(data["attributes"])
     return RunRecord(**data)
-
-
-def _chunks(values: Sequence[Any], size: int = 500) -> Any:
-    for i in range(0, len(values), size):
-        yield values[i : i + size]
-
-
-def _existing(conn: Any, columns: Sequence[Any], key: Any, values: set[Any]) -> set[Any]:
-    found: set[Any] = set()
-    for chunk in _chunks(sorted(values)):
-        for row in conn.execute(select(*columns).where(key.in_(chunk))):
-            found.add(tuple(row) if len(columns) > 1 else row[0])
-    return found
-
-
-def _give_legacy_records_their_run(conn: Any, batch: TraceBatch) -> None:
-    """Records from a crash journal written before runs had their own ids have an empty
-    ``run_id``. Tether then gave each run its own trace id, so such a record belongs to the
-    run of its trace: the one stored (migration 0002 gave it its root span's id, or the first
-    16 hex characters of the trace id), or a new one with that derived id."""
-    everything: list[RunRecord | SpanRecord | EventRecord | CheckpointRecord] = [
-        *batch.runs_started,
-        *batch.spans,
-        *batch.events,
-        *batch.checkpoints,
-        *batch.runs_ended,
-    ]
-    records = [r for r in everything if not r.run_id]
-    if not records:
-        return
-    runs = tables.runs.c
-    stored: dict[str, list[tuple[str, int]]] = {}
-    for chunk in _chunks(sorted({r.trace_id for r in records})):
-        query = select(runs.trace_id, runs.run_id, runs.started_ns).where(runs.trace_id.in_(chunk))
-        for trace_id, run_id, started_ns in conn.execute(query):
-            stored.setdefault(trace_id, []).append((run_id, started_ns))
-    for record in records:
-        derived = record.trace_id[:16]
-        candidates = stored.get(record.trace_id)
-        if not candidates:
-            record.run_id = derived
-            continue
-        # A trace reused by a newer Tether may hold several runs: the migrated (or derived)
-        # one is the oldest.
-        record.run_id = min(candidates, key=lambda c: (c[0] != derived, c[1], c[0]))[0]
-
-
-def _without_existing(conn: Any, batch: TraceBatch) -> TraceBatch:
-    """The batch minus what is already stored: runs by run id, spans by span id, events by
-    (run, name, time), checkpoints by (run, time). Run ends are updates, idempotent already."""
-    _give_legacy_records_their_run(conn, batch)
-    runs, spans, events = tables.runs.c, tables.spans.c, tables.events.c
-    checks = tables.checkpoints.c
-    have_runs = _existing(conn, [runs.run_id], runs.run_id, {r.run_id for r in batch.runs_started})
-    have_spans = _existing(conn, [spans.span_id], spans.span_id, {s.span_id for s in batch.spans})
-    have_events = _existing(
-        conn,
-        [events.run_id, events.name, events.time_ns],
-        events.run_id,
-        {e.run_id for e in batch.events},
-    )
-    have_checks = _existing(
-        conn,
-        [checks.run_id, checks.created_ns],
-        checks.run_id,
-        {c.run_id for c in batch.checkpoints},
-    )
-    return TraceBatch(
-        runs_started=[r for r in batch.runs_started if r.run_id not in have_runs],
-        spans=[s for s in batch.spans if s.span_id not in have_spans],
-        events=[
-            e
-            for e in batch.events
-            if (e.run_id, _text(_fit(e.name, _EVENT_NAME)), e.time_ns) not in have_events
-        ],
-        checkpoints=[c for c in batch.checkpoints if (c.run_id, c.created_ns) not in have_checks],
-        runs_ended=batch.runs_ended,
-        attributes_json=batch.attributes_json,
-    )
 
 
 class Store:
@@ -283,7 +177,7 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 if skip_existing:
-                    batch = _without_existing(conn, batch)
+                    batch = without_existing(conn, batch)
                 cached = batch.attributes_json
                 if batch.runs_started:
                     conn.execute(tables.runs.insert(), [_run_row(r) for r in batch.runs_started])
@@ -297,12 +191,12 @@ class Store:
                                 s.run_id,
                                 s.trace_id,
                                 s.parent_id,
-                                _text(_fit(s.name, _SPAN_NAME)),
-                                _text(_fit(s.kind, _SPAN_KIND)),
+                                clean_text(fit(s.name, SPAN_NAME)),
+                                clean_text(fit(s.kind, SPAN_KIND)),
                                 s.start_ns,
                                 s.end_ns,
-                                _text(_fit(s.status, _SPAN_STATUS)),
-                                _text(s.status_message),
+                                clean_text(fit(s.status, SPAN_STATUS)),
+                                clean_text(s.status_message),
                                 cached.get(id(s)) or dumps_attributes(s.attributes),
                             )
                             for s in batch.spans
@@ -317,7 +211,7 @@ class Store:
                                 e.run_id,
                                 e.trace_id,
                                 e.span_id,
-                                _text(_fit(e.name, _EVENT_NAME)),
+                                clean_text(fit(e.name, EVENT_NAME)),
                                 e.time_ns,
                                 cached.get(id(e)) or dumps_attributes(e.attributes),
                             )
@@ -333,7 +227,7 @@ class Store:
                                 "trace_id": c.trace_id,
                                 "schema_version": c.schema_version,
                                 "created_ns": c.created_ns,
-                                "reason": _text(_fit(c.reason, _CHECKPOINT_REASON)),
+                                "reason": clean_text(fit(c.reason, CHECKPOINT_REASON)),
                                 "state": c.state_json,
                             }
                             for c in batch.checkpoints

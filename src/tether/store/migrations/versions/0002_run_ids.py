@@ -19,16 +19,18 @@ down_revision = "0001"
 branch_labels = None
 depends_on = None
 
-CHILDREN = {"tether_spans": "start_ns", "tether_events": "time_ns", "tether_checkpoints": "created_ns"}
+CHILDREN = {
+    "tether_spans": "start_ns",
+    "tether_events": "time_ns",
+    "tether_checkpoints": "created_ns",
+}
 """The tables that belong to a run, and the time column each is read in order of."""
 
 # The names PostgreSQL gave the constraints of 0001; on SQLite, batch mode names the reflected
 # (unnamed) constraints the same way, so one set of operations serves both.
 NAMING = {"pk": "%(table_name)s_pkey", "fk": "%(table_name)s_%(column_0_name)s_fkey"}
 
-_runs = sa.table(
-    "tether_runs", sa.column("run_id", sa.String), sa.column("trace_id", sa.String)
-)
+_runs = sa.table("tether_runs", sa.column("run_id", sa.String), sa.column("trace_id", sa.String))
 _spans = sa.table(
     "tether_spans",
     sa.column("span_id", sa.String),
@@ -80,9 +82,7 @@ def upgrade() -> None:
     for name, time_column in CHILDREN.items():
         with op.batch_alter_table(name, naming_convention=NAMING) as batch:
             batch.alter_column("run_id", existing_type=sa.String(16), nullable=False)
-            batch.create_foreign_key(
-                f"{name}_run_id_fkey", "tether_runs", ["run_id"], ["run_id"]
-            )
+            batch.create_foreign_key(f"{name}_run_id_fkey", "tether_runs", ["run_id"], ["run_id"])
             batch.create_index(f"ix_{name}_run", ["run_id", time_column])
 
 
