@@ -1043,3 +1043,51 @@ async def test_optional_query_parameter_is_omitted_when_absent(
         ("/items/7", {"v": ["1"]}),
         ("/items/7", {"v": ["1"], "page": ["3"]}),
     ]
+
+
+# --- hints for easy mistakes in HTTP tools -----------------------------------------------------
+
+
+def test_an_empty_env_base_url_names_the_variable(
+    make_http: MakeHttp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORDER_API_URL", "")
+    with pytest.raises(SpecError) as info:
+        make_http(url="${ORDER_API_URL}/orders/{id}", parameters={"id": ToolParameter()})
+    assert info.value.message == (
+        "tool 'api' url: environment variable ORDER_API_URL is set but empty"
+    )
+    assert info.value.hint == "export ORDER_API_URL=... before running the agent"
+
+
+def test_a_bad_url_after_expansion_names_the_variables(
+    make_http: MakeHttp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORDER_API_HOST", "127.0.0.1:8080")  # the scheme is missing
+    with pytest.raises(SpecError) as info:
+        make_http(url="${ORDER_API_HOST}/orders")
+    assert "url must be http or https" in info.value.message
+    assert "(after ${ORDER_API_HOST} expanded)" in info.value.message
+
+
+def test_allowed_hosts_with_a_port_is_refused_with_a_hint(tmp_path: Path) -> None:
+    (tmp_path / "agent.yaml").write_text(
+        "name: a\n"
+        "model: {provider: scripted, name: m, script: s.yaml}\n"
+        "tools:\n"
+        "  - name: api\n"
+        "    kind: http\n"
+        "    url: http://127.0.0.1:8080/x\n"
+        "    allowed_hosts: ['127.0.0.1:8080']\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path / "agent.yaml")
+    assert f"{tmp_path / 'agent.yaml'}:7: tools[0].allowed_hosts:" in info.value.message
+    assert "allowed_hosts takes host names without ports" in info.value.message
+    assert "write '127.0.0.1'" in info.value.message
+
+
+@pytest.mark.parametrize("host", ["[::1]", "https://api.example.com", ""])
+def test_allowed_hosts_takes_bare_host_names(host: str) -> None:
+    with pytest.raises(ValidationError, match="allowed_hosts"):
+        HttpToolSpec(kind="http", name="a", url="http://127.0.0.1/", allowed_hosts=[host])

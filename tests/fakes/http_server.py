@@ -35,11 +35,13 @@ class Canned:
 
 class Server:
     """Records every request. Paths in ``routes`` get their canned reply; any other path gets
-    a JSON echo of the request (method, path, query, parsed body)."""
+    a JSON echo of the request (method, path, query, parsed body, and with ``echo_headers``
+    its headers, as a careless API or a debugging endpoint does)."""
 
     def __init__(self) -> None:
         self.requests: list[Seen] = []
         self.routes: dict[str, Canned] = {}
+        self.echo_headers = False
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,6 +65,8 @@ class Server:
                         "query": seen.query,
                         "json": json.loads(body) if body else None,
                     }
+                    if server.echo_headers:
+                        echo["headers"] = seen.headers
                     canned = Canned(
                         200, json.dumps(echo).encode(), {"Content-Type": "application/json"}
                     )

@@ -240,10 +240,11 @@ class HttpTool:
                 "follow redirects; point the url at the final address)"
             )
         if response.status_code >= 400:
-            detail = self._redact_error(text, cut=more)[:300]
+            detail = self._redact_error(text)[:300]
             raise ToolError(f"{where}: HTTP {response.status_code}: {detail}")
-        # Redacted before it is clipped, so no secret is cut in two and half of it kept.
-        body = self._redact_result(text, cut=more)
+        # Redacted before it is clipped, so no secret is cut in two and half of it kept (the
+        # read limit leaves room for more than max_chars characters, so the clip comes first).
+        body = self._redact_result(text)
         full_size = None
         if more:
             length = response.headers.get("content-length", "")

@@ -67,15 +67,8 @@ class Redactor:
     def __bool__(self) -> bool:
         return bool(self._forms)
 
-    def __call__(self, text: str, *, cut: bool = False) -> str:
-        """``text`` without the secrets. ``cut``: the text is the start of something longer,
-        so a secret it ends in the middle of is redacted too."""
+    def __call__(self, text: str) -> str:
+        """``text`` without the secrets."""
         for form in self._forms:
             text = text.replace(form, REDACTED)
-        if cut:
-            for form in self._forms:
-                # A secret's first few characters alone give nothing away.
-                for k in range(min(len(form) - 1, len(text)), MIN_SECRET_CHARS - 1, -1):
-                    if text.endswith(form[:k]):
-                        return text[:-k] + REDACTED
         return text
