@@ -22,7 +22,7 @@ from pydantic import (
     create_model,
 )
 
-from tether.core import SpecError, ToolArgumentsError, ToolError
+from tether.core import SpecError, ToolArgumentsError, ToolError, describe_exception
 from tether.providers.types import describe_invalid_arguments
 from tether.spec.model import TOOL_NAME_PATTERN
 from tether.tools.base import DEFAULT_MAX_RESULT_CHARS, SideEffects, ToolResult, clip_result
@@ -223,7 +223,9 @@ class FunctionTool:
         try:
             hints = get_type_hints(func)
         except Exception as exc:
-            raise SpecError(f"tool '{self._name}': cannot read its type hints: {exc}") from None
+            raise SpecError(
+                f"tool '{self._name}': cannot read its type hints: {describe_exception(exc)}"
+            ) from None
         try:
             signature = inspect.signature(func)
         except (TypeError, ValueError) as exc:  # some builtins have no signature

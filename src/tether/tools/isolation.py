@@ -97,8 +97,10 @@ def _run_call(call: IsolatedCall) -> _Reply:
 
 def _child_main(conn: Connection, call: IsolatedCall) -> None:
     # Its own process group, so a kill at the timeout also reaches processes it started.
-    with contextlib.suppress(OSError):
-        os.setsid()
+    setsid = getattr(os, "setsid", None)  # POSIX only
+    if setsid is not None:
+        with contextlib.suppress(OSError):
+            setsid()
     reply: _Reply
     try:
         reply = _run_call(call)
