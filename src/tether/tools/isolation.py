@@ -124,6 +124,8 @@ class _Child:
         self._lock = threading.Lock()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._stopped = False
+        self._finished = False
+        """The child has exited and been joined (never read its state from two threads)."""
 
     def run(self, call: IsolatedCall) -> _Reply:
         context = _mp_context()
@@ -144,23 +146,26 @@ class _Child:
         if stopped:  # the caller gave up while the process was starting
             _kill(process)
         try:
-            reply: _Reply = receiver.recv()
+            reply: _Reply | None = receiver.recv()
         except EOFError:
-            process.join()
-            raise ToolError(
-                f"tool '{call.tool_name}': its process ended without a result "
-                f"(exit code {process.exitcode})"
-            ) from None
+            reply = None
         finally:
             receiver.close()
         process.join()
+        with self._lock:
+            self._finished = True
+        if reply is None:
+            raise ToolError(
+                f"tool '{call.tool_name}': its process ended without a result "
+                f"(exit code {process.exitcode})"
+            )
         return reply
 
     def stop(self) -> None:
         with self._lock:
             self._stopped = True
-            process = self._process
-        if process is not None and process.exitcode is None:
+            process = None if self._finished else self._process
+        if process is not None:
             _kill(process)
 
 
