@@ -139,16 +139,26 @@ def _show_library_warnings() -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--no-import",
+    "no_import",
+    is_flag=True,
+    help="Do not import Python tool modules (runs none of their code); check references only.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def validate(file: Path, as_json: bool) -> None:
+def validate(file: Path, no_import: bool, as_json: bool) -> None:
     """Check an agent spec without running it: YAML, fields, model script, tools, limits.
 
     The checks are the ones `tether run` makes, except that environment variables the agent
     needs to run (API keys, URLs of HTTP tools) are warnings here, so specs can be checked
     where secrets are not available.
+
+    Checking Python tools imports their modules, which RUNS THEIR CODE: validate only specs
+    you trust, or pass --no-import to check that each tool's file or module exists without
+    importing it (the tools' code is then not checked).
     """
-    check = check_spec(file)
+    check = check_spec(file, import_tools=not no_import)
     spec, tools = check.spec, check.tools
     info = {
         "file": str(file),
@@ -158,10 +168,12 @@ def validate(file: Path, as_json: bool) -> None:
         "model": f"{spec.model.provider}/{spec.model.name}",
         "fallback_models": [f"{m.provider}/{m.name}" for m in spec.fallback_models],
         "paradigm": spec.paradigm,
+        # A tool not imported is described as the spec declares it (a decorator may add more).
         "tools": [
             {"name": t.name, "side_effects": t.side_effects, "scopes": list(t.scopes)}
-            for t in tools.values()
+            for t in (tools.get(d.name, d) for d in spec.tools)
         ],
+        "tool_code_checked": not check.not_imported,
         "limits": spec.limits.model_dump(),
         "missing_env": check.missing_env,
         "warnings": check.warnings,
@@ -169,12 +181,21 @@ def validate(file: Path, as_json: bool) -> None:
     if as_json:
         click.echo(render.dumps(info))
         return
+    names = [t.name for t in spec.tools]
     console.print(
         f"[green]✓[/] {escape(str(file))}: agent [bold]{spec.name}[/] version {spec.version}\n"
         f"  model {escape(str(info['model']))}, paradigm {spec.paradigm}, "
-        f"{len(tools)} tool(s): {', '.join(tools) or 'none'}",
+        f"{len(names)} tool(s): {', '.join(names) or 'none'}",
         highlight=False,
     )
+    if check.not_imported:
+        console.print(
+            f"[yellow]note:[/] tool code was not checked (--no-import): "
+            f"{', '.join(check.not_imported)} (their references were checked; "
+            "importing them may still fail)",
+            highlight=False,
+            soft_wrap=True,
+        )
     for warning in check.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 

@@ -28,7 +28,7 @@ from tether.runtime.result import RunResult
 from tether.runtime.state import RunState
 from tether.spec import AgentSpec, load_spec
 from tether.store import RunRecord
-from tether.tools import HttpTool, Tool, build_tools, definition_of
+from tether.tools import HttpTool, Tool, build_tools, check_tools, definition_of
 from tether.trace import (
     NullSink,
     PricingTable,
@@ -89,13 +89,21 @@ class SpecCheck:
     missing_env: list[str] = field(default_factory=list)
     """Environment variables the agent needs to run that are not set here."""
     warnings: list[str] = field(default_factory=list)
+    not_imported: list[str] = field(default_factory=list)
+    """Python tools checked by reference only (``import_tools=False``): not in ``tools``."""
 
 
-def check_spec(path: str | Path, *, pricing: PricingTable | None = None) -> SpecCheck:
+def check_spec(
+    path: str | Path, *, pricing: PricingTable | None = None, import_tools: bool = True
+) -> SpecCheck:
     """Check a spec file the way ``Agent.from_yaml`` would build it, without running it or
     opening a trace store. Missing environment variables (API keys, URLs of HTTP tools) are
     reported in ``missing_env`` instead of raised, so specs can be checked where secrets are
-    not available (CI). Everything else raises ``SpecError`` naming the file."""
+    not available (CI). Everything else raises ``SpecError`` naming the file.
+
+    Building a Python tool imports its module, which runs that module's code: check only
+    specs you trust, or pass ``import_tools=False`` to check tool references without
+    importing them (see ``check_tools``)."""
     path = Path(path)
     spec = load_spec(path)
     base_dir = path.parent
@@ -110,24 +118,38 @@ def check_spec(path: str | Path, *, pricing: PricingTable | None = None) -> Spec
                     missing.add(config.api_key_env)
                     continue
                 raise
-        tools = build_tools(spec.tools, base_dir=base_dir, strict_env=False)
+        not_imported: list[str] = []
+        tool_warnings: list[str] = []
+        if import_tools:
+            tools = build_tools(spec.tools, base_dir=base_dir, strict_env=False)
+        else:
+            found = check_tools(spec.tools, base_dir=base_dir)
+            tools, not_imported, tool_warnings = found.tools, found.not_imported, found.warnings
         _check_cost_limit(
             spec,
             [c.name for c in (spec.model, *spec.fallback_models)],
             pricing or default_pricing(),
         )
     missing.update(var for t in tools.values() if isinstance(t, HttpTool) for var in t.missing_env)
-    check = SpecCheck(path=path, spec=spec, models=models, tools=tools, missing_env=sorted(missing))
+    check = SpecCheck(
+        path=path,
+        spec=spec,
+        models=models,
+        tools=tools,
+        missing_env=sorted(missing),
+        not_imported=not_imported,
+    )
     if check.missing_env:
         check.warnings.append(
             f"not set in this environment: {', '.join(check.missing_env)} "
             "(needed to run, not to validate)"
         )
-    check.warnings += _script_warnings(models, tools)
+    check.warnings += tool_warnings
+    check.warnings += _script_warnings(models, {*tools, *not_imported})
     return check
 
 
-def _script_warnings(models: list[Model], tools: dict[str, Tool]) -> list[str]:
+def _script_warnings(models: list[Model], tools: set[str]) -> list[str]:
     """Scripted models that call tools the agent does not have (the run would get errors)."""
     out = []
     for model in models:

@@ -25,7 +25,14 @@ from typing import Any, TypeVar
 
 from tether.controls import CONTROL_ERROR, Decision, Hook, HookContext, Pipeline
 from tether.controls.limits import LIMIT_EXCEEDED, limit_message
-from tether.core import ProviderError, TetherError, content_hash, monotonic, scrub_surrogates
+from tether.core import (
+    ProviderError,
+    TetherError,
+    content_hash,
+    describe_exception,
+    monotonic,
+    scrub_surrogates,
+)
 from tether.providers import (
     Message,
     Model,
@@ -378,7 +385,7 @@ async def _execute(rc: RunContext, tool: Tool | None, call: ToolCall) -> ToolRes
     except TetherError as exc:
         return ToolResult(f"Error: {exc.message}", is_error=True)
     except Exception as exc:
-        return ToolResult(f"Error: {type(exc).__name__}: {exc}", is_error=True)
+        return ToolResult(f"Error: {describe_exception(exc)}", is_error=True)
 
 
 async def run_tools(
