@@ -99,7 +99,7 @@ async def test_an_api_echoing_the_secrets_leaks_none_of_them(
     # The stored trace: the tool span, the chat spans' input messages, the run's output.
     writer_for(sqlite_url).flush()
     store = Store(sqlite_url)
-    spans = store.get_spans(result.trace_id)
+    spans = store.get_spans(result.run_id)
     tool_span = next(s for s in spans if s.kind == "tool")
     assert "***" in tool_span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT]
     chats = [s for s in spans if s.kind == "model"]
@@ -108,7 +108,7 @@ async def test_an_api_echoing_the_secrets_leaks_none_of_them(
         {
             "run": store.get_run(result.trace_id).output,
             "spans": [s.attributes for s in spans],
-            "events": [e.attributes for e in store.get_events(result.trace_id)],
+            "events": [e.attributes for e in store.get_events(result.run_id)],
         },
         ensure_ascii=False,
     )
