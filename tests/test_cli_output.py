@@ -122,6 +122,14 @@ def test_escape_sequences_from_a_run_are_shown_not_obeyed(tmp_path: Path, sqlite
     assert 'args {"t": "hi \\u001b]0;pwned\\u0007' in tree  # tool arguments: JSON escapes
 
 
+def test_emoji_codes_in_an_answer_stay_text(tmp_path: Path, sqlite_url: str) -> None:
+    spec = write_agent(tmp_path, {"steps": [{"text": "done :thumbs_up: for {input}"}]})
+    done = tether(sqlite_url, "run", str(spec), "-i", ":smile:", cwd=tmp_path)
+    assert "done :thumbs_up: for :smile:" in shown(done.stdout)
+    tree = shown(tether(sqlite_url, "traces", "show", only_trace_id(sqlite_url)).stdout)
+    assert "input:  :smile:" in tree and "👍" not in tree
+
+
 def test_error_messages_and_usage_errors_show_escape_sequences(
     tmp_path: Path, sqlite_url: str
 ) -> None:

@@ -39,8 +39,10 @@ EXIT_STOPPED = 3
 
 # Piped output (make, CI logs) gets 120 columns instead of rich's 80 so tables stay readable.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
-console = cast("Console", LazyConsole(width=_WIDTH))
-err_console = cast("Console", LazyConsole(stderr=True, width=_WIDTH))
+# emoji=False: ":thumbs_up:" in an answer is text, not a picture (and rich's emoji table is
+# not loaded).
+console = cast("Console", LazyConsole(width=_WIDTH, emoji=False))
+err_console = cast("Console", LazyConsole(stderr=True, width=_WIDTH, emoji=False))
 MAX_LIST_LIMIT = 10_000
 """Most runs ``traces list`` shows at once (``-n``)."""
 
