@@ -15,9 +15,13 @@ Two figures per command: wall time of the whole process (median over the rounds)
 times, median over the rounds). Ratios are against ``python -c pass`` (wall) and against the
 eager path (imports).
 
+With ``--compare-src DIR`` (the ``src`` folder of another checkout, for example of the commit
+before a change: ``git archive <commit> src | tar -x -C /tmp/before``), ``tether --help`` and
+``tether validate`` are also measured with that code first on ``PYTHONPATH``, in the same rounds.
+
 Usage::
 
-    python benchmarks/cli_startup.py [--rounds 7] [--json]
+    python benchmarks/cli_startup.py [--rounds 7] [--compare-src DIR] [--json]
 
 No timing is asserted anywhere: this prints numbers, it does not pass or fail on them.
 """
@@ -67,9 +71,12 @@ def import_us(stderr: str) -> int:
     return total
 
 
-def measure(args: list[str]) -> tuple[float, float]:
-    """(wall seconds, import seconds) of one fresh interpreter running ``args``."""
+def measure(args: list[str], src: str | None = None) -> tuple[float, float]:
+    """(wall seconds, import seconds) of one fresh interpreter running ``args``, with the
+    ``tether`` package from ``src`` if given."""
     env = {**os.environ, "ORDER_API_URL": "http://127.0.0.1:9"}  # validate: no warning noise
+    if src:
+        env["PYTHONPATH"] = src
     started = time.perf_counter()
     subprocess.run([sys.executable, *args], capture_output=True, env=env, cwd=ROOT, check=True)
     wall = time.perf_counter() - started
@@ -87,21 +94,28 @@ def measure(args: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--compare-src", metavar="DIR", help="also measure this src folder")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     opts = parser.parse_args()
 
-    walls: dict[str, list[float]] = {name: [] for name in COMMANDS}
-    imports: dict[str, list[float]] = {name: [] for name in COMMANDS}
+    runs: dict[str, tuple[list[str], str | None]] = {
+        name: (args, None) for name, args in COMMANDS.items()
+    }
+    if opts.compare_src:
+        for name in ("tether --help", "tether validate"):
+            runs[f"{name} (compared)"] = (COMMANDS[name], opts.compare_src)
+    walls: dict[str, list[float]] = {name: [] for name in runs}
+    imports: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(opts.rounds):
-        for name, args in COMMANDS.items():
-            wall, imported = measure(args)
+        for name, (args, src) in runs.items():
+            wall, imported = measure(args, src)
             walls[name].append(wall)
             imports[name].append(imported)
 
     base_wall = statistics.median(walls["python -c pass"])
     eager_imports = statistics.median(imports["eager imports"])
     rows = []
-    for name in COMMANDS:
+    for name in runs:
         wall, imported = statistics.median(walls[name]), statistics.median(imports[name])
         rows.append(
             {
@@ -117,10 +131,12 @@ def main() -> None:
         print(json.dumps({**info, "results": rows}, indent=2))
         return
     print(f"python {platform.python_version()}, {os.cpu_count()} cpus, {opts.rounds} rounds")
-    print(f"{'command':<18} {'wall':>9} {'imports':>9} {'wall/python':>12} {'imports/eager':>14}")
+    if opts.compare_src:
+        print(f"compared: {opts.compare_src}")
+    print(f"{'command':<29} {'wall':>9} {'imports':>9} {'wall/python':>12} {'imports/eager':>14}")
     for row in rows:
         print(
-            f"{row['command']:<18} {row['wall_s'] * 1000:>7.0f}ms {row['imports_s'] * 1000:>7.0f}ms"
+            f"{row['command']:<29} {row['wall_s'] * 1000:>7.0f}ms {row['imports_s'] * 1000:>7.0f}ms"
             f" {row['wall_vs_python']:>11.1f}x {row['imports_vs_eager']:>13.2f}x"
         )
 

@@ -23,17 +23,14 @@ from tether.core import Settings, SpecError, TetherError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from tether.runtime import Agent, RunResult
+    from tether.runtime import Agent, RunResult, SpecCheck
     from tether.store import Store
-
-# The runtime, the store (SQLAlchemy, Alembic) and httpx are imported inside the commands that
-# use them: `tether --help` and `tether validate` start in a fraction of the time.
+    from tether.trace import BatchingWriter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_USAGE = 2
 EXIT_STOPPED = 3
 """``tether run``: the run ended without a final answer (limit, loop, block, pause)."""
 
@@ -45,6 +42,23 @@ console = cast("Console", LazyConsole(width=_WIDTH, emoji=False))
 err_console = cast("Console", LazyConsole(stderr=True, width=_WIDTH, emoji=False))
 MAX_LIST_LIMIT = 10_000
 """Most runs ``traces list`` shows at once (``-n``)."""
+
+
+# The runtime, the store (SQLAlchemy, Alembic) and httpx are imported when a command uses
+# them, not with this module: `tether --help` and `tether validate` start in a fraction of the
+# time.
+def check_spec(path: Path, *args: Any, **kwargs: Any) -> SpecCheck:
+    """``tether.runtime.check_spec``."""
+    from tether.runtime import check_spec as check
+
+    return check(path, *args, **kwargs)
+
+
+def writer_for(url: str) -> BatchingWriter:
+    """``tether.trace.writer_for``: the process's trace writer for a store."""
+    from tether.trace import writer_for as writer
+
+    return writer(url)
 
 
 def handle_errors(func: F) -> F:
@@ -189,8 +203,6 @@ def validate(file: Path, as_json: bool) -> None:
     needs to run (API keys, URLs of HTTP tools) are warnings here, so specs can be checked
     where secrets are not available.
     """
-    from tether.runtime import check_spec
-
     check = check_spec(file)
     spec, tools = check.spec, check.tools
     info = {
@@ -234,7 +246,6 @@ def run(ctx: click.Context, file: Path, input_text: str, as_json: bool) -> None:
     Exit status: 0 final answer, 3 stopped by a control (limit, loop, block, pause), 1 error.
     """
     from tether.runtime import Agent
-    from tether.trace import writer_for
 
     settings = Settings.from_env()
     url = database_url(ctx)
@@ -297,8 +308,6 @@ def traces_list(ctx: click.Context, limit: int, agent: str | None, as_json: bool
 
 def _open_store(ctx: click.Context) -> Store:
     """The trace store, once what a killed process left in the trace journal is written."""
-    from tether.trace import writer_for
-
     writer = writer_for(database_url(ctx))
     writer.store.ensure_ready()  # a store that is down: say so now, not after the flush wait
     if not writer.flush(timeout=10.0):

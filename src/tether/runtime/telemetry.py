@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any, overload
 
-from tether.core import Settings
+from tether.core.settings import max_payload_chars_from_env
 from tether.core.text import clip_text
 from tether.providers import Message, ModelResponse, ToolCall
 
@@ -41,7 +41,7 @@ def stored_payload(text: str | None) -> str | None:
     ``TETHER_MAX_PAYLOAD_CHARS``, so one huge answer cannot make a row of many megabytes."""
     if text is None:
         return None
-    return clip_text(text, Settings.from_env().max_payload_chars)
+    return clip_text(text, max_payload_chars_from_env())
 
 
 def arguments_text(call: ToolCall) -> str:
