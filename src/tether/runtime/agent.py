@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tether.controls import Control, LimitsControl, LoopBreaker, Pipeline
 from tether.core import (
@@ -26,21 +26,18 @@ from tether.providers import Message, Model, ModelSettings, ScriptedModel, build
 from tether.runtime.loop import RunContext, drive
 from tether.runtime.result import RunResult
 from tether.runtime.state import RunState
+from tether.runtime.telemetry import stored_payload
 from tether.spec import AgentSpec, load_spec
 from tether.store import RunRecord
 from tether.tools import HttpTool, Tool, build_tools, check_tools, definition_of
-from tether.trace import (
-    NullSink,
-    PricingTable,
-    RunRecorder,
-    TraceSink,
-    default_pricing,
-    new_run_record,
-    semconv,
-    writer_for,
-)
+from tether.trace import PricingTable, default_pricing, semconv
 
-TraceTarget = TraceSink | str | bool | None
+if TYPE_CHECKING:
+    from tether.trace import RunRecorder, TraceSink
+
+# The trace writer and recorder (and with them the store and SQLAlchemy) load when an agent
+# is built, not when this module is imported: `tether validate` never needs them.
+TraceTarget: TypeAlias = "TraceSink | str | bool | None"
 
 
 @contextmanager
@@ -169,6 +166,8 @@ _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _resolve_sink(trace: TraceTarget) -> TraceSink:
+    from tether.trace import NullSink, writer_for
+
     if trace is False:
         return NullSink()
     if trace is None or trace is True:
@@ -265,6 +264,8 @@ class Agent:
             started_ns=now_ns(),
             metadata=dict(metadata or {}),
         )
+        from tether.trace import RunRecorder, new_run_record  # loads the store: see TraceTarget
+
         if self._system_prompt:
             state.messages.append(Message(role="system", content=self._system_prompt))
         recorder = RunRecorder(self.sink, trace_id, run_id)
@@ -272,7 +273,7 @@ class Agent:
             trace_id,
             self.spec.name,
             self.version,
-            input,
+            stored_payload(input),  # clipped past TETHER_MAX_PAYLOAD_CHARS, as output is
             {semconv.TETHER_PARADIGM: self.spec.paradigm, **state.metadata},
             run_id=run_id,
         )
@@ -328,7 +329,7 @@ class Agent:
             {semconv.TETHER_COST_UNPRICED: state.unpriced_calls} if state.unpriced_calls else {}
         )
         span.attributes.update(unpriced)
-        error = state.error
+        error = stored_payload(state.error)
         if error and state.hint:
             error = f"{error}\n  hint: {state.hint}"
         recorder.end_span(span, error=error if state.status == "failed" else None)
@@ -341,8 +342,8 @@ class Agent:
                 started_ns=run.started_ns,
                 status=state.status,
                 outcome=state.outcome,
-                input=state.input,
-                output=state.output,
+                input=stored_payload(state.input),
+                output=stored_payload(state.output),
                 ended_ns=span.end_ns,
                 input_tokens=state.usage.input_tokens,
                 output_tokens=state.usage.output_tokens,
@@ -351,7 +352,11 @@ class Agent:
                 turns=state.turns,
                 tool_calls=state.tool_calls,
                 error=error,
-                attributes={**run.attributes, "stop_reason": state.stop_reason, **unpriced},
+                attributes={
+                    **run.attributes,
+                    "stop_reason": stored_payload(state.stop_reason),
+                    **unpriced,
+                },
             )
         )
 
