@@ -147,7 +147,7 @@ def test_error_messages_and_usage_errors_show_escape_sequences(
     assert "\\x1b]0;pwned\\x07" in shown(done.stderr)
     done = tether(sqlite_url, "traces", "show", "zzzzzz\x1b]0;pwned\x07\x9b", "--json")
     assert done.returncode == 1
-    assert json.loads(shown(done.stdout))["error"].startswith("no trace 'zzzzzz\\x1b")
+    assert json.loads(shown(done.stdout))["error"].startswith("no run or trace 'zzzzzz\\x1b")
     done = tether(sqlite_url, "traces", "list", "--agent", "x\x1b[2J")
     assert done.returncode == 0 and "\\x1b[2J" in shown(done.stdout)
     done = tether(sqlite_url, "traces", "list", "-n", "\x1b[2J\x9b")
@@ -322,7 +322,7 @@ def _span_written(url: str, name: str) -> bool:
     store = Store(url)
     try:
         runs = store.list_runs()
-        return bool(runs) and any(s.name == name for s in store.get_spans(runs[0].trace_id))
+        return bool(runs) and any(s.name == name for s in store.get_spans(runs[0].run_id))
     finally:
         store.close()
 
@@ -363,7 +363,7 @@ def test_listed_ids_are_unique_prefixes_and_arguments_keep_their_characters(
         assert 'args {"q": "世界"}' in shown(tree.stdout)
     store = Store(sqlite_url)
     try:
-        spans = store.get_spans("0123456789ab" + "0" * 20)
+        spans = store.get_spans(store.get_run("0123456789ab" + "0" * 20).run_id)
         tool_span = next(s for s in spans if s.kind == "tool")
         assert tool_span.attributes["gen_ai.tool.call.arguments"] == '{"q": "世界"}'
     finally:

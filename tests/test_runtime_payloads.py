@@ -33,7 +33,8 @@ def stored(url: str, trace_id: str) -> tuple[Any, list[Any], list[Any]]:
     writer_for(url).flush()
     store = Store(url)
     try:
-        return store.get_run(trace_id), store.get_spans(trace_id), store.get_events(trace_id)
+        run = store.get_run(trace_id)
+        return run, store.get_spans(run.run_id), store.get_events(run.run_id)
     finally:
         store.close()
 
