@@ -80,3 +80,19 @@ def test_a_tool_file_too_large_to_check_is_named_not_read_whole(tmp_path: Path, 
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert f"{target} is over {MAX_CHECKED_SOURCE_BYTES:,} bytes; not checked" in done.stdout
     assert "MemoryError" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "when", [r"(?:a{65535}){65535}", r"x{10000000}", r"(?:(?:ab){1000}){1000}", r"\p{L}{10000000}"]
+)
+def test_a_pattern_that_compiles_into_gigabytes_is_refused_in_bounded_memory(
+    tmp_path: Path, when: str
+) -> None:
+    (tmp_path / "rules.yaml").write_text(
+        f"rules:\n  - when: '{when}'\n    steps: [{{text: hi}}]\nsteps: [{{text: no}}]\n"
+    )
+    done = validate_no_import(write_agent(tmp_path, script="rules.yaml"))
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "rules.yaml:2: rules[0].when" in done.stderr
+    assert "'when' repeats too much" in done.stderr
+    assert "MemoryError" not in done.stderr and "unexpected error" not in done.stderr
