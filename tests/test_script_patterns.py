@@ -60,7 +60,16 @@ def test_classic_catastrophic_shapes_are_refused(when: str) -> None:
 
 @pytest.mark.parametrize(
     "when",
-    [r"(?:\d+,)*\d+", r"where is my order (?P<order>\d+)", r"(a+b)+", r"(?>a+)+", r"(a++)+"],
+    [
+        r"(?:\d+,)*\d+",
+        r"where is my order (?P<order>\d+)",
+        r"(a+b)+",
+        r"(?>a+)+",
+        r"(a++)+",
+        r"\d{3}-\d{4}",
+        r"(?:ab){1,1000000}",
+        r"x{100000}",
+    ],
 )
 def test_safe_repetitions_are_accepted(when: str) -> None:
     Script.model_validate({"rules": [{"when": when, "steps": [{"text": "x"}]}]})

@@ -165,3 +165,44 @@ async def test_a_bare_base_url_from_the_environment_is_not_redacted(
     server.routes["/orders/1"] = Canned(200, f'{{"next": "{server.url}/orders/2"}}'.encode())
     result = await call_once(url="${API_BASE}/orders/1")
     assert result.content == f'{{"next": "{server.url}/orders/2"}}'
+
+
+def _php(text: str) -> str:  # PHP's json_encode writes '/' as '\/'
+    return json.dumps(text)[1:-1].replace("/", "\\/")
+
+
+def _go(text: str) -> str:  # Go's encoding/json writes '&', '<', '>' as \u0026, \u003c, \u003e
+    escaped = json.dumps(text)[1:-1]
+    for char, escape in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e")):
+        escaped = escaped.replace(char, escape)
+    return escaped
+
+
+def _lower_percent(text: str) -> str:
+    return quote(text, safe="").replace("%2F", "%2f").replace("%3A", "%3a")
+
+
+@pytest.mark.parametrize(
+    ("token", "render"),
+    [("k/{}/x", _php), ("a&b<{}>", _go), ("t/{}:x", _lower_percent)],
+    ids=["php-json", "go-json", "lower-case-percent"],
+)
+async def test_echoes_as_real_servers_write_them_are_redacted(
+    server: Server, monkeypatch: pytest.MonkeyPatch, token: str, render: Any
+) -> None:
+    token = token.format(uuid.uuid4().hex)
+    monkeypatch.setenv("TOKEN", token)
+    server.routes["/echo"] = Canned(200, f"said: {render(token)}".encode())
+    result = await call_once(url=server.url + "/echo", headers={"X-Token": "${TOKEN}"})
+    assert result.content == "said: ***"
+
+
+async def test_a_base64_query_key_echoed_form_decoded_is_redacted(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The echo server decodes the query as a form does: the '+' of the key comes back a space.
+    key = f"Zm9v+YmFy/{uuid.uuid4().hex}=="
+    monkeypatch.setenv("QKEY", key)
+    result = await call_once(url=server.url + "/echo?key=${QKEY}")
+    assert server.requests[-1].query["key"] == [key.replace("+", " ")]
+    assert key.split("/")[1] not in result.content, result.content

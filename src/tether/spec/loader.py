@@ -87,22 +87,23 @@ def read_yaml(path: str | Path) -> tuple[Any, yaml.Node | None]:
     """Parse a YAML file into plain data plus its node tree (for line numbers)."""
     p = Path(path)
     try:
-        size = p.stat().st_size
+        # Read at most one byte past the limit: a file's stated size says nothing for a
+        # device (/dev/zero), a pipe or a file that grows while it is read.
+        with p.open("rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
         raise SpecError(
             f"{p}: file not found",
             hint=f"check the path (relative paths start from {Path.cwd()})",
         ) from None
-    except OSError as exc:
-        raise SpecError(f"{p}: cannot read: {exc.strerror}") from None
-    if size > MAX_SPEC_BYTES:
-        raise SpecError(f"{p}: file is {size} bytes; specs are limited to {MAX_SPEC_BYTES}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:  # a directory, no permission, ...
         raise SpecError(f"{p}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{p}: file is over the limit: specs are limited to {MAX_SPEC_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
         return _parse(text)
     except yaml.MarkedYAMLError as exc:

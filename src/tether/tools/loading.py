@@ -16,6 +16,8 @@ from typing import Any
 from tether.core import SpecError, describe_exception
 
 _SHAPE = "must look like 'module:function' or 'file.py:function'"
+MAX_CHECKED_SOURCE_BYTES = 2_000_000
+"""Largest tool file checked without importing it (parsing takes many times its size)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +150,19 @@ def check_function_ref(ref: str, base_dir: Path | None) -> list[str]:
     if parsed.file is not None:
         path = parsed.file
         try:
-            source = path.read_bytes()
+            # Read one byte past the limit: a device (/dev/zero) or a pipe has no size to
+            # check first, and parsing a huge file takes many times its size in memory.
+            with path.open("rb") as f:
+                source = f.read(MAX_CHECKED_SOURCE_BYTES + 1)
         except FileNotFoundError:
             raise SpecError(f"function {ref!r}: file {path} not found") from None
         except OSError as exc:
             raise SpecError(f"function {ref!r}: cannot read {path}: {exc.strerror}") from None
+        if len(source) > MAX_CHECKED_SOURCE_BYTES:
+            return [
+                f"function {ref!r}: {path} is over {MAX_CHECKED_SOURCE_BYTES:,} bytes; "
+                "not checked without importing"
+            ]
         try:
             tree = ast.parse(source, filename=str(path))
         except (SyntaxError, ValueError) as exc:

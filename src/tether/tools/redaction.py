@@ -5,6 +5,7 @@ server echoes them back."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from urllib.parse import quote, quote_plus, urlsplit
 
@@ -14,15 +15,26 @@ MIN_SECRET_CHARS = 4
 would garble it, and no credential is that short."""
 
 
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+_HTML_SAFE_JSON = {"&": "\\u0026", "<": "\\u003c", ">": "\\u003e"}
+"""How Go's ``encoding/json`` writes these characters by default."""
+
+
 def _forms(value: str) -> set[str]:
-    """``value`` as it may appear in a response: as it is, percent-encoded, JSON-escaped."""
-    return {
-        value,
-        quote(value, safe=""),
-        quote_plus(value),
-        json.dumps(value)[1:-1],
-        json.dumps(value, ensure_ascii=False)[1:-1],
-    }
+    """``value`` as it may appear in a response: as it is; percent-encoded (upper or lower
+    case escapes); as a form-decoding server reads a ``+`` it was sent in a query (a space);
+    JSON-escaped, also with ``/`` written ``\\/`` (PHP's ``json_encode``) and ``&<>`` written
+    ``\\u0026`` (Go's ``encoding/json``)."""
+    percent = {quote(value, safe=""), quote_plus(value)}
+    percent |= {_PERCENT_ESCAPE.sub(lambda m: m.group(0).lower(), p) for p in percent}
+    escaped = {json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}
+    escaped |= {e.replace("/", "\\/") for e in escaped}
+    html_safe: set[str] = set()
+    for form in escaped:
+        for char, escape in _HTML_SAFE_JSON.items():
+            form = form.replace(char, escape)
+        html_safe.add(form)
+    return {value, value.replace("+", " "), *percent, *escaped, *html_safe}
 
 
 def is_bare_origin(url: str) -> bool:
