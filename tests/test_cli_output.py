@@ -368,3 +368,30 @@ def test_listed_ids_are_unique_prefixes_and_arguments_keep_their_characters(
         assert tool_span.attributes["gen_ai.tool.call.arguments"] == '{"q": "世界"}'
     finally:
         store.close()
+
+
+def test_runs_that_share_a_trace_are_listed_by_run_ids_that_show_them(sqlite_url: str) -> None:
+    import asyncio
+
+    from fakes.specs import make_spec
+    from tether import Agent, ScriptedModel
+    from tether.trace import close_writers
+
+    trace_id = "ab" * 16
+
+    async def runs() -> list[str]:
+        agent = Agent(make_spec(), model=ScriptedModel([{"text": "ok"}]), trace=sqlite_url)
+        async with agent:
+            return [(await agent.run(text, trace_id=trace_id)).run_id for text in ("one", "two")]
+
+    run_ids = asyncio.run(runs())
+    close_writers()
+    table = shown(tether(sqlite_url, "traces", "list", env={"COLUMNS": "200"}).stdout)
+    rows = [line for line in table.splitlines() if "abababababab" in line]
+    assert len(rows) == 2
+    for run_id, text in zip(run_ids, ("one", "two"), strict=True):
+        row = next(line for line in rows if line.split()[0] == run_id)
+        assert row.rstrip().endswith(text)
+        tree = tether(sqlite_url, "traces", "show", run_id)
+        assert tree.returncode == 0, tree.stderr
+        assert f"input:  {text}" in shown(tree.stdout)

@@ -200,13 +200,17 @@ def runs_table(runs: list[RunRecord]) -> Table:
 
     runs = [_displayable_record(r) for r in runs]
     table = Table(show_edge=False, header_style="bold")
-    widths = {"trace": 12, "agent": 8, "started (UTC)": 19, "outcome": 14, "tokens": 6}
+    # The run id is what `traces show` always takes; the trace id (shared by every run of one
+    # upstream trace) is shown by its shortest unique prefix.
+    widths = {"run": 16, "trace": 12, "agent": 8, "started (UTC)": 19, "outcome": 14}
+    widths["tokens"] = 6
     widths.update({"cost": 9, "latency": 9})
     for col, width in widths.items():
         table.add_column(col, no_wrap=True, min_width=width)
     table.add_column("input", overflow="ellipsis", no_wrap=True, ratio=1)
     for r, shown_id in zip(runs, unique_prefixes([r.trace_id for r in runs]), strict=True):
         table.add_row(
+            escape(r.run_id),
             escape(shown_id),
             escape(r.agent_name),
             fmt_ns(r.started_ns),
