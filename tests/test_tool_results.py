@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from fakes.specs import make_spec
-from tether import Agent, ScriptedModel, tool
+from tether import Agent, Control, ScriptedModel, tool
 from tether.core import describe_exception
 from tether.spec import PythonToolSpec
 
@@ -186,3 +186,58 @@ def test_nan_and_infinity_reach_the_model_as_standard_json(kind: str, expected: 
     result = run_tool(measure, {"kind": kind})
     tool_message = next(m for m in result.state.messages if m.role == "tool")
     assert _strict_json(tool_message.content) == expected
+
+
+# --- exceptions whose str() raises, from a control or a model of the user's own ----------------
+
+
+class _BrokenControl(Control):
+    name = "broken_control"
+
+    async def on_input(self, ctx: Any, text: str) -> Any:
+        raise StrRaises("control")
+
+
+def test_a_control_exception_that_cannot_be_described_stops_the_run_cleanly(
+    sqlite_url: str,
+) -> None:
+    agent = Agent(
+        make_spec(),
+        model=ScriptedModel([{"text": "hi"}]),
+        controls=[_BrokenControl()],
+        trace=sqlite_url,
+    )
+    result = agent.run_sync("go")  # before: the str() error escaped the pipeline
+    assert result.outcome == "control_error" and result.status == "failed"
+    assert "StrRaises: (str() failed; repr: StrRaises('control'))" in (result.stop_reason or "")
+
+
+class _ModelRaisingOddly:
+    provider = "test"
+    name = "odd"
+
+    async def complete(self, request: Any) -> Any:
+        raise StrRaises("model")
+
+
+def test_a_model_exception_that_cannot_be_described_is_the_one_raised_and_traced(
+    sqlite_url: str,
+) -> None:
+    from tether.store import Store
+    from tether.trace import writer_for
+
+    agent = Agent(make_spec(), model=_ModelRaisingOddly(), trace=sqlite_url)
+    # The run crashes with the model's own exception (not a RuntimeError from describing it),
+    # and its trace records the crash.
+    with pytest.raises(StrRaises):
+        agent.run_sync("go")
+    writer_for(sqlite_url).flush()
+    store = Store(sqlite_url)
+    try:
+        (run,) = store.list_runs()
+        assert run.status == "failed"
+        assert "StrRaises: (str() failed" in (run.error or "")
+        model_span = next(s for s in store.get_spans(run.run_id) if s.kind == "model")
+        assert "StrRaises" in (model_span.status_message or "")
+    finally:
+        store.close()

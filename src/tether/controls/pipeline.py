@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tether.core import TetherError
+from tether.core import TetherError, describe_exception
 from tether.providers import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from tether.spec import Limits
 from tether.tools import Tool, ToolResult
@@ -269,7 +269,7 @@ class Pipeline:
                 )
             return d
         except Exception as exc:
-            reason = f"control failed: {type(exc).__name__}: {exc}"
+            reason = f"control failed: {describe_exception(exc)}"
             if control.fail_open:
                 failed = Decision(Verdict.ALLOW, reason, control=control.name)
                 self._record(ctx, failed)

@@ -17,6 +17,7 @@ from tether.core import (
     Settings,
     SpecError,
     TetherError,
+    describe_exception,
     new_span_id,
     new_trace_id,
     now_ns,
@@ -71,7 +72,7 @@ def _crash_message(exc: BaseException) -> str:
         return "interrupted (Ctrl-C) before it finished"
     if isinstance(exc, SystemExit):
         return f"the process exited (status {exc.code}) before the run finished"
-    return f"{type(exc).__name__}: {exc}"
+    return describe_exception(exc)
 
 
 @dataclass

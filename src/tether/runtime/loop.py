@@ -208,7 +208,7 @@ async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> 
             rc.recorder.end_span(span, error=clip(exc.message))
             continue
         except BaseException as exc:
-            rc.recorder.end_span(span, error=f"{type(exc).__name__}: {exc}")
+            rc.recorder.end_span(span, error=describe_exception(exc))
             raise
         response = _scrubbed(response)
         usage = response.usage
