@@ -1,6 +1,12 @@
 """The store: SQLAlchemy tables, Alembic migrations, and the ``Store`` repository."""
 
-from tether.store.db import canonical_url, create_store_engine, migrate, redact_url
+from tether.store.db import (
+    canonical_url,
+    create_store_engine,
+    migrate,
+    redact_url,
+    store_identity,
+)
 from tether.store.records import (
     CheckpointRecord,
     EventRecord,
@@ -22,4 +28,5 @@ __all__ = [
     "dumps_attributes",
     "migrate",
     "redact_url",
+    "store_identity",
 ]

@@ -1,17 +1,18 @@
 """Batching trace writer: the run path appends to a queue; one thread writes batches.
 
 Accepted records are written in order. A locked or unreachable database is retried with
-backoff and nothing is dropped; a record the database rejects outright is isolated, logged,
-and skipped so it cannot block the records behind it. With a journal (``writer_for`` always
-gives one, but for in-memory SQLite), each record is also appended to a local file when it is
-accepted, so records survive the process being killed before they are written: see
-``tether.trace.journal``.
+backoff and nothing is dropped; neither is anything when the store cannot be opened or its
+SQLite file is deleted or replaced under the process (records wait in the journal). A record
+the database rejects outright is isolated, logged, and skipped so it cannot block the records
+behind it. With a journal (``writer_for`` always gives one, but for in-memory SQLite), each
+record is also appended to a local file when it is accepted, so records survive the process
+being killed before they are written: see ``tether.trace.journal``. The store is opened by the
+writer's thread, never the caller's: a store that is slow to answer does not hold up a run.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import threading
 import time
@@ -19,9 +20,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
-
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from typing import Any, TypeVar
 
 from tether.core import StoreError
 from tether.store import (
@@ -31,6 +30,7 @@ from tether.store import (
     SpanRecord,
     Store,
     TraceBatch,
+    store_identity,
 )
 from tether.trace import semconv
 from tether.trace.journal import (
@@ -46,53 +46,17 @@ from tether.trace.journal import (
     orphaned_segments,
     writer_of,
 )
+from tether.trace.recovery import abandoned_run_end
+from tether.trace.sink import NullSink, TraceSink
+from tether.trace.store_gate import StoreGate, StoreUnavailable, is_transient, must_wait
+
+__all__ = ["BatchingWriter", "NullSink", "TraceSink", "is_transient"]
 
 log = logging.getLogger("tether.trace")
 
 T = TypeVar("T")
 _Queued = tuple[int, Record, str | None]
 """A record, and its attributes already serialized for the journal (reused by the store)."""
-
-
-class TraceSink(Protocol):
-    """Where the runtime sends trace records."""
-
-    def run_started(self, run: RunRecord) -> None: ...
-    def span(self, span: SpanRecord) -> None: ...
-    def event(self, event: EventRecord) -> None: ...
-    def checkpoint(self, checkpoint: CheckpointRecord) -> None: ...
-    def run_ended(self, run: RunRecord) -> None: ...
-    def flush(self, timeout: float | None = None) -> bool: ...
-
-
-class NullSink:
-    """Discards everything (tracing off)."""
-
-    def run_started(self, run: RunRecord) -> None:
-        pass
-
-    def span(self, span: SpanRecord) -> None:
-        pass
-
-    def event(self, event: EventRecord) -> None:
-        pass
-
-    def checkpoint(self, checkpoint: CheckpointRecord) -> None:
-        pass
-
-    def run_ended(self, run: RunRecord) -> None:
-        pass
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return True
-
-
-def is_transient(exc: StoreError) -> bool:
-    """Worth retrying: the database is unreachable, locked, or dropped the connection."""
-    cause = exc.__cause__
-    if isinstance(cause, OperationalError | DisconnectionError):
-        return True
-    return isinstance(cause, DBAPIError) and bool(cause.connection_invalidated)
 
 
 def _to_batch(items: list[_Queued]) -> TraceBatch:
@@ -133,6 +97,9 @@ class BatchingWriter:
         self.flush_interval_s = flush_interval_s
         self.max_backoff_s = max_backoff_s
         self.last_error: str | None = None
+        self.journal_error: str | None = None
+        """Why the journal could not be used (records not yet written are then lost if the
+        process dies); None while it protects them, or when there is none to use."""
         self.dropped = 0
         self.dropped_after_close = 0
         self.replayed = 0
@@ -140,17 +107,15 @@ class BatchingWriter:
         self._queue: deque[_Queued] = deque()
         self._lock = threading.Lock()  # journal order == queue order
         self._journal: Journal | None = None
+        self._held: list[Segment] = []  # of a journal that failed: discarded once written
+        self._gate = StoreGate(store)
+        self._outage: type[StoreError] | None = None  # down or unusable, not refusing a record
         self.journal_dir = journal
         if journal is not None:
             try:
-                self._journal = Journal(journal)
+                self._journal = Journal(journal, identity=store_identity(store.url))
             except OSError as exc:
-                log.error(
-                    "trace journal %s cannot be used (%s); records not yet written are lost "
-                    "if the process dies",
-                    journal,
-                    exc,
-                )
+                self._journal_lost(exc)
         self._replay_done = threading.Event()
         self.writer_id = None if self._journal is None else self._journal.writer_id
         self._cond = threading.Condition()
@@ -181,25 +146,45 @@ class BatchingWriter:
                 if self._journal is not None:
                     try:
                         self._journal.append(line)
-                    except (OSError, ValueError) as exc:  # disk full: trace in memory only
-                        self._journal_failed(exc)
+                    except (OSError, ValueError):  # disk full: try again, in a new segment
+                        self._use_journal(lambda journal, fresh: journal.append(line, fresh=fresh))
                 self._queue.append((op, record, attributes_json))
         if len(self._queue) >= self.max_batch:
             with self._cond:
                 self._cond.notify()
 
-    def _journal_failed(self, exc: Exception) -> None:
-        """Called under the lock: go on without the journal rather than break a run."""
+    def _use_journal(self, call: Callable[[Journal, bool], T]) -> T | None:
+        """Called under the lock: ``call(journal, fresh)``, and if the journal fails, once more
+        with ``fresh`` (in a new segment). If that fails too, go on without the journal rather
+        than break a run, and say so loudly, once."""
+        assert self._journal is not None
+        try:
+            return call(self._journal, False)
+        except (OSError, ValueError):
+            pass
+        try:
+            return call(self._journal, True)
+        except (OSError, ValueError) as exc:
+            journal, self._journal = self._journal, None
+            # Held, not released: their records are still to be written by this writer, and
+            # another process must not take them for a dead writer's.
+            self._held.extend(journal.detach())
+            self._journal_lost(exc)
+            return None
+
+    def _journal_lost(self, exc: Exception) -> None:
+        self.journal_error = str(exc) or type(exc).__name__
         log.error(
-            "trace journal %s failed (%s); going on without it: records not yet written are "
-            "lost if the process dies",
+            "trace journal %s cannot be used (%s): records not yet written to the store are "
+            "lost if this process dies",
             self.journal_dir,
-            exc,
+            self.journal_error,
         )
-        journal, self._journal = self._journal, None
-        if journal is not None:
-            with contextlib.suppress(OSError, ValueError):
-                journal.close()
+
+    @property
+    def journal_ok(self) -> bool:
+        """False once the journal that should protect accepted records could not be used."""
+        return self.journal_error is None
 
     def run_started(self, run: RunRecord) -> None:
         if self.writer_id is not None:
@@ -255,30 +240,38 @@ class BatchingWriter:
                 break
             if self.last_error is not None and self._journal is not None:
                 break  # the store is failing and the records are safe in the journal
-        if not ok:
-            log.error(
-                "%d trace records could not be written to %s before closing (last error: %s)",
-                self.pending,
-                self.store.display_url,
-                self.last_error,
-            )
         self._closing = True
         with self._cond:
             self._cond.notify()
         self._thread.join(timeout=1.0)
         with self._lock:
             journal, self._journal = self._journal, None
+            held, self._held = self._held, []
+        try:
             if journal is not None:
-                try:
-                    journal.close()
-                except OSError as exc:
-                    log.error("closing trace journal %s failed: %s", self.journal_dir, exc)
-        if not ok and journal is not None:
-            log.error(
-                "the records not yet written are kept in the trace journal %s and are written "
-                "the next time Tether opens this store",
-                self.journal_dir,
-            )
+                journal.close()
+            for segment in held:
+                segment.release()
+        except OSError as exc:
+            log.error("closing trace journal %s failed: %s", self.journal_dir, exc)
+        if not ok and self.pending:
+            # One message: what is left, why, and where it is kept (if anywhere).
+            if journal is not None:
+                log.warning(
+                    "%d trace records are not written to %s yet (%s); they are kept in the "
+                    "trace journal %s and written the next time Tether opens this store",
+                    self.pending,
+                    self.store.display_url,
+                    self.last_error or "still writing",
+                    self.journal_dir,
+                )
+            else:
+                log.error(
+                    "%d trace records could not be written to %s and are lost (%s)",
+                    self.pending,
+                    self.store.display_url,
+                    self.last_error or "still writing",
+                )
         return ok
 
     # -- consumer side -----------------------------------------------------------------------
@@ -316,16 +309,13 @@ class BatchingWriter:
                         self._cond.notify_all()
 
     def _rotate_journal(self) -> list[Segment]:
-        """Called under the lock."""
-        if self._journal is None:
-            return []
-        try:
-            return self._journal.rotate()
-        except OSError as exc:
-            # Go on without it; what it holds now is written, then its files are deleted.
-            journal, self._journal = self._journal, None
-            self._journal_failed(exc)
-            return journal.detach()
+        """Called under the lock: the segments holding exactly what is queued now."""
+        if self._journal is not None:
+            rotated = self._use_journal(lambda journal, _fresh: journal.rotate())
+            # A journal that failed has handed what it holds to ``_held``.
+            self._held.extend(rotated or [])
+        held, self._held = self._held, []
+        return held
 
     def _discard(self, segment: Segment) -> None:
         try:
@@ -360,39 +350,53 @@ class BatchingWriter:
             )
 
     def _close_abandoned_runs(self, writer: str, last_write_ns: int) -> None:
+        """Record as failed the runs a dead writer left running, with the totals of the spans
+        it recorded (the run's end, with its totals, never reached the journal)."""
         pid = writer.split("-", 1)[0]
         error = (
             f"the process that ran it (pid {pid}) exited before the run ended; "
             "its trace up to then was recovered from the trace journal"
         )
-        closed = self._retrying(
-            lambda: self.store.close_abandoned_runs(
-                semconv.TETHER_WRITER_ID, writer, ended_ns=last_write_ns, error=error
-            )
-        )
-        if closed:
-            log.warning("%d run(s) left running by pid %s recorded as failed", closed, pid)
+        runs = self._retrying(lambda: self.store.running_runs_of(semconv.TETHER_WRITER_ID, writer))
+        ended = []
+        for run in runs:
+            trace_id = run.trace_id
+            spans = self._retrying(lambda: self.store.get_spans(trace_id))  # noqa: B023
+            ended.append(abandoned_run_end(run, spans, last_write_ns=last_write_ns, error=error))
+        if ended:
+            self._write_with_retry([(RUN_END, run, None) for run in ended])
+            log.warning("%d run(s) left running by pid %s recorded as failed", len(ended), pid)
 
     def _retrying(self, call: Callable[[], T]) -> T:
-        """``call()``, retried with backoff while the store is unreachable or locked (the
-        records stay queued and journaled meanwhile); other ``StoreError``s propagate."""
+        """``call()`` on the store, retried with backoff while the store is unreachable or
+        locked, or cannot take records (the records stay queued and journaled meanwhile);
+        other ``StoreError``s (a record rejected) propagate."""
         backoff = 0.05
         while True:
             try:
-                result = call()
+                result = self._gate.call(call)
             except StoreError as exc:
-                if not is_transient(exc):
+                if not must_wait(exc):
                     raise
-                if self.last_error is None:
-                    log.warning("%s; retrying, records are kept in memory", exc.message)
+                if self._outage is not type(exc):  # said once per outage (and kind of it)
+                    self._log_outage(exc)
+                self._outage = type(exc)
                 self.last_error = str(exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
-            if self.last_error is not None:
+            if self._outage is not None:  # only after an outage: not after a rejected record
                 log.warning("trace store %s is writable again", self.store.display_url)
-                self.last_error = None
+                self._outage = None
+            self.last_error = None
             return result
+
+    def _log_outage(self, exc: StoreError) -> None:
+        where = "in memory" if self._journal is None else f"in the trace journal {self.journal_dir}"
+        if isinstance(exc, StoreUnavailable):
+            log.error("%s; trace records are kept %s until it can be written", exc.message, where)
+        else:
+            log.warning("%s; retrying, trace records are kept %s", exc.message, where)
 
     def _write_with_retry(self, items: list[_Queued], *, replay: bool = False) -> None:
         try:
@@ -402,10 +406,11 @@ class BatchingWriter:
 
     def _write_one_by_one(self, items: list[_Queued], *, replay: bool = False) -> None:
         for item in items:
+            batch = _to_batch([item])
             try:
-                self.store.write(_to_batch([item]), skip_existing=replay)
+                self._gate.call(lambda: self.store.write(batch, skip_existing=replay))  # noqa: B023
             except StoreError as exc:
-                if is_transient(exc):
+                if must_wait(exc):
                     self._write_with_retry([item], replay=replay)
                     continue
                 self.dropped += 1
