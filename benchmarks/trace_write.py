@@ -42,8 +42,11 @@ from tether.trace import BatchingWriter
 
 TARGET_RATIO = 0.5  # issue target: at least half the raw sqlite3 rate
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+RUN_ID = "b7ad6b7169203331"
+"""The run's id, which is its root span's id: the spans' parent."""
 SPAN_COLUMNS = (
     "span_id",
+    "run_id",
     "trace_id",
     "parent_id",
     "name",
@@ -63,7 +66,6 @@ INSERT_SQL = (
 def make_spans(n: int) -> list[SpanRecord]:
     """``n`` spans of one trace, alternating model and tool spans like a real run."""
     t0 = time.time_ns()
-    root = os.urandom(8).hex()
     spans = []
     for i in range(n):
         start = t0 + i * 1000
@@ -110,8 +112,9 @@ def make_spans(n: int) -> list[SpanRecord]:
         spans.append(
             SpanRecord(
                 trace_id=TRACE_ID,
+                run_id=RUN_ID,
                 span_id=os.urandom(8).hex(),
-                parent_id=root,
+                parent_id=RUN_ID,
                 name=name,
                 kind=kind,
                 start_ns=start,
@@ -125,7 +128,9 @@ def make_spans(n: int) -> list[SpanRecord]:
 def fresh_store(path: Path) -> Store:
     """A migrated store at ``path`` holding the run row the spans refer to."""
     store = Store(f"sqlite:///{path}")
-    run = RunRecord(trace_id=TRACE_ID, agent_name="bench", agent_version="v1", started_ns=1)
+    run = RunRecord(
+        trace_id=TRACE_ID, run_id=RUN_ID, agent_name="bench", agent_version="v1", started_ns=1
+    )
     store.write(TraceBatch(runs_started=[run]))
     return store
 
@@ -172,6 +177,7 @@ def bench_raw(spans: list[SpanRecord], path: Path, batch: int) -> float:
             rows = [
                 (
                     s.span_id,
+                    s.run_id,
                     s.trace_id,
                     s.parent_id,
                     s.name,

@@ -70,7 +70,7 @@ async def test_tool_calling_conversation_over_http(
     assert second["tools"][0]["function"]["name"] == "get_order"
 
     writer_for(sqlite_url).flush()
-    spans = Store(sqlite_url).get_spans(result.trace_id)
+    spans = Store(sqlite_url).get_spans(result.run_id)
     first_chat = next(s for s in spans if s.kind == "model")
     assert first_chat.attributes[semconv.GEN_AI_PROVIDER_NAME] == "openai"
     assert first_chat.attributes[semconv.GEN_AI_RESPONSE_MODEL] == "gpt-4.1-mini-2025-04-14"
@@ -167,7 +167,7 @@ async def test_a_rejected_request_keeps_its_hint_in_the_result_and_trace(
     assert result.error and "HTTP 401" in result.error and "Incorrect API key" in result.error
     assert result.state.hint == API_KEY_HINT
     writer_for(sqlite_url).flush()
-    events = Store(sqlite_url).get_events(result.trace_id)
+    events = Store(sqlite_url).get_events(result.run_id)
     run_error = next(e for e in events if e.name == semconv.EVENT_RUN_ERROR)
     assert run_error.attributes["hint"] == API_KEY_HINT
     assert run_error.attributes["status_code"] == 401
@@ -236,7 +236,7 @@ async def test_invalid_tool_arguments_are_replayed_as_the_model_sent_them(
     tool_msg = next(m for m in second if m["role"] == "tool")
     assert tool_msg["content"] == f"Error: invalid arguments for tool 'get_order': {problem}"
     writer_for(sqlite_url).flush()
-    spans = Store(sqlite_url).get_spans(result.trace_id)
+    spans = Store(sqlite_url).get_spans(result.run_id)
     tool_span = next(s for s in spans if s.kind == "tool")
     assert tool_span.attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] == arguments
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +77,11 @@ def test_run_prints_answer_and_exit_codes(tmp_path: Path, sqlite_url: str) -> No
 
     code, out = invoke("run", str(spec), "-i", "loop please", db=sqlite_url)
     assert code == 3 and "loop_detected" in out
+    # The command it suggests shows this run (by its run id).
+    suggested = re.search(r"traces show ([0-9a-f]{16})\b", out)
+    assert suggested, out
+    code, shown = invoke("traces", "show", suggested[1], "--json", db=sqlite_url)
+    assert code == 0 and json.loads(shown)["run"]["input"] == "loop please"
 
     code, out = invoke("traces", "list", "--json", db=sqlite_url)
     runs = json.loads(out)
@@ -84,6 +90,7 @@ def test_run_prints_answer_and_exit_codes(tmp_path: Path, sqlite_url: str) -> No
     code, out = invoke("traces", "show", trace_id[:8], "--json", db=sqlite_url)
     trace = json.loads(out)
     assert trace["run"]["trace_id"] == trace_id
+    assert trace["run"]["run_id"] == data["run_id"] == trace["spans"][0]["span_id"]
     assert [s["kind"] for s in trace["spans"]] == ["agent", "model"]
 
     code, out = invoke("traces", "show", trace_id, db=sqlite_url)
@@ -92,7 +99,7 @@ def test_run_prints_answer_and_exit_codes(tmp_path: Path, sqlite_url: str) -> No
 
 def test_traces_show_unknown_id(sqlite_url: str) -> None:
     code, out = invoke("traces", "show", "abcdef123456", db=sqlite_url)
-    assert code == 1 and "no trace 'abcdef123456'" in out and "tether traces list" in out
+    assert code == 1 and "no run or trace 'abcdef123456'" in out and "tether traces list" in out
 
 
 def test_unreachable_database_is_a_clear_error_without_secrets() -> None:
@@ -156,7 +163,7 @@ def test_markup_like_text_is_shown_verbatim(tmp_path: Path, sqlite_url: str) -> 
 
 def test_json_errors_and_hints_follow_the_database_url(tmp_path: Path, sqlite_url: str) -> None:
     code, out = invoke("traces", "show", "zzzzzz", "--json", db=sqlite_url)
-    assert code == 1 and json.loads(out)["error"].startswith("no trace 'zzzzzz'")
+    assert code == 1 and json.loads(out)["error"].startswith("no run or trace 'zzzzzz'")
     spec = write_agent(tmp_path, "steps: [{text: hi}]\n")
     code, out = invoke("run", str(spec), "-i", "x", db=sqlite_url)
     assert code == 0 and f"--database-url {sqlite_url} traces show" in out

@@ -45,7 +45,7 @@ def test_sigterm_during_a_run_flushes_the_trace_and_checkpoints(tmp_path: Path) 
                 store = Store(url)
                 runs = store.list_runs()
                 if runs:
-                    spans = store.get_spans(runs[0].trace_id)
+                    spans = store.get_spans(runs[0].run_id)
                     if any(getattr(s, "name", "") == "execute_tool fast" for s in spans):
                         break
             time.sleep(0.05)
@@ -62,9 +62,9 @@ def test_sigterm_during_a_run_flushes_the_trace_and_checkpoints(tmp_path: Path) 
     run = store.list_runs()[0]
     assert run.status == "failed" and run.outcome == "error"
     assert run.error and "cancelled before it finished" in run.error
-    names = [s.name for s in store.get_spans(run.trace_id)]
+    names = [s.name for s in store.get_spans(run.run_id)]
     assert "execute_tool fast" in names and "invoke_agent sig" in names
-    checkpoints = store.get_checkpoints(run.trace_id)
+    checkpoints = store.get_checkpoints(run.run_id)
     assert [c.reason for c in checkpoints] == ["crash"]
     state = RunState.from_json(checkpoints[0].state_json)
     assert state.tool_calls == 2 and state.messages[-1].tool_calls[0].name == "hang"

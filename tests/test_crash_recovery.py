@@ -96,7 +96,7 @@ def test_a_killed_run_is_closed_with_the_totals_of_its_spans(
     assert writer.flush(timeout=60)
     store = writer.store
     run = store.get_run(trace_id)
-    spans = store.get_spans(trace_id)
+    spans = store.get_spans(run.run_id)
     models = [s for s in spans if s.kind == "model"]
     assert len(models) == 2 and [s.kind for s in spans].count("tool") == 1
     assert (run.status, run.outcome) == ("failed", "error")
@@ -130,14 +130,20 @@ def test_a_run_killed_before_any_model_call_has_an_unknown_cost(
 ) -> None:
     """No span recorded: the tokens are zero as far as anyone knows, the cost is unknown (a
     model call may have been under way), and the run ends when its process last wrote."""
-    from tether.core import now_ns
+    from tether.core import new_span_id, now_ns
     from tether.store import RunRecord
     from tether.trace.journal import RUN_START, Journal, encode, journal_dir
 
     Store(sqlite_url).close()
     dead = Journal(journal_dir(Path(os.environ["TETHER_HOME"]), f"sqlite:///{tmp_path}/tether.db"))
     trace_id = new_trace_id()
-    run = RunRecord(trace_id=trace_id, agent_name="a", agent_version="v1", started_ns=now_ns())
+    run = RunRecord(
+        trace_id=trace_id,
+        run_id=new_span_id(),
+        agent_name="a",
+        agent_version="v1",
+        started_ns=now_ns(),
+    )
     run.attributes[semconv.TETHER_WRITER_ID] = dead.writer_id
     dead.append(encode(RUN_START, run)[0])
     dead.close()

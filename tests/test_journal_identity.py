@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tether.core import new_trace_id, now_ns
+from tether.core import new_span_id, new_trace_id, now_ns
 from tether.store import RunRecord, Store, canonical_url, store_identity
 from tether.trace import writer_for
 from tether.trace.journal import RUN_START, Journal, encode, journal_dir
@@ -140,7 +140,13 @@ def test_records_in_a_folder_named_by_an_older_tether_are_delivered(pg_url: str)
     assert legacy != journal_dir(home, store_identity(url))
     dead = Journal(legacy)
     trace_id = new_trace_id()
-    run = RunRecord(trace_id=trace_id, agent_name="old", agent_version="v1", started_ns=now_ns())
+    run = RunRecord(
+        trace_id=trace_id,
+        run_id=new_span_id(),
+        agent_name="old",
+        agent_version="v1",
+        started_ns=now_ns(),
+    )
     run.attributes["tether.writer.id"] = dead.writer_id
     dead.append(encode(RUN_START, run)[0])
     dead.close()

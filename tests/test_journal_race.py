@@ -33,7 +33,8 @@ APPENDER = textwrap.dedent(
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         start = now_ns()
-        line = encode(SPAN, SpanRecord("t" * 32, new_span_id(), None, "s", "tool", start, start))
+        span = SpanRecord("t" * 32, new_span_id(), None, "s", "tool", start, start, run_id="r" * 16)
+        line = encode(SPAN, span)
         try:
             journal.append(line[0])
         except OSError as exc:
@@ -146,12 +147,15 @@ def test_processes_opening_writers_never_fail_a_live_writers_run(
     openers = [_start(tmp_path / "opener.py", sqlite_url, "4") for _ in range(2)]
     writer = writer_for(sqlite_url)
     trace_id = new_trace_id()
-    writer.run_started(RunRecord(trace_id, "live", "v1", now_ns()))
+    run_id = new_span_id()
+    writer.run_started(RunRecord(trace_id, "live", "v1", now_ns(), run_id=run_id))
     spans = 0
     try:
         while any(p.poll() is None for p in openers):
             start = now_ns()
-            writer.span(SpanRecord(trace_id, new_span_id(), None, "s", "tool", start, start))
+            writer.span(
+                SpanRecord(trace_id, new_span_id(), None, "s", "tool", start, start, run_id=run_id)
+            )
             spans += 1
             if spans % 10 == 0:
                 assert writer.flush(timeout=30)
@@ -169,4 +173,4 @@ def test_processes_opening_writers_never_fail_a_live_writers_run(
     assert writer.journal_ok
     run = writer.store.get_run(trace_id)
     assert run.status == "running"  # its process is alive: nobody else may close it
-    assert len(writer.store.get_spans(trace_id)) == spans
+    assert len(writer.store.get_spans(run_id)) == spans

@@ -72,7 +72,7 @@ async def test_modify_rewrites_input_tool_results_and_is_recorded(sqlite_url: st
     assert result.state.input == "my card [card]"
     assert result.output == "answer: the secret of k is **"
     writer_for(sqlite_url).flush()
-    events = Store(sqlite_url).get_events(result.trace_id)
+    events = Store(sqlite_url).get_events(result.run_id)
     verdicts = [
         (e.attributes[semconv.TETHER_CONTROL_HOOK], e.attributes[semconv.TETHER_DECISION])
         for e in events
@@ -135,7 +135,7 @@ async def test_escalate_pauses_the_run_with_a_checkpoint(sqlite_url: str) -> Non
     writer_for(sqlite_url).flush()
     store = Store(sqlite_url)
     assert store.get_run(result.trace_id).status == "paused"
-    checkpoints = store.get_checkpoints(result.trace_id)
+    checkpoints = store.get_checkpoints(result.run_id)
     assert [c.reason for c in checkpoints] == ["escalated"]
     restored = RunState.from_json(checkpoints[0].state_json)
     assert restored == result.state
@@ -247,7 +247,7 @@ async def test_modify_at_before_tool_runs_the_rewritten_call(sqlite_url: str) ->
     result = await agent.run("x")
     assert ran == ["dry_run /etc"] and result.output == "would delete"
     writer_for(sqlite_url).flush()
-    spans = Store(sqlite_url).get_spans(result.trace_id)
+    spans = Store(sqlite_url).get_spans(result.run_id)
     assert [s.name for s in spans if s.kind == "tool"] == ["execute_tool dry_run"]
 
 
@@ -345,7 +345,7 @@ async def test_a_failing_control_fails_closed(sqlite_url: str, mode: str, detail
     assert result.outcome == "control_error" and result.status == "failed"
     assert result.state.turns == 0 and detail in (result.stop_reason or "")
     writer_for(sqlite_url).flush()
-    events = Store(sqlite_url).get_events(result.trace_id)
+    events = Store(sqlite_url).get_events(result.run_id)
     assert any(detail in e.attributes.get(semconv.TETHER_DECISION_REASON, "") for e in events)
 
 
@@ -357,7 +357,7 @@ async def test_a_fail_open_control_lets_the_run_go_on_and_records_its_failure(
     result = await agent.run("x")
     assert result.ok and result.output == "answered"
     writer_for(sqlite_url).flush()
-    events = Store(sqlite_url).get_events(result.trace_id)
+    events = Store(sqlite_url).get_events(result.run_id)
     reasons = [e.attributes.get(semconv.TETHER_DECISION_REASON, "") for e in events]
     assert any("classifier unavailable" in r for r in reasons)
 

@@ -50,10 +50,10 @@ class SlowModel(FailingModel):
         raise AssertionError("unreachable")
 
 
-def trace_of(url: str, trace_id: str) -> tuple[Any, list[Any], list[Any]]:
+def trace_of(url: str, run_id: str) -> tuple[Any, list[Any], list[Any]]:
     writer_for(url).flush()
     store = Store(url)
-    return store.get_run(trace_id), store.get_spans(trace_id), store.get_events(trace_id)
+    return store.get_run(run_id), store.get_spans(run_id), store.get_events(run_id)
 
 
 async def test_react_answers_with_parallel_tool_calls_and_full_trace(sqlite_url: str) -> None:
@@ -79,7 +79,7 @@ async def test_react_answers_with_parallel_tool_calls_and_full_trace(sqlite_url:
     roles = [m.role for m in result.state.messages]
     assert roles == ["system", "user", "assistant", "tool", "tool", "assistant"]
 
-    run, spans, _ = trace_of(sqlite_url, result.trace_id)
+    run, spans, _ = trace_of(sqlite_url, result.run_id)
     assert run.status == "completed" and run.outcome == "final_answer"
     assert run.tool_calls == 2 and run.turns == 2
     assert run.cost_usd == pytest.approx(result.cost_usd)
@@ -118,7 +118,7 @@ async def test_tool_errors_go_back_to_the_model(sqlite_url: str) -> None:
     assert "RuntimeError: boom: disk" in tool_msgs[0]
     assert "invalid arguments for tool 'add'" in tool_msgs[1] and "a:" in tool_msgs[1]
     assert "unknown tool 'nope'" in tool_msgs[2] and "add, explode" in tool_msgs[2]
-    _, spans, events = trace_of(sqlite_url, result.trace_id)
+    _, spans, events = trace_of(sqlite_url, result.run_id)
     assert sum(s.status == "error" for s in spans if s.kind == "tool") == 3
     assert sum(e.name == semconv.EVENT_TOOL_ERROR for e in events) == 3
 
@@ -132,7 +132,7 @@ async def test_loop_breaker_stops_third_identical_call_with_apology(sqlite_url: 
     assert result.outcome == "loop_detected" and result.status == "completed"
     assert "sorry" in result.output.lower()
     assert len(calls) == 2  # the third identical call never ran
-    _, _, events = trace_of(sqlite_url, result.trace_id)
+    _, _, events = trace_of(sqlite_url, result.run_id)
     decisions = [e for e in events if e.name == semconv.EVENT_CONTROL_DECISION]
     assert [d.attributes[semconv.TETHER_CONTROL_NAME] for d in decisions] == ["loop_breaker"]
     assert decisions[0].attributes[semconv.TETHER_DECISION] == "block"
@@ -179,7 +179,7 @@ async def test_limits_end_the_run_and_keep_partial_results(
     assert limit_name in result.output and limit_name in (result.stop_reason or "")
     assert result.state.tool_calls >= 1  # partial results are kept
     assert any(m.role == "tool" for m in result.state.messages)
-    run, _, events = trace_of(sqlite_url, result.trace_id)
+    run, _, events = trace_of(sqlite_url, result.run_id)
     assert run.outcome == "limit_exceeded"
     assert any(e.attributes.get(semconv.TETHER_CONTROL_NAME) == "limits" for e in events)
 
@@ -188,7 +188,7 @@ async def test_timeout_limit_cancels_a_hanging_model(sqlite_url: str) -> None:
     agent = Agent(make_spec(limits=Limits(timeout_s=0.2)), model=SlowModel(), trace=sqlite_url)
     result = await agent.run("hang")
     assert result.outcome == "limit_exceeded" and "timeout_s" in result.output
-    run, spans, _ = trace_of(sqlite_url, result.trace_id)
+    run, spans, _ = trace_of(sqlite_url, result.run_id)
     assert run.outcome == "limit_exceeded"
     assert any(s.kind == "model" and s.status == "error" for s in spans)
 
@@ -212,7 +212,7 @@ async def test_fallback_model_answers_when_primary_fails(sqlite_url: str) -> Non
     agent = Agent(make_spec(), model=primary, fallback_models=[backup], trace=sqlite_url)
     result = await agent.run("hi")
     assert result.ok and result.output == "from backup" and primary.calls == 1
-    _, spans, events = trace_of(sqlite_url, result.trace_id)
+    _, spans, events = trace_of(sqlite_url, result.run_id)
     model_spans = [s for s in spans if s.kind == "model"]
     assert [s.status for s in model_spans] == ["error", "ok"]
     assert any(e.name == semconv.EVENT_MODEL_FALLBACK for e in events)
@@ -226,7 +226,7 @@ async def test_all_models_failing_is_a_clean_error_outcome(sqlite_url: str) -> N
     assert result.outcome == "error" and result.status == "failed"
     assert "all 2 models failed" in (result.state.error or "")
     assert "try again" in result.output
-    run, _, _ = trace_of(sqlite_url, result.trace_id)
+    run, _, _ = trace_of(sqlite_url, result.run_id)
     assert run.status == "failed" and "503" in (run.error or "")
 
 
@@ -254,7 +254,7 @@ async def test_plan_execute_plans_runs_then_solves_without_tools(sqlite_url: str
     assert result.ok and result.output.startswith("solved with value-of-")
     assert result.state.plan is not None and len(result.state.plan) == 2
     assert seen_tools == [1, 0]  # the solver gets no tools
-    _, spans, _ = trace_of(sqlite_url, result.trace_id)
+    _, spans, _ = trace_of(sqlite_url, result.run_id)
     assert any(s.kind == "plan" for s in spans)
 
 
@@ -341,7 +341,7 @@ async def test_overlong_names_from_the_model_do_not_lose_the_span(store_url: str
     agent = Agent(make_spec(), model=model, trace=store_url)
     result = await agent.run("x")
     assert result.ok
-    run, spans, _ = trace_of(store_url, result.trace_id)
+    run, spans, _ = trace_of(store_url, result.run_id)
     assert run.status == "completed"
     tool_span = next(s for s in spans if s.kind == "tool")
     assert tool_span.name.startswith("execute_tool ttt") and len(tool_span.name) == 256
@@ -371,7 +371,7 @@ async def test_run_timeout_mid_batch_settles_every_call(sqlite_url: str) -> None
     asked = [c.id for c in result.state.messages[-2].tool_calls]
     assert [c.id for c in result.state.pending_tool_calls] == asked[1:]
     assert all(r.result_hash or r.is_error for r in result.state.tool_history)
-    _, spans, _ = trace_of(sqlite_url, result.trace_id)
+    _, spans, _ = trace_of(sqlite_url, result.run_id)
     tool_spans = sorted((s.name, s.status) for s in spans if s.kind == "tool")
     assert tool_spans == [
         ("execute_tool quick", "ok"),
@@ -420,25 +420,13 @@ async def test_lone_surrogates_and_nul_bytes_do_not_lose_the_trace(store_url: st
     agent = Agent(make_spec(), model=model, tools=[weird], trace=store_url)
     result = await agent.run("in \udc00 x\x00y")
     assert result.ok and "\ufffd" in result.output
-    run, spans, _ = trace_of(store_url, result.trace_id)
+    run, spans, _ = trace_of(store_url, result.run_id)
     assert run.status == "completed" and run.input == "in \ufffd x\ufffdy"
     assert len([s for s in spans if s.kind == "tool"]) == 2
     # What is read back can be printed anywhere: no lone surrogate comes back from the store.
     for span in spans:
         json.dumps(span.attributes, ensure_ascii=False).encode("utf-8")
     assert RunState.from_json(result.state.to_json()) == result.state
-
-
-async def test_reusing_a_trace_id_never_overwrites_the_earlier_run(sqlite_url: str) -> None:
-    agent = Agent(
-        make_spec(), model=ScriptedModel([{"text": "answer to {input}"}]), trace=sqlite_url
-    )
-    trace_id = "cd" * 16
-    await agent.run("first", trace_id=trace_id)
-    writer_for(sqlite_url).flush()
-    await agent.run("second", trace_id=trace_id)
-    run, _, _ = trace_of(sqlite_url, trace_id)
-    assert (run.input, run.output) == ("first", "answer to first")
 
 
 def test_sync_tool_raising_system_exit_fails_the_call_not_the_process() -> None:

@@ -24,10 +24,10 @@ from tether.store import Store
 from tether.trace import semconv, writer_for
 
 
-def trace_of(url: str, trace_id: str) -> tuple[Any, list[Any], list[Any]]:
+def trace_of(url: str, run_id: str) -> tuple[Any, list[Any], list[Any]]:
     writer_for(url).flush()
     store = Store(url)
-    return store.get_run(trace_id), store.get_spans(trace_id), store.get_events(trace_id)
+    return store.get_run(run_id), store.get_spans(run_id), store.get_events(run_id)
 
 
 looked_up: list[str] = []
@@ -51,7 +51,7 @@ async def test_react_empty_reply_is_not_a_final_answer(sqlite_url: str, text: st
     assert "sorry" in result.output.lower()
     assert result.error and "no text" in result.error
     assert result.state.turns == 1  # not re-asked
-    run, _, events = trace_of(sqlite_url, result.trace_id)
+    run, _, events = trace_of(sqlite_url, result.run_id)
     assert run.status == "failed" and run.outcome == "empty_answer"
     assert any(e.name == semconv.EVENT_RUN_ERROR for e in events)
 
@@ -145,7 +145,7 @@ async def test_a_cancelled_run_records_that_it_was_cancelled(sqlite_url: str) ->
     writer_for(sqlite_url).flush()
     [run] = store.list_runs()
     assert run.status == "failed" and run.error and "cancelled" in run.error
-    events = store.get_events(run.trace_id)
+    events = store.get_events(run.run_id)
     run_error = next(e for e in events if e.name == semconv.EVENT_RUN_ERROR)
     assert "the run was cancelled before it finished" in run_error.attributes["message"]
 
@@ -159,7 +159,7 @@ async def test_an_unpriced_model_has_an_unknown_cost(sqlite_url: str) -> None:
     result = await agent.run("hi")
     assert result.ok and result.cost_usd is None
     assert result.state.unpriced_calls == 1 and result.state.cost_usd == 0.0
-    _, spans, _ = trace_of(sqlite_url, result.trace_id)
+    _, spans, _ = trace_of(sqlite_url, result.run_id)
     chat = next(s for s in spans if s.kind == "model")
     assert chat.attributes[semconv.TETHER_COST_UNPRICED] is True
     assert semconv.TETHER_COST_USD not in chat.attributes
@@ -182,7 +182,7 @@ async def test_plan_span_holds_the_planned_tool_calls(sqlite_url: str) -> None:
     agent = Agent(make_spec(paradigm="plan_execute"), model=model, tools=[lookup], trace=sqlite_url)
     result = await agent.run("plan it")
     assert result.ok
-    _, spans, _ = trace_of(sqlite_url, result.trace_id)
+    _, spans, _ = trace_of(sqlite_url, result.run_id)
     agent_span = next(s for s in spans if s.kind == "agent")
     plan = next(s for s in spans if s.kind == "plan")
     assert plan.parent_id == agent_span.span_id
@@ -206,7 +206,7 @@ async def test_chat_spans_record_input_and_output_messages_in_otel_shape(sqlite_
     agent = Agent(make_spec(), model=model, tools=[lookup], trace=sqlite_url)
     result = await agent.run("what is a?")
     assert result.ok
-    _, spans, _ = trace_of(sqlite_url, result.trace_id)
+    _, spans, _ = trace_of(sqlite_url, result.run_id)
     first, second = (s for s in spans if s.kind == "model")
 
     inputs = json.loads(first.attributes[semconv.GEN_AI_INPUT_MESSAGES])
@@ -244,7 +244,7 @@ async def test_input_messages_stay_bounded_and_valid_json(sqlite_url: str) -> No
     agent = Agent(make_spec(), model=model, tools=[big], trace=sqlite_url)
     result = await agent.run("go")
     assert result.ok
-    _, spans, _ = trace_of(sqlite_url, result.trace_id)
+    _, spans, _ = trace_of(sqlite_url, result.run_id)
     last = [s for s in spans if s.kind == "model"][-1]
     raw = last.attributes[semconv.GEN_AI_INPUT_MESSAGES]
     assert len(raw) <= MAX_INPUT_MESSAGES_CHARS

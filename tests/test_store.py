@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -68,6 +69,7 @@ def make_writer(store: Store) -> Iterator[Callable[..., BatchingWriter]]:
 def _run(trace_id: str | None = None, **kw: object) -> RunRecord:
     fields: dict[str, object] = {
         "trace_id": trace_id or new_trace_id(),
+        "run_id": new_span_id(),
         "agent_name": "support",
         "agent_version": "v1",
         "started_ns": now_ns(),
@@ -77,9 +79,15 @@ def _run(trace_id: str | None = None, **kw: object) -> RunRecord:
     return RunRecord(**fields)  # type: ignore[arg-type]
 
 
-def _span(trace_id: str, start_ns: int, **kw: object) -> SpanRecord:
+def _ended(run: RunRecord, **kw: object) -> RunRecord:
+    """The run-end record of ``run``."""
+    return _run(run.trace_id, run_id=run.run_id, started_ns=run.started_ns, **kw)
+
+
+def _span(run: RunRecord, start_ns: int, **kw: object) -> SpanRecord:
     fields: dict[str, object] = {
-        "trace_id": trace_id,
+        "trace_id": run.trace_id,
+        "run_id": run.run_id,
         "span_id": new_span_id(),
         "parent_id": None,
         "name": "chat scripted",
@@ -89,6 +97,12 @@ def _span(trace_id: str, start_ns: int, **kw: object) -> SpanRecord:
     }
     fields.update(kw)
     return SpanRecord(**fields)  # type: ignore[arg-type]
+
+
+def _event(
+    run: RunRecord, span_id: str | None, name: str, time_ns: int, attributes: dict[str, Any]
+) -> EventRecord:
+    return EventRecord(run.trace_id, span_id, name, time_ns, attributes, run_id=run.run_id)
 
 
 # -- schema and migrations -----------------------------------------------------------------------
@@ -135,7 +149,7 @@ def test_migrated_schema_matches_the_table_definitions(store: Store) -> None:
 
 
 def test_foreign_keys_are_enforced(store: Store) -> None:
-    orphan = _span(new_trace_id(), now_ns())
+    orphan = _span(_run(), now_ns())
     with pytest.raises(StoreError, match="writing to"):
         store.write(TraceBatch(spans=[orphan]))
 
@@ -144,16 +158,14 @@ def test_foreign_keys_are_enforced(store: Store) -> None:
 
 
 def test_batch_round_trips_every_field(store: Store) -> None:
-    trace_id = new_trace_id()
     t0 = now_ns()
     started = _run(
-        trace_id,
         started_ns=t0,
         input="Где мой заказ? 🚚",
         attributes={"tether.agent.paradigm": "react", "team": "café"},
     )
     root = _span(
-        trace_id,
+        started,
         t0 + 10,
         name="invoke_agent support",
         kind="agent",
@@ -161,7 +173,7 @@ def test_batch_round_trips_every_field(store: Store) -> None:
         attributes=NESTED_ATTRIBUTES,
     )
     model = _span(
-        trace_id,
+        started,
         t0 + 20,
         parent_id=root.span_id,
         kind="model",
@@ -169,7 +181,7 @@ def test_batch_round_trips_every_field(store: Store) -> None:
         attributes={"gen_ai.usage.input_tokens": 12, "finish": ["stop"]},
     )
     tool = _span(
-        trace_id,
+        started,
         t0 + 40_000,
         parent_id=root.span_id,
         name="execute_tool lookup",
@@ -180,14 +192,20 @@ def test_batch_round_trips_every_field(store: Store) -> None:
         attributes={"gen_ai.tool.call.arguments": '{"id": "ä1"}'},
     )
     events = [
-        EventRecord(trace_id, tool.span_id, "tether.tool.error", t0 + 45_000, {"message": "✗"}),
-        EventRecord(trace_id, None, "tether.control.decision", t0 + 46_000, NESTED_ATTRIBUTES),
+        _event(started, tool.span_id, "tether.tool.error", t0 + 45_000, {"message": "✗"}),
+        _event(started, None, "tether.control.decision", t0 + 46_000, NESTED_ATTRIBUTES),
     ]
     checkpoint = CheckpointRecord(
-        trace_id, 1, t0 + 60_000, '{"trace_id": "x", "messages": ["ü"]}', "escalated"
+        started.trace_id,
+        1,
+        t0 + 60_000,
+        '{"trace_id": "x", "messages": ["ü"]}',
+        "escalated",
+        run_id=started.run_id,
     )
     ended = RunRecord(
-        trace_id=trace_id,
+        trace_id=started.trace_id,
+        run_id=started.run_id,
         agent_name="support",
         agent_version="v1",
         started_ns=t0,
@@ -215,11 +233,12 @@ def test_batch_round_trips_every_field(store: Store) -> None:
         )
     )
 
-    assert store.get_run(trace_id) == ended
-    assert store.get_spans(trace_id) == [root, model, tool]
-    assert store.get_events(trace_id) == events
-    assert store.get_checkpoints(trace_id) == [checkpoint]
-    assert store.get_spans(trace_id)[0].attributes == NESTED_ATTRIBUTES
+    assert store.get_run(started.run_id) == ended
+    assert store.get_run(started.trace_id) == ended
+    assert store.get_spans(started.run_id) == [root, model, tool]
+    assert store.get_events(started.run_id) == events
+    assert store.get_checkpoints(started.run_id) == [checkpoint]
+    assert store.get_spans(started.run_id)[0].attributes == NESTED_ATTRIBUTES
 
 
 def test_started_run_reads_back_as_running(store: Store) -> None:
@@ -230,40 +249,43 @@ def test_started_run_reads_back_as_running(store: Store) -> None:
     assert got.status == "running"
     assert got.ended_ns is None
     assert got.latency_ms is None
-    assert store.get_spans(run.trace_id) == []
-    assert store.get_events(run.trace_id) == []
-    assert store.get_checkpoints(run.trace_id) == []
+    assert store.get_spans(run.run_id) == []
+    assert store.get_events(run.run_id) == []
+    assert store.get_checkpoints(run.run_id) == []
 
 
 def test_a_failed_batch_writes_nothing(store: Store) -> None:
     run = _run()
-    good = _span(run.trace_id, now_ns())
-    orphan = _span(new_trace_id(), now_ns())
+    good = _span(run, now_ns())
+    orphan = _span(_run(), now_ns())
     with pytest.raises(StoreError):
         store.write(TraceBatch(runs_started=[run], spans=[good, orphan]))
-    with pytest.raises(StoreError, match="no trace"):
+    with pytest.raises(StoreError, match="no run or trace"):
         store.get_run(run.trace_id)
-    assert store.get_spans(run.trace_id) == []
+    assert store.get_spans(run.run_id) == []
 
 
 # -- looking runs up -----------------------------------------------------------------------------
 
 
-def test_get_run_by_prefix(store: Store) -> None:
-    a = _run("abcdef0" + "1" * 25)
-    b = _run("abcdef1" + "2" * 25)
+def test_get_run_by_run_or_trace_id_or_prefix(store: Store) -> None:
+    a = _run("abcdef0" + "1" * 25, run_id="0123456789abcdef")
+    b = _run("abcdef1" + "2" * 25, run_id="fedcba9876543210")
     store.write(TraceBatch(runs_started=[a, b]))
 
     assert store.get_run(a.trace_id) == a
+    assert store.get_run(a.run_id) == a
     assert store.get_run("abcdef0") == a
     assert store.get_run("abcdef12") == b
+    assert store.get_run("FEDCBA98") == b  # ids are hex: case does not matter
+    assert store.get_run("0123456") == a
 
     with pytest.raises(StoreError, match="ambiguous") as ambiguous:
         store.get_run("abcdef")
     assert "'abcdef'" in str(ambiguous.value)
     assert "more characters" in str(ambiguous.value)
 
-    with pytest.raises(StoreError, match="no trace 'ffffff99'") as unknown:
+    with pytest.raises(StoreError, match="no run or trace 'ffffff99'") as unknown:
         store.get_run("ffffff99")
     assert unknown.value.hint and "tether traces list" in unknown.value.hint
 
@@ -276,10 +298,10 @@ def test_get_run_by_prefix(store: Store) -> None:
 
 def test_get_run_prefix_is_literal_not_a_pattern(store: Store) -> None:
     """``%`` and ``_`` in a prefix are characters, not SQL LIKE wildcards."""
-    run = _run("abcdef" + "0" * 26)
+    run = _run("abcdef" + "0" * 26, run_id="abcdef" + "1" * 10)
     store.write(TraceBatch(runs_started=[run]))
     for pattern in ("______", "%%%%%%", "abcde_", "abc%00"):
-        with pytest.raises(StoreError, match="no trace"):
+        with pytest.raises(StoreError, match="no run or trace"):
             store.get_run(pattern)
 
 
@@ -309,21 +331,21 @@ def test_writer_writes_everything_in_order(make_writer: Callable[..., BatchingWr
     run = _run()
     t0 = now_ns()
     writer.run_started(run)
-    spans = [_span(run.trace_id, t0 + i, attributes={"i": i}) for i in range(5_000)]
+    spans = [_span(run, t0 + i, attributes={"i": i}) for i in range(5_000)]
     same_time = t0 + 10_000
-    events = [EventRecord(run.trace_id, None, "e", same_time, {"i": i}) for i in range(5_000)]
+    events = [_event(run, None, "e", same_time, {"i": i}) for i in range(5_000)]
     for span, event in zip(spans, events, strict=True):
         writer.span(span)
         writer.event(event)
-    ended = _run(run.trace_id, started_ns=run.started_ns, status="completed", turns=5_000)
+    ended = _ended(run, status="completed", turns=5_000)
     writer.run_ended(ended)
 
     assert writer.flush(timeout=60)
     assert writer.pending == 0
     assert writer.dropped == 0
-    assert store.get_spans(run.trace_id) == spans
+    assert store.get_spans(run.run_id) == spans
     # Equal timestamps: the events come back in insertion order, which is submission order.
-    got = store.get_events(run.trace_id)
+    got = store.get_events(run.run_id)
     assert [e.attributes["i"] for e in got] == list(range(5_000))
     assert store.get_run(run.trace_id) == ended
 
@@ -342,12 +364,12 @@ def test_writer_accepts_records_from_many_threads(
     sent: dict[int, list[SpanRecord]] = {}
 
     def produce(t: int) -> None:
-        mine = [_span(run.trace_id, t0 + i, attributes={"t": t, "i": i}) for i in range(per_thread)]
+        mine = [_span(run, t0 + i, attributes={"t": t, "i": i}) for i in range(per_thread)]
         sent[t] = mine
         start.wait()
         for i, span in enumerate(mine):
             writer.span(span)
-            writer.event(EventRecord(run.trace_id, span.span_id, "e", t0, {"t": t, "i": i}))
+            writer.event(_event(run, span.span_id, "e", t0, {"t": t, "i": i}))
 
     threads = [threading.Thread(target=produce, args=(t,)) for t in range(n_threads)]
     for th in threads:
@@ -357,12 +379,12 @@ def test_writer_accepts_records_from_many_threads(
 
     assert writer.flush(timeout=60)
     assert writer.dropped == 0
-    spans = store.get_spans(run.trace_id)
+    spans = store.get_spans(run.run_id)
     assert len(spans) == n_threads * per_thread
     assert {s.span_id for s in spans} == {s.span_id for ss in sent.values() for s in ss}
     by_id = {s.span_id: s for s in spans}
     assert all(by_id[s.span_id] == s for ss in sent.values() for s in ss)
-    events = store.get_events(run.trace_id)
+    events = store.get_events(run.run_id)
     assert len(events) == n_threads * per_thread
     for t in range(n_threads):
         # Each thread's records keep their order.
@@ -385,13 +407,13 @@ def test_flush_covers_everything_accepted_before_it(
     total = 0
     for _ in range(300):
         for _ in range(12):
-            writer.event(EventRecord(run.trace_id, None, "e", t0, {"n": total}))
+            writer.event(_event(run, None, "e", t0, {"n": total}))
             total += 1
         assert writer.flush(timeout=30)
         with store.engine.connect() as conn:
             written = conn.execute(
-                text("SELECT count(*) FROM tether_events WHERE trace_id = :t"),
-                {"t": run.trace_id},
+                text("SELECT count(*) FROM tether_events WHERE run_id = :r"),
+                {"r": run.run_id},
             ).scalar_one()
         assert written == total, f"flush returned with {total - written} records unwritten"
 
@@ -403,15 +425,15 @@ def test_rejected_record_is_skipped_and_the_rest_of_its_batch_lands(
     writer = make_writer(flush_interval_s=3600)
     store = writer.store
     run = _run()
-    missing = new_trace_id()
+    missing = _run()  # never written
     t0 = now_ns()
-    good_before = _span(run.trace_id, t0 + 1)
+    good_before = _span(run, t0 + 1)
     orphan_span = _span(missing, t0 + 2)
-    orphan_event = EventRecord(missing, None, "orphan", t0 + 3, {})
-    good_after = _span(run.trace_id, t0 + 4)
-    good_event = EventRecord(run.trace_id, good_after.span_id, "ok", t0 + 5, {"é": "✓"})
-    checkpoint = CheckpointRecord(run.trace_id, 1, t0 + 6, "{}", "paused")
-    ended = _run(run.trace_id, started_ns=run.started_ns, status="completed", turns=1)
+    orphan_event = _event(missing, None, "orphan", t0 + 3, {})
+    good_after = _span(run, t0 + 4)
+    good_event = _event(run, good_after.span_id, "ok", t0 + 5, {"é": "✓"})
+    checkpoint = CheckpointRecord(run.trace_id, 1, t0 + 6, "{}", "paused", run_id=run.run_id)
+    ended = _ended(run, status="completed", turns=1)
 
     writer.run_started(run)
     writer.span(good_before)
@@ -427,17 +449,17 @@ def test_rejected_record_is_skipped_and_the_rest_of_its_batch_lands(
     assert writer.dropped == 2
     assert writer.last_error is not None
     assert store.get_run(run.trace_id) == ended
-    assert store.get_spans(run.trace_id) == [good_before, good_after]
-    assert store.get_events(run.trace_id) == [good_event]
-    assert store.get_checkpoints(run.trace_id) == [checkpoint]
-    assert store.get_spans(missing) == []
-    assert store.get_events(missing) == []
+    assert store.get_spans(run.run_id) == [good_before, good_after]
+    assert store.get_events(run.run_id) == [good_event]
+    assert store.get_checkpoints(run.run_id) == [checkpoint]
+    assert store.get_spans(missing.run_id) == []
+    assert store.get_events(missing.run_id) == []
 
     # The writer carries on normally afterwards.
-    later = _span(run.trace_id, t0 + 7)
+    later = _span(run, t0 + 7)
     writer.span(later)
     assert writer.flush(timeout=30)
-    assert store.get_spans(run.trace_id)[-1] == later
+    assert store.get_spans(run.run_id)[-1] == later
     assert writer.dropped == 2
 
 
@@ -448,23 +470,23 @@ def test_unserializable_record_is_dropped_and_the_writer_survives(
     run = _run()
     circular: dict[str, object] = {}
     circular["self"] = circular
-    bad = _span(run.trace_id, now_ns(), attributes=circular)
-    good = _span(run.trace_id, now_ns() + 1)
+    bad = _span(run, now_ns(), attributes=circular)
+    good = _span(run, now_ns() + 1)
     writer.run_started(run)
     writer.span(bad)
     writer.span(good)
     assert writer.flush(timeout=30)
     assert writer.dropped == 1
-    assert writer.store.get_spans(run.trace_id) == [good]
+    assert writer.store.get_spans(run.run_id) == [good]
 
 
 def test_nul_bytes_in_user_text_do_not_lose_the_trace(store: Store) -> None:
     run = _run(input="order\x00 42")
-    span = _span(run.trace_id, now_ns(), status="error", status_message="bad\x00byte")
+    span = _span(run, now_ns(), status="error", status_message="bad\x00byte")
     store.write(TraceBatch(runs_started=[run], spans=[span]))
     stored = store.get_run(run.trace_id)
     assert stored.input == "order\ufffd 42"
-    assert store.get_spans(run.trace_id)[0].status_message == "bad\ufffdbyte"
+    assert store.get_spans(run.run_id)[0].status_message == "bad\ufffdbyte"
 
 
 def test_writer_failure_messages_do_not_contain_record_content(
@@ -472,7 +494,7 @@ def test_writer_failure_messages_do_not_contain_record_content(
 ) -> None:
     writer = make_writer(flush_interval_s=3600)
     orphan = _span(
-        new_trace_id(),
+        _run(),
         now_ns(),
         status_message="hunter2-in-a-column",
         attributes={"secret": "hunter2-user-content"},
@@ -489,10 +511,7 @@ def test_writer_failure_messages_do_not_contain_record_content(
 def test_many_runs_ending_in_one_batch_each_get_their_own_values(store: Store) -> None:
     runs = [_run() for _ in range(5)]
     store.write(TraceBatch(runs_started=runs))
-    ended = [
-        _run(r.trace_id, started_ns=r.started_ns, status="completed", outcome=f"o{i}", turns=i)
-        for i, r in enumerate(runs)
-    ]
+    ended = [_ended(r, status="completed", outcome=f"o{i}", turns=i) for i, r in enumerate(runs)]
     store.write(TraceBatch(runs_ended=ended))
     for i, r in enumerate(runs):
         got = store.get_run(r.trace_id)
@@ -523,7 +542,8 @@ def test_many_processes_opening_a_new_store_at_once_all_succeed(
     assert [p.returncode for p in procs] == [0] * 6, "\n".join(errors)
     with Store(store_url).engine.connect() as conn:
         assert (
-            conn.execute(text("SELECT version_num FROM tether_alembic_version")).scalar() == "0001"
+            conn.execute(text("SELECT version_num FROM tether_alembic_version")).scalar()
+            == ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
         )
 
 
@@ -537,12 +557,12 @@ def test_writer_survives_attributes_whose_str_raises(
     writer = make_writer(flush_interval_s=3600)
     run = _run()
     writer.run_started(run)
-    writer.span(_span(run.trace_id, now_ns(), attributes={"x": Hostile()}))
-    good = _span(run.trace_id, now_ns() + 1)
+    writer.span(_span(run, now_ns(), attributes={"x": Hostile()}))
+    good = _span(run, now_ns() + 1)
     writer.span(good)
     assert writer.flush(timeout=30)
     assert writer.dropped == 1 and not writer.closed
-    assert writer.store.get_spans(run.trace_id) == [good]
+    assert writer.store.get_spans(run.run_id) == [good]
 
 
 def test_sqlite_url_with_a_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

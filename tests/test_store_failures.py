@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from alembic.script import ScriptDirectory
 
 from tether import Agent, AgentSpec, ModelConfig, RunState, ScriptedModel, tool
 from tether.core import StoreError, new_span_id, new_trace_id, now_ns
 from tether.providers import ModelRequest, ModelResponse
 from tether.store import EventRecord, RunRecord, SpanRecord, Store, TraceBatch
+from tether.store.db import MIGRATIONS_DIR
 from tether.trace import BatchingWriter, semconv, writer_for
 
 SPEC = AgentSpec(
@@ -80,16 +82,31 @@ def test_locked_sqlite_keeps_records_until_the_lock_is_released(
     writer = BatchingWriter(store, max_backoff_s=0.1)
     try:
         lock = lock_db()
-        trace_id = new_trace_id()
+        trace_id, run_id = new_trace_id(), new_span_id()
         t0 = now_ns()
-        run = RunRecord(trace_id, "locked", "v1", t0, input="hello password=hunter2")
+        run = RunRecord(trace_id, "locked", "v1", t0, input="hello password=hunter2", run_id=run_id)
         spans = [
-            SpanRecord(trace_id, new_span_id(), None, f"step {i}", "tool", t0 + i, t0 + i + 1)
+            SpanRecord(
+                trace_id,
+                new_span_id(),
+                None,
+                f"step {i}",
+                "tool",
+                t0 + i,
+                t0 + i + 1,
+                run_id=run_id,
+            )
             for i in range(500)
         ]
-        event = EventRecord(trace_id, spans[0].span_id, "e", t0, {"k": "v"})
+        event = EventRecord(trace_id, spans[0].span_id, "e", t0, {"k": "v"}, run_id=run_id)
         ended = RunRecord(
-            trace_id, "locked", "v1", t0, status="completed", input="hello password=hunter2"
+            trace_id,
+            "locked",
+            "v1",
+            t0,
+            status="completed",
+            input="hello password=hunter2",
+            run_id=run_id,
         )
         writer.run_started(run)
         for span in spans:
@@ -111,8 +128,8 @@ def test_locked_sqlite_keeps_records_until_the_lock_is_released(
         assert writer.dropped == 0
         assert writer.last_error is None
         assert store.get_run(trace_id) == ended
-        assert store.get_spans(trace_id) == spans
-        assert store.get_events(trace_id) == [event]
+        assert store.get_spans(run_id) == spans
+        assert store.get_events(run_id) == [event]
     finally:
         writer.close()
         store.close()
@@ -148,7 +165,7 @@ async def test_agent_run_completes_while_sqlite_is_locked(
         assert run.output == "hi"
         assert run.input == "hello"
         assert run.turns == 1
-        kinds = sorted(s.kind for s in store.get_spans(result.trace_id))
+        kinds = sorted(s.kind for s in store.get_spans(result.run_id))
         assert kinds == ["agent", "model"]
     finally:
         store.close()
@@ -272,10 +289,10 @@ def test_killed_process_leaves_a_readable_partial_trace(tmp_path: Path, sqlite_u
                 out, err = child.communicate()
                 pytest.fail(f"the child exited early ({child.returncode}):\n{out}\n{err}")
             try:
-                store.get_run(trace_id)
+                run = store.get_run(trace_id)
             except StoreError:
                 return False
-            spans = store.get_spans(trace_id)
+            spans = store.get_spans(run.run_id)
             first_model = [
                 s for s in spans if s.kind == "model" and s.attributes.get(semconv.TETHER_TURN) == 1
             ]
@@ -301,7 +318,7 @@ def test_killed_process_leaves_a_readable_partial_trace(tmp_path: Path, sqlite_u
         assert run.status == "running"
         assert run.ended_ns is None
         assert run.agent_name == "crashy"
-        spans = reopened.get_spans(trace_id)
+        spans = reopened.get_spans(run.run_id)
         by_name = {s.name: s for s in spans}
         fast = by_name["execute_tool fast_tool"]
         assert fast.status == "ok"
@@ -361,7 +378,7 @@ async def test_crashed_run_is_recorded_as_failed_with_a_checkpoint(store_url: st
     assert run.tool_calls == 1
     assert run.attributes["stop_reason"] == "internal error"
 
-    spans = store.get_spans(trace_id)
+    spans = store.get_spans(run.run_id)
     by_kind = {s.kind: s for s in spans}
     assert sorted(s.kind for s in spans) == ["agent", "model", "model", "tool"]
     models = [s for s in spans if s.kind == "model"]
@@ -372,16 +389,16 @@ async def test_crashed_run_is_recorded_as_failed_with_a_checkpoint(store_url: st
     assert by_kind["agent"].status == "error"
     assert by_kind["agent"].status_message == "RuntimeError: model blew up"
 
-    errors = [e for e in store.get_events(trace_id) if e.name == semconv.EVENT_RUN_ERROR]
+    errors = [e for e in store.get_events(run.run_id) if e.name == semconv.EVENT_RUN_ERROR]
     assert len(errors) == 1
     assert errors[0].span_id == by_kind["agent"].span_id
     assert errors[0].attributes == {"message": "RuntimeError: model blew up"}
 
-    checkpoints = store.get_checkpoints(trace_id)
+    checkpoints = store.get_checkpoints(run.run_id)
     assert [c.reason for c in checkpoints] == ["crash"]
     state = RunState.from_json(checkpoints[0].state_json)
     assert checkpoints[0].schema_version == state.schema_version
-    assert state.trace_id == trace_id
+    assert (state.trace_id, state.run_id) == (trace_id, run.run_id)
     assert state.status == "failed"
     assert state.error == "RuntimeError: model blew up"
     assert state.turns == 2
@@ -409,7 +426,13 @@ def test_store_shares_a_database_with_another_alembic_application(store_url: str
         store.write(
             TraceBatch(
                 runs_started=[
-                    RunRecord(trace_id=trace_id, agent_name="a", agent_version="v", started_ns=1)
+                    RunRecord(
+                        trace_id=trace_id,
+                        run_id=new_span_id(),
+                        agent_name="a",
+                        agent_version="v",
+                        started_ns=1,
+                    )
                 ]
             )
         )
@@ -439,7 +462,9 @@ def test_a_store_that_recorded_its_revision_in_alembic_version_is_carried_over(
     """Stores made before Tether had its own version table keep working."""
     store = Store(sqlite_url)
     trace_id = new_trace_id()
-    run = RunRecord(trace_id=trace_id, agent_name="old", agent_version="v", started_ns=1)
+    run = RunRecord(
+        trace_id=trace_id, run_id=new_span_id(), agent_name="old", agent_version="v", started_ns=1
+    )
     store.write(TraceBatch(runs_started=[run]))
     store.close()
     raw = sqlite3.connect(_sqlite_path(sqlite_url))
@@ -453,9 +478,8 @@ def test_a_store_that_recorded_its_revision_in_alembic_version_is_carried_over(
         reopened.close()
     raw = sqlite3.connect(_sqlite_path(sqlite_url))
     try:
-        assert raw.execute("SELECT version_num FROM tether_alembic_version").fetchall() == [
-            ("0001",)
-        ]
+        head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+        assert raw.execute("SELECT version_num FROM tether_alembic_version").fetchall() == [(head,)]
     finally:
         raw.close()
 

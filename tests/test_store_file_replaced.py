@@ -21,18 +21,18 @@ CHILD = textwrap.dedent(
     import sys
     import time
 
-    from tether.core import now_ns
+    from tether.core import new_span_id, now_ns
     from tether.store import RunRecord
     from tether.trace import writer_for
 
     url, first, second = sys.argv[1:4]
     writer = writer_for(url)
-    run = RunRecord(trace_id=first, agent_name="before", agent_version="v1", started_ns=now_ns())
+    run = RunRecord(first, "before", "v1", now_ns(), run_id=new_span_id())
     writer.run_started(run)
     assert writer.flush(timeout=60)
     print("written", flush=True)
     sys.stdin.readline()  # the file is deleted or replaced meanwhile
-    run = RunRecord(trace_id=second, agent_name="after", agent_version="v1", started_ns=now_ns())
+    run = RunRecord(second, "after", "v1", now_ns(), run_id=new_span_id())
     writer.run_started(run)
     run.status, run.ended_ns = "completed", now_ns()
     writer.run_ended(run)

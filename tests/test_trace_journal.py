@@ -22,13 +22,20 @@ from tether.trace.journal import EVENT, RUN_END, RUN_START, SPAN, Journal, encod
 
 
 def _run(trace_id: str) -> RunRecord:
-    return RunRecord(trace_id=trace_id, agent_name="j", agent_version="v1", started_ns=now_ns())
+    return RunRecord(
+        trace_id=trace_id,
+        run_id=new_span_id(),
+        agent_name="j",
+        agent_version="v1",
+        started_ns=now_ns(),
+    )
 
 
-def _span(trace_id: str, i: int) -> SpanRecord:
+def _span(run: RunRecord, i: int) -> SpanRecord:
     start = now_ns()
     return SpanRecord(
-        trace_id=trace_id,
+        trace_id=run.trace_id,
+        run_id=run.run_id,
         span_id=new_span_id(),
         parent_id=None,
         name=f"step {i}",
@@ -65,17 +72,20 @@ CHILD = textwrap.dedent(
     from tether.store import EventRecord, RunRecord, SpanRecord
     from tether.trace import writer_for
 
-    url, trace_id, count, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    url, trace_id, run_id = sys.argv[1], sys.argv[2], sys.argv[3]
+    count, mode = int(sys.argv[4]), sys.argv[5]
     writer = writer_for(url)
-    writer.run_started(RunRecord(trace_id=trace_id, agent_name="doomed", agent_version="v1",
-                                 started_ns=now_ns()))
+    writer.run_started(RunRecord(trace_id=trace_id, run_id=run_id, agent_name="doomed",
+                                 agent_version="v1", started_ns=now_ns()))
     for i in range(count):
         start = now_ns()
-        writer.span(SpanRecord(trace_id=trace_id, span_id=new_span_id(), parent_id=None,
-                               name=f"step {i}", kind="tool", start_ns=start, end_ns=start + 5,
+        writer.span(SpanRecord(trace_id=trace_id, run_id=run_id, span_id=new_span_id(),
+                               parent_id=None, name=f"step {i}", kind="tool", start_ns=start,
+                               end_ns=start + 5,
                                attributes={"i": i, "text": "caf\\u00e9 \\ud800"}))
-    writer.event(EventRecord(trace_id=trace_id, span_id=None, name="tether.limit",
-                             time_ns=now_ns(), attributes={"limit": "max_turns"}))
+    writer.event(EventRecord(trace_id=trace_id, run_id=run_id, span_id=None,
+                             name="tether.limit", time_ns=now_ns(),
+                             attributes={"limit": "max_turns"}))
     print("accepted", flush=True)
     if mode == "exit":  # a clean exit while the database stays locked
         ok = writer.close(timeout=0.3)
@@ -96,11 +106,11 @@ def test_records_accepted_before_the_process_dies_reach_the_store(
     Store(sqlite_url).close()  # migrated before the lock
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    trace_id, count = new_trace_id(), 250
+    trace_id, run_id, count = new_trace_id(), new_span_id(), 250
     lock = _Lock(sqlite_url)
     try:
         child = subprocess.Popen(
-            [sys.executable, str(script), sqlite_url, trace_id, str(count), mode],
+            [sys.executable, str(script), sqlite_url, trace_id, run_id, str(count), mode],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -124,7 +134,7 @@ def test_records_accepted_before_the_process_dies_reach_the_store(
 
     store = Store(sqlite_url)
     try:
-        assert store.get_spans(trace_id) == []  # the child never wrote a thing
+        assert store.get_spans(run_id) == []  # the child never wrote a thing
         directory = journal_dir(Path(os.environ["TETHER_HOME"]), canonical_url(sqlite_url))
         left = _segments(directory)
         assert left, "the child left its journal"
@@ -133,15 +143,15 @@ def test_records_accepted_before_the_process_dies_reach_the_store(
         assert writer.flush(timeout=30)
         assert writer.replayed == count + 2
         run = store.get_run(trace_id)
-        assert run.agent_name == "doomed"
+        assert run.agent_name == "doomed" and run.run_id == run_id
         # Its process is gone, so the run can never end: it is closed as failed, saying why.
         assert (run.status, run.outcome) == ("failed", "error")
         assert run.error and f"pid {child.pid}" in run.error and "exited" in run.error
         assert run.ended_ns is not None and run.ended_ns >= run.started_ns
-        spans = store.get_spans(trace_id)
+        spans = store.get_spans(run_id)
         assert sorted(s.attributes["i"] for s in spans) == list(range(count))
         assert spans[0].attributes["text"].startswith("café")
-        events = store.get_events(trace_id)
+        events = store.get_events(run_id)
         assert [e.name for e in events] == ["tether.limit"]
         assert not any(p.exists() for p in left), "replayed segments are deleted"
     finally:
@@ -153,9 +163,11 @@ def test_replay_skips_what_the_store_already_has(tmp_path: Path, store_url: str)
     replay must not write those records twice (both backends)."""
     store = Store(store_url)
     directory = tmp_path / "journal"
-    trace_id = new_trace_id()
-    run, spans = _run(trace_id), [_span(trace_id, i) for i in range(10)]
-    event = EventRecord(trace_id=trace_id, span_id=None, name="x", time_ns=now_ns())
+    run = _run(new_trace_id())
+    spans = [_span(run, i) for i in range(10)]
+    event = EventRecord(
+        trace_id=run.trace_id, run_id=run.run_id, span_id=None, name="x", time_ns=now_ns()
+    )
     # A "dead" writer's segment: journaled, never deleted (released as at process exit).
     journal = Journal(directory)
     journal.append(encode(RUN_START, run)[0])
@@ -169,8 +181,8 @@ def test_replay_skips_what_the_store_already_has(tmp_path: Path, store_url: str)
         writer = BatchingWriter(store, journal=directory)
         assert writer.flush(timeout=30)
         writer.close()
-        assert sorted(s.attributes["i"] for s in store.get_spans(trace_id)) == list(range(10))
-        assert len(store.get_events(trace_id)) == 1
+        assert sorted(s.attributes["i"] for s in store.get_spans(run.run_id)) == list(range(10))
+        assert len(store.get_events(run.run_id)) == 1
         assert _segments(directory) == []
     finally:
         store.close()
@@ -181,13 +193,13 @@ def test_a_live_writers_segments_are_not_replayed_by_another(
 ) -> None:
     store = Store(sqlite_url)
     directory = tmp_path / "journal"
-    trace_id = new_trace_id()
+    run = _run(new_trace_id())
     lock = _Lock(sqlite_url)
     first = BatchingWriter(store, journal=directory)
     try:
-        first.run_started(_run(trace_id))
+        first.run_started(run)
         for i in range(20):
-            first.span(_span(trace_id, i))
+            first.span(_span(run, i))
         second = BatchingWriter(store, journal=directory)
         assert second.flush(timeout=5)
         assert second.replayed == 0  # the first writer is alive and holds its segments
@@ -196,7 +208,7 @@ def test_a_live_writers_segments_are_not_replayed_by_another(
     assert first.flush(timeout=30)
     second.close()
     first.close()
-    assert len(store.get_spans(trace_id)) == 20
+    assert len(store.get_spans(run.run_id)) == 20
     assert _segments(directory) == []
     store.close()
 
@@ -205,10 +217,10 @@ def test_written_records_leave_no_journal_behind(tmp_path: Path, sqlite_url: str
     store = Store(sqlite_url)
     directory = tmp_path / "journal"
     writer = BatchingWriter(store, journal=directory, max_batch=7)
-    trace_id = new_trace_id()
-    writer.run_started(_run(trace_id))
+    run = _run(new_trace_id())
+    writer.run_started(run)
     for i in range(100):
-        writer.span(_span(trace_id, i))
+        writer.span(_span(run, i))
     assert writer.flush(timeout=30)
     # Only the current (empty) segment is left while the writer runs; none once it is closed.
     live = _segments(directory)
@@ -216,7 +228,7 @@ def test_written_records_leave_no_journal_behind(tmp_path: Path, sqlite_url: str
     assert stat.S_IMODE(live[0].stat().st_mode) == 0o600
     writer.close()
     assert _segments(directory) == []
-    assert len(store.get_spans(trace_id)) == 100
+    assert len(store.get_spans(run.run_id)) == 100
     store.close()
 
 
@@ -225,17 +237,17 @@ def test_a_torn_last_line_is_skipped_and_the_rest_replayed(
 ) -> None:
     store = Store(sqlite_url)
     directory = tmp_path / "journal"
-    trace_id = new_trace_id()
+    run = _run(new_trace_id())
     journal = Journal(directory)
-    journal.append(encode(RUN_START, _run(trace_id))[0])
-    journal.append(encode(SPAN, _span(trace_id, 0))[0])
-    journal.append(encode(SPAN, _span(trace_id, 1))[0][:40])  # the crash cut this write short
+    journal.append(encode(RUN_START, run)[0])
+    journal.append(encode(SPAN, _span(run, 0))[0])
+    journal.append(encode(SPAN, _span(run, 1))[0][:40])  # the crash cut this write short
     journal.close()
     with caplog.at_level(logging.WARNING, logger="tether.trace"):
         writer = BatchingWriter(store, journal=directory)
         assert writer.flush(timeout=30)
         writer.close()
-    assert [s.attributes["i"] for s in store.get_spans(trace_id)] == [0]
+    assert [s.attributes["i"] for s in store.get_spans(run.run_id)] == [0]
     assert "skipping unreadable trace journal line" in caplog.text
     store.close()
 
@@ -246,14 +258,14 @@ def test_an_unusable_journal_folder_does_not_stop_tracing(
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the journal folder should be")
     store = Store(sqlite_url)
-    trace_id = new_trace_id()
+    run = _run(new_trace_id())
     with caplog.at_level(logging.ERROR, logger="tether.trace"):
         writer = BatchingWriter(store, journal=blocker / "journal")
-    writer.run_started(_run(trace_id))
-    writer.span(_span(trace_id, 0))
+    writer.run_started(run)
+    writer.span(_span(run, 0))
     assert writer.flush(timeout=30)
     writer.close()
-    assert len(store.get_spans(trace_id)) == 1
+    assert len(store.get_spans(run.run_id)) == 1
     assert "cannot be used" in caplog.text
     store.close()
 
@@ -310,15 +322,14 @@ def test_the_cli_shows_a_trace_a_killed_process_left_in_the_journal(sqlite_url: 
     from tether.cli import cli
 
     Store(sqlite_url).close()
-    trace_id = new_trace_id()
     dead = Journal(journal_dir(Path(os.environ["TETHER_HOME"]), canonical_url(sqlite_url)))
-    run = _run(trace_id)
+    run = _run(new_trace_id())
     run.attributes["tether.writer.id"] = dead.writer_id
     dead.append(encode(RUN_START, run)[0])
-    dead.append(encode(SPAN, _span(trace_id, 7))[0])
+    dead.append(encode(SPAN, _span(run, 7))[0])
     dead.close()
     result = CliRunner().invoke(
-        cli, ["--database-url", sqlite_url, "traces", "show", trace_id, "--json"]
+        cli, ["--database-url", sqlite_url, "traces", "show", run.trace_id, "--json"]
     )
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)
@@ -359,7 +370,7 @@ def test_a_run_goes_on_while_the_store_is_down_and_its_trace_arrives_later(
         store = Store(url)
         run = store.get_run(answer["trace_id"])
         assert (run.status, run.output) == ("completed", "hello hi")
-        assert {s.kind for s in store.get_spans(run.trace_id)} == {"agent", "model"}
+        assert {s.kind for s in store.get_spans(run.run_id)} == {"agent", "model"}
         store.close()
     finally:
         from tether.trace import close_writers

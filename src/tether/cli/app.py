@@ -202,7 +202,7 @@ def run(ctx: click.Context, file: Path, input_text: str, as_json: bool) -> None:
     else:
         render.print_result(console, result)
         console.print(
-            f"[dim]inspect: {escape(tether_command(ctx))} traces show {result.trace_id}[/]",
+            f"[dim]inspect: {escape(tether_command(ctx))} traces show {result.run_id}[/]",
             highlight=False,
             soft_wrap=True,  # a command to copy must stay on one line
         )
@@ -301,19 +301,20 @@ def _warn(message: str) -> None:
 
 
 @traces.command("show")
-@click.argument("trace_id")
+@click.argument("run_or_trace_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 @handle_errors
-def traces_show(ctx: click.Context, trace_id: str, as_json: bool) -> None:
-    """One trace as a tree: spans with timings, tokens, cost, and control decisions.
+def traces_show(ctx: click.Context, run_or_trace_id: str, as_json: bool) -> None:
+    """One run's trace as a tree: spans with timings, tokens, cost, and control decisions.
 
-    TRACE_ID may be a unique prefix (at least 6 characters).
+    ID is a run id or a trace id (a trace several runs share asks for one of their run
+    ids), or a unique prefix of either (at least 6 characters).
     """
     store = _open_store(ctx)
-    run_record = store.get_run(trace_id)
-    spans = store.get_spans(run_record.trace_id)
-    events = store.get_events(run_record.trace_id)
+    run_record = store.get_run(run_or_trace_id)
+    spans = store.get_spans(run_record.run_id)
+    events = store.get_events(run_record.run_id)
     if as_json:
         click.echo(render.dumps(render.trace_json(run_record, spans, events)))
         return

@@ -87,6 +87,7 @@ def outcome_text(outcome: str | None) -> str:
 def result_json(result: RunResult) -> dict[str, Any]:
     return {
         "trace_id": result.trace_id,
+        "run_id": result.run_id,
         "outcome": result.outcome,
         "status": result.status,
         "output": result.output,
@@ -126,6 +127,7 @@ def print_result(console: Console, result: RunResult) -> None:
 def run_json(run: RunRecord) -> dict[str, Any]:
     return {
         "trace_id": run.trace_id,
+        "run_id": run.run_id,
         "agent": run.agent_name,
         "agent_version": run.agent_version,
         "status": run.status,
@@ -236,7 +238,8 @@ def _event_label(e: EventRecord) -> str:
 
 def trace_tree(run: RunRecord, spans: list[SpanRecord], events: list[EventRecord]) -> Tree:
     head = (
-        f"[bold]trace {run.trace_id}[/]  {escape(run.agent_name)}@{run.agent_version[:8]}  "
+        f"[bold]trace {run.trace_id}[/] run {run.run_id}  "
+        f"{escape(run.agent_name)}@{run.agent_version[:8]}  "
         f"{outcome_text(run.outcome if run.status != 'running' else None)}  "
         f"{fmt_ms(run.latency_ms)}  {run.input_tokens} in / {run.output_tokens} out  "
         f"{fmt_cost(_run_cost(run, spans))}"

@@ -17,6 +17,7 @@ from tether.core import (
     Settings,
     SpecError,
     TetherError,
+    new_span_id,
     new_trace_id,
     now_ns,
     scrub_surrogates,
@@ -218,7 +219,10 @@ class Agent:
     async def run(
         self, input: str, *, trace_id: str | None = None, metadata: dict[str, Any] | None = None
     ) -> RunResult:
-        """Run the agent on one input. Always returns a result; stops are outcomes."""
+        """Run the agent on one input. Always returns a result; stops are outcomes.
+
+        ``trace_id`` (a W3C trace id) puts the run in a caller's trace, which other runs may
+        share; the run's own id (``RunResult.run_id``) is its root span's id."""
         if not isinstance(input, str):
             raise TetherError(f"input must be text, got {type(input).__name__}")
         input = scrub_surrogates(input)
@@ -228,8 +232,10 @@ class Agent:
             raise TetherError(
                 f"trace_id must be 32 lowercase hex characters (a W3C trace id), got {trace_id!r}"
             )
+        run_id = new_span_id()
         state = RunState(
             trace_id=trace_id,
+            run_id=run_id,
             agent_name=self.spec.name,
             agent_version=self.version,
             paradigm=self.spec.paradigm,
@@ -239,13 +245,14 @@ class Agent:
         )
         if self._system_prompt:
             state.messages.append(Message(role="system", content=self._system_prompt))
-        recorder = RunRecorder(self.sink, trace_id)
+        recorder = RunRecorder(self.sink, trace_id, run_id)
         run = new_run_record(
             trace_id,
             self.spec.name,
             self.version,
             input,
             {semconv.TETHER_PARADIGM: self.spec.paradigm, **state.metadata},
+            run_id=run_id,
         )
         self.sink.run_started(run)
         span = recorder.start_span(
@@ -260,6 +267,7 @@ class Agent:
                 semconv.GEN_AI_PROVIDER_NAME: self.model.provider,
                 semconv.GEN_AI_REQUEST_MODEL: self.model.name,
             },
+            span_id=run_id,  # a run is the subtree under its root span
         )
         rc = RunContext(
             models=self._models(),
@@ -305,6 +313,7 @@ class Agent:
         self.sink.run_ended(
             RunRecord(
                 trace_id=run.trace_id,
+                run_id=run.run_id,
                 agent_name=run.agent_name,
                 agent_version=run.agent_version,
                 started_ns=run.started_ns,

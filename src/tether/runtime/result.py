@@ -22,6 +22,10 @@ class RunResult:
     status: str
     """``completed``, ``paused`` or ``failed``."""
     trace_id: str
+    """The W3C trace id (the caller's, when ``Agent.run`` was given one)."""
+    run_id: str
+    """This run's id within the trace (its root span's id): what ``tether traces show``
+    takes when several runs share a trace id."""
     usage: Usage
     cost_usd: float | None
     """Cost in USD; ``None`` when a model call could not be priced (the cost is unknown, not
@@ -47,6 +51,7 @@ class RunResult:
             outcome=state.outcome or "error",
             status=state.status,
             trace_id=state.trace_id,
+            run_id=state.run_id,
             usage=state.usage,
             cost_usd=None if state.unpriced_calls else state.cost_usd,
             latency_s=state.elapsed_s,

@@ -36,7 +36,10 @@ class RunState(BaseModel):
     schema_version: Literal[1] = 1
     """Version of this schema; bumped on any incompatible change (with a migration)."""
     trace_id: str
-    """Run id, which is also the trace id."""
+    """The W3C trace id; several runs may share one (a caller's upstream trace)."""
+    run_id: str = ""
+    """The run's own id, its root span's id (empty in checkpoints written before runs had
+    their own ids)."""
     agent_name: str
     agent_version: str
     paradigm: Literal["react", "plan_execute"] = "react"

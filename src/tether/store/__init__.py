@@ -14,7 +14,8 @@ from tether.store.records import (
     SpanRecord,
     TraceBatch,
 )
-from tether.store.repository import Store, dumps_attributes
+from tether.store.repository import Store
+from tether.store.values import dumps_attributes
 
 __all__ = [
     "CheckpointRecord",

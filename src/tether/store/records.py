@@ -8,9 +8,19 @@ from typing import Any
 
 @dataclass(slots=True)
 class RunRecord:
-    """One agent execution (or one gateway request). ``trace_id`` is its id."""
+    """One agent execution (or one gateway request).
+
+    ``run_id`` is its id, equal to the id of its root (``invoke_agent``) span: a run is the
+    subtree under that span. ``trace_id`` may be shared with other runs (a caller passing
+    one upstream OpenTelemetry trace id to several operations).
+
+    Every record carries the ``run_id`` of the run it belongs to. Records read from a crash
+    journal written before runs had ids have an empty one: the store gives them the run of
+    their trace (see ``Store.write``).
+    """
 
     trace_id: str
+    run_id: str = field(kw_only=True)
     agent_name: str
     agent_version: str
     started_ns: int
@@ -40,6 +50,7 @@ class SpanRecord:
     """One step of a run, with OTel GenAI attribute names."""
 
     trace_id: str
+    run_id: str = field(kw_only=True)
     span_id: str
     parent_id: str | None
     name: str
@@ -62,6 +73,7 @@ class EventRecord:
     """A decision or signal on a span (guard verdict, limit trip, tool error, fallback)."""
 
     trace_id: str
+    run_id: str = field(kw_only=True)
     span_id: str | None
     name: str
     time_ns: int
@@ -73,6 +85,7 @@ class CheckpointRecord:
     """A serialized ``RunState`` at a pause or end point."""
 
     trace_id: str
+    run_id: str = field(kw_only=True)
     schema_version: int
     created_ns: int
     state_json: str

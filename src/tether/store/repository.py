@@ -7,10 +7,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, RowMapping, bindparam, select, update
+from sqlalchemy import Engine, RowMapping, bindparam, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from tether.core import StoreError, scrub_surrogates
+from tether.core import StoreError
 from tether.store import tables
 from tether.store.db import create_store_engine, migrate, redact_url
 from tether.store.records import (
@@ -20,6 +20,25 @@ from tether.store.records import (
     SpanRecord,
     TraceBatch,
 )
+from tether.store.replay import without_existing
+from tether.store.values import (
+    CHECKPOINT_REASON,
+    EVENT_NAME,
+    RUN_AGENT,
+    RUN_OUTCOME,
+    RUN_STATUS,
+    RUN_VERSION,
+    SPAN_KIND,
+    SPAN_NAME,
+    SPAN_STATUS,
+    clean_text,
+    dumps_attributes,
+    fit,
+)
+
+_LISTED_RUNS = 20
+"""How many run ids an ambiguous trace id lists."""
+_TRACE_ID_LENGTH = 32
 
 _RUN_END_FIELDS = (
     "status",
@@ -36,56 +55,15 @@ _RUN_END_FIELDS = (
 )
 
 
-# Built once: ``json.dumps`` with non-default options builds a new encoder on every call.
-_encode_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
-
-
-def dumps_attributes(value: dict[str, Any]) -> str:
-    """Attributes as the store keeps them: compact JSON, anything unserializable as ``str``."""
-    text: str = _encode_utf8(value)
-    # A lone surrogate (only in a string, so inside a JSON string literal) becomes U+FFFD, as
-    # in the text columns: escaped, it would come back on reading and break every UTF-8
-    # output the trace is shown on.
-    return text if text.isascii() else scrub_surrogates(text)
-
-
-def _text(value: str | None) -> str | None:
-    """Text any database accepts: no NUL (PostgreSQL refuses it) and no lone surrogates (not
-    encodable as UTF-8). One stray character in user input must not lose a trace."""
-    if not value:
-        return value
-    if "\x00" in value:
-        value = value.replace("\x00", "\ufffd")
-    return value if value.isascii() else scrub_surrogates(value)
-
-
 # One prepared UPDATE for every run that ended in a batch, executed as executemany.
 _END_RUN = (
     update(tables.runs)
-    .where(tables.runs.c.trace_id == bindparam("b_trace_id"))
-    # A reused trace id must not overwrite the run that owns it.
+    .where(tables.runs.c.run_id == bindparam("b_run_id"))
+    # A record given its run by its trace (from an old crash journal, see
+    # ``tether.store.replay``) must not overwrite another run of the trace.
     .where(tables.runs.c.started_ns == bindparam("b_started_ns"))
     .values({f: bindparam(f"b_{f}") for f in (*_RUN_END_FIELDS, "attributes")})
 )
-
-
-def _fit(value: str | None, length: int) -> str | None:
-    """Clip to the column's length: PostgreSQL refuses longer values, and one long tool name
-    from a model must not cost the whole span."""
-    return value[:length] if value is not None and len(value) > length else value
-
-
-def _length(column: Any) -> int:
-    return int(column.type.length)
-
-
-# Column lengths, read once (the write path runs per record).
-_RUN_AGENT, _RUN_VERSION = _length(tables.runs.c.agent_name), _length(tables.runs.c.agent_version)
-_RUN_STATUS, _RUN_OUTCOME = _length(tables.runs.c.status), _length(tables.runs.c.outcome)
-_SPAN_NAME, _SPAN_KIND = _length(tables.spans.c.name), _length(tables.spans.c.kind)
-_SPAN_STATUS = _length(tables.spans.c.status)
-_EVENT_NAME = _length(tables.events.c.name)
-_CHECKPOINT_REASON = _length(tables.checkpoints.c.reason)
 
 
 # Columns written by ``_insert``, in the order of its row tuples (events: id is generated).
@@ -117,24 +95,25 @@ def _insert(conn: Any, table: Any, rows: list[tuple[Any, ...]]) -> None:
 
 def _run_end_params(r: RunRecord) -> dict[str, Any]:
     params = {f"b_{f}": getattr(r, f) for f in _RUN_END_FIELDS}
-    params["b_output"], params["b_error"] = _text(r.output), _text(r.error)
-    params["b_status"] = _text(_fit(r.status, _RUN_STATUS))
-    params["b_outcome"] = _text(_fit(r.outcome, _RUN_OUTCOME))
+    params["b_output"], params["b_error"] = clean_text(r.output), clean_text(r.error)
+    params["b_status"] = clean_text(fit(r.status, RUN_STATUS))
+    params["b_outcome"] = clean_text(fit(r.outcome, RUN_OUTCOME))
     params["b_attributes"] = dumps_attributes(r.attributes)
-    params["b_trace_id"] = r.trace_id
+    params["b_run_id"] = r.run_id
     params["b_started_ns"] = r.started_ns
     return params
 
 
 def _run_row(r: RunRecord) -> dict[str, Any]:
     return {
+        "run_id": r.run_id,
         "trace_id": r.trace_id,
-        "agent_name": _text(_fit(r.agent_name, _RUN_AGENT)),
-        "agent_version": _text(_fit(r.agent_version, _RUN_VERSION)),
-        "status": _text(_fit(r.status, _RUN_STATUS)),
-        "outcome": _text(_fit(r.outcome, _RUN_OUTCOME)),
-        "input": _text(r.input),
-        "output": _text(r.output),
+        "agent_name": clean_text(fit(r.agent_name, RUN_AGENT)),
+        "agent_version": clean_text(fit(r.agent_version, RUN_VERSION)),
+        "status": clean_text(fit(r.status, RUN_STATUS)),
+        "outcome": clean_text(fit(r.outcome, RUN_OUTCOME)),
+        "input": clean_text(r.input),
+        "output": clean_text(r.output),
         "started_ns": r.started_ns,
         "ended_ns": r.ended_ns,
         "input_tokens": r.input_tokens,
@@ -143,7 +122,7 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
         "cost_usd": r.cost_usd,
         "turns": r.turns,
         "tool_calls": r.tool_calls,
-        "error": _text(r.error),
+        "error": clean_text(r.error),
         "attributes": dumps_attributes(r.attributes),
     }
 
@@ -152,54 +131,6 @@ def _run_from(row: RowMapping) -> RunRecord:
     data = dict(row)
     data["attributes"] = json.loads(data["attributes"])
     return RunRecord(**data)
-
-
-def _chunks(values: Sequence[Any], size: int = 500) -> Any:
-    for i in range(0, len(values), size):
-        yield values[i : i + size]
-
-
-def _existing(conn: Any, columns: Sequence[Any], key: Any, values: set[Any]) -> set[Any]:
-    found: set[Any] = set()
-    for chunk in _chunks(sorted(values)):
-        for row in conn.execute(select(*columns).where(key.in_(chunk))):
-            found.add(tuple(row) if len(columns) > 1 else row[0])
-    return found
-
-
-def _without_existing(conn: Any, batch: TraceBatch) -> TraceBatch:
-    """The batch minus what is already stored: runs by id, spans by id, events by (trace,
-    name, time), checkpoints by (trace, time). Run ends are updates, idempotent already."""
-    runs, spans, events = tables.runs.c, tables.spans.c, tables.events.c
-    checks = tables.checkpoints.c
-    have_runs = _existing(
-        conn, [runs.trace_id], runs.trace_id, {r.trace_id for r in batch.runs_started}
-    )
-    have_spans = _existing(conn, [spans.span_id], spans.span_id, {s.span_id for s in batch.spans})
-    have_events = _existing(
-        conn,
-        [events.trace_id, events.name, events.time_ns],
-        events.trace_id,
-        {e.trace_id for e in batch.events},
-    )
-    have_checks = _existing(
-        conn,
-        [checks.trace_id, checks.created_ns],
-        checks.trace_id,
-        {c.trace_id for c in batch.checkpoints},
-    )
-    return TraceBatch(
-        runs_started=[r for r in batch.runs_started if r.trace_id not in have_runs],
-        spans=[s for s in batch.spans if s.span_id not in have_spans],
-        events=[
-            e
-            for e in batch.events
-            if (e.trace_id, _text(_fit(e.name, _EVENT_NAME)), e.time_ns) not in have_events
-        ],
-        checkpoints=[c for c in batch.checkpoints if (c.trace_id, c.created_ns) not in have_checks],
-        runs_ended=batch.runs_ended,
-        attributes_json=batch.attributes_json,
-    )
 
 
 class Store:
@@ -239,13 +170,14 @@ class Store:
         """Write a batch in one transaction: all of it, or none of it (and ``StoreError``).
 
         ``skip_existing`` leaves out records the store already has (replaying a crash
-        journal whose records may have been committed just before the crash).
+        journal whose records may have been committed just before the crash), and gives
+        records of a journal written before runs had ids the run of their trace.
         """
         self.ensure_ready()
         try:
             with self.engine.begin() as conn:
                 if skip_existing:
-                    batch = _without_existing(conn, batch)
+                    batch = without_existing(conn, batch)
                 cached = batch.attributes_json
                 if batch.runs_started:
                     conn.execute(tables.runs.insert(), [_run_row(r) for r in batch.runs_started])
@@ -256,14 +188,15 @@ class Store:
                         [
                             (
                                 s.span_id,
+                                s.run_id,
                                 s.trace_id,
                                 s.parent_id,
-                                _text(_fit(s.name, _SPAN_NAME)),
-                                _text(_fit(s.kind, _SPAN_KIND)),
+                                clean_text(fit(s.name, SPAN_NAME)),
+                                clean_text(fit(s.kind, SPAN_KIND)),
                                 s.start_ns,
                                 s.end_ns,
-                                _text(_fit(s.status, _SPAN_STATUS)),
-                                _text(s.status_message),
+                                clean_text(fit(s.status, SPAN_STATUS)),
+                                clean_text(s.status_message),
                                 cached.get(id(s)) or dumps_attributes(s.attributes),
                             )
                             for s in batch.spans
@@ -275,9 +208,10 @@ class Store:
                         tables.events,
                         [
                             (
+                                e.run_id,
                                 e.trace_id,
                                 e.span_id,
-                                _text(_fit(e.name, _EVENT_NAME)),
+                                clean_text(fit(e.name, EVENT_NAME)),
                                 e.time_ns,
                                 cached.get(id(e)) or dumps_attributes(e.attributes),
                             )
@@ -289,10 +223,11 @@ class Store:
                         tables.checkpoints.insert(),
                         [
                             {
+                                "run_id": c.run_id,
                                 "trace_id": c.trace_id,
                                 "schema_version": c.schema_version,
                                 "created_ns": c.created_ns,
-                                "reason": _text(_fit(c.reason, _CHECKPOINT_REASON)),
+                                "reason": clean_text(fit(c.reason, CHECKPOINT_REASON)),
                                 "state": c.state_json,
                             }
                             for c in batch.checkpoints
@@ -340,30 +275,53 @@ class Store:
             stmt = stmt.where(tables.runs.c.agent_name == agent)
         return [_run_from(r) for r in self._read(stmt)]
 
-    def get_run(self, trace_id: str) -> RunRecord:
-        """The run with this id, or with this unique id prefix (at least 6 characters)."""
-        if len(trace_id) < 6:
-            raise StoreError(f"trace id {trace_id!r} is too short; give at least 6 characters")
+    def get_run(self, run_or_trace_id: str) -> RunRecord:
+        """The run with this run id or trace id, or with a unique prefix (at least 6
+        characters) of either. A trace id that several runs share is ambiguous: the
+        ``StoreError`` lists their run ids."""
+        key = run_or_trace_id.lower()
+        if len(key) < 6:
+            raise StoreError(f"id {run_or_trace_id!r} is too short; give at least 6 characters")
+        runs = tables.runs.c
         # autoescape: '%' and '_' in the prefix are literal characters, not LIKE wildcards.
         stmt = (
             select(tables.runs)
-            .where(tables.runs.c.trace_id.startswith(trace_id.lower(), autoescape=True))
-            .limit(2)
-        )
-        rows = self._read(stmt)
-        if not rows:
-            raise StoreError(
-                f"no trace {trace_id!r} in {self.display_url}",
-                hint="list recent traces with: tether traces list",
+            .where(
+                or_(
+                    runs.run_id.startswith(key, autoescape=True),
+                    runs.trace_id.startswith(key, autoescape=True),
+                )
             )
-        if len(rows) > 1:
-            raise StoreError(f"trace id prefix {trace_id!r} is ambiguous; give more characters")
-        return _run_from(rows[0])
+            .order_by(runs.started_ns, runs.run_id)
+            .limit(_LISTED_RUNS + 1)
+        )
+        found = [_run_from(r) for r in self._read(stmt)]
+        if not found:
+            raise StoreError(
+                f"no run or trace {run_or_trace_id!r} in {self.display_url}",
+                hint="list recent runs with: tether traces list",
+            )
+        exact = [r for r in found if r.run_id == key]
+        if exact:
+            return exact[0]
+        if len(found) == 1:
+            return found[0]
+        traces = {r.trace_id for r in found}
+        complete = len(found) <= _LISTED_RUNS or len(key) == _TRACE_ID_LENGTH
+        if len(traces) == 1 and complete:
+            listed = ", ".join(r.run_id for r in found[:_LISTED_RUNS])
+            more = ", ..." if len(found) > _LISTED_RUNS else ""
+            raise StoreError(
+                f"trace {found[0].trace_id} has several runs: {listed}{more}",
+                hint="give one run id, e.g.: tether traces show " + found[0].run_id,
+            )
+        raise StoreError(f"id prefix {run_or_trace_id!r} is ambiguous; give more characters")
 
-    def get_spans(self, trace_id: str) -> list[SpanRecord]:
+    def get_spans(self, run_id: str) -> list[SpanRecord]:
+        """The spans of one run (``RunRecord.run_id``), in start order."""
         stmt = (
             select(tables.spans)
-            .where(tables.spans.c.trace_id == trace_id)
+            .where(tables.spans.c.run_id == run_id)
             .order_by(tables.spans.c.start_ns, tables.spans.c.span_id)
         )
         out = []
@@ -373,15 +331,17 @@ class Store:
             out.append(SpanRecord(**data))
         return out
 
-    def get_events(self, trace_id: str) -> list[EventRecord]:
+    def get_events(self, run_id: str) -> list[EventRecord]:
+        """The events of one run, in time order."""
         stmt = (
             select(tables.events)
-            .where(tables.events.c.trace_id == trace_id)
+            .where(tables.events.c.run_id == run_id)
             .order_by(tables.events.c.time_ns, tables.events.c.id)
         )
         return [
             EventRecord(
                 trace_id=r["trace_id"],
+                run_id=r["run_id"],
                 span_id=r["span_id"],
                 name=r["name"],
                 time_ns=r["time_ns"],
@@ -390,15 +350,17 @@ class Store:
             for r in self._read(stmt)
         ]
 
-    def get_checkpoints(self, trace_id: str) -> list[CheckpointRecord]:
+    def get_checkpoints(self, run_id: str) -> list[CheckpointRecord]:
+        """The checkpoints of one run, oldest first."""
         stmt = (
             select(tables.checkpoints)
-            .where(tables.checkpoints.c.trace_id == trace_id)
+            .where(tables.checkpoints.c.run_id == run_id)
             .order_by(tables.checkpoints.c.created_ns, tables.checkpoints.c.id)
         )
         return [
             CheckpointRecord(
                 trace_id=r["trace_id"],
+                run_id=r["run_id"],
                 schema_version=r["schema_version"],
                 created_ns=r["created_ns"],
                 state_json=r["state"],

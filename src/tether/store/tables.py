@@ -24,7 +24,9 @@ database with an application that uses Alembic too)."""
 runs = Table(
     "tether_runs",
     metadata,
-    Column("trace_id", String(32), primary_key=True),
+    # The id of the run's root (``invoke_agent``) span: several runs may share a trace id.
+    Column("run_id", String(16), primary_key=True),
+    Column("trace_id", String(32), nullable=False),
     Column("agent_name", String(64), nullable=False),
     Column("agent_version", String(64), nullable=False),
     Column("status", String(16), nullable=False),
@@ -42,6 +44,7 @@ runs = Table(
     Column("error", Text),
     Column("attributes", Text, nullable=False),
     Index("ix_tether_runs_started", "started_ns"),
+    Index("ix_tether_runs_trace", "trace_id"),
     Index("ix_tether_runs_agent", "agent_name", "started_ns"),
 )
 
@@ -49,7 +52,8 @@ spans = Table(
     "tether_spans",
     metadata,
     Column("span_id", String(16), primary_key=True),
-    Column("trace_id", String(32), ForeignKey("tether_runs.trace_id"), nullable=False),
+    Column("run_id", String(16), ForeignKey("tether_runs.run_id"), nullable=False),
+    Column("trace_id", String(32), nullable=False),
     Column("parent_id", String(16)),
     Column("name", String(256), nullable=False),
     Column("kind", String(16), nullable=False),
@@ -58,29 +62,31 @@ spans = Table(
     Column("status", String(8), nullable=False),
     Column("status_message", Text),
     Column("attributes", Text, nullable=False),
-    Index("ix_tether_spans_trace", "trace_id", "start_ns"),
+    Index("ix_tether_spans_run", "run_id", "start_ns"),
 )
 
 events = Table(
     "tether_events",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("trace_id", String(32), ForeignKey("tether_runs.trace_id"), nullable=False),
+    Column("run_id", String(16), ForeignKey("tether_runs.run_id"), nullable=False),
+    Column("trace_id", String(32), nullable=False),
     Column("span_id", String(16)),
     Column("name", String(128), nullable=False),
     Column("time_ns", BigInteger, nullable=False),
     Column("attributes", Text, nullable=False),
-    Index("ix_tether_events_trace", "trace_id", "time_ns"),
+    Index("ix_tether_events_run", "run_id", "time_ns"),
 )
 
 checkpoints = Table(
     "tether_checkpoints",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("trace_id", String(32), ForeignKey("tether_runs.trace_id"), nullable=False),
+    Column("run_id", String(16), ForeignKey("tether_runs.run_id"), nullable=False),
+    Column("trace_id", String(32), nullable=False),
     Column("schema_version", Integer, nullable=False),
     Column("created_ns", BigInteger, nullable=False),
     Column("reason", String(64), nullable=False),
     Column("state", Text, nullable=False),
-    Index("ix_tether_checkpoints_trace", "trace_id", "created_ns"),
+    Index("ix_tether_checkpoints_run", "run_id", "created_ns"),
 )

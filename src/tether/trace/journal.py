@@ -371,6 +371,8 @@ def _decode(path: Path, data: bytes) -> list[Item]:
             cls = _CLASSES[op]
             known = set(_FIELDS[op])
             data_ = {k: v for k, v in zip(fields[op], values, strict=True) if k in known}
+            # A journal from before runs had ids: the store gives the record its trace's run.
+            data_.setdefault("run_id", "")
             if attributes is not None:
                 data_["attributes"] = attributes
             items.append((op, cls(**data_)))

@@ -27,21 +27,31 @@ log = logging.getLogger("tether.trace")
 
 
 class RunRecorder:
-    """Builds span and event records for one trace and hands them to a sink."""
+    """Builds span and event records for one run and hands them to a sink."""
 
-    __slots__ = ("sink", "trace_id")
+    __slots__ = ("run_id", "sink", "trace_id")
 
-    def __init__(self, sink: TraceSink, trace_id: str) -> None:
+    def __init__(self, sink: TraceSink, trace_id: str, run_id: str) -> None:
         self.sink = sink
         self.trace_id = trace_id
+        self.run_id = run_id
+        """The id of the run's root span (several runs may share a trace)."""
 
     def start_span(
-        self, name: str, kind: str, parent_id: str | None, attributes: dict[str, Any]
+        self,
+        name: str,
+        kind: str,
+        parent_id: str | None,
+        attributes: dict[str, Any],
+        *,
+        span_id: str | None = None,
     ) -> SpanRecord:
-        """Open a span; nothing is written until :meth:`end_span`."""
+        """Open a span (a new id unless ``span_id`` is given: the root span's is the run
+        id); nothing is written until :meth:`end_span`."""
         return SpanRecord(
             trace_id=self.trace_id,
-            span_id=new_span_id(),
+            run_id=self.run_id,
+            span_id=span_id or new_span_id(),
             parent_id=parent_id,
             name=name,
             kind=kind,
@@ -58,11 +68,15 @@ class RunRecorder:
         self.sink.span(span)
 
     def event(self, span_id: str | None, name: str, attributes: dict[str, Any]) -> None:
-        self.sink.event(EventRecord(self.trace_id, span_id, name, now_ns(), attributes))
+        self.sink.event(
+            EventRecord(self.trace_id, span_id, name, now_ns(), attributes, run_id=self.run_id)
+        )
 
     def checkpoint(self, schema_version: int, state_json: str, reason: str) -> None:
         self.sink.checkpoint(
-            CheckpointRecord(self.trace_id, schema_version, now_ns(), state_json, reason)
+            CheckpointRecord(
+                self.trace_id, schema_version, now_ns(), state_json, reason, run_id=self.run_id
+            )
         )
 
 
@@ -139,10 +153,17 @@ def close_writers() -> None:
 
 
 def new_run_record(
-    trace_id: str, agent_name: str, agent_version: str, input_text: str, attributes: dict[str, Any]
+    trace_id: str,
+    agent_name: str,
+    agent_version: str,
+    input_text: str,
+    attributes: dict[str, Any],
+    *,
+    run_id: str,
 ) -> RunRecord:
     return RunRecord(
         trace_id=trace_id,
+        run_id=run_id,
         agent_name=agent_name,
         agent_version=agent_version,
         started_ns=now_ns(),

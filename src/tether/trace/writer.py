@@ -360,8 +360,8 @@ class BatchingWriter:
         runs = self._retrying(lambda: self.store.running_runs_of(semconv.TETHER_WRITER_ID, writer))
         ended = []
         for run in runs:
-            trace_id = run.trace_id
-            spans = self._retrying(lambda: self.store.get_spans(trace_id))  # noqa: B023
+            run_id = run.run_id
+            spans = self._retrying(lambda: self.store.get_spans(run_id))  # noqa: B023
             ended.append(abandoned_run_end(run, spans, last_write_ns=last_write_ns, error=error))
         if ended:
             self._write_with_retry([(RUN_END, run, None) for run in ended])

@@ -7,6 +7,14 @@ from alembic import context
 from tether.store.tables import VERSION_TABLE, metadata
 
 connection = context.config.attributes["connection"]
+if (
+    connection.dialect.name == "sqlite"
+    and not connection.connection.dbapi_connection.in_transaction
+):
+    # Python's sqlite3 opens a transaction only before DML, so each DDL statement would
+    # commit on its own and a migration failing halfway would leave a store that no version
+    # can open. SQLite has transactional DDL: one explicit transaction makes it all or nothing.
+    connection.exec_driver_sql("BEGIN")
 context.configure(
     connection=connection,
     target_metadata=metadata,

@@ -1,0 +1,50 @@
+"""Values as the store writes them: text any database accepts, clipped to its column."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tether.core import scrub_surrogates
+from tether.store import tables
+
+# Built once: ``json.dumps`` with non-default options builds a new encoder on every call.
+_encode_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+
+def dumps_attributes(value: dict[str, Any]) -> str:
+    """Attributes as the store keeps them: compact JSON, anything unserializable as ``str``."""
+    text: str = _encode_utf8(value)
+    # A lone surrogate (only in a string, so inside a JSON string literal) becomes U+FFFD, as
+    # in the text columns: escaped, it would come back on reading and break every UTF-8
+    # output the trace is shown on.
+    return text if text.isascii() else scrub_surrogates(text)
+
+
+def clean_text(value: str | None) -> str | None:
+    """Text any database accepts: no NUL (PostgreSQL refuses it) and no lone surrogates (not
+    encodable as UTF-8). One stray character in user input must not lose a trace."""
+    if not value:
+        return value
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    return value if value.isascii() else scrub_surrogates(value)
+
+
+def fit(value: str | None, length: int) -> str | None:
+    """Clip to the column's length: PostgreSQL refuses longer values, and one long tool name
+    from a model must not cost the whole span."""
+    return value[:length] if value is not None and len(value) > length else value
+
+
+def _length(column: Any) -> int:
+    return int(column.type.length)
+
+
+# Column lengths, read once (the write path runs per record).
+RUN_AGENT, RUN_VERSION = _length(tables.runs.c.agent_name), _length(tables.runs.c.agent_version)
+RUN_STATUS, RUN_OUTCOME = _length(tables.runs.c.status), _length(tables.runs.c.outcome)
+SPAN_NAME, SPAN_KIND = _length(tables.spans.c.name), _length(tables.spans.c.kind)
+SPAN_STATUS = _length(tables.spans.c.status)
+EVENT_NAME = _length(tables.events.c.name)
+CHECKPOINT_REASON = _length(tables.checkpoints.c.reason)

@@ -1,0 +1,82 @@
+"""Stores at schema revision 0001 (runs keyed by trace id), built row by row the way Tether
+wrote them then, for tests of the upgrade and of replaying old journals into upgraded stores."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, text
+
+from tether.store.db import MIGRATIONS_DIR
+
+
+def upgrade_to_0001(conn: Connection) -> None:
+    """Create the 0001 schema (an empty database) with Alembic."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "0001")
+
+
+def insert(conn: Connection, table: str, **values: Any) -> None:
+    names = ", ".join(values)
+    params = ", ".join(f":{k}" for k in values)
+    conn.execute(text(f"INSERT INTO {table} ({names}) VALUES ({params})"), values)
+
+
+def run_0001(conn: Connection, trace_id: str, started_ns: int, **kw: Any) -> None:
+    row: dict[str, Any] = {
+        "trace_id": trace_id,
+        "agent_name": "legacy",
+        "agent_version": "v0",
+        "status": "completed",
+        "outcome": "final_answer",
+        "input": f"input of {trace_id[:4]}",
+        "output": "answer",
+        "started_ns": started_ns,
+        "ended_ns": started_ns + 10_000,
+        "input_tokens": 12,
+        "output_tokens": 4,
+        "cached_input_tokens": 0,
+        "cost_usd": 0.5,
+        "turns": 1,
+        "tool_calls": 0,
+        "error": None,
+        "attributes": json.dumps({"tether.agent.paradigm": "react"}),
+    }
+    row.update(kw)
+    insert(conn, "tether_runs", **row)
+
+
+def span_0001(
+    conn: Connection, trace_id: str, span_id: str, parent_id: str | None, kind: str, start: int
+) -> None:
+    insert(
+        conn,
+        "tether_spans",
+        span_id=span_id,
+        trace_id=trace_id,
+        parent_id=parent_id,
+        name=f"{kind} step",
+        kind=kind,
+        start_ns=start,
+        end_ns=start + 100,
+        status="ok",
+        status_message=None,
+        attributes="{}",
+    )
+
+
+def event_0001(conn: Connection, trace_id: str, span_id: str | None, time_ns: int) -> None:
+    insert(
+        conn,
+        "tether_events",
+        trace_id=trace_id,
+        span_id=span_id,
+        name="tether.control.decision",
+        time_ns=time_ns,
+        attributes='{"tether.decision":"allow"}',
+    )

@@ -1,0 +1,201 @@
+"""Golden stores: a store made by an older schema revision, with data, upgrades to the head.
+
+Each store is built here by migrating to the old revision with Alembic and inserting rows the
+way that version of Tether wrote them (not a binary file in the repository)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from fakes.store_0001 import event_0001, insert, run_0001, span_0001, upgrade_to_0001
+from tether.core import StoreError, new_span_id
+from tether.store import RunRecord, SpanRecord, Store, TraceBatch, create_store_engine
+from tether.store.tables import VERSION_TABLE, metadata
+
+# Revision 0001: runs keyed by trace id.
+TRACE_DONE = "4bf92f3577b34da6a3ce929d0e0e4736"
+"""A run that ended: its root span was written."""
+ROOT_DONE, MODEL_DONE = "a3ce929d0e0e4736", "00f067aa0ba902b7"
+TRACE_CRASHED = "0af7651916cd43dd8448eb211c80319c"
+"""A run whose process died: its root span (written when a run ends) never was."""
+TOOL_CRASHED = "b7ad6b7169203331"
+TRACE_REUSED = "c" * 32
+"""Two runs under one trace id: 0001 dropped the second run's row but kept its spans."""
+ROOT_FIRST, CHILD_FIRST = "c100000000000001", "c1c1000000000001"
+ROOT_SECOND, CHILD_SECOND = "c200000000000002", "c2c2000000000002"
+T0 = 1_767_225_600_000_000_000
+_TABLES = ("tether_runs", "tether_spans", "tether_events", "tether_checkpoints")
+
+
+def make_store_0001(url: str) -> None:
+    """A store at revision 0001 holding the three runs described above."""
+    engine = create_store_engine(url)
+    try:
+        with engine.begin() as conn:
+            upgrade_to_0001(conn)
+            run_0001(conn, TRACE_DONE, T0)
+            span_0001(conn, TRACE_DONE, ROOT_DONE, None, "agent", T0 + 1)
+            span_0001(conn, TRACE_DONE, MODEL_DONE, ROOT_DONE, "model", T0 + 2)
+            event_0001(conn, TRACE_DONE, MODEL_DONE, T0 + 3)
+            insert(
+                conn,
+                "tether_checkpoints",
+                trace_id=TRACE_DONE,
+                schema_version=1,
+                created_ns=T0 + 4,
+                reason="paused",
+                state='{"schema_version":1}',
+            )
+            run_0001(
+                conn,
+                TRACE_CRASHED,
+                T0 + 100,
+                status="running",
+                outcome=None,
+                output=None,
+                ended_ns=None,
+            )
+            span_0001(conn, TRACE_CRASHED, TOOL_CRASHED, "c80319c0c80319c0", "tool", T0 + 101)
+            event_0001(conn, TRACE_CRASHED, None, T0 + 102)
+            run_0001(conn, TRACE_REUSED, T0 + 200)
+            # The second run's root starts later; listed first, so row order does not decide.
+            span_0001(conn, TRACE_REUSED, ROOT_SECOND, None, "agent", T0 + 301)
+            span_0001(conn, TRACE_REUSED, CHILD_SECOND, ROOT_SECOND, "model", T0 + 302)
+            span_0001(conn, TRACE_REUSED, ROOT_FIRST, None, "agent", T0 + 201)
+            span_0001(conn, TRACE_REUSED, CHILD_FIRST, ROOT_FIRST, "model", T0 + 202)
+    finally:
+        engine.dispose()
+
+
+def test_a_0001_store_upgrades_with_each_run_keyed_by_its_root_span(store_url: str) -> None:
+    make_store_0001(store_url)
+    store = Store(store_url)  # migrates to the head
+    try:
+        done = store.get_run(TRACE_DONE)
+        assert (done.run_id, done.trace_id, done.status, done.cost_usd) == (
+            ROOT_DONE,
+            TRACE_DONE,
+            "completed",
+            0.5,
+        )
+        assert done.attributes == {"tether.agent.paradigm": "react"}
+        spans = store.get_spans(ROOT_DONE)
+        assert [(s.span_id, s.run_id, s.trace_id) for s in spans] == [
+            (ROOT_DONE, ROOT_DONE, TRACE_DONE),
+            (MODEL_DONE, ROOT_DONE, TRACE_DONE),
+        ]
+        assert [(e.run_id, e.span_id) for e in store.get_events(ROOT_DONE)] == [
+            (ROOT_DONE, MODEL_DONE)
+        ]
+        [checkpoint] = store.get_checkpoints(ROOT_DONE)
+        assert (checkpoint.run_id, checkpoint.reason) == (ROOT_DONE, "paused")
+
+        # No root span: an id derived from the trace id.
+        crashed = store.get_run(TRACE_CRASHED)
+        assert crashed.run_id == TRACE_CRASHED[:16] and crashed.status == "running"
+        assert [s.span_id for s in store.get_spans(crashed.run_id)] == [TOOL_CRASHED]
+        assert len(store.get_events(crashed.run_id)) == 1
+
+        # The row belonged to the trace's first run; the spans 0001 attached to it stay.
+        reused = store.get_run(TRACE_REUSED)
+        assert reused.run_id == ROOT_FIRST
+        assert [s.span_id for s in store.get_spans(ROOT_FIRST)] == [
+            ROOT_FIRST,
+            CHILD_FIRST,
+            ROOT_SECOND,
+            CHILD_SECOND,
+        ]
+        assert store.get_run(ROOT_FIRST) == reused
+
+        with store.engine.connect() as conn:
+            context = MigrationContext.configure(
+                conn, opts={"compare_type": True, "version_table": VERSION_TABLE}
+            )
+            assert compare_metadata(context, metadata) == []
+    finally:
+        store.close()
+
+
+def test_an_upgraded_store_keeps_foreign_keys_and_takes_runs_sharing_a_trace(
+    store_url: str,
+) -> None:
+    make_store_0001(store_url)
+    store = Store(store_url)
+    try:
+        run_id = new_span_id()
+        later = RunRecord(
+            trace_id=TRACE_DONE, run_id=run_id, agent_name="new", agent_version="v1", started_ns=T0
+        )
+        root = SpanRecord(
+            TRACE_DONE, run_id, None, "invoke_agent new", "agent", T0 + 1, T0 + 2, run_id=run_id
+        )
+        store.write(TraceBatch(runs_started=[later], spans=[root]))
+        assert store.get_run(run_id) == later
+        assert store.get_spans(run_id) == [root]
+        assert [s.span_id for s in store.get_spans(ROOT_DONE)] == [ROOT_DONE, MODEL_DONE]
+        with pytest.raises(StoreError, match="several runs") as shared:
+            store.get_run(TRACE_DONE)
+        assert ROOT_DONE in shared.value.message and run_id in shared.value.message
+
+        orphan = SpanRecord(TRACE_DONE, new_span_id(), None, "x", "tool", 1, 2, run_id="f" * 16)
+        with pytest.raises(StoreError, match="writing to"):
+            store.write(TraceBatch(spans=[orphan]))
+    finally:
+        store.close()
+
+
+def test_a_failed_sqlite_migration_leaves_the_store_as_it_was(sqlite_url: str) -> None:
+    """A span whose run is missing (written with foreign keys off, outside Tether) cannot be
+    given a run: the upgrade fails as a whole, and the store stays a valid 0001 store."""
+    make_store_0001(sqlite_url)
+    path = sqlite_url.removeprefix("sqlite:///")
+    raw = sqlite3.connect(path)
+    raw.execute(
+        "INSERT INTO tether_spans VALUES (?, ?, NULL, 'lost', 'tool', 1, 2, 'ok', NULL, '{}')",
+        (new_span_id(), "d" * 32),
+    )
+    raw.commit()
+    before = {t: raw.execute(f"SELECT * FROM {t}").fetchall() for t in _TABLES}
+    raw.close()
+
+    with pytest.raises(StoreError, match="NOT NULL"):
+        Store(sqlite_url)
+
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall() == [("0001",)]
+        for table in _TABLES:
+            columns = [r[1] for r in raw.execute(f"PRAGMA table_info({table})")]
+            assert "run_id" not in columns, f"{table} was altered"
+            assert raw.execute(f"SELECT * FROM {table}").fetchall() == before[table]
+        raw.execute("DELETE FROM tether_spans WHERE name = 'lost'")
+        raw.commit()
+    finally:
+        raw.close()
+    store = Store(sqlite_url)  # repaired: the upgrade goes through
+    try:
+        assert store.get_run(TRACE_DONE).run_id == ROOT_DONE
+        assert [s.span_id for s in store.get_spans(TRACE_CRASHED[:16])] == [TOOL_CRASHED]
+    finally:
+        store.close()
+
+
+def test_a_0001_store_with_its_revision_in_alembic_version_is_carried_over_and_upgraded(
+    sqlite_url: str,
+) -> None:
+    """Stores made before Tether had its own version table were at 0001."""
+    make_store_0001(sqlite_url)
+    raw = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    raw.execute(f"ALTER TABLE {VERSION_TABLE} RENAME TO alembic_version")
+    raw.commit()
+    raw.close()
+    store = Store(sqlite_url)
+    try:
+        assert store.get_run(TRACE_DONE).run_id == ROOT_DONE
+        assert [s.span_id for s in store.get_spans(ROOT_DONE)] == [ROOT_DONE, MODEL_DONE]
+    finally:
+        store.close()
