@@ -261,6 +261,13 @@ def _timeouts(parsed: URL) -> dict[str, Any]:
     return args
 
 
+def _first_line(error: BaseException | None) -> str:
+    """A driver's message on one line: libpq adds its own hint on a second one ("Is the
+    server running..."), which ours says already."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
 def _alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -363,7 +370,7 @@ def migrate(engine: Engine) -> None:
         # OperationalError (unreachable, locked, unwritable) and DatabaseError (the file is not
         # a database) alike: the store cannot be opened.
         raise StoreError(
-            f"cannot open the trace store at {_shown(engine)}: {exc.orig}",
+            f"cannot open the trace store at {_shown(engine)}: {_first_line(exc.orig)}",
             hint="check the database URL (--database-url or TETHER_DATABASE_URL), that the "
             "server is running, and file permissions",
         ) from exc  # the cause says whether it is worth retrying (unreachable, locked)
