@@ -41,7 +41,7 @@ def spec(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def silent_port() -> Iterator[int]:
-    from fakes.silent_server import SilentServer
+    from fakes.tcp_proxy import SilentServer
 
     server = SilentServer()
     yield server.port
