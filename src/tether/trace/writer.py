@@ -43,10 +43,8 @@ from tether.trace.journal import (
     Record,
     Segment,
     encode,
-    orphaned_segments,
-    writer_of,
 )
-from tether.trace.recovery import abandoned_run_end
+from tether.trace.recovery import Queued, discard, replay_orphans
 from tether.trace.sink import NullSink, TraceSink
 from tether.trace.store_gate import StoreGate, StoreUnavailable, is_transient, must_wait
 
@@ -55,11 +53,9 @@ __all__ = ["BatchingWriter", "NullSink", "TraceSink", "is_transient"]
 log = logging.getLogger("tether.trace")
 
 T = TypeVar("T")
-_Queued = tuple[int, Record, str | None]
-"""A record, and its attributes already serialized for the journal (reused by the store)."""
 
 
-def _to_batch(items: list[_Queued]) -> TraceBatch:
+def _to_batch(items: list[Queued]) -> TraceBatch:
     batch = TraceBatch()
     lists: tuple[list[Any], ...] = (
         batch.runs_started,
@@ -104,7 +100,7 @@ class BatchingWriter:
         self.dropped_after_close = 0
         self.replayed = 0
         """Records left in the journal by a process that died, written by this writer."""
-        self._queue: deque[_Queued] = deque()
+        self._queue: deque[Queued] = deque()
         self._lock = threading.Lock()  # journal order == queue order
         self._journal: Journal | None = None
         self._held: list[Segment] = []  # of a journal that failed: discarded once written
@@ -300,7 +296,7 @@ class BatchingWriter:
                     done += n
                     if done == total:
                         for segment in segments:  # before flush() returns: all is written
-                            self._discard(segment)
+                            discard(segment)
                     # Dequeue and count together: flush() never sees written items as neither.
                     with self._cond:
                         for _ in range(n):
@@ -317,55 +313,19 @@ class BatchingWriter:
         held, self._held = self._held, []
         return held
 
-    def _discard(self, segment: Segment) -> None:
-        try:
-            segment.discard()
-        except OSError as exc:
-            # Harmless: a replay skips records already in the store.
-            log.warning("cannot delete trace journal segment %s: %s", segment.path, exc)
-
     def _replay_orphans(self) -> None:
         """Write what processes that died left in this store's journal, before anything else."""
         if self.journal_dir is None or self._journal is None:
             return
-        dead: dict[str, int] = {}  # writer id -> when it last wrote (ns)
         try:
-            for segment, items in orphaned_segments(self.journal_dir):
-                writer = writer_of(segment)
-                dead[writer] = max(dead.get(writer, 0), segment.path.stat().st_mtime_ns)
-                if items:
-                    self._write_with_retry([(op, r, None) for op, r in items], replay=True)
-                    self.replayed += len(items)
-                self._discard(segment)
-            for writer, last_write_ns in dead.items():
-                self._close_abandoned_runs(writer, last_write_ns)
+            self.replayed = replay_orphans(
+                self.journal_dir,
+                self.store,
+                write=lambda items: self._write_with_retry(items, replay=True),
+                retrying=self._retrying,
+            )
         except Exception as exc:  # never let recovery kill the writer thread
             log.error("replaying the trace journal %s failed: %s", self.journal_dir, exc)
-        if self.replayed:
-            log.warning(
-                "wrote %d trace records that a process left in the journal %s when it exited "
-                "before writing them",
-                self.replayed,
-                self.journal_dir,
-            )
-
-    def _close_abandoned_runs(self, writer: str, last_write_ns: int) -> None:
-        """Record as failed the runs a dead writer left running, with the totals of the spans
-        it recorded (the run's end, with its totals, never reached the journal)."""
-        pid = writer.split("-", 1)[0]
-        error = (
-            f"the process that ran it (pid {pid}) exited before the run ended; "
-            "its trace up to then was recovered from the trace journal"
-        )
-        runs = self._retrying(lambda: self.store.running_runs_of(semconv.TETHER_WRITER_ID, writer))
-        ended = []
-        for run in runs:
-            run_id = run.run_id
-            spans = self._retrying(lambda: self.store.get_spans(run_id))  # noqa: B023
-            ended.append(abandoned_run_end(run, spans, last_write_ns=last_write_ns, error=error))
-        if ended:
-            self._write_with_retry([(RUN_END, run, None) for run in ended])
-            log.warning("%d run(s) left running by pid %s recorded as failed", len(ended), pid)
 
     def _retrying(self, call: Callable[[], T]) -> T:
         """``call()`` on the store, retried with backoff while the store is unreachable or
@@ -398,13 +358,13 @@ class BatchingWriter:
         else:
             log.warning("%s; retrying, trace records are kept %s", exc.message, where)
 
-    def _write_with_retry(self, items: list[_Queued], *, replay: bool = False) -> None:
+    def _write_with_retry(self, items: list[Queued], *, replay: bool = False) -> None:
         try:
             self._retrying(lambda: self.store.write(_to_batch(items), skip_existing=replay))
         except StoreError:  # rejected outright: find the record(s) at fault
             self._write_one_by_one(items, replay=replay)
 
-    def _write_one_by_one(self, items: list[_Queued], *, replay: bool = False) -> None:
+    def _write_one_by_one(self, items: list[Queued], *, replay: bool = False) -> None:
         for item in items:
             batch = _to_batch([item])
             try:
