@@ -56,9 +56,13 @@ def replay_orphans(
     for segment, items in orphaned_segments(directory):
         writer = writer_of(segment)
         dead[writer] = max(dead.get(writer, 0), segment.path.stat().st_mtime_ns)
-        if items:
-            write([(op, record, None) for op, record in items])
-            replayed += len(items)
+        try:
+            if items:
+                write([(op, record, None) for op, record in items])
+        except BaseException:
+            segment.release()  # not written: kept, for the next process to replay
+            raise
+        replayed += len(items)
         discard(segment)
     for writer, last_write_ns in dead.items():
         _close_abandoned_runs(store, writer, last_write_ns, write=write, retrying=retrying)

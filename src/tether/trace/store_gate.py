@@ -18,9 +18,26 @@ T = TypeVar("T")
 
 class StoreUnavailable(StoreError):
     """The store cannot take records for now, and retrying at once will not help: it cannot
-    be opened (not a database, a schema from a newer Tether), or its SQLite file was deleted
-    or replaced while this process wrote to it. Records wait, in the journal, rather than be
-    written somewhere nobody looks or be dropped as if the store had rejected them."""
+    be opened (not a database, a schema from a newer Tether), its user may not write to it,
+    its tables are gone, or its SQLite file was deleted or replaced while this process wrote
+    to it. Records wait, in the journal, rather than be written somewhere nobody looks or be
+    dropped as if the store had rejected them."""
+
+
+# Errors of the store, not of a record: every record would fail the same way, so none is
+# skipped as rejected (they wait, in the journal, until the store is fixed).
+_STORE_LEVEL_SQLSTATES = {
+    "42501",  # insufficient_privilege: the user may not write these tables
+    "25006",  # read_only_sql_transaction: a read-only replica or session
+    "42P01",  # undefined_table: the tables were dropped under the process
+    "3F000",  # invalid_schema_name: so was the schema
+}
+
+
+def _sqlstate(exc: StoreError) -> str | None:
+    orig = getattr(exc.__cause__, "orig", None)
+    state = getattr(orig, "sqlstate", None)
+    return state if isinstance(state, str) else None
 
 
 def is_transient(exc: StoreError) -> bool:
@@ -55,7 +72,12 @@ class StoreGate:
                 raise
             raise StoreUnavailable(exc.message, hint=exc.hint) from exc
         self._check_file()
-        result = work()
+        try:
+            result = work()
+        except StoreError as exc:
+            if _sqlstate(exc) in _STORE_LEVEL_SQLSTATES:  # no record's fault: they all wait
+                raise StoreUnavailable(exc.message, hint=exc.hint) from exc
+            raise
         self._check_file()
         return result
 

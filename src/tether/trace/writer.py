@@ -117,6 +117,7 @@ class BatchingWriter:
         self._cond = threading.Condition()
         self._written = 0
         self._closing = False
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tether-trace-writer", daemon=True)
         self._thread.start()
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -237,6 +238,7 @@ class BatchingWriter:
             if self.last_error is not None and self._journal is not None:
                 break  # the store is failing and the records are safe in the journal
         self._closing = True
+        self._stop.set()  # a thread waiting for the store gives up (its records are kept)
         with self._cond:
             self._cond.notify()
         self._thread.join(timeout=1.0)
@@ -252,21 +254,18 @@ class BatchingWriter:
             log.error("closing trace journal %s failed: %s", self.journal_dir, exc)
         if not ok and self.pending:
             # One message: what is left, why, and where it is kept (if anywhere).
+            why = self.last_error or f"{self.store.display_url} is slow to answer"
             if journal is not None:
                 log.warning(
-                    "%d trace records are not written to %s yet (%s); they are kept in the "
-                    "trace journal %s and written the next time Tether opens this store",
+                    "%d trace records are not written yet (%s); they are kept in the trace "
+                    "journal %s and written the next time Tether opens this store",
                     self.pending,
-                    self.store.display_url,
-                    self.last_error or "still writing",
+                    why,
                     self.journal_dir,
                 )
             else:
                 log.error(
-                    "%d trace records could not be written to %s and are lost (%s)",
-                    self.pending,
-                    self.store.display_url,
-                    self.last_error or "still writing",
+                    "%d trace records could not be written and are lost (%s)", self.pending, why
                 )
         return ok
 
@@ -292,7 +291,12 @@ class BatchingWriter:
                 while done < total:
                     n = min(total - done, self.max_batch)
                     items = [self._queue[i] for i in range(n)]
-                    self._write_with_retry(items)
+                    try:
+                        self._write_with_retry(items)
+                    except _Stopped:  # closed while the store is down: keep them for later
+                        for segment in segments:
+                            segment.release()
+                        return
                     done += n
                     if done == total:
                         for segment in segments:  # before flush() returns: all is written
@@ -324,6 +328,8 @@ class BatchingWriter:
                 write=lambda items: self._write_with_retry(items, replay=True),
                 retrying=self._retrying,
             )
+        except _Stopped:  # closed first: what is left stays in the journal
+            pass
         except Exception as exc:  # never let recovery kill the writer thread
             log.error("replaying the trace journal %s failed: %s", self.journal_dir, exc)
 
@@ -342,7 +348,8 @@ class BatchingWriter:
                     self._log_outage(exc)
                 self._outage = type(exc)
                 self.last_error = str(exc)
-                time.sleep(backoff)
+                if self._stop.wait(backoff):
+                    raise _Stopped from exc
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
             if self._outage is not None:  # only after an outage: not after a rejected record
@@ -376,6 +383,10 @@ class BatchingWriter:
                 self.dropped += 1
                 self.last_error = str(exc)
                 log.error("trace record rejected by the store and skipped: %s", exc.message)
+
+
+class _Stopped(Exception):
+    """The writer was closed while it waited for its store."""
 
 
 def _close_at_exit(ref: weakref.ref[BatchingWriter]) -> None:
