@@ -285,7 +285,9 @@ def _warn_stranded_journals(ctx: click.Context) -> None:
         return
     records = sum(s.records for s in stranded)
     named = [
-        f"{s.store} ({s.records})" if s.store else f"an unnamed store ({s.records}, {s.directory})"
+        f"{s.store} ({s.records} records)"
+        if s.store
+        else f"a store an older Tether did not name ({s.records} records in {s.directory})"
         for s in stranded[:3]
     ]
     more = f" and {len(stranded) - 3} more" if len(stranded) > 3 else ""

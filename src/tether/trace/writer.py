@@ -46,9 +46,9 @@ from tether.trace.journal import (
 )
 from tether.trace.recovery import Queued, discard, replay_orphans
 from tether.trace.sink import NullSink, TraceSink
-from tether.trace.store_gate import StoreGate, StoreUnavailable, is_transient, must_wait
+from tether.trace.store_gate import StoreGate, StoreUnavailable, must_wait
 
-__all__ = ["BatchingWriter", "NullSink", "TraceSink", "is_transient"]
+__all__ = ["BatchingWriter", "NullSink", "TraceSink"]
 
 log = logging.getLogger("tether.trace")
 
@@ -347,7 +347,7 @@ class BatchingWriter:
                 if self._outage is not type(exc):  # said once per outage (and kind of it)
                     self._log_outage(exc)
                 self._outage = type(exc)
-                self.last_error = str(exc)
+                self.last_error = exc.message
                 if self._stop.wait(backoff):
                     raise _Stopped from exc
                 backoff = min(backoff * 2, self.max_backoff_s)
@@ -381,7 +381,7 @@ class BatchingWriter:
                     self._write_with_retry([item], replay=replay)
                     continue
                 self.dropped += 1
-                self.last_error = str(exc)
+                self.last_error = exc.message
                 log.error("trace record rejected by the store and skipped: %s", exc.message)
 
 
