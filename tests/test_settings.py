@@ -79,3 +79,21 @@ def test_a_run_in_one_folder_is_listed_from_another_and_no_folder_gets_a_store(
     assert [r["trace_id"] for r in json.loads(listed.stdout)] == [trace_id]
     assert not (first / ".tether").exists() and not (second / ".tether").exists()
     assert (user / ".local" / "share" / "tether" / "tether.db").is_file()
+
+
+def test_postgres_sessions_get_the_statement_timeout_and_keep_their_schema(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import text
+
+    from tether.store import create_store_engine
+
+    monkeypatch.setenv("TETHER_DB_STATEMENT_TIMEOUT_S", "1.5")
+    engine = create_store_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "1500ms"
+            schema = pg_url.rsplit("search_path%3D", 1)[1]
+            assert conn.execute(text("SHOW search_path")).scalar() == schema
+    finally:
+        engine.dispose()
