@@ -42,6 +42,7 @@ $(BENCH_STAMP): benchmarks/requirements.txt pyproject.toml $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/runtime_overhead.py
 	$(BENCH_VENV)/bin/python benchmarks/trace_write.py
+	$(BENCH_VENV)/bin/python benchmarks/cli_startup.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .tether .pytest_cache .mypy_cache .ruff_cache

@@ -159,8 +159,9 @@ async def test_repeated_call_with_new_information_is_not_a_loop() -> None:
     [
         ({"max_turns": 2}, "max_turns"),
         ({"max_tool_calls": 3}, "max_tool_calls"),
-        ({"max_total_tokens": 50}, "max_total_tokens"),
-        ({"max_cost_usd": 0.00001}, "max_cost_usd"),
+        # Enough for the first call (its input is estimated before it is made), not for ten.
+        ({"max_total_tokens": 150}, "max_total_tokens"),
+        ({"max_cost_usd": 0.0006}, "max_cost_usd"),
     ],
 )
 async def test_limits_end_the_run_and_keep_partial_results(
@@ -398,7 +399,7 @@ async def test_cost_falls_back_to_the_requested_model_price() -> None:
             response = await super().complete(request)
             return response.model_copy(update={"model": "ft:gpt-4.1-mini:acme:2026"})
 
-    spec = make_spec(limits=Limits(max_cost_usd=1e-9))
+    spec = make_spec(limits=Limits(max_cost_usd=5e-5))  # the first call fits, the third not
     keys = ({"tool_calls": [{"name": "lookup", "arguments": {"key": f"k{i}"}}]} for i in range(9))
     agent = Agent(
         spec, model=FineTuned(list(keys), name="gpt-4.1-mini"), tools=[lookup], trace=False

@@ -251,6 +251,7 @@ async def test_input_messages_stay_bounded_and_valid_json(sqlite_url: str) -> No
     messages = json.loads(raw)
     assert messages[0]["role"] == "system" and messages[-1]["role"] == "tool"
     response = messages[-1]["parts"][0]["response"]
-    assert response == "6" * MAX_ATTRIBUTE_CHARS + "…"  # clipped like tool results
+    # clipped like tool results, with the full size
+    assert response == "6" * MAX_ATTRIBUTE_CHARS + "… [clipped: 8,500 characters in all]"
     omitted = last.attributes[semconv.TETHER_INPUT_MESSAGES_OMITTED]
     assert omitted > 0 and len(messages) + omitted == len(result.state.messages) - 1

@@ -4,24 +4,20 @@ and ``build_tools``."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import sys
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from fakes.http_server import Canned, Server
 from tether.core import SpecError, ToolArgumentsError, ToolError
 from tether.spec import HttpToolSpec, PythonToolSpec, ToolParameter, load_spec
 from tether.tools import (
@@ -38,93 +34,6 @@ from tether.tools.http import MAX_RESPONSE_CHARS
 EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "support"
 
 # --- a real HTTP server ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Seen:
-    """A request the server received."""
-
-    method: str
-    path: str
-    """The path as sent, still percent-encoded, without the query."""
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    """Header names lower-cased."""
-    body: bytes
-
-
-@dataclass
-class Canned:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-    delay_s: float = 0.0
-
-
-class Server:
-    """Records every request. Paths in ``routes`` get their canned reply; any other path gets
-    a JSON echo of the request (method, path, query, parsed body)."""
-
-    def __init__(self) -> None:
-        self.requests: list[Seen] = []
-        self.routes: dict[str, Canned] = {}
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _handle(self) -> None:
-                parts = urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                seen = Seen(
-                    method=self.command,
-                    path=parts.path,
-                    query=parse_qs(parts.query),
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                    body=body,
-                )
-                server.requests.append(seen)
-                canned = server.routes.get(parts.path)
-                if canned is None:
-                    echo = {
-                        "method": seen.method,
-                        "path": seen.path,
-                        "query": seen.query,
-                        "json": json.loads(body) if body else None,
-                    }
-                    canned = Canned(
-                        200, json.dumps(echo).encode(), {"Content-Type": "application/json"}
-                    )
-                if canned.delay_s:
-                    time.sleep(canned.delay_s)
-                self.send_response(canned.status)
-                for name, value in canned.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(canned.body)))
-                self.end_headers()
-                # The client may hang up early (a capped read); that is not the server's error.
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self.wfile.write(canned.body)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self._httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
-        )
-
-    def __enter__(self) -> Server:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
 
 
 @pytest.fixture
@@ -589,7 +498,7 @@ async def test_allowed_hosts_are_case_insensitive(server: Server, make_http: Mak
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/file", "file:///etc/passwd"])
 async def test_non_http_schemes_are_refused(make_http: MakeHttp, url: str) -> None:
     with pytest.raises(SpecError, match="url must be http or https"):
-        make_http(url=url, allowed_hosts=["127.0.0.1", ""])
+        make_http(url=url)
 
 
 @pytest.mark.parametrize("status", [404, 500])
@@ -659,7 +568,13 @@ async def test_large_responses_are_capped(server: Server, make_http: MakeHttp) -
     server.routes["/big"] = Canned(200, b"x" * 1_000_000)
     t = make_http(url=server.url + "/big")
     result = await t.call({})
-    assert len(result.content) == MAX_RESPONSE_CHARS
+    shown, note = result.content.split("\n")
+    assert shown == "x" * MAX_RESPONSE_CHARS
+    # The model is told the result was clipped, and how large it was (from Content-Length).
+    assert note == (
+        "[result clipped: the full result is 1,000,000 bytes; "
+        "only the first 16,000 characters are shown]"
+    )
 
 
 async def test_connection_refused_is_a_tool_error(make_http: MakeHttp) -> None:
@@ -690,7 +605,17 @@ async def test_json_response_is_parsed_and_text_is_not(server: Server, make_http
 async def test_long_responses_are_truncated(server: Server, make_http: MakeHttp) -> None:
     server.routes["/big"] = Canned(200, b"x" * (MAX_RESPONSE_CHARS + 500))
     result = await make_http(url=server.url + "/big").call({})
-    assert result.content == "x" * MAX_RESPONSE_CHARS
+    assert result.content == "x" * MAX_RESPONSE_CHARS + (
+        "\n[result clipped: the full result is 16,500 characters; "
+        "only the first 16,000 characters are shown]"
+    )
+
+
+async def test_max_result_chars_sets_the_clip(server: Server, make_http: MakeHttp) -> None:
+    server.routes["/big"] = Canned(200, b"y" * 200_000)
+    result = await make_http(url=server.url + "/big", max_result_chars=100_000).call({})
+    assert result.content.startswith("y" * 100_000 + "\n[result clipped: the full result is ")
+    assert "200,000" in result.content
 
 
 async def test_integer_parameter_validation_sends_nothing(
@@ -1118,3 +1043,51 @@ async def test_optional_query_parameter_is_omitted_when_absent(
         ("/items/7", {"v": ["1"]}),
         ("/items/7", {"v": ["1"], "page": ["3"]}),
     ]
+
+
+# --- hints for easy mistakes in HTTP tools -----------------------------------------------------
+
+
+def test_an_empty_env_base_url_names_the_variable(
+    make_http: MakeHttp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORDER_API_URL", "")
+    with pytest.raises(SpecError) as info:
+        make_http(url="${ORDER_API_URL}/orders/{id}", parameters={"id": ToolParameter()})
+    assert info.value.message == (
+        "tool 'api' url: environment variable ORDER_API_URL is set but empty"
+    )
+    assert info.value.hint == "export ORDER_API_URL=... before running the agent"
+
+
+def test_a_bad_url_after_expansion_names_the_variables(
+    make_http: MakeHttp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ORDER_API_HOST", "127.0.0.1:8080")  # the scheme is missing
+    with pytest.raises(SpecError) as info:
+        make_http(url="${ORDER_API_HOST}/orders")
+    assert "url must be http or https" in info.value.message
+    assert "(after ${ORDER_API_HOST} expanded)" in info.value.message
+
+
+def test_allowed_hosts_with_a_port_is_refused_with_a_hint(tmp_path: Path) -> None:
+    (tmp_path / "agent.yaml").write_text(
+        "name: a\n"
+        "model: {provider: scripted, name: m, script: s.yaml}\n"
+        "tools:\n"
+        "  - name: api\n"
+        "    kind: http\n"
+        "    url: http://127.0.0.1:8080/x\n"
+        "    allowed_hosts: ['127.0.0.1:8080']\n"
+    )
+    with pytest.raises(SpecError) as info:
+        load_spec(tmp_path / "agent.yaml")
+    assert f"{tmp_path / 'agent.yaml'}:7: tools[0].allowed_hosts:" in info.value.message
+    assert "allowed_hosts takes host names without ports" in info.value.message
+    assert "write '127.0.0.1'" in info.value.message
+
+
+@pytest.mark.parametrize("host", ["[::1]", "https://api.example.com", ""])
+def test_allowed_hosts_takes_bare_host_names(host: str) -> None:
+    with pytest.raises(ValidationError, match="allowed_hosts"):
+        HttpToolSpec(kind="http", name="a", url="http://127.0.0.1/", allowed_hosts=[host])

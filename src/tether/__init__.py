@@ -1,6 +1,7 @@
 """Tether: every agent action through one policy pipeline, leaving one trace."""
 
-from tether.controls import Control, Decision, Hook, HookContext, LimitsControl, LoopBreaker
+from typing import TYPE_CHECKING
+
 from tether.core import (
     BudgetExceeded,
     PolicyViolation,
@@ -11,10 +12,48 @@ from tether.core import (
     ToolArgumentsError,
     ToolError,
 )
-from tether.providers import Message, Model, ModelRequest, ModelResponse, ScriptedModel, ToolCall
-from tether.runtime import Agent, RunResult, RunState
-from tether.spec import AgentSpec, Limits, ModelConfig, load_spec
-from tether.tools import FunctionTool, HttpTool, Tool, ToolResult, tool
+from tether.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from tether.controls import Control, Decision, Hook, HookContext, LimitsControl, LoopBreaker
+    from tether.providers import (
+        Message,
+        Model,
+        ModelRequest,
+        ModelResponse,
+        ScriptedModel,
+        ToolCall,
+    )
+    from tether.runtime import Agent, RunResult, RunState
+    from tether.spec import AgentSpec, Limits, ModelConfig, load_spec
+    from tether.tools import FunctionTool, HttpTool, Tool, ToolResult, tool
+
+# The rest of the API is imported on first use: `tether --help` must not wait for the store,
+# the HTTP client and pydantic models it never touches.
+__getattr__, __dir__ = lazy_exports(
+    globals(),
+    {
+        "tether.controls": (
+            "Control",
+            "Decision",
+            "Hook",
+            "HookContext",
+            "LimitsControl",
+            "LoopBreaker",
+        ),
+        "tether.providers": (
+            "Message",
+            "Model",
+            "ModelRequest",
+            "ModelResponse",
+            "ScriptedModel",
+            "ToolCall",
+        ),
+        "tether.runtime": ("Agent", "RunResult", "RunState"),
+        "tether.spec": ("AgentSpec", "Limits", "ModelConfig", "load_spec"),
+        "tether.tools": ("FunctionTool", "HttpTool", "Tool", "ToolResult", "tool"),
+    },
+)
 
 __version__ = "0.1.0"
 

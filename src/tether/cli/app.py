@@ -12,20 +12,20 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
-from rich.console import Console
-from rich.markup import escape
 
 from tether.cli import render
+from tether.cli.terminal import LazyConsole, escape, visible
 from tether.core import Settings, SpecError, TetherError
-from tether.runtime import Agent, RunResult, check_spec
-from tether.store import Store, create_store_engine, redact_url
-from tether.store.db import sqlite_read_only
-from tether.trace import close_writers, writer_for
-from tether.trace.journal import undelivered
-from tether.trace.recorder import journal_for, stranded_journals
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tether.runtime import Agent, RunResult, SpecCheck
+    from tether.store import Store
+    from tether.trace import BatchingWriter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,8 +36,29 @@ EXIT_STOPPED = 3
 
 # Piped output (make, CI logs) gets 120 columns instead of rich's 80 so tables stay readable.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
-console = Console(width=_WIDTH)
-err_console = Console(stderr=True, width=_WIDTH)
+# emoji=False: ":thumbs_up:" in an answer is text, not a picture (and rich's emoji table is
+# not loaded).
+console = cast("Console", LazyConsole(width=_WIDTH, emoji=False))
+err_console = cast("Console", LazyConsole(stderr=True, width=_WIDTH, emoji=False))
+MAX_LIST_LIMIT = 10_000
+"""Most runs ``traces list`` shows at once (``-n``)."""
+
+
+# The runtime, the store (SQLAlchemy, Alembic) and httpx are imported when a command uses
+# them, not with this module: `tether --help` and `tether validate` start in a fraction of the
+# time.
+def check_spec(path: Path, *args: Any, **kwargs: Any) -> SpecCheck:
+    """``tether.runtime.check_spec``."""
+    from tether.runtime import check_spec as check
+
+    return check(path, *args, **kwargs)
+
+
+def writer_for(url: str) -> BatchingWriter:
+    """``tether.trace.writer_for``: the process's trace writer for a store."""
+    from tether.trace import writer_for as writer
+
+    return writer(url)
 
 
 def handle_errors(func: F) -> F:
@@ -54,6 +75,8 @@ def handle_errors(func: F) -> F:
                     error["problems"] = exc.problems
                 click.echo(render.dumps(error))
                 sys.exit(EXIT_ERROR)
+            # escape(): rich markup escaped and control characters shown (the message may
+            # quote a model's output, a tool's error, a file name).
             # soft_wrap: never break a path or a command across lines; the terminal wraps it.
             err_console.print(
                 f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True
@@ -63,6 +86,8 @@ def handle_errors(func: F) -> F:
                     f"[dim]hint: {escape(exc.hint)}[/]", highlight=False, soft_wrap=True
                 )
             sys.exit(EXIT_ERROR)
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): main() ends quietly
         except KeyboardInterrupt:
             err_console.print("interrupted; an unfinished run is recorded as failed")
             sys.exit(130)
@@ -83,9 +108,16 @@ def handle_errors(func: F) -> F:
             )
             sys.exit(EXIT_ERROR)
         finally:
-            close_writers()
+            _close_writers()
 
     return wrapper  # type: ignore[return-value]
+
+
+def _close_writers() -> None:
+    """Flush and close the trace writers, if this command opened any."""
+    recorder = sys.modules.get("tether.trace.recorder")
+    if recorder is not None:
+        recorder.close_writers()
 
 
 def tether_command(ctx: click.Context) -> str:
@@ -99,6 +131,8 @@ def tether_command(ctx: click.Context) -> str:
         program = "tether"
     url: str | None = ctx.obj.get("database_url") if ctx.obj else None
     if url and not os.environ.get("TETHER_DATABASE_URL"):
+        from tether.store import redact_url
+
         return f"{program} --database-url {shlex.quote(redact_url(url))}"
     return program
 
@@ -106,6 +140,24 @@ def tether_command(ctx: click.Context) -> str:
 def database_url(ctx: click.Context) -> str:
     url: str | None = ctx.obj.get("database_url") if ctx.obj else None
     return url or Settings.from_env().database_url
+
+
+class _Text(click.types.StringParamType):
+    """Text an id or a name can be: not empty, and valid UTF-8 (argv bytes that are not
+    arrive as lone surrogates, which no database and no output can take)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = super().convert(value, param, ctx)
+        if not text.strip():
+            self.fail("must not be empty", param, ctx)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail(f"{visible(text)} is not valid UTF-8 text", param, ctx)
+        return text
+
+
+TEXT = _Text()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -131,7 +183,7 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         label = "error" if record.levelno >= logging.ERROR else "warning"
-        click.echo(f"{label}: {self.format(record)}", err=True)
+        click.echo(f"{label}: {visible(self.format(record))}", err=True)
 
 
 def _show_library_warnings() -> None:
@@ -143,16 +195,26 @@ def _show_library_warnings() -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--no-import",
+    "no_import",
+    is_flag=True,
+    help="Do not import Python tool modules (runs none of their code); check references only.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
-def validate(file: Path, as_json: bool) -> None:
+def validate(file: Path, no_import: bool, as_json: bool) -> None:
     """Check an agent spec without running it: YAML, fields, model script, tools, limits.
 
     The checks are the ones `tether run` makes, except that environment variables the agent
     needs to run (API keys, URLs of HTTP tools) are warnings here, so specs can be checked
     where secrets are not available.
+
+    Checking Python tools imports their modules, which RUNS THEIR CODE: validate only specs
+    you trust, or pass --no-import to check that each tool's file or module exists without
+    importing it (the tools' code is then not checked).
     """
-    check = check_spec(file)
+    check = check_spec(file, import_tools=not no_import)
     spec, tools = check.spec, check.tools
     info = {
         "file": str(file),
@@ -162,10 +224,12 @@ def validate(file: Path, as_json: bool) -> None:
         "model": f"{spec.model.provider}/{spec.model.name}",
         "fallback_models": [f"{m.provider}/{m.name}" for m in spec.fallback_models],
         "paradigm": spec.paradigm,
+        # A tool not imported is described as the spec declares it (a decorator may add more).
         "tools": [
             {"name": t.name, "side_effects": t.side_effects, "scopes": list(t.scopes)}
-            for t in tools.values()
+            for t in (tools.get(d.name, d) for d in spec.tools)
         ],
+        "tool_code_checked": not check.not_imported,
         "limits": spec.limits.model_dump(),
         "missing_env": check.missing_env,
         "warnings": check.warnings,
@@ -173,12 +237,21 @@ def validate(file: Path, as_json: bool) -> None:
     if as_json:
         click.echo(render.dumps(info))
         return
+    names = [t.name for t in spec.tools]
     console.print(
         f"[green]✓[/] {escape(str(file))}: agent [bold]{spec.name}[/] version {spec.version}\n"
         f"  model {escape(str(info['model']))}, paradigm {spec.paradigm}, "
-        f"{len(tools)} tool(s): {', '.join(tools) or 'none'}",
+        f"{len(names)} tool(s): {', '.join(names) or 'none'}",
         highlight=False,
     )
+    if check.not_imported:
+        console.print(
+            f"[yellow]note:[/] tool code was not checked (--no-import): "
+            f"{', '.join(check.not_imported)} (their references were checked; "
+            "importing them may still fail)",
+            highlight=False,
+            soft_wrap=True,
+        )
     for warning in check.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
@@ -194,13 +267,16 @@ def run(ctx: click.Context, file: Path, input_text: str, as_json: bool) -> None:
 
     Exit status: 0 final answer, 3 stopped by a control (limit, loop, block, pause), 1 error.
     """
+    from tether.runtime import Agent
+
+    settings = Settings.from_env()
     url = database_url(ctx)
     agent = Agent.from_yaml(file, trace=writer_for(url))
     result = asyncio.run(_run_once(agent, input_text))
-    if as_json:
-        click.echo(render.dumps(render.result_json(result)))
+    if as_json:  # the output as the trace stores it (clipped past TETHER_MAX_PAYLOAD_CHARS)
+        click.echo(render.dumps(render.result_json(result, settings.max_payload_chars)))
     else:
-        render.print_result(console, result)
+        render.print_result(console, result, settings.max_display_chars)
         console.print(
             f"[dim]inspect: {escape(tether_command(ctx))} traces show {result.run_id}[/]",
             highlight=False,
@@ -228,10 +304,10 @@ def traces() -> None:
     "-n",
     default=20,
     show_default=True,
-    type=click.IntRange(min=1),
-    help="How many runs.",
+    type=click.IntRange(min=1, max=MAX_LIST_LIMIT),
+    help=f"How many runs (at most {MAX_LIST_LIMIT:,}).",
 )
-@click.option("--agent", help="Only runs of this agent.")
+@click.option("--agent", type=TEXT, help="Only runs of this agent.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 @handle_errors
@@ -245,7 +321,8 @@ def traces_list(ctx: click.Context, limit: int, agent: str | None, as_json: bool
         return
     if not runs:
         if agent:
-            console.print(f"no traces of agent {agent!r} in {store.display_url}", markup=False)
+            shown = visible(repr(agent))
+            console.print(f"no traces of agent {shown} in {store.display_url}", markup=False)
         else:
             console.print(f"no traces in {store.display_url} yet; try: tether demo", markup=False)
         return
@@ -257,6 +334,11 @@ def _open_store(ctx: click.Context) -> Store:
     written. A store that cannot be opened is one error (``StoreError``), said at once; a
     SQLite file this process cannot write is read as it is, read-only, with no writer and no
     journal started."""
+    from tether.store import Store, create_store_engine
+    from tether.store.db import sqlite_read_only
+    from tether.trace.journal import undelivered
+    from tether.trace.recorder import journal_for
+
     url = database_url(ctx)
     read_only = sqlite_read_only(url)
     store = Store(url, engine=create_store_engine(url, read_only=read_only), connect=False)
@@ -280,6 +362,8 @@ def _open_store(ctx: click.Context) -> Store:
 def _warn_stranded_journals(ctx: click.Context) -> None:
     """One line on stderr when the journal holds records for stores other than this one
     (runs made with another URL), naming them without credentials and how to deliver them."""
+    from tether.trace.recorder import stranded_journals
+
     stranded = stranded_journals(database_url(ctx))
     if not stranded:
         return
@@ -303,7 +387,7 @@ def _warn(message: str) -> None:
 
 
 @traces.command("show")
-@click.argument("run_or_trace_id", metavar="ID")
+@click.argument("run_or_trace_id", metavar="ID", type=TEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 @handle_errors
@@ -320,10 +404,7 @@ def traces_show(ctx: click.Context, run_or_trace_id: str, as_json: bool) -> None
     if as_json:
         click.echo(render.dumps(render.trace_json(run_record, spans, events)))
         return
-    console.print(render.trace_tree(run_record, spans, events))
-    console.print(f"input:  {run_record.input}", highlight=False, markup=False)
-    if run_record.output is not None:
-        console.print(f"output: {run_record.output}", highlight=False, markup=False)
+    render.print_trace(console, run_record, spans, events, Settings.from_env().max_display_chars)
 
 
 @cli.command()
@@ -354,17 +435,40 @@ def _terminate(signum: int, _frame: object) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminate)
+    code: int | str | None = EXIT_OK
+    try:
+        _main()
+    except SystemExit as exc:
+        code = exc.code
+    except BrokenPipeError:
+        _detach_stdout()
+    try:
+        sys.stdout.flush()  # a reader that went away shows here, not as noise at exit
+    except BrokenPipeError:
+        _detach_stdout()
+    sys.exit(code)
+
+
+def _detach_stdout() -> None:
+    """The reader of stdout went away (``tether traces show ID | head -1``): a normal end, with
+    nothing more to say. Later writes (the flush at exit) go to /dev/null, not to an error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _main() -> None:
     try:
         cli.main(prog_name="tether", standalone_mode=False)
     except click.UsageError as exc:
         if "--json" in sys.argv[1:]:  # scripts asked for JSON: usage errors come as JSON too
             command = exc.ctx.command_path if exc.ctx else "tether"
             click.echo(render.dumps({"error": exc.format_message(), "hint": f"{command} --help"}))
-        else:
-            exc.show()
+        else:  # the message may quote an argument: its control characters are shown
+            click.UsageError(visible(exc.format_message()), exc.ctx).show()
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.ClickException(visible(exc.format_message())).show()
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         err_console.print("aborted")

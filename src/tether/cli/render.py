@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.tree import Tree
-
-from tether.runtime import RunResult
+from tether.cli.terminal import escape, json_safe, visible
+from tether.core.settings import DEFAULT_MAX_PAYLOAD_CHARS
+from tether.core.text import clip_text
 from tether.store import EventRecord, RunRecord, SpanRecord
 from tether.trace import semconv
 from tether.trace.pricing import round_cost
+
+if TYPE_CHECKING:  # rich loads when something is printed: `tether --help` never needs it
+    from rich.console import Console
+    from rich.table import Table
+    from rich.tree import Tree
+
+    from tether.runtime import RunResult
+
+R = TypeVar("R", RunRecord, SpanRecord, EventRecord)
+MIN_ID_CHARS = 12
+"""``traces list`` shows ids this long, or longer where two listed ids share that prefix."""
 
 OUTCOME_STYLE = {
     "final_answer": "green",
@@ -84,13 +93,14 @@ def outcome_text(outcome: str | None) -> str:
     return f"[{OUTCOME_STYLE.get(label, 'cyan')}]{escape(label)}[/]"
 
 
-def result_json(result: RunResult) -> dict[str, Any]:
+def result_json(result: RunResult, max_chars: int = DEFAULT_MAX_PAYLOAD_CHARS) -> dict[str, Any]:
+    """A run's result for ``--json``; the output clipped to ``max_chars``."""
     return {
         "trace_id": result.trace_id,
         "run_id": result.run_id,
         "outcome": result.outcome,
         "status": result.status,
-        "output": result.output,
+        "output": clip_text(result.output, max_chars),
         "stop_reason": result.stop_reason,
         "usage": {
             "input_tokens": result.usage.input_tokens,
@@ -107,21 +117,23 @@ def result_json(result: RunResult) -> dict[str, Any]:
     }
 
 
-def print_result(console: Console, result: RunResult) -> None:
-    console.print(result.output, markup=False, highlight=False)
+def print_result(console: Console, result: RunResult, display_chars: int) -> None:
+    """A run's answer (clipped to ``display_chars``) and how it went, for the terminal."""
+    console.print(visible(clip_text(result.output, display_chars)), markup=False, highlight=False)
     console.print()
     u = result.usage
     console.print(
-        f"outcome {outcome_text(result.outcome)}  trace [bold]{result.trace_id}[/]\n"
+        f"outcome {outcome_text(result.outcome)}  trace [bold]{escape(result.trace_id)}[/]\n"
         f"tokens {u.input_tokens} in / {u.output_tokens} out  cost {fmt_cost(result.cost_usd)}  "
         f"latency {fmt_ms(result.latency_s * 1000)}  turns {result.state.turns}  "
         f"tool calls {result.state.tool_calls}",
         highlight=False,
     )
     if result.stop_reason:
-        console.print(f"why: {result.stop_reason}", style="dim", markup=False, soft_wrap=True)
+        why = visible(clip_text(result.stop_reason, display_chars))
+        console.print(f"why: {why}", style="dim", markup=False, soft_wrap=True)
     if result.hint:
-        console.print(f"hint: {result.hint}", style="dim", markup=False, soft_wrap=True)
+        console.print(f"hint: {visible(result.hint)}", style="dim", markup=False, soft_wrap=True)
 
 
 def run_json(run: RunRecord) -> dict[str, Any]:
@@ -147,23 +159,62 @@ def run_json(run: RunRecord) -> dict[str, Any]:
     }
 
 
+def unique_prefixes(ids: Sequence[str], minimum: int = MIN_ID_CHARS) -> list[str]:
+    """Each id shortened to its shortest prefix (at least ``minimum`` characters) that no
+    other id in ``ids`` shares, so every id shown can be pasted back into ``traces show``."""
+    ordered = sorted(set(ids))
+    needed: dict[str, int] = {}
+    for i, current in enumerate(ordered):
+        length = minimum
+        for neighbour in ordered[max(i - 1, 0) : i + 2]:  # sorted: the closest ids are adjacent
+            if neighbour != current:
+                pairs = enumerate(zip(current, neighbour, strict=False))
+                common = next((n for n, (a, b) in pairs if a != b), len(neighbour))
+                length = max(length, common + 1)
+        needed[current] = length
+    return [i[: needed[i]] for i in ids]
+
+
+def displayable(value: Any) -> Any:
+    """``value`` (text, or attributes nested in dicts and lists) with every string passed
+    through :func:`visible`, for the terminal."""
+    if isinstance(value, str):
+        return visible(value)
+    if isinstance(value, dict):
+        return {visible(k): displayable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [displayable(v) for v in value]
+    return value
+
+
+def _displayable_record(record: R) -> R:
+    """A record read from the store, every text field made safe to print (the text and
+    trees below also escape it: this catches what a new field would forget)."""
+    return dataclasses.replace(
+        record, **{f.name: displayable(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    )
+
+
 def runs_table(runs: list[RunRecord]) -> Table:
+    from rich.table import Table
+
+    runs = [_displayable_record(r) for r in runs]
     table = Table(show_edge=False, header_style="bold")
     widths = {"trace": 12, "agent": 8, "started (UTC)": 19, "outcome": 14, "tokens": 6}
     widths.update({"cost": 9, "latency": 9})
     for col, width in widths.items():
         table.add_column(col, no_wrap=True, min_width=width)
     table.add_column("input", overflow="ellipsis", no_wrap=True, ratio=1)
-    for r in runs:
+    for r, shown_id in zip(runs, unique_prefixes([r.trace_id for r in runs]), strict=True):
         table.add_row(
-            r.trace_id[:12],
+            escape(shown_id),
             escape(r.agent_name),
             fmt_ns(r.started_ns),
             outcome_text(r.outcome if r.status != "running" else None),
             str(r.input_tokens + r.output_tokens),
             fmt_cost(_run_cost(r)),
             fmt_ms(r.latency_ms),
-            escape(r.input),
+            escape(brief(r.input, 200)),  # one line: the table clips it to the terminal's width
         )
     return table
 
@@ -209,7 +260,8 @@ def _span_label(s: SpanRecord) -> str:
         tools = ", ".join(str(t) for t in a[semconv.TETHER_PLAN_TOOLS])
         parts.append(f"{a.get(semconv.TETHER_PLAN_STEPS, '?')} steps: {escape(tools)}")
     if s.kind == "tool":
-        parts.append(f"args {escape(str(a.get(semconv.GEN_AI_TOOL_CALL_ARGUMENTS, '')))}")
+        arguments = _readable_json(str(a.get(semconv.GEN_AI_TOOL_CALL_ARGUMENTS, "")))
+        parts.append(f"args {escape(brief(arguments, 300))}")
     if s.status == "error":
         message = (s.status_message or "").removeprefix("Error: ")
         parts.append(_error_markup(f"error: {message}", 160))
@@ -236,14 +288,46 @@ def _event_label(e: EventRecord) -> str:
     return f"[yellow]◆ {escape(e.name)}[/]: {escape(brief(detail, 160))}"
 
 
-def trace_tree(run: RunRecord, spans: list[SpanRecord], events: list[EventRecord]) -> Tree:
+def _readable_json(text: str) -> str:
+    """JSON text with ``\\u4e16``-style escapes (traces stored before arguments were kept as
+    characters) shown as the characters."""
+    if "\\u" not in text:
+        return text
+    try:
+        return json.dumps(json.loads(text), ensure_ascii=False)
+    except ValueError:
+        return text
+
+
+def _run_error_markup(error: str, display_chars: int) -> str:
+    """A failed run's error, whole (clipped to ``display_chars``), with its hint lines dim."""
+    lines = error.splitlines()
+    hints = [line.strip() for line in lines if line.strip().startswith("hint:")]
+    message = "\n".join(line for line in lines if not line.strip().startswith("hint:"))
+    out = f"[bold red]error:[/] [red]{escape(clip_text(message, display_chars))}[/]"
+    return out + "".join(f"\n[dim]{escape(h)}[/]" for h in hints)
+
+
+def trace_tree(
+    run: RunRecord,
+    spans: list[SpanRecord],
+    events: list[EventRecord],
+    display_chars: int = 8_000,
+) -> Tree:
+    """One run's trace as a tree; why it failed, if it did, right under the heading."""
+    from rich.tree import Tree
+
+    run, spans = _displayable_record(run), [_displayable_record(s) for s in spans]
+    events = [_displayable_record(e) for e in events]
     head = (
-        f"[bold]trace {run.trace_id}[/] run {run.run_id}  "
-        f"{escape(run.agent_name)}@{run.agent_version[:8]}  "
+        f"[bold]trace {escape(run.trace_id)}[/] run {escape(run.run_id)}  "
+        f"{escape(run.agent_name)}@{escape(run.agent_version[:8])}  "
         f"{outcome_text(run.outcome if run.status != 'running' else None)}  "
         f"{fmt_ms(run.latency_ms)}  {run.input_tokens} in / {run.output_tokens} out  "
         f"{fmt_cost(_run_cost(run, spans))}"
     )
+    if run.error:
+        head += "\n" + _run_error_markup(run.error, display_chars)
     tree = Tree(head)
     children: dict[str | None, list[SpanRecord]] = defaultdict(list)
     for s in spans:
@@ -274,5 +358,25 @@ def trace_tree(run: RunRecord, spans: list[SpanRecord], events: list[EventRecord
     return tree
 
 
+def print_trace(
+    console: Console,
+    run: RunRecord,
+    spans: list[SpanRecord],
+    events: list[EventRecord],
+    display_chars: int,
+) -> None:
+    """``traces show``: the tree, then the run's input and output (clipped to
+    ``display_chars``; ``--json`` has them as stored)."""
+    console.print(trace_tree(run, spans, events, display_chars))
+    console.print(
+        f"input:  {visible(clip_text(run.input, display_chars))}", markup=False, highlight=False
+    )
+    if run.output is not None:
+        output = visible(clip_text(run.output, display_chars))
+        console.print(f"output: {output}", markup=False, highlight=False)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    """JSON for ``--json``: the exact text, with the characters JSON leaves raw but a terminal
+    would obey escaped (see ``json_safe``)."""
+    return json_safe(json.dumps(value, indent=2, ensure_ascii=False, default=str))

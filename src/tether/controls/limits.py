@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import json
+
 from tether.controls.pipeline import ALLOW, Control, Decision, HookContext
 from tether.core import content_hash
 from tether.providers import ModelRequest, ToolCall
 
 LIMIT_EXCEEDED = "limit_exceeded"
 LOOP_DETECTED = "loop_detected"
+
+
+# Built once: json.dumps with options builds a new encoder on every call.
+_compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+
+ESTIMATE_METHOD = "an estimate: characters / 4"
+"""How ``estimate_input_tokens`` counts, as a tripped limit's reason says it."""
+
+
+def estimate_input_tokens(request: ModelRequest) -> int:
+    """A cheap estimate of a model call's input tokens: characters / 4 over the messages (text,
+    tool calls) and the tool definitions, the usual rule of thumb for English text."""
+    chars = 0
+    for message in request.messages:
+        chars += len(message.content)
+        for call in message.tool_calls:
+            chars += len(call.name) + len(_compact_json(call.arguments))
+    for tool in request.tools:
+        chars += len(tool.name) + len(tool.description) + len(_compact_json(tool.parameters))
+    return chars // 4
 
 
 def _show(limit: str, value: object) -> str:
@@ -41,17 +63,43 @@ class LimitsControl(Control):
         )
 
     async def before_model(self, ctx: HookContext, request: ModelRequest) -> Decision:
+        """The totals so far, and the totals with the next call's input (estimated), against
+        the limits: a call whose input alone would overshoot (a tool returned megabytes) is
+        stopped before it is made, not paid for and noticed afterwards."""
         limits, state = ctx.limits, ctx.state
         if state.turns >= limits.max_turns:
             return self._trip("max_turns", limits.max_turns, f"{state.turns} model calls made")
+        if limits.max_total_tokens is None and limits.max_cost_usd is None:
+            return ALLOW
+        estimate = estimate_input_tokens(request)
         if limits.max_total_tokens is not None:
             used = state.usage.total_tokens
             if used >= limits.max_total_tokens:
                 return self._trip(
                     "max_total_tokens", limits.max_total_tokens, f"{used} tokens used"
                 )
-        if limits.max_cost_usd is not None and state.cost_usd >= limits.max_cost_usd:
-            return self._trip("max_cost_usd", limits.max_cost_usd, f"${state.cost_usd:.6f} spent")
+            if used + estimate > limits.max_total_tokens:
+                return self._trip(
+                    "max_total_tokens",
+                    limits.max_total_tokens,
+                    f"{used:,} tokens used, and the next model call's input is estimated at "
+                    f"about {estimate:,} tokens ({ESTIMATE_METHOD})",
+                )
+        if limits.max_cost_usd is not None:
+            if state.cost_usd >= limits.max_cost_usd:
+                return self._trip(
+                    "max_cost_usd", limits.max_cost_usd, f"${state.cost_usd:.6f} spent"
+                )
+            if ctx.input_usd_per_mtok is not None:
+                next_cost = estimate * ctx.input_usd_per_mtok / 1_000_000
+                if state.cost_usd + next_cost > limits.max_cost_usd:
+                    return self._trip(
+                        "max_cost_usd",
+                        limits.max_cost_usd,
+                        f"${state.cost_usd:.6f} spent, and the next model call's input is "
+                        f"estimated at about ${next_cost:.6f} ({estimate:,} tokens, "
+                        f"{ESTIMATE_METHOD})",
+                    )
         return ALLOW
 
     async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:

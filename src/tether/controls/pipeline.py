@@ -18,13 +18,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.core import TetherError
 from tether.providers import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from tether.spec import Limits
 from tether.tools import Tool, ToolResult
-from tether.trace import RunRecorder, semconv
+from tether.trace import semconv
+
+if TYPE_CHECKING:
+    from tether.trace import RunRecorder
 
 
 class Hook(StrEnum):
@@ -139,6 +142,9 @@ class HookContext:
     """``before_tool``/``after_tool``: the tool being called (``None`` if unknown)."""
     call: ToolCall | None = None
     """``before_tool``/``after_tool``: the call as the model made it."""
+    input_usd_per_mtok: float | None = None
+    """``before_model``: the price of the model's input tokens (USD per million), ``None`` when
+    it is not priced; for controls that estimate what the next call will cost."""
 
 
 class Control:

@@ -10,6 +10,7 @@ from tether.core.errors import (
     TetherError,
     ToolArgumentsError,
     ToolError,
+    describe_exception,
 )
 from tether.core.hashing import canonical_json, content_hash
 from tether.core.ids import new_span_id, new_trace_id
@@ -28,6 +29,7 @@ __all__ = [
     "ToolError",
     "canonical_json",
     "content_hash",
+    "describe_exception",
     "monotonic",
     "new_span_id",
     "new_trace_id",

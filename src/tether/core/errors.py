@@ -74,3 +74,33 @@ class PolicyViolation(TetherError):
 
 class BudgetExceeded(PolicyViolation):
     """A budget or limit was exceeded."""
+
+
+MAX_EXCEPTION_TEXT = 2_000
+"""Longest description :func:`describe_exception` gives (an exception can carry megabytes)."""
+
+
+def describe_exception(exc: BaseException, *, limit: int = MAX_EXCEPTION_TEXT) -> str:
+    """``TypeName: text`` for an exception, safe on any exception: a ``__str__`` that raises
+    (or returns something that is not a string) falls back to ``repr()``, then to a
+    placeholder. The result is at most about ``limit`` characters. Only a Ctrl-C
+    (``KeyboardInterrupt``) raised while describing passes through."""
+    name = type(exc).__name__
+    text: str | None = None
+    for describe in (str, repr):
+        try:
+            value = describe(exc)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # a broken __str__ must not turn into a crash
+            continue
+        if isinstance(value, str):
+            text = value if describe is str else f"(str() failed; repr: {value})"
+            break
+    if text is None:
+        text = "(its str() and repr() both failed)"
+    described = f"{name}: {text}" if text else name
+    if len(described) > limit:
+        cut = len(described) - limit
+        described = f"{described[:limit]}… ({cut} more characters)"
+    return described

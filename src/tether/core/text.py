@@ -15,3 +15,19 @@ def scrub_surrogates(text: str) -> str:
     except UnicodeEncodeError:
         return _SURROGATE.sub("\ufffd", text)
     return text
+
+
+_CLIPPED = re.compile(r"… \[clipped: ([0-9,]+) characters in all\]\Z")
+
+
+def clip_text(text: str, limit: int) -> str:
+    """``text`` if it has at most ``limit`` characters, else its first ``limit`` characters and
+    a marker with the full size (``… [clipped: 52,428,800 characters in all]``). Text clipped
+    before (a stored output clipped again for the terminal) keeps the size it first had."""
+    if len(text) <= limit:
+        return text
+    total = len(text)
+    earlier = _CLIPPED.search(text, max(len(text) - 64, 0))
+    if earlier:
+        total = int(earlier.group(1).replace(",", ""))
+    return f"{text[:limit]}… [clipped: {total:,} characters in all]"

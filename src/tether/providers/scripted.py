@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tether.core import ProviderError
+from tether.providers.script_patterns import compile_when, search
 from tether.providers.types import ModelRequest, ModelResponse, ToolCall, Usage
 from tether.spec import load_model
 
@@ -111,17 +112,16 @@ class ScriptRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     when: str
-    """Regular expression searched case-insensitively in the user's message."""
+    """Regular expression searched case-insensitively in the user's message (``regex``
+    syntax, a superset of ``re``'s). A repetition of a repetition (``(a+)+``) is refused;
+    a search that takes longer than a second stops the run with an error."""
     steps: list[ScriptStep] = Field(min_length=1)
     """The turns, in order."""
 
     @field_validator("when")
     @classmethod
     def _valid_regex(cls, when: str) -> str:
-        try:
-            re.compile(when)
-        except re.error as exc:
-            raise ValueError(f"'when' is not a valid regular expression: {exc}") from None
+        compile_when(when)
         return when
 
     @field_validator("steps")
@@ -129,7 +129,7 @@ class ScriptRule(BaseModel):
     def _known_fields(cls, steps: list[ScriptStep], info: ValidationInfo) -> list[ScriptStep]:
         when = info.data.get("when")
         if when is not None:  # else 'when' is invalid and already reported
-            _check_template_fields(steps, set(re.compile(when).groupindex))
+            _check_template_fields(steps, set(compile_when(when).groupindex))
         return steps
 
 
@@ -185,7 +185,7 @@ class ScriptedModel:
         self.script = script
         self._name = name
         self.latency_s = latency_s
-        self._compiled = [(re.compile(r.when, re.IGNORECASE), r) for r in script.rules]
+        self._patterns = [compile_when(r.when) for r in script.rules]
 
     @classmethod
     def from_yaml(cls, path: str | Path, *, name: str = "scripted") -> ScriptedModel:
@@ -200,13 +200,13 @@ class ScriptedModel:
     def name(self) -> str:
         return self._name
 
-    def _select(self, user_text: str) -> tuple[list[ScriptStep], dict[str, str], set[str]]:
+    async def _select(self, user_text: str) -> tuple[list[ScriptStep], dict[str, str], set[str]]:
         """The steps for this input, the named groups that matched, and all group names."""
-        for pattern, rule in self._compiled:
-            match = pattern.search(user_text)
-            if match:
-                groups = {k: v for k, v in match.groupdict().items() if v is not None}
-                return rule.steps, groups, set(pattern.groupindex)
+        found = await search(self._patterns, user_text)
+        if found is not None:
+            i, match = found
+            groups = {k: v for k, v in match.groupdict().items() if v is not None}
+            return self.script.rules[i].steps, groups, set(self._patterns[i].groupindex)
         if self.script.steps:
             return self.script.steps, {}, set()
         raise ProviderError(
@@ -222,7 +222,7 @@ class ScriptedModel:
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
         user_text = messages[last_user].content if last_user >= 0 else ""
         turn = sum(1 for m in messages[last_user + 1 :] if m.role == "assistant")
-        steps, groups, group_names = self._select(user_text)
+        steps, groups, group_names = await self._select(user_text)
         step = steps[min(turn, len(steps) - 1)]
         if step.error is not None:
             raise ProviderError(f"scripted model error: {step.error}", retryable=True)

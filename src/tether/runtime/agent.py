@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tether.controls import Control, LimitsControl, LoopBreaker, Pipeline
 from tether.core import (
@@ -26,21 +26,18 @@ from tether.providers import Message, Model, ModelSettings, ScriptedModel, build
 from tether.runtime.loop import RunContext, drive
 from tether.runtime.result import RunResult
 from tether.runtime.state import RunState
+from tether.runtime.telemetry import stored_payload
 from tether.spec import AgentSpec, load_spec
 from tether.store import RunRecord
-from tether.tools import HttpTool, Tool, build_tools, definition_of
-from tether.trace import (
-    NullSink,
-    PricingTable,
-    RunRecorder,
-    TraceSink,
-    default_pricing,
-    new_run_record,
-    semconv,
-    writer_for,
-)
+from tether.tools import HttpTool, Tool, build_tools, check_tools, definition_of
+from tether.trace import PricingTable, default_pricing, semconv
 
-TraceTarget = TraceSink | str | bool | None
+if TYPE_CHECKING:
+    from tether.trace import RunRecorder, TraceSink
+
+# The trace writer and recorder (and with them the store and SQLAlchemy) load when an agent
+# is built, not when this module is imported: `tether validate` never needs them.
+TraceTarget: TypeAlias = "TraceSink | str | bool | None"
 
 
 @contextmanager
@@ -89,13 +86,21 @@ class SpecCheck:
     missing_env: list[str] = field(default_factory=list)
     """Environment variables the agent needs to run that are not set here."""
     warnings: list[str] = field(default_factory=list)
+    not_imported: list[str] = field(default_factory=list)
+    """Python tools checked by reference only (``import_tools=False``): not in ``tools``."""
 
 
-def check_spec(path: str | Path, *, pricing: PricingTable | None = None) -> SpecCheck:
+def check_spec(
+    path: str | Path, *, pricing: PricingTable | None = None, import_tools: bool = True
+) -> SpecCheck:
     """Check a spec file the way ``Agent.from_yaml`` would build it, without running it or
     opening a trace store. Missing environment variables (API keys, URLs of HTTP tools) are
     reported in ``missing_env`` instead of raised, so specs can be checked where secrets are
-    not available (CI). Everything else raises ``SpecError`` naming the file."""
+    not available (CI). Everything else raises ``SpecError`` naming the file.
+
+    Building a Python tool imports its module, which runs that module's code: check only
+    specs you trust, or pass ``import_tools=False`` to check tool references without
+    importing them (see ``check_tools``)."""
     path = Path(path)
     spec = load_spec(path)
     base_dir = path.parent
@@ -110,24 +115,38 @@ def check_spec(path: str | Path, *, pricing: PricingTable | None = None) -> Spec
                     missing.add(config.api_key_env)
                     continue
                 raise
-        tools = build_tools(spec.tools, base_dir=base_dir, strict_env=False)
+        not_imported: list[str] = []
+        tool_warnings: list[str] = []
+        if import_tools:
+            tools = build_tools(spec.tools, base_dir=base_dir, strict_env=False)
+        else:
+            found = check_tools(spec.tools, base_dir=base_dir)
+            tools, not_imported, tool_warnings = found.tools, found.not_imported, found.warnings
         _check_cost_limit(
             spec,
             [c.name for c in (spec.model, *spec.fallback_models)],
             pricing or default_pricing(),
         )
     missing.update(var for t in tools.values() if isinstance(t, HttpTool) for var in t.missing_env)
-    check = SpecCheck(path=path, spec=spec, models=models, tools=tools, missing_env=sorted(missing))
+    check = SpecCheck(
+        path=path,
+        spec=spec,
+        models=models,
+        tools=tools,
+        missing_env=sorted(missing),
+        not_imported=not_imported,
+    )
     if check.missing_env:
         check.warnings.append(
             f"not set in this environment: {', '.join(check.missing_env)} "
             "(needed to run, not to validate)"
         )
-    check.warnings += _script_warnings(models, tools)
+    check.warnings += tool_warnings
+    check.warnings += _script_warnings(models, {*tools, *not_imported})
     return check
 
 
-def _script_warnings(models: list[Model], tools: dict[str, Tool]) -> list[str]:
+def _script_warnings(models: list[Model], tools: set[str]) -> list[str]:
     """Scripted models that call tools the agent does not have (the run would get errors)."""
     out = []
     for model in models:
@@ -147,6 +166,8 @@ _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def _resolve_sink(trace: TraceTarget) -> TraceSink:
+    from tether.trace import NullSink, writer_for
+
     if trace is False:
         return NullSink()
     if trace is None or trace is True:
@@ -243,6 +264,8 @@ class Agent:
             started_ns=now_ns(),
             metadata=dict(metadata or {}),
         )
+        from tether.trace import RunRecorder, new_run_record  # loads the store: see TraceTarget
+
         if self._system_prompt:
             state.messages.append(Message(role="system", content=self._system_prompt))
         recorder = RunRecorder(self.sink, trace_id, run_id)
@@ -250,7 +273,7 @@ class Agent:
             trace_id,
             self.spec.name,
             self.version,
-            input,
+            stored_payload(input),  # clipped past TETHER_MAX_PAYLOAD_CHARS, as output is
             {semconv.TETHER_PARADIGM: self.spec.paradigm, **state.metadata},
             run_id=run_id,
         )
@@ -306,7 +329,7 @@ class Agent:
             {semconv.TETHER_COST_UNPRICED: state.unpriced_calls} if state.unpriced_calls else {}
         )
         span.attributes.update(unpriced)
-        error = state.error
+        error = stored_payload(state.error)
         if error and state.hint:
             error = f"{error}\n  hint: {state.hint}"
         recorder.end_span(span, error=error if state.status == "failed" else None)
@@ -319,8 +342,8 @@ class Agent:
                 started_ns=run.started_ns,
                 status=state.status,
                 outcome=state.outcome,
-                input=state.input,
-                output=state.output,
+                input=stored_payload(state.input),
+                output=stored_payload(state.output),
                 ended_ns=span.end_ns,
                 input_tokens=state.usage.input_tokens,
                 output_tokens=state.usage.output_tokens,
@@ -329,7 +352,11 @@ class Agent:
                 turns=state.turns,
                 tool_calls=state.tool_calls,
                 error=error,
-                attributes={**run.attributes, "stop_reason": state.stop_reason, **unpriced},
+                attributes={
+                    **run.attributes,
+                    "stop_reason": stored_payload(state.stop_reason),
+                    **unpriced,
+                },
             )
         )
 

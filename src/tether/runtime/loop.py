@@ -21,11 +21,18 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.controls import CONTROL_ERROR, Decision, Hook, HookContext, Pipeline
 from tether.controls.limits import LIMIT_EXCEEDED, limit_message
-from tether.core import ProviderError, TetherError, content_hash, monotonic, scrub_surrogates
+from tether.core import (
+    ProviderError,
+    TetherError,
+    content_hash,
+    describe_exception,
+    monotonic,
+    scrub_surrogates,
+)
 from tether.providers import (
     Message,
     Model,
@@ -47,8 +54,11 @@ from tether.runtime.telemetry import (
 from tether.spec import Limits
 from tether.store import SpanRecord
 from tether.tools import Tool, ToolResult
-from tether.trace import PricingTable, RunRecorder, semconv
+from tether.trace import PricingTable, semconv
 from tether.trace.pricing import round_cost
+
+if TYPE_CHECKING:
+    from tether.trace import RunRecorder
 
 FINAL_ANSWER = "final_answer"
 EMPTY_ANSWER = "empty_answer"
@@ -143,7 +153,14 @@ async def _checked_tool(rc: RunContext, ctx: HookContext, payload: P) -> P | Dec
 
 async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> ModelResponse:
     """One model turn: pipeline checks, the primary model, fallbacks on failure, accounting."""
-    ctx = _hook(rc, state, Hook.BEFORE_MODEL, rc.agent_span_id)
+    price = rc.pricing.price_for(rc.models[0].name)
+    ctx = _hook(
+        rc,
+        state,
+        Hook.BEFORE_MODEL,
+        rc.agent_span_id,
+        input_usd_per_mtok=None if price is None else price.input,
+    )
     request = await _checked(rc, ctx, request)
     state.turns += 1
     sent_messages, omitted = input_messages(request.messages, rc.message_cache)
@@ -153,7 +170,11 @@ async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> 
             rc.recorder.event(
                 rc.agent_span_id,
                 semconv.EVENT_MODEL_FALLBACK,
-                {"from": rc.models[attempt - 1].name, "to": model.name, "reason": str(errors[-1])},
+                {
+                    "from": rc.models[attempt - 1].name,
+                    "to": model.name,
+                    "reason": clip(str(errors[-1])),
+                },
             )
         span = rc.recorder.start_span(
             f"{semconv.OP_CHAT} {model.name}",
@@ -184,7 +205,7 @@ async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> 
             errors.append(exc)
             span.attributes[semconv.ERROR_TYPE] = type(exc).__name__
             rc.recorder.event(span.span_id, semconv.EVENT_MODEL_ERROR, _error_attributes(exc))
-            rc.recorder.end_span(span, error=exc.message)
+            rc.recorder.end_span(span, error=clip(exc.message))
             continue
         except BaseException as exc:
             rc.recorder.end_span(span, error=f"{type(exc).__name__}: {exc}")
@@ -234,7 +255,7 @@ async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> 
 
 
 def _error_attributes(exc: ProviderError) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"message": exc.message, "retryable": exc.retryable}
+    attributes: dict[str, Any] = {"message": clip(exc.message), "retryable": exc.retryable}
     if exc.hint:
         attributes["hint"] = exc.hint
     if exc.status_code is not None:
@@ -295,8 +316,8 @@ async def approve_tool(
         raise
     if isinstance(allowed, Decision):
         result = ToolResult(f"Tool call refused by policy: {allowed.reason}", is_error=True)
-        span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = result.content
-        rc.recorder.end_span(span, error=result.content)
+        span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = clip(result.content)
+        rc.recorder.end_span(span, error=clip(result.content))
         return _tool_message(call, result)
     if allowed != call:  # a control rewrote the call: the span shows what actually runs
         span.name = f"{semconv.OP_EXECUTE_TOOL} {allowed.name}"
@@ -343,8 +364,8 @@ async def complete_tool(rc: RunContext, state: RunState, approved: _Approved) ->
         error = "cancelled: the run stopped while the tool was running"
         approved.record.is_error = True
         raise
-    finally:
-        rc.recorder.end_span(span, error=error)
+    finally:  # the error may be a tool's whole (huge) output: the span keeps its start
+        rc.recorder.end_span(span, error=None if error is None else clip(error))
     approved.message = _tool_message(call, result)
     return approved.message
 
@@ -378,7 +399,7 @@ async def _execute(rc: RunContext, tool: Tool | None, call: ToolCall) -> ToolRes
     except TetherError as exc:
         return ToolResult(f"Error: {exc.message}", is_error=True)
     except Exception as exc:
-        return ToolResult(f"Error: {type(exc).__name__}: {exc}", is_error=True)
+        return ToolResult(f"Error: {describe_exception(exc)}", is_error=True)
 
 
 async def run_tools(

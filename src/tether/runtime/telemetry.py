@@ -3,34 +3,52 @@
 ``gen_ai.input.messages`` and ``gen_ai.output.messages`` follow the OpenTelemetry GenAI
 semantic conventions: arrays of ``{"role", "parts": [...]}`` whose parts are ``text``,
 ``tool_call`` and ``tool_call_response``. Long values are clipped so one tool result cannot
-make a span unstorable.
+make a span unstorable; a run's input, output and error are clipped at
+``TETHER_MAX_PAYLOAD_CHARS`` (``Settings.max_payload_chars``). Clipped text ends with a marker
+giving the full size. Only what is stored is clipped: the run itself, and the ``RunResult``
+its caller gets, keep the whole text.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, overload
 
+from tether.core.settings import max_payload_chars_from_env
+from tether.core.text import clip_text
 from tether.providers import Message, ModelResponse, ToolCall
 
 # Built once: json.dumps with options builds a new encoder on every call.
 _dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
-_dumps_ascii = json.JSONEncoder(default=str).encode
 
 MAX_ATTRIBUTE_CHARS = 8_000
-"""Longer attribute values (tool arguments and results, message parts) are clipped."""
+"""Longer attribute values (tool arguments and results, message parts, errors) are clipped."""
 MAX_INPUT_MESSAGES_CHARS = 32_000
 """A chat span's ``gen_ai.input.messages`` beyond this leaves out the oldest messages."""
 
 
 def clip(text: str) -> str:
-    return text if len(text) <= MAX_ATTRIBUTE_CHARS else text[:MAX_ATTRIBUTE_CHARS] + "…"
+    """An attribute value as stored: at most ``MAX_ATTRIBUTE_CHARS``, then a marker."""
+    return clip_text(text, MAX_ATTRIBUTE_CHARS)
+
+
+@overload
+def stored_payload(text: str) -> str: ...
+@overload
+def stored_payload(text: None) -> None: ...
+def stored_payload(text: str | None) -> str | None:
+    """A run's input, output or error as its trace stores it: clipped past
+    ``TETHER_MAX_PAYLOAD_CHARS``, so one huge answer cannot make a row of many megabytes."""
+    if text is None:
+        return None
+    return clip_text(text, max_payload_chars_from_env())
 
 
 def arguments_text(call: ToolCall) -> str:
-    """A call's arguments as the trace shows them: what the model sent, if not a JSON object."""
+    """A call's arguments as the trace shows them: what the model sent, if not a JSON object.
+    Characters stay characters (``世界``, not ``\\u4e16\\u754c``)."""
     raw = call.raw_arguments
-    return clip(raw if raw is not None else _dumps_ascii(call.arguments))
+    return clip(raw if raw is not None else _dumps(call.arguments))
 
 
 def otel_parts(message: Message) -> list[dict[str, Any]]:
@@ -44,7 +62,7 @@ def otel_parts(message: Message) -> list[dict[str, Any]]:
     for call in message.tool_calls:
         raw = call.raw_arguments
         arguments: Any = call.arguments if raw is None else raw
-        if raw is not None or len(_dumps_ascii(arguments)) > MAX_ATTRIBUTE_CHARS:
+        if raw is not None or len(_dumps(arguments)) > MAX_ATTRIBUTE_CHARS:
             arguments = arguments_text(call)
         part = {"type": "tool_call", "id": call.id, "name": call.name, "arguments": arguments}
         parts.append(part)

@@ -26,9 +26,13 @@ TOOL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$"
 starting with a letter or ``_``."""
 URL_FIELD = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 """An ``{arg}`` field of an HTTP tool's URL template (``${ENV}`` is not one)."""
+_HOST_WITH_PORT = re.compile(r"[^:\[\]]+:\d*")
+"""``host:port`` (an IPv6 address has more than one colon)."""
 TOOL_KINDS = ("python", "http")
 UNKNOWN_TOOL_KIND = "unknown_tool_kind"
 """Error type of a tool whose ``kind`` is none of ``TOOL_KINDS``."""
+MAX_RESULT_CHARS = 16_000
+"""Default ``max_result_chars`` of a tool."""
 SPEC_SCHEMA_VERSION = 2
 """Bumped by a change to the spec format or to what a default means; part of every version
 hash (2: tools' ``side_effects`` defaults to ``external``, no longer ``read``)."""
@@ -121,6 +125,8 @@ class _ToolBase(_Strict):
     """Scopes the caller must hold for this tool (checked by authorization controls)."""
     timeout_s: float = Field(default=30.0, gt=0)
     """Time limit for one call."""
+    max_result_chars: int = Field(default=MAX_RESULT_CHARS, gt=0, le=1_000_000)
+    """Longest result the model sees; a longer one is clipped, with a note giving its size."""
 
 
 class PythonToolSpec(_ToolBase):
@@ -130,6 +136,11 @@ class PythonToolSpec(_ToolBase):
     function: str | None = None
     """``module:function`` or ``file.py:function`` (relative to the spec file). Omit when the
     function is passed in from Python."""
+    isolation: Literal["thread", "process"] = "thread"
+    """``thread``: calls run in a thread of the agent's process; one that times out keeps
+    running there until it returns. ``process``: each call runs in a child process that is
+    killed at the timeout (the function must be importable by reference, and its result
+    JSON-serializable)."""
 
 
 class HttpToolSpec(_ToolBase):
@@ -147,6 +158,22 @@ class HttpToolSpec(_ToolBase):
     (others), left out when an optional one is not given. A URL field must be required."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Request headers; values may use ``${ENV}`` (never written to traces)."""
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names_only(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            if "://" in host or "/" in host:
+                raise ValueError(f"{host!r}: allowed_hosts takes host names, not URLs")
+            if host.startswith("[") or _HOST_WITH_PORT.fullmatch(host):
+                bare = host[1:].partition("]")[0] if host[0] == "[" else host.rpartition(":")[0]
+                raise ValueError(
+                    f"{host!r}: allowed_hosts takes host names without ports or brackets: "
+                    f"write {bare!r} (the port belongs in the url)"
+                )
+            if not host.strip():
+                raise ValueError("allowed_hosts has an empty entry")
+        return hosts
 
     @field_validator("parameters")
     @classmethod

@@ -3,15 +3,18 @@
 from tether.tools.base import SideEffects, Tool, ToolResult, definition_of
 from tether.tools.function import FunctionTool, tool, validate_arguments
 from tether.tools.http import HttpTool
-from tether.tools.registry import build_tools, import_function
+from tether.tools.loading import import_function
+from tether.tools.registry import ToolCheck, build_tools, check_tools
 
 __all__ = [
     "FunctionTool",
     "HttpTool",
     "SideEffects",
     "Tool",
+    "ToolCheck",
     "ToolResult",
     "build_tools",
+    "check_tools",
     "definition_of",
     "import_function",
     "tool",

@@ -9,6 +9,22 @@ from tether.providers import ToolDefinition
 
 SideEffects = Literal["read", "write", "external"]
 
+DEFAULT_MAX_RESULT_CHARS = 16_000
+"""Longest tool result the model sees by default (``max_result_chars`` of a tool)."""
+
+
+def clip_result(text: str, max_chars: int, *, full_size: str | None = None) -> str:
+    """``text`` if it has at most ``max_chars`` characters, else its start and a note telling
+    the model that the result was clipped and how large it was (``full_size`` overrides the
+    size stated, for a result that was not read in full)."""
+    if len(text) <= max_chars and full_size is None:
+        return text
+    size = full_size or f"{len(text):,} characters"
+    return (
+        f"{text[:max_chars]}\n[result clipped: the full result is {size}; only the first "
+        f"{max_chars:,} characters are shown]"
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class ToolResult:

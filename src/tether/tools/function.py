@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
 import inspect
+import json
+import math
+import os
 import re
-import threading
+import sys
 from collections.abc import Callable
-from typing import Any, get_type_hints, overload
+from pathlib import Path
+from typing import Any, Literal, get_type_hints, overload
 
 import pydantic_core
 from pydantic import (
@@ -21,10 +22,15 @@ from pydantic import (
     create_model,
 )
 
-from tether.core import SpecError, ToolArgumentsError
+from tether.core import SpecError, ToolArgumentsError, ToolError, describe_exception
 from tether.providers.types import describe_invalid_arguments
 from tether.spec.model import TOOL_NAME_PATTERN
-from tether.tools.base import SideEffects, ToolResult
+from tether.tools.base import DEFAULT_MAX_RESULT_CHARS, SideEffects, ToolResult, clip_result
+from tether.tools.isolation import IsolatedCall, call_in_process
+from tether.tools.loading import FunctionRef
+from tether.tools.threads import run_in_daemon_thread
+
+Isolation = Literal["thread", "process"]
 
 _TOOL_NAME = re.compile(TOOL_NAME_PATTERN)
 
@@ -51,50 +57,57 @@ def _parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     return summary, params
 
 
-def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
-    if future.done():  # the awaiting task was cancelled (tool timeout, run stopped)
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)
+_NON_FINITE = {"NaN", "Infinity", "-Infinity"}
 
 
-async def run_in_daemon_thread(func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    """Run a blocking function in its own daemon thread and await its result.
-
-    Unlike ``asyncio.to_thread``, a call that never returns (a hung tool that timed out or was
-    abandoned when the run stopped) does not keep the process from exiting.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    context = contextvars.copy_context()
-
-    def target() -> None:
-        value: Any = None
-        error: BaseException | None = None
-        try:
-            value = context.run(func, **kwargs)
-        except StopIteration as exc:  # a Future refuses StopIteration; keep what it said
-            error = RuntimeError(f"the tool raised StopIteration({exc})")
-        except Exception as exc:
-            error = exc
-        except BaseException as exc:  # SystemExit/KeyboardInterrupt in a tool thread: the tool
-            error = RuntimeError(f"the tool raised {type(exc).__name__}({exc})")  # failed
-        # If the event loop is gone, nobody is waiting any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_settle, future, value, error)
-
-    name = f"tether-tool-{getattr(func, '__name__', 'call')}"
-    threading.Thread(target=target, name=name, daemon=True).start()
-    return await future
+def _finite(value: Any) -> Any:
+    """``value`` (JSON-ready data) with NaN and infinities as the strings ``"NaN"``,
+    ``"Infinity"`` and ``"-Infinity"``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
-def format_result(value: Any) -> str:
-    """A tool's return value as the text the model sees."""
+def format_result(value: Any, tool_name: str = "") -> str:
+    """A tool's return value as the text the model sees: a string as it is, anything else as
+    standard JSON. NaN and infinities, which standard JSON has no words for, become the
+    strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` (a pydantic model's own
+    ``ser_json_inf_nan`` setting, ``null`` by default, decides for its fields). A value that
+    cannot be turned into JSON is a ``ToolError`` naming its type and where it is defined."""
     if isinstance(value, str):
         return value
-    return pydantic_core.to_json(value).decode()
+    try:
+        text = pydantic_core.to_json(value, inf_nan_mode="strings").decode()
+        if any(word in text for word in _NON_FINITE):  # maybe a model set to "constants"
+            data = pydantic_core.to_jsonable_python(value, inf_nan_mode="strings")
+            text = json.dumps(
+                _finite(data), allow_nan=False, ensure_ascii=False, separators=(",", ":")
+            )
+        return text
+    except (pydantic_core.PydanticSerializationError, ValueError) as exc:
+        kind = type(value)
+        culprit = re.search(r"unknown type: <class '([^']+)'>", str(exc))
+        what = culprit.group(1) if culprit else f"{kind.__module__}.{kind.__qualname__}"
+        who = f"tool '{tool_name}'" if tool_name else "the tool"
+        raise ToolError(
+            f"{who} returned a value that cannot be turned into JSON ({what}): return text, "
+            "numbers, lists, dicts, dataclasses or pydantic models"
+        ) from None
+
+
+def _reference_of(func: Callable[..., Any]) -> FunctionRef | None:
+    """Where another process can import ``func`` from, if it can."""
+    module = getattr(func, "__module__", None)
+    attr = getattr(func, "__qualname__", "")
+    if not module or module == "__main__" or not attr.isidentifier():  # nested, a method
+        return None
+    if module.endswith(".py") and os.path.isabs(module):  # a file loaded from a spec
+        return FunctionRef(attr=attr, file=Path(module))
+    return FunctionRef(attr=attr, module=module)
 
 
 def check_tool_name(name: str, *, source: str = "") -> str:
@@ -166,6 +179,9 @@ class FunctionTool:
         side_effects: SideEffects = "external",
         scopes: tuple[str, ...] | list[str] = (),
         timeout_s: float = 30.0,
+        max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
+        isolation: Isolation = "thread",
+        source: FunctionRef | None = None,
     ) -> None:
         self.func = func
         if name is not None:
@@ -181,6 +197,18 @@ class FunctionTool:
         self._side_effects: SideEffects = side_effects
         self._scopes = tuple(scopes)
         self._timeout_s = timeout_s
+        self._max_result_chars = max_result_chars
+        self._isolation: Isolation = isolation
+        self._source = source
+        if isolation == "process" and source is None:
+            self._source = _reference_of(func)
+            if self._source is None:
+                raise SpecError(
+                    f"tool '{self._name}': isolation 'process' needs a function that a child "
+                    "process can import: a top-level function of an importable module or of a "
+                    "file the spec names (file.py:function), not one defined in __main__, "
+                    "inside a function, or in a class",
+                )
         self._is_async = inspect.iscoroutinefunction(func)
         self._args_model = self._build_args_model(func, arg_docs)
         try:
@@ -195,7 +223,9 @@ class FunctionTool:
         try:
             hints = get_type_hints(func)
         except Exception as exc:
-            raise SpecError(f"tool '{self._name}': cannot read its type hints: {exc}") from None
+            raise SpecError(
+                f"tool '{self._name}': cannot read its type hints: {describe_exception(exc)}"
+            ) from None
         try:
             signature = inspect.signature(func)
         except (TypeError, ValueError) as exc:  # some builtins have no signature
@@ -245,31 +275,70 @@ class FunctionTool:
     def timeout_s(self) -> float:
         return self._timeout_s
 
+    @property
+    def max_result_chars(self) -> int:
+        """Longest result text the model sees; a longer one is clipped, with a note."""
+        return self._max_result_chars
+
+    @property
+    def isolation(self) -> Isolation:
+        """``thread`` (in this process) or ``process`` (a child process, killed at the
+        timeout)."""
+        return self._isolation
+
+    @property
+    def args_model(self) -> type[BaseModel]:
+        """The pydantic model that validates the arguments."""
+        return self._args_model
+
     def with_metadata(
         self,
         *,
+        name: str | None = None,
         description: str | None = None,
         side_effects: SideEffects | None = None,
         scopes: list[str] | None = None,
         timeout_s: float | None = None,
+        max_result_chars: int | None = None,
+        isolation: Isolation | None = None,
+        source: FunctionRef | None = None,
     ) -> FunctionTool:
-        """A copy with spec-declared metadata applied (the spec wins over the decorator)."""
+        """A copy with the given metadata (say, declared in a spec, which wins over the
+        decorator); what is ``None`` is kept."""
         return FunctionTool(
             self.func,
-            name=self._name,
+            name=name or self._name,
             description=description or self._description,
             side_effects=side_effects or self._side_effects,
             scopes=scopes if scopes is not None else self._scopes,
             timeout_s=timeout_s or self._timeout_s,
+            max_result_chars=max_result_chars or self._max_result_chars,
+            isolation=isolation or self._isolation,
+            source=source or self._source,
         )
 
     async def call(self, arguments: dict[str, Any]) -> ToolResult:
         kwargs = validate_arguments(self._name, self._args_model, arguments)
+        if self._isolation == "process":
+            assert self._source is not None  # checked when built
+            content, data = await call_in_process(
+                IsolatedCall(
+                    ref=self._source,
+                    tool_name=self._name,
+                    arguments=dict(arguments),
+                    max_result_chars=self._max_result_chars,
+                    sys_path=list(sys.path),
+                    environ=dict(os.environ),
+                    cwd=os.getcwd(),
+                )
+            )
+            return ToolResult(content=content, data=data)
         if self._is_async:
             value = await self.func(**kwargs)
         else:
             value = await run_in_daemon_thread(self.func, kwargs)
-        return ToolResult(content=format_result(value), data=value)
+        text = format_result(value, self._name)
+        return ToolResult(content=clip_result(text, self._max_result_chars), data=value)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the wrapped function directly (for the user's own tests)."""
@@ -288,6 +357,8 @@ def tool(
     side_effects: SideEffects = "external",
     scopes: tuple[str, ...] | list[str] = (),
     timeout_s: float = 30.0,
+    max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
+    isolation: Isolation = "thread",
 ) -> Callable[[Callable[..., Any]], FunctionTool]: ...
 
 
@@ -300,13 +371,18 @@ def tool(
     side_effects: SideEffects = "external",
     scopes: tuple[str, ...] | list[str] = (),
     timeout_s: float = 30.0,
+    max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
+    isolation: Isolation = "thread",
 ) -> FunctionTool | Callable[[Callable[..., Any]], FunctionTool]:
     """Make a tool from a typed function: ``@tool`` or ``@tool(side_effects="read")``.
 
     The argument schema comes from the type hints, the description from the docstring (and
     per-argument descriptions from its ``Args:`` section). ``side_effects`` defaults to
     ``external`` (the riskiest class): declare ``read`` or ``write`` for tools that do less.
-    The name (the function's, or ``name=``) must be a valid OpenAI function name.
+    The name (the function's, or ``name=``) must be a valid OpenAI function name. A result
+    longer than ``max_result_chars`` is clipped (the model is told its full size).
+    ``isolation="process"`` runs each call in a child process that is killed at the timeout
+    (the function must then be importable by reference, its result JSON-serializable).
     """
 
     def wrap(f: Callable[..., Any]) -> FunctionTool:
@@ -317,6 +393,8 @@ def tool(
             side_effects=side_effects,
             scopes=scopes,
             timeout_s=timeout_s,
+            max_result_chars=max_result_chars,
+            isolation=isolation,
         )
 
     return wrap(func) if func is not None else wrap

@@ -2,44 +2,53 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
 
-from tether.core import SpecError, ToolArgumentsError, ToolError
+from tether.core import SpecError, ToolArgumentsError, ToolError, describe_exception
 from tether.providers.http_client import LoopBoundClient, shared_ssl_context
 from tether.spec import HttpToolSpec
 from tether.spec.model import URL_FIELD as _ARG
-from tether.tools.base import SideEffects, ToolResult
+from tether.tools.base import DEFAULT_MAX_RESULT_CHARS, SideEffects, ToolResult, clip_result
 from tether.tools.function import arguments_model, validate_arguments
+from tether.tools.redaction import Redactor, credential_parts, is_bare_origin, userinfo
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
-MAX_RESPONSE_CHARS = 16_000
+MAX_RESPONSE_CHARS = DEFAULT_MAX_RESULT_CHARS
+"""The default ``max_result_chars`` of an HTTP tool."""
 MAX_RESPONSE_BYTES = 64 * 1024
-"""Read at most this much of a response; the model sees at most MAX_RESPONSE_CHARS of it."""
+"""Read at most this much of a response (or 4 bytes per character of ``max_result_chars``
+if that is more); the model sees at most ``max_result_chars`` of it."""
 
 
-def expand_env(value: str, where: str, missing: list[str] | None = None) -> str:
-    """Replace ``${VAR}`` with the environment's value. A missing variable is a ``SpecError``,
-    or, when a ``missing`` list is given, recorded there and left as it is."""
+def expand_env(
+    value: str, where: str, missing: list[str] | None = None, *, allow_empty: bool = True
+) -> str:
+    """Replace ``${VAR}`` with the environment's value. A missing variable (or, unless
+    ``allow_empty``, an empty one) is a ``SpecError``, or, when a ``missing`` list is given,
+    recorded there and left as it is."""
 
     def sub(m: re.Match[str]) -> str:
         var = m.group(1)
-        if var not in os.environ:
+        value = os.environ.get(var)
+        if value is None or (not value and not allow_empty):
             if missing is not None:
                 missing.append(var)
                 return m.group(0)
             raise SpecError(
-                f"{where}: environment variable {var} is not set",
+                f"{where}: environment variable {var} is "
+                + ("not set" if value is None else "set but empty"),
                 hint=f"export {var}=... before running the agent",
             )
-        return os.environ[var]
+        return value
 
     return _ENV.sub(sub, value)
 
@@ -60,13 +69,15 @@ class HttpTool:
         self.missing_env: list[str] = []
         """With ``strict_env=False``: environment variables the tool needs but are not set."""
         missing = None if strict_env else self.missing_env
-        expand_env(spec.url, f"{where} url", missing)  # fail early on a missing variable
+        # Fail early on a missing variable; an empty one leaves no URL to speak of.
+        expand_env(spec.url, f"{where} url", missing, allow_empty=False)
         # ${ENV} values are inserted after the {arg} fields are filled, so neither a value from
         # the environment nor a model's argument can smuggle in a field of the other kind.
         self._env = {v: os.environ[v] for v in _ENV.findall(spec.url) if v in os.environ}
         self._headers = {
             k: expand_env(v, f"{where} header {k}", missing) for k, v in spec.headers.items()
         }
+        self._redact_result, self._redact_error = self._redactors()
         # The spec has checked that these are declared, required parameters.
         self._path_args = set(_ARG.findall(spec.url))
         self._allowed = {h.lower() for h in spec.allowed_hosts}
@@ -93,15 +104,27 @@ class HttpTool:
                 timeout=httpx.Timeout(spec.timeout_s),
             )
         )
-        # Values that came from the environment (tokens, internal hosts) never reach a message,
-        # neither as they are nor percent-encoded.
-        secrets = {
-            os.environ[v]
-            for v in _ENV.findall(spec.url + "".join(spec.headers.values()))
-            if os.environ.get(v)
-        }
-        variants = {form for s in secrets for form in (s, quote(s, safe=""), quote_plus(s))}
-        self._env_values = sorted(variants, key=len, reverse=True)
+
+    def _redactors(self) -> tuple[Redactor, Redactor]:
+        """What to remove from results, and from error messages (which say less anyway).
+
+        Secrets: every header value (and the long words in it: the token of ``Bearer
+        <token>``), every ``${ENV}`` value in a header, the user info of the URL, and the
+        ``${ENV}`` values in the URL except a bare ``scheme://host:port`` base. Error messages
+        leave out every ``${ENV}`` value (internal host names too) and never show the
+        expanded URL."""
+        spec = self.spec
+        url_values = [os.environ[v] for v in _ENV.findall(spec.url) if os.environ.get(v)]
+        secrets: set[str] = set()
+        for header in self._headers.values():
+            secrets.update([header, *credential_parts(header)])
+        secrets.update(
+            os.environ[v] for v in _ENV.findall("".join(spec.headers.values())) if os.environ.get(v)
+        )
+        secrets.update(v for v in url_values if not is_bare_origin(v))
+        static_url = _ENV.sub(lambda m: self._env.get(m.group(1), ""), _ARG.sub("x", spec.url))
+        secrets.update(userinfo(static_url))
+        return Redactor(secrets), Redactor([*secrets, *url_values], min_chars=1)
 
     def _check_static_url(self, where: str) -> None:
         """Refuse at build time a URL whose scheme or (argument-free) host can never pass."""
@@ -112,14 +135,24 @@ class HttpTool:
             try:
                 return httpx.URL(url)
             except httpx.InvalidURL as exc:
-                raise SpecError(f"{where}: url is not a valid URL: {exc}") from None
+                raise SpecError(
+                    self._redact_error(f"{where}: url is not a valid URL: {exc}{env_note}")
+                ) from None
 
+        used = sorted(set(_ENV.findall(self.spec.url)))
+        # The expanded URL may hold secrets: name the variables, not their values.
+        env_note = f" (after {', '.join(f'${{{v}}}' for v in used)} expanded)" if used else ""
         first, second = probe("a1"), probe("b2")
         if first.scheme not in ("http", "https"):
-            raise SpecError(f"{where}: url must be http or https, not {first.scheme or 'empty'!r}")
+            raise SpecError(
+                f"{where}: url must be http or https, not {first.scheme or 'empty'!r}{env_note}"
+            )
         if first.host == second.host and first.host.lower() not in self._allowed:
             raise SpecError(
-                f"{where}: url host {first.host!r} is not in allowed_hosts {sorted(self._allowed)}"
+                self._redact_error(
+                    f"{where}: url host {first.host!r} is not in allowed_hosts "
+                    f"{sorted(self._allowed)}{env_note}"
+                )
             )
 
     @property
@@ -176,46 +209,52 @@ class HttpTool:
             return httpx.Request(self.spec.method, url_with_args, headers=self._headers)
         return httpx.Request(self.spec.method, parsed, json=rest, headers=self._headers)
 
-    def _redact(self, text: str) -> str:
-        for secret in self._env_values:
-            text = text.replace(secret, "***")
-        return text
-
     async def call(self, arguments: dict[str, Any]) -> ToolResult:
         request = self.build_request(arguments)
         client = self._given_client or self._http.get()
         # Messages name the URL template, never the expanded URL: ${ENV} values may be secrets.
         where = f"tool '{self.name}': {request.method} {self.spec.url}"
+        max_chars = self.spec.max_result_chars
+        limit = max(MAX_RESPONSE_BYTES, 4 * max_chars)  # enough bytes for max_chars characters
+        more = False
         try:
             response = await client.send(request, stream=True, follow_redirects=False)
             try:
                 raw = bytearray()
                 async for chunk in response.aiter_bytes():
                     raw += chunk
-                    if len(raw) >= MAX_RESPONSE_BYTES:
+                    if len(raw) > limit:
+                        more = True
                         break
             finally:
                 await response.aclose()
         except httpx.TimeoutException:
             raise ToolError(f"{where} timed out after {self.spec.timeout_s:g}s") from None
         except httpx.HTTPError as exc:
-            raise ToolError(self._redact(f"{where} failed: {type(exc).__name__}: {exc}")) from None
-        body = raw[:MAX_RESPONSE_BYTES].decode(response.encoding or "utf-8", errors="replace")
-        body = body[:MAX_RESPONSE_CHARS]
+            message = f"{where} failed: {describe_exception(exc)}"
+            raise ToolError(self._redact_error(message)) from None
+        text = raw[:limit].decode(response.encoding or "utf-8", errors="replace")
         if 300 <= response.status_code < 400:
             raise ToolError(
                 f"{where}: HTTP {response.status_code} redirect refused (HTTP tools do not "
                 "follow redirects; point the url at the final address)"
             )
         if response.status_code >= 400:
-            raise ToolError(self._redact(f"{where}: HTTP {response.status_code}: {body[:300]}"))
-        data: Any = body
+            detail = self._redact_error(text)[:300]
+            raise ToolError(f"{where}: HTTP {response.status_code}: {detail}")
+        # Redacted before it is clipped, so no secret is cut in two and half of it kept (the
+        # read limit leaves room for more than max_chars characters, so the clip comes first).
+        body = self._redact_result(text)
+        full_size = None
+        if more:
+            length = response.headers.get("content-length", "")
+            full_size = f"{int(length):,} bytes" if length.isdigit() else f"over {limit:,} bytes"
+        content = clip_result(body, max_chars, full_size=full_size)
+        data: Any = content
         if response.headers.get("content-type", "").startswith("application/json"):
-            try:
+            with contextlib.suppress(ValueError):
                 data = json.loads(body)
-            except ValueError:
-                data = body
-        return ToolResult(content=body, data=data)
+        return ToolResult(content=content, data=data)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,45 +12,7 @@ from tether.spec import HttpToolSpec, PythonToolSpec, ToolSpec, origin_of
 from tether.tools.base import Tool
 from tether.tools.function import FunctionTool, check_tool_name
 from tether.tools.http import HttpTool
-
-
-def import_function(ref: str, base_dir: Path | None) -> Callable[..., Any]:
-    """Resolve ``module:function`` or ``path/to/file.py:function`` (relative to ``base_dir``)."""
-    target, sep, attr = ref.rpartition(":")
-    if not sep or not target or not attr:
-        raise SpecError(f"function {ref!r} must look like 'module:function' or 'file.py:function'")
-    if target.endswith(".py"):
-        path = Path(target)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        if not path.is_file():
-            raise SpecError(f"function {ref!r}: file {path} not found")
-        mod_name = f"tether_user_tools_{abs(hash(str(path.resolve())))}"
-        module = sys.modules.get(mod_name)
-        if module is None:
-            spec = importlib.util.spec_from_file_location(mod_name, path)
-            if spec is None or spec.loader is None:
-                raise SpecError(f"function {ref!r}: cannot import {path}")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[mod_name] = module
-            try:
-                spec.loader.exec_module(module)
-            except Exception as exc:
-                del sys.modules[mod_name]
-                raise SpecError(f"function {ref!r}: importing {path} failed: {exc!r}") from exc
-    else:
-        try:
-            module = importlib.import_module(target)
-        except ImportError as exc:
-            raise SpecError(f"function {ref!r}: cannot import module {target!r}: {exc}") from None
-        except Exception as exc:
-            raise SpecError(
-                f"function {ref!r}: importing module {target!r} failed: {exc!r}"
-            ) from exc
-    func = getattr(module, attr, None)
-    if func is None or not callable(func):
-        raise SpecError(f"function {ref!r}: {target} has no callable {attr!r}")
-    return func  # type: ignore[no-any-return]
+from tether.tools.loading import check_function_ref, import_function, parse_ref
 
 
 def _as_tool(obj: Tool | Callable[..., Any]) -> Tool:
@@ -62,6 +22,22 @@ def _as_tool(obj: Tool | Callable[..., Any]) -> Tool:
     if callable(obj):
         return FunctionTool(obj)
     raise SpecError(f"{obj!r} is not a tool or a function")
+
+
+def _where(i: int, spec: ToolSpec) -> str:
+    where = f"tools[{i}] '{spec.name}'"
+    origin = origin_of(spec, "function")
+    if origin is not None:  # loaded by load_spec: name the line (callers name the file)
+        where += f" (line {origin[1]})"
+    return where
+
+
+def _no_implementation(where: str) -> SpecError:
+    return SpecError(
+        f"{where}: no implementation",
+        hint="set 'function: module:function' in the spec, or pass the function in "
+        "Agent(..., tools=[...])",
+    )
 
 
 def build_tools(
@@ -77,10 +53,7 @@ def build_tools(
     given = {t.name: t for t in map(_as_tool, provided)}
     tools: dict[str, Tool] = {}
     for i, spec in enumerate(specs):
-        where = f"tools[{i}] '{spec.name}'"
-        origin = origin_of(spec, "function")
-        if origin is not None:  # loaded by load_spec: name the line (callers name the file)
-            where += f" (line {origin[1]})"
+        where = _where(i, spec)
         if isinstance(spec, HttpToolSpec):
             tools[spec.name] = HttpTool(spec, strict_env=strict_env)
             continue
@@ -89,36 +62,68 @@ def build_tools(
         if impl is None and spec.function:
             try:
                 found = import_function(spec.function, base_dir)
+                # The child of an isolated call imports the function from the same place.
+                source = parse_ref(spec.function, base_dir)
                 if isinstance(found, FunctionTool):
                     # Already a tool (``@tool``-decorated): keep its metadata, take the spec's name.
-                    impl = FunctionTool(
-                        found.func,
-                        name=spec.name,
-                        description=found.description,
-                        side_effects=found.side_effects,
-                        scopes=found.scopes,
-                        timeout_s=found.timeout_s,
-                    )
+                    impl = found.with_metadata(name=spec.name, source=source)
                 else:
-                    impl = FunctionTool(found, name=spec.name)
+                    impl = FunctionTool(found, name=spec.name, source=source)
             except SpecError as exc:
                 raise SpecError(f"{where}: {exc.message}", hint=exc.hint) from None
         if impl is None:
-            raise SpecError(
-                f"{where}: no implementation",
-                hint="set 'function: module:function' in the spec, or pass the function in "
-                "Agent(..., tools=[...])",
-            )
+            raise _no_implementation(where)
         if isinstance(impl, FunctionTool):
             # Only what the spec actually declares overrides the decorator: a field left to its
             # default must not downgrade side_effects to "read" or drop required scopes.
             declared = spec.model_fields_set
-            impl = impl.with_metadata(
-                description=spec.description or None,
-                side_effects=spec.side_effects if "side_effects" in declared else None,
-                scopes=list(spec.scopes) if "scopes" in declared else None,
-                timeout_s=spec.timeout_s if "timeout_s" in declared else None,
-            )
+            try:
+                impl = impl.with_metadata(
+                    description=spec.description or None,
+                    side_effects=spec.side_effects if "side_effects" in declared else None,
+                    scopes=list(spec.scopes) if "scopes" in declared else None,
+                    timeout_s=spec.timeout_s if "timeout_s" in declared else None,
+                    max_result_chars=(
+                        spec.max_result_chars if "max_result_chars" in declared else None
+                    ),
+                    isolation=spec.isolation if "isolation" in declared else None,
+                )
+            except SpecError as exc:
+                raise SpecError(f"{where}: {exc.message}", hint=exc.hint) from None
         tools[spec.name] = impl
     tools.update(given)
     return tools
+
+
+@dataclass
+class ToolCheck:
+    """What :func:`check_tools` found without running any tool code."""
+
+    tools: dict[str, Tool]
+    """The tools that could be built without running their code (HTTP tools)."""
+    not_imported: list[str] = field(default_factory=list)
+    """Python tools whose function was checked by reference only."""
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_tools(specs: Sequence[ToolSpec], *, base_dir: Path | None = None) -> ToolCheck:
+    """Check the spec's tools without importing any tool module (so without running code
+    from it): HTTP tools are built (unset ``${ENV}`` variables allowed); a Python tool's
+    ``function`` is checked by reference (see ``check_function_ref``). Raises ``SpecError``
+    naming the tool and its line."""
+    check = ToolCheck(tools={})
+    for i, spec in enumerate(specs):
+        where = _where(i, spec)
+        if isinstance(spec, HttpToolSpec):
+            check.tools[spec.name] = HttpTool(spec, strict_env=False)
+            continue
+        assert isinstance(spec, PythonToolSpec)
+        if not spec.function:
+            raise _no_implementation(where)
+        try:
+            found = check_function_ref(spec.function, base_dir)
+        except SpecError as exc:
+            raise SpecError(f"{where}: {exc.message}", hint=exc.hint) from None
+        check.warnings += [f"{where}: {w}" for w in found]
+        check.not_imported.append(spec.name)
+    return check

@@ -1,0 +1,85 @@
+"""Text from a run, made safe to print on an operator's terminal.
+
+Inputs, model output, tool results and error messages are outside text: an escape sequence in
+one of them, printed raw, would retitle the terminal (``ESC ] 0 ;``), clear it (``ESC [ 2 J``),
+write to the clipboard (OSC 52) or plant a hyperlink (OSC 8). Everything the CLI prints from a
+run goes through :func:`visible` (or :func:`escape`, which also escapes rich markup), which
+shows control characters as ``\\x1b``-style escapes instead. JSON output keeps the exact text;
+:func:`json_safe` escapes the characters JSON itself leaves raw.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+# C0 controls but tab and newline, DEL, C1 controls (U+009B is a one-character CSI), lone
+# surrogates (undecodable bytes of a path or an argument), and the invisible characters that
+# reorder or break a line (bidirectional overrides, as in "Trojan Source", and U+2028/2029).
+_UNSAFE = "\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+_UNSAFE_CHAR = re.compile(f"[{_UNSAFE}]")
+_JSON_RAW = re.compile("[\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def _shown(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, kept by Python's surrogateescape
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
+def visible(text: object) -> str:
+    """``text`` with control characters (but tab and newline) shown as ``\\x1b``-style
+    escapes; unchanged, and cheap, in the usual case."""
+    s = str(text)
+    if s.isprintable() and s.isascii():
+        return s
+    return _UNSAFE_CHAR.sub(_shown, s)
+
+
+def escape(text: object) -> str:
+    """``text`` to embed in rich markup: control characters shown (:func:`visible`) and rich
+    markup escaped (``rich.markup.escape``)."""
+    from rich.markup import escape as escape_markup  # rich loads on first print, not for --help
+
+    return escape_markup(visible(text))
+
+
+def json_safe(encoded: str) -> str:
+    """JSON text (``ensure_ascii=False``) with the characters JSON leaves raw but a terminal
+    obeys (DEL, C1 controls) or cannot encode (lone surrogates) as ``\\u`` escapes. They can
+    only occur inside strings, so the JSON decodes to the same values."""
+    if encoded.isascii():
+        return encoded
+    return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", encoded)
+
+
+class LazyConsole:
+    """A rich ``Console`` made on first use: importing rich costs about as much as the rest of
+    the CLI, and ``tether --help`` prints nothing through it."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            self._console = _console_class()(**self._options)
+        return getattr(self._console, name)
+
+
+@cache
+def _console_class() -> type[Any]:
+    from rich.console import Console
+
+    class PipeAwareConsole(Console):
+        """Rich ends the process with status 1 when the reader of stdout goes away; for the
+        CLI that is a normal end (``tether traces show ID | head -1``), which ``main`` makes
+        quiet, with status 0."""
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    return PipeAwareConsole
