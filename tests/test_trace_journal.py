@@ -267,6 +267,35 @@ def test_an_unusable_journal_folder_does_not_stop_tracing(
     writer.close()
     assert len(store.get_spans(run.run_id)) == 1
     assert "cannot be used" in caplog.text
+    assert not writer.journal_ok and writer.journal_error
+    store.close()
+
+
+def test_a_journal_lost_mid_run_is_said_once_and_exposed(
+    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The journal folder disappears under a live writer: it cannot open a new segment (not
+    even on a second try), says so once, exposes it, and still writes every record."""
+    import shutil
+
+    store = Store(sqlite_url)
+    directory = tmp_path / "journal"
+    writer = BatchingWriter(store, journal=directory)
+    run = _run(new_trace_id())
+    writer.run_started(run)
+    assert writer.flush(timeout=30)
+    assert writer.journal_ok
+    shutil.rmtree(directory)
+    with caplog.at_level(logging.ERROR, logger="tether.trace"):
+        for i in range(50):
+            writer.span(_span(run, i))
+            if i % 10 == 0:
+                assert writer.flush(timeout=30)
+        assert writer.flush(timeout=30)
+    writer.close()
+    assert not writer.journal_ok and "No such file" in (writer.journal_error or "")
+    assert caplog.text.count("cannot be used") == 1
+    assert len(store.get_spans(run.run_id)) == 50 and writer.dropped == 0
     store.close()
 
 

@@ -1,4 +1,5 @@
-"""A TCP forwarder on 127.0.0.1, to make a real database reachable or not at will."""
+"""TCP servers on 127.0.0.1 standing in for a database: a forwarder to make a real database
+reachable or not at will, and one that accepts connections and never answers (a hung server)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class TcpProxy:
-    """Listens on ``127.0.0.1:port`` and forwards every connection to ``target``."""
+class _Listener:
+    """Accepts connections on ``127.0.0.1:port`` (0: a free one) and hands each to
+    ``_handle``; ``close`` closes the listener and every socket kept in ``_sockets``."""
 
-    def __init__(self, port: int, target: tuple[str, int]) -> None:
-        self.port = port
-        self.target = target
-        self._server = socket.create_server(("127.0.0.1", port))
+    def __init__(self, port: int = 0) -> None:
+        self._server = socket.create_server(("127.0.0.1", port), backlog=64)
+        self.port = int(self._server.getsockname()[1])
         self._sockets: list[socket.socket] = []
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -30,14 +31,35 @@ class TcpProxy:
                 client, _ = self._server.accept()
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            self._sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            self._handle(client)
+
+    def _handle(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._closed = True
+        self._server.close()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class TcpProxy(_Listener):
+    """Listens on ``127.0.0.1:port`` and forwards every connection to ``target``."""
+
+    def __init__(self, port: int, target: tuple[str, int]) -> None:
+        self.target = target
+        super().__init__(port)
+
+    def _handle(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.target)
+        except OSError:
+            client.close()
+            return
+        self._sockets += [client, upstream]
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
     @staticmethod
     def _pipe(src: socket.socket, dst: socket.socket) -> None:
@@ -51,9 +73,10 @@ class TcpProxy:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
-    def close(self) -> None:
-        self._closed = True
-        self._server.close()
-        for sock in self._sockets:
-            with contextlib.suppress(OSError):
-                sock.close()
+
+class SilentServer(_Listener):
+    """Accepts connections and never reads or answers: a database server that hangs (the
+    client's connection is open, and it waits for an answer that never comes)."""
+
+    def _handle(self, client: socket.socket) -> None:
+        self._sockets.append(client)

@@ -165,7 +165,8 @@ TEXT = _Text()
     "--database-url",
     envvar="TETHER_DATABASE_URL",
     metavar="URL",
-    help="Trace store (default: SQLite in $TETHER_HOME, ./.tether).",
+    help="Trace store, e.g. sqlite:///path.db or postgresql://user@host/db (default: "
+    "tether.db in $TETHER_HOME, else in $XDG_DATA_HOME/tether or ~/.local/share/tether).",
 )
 @click.version_option(package_name="tether")
 @click.pass_context
@@ -314,6 +315,7 @@ def traces_list(ctx: click.Context, limit: int, agent: str | None, as_json: bool
     """Recent runs, newest first."""
     store = _open_store(ctx)
     runs = store.list_runs(limit=limit, agent=agent)
+    _warn_stranded_journals(ctx)
     if as_json:
         click.echo(render.dumps([render.run_json(r) for r in runs]))
         return
@@ -328,17 +330,60 @@ def traces_list(ctx: click.Context, limit: int, agent: str | None, as_json: bool
 
 
 def _open_store(ctx: click.Context) -> Store:
-    """The trace store, once what a killed process left in the trace journal is written."""
-    writer = writer_for(database_url(ctx))
-    writer.store.ensure_ready()  # a store that is down: say so now, not after the flush wait
-    if not writer.flush(timeout=10.0):
-        err_console.print(
-            "[yellow]warning:[/] records left by an interrupted run are still being written; "
-            "the newest traces may be incomplete",
-            highlight=False,
-            soft_wrap=True,
+    """The trace store for reading, once what a killed process left in its trace journal is
+    written. A store that cannot be opened is one error (``StoreError``), said at once; a
+    SQLite file this process cannot write is read as it is, read-only, with no writer and no
+    journal started."""
+    from tether.store import Store, create_store_engine
+    from tether.store.db import sqlite_read_only
+    from tether.trace.journal import undelivered
+    from tether.trace.recorder import journal_for
+
+    url = database_url(ctx)
+    read_only = sqlite_read_only(url)
+    store = Store(url, engine=create_store_engine(url, read_only=read_only), connect=False)
+    store.ensure_ready()
+    directory = journal_for(url)
+    segments, records = (0, 0) if directory is None else undelivered(directory)
+    if read_only and records:
+        _warn(
+            f"{records} trace record(s) in the journal {directory} wait for this store, which "
+            "is read-only here; they are written by the next tether command that can write it"
         )
-    return writer.store
+    # A process died: write what it left, and close its unfinished runs (the writer does).
+    elif segments and not writer_for(url).flush(timeout=10.0):
+        _warn(
+            "records left by an interrupted run are still being written; the newest traces "
+            "may be incomplete"
+        )
+    return store
+
+
+def _warn_stranded_journals(ctx: click.Context) -> None:
+    """One line on stderr when the journal holds records for stores other than this one
+    (runs made with another URL), naming them without credentials and how to deliver them."""
+    from tether.trace.recorder import stranded_journals
+
+    stranded = stranded_journals(database_url(ctx))
+    if not stranded:
+        return
+    records = sum(s.records for s in stranded)
+    named = [
+        f"{s.store} ({s.records} records)"
+        if s.store
+        else f"a store an older Tether did not name ({s.records} records in {s.directory})"
+        for s in stranded[:3]
+    ]
+    more = f" and {len(stranded) - 3} more" if len(stranded) > 3 else ""
+    _warn(
+        f"{records} trace record(s) in the journal were never delivered to their store: "
+        f"{', '.join(named)}{more}; to deliver them, run `tether --database-url URL traces "
+        "list` with that store's URL (and its user and password)"
+    )
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 @traces.command("show")

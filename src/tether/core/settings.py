@@ -10,6 +10,33 @@ from tether.core.errors import TetherError
 
 DEFAULT_MAX_PAYLOAD_CHARS = 65_536
 DEFAULT_MAX_DISPLAY_CHARS = 8_000
+DEFAULT_DB_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_DB_STATEMENT_TIMEOUT_S = 30.0
+
+
+def default_home() -> Path:
+    """Where Tether keeps local state when ``TETHER_HOME`` is not set: one folder per user
+    (``$XDG_DATA_HOME/tether``, else ``~/.local/share/tether``), whatever the current folder,
+    so a run made in one folder is listed from any other and its journal is found again."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "share"
+    return base / "tether"
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses NaN
+        raise TetherError(
+            f"{name} must be a number of seconds (0: no limit), got {raw!r}",
+            hint=f"unset {name} to use the default ({default:g} s)",
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -17,11 +44,19 @@ class Settings:
     """Settings for one process. Build with :meth:`from_env`."""
 
     home: Path
-    """Directory for local state (the SQLite store, the trace journal); ``TETHER_HOME``,
-    default ``./.tether``."""
+    """Directory for local state (the default SQLite store, the trace journal);
+    ``TETHER_HOME``, default ``$XDG_DATA_HOME/tether`` or ``~/.local/share/tether``."""
 
     database_url: str
     """SQLAlchemy URL of the trace store; ``TETHER_DATABASE_URL``, default SQLite in ``home``."""
+
+    db_connect_timeout_s: float = DEFAULT_DB_CONNECT_TIMEOUT_S
+    """How long to wait for a database server to accept a connection (0: no limit);
+    ``TETHER_DB_CONNECT_TIMEOUT_S``."""
+
+    db_statement_timeout_s: float = DEFAULT_DB_STATEMENT_TIMEOUT_S
+    """How long one statement may run on a database server before it is cancelled (0: no
+    limit); ``TETHER_DB_STATEMENT_TIMEOUT_S``."""
 
     max_payload_chars: int = DEFAULT_MAX_PAYLOAD_CHARS
     """Longest run input, output or error stored in a trace; longer text is stored clipped,
@@ -33,11 +68,18 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        home = Path(os.environ.get("TETHER_HOME", ".tether")).expanduser()
+        raw_home = os.environ.get("TETHER_HOME")
+        home = Path(raw_home).expanduser() if raw_home else default_home()
         url = os.environ.get("TETHER_DATABASE_URL") or f"sqlite:///{home / 'tether.db'}"
         return cls(
             home=home,
             database_url=url,
+            db_connect_timeout_s=_seconds(
+                "TETHER_DB_CONNECT_TIMEOUT_S", DEFAULT_DB_CONNECT_TIMEOUT_S
+            ),
+            db_statement_timeout_s=_seconds(
+                "TETHER_DB_STATEMENT_TIMEOUT_S", DEFAULT_DB_STATEMENT_TIMEOUT_S
+            ),
             max_payload_chars=max_payload_chars_from_env(),
             max_display_chars=_chars_from_env(
                 "TETHER_MAX_DISPLAY_CHARS", DEFAULT_MAX_DISPLAY_CHARS

@@ -12,7 +12,13 @@ from tether.store.records import (
 )
 
 if TYPE_CHECKING:
-    from tether.store.db import canonical_url, create_store_engine, migrate, redact_url
+    from tether.store.db import (
+        canonical_url,
+        create_store_engine,
+        migrate,
+        redact_url,
+        store_identity,
+    )
     from tether.store.repository import Store
     from tether.store.values import dumps_attributes
 
@@ -21,7 +27,13 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy_exports(
     globals(),
     {
-        ".db": ("canonical_url", "create_store_engine", "migrate", "redact_url"),
+        ".db": (
+            "canonical_url",
+            "create_store_engine",
+            "migrate",
+            "redact_url",
+            "store_identity",
+        ),
         ".repository": ("Store",),
         ".values": ("dumps_attributes",),
     },
@@ -39,4 +51,5 @@ __all__ = [
     "dumps_attributes",
     "migrate",
     "redact_url",
+    "store_identity",
 ]

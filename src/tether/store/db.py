@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from alembic import command
 from alembic.config import Config
@@ -18,7 +21,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
-from tether.core import StoreError
+from tether.core import Settings, StoreError
 from tether.store.tables import VERSION_TABLE
 
 try:
@@ -56,6 +59,74 @@ def canonical_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+_DEFAULT_PORTS = {"postgresql": 5432}
+# Query parameters that choose which server, database or schema a URL points at. Others
+# (sslmode, timeouts, application_name, user, password) do not change where records go.
+_WHERE_PARAMETERS = ("host", "hostaddr", "port", "dbname", "service")
+_OPTION = re.compile(r"(?:-c\s*|--)([A-Za-z_.]+)=(\S+)")
+
+
+def _schema_options(options: str | tuple[str, ...]) -> str | None:
+    """The ``search_path`` settings in libpq ``options`` (``-c search_path=x``), normalized."""
+    text = " ".join(options) if isinstance(options, tuple) else options
+    found = [f"-c{name}={value}" for name, value in _OPTION.findall(text) if name == "search_path"]
+    return " ".join(found) or None
+
+
+def store_identity(url: str) -> str:
+    """Which database a URL writes to, without credentials: the backend, the host (the
+    loopback spellings ``localhost``, ``127.0.0.1`` and ``::1`` as one), port, database and
+    schema; a SQLite file by its absolute path. Two URLs with the same identity reach the same
+    tables however the user, password or connection options are spelled, so the trace journal
+    is keyed by it (and it is safe to show and to write down)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = sqlite_file(url)
+        return "sqlite://" if path is None else f"sqlite:///{path}"
+    host = parsed.host or ""
+    if host.lower() in _LOOPBACK:
+        host = "localhost"
+    port = parsed.port or _DEFAULT_PORTS.get(backend)
+    where: dict[str, str] = {}
+    for key in _WHERE_PARAMETERS:
+        value = parsed.query.get(key)
+        if value:
+            where[key] = " ".join(value) if isinstance(value, tuple) else value
+    options = parsed.query.get("options")
+    schema = _schema_options(options) if options else None
+    if schema:
+        where["options"] = schema
+    return URL.create(
+        backend, host=host or None, port=port, database=parsed.database, query=where
+    ).render_as_string()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The absolute path of a file-backed SQLite store; None for any other store."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    database = parsed.database
+    if database.startswith("file:"):  # a URI filename (``?uri=true``)
+        database = database.removeprefix("file:").split("?", 1)[0]
+    return Path(database).expanduser().resolve()
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """``(device, inode)`` of a file, None if there is none: a file deleted, or replaced by
+    another one, under an open database connection is told apart by these."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -65,8 +136,47 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def create_store_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and its directory created."""
+def sqlite_read_only(url: str) -> bool:
+    """A SQLite store file this process cannot write (the file, or the folder its WAL files
+    live in): it can still be read, opened read-only."""
+    path = sqlite_file(url)
+    if path is None or not path.is_file():
+        return False
+    return not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+
+
+def _read_only_sqlite(path: Path) -> URL:
+    """A URL opening a SQLite file read-only. Reading a WAL database needs its ``-shm`` file:
+    in a folder nobody can write, with no WAL files there, no one can be writing to it, and
+    it is read as immutable (without the shared-memory index it cannot create)."""
+    query = {"mode": "ro", "uri": "true"}
+    wal_files = any(Path(f"{path}{suffix}").exists() for suffix in ("-wal", "-shm"))
+    if not os.access(path.parent, os.W_OK) and not wal_files:
+        query["immutable"] = "1"
+    return URL.create("sqlite", database=f"file:{quote(str(path))}", query=query)
+
+
+def is_read_only(engine: Engine) -> bool:
+    """An engine made with ``create_store_engine(..., read_only=True)``."""
+    return engine.url.query.get("mode") == "ro"
+
+
+def _shown(engine: Engine) -> str:
+    """The store an engine opens, as messages name it (a read-only file by its path)."""
+    if is_read_only(engine) and engine.url.database:
+        return f"sqlite:///{unquote(engine.url.database.removeprefix('file:'))}"
+    return redact_url(str(engine.url))
+
+
+def _sqlite_read_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.close()
+
+
+def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and its directory created. With
+    ``read_only``, a SQLite file is opened read-only (nothing is created or migrated)."""
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
@@ -77,7 +187,15 @@ def create_store_engine(url: str) -> Engine:
         ) from None
     parsed = _with_driver(parsed)
     try:
-        if parsed.get_backend_name() == "sqlite":
+        path = sqlite_file(url) if read_only else None
+        if path is not None:
+            engine = create_engine(
+                _read_only_sqlite(path),
+                connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+                hide_parameters=True,
+            )
+            event.listen(engine, "connect", _sqlite_read_pragmas)
+        elif parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 database = Path(parsed.database).expanduser()
                 parsed = parsed.set(database=str(database))
@@ -105,7 +223,12 @@ def create_store_engine(url: str) -> Engine:
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
             engine = create_engine(
-                parsed, pool_pre_ping=True, pool_size=5, max_overflow=5, hide_parameters=True
+                parsed,
+                connect_args=_timeouts(parsed),
+                pool_pre_ping=True,
+                pool_size=5,
+                max_overflow=5,
+                hide_parameters=True,
             )
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
         raise StoreError(
@@ -116,6 +239,33 @@ def create_store_engine(url: str) -> Engine:
             "(postgresql://user@host/db)",
         ) from None
     return engine
+
+
+def _timeouts(parsed: URL) -> dict[str, Any]:
+    """Connection arguments for PostgreSQL: a connect timeout and a statement timeout
+    (``Settings``), unless the URL sets its own. A server that accepts connections and never
+    answers would otherwise hold a command for minutes (libpq's default) before anything is
+    said. (Given apart from the URL, so messages show the URL as the user wrote it.)"""
+    if parsed.get_backend_name() != "postgresql":
+        return {}
+    settings = Settings.from_env()
+    connect_s, statement_s = settings.db_connect_timeout_s, settings.db_statement_timeout_s
+    args: dict[str, Any] = {}
+    if "connect_timeout" not in parsed.query and connect_s:
+        args["connect_timeout"] = max(1, math.ceil(connect_s))  # libpq: whole seconds
+    options = parsed.query.get("options", "")
+    options = " ".join(options) if isinstance(options, tuple) else options
+    if "statement_timeout" not in options and statement_s:
+        # These replace the URL's own options, so they carry them (a search_path) along.
+        args["options"] = f"{options} -c statement_timeout={round(statement_s * 1000)}".strip()
+    return args
+
+
+def _first_line(error: BaseException | None) -> str:
+    """A driver's message on one line: libpq adds its own hint on a second one ("Is the
+    server running..."), which ours says already."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def _alembic_config() -> Config:
@@ -182,6 +332,12 @@ def migrate(engine: Engine) -> None:
             current = _revision(conn)
             if current == head:
                 return
+        if is_read_only(engine):
+            raise StoreError(
+                f"the trace store at {_shown(engine)} is read-only here, and its "
+                f"schema (revision {current or 'none'}) needs an upgrade to {head}",
+                hint="open it once with a Tether that can write to it, or use another store",
+            )
         lock = _sqlite_migration_lock(engine) if is_sqlite else nullcontext()
         with lock, engine.begin() as conn:
             if engine.url.get_backend_name() == "postgresql":
@@ -195,7 +351,7 @@ def migrate(engine: Engine) -> None:
             known = {s.revision for s in scripts.walk_revisions()}
             if current is not None and current not in known:
                 raise StoreError(
-                    f"the trace store at {redact_url(str(engine.url))} has schema revision "
+                    f"the trace store at {_shown(engine)} has schema revision "
                     f"{current!r}, which this version of Tether does not know",
                     hint="it was probably migrated by a newer Tether: upgrade Tether, or use "
                     "another database",
@@ -206,7 +362,7 @@ def migrate(engine: Engine) -> None:
             command.upgrade(cfg, "head")
     except CommandError as exc:
         raise StoreError(
-            f"cannot migrate the trace store at {redact_url(str(engine.url))}: {exc}",
+            f"cannot migrate the trace store at {_shown(engine)}: {exc}",
             hint="check that this database is not used by another program under the same "
             "table names (tether_*)",
         ) from None
@@ -214,7 +370,7 @@ def migrate(engine: Engine) -> None:
         # OperationalError (unreachable, locked, unwritable) and DatabaseError (the file is not
         # a database) alike: the store cannot be opened.
         raise StoreError(
-            f"cannot open the trace store at {redact_url(str(engine.url))}: {exc.orig}",
+            f"cannot open the trace store at {_shown(engine)}: {_first_line(exc.orig)}",
             hint="check the database URL (--database-url or TETHER_DATABASE_URL), that the "
             "server is running, and file permissions",
         ) from exc  # the cause says whether it is worth retrying (unreachable, locked)

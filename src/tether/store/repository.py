@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, RowMapping, bindparam, case, or_, select, update
+from sqlalchemy import Engine, RowMapping, bindparam, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core import StoreError
@@ -246,35 +246,18 @@ class Store:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def close_abandoned_runs(self, attribute: str, value: str, *, ended_ns: int, error: str) -> int:
-        """Record as failed the runs still ``running`` whose ``attribute`` is ``value`` (the
-        writer of a process that died). Returns how many."""
+    def running_runs_of(self, attribute: str, value: str) -> list[RunRecord]:
+        """The runs still ``running`` whose ``attribute`` is ``value`` (the writer of a process
+        that died: the trace writer closes them, with totals from their spans)."""
         if not value.replace("-", "").isalnum():
             raise ValueError(f"not a writer id: {value!r}")
         needle = f'%"{attribute}":"{value}"%'  # attributes are compact JSON
-        self.ensure_ready()
         stmt = (
-            update(tables.runs)
+            select(tables.runs)
             .where(tables.runs.c.status == "running")
             .where(tables.runs.c.attributes.like(needle))
-            .values(
-                status="failed",
-                outcome="error",
-                # ``ended_ns`` comes from a file time, coarser than the run's clock: never
-                # before the run started.
-                ended_ns=case(
-                    (tables.runs.c.started_ns > ended_ns, tables.runs.c.started_ns),
-                    else_=ended_ns,
-                ),
-                error=error,
-            )
         )
-        try:
-            with self.engine.begin() as conn:
-                return int(conn.execute(stmt).rowcount)
-        except SQLAlchemyError as exc:
-            detail = getattr(exc, "orig", None) or type(exc).__name__
-            raise StoreError(f"writing to {self.display_url} failed: {detail}") from exc
+        return [_run_from(r) for r in self._read(stmt)]
 
     def _read(self, stmt: Any) -> Sequence[RowMapping]:
         self.ensure_ready()

@@ -16,6 +16,7 @@ so a record is written once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,6 +24,7 @@ import logging
 import mmap
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,13 +59,44 @@ _HEADER = (
     json.dumps({"tether_journal": JOURNAL_VERSION, "fields": _FIELDS}, separators=(",", ":")) + "\n"
 ).encode()
 _SUFFIX = ".journal"
+_CREATING = ".creating"
+"""A segment being created, not locked yet: never replayed (it holds no record)."""
+_STALE_CREATING_S = 60.0
 SEGMENT_BYTES = 1 << 20
 
 
-def journal_dir(home: Path, store_url: str) -> Path:
-    """The journal folder of one store: named by a hash of its URL (which may hold a password,
-    so the URL itself is not written anywhere)."""
-    return home / "journal" / hashlib.sha256(store_url.encode()).hexdigest()[:16]
+def journal_dir(home: Path, store: str) -> Path:
+    """The journal folder of one store, named by a hash of its identity (see
+    ``tether.store.store_identity``: no user or password, so a run made with a wrong password
+    or before a password change is delivered once the URL is right)."""
+    return home / "journal" / hashlib.sha256(store.encode()).hexdigest()[:16]
+
+
+_IDENTITY_FILE = "store.json"
+
+
+def write_identity(directory: Path, identity: str) -> None:
+    """Name the store in its journal folder (credential-free), so that records left for a
+    store nobody opens any more can be pointed at."""
+    path = directory / _IDENTITY_FILE
+    text = json.dumps({"tether_journal": JOURNAL_VERSION, "store": identity}) + "\n"
+    try:
+        if path.read_text() == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    temporary = directory / f".{_IDENTITY_FILE}.{os.getpid()}-{secrets.token_hex(4)}"
+    temporary.write_text(text)
+    os.replace(temporary, path)  # whole or not at all, even with writers racing
+
+
+def read_identity(directory: Path) -> str | None:
+    """The store a journal folder belongs to; None for a folder of an older Tether."""
+    try:
+        store = json.loads((directory / _IDENTITY_FILE).read_text()).get("store")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return store if isinstance(store, str) else None
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
@@ -115,19 +148,25 @@ class Segment:
         try:
             self.path.unlink(missing_ok=True)
         finally:
-            if self.map is not None:
-                self.map.close()
-            os.close(self.fd)
+            self._close()
 
     def release(self) -> None:
         """Close the file but keep it: its records are not in the store yet, and the next
         writer opened on this store replays them."""
         try:
-            if self.map is not None:
+            if self.map is not None and self.fd >= 0:
                 self.map.close()
                 os.ftruncate(self.fd, self.pos)  # drop the unused, zero-filled tail
         finally:
-            os.close(self.fd)
+            self._close()
+
+    def _close(self) -> None:
+        """Once only: a closed descriptor's number may already belong to another file."""
+        if self.map is not None:
+            self.map.close()
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
 
 
 def writer_of(segment: Segment) -> str:
@@ -138,10 +177,14 @@ def writer_of(segment: Segment) -> str:
 class Journal:
     """The segments of one writer. Not thread-safe: the writer calls it under its lock."""
 
-    def __init__(self, directory: Path, segment_bytes: int = SEGMENT_BYTES) -> None:
+    def __init__(
+        self, directory: Path, segment_bytes: int = SEGMENT_BYTES, *, identity: str | None = None
+    ) -> None:
         if fcntl is None:  # pragma: no cover
             raise OSError("the trace journal needs flock (not available on this platform)")
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if identity is not None:
+            write_identity(directory, identity)
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.writer_id = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -150,11 +193,17 @@ class Journal:
         self.current = self._open_segment(0)
 
     def _open_segment(self, need: int) -> Segment:
+        """A new segment, created and locked under a name ``orphaned_segments`` never looks
+        at, then renamed: between its creation and its lock another process would see an
+        unlocked segment (one a dead writer left) and take it from this live writer."""
         self._seq += 1
-        path = self.directory / f"{self.writer_id}-{self._seq:08d}{_SUFFIX}"
+        name = f"{self.writer_id}-{self._seq:08d}"
+        creating = self.directory / f"{name}{_CREATING}"
+        path = self.directory / f"{name}{_SUFFIX}"
         size = max(self.segment_bytes, len(_HEADER) + need)
         # 0600: trace payloads hold user content.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(creating, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        segment = None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # Reserve the blocks now: a full disk is an OSError here, not a SIGBUS later
@@ -164,17 +213,23 @@ class Journal:
             else:  # pragma: no cover - macOS
                 os.ftruncate(fd, size)
             segment = Segment(path, fd, size)
+            segment.write(_HEADER)
+            os.rename(creating, path)  # the lock goes with the file
         except OSError:
+            if segment is not None and segment.map is not None:
+                segment.map.close()
             os.close(fd)
-            path.unlink(missing_ok=True)
+            creating.unlink(missing_ok=True)
             raise
-        segment.write(_HEADER)
         return segment
 
-    def append(self, line: bytes) -> None:
-        if not self.current.fits(line):
+    def append(self, line: bytes, *, fresh: bool = False) -> None:
+        """Copy a record's line into the journal; ``fresh``: into a new segment (the current
+        one failed)."""
+        if fresh or not self.current.fits(line):
+            segment = self._open_segment(len(line))  # first: if it fails, nothing has moved
             self._full.append(self.current)
-            self.current = self._open_segment(len(line))
+            self.current = segment
         self.current.write(line)
         self.current.records += 1
 
@@ -201,23 +256,32 @@ class Journal:
         self._full = []
 
 
+def _lock_orphan(path: Path, *, shared: bool = False) -> int | None:
+    """An open descriptor of a segment, locked, if no live writer holds it and no other
+    process has replayed (deleted) it meanwhile; else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # another process replayed and deleted it meanwhile
+        return None
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        if path.exists():  # not replayed by another process between the glob and the lock
+            return fd
+    except OSError:  # held by a live writer
+        pass
+    os.close(fd)
+    return None
+
+
 def orphaned_segments(directory: Path) -> Iterator[tuple[Segment, list[Item]]]:
     """Segments no live writer holds, locked for the caller, oldest writer sequence first,
     with their records. The caller discards each one once its records are in the store."""
     if fcntl is None or not directory.is_dir():  # pragma: no cover - no flock, no journal
         return
+    _remove_stale_creating(directory)
     for path in sorted(directory.glob(f"*{_SUFFIX}")):
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:  # another process replayed and deleted it meanwhile
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # held by a live writer
-            os.close(fd)
-            continue
-        if not path.exists():  # replayed by another process between our glob and our lock
-            os.close(fd)
+        fd = _lock_orphan(path)
+        if fd is None:
             continue
         try:
             with open(fd, "rb", closefd=False) as file:
@@ -227,6 +291,65 @@ def orphaned_segments(directory: Path) -> Iterator[tuple[Segment, list[Item]]]:
             log.error("cannot replay trace journal %s (%s); the file is kept", path, exc)
             continue
         yield Segment(path, fd), items
+
+
+def undelivered(directory: Path) -> tuple[int, int]:
+    """How many segments no live writer holds are in a journal folder, and how many records
+    they keep: read to tell the user, without taking them from a process about to replay
+    them (a shared lock, which fails while their writer lives)."""
+    if fcntl is None or not directory.is_dir():  # pragma: no cover - no flock, no journal
+        return 0, 0
+    segments = records = 0
+    for path in directory.glob(f"*{_SUFFIX}"):
+        fd = _lock_orphan(path, shared=True)
+        if fd is None:
+            continue
+        try:
+            with open(fd, "rb", closefd=False) as file:
+                lines = file.read().split(b"\0", 1)[0].split(b"\n")[1:]
+            segments += 1
+            records += sum(1 for line in lines if line)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return segments, records
+
+
+def move_orphans(source: Path, target: Path) -> int:
+    """Move the segments no live writer holds from one journal folder into another (from a
+    folder an older Tether named by the whole store URL into the store's folder). The lock
+    is held across the rename, so no other process replays a segment twice."""
+    if fcntl is None or not source.is_dir():  # pragma: no cover - no flock, no journal
+        return 0
+    moved = 0
+    target.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for path in source.glob(f"*{_SUFFIX}"):
+        fd = _lock_orphan(path)
+        if fd is None:
+            continue
+        try:
+            os.rename(path, target / path.name)
+            moved += 1
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    with contextlib.suppress(OSError):
+        source.rmdir()  # only if nothing is left in it
+    return moved
+
+
+def _remove_stale_creating(directory: Path) -> None:
+    """Delete segments a process died while creating (they hold a header at most). Only old
+    ones: a young one may belong to a live writer that has not locked it yet."""
+    cutoff = time.time() - _STALE_CREATING_S
+    for path in directory.glob(f"*{_CREATING}"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:  # gone already, or not ours to delete: harmless
+            continue
 
 
 def _decode(path: Path, data: bytes) -> list[Item]:

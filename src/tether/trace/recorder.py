@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from tether.core import Settings, StoreError, new_span_id, now_ns
+from tether.core import Settings, new_span_id, now_ns
 from tether.store import (
     CheckpointRecord,
     EventRecord,
@@ -17,9 +18,10 @@ from tether.store import (
     SpanRecord,
     Store,
     canonical_url,
+    store_identity,
 )
-from tether.trace.journal import journal_dir
-from tether.trace.writer import BatchingWriter, TraceSink, is_transient
+from tether.trace.journal import journal_dir, move_orphans, read_identity, undelivered
+from tether.trace.writer import BatchingWriter, TraceSink
 
 log = logging.getLogger("tether.trace")
 
@@ -83,40 +85,62 @@ _writers_lock = threading.Lock()
 
 
 def writer_for(url: str) -> BatchingWriter:
-    """The process-wide batching writer for a database URL (opened and migrated once)."""
+    """The process-wide batching writer for a database URL. It never connects in the caller's
+    thread: the store is opened (and migrated) by the writer's thread, so a run starts at once
+    even when the store is slow or down, and its trace waits in the journal meanwhile. A bad
+    URL or a missing driver still raises here."""
     with _writers_lock:
         writer = _writers.get(url)
         if writer is None or writer.closed:
-            journal = _journal_for(url)
-            writer = BatchingWriter(_open(url, journaled=journal is not None), journal=journal)
+            writer = BatchingWriter(Store(url, connect=False), journal=journal_for(url))
             _writers[url] = writer
         return writer
 
 
-def _open(url: str, *, journaled: bool) -> Store:
-    """The store; with a journal, one that is down (unreachable, locked) is opened lazily, so
-    runs go on and their records wait in the journal until it is back. A bad URL or driver
-    still raises."""
-    try:
-        return Store(url)
-    except StoreError as exc:
-        if not journaled or not is_transient(exc):
-            raise
-        log.warning(
-            "%s; runs go on, and their traces are kept in the local journal and written "
-            "when the store is reachable",
-            exc.message,
-        )
-        return Store(url, connect=False)
-
-
-def _journal_for(url: str) -> Path | None:
+def journal_for(url: str) -> Path | None:
     """The crash journal of a store, in ``TETHER_HOME``; none for in-memory SQLite, which
-    dies with the process anyway."""
+    dies with the process anyway. Records an older Tether left in a folder named by the whole
+    URL (password included) are moved into it."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         return None
-    return journal_dir(Settings.from_env().home, canonical_url(url))
+    home = Settings.from_env().home
+    directory = journal_dir(home, store_identity(url))
+    legacy = journal_dir(home, canonical_url(url))
+    if legacy != directory and legacy.is_dir():
+        try:
+            move_orphans(legacy, directory)
+        except OSError as exc:  # the records stay where they are; say so, go on
+            log.warning("cannot move the trace journal %s into %s: %s", legacy, directory, exc)
+    return directory
+
+
+@dataclass(frozen=True)
+class StrandedJournal:
+    """Records waiting in the journal folder of a store other than the one in use."""
+
+    store: str | None
+    """The store's identity (no credentials); None for a folder of an older Tether."""
+    directory: Path
+    records: int
+
+
+def stranded_journals(url: str) -> list[StrandedJournal]:
+    """Journal folders in ``TETHER_HOME`` holding records of other stores that no live
+    process is writing: runs made with another URL (another password, host spelling or
+    schema), delivered only when a command is pointed at that store."""
+    own = journal_for(url)
+    root = Settings.from_env().home / "journal"
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and p != own)
+    except OSError:  # no journal yet
+        return []
+    found = []
+    for folder in folders:
+        _segments, records = undelivered(folder)
+        if records:
+            found.append(StrandedJournal(read_identity(folder), folder, records))
+    return found
 
 
 def close_writers() -> None:

@@ -1,17 +1,18 @@
 """Batching trace writer: the run path appends to a queue; one thread writes batches.
 
 Accepted records are written in order. A locked or unreachable database is retried with
-backoff and nothing is dropped; a record the database rejects outright is isolated, logged,
-and skipped so it cannot block the records behind it. With a journal (``writer_for`` always
-gives one, but for in-memory SQLite), each record is also appended to a local file when it is
-accepted, so records survive the process being killed before they are written: see
-``tether.trace.journal``.
+backoff and nothing is dropped; neither is anything when the store cannot be opened or its
+SQLite file is deleted or replaced under the process (records wait in the journal). A record
+the database rejects outright is isolated, logged, and skipped so it cannot block the records
+behind it. With a journal (``writer_for`` always gives one, but for in-memory SQLite), each
+record is also appended to a local file when it is accepted, so records survive the process
+being killed before they are written: see ``tether.trace.journal``. The store is opened by the
+writer's thread, never the caller's: a store that is slow to answer does not hold up a run.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import threading
 import time
@@ -19,9 +20,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
-
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from typing import Any, TypeVar
 
 from tether.core import StoreError
 from tether.store import (
@@ -31,6 +30,7 @@ from tether.store import (
     SpanRecord,
     Store,
     TraceBatch,
+    store_identity,
 )
 from tether.trace import semconv
 from tether.trace.journal import (
@@ -43,59 +43,19 @@ from tether.trace.journal import (
     Record,
     Segment,
     encode,
-    orphaned_segments,
-    writer_of,
 )
+from tether.trace.recovery import Queued, discard, replay_orphans
+from tether.trace.sink import NullSink, TraceSink
+from tether.trace.store_gate import StoreGate, StoreUnavailable, must_wait
+
+__all__ = ["BatchingWriter", "NullSink", "TraceSink"]
 
 log = logging.getLogger("tether.trace")
 
 T = TypeVar("T")
-_Queued = tuple[int, Record, str | None]
-"""A record, and its attributes already serialized for the journal (reused by the store)."""
 
 
-class TraceSink(Protocol):
-    """Where the runtime sends trace records."""
-
-    def run_started(self, run: RunRecord) -> None: ...
-    def span(self, span: SpanRecord) -> None: ...
-    def event(self, event: EventRecord) -> None: ...
-    def checkpoint(self, checkpoint: CheckpointRecord) -> None: ...
-    def run_ended(self, run: RunRecord) -> None: ...
-    def flush(self, timeout: float | None = None) -> bool: ...
-
-
-class NullSink:
-    """Discards everything (tracing off)."""
-
-    def run_started(self, run: RunRecord) -> None:
-        pass
-
-    def span(self, span: SpanRecord) -> None:
-        pass
-
-    def event(self, event: EventRecord) -> None:
-        pass
-
-    def checkpoint(self, checkpoint: CheckpointRecord) -> None:
-        pass
-
-    def run_ended(self, run: RunRecord) -> None:
-        pass
-
-    def flush(self, timeout: float | None = None) -> bool:
-        return True
-
-
-def is_transient(exc: StoreError) -> bool:
-    """Worth retrying: the database is unreachable, locked, or dropped the connection."""
-    cause = exc.__cause__
-    if isinstance(cause, OperationalError | DisconnectionError):
-        return True
-    return isinstance(cause, DBAPIError) and bool(cause.connection_invalidated)
-
-
-def _to_batch(items: list[_Queued]) -> TraceBatch:
+def _to_batch(items: list[Queued]) -> TraceBatch:
     batch = TraceBatch()
     lists: tuple[list[Any], ...] = (
         batch.runs_started,
@@ -133,29 +93,31 @@ class BatchingWriter:
         self.flush_interval_s = flush_interval_s
         self.max_backoff_s = max_backoff_s
         self.last_error: str | None = None
+        self.journal_error: str | None = None
+        """Why the journal could not be used (records not yet written are then lost if the
+        process dies); None while it protects them, or when there is none to use."""
         self.dropped = 0
         self.dropped_after_close = 0
         self.replayed = 0
         """Records left in the journal by a process that died, written by this writer."""
-        self._queue: deque[_Queued] = deque()
+        self._queue: deque[Queued] = deque()
         self._lock = threading.Lock()  # journal order == queue order
         self._journal: Journal | None = None
+        self._held: list[Segment] = []  # of a journal that failed: discarded once written
+        self._gate = StoreGate(store)
+        self._outage: type[StoreError] | None = None  # down or unusable, not refusing a record
         self.journal_dir = journal
         if journal is not None:
             try:
-                self._journal = Journal(journal)
+                self._journal = Journal(journal, identity=store_identity(store.url))
             except OSError as exc:
-                log.error(
-                    "trace journal %s cannot be used (%s); records not yet written are lost "
-                    "if the process dies",
-                    journal,
-                    exc,
-                )
+                self._journal_lost(exc)
         self._replay_done = threading.Event()
         self.writer_id = None if self._journal is None else self._journal.writer_id
         self._cond = threading.Condition()
         self._written = 0
         self._closing = False
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tether-trace-writer", daemon=True)
         self._thread.start()
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -181,25 +143,45 @@ class BatchingWriter:
                 if self._journal is not None:
                     try:
                         self._journal.append(line)
-                    except (OSError, ValueError) as exc:  # disk full: trace in memory only
-                        self._journal_failed(exc)
+                    except (OSError, ValueError):  # disk full: try again, in a new segment
+                        self._use_journal(lambda journal, fresh: journal.append(line, fresh=fresh))
                 self._queue.append((op, record, attributes_json))
         if len(self._queue) >= self.max_batch:
             with self._cond:
                 self._cond.notify()
 
-    def _journal_failed(self, exc: Exception) -> None:
-        """Called under the lock: go on without the journal rather than break a run."""
+    def _use_journal(self, call: Callable[[Journal, bool], T]) -> T | None:
+        """Called under the lock: ``call(journal, fresh)``, and if the journal fails, once more
+        with ``fresh`` (in a new segment). If that fails too, go on without the journal rather
+        than break a run, and say so loudly, once."""
+        assert self._journal is not None
+        try:
+            return call(self._journal, False)
+        except (OSError, ValueError):
+            pass
+        try:
+            return call(self._journal, True)
+        except (OSError, ValueError) as exc:
+            journal, self._journal = self._journal, None
+            # Held, not released: their records are still to be written by this writer, and
+            # another process must not take them for a dead writer's.
+            self._held.extend(journal.detach())
+            self._journal_lost(exc)
+            return None
+
+    def _journal_lost(self, exc: Exception) -> None:
+        self.journal_error = str(exc) or type(exc).__name__
         log.error(
-            "trace journal %s failed (%s); going on without it: records not yet written are "
-            "lost if the process dies",
+            "trace journal %s cannot be used (%s): records not yet written to the store are "
+            "lost if this process dies",
             self.journal_dir,
-            exc,
+            self.journal_error,
         )
-        journal, self._journal = self._journal, None
-        if journal is not None:
-            with contextlib.suppress(OSError, ValueError):
-                journal.close()
+
+    @property
+    def journal_ok(self) -> bool:
+        """False once the journal that should protect accepted records could not be used."""
+        return self.journal_error is None
 
     def run_started(self, run: RunRecord) -> None:
         if self.writer_id is not None:
@@ -255,30 +237,36 @@ class BatchingWriter:
                 break
             if self.last_error is not None and self._journal is not None:
                 break  # the store is failing and the records are safe in the journal
-        if not ok:
-            log.error(
-                "%d trace records could not be written to %s before closing (last error: %s)",
-                self.pending,
-                self.store.display_url,
-                self.last_error,
-            )
         self._closing = True
+        self._stop.set()  # a thread waiting for the store gives up (its records are kept)
         with self._cond:
             self._cond.notify()
         self._thread.join(timeout=1.0)
         with self._lock:
             journal, self._journal = self._journal, None
+            held, self._held = self._held, []
+        try:
             if journal is not None:
-                try:
-                    journal.close()
-                except OSError as exc:
-                    log.error("closing trace journal %s failed: %s", self.journal_dir, exc)
-        if not ok and journal is not None:
-            log.error(
-                "the records not yet written are kept in the trace journal %s and are written "
-                "the next time Tether opens this store",
-                self.journal_dir,
-            )
+                journal.close()
+            for segment in held:
+                segment.release()
+        except OSError as exc:
+            log.error("closing trace journal %s failed: %s", self.journal_dir, exc)
+        if not ok and self.pending:
+            # One message: what is left, why, and where it is kept (if anywhere).
+            why = self.last_error or f"{self.store.display_url} is slow to answer"
+            if journal is not None:
+                log.warning(
+                    "%d trace records are not written yet (%s); they are kept in the trace "
+                    "journal %s and written the next time Tether opens this store",
+                    self.pending,
+                    why,
+                    self.journal_dir,
+                )
+            else:
+                log.error(
+                    "%d trace records could not be written and are lost (%s)", self.pending, why
+                )
         return ok
 
     # -- consumer side -----------------------------------------------------------------------
@@ -303,11 +291,16 @@ class BatchingWriter:
                 while done < total:
                     n = min(total - done, self.max_batch)
                     items = [self._queue[i] for i in range(n)]
-                    self._write_with_retry(items)
+                    try:
+                        self._write_with_retry(items)
+                    except _Stopped:  # closed while the store is down: keep them for later
+                        for segment in segments:
+                            segment.release()
+                        return
                     done += n
                     if done == total:
                         for segment in segments:  # before flush() returns: all is written
-                            self._discard(segment)
+                            discard(segment)
                     # Dequeue and count together: flush() never sees written items as neither.
                     with self._cond:
                         for _ in range(n):
@@ -316,101 +309,84 @@ class BatchingWriter:
                         self._cond.notify_all()
 
     def _rotate_journal(self) -> list[Segment]:
-        """Called under the lock."""
-        if self._journal is None:
-            return []
-        try:
-            return self._journal.rotate()
-        except OSError as exc:
-            # Go on without it; what it holds now is written, then its files are deleted.
-            journal, self._journal = self._journal, None
-            self._journal_failed(exc)
-            return journal.detach()
-
-    def _discard(self, segment: Segment) -> None:
-        try:
-            segment.discard()
-        except OSError as exc:
-            # Harmless: a replay skips records already in the store.
-            log.warning("cannot delete trace journal segment %s: %s", segment.path, exc)
+        """Called under the lock: the segments holding exactly what is queued now."""
+        if self._journal is not None:
+            rotated = self._use_journal(lambda journal, _fresh: journal.rotate())
+            # A journal that failed has handed what it holds to ``_held``.
+            self._held.extend(rotated or [])
+        held, self._held = self._held, []
+        return held
 
     def _replay_orphans(self) -> None:
         """Write what processes that died left in this store's journal, before anything else."""
         if self.journal_dir is None or self._journal is None:
             return
-        dead: dict[str, int] = {}  # writer id -> when it last wrote (ns)
         try:
-            for segment, items in orphaned_segments(self.journal_dir):
-                writer = writer_of(segment)
-                dead[writer] = max(dead.get(writer, 0), segment.path.stat().st_mtime_ns)
-                if items:
-                    self._write_with_retry([(op, r, None) for op, r in items], replay=True)
-                    self.replayed += len(items)
-                self._discard(segment)
-            for writer, last_write_ns in dead.items():
-                self._close_abandoned_runs(writer, last_write_ns)
+            self.replayed = replay_orphans(
+                self.journal_dir,
+                self.store,
+                write=lambda items: self._write_with_retry(items, replay=True),
+                retrying=self._retrying,
+            )
+        except _Stopped:  # closed first: what is left stays in the journal
+            pass
         except Exception as exc:  # never let recovery kill the writer thread
             log.error("replaying the trace journal %s failed: %s", self.journal_dir, exc)
-        if self.replayed:
-            log.warning(
-                "wrote %d trace records that a process left in the journal %s when it exited "
-                "before writing them",
-                self.replayed,
-                self.journal_dir,
-            )
-
-    def _close_abandoned_runs(self, writer: str, last_write_ns: int) -> None:
-        pid = writer.split("-", 1)[0]
-        error = (
-            f"the process that ran it (pid {pid}) exited before the run ended; "
-            "its trace up to then was recovered from the trace journal"
-        )
-        closed = self._retrying(
-            lambda: self.store.close_abandoned_runs(
-                semconv.TETHER_WRITER_ID, writer, ended_ns=last_write_ns, error=error
-            )
-        )
-        if closed:
-            log.warning("%d run(s) left running by pid %s recorded as failed", closed, pid)
 
     def _retrying(self, call: Callable[[], T]) -> T:
-        """``call()``, retried with backoff while the store is unreachable or locked (the
-        records stay queued and journaled meanwhile); other ``StoreError``s propagate."""
+        """``call()`` on the store, retried with backoff while the store is unreachable or
+        locked, or cannot take records (the records stay queued and journaled meanwhile);
+        other ``StoreError``s (a record rejected) propagate."""
         backoff = 0.05
         while True:
             try:
-                result = call()
+                result = self._gate.call(call)
             except StoreError as exc:
-                if not is_transient(exc):
+                if not must_wait(exc):
                     raise
-                if self.last_error is None:
-                    log.warning("%s; retrying, records are kept in memory", exc.message)
-                self.last_error = str(exc)
-                time.sleep(backoff)
+                if self._outage is not type(exc):  # said once per outage (and kind of it)
+                    self._log_outage(exc)
+                self._outage = type(exc)
+                self.last_error = exc.message
+                if self._stop.wait(backoff):
+                    raise _Stopped from exc
                 backoff = min(backoff * 2, self.max_backoff_s)
                 continue
-            if self.last_error is not None:
+            if self._outage is not None:  # only after an outage: not after a rejected record
                 log.warning("trace store %s is writable again", self.store.display_url)
-                self.last_error = None
+                self._outage = None
+            self.last_error = None
             return result
 
-    def _write_with_retry(self, items: list[_Queued], *, replay: bool = False) -> None:
+    def _log_outage(self, exc: StoreError) -> None:
+        where = "in memory" if self._journal is None else f"in the trace journal {self.journal_dir}"
+        if isinstance(exc, StoreUnavailable):
+            log.error("%s; trace records are kept %s until it can be written", exc.message, where)
+        else:
+            log.warning("%s; retrying, trace records are kept %s", exc.message, where)
+
+    def _write_with_retry(self, items: list[Queued], *, replay: bool = False) -> None:
         try:
             self._retrying(lambda: self.store.write(_to_batch(items), skip_existing=replay))
         except StoreError:  # rejected outright: find the record(s) at fault
             self._write_one_by_one(items, replay=replay)
 
-    def _write_one_by_one(self, items: list[_Queued], *, replay: bool = False) -> None:
+    def _write_one_by_one(self, items: list[Queued], *, replay: bool = False) -> None:
         for item in items:
+            batch = _to_batch([item])
             try:
-                self.store.write(_to_batch([item]), skip_existing=replay)
+                self._gate.call(lambda: self.store.write(batch, skip_existing=replay))  # noqa: B023
             except StoreError as exc:
-                if is_transient(exc):
+                if must_wait(exc):
                     self._write_with_retry([item], replay=replay)
                     continue
                 self.dropped += 1
-                self.last_error = str(exc)
+                self.last_error = exc.message
                 log.error("trace record rejected by the store and skipped: %s", exc.message)
+
+
+class _Stopped(Exception):
+    """The writer was closed while it waited for its store."""
 
 
 def _close_at_exit(ref: weakref.ref[BatchingWriter]) -> None:

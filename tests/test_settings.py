@@ -1,0 +1,99 @@
+"""Where Tether keeps local state, and the database timeouts, from the environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tether.core import Settings, TetherError
+
+
+def test_home_is_per_user_unless_tether_home_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TETHER_HOME")
+    monkeypatch.delenv("XDG_DATA_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env()
+    assert settings.home == tmp_path / "user" / ".local" / "share" / "tether"
+    assert settings.database_url == f"sqlite:///{settings.home / 'tether.db'}"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert Settings.from_env().home == tmp_path / "data" / "tether"
+    monkeypatch.setenv("XDG_DATA_HOME", "relative/ignored")  # the XDG spec says: ignore it
+    assert Settings.from_env().home == tmp_path / "user" / ".local" / "share" / "tether"
+    monkeypatch.setenv("TETHER_HOME", str(tmp_path / "explicit"))
+    assert Settings.from_env().home == tmp_path / "explicit"
+
+
+def test_database_timeouts_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings.from_env()
+    assert (settings.db_connect_timeout_s, settings.db_statement_timeout_s) == (5.0, 30.0)
+    monkeypatch.setenv("TETHER_DB_CONNECT_TIMEOUT_S", "2.5")
+    monkeypatch.setenv("TETHER_DB_STATEMENT_TIMEOUT_S", "0")
+    settings = Settings.from_env()
+    assert (settings.db_connect_timeout_s, settings.db_statement_timeout_s) == (2.5, 0.0)
+    for bad in ("soon", "-1", "nan"):
+        monkeypatch.setenv("TETHER_DB_CONNECT_TIMEOUT_S", bad)
+        with pytest.raises(TetherError, match="TETHER_DB_CONNECT_TIMEOUT_S") as info:
+            Settings.from_env()
+        assert info.value.hint
+
+
+def test_a_run_in_one_folder_is_listed_from_another_and_no_folder_gets_a_store(
+    tmp_path: Path,
+) -> None:
+    """Without TETHER_HOME, `tether run` in one folder and `tether traces list` in another
+    share the user's store, and neither folder gets a `.tether`."""
+    user = tmp_path / "user"
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (user, first, second):
+        folder.mkdir()
+    (first / "s.yaml").write_text('steps: [{text: "hello {input}"}]\n')
+    (first / "a.yaml").write_text(
+        "name: a\nmodel: {provider: scripted, name: gpt-4.1-mini, script: s.yaml}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TETHER_HOME", "XDG_DATA_HOME")}
+    env["HOME"] = str(user)
+
+    def tether(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tether", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=cwd,
+            env=env,
+        )
+
+    ran = tether(first, "run", "a.yaml", "-i", "hi", "--json")
+    assert ran.returncode == 0, ran.stderr
+    trace_id = json.loads(ran.stdout)["trace_id"]
+    listed = tether(second, "traces", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [r["trace_id"] for r in json.loads(listed.stdout)] == [trace_id]
+    assert not (first / ".tether").exists() and not (second / ".tether").exists()
+    assert (user / ".local" / "share" / "tether" / "tether.db").is_file()
+
+
+def test_postgres_sessions_get_the_statement_timeout_and_keep_their_schema(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import text
+
+    from tether.store import create_store_engine
+
+    monkeypatch.setenv("TETHER_DB_STATEMENT_TIMEOUT_S", "1.5")
+    engine = create_store_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text("SHOW statement_timeout")).scalar() == "1500ms"
+            schema = pg_url.rsplit("search_path%3D", 1)[1]
+            assert conn.execute(text("SHOW search_path")).scalar() == schema
+    finally:
+        engine.dispose()

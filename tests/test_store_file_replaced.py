@@ -1,0 +1,100 @@
+"""The SQLite store file deleted or replaced while a process writes to it: the process does
+not write into a fresh empty file nor into the unlinked one, it says so naming the file, and
+its records stay in the journal until a store at that path takes them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tether.core import new_trace_id
+from tether.store import Store
+from tether.trace import writer_for
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    import time
+
+    from tether.core import new_span_id, now_ns
+    from tether.store import RunRecord
+    from tether.trace import writer_for
+
+    url, first, second = sys.argv[1:4]
+    writer = writer_for(url)
+    run = RunRecord(first, "before", "v1", now_ns(), run_id=new_span_id())
+    writer.run_started(run)
+    assert writer.flush(timeout=60)
+    print("written", flush=True)
+    sys.stdin.readline()  # the file is deleted or replaced meanwhile
+    run = RunRecord(second, "after", "v1", now_ns(), run_id=new_span_id())
+    writer.run_started(run)
+    run.status, run.ended_ns = "completed", now_ns()
+    writer.run_ended(run)
+    deadline = time.monotonic() + 60
+    while "deleted or replaced" not in (writer.last_error or ""):
+        assert time.monotonic() < deadline, "the writer never noticed"
+        time.sleep(0.02)
+    print("noticed", flush=True)
+    """
+)
+
+
+def _files(path: Path) -> list[Path]:
+    return [Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")]
+
+
+@pytest.mark.parametrize("change", ["deleted", "replaced"])
+def test_records_written_after_the_file_changed_are_kept_for_the_store_at_that_path(
+    tmp_path: Path, sqlite_url: str, change: str
+) -> None:
+    path = tmp_path / "tether.db"
+    Store(sqlite_url).close()
+    other = tmp_path / "other.db"
+    Store(f"sqlite:///{other}").close()  # a valid, empty store to swap in
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    first, second = new_trace_id(), new_trace_id()
+    child = subprocess.Popen(
+        [sys.executable, str(script), sqlite_url, first, second],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "written", child.communicate(timeout=60)
+        for file in _files(path):
+            file.unlink(missing_ok=True)
+        if change == "replaced":
+            os.replace(other, path)
+        out, err = child.communicate("go\n", timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 0, err
+    assert "noticed" in out
+    assert "deleted or replaced" in err and str(path) in err
+    assert "kept in the trace journal" in err
+
+    if change == "deleted":
+        assert not path.exists(), "no fresh empty store was made in its place"
+    else:
+        replaced = Store(sqlite_url)
+        try:  # nothing was written into the file swapped in
+            assert replaced.list_runs() == []
+        finally:
+            replaced.close()
+
+    # The next process opening a store at that path writes what was kept.
+    writer = writer_for(sqlite_url)
+    assert writer.flush(timeout=60)
+    run = writer.store.get_run(second)
+    assert (run.agent_name, run.status) == ("after", "completed")
