@@ -330,7 +330,7 @@ def _span_written(url: str, name: str) -> bool:
 # -- ids and arguments as an operator reads them (item 20) -------------------------------------
 
 
-def test_listed_ids_are_unique_prefixes_and_arguments_keep_their_characters(
+def test_listed_run_ids_tell_runs_apart_and_arguments_keep_their_characters(
     tmp_path: Path, sqlite_url: str
 ) -> None:
     import asyncio
@@ -355,9 +355,15 @@ def test_listed_ids_are_unique_prefixes_and_arguments_keep_their_characters(
 
     asyncio.run(runs())
     close_writers()
+    store = Store(sqlite_url)
+    try:
+        run_ids = [r.run_id for r in store.list_runs()]
+    finally:
+        store.close()
     table = shown(tether(sqlite_url, "traces", "list").stdout)
-    assert "0123456789ab0 " in table and "0123456789abf " in table
-    for shown_id in ("0123456789ab0", "0123456789abf"):
+    # Before: both rows showed the same 12 characters, "0123456789ab".
+    assert len(run_ids) == 2 and all(f" {run_id} " in table for run_id in run_ids)
+    for shown_id in run_ids:
         tree = tether(sqlite_url, "traces", "show", shown_id)
         assert tree.returncode == 0, tree.stderr
         assert 'args {"q": "世界"}' in shown(tree.stdout)
@@ -387,7 +393,7 @@ def test_runs_that_share_a_trace_are_listed_by_run_ids_that_show_them(sqlite_url
     run_ids = asyncio.run(runs())
     close_writers()
     table = shown(tether(sqlite_url, "traces", "list", env={"COLUMNS": "200"}).stdout)
-    rows = [line for line in table.splitlines() if "abababababab" in line]
+    rows = [line for line in table.splitlines() if any(f" {r} " in line for r in run_ids)]
     assert len(rows) == 2
     for run_id, text in zip(run_ids, ("one", "two"), strict=True):
         row = next(line for line in rows if line.split()[0] == run_id)

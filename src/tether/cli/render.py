@@ -24,8 +24,6 @@ if TYPE_CHECKING:  # rich loads when something is printed: `tether --help` never
     from tether.runtime import RunResult
 
 R = TypeVar("R", RunRecord, SpanRecord, EventRecord)
-MIN_ID_CHARS = 12
-"""``traces list`` shows ids this long, or longer where two listed ids share that prefix."""
 
 OUTCOME_STYLE = {
     "final_answer": "green",
@@ -159,22 +157,6 @@ def run_json(run: RunRecord) -> dict[str, Any]:
     }
 
 
-def unique_prefixes(ids: Sequence[str], minimum: int = MIN_ID_CHARS) -> list[str]:
-    """Each id shortened to its shortest prefix (at least ``minimum`` characters) that no
-    other id in ``ids`` shares, so every id shown can be pasted back into ``traces show``."""
-    ordered = sorted(set(ids))
-    needed: dict[str, int] = {}
-    for i, current in enumerate(ordered):
-        length = minimum
-        for neighbour in ordered[max(i - 1, 0) : i + 2]:  # sorted: the closest ids are adjacent
-            if neighbour != current:
-                pairs = enumerate(zip(current, neighbour, strict=False))
-                common = next((n for n, (a, b) in pairs if a != b), len(neighbour))
-                length = max(length, common + 1)
-        needed[current] = length
-    return [i[: needed[i]] for i in ids]
-
-
 def displayable(value: Any) -> Any:
     """``value`` (text, or attributes nested in dicts and lists) with every string passed
     through :func:`visible`, for the terminal."""
@@ -200,18 +182,16 @@ def runs_table(runs: list[RunRecord]) -> Table:
 
     runs = [_displayable_record(r) for r in runs]
     table = Table(show_edge=False, header_style="bold")
-    # The run id is what `traces show` always takes; the trace id (shared by every run of one
-    # upstream trace) is shown by its shortest unique prefix.
-    widths = {"run": 16, "trace": 12, "agent": 8, "started (UTC)": 19, "outcome": 14}
-    widths["tokens"] = 6
+    # The run id is what `traces show` always takes, exactly: runs of one upstream trace share
+    # its trace id (in --json and in `traces show`).
+    widths = {"run": 16, "agent": 8, "started (UTC)": 19, "outcome": 14, "tokens": 6}
     widths.update({"cost": 9, "latency": 9})
     for col, width in widths.items():
         table.add_column(col, no_wrap=True, min_width=width)
     table.add_column("input", overflow="ellipsis", no_wrap=True, ratio=1)
-    for r, shown_id in zip(runs, unique_prefixes([r.trace_id for r in runs]), strict=True):
+    for r in runs:
         table.add_row(
             escape(r.run_id),
-            escape(shown_id),
             escape(r.agent_name),
             fmt_ns(r.started_ns),
             outcome_text(r.outcome if r.status != "running" else None),
