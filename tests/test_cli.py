@@ -144,6 +144,17 @@ def test_demo_console_script(tmp_path: Path) -> None:
     assert code == 0
     outcomes = sorted(r["outcome"] for r in json.loads(out))
     assert outcomes == ["final_answer", "final_answer", "limit_exceeded", "loop_detected"]
+    # Every `traces show` command the demo prints works as printed.
+    shown = [
+        line.split("traces show ", 1)[1].split()[0]
+        for line in proc.stdout.splitlines()
+        if "traces show " in line
+    ]
+    assert len(shown) == 4
+    for run_id in shown:
+        code, out = invoke("traces", "show", run_id, "--json", db=db)
+        assert code == 0, out
+        assert json.loads(out)["run"]["run_id"] == run_id
 
 
 def test_markup_like_text_is_shown_verbatim(tmp_path: Path, sqlite_url: str) -> None:

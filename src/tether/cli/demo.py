@@ -145,7 +145,7 @@ def _print_report(
 
     table = Table(title="\nSummary", show_edge=False, header_style="bold")
     widths = {"scenario": 20, "outcome": 14, "turns": 5, "tools": 5, "tokens": 6, "cost": 9}
-    widths.update({"latency": 9, "trace": 12})
+    widths.update({"latency": 9, "run": 16})
     for col, width in widths.items():
         table.add_column(col, no_wrap=True, min_width=width)
     for r, (name, _, expected) in zip(results, SCENARIOS, strict=True):
@@ -158,14 +158,14 @@ def _print_report(
             str(r.usage.total_tokens),
             render.fmt_cost(r.cost_usd),
             render.fmt_ms(r.latency_s * 1000),
-            r.trace_id[:12],
+            r.run_id,
         )
     console.print(table)
     console.print(f"\nTraces are stored in {escape(store)}. Inspect them with:")
     console.print(f"  {command} traces list", markup=False, highlight=False, soft_wrap=True)
     for r, (name, _, _) in zip(results, SCENARIOS, strict=True):
         console.print(
-            f"  {escape(command)} traces show {r.trace_id[:12]}   [dim]# {name}[/]",
+            f"  {escape(command)} traces show {r.run_id}   [dim]# {name}[/]",
             highlight=False,
             soft_wrap=True,
         )
