@@ -3,14 +3,14 @@
 Started once per agent process (a fresh interpreter that runs ``main`` with REPLY_FD and
 PARENT_PID), it reads call frames on its stdin and forks one child per call. The child
 starts its own process group, imports the tool's module (the loader in-process tools use),
-runs the function and writes a JSON reply to a pipe. The worker forwards that reply, then
-kills the child's process group, so nothing the tool started outlives the call; a KILL
-frame (the call's timeout) does the same at once. The worker imports Tether and nothing of
-the caller's: a user's script is never imported a second time here.
+runs the function, writes a JSON reply to a pipe and exits. The worker then kills the
+child's process group (so nothing the tool started outlives the call) and forwards the
+reply; a KILL frame (the call's timeout) kills the group at once. The worker imports Tether
+and nothing of the caller's: a user's script is never imported a second time here.
 
 The worker is single-threaded (forking is then safe) and exits, killing every child's group,
 when its stdin closes, that is when the agent's process is gone; on Linux it also asks to be
-sent SIGTERM when its parent dies.
+sent SIGTERM when its parent dies, and each child SIGKILL when the worker dies.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def _child_main(
     try:
         os.setsid()  # its own process group: one kill reaches whatever the tool starts
         signal.set_wakeup_fd(-1)
-        for signum in (signal.SIGCHLD, signal.SIGTERM):
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for fd in worker_fds:
@@ -309,7 +309,8 @@ def main(argv: list[str]) -> int:
     replies_fd, parent_pid = int(argv[0]), int(argv[1])
     # Ctrl-C goes to the agent's whole process group; the agent decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _stop_on_signal)
+    for signum in (signal.SIGTERM, signal.SIGHUP):  # a clean exit kills the children's groups
+        signal.signal(signum, _stop_on_signal)
     if not _die_with_parent(signal.SIGTERM, parent_pid):
         return 0
     requests_fd = os.dup(0)  # the children get /dev/null as stdin, not the call pipe
