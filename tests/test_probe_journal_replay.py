@@ -108,3 +108,91 @@ def test_a_dead_writers_segments_are_not_split_between_replaying_processes(
     assert (run.status, run.outcome) == ("completed", "final_answer")
     assert sorted(s.name for s in store.get_spans(run_id)) == ["agent", "model"]
     assert not list(directory.glob(f"{dead_writer}-*"))
+
+
+# A process replaying a dead writer's journal that dies itself once the records are written,
+# as it asks the store which of that writer's runs are still running.
+DYING_REPLAYER = textwrap.dedent(
+    """
+    import os
+    import sys
+    from pathlib import Path
+
+    from tether.store import Store
+    from tether.trace.recovery import replay_orphans
+    from tether.trace.writer import _to_batch
+
+    store = Store(sys.argv[2])
+
+
+    def write(items):
+        store.write(_to_batch(items), skip_existing=True)
+
+
+    def die(call):
+        print("dying", flush=True)
+        os._exit(9)
+
+
+    replay_orphans(Path(sys.argv[1]), store, write=write, retrying=die)
+    """
+)
+
+# A writer that journals the start of a run and one span, then dies.
+DEAD_MID_RUN = textwrap.dedent(
+    """
+    import os
+    import sys
+    from pathlib import Path
+
+    from tether.core import new_span_id, new_trace_id, now_ns
+    from tether.store import RunRecord, SpanRecord
+    from tether.trace import semconv
+    from tether.trace.journal import RUN_START, SPAN, Journal, encode
+
+    journal = Journal(Path(sys.argv[1]), identity=sys.argv[2])
+    trace_id, run_id, start = new_trace_id(), new_span_id(), now_ns()
+    run = RunRecord(trace_id, "mid", "v1", start, input="go", run_id=run_id,
+                    attributes={semconv.TETHER_WRITER_ID: journal.writer_id})
+    journal.append(encode(RUN_START, run)[0])
+    span = SpanRecord(trace_id, new_span_id(), run_id, "tool", "tool", start, now_ns(),
+                      run_id=run_id)
+    journal.append(encode(SPAN, span)[0])
+    print(run_id, flush=True)
+    os._exit(0)
+    """
+)
+
+
+def test_a_run_is_not_left_running_when_its_replayer_dies_before_closing_it(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    directory = journal_for(sqlite_url)
+    assert directory is not None
+    scripts = {"dead": DEAD_MID_RUN, "replayer": DYING_REPLAYER}
+    for name, text in scripts.items():
+        (tmp_path / f"{name}.py").write_text(text)
+    made = subprocess.run(
+        [sys.executable, str(tmp_path / "dead.py"), str(directory), store_identity(sqlite_url)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    run_id = made.stdout.strip()
+    Store(sqlite_url)  # created and migrated
+    replayer = subprocess.run(
+        [sys.executable, str(tmp_path / "replayer.py"), str(directory), sqlite_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (replayer.returncode, replayer.stdout.strip()) == (9, "dying"), replayer.stderr
+    assert Store(sqlite_url).get_run(run_id).status == "running"  # written, not closed yet
+
+    # The next writer opened on the store closes the run the dead writer left running.
+    writer = writer_for(sqlite_url)
+    assert writer.flush(timeout=30)
+    run = Store(sqlite_url).get_run(run_id)
+    assert (run.status, run.outcome) == ("failed", "error")
+    assert run.tool_calls == 1

@@ -26,7 +26,7 @@ import mmap
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -274,7 +274,7 @@ def _lock_orphan(path: Path, *, shared: bool = False) -> int | None:
     return None
 
 
-def orphaned_segments(directory: Path) -> Iterator[tuple[Segment, list[Item]]]:
+def orphaned_segments(directory: Path) -> Generator[tuple[Segment, list[Item]], None, None]:
     """Segments no live writer holds, locked for the caller, in each writer's order, with
     their records. The caller discards each one once its records are in the store.
 
