@@ -181,7 +181,9 @@ def runs_table(runs: list[RunRecord]) -> Table:
     from rich.table import Table
 
     runs = [_displayable_record(r) for r in runs]
-    table = Table(show_edge=False, header_style="bold")
+    # expand: the input column takes the width the others leave; without it, a long input
+    # squeezed every other column (agent, tokens, cost, latency) to nothing.
+    table = Table(show_edge=False, header_style="bold", expand=True)
     # The run id is what `traces show` always takes, exactly: runs of one upstream trace share
     # its trace id (in --json and in `traces show`).
     widths = {"run": 16, "agent": 8, "started (UTC)": 19, "outcome": 14, "tokens": 6}
