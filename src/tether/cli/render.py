@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -175,6 +176,10 @@ def _displayable_record(record: R) -> R:
     return dataclasses.replace(
         record, **{f.name: displayable(getattr(record, f.name)) for f in dataclasses.fields(record)}
     )
+
+
+TABLE_TEXT_CHARS = 400
+"""Characters of each run's input (and output) ``runs_table`` needs: it shows a line of 200."""
 
 
 def runs_table(runs: list[RunRecord]) -> Table:
@@ -385,6 +390,15 @@ def print_trace(
     if run.output is not None:
         output = visible(clip_text(run.output, display_chars))
         console.print(f"output: {output}", markup=False, highlight=False)
+
+
+def dumps_array(values: Iterable[Any]) -> Iterator[str]:
+    """``dumps(list(values))`` in pieces, one value at a time (the same text)."""
+    empty = True
+    for value in values:
+        yield ("[\n" if empty else ",\n") + textwrap.indent(dumps(value), "  ")
+        empty = False
+    yield "[]" if empty else "\n]"
 
 
 def dumps(value: Any) -> str:
