@@ -314,11 +314,15 @@ def traces() -> None:
 def traces_list(ctx: click.Context, limit: int, agent: str | None, as_json: bool) -> None:
     """Recent runs, newest first."""
     store = _open_store(ctx)
-    runs = store.list_runs(limit=limit, agent=agent)
-    _warn_stranded_journals(ctx)
-    if as_json:
-        click.echo(render.dumps([render.run_json(r) for r in runs]))
+    if as_json:  # a page of runs at a time: thousands of whole inputs and outputs add up
+        pages = store.iter_runs(limit=limit, agent=agent)
+        _warn_stranded_journals(ctx)
+        for chunk in render.dumps_array(render.run_json(r) for r in pages):
+            click.echo(chunk, nl=False)
+        click.echo()
         return
+    runs = store.list_runs(limit=limit, agent=agent, text_chars=render.TABLE_TEXT_CHARS)
+    _warn_stranded_journals(ctx)
     if not runs:
         if agent:
             shown = visible(repr(agent))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -177,11 +178,17 @@ def _displayable_record(record: R) -> R:
     )
 
 
+TABLE_TEXT_CHARS = 400
+"""Characters of each run's input (and output) ``runs_table`` needs: it shows a line of 200."""
+
+
 def runs_table(runs: list[RunRecord]) -> Table:
     from rich.table import Table
 
     runs = [_displayable_record(r) for r in runs]
-    table = Table(show_edge=False, header_style="bold")
+    # expand: the input column takes the width the others leave; without it, a long input
+    # squeezed every other column (agent, tokens, cost, latency) to nothing.
+    table = Table(show_edge=False, header_style="bold", expand=True)
     # The run id is what `traces show` always takes, exactly: runs of one upstream trace share
     # its trace id (in --json and in `traces show`).
     widths = {"run": 16, "agent": 8, "started (UTC)": 19, "outcome": 14, "tokens": 6}
@@ -292,6 +299,11 @@ def _run_error_markup(error: str, display_chars: int) -> str:
     return out + "".join(f"\n[dim]{escape(h)}[/]" for h in hints)
 
 
+MAX_TREE_DEPTH = 16
+"""Deepest span ``traces show`` indents; deeper ones are shown at this depth, with their own
+(a terminal has no room for more, and rich drops what does not fit without a word)."""
+
+
 def trace_tree(
     run: RunRecord,
     spans: list[SpanRecord],
@@ -321,19 +333,39 @@ def trace_tree(
         by_span[e.span_id].append(e)
     known = {s.span_id for s in spans}
 
-    def add(node: Tree, span: SpanRecord) -> None:
-        branch = node.add(_span_label(span))
-        items: list[tuple[int, Any]] = [(c.start_ns, c) for c in children.get(span.span_id, [])]
+    def items_under(span: SpanRecord) -> list[SpanRecord | EventRecord]:
+        items: list[tuple[int, SpanRecord | EventRecord]] = [
+            (c.start_ns, c) for c in children.get(span.span_id, [])
+        ]
         items += [(e.time_ns, e) for e in by_span.get(span.span_id, [])]
-        for _, item in sorted(items, key=lambda x: x[0]):
-            if isinstance(item, SpanRecord):
-                add(branch, item)
-            else:
-                branch.add(_event_label(item))
+        return [item for _, item in sorted(items, key=lambda x: x[0])]
 
-    # A span whose parent never closed (the process died mid-run) is shown at the top.
-    for root in (s for s in spans if s.parent_id not in known):
-        add(tree, root)
+    # A span whose parent never closed (the process died mid-run) is shown at the top; so is
+    # one whose parents form a cycle (reached from no root), so that every span shows.
+    roots = [s for s in spans if s.parent_id not in known]
+    shown: set[str] = set()
+    pending = list(spans)
+    while roots:
+        # Depth first without recursion: a trace may be nested thousands of spans deep.
+        stack: list[tuple[Tree, int, SpanRecord | EventRecord]] = [
+            (tree, 1, r) for r in reversed(roots)
+        ]
+        while stack:
+            node, depth, item = stack.pop()
+            if isinstance(item, EventRecord):
+                node.add(_event_label(item))
+                continue
+            if item.span_id in shown:
+                continue
+            shown.add(item.span_id)
+            label = _span_label(item)
+            if depth > MAX_TREE_DEPTH:  # no room left to indent: said, not silently cut off
+                label = f"[dim](nested {depth} deep)[/] {label}"
+            branch = node.add(label)
+            below = (branch, depth + 1) if depth < MAX_TREE_DEPTH else (node, depth + 1)
+            stack.extend((*below, i) for i in reversed(items_under(item)))
+        pending = [s for s in pending if s.span_id not in shown]
+        roots = pending[:1]
     for e in events:  # events whose span never closed (a crash) still show
         if e.span_id not in known:
             tree.add(_event_label(e))
@@ -358,6 +390,15 @@ def print_trace(
     if run.output is not None:
         output = visible(clip_text(run.output, display_chars))
         console.print(f"output: {output}", markup=False, highlight=False)
+
+
+def dumps_array(values: Iterable[Any]) -> Iterator[str]:
+    """``dumps(list(values))`` in pieces, one value at a time (the same text)."""
+    empty = True
+    for value in values:
+        yield ("[\n" if empty else ",\n") + textwrap.indent(dumps(value), "  ")
+        empty = False
+    yield "[]" if empty else "\n]"
 
 
 def dumps(value: Any) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, RowMapping, bindparam, or_, select, update
+from sqlalchemy import Engine, RowMapping, bindparam, func, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core import StoreError
@@ -125,6 +125,9 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
         "error": clean_text(r.error),
         "attributes": dumps_attributes(r.attributes),
     }
+
+
+_TEXTS = ("input", "output")
 
 
 def _run_from(row: RowMapping) -> RunRecord:
@@ -268,12 +271,45 @@ class Store:
             detail = getattr(exc, "orig", None) or type(exc).__name__
             raise StoreError(f"reading from {self.display_url} failed: {detail}") from exc
 
-    def list_runs(self, *, limit: int = 20, agent: str | None = None) -> list[RunRecord]:
-        """Newest runs first."""
-        stmt = select(tables.runs).order_by(tables.runs.c.started_ns.desc()).limit(limit)
+    def list_runs(
+        self, *, limit: int = 20, agent: str | None = None, text_chars: int | None = None
+    ) -> list[RunRecord]:
+        """Newest runs first. With ``text_chars``, each run's input and output are read only
+        up to that many characters (a table showing a line of each need not read 10,000 runs'
+        whole texts)."""
+        runs = tables.runs.c
+        columns: list[Any] = list(runs)
+        if text_chars is not None:
+            columns = [
+                func.substr(c, 1, text_chars).label(c.name) if c.name in _TEXTS else c
+                for c in columns
+            ]
+        stmt = select(*columns).order_by(runs.started_ns.desc()).limit(limit)
         if agent:
-            stmt = stmt.where(tables.runs.c.agent_name == agent)
+            stmt = stmt.where(runs.agent_name == agent)
         return [_run_from(r) for r in self._read(stmt)]
+
+    def iter_runs(
+        self, *, limit: int = 20, agent: str | None = None, page: int = 100
+    ) -> Iterator[RunRecord]:
+        """``list_runs``, read ``page`` runs at a time: whole inputs and outputs of thousands of
+        runs are never all in memory at once. Which runs is decided now (``StoreError`` here,
+        not halfway through)."""
+        runs = tables.runs.c
+        stmt = select(runs.run_id).order_by(runs.started_ns.desc()).limit(limit)
+        if agent:
+            stmt = stmt.where(runs.agent_name == agent)
+        run_ids = [row["run_id"] for row in self._read(stmt)]
+
+        def pages() -> Iterator[RunRecord]:
+            for start in range(0, len(run_ids), page):
+                wanted = run_ids[start : start + page]
+                rows = self._read(select(tables.runs).where(runs.run_id.in_(wanted)))
+                by_id = {row["run_id"]: row for row in rows}
+                # A run deleted meanwhile is left out.
+                yield from (_run_from(by_id[i]) for i in wanted if i in by_id)
+
+        return pages()
 
     def get_run(self, run_or_trace_id: str) -> RunRecord:
         """The run with this run id or trace id, or with a unique prefix (at least 6

@@ -9,7 +9,8 @@ The journal is a folder of segments per store, each a memory-mapped file of 1 Mi
 record, if larger). The segments filled between two passes of the writer thread are deleted
 once all of their records are in the store. Each live segment is
 locked (``flock``) by its writer, so a segment that is not locked belongs to a process that is
-gone: the next writer opened on the same store replays it before anything else. Replay skips
+gone: the next writer opened on the same store replays it before anything else (all of a dead
+writer's segments, in order, by one process). Replay skips
 records already in the store (the process may have died between the commit and the delete),
 so a record is written once.
 """
@@ -25,7 +26,7 @@ import mmap
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -273,24 +274,51 @@ def _lock_orphan(path: Path, *, shared: bool = False) -> int | None:
     return None
 
 
-def orphaned_segments(directory: Path) -> Iterator[tuple[Segment, list[Item]]]:
-    """Segments no live writer holds, locked for the caller, oldest writer sequence first,
-    with their records. The caller discards each one once its records are in the store."""
+def orphaned_segments(directory: Path) -> Generator[tuple[Segment, list[Item]], None, None]:
+    """Segments no live writer holds, locked for the caller, in each writer's order, with
+    their records. The caller discards each one once its records are in the store.
+
+    A dead writer's segments are taken all together or not at all: another process replaying
+    some of them at the same time would write a later segment (a run's spans, its end) before
+    this one wrote the earlier one (the run's start), and the store would reject the spans for
+    lack of their run. Those not yielded (the caller stopped early) are unlocked, kept."""
     if fcntl is None or not directory.is_dir():  # pragma: no cover - no flock, no journal
         return
     _remove_stale_creating(directory)
-    for path in sorted(directory.glob(f"*{_SUFFIX}")):
-        fd = _lock_orphan(path)
-        if fd is None:
-            continue
+    by_writer: dict[str, list[Path]] = {}
+    for path in sorted(directory.glob(f"*{_SUFFIX}")):  # by writer, then by sequence
+        by_writer.setdefault(path.name.rsplit("-", 1)[0], []).append(path)
+    for paths in by_writer.values():
+        locked = _lock_all(paths)
         try:
-            with open(fd, "rb", closefd=False) as file:
-                items = _decode(path, file.read())
-        except Exception as exc:  # a journal this version cannot read: keep it, say so
-            os.close(fd)
-            log.error("cannot replay trace journal %s (%s); the file is kept", path, exc)
-            continue
-        yield Segment(path, fd), items
+            while locked:
+                path, fd = locked.pop(0)
+                try:
+                    with open(fd, "rb", closefd=False) as file:
+                        items = _decode(path, file.read())
+                except Exception as exc:  # a journal this version cannot read: keep it, say so
+                    os.close(fd)
+                    log.error("cannot replay trace journal %s (%s); the file is kept", path, exc)
+                    continue
+                yield Segment(path, fd), items
+        finally:
+            for _path, fd in locked:
+                os.close(fd)
+
+
+def _lock_all(paths: list[Path]) -> list[tuple[Path, int]]:
+    """Every segment of one writer still there, locked, in order; none if one of them is held
+    (by the writer itself, alive, or by another process replaying them)."""
+    locked: list[tuple[Path, int]] = []
+    for path in paths:
+        fd = _lock_orphan(path)
+        if fd is not None:
+            locked.append((path, fd))
+        elif path.exists():  # held: leave this writer's segments to whoever holds it
+            for _path, taken in locked:
+                os.close(taken)
+            return []
+    return locked
 
 
 def undelivered(directory: Path) -> tuple[int, int]:

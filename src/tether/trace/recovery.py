@@ -8,6 +8,7 @@ not know, a run with no model call recorded) is marked unknown, never counted as
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
@@ -51,21 +52,26 @@ def replay_orphans(
     """Write the records of the segments dead processes left in a journal folder (``write``
     skips those already in the store), then close the runs those processes left running.
     Returns how many records were replayed."""
-    dead: dict[str, int] = {}  # writer id -> when it last wrote (ns)
     replayed = 0
-    for segment, items in orphaned_segments(directory):
-        writer = writer_of(segment)
-        dead[writer] = max(dead.get(writer, 0), segment.path.stat().st_mtime_ns)
-        try:
-            if items:
-                write([(op, record, None) for op, record in items])
-        except BaseException:
-            segment.release()  # not written: kept, for the next process to replay
-            raise
-        replayed += len(items)
-        discard(segment)
-    for writer, last_write_ns in dead.items():
-        _close_abandoned_runs(store, writer, last_write_ns, write=write, retrying=retrying)
+    writer: str | None = None
+    done: list[Segment] = []  # the current writer's, written, discarded once its runs are closed
+    last_write_ns = 0
+    with contextlib.closing(orphaned_segments(directory)) as segments:
+        for segment, items in segments:
+            if writer_of(segment) != writer:
+                _finish_writer(store, writer, last_write_ns, done, write=write, retrying=retrying)
+                writer, done, last_write_ns = writer_of(segment), [], 0
+            last_write_ns = max(last_write_ns, segment.path.stat().st_mtime_ns)
+            done.append(segment)
+            try:
+                if items:
+                    write([(op, record, None) for op, record in items])
+            except BaseException:
+                for kept in done:  # not all written: kept, for the next process to replay
+                    kept.release()
+                raise
+            replayed += len(items)
+        _finish_writer(store, writer, last_write_ns, done, write=write, retrying=retrying)
     if replayed:
         log.warning(
             "wrote %d trace records that a process left in the journal %s when it exited "
@@ -74,6 +80,30 @@ def replay_orphans(
             directory,
         )
     return replayed
+
+
+def _finish_writer(
+    store: Store,
+    writer: str | None,
+    last_write_ns: int,
+    segments: list[Segment],
+    *,
+    write: Callable[[list[Queued]], None],
+    retrying: Retrying,
+) -> None:
+    """Close the runs a dead writer left running, then delete its segments (all written):
+    deleted first, a process dying in between would leave its runs running for good, with
+    nothing left to say whose they were."""
+    if writer is None:
+        return
+    try:
+        _close_abandoned_runs(store, writer, last_write_ns, write=write, retrying=retrying)
+    except BaseException:
+        for segment in segments:
+            segment.release()
+        raise
+    for segment in segments:
+        discard(segment)
 
 
 def _close_abandoned_runs(

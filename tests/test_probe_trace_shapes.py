@@ -1,0 +1,58 @@
+"""``traces show`` on traces of unusual shapes, as a store may hold them (spans nested very
+deep, spans whose parents form a cycle): every span is shown, and the command does not crash."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tether.core import new_span_id, new_trace_id, now_ns
+from tether.store import RunRecord, SpanRecord, Store, TraceBatch
+
+
+def _store_run(url: str, parents: list[int | None]) -> str:
+    """A run with one span per entry of ``parents`` (the index of its parent span, None for
+    the run's root), named ``span <index>``."""
+    trace_id, run_id, start = new_trace_id(), new_span_id(), now_ns()
+    ids = [new_span_id() for _ in parents]
+    batch = TraceBatch()
+    batch.runs_started.append(RunRecord(trace_id, "shapes", "v1", start, run_id=run_id))
+    for i, parent in enumerate(parents):
+        parent_id = run_id if parent is None else ids[parent]
+        batch.spans.append(
+            SpanRecord(
+                trace_id, ids[i], parent_id, f"span {i}", "tool", start + i, start + i + 1,
+                run_id=run_id,
+            )
+        )  # fmt: skip
+    Store(url).write(batch)
+    return run_id
+
+
+def _show(url: str, run_id: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tether", "--database-url", url, "traces", "show", run_id],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},  # wide enough for a label at the deepest indent
+    )
+
+
+def test_a_trace_nested_thousands_deep_is_shown(sqlite_url: str) -> None:
+    depth = 3000
+    run_id = _store_run(sqlite_url, [None, *range(depth - 1)])
+    shown = _show(sqlite_url, run_id)
+    assert shown.returncode == 0, shown.stderr
+    # The deepest spans are shown (not cut off past the terminal's width), with their depth.
+    assert f"(nested {depth} deep) span {depth - 1} " in shown.stdout
+    assert all(f"span {i} " in shown.stdout for i in range(depth))
+
+
+def test_spans_whose_parents_form_a_cycle_are_still_shown(sqlite_url: str) -> None:
+    # span 1 and span 2 are each other's parent: no path leads to them from the run's root.
+    run_id = _store_run(sqlite_url, [None, 2, 1])
+    shown = _show(sqlite_url, run_id)
+    assert shown.returncode == 0, shown.stderr
+    assert all(f"span {i} " in shown.stdout for i in range(3)), shown.stdout
