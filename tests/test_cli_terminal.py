@@ -21,3 +21,14 @@ def test_json_stays_exact_with_nothing_raw_for_a_terminal() -> None:
     assert json.loads(encoded) == value
     assert all(c == "\n" or (c >= " " and not "\x7f" <= c <= "\x9f") for c in encoded)
     assert "世界" in encoded
+
+
+def test_characters_that_hide_text_from_a_reader_are_shown() -> None:
+    hidden = "".join(chr(0xE0000 + ord(c)) for c in "rm -rf")  # Unicode tags: invisible ASCII
+    text = f"ok\u200b{hidden}\ufeff\u2060done"
+    shown = visible(text)
+    assert shown.startswith("ok\\u200b\\U000e0072") and shown.endswith("\\ufeff\\u2060done")
+    assert all(ord(c) < 0x80 for c in shown)
+    # Joiners that emoji sequences and scripts need are left as they are.
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467 \u0645\u200c\u06cc"
+    assert visible(family) == family
