@@ -10,9 +10,12 @@ shows control characters as ``\\x1b``-style escapes instead. JSON output keeps t
 
 from __future__ import annotations
 
+import os
 import re
 from functools import cache
-from typing import Any
+from typing import IO, Any
+
+import click
 
 # C0 controls but tab and newline, DEL, C1 controls (U+009B is a one-character CSI), lone
 # surrogates (undecodable bytes of a path or an argument), and the invisible characters that
@@ -61,6 +64,38 @@ def json_safe(encoded: str) -> str:
     if encoded.isascii():
         return encoded
     return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", encoded)
+
+
+class PlainStyle:
+    """Bold and colour for text printed with ``click.echo`` instead of rich (a tenth to a
+    fifth of ``tether validate``'s start-up is importing rich), applied when rich would.
+
+    Rich's rules for a stream: ``TTY_COMPATIBLE=1``/``0`` says whether it is a terminal, else
+    ``FORCE_COLOR`` (set: a terminal unless empty), else ``isatty()``; a terminal whose
+    ``TERM`` is ``dumb`` or ``unknown`` gets no styles; ``NO_COLOR`` (not empty) drops colours
+    but keeps bold. The escape codes are the ones rich writes for these styles."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        environ = os.environ
+        compatible = environ.get("TTY_COMPATIBLE", "")
+        force_color = environ.get("FORCE_COLOR")
+        if compatible in ("0", "1"):
+            terminal = compatible == "1"
+        elif force_color is not None:
+            terminal = force_color != ""
+        else:
+            try:
+                terminal = stream.isatty()
+            except ValueError:  # a closed stream
+                terminal = False
+        self.enabled = terminal and environ.get("TERM", "").lower() not in ("dumb", "unknown")
+        """Whether to write escape codes at all (``click.echo(..., color=enabled)``)."""
+        self._colour = self.enabled and environ.get("NO_COLOR", "") == ""
+
+    def __call__(self, text: str, *, fg: str | None = None, bold: bool = False) -> str:
+        fg = fg if self._colour else None
+        bold = bold and self.enabled
+        return click.style(text, fg=fg, bold=bold or None) if fg or bold else text
 
 
 class LazyConsole:

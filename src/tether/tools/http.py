@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import re
-from typing import Any
+import threading
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
 from pydantic import BaseModel
 
 from tether.core import SpecError, ToolArgumentsError, ToolError, describe_exception
-from tether.providers.http_client import LoopBoundClient, shared_ssl_context
 from tether.spec import HttpToolSpec
 from tether.spec.model import URL_FIELD as _ARG
 from tether.tools.base import DEFAULT_MAX_RESULT_CHARS, SideEffects, ToolResult, clip_result
 from tether.tools.function import arguments_model, validate_arguments
 from tether.tools.redaction import Redactor, credential_parts, is_bare_origin, userinfo
+
+if TYPE_CHECKING:
+    # httpx (and the client module built on it) load when a tool sends its first request, not
+    # when a spec is checked: importing httpx costs ~60 ms here, 190+ ms where no bytecode is
+    # cached, as it loads its own command line (rich, pygments) too.
+    import httpx
+
+    from tether.providers.http_client import LoopBoundClient
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TYPES: dict[str, type] = {"string": str, "integer": int, "number": float, "boolean": bool}
@@ -27,6 +35,46 @@ MAX_RESPONSE_CHARS = DEFAULT_MAX_RESULT_CHARS
 MAX_RESPONSE_BYTES = 64 * 1024
 """Read at most this much of a response (or 4 bytes per character of ``max_result_chars``
 if that is more); the model sees at most ``max_result_chars`` of it."""
+
+
+# The URLs whose scheme and host are plain to read: ``scheme://[userinfo@]host[:digits]``
+# followed by nothing or by ``/``, ``?`` or ``#``, in printable ASCII, the host a name of
+# unreserved characters or an IP address. ``httpx.URL`` reads these the same way (scheme and
+# host lower-cased, brackets dropped from an IPv6 address) and accepts them all; every other
+# URL is read by ``httpx.URL`` itself (see ``scheme_and_host``).
+_PLAIN_URL = re.compile(
+    r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?:[^@/?#]*@)?"
+    r"(?:(?P<name>[A-Za-z0-9._~-]+)|\[(?P<ipv6>[0-9A-Fa-f:.]+)\])(?::[0-9]*)?(?:[/?#].*)?"
+)
+_IPV4_STYLE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
+_MAX_URL_LENGTH = 65536  # httpx's limit
+
+
+def scheme_and_host(url: str) -> tuple[str, str]:
+    """The scheme and host of ``url`` as ``httpx.URL`` reads them; ``ValueError`` with
+    httpx's message when it refuses the URL. A plain URL is read without importing httpx,
+    which ``tether validate`` would otherwise load only for this check."""
+    plain = _PLAIN_URL.fullmatch(url)
+    if plain and len(url) <= _MAX_URL_LENGTH and url.isascii() and url.isprintable():
+        scheme, name, ipv6 = plain.group("scheme", "name", "ipv6")
+        try:
+            if ipv6 is not None:
+                ipaddress.IPv6Address(ipv6)
+                return scheme.lower(), ipv6
+            host = name.lower()
+            if _IPV4_STYLE.fullmatch(host):
+                ipaddress.IPv4Address(host)
+            if not host.startswith("xn--"):  # httpx shows IDNA names decoded
+                return scheme.lower(), host
+        except ValueError:
+            pass  # an invalid address: httpx says what is wrong with it
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ValueError(str(exc)) from None
+    return parsed.scheme, parsed.host
 
 
 def expand_env(
@@ -97,13 +145,8 @@ class HttpTool:
         self._parameters = self._args_model.model_json_schema()
         self._parameters.pop("title", None)
         self._given_client = client
-        self._http = LoopBoundClient(
-            lambda: httpx.AsyncClient(
-                follow_redirects=False,
-                verify=shared_ssl_context(),
-                timeout=httpx.Timeout(spec.timeout_s),
-            )
-        )
+        self._http: LoopBoundClient | None = None  # made for the first request
+        self._http_lock = threading.Lock()
 
     def _redactors(self) -> tuple[Redactor, Redactor]:
         """What to remove from results, and from error messages (which say less anyway).
@@ -129,12 +172,12 @@ class HttpTool:
     def _check_static_url(self, where: str) -> None:
         """Refuse at build time a URL whose scheme or (argument-free) host can never pass."""
 
-        def probe(filler: str) -> httpx.URL:
+        def probe(filler: str) -> tuple[str, str]:
             url = _ARG.sub(filler, self.spec.url)
             url = _ENV.sub(lambda m: self._env.get(m.group(1), ""), url)
             try:
-                return httpx.URL(url)
-            except httpx.InvalidURL as exc:
+                return scheme_and_host(url)
+            except ValueError as exc:
                 raise SpecError(
                     self._redact_error(f"{where}: url is not a valid URL: {exc}{env_note}")
                 ) from None
@@ -142,15 +185,15 @@ class HttpTool:
         used = sorted(set(_ENV.findall(self.spec.url)))
         # The expanded URL may hold secrets: name the variables, not their values.
         env_note = f" (after {', '.join(f'${{{v}}}' for v in used)} expanded)" if used else ""
-        first, second = probe("a1"), probe("b2")
-        if first.scheme not in ("http", "https"):
+        (scheme, host), (_, other_host) = probe("a1"), probe("b2")
+        if scheme not in ("http", "https"):
             raise SpecError(
-                f"{where}: url must be http or https, not {first.scheme or 'empty'!r}{env_note}"
+                f"{where}: url must be http or https, not {scheme or 'empty'!r}{env_note}"
             )
-        if first.host == second.host and first.host.lower() not in self._allowed:
+        if host == other_host and host.lower() not in self._allowed:
             raise SpecError(
                 self._redact_error(
-                    f"{where}: url host {first.host!r} is not in allowed_hosts "
+                    f"{where}: url host {host!r} is not in allowed_hosts "
                     f"{sorted(self._allowed)}{env_note}"
                 )
             )
@@ -179,8 +222,31 @@ class HttpTool:
     def timeout_s(self) -> float:
         return self.spec.timeout_s
 
+    def _client(self) -> httpx.AsyncClient:
+        """The running loop's client (one per loop, made on first use)."""
+        if self._given_client is not None:
+            return self._given_client
+        with self._http_lock:
+            if self._http is None:
+                import httpx
+
+                from tether.providers.http_client import LoopBoundClient, shared_ssl_context
+
+                timeout = self.spec.timeout_s
+                self._http = LoopBoundClient(
+                    lambda: httpx.AsyncClient(
+                        follow_redirects=False,
+                        verify=shared_ssl_context(),
+                        timeout=httpx.Timeout(timeout),
+                    )
+                )
+            http = self._http
+        return http.get()
+
     def build_request(self, arguments: dict[str, Any]) -> httpx.Request:
         """The request for these arguments; raises if the URL leaves the allowed hosts."""
+        import httpx
+
         args = validate_arguments(self.name, self._args_model, arguments)
         for name in self._path_args:
             if str(args[name]).strip(".") == "":
@@ -210,8 +276,10 @@ class HttpTool:
         return httpx.Request(self.spec.method, parsed, json=rest, headers=self._headers)
 
     async def call(self, arguments: dict[str, Any]) -> ToolResult:
+        import httpx
+
         request = self.build_request(arguments)
-        client = self._given_client or self._http.get()
+        client = self._client()
         # Messages name the URL template, never the expanded URL: ${ENV} values may be secrets.
         where = f"tool '{self.name}': {request.method} {self.spec.url}"
         max_chars = self.spec.max_result_chars
@@ -257,4 +325,5 @@ class HttpTool:
         return ToolResult(content=content, data=data)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
