@@ -200,8 +200,8 @@ async def test_controls_not_overriding_a_hook_are_not_called() -> None:
 
 
 def test_decision_constructors() -> None:
-    d: Any = Decision.block("r", outcome="x")
-    assert d.stops and d.outcome == "x"
+    d: Any = Decision.block("r", outcome="blocked")
+    assert d.stops and d.outcome == "blocked"
     assert not Decision.allow().stops and not Decision.modify(1, "m").stops
     assert Decision.escalate("e").outcome == "escalated"
     assert Decision.defer("d").outcome == "deferred"

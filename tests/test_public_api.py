@@ -25,6 +25,7 @@ def test_exported_names() -> None:
             "ModelConfig",
             "ModelRequest",
             "ModelResponse",
+            "Outcome",
             "PolicyViolation",
             "ProviderError",
             "RunResult",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tether import RunState
+from tether import Outcome, RunState
 from tether.runtime import RUN_STATE_SCHEMA_VERSION
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -18,7 +18,7 @@ def test_v1_golden_fixture_loads_with_every_field() -> None:
     state = RunState.from_json((FIXTURES / "run_state_v1.json").read_text())
     assert state.schema_version == 1
     assert state.trace_id == "0" * 31 + "1"
-    assert state.outcome == "final_answer" and state.status == "completed"
+    assert state.outcome is Outcome.FINAL_ANSWER and state.status == "completed"
     assert [m.role for m in state.messages] == [
         "system",
         "user",

@@ -4,6 +4,7 @@ from typing import TYPE_CHECKING
 
 from tether.core import (
     BudgetExceeded,
+    Outcome,
     PolicyViolation,
     ProviderError,
     SpecError,
@@ -75,6 +76,7 @@ __all__ = [
     "ModelConfig",
     "ModelRequest",
     "ModelResponse",
+    "Outcome",
     "PolicyViolation",
     "ProviderError",
     "RunResult",

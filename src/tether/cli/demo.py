@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tether.cli import render
-from tether.core import TetherError
+from tether.core import Outcome, TetherError
 from tether.runtime import Agent, RunResult
 from tether.trace import writer_for
 
@@ -32,11 +32,15 @@ ORDERS: dict[int, dict[str, Any]] = {
     1042: {"status": "in transit", "carrier": "DHL", "eta": "2026-11-25"},
 }
 
-SCENARIOS: list[tuple[str, str, str]] = [
-    ("normal answer", "Where is my order 1042? And how long does shipping take?", "final_answer"),
-    ("recovered tool error", "What's the status of order A-17?", "final_answer"),
-    ("loop broken", "How do I cancel my subscription?", "loop_detected"),
-    ("limit tripped", "Please check every order I have ever placed.", "limit_exceeded"),
+SCENARIOS: list[tuple[str, str, Outcome]] = [
+    (
+        "normal answer",
+        "Where is my order 1042? And how long does shipping take?",
+        Outcome.FINAL_ANSWER,
+    ),
+    ("recovered tool error", "What's the status of order A-17?", Outcome.FINAL_ANSWER),
+    ("loop broken", "How do I cancel my subscription?", Outcome.LOOP_DETECTED),
+    ("limit tripped", "Please check every order I have ever placed.", Outcome.LIMIT_EXCEEDED),
 ]
 
 
@@ -111,7 +115,7 @@ def run_demo(
 
     if as_json:
         out = [
-            {"scenario": name, "input": text, "expected": expected, **render.result_json(r)}
+            {"scenario": name, "input": text, "expected": expected.value, **render.result_json(r)}
             for r, (name, text, expected) in zip(results, SCENARIOS, strict=True)
         ]
         console.print_json(json.dumps(out))

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.cli.terminal import escape, json_safe, visible
+from tether.core.outcome import Outcome
 from tether.core.settings import DEFAULT_MAX_PAYLOAD_CHARS
 from tether.core.text import clip_text
 from tether.store import EventRecord, RunRecord, SpanRecord
@@ -26,17 +27,18 @@ if TYPE_CHECKING:  # rich loads when something is printed: `tether --help` never
 
 R = TypeVar("R", RunRecord, SpanRecord, EventRecord)
 
-OUTCOME_STYLE = {
-    "final_answer": "green",
-    "limit_exceeded": "yellow",
-    "loop_detected": "yellow",
-    "blocked": "red",
-    "escalated": "magenta",
-    "deferred": "magenta",
-    "error": "red",
-    "control_error": "red",
-    "empty_answer": "red",
+OUTCOME_STYLE: dict[str, str] = {
+    Outcome.FINAL_ANSWER: "green",
+    Outcome.LIMIT_EXCEEDED: "yellow",
+    Outcome.LOOP_DETECTED: "yellow",
+    Outcome.BLOCKED: "red",
+    Outcome.ESCALATED: "magenta",
+    Outcome.DEFERRED: "magenta",
+    Outcome.ERROR: "red",
+    Outcome.CONTROL_ERROR: "red",
+    Outcome.EMPTY_ANSWER: "red",
 }
+"""Keyed by outcome; a stored string looks its outcome up (a ``StrEnum`` hashes as its string)."""
 
 
 def fmt_ns(ns: int) -> str:
@@ -97,7 +99,7 @@ def result_json(result: RunResult, max_chars: int = DEFAULT_MAX_PAYLOAD_CHARS) -
     return {
         "trace_id": result.trace_id,
         "run_id": result.run_id,
-        "outcome": result.outcome,
+        "outcome": result.outcome.value,
         "status": result.status,
         "output": clip_text(result.output, max_chars),
         "stop_reason": result.stop_reason,

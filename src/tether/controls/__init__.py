@@ -1,9 +1,8 @@
 """Controls: the policy pipeline and the controls that run on it."""
 
-from tether.controls.limits import LIMIT_EXCEEDED, LOOP_DETECTED, LimitsControl, LoopBreaker
+from tether.controls.limits import LimitsControl, LoopBreaker
 from tether.controls.pipeline import (
     ALLOW,
-    CONTROL_ERROR,
     Control,
     Decision,
     Hook,
@@ -15,9 +14,6 @@ from tether.controls.pipeline import (
 
 __all__ = [
     "ALLOW",
-    "CONTROL_ERROR",
-    "LIMIT_EXCEEDED",
-    "LOOP_DETECTED",
     "Control",
     "Decision",
     "Hook",

@@ -5,12 +5,8 @@ from __future__ import annotations
 import json
 
 from tether.controls.pipeline import ALLOW, Control, Decision, HookContext
-from tether.core import content_hash
+from tether.core import Outcome, content_hash
 from tether.providers import ModelRequest, ToolCall
-
-LIMIT_EXCEEDED = "limit_exceeded"
-LOOP_DETECTED = "loop_detected"
-
 
 # Built once: json.dumps with options builds a new encoder on every call.
 _compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
@@ -58,7 +54,7 @@ class LimitsControl(Control):
     def _trip(self, limit: str, value: object, detail: str) -> Decision:
         return Decision.block(
             f"{limit} limit reached: {detail}",
-            outcome=LIMIT_EXCEEDED,
+            outcome=Outcome.LIMIT_EXCEEDED,
             message=limit_message(limit, value),
         )
 
@@ -139,7 +135,7 @@ class LoopBreaker(Control):
         return Decision.block(
             f"'{call.name}' called {len(earlier) + 1} times with the same arguments and no new "
             "information",
-            outcome=LOOP_DETECTED,
+            outcome=Outcome.LOOP_DETECTED,
             message=(
                 "I'm sorry — I kept repeating the same step without making progress, so I've "
                 "stopped rather than keep you waiting. Please rephrase your request or ask a "

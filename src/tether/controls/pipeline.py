@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tether.core import TetherError, describe_exception
+from tether.core import Outcome, TetherError, describe_exception
 from tether.providers import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from tether.spec import Limits
 from tether.tools import Tool, ToolResult
@@ -59,12 +59,17 @@ class Decision:
     reason: str = ""
     value: Any = None
     """``Modify`` only: the replacement payload."""
-    outcome: str | None = None
-    """When set, the run ends with this outcome (``limit_exceeded``, ``loop_detected``...)."""
+    outcome: Outcome | None = None
+    """When set, the run ends with this outcome (``limit_exceeded``, ``loop_detected``...). A
+    string is taken when it names an ``Outcome``."""
     message: str | None = None
     """What the user is told when this decision ends the run."""
     control: str = ""
     """Name of the control that decided (filled in by the pipeline)."""
+
+    def __post_init__(self) -> None:
+        if self.outcome is not None and not isinstance(self.outcome, Outcome):
+            object.__setattr__(self, "outcome", _as_outcome(self.outcome))
 
     @classmethod
     def allow(cls) -> Decision:
@@ -76,17 +81,18 @@ class Decision:
 
     @classmethod
     def block(
-        cls, reason: str, *, outcome: str | None = None, message: str | None = None
+        cls, reason: str, *, outcome: Outcome | str | None = None, message: str | None = None
     ) -> Decision:
-        return cls(Verdict.BLOCK, reason, outcome=outcome, message=message)
+        stop = None if outcome is None else _as_outcome(outcome)
+        return cls(Verdict.BLOCK, reason, outcome=stop, message=message)
 
     @classmethod
     def escalate(cls, reason: str, *, message: str | None = None) -> Decision:
-        return cls(Verdict.ESCALATE, reason, outcome="escalated", message=message)
+        return cls(Verdict.ESCALATE, reason, outcome=Outcome.ESCALATED, message=message)
 
     @classmethod
     def defer(cls, reason: str, *, message: str | None = None) -> Decision:
-        return cls(Verdict.DEFER, reason, outcome="deferred", message=message)
+        return cls(Verdict.DEFER, reason, outcome=Outcome.DEFERRED, message=message)
 
     @property
     def stops(self) -> bool:
@@ -95,8 +101,16 @@ class Decision:
 
 
 ALLOW = Decision(Verdict.ALLOW)
-CONTROL_ERROR = "control_error"
-"""Outcome of a run stopped because a control raised or answered nonsense (fail closed)."""
+
+
+def _as_outcome(value: Outcome | str) -> Outcome:
+    """A control written against the strings (``"blocked"``) still works; a misspelt outcome is
+    an error where the control made it, so the run fails closed with ``control_error``."""
+    try:
+        return Outcome(value)
+    except ValueError:
+        known = ", ".join(Outcome)
+        raise ValueError(f"unknown outcome {value!r}: one of {known}") from None
 
 
 class ToolRecordView(Protocol):
@@ -276,7 +290,7 @@ class Pipeline:
                 return ALLOW
             return Decision.block(
                 reason,
-                outcome=CONTROL_ERROR,
+                outcome=Outcome.CONTROL_ERROR,
                 message="I'm sorry, I can't complete this request right now: a safety check "
                 "failed. Please try again later.",
             )
@@ -291,5 +305,5 @@ class Pipeline:
             semconv.TETHER_DECISION_REASON: d.reason,
         }
         if d.outcome:
-            attrs[semconv.TETHER_RUN_OUTCOME] = d.outcome
+            attrs[semconv.TETHER_RUN_OUTCOME] = d.outcome.value
         self.recorder.event(ctx.span_id, semconv.EVENT_CONTROL_DECISION, attrs)

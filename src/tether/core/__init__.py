@@ -1,4 +1,4 @@
-"""Core: errors, ids, clocks, content hashing, settings. Depends on nothing else in Tether."""
+"""Core: errors, outcomes, ids, clocks, hashing, settings. Depends on nothing else in Tether."""
 
 from tether.core.clock import monotonic, now_ns
 from tether.core.errors import (
@@ -14,11 +14,13 @@ from tether.core.errors import (
 )
 from tether.core.hashing import canonical_json, content_hash
 from tether.core.ids import new_span_id, new_trace_id
+from tether.core.outcome import Outcome
 from tether.core.settings import Settings
 from tether.core.text import scrub_surrogates
 
 __all__ = [
     "BudgetExceeded",
+    "Outcome",
     "PolicyViolation",
     "ProviderError",
     "Settings",

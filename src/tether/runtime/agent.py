@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tether.controls import Control, LimitsControl, LoopBreaker, Pipeline
 from tether.core import (
+    Outcome,
     ProviderError,
     Settings,
     SpecError,
@@ -62,6 +63,11 @@ def _check_cost_limit(spec: AgentSpec, model_names: Sequence[str], pricing: Pric
             hint="use a priced model name, pass Agent(pricing=...) with a table that prices "
             "it, or remove max_cost_usd",
         )
+
+
+def _outcome_text(state: RunState) -> str | None:
+    """The outcome as the plain string the store, the journal and checkpoints keep."""
+    return None if state.outcome is None else state.outcome.value
 
 
 def _crash_message(exc: BaseException) -> str:
@@ -308,7 +314,7 @@ class Agent:
             await drive(rc, state)
         except BaseException as exc:
             # A crash (a bug, a cancelled task) still leaves a complete trace and a checkpoint.
-            state.status, state.outcome = "failed", "error"
+            state.end(Outcome.ERROR)
             if not (isinstance(exc, asyncio.CancelledError) and state.stop_reason == "cancelled"):
                 state.error = _crash_message(exc)  # else the loop has said it was cancelled
                 state.stop_reason = "internal error"
@@ -317,12 +323,15 @@ class Agent:
             recorder.checkpoint(state.schema_version, state.to_json(), "crash")
             raise
         if state.status == "paused":
-            recorder.checkpoint(state.schema_version, state.to_json(), state.outcome or "paused")
+            recorder.checkpoint(
+                state.schema_version, state.to_json(), _outcome_text(state) or "paused"
+            )
         self._finish(recorder, span, run, state)
         return RunResult.from_state(state)
 
     def _finish(self, recorder: RunRecorder, span: Any, run: RunRecord, state: RunState) -> None:
-        span.attributes[semconv.TETHER_RUN_OUTCOME] = state.outcome
+        outcome = _outcome_text(state)
+        span.attributes[semconv.TETHER_RUN_OUTCOME] = outcome
         span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = state.usage.input_tokens
         span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = state.usage.output_tokens
         span.attributes[semconv.TETHER_COST_USD] = state.cost_usd
@@ -342,7 +351,7 @@ class Agent:
                 agent_version=run.agent_version,
                 started_ns=run.started_ns,
                 status=state.status,
-                outcome=state.outcome,
+                outcome=outcome,
                 input=stored_payload(state.input),
                 output=stored_payload(state.output),
                 ended_ns=span.end_ns,

@@ -23,9 +23,10 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tether.controls import CONTROL_ERROR, Decision, Hook, HookContext, Pipeline
-from tether.controls.limits import LIMIT_EXCEEDED, limit_message
+from tether.controls import Decision, Hook, HookContext, Pipeline
+from tether.controls.limits import limit_message
 from tether.core import (
+    Outcome,
     ProviderError,
     TetherError,
     content_hash,
@@ -60,8 +61,6 @@ from tether.trace.pricing import round_cost
 if TYPE_CHECKING:
     from tether.trace import RunRecorder
 
-FINAL_ANSWER = "final_answer"
-EMPTY_ANSWER = "empty_answer"
 PLANNER_NOTE = (
     "Plan first: reply with every tool call needed to answer, all at once. You will then get "
     "their results and write the answer."
@@ -531,16 +530,13 @@ async def drive(rc: RunContext, state: RunState) -> None:
                 answer = await paradigm(rc, state)
             ctx = _hook(rc, state, Hook.ON_OUTPUT, rc.agent_span_id)
             state.output = await _checked(rc, ctx, answer)
-            state.outcome, state.status = FINAL_ANSWER, "completed"
+            state.end(Outcome.FINAL_ANSWER)
         except Stop as stop:
             d = stop.decision
-            state.outcome = d.outcome or "blocked"
-            if d.outcome in ("escalated", "deferred"):
-                state.status = "paused"
-            else:
-                state.status = "failed" if d.outcome == CONTROL_ERROR else "completed"
+            outcome = d.outcome or Outcome.BLOCKED
+            state.end(outcome)
             state.stop_reason = f"{d.control}: {d.reason}"
-            state.output = d.message or _default_stop_message(state.outcome)
+            state.output = d.message or _default_stop_message(outcome)
         except TimeoutError:
             if not run_timeout.expired():
                 raise  # some other timeout (a model integration's own): not the run's limit
@@ -549,16 +545,16 @@ async def drive(rc: RunContext, state: RunState) -> None:
                 semconv.EVENT_RUN_LIMIT,
                 {"limit": "timeout_s", "value": rc.limits.timeout_s},
             )
-            state.outcome, state.status = LIMIT_EXCEEDED, "completed"
+            state.end(Outcome.LIMIT_EXCEEDED)
             state.stop_reason = f"limits: timeout_s limit reached after {rc.limits.timeout_s:g}s"
             state.output = limit_message("timeout_s", rc.limits.timeout_s)
         except EmptyAnswer as exc:
-            state.outcome, state.status = EMPTY_ANSWER, "failed"
+            state.end(Outcome.EMPTY_ANSWER)
             state.error = state.stop_reason = str(exc)
             state.output = EMPTY_ANSWER_MESSAGE
             rc.recorder.event(rc.agent_span_id, semconv.EVENT_RUN_ERROR, {"message": str(exc)})
     except ProviderError as exc:
-        state.outcome, state.status = "error", "failed"
+        state.end(Outcome.ERROR)
         state.error, state.hint = exc.message, exc.hint
         state.stop_reason = f"model provider failed: {exc.message}"
         state.output = _provider_failure_message(exc)
@@ -592,7 +588,7 @@ def _provider_failure_message(exc: ProviderError) -> str:
     )
 
 
-def _default_stop_message(outcome: str) -> str:
-    if outcome in ("escalated", "deferred"):
+def _default_stop_message(outcome: Outcome) -> str:
+    if outcome.status == "paused":
         return "Your request needs a person's review; we'll follow up once it has been reviewed."
     return "I'm sorry, I can't help with that request."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tether.core import Outcome
 from tether.providers import Usage
 from tether.runtime.state import RunState
 
@@ -15,12 +16,11 @@ class RunResult:
 
     output: str
     """What the user is told (the final answer, or the apology/limit message)."""
-    outcome: str
-    """``final_answer``, ``limit_exceeded``, ``loop_detected``, ``blocked``, ``escalated``,
-    ``deferred``, ``control_error``, ``empty_answer`` (the model gave no answer text) or
-    ``error``."""
+    outcome: Outcome
+    """How the run ended (an ``Outcome``, equal to its string: ``result.outcome ==
+    "final_answer"`` holds for a final answer)."""
     status: str
-    """``completed``, ``paused`` or ``failed``."""
+    """``completed``, ``paused`` or ``failed``: ``outcome.status``."""
     trace_id: str
     """The W3C trace id (the caller's, when ``Agent.run`` was given one)."""
     run_id: str
@@ -42,13 +42,13 @@ class RunResult:
     @property
     def ok(self) -> bool:
         """True when the run ended with a final answer."""
-        return self.outcome == "final_answer"
+        return self.outcome is Outcome.FINAL_ANSWER
 
     @classmethod
     def from_state(cls, state: RunState) -> RunResult:
         return cls(
             output=state.output or "",
-            outcome=state.outcome or "error",
+            outcome=state.outcome or Outcome.ERROR,
             status=state.status,
             trace_id=state.trace_id,
             run_id=state.run_id,

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from tether.core import Outcome
 from tether.providers import Message, ToolCall, Usage
 
 RUN_STATE_SCHEMA_VERSION = 1
@@ -48,9 +49,8 @@ class RunState(BaseModel):
     messages: list[Message] = Field(default_factory=list)
     """The conversation so far, system prompt first."""
     status: RunStatus = "running"
-    outcome: str | None = None
-    """``final_answer``, ``limit_exceeded``, ``loop_detected``, ``blocked``, ``escalated``,
-    ``deferred``, ``control_error``, ``empty_answer``, ``error``."""
+    outcome: Outcome | None = None
+    """How the run ended (``None`` while it runs); serialized as the outcome's string."""
     output: str | None = None
     """What the user is told."""
     stop_reason: str | None = None
@@ -82,6 +82,10 @@ class RunState(BaseModel):
     @property
     def finished(self) -> bool:
         return self.status != "running"
+
+    def end(self, outcome: Outcome) -> None:
+        """End the run with ``outcome``; its status follows from the outcome."""
+        self.outcome, self.status = outcome, outcome.status
 
     def to_json(self) -> str:
         return self.model_dump_json()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from tether.core import Outcome
 from tether.store import RunRecord, SpanRecord, Store
 from tether.trace import semconv
 from tether.trace.journal import RUN_END, Record, Segment, orphaned_segments, writer_of
@@ -170,7 +171,7 @@ def abandoned_run_end(
     return dataclasses.replace(
         run,
         status="failed",
-        outcome="error",
+        outcome=Outcome.ERROR.value,
         ended_ns=ended_ns,
         input_tokens=input_tokens,
         output_tokens=output_tokens,
