@@ -133,8 +133,14 @@ API_KEY_HINT = "check the API key (model.api_key_env names the variable that hol
     ],
 )
 def test_a_rejected_request_says_what_to_fix_everywhere(
-    server: FakeOpenAIServer, tmp_path: Path, sqlite_url: str, status: int, hint: str
+    server: FakeOpenAIServer,
+    tmp_path: Path,
+    sqlite_url: str,
+    status: int,
+    hint: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-1234")  # a key was sent, and rejected
     server.enqueue(*[Reply.error(status, "Incorrect API key provided: sk-***") for _ in range(2)])
     spec = str(write_spec(tmp_path, server.base_url))
 
@@ -157,8 +163,9 @@ def test_a_rejected_request_says_what_to_fix_everywhere(
 
 
 async def test_a_rejected_request_keeps_its_hint_in_the_result_and_trace(
-    server: FakeOpenAIServer, tmp_path: Path, sqlite_url: str
+    server: FakeOpenAIServer, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-1234")  # a key was sent, and rejected
     server.enqueue(Reply.error(401, "Incorrect API key provided"))
     agent = Agent.from_yaml(write_spec(tmp_path, server.base_url), trace=sqlite_url)
     result = await agent.run("hi")

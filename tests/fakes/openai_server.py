@@ -5,6 +5,11 @@ next one, in order, and is recorded (``server.requests``) so tests can assert on
 client sent. A request that finds the queue empty gets HTTP 418 with an explanatory error, so
 a test that under-scripts fails loudly instead of hanging.
 
+Like LiteLLM's proxy, the server can also check requests before any scripted reply: with
+``models`` it answers a model not in that set with HTTP 400 ("Invalid model name passed in
+model=..."), and with ``require_key`` a request without an ``Authorization`` header with HTTP
+500 and a multi-line error text (LiteLLM sends its traceback).
+
     with FakeOpenAIServer() as server:
         server.enqueue(Reply.completion(content="hi"))
         model = OpenAIChatModel("gpt-test", base_url=server.base_url)
@@ -26,6 +31,8 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "completion_body",
+    "litellm_no_key",
+    "litellm_unknown_model",
     "stream_chunk",
     "tool_call_json",
 ]
@@ -220,10 +227,40 @@ class _Server(ThreadingHTTPServer):
         self.owner = owner
 
 
+def litellm_unknown_model(model: object) -> Reply:
+    """LiteLLM's answer to a model name its proxy does not know."""
+    message = (
+        f"400: {{'error': '/chat/completions: Invalid model name passed in model={model}. "
+        "Call `/v1/models` to view available models for your key.'}"
+    )
+    return Reply(
+        status=400,
+        json={"error": {"message": message, "type": "None", "param": "None", "code": "400"}},
+    )
+
+
+def litellm_no_key() -> Reply:
+    """LiteLLM's answer to a request without a key, when its proxy needs one."""
+    message = (
+        "Authentication Error, No api key passed in.\n"
+        "Traceback (most recent call last):\n"
+        '  File "litellm/proxy/auth/user_api_key_auth.py", line 42, in user_api_key_auth\n'
+        "    raise Exception('No api key passed in.')"
+    )
+    return Reply(
+        status=500,
+        json={"error": {"message": message, "type": "auth_error", "param": "None", "code": "500"}},
+    )
+
+
 class FakeOpenAIServer:
     """The server; use as a context manager (starts on enter, stops on exit)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, models: set[str] | None = None, require_key: bool = False) -> None:
+        self.models = models
+        """When set: the model names served; any other is answered as LiteLLM does (400)."""
+        self.require_key = require_key
+        """Whether a request without ``Authorization`` is answered as LiteLLM does (500)."""
         self._replies: deque[Reply] = deque()
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -296,6 +333,11 @@ class FakeOpenAIServer:
     def _record_and_next(self, request: RecordedRequest) -> Reply:
         with self._lock:
             self._requests.append(request)
+            if self.require_key and "authorization" not in request.headers:
+                return litellm_no_key()
+            model = request.json.get("model") if isinstance(request.json, dict) else None
+            if self.models is not None and model not in self.models:
+                return litellm_unknown_model(model)
             if self._replies:
                 return self._replies.popleft()
         return Reply.error(418, "fake OpenAI server: no scripted reply left for this request")

@@ -131,7 +131,11 @@ def print_result(console: Console, result: RunResult, display_chars: int) -> Non
         highlight=False,
     )
     if result.stop_reason:
-        why = visible(clip_text(result.stop_reason, display_chars))
+        # One line: a provider's error text can run to many (the rest is in the trace).
+        first, *rest = result.stop_reason.strip().splitlines() or [""]
+        why = visible(clip_text(first, display_chars))
+        if rest:
+            why += f" (+{len(rest)} more line{'s' if len(rest) != 1 else ''}: traces show, --json)"
         console.print(f"why: {why}", style="dim", markup=False, soft_wrap=True)
     if result.hint:
         console.print(f"hint: {visible(result.hint)}", style="dim", markup=False, soft_wrap=True)

@@ -58,10 +58,14 @@ class ProviderError(TetherError):
         hint: str | None = None,
         status_code: int | None = None,
         retryable: bool = False,
+        misconfigured: bool = False,
     ) -> None:
         super().__init__(message, hint=hint)
         self.status_code = status_code
         self.retryable = retryable
+        self.misconfigured = misconfigured
+        """The model is not set up correctly (an unknown model name, a missing key): the
+        status code alone cannot tell, since OpenAI-compatible servers answer differently."""
 
 
 class StoreError(TetherError):

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import json
 import logging
 import os
 import random
 import time
-from collections.abc import Mapping
 from datetime import UTC
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,6 +44,19 @@ DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
 
 _LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _REDACTED: Final = "[REDACTED]"
+_UNKNOWN_MODEL_PHRASES: Final = (
+    "invalid model",
+    "unknown model",
+    "no such model",
+    "not a valid model",
+    "model_not_found",
+    "not found",
+    "does not exist",
+)
+"""How servers say a model name is unknown (OpenAI and vLLM: 404 "does not exist", LiteLLM:
+400 "Invalid model name passed in model=...", Ollama: 404 "not found"); the error text must
+also name the model, so "This model's maximum context length..." is not taken for one."""
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +100,7 @@ class OpenAIChatModel:
         *,
         base_url: str | None = None,
         api_key: str | None = None,
+        api_key_env: str | None = None,
         timeout_s: float = 60.0,
         max_retries: int = 3,
         stream: bool = False,
@@ -111,6 +123,8 @@ class OpenAIChatModel:
         self._name = name
         self.base_url = base
         self._api_key = api_key or None
+        self._api_key_env = api_key_env
+        """Named in messages when no key is sent (the variable, never its value)."""
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.stream = stream
@@ -157,6 +171,7 @@ class OpenAIChatModel:
             config.name,
             base_url=base_url,
             api_key=api_key,
+            api_key_env=config.api_key_env,
             timeout_s=config.timeout_s,
             max_retries=config.max_retries,
             stream=config.stream,
@@ -172,6 +187,13 @@ class OpenAIChatModel:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def server(self) -> tuple[str, int]:
+        """Host and port of the endpoint (OTel's ``server.address`` and ``server.port``), so
+        the same model name on two servers can be told apart; never any credentials."""
+        url = httpx.URL(self.base_url)
+        return url.host, url.port or _DEFAULT_PORTS.get(url.scheme, 443)
 
     def __repr__(self) -> str:
         return f"OpenAIChatModel(name={self._name!r}, base_url={display_url(self.base_url)!r})"
@@ -212,12 +234,16 @@ class OpenAIChatModel:
                 await _sleep(delay)
         assert last is not None
         attempts = self.last_attempts
+        hint = (
+            "the provider is overloaded, slow or unreachable; raise model.max_retries or "
+            "model.timeout_s, or add fallback_models"
+        )
+        if last.status_code is not None and self._api_key is None:
+            # A server that wants a key may answer its absence with a 500 (LiteLLM does).
+            hint = f"{self._no_key_hint()}; or else {hint}"
         raise self._error(
             f"{last.message} (gave up after {attempts} attempt{'s' if attempts != 1 else ''})",
-            hint=(
-                "the provider is overloaded, slow or unreachable; raise model.max_retries or "
-                "model.timeout_s, or add fallback_models"
-            ),
+            hint=hint,
             status_code=last.status_code,
             retryable=True,
         )
@@ -281,22 +307,28 @@ class OpenAIChatModel:
         status = response.status_code
         if response.is_success:
             return
-        detail = _api_error_message(response.content)
+        detail = openai_wire.api_error_message(response.content)
+        message = f"{self._shown_url} returned HTTP {status}: {detail}"
+        if self._api_key is None:
+            message += " (no API key was sent)"
         if status == 429 or status >= 500:
             raise _Transient(
-                f"{self._shown_url} returned HTTP {status}: {detail}",
-                status_code=status,
-                retry_after=_retry_after(response.headers),
+                message, status_code=status, retry_after=_retry_after(response.headers)
             )
         hints = {
+            400: "the server rejected the request: check model.name, the model settings "
+            "(temperature, max_tokens, seed) and the tools' parameter schemas",
             401: "check the API key (model.api_key_env names the variable that holds it)",
             403: "the API key is not allowed to use this model or endpoint",
             404: "check model.name and model.base_url",
         }
+        if status in (401, 403) and self._api_key is None:
+            hints[status] = self._no_key_hint()
         raise self._error(
-            f"{self._shown_url} returned HTTP {status}: {detail}",
-            hint=hints.get(status),
+            message,
+            hint=self._unknown_model_hint(message) or hints.get(status),
             status_code=status,
+            misconfigured=status in (401, 403, 404),
         )
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
@@ -333,9 +365,33 @@ class OpenAIChatModel:
         hint: str | None = None,
         status_code: int | None = None,
         retryable: bool = False,
+        misconfigured: bool = False,
     ) -> ProviderError:
+        # An unknown model name is a setup problem whatever the status code (servers differ).
+        model_hint = self._unknown_model_hint(message)
         return ProviderError(
-            self._redact(message), hint=hint, status_code=status_code, retryable=retryable
+            self._redact(message),
+            hint=hint or model_hint,
+            status_code=status_code,
+            retryable=retryable,
+            misconfigured=misconfigured or model_hint is not None,
+        )
+
+    def _unknown_model_hint(self, message: str) -> str | None:
+        """A hint naming ``model.name`` when ``message`` says the server does not know it."""
+        text = message.lower()
+        if self._name.lower() not in text or not any(p in text for p in _UNKNOWN_MODEL_PHRASES):
+            return None
+        return (
+            f"check model.name: the server at {display_url(self.base_url)} does not know "
+            f"{self._name!r} (for a proxy such as LiteLLM, the name must be one in its model list)"
+        )
+
+    def _no_key_hint(self) -> str:
+        variable = self._api_key_env or "the variable model.api_key_env names"
+        return (
+            f"no API key was sent ({variable} is not set): if the server needs one, "
+            f"export {variable}=<your key>"
         )
 
     def _garbage(self, what: str, excerpt: str) -> ProviderError:
@@ -344,25 +400,6 @@ class OpenAIChatModel:
             f"body starts: {excerpt[: openai_wire.EXCERPT_CHARS]!r}",
             hint="is model.base_url an OpenAI-compatible /v1 endpoint?",
         )
-
-
-def _api_error_message(raw: bytes) -> str:
-    """``error.message`` from an API error body, else the body's first characters."""
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        for candidate in (data.get("error"), data.get("message"), data.get("detail")):
-            if isinstance(candidate, Mapping):
-                message = candidate.get("message")
-                if isinstance(message, str) and message:
-                    return message
-            elif isinstance(candidate, str) and candidate:
-                return candidate
-    excerpt = text.strip()[: openai_wire.EXCERPT_CHARS]
-    return repr(excerpt) if excerpt else "(empty body)"
 
 
 # ---------------------------------------------------------------------- streaming

@@ -138,7 +138,7 @@ def parse_completion(
     if not isinstance(data, dict):
         raise bad("the body is not a JSON object")
     if data.get("error") is not None and "choices" not in data:
-        raise errors.error(f"{errors.url} returned an error: {_error_text(data['error'])}")
+        raise errors.error(f"{errors.url} returned an error: {error_text(data['error'])}")
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices:
         raise bad("'choices' is missing or empty")
@@ -304,7 +304,7 @@ class StreamState:
             raise errors.garbage("a stream event is not a JSON object", payload)
         if chunk.get("error") is not None:
             raise errors.error(
-                f"{errors.url} reported an error mid-stream: {_error_text(chunk['error'])}"
+                f"{errors.url} reported an error mid-stream: {error_text(chunk['error'])}"
             )
         self.chunks += 1
         if chunk.get("id") is not None:
@@ -393,11 +393,31 @@ def _decode_arguments(value: Any) -> dict[str, Any] | None:
     return parsed if isinstance(parsed, dict) else {RAW_ARGUMENTS_KEY: value}
 
 
-def _error_text(error: Any) -> str:
+def error_text(error: Any) -> str:
+    """The message of an ``error`` member (``{"message": ...}`` or a plain string), else the
+    member itself as JSON, cut to ``EXCERPT_CHARS``."""
+    message = _message_in(error)
+    return message if message is not None else json.dumps(error)[:EXCERPT_CHARS]
+
+
+def api_error_message(raw: bytes) -> str:
+    """The message of an API error body (``error.message``, ``message`` or ``detail``: servers
+    differ), else the body's first characters."""
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        for candidate in (data.get("error"), data.get("message"), data.get("detail")):
+            message = _message_in(candidate)
+            if message is not None:
+                return message
+    excerpt = text.strip()[:EXCERPT_CHARS]
+    return repr(excerpt) if excerpt else "(empty body)"
+
+
+def _message_in(error: Any) -> str | None:
     if isinstance(error, Mapping):
-        message = error.get("message")
-        if isinstance(message, str) and message:
-            return message
-    if isinstance(error, str) and error:
-        return error
-    return json.dumps(error)[:EXCERPT_CHARS]
+        error = error.get("message")
+    return error if isinstance(error, str) and error else None

@@ -150,7 +150,31 @@ def check_spec(
         )
     check.warnings += tool_warnings
     check.warnings += _script_warnings(models, {*tools, *not_imported})
+    check.warnings += _unsent_key_warnings(spec, missing)
     return check
+
+
+def _unsent_key_warnings(spec: AgentSpec, missing: set[str]) -> list[str]:
+    """A local server needs no key, so an unset ``api_key_env`` is no error there (nor in
+    ``missing``); but one the spec names explicitly is wanted, and the server's answer to its
+    absence can mislead (LiteLLM answers 500)."""
+    unsent = [
+        config
+        for config in (spec.model, *spec.fallback_models)
+        if config.provider == "openai"
+        and "api_key_env" in config.model_fields_set
+        and not (os.environ.get(config.api_key_env) or "").strip()
+        and config.api_key_env not in missing
+    ]
+    if not unsent:
+        return []
+    from tether.providers.http_client import display_url  # loads httpx: only when needed
+
+    return [
+        f"model {config.name!r}: api_key_env {config.api_key_env} is not set, so no API key "
+        f"will be sent to {display_url(config.base_url or '')}"
+        for config in unsent
+    ]
 
 
 def _script_warnings(models: list[Model], tools: set[str]) -> list[str]:
@@ -334,7 +358,8 @@ class Agent:
         span.attributes[semconv.TETHER_RUN_OUTCOME] = outcome
         span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = state.usage.input_tokens
         span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = state.usage.output_tokens
-        span.attributes[semconv.TETHER_COST_USD] = state.cost_usd
+        if not state.unpriced_calls:  # unknown is not zero: leave it out
+            span.attributes[semconv.TETHER_COST_USD] = state.cost_usd
         unpriced = (
             {semconv.TETHER_COST_UNPRICED: state.unpriced_calls} if state.unpriced_calls else {}
         )

@@ -187,6 +187,11 @@ async def call_model(rc: RunContext, state: RunState, request: ModelRequest) -> 
                 semconv.TETHER_MODEL_ATTEMPT: attempt,
             },
         )
+        # A model served over the network says where (``OpenAIChatModel.server``): a fallback
+        # to the same model name on another server is then told apart.
+        server: tuple[str, int] | None = getattr(model, "server", None)
+        if server is not None:
+            span.attributes[semconv.SERVER_ADDRESS], span.attributes[semconv.SERVER_PORT] = server
         span.attributes[semconv.GEN_AI_INPUT_MESSAGES] = sent_messages
         if omitted:
             span.attributes[semconv.TETHER_INPUT_MESSAGES_OMITTED] = omitted
@@ -577,7 +582,7 @@ def _provider_failure_message(exc: ProviderError) -> str:
             "I'm sorry, I can't answer right now: the language model is unavailable. "
             "Please try again shortly."
         )
-    if exc.status_code in (None, 401, 403, 404):  # a key, a model name, an endpoint
+    if exc.misconfigured or exc.status_code in (None, 401, 403, 404):  # a key, a model, a URL
         return (
             "I'm sorry, I can't answer: the language model service is not set up correctly on "
             "our side, so trying again won't help until that is fixed."

@@ -43,6 +43,10 @@ GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
 """On a chat span: the reply, a JSON array of ``{"role", "parts", "finish_reason"}``."""
 GEN_AI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
 ERROR_TYPE = "error.type"
+SERVER_ADDRESS = "server.address"
+"""On a chat span of a model served over HTTP: the host of its endpoint (no credentials)."""
+SERVER_PORT = "server.port"
+"""On a chat span of a model served over HTTP: the port of its endpoint (80/443 if unnamed)."""
 
 # Tether's own attributes.
 TETHER_AGENT_VERSION = "tether.agent.version"
