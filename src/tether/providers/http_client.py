@@ -1,14 +1,17 @@
 """An ``httpx.AsyncClient`` per event loop, shared by the HTTP provider and HTTP tools, and
-how a URL with credentials in it is shown."""
+how a URL with credentials in it is shown, and how long a server asks a client to wait."""
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import re
 import ssl
 import threading
+import time
 import weakref
 from collections.abc import Callable
+from datetime import UTC
 from functools import cache
 from typing import Final
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -93,3 +96,27 @@ class LoopBoundClient:
             client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds the server asks us to wait (``retry-after-ms`` or ``Retry-After``), if any."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return float(millis) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp() - time.time()

@@ -14,12 +14,9 @@ streamed completions) lives in ``openai_wire``.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import os
 import random
-import time
-from datetime import UTC
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
@@ -29,6 +26,7 @@ from tether.providers import openai_wire
 from tether.providers.http_client import (
     LoopBoundClient,
     display_url,
+    retry_after,
     shared_ssl_context,
     url_secrets,
 )
@@ -312,9 +310,7 @@ class OpenAIChatModel:
         if self._api_key is None:
             message += " (no API key was sent)"
         if status == 429 or status >= 500:
-            raise _Transient(
-                message, status_code=status, retry_after=_retry_after(response.headers)
-            )
+            raise _Transient(message, status_code=status, retry_after=retry_after(response.headers))
         hints = {
             400: "the server rejected the request: check model.name, the model settings "
             "(temperature, max_tokens, seed) and the tools' parameter schemas",
@@ -400,30 +396,3 @@ class OpenAIChatModel:
             f"body starts: {excerpt[: openai_wire.EXCERPT_CHARS]!r}",
             hint="is model.base_url an OpenAI-compatible /v1 endpoint?",
         )
-
-
-# ---------------------------------------------------------------------- streaming
-
-
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds the server asks us to wait (``retry-after-ms`` or ``Retry-After``), if any."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return float(millis) / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp() - time.time()
