@@ -10,7 +10,6 @@ def test_exported_names() -> None:
         [
             "Agent",
             "AgentSpec",
-            "BudgetExceeded",
             "Control",
             "Decision",
             "FunctionTool",
@@ -26,7 +25,6 @@ def test_exported_names() -> None:
             "ModelRequest",
             "ModelResponse",
             "Outcome",
-            "PolicyViolation",
             "ProviderError",
             "RunResult",
             "RunState",
@@ -49,7 +47,6 @@ def test_exported_names() -> None:
 
 
 def test_one_root_exception() -> None:
-    for name in ("SpecError", "ProviderError", "StoreError", "ToolError", "PolicyViolation"):
+    for name in ("SpecError", "ProviderError", "StoreError", "ToolError"):
         assert issubclass(getattr(tether, name), tether.TetherError)
-    assert issubclass(tether.BudgetExceeded, tether.PolicyViolation)
     assert issubclass(tether.ToolArgumentsError, tether.ToolError)

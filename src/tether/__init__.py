@@ -3,9 +3,7 @@
 from typing import TYPE_CHECKING
 
 from tether.core import (
-    BudgetExceeded,
     Outcome,
-    PolicyViolation,
     ProviderError,
     SpecError,
     StoreError,
@@ -61,7 +59,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Agent",
     "AgentSpec",
-    "BudgetExceeded",
     "Control",
     "Decision",
     "FunctionTool",
@@ -77,7 +74,6 @@ __all__ = [
     "ModelRequest",
     "ModelResponse",
     "Outcome",
-    "PolicyViolation",
     "ProviderError",
     "RunResult",
     "RunState",
