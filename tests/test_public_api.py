@@ -37,6 +37,8 @@ def test_exported_names() -> None:
             "ToolCall",
             "ToolError",
             "ToolResult",
+            "TraceSink",
+            "Usage",
             "__version__",
             "load_spec",
             "tool",
@@ -50,3 +52,17 @@ def test_one_root_exception() -> None:
     for name in ("SpecError", "ProviderError", "StoreError", "ToolError"):
         assert issubclass(getattr(tether, name), tether.TetherError)
     assert issubclass(tether.ToolArgumentsError, tether.ToolError)
+
+
+def test_types_in_public_signatures_are_exported() -> None:
+    """``RunResult.usage`` is a ``Usage`` and ``Agent(trace=...)`` takes a ``TraceSink``: both
+    can be named from ``tether``."""
+    import typing
+
+    from tether.runtime.agent import TraceTarget
+    from tether.trace.sink import TraceSink
+
+    assert typing.get_type_hints(tether.RunResult)["usage"] is tether.Usage
+    assert tether.RunState.model_fields["usage"].annotation is tether.Usage
+    assert "TraceSink" in str(TraceTarget)
+    assert tether.TraceSink is TraceSink

@@ -22,10 +22,12 @@ if TYPE_CHECKING:
         ModelResponse,
         ScriptedModel,
         ToolCall,
+        Usage,
     )
     from tether.runtime import Agent, RunResult, RunState
     from tether.spec import AgentSpec, Limits, ModelConfig, load_spec
     from tether.tools import FunctionTool, HttpTool, Tool, ToolResult, tool
+    from tether.trace import TraceSink
 
 # The rest of the API is imported on first use: `tether --help` must not wait for the store,
 # the HTTP client and pydantic models it never touches.
@@ -47,10 +49,12 @@ __getattr__, __dir__ = lazy_exports(
             "ModelResponse",
             "ScriptedModel",
             "ToolCall",
+            "Usage",
         ),
         "tether.runtime": ("Agent", "RunResult", "RunState"),
         "tether.spec": ("AgentSpec", "Limits", "ModelConfig", "load_spec"),
         "tether.tools": ("FunctionTool", "HttpTool", "Tool", "ToolResult", "tool"),
+        "tether.trace": ("TraceSink",),
     },
 )
 
@@ -86,6 +90,8 @@ __all__ = [
     "ToolCall",
     "ToolError",
     "ToolResult",
+    "TraceSink",
+    "Usage",
     "__version__",
     "load_spec",
     "tool",
