@@ -19,6 +19,7 @@ def test_exported_names() -> None:
             "Limits",
             "LimitsControl",
             "LoopBreaker",
+            "LoopBreakerConfig",
             "Message",
             "Model",
             "ModelConfig",

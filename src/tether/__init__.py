@@ -25,7 +25,7 @@ if TYPE_CHECKING:
         Usage,
     )
     from tether.runtime import Agent, RunResult, RunState
-    from tether.spec import AgentSpec, Limits, ModelConfig, load_spec
+    from tether.spec import AgentSpec, Limits, LoopBreakerConfig, ModelConfig, load_spec
     from tether.tools import FunctionTool, HttpTool, Tool, ToolResult, tool
     from tether.trace import TraceSink
 
@@ -52,7 +52,7 @@ __getattr__, __dir__ = lazy_exports(
             "Usage",
         ),
         "tether.runtime": ("Agent", "RunResult", "RunState"),
-        "tether.spec": ("AgentSpec", "Limits", "ModelConfig", "load_spec"),
+        "tether.spec": ("AgentSpec", "Limits", "LoopBreakerConfig", "ModelConfig", "load_spec"),
         "tether.tools": ("FunctionTool", "HttpTool", "Tool", "ToolResult", "tool"),
         "tether.trace": ("TraceSink",),
     },
@@ -72,6 +72,7 @@ __all__ = [
     "Limits",
     "LimitsControl",
     "LoopBreaker",
+    "LoopBreakerConfig",
     "Message",
     "Model",
     "ModelConfig",
