@@ -43,6 +43,7 @@ def test_validate_ok_text_and_json(monkeypatch: pytest.MonkeyPatch) -> None:
     info = json.loads(out)
     assert info["valid"] and info["agent"] == "support" and len(info["version"]) == 16
     assert {t["name"] for t in info["tools"]} == {"kb_lookup", "order_status"}
+    assert info["loop_breaker"] == {"max_repeats": 3, "exempt_tools": []}
 
 
 def test_validate_reports_file_line_and_field(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ def test_exported_names() -> None:
         [
             "Agent",
             "AgentSpec",
-            "BudgetExceeded",
             "Control",
             "Decision",
             "FunctionTool",
@@ -20,13 +19,13 @@ def test_exported_names() -> None:
             "Limits",
             "LimitsControl",
             "LoopBreaker",
+            "LoopBreakerConfig",
             "Message",
             "Model",
             "ModelConfig",
             "ModelRequest",
             "ModelResponse",
             "Outcome",
-            "PolicyViolation",
             "ProviderError",
             "RunResult",
             "RunState",
@@ -39,6 +38,8 @@ def test_exported_names() -> None:
             "ToolCall",
             "ToolError",
             "ToolResult",
+            "TraceSink",
+            "Usage",
             "__version__",
             "load_spec",
             "tool",
@@ -49,7 +50,20 @@ def test_exported_names() -> None:
 
 
 def test_one_root_exception() -> None:
-    for name in ("SpecError", "ProviderError", "StoreError", "ToolError", "PolicyViolation"):
+    for name in ("SpecError", "ProviderError", "StoreError", "ToolError"):
         assert issubclass(getattr(tether, name), tether.TetherError)
-    assert issubclass(tether.BudgetExceeded, tether.PolicyViolation)
     assert issubclass(tether.ToolArgumentsError, tether.ToolError)
+
+
+def test_types_in_public_signatures_are_exported() -> None:
+    """``RunResult.usage`` is a ``Usage`` and ``Agent(trace=...)`` takes a ``TraceSink``: both
+    can be named from ``tether``."""
+    import typing
+
+    from tether.runtime.agent import TraceTarget
+    from tether.trace.sink import TraceSink
+
+    assert typing.get_type_hints(tether.RunResult)["usage"] is tether.Usage
+    assert tether.RunState.model_fields["usage"].annotation is tether.Usage
+    assert "TraceSink" in str(TraceTarget)
+    assert tether.TraceSink is TraceSink

@@ -154,6 +154,22 @@ def test_foreign_keys_are_enforced(store: Store) -> None:
         store.write(TraceBatch(spans=[orphan]))
 
 
+def test_database_errors_say_where_and_what_on_one_line_without_the_sql(store: Store) -> None:
+    orphan = _span(_run(), now_ns(), name="user text: my card is 4111")
+    with pytest.raises(StoreError) as written:
+        store.write(TraceBatch(spans=[orphan]))
+    with store.engine.begin() as conn:
+        conn.execute(text("DROP TABLE tether_events"))
+    with pytest.raises(StoreError) as read:
+        store.get_events(orphan.run_id)
+    for error, doing in ((written.value, "writing to"), (read.value, "reading from")):
+        message = str(error)
+        assert message.startswith(f"{doing} {store.display_url} failed: ")
+        assert "\n" not in message  # libpq's DETAIL and HINT lines are left out
+        assert "4111" not in message and "INSERT" not in message and "SELECT" not in message
+        assert message.split("failed: ")[1]  # what the driver said
+
+
 # -- writing and reading -------------------------------------------------------------------------
 
 

@@ -3,9 +3,7 @@
 from typing import TYPE_CHECKING
 
 from tether.core import (
-    BudgetExceeded,
     Outcome,
-    PolicyViolation,
     ProviderError,
     SpecError,
     StoreError,
@@ -24,10 +22,12 @@ if TYPE_CHECKING:
         ModelResponse,
         ScriptedModel,
         ToolCall,
+        Usage,
     )
     from tether.runtime import Agent, RunResult, RunState
-    from tether.spec import AgentSpec, Limits, ModelConfig, load_spec
+    from tether.spec import AgentSpec, Limits, LoopBreakerConfig, ModelConfig, load_spec
     from tether.tools import FunctionTool, HttpTool, Tool, ToolResult, tool
+    from tether.trace import TraceSink
 
 # The rest of the API is imported on first use: `tether --help` must not wait for the store,
 # the HTTP client and pydantic models it never touches.
@@ -49,10 +49,12 @@ __getattr__, __dir__ = lazy_exports(
             "ModelResponse",
             "ScriptedModel",
             "ToolCall",
+            "Usage",
         ),
         "tether.runtime": ("Agent", "RunResult", "RunState"),
-        "tether.spec": ("AgentSpec", "Limits", "ModelConfig", "load_spec"),
+        "tether.spec": ("AgentSpec", "Limits", "LoopBreakerConfig", "ModelConfig", "load_spec"),
         "tether.tools": ("FunctionTool", "HttpTool", "Tool", "ToolResult", "tool"),
+        "tether.trace": ("TraceSink",),
     },
 )
 
@@ -61,7 +63,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Agent",
     "AgentSpec",
-    "BudgetExceeded",
     "Control",
     "Decision",
     "FunctionTool",
@@ -71,13 +72,13 @@ __all__ = [
     "Limits",
     "LimitsControl",
     "LoopBreaker",
+    "LoopBreakerConfig",
     "Message",
     "Model",
     "ModelConfig",
     "ModelRequest",
     "ModelResponse",
     "Outcome",
-    "PolicyViolation",
     "ProviderError",
     "RunResult",
     "RunState",
@@ -90,6 +91,8 @@ __all__ = [
     "ToolCall",
     "ToolError",
     "ToolResult",
+    "TraceSink",
+    "Usage",
     "__version__",
     "load_spec",
     "tool",

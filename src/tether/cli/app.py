@@ -231,6 +231,7 @@ def validate(file: Path, no_import: bool, as_json: bool) -> None:
         ],
         "tool_code_checked": not check.not_imported,
         "limits": spec.limits.model_dump(),
+        "loop_breaker": spec.loop_breaker.model_dump(),
         "missing_env": check.missing_env,
         "warnings": check.warnings,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from tether.controls.pipeline import ALLOW, Control, Decision, HookContext
 from tether.core import Outcome, content_hash
@@ -110,26 +111,37 @@ class LimitsControl(Control):
 
 class LoopBreaker(Control):
     """Stops a run that calls the same tool with the same arguments ``max_repeats`` times with
-    no new information (every earlier call returned the same result), and apologizes."""
+    no new information (every earlier call returned the same result), and apologizes. Tools in
+    ``exempt_tools`` (polled on purpose: a job's status) are never counted.
+
+    Both come from the spec's ``loop_breaker`` section (``HookContext.loop_breaker``); values
+    given here override it."""
 
     name = "loop_breaker"
 
-    def __init__(self, max_repeats: int = 3) -> None:
-        if max_repeats < 2:
+    def __init__(
+        self, max_repeats: int | None = None, exempt_tools: Iterable[str] | None = None
+    ) -> None:
+        if max_repeats is not None and max_repeats < 2:
             raise ValueError("max_repeats must be at least 2")
         self.max_repeats = max_repeats
+        self.exempt_tools = None if exempt_tools is None else frozenset(exempt_tools)
 
     async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
-
+        config = ctx.loop_breaker
+        exempt = config.exempt_tools if self.exempt_tools is None else self.exempt_tools
+        if call.name in exempt:
+            return ALLOW
+        max_repeats = config.max_repeats if self.max_repeats is None else self.max_repeats
         args_hash = content_hash(call.arguments)
         earlier = [
             r for r in ctx.state.tool_history if r.name == call.name and r.args_hash == args_hash
         ]
-        if len(earlier) + 1 < self.max_repeats:
+        if len(earlier) + 1 < max_repeats:
             return ALLOW
         # Only the most recent repeats count; a call still running (parallel calls in one turn)
         # has brought no new information yet.
-        recent = {r.result_hash for r in earlier[-(self.max_repeats - 1) :] if r.result_hash}
+        recent = {r.result_hash for r in earlier[-(max_repeats - 1) :] if r.result_hash}
         if len(recent) > 1:
             return ALLOW  # the last calls each learned something new
         return Decision.block(

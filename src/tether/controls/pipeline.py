@@ -16,13 +16,13 @@ import difflib
 import inspect
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.core import Outcome, TetherError, describe_exception
 from tether.providers import Message, ModelRequest, ModelResponse, ToolCall, Usage
-from tether.spec import Limits
+from tether.spec import Limits, LoopBreakerConfig
 from tether.tools import Tool, ToolResult
 from tether.trace import semconv
 
@@ -159,6 +159,8 @@ class HookContext:
     input_usd_per_mtok: float | None = None
     """``before_model``: the price of the model's input tokens (USD per million), ``None`` when
     it is not priced; for controls that estimate what the next call will cost."""
+    loop_breaker: LoopBreakerConfig = field(default_factory=LoopBreakerConfig)
+    """The spec's ``loop_breaker`` section (what ``LoopBreaker`` enforces)."""
 
 
 class Control:

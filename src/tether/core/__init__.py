@@ -2,8 +2,6 @@
 
 from tether.core.clock import monotonic, now_ns
 from tether.core.errors import (
-    BudgetExceeded,
-    PolicyViolation,
     ProviderError,
     SpecError,
     StoreError,
@@ -19,9 +17,7 @@ from tether.core.settings import Settings
 from tether.core.text import scrub_surrogates
 
 __all__ = [
-    "BudgetExceeded",
     "Outcome",
-    "PolicyViolation",
     "ProviderError",
     "Settings",
     "SpecError",

@@ -72,14 +72,6 @@ class StoreError(TetherError):
     """The trace store cannot be opened, migrated, read or written."""
 
 
-class PolicyViolation(TetherError):
-    """A control blocked an action and the caller asked for an exception instead of a result."""
-
-
-class BudgetExceeded(PolicyViolation):
-    """A budget or limit was exceeded."""
-
-
 MAX_EXCEPTION_TEXT = 2_000
 """Longest description :func:`describe_exception` gives (an exception can carry megabytes)."""
 

@@ -329,6 +329,7 @@ class Agent:
             tool_defs=self._tool_defs,
             settings=self._settings,
             limits=self.spec.limits,
+            loop_breaker=self.spec.loop_breaker,
             pipeline=self._pipeline.with_recorder(recorder),
             recorder=recorder,
             pricing=self.pricing,

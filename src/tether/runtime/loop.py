@@ -52,7 +52,7 @@ from tether.runtime.telemetry import (
     input_messages,
     output_messages,
 )
-from tether.spec import Limits
+from tether.spec import Limits, LoopBreakerConfig
 from tether.store import SpanRecord
 from tether.tools import Tool, ToolResult
 from tether.trace import PricingTable, semconv
@@ -103,6 +103,7 @@ class RunContext:
     tool_defs: list[ToolDefinition]
     settings: ModelSettings
     limits: Limits
+    loop_breaker: LoopBreakerConfig
     pipeline: Pipeline
     recorder: RunRecorder
     pricing: PricingTable
@@ -125,7 +126,14 @@ class EmptyAnswer(Exception):
 def _hook(
     rc: RunContext, state: RunState, hook: Hook, span_id: str | None, **kw: Any
 ) -> HookContext:
-    return HookContext(hook=hook, state=state, limits=rc.limits, span_id=span_id, **kw)
+    return HookContext(
+        hook=hook,
+        state=state,
+        limits=rc.limits,
+        loop_breaker=rc.loop_breaker,
+        span_id=span_id,
+        **kw,
+    )
 
 
 async def _checked(rc: RunContext, ctx: HookContext, payload: P) -> P:

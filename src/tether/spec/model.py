@@ -233,6 +233,18 @@ class Limits(_Strict):
     """Wall-clock time per run, in seconds."""
 
 
+class LoopBreakerConfig(_Strict):
+    """When the loop breaker stops a run: the same tool called with the same arguments
+    ``max_repeats`` times in a row with no new information (every earlier call returned the same
+    result) ends the run with outcome ``loop_detected``."""
+
+    max_repeats: int = Field(default=3, ge=2)
+    """Identical calls that stop the run (the last one is not made); at least 2."""
+    exempt_tools: list[str] = Field(default_factory=list)
+    """Tools never counted: those meant to be polled with the same arguments (a job's
+    status). Each must be declared under ``tools``."""
+
+
 class AgentSpec(_Strict):
     """An agent: who it is, what it may use, how it reasons and where it stops."""
 
@@ -257,6 +269,8 @@ class AgentSpec(_Strict):
     them, then answer."""
     limits: Limits = Field(default_factory=Limits)
     """Run limits."""
+    loop_breaker: LoopBreakerConfig = Field(default_factory=LoopBreakerConfig)
+    """When repeating the same tool call stops the run."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Free-form labels (team, owner, ticket)."""
 
@@ -269,6 +283,23 @@ class AgentSpec(_Strict):
                 raise ValueError(f"tool name '{tool.name}' is declared twice")
             seen.add(tool.name)
         return tools
+
+    @field_validator("loop_breaker")
+    @classmethod
+    def _exempt_tools_are_declared(
+        cls, loop_breaker: LoopBreakerConfig, info: ValidationInfo
+    ) -> LoopBreakerConfig:
+        tools = info.data.get("tools")
+        if tools is None:  # the tools themselves are invalid, and reported
+            return loop_breaker
+        declared = [tool.name for tool in tools]
+        for i, name in enumerate(loop_breaker.exempt_tools):
+            if name not in declared:
+                raise ValueError(
+                    f"exempt_tools[{i}]: {name!r} is not a tool of this agent "
+                    f"(declared under 'tools': {', '.join(declared) or 'none'})"
+                )
+        return loop_breaker
 
     @property
     def version(self) -> str:

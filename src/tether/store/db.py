@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
 from tether.core import Settings, StoreError
@@ -261,11 +261,14 @@ def _timeouts(parsed: URL) -> dict[str, Any]:
     return args
 
 
-def _first_line(error: BaseException | None) -> str:
-    """A driver's message on one line: libpq adds its own hint on a second one ("Is the
-    server running..."), which ours says already."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+def driver_message(exc: SQLAlchemyError) -> str:
+    """What the database driver said, on one line, without the SQL statement and its
+    parameters (they hold user content): libpq adds its own hint on a second line ("Is the
+    server running..."), which ours says already. The error's type name when the driver
+    said nothing."""
+    orig = getattr(exc, "orig", None)
+    lines = [line.strip() for line in str(orig or "").splitlines() if line.strip()]
+    return lines[0] if lines else type(orig or exc).__name__
 
 
 def _alembic_config() -> Config:
@@ -370,7 +373,7 @@ def migrate(engine: Engine) -> None:
         # OperationalError (unreachable, locked, unwritable) and DatabaseError (the file is not
         # a database) alike: the store cannot be opened.
         raise StoreError(
-            f"cannot open the trace store at {_shown(engine)}: {_first_line(exc.orig)}",
+            f"cannot open the trace store at {_shown(engine)}: {driver_message(exc)}",
             hint="check the database URL (--database-url or TETHER_DATABASE_URL), that the "
             "server is running, and file permissions",
         ) from exc  # the cause says whether it is worth retrying (unreachable, locked)

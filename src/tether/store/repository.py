@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core import StoreError
 from tether.store import tables
-from tether.store.db import create_store_engine, migrate, redact_url
+from tether.store.db import create_store_engine, driver_message, migrate, redact_url
 from tether.store.records import (
     CheckpointRecord,
     EventRecord,
@@ -167,6 +167,11 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    def _failed(self, doing: str, exc: SQLAlchemyError) -> StoreError:
+        """The ``StoreError`` for a database error while ``doing`` (``"writing to"``) this
+        store: where, and what the driver said (never the SQL parameters: user content)."""
+        return StoreError(f"{doing} {self.display_url} failed: {driver_message(exc)}")
+
     # -- writing -----------------------------------------------------------------------------
 
     def write(self, batch: TraceBatch, *, skip_existing: bool = False) -> None:
@@ -239,9 +244,7 @@ class Store:
                 if batch.runs_ended:
                     conn.execute(_END_RUN, [_run_end_params(r) for r in batch.runs_ended])
         except SQLAlchemyError as exc:
-            # The driver's message without the SQL parameters (they hold user content).
-            detail = getattr(exc, "orig", None) or type(exc).__name__
-            raise StoreError(f"writing to {self.display_url} failed: {detail}") from exc
+            raise self._failed("writing to", exc) from exc
         except Exception as exc:  # attributes that cannot be serialized (or whose str() fails)
             raise StoreError(
                 f"a trace record cannot be serialized: {type(exc).__name__}: {exc}"
@@ -268,8 +271,7 @@ class Store:
             with self.engine.connect() as conn:
                 return conn.execute(stmt).mappings().all()
         except SQLAlchemyError as exc:
-            detail = getattr(exc, "orig", None) or type(exc).__name__
-            raise StoreError(f"reading from {self.display_url} failed: {detail}") from exc
+            raise self._failed("reading from", exc) from exc
 
     def list_runs(
         self, *, limit: int = 20, agent: str | None = None, text_chars: int | None = None

@@ -1,39 +1,27 @@
-"""Tools: ``@tool`` function tools, declarative HTTP tools (against a real server on 127.0.0.1)
-and ``build_tools``."""
+"""Declarative HTTP tools, against a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
-import sys
-import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from fakes.http_server import Canned, Server
 from tether.core import SpecError, ToolArgumentsError, ToolError
-from tether.spec import HttpToolSpec, PythonToolSpec, ToolParameter, load_spec
-from tether.tools import (
-    FunctionTool,
-    HttpTool,
-    Tool,
-    ToolResult,
-    build_tools,
-    definition_of,
-    tool,
-)
+from tether.spec import HttpToolSpec, ToolParameter, load_spec
+from tether.tools import HttpTool, Tool, build_tools, definition_of
 from tether.tools.http import MAX_RESPONSE_CHARS
 
-EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "support"
-
 # --- a real HTTP server ------------------------------------------------------------------------
+
+
+EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "support"
 
 
 @pytest.fixture
@@ -72,251 +60,6 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-# --- @tool: schema and metadata ----------------------------------------------------------------
-
-
-class Address(BaseModel):
-    city: str
-    zip: str = ""
-
-
-class Order(BaseModel):
-    id: int
-    items: list[str]
-
-
-@tool
-def search(query: str, limit: int = 5, exact: bool = False, tags: list[str] | None = None) -> str:
-    """Search the catalogue.
-
-    Matches titles and descriptions.
-
-    Args:
-        query: Words to look for.
-        limit (int): Most results to return.
-        exact: Match whole words only.
-
-    Returns:
-        Matching titles, one per line.
-    """
-    return f"{query}|{limit}|{exact}|{tags}"
-
-
-@tool(name="refund_order", side_effects="write", scopes=["orders:write"], timeout_s=5)
-def refund(order_id: int, amount: float) -> dict[str, Any]:
-    """Refund an order."""
-    return {"order_id": order_id, "amount": amount}
-
-
-@tool
-async def ship(address: Address, express: bool = False) -> Order:
-    """Ship to an address."""
-    return Order(id=7, items=[address.city, str(express)])
-
-
-def test_schema_from_type_hints_and_docstring() -> None:
-    assert search.name == "search"
-    assert search.description == "Search the catalogue.\n\nMatches titles and descriptions."
-    params = search.parameters
-    assert params["type"] == "object"
-    assert params["required"] == ["query"]
-    assert params["additionalProperties"] is False
-    props = params["properties"]
-    assert set(props) == {"query", "limit", "exact", "tags"}
-    assert props["query"]["type"] == "string"
-    assert props["query"]["description"] == "Words to look for."
-    assert props["limit"]["type"] == "integer"
-    assert props["limit"]["default"] == 5
-    assert props["limit"]["description"] == "Most results to return."
-    assert props["exact"] == {
-        "type": "boolean",
-        "default": False,
-        "description": "Match whole words only.",
-        "title": "Exact",
-    }
-    assert {"type": "array", "items": {"type": "string"}} in props["tags"]["anyOf"]
-    assert "description" not in props["tags"]  # not documented: no description invented
-    assert "Returns" not in json.dumps(params)
-
-
-def test_nested_model_argument_schema() -> None:
-    params = ship.parameters
-    assert params["required"] == ["address"]
-    address = params["$defs"]["Address"]
-    assert address["required"] == ["city"]
-    assert params["properties"]["address"] == {"$ref": "#/$defs/Address"}
-
-
-def test_default_metadata() -> None:
-    assert isinstance(search, FunctionTool)
-    assert isinstance(search, Tool)
-    assert search.side_effects == "external"  # undeclared: the riskiest class
-    assert search.scopes == ()
-    assert search.timeout_s == 30.0
-
-
-def test_decorator_metadata() -> None:
-    assert refund.name == "refund_order"
-    assert refund.description == "Refund an order."
-    assert refund.side_effects == "write"
-    assert refund.scopes == ("orders:write",)
-    assert refund.timeout_s == 5
-    definition = definition_of(refund)
-    assert definition.name == "refund_order"
-    assert definition.parameters["required"] == ["order_id", "amount"]
-    assert definition.parameters["properties"]["amount"]["type"] == "number"
-
-
-def test_explicit_description_and_undocumented_function() -> None:
-    def bare(x: int) -> int:
-        return x
-
-    assert FunctionTool(bare).description == ""
-    assert FunctionTool(bare, description="Echo x.").description == "Echo x."
-    assert tool(description="Given.")(bare).description == "Given."
-
-
-def test_unannotated_argument_accepts_anything() -> None:
-    def loose(x, y: int = 1):  # type: ignore[no-untyped-def]
-        return [x, y]
-
-    t = FunctionTool(loose)
-    assert t.parameters["required"] == ["x"]
-    assert "type" not in t.parameters["properties"]["x"]
-
-
-def test_varargs_are_refused() -> None:
-    def star(*names: str) -> str:
-        return ""
-
-    def kw(**options: str) -> str:
-        return ""
-
-    with pytest.raises(SpecError, match=r"tool 'star': \*args and \*\*kwargs"):
-        FunctionTool(star)
-    with pytest.raises(SpecError, match="tool 'kw'"):
-        FunctionTool(kw)
-
-
-def test_unresolvable_type_hint_is_a_spec_error() -> None:
-    def broken(x: NoSuchType) -> str:  # type: ignore[name-defined]  # noqa: F821
-        return ""
-
-    with pytest.raises(SpecError, match="tool 'broken': cannot read its type hints"):
-        FunctionTool(broken)
-
-
-def test_direct_call_passes_through() -> None:
-    assert search("x", limit=2) == "x|2|False|None"
-    assert refund(1, 2.5) == {"order_id": 1, "amount": 2.5}
-
-
-# --- @tool: calls ------------------------------------------------------------------------------
-
-
-async def test_sync_function_call_runs_off_the_event_loop_thread() -> None:
-    @tool
-    def where() -> int:
-        """Which thread runs me."""
-        return threading.get_ident()
-
-    result = await where.call({})
-    assert isinstance(result, ToolResult)
-    assert result.is_error is False
-    assert result.data != threading.get_ident()
-    assert result.content == str(result.data)
-
-
-async def test_sync_call_with_defaults_and_coercion() -> None:
-    result = await search.call({"query": "boots", "limit": "3", "tags": ["a"]})
-    assert result.content == "boots|3|False|['a']"
-    assert result.data == "boots|3|False|['a']"
-
-
-async def test_async_function_call_and_model_argument() -> None:
-    result = await ship.call({"address": {"city": "Oslo"}, "express": True})
-    assert result.data == Order(id=7, items=["Oslo", "True"])
-    assert json.loads(result.content) == {"id": 7, "items": ["Oslo", "True"]}
-
-
-@pytest.mark.parametrize(
-    ("value", "content"),
-    [
-        ({"a": 1, "b": [1, 2]}, '{"a":1,"b":[1,2]}'),
-        ([1, "two", None], '[1,"two",null]'),
-        (Address(city="Rome", zip="00100"), '{"city":"Rome","zip":"00100"}'),
-        ([Address(city="A")], '[{"city":"A","zip":""}]'),
-        ("plain text", "plain text"),
-        (42, "42"),
-        (None, "null"),
-    ],
-)
-async def test_return_values_serialize_to_json_text(value: Any, content: str) -> None:
-    @tool
-    def give() -> Any:
-        return value
-
-    result = await give.call({})
-    assert result.content == content
-    assert result.data == value
-
-
-@pytest.mark.parametrize(
-    ("arguments", "expected"),
-    [
-        ({"query": "x", "limit": "many"}, "limit: Input should be a valid integer"),
-        ({"limit": 3}, "query: Field required"),
-        ({"query": "x", "exact": "perhaps"}, "exact: Input should be a valid boolean"),
-        ({"query": ["not", "a", "string"]}, "query: Input should be a valid string"),
-        ({"query": "x", "tags": "a"}, "tags: Input should be a valid list"),
-    ],
-)
-async def test_bad_arguments_name_the_argument(arguments: dict[str, Any], expected: str) -> None:
-    with pytest.raises(ToolArgumentsError) as info:
-        await search.call(arguments)
-    assert "invalid arguments for tool 'search'" in str(info.value)
-    assert expected in str(info.value)
-
-
-async def test_nested_argument_errors_name_the_path() -> None:
-    with pytest.raises(ToolArgumentsError, match=r"address\.city: Field required"):
-        await ship.call({"address": {"zip": "1"}})
-
-
-async def test_extra_arguments_are_rejected() -> None:
-    with pytest.raises(ToolArgumentsError, match="bogus: Extra inputs are not permitted"):
-        await search.call({"query": "x", "bogus": 1})
-
-
-async def test_raw_arguments_from_a_model_are_rejected() -> None:
-    with pytest.raises(ToolArgumentsError) as info:
-        await search.call({"__raw__": '{"query": "x"'})
-    message = str(info.value)
-    assert "invalid arguments for tool 'search': not valid JSON" in message
-    assert '{"query": "x"' in message
-
-
-async def test_raw_arguments_are_truncated_in_the_message() -> None:
-    with pytest.raises(ToolArgumentsError) as info:
-        await search.call({"__raw__": "{" + "x" * 5000})
-    assert len(str(info.value)) < 400
-
-
-async def test_exceptions_from_the_function_propagate() -> None:
-    @tool
-    async def fails(x: int) -> None:
-        raise ToolError(f"no such thing: {x}")
-
-    @tool
-    def crashes() -> None:
-        raise ValueError("bad state")
-
-    with pytest.raises(ToolError, match="no such thing: 4"):
-        await fails.call({"x": 4})
-    with pytest.raises(ValueError, match="bad state"):
-        await crashes.call({})
 
 
 # --- HttpTool against a real server ------------------------------------------------------------
@@ -639,194 +382,7 @@ async def test_integer_parameter_validation_sends_nothing(
     assert server.requests == []
 
 
-# --- build_tools -------------------------------------------------------------------------------
-
-PLAIN_TOOLS = '''
-def lookup(query: str, limit: int = 3) -> dict:
-    """Look something up.
-
-    Args:
-        query: What to look for.
-    """
-    return {"query": query, "limit": limit}
-
-NOT_CALLABLE = 3
-'''
-
-DECORATED_TOOLS = '''
-from tether.tools import tool
-
-@tool(side_effects="write", scopes=["orders:write"], timeout_s=5)
-def refund(order_id: int) -> str:
-    """Refund an order."""
-    return f"refunded {order_id}"
-'''
-
-
-@pytest.fixture
-def module_name() -> Iterator[str]:
-    """A fresh importable module name; the module is forgotten afterwards."""
-    name = f"tether_test_tools_{uuid.uuid4().hex[:10]}"
-    yield name
-    sys.modules.pop(name, None)
-
-
-async def test_python_tool_by_file_relative_to_base_dir(tmp_path: Path) -> None:
-    (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "my_tools.py").write_text(PLAIN_TOOLS)
-    tools = build_tools(
-        [PythonToolSpec(name="lookup", function="pkg/my_tools.py:lookup")], base_dir=tmp_path
-    )
-    t = tools["lookup"]
-    assert isinstance(t, FunctionTool)
-    assert t.description == "Look something up."
-    assert t.parameters["properties"]["query"]["description"] == "What to look for."
-    result = await t.call({"query": "boots"})
-    assert result.data == {"query": "boots", "limit": 3}
-
-
-async def test_python_tool_by_absolute_file(tmp_path: Path) -> None:
-    path = tmp_path / "abs_tools.py"
-    path.write_text(PLAIN_TOOLS)
-    tools = build_tools([PythonToolSpec(name="find", function=f"{path}:lookup")], base_dir=None)
-    assert tools["find"].name == "find"  # the spec's name is the one the model sees
-    assert (await tools["find"].call({"query": "a", "limit": 1})).data == {"query": "a", "limit": 1}
-
-
-async def test_python_tool_by_module(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module_name: str
-) -> None:
-    (tmp_path / f"{module_name}.py").write_text(PLAIN_TOOLS)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    tools = build_tools([PythonToolSpec(name="lookup", function=f"{module_name}:lookup")])
-    assert (await tools["lookup"].call({"query": "q"})).data == {"query": "q", "limit": 3}
-
-
-async def test_decorated_function_imported_by_path(tmp_path: Path) -> None:
-    (tmp_path / "deco.py").write_text(DECORATED_TOOLS)
-    tools = build_tools(
-        [PythonToolSpec(name="refund", function="deco.py:refund")], base_dir=tmp_path
-    )
-    t = tools["refund"]
-    # The spec declares no metadata, so the decorator's stands.
-    assert (t.side_effects, t.scopes, t.timeout_s) == ("write", ("orders:write",), 5)
-    assert t.description == "Refund an order."
-    assert (await t.call({"order_id": "12"})).content == "refunded 12"
-
-
-def test_spec_metadata_overrides_decorator_metadata() -> None:
-    spec = PythonToolSpec(
-        name="refund_order",
-        description="Refund a customer's order.",
-        side_effects="external",
-        scopes=["payments:refund"],
-        timeout_s=9,
-    )
-    t = build_tools([spec], provided=[refund])["refund_order"]
-    assert t.description == "Refund a customer's order."
-    assert t.side_effects == "external"
-    assert t.scopes == ("payments:refund",)
-    assert t.timeout_s == 9
-    # The decorated tool itself is unchanged.
-    assert (refund.side_effects, refund.scopes, refund.timeout_s) == ("write", ("orders:write",), 5)
-
-
-def test_spec_without_metadata_keeps_the_decorator_metadata() -> None:
-    # Leaving side_effects/scopes out of the spec must not silently downgrade a write tool to
-    # "read" or drop the scopes it requires.
-    t = build_tools([PythonToolSpec(name="refund_order")], provided=[refund])["refund_order"]
-    assert t.side_effects == "write"
-    assert t.scopes == ("orders:write",)
-    assert t.timeout_s == 5
-    assert t.description == "Refund an order."
-
-
-def test_spec_can_clear_decorator_scopes() -> None:
-    spec = PythonToolSpec(name="refund_order", scopes=[])
-    assert build_tools([spec], provided=[refund])["refund_order"].scopes == ()
-
-
-def test_declared_tool_without_implementation() -> None:
-    with pytest.raises(SpecError) as info:
-        build_tools(
-            [PythonToolSpec(name="search"), PythonToolSpec(name="ghost")], provided=[search]
-        )
-    assert info.value.message == "tools[1] 'ghost': no implementation"
-    assert info.value.hint is not None
-    assert "function: module:function" in info.value.hint
-    assert "tools=[...]" in info.value.hint
-
-
-@pytest.mark.parametrize(
-    ("ref", "expected"),
-    [
-        ("no_such_module_for_tether_tests:f", "cannot import module 'no_such_module_for_tether"),
-        ("missing.py:lookup", "missing.py not found"),
-        ("tools.py:nope", "has no callable 'nope'"),
-        ("tools.py:NOT_CALLABLE", "has no callable 'NOT_CALLABLE'"),
-        ("just_a_name", "must look like 'module:function' or 'file.py:function'"),
-        ("tools.py:", "must look like"),
-    ],
-)
-def test_bad_import_paths(tmp_path: Path, ref: str, expected: str) -> None:
-    (tmp_path / "tools.py").write_text(PLAIN_TOOLS)
-    specs = [
-        PythonToolSpec(name="ok", function="tools.py:lookup"),
-        PythonToolSpec(name="x", function=ref),
-    ]
-    with pytest.raises(SpecError) as info:
-        build_tools(specs, base_dir=tmp_path)
-    assert info.value.message.startswith("tools[1] 'x': function ")
-    assert expected in info.value.message
-
-
-def test_file_whose_import_raises(tmp_path: Path) -> None:
-    (tmp_path / "boom.py").write_text("raise RuntimeError('boom at import')\n")
-    with pytest.raises(SpecError) as info:
-        build_tools([PythonToolSpec(name="t", function="boom.py:f")], base_dir=tmp_path)
-    assert "tools[0] 't'" in info.value.message
-    assert "importing" in info.value.message
-    assert "boom at import" in info.value.message
-    # A failed import is not cached: fixing the file makes it importable.
-    (tmp_path / "boom.py").write_text("def f() -> str:\n    return 'fixed'\n")
-    assert "t" in build_tools([PythonToolSpec(name="t", function="boom.py:f")], base_dir=tmp_path)
-
-
-def test_module_whose_import_raises(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module_name: str
-) -> None:
-    (tmp_path / f"{module_name}.py").write_text("raise ValueError('bad config')\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(SpecError) as info:
-        build_tools([PythonToolSpec(name="t", function=f"{module_name}:f")])
-    assert "tools[0] 't'" in info.value.message
-    assert "bad config" in info.value.message
-
-
-async def test_undeclared_python_tools_are_added() -> None:
-    def plain(x: int) -> int:
-        """Double it."""
-        return 2 * x
-
-    tools = build_tools([PythonToolSpec(name="search")], provided=[search, refund, plain])
-    assert set(tools) == {"search", "refund_order", "plain"}
-    assert tools["refund_order"] is refund
-    assert isinstance(tools["plain"], FunctionTool)
-    assert (await tools["plain"].call({"x": 4})).data == 8
-
-
-def test_provided_non_tool_is_rejected() -> None:
-    with pytest.raises(SpecError, match="is not a tool or a function"):
-        build_tools([], provided=[42])  # type: ignore[list-item]
-
-
-def test_http_tools_are_built_from_their_spec() -> None:
-    spec = HttpToolSpec(
-        kind="http", name="h", url="http://127.0.0.1/h", allowed_hosts=["127.0.0.1"]
-    )
-    tools = build_tools([spec])
-    assert isinstance(tools["h"], HttpTool)
-    assert tools["h"].spec is spec
+# --- the example spec, URL templates, redirects, parameter names -------------------------------
 
 
 async def test_example_spec_tools(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -846,17 +402,6 @@ async def test_example_spec_tools(server: Server, monkeypatch: pytest.MonkeyPatc
     finally:
         await order_status.aclose()
     assert [r.path for r in server.requests] == ["/orders/1042"]
-
-
-async def test_sync_tool_raising_stop_iteration_is_an_error_not_a_hang() -> None:
-    @tool(timeout_s=60)
-    def exhausted() -> str:
-        """Reads past the end of an iterator."""
-        return next(iter([]))
-
-    with pytest.raises(RuntimeError, match="StopIteration"):
-        async with asyncio.timeout(10):
-            await exhausted.call({})
 
 
 async def test_query_in_the_url_template_is_kept_and_merged(
@@ -909,32 +454,6 @@ async def test_a_given_client_cannot_turn_redirects_back_on(
     assert other_server.requests == []
 
 
-# --- parameter names pydantic reserves, tool names, default side effects -----------------------
-
-
-def reserved_names(_token: str, model_config: str, model_dump: int = 2, json: bool = False) -> str:
-    """Parameters named like pydantic's own attributes.
-
-    Args:
-        _token: A leading underscore.
-        model_config: The name of BaseModel's configuration.
-    """
-    return f"{_token}|{model_config}|{model_dump}|{json}"
-
-
-async def test_parameters_named_like_pydantic_attributes_work_end_to_end() -> None:
-    t = FunctionTool(reserved_names)
-    params = t.parameters
-    assert list(params["properties"]) == ["_token", "model_config", "model_dump", "json"]
-    assert params["required"] == ["_token", "model_config"]
-    assert params["properties"]["_token"]["description"] == "A leading underscore."
-    result = await t.call({"_token": "t", "model_config": "c", "json": True})
-    assert result.content == "t|c|2|True"
-    with pytest.raises(ToolArgumentsError) as info:
-        await t.call({"_token": "t", "model_config": "c", "arg_0": "internal name"})
-    assert "arg_0: Extra inputs are not permitted" in info.value.message
-
-
 async def test_http_parameters_named_like_pydantic_attributes(
     server: Server, make_http: MakeHttp
 ) -> None:
@@ -945,70 +464,6 @@ async def test_http_parameters_named_like_pydantic_attributes(
     await t.call({"model_config": "a", "_page": 2})
     (seen,) = server.requests
     assert (seen.path, seen.query) == ("/items/a", {"_page": ["2"]})
-
-
-def test_positional_only_parameters_are_refused_when_built() -> None:
-    def f(x: int, /) -> int:
-        return x
-
-    with pytest.raises(SpecError, match="tool 'f': parameter 'x' is positional-only"):
-        FunctionTool(f)
-
-
-def test_unsupported_parameter_type_is_a_spec_error() -> None:
-    def f(sock: socket.socket) -> None:
-        pass
-
-    with pytest.raises(SpecError, match="tool 'f': unsupported parameter type"):
-        FunctionTool(f)
-
-
-def test_lambda_needs_a_name() -> None:
-    with pytest.raises(SpecError) as info:
-        build_tools([], provided=[lambda q: q])
-    assert "tool name '<lambda>' (the function's name; pass name=...:" in info.value.message
-    named = FunctionTool(lambda q: q, name="echo")
-    assert named.name == "echo"
-
-
-@pytest.mark.parametrize("name", ["orders.lookup", "", "x" * 65, "with space"])
-def test_tool_names_the_openai_api_refuses(name: str) -> None:
-    with pytest.raises(SpecError, match=f"tool name {name!r} is not valid"):
-        tool(name=name)(lambda: None)
-
-
-def test_user_tool_objects_need_valid_names_too() -> None:
-    class Custom:
-        name = "ns.tool"
-        description = ""
-        parameters: dict[str, Any] = {"type": "object", "properties": {}}
-        side_effects = "read"
-        scopes = ()
-        timeout_s = 1.0
-
-        async def call(self, arguments: dict[str, Any]) -> ToolResult:
-            return ToolResult(content="")
-
-    with pytest.raises(SpecError, match=r"tool name 'ns\.tool' is not valid"):
-        build_tools([], provided=[Custom()])
-
-
-def test_side_effects_default_to_external() -> None:
-    def plain(q: str) -> str:
-        return q
-
-    assert FunctionTool(plain).side_effects == "external"
-    assert tool(plain).side_effects == "external"
-    assert tool(scopes=["s"])(plain).side_effects == "external"
-    assert tool(side_effects="read")(plain).side_effects == "read"
-    spec = HttpToolSpec(kind="http", name="h", url="http://127.0.0.1/", allowed_hosts=["x"])
-    assert spec.side_effects == "external"
-
-
-def test_undecorated_function_from_a_spec_is_external(tmp_path: Path) -> None:
-    (tmp_path / "tools.py").write_text(PLAIN_TOOLS)
-    spec = PythonToolSpec(name="lookup", function="tools.py:lookup")
-    assert build_tools([spec], base_dir=tmp_path)["lookup"].side_effects == "external"
 
 
 # --- HTTP tools: optional parameters -----------------------------------------------------------
