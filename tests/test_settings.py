@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from fakes.cli import run_cli
 from tether.core import Settings, TetherError
 
 
@@ -62,14 +62,7 @@ def test_a_run_in_one_folder_is_listed_from_another_and_no_folder_gets_a_store(
     env["HOME"] = str(user)
 
     def tether(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "tether", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=cwd,
-            env=env,
-        )
+        return run_cli(*args, cwd=cwd, env=env)
 
     ran = tether(first, "run", "a.yaml", "-i", "hi", "--json")
     assert ran.returncode == 0, ran.stderr

@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from fakes.cli import run_cli
 from fakes.specs import make_spec
 from tether import Agent, ScriptedModel
 from tether.spec import PythonToolSpec
@@ -20,14 +20,7 @@ from tether.spec import PythonToolSpec
 
 def tether(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "TETHER_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "tether", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env=env,
-    )
+    return run_cli(*args, cwd=cwd, env=env)
 
 
 def write_agent(folder: Path, function: str, tool_source: str | None = None) -> Path:
