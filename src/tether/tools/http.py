@@ -57,7 +57,8 @@ def scheme_and_host(url: str) -> tuple[str, str]:
     plain = _PLAIN_URL.fullmatch(url)
     if plain and len(url) <= _MAX_URL_LENGTH and url.isascii() and url.isprintable():
         scheme, name, ipv6 = plain.group("scheme", "name", "ipv6")
-        try:
+        # An invalid address falls through to httpx, which says what is wrong with it.
+        with contextlib.suppress(ValueError):
             if ipv6 is not None:
                 ipaddress.IPv6Address(ipv6)
                 return scheme.lower(), ipv6
@@ -66,8 +67,6 @@ def scheme_and_host(url: str) -> tuple[str, str]:
                 ipaddress.IPv4Address(host)
             if not host.startswith("xn--"):  # httpx shows IDNA names decoded
                 return scheme.lower(), host
-        except ValueError:
-            pass  # an invalid address: httpx says what is wrong with it
     import httpx
 
     try:
