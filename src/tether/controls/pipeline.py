@@ -7,7 +7,9 @@ Every agent action passes the same hooks in this order::
 At each hook the pipeline asks its controls in order. ``Allow`` passes the payload on,
 ``Modify`` replaces it and continues, and ``Block``, ``Escalate`` and ``Defer`` stop there. A
 decision with an ``outcome`` ends the run with that outcome (a limit, a loop, a policy stop).
-Non-allow decisions are recorded as trace events on the span where they were taken.
+``Respond`` answers in place of the call the hook guards (a cached or canned model response at
+``before_model``, a tool result at ``before_tool``): the call is not made, the run goes on with
+that answer. Non-allow decisions are recorded as trace events on the span where they were taken.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tether.core import Outcome, TetherError, describe_exception
+from tether.core import AgentRef, Caller, EntryPoint, Outcome, TetherError, describe_exception
 from tether.providers import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from tether.spec import Limits, LoopBreakerConfig
 from tether.tools import Tool, ToolResult
@@ -49,6 +51,11 @@ class Verdict(StrEnum):
     BLOCK = "block"
     ESCALATE = "escalate"
     DEFER = "defer"
+    RESPOND = "respond"
+
+
+RESPOND_TYPES: dict[Hook, type] = {}
+"""Filled below: what a ``Respond`` must carry at each hook that takes one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +65,8 @@ class Decision:
     verdict: Verdict
     reason: str = ""
     value: Any = None
-    """``Modify`` only: the replacement payload."""
+    """``Modify``: the replacement payload. ``Respond``: the answer given in place of the call
+    (a ``ModelResponse`` at ``before_model``, a ``ToolResult`` at ``before_tool``)."""
     outcome: Outcome | None = None
     """When set, the run ends with this outcome (``limit_exceeded``, ``loop_detected``...). A
     string is taken when it names an ``Outcome``."""
@@ -80,6 +88,12 @@ class Decision:
         return cls(Verdict.MODIFY, reason, value=value)
 
     @classmethod
+    def respond(cls, value: Any, reason: str) -> Decision:
+        """Answer in place of the guarded call: a ``ModelResponse`` at ``before_model`` (a cache
+        hit, a canned answer), a ``ToolResult`` at ``before_tool``. The call is not made."""
+        return cls(Verdict.RESPOND, reason, value=value)
+
+    @classmethod
     def block(
         cls, reason: str, *, outcome: Outcome | str | None = None, message: str | None = None
     ) -> Decision:
@@ -97,7 +111,7 @@ class Decision:
     @property
     def stops(self) -> bool:
         """True for Block, Escalate and Defer."""
-        return self.verdict not in (Verdict.ALLOW, Verdict.MODIFY)
+        return self.verdict not in (Verdict.ALLOW, Verdict.MODIFY, Verdict.RESPOND)
 
 
 ALLOW = Decision(Verdict.ALLOW)
@@ -111,6 +125,9 @@ def _as_outcome(value: Outcome | str) -> Outcome:
     except ValueError:
         known = ", ".join(Outcome)
         raise ValueError(f"unknown outcome {value!r}: one of {known}") from None
+
+
+RESPOND_TYPES.update({Hook.BEFORE_MODEL: ModelResponse, Hook.BEFORE_TOOL: ToolResult})
 
 
 class ToolRecordView(Protocol):
@@ -127,6 +144,8 @@ class RunView(Protocol):
 
     @property
     def trace_id(self) -> str: ...
+    @property
+    def run_id(self) -> str: ...
     @property
     def agent_name(self) -> str: ...
     @property
@@ -161,6 +180,22 @@ class HookContext:
     it is not priced; for controls that estimate what the next call will cost."""
     loop_breaker: LoopBreakerConfig = field(default_factory=LoopBreakerConfig)
     """The spec's ``loop_breaker`` section (what ``LoopBreaker`` enforces)."""
+    caller: Caller = field(default_factory=Caller)
+    """Who the run is for: project, API key id, end user, roles and scopes."""
+    entry_point: EntryPoint = EntryPoint.RUNTIME
+    """How the run came in: the runtime, the model gateway, the tool gateway, the SDK."""
+    agent: AgentRef | None = None
+    """The agent the run belongs to (``None`` for a gateway request made without one)."""
+
+    @property
+    def usage(self) -> Usage:
+        """The run's token usage so far."""
+        return self.state.usage
+
+    @property
+    def cost_usd(self) -> float:
+        """The run's cost so far (priced calls only)."""
+        return self.state.cost_usd
 
 
 class Control:
@@ -261,7 +296,7 @@ class Pipeline:
                 continue
             d = Decision(d.verdict, d.reason, d.value, d.outcome, d.message, control.name)
             self._record(ctx, d)
-            if d.stops:
+            if d.stops or d.verdict is Verdict.RESPOND:
                 return d, payload
             if d.verdict is Verdict.MODIFY:
                 payload = d.value
@@ -283,6 +318,17 @@ class Pipeline:
                     f"Modify at {ctx.hook.value} needs a {type(payload).__name__}, "
                     f"got {type(d.value).__name__}"
                 )
+            if d.verdict is Verdict.RESPOND:
+                wanted = RESPOND_TYPES.get(ctx.hook)
+                if wanted is None:
+                    takes = " and ".join(h.value for h in RESPOND_TYPES)
+                    where = ctx.hook.value
+                    raise TypeError(f"Respond is not possible at {where} (only at {takes})")
+                if not isinstance(d.value, wanted):
+                    raise TypeError(
+                        f"Respond at {ctx.hook.value} needs a {wanted.__name__}, "
+                        f"got {type(d.value).__name__}"
+                    )
             return d
         except Exception as exc:
             reason = f"control failed: {describe_exception(exc)}"

@@ -1,5 +1,6 @@
 """Core: errors, outcomes, ids, clocks, hashing, settings. Depends on nothing else in Tether."""
 
+from tether.core.caller import DEFAULT_PROJECT, AgentRef, Caller, EntryPoint, RunKind
 from tether.core.clock import monotonic, now_ns
 from tether.core.errors import (
     ProviderError,
@@ -17,8 +18,13 @@ from tether.core.settings import Settings
 from tether.core.text import scrub_surrogates
 
 __all__ = [
+    "DEFAULT_PROJECT",
+    "AgentRef",
+    "Caller",
+    "EntryPoint",
     "Outcome",
     "ProviderError",
+    "RunKind",
     "Settings",
     "SpecError",
     "StoreError",

@@ -1,0 +1,77 @@
+"""Who a run is for and how it came in: the caller, the entry point, the kind of run.
+
+Controls read these from ``HookContext`` (authorization, per-key budgets, rate limits), and
+the store keeps them on the run record (filters, the tenant boundary of the server).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_PROJECT = "default"
+
+
+class EntryPoint(StrEnum):
+    """How a run came into Tether."""
+
+    RUNTIME = "runtime"
+    """``Agent.run`` (the runtime, ``tether run``, ``tether demo``)."""
+    MODEL_GATEWAY = "model_gateway"
+    """A request to the OpenAI-compatible model gateway."""
+    TOOL_GATEWAY = "tool_gateway"
+    """A tool call through the MCP/tool gateway."""
+    SDK = "sdk"
+    """A run scope opened by the application's own code (a hand-written agent loop)."""
+
+
+class RunKind(StrEnum):
+    """What a run is, as the store files it."""
+
+    AGENT_RUN = "agent_run"
+    """A whole agent run: input, model and tool calls, output."""
+    MODEL_REQUEST = "model_request"
+    """One model request (a gateway request): input, one model call, output."""
+    TOOL_CALL = "tool_call"
+    """One tool call (a tool-gateway request)."""
+
+
+class Caller(BaseModel):
+    """Who the run is for: what authorization, budgets and rate limits key on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    project: str = DEFAULT_PROJECT
+    """The project (tenant) the run belongs to."""
+    key_id: str | None = None
+    """Id of the API key the request came with (never the key itself)."""
+    end_user: str | None = None
+    """The application's end user the run acts for, as the application names them."""
+    roles: frozenset[str] = Field(default_factory=frozenset)
+    """Roles of the caller (``admin``, ``developer``, ``viewer``, ``agent``, or the app's own)."""
+    scopes: frozenset[str] = Field(default_factory=frozenset)
+    """Permission scopes the caller holds (matched against a tool's ``scopes``)."""
+
+    def stored(self) -> dict[str, object]:
+        """The caller as the store keeps it (JSON-ready, sorted, empty parts left out)."""
+        out: dict[str, object] = {"project": self.project}
+        if self.key_id is not None:
+            out["key_id"] = self.key_id
+        if self.end_user is not None:
+            out["end_user"] = self.end_user
+        if self.roles:
+            out["roles"] = sorted(self.roles)
+        if self.scopes:
+            out["scopes"] = sorted(self.scopes)
+        return out
+
+
+class AgentRef(BaseModel):
+    """The agent a run belongs to, when there is one (a gateway request may have none)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    version: str
+    """Content hash of the agent's spec."""
