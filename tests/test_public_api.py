@@ -9,7 +9,17 @@ def test_exported_names() -> None:
     assert sorted(tether.__all__) == sorted(
         [
             "Agent",
+            "AgentRef",
             "AgentSpec",
+            "Caller",
+            "EntryPoint",
+            "Harness",
+            "ModelChain",
+            "ModelSettings",
+            "OpenAIChatModel",
+            "RunKind",
+            "RunScope",
+            "Step",
             "Control",
             "Decision",
             "FunctionTool",
@@ -60,7 +70,7 @@ def test_types_in_public_signatures_are_exported() -> None:
     can be named from ``tether``."""
     import typing
 
-    from tether.runtime.agent import TraceTarget
+    from tether.runtime.scope import TraceTarget
     from tether.trace.sink import TraceSink
 
     assert typing.get_type_hints(tether.RunResult)["usage"] is tether.Usage

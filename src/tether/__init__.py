@@ -3,8 +3,12 @@
 from typing import TYPE_CHECKING
 
 from tether.core import (
+    AgentRef,
+    Caller,
+    EntryPoint,
     Outcome,
     ProviderError,
+    RunKind,
     SpecError,
     StoreError,
     TetherError,
@@ -20,11 +24,13 @@ if TYPE_CHECKING:
         Model,
         ModelRequest,
         ModelResponse,
+        ModelSettings,
+        OpenAIChatModel,
         ScriptedModel,
         ToolCall,
         Usage,
     )
-    from tether.runtime import Agent, RunResult, RunState
+    from tether.runtime import Agent, Harness, ModelChain, RunResult, RunScope, RunState, Step
     from tether.spec import AgentSpec, Limits, LoopBreakerConfig, ModelConfig, load_spec
     from tether.tools import FunctionTool, HttpTool, Tool, ToolResult, tool
     from tether.trace import TraceSink
@@ -47,11 +53,21 @@ __getattr__, __dir__ = lazy_exports(
             "Model",
             "ModelRequest",
             "ModelResponse",
+            "ModelSettings",
+            "OpenAIChatModel",
             "ScriptedModel",
             "ToolCall",
             "Usage",
         ),
-        "tether.runtime": ("Agent", "RunResult", "RunState"),
+        "tether.runtime": (
+            "Agent",
+            "Harness",
+            "ModelChain",
+            "RunResult",
+            "RunScope",
+            "RunState",
+            "Step",
+        ),
         "tether.spec": ("AgentSpec", "Limits", "LoopBreakerConfig", "ModelConfig", "load_spec"),
         "tether.tools": ("FunctionTool", "HttpTool", "Tool", "ToolResult", "tool"),
         "tether.trace": ("TraceSink",),
@@ -62,10 +78,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentRef",
     "AgentSpec",
+    "Caller",
     "Control",
     "Decision",
+    "EntryPoint",
     "FunctionTool",
+    "Harness",
     "Hook",
     "HookContext",
     "HttpTool",
@@ -75,15 +95,21 @@ __all__ = [
     "LoopBreakerConfig",
     "Message",
     "Model",
+    "ModelChain",
     "ModelConfig",
     "ModelRequest",
     "ModelResponse",
+    "ModelSettings",
+    "OpenAIChatModel",
     "Outcome",
     "ProviderError",
+    "RunKind",
     "RunResult",
+    "RunScope",
     "RunState",
     "ScriptedModel",
     "SpecError",
+    "Step",
     "StoreError",
     "TetherError",
     "Tool",

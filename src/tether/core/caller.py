@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from dataclasses import dataclass, field
 
 DEFAULT_PROJECT = "default"
 
@@ -37,10 +37,10 @@ class RunKind(StrEnum):
     """One tool call (a tool-gateway request)."""
 
 
-class Caller(BaseModel):
-    """Who the run is for: what authorization, budgets and rate limits key on."""
-
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who the run is for: what authorization, budgets and rate limits key on. (A plain
+    dataclass: ``tether.core`` loads without pydantic; ``RunState`` serializes it.)"""
 
     project: str = DEFAULT_PROJECT
     """The project (tenant) the run belongs to."""
@@ -48,9 +48,9 @@ class Caller(BaseModel):
     """Id of the API key the request came with (never the key itself)."""
     end_user: str | None = None
     """The application's end user the run acts for, as the application names them."""
-    roles: frozenset[str] = Field(default_factory=frozenset)
+    roles: frozenset[str] = field(default_factory=frozenset)
     """Roles of the caller (``admin``, ``developer``, ``viewer``, ``agent``, or the app's own)."""
-    scopes: frozenset[str] = Field(default_factory=frozenset)
+    scopes: frozenset[str] = field(default_factory=frozenset)
     """Permission scopes the caller holds (matched against a tool's ``scopes``)."""
 
     def stored(self) -> dict[str, object]:
@@ -67,11 +67,10 @@ class Caller(BaseModel):
         return out
 
 
-class AgentRef(BaseModel):
+@dataclass(frozen=True, slots=True)
+class AgentRef:
     """The agent a run belongs to, when there is one (a gateway request may have none)."""
 
-    model_config = ConfigDict(frozen=True)
-
     name: str
-    version: str
+    version: str = ""
     """Content hash of the agent's spec."""

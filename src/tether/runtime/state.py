@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tether.core import Outcome
+from tether.core import Caller, EntryPoint, Outcome, RunKind
 from tether.providers import Message, ToolCall, Usage
 
 RUN_STATE_SCHEMA_VERSION = 1
@@ -41,8 +41,9 @@ class RunState(BaseModel):
     run_id: str = ""
     """The run's own id, its root span's id (empty in checkpoints written before runs had
     their own ids)."""
-    agent_name: str
-    agent_version: str
+    agent_name: str = ""
+    """The agent's name (empty for a run that has no agent: a gateway request)."""
+    agent_version: str = ""
     paradigm: Literal["react", "plan_execute"] = "react"
     input: str
     """The user's input, after on_input controls."""
@@ -78,6 +79,12 @@ class RunState(BaseModel):
     started_ns: int = 0
     elapsed_s: float = 0.0
     metadata: dict[str, Any] = Field(default_factory=dict)
+    caller: Caller = Field(default_factory=Caller)
+    """Who the run is for (project, API key id, end user, roles, scopes)."""
+    entry_point: EntryPoint = EntryPoint.RUNTIME
+    """How the run came in."""
+    kind: RunKind = RunKind.AGENT_RUN
+    """What the run is: a whole agent run, one model request, one tool call."""
 
     @property
     def finished(self) -> bool:

@@ -82,3 +82,16 @@ EVENT_MODEL_FALLBACK = "tether.model.fallback"
 EVENT_MODEL_ERROR = "tether.model.error"
 EVENT_RUN_LIMIT = "tether.run.limit"
 EVENT_RUN_ERROR = "tether.run.error"
+
+# Who a run is for and how it came in (on the root span and the run record).
+TETHER_PROJECT = "tether.project"
+TETHER_RUN_KIND = "tether.run.kind"
+"""``agent_run``, ``model_request`` or ``tool_call`` (``tether.core.RunKind``)."""
+TETHER_ENTRY_POINT = "tether.entry_point"
+"""``runtime``, ``model_gateway``, ``tool_gateway`` or ``sdk`` (``tether.core.EntryPoint``)."""
+TETHER_CALLER_KEY_ID = "tether.caller.key_id"
+ENDUSER_ID = "enduser.id"
+"""The application's end user the run acts for (OpenTelemetry's general attribute)."""
+TETHER_RESPONDED_BY = "tether.responded_by"
+"""On a chat or tool span: the control that answered in place of the call
+(``Decision.respond``); no model or tool was called."""

@@ -1,0 +1,221 @@
+"""The model step of a run: ``before_model``, the model chain (primary, then fallbacks), pricing,
+``after_model``; each attempt one chat span.
+
+``ModelChain`` is a plain list of ``Model`` objects tried in order. Fallback is its behaviour,
+not a control's: a circuit breaker wraps each model of the chain (a ``Model`` that refuses at
+once while its circuit is open), and the chain moves on to the next.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tether.controls import Hook, Verdict
+from tether.core import ProviderError, TetherError, describe_exception, scrub_surrogates
+from tether.providers import Model, ModelRequest, ModelResponse
+from tether.runtime.steps import Stop
+from tether.runtime.telemetry import clip, input_messages, output_messages
+from tether.store import SpanRecord
+from tether.trace import semconv
+from tether.trace.pricing import round_cost
+
+if TYPE_CHECKING:
+    from tether.runtime.scope import RunScope
+
+
+class ModelChain:
+    """The models a model call tries, in order: the primary, then each fallback on failure."""
+
+    __slots__ = ("models",)
+
+    def __init__(self, models: Model | Sequence[Model] = ()) -> None:
+        self.models: list[Model] = [models] if isinstance(models, Model) else list(models)
+
+    @property
+    def primary(self) -> Model | None:
+        return self.models[0] if self.models else None
+
+    def __iter__(self) -> Iterator[Model]:
+        return iter(self.models)
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+
+def _scrubbed(response: ModelResponse) -> ModelResponse:
+    """A provider's reply without lone surrogates (they cannot be stored or checkpointed)."""
+    content = scrub_surrogates(response.content)
+    calls = response.tool_calls
+    if calls:
+        raw = json.dumps([c.arguments for c in calls], ensure_ascii=False)
+        if scrub_surrogates(raw) is not raw:
+            calls = [
+                c.model_copy(
+                    update={
+                        "arguments": json.loads(
+                            scrub_surrogates(json.dumps(c.arguments, ensure_ascii=False))
+                        )
+                    }
+                )
+                for c in calls
+            ]
+    if content is response.content and calls is response.tool_calls:
+        return response
+    return response.model_copy(update={"content": content, "tool_calls": calls})
+
+
+def error_attributes(exc: ProviderError) -> dict[str, Any]:
+    """A provider failure as event attributes."""
+    attributes: dict[str, Any] = {"message": clip(exc.message), "retryable": exc.retryable}
+    if exc.hint:
+        attributes["hint"] = exc.hint
+    if exc.status_code is not None:
+        attributes["status_code"] = exc.status_code
+    return attributes
+
+
+async def model_step(scope: RunScope, request: ModelRequest) -> ModelResponse:
+    """One model call: ``before_model``, the chain, accounting, ``after_model``. Raises ``Stop``
+    for a stopping decision and ``ProviderError`` when every model failed."""
+    chain = scope.harness.chain
+    primary = chain.primary
+    if primary is None:
+        raise TetherError("this run scope has no model: pass models=[...] to its Harness")
+    state = scope.state
+    price = scope.harness.pricing.price_for(primary.name)
+    ctx = scope.hook_context(
+        Hook.BEFORE_MODEL,
+        scope.run_id,
+        input_usd_per_mtok=None if price is None else price.input,
+    )
+    decision, request = await scope.pipeline.check(ctx, request)
+    if decision.stops:
+        raise Stop(decision)
+    state.turns += 1
+    sent = input_messages(request.messages, scope.message_cache) if scope.tracing else ("", 0)
+    if decision.verdict is Verdict.RESPOND:
+        span = _chat_span(scope, primary, request, sent, attempt=0)
+        span.attributes[semconv.TETHER_RESPONDED_BY] = decision.control
+        return await _settle(scope, span, primary, decision.value, priced=False)
+    errors: list[ProviderError] = []
+    for attempt, model in enumerate(chain):
+        if attempt:
+            scope.recorder.event(
+                scope.run_id,
+                semconv.EVENT_MODEL_FALLBACK,
+                {
+                    "from": chain.models[attempt - 1].name,
+                    "to": model.name,
+                    "reason": clip(str(errors[-1])),
+                },
+            )
+        span = _chat_span(scope, model, request, sent, attempt)
+        try:
+            response = await model.complete(request)
+        except ProviderError as exc:
+            errors.append(exc)
+            span.attributes[semconv.ERROR_TYPE] = type(exc).__name__
+            scope.recorder.event(span.span_id, semconv.EVENT_MODEL_ERROR, error_attributes(exc))
+            scope.recorder.end_span(span, error=clip(exc.message))
+            continue
+        except BaseException as exc:
+            scope.recorder.end_span(span, error=describe_exception(exc))
+            raise
+        return await _settle(scope, span, model, response, priced=True)
+    last_error = errors[-1]
+    if len(chain) > 1:
+        raise ProviderError(
+            f"all {len(chain)} models failed; last error: {last_error.message}",
+            hint=last_error.hint,
+            status_code=last_error.status_code,
+            # Worth trying again later if any of the models failed only for now.
+            retryable=any(e.retryable for e in errors),
+        ) from last_error
+    raise last_error
+
+
+def _chat_span(
+    scope: RunScope, model: Model, request: ModelRequest, sent: tuple[Any, int], attempt: int
+) -> SpanRecord:
+    span = scope.recorder.start_span(
+        f"{semconv.OP_CHAT} {model.name}",
+        "model",
+        scope.run_id,
+        {
+            semconv.GEN_AI_OPERATION_NAME: semconv.OP_CHAT,
+            semconv.GEN_AI_PROVIDER_NAME: model.provider,
+            semconv.GEN_AI_REQUEST_MODEL: model.name,
+            semconv.TETHER_TURN: scope.state.turns,
+            semconv.TETHER_MODEL_ATTEMPT: attempt,
+        },
+    )
+    if not scope.tracing:
+        return span
+    a = span.attributes
+    # A model served over the network says where (``OpenAIChatModel.server``): a fallback to
+    # the same model name on another server is then told apart.
+    server: tuple[str, int] | None = getattr(model, "server", None)
+    if server is not None:
+        a[semconv.SERVER_ADDRESS], a[semconv.SERVER_PORT] = server
+    messages, omitted = sent
+    a[semconv.GEN_AI_INPUT_MESSAGES] = messages
+    if omitted:
+        a[semconv.TETHER_INPUT_MESSAGES_OMITTED] = omitted
+    s = request.settings
+    for key, value in (
+        (semconv.GEN_AI_REQUEST_TEMPERATURE, s.temperature),
+        (semconv.GEN_AI_REQUEST_SEED, s.seed),
+        (semconv.GEN_AI_REQUEST_MAX_TOKENS, s.max_tokens),
+    ):
+        if value is not None:
+            a[key] = value
+    return span
+
+
+async def _settle(
+    scope: RunScope, span: SpanRecord, model: Model, response: ModelResponse, *, priced: bool
+) -> ModelResponse:
+    """Account for a reply (usage, cost), record it on its span, and pass ``after_model``. A
+    reply a control gave in place of the call (``priced=False``) cost nothing."""
+    state = scope.state
+    response = _scrubbed(response)
+    usage = response.usage
+    state.usage = state.usage + usage
+    a = span.attributes
+    if priced:
+        # Price what the provider says it ran; an unpriced name (a fine-tune, an alias) falls
+        # back to the requested model, which a cost limit has already checked is priced.
+        pricing = scope.harness.pricing
+        tokens = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+        cost = pricing.cost(response.model or model.name, *tokens)
+        if cost is None:
+            cost = pricing.cost(model.name, *tokens)
+        if cost is not None:
+            state.cost_usd = round_cost(state.cost_usd + cost)
+            a[semconv.TETHER_COST_USD] = cost
+            a[semconv.TETHER_PRICING_VERSION] = pricing.version
+        else:  # unknown, not free
+            state.unpriced_calls += 1
+            a[semconv.TETHER_COST_UNPRICED] = True
+    else:
+        a[semconv.TETHER_COST_USD] = 0.0
+    if scope.tracing:
+        a[semconv.GEN_AI_RESPONSE_MODEL] = response.model or model.name
+        a[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [response.finish_reason]
+        a[semconv.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+        a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+        if usage.cached_input_tokens:
+            a[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
+        if response.response_id:
+            a[semconv.GEN_AI_RESPONSE_ID] = response.response_id
+        a[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(response)
+    ctx = scope.hook_context(Hook.AFTER_MODEL, span.span_id)
+    try:
+        decision, response = await scope.pipeline.check(ctx, response)
+        if decision.stops:
+            raise Stop(decision)
+    finally:
+        scope.recorder.end_span(span)
+    return response

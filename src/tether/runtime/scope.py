@@ -1,0 +1,588 @@
+"""The run scope: the one place a run lives, whatever its entry point.
+
+A ``Harness`` holds what runs are opened over (the model chain, the tools, the controls, the
+limits, the trace sink, the pricing table); it is built once per agent or gateway route.
+``Harness.open_run`` gives a ``RunScope``, which owns one run: its record, its root span, its
+``RunState``, its checkpoints, the outcome of each stop and the final record. The scope offers
+the steps every entry point is made of, each passing the pipeline, leaving spans and returning
+a ``Step``::
+
+    async with harness.open_run("What is my order status?", agent="support") as run:
+        step = await run.input()
+        while not step.stopped:
+            reply = await run.model_call()
+            if reply.stopped: break
+            if not reply.value.tool_calls:
+                await run.output(reply.value.content)
+                break
+            step = await run.tool_calls(reply.value.tool_calls)
+    result = run.result()
+
+ReAct and plan-then-execute (``runtime/paradigms.py``) are such orderings; so is a gateway
+request (input, one model call, output) and a tool-gateway call (one tool call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+
+from tether.controls import Control, Hook, HookContext, LimitsControl, LoopBreaker, Pipeline
+from tether.controls.limits import limit_message
+from tether.core import (
+    AgentRef,
+    Caller,
+    EntryPoint,
+    Outcome,
+    ProviderError,
+    Settings,
+    TetherError,
+    describe_exception,
+    monotonic,
+    new_span_id,
+    new_trace_id,
+    now_ns,
+    scrub_surrogates,
+)
+from tether.core.caller import RunKind
+from tether.providers import Message, Model, ModelRequest, ModelResponse, ModelSettings, ToolCall
+from tether.runtime.chain import ModelChain, error_attributes, model_step
+from tether.runtime.result import RunResult
+from tether.runtime.state import RunState
+from tether.runtime.steps import Step, Stop
+from tether.runtime.telemetry import MessageCache, stored_payload
+from tether.runtime.tool_step import tools_step
+from tether.spec import Limits, LoopBreakerConfig
+from tether.store import RunRecord, SpanRecord
+from tether.tools import Tool, build_tools, definition_of
+from tether.trace import PricingTable, default_pricing, semconv
+from tether.trace.sink import NullSink
+
+if TYPE_CHECKING:
+    from tether.trace import RunRecorder, TraceSink
+
+TraceTarget: TypeAlias = "TraceSink | str | bool | None"
+"""Where traces go: ``None``/``True`` the configured store (``TETHER_DATABASE_URL`` or the
+SQLite store in ``TETHER_HOME``), a database URL, any ``TraceSink``, or ``False`` for none."""
+T = TypeVar("T")
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+PLANNER_NOTE = (
+    "Plan first: reply with every tool call needed to answer, all at once. You will then get "
+    "their results and write the answer."
+)
+
+
+def resolve_sink(trace: TraceTarget) -> TraceSink:
+    # The writer (and with it the store and SQLAlchemy) loads when a harness is built, not
+    # when this module is imported: `tether validate` never needs it.
+    from tether.trace import writer_for
+
+    if trace is False:
+        return NullSink()
+    if trace is None or trace is True:
+        return writer_for(Settings.from_env().database_url)
+    if isinstance(trace, str):
+        return writer_for(trace)
+    return trace
+
+
+class Harness:
+    """What runs are opened over: models, tools, controls, limits, trace sink, pricing.
+
+    ``models`` is the chain a model call tries in order (primary, then fallbacks). ``tools``
+    are ``Tool`` objects or plain functions (a function becomes a ``FunctionTool``); giving
+    one is the grant to call it. The limits control and the loop breaker come first in the
+    pipeline, then ``controls``. ``trace`` is a ``TraceTarget``.
+    """
+
+    def __init__(
+        self,
+        *,
+        models: Model | Sequence[Model] = (),
+        tools: Mapping[str, Tool] | Sequence[Tool | Callable[..., Any]] = (),
+        controls: Sequence[Control] = (),
+        limits: Limits | None = None,
+        loop_breaker: LoopBreakerConfig | None = None,
+        settings: ModelSettings | None = None,
+        trace: TraceTarget = None,
+        pricing: PricingTable | None = None,
+    ) -> None:
+        self.chain = ModelChain(models)
+        self.tools: dict[str, Tool] = (
+            dict(tools) if isinstance(tools, Mapping) else build_tools((), provided=tools)
+        )
+        self.tool_defs = [definition_of(t) for t in self.tools.values()]
+        self.controls: list[Control] = [LimitsControl(), LoopBreaker(), *controls]
+        self.pipeline = Pipeline(self.controls)
+        self.limits = limits or Limits()
+        self.loop_breaker = loop_breaker or LoopBreakerConfig()
+        self.settings = settings or ModelSettings()
+        self.sink = resolve_sink(trace)
+        self.pricing = pricing or default_pricing()
+
+    def open_run(
+        self,
+        input: str = "",
+        *,
+        agent: AgentRef | str | None = None,
+        caller: Caller | None = None,
+        entry_point: EntryPoint = EntryPoint.SDK,
+        kind: RunKind = RunKind.AGENT_RUN,
+        trace_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        system_prompt: str | None = None,
+        paradigm: Literal["react", "plan_execute"] | None = None,
+    ) -> RunScope:
+        """A scope for one run; enter it (``async with``) to start the run. ``agent`` names the
+        agent (a name, or an ``AgentRef`` with its version); ``trace_id`` (a W3C trace id) puts
+        the run in a caller's trace, which other runs may share."""
+        return RunScope(
+            self,
+            input=input,
+            agent=AgentRef(name=agent, version="") if isinstance(agent, str) else agent,
+            caller=caller or Caller(),
+            entry_point=entry_point,
+            kind=kind,
+            trace_id=trace_id,
+            metadata=metadata,
+            system_prompt=system_prompt,
+            paradigm=paradigm,
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP clients of the models and tools (they reopen when used)."""
+        for part in (*self.chain, *self.tools.values()):
+            close = getattr(part, "aclose", None)
+            if close is not None:
+                await close()
+
+
+def _crash_message(exc: BaseException) -> str:
+    """What ended a run that did not finish, in words (a bare ``CancelledError:`` says little)."""
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled before it finished (the task was cancelled or the process stopped)"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C) before it finished"
+    if isinstance(exc, SystemExit):
+        return f"the process exited (status {exc.code}) before the run finished"
+    return describe_exception(exc)
+
+
+class RunScope:
+    """One run, from its record and root span to its final record. Made by
+    ``Harness.open_run``; steps are called inside ``async with``."""
+
+    def __init__(
+        self,
+        harness: Harness,
+        *,
+        input: str,
+        agent: AgentRef | None,
+        caller: Caller,
+        entry_point: EntryPoint,
+        kind: RunKind,
+        trace_id: str | None,
+        metadata: dict[str, Any] | None,
+        system_prompt: str | None,
+        paradigm: Literal["react", "plan_execute"] | None,
+    ) -> None:
+        if not isinstance(input, str):
+            raise TetherError(f"input must be text, got {type(input).__name__}")
+        if trace_id is None:
+            trace_id = new_trace_id()
+        elif not _TRACE_ID.fullmatch(trace_id):
+            raise TetherError(
+                f"trace_id must be 32 lowercase hex characters (a W3C trace id), got {trace_id!r}"
+            )
+        self.harness = harness
+        self.agent, self.caller, self.entry_point, self.kind = agent, caller, entry_point, kind
+        self.paradigm = paradigm
+        self.tracing = not isinstance(harness.sink, NullSink)
+        """False when traces go nowhere: steps skip building what only a trace would show."""
+        self.state = RunState(
+            trace_id=trace_id,
+            run_id=new_span_id(),
+            agent_name=agent.name if agent else "",
+            agent_version=agent.version if agent else "",
+            paradigm=paradigm or "react",
+            input=scrub_surrogates(input),
+            metadata=dict(metadata or {}),
+            caller=caller,
+            entry_point=entry_point,
+            kind=kind,
+        )
+        if system_prompt:
+            self.state.messages.append(Message(role="system", content=system_prompt))
+        self.message_cache: MessageCache = {}
+        self.pipeline = harness.pipeline
+        self._record: RunRecord | None = None
+        self._root: SpanRecord | None = None
+        self._recorder: RunRecorder | None = None
+        self._started = 0.0
+        self._deadline: float | None = None
+
+    # -- identity ---------------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        """The run's id: its root span's id."""
+        return self.state.run_id
+
+    @property
+    def trace_id(self) -> str:
+        return self.state.trace_id
+
+    @property
+    def recorder(self) -> RunRecorder:
+        if self._recorder is None:
+            raise TetherError("the run scope is not open: use 'async with harness.open_run(...)'")
+        return self._recorder
+
+    def hook_context(self, hook: Hook, span_id: str | None, **kw: Any) -> HookContext:
+        """What a control sees at ``hook``: the run, the limits, the caller, the entry point."""
+        h = self.harness
+        return HookContext(
+            hook=hook,
+            state=self.state,
+            limits=h.limits,
+            loop_breaker=h.loop_breaker,
+            span_id=span_id,
+            caller=self.caller,
+            entry_point=self.entry_point,
+            agent=self.agent,
+            **kw,
+        )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> RunScope:
+        from tether.trace import RunRecorder  # loads the store: see resolve_sink
+
+        state, h = self.state, self.harness
+        self._started = monotonic()
+        self._deadline = asyncio.get_running_loop().time() + h.limits.timeout_s
+        state.started_ns = now_ns()
+        self._recorder = RunRecorder(h.sink, state.trace_id, state.run_id)
+        self.pipeline = h.pipeline.with_recorder(self._recorder)
+        who = self._who()
+        attributes: dict[str, Any] = dict(who)
+        if self.paradigm:
+            attributes[semconv.TETHER_PARADIGM] = self.paradigm
+        self._record = RunRecord(
+            trace_id=state.trace_id,
+            run_id=state.run_id,
+            agent_name=state.agent_name,
+            agent_version=state.agent_version,
+            started_ns=state.started_ns,
+            # clipped past TETHER_MAX_PAYLOAD_CHARS, as the output is
+            input=stored_payload(state.input),
+            attributes={**attributes, **state.metadata},
+        )
+        h.sink.run_started(self._record)
+        root: dict[str, Any] = {**attributes}
+        if self.agent is not None:
+            root[semconv.GEN_AI_OPERATION_NAME] = semconv.OP_INVOKE_AGENT
+            root[semconv.GEN_AI_AGENT_NAME] = self.agent.name
+            root[semconv.TETHER_AGENT_VERSION] = self.agent.version
+        primary = h.chain.primary
+        if primary is not None:
+            root[semconv.GEN_AI_PROVIDER_NAME] = primary.provider
+            root[semconv.GEN_AI_REQUEST_MODEL] = primary.name
+        self._root = self.recorder.start_span(
+            self._root_name(), "agent", None, root, span_id=state.run_id
+        )
+        return self
+
+    def _who(self) -> dict[str, Any]:
+        who: dict[str, Any] = {
+            semconv.TETHER_PROJECT: self.caller.project,
+            semconv.TETHER_RUN_KIND: self.kind.value,
+            semconv.TETHER_ENTRY_POINT: self.entry_point.value,
+        }
+        if self.caller.key_id is not None:
+            who[semconv.TETHER_CALLER_KEY_ID] = self.caller.key_id
+        if self.caller.end_user is not None:
+            who[semconv.ENDUSER_ID] = self.caller.end_user
+        return who
+
+    def _root_name(self) -> str:
+        if self.agent is not None:
+            return f"{semconv.OP_INVOKE_AGENT} {self.agent.name}"
+        return self.kind.value
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._root is None:
+            return
+        state = self.state
+        state.elapsed_s += monotonic() - self._started
+        if exc is not None:
+            # A crash (a bug, a cancelled task) still leaves a complete trace and a checkpoint.
+            state.end(Outcome.ERROR)
+            if not (isinstance(exc, asyncio.CancelledError) and state.stop_reason == "cancelled"):
+                state.error = _crash_message(exc)  # else the step has said it was cancelled
+                state.stop_reason = "internal error"
+            self.recorder.event(self.run_id, semconv.EVENT_RUN_ERROR, {"message": state.error})
+            self._finish()
+            self.recorder.checkpoint(state.schema_version, state.to_json(), "crash")
+            return
+        if not state.finished:
+            self.end(
+                Outcome.ERROR,
+                output="I'm sorry, I couldn't finish this request.",
+                error="the run's code left the run scope without ending the run "
+                "(no output step, no end())",
+            )
+        if state.status == "paused":
+            reason = state.outcome.value if state.outcome else "paused"
+            self.recorder.checkpoint(state.schema_version, state.to_json(), reason)
+        self._finish()
+
+    def _finish(self) -> None:
+        state, span, run = self.state, self._root, self._record
+        assert span is not None and run is not None
+        outcome = None if state.outcome is None else state.outcome.value
+        span.attributes[semconv.TETHER_RUN_OUTCOME] = outcome
+        span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = state.usage.input_tokens
+        span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = state.usage.output_tokens
+        if not state.unpriced_calls:  # unknown is not zero: leave it out
+            span.attributes[semconv.TETHER_COST_USD] = state.cost_usd
+        unpriced = (
+            {semconv.TETHER_COST_UNPRICED: state.unpriced_calls} if state.unpriced_calls else {}
+        )
+        span.attributes.update(unpriced)
+        error = stored_payload(state.error)
+        if error and state.hint:
+            error = f"{error}\n  hint: {state.hint}"
+        self.recorder.end_span(span, error=error if state.status == "failed" else None)
+        self.harness.sink.run_ended(
+            RunRecord(
+                trace_id=run.trace_id,
+                run_id=run.run_id,
+                agent_name=run.agent_name,
+                agent_version=run.agent_version,
+                started_ns=run.started_ns,
+                status=state.status,
+                outcome=outcome,
+                input=stored_payload(state.input),
+                output=stored_payload(state.output),
+                ended_ns=span.end_ns,
+                input_tokens=state.usage.input_tokens,
+                output_tokens=state.usage.output_tokens,
+                cached_input_tokens=state.usage.cached_input_tokens,
+                cost_usd=state.cost_usd,
+                turns=state.turns,
+                tool_calls=state.tool_calls,
+                error=error,
+                attributes={
+                    **run.attributes,
+                    "stop_reason": stored_payload(state.stop_reason),
+                    **unpriced,
+                },
+            )
+        )
+
+    def result(self) -> RunResult:
+        """What the run came to (call it after the scope has closed, or once it has ended)."""
+        return RunResult.from_state(self.state)
+
+    # -- ending -----------------------------------------------------------------------------
+
+    def end(
+        self,
+        outcome: Outcome,
+        *,
+        output: str,
+        reason: str | None = None,
+        error: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        """End the run with ``outcome``: what the user is told (``output``), why it stopped,
+        and for a failure what went wrong. Steps end the run themselves on a stop; call this
+        for endings of the run's own logic (an empty answer, say)."""
+        state = self.state
+        state.end(outcome)
+        state.output = output
+        state.stop_reason = reason if reason is not None else error
+        state.error, state.hint = error, hint
+        if error is not None:
+            attributes: dict[str, Any] = {"message": error}
+            if hint:
+                attributes["hint"] = hint
+            self.recorder.event(self.run_id, semconv.EVENT_RUN_ERROR, attributes)
+
+    def _stopped_by(self, decision: Any) -> None:
+        outcome = decision.outcome or Outcome.BLOCKED
+        state = self.state
+        state.end(outcome)
+        state.stop_reason = f"{decision.control}: {decision.reason}"
+        state.output = decision.message or _default_stop_message(outcome)
+
+    def _timed_out(self) -> None:
+        timeout = self.harness.limits.timeout_s
+        self.recorder.event(
+            self.run_id, semconv.EVENT_RUN_LIMIT, {"limit": "timeout_s", "value": timeout}
+        )
+        state = self.state
+        state.end(Outcome.LIMIT_EXCEEDED)
+        state.stop_reason = f"limits: timeout_s limit reached after {timeout:g}s"
+        state.output = limit_message("timeout_s", timeout)
+
+    def _provider_failed(self, exc: ProviderError) -> None:
+        state = self.state
+        state.end(Outcome.ERROR)
+        state.error, state.hint = exc.message, exc.hint
+        state.stop_reason = f"model provider failed: {exc.message}"
+        state.output = _provider_failure_message(exc)
+        self.recorder.event(self.run_id, semconv.EVENT_RUN_ERROR, error_attributes(exc))
+
+    async def _step(self, work: Callable[[], Awaitable[T]], *, timed: bool = False) -> Step[T]:
+        """Run one step; every way the run can stop becomes an ended run and a stopped Step."""
+        state = self.state
+        if self._root is None:
+            raise TetherError("the run scope is not open: use 'async with harness.open_run(...)'")
+        if state.finished:
+            return Step(outcome=state.outcome or Outcome.ERROR)
+        deadline = asyncio.timeout_at(self._deadline if timed else None)
+        try:
+            async with deadline:
+                value = await work()
+        except Stop as stop:
+            self._stopped_by(stop.decision)
+            return Step(outcome=self.state.outcome, decision=stop.decision)
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # some other timeout (a model integration's own): not the run's limit
+            self._timed_out()
+            return Step(outcome=Outcome.LIMIT_EXCEEDED)
+        except ProviderError as exc:
+            self._provider_failed(exc)
+            return Step(outcome=Outcome.ERROR)
+        except asyncio.CancelledError as exc:
+            # The caller cancelled the run (a SIGTERM or Ctrl-C unwinding the event loop, a
+            # task cancelled from outside). Say so: the bare exception's text is empty.
+            detail = f": {exc.args[0]}" if exc.args and exc.args[0] else ""
+            state.error = f"the run was cancelled before it finished{detail}"
+            state.stop_reason = "cancelled"
+            raise asyncio.CancelledError(state.error) from exc
+        return Step(value)
+
+    # -- steps ------------------------------------------------------------------------------
+
+    async def input(self, text: str | None = None) -> Step[str]:
+        """The input step: ``on_input`` over the run's input (or ``text``), which then joins
+        the conversation as the user's message."""
+
+        async def work() -> str:
+            raw = self.state.input if text is None else scrub_surrogates(text)
+            ctx = self.hook_context(Hook.ON_INPUT, self.run_id)
+            decision, checked = await self.pipeline.check(ctx, raw)
+            if decision.stops:
+                raise Stop(decision)
+            self.state.input = checked
+            self.state.messages.append(Message(role="user", content=checked))
+            return str(checked)
+
+        return await self._step(work)
+
+    async def model_call(
+        self,
+        request: ModelRequest | None = None,
+        *,
+        tools: bool = True,
+        note: str | None = None,
+    ) -> Step[ModelResponse]:
+        """A model call over the chain (priced, with fallbacks). Without ``request`` it sends
+        the run's conversation (with the tools unless ``tools=False``, and ``note`` as a last
+        system message that stays out of the conversation). A given ``request`` becomes the
+        conversation. The reply joins the conversation."""
+        state = self.state
+        if request is None:
+            messages = list(state.messages)
+            if note:
+                messages.append(Message(role="system", content=note))
+            request = ModelRequest(
+                messages=messages,
+                tools=self.harness.tool_defs if tools else [],
+                settings=self.harness.settings,
+            )
+        else:
+            state.messages = list(request.messages)
+        sent = request
+
+        async def work() -> ModelResponse:
+            response = await model_step(self, sent)
+            state.messages.append(response.as_message())
+            return response
+
+        return await self._step(work, timed=True)
+
+    async def tool_calls(
+        self, calls: Sequence[ToolCall], *, parent_id: str | None = None
+    ) -> Step[list[Message]]:
+        """One turn's tool calls (approved in order, run in parallel); the value is their
+        messages in call order, also added to the conversation. Their spans are children of
+        ``parent_id`` (default: the root span)."""
+        return await self._step(lambda: tools_step(self, list(calls), parent_id), timed=True)
+
+    async def tool_call(self, call: ToolCall) -> Step[Message]:
+        """One tool call; the value is the tool message for the model."""
+        step = await self.tool_calls([call])
+        if step.value is None:
+            return Step(outcome=step.outcome, decision=step.decision)
+        return Step(step.value[0])
+
+    async def output(self, text: str) -> Step[str]:
+        """The output step: ``on_output`` over the answer; the run ends with a final answer."""
+
+        async def work() -> str:
+            ctx = self.hook_context(Hook.ON_OUTPUT, self.run_id)
+            decision, checked = await self.pipeline.check(ctx, text)
+            if decision.stops:
+                raise Stop(decision)
+            self.state.output = checked
+            self.state.end(Outcome.FINAL_ANSWER)
+            return str(checked)
+
+        return await self._step(work)
+
+    @contextmanager
+    def span(self, name: str, kind: str, attributes: dict[str, Any]) -> Iterator[SpanRecord]:
+        """A span grouping steps (pass its ``span_id`` as their ``parent_id``)."""
+        span = self.recorder.start_span(name, kind, self.run_id, attributes)
+        try:
+            yield span
+        finally:
+            self.recorder.end_span(span)
+
+
+def _provider_failure_message(exc: ProviderError) -> str:
+    """What the user is told when the model provider failed: to try again only if that helps."""
+    if exc.retryable:
+        return (
+            "I'm sorry, I can't answer right now: the language model is unavailable. "
+            "Please try again shortly."
+        )
+    if exc.misconfigured or exc.status_code in (None, 401, 403, 404):  # a key, a model, a URL
+        return (
+            "I'm sorry, I can't answer: the language model service is not set up correctly on "
+            "our side, so trying again won't help until that is fixed."
+        )
+    return (
+        "I'm sorry, I can't answer: the language model service could not handle this request, "
+        "and trying again won't help."
+    )
+
+
+def _default_stop_message(outcome: Outcome) -> str:
+    if outcome.status == "paused":
+        return "Your request needs a person's review; we'll follow up once it has been reviewed."
+    return "I'm sorry, I can't help with that request."

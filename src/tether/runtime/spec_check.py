@@ -1,0 +1,151 @@
+"""``check_spec``: what ``tether validate`` runs: a spec checked the way ``Agent.from_yaml``
+would build it, without running it or opening a trace store."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tether.core import ProviderError, SpecError
+from tether.providers import Model, ScriptedModel, build_model
+from tether.spec import AgentSpec, load_spec
+from tether.tools import HttpTool, Tool, build_tools, check_tools
+from tether.trace import PricingTable, default_pricing
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Errors in what a spec points at (a script, a tool file, an environment variable, an
+    API key) name the spec file."""
+    try:
+        yield
+    except (SpecError, ProviderError) as exc:
+        raise SpecError(f"{path}: {exc.message}", hint=exc.hint) from None
+
+
+def _check_cost_limit(spec: AgentSpec, model_names: Sequence[str], pricing: PricingTable) -> None:
+    if spec.limits.max_cost_usd is None:
+        return
+    unpriced = [name for name in model_names if pricing.price_for(name) is None]
+    if unpriced:
+        raise SpecError(
+            f"limits.max_cost_usd is set but the pricing table (version {pricing.version}) "
+            f"has no price for {', '.join(unpriced)}: the cost limit could never trip",
+            hint="use a priced model name, pass Agent(pricing=...) with a table that prices "
+            "it, or remove max_cost_usd",
+        )
+
+
+@dataclass
+class SpecCheck:
+    """What :func:`check_spec` found: the spec, what it builds, and what the environment lacks."""
+
+    path: Path
+    spec: AgentSpec
+    models: list[Model]
+    """The models that could be built (a model whose API key is not set is left out)."""
+    tools: dict[str, Tool]
+    missing_env: list[str] = field(default_factory=list)
+    """Environment variables the agent needs to run that are not set here."""
+    warnings: list[str] = field(default_factory=list)
+    not_imported: list[str] = field(default_factory=list)
+    """Python tools checked by reference only (``import_tools=False``): not in ``tools``."""
+
+
+def check_spec(
+    path: str | Path, *, pricing: PricingTable | None = None, import_tools: bool = True
+) -> SpecCheck:
+    """Check a spec file the way ``Agent.from_yaml`` would build it, without running it or
+    opening a trace store. Missing environment variables (API keys, URLs of HTTP tools) are
+    reported in ``missing_env`` instead of raised, so specs can be checked where secrets are
+    not available (CI). Everything else raises ``SpecError`` naming the file.
+
+    Building a Python tool imports its module, which runs that module's code: check only
+    specs you trust, or pass ``import_tools=False`` to check tool references without
+    importing them (see ``check_tools``)."""
+    path = Path(path)
+    spec = load_spec(path)
+    base_dir = path.parent
+    missing: set[str] = set()
+    models: list[Model] = []
+    with _naming(path):
+        for config in (spec.model, *spec.fallback_models):
+            try:
+                models.append(build_model(config, base_dir))
+            except ProviderError:
+                if config.provider == "openai" and not os.environ.get(config.api_key_env):
+                    missing.add(config.api_key_env)
+                    continue
+                raise
+        not_imported: list[str] = []
+        tool_warnings: list[str] = []
+        if import_tools:
+            tools = build_tools(spec.tools, base_dir=base_dir, strict_env=False)
+        else:
+            found = check_tools(spec.tools, base_dir=base_dir)
+            tools, not_imported, tool_warnings = found.tools, found.not_imported, found.warnings
+        _check_cost_limit(
+            spec,
+            [c.name for c in (spec.model, *spec.fallback_models)],
+            pricing or default_pricing(),
+        )
+    missing.update(var for t in tools.values() if isinstance(t, HttpTool) for var in t.missing_env)
+    check = SpecCheck(
+        path=path,
+        spec=spec,
+        models=models,
+        tools=tools,
+        missing_env=sorted(missing),
+        not_imported=not_imported,
+    )
+    if check.missing_env:
+        check.warnings.append(
+            f"not set in this environment: {', '.join(check.missing_env)} "
+            "(needed to run, not to validate)"
+        )
+    check.warnings += tool_warnings
+    check.warnings += _script_warnings(models, {*tools, *not_imported})
+    check.warnings += _unsent_key_warnings(spec, missing)
+    return check
+
+
+def _unsent_key_warnings(spec: AgentSpec, missing: set[str]) -> list[str]:
+    """A local server needs no key, so an unset ``api_key_env`` is no error there (nor in
+    ``missing``); but one the spec names explicitly is wanted, and the server's answer to its
+    absence can mislead (LiteLLM answers 500)."""
+    unsent = [
+        config
+        for config in (spec.model, *spec.fallback_models)
+        if config.provider == "openai"
+        and "api_key_env" in config.model_fields_set
+        and not (os.environ.get(config.api_key_env) or "").strip()
+        and config.api_key_env not in missing
+    ]
+    if not unsent:
+        return []
+    from tether.providers.http_client import display_url  # loads httpx: only when needed
+
+    return [
+        f"model {config.name!r}: api_key_env {config.api_key_env} is not set, so no API key "
+        f"will be sent to {display_url(config.base_url or '')}"
+        for config in unsent
+    ]
+
+
+def _script_warnings(models: list[Model], tools: set[str]) -> list[str]:
+    """Scripted models that call tools the agent does not have (the run would get errors)."""
+    out = []
+    for model in models:
+        if not isinstance(model, ScriptedModel):
+            continue
+        script = model.script
+        steps = [*script.steps, *(s for rule in script.rules for s in rule.steps)]
+        called = {c.name for step in steps for c in step.tool_calls}
+        for name in sorted(called - set(tools)):
+            out.append(
+                f"script of model '{model.name}' calls tool '{name}', which the agent does not have"
+            )
+    return out
