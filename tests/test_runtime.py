@@ -10,6 +10,7 @@ import pytest
 
 from fakes.models import FailingModel
 from fakes.specs import make_spec
+from fakes.traces import trace_of
 from tether import (
     Agent,
     Limits,
@@ -19,7 +20,6 @@ from tether import (
     tool,
 )
 from tether.providers import ModelRequest, ModelResponse
-from tether.store import Store
 from tether.trace import semconv, writer_for
 
 calls: list[dict[str, Any]] = []
@@ -48,12 +48,6 @@ class SlowModel(FailingModel):
     async def complete(self, request: ModelRequest) -> ModelResponse:
         await asyncio.sleep(30)
         raise AssertionError("unreachable")
-
-
-def trace_of(url: str, run_id: str) -> tuple[Any, list[Any], list[Any]]:
-    writer_for(url).flush()
-    store = Store(url)
-    return store.get_run(run_id), store.get_spans(run_id), store.get_events(run_id)
 
 
 async def test_react_answers_with_parallel_tool_calls_and_full_trace(sqlite_url: str) -> None:

@@ -17,18 +17,12 @@ from click.testing import CliRunner
 
 from fakes.models import FailingModel
 from fakes.specs import make_spec
+from fakes.traces import trace_of
 from tether import Agent, ScriptedModel, tool
 from tether.cli import cli
 from tether.runtime.telemetry import MAX_ATTRIBUTE_CHARS, MAX_INPUT_MESSAGES_CHARS
 from tether.store import Store
 from tether.trace import semconv, writer_for
-
-
-def trace_of(url: str, run_id: str) -> tuple[Any, list[Any], list[Any]]:
-    writer_for(url).flush()
-    store = Store(url)
-    return store.get_run(run_id), store.get_spans(run_id), store.get_events(run_id)
-
 
 looked_up: list[str] = []
 
