@@ -1,5 +1,5 @@
-"""Model providers: the ``Model`` protocol, the offline ``ScriptedModel``, and an
-OpenAI-compatible HTTP provider."""
+"""Model providers: the ``Model`` protocol, the offline ``ScriptedModel``, an
+OpenAI-compatible HTTP provider, and streamed replies (``stream_of`` and its events)."""
 
 from tether.providers.factory import build_model
 from tether.providers.scripted import (
@@ -8,6 +8,18 @@ from tether.providers.scripted import (
     ScriptedToolCall,
     ScriptRule,
     ScriptStep,
+)
+from tether.providers.streaming import (
+    PartialToolCall,
+    StreamAccumulator,
+    StreamEnd,
+    StreamEvent,
+    StreamingModel,
+    TextDelta,
+    ToolCallDelta,
+    UsageUpdate,
+    response_events,
+    stream_of,
 )
 from tether.providers.types import (
     Message,
@@ -26,13 +38,23 @@ __all__ = [
     "ModelRequest",
     "ModelResponse",
     "ModelSettings",
+    "PartialToolCall",
     "Script",
     "ScriptRule",
     "ScriptStep",
     "ScriptedModel",
     "ScriptedToolCall",
+    "StreamAccumulator",
+    "StreamEnd",
+    "StreamEvent",
+    "StreamingModel",
+    "TextDelta",
     "ToolCall",
+    "ToolCallDelta",
     "ToolDefinition",
     "Usage",
+    "UsageUpdate",
     "build_model",
+    "response_events",
+    "stream_of",
 ]

@@ -14,9 +14,11 @@ streamed completions) lives in ``openai_wire``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
@@ -25,20 +27,27 @@ from tether.core import ProviderError
 from tether.providers import openai_wire
 from tether.providers.http_client import (
     LoopBoundClient,
+    ResponseTooLarge,
     display_url,
+    lines_capped,
+    read_capped,
     retry_after,
     shared_ssl_context,
     url_secrets,
 )
+from tether.providers.streaming import StreamEnd, StreamEvent, response_events
 from tether.providers.types import ModelRequest, ModelResponse
 
 if TYPE_CHECKING:
     from tether.spec import ModelConfig
 
-__all__ = ["DEFAULT_BASE_URL", "OpenAIChatModel"]
+__all__ = ["DEFAULT_BASE_URL", "MAX_RESPONSE_BYTES", "OpenAIChatModel"]
 
 DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
 """Base URL used when the config names none."""
+MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
+"""Default cap on a response, streamed or not: a stream spends ~200 bytes of JSON per token,
+so this leaves room for 100k+ streamed tokens, and a server gone wrong cannot fill memory."""
 
 _LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _REDACTED: Final = "[REDACTED]"
@@ -88,8 +97,10 @@ class OpenAIChatModel:
     Works with OpenAI itself and with compatible servers (vLLM, Ollama, LiteLLM, llama.cpp).
     ``temperature``, ``seed`` and ``max_tokens`` are defaults; a request's ``settings`` override
     them. ``timeout_s`` bounds connecting, sending, and each read (for streams: the gap between
-    two chunks). ``last_attempts`` is the number of HTTP attempts the latest ``complete()``
-    made.
+    two chunks). ``max_response_bytes`` caps a response, streamed or not (an error past it).
+    ``stream`` makes ``complete()`` read the reply as server-sent events; ``stream()``
+    streams in any case. ``last_attempts`` is the number of HTTP attempts the latest
+    ``complete()`` or ``stream()`` made.
     """
 
     def __init__(
@@ -107,6 +118,7 @@ class OpenAIChatModel:
         max_tokens: int | None = None,
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 8.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         base = (base_url or DEFAULT_BASE_URL).rstrip("/")
         if not base.startswith(("http://", "https://")):
@@ -118,6 +130,8 @@ class OpenAIChatModel:
             raise ValueError("timeout_s must be positive")
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
+        if max_response_bytes <= 0:
+            raise ValueError("max_response_bytes must be positive")
         self._name = name
         self.base_url = base
         self._api_key = api_key or None
@@ -125,12 +139,15 @@ class OpenAIChatModel:
         """Named in messages when no key is sent (the variable, never its value)."""
         self.timeout_s = timeout_s
         self.max_retries = max_retries
-        self.stream = stream
+        self.stream_completions = stream
+        """Whether ``complete()`` reads its reply as server-sent events (the spec's
+        ``model.stream``); ``stream()`` always does."""
         self.temperature = temperature
         self.seed = seed
         self.max_tokens = max_tokens
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
+        self.max_response_bytes = max_response_bytes
         self.last_attempts: int = 0
         self._url = f"{base}/chat/completions"
         self._shown_url = display_url(self._url)
@@ -206,56 +223,97 @@ class OpenAIChatModel:
         """Close the HTTP client (a later call opens a new one)."""
         await self._http.aclose()
 
-    # ------------------------------------------------------------------ public call
+    # ------------------------------------------------------------------ public calls
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
         """Run one chat completion, retrying transient failures. Raises ``ProviderError``."""
-        self.last_attempts = 0
         body = self.request_body(request)
-        last: _Transient | None = None
+        self.last_attempts = 0
         for attempt in range(self.max_retries + 1):
             self.last_attempts = attempt + 1
             try:
-                return await self._attempt(body)
+                if not self.stream_completions:
+                    return await self._attempt(body)
+                end: StreamEnd | None = None
+                async for event in self._stream_attempt(body):
+                    if isinstance(event, StreamEnd):
+                        end = event
+                assert end is not None  # a stream attempt ends with StreamEnd or raises
+                return end.response
             except _Transient as exc:
-                last = exc
-                if attempt == self.max_retries:
-                    break
-                delay = self._backoff(attempt, exc.retry_after)
-                logger.info(
-                    "model %s: attempt %d failed (%s); retrying in %.2fs",
-                    self._name,
-                    attempt + 1,
-                    self._redact(exc.message),
-                    delay,
-                )
-                await _sleep(delay)
-        assert last is not None
-        attempts = self.last_attempts
-        hint = (
-            "the provider is overloaded, slow or unreachable; raise model.max_retries or "
-            "model.timeout_s, or add fallback_models"
-        )
-        if last.status_code is not None and self._api_key is None:
-            # A server that wants a key may answer its absence with a 500 (LiteLLM does).
-            hint = f"{self._no_key_hint()}; or else {hint}"
-        raise self._error(
-            f"{last.message} (gave up after {attempts} attempt{'s' if attempts != 1 else ''})",
-            hint=hint,
-            status_code=last.status_code,
-            retryable=True,
-        )
+                await self._before_retry(attempt, exc)
+        raise AssertionError("not reached: the last attempt raises")
 
-    def request_body(self, request: ModelRequest) -> dict[str, Any]:
-        """The JSON body ``complete()`` sends for ``request``."""
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        """Run one chat completion as a stream (``stream_options.include_usage`` asked for),
+        yielding its reply as it comes and ``StreamEnd`` last.
+
+        Transient failures are retried as ``complete()`` does while nothing has been yielded
+        yet; once something has, a failure (the connection cut, the stream stalled for
+        ``timeout_s``, ended without ``[DONE]``, an error event, a malformed chunk) raises
+        ``ProviderError`` and the events already yielded stand. A server that ignores
+        ``stream`` and sends a plain completion is streamed as one piece.
+        """
+        body = self.request_body(request, stream=True)
+        self.last_attempts = 0
+        for attempt in range(self.max_retries + 1):
+            self.last_attempts = attempt + 1
+            yielded = 0
+            try:
+                async with contextlib.aclosing(self._stream_attempt(body)) as events:
+                    async for event in events:
+                        yielded += 1
+                        yield event
+                return
+            except _Transient as exc:
+                if yielded:
+                    raise self._error(
+                        f"{exc.message}; not retried, since part of the reply was already out",
+                        hint="the provider broke off its reply; run again, or add fallback_models",
+                        status_code=exc.status_code,
+                        retryable=True,
+                    ) from None
+                await self._before_retry(attempt, exc)
+
+    def request_body(self, request: ModelRequest, *, stream: bool | None = None) -> dict[str, Any]:
+        """The JSON body sent for ``request``: ``complete()``'s by default, ``stream()``'s with
+        ``stream=True``."""
         return openai_wire.request_body(
             request,
             model=self._name,
             temperature=self.temperature,
             seed=self.seed,
             max_tokens=self.max_tokens,
-            stream=self.stream,
+            stream=self.stream_completions if stream is None else stream,
             error=self._error,
+        )
+
+    async def _before_retry(self, attempt: int, exc: _Transient) -> None:
+        """Wait before the next attempt after ``exc``; raise the final error after the last."""
+        if attempt < self.max_retries:
+            delay = self._backoff(attempt, exc.retry_after)
+            logger.info(
+                "model %s: attempt %d failed (%s); retrying in %.2fs",
+                self._name,
+                attempt + 1,
+                self._redact(exc.message),
+                delay,
+            )
+            await _sleep(delay)
+            return
+        attempts = self.last_attempts
+        hint = (
+            "the provider is overloaded, slow or unreachable; raise model.max_retries or "
+            "model.timeout_s, or add fallback_models"
+        )
+        if exc.status_code is not None and self._api_key is None:
+            # A server that wants a key may answer its absence with a 500 (LiteLLM does).
+            hint = f"{self._no_key_hint()}; or else {hint}"
+        raise self._error(
+            f"{exc.message} (gave up after {attempts} attempt{'s' if attempts != 1 else ''})",
+            hint=hint,
+            status_code=exc.status_code,
+            retryable=True,
         )
 
     # ------------------------------------------------------------------ HTTP
@@ -273,20 +331,65 @@ class OpenAIChatModel:
         )
 
     async def _attempt(self, body: dict[str, Any]) -> ModelResponse:
+        """One non-streamed attempt."""
+        async with self._request_errors(), self._open(body) as response:
+            raw = await read_capped(response, self.max_response_bytes)
+        return self._parse_body(raw)
+
+    async def _stream_attempt(self, body: dict[str, Any]) -> AsyncGenerator[StreamEvent, None]:
+        """One streamed attempt: its events, ``StreamEnd`` last; ``_Transient`` for what may
+        pass (before or after events), ``ProviderError`` for what will not."""
+        async with self._request_errors(), self._open(body) as response:
+            if response.headers.get("content-type", "").startswith("application/json"):
+                # The server ignored "stream": it sent a plain completion.
+                raw = await read_capped(response, self.max_response_bytes)
+                for event in response_events(self._parse_body(raw)):
+                    yield event
+                return
+            state = openai_wire.StreamState(self._wire_errors, default_model=self._name)
+            try:
+                async for line in lines_capped(response, self.max_response_bytes):
+                    for event in state.feed_line(line):
+                        yield event
+                    if state.done:
+                        break
+            except httpx.TimeoutException as exc:
+                raise _Transient(
+                    f"the stream from {self._shown_url} stalled: no data for "
+                    f"{self.timeout_s:g}s after {state.chunks} chunk(s)"
+                ) from exc
+            except httpx.TransportError as exc:
+                raise _Transient(
+                    f"the connection to {self._shown_url} was cut mid-stream after "
+                    f"{state.chunks} chunk(s): {type(exc).__name__}: {exc or 'no detail'}"
+                ) from exc
+            for event in state.flush():
+                yield event
+            end = state.end()
+            if end is None:
+                raise _Transient(
+                    f"the stream from {self._shown_url} ended without [DONE] after "
+                    f"{state.chunks} chunk(s) (the connection closed early)"
+                )
+            yield end
+
+    @contextlib.asynccontextmanager
+    async def _open(self, body: dict[str, Any]) -> AsyncIterator[httpx.Response]:
+        """The response to POSTing ``body``, its status checked (an error status raises as
+        ``_raise_for_status`` says); its body not read yet."""
         client = self._http.get()
+        async with client.stream("POST", self._url, json=body) as response:
+            if not response.is_success:
+                # An error body is read for its message, within the same cap.
+                raw = await read_capped(response, self.max_response_bytes)
+                self._raise_for_status(response, raw)
+            yield response
+
+    @contextlib.asynccontextmanager
+    async def _request_errors(self) -> AsyncIterator[None]:
+        """httpx's failures as ``_Transient`` or ``ProviderError``."""
         try:
-            if self.stream:
-                async with client.stream("POST", self._url, json=body) as response:
-                    if not response.is_success:
-                        await response.aread()
-                        self._raise_for_status(response)
-                    content_type = response.headers.get("content-type", "")
-                    if content_type.startswith("application/json"):
-                        # The server ignored "stream": it sent a plain completion.
-                        await response.aread()
-                        return self._parse_body(response.content)
-                    return await self._read_stream(response)
-            response = await client.post(self._url, json=body)
+            yield
         except httpx.TimeoutException as exc:
             raise _Transient(
                 f"request to {self._shown_url} timed out after {self.timeout_s:g}s"
@@ -298,14 +401,20 @@ class OpenAIChatModel:
             ) from exc
         except httpx.DecodingError as exc:
             raise self._error(f"cannot decode the response from {self._shown_url}: {exc}") from exc
-        self._raise_for_status(response)
-        return self._parse_body(response.content)
+        except ResponseTooLarge as exc:
+            raise self._error(
+                f"the response from {self._shown_url} is larger than "
+                f"{exc.limit:,} bytes (max_response_bytes); stopped reading it",
+                hint="lower model.max_tokens, or check that model.base_url is a chat "
+                "completions endpoint",
+            ) from None
 
-    def _raise_for_status(self, response: httpx.Response) -> None:
+    def _raise_for_status(self, response: httpx.Response, raw: bytes) -> None:
+        """The error for a response whose status is not a success; ``raw`` is its body."""
         status = response.status_code
         if response.is_success:
             return
-        detail = openai_wire.api_error_message(response.content)
+        detail = openai_wire.api_error_message(raw)
         message = f"{self._shown_url} returned HTTP {status}: {detail}"
         if self._api_key is None:
             message += " (no API key was sent)"
@@ -333,16 +442,6 @@ class OpenAIChatModel:
         return random.uniform(0.0, min(self.backoff_max_s, self.backoff_base_s * 2**attempt))
 
     # ------------------------------------------------------------------ wire format
-
-    async def _read_stream(self, response: httpx.Response) -> ModelResponse:
-        state = openai_wire.StreamState(self._wire_errors)
-        async for line in response.aiter_lines():
-            if state.feed_line(line):
-                break
-        completion = state.end(default_model=self._name)
-        if completion is None:
-            raise _Transient(f"the stream from {self._shown_url} ended before the completion did")
-        return completion
 
     def _parse_body(self, raw: bytes) -> ModelResponse:
         return openai_wire.parse_body(raw, self._wire_errors, default_model=self._name)
