@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import random
+import re
 import string
 import warnings
 from collections.abc import AsyncIterator
@@ -315,3 +316,15 @@ def test_stream_cut_on_an_error_step_is_refused_with_its_line(tmp_path: Path) ->
 def test_stream_cut_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="greater than or equal to 0"):
         ScriptedModel([{"text": "hi", "stream_cut_after": -1}])
+
+
+def test_readme_streaming_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = Path(__file__).parents[1] / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
+    example = next(b for b in blocks if "stream_of" in b)
+
+    exec(compile(example, "README.md", "exec"), {})
+
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "Your order ships tomorrow."
+    assert printed[1].startswith("input_tokens=") and "output_tokens=7" in printed[1]
