@@ -5,6 +5,7 @@ cut connection, a stall, and the size cap."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -587,3 +588,26 @@ async def test_cap_applies_to_complete_streamed_or_not(
 def test_cap_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_response_bytes"):
         OpenAIChatModel("m", base_url="http://127.0.0.1:1/v1", max_response_bytes=0)
+
+
+async def test_a_compressed_body_is_capped_after_decompression(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    """A small gzip body that inflates to 200 MB stops at the cap, streamed or not."""
+    line = f"data: {json.dumps(stream_chunk({'content': ' ' * 60_000}))}\n\n".encode()
+    bomb = gzip.compress(line * (200_000_000 // len(line)), compresslevel=9)
+    assert len(bomb) < 1_000_000
+    gzipped = {"Content-Encoding": "gzip"}
+    openai_server.enqueue(
+        Reply(sse=[bomb], sse_done=False, headers=gzipped),
+        Reply(raw=bomb, headers=gzipped),
+    )
+    model = make_model(max_response_bytes=1_000_000, max_retries=0)
+
+    events, streamed = await drain(model)
+    with pytest.raises(ProviderError) as completed:
+        await model.complete(user())
+
+    assert streamed is not None and "larger than 1,000,000 bytes" in str(streamed)
+    assert "larger than 1,000,000 bytes" in str(completed.value)
+    assert sum(len(t) for t in texts(events)) <= 1_000_000
