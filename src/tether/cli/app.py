@@ -23,6 +23,7 @@ from tether.core import Settings, SpecError, TetherError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from tether.providers import StreamEvent
     from tether.runtime import Agent, RunResult, SpecCheck
     from tether.store import Store
     from tether.trace import BatchingWriter
@@ -86,8 +87,8 @@ def handle_errors(func: F) -> F:
                     f"[dim]hint: {escape(exc.hint)}[/]", highlight=False, soft_wrap=True
                 )
             sys.exit(EXIT_ERROR)
-        except BrokenPipeError:
-            raise  # the reader went away (`| head`): main() ends quietly
+        except (BrokenPipeError, click.ClickException):
+            raise  # the reader went away (`| head`): main() ends quietly; usage errors: main()
         except KeyboardInterrupt:
             err_console.print("interrupted; an unfinished run is recorded as failed")
             sys.exit(130)
@@ -263,23 +264,32 @@ def validate(file: Path, no_import: bool, as_json: bool) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--input", "-i", "input_text", required=True, help="The user's message.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--stream", is_flag=True, help="Print the answer as it comes (controls judge it at the end)."
+)
 @click.pass_context
 @handle_errors
-def run(ctx: click.Context, file: Path, input_text: str, as_json: bool) -> None:
+def run(ctx: click.Context, file: Path, input_text: str, as_json: bool, stream: bool) -> None:
     """Run an agent once and print its answer, outcome, trace id, tokens, cost and latency.
 
     Exit status: 0 final answer, 3 stopped by a control (limit, loop, block, pause), 1 error.
     """
     from tether.runtime import Agent
 
+    if stream and as_json:
+        raise click.UsageError("--stream prints text as it comes; it cannot go with --json")
     settings = Settings.from_env()
     url = database_url(ctx)
     agent = Agent.from_yaml(file, trace=writer_for(url))
-    result = asyncio.run(_run_once(agent, input_text))
+    printer = StreamPrinter() if stream else None
+    result = asyncio.run(_run_once(agent, input_text, printer))
     if as_json:  # the output as the trace stores it (clipped past TETHER_MAX_PAYLOAD_CHARS)
         click.echo(render.dumps(render.result_json(result, settings.max_payload_chars)))
     else:
-        render.print_result(console, result, settings.max_display_chars)
+        shown = printer is not None and printer.showed(result.output)
+        if printer is not None and not shown and printer.printed:
+            click.echo("\n[the streamed text above is not the answer; the answer is:]")
+        render.print_result(console, result, settings.max_display_chars, answer_shown=shown)
         console.print(
             f"[dim]inspect: {escape(tether_command(ctx))} traces show {result.run_id}[/]",
             highlight=False,
@@ -291,9 +301,37 @@ def run(ctx: click.Context, file: Path, input_text: str, as_json: bool) -> None:
         sys.exit(EXIT_STOPPED)
 
 
-async def _run_once(agent: Agent, input_text: str) -> RunResult:
+async def _run_once(
+    agent: Agent, input_text: str, printer: StreamPrinter | None = None
+) -> RunResult:
     async with agent:
-        return await agent.run(input_text)
+        return await agent.run(input_text, stream=printer)
+
+
+class StreamPrinter:
+    """Prints each model reply's text as it comes (control characters shown, not obeyed), and
+    remembers the last reply's text to tell whether the run's answer was shown already."""
+
+    def __init__(self) -> None:
+        self.printed = False
+        self._current: list[str] = []
+        self._last = ""
+
+    def __call__(self, event: StreamEvent) -> None:
+        from tether.providers import StreamEnd, TextDelta
+
+        if isinstance(event, TextDelta) and event.text:
+            click.echo(visible(event.text), nl=False)
+            self._current.append(event.text)
+            self.printed = True
+        elif isinstance(event, StreamEnd):
+            if self._current:
+                click.echo()
+            self._last, self._current = "".join(self._current), []
+
+    def showed(self, answer: str) -> bool:
+        """Whether ``answer`` is exactly the last reply streamed (so need not print again)."""
+        return bool(answer) and answer == self._last
 
 
 @cli.group()

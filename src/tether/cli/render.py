@@ -118,9 +118,15 @@ def result_json(result: RunResult, max_chars: int = DEFAULT_MAX_PAYLOAD_CHARS) -
     }
 
 
-def print_result(console: Console, result: RunResult, display_chars: int) -> None:
-    """A run's answer (clipped to ``display_chars``) and how it went, for the terminal."""
-    console.print(visible(clip_text(result.output, display_chars)), markup=False, highlight=False)
+def print_result(
+    console: Console, result: RunResult, display_chars: int, *, answer_shown: bool = False
+) -> None:
+    """A run's answer (clipped to ``display_chars``; left out when ``answer_shown``, streamed
+    already) and how it went, for the terminal."""
+    if not answer_shown:
+        console.print(
+            visible(clip_text(result.output, display_chars)), markup=False, highlight=False
+        )
     console.print()
     u = result.usage
     console.print(

@@ -50,7 +50,7 @@ from tether.core import (
 )
 from tether.core.caller import RunKind
 from tether.providers import Message, Model, ModelRequest, ModelResponse, ModelSettings, ToolCall
-from tether.runtime.chain import ModelChain, error_attributes, model_step
+from tether.runtime.chain import ModelChain, StreamHandler, error_attributes, model_step
 from tether.runtime.result import RunResult
 from tether.runtime.state import RunState
 from tether.runtime.steps import Step, Stop
@@ -499,11 +499,17 @@ class RunScope:
         *,
         tools: bool = True,
         note: str | None = None,
+        stream: StreamHandler | None = None,
     ) -> Step[ModelResponse]:
         """A model call over the chain (priced, with fallbacks). Without ``request`` it sends
         the run's conversation (with the tools unless ``tools=False``, and ``note`` as a last
         system message that stays out of the conversation). A given ``request`` becomes the
-        conversation. The reply joins the conversation."""
+        conversation. The reply joins the conversation.
+
+        With ``stream`` (a function or coroutine function taking each ``StreamEvent``) the
+        reply is streamed to it as it comes; the step's value is still the whole reply, after
+        ``after_model``. Controls judge the whole reply, so a block at ``after_model`` or
+        ``on_output`` comes after its text was streamed: show streamed text as provisional."""
         state = self.state
         if request is None:
             messages = list(state.messages)
@@ -519,7 +525,7 @@ class RunScope:
         sent = request
 
         async def work() -> ModelResponse:
-            response = await model_step(self, sent)
+            response = await model_step(self, sent, stream)
             state.messages.append(response.as_message())
             return response
 
