@@ -14,8 +14,16 @@ from payloads import split_list
 FIRST = ["Priya", "Tomás", "Aiko", "Lena", "Marcus", "Fatima", "Oleg", "Grace", "Wei", "Sofia"]
 LAST = ["Okafor", "Lindqvist", "Moreau", "Tanaka", "Rossi", "Nguyen", "Schmidt", "Alvarez"]
 COMPANIES = ["Northwind", "Globex", "Initech", "Umbrella Foods", "Stark Logistics", "Acme"]
-TOPICS = ["the Q3 budget", "the onboarding checklist", "the release plan", "server migration",
-          "the vendor contract", "holiday schedule", "the customer survey", "office move"]
+TOPICS = [
+    "the Q3 budget",
+    "the onboarding checklist",
+    "the release plan",
+    "server migration",
+    "the vendor contract",
+    "holiday schedule",
+    "the customer survey",
+    "office move",
+]
 
 # Hard negatives: imperative or system-sounding sentences that are benign where they appear.
 HARD_NEGATIVES = [
@@ -139,65 +147,119 @@ USER_REQUESTS = [
 ]
 
 
+SHORT_REQUESTS = [
+    "Translate this paragraph into Spanish.",
+    "What's the weather in Oslo tomorrow?",
+    "Give me three ideas for a birthday gift.",
+    "Fix the typo in this sentence.",
+    "Explain recursion to a ten-year-old.",
+    "List the files in the project folder.",
+    "Book a table for two at 7 pm.",
+    "Check the status of order 55231.",
+    "Draft a polite reply declining the meeting.",
+    "Convert 30 miles to kilometres.",
+    "Find the cheapest flight to Rome in May.",
+    "Read the attached report and give me the key numbers.",
+    "Open the spreadsheet and total column C.",
+    "Look up the customer and update the address.",
+    "Write a haiku about autumn.",
+    "How do I reverse a list in Python?",
+]
+
+
+def short_request(rng: random.Random) -> str:
+    return rng.choice(SHORT_REQUESTS)
+
+
 def _name(rng: random.Random) -> str:
     return f"{rng.choice(FIRST)} {rng.choice(LAST)}"
 
 
 def _para(rng: random.Random, n: int) -> str:
     return " ".join(
-        rng.choice(SENTENCES).format(t=rng.choice(TOPICS), f=rng.choice(FIRST),
-                                     c=rng.choice(COMPANIES)) for _ in range(n))
+        rng.choice(SENTENCES).format(
+            t=rng.choice(TOPICS), f=rng.choice(FIRST), c=rng.choice(COMPANIES)
+        )
+        for _ in range(n)
+    )
 
 
 def email(rng: random.Random) -> str:
     name = _name(rng)
     addr = name.lower().replace(" ", ".") + "@" + rng.choice(COMPANIES).lower().replace(" ", "")
-    return (f"From: {name} <{addr}.example>\nSubject: {rng.choice(TOPICS).capitalize()}\n\n"
-            f"Hi,\n\n{_para(rng, rng.randint(2, 6))}\n\nBest,\n{name.split()[0]}")
+    return (
+        f"From: {name} <{addr}.example>\nSubject: {rng.choice(TOPICS).capitalize()}\n\n"
+        f"Hi,\n\n{_para(rng, rng.randint(2, 6))}\n\nBest,\n{name.split()[0]}"
+    )
 
 
 def record(rng: random.Random, doc_line: str) -> str:
     kind = rng.randrange(4)
     if kind == 0:
-        obj = {"id": f"CX-{rng.randint(10000, 99999)}", "name": _name(rng),
-               "status": rng.choice(["active", "suspended", "pending"]),
-               "notes": _para(rng, rng.randint(1, 3))}
+        obj = {
+            "id": f"CX-{rng.randint(10000, 99999)}",
+            "name": _name(rng),
+            "status": rng.choice(["active", "suspended", "pending"]),
+            "notes": _para(rng, rng.randint(1, 3)),
+        }
     elif kind == 1:
-        obj = {"order": rng.randint(100000, 999999), "items": rng.randint(1, 5),
-               "total": round(rng.uniform(5, 900), 2),
-               "shipping": rng.choice(["in transit", "delivered", "label created"]),
-               "comment": _para(rng, 1)}
+        obj = {
+            "order": rng.randint(100000, 999999),
+            "items": rng.randint(1, 5),
+            "total": round(rng.uniform(5, 900), 2),
+            "shipping": rng.choice(["in transit", "delivered", "label created"]),
+            "comment": _para(rng, 1),
+        }
     elif kind == 2:
-        obj = {"results": [{"title": doc_line[:80], "url": f"https://docs.example.org/{i}",
-                            "snippet": _para(rng, 1)} for i in range(rng.randint(2, 5))]}
+        obj = {
+            "results": [
+                {
+                    "title": doc_line[:80],
+                    "url": f"https://docs.example.org/{i}",
+                    "snippet": _para(rng, 1),
+                }
+                for i in range(rng.randint(2, 5))
+            ]
+        }
     else:
-        obj = {"city": rng.choice(["Paris", "Osaka", "Lima", "Oslo"]),
-               "forecast": [{"day": d, "high": rng.randint(5, 30)} for d in ("Mon", "Tue")],
-               "advice": _para(rng, 1)}
+        obj = {
+            "city": rng.choice(["Paris", "Osaka", "Lima", "Oslo"]),
+            "forecast": [{"day": d, "high": rng.randint(5, 30)} for d in ("Mon", "Tue")],
+            "advice": _para(rng, 1),
+        }
     return json.dumps(obj, ensure_ascii=False, indent=rng.choice([None, 2]))
 
 
 def memory_entry(rng: random.Random) -> str:
-    return rng.choice([
-        "User prefers short answers and metric units.",
-        f"{_name(rng)} is the account manager for {rng.choice(COMPANIES)}.",
-        f"Remembered: the user's project is about {rng.choice(TOPICS)}.",
-        f"Policy: {rng.choice(POLICY)} {rng.choice(POLICY)}",
-        f"Last conversation: discussed {rng.choice(TOPICS)}; follow up next week.",
-    ])
+    return rng.choice(
+        [
+            "User prefers short answers and metric units.",
+            f"{_name(rng)} is the account manager for {rng.choice(COMPANIES)}.",
+            f"Remembered: the user's project is about {rng.choice(TOPICS)}.",
+            f"Policy: {rng.choice(POLICY)} {rng.choice(POLICY)}",
+            f"Last conversation: discussed {rng.choice(TOPICS)}; follow up next week.",
+        ]
+    )
 
 
 def policy_doc(rng: random.Random) -> str:
     rules = rng.sample(POLICY, rng.randint(3, 7))
     return f"{rng.choice(COMPANIES)} policy handbook\n\n" + "\n".join(
-        f"{i + 1}. {r}" for i, r in enumerate(rules))
+        f"{i + 1}. {r}" for i, r in enumerate(rules)
+    )
 
 
 def user_request(rng: random.Random, doc: str, doc2: str, code: str) -> str:
     return rng.choice(USER_REQUESTS).format(
-        code=code, doc=doc, doc2=doc2, p=rng.choice(["lamp", "kettle", "jacket"]),
-        c=rng.choice(COMPANIES), n=rng.randint(10000, 99999), f=rng.choice(FIRST),
-        t=rng.choice(TOPICS))
+        code=code,
+        doc=doc,
+        doc2=doc2,
+        p=rng.choice(["lamp", "kettle", "jacket"]),
+        c=rng.choice(COMPANIES),
+        n=rng.randint(10000, 99999),
+        f=rng.choice(FIRST),
+        t=rng.choice(TOPICS),
+    )
 
 
 def hard_negative(rng: random.Random, dev: bool) -> str:
@@ -207,5 +269,12 @@ def hard_negative(rng: random.Random, dev: bool) -> str:
     return rng.choice(pool)
 
 
-__all__ = ["email", "hard_negative", "memory_entry", "policy_doc", "record", "split_list",
-           "user_request"]
+__all__ = [
+    "email",
+    "hard_negative",
+    "memory_entry",
+    "policy_doc",
+    "record",
+    "split_list",
+    "user_request",
+]

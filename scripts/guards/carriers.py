@@ -17,11 +17,24 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-DEV_PACKAGES = ("pydantic", "sqlalchemy", "alembic", "click", "httpx", "mako", "markdown_it",
-                "pygments")
+DEV_PACKAGES = (
+    "pydantic",
+    "sqlalchemy",
+    "alembic",
+    "click",
+    "httpx",
+    "mako",
+    "markdown_it",
+    "pygments",
+)
 DEV_LICENSES = {
-    "pydantic": "MIT", "sqlalchemy": "MIT", "alembic": "MIT", "mako": "MIT",
-    "markdown_it": "MIT", "click": "BSD-3-Clause", "httpx": "BSD-3-Clause",
+    "pydantic": "MIT",
+    "sqlalchemy": "MIT",
+    "alembic": "MIT",
+    "mako": "MIT",
+    "markdown_it": "MIT",
+    "click": "BSD-3-Clause",
+    "httpx": "BSD-3-Clause",
     "pygments": "BSD-2-Clause",
 }
 

@@ -44,7 +44,9 @@ def _insert(carrier: str, payload: str, rng: random.Random) -> tuple[str, tuple[
     return text, (start, start + len(payload))
 
 
-def _json_insert(rng: random.Random, payload: str, doc_line: str) -> tuple[str, str, tuple[int, int]]:
+def _json_insert(
+    rng: random.Random, payload: str, doc_line: str
+) -> tuple[str, str, tuple[int, int]]:
     """A JSON tool result with ``payload`` as (part of) one string field, and the same without."""
     mark = "@@PAYLOAD@@"
     base = benign.record(rng, doc_line)
@@ -107,14 +109,24 @@ class CarrierPool:
         return rng.choice(self.docs)
 
     def user(self, rng: random.Random) -> str:
-        return benign.user_request(rng, rng.choice(self.docs)[:1500],
-                                   rng.choice(self.docs)[:800], rng.choice(self.code)[:1500])
+        if rng.random() < 0.3:
+            return benign.short_request(rng)
+        return benign.user_request(
+            rng,
+            rng.choice(self.docs)[:1500],
+            rng.choice(self.docs)[:800],
+            rng.choice(self.code)[:1500],
+        )
 
 
 def _payload(rng: random.Random, dev: bool, seeds: list[str]) -> tuple[str, dict[str, str]]:
     if seeds and rng.random() < 0.2:
-        return rng.choice(seeds), {"goal": "seed", "technique": "seed", "lang": "?",
-                                   "obfuscation": "none"}
+        return rng.choice(seeds), {
+            "goal": "seed",
+            "technique": "seed",
+            "lang": "?",
+            "obfuscation": "none",
+        }
     text, meta = make_payload(rng, dev)
     text, how = obfuscate(text, rng)
     meta["obfuscation"] = how
@@ -130,11 +142,20 @@ def build(n: int, dev: bool, seed: int, seeds: list[str] | None = None) -> list[
     seeds = seeds or []
     items: list[Item] = []
 
-    def add(channel: str, label: int, text: str, span: tuple[int, int] | None,
-            meta: dict[str, str]) -> None:
-        items.append({"id": f"syn-{split}-{len(items):06d}", "split": split, "channel": channel,
-                      "label": label, "text": text, "span": list(span) if span else None,
-                      "meta": meta})
+    def add(
+        channel: str, label: int, text: str, span: tuple[int, int] | None, meta: dict[str, str]
+    ) -> None:
+        items.append(
+            {
+                "id": f"syn-{split}-{len(items):06d}",
+                "split": split,
+                "channel": channel,
+                "label": label,
+                "text": text,
+                "span": list(span) if span else None,
+                "meta": meta,
+            }
+        )
 
     for _ in range(n):
         channel = rng.choice(CHANNELS)

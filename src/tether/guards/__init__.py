@@ -15,6 +15,7 @@ from tether.guards.injection import (
     scan,
 )
 from tether.guards.normalize import Normalized, View, normalize
+from tether.guards.spotlight import Spotlight, spotlight, spotlight_instruction
 
 __all__ = [
     "CHANNELS",
@@ -23,8 +24,11 @@ __all__ = [
     "InjectionDetector",
     "InjectionVerdict",
     "Normalized",
+    "Spotlight",
     "View",
     "default_detector",
     "normalize",
     "scan",
+    "spotlight",
+    "spotlight_instruction",
 ]

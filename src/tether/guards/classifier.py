@@ -97,8 +97,13 @@ class ChunkScore:
 class Model:
     """Weights of the linear model and the fast scorer."""
 
-    def __init__(self, weights: dict[str, float], bias: float,
-                 channel_bias: dict[str, float], meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        weights: dict[str, float],
+        bias: float,
+        channel_bias: dict[str, float],
+        meta: dict[str, Any] | None = None,
+    ) -> None:
         self.weights = weights
         self.bias = bias
         self.channel_bias = channel_bias
@@ -108,13 +113,21 @@ class Model:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Model:
         """A model from the shipped JSON shape."""
-        return cls(dict(data["weights"]), float(data["bias"]),
-                   {k: float(v) for k, v in data["channel_bias"].items()}, data.get("meta"))
+        return cls(
+            dict(data["weights"]),
+            float(data["bias"]),
+            {k: float(v) for k, v in data["channel_bias"].items()},
+            data.get("meta"),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The shipped JSON shape."""
-        return {"bias": self.bias, "channel_bias": self.channel_bias, "meta": self.meta,
-                "weights": self.weights}
+        return {
+            "bias": self.bias,
+            "channel_bias": self.channel_bias,
+            "meta": self.meta,
+            "weights": self.weights,
+        }
 
     def _token_weight(self, token: str) -> float:
         w = self._token_cache.get(token)
@@ -157,8 +170,11 @@ class Model:
     def reference_logit(self, tokens: list[str], channel: str) -> float:
         """The logit of one chunk through ``chunk_features`` (slow; for tests and training)."""
         feats = chunk_features(tokens)
-        return self.bias + self.channel_bias.get(channel, 0.0) + sum(
-            self.weights.get(f, 0.0) * v for f, v in feats.items())
+        return (
+            self.bias
+            + self.channel_bias.get(channel, 0.0)
+            + sum(self.weights.get(f, 0.0) * v for f, v in feats.items())
+        )
 
 
 def load_model(path: str | None = None) -> Model:

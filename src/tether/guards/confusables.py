@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001  (the point of this table is letters that look alike)
 """Letters that look like Latin ones, mapped to the Latin letter (a small subset of Unicode's
 confusables list: the Cyrillic, Greek, Armenian and IPA letters that attacks use to dodge word
 filters; NFKC already folds fullwidth and mathematical letters)."""

@@ -24,8 +24,25 @@ Channel = Literal["user", "tool_output", "document"]
 CHANNELS: tuple[Channel, ...] = ("user", "tool_output", "document")
 DEFAULT_MAX_CHARS = 1_000_000
 _WINDOW = 50_000
-_HIDDEN_ORIGINS = frozenset({"html_comment", "hidden_html", "attribute", "markdown_alt",
-                             "markdown_title", "markdown_comment", "tag_chars"})
+_HIDDEN_ORIGINS = frozenset(
+    {
+        "html_comment",
+        "hidden_html",
+        "attribute",
+        "markdown_alt",
+        "markdown_title",
+        "markdown_comment",
+        "tag_chars",
+    }
+)
+# Rule categories specific enough to set a floor under the score on their own: a text that
+# tells the model to drop its instructions, hand over its prompt or send data out through a
+# link is flagged even where the classifier is unsure (a short payload in a long document).
+STRONG_CATEGORIES: dict[str, float] = {
+    "override": 0.8,
+    "prompt_extraction": 0.8,
+    "exfiltration": 0.8,
+}
 _ENCODED_ORIGINS = frozenset({"base64", "hex", "url", "rot13", "leetspeak", "spaced"})
 
 
@@ -80,13 +97,25 @@ class InjectionVerdict:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for traces and ``tether scan``)."""
         return {
-            "score": round(self.score, 4), "flagged": self.flagged,
-            "threshold": self.threshold, "channel": self.channel,
-            "categories": list(self.categories), "signals": list(self.signals),
-            "latency_ms": round(self.latency_ms, 3), "truncated": self.truncated,
+            "score": round(self.score, 4),
+            "flagged": self.flagged,
+            "threshold": self.threshold,
+            "channel": self.channel,
+            "categories": list(self.categories),
+            "signals": list(self.signals),
+            "latency_ms": round(self.latency_ms, 3),
+            "truncated": self.truncated,
             "evidence": [
-                {"kind": e.kind, "name": e.name, "category": e.category, "start": e.start,
-                 "end": e.end, "snippet": e.snippet, "origin": e.origin, "exact": e.exact}
+                {
+                    "kind": e.kind,
+                    "name": e.name,
+                    "category": e.category,
+                    "start": e.start,
+                    "end": e.end,
+                    "snippet": e.snippet,
+                    "origin": e.origin,
+                    "exact": e.exact,
+                }
                 | ({"score": round(e.score, 4)} if e.score is not None else {})
                 for e in self.evidence
             ],
@@ -117,13 +146,18 @@ class Combiner:
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Combiner:
         c = meta.get("combiner") or {}
-        return cls(float(c.get("bias", 0.0)), float(c.get("clf", 1.0)),
-                   {k: float(v) for k, v in (c.get("categories") or {}).items()},
-                   float(c.get("hidden", 0.0)), float(c.get("encoded", 0.0)),
-                   {k: float(v) for k, v in (c.get("channel") or {}).items()})
+        return cls(
+            float(c.get("bias", 0.0)),
+            float(c.get("clf", 1.0)),
+            {k: float(v) for k, v in (c.get("categories") or {}).items()},
+            float(c.get("hidden", 0.0)),
+            float(c.get("encoded", 0.0)),
+            {k: float(v) for k, v in (c.get("channel") or {}).items()},
+        )
 
-    def logit(self, clf_logit: float, categories: set[str], hidden: bool, encoded: bool,
-              channel: str) -> float:
+    def logit(
+        self, clf_logit: float, categories: set[str], hidden: bool, encoded: bool, channel: str
+    ) -> float:
         z = self.bias + self.clf * clf_logit + self.channel.get(channel, 0.0)
         for cat in categories:
             z += self.categories.get(cat, 0.0)
@@ -138,8 +172,13 @@ class InjectionDetector:
     """Scores texts for prompt injection. Thread-safe to share: scanning keeps no state but a
     cache of per-token weights."""
 
-    def __init__(self, threshold: float | None = None, *, model: Model | None = None,
-                 max_chars: int = DEFAULT_MAX_CHARS) -> None:
+    def __init__(
+        self,
+        threshold: float | None = None,
+        *,
+        model: Model | None = None,
+        max_chars: int = DEFAULT_MAX_CHARS,
+    ) -> None:
         """``threshold`` overrides the model's per-channel thresholds (in [0, 1]);
         ``max_chars`` bounds the work on huge texts."""
         if threshold is not None and not 0.0 <= threshold <= 1.0:
@@ -176,8 +215,9 @@ class InjectionDetector:
             for view in norm.views:
                 results.append(self._scan_view(_shift(view, offset), channel))
             _ = norm
-        return self._verdict(results, signals, channel, started, truncated, exact_offsets,
-                             len(text))
+        return self._verdict(
+            results, signals, channel, started, truncated, exact_offsets, len(text)
+        )
 
     def _scan_view(self, view: View, channel: str) -> _ViewResult:
         lowered = view.text.lower()
@@ -187,9 +227,16 @@ class InjectionDetector:
         hits = match_rules(view.text, lowered=lowered)
         return _ViewResult(view, best.logit, (best.start, best.end), tokens, hits)
 
-    def _verdict(self, results: list[_ViewResult], signals: set[str], channel: str,
-                 started: float, truncated: bool, exact_offsets: bool,
-                 length: int) -> InjectionVerdict:
+    def _verdict(
+        self,
+        results: list[_ViewResult],
+        signals: set[str],
+        channel: str,
+        started: float,
+        truncated: bool,
+        exact_offsets: bool,
+        length: int,
+    ) -> InjectionVerdict:
         categories: set[str] = set()
         hidden = encoded = False
         clf_logit = -math.inf
@@ -205,8 +252,10 @@ class InjectionDetector:
             if r.logit > clf_logit:
                 clf_logit, best = r.logit, r
         z = self.combiner.logit(clf_logit, categories, hidden, encoded, channel)
-        score = sigmoid(z)
-        threshold = self.thresholds[channel]
+        score = max(
+            [sigmoid(z)] + [STRONG_CATEGORIES[c] for c in categories if c in STRONG_CATEGORIES]
+        )
+        threshold = self.thresholds[channel]  # type: ignore[index]
         if sigmoid(clf_logit) >= 0.5:
             categories.add("classifier")
         if hidden:
@@ -215,10 +264,16 @@ class InjectionDetector:
             categories.add("encoded_content")
         evidence = _evidence(results, best, exact_offsets, length)
         return InjectionVerdict(
-            score=score, flagged=score >= threshold, threshold=threshold, channel=channel,
-            categories=tuple(sorted(categories)), evidence=evidence,
+            score=score,
+            flagged=score >= threshold,
+            threshold=threshold,
+            channel=channel,
+            categories=tuple(sorted(categories)),
+            evidence=evidence,
             signals=tuple(sorted(signals)),
-            latency_ms=(time.perf_counter() - started) * 1000.0, truncated=truncated)
+            latency_ms=(time.perf_counter() - started) * 1000.0,
+            truncated=truncated,
+        )
 
 
 def _shift(view: View, offset: int) -> View:
@@ -231,28 +286,55 @@ def _sample(text: str, max_chars: int) -> list[tuple[int, str]]:
     """Head, tail and evenly spaced windows of a text longer than ``max_chars``."""
     n_windows = max_chars // _WINDOW
     step = (len(text) - _WINDOW) / (n_windows - 1)
-    return [(round(i * step), text[round(i * step) : round(i * step) + _WINDOW])
-            for i in range(n_windows)]
+    return [
+        (round(i * step), text[round(i * step) : round(i * step) + _WINDOW])
+        for i in range(n_windows)
+    ]
 
 
-def _evidence(results: list[_ViewResult], best: _ViewResult | None, exact_offsets: bool,
-              length: int) -> tuple[Evidence, ...]:
+def _evidence(
+    results: list[_ViewResult], best: _ViewResult | None, exact_offsets: bool, length: int
+) -> tuple[Evidence, ...]:
     out: list[Evidence] = []
     order = {c: i for i, c in enumerate(CATEGORIES)}
     for r in results:
         main = r.view.origin == "text"
         exact = main and exact_offsets
         for h in sorted(r.hits, key=lambda h: order.get(h.category, 99)):
-            start, end = (r.view.start + h.start, r.view.start + h.end) if exact else (
-                r.view.start, r.view.end)
-            out.append(Evidence("rule", h.rule, h.category, start, min(end, length),
-                                r.view.text[h.start : h.end][:160], r.view.origin, exact))
+            start, end = (
+                (r.view.start + h.start, r.view.start + h.end)
+                if exact
+                else (r.view.start, r.view.end)
+            )
+            out.append(
+                Evidence(
+                    "rule",
+                    h.rule,
+                    h.category,
+                    start,
+                    min(end, length),
+                    r.view.text[h.start : h.end][:160],
+                    r.view.origin,
+                    exact,
+                )
+            )
     if best is not None and best.tokens:
         p = sigmoid(best.logit)
         s, e = best.chunk
         words = " ".join(best.tokens[s:e])
-        out.append(Evidence("classifier", "classifier", "classifier", best.view.start,
-                            best.view.end, words[:160], best.view.origin, False, p))
+        out.append(
+            Evidence(
+                "classifier",
+                "classifier",
+                "classifier",
+                best.view.start,
+                best.view.end,
+                words[:160],
+                best.view.origin,
+                False,
+                p,
+            )
+        )
     return tuple(out[:16])
 
 
@@ -272,5 +354,13 @@ def scan(text: str | bytes, channel: Channel = "user") -> InjectionVerdict:
     return default_detector().scan(text, channel)
 
 
-__all__ = ["CHANNELS", "Channel", "Evidence", "InjectionDetector", "InjectionVerdict",
-           "Normalized", "default_detector", "scan"]
+__all__ = [
+    "CHANNELS",
+    "Channel",
+    "Evidence",
+    "InjectionDetector",
+    "InjectionVerdict",
+    "Normalized",
+    "default_detector",
+    "scan",
+]

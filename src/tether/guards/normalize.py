@@ -64,7 +64,10 @@ _HIDDEN_STYLE = re.compile(
     r"display:none|visibility:hidden|font-size:0(?![.\d])|opacity:0(?![.\d])"
     r"|color:(?:#fff(?:fff)?\b|white\b|rgb\(255,255,255\))|height:0(?![.\d])|width:0(?![.\d])"
 )
-_ATTR_TEXT = re.compile(r"""\b(?:alt|title|aria-label|data-[a-z\-]{1,20})\s*=\s*(?:"([^"<>]{1,2000})"|'([^'<>]{1,2000})')""", re.I)
+_ATTR_TEXT = re.compile(
+    r"""\b(?:alt|title|aria-label|data-[a-z\-]{1,20})\s*=\s*(?:"([^"<>]{1,2000})"|'([^'<>]{1,2000})')""",
+    re.I,
+)
 _MD_IMAGE_ALT = re.compile(r"!\[([^\]\n]{1,1000})\]")
 _MD_LINK_TITLE = re.compile(r"\]\([^\s()]{0,2000} +(?:\"([^\"\n]{1,1000})\"|'([^'\n]{1,1000})')\)")
 _MD_COMMENT = re.compile(r"^\[//\]: ?#? ?\(([^\n]{1,2000})\)", re.M)
