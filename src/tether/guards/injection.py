@@ -224,7 +224,8 @@ class InjectionDetector:
         tokens = tokenize(lowered)
         chunks = self.model.chunk_scores(tokens, channel)
         best = max(chunks, key=lambda c: c.logit)
-        hits = match_rules(view.text, lowered=lowered)
+        # The classifier's tokens hold the rules' words (``[^\W_]+``) plus symbol clusters.
+        hits = match_rules(view.text, lowered=lowered, words=set(tokens))
         return _ViewResult(view, best.logit, (best.start, best.end), tokens, hits)
 
     def _verdict(
