@@ -17,8 +17,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -74,6 +74,9 @@ class Decision:
     """What the user is told when this decision ends the run."""
     control: str = ""
     """Name of the control that decided (filled in by the pipeline)."""
+    details: Mapping[str, Any] | None = None
+    """Attributes recorded with the decision's trace event besides the standard ones (a
+    guard's score, categories and evidence). Values must be JSON-ready."""
 
     def __post_init__(self) -> None:
         if self.outcome is not None and not isinstance(self.outcome, Outcome):
@@ -107,6 +110,10 @@ class Decision:
     @classmethod
     def defer(cls, reason: str, *, message: str | None = None) -> Decision:
         return cls(Verdict.DEFER, reason, outcome=Outcome.DEFERRED, message=message)
+
+    def with_details(self, details: Mapping[str, Any]) -> Decision:
+        """This decision carrying ``details`` to its trace event."""
+        return replace(self, details=details)
 
     @property
     def stops(self) -> bool:
@@ -211,6 +218,13 @@ class Control:
     """If the control itself fails: ``False`` (default) stops the run with outcome
     ``control_error``; ``True`` records the failure and lets the action through."""
 
+    def applies(self, ctx: HookContext) -> bool:
+        """Whether this control judges at ``ctx`` (default: at every hook it overrides). A
+        control that does not apply is not asked and leaves no event: a guard of ``document``
+        results says no to the results of other tools. Keep it cheap; it runs at every hook
+        the control overrides. Raising fails closed, as a hook does."""
+        return True
+
     async def on_input(self, ctx: HookContext, text: str) -> Decision:
         return ALLOW
 
@@ -269,10 +283,11 @@ class Pipeline:
         self.controls = list(controls)
         self.recorder = recorder
         # Only controls that override a hook are asked at it: a pipeline of many controls
-        # costs nothing at hooks they do not use.
-        self._by_hook: dict[Hook, list[Control]] = {
+        # costs nothing at hooks they do not use. Each comes with whether it narrows that
+        # further (overrides ``applies``).
+        self._by_hook: dict[Hook, list[tuple[Control, bool]]] = {
             hook: [
-                c
+                (c, type(c).applies is not Control.applies)
                 for c in self.controls
                 if getattr(type(c), hook.value) is not getattr(Control, hook.value)
             ]
@@ -290,11 +305,11 @@ class Pipeline:
         modified) payload. The payload is the input or output text, the ``ModelRequest``,
         the ``ModelResponse``, the ``ToolCall`` or the ``ToolResult``."""
         decision = ALLOW
-        for control in self._by_hook[ctx.hook]:
-            d = await self._ask(control, ctx, payload)
-            if d.verdict is Verdict.ALLOW and not control.record_allow:
+        for control, narrows in self._by_hook[ctx.hook]:
+            d = await self._ask(control, ctx, payload, narrows)
+            if d is None or (d.verdict is Verdict.ALLOW and not control.record_allow):
                 continue
-            d = Decision(d.verdict, d.reason, d.value, d.outcome, d.message, control.name)
+            d = replace(d, control=control.name)
             self._record(ctx, d)
             if d.stops or d.verdict is Verdict.RESPOND:
                 return d, payload
@@ -303,11 +318,16 @@ class Pipeline:
                 decision = d
         return decision, payload
 
-    async def _ask(self, control: Control, ctx: HookContext, payload: Any) -> Decision:
-        """One control's decision. A control that raises, or answers with something that is not
-        a Decision (or a Modify of the wrong type), fails closed: the run stops, unless the
-        control says ``fail_open``, in which case its failure is recorded and it allows."""
+    async def _ask(
+        self, control: Control, ctx: HookContext, payload: Any, narrows: bool = False
+    ) -> Decision | None:
+        """One control's decision (``None``: it does not apply here). A control that raises,
+        or answers with something that is not a Decision (or a Modify of the wrong type), fails
+        closed: the run stops, unless the control says ``fail_open``, in which case its failure
+        is recorded and it allows."""
         try:
+            if narrows and not control.applies(ctx):
+                return None
             d = await getattr(control, ctx.hook.value)(ctx, payload)
             if not isinstance(d, Decision):
                 raise TypeError(f"returned {type(d).__name__}, not a Decision")
@@ -354,4 +374,6 @@ class Pipeline:
         }
         if d.outcome:
             attrs[semconv.TETHER_RUN_OUTCOME] = d.outcome.value
+        if d.details:
+            attrs = {**d.details, **attrs}  # the standard attributes cannot be overridden
         self.recorder.event(ctx.span_id, semconv.EVENT_CONTROL_DECISION, attrs)
