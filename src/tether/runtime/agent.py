@@ -8,7 +8,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from tether.controls import Control
+from tether.controls.guard_build import build_guards
 from tether.core import AgentRef, Caller, EntryPoint, RunKind, TetherError
 from tether.providers import Model, ModelSettings, build_model
 from tether.runtime.chain import StreamHandler
@@ -16,6 +19,7 @@ from tether.runtime.paradigms import PARADIGMS
 from tether.runtime.result import RunResult
 from tether.runtime.scope import Harness, TraceTarget
 from tether.runtime.spec_check import _check_cost_limit, _naming
+from tether.runtime.structured import OutputSchema
 from tether.spec import AgentSpec, load_spec
 from tether.tools import Tool, build_tools
 from tether.trace import PricingTable, default_pricing
@@ -41,6 +45,7 @@ class Agent:
         base_dir: str | Path | None = None,
         trace: TraceTarget = None,
         pricing: PricingTable | None = None,
+        output_schema: OutputSchema | type[BaseModel] | dict[str, Any] | None = None,
     ) -> None:
         self.spec = spec
         self.base_dir = Path(base_dir) if base_dir is not None else None
@@ -52,10 +57,15 @@ class Agent:
         )
         pricing = pricing or default_pricing()
         _check_cost_limit(spec, [m.name for m in self._models()], pricing)
+        self.output = _output_schema(spec, output_schema, self.base_dir)
         self.harness = Harness(
             models=self._models(),
             tools=build_tools(spec.tools, base_dir=self.base_dir, provided=tools),
-            controls=controls,
+            # The spec's guards (a policy file's first), the caller's controls, then
+            # spotlighting, which marks only what every control let through.
+            controls=build_guards(
+                spec.guards, base_dir=self.base_dir, model=self.model, extra=controls
+            ),
             limits=spec.limits,
             loop_breaker=spec.loop_breaker,
             settings=ModelSettings(
@@ -67,6 +77,10 @@ class Agent:
             pricing=pricing,
         )
         self._system_prompt = spec.system_prompt()
+        if self.output is not None:
+            self._system_prompt = "\n\n".join(
+                p for p in (self._system_prompt, self.output.instruction()) if p
+            )
         self._ref = AgentRef(name=spec.name, version=spec.version)
 
     @classmethod
@@ -133,7 +147,7 @@ class Agent:
         )
         async with scope as run:
             if not (await run.input()).stopped:
-                await PARADIGMS[self.spec.paradigm](run, stream)
+                await PARADIGMS[self.spec.paradigm](run, stream, self.output)
         return run.result()
 
     async def aclose(self) -> None:
@@ -166,3 +180,19 @@ class Agent:
         raise TetherError(
             "run_sync() was called inside a running event loop", hint="use 'await agent.run(...)'"
         )
+
+
+def _output_schema(
+    spec: AgentSpec,
+    given: OutputSchema | type[BaseModel] | dict[str, Any] | None,
+    base_dir: Path | None,
+) -> OutputSchema | None:
+    """The answer's required shape: the one passed in, else the spec's ``output``."""
+    if isinstance(given, OutputSchema):
+        return given
+    if given is not None:
+        max_reasks = spec.output.max_reasks if spec.output is not None else 2
+        return OutputSchema(given, max_reasks=max_reasks)
+    if spec.output is None:
+        return None
+    return OutputSchema.from_config(spec.output, base_dir)

@@ -17,39 +17,54 @@ a rejected key, an unknown model or a reply that is not a completion needs the o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tether.core import Outcome
 from tether.providers import ModelResponse
 from tether.runtime.chain import StreamHandler
 from tether.runtime.scope import PLANNER_NOTE, RunScope
 from tether.trace import semconv
 
+if TYPE_CHECKING:
+    from tether.runtime.structured import OutputSchema
+
+EVENT_OUTPUT_VALIDATION = "tether.output.validation"
+"""An answer checked against the output schema: ``attempt``, ``valid``, ``problems``."""
+
+INVALID_ANSWER_MESSAGE = (
+    "I'm sorry, I couldn't produce an answer in the required format this time. Please try again."
+)
 EMPTY_ANSWER_MESSAGE = (
     "I'm sorry, I couldn't come up with an answer this time. Please try again, or rephrase "
     "your request."
 )
 
 
-async def react(run: RunScope, stream: StreamHandler | None = None) -> None:
+async def react(
+    run: RunScope, stream: StreamHandler | None = None, output: OutputSchema | None = None
+) -> None:
     """Model, tools, model, ... until the model answers without calling a tool."""
     while True:
         reply = (await run.model_call(stream=stream)).value
         if reply is None:
             return
         if not reply.tool_calls:
-            await _answer(run, reply, "the model")
+            await _answer(run, reply, "the model", stream, output)
             return
         if (await run.tool_calls(reply.tool_calls)).stopped:
             return
 
 
-async def plan_execute(run: RunScope, stream: StreamHandler | None = None) -> None:
+async def plan_execute(
+    run: RunScope, stream: StreamHandler | None = None, output: OutputSchema | None = None
+) -> None:
     """One planner call, the planned tool calls, one solver call."""
     plan = (await run.model_call(note=PLANNER_NOTE, stream=stream)).value
     if plan is None:
         return
     run.state.plan = list(plan.tool_calls)
     if not plan.tool_calls:
-        await _answer(run, plan, "the planner")
+        await _answer(run, plan, "the planner", stream, output)
         return
     attributes = {
         semconv.TETHER_PLAN_STEPS: len(plan.tool_calls),
@@ -61,12 +76,47 @@ async def plan_execute(run: RunScope, stream: StreamHandler | None = None) -> No
         return
     answer = (await run.model_call(tools=False, stream=stream)).value
     if answer is not None:
-        await _answer(run, answer, "the solver")
+        await _answer(run, answer, "the solver", stream, output)
 
 
-async def _answer(run: RunScope, response: ModelResponse, who: str) -> None:
+async def _answer(
+    run: RunScope,
+    response: ModelResponse,
+    who: str,
+    stream: StreamHandler | None = None,
+    output: OutputSchema | None = None,
+) -> None:
     """Give the reply's text as the answer; a reply without text (only whitespace, or only
-    tool calls where an answer was due) ends the run as an empty answer."""
+    tool calls where an answer was due) ends the run as an empty answer.
+
+    With an ``output`` schema the answer is checked first: one that does not match is
+    re-asked (the model is told what was wrong, with no tools) at most ``max_reasks`` times,
+    each check an event on the run's span; then the run fails (outcome ``error``)."""
+    attempt = 0
+    while output is not None and response.content.strip():
+        answer, problems = output.check(response.content)
+        run.recorder.event(
+            run.run_id,
+            EVENT_OUTPUT_VALIDATION,
+            {"attempt": attempt, "valid": not problems, "problems": problems},
+        )
+        if not problems:
+            await run.output(answer)
+            return
+        if attempt >= output.max_reasks:
+            run.end(
+                Outcome.ERROR,
+                output=INVALID_ANSWER_MESSAGE,
+                error=f"{who}'s answer did not match the output schema after {attempt} "
+                f"re-ask{'' if attempt == 1 else 's'}: {'; '.join(problems)}",
+                hint="check the schema and the instructions, or raise output.max_reasks",
+            )
+            return
+        attempt += 1
+        step = await run.model_call(note=output.reask_note(problems), tools=False, stream=stream)
+        if step.value is None:
+            return
+        response = step.value
     if response.content.strip():
         await run.output(response.content)
         return

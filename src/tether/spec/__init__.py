@@ -2,6 +2,13 @@
 
 from pathlib import Path
 
+from tether.spec.guards import (
+    GuardRule,
+    GuardsConfig,
+    GuardsPolicy,
+    OutputConfig,
+    check_json_schema,
+)
 from tether.spec.loader import (
     load_model,
     load_with_tree,
@@ -21,24 +28,35 @@ from tether.spec.model import (
     ToolSpec,
 )
 
+AgentSpec.model_rebuild(
+    _types_namespace={"GuardsConfig": GuardsConfig, "OutputConfig": OutputConfig}
+)
+
 
 def load_spec(path: str | Path) -> AgentSpec:
     """Load and validate an agent spec from a YAML file."""
     spec, node = load_with_tree(AgentSpec, path)
     for i, tool in enumerate(spec.tools):  # so errors found when building tools name the line
         remember_origin(tool, path, node, ("tools", i))
+    for i, rule in enumerate(spec.guards.rules):
+        remember_origin(rule, path, node, ("guards", "rules", i))
     return spec
 
 
 __all__ = [
     "AgentSpec",
+    "GuardRule",
+    "GuardsConfig",
+    "GuardsPolicy",
     "HttpToolSpec",
     "Limits",
     "LoopBreakerConfig",
     "ModelConfig",
+    "OutputConfig",
     "PythonToolSpec",
     "ToolParameter",
     "ToolSpec",
+    "check_json_schema",
     "load_model",
     "load_spec",
     "origin_of",

@@ -10,7 +10,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tether.core import SpecError
-from tether.spec.model import UNKNOWN_TOOL_KIND
+from tether.spec.guards import GUARD_RULES, UNKNOWN_GUARD
+from tether.spec.model import TOOL_KINDS, UNKNOWN_TOOL_KIND
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -149,17 +150,19 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+_UNION_TAGS = {"tools": frozenset(TOOL_KINDS), "rules": frozenset(GUARD_RULES)}
+_UNION_TAGS["guards"] = _UNION_TAGS["rules"]  # a policy file's list
+
+
 def _data_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    # The tool union adds its tag ("python"/"http") right after ``tools[i]`` in the location;
-    # the YAML has no such key. Fields that really are named "http" (a parameter) stay.
+    # A tagged union (tools by ``kind``, guard rules by ``guard``) adds its tag right after
+    # ``tools[i]`` (``rules[i]``) in the location; the YAML has no such key. Fields that really
+    # are named like a tag (an HTTP tool's parameter "http") stay.
     return tuple(
         p
         for i, p in enumerate(loc)
         if not (
-            p in ("python", "http")
-            and i >= 2
-            and loc[i - 2] == "tools"
-            and isinstance(loc[i - 1], int)
+            i >= 2 and isinstance(loc[i - 1], int) and p in _UNION_TAGS.get(str(loc[i - 2]), ())
         )
     )
 
@@ -187,6 +190,16 @@ def validation_problems(
             loc = (*loc, "kind")
             kind = err["input"].get("kind")
             message = message.replace("unknown tool kind", f"unknown tool kind {kind!r}", 1)
+        elif err["type"] == UNKNOWN_GUARD:
+            known = ", ".join(GUARD_RULES)
+            guard = err["input"].get("guard") if isinstance(err["input"], dict) else None
+            if not isinstance(err["input"], dict):
+                message = f"a rule is a mapping starting with 'guard: NAME' ({known})"
+            elif guard is None:
+                message = f"the rule names no guard: add 'guard: NAME' ({known})"
+            else:
+                loc = (*loc, "guard")
+                message = f"unknown guard {guard!r}; known guards: {known}"
         problems.append(
             {
                 "file": str(path),

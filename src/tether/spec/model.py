@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -18,6 +18,11 @@ from pydantic import (
 )
 
 from tether.core import content_hash
+
+if TYPE_CHECKING:
+    # The guards module builds on the classes here (a judge's ModelConfig); ``tether.spec``
+    # resolves these two names once both modules are loaded (``AgentSpec.model_rebuild``).
+    from tether.spec.guards import GuardsConfig, OutputConfig
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 """Agent names."""
@@ -245,6 +250,12 @@ class LoopBreakerConfig(_Strict):
     status). Each must be declared under ``tools``."""
 
 
+def _no_guards() -> GuardsConfig:
+    from tether.spec.guards import GuardsConfig
+
+    return GuardsConfig()
+
+
 class AgentSpec(_Strict):
     """An agent: who it is, what it may use, how it reasons and where it stops."""
 
@@ -271,6 +282,10 @@ class AgentSpec(_Strict):
     """Run limits."""
     loop_breaker: LoopBreakerConfig = Field(default_factory=LoopBreakerConfig)
     """When repeating the same tool call stops the run."""
+    guards: GuardsConfig = Field(default_factory=lambda: _no_guards())
+    """Guards on the input, tool results, documents and answer; spotlighting."""
+    output: OutputConfig | None = None
+    """The answer's required shape (a JSON Schema), re-asked when it does not match."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Free-form labels (team, owner, ticket)."""
 
@@ -300,6 +315,21 @@ class AgentSpec(_Strict):
                     f"(declared under 'tools': {', '.join(declared) or 'none'})"
                 )
         return loop_breaker
+
+    @field_validator("guards")
+    @classmethod
+    def _documents_are_declared(cls, guards: GuardsConfig, info: ValidationInfo) -> GuardsConfig:
+        tools = info.data.get("tools")
+        if tools is None:
+            return guards
+        declared = [tool.name for tool in tools]
+        for i, name in enumerate(guards.documents):
+            if name not in declared:
+                raise ValueError(
+                    f"documents[{i}]: {name!r} is not a tool of this agent "
+                    f"(declared under 'tools': {', '.join(declared) or 'none'})"
+                )
+        return guards
 
     @property
     def version(self) -> str:

@@ -1,0 +1,230 @@
+"""What every guard control shares: channels mapped onto hooks, actions onto decisions, and a
+verdict recorded with its evidence.
+
+A guard judges one text of one channel and says what it found (a ``GuardResult``); the base
+class turns that into the pipeline's decision for the configured action:
+
+============  =================================  ==========================================
+channel       hook                               ``block``
+============  =================================  ==========================================
+user          ``on_input``                       the run ends (outcome ``blocked``)
+tool_output   ``after_tool``                     the result is withheld from the model, which
+                                                 is told why; the run goes on
+document      ``after_tool`` of the tools in     as ``tool_output``
+              ``documents``
+output        ``on_output``                      the answer is replaced by an apology (outcome
+                                                 ``blocked``)
+============  =================================  ==========================================
+
+``mask`` replaces the parts found (guards that find spans), ``escalate`` pauses the run for a
+person, ``log`` only records. Every verdict, allow included, is a trace event on the span where
+it was taken (the run's root span for input and output, the tool's span for its result), with
+the score, the categories and evidence snippets (control characters escaped, clipped).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from tether.controls.pipeline import Control, Decision, Hook, HookContext, Verdict
+from tether.core import Outcome
+from tether.tools import ToolResult
+
+Channel = Literal["user", "tool_output", "document", "output"]
+CHANNELS: tuple[Channel, ...] = ("user", "tool_output", "document", "output")
+Action = Literal["block", "mask", "hash", "escalate", "log"]
+CHANNEL_HOOKS: dict[Channel, Hook] = {
+    "user": Hook.ON_INPUT,
+    "tool_output": Hook.AFTER_TOOL,
+    "document": Hook.AFTER_TOOL,
+    "output": Hook.ON_OUTPUT,
+}
+"""The hook each channel is judged at."""
+
+# Attributes of a guard's decision event (besides tether.control.* and tether.decision.*).
+GUARD_NAME = "tether.guard.name"
+GUARD_CHANNEL = "tether.guard.channel"
+GUARD_ACTION = "tether.guard.action"
+GUARD_FLAGGED = "tether.guard.flagged"
+GUARD_SCORE = "tether.guard.score"
+GUARD_THRESHOLD = "tether.guard.threshold"
+GUARD_CATEGORIES = "tether.guard.categories"
+GUARD_EVIDENCE = "tether.guard.evidence"
+GUARD_LATENCY_MS = "tether.guard.latency_ms"
+
+MAX_SNIPPET_CHARS = 160
+MAX_EVIDENCE = 8
+_UNSAFE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
+)
+
+BLOCKED_INPUT_MESSAGE = "I'm sorry, I can't help with that request."
+BLOCKED_OUTPUT_MESSAGE = "I'm sorry, I can't share that answer."
+ESCALATED_MESSAGE = (
+    "Your request needs a person's review; we'll follow up once it has been reviewed."
+)
+
+
+def safe_snippet(text: str, limit: int = MAX_SNIPPET_CHARS) -> str:
+    """``text`` fit for a trace: control, invisible and bidirectional characters written as
+    ``\\uXXXX``, clipped to ``limit`` characters with ``…``."""
+    clipped = text if len(text) <= limit else text[: limit - 1] + "…"
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", clipped)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardResult:
+    """What a guard found in one text."""
+
+    flagged: bool
+    """The text is what the guard looks for (the score reached the threshold, a term matched)."""
+    reason: str
+    """One line saying what was found, or that nothing was (the model may be told it)."""
+    score: float | None = None
+    """The guard's score in [0, 1], for guards that score texts."""
+    threshold: float | None = None
+    """The threshold the score was held against."""
+    categories: tuple[str, ...] = ()
+    """What was found, by kind (``override``, ``deny_list.term``...)."""
+    evidence: tuple[Mapping[str, Any], ...] = ()
+    """Where and what, for the trace (snippets pass through ``safe_snippet``)."""
+    masked: str | None = None
+    """The text with what was found replaced, for ``mask``; ``None`` when the guard cannot."""
+    decision: Decision | None = None
+    """A decision to take as it is, whatever the action (a Python guard's own)."""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """More attributes for the event (a judge's token usage)."""
+
+
+class GuardControl(Control):
+    """Base class of the guards: judges the texts of its channels with :meth:`judge` and acts.
+
+    ``channels`` are the channels it runs on; ``documents`` the tools whose results are the
+    ``document`` channel (the others' are ``tool_output``); ``action`` what it does with a
+    flagged text; ``fail_open`` lets texts through when the guard itself fails."""
+
+    record_allow = True
+    guard = "guard"
+    """The guard's kind, as a spec names it (``injection``)."""
+    default_channels: tuple[Channel, ...] = CHANNELS
+    actions: tuple[Action, ...] = ("block", "escalate", "log")
+    """The actions this guard can take."""
+
+    def __init__(
+        self,
+        *,
+        channels: Collection[Channel] | None = None,
+        action: Action = "block",
+        documents: Collection[str] = (),
+        fail_open: bool = False,
+        name: str | None = None,
+    ) -> None:
+        chosen = tuple(channels) if channels is not None else self.default_channels
+        unknown = [c for c in chosen if c not in CHANNELS]
+        if unknown or not chosen:
+            raise ValueError(f"channels must be some of {', '.join(CHANNELS)}, got {chosen!r}")
+        if action not in self.actions:
+            raise ValueError(
+                f"the {self.guard} guard cannot {action!r}; use {', '.join(self.actions)}"
+            )
+        self.channels = frozenset(chosen)
+        self.action: Action = action
+        self.documents = frozenset(documents)
+        self.fail_open = fail_open
+        self.name = name or f"guard.{self.guard}"
+        self._hooks = frozenset(CHANNEL_HOOKS[c] for c in self.channels)
+
+    async def judge(self, text: str, channel: Channel, ctx: HookContext) -> GuardResult:
+        """What the guard finds in ``text``. Raise when it cannot judge (the run fails closed
+        unless ``fail_open``)."""
+        raise NotImplementedError
+
+    # -- pipeline ---------------------------------------------------------------------------
+
+    def channel_of(self, ctx: HookContext) -> Channel:
+        """The channel of the text at ``ctx``."""
+        if ctx.hook is Hook.ON_INPUT:
+            return "user"
+        if ctx.hook is Hook.ON_OUTPUT:
+            return "output"
+        name = ctx.call.name if ctx.call is not None else ""
+        return "document" if name in self.documents else "tool_output"
+
+    def applies(self, ctx: HookContext) -> bool:
+        return ctx.hook in self._hooks and self.channel_of(ctx) in self.channels
+
+    async def on_input(self, ctx: HookContext, text: str) -> Decision:
+        return await self._decide(ctx, "user", text, text)
+
+    async def after_tool(self, ctx: HookContext, result: ToolResult) -> Decision:
+        return await self._decide(ctx, self.channel_of(ctx), result.content, result)
+
+    async def on_output(self, ctx: HookContext, text: str) -> Decision:
+        return await self._decide(ctx, "output", text, text)
+
+    async def _decide(
+        self, ctx: HookContext, channel: Channel, text: str, payload: str | ToolResult
+    ) -> Decision:
+        started = time.perf_counter()
+        result = await self.judge(text, channel, ctx)
+        details = self._details(channel, result, (time.perf_counter() - started) * 1000)
+        decision = result.decision
+        if decision is not None:
+            if (
+                decision.verdict is Verdict.MODIFY
+                and isinstance(payload, ToolResult)
+                and isinstance(decision.value, str)
+            ):  # a guard written for texts rewrites a tool result's text
+                decision = replace(decision, value=ToolResult(decision.value, payload.is_error))
+            return decision.with_details(details)
+        if not result.flagged:
+            return Decision(Verdict.ALLOW, result.reason, details=details)
+        return self._act(channel, result, payload).with_details(details)
+
+    def _act(self, channel: Channel, result: GuardResult, payload: str | ToolResult) -> Decision:
+        reason, action = result.reason, self.action
+        if action == "log":
+            return Decision(Verdict.ALLOW, f"logged: {reason}")
+        if action == "escalate":
+            return Decision.escalate(reason, message=ESCALATED_MESSAGE)
+        if action in ("mask", "hash") and result.masked is not None:
+            if isinstance(payload, ToolResult):  # the raw value (``data``) may hold what was found
+                return Decision.modify(ToolResult(result.masked, payload.is_error), reason)
+            return Decision.modify(result.masked, reason)
+        if action in ("mask", "hash"):
+            raise RuntimeError(f"the {self.guard} guard found nothing it could {action}")
+        if channel in ("tool_output", "document"):
+            return Decision.block(reason)  # withheld from the model; the run goes on
+        return Decision.block(
+            reason, outcome=Outcome.BLOCKED, message=self.blocked_message(channel)
+        )
+
+    def blocked_message(self, channel: Channel) -> str:
+        """What the user is told when this guard blocks their message or the answer."""
+        return BLOCKED_INPUT_MESSAGE if channel == "user" else BLOCKED_OUTPUT_MESSAGE
+
+    def _details(self, channel: Channel, result: GuardResult, latency_ms: float) -> dict[str, Any]:
+        details: dict[str, Any] = {
+            GUARD_NAME: self.guard,
+            GUARD_CHANNEL: channel,
+            GUARD_ACTION: self.action,
+            GUARD_FLAGGED: result.flagged,
+            GUARD_LATENCY_MS: round(latency_ms, 3),
+        }
+        if result.score is not None:
+            details[GUARD_SCORE] = round(result.score, 4)
+        if result.threshold is not None:
+            details[GUARD_THRESHOLD] = result.threshold
+        if result.categories:
+            details[GUARD_CATEGORIES] = list(result.categories)
+        if result.evidence:
+            details[GUARD_EVIDENCE] = [
+                {k: safe_snippet(v) if isinstance(v, str) else v for k, v in e.items()}
+                for e in result.evidence[:MAX_EVIDENCE]
+            ]
+        details.update(result.details)
+        return details

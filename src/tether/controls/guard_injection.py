@@ -1,0 +1,89 @@
+"""The prompt-injection guard: the user's message (direct injection), tool results and
+documents (indirect injection) scored by ``tether.guards.InjectionDetector``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+from tether.controls.guard_base import Action, Channel, GuardControl, GuardResult
+from tether.controls.pipeline import HookContext
+
+if TYPE_CHECKING:
+    from tether.guards import InjectionDetector
+
+OFF_LOOP_CHARS = 20_000
+"""Texts longer than this are scanned in a worker thread, so a long document does not hold the
+event loop (and every other run on it) for the whole scan."""
+
+
+class InjectionGuard(GuardControl):
+    """Flags texts whose injection score reaches the threshold (default: the shipped model's
+    threshold for the channel). A blocked tool result is withheld from the model, which is
+    told why, and the run goes on."""
+
+    guard = "injection"
+    default_channels: tuple[Channel, ...] = ("user", "tool_output", "document")
+
+    def __init__(
+        self,
+        *,
+        channels: Collection[Channel] | None = None,
+        threshold: float | None = None,
+        action: Action = "block",
+        documents: Collection[str] = (),
+        fail_open: bool = False,
+        detector: InjectionDetector | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(
+            channels=channels, action=action, documents=documents, fail_open=fail_open, name=name
+        )
+        if "output" in self.channels:
+            raise ValueError("the injection guard runs on user, tool_output and document")
+        if threshold is not None and not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold!r}")
+        self.threshold = threshold
+        if detector is None:  # shared: the model loads once per process
+            from tether.guards import default_detector
+
+            detector = default_detector()
+        self.detector = detector
+
+    async def judge(self, text: str, channel: Channel, ctx: HookContext) -> GuardResult:
+        assert channel != "output"
+        if len(text) > OFF_LOOP_CHARS:
+            verdict = await asyncio.to_thread(self.detector.scan, text, channel)
+        else:
+            verdict = self.detector.scan(text, channel)
+        threshold = self.threshold if self.threshold is not None else verdict.threshold
+        flagged = verdict.score >= threshold
+        categories = verdict.categories + (("truncated",) if verdict.truncated else ())
+        what = ", ".join(c for c in verdict.categories if c != "classifier") or "classifier"
+        reason = (
+            f"possible prompt injection (score {verdict.score:.2f} >= {threshold:g}: {what})"
+            if flagged
+            else f"no prompt injection found (score {verdict.score:.2f} < {threshold:g})"
+        )
+        evidence = tuple(
+            {
+                "kind": e.kind,
+                "name": e.name,
+                "category": e.category,
+                "start": e.start,
+                "end": e.end,
+                "snippet": e.snippet,
+                "origin": e.origin,
+            }
+            | ({"score": round(e.score, 4)} if e.score is not None else {})
+            for e in verdict.evidence
+        )
+        return GuardResult(
+            flagged=flagged,
+            reason=reason,
+            score=verdict.score,
+            threshold=threshold,
+            categories=categories,
+            evidence=evidence,
+        )
