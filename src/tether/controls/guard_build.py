@@ -56,14 +56,22 @@ def build_guards(
     base_dir: Path | None = None,
     model: Model | None = None,
     extra: Sequence[Control] = (),
+    import_functions: bool = True,
 ) -> list[Control]:
     """The controls of ``config``: one per rule (the policy's, then the spec's), then the
     ``extra`` controls, then spotlighting (last, so it marks only what every guard let
-    through). ``model`` is the judges' default model (the agent's primary model)."""
+    through). ``model`` is the judges' default model (the agent's primary model).
+    ``import_functions=False`` (``tether validate --no-import``) checks Python guards'
+    references without importing them, and leaves those guards out."""
     controls: list[Control] = []
     names: dict[str, int] = {}
     for where, rule in guard_rules(config, base_dir):
         try:
+            if isinstance(rule, PythonRule) and not import_functions:
+                from tether.tools.loading import check_function_ref
+
+                check_function_ref(rule.function, base_dir)
+                continue
             control = build_rule(rule, documents=config.documents, base_dir=base_dir, model=model)
         except (TetherError, ValueError, TypeError) as exc:
             message = exc.message if isinstance(exc, TetherError) else str(exc)

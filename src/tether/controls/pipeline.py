@@ -355,7 +355,8 @@ class Pipeline:
             if control.fail_open:
                 failed = Decision(Verdict.ALLOW, reason, control=control.name)
                 self._record(ctx, failed)
-                return ALLOW
+                return None  # recorded: nothing more to say
+
             return Decision.block(
                 reason,
                 outcome=Outcome.CONTROL_ERROR,

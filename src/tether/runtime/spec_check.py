@@ -9,8 +9,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tether.controls.guard_build import build_guards
 from tether.core import ProviderError, SpecError
 from tether.providers import Model, ScriptedModel, build_model
+from tether.runtime.structured import OutputSchema
 from tether.spec import AgentSpec, load_spec
 from tether.tools import HttpTool, Tool, build_tools, check_tools
 from tether.trace import PricingTable, default_pricing
@@ -23,7 +25,9 @@ def _naming(path: Path) -> Iterator[None]:
     try:
         yield
     except (SpecError, ProviderError) as exc:
-        raise SpecError(f"{path}: {exc.message}", hint=exc.hint) from None
+        # A file the spec points at (a guards policy) keeps its problems, file by file.
+        problems = exc.problems if isinstance(exc, SpecError) else None
+        raise SpecError(f"{path}: {exc.message}", hint=exc.hint, problems=problems) from None
 
 
 def _check_cost_limit(spec: AgentSpec, model_names: Sequence[str], pricing: PricingTable) -> None:
@@ -92,6 +96,16 @@ def check_spec(
             [c.name for c in (spec.model, *spec.fallback_models)],
             pricing or default_pricing(),
         )
+        # The guards and the output schema as the agent would build them: a policy file, a
+        # guard's function or model, a schema file that cannot work is an error now.
+        build_guards(
+            spec.guards,
+            base_dir=base_dir,
+            model=models[0] if models else None,
+            import_functions=import_tools,
+        )
+        if spec.output is not None:
+            OutputSchema.from_config(spec.output, base_dir)
     missing.update(var for t in tools.values() if isinstance(t, HttpTool) for var in t.missing_env)
     check = SpecCheck(
         path=path,
