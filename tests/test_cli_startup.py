@@ -194,7 +194,7 @@ def test_validate_prints_what_rich_printed(
     buffer = io.StringIO()
     console = Console(file=buffer, width=120, emoji=False)
     console.print(
-        f"[green]✓[/] {escape(name)}: agent [bold]support[/] version d1fd1ee83d28d3c9\n"
+        f"[green]✓[/] {escape(name)}: agent [bold]support[/] version b25eae87927e9b2f\n"
         "  model scripted/gpt-4.1-mini, paradigm react, 2 tool(s): kb_lookup, order_status",
         highlight=False,
         soft_wrap=True,

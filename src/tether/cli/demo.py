@@ -1,4 +1,7 @@
-"""``tether demo``: the support example, offline, in four scenarios."""
+"""``tether demo``: the support examples, offline: four scenarios of the runtime (a normal
+answer, a recovered tool error, a loop broken, a limit tripped) and the guards (an injection
+hidden in a tool's output caught while the run answers from the rest, an answer that breaks
+the required schema re-asked and fixed)."""
 
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from tether.core import Outcome, TetherError
 from tether.runtime import Agent, RunResult
 from tether.trace import writer_for
 
+WITHHELD = "Tool result withheld by policy"
+
 ORDERS: dict[int, dict[str, Any]] = {
     17: {"status": "delivered", "carrier": "UPS", "eta": "2026-11-02"},
     1001: {"status": "delivered", "carrier": "DHL", "eta": "2026-10-12"},
@@ -32,16 +37,41 @@ ORDERS: dict[int, dict[str, Any]] = {
     1042: {"status": "in transit", "carrier": "DHL", "eta": "2026-11-25"},
 }
 
-SCENARIOS: list[tuple[str, str, Outcome]] = [
+SCENARIOS: list[tuple[str, str, str, Outcome]] = [
     (
         "normal answer",
+        "agent.yaml",
         "Where is my order 1042? And how long does shipping take?",
         Outcome.FINAL_ANSWER,
     ),
-    ("recovered tool error", "What's the status of order A-17?", Outcome.FINAL_ANSWER),
-    ("loop broken", "How do I cancel my subscription?", Outcome.LOOP_DETECTED),
-    ("limit tripped", "Please check every order I have ever placed.", Outcome.LIMIT_EXCEEDED),
+    (
+        "recovered tool error",
+        "agent.yaml",
+        "What's the status of order A-17?",
+        Outcome.FINAL_ANSWER,
+    ),
+    ("loop broken", "agent.yaml", "How do I cancel my subscription?", Outcome.LOOP_DETECTED),
+    (
+        "limit tripped",
+        "agent.yaml",
+        "Please check every order I have ever placed.",
+        Outcome.LIMIT_EXCEEDED,
+    ),
+    (
+        "injection caught",
+        "agent.yaml",
+        "Can I pay with a gift card? And where is my order 1002?",
+        Outcome.FINAL_ANSWER,
+    ),
+    (
+        "schema re-asked",
+        "order_report.yaml",
+        "Status report for order 1042, please.",
+        Outcome.FINAL_ANSWER,
+    ),
 ]
+"""Each scenario: its name, the agent it runs (a spec in examples/support), the input, and
+the outcome it should end with."""
 
 
 class _OrderHandler(BaseHTTPRequestHandler):
@@ -87,22 +117,29 @@ def examples_dir() -> Path:
     raise TetherError("cannot find the example agents (examples/support/agent.yaml)")
 
 
-async def _run_all(agent: Agent) -> list[RunResult]:
-    async with agent:
-        return [await agent.run(text, metadata={"demo": name}) for name, text, _ in SCENARIOS]
+async def _run_all(agents: dict[str, Agent]) -> list[RunResult]:
+    results = []
+    for name, spec, text, _ in SCENARIOS:
+        results.append(await agents[spec].run(text, metadata={"demo": name}))
+    for agent in agents.values():
+        await agent.aclose()
+    return results
 
 
 def run_demo(
     database_url: str, *, console: Console, as_json: bool = False, command: str = "tether"
 ) -> None:
-    spec_path = examples_dir() / "support" / "agent.yaml"
+    folder = examples_dir() / "support"
     writer = writer_for(database_url)
     with order_api() as base_url:
         previous = os.environ.get("ORDER_API_URL")
         os.environ["ORDER_API_URL"] = base_url
         try:
-            agent = Agent.from_yaml(spec_path, trace=writer)
-            results = asyncio.run(_run_all(agent))
+            agents = {
+                spec: Agent.from_yaml(folder / spec, trace=writer)
+                for spec in dict.fromkeys(s[1] for s in SCENARIOS)
+            }
+            results = asyncio.run(_run_all(agents))
         finally:
             if previous is None:
                 os.environ.pop("ORDER_API_URL", None)
@@ -110,34 +147,43 @@ def run_demo(
                 os.environ["ORDER_API_URL"] = previous
     writer.flush()
     as_expected = [
-        r.outcome == expected for r, (_, _, expected) in zip(results, SCENARIOS, strict=True)
+        r.outcome == expected for r, (_, _, _, expected) in zip(results, SCENARIOS, strict=True)
     ]
 
     if as_json:
         out = [
-            {"scenario": name, "input": text, "expected": expected.value, **render.result_json(r)}
-            for r, (name, text, expected) in zip(results, SCENARIOS, strict=True)
+            {
+                "scenario": name,
+                "agent": agents[spec].name,
+                "input": text,
+                "expected": expected.value,
+                **render.result_json(r),
+            }
+            for r, (name, spec, text, expected) in zip(results, SCENARIOS, strict=True)
         ]
         console.print_json(json.dumps(out))
     else:
-        _print_report(console, agent, results, writer.store.display_url, command)
+        _print_report(console, agents, results, writer.store.display_url, command)
     if not all(as_expected):
         sys.exit(1)
 
 
+def _tool_mark(content: str) -> str:
+    if content.startswith(WITHHELD):
+        return "⊘ withheld"
+    return "✗" if content.startswith("Error") else "✓"
+
+
 def _print_report(
-    console: Console, agent: Agent, results: list[RunResult], store: str, command: str
+    console: Console, agents: dict[str, Agent], results: list[RunResult], store: str, command: str
 ) -> None:
-    console.rule(f"[bold]Tether demo[/]: agent '{agent.name}' version {agent.version}, offline")
-    for i, (r, (name, text, _)) in enumerate(zip(results, SCENARIOS, strict=True), 1):
-        console.print(f"\n[bold]{i}. {name}[/]")
+    shown = ", ".join(f"'{a.name}' version {a.version}" for a in agents.values())
+    console.rule(f"[bold]Tether demo[/]: agents {escape(shown)}, offline")
+    for i, (r, (name, spec, text, _)) in enumerate(zip(results, SCENARIOS, strict=True), 1):
+        console.print(f"\n[bold]{i}. {name}[/] [dim]({escape(agents[spec].name)})[/]")
         console.print(f"[cyan]user:[/]  {escape(text)}", highlight=False)
         console.print(f"[cyan]agent:[/] {escape(r.output)}", highlight=False)
-        ran = [
-            f"{m.name}{'✗' if m.content.startswith('Error') else '✓'}"
-            for m in r.state.messages
-            if m.role == "tool"
-        ]
+        ran = [f"{m.name}{_tool_mark(m.content)}" for m in r.state.messages if m.role == "tool"]
         stopped = [f"{c.name}⊘" for c in r.state.pending_tool_calls]  # asked for, not run
         calls = ", ".join(ran + stopped)
         console.print(
@@ -146,13 +192,24 @@ def _print_report(
         )
         if r.stop_reason:
             console.print(f"[dim]why: {escape(r.stop_reason)}[/]", highlight=False)
+        answers = [
+            m.content
+            for m in r.state.messages
+            if m.role == "assistant" and m.content and not m.tool_calls
+        ]
+        if agents[spec].output is not None and len(answers) > 1:
+            console.print(
+                f"[dim]re-asked {len(answers) - 1} time(s); the first answer broke the schema: "
+                f"{escape(render.brief(answers[0], 120))}[/]",
+                highlight=False,
+            )
 
     table = Table(title="\nSummary", show_edge=False, header_style="bold")
     widths = {"scenario": 20, "outcome": 14, "turns": 5, "tools": 5, "tokens": 6, "cost": 9}
     widths.update({"latency": 9, "run": 16})
     for col, width in widths.items():
         table.add_column(col, no_wrap=True, min_width=width)
-    for r, (name, _, expected) in zip(results, SCENARIOS, strict=True):
+    for r, (name, _, _, expected) in zip(results, SCENARIOS, strict=True):
         mark = "" if r.outcome == expected else f" [red](expected {expected})[/]"
         table.add_row(
             name,
@@ -167,7 +224,7 @@ def _print_report(
     console.print(table)
     console.print(f"\nTraces are stored in {escape(store)}. Inspect them with:")
     console.print(f"  {command} traces list", markup=False, highlight=False, soft_wrap=True)
-    for r, (name, _, _) in zip(results, SCENARIOS, strict=True):
+    for r, (name, _, _, _) in zip(results, SCENARIOS, strict=True):
         console.print(
             f"  {escape(command)} traces show {r.run_id}   [dim]# {name}[/]",
             highlight=False,
