@@ -1,5 +1,15 @@
-"""Controls: the policy pipeline and the controls that run on it."""
+"""Controls: the policy pipeline and the controls that run on it: limits, the loop breaker,
+and the guards (prompt injection, deny lists, allowed topics, Python functions, an LLM judge,
+spotlighting), built from a spec's ``guards`` section by ``build_guards``."""
 
+from tether.controls.guard_base import CHANNELS, GuardControl, GuardResult
+from tether.controls.guard_build import build_guards, load_policy
+from tether.controls.guard_deny import DenyListGuard
+from tether.controls.guard_injection import InjectionGuard
+from tether.controls.guard_judge import JudgeGuard
+from tether.controls.guard_python import FunctionGuard
+from tether.controls.guard_spotlight import SpotlightControl
+from tether.controls.guard_topics import TopicsGuard
 from tether.controls.limits import LimitsControl, LoopBreaker
 from tether.controls.pipeline import (
     ALLOW,
@@ -14,13 +24,24 @@ from tether.controls.pipeline import (
 
 __all__ = [
     "ALLOW",
+    "CHANNELS",
     "Control",
     "Decision",
+    "DenyListGuard",
+    "FunctionGuard",
+    "GuardControl",
+    "GuardResult",
     "Hook",
     "HookContext",
+    "InjectionGuard",
+    "JudgeGuard",
     "LimitsControl",
     "LoopBreaker",
     "Pipeline",
     "RunView",
+    "SpotlightControl",
+    "TopicsGuard",
     "Verdict",
+    "build_guards",
+    "load_policy",
 ]

@@ -8,12 +8,14 @@ from tether.runtime.scope import Harness, RunScope
 from tether.runtime.spec_check import SpecCheck, check_spec
 from tether.runtime.state import RUN_STATE_SCHEMA_VERSION, RunState, ToolRecord
 from tether.runtime.steps import Step
+from tether.runtime.structured import OutputSchema
 
 __all__ = [
     "RUN_STATE_SCHEMA_VERSION",
     "Agent",
     "Harness",
     "ModelChain",
+    "OutputSchema",
     "RunResult",
     "RunScope",
     "RunState",
