@@ -234,3 +234,18 @@ def test_tether_validate_accepts_a_good_policy(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_configuration_examples_in_the_docs_load() -> None:
+    import re
+
+    import yaml
+
+    from tether.spec import GuardsConfig, GuardsPolicy, OutputConfig
+
+    docs = (Path(__file__).parents[1] / "docs" / "guards.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", docs, re.S)
+    agent, policy = (yaml.safe_load(b) for b in blocks[:2])
+    GuardsConfig.model_validate(agent["guards"])
+    OutputConfig.model_validate(agent["output"])
+    GuardsPolicy.model_validate(policy)
