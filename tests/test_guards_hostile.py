@@ -102,3 +102,18 @@ def test_snippets_are_escaped_and_clipped() -> None:
     assert safe_snippet("a\x1b[2Jb\u202ec\x00") == "a\\u001b[2Jb\\u202ec\\u0000"
     assert safe_snippet("x" * 500) == "x" * 159 + "…"
     assert safe_snippet("\ud800") == "\\ud800"
+
+
+def test_terms_match_whole_words_whatever_their_number() -> None:
+    from tether.controls.guard_deny import TermMatcher
+
+    matcher = TermMatcher(["acme corp", "C++", "straße", *(f"w{i}" for i in range(10_000))])
+    text = "Acme\n  Corp, acme-corp, acmecorp, c++ and C++11, STRASSE, w9999 w10000"
+    assert [text[a:b] for a, b in sorted(matcher.find(text))] == [
+        "Acme\n  Corp",
+        "c++",
+        "STRASSE",
+        "w9999",
+    ]
+    # A 100 KB text made of the start of a phrase, over and over: one pass, no match.
+    assert matcher.find("acme " * 20_000) == []

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+import re
+from collections import deque
+from collections.abc import Callable, Collection, Sequence
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from tether.controls.guard_base import Action, Channel, GuardControl, GuardResult
@@ -22,26 +25,111 @@ MAX_MATCHES = 1_000
 whole rather than scanned further."""
 
 
-def terms_pattern(terms: Sequence[str], *, case_sensitive: bool = False) -> regex.Pattern[str]:
-    """One pattern matching any of ``terms`` as whole words: not inside a longer word, but a
-    term may start or end with punctuation (``C++``, ``.env``)."""
-    import regex
+_WORD = re.compile(r"\w+")
+_PHRASE = re.compile(r"\w+(?:\s+\w+)*")
+_SPACE = re.compile(r"\s+")
 
-    # Longest first, so "acme corp" wins over "acme" at the same place.
-    alternatives = "|".join(regex.escape(t) for t in sorted(set(terms), key=len, reverse=True))
-    return regex.compile(
-        rf"(?<![\w])(?:{alternatives})(?![\w])", 0 if case_sensitive else regex.IGNORECASE
-    )
+
+class TermMatcher:
+    """Finds any of ``terms`` as whole words, ignoring case unless ``case_sensitive``, in one
+    pass over a text's words, however many terms there are: a term made of words
+    (``acme corp``) matches those words separated by any whitespace; a term with other
+    characters (``C++``, ``.env``) is searched as a pattern, not inside a longer word. The
+    longest term found at a place wins."""
+
+    def __init__(self, terms: Sequence[str], *, case_sensitive: bool = False) -> None:
+        self._fold: Callable[[str], str] = (lambda s: s) if case_sensitive else str.casefold
+        self.phrases: dict[tuple[str, ...], str] = {}
+        others: list[str] = []
+        for term in terms:
+            stripped = term.strip()
+            if _PHRASE.fullmatch(stripped):
+                key = tuple(self._fold(w) for w in _SPACE.split(stripped))
+                self.phrases.setdefault(key, term)
+            else:
+                others.append(stripped)
+        self._lengths = sorted({len(k) for k in self.phrases}, reverse=True)
+        self._firsts = {k[0] for k in self.phrases}
+        self._other: regex.Pattern[str] | None = None
+        if others:
+            import regex
+
+            alternatives = "|".join(
+                regex.escape(t) for t in sorted(set(others), key=len, reverse=True)
+            )
+            self._other = regex.compile(
+                rf"(?<!\w)(?:{alternatives})(?!\w)", 0 if case_sensitive else regex.IGNORECASE
+            )
+
+    def find(self, text: str) -> list[tuple[int, int]]:
+        """Spans of the terms found, in text order (at most ``MAX_MATCHES`` of each kind)."""
+        found: list[tuple[int, int]] = []
+        if self.phrases:
+            found.extend(self._phrases(text))
+        if self._other is not None:
+            for n, match in enumerate(self._other.finditer(text, timeout=MATCH_TIMEOUT_S)):
+                found.append((match.start(), match.end()))
+                if n >= MAX_MATCHES:
+                    break
+        return found
+
+    def _phrases(self, text: str) -> list[tuple[int, int]]:
+        found: list[tuple[int, int]] = []
+        longest = self._lengths[0]
+        window: deque[tuple[int, int, str]] = deque()  # the next words, at most ``longest``
+        words = _WORD.finditer(text)
+        ahead = True
+
+        def fill() -> None:
+            nonlocal ahead
+            while ahead and len(window) < longest:
+                match = next(words, None)
+                if match is None:
+                    ahead = False
+                    return
+                window.append((match.start(), match.end(), self._fold(match.group())))
+
+        fill()
+        while window:
+            if window[0][2] in self._firsts:
+                hit = self._match_at(text, window)
+                if hit:
+                    found.append((window[0][0], window[hit - 1][1]))
+                    if len(found) > MAX_MATCHES:
+                        found.append((window[hit - 1][1], len(text)))  # the rest, whole
+                        return found
+                    for _ in range(hit):
+                        window.popleft()
+                    fill()
+                    continue
+            window.popleft()
+            fill()
+        return found
+
+    def _match_at(self, text: str, window: deque[tuple[int, int, str]]) -> int:
+        """How many words of ``window`` form a term (0: none), the longest first."""
+        for n in self._lengths:
+            if n > len(window):
+                continue
+            words = [window[i] for i in range(n)]
+            if tuple(w[2] for w in words) not in self.phrases:
+                continue
+            if all(text[a[1] : b[0]].isspace() for a, b in pairwise(words)):
+                return n
+        return 0
 
 
 def find_all(
-    patterns: Sequence[tuple[str, regex.Pattern[str]]], text: str
+    patterns: Sequence[tuple[str, regex.Pattern[str] | TermMatcher]], text: str
 ) -> list[tuple[str, int, int]]:
-    """``(which, start, end)`` of every match of every pattern, in text order; a pattern that
-    searches longer than ``MATCH_TIMEOUT_S`` raises ``TimeoutError`` naming it."""
+    """``(which, start, end)`` of every match of every pattern (or terms), in text order; a
+    pattern that searches longer than ``MATCH_TIMEOUT_S`` raises ``TimeoutError`` naming it."""
     found: list[tuple[str, int, int]] = []
     for which, pattern in patterns:
         try:
+            if isinstance(pattern, TermMatcher):
+                found.extend((which, start, end) for start, end in pattern.find(text))
+                continue
             for n, match in enumerate(pattern.finditer(text, timeout=MATCH_TIMEOUT_S)):
                 if match.end() > match.start():
                     found.append((which, match.start(), match.end()))
@@ -100,9 +188,9 @@ class DenyListGuard(GuardControl):
         if any(not t.strip() for t in terms):
             raise ValueError("a deny list term is empty")
         self.replacement = replacement
-        self._patterns: list[tuple[str, regex.Pattern[str]]] = []
+        self._patterns: list[tuple[str, regex.Pattern[str] | TermMatcher]] = []
         if terms:
-            self._patterns.append(("terms", terms_pattern(terms, case_sensitive=case_sensitive)))
+            self._patterns.append(("terms", TermMatcher(terms, case_sensitive=case_sensitive)))
         for i, pattern in enumerate(patterns):
             compiled = compile_checked(
                 pattern, what=f"patterns[{i}]", ignore_case=not case_sensitive

@@ -8,7 +8,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from tether.controls.guard_base import Action, Channel, GuardControl, GuardResult
-from tether.controls.guard_deny import OFF_LOOP_CHARS, find_all, terms_pattern
+from tether.controls.guard_deny import OFF_LOOP_CHARS, TermMatcher, find_all
 from tether.controls.pipeline import HookContext
 
 if TYPE_CHECKING:
@@ -45,8 +45,8 @@ class TopicsGuard(GuardControl):
             raise ValueError(f"topic {empty[0]!r} has no words")
         self.topics = tuple(allowed)
         self.min_words = min_words
-        self._patterns: list[tuple[str, regex.Pattern[str]]] = [
-            (topic, terms_pattern(list(words))) for topic, words in allowed.items()
+        self._patterns: list[tuple[str, regex.Pattern[str] | TermMatcher]] = [
+            (topic, TermMatcher(list(words))) for topic, words in allowed.items()
         ]
 
     def blocked_message(self, channel: Channel) -> str:
