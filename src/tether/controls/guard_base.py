@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 from tether.controls.pipeline import Control, Decision, Hook, HookContext, Verdict
 from tether.core import Outcome
@@ -100,6 +100,16 @@ class GuardResult:
     """More attributes for the event (a judge's token usage)."""
 
 
+class GuardOptions(TypedDict, total=False):
+    """What every guard takes besides its own settings (see ``GuardControl``)."""
+
+    channels: Collection[Channel] | None
+    action: Action
+    documents: Collection[str]
+    fail_open: bool
+    name: str | None
+
+
 class GuardControl(Control):
     """Base class of the guards: judges the texts of its channels with :meth:`judge` and acts.
 
@@ -114,15 +124,9 @@ class GuardControl(Control):
     actions: tuple[Action, ...] = ("block", "escalate", "log")
     """The actions this guard can take."""
 
-    def __init__(
-        self,
-        *,
-        channels: Collection[Channel] | None = None,
-        action: Action = "block",
-        documents: Collection[str] = (),
-        fail_open: bool = False,
-        name: str | None = None,
-    ) -> None:
+    def __init__(self, **options: Unpack[GuardOptions]) -> None:
+        channels = options.get("channels")
+        action = options.get("action", "block")
         chosen = tuple(channels) if channels is not None else self.default_channels
         unknown = [c for c in chosen if c not in CHANNELS]
         if unknown or not chosen:
@@ -133,9 +137,9 @@ class GuardControl(Control):
             )
         self.channels = frozenset(chosen)
         self.action: Action = action
-        self.documents = frozenset(documents)
-        self.fail_open = fail_open
-        self.name = name or f"guard.{self.guard}"
+        self.documents = frozenset(options.get("documents", ()))
+        self.fail_open = options.get("fail_open", False)
+        self.name = options.get("name") or f"guard.{self.guard}"
         self._hooks = frozenset(CHANNEL_HOOKS[c] for c in self.channels)
 
     async def judge(self, text: str, channel: Channel, ctx: HookContext) -> GuardResult:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tether.controls.guard_base import GuardControl
+from tether.controls.guard_base import GuardControl, GuardOptions
 from tether.controls.guard_spotlight import SpotlightControl
 from tether.controls.pipeline import Control
 from tether.core import SpecError, TetherError
@@ -105,7 +105,7 @@ def build_rule(
     model: Model | None = None,
 ) -> GuardControl:
     """The control of one rule."""
-    common = {
+    common: GuardOptions = {
         "channels": rule.channels,
         "action": rule.action,
         "documents": documents,
@@ -114,7 +114,7 @@ def build_rule(
     if isinstance(rule, InjectionRule):
         from tether.controls.guard_injection import InjectionGuard
 
-        return InjectionGuard(threshold=rule.threshold, **common)  # type: ignore[arg-type]
+        return InjectionGuard(threshold=rule.threshold, **common)
     if isinstance(rule, DenyListRule):
         from tether.controls.guard_deny import DenyListGuard
 
@@ -123,18 +123,18 @@ def build_rule(
             patterns=rule.patterns,
             case_sensitive=rule.case_sensitive,
             replacement=rule.replacement,
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     if isinstance(rule, TopicsRule):
         from tether.controls.guard_topics import TopicsGuard
 
-        return TopicsGuard(rule.allowed, min_words=rule.min_words, **common)  # type: ignore[arg-type]
+        return TopicsGuard(rule.allowed, min_words=rule.min_words, **common)
     if isinstance(rule, PythonRule):
         from tether.controls.guard_python import FunctionGuard
         from tether.tools.loading import import_function
 
         function = import_function(rule.function, base_dir)
-        return FunctionGuard(function, timeout_s=rule.timeout_s, **common)  # type: ignore[arg-type]
+        return FunctionGuard(function, timeout_s=rule.timeout_s, **common)
     if isinstance(rule, JudgeRule):
         from tether.controls.guard_judge import JudgeGuard
 
@@ -146,6 +146,6 @@ def build_rule(
             rule.rubric,
             timeout_s=rule.timeout_s,
             max_chars=rule.max_chars,
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     raise SpecError(f"no control for guard {rule.guard!r}")

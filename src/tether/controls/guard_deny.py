@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
-from tether.controls.guard_base import Action, Channel, GuardControl, GuardResult
+from tether.controls.guard_base import Action, Channel, GuardControl, GuardOptions, GuardResult
 from tether.controls.pipeline import HookContext
 from tether.core.patterns import compile_checked
 
@@ -174,15 +174,9 @@ class DenyListGuard(GuardControl):
         patterns: Sequence[str] = (),
         case_sensitive: bool = False,
         replacement: str = "[removed]",
-        channels: Collection[Channel] | None = None,
-        action: Action = "block",
-        documents: Collection[str] = (),
-        fail_open: bool = False,
-        name: str | None = None,
+        **options: Unpack[GuardOptions],
     ) -> None:
-        super().__init__(
-            channels=channels, action=action, documents=documents, fail_open=fail_open, name=name
-        )
+        super().__init__(**options)
         if not terms and not patterns:
             raise ValueError("a deny list needs terms or patterns")
         if any(not t.strip() for t in terms):

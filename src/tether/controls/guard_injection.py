@@ -4,10 +4,9 @@ documents (indirect injection) scored by ``tether.guards.InjectionDetector``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Unpack
 
-from tether.controls.guard_base import Action, Channel, GuardControl, GuardResult
+from tether.controls.guard_base import Channel, GuardControl, GuardOptions, GuardResult
 from tether.controls.pipeline import HookContext
 
 if TYPE_CHECKING:
@@ -29,17 +28,11 @@ class InjectionGuard(GuardControl):
     def __init__(
         self,
         *,
-        channels: Collection[Channel] | None = None,
         threshold: float | None = None,
-        action: Action = "block",
-        documents: Collection[str] = (),
-        fail_open: bool = False,
         detector: InjectionDetector | None = None,
-        name: str | None = None,
+        **options: Unpack[GuardOptions],
     ) -> None:
-        super().__init__(
-            channels=channels, action=action, documents=documents, fail_open=fail_open, name=name
-        )
+        super().__init__(**options)
         if "output" in self.channels:
             raise ValueError("the injection guard runs on user, tool_output and document")
         if threshold is not None and not 0.0 < threshold <= 1.0:
@@ -66,19 +59,7 @@ class InjectionGuard(GuardControl):
             if flagged
             else f"no prompt injection found (score {verdict.score:.2f} < {threshold:g})"
         )
-        evidence = tuple(
-            {
-                "kind": e.kind,
-                "name": e.name,
-                "category": e.category,
-                "start": e.start,
-                "end": e.end,
-                "snippet": e.snippet,
-                "origin": e.origin,
-            }
-            | ({"score": round(e.score, 4)} if e.score is not None else {})
-            for e in verdict.evidence
-        )
+        evidence = tuple(verdict.to_dict()["evidence"])
         return GuardResult(
             flagged=flagged,
             reason=reason,

@@ -6,10 +6,15 @@ import asyncio
 import json
 import re
 import secrets
-from collections.abc import Collection
-from typing import Any
+from typing import Any, Unpack
 
-from tether.controls.guard_base import Action, Channel, GuardControl, GuardResult, safe_snippet
+from tether.controls.guard_base import (
+    Channel,
+    GuardControl,
+    GuardOptions,
+    GuardResult,
+    safe_snippet,
+)
 from tether.controls.pipeline import HookContext
 from tether.providers import Message, Model, ModelRequest, ModelSettings
 
@@ -66,17 +71,11 @@ class JudgeGuard(GuardControl):
         model: Model,
         rubric: str,
         *,
-        channels: Collection[Channel] | None = None,
-        action: Action = "block",
-        documents: Collection[str] = (),
-        fail_open: bool = False,
         timeout_s: float = 30.0,
         max_chars: int = 20_000,
-        name: str | None = None,
+        **options: Unpack[GuardOptions],
     ) -> None:
-        super().__init__(
-            channels=channels, action=action, documents=documents, fail_open=fail_open, name=name
-        )
+        super().__init__(**options)
         if not rubric.strip():
             raise ValueError("a judge needs a rubric")
         if not timeout_s > 0 or max_chars < 100:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Collection
-from typing import Any, TypeAlias
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias, Unpack
 
-from tether.controls.guard_base import Action, Channel, GuardControl, GuardResult
+from tether.controls.guard_base import Channel, GuardControl, GuardOptions, GuardResult
 from tether.controls.pipeline import Decision, HookContext
 
 GuardAnswer: TypeAlias = "bool | str | Decision | None"
@@ -33,23 +33,14 @@ class FunctionGuard(GuardControl):
         self,
         function: GuardFunction,
         *,
-        channels: Collection[Channel] | None = None,
-        action: Action = "block",
-        documents: Collection[str] = (),
-        fail_open: bool = False,
         timeout_s: float = 10.0,
-        name: str | None = None,
+        **options: Unpack[GuardOptions],
     ) -> None:
         if not callable(function):
             raise TypeError(f"a Python guard needs a function, got {type(function).__name__}")
         label = getattr(function, "__name__", type(function).__name__)
-        super().__init__(
-            channels=channels,
-            action=action,
-            documents=documents,
-            fail_open=fail_open,
-            name=name or f"guard.python.{label}",
-        )
+        options.setdefault("name", f"guard.python.{label}")
+        super().__init__(**options)
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
         self.function = function

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Collection, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Unpack
 
-from tether.controls.guard_base import Action, Channel, GuardControl, GuardResult
+from tether.controls.guard_base import Channel, GuardControl, GuardOptions, GuardResult
 from tether.controls.guard_deny import OFF_LOOP_CHARS, TermMatcher, find_all
 from tether.controls.pipeline import HookContext
 
@@ -29,15 +29,9 @@ class TopicsGuard(GuardControl):
         allowed: Mapping[str, Sequence[str]],
         *,
         min_words: int = 4,
-        channels: Collection[Channel] | None = None,
-        action: Action = "block",
-        documents: Collection[str] = (),
-        fail_open: bool = False,
-        name: str | None = None,
+        **options: Unpack[GuardOptions],
     ) -> None:
-        super().__init__(
-            channels=channels, action=action, documents=documents, fail_open=fail_open, name=name
-        )
+        super().__init__(**options)
         if not allowed:
             raise ValueError("name at least one allowed topic")
         empty = [topic for topic, words in allowed.items() if not words]

@@ -250,6 +250,20 @@ class LoopBreakerConfig(_Strict):
     status). Each must be declared under ``tools``."""
 
 
+def _check_declared(names: list[str], field: str, info: ValidationInfo) -> None:
+    """Each of ``names`` (a list ``field`` of a section) must be one of the spec's tools."""
+    tools = info.data.get("tools")
+    if tools is None:  # the tools themselves are invalid, and reported
+        return
+    declared = [tool.name for tool in tools]
+    for i, name in enumerate(names):
+        if name not in declared:
+            raise ValueError(
+                f"{field}[{i}]: {name!r} is not a tool of this agent "
+                f"(declared under 'tools': {', '.join(declared) or 'none'})"
+            )
+
+
 def _no_guards() -> GuardsConfig:
     from tether.spec.guards import GuardsConfig
 
@@ -304,31 +318,13 @@ class AgentSpec(_Strict):
     def _exempt_tools_are_declared(
         cls, loop_breaker: LoopBreakerConfig, info: ValidationInfo
     ) -> LoopBreakerConfig:
-        tools = info.data.get("tools")
-        if tools is None:  # the tools themselves are invalid, and reported
-            return loop_breaker
-        declared = [tool.name for tool in tools]
-        for i, name in enumerate(loop_breaker.exempt_tools):
-            if name not in declared:
-                raise ValueError(
-                    f"exempt_tools[{i}]: {name!r} is not a tool of this agent "
-                    f"(declared under 'tools': {', '.join(declared) or 'none'})"
-                )
+        _check_declared(loop_breaker.exempt_tools, "exempt_tools", info)
         return loop_breaker
 
     @field_validator("guards")
     @classmethod
     def _documents_are_declared(cls, guards: GuardsConfig, info: ValidationInfo) -> GuardsConfig:
-        tools = info.data.get("tools")
-        if tools is None:
-            return guards
-        declared = [tool.name for tool in tools]
-        for i, name in enumerate(guards.documents):
-            if name not in declared:
-                raise ValueError(
-                    f"documents[{i}]: {name!r} is not a tool of this agent "
-                    f"(declared under 'tools': {', '.join(declared) or 'none'})"
-                )
+        _check_declared(guards.documents, "documents", info)
         return guards
 
     @property
