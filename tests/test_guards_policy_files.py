@@ -249,3 +249,13 @@ def test_the_configuration_examples_in_the_docs_load() -> None:
     GuardsConfig.model_validate(agent["guards"])
     OutputConfig.model_validate(agent["output"])
     GuardsPolicy.model_validate(policy)
+
+
+def test_an_empty_guards_section_keeps_the_version(tmp_path: Path) -> None:
+    from tether.spec import load_spec
+
+    plain = agent_file(tmp_path, "", name="plain.yaml")
+    empty = agent_file(tmp_path, "guards: {rules: [], spotlight: 'off'}\n", name="empty.yaml")
+    guarded = agent_file(tmp_path, "guards: {spotlight: delimit}\n", name="guarded.yaml")
+    assert load_spec(plain).version == load_spec(empty).version
+    assert load_spec(guarded).version != load_spec(plain).version

@@ -9,7 +9,7 @@ import pytest
 
 from tether import Agent, FunctionTool, RunResult, ScriptedModel, tool
 from tether.core import SpecError
-from tether.spec import load_spec
+from tether.spec import GuardsConfig, load_spec
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "support" / "agent.yaml"
 
@@ -123,8 +123,9 @@ def test_the_section_left_out_or_spelled_out_as_its_defaults_keeps_the_version(
     tmp_path: Path,
 ) -> None:
     # The example's version from before the section existed: agents that do not use it keep
-    # their versions.
-    assert load_spec(EXAMPLE).version == "d1fd1ee83d28d3c9"
+    # their versions. (The example has since gained a guards section; without it, the old one.)
+    example = load_spec(EXAMPLE)
+    assert example.model_copy(update={"guards": GuardsConfig()}).version == "d1fd1ee83d28d3c9"
     without = load_spec(write_spec(tmp_path, SPEC)).version
     defaults = SPEC + "loop_breaker:\n  max_repeats: 3\n  exempt_tools: []\n"
     assert load_spec(write_spec(tmp_path, defaults)).version == without
