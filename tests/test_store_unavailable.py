@@ -172,7 +172,7 @@ def test_traces_list_reads_a_read_only_sqlite_store(tmp_path: Path, wal_left: bo
             keep_open.close()
         store.close()
     assert done.returncode == 0, done.stderr
-    assert [r["trace_id"] for r in json.loads(done.stdout)] == [trace_id]
+    assert [r["trace_id"] for r in json.loads(done.stdout)["runs"]] == [trace_id]
     assert done.stderr == ""
     home = Path(os.environ["TETHER_HOME"])
     assert not journal_dir(home, store_identity(url)).exists()
@@ -216,7 +216,7 @@ def test_a_run_goes_on_while_sqlite_is_locked_and_its_trace_arrives_later(
     assert "locked" in done.stderr and "kept in the trace journal" in done.stderr
     listed = _tether("--database-url", sqlite_url, "traces", "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    (run,) = json.loads(listed.stdout)
+    (run,) = json.loads(listed.stdout)["runs"]
     assert (run["trace_id"], run["status"], run["output"]) == (
         answer["trace_id"],
         "completed",
