@@ -13,12 +13,18 @@ from sqlalchemy import Connection, text
 from tether.store.db import MIGRATIONS_DIR
 
 
-def upgrade_to_0001(conn: Connection) -> None:
-    """Create the 0001 schema (an empty database) with Alembic."""
+def upgrade_to(conn: Connection, revision: str) -> None:
+    """Bring the schema to an old ``revision`` with Alembic (from an empty database, or from
+    an older revision)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["connection"] = conn
-    command.upgrade(cfg, "0001")
+    command.upgrade(cfg, revision)
+
+
+def upgrade_to_0001(conn: Connection) -> None:
+    """Create the 0001 schema (an empty database) with Alembic."""
+    upgrade_to(conn, "0001")
 
 
 def insert(conn: Connection, table: str, **values: Any) -> None:

@@ -88,6 +88,8 @@ def handle_errors(func: F) -> F:
                     f"[dim]hint: {escape(exc.hint)}[/]", highlight=False, soft_wrap=True
                 )
             sys.exit(EXIT_ERROR)
+        except click.ClickException:
+            raise  # a usage error found by the command itself: click says it
         except BrokenPipeError:
             raise  # the reader went away (`| head`): main() ends quietly
         except KeyboardInterrupt:

@@ -106,7 +106,8 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     if not cursor or len(cursor) > MAX_CURSOR_CHARS:
         raise problem
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        # validate: a character outside the alphabet is an error, not skipped.
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
         version, started_ns, run_id = json.loads(raw.decode())
     except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
         raise problem from None
