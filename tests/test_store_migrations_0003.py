@@ -7,11 +7,9 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
-from fakes.store_0001 import insert
+from fakes.store_0001 import insert, schema_differences
 from fakes.store_0002 import run_0002, span_row, spans_0002, upgrade_to_0002
 from test_store_migrations import ROOT_DONE, T0, TRACE_CRASHED, TRACE_DONE, make_store_0001
 from tether.core import NotFound, StoreError, new_span_id
@@ -24,7 +22,6 @@ from tether.store import (
     TraceBatch,
     create_store_engine,
 )
-from tether.store.tables import VERSION_TABLE, metadata
 
 DONE, FELL_BACK, CRASHED = "d0d0d0d0d0d0d0d0", "f0f0f0f0f0f0f0f0", "c0c0c0c0c0c0c0c0"
 MODEL, TOOL = "1d1d1d1d1d1d1d1d", "2d2d2d2d2d2d2d2d"
@@ -91,14 +88,6 @@ def make_store_0002(url: str) -> None:
         engine.dispose()
 
 
-def _schema_matches(store: StoreReader) -> None:
-    with store.engine.connect() as conn:
-        context = MigrationContext.configure(
-            conn, opts={"compare_type": True, "version_table": VERSION_TABLE}
-        )
-        assert compare_metadata(context, metadata) == []
-
-
 def _ids(store: StoreReader, **filters: object) -> list[str]:
     return [r.run_id for r in store.find_runs(RunQuery(limit=100, **filters)).runs]  # type: ignore[arg-type]
 
@@ -107,7 +96,7 @@ def test_a_0002_store_upgrades_and_reads_back(store_url: str) -> None:
     make_store_0002(store_url)
     store = Store(store_url)  # migrates to the head
     try:
-        _schema_matches(store)
+        assert schema_differences(store.engine) == []
         page = store.find_runs(RunQuery())
         # Newest first; the two runs started at the same time by run id, descending.
         assert [r.run_id for r in page.runs] == [FELL_BACK, CRASHED, DONE]
@@ -233,7 +222,7 @@ def test_a_0001_store_upgrades_through_0002_to_the_head(store_url: str) -> None:
     make_store_0001(store_url)
     store = StoreReader(store_url)
     try:
-        _schema_matches(store)
+        assert schema_differences(store.engine) == []
         page = store.find_runs(RunQuery())
         assert {r.run_id for r in page.runs} >= {ROOT_DONE, TRACE_CRASHED[:16]}
         assert {(r.project, r.kind, r.entry_point, r.caller) for r in page.runs} == {

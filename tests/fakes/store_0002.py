@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from fakes.store_0001 import insert, upgrade_to
+from fakes.store_0001 import insert, run_row_0001, upgrade_to
 
 
 def upgrade_to_0002(conn: Connection) -> None:
@@ -17,27 +17,8 @@ def upgrade_to_0002(conn: Connection) -> None:
 
 
 def run_0002(conn: Connection, run_id: str, started_ns: int, **kw: Any) -> None:
-    row: dict[str, Any] = {
-        "run_id": run_id,
-        "trace_id": run_id * 2,
-        "agent_name": "support",
-        "agent_version": "3f2a9c1e" * 8,
-        "status": "completed",
-        "outcome": "final_answer",
-        "input": f"input of {run_id[:4]}",
-        "output": "answer",
-        "started_ns": started_ns,
-        "ended_ns": started_ns + 10_000,
-        "input_tokens": 12,
-        "output_tokens": 4,
-        "cached_input_tokens": 0,
-        "cost_usd": 0.5,
-        "turns": 1,
-        "tool_calls": 0,
-        "error": None,
-        "attributes": json.dumps({"tether.agent.paradigm": "react"}),
-    }
-    row.update(kw)
+    row = {**run_row_0001(run_id * 2, started_ns), "run_id": run_id, "agent_name": "support"}
+    row.update(agent_version="3f2a9c1e" * 8, input=f"input of {run_id[:4]}", **kw)
     insert(conn, "tether_runs", **row)
 
 
