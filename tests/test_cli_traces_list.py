@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from fakes.cli import run_cli
 from tether.cli import cli
 from tether.core import new_span_id, new_trace_id, now_ns
-from tether.store import RunRecord, SpanRecord, Store, TraceBatch
+from tether.store import RunQuery, RunRecord, SpanRecord, Store, TraceBatch
 
 HOUR = 3_600 * 10**9
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -101,8 +101,9 @@ def _listed(url: str, *args: str) -> list[str]:
 
 def test_each_flag_filters(sqlite_url: str, runs: dict[str, RunRecord]) -> None:
     ids = {name: run.run_id for name, run in runs.items()}
+    everything = ["gateway", "billing", "old-support", "jan-2", "jan-1"]
     cases: list[tuple[tuple[str, ...], list[str]]] = [
-        ((), ["gateway", "billing", "old-support", "jan-2", "jan-1"]),
+        ((), everything),
         (("--status", "failed"), ["billing"]),
         (("--status", "running", "--status", "paused"), ["jan-2", "jan-1"]),
         (("--outcome", "blocked"), ["gateway"]),
@@ -121,6 +122,8 @@ def test_each_flag_filters(sqlite_url: str, runs: dict[str, RunRecord]) -> None:
         (("--since", "1w", "--model", "small", "--outcome", "error"), ["billing"]),
         (("--agent", "support", "--project", "acme"), []),
         (("-n", "2"), ["gateway", "billing"]),
+        # Times beyond what the store's columns hold are their ends, not an error.
+        (("--since", "0001-01-01", "--until", "9999-12-31T23:59:59"), everything),
     ]
     for args, expected in cases:
         assert _listed(sqlite_url, *args) == [ids[n] for n in expected], args
@@ -184,6 +187,7 @@ def test_no_run_matches(sqlite_url: str, runs: dict[str, RunRecord]) -> None:
         (("--cursor", "\x1b[2J"), "--cursor", "\\x1b[2J"),
         (("--agent", " "), "--agent", "must not be empty"),
         (("-n", "0"), "--limit", "0"),
+        (tuple(a for i in range(101) for a in ("--agent", f"a{i}")), "--agent", "at most 100"),
     ],
 )
 def test_bad_values_are_usage_errors_naming_the_option(
@@ -256,3 +260,89 @@ def test_a_project_name_with_escapes_is_shown_not_obeyed(sqlite_url: str) -> Non
     done = run_cli("--database-url", sqlite_url, "traces", "list")
     assert done.returncode == 0
     assert "\x1b[2J" not in done.stdout and "evil" in done.stdout
+
+
+def test_a_reader_that_may_not_write_lists_and_keeps_the_journal(
+    pg_url: str, pg_admin_url: str
+) -> None:
+    """A database user who may only read: the records a dead process left cannot be written
+    by it, so they are kept (one warning), and what is stored is listed all the same; the
+    store's owner then delivers them."""
+    import uuid
+
+    import psycopg
+
+    from tether.trace.recorder import journal_for
+
+    store = Store(pg_url)
+    stored, _ = _run("stored", now_ns())
+    store.write(TraceBatch(runs_started=[stored]))
+    store.close()
+    schema = pg_url.rsplit("search_path%3D", 1)[1]
+    role = f"tether_reader_{uuid.uuid4().hex[:8]}"
+    conninfo = pg_admin_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(conninfo, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+    try:
+        reader_url = pg_url.replace("postgres@", f"{role}@")
+        directory = journal_for(reader_url)
+        assert directory is not None and directory == journal_for(pg_url)
+        directory.mkdir(parents=True)
+        shutil.copy(
+            FIXTURES / "trace_journal_v1_before_run_scope.journal",
+            directory / "20511-5b0c7e21-00000001.journal",
+        )
+        done = run_cli("--database-url", reader_url, "traces", "list", "--json")
+        assert done.returncode == 0, done.stderr
+        assert [r["run_id"] for r in json.loads(done.stdout)["runs"]] == [stored.run_id]
+        [warning] = done.stderr.strip().splitlines()
+        assert "cannot be written now" in warning and "permission denied" in warning
+        assert len(list(directory.glob("*.journal"))) == 1  # kept
+
+        done = run_cli("--database-url", pg_url, "traces", "list", "--json")
+        assert done.returncode == 0, done.stderr
+        assert len(json.loads(done.stdout)["runs"]) == 3
+        assert "wrote 8 trace records" in done.stderr
+        assert list(directory.glob("*.journal")) == []
+    finally:
+        with psycopg.connect(conninfo, autocommit=True) as admin:
+            admin.execute(f'DROP OWNED BY "{role}"')
+            admin.execute(f'DROP ROLE "{role}"')
+
+
+def test_two_readers_at_once_deliver_a_dead_journal_once(store_url: str) -> None:
+    import subprocess
+    import sys
+
+    from tether.trace.recorder import journal_for
+
+    Store(store_url).close()
+    directory = journal_for(store_url)
+    assert directory is not None
+    directory.mkdir(parents=True)
+    shutil.copy(
+        FIXTURES / "trace_journal_v1_before_run_scope.journal",
+        directory / "20511-5b0c7e21-00000001.journal",
+    )
+    argv = [sys.executable, "-m", "tether", "--database-url", store_url, "traces", "list"]
+    readers = [
+        subprocess.Popen([*argv, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    for reader in readers:
+        out, err = reader.communicate(timeout=120)
+        assert reader.returncode == 0, err
+        json.loads(out)  # each printed a page (what was delivered by then)
+    store = Store(store_url)
+    try:
+        runs = store.find_runs(RunQuery())
+        assert runs.total == 2
+        done = store.get_trace("9a1c2b3d4e5f6a7b")
+        assert (len(done.spans), len(done.events)) == (2, 1)
+        assert len(store.get_checkpoints(done.run.run_id)) == 1
+        assert store.get_run("ab2d3c4e5f6a7b8c").status == "failed"
+    finally:
+        store.close()
+    assert list(directory.glob("*.journal")) == []

@@ -134,6 +134,11 @@ FILTERS: list[tuple[dict[str, Any], Callable[[RunRecord, tuple[str, ...]], bool]
     ),
     ({"agent": "support", "kind": "model_request"}, lambda r, m: False),
     ({"agent": "nobody"}, lambda r, m: False),
+    # Times beyond the store's 64-bit columns are their ends, not an error.
+    (
+        {"since": datetime(1, 1, 1, tzinfo=UTC), "until": datetime(9999, 12, 31, tzinfo=UTC)},
+        lambda r, m: True,
+    ),
 ]  # fmt: skip
 
 
@@ -328,10 +333,17 @@ def test_a_sqlite_store_that_is_a_folder_is_a_store_error(tmp_path: Any) -> None
 def test_queries_are_checked_when_made() -> None:
     from pydantic import ValidationError
 
-    for bad in ({"status": "complete"}, {"outcome": "won"}, {"limit": 0}, {"limit": 10_001}):
+    for bad in (
+        {"status": "complete"},
+        {"outcome": "won"},
+        {"limit": 0},
+        {"limit": 10_001},
+        {"agent": [f"a{i}" for i in range(101)]},  # each value is a parameter: capped
+    ):
         with pytest.raises(ValidationError):
             RunQuery(**bad)  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         RunQuery(colour="red")  # type: ignore[call-arg]
+    assert len(RunQuery(agent=[f"a{i}" for i in range(100)]).agent) == 100
     naive = RunQuery(since=datetime(2026, 1, 1))
     assert naive.since_ns == T0

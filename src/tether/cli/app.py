@@ -338,22 +338,31 @@ def traces_list(
     filters of different kinds must all hold. TIME is an ISO time (2026-11-23T10:00, UTC
     unless it says otherwise) or an age: 30m, 1h, 2d, 1w.
     """
+    from pydantic import ValidationError
+
     from tether.store import RunQuery
 
     if since is not None and until is not None and until <= since:
         raise click.BadParameter("must be later than --since", param_hint="'--until'")
-    query = RunQuery(
-        status=status,
-        outcome=outcome,
-        agent=agent,
-        version=version,
-        model=model,
-        project=project,
-        since=since,
-        until=until,
-        limit=limit,
-        cursor=cursor,
-    )
+    try:
+        query = RunQuery(
+            status=status,
+            outcome=outcome,
+            agent=agent,
+            version=version,
+            model=model,
+            project=project,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+        )
+    except ValidationError as exc:  # what click's types do not check (how many values)
+        problem = exc.errors()[0]
+        option = str(problem["loc"][0]).replace("_", "-")
+        raise click.BadParameter(
+            str(problem["msg"]).removeprefix("Value error, "), param_hint=f"'--{option}'"
+        ) from None
     reader = _open_reader(ctx)
     if as_json:  # a chunk of runs at a time: thousands of whole inputs and outputs add up
         stream = reader.stream_runs(query)

@@ -14,6 +14,8 @@ from tether.core import EntryPoint, InvalidQuery, Outcome, RunKind
 
 MAX_PAGE = 10_000
 """Most runs one page holds."""
+MAX_VALUES = 100
+"""Most values one filter takes (each is a parameter of the query: databases cap them)."""
 MAX_CURSOR_CHARS = 200
 """Longer text is no cursor this store made (and is not decoded)."""
 
@@ -63,7 +65,10 @@ class RunQuery(BaseModel):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         """One value where a tuple of them is expected (``status="failed"``): a tuple of one."""
-        return (value,) if isinstance(value, str) else value
+        values = (value,) if isinstance(value, str) else value
+        if isinstance(values, list | tuple | set | frozenset) and len(values) > MAX_VALUES:
+            raise ValueError(f"at most {MAX_VALUES} values, not {len(values)}")
+        return values
 
     @field_validator("since", "until")
     @classmethod
@@ -81,10 +86,16 @@ class RunQuery(BaseModel):
         return None if self.until is None else _ns(self.until)
 
 
+_NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
+"""What the store's time columns hold (64-bit): a moment beyond them (year 1 or 9999) is read
+as their end, which every stored time is on the right side of."""
+
+
 def _ns(moment: datetime) -> int:
     """Nanoseconds since the epoch, exactly (a float would lose the microseconds)."""
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    ns = (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+    return min(max(ns, _NS_MIN), _NS_MAX)
 
 
 _CURSOR_VERSION = 1
@@ -114,7 +125,7 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
     if (
         version != _CURSOR_VERSION
         or type(started_ns) is not int
-        or not -(2**63) <= started_ns < 2**63
+        or not _NS_MIN <= started_ns <= _NS_MAX
         or not isinstance(run_id, str)
         or not 0 < len(run_id) <= 64
     ):
