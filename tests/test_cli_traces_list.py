@@ -297,7 +297,9 @@ def test_a_reader_that_may_not_write_lists_and_keeps_the_journal(
         done = run_cli("--database-url", reader_url, "traces", "list", "--json")
         assert done.returncode == 0, done.stderr
         assert [r["run_id"] for r in json.loads(done.stdout)["runs"]] == [stored.run_id]
-        [warning] = done.stderr.strip().splitlines()
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        warning = lines[0]
         assert "cannot be written now" in warning and "permission denied" in warning
         assert len(list(directory.glob("*.journal"))) == 1  # kept
 

@@ -347,3 +347,18 @@ def test_queries_are_checked_when_made() -> None:
     assert len(RunQuery(agent=[f"a{i}" for i in range(100)]).agent) == 100
     naive = RunQuery(since=datetime(2026, 1, 1))
     assert naive.since_ns == T0
+
+
+def test_record_defaults_are_the_core_values() -> None:
+    """``records`` spells them out (it loads without pydantic): they must stay the same."""
+    from tether.core import DEFAULT_PROJECT, EntryPoint, RunKind
+    from tether.store import tables
+
+    run = RunRecord("t", "a", "v", 1, run_id="r")
+    assert (run.project, run.kind, run.entry_point) == (
+        DEFAULT_PROJECT,
+        RunKind.AGENT_RUN,
+        EntryPoint.RUNTIME,
+    )
+    defaults = {c.name: c.server_default.arg for c in tables.runs.c if c.server_default}  # type: ignore[attr-defined]
+    assert defaults == {"project": "default", "kind": "agent_run", "entry_point": "runtime"}

@@ -374,14 +374,15 @@ def traces_list(
         return
     page = reader.find_runs(query, text_chars=render.TABLE_TEXT_CHARS)
     _warn_stranded_journals(ctx)
+    filters = query.model_dump(exclude_defaults=True).keys() - {"limit"}
     if page.runs:
         console.print(render.runs_table(page.runs))
     elif cursor:
         console.print("no more runs after this cursor", markup=False)
-    elif query.model_dump(exclude_defaults=True).keys() - {"limit"} == {"agent"}:
+    elif filters == {"agent"}:
         shown = visible(", ".join(repr(a) for a in agent))
         console.print(f"no traces of agent {shown} in {reader.display_url}", markup=False)
-    elif query.model_dump(exclude_defaults=True).keys() - {"limit"}:
+    elif filters:
         console.print(f"no runs match these filters in {reader.display_url}", markup=False)
     else:
         console.print(f"no traces in {reader.display_url} yet; try: tether demo", markup=False)
