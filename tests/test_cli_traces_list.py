@@ -29,6 +29,20 @@ OLD_RUN_KEYS = {
 """The keys of a run in ``traces list --json`` before the read side: all still there."""
 
 
+def _dead_writers_journal(url: str) -> Path:
+    """The store's journal folder, holding the golden journal of a writer that died."""
+    from tether.trace.recorder import journal_for
+
+    directory = journal_for(url)
+    assert directory is not None
+    directory.mkdir(parents=True)
+    shutil.copy(
+        FIXTURES / "trace_journal_v1_before_run_scope.journal",
+        directory / "20511-5b0c7e21-00000001.journal",
+    )
+    return directory
+
+
 def _tether(url: str, *args: str) -> tuple[int, str, str]:
     result = CliRunner().invoke(cli, ["--database-url", url, *args], catch_exceptions=False)
     return result.exit_code, result.stdout, result.stderr
@@ -223,16 +237,8 @@ def test_show_prints_the_run_detail_view(sqlite_url: str, runs: dict[str, RunRec
 def test_reading_replays_a_dead_writers_journal_without_a_writer(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    from tether.trace.recorder import journal_for
-
     Store(sqlite_url).close()
-    directory = journal_for(sqlite_url)
-    assert directory is not None
-    directory.mkdir(parents=True)
-    shutil.copy(
-        FIXTURES / "trace_journal_v1_before_run_scope.journal",
-        directory / "20511-5b0c7e21-00000001.journal",
-    )
+    directory = _dead_writers_journal(sqlite_url)
     started: list[str] = []
 
     def note(*_args: object) -> None:  # called in each new thread, as it starts
@@ -268,39 +274,22 @@ def test_a_reader_that_may_not_write_lists_and_keeps_the_journal(
     """A database user who may only read: the records a dead process left cannot be written
     by it, so they are kept (one warning), and what is stored is listed all the same; the
     store's owner then delivers them."""
-    import uuid
-
-    import psycopg
-
+    from fakes.pg_roles import read_only_user
     from tether.trace.recorder import journal_for
 
     store = Store(pg_url)
     stored, _ = _run("stored", now_ns())
     store.write(TraceBatch(runs_started=[stored]))
     store.close()
-    schema = pg_url.rsplit("search_path%3D", 1)[1]
-    role = f"tether_reader_{uuid.uuid4().hex[:8]}"
-    conninfo = pg_admin_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(conninfo, autocommit=True) as admin:
-        admin.execute(f'CREATE ROLE "{role}" LOGIN')
-        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
-        admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
-    try:
-        reader_url = pg_url.replace("postgres@", f"{role}@")
-        directory = journal_for(reader_url)
-        assert directory is not None and directory == journal_for(pg_url)
-        directory.mkdir(parents=True)
-        shutil.copy(
-            FIXTURES / "trace_journal_v1_before_run_scope.journal",
-            directory / "20511-5b0c7e21-00000001.journal",
-        )
+    with read_only_user(pg_url, pg_admin_url) as reader_url:
+        directory = _dead_writers_journal(reader_url)
+        assert directory == journal_for(pg_url)  # the journal is the store's, not the user's
         done = run_cli("--database-url", reader_url, "traces", "list", "--json")
         assert done.returncode == 0, done.stderr
         assert [r["run_id"] for r in json.loads(done.stdout)["runs"]] == [stored.run_id]
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, done.stderr
-        warning = lines[0]
-        assert "cannot be written now" in warning and "permission denied" in warning
+        assert "cannot be written now" in lines[0] and "permission denied" in lines[0]
         assert len(list(directory.glob("*.journal"))) == 1  # kept
 
         done = run_cli("--database-url", pg_url, "traces", "list", "--json")
@@ -308,26 +297,14 @@ def test_a_reader_that_may_not_write_lists_and_keeps_the_journal(
         assert len(json.loads(done.stdout)["runs"]) == 3
         assert "wrote 8 trace records" in done.stderr
         assert list(directory.glob("*.journal")) == []
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as admin:
-            admin.execute(f'DROP OWNED BY "{role}"')
-            admin.execute(f'DROP ROLE "{role}"')
 
 
 def test_two_readers_at_once_deliver_a_dead_journal_once(store_url: str) -> None:
     import subprocess
     import sys
 
-    from tether.trace.recorder import journal_for
-
     Store(store_url).close()
-    directory = journal_for(store_url)
-    assert directory is not None
-    directory.mkdir(parents=True)
-    shutil.copy(
-        FIXTURES / "trace_journal_v1_before_run_scope.journal",
-        directory / "20511-5b0c7e21-00000001.journal",
-    )
+    directory = _dead_writers_journal(store_url)
     argv = [sys.executable, "-m", "tether", "--database-url", store_url, "traces", "list"]
     readers = [
         subprocess.Popen([*argv, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
