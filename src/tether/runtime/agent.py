@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from tether.controls import Control, LimitsControl, LoopBreaker, Pipeline
+from tether.controls import CedarAuthorization, Control, LimitsControl, LoopBreaker, Pipeline
 from tether.core import (
     Outcome,
     ProviderError,
@@ -237,6 +237,8 @@ class Agent:
         )
         self.tools = build_tools(spec.tools, base_dir=self.base_dir, provided=tools)
         self.controls: list[Control] = [LimitsControl(), LoopBreaker(), *controls]
+        if spec.authorization is not None:  # last: it decides the call as other controls left it
+            self.controls.append(CedarAuthorization.from_spec(spec, self.tools, self.base_dir))
         self.sink = _resolve_sink(trace)
         self.pricing = pricing or default_pricing()
         self._tool_defs = [definition_of(t) for t in self.tools.values()]
