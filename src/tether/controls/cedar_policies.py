@@ -74,6 +74,7 @@ def statements(text: str, file: Path) -> list[Statement]:
     blank or a comment is a statement too, the one missing its ``;``)."""
     out: list[Statement] = []
     start: int | None = None
+    last = 0  # end of the last code (not a comment, not blank) seen
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
@@ -81,18 +82,21 @@ def statements(text: str, file: Path) -> list[Statement]:
             end = text.find("\n", i)
             i = n if end < 0 else end
             continue
-        if start is None and not ch.isspace():
-            start = i
+        if not ch.isspace():
+            if start is None:
+                start = i
+            last = i + 1
         if ch == '"':
             i += 1
             while i < n and text[i] != '"':
                 i += 2 if text[i] == "\\" else 1
+            last = i + 1
         elif ch == ";" and start is not None:
             out.append(Statement(file, text.count("\n", 0, start) + 1, text[start : i + 1]))
             start = None
         i += 1
     if start is not None:
-        out.append(Statement(file, text.count("\n", 0, start) + 1, text[start:]))
+        out.append(Statement(file, text.count("\n", 0, start) + 1, text[start:last]))
     return out
 
 

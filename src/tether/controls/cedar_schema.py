@@ -204,7 +204,7 @@ def decimal_value(value: Decimal) -> dict[str, Any]:
     return {"__extn": {"fn": "decimal", "arg": f"{value:.4f}"}}
 
 
-def exact_decimal(number: float | int, where: str) -> dict[str, Any]:
+def exact_decimal(number: float | int | Decimal, where: str) -> dict[str, Any]:
     """``number`` as a Cedar decimal, only if that is exact: a policy comparing an amount must
     not see it rounded across its threshold."""
     if isinstance(number, float) and not math.isfinite(number):
@@ -231,9 +231,30 @@ def rounded_decimal(number: float, *, up: bool) -> dict[str, Any]:
     return decimal_value(max(-DECIMAL_LIMIT, min(DECIMAL_LIMIT, step)))
 
 
+_INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
+_NUMBER_TEXT = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
+_TRUE, _FALSE = {"true", "1", "yes", "on", "t", "y"}, {"false", "0", "no", "off", "f", "n"}
+
+
+def _from_text(value: str, kind: Prim) -> Any:
+    """A number or truth value a model sent as text, read as the tool's own validation reads it
+    (pydantic's lax mode: ``"7"`` is 7); only the plain forms, so the policy never sees a value
+    other than the one the tool gets (other forms are refused)."""
+    text = value.strip()
+    if kind is LONG and _INTEGER_TEXT.fullmatch(text):
+        return int(text)
+    if kind is DECIMAL and _NUMBER_TEXT.fullmatch(text):
+        return Decimal(text)
+    if kind is BOOL and text.lower() in _TRUE | _FALSE:
+        return text.lower() in _TRUE
+    return value
+
+
 def to_cedar(value: Any, kind: CedarType, where: str) -> Any:
     """``value`` (parsed JSON) as Cedar JSON of type ``kind``; ``Refused`` naming ``where``
     when it does not fit."""
+    if isinstance(kind, Prim) and kind is not STRING and isinstance(value, str):
+        value = _from_text(value, kind)
     if isinstance(kind, Prim):
         if kind is STRING and isinstance(value, str):
             return value
@@ -243,7 +264,8 @@ def to_cedar(value: Any, kind: CedarType, where: str) -> Any:
             if not LONG_MIN <= value <= LONG_MAX:
                 raise Refused(f"{where} = {value} is beyond the range of a Cedar Long")
             return value
-        if kind is DECIMAL and isinstance(value, int | float) and not isinstance(value, bool):
+        numeric = isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+        if kind is DECIMAL and numeric:
             return exact_decimal(value, where)
     elif isinstance(kind, SetOf):
         if isinstance(value, list):
