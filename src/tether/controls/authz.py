@@ -11,6 +11,7 @@ silent deny at request time. See ``cedar_schema`` for the entities, actions and 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,6 @@ from tether.controls.cedar_schema import (
     Refused,
     SetOf,
     ToolArgs,
-    exact_decimal,
     record,
     render_schema,
     rounded_decimal,
@@ -296,7 +296,7 @@ class Authorizer:
 
     def context(self, request: AuthzRequest) -> dict[str, Any]:
         """The Cedar context of a request; ``Refused`` when an argument does not fit its type."""
-        now = (request.now or self._clock()).astimezone(UTC)
+        now = (request.now or self._clock()).astimezone(UTC).replace(microsecond=0)
         budget = request.budget
         spent: dict[str, Any] = {
             "cost_usd": rounded_decimal(budget.cost_usd, up=True),
@@ -309,20 +309,15 @@ class Authorizer:
             spent["usd_left"] = rounded_decimal(budget.usd_left, up=False)
         if budget.tokens_left is not None:
             spent["tokens_left"] = budget.tokens_left
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
         return {
             "args": record(request.args, self._args[request.tool].record, ""),
             "risk": {
-                "score": exact_decimal(round(min(max(request.risk.score, 0.0), 1.0), 4), "score"),
+                "score": rounded_decimal(min(max(request.risk.score, 0.0), 1.0), up=None),
                 "categories": sorted(request.risk.categories),
             },
             "classification": sorted(request.classification),
             "budget": spent,
-            "time": {
-                "now": {"__extn": {"fn": "datetime", "arg": stamp}},
-                "hour": now.hour,
-                "weekday": now.isoweekday(),
-            },
+            "time": _time_context(now),
             "entry_point": request.entry_point.value,
         }
 
@@ -372,6 +367,16 @@ class Authorizer:
         return AuthzVerdict(
             "allow", f"tool {tool!r} permitted by Cedar {_policies(labels)}", labels
         )
+
+
+@functools.lru_cache(maxsize=4)
+def _time_context(now: datetime) -> dict[str, Any]:
+    """``context.time`` (to the second: calls within one second share it)."""
+    return {
+        "now": {"__extn": {"fn": "datetime", "arg": now.strftime("%Y-%m-%dT%H:%M:%SZ")}},
+        "hour": now.hour,
+        "weekday": now.isoweekday(),
+    }
 
 
 def _policies(labels: Sequence[str]) -> str:

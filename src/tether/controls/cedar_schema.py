@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TypeAlias
 
 NAMESPACE = "Tether"
@@ -220,15 +220,20 @@ def exact_decimal(number: float | int | Decimal, where: str) -> dict[str, Any]:
     return decimal_value(exact)
 
 
-def rounded_decimal(number: float, *, up: bool) -> dict[str, Any]:
-    """``number`` rounded to 4 places, up or down (budgets: spent up, left down, so a policy
-    errs on the careful side), clamped to the decimal range."""
-    try:
-        exact = Decimal(repr(float(number)))
-        step = exact.quantize(Decimal("0.0001"), rounding=ROUND_CEILING if up else ROUND_FLOOR)
-    except (InvalidOperation, ValueError):
-        step = DECIMAL_LIMIT if up else -DECIMAL_LIMIT
-    return decimal_value(max(-DECIMAL_LIMIT, min(DECIMAL_LIMIT, step)))
+def rounded_decimal(number: float, *, up: bool | None) -> dict[str, Any]:
+    """``number`` to 4 places, rounded up, down (budgets: spent up, left down, so that a policy
+    errs on the careful side) or to the nearest (``up=None``), clamped to the decimal range."""
+    if math.isnan(number):
+        number = math.inf if up is not False else -math.inf
+    if math.isinf(number):
+        steps = LONG_MAX if number > 0 else LONG_MIN
+    else:
+        scaled = round(number * 10_000, 6)  # 0.7 * 10_000 is 7000.000000000001
+        steps = round(scaled) if up is None else math.ceil(scaled) if up else math.floor(scaled)
+    steps = max(-LONG_MAX, min(LONG_MAX, steps))
+    sign = "-" if steps < 0 else ""
+    whole, frac = divmod(abs(steps), 10_000)
+    return {"__extn": {"fn": "decimal", "arg": f"{sign}{whole}.{frac:04d}"}}
 
 
 _INTEGER_TEXT = re.compile(r"[+-]?[0-9]+")
