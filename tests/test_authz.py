@@ -477,6 +477,54 @@ def test_what_policies_may_not_do_is_refused_at_load(
     assert expected in load_error(tmp_path, text).message
 
 
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        # Each of these made Cedar's parser overflow its stack: a segmentation fault that
+        # killed the process, not an error. Refused before Cedar sees them.
+        ("(" * 5000 + "true" + ")" * 5000, "brackets nested 5001 deep (at most 32)"),
+        ("[" * 2000 + "]" * 2000 + " == []", "brackets nested 2001 deep"),
+        (" && ".join(['context.args.query == "a"'] * 2000), "8000 operators in one policy"),
+        ("if true then " * 5000 + "true" + " else true" * 5000, "5001 operators"),
+        # Under the bounds but past cedarpy's own limit of 100 levels: an error too.
+        (" && ".join(["true"] * 300), "expression nesting exceeds the supported limit"),
+    ],
+)
+def test_policies_too_deep_for_cedar_are_refused_at_their_line(
+    tmp_path: Path, body: str, expected: str
+) -> None:
+    text = (
+        "permit(principal, action, resource);\n\n"
+        f'permit(principal, action == Tether::Action::"lookup", resource)\nwhen {{ {body} }};\n'
+    )
+    error = load_error(tmp_path, text)
+    assert error.message.startswith(f"{tmp_path / 'tools.cedar'}:3: Cedar policy too complex")
+    assert expected in error.message
+
+
+def test_a_huge_policy_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "huge.cedar"
+    path.write_text("// " + "x" * 1_000_000 + "\npermit(principal, action, resource);\n")
+    with pytest.raises(SpecError, match="policy files are limited to 1000000 bytes"):
+        Authorizer.load([path], TOOLS, AGENT)
+
+
+def test_argument_names_cedar_json_reserves_are_not_visible(tmp_path: Path) -> None:
+    from tether.controls.cedar_schema import tool_args
+
+    typed = tool_args(
+        {
+            "properties": {
+                "__entity": {"type": "string"},
+                "box": {"type": "object", "properties": {"__extn": {"type": "string"}}},
+                "ok": {"type": "string"},
+            }
+        }
+    )
+    assert list(typed.record.attributes) == ["ok"]
+    assert set(typed.untyped) == {"__entity", "box"}
+
+
 def test_unreadable_policy_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="policy file not found"):
         Authorizer.load([tmp_path / "missing.cedar"], TOOLS, AGENT)

@@ -25,6 +25,13 @@ MAX_POLICY_BYTES = 1_000_000
 ESCALATE = "escalate"
 """The annotation that makes a permit ask a person first: ``@escalate("why")``."""
 MAX_ERRORS_SHOWN = 20
+MAX_BRACKET_DEPTH = 32
+MAX_OPERATORS = 600
+"""Per policy. Cedar's parser recurses: a few hundred nested brackets or a couple of thousand
+chained operators overflow its stack and kill the process (a segmentation fault, not an
+error), so policies past these bounds are refused before Cedar sees them. cedarpy itself
+refuses expressions nested more than 100 levels."""
+_OPERATOR = re.compile(r"&&|\|\||[=!<>]=|[<>+*!.-]|\b(?:if|in|has|like|is)\b")
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,24 @@ class Statement:
     line: int
     """1-based line where the statement starts (its first annotation)."""
     text: str
+    code: str = ""
+    """The text without comments and string contents (what the nesting bounds look at)."""
+
+    def too_complex(self) -> str | None:
+        """Why Cedar must not see this statement, or ``None``."""
+        depth = deepest = 0
+        for ch in self.code:
+            if ch in "([{":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif ch in ")]}":
+                depth -= 1
+        if deepest > MAX_BRACKET_DEPTH:
+            return f"brackets nested {deepest} deep (at most {MAX_BRACKET_DEPTH})"
+        operators = len(_OPERATOR.findall(self.code))
+        if operators > MAX_OPERATORS:
+            return f"{operators} operators in one policy (at most {MAX_OPERATORS}): split it"
+        return None
 
 
 @dataclass(frozen=True)
@@ -75,6 +100,7 @@ def statements(text: str, file: Path) -> list[Statement]:
     out: list[Statement] = []
     start: int | None = None
     last = 0  # end of the last code (not a comment, not blank) seen
+    code: list[str] = []
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
@@ -91,12 +117,17 @@ def statements(text: str, file: Path) -> list[Statement]:
             while i < n and text[i] != '"':
                 i += 2 if text[i] == "\\" else 1
             last = i + 1
+            code.append('""')
         elif ch == ";" and start is not None:
-            out.append(Statement(file, text.count("\n", 0, start) + 1, text[start : i + 1]))
-            start = None
+            line = text.count("\n", 0, start) + 1
+            out.append(Statement(file, line, text[start : i + 1], "".join(code)))
+            start, code = None, []
+        elif start is not None:
+            code.append(ch)
         i += 1
     if start is not None:
-        out.append(Statement(file, text.count("\n", 0, start) + 1, text[start:last]))
+        line = text.count("\n", 0, start) + 1
+        out.append(Statement(file, line, text[start:last], "".join(code)))
     return out
 
 
@@ -131,7 +162,7 @@ def _parse_error_line(statement: Statement, error: str) -> int:
     """The line of ``statement`` where ``error`` arises: the first cut of the statement that
     fails with the same error (an error at the end names the statement's last line)."""
     lines = statement.text.split("\n")
-    if error != "unexpected end of input":
+    if error != "unexpected end of input" and len(lines) <= 200:  # each cut is a parse
         for k in range(1, len(lines)):
             if _parse_error("\n".join(lines[:k])) == error:
                 return statement.line + k - 1
@@ -147,6 +178,10 @@ def load_policies(files: list[Path]) -> LoadedPolicies:
     found: list[Statement] = []
     for path in files:
         text = read_policy_file(path)
+        for statement in statements(text, path):
+            why = statement.too_complex()
+            if why is not None:
+                raise SpecError(f"{path}:{statement.line}: Cedar policy too complex: {why}")
         error = _parse_error(text)
         if error is not None:
             for statement in statements(text, path):
@@ -159,7 +194,16 @@ def load_policies(files: list[Path]) -> LoadedPolicies:
         found += statements(text, path)
     combined = "\n".join(texts)
     policy_set = cedarpy.PolicySet.from_str(combined)
-    tree = policy_set.to_pst()
+    try:
+        tree = policy_set.to_pst()
+    except ValueError as exc:  # nested past cedarpy's limit (100 levels)
+        for statement in found:
+            try:
+                cedarpy.PolicySet.from_str(statement.text).to_pst()
+            except ValueError:
+                where = f"{statement.file}:{statement.line}"
+                raise SpecError(f"{where}: Cedar policy too complex: {exc}") from None
+        raise SpecError(f"Cedar policies too complex: {exc}") from None
     if tree.templates:
         first = sorted(tree.templates)[0]
         raise SpecError(

@@ -74,6 +74,15 @@ STRING, LONG, BOOL, DECIMAL, DATETIME = (
 _PRIMS = {"string": STRING, "integer": LONG, "boolean": BOOL, "number": DECIMAL}
 
 
+_ESCAPES = {"__extn", "__entity", "__expr"}
+"""Keys that make a JSON object a special value in Cedar's JSON format, not a record."""
+
+
+def _check_name(name: str) -> None:
+    if name in _ESCAPES:
+        raise Untyped(f"a field named {name}, which Cedar's JSON format reserves")
+
+
 class Untyped(Exception):
     """A JSON schema with no Cedar form; the message says why."""
 
@@ -100,6 +109,7 @@ def tool_args(parameters: dict[str, Any]) -> ToolArgs:
     untyped: dict[str, str] = {}
     for name, schema in props.items():
         try:
+            _check_name(name)
             attrs[name] = _attr(schema, name in required, defs, 2)
         except Untyped as exc:
             untyped[name] = str(exc)
@@ -159,6 +169,8 @@ def _type_of(schema: Any, defs: dict[str, Any], depth: int) -> tuple[CedarType, 
         if not isinstance(props, dict) or not props:
             raise Untyped("a mapping with free keys")
         required = set(schema.get("required", []))
+        for name in props:
+            _check_name(name)
         attrs = {n: _attr(s, n in required, defs, depth + 1) for n, s in props.items()}
         return Rec(attrs), False
     raise Untyped("no type" if kind is None else f"JSON type {kind!r}")
