@@ -94,8 +94,8 @@ class AddressPolicy:
     def _allowed(self, address: IPAddress) -> bool:
         return any(address.version == net.version and address in net for net in self.allowed)
 
-    def refusal(self, address: IPAddress) -> str | None:
-        """Why ``address`` may not be reached, or ``None`` when it may."""
+    def _why(self, address: IPAddress) -> str | None:
+        """What kind of refused address ``address`` is, or ``None`` when it may be reached."""
         if self._allowed(address):
             return None
         inner = embedded_ipv4(address)
@@ -103,35 +103,44 @@ class AddressPolicy:
             if self._allowed(inner):
                 return None
             what = _kind_of(inner)
-            return None if what is None else f"{address} carries {inner}, {what}"
-        what = _kind_of(address)
-        return None if what is None else f"{address} is {what}"
+            return None if what is None else f"an IPv6 form of {inner}, {what}"
+        return _kind_of(address)
+
+    def refusal(self, address: IPAddress) -> str | None:
+        """Why ``address`` may not be reached (``127.0.0.1 is a loopback address``), or
+        ``None`` when it may."""
+        why = self._why(address)
+        return None if why is None else f"{address} is {why}"
 
     def checked(self, host: str, addresses: Sequence[str]) -> list[str]:
-        """The addresses of ``host`` that may be reached, in order; ``ToolError`` naming them
-        when none may."""
+        """The addresses of ``host`` that may be reached, in order; ``AddressRefused`` naming
+        them when none may."""
         passed: list[str] = []
-        refused: list[str] = []
+        refused: list[tuple[str, str]] = []
         for text in addresses:
             try:
                 address = ipaddress.ip_address(text.partition("%")[0])
             except ValueError:
-                refused.append(f"{text!r} is not an address")
+                refused.append((repr(text), "not an address"))
                 continue
-            why = self.refusal(address)
+            why = self._why(address)
             if why is None:
                 passed.append(str(address))
             else:
-                refused.append(why)
+                refused.append((str(address), why))
         if passed:
             return passed
-        named = "" if _is_literal(host) else f"{host} resolves to "
+        if _is_literal(host) and len(refused) == 1:
+            detail = f"{refused[0][0]} is {refused[0][1]}"
+        else:
+            found = ", ".join(f"{a} ({why})" for a, why in refused) or "no address"
+            detail = f"{host} resolves to {found}"
+        example = next((a for a, _ in refused if _is_literal(a)), "127.0.0.1")
         hint = (
             "; to reach it on purpose, add its network to the tool's allowed_networks "
-            "(e.g. allowed_networks: [127.0.0.1/32])"
+            f"(e.g. allowed_networks: [{example}/{128 if ':' in example else 32}])"
         )
-        detail = "; ".join(refused) or "no address"
-        raise AddressRefused(f"connection refused: {named}{detail}{hint}")
+        raise AddressRefused(f"connection refused: {detail}{hint}")
 
 
 def _kind_of(address: IPAddress) -> str | None:
