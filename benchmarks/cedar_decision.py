@@ -12,10 +12,11 @@ risk, budget and time in the context) against the same policies and tool schema:
                   cedarpy's plain use, which parses the policies, the entities and the schema
                   (and validates the request against it) on every call.
   cedarpy-parsed  ``cedarpy.is_authorized`` with ``PolicySet``, ``Entities`` and ``Schema``
-                  handles parsed once and a context dict built once: cedarpy's floor with
-                  the request validated against the schema on each call.
-  cedarpy-floor   the same without the schema per call (what Tether passes: its context is
-                  built from the types the policies were validated against).
+                  handles parsed once and the whole context dict built once: cedarpy used
+                  well, the request validated against the schema on each call.
+  cedarpy-floor   the same without the schema per call and with the context Tether sends
+                  (the attributes the policies name; its types are the ones the policies were
+                  validated against): what Tether adds is its own Python work per call.
 
 Every contender's decision is checked to be the same before timing. Then ``--rounds`` rounds
 of ``--calls`` calls per contender, the order rotating each round; each call is timed with
@@ -142,14 +143,16 @@ def percentile(sorted_ns: list[int], q: float) -> float:
 
 def contenders(authorizer: Authorizer) -> dict[str, Callable[[], bool]]:
     """Each contender as a call returning whether the request is allowed."""
-    context = authorizer.context(REQUEST)
     principal = {"type": "Tether::Agent", "id": authorizer.agent.name}
     cedar_request = {
         "principal": principal,
         "action": {"type": "Tether::Action", "id": REQUEST.tool},
         "resource": {"type": "Tether::Tool", "id": REQUEST.tool},
-        "context": context,
+        # The whole context the schema describes (the schema check wants every attribute).
+        "context": authorizer.context(REQUEST, whole=True),
     }
+    # What Tether sends: the attributes the policies name.
+    tether_request = {**cedar_request, "context": authorizer.context(REQUEST)}
     entities = authorizer._with_principal(authorizer.agent, CALLER)  # what Tether passes
     entities_json = str(entities)  # the same entities, as JSON text
     schema_json = json.dumps(authorizer.schema_json)
@@ -166,7 +169,7 @@ def contenders(authorizer: Authorizer) -> dict[str, Callable[[], bool]]:
         return cedarpy.is_authorized(cedar_request, policy_set, entities, schema).allowed
 
     def floor() -> bool:
-        return cedarpy.is_authorized(cedar_request, policy_set, entities).allowed
+        return cedarpy.is_authorized(tether_request, policy_set, entities).allowed
 
     return {
         "tether": tether,

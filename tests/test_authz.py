@@ -78,7 +78,7 @@ forbid(principal, action, resource)
 when { context.risk.score.greaterThan(decimal("0.8")) };
 
 forbid(principal, action == Tether::Action::"issue_refund", resource)
-when { principal has end_user && principal.end_user == "mallory" };
+when { principal has end_user && principal.end_user == "mallory" && context.args.order_id > 0 };
 """
 
 
@@ -248,6 +248,21 @@ def test_numbers_sent_as_text_are_read_as_the_tool_reads_them(tmp_path: Path) ->
     assert a.decide(AuthzRequest("issue_refund", args, caller=SUPPORT)).effect == "allow"
     big = {"order_id": "7", "amount": "100.0001"}
     assert a.decide(AuthzRequest("issue_refund", big, caller=SUPPORT)).effect == "escalate"
+
+
+def test_what_no_policy_names_is_not_sent_to_cedar(tmp_path: Path) -> None:
+    a = load(
+        tmp_path,
+        """\
+        permit(principal, action == Tether::Action::"issue_refund", resource)
+        when { context.args.order_id == 7 };
+        """,
+    )
+    # The policies never name `amount`: a value Cedar could not hold there is no reason to
+    # refuse (the tool's own validation still sees it), and the context leaves it out.
+    args = {"order_id": 7, "amount": 0.1 + 0.2}
+    assert a.decide(AuthzRequest("issue_refund", args)).effect == "allow"
+    assert a.context(AuthzRequest("issue_refund", args)) == {"args": {"order_id": 7}}
 
 
 def test_a_null_optional_argument_is_an_argument_not_given(tmp_path: Path) -> None:
@@ -558,3 +573,27 @@ def test_strange_argument_names_are_quoted_in_the_schema() -> None:
     from tether.controls.cedar_schema import cedar_string
 
     assert cedar_string('a"b\\c\n') == '"a\\"b\\\\c\\u{a}"'
+
+
+@pytest.mark.parametrize(
+    ("number", "shown"),
+    [
+        (49.95, "49.9500"),
+        (-0.5, "-0.5000"),
+        (1e-4, "0.0001"),
+        (5, "5.0000"),
+        (1e14, "100000000000000.0000"),
+    ],
+)
+def test_exact_decimals(number: float, shown: str) -> None:
+    from tether.controls.cedar_schema import exact_decimal
+
+    assert exact_decimal(number, "x") == {"__extn": {"fn": "decimal", "arg": shown}}
+
+
+@pytest.mark.parametrize("number", [1e-5, 1e16, 0.12345, float("inf")])
+def test_inexact_decimals_are_refused(number: float) -> None:
+    from tether.controls.cedar_schema import Refused, exact_decimal
+
+    with pytest.raises(Refused):
+        exact_decimal(number, "x")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -250,6 +251,8 @@ class Authorizer:
         # With the schema, Cedar adds the action entities (each tool's action in "call").
         self._entities = cedarpy.Entities.from_json_str(json.dumps(tool_entities), self.schema)
         self._principals: dict[tuple[str, str, Caller], cedarpy.Entities] = {}
+        self._read = _named(loaded.text)
+        self._all = _named(json.dumps(self.schema_json))
 
     @classmethod
     def load(
@@ -294,32 +297,36 @@ class Authorizer:
         self._principals[key] = entities
         return entities
 
-    def context(self, request: AuthzRequest) -> dict[str, Any]:
-        """The Cedar context of a request; ``Refused`` when an argument does not fit its type."""
-        now = (request.now or self._clock()).astimezone(UTC).replace(microsecond=0)
-        budget = request.budget
-        spent: dict[str, Any] = {
-            "cost_usd": rounded_decimal(budget.cost_usd, up=True),
-            "tokens": budget.tokens,
-            "tool_calls": budget.tool_calls,
-            "turns": budget.turns,
-            "tool_calls_left": budget.tool_calls_left,
-        }
-        if budget.usd_left is not None:
-            spent["usd_left"] = rounded_decimal(budget.usd_left, up=False)
-        if budget.tokens_left is not None:
-            spent["tokens_left"] = budget.tokens_left
-        return {
-            "args": record(request.args, self._args[request.tool].record, ""),
-            "risk": {
-                "score": rounded_decimal(min(max(request.risk.score, 0.0), 1.0), up=None),
-                "categories": sorted(request.risk.categories),
-            },
-            "classification": sorted(request.classification),
-            "budget": spent,
-            "time": _time_context(now),
-            "entry_point": request.entry_point.value,
-        }
+    def context(self, request: AuthzRequest, *, whole: bool = False) -> dict[str, Any]:
+        """The Cedar context of a request; ``Refused`` when an argument does not fit its type.
+
+        Only the attributes some policy names are built: Cedar reads a context in the JSON
+        form, and parsing what no policy reads (decimals, datetimes) costs more than deciding.
+        A policy can only read an attribute by naming it (Cedar has no computed attribute
+        names), so the words and string literals of the policy text are a safe superset.
+        ``whole``: every attribute (what the schema describes)."""
+        read = self._all if whole else self._read
+        out: dict[str, Any] = {}
+        if "args" in read:
+            out["args"] = record(request.args, self._args[request.tool].record, "", keep=read)
+        if "risk" in read:
+            risk = request.risk
+            out["risk"] = {}
+            if "score" in read:
+                score = min(max(risk.score, 0.0), 1.0)
+                out["risk"]["score"] = rounded_decimal(score, up=None)
+            if "categories" in read:
+                out["risk"]["categories"] = sorted(risk.categories)
+        if "classification" in read:
+            out["classification"] = sorted(request.classification)
+        if "budget" in read:
+            out["budget"] = _budget_context(request.budget, read)
+        if "time" in read:
+            now = (request.now or self._clock()).astimezone(UTC).replace(microsecond=0)
+            out["time"] = _time_context(now)
+        if "entry_point" in read:
+            out["entry_point"] = request.entry_point.value
+        return out
 
     def decide(self, request: AuthzRequest) -> AuthzVerdict:
         """Allow, deny or escalate one call (default deny; fails closed on any error)."""
@@ -367,6 +374,30 @@ class Authorizer:
         return AuthzVerdict(
             "allow", f"tool {tool!r} permitted by Cedar {_policies(labels)}", labels
         )
+
+
+def _budget_context(budget: Budget, read: frozenset[str]) -> dict[str, Any]:
+    """``context.budget``: the attributes the policies name."""
+    out: dict[str, Any] = {}
+    if "cost_usd" in read:
+        out["cost_usd"] = rounded_decimal(budget.cost_usd, up=True)
+    for name in ("tokens", "tool_calls", "turns", "tool_calls_left"):
+        if name in read:
+            out[name] = getattr(budget, name)
+    if "usd_left" in read and budget.usd_left is not None:
+        out["usd_left"] = rounded_decimal(budget.usd_left, up=False)
+    if "tokens_left" in read and budget.tokens_left is not None:
+        out["tokens_left"] = budget.tokens_left
+    return out
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def _named(text: str) -> frozenset[str]:
+    """Every word and string literal of policy text (what a policy can name an attribute by)."""
+    return frozenset(_WORD.findall(text)) | frozenset(_STRING.findall(text))
 
 
 @functools.lru_cache(maxsize=4)

@@ -21,8 +21,10 @@ validation when the agent loads; ``untyped`` says which and why.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeAlias
@@ -221,6 +223,13 @@ def exact_decimal(number: float | int | Decimal, where: str) -> dict[str, Any]:
     not see it rounded across its threshold."""
     if isinstance(number, float) and not math.isfinite(number):
         raise Refused(f"{where} is {number}, which no Cedar decimal holds")
+    if isinstance(number, float) and abs(number) < 1e15:
+        # The usual case without Decimal: repr is the shortest text that reads back as this
+        # float, so at most 4 digits after its point means the value has at most 4 places.
+        text = repr(number)
+        whole, _, places = text.partition(".")
+        if "e" not in text and len(places) <= 4:
+            return {"__extn": {"fn": "decimal", "arg": f"{whole}.{places:0<4}"}}
     exact = Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
     if abs(exact) > DECIMAL_LIMIT:
         raise Refused(f"{where} = {number} is beyond the range of a Cedar decimal")
@@ -232,6 +241,7 @@ def exact_decimal(number: float | int | Decimal, where: str) -> dict[str, Any]:
     return decimal_value(exact)
 
 
+@functools.lru_cache(maxsize=1024)
 def rounded_decimal(number: float, *, up: bool | None) -> dict[str, Any]:
     """``number`` to 4 places, rounded up, down (budgets: spent up, left down, so that a policy
     errs on the careful side) or to the nearest (``up=None``), clamped to the decimal range."""
@@ -294,12 +304,16 @@ def to_cedar(value: Any, kind: CedarType, where: str) -> Any:
     raise Refused(f"{where} is {shown}, not {describe(kind)}")
 
 
-def record(values: dict[str, Any], kind: Rec, where: str) -> dict[str, Any]:
-    """A record of ``kind`` from ``values``: attributes not in ``kind`` are left out, a null is
-    an argument not given, a missing one takes its default; a required one missing is
-    ``Refused``."""
+def record(
+    values: dict[str, Any], kind: Rec, where: str, *, keep: Collection[str] | None = None
+) -> dict[str, Any]:
+    """A record of ``kind`` from ``values``: attributes not in ``kind`` (or, given ``keep``,
+    not in it) are left out, a null is an argument not given, a missing one takes its default;
+    a required one missing is ``Refused``."""
     out: dict[str, Any] = {}
     for name, attr in kind.attributes.items():
+        if keep is not None and name not in keep:
+            continue
         value = values.get(name)
         inner = f"{where}.{name}" if where else name
         if value is None:
