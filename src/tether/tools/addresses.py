@@ -239,7 +239,12 @@ def checked_transport(
     transport = httpx.AsyncHTTPTransport(verify=ssl_context, trust_env=False)
     if not isinstance(getattr(transport, "_pool", None), httpcore.AsyncConnectionPool):
         raise RuntimeError("this httpx version keeps no connection pool in _pool")
+    limits = httpx.Limits()  # httpx's defaults, as the pool it replaces had them
     transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=ssl_context, network_backend=checked_backend(policy, resolver)
+        ssl_context=ssl_context,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=checked_backend(policy, resolver),
     )
     return transport
