@@ -285,7 +285,10 @@ def test_a_null_optional_argument_is_an_argument_not_given(tmp_path: Path) -> No
 
 def test_an_unknown_tool_is_denied(tmp_path: Path) -> None:
     verdict = load(tmp_path).decide(AuthzRequest("rm_rf", {}))
-    assert verdict == verdict.__class__("deny", "tool 'rm_rf' is not one of the agent's tools")
+    assert verdict.effect == "deny"
+    assert verdict.reason == (
+        "tool 'rm_rf' is not one of the agent's tools (they are: issue_refund, lookup, ship)"
+    )
 
 
 def test_an_evaluation_error_fails_closed(tmp_path: Path) -> None:

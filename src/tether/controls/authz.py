@@ -334,7 +334,10 @@ class Authorizer:
 
         tool = request.tool
         if tool not in self._args:
-            return AuthzVerdict("deny", f"tool {tool!r} is not one of the agent's tools")
+            known = ", ".join(self._args) or "none"
+            return AuthzVerdict(
+                "deny", f"tool {tool!r} is not one of the agent's tools (they are: {known})"
+            )
         try:
             context = self.context(request)
         except Refused as exc:
