@@ -20,7 +20,12 @@ from tether.resilience.breaker import (
     verdict_of,
 )
 from tether.resilience.model import CircuitBreakerModel, with_circuit_breakers
-from tether.resilience.setup import breaker_store_for, resilient_models, timeout_warnings
+from tether.resilience.setup import (
+    breaker_store_for,
+    missing_redis,
+    resilient_models,
+    timeout_warnings,
+)
 from tether.resilience.state import BreakerState, CircuitState, Verdict
 from tether.resilience.stores import BreakerStore, LocalBreakerStore, default_local_store
 
@@ -49,6 +54,7 @@ __all__ = [
     "breaker_store_for",
     "default_local_store",
     "endpoint_of",
+    "missing_redis",
     "resilient_models",
     "shared_redis_store",
     "timeout_warnings",

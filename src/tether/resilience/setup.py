@@ -30,6 +30,15 @@ def breaker_store_for(config: CircuitBreakerConfig) -> BreakerStore:
     return shared_redis_store(url, prefix)
 
 
+def missing_redis(config: ResilienceConfig) -> list[str]:
+    """``["TETHER_REDIS_URL"]`` when the spec wants circuits shared through Redis and the
+    environment names none (what ``tether validate`` reports), else nothing."""
+    breaker = config.circuit_breaker
+    if breaker is not None and breaker.shared == "redis" and redis_from_env()[0] is None:
+        return ["TETHER_REDIS_URL"]
+    return []
+
+
 def resilient_models(
     models: Sequence[Model], config: ResilienceConfig, store: BreakerStore | None = None
 ) -> list[Model]:
