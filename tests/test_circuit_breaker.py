@@ -412,3 +412,79 @@ def test_state_round_trips_and_foreign_values_are_refused() -> None:
     for raw in ("[]", '{"v": 2}', '{"v": 1, "s": "sideways"}', "not json", '{"v": 1, "s": "open"}'):
         with pytest.raises((ValueError, KeyError)):
             BreakerState.from_json(raw)
+
+
+# ------------------------------------------------------------------------------- hostile
+
+
+async def test_64_concurrent_calls_on_a_half_open_circuit_let_one_probe_through() -> None:
+    clock = Clock()
+    gate = asyncio.Event()
+
+    class Waits(FlakyModel):
+        async def complete(self, request: ModelRequest) -> ModelResponse:
+            self.calls += 1
+            await gate.wait()
+            return ModelResponse(content="ok")
+
+    inner = Waits()
+    model, store = breaker_for(inner, clock, failures=1)
+    await model.breaker.settle(await model.breaker.admit(), "failure")
+    clock.now += 5
+
+    calls = [asyncio.create_task(model.complete(ask())) for _ in range(64)]
+    await asyncio.sleep(0)  # every call has asked the breaker by now (the store never waits)
+    gate.set()
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+
+    assert inner.calls == 1
+    assert sum(isinstance(o, CircuitOpenError) for o in outcomes) == 63
+    assert store.state(model.breaker.endpoint).state == "closed"
+
+
+def test_threads_sharing_a_local_store_open_the_circuit_once() -> None:
+    import threading
+
+    store = LocalBreakerStore()
+    config = CircuitBreakerConfig(failures=5, window_s=60, cooldown_s=60)
+    opened: list[str] = []
+    lock = threading.Lock()
+
+    def hammer() -> None:
+        async def main() -> None:
+            breaker = CircuitBreaker("test/threads", config, store)
+
+            def note(name: str, _: dict[str, Any]) -> None:
+                with lock:
+                    opened.append(name)
+
+            with call_events_to(note):
+                for _ in range(50):
+                    try:
+                        ticket = await breaker.admit()
+                    except CircuitOpenError:
+                        continue
+                    await breaker.settle(ticket, "failure")
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert opened == ["tether.circuit.open"]
+    assert store.state("test/threads").state == "open"
+
+
+async def test_a_model_already_behind_a_breaker_is_not_wrapped_twice() -> None:
+    from tether.resilience import with_circuit_breakers
+
+    clock, inner = Clock(), FlakyModel()
+    model, store = breaker_for(inner, clock, failures=1)
+    [again] = with_circuit_breakers([model], CircuitBreakerConfig(failures=1), store)
+    assert again is model
+    await fail(model)
+    clock.now += 5
+    inner.failing = False
+    assert (await again.complete(ask())).content == "fine"  # the probe is not refused by itself

@@ -4,6 +4,7 @@ happens when Redis is down, hangs, comes back or holds something else under the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -303,3 +304,83 @@ async def test_auto_uses_redis_when_configured(
     local = Agent.from_yaml(spec, trace=False).harness.chain.primary
     assert isinstance(local, CircuitBreakerModel) and local.breaker.store.kind == "local"
     await agent.aclose()
+
+
+# ------------------------------------------------------------------------------- hostile
+
+
+async def test_a_probe_killed_mid_call_does_not_wedge_the_circuit(
+    redis_url: str, redis_prefix: str
+) -> None:
+    import signal
+
+    cooldown = "2"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(WORKER),
+        "probe",
+        redis_url,
+        redis_prefix,
+        cooldown,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert (await proc.stdout.readline()).strip() == b"probing"
+        store = RedisBreakerStore(redis_url, prefix=redis_prefix)
+        config = CircuitBreakerConfig(failures=1, window_s=60, cooldown_s=float(cooldown))
+        breaker = CircuitBreaker("test@127.0.0.1:1/killed", config, store)
+        # The probe slot is taken: another process is refused, without calling anything.
+        with pytest.raises(CircuitOpenError) as info:
+            await breaker.admit()
+        assert "half-open" in info.value.message
+    finally:
+        proc.send_signal(signal.SIGKILL)  # kill -9 mid-call: its slot is never given back
+        await proc.wait()
+
+    deadline = time.monotonic() + 30
+    while True:  # the dead probe's lease (one cool-down) runs out
+        try:
+            ticket = await breaker.admit()
+            break
+        except CircuitOpenError:
+            assert time.monotonic() < deadline, "the dead probe's slot was never freed"
+            await asyncio.sleep(0.05)
+    assert ticket.probe_id is not None
+    await breaker.settle(ticket, "success")
+    assert (await breaker.state()).state == "closed"
+    await store.aclose()
+
+
+def test_run_sync_from_threads_shares_redis_across_event_loops(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    redis_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import threading
+
+    from tether import ScriptedModel
+
+    monkeypatch.setenv("TETHER_REDIS_URL", redis_url)
+    monkeypatch.setenv("TETHER_REDIS_PREFIX", redis_prefix)
+    spec = write_spec(tmp_path, "http://127.0.0.1:9/v1", cooldown_s=1)
+    agent = Agent.from_yaml(spec, model=ScriptedModel([{"text": "fine"}]), trace=False)
+    outputs: list[str] = []
+
+    def runs() -> None:
+        for _ in range(3):  # each run_sync: a new event loop, its own Redis connection
+            outputs.append(agent.run_sync("hi").output)
+
+    with caplog.at_level(logging.WARNING):
+        threads = [threading.Thread(target=runs) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    assert outputs == ["fine"] * 9
+    primary = agent.harness.chain.primary
+    assert isinstance(primary, CircuitBreakerModel) and primary.breaker.store.kind == "redis"
+    assert "cannot be used" not in caplog.text

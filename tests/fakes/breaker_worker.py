@@ -94,6 +94,25 @@ async def store_time(url: str) -> float:
         await client.aclose()
 
 
+async def probe_and_hang(url: str, prefix: str, cooldown_s: float) -> None:
+    store = RedisBreakerStore(url, prefix=prefix)
+    config = CircuitBreakerConfig(failures=1, window_s=60, cooldown_s=cooldown_s)
+    breaker = CircuitBreaker("test@127.0.0.1:1/killed", config, store)
+    await breaker.settle(await breaker.admit(), "failure")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            ticket = await breaker.admit()
+            break
+        except CircuitOpenError:
+            if time.monotonic() > deadline:
+                raise SystemExit("never got the probe") from None
+            await asyncio.sleep(0.01)
+    assert ticket.probe_id is not None
+    print("probing", flush=True)
+    await asyncio.Event().wait()
+
+
 def main() -> None:
     mode, *args = sys.argv[1:]
     if mode == "agent":
@@ -101,6 +120,8 @@ def main() -> None:
     elif mode == "race":
         url, prefix, key, workers, calls = args
         print(json.dumps(asyncio.run(race(url, prefix, key, int(workers), int(calls)))))
+    elif mode == "probe":
+        asyncio.run(probe_and_hang(args[0], args[1], float(args[2])))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

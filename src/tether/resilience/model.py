@@ -91,5 +91,12 @@ def with_circuit_breakers(
     store: BreakerStore | None = None,
 ) -> list[Model]:
     """Each model behind a breaker on its endpoint (``endpoint_of``), all in ``store``
-    (default: the process-wide local store)."""
-    return [CircuitBreakerModel(m, CircuitBreaker(endpoint_of(m), config, store)) for m in models]
+    (default: the process-wide local store). A model already behind a breaker is left as it
+    is: two breakers on one circuit would each take the half-open probe slot from the
+    other."""
+    return [
+        m
+        if isinstance(m, CircuitBreakerModel)
+        else CircuitBreakerModel(m, CircuitBreaker(endpoint_of(m), config, store))
+        for m in models
+    ]

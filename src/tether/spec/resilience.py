@@ -27,13 +27,13 @@ class CircuitBreakerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    failures: int = Field(default=5, ge=1, le=10_000)
+    failures: int = Field(default=5, ge=1, le=1_000)
     """Transient failures within ``window_s`` that open the circuit."""
     window_s: float = Field(default=60.0, gt=0, le=86_400)
     """The window failures are counted in, in seconds (a sliding window)."""
     cooldown_s: float = Field(default=30.0, gt=0, le=86_400)
     """How long an open circuit refuses calls before it lets probes through, in seconds."""
-    half_open_probes: int = Field(default=1, ge=1, le=1_000)
+    half_open_probes: int = Field(default=1, ge=1, le=100)
     """Probe calls let through at a time once the cool-down is over."""
     shared: Literal["auto", "local", "redis"] = "auto"
     """Where the state lives: ``local`` (this process), ``redis`` (shared by every process
