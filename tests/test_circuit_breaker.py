@@ -45,27 +45,18 @@ class Clock:
         return self.now
 
 
-class FlakyModel:
-    """A model whose next outcomes the test chooses: ``fail`` raises a transient error (503),
-    ``ok`` answers; counts the calls that reached it."""
+class FlakyModel(FailingModel):
+    """Fails like an upstream 503 while ``failing`` (the test switches it), else answers;
+    counts the calls that reached it."""
 
     def __init__(self, name: str = "flaky") -> None:
-        self._name = name
-        self.calls = 0
+        super().__init__(name)
         self.failing = True
 
-    @property
-    def provider(self) -> str:
-        return "test"
-
-    @property
-    def name(self) -> str:
-        return self._name
-
     async def complete(self, request: ModelRequest) -> ModelResponse:
-        self.calls += 1
         if self.failing:
-            raise ProviderError("upstream returned 503", status_code=503, retryable=True)
+            return await super().complete(request)
+        self.calls += 1
         return ModelResponse(content="fine")
 
 

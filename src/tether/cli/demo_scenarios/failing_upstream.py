@@ -18,18 +18,18 @@ is the probe that the primary answers, closing the circuit.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from tether.cli.demo import _OrderHandler as _JsonHandler  # its JSON replies and silence
 from tether.controls import Control, Decision, HookContext
 from tether.core import Outcome
 from tether.providers import ModelResponse, ScriptedModel
@@ -51,7 +51,10 @@ class _Upstream(ThreadingHTTPServer):
     lock = threading.Lock()
 
 
-class _UpstreamHandler(BaseHTTPRequestHandler):
+class _UpstreamHandler(_JsonHandler):
+    """The demo's JSON replies and silence, with chat completions that fail while
+    ``failing``."""
+
     server: _Upstream
 
     def do_POST(self) -> None:
@@ -72,17 +75,6 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
             "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29},
         }
         self._reply(200, body)
-
-    def _reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: the demo's output stays readable."""
 
 
 @contextmanager
