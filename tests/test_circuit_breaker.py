@@ -91,8 +91,8 @@ async def test_opens_after_n_failures_within_the_window_and_refuses_without_call
     refused = await fail(model)
     assert isinstance(refused, CircuitOpenError)
     assert refused.retryable and refused.endpoint == "test/flaky"
-    assert str(refused).startswith("circuit open for test/flaky (3 transient failures within 10s")
-    assert "refused for 5.0s more" in refused.message
+    assert str(refused).startswith("circuit open for test/flaky: refused for 5.0s more after")
+    assert "(3 within 10s open it" in refused.message
     assert inner.calls == 3  # the refused call never reached the model
 
 
@@ -479,3 +479,24 @@ async def test_a_model_already_behind_a_breaker_is_not_wrapped_twice() -> None:
     clock.now += 5
     inner.failing = False
     assert (await again.complete(ask())).content == "fine"  # the probe is not refused by itself
+
+
+async def test_a_harness_of_ones_own_gets_breakers_and_the_degraded_answer() -> None:
+    from tether import Harness, Outcome
+    from tether.resilience import with_circuit_breakers
+
+    first, second = FailingModel("first"), FailingModel("second")
+    store = LocalBreakerStore()
+    harness = Harness(
+        models=with_circuit_breakers([first, second], CircuitBreakerConfig(failures=1), store),
+        degraded_answer="Back soon.",
+        trace=False,
+    )
+    for _ in range(2):
+        async with harness.open_run("hi", agent="own-loop") as run:
+            await run.input()
+            step = await run.model_call()
+        assert step.stopped and step.outcome == Outcome.ERROR
+        assert run.result().output == "Back soon."
+    assert (first.calls, second.calls) == (1, 1)  # the second run was refused by both circuits
+    assert "circuit open" in (run.result().error or "")

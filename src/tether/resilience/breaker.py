@@ -146,12 +146,12 @@ class CircuitBreaker:
         c = self.config
         if admission.state == "open":
             why = (
-                f"{c.failures} transient failure{'s' if c.failures != 1 else ''} within "
-                f"{c.window_s:g}s; calls are refused for {admission.retry_in:.1f}s more"
+                f"refused for {admission.retry_in:.1f}s more after repeated transient failures "
+                f"({c.failures} within {c.window_s:g}s open it, a failed probe reopens it)"
             )
         else:
             why = "half-open: waiting for the answer of the probe call in flight"
-        return f"circuit open for {self.endpoint} ({why}); the endpoint was not called"
+        return f"circuit open for {self.endpoint}: {why}; the endpoint was not called"
 
     def _report(self, transition: str, extra: dict[str, Any]) -> None:
         c = self.config
