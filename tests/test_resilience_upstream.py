@@ -267,7 +267,7 @@ async def test_a_slow_stream_within_the_timeout_is_served_and_not_counted(
     await agent.aclose()
 
 
-async def test_a_stream_too_slow_to_start_falls_back_and_opens_the_circuit(
+async def test_a_slow_starting_stream_falls_back_opens_the_circuit_a_streamed_probe_closes_it(
     server: FakeOpenAIServer, tmp_path: Path
 ) -> None:
     server.enqueue(Reply(sse=text_chunks("never shown"), pace_s=2.0))
@@ -281,6 +281,19 @@ async def test_a_stream_too_slow_to_start_falls_back_and_opens_the_circuit(
     texts, on_event = collector()
     assert (await agent.run("hi", stream=on_event)).output == "backup answer"
     assert len(server.requests) == 1
+
+    # A streamed probe closes the circuit once its reply is whole (the run stops reading
+    # at the stream's end event).
+    server.enqueue(*[Reply(sse=text_chunks("back ", "again"))] * 2)
+    deadline = time.monotonic() + 10
+    while True:
+        texts, on_event = collector()
+        result = await agent.run("hi", stream=on_event)
+        if result.output == "back again":
+            break
+        assert time.monotonic() < deadline, "the circuit never let a probe through"
+        await asyncio.sleep(0.02)
+    assert (await primary_breaker(agent).breaker.state()).state == "closed"
     await agent.aclose()
 
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
-from tether.providers import Model, ModelRequest, ModelResponse, StreamEvent, stream_of
+from tether.providers import (
+    Model,
+    ModelRequest,
+    ModelResponse,
+    StreamEnd,
+    StreamEvent,
+    stream_of,
+)
 from tether.resilience.breaker import CircuitBreaker, endpoint_of, verdict_of
 from tether.resilience.state import Verdict
 from tether.resilience.stores import BreakerStore
@@ -63,8 +70,13 @@ class CircuitBreakerModel:
         try:
             events = stream_of(self.model, request)
             async for event in events:
+                if isinstance(event, StreamEnd):
+                    # The reply is whole: a consumer may close the stream right after it.
+                    verdict = "success"
                 yield event
             verdict = "success"
+        except GeneratorExit:
+            raise  # the consumer closed the stream: "success" after the end, else neutral
         except BaseException as exc:
             verdict = verdict_of(exc)
             raise
