@@ -123,3 +123,16 @@ def _chars_from_env(name: str, default: int) -> int:
             hint=f"unset {name} for the default, {default:,}",
         )
     return int(raw)
+
+
+DEFAULT_REDIS_PREFIX = "tether:"
+
+
+def redis_from_env() -> tuple[str | None, str]:
+    """The Redis that processes share state through (circuit breakers): ``TETHER_REDIS_URL``
+    (``redis://[:password@]host:port/db``; unset or empty: none) and the prefix of every key
+    Tether writes there, ``TETHER_REDIS_PREFIX`` (default ``tether:``), so several deployments
+    can share one Redis."""
+    url = (os.environ.get("TETHER_REDIS_URL") or "").strip() or None
+    prefix = os.environ.get("TETHER_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX
+    return url, prefix

@@ -11,6 +11,7 @@ from typing import Any
 from tether.controls import CedarAuthorization, Control
 from tether.core import AgentRef, Caller, EntryPoint, RunKind, TetherError
 from tether.providers import Model, ModelSettings, build_model
+from tether.resilience import BreakerStore, resilient_models
 from tether.runtime.chain import StreamHandler
 from tether.runtime.paradigms import PARADIGMS
 from tether.runtime.result import RunResult
@@ -28,6 +29,9 @@ class Agent:
 
     ``trace`` says where traces go: ``None`` (default) uses ``TETHER_DATABASE_URL`` or the
     SQLite store in ``TETHER_HOME``; a database URL; any ``TraceSink``; or ``False`` for none.
+    With the spec's ``resilience.circuit_breaker`` every model of the chain (built from the
+    spec or given) gets a circuit breaker, kept in ``breaker_store`` if given, else where
+    the spec's ``shared`` says.
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class Agent:
         base_dir: str | Path | None = None,
         trace: TraceTarget = None,
         pricing: PricingTable | None = None,
+        breaker_store: BreakerStore | None = None,
     ) -> None:
         self.spec = spec
         self.base_dir = Path(base_dir) if base_dir is not None else None
@@ -57,7 +62,8 @@ class Agent:
         if spec.authorization is not None:  # last: it decides the call as other controls left it
             own.append(CedarAuthorization.from_spec(spec, built, self.base_dir))
         self.harness = Harness(
-            models=self._models(),
+            # Behind circuit breakers when the spec's resilience section asks for them.
+            models=resilient_models(self._models(), spec.resilience, breaker_store),
             tools=built,
             controls=own,
             limits=spec.limits,
@@ -69,6 +75,7 @@ class Agent:
             ),
             trace=trace,
             pricing=pricing,
+            degraded_answer=spec.resilience.degraded_answer,
         )
         self._system_prompt = spec.system_prompt()
         self._ref = AgentRef(name=spec.name, version=spec.version)

@@ -97,7 +97,9 @@ class Harness:
     ``models`` is the chain a model call tries in order (primary, then fallbacks). ``tools``
     are ``Tool`` objects or plain functions (a function becomes a ``FunctionTool``); giving
     one is the grant to call it. The limits control and the loop breaker come first in the
-    pipeline, then ``controls``. ``trace`` is a ``TraceTarget``.
+    pipeline, then ``controls``. ``trace`` is a ``TraceTarget``. ``degraded_answer`` is
+    what a run answers when every model failed for a reason that may pass (its outcome is
+    still ``error``).
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class Harness:
         settings: ModelSettings | None = None,
         trace: TraceTarget = None,
         pricing: PricingTable | None = None,
+        degraded_answer: str | None = None,
     ) -> None:
         self.chain = ModelChain(models)
         self.tools: dict[str, Tool] = (
@@ -124,6 +127,9 @@ class Harness:
         self.settings = settings or ModelSettings()
         self.sink = resolve_sink(trace)
         self.pricing = pricing or default_pricing()
+        self.degraded_answer = degraded_answer
+        """The answer when the chain failed for a reason that may pass (every model down,
+        timed out or behind an open circuit), in place of the built-in apology."""
 
     def open_run(
         self,
@@ -451,7 +457,14 @@ class RunScope:
         state.error, state.hint = exc.message, exc.hint
         state.stop_reason = f"model provider failed: {exc.message}"
         state.output = _provider_failure_message(exc)
-        self.recorder.event(self.run_id, semconv.EVENT_RUN_ERROR, error_attributes(exc))
+        attributes = error_attributes(exc)
+        degraded = self.harness.degraded_answer
+        if degraded is not None and exc.retryable:
+            # Every model is down for now: the configured answer, not the built-in apology.
+            state.output = degraded
+            state.stop_reason += "; answered with the degraded answer (resilience.degraded_answer)"
+            attributes["degraded_answer"] = True
+        self.recorder.event(self.run_id, semconv.EVENT_RUN_ERROR, attributes)
 
     async def _step(self, work: Callable[[], Awaitable[T]], *, timed: bool = False) -> Step[T]:
         """Run one step; every way the run can stop becomes an ended run and a stopped Step."""

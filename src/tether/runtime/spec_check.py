@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tether.core import ProviderError, SpecError
 from tether.providers import Model, ScriptedModel, build_model
+from tether.resilience import missing_redis, timeout_warnings
 from tether.spec import AgentSpec, load_spec
 from tether.tools import HttpTool, Tool, build_tools, check_tools
 from tether.trace import PricingTable, default_pricing
@@ -93,6 +94,7 @@ def check_spec(
             pricing or default_pricing(),
         )
     missing.update(var for t in tools.values() if isinstance(t, HttpTool) for var in t.missing_env)
+    missing.update(missing_redis(spec.resilience))
     check = SpecCheck(
         path=path,
         spec=spec,
@@ -109,6 +111,7 @@ def check_spec(
     check.warnings += tool_warnings
     check.warnings += _script_warnings(models, {*tools, *not_imported})
     check.warnings += _unsent_key_warnings(spec, missing)
+    check.warnings += timeout_warnings(spec)
     return check
 
 

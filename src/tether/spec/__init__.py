@@ -20,6 +20,7 @@ from tether.spec.model import (
     ToolParameter,
     ToolSpec,
 )
+from tether.spec.resilience import CircuitBreakerConfig, ResilienceConfig
 
 
 def load_spec(path: str | Path) -> AgentSpec:
@@ -32,11 +33,13 @@ def load_spec(path: str | Path) -> AgentSpec:
 
 __all__ = [
     "AgentSpec",
+    "CircuitBreakerConfig",
     "HttpToolSpec",
     "Limits",
     "LoopBreakerConfig",
     "ModelConfig",
     "PythonToolSpec",
+    "ResilienceConfig",
     "ToolParameter",
     "ToolSpec",
     "load_model",

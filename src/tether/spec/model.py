@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from tether.core import content_hash
+from tether.spec.resilience import ResilienceConfig
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 """Agent names."""
@@ -64,7 +65,11 @@ class ModelConfig(_Strict):
     api_key_env: str = "OPENAI_API_KEY"
     """``openai`` only: name of the environment variable that holds the API key."""
     timeout_s: float = Field(default=60.0, gt=0)
-    """Per-request timeout in seconds."""
+    """``openai`` only: the per-call timeout, in seconds, apart from the run's
+    (``limits.timeout_s``): how long one HTTP attempt may take (a reply that is not streamed
+    must have arrived whole; a stream waits this long for each next piece). A timed-out
+    attempt is retried like a 5xx, then the call fails with a retryable error and the chain
+    moves on to the next model."""
     max_retries: int = Field(default=3, ge=0, le=10)
     """Retries on 429 and 5xx with jittered exponential backoff."""
     stream: bool = False
@@ -320,6 +325,8 @@ class AgentSpec(_Strict):
     authorization: AuthorizationConfig | None = None
     """Cedar policies deciding each tool call (default deny once set); none: every declared
     tool may be called."""
+    resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
+    """Circuit breakers on the model endpoints and the answer given when every model is down."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Free-form labels (team, owner, ticket)."""
 
