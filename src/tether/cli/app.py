@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import click
 
 from tether.cli import render
+from tether.cli.scan import scan
 from tether.cli.terminal import LazyConsole, PlainStyle, escape, visible
 from tether.core import Settings, SpecError, TetherError
 
@@ -424,6 +425,9 @@ def demo(ctx: click.Context, as_json: bool) -> None:
     from tether.cli.demo import run_demo
 
     run_demo(database_url(ctx), console=console, as_json=as_json, command=tether_command(ctx))
+
+
+cli.add_command(scan)
 
 
 class _Terminated(SystemExit):

@@ -1,0 +1,251 @@
+"""One pass of one regular expression over a text for many recognizers at once.
+
+A :class:`Recognizer` describes a value (a card number, a GitHub token) by what may stand just
+before it, what leads to it (``Bearer ``), the value itself and what may follow it, plus a
+check that accepts, corrects or rejects a match (a Luhn digit, an IBAN's length, a token's
+entropy). A :class:`PatternScanner` joins all its recognizers into one alternation, so a text
+is read once whatever the number of recognizers; at a given position the first recognizer in
+order that matches and passes its check wins (the specific before the generic: a GitHub token
+before a high-entropy string). When a check rejects a match, the recognizers after it are
+tried at the same position before the scan moves on.
+
+The engine is RE2 (``google-re2``), whose matching time is linear in the text whatever the
+pattern: no input can make a guard backtrack for minutes. RE2 has no look-around, so the
+characters around a value are matched (``before`` and ``after``) rather than looked at, and a
+scan resumes on the last character of a finding so that it can stand before the next one.
+Where ``google-re2`` cannot be installed (a platform without its wheels), the same patterns run
+on Python's ``re``, about 20x slower and still linear: every repeat in them is bounded or
+cannot overlap what follows it (``tests/test_guards_linear.py`` feeds each recognizer
+adversarial strings of 100 KB on both engines).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tether.core.text import scrub_surrogates
+from tether.guards.findings import Finding
+
+try:
+    import re2 as _re2
+except ImportError:  # pragma: no cover - exercised by forcing engine="re" in the tests
+    _re2 = None
+
+Engine = Literal["re2", "re"]
+DEFAULT_ENGINE: Engine = "re2" if _re2 is not None else "re"
+"""RE2 when ``google-re2`` is installed (it is a dependency), else Python's ``re``."""
+
+Check = Callable[[str, Finding], Finding | None]
+"""``check(text, finding)``: the finding as it stands (kind, span, score corrected), or
+``None`` to reject it."""
+
+CONTEXT_WINDOW = 48
+"""Characters before a finding searched for its recognizer's context words."""
+NON_ASCII = "{U}"
+"""Stands, inside a character class of a pattern, for every character past ASCII (RE2 and
+``re`` spell that range differently)."""
+_LONG_REPEAT = re.compile(r"\{([0-9]+),(?:[3-9][0-9]|[0-9]{3,})\}")
+"""``{m,n}`` with n of 30 or more, which RE2 gets as ``{m,}`` (checks bound what matters)."""
+_RE2_MAX_MEM = 256 << 20
+"""RE2's memory budget for the compiled alternation and its DFA cache (default 8 MiB, which
+makes a large alternation fall back to the slower NFA)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recognizer:
+    """One kind of value and how to find it. Patterns use the syntax RE2 and Python's ``re``
+    share: no look-around, back-references, possessive repeats or capturing groups, repeats
+    of at most 1000, classes written out in ASCII (``[A-Za-z0-9_]``, not ``\\w``) with
+    ``{U}`` for non-ASCII characters."""
+
+    kind: str
+    """The kind its findings have (a check may change it, as SSN to ITIN)."""
+    value: str
+    """The value itself: what a finding spans."""
+    score: float
+    """Confidence of a finding that passed the check, before context."""
+    before: str | None = None
+    """A class the character before the match must belong to (the start of the text also
+    does), as ``[^A-Za-z0-9]``; ``None``: any character."""
+    lead: str = ""
+    """What must come between that character and the value, not part of the finding
+    (``(?i:bearer)[ \\t]{1,8}``)."""
+    after: str | None = None
+    """Alternatives for what must follow the value (the end of the text also does), as
+    ``[^0-9]``; ``None``: anything."""
+    check: Check | None = None
+    """Accepts, corrects or rejects a match; ``None`` accepts every match."""
+    context: tuple[str, ...] = ()
+    """Lower-case words that, found just before a finding, raise its score (``ssn``)."""
+    context_boost: float = 0.35
+    """How much a context word adds to the score (at most 1 in all)."""
+
+    def pattern(self, engine: Engine) -> str:
+        """The recognizer as one expression whose group 1 is the value."""
+        before = "(?s:.)" if self.before is None else self.before
+        after = "" if self.after is None else f"(?:$|{self.after})"
+        source = f"(?:^|{before}){self.lead}({self.value}){after}"
+        if engine == "re":
+            return source.replace(NON_ASCII, "\x80-\U0010ffff")
+        # RE2 copies a bounded repeat once per count; it needs no bound to stay linear.
+        source = _LONG_REPEAT.sub(lambda m: f"{{{m.group(1)},}}", source)
+        return source.replace(NON_ASCII, r"\x{80}-\x{10FFFF}")
+
+
+def compile_pattern(source: str, engine: Engine) -> Any:
+    """``source`` compiled by ``engine``: an object with ``search(data, pos)`` and
+    ``match(data, pos)`` over bytes (RE2, UTF-8) or str (``re``). Raises ``ValueError`` with
+    the engine's message for a pattern it cannot compile."""
+    if engine == "re2":
+        if _re2 is None:
+            raise ValueError("the RE2 engine needs the google-re2 package")
+        options = _re2.Options()
+        options.log_errors = False  # errors are raised, not also printed on stderr
+        options.max_mem = _RE2_MAX_MEM
+        try:
+            return _re2.compile(source.encode("utf-8"), options)
+        except _re2.error as exc:
+            message = exc.args[0] if exc.args else exc
+            text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+            raise ValueError(str(text)) from None
+    try:
+        return re.compile(source)
+    except re.error as exc:
+        raise ValueError(str(exc)) from None
+
+
+_WARM_TEXT = (
+    "Hello, thanks for the order #4521 of 2024-03-07 (3 items, $129.99). Reply to "
+    "support@example.com or call +1 (555) 010-9999; ref 4111-2222-3333, v1.2.3, 10.0.0.1.\n"
+    "Der Kunde schrieb: „Bitte bis 12:30 Uhr liefern“ — merci ! 谢谢。 api_key: none"
+)
+
+
+class PatternScanner:
+    """All of its recognizers, in order, in one pass over a text."""
+
+    def __init__(self, recognizers: Sequence[Recognizer], engine: Engine | None = None) -> None:
+        if not recognizers:
+            raise ValueError("a scanner needs at least one recognizer")
+        self.engine: Engine = engine or DEFAULT_ENGINE
+        self.recognizers = tuple(recognizers)
+        sources = [r.pattern(self.engine) for r in self.recognizers]
+        singles = [compile_pattern(s, self.engine) for s in sources]
+        for r, single in zip(self.recognizers, singles, strict=True):
+            if single.groups != 1:
+                raise ValueError(f"the pattern of {r.kind} must have no groups of its own")
+            if single.match(b"" if self.engine == "re2" else ""):
+                raise ValueError(f"the pattern of {r.kind} matches an empty text")
+        self._sources = sources
+        # _rest[i]: the recognizers from i on, as one alternation whose group k + 1 is the
+        # value of recognizer i + k. _rest[0] scans; the others take over at a rejected match.
+        self._rest: dict[int, Any] = {0: compile_pattern("|".join(sources), self.engine)}
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds its recognizers report (a check may report others)."""
+        return tuple(dict.fromkeys(r.kind for r in self.recognizers))
+
+    def scan(self, text: str) -> list[Finding]:
+        """The findings in ``text``, in order, not overlapping."""
+        text = scrub_surrogates(text)  # RE2 reads UTF-8; offsets stay the same
+        if self.engine == "re2":
+            data: str | bytes = text.encode("utf-8")
+            offsets = _Offsets(text, data) if len(data) != len(text) else None
+        else:
+            data, offsets = text, None
+        findings: list[Finding] = []
+        search = self._rest[0].search
+        pos = 0
+        end = len(data)
+        while pos < end and (m := search(data, pos)) is not None:
+            at = m.start()
+            i = m.lastindex - 1
+            found = self._accept(i, text, m.span(i + 1), offsets)
+            while found is None and i + 1 < len(self.recognizers):
+                # A rejected match: the recognizers after it, at the same position.
+                first = i + 1
+                again = self._rest_from(first).match(data, at)
+                if again is None:
+                    break
+                i = first + again.lastindex - 1
+                found = self._accept(i, text, again.span(again.lastindex), offsets)
+            if found is None:
+                pos = at + _char_width(data, at)
+            else:
+                findings.append(found)
+                # Resume on the finding's last character: it is what stands before the next.
+                last = found.end - 1 if offsets is None else offsets.to_byte(found.end - 1)
+                pos = max(last, at + _char_width(data, at))
+        return findings
+
+    def warm(self) -> None:
+        """Compile now what a scan compiles the first time a check rejects a match (tens of
+        milliseconds), so that no text pays for it."""
+        for first in range(1, len(self.recognizers)):
+            self._rest_from(first)
+        self.scan(_WARM_TEXT)  # RE2 builds its DFA as it reads: build the common states now
+
+    def _rest_from(self, first: int) -> Any:
+        rest = self._rest.get(first)
+        if rest is None:
+            rest = self._rest[first] = compile_pattern("|".join(self._sources[first:]), self.engine)
+        return rest
+
+    def _accept(
+        self, i: int, text: str, span: tuple[int, int], offsets: _Offsets | None
+    ) -> Finding | None:
+        r = self.recognizers[i]
+        start, end = span if offsets is None else (offsets.to_char(span[0]), offsets.to_char(span[1]))
+        if end <= start:
+            return None
+        found: Finding | None = Finding(r.kind, start, end, r.score)
+        if r.check is not None:
+            found = r.check(text, found)  # type: ignore[arg-type]
+            if found is None:
+                return None
+        if r.context and found.score < 1.0:
+            window = text[max(0, found.start - CONTEXT_WINDOW) : found.start].lower()
+            if any(word in window for word in r.context):
+                score = min(1.0, found.score + r.context_boost)
+                found = Finding(found.kind, found.start, found.end, score)
+        return found
+
+
+def _char_width(data: str | bytes, at: int) -> int:
+    """Bytes of the UTF-8 character starting at ``at`` (1 for a str)."""
+    if isinstance(data, str) or at >= len(data):
+        return 1
+    lead = data[at]
+    return 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+
+
+class _Offsets:
+    """Converts between byte offsets in the UTF-8 form of a text and character offsets in it,
+    from the last conversion: the scan asks in (nearly) increasing order, so the work is
+    linear in the text."""
+
+    def __init__(self, text: str, data: bytes) -> None:
+        self._text = text
+        self._data = data
+        self._byte = 0
+        self._char = 0
+
+    def to_char(self, byte: int) -> int:
+        if byte >= self._byte:
+            self._char += len(self._data[self._byte : byte].decode("utf-8"))
+        else:
+            self._char -= len(self._data[byte : self._byte].decode("utf-8"))
+        self._byte = byte
+        return self._char
+
+    def to_byte(self, char: int) -> int:
+        if char >= self._char:
+            self._byte += len(self._text[self._char : char].encode("utf-8"))
+        else:
+            self._byte -= len(self._text[char : self._char].encode("utf-8"))
+        self._char = char
+        return self._byte
