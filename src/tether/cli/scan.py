@@ -21,7 +21,14 @@ CHANNELS = ("user", "tool_output", "document", "output")
 """``tether.guards.policy.CHANNELS``, spelled out so that ``tether --help`` does not load the
 guards (a test keeps the two equal)."""
 
-_JSON_TYPES = {dict: "an object", list: "an array", int: "a number", float: "a number", bool: "a boolean", str: "a string"}
+_JSON_TYPES = {
+    dict: "an object",
+    list: "an array",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    str: "a string",
+}
 
 
 class BadFile(Exception):

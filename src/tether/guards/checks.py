@@ -10,8 +10,8 @@ import ipaddress
 import json
 import math
 from collections import Counter
-
-from tether.guards._tlds import TLDS
+from functools import cache
+from importlib.resources import files
 
 DIGITS = frozenset("0123456789")
 
@@ -151,7 +151,7 @@ def nanp_ok(number: str) -> bool:
     )
 
 
-COUNTRY_CALLING_CODES = frozenset(
+_CALLING_CODES = (
     # ITU-T E.164 country codes in use (1 is NANP, 7 Russia/Kazakhstan).
     """
     1 7 20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 60 61
@@ -163,8 +163,9 @@ COUNTRY_CALLING_CODES = frozenset(
     509 590 591 592 593 594 595 596 597 598 599 670 672 673 674 675 676 677 678 679 680 681
     682 683 685 686 687 688 689 690 691 692 850 852 853 855 856 880 886 960 961 962 963 964
     965 966 967 968 970 971 972 973 974 975 976 977 992 993 994 995 996 998
-    """.split()
+    """
 )
+COUNTRY_CALLING_CODES = frozenset(_CALLING_CODES.split())
 
 
 def e164_ok(digits: str) -> bool:
@@ -198,11 +199,18 @@ def ipv6_ok(address: str) -> bool:
     return True
 
 
+@cache
+def top_level_domains() -> frozenset[str]:
+    """Every top-level domain (``tlds.txt``, from the Public Suffix List)."""
+    text = files("tether.guards").joinpath("tlds.txt").read_text(encoding="utf-8")
+    return frozenset(line for line in text.splitlines() if line and not line.startswith("#"))
+
+
 def domain_ok(domain: str) -> bool:
     """``domain``'s last label is a top-level domain (``example.com``, ``münchen.de``, not
     ``build.local`` or ``2x.png``)."""
     tld = domain.rstrip(".").rsplit(".", 1)[-1].lower()
-    return tld in TLDS
+    return tld in top_level_domains()
 
 
 def shannon_entropy(value: str) -> float:

@@ -19,7 +19,7 @@ class Finding:
     """One sensitive value found in a text."""
 
     kind: str
-    """What it is, in upper snake case: ``EMAIL_ADDRESS``, ``CREDIT_CARD``, ``AWS_ACCESS_KEY_ID``."""
+    """What it is, in upper snake case: ``EMAIL_ADDRESS``, ``CREDIT_CARD``, ``JWT``."""
     start: int
     """Index of its first character in the text (Python string index: code points)."""
     end: int

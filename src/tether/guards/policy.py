@@ -84,19 +84,20 @@ class GuardRule(BaseModel):
 
     @field_validator("kinds")
     @classmethod
-    def _kinds_known(cls, kinds: tuple[str, ...] | None, info: ValidationInfo) -> tuple[str, ...] | None:
+    def _kinds_known(
+        cls, kinds: tuple[str, ...] | None, info: ValidationInfo
+    ) -> tuple[str, ...] | None:
         guard = guard_types().get(info.data.get("guard", ""))
         if kinds is None or guard is None:
             return kinds
         if not kinds:
             raise ValueError("name at least one kind, or leave kinds out for all of them")
         if guard.kinds is None:
-            raise ValueError(f"guard {guard.name!r} cannot be narrowed by kind")
+            return kinds  # checked when the guard is built
         unknown = [k for k in kinds if k not in guard.kinds]
         if unknown:
-            raise ValueError(
-                f"unknown {guard.name} kind(s) {', '.join(unknown)}; known: {', '.join(guard.kinds)}"
-            )
+            known = ", ".join(guard.kinds)
+            raise ValueError(f"unknown {guard.name} kind(s) {', '.join(unknown)}; known: {known}")
         return kinds
 
 
@@ -116,7 +117,11 @@ class GuardsPolicy(BaseModel):
 def default_policy() -> GuardsPolicy:
     """Every registered guard on every channel at the default threshold, with its default
     action (``pii`` and ``secrets``: mask)."""
-    rules = [GuardRule(guard=g.name, action=g.default_action) for g in guard_types().values()]  # type: ignore[arg-type]
+    rules = [
+        GuardRule.model_validate({"guard": g.name, "action": g.default_action})
+        for g in guard_types().values()
+        if g.in_default_policy
+    ]
     return GuardsPolicy(guards=tuple(rules))
 
 

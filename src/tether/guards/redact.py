@@ -45,7 +45,7 @@ class HashKey:
         if len(raw) < MIN_KEY_CHARS:
             raise TetherError(
                 f"the guard hash key is too short ({len(raw)} bytes; at least {MIN_KEY_CHARS})",
-                hint="make one with: python -c \"import secrets; print(secrets.token_hex(32))\"",
+                hint='make one with: python -c "import secrets; print(secrets.token_hex(32))"',
             )
         self._key = raw
 

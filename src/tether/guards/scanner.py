@@ -152,11 +152,12 @@ class PatternScanner:
     def scan(self, text: str) -> list[Finding]:
         """The findings in ``text``, in order, not overlapping."""
         text = scrub_surrogates(text)  # RE2 reads UTF-8; offsets stay the same
+        data: str | bytes = text
+        offsets = None
         if self.engine == "re2":
-            data: str | bytes = text.encode("utf-8")
-            offsets = _Offsets(text, data) if len(data) != len(text) else None
-        else:
-            data, offsets = text, None
+            data = encoded = text.encode("utf-8")
+            if len(encoded) != len(text):
+                offsets = _Offsets(text, encoded)
         findings: list[Finding] = []
         search = self._rest[0].search
         pos = 0
@@ -199,14 +200,17 @@ class PatternScanner:
         self, i: int, text: str, span: tuple[int, int], offsets: _Offsets | None
     ) -> Finding | None:
         r = self.recognizers[i]
-        start, end = span if offsets is None else (offsets.to_char(span[0]), offsets.to_char(span[1]))
+        start, end = (
+            span if offsets is None else (offsets.to_char(span[0]), offsets.to_char(span[1]))
+        )
         if end <= start:
             return None
-        found: Finding | None = Finding(r.kind, start, end, r.score)
+        found = Finding(r.kind, start, end, r.score)
         if r.check is not None:
-            found = r.check(text, found)  # type: ignore[arg-type]
-            if found is None:
+            checked = r.check(text, found)
+            if checked is None:
                 return None
+            found = checked
         if r.context and found.score < 1.0:
             window = text[max(0, found.start - CONTEXT_WINDOW) : found.start].lower()
             if any(word in window for word in r.context):

@@ -27,11 +27,10 @@ _TOKEN_AFTER = r"[^A-Za-z0-9_\-]"
 _ALNUM_BEFORE = r"[^A-Za-z0-9]"
 _B64_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-=")
 _HEX_CHARS = frozenset("0123456789abcdefABCDEF")
-_PLACEHOLDER_WORDS = frozenset(
-    """password passwd pass secret changeme change_me example redacted hidden none null
-    undefined your_password yourpassword mypassword xxx xxxx xxxxx xxxxxx xxxxxxxx todo test
-    dummy placeholder""".split()
-)
+_PLACEHOLDERS = """password passwd pass secret changeme change_me example redacted hidden none
+    null undefined your_password yourpassword mypassword xxx xxxx xxxxx xxxxxx xxxxxxxx todo
+    test dummy placeholder"""
+_PLACEHOLDER_WORDS = frozenset(_PLACEHOLDERS.split())
 BASE64_ENTROPY = 4.5
 """detect-secrets' limit for base64 strings, in bits per character."""
 HEX_ENTROPY = 3.0
@@ -128,7 +127,6 @@ def _check_entropy(text: str, found: Finding) -> Finding | None:
     if checks.shannon_entropy(value) <= limit:
         return None
     return Finding("HIGH_ENTROPY_STRING", found.start, found.end, 0.6)
-
 
 
 _KEYWORDS = (
@@ -284,7 +282,6 @@ _SPECIFIC_RECOGNIZERS: tuple[Recognizer, ...] = (
     ),
 )
 """Tokens whose format says what they are."""
-
 
 
 @cache
