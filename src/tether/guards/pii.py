@@ -20,14 +20,19 @@ from collections.abc import Callable, Collection, Sequence
 
 from tether.guards import checks
 from tether.guards.findings import Detection, Finding, detection
-from tether.guards.scanner import PatternScanner, Recognizer
+from tether.guards.scanner import Engine, PatternScanner, Recognizer
 
 # Look-arounds shared by the number recognizers: not inside a longer number, word, version
 # (1.2.3), id (ORD-123-45-6789) or e-mail address.
 _NUM_BEFORE = r"[^A-Za-z0-9_\-.+/@]"
 _NUM_AFTER = r"[^A-Za-z0-9_\-@.,/]|[.,/](?:$|[^0-9])"
 _PHONE_BEFORE = r"[^A-Za-z0-9_\-.+/@(]"
+_SEP = " .\\-\u00a0\u2009\u202f"
+"""Separators of a phone number's groups: space, dot, hyphen, no-break and thin spaces (as
+French typography writes +33 1 42 68 53 00), spelled as the characters themselves so that both
+regular-expression engines read them."""
 
+_VERSION_WORDS = ("version", "release", "firmware", "build", "upgrade", "oid")
 _CARD_CONTEXT = ("card", "credit", "visa", "mastercard", "amex", "discover", "cc ", "payment")
 _PHONE_CONTEXT = ("phone", "tel", "call", "mobile", "cell", "fax", "sms", "text me", "whatsapp")
 _SSN_CONTEXT = ("ssn", "social security", "social sec", "itin", "taxpayer", "tax id", "tin ")
@@ -145,7 +150,7 @@ _URL_LOOKBACK = 256
 def _check_email(text: str, found: Finding) -> Finding | None:
     value = text[found.start : found.end]
     local, _, domain = value.partition("@")
-    stripped = local.lstrip(".+-%")
+    stripped = local.lstrip(".+-%'")
     if not stripped or len(stripped) > 64 or stripped.endswith(".") or ".." in stripped:
         return None
     start = found.start + len(local) - len(stripped)
@@ -194,7 +199,7 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
     ),
     Recognizer(
         "PHONE_NUMBER",
-        r"\+[1-9](?:[ .\-]?\(?[0-9]{1,6}\)?){1,8}",
+        r"\+[1-9](?:[" + _SEP + r"]?\(?[0-9]{1,6}\)?){1,8}",
         0.7,
         before="[^A-Za-z0-9_+]",
         after="[^A-Za-z0-9_@0-9.,/]|[.,/](?:$|[^0-9])",
@@ -203,7 +208,8 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
     ),
     Recognizer(
         "PHONE_NUMBER",
-        r"(?:1[ .\-]?)?(?:\([2-9][0-9]{2}\)[ .\-]?|[2-9][0-9]{2}[ .\-])[2-9][0-9]{2}[ .\-][0-9]{4}",
+        r"(?:1[ .\-]?)?(?:\([2-9][0-9]{2}\)[ .\-]?|[2-9][0-9]{2}[ .\-])[2-9][0-9]{2}[ .\-]"
+        r"[0-9]{4}",
         0.7,
         before=_PHONE_BEFORE,
         after=_NUM_AFTER,
@@ -212,7 +218,7 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
     ),
     Recognizer(
         "PHONE_NUMBER",
-        r"0[1-9][0-9]{1,4}[ \-/][0-9]{3,4}[ \-]?[0-9]{2,4}",
+        r"0[1-9][0-9]{1,4}[" + _SEP + r"/][0-9]{3,4}[" + _SEP + r"]?[0-9]{2,4}",
         0.4,
         before=_PHONE_BEFORE,
         after=_NUM_AFTER,
@@ -226,6 +232,7 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         before="[^A-Za-z0-9_.:]",
         after="[^A-Za-z0-9_.]|\\.(?:$|[^0-9])",
         check=_check_ipv4,
+        against=_VERSION_WORDS,
     ),
     Recognizer(
         "IP_ADDRESS",
@@ -238,9 +245,9 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
     ),
     Recognizer(
         "EMAIL_ADDRESS",
-        r"[A-Za-z0-9._%+\-{U}]{1,64}@[A-Za-z0-9\-{U}]{1,63}(?:\.[A-Za-z0-9\-{U}]{1,63}){1,10}",
+        r"[A-Za-z0-9._%+'\-{U}]{1,64}@[A-Za-z0-9\-{U}]{1,63}(?:\.[A-Za-z0-9\-{U}]{1,63}){1,10}",
         0.9,
-        before="[^A-Za-z0-9_%+\\-{U}]",
+        before="[^A-Za-z0-9_%+'\\-{U}]",
         after="[^A-Za-z0-9_\\-{U}]|\\.(?:$|[^A-Za-z0-9{U}])",
         check=_check_email,
         context=("email", "e-mail", "mail"),
@@ -290,14 +297,16 @@ class PiiDetector:
         self,
         kinds: Collection[str] | None = None,
         extra: Sequence[Recognizer] = (),
+        engine: Engine | None = None,
     ) -> None:
         """``kinds``: report only these (default: all); ``extra``: more recognizers, tried
-        before the built-in ones (a team's employee or customer ids)."""
+        before the built-in ones (a team's employee or customer ids); ``engine``: ``re2``
+        (the default) or ``re`` (see :mod:`tether.guards.scanner`)."""
         unknown = set(kinds or ()) - set(PII_KINDS) - {r.kind for r in extra}
         if unknown:
             raise ValueError(f"unknown PII kind(s): {', '.join(sorted(unknown))}")
         self.kinds = frozenset(kinds) if kinds else None
-        self._scanner = PatternScanner((*extra, *RECOGNIZERS))
+        self._scanner = PatternScanner((*extra, *RECOGNIZERS), engine)
 
     def scan(self, text: str) -> list[Finding]:
         """The personal data in ``text``, in order, not overlapping."""

@@ -44,6 +44,8 @@ Check = Callable[[str, Finding], Finding | None]
 
 CONTEXT_WINDOW = 48
 """Characters before a finding searched for its recognizer's context words."""
+AGAINST_PENALTY = 0.3
+"""What a word of a recognizer's ``against`` takes off a finding's score."""
 NON_ASCII = "{U}"
 """Stands, inside a character class of a pattern, for every character past ASCII (RE2 and
 ``re`` spell that range differently)."""
@@ -82,6 +84,9 @@ class Recognizer:
     """Lower-case words that, found just before a finding, raise its score (``ssn``)."""
     context_boost: float = 0.35
     """How much a context word adds to the score (at most 1 in all)."""
+    against: tuple[str, ...] = ()
+    """Lower-case words that, found just before a finding, lower its score by 0.3 (an IP
+    address after "version" is more likely a version number)."""
 
     def pattern(self, engine: Engine) -> str:
         """The recognizer as one expression whose group 1 is the value."""
@@ -211,10 +216,14 @@ class PatternScanner:
             if checked is None:
                 return None
             found = checked
-        if r.context and found.score < 1.0:
+        if r.context or r.against:
             window = text[max(0, found.start - CONTEXT_WINDOW) : found.start].lower()
+            score = found.score
             if any(word in window for word in r.context):
-                score = min(1.0, found.score + r.context_boost)
+                score = min(1.0, score + r.context_boost)
+            if any(word in window for word in r.against):
+                score = max(0.0, score - AGAINST_PENALTY)
+            if score != found.score:
                 found = Finding(found.kind, found.start, found.end, score)
         return found
 

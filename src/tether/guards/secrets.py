@@ -20,7 +20,7 @@ from functools import cache
 
 from tether.guards import checks
 from tether.guards.findings import Detection, Finding, detection
-from tether.guards.scanner import PatternScanner, Recognizer
+from tether.guards.scanner import Engine, PatternScanner, Recognizer
 
 _TOKEN_BEFORE = r"[^A-Za-z0-9_\-]"
 _TOKEN_AFTER = r"[^A-Za-z0-9_\-]"
@@ -352,14 +352,15 @@ class SecretsDetector:
         self,
         kinds: Collection[str] | None = None,
         extra: Sequence[Recognizer] = (),
+        engine: Engine | None = None,
     ) -> None:
         """``kinds``: report only these (default: all); ``extra``: more recognizers, tried
-        before the built-in ones."""
+        before the built-in ones; ``engine``: ``re2`` (the default) or ``re``."""
         unknown = set(kinds or ()) - set(SECRET_KINDS) - {r.kind for r in extra}
         if unknown:
             raise ValueError(f"unknown secret kind(s): {', '.join(sorted(unknown))}")
         self.kinds = frozenset(kinds) if kinds else None
-        self._scanner = PatternScanner((*extra, *RECOGNIZERS))
+        self._scanner = PatternScanner((*extra, *RECOGNIZERS), engine)
 
     def scan(self, text: str) -> list[Finding]:
         """The credentials in ``text``, in order, not overlapping."""
