@@ -85,7 +85,17 @@ def _check_basic(text: str, found: Finding) -> Finding | None:
 
 
 def _check_placeholder(text: str, found: Finding) -> Finding | None:
-    return None if _is_placeholder(text[found.start : found.end]) else found
+    value = text[found.start : found.end]
+    return None if _is_placeholder(value) else _known_token(value, found)
+
+
+def _known_token(value: str, found: Finding) -> Finding:
+    """``found`` with the kind of the known token it is, if it is one (a GitHub token as a
+    URL's password or after ``api_key =``)."""
+    for inner in _specific().scan(value):
+        if inner.start == 0 and inner.end == len(value):
+            return Finding(inner.kind, found.start, found.end, max(inner.score, found.score))
+    return found
 
 
 def _check_assignment(text: str, found: Finding) -> Finding | None:
@@ -97,11 +107,7 @@ def _check_assignment(text: str, found: Finding) -> Finding | None:
     if not (quoted or mixed):
         # "password: reset it from the link": an unquoted word is likely prose.
         return Finding(found.kind, found.start, found.end, 0.3)
-    # A value that is itself a known token is reported as that kind.
-    for inner in _specific().scan(value):
-        if inner.start == 0 and inner.end == len(value):
-            return Finding(inner.kind, found.start, found.end, max(inner.score, found.score))
-    return found
+    return _known_token(value, found)
 
 
 def _check_entropy(text: str, found: Finding) -> Finding | None:
@@ -330,7 +336,7 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
     ),
     Recognizer(
         "HIGH_ENTROPY_STRING",
-        r"[A-Za-z0-9+/_\-]{20,512}={0,2}",
+        r"[A-Za-z0-9][A-Za-z0-9+/_\-]{19,511}={0,2}",
         0.6,
         before="[^A-Za-z0-9+/_\\-=.]",
         after="[^A-Za-z0-9+/_\\-=]",
