@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from tether.guards.findings import Detection, Detector, Finding
     from tether.guards.pii import PiiDetector
     from tether.guards.policy import GuardRule, GuardsPolicy, default_policy, load_policy
-    from tether.guards.redact import HashKey, redact, redact_each
+    from tether.guards.redaction import HashKey, redact, redact_each
     from tether.guards.registry import GuardType, register_guard
     from tether.guards.secrets import SecretsDetector
     from tether.guards.stack import GuardFinding, GuardStack, GuardVerdict
@@ -21,7 +21,7 @@ __getattr__, __dir__ = lazy_exports(
         ".findings": ("Detection", "Detector", "Finding"),
         ".pii": ("PiiDetector",),
         ".policy": ("GuardRule", "GuardsPolicy", "default_policy", "load_policy"),
-        ".redact": ("HashKey", "redact", "redact_each"),
+        ".redaction": ("HashKey", "redact", "redact_each"),
         ".registry": ("GuardType", "register_guard"),
         ".secrets": ("SecretsDetector",),
         ".stack": ("GuardFinding", "GuardStack", "GuardVerdict"),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from tether.core import SpecError, TetherError, describe_exception
 from tether.guards.findings import Detection, Detector, Finding
 from tether.guards.policy import Channel, GuardRule, GuardsPolicy, default_policy
-from tether.guards.redact import HashKey, RedactAction, redact_each
+from tether.guards.redaction import HashKey, RedactAction, redact_each
 from tether.guards.registry import guard_types
 
 _ACTION_RANK = {"allow": 0, "log": 1, "hash": 2, "mask": 3, "escalate": 4, "block": 5}
