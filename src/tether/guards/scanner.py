@@ -49,8 +49,11 @@ AGAINST_PENALTY = 0.3
 NON_ASCII = "{U}"
 """Stands, inside a character class of a pattern, for every character past ASCII (RE2 and
 ``re`` spell that range differently)."""
-_LONG_REPEAT = re.compile(r"\{([0-9]+),(?:[3-9][0-9]|[0-9]{3,})\}")
-"""``{m,n}`` with n of 30 or more, which RE2 gets as ``{m,}`` (checks bound what matters)."""
+_LONG_REPEAT = re.compile(r"\{([0-9]+),(?:[2-9][0-9]{2}|[0-9]{4,})\}")
+"""``{m,n}`` with n of 200 or more, which RE2 gets as ``{m,}``: it copies a bounded repeat
+once per count (slow to compile, and over 1000 refused), and needs no bound to stay linear.
+Shorter bounds stay: they keep a rejected match short, so that the scan, which resumes just
+after the start of a rejected match, does not read a long run again and again."""
 _RE2_MAX_MEM = 256 << 20
 """RE2's memory budget for the compiled alternation and its DFA cache (default 8 MiB, which
 makes a large alternation fall back to the slower NFA)."""
@@ -95,15 +98,13 @@ class Recognizer:
         source = f"(?:^|{before}){self.lead}({self.value}){after}"
         if engine == "re":
             return source.replace(NON_ASCII, "\x80-\U0010ffff")
-        # RE2 copies a bounded repeat once per count; it needs no bound to stay linear.
         source = _LONG_REPEAT.sub(lambda m: f"{{{m.group(1)},}}", source)
         return source.replace(NON_ASCII, r"\x{80}-\x{10FFFF}")
 
 
 def compile_pattern(source: str, engine: Engine) -> Any:
-    """``source`` compiled by ``engine``: an object with ``search(data, pos)`` and
-    ``match(data, pos)`` over bytes (RE2, UTF-8) or str (``re``). Raises ``ValueError`` with
-    the engine's message for a pattern it cannot compile."""
+    """``source`` compiled by ``engine``: RE2 (over UTF-8 bytes) or ``re`` (over str). Raises
+    ``ValueError`` with the engine's message for a pattern it cannot compile."""
     if engine == "re2":
         if _re2 is None:
             raise ValueError("the RE2 engine needs the google-re2 package")
@@ -122,6 +123,45 @@ def compile_pattern(source: str, engine: Engine) -> Any:
         raise ValueError(str(exc)) from None
 
 
+Hit = tuple[int, int, int, int]
+"""Where an alternation matched: (start of the match, index of the alternative that matched,
+start and end of its value)."""
+
+
+class _Matcher:
+    """An alternation whose group k + 1 is the value of alternative k, searched from a
+    position; the same calls whichever engine compiled it."""
+
+    def __init__(self, source: str, engine: Engine) -> None:
+        self._compiled = compile_pattern(source, engine)
+        self.groups: int = self._compiled.groups
+        # RE2's Python wrapper builds a match object per call, which costs as much as the
+        # match; its extension's Match gives the spans directly. Used when it is there.
+        regexp = getattr(self._compiled, "_regexp", None)
+        anchor = getattr(getattr(getattr(_re2, "_re2", None), "RE2", None), "Anchor", None)
+        self._raw = None
+        if engine == "re2" and regexp is not None and anchor is not None:
+            self._raw = regexp.Match
+            self._anchors = (anchor.UNANCHORED, anchor.ANCHOR_START)
+
+    def find(self, data: str | bytes, pos: int, *, anchored: bool = False) -> Hit | None:
+        """The first match at or after ``pos`` (at ``pos`` exactly if ``anchored``)."""
+        if self._raw is not None:
+            spans = self._raw(self._anchors[anchored], data, pos, len(data))
+            if spans[0][0] < 0:
+                return None
+            for k in range(1, len(spans)):
+                start, end = spans[k]
+                if start >= 0:
+                    return spans[0][0], k - 1, start, end
+            return None  # pragma: no cover - every alternative has its value group
+        m = (self._compiled.match if anchored else self._compiled.search)(data, pos)
+        if m is None:
+            return None
+        k = m.lastindex  # the one value group that took part in the match
+        return m.start(), k - 1, m.start(k), m.end(k)
+
+
 _WARM_TEXT = (
     "Hello, thanks for the order #4521 of 2024-03-07 (3 items, $129.99). Reply to "
     "support@example.com or call +1 (555) 010-9999; ref 4111-2222-3333, v1.2.3, 10.0.0.1.\n"
@@ -138,16 +178,16 @@ class PatternScanner:
         self.engine: Engine = engine or DEFAULT_ENGINE
         self.recognizers = tuple(recognizers)
         sources = [r.pattern(self.engine) for r in self.recognizers]
-        singles = [compile_pattern(s, self.engine) for s in sources]
-        for r, single in zip(self.recognizers, singles, strict=True):
+        for r, source in zip(self.recognizers, sources, strict=True):
+            single = _Matcher(source, self.engine)
             if single.groups != 1:
                 raise ValueError(f"the pattern of {r.kind} must have no groups of its own")
-            if single.match(b"" if self.engine == "re2" else ""):
+            if single.find(b"" if self.engine == "re2" else "", 0) is not None:
                 raise ValueError(f"the pattern of {r.kind} matches an empty text")
         self._sources = sources
-        # _rest[i]: the recognizers from i on, as one alternation whose group k + 1 is the
-        # value of recognizer i + k. _rest[0] scans; the others take over at a rejected match.
-        self._rest: dict[int, Any] = {0: compile_pattern("|".join(sources), self.engine)}
+        # _rest[i]: the recognizers from i on, as one alternation. _rest[0] scans; the others
+        # take over at a rejected match.
+        self._rest: dict[int, _Matcher] = {0: _Matcher("|".join(sources), self.engine)}
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -164,21 +204,21 @@ class PatternScanner:
             if len(encoded) != len(text):
                 offsets = _Offsets(text, encoded)
         findings: list[Finding] = []
-        search = self._rest[0].search
+        find = self._rest[0].find
         pos = 0
         end = len(data)
-        while pos < end and (m := search(data, pos)) is not None:
-            at = m.start()
-            i = m.lastindex - 1
-            found = self._accept(i, text, m.span(i + 1), offsets)
+        while pos < end and (hit := find(data, pos)) is not None:
+            at, i, value_start, value_end = hit
+            found = self._accept(i, text, value_start, value_end, offsets)
             while found is None and i + 1 < len(self.recognizers):
                 # A rejected match: the recognizers after it, at the same position.
                 first = i + 1
-                again = self._rest_from(first).match(data, at)
+                again = self._rest_from(first).find(data, at, anchored=True)
                 if again is None:
                     break
-                i = first + again.lastindex - 1
-                found = self._accept(i, text, again.span(again.lastindex), offsets)
+                _, k, value_start, value_end = again
+                i = first + k
+                found = self._accept(i, text, value_start, value_end, offsets)
             if found is None:
                 pos = at + _char_width(data, at)
             else:
@@ -195,19 +235,18 @@ class PatternScanner:
             self._rest_from(first)
         self.scan(_WARM_TEXT)  # RE2 builds its DFA as it reads: build the common states now
 
-    def _rest_from(self, first: int) -> Any:
+    def _rest_from(self, first: int) -> _Matcher:
         rest = self._rest.get(first)
         if rest is None:
-            rest = self._rest[first] = compile_pattern("|".join(self._sources[first:]), self.engine)
+            rest = self._rest[first] = _Matcher("|".join(self._sources[first:]), self.engine)
         return rest
 
     def _accept(
-        self, i: int, text: str, span: tuple[int, int], offsets: _Offsets | None
+        self, i: int, text: str, start: int, end: int, offsets: _Offsets | None
     ) -> Finding | None:
         r = self.recognizers[i]
-        start, end = (
-            span if offsets is None else (offsets.to_char(span[0]), offsets.to_char(span[1]))
-        )
+        if offsets is not None:
+            start, end = offsets.to_char(start), offsets.to_char(end)
         if end <= start:
             return None
         found = Finding(r.kind, start, end, r.score)
