@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 
 from tether.guards import checks
+from tether.guards.engines import Engine
 from tether.guards.findings import Detection, Finding, detection
-from tether.guards.scanner import Engine, PatternScanner, Recognizer
+from tether.guards.scanner import PatternScanner, Recognizer
 
 # Look-arounds shared by the number recognizers: not inside a longer number, word, version
 # (1.2.3), id (ORD-123-45-6789) or e-mail address.

@@ -10,13 +10,14 @@ before a high-entropy string). When a check rejects a match, the recognizers aft
 tried at the same position before the scan moves on.
 
 The engine is RE2 (``google-re2``), whose matching time is linear in the text whatever the
-pattern: no input can make a guard backtrack for minutes. RE2 has no look-around, so the
-characters around a value are matched (``before`` and ``after``) rather than looked at, and a
-scan resumes on the last character of a finding so that it can stand before the next one.
-Where ``google-re2`` cannot be installed (a platform without its wheels), the same patterns run
-on Python's ``re``, about 20x slower and still linear: every repeat in them is bounded or
-cannot overlap what follows it (``tests/test_guards_linear.py`` feeds each recognizer
-adversarial strings of 100 KB on both engines).
+pattern: no input can make a guard backtrack for minutes (see :mod:`tether.guards.engines`).
+RE2 has no look-around, so the characters around a value are matched (``before`` and
+``after``) rather than looked at, and a scan resumes on the last character of a finding so
+that it can stand before the next one. Where ``google-re2`` cannot be installed (a platform
+without its wheels), the same patterns run on Python's ``re``, some 20-50x slower and still
+linear: no repeat in them holds an unbounded repeat, and the scan never retries inside a long
+rejected match (``tests/test_guards_bad_input.py`` feeds every recognizer adversarial strings
+of 100 KB).
 """
 
 from __future__ import annotations
@@ -24,19 +25,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
 
 from tether.core.text import scrub_surrogates
+from tether.guards.engines import DEFAULT_ENGINE, Alternation, Engine
 from tether.guards.findings import Finding
-
-try:
-    import re2 as _re2
-except ImportError:  # pragma: no cover - exercised by forcing engine="re" in the tests
-    _re2 = None
-
-Engine = Literal["re2", "re"]
-DEFAULT_ENGINE: Engine = "re2" if _re2 is not None else "re"
-"""RE2 when ``google-re2`` is installed (it is a dependency), else Python's ``re``."""
 
 Check = Callable[[str, Finding], Finding | None]
 """``check(text, finding)``: the finding as it stands (kind, span, score corrected), or
@@ -54,9 +46,6 @@ _LONG_REPEAT = re.compile(r"\{([0-9]+),(?:[2-9][0-9]{2}|[0-9]{4,})\}")
 once per count (slow to compile, and over 1000 refused), and needs no bound to stay linear.
 Shorter bounds stay: they keep a rejected match short, so that the scan, which resumes just
 after the start of a rejected match, does not read a long run again and again."""
-_RE2_MAX_MEM = 256 << 20
-"""RE2's memory budget for the compiled alternation and its DFA cache (default 8 MiB, which
-makes a large alternation fall back to the slower NFA)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,75 +80,17 @@ class Recognizer:
     """Lower-case words that, found just before a finding, lower its score by 0.3 (an IP
     address after "version" is more likely a version number)."""
 
-    def pattern(self, engine: Engine) -> str:
-        """The recognizer as one expression whose group 1 is the value."""
+    def pattern(self, engine: Engine, *, capture: bool = True) -> str:
+        """The recognizer as one expression whose group 1 is the value (with ``capture``;
+        else it has no group)."""
         before = "(?s:.)" if self.before is None else self.before
         after = "" if self.after is None else f"(?:$|{self.after})"
-        source = f"(?:^|{before}){self.lead}({self.value}){after}"
+        group = "(" if capture else "(?:"
+        source = f"(?:^|{before}){self.lead}{group}{self.value}){after}"
         if engine == "re":
             return source.replace(NON_ASCII, "\x80-\U0010ffff")
         source = _LONG_REPEAT.sub(lambda m: f"{{{m.group(1)},}}", source)
         return source.replace(NON_ASCII, r"\x{80}-\x{10FFFF}")
-
-
-def compile_pattern(source: str, engine: Engine) -> Any:
-    """``source`` compiled by ``engine``: RE2 (over UTF-8 bytes) or ``re`` (over str). Raises
-    ``ValueError`` with the engine's message for a pattern it cannot compile."""
-    if engine == "re2":
-        if _re2 is None:
-            raise ValueError("the RE2 engine needs the google-re2 package")
-        options = _re2.Options()
-        options.log_errors = False  # errors are raised, not also printed on stderr
-        options.max_mem = _RE2_MAX_MEM
-        try:
-            return _re2.compile(source.encode("utf-8"), options)
-        except _re2.error as exc:
-            message = exc.args[0] if exc.args else exc
-            text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
-            raise ValueError(str(text)) from None
-    try:
-        return re.compile(source)
-    except re.error as exc:
-        raise ValueError(str(exc)) from None
-
-
-Hit = tuple[int, int, int, int]
-"""Where an alternation matched: (start of the match, index of the alternative that matched,
-start and end of its value)."""
-
-
-class _Matcher:
-    """An alternation whose group k + 1 is the value of alternative k, searched from a
-    position; the same calls whichever engine compiled it."""
-
-    def __init__(self, source: str, engine: Engine) -> None:
-        self._compiled = compile_pattern(source, engine)
-        self.groups: int = self._compiled.groups
-        # RE2's Python wrapper builds a match object per call, which costs as much as the
-        # match; its extension's Match gives the spans directly. Used when it is there.
-        regexp = getattr(self._compiled, "_regexp", None)
-        anchor = getattr(getattr(getattr(_re2, "_re2", None), "RE2", None), "Anchor", None)
-        self._raw = None
-        if engine == "re2" and regexp is not None and anchor is not None:
-            self._raw = regexp.Match
-            self._anchors = (anchor.UNANCHORED, anchor.ANCHOR_START)
-
-    def find(self, data: str | bytes, pos: int, *, anchored: bool = False) -> Hit | None:
-        """The first match at or after ``pos`` (at ``pos`` exactly if ``anchored``)."""
-        if self._raw is not None:
-            spans = self._raw(self._anchors[anchored], data, pos, len(data))
-            if spans[0][0] < 0:
-                return None
-            for k in range(1, len(spans)):
-                start, end = spans[k]
-                if start >= 0:
-                    return spans[0][0], k - 1, start, end
-            return None  # pragma: no cover - every alternative has its value group
-        m = (self._compiled.match if anchored else self._compiled.search)(data, pos)
-        if m is None:
-            return None
-        k = m.lastindex  # the one value group that took part in the match
-        return m.start(), k - 1, m.start(k), m.end(k)
 
 
 _WARM_TEXT = (
@@ -178,16 +109,13 @@ class PatternScanner:
         self.engine: Engine = engine or DEFAULT_ENGINE
         self.recognizers = tuple(recognizers)
         sources = [r.pattern(self.engine) for r in self.recognizers]
-        for r, source in zip(self.recognizers, sources, strict=True):
-            single = _Matcher(source, self.engine)
-            if single.groups != 1:
+        plain = [r.pattern(self.engine, capture=False) for r in self.recognizers]
+        self._alternation = Alternation(sources, plain, self.engine)
+        for r, groups in zip(self.recognizers, self._alternation.groups, strict=True):
+            if groups != 1:
                 raise ValueError(f"the pattern of {r.kind} must have no groups of its own")
-            if single.find(b"" if self.engine == "re2" else "", 0) is not None:
-                raise ValueError(f"the pattern of {r.kind} matches an empty text")
-        self._sources = sources
-        # _rest[i]: the recognizers from i on, as one alternation. _rest[0] scans; the others
-        # take over at a rejected match.
-        self._rest: dict[int, _Matcher] = {0: _Matcher("|".join(sources), self.engine)}
+        if self._alternation.first(b"" if self.engine == "re2" else "", 0) is not None:
+            raise ValueError("a pattern matches an empty text")
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -204,21 +132,18 @@ class PatternScanner:
             if len(encoded) != len(text):
                 offsets = _Offsets(text, encoded)
         findings: list[Finding] = []
-        find = self._rest[0].find
+        first, value = self._alternation.first, self._alternation.value
         pos = 0
         end = len(data)
-        while pos < end and (hit := find(data, pos)) is not None:
-            at, i, value_start, value_end = hit
-            found = self._accept(i, text, value_start, value_end, offsets)
-            while found is None and i + 1 < len(self.recognizers):
-                # A rejected match: the recognizers after it, at the same position.
-                first = i + 1
-                again = self._rest_from(first).find(data, at, anchored=True)
-                if again is None:
-                    break
-                _, k, value_start, value_end = again
-                i = first + k
-                found = self._accept(i, text, value_start, value_end, offsets)
+        while pos < end and (hit := first(data, pos)) is not None:
+            at, candidates = hit
+            found = None
+            for i in candidates:  # in order; after a rejection, the next one at the same place
+                span = value(i, data, at)
+                if span is not None:
+                    found = self._accept(i, text, span[0], span[1], offsets)
+                    if found is not None:
+                        break
             if found is None:
                 pos = at + _char_width(data, at)
             else:
@@ -229,17 +154,9 @@ class PatternScanner:
         return findings
 
     def warm(self) -> None:
-        """Compile now what a scan compiles the first time a check rejects a match (tens of
-        milliseconds), so that no text pays for it."""
-        for first in range(1, len(self.recognizers)):
-            self._rest_from(first)
-        self.scan(_WARM_TEXT)  # RE2 builds its DFA as it reads: build the common states now
-
-    def _rest_from(self, first: int) -> _Matcher:
-        rest = self._rest.get(first)
-        if rest is None:
-            rest = self._rest[first] = _Matcher("|".join(self._sources[first:]), self.engine)
-        return rest
+        """Run once on a sample text: RE2 builds its automaton as it reads, and the first
+        texts would pay for it."""
+        self.scan(_WARM_TEXT)
 
     def _accept(
         self, i: int, text: str, start: int, end: int, offsets: _Offsets | None

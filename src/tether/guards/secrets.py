@@ -19,8 +19,9 @@ from collections.abc import Collection, Sequence
 from functools import cache
 
 from tether.guards import checks
+from tether.guards.engines import Engine
 from tether.guards.findings import Detection, Finding, detection
-from tether.guards.scanner import Engine, PatternScanner, Recognizer
+from tether.guards.scanner import PatternScanner, Recognizer
 
 _TOKEN_BEFORE = r"[^A-Za-z0-9_\-]"
 _TOKEN_AFTER = r"[^A-Za-z0-9_\-]"
