@@ -43,6 +43,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/runtime_overhead.py
 	$(BENCH_VENV)/bin/python benchmarks/trace_write.py
 	$(BENCH_VENV)/bin/python benchmarks/cli_startup.py
+	$(BENCH_VENV)/bin/python benchmarks/guards_pii.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .tether .pytest_cache .mypy_cache .ruff_cache

@@ -209,3 +209,19 @@ def test_help_does_not_load_the_guards() -> None:
     )
     assert "--kind [user|tool_output|document|output]" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_a_line_over_the_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tether.cli.scan.MAX_LINE_BYTES", 64)
+    path = jsonl(tmp_path, {"text": "short"}, {"text": "x" * 100}, {"text": "never read"})
+    code, verdicts, err = scan(str(path), "--kind", "user")
+    assert code == 2 and len(verdicts) == 1
+    assert "texts.jsonl:2: line longer than 64 bytes" in err
+    exact = jsonl(tmp_path, '{"text": "' + "y" * 52 + '"}', name="exact.jsonl")  # 64 + newline
+    code, verdicts, _ = scan(str(exact), "--kind", "user")
+    assert code == 0 and len(verdicts) == 1
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    code, _, err = scan(str(tmp_path), "--kind", "user")
+    assert code == 2 and "is a directory" in err

@@ -96,7 +96,7 @@ def _scan_stream(
     while raw := stream.readline(MAX_LINE_BYTES + 1):
         lineno += 1
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-            raise BadFile(f"{name}:{lineno}: line longer than {MAX_LINE_BYTES >> 20} MiB")
+            raise BadFile(f"{name}:{lineno}: line longer than {MAX_LINE_BYTES:,} bytes")
         record = _record(raw, name, lineno)
         if record is None:
             continue

@@ -35,7 +35,20 @@ regular-expression engines read them."""
 
 _VERSION_WORDS = ("version", "release", "firmware", "build", "upgrade", "oid")
 _CARD_CONTEXT = ("card", "credit", "visa", "mastercard", "amex", "discover", "cc ", "payment")
-_PHONE_CONTEXT = ("phone", "tel", "call", "mobile", "cell", "fax", "sms", "text me", "whatsapp")
+_PHONE_CONTEXT = (
+    "phone",
+    "tel:",
+    "tel.",
+    "tel ",
+    "call",
+    "mobile",
+    "cell",
+    "fax",
+    "sms",
+    "text me",
+    "whatsapp",
+    "ring",
+)
 _SSN_CONTEXT = ("ssn", "social security", "social sec", "itin", "taxpayer", "tax id", "tin ")
 
 
