@@ -16,12 +16,11 @@ context word ("phone", "ssn" just before) raises past the usual 0.5 threshold.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable
 
 from tether.guards import checks
-from tether.guards.engines import Engine
-from tether.guards.findings import Detection, Finding, detection
-from tether.guards.scanner import PatternScanner, Recognizer
+from tether.guards.findings import Finding
+from tether.guards.scanner import PatternDetector, Recognizer
 
 # Look-arounds shared by the number recognizers: not inside a longer number, word, version
 # (1.2.3), id (ORD-123-45-6789) or e-mail address.
@@ -302,36 +301,10 @@ PII_KINDS: tuple[str, ...] = (
 """Every kind the PII detector reports."""
 
 
-class PiiDetector:
+class PiiDetector(PatternDetector):
     """Finds personal data in one pass over a text (see the module's docstring)."""
 
     name = "pii"
-
-    def __init__(
-        self,
-        kinds: Collection[str] | None = None,
-        extra: Sequence[Recognizer] = (),
-        engine: Engine | None = None,
-    ) -> None:
-        """``kinds``: report only these (default: all); ``extra``: more recognizers, tried
-        before the built-in ones (a team's employee or customer ids); ``engine``: ``re2``
-        (the default) or ``re`` (see :mod:`tether.guards.scanner`)."""
-        unknown = set(kinds or ()) - set(PII_KINDS) - {r.kind for r in extra}
-        if unknown:
-            raise ValueError(f"unknown PII kind(s): {', '.join(sorted(unknown))}")
-        self.kinds = frozenset(kinds) if kinds else None
-        self._scanner = PatternScanner((*extra, *RECOGNIZERS), engine)
-
-    def scan(self, text: str) -> list[Finding]:
-        """The personal data in ``text``, in order, not overlapping."""
-        found = self._scanner.scan(text)
-        if self.kinds is not None:
-            found = [f for f in found if f.kind in self.kinds]
-        return found
-
-    def detect(self, text: str) -> Detection:
-        return detection(self.name, self.scan(text))
-
-    def warm(self) -> None:
-        """Compile every pattern now rather than at the first text that needs it."""
-        self._scanner.warm()
+    what = "PII"
+    all_kinds = PII_KINDS
+    recognizers = RECOGNIZERS

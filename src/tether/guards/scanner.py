@@ -23,12 +23,12 @@ of 100 KB).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from tether.core.text import scrub_surrogates
 from tether.guards.engines import DEFAULT_ENGINE, Alternation, Engine
-from tether.guards.findings import Finding
+from tether.guards.findings import Detection, Finding, detection
 
 Check = Callable[[str, Finding], Finding | None]
 """``check(text, finding)``: the finding as it stands (kind, span, score corrected), or
@@ -182,6 +182,49 @@ class PatternScanner:
             if score != found.score:
                 found = Finding(found.kind, found.start, found.end, score)
         return found
+
+
+class PatternDetector:
+    """A detector made of recognizers in one :class:`PatternScanner` (the ``pii`` and
+    ``secrets`` guards): subclasses name it and give its recognizers and kinds."""
+
+    name = ""
+    """The guard's name."""
+    what = ""
+    """What its findings are, for messages ("PII", "secret")."""
+    all_kinds: tuple[str, ...] = ()
+    """Every kind its recognizers report."""
+    recognizers: tuple[Recognizer, ...] = ()
+    """The built-in recognizers, in priority order."""
+
+    def __init__(
+        self,
+        kinds: Collection[str] | None = None,
+        extra: Sequence[Recognizer] = (),
+        engine: Engine | None = None,
+    ) -> None:
+        """``kinds``: report only these (default: all); ``extra``: more recognizers, tried
+        before the built-in ones (a team's employee or customer ids); ``engine``: ``re2``
+        (the default) or ``re`` (see :mod:`tether.guards.engines`)."""
+        unknown = set(kinds or ()) - set(self.all_kinds) - {r.kind for r in extra}
+        if unknown:
+            raise ValueError(f"unknown {self.what} kind(s): {', '.join(sorted(unknown))}")
+        self.kinds = frozenset(kinds) if kinds else None
+        self._scanner = PatternScanner((*extra, *self.recognizers), engine)
+
+    def scan(self, text: str) -> list[Finding]:
+        """What it finds in ``text``, in order, not overlapping."""
+        found = self._scanner.scan(text)
+        if self.kinds is not None:
+            found = [f for f in found if f.kind in self.kinds]
+        return found
+
+    def detect(self, text: str) -> Detection:
+        return detection(self.name, self.scan(text))
+
+    def warm(self) -> None:
+        """Compile and warm the patterns now rather than on the first text."""
+        self._scanner.warm()
 
 
 def _char_width(data: str | bytes, at: int) -> int:

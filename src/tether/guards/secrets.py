@@ -15,13 +15,11 @@ A finding spans the secret itself: the token after ``Bearer``, the password in
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
 from functools import cache
 
 from tether.guards import checks
-from tether.guards.engines import Engine
-from tether.guards.findings import Detection, Finding, detection
-from tether.guards.scanner import PatternScanner, Recognizer
+from tether.guards.findings import Finding
+from tether.guards.scanner import PatternDetector, PatternScanner, Recognizer
 
 _TOKEN_BEFORE = r"[^A-Za-z0-9_\-]"
 _TOKEN_AFTER = r"[^A-Za-z0-9_\-]"
@@ -350,35 +348,10 @@ SECRET_KINDS: tuple[str, ...] = (*dict.fromkeys(r.kind for r in RECOGNIZERS),)
 """Every kind the secrets detector reports."""
 
 
-class SecretsDetector:
+class SecretsDetector(PatternDetector):
     """Finds credentials in one pass over a text (see the module's docstring)."""
 
     name = "secrets"
-
-    def __init__(
-        self,
-        kinds: Collection[str] | None = None,
-        extra: Sequence[Recognizer] = (),
-        engine: Engine | None = None,
-    ) -> None:
-        """``kinds``: report only these (default: all); ``extra``: more recognizers, tried
-        before the built-in ones; ``engine``: ``re2`` (the default) or ``re``."""
-        unknown = set(kinds or ()) - set(SECRET_KINDS) - {r.kind for r in extra}
-        if unknown:
-            raise ValueError(f"unknown secret kind(s): {', '.join(sorted(unknown))}")
-        self.kinds = frozenset(kinds) if kinds else None
-        self._scanner = PatternScanner((*extra, *RECOGNIZERS), engine)
-
-    def scan(self, text: str) -> list[Finding]:
-        """The credentials in ``text``, in order, not overlapping."""
-        found = self._scanner.scan(text)
-        if self.kinds is not None:
-            found = [f for f in found if f.kind in self.kinds]
-        return found
-
-    def detect(self, text: str) -> Detection:
-        return detection(self.name, self.scan(text))
-
-    def warm(self) -> None:
-        """Compile every pattern now rather than at the first text that needs it."""
-        self._scanner.warm()
+    what = "secret"
+    all_kinds = SECRET_KINDS
+    recognizers = RECOGNIZERS
