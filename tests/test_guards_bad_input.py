@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from re import _parser as sre_parse  # sre_parse, deprecated under its old name
 
@@ -134,3 +135,18 @@ def test_detectors_scan_binary_and_non_ascii_consistently() -> None:
     secrets_found = SecretsDetector().scan(text)
     assert [text[f.start : f.end] for f in pii_found] == ["zoë@exemple.fr"]
     assert [text[f.start : f.end] for f in secrets_found] == [key]
+
+
+def test_threads_share_one_stack(guards: GuardStack) -> None:
+    texts = [
+        f"order {i}: mail user{i}@example.com, card 4111 1111 1111 1111, key AKIA"
+        + "Q3ZJ7XK2P9RT4MW"
+        + "ABCDEFGHIJ"[i % 10]
+        + " é漢 " * (i % 7)
+        for i in range(200)
+    ]
+    expected = [guards.check(t, "user").redacted for t in texts]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda t: guards.check(t, "user").redacted, texts))
+    assert got == expected
+    assert all(r is not None and "@" not in r and "AKIA" not in r for r in got)
