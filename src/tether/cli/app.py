@@ -19,6 +19,7 @@ import click
 
 from tether.cli import render
 from tether.cli.options import CURSOR, OUTCOMES, RUN_STATUSES, TEXT, WHEN
+from tether.cli.scan import scan
 from tether.cli.terminal import LazyConsole, PlainStyle, escape, visible
 from tether.core import Settings, SpecError, StoreError, TetherError
 
@@ -525,6 +526,9 @@ def demo(ctx: click.Context, as_json: bool) -> None:
     from tether.cli.demo import run_demo
 
     run_demo(database_url(ctx), console=console, as_json=as_json, command=tether_command(ctx))
+
+
+cli.add_command(scan)
 
 
 class _Terminated(SystemExit):
