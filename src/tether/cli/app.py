@@ -157,7 +157,7 @@ class _Text(click.types.StringParamType):
         return text
 
 
-TEXT = _Text()
+TEXT: _Text = _Text()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -424,6 +424,15 @@ def demo(ctx: click.Context, as_json: bool) -> None:
     from tether.cli.demo import run_demo
 
     run_demo(database_url(ctx), console=console, as_json=as_json, command=tether_command(ctx))
+
+
+# Commands in their own modules (they import what they need from this one).
+from tether.cli.keys import keys_group, projects_group  # noqa: E402
+from tether.cli.serve import serve  # noqa: E402
+
+cli.add_command(serve)
+cli.add_command(keys_group)
+cli.add_command(projects_group)
 
 
 class _Terminated(SystemExit):

@@ -6,9 +6,8 @@ the store keeps them on the run record (filters, the tenant boundary of the serv
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 DEFAULT_PROJECT = "default"
 
