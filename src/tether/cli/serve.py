@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import time
@@ -40,6 +41,19 @@ def serve(
     Every request needs an API key (tether keys create); the UI asks for one once and keeps a
     session cookie. Migrates the store on start.
     """
+    # Ctrl-C and SIGTERM (a container stop) are how a server is stopped: both end it cleanly,
+    # whether it is still starting or serving (uvicorn answers requests in flight first).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        _serve(ctx, host, port, dev, print_key, secure_cookies)
+    except KeyboardInterrupt:
+        pass
+    click.echo("stopped", err=True)
+
+
+def _serve(
+    ctx: click.Context, host: str, port: int, dev: bool, print_key: bool, secure_cookies: bool
+) -> None:
     if dev and host not in LOOPBACK:
         raise TetherError(
             f"--dev serves without sign-in and only on 127.0.0.1, not on {host}",
@@ -91,4 +105,4 @@ def serve(
     server = uvicorn.Server(
         uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     )
-    server.run(sockets=[sock])
+    server.run(sockets=[sock])  # passes the signal on (KeyboardInterrupt) once shut down
