@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import sys
@@ -44,10 +45,8 @@ def serve(
     # Ctrl-C and SIGTERM (a container stop) are how a server is stopped: both end it cleanly,
     # whether it is still starting or serving (uvicorn answers requests in flight first).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         _serve(ctx, host, port, dev, print_key, secure_cookies)
-    except KeyboardInterrupt:
-        pass
     click.echo("stopped", err=True)
 
 
