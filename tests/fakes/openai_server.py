@@ -5,6 +5,11 @@ next one, in order, and is recorded (``server.requests``) so tests can assert on
 client sent. A request that finds the queue empty gets HTTP 418 with an explanatory error, so
 a test that under-scripts fails loudly instead of hanging.
 
+Streamed replies (``Reply(sse=[...])``) can be produced lazily (any iterable, for huge
+streams), stall after some events (``sse_stall_after``: the connection stays open and silent),
+or be cut (``sse_cut_after``: the connection closes while the announced body is unfinished);
+``server.streams`` says how much of each stream went out and whether all of it did.
+
 Like LiteLLM's proxy, the server can also check requests before any scripted reply: with
 ``models`` it answers a model not in that set with HTTP 400 ("Invalid model name passed in
 model=..."), and with ``require_key`` a request without an ``Authorization`` header with HTTP
@@ -21,6 +26,7 @@ import contextlib
 import json
 import threading
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -30,6 +36,7 @@ __all__ = [
     "FakeOpenAIServer",
     "RecordedRequest",
     "Reply",
+    "StreamLog",
     "completion_body",
     "litellm_no_key",
     "litellm_unknown_model",
@@ -42,18 +49,24 @@ __all__ = [
 class Reply:
     """One scripted reply.
 
-    Exactly one body kind applies: ``sse`` (a list of events: dicts are sent as
-    ``data: <json>``, strings are written verbatim), ``raw`` (bytes as-is), or ``json``.
-    ``delay_s`` holds the reply back (to provoke client timeouts); ``disconnect`` closes the
-    connection without any response.
+    Exactly one body kind applies: ``sse`` (events, any iterable: dicts are sent as
+    ``data: <json>``, strings and bytes are written verbatim), ``raw`` (bytes as-is), or
+    ``json``. ``delay_s`` holds the reply back (to provoke client timeouts); ``disconnect``
+    closes the connection without any response.
     """
 
     status: int = 200
     json: Any = None
     raw: bytes | None = None
-    sse: list[dict[str, Any] | str] | None = None
+    sse: Iterable[dict[str, Any] | str | bytes] | None = None
     sse_done: bool = True
     """Whether an ``sse`` reply ends with ``data: [DONE]``."""
+    sse_stall_after: int | None = None
+    """Send this many events, then nothing more, keeping the connection open (until the
+    server stops)."""
+    sse_cut_after: int | None = None
+    """Send this many events, then close the connection in the middle of a body announced
+    longer (the client sees an incomplete body, not an end)."""
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     disconnect: bool = False
@@ -68,6 +81,22 @@ class Reply:
         """An error reply in OpenAI's ``{"error": {"message": ...}}`` shape."""
         body = {"error": {"message": message, "type": "test_error", "code": None}}
         return cls(status=status, json=body, headers=dict(headers or {}))
+
+
+@dataclass
+class StreamLog:
+    """How far one ``sse`` reply went."""
+
+    events: int = 0
+    """Events written."""
+    bytes_sent: int = 0
+    """Bytes of body written."""
+    finished: bool = False
+    """Whether every event (and ``[DONE]`` if asked for) was written."""
+
+
+_CUT_LENGTH = 1 << 40
+"""The body length a cut stream announces: more than any test sends."""
 
 
 @dataclass(frozen=True)
@@ -189,18 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return  # no status line at all: the client sees a dropped connection
         if reply.sse is not None:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self._extra_headers(reply)
-            self.end_headers()
-            for event in reply.sse:
-                text = event if isinstance(event, str) else f"data: {json.dumps(event)}\n\n"
-                self.wfile.write(text.encode())
-                self.wfile.flush()
-            if reply.sse_done:
-                self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
+            self._send_sse(reply)
             return
         if reply.raw is not None:
             payload, content_type = reply.raw, "text/plain; charset=utf-8"
@@ -213,6 +231,38 @@ class _Handler(BaseHTTPRequestHandler):
         self._extra_headers(reply)
         self.end_headers()
         self.wfile.write(payload)
+
+    def _send_sse(self, reply: Reply) -> None:
+        assert reply.sse is not None
+        log = StreamLog()
+        self.server.owner._log_stream(log)
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        if reply.sse_cut_after is not None:
+            self.send_header("Content-Length", str(_CUT_LENGTH))
+        self._extra_headers(reply)
+        self.end_headers()
+        self.close_connection = True
+        for event in reply.sse:
+            if log.events in (reply.sse_stall_after, reply.sse_cut_after):
+                break
+            if isinstance(event, dict):
+                event = f"data: {json.dumps(event)}\n\n"
+            payload = event.encode() if isinstance(event, str) else event
+            self.wfile.write(payload)
+            self.wfile.flush()
+            log.events += 1
+            log.bytes_sent += len(payload)
+        else:
+            if reply.sse_done:
+                self.wfile.write(b"data: [DONE]\n\n")
+                log.bytes_sent += 14
+            self.wfile.flush()
+            log.finished = True
+            return
+        if reply.sse_stall_after is not None:
+            self.server.owner._stopping.wait(60.0)  # silent; the client's read times out
 
     def _extra_headers(self, reply: Reply) -> None:
         for key, value in reply.headers.items():
@@ -263,6 +313,7 @@ class FakeOpenAIServer:
         """Whether a request without ``Authorization`` is answered as LiteLLM does (500)."""
         self._replies: deque[Reply] = deque()
         self._requests: list[RecordedRequest] = []
+        self._streams: list[StreamLog] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -323,6 +374,16 @@ class FakeOpenAIServer:
         """Requests received so far, in arrival order."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def streams(self) -> list[StreamLog]:
+        """One log per ``sse`` reply begun, in order (live: a log fills as its stream goes)."""
+        with self._lock:
+            return list(self._streams)
+
+    def _log_stream(self, log: StreamLog) -> None:
+        with self._lock:
+            self._streams.append(log)
 
     @property
     def pending(self) -> int:

@@ -11,20 +11,23 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
 from tether.cli import render
+from tether.cli.options import CURSOR, OUTCOMES, RUN_STATUSES, TEXT, WHEN
 from tether.cli.terminal import LazyConsole, PlainStyle, escape, visible
-from tether.core import Settings, SpecError, TetherError
+from tether.core import Settings, SpecError, StoreError, TetherError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from tether.providers import StreamEvent
     from tether.runtime import Agent, RunResult, SpecCheck
-    from tether.store import Store
+    from tether.store import StoreReader
     from tether.trace import BatchingWriter
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -86,6 +89,8 @@ def handle_errors(func: F) -> F:
                     f"[dim]hint: {escape(exc.hint)}[/]", highlight=False, soft_wrap=True
                 )
             sys.exit(EXIT_ERROR)
+        except click.ClickException:
+            raise  # a usage error found by the command itself: click says it
         except BrokenPipeError:
             raise  # the reader went away (`| head`): main() ends quietly
         except KeyboardInterrupt:
@@ -140,24 +145,6 @@ def tether_command(ctx: click.Context) -> str:
 def database_url(ctx: click.Context) -> str:
     url: str | None = ctx.obj.get("database_url") if ctx.obj else None
     return url or Settings.from_env().database_url
-
-
-class _Text(click.types.StringParamType):
-    """Text an id or a name can be: not empty, and valid UTF-8 (argv bytes that are not
-    arrive as lone surrogates, which no database and no output can take)."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        text = super().convert(value, param, ctx)
-        if not text.strip():
-            self.fail("must not be empty", param, ctx)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            self.fail(f"{visible(text)} is not valid UTF-8 text", param, ctx)
-        return text
-
-
-TEXT: _Text = _Text()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -263,23 +250,32 @@ def validate(file: Path, no_import: bool, as_json: bool) -> None:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--input", "-i", "input_text", required=True, help="The user's message.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--stream", is_flag=True, help="Print the answer as it comes (controls judge it at the end)."
+)
 @click.pass_context
 @handle_errors
-def run(ctx: click.Context, file: Path, input_text: str, as_json: bool) -> None:
+def run(ctx: click.Context, file: Path, input_text: str, as_json: bool, stream: bool) -> None:
     """Run an agent once and print its answer, outcome, trace id, tokens, cost and latency.
 
     Exit status: 0 final answer, 3 stopped by a control (limit, loop, block, pause), 1 error.
     """
     from tether.runtime import Agent
 
+    if stream and as_json:
+        raise click.UsageError("--stream prints text as it comes; it cannot go with --json")
     settings = Settings.from_env()
     url = database_url(ctx)
     agent = Agent.from_yaml(file, trace=writer_for(url))
-    result = asyncio.run(_run_once(agent, input_text))
+    printer = StreamPrinter() if stream else None
+    result = asyncio.run(_run_once(agent, input_text, printer))
     if as_json:  # the output as the trace stores it (clipped past TETHER_MAX_PAYLOAD_CHARS)
         click.echo(render.dumps(render.result_json(result, settings.max_payload_chars)))
     else:
-        render.print_result(console, result, settings.max_display_chars)
+        shown = printer is not None and printer.showed(result.output)
+        if printer is not None and not shown and printer.printed:
+            click.echo("\n[the streamed text above is not the answer; the answer is:]")
+        render.print_result(console, result, settings.max_display_chars, answer_shown=shown)
         console.print(
             f"[dim]inspect: {escape(tether_command(ctx))} traces show {result.run_id}[/]",
             highlight=False,
@@ -291,9 +287,37 @@ def run(ctx: click.Context, file: Path, input_text: str, as_json: bool) -> None:
         sys.exit(EXIT_STOPPED)
 
 
-async def _run_once(agent: Agent, input_text: str) -> RunResult:
+async def _run_once(
+    agent: Agent, input_text: str, printer: StreamPrinter | None = None
+) -> RunResult:
     async with agent:
-        return await agent.run(input_text)
+        return await agent.run(input_text, stream=printer)
+
+
+class StreamPrinter:
+    """Prints each model reply's text as it comes (control characters shown, not obeyed), and
+    remembers the last reply's text to tell whether the run's answer was shown already."""
+
+    def __init__(self) -> None:
+        self.printed = False
+        self._current: list[str] = []
+        self._last = ""
+
+    def __call__(self, event: StreamEvent) -> None:
+        from tether.providers import StreamEnd, TextDelta
+
+        if isinstance(event, TextDelta) and event.text:
+            click.echo(visible(event.text), nl=False)
+            self._current.append(event.text)
+            self.printed = True
+        elif isinstance(event, StreamEnd):
+            if self._current:
+                click.echo()
+            self._last, self._current = "".join(self._current), []
+
+    def showed(self, answer: str) -> bool:
+        """Whether ``answer`` is exactly the last reply streamed (so need not print again)."""
+        return bool(answer) and answer == self._last
 
 
 @cli.group()
@@ -310,46 +334,121 @@ def traces() -> None:
     type=click.IntRange(min=1, max=MAX_LIST_LIMIT),
     help=f"How many runs (at most {MAX_LIST_LIMIT:,}).",
 )
-@click.option("--agent", type=TEXT, help="Only runs of this agent.")
+@click.option(
+    "--status", multiple=True, type=click.Choice(RUN_STATUSES), help="Only runs in this status."
+)
+@click.option(
+    "--outcome",
+    multiple=True,
+    type=click.Choice(OUTCOMES),
+    metavar="OUTCOME",
+    help=f"Only runs that ended so: {', '.join(OUTCOMES)}.",
+)
+@click.option("--agent", multiple=True, type=TEXT, help="Only runs of this agent.")
+@click.option(
+    "--version", multiple=True, type=TEXT, help="Only runs of this agent version (or prefix)."
+)
+@click.option("--model", multiple=True, type=TEXT, help="Only runs that requested this model.")
+@click.option("--project", multiple=True, type=TEXT, help="Only runs of this project.")
+@click.option("--since", type=WHEN, metavar="TIME", help="Only runs started at TIME or later.")
+@click.option("--until", type=WHEN, metavar="TIME", help="Only runs started before TIME.")
+@click.option("--cursor", type=CURSOR, help="Start after the page that printed this cursor.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 @handle_errors
-def traces_list(ctx: click.Context, limit: int, agent: str | None, as_json: bool) -> None:
-    """Recent runs, newest first."""
-    store = _open_store(ctx)
-    if as_json:  # a page of runs at a time: thousands of whole inputs and outputs add up
-        pages = store.iter_runs(limit=limit, agent=agent)
+def traces_list(
+    ctx: click.Context,
+    limit: int,
+    status: tuple[str, ...],
+    outcome: tuple[str, ...],
+    agent: tuple[str, ...],
+    version: tuple[str, ...],
+    model: tuple[str, ...],
+    project: tuple[str, ...],
+    since: datetime | None,
+    until: datetime | None,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """Recent runs, newest first, a page at a time.
+
+    Each filter can be given several times (a run matching any of its values passes);
+    filters of different kinds must all hold. TIME is an ISO time (2026-11-23T10:00, UTC
+    unless it says otherwise) or an age: 30m, 1h, 2d, 1w.
+    """
+    from pydantic import ValidationError
+
+    from tether.store import RunQuery
+
+    if since is not None and until is not None and until <= since:
+        raise click.BadParameter("must be later than --since", param_hint="'--until'")
+    try:
+        query = RunQuery(
+            status=status,
+            outcome=outcome,
+            agent=agent,
+            version=version,
+            model=model,
+            project=project,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+        )
+    except ValidationError as exc:  # what click's types do not check (how many values)
+        problem = exc.errors()[0]
+        option = str(problem["loc"][0]).replace("_", "-")
+        raise click.BadParameter(
+            str(problem["msg"]).removeprefix("Value error, "), param_hint=f"'--{option}'"
+        ) from None
+    reader = _open_reader(ctx)
+    if as_json:  # a chunk of runs at a time: thousands of whole inputs and outputs add up
+        stream = reader.stream_runs(query)
         _warn_stranded_journals(ctx)
-        for chunk in render.dumps_array(render.run_json(r) for r in pages):
-            click.echo(chunk, nl=False)
+        summaries = (render.run_view(r) for r in stream.runs)
+        for piece in render.dumps_page(summaries, stream.total, stream.next_cursor):
+            click.echo(piece, nl=False)
         click.echo()
         return
-    runs = store.list_runs(limit=limit, agent=agent, text_chars=render.TABLE_TEXT_CHARS)
+    page = reader.find_runs(query, text_chars=render.TABLE_TEXT_CHARS)
     _warn_stranded_journals(ctx)
-    if not runs:
-        if agent:
-            shown = visible(repr(agent))
-            console.print(f"no traces of agent {shown} in {store.display_url}", markup=False)
-        else:
-            console.print(f"no traces in {store.display_url} yet; try: tether demo", markup=False)
-        return
-    console.print(render.runs_table(runs))
+    filters = query.model_dump(exclude_defaults=True).keys() - {"limit"}
+    if page.runs:
+        console.print(render.runs_table(page.runs))
+    elif cursor:
+        console.print("no more runs after this cursor", markup=False)
+    elif filters == {"agent"}:
+        shown = visible(", ".join(repr(a) for a in agent))
+        console.print(f"no traces of agent {shown} in {reader.display_url}", markup=False)
+    elif filters:
+        console.print(f"no runs match these filters in {reader.display_url}", markup=False)
+    else:
+        console.print(f"no traces in {reader.display_url} yet; try: tether demo", markup=False)
+    if page.next_cursor:
+        err_console.print(
+            f"[dim]{len(page.runs)} of {page.total} runs; next page: --cursor "
+            f"{escape(page.next_cursor)}[/]",
+            highlight=False,
+            soft_wrap=True,  # a cursor to copy must stay on one line
+        )
 
 
-def _open_store(ctx: click.Context) -> Store:
+def _open_reader(ctx: click.Context) -> StoreReader:
     """The trace store for reading, once what a killed process left in its trace journal is
-    written. A store that cannot be opened is one error (``StoreError``), said at once; a
-    SQLite file this process cannot write is read as it is, read-only, with no writer and no
-    journal started."""
-    from tether.store import Store, create_store_engine
+    written (here, once: no writer is started). A store that cannot be opened is one error
+    (``StoreError``), said at once; a SQLite file this process cannot write is read as it
+    is, read-only, and its journal left for a command that can write it."""
+    from tether.store import Store, StoreReader, create_store_engine
     from tether.store.db import sqlite_read_only
     from tether.trace.journal import undelivered
     from tether.trace.recorder import journal_for
+    from tether.trace.recovery import deliver_orphans
 
     url = database_url(ctx)
     read_only = sqlite_read_only(url)
-    store = Store(url, engine=create_store_engine(url, read_only=read_only), connect=False)
-    store.ensure_ready()
+    engine = create_store_engine(url, read_only=read_only)
+    reader = StoreReader(url, engine=engine, connect=False)
+    reader.ensure_ready()
     directory = journal_for(url)
     segments, records = (0, 0) if directory is None else undelivered(directory)
     if read_only and records:
@@ -357,13 +456,17 @@ def _open_store(ctx: click.Context) -> Store:
             f"{records} trace record(s) in the journal {directory} wait for this store, which "
             "is read-only here; they are written by the next tether command that can write it"
         )
-    # A process died: write what it left, and close its unfinished runs (the writer does).
-    elif segments and not writer_for(url).flush(timeout=10.0):
-        _warn(
-            "records left by an interrupted run are still being written; the newest traces "
-            "may be incomplete"
-        )
-    return store
+    elif segments and directory is not None:
+        # A process died: write what it left, and close its unfinished runs.
+        try:
+            deliver_orphans(directory, Store(url, engine=engine, connect=False))
+        except StoreError as exc:
+            _warn(
+                f"trace records that a stopped process left in the journal {directory} cannot "
+                f"be written now ({exc.message}); they are kept there, and the newest traces "
+                "may be incomplete"
+            )
+    return reader
 
 
 def _warn_stranded_journals(ctx: click.Context) -> None:
@@ -404,14 +507,12 @@ def traces_show(ctx: click.Context, run_or_trace_id: str, as_json: bool) -> None
     ID is a run id or a trace id (a trace several runs share asks for one of their run
     ids), or a unique prefix of either (at least 6 characters).
     """
-    store = _open_store(ctx)
-    run_record = store.get_run(run_or_trace_id)
-    spans = store.get_spans(run_record.run_id)
-    events = store.get_events(run_record.run_id)
+    trace = _open_reader(ctx).get_trace(run_or_trace_id)
     if as_json:
-        click.echo(render.dumps(render.trace_json(run_record, spans, events)))
+        click.echo(render.dumps(render.trace_view(trace)))
         return
-    render.print_trace(console, run_record, spans, events, Settings.from_env().max_display_chars)
+    display_chars = Settings.from_env().max_display_chars
+    render.print_trace(console, trace.run, trace.spans, trace.events, display_chars)
 
 
 @cli.command()

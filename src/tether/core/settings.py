@@ -66,6 +66,9 @@ class Settings:
     """Longest input or output the CLI prints (``--json`` prints what is stored); longer text
     is clipped with the same marker; ``TETHER_MAX_DISPLAY_CHARS``, default 8,000."""
 
+    project: str = "default"
+    """The project runs are filed under when their caller names none; ``TETHER_PROJECT``."""
+
     @classmethod
     def from_env(cls) -> Settings:
         raw_home = os.environ.get("TETHER_HOME")
@@ -84,7 +87,23 @@ class Settings:
             max_display_chars=_chars_from_env(
                 "TETHER_MAX_DISPLAY_CHARS", DEFAULT_MAX_DISPLAY_CHARS
             ),
+            project=project_from_env(),
         )
+
+
+def project_from_env() -> str:
+    """``TETHER_PROJECT``, default ``default``. A name with control characters, or longer than
+    100 characters, is a ``TetherError`` naming the variable (it would end up in every row)."""
+    raw = os.environ.get("TETHER_PROJECT", "").strip()
+    if not raw:
+        return "default"
+    if len(raw) > 100 or not raw.isprintable():
+        from tether.core.errors import TetherError
+
+        raise TetherError(
+            f"TETHER_PROJECT must be a printable name of at most 100 characters, got {raw!r:.120}"
+        )
+    return raw
 
 
 def max_payload_chars_from_env() -> int:

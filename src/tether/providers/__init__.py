@@ -1,5 +1,5 @@
-"""Model providers: the ``Model`` protocol, the offline ``ScriptedModel``, and an
-OpenAI-compatible HTTP provider."""
+"""Model providers: the ``Model`` protocol, the offline ``ScriptedModel``, an
+OpenAI-compatible HTTP provider, and streamed replies (``stream_of`` and its events)."""
 
 from typing import TYPE_CHECKING
 
@@ -11,6 +11,18 @@ from tether.providers.scripted import (
     ScriptedToolCall,
     ScriptRule,
     ScriptStep,
+)
+from tether.providers.streaming import (
+    PartialToolCall,
+    StreamAccumulator,
+    StreamEnd,
+    StreamEvent,
+    StreamingModel,
+    TextDelta,
+    ToolCallDelta,
+    UsageUpdate,
+    response_events,
+    stream_of,
 )
 from tether.providers.types import (
     Message,
@@ -36,13 +48,23 @@ __all__ = [
     "ModelResponse",
     "ModelSettings",
     "OpenAIChatModel",
+    "PartialToolCall",
     "Script",
     "ScriptRule",
     "ScriptStep",
     "ScriptedModel",
     "ScriptedToolCall",
+    "StreamAccumulator",
+    "StreamEnd",
+    "StreamEvent",
+    "StreamingModel",
+    "TextDelta",
     "ToolCall",
+    "ToolCallDelta",
     "ToolDefinition",
     "Usage",
+    "UsageUpdate",
     "build_model",
+    "response_events",
+    "stream_of",
 ]

@@ -1,16 +1,19 @@
-"""An ``httpx.AsyncClient`` per event loop, shared by the HTTP provider and HTTP tools, and
-how a URL with credentials in it is shown, and how long a server asks a client to wait."""
+"""An ``httpx.AsyncClient`` per event loop, shared by the HTTP provider and HTTP tools; how
+a URL with credentials in it is shown; how long a server asks a client to wait; and reading
+a response body or its lines with a cap on its size."""
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import email.utils
+import io
 import re
 import ssl
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC
 from functools import cache
 from typing import Final
@@ -120,3 +123,56 @@ def retry_after(headers: httpx.Headers) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp() - time.time()
+
+
+class ResponseTooLarge(Exception):
+    """A response body went past the cap its reader was given."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the response is larger than {limit:,} bytes")
+        self.limit = limit
+
+
+async def read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The body of a response opened with ``stream=True``, decoded (gzip and the like);
+    raises ``ResponseTooLarge`` as soon as it passes ``limit`` bytes, without reading on."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise ResponseTooLarge(limit)
+    return bytes(body)
+
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+async def lines_capped(response: httpx.Response, limit: int) -> AsyncIterator[str]:
+    """The lines of a response opened with ``stream=True`` (without their ``\\r\\n``, ``\\r``
+    or ``\\n``, as server-sent events allow), decoded as UTF-8 (bad bytes become U+FFFD); a
+    last line without a line break too. Raises ``ResponseTooLarge`` as soon as the body passes
+    ``limit`` bytes: one endless line cannot grow past it either."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    line = io.StringIO()  # the line so far: appending to a str would copy it every chunk
+    after_cr = False  # the last chunk ended with "\r": a "\n" next belongs to it
+    total = 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > limit:
+            raise ResponseTooLarge(limit)
+        text = decoder.decode(chunk)
+        if not text:
+            continue
+        if after_cr and text.startswith("\n"):
+            text = text[1:]
+        after_cr = text.endswith("\r")
+        *ended, rest = _NEWLINE.split(text)
+        for piece in ended:
+            line.write(piece)
+            yield line.getvalue()
+            line = io.StringIO()
+        line.write(rest)
+    line.write(decoder.decode(b"", final=True))
+    last = line.getvalue()
+    if last:
+        yield last

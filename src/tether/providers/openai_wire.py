@@ -14,14 +14,22 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from tether.core import ProviderError
+from tether.providers.streaming import (
+    StreamAccumulator,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    UsageUpdate,
+)
 from tether.providers.types import (
-    RAW_ARGUMENTS_KEY,
     Message,
     ModelRequest,
     ModelResponse,
     ToolCall,
     ToolDefinition,
     Usage,
+    decode_arguments,
 )
 
 EXCERPT_CHARS: Final = 200
@@ -91,18 +99,11 @@ def message_json(message: Message, error: ErrorFactory) -> dict[str, Any]:
             {
                 "id": call.id,
                 "type": "function",
-                "function": {"name": call.name, "arguments": _arguments_text(call)},
+                "function": {"name": call.name, "arguments": call.arguments_text()},
             }
             for call in message.tool_calls
         ]
     return out
-
-
-def _arguments_text(call: ToolCall) -> str:
-    """A call's arguments as sent back to the model: what it sent, when that was not a JSON
-    object (the tool's error result tells it what was wrong), else the arguments as JSON."""
-    raw = call.raw_arguments
-    return raw if raw is not None else json.dumps(call.arguments)
 
 
 def tool_json(tool: ToolDefinition) -> dict[str, Any]:
@@ -174,12 +175,33 @@ def parse_completion(
             call_id = f"call_{uuid.uuid4().hex[:24]}"  # some servers omit ids
         if not isinstance(call_id, str):
             raise bad(f"'tool_calls[{i}].id' is not a string")
-        arguments = _decode_arguments(function.get("arguments"))
+        arguments = decode_arguments(function.get("arguments"))
         if arguments is None:
             raise bad(f"'tool_calls[{i}].function.arguments' is not a string")
         tool_calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
 
-    usage = _first(data.get("usage"), {})
+    usage = parse_usage(data.get("usage"), bad)
+    model = data.get("model")
+    finish_reason = choice.get("finish_reason")
+    response_id = data.get("id")
+    if finish_reason is not None and not isinstance(finish_reason, str):
+        raise bad("'finish_reason' is not a string")
+    if finish_reason is None:
+        finish_reason = "tool_calls" if tool_calls else "stop"
+    return ModelResponse(
+        content=content,
+        tool_calls=tool_calls,
+        usage=usage,
+        model=model if isinstance(model, str) and model else default_model,
+        finish_reason=finish_reason,
+        response_id=response_id if isinstance(response_id, str) else None,
+    )
+
+
+def parse_usage(usage: Any, bad: Callable[[str], ProviderError]) -> Usage:
+    """A completion's ``usage`` member (``None``: zeros) as ``Usage``; ``bad(what)`` is the
+    error for a malformed one."""
+    usage = _first(usage, {})
     if not isinstance(usage, dict):
         raise bad("'usage' is not an object")
     details = _first(usage.get("prompt_tokens_details"), {})
@@ -195,68 +217,64 @@ def parse_completion(
         if not isinstance(value, int) or isinstance(value, bool):
             raise bad(f"'usage' field {key!r} is not an integer")
         counts[label] = value
-
-    model = data.get("model")
-    finish_reason = choice.get("finish_reason")
-    response_id = data.get("id")
-    if finish_reason is not None and not isinstance(finish_reason, str):
-        raise bad("'finish_reason' is not a string")
-    if finish_reason is None:
-        finish_reason = "tool_calls" if tool_calls else "stop"
-    return ModelResponse(
-        content=content,
-        tool_calls=tool_calls,
-        usage=Usage(**counts),
-        model=model if isinstance(model, str) and model else default_model,
-        finish_reason=finish_reason,
-        response_id=response_id if isinstance(response_id, str) else None,
-    )
+    return Usage(**counts)
 
 
 class StreamState:
-    """Assembles the server-sent events (``text/event-stream``) of one streamed completion.
+    """Turns the server-sent events (``text/event-stream``) of one streamed completion into
+    stream events, and assembles the completion.
 
-    Feed it each line with ``feed_line`` until that returns ``True`` (``[DONE]``) or the lines
-    run out; then ``end`` gives the completion.
+    Feed it each line (without its line break) with ``feed_line``, which returns the events
+    that line completes, until ``done`` (``[DONE]`` came) or the lines run out; then ``flush``
+    (an event the stream did not close with a blank line) and ``end``. Content and refusal
+    text both become ``TextDelta``s, so the final content is all the text in arrival order.
     """
 
-    def __init__(self, errors: WireErrors) -> None:
+    def __init__(self, errors: WireErrors, *, default_model: str) -> None:
         self._errors = errors
-        self.content: list[str] = []
-        self.refusal: list[str] = []
-        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self._default_model = default_model
+        self.reply = StreamAccumulator(model=default_model)
+        """Every event returned so far, folded."""
         self.usage: Any = None
         self.model: Any = None
         self.response_id: Any = None
         self.finish_reason: Any = None
         self.chunks = 0
+        """``chat.completion.chunk`` events seen."""
         self.done = False
+        """Whether ``[DONE]`` came."""
         self._seen: list[str] = []  # the stream's first characters, for error messages
         self._seen_chars = 0
         self._data_lines: list[str] = []
 
-    def feed_line(self, line: str) -> bool:
-        """Take one line (without its line break); ``True`` once the stream says it is done."""
+    def feed_line(self, line: str) -> list[StreamEvent]:
+        """Take one line; the events it completes (usually none or one)."""
         if self._seen_chars < EXCERPT_CHARS:
             self._seen.append(line + "\n")
             self._seen_chars += len(line) + 1
         if line == "":
-            if self._data_lines:
-                self._event("\n".join(self._data_lines))
-                self._data_lines = []
-                return self.done
-            return False
+            return self.flush()
         if line.startswith(":"):
-            return False  # SSE comment (keep-alive)
+            return []  # SSE comment (keep-alive)
         field, _, value = line.partition(":")
         if field == "data":
             self._data_lines.append(value[1:] if value.startswith(" ") else value)
-        return False
+        return []
 
-    def end(self, *, default_model: str) -> ModelResponse | None:
-        """The lines ran out: the completion, or ``None`` if the stream stopped short of it."""
-        if self._data_lines and not self.done:
-            self._event("\n".join(self._data_lines))
+    def flush(self) -> list[StreamEvent]:
+        """The events of the pending ``data:`` lines, if any (their event is complete)."""
+        if not self._data_lines or self.done:
+            return []
+        payload = "\n".join(self._data_lines)
+        self._data_lines = []
+        events = self._event(payload)
+        for event in events:
+            self.reply.add(event)
+        return events
+
+    def end(self) -> StreamEnd | None:
+        """The lines ran out: the last event, or ``None`` if ``[DONE]`` never came (the stream
+        was cut short). Raises for a stream that carried no completion at all."""
         excerpt = "".join(self._seen)
         if self.chunks == 0:
             if self.done:
@@ -264,25 +282,27 @@ class StreamState:
                     "the stream ended with [DONE] but carried no chunks", excerpt
                 )
             raise self._errors.garbage("the stream carried no 'data:' events", excerpt)
-        if not self.done and self.finish_reason is None:
+        if not self.done:
             return None
-        return parse_completion(
-            self.as_completion(), excerpt, self._errors, default_model=default_model
+        response = parse_completion(
+            self.as_completion(), excerpt, self._errors, default_model=self._default_model
         )
+        end = StreamEnd(response, usage_known=self.usage is not None)
+        self.reply.add(end)
+        return end
 
     def as_completion(self) -> dict[str, Any]:
         """The assembled stream in the shape of a non-streamed completion."""
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.content)}
-        if self.refusal:
-            message["refusal"] = "".join(self.refusal)
-        if self.tool_calls:
+        message: dict[str, Any] = {"role": "assistant", "content": self.reply.text}
+        calls = self.reply.tool_calls()
+        if calls:
             message["tool_calls"] = [
                 {
-                    "id": call["id"],
+                    "id": call.id,
                     "type": "function",
-                    "function": {"name": call["name"], "arguments": "".join(call["arguments"])},
+                    "function": {"name": call.name, "arguments": call.arguments},
                 }
-                for _, call in sorted(self.tool_calls.items())
+                for call in calls
             ]
         return {
             "id": self.response_id,
@@ -291,11 +311,11 @@ class StreamState:
             "usage": self.usage,
         }
 
-    def _event(self, payload: str) -> None:
+    def _event(self, payload: str) -> list[StreamEvent]:
         errors = self._errors
         if payload.strip() == "[DONE]":
             self.done = True
-            return
+            return []
         try:
             chunk = json.loads(payload)
         except ValueError:
@@ -311,11 +331,14 @@ class StreamState:
             self.response_id = chunk["id"]
         if chunk.get("model") is not None:
             self.model = chunk["model"]
+        events: list[StreamEvent] = []
         if chunk.get("usage") is not None:
             self.usage = chunk["usage"]
+            usage = parse_usage(self.usage, lambda what: errors.garbage(what, payload))
+            events.append(UsageUpdate(usage))
         choices = chunk.get("choices")
         if choices is None:
-            return
+            return events
         if not isinstance(choices, list):
             raise errors.garbage("'choices' in a stream event is not a list", payload)
         for choice in choices:
@@ -330,67 +353,53 @@ class StreamState:
                 continue
             if not isinstance(delta, dict):
                 raise errors.garbage("'delta' in a stream event is not an object", payload)
-            self._delta(delta, payload)
+            # The usage of a chunk comes after its deltas (servers that report usage in
+            # every chunk report it for the text up to and including that chunk's).
+            events[:0] = self._delta(delta, payload)
+        return events
 
-    def _delta(self, delta: dict[str, Any], payload: str) -> None:
+    def _delta(self, delta: dict[str, Any], payload: str) -> list[StreamEvent]:
         def bad(what: str) -> ProviderError:
             return self._errors.garbage(what, payload)
 
-        for key, parts in (("content", self.content), ("refusal", self.refusal)):
+        events: list[StreamEvent] = []
+        for key in ("content", "refusal"):
             text = delta.get(key)
             if text is None:
                 continue
             if not isinstance(text, str):
                 raise bad(f"'delta.{key}' is not a string")
-            parts.append(text)
+            if text:
+                events.append(TextDelta(text))
         calls = delta.get("tool_calls")
         if calls is None:
-            return
+            return events
         if not isinstance(calls, list):
             raise bad("'delta.tool_calls' is not a list")
         for position, item in enumerate(calls):
             if not isinstance(item, dict):
                 raise bad("a tool-call delta is not an object")
             index = item.get("index", position)
-            if not isinstance(index, int):
+            if not isinstance(index, int) or isinstance(index, bool):
                 raise bad("a tool-call delta's 'index' is not an integer")
-            call = self.tool_calls.setdefault(index, {"id": None, "name": "", "arguments": []})
-            if item.get("id"):
-                call["id"] = item["id"]
-            function = item.get("function")
-            if function is None:
-                continue
+            call_id = item.get("id") or None
+            if call_id is not None and not isinstance(call_id, str):
+                raise bad("a tool-call delta's 'id' is not a string")
+            function = _first(item.get("function"), {})
             if not isinstance(function, dict):
                 raise bad("a tool-call delta's 'function' is not an object")
-            name = function.get("name")
-            if name and not call["name"]:
-                call["name"] = name
-            fragment = function.get("arguments")
-            if fragment is None:
-                continue
+            name = function.get("name") or None
+            if name is not None and not isinstance(name, str):
+                raise bad("a tool-call delta's 'function.name' is not a string")
+            fragment = _first(function.get("arguments"), "")
             if not isinstance(fragment, str):
                 raise bad("tool-call 'arguments' fragment is not a string")
-            call["arguments"].append(fragment)
+            events.append(ToolCallDelta(index, call_id, name, fragment))
+        return events
 
 
 def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
-
-
-def _decode_arguments(value: Any) -> dict[str, Any] | None:
-    """Parsed tool-call arguments; ``{"__raw__": s}`` when the model sent text that is not a
-    JSON object (invalid JSON, an array); ``None`` when the field has the wrong type."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return {}
-    if isinstance(value, dict):
-        return value
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        return {RAW_ARGUMENTS_KEY: value}
-    return parsed if isinstance(parsed, dict) else {RAW_ARGUMENTS_KEY: value}
 
 
 def error_text(error: Any) -> str:

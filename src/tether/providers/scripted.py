@@ -4,7 +4,9 @@ A script is a list of steps (reply with text, request tool calls, or fail), opti
 by rules that match the user's input. The step is picked from the conversation itself (the
 number of assistant turns since the last user message), so the model holds no state: the same
 conversation always gets the same reply, concurrent runs do not interfere, and replays match.
-When the steps run out, the last step repeats.
+When the steps run out, the last step repeats. ``stream()`` yields the same reply in pieces (a
+word of text at a time, tool calls in pieces); a step's ``stream_cut_after`` breaks a stream off
+midway, to test what happens to a reply cut short.
 
 Strings in steps (``text`` and string values in tool-call ``arguments``) may use template fields:
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from tether.core import ProviderError
 from tether.providers.script_patterns import compile_when, search
+from tether.providers.streaming import StreamEnd, StreamEvent, UsageUpdate, response_events
 from tether.providers.types import ModelRequest, ModelResponse, ToolCall, Usage
 from tether.spec import load_model
 
@@ -97,6 +101,10 @@ class ScriptStep(BaseModel):
     """Tool calls to request; several run in parallel."""
     error: str | None = None
     """Fail this turn with a ``ProviderError`` carrying this message (retryable)."""
+    stream_cut_after: int | None = Field(default=None, ge=0)
+    """When streamed: break the stream off after this many text and tool-call pieces, with a
+    retryable ``ProviderError``, as a dropped connection would (``complete()`` replies in
+    full)."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> ScriptStep:
@@ -104,6 +112,8 @@ class ScriptStep(BaseModel):
             raise ValueError("a step needs 'text', 'tool_calls' or 'error'")
         if self.error is not None and (self.text is not None or self.tool_calls):
             raise ValueError("an 'error' step cannot also reply")
+        if self.error is not None and self.stream_cut_after is not None:
+            raise ValueError("an 'error' step has no reply to cut: drop 'stream_cut_after'")
         return self
 
 
@@ -216,6 +226,28 @@ class ScriptedModel:
         )
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
+        response, _ = await self._reply(request)
+        return response
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        """The reply ``complete()`` gives, streamed: the prompt's usage first (as providers
+        that count it up front report it), then the text a word at a time and each tool call
+        in pieces, and ``StreamEnd`` with the same response ``complete()`` returns. A step's
+        ``stream_cut_after`` breaks the stream off midway."""
+        response, step = await self._reply(request)
+        yield UsageUpdate(Usage(input_tokens=response.usage.input_tokens))
+        pieces = 0
+        for event in response_events(response, pieces=True):
+            if step.stream_cut_after is not None and pieces >= step.stream_cut_after:
+                raise ProviderError(
+                    f"scripted model: stream cut after {pieces} piece(s) (stream_cut_after)",
+                    retryable=True,
+                )
+            pieces += not isinstance(event, StreamEnd)
+            yield event
+
+    async def _reply(self, request: ModelRequest) -> tuple[ModelResponse, ScriptStep]:
+        """The reply to ``request`` and the step it comes from."""
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         messages = request.messages
@@ -267,7 +299,7 @@ class ScriptedModel:
         content = fill(step.text) if step.text is not None else ""
         prompt_chars = sum(len(m.content) for m in messages)
         out_chars = len(content) + sum(len(json.dumps(c.arguments)) for c in calls)
-        return ModelResponse(
+        response = ModelResponse(
             content=content,
             tool_calls=calls,
             usage=Usage(
@@ -277,3 +309,4 @@ class ScriptedModel:
             model=self._name,
             finish_reason="tool_calls" if calls else "stop",
         )
+        return response, step

@@ -26,6 +26,23 @@ def describe_invalid_arguments(raw: str, *, limit: int = 200) -> str:
     return f"must be a JSON object, got {kind}: {raw[:limit]}"
 
 
+def decode_arguments(value: Any) -> dict[str, Any] | None:
+    """Tool-call arguments as ``ToolCall.arguments``: parsed when ``value`` is a JSON object
+    (or its text), ``{"__raw__": value}`` when it is text that is not one (invalid JSON, an
+    array, JSON cut short), ``{}`` when empty; ``None`` when ``value`` has the wrong type."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    if isinstance(value, dict):
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return {RAW_ARGUMENTS_KEY: value}
+    return parsed if isinstance(parsed, dict) else {RAW_ARGUMENTS_KEY: value}
+
+
 class ToolCall(BaseModel):
     """One tool call requested by a model."""
 
@@ -47,6 +64,12 @@ class ToolCall(BaseModel):
             raw = self.arguments[RAW_ARGUMENTS_KEY]
             return raw if isinstance(raw, str) else None
         return None
+
+    def arguments_text(self) -> str:
+        """The arguments as a model sends them: its own text when that was not a JSON object
+        (a tool's error result tells it what was wrong), else the arguments as JSON."""
+        raw = self.raw_arguments
+        return raw if raw is not None else json.dumps(self.arguments)
 
 
 class Message(BaseModel):
@@ -127,7 +150,13 @@ class ModelResponse(BaseModel):
 
 @runtime_checkable
 class Model(Protocol):
-    """What the runtime needs from a model provider."""
+    """What the runtime needs from a model provider.
+
+    A model may also stream (``stream(request)``, see ``StreamingModel`` in
+    ``tether.providers.streaming``); that method is not part of this protocol, so a model
+    written before streaming existed still is a ``Model``. ``stream_of(model, request)``
+    streams any model.
+    """
 
     @property
     def provider(self) -> str:

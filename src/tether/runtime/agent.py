@@ -11,6 +11,7 @@ from typing import Any
 from tether.controls import Control
 from tether.core import AgentRef, Caller, EntryPoint, RunKind, TetherError
 from tether.providers import Model, ModelSettings, build_model
+from tether.runtime.chain import StreamHandler
 from tether.runtime.paradigms import PARADIGMS
 from tether.runtime.result import RunResult
 from tether.runtime.scope import Harness, TraceTarget
@@ -111,12 +112,15 @@ class Agent:
         trace_id: str | None = None,
         metadata: dict[str, Any] | None = None,
         caller: Caller | None = None,
+        stream: StreamHandler | None = None,
     ) -> RunResult:
         """Run the agent on one input. Always returns a result; stops are outcomes.
 
         ``trace_id`` (a W3C trace id) puts the run in a caller's trace, which other runs may
         share; the run's own id (``RunResult.run_id``) is its root span's id. ``caller`` says
-        who the run is for (project, end user, roles), as controls see it."""
+        who the run is for (project, end user, roles), as controls see it. ``stream`` (a
+        function or coroutine function) gets each model reply's events as they come
+        (``TextDelta`` pieces of the answer among them); the result is the same."""
         scope = self.harness.open_run(
             input,
             agent=self._ref,
@@ -130,7 +134,7 @@ class Agent:
         )
         async with scope as run:
             if not (await run.input()).stopped:
-                await PARADIGMS[self.spec.paradigm](run)
+                await PARADIGMS[self.spec.paradigm](run, stream)
         return run.result()
 
     async def aclose(self) -> None:

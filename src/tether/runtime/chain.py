@@ -8,13 +8,23 @@ once while its circuit is open), and the chain moves on to the next.
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tether.controls import Hook, Verdict
 from tether.core import ProviderError, TetherError, describe_exception, scrub_surrogates
-from tether.providers import Model, ModelRequest, ModelResponse
+from tether.providers import (
+    Model,
+    ModelRequest,
+    ModelResponse,
+    StreamAccumulator,
+    StreamEnd,
+    StreamEvent,
+    response_events,
+    stream_of,
+)
 from tether.runtime.steps import Stop
 from tether.runtime.telemetry import clip, input_messages, output_messages
 from tether.store import SpanRecord
@@ -23,6 +33,10 @@ from tether.trace.pricing import round_cost
 
 if TYPE_CHECKING:
     from tether.runtime.scope import RunScope
+
+StreamHandler: TypeAlias = Callable[[StreamEvent], "Awaitable[None] | None"]
+"""What a streamed model call hands each event to as it arrives (a function or a coroutine
+function): ``TextDelta`` and ``ToolCallDelta`` pieces, ``UsageUpdate``, ``StreamEnd`` last."""
 
 
 class ModelChain:
@@ -76,9 +90,16 @@ def error_attributes(exc: ProviderError) -> dict[str, Any]:
     return attributes
 
 
-async def model_step(scope: RunScope, request: ModelRequest) -> ModelResponse:
+async def model_step(
+    scope: RunScope, request: ModelRequest, on_event: StreamHandler | None = None
+) -> ModelResponse:
     """One model call: ``before_model``, the chain, accounting, ``after_model``. Raises ``Stop``
-    for a stopping decision and ``ProviderError`` when every model failed."""
+    for a stopping decision and ``ProviderError`` when every model failed.
+
+    With ``on_event`` the reply is streamed to it as it comes. A model that fails before it
+    has streamed any text or tool call falls back to the next; one that fails midway ends the
+    call (the caller has shown part of that reply): its span keeps the partial reply and the
+    usage known so far, which the run is charged for."""
     chain = scope.harness.chain
     primary = chain.primary
     if primary is None:
@@ -98,6 +119,9 @@ async def model_step(scope: RunScope, request: ModelRequest) -> ModelResponse:
     if decision.verdict is Verdict.RESPOND:
         span = _chat_span(scope, primary, request, sent, attempt=0)
         span.attributes[semconv.TETHER_RESPONDED_BY] = decision.control
+        if on_event is not None:
+            for event in response_events(decision.value, pieces=True):
+                await _deliver(on_event, event)
         return await _settle(scope, span, primary, decision.value, priced=False)
     errors: list[ProviderError] = []
     for attempt, model in enumerate(chain):
@@ -112,15 +136,33 @@ async def model_step(scope: RunScope, request: ModelRequest) -> ModelResponse:
                 },
             )
         span = _chat_span(scope, model, request, sent, attempt)
+        streamed = StreamAccumulator(model=model.name) if on_event is not None else None
         try:
-            response = await model.complete(request)
+            if streamed is None:
+                response = await model.complete(request)
+            else:
+                assert on_event is not None
+                response = await _stream(model, request, streamed, on_event)
         except ProviderError as exc:
+            if streamed is not None and (streamed.text or streamed.tool_calls()):
+                _charge_partial(scope, span, model, streamed)
+                scope.recorder.event(span.span_id, semconv.EVENT_MODEL_ERROR, error_attributes(exc))
+                span.attributes[semconv.ERROR_TYPE] = type(exc).__name__
+                scope.recorder.end_span(span, error=clip(f"stream cut off: {exc.message}"))
+                raise ProviderError(
+                    f"the reply stream broke off midway: {exc.message}",
+                    hint=exc.hint,
+                    status_code=exc.status_code,
+                    retryable=exc.retryable,
+                ) from exc
             errors.append(exc)
             span.attributes[semconv.ERROR_TYPE] = type(exc).__name__
             scope.recorder.event(span.span_id, semconv.EVENT_MODEL_ERROR, error_attributes(exc))
             scope.recorder.end_span(span, error=clip(exc.message))
             continue
         except BaseException as exc:
+            if streamed is not None and streamed.events:
+                _charge_partial(scope, span, model, streamed)
             scope.recorder.end_span(span, error=describe_exception(exc))
             raise
         return await _settle(scope, span, model, response, priced=True)
@@ -134,6 +176,65 @@ async def model_step(scope: RunScope, request: ModelRequest) -> ModelResponse:
             retryable=any(e.retryable for e in errors),
         ) from last_error
     raise last_error
+
+
+async def _deliver(on_event: StreamHandler, event: StreamEvent) -> None:
+    result = on_event(event)
+    if inspect.isawaitable(result):
+        await result
+
+
+async def _stream(
+    model: Model, request: ModelRequest, streamed: StreamAccumulator, on_event: StreamHandler
+) -> ModelResponse:
+    events = stream_of(model, request)
+    try:
+        async for event in events:
+            streamed.add(event)
+            await _deliver(on_event, event)
+            if isinstance(event, StreamEnd):
+                return event.response
+    finally:  # a stream left early releases its connection now, not at garbage collection
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            await close()
+    raise ProviderError(f"model {model.name!r}: the reply stream ended without its end event")
+
+
+def _charge_partial(
+    scope: RunScope, span: SpanRecord, model: Model, streamed: StreamAccumulator
+) -> None:
+    """A reply cut off midway: the run is charged the usage known so far, and the span keeps
+    what arrived (``finish_reason`` ``incomplete``)."""
+    partial = streamed.response()
+    _account(scope, span, model, partial)
+    if scope.tracing:
+        span.attributes[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(partial)
+
+
+def _account(scope: RunScope, span: SpanRecord, model: Model, response: ModelResponse) -> None:
+    """Add a reply's usage and cost to the run and its span. Price what the provider says it
+    ran; an unpriced name (a fine-tune, an alias) falls back to the requested model, which a
+    cost limit has already checked is priced."""
+    state, usage, a = scope.state, response.usage, span.attributes
+    state.usage = state.usage + usage
+    pricing = scope.harness.pricing
+    tokens = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+    cost = pricing.cost(response.model or model.name, *tokens)
+    if cost is None:
+        cost = pricing.cost(model.name, *tokens)
+    if cost is not None:
+        state.cost_usd = round_cost(state.cost_usd + cost)
+        a[semconv.TETHER_COST_USD] = cost
+        a[semconv.TETHER_PRICING_VERSION] = pricing.version
+    else:  # unknown, not free
+        state.unpriced_calls += 1
+        a[semconv.TETHER_COST_UNPRICED] = True
+    if scope.tracing:
+        a[semconv.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+        a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+        if usage.cached_input_tokens:
+            a[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
 
 
 def _chat_span(
@@ -179,35 +280,16 @@ async def _settle(
 ) -> ModelResponse:
     """Account for a reply (usage, cost), record it on its span, and pass ``after_model``. A
     reply a control gave in place of the call (``priced=False``) cost nothing."""
-    state = scope.state
     response = _scrubbed(response)
-    usage = response.usage
-    state.usage = state.usage + usage
     a = span.attributes
     if priced:
-        # Price what the provider says it ran; an unpriced name (a fine-tune, an alias) falls
-        # back to the requested model, which a cost limit has already checked is priced.
-        pricing = scope.harness.pricing
-        tokens = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
-        cost = pricing.cost(response.model or model.name, *tokens)
-        if cost is None:
-            cost = pricing.cost(model.name, *tokens)
-        if cost is not None:
-            state.cost_usd = round_cost(state.cost_usd + cost)
-            a[semconv.TETHER_COST_USD] = cost
-            a[semconv.TETHER_PRICING_VERSION] = pricing.version
-        else:  # unknown, not free
-            state.unpriced_calls += 1
-            a[semconv.TETHER_COST_UNPRICED] = True
+        _account(scope, span, model, response)
     else:
+        scope.state.usage = scope.state.usage + response.usage
         a[semconv.TETHER_COST_USD] = 0.0
     if scope.tracing:
         a[semconv.GEN_AI_RESPONSE_MODEL] = response.model or model.name
         a[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [response.finish_reason]
-        a[semconv.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
-        a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
-        if usage.cached_input_tokens:
-            a[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
         if response.response_id:
             a[semconv.GEN_AI_RESPONSE_ID] = response.response_id
         a[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(response)

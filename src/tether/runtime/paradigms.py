@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from tether.core import Outcome
 from tether.providers import ModelResponse
+from tether.runtime.chain import StreamHandler
 from tether.runtime.scope import PLANNER_NOTE, RunScope
 from tether.trace import semconv
 
@@ -28,10 +29,10 @@ EMPTY_ANSWER_MESSAGE = (
 )
 
 
-async def react(run: RunScope) -> None:
+async def react(run: RunScope, stream: StreamHandler | None = None) -> None:
     """Model, tools, model, ... until the model answers without calling a tool."""
     while True:
-        reply = (await run.model_call()).value
+        reply = (await run.model_call(stream=stream)).value
         if reply is None:
             return
         if not reply.tool_calls:
@@ -41,9 +42,9 @@ async def react(run: RunScope) -> None:
             return
 
 
-async def plan_execute(run: RunScope) -> None:
+async def plan_execute(run: RunScope, stream: StreamHandler | None = None) -> None:
     """One planner call, the planned tool calls, one solver call."""
-    plan = (await run.model_call(note=PLANNER_NOTE)).value
+    plan = (await run.model_call(note=PLANNER_NOTE, stream=stream)).value
     if plan is None:
         return
     run.state.plan = list(plan.tool_calls)
@@ -58,7 +59,7 @@ async def plan_execute(run: RunScope) -> None:
         step = await run.tool_calls(plan.tool_calls, parent_id=span.span_id)
     if step.stopped:
         return
-    answer = (await run.model_call(tools=False)).value
+    answer = (await run.model_call(tools=False, stream=stream)).value
     if answer is not None:
         await _answer(run, answer, "the solver")
 

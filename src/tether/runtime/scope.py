@@ -49,8 +49,9 @@ from tether.core import (
     scrub_surrogates,
 )
 from tether.core.caller import RunKind
+from tether.core.settings import project_from_env
 from tether.providers import Message, Model, ModelRequest, ModelResponse, ModelSettings, ToolCall
-from tether.runtime.chain import ModelChain, error_attributes, model_step
+from tether.runtime.chain import ModelChain, StreamHandler, error_attributes, model_step
 from tether.runtime.result import RunResult
 from tether.runtime.state import RunState
 from tether.runtime.steps import Step, Stop
@@ -139,13 +140,14 @@ class Harness:
         paradigm: Literal["react", "plan_execute"] | None = None,
     ) -> RunScope:
         """A scope for one run; enter it (``async with``) to start the run. ``agent`` names the
-        agent (a name, or an ``AgentRef`` with its version); ``trace_id`` (a W3C trace id) puts
-        the run in a caller's trace, which other runs may share."""
+        agent (a name, or an ``AgentRef`` with its version); ``caller`` says who the run is for
+        (default: project ``TETHER_PROJECT``, else ``default``); ``trace_id`` (a W3C trace id)
+        puts the run in a caller's trace, which other runs may share."""
         return RunScope(
             self,
             input=input,
             agent=AgentRef(name=agent, version="") if isinstance(agent, str) else agent,
-            caller=caller or Caller(),
+            caller=caller or Caller(project=project_from_env()),
             entry_point=entry_point,
             kind=kind,
             trace_id=trace_id,
@@ -269,22 +271,25 @@ class RunScope:
         state.started_ns = now_ns()
         self._recorder = RunRecorder(h.sink, state.trace_id, state.run_id)
         self.pipeline = h.pipeline.with_recorder(self._recorder)
-        who = self._who()
-        attributes: dict[str, Any] = dict(who)
+        attributes: dict[str, Any] = {}
         if self.paradigm:
             attributes[semconv.TETHER_PARADIGM] = self.paradigm
         self._record = RunRecord(
             trace_id=state.trace_id,
             run_id=state.run_id,
-            agent_name=state.agent_name,
-            agent_version=state.agent_version,
+            agent_name=self.agent.name if self.agent else None,
+            agent_version=self.agent.version if self.agent else None,
             started_ns=state.started_ns,
             # clipped past TETHER_MAX_PAYLOAD_CHARS, as the output is
             input=stored_payload(state.input),
             attributes={**attributes, **state.metadata},
+            project=self.caller.project,
+            kind=self.kind.value,
+            entry_point=self.entry_point.value,
+            caller=self.caller.stored(),
         )
         h.sink.run_started(self._record)
-        root: dict[str, Any] = {**attributes}
+        root: dict[str, Any] = {**attributes, **self._who()}
         if self.agent is not None:
             root[semconv.GEN_AI_OPERATION_NAME] = semconv.OP_INVOKE_AGENT
             root[semconv.GEN_AI_AGENT_NAME] = self.agent.name
@@ -388,6 +393,10 @@ class RunScope:
                     "stop_reason": stored_payload(state.stop_reason),
                     **unpriced,
                 },
+                project=run.project,
+                kind=run.kind,
+                entry_point=run.entry_point,
+                caller=run.caller,
             )
         )
 
@@ -500,11 +509,17 @@ class RunScope:
         *,
         tools: bool = True,
         note: str | None = None,
+        stream: StreamHandler | None = None,
     ) -> Step[ModelResponse]:
         """A model call over the chain (priced, with fallbacks). Without ``request`` it sends
         the run's conversation (with the tools unless ``tools=False``, and ``note`` as a last
         system message that stays out of the conversation). A given ``request`` becomes the
-        conversation. The reply joins the conversation."""
+        conversation. The reply joins the conversation.
+
+        With ``stream`` (a function or coroutine function taking each ``StreamEvent``) the
+        reply is streamed to it as it comes; the step's value is still the whole reply, after
+        ``after_model``. Controls judge the whole reply, so a block at ``after_model`` or
+        ``on_output`` comes after its text was streamed: show streamed text as provisional."""
         state = self.state
         if request is None:
             messages = list(state.messages)
@@ -520,7 +535,7 @@ class RunScope:
         sent = request
 
         async def work() -> ModelResponse:
-            response = await model_step(self, sent)
+            response = await model_step(self, sent, stream)
             state.messages.append(response.as_message())
             return response
 

@@ -1,7 +1,9 @@
-"""The store: SQLAlchemy tables, Alembic migrations, and the ``Store`` repository."""
+"""The store: SQLAlchemy tables, Alembic migrations, the ``Store`` that writes, and the
+``StoreReader`` that reads runs by filters, a page at a time."""
 
 from typing import TYPE_CHECKING
 
+from tether.core.errors import InvalidQuery, NotFound
 from tether.core.lazy import lazy_exports
 from tether.store.records import (
     CheckpointRecord,
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
         redact_url,
         store_identity,
     )
+    from tether.store.query import RunQuery, decode_cursor, encode_cursor
+    from tether.store.reader import RunListing, StoreReader, Trace
     from tether.store.repository import Store
     from tether.store.values import dumps_attributes
 
@@ -34,6 +38,8 @@ __getattr__, __dir__ = lazy_exports(
             "redact_url",
             "store_identity",
         ),
+        ".query": ("RunQuery", "decode_cursor", "encode_cursor"),
+        ".reader": ("RunListing", "StoreReader", "Trace"),
         ".repository": ("Store",),
         ".values": ("dumps_attributes",),
     },
@@ -42,13 +48,21 @@ __getattr__, __dir__ = lazy_exports(
 __all__ = [
     "CheckpointRecord",
     "EventRecord",
+    "InvalidQuery",
+    "NotFound",
+    "RunListing",
+    "RunQuery",
     "RunRecord",
     "SpanRecord",
     "Store",
+    "StoreReader",
+    "Trace",
     "TraceBatch",
     "canonical_url",
     "create_store_engine",
+    "decode_cursor",
     "dumps_attributes",
+    "encode_cursor",
     "migrate",
     "redact_url",
     "store_identity",

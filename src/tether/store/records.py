@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# The values of ``tether.core.DEFAULT_PROJECT``, ``RunKind.AGENT_RUN`` and
+# ``EntryPoint.RUNTIME``, spelled out: records load without pydantic (which those come with).
+DEFAULT_PROJECT = "default"
+AGENT_RUN = "agent_run"
+RUNTIME = "runtime"
+
 
 @dataclass(slots=True)
 class RunRecord:
@@ -21,8 +27,10 @@ class RunRecord:
 
     trace_id: str
     run_id: str = field(kw_only=True)
-    agent_name: str
-    agent_version: str
+    agent_name: str | None
+    """The agent's name; None for a run that is not an agent's (a gateway request)."""
+    agent_version: str | None
+    """The content hash of the agent's spec; None when there is no agent."""
     started_ns: int
     status: str = "running"
     """``running`` until the run ends; then ``completed``, ``paused`` or ``failed``."""
@@ -39,6 +47,16 @@ class RunRecord:
     tool_calls: int = 0
     error: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    project: str = field(default=DEFAULT_PROJECT, kw_only=True)
+    """The project (tenant) the run belongs to."""
+    kind: str = field(default=AGENT_RUN, kw_only=True)
+    """What the run is (``tether.core.RunKind``): ``agent_run``, ``model_request``,
+    ``tool_call``."""
+    entry_point: str = field(default=RUNTIME, kw_only=True)
+    """How it came in (``tether.core.EntryPoint``): ``runtime``, ``model_gateway``,
+    ``tool_gateway``, ``sdk``."""
+    caller: dict[str, Any] | None = field(default=None, kw_only=True)
+    """Who it ran for, as ``Caller.stored()`` gives it; None when not known."""
 
     @property
     def latency_ms(self) -> float | None:

@@ -15,6 +15,8 @@ from sqlalchemy import (
     Text,
 )
 
+from tether.store.records import AGENT_RUN, DEFAULT_PROJECT, RUNTIME
+
 metadata = MetaData()
 
 VERSION_TABLE = "tether_alembic_version"
@@ -27,8 +29,14 @@ runs = Table(
     # The id of the run's root (``invoke_agent``) span: several runs may share a trace id.
     Column("run_id", String(16), primary_key=True),
     Column("trace_id", String(32), nullable=False),
-    Column("agent_name", String(64), nullable=False),
-    Column("agent_version", String(64), nullable=False),
+    Column("project", String(128), nullable=False, server_default=DEFAULT_PROJECT),
+    Column("kind", String(16), nullable=False, server_default=AGENT_RUN),
+    Column("entry_point", String(16), nullable=False, server_default=RUNTIME),
+    # Null when the run is not an agent's (a gateway request).
+    Column("agent_name", String(64)),
+    Column("agent_version", String(64)),
+    # ``Caller.stored()`` as compact JSON text, like ``attributes``; null when not known.
+    Column("caller", Text),
     Column("status", String(16), nullable=False),
     Column("outcome", String(32)),
     Column("input", Text, nullable=False),
@@ -43,9 +51,24 @@ runs = Table(
     Column("tool_calls", Integer, nullable=False, default=0),
     Column("error", Text),
     Column("attributes", Text, nullable=False),
-    Index("ix_tether_runs_started", "started_ns"),
+    # Runs are read newest first, by the key ``(started_ns, run_id)`` (keyset pages): each
+    # filter of ``RunQuery`` has an index that leads with it and keeps that order.
+    Index("ix_tether_runs_started", "started_ns", "run_id"),
+    Index("ix_tether_runs_project", "project", "started_ns", "run_id"),
+    Index("ix_tether_runs_status", "status", "started_ns"),
+    Index("ix_tether_runs_outcome", "outcome", "started_ns"),
+    Index("ix_tether_runs_agent", "agent_name", "agent_version", "started_ns"),
     Index("ix_tether_runs_trace", "trace_id"),
-    Index("ix_tether_runs_agent", "agent_name", "started_ns"),
+)
+
+run_models = Table(
+    "tether_run_models",
+    metadata,
+    # The models a run requested (``gen_ai.request.model`` of its model spans, fallbacks
+    # included), kept by the store as it writes the spans: what ``RunQuery.model`` filters on.
+    Column("run_id", String(16), ForeignKey("tether_runs.run_id"), primary_key=True),
+    Column("model", String(128), primary_key=True),
+    Index("ix_tether_run_models_model", "model", "run_id"),
 )
 
 spans = Table(

@@ -44,6 +44,9 @@ def _length(column: Any) -> int:
 # Column lengths, read once (the write path runs per record).
 RUN_AGENT, RUN_VERSION = _length(tables.runs.c.agent_name), _length(tables.runs.c.agent_version)
 RUN_STATUS, RUN_OUTCOME = _length(tables.runs.c.status), _length(tables.runs.c.outcome)
+RUN_PROJECT, RUN_KIND = _length(tables.runs.c.project), _length(tables.runs.c.kind)
+RUN_ENTRY_POINT = _length(tables.runs.c.entry_point)
+RUN_MODEL = _length(tables.run_models.c.model)
 SPAN_NAME, SPAN_KIND = _length(tables.spans.c.name), _length(tables.spans.c.kind)
 SPAN_STATUS = _length(tables.spans.c.status)
 EVENT_NAME = _length(tables.events.c.name)

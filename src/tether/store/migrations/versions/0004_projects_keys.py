@@ -6,7 +6,7 @@ secret). ``tether_sessions`` holds the SHA-256 of each browser session's token, 
 opened with and the project it looks at.
 
 Revision ID: 0004
-Revises: 0003 (0002 until the read side is merged)
+Revises: 0003
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"  # becomes "0003" once the read side (i12-read) is merged
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

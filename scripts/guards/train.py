@@ -1,0 +1,233 @@
+"""Train the injection classifier and its combiner; write the shipped model file.
+
+Stage 1: a logistic regression over chunk features (``tether.guards.classifier``) on 80% of the
+training documents (synthetic items from ``generate.build`` on the training carriers and
+phrasings, plus the real items of the training sources). Stage 2 (the combiner): a logistic
+regression over [stage-1 max chunk logit, rule categories, hidden, encoded, channel] on the
+other 20%. Per-channel thresholds are set on that 20% for a false-positive rate of
+``--target-fpr``. The dev sources (``dataset.DEV_SOURCES``) are never read here.
+
+Needs scikit-learn (``pip install -e '.[guards-train]'``)::
+
+    python scripts/guards/train.py [--n 6000] [--features 40000] [--out PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import random
+import sys
+import time
+from typing import Any
+
+import generate
+import numpy as np
+from dataset import real_split
+from scipy.sparse import csr_matrix
+from sklearn.linear_model import LogisticRegression
+
+from tether.guards.classifier import TOKEN, Model, chunk_bounds, chunk_features
+from tether.guards.injection import CHANNELS, InjectionDetector
+from tether.guards.injection_rules import CATEGORIES
+from tether.guards.normalize import normalize
+
+DERIVED = frozenset(
+    {
+        "base64",
+        "hex",
+        "url",
+        "tag_chars",
+        "html_comment",
+        "hidden_html",
+        "attribute",
+        "markdown_alt",
+        "markdown_title",
+        "markdown_comment",
+    }
+)
+SAME_LENGTH = frozenset({"rot13", "leetspeak"})
+
+
+def chunk_examples(item: dict[str, Any]) -> list[tuple[list[str], int, str]]:
+    """(chunk tokens, label, channel) of every view of one document (ambiguous chunks left out)."""
+    text, label, channel = item["text"], item["label"], item["channel"]
+    span = item.get("span")
+    norm = normalize(text)
+    out: list[tuple[list[str], int, str]] = []
+    for view in norm.views:
+        lowered = view.text.lower()
+        found = [(m.group(0), m.start(), m.end()) for m in TOKEN.finditer(lowered)]
+        tokens = [t for t, _, _ in found]
+        bounds = chunk_bounds(len(tokens))
+        if label == 0:
+            out.extend((tokens[s:e], 0, channel) for s, e in bounds)
+            # Short benign windows too: attacks are often short, and without these the model
+            # learns "short" as a sign of attack.
+            rng = random.Random(hash(view.text[:64]) & 0xFFFF)
+            for _ in range(2 if len(tokens) > 12 else 0):
+                n = rng.randint(4, 40)
+                s0 = rng.randrange(0, max(1, len(tokens) - n))
+                out.append((tokens[s0 : s0 + n], 0, channel))
+            continue
+        if span is None or (view.origin in DERIVED and view.start < span[1] and view.end > span[0]):
+            # The whole view is (part of) the payload.
+            if view.origin == "text" or view.origin in DERIVED:
+                out.extend((tokens[s:e], 1, channel) for s, e in bounds)
+            continue
+        exact = (view.origin == "text" and norm.offsets_exact) or view.origin in SAME_LENGTH
+        if not exact:
+            continue
+        inside = [span[0] <= a and b <= span[1] for _, a, b in found]
+        n_payload = sum(inside)
+        for s, e in bounds:
+            k = sum(inside[s:e])
+            if k == 0:
+                if view.origin == "text":
+                    out.append((tokens[s:e], 0, channel))
+            elif k >= min(n_payload, 8) or k >= 0.5 * (e - s):
+                out.append((tokens[s:e], 1, channel))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=6000)
+    parser.add_argument("--features", type=int, default=40000)
+    parser.add_argument("--target-fpr", type=float, default=0.01)
+    parser.add_argument("--C", type=float, default=4.0)
+    parser.add_argument("--out", default="src/tether/guards/injection_model.json.gz")
+    parser.add_argument("--seed", type=int, default=13)
+    args = parser.parse_args()
+    t0 = time.time()
+    real = real_split("train")
+    seeds = [it["text"] for it in real if it["label"] == 1]
+    synthetic = generate.build(args.n, dev=False, seed=args.seed, seeds=seeds)
+    docs = synthetic + [dict(it, span=None) for it in real]
+    rng = random.Random(args.seed)
+    rng.shuffle(docs)
+    cut = int(0.8 * len(docs))
+    stage1, stage2 = docs[:cut], docs[cut:]
+    print(f"{len(docs)} documents ({len(real)} real), {time.time() - t0:.0f}s", file=sys.stderr)
+
+    examples = [ex for d in stage1 for ex in chunk_examples(d)]
+    feats = [chunk_features(tokens) for tokens, _, _ in examples]
+    y = np.array([label for _, label, _ in examples])
+    print(f"{len(examples)} chunks, {y.sum()} positive", file=sys.stderr)
+    # Keep the features seen in at least 3 chunks, then the strongest after a first fit.
+    df: dict[str, int] = {}
+    for f in feats:
+        for k in f:
+            df[k] = df.get(k, 0) + 1
+    vocab = {k: i for i, k in enumerate(sorted(k for k, v in df.items() if v >= 3))}
+    n_ch = len(CHANNELS)
+
+    def matrix(
+        rows: list[dict[str, float]], channels: list[str], vocab: dict[str, int]
+    ) -> csr_matrix:
+        data, ind, ptr = [], [], [0]
+        for f, ch in zip(rows, channels, strict=True):
+            for k, v in f.items():
+                j = vocab.get(k)
+                if j is not None:
+                    ind.append(j)
+                    data.append(v)
+            ind.append(len(vocab) + CHANNELS.index(ch))
+            data.append(1.0)
+            ptr.append(len(ind))
+        return csr_matrix((data, ind, ptr), shape=(len(rows), len(vocab) + n_ch))
+
+    channels = [ch for _, _, ch in examples]
+    X = matrix(feats, channels, vocab)
+    clf = LogisticRegression(C=args.C, max_iter=2000, class_weight="balanced", solver="liblinear")
+    clf.fit(X, y)
+    coef = clf.coef_[0]
+    names = sorted(vocab, key=lambda k: -abs(coef[vocab[k]]))[: args.features]
+    vocab = {k: i for i, k in enumerate(sorted(names))}
+    X = matrix(feats, channels, vocab)
+    clf = LogisticRegression(C=args.C, max_iter=2000, class_weight="balanced", solver="liblinear")
+    clf.fit(X, y)
+    coef = clf.coef_[0]
+    weights = {k: round(float(coef[i]), 4) for k, i in vocab.items() if abs(coef[i]) >= 1e-3}
+    channel_bias = {ch: round(float(coef[len(vocab) + i]), 4) for i, ch in enumerate(CHANNELS)}
+    model = Model(weights, round(float(clf.intercept_[0]), 4), channel_bias)
+    print(f"stage 1: {len(weights)} weights, {time.time() - t0:.0f}s", file=sys.stderr)
+
+    # Stage 2 on held-out training documents: what the detector sees, combined.
+    det = InjectionDetector(model=model)
+    rows, labels, chans = [], [], []
+    for d in stage2:
+        v = det.scan(d["text"], d["channel"])
+        clf_logit = (
+            max(
+                math.log(max(e.score, 1e-9) / max(1 - e.score, 1e-9))
+                for e in v.evidence
+                if e.kind == "classifier"
+            )
+            if any(e.kind == "classifier" for e in v.evidence)
+            else -10.0
+        )
+        cats = set(v.categories)
+        rows.append(
+            [clf_logit]
+            + [float(c in cats) for c in CATEGORIES]
+            + [float("hidden_content" in cats), float("encoded_content" in cats)]
+            + [float(d["channel"] == c) for c in CHANNELS]
+        )
+        labels.append(d["label"])
+        chans.append(d["channel"])
+    X2, y2 = np.array(rows), np.array(labels)
+    comb = LogisticRegression(C=1.0, max_iter=2000)
+    comb.fit(X2, y2)
+    w = comb.coef_[0]
+    combiner = {
+        "bias": round(float(comb.intercept_[0]), 4),
+        "clf": round(float(w[0]), 4),
+        "categories": {c: round(float(w[1 + i]), 4) for i, c in enumerate(CATEGORIES)},
+        "hidden": round(float(w[1 + len(CATEGORIES)]), 4),
+        "encoded": round(float(w[2 + len(CATEGORIES)]), 4),
+        "channel": {c: round(float(w[3 + len(CATEGORIES) + i]), 4) for i, c in enumerate(CHANNELS)},
+    }
+    probs = comb.predict_proba(X2)[:, 1]
+    thresholds = {}
+    for ch in CHANNELS:
+        neg = sorted(
+            (p for p, lab, c in zip(probs, y2, chans, strict=True) if lab == 0 and c == ch),
+            reverse=True,
+        )
+        k = int(args.target_fpr * len(neg))
+        t = max(0.5, float(neg[k]) + 1e-4) if neg else 0.5
+        thresholds[ch] = round(min(t, 0.95), 4)
+        pos = [p for p, lab, c in zip(probs, y2, chans, strict=True) if lab == 1 and c == ch]
+        rec = sum(p >= thresholds[ch] for p in pos) / max(len(pos), 1)
+        print(
+            f"  {ch}: threshold {thresholds[ch]}, stage-2 recall {rec:.3f} "
+            f"({len(pos)} pos, {len(neg)} neg)",
+            file=sys.stderr,
+        )
+    model.meta = {
+        "combiner": combiner,
+        "thresholds": thresholds,
+        "trained": {
+            "documents": len(docs),
+            "chunks": len(examples),
+            "synthetic": len(synthetic),
+            "real_train_items": len(real),
+            "C": args.C,
+            "features": len(weights),
+            "seed": args.seed,
+        },
+    }
+    raw = json.dumps(
+        model.to_json(), ensure_ascii=False, sort_keys=True, separators=(",", ":")
+    ).encode()
+    with open(args.out, "wb") as f:
+        f.write(gzip.compress(raw, mtime=0))
+    print(f"wrote {args.out} ({len(raw) // 1024} KB raw), {time.time() - t0:.0f}s", file=sys.stderr)
+    print(json.dumps(combiner, indent=1), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

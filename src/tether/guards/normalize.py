@@ -1,0 +1,339 @@
+"""Normalization before detection: one clean view of a text plus the views an attacker hides.
+
+``normalize(text)`` returns the main view (invisible characters removed, NFKC, lookalike letters
+of mixed-script words mapped to Latin) and extra views for what a reader or a renderer would not
+see or would see differently: hidden HTML and Markdown (comments, ``display:none`` and other
+invisible styles, alt text, link titles), Unicode tag characters, and base64 / hex / URL-encoded
+/ rot13 / leetspeak / letter-spaced segments, decoded. Decoded views are normalized again, to a
+bounded depth and a bounded total size, so the work is linear in the input.
+
+Every pattern here is safe by construction: no nested quantifiers, and every variable-length
+run is a single character class that the next token cannot also match, or is bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+import unicodedata
+import urllib.parse
+from dataclasses import dataclass, field
+
+from tether.guards.confusables import CONFUSABLES
+
+MAX_DEPTH = 2
+"""How many times a decoded segment is decoded again."""
+MAX_DECODED_CHARS = 65_536
+"""Total characters of all extra views of one text; past it, further segments are dropped."""
+MAX_SEGMENTS = 64
+"""Most extra views of one text."""
+MIN_ENCODED = 16
+"""Shortest base64/hex run worth decoding."""
+
+# Zero-width, joiners, word joiner, invisible operators, BOM, Mongolian vowel separator, soft
+# hyphen, and the bidirectional controls: all removed from the main view.
+_INVISIBLE = "\u00ad\u180e\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\ufeff"
+_BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_REMOVE = {ord(c): None for c in _INVISIBLE + _BIDI}
+# C0 controls other than tab, newline and carriage return (NUL included) become spaces.
+_CONTROLS = {i: " " for i in range(32) if chr(i) not in "\t\n\r"} | {0x7F: " "}
+_TAG_CHARS = re.compile("[\U000e0000-\U000e007f]+")
+_HAS_INVISIBLE = re.compile(f"[{_INVISIBLE}{_BIDI}]")
+_MIXED_WORD = re.compile(r"[^\W\d_]{2,}")
+_LATIN = re.compile("[a-zA-Z]")
+
+_B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9_\-]{16,}={0,2}")
+_HEX = re.compile(r"(?:[0-9A-Fa-f]{2}){8,}")
+_URLENC = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+\-]){12,}")
+_SPACED = re.compile(r"(?:\b[^\W_][ .\-_]){5,}[^\W_]\b")
+_UNSPACE = re.compile(r"[ .\-_]")
+_ROT13_HINT = re.compile(
+    r"\b(?:vtaber|qvfertneq|sbetrg|vafgehpgvbaf?|flfgrz|cebzcg|nffvfgnag|cerivbhf)\b", re.I
+)
+_LEET_WORD = re.compile(r"\b(?=[a-z]*[0-9])(?=[0-9]*[a-z])[a-z0-9]{4,}\b", re.I)
+_LEET = str.maketrans("013457", "oieast")
+_HINT = re.compile(
+    r"ignore|disregard|forget|instruction|system|prompt|previous|password|assistant|override",
+    re.I,
+)
+
+_HTML_TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9]{0,15})\b([^<>]{0,2000})>")
+_HIDDEN_STYLE = re.compile(
+    r"display:none|visibility:hidden|font-size:0(?![.\d])|opacity:0(?![.\d])"
+    r"|color:(?:#fff(?:fff)?\b|white\b|rgb\(255,255,255\))|height:0(?![.\d])|width:0(?![.\d])"
+)
+_ATTR_TEXT = re.compile(
+    r"""\b(?:alt|title|aria-label|data-[a-z\-]{1,20})\s*=\s*(?:"([^"<>]{1,2000})"|'([^'<>]{1,2000})')""",
+    re.I,
+)
+_MD_IMAGE_ALT = re.compile(r"!\[([^\]\n]{1,1000})\]")
+_MD_LINK_TITLE = re.compile(r"\]\([^\s()]{0,2000} +(?:\"([^\"\n]{1,1000})\"|'([^'\n]{1,1000})')\)")
+_MD_COMMENT = re.compile(r"^\[//\]: ?#? ?\(([^\n]{1,2000})\)", re.M)
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """One text the detector scans: the main view, or a hidden or decoded segment."""
+
+    text: str
+    """The normalized text of the view."""
+    origin: str
+    """``text`` for the main view; else what it came from: ``html_comment``, ``hidden_html``,
+    ``attribute``, ``markdown_alt``, ``markdown_title``, ``markdown_comment``, ``tag_chars``,
+    ``base64``, ``hex``, ``url``, ``rot13``, ``leetspeak``, ``spaced``."""
+    start: int
+    """Start of the span of the original text this view came from."""
+    end: int
+    """End (exclusive) of that span."""
+    depth: int = 0
+    """How many decodings led here (0 for the main view and hidden segments)."""
+
+
+@dataclass(slots=True)
+class Normalized:
+    """The result of ``normalize``."""
+
+    views: list[View]
+    """The main view first, then the extra views."""
+    signals: set[str] = field(default_factory=set)
+    """What normalization found: ``invisible_chars``, ``tag_chars``, ``confusables``,
+    ``control_chars``, ``hidden_html``, ``encoded``."""
+    offsets_exact: bool = True
+    """Whether offsets in the main view are offsets in the original text."""
+
+    @property
+    def text(self) -> str:
+        """The main view's text."""
+        return self.views[0].text
+
+
+def clean(text: str, signals: set[str]) -> str:
+    """``text`` with invisible and control characters removed, NFKC applied, and lookalike
+    letters of mixed-script words mapped to Latin. ASCII text costs one ``isascii`` check and,
+    when it has control characters, one ``translate``."""
+    if text.isascii():
+        if not text.isprintable():
+            stripped = text.translate(_CONTROLS)
+            if stripped != text:
+                signals.add("control_chars")
+                text = stripped
+        return text
+    if not text.isprintable():
+        stripped = text.translate(_CONTROLS)
+        if stripped != text:
+            signals.add("control_chars")
+            text = stripped
+    if _HAS_INVISIBLE.search(text):
+        signals.add("invisible_chars")
+        text = text.translate(_REMOVE)
+    text = _TAG_CHARS.sub("", text)
+    text = unicodedata.normalize("NFKC", text)
+    if not text.isascii():
+        mapped = _MIXED_WORD.sub(_unconfuse_word, text)
+        if mapped != text:
+            signals.add("confusables")
+            text = mapped
+    return text
+
+
+def _unconfuse_word(m: re.Match[str]) -> str:
+    word = m.group(0)
+    if word.isascii():
+        return word
+    mapped = word.translate(CONFUSABLES)
+    # Only a word that mixes Latin with lookalikes is rewritten: plain Cyrillic or Greek stays.
+    if mapped != word and (_LATIN.search(word) or mapped.isascii()):
+        return mapped
+    return word
+
+
+def _printable_ratio(s: str) -> float:
+    if not s:
+        return 0.0
+    good = sum(1 for c in s if c.isprintable() or c in "\n\t\r")
+    return good / len(s)
+
+
+def _decode_bytes(raw: bytes) -> str | None:
+    try:
+        s = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    letters = sum(1 for c in s if c.isalpha() or c == " ")
+    if len(s) < 8 or _printable_ratio(s) < 0.95 or letters < 0.6 * len(s):
+        return None
+    return s
+
+
+def _decode_b64(seg: str) -> str | None:
+    if len(seg) < MIN_ENCODED or seg.isdigit() or seg.isalpha():
+        return None
+    core = seg.rstrip("=")
+    pad = "=" * (-len(core) % 4)
+    try:
+        if "-" in core or "_" in core:
+            raw = base64.urlsafe_b64decode(core + pad)
+        else:
+            raw = base64.b64decode(core + pad, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return _decode_bytes(raw)
+
+
+def _decode_hex(seg: str) -> str | None:
+    try:
+        return _decode_bytes(bytes.fromhex(seg))
+    except ValueError:
+        return None
+
+
+def _decode_url(seg: str) -> str | None:
+    if seg.count("%") < 3:
+        return None
+    out = urllib.parse.unquote_plus(seg)
+    return out if out != seg else None
+
+
+class _Budget:
+    __slots__ = ("chars", "count")
+
+    def __init__(self) -> None:
+        self.chars = MAX_DECODED_CHARS
+        self.count = MAX_SEGMENTS
+
+    def take(self, n: int) -> bool:
+        if self.count <= 0 or n > self.chars:
+            return False
+        self.count -= 1
+        self.chars -= n
+        return True
+
+
+def _hidden_segments(text: str) -> list[tuple[str, str, int, int]]:
+    """(origin, raw text, start, end) of hidden HTML and Markdown content in ``text``."""
+    out: list[tuple[str, str, int, int]] = []
+    if "<!--" in text:
+        pos = 0
+        while True:
+            i = text.find("<!--", pos)
+            if i < 0:
+                break
+            j = text.find("-->", i + 4)
+            end = len(text) if j < 0 else j
+            out.append(("html_comment", text[i + 4 : end], i, end + (3 if j >= 0 else 0)))
+            if j < 0:
+                break
+            pos = j + 3
+    if "<" in text and ">" in text:
+        for m in _HTML_TAG.finditer(text):
+            attrs = m.group(2)
+            if not attrs:
+                continue
+            squeezed = attrs.lower().replace(" ", "")
+            if "style=" in squeezed and _HIDDEN_STYLE.search(squeezed):
+                close = text.find(f"</{m.group(1)}", m.end())
+                end = min(len(text) if close < 0 else close, m.end() + 10_000)
+                out.append(("hidden_html", text[m.end() : end], m.start(), end))
+            for a in _ATTR_TEXT.finditer(attrs):
+                value = a.group(1) or a.group(2) or ""
+                if len(value) > 24:
+                    out.append(("attribute", value, m.start(), m.end()))
+    if "](" in text or "![" in text:
+        for m in _MD_IMAGE_ALT.finditer(text):
+            if len(m.group(1)) > 24:
+                out.append(("markdown_alt", m.group(1), m.start(), m.end()))
+        for m in _MD_LINK_TITLE.finditer(text):
+            out.append(("markdown_title", m.group(1) or m.group(2) or "", m.start(), m.end()))
+    if "[//]" in text:
+        for m in _MD_COMMENT.finditer(text):
+            out.append(("markdown_comment", m.group(1), m.start(), m.end()))
+    return out
+
+
+def _encoded_segments(text: str) -> list[tuple[str, str, int, int]]:
+    """(origin, decoded text, start, end) of encoded runs in ``text``."""
+    out: list[tuple[str, str, int, int]] = []
+    for m in _B64.finditer(text):
+        seg = m.group(0)
+        decoded = _decode_b64(seg)
+        if decoded is None and len(seg) % 2 == 0 and _HEX.fullmatch(seg):
+            decoded = _decode_hex(seg)
+            if decoded is not None:
+                out.append(("hex", decoded, m.start(), m.end()))
+                continue
+        if decoded is not None:
+            out.append(("base64", decoded, m.start(), m.end()))
+    if "%" in text:
+        for m in _URLENC.finditer(text):
+            decoded = _decode_url(m.group(0))
+            if decoded is not None:
+                out.append(("url", decoded, m.start(), m.end()))
+    return out
+
+
+def _whole_text_views(text: str) -> list[tuple[str, str]]:
+    """Views of the whole text under a cheap re-reading (rot13, leetspeak, letter spacing),
+    kept only when the re-reading shows words that attacks are made of."""
+    out: list[tuple[str, str]] = []
+    if len(text) > 200_000:
+        return out
+    if _ROT13_HINT.search(text):
+        out.append(("rot13", codecs.decode(text, "rot13")))
+    # Leetspeak and letter spacing are re-read only where the re-read words look like attacks.
+    leet_words = [w.translate(_LEET) for w in _LEET_WORD.findall(text)]
+    if leet_words and _HINT.search(" ".join(leet_words)):
+        out.append(("leetspeak", _LEET_WORD.sub(lambda m: m.group(0).translate(_LEET), text)))
+    spaced = [_UNSPACE.sub("", m) for m in _SPACED.findall(text)]
+    if spaced and _HINT.search(" ".join(spaced)):
+        out.append(("spaced", _SPACED.sub(lambda m: _UNSPACE.sub("", m.group(0)), text)))
+    return out
+
+
+def normalize(text: str) -> Normalized:
+    """The views of ``text`` to scan (see the module docstring)."""
+    signals: set[str] = set()
+    tags = _TAG_CHARS.findall(text) if not text.isascii() else []
+    main = clean(text, signals)
+    result = Normalized([View(main, "text", 0, len(text))], signals)
+    result.offsets_exact = len(main) == len(text)
+    budget = _Budget()
+    if tags:
+        signals.add("tag_chars")
+        hidden = "".join(chr(ord(c) - 0xE0000) for run in tags for c in run)
+        if budget.take(len(hidden)):
+            result.views.append(View(clean(hidden, signals), "tag_chars", 0, len(text)))
+    _expand(text, 0, 0, result, budget)
+    return result
+
+
+def _expand(text: str, base: int, depth: int, result: Normalized, budget: _Budget) -> None:
+    """Add the hidden and decoded views of ``text``: the original text when ``depth`` is 0,
+    else a decoded segment found at ``base`` of the original (offsets
+    inside a decoded segment do not map back, so its views point at the encoded run)."""
+    found: list[tuple[str, str, int, int]] = []
+    for origin, raw, s, e in _hidden_segments(text):
+        result.signals.add("hidden_html")
+        found.append((origin, raw, s, e))
+    if depth < MAX_DEPTH:
+        for origin, raw, s, e in _encoded_segments(text):
+            result.signals.add("encoded")
+            found.append((origin, raw, s, e))
+    if depth == 0:
+        for origin, raw in _whole_text_views(text):
+            found.append((origin, raw, 0, len(text)))
+    for origin, raw, s, e in found:
+        if not raw.strip() or not budget.take(len(raw)):
+            continue
+        view_text = clean(raw, result.signals)
+        start, end = (s, e) if depth == 0 else (base, base + len(text))
+        if origin in _DECODED:
+            result.views.append(View(view_text, origin, start, end, depth + 1))
+            # A decoded segment may itself hold hidden or encoded content.
+            _expand(view_text, start, depth + 1, result, budget)
+        else:
+            result.views.append(View(view_text, origin, start, end, depth))
+
+
+_DECODED = frozenset({"base64", "hex", "url"})

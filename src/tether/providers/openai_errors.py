@@ -1,0 +1,223 @@
+"""How an OpenAI-compatible endpoint's failures become errors: ``Transient`` for what may pass
+on a retry (429, 5xx, connection errors, timeouts, a stream cut short), ``ProviderError`` for
+the rest, with a hint; the API key and secrets in ``base_url`` scrubbed from every message.
+
+Servers differ in how they say the same thing (an unknown model is a 404 from OpenAI and vLLM,
+a 400 from LiteLLM), so hints read the error text, not the status alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Final
+
+import httpx
+
+from tether.core import ProviderError
+from tether.providers import openai_wire
+from tether.providers.http_client import ResponseTooLarge, display_url, retry_after, url_secrets
+
+_REDACTED: Final = "[REDACTED]"
+_UNKNOWN_MODEL_PHRASES: Final = (
+    "invalid model",
+    "unknown model",
+    "no such model",
+    "not a valid model",
+    "model_not_found",
+    "not found",
+    "does not exist",
+)
+"""How servers say a model name is unknown (OpenAI and vLLM: 404 "does not exist", LiteLLM:
+400 "Invalid model name passed in model=...", Ollama: 404 "not found"); the error text must
+also name the model, so "This model's maximum context length..." is not taken for one."""
+_STATUS_HINTS: Final = {
+    400: "the server rejected the request: check model.name, the model settings "
+    "(temperature, max_tokens, seed) and the tools' parameter schemas",
+    401: "check the API key (model.api_key_env names the variable that holds it)",
+    403: "the API key is not allowed to use this model or endpoint",
+    404: "check model.name and model.base_url",
+}
+_GAVE_UP_HINT: Final = (
+    "the provider is overloaded, slow or unreachable; raise model.max_retries or "
+    "model.timeout_s, or add fallback_models"
+)
+
+
+class Transient(Exception):
+    """A failure worth retrying: 429, 5xx, connection error, timeout, truncated stream."""
+
+    def __init__(
+        self, message: str, *, status_code: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+class OpenAIErrors:
+    """The errors of one model: its name, endpoint and key are what messages name or hide."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str,
+        url: str,
+        api_key: str | None,
+        api_key_env: str | None,
+        timeout_s: float,
+    ) -> None:
+        self._model = model
+        self._base_url = base_url
+        self.shown_url = display_url(url)
+        """The endpoint as messages show it (credentials in ``base_url`` hidden)."""
+        self._key_sent = api_key is not None
+        self._api_key_env = api_key_env
+        """Named in messages when no key is sent (the variable, never its value)."""
+        self._timeout_s = timeout_s
+        # Scrubbed from every message; a URL secret too short to scrub safely is still hidden
+        # wherever the URL is shown.
+        secrets = {s for s in url_secrets(base_url) if len(s) >= 4}
+        if api_key:
+            secrets.add(api_key)
+        self._secrets = sorted(secrets, key=len, reverse=True)
+        self.wire = openai_wire.WireErrors(
+            error=self.error, garbage=self.garbage, url=self.shown_url
+        )
+        """The same errors, as the wire format's parsers take them."""
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key and ``base_url`` secrets replaced."""
+        for secret in self._secrets:
+            text = text.replace(secret, _REDACTED)
+        return text
+
+    def error(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        status_code: int | None = None,
+        retryable: bool = False,
+        misconfigured: bool = False,
+    ) -> ProviderError:
+        """The ``ProviderError`` for ``message``, redacted."""
+        # An unknown model name is a setup problem whatever the status code (servers differ).
+        model_hint = self._unknown_model_hint(message)
+        return ProviderError(
+            self.redact(message),
+            hint=hint or model_hint,
+            status_code=status_code,
+            retryable=retryable,
+            misconfigured=misconfigured or model_hint is not None,
+        )
+
+    def garbage(self, what: str, excerpt: str) -> ProviderError:
+        """The error for a response that is not what an OpenAI-compatible server sends."""
+        return self.error(
+            f"unexpected response from {self.shown_url}: {what}; "
+            f"body starts: {excerpt[: openai_wire.EXCERPT_CHARS]!r}",
+            hint="is model.base_url an OpenAI-compatible /v1 endpoint?",
+        )
+
+    def for_status(self, response: httpx.Response, raw: bytes) -> Exception:
+        """What to raise for a response whose status is not a success (``raw``: its body):
+        ``Transient`` for 429 and 5xx, else ``ProviderError``."""
+        status = response.status_code
+        detail = openai_wire.api_error_message(raw)
+        message = f"{self.shown_url} returned HTTP {status}: {detail}"
+        if not self._key_sent:
+            message += " (no API key was sent)"
+        if status == 429 or status >= 500:
+            return Transient(message, status_code=status, retry_after=retry_after(response.headers))
+        hint = _STATUS_HINTS.get(status)
+        if status in (401, 403) and not self._key_sent:
+            hint = self._no_key_hint()
+        return self.error(
+            message,
+            hint=self._unknown_model_hint(message) or hint,
+            status_code=status,
+            misconfigured=status in (401, 403, 404),
+        )
+
+    def gave_up(self, last: Transient, attempts: int) -> ProviderError:
+        """The error once every attempt failed, ``last`` the last failure."""
+        hint = _GAVE_UP_HINT
+        if last.status_code is not None and not self._key_sent:
+            # A server that wants a key may answer its absence with a 500 (LiteLLM does).
+            hint = f"{self._no_key_hint()}; or else {hint}"
+        return self.error(
+            f"{last.message} (gave up after {attempts} attempt{'s' if attempts != 1 else ''})",
+            hint=hint,
+            status_code=last.status_code,
+            retryable=True,
+        )
+
+    def broke_off(self, exc: Transient) -> ProviderError:
+        """The error for a stream that failed after part of its reply was yielded."""
+        return self.error(
+            f"{exc.message}; not retried, since part of the reply was already out",
+            hint="the provider broke off its reply; run again, or add fallback_models",
+            status_code=exc.status_code,
+            retryable=True,
+        )
+
+    @contextlib.asynccontextmanager
+    async def from_httpx(self) -> AsyncIterator[None]:
+        """httpx's failures, and a body past its cap, as ``Transient`` or ``ProviderError``."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise Transient(
+                f"request to {self.shown_url} timed out after {self._timeout_s:g}s"
+            ) from exc
+        except httpx.TransportError as exc:
+            detail = str(exc) or "connection failed"
+            raise Transient(
+                f"cannot reach {self.shown_url}: {type(exc).__name__}: {detail}"
+            ) from exc
+        except httpx.DecodingError as exc:
+            raise self.error(f"cannot decode the response from {self.shown_url}: {exc}") from exc
+        except ResponseTooLarge as exc:
+            raise self.error(
+                f"the response from {self.shown_url} is larger than "
+                f"{exc.limit:,} bytes (max_response_bytes); stopped reading it",
+                hint="lower model.max_tokens, or check that model.base_url is a chat "
+                "completions endpoint",
+            ) from None
+
+    @contextlib.asynccontextmanager
+    async def mid_stream(self, chunks: Callable[[], int]) -> AsyncIterator[None]:
+        """A stall or a cut while a stream's lines are read, as ``Transient`` naming how many
+        chunks (``chunks()``) had come."""
+        try:
+            yield
+        except httpx.TimeoutException as exc:
+            raise Transient(
+                f"the stream from {self.shown_url} stalled: no data for "
+                f"{self._timeout_s:g}s after {chunks()} chunk(s)"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise Transient(
+                f"the connection to {self.shown_url} was cut mid-stream after "
+                f"{chunks()} chunk(s): {type(exc).__name__}: {exc or 'no detail'}"
+            ) from exc
+
+    def _unknown_model_hint(self, message: str) -> str | None:
+        """A hint naming ``model.name`` when ``message`` says the server does not know it."""
+        text = message.lower()
+        if self._model.lower() not in text or not any(p in text for p in _UNKNOWN_MODEL_PHRASES):
+            return None
+        return (
+            f"check model.name: the server at {display_url(self._base_url)} does not know "
+            f"{self._model!r} (for a proxy such as LiteLLM, the name must be one in its model list)"
+        )
+
+    def _no_key_hint(self) -> str:
+        variable = self._api_key_env or "the variable model.api_key_env names"
+        return (
+            f"no API key was sent ({variable} is not set): if the server needs one, "
+            f"export {variable}=<your key>"
+        )

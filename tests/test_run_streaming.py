@@ -1,0 +1,171 @@
+"""Streaming through a run: the answer as it comes, a stream cut midway, `tether run --stream`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fakes.cli import run_cli
+from fakes.openai_server import FakeOpenAIServer, Reply, stream_chunk
+from fakes.specs import make_spec
+from fakes.traces import trace_of
+from tether import (
+    Agent,
+    Control,
+    Decision,
+    HookContext,
+    ModelRequest,
+    ModelResponse,
+    OpenAIChatModel,
+    Outcome,
+    ScriptedModel,
+)
+from tether.providers import StreamEnd, StreamEvent, TextDelta
+from tether.trace import semconv
+
+
+def collector() -> tuple[list[StreamEvent], Callable[[StreamEvent], None]]:
+    events: list[StreamEvent] = []
+    return events, events.append
+
+
+async def test_the_answer_streams_and_the_result_is_the_same(sqlite_url: str) -> None:
+    events, on_event = collector()
+    model = ScriptedModel(
+        [{"tool_calls": [{"name": "nope"}]}, {"text": "one two three four"}], name="gpt-4.1-mini"
+    )
+    agent = Agent(make_spec(), model=model, trace=sqlite_url)
+    result = await agent.run("hi", stream=on_event)
+    assert result.ok and result.output == "one two three four"
+    texts = [e.text for e in events if isinstance(e, TextDelta)]
+    assert len(texts) > 1 and "".join(texts) == result.output  # in pieces, as it came
+    assert sum(isinstance(e, StreamEnd) for e in events) == 2  # one per model call
+    _, spans, _ = trace_of(sqlite_url, result.run_id)
+    chats = [s for s in spans if s.kind == "model"]
+    assert all(s.attributes[semconv.TETHER_COST_USD] > 0 for s in chats)
+
+
+async def test_a_coroutine_handler_is_awaited() -> None:
+    seen: list[str] = []
+
+    async def on_event(event: StreamEvent) -> None:
+        if isinstance(event, TextDelta):
+            seen.append(event.text)
+
+    agent = Agent(make_spec(), model=ScriptedModel([{"text": "a b c"}]), trace=False)
+    result = await agent.run("hi", stream=on_event)
+    assert "".join(seen) == result.output == "a b c"
+
+
+async def test_a_stream_cut_midway_keeps_its_partial_reply_and_usage(sqlite_url: str) -> None:
+    events, on_event = collector()
+    primary = ScriptedModel(
+        [{"text": "alpha beta gamma delta", "stream_cut_after": 2}], name="gpt-4.1-mini"
+    )
+    fallback = ScriptedModel([{"text": "from the fallback"}], name="gpt-4.1")
+    agent = Agent(make_spec(), model=primary, fallback_models=[fallback], trace=sqlite_url)
+    result = await agent.run("hi", stream=on_event)
+    # Part of the answer was shown: no fallback that would print a second one after it.
+    assert result.outcome == Outcome.ERROR and "broke off midway" in (result.error or "")
+    shown = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert shown == "alpha beta "
+    assert result.usage.input_tokens > 0  # the prompt usage reported before the cut is charged
+    _, spans, _ = trace_of(sqlite_url, result.run_id)
+    [chat] = [s for s in spans if s.kind == "model"]
+    assert chat.status == "error" and "stream cut off" in chat.status_message
+    output = chat.attributes[semconv.GEN_AI_OUTPUT_MESSAGES]
+    output = json.loads(output) if isinstance(output, str) else output
+    assert output[0]["parts"][0]["content"] == "alpha beta "
+    assert output[0]["finish_reason"] == "incomplete"
+    assert chat.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == result.usage.input_tokens
+
+
+async def test_a_stream_failing_before_any_text_falls_back(sqlite_url: str) -> None:
+    events, on_event = collector()
+    primary = ScriptedModel([{"text": "never shown", "stream_cut_after": 0}], name="gpt-4.1-mini")
+    fallback = ScriptedModel([{"text": "from the fallback"}], name="gpt-4.1")
+    agent = Agent(make_spec(), model=primary, fallback_models=[fallback], trace=sqlite_url)
+    result = await agent.run("hi", stream=on_event)
+    assert result.ok and result.output == "from the fallback"
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "from the fallback"
+
+
+async def test_a_control_answer_is_streamed_too() -> None:
+    class Canned(Control):
+        name = "canned"
+
+        async def before_model(self, ctx: HookContext, request: ModelRequest) -> Decision:
+            return Decision.respond(ModelResponse(content="canned words here"), "canned")
+
+    events, on_event = collector()
+    agent = Agent(
+        make_spec(), model=ScriptedModel([{"text": "x"}]), controls=[Canned()], trace=False
+    )
+    result = await agent.run("hi", stream=on_event)
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == result.output
+
+
+async def test_an_http_stream_cut_midway(sqlite_url: str) -> None:
+    chunks: list[dict[str, Any] | str] = [
+        stream_chunk({"role": "assistant", "content": "Hello"}),
+        stream_chunk(None, usage={"prompt_tokens": 12, "completion_tokens": 1, "total_tokens": 13}),
+        stream_chunk({"content": " world"}),
+        stream_chunk({"content": " never sent"}),
+    ]
+    with FakeOpenAIServer() as server:
+        server.enqueue(Reply(sse=chunks, sse_cut_after=3))
+        model = OpenAIChatModel(
+            "gpt-4.1-mini", base_url=server.base_url, api_key="sk-test", max_retries=0
+        )
+        agent = Agent(make_spec(), model=model, trace=sqlite_url)
+        events, on_event = collector()
+        try:
+            result = await agent.run("hi", stream=on_event)
+        finally:
+            await agent.aclose()
+        sent = server.requests[0].json
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert result.outcome == Outcome.ERROR
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hello world"
+    assert result.usage.input_tokens == 12  # known before the cut
+    _, spans, _ = trace_of(sqlite_url, result.run_id)
+    [chat] = [s for s in spans if s.kind == "model"]
+    assert chat.status == "error"
+    assert chat.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 12
+
+
+def write_spec(folder: Path, script: list[dict[str, Any]]) -> Path:
+    (folder / "script.json").write_text(json.dumps({"steps": script}))
+    spec = folder / "agent.yaml"
+    spec.write_text(
+        "name: streamer\nmodel:\n  provider: scripted\n  name: gpt-4.1-mini\n"
+        "  script: script.json\n"
+    )
+    return spec
+
+
+def test_tether_run_stream_prints_the_answer_once(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, [{"text": "streamed \u001b[31manswer"}])
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    done = run_cli("--database-url", url, "run", str(spec), "-i", "hi", "--stream")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("streamed") == 1  # not printed again after the stream
+    assert "\u001b" not in done.stdout and "\\x1b[31manswer" in done.stdout
+    assert "outcome final_answer" in done.stdout
+
+
+def test_tether_run_stream_says_when_the_stream_was_not_the_answer(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, [{"text": "partial answer text", "stream_cut_after": 1}])
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    done = run_cli("--database-url", url, "run", str(spec), "-i", "hi", "--stream")
+    assert done.returncode == 1
+    assert "partial" in done.stdout and "not the answer" in done.stdout
+    assert "broke off midway" in done.stdout
+
+
+def test_stream_and_json_do_not_go_together(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, [{"text": "x"}])
+    done = run_cli("run", str(spec), "-i", "hi", "--stream", "--json")
+    assert done.returncode == 2 and "--stream" in (done.stdout + done.stderr)
