@@ -168,3 +168,32 @@ def test_sign_in_sets_a_session_cookie_not_the_key(site: Site) -> None:
         out = c.post("/logout")
         assert out.status_code == 303
         assert c.get("/api/v1/whoami").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["https://evil.test/", "//evil.test/x", "/\\evil.test", "javascript:alert(1)", "", "runs"],
+)
+def test_sign_in_never_sends_the_browser_elsewhere(site: Site, target: str) -> None:
+    with site.client(follow_redirects=False) as c:
+        ok = c.post("/login", data={"key": site.keys["viewer"], "next": target})
+        assert ok.status_code == 303 and ok.headers["location"] == "/runs"
+
+
+def test_garbage_credentials_are_401_not_500(site: Site) -> None:
+    for cookie in ("", "x", "A" * 4000, "%C3%A9", "tth_" + "0" * 16 + "_x"):
+        with site.client(follow_redirects=False) as c:
+            c.cookies.set("tether_session", cookie)
+            assert c.get("/api/v1/whoami").status_code == 401
+            page = c.get("/dashboard")
+            assert page.status_code == 303 and page.headers["location"].startswith("/login")
+    with site.client() as c:
+        for header in ("Bearer", "Bearer  x", "bearer " + "x" * 5000, "Token abc"):
+            answer = c.get("/api/v1/whoami", headers={"Authorization": header})
+            assert answer.status_code == 401
+
+
+def test_a_huge_sign_in_form_is_413(site: Site) -> None:
+    with site.client(follow_redirects=False) as c:
+        answer = c.post("/login", data={"key": "x" * (2 << 20)})
+        assert answer.status_code == 413

@@ -14,6 +14,7 @@ from tether.cli.app import database_url, handle_errors
 from tether.cli.options import TEXT
 from tether.cli.terminal import visible
 from tether.core import TetherError
+from tether.trace.readout import fmt_ns
 
 if TYPE_CHECKING:
     from tether.server.access import AccessStore
@@ -43,7 +44,7 @@ def _access(ctx: click.Context) -> AccessStore:
 
 
 def _when(ns: int | None) -> str:
-    return "never" if ns is None else render.fmt_ns(ns)
+    return "never" if ns is None else fmt_ns(ns)
 
 
 @click.group("keys")
@@ -103,7 +104,7 @@ def keys_list(ctx: click.Context, project: str | None, as_json: bool) -> None:
     for k in keys:
         click.echo(
             f"{k.key_id}  {visible(k.project):<16} {k.role.value:<9} {k.state(now):<8} "
-            f"created {render.fmt_ns(k.created_ns)}  expires {_when(k.expires_ns)}  "
+            f"created {fmt_ns(k.created_ns)}  expires {_when(k.expires_ns)}  "
             f"{visible(k.name)}"
         )
 
@@ -152,4 +153,4 @@ def projects_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(render.dumps([{"name": n, "created_ns": c} for n, c in projects]))
         return
     for name, created in projects:
-        click.echo(f"{name}  created {render.fmt_ns(created)}")
+        click.echo(f"{name}  created {fmt_ns(created)}")

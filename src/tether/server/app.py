@@ -23,6 +23,7 @@ from tether.server.access import AccessStore
 from tether.server.config import ServerConfig
 from tether.server.middleware import BodyLimit, JsonBodies, SecurityHeaders
 from tether.store import create_store_engine
+from tether.store.reader import StoreReader
 
 log = logging.getLogger("tether.server")
 
@@ -48,10 +49,12 @@ def create_app(config: ServerConfig, *, routers: Sequence[APIRouter] = ()) -> Fa
     """The ASGI application of ``tether serve`` over the store at ``config.database_url``."""
     engine = create_store_engine(config.database_url)
     access = AccessStore(config.database_url, engine=engine)
+    reader = StoreReader(config.database_url, engine=engine, connect=False)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         access.ensure_ready()  # migrations on start: the first request finds the schema
+        reader.ensure_ready()
         if config.dev:
             log.warning("dev mode: no sign-in, every request acts as an admin (loopback only)")
         yield
@@ -69,6 +72,7 @@ def create_app(config: ServerConfig, *, routers: Sequence[APIRouter] = ()) -> Fa
     app.state.config = config
     app.state.engine = engine
     app.state.access = access
+    app.state.reader = reader
     app.state.templates = _templates()
     from tether.server.api import router as api_router
     from tether.server.ui import router as ui_router

@@ -2,9 +2,10 @@
 
 from fastapi import APIRouter
 
-from tether.server.api import access
+from tether.server.api import access, runs
 
 router = APIRouter()
 router.include_router(access.router)
+router.include_router(runs.router)
 
 __all__ = ["router"]

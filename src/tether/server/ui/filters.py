@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
 
+from tether.trace.readout import fmt_ns
+
 
 def when(ns: int | None) -> str:
     """A time in nanoseconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` UTC."""
-    if ns is None:
-        return "—"
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return "—" if ns is None else fmt_ns(ns)
 
 
 def ms(value: float | None) -> str:
@@ -29,7 +28,9 @@ def usd(value: float | None) -> str:
         return "unpriced"
     if value == 0:
         return "$0"
-    return f"${value:,.4f}" if value >= 0.0001 else f"${value:.2e}"
+    if value >= 0.01:
+        return f"${value:,.4f}"
+    return f"${value:.6f}" if value >= 0.000001 else f"${value:.2e}"
 
 
 def pretty(value: Any) -> str:

@@ -68,6 +68,11 @@ def home() -> Response:
     return RedirectResponse("/runs", status_code=303)
 
 
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    return Response(status_code=204)
+
+
 @router.get("/login")
 def login_form(request: Request, next: str | None = None) -> Response:
     if request.app.state.config.dev:
