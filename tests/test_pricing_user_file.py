@@ -71,3 +71,22 @@ def test_an_unreadable_prices_file_is_one_error(tmp_path: Path) -> None:
     broken.write_text("{", encoding="utf-8")
     with pytest.raises(SpecError, match="not valid JSON"):
         user_pricing(broken)
+
+
+def test_runs_are_priced_with_the_users_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether import Agent, AgentSpec, Limits, ModelConfig, ScriptedModel
+
+    spec = AgentSpec(
+        name="a",
+        model=ModelConfig(provider="scripted", name="my-local-llm", script="unused.yaml"),
+        limits=Limits(max_cost_usd=1.0),
+    )
+    model = ScriptedModel([{"text": "x"}], name="my-local-llm")
+    with pytest.raises(SpecError, match="no price for my-local-llm"):
+        Agent(spec, model=model, trace=False)
+    path = write(tmp_path, {"models": {"my-local-llm": {"input": 1.0, "output": 2.0}}})
+    monkeypatch.setenv("TETHER_PRICES_FILE", str(path))
+    result = Agent(spec, model=model, trace=False).run_sync("hi")
+    assert result.cost_usd is not None and result.cost_usd > 0
