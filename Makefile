@@ -55,6 +55,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/runtime_overhead.py
 	$(BENCH_VENV)/bin/python benchmarks/trace_write.py
 	$(BENCH_VENV)/bin/python benchmarks/cli_startup.py
+	$(BENCH_VENV)/bin/python benchmarks/cedar_decision.py
 
 # Prompt-injection detector: evaluation on the dev split held out by source (no network).
 eval-guards: $(STAMP)

@@ -1,5 +1,6 @@
 """Controls: the policy pipeline and the controls that run on it."""
 
+from tether.controls.authz import Authorizer, AuthzRequest, AuthzVerdict, CedarAuthorization
 from tether.controls.limits import LimitsControl, LoopBreaker
 from tether.controls.pipeline import (
     ALLOW,
@@ -14,6 +15,10 @@ from tether.controls.pipeline import (
 
 __all__ = [
     "ALLOW",
+    "Authorizer",
+    "AuthzRequest",
+    "AuthzVerdict",
+    "CedarAuthorization",
     "Control",
     "Decision",
     "Hook",

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tether.controls import Control
+from tether.controls import CedarAuthorization, Control
 from tether.core import AgentRef, Caller, EntryPoint, RunKind, TetherError
 from tether.providers import Model, ModelSettings, build_model
 from tether.runtime.chain import StreamHandler
@@ -53,10 +53,14 @@ class Agent:
         )
         pricing = pricing or pricing_from_env()
         _check_cost_limit(spec, [m.name for m in self._models()], pricing)
+        built = build_tools(spec.tools, base_dir=self.base_dir, provided=tools)
+        own = list(controls)
+        if spec.authorization is not None:  # last: it decides the call as other controls left it
+            own.append(CedarAuthorization.from_spec(spec, built, self.base_dir))
         self.harness = Harness(
             models=self._models(),
-            tools=build_tools(spec.tools, base_dir=self.base_dir, provided=tools),
-            controls=controls,
+            tools=built,
+            controls=own,
             limits=spec.limits,
             loop_breaker=spec.loop_breaker,
             settings=ModelSettings(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -158,6 +159,25 @@ class HttpToolSpec(_ToolBase):
     (others), left out when an optional one is not given. A URL field must be required."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Request headers; values may use ``${ENV}`` (never written to traces)."""
+    allowed_networks: list[str] = Field(default_factory=list)
+    """Networks (CIDR, ``10.0.0.0/8``, or one address) the tool may connect to although they
+    are private, loopback, link-local, metadata or otherwise not public; refused by default."""
+    max_redirects: int = Field(default=0, ge=0, le=10)
+    """Redirects followed, each checked like the first request (host and address); 0 refuses
+    them. Headers are sent only to the origin of ``url``."""
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{network!r} is not a network: write an address or a CIDR block "
+                    "(127.0.0.1, 10.0.0.0/8, fd00::/8)"
+                ) from None
+        return networks
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -245,6 +265,32 @@ class LoopBreakerConfig(_Strict):
     status). Each must be declared under ``tools``."""
 
 
+# -- tool authorization (Cedar) ------------------------------------------------------------------
+
+
+class AuthorizationConfig(_Strict):
+    """Cedar policies that decide every tool call. Once set, a call no policy permits is
+    refused (default deny)."""
+
+    policies: list[str] = Field(min_length=1)
+    """Policy files (``.cedar``), relative to the spec file."""
+    schema_: Literal["auto"] = Field(default="auto", alias="schema")
+    """``auto``: the Cedar schema is generated from the agent's tools; policies are validated
+    against it when the agent loads."""
+
+    @field_validator("policies", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("policies")
+    @classmethod
+    def _not_blank(cls, paths: list[str]) -> list[str]:
+        if any(not path.strip() for path in paths):
+            raise ValueError("a policy file path is empty")
+        return paths
+
+
 class AgentSpec(_Strict):
     """An agent: who it is, what it may use, how it reasons and where it stops."""
 
@@ -271,6 +317,9 @@ class AgentSpec(_Strict):
     """Run limits."""
     loop_breaker: LoopBreakerConfig = Field(default_factory=LoopBreakerConfig)
     """When repeating the same tool call stops the run."""
+    authorization: AuthorizationConfig | None = None
+    """Cedar policies deciding each tool call (default deny once set); none: every declared
+    tool may be called."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Free-form labels (team, owner, ticket)."""
 
