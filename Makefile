@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 BENCH_VENV := .bench-venv
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench install clean eval-guards guards-data guards-train
+.PHONY: demo test lint typecheck unit bench install clean eval-guards guards-data guards-train chromium
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The scenarios, then the UI on http://127.0.0.1:8700 with a fresh admin key (Ctrl-C stops).
+# `tether demo` itself never serves: tests and CI run it and it ends on its own.
 demo: $(STAMP)
 	$(BIN)/tether demo
+	$(BIN)/tether serve --print-key
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
@@ -28,7 +31,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# The browser tests drive Debian's chromium (no `playwright install`): installed here when
+# missing and we are root (CI); elsewhere they skip, except under CI=true where they fail.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) && \
+		echo "installed chromium"; \
+	fi
+
+unit: $(STAMP) chromium
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

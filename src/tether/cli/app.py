@@ -529,6 +529,13 @@ def demo(ctx: click.Context, as_json: bool) -> None:
 
 
 cli.add_command(scan)
+# Commands in their own modules (they import what they need from this one).
+from tether.cli.keys import keys_group, projects_group  # noqa: E402
+from tether.cli.serve import serve  # noqa: E402
+
+cli.add_command(serve)
+cli.add_command(keys_group)
+cli.add_command(projects_group)
 
 
 class _Terminated(SystemExit):

@@ -19,7 +19,8 @@ from tether.runtime.scope import Harness, TraceTarget
 from tether.runtime.spec_check import _check_cost_limit, _naming
 from tether.spec import AgentSpec, load_spec
 from tether.tools import Tool, build_tools
-from tether.trace import PricingTable, default_pricing
+from tether.trace import PricingTable
+from tether.trace.pricing import pricing_from_env
 
 __all__ = ["Agent", "TraceTarget"]
 
@@ -55,7 +56,7 @@ class Agent:
             if fallback_models is not None
             else [build_model(c, self.base_dir) for c in spec.fallback_models]
         )
-        pricing = pricing or default_pricing()
+        pricing = pricing or pricing_from_env()
         _check_cost_limit(spec, [m.name for m in self._models()], pricing)
         built = build_tools(spec.tools, base_dir=self.base_dir, provided=tools)
         own = list(controls)

@@ -60,7 +60,8 @@ from tether.runtime.tool_step import tools_step
 from tether.spec import Limits, LoopBreakerConfig
 from tether.store import RunRecord, SpanRecord
 from tether.tools import Tool, build_tools, definition_of
-from tether.trace import PricingTable, default_pricing, semconv
+from tether.trace import PricingTable, semconv
+from tether.trace.pricing import pricing_from_env
 from tether.trace.sink import NullSink
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class Harness:
         self.loop_breaker = loop_breaker or LoopBreakerConfig()
         self.settings = settings or ModelSettings()
         self.sink = resolve_sink(trace)
-        self.pricing = pricing or default_pricing()
+        self.pricing = pricing or pricing_from_env()
         self.degraded_answer = degraded_answer
         """The answer when the chain failed for a reason that may pass (every model down,
         timed out or behind an open circuit), in place of the built-in apology."""

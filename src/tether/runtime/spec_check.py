@@ -14,7 +14,8 @@ from tether.providers import Model, ScriptedModel, build_model
 from tether.resilience import missing_redis, timeout_warnings
 from tether.spec import AgentSpec, load_spec
 from tether.tools import HttpTool, Tool, build_tools, check_tools
-from tether.trace import PricingTable, default_pricing
+from tether.trace import PricingTable
+from tether.trace.pricing import pricing_from_env
 
 
 @contextmanager
@@ -35,8 +36,8 @@ def _check_cost_limit(spec: AgentSpec, model_names: Sequence[str], pricing: Pric
         raise SpecError(
             f"limits.max_cost_usd is set but the pricing table (version {pricing.version}) "
             f"has no price for {', '.join(unpriced)}: the cost limit could never trip",
-            hint="use a priced model name, pass Agent(pricing=...) with a table that prices "
-            "it, or remove max_cost_usd",
+            hint="use a priced model name, add its price to the file TETHER_PRICES_FILE names, "
+            "pass Agent(pricing=...) with a table that prices it, or remove max_cost_usd",
         )
 
 
@@ -91,7 +92,7 @@ def check_spec(
         _check_cost_limit(
             spec,
             [c.name for c in (spec.model, *spec.fallback_models)],
-            pricing or default_pricing(),
+            pricing or pricing_from_env(),
         )
     missing.update(var for t in tools.values() if isinstance(t, HttpTool) for var in t.missing_env)
     missing.update(missing_redis(spec.resilience))

@@ -21,8 +21,37 @@ MAX_CURSOR_CHARS = 200
 
 RunStatus = Literal["running", "completed", "paused", "failed"]
 
+ERROR_EVENTS = {
+    "tool_error": "tether.tool.error",
+    "model_error": "tether.model.error",
+    "limit": "tether.run.limit",
+    "run_error": "tether.run.error",
+    "fallback": "tether.model.fallback",
+}
+"""Error categories and the event that puts a run in each (``tether.trace.semconv`` names)."""
+BLOCKED = "blocked"
+"""The category of a run in which a control decision blocked a step."""
+DECISION_EVENT = "tether.control.decision"
+BLOCK_MARK = '"tether.decision":"block"'
+"""How a blocking decision reads in an event's stored (compact JSON) attributes."""
+ErrorCategory = Literal["tool_error", "model_error", "limit", "run_error", "fallback", "blocked"]
+ERROR_CATEGORIES: tuple[str, ...] = (*ERROR_EVENTS, BLOCKED)
+MAX_TEXT = 200
+"""Longest free-text search."""
 
-_FILTERS = ("status", "outcome", "agent", "version", "model", "project", "kind", "entry_point")
+
+_FILTERS = (
+    "status",
+    "outcome",
+    "agent",
+    "version",
+    "model",
+    "project",
+    "kind",
+    "entry_point",
+    "error_category",
+    "tag",
+)
 """The fields that filter on a value of a run (one value, or several to match any of)."""
 
 
@@ -60,6 +89,25 @@ class RunQuery(BaseModel):
     """Most runs in the page."""
     cursor: str | None = None
     """Where the page starts: ``next_cursor`` of the page before it (None: the newest run)."""
+    min_cost_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """Runs that cost at least this much (US dollars; runs of unknown cost never match)."""
+    min_latency_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    """Runs that ended and took at least this long."""
+    error_category: tuple[ErrorCategory, ...] = ()
+    """Runs with an error of one of these categories (``tool_error``, ``model_error``,
+    ``limit``, ``run_error``, ``fallback``, ``blocked``)."""
+    tag: tuple[str, ...] = ()
+    """``key=value``: runs whose attributes have that key with that (string) value."""
+    text: str | None = Field(default=None, min_length=1, max_length=MAX_TEXT)
+    """Runs whose input or output holds this text (case-insensitive for ASCII letters)."""
+
+    @field_validator("tag")
+    @classmethod
+    def _key_value(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if "=" not in value or not value.split("=", 1)[0]:
+                raise ValueError(f"a tag filter is key=value, got {value!r}")
+        return values
 
     @field_validator(*_FILTERS, mode="before")
     @classmethod

@@ -23,7 +23,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from tether.core import InvalidQuery, NotFound, StoreError
 from tether.store import tables
 from tether.store.db import create_store_engine, driver_message, migrate, redact_url
-from tether.store.query import RunQuery, decode_cursor, encode_cursor
+from tether.store.query import (
+    BLOCK_MARK,
+    BLOCKED,
+    DECISION_EVENT,
+    ERROR_EVENTS,
+    RunQuery,
+    decode_cursor,
+    encode_cursor,
+)
 from tether.store.records import CheckpointRecord, EventRecord, RunRecord, SpanRecord
 from tether.store.values import (
     RUN_AGENT,
@@ -105,7 +113,42 @@ def _conditions(query: RunQuery) -> list[Any]:
         out.append(runs.started_ns >= query.since_ns)
     if query.until_ns is not None:
         out.append(runs.started_ns < query.until_ns)
+    if query.min_cost_usd is not None:
+        out.append(runs.cost_usd >= query.min_cost_usd)
+        out.append(~runs.attributes.contains(_UNPRICED, autoescape=True))
+    if query.min_latency_ms is not None:
+        out.append(runs.ended_ns.is_not(None))
+        out.append(runs.ended_ns - runs.started_ns >= round(query.min_latency_ms * 1_000_000))
+    if query.error_category:
+        out.append(or_(*(_has_category(c) for c in sorted(set(query.error_category)))))
+    for tag in query.tag:
+        key, value = tag.split("=", 1)
+        # Attributes are stored as compact JSON: the pair reads exactly so.
+        pair = json.dumps({key: value}, separators=(",", ":"), ensure_ascii=False)[1:-1]
+        out.append(runs.attributes.contains(pair, autoescape=True))
+    if query.text:
+        needle = clean_text(query.text) or ""
+        out.append(
+            or_(
+                runs.input.icontains(needle, autoescape=True),
+                runs.output.icontains(needle, autoescape=True),
+            )
+        )
     return out
+
+
+_UNPRICED = '"tether.cost.unpriced"'
+
+
+def _has_category(category: str) -> Any:
+    """Runs with an event of that error category (``EXISTS``, by the events' run index)."""
+    events = tables.events.c
+    found = select(events.run_id).where(events.run_id == tables.runs.c.run_id)
+    if category == BLOCKED:
+        found = found.where(events.name == DECISION_EVENT, events.attributes.contains(BLOCK_MARK))
+    else:
+        found = found.where(events.name == ERROR_EVENTS[category])
+    return found.exists()
 
 
 class StoreReader:

@@ -113,3 +113,37 @@ checkpoints = Table(
     Column("state", Text, nullable=False),
     Index("ix_tether_checkpoints_run", "run_id", "created_ns"),
 )
+
+projects = Table(
+    "tether_projects",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("created_ns", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "tether_api_keys",
+    metadata,
+    Column("key_id", String(16), primary_key=True),
+    Column("project", String(128), ForeignKey("tether_projects.name"), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("name", String(128), nullable=False),
+    # SHA-256 of the key's random secret, hex: never the secret itself.
+    Column("secret_sha256", String(64), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("expires_ns", BigInteger),
+    Column("revoked_ns", BigInteger),
+    Index("ix_tether_api_keys_project", "project", "created_ns"),
+)
+
+sessions = Table(
+    "tether_sessions",
+    metadata,
+    # SHA-256 of the session cookie's random token, hex: a stolen table opens no session.
+    Column("token_sha256", String(64), primary_key=True),
+    Column("key_id", String(16), ForeignKey("tether_api_keys.key_id"), nullable=False),
+    Column("project", String(128), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("expires_ns", BigInteger, nullable=False),
+    Index("ix_tether_sessions_key", "key_id"),
+)
