@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tether.core import scrub_surrogates
+from tether.core.jsontext import compact_json_encoder
 from tether.store import tables
 
-# Built once: ``json.dumps`` with non-default options builds a new encoder on every call.
-_encode_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
+# Built once: ``json.dumps`` with options builds a new encoder on every call.
+_encode_utf8 = compact_json_encoder(ensure_ascii=False)
 
 
 def dumps_attributes(value: dict[str, Any]) -> str:

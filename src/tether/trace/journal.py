@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import mmap
+import operator
 import os
 import secrets
 import time
@@ -30,6 +31,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
+from tether.core.jsontext import compact_json_encoder
 from tether.store import CheckpointRecord, EventRecord, RunRecord, SpanRecord, dumps_attributes
 
 try:
@@ -100,20 +102,21 @@ def read_identity(directory: Path) -> str | None:
     return store if isinstance(store, str) else None
 
 
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+_encode_ascii = compact_json_encoder(ensure_ascii=True)
+# A record's fields in journal order, read in one call (C) rather than one getattr each.
+_HEAD = {op: operator.attrgetter(*names) for op, names in _FIELDS.items()}
 
 
 def encode(op: int, record: Record) -> tuple[bytes, str | None]:
     """The journal line of a record, and its attributes serialized as the store keeps them
     (so the store need not serialize them again). A line is ``[op, [fields...], attributes]``.
     """
-    values = [getattr(record, name) for name in _FIELDS[op]]
     # ensure_ascii: a lone surrogate in user text is escaped, so the line is valid UTF-8.
-    head = _encode(values)
+    head = _encode_ascii(_HEAD[op](record))
     attributes = getattr(record, "attributes", None)
     if attributes is None:
         return f"[{op},{head},null]\n".encode(), None
-    text = dumps_attributes(attributes)  # always encodable: it escapes lone surrogates
+    text = dumps_attributes(attributes)  # always encodable: it scrubs lone surrogates
     return f"[{op},{head},{text}]\n".encode(), text
 
 
