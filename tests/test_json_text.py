@@ -5,11 +5,12 @@ from __future__ import annotations
 import enum
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tether.core.jsontext import compact_json_encoder
+from tether.core.jsontext import compact_json_encoder, json_bytes, json_text
 from tether.store import dumps_attributes
 from tether.store.records import RunRecord, SpanRecord
 from tether.trace.journal import CHECKPOINT, RUN_START, SPAN, _decode, encode
@@ -55,15 +56,40 @@ VALUES: list[Any] = [
 
 @pytest.mark.parametrize("ensure_ascii", [True, False])
 @pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
-def test_same_text_as_json_dumps(value: Any, ensure_ascii: bool) -> None:
+def test_prebuilt_encoder_writes_what_json_dumps_writes(value: Any, ensure_ascii: bool) -> None:
     encode_ = compact_json_encoder(ensure_ascii=ensure_ascii)
     expected = json.dumps(value, separators=(",", ":"), ensure_ascii=ensure_ascii, default=str)
     assert encode_(value) == expected
 
 
-def test_nan_as_json_dumps_writes_it() -> None:
-    encode_ = compact_json_encoder(ensure_ascii=False)
-    assert encode_([math.nan]) == "[NaN]"
+def _finite(value: Any) -> bool:
+    text = json.dumps(value, default=str)
+    return "NaN" not in text and "Infinity" not in text
+
+
+@pytest.mark.parametrize("value", [v for v in VALUES if _finite(v)], ids=lambda v: type(v).__name__)
+def test_json_text_means_what_json_dumps_means(value: Any) -> None:
+    expected = json.loads(json.dumps(value, default=str).replace("\\ud800", "\\ufffd"))
+    if isinstance(value, dict) and "enum" in value:
+        expected["enum"] = "red"  # an Enum is written as its value
+    text = json_text(value)
+    assert json.loads(text) == expected
+    assert json_bytes(value) == text.encode()
+    text.encode("utf-8")  # valid UTF-8, whatever the value held
+
+
+def test_json_text_writes_no_number_json_has_not() -> None:
+    assert json_text([math.nan, math.inf, -math.inf, 1.5]) == "[null,null,null,1.5]"
+
+
+def test_json_text_falls_back_for_what_orjson_refuses() -> None:
+    assert json_text({"big": 2**70}) == '{"big":1180591620717411303424}'
+    assert json_text({"t": "a\ud800b"}) == '{"t":"a\ufffdb"}'
+    deep: Any = "x"
+    for _ in range(300):
+        deep = [deep]
+    assert json.loads(json_text(deep)) == deep
+    assert dumps_attributes({"t": "a\ud800b"}) == '{"t":"a\ufffdb"}'
 
 
 def test_a_value_containing_itself_raises_instead_of_looping() -> None:
@@ -71,10 +97,17 @@ def test_a_value_containing_itself_raises_instead_of_looping() -> None:
     value["self"] = value
     with pytest.raises(RecursionError):
         compact_json_encoder(ensure_ascii=False)(value)
+    with pytest.raises(RecursionError):
+        json_text(value)
 
 
-def test_dumps_attributes_scrubs_lone_surrogates() -> None:
-    assert dumps_attributes({"t": "a\ud800b"}) == '{"t":"a\ufffdb"}'
+def test_a_str_that_raises_is_not_swallowed() -> None:
+    class Broken:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    with pytest.raises(RuntimeError, match="no text"):
+        json_text({"x": Broken()})
 
 
 def _reference_line(op: int, record: Any, fields: tuple[str, ...]) -> bytes:
@@ -85,7 +118,7 @@ def _reference_line(op: int, record: Any, fields: tuple[str, ...]) -> bytes:
     return f"[{op},{head},{text}]\n".encode()
 
 
-def test_journal_lines_are_byte_for_byte_those_of_format_version_1() -> None:
+def test_journal_lines_read_back_as_lines_of_format_version_1_do() -> None:
     from tether.store import CheckpointRecord
     from tether.trace.journal import _FIELDS
 
@@ -113,14 +146,17 @@ def test_journal_lines_are_byte_for_byte_those_of_format_version_1() -> None:
     checkpoint = CheckpointRecord(
         trace_id=run.trace_id, run_id=run.run_id, schema_version=1, created_ns=4, state_json="{}"
     )
+    header = json.dumps({"tether_journal": 1, "fields": _FIELDS}, separators=(",", ":"))
     for op, record in ((RUN_START, run), (SPAN, span), (CHECKPOINT, checkpoint)):
         line, attributes_json = encode(op, record)
-        assert line == _reference_line(op, record, _FIELDS[op])
-        assert line.decode("utf-8")  # valid UTF-8 even with a lone surrogate in user text
+        line.decode("utf-8")  # valid UTF-8 even with a lone surrogate in user text
         if attributes_json is not None:
             assert line.endswith(f",{attributes_json}]\n".encode())
-    # And a reader gets the records back, messages structured.
-    header = json.dumps({"tether_journal": 1, "fields": _FIELDS}, separators=(",", ":")).encode()
-    items = _decode(None, header + b"\n" + encode(SPAN, span)[0])  # type: ignore[arg-type]
-    [(op, back)] = items
-    assert op == SPAN and back == span
+        old = _reference_line(op, record, _FIELDS[op])  # as the first journal wrote it
+        [(new_op, new)] = _decode(Path("new"), header.encode() + b"\n" + line)
+        [(old_op, was)] = _decode(Path("old"), header.encode() + b"\n" + old)
+        assert new_op == old_op == op
+        if isinstance(record, RunRecord):  # user text: its lone surrogate is replaced now
+            assert was.input == record.input and new.input == "in \ufffd put 世界"
+            was.input = new.input
+        assert new == was

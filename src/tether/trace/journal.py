@@ -31,8 +31,8 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from tether.core.jsontext import compact_json_encoder
-from tether.store import CheckpointRecord, EventRecord, RunRecord, SpanRecord, dumps_attributes
+from tether.core.jsontext import json_bytes
+from tether.store import CheckpointRecord, EventRecord, RunRecord, SpanRecord
 
 try:
     import fcntl
@@ -102,22 +102,20 @@ def read_identity(directory: Path) -> str | None:
     return store if isinstance(store, str) else None
 
 
-_encode_ascii = compact_json_encoder(ensure_ascii=True)
 # A record's fields in journal order, read in one call (C) rather than one getattr each.
 _HEAD = {op: operator.attrgetter(*names) for op, names in _FIELDS.items()}
 
 
 def encode(op: int, record: Record) -> tuple[bytes, str | None]:
     """The journal line of a record, and its attributes serialized as the store keeps them
-    (so the store need not serialize them again). A line is ``[op, [fields...], attributes]``.
-    """
-    # ensure_ascii: a lone surrogate in user text is escaped, so the line is valid UTF-8.
-    head = _encode_ascii(_HEAD[op](record))
+    (so the store need not serialize them again). A line is ``[op, [fields...], attributes]``,
+    valid UTF-8 (a lone surrogate in user text is replaced, as the store would)."""
+    head = json_bytes(_HEAD[op](record))
     attributes = getattr(record, "attributes", None)
     if attributes is None:
-        return f"[{op},{head},null]\n".encode(), None
-    text = dumps_attributes(attributes)  # always encodable: it scrubs lone surrogates
-    return f"[{op},{head},{text}]\n".encode(), text
+        return b"[%d,%b,null]\n" % (op, head), None
+    text = json_bytes(attributes)
+    return b"[%d,%b,%b]\n" % (op, head, text), text.decode()
 
 
 class Segment:
