@@ -16,15 +16,14 @@ from __future__ import annotations
 import json
 from typing import Any, overload
 
-from tether.core.jsontext import compact_json_encoder
+from tether.core.jsontext import json_bytes
 from tether.core.settings import max_payload_chars_from_env
 from tether.core.text import clip_text
 from tether.providers import Message, ModelResponse, ToolCall
 
 # Built once: json.dumps with options builds a new encoder on every call. Readable spacing
-# for what a person reads (arguments shown as text); compact for sizes as stored.
+# for what a person reads (arguments shown as text); sizes are those of compact JSON.
 _dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
-_compact = compact_json_encoder(ensure_ascii=False)
 
 MAX_ATTRIBUTE_CHARS = 8_000
 """Longer attribute values (tool arguments and results, message parts, errors) are clipped."""
@@ -56,6 +55,13 @@ def arguments_text(call: ToolCall) -> str:
     return clip(raw if raw is not None else _dumps(call.arguments))
 
 
+def _longer_than_attribute(value: Any) -> bool:
+    """Whether ``value`` as compact JSON has more than ``MAX_ATTRIBUTE_CHARS`` characters
+    (counted in bytes first: never fewer than the characters)."""
+    data = json_bytes(value)
+    return len(data) > MAX_ATTRIBUTE_CHARS and len(data.decode()) > MAX_ATTRIBUTE_CHARS
+
+
 def otel_parts(message: Message) -> list[dict[str, Any]]:
     """A message's parts in the OTel GenAI shape (text, tool_call, tool_call_response)."""
     if message.role == "tool":
@@ -67,7 +73,7 @@ def otel_parts(message: Message) -> list[dict[str, Any]]:
     for call in message.tool_calls:
         raw = call.raw_arguments
         arguments: Any = call.arguments if raw is None else raw
-        if raw is not None or len(_compact(arguments)) > MAX_ATTRIBUTE_CHARS:
+        if raw is not None or _longer_than_attribute(arguments):
             arguments = arguments_text(call)
         part = {"type": "tool_call", "id": call.id, "name": call.name, "arguments": arguments}
         parts.append(part)
@@ -86,7 +92,9 @@ def _converted(message: Message, cache: MessageCache | None) -> tuple[dict[str, 
         if hit is not None and hit[0] is message:
             return hit[1], hit[2]
     entry = {"role": message.role, "parts": otel_parts(message)}
-    size = len(_compact(entry))  # as the store writes it, inside the span's attributes
+    # As the store writes it, inside the span's attributes; in UTF-8 bytes, which is at least
+    # the characters (and cheaper to get).
+    size = len(json_bytes(entry))
     if cache is not None:
         cache[id(message)] = (message, entry, size)  # the message is kept: its id is not reused
     return entry, size
