@@ -8,6 +8,8 @@ always valid UTF-8 (a lone surrogate, which user text can hold, becomes U+FFFD).
   back to the standard library for what orjson refuses: lone surrogates, integers beyond 64
   bits, nesting deeper than 254 levels. Unlike ``json.dumps``, NaN and infinities are written
   as ``null`` (JSON has no such numbers) on the orjson path, and an ``Enum`` as its value.
+  Of a dict (attributes) they never fail: a value that cannot be written (one containing
+  itself, nested past the recursion limit, whose ``str()`` raises) becomes a note saying so.
 - :func:`compact_json_encoder` is the standard library's encoder, built once: ``json.dumps``
   and ``JSONEncoder.encode`` build a new C encoder on every call, which for small values costs
   about as much as the encoding. Its text is exactly ``json.dumps(value, separators=(",", ":"),
@@ -65,10 +67,26 @@ _encode_utf8 = compact_json_encoder(ensure_ascii=False)
 
 
 def _stdlib_text(value: Any) -> str:
-    text = _encode_utf8(value)
+    try:
+        text = _encode_utf8(value)
+    except Exception:
+        if not isinstance(value, dict):
+            raise
+        # Attributes holding a value that cannot be written (one containing itself, nested
+        # past the recursion limit, whose str() fails): that value is replaced by a note, so
+        # one bad metadata entry neither fails a run nor loses its trace.
+        text = _encode_utf8({str(k): _writable(v) for k, v in value.items()})
     # A lone surrogate (only in a string, so inside a JSON string literal) becomes U+FFFD:
     # escaped, it would come back on reading and break every UTF-8 output it is shown on.
     return text if text.isascii() else scrub_surrogates(text)
+
+
+def _writable(value: Any) -> Any:
+    try:
+        _encode_utf8(value)
+    except Exception as exc:
+        return f"<not serializable: {type(value).__name__}: {type(exc).__name__}>"
+    return value
 
 
 if orjson is not None:
