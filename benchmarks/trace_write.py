@@ -9,8 +9,8 @@ attributes each) into the ``tether_spans`` table of a fresh SQLite file:
           everything is in the database.
   raw     ``sqlite3.executemany`` of the same rows into a file whose schema ``Store`` created,
           with the same pragmas (WAL, synchronous=NORMAL, foreign_keys=ON), committed in
-          batches of the writer's ``max_batch``; the attributes are JSON-serialized the way
-          the store does it, so both paths do the same work.
+          batches of the writer's ``max_batch``; the attributes are serialized with the
+          store's own ``dumps_attributes``, so both paths do the same work.
 
 The run row the spans point to (foreign key) is written before the clock starts. Each size is
 repeated (default 3x), interleaving the two paths with a fresh file every time; the median
@@ -24,7 +24,7 @@ collecting ``TraceSink``, and its records (a run's start, 4 spans, its end) are 
           journal copy counted), then ``writer.flush()``.
   raw     ``sqlite3``: one transaction per ``max_batch`` records with ``executemany`` of the
           run INSERTs, the span INSERTs and the run-end UPDATEs, the attributes serialized
-          with ``json.dumps`` as the store does: the floor for these rows.
+          with the store's ``dumps_attributes``: the floor for these rows.
 
 No timing is asserted: this prints numbers, it does not pass or fail on them.
 
@@ -43,13 +43,14 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 
 import tether
-from tether.store import RunRecord, SpanRecord, Store, TraceBatch, tables
+from tether.store import RunRecord, SpanRecord, Store, TraceBatch, dumps_attributes, tables
 from tether.store.db import SQLITE_BUSY_TIMEOUT_MS
 from tether.trace import BatchingWriter
 
@@ -156,12 +157,18 @@ def count_spans(store: Store) -> int:
 
 
 def bench_tether(spans: list[SpanRecord], path: Path) -> float:
-    store = fresh_store(path)
+    return _time_writer(fresh_store(path), path, [("span", s) for s in spans])
+
+
+def _time_writer(store: Store, path: Path, records: list[tuple[str, Any]]) -> float:
+    """Seconds from handing ``records`` (``(writer method, record)``) to a journaled writer
+    until its flush returns; checks the spans are all in the store."""
     writer = BatchingWriter(store, journal=path.parent / f"{path.stem}-journal")
     try:
+        writer.flush(timeout=None)  # opened and migrated before the clock starts
         t0 = time.perf_counter()
-        for s in spans:
-            writer.span(s)
+        for kind, record in records:
+            getattr(writer, kind)(record)
         ok = writer.flush(timeout=None)
         elapsed = time.perf_counter() - t0
         assert ok and writer.dropped == 0
@@ -169,42 +176,51 @@ def bench_tether(spans: list[SpanRecord], path: Path) -> float:
         writer.close()
     written = count_spans(store)
     store.close()
-    if written != len(spans):
-        raise SystemExit(f"tether wrote {written} spans, expected {len(spans)}")
+    expected = sum(1 for kind, _ in records if kind == "span")
+    if written != expected:
+        raise SystemExit(f"tether wrote {written} spans, expected {expected}")
     return elapsed
 
 
 def _dumps(value: dict[str, Any]) -> str:
-    # The same serialization as tether.store.dumps_attributes.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+    # The store's own serialization (orjson), so that both paths do the same work.
+    return dumps_attributes(value)
+
+
+def _raw_connection(path: Path) -> sqlite3.Connection:
+    """A stdlib connection with the store's pragmas."""
+    conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    return conn
+
+
+def _span_row(s: SpanRecord) -> tuple[Any, ...]:
+    """A span as the row the raw path inserts (the columns of ``INSERT_SQL``)."""
+    return (
+        s.span_id,
+        s.run_id,
+        s.trace_id,
+        s.parent_id,
+        s.name,
+        s.kind,
+        s.start_ns,
+        s.end_ns,
+        s.status,
+        s.status_message,
+        _dumps(s.attributes),
+    )
 
 
 def bench_raw(spans: list[SpanRecord], path: Path, batch: int) -> float:
     fresh_store(path).close()  # same schema and run row, written by Store
-    conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    conn = _raw_connection(path)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         t0 = time.perf_counter()
         for i in range(0, len(spans), batch):
-            rows = [
-                (
-                    s.span_id,
-                    s.run_id,
-                    s.trace_id,
-                    s.parent_id,
-                    s.name,
-                    s.kind,
-                    s.start_ns,
-                    s.end_ns,
-                    s.status,
-                    s.status_message,
-                    _dumps(s.attributes),
-                )
-                for s in spans[i : i + batch]
-            ]
+            rows = [_span_row(s) for s in spans[i : i + batch]]
             with conn:  # one transaction per batch, like the writer
                 conn.executemany(INSERT_SQL, rows)
         elapsed = time.perf_counter() - t0
@@ -279,24 +295,7 @@ def agent_records(runs: int) -> list[tuple[str, Any]]:
 
 
 def bench_tether_runs(records: list[tuple[str, Any]], path: Path) -> float:
-    store = Store(f"sqlite:///{path}")
-    writer = BatchingWriter(store, journal=path.parent / f"{path.stem}-journal")
-    try:
-        writer.flush(timeout=None)
-        t0 = time.perf_counter()
-        for kind, record in records:
-            getattr(writer, kind)(record)
-        ok = writer.flush(timeout=None)
-        elapsed = time.perf_counter() - t0
-        assert ok and writer.dropped == 0
-    finally:
-        writer.close()
-    written = count_spans(store)
-    store.close()
-    expected = sum(1 for kind, _ in records if kind == "span")
-    if written != expected:
-        raise SystemExit(f"tether wrote {written} spans, expected {expected}")
-    return elapsed
+    return _time_writer(Store(f"sqlite:///{path}"), path, records)
 
 
 def _table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -305,11 +304,8 @@ def _table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
 
 def bench_raw_runs(records: list[tuple[str, Any]], path: Path, batch: int) -> float:
     Store(f"sqlite:///{path}").close()  # the schema, made by Store
-    conn = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000)
+    conn = _raw_connection(path)
     try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
         # The run columns this store has, by the RunRecord fields of the same name.
         run_columns = _table_columns(conn, "tether_runs")
         fields = [f for f in RunRecord.__slots__ if f in run_columns]  # type: ignore[attr-defined]
@@ -329,23 +325,7 @@ def bench_raw_runs(records: list[tuple[str, Any]], path: Path, batch: int) -> fl
         for i in range(0, len(records), batch):
             chunk = records[i : i + batch]
             started = [run_values(r, fields) for k, r in chunk if k == "run_started"]
-            spans = [
-                (
-                    s.span_id,
-                    s.run_id,
-                    s.trace_id,
-                    s.parent_id,
-                    s.name,
-                    s.kind,
-                    s.start_ns,
-                    s.end_ns,
-                    s.status,
-                    s.status_message,
-                    _dumps(s.attributes),
-                )
-                for k, s in chunk
-                if k == "span"
-            ]
+            spans = [_span_row(s) for k, s in chunk if k == "span"]
             ends = [
                 (*run_values(r, ended), r.run_id, r.started_ns)
                 for k, r in chunk
@@ -365,19 +345,33 @@ def bench_raw_runs(records: list[tuple[str, Any]], path: Path, batch: int) -> fl
     return elapsed
 
 
+def _interleaved(
+    rep: int,
+    times: dict[str, list[float]],
+    path_for: Callable[[str], Path],
+    tether_path: Callable[[Path], float],
+    raw_path: Callable[[Path], float],
+) -> None:
+    """One repeat of both paths, each into its own fresh file, tether first on even repeats."""
+    order = ["tether", "raw"] if rep % 2 == 0 else ["raw", "tether"]
+    for name in order:
+        timed = tether_path if name == "tether" else raw_path
+        times[name].append(timed(path_for(name)))
+
+
 def run_flush(runs: int, repeats: int, workdir: Path, batch: int) -> dict[str, Any]:
     """Per-run flush cost of the runtime's own records: tether's writer against raw sqlite3."""
     times: dict[str, list[float]] = {"tether": [], "raw": []}
     bench_tether_runs(agent_records(50), workdir / "warm-runs-tether.db")
     for rep in range(repeats):
         records = agent_records(runs)  # fresh ids: each file gets its own runs
-        order = ["tether", "raw"] if rep % 2 == 0 else ["raw", "tether"]
-        for name in order:
-            path = workdir / f"runs-{name}-{rep}.db"
-            if name == "tether":
-                times[name].append(bench_tether_runs(records, path))
-            else:
-                times[name].append(bench_raw_runs(records, path, batch))
+        _interleaved(
+            rep,
+            times,
+            lambda name: workdir / f"runs-{name}-{rep}.db",  # noqa: B023 - called at once
+            lambda path: bench_tether_runs(records, path),  # noqa: B023
+            lambda path: bench_raw_runs(records, path, batch),  # noqa: B023
+        )
     per_run = {k: [t / runs * 1e6 for t in v] for k, v in times.items()}
     med = {k: statistics.median(v) for k, v in per_run.items()}
     return {
@@ -401,13 +395,13 @@ def run(sizes: list[int], repeats: int, runs: int, workdir: Path) -> dict[str, A
         spans = make_spans(n)
         times: dict[str, list[float]] = {"tether": [], "raw": []}
         for rep in range(repeats):
-            order = ["tether", "raw"] if rep % 2 == 0 else ["raw", "tether"]
-            for name in order:
-                path = workdir / f"{name}-{n}-{rep}.db"
-                if name == "tether":
-                    times[name].append(bench_tether(spans, path))
-                else:
-                    times[name].append(bench_raw(spans, path, batch))
+            _interleaved(
+                rep,
+                times,
+                lambda name: workdir / f"{name}-{n}-{rep}.db",  # noqa: B023 - called at once
+                lambda path: bench_tether(spans, path),  # noqa: B023
+                lambda path: bench_raw(spans, path, batch),  # noqa: B023
+            )
         rates = {k: [n / t for t in v] for k, v in times.items()}
         med = {k: statistics.median(v) for k, v in rates.items()}
         results[str(n)] = {
