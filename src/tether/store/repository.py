@@ -112,6 +112,41 @@ def _run_models(spans: list[SpanRecord]) -> list[tuple[str, str]]:
     return sorted(found)  # one order: two writers' inserts never wait on each other in turn
 
 
+def _insert_dicts(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert rows given as dicts (all with the same keys): on SQLite through the driver's
+    ``executemany``, as :func:`_insert`; elsewhere through Core."""
+    if conn.dialect.paramstyle != "qmark":
+        conn.execute(table.insert(), rows)
+        return
+    columns = tuple(rows[0])
+    key = (table.name, columns)
+    sql = _INSERT_DICT_SQL.get(key)
+    if sql is None:
+        sql = _INSERT_DICT_SQL[key] = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' for _ in columns)})"
+        )
+    conn.exec_driver_sql(sql, [tuple(row.values()) for row in rows])
+
+
+_INSERT_DICT_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
+_END_RUN_SQLITE = (
+    f"UPDATE {tables.runs.name} SET "
+    + ", ".join(f"{f} = ?" for f in (*_RUN_END_FIELDS, "attributes"))
+    + " WHERE run_id = ? AND started_ns = ?"
+)
+_END_RUN_ORDER = tuple(f"b_{f}" for f in (*_RUN_END_FIELDS, "attributes", "run_id", "started_ns"))
+
+
+def _end_runs(conn: Any, params: list[dict[str, Any]]) -> None:
+    """The prepared run-end UPDATE for every run that ended in a batch; on SQLite through the
+    driver's ``executemany`` (as :func:`_insert`)."""
+    if conn.dialect.paramstyle != "qmark":
+        conn.execute(_END_RUN, params)
+        return
+    conn.exec_driver_sql(_END_RUN_SQLITE, [tuple(p[k] for k in _END_RUN_ORDER) for p in params])
+
+
 def _run_end_params(r: RunRecord) -> dict[str, Any]:
     params = {f"b_{f}": getattr(r, f) for f in _RUN_END_FIELDS}
     params["b_output"], params["b_error"] = clean_text(r.output), clean_text(r.error)
@@ -170,7 +205,7 @@ class Store(StoreReader):
                     batch = without_existing(conn, batch)
                 cached = batch.attributes_json
                 if batch.runs_started:
-                    conn.execute(tables.runs.insert(), [_run_row(r) for r in batch.runs_started])
+                    _insert_dicts(conn, tables.runs, [_run_row(r) for r in batch.runs_started])
                 if batch.spans:
                     _insert(
                         conn,
@@ -227,7 +262,7 @@ class Store(StoreReader):
                         ],
                     )
                 if batch.runs_ended:
-                    conn.execute(_END_RUN, [_run_end_params(r) for r in batch.runs_ended])
+                    _end_runs(conn, [_run_end_params(r) for r in batch.runs_ended])
         except SQLAlchemyError as exc:
             raise self._failed("writing to", exc) from exc
         except Exception as exc:  # attributes that cannot be serialized (or whose str() fails)

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tether.core import scrub_surrogates
+from tether.core.jsontext import json_text
 from tether.store import tables
-
-# Built once: ``json.dumps`` with non-default options builds a new encoder on every call.
-_encode_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
 def dumps_attributes(value: dict[str, Any]) -> str:
-    """Attributes as the store keeps them: compact JSON, anything unserializable as ``str``."""
-    text: str = _encode_utf8(value)
-    # A lone surrogate (only in a string, so inside a JSON string literal) becomes U+FFFD, as
-    # in the text columns: escaped, it would come back on reading and break every UTF-8
-    # output the trace is shown on.
-    return text if text.isascii() else scrub_surrogates(text)
+    """Attributes as the store keeps them: compact JSON, anything unserializable as ``str``,
+    lone surrogates as U+FFFD, as in the text columns (see ``tether.core.jsontext``)."""
+    return json_text(value)
 
 
 def clean_text(value: str | None) -> str | None:
