@@ -480,3 +480,8 @@ def _main() -> None:
     except click.exceptions.Abort:
         err_console.print("aborted")
         sys.exit(1)
+
+
+from tether.cli.sandbox import sandbox  # noqa: E402 (it uses handle_errors, defined above)
+
+cli.add_command(sandbox)
