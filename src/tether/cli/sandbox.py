@@ -4,6 +4,7 @@ uses, and show what it did."""
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from pathlib import Path
 
@@ -23,6 +24,12 @@ from tether.sandbox.limits import (
 _DEFAULTS = SandboxLimits()
 
 
+def _finite(_ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if math.isnan(value):  # FloatRange lets NaN through: it compares false both ways
+        raise click.BadParameter("must be a number of seconds, not nan", param=param)
+    return value
+
+
 @click.group()
 def sandbox() -> None:
     """Run code in the sandbox of `kind: python_sandbox` tools."""
@@ -37,6 +44,7 @@ def sandbox() -> None:
     default=_DEFAULTS.timeout_s,
     show_default=True,
     metavar="S",
+    callback=_finite,
     help="Wall-clock seconds; then every process of the run is killed.",
 )
 @click.option(

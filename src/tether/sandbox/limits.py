@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from tether.core import TetherError
+
 MIB = 1 << 20
 
 # Bounds shared by the spec, the CLI and the API: past them a value is a typo, not a wish.
@@ -20,7 +22,7 @@ MAX_OUTPUT_BYTES = 64 * MIB
 MAX_CODE_BYTES = 16 * MIB
 
 
-class SandboxLimitError(ValueError):
+class SandboxLimitError(TetherError, ValueError):
     """A limit out of its range (the message names the limit and the range)."""
 
 
