@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 BENCH_VENV := .bench-venv
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench install clean
+.PHONY: demo test lint typecheck unit bench install clean sandbox-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,24 @@ $(STAMP): pyproject.toml
 	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) sandbox-deps
+
+# The code sandbox (`kind: python_sandbox` tools, `tether sandbox run`) runs code under
+# bubblewrap. As root with apt-get (Debian, Ubuntu) it is installed here when missing; elsewhere
+# a note says so: without bwrap the sandbox refuses to run anything, it never runs code bare.
+sandbox-deps:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap (for the code sandbox)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q bubblewrap >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null; } \
+	      || echo "note: could not install bubblewrap; the code sandbox will not run" >&2; \
+	  else \
+	    echo "note: bubblewrap (bwrap) is not installed: the code sandbox will not run until" \
+	      "it is (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)" >&2; \
+	  fi; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/tether demo
@@ -28,7 +45,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) sandbox-deps
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -43,6 +60,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/runtime_overhead.py
 	$(BENCH_VENV)/bin/python benchmarks/trace_write.py
 	$(BENCH_VENV)/bin/python benchmarks/cli_startup.py
+	$(BENCH_VENV)/bin/python benchmarks/sandbox_start.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .tether .pytest_cache .mypy_cache .ruff_cache

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import time
+from collections.abc import Callable
+from typing import Any
 
 from tether.sandbox.command import (
     Host,
@@ -17,6 +18,7 @@ from tether.sandbox.command import (
     sandbox_argv,
 )
 from tether.sandbox.limits import SandboxLimits
+from tether.sandbox.process import Child
 from tether.sandbox.result import (
     MEMORY,
     OUTPUT_LIMIT,
@@ -25,7 +27,6 @@ from tether.sandbox.result import (
     reason_for_signal,
 )
 
-_READ_CHUNK = 1 << 16
 _STATUS_BYTES = 4096
 _DRAIN_S = 5.0
 """After a kill, how long the pipes get to reach their end (every writer is dead by then, so
@@ -90,29 +91,20 @@ class Sandbox:
                 f"the program is {len(source):,} bytes, more than the sandbox's "
                 f"max_code_bytes ({limits.max_code_bytes:,})"
             )
-        argv_host = self.check()
+        host = self.check()
         status_read, status_write = os.pipe()
         try:
-            argv = sandbox_argv(argv_host, limits, status_write, host_uid())
+            argv = sandbox_argv(host, limits, status_write, host_uid())
             started = time.monotonic()
             try:
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    pass_fds=(status_write,),
-                    start_new_session=True,  # one process group to kill; no controlling tty
-                    env=_SPAWN_ENV,
-                    cwd="/",
-                )
+                child = Child(argv, pass_fds=(status_write,), env=_SPAWN_ENV)
             except OSError as exc:
                 raise SandboxUnavailable(
                     f"the sandbox could not start: {argv[0]}: {exc.strerror or exc}"
                 ) from None
             finally:
                 os.close(status_write)
-            return await _Run(process, limits, source, started).finish(status_read)
+            return await _Run(child, limits, started).finish(source, status_read)
         finally:
             os.close(status_read)
 
@@ -121,13 +113,10 @@ class _Run:
     """One started sandbox: feeds it the program, reads its output, enforces the wall clock
     and the output cap, and kills its process group (and so its PID namespace) when it must."""
 
-    def __init__(
-        self, process: asyncio.subprocess.Process, limits: SandboxLimits, source: bytes, t0: float
-    ) -> None:
-        self.process = process
+    def __init__(self, child: Child, limits: SandboxLimits, started: float) -> None:
+        self.child = child
         self.limits = limits
-        self.source = source
-        self.started = t0
+        self.started = started
         self.stdout = _Capped(limits.max_output_bytes)
         self.stderr = _Capped(limits.max_output_bytes)
         self.killed: str | None = None
@@ -137,53 +126,40 @@ class _Run:
         kernel kills every process of the PID namespace, those that left the group too."""
         if self.killed is None:
             self.killed = reason
-        if self.process.returncode is None:  # not reaped yet: the pid is still ours
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)
+        self.child.kill_group()
 
-    async def _feed(self) -> None:
-        stdin = self.process.stdin
-        assert stdin is not None
-        # A program that never reads is fine: the bootstrap reads all of it before it runs.
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-            stdin.write(self.source)
-            await stdin.drain()
-        stdin.close()
-
-    async def _pump(self, stream: asyncio.StreamReader | None, sink: _Capped) -> None:
-        assert stream is not None
-        while chunk := await stream.read(_READ_CHUNK):
-            if not sink.over and sink.add(chunk):
+    def _sink(self, capped: _Capped) -> Callable[[bytes], None]:
+        def add(chunk: bytes) -> None:
+            if not capped.over and capped.add(chunk):
                 self.kill(OUTPUT_LIMIT)
 
-    async def finish(self, status_fd: int) -> SandboxResult:
-        process = self.process
-        tasks = [
-            asyncio.ensure_future(self._feed()),
-            asyncio.ensure_future(self._pump(process.stdout, self.stdout)),
-            asyncio.ensure_future(self._pump(process.stderr, self.stderr)),
-            asyncio.ensure_future(process.wait()),
+        return add
+
+    async def finish(self, source: bytes, status_fd: int) -> SandboxResult:
+        child = self.child
+        waits: list[asyncio.Future[Any]] = [
+            child.feed(source),  # the bootstrap reads all of it before the program starts
+            child.pump(child.popen.stdout, self._sink(self.stdout)),
+            child.pump(child.popen.stderr, self._sink(self.stderr)),
+            child.exited,
         ]
         try:
-            _, pending = await asyncio.wait(tasks, timeout=self.limits.timeout_s)
+            _, pending = await asyncio.wait(waits, timeout=self.limits.timeout_s)
             if pending:
                 self.kill(TIMEOUT)
-                _, pending = await asyncio.wait(pending, timeout=_DRAIN_S)
-            for task in pending:
-                task.cancel()
+                await asyncio.wait(pending, timeout=_DRAIN_S)
         except BaseException:  # cancelled (the run stopped, a tool timeout): kill, then go
             self.kill(None)
-            for task in tasks:
-                task.cancel()
             raise
+        finally:
+            child.close()
         duration_ms = round((time.monotonic() - self.started) * 1000, 3)
-        for task in tasks:  # a feed or a read that failed: the run's end says what happened
-            if task.done() and not task.cancelled():
-                task.exception()
-        return self._result(_read_status(status_fd), duration_ms)
+        if child.exited.done() and not child.exited.cancelled():
+            child.exited.exception()  # a failed wait is said by the result, not a warning
+        code = child.popen.returncode
+        return self._result(code, _read_status(status_fd), duration_ms)
 
-    def _result(self, status: list[str], duration_ms: float) -> SandboxResult:
-        code = self.process.returncode
+    def _result(self, code: int | None, status: list[str], duration_ms: float) -> SandboxResult:
         stderr = self.stderr.text()
         if "started" not in status and self.killed is None:
             detail = stderr.strip().splitlines()[-1] if stderr.strip() else f"exit status {code}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -246,18 +247,8 @@ class PythonSandboxToolSpec(_ToolBase):
     """Longest program accepted, in bytes."""
 
     def sandbox_limits(self) -> SandboxLimits:
-        """These limits as the sandbox takes them."""
-        return SandboxLimits(
-            timeout_s=self.timeout_s,
-            memory_mb=self.memory_mb,
-            cpu_s=self.cpu_s,
-            max_processes=self.max_processes,
-            max_file_mb=self.max_file_mb,
-            max_open_files=self.max_open_files,
-            work_dir_mb=self.work_dir_mb,
-            max_output_bytes=self.max_output_bytes,
-            max_code_bytes=self.max_code_bytes,
-        )
+        """These limits as the sandbox takes them (the fields of the same names)."""
+        return SandboxLimits(**{f.name: getattr(self, f.name) for f in fields(SandboxLimits)})
 
 
 def _tool_kind(value: Any) -> str | None:
