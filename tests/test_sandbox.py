@@ -7,13 +7,15 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from fakes.cli import run_cli
-from fakes.sandbox import require_sandbox
+from fakes.sandbox import alive, marked_memory_mb, require_sandbox, wait_until
 from tether.sandbox import (
     KILLED_REASONS,
     Sandbox,
@@ -277,3 +279,55 @@ def test_cli_without_bwrap_runs_nothing(tmp_path: Path) -> None:
 
 def test_signals_used_by_the_results_exist() -> None:
     assert signal.SIGXCPU and signal.SIGXFSZ
+
+
+@pytest.mark.usefixtures("sandbox_here")
+def test_cli_reads_stdin_and_never_reads_an_endless_file(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "sandbox", "run", "-", "--json"],
+        input=b"print('from stdin')\n",
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and json.loads(done.stdout)["stdout"] == "from stdin\n"
+    endless = run_cli("sandbox", "run", "/dev/zero", "--json")
+    assert endless.returncode == 1
+    assert "max_code_bytes" in json.loads(endless.stdout)["error"]
+
+
+@pytest.mark.usefixtures("sandbox_here")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_cli_stopped_by_a_signal_leaves_nothing_behind(tmp_path: Path, signum: int) -> None:
+    memory_mb = marked_memory_mb()
+    prog = _program(tmp_path, "import os, time\nos.fork()\ntime.sleep(600)\n")
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "tether", "sandbox", "run", prog, "--memory-mb", str(memory_mb)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert wait_until(lambda: len(alive(memory_mb)) >= 4), alive(memory_mb)
+        cli.send_signal(signum)
+        _, stderr = cli.communicate(timeout=60)
+        assert b"Traceback" not in stderr
+        assert wait_until(lambda: not alive(memory_mb)), alive(memory_mb)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait()
+
+
+@pytest.mark.usefixtures("sandbox_here")
+async def test_the_smallest_limits_still_run_a_program() -> None:
+    # A program of nearly 1 MiB, and 1 MiB of room in /tmp besides it.
+    code = (
+        "# " + "x" * ((1 << 20) - 100) + "\nopen('f', 'wb').write(b'x' * 1000000)\nprint('ran')\n"
+    )
+    result = await run(
+        code, memory_mb=32, max_processes=1, max_open_files=16, work_dir_mb=1, max_file_mb=1
+    )
+    assert result.ok and result.stdout == "ran\n", result
+    threads = await run(
+        "import threading\nthreading.Thread(target=print).start()\n", max_processes=1
+    )
+    assert threads.exit_code == 1 and "can't start new thread" in threads.stderr

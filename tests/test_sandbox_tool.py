@@ -66,6 +66,7 @@ def test_the_spec_maps_onto_the_sandbox_limits(tmp_path: Path) -> None:
         ("    memory_mb: 1", "memory_mb", "greater than or equal to 32"),
         ("    timeout_s: .nan", "timeout_s", "Input should be"),
         ("    timeout_s: 99999", "timeout_s", "less than or equal to 3600"),
+        ("    timeout_s: 0.0001", "timeout_s", "greater than or equal to 0.001"),
         ("    max_processes: 0", "max_processes", "greater than or equal to 1"),
         ("    network: true", "network", "Extra inputs are not permitted"),
         ("    max_output_bytes: lots", "max_output_bytes", "valid integer"),

@@ -18,6 +18,7 @@ from tether.sandbox.limits import (
     MAX_MEMORY_MB,
     MAX_TIMEOUT_S,
     MIN_MEMORY_MB,
+    MIN_TIMEOUT_S,
     SandboxLimits,
 )
 
@@ -36,11 +37,11 @@ def sandbox() -> None:
 
 
 @sandbox.command("run")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.option(
     "--timeout",
     "timeout_s",
-    type=click.FloatRange(min=0.001, max=MAX_TIMEOUT_S),
+    type=click.FloatRange(min=MIN_TIMEOUT_S, max=MAX_TIMEOUT_S),
     default=_DEFAULTS.timeout_s,
     show_default=True,
     metavar="S",
@@ -58,8 +59,8 @@ def sandbox() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @handle_errors
 def sandbox_run(file: Path, timeout_s: float, memory_mb: int, as_json: bool) -> None:
-    """Run a Python file in the sandbox: no network, no host files, an unprivileged uid,
-    limits on time, memory, processes, files and output (see docs/sandbox.md).
+    """Run a Python file (- for stdin) in the sandbox: no network, no host files, an
+    unprivileged uid, limits on time, memory, processes, files and output (docs/sandbox.md).
 
     Prints the program's stdout and stderr, then how it ended; --json prints exit_code,
     stdout, stderr, timed_out, killed_reason and duration_ms.
@@ -69,13 +70,18 @@ def sandbox_run(file: Path, timeout_s: float, memory_mb: int, as_json: bool) -> 
     """
     from tether.sandbox import Sandbox
 
+    limits = SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb)
+    # One byte past the limit is enough to refuse it: /dev/zero is never read to the end.
     try:
-        source = file.read_bytes()
+        if str(file) == "-":
+            source = sys.stdin.buffer.read(limits.max_code_bytes + 1)
+        else:
+            with file.open("rb") as f:
+                source = f.read(limits.max_code_bytes + 1)
     except OSError as exc:
         raise TetherError(
             f"cannot read {file}: {exc.strerror or exc}", hint="give the path of a Python file"
         ) from None
-    limits = SandboxLimits(timeout_s=timeout_s, memory_mb=memory_mb)
     result = asyncio.run(Sandbox(limits).run(source))
     if as_json:
         click.echo(render.dumps(result.to_json()))

@@ -277,7 +277,7 @@ def sandbox_argv(host: Host, limits: SandboxLimits, status_fd: int, uid: int) ->
         "--perms",
         "1777",
         "--size",
-        str(limits.work_dir_mb * MIB),
+        str(limits.work_dir_mb * MIB + limits.max_code_bytes),  # room for main.py as well
         "--tmpfs",
         WORK_DIR,
         "--perms",

@@ -10,6 +10,7 @@ from tether.core import TetherError
 MIB = 1 << 20
 
 # Bounds shared by the spec, the CLI and the API: past them a value is a typo, not a wish.
+MIN_TIMEOUT_S = 0.001
 MAX_TIMEOUT_S = 3600.0
 MIN_MEMORY_MB = 32
 """Below this the interpreter has no room left for the code's own objects."""
@@ -50,14 +51,15 @@ class SandboxLimits:
     max_open_files: int = 256
     """Open file descriptors per process (``RLIMIT_NOFILE``)."""
     work_dir_mb: int = 64
-    """Size of the private work dir ``/tmp`` (a tmpfs, so it is memory too), in MiB."""
+    """Room in the private work dir ``/tmp`` (a tmpfs, so it is memory too), in MiB, besides
+    the program itself."""
     max_output_bytes: int = MIB
     """Bytes kept of stdout and of stderr each; more ends the run (``output_limit``)."""
     max_code_bytes: int = MIB
     """Largest program accepted, in bytes."""
 
     def __post_init__(self) -> None:
-        _check("timeout_s", self.timeout_s, 0.001, MAX_TIMEOUT_S)
+        _check("timeout_s", self.timeout_s, MIN_TIMEOUT_S, MAX_TIMEOUT_S)
         _check("memory_mb", self.memory_mb, MIN_MEMORY_MB, MAX_MEMORY_MB)
         if self.cpu_s is not None:
             _check("cpu_s", self.cpu_s, 1, MAX_TIMEOUT_S)

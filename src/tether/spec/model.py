@@ -29,6 +29,7 @@ from tether.sandbox.limits import (
     MAX_TIMEOUT_S,
     MAX_WORK_DIR_MB,
     MIN_MEMORY_MB,
+    MIN_TIMEOUT_S,
     SandboxLimits,
 )
 
@@ -220,7 +221,9 @@ class PythonSandboxToolSpec(_ToolBase):
     unsandboxed."""
 
     kind: Literal["python_sandbox"]
-    timeout_s: float = Field(default=_SANDBOX_DEFAULTS.timeout_s, gt=0, le=MAX_TIMEOUT_S)
+    timeout_s: float = Field(
+        default=_SANDBOX_DEFAULTS.timeout_s, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S
+    )
     """Wall-clock seconds of one run; then every process of it is killed."""
     memory_mb: int = Field(
         default=_SANDBOX_DEFAULTS.memory_mb,
@@ -237,7 +240,7 @@ class PythonSandboxToolSpec(_ToolBase):
     max_open_files: int = Field(default=_SANDBOX_DEFAULTS.max_open_files, ge=16, le=MAX_OPEN_FILES)
     """Open file descriptors per process."""
     work_dir_mb: int = Field(default=_SANDBOX_DEFAULTS.work_dir_mb, ge=1, le=MAX_WORK_DIR_MB)
-    """Size of the private work dir ``/tmp`` (in memory), in MiB."""
+    """Room in the private work dir ``/tmp`` (in memory) besides the program, in MiB."""
     max_output_bytes: int = Field(
         default=_SANDBOX_DEFAULTS.max_output_bytes, ge=1, le=MAX_OUTPUT_BYTES
     )
