@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -141,8 +142,6 @@ async def test_a_missing_sandbox_is_an_error_and_runs_nothing(
 
 def test_validate_shows_the_tool_and_warns_without_bwrap(tmp_path: Path) -> None:
     path = str(write(tmp_path, SPEC))
-    import os
-
     env = {**os.environ, BWRAP_ENV: "/nonexistent/bwrap"}
     done = run_cli("validate", "--no-import", "--json", path, env=env)
     assert done.returncode == 0, done.stdout
@@ -214,3 +213,14 @@ async def test_an_agent_sees_a_killed_run_as_an_error_result(tmp_path: Path) -> 
     agent = Agent.from_yaml(write(tmp_path, spec), model=model, trace=False)
     result = await agent.run("loop")
     assert result.output.strip() == "killed: timeout"
+
+
+def test_the_calculator_example_runs(tmp_path: Path) -> None:
+    require_sandbox()
+    example = Path(__file__).resolve().parents[1] / "examples" / "calculator" / "agent.yaml"
+    env = {**os.environ, "TETHER_HOME": str(tmp_path / "home")}
+    done = run_cli("run", str(example), "-i", "what is 25 factorial", "--json", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["output"].strip() == "25! = 15511210043330985984000000"
+    stopped = run_cli("run", str(example), "-i", "loop forever", "--json", env=env)
+    assert "it was stopped (timeout)" in json.loads(stopped.stdout)["output"]
