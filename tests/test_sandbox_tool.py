@@ -16,8 +16,10 @@ from tether.core import SpecError, ToolArgumentsError, ToolError
 from tether.sandbox import SandboxLimits, SandboxResult
 from tether.sandbox.command import BWRAP_ENV
 from tether.spec import PythonSandboxToolSpec, load_spec
+from tether.store import Store
 from tether.tools import PythonSandboxTool, build_tools, check_tools, definition_of
 from tether.tools.sandbox import DEFAULT_DESCRIPTION, TIMEOUT_GRACE_S, result_text
+from tether.trace import semconv, writer_for
 
 BARE_SPEC = """\
 name: calculator
@@ -201,18 +203,27 @@ async def test_an_agent_calculates_in_the_sandbox(tmp_path: Path) -> None:
     assert result.output.strip() == "The sum is 5050"
 
 
-async def test_an_agent_sees_a_killed_run_as_an_error_result(tmp_path: Path) -> None:
+async def test_a_killed_run_is_an_error_result_recorded_in_the_trace(
+    tmp_path: Path, sqlite_url: str
+) -> None:
     require_sandbox()
+    code = "import os\nos.write(1, b'\\xff partial\\n')\nwhile True: pass"
     model = ScriptedModel(
         [
-            {"tool_calls": [{"name": "run_python", "arguments": {"code": "while True: pass"}}]},
+            {"tool_calls": [{"name": "run_python", "arguments": {"code": code}}]},
             {"text": "killed: {result:run_python:killed_reason}"},
         ]
     )
     spec = SPEC.replace("timeout_s: 5", "timeout_s: 0.5")
-    agent = Agent.from_yaml(write(tmp_path, spec), model=model, trace=False)
+    agent = Agent.from_yaml(write(tmp_path, spec), model=model, trace=sqlite_url)
     result = await agent.run("loop")
     assert result.output.strip() == "killed: timeout"
+    writer_for(sqlite_url).flush()
+    events = Store(sqlite_url).get_events(result.run_id)
+    error = next(e for e in events if e.name == semconv.EVENT_TOOL_ERROR)
+    recorded = json.loads(error.attributes["message"])
+    assert recorded["killed_reason"] == "timeout" and recorded["timed_out"] is True
+    assert recorded["stdout"] == "\ufffd partial\n"  # not UTF-8: replaced, not a traceback
 
 
 def test_the_calculator_example_runs(tmp_path: Path) -> None:
