@@ -18,23 +18,49 @@ from typing import IO
 _CHUNK = 1 << 16
 
 
+PREFILLED_STDIN_BYTES = 1 << 16
+"""Input up to this size (a pipe's default capacity) is written to the stdin pipe before the
+process starts: it never waits for this process to be scheduled to get its input."""
+
+
 class Child:
-    """A process started with three pipes, in a session (and process group) of its own."""
+    """A process started with pipes for stdin (holding ``stdin_data``), stdout and stderr, in a
+    session (and process group) of its own."""
 
     def __init__(
-        self, argv: Sequence[str], *, pass_fds: Sequence[int], env: Mapping[str, str]
+        self,
+        argv: Sequence[str],
+        *,
+        stdin_data: bytes,
+        pass_fds: Sequence[int],
+        env: Mapping[str, str],
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self.popen = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=tuple(pass_fds),
-            start_new_session=True,  # one group to kill, and no controlling terminal
-            env=dict(env),
-            cwd="/",
-        )
+        self.input = stdin_data
+        """What goes to stdin (``fed`` says when it is all there)."""
+        prefilled = len(stdin_data) <= PREFILLED_STDIN_BYTES
+        stdin: int = subprocess.PIPE
+        if prefilled:
+            stdin, write_end = os.pipe()
+            try:
+                if stdin_data:
+                    os.write(write_end, stdin_data)  # fits: the pipe is empty
+            finally:
+                os.close(write_end)
+        try:
+            self.popen = subprocess.Popen(
+                list(argv),
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=tuple(pass_fds),
+                start_new_session=True,  # one group to kill, and no controlling terminal
+                env=dict(env),
+                cwd="/",
+            )
+        finally:
+            if prefilled:
+                os.close(stdin)
         self._watched: list[tuple[int, bool]] = []
         """(fd, is_writer) registered with the loop."""
         self.exited: asyncio.Future[int] = self._loop.create_future()
@@ -89,15 +115,17 @@ class Child:
         self._watched.append((fd, False))
         return done
 
-    def feed(self, data: bytes) -> asyncio.Future[None]:
-        """Write ``data`` to stdin, then close it; done when all is written or the reader has
-        gone (a broken pipe is the reader's business, not an error here)."""
+    def feed(self) -> asyncio.Future[None]:
+        """Write the rest of the input to stdin, then close it; done when all is written or
+        the reader has gone (a broken pipe is the reader's business, not an error here)."""
+        done: asyncio.Future[None] = self._loop.create_future()
         stdin = self.popen.stdin
-        assert stdin is not None
+        if stdin is None:  # prefilled
+            done.set_result(None)
+            return done
         fd = stdin.fileno()
         os.set_blocking(fd, False)
-        done: asyncio.Future[None] = self._loop.create_future()
-        rest = memoryview(data)
+        rest = memoryview(self.input)
 
         def writable() -> None:
             nonlocal rest
@@ -113,12 +141,8 @@ class Child:
                 if not done.done():
                     done.set_result(None)
 
-        if data:
-            self._loop.add_writer(fd, writable)
-            self._watched.append((fd, True))
-        else:
-            stdin.close()
-            done.set_result(None)
+        self._loop.add_writer(fd, writable)
+        self._watched.append((fd, True))
         return done
 
     def kill_group(self) -> None:

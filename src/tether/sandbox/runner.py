@@ -97,14 +97,14 @@ class Sandbox:
             argv = sandbox_argv(host, limits, status_write, host_uid())
             started = time.monotonic()
             try:
-                child = Child(argv, pass_fds=(status_write,), env=_SPAWN_ENV)
+                child = Child(argv, stdin_data=source, pass_fds=(status_write,), env=_SPAWN_ENV)
             except OSError as exc:
                 raise SandboxUnavailable(
                     f"the sandbox could not start: {argv[0]}: {exc.strerror or exc}"
                 ) from None
             finally:
                 os.close(status_write)
-            return await _Run(child, limits, started).finish(source, status_read)
+            return await _Run(child, limits, started).finish(status_read)
         finally:
             os.close(status_read)
 
@@ -135,10 +135,10 @@ class _Run:
 
         return add
 
-    async def finish(self, source: bytes, status_fd: int) -> SandboxResult:
+    async def finish(self, status_fd: int) -> SandboxResult:
         child = self.child
         waits: list[asyncio.Future[Any]] = [
-            child.feed(source),  # the bootstrap reads all of it before the program starts
+            child.feed(),  # the bootstrap reads all of it before the program starts
             child.pump(child.popen.stdout, self._sink(self.stdout)),
             child.pump(child.popen.stderr, self._sink(self.stderr)),
             child.exited,
