@@ -18,13 +18,8 @@ from typing import IO
 _CHUNK = 1 << 16
 
 
-PREFILLED_STDIN_BYTES = 1 << 16
-"""Input up to this size (a pipe's default capacity) is written to the stdin pipe before the
-process starts: it never waits for this process to be scheduled to get its input."""
-
-
 class Child:
-    """A process started with pipes for stdin (holding ``stdin_data``), stdout and stderr, in a
+    """A process started with pipes for stdin (fed ``stdin_data``), stdout and stderr, in a
     session (and process group) of its own."""
 
     def __init__(
@@ -36,21 +31,19 @@ class Child:
         env: Mapping[str, str],
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self.input = stdin_data
-        """What goes to stdin (``fed`` says when it is all there)."""
-        prefilled = len(stdin_data) <= PREFILLED_STDIN_BYTES
-        stdin: int = subprocess.PIPE
-        if prefilled:
-            stdin, write_end = os.pipe()
-            try:
-                if stdin_data:
-                    os.write(write_end, stdin_data)  # fits: the pipe is empty
-            finally:
-                os.close(write_end)
+        # What fits in the pipe (64 KiB by default) is there before the process starts, so it
+        # never waits for this process to be scheduled to get its input; ``feed`` writes the
+        # rest.
+        read_end, self._stdin_fd = os.pipe()
+        os.set_blocking(self._stdin_fd, False)
+        written = 0
+        with contextlib.suppress(BlockingIOError):
+            written = os.write(self._stdin_fd, stdin_data) if stdin_data else 0
+        self._rest = memoryview(stdin_data)[written:]
         try:
             self.popen = subprocess.Popen(
                 list(argv),
-                stdin=stdin,
+                stdin=read_end,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 pass_fds=tuple(pass_fds),
@@ -58,11 +51,16 @@ class Child:
                 env=dict(env),
                 cwd="/",
             )
+        except BaseException:
+            os.close(self._stdin_fd)
+            raise
         finally:
-            if prefilled:
-                os.close(stdin)
-        self._watched: list[tuple[int, bool]] = []
-        """(fd, is_writer) registered with the loop."""
+            os.close(read_end)
+        if not self._rest:
+            os.close(self._stdin_fd)
+            self._stdin_fd = -1
+        self._watched: list[int] = []
+        """The output pipes' fds, watched by the loop."""
         self.exited: asyncio.Future[int] = self._loop.create_future()
         """The exit status (``returncode``), once the process has ended and been reaped."""
         self._pidfd = -1
@@ -112,38 +110,38 @@ class Child:
                 done.set_result(None)
 
         self._loop.add_reader(fd, readable)
-        self._watched.append((fd, False))
+        self._watched.append(fd)
         return done
 
     def feed(self) -> asyncio.Future[None]:
         """Write the rest of the input to stdin, then close it; done when all is written or
         the reader has gone (a broken pipe is the reader's business, not an error here)."""
         done: asyncio.Future[None] = self._loop.create_future()
-        stdin = self.popen.stdin
-        if stdin is None:  # prefilled
+        fd = self._stdin_fd
+        if fd == -1:  # all of it was in the pipe from the start
             done.set_result(None)
             return done
-        fd = stdin.fileno()
-        os.set_blocking(fd, False)
-        rest = memoryview(self.input)
 
         def writable() -> None:
-            nonlocal rest
             try:
-                rest = rest[os.write(fd, rest[:_CHUNK]) :]
+                self._rest = self._rest[os.write(fd, self._rest[:_CHUNK]) :]
             except BlockingIOError:
                 return
             except OSError:  # EPIPE: the program is gone
-                rest = rest[:0]
-            if not rest:
-                self._loop.remove_writer(fd)
-                stdin.close()
+                self._rest = self._rest[:0]
+            if not self._rest:
+                self._close_stdin()
                 if not done.done():
                     done.set_result(None)
 
         self._loop.add_writer(fd, writable)
-        self._watched.append((fd, True))
         return done
+
+    def _close_stdin(self) -> None:
+        if self._stdin_fd != -1:
+            self._loop.remove_writer(self._stdin_fd)
+            os.close(self._stdin_fd)
+            self._stdin_fd = -1
 
     def kill_group(self) -> None:
         """SIGKILL the process group, unless the process has been reaped (its pid, and so its
@@ -155,13 +153,11 @@ class Child:
     def close(self) -> None:
         """Stop watching the pipes and close them. A process still running is reaped when it
         ends (by the pidfd's reader), so it never stays a zombie."""
-        for fd, writer in self._watched:
-            if writer:
-                self._loop.remove_writer(fd)
-            else:
-                self._loop.remove_reader(fd)
+        self._close_stdin()
+        for fd in self._watched:
+            self._loop.remove_reader(fd)
         self._watched.clear()
-        for stream in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+        for stream in (self.popen.stdout, self.popen.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
