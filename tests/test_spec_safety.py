@@ -141,7 +141,7 @@ def test_unknown_tool_kind_lists_the_valid_kinds(tmp_path: Path) -> None:
     message = load_error(tmp_path, BASE.replace("kind: http", "kind: mcp"))
     assert (
         "agent.yaml:10: tools[1].kind: unknown tool kind 'mcp'; "
-        "valid kinds are 'python' (the default) and 'http'"
+        "valid kinds are 'python' (the default), 'http' and 'python_sandbox'"
     ) in message
     assert "found using" not in message
 

@@ -597,3 +597,6 @@ def _main() -> None:
 from tether.cli.policy import policy  # noqa: E402 (it uses handle_errors, defined above)
 
 cli.add_command(policy)
+from tether.cli.sandbox import sandbox  # noqa: E402 (it uses handle_errors, defined above)
+
+cli.add_command(sandbox)

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tether.core import SpecError
-from tether.spec.model import UNKNOWN_TOOL_KIND
+from tether.spec.model import TOOL_KINDS, UNKNOWN_TOOL_KIND
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -150,16 +150,14 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 
 
 def _data_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    # The tool union adds its tag ("python"/"http") right after ``tools[i]`` in the location;
+    # The tool union adds its tag (a kind: "python", "http"...) right after ``tools[i]`` in the
+    # location;
     # the YAML has no such key. Fields that really are named "http" (a parameter) stay.
     return tuple(
         p
         for i, p in enumerate(loc)
         if not (
-            p in ("python", "http")
-            and i >= 2
-            and loc[i - 2] == "tools"
-            and isinstance(loc[i - 1], int)
+            p in TOOL_KINDS and i >= 2 and loc[i - 2] == "tools" and isinstance(loc[i - 1], int)
         )
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import fields
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -19,6 +20,19 @@ from pydantic import (
 )
 
 from tether.core import content_hash
+from tether.sandbox.limits import (
+    MAX_CODE_BYTES,
+    MAX_FILE_MB,
+    MAX_MEMORY_MB,
+    MAX_OPEN_FILES,
+    MAX_OUTPUT_BYTES,
+    MAX_PROCESSES,
+    MAX_TIMEOUT_S,
+    MAX_WORK_DIR_MB,
+    MIN_MEMORY_MB,
+    MIN_TIMEOUT_S,
+    SandboxLimits,
+)
 from tether.spec.resilience import ResilienceConfig
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
@@ -30,7 +44,7 @@ URL_FIELD = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 """An ``{arg}`` field of an HTTP tool's URL template (``${ENV}`` is not one)."""
 _HOST_WITH_PORT = re.compile(r"[^:\[\]]+:\d*")
 """``host:port`` (an IPv6 address has more than one colon)."""
-TOOL_KINDS = ("python", "http")
+TOOL_KINDS = ("python", "http", "python_sandbox")
 UNKNOWN_TOOL_KIND = "unknown_tool_kind"
 """Error type of a tool whose ``kind`` is none of ``TOOL_KINDS``."""
 MAX_RESULT_CHARS = 16_000
@@ -222,6 +236,49 @@ class HttpToolSpec(_ToolBase):
         return parameters
 
 
+_SANDBOX_DEFAULTS = SandboxLimits()
+
+
+class PythonSandboxToolSpec(_ToolBase):
+    """Runs the Python code the model writes in a bubblewrap sandbox: no network, no host
+    files, an unprivileged uid, and limits on time, memory, processes, files and output.
+    Where bubblewrap is missing, each call fails with an error result; code never runs
+    unsandboxed."""
+
+    kind: Literal["python_sandbox"]
+    timeout_s: float = Field(
+        default=_SANDBOX_DEFAULTS.timeout_s, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S
+    )
+    """Wall-clock seconds of one run; then every process of it is killed."""
+    memory_mb: int = Field(
+        default=_SANDBOX_DEFAULTS.memory_mb,
+        ge=MIN_MEMORY_MB,
+        le=MAX_MEMORY_MB,
+    )
+    """Address space of each process, in MiB."""
+    cpu_s: int | None = Field(default=None, ge=1, le=int(MAX_TIMEOUT_S))
+    """CPU seconds of each process (default: the timeout rounded up, plus 1)."""
+    max_processes: int = Field(default=_SANDBOX_DEFAULTS.max_processes, ge=1, le=MAX_PROCESSES)
+    """Processes and threads at once, the program itself included."""
+    max_file_mb: int = Field(default=_SANDBOX_DEFAULTS.max_file_mb, ge=1, le=MAX_FILE_MB)
+    """Largest file the program may write, in MiB."""
+    max_open_files: int = Field(default=_SANDBOX_DEFAULTS.max_open_files, ge=16, le=MAX_OPEN_FILES)
+    """Open file descriptors per process."""
+    work_dir_mb: int = Field(default=_SANDBOX_DEFAULTS.work_dir_mb, ge=1, le=MAX_WORK_DIR_MB)
+    """Room in the private work dir ``/tmp`` (in memory) besides the program, in MiB."""
+    max_output_bytes: int = Field(
+        default=_SANDBOX_DEFAULTS.max_output_bytes, ge=1, le=MAX_OUTPUT_BYTES
+    )
+    """Bytes kept of stdout and of stderr each; more ends the run (the model sees at most
+    ``max_result_chars`` of the result)."""
+    max_code_bytes: int = Field(default=_SANDBOX_DEFAULTS.max_code_bytes, ge=1, le=MAX_CODE_BYTES)
+    """Longest program accepted, in bytes."""
+
+    def sandbox_limits(self) -> SandboxLimits:
+        """These limits as the sandbox takes them (the fields of the same names)."""
+        return SandboxLimits(**{f.name: getattr(self, f.name) for f in fields(SandboxLimits)})
+
+
 def _tool_kind(value: Any) -> str | None:
     # Not a mapping at all: let the python variant say what it expected.
     kind = (
@@ -231,11 +288,14 @@ def _tool_kind(value: Any) -> str | None:
 
 
 ToolSpec = Annotated[
-    Annotated[PythonToolSpec, Tag("python")] | Annotated[HttpToolSpec, Tag("http")],
+    Annotated[PythonToolSpec, Tag("python")]
+    | Annotated[HttpToolSpec, Tag("http")]
+    | Annotated[PythonSandboxToolSpec, Tag("python_sandbox")],
     Discriminator(
         _tool_kind,
         custom_error_type=UNKNOWN_TOOL_KIND,
-        custom_error_message="unknown tool kind; valid kinds are 'python' (the default) and 'http'",
+        custom_error_message="unknown tool kind; valid kinds are 'python' (the default), "
+        "'http' and 'python_sandbox'",
     ),
 ]
 
