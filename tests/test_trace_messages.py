@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from tether import Agent, ScriptedModel
-from tether.cli.render import trace_json
+from tether.cli.render import trace_view
 from tether.core import new_span_id, new_trace_id, now_ns
 from tether.providers import Message, ToolCall
 from tether.runtime.telemetry import (
@@ -79,7 +79,7 @@ def test_a_store_holding_either_shape_reads_back_the_same_messages(store_url: st
             [span] = store.get_spans(run_id)
             read[run_id] = stored_messages(span.attributes[semconv.GEN_AI_INPUT_MESSAGES])
             # The CLI's JSON view passes the stored value through, whatever its shape.
-            view = trace_json(store.get_run(run_id), [span], [])
+            view = trace_view(store.get_trace(run_id))
             json.dumps(view)
         assert read[old] == read[new] == MESSAGES
     finally:
