@@ -586,3 +586,7 @@ def _main() -> None:
 from tether.cli.policy import policy  # noqa: E402 (it uses handle_errors, defined above)
 
 cli.add_command(policy)
+
+from tether.cli.audit import audit  # noqa: E402 (it uses handle_errors, defined above)
+
+cli.add_command(audit)

@@ -30,7 +30,14 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from tether.store import CheckpointRecord, EventRecord, RunRecord, SpanRecord, dumps_attributes
+from tether.store import (
+    AuditRecord,
+    CheckpointRecord,
+    EventRecord,
+    RunRecord,
+    SpanRecord,
+    dumps_attributes,
+)
 
 try:
     import fcntl
@@ -40,8 +47,8 @@ except ImportError:  # pragma: no cover - Windows has no flock; the journal is o
 log = logging.getLogger("tether.trace")
 
 JOURNAL_VERSION = 1
-RUN_START, SPAN, EVENT, CHECKPOINT, RUN_END = range(5)
-Record = RunRecord | SpanRecord | EventRecord | CheckpointRecord
+RUN_START, SPAN, EVENT, CHECKPOINT, RUN_END, AUDIT = range(6)
+Record = RunRecord | SpanRecord | EventRecord | CheckpointRecord | AuditRecord
 Item = tuple[int, Record]
 
 _CLASSES: dict[int, type[Any]] = {
@@ -50,6 +57,7 @@ _CLASSES: dict[int, type[Any]] = {
     EVENT: EventRecord,
     CHECKPOINT: CheckpointRecord,
     RUN_END: RunRecord,
+    AUDIT: AuditRecord,
 }
 # Attributes go last on each line, as JSON text of their own (see ``encode``).
 _FIELDS = {

@@ -20,20 +20,21 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from tether.core import StoreError
 from tether.store import (
+    AuditRecord,
     CheckpointRecord,
     EventRecord,
     RunRecord,
     SpanRecord,
     Store,
-    TraceBatch,
     store_identity,
 )
 from tether.trace import semconv
 from tether.trace.journal import (
+    AUDIT,
     CHECKPOINT,
     EVENT,
     RUN_END,
@@ -45,6 +46,7 @@ from tether.trace.journal import (
     encode,
 )
 from tether.trace.recovery import Queued, discard, replay_orphans
+from tether.trace.recovery import to_batch as _to_batch
 from tether.trace.sink import NullSink, TraceSink
 from tether.trace.store_gate import StoreGate, StoreUnavailable, must_wait
 
@@ -53,22 +55,6 @@ __all__ = ["BatchingWriter", "NullSink", "TraceSink"]
 log = logging.getLogger("tether.trace")
 
 T = TypeVar("T")
-
-
-def _to_batch(items: list[Queued]) -> TraceBatch:
-    batch = TraceBatch()
-    lists: tuple[list[Any], ...] = (
-        batch.runs_started,
-        batch.spans,
-        batch.events,
-        batch.checkpoints,
-        batch.runs_ended,
-    )
-    for op, record, attributes_json in items:
-        lists[op].append(record)
-        if attributes_json is not None and op in (SPAN, EVENT):
-            batch.attributes_json[id(record)] = attributes_json
-    return batch
 
 
 class BatchingWriter:
@@ -199,6 +185,10 @@ class BatchingWriter:
 
     def run_ended(self, run: RunRecord) -> None:
         self._put(RUN_END, run)
+
+    def audit(self, entry: AuditRecord) -> None:
+        """Accept an audit entry: journaled like the trace, chained when it is written."""
+        self._put(AUDIT, entry)
 
     @property
     def pending(self) -> int:
