@@ -600,3 +600,7 @@ cli.add_command(policy)
 from tether.cli.sandbox import sandbox  # noqa: E402 (it uses handle_errors, defined above)
 
 cli.add_command(sandbox)
+
+from tether.cli.audit import audit  # noqa: E402 (it uses handle_errors, defined above)
+
+cli.add_command(audit)

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tether.controls import CedarAuthorization, Control
-from tether.core import AgentRef, Caller, EntryPoint, RunKind, TetherError
+from tether.core import AgentRef, Caller, EntryPoint, RunKind, TetherError, content_hash
+from tether.core.settings import project_from_env
 from tether.providers import Model, ModelSettings, build_model
 from tether.resilience import BreakerStore, resilient_models
 from tether.runtime.chain import StreamHandler
@@ -19,10 +20,25 @@ from tether.runtime.scope import Harness, TraceTarget
 from tether.runtime.spec_check import _check_cost_limit, _naming
 from tether.spec import AgentSpec, load_spec
 from tether.tools import Tool, build_tools
-from tether.trace import PricingTable
+from tether.trace import AuditLog, PricingTable
+from tether.trace.audit import POLICY_LOAD
 from tether.trace.pricing import pricing_from_env
 
 __all__ = ["Agent", "TraceTarget"]
+
+
+def _audit_policy_load(harness: Harness, spec: AgentSpec, cedar: CedarAuthorization) -> None:
+    """Record the policy set an agent loaded, by its content hash, in the audit log."""
+    loaded = cedar.authorizer.loaded
+    AuditLog(harness.sink).record(
+        POLICY_LOAD,
+        {"project": project_from_env(), "agent": spec.name, "agent_version": spec.version},
+        {
+            "files": list(spec.authorization.policies) if spec.authorization else [],
+            "content_hash": content_hash(loaded.text),
+            "policies": sorted(p.label for p in loaded.policies.values()),
+        },
+    )
 
 
 class Agent:
@@ -60,8 +76,10 @@ class Agent:
         _check_cost_limit(spec, [m.name for m in self._models()], pricing)
         built = build_tools(spec.tools, base_dir=self.base_dir, provided=tools)
         own = list(controls)
+        cedar: CedarAuthorization | None = None
         if spec.authorization is not None:  # last: it decides the call as other controls left it
-            own.append(CedarAuthorization.from_spec(spec, built, self.base_dir))
+            cedar = CedarAuthorization.from_spec(spec, built, self.base_dir)
+            own.append(cedar)
         self.harness = Harness(
             # Behind circuit breakers when the spec's resilience section asks for them.
             models=resilient_models(self._models(), spec.resilience, breaker_store),
@@ -80,6 +98,8 @@ class Agent:
         )
         self._system_prompt = spec.system_prompt()
         self._ref = AgentRef(name=spec.name, version=spec.version)
+        if cedar is not None:
+            _audit_policy_load(self.harness, spec, cedar)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **kwargs: Any) -> Agent:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 from tether.core.errors import InvalidQuery, NotFound
 from tether.core.lazy import lazy_exports
 from tether.store.records import (
+    AuditRecord,
     CheckpointRecord,
     EventRecord,
     RunRecord,
@@ -46,6 +47,7 @@ __getattr__, __dir__ = lazy_exports(
 )
 
 __all__ = [
+    "AuditRecord",
     "CheckpointRecord",
     "EventRecord",
     "InvalidQuery",

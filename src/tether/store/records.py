@@ -111,6 +111,28 @@ class CheckpointRecord:
 
 
 @dataclass(slots=True)
+class AuditRecord:
+    """One audit entry as it is accepted (seq and hashes are given when it is written)."""
+
+    entry_id: str
+    """A random id made when the entry is accepted (a replayed journal writes it once)."""
+    time_ns: int
+    """When it happened (ns since the epoch)."""
+    kind: str
+    """What happened: ``decision``, ``policy_load``, ``key_created``, ``key_revoked``..."""
+    actor: dict[str, Any]
+    """Who: project, key id, end user, agent (whichever are known)."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """What: the control, hook, verdict and reason of a decision; a policy's content hash."""
+    trace_id: str | None = None
+    """The trace it belongs to, if any."""
+    run_id: str | None = None
+    """The run it belongs to, if any."""
+    span_id: str | None = None
+    """The span it was taken on, if any."""
+
+
+@dataclass(slots=True)
 class TraceBatch:
     """What one store transaction writes, in dependency order."""
 
@@ -119,6 +141,8 @@ class TraceBatch:
     events: list[EventRecord] = field(default_factory=list)
     checkpoints: list[CheckpointRecord] = field(default_factory=list)
     runs_ended: list[RunRecord] = field(default_factory=list)
+    audit: list[AuditRecord] = field(default_factory=list)
+    """Audit entries, appended to the audit chain last (``tether.store.audit``)."""
     attributes_json: dict[int, str] = field(default_factory=dict)
     """Spans' and events' attributes already serialized (by ``dumps_attributes``), keyed by
     ``id(record)``: the trace writer serializes them once, for its journal, and the store

@@ -263,6 +263,13 @@ class Store(StoreReader):
                     )
                 if batch.runs_ended:
                     _end_runs(conn, [_run_end_params(r) for r in batch.runs_ended])
+                if batch.audit:
+                    from tether.store.audit import append_audit, audit_key, without_existing_audit
+
+                    entries = batch.audit
+                    if skip_existing:
+                        entries = without_existing_audit(conn, entries)
+                    append_audit(conn, entries, audit_key())
         except SQLAlchemyError as exc:
             raise self._failed("writing to", exc) from exc
         except Exception as exc:  # attributes that cannot be serialized (or whose str() fails)

@@ -147,3 +147,34 @@ sessions = Table(
     Column("expires_ns", BigInteger, nullable=False),
     Index("ix_tether_sessions_key", "key_id"),
 )
+
+audit = Table(
+    "tether_audit",
+    metadata,
+    # Position in the chain, from 1, given when the entry is written (one writer at a time).
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    # The entry's own id, made when it is accepted: a replayed crash journal writes it once.
+    Column("entry_id", String(32), nullable=False, unique=True),
+    Column("time_ns", BigInteger, nullable=False),
+    Column("kind", String(64), nullable=False),
+    # Who: JSON text (project, key id, end user, agent), as hashed.
+    Column("actor", Text, nullable=False),
+    Column("trace_id", String(32)),
+    Column("run_id", String(16)),
+    Column("span_id", String(16)),
+    Column("details", Text, nullable=False),
+    # "sha256" or "hmac-sha256" (keyed with TETHER_AUDIT_KEY).
+    Column("alg", String(16), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_head = Table(
+    "tether_audit_head",
+    metadata,
+    # One row (id 1): the last entry's seq and hash. Writers lock it to append in turn, and
+    # ``tether audit verify`` finds entries deleted from the end of the chain by it.
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)

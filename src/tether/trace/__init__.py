@@ -8,6 +8,7 @@ from tether.trace import semconv
 from tether.trace.pricing import ModelPrice, PricingTable, default_pricing
 
 if TYPE_CHECKING:
+    from tether.trace.audit import AuditLog
     from tether.trace.recorder import RunRecorder, close_writers, new_run_record, writer_for
     from tether.trace.views import EventView, RunDetail, RunPage, RunSummary, SpanView
     from tether.trace.writer import BatchingWriter, NullSink, TraceSink
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 __getattr__, __dir__ = lazy_exports(
     globals(),
     {
+        ".audit": ("AuditLog",),
         ".recorder": ("RunRecorder", "close_writers", "new_run_record", "writer_for"),
         ".views": ("EventView", "RunDetail", "RunPage", "RunSummary", "SpanView"),
         ".writer": ("BatchingWriter", "NullSink", "TraceSink"),
@@ -23,6 +25,7 @@ __getattr__, __dir__ = lazy_exports(
 )
 
 __all__ = [
+    "AuditLog",
     "BatchingWriter",
     "EventView",
     "ModelPrice",

@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from tether.core.jsontext import json_bytes
-from tether.store import CheckpointRecord, EventRecord, RunRecord, SpanRecord
+from tether.store import (
+    AuditRecord,
+    CheckpointRecord,
+    EventRecord,
+    RunRecord,
+    SpanRecord,
+)
 
 try:
     import fcntl
@@ -42,8 +48,8 @@ except ImportError:  # pragma: no cover - Windows has no flock; the journal is o
 log = logging.getLogger("tether.trace")
 
 JOURNAL_VERSION = 1
-RUN_START, SPAN, EVENT, CHECKPOINT, RUN_END = range(5)
-Record = RunRecord | SpanRecord | EventRecord | CheckpointRecord
+RUN_START, SPAN, EVENT, CHECKPOINT, RUN_END, AUDIT = range(6)
+Record = RunRecord | SpanRecord | EventRecord | CheckpointRecord | AuditRecord
 Item = tuple[int, Record]
 
 _CLASSES: dict[int, type[Any]] = {
@@ -52,6 +58,7 @@ _CLASSES: dict[int, type[Any]] = {
     EVENT: EventRecord,
     CHECKPOINT: CheckpointRecord,
     RUN_END: RunRecord,
+    AUDIT: AuditRecord,
 }
 # Attributes go last on each line, as JSON text of their own (see ``encode``).
 _FIELDS = {

@@ -48,6 +48,7 @@ def to_batch(items: list[Queued]) -> TraceBatch:
         batch.events,
         batch.checkpoints,
         batch.runs_ended,
+        batch.audit,
     )
     for op, record, attributes_json in items:
         lists[op].append(record)

@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from tether.core import StoreError
 from tether.store import (
+    AuditRecord,
     CheckpointRecord,
     EventRecord,
     RunRecord,
@@ -33,6 +34,7 @@ from tether.store import (
 )
 from tether.trace import semconv
 from tether.trace.journal import (
+    AUDIT,
     CHECKPOINT,
     EVENT,
     RUN_END,
@@ -187,6 +189,10 @@ class BatchingWriter:
 
     def run_ended(self, run: RunRecord) -> None:
         self._put(RUN_END, run)
+
+    def audit(self, entry: AuditRecord) -> None:
+        """Accept an audit entry: journaled like the trace, chained when it is written."""
+        self._put(AUDIT, entry)
 
     @property
     def pending(self) -> int:
