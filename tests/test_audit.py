@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -242,3 +243,36 @@ def test_an_entry_accepted_by_a_process_killed_at_once_is_written_once(sqlite_ur
         assert verify_audit(conn, None).ok
     store.close()
     assert ids == [entry_id]
+
+
+def test_admin_changes_join_the_audit_log(tmp_path: Path) -> None:
+    """Projects made and keys made or revoked (here from the CLI) are audit entries, and the
+    chain stays valid."""
+    url = f"sqlite:///{tmp_path / 'admin.db'}"
+    env = {**os.environ, "TETHER_HOME": str(tmp_path / "home")}
+    assert run_cli("--database-url", url, "projects", "create", "shop", env=env).returncode == 0
+    made = run_cli(
+        "--database-url",
+        url,
+        "keys",
+        "create",
+        "--project",
+        "shop",
+        "--role",
+        "viewer",
+        "--json",
+        env=env,
+    )
+    assert made.returncode == 0, made.stderr
+    key_id = json.loads(made.stdout)["key_id"]
+    assert run_cli("--database-url", url, "keys", "revoke", key_id, env=env).returncode == 0
+    listed = run_cli("--database-url", url, "audit", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    entries = json.loads(listed.stdout)
+    entries = entries["entries"] if isinstance(entries, dict) else entries
+    kinds = [e["kind"] for e in entries]
+    assert kinds == ["project_created", "key_created", "key_revoked"]
+    assert all(key_id not in json.dumps(e["actor"]) for e in entries)
+    assert entries[1]["details"]["key_id"] == key_id and "tth_" not in json.dumps(entries)
+    verified = run_cli("--database-url", url, "audit", "verify", env=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr

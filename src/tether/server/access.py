@@ -161,8 +161,19 @@ class AccessStore:
 
     # -- projects -----------------------------------------------------------------------------
 
-    def create_project(self, name: str) -> str:
-        """Make a project; ``TetherError`` for a bad or taken name."""
+    def _audit(self, kind: str, actor: dict[str, Any] | None, details: dict[str, Any]) -> None:
+        """An admin change joins the hash-chained audit log (written with the store's traces;
+        flushed before the change is reported done, so it is not lost with the process)."""
+        from tether.trace import AuditLog
+        from tether.trace.recorder import writer_for
+
+        log = AuditLog(writer_for(self.url))
+        log.record(kind, actor or {"via": "cli"}, details)
+        log.flush()
+
+    def create_project(self, name: str, *, actor: dict[str, Any] | None = None) -> str:
+        """Make a project; ``TetherError`` for a bad or taken name. ``actor`` (who asked: a
+        key id and project, or the CLI) goes into the audit log."""
         check_project_name(name)
         try:
             self._run(
@@ -170,6 +181,7 @@ class AccessStore:
             )
         except IntegrityError:
             raise TetherError(f"project {name!r} exists already") from None
+        self._audit("project_created", actor, {"project": name})
         return name
 
     def list_projects(self) -> list[tuple[str, int]]:
@@ -185,7 +197,13 @@ class AccessStore:
     # -- keys ---------------------------------------------------------------------------------
 
     def create_key(
-        self, project: str, role: Role, *, name: str = "", expires_ns: int | None = None
+        self,
+        project: str,
+        role: Role,
+        *,
+        name: str = "",
+        expires_ns: int | None = None,
+        actor: dict[str, Any] | None = None,
     ) -> tuple[KeyInfo, str]:
         """A new key and its text (``tth_...``), which is shown once and never stored."""
         if not self.project_exists(project):
@@ -215,6 +233,8 @@ class AccessStore:
             ),
             write=True,
         )
+        details = {"key_id": key_id, "project": project, "role": info.role.value}
+        self._audit("key_created", actor, {**details, "expires_ns": expires_ns})
         return info, f"{KEY_PREFIX}{key_id}_{secret}"
 
     def list_keys(self, project: str | None = None) -> list[KeyInfo]:
@@ -232,7 +252,7 @@ class AccessStore:
             raise AccessNotFound(f"no API key {key_id!r}", hint="tether keys list shows them")
         return _key_from(rows[0])
 
-    def revoke_key(self, key_id: str) -> KeyInfo:
+    def revoke_key(self, key_id: str, *, actor: dict[str, Any] | None = None) -> KeyInfo:
         """Revoke a key (again: no change) and end its sessions."""
         info = self.get_key(key_id)
         if info.revoked_ns is None:
@@ -245,6 +265,7 @@ class AccessStore:
             )
             s = tables.sessions.c
             self._run(delete(tables.sessions).where(s.key_id == key_id), write=True)
+            self._audit("key_revoked", actor, {"key_id": key_id, "project": info.project})
         return self.get_key(key_id)
 
     def authenticate(self, key: str) -> KeyInfo | None:
