@@ -179,6 +179,10 @@ def _show_library_warnings() -> None:
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         logger.addHandler(_StderrHandler(logging.WARNING))
         logger.setLevel(logging.WARNING)
+        # psycopg logs, through Python's last-resort handler, the pipeline it abandons after a
+        # failed batch ("error ignored terminating <psycopg.Pipeline ...>"): Tether's own
+        # warning already says which write failed and why, in words.
+        logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 
 @cli.command()
