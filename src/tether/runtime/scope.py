@@ -82,13 +82,14 @@ def resolve_sink(trace: TraceTarget) -> TraceSink:
     # The writer (and with it the store and SQLAlchemy) loads when a harness is built, not
     # when this module is imported: `tether validate` never needs it.
     from tether.trace import writer_for
+    from tether.trace.otlp_export import with_otlp_export
 
     if trace is False:
         return NullSink()
     if trace is None or trace is True:
-        return writer_for(Settings.from_env().database_url)
+        return with_otlp_export(writer_for(Settings.from_env().database_url))
     if isinstance(trace, str):
-        return writer_for(trace)
+        return with_otlp_export(writer_for(trace))
     return trace
 
 
