@@ -317,6 +317,9 @@ def test_error_statuses(site: Site) -> None:
             wrong_shape.status_code == 400
             and "ExportTraceServiceRequest" in wrong_shape.json()["error"]
         )
+        deep = b'{"resourceSpans": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        too_deep = c.post("/v1/traces", content=deep, headers={"Content-Type": "application/json"})
+        assert too_deep.status_code == 400, too_deep.text
         bad_proto = c.post(
             "/v1/traces",
             content=b"\xff\xff\xff",

@@ -135,6 +135,8 @@ def decode(content_type: str, encoding: str, body: bytes) -> ExportTraceServiceR
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise OtlpError(400, f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise OtlpError(400, "the JSON body is nested too deeply") from None
     if not isinstance(data, dict):
         raise OtlpError(400, "the JSON body must be an object with resourceSpans")
     try:
