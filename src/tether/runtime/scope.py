@@ -25,6 +25,7 @@ request (input, one model call, output) and a tool-gateway call (one tool call).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -86,10 +87,20 @@ def resolve_sink(trace: TraceTarget) -> TraceSink:
     if trace is False:
         return NullSink()
     if trace is None or trace is True:
-        return writer_for(Settings.from_env().database_url)
+        return _exported(writer_for(Settings.from_env().database_url))
     if isinstance(trace, str):
-        return writer_for(trace)
+        return _exported(writer_for(trace))
     return trace
+
+
+def _exported(sink: TraceSink) -> TraceSink:
+    """``sink``, also exporting over OTLP when ``TETHER_OTLP_ENDPOINT`` is set (the
+    OpenTelemetry SDK loads only then)."""
+    if not os.environ.get("TETHER_OTLP_ENDPOINT", "").strip():
+        return sink
+    from tether.trace.otlp_export import with_otlp_export
+
+    return with_otlp_export(sink)
 
 
 class Harness:

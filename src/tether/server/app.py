@@ -79,12 +79,15 @@ def create_app(config: ServerConfig, *, routers: Sequence[APIRouter] = ()) -> Fa
 
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(ui_router)
-    for router in routers:
+    from tether.server import otlp, prometheus
+
+    for router in (otlp.router, prometheus.router, *routers):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     errors.install(app)
     # Outermost last: the body limit sees the request first.
     app.add_middleware(SecurityHeaders)
     app.add_middleware(JsonBodies, prefix="/api/")
-    app.add_middleware(BodyLimit, default=config.max_body_bytes, by_prefix=dict(config.body_limits))
+    limits = {otlp.OTLP_PATH: otlp.MAX_BODY_BYTES, **config.body_limits}
+    app.add_middleware(BodyLimit, default=config.max_body_bytes, by_prefix=limits)
     return app
