@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 BENCH_VENV := .bench-venv
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench install clean eval-guards guards-data guards-train
+.PHONY: demo test lint typecheck unit bench install clean eval-guards guards-data guards-train chromium sandbox-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,10 +16,30 @@ $(STAMP): pyproject.toml
 	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) sandbox-deps
 
+# The code sandbox (`kind: python_sandbox` tools, `tether sandbox run`) runs code under
+# bubblewrap. As root with apt-get (Debian, Ubuntu) it is installed here when missing; elsewhere
+# a note says so: without bwrap the sandbox refuses to run anything, it never runs code bare.
+sandbox-deps:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing bubblewrap (for the code sandbox)"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -q bubblewrap >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null; } \
+	      || echo "note: could not install bubblewrap; the code sandbox will not run" >&2; \
+	  else \
+	    echo "note: bubblewrap (bwrap) is not installed: the code sandbox will not run until" \
+	      "it is (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap)" >&2; \
+	  fi; \
+	fi
+
+# The scenarios, then the UI on http://127.0.0.1:8700 with a fresh admin key (Ctrl-C stops).
+# `tether demo` itself never serves: tests and CI run it and it ends on its own.
 demo: $(STAMP)
 	$(BIN)/tether demo
+	$(BIN)/tether serve --print-key
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
@@ -28,7 +48,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# The browser tests drive Debian's chromium (no `playwright install`): installed here when
+# missing and we are root (CI); elsewhere they skip, except under CI=true where they fail.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)) && \
+		echo "installed chromium"; \
+	fi
+
+unit: $(STAMP) chromium sandbox-deps
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
@@ -43,6 +72,9 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/runtime_overhead.py
 	$(BENCH_VENV)/bin/python benchmarks/trace_write.py
 	$(BENCH_VENV)/bin/python benchmarks/cli_startup.py
+	$(BENCH_VENV)/bin/python benchmarks/cedar_decision.py
+	$(BENCH_VENV)/bin/python benchmarks/guards_pii.py
+	$(BENCH_VENV)/bin/python benchmarks/sandbox_start.py
 
 # Prompt-injection detector: evaluation on the dev split held out by source (no network).
 eval-guards: $(STAMP)

@@ -1,4 +1,5 @@
-"""Shared fixtures: real SQLite files, the real PostgreSQL on 127.0.0.1 (required when CI=true)."""
+"""Shared fixtures: real SQLite files, the real PostgreSQL and Redis on 127.0.0.1 (required
+when CI=true)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,51 @@ def pg_url(pg_admin_url: str) -> Iterator[str]:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+REDIS_URL = os.environ.get("TETHER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _redis_available() -> str | None:
+    """None if Redis answers, else why not."""
+    try:
+        import redis
+    except ImportError as exc:
+        return f"redis not installed: {exc}"
+    try:
+        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+        return None
+    except Exception as exc:
+        return f"Redis at {REDIS_URL} unreachable: {exc}"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    problem = _redis_available()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"CI=true requires Redis: {problem}")
+        pytest.skip(problem)
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own in the real Redis; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"tether-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for key in client.scan_iter(match=f"{prefix}*"):
+            client.delete(key)
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'tether.db'}"
@@ -77,6 +123,8 @@ def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the developer's own ./.tether store from a test."""
     monkeypatch.setenv("TETHER_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("TETHER_DATABASE_URL", raising=False)
+    monkeypatch.delenv("TETHER_REDIS_URL", raising=False)
+    monkeypatch.delenv("TETHER_REDIS_PREFIX", raising=False)
 
 
 @pytest.fixture(autouse=True)

@@ -85,7 +85,7 @@ def test_run_prints_answer_and_exit_codes(tmp_path: Path, sqlite_url: str) -> No
     assert code == 0 and json.loads(shown)["run"]["input"] == "loop please"
 
     code, out = invoke("traces", "list", "--json", db=sqlite_url)
-    runs = json.loads(out)
+    runs = json.loads(out)["runs"]
     assert [r["outcome"] for r in runs] == ["loop_detected", "final_answer"]
 
     code, out = invoke("traces", "show", trace_id[:8], "--json", db=sqlite_url)
@@ -144,7 +144,7 @@ def test_demo_console_script(tmp_path: Path) -> None:
     assert f"tether --database-url {db} traces show" in proc.stdout
     code, out = invoke("traces", "list", "--json", db=db)
     assert code == 0
-    outcomes = sorted(r["outcome"] for r in json.loads(out))
+    outcomes = sorted(r["outcome"] for r in json.loads(out)["runs"])
     assert outcomes == [*["final_answer"] * 4, "limit_exceeded", "loop_detected"]
     # Every `traces show` command the demo prints works as printed.
     shown = [
@@ -166,7 +166,9 @@ def test_markup_like_text_is_shown_verbatim(tmp_path: Path, sqlite_url: str) -> 
     assert code == 0 and f"echo {nasty}" in out
     code, out = invoke("traces", "list", db=sqlite_url)
     assert code == 0 and "hello [/bold]" in out
-    trace_id = json.loads(invoke("traces", "list", "--json", db=sqlite_url)[1])[0]["trace_id"]
+    trace_id = json.loads(invoke("traces", "list", "--json", db=sqlite_url)[1])["runs"][0][
+        "trace_id"
+    ]
     code, out = invoke("traces", "show", trace_id, db=sqlite_url)
     assert code == 0 and nasty in out
     weird = tmp_path / "[/x].yaml"
@@ -270,6 +272,6 @@ def test_traces_list_shows_an_unpriced_run_as_unknown_cost(tmp_path: Path, sqlit
     code, out = invoke("run", str(spec), "-i", "hi", "--json", db=sqlite_url)
     assert code == 0 and json.loads(out)["cost_usd"] is None
     code, out = invoke("traces", "list", "--json", db=sqlite_url)
-    assert json.loads(out)[0]["cost_usd"] is None
+    assert json.loads(out)["runs"][0]["cost_usd"] is None
     code, out = invoke("traces", "list", db=sqlite_url)
     assert "unpriced" in out and "$0.000000" not in out

@@ -57,7 +57,7 @@ def write_agent(tmp_path: Path, script: dict[str, Any], tools: str = "") -> Path
 
 
 def only_trace_id(db: str) -> str:
-    runs = json.loads(tether(db, "traces", "list", "--json").stdout)
+    runs = json.loads(tether(db, "traces", "list", "--json").stdout)["runs"]
     assert len(runs) == 1
     return str(runs[0]["trace_id"])
 
@@ -102,7 +102,8 @@ def test_escape_sequences_from_a_run_are_shown_not_obeyed(tmp_path: Path, sqlite
     answer = json.loads(shown(done.stdout))["output"]
     assert answer.startswith(f"answer {HYPERLINK} {user_input} tool says")
 
-    trace_id = json.loads(tether(sqlite_url, "traces", "list", "--json").stdout)[0]["trace_id"]
+    listed = json.loads(tether(sqlite_url, "traces", "list", "--json").stdout)
+    trace_id = listed["runs"][0]["trace_id"]
     for args in (
         ("traces", "list"),
         ("traces", "list", "--json"),
@@ -114,7 +115,7 @@ def test_escape_sequences_from_a_run_are_shown_not_obeyed(tmp_path: Path, sqlite
         out, _ = shown(done.stdout), shown(done.stderr)
         if "--json" in args:
             data = json.loads(out)
-            run = data[0] if isinstance(data, list) else data["run"]
+            run = data["runs"][0] if "runs" in data else data["run"]
             assert run["input"] == user_input and run["output"] == answer
     tree = shown(tether(sqlite_url, "traces", "show", trace_id).stdout)
     assert "execute_tool evil\\x1b[2J" in tree  # a tool name from the model
@@ -190,7 +191,7 @@ def test_a_huge_answer_is_stored_and_printed_clipped(tmp_path: Path, sqlite_url:
     assert len(listed.stdout) < 400_000  # was two 5 MB rows
     table = shown(tether(sqlite_url, "traces", "list").stdout)
     assert len(table.splitlines()) == 4  # a one-line brief of each input
-    trace_id = json.loads(listed.stdout)[0]["trace_id"]
+    trace_id = json.loads(listed.stdout)["runs"][0]["trace_id"]
     tree = shown(tether(sqlite_url, "traces", "show", trace_id).stdout)
     assert marker in tree and len(tree) < 30_000
 

@@ -82,7 +82,7 @@ def test_an_http_tool_loads_httpx_only_for_a_url_it_cannot_read_plainly() -> Non
         "def build(url, host):\n"
         "    params = {'id': {'type': 'integer'}} if '{id}' in url else {}\n"
         "    spec = HttpToolSpec(kind='http', name='t', url=url, allowed_hosts=[host],\n"
-        "                        parameters=params)\n"
+        "                        parameters=params, allowed_networks=['127.0.0.1', '::1'])\n"
         "    HttpTool(spec)\n"
     )
     plain = build + "build('${BASE}/orders/{id}', '127.0.0.1')\nbuild('HTTPS://[::1]:8/', '::1')\n"
@@ -194,7 +194,7 @@ def test_validate_prints_what_rich_printed(
     buffer = io.StringIO()
     console = Console(file=buffer, width=120, emoji=False)
     console.print(
-        f"[green]✓[/] {escape(name)}: agent [bold]support[/] version b25eae87927e9b2f\n"
+        f"[green]✓[/] {escape(name)}: agent [bold]support[/] version eece2c66db730229\n"
         "  model scripted/gpt-4.1-mini, paradigm react, 2 tool(s): kb_lookup, order_status",
         highlight=False,
         soft_wrap=True,

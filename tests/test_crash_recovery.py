@@ -117,7 +117,7 @@ def test_a_killed_run_is_closed_with_the_totals_of_its_spans(
 
     listed = CliRunner().invoke(cli, ["--database-url", store_url, "traces", "list", "--json"])
     assert listed.exit_code == 0, listed.output
-    (shown,) = [r for r in json.loads(listed.stdout) if r["trace_id"] == trace_id]
+    (shown,) = [r for r in json.loads(listed.stdout)["runs"] if r["trace_id"] == trace_id]
     assert shown["status"] == "failed"
     if model_name == "gpt-4.1-mini":
         assert shown["cost_usd"] == pytest.approx(run.cost_usd)

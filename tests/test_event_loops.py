@@ -51,6 +51,7 @@ def fetching_agent(base_url: str) -> Agent:
                 name="fetch",
                 url=base_url + "/items/{item}",
                 allowed_hosts=["127.0.0.1"],
+                allowed_networks=["127.0.0.1/32"],
                 parameters={"item": ToolParameter(type="string")},
                 timeout_s=10,
             )

@@ -120,13 +120,13 @@ DYING_REPLAYER = textwrap.dedent(
 
     from tether.store import Store
     from tether.trace.recovery import replay_orphans
-    from tether.trace.writer import _to_batch
+    from tether.trace.recovery import to_batch
 
     store = Store(sys.argv[2])
 
 
     def write(items):
-        store.write(_to_batch(items), skip_existing=True)
+        store.write(to_batch(items), skip_existing=True)
 
 
     def die(call):

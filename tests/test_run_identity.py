@@ -133,7 +133,7 @@ async def test_traces_show_takes_a_run_id_and_explains_a_shared_trace_id(store_u
     assert "traces show" in error["hint"]
 
     listed = runner.invoke(cli, ["--database-url", store_url, "traces", "list", "--json"])
-    assert sorted(r["run_id"] for r in json.loads(listed.stdout)) == sorted(
+    assert sorted(r["run_id"] for r in json.loads(listed.stdout)["runs"]) == sorted(
         [first.run_id, second.run_id]
     )
 

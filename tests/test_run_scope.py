@@ -30,7 +30,7 @@ from tether import (
     ToolResult,
     tool,
 )
-from tether.store import Store
+from tether.store import RunQuery, Store
 from tether.trace import semconv
 
 
@@ -255,3 +255,34 @@ def test_the_scope_module_is_where_a_run_lives() -> None:
     text = source.read_text()
     for lifecycle in ("run_started", "run_ended", "checkpoint(", "start_span"):
         assert lifecycle not in text
+
+
+async def test_the_run_record_carries_project_kind_entry_point_and_caller(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TETHER_PROJECT", "shop")
+    agent = Agent(make_spec(), model=ScriptedModel([{"text": "hi"}]), trace=sqlite_url)
+    default = await agent.run("x")
+    caller = Caller(project="other", end_user="u1", roles=frozenset({"agent"}))
+    explicit = await agent.run("y", caller=caller)
+    harness = Harness(models=[ScriptedModel([{"text": "pong"}])], trace=sqlite_url)
+    async with harness.open_run("ping", kind=RunKind.MODEL_REQUEST) as run:
+        await run.input()
+        await run.output("pong")
+    record, _, _ = trace_of(sqlite_url, default.run_id)
+    assert (record.project, record.kind, record.entry_point) == ("shop", "agent_run", "runtime")
+    record, _, _ = trace_of(sqlite_url, explicit.run_id)
+    assert record.project == "other"
+    assert record.caller == {"project": "other", "end_user": "u1", "roles": ["agent"]}
+    record, _, _ = trace_of(sqlite_url, run.run_id)
+    assert record.agent_name is None and record.agent_version is None
+    assert (record.kind, record.entry_point) == ("model_request", "sdk")
+    page = Store(sqlite_url).find_runs(RunQuery(project="shop"))
+    assert {r.run_id for r in page.runs} == {default.run_id, run.run_id}  # not "other"
+
+
+def test_a_bad_project_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TETHER_PROJECT", "bad\x1bname")
+    harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=False)
+    with pytest.raises(TetherError, match="TETHER_PROJECT"):
+        harness.open_run("hi")

@@ -8,7 +8,6 @@ in-process through click.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from tether.cli import cli
 from tether.runtime.telemetry import MAX_ATTRIBUTE_CHARS, MAX_INPUT_MESSAGES_CHARS
 from tether.store import Store
 from tether.trace import semconv, writer_for
+from tether.trace.messages import messages_json, stored_messages
 
 looked_up: list[str] = []
 
@@ -203,21 +203,25 @@ async def test_chat_spans_record_input_and_output_messages_in_otel_shape(sqlite_
     _, spans, _ = trace_of(sqlite_url, result.run_id)
     first, second = (s for s in spans if s.kind == "model")
 
-    inputs = json.loads(first.attributes[semconv.GEN_AI_INPUT_MESSAGES])
+    # Stored structured (a list in the attributes' JSON), not as JSON text inside it.
+    assert isinstance(first.attributes[semconv.GEN_AI_INPUT_MESSAGES], list)
+    assert isinstance(first.attributes[semconv.GEN_AI_OUTPUT_MESSAGES], list)
+    inputs = stored_messages(first.attributes[semconv.GEN_AI_INPUT_MESSAGES])
+    assert inputs is not None
     assert [m["role"] for m in inputs] == ["system", "user"]
     assert inputs[1]["parts"] == [{"type": "text", "content": "what is a?"}]
-    [out] = json.loads(first.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])
+    [out] = first.attributes[semconv.GEN_AI_OUTPUT_MESSAGES]
     assert out["role"] == "assistant" and out["finish_reason"] == "tool_calls"
     [call] = out["parts"]
     assert call["type"] == "tool_call" and call["name"] == "lookup"
     assert call["arguments"] == {"key": "a"} and call["id"]
 
-    inputs = json.loads(second.attributes[semconv.GEN_AI_INPUT_MESSAGES])
+    inputs = second.attributes[semconv.GEN_AI_INPUT_MESSAGES]
     assert [m["role"] for m in inputs] == ["system", "user", "assistant", "tool"]
     assert inputs[3]["parts"] == [
         {"type": "tool_call_response", "id": call["id"], "response": "value-of-a"}
     ]
-    [out] = json.loads(second.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])
+    [out] = second.attributes[semconv.GEN_AI_OUTPUT_MESSAGES]
     assert out == {
         "role": "assistant",
         "parts": [{"type": "text", "content": "a is value-of-a"}],
@@ -240,9 +244,8 @@ async def test_input_messages_stay_bounded_and_valid_json(sqlite_url: str) -> No
     assert result.ok
     _, spans, _ = trace_of(sqlite_url, result.run_id)
     last = [s for s in spans if s.kind == "model"][-1]
-    raw = last.attributes[semconv.GEN_AI_INPUT_MESSAGES]
-    assert len(raw) <= MAX_INPUT_MESSAGES_CHARS
-    messages = json.loads(raw)
+    messages = last.attributes[semconv.GEN_AI_INPUT_MESSAGES]
+    assert len(messages_json(messages)) <= MAX_INPUT_MESSAGES_CHARS
     assert messages[0]["role"] == "system" and messages[-1]["role"] == "tool"
     response = messages[-1]["parts"][0]["response"]
     # clipped like tool results, with the full size

@@ -11,6 +11,7 @@ from fakes.specs import make_spec
 from tether import Agent, Limits, ScriptedModel, ToolResult
 from tether.store import Store
 from tether.trace import semconv, writer_for
+from tether.trace.messages import messages_json
 
 FIVE_MB = 5 * 1024 * 1024
 
@@ -93,8 +94,9 @@ async def test_the_caller_gets_all_of_a_huge_answer_and_the_trace_a_clipped_copy
     assert run.output == "y" * 65_536 + marker
     assert run.input == "q" * 65_536 + "… [clipped: 70,000 characters in all]"
     chat = next(s for s in spans if s.kind == "model")
-    assert len(chat.attributes[semconv.GEN_AI_OUTPUT_MESSAGES]) < 10_000
-    assert marker in chat.attributes[semconv.GEN_AI_OUTPUT_MESSAGES]
+    output_messages = messages_json(chat.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])
+    assert len(output_messages) < 10_000
+    assert marker in output_messages
 
     monkeypatch.setenv("TETHER_MAX_PAYLOAD_CHARS", "2000")
     result = await agent.run("short")

@@ -37,7 +37,7 @@ def write_agent(folder: Path, when: str) -> Path:
     spec.write_text(
         "name: patterns\n"
         "model: {provider: scripted, name: gpt-4.1-mini, script: script.yaml}\n"
-        "limits: {timeout_s: 2}\n"
+        "limits: {timeout_s: 30}\n"  # the 1 s pattern limit must trip first, even under load
     )
     return spec
 

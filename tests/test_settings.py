@@ -69,7 +69,7 @@ def test_a_run_in_one_folder_is_listed_from_another_and_no_folder_gets_a_store(
     trace_id = json.loads(ran.stdout)["trace_id"]
     listed = tether(second, "traces", "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    assert [r["trace_id"] for r in json.loads(listed.stdout)] == [trace_id]
+    assert [r["trace_id"] for r in json.loads(listed.stdout)["runs"]] == [trace_id]
     assert not (first / ".tether").exists() and not (second / ".tether").exists()
     assert (user / ".local" / "share" / "tether" / "tether.db").is_file()
 

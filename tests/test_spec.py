@@ -256,7 +256,7 @@ def test_unknown_tool_kind(tmp_path: Path) -> None:
     message = load_error(tmp_path, BASE.replace("kind: http", "kind: grpc"))
     assert (
         "agent.yaml:10: tools[1].kind: unknown tool kind 'grpc'; "
-        "valid kinds are 'python' (the default) and 'http'"
+        "valid kinds are 'python' (the default), 'http' and 'python_sandbox'"
     ) in message
     assert "found using" not in message and "_tool_kind()" not in message
 

@@ -32,6 +32,9 @@ tools:                      # 6
 """
 
 TOOLS_PY = "def lookup(query: str) -> str:\n    return query\n"
+# BASE's HTTP tool on a public host name, for the tests that build the tools (127.0.0.1 is
+# loopback, which an HTTP tool reaches only with allowed_networks); the lines stay the same.
+PUBLIC = BASE.replace("127.0.0.1", "api.example.com")
 
 
 def write(tmp_path: Path, text: str, name: str = "agent.yaml") -> Path:
@@ -89,7 +92,7 @@ def test_ampersand_and_star_inside_strings_are_plain_text(tmp_path: Path) -> Non
 
 def test_undeclared_side_effects_are_external(tmp_path: Path) -> None:
     write(tmp_path, TOOLS_PY, "tools.py")
-    spec = load_spec(write(tmp_path, BASE))
+    spec = load_spec(write(tmp_path, PUBLIC))
     assert [t.side_effects for t in spec.tools] == ["external", "external"]
     tools = build_tools(spec.tools, base_dir=tmp_path)
     assert {name: t.side_effects for name, t in tools.items()} == {
@@ -99,7 +102,7 @@ def test_undeclared_side_effects_are_external(tmp_path: Path) -> None:
 
 
 def test_a_shell_function_is_not_read_only(tmp_path: Path) -> None:
-    text = BASE.replace("function: tools.py:lookup", "function: subprocess:getoutput")
+    text = PUBLIC.replace("function: tools.py:lookup", "function: subprocess:getoutput")
     tools = build_tools(load_spec(write(tmp_path, text)).tools, base_dir=tmp_path)
     assert tools["lookup"].side_effects == "external"
 
@@ -138,7 +141,7 @@ def test_unknown_tool_kind_lists_the_valid_kinds(tmp_path: Path) -> None:
     message = load_error(tmp_path, BASE.replace("kind: http", "kind: mcp"))
     assert (
         "agent.yaml:10: tools[1].kind: unknown tool kind 'mcp'; "
-        "valid kinds are 'python' (the default) and 'http'"
+        "valid kinds are 'python' (the default), 'http' and 'python_sandbox'"
     ) in message
     assert "found using" not in message
 

@@ -479,7 +479,7 @@ def test_rejected_record_is_skipped_and_the_rest_of_its_batch_lands(
     assert writer.dropped == 2
 
 
-def test_unserializable_record_is_dropped_and_the_writer_survives(
+def test_unserializable_attribute_is_written_as_a_note_and_the_writer_survives(
     make_writer: Callable[..., BatchingWriter],
 ) -> None:
     writer = make_writer(flush_interval_s=3600)
@@ -492,8 +492,12 @@ def test_unserializable_record_is_dropped_and_the_writer_survives(
     writer.span(bad)
     writer.span(good)
     assert writer.flush(timeout=30)
-    assert writer.dropped == 1
-    assert writer.store.get_spans(run.run_id) == [good]
+    # Kept, with a note where the value that cannot be written was (it used to be dropped).
+    assert writer.dropped == 0
+    stored_bad, stored_good = writer.store.get_spans(run.run_id)
+    assert stored_good == good
+    assert stored_bad.span_id == bad.span_id
+    assert stored_bad.attributes == {"self": "<not serializable: dict: RecursionError>"}
 
 
 def test_nul_bytes_in_user_text_do_not_lose_the_trace(store: Store) -> None:
@@ -573,12 +577,14 @@ def test_writer_survives_attributes_whose_str_raises(
     writer = make_writer(flush_interval_s=3600)
     run = _run()
     writer.run_started(run)
-    writer.span(_span(run, now_ns(), attributes={"x": Hostile()}))
+    writer.span(_span(run, now_ns(), attributes={"x": Hostile(), "y": 1}))
     good = _span(run, now_ns() + 1)
     writer.span(good)
     assert writer.flush(timeout=30)
-    assert writer.dropped == 1 and not writer.closed
-    assert writer.store.get_spans(run.run_id) == [good]
+    assert writer.dropped == 0 and not writer.closed
+    hostile, stored_good = writer.store.get_spans(run.run_id)
+    assert stored_good == good
+    assert hostile.attributes == {"x": "<not serializable: Hostile: RuntimeError>", "y": 1}
 
 
 def test_sqlite_url_with_a_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

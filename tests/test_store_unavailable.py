@@ -172,7 +172,7 @@ def test_traces_list_reads_a_read_only_sqlite_store(tmp_path: Path, wal_left: bo
             keep_open.close()
         store.close()
     assert done.returncode == 0, done.stderr
-    assert [r["trace_id"] for r in json.loads(done.stdout)] == [trace_id]
+    assert [r["trace_id"] for r in json.loads(done.stdout)["runs"]] == [trace_id]
     assert done.stderr == ""
     home = Path(os.environ["TETHER_HOME"])
     assert not journal_dir(home, store_identity(url)).exists()
@@ -216,7 +216,7 @@ def test_a_run_goes_on_while_sqlite_is_locked_and_its_trace_arrives_later(
     assert "locked" in done.stderr and "kept in the trace journal" in done.stderr
     listed = _tether("--database-url", sqlite_url, "traces", "list", "--json")
     assert listed.returncode == 0, listed.stderr
-    (run,) = json.loads(listed.stdout)
+    (run,) = json.loads(listed.stdout)["runs"]
     assert (run["trace_id"], run["status"], run["output"]) == (
         answer["trace_id"],
         "completed",
@@ -253,33 +253,24 @@ def test_records_wait_while_the_database_user_may_not_write(
     """Permission denied is the store's problem, not a record's: nothing is skipped as
     rejected. Closed meanwhile, the writer leaves its records in the journal, and the next
     writer on the same store (another user: the journal is the store's) writes them."""
-    import uuid
-
-    import psycopg
-
+    from fakes.pg_roles import read_only_user
     from tether.trace import close_writers
 
     caplog.set_level(logging.WARNING, logger="tether.trace")
     Store(pg_url).close()
-    schema = pg_url.rsplit("search_path%3D", 1)[1]
-    role = f"tether_reader_{uuid.uuid4().hex[:8]}"
-    conninfo = pg_admin_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(conninfo, autocommit=True) as admin:
-        admin.execute(f'CREATE ROLE "{role}" LOGIN')
-        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
-        admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
-    try:
-        reader_url = pg_url.replace("postgres@", f"{role}@")
-        writer = writer_for(reader_url)
-        trace_id, run_id, start = new_trace_id(), new_span_id(), now_ns()
-        writer.run_started(RunRecord(trace_id, "denied", "v1", start, run_id=run_id))
-        writer.span(
-            SpanRecord(trace_id, new_span_id(), None, "s", "tool", start, start, run_id=run_id)
-        )
-        assert not writer.flush(timeout=5)  # it cannot write: nothing is lost meanwhile
-        assert "permission denied" in (writer.last_error or "")
-        assert writer.dropped == 0 and "rejected" not in caplog.text
-        close_writers()
+    with read_only_user(pg_url, pg_admin_url) as reader_url:
+        try:
+            writer = writer_for(reader_url)
+            trace_id, run_id, start = new_trace_id(), new_span_id(), now_ns()
+            writer.run_started(RunRecord(trace_id, "denied", "v1", start, run_id=run_id))
+            writer.span(
+                SpanRecord(trace_id, new_span_id(), None, "s", "tool", start, start, run_id=run_id)
+            )
+            assert not writer.flush(timeout=5)  # it cannot write: nothing is lost meanwhile
+            assert "permission denied" in (writer.last_error or "")
+            assert writer.dropped == 0 and "rejected" not in caplog.text
+        finally:
+            close_writers()  # before the role goes
         assert "kept in the trace journal" in caplog.text
 
         delivered = writer_for(pg_url)
@@ -287,8 +278,4 @@ def test_records_wait_while_the_database_user_may_not_write(
         assert delivered.replayed >= 2
         assert delivered.store.get_run(run_id).agent_name == "denied"
         assert len(delivered.store.get_spans(run_id)) == 1
-    finally:
-        close_writers()
-        with psycopg.connect(conninfo, autocommit=True) as admin:
-            admin.execute(f'DROP OWNED BY "{role}"')
-            admin.execute(f'DROP ROLE "{role}"')
+    close_writers()

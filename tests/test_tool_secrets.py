@@ -29,7 +29,15 @@ def server() -> Iterator[Server]:
 
 async def call_once(**fields: Any) -> ToolResult:
     """One call of an HTTP tool on 127.0.0.1 built from these spec fields."""
-    tool = HttpTool(HttpToolSpec(kind="http", name="api", allowed_hosts=["127.0.0.1"], **fields))
+    tool = HttpTool(
+        HttpToolSpec(
+            kind="http",
+            name="api",
+            allowed_hosts=["127.0.0.1"],
+            allowed_networks=["127.0.0.1/32"],
+            **fields,
+        )
+    )
     try:
         return await tool.call({})
     finally:
@@ -57,6 +65,7 @@ def _write_agent(tmp_path: Path, server: Server) -> Path:
                 kind: http
                 url: {server.url}/me?key=${{ECHO_QUERY_KEY}}
                 allowed_hosts: [127.0.0.1]
+                allowed_networks: [127.0.0.1/32]
                 headers:
                   Authorization: "Bearer ${{ECHO_TOKEN}}"
                   X-Api-Key: literal-key-0123456789

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from pydantic import ValidationError
 
@@ -47,6 +46,8 @@ async def make_http() -> AsyncIterator[MakeHttp]:
     def make(**fields: Any) -> HttpTool:
         fields.setdefault("name", "api")
         fields.setdefault("allowed_hosts", ["127.0.0.1"])
+        # The test servers listen on 127.0.0.1, a loopback address: reached on purpose.
+        fields.setdefault("allowed_networks", ["127.0.0.1/32"])
         t = HttpTool(HttpToolSpec(kind="http", **fields))
         made.append(t)
         return t
@@ -436,22 +437,6 @@ async def test_percent_encoded_secrets_are_redacted_too(
         await t.call({})
     message = str(info.value)
     assert "sk%20live" not in message and "sk+live" not in message and "***" in message
-
-
-async def test_a_given_client_cannot_turn_redirects_back_on(
-    server: Server, other_server: Server
-) -> None:
-    server.routes["/moved"] = Canned(302, b"", {"Location": other_server.url + "/stolen"})
-    async with httpx.AsyncClient(follow_redirects=True) as client:
-        t = HttpTool(
-            HttpToolSpec(
-                kind="http", name="api", url=server.url + "/moved", allowed_hosts=["127.0.0.1"]
-            ),
-            client=client,
-        )
-        with pytest.raises(ToolError, match="redirect refused"):
-            await t.call({})
-    assert other_server.requests == []
 
 
 async def test_http_parameters_named_like_pydantic_attributes(

@@ -201,7 +201,11 @@ def test_provided_non_tool_is_rejected() -> None:
 
 def test_http_tools_are_built_from_their_spec() -> None:
     spec = HttpToolSpec(
-        kind="http", name="h", url="http://127.0.0.1/h", allowed_hosts=["127.0.0.1"]
+        kind="http",
+        name="h",
+        url="http://127.0.0.1/h",
+        allowed_hosts=["127.0.0.1"],
+        allowed_networks=["127.0.0.1/32"],
     )
     tools = build_tools([spec])
     assert isinstance(tools["h"], HttpTool)

@@ -38,7 +38,7 @@ class Server:
     a JSON echo of the request (method, path, query, parsed body, and with ``echo_headers``
     its headers, as a careless API or a debugging endpoint does)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.requests: list[Seen] = []
         self.routes: dict[str, Canned] = {}
         self.echo_headers = False
@@ -86,9 +86,9 @@ class Server:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = ThreadingHTTPServer((host, 0), Handler)
         self.port = self._httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
         )

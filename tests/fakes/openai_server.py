@@ -51,8 +51,11 @@ class Reply:
 
     Exactly one body kind applies: ``sse`` (events, any iterable: dicts are sent as
     ``data: <json>``, strings and bytes are written verbatim), ``raw`` (bytes as-is), or
-    ``json``. ``delay_s`` holds the reply back (to provoke client timeouts); ``disconnect``
-    closes the connection without any response.
+    ``json``. ``delay_s`` holds the reply back (to provoke client timeouts; a long one is a
+    server that accepts and never answers); ``disconnect`` closes the connection without any
+    response; ``pace_s`` makes a slow server (a pause before each ``sse`` event, or before
+    each 16-byte piece of any other body); ``cut_body_at`` sends that many bytes of a
+    non-``sse`` body, announced whole, then closes the connection (a truncated reply).
     """
 
     status: int = 200
@@ -70,6 +73,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     disconnect: bool = False
+    pace_s: float = 0.0
+    cut_body_at: int | None = None
 
     @classmethod
     def completion(cls, **kwargs: Any) -> Reply:
@@ -230,7 +235,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self._extra_headers(reply)
         self.end_headers()
-        self.wfile.write(payload)
+        if reply.cut_body_at is not None:
+            payload = payload[: reply.cut_body_at]
+            self.close_connection = True
+        if not reply.pace_s:
+            self.wfile.write(payload)
+            return
+        for start in range(0, len(payload), 16):
+            if self.server.owner._stopping.wait(reply.pace_s):
+                return
+            self.wfile.write(payload[start : start + 16])
+            self.wfile.flush()
 
     def _send_sse(self, reply: Reply) -> None:
         assert reply.sse is not None
@@ -247,6 +262,8 @@ class _Handler(BaseHTTPRequestHandler):
         for event in reply.sse:
             if log.events in (reply.sse_stall_after, reply.sse_cut_after):
                 break
+            if reply.pace_s and self.server.owner._stopping.wait(reply.pace_s):
+                return
             if isinstance(event, dict):
                 event = f"data: {json.dumps(event)}\n\n"
             payload = event.encode() if isinstance(event, str) else event

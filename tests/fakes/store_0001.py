@@ -7,18 +7,27 @@ import json
 from typing import Any
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
-from sqlalchemy import Connection, text
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, Engine, text
 
 from tether.store.db import MIGRATIONS_DIR
+from tether.store.tables import VERSION_TABLE, metadata
+
+
+def upgrade_to(conn: Connection, revision: str) -> None:
+    """Bring the schema to an old ``revision`` with Alembic (from an empty database, or from
+    an older revision)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, revision)
 
 
 def upgrade_to_0001(conn: Connection) -> None:
     """Create the 0001 schema (an empty database) with Alembic."""
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.attributes["connection"] = conn
-    command.upgrade(cfg, "0001")
+    upgrade_to(conn, "0001")
 
 
 def insert(conn: Connection, table: str, **values: Any) -> None:
@@ -27,8 +36,18 @@ def insert(conn: Connection, table: str, **values: Any) -> None:
     conn.execute(text(f"INSERT INTO {table} ({names}) VALUES ({params})"), values)
 
 
-def run_0001(conn: Connection, trace_id: str, started_ns: int, **kw: Any) -> None:
-    row: dict[str, Any] = {
+def schema_differences(engine: Engine) -> list[Any]:
+    """How the store's schema differs from the table definitions (none once at the head)."""
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "version_table": VERSION_TABLE}
+        )
+        return list(compare_metadata(context, metadata))
+
+
+def run_row_0001(trace_id: str, started_ns: int) -> dict[str, Any]:
+    """A finished run's row as revision 0001 has it (a row of later revisions starts so)."""
+    return {
         "trace_id": trace_id,
         "agent_name": "legacy",
         "agent_version": "v0",
@@ -47,8 +66,10 @@ def run_0001(conn: Connection, trace_id: str, started_ns: int, **kw: Any) -> Non
         "error": None,
         "attributes": json.dumps({"tether.agent.paradigm": "react"}),
     }
-    row.update(kw)
-    insert(conn, "tether_runs", **row)
+
+
+def run_0001(conn: Connection, trace_id: str, started_ns: int, **kw: Any) -> None:
+    insert(conn, "tether_runs", **{**run_row_0001(trace_id, started_ns), **kw})
 
 
 def span_0001(

@@ -31,6 +31,9 @@ class _Listener:
                 client, _ = self._server.accept()
             except OSError:
                 return
+            if self._closed:  # accepted while closing: refused after all
+                client.close()
+                return
             self._handle(client)
 
     def _handle(self, client: socket.socket) -> None:
@@ -38,6 +41,10 @@ class _Listener:
 
     def close(self) -> None:
         self._closed = True
+        # Closing alone does not wake a thread blocked in accept(), which would then take one
+        # more connection (a store meant to be down answering once more): shut it down first.
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
         for sock in self._sockets:
             with contextlib.suppress(OSError):

@@ -11,21 +11,24 @@ import shutil
 import signal
 import sys
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
 from tether.cli import render
+from tether.cli.options import CURSOR, OUTCOMES, RUN_STATUSES, TEXT, WHEN
+from tether.cli.scan import scan
 from tether.cli.terminal import LazyConsole, PlainStyle, escape, visible
-from tether.core import Settings, SpecError, TetherError
+from tether.core import Settings, SpecError, StoreError, TetherError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from tether.providers import StreamEvent
     from tether.runtime import Agent, RunResult, SpecCheck
-    from tether.store import Store
+    from tether.store import StoreReader
     from tether.trace import BatchingWriter
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,8 +90,10 @@ def handle_errors(func: F) -> F:
                     f"[dim]hint: {escape(exc.hint)}[/]", highlight=False, soft_wrap=True
                 )
             sys.exit(EXIT_ERROR)
-        except (BrokenPipeError, click.ClickException):
-            raise  # the reader went away (`| head`): main() ends quietly; usage errors: main()
+        except click.ClickException:
+            raise  # a usage error found by the command itself: click says it
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): main() ends quietly
         except KeyboardInterrupt:
             err_console.print("interrupted; an unfinished run is recorded as failed")
             sys.exit(130)
@@ -143,24 +148,6 @@ def database_url(ctx: click.Context) -> str:
     return url or Settings.from_env().database_url
 
 
-class _Text(click.types.StringParamType):
-    """Text an id or a name can be: not empty, and valid UTF-8 (argv bytes that are not
-    arrive as lone surrogates, which no database and no output can take)."""
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
-        text = super().convert(value, param, ctx)
-        if not text.strip():
-            self.fail("must not be empty", param, ctx)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            self.fail(f"{visible(text)} is not valid UTF-8 text", param, ctx)
-        return text
-
-
-TEXT = _Text()
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--database-url",
@@ -192,6 +179,10 @@ def _show_library_warnings() -> None:
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         logger.addHandler(_StderrHandler(logging.WARNING))
         logger.setLevel(logging.WARNING)
+        # psycopg logs, through Python's last-resort handler, the pipeline it abandons after a
+        # failed batch ("error ignored terminating <psycopg.Pipeline ...>"): Tether's own
+        # warning already says which write failed and why, in words.
+        logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 
 @cli.command()
@@ -348,46 +339,121 @@ def traces() -> None:
     type=click.IntRange(min=1, max=MAX_LIST_LIMIT),
     help=f"How many runs (at most {MAX_LIST_LIMIT:,}).",
 )
-@click.option("--agent", type=TEXT, help="Only runs of this agent.")
+@click.option(
+    "--status", multiple=True, type=click.Choice(RUN_STATUSES), help="Only runs in this status."
+)
+@click.option(
+    "--outcome",
+    multiple=True,
+    type=click.Choice(OUTCOMES),
+    metavar="OUTCOME",
+    help=f"Only runs that ended so: {', '.join(OUTCOMES)}.",
+)
+@click.option("--agent", multiple=True, type=TEXT, help="Only runs of this agent.")
+@click.option(
+    "--version", multiple=True, type=TEXT, help="Only runs of this agent version (or prefix)."
+)
+@click.option("--model", multiple=True, type=TEXT, help="Only runs that requested this model.")
+@click.option("--project", multiple=True, type=TEXT, help="Only runs of this project.")
+@click.option("--since", type=WHEN, metavar="TIME", help="Only runs started at TIME or later.")
+@click.option("--until", type=WHEN, metavar="TIME", help="Only runs started before TIME.")
+@click.option("--cursor", type=CURSOR, help="Start after the page that printed this cursor.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 @handle_errors
-def traces_list(ctx: click.Context, limit: int, agent: str | None, as_json: bool) -> None:
-    """Recent runs, newest first."""
-    store = _open_store(ctx)
-    if as_json:  # a page of runs at a time: thousands of whole inputs and outputs add up
-        pages = store.iter_runs(limit=limit, agent=agent)
+def traces_list(
+    ctx: click.Context,
+    limit: int,
+    status: tuple[str, ...],
+    outcome: tuple[str, ...],
+    agent: tuple[str, ...],
+    version: tuple[str, ...],
+    model: tuple[str, ...],
+    project: tuple[str, ...],
+    since: datetime | None,
+    until: datetime | None,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """Recent runs, newest first, a page at a time.
+
+    Each filter can be given several times (a run matching any of its values passes);
+    filters of different kinds must all hold. TIME is an ISO time (2026-11-23T10:00, UTC
+    unless it says otherwise) or an age: 30m, 1h, 2d, 1w.
+    """
+    from pydantic import ValidationError
+
+    from tether.store import RunQuery
+
+    if since is not None and until is not None and until <= since:
+        raise click.BadParameter("must be later than --since", param_hint="'--until'")
+    try:
+        query = RunQuery(
+            status=status,
+            outcome=outcome,
+            agent=agent,
+            version=version,
+            model=model,
+            project=project,
+            since=since,
+            until=until,
+            limit=limit,
+            cursor=cursor,
+        )
+    except ValidationError as exc:  # what click's types do not check (how many values)
+        problem = exc.errors()[0]
+        option = str(problem["loc"][0]).replace("_", "-")
+        raise click.BadParameter(
+            str(problem["msg"]).removeprefix("Value error, "), param_hint=f"'--{option}'"
+        ) from None
+    reader = _open_reader(ctx)
+    if as_json:  # a chunk of runs at a time: thousands of whole inputs and outputs add up
+        stream = reader.stream_runs(query)
         _warn_stranded_journals(ctx)
-        for chunk in render.dumps_array(render.run_json(r) for r in pages):
-            click.echo(chunk, nl=False)
+        summaries = (render.run_view(r) for r in stream.runs)
+        for piece in render.dumps_page(summaries, stream.total, stream.next_cursor):
+            click.echo(piece, nl=False)
         click.echo()
         return
-    runs = store.list_runs(limit=limit, agent=agent, text_chars=render.TABLE_TEXT_CHARS)
+    page = reader.find_runs(query, text_chars=render.TABLE_TEXT_CHARS)
     _warn_stranded_journals(ctx)
-    if not runs:
-        if agent:
-            shown = visible(repr(agent))
-            console.print(f"no traces of agent {shown} in {store.display_url}", markup=False)
-        else:
-            console.print(f"no traces in {store.display_url} yet; try: tether demo", markup=False)
-        return
-    console.print(render.runs_table(runs))
+    filters = query.model_dump(exclude_defaults=True).keys() - {"limit"}
+    if page.runs:
+        console.print(render.runs_table(page.runs))
+    elif cursor:
+        console.print("no more runs after this cursor", markup=False)
+    elif filters == {"agent"}:
+        shown = visible(", ".join(repr(a) for a in agent))
+        console.print(f"no traces of agent {shown} in {reader.display_url}", markup=False)
+    elif filters:
+        console.print(f"no runs match these filters in {reader.display_url}", markup=False)
+    else:
+        console.print(f"no traces in {reader.display_url} yet; try: tether demo", markup=False)
+    if page.next_cursor:
+        err_console.print(
+            f"[dim]{len(page.runs)} of {page.total} runs; next page: --cursor "
+            f"{escape(page.next_cursor)}[/]",
+            highlight=False,
+            soft_wrap=True,  # a cursor to copy must stay on one line
+        )
 
 
-def _open_store(ctx: click.Context) -> Store:
+def _open_reader(ctx: click.Context) -> StoreReader:
     """The trace store for reading, once what a killed process left in its trace journal is
-    written. A store that cannot be opened is one error (``StoreError``), said at once; a
-    SQLite file this process cannot write is read as it is, read-only, with no writer and no
-    journal started."""
-    from tether.store import Store, create_store_engine
+    written (here, once: no writer is started). A store that cannot be opened is one error
+    (``StoreError``), said at once; a SQLite file this process cannot write is read as it
+    is, read-only, and its journal left for a command that can write it."""
+    from tether.store import Store, StoreReader, create_store_engine
     from tether.store.db import sqlite_read_only
     from tether.trace.journal import undelivered
     from tether.trace.recorder import journal_for
+    from tether.trace.recovery import deliver_orphans
 
     url = database_url(ctx)
     read_only = sqlite_read_only(url)
-    store = Store(url, engine=create_store_engine(url, read_only=read_only), connect=False)
-    store.ensure_ready()
+    engine = create_store_engine(url, read_only=read_only)
+    reader = StoreReader(url, engine=engine, connect=False)
+    reader.ensure_ready()
     directory = journal_for(url)
     segments, records = (0, 0) if directory is None else undelivered(directory)
     if read_only and records:
@@ -395,13 +461,17 @@ def _open_store(ctx: click.Context) -> Store:
             f"{records} trace record(s) in the journal {directory} wait for this store, which "
             "is read-only here; they are written by the next tether command that can write it"
         )
-    # A process died: write what it left, and close its unfinished runs (the writer does).
-    elif segments and not writer_for(url).flush(timeout=10.0):
-        _warn(
-            "records left by an interrupted run are still being written; the newest traces "
-            "may be incomplete"
-        )
-    return store
+    elif segments and directory is not None:
+        # A process died: write what it left, and close its unfinished runs.
+        try:
+            deliver_orphans(directory, Store(url, engine=engine, connect=False))
+        except StoreError as exc:
+            _warn(
+                f"trace records that a stopped process left in the journal {directory} cannot "
+                f"be written now ({exc.message}); they are kept there, and the newest traces "
+                "may be incomplete"
+            )
+    return reader
 
 
 def _warn_stranded_journals(ctx: click.Context) -> None:
@@ -442,14 +512,12 @@ def traces_show(ctx: click.Context, run_or_trace_id: str, as_json: bool) -> None
     ID is a run id or a trace id (a trace several runs share asks for one of their run
     ids), or a unique prefix of either (at least 6 characters).
     """
-    store = _open_store(ctx)
-    run_record = store.get_run(run_or_trace_id)
-    spans = store.get_spans(run_record.run_id)
-    events = store.get_events(run_record.run_id)
+    trace = _open_reader(ctx).get_trace(run_or_trace_id)
     if as_json:
-        click.echo(render.dumps(render.trace_json(run_record, spans, events)))
+        click.echo(render.dumps(render.trace_view(trace)))
         return
-    render.print_trace(console, run_record, spans, events, Settings.from_env().max_display_chars)
+    display_chars = Settings.from_env().max_display_chars
+    render.print_trace(console, trace.run, trace.spans, trace.events, display_chars)
 
 
 @cli.command()
@@ -462,6 +530,16 @@ def demo(ctx: click.Context, as_json: bool) -> None:
     from tether.cli.demo import run_demo
 
     run_demo(database_url(ctx), console=console, as_json=as_json, command=tether_command(ctx))
+
+
+cli.add_command(scan)
+# Commands in their own modules (they import what they need from this one).
+from tether.cli.keys import keys_group, projects_group  # noqa: E402
+from tether.cli.serve import serve  # noqa: E402
+
+cli.add_command(serve)
+cli.add_command(keys_group)
+cli.add_command(projects_group)
 
 
 class _Terminated(SystemExit):
@@ -518,3 +596,15 @@ def _main() -> None:
     except click.exceptions.Abort:
         err_console.print("aborted")
         sys.exit(1)
+
+
+from tether.cli.policy import policy  # noqa: E402 (it uses handle_errors, defined above)
+
+cli.add_command(policy)
+from tether.cli.sandbox import sandbox  # noqa: E402 (it uses handle_errors, defined above)
+
+cli.add_command(sandbox)
+
+from tether.cli.audit import audit  # noqa: E402 (it uses handle_errors, defined above)
+
+cli.add_command(audit)

@@ -6,8 +6,7 @@ import dataclasses
 import json
 import textwrap
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.cli.terminal import escape, json_safe, visible
@@ -16,7 +15,7 @@ from tether.core.settings import DEFAULT_MAX_PAYLOAD_CHARS
 from tether.core.text import clip_text
 from tether.store import EventRecord, RunRecord, SpanRecord
 from tether.trace import semconv
-from tether.trace.pricing import round_cost
+from tether.trace.readout import fmt_ns, json_cost, run_cost
 
 if TYPE_CHECKING:  # rich loads when something is printed: `tether --help` never needs it
     from rich.console import Console
@@ -24,6 +23,7 @@ if TYPE_CHECKING:  # rich loads when something is printed: `tether --help` never
     from rich.tree import Tree
 
     from tether.runtime import RunResult
+    from tether.store import Trace
 
 R = TypeVar("R", RunRecord, SpanRecord, EventRecord)
 
@@ -41,10 +41,6 @@ OUTCOME_STYLE: dict[str, str] = {
 """Keyed by outcome; a stored string looks its outcome up (a ``StrEnum`` hashes as its string)."""
 
 
-def fmt_ns(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def fmt_ms(ms: float | None) -> str:
     if ms is None:
         return "—"
@@ -55,19 +51,6 @@ def fmt_cost(usd: float | None) -> str:
     """A cost; ``None`` (a model the pricing table does not know) is shown as unknown, not as
     free."""
     return "unpriced" if usd is None else f"${usd:.6f}"
-
-
-def json_cost(usd: float | None) -> float | None:
-    """A cost for JSON output: ``null`` when unknown, without float noise otherwise."""
-    return None if usd is None else round_cost(usd)
-
-
-def _run_cost(run: RunRecord, spans: Sequence[SpanRecord] = ()) -> float | None:
-    """A stored run's cost, ``None`` when a model call in it could not be priced."""
-    unpriced = run.attributes.get(semconv.TETHER_COST_UNPRICED) or any(
-        s.kind == "model" and s.attributes.get(semconv.TETHER_COST_UNPRICED) for s in spans
-    )
-    return None if unpriced else run.cost_usd
 
 
 def brief(text: str, limit: int) -> str:
@@ -147,27 +130,18 @@ def print_result(
         console.print(f"hint: {visible(result.hint)}", style="dim", markup=False, soft_wrap=True)
 
 
-def run_json(run: RunRecord) -> dict[str, Any]:
-    return {
-        "trace_id": run.trace_id,
-        "run_id": run.run_id,
-        "agent": run.agent_name,
-        "agent_version": run.agent_version,
-        "status": run.status,
-        "outcome": run.outcome,
-        "input": run.input,
-        "output": run.output,
-        "started": fmt_ns(run.started_ns),
-        "latency_ms": run.latency_ms,
-        "input_tokens": run.input_tokens,
-        "output_tokens": run.output_tokens,
-        "cached_input_tokens": run.cached_input_tokens,
-        "cost_usd": json_cost(_run_cost(run)),
-        "turns": run.turns,
-        "tool_calls": run.tool_calls,
-        "error": run.error,
-        "attributes": run.attributes,
-    }
+def run_view(run: RunRecord) -> dict[str, Any]:
+    """A run for ``--json`` (``RunSummary``: the HTTP API prints the same)."""
+    from tether.trace.views import RunSummary
+
+    return RunSummary.of(run).model_dump()
+
+
+def trace_view(trace: Trace) -> dict[str, Any]:
+    """A run's trace for ``--json`` (``RunDetail``: the HTTP API prints the same)."""
+    from tether.trace.views import RunDetail
+
+    return RunDetail.of(trace).model_dump()
 
 
 def displayable(value: Any) -> Any:
@@ -195,9 +169,11 @@ TABLE_TEXT_CHARS = 400
 
 
 def runs_table(runs: list[RunRecord]) -> Table:
+    """Runs as a table; with a project column only when they are of several projects."""
     from rich.table import Table
 
     runs = [_displayable_record(r) for r in runs]
+    projects = len({r.project for r in runs}) > 1
     # expand: the input column takes the width the others leave; without it, a long input
     # squeezed every other column (agent, tokens, cost, latency) to nothing.
     table = Table(show_edge=False, header_style="bold", expand=True)
@@ -205,48 +181,29 @@ def runs_table(runs: list[RunRecord]) -> Table:
     # its trace id (in --json and in `traces show`).
     widths = {"run": 16, "agent": 8, "started (UTC)": 19, "outcome": 14, "tokens": 6}
     widths.update({"cost": 9, "latency": 9})
+    if projects:
+        widths = {"run": 16, "project": 8, **{k: v for k, v in widths.items() if k != "run"}}
     for col, width in widths.items():
         table.add_column(col, no_wrap=True, min_width=width)
     table.add_column("input", overflow="ellipsis", no_wrap=True, ratio=1)
     for r in runs:
         table.add_row(
             escape(r.run_id),
-            escape(r.agent_name),
+            *([escape(r.project)] if projects else []),
+            escape(_who(r)),
             fmt_ns(r.started_ns),
             outcome_text(r.outcome if r.status != "running" else None),
             str(r.input_tokens + r.output_tokens),
-            fmt_cost(_run_cost(r)),
+            fmt_cost(run_cost(r)),
             fmt_ms(r.latency_ms),
             escape(brief(r.input, 200)),  # one line: the table clips it to the terminal's width
         )
     return table
 
 
-def trace_json(
-    run: RunRecord, spans: list[SpanRecord], events: list[EventRecord]
-) -> dict[str, Any]:
-    return {
-        "run": {**run_json(run), "cost_usd": json_cost(_run_cost(run, spans))},
-        "spans": [
-            {
-                "span_id": s.span_id,
-                "parent_id": s.parent_id,
-                "name": s.name,
-                "kind": s.kind,
-                "start_ns": s.start_ns,
-                "end_ns": s.end_ns,
-                "duration_ms": s.duration_ms,
-                "status": s.status,
-                "status_message": s.status_message,
-                "attributes": s.attributes,
-            }
-            for s in spans
-        ],
-        "events": [
-            {"span_id": e.span_id, "name": e.name, "time_ns": e.time_ns, "attributes": e.attributes}
-            for e in events
-        ],
-    }
+def _who(run: RunRecord) -> str:
+    """The agent of a run; for a run without one (a gateway request), what it was."""
+    return run.agent_name if run.agent_name is not None else f"({run.kind})"
 
 
 def _span_label(s: SpanRecord) -> str:
@@ -329,10 +286,10 @@ def trace_tree(
     events = [_displayable_record(e) for e in events]
     head = (
         f"[bold]trace {escape(run.trace_id)}[/] run {escape(run.run_id)}  "
-        f"{escape(run.agent_name)}@{escape(run.agent_version[:8])}  "
+        f"{escape(_who(run))}{'@' + escape(run.agent_version[:8]) if run.agent_version else ''}  "
         f"{outcome_text(run.outcome if run.status != 'running' else None)}  "
         f"{fmt_ms(run.latency_ms)}  {run.input_tokens} in / {run.output_tokens} out  "
-        f"{fmt_cost(_run_cost(run, spans))}"
+        f"{fmt_cost(run_cost(run, spans))}"
     )
     if run.error:
         head += "\n" + _run_error_markup(run.error, display_chars)
@@ -411,6 +368,15 @@ def dumps_array(values: Iterable[Any]) -> Iterator[str]:
         yield ("[\n" if empty else ",\n") + textwrap.indent(dumps(value), "  ")
         empty = False
     yield "[]" if empty else "\n]"
+
+
+def dumps_page(runs: Iterable[Any], total: int | None, next_cursor: str | None) -> Iterator[str]:
+    """``dumps`` of a page of runs (``RunPage``) in pieces, one run at a time (the same
+    text): thousands of whole inputs and outputs are never all in memory at once."""
+    yield '{\n  "runs": '
+    for chunk in dumps_array(runs):
+        yield chunk.replace("\n", "\n  ")  # JSON text has no raw newline inside a string
+    yield ",\n" + dumps({"total": total, "next_cursor": next_cursor}).removeprefix("{\n")
 
 
 def dumps(value: Any) -> str:

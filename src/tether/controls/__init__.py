@@ -2,6 +2,7 @@
 and the guards (prompt injection, deny lists, allowed topics, Python functions, an LLM judge,
 spotlighting), built from a spec's ``guards`` section by ``build_guards``."""
 
+from tether.controls.authz import Authorizer, AuthzRequest, AuthzVerdict, CedarAuthorization
 from tether.controls.guard_base import CHANNELS, GuardControl, GuardResult
 from tether.controls.guard_build import build_guards, load_policy
 from tether.controls.guard_deny import DenyListGuard
@@ -25,6 +26,10 @@ from tether.controls.pipeline import (
 __all__ = [
     "ALLOW",
     "CHANNELS",
+    "Authorizer",
+    "AuthzRequest",
+    "AuthzVerdict",
+    "CedarAuthorization",
     "Control",
     "Decision",
     "DenyListGuard",

@@ -378,3 +378,30 @@ class Pipeline:
         if d.details:
             attrs = {**d.details, **attrs}  # the standard attributes cannot be overridden
         self.recorder.event(ctx.span_id, semconv.EVENT_CONTROL_DECISION, attrs)
+        if d.verdict is not Verdict.ALLOW:  # every non-allow decision goes to the audit log
+            details: dict[str, Any] = {
+                "control": d.control,
+                "hook": ctx.hook.value,
+                "verdict": d.verdict.value,
+                "reason": d.reason,
+            }
+            if d.outcome:
+                details["outcome"] = d.outcome.value
+            if ctx.call is not None:
+                details["tool"] = ctx.call.name
+            self.recorder.audit("decision", ctx.span_id, _actor(ctx), details)
+
+
+def _actor(ctx: HookContext) -> dict[str, Any]:
+    """Who a decision was taken for: the caller and the agent."""
+    caller = ctx.caller
+    actor: dict[str, Any] = {
+        "project": caller.project,
+        "key_id": caller.key_id,
+        "end_user": caller.end_user,
+        "entry_point": ctx.entry_point.value,
+    }
+    if ctx.agent is not None:
+        actor["agent"] = ctx.agent.name
+        actor["agent_version"] = ctx.agent.version
+    return actor

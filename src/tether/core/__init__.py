@@ -3,6 +3,8 @@
 from tether.core.caller import DEFAULT_PROJECT, AgentRef, Caller, EntryPoint, RunKind
 from tether.core.clock import monotonic, now_ns
 from tether.core.errors import (
+    InvalidQuery,
+    NotFound,
     ProviderError,
     SpecError,
     StoreError,
@@ -22,6 +24,8 @@ __all__ = [
     "AgentRef",
     "Caller",
     "EntryPoint",
+    "InvalidQuery",
+    "NotFound",
     "Outcome",
     "ProviderError",
     "RunKind",

@@ -23,6 +23,8 @@ class EntryPoint(StrEnum):
     """A tool call through the MCP/tool gateway."""
     SDK = "sdk"
     """A run scope opened by the application's own code (a hand-written agent loop)."""
+    OTLP = "otlp"
+    """Spans an instrumented application sent to ``POST /v1/traces`` (OpenTelemetry in)."""
 
 
 class RunKind(StrEnum):

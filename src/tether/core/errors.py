@@ -69,7 +69,20 @@ class ProviderError(TetherError):
 
 
 class StoreError(TetherError):
-    """The trace store cannot be opened, migrated, read or written."""
+    """The trace store cannot be opened, migrated, read or written.
+
+    Raised as itself, it means the store failed (down, unreachable, not a database, a schema
+    it cannot use): worth retrying later. Its subclasses ``NotFound`` and ``InvalidQuery``
+    are answers about the request, with the store working."""
+
+
+class NotFound(StoreError):
+    """The store works and has no such run (or trace)."""
+
+
+class InvalidQuery(StoreError):
+    """The store works, and cannot answer the read as asked: an id too short or matching
+    several runs, a malformed page cursor."""
 
 
 MAX_EXCEPTION_TEXT = 2_000

@@ -66,6 +66,9 @@ class Settings:
     """Longest input or output the CLI prints (``--json`` prints what is stored); longer text
     is clipped with the same marker; ``TETHER_MAX_DISPLAY_CHARS``, default 8,000."""
 
+    project: str = "default"
+    """The project runs are filed under when their caller names none; ``TETHER_PROJECT``."""
+
     @classmethod
     def from_env(cls) -> Settings:
         raw_home = os.environ.get("TETHER_HOME")
@@ -84,7 +87,23 @@ class Settings:
             max_display_chars=_chars_from_env(
                 "TETHER_MAX_DISPLAY_CHARS", DEFAULT_MAX_DISPLAY_CHARS
             ),
+            project=project_from_env(),
         )
+
+
+def project_from_env() -> str:
+    """``TETHER_PROJECT``, default ``default``. A name with control characters, or longer than
+    100 characters, is a ``TetherError`` naming the variable (it would end up in every row)."""
+    raw = os.environ.get("TETHER_PROJECT", "").strip()
+    if not raw:
+        return "default"
+    if len(raw) > 100 or not raw.isprintable():
+        from tether.core.errors import TetherError
+
+        raise TetherError(
+            f"TETHER_PROJECT must be a printable name of at most 100 characters, got {raw!r:.120}"
+        )
+    return raw
 
 
 def max_payload_chars_from_env() -> int:
@@ -104,3 +123,16 @@ def _chars_from_env(name: str, default: int) -> int:
             hint=f"unset {name} for the default, {default:,}",
         )
     return int(raw)
+
+
+DEFAULT_REDIS_PREFIX = "tether:"
+
+
+def redis_from_env() -> tuple[str | None, str]:
+    """The Redis that processes share state through (circuit breakers): ``TETHER_REDIS_URL``
+    (``redis://[:password@]host:port/db``; unset or empty: none) and the prefix of every key
+    Tether writes there, ``TETHER_REDIS_PREFIX`` (default ``tether:``), so several deployments
+    can share one Redis."""
+    url = (os.environ.get("TETHER_REDIS_URL") or "").strip() or None
+    prefix = os.environ.get("TETHER_REDIS_PREFIX") or DEFAULT_REDIS_PREFIX
+    return url, prefix

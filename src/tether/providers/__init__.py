@@ -4,6 +4,7 @@ OpenAI-compatible HTTP provider, and streamed replies (``stream_of`` and its eve
 from typing import TYPE_CHECKING
 
 from tether.core.lazy import lazy_exports
+from tether.providers.call_events import call_events_to, report_call_event
 from tether.providers.factory import build_model
 from tether.providers.scripted import (
     Script,
@@ -65,6 +66,8 @@ __all__ = [
     "Usage",
     "UsageUpdate",
     "build_model",
+    "call_events_to",
+    "report_call_event",
     "response_events",
     "stream_of",
 ]

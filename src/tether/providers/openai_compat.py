@@ -71,11 +71,12 @@ class OpenAIChatModel:
 
     Works with OpenAI itself and with compatible servers (vLLM, Ollama, LiteLLM, llama.cpp).
     ``temperature``, ``seed`` and ``max_tokens`` are defaults; a request's ``settings`` override
-    them. ``timeout_s`` bounds connecting, sending, and each read (for streams: the gap between
-    two chunks). ``max_response_bytes`` caps a response, streamed or not (an error past it).
-    ``stream`` makes ``complete()`` read the reply as server-sent events; ``stream()``
-    streams in any case. ``last_attempts`` is the number of HTTP attempts the latest
-    ``complete()`` or ``stream()`` made.
+    them. ``timeout_s`` is the per-call timeout of each HTTP attempt: a reply that is not
+    streamed must arrive whole within it; a stream waits that long for each chunk.
+    ``max_response_bytes`` caps a response, streamed or not (an error past it). ``stream``
+    makes ``complete()`` read the reply as server-sent events; ``stream()`` streams in any
+    case. ``last_attempts`` is the number of HTTP attempts the latest ``complete()`` or
+    ``stream()`` made.
     """
 
     def __init__(
@@ -282,9 +283,14 @@ class OpenAIChatModel:
         )
 
     async def _attempt(self, body: dict[str, Any]) -> ModelResponse:
-        """One non-streamed attempt."""
-        async with self._errors.from_httpx(), self._open(body) as response:
-            raw = await read_capped(response, self.max_response_bytes)
+        """One non-streamed attempt, whole within ``timeout_s``: httpx bounds each wait for
+        data, which a server trickling its body a byte at a time never trips."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async with self._errors.from_httpx(), self._open(body) as response:
+                    raw = await read_capped(response, self.max_response_bytes)
+        except TimeoutError as exc:
+            raise self._errors.timed_out() from exc
         return self._parse_body(raw)
 
     async def _stream_attempt(self, body: dict[str, Any]) -> AsyncGenerator[StreamEvent, None]:

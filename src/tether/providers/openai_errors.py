@@ -164,15 +164,17 @@ class OpenAIErrors:
             retryable=True,
         )
 
+    def timed_out(self) -> Transient:
+        """The failure of an attempt that took longer than ``timeout_s``."""
+        return Transient(f"request to {self.shown_url} timed out after {self._timeout_s:g}s")
+
     @contextlib.asynccontextmanager
     async def from_httpx(self) -> AsyncIterator[None]:
         """httpx's failures, and a body past its cap, as ``Transient`` or ``ProviderError``."""
         try:
             yield
         except httpx.TimeoutException as exc:
-            raise Transient(
-                f"request to {self.shown_url} timed out after {self._timeout_s:g}s"
-            ) from exc
+            raise self.timed_out() from exc
         except httpx.TransportError as exc:
             detail = str(exc) or "connection failed"
             raise Transient(

@@ -10,10 +10,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from tether.controls import Control
+from tether.controls import CedarAuthorization, Control
 from tether.controls.guard_build import build_guards
-from tether.core import AgentRef, Caller, EntryPoint, RunKind, TetherError
+from tether.core import AgentRef, Caller, EntryPoint, RunKind, TetherError, content_hash
+from tether.core.settings import project_from_env
 from tether.providers import Model, ModelSettings, build_model
+from tether.resilience import BreakerStore, resilient_models
 from tether.runtime.chain import StreamHandler
 from tether.runtime.paradigms import PARADIGMS
 from tether.runtime.result import RunResult
@@ -22,9 +24,25 @@ from tether.runtime.spec_check import _check_cost_limit, _naming
 from tether.runtime.structured import OutputSchema
 from tether.spec import AgentSpec, load_spec
 from tether.tools import Tool, build_tools
-from tether.trace import PricingTable, default_pricing
+from tether.trace import AuditLog, PricingTable
+from tether.trace.audit import POLICY_LOAD
+from tether.trace.pricing import pricing_from_env
 
 __all__ = ["Agent", "TraceTarget"]
+
+
+def _audit_policy_load(harness: Harness, spec: AgentSpec, cedar: CedarAuthorization) -> None:
+    """Record the policy set an agent loaded, by its content hash, in the audit log."""
+    loaded = cedar.authorizer.loaded
+    AuditLog(harness.sink).record(
+        POLICY_LOAD,
+        {"project": project_from_env(), "agent": spec.name, "agent_version": spec.version},
+        {
+            "files": list(spec.authorization.policies) if spec.authorization else [],
+            "content_hash": content_hash(loaded.text),
+            "policies": sorted(p.label for p in loaded.policies.values()),
+        },
+    )
 
 
 class Agent:
@@ -32,6 +50,9 @@ class Agent:
 
     ``trace`` says where traces go: ``None`` (default) uses ``TETHER_DATABASE_URL`` or the
     SQLite store in ``TETHER_HOME``; a database URL; any ``TraceSink``; or ``False`` for none.
+    With the spec's ``resilience.circuit_breaker`` every model of the chain (built from the
+    spec or given) gets a circuit breaker, kept in ``breaker_store`` if given, else where
+    the spec's ``shared`` says.
     """
 
     def __init__(
@@ -46,6 +67,7 @@ class Agent:
         trace: TraceTarget = None,
         pricing: PricingTable | None = None,
         output_schema: OutputSchema | type[BaseModel] | dict[str, Any] | None = None,
+        breaker_store: BreakerStore | None = None,
     ) -> None:
         self.spec = spec
         self.base_dir = Path(base_dir) if base_dir is not None else None
@@ -55,17 +77,22 @@ class Agent:
             if fallback_models is not None
             else [build_model(c, self.base_dir) for c in spec.fallback_models]
         )
-        pricing = pricing or default_pricing()
+        pricing = pricing or pricing_from_env()
         _check_cost_limit(spec, [m.name for m in self._models()], pricing)
         self.output = _output_schema(spec, output_schema, self.base_dir)
+        built = build_tools(spec.tools, base_dir=self.base_dir, provided=tools)
+        own = list(controls)
+        cedar: CedarAuthorization | None = None
+        if spec.authorization is not None:  # last: it decides the call as other controls left it
+            cedar = CedarAuthorization.from_spec(spec, built, self.base_dir)
+            own.append(cedar)
         self.harness = Harness(
-            models=self._models(),
-            tools=build_tools(spec.tools, base_dir=self.base_dir, provided=tools),
-            # The spec's guards (a policy file's first), the caller's controls, then
+            # Behind circuit breakers when the spec's resilience section asks for them.
+            models=resilient_models(self._models(), spec.resilience, breaker_store),
+            tools=built,
+            # The spec's guards (a policy file's first), then the controls above, then
             # spotlighting, which marks only what every control let through.
-            controls=build_guards(
-                spec.guards, base_dir=self.base_dir, model=self.model, extra=controls
-            ),
+            controls=build_guards(spec.guards, base_dir=self.base_dir, model=self.model, extra=own),
             limits=spec.limits,
             loop_breaker=spec.loop_breaker,
             settings=ModelSettings(
@@ -75,6 +102,7 @@ class Agent:
             ),
             trace=trace,
             pricing=pricing,
+            degraded_answer=spec.resilience.degraded_answer,
         )
         self._system_prompt = spec.system_prompt()
         if self.output is not None:
@@ -82,6 +110,8 @@ class Agent:
                 p for p in (self._system_prompt, self.output.instruction()) if p
             )
         self._ref = AgentRef(name=spec.name, version=spec.version)
+        if cedar is not None:
+            _audit_policy_load(self.harness, spec, cedar)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **kwargs: Any) -> Agent:

@@ -22,6 +22,7 @@ from tether.providers import (
     StreamAccumulator,
     StreamEnd,
     StreamEvent,
+    call_events_to,
     response_events,
     stream_of,
 )
@@ -138,11 +139,7 @@ async def model_step(
         span = _chat_span(scope, model, request, sent, attempt)
         streamed = StreamAccumulator(model=model.name) if on_event is not None else None
         try:
-            if streamed is None:
-                response = await model.complete(request)
-            else:
-                assert on_event is not None
-                response = await _stream(model, request, streamed, on_event)
+            response = await _call(scope, span, model, request, streamed, on_event)
         except ProviderError as exc:
             if streamed is not None and (streamed.text or streamed.tool_calls()):
                 _charge_partial(scope, span, model, streamed)
@@ -176,6 +173,26 @@ async def model_step(
             retryable=any(e.retryable for e in errors),
         ) from last_error
     raise last_error
+
+
+async def _call(
+    scope: RunScope,
+    span: SpanRecord,
+    model: Model,
+    request: ModelRequest,
+    streamed: StreamAccumulator | None,
+    on_event: StreamHandler | None,
+) -> ModelResponse:
+    """One attempt; events the model reports meanwhile (a circuit breaker's transitions) go on
+    its chat span."""
+
+    def on_span(name: str, attributes: dict[str, Any]) -> None:
+        scope.recorder.event(span.span_id, name, attributes)
+
+    with call_events_to(on_span):
+        if streamed is None or on_event is None:
+            return await model.complete(request)
+        return await _stream(model, request, streamed, on_event)
 
 
 async def _deliver(on_event: StreamHandler, event: StreamEvent) -> None:

@@ -25,6 +25,7 @@ request (input, one model call, output) and a tool-gateway call (one tool call).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -49,6 +50,7 @@ from tether.core import (
     scrub_surrogates,
 )
 from tether.core.caller import RunKind
+from tether.core.settings import project_from_env
 from tether.providers import Message, Model, ModelRequest, ModelResponse, ModelSettings, ToolCall
 from tether.runtime.chain import ModelChain, StreamHandler, error_attributes, model_step
 from tether.runtime.result import RunResult
@@ -59,7 +61,8 @@ from tether.runtime.tool_step import tools_step
 from tether.spec import Limits, LoopBreakerConfig
 from tether.store import RunRecord, SpanRecord
 from tether.tools import Tool, build_tools, definition_of
-from tether.trace import PricingTable, default_pricing, semconv
+from tether.trace import PricingTable, semconv
+from tether.trace.pricing import pricing_from_env
 from tether.trace.sink import NullSink
 
 if TYPE_CHECKING:
@@ -84,10 +87,20 @@ def resolve_sink(trace: TraceTarget) -> TraceSink:
     if trace is False:
         return NullSink()
     if trace is None or trace is True:
-        return writer_for(Settings.from_env().database_url)
+        return _exported(writer_for(Settings.from_env().database_url))
     if isinstance(trace, str):
-        return writer_for(trace)
+        return _exported(writer_for(trace))
     return trace
+
+
+def _exported(sink: TraceSink) -> TraceSink:
+    """``sink``, also exporting over OTLP when ``TETHER_OTLP_ENDPOINT`` is set (the
+    OpenTelemetry SDK loads only then)."""
+    if not os.environ.get("TETHER_OTLP_ENDPOINT", "").strip():
+        return sink
+    from tether.trace.otlp_export import with_otlp_export
+
+    return with_otlp_export(sink)
 
 
 class Harness:
@@ -96,7 +109,9 @@ class Harness:
     ``models`` is the chain a model call tries in order (primary, then fallbacks). ``tools``
     are ``Tool`` objects or plain functions (a function becomes a ``FunctionTool``); giving
     one is the grant to call it. The limits control and the loop breaker come first in the
-    pipeline, then ``controls``. ``trace`` is a ``TraceTarget``.
+    pipeline, then ``controls``. ``trace`` is a ``TraceTarget``. ``degraded_answer`` is
+    what a run answers when every model failed for a reason that may pass (its outcome is
+    still ``error``).
     """
 
     def __init__(
@@ -110,6 +125,7 @@ class Harness:
         settings: ModelSettings | None = None,
         trace: TraceTarget = None,
         pricing: PricingTable | None = None,
+        degraded_answer: str | None = None,
     ) -> None:
         self.chain = ModelChain(models)
         self.tools: dict[str, Tool] = (
@@ -122,7 +138,10 @@ class Harness:
         self.loop_breaker = loop_breaker or LoopBreakerConfig()
         self.settings = settings or ModelSettings()
         self.sink = resolve_sink(trace)
-        self.pricing = pricing or default_pricing()
+        self.pricing = pricing or pricing_from_env()
+        self.degraded_answer = degraded_answer
+        """The answer when the chain failed for a reason that may pass (every model down,
+        timed out or behind an open circuit), in place of the built-in apology."""
 
     def open_run(
         self,
@@ -138,13 +157,14 @@ class Harness:
         paradigm: Literal["react", "plan_execute"] | None = None,
     ) -> RunScope:
         """A scope for one run; enter it (``async with``) to start the run. ``agent`` names the
-        agent (a name, or an ``AgentRef`` with its version); ``trace_id`` (a W3C trace id) puts
-        the run in a caller's trace, which other runs may share."""
+        agent (a name, or an ``AgentRef`` with its version); ``caller`` says who the run is for
+        (default: project ``TETHER_PROJECT``, else ``default``); ``trace_id`` (a W3C trace id)
+        puts the run in a caller's trace, which other runs may share."""
         return RunScope(
             self,
             input=input,
             agent=AgentRef(name=agent, version="") if isinstance(agent, str) else agent,
-            caller=caller or Caller(),
+            caller=caller or Caller(project=project_from_env()),
             entry_point=entry_point,
             kind=kind,
             trace_id=trace_id,
@@ -268,22 +288,25 @@ class RunScope:
         state.started_ns = now_ns()
         self._recorder = RunRecorder(h.sink, state.trace_id, state.run_id)
         self.pipeline = h.pipeline.with_recorder(self._recorder)
-        who = self._who()
-        attributes: dict[str, Any] = dict(who)
+        attributes: dict[str, Any] = {}
         if self.paradigm:
             attributes[semconv.TETHER_PARADIGM] = self.paradigm
         self._record = RunRecord(
             trace_id=state.trace_id,
             run_id=state.run_id,
-            agent_name=state.agent_name,
-            agent_version=state.agent_version,
+            agent_name=self.agent.name if self.agent else None,
+            agent_version=self.agent.version if self.agent else None,
             started_ns=state.started_ns,
             # clipped past TETHER_MAX_PAYLOAD_CHARS, as the output is
             input=stored_payload(state.input),
             attributes={**attributes, **state.metadata},
+            project=self.caller.project,
+            kind=self.kind.value,
+            entry_point=self.entry_point.value,
+            caller=self.caller.stored(),
         )
         h.sink.run_started(self._record)
-        root: dict[str, Any] = {**attributes}
+        root: dict[str, Any] = {**attributes, **self._who()}
         if self.agent is not None:
             root[semconv.GEN_AI_OPERATION_NAME] = semconv.OP_INVOKE_AGENT
             root[semconv.GEN_AI_AGENT_NAME] = self.agent.name
@@ -387,6 +410,10 @@ class RunScope:
                     "stop_reason": stored_payload(state.stop_reason),
                     **unpriced,
                 },
+                project=run.project,
+                kind=run.kind,
+                entry_point=run.entry_point,
+                caller=run.caller,
             )
         )
 
@@ -442,7 +469,14 @@ class RunScope:
         state.error, state.hint = exc.message, exc.hint
         state.stop_reason = f"model provider failed: {exc.message}"
         state.output = _provider_failure_message(exc)
-        self.recorder.event(self.run_id, semconv.EVENT_RUN_ERROR, error_attributes(exc))
+        attributes = error_attributes(exc)
+        degraded = self.harness.degraded_answer
+        if degraded is not None and exc.retryable:
+            # Every model is down for now: the configured answer, not the built-in apology.
+            state.output = degraded
+            state.stop_reason += "; answered with the degraded answer (resilience.degraded_answer)"
+            attributes["degraded_answer"] = True
+        self.recorder.event(self.run_id, semconv.EVENT_RUN_ERROR, attributes)
 
     async def _step(self, work: Callable[[], Awaitable[T]], *, timed: bool = False) -> Step[T]:
         """Run one step; every way the run can stop becomes an ended run and a stopped Step."""

@@ -12,10 +12,12 @@ from pathlib import Path
 from tether.controls.guard_build import build_guards
 from tether.core import ProviderError, SpecError
 from tether.providers import Model, ScriptedModel, build_model
+from tether.resilience import missing_redis, timeout_warnings
 from tether.runtime.structured import OutputSchema
 from tether.spec import AgentSpec, load_spec
 from tether.tools import HttpTool, Tool, build_tools, check_tools
-from tether.trace import PricingTable, default_pricing
+from tether.trace import PricingTable
+from tether.trace.pricing import pricing_from_env
 
 
 @contextmanager
@@ -38,8 +40,8 @@ def _check_cost_limit(spec: AgentSpec, model_names: Sequence[str], pricing: Pric
         raise SpecError(
             f"limits.max_cost_usd is set but the pricing table (version {pricing.version}) "
             f"has no price for {', '.join(unpriced)}: the cost limit could never trip",
-            hint="use a priced model name, pass Agent(pricing=...) with a table that prices "
-            "it, or remove max_cost_usd",
+            hint="use a priced model name, add its price to the file TETHER_PRICES_FILE names, "
+            "pass Agent(pricing=...) with a table that prices it, or remove max_cost_usd",
         )
 
 
@@ -94,7 +96,7 @@ def check_spec(
         _check_cost_limit(
             spec,
             [c.name for c in (spec.model, *spec.fallback_models)],
-            pricing or default_pricing(),
+            pricing or pricing_from_env(),
         )
         # The guards and the output schema as the agent would build them: a policy file, a
         # guard's function or model, a schema file that cannot work is an error now.
@@ -107,6 +109,7 @@ def check_spec(
         if spec.output is not None:
             OutputSchema.from_config(spec.output, base_dir)
     missing.update(var for t in tools.values() if isinstance(t, HttpTool) for var in t.missing_env)
+    missing.update(missing_redis(spec.resilience))
     check = SpecCheck(
         path=path,
         spec=spec,
@@ -123,6 +126,7 @@ def check_spec(
     check.warnings += tool_warnings
     check.warnings += _script_warnings(models, {*tools, *not_imported})
     check.warnings += _unsent_key_warnings(spec, missing)
+    check.warnings += timeout_warnings(spec)
     return check
 
 

@@ -2,11 +2,13 @@
 
 ``gen_ai.input.messages`` and ``gen_ai.output.messages`` follow the OpenTelemetry GenAI
 semantic conventions: arrays of ``{"role", "parts": [...]}`` whose parts are ``text``,
-``tool_call`` and ``tool_call_response``. Long values are clipped so one tool result cannot
-make a span unstorable; a run's input, output and error are clipped at
-``TETHER_MAX_PAYLOAD_CHARS`` (``Settings.max_payload_chars``). Clipped text ends with a marker
-giving the full size. Only what is stored is clipped: the run itself, and the ``RunResult``
-its caller gets, keep the whole text.
+``tool_call`` and ``tool_call_response``. They are kept as lists of dicts in the span's
+attributes, serialized once with them (stores written before held them as JSON text inside the
+attributes' JSON: read either shape with ``tether.trace.messages.stored_messages``). Long
+values are clipped so one tool result cannot make a span unstorable; a run's input, output
+and error are clipped at ``TETHER_MAX_PAYLOAD_CHARS`` (``Settings.max_payload_chars``).
+Clipped text ends with a marker giving the full size. Only what is stored is clipped: the run
+itself, and the ``RunResult`` its caller gets, keep the whole text.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from __future__ import annotations
 import json
 from typing import Any, overload
 
+from tether.core.jsontext import json_bytes
 from tether.core.settings import max_payload_chars_from_env
 from tether.core.text import clip_text
 from tether.providers import Message, ModelResponse, ToolCall
 
-# Built once: json.dumps with options builds a new encoder on every call.
+# Built once: json.dumps with options builds a new encoder on every call. Readable spacing
+# for what a person reads (arguments shown as text); sizes are those of compact JSON.
 _dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
 MAX_ATTRIBUTE_CHARS = 8_000
@@ -51,6 +55,13 @@ def arguments_text(call: ToolCall) -> str:
     return clip(raw if raw is not None else _dumps(call.arguments))
 
 
+def _longer_than_attribute(value: Any) -> bool:
+    """Whether ``value`` as compact JSON has more than ``MAX_ATTRIBUTE_CHARS`` characters
+    (counted in bytes first: never fewer than the characters)."""
+    data = json_bytes(value)
+    return len(data) > MAX_ATTRIBUTE_CHARS and len(data.decode()) > MAX_ATTRIBUTE_CHARS
+
+
 def otel_parts(message: Message) -> list[dict[str, Any]]:
     """A message's parts in the OTel GenAI shape (text, tool_call, tool_call_response)."""
     if message.role == "tool":
@@ -62,51 +73,59 @@ def otel_parts(message: Message) -> list[dict[str, Any]]:
     for call in message.tool_calls:
         raw = call.raw_arguments
         arguments: Any = call.arguments if raw is None else raw
-        if raw is not None or len(_dumps(arguments)) > MAX_ATTRIBUTE_CHARS:
+        if raw is not None or _longer_than_attribute(arguments):
             arguments = arguments_text(call)
         part = {"type": "tool_call", "id": call.id, "name": call.name, "arguments": arguments}
         parts.append(part)
     return parts
 
 
-MessageCache = dict[int, tuple[Message, str]]
-"""Messages already encoded in a run, by ``id()``: each turn resends the whole conversation,
-so without it a run's encoding work grows with the square of its length."""
+MessageCache = dict[int, tuple[Message, dict[str, Any], int]]
+"""Messages already converted in a run, by ``id()``, with their size as stored: each turn
+resends the whole conversation, so without it a run's work grows with the square of its
+length."""
 
 
-def _encoded(message: Message, cache: MessageCache | None) -> str:
+def _converted(message: Message, cache: MessageCache | None) -> tuple[dict[str, Any], int]:
     if cache is not None:
         hit = cache.get(id(message))
         if hit is not None and hit[0] is message:
-            return hit[1]
-    text = _dumps({"role": message.role, "parts": otel_parts(message)})
+            return hit[1], hit[2]
+    entry = {"role": message.role, "parts": otel_parts(message)}
+    # As the store writes it, inside the span's attributes; in UTF-8 bytes, which is at least
+    # the characters (and cheaper to get).
+    size = len(json_bytes(entry))
     if cache is not None:
-        cache[id(message)] = (message, text)  # the message is kept, so its id is not reused
-    return text
+        cache[id(message)] = (message, entry, size)  # the message is kept: its id is not reused
+    return entry, size
 
 
-def input_messages(messages: list[Message], cache: MessageCache | None = None) -> tuple[str, int]:
-    """``gen_ai.input.messages`` as JSON, and how many of the oldest messages it leaves out to
-    stay within ``MAX_INPUT_MESSAGES_CHARS`` (system messages and the newest are kept)."""
-    encoded = [_encoded(m, cache) for m in messages]
-    keep = [True] * len(encoded)
-    size = sum(len(e) + 1 for e in encoded)
+def input_messages(
+    messages: list[Message], cache: MessageCache | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """``gen_ai.input.messages`` (a list of OTel messages, stored as JSON once, with the rest
+    of the span's attributes), and how many of the oldest messages it leaves out to stay
+    within ``MAX_INPUT_MESSAGES_CHARS`` of JSON (system messages and the newest are kept).
+    The messages of a run's cache are shared between its spans: read them, never change them."""
+    converted = [_converted(m, cache) for m in messages]
+    keep = [True] * len(converted)
+    size = 1 + sum(entry_size + 1 for _entry, entry_size in converted)
     omitted = 0
     for i, message in enumerate(messages[:-1]):
         if size <= MAX_INPUT_MESSAGES_CHARS:
             break
         if message.role != "system":
             keep[i] = False
-            size -= len(encoded[i]) + 1
+            size -= converted[i][1] + 1
             omitted += 1
-    return "[" + ",".join(e for e, k in zip(encoded, keep, strict=True) if k) + "]", omitted
+    return [entry for (entry, _size), k in zip(converted, keep, strict=True) if k], omitted
 
 
-def output_messages(response: ModelResponse) -> str:
-    """``gen_ai.output.messages`` as JSON: the reply, with its finish reason."""
+def output_messages(response: ModelResponse) -> list[dict[str, Any]]:
+    """``gen_ai.output.messages``: the reply, with its finish reason."""
     message = {
         "role": "assistant",
         "parts": otel_parts(response.as_message()),
         "finish_reason": response.finish_reason,
     }
-    return _dumps([message])
+    return [message]

@@ -23,10 +23,12 @@ from tether.spec.model import (
     Limits,
     LoopBreakerConfig,
     ModelConfig,
+    PythonSandboxToolSpec,
     PythonToolSpec,
     ToolParameter,
     ToolSpec,
 )
+from tether.spec.resilience import CircuitBreakerConfig, ResilienceConfig
 
 AgentSpec.model_rebuild(
     _types_namespace={"GuardsConfig": GuardsConfig, "OutputConfig": OutputConfig}
@@ -45,6 +47,7 @@ def load_spec(path: str | Path) -> AgentSpec:
 
 __all__ = [
     "AgentSpec",
+    "CircuitBreakerConfig",
     "GuardRule",
     "GuardsConfig",
     "GuardsPolicy",
@@ -53,7 +56,9 @@ __all__ = [
     "LoopBreakerConfig",
     "ModelConfig",
     "OutputConfig",
+    "PythonSandboxToolSpec",
     "PythonToolSpec",
+    "ResilienceConfig",
     "ToolParameter",
     "ToolSpec",
     "check_json_schema",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from dataclasses import fields
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -18,6 +20,20 @@ from pydantic import (
 )
 
 from tether.core import content_hash
+from tether.sandbox.limits import (
+    MAX_CODE_BYTES,
+    MAX_FILE_MB,
+    MAX_MEMORY_MB,
+    MAX_OPEN_FILES,
+    MAX_OUTPUT_BYTES,
+    MAX_PROCESSES,
+    MAX_TIMEOUT_S,
+    MAX_WORK_DIR_MB,
+    MIN_MEMORY_MB,
+    MIN_TIMEOUT_S,
+    SandboxLimits,
+)
+from tether.spec.resilience import ResilienceConfig
 
 if TYPE_CHECKING:
     # The guards module builds on the classes here (a judge's ModelConfig); ``tether.spec``
@@ -33,7 +49,7 @@ URL_FIELD = re.compile(r"(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 """An ``{arg}`` field of an HTTP tool's URL template (``${ENV}`` is not one)."""
 _HOST_WITH_PORT = re.compile(r"[^:\[\]]+:\d*")
 """``host:port`` (an IPv6 address has more than one colon)."""
-TOOL_KINDS = ("python", "http")
+TOOL_KINDS = ("python", "http", "python_sandbox")
 UNKNOWN_TOOL_KIND = "unknown_tool_kind"
 """Error type of a tool whose ``kind`` is none of ``TOOL_KINDS``."""
 MAX_RESULT_CHARS = 16_000
@@ -68,7 +84,11 @@ class ModelConfig(_Strict):
     api_key_env: str = "OPENAI_API_KEY"
     """``openai`` only: name of the environment variable that holds the API key."""
     timeout_s: float = Field(default=60.0, gt=0)
-    """Per-request timeout in seconds."""
+    """``openai`` only: the per-call timeout, in seconds, apart from the run's
+    (``limits.timeout_s``): how long one HTTP attempt may take (a reply that is not streamed
+    must have arrived whole; a stream waits this long for each next piece). A timed-out
+    attempt is retried like a 5xx, then the call fails with a retryable error and the chain
+    moves on to the next model."""
     max_retries: int = Field(default=3, ge=0, le=10)
     """Retries on 429 and 5xx with jittered exponential backoff."""
     stream: bool = False
@@ -163,6 +183,25 @@ class HttpToolSpec(_ToolBase):
     (others), left out when an optional one is not given. A URL field must be required."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Request headers; values may use ``${ENV}`` (never written to traces)."""
+    allowed_networks: list[str] = Field(default_factory=list)
+    """Networks (CIDR, ``10.0.0.0/8``, or one address) the tool may connect to although they
+    are private, loopback, link-local, metadata or otherwise not public; refused by default."""
+    max_redirects: int = Field(default=0, ge=0, le=10)
+    """Redirects followed, each checked like the first request (host and address); 0 refuses
+    them. Headers are sent only to the origin of ``url``."""
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{network!r} is not a network: write an address or a CIDR block "
+                    "(127.0.0.1, 10.0.0.0/8, fd00::/8)"
+                ) from None
+        return networks
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -202,6 +241,49 @@ class HttpToolSpec(_ToolBase):
         return parameters
 
 
+_SANDBOX_DEFAULTS = SandboxLimits()
+
+
+class PythonSandboxToolSpec(_ToolBase):
+    """Runs the Python code the model writes in a bubblewrap sandbox: no network, no host
+    files, an unprivileged uid, and limits on time, memory, processes, files and output.
+    Where bubblewrap is missing, each call fails with an error result; code never runs
+    unsandboxed."""
+
+    kind: Literal["python_sandbox"]
+    timeout_s: float = Field(
+        default=_SANDBOX_DEFAULTS.timeout_s, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S
+    )
+    """Wall-clock seconds of one run; then every process of it is killed."""
+    memory_mb: int = Field(
+        default=_SANDBOX_DEFAULTS.memory_mb,
+        ge=MIN_MEMORY_MB,
+        le=MAX_MEMORY_MB,
+    )
+    """Address space of each process, in MiB."""
+    cpu_s: int | None = Field(default=None, ge=1, le=int(MAX_TIMEOUT_S))
+    """CPU seconds of each process (default: the timeout rounded up, plus 1)."""
+    max_processes: int = Field(default=_SANDBOX_DEFAULTS.max_processes, ge=1, le=MAX_PROCESSES)
+    """Processes and threads at once, the program itself included."""
+    max_file_mb: int = Field(default=_SANDBOX_DEFAULTS.max_file_mb, ge=1, le=MAX_FILE_MB)
+    """Largest file the program may write, in MiB."""
+    max_open_files: int = Field(default=_SANDBOX_DEFAULTS.max_open_files, ge=16, le=MAX_OPEN_FILES)
+    """Open file descriptors per process."""
+    work_dir_mb: int = Field(default=_SANDBOX_DEFAULTS.work_dir_mb, ge=1, le=MAX_WORK_DIR_MB)
+    """Room in the private work dir ``/tmp`` (in memory) besides the program, in MiB."""
+    max_output_bytes: int = Field(
+        default=_SANDBOX_DEFAULTS.max_output_bytes, ge=1, le=MAX_OUTPUT_BYTES
+    )
+    """Bytes kept of stdout and of stderr each; more ends the run (the model sees at most
+    ``max_result_chars`` of the result)."""
+    max_code_bytes: int = Field(default=_SANDBOX_DEFAULTS.max_code_bytes, ge=1, le=MAX_CODE_BYTES)
+    """Longest program accepted, in bytes."""
+
+    def sandbox_limits(self) -> SandboxLimits:
+        """These limits as the sandbox takes them (the fields of the same names)."""
+        return SandboxLimits(**{f.name: getattr(self, f.name) for f in fields(SandboxLimits)})
+
+
 def _tool_kind(value: Any) -> str | None:
     # Not a mapping at all: let the python variant say what it expected.
     kind = (
@@ -211,11 +293,14 @@ def _tool_kind(value: Any) -> str | None:
 
 
 ToolSpec = Annotated[
-    Annotated[PythonToolSpec, Tag("python")] | Annotated[HttpToolSpec, Tag("http")],
+    Annotated[PythonToolSpec, Tag("python")]
+    | Annotated[HttpToolSpec, Tag("http")]
+    | Annotated[PythonSandboxToolSpec, Tag("python_sandbox")],
     Discriminator(
         _tool_kind,
         custom_error_type=UNKNOWN_TOOL_KIND,
-        custom_error_message="unknown tool kind; valid kinds are 'python' (the default) and 'http'",
+        custom_error_message="unknown tool kind; valid kinds are 'python' (the default), "
+        "'http' and 'python_sandbox'",
     ),
 ]
 
@@ -248,6 +333,32 @@ class LoopBreakerConfig(_Strict):
     exempt_tools: list[str] = Field(default_factory=list)
     """Tools never counted: those meant to be polled with the same arguments (a job's
     status). Each must be declared under ``tools``."""
+
+
+# -- tool authorization (Cedar) ------------------------------------------------------------------
+
+
+class AuthorizationConfig(_Strict):
+    """Cedar policies that decide every tool call. Once set, a call no policy permits is
+    refused (default deny)."""
+
+    policies: list[str] = Field(min_length=1)
+    """Policy files (``.cedar``), relative to the spec file."""
+    schema_: Literal["auto"] = Field(default="auto", alias="schema")
+    """``auto``: the Cedar schema is generated from the agent's tools; policies are validated
+    against it when the agent loads."""
+
+    @field_validator("policies", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("policies")
+    @classmethod
+    def _not_blank(cls, paths: list[str]) -> list[str]:
+        if any(not path.strip() for path in paths):
+            raise ValueError("a policy file path is empty")
+        return paths
 
 
 def _check_declared(names: list[str], field: str, info: ValidationInfo) -> None:
@@ -300,6 +411,11 @@ class AgentSpec(_Strict):
     """Guards on the input, tool results, documents and answer; spotlighting."""
     output: OutputConfig | None = None
     """The answer's required shape (a JSON Schema), re-asked when it does not match."""
+    authorization: AuthorizationConfig | None = None
+    """Cedar policies deciding each tool call (default deny once set); none: every declared
+    tool may be called."""
+    resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
+    """Circuit breakers on the model endpoints and the answer given when every model is down."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Free-form labels (team, owner, ticket)."""
 

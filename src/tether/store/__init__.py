@@ -1,9 +1,12 @@
-"""The store: SQLAlchemy tables, Alembic migrations, and the ``Store`` repository."""
+"""The store: SQLAlchemy tables, Alembic migrations, the ``Store`` that writes, and the
+``StoreReader`` that reads runs by filters, a page at a time."""
 
 from typing import TYPE_CHECKING
 
+from tether.core.errors import InvalidQuery, NotFound
 from tether.core.lazy import lazy_exports
 from tether.store.records import (
+    AuditRecord,
     CheckpointRecord,
     EventRecord,
     RunRecord,
@@ -19,6 +22,8 @@ if TYPE_CHECKING:
         redact_url,
         store_identity,
     )
+    from tether.store.query import RunQuery, decode_cursor, encode_cursor
+    from tether.store.reader import RunListing, StoreReader, Trace
     from tether.store.repository import Store
     from tether.store.values import dumps_attributes
 
@@ -34,21 +39,32 @@ __getattr__, __dir__ = lazy_exports(
             "redact_url",
             "store_identity",
         ),
+        ".query": ("RunQuery", "decode_cursor", "encode_cursor"),
+        ".reader": ("RunListing", "StoreReader", "Trace"),
         ".repository": ("Store",),
         ".values": ("dumps_attributes",),
     },
 )
 
 __all__ = [
+    "AuditRecord",
     "CheckpointRecord",
     "EventRecord",
+    "InvalidQuery",
+    "NotFound",
+    "RunListing",
+    "RunQuery",
     "RunRecord",
     "SpanRecord",
     "Store",
+    "StoreReader",
+    "Trace",
     "TraceBatch",
     "canonical_url",
     "create_store_engine",
+    "decode_cursor",
     "dumps_attributes",
+    "encode_cursor",
     "migrate",
     "redact_url",
     "store_identity",

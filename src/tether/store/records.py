@@ -5,6 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# The values of ``tether.core.DEFAULT_PROJECT``, ``RunKind.AGENT_RUN`` and
+# ``EntryPoint.RUNTIME``, spelled out: records load without pydantic (which those come with).
+DEFAULT_PROJECT = "default"
+AGENT_RUN = "agent_run"
+RUNTIME = "runtime"
+
 
 @dataclass(slots=True)
 class RunRecord:
@@ -21,8 +27,10 @@ class RunRecord:
 
     trace_id: str
     run_id: str = field(kw_only=True)
-    agent_name: str
-    agent_version: str
+    agent_name: str | None
+    """The agent's name; None for a run that is not an agent's (a gateway request)."""
+    agent_version: str | None
+    """The content hash of the agent's spec; None when there is no agent."""
     started_ns: int
     status: str = "running"
     """``running`` until the run ends; then ``completed``, ``paused`` or ``failed``."""
@@ -39,6 +47,16 @@ class RunRecord:
     tool_calls: int = 0
     error: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
+    project: str = field(default=DEFAULT_PROJECT, kw_only=True)
+    """The project (tenant) the run belongs to."""
+    kind: str = field(default=AGENT_RUN, kw_only=True)
+    """What the run is (``tether.core.RunKind``): ``agent_run``, ``model_request``,
+    ``tool_call``."""
+    entry_point: str = field(default=RUNTIME, kw_only=True)
+    """How it came in (``tether.core.EntryPoint``): ``runtime``, ``model_gateway``,
+    ``tool_gateway``, ``sdk``."""
+    caller: dict[str, Any] | None = field(default=None, kw_only=True)
+    """Who it ran for, as ``Caller.stored()`` gives it; None when not known."""
 
     @property
     def latency_ms(self) -> float | None:
@@ -93,6 +111,28 @@ class CheckpointRecord:
 
 
 @dataclass(slots=True)
+class AuditRecord:
+    """One audit entry as it is accepted (seq and hashes are given when it is written)."""
+
+    entry_id: str
+    """A random id made when the entry is accepted (a replayed journal writes it once)."""
+    time_ns: int
+    """When it happened (ns since the epoch)."""
+    kind: str
+    """What happened: ``decision``, ``policy_load``, ``key_created``, ``key_revoked``..."""
+    actor: dict[str, Any]
+    """Who: project, key id, end user, agent (whichever are known)."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """What: the control, hook, verdict and reason of a decision; a policy's content hash."""
+    trace_id: str | None = None
+    """The trace it belongs to, if any."""
+    run_id: str | None = None
+    """The run it belongs to, if any."""
+    span_id: str | None = None
+    """The span it was taken on, if any."""
+
+
+@dataclass(slots=True)
 class TraceBatch:
     """What one store transaction writes, in dependency order."""
 
@@ -101,6 +141,8 @@ class TraceBatch:
     events: list[EventRecord] = field(default_factory=list)
     checkpoints: list[CheckpointRecord] = field(default_factory=list)
     runs_ended: list[RunRecord] = field(default_factory=list)
+    audit: list[AuditRecord] = field(default_factory=list)
+    """Audit entries, appended to the audit chain last (``tether.store.audit``)."""
     attributes_json: dict[int, str] = field(default_factory=dict)
     """Spans' and events' attributes already serialized (by ``dumps_attributes``), keyed by
     ``id(record)``: the trace writer serializes them once, for its journal, and the store

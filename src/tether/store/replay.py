@@ -94,5 +94,6 @@ def without_existing(conn: Any, batch: TraceBatch) -> TraceBatch:
         ],
         checkpoints=[c for c in batch.checkpoints if (c.run_id, c.created_ns) not in have_checks],
         runs_ended=batch.runs_ended,
+        audit=batch.audit,  # left out by entry id when written (``tether.store.audit``)
         attributes_json=batch.attributes_json,
     )

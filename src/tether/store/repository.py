@@ -1,21 +1,16 @@
-"""``Store``: writes trace batches and reads runs, spans, events and checkpoints."""
+"""``Store``: writes trace batches (and reads, as the ``StoreReader`` it is)."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, RowMapping, bindparam, func, or_, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core import StoreError
 from tether.store import tables
-from tether.store.db import create_store_engine, driver_message, migrate, redact_url
+from tether.store.reader import StoreReader, run_from_row
 from tether.store.records import (
-    CheckpointRecord,
-    EventRecord,
     RunRecord,
     SpanRecord,
     TraceBatch,
@@ -25,7 +20,11 @@ from tether.store.values import (
     CHECKPOINT_REASON,
     EVENT_NAME,
     RUN_AGENT,
+    RUN_ENTRY_POINT,
+    RUN_KIND,
+    RUN_MODEL,
     RUN_OUTCOME,
+    RUN_PROJECT,
     RUN_STATUS,
     RUN_VERSION,
     SPAN_KIND,
@@ -35,10 +34,6 @@ from tether.store.values import (
     dumps_attributes,
     fit,
 )
-
-_LISTED_RUNS = 20
-"""How many run ids an ambiguous trace id lists."""
-_TRACE_ID_LENGTH = 32
 
 _RUN_END_FIELDS = (
     "status",
@@ -70,27 +65,86 @@ _END_RUN = (
 _INSERT_COLUMNS = {
     tables.spans.name: tuple(c.name for c in tables.spans.columns),
     tables.events.name: tuple(c.name for c in tables.events.columns if c.name != "id"),
+    tables.run_models.name: tuple(c.name for c in tables.run_models.columns),
 }
-_INSERT_SQL: dict[tuple[str, str], str] = {}
+_INSERT_SQL: dict[tuple[str, str, bool], str] = {}
+
+REQUEST_MODEL = "gen_ai.request.model"
+"""The OTel GenAI attribute of a model span naming the model asked for: the store keeps each
+run's (in ``tether_run_models``) for ``RunQuery.model``."""
 
 
-def _insert(conn: Any, table: Any, rows: list[tuple[Any, ...]]) -> None:
+def _insert(
+    conn: Any, table: Any, rows: list[tuple[Any, ...]], *, skip_existing: bool = False
+) -> None:
     """Insert the rows of the busiest tables (spans, events): on SQLite straight through the
     driver's ``executemany`` (SQLAlchemy's per-row parameter processing costs about as much as
     the insert itself there); elsewhere through Core, which batches rows into multi-row
-    INSERTs. The values are prepared by the caller, identically for both."""
+    INSERTs. The values are prepared by the caller, identically for both. ``skip_existing``:
+    a row whose key is stored already is left out, not an error."""
     columns = _INSERT_COLUMNS[table.name]
     if conn.dialect.paramstyle != "qmark":
-        conn.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+        statement = table.insert()
+        if skip_existing:  # PostgreSQL, the one store other than SQLite
+            from sqlalchemy.dialects.postgresql import insert
+
+            statement = insert(table).on_conflict_do_nothing()
+        conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
         return
-    key = (conn.dialect.name, table.name)
+    key = (conn.dialect.name, table.name, skip_existing)
     sql = _INSERT_SQL.get(key)
     if sql is None:
         sql = _INSERT_SQL[key] = (
+            f"INSERT {'OR IGNORE ' if skip_existing else ''}INTO {table.name} "
+            f"({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+        )
+    conn.exec_driver_sql(sql, rows)
+
+
+def _run_models(spans: list[SpanRecord]) -> list[tuple[str, str]]:
+    """(run id, model) of each model span's requested model, once each."""
+    found: set[tuple[str, str]] = set()
+    for s in spans:
+        if s.kind == "model":
+            model = s.attributes.get(REQUEST_MODEL)
+            if isinstance(model, str) and model:
+                found.add((s.run_id, clean_text(fit(model, RUN_MODEL)) or model))
+    return sorted(found)  # one order: two writers' inserts never wait on each other in turn
+
+
+def _insert_dicts(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Insert rows given as dicts (all with the same keys): on SQLite through the driver's
+    ``executemany``, as :func:`_insert`; elsewhere through Core."""
+    if conn.dialect.paramstyle != "qmark":
+        conn.execute(table.insert(), rows)
+        return
+    columns = tuple(rows[0])
+    key = (table.name, columns)
+    sql = _INSERT_DICT_SQL.get(key)
+    if sql is None:
+        sql = _INSERT_DICT_SQL[key] = (
             f"INSERT INTO {table.name} ({', '.join(columns)}) "
             f"VALUES ({', '.join('?' for _ in columns)})"
         )
-    conn.exec_driver_sql(sql, rows)
+    conn.exec_driver_sql(sql, [tuple(row.values()) for row in rows])
+
+
+_INSERT_DICT_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
+_END_RUN_SQLITE = (
+    f"UPDATE {tables.runs.name} SET "
+    + ", ".join(f"{f} = ?" for f in (*_RUN_END_FIELDS, "attributes"))
+    + " WHERE run_id = ? AND started_ns = ?"
+)
+_END_RUN_ORDER = tuple(f"b_{f}" for f in (*_RUN_END_FIELDS, "attributes", "run_id", "started_ns"))
+
+
+def _end_runs(conn: Any, params: list[dict[str, Any]]) -> None:
+    """The prepared run-end UPDATE for every run that ended in a batch; on SQLite through the
+    driver's ``executemany`` (as :func:`_insert`)."""
+    if conn.dialect.paramstyle != "qmark":
+        conn.execute(_END_RUN, params)
+        return
+    conn.exec_driver_sql(_END_RUN_SQLITE, [tuple(p[k] for k in _END_RUN_ORDER) for p in params])
 
 
 def _run_end_params(r: RunRecord) -> dict[str, Any]:
@@ -108,8 +162,12 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
     return {
         "run_id": r.run_id,
         "trace_id": r.trace_id,
+        "project": clean_text(fit(r.project, RUN_PROJECT)),
+        "kind": clean_text(fit(r.kind, RUN_KIND)),
+        "entry_point": clean_text(fit(r.entry_point, RUN_ENTRY_POINT)),
         "agent_name": clean_text(fit(r.agent_name, RUN_AGENT)),
         "agent_version": clean_text(fit(r.agent_version, RUN_VERSION)),
+        "caller": None if r.caller is None else dumps_attributes(r.caller),
         "status": clean_text(fit(r.status, RUN_STATUS)),
         "outcome": clean_text(fit(r.outcome, RUN_OUTCOME)),
         "input": clean_text(r.input),
@@ -127,50 +185,9 @@ def _run_row(r: RunRecord) -> dict[str, Any]:
     }
 
 
-_TEXTS = ("input", "output")
-
-
-def _run_from(row: RowMapping) -> RunRecord:
-    data = dict(row)
-    data["attributes"] = json.loads(data["attributes"])
-    return RunRecord(**data)
-
-
-class Store:
-    """The trace store behind one database URL. Thread-safe: every call takes a connection."""
-
-    def __init__(self, url: str, *, engine: Engine | None = None, connect: bool = True) -> None:
-        """Open the store and bring its schema up to date. With ``connect=False`` only the
-        URL and driver are checked now; the database is first reached (and migrated) by the
-        first read or write, so a store that is down when the process starts can come up
-        later."""
-        self.url = url
-        self.engine = engine or create_store_engine(url)
-        self._ready = False
-        self._ready_lock = threading.Lock()
-        if connect:
-            self.ensure_ready()
-
-    def ensure_ready(self) -> None:
-        """Connect and migrate, once. ``StoreError`` if the database cannot be reached."""
-        if self._ready:
-            return
-        with self._ready_lock:
-            if not self._ready:
-                migrate(self.engine)
-                self._ready = True
-
-    @property
-    def display_url(self) -> str:
-        return redact_url(self.url)
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def _failed(self, doing: str, exc: SQLAlchemyError) -> StoreError:
-        """The ``StoreError`` for a database error while ``doing`` (``"writing to"``) this
-        store: where, and what the driver said (never the SQL parameters: user content)."""
-        return StoreError(f"{doing} {self.display_url} failed: {driver_message(exc)}")
+class Store(StoreReader):
+    """The trace store behind one database URL: a ``StoreReader`` that also writes trace
+    batches. Thread-safe: every call takes a connection."""
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -188,7 +205,7 @@ class Store:
                     batch = without_existing(conn, batch)
                 cached = batch.attributes_json
                 if batch.runs_started:
-                    conn.execute(tables.runs.insert(), [_run_row(r) for r in batch.runs_started])
+                    _insert_dicts(conn, tables.runs, [_run_row(r) for r in batch.runs_started])
                 if batch.spans:
                     _insert(
                         conn,
@@ -210,6 +227,9 @@ class Store:
                             for s in batch.spans
                         ],
                     )
+                    models = _run_models(batch.spans)
+                    if models:
+                        _insert(conn, tables.run_models, models, skip_existing=True)
                 if batch.events:
                     _insert(
                         conn,
@@ -242,7 +262,14 @@ class Store:
                         ],
                     )
                 if batch.runs_ended:
-                    conn.execute(_END_RUN, [_run_end_params(r) for r in batch.runs_ended])
+                    _end_runs(conn, [_run_end_params(r) for r in batch.runs_ended])
+                if batch.audit:
+                    from tether.store.audit import append_audit, audit_key, without_existing_audit
+
+                    entries = batch.audit
+                    if skip_existing:
+                        entries = without_existing_audit(conn, entries)
+                    append_audit(conn, entries, audit_key())
         except SQLAlchemyError as exc:
             raise self._failed("writing to", exc) from exc
         except Exception as exc:  # attributes that cannot be serialized (or whose str() fails)
@@ -263,146 +290,4 @@ class Store:
             .where(tables.runs.c.status == "running")
             .where(tables.runs.c.attributes.like(needle))
         )
-        return [_run_from(r) for r in self._read(stmt)]
-
-    def _read(self, stmt: Any) -> Sequence[RowMapping]:
-        self.ensure_ready()
-        try:
-            with self.engine.connect() as conn:
-                return conn.execute(stmt).mappings().all()
-        except SQLAlchemyError as exc:
-            raise self._failed("reading from", exc) from exc
-
-    def list_runs(
-        self, *, limit: int = 20, agent: str | None = None, text_chars: int | None = None
-    ) -> list[RunRecord]:
-        """Newest runs first. With ``text_chars``, each run's input and output are read only
-        up to that many characters (a table showing a line of each need not read 10,000 runs'
-        whole texts)."""
-        runs = tables.runs.c
-        columns: list[Any] = list(runs)
-        if text_chars is not None:
-            columns = [
-                func.substr(c, 1, text_chars).label(c.name) if c.name in _TEXTS else c
-                for c in columns
-            ]
-        stmt = select(*columns).order_by(runs.started_ns.desc()).limit(limit)
-        if agent:
-            stmt = stmt.where(runs.agent_name == agent)
-        return [_run_from(r) for r in self._read(stmt)]
-
-    def iter_runs(
-        self, *, limit: int = 20, agent: str | None = None, page: int = 100
-    ) -> Iterator[RunRecord]:
-        """``list_runs``, read ``page`` runs at a time: whole inputs and outputs of thousands of
-        runs are never all in memory at once. Which runs is decided now (``StoreError`` here,
-        not halfway through)."""
-        runs = tables.runs.c
-        stmt = select(runs.run_id).order_by(runs.started_ns.desc()).limit(limit)
-        if agent:
-            stmt = stmt.where(runs.agent_name == agent)
-        run_ids = [row["run_id"] for row in self._read(stmt)]
-
-        def pages() -> Iterator[RunRecord]:
-            for start in range(0, len(run_ids), page):
-                wanted = run_ids[start : start + page]
-                rows = self._read(select(tables.runs).where(runs.run_id.in_(wanted)))
-                by_id = {row["run_id"]: row for row in rows}
-                # A run deleted meanwhile is left out.
-                yield from (_run_from(by_id[i]) for i in wanted if i in by_id)
-
-        return pages()
-
-    def get_run(self, run_or_trace_id: str) -> RunRecord:
-        """The run with this run id or trace id, or with a unique prefix (at least 6
-        characters) of either. A trace id that several runs share is ambiguous: the
-        ``StoreError`` lists their run ids."""
-        key = run_or_trace_id.lower()
-        if len(key) < 6:
-            raise StoreError(f"id {run_or_trace_id!r} is too short; give at least 6 characters")
-        runs = tables.runs.c
-        # autoescape: '%' and '_' in the prefix are literal characters, not LIKE wildcards.
-        stmt = (
-            select(tables.runs)
-            .where(
-                or_(
-                    runs.run_id.startswith(key, autoescape=True),
-                    runs.trace_id.startswith(key, autoescape=True),
-                )
-            )
-            .order_by(runs.started_ns, runs.run_id)
-            .limit(_LISTED_RUNS + 1)
-        )
-        found = [_run_from(r) for r in self._read(stmt)]
-        if not found:
-            raise StoreError(
-                f"no run or trace {run_or_trace_id!r} in {self.display_url}",
-                hint="list recent runs with: tether traces list",
-            )
-        exact = [r for r in found if r.run_id == key]
-        if exact:
-            return exact[0]
-        if len(found) == 1:
-            return found[0]
-        traces = {r.trace_id for r in found}
-        complete = len(found) <= _LISTED_RUNS or len(key) == _TRACE_ID_LENGTH
-        if len(traces) == 1 and complete:
-            listed = ", ".join(r.run_id for r in found[:_LISTED_RUNS])
-            more = ", ..." if len(found) > _LISTED_RUNS else ""
-            raise StoreError(
-                f"trace {found[0].trace_id} has several runs: {listed}{more}",
-                hint="give one run id, e.g.: tether traces show " + found[0].run_id,
-            )
-        raise StoreError(f"id prefix {run_or_trace_id!r} is ambiguous; give more characters")
-
-    def get_spans(self, run_id: str) -> list[SpanRecord]:
-        """The spans of one run (``RunRecord.run_id``), in start order."""
-        stmt = (
-            select(tables.spans)
-            .where(tables.spans.c.run_id == run_id)
-            .order_by(tables.spans.c.start_ns, tables.spans.c.span_id)
-        )
-        out = []
-        for row in self._read(stmt):
-            data = dict(row)
-            data["attributes"] = json.loads(data["attributes"])
-            out.append(SpanRecord(**data))
-        return out
-
-    def get_events(self, run_id: str) -> list[EventRecord]:
-        """The events of one run, in time order."""
-        stmt = (
-            select(tables.events)
-            .where(tables.events.c.run_id == run_id)
-            .order_by(tables.events.c.time_ns, tables.events.c.id)
-        )
-        return [
-            EventRecord(
-                trace_id=r["trace_id"],
-                run_id=r["run_id"],
-                span_id=r["span_id"],
-                name=r["name"],
-                time_ns=r["time_ns"],
-                attributes=json.loads(r["attributes"]),
-            )
-            for r in self._read(stmt)
-        ]
-
-    def get_checkpoints(self, run_id: str) -> list[CheckpointRecord]:
-        """The checkpoints of one run, oldest first."""
-        stmt = (
-            select(tables.checkpoints)
-            .where(tables.checkpoints.c.run_id == run_id)
-            .order_by(tables.checkpoints.c.created_ns, tables.checkpoints.c.id)
-        )
-        return [
-            CheckpointRecord(
-                trace_id=r["trace_id"],
-                run_id=r["run_id"],
-                schema_version=r["schema_version"],
-                created_ns=r["created_ns"],
-                state_json=r["state"],
-                reason=r["reason"],
-            )
-            for r in self._read(stmt)
-        ]
+        return [run_from_row(r) for r in self._read(stmt)]

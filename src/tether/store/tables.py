@@ -15,6 +15,8 @@ from sqlalchemy import (
     Text,
 )
 
+from tether.store.records import AGENT_RUN, DEFAULT_PROJECT, RUNTIME
+
 metadata = MetaData()
 
 VERSION_TABLE = "tether_alembic_version"
@@ -27,8 +29,14 @@ runs = Table(
     # The id of the run's root (``invoke_agent``) span: several runs may share a trace id.
     Column("run_id", String(16), primary_key=True),
     Column("trace_id", String(32), nullable=False),
-    Column("agent_name", String(64), nullable=False),
-    Column("agent_version", String(64), nullable=False),
+    Column("project", String(128), nullable=False, server_default=DEFAULT_PROJECT),
+    Column("kind", String(16), nullable=False, server_default=AGENT_RUN),
+    Column("entry_point", String(16), nullable=False, server_default=RUNTIME),
+    # Null when the run is not an agent's (a gateway request).
+    Column("agent_name", String(64)),
+    Column("agent_version", String(64)),
+    # ``Caller.stored()`` as compact JSON text, like ``attributes``; null when not known.
+    Column("caller", Text),
     Column("status", String(16), nullable=False),
     Column("outcome", String(32)),
     Column("input", Text, nullable=False),
@@ -43,9 +51,24 @@ runs = Table(
     Column("tool_calls", Integer, nullable=False, default=0),
     Column("error", Text),
     Column("attributes", Text, nullable=False),
-    Index("ix_tether_runs_started", "started_ns"),
+    # Runs are read newest first, by the key ``(started_ns, run_id)`` (keyset pages): each
+    # filter of ``RunQuery`` has an index that leads with it and keeps that order.
+    Index("ix_tether_runs_started", "started_ns", "run_id"),
+    Index("ix_tether_runs_project", "project", "started_ns", "run_id"),
+    Index("ix_tether_runs_status", "status", "started_ns"),
+    Index("ix_tether_runs_outcome", "outcome", "started_ns"),
+    Index("ix_tether_runs_agent", "agent_name", "agent_version", "started_ns"),
     Index("ix_tether_runs_trace", "trace_id"),
-    Index("ix_tether_runs_agent", "agent_name", "started_ns"),
+)
+
+run_models = Table(
+    "tether_run_models",
+    metadata,
+    # The models a run requested (``gen_ai.request.model`` of its model spans, fallbacks
+    # included), kept by the store as it writes the spans: what ``RunQuery.model`` filters on.
+    Column("run_id", String(16), ForeignKey("tether_runs.run_id"), primary_key=True),
+    Column("model", String(128), primary_key=True),
+    Index("ix_tether_run_models_model", "model", "run_id"),
 )
 
 spans = Table(
@@ -89,4 +112,69 @@ checkpoints = Table(
     Column("reason", String(64), nullable=False),
     Column("state", Text, nullable=False),
     Index("ix_tether_checkpoints_run", "run_id", "created_ns"),
+)
+
+projects = Table(
+    "tether_projects",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("created_ns", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "tether_api_keys",
+    metadata,
+    Column("key_id", String(16), primary_key=True),
+    Column("project", String(128), ForeignKey("tether_projects.name"), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("name", String(128), nullable=False),
+    # SHA-256 of the key's random secret, hex: never the secret itself.
+    Column("secret_sha256", String(64), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("expires_ns", BigInteger),
+    Column("revoked_ns", BigInteger),
+    Index("ix_tether_api_keys_project", "project", "created_ns"),
+)
+
+sessions = Table(
+    "tether_sessions",
+    metadata,
+    # SHA-256 of the session cookie's random token, hex: a stolen table opens no session.
+    Column("token_sha256", String(64), primary_key=True),
+    Column("key_id", String(16), ForeignKey("tether_api_keys.key_id"), nullable=False),
+    Column("project", String(128), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("expires_ns", BigInteger, nullable=False),
+    Index("ix_tether_sessions_key", "key_id"),
+)
+
+audit = Table(
+    "tether_audit",
+    metadata,
+    # Position in the chain, from 1, given when the entry is written (one writer at a time).
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    # The entry's own id, made when it is accepted: a replayed crash journal writes it once.
+    Column("entry_id", String(32), nullable=False, unique=True),
+    Column("time_ns", BigInteger, nullable=False),
+    Column("kind", String(64), nullable=False),
+    # Who: JSON text (project, key id, end user, agent), as hashed.
+    Column("actor", Text, nullable=False),
+    Column("trace_id", String(32)),
+    Column("run_id", String(16)),
+    Column("span_id", String(16)),
+    Column("details", Text, nullable=False),
+    # "sha256" or "hmac-sha256" (keyed with TETHER_AUDIT_KEY).
+    Column("alg", String(16), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+audit_head = Table(
+    "tether_audit_head",
+    metadata,
+    # One row (id 1): the last entry's seq and hash. Writers lock it to append in turn, and
+    # ``tether audit verify`` finds entries deleted from the end of the chain by it.
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
 )

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from tether.core import scrub_surrogates
+from tether.core.jsontext import json_text
 from tether.store import tables
-
-# Built once: ``json.dumps`` with non-default options builds a new encoder on every call.
-_encode_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 
 
 def dumps_attributes(value: dict[str, Any]) -> str:
-    """Attributes as the store keeps them: compact JSON, anything unserializable as ``str``."""
-    text: str = _encode_utf8(value)
-    # A lone surrogate (only in a string, so inside a JSON string literal) becomes U+FFFD, as
-    # in the text columns: escaped, it would come back on reading and break every UTF-8
-    # output the trace is shown on.
-    return text if text.isascii() else scrub_surrogates(text)
+    """Attributes as the store keeps them: compact JSON, anything unserializable as ``str``,
+    lone surrogates as U+FFFD, as in the text columns (see ``tether.core.jsontext``)."""
+    return json_text(value)
 
 
 def clean_text(value: str | None) -> str | None:
@@ -44,6 +38,9 @@ def _length(column: Any) -> int:
 # Column lengths, read once (the write path runs per record).
 RUN_AGENT, RUN_VERSION = _length(tables.runs.c.agent_name), _length(tables.runs.c.agent_version)
 RUN_STATUS, RUN_OUTCOME = _length(tables.runs.c.status), _length(tables.runs.c.outcome)
+RUN_PROJECT, RUN_KIND = _length(tables.runs.c.project), _length(tables.runs.c.kind)
+RUN_ENTRY_POINT = _length(tables.runs.c.entry_point)
+RUN_MODEL = _length(tables.run_models.c.model)
 SPAN_NAME, SPAN_KIND = _length(tables.spans.c.name), _length(tables.spans.c.kind)
 SPAN_STATUS = _length(tables.spans.c.status)
 EVENT_NAME = _length(tables.events.c.name)

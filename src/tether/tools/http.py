@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from tether.core import SpecError, ToolArgumentsError, ToolError, describe_exception
 from tether.spec import HttpToolSpec
 from tether.spec.model import URL_FIELD as _ARG
+from tether.tools.addresses import AddressPolicy, Resolver
 from tether.tools.base import DEFAULT_MAX_RESULT_CHARS, SideEffects, ToolResult, clip_result
 from tether.tools.function import arguments_model, validate_arguments
 from tether.tools.redaction import Redactor, credential_parts, is_bare_origin, userinfo
@@ -101,17 +102,23 @@ def expand_env(
 
 
 class HttpTool:
-    """A tool that performs one HTTP request. Only ``allowed_hosts`` are reachable, redirects
-    are not followed, and header values (which may carry secrets) never reach the trace."""
+    """A tool that performs one HTTP request. Only ``allowed_hosts`` are reachable, and only
+    on public addresses or in ``allowed_networks`` (checked on the addresses connected to);
+    redirects are followed only up to ``max_redirects``, each checked the same way; header
+    values (which may carry secrets) never reach the trace.
+
+    ``resolver`` replaces the system's name resolution (tests use it to play a DNS server)."""
 
     def __init__(
         self,
         spec: HttpToolSpec,
         *,
-        client: httpx.AsyncClient | None = None,
+        resolver: Resolver | None = None,
         strict_env: bool = True,
     ) -> None:
         self.spec = spec
+        self._addresses = AddressPolicy(spec.allowed_networks)
+        self._resolver = resolver
         where = f"tool '{spec.name}'"
         self.missing_env: list[str] = []
         """With ``strict_env=False``: environment variables the tool needs but are not set."""
@@ -143,7 +150,6 @@ class HttpTool:
         )
         self._parameters = self._args_model.model_json_schema()
         self._parameters.pop("title", None)
-        self._given_client = client
         self._http: LoopBoundClient | None = None  # made for the first request
         self._http_lock = threading.Lock()
 
@@ -196,6 +202,15 @@ class HttpTool:
                     f"{sorted(self._allowed)}{env_note}"
                 )
             )
+        if host == other_host:  # an address in the url: check it now, not at the first call
+            with contextlib.suppress(ValueError):
+                why = self._addresses.refusal(ipaddress.ip_address(host))
+                if why is not None:
+                    raise SpecError(
+                        self._redact_error(f"{where}: url host {why}{env_note}"),
+                        hint=f"to reach it on purpose, add allowed_networks: [{host}/"
+                        f"{32 if ':' not in host else 128}] to the tool",
+                    )
 
     @property
     def name(self) -> str:
@@ -222,25 +237,38 @@ class HttpTool:
         return self.spec.timeout_s
 
     def _client(self) -> httpx.AsyncClient:
-        """The running loop's client (one per loop, made on first use)."""
-        if self._given_client is not None:
-            return self._given_client
+        """The running loop's client (one per loop, made on first use). Its connections go
+        only to addresses the tool's address policy lets through."""
         with self._http_lock:
             if self._http is None:
                 import httpx
 
                 from tether.providers.http_client import LoopBoundClient, shared_ssl_context
+                from tether.tools.addresses import checked_transport
 
                 timeout = self.spec.timeout_s
+                addresses, resolver = self._addresses, self._resolver
                 self._http = LoopBoundClient(
                     lambda: httpx.AsyncClient(
+                        transport=checked_transport(addresses, shared_ssl_context(), resolver),
                         follow_redirects=False,
-                        verify=shared_ssl_context(),
                         timeout=httpx.Timeout(timeout),
+                        trust_env=False,
                     )
                 )
             http = self._http
         return http.get()
+
+    def _check_url(self, url: httpx.URL) -> None:
+        """Refuse a URL that is not http(s) or whose host is not in ``allowed_hosts`` (its
+        addresses are checked when the connection is made)."""
+        if url.scheme not in ("http", "https"):
+            raise ToolError(f"tool '{self.name}': only http and https URLs are allowed")
+        if url.host.lower() not in self._allowed:
+            raise ToolError(
+                f"tool '{self.name}': host {url.host!r} is not in allowed_hosts "
+                f"{sorted(self._allowed)}"
+            )
 
     def build_request(self, arguments: dict[str, Any]) -> httpx.Request:
         """The request for these arguments; raises if the URL leaves the allowed hosts."""
@@ -259,13 +287,7 @@ class HttpTool:
             parsed = httpx.URL(url)
         except httpx.InvalidURL as exc:
             raise ToolError(f"tool '{self.name}': invalid URL: {exc}") from None
-        if parsed.scheme not in ("http", "https"):
-            raise ToolError(f"tool '{self.name}': only http and https URLs are allowed")
-        if parsed.host.lower() not in self._allowed:
-            raise ToolError(
-                f"tool '{self.name}': host {parsed.host!r} is not in allowed_hosts "
-                f"{sorted(self._allowed)}"
-            )
+        self._check_url(parsed)
         # An optional argument that was not given is left out, never sent as "None".
         rest = {k: v for k, v in args.items() if k not in self._path_args and v is not None}
         if self.spec.method == "GET" or self.spec.method == "DELETE":
@@ -285,7 +307,7 @@ class HttpTool:
         limit = max(MAX_RESPONSE_BYTES, 4 * max_chars)  # enough bytes for max_chars characters
         more = False
         try:
-            response = await client.send(request, stream=True, follow_redirects=False)
+            response = await self._send(client, request)
             try:
                 raw = bytearray()
                 async for chunk in response.aiter_bytes():
@@ -302,10 +324,16 @@ class HttpTool:
             raise ToolError(self._redact_error(message)) from None
         text = raw[:limit].decode(response.encoding or "utf-8", errors="replace")
         if 300 <= response.status_code < 400:
-            raise ToolError(
-                f"{where}: HTTP {response.status_code} redirect refused (HTTP tools do not "
-                "follow redirects; point the url at the final address)"
-            )
+            follows = self.spec.max_redirects
+            if follows == 0:
+                why = (
+                    "max_redirects is 0: set it on the tool, or point the url at the final address"
+                )
+            elif response.next_request is None:
+                why = "a redirect without a Location header"
+            else:
+                why = f"more than max_redirects ({follows}) redirects"
+            raise ToolError(f"{where}: HTTP {response.status_code} redirect refused ({why})")
         if response.status_code >= 400:
             detail = self._redact_error(text)[:300]
             raise ToolError(f"{where}: HTTP {response.status_code}: {detail}")
@@ -322,6 +350,26 @@ class HttpTool:
             with contextlib.suppress(ValueError):
                 data = json.loads(body)
         return ToolResult(content=content, data=data)
+
+    async def _send(self, client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and follow up to ``max_redirects`` redirects, each checked like
+        the first request; the spec's headers go only to the origin of its url."""
+        response = await client.send(request, stream=True, follow_redirects=False)
+        for _ in range(self.spec.max_redirects):
+            following = response.next_request
+            if following is None:  # not a redirect, or one without a Location
+                break
+            await response.aclose()
+            self._check_url(following.url)
+            if (following.url.scheme, following.url.host, following.url.port) != (
+                request.url.scheme,
+                request.url.host,
+                request.url.port,
+            ):
+                for name in self._headers:
+                    following.headers.pop(name, None)
+            response = await client.send(following, stream=True, follow_redirects=False)
+        return response
 
     async def aclose(self) -> None:
         if self._http is not None:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tether.core import SpecError
-from tether.spec import HttpToolSpec, PythonToolSpec, ToolSpec, origin_of
+from tether.spec import HttpToolSpec, PythonSandboxToolSpec, PythonToolSpec, ToolSpec, origin_of
 from tether.tools.base import Tool
 from tether.tools.function import FunctionTool, check_tool_name
 from tether.tools.http import HttpTool
 from tether.tools.loading import check_function_ref, import_function, parse_ref
+from tether.tools.sandbox import PythonSandboxTool
+
+logger = logging.getLogger(__name__)
 
 
 def _as_tool(obj: Tool | Callable[..., Any]) -> Tool:
@@ -57,6 +61,9 @@ def build_tools(
         if isinstance(spec, HttpToolSpec):
             tools[spec.name] = HttpTool(spec, strict_env=strict_env)
             continue
+        if isinstance(spec, PythonSandboxToolSpec):
+            tools[spec.name] = _sandbox_tool(spec, where, logger.warning)
+            continue
         assert isinstance(spec, PythonToolSpec)
         impl = given.pop(spec.name, None)
         if impl is None and spec.function:
@@ -95,6 +102,22 @@ def build_tools(
     return tools
 
 
+def _sandbox_tool(
+    spec: PythonSandboxToolSpec, where: str, warn: Callable[[str], object]
+) -> PythonSandboxTool:
+    """The sandbox tool; where the sandbox cannot run here, a warning (its calls will fail,
+    closed: no code runs unsandboxed)."""
+    from tether.sandbox import SandboxUnavailable
+
+    tool = PythonSandboxTool(spec)
+    try:
+        tool.sandbox.check()
+    except SandboxUnavailable as exc:
+        hint = f" ({exc.hint})" if exc.hint else ""
+        warn(f"{where}: the sandbox cannot run here: {exc.message}; calls will fail{hint}")
+    return tool
+
+
 @dataclass
 class ToolCheck:
     """What :func:`check_tools` found without running any tool code."""
@@ -116,6 +139,9 @@ def check_tools(specs: Sequence[ToolSpec], *, base_dir: Path | None = None) -> T
         where = _where(i, spec)
         if isinstance(spec, HttpToolSpec):
             check.tools[spec.name] = HttpTool(spec, strict_env=False)
+            continue
+        if isinstance(spec, PythonSandboxToolSpec):
+            check.tools[spec.name] = _sandbox_tool(spec, where, check.warnings.append)
             continue
         assert isinstance(spec, PythonToolSpec)
         if not spec.function:

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import mmap
+import operator
 import os
 import secrets
 import time
@@ -30,7 +31,14 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from tether.store import CheckpointRecord, EventRecord, RunRecord, SpanRecord, dumps_attributes
+from tether.core.jsontext import json_bytes
+from tether.store import (
+    AuditRecord,
+    CheckpointRecord,
+    EventRecord,
+    RunRecord,
+    SpanRecord,
+)
 
 try:
     import fcntl
@@ -40,8 +48,8 @@ except ImportError:  # pragma: no cover - Windows has no flock; the journal is o
 log = logging.getLogger("tether.trace")
 
 JOURNAL_VERSION = 1
-RUN_START, SPAN, EVENT, CHECKPOINT, RUN_END = range(5)
-Record = RunRecord | SpanRecord | EventRecord | CheckpointRecord
+RUN_START, SPAN, EVENT, CHECKPOINT, RUN_END, AUDIT = range(6)
+Record = RunRecord | SpanRecord | EventRecord | CheckpointRecord | AuditRecord
 Item = tuple[int, Record]
 
 _CLASSES: dict[int, type[Any]] = {
@@ -50,6 +58,7 @@ _CLASSES: dict[int, type[Any]] = {
     EVENT: EventRecord,
     CHECKPOINT: CheckpointRecord,
     RUN_END: RunRecord,
+    AUDIT: AuditRecord,
 }
 # Attributes go last on each line, as JSON text of their own (see ``encode``).
 _FIELDS = {
@@ -100,21 +109,20 @@ def read_identity(directory: Path) -> str | None:
     return store if isinstance(store, str) else None
 
 
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+# A record's fields in journal order, read in one call (C) rather than one getattr each.
+_HEAD = {op: operator.attrgetter(*names) for op, names in _FIELDS.items()}
 
 
 def encode(op: int, record: Record) -> tuple[bytes, str | None]:
     """The journal line of a record, and its attributes serialized as the store keeps them
-    (so the store need not serialize them again). A line is ``[op, [fields...], attributes]``.
-    """
-    values = [getattr(record, name) for name in _FIELDS[op]]
-    # ensure_ascii: a lone surrogate in user text is escaped, so the line is valid UTF-8.
-    head = _encode(values)
+    (so the store need not serialize them again). A line is ``[op, [fields...], attributes]``,
+    valid UTF-8 (a lone surrogate in user text is replaced, as the store would)."""
+    head = json_bytes(_HEAD[op](record))
     attributes = getattr(record, "attributes", None)
     if attributes is None:
-        return f"[{op},{head},null]\n".encode(), None
-    text = dumps_attributes(attributes)  # always encodable: it escapes lone surrogates
-    return f"[{op},{head},{text}]\n".encode(), text
+        return b"[%d,%b,null]\n" % (op, head), None
+    text = json_bytes(attributes)
+    return b"[%d,%b,%b]\n" % (op, head, text), text.decode()
 
 
 class Segment:
@@ -197,10 +205,20 @@ class Journal:
         """A new segment, created and locked under a name ``orphaned_segments`` never looks
         at, then renamed: between its creation and its lock another process would see an
         unlocked segment (one a dead writer left) and take it from this live writer."""
-        self._seq += 1
-        name = f"{self.writer_id}-{self._seq:08d}"
-        creating = self.directory / f"{name}{_CREATING}"
-        path = self.directory / f"{name}{_SUFFIX}"
+        segment = self.spare(need)
+        try:
+            self._publish(segment)
+        except OSError:
+            self.drop_spare(segment)
+            raise
+        return segment
+
+    def spare(self, need: int = 0) -> Segment:
+        """A segment made ready (created, locked, its blocks reserved, its header written) but
+        not yet in the journal: :meth:`rotate` takes it. Making one touches no state of the
+        journal, so the writer makes it without its lock, and ``rotate`` under the lock is a
+        rename. Not published, it is never replayed; :meth:`drop_spare` if unused."""
+        creating = self.directory / f"{self.writer_id}-{secrets.token_hex(4)}{_CREATING}"
         size = max(self.segment_bytes, len(_HEADER) + need)
         # 0600: trace payloads hold user content.
         fd = os.open(creating, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -213,9 +231,8 @@ class Journal:
                 os.posix_fallocate(fd, 0, size)
             else:  # pragma: no cover - macOS
                 os.ftruncate(fd, size)
-            segment = Segment(path, fd, size)
+            segment = Segment(creating, fd, size)
             segment.write(_HEADER)
-            os.rename(creating, path)  # the lock goes with the file
         except OSError:
             if segment is not None and segment.map is not None:
                 segment.map.close()
@@ -223,6 +240,20 @@ class Journal:
             creating.unlink(missing_ok=True)
             raise
         return segment
+
+    def _publish(self, segment: Segment) -> None:
+        """Give a spare its place in the journal's order (the next sequence number): the
+        lock goes with the file."""
+        seq = self._seq + 1
+        path = self.directory / f"{self.writer_id}-{seq:08d}{_SUFFIX}"
+        os.rename(segment.path, path)
+        self._seq, segment.path = seq, path
+
+    @staticmethod
+    def drop_spare(segment: Segment) -> None:
+        """Delete a spare that was not taken."""
+        with contextlib.suppress(OSError):
+            segment.discard()
 
     def append(self, line: bytes, *, fresh: bool = False) -> None:
         """Copy a record's line into the journal; ``fresh``: into a new segment (the current
@@ -234,9 +265,18 @@ class Journal:
         self.current.write(line)
         self.current.records += 1
 
-    def rotate(self) -> list[Segment]:
-        """Start a new segment and hand back those written so far."""
-        fresh = self._open_segment(0)
+    def rotate(self, spare: Segment | None = None) -> list[Segment]:
+        """Start a new segment (``spare``, if given and still usable) and hand back those
+        written so far."""
+        fresh = None
+        if spare is not None:
+            try:
+                self._publish(spare)
+                fresh = spare
+            except OSError:  # gone meanwhile (a stale-file sweep): make one the slow way
+                self.drop_spare(spare)
+        if fresh is None:
+            fresh = self._open_segment(0)
         taken = [*self._full, self.current]
         self._full, self.current = [], fresh
         return taken

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from tether.core import SpecError
 
@@ -63,6 +66,13 @@ class PricingTable:
         ) / 1_000_000
         return round_cost(cost)
 
+    def merged(self, other: PricingTable) -> PricingTable:
+        """This table with ``other``'s prices over it (a model in both: ``other``'s price);
+        the version names both, so a priced span says which prices it used."""
+        return PricingTable(
+            version=f"{self.version}+{other.version}", models={**self.models, **other.models}
+        )
+
     @classmethod
     def from_file(cls, path: str | Path) -> PricingTable:
         try:
@@ -84,3 +94,68 @@ class PricingTable:
 def default_pricing() -> PricingTable:
     """The pricing table shipped with this Tether release."""
     return PricingTable.from_file(_BUNDLED)
+
+
+PRICES_FILE_ENV = "TETHER_PRICES_FILE"
+
+
+def _price(path: Path, model: str, field: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SpecError(
+            f"{path}: models.{model}.{field} must be a number of US dollars per 1M tokens, "
+            f"got {value!r}"
+        )
+    if value < 0:
+        raise SpecError(f"{path}: models.{model}.{field} must not be negative, got {value}")
+    return float(value)
+
+
+def user_pricing(path: str | Path) -> PricingTable:
+    """A user's own prices: ``{"version": "...", "models": {"name": {"input": 1.0,
+    "output": 2.0, "cached_input": 0.5}}}`` (US dollars per 1M tokens; ``cached_input``
+    defaults to ``input``; ``version`` to ``user``). Errors name the file and the field."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SpecError(
+            f"cannot read the prices file {path}: {exc.strerror or exc}",
+            hint=f"fix or unset {PRICES_FILE_ENV}",
+        ) from None
+    except ValueError as exc:
+        raise SpecError(f"{path}: not valid JSON: {exc}") from None
+    models = raw.get("models") if isinstance(raw, dict) else None
+    if not isinstance(models, dict):
+        raise SpecError(f'{path}: expected an object with "models": {{name: prices}}')
+    table: dict[str, ModelPrice] = {}
+    for name, price in models.items():
+        if not isinstance(price, dict) or "input" not in price or "output" not in price:
+            raise SpecError(f'{path}: models.{name} needs "input" and "output" prices')
+        unknown = set(price) - {"input", "output", "cached_input"}
+        if unknown:
+            raise SpecError(f"{path}: models.{name}: unknown field(s) {sorted(unknown)}")
+        given = _price(path, name, "input", price["input"])
+        table[name] = ModelPrice(
+            input=given,
+            output=_price(path, name, "output", price["output"]),
+            cached_input=_price(path, name, "cached_input", price.get("cached_input", given)),
+        )
+    return PricingTable(version=str(raw.get("version") or "user"), models=table)
+
+
+@cache
+def _merged(path: str, mtime_ns: int) -> PricingTable:
+    return default_pricing().merged(user_pricing(path))
+
+
+def pricing_from_env() -> PricingTable:
+    """The shipped table, with the prices of the file ``TETHER_PRICES_FILE`` names (if set)
+    merged over it; the file is read again when it changes."""
+    path = os.environ.get(PRICES_FILE_ENV)
+    if not path:
+        return default_pricing()
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError:
+        mtime = -1  # user_pricing says why it cannot be read
+    return _merged(path, mtime)

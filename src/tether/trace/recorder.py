@@ -20,6 +20,7 @@ from tether.store import (
     canonical_url,
     store_identity,
 )
+from tether.trace.audit import AuditLog
 from tether.trace.journal import journal_dir, move_orphans, read_identity, undelivered
 from tether.trace.writer import BatchingWriter, TraceSink
 
@@ -70,6 +71,14 @@ class RunRecorder:
     def event(self, span_id: str | None, name: str, attributes: dict[str, Any]) -> None:
         self.sink.event(
             EventRecord(self.trace_id, span_id, name, now_ns(), attributes, run_id=self.run_id)
+        )
+
+    def audit(
+        self, kind: str, span_id: str | None, actor: dict[str, Any], details: dict[str, Any]
+    ) -> None:
+        """An audit entry of this run (kept when the sink keeps audit entries)."""
+        AuditLog(self.sink).record(
+            kind, actor, details, trace_id=self.trace_id, run_id=self.run_id, span_id=span_id
         )
 
     def checkpoint(self, schema_version: int, state_json: str, reason: str) -> None:

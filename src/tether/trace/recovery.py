@@ -1,6 +1,10 @@
 """What a process that died left behind: the records in its journal, written to the store,
 and the runs it left ``running``, closed as failed with totals rebuilt from their spans.
 
+A trace writer does this first, from its thread (``replay_orphans``, retrying while the store
+is down); a command that only reads does it once, in its own thread, before reading
+(``deliver_orphans``): no writer is started to read.
+
 The process never wrote a run's end, so the run row still holds the zeros it started with.
 What the spans say is what is known; what they cannot say (a model call the pricing table does
 not know, a run with no model call recorded) is marked unknown, never counted as free.
@@ -15,11 +19,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from tether.core import Outcome
-from tether.store import RunRecord, SpanRecord, Store
+from tether.core import Outcome, StoreError
+from tether.store import RunRecord, SpanRecord, Store, TraceBatch
 from tether.trace import semconv
-from tether.trace.journal import RUN_END, Record, Segment, orphaned_segments, writer_of
+from tether.trace.journal import EVENT, RUN_END, SPAN, Record, Segment, orphaned_segments, writer_of
 from tether.trace.pricing import round_cost
+from tether.trace.store_gate import StoreGate, must_wait
 
 log = logging.getLogger("tether.trace")
 
@@ -32,6 +37,53 @@ class Retrying(Protocol):
     """Calls the store, retrying while it is down (records wait meanwhile)."""
 
     def __call__(self, call: Callable[[], T]) -> T: ...
+
+
+def to_batch(items: list[Queued]) -> TraceBatch:
+    """The batch of queued records (an op is the index of its list in ``TraceBatch``)."""
+    batch = TraceBatch()
+    lists: tuple[list[Any], ...] = (
+        batch.runs_started,
+        batch.spans,
+        batch.events,
+        batch.checkpoints,
+        batch.runs_ended,
+        batch.audit,
+    )
+    for op, record, attributes_json in items:
+        lists[op].append(record)
+        if attributes_json is not None and op in (SPAN, EVENT):
+            batch.attributes_json[id(record)] = attributes_json
+    return batch
+
+
+def deliver_orphans(directory: Path, store: Store) -> int:
+    """``replay_orphans`` once, in this thread, with no writer: a command that reads the
+    store first writes what dead processes left in its journal. A record the store rejects is
+    skipped (and logged), as a writer skips it; a store that is down or cannot take records
+    raises ``StoreError``, and what is not written stays in the journal for the next process.
+    Returns how many records were replayed."""
+    gate = StoreGate(store)
+
+    def write(items: list[Queued]) -> None:
+        try:
+            gate.call(lambda: store.write(to_batch(items), skip_existing=True))
+            return
+        except StoreError as exc:
+            if must_wait(exc):
+                raise
+        for item in items:  # rejected: find the record(s) at fault
+            try:
+                gate.call(lambda: store.write(to_batch([item]), skip_existing=True))  # noqa: B023
+            except StoreError as exc:
+                if must_wait(exc):
+                    raise
+                log.error("trace record rejected by the store and skipped: %s", exc.message)
+
+    def once(call: Callable[[], T]) -> T:  # not retried: the reader says the store is down
+        return gate.call(call)
+
+    return replay_orphans(directory, store, write=write, retrying=once)
 
 
 def discard(segment: Segment) -> None:

@@ -20,20 +20,21 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from tether.core import StoreError
 from tether.store import (
+    AuditRecord,
     CheckpointRecord,
     EventRecord,
     RunRecord,
     SpanRecord,
     Store,
-    TraceBatch,
     store_identity,
 )
 from tether.trace import semconv
 from tether.trace.journal import (
+    AUDIT,
     CHECKPOINT,
     EVENT,
     RUN_END,
@@ -44,7 +45,7 @@ from tether.trace.journal import (
     Segment,
     encode,
 )
-from tether.trace.recovery import Queued, discard, replay_orphans
+from tether.trace.recovery import Queued, discard, replay_orphans, to_batch
 from tether.trace.sink import NullSink, TraceSink
 from tether.trace.store_gate import StoreGate, StoreUnavailable, must_wait
 
@@ -53,22 +54,6 @@ __all__ = ["BatchingWriter", "NullSink", "TraceSink"]
 log = logging.getLogger("tether.trace")
 
 T = TypeVar("T")
-
-
-def _to_batch(items: list[Queued]) -> TraceBatch:
-    batch = TraceBatch()
-    lists: tuple[list[Any], ...] = (
-        batch.runs_started,
-        batch.spans,
-        batch.events,
-        batch.checkpoints,
-        batch.runs_ended,
-    )
-    for op, record, attributes_json in items:
-        lists[op].append(record)
-        if attributes_json is not None and op in (SPAN, EVENT):
-            batch.attributes_json[id(record)] = attributes_json
-    return batch
 
 
 class BatchingWriter:
@@ -87,9 +72,13 @@ class BatchingWriter:
         max_batch: int = 1000,
         flush_interval_s: float = 0.05,
         max_backoff_s: float = 2.0,
+        checkpoint_records: int = 256,
     ) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.checkpoint_records = checkpoint_records
+        """SQLite: records written since the last WAL checkpoint that make an idle writer run
+        one (see ``_checkpoint``)."""
         self.flush_interval_s = flush_interval_s
         self.max_backoff_s = max_backoff_s
         self.last_error: str | None = None
@@ -117,6 +106,7 @@ class BatchingWriter:
         self._cond = threading.Condition()
         self._written = 0
         self._closing = False
+        self._since_checkpoint = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="tether-trace-writer", daemon=True)
         self._thread.start()
@@ -200,6 +190,10 @@ class BatchingWriter:
     def run_ended(self, run: RunRecord) -> None:
         self._put(RUN_END, run)
 
+    def audit(self, entry: AuditRecord) -> None:
+        """Accept an audit entry: journaled like the trace, chained when it is written."""
+        self._put(AUDIT, entry)
+
     @property
     def pending(self) -> int:
         """Records accepted but not yet written."""
@@ -282,11 +276,15 @@ class BatchingWriter:
                     self._cond.wait(self.flush_interval_s)
                 if self._closing and not self._queue:
                     return
+                idle = not self._queue
+            if idle and self._since_checkpoint >= self.checkpoint_records:
+                self._checkpoint()
             while self._queue:
                 # Take everything queued so far, and the journal segment holding exactly it.
+                spare = self._spare_segment()  # made before taking the lock: runs wait less
                 with self._lock:
                     total = len(self._queue)
-                    segments = self._rotate_journal()
+                    segments = self._rotate_journal(spare)
                 done = 0
                 while done < total:
                     n = min(total - done, self.max_batch)
@@ -307,11 +305,43 @@ class BatchingWriter:
                             self._queue.popleft()
                         self._written += n
                         self._cond.notify_all()
+                    self._since_checkpoint += n
 
-    def _rotate_journal(self) -> list[Segment]:
+    def _checkpoint(self) -> None:
+        """SQLite: copy the write-ahead log into the database file now, while the writer is
+        idle. Left to SQLite, the commit that finds the log past 1000 pages does it, fsyncs
+        included (tens of ms here), and everything queued meanwhile waits for that commit.
+        PASSIVE: it never waits for readers or writers; what it cannot copy now is copied by
+        a later one. A failure is harmless (SQLite still checkpoints by itself)."""
+        self._since_checkpoint = 0
+        if self._gate.path is None or self.last_error is not None:
+            return  # not SQLite, or a store that is failing anyway
+        try:
+            with self.store.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except Exception as exc:  # never let housekeeping kill the writer thread
+            log.debug("WAL checkpoint of %s failed: %s", self.store.display_url, exc)
+
+    def _spare_segment(self) -> Segment | None:
+        """A segment for the next rotation, made without the lock (creating one reserves a
+        megabyte on disk: about a millisecond the run path would otherwise wait for)."""
+        journal = self._journal
+        if journal is None:
+            return None
+        try:
+            return journal.spare()
+        except OSError:  # the rotation makes one itself, and deals with the failure
+            return None
+
+    def _rotate_journal(self, spare: Segment | None = None) -> list[Segment]:
         """Called under the lock: the segments holding exactly what is queued now."""
-        if self._journal is not None:
-            rotated = self._use_journal(lambda journal, _fresh: journal.rotate())
+        if self._journal is None:
+            if spare is not None:
+                Journal.drop_spare(spare)
+        else:
+            rotated = self._use_journal(
+                lambda journal, fresh: journal.rotate(None if fresh else spare)
+            )
             # A journal that failed has handed what it holds to ``_held``.
             self._held.extend(rotated or [])
         held, self._held = self._held, []
@@ -367,13 +397,13 @@ class BatchingWriter:
 
     def _write_with_retry(self, items: list[Queued], *, replay: bool = False) -> None:
         try:
-            self._retrying(lambda: self.store.write(_to_batch(items), skip_existing=replay))
+            self._retrying(lambda: self.store.write(to_batch(items), skip_existing=replay))
         except StoreError:  # rejected outright: find the record(s) at fault
             self._write_one_by_one(items, replay=replay)
 
     def _write_one_by_one(self, items: list[Queued], *, replay: bool = False) -> None:
         for item in items:
-            batch = _to_batch([item])
+            batch = to_batch([item])
             try:
                 self._gate.call(lambda: self.store.write(batch, skip_existing=replay))  # noqa: B023
             except StoreError as exc:

@@ -1,0 +1,122 @@
+"""Start-up of ``tether serve`` on a fresh store: from starting the process to the first
+request answered (migrations done: a signed-in ``/api/v1/whoami`` needs the keys table).
+
+Measured side by side, interleaved round by round so machine noise hits both alike:
+
+  tether serve      ``tether serve --port 0 --print-key`` on a new SQLite file (migrations
+                    0001..head, one admin key made), then ``GET /api/v1/whoami`` with that key
+  fastapi floor     a bare FastAPI app with one route on uvicorn, started the same way: the
+                    floor any FastAPI server pays (interpreter, imports, binding)
+
+Target: tether serve ready in at most 2 s. Prints the medians and the ratio; asserts nothing.
+
+Usage::
+
+    python benchmarks/serve_startup.py [--rounds 5] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+FLOOR_APP = """
+import socket, sys
+import uvicorn
+from fastapi import FastAPI
+app = FastAPI()
+@app.get("/ping")
+def ping() -> dict[str, bool]:
+    return {"ok": True}
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen(128)
+print(f"serving on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+try:
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+except KeyboardInterrupt:
+    pass
+"""
+
+
+def _first_answer(url: str, headers: dict[str, str], deadline: float) -> None:
+    while True:
+        try:
+            request = urllib.request.Request(url, headers=headers)
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                answer.read()
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def _time(command: list[str], path: str, env: dict[str, str], with_key: bool) -> float:
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        match = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())
+        if not match:
+            raise RuntimeError(f"{command} did not print its URL")
+        headers = {}
+        if with_key:
+            key = re.search(r"tth_\S+", proc.stdout.readline())
+            assert key, "no key printed"
+            headers["Authorization"] = f"Bearer {key.group(0)}"
+        _first_answer(match.group(0) + path, headers, time.monotonic() + 60)
+        return time.perf_counter() - started
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    tether: list[float] = []
+    floor: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.rounds):
+            env = {**os.environ, "TETHER_DATABASE_URL": f"sqlite:///{Path(tmp) / f'{i}.db'}"}
+            tether.append(
+                _time(
+                    [sys.executable, "-m", "tether", "serve", "--port", "0", "--print-key"],
+                    "/api/v1/whoami",
+                    env,
+                    True,
+                )
+            )
+            floor.append(_time([sys.executable, "-c", FLOOR_APP], "/ping", env, False))
+    result = {
+        "rounds": args.rounds,
+        "tether_serve_s": round(statistics.median(tether), 3),
+        "fastapi_floor_s": round(statistics.median(floor), 3),
+        "ratio": round(statistics.median(tether) / statistics.median(floor), 2),
+        "target_s": 2.0,
+        "load_avg": os.getloadavg()[0],
+    }
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"tether serve, fresh store, ready : {result['tether_serve_s']:.3f} s (median)")
+    print(f"bare FastAPI on uvicorn (floor)  : {result['fastapi_floor_s']:.3f} s (median)")
+    print(f"ratio                            : {result['ratio']:.2f}x   target: <= 2.0 s")
+    print(f"load average                     : {result['load_avg']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

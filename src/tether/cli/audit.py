@@ -1,0 +1,97 @@
+"""``tether audit``: list the audit log and verify its hash chain."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from tether.cli import render
+from tether.cli.app import EXIT_ERROR, _open_reader, handle_errors
+from tether.cli.terminal import PlainStyle, visible
+
+
+@click.group()
+def audit() -> None:
+    """The audit log: every non-allow decision, policy load and admin change, hash-chained."""
+
+
+@audit.command("verify")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+@handle_errors
+def verify(ctx: click.Context, as_json: bool) -> None:
+    """Check the chain; exit 1 at the first edited, deleted, inserted or reordered entry."""
+    from tether.store.audit import audit_key
+    from tether.store.audit_verify import verify_audit
+
+    reader = _open_reader(ctx)
+    with reader.engine.connect() as conn:
+        report = verify_audit(conn, audit_key())
+    problem = report.problem
+    if as_json:
+        body: dict[str, Any] = {"ok": report.ok, "entries": report.entries}
+        if problem is not None:
+            body["problem"] = {"kind": problem.kind, "seq": problem.seq, "message": problem.message}
+        click.echo(render.dumps(body))
+    else:
+        style = PlainStyle(sys.stdout if problem is None else sys.stderr)
+        if problem is None:
+            click.echo(
+                f"{style('✓', fg='green')} audit log of {visible(reader.display_url)}: "
+                f"{report.entries} entries, chain intact"
+            )
+        else:
+            click.echo(
+                f"{style('✗', fg='red')} audit log of {visible(reader.display_url)}: "
+                f"{problem.kind} at entry {problem.seq}: {visible(problem.message)}",
+                err=True,
+            )
+    if problem is not None:
+        sys.exit(EXIT_ERROR)
+
+
+@audit.command("list")
+@click.option("--after", type=click.IntRange(min=0), default=0, help="Entries after this seq.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
+@click.pass_context
+@handle_errors
+def list_entries(ctx: click.Context, after: int, limit: int, as_json: bool) -> None:
+    """Show audit entries in order, from seq AFTER + 1."""
+    from tether.store.audit import iter_audit
+
+    reader = _open_reader(ctx)
+    with reader.engine.connect() as conn:
+        entries = [e for e, _a, _d in iter_audit(conn, after=after, limit=limit)]
+    if as_json:
+        click.echo(
+            render.dumps(
+                {
+                    "entries": [
+                        {
+                            "seq": e.seq,
+                            "time_ns": e.time_ns,
+                            "kind": e.kind,
+                            "actor": e.actor,
+                            "trace_id": e.trace_id,
+                            "run_id": e.run_id,
+                            "span_id": e.span_id,
+                            "details": e.details,
+                            "prev_hash": e.prev_hash,
+                            "hash": e.hash,
+                        }
+                        for e in entries
+                    ]
+                }
+            )
+        )
+        return
+    if not entries:
+        click.echo(f"no audit entries in {visible(reader.display_url)}")
+        return
+    for e in entries:
+        who = ",".join(f"{k}={v}" for k, v in sorted(e.actor.items()))
+        what = " ".join(f"{k}={v}" for k, v in sorted(e.details.items()))
+        click.echo(visible(f"{e.seq:>6}  {e.kind:<14} {who}  {what}  {e.hash[:12]}"))

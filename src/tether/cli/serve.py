@@ -1,0 +1,107 @@
+"""``tether serve``: the API and the web UI over the trace store, on uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import sys
+import time
+
+import click
+
+from tether.cli.app import database_url, handle_errors
+from tether.core import TetherError
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8700,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0: any free one; the URL printed says which).",
+)
+@click.option("--dev", is_flag=True, help="No sign-in (loopback only): every request is admin.")
+@click.option(
+    "--print-key",
+    is_flag=True,
+    help="Make an admin key of the default project, valid for a day, and print it.",
+)
+@click.option("--secure-cookies", is_flag=True, help="Session cookies only over HTTPS.")
+@click.pass_context
+@handle_errors
+def serve(
+    ctx: click.Context, host: str, port: int, dev: bool, print_key: bool, secure_cookies: bool
+) -> None:
+    """Serve the API (/api/v1) and the trace explorer on HOST:PORT until Ctrl-C.
+
+    Every request needs an API key (tether keys create); the UI asks for one once and keeps a
+    session cookie. Migrates the store on start.
+    """
+    # Ctrl-C and SIGTERM (a container stop) are how a server is stopped: both end it cleanly,
+    # whether it is still starting or serving (uvicorn answers requests in flight first).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        _serve(ctx, host, port, dev, print_key, secure_cookies)
+    click.echo("stopped", err=True)
+
+
+def _serve(
+    ctx: click.Context, host: str, port: int, dev: bool, print_key: bool, secure_cookies: bool
+) -> None:
+    if dev and host not in LOOPBACK:
+        raise TetherError(
+            f"--dev serves without sign-in and only on 127.0.0.1, not on {host}",
+            hint="drop --host, or drop --dev and sign in with a key",
+        )
+    import uvicorn
+
+    from tether.server.access import AccessStore
+    from tether.server.app import create_app
+    from tether.server.config import ServerConfig
+    from tether.server.roles import Role
+
+    url = database_url(ctx)
+    config = ServerConfig(database_url=url, dev=dev, secure_cookies=secure_cookies)
+    access = AccessStore(url)
+    access.ensure_ready()  # a store that cannot be opened is one clear error, before binding
+    key = None
+    if print_key and not dev:
+        _, key = access.create_key(
+            "default",
+            Role.ADMIN,
+            name="tether serve --print-key",
+            expires_ns=time.time_ns() + 86_400 * 1_000_000_000,
+        )
+    access.engine.dispose()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise TetherError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="another program may use the port: pick another with --port",
+        ) from None
+    # Listening now: a client that connects while the app loads waits in the backlog
+    # instead of being refused, so the URL printed below works as soon as it is printed.
+    sock.listen(2048)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    click.echo(f"Tether serving on http://{shown}:{bound}  (Ctrl-C stops)")
+    if dev:
+        click.echo("dev mode: no sign-in, every request acts as an admin", err=True)
+    elif key:
+        click.echo(f"sign in with this admin key (valid for a day, shown once): {key}")
+    sys.stdout.flush()
+    app = create_app(config)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    )
+    server.run(sockets=[sock])  # passes the signal on (KeyboardInterrupt) once shut down

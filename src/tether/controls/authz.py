@@ -1,0 +1,511 @@
+"""Tool authorization with Cedar: every tool call is decided by the spec's policies.
+
+Once a spec names policies (``authorization: {policies: [tools.cedar]}``), a call that no
+policy permits is refused (default deny), a call a ``forbid`` matches is refused naming that
+policy, and a call permitted by a policy annotated ``@escalate("why")`` pauses the run for a
+person's approval. Policies, the schema generated from the agent's tools and the tools'
+entities are parsed and validated once, when the agent is built; a policy that does not parse
+or that reads an attribute the schema lacks is an error there, at its file and line, never a
+silent deny at request time. See ``cedar_schema`` for the entities, actions and context.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from tether.controls.cedar_policies import LoadedPolicies, load_policies, validation_error
+from tether.controls.cedar_schema import (
+    CALL_GROUP,
+    DATETIME,
+    DECIMAL,
+    LONG,
+    NAMESPACE,
+    STRING,
+    Attr,
+    Rec,
+    Refused,
+    SetOf,
+    ToolArgs,
+    record,
+    render_schema,
+    rounded_decimal,
+    to_json_type,
+    tool_args,
+)
+from tether.controls.pipeline import Control, Decision, HookContext, Verdict
+from tether.core import AgentRef, Caller, EntryPoint, SpecError
+from tether.providers import ToolCall
+from tether.tools import Tool
+
+if TYPE_CHECKING:
+    import cedarpy
+
+    from tether.spec import AgentSpec
+
+AGENT, PROJECT, ROLE, TOOL, ACTION = (
+    f"{NAMESPACE}::{t}" for t in ("Agent", "Project", "Role", "Tool", "Action")
+)
+MAX_CACHED_PRINCIPALS = 1024
+
+
+@dataclass(frozen=True)
+class Risk:
+    """What guards found in the run so far (read from ``ctx.risk`` when a guard sets it)."""
+
+    score: float = 0.0
+    """0 (nothing found) to 1."""
+    categories: frozenset[str] = frozenset()
+    """What was found (``prompt_injection``, ``pii``, ...)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the run has spent, and what its limits leave."""
+
+    cost_usd: float = 0.0
+    tokens: int = 0
+    tool_calls: int = 0
+    turns: int = 0
+    usd_left: float | None = None
+    """``None``: no cost limit."""
+    tokens_left: int | None = None
+    """``None``: no token limit."""
+    tool_calls_left: int = 0
+
+
+@dataclass(frozen=True)
+class AuthzRequest:
+    """One tool call to decide, with everything policies may read."""
+
+    tool: str
+    args: dict[str, Any] = field(default_factory=dict)
+    caller: Caller = field(default_factory=Caller)
+    agent: AgentRef | None = None
+    """``None``: the agent the policies were loaded for."""
+    risk: Risk = field(default_factory=Risk)
+    classification: frozenset[str] = frozenset()
+    """Data classification labels of the run (``pii``, ``confidential``), when provided."""
+    budget: Budget = field(default_factory=Budget)
+    now: datetime | None = None
+    """``None``: the authorizer's clock."""
+    entry_point: EntryPoint = EntryPoint.RUNTIME
+
+
+@dataclass(frozen=True)
+class AuthzVerdict:
+    """What the policies decided, and why."""
+
+    effect: Literal["allow", "deny", "escalate"]
+    reason: str
+    policies: tuple[str, ...] = ()
+    """The deciding policies: ``@id`` annotations, else Cedar's ids with file and line."""
+    note: str = ""
+    """``escalate``: the ``@escalate`` annotations' text."""
+
+
+def _context_type(args: Rec) -> Rec:
+    return Rec(
+        {
+            "args": Attr(args, True),
+            "risk": Attr(Rec({"score": Attr(DECIMAL, True), "categories": _strings()}), True),
+            "classification": _strings(),
+            "budget": Attr(
+                Rec(
+                    {
+                        "cost_usd": Attr(DECIMAL, True),
+                        "tokens": Attr(LONG, True),
+                        "tool_calls": Attr(LONG, True),
+                        "turns": Attr(LONG, True),
+                        "usd_left": Attr(DECIMAL, False),
+                        "tokens_left": Attr(LONG, False),
+                        "tool_calls_left": Attr(LONG, True),
+                    }
+                ),
+                True,
+            ),
+            "time": Attr(
+                Rec(
+                    {
+                        "now": Attr(DATETIME, True),
+                        "hour": Attr(LONG, True),
+                        "weekday": Attr(LONG, True),
+                    }
+                ),
+                True,
+            ),
+            "entry_point": Attr(STRING, True),
+        }
+    )
+
+
+def _strings() -> Attr:
+    return Attr(SetOf(STRING), True)
+
+
+def schema_json(tools: Mapping[str, Tool], args: Mapping[str, ToolArgs]) -> dict[str, Any]:
+    """The Cedar schema (JSON format) of an agent with these tools."""
+    agent_attrs = {
+        "version": Attr(STRING, True),
+        "project": Attr(STRING, True),
+        "roles": _strings(),
+        "scopes": _strings(),
+        "end_user": Attr(STRING, False),
+        "key_id": Attr(STRING, False),
+    }
+    tool_attrs = {"side_effects": Attr(STRING, True), "scopes": _strings()}
+    actions: dict[str, Any] = {CALL_GROUP: {}}
+    for name in tools:
+        actions[name] = {
+            "memberOf": [{"id": CALL_GROUP}],
+            "appliesTo": {
+                "principalTypes": ["Agent"],
+                "resourceTypes": ["Tool"],
+                "context": to_json_type(_context_type(args[name].record)),
+            },
+        }
+    return {
+        NAMESPACE: {
+            "commonTypes": {},
+            "entityTypes": {
+                "Project": {},
+                "Role": {},
+                "Agent": {
+                    "memberOfTypes": ["Project", "Role"],
+                    "shape": to_json_type(Rec(agent_attrs)),
+                },
+                "Tool": {"shape": to_json_type(Rec(tool_attrs))},
+            },
+            "actions": actions,
+        }
+    }
+
+
+def schema_text(tools: Mapping[str, Tool]) -> str:
+    """The schema of an agent with these tools in Cedar schema syntax (for people)."""
+    return render_schema(schema_json(tools, {n: tool_args(t.parameters) for n, t in tools.items()}))
+
+
+def _uid(kind: str, id: str) -> dict[str, str]:
+    return {"type": kind, "id": id}
+
+
+def _untyped_hint(args: Mapping[str, ToolArgs]) -> str | None:
+    left_out = [
+        f"{tool}.{name} ({why})"
+        for tool, typed in args.items()
+        for name, why in typed.untyped.items()
+    ]
+    base = (
+        "policies see a tool's arguments as context.args, typed per tool: constrain the action "
+        '(action == Tether::Action::"TOOL") before reading them; `tether policy schema SPEC` '
+        "prints the schema"
+    )
+    if left_out:
+        return f"{base}; arguments with no Cedar type, not visible: {', '.join(left_out)}"
+    return base
+
+
+class Authorizer:
+    """A loaded policy set with the schema and entities of one agent's tools: decides calls."""
+
+    def __init__(
+        self,
+        loaded: LoadedPolicies,
+        tools: Mapping[str, Tool],
+        agent: AgentRef,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        import cedarpy
+
+        if CALL_GROUP in tools:
+            raise SpecError(
+                f"a tool named {CALL_GROUP!r} clashes with the Cedar action group "
+                f'Tether::Action::"{CALL_GROUP}" (every tool\'s action is in it): rename the tool'
+            )
+        self.loaded = loaded
+        self.agent = agent
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._args = {name: tool_args(tool.parameters) for name, tool in tools.items()}
+        self.schema_json = schema_json(tools, self._args)
+        self.schema = cedarpy.Schema.from_json_str(json.dumps(self.schema_json))
+        result = cedarpy.validate_policies(loaded.text, self.schema)
+        if not result.validation_passed:
+            errors = [(e.policy_id, e.error) for e in result.errors]
+            raise validation_error(loaded, errors, _untyped_hint(self._args))
+        tool_entities = [
+            {
+                "uid": _uid(TOOL, name),
+                "attrs": {"side_effects": tool.side_effects, "scopes": sorted(tool.scopes)},
+                "parents": [],
+            }
+            for name, tool in tools.items()
+        ]
+        # With the schema, Cedar adds the action entities (each tool's action in "call").
+        self._entities = cedarpy.Entities.from_json_str(json.dumps(tool_entities), self.schema)
+        self._principals: dict[tuple[str, str, Caller], cedarpy.Entities] = {}
+        self._read = _named(loaded.text)
+        self._all = _named(json.dumps(self.schema_json))
+
+    @classmethod
+    def load(
+        cls,
+        files: Sequence[str | Path],
+        tools: Mapping[str, Tool],
+        agent: AgentRef,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> Authorizer:
+        """Read, parse and validate the policy files against the tools' schema."""
+        return cls(load_policies([Path(f) for f in files]), tools, agent, clock=clock)
+
+    def schema_text(self) -> str:
+        """The generated schema in Cedar's schema syntax (what policies are checked against)."""
+        return render_schema(self.schema_json)
+
+    def _with_principal(self, agent: AgentRef, caller: Caller) -> cedarpy.Entities:
+        """The tools' entities plus the principal's (parsed once per agent and caller)."""
+        key = (agent.name, agent.version, caller)
+        found = self._principals.get(key)
+        if found is not None:
+            return found
+        attrs: dict[str, Any] = {
+            "version": agent.version,
+            "project": caller.project,
+            "roles": sorted(caller.roles),
+            "scopes": sorted(caller.scopes),
+        }
+        if caller.end_user is not None:
+            attrs["end_user"] = caller.end_user
+        if caller.key_id is not None:
+            attrs["key_id"] = caller.key_id
+        parents = [_uid(PROJECT, caller.project), *(_uid(ROLE, r) for r in sorted(caller.roles))]
+        delta = [
+            {"uid": _uid(AGENT, agent.name), "attrs": attrs, "parents": parents},
+            *({"uid": p, "attrs": {}, "parents": []} for p in parents),
+        ]
+        entities = self._entities.with_added_json_str(json.dumps(delta), self.schema)
+        if len(self._principals) >= MAX_CACHED_PRINCIPALS:
+            self._principals.clear()
+        self._principals[key] = entities
+        return entities
+
+    def context(self, request: AuthzRequest, *, whole: bool = False) -> dict[str, Any]:
+        """The Cedar context of a request; ``Refused`` when an argument does not fit its type.
+
+        Only the attributes some policy names are built: Cedar reads a context in the JSON
+        form, and parsing what no policy reads (decimals, datetimes) costs more than deciding.
+        A policy can only read an attribute by naming it (Cedar has no computed attribute
+        names), so the words and string literals of the policy text are a safe superset.
+        ``whole``: every attribute (what the schema describes)."""
+        read = self._all if whole else self._read
+        out: dict[str, Any] = {}
+        if "args" in read:
+            out["args"] = record(request.args, self._args[request.tool].record, "", keep=read)
+        if "risk" in read:
+            risk = request.risk
+            out["risk"] = {}
+            if "score" in read:
+                score = min(max(risk.score, 0.0), 1.0)
+                out["risk"]["score"] = rounded_decimal(score, up=None)
+            if "categories" in read:
+                out["risk"]["categories"] = sorted(risk.categories)
+        if "classification" in read:
+            out["classification"] = sorted(request.classification)
+        if "budget" in read:
+            out["budget"] = _budget_context(request.budget, read)
+        if "time" in read:
+            now = (request.now or self._clock()).astimezone(UTC).replace(microsecond=0)
+            out["time"] = _time_context(now)
+        if "entry_point" in read:
+            out["entry_point"] = request.entry_point.value
+        return out
+
+    def decide(self, request: AuthzRequest) -> AuthzVerdict:
+        """Allow, deny or escalate one call (default deny; fails closed on any error)."""
+        import cedarpy
+
+        tool = request.tool
+        if tool not in self._args:
+            known = ", ".join(self._args) or "none"
+            return AuthzVerdict(
+                "deny", f"tool {tool!r} is not one of the agent's tools (they are: {known})"
+            )
+        try:
+            context = self.context(request)
+        except Refused as exc:
+            return AuthzVerdict("deny", f"tool {tool!r}: argument {exc}")
+        agent = request.agent or self.agent
+        cedar_request = {
+            "principal": _uid(AGENT, agent.name),
+            "action": _uid(ACTION, tool),
+            "resource": _uid(TOOL, tool),
+            "context": context,
+        }
+        # No schema here: the context is built from the same types the policies were
+        # validated against, and checking it again costs more than the decision itself.
+        result = cedarpy.is_authorized(
+            cedar_request, self.loaded.policy_set, self._with_principal(agent, request.caller)
+        )
+        errors = result.diagnostics.errors
+        if errors:
+            return AuthzVerdict(
+                "deny", f"tool {tool!r} denied: a Cedar policy failed to evaluate: {errors[0]}"
+            )
+        infos = [self.loaded.policies[p] for p in result.diagnostics.reasons]
+        labels = tuple(p.label for p in infos)
+        if result.decision != cedarpy.Decision.Allow:
+            if not infos:
+                why = "no Cedar policy permits it (default deny)"
+                return AuthzVerdict("deny", f"tool {tool!r} denied: {why}")
+            return AuthzVerdict(
+                "deny", f"tool {tool!r} denied by Cedar {_policies(labels)}", labels
+            )
+        asking = [p for p in infos if p.escalate is not None]
+        if asking:
+            asked = tuple(p.label for p in asking)
+            note = "; ".join(p.escalate for p in asking if p.escalate)
+            reason = f"tool {tool!r} needs approval under Cedar {_policies(asked)}"
+            return AuthzVerdict("escalate", f"{reason}: {note}" if note else reason, asked, note)
+        return AuthzVerdict(
+            "allow", f"tool {tool!r} permitted by Cedar {_policies(labels)}", labels
+        )
+
+
+def _budget_context(budget: Budget, read: frozenset[str]) -> dict[str, Any]:
+    """``context.budget``: the attributes the policies name."""
+    out: dict[str, Any] = {}
+    if "cost_usd" in read:
+        out["cost_usd"] = rounded_decimal(budget.cost_usd, up=True)
+    for name in ("tokens", "tool_calls", "turns", "tool_calls_left"):
+        if name in read:
+            out[name] = getattr(budget, name)
+    if "usd_left" in read and budget.usd_left is not None:
+        out["usd_left"] = rounded_decimal(budget.usd_left, up=False)
+    if "tokens_left" in read and budget.tokens_left is not None:
+        out["tokens_left"] = budget.tokens_left
+    return out
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def _named(text: str) -> frozenset[str]:
+    """Every word and string literal of policy text (what a policy can name an attribute by)."""
+    return frozenset(_WORD.findall(text)) | frozenset(_STRING.findall(text))
+
+
+@functools.lru_cache(maxsize=4)
+def _time_context(now: datetime) -> dict[str, Any]:
+    """``context.time`` (to the second: calls within one second share it)."""
+    return {
+        "now": {"__extn": {"fn": "datetime", "arg": now.strftime("%Y-%m-%dT%H:%M:%SZ")}},
+        "hour": now.hour,
+        "weekday": now.isoweekday(),
+    }
+
+
+def _policies(labels: Sequence[str]) -> str:
+    return f"policy {labels[0]}" if len(labels) == 1 else f"policies {', '.join(labels)}"
+
+
+# -- the control --------------------------------------------------------------------------------
+
+
+def _risk_of(ctx: HookContext) -> Risk:
+    """``ctx.risk`` when guards provide one (an object or mapping with ``score`` and
+    ``categories``); no risk otherwise."""
+    found = getattr(ctx, "risk", None)
+    if found is None:
+        return Risk()
+    if isinstance(found, Risk):
+        return found
+    get = found.get if isinstance(found, Mapping) else lambda k, d=None: getattr(found, k, d)
+    score = get("score", 0.0)
+    return Risk(
+        float(score) if isinstance(score, int | float) else 0.0,
+        frozenset(str(c) for c in get("categories", ()) or ()),
+    )
+
+
+def _labels_of(ctx: HookContext) -> frozenset[str]:
+    """``ctx.data_classification`` when the run provides one (a label or labels)."""
+    found = getattr(ctx, "data_classification", None)
+    if not found:
+        return frozenset()
+    return frozenset([found] if isinstance(found, str) else (str(x) for x in found))
+
+
+def request_from(ctx: HookContext, call: ToolCall) -> AuthzRequest:
+    """The authorization request for a call at ``before_tool``."""
+    state, limits = ctx.state, ctx.limits
+    usage = state.usage.total_tokens
+    budget = Budget(
+        cost_usd=state.cost_usd,
+        tokens=usage,
+        tool_calls=state.tool_calls,
+        turns=state.turns,
+        usd_left=None if limits.max_cost_usd is None else limits.max_cost_usd - state.cost_usd,
+        tokens_left=None if limits.max_total_tokens is None else limits.max_total_tokens - usage,
+        tool_calls_left=limits.max_tool_calls - state.tool_calls,
+    )
+    return AuthzRequest(
+        tool=call.name,
+        args=call.arguments,
+        caller=ctx.caller,
+        agent=ctx.agent,
+        risk=_risk_of(ctx),
+        classification=_labels_of(ctx),
+        budget=budget,
+        entry_point=ctx.entry_point,
+    )
+
+
+class CedarAuthorization(Control):
+    """Decides each tool call with Cedar policies at ``before_tool``: a deny refuses the call
+    (the model is told which policy), an ``@escalate`` permit pauses the run for approval."""
+
+    name = "cedar_authorization"
+    record_allow = True
+
+    def __init__(self, authorizer: Authorizer) -> None:
+        self.authorizer = authorizer
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: AgentSpec,
+        tools: Mapping[str, Tool],
+        base_dir: str | Path | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> CedarAuthorization:
+        """The control for a spec's ``authorization`` section (policy paths relative to
+        ``base_dir``, the spec's folder)."""
+        if spec.authorization is None:
+            raise SpecError(f"agent {spec.name!r} has no authorization section")
+        base = Path(base_dir) if base_dir is not None else Path()
+        files = [base / p for p in spec.authorization.policies]
+        agent = AgentRef(name=spec.name, version=spec.version)
+        return cls(Authorizer.load(files, tools, agent, clock=clock))
+
+    async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
+        if call.raw_arguments is not None:
+            return Decision.block(f"tool {call.name!r}: the arguments are not a JSON object")
+        verdict = self.authorizer.decide(request_from(ctx, call))
+        if verdict.effect == "allow":
+            return Decision(Verdict.ALLOW, verdict.reason)
+        if verdict.effect == "escalate":
+            message = "This action needs a person's approval" + (
+                f": {verdict.note}" if verdict.note else "."
+            )
+            return Decision.escalate(verdict.reason, message=message)
+        return Decision.block(verdict.reason)

@@ -1,0 +1,173 @@
+"""``/api/v1``: who am I, projects, API keys."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from tether.server.access import AccessNotFound, AccessStore
+from tether.server.auth import (
+    Forbidden,
+    KeyManager,
+    Principal,
+    ProjectManager,
+    authenticate,
+)
+from tether.server.roles import GRANTS, Permission, Role, may_grant
+
+router = APIRouter(tags=["access"])
+
+MAX_KEY_TTL_S = 10 * 365 * 86_400
+
+
+def _access(request: Request) -> AccessStore:
+    store: AccessStore = request.app.state.access
+    return store
+
+
+class WhoAmI(BaseModel):
+    """The caller of a request."""
+
+    role: str
+    """Its key's role (``admin`` in dev mode)."""
+    project: str
+    """The project it acts on."""
+    key_id: str | None
+    """Its key's id; null in dev mode."""
+    permissions: list[str]
+    """What it may do."""
+    dev: bool
+    """Whether the server runs in dev mode (no sign-in)."""
+
+
+@router.get("/whoami")
+def whoami(request: Request, principal: Annotated[Principal, Depends(authenticate)]) -> WhoAmI:
+    """The caller: its role, project and permissions."""
+    return WhoAmI(
+        role=principal.role.value,
+        project=principal.project,
+        key_id=principal.key_id,
+        permissions=sorted(p.value for p in GRANTS[principal.role]),
+        dev=request.app.state.config.dev,
+    )
+
+
+class ProjectView(BaseModel):
+    """A project."""
+
+    name: str
+    """Its name."""
+    created_ns: int | None
+    """When it was made, in nanoseconds since the epoch."""
+
+
+@router.get("/projects")
+def list_projects(
+    request: Request, principal: Annotated[Principal, Depends(authenticate)]
+) -> list[ProjectView]:
+    """The projects the caller may look at: all of them for an admin, else its own."""
+    projects = _access(request).list_projects()
+    if not principal.may(Permission.ALL_PROJECTS):
+        projects = [p for p in projects if p[0] == principal.project]
+    return [ProjectView(name=n, created_ns=c) for n, c in projects]
+
+
+class NewProject(BaseModel):
+    """A project to make."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    """Its name: lower-case letters, digits, ``-``, ``_``, ``.``."""
+
+
+@router.post("/projects", status_code=201)
+def create_project(request: Request, body: NewProject, principal: ProjectManager) -> ProjectView:
+    """Make a project (admin)."""
+    _access(request).create_project(body.name, actor=_actor(principal))
+    return ProjectView(name=body.name, created_ns=time.time_ns())
+
+
+class KeyView(BaseModel):
+    """An API key (never its secret)."""
+
+    key_id: str
+    project: str
+    role: str
+    name: str
+    state: str
+    """``active``, ``expired`` or ``revoked``."""
+    created_ns: int
+    expires_ns: int | None
+    revoked_ns: int | None
+
+
+class NewKey(BaseModel):
+    """A key to make in the caller's project."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Role
+    """What it may do: only an admin makes admin keys."""
+    name: str = Field(default="", max_length=128)
+    """A label to recognise it by."""
+    expires_in_s: int | None = Field(default=None, ge=60, le=MAX_KEY_TTL_S)
+    """Seconds until it stops working; null: never."""
+
+
+class CreatedKey(KeyView):
+    key: str
+    """The key itself: shown this once, only its hash is kept."""
+
+
+@router.get("/keys")
+def list_keys(request: Request, principal: KeyManager) -> list[KeyView]:
+    """The keys of the project."""
+    return [KeyView(**k.shown()) for k in _access(request).list_keys(principal.project)]
+
+
+@router.post("/keys", status_code=201)
+def create_key(request: Request, body: NewKey, principal: KeyManager) -> CreatedKey:
+    """Make a key in the project; its text is in this answer only."""
+    if not may_grant(principal.role, body.role):
+        raise Forbidden(f"a {principal.role.value} key may not make {body.role.value} keys")
+    expires = None
+    if body.expires_in_s is not None:
+        expires = time.time_ns() + body.expires_in_s * 1_000_000_000
+    info, key = _access(request).create_key(
+        principal.project, body.role, name=body.name, expires_ns=expires, actor=_actor(principal)
+    )
+    return CreatedKey(**info.shown(), key=key)
+
+
+@router.delete("/keys/{key_id}")
+def revoke_key(request: Request, key_id: str, principal: KeyManager) -> KeyView:
+    """Revoke a key of the project: it and its sessions stop working at once."""
+    access = _access(request)
+    try:
+        info = access.get_key(key_id)
+    except AccessNotFound:
+        info = None
+    if info is None or info.project != principal.project:
+        raise _no_key(key_id)
+    if not may_grant(principal.role, info.role):
+        raise Forbidden(f"a {principal.role.value} key may not revoke {info.role.value} keys")
+    return KeyView(**access.revoke_key(key_id, actor=_actor(principal)).shown())
+
+
+def _actor(principal: Any) -> dict[str, Any]:
+    """Who made an admin change, for the audit log (the key's id, never the key)."""
+    key = principal.key
+    return {
+        "via": "api",
+        "project": principal.project,
+        "key_id": None if key is None else key.key_id,
+        "role": str(principal.role),
+    }
+
+
+def _no_key(key_id: str) -> Any:
+    from starlette.exceptions import HTTPException
+
+    return HTTPException(404, f"no API key {key_id!r} in this project")

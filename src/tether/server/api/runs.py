@@ -1,0 +1,167 @@
+"""``/api/v1``: runs, one run's trace and its spans, agents, metrics. Always within the
+caller's project (``?project=`` for a key that may see all)."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+
+from tether.server import metrics, traces
+from tether.server.auth import Reader
+from tether.server.filters import RunFilters, run_filters
+from tether.server.roles import Permission
+from tether.server.runs import (
+    AgentView,
+    agents,
+    engine,
+    no_run,
+    project_run,
+    reader,
+    trace_of,
+)
+from tether.store.records import RunRecord, SpanRecord
+from tether.trace.views import EventView, RunDetail, RunPage, SpanView
+
+router = APIRouter(tags=["runs"])
+DAY_NS = 86_400 * 1_000_000_000
+
+
+@router.get("/runs")
+def list_runs(
+    request: Request, principal: Reader, filters: Annotated[RunFilters, Depends(run_filters)]
+) -> RunPage:
+    """Runs of the project, newest first, a page at a time (keyset: pass ``next_cursor``
+    back as ``cursor``)."""
+    listing = reader(request).find_runs(filters.query(principal.project))
+    return RunPage.of(listing)
+
+
+@router.get("/runs/{run_id}")
+def get_run(request: Request, run_id: str, principal: Reader) -> RunDetail:
+    """One run's trace: the run, its spans in start order, its events in time order."""
+    run = project_run(request, principal.project, run_id)
+    return RunDetail.of(trace_of(request, run))
+
+
+class SpanPage(BaseModel):
+    """Spans under one parent, a page at a time (for traces too large to read at once)."""
+
+    spans: list[SpanView]
+    total: int
+    """Spans under that parent in all."""
+    next_offset: int | None
+    """Pass as ``offset`` for the next page; null on the last."""
+
+
+def _span_view(run: RunRecord, line: traces.SpanLine, attributes: dict[str, Any]) -> SpanView:
+    """The API's view of a span the trace page's queries read."""
+    record = SpanRecord(
+        trace_id=run.trace_id,
+        run_id=run.run_id,
+        span_id=line.span_id,
+        parent_id=line.parent_id,
+        name=line.name,
+        kind=line.kind,
+        start_ns=line.start_ns,
+        end_ns=line.end_ns,
+        status=line.status,
+        attributes=attributes,
+    )
+    return SpanView.of(record)
+
+
+@router.get("/runs/{run_id}/spans")
+def list_spans(
+    request: Request,
+    run_id: str,
+    principal: Reader,
+    parent_id: Annotated[str | None, Query(max_length=16)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = traces.CHILDREN_PAGE,
+) -> SpanPage:
+    """The spans under ``parent_id`` (none given: the run's top spans), with attributes."""
+    run = project_run(request, principal.project, run_id)
+    lines, total = traces.children(
+        engine(request), run.run_id, parent_id, offset=offset, limit=limit, attributes=True
+    )
+    spans = [_span_view(run, line, line.attributes or {}) for line in lines]
+    more = offset + len(lines)
+    return SpanPage(spans=spans, total=total, next_offset=more if more < total else None)
+
+
+class SpanWithEvents(BaseModel):
+    """One span with its events."""
+
+    span: SpanView
+    """The span (status message left out)."""
+    children: int
+    """How many spans are under it."""
+    events: list[EventView]
+    """Its events, in time order (control decisions among them)."""
+
+
+@router.get("/runs/{run_id}/spans/{span_id}")
+def get_span(request: Request, run_id: str, span_id: str, principal: Reader) -> SpanWithEvents:
+    """One span whole, with its events and control decisions."""
+    run = project_run(request, principal.project, run_id)
+    detail = traces.span_detail(engine(request), run.run_id, span_id)
+    if detail is None:
+        raise no_run(f"{run_id}/{span_id}")
+    line = detail.line
+    events = [
+        EventView(
+            span_id=line.span_id, name=e["name"], time_ns=e["time_ns"], attributes=e["attributes"]
+        )
+        for e in detail.events
+    ]
+    return SpanWithEvents(
+        span=_span_view(run, line, detail.attributes), children=line.children, events=events
+    )
+
+
+@router.get("/agents")
+def list_agents(request: Request, principal: Reader) -> list[AgentView]:
+    """The project's agents and their versions, with run counts."""
+    return agents(engine(request), principal.project)
+
+
+def metrics_range(
+    since: datetime | None, until: datetime | None, default_ns: int = DAY_NS
+) -> tuple[int, int]:
+    """``[since, until)`` in nanoseconds; the last day by default. A time without a zone
+    is UTC."""
+    since, until = (
+        None if t is None else t if t.tzinfo else t.replace(tzinfo=UTC) for t in (since, until)
+    )
+    end = time.time_ns() if until is None else int(until.timestamp() * 1e9)
+    start = end - default_ns if since is None else int(since.timestamp() * 1e9)
+    if start >= end:
+        from fastapi.exceptions import RequestValidationError
+
+        raise RequestValidationError(
+            [{"loc": ("query", "since"), "msg": "since must be before until", "type": "value"}]
+        )
+    return start, end
+
+
+@router.get("/metrics")
+def get_metrics(
+    request: Request,
+    principal: Reader,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    all_projects: bool = False,
+) -> metrics.Metrics:
+    """Requests, latency percentiles, errors by outcome and category, tokens and cost over
+    time (the last day by default), and the same by project, agent, version and model.
+    ``all_projects``: every project (a key that may see all)."""
+    start, end = metrics_range(since, until)
+    projects: list[str] | None = [principal.project]
+    if all_projects and principal.may(Permission.ALL_PROJECTS):
+        projects = None
+    rows = metrics.read_rows(engine(request), projects, start, end)
+    return metrics.aggregate(rows, start, end)

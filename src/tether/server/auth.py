@@ -1,0 +1,140 @@
+"""Who is asking: an API key (``Authorization: Bearer tth_...``), a browser session cookie, or
+nobody in ``--dev`` mode; and what they may do (``require``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from tether.core import DEFAULT_PROJECT
+from tether.server.access import AccessStore, KeyInfo
+from tether.server.roles import GRANTS, Permission, Role
+
+SESSION_COOKIE = "tether_session"
+DEV_PROJECT_COOKIE = "tether_dev_project"
+
+
+class AuthError(Exception):
+    """401: no credentials, or credentials that open nothing (unknown, revoked, expired)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Forbidden(Exception):
+    """403: signed in, and not allowed this."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ProjectNotFound(Exception):
+    """404: a project the caller cannot see (or that does not exist: the same answer)."""
+
+    def __init__(self, project: str) -> None:
+        super().__init__(project)
+        self.project = project
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of one request."""
+
+    role: Role
+    """Its key's role (``admin`` in dev mode)."""
+    project: str
+    """The project it acts on for this request."""
+    key: KeyInfo | None
+    """The key it came with; None in dev mode."""
+    session_token: str | None = None
+    """The browser session's token, when it came with one (never logged)."""
+
+    def may(self, permission: Permission) -> bool:
+        return permission in GRANTS[self.role]
+
+    @property
+    def key_id(self) -> str | None:
+        return None if self.key is None else self.key.key_id
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise AuthError("the Authorization header must be 'Bearer <API key>'")
+    return value.strip()
+
+
+def _access(request: Request) -> AccessStore:
+    store: AccessStore = request.app.state.access
+    return store
+
+
+def authenticate(request: Request) -> Principal:
+    """The caller, from the key or the session cookie; ``AuthError`` when there is neither
+    or it opens nothing. In dev mode every request is an admin's."""
+    if request.app.state.config.dev:
+        project = request.cookies.get(DEV_PROJECT_COOKIE) or DEFAULT_PROJECT
+        return Principal(role=Role.ADMIN, project=project, key=None)
+    key_text = _bearer(request)
+    access = _access(request)
+    if key_text is not None:
+        info = access.authenticate(key_text)
+        if info is None:
+            raise AuthError("the API key is not valid (unknown, revoked or expired)")
+        return Principal(role=info.role, project=info.project, key=info)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token:
+        session = access.session(token)
+        if session is not None:
+            return Principal(
+                role=session.key.role,
+                project=session.project,
+                key=session.key,
+                session_token=token,
+            )
+        raise AuthError("the session has ended; sign in again")
+    raise AuthError("an API key is required: send 'Authorization: Bearer <API key>'")
+
+
+def scoped(request: Request, principal: Principal, project: str | None) -> Principal:
+    """The principal acting on ``project`` (None: its own): only a key that may see all
+    projects may name another; for any other key another project does not exist (404)."""
+    if project is None or project == principal.project:
+        return principal
+    if not principal.may(Permission.ALL_PROJECTS):
+        raise ProjectNotFound(project)
+    if not _access(request).project_exists(project):
+        raise ProjectNotFound(project)
+    return Principal(
+        role=principal.role,
+        project=project,
+        key=principal.key,
+        session_token=principal.session_token,
+    )
+
+
+def require(permission: Permission) -> Callable[[Request, str | None], Principal]:
+    """A dependency: the caller, acting on the project named by the ``project`` query
+    parameter (or its own), who must hold ``permission`` (else 403)."""
+
+    def dependency(request: Request, project: str | None = None) -> Principal:
+        principal = scoped(request, authenticate(request), project)
+        if not principal.may(permission):
+            raise Forbidden(f"a key of role {principal.role.value!r} may not {permission.value}")
+        return principal
+
+    return dependency
+
+
+Reader = Annotated[Principal, Depends(require(Permission.READ))]
+KeyManager = Annotated[Principal, Depends(require(Permission.MANAGE_KEYS))]
+ProjectManager = Annotated[Principal, Depends(require(Permission.MANAGE_PROJECTS))]
+Ingester = Annotated[Principal, Depends(require(Permission.INGEST))]

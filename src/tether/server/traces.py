@@ -1,0 +1,285 @@
+"""A run's spans as the trace page reads them: a light outline (no attributes) of one level
+of the tree at a time, so a trace of tens of thousands of spans opens at once and its
+subtrees load when opened; one span whole (attributes, events) when it is selected."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from tether.core import StoreError
+from tether.store import tables
+from tether.store.db import driver_message
+from tether.trace import semconv
+
+CHILDREN_PAGE = 200
+"""Children of one span listed at a time; more load on demand."""
+
+
+@dataclass(slots=True)
+class SpanLine:
+    """One row of the trace tree."""
+
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str
+    start_ns: int
+    end_ns: int
+    status: str
+    children: int = 0
+    """How many spans have this one as parent."""
+    decisions: list[str] = field(default_factory=list)
+    """Verdicts of the control decisions on it (``block``, ``modify``...)."""
+    attributes: dict[str, Any] | None = None
+    """Its attributes, when they were asked for."""
+
+    @property
+    def blocked(self) -> bool:
+        return "block" in self.decisions
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+
+@dataclass(slots=True)
+class Decision:
+    """A control's decision on a span, as the page shows it."""
+
+    control: str
+    hook: str
+    verdict: str
+    reason: str
+
+
+@dataclass(slots=True)
+class SpanDetail:
+    """One span whole, with its events."""
+
+    line: SpanLine
+    attributes: dict[str, Any]
+    events: list[dict[str, Any]]
+    decisions: list[Decision]
+
+
+def _failed(exc: SQLAlchemyError) -> StoreError:
+    return StoreError(f"reading the trace failed: {driver_message(exc)}")
+
+
+def _line(row: Any, attributes: bool = False) -> SpanLine:
+    return SpanLine(
+        span_id=row[0],
+        parent_id=row[1],
+        name=row[2],
+        kind=row[3],
+        start_ns=row[4],
+        end_ns=row[5],
+        status=row[6],
+        attributes=json.loads(row[7]) if attributes else None,
+    )
+
+
+def _decision_verdicts(engine: Engine, run_id: str) -> dict[str | None, list[str]]:
+    ev = tables.events.c
+    stmt = select(ev.span_id, ev.attributes).where(
+        ev.run_id == run_id, ev.name == semconv.EVENT_CONTROL_DECISION
+    )
+    out: dict[str | None, list[str]] = defaultdict(list)
+    with engine.connect() as conn:
+        for span_id, attributes in conn.execute(stmt):
+            try:
+                verdict = json.loads(attributes).get(semconv.TETHER_DECISION)
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(verdict, str):
+                out[span_id].append(verdict)
+    return out
+
+
+def children(
+    engine: Engine,
+    run_id: str,
+    parent_id: str | None,
+    *,
+    offset: int = 0,
+    limit: int = CHILDREN_PAGE,
+    attributes: bool = False,
+) -> tuple[list[SpanLine], int]:
+    """The spans under ``parent_id`` (None: the run's roots) in start order, a page at a
+    time, and how many there are in all; with ``attributes``, each span's attributes too."""
+    sp = tables.spans.c
+    under = sp.parent_id.is_(None) if parent_id is None else sp.parent_id == parent_id
+    columns: tuple[Any, ...] = (
+        sp.span_id,
+        sp.parent_id,
+        sp.name,
+        sp.kind,
+        sp.start_ns,
+        sp.end_ns,
+        sp.status,
+    )
+    if attributes:
+        columns += (sp.attributes,)
+    try:
+        with engine.connect() as conn:
+            total = conn.execute(
+                select(func.count()).select_from(tables.spans).where(sp.run_id == run_id, under)
+            ).scalar_one()
+            rows = conn.execute(
+                select(*columns)
+                .where(sp.run_id == run_id, under)
+                .order_by(sp.start_ns, sp.span_id)
+                .offset(offset)
+                .limit(limit)
+            ).all()
+            lines = [_line(row, attributes) for row in rows]
+            ids = [line.span_id for line in lines]
+            if ids:
+                counts = conn.execute(
+                    select(sp.parent_id, func.count())
+                    .where(sp.run_id == run_id, sp.parent_id.in_(ids))
+                    .group_by(sp.parent_id)
+                ).all()
+                by_parent: dict[str, int] = {p: int(n) for p, n in counts}
+                for line in lines:
+                    line.children = int(by_parent.get(line.span_id, 0))
+        verdicts = _decision_verdicts(engine, run_id)
+    except SQLAlchemyError as exc:
+        raise _failed(exc) from exc
+    if parent_id is None:
+        # Spans whose parent was never recorded (a crash) are shown at the top.
+        lines += _orphans(engine, run_id) if offset == 0 else []
+    for line in lines:
+        line.decisions = verdicts.get(line.span_id, [])
+    return lines, int(total)
+
+
+def _orphans(engine: Engine, run_id: str) -> list[SpanLine]:
+    sp = tables.spans.c
+    parent = tables.spans.alias("parent")
+    stmt = (
+        select(sp.span_id, sp.parent_id, sp.name, sp.kind, sp.start_ns, sp.end_ns, sp.status)
+        .outerjoin(parent, parent.c.span_id == sp.parent_id)
+        .where(sp.run_id == run_id, sp.parent_id.is_not(None), parent.c.span_id.is_(None))
+        .order_by(sp.start_ns)
+        .limit(CHILDREN_PAGE)
+    )
+    with engine.connect() as conn:
+        return [_line(row) for row in conn.execute(stmt).all()]
+
+
+def run_bounds(engine: Engine, run_id: str) -> tuple[int, int, int, int]:
+    """``(first start, last end, span count, blocked decisions)`` of a run's spans."""
+    sp = tables.spans.c
+    ev = tables.events.c
+    try:
+        with engine.connect() as conn:
+            first, last, count = conn.execute(
+                select(func.min(sp.start_ns), func.max(sp.end_ns), func.count()).where(
+                    sp.run_id == run_id
+                )
+            ).one()
+            blocked = conn.execute(
+                select(func.count()).where(
+                    ev.run_id == run_id,
+                    ev.name == semconv.EVENT_CONTROL_DECISION,
+                    ev.attributes.like(f'%"{semconv.TETHER_DECISION}":"block"%'),
+                )
+            ).scalar_one()
+    except SQLAlchemyError as exc:
+        raise _failed(exc) from exc
+    return int(first or 0), int(last or 0), int(count), int(blocked)
+
+
+def span_detail(engine: Engine, run_id: str, span_id: str) -> SpanDetail | None:
+    """One span of the run with its attributes and events; None if the run has no such
+    span."""
+    sp = tables.spans.c
+    ev = tables.events.c
+    try:
+        with engine.connect() as conn:
+            row = (
+                conn.execute(select(tables.spans).where(sp.run_id == run_id, sp.span_id == span_id))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            events = conn.execute(
+                select(ev.name, ev.time_ns, ev.attributes)
+                .where(ev.run_id == run_id, ev.span_id == span_id)
+                .order_by(ev.time_ns, ev.id)
+            ).all()
+            count = conn.execute(
+                select(func.count()).where(sp.run_id == run_id, sp.parent_id == span_id)
+            ).scalar_one()
+    except SQLAlchemyError as exc:
+        raise _failed(exc) from exc
+    shown_events = []
+    decisions = []
+    for name, time_ns, attributes in events:
+        attrs = json.loads(attributes)
+        shown_events.append({"name": name, "time_ns": time_ns, "attributes": attrs})
+        if name == semconv.EVENT_CONTROL_DECISION:
+            decisions.append(
+                Decision(
+                    control=str(attrs.get(semconv.TETHER_CONTROL_NAME, "?")),
+                    hook=str(attrs.get(semconv.TETHER_CONTROL_HOOK, "?")),
+                    verdict=str(attrs.get(semconv.TETHER_DECISION, "?")),
+                    reason=str(attrs.get(semconv.TETHER_DECISION_REASON, "")),
+                )
+            )
+    line = SpanLine(
+        span_id=row["span_id"],
+        parent_id=row["parent_id"],
+        name=row["name"],
+        kind=row["kind"],
+        start_ns=row["start_ns"],
+        end_ns=row["end_ns"],
+        status=row["status"],
+        children=int(count),
+        decisions=[d.verdict for d in decisions],
+    )
+    return SpanDetail(
+        line=line,
+        attributes=json.loads(row["attributes"]),
+        events=shown_events,
+        decisions=decisions,
+    )
+
+
+def messages(value: Any) -> list[dict[str, Any]]:
+    """OTel GenAI messages (``gen_ai.input.messages``) as ``[{role, parts: [text]}]`` for the
+    page; anything else as one part."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return [{"role": "", "parts": [value]}]
+    if not isinstance(value, list):
+        return [{"role": "", "parts": [json.dumps(value, ensure_ascii=False)]}]
+    out = []
+    for message in value:
+        if not isinstance(message, dict):
+            out.append({"role": "", "parts": [str(message)]})
+            continue
+        parts: list[str] = []
+        for part in message.get("parts") or []:
+            if isinstance(part, dict) and part.get("type") == "text":
+                parts.append(str(part.get("content", "")))
+            else:
+                parts.append(json.dumps(part, ensure_ascii=False, indent=1))
+        out.append({"role": str(message.get("role", "")), "parts": parts})
+    return out
+
+
+def decided_spans(lines: Sequence[SpanLine]) -> list[SpanLine]:
+    """The spans of ``lines`` a control blocked."""
+    return [line for line in lines if line.blocked]

@@ -1,0 +1,49 @@
+"""Jinja2 filters of the UI's templates (formatting only: escaping is Jinja's autoescape)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jinja2
+
+from tether.trace.readout import fmt_ns
+
+
+def when(ns: int | None) -> str:
+    """A time in nanoseconds since the epoch as ``YYYY-MM-DD HH:MM:SS`` UTC."""
+    return "—" if ns is None else fmt_ns(ns)
+
+
+def ms(value: float | None) -> str:
+    """A latency: ``850 ms``, ``3.2 s``."""
+    if value is None:
+        return "—"
+    return f"{value:,.0f} ms" if value < 1000 else f"{value / 1000:,.1f} s"
+
+
+def usd(value: float | None) -> str:
+    """A cost: ``$0.0123``; unknown (an unpriced model) as ``unpriced``."""
+    if value is None:
+        return "unpriced"
+    if value == 0:
+        return "$0"
+    if value >= 0.01:
+        return f"${value:,.4f}"
+    return f"${value:.6f}" if value >= 0.000001 else f"${value:.2e}"
+
+
+def pretty(value: Any) -> str:
+    """Any value as readable text: JSON indented (text that is JSON too)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return str(value)
+        if isinstance(value, str):
+            return str(value)
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def install(env: jinja2.Environment) -> None:
+    env.filters.update(when=when, ms=ms, usd=usd, pretty=pretty)

@@ -1,0 +1,215 @@
+"""The UI's pages: runs (filters, keyset pages), one trace (tree + waterfall, a span's
+detail, subtrees loaded by htmx), the dashboard. Every URL holds its state (filters, project,
+selected span, time range), so a link shows the same to anyone allowed to see it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.responses import Response
+
+from tether.server import metrics, traces
+from tether.server.api.runs import metrics_range
+from tether.server.auth import Reader
+from tether.server.filters import RunFilters, run_filters
+from tether.server.roles import Permission
+from tether.server.runs import agent_names, blocked_runs, engine, no_run, project_run, reader
+from tether.server.ui.render import page
+from tether.store.query import ERROR_CATEGORIES
+from tether.trace.views import RunSummary
+
+router = APIRouter()
+
+STATUSES = ("running", "completed", "paused", "failed")
+OUTCOMES = (
+    "final_answer",
+    "limit_exceeded",
+    "loop_detected",
+    "blocked",
+    "escalated",
+    "deferred",
+    "control_error",
+    "empty_answer",
+    "error",
+)
+RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86_400, "7d": 7 * 86_400, "30d": 30 * 86_400}
+
+
+@router.get("/runs")
+def runs_page(
+    request: Request, principal: Reader, filters: Annotated[RunFilters, Depends(run_filters)]
+) -> Response:
+    listing = reader(request).find_runs(filters.query(principal.project), text_chars=300)
+    runs = [RunSummary.of(r) for r in listing.runs]
+    blocked = blocked_runs(engine(request), [r.run_id for r in runs])
+    context: dict[str, Any] = {
+        "runs": runs,
+        "blocked": blocked,
+        "total": listing.total,
+        "filters": filters,
+        "next_link": None
+        if listing.next_cursor is None
+        else filters.link(cursor=listing.next_cursor, project=principal.project),
+        "first_link": filters.link(cursor=None, project=principal.project),
+        "statuses": STATUSES,
+        "outcomes": OUTCOMES,
+        "categories": ERROR_CATEGORIES,
+        "agents": agent_names(engine(request), principal.project),
+    }
+    return page(request, "runs.html", context, principal)
+
+
+@router.get("/runs/{run_id}")
+def trace_page(
+    request: Request,
+    run_id: str,
+    principal: Reader,
+    span: Annotated[str | None, Query(max_length=16)] = None,
+) -> Response:
+    run = project_run(request, principal.project, run_id)
+    db = engine(request)
+    first, last, count, blocked_count = traces.run_bounds(db, run.run_id)
+    top, total = traces.children(db, run.run_id, None)
+    start = min(first or run.started_ns, run.started_ns)
+    end = max(last, run.ended_ns or 0, start + 1)
+    selected = traces.span_detail(db, run.run_id, span) if span else None
+    # The top spans open at once (the root's steps are what one looks for first).
+    preloaded = {
+        line.span_id: traces.children(db, run.run_id, line.span_id)
+        for line in top[:3]
+        if line.children
+    }
+    context = {
+        "run": RunSummary.of(run),
+        "lines": top,
+        "total": total,
+        "more_offset": len(top) if len(top) < total else None,
+        "span_count": count,
+        "blocked_count": blocked_count,
+        "blocked_spans": _blocked_spans(db, run.run_id),
+        "t0": start,
+        "t_span": end - start,
+        "selected": selected,
+        "messages": traces.messages,
+        "depth": 0,
+        "parent_id": None,
+        "preloaded": preloaded,
+    }
+    return page(request, "trace.html", context, principal)
+
+
+def _blocked_spans(db: Any, run_id: str) -> list[traces.SpanDetail]:
+    from sqlalchemy import select
+
+    from tether.store import tables
+    from tether.trace import semconv
+
+    ev = tables.events.c
+    stmt = (
+        select(ev.span_id)
+        .where(
+            ev.run_id == run_id,
+            ev.name == semconv.EVENT_CONTROL_DECISION,
+            ev.attributes.like(f'%"{semconv.TETHER_DECISION}":"block"%'),
+        )
+        .limit(20)
+    )
+    with db.connect() as conn:
+        ids = [s for s in conn.execute(stmt).scalars() if s]
+    found = [traces.span_detail(db, run_id, s) for s in dict.fromkeys(ids)]
+    return [d for d in found if d is not None]
+
+
+@router.get("/runs/{run_id}/children")
+def children_fragment(
+    request: Request,
+    run_id: str,
+    principal: Reader,
+    parent: Annotated[str | None, Query(max_length=16)] = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    depth: Annotated[int, Query(ge=0, le=200)] = 1,
+    t0: Annotated[int, Query()] = 0,
+    t_span: Annotated[int, Query(ge=1)] = 1,
+) -> Response:
+    """Rows of one subtree (htmx): loaded when a span is opened, a page at a time."""
+    run = project_run(request, principal.project, run_id)
+    lines, total = traces.children(engine(request), run.run_id, parent, offset=offset)
+    context = {
+        "run": RunSummary.of(run),
+        "lines": lines,
+        "total": total,
+        "more_offset": offset + len(lines) if offset + len(lines) < total else None,
+        "t0": t0,
+        "t_span": t_span,
+        "depth": depth,
+        "parent_id": parent,
+    }
+    return page(request, "span_rows.html", context, principal)
+
+
+@router.get("/runs/{run_id}/spans/{span_id}")
+def span_fragment(request: Request, run_id: str, span_id: str, principal: Reader) -> Response:
+    """One span's detail (htmx target), or the whole trace page opened on it."""
+    run = project_run(request, principal.project, run_id)
+    detail = traces.span_detail(engine(request), run.run_id, span_id)
+    if detail is None:
+        raise no_run(f"{run_id}/{span_id}")
+    if not request.headers.get("hx-request"):
+        return trace_page(request, run_id, principal, span=span_id)
+    context = {"run": RunSummary.of(run), "selected": detail, "messages": traces.messages}
+    return page(request, "span_detail.html", context, principal)
+
+
+def _moment(name: str, text: str | None) -> datetime | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise RequestValidationError(
+            [{"loc": ("query", name), "msg": f"not a date and time: {text!r}", "type": "value"}]
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@router.get("/dashboard")
+def dashboard(
+    request: Request,
+    principal: Reader,
+    range: Annotated[str | None, Query(pattern="^(1h|6h|24h|7d|30d)?$")] = None,
+    since_text: Annotated[str | None, Query(alias="since")] = None,
+    until_text: Annotated[str | None, Query(alias="until")] = None,
+    all_projects_text: Annotated[str | None, Query(alias="all_projects")] = None,
+) -> Response:
+    # A form's empty fields are no value.
+    since, until = _moment("since", since_text), _moment("until", until_text)
+    all_projects = (all_projects_text or "").lower() in ("1", "true", "on", "yes")
+    if since is None and until is None:
+        chosen = range if range in RANGES else "24h"
+        now = datetime.now(UTC)
+        since, until = now - timedelta(seconds=RANGES[chosen]), now
+    else:
+        chosen = None
+    start, end = metrics_range(since, until)
+    projects: list[str] | None = [principal.project]
+    every = all_projects and principal.may(Permission.ALL_PROJECTS)
+    if every:
+        projects = None
+    rows = metrics.read_rows(engine(request), projects, start, end)
+    figures = metrics.aggregate(rows, start, end)
+    context = {
+        "m": figures,
+        "range": chosen,
+        "ranges": list(RANGES),
+        "since": since,
+        "until": until,
+        "all_projects": every,
+        "chart_data": {
+            "times": figures.times,
+            "charts": {k: v.model_dump() for k, v in figures.charts.items()},
+        },
+    }
+    return page(request, "dashboard.html", context, principal)

@@ -1,0 +1,139 @@
+"""Signing in and out of the UI, and switching projects.
+
+Signing in takes a key in a form and sets a session cookie (HttpOnly, SameSite=Strict; Secure
+behind HTTPS) holding a random session token, never the key: the key is checked once, and
+revoking it ends the session. Forms post to this origin only (``form-action 'self'``,
+SameSite=Strict), and a post whose ``Origin`` names another site is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import parse_qs, quote, urlsplit
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import RedirectResponse, Response
+
+from tether.core import DEFAULT_PROJECT
+from tether.server.access import SESSION_TTL_NS, AccessStore
+from tether.server.auth import (
+    DEV_PROJECT_COOKIE,
+    SESSION_COOKIE,
+    Forbidden,
+    Principal,
+    authenticate,
+    scoped,
+)
+from tether.server.roles import Permission, Role
+from tether.server.ui.render import page
+
+router = APIRouter()
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: a path on this site, never another site."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/runs"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/runs"
+    return target
+
+
+async def form(request: Request) -> dict[str, str]:
+    """The fields of a url-encoded form (one value each)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/x-www-form-urlencoded":
+        return {}
+    body = (await request.body()).decode("utf-8", "replace")
+    return {k: v[0] for k, v in parse_qs(body, max_num_fields=20).items()}
+
+
+def check_origin(request: Request) -> None:
+    """A post from a page of another site is refused (CSRF), whatever the cookie says."""
+    origin = request.headers.get("origin")
+    if origin is None or (origin == "null" and request.app.state.config.dev):
+        return
+    host = request.headers.get("host", "")
+    if urlsplit(origin).netloc != host:
+        raise Forbidden("this form was posted from another site")
+
+
+def _login_page(request: Request, message: str | None, next_url: str, status: int) -> Response:
+    return page(request, "login.html", {"message": message, "next": next_url}, None, status=status)
+
+
+@router.get("/")
+def home() -> Response:
+    return RedirectResponse("/runs", status_code=303)
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    return Response(status_code=204)
+
+
+@router.get("/login")
+def login_form(request: Request, next: str | None = None) -> Response:
+    if request.app.state.config.dev:
+        return RedirectResponse(safe_next(next), status_code=303)
+    return _login_page(request, None, safe_next(next), 200)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    check_origin(request)
+    fields = await form(request)
+    next_url = safe_next(fields.get("next"))
+    access: AccessStore = request.app.state.access
+    key = fields.get("key", "").strip()
+    info = access.authenticate(key) if key else None
+    if info is None:
+        return _login_page(
+            request, "That key is not valid (unknown, revoked or expired).", next_url, 401
+        )
+    if info.role is Role.AGENT:
+        return _login_page(
+            request, "An agent key sends traces; it cannot sign in to the UI.", next_url, 403
+        )
+    token = access.open_session(info)
+    response = RedirectResponse(next_url, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=SESSION_TTL_NS // 1_000_000_000,
+        httponly=True,
+        samesite="strict",
+        secure=request.app.state.config.secure_cookies,
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, principal: Annotated[Principal, Depends(authenticate)]) -> Response:
+    check_origin(request)
+    if principal.session_token:
+        request.app.state.access.close_session(principal.session_token)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.post("/switch-project")
+async def switch_project(
+    request: Request, principal: Annotated[Principal, Depends(authenticate)]
+) -> Response:
+    """Look at another project (a key that may see all projects)."""
+    check_origin(request)
+    fields = await form(request)
+    project = fields.get("project", "") or DEFAULT_PROJECT
+    if not principal.may(Permission.ALL_PROJECTS) and project != principal.project:
+        raise Forbidden("only an admin key may switch projects")
+    scoped(request, principal, project)  # 404 for a project that does not exist
+    response = RedirectResponse(f"/runs?project={quote(project)}", status_code=303)
+    if request.app.state.config.dev:
+        response.set_cookie(DEV_PROJECT_COOKIE, project, httponly=True, samesite="strict")
+    elif principal.session_token:
+        request.app.state.access.switch_session(principal.session_token, project)
+    return response

@@ -1,0 +1,212 @@
+"""The audit log in the store: entries appended to a hash chain, listed, and verified.
+
+Each entry's hash covers its canonical JSON (seq, time, kind, actor, run and span ids,
+details, algorithm) and the previous entry's hash, so editing, deleting, inserting or
+reordering an entry breaks the chain at that entry. With ``TETHER_AUDIT_KEY`` set the hash is
+an HMAC-SHA256 under that key (someone who can write the database but does not hold the key
+cannot rebuild the chain after tampering); without it, SHA-256.
+
+Appends take the one row of ``tether_audit_head`` for update before reading it (an ``UPDATE``
+on it first: a row lock on PostgreSQL, the write lock on SQLite), so writers in several
+processes append in turn and the chain stays one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+
+from tether.core import canonical_json
+from tether.store import tables
+from tether.store.records import AuditRecord
+
+GENESIS = "0" * 64
+"""The ``prev_hash`` of the first entry."""
+SHA256, HMAC_SHA256 = "sha256", "hmac-sha256"
+AUDIT_KEY_ENV = "TETHER_AUDIT_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One stored entry of the chain."""
+
+    seq: int
+    """Position in the chain, from 1."""
+    entry_id: str
+    """The entry's own id."""
+    time_ns: int
+    """When it happened."""
+    kind: str
+    """What happened."""
+    actor: dict[str, Any]
+    """Who did it."""
+    trace_id: str | None
+    """Its trace, if any."""
+    run_id: str | None
+    """Its run, if any."""
+    span_id: str | None
+    """Its span, if any."""
+    details: dict[str, Any]
+    """What was decided or changed."""
+    alg: str
+    """``sha256`` or ``hmac-sha256``."""
+    prev_hash: str
+    """The previous entry's hash (``GENESIS`` for the first)."""
+    hash: str
+    """This entry's hash."""
+
+
+def audit_key() -> bytes | None:
+    """The key of the keyed hash (``TETHER_AUDIT_KEY``), or None."""
+    key = os.environ.get(AUDIT_KEY_ENV, "")
+    return key.encode() if key else None
+
+
+def _payload(
+    seq: int,
+    r: AuditRecord | AuditEntry,
+    actor_json: str,
+    details_json: str,
+    alg: str,
+    prev_hash: str,
+) -> bytes:
+    return canonical_json(
+        {
+            "seq": seq,
+            "entry_id": r.entry_id,
+            "time_ns": r.time_ns,
+            "kind": r.kind,
+            "actor": actor_json,
+            "trace_id": r.trace_id,
+            "run_id": r.run_id,
+            "span_id": r.span_id,
+            "details": details_json,
+            "alg": alg,
+            "prev_hash": prev_hash,
+        }
+    ).encode()
+
+
+def entry_hash(payload: bytes, alg: str, key: bytes | None) -> str | None:
+    """The hash of an entry's payload; None for a keyed entry when no key is given."""
+    if alg == HMAC_SHA256:
+        return None if key is None else hmac.new(key, payload, hashlib.sha256).hexdigest()
+    return hashlib.sha256(payload).hexdigest()
+
+
+def append_audit(conn: Any, records: Sequence[AuditRecord], key: bytes | None) -> None:
+    """Append ``records`` to the chain inside the caller's transaction, in order."""
+    if not records:
+        return
+    # Write-lock the head before reading it: two writers never read the same head.
+    conn.execute(
+        update(tables.audit_head)
+        .where(tables.audit_head.c.id == 1)
+        .values(seq=tables.audit_head.c.seq)
+    )
+    head = conn.execute(
+        select(tables.audit_head.c.seq, tables.audit_head.c.hash).where(tables.audit_head.c.id == 1)
+    ).one()
+    seq, prev = int(head.seq), str(head.hash)
+    alg = SHA256 if key is None else HMAC_SHA256
+    rows = []
+    for r in records:
+        seq += 1
+        actor_json, details_json = canonical_json(r.actor), canonical_json(r.details)
+        digest = entry_hash(_payload(seq, r, actor_json, details_json, alg, prev), alg, key)
+        assert digest is not None
+        rows.append(
+            {
+                "seq": seq,
+                "entry_id": r.entry_id,
+                "time_ns": r.time_ns,
+                "kind": r.kind[:64],
+                "actor": actor_json,
+                "trace_id": r.trace_id,
+                "run_id": r.run_id,
+                "span_id": r.span_id,
+                "details": details_json,
+                "alg": alg,
+                "prev_hash": prev,
+                "hash": digest,
+            }
+        )
+        prev = digest
+    conn.execute(tables.audit.insert(), rows)
+    conn.execute(
+        update(tables.audit_head).where(tables.audit_head.c.id == 1).values(seq=seq, hash=prev)
+    )
+
+
+def without_existing_audit(conn: Any, records: list[AuditRecord]) -> list[AuditRecord]:
+    """The records whose entry id is not stored yet (a crash journal replayed)."""
+    if not records:
+        return records
+    ids = [r.entry_id for r in records]
+    stored = set(
+        conn.execute(select(tables.audit.c.entry_id).where(tables.audit.c.entry_id.in_(ids)))
+        .scalars()
+        .all()
+    )
+    return [r for r in records if r.entry_id not in stored]
+
+
+def _loads(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"unreadable": text}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _entry(row: Any) -> tuple[AuditEntry, str, str]:
+    entry = AuditEntry(
+        seq=int(row.seq),
+        entry_id=row.entry_id,
+        time_ns=int(row.time_ns),
+        kind=row.kind,
+        actor=_loads(row.actor),
+        trace_id=row.trace_id,
+        run_id=row.run_id,
+        span_id=row.span_id,
+        details=_loads(row.details),
+        alg=row.alg,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
+    )
+    return entry, row.actor, row.details
+
+
+def iter_audit(
+    conn: Any, *, after: int = 0, limit: int | None = None, chunk: int = 5000
+) -> Iterator[tuple[AuditEntry, str, str]]:
+    """Entries by seq (with their actor and details as stored), a chunk of rows at a time."""
+    left = limit
+    while left is None or left > 0:
+        n = chunk if left is None else min(chunk, left)
+        rows = conn.execute(
+            select(tables.audit)
+            .where(tables.audit.c.seq > after)
+            .order_by(tables.audit.c.seq)
+            .limit(n)
+        ).all()
+        for row in rows:
+            yield _entry(row)
+        if len(rows) < n:
+            return
+        after = int(rows[-1].seq)
+        if left is not None:
+            left -= len(rows)
+
+
+def audit_head(conn: Any) -> tuple[int, str]:
+    """The head row: the last entry's seq and hash as the writers left them."""
+    row = conn.execute(select(tables.audit_head.c.seq, tables.audit_head.c.hash)).first()
+    return (0, GENESIS) if row is None else (int(row.seq), str(row.hash))

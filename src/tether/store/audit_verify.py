@@ -1,0 +1,128 @@
+"""Verifying the audit chain: the first entry that was edited, deleted, inserted or reordered."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from tether.store.audit import (
+    GENESIS,
+    HMAC_SHA256,
+    AuditEntry,
+    _payload,
+    audit_head,
+    entry_hash,
+    iter_audit,
+)
+
+Tampering = Literal["edited", "deleted", "inserted", "reordered", "unverifiable"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditProblem:
+    """The first place the chain does not hold."""
+
+    kind: Tampering
+    """What was done to the log there (``unverifiable``: keyed entries and no key)."""
+    seq: int
+    """The seq of the entry where the chain breaks (for a deletion: the first missing)."""
+    message: str
+    """The same in words."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """What ``verify_audit`` found."""
+
+    entries: int
+    """Entries read."""
+    head_seq: int
+    """The last seq the writers recorded."""
+    problem: AuditProblem | None
+    """The first problem, or None when the chain holds."""
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+Row = tuple[AuditEntry, str, str]
+
+
+def _hash_at(row: Row, seq: int, key: bytes | None) -> str | None:
+    e, actor, details = row
+    return entry_hash(_payload(seq, e, actor, details, e.alg, e.prev_hash), e.alg, key)
+
+
+def verify_audit(conn: Any, key: bytes | None) -> AuditReport:
+    """Walk the chain in seq order and report its first break (the whole log is read)."""
+    rows = list(iter_audit(conn))
+    head_seq, head_hash = audit_head(conn)
+    problem = _first_problem(rows, head_seq, head_hash, key)
+    return AuditReport(entries=len(rows), head_seq=head_seq, problem=problem)
+
+
+def _first_problem(
+    rows: list[Row], head_seq: int, head_hash: str, key: bytes | None
+) -> AuditProblem | None:
+    prev, expected, keyed = GENESIS, 1, False
+    for i, row in enumerate(rows):
+        e = row[0]
+        if e.seq > head_seq:
+            return AuditProblem(
+                "inserted", e.seq, f"entry {e.seq} is past the last entry written ({head_seq})"
+            )
+        if e.seq != expected:
+            return AuditProblem(
+                "deleted", expected, f"entries {expected} to {e.seq - 1} are missing"
+            )
+        if e.alg == HMAC_SHA256 and key is None:
+            return AuditProblem(
+                "unverifiable",
+                e.seq,
+                f"entry {e.seq} is keyed (HMAC-SHA256): set TETHER_AUDIT_KEY to verify it",
+            )
+        if keyed and e.alg != HMAC_SHA256:
+            return AuditProblem(
+                "edited", e.seq, f"entry {e.seq} is not keyed although the entries before it are"
+            )
+        keyed = keyed or e.alg == HMAC_SHA256
+        own = _hash_at(row, e.seq, key) == e.hash
+        if own and e.prev_hash == prev:
+            prev, expected = e.hash, expected + 1
+            continue
+        return _classify(rows, i, prev, key, own)
+    if expected - 1 < head_seq:
+        return AuditProblem(
+            "deleted", expected, f"entries {expected} to {head_seq} are missing from the end"
+        )
+    if prev != head_hash:
+        return AuditProblem(
+            "edited", head_seq, f"entry {head_seq} does not match the last hash written"
+        )
+    return None
+
+
+def _classify(rows: list[Row], i: int, prev: str, key: bytes | None, own: bool) -> AuditProblem:
+    e = rows[i][0]
+    following = rows[i + 1][0] if i + 1 < len(rows) else None
+    if not own:
+        # Hashed under another seq: the entry was moved there.
+        for other in rows:
+            seq = other[0].seq
+            if seq != e.seq and _hash_at(rows[i], seq, key) == e.hash:
+                return AuditProblem("reordered", e.seq, f"entry {e.seq} was written as entry {seq}")
+    if following is not None and following.prev_hash == prev:
+        return AuditProblem(
+            "inserted", e.seq, f"entry {e.seq} was not in the chain: the next entry skips it"
+        )
+    if own:
+        later = {r[0].hash: r[0].seq for r in rows[i + 1 :]}
+        if e.prev_hash in later:
+            return AuditProblem(
+                "reordered", e.seq, f"entry {e.seq} follows entry {later[e.prev_hash]}"
+            )
+        return AuditProblem(
+            "deleted", e.seq, f"the entry before entry {e.seq} is not the one it was chained to"
+        )
+    return AuditProblem("edited", e.seq, f"entry {e.seq} was changed after it was written")

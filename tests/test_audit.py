@@ -1,0 +1,278 @@
+"""The audit log: decisions, policy loads and admin entries chained in the store; ``tether
+audit verify`` finds each kind of tampering, on a real SQLite file and the real PostgreSQL;
+two processes appending at once keep one chain."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from fakes.cli import run_cli
+from test_authz_agent import POLICIES, make_agent_dir
+from tether import Agent
+from tether.core import canonical_json
+from tether.store import Store
+from tether.store.audit import iter_audit
+from tether.store.audit_verify import AuditReport, verify_audit
+from tether.trace import AuditLog, writer_for
+
+
+def record_entries(url: str, n: int) -> None:
+    log = AuditLog(writer_for(url))
+    for i in range(n):
+        log.record("key_created", {"project": "default", "key_id": f"k{i}"}, {"role": "admin"})
+    assert log.flush()
+
+
+def verify(url: str, key: bytes | None = None) -> AuditReport:
+    store = Store(url)
+    try:
+        with store.engine.connect() as conn:
+            return verify_audit(conn, key)
+    finally:
+        store.close()
+
+
+def tamper(url: str, *statements: str) -> None:
+    store = Store(url)
+    try:
+        with store.engine.begin() as conn:
+            for statement in statements:
+                conn.execute(text(statement))
+    finally:
+        store.close()
+
+
+def test_an_untouched_chain_verifies(store_url: str) -> None:
+    record_entries(store_url, 5)
+    report = verify(store_url)
+    assert report.ok and report.entries == 5 and report.head_seq == 5
+
+
+@pytest.mark.parametrize(
+    ("statements", "kind", "seq"),
+    [
+        (
+            ['UPDATE tether_audit SET details = \'{"role":"viewer"}\' WHERE seq = 3'],
+            "edited",
+            3,
+        ),
+        (["DELETE FROM tether_audit WHERE seq = 2"], "deleted", 2),
+        (["DELETE FROM tether_audit WHERE seq = 5"], "deleted", 5),
+        (
+            [
+                "INSERT INTO tether_audit (seq, entry_id, time_ns, kind, actor, details, alg, "
+                "prev_hash, hash) SELECT 6, 'forged', time_ns, kind, actor, details, alg, hash, "
+                "hash FROM tether_audit WHERE seq = 5"
+            ],
+            "inserted",
+            6,
+        ),
+        (
+            [
+                "UPDATE tether_audit SET seq = 100 WHERE seq = 2",
+                "UPDATE tether_audit SET seq = 2 WHERE seq = 3",
+                "UPDATE tether_audit SET seq = 3 WHERE seq = 100",
+            ],
+            "reordered",
+            2,
+        ),
+    ],
+    ids=["edit", "delete", "delete-last", "insert", "swap"],
+)
+def test_tampering_is_found_at_the_first_entry_touched(
+    store_url: str, statements: list[str], kind: str, seq: int
+) -> None:
+    record_entries(store_url, 5)
+    tamper(store_url, *statements)
+    report = verify(store_url)
+    assert report.problem is not None
+    assert (report.problem.kind, report.problem.seq) == (kind, seq), report.problem.message
+
+
+def test_an_entry_inserted_mid_chain_with_a_valid_unkeyed_hash_is_found_with_a_key(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TETHER_AUDIT_KEY", "s3cret")
+    record_entries(sqlite_url, 3)
+    # Someone with the database but not the key rewrites entry 3 with a SHA-256 they computed.
+    store = Store(sqlite_url)
+    with store.engine.begin() as conn:
+        row = conn.execute(text("SELECT * FROM tether_audit WHERE seq = 3")).one()
+        payload = {
+            "seq": 3,
+            "entry_id": row.entry_id,
+            "time_ns": row.time_ns,
+            "kind": row.kind,
+            "actor": row.actor,
+            "trace_id": None,
+            "run_id": None,
+            "span_id": None,
+            "details": '{"role":"viewer"}',
+            "alg": "sha256",
+            "prev_hash": row.prev_hash,
+        }
+        digest = hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+        conn.execute(
+            text(
+                "UPDATE tether_audit SET details = '{\"role\":\"viewer\"}', alg = 'sha256', "
+                "hash = :h WHERE seq = 3"
+            ),
+            {"h": digest},
+        )
+        conn.execute(text("UPDATE tether_audit_head SET hash = :h"), {"h": digest})
+    store.close()
+    report = verify(sqlite_url, b"s3cret")
+    assert report.problem is not None and report.problem.seq == 3
+    assert report.problem.kind == "edited"
+    wrong = verify(sqlite_url, b"not the key")
+    assert wrong.problem is not None and wrong.problem.seq == 1
+    missing = verify(sqlite_url, None)
+    assert missing.problem is not None and missing.problem.kind == "unverifiable"
+
+
+def test_cli_verify_and_list(sqlite_url: str, tmp_path: Path) -> None:
+    record_entries(sqlite_url, 3)
+    ok = run_cli("--database-url", sqlite_url, "audit", "verify", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout) == {"ok": True, "entries": 3}
+    listed = run_cli("--database-url", sqlite_url, "audit", "list", "--json")
+    entries = json.loads(listed.stdout)["entries"]
+    assert [e["seq"] for e in entries] == [1, 2, 3]
+    assert entries[1]["prev_hash"] == entries[0]["hash"]
+    tamper(sqlite_url, "UPDATE tether_audit SET kind = 'key_revoked' WHERE seq = 2")
+    bad = run_cli("--database-url", sqlite_url, "audit", "verify")
+    assert bad.returncode == 1
+    assert "edited at entry 2" in bad.stderr
+    bad_json = run_cli("--database-url", sqlite_url, "audit", "verify", "--json")
+    assert bad_json.returncode == 1
+    assert json.loads(bad_json.stdout)["problem"]["kind"] == "edited"
+
+
+async def test_a_denied_tool_call_and_the_policy_load_are_audited(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    agent = Agent.from_yaml(make_agent_dir(tmp_path), trace=sqlite_url)
+    result = await agent.run("please refund 5000 on 7")
+    assert writer_for(sqlite_url).flush()
+    store = Store(sqlite_url)
+    with store.engine.connect() as conn:
+        entries = [e for e, _a, _d in iter_audit(conn)]
+        assert verify_audit(conn, None).ok
+    store.close()
+    load, decision = entries
+    assert load.kind == "policy_load"
+    assert load.details["policies"] == [
+        "refund-approval",
+        "refund-limit",
+        "small-refunds",
+        "support-lookups",
+    ]
+    assert (
+        load.details["content_hash"]
+        == hashlib.sha256(canonical_json(POLICIES).encode()).hexdigest()
+    )
+    assert decision.kind == "decision"
+    assert decision.run_id == result.run_id
+    assert decision.details == {
+        "control": "cedar_authorization",
+        "hook": "before_tool",
+        "verdict": "block",
+        "reason": "tool 'issue_refund' denied by Cedar policy refund-limit",
+        "tool": "issue_refund",
+    }
+    assert decision.actor["agent"] == "support" and decision.actor["project"] == "default"
+
+
+RACER = textwrap.dedent(
+    """
+    import sys
+    from tether.trace import AuditLog, writer_for
+    url, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    log = AuditLog(writer_for(url))
+    for i in range(n):
+        log.record("key_created", {"key_id": f"{name}{i}"}, {})
+        if i % 10 == 0:
+            log.flush()
+    assert log.flush()
+    """
+)
+
+
+def test_two_processes_appending_at_once_keep_one_chain(store_url: str) -> None:
+    children = [
+        subprocess.Popen([sys.executable, "-c", RACER, store_url, name, "150"])
+        for name in ("a", "b")
+    ]
+    for child in children:
+        assert child.wait(timeout=120) == 0
+    report = verify(store_url)
+    assert report.ok, report.problem
+    assert report.entries == 300
+
+
+KILLED = textwrap.dedent(
+    """
+    import os, signal, sys
+    from tether.trace import AuditLog, writer_for
+    entry = AuditLog(writer_for(sys.argv[1])).record("key_revoked", {"key_id": "k1"}, {})
+    print(entry.entry_id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # before the writer's thread has written it
+    """
+)
+
+
+def test_an_entry_accepted_by_a_process_killed_at_once_is_written_once(sqlite_url: str) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED, sqlite_url], capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == -9
+    entry_id = child.stdout.strip()
+    assert writer_for(sqlite_url).flush()  # the next writer replays the dead one's journal
+    store = Store(sqlite_url)
+    with store.engine.connect() as conn:
+        ids = [e.entry_id for e, _a, _d in iter_audit(conn)]
+        assert verify_audit(conn, None).ok
+    store.close()
+    assert ids == [entry_id]
+
+
+def test_admin_changes_join_the_audit_log(tmp_path: Path) -> None:
+    """Projects made and keys made or revoked (here from the CLI) are audit entries, and the
+    chain stays valid."""
+    url = f"sqlite:///{tmp_path / 'admin.db'}"
+    env = {**os.environ, "TETHER_HOME": str(tmp_path / "home")}
+    assert run_cli("--database-url", url, "projects", "create", "shop", env=env).returncode == 0
+    made = run_cli(
+        "--database-url",
+        url,
+        "keys",
+        "create",
+        "--project",
+        "shop",
+        "--role",
+        "viewer",
+        "--json",
+        env=env,
+    )
+    assert made.returncode == 0, made.stderr
+    key_id = json.loads(made.stdout)["key_id"]
+    assert run_cli("--database-url", url, "keys", "revoke", key_id, env=env).returncode == 0
+    listed = run_cli("--database-url", url, "audit", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    entries = json.loads(listed.stdout)
+    entries = entries["entries"] if isinstance(entries, dict) else entries
+    kinds = [e["kind"] for e in entries]
+    assert kinds == ["project_created", "key_created", "key_revoked"]
+    assert all(key_id not in json.dumps(e["actor"]) for e in entries)
+    assert entries[1]["details"]["key_id"] == key_id and "tth_" not in json.dumps(entries)
+    verified = run_cli("--database-url", url, "audit", "verify", env=env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr

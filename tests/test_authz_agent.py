@@ -1,0 +1,382 @@
+"""Cedar authorization end to end: real agents from YAML specs (ScriptedModel, Python tools),
+traces in a real SQLite file, and the ``tether`` command in a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakes.cli import run_cli
+from tether import Agent
+from tether.core import SpecError
+from tether.spec import load_spec
+from tether.store import Store
+from tether.trace import semconv, writer_for
+
+TOOLS_PY = """\
+from pathlib import Path
+
+LOG = Path(__file__).with_name("calls.log")
+
+
+def lookup_order(order_id: int) -> str:
+    \"\"\"Look an order up.\"\"\"
+    with LOG.open("a") as f:
+        f.write(f"lookup_order {order_id}\\n")
+    return f"order {order_id}: shipped"
+
+
+def issue_refund(order_id: int, amount: int) -> str:
+    \"\"\"Refund an order.\"\"\"
+    with LOG.open("a") as f:
+        f.write(f"issue_refund {order_id} {amount}\\n")
+    return f"refunded {amount} on order {order_id}"
+
+
+def delete_account(user: str) -> str:
+    \"\"\"Delete a user's account.\"\"\"
+    with LOG.open("a") as f:
+        f.write(f"delete_account {user}\\n")
+    return "deleted"
+"""
+
+SCRIPT = """\
+rules:
+  - when: 'refund (?P<amount>\\d+) on (?P<order>\\d+)'
+    steps:
+      - tool_calls: [{name: issue_refund, arguments: {order_id: "{order}", amount: "{amount}"}}]
+      - text: "Refund: {result:issue_refund}"
+  - when: 'delete (?P<user>\\w+)'
+    steps:
+      - tool_calls: [{name: delete_account, arguments: {user: "{user}"}}]
+      - text: "Delete: {result:delete_account}"
+steps:
+  - tool_calls: [{name: lookup_order, arguments: {order_id: 7}}]
+  - text: "Lookup: {result:lookup_order}"
+"""
+
+POLICIES = """\
+@id("support-lookups")
+permit(principal == Tether::Agent::"support", action == Tether::Action::"lookup_order", resource);
+
+@id("small-refunds")
+permit(principal == Tether::Agent::"support", action == Tether::Action::"issue_refund", resource)
+when { context.args.amount <= 100 };
+
+@id("refund-approval")
+@escalate("refunds over 100 need a manager's approval")
+permit(principal, action == Tether::Action::"issue_refund", resource)
+when { context.args.amount > 100 };
+
+@id("refund-limit")
+forbid(principal, action == Tether::Action::"issue_refund", resource)
+when { context.args.amount > 1000 };
+"""
+
+SPEC = """\
+name: support
+model: {provider: scripted, name: gpt-4.1-mini, script: script.yaml}
+tools:
+  - {name: lookup_order, function: tools.py:lookup_order, side_effects: read}
+  - {name: issue_refund, function: tools.py:issue_refund, side_effects: external}
+  - {name: delete_account, function: tools.py:delete_account, side_effects: write}
+"""
+AUTHORIZATION = "authorization:\n  policies: [policies/tools.cedar]\n"
+
+
+def make_agent_dir(tmp_path: Path, *, policies: str = POLICIES, authorized: bool = True) -> Path:
+    (tmp_path / "tools.py").write_text(TOOLS_PY)
+    (tmp_path / "script.yaml").write_text(SCRIPT)
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    (tmp_path / "policies" / "tools.cedar").write_text(policies)
+    spec = tmp_path / "agent.yaml"
+    spec.write_text(SPEC + (AUTHORIZATION if authorized else ""))
+    return spec
+
+
+def calls(tmp_path: Path) -> list[str]:
+    log = tmp_path / "calls.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def decisions(url: str, run_id: str) -> list[dict[str, Any]]:
+    writer_for(url).flush()
+    events = Store(url).get_events(run_id)
+    return [
+        e.attributes
+        for e in events
+        if e.name == semconv.EVENT_CONTROL_DECISION
+        and e.attributes[semconv.TETHER_CONTROL_NAME] == "cedar_authorization"
+    ]
+
+
+async def test_a_denied_call_is_refused_and_recorded_as_a_block(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    agent = Agent.from_yaml(make_agent_dir(tmp_path), trace=sqlite_url)
+    result = await agent.run("please refund 5000 on 7")
+    assert result.outcome == "final_answer"  # a refused call is told to the model; it goes on
+    assert (
+        "Tool call refused by policy: tool 'issue_refund' denied by Cedar policy refund-limit"
+        in (result.output or "")
+    )
+    assert calls(tmp_path) == []  # the tool never ran
+    (block,) = decisions(sqlite_url, result.run_id)
+    assert block[semconv.TETHER_DECISION] == "block"
+    assert block[semconv.TETHER_CONTROL_HOOK] == "before_tool"
+    assert block[semconv.TETHER_DECISION_REASON] == (
+        "tool 'issue_refund' denied by Cedar policy refund-limit"
+    )
+
+
+async def test_a_call_no_policy_permits_is_denied_by_default(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    agent = Agent.from_yaml(make_agent_dir(tmp_path), trace=sqlite_url)
+    result = await agent.run("delete bob")
+    assert calls(tmp_path) == []
+    (block,) = decisions(sqlite_url, result.run_id)
+    assert "no Cedar policy permits it (default deny)" in block[semconv.TETHER_DECISION_REASON]
+
+
+async def test_a_permitted_call_runs_and_its_policy_is_recorded(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    agent = Agent.from_yaml(make_agent_dir(tmp_path), trace=sqlite_url)
+    result = await agent.run("please refund 50 on 7")
+    assert result.output == "Refund: refunded 50 on order 7"
+    assert calls(tmp_path) == ["issue_refund 7 50"]
+    (allow,) = decisions(sqlite_url, result.run_id)
+    assert allow[semconv.TETHER_DECISION] == "allow"
+    assert allow[semconv.TETHER_DECISION_REASON].endswith("permitted by Cedar policy small-refunds")
+
+
+async def test_an_escalating_policy_pauses_the_run_for_approval(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    agent = Agent.from_yaml(make_agent_dir(tmp_path), trace=sqlite_url)
+    result = await agent.run("please refund 500 on 7")
+    assert (result.outcome, result.status) == ("escalated", "paused")
+    assert calls(tmp_path) == []
+    assert [c.name for c in result.state.pending_tool_calls] == ["issue_refund"]
+    (asked,) = decisions(sqlite_url, result.run_id)
+    assert asked[semconv.TETHER_DECISION] == "escalate"
+    assert "refund-approval" in asked[semconv.TETHER_DECISION_REASON]
+    assert "manager's approval" in asked[semconv.TETHER_DECISION_REASON]
+
+
+async def test_without_an_authorization_section_every_declared_tool_may_run(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    agent = Agent.from_yaml(make_agent_dir(tmp_path, authorized=False), trace=sqlite_url)
+    result = await agent.run("please refund 5000 on 7")
+    assert calls(tmp_path) == ["issue_refund 7 5000"]
+    assert decisions(sqlite_url, result.run_id) == []
+
+
+async def test_tools_passed_in_python_are_in_the_schema_too(tmp_path: Path) -> None:
+    from tether import tool
+
+    @tool(side_effects="read")
+    def weather(city: str) -> str:
+        """Weather."""
+        return "sunny"
+
+    spec = make_agent_dir(
+        tmp_path,
+        policies=POLICIES
+        + 'permit(principal, action == Tether::Action::"weather", resource)'
+        + ' when { context.args.city == "Paris" };\n',
+    )
+    agent = Agent.from_yaml(spec, tools=[weather], trace=False)
+    assert "weather" in agent.tools
+
+
+def test_a_policy_typo_fails_when_the_agent_loads_naming_file_and_line(tmp_path: Path) -> None:
+    typo = POLICIES.replace("context.args.amount <= 100", "context.args.amuont <= 100")
+    spec = make_agent_dir(tmp_path, policies=typo)
+    with pytest.raises(SpecError) as info:
+        Agent.from_yaml(spec, trace=False)
+    policy_file = tmp_path / "policies" / "tools.cedar"
+    assert str(spec) in info.value.message
+    assert f"{policy_file}:6: attribute `args.amuont`" in info.value.message
+
+
+def test_the_command_line_shows_a_broken_policy_without_a_traceback(tmp_path: Path) -> None:
+    broken = POLICIES.replace(
+        "when { context.args.amount > 1000 };", "when { context.args.amount > };"
+    )
+    spec = make_agent_dir(tmp_path, policies=broken)
+    done = run_cli("run", str(spec), "--input", "refund 5 on 7", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"{tmp_path / 'policies' / 'tools.cedar'}:15: Cedar policy does not parse" in done.stderr
+    assert calls(tmp_path) == []
+    as_json = run_cli("run", str(spec), "--input", "x", "--json", cwd=tmp_path)
+    assert "does not parse" in json.loads(as_json.stdout)["error"]
+
+
+def test_the_command_line_runs_a_denied_call_to_a_stop(tmp_path: Path) -> None:
+    spec = make_agent_dir(tmp_path)
+    env = {**os.environ, "TETHER_HOME": str(tmp_path / "home")}
+    done = run_cli("run", str(spec), "--input", "refund 5000 on 7", "--json", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    shown = run_cli("traces", "show", json.loads(done.stdout)["run_id"], cwd=tmp_path, env=env)
+    assert "refund-limit" in shown.stdout
+
+
+# --- the spec section --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        (
+            "authorization:\n  policies: []\n",
+            "agent.yaml:8: authorization.policies: List should have at least 1 item",
+        ),
+        (
+            "authorization:\n  policies: [a.cedar]\n  schema: manual\n",
+            "agent.yaml:9: authorization.schema: Input should be 'auto'",
+        ),
+        (
+            "authorization:\n  policies: [a.cedar]\n  polices: [b.cedar]\n",
+            "agent.yaml:9: authorization.polices: Extra inputs are not permitted",
+        ),
+    ],
+)
+def test_a_bad_authorization_section_names_its_line(
+    tmp_path: Path, section: str, expected: str
+) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(SPEC + section)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert expected in str(info.value)
+
+
+def test_one_policy_file_may_be_given_as_a_string(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(SPEC + "authorization: {policies: tools.cedar, schema: auto}\n")
+    spec = load_spec(path)
+    assert spec.authorization is not None and spec.authorization.policies == ["tools.cedar"]
+
+
+def test_a_missing_policy_file_names_it(tmp_path: Path) -> None:
+    spec = make_agent_dir(tmp_path)
+    (tmp_path / "policies" / "tools.cedar").unlink()
+    with pytest.raises(SpecError, match=r"tools.cedar: policy file not found"):
+        Agent.from_yaml(spec, trace=False)
+
+
+def test_the_section_changes_the_version_and_its_absence_does_not(tmp_path: Path) -> None:
+    without = load_spec(make_agent_dir(tmp_path, authorized=False)).version
+    with_it = load_spec(make_agent_dir(tmp_path)).version
+    assert without != with_it
+
+
+# --- tether policy -----------------------------------------------------------------------------
+
+FIXTURES = """\
+agent: agent.yaml
+cases:
+  - name: lookups are fine
+    action: lookup_order
+    context: {args: {order_id: 7}}
+    expect: allow
+    policies: [support-lookups]
+  - name: a big refund needs a manager
+    principal: {roles: [support], end_user: alice}
+    action: issue_refund
+    resource: issue_refund
+    context: {args: {order_id: 7, amount: 500}}
+    expect: escalate
+  - name: a huge refund is refused
+    action: issue_refund
+    context: {args: {order_id: 7, amount: 5000}, time: "2026-11-23T10:00:00Z"}
+    expect: deny
+    policies: [refund-limit]
+  - name: another agent may not look orders up
+    principal: {agent: sales}
+    action: lookup_order
+    context: {args: {order_id: 7}}
+    expect: deny
+"""
+
+
+def test_policy_fixtures_pass(tmp_path: Path) -> None:
+    make_agent_dir(tmp_path)
+    (tmp_path / "fixtures.yaml").write_text(FIXTURES)
+    done = run_cli("policy", "test", "fixtures.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 of 4 cases passed" in done.stdout
+    assert calls(tmp_path) == []  # deciding runs no tool
+
+
+def test_a_policy_fixture_mismatch_exits_non_zero_naming_the_case(tmp_path: Path) -> None:
+    make_agent_dir(tmp_path)
+    wrong = FIXTURES.replace(
+        "amount: 500}}\n    expect: escalate", "amount: 500}}\n    expect: allow"
+    )
+    wrong = wrong.replace("policies: [refund-limit]", "policies: [small-refunds]")
+    (tmp_path / "fixtures.yaml").write_text(wrong)
+    done = run_cli("policy", "test", "fixtures.yaml", cwd=tmp_path)
+    assert done.returncode == 1
+    out = done.stdout
+    assert "✗ a big refund needs a manager (fixtures.yaml:8): expected allow, got escalate" in out
+    assert (
+        "✗ a huge refund is refused (fixtures.yaml:14): expected policies ['small-refunds']" in out
+    )
+    assert "2 of 4 cases passed" in out
+    report = json.loads(run_cli("policy", "test", "fixtures.yaml", "--json", cwd=tmp_path).stdout)
+    assert (report["passed"], report["failed"]) == (2, 2)
+    assert [c["ok"] for c in report["cases"]] == [True, False, False, True]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "agent: agent.yaml\ncases:\n  - name: x\n    action: lookup_order\n    expect: maybe\n",
+            "fixtures.yaml:5: cases[0].expect",
+        ),
+        (
+            "agent: agent.yaml\ncases:\n  - name: x\n    action: a\n"
+            "    resource: b\n    expect: deny\n",
+            "fixtures.yaml:5: cases[0].resource",
+        ),
+        (
+            "agent: nowhere.yaml\ncases:\n  - {name: x, action: a, expect: deny}\n",
+            "nowhere.yaml: file not found",
+        ),
+        ("[1, 2]\n", "fixtures.yaml:1: expected a mapping"),
+    ],
+)
+def test_bad_fixture_files_are_clear_errors(tmp_path: Path, text: str, expected: str) -> None:
+    make_agent_dir(tmp_path)
+    (tmp_path / "fixtures.yaml").write_text(text)
+    done = run_cli("policy", "test", "fixtures.yaml", cwd=tmp_path)
+    assert done.returncode == 1
+    assert expected in done.stderr and "Traceback" not in done.stderr
+
+
+def test_policy_check_and_schema(tmp_path: Path) -> None:
+    spec = make_agent_dir(tmp_path)
+    done = run_cli("policy", "check", str(spec), "--json")
+    assert json.loads(done.stdout)["policies"] == [
+        "refund-approval",
+        "refund-limit",
+        "small-refunds",
+        "support-lookups",
+    ]
+    schema = run_cli("policy", "schema", str(spec))
+    assert 'action "issue_refund" in ["call"] appliesTo' in schema.stdout
+    assert "amount: Long" in schema.stdout
+    (tmp_path / "other").mkdir()
+    unauthorized = make_agent_dir(tmp_path / "other", authorized=False)
+    done = run_cli("policy", "check", str(unauthorized))
+    assert done.returncode == 1 and "has no authorization section" in done.stderr

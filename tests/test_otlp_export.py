@@ -1,0 +1,131 @@
+"""OpenTelemetry out: an agent's spans go to its store and, over OTLP/HTTP, to a collector on
+127.0.0.1 (Tether's own ``/v1/traces`` on a second store), through Tether's own tracer
+provider; the application's global provider is untouched."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry import trace as otel_trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from fakes.server import serving
+from fakes.specs import make_spec
+from fakes.traces import trace_of
+from tether import Agent, ScriptedModel, tool
+from tether.server import ServerConfig, create_app
+from tether.server.access import AccessStore
+from tether.server.roles import Role
+from tether.trace import writer_for
+from tether.trace.otlp_export import (
+    ENDPOINT_ENV,
+    HEADERS_ENV,
+    OtlpExportSink,
+    otlp_value,
+    with_otlp_export,
+)
+
+
+@tool
+def lookup(key: str) -> str:
+    """Look a key up."""
+    return f"value-of-{key}"
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A collector on 127.0.0.1 (Tether's server over its own store): its URL and an agent
+    key, and a reader key."""
+    url = f"sqlite:///{tmp_path / 'collector.db'}"
+    access = AccessStore(url)
+    agent_key = access.create_key("default", Role.AGENT)[1]
+    viewer_key = access.create_key("default", Role.VIEWER)[1]
+    with serving(create_app(ServerConfig(database_url=url))) as base:
+        yield base, f"{agent_key} {viewer_key}"
+
+
+def _collected(base: str, viewer: str, run_id: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {viewer}"}
+    deadline = time.monotonic() + 60
+    with httpx.Client(base_url=base, headers=headers, timeout=30) as c:
+        while True:
+            answer = c.get(f"/api/v1/runs/{run_id}")
+            if answer.status_code == 200 and answer.json()["run"]["status"] != "running":
+                detail: dict[str, Any] = answer.json()
+                return detail
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the collector never got run {run_id}: {answer.text}")
+            time.sleep(0.05)
+
+
+async def test_agent_spans_reach_the_collector_and_the_store(
+    sqlite_url: str, collector: tuple[str, str]
+) -> None:
+    base, keys = collector
+    agent_key, viewer_key = keys.split()
+    app_provider = TracerProvider()
+    app_spans = InMemorySpanExporter()
+    app_provider.add_span_processor(SimpleSpanProcessor(app_spans))
+    otel_trace.set_tracer_provider(app_provider)  # the application's own
+    sink = OtlpExportSink(
+        writer_for(sqlite_url), base, headers={"Authorization": f"Bearer {agent_key}"}
+    )
+    model = ScriptedModel(
+        [{"tool_calls": [{"name": "lookup", "arguments": {"key": "a"}}]}, {"text": "done"}],
+        name="gpt-4.1-mini",
+    )
+    agent = Agent(make_spec(), model=model, tools=[lookup], trace=sink)
+    result = await agent.run("find a")
+    assert result.ok
+    assert sink.flush(30) and sink.last_export_flushed
+    sink.shutdown()
+
+    run, spans, _ = trace_of(sqlite_url, result.run_id)  # the store has it all
+    assert run.status == "completed" and len(spans) == 4
+    detail = _collected(base, viewer_key, result.run_id)  # and so has the collector
+    got = {s["span_id"]: s for s in detail["spans"]}
+    assert set(got) == {s.span_id for s in spans}  # same ids, same tree
+    for s in spans:
+        assert got[s.span_id]["parent_id"] == s.parent_id
+        assert got[s.span_id]["kind"] == s.kind
+    chat = next(s for s in detail["spans"] if s["kind"] == "model")
+    a = chat["attributes"]
+    assert a["gen_ai.operation.name"] == "chat"
+    assert a["gen_ai.request.model"] == "gpt-4.1-mini"
+    assert a["gen_ai.usage.input_tokens"] > 0
+    assert a["gen_ai.input.messages"][1]["parts"][0]["content"] == "find a"
+    assert detail["run"]["input_tokens"] == run.input_tokens
+    assert detail["run"]["cost_usd"] == pytest.approx(run.cost_usd)
+    # The application's provider saw none of Tether's spans (FastAPI, in this process for the
+    # collector, reports its own to it), and is still the global one.
+    seen = app_spans.get_finished_spans()
+    assert not [s.name for s in seen if format(s.context.trace_id, "032x") == run.trace_id]
+    assert not [s.name for s in seen if s.name.startswith(("chat", "execute_tool", "invoke"))]
+    assert otel_trace.get_tracer_provider() is app_provider
+
+
+def test_structured_values_are_sent_as_json_text() -> None:
+    messages = [{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]
+    assert otlp_value(messages) == '[{"role":"user","parts":[{"type":"text","content":"hi"}]}]'
+    assert otlp_value(["stop"]) == ["stop"]
+    assert otlp_value(3) == 3 and otlp_value("x") == "x"
+    assert otlp_value({"a": 1}) == '{"a":1}'
+
+
+def test_the_endpoint_setting_wraps_the_writer(sqlite_url: str) -> None:
+    writer = writer_for(sqlite_url)
+    assert with_otlp_export(writer, {}) is writer
+    wrapped = with_otlp_export(
+        writer, {ENDPOINT_ENV: "http://127.0.0.1:9", HEADERS_ENV: "x-api-key=abc, bad"}
+    )
+    assert isinstance(wrapped, OtlpExportSink) and wrapped.inner is writer
+    assert wrapped.exporter._endpoint == "http://127.0.0.1:9/v1/traces"
+    assert with_otlp_export(writer, {ENDPOINT_ENV: "http://127.0.0.1:9"}) is wrapped
+    wrapped.shutdown()

@@ -1,0 +1,368 @@
+"""OpenTelemetry in: ``POST /v1/traces`` over real HTTP on 127.0.0.1, from the real
+opentelemetry-sdk exporter in a child process, from OpenInference-shaped JSON, and the
+error answers (400, 401, 403, 413, 415) and partial success."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from fakes.server import serving
+from tether.server import ServerConfig, create_app
+from tether.server.access import AccessStore
+from tether.server.roles import Role
+
+TRACE = "5b8efff798038103d269b633813fc60c"
+NS = 1_700_000_000_000_000_000
+
+
+@dataclass
+class Site:
+    url: str
+    keys: dict[str, str]
+
+    def client(self, role: str | None = None) -> httpx.Client:
+        headers = {} if role is None else {"Authorization": f"Bearer {self.keys[role]}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+@pytest.fixture
+def site(sqlite_url: str) -> Iterator[Site]:
+    access = AccessStore(sqlite_url)
+    access.create_project("other")
+    keys = {r.value: access.create_key("default", r)[1] for r in Role}
+    keys["other_agent"] = access.create_key("other", Role.AGENT)[1]
+    keys["other_viewer"] = access.create_key("other", Role.VIEWER)[1]
+    with serving(create_app(ServerConfig(database_url=sqlite_url))) as url:
+        yield Site(url, keys)
+
+
+def _wait_runs(c: httpx.Client, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 60
+    while True:
+        runs: list[dict[str, Any]] = c.get("/api/v1/runs").json()["runs"]
+        if len(runs) >= count or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.05)
+
+
+EXPORTER = textwrap.dedent(
+    """
+    import json, sys
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.exporter.otlp.proto.http import Compression
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.trace import Status, StatusCode
+
+    url, key = sys.argv[1], sys.argv[2]
+    exporter = OTLPSpanExporter(
+        endpoint=url + "/v1/traces",
+        headers={"Authorization": "Bearer " + key},
+        compression=Compression.Gzip,
+    )
+    provider = TracerProvider(resource=Resource.create({"service.name": "support-bot"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("app")
+    with tracer.start_as_current_span("invoke_agent support") as root:
+        root.set_attribute("gen_ai.operation.name", "invoke_agent")
+        root.set_attribute("gen_ai.agent.name", "support")
+        for turn in range(2):
+            with tracer.start_as_current_span("chat gpt-4.1-mini") as chat:
+                chat.set_attribute("gen_ai.operation.name", "chat")
+                chat.set_attribute("gen_ai.request.model", "gpt-4.1-mini")
+                chat.set_attribute("gen_ai.usage.input_tokens", 1000)
+                chat.set_attribute("gen_ai.usage.output_tokens", 100)
+                question = {"type": "text", "content": "where is order 7?"}
+                chat.set_attribute("gen_ai.input.messages", json.dumps(
+                    [{"role": "user", "parts": [question]}]))
+                chat.set_attribute("gen_ai.output.messages", json.dumps(
+                    [{"role": "assistant", "parts": [{"type": "text", "content": "shipped"}]}]))
+        with tracer.start_as_current_span("execute_tool lookup") as tool:
+            tool.set_attribute("gen_ai.operation.name", "execute_tool")
+            tool.set_attribute("gen_ai.tool.name", "lookup")
+            tool.set_attribute("gen_ai.tool.call.id", "call_1")
+            tool.set_attribute("gen_ai.tool.call.arguments", '{"order": 7}')
+            tool.set_status(Status(StatusCode.ERROR, "timeout"))
+    print("flushed", provider.force_flush())
+    provider.shutdown()
+    """
+)
+
+
+def test_real_sdk_exporter_in_a_child_process(site: Site) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", EXPORTER, site.url, site.keys["agent"]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Failed to export" not in done.stderr, done.stderr
+    with site.client("viewer") as c:
+        runs = _wait_runs(c, 1)
+        assert len(runs) == 1, runs  # children arrived first, each alone: still one run
+        detail = c.get(f"/api/v1/runs/{runs[0]['run_id']}").json()
+    run = detail["run"]
+    assert run["agent"] == "support"
+    assert run["status"] == "completed"
+    assert run["input_tokens"] == 2000 and run["output_tokens"] == 200
+    assert run["cost_usd"] and run["cost_usd"] > 0  # priced by the shipped table
+    assert run["tool_calls"] == 1 and run["turns"] == 2
+    kinds = sorted(s["kind"] for s in detail["spans"])
+    assert kinds == ["agent", "model", "model", "tool"]
+    chat = next(s for s in detail["spans"] if s["kind"] == "model")
+    messages = chat["attributes"]["gen_ai.input.messages"]
+    assert messages[0]["parts"][0]["content"] == "where is order 7?"
+    assert any(e["name"] == "tether.tool.error" for e in detail["events"])
+    with site.client("other_viewer") as c:  # another project sees none of it
+        assert c.get("/api/v1/runs").json()["runs"] == []
+
+
+def _span(
+    span_id: str, parent: str | None, name: str, attrs: dict[str, Any], **kw: Any
+) -> dict[str, Any]:
+    def value(v: Any) -> dict[str, Any]:
+        if isinstance(v, bool):
+            return {"boolValue": v}
+        if isinstance(v, int):
+            return {"intValue": str(v)}
+        return {"stringValue": str(v)}
+
+    span = {
+        "traceId": kw.get("trace", TRACE),
+        "spanId": span_id,
+        "name": name,
+        "kind": 1,
+        "startTimeUnixNano": str(kw.get("start", NS)),
+        "endTimeUnixNano": str(kw.get("end", NS + 2_000_000_000)),
+        "attributes": [{"key": k, "value": value(v)} for k, v in attrs.items()],
+    }
+    if parent:
+        span["parentSpanId"] = parent
+    return span
+
+
+def _request(*spans: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "rag"}}]
+                },
+                "scopeSpans": [{"scope": {"name": "openinference"}, "spans": list(spans)}],
+            }
+        ]
+    }
+
+
+OPENINFERENCE = _request(
+    _span(
+        "a000000000000001",
+        None,
+        "AgentRun",
+        {
+            "openinference.span.kind": "AGENT",
+            "agent.name": "rag-agent",
+            "input.value": "What is our refund policy?",
+            "output.value": "30 days.",
+        },
+    ),
+    _span(
+        "a000000000000002",
+        "a000000000000001",
+        "ChatCompletion",
+        {
+            "openinference.span.kind": "LLM",
+            "llm.model_name": "gpt-4.1-mini",
+            "llm.token_count.prompt": 500,
+            "llm.token_count.completion": 50,
+            "llm.input_messages.0.message.role": "system",
+            "llm.input_messages.0.message.content": "Answer from the docs.",
+            "llm.input_messages.1.message.role": "user",
+            "llm.input_messages.1.message.content": "What is our refund policy?",
+            "llm.output_messages.0.message.role": "assistant",
+            "llm.output_messages.0.message.content": "30 days.",
+        },
+    ),
+    _span(
+        "a000000000000003",
+        "a000000000000001",
+        "search_docs",
+        {
+            "openinference.span.kind": "TOOL",
+            "tool.name": "search_docs",
+            "input.value": '{"q": "refund"}',
+            "output.value": "Refunds within 30 days.",
+        },
+    ),
+)
+
+
+def test_openinference_json_is_mapped(site: Site) -> None:
+    with site.client("developer") as c:
+        answer = c.post("/v1/traces", json=OPENINFERENCE)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {}  # no partial_success: all taken
+        runs = c.get("/api/v1/runs").json()["runs"]
+        assert len(runs) == 1
+        detail = c.get(f"/api/v1/runs/{runs[0]['run_id']}").json()
+    run = detail["run"]
+    assert run["run_id"] == "a000000000000001"
+    assert run["agent"] == "rag-agent"
+    assert run["input"] == "What is our refund policy?" and run["output"] == "30 days."
+    assert run["input_tokens"] == 500 and run["output_tokens"] == 50
+    spans = {s["span_id"]: s for s in detail["spans"]}
+    llm = spans["a000000000000002"]
+    assert llm["kind"] == "model"
+    a = llm["attributes"]
+    assert a["gen_ai.request.model"] == "gpt-4.1-mini"
+    assert a["gen_ai.usage.input_tokens"] == 500
+    assert [m["role"] for m in a["gen_ai.input.messages"]] == ["system", "user"]
+    assert a["gen_ai.output.messages"][0]["parts"][0]["content"] == "30 days."
+    assert not any(k.startswith("llm.input_messages.") for k in a)
+    assert a["tether.cost.usd"] > 0
+    tool = spans["a000000000000003"]
+    assert tool["kind"] == "tool"
+    assert tool["attributes"]["gen_ai.tool.name"] == "search_docs"
+    assert tool["attributes"]["gen_ai.tool.call.arguments"] == '{"q": "refund"}'
+
+
+def test_resending_a_batch_stores_nothing_twice(site: Site) -> None:
+    with site.client("agent") as c:
+        for _ in range(2):
+            assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
+    with site.client("viewer") as c:
+        runs = c.get("/api/v1/runs").json()["runs"]
+        assert len(runs) == 1
+        assert len(c.get(f"/api/v1/runs/{runs[0]['run_id']}").json()["spans"]) == 3
+
+
+def test_partial_success_counts_and_says_why(site: Site) -> None:
+    body = _request(
+        _span("b000000000000001", None, "ok", {"gen_ai.operation.name": "chat"}),
+        _span("0000000000000000", None, "zero id", {}),
+        _span("b000000000000003", None, "bad trace", {}, trace="xyz"),
+        _span("b000000000000004", None, "backwards", {}, start=NS, end=NS - 1),
+    )
+    with site.client("agent") as c:
+        answer = c.post("/v1/traces", json=body)
+    assert answer.status_code == 200
+    partial = answer.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "3"
+    assert "spanId must be 8 bytes" in partial["errorMessage"]
+    assert "traceId" in partial["errorMessage"]
+    assert "before startTimeUnixNano" in partial["errorMessage"]
+    with site.client("viewer") as c:
+        assert [r["run_id"] for r in c.get("/api/v1/runs").json()["runs"]] == ["b000000000000001"]
+
+
+def test_protobuf_reply_carries_partial_success(site: Site) -> None:
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    body = _request(_span("0000000000000000", None, "zero id", {}))
+    message = json_format.ParseDict(
+        json.loads(
+            json.dumps(body)
+            .replace('"5b8efff798038103d269b633813fc60c"', '"W47/95gDgQPSabYzgT/GDA=="')
+            .replace('"0000000000000000"', '"AAAAAAAAAAA="')
+        ),
+        ExportTraceServiceRequest(),
+    )
+    with site.client("agent") as c:
+        answer = c.post(
+            "/v1/traces",
+            content=message.SerializeToString(),
+            headers={"Content-Type": "application/x-protobuf"},
+        )
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/x-protobuf"
+    reply = ExportTraceServiceResponse.FromString(answer.content)
+    assert reply.partial_success.rejected_spans == 1
+
+
+def test_error_statuses(site: Site) -> None:
+    with site.client() as anonymous:
+        assert anonymous.post("/v1/traces", json=OPENINFERENCE).status_code == 401
+    with site.client("viewer") as c:
+        assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 403
+    with site.client("agent") as c:
+        bad_type = c.post("/v1/traces", content=b"x", headers={"Content-Type": "text/plain"})
+        assert bad_type.status_code == 415 and "text/plain" in bad_type.json()["error"]
+        bad_encoding = c.post(
+            "/v1/traces",
+            content=b"{}",
+            headers={"Content-Type": "application/json", "Content-Encoding": "br"},
+        )
+        assert bad_encoding.status_code == 415
+        bad_json = c.post(
+            "/v1/traces", content=b"{nope", headers={"Content-Type": "application/json"}
+        )
+        assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]
+        wrong_shape = c.post("/v1/traces", json={"resourceSpans": "nope"})
+        assert (
+            wrong_shape.status_code == 400
+            and "ExportTraceServiceRequest" in wrong_shape.json()["error"]
+        )
+        deep = b'{"resourceSpans": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        too_deep = c.post("/v1/traces", content=deep, headers={"Content-Type": "application/json"})
+        assert too_deep.status_code == 400, too_deep.text
+        bad_proto = c.post(
+            "/v1/traces",
+            content=b"\xff\xff\xff",
+            headers={"Content-Type": "application/x-protobuf"},
+        )
+        assert bad_proto.status_code == 400
+        bad_gzip = c.post(
+            "/v1/traces",
+            content=b"not gzip",
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+        assert bad_gzip.status_code == 400 and "gzip" in bad_gzip.json()["error"]
+        huge = c.post(
+            "/v1/traces",
+            content=b" " * (17 << 20),
+            headers={"Content-Type": "application/json"},
+        )
+        assert huge.status_code == 413
+        bomb = gzip.compress(b" " * (80 << 20), compresslevel=9)  # ~80 KB that inflates to 80 MB
+        assert len(bomb) < 1 << 20
+        inflated = c.post(
+            "/v1/traces",
+            content=bomb,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+        assert inflated.status_code == 413 and "gunzipped" in inflated.json()["error"]
+    with site.client("viewer") as c:
+        assert c.get("/api/v1/runs").json()["runs"] == []
+
+
+def test_a_project_cannot_attach_spans_to_another_projects_run(site: Site) -> None:
+    with site.client("agent") as c:
+        assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
+    child = _request(
+        _span("c000000000000001", "a000000000000001", "sneaky", {"openinference.span.kind": "LLM"})
+    )
+    with site.client("other_agent") as c:
+        answer = c.post("/v1/traces", json=child)
+        assert answer.json()["partialSuccess"]["rejectedSpans"] == "1"
+        again = c.post("/v1/traces", json=OPENINFERENCE)  # the same ids, another project
+        assert again.json()["partialSuccess"]["rejectedSpans"] == "3"
+    with site.client("other_viewer") as c:
+        assert c.get("/api/v1/runs").json()["runs"] == []
+    with site.client("viewer") as c:
+        runs = c.get("/api/v1/runs").json()["runs"]
+        assert len(c.get(f"/api/v1/runs/{runs[0]['run_id']}").json()["spans"]) == 3

@@ -1,0 +1,98 @@
+"""A trace of 30,000 spans stays usable: the page lists one level at a time (a page of 200
+spans, the rest on demand), subtrees load when opened, and the page stays small."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from fakes.server import serving
+from fakes.stored_runs import add_run
+from tether.server import ServerConfig, create_app
+from tether.server.access import AccessStore
+from tether.server.roles import Role
+from tether.store import SpanRecord, Store, TraceBatch
+
+STEPS = 250
+CALLS = 119  # 250 steps x (1 + 119 calls) = 30,000 spans under the root
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('big') / 'tether.db'}"
+    store = Store(url)
+    seeded = add_run(store, tool_calls=0)
+    run, trace = seeded.run_id, seeded.trace_id
+    start = time.time_ns() - 3_600_000_000_000
+    spans = []
+    for s in range(STEPS):
+        step_id = f"{0xA000000000000000 + s * 1000:016x}"
+        spans.append(
+            SpanRecord(
+                trace,
+                run_id=run,
+                span_id=step_id,
+                parent_id=run,
+                name=f"plan step {s}",
+                kind="plan",
+                start_ns=start + s * 1000,
+                end_ns=start + s * 1000 + 900,
+            )
+        )
+        for c in range(CALLS):
+            spans.append(
+                SpanRecord(
+                    trace,
+                    run_id=run,
+                    span_id=f"{0xB000000000000000 + s * 1000 + c:016x}",
+                    parent_id=step_id,
+                    name=f"execute_tool t{c}",
+                    kind="tool",
+                    start_ns=start + s * 1000 + c,
+                    end_ns=start + s * 1000 + c + 1,
+                    attributes={"gen_ai.tool.name": f"t{c}"},
+                )
+            )
+    store.write(TraceBatch(spans=spans))
+    key = AccessStore(url).create_key("default", Role.VIEWER)[1]
+    with serving(create_app(ServerConfig(database_url=url))) as base:
+        yield base, key, run
+
+
+def test_the_page_lists_one_page_of_each_level(big: tuple[str, str, str]) -> None:
+    base, key, run = big
+    headers = {"Authorization": f"Bearer {key}"}
+    page = httpx.get(f"{base}/runs/{run}", headers=headers, timeout=60)
+    assert page.status_code == 200
+    assert "30,002 spans" in page.text  # the root, its chat span, 250 steps x 120
+    rows = page.text.count('class="span-row')
+    assert rows < 800, rows  # not 30,000
+    assert "more spans" in page.text
+    step = f"{0xA000000000000000:016x}"
+    assert f'id="kids-{step}"' in page.text
+    fragment = httpx.get(
+        f"{base}/runs/{run}/children",
+        params={"parent": step, "depth": 2, "t0": 0, "t_span": 10**12},
+        headers=headers,
+        timeout=60,
+    )
+    assert fragment.status_code == 200
+    assert fragment.text.count('class="span-row') == CALLS
+    more = httpx.get(
+        f"{base}/runs/{run}/children",
+        params={"parent": run, "offset": 200, "depth": 1, "t0": 0, "t_span": 10**12},
+        headers=headers,
+        timeout=60,
+    )
+    # The root's 251 children: 200 on the page, the other 51 on demand.
+    assert more.text.count('class="span-row') == 51 and "more spans" not in more.text
+    api = httpx.get(
+        f"{base}/api/v1/runs/{run}/spans",
+        params={"parent_id": step, "limit": 50},
+        headers=headers,
+        timeout=60,
+    ).json()
+    assert api["total"] == CALLS and api["next_offset"] == 50 and len(api["spans"]) == 50

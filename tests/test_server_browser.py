@@ -1,0 +1,183 @@
+"""The UI in a real browser: Debian's chromium driven by Playwright against a real
+``tether serve`` on 127.0.0.1. Screenshots go to test-artifacts/browser/ (gitignored)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakes.server import ServeProcess, tether_serve
+from fakes.stored_runs import Seeded, add_run
+from tether.server.access import AccessStore
+from tether.server.roles import Role
+from tether.store import Store
+
+CHROMIUM = Path("/usr/bin/chromium")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "browser"
+XSS = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        message = "Debian's chromium is not installed (apt-get install -y chromium)"
+        if IN_CI:
+            pytest.fail(f"CI=true requires the browser tests to run: {message}")
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1"],
+        )
+        yield browser
+        browser.close()
+
+
+class Site:
+    def __init__(self, served: ServeProcess, key: str, runs: dict[str, Seeded]) -> None:
+        self.url = served.url
+        self.key = key
+        self.runs = runs
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    db = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'tether.db'}"
+    store = Store(db)
+    runs = {
+        "ok": add_run(store, input_text="Where is my order 1042?"),
+        "blocked": add_run(
+            store,
+            outcome="blocked",
+            blocked=True,
+            input_text=f"Refund order 1003 {XSS}",
+            tool_arguments='{"url": "javascript:window.__pwned = 3", "note": "'
+            + XSS.replace('"', '\\"')
+            + '"}',
+            tool_result=XSS,
+            cost_usd=0.0123,
+        ),
+        "acme": add_run(store, project="acme", input_text="acme quarterly report"),
+    }
+    store.close()
+    access = AccessStore(db)
+    access.create_project("acme")
+    key = access.create_key("default", Role.ADMIN, name="browser test")[1]
+    access.engine.dispose()
+    env = {**os.environ, "TETHER_DATABASE_URL": db}
+    with tether_serve(env=env) as served:
+        yield Site(served, key, runs)
+
+
+@pytest.fixture
+def page(browser: object, request: pytest.FixtureRequest) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.problems = problems
+    yield page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def sign_in(page: object, site: Site, target: str = "/runs") -> None:
+    page.goto(site.url + target)  # type: ignore[attr-defined]
+    assert "/login" in page.url  # type: ignore[attr-defined]
+    page.fill("input[name=key]", site.key)  # type: ignore[attr-defined]
+    page.click("button[type=submit]")  # type: ignore[attr-defined]
+    page.wait_for_url(f"{site.url}{target}*")  # type: ignore[attr-defined]
+
+
+def shot(page: object, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_sign_in_filter_open_trace_and_find_the_blocked_decision(page: object, site: Site) -> None:
+    p: Any = page
+    sign_in(p, site)
+    rows = p.locator("#runs-table tbody tr")
+    assert rows.count() == 2
+    shot(p, "runs")
+    p.select_option("select[name=outcome]", "blocked")
+    p.click("form.filters button[type=submit]")
+    p.wait_for_url("**outcome=blocked**")
+    assert rows.count() == 1
+    row = rows.first
+    assert "blocked" in (row.get_attribute("class") or "")  # visible in the row
+    assert "blocked step" in row.inner_text()
+    row.locator("a").first.click()
+    p.wait_for_url(f"**/runs/{site.runs['blocked'].run_id}**")
+    assert p.locator("#run-blocked").is_visible()
+    assert "tool_policy" in p.locator("#blocked-list").inner_text()
+    blocked_row = p.locator(".span-row.blocked")
+    assert blocked_row.count() == 1
+    blocked_row.click()
+    decision = p.locator("#detail .decision[data-verdict=block]")
+    decision.wait_for()
+    assert "refunds need approval" in decision.inner_text()
+    # The URL now names the span: opening it shows the same.
+    assert f"span={site.runs['blocked'].span_ids[2]}" in p.url
+    shot(p, "trace-blocked")
+    p.goto(p.url)
+    assert p.locator("#detail .decision[data-verdict=block]").is_visible()
+    assert not p.problems, p.problems
+
+
+def test_payloads_are_shown_as_text_and_never_run(page: object, site: Site) -> None:
+    p: Any = page
+    sign_in(p, site)
+    run = site.runs["blocked"]
+    p.goto(f"{site.url}/runs/{run.run_id}?span={run.span_ids[2]}")
+    p.locator("#detail .tool-result").wait_for()
+    assert XSS in p.locator("#detail .tool-result").inner_text()
+    assert "javascript:window.__pwned = 3" in p.locator("#detail .tool-args").inner_text()
+    assert p.evaluate("window.__pwned") is None
+    assert p.locator("img[src=x]").count() == 0
+    assert p.locator("a[href^='javascript:']").count() == 0
+    p.goto(f"{site.url}/runs")
+    assert XSS in p.locator("#runs-table").inner_text()
+    assert p.evaluate("window.__pwned") is None
+    assert not [m for m in p.problems if "Content Security Policy" in m], p.problems
+
+
+def test_dashboard_draws_its_charts(page: object, site: Site) -> None:
+    p: Any = page
+    sign_in(p, site, "/dashboard")
+    p.locator(".chart[data-rendered=true] canvas").first.wait_for()
+    assert p.locator(".chart[data-rendered=true]").count() == 6
+    assert p.locator("#kpi-runs").inner_text() == "2"
+    p.select_option("select[name=range]", "7d")
+    p.wait_for_url("**range=7d**")
+    p.locator(".chart[data-rendered=true] canvas").first.wait_for()
+    shot(p, "dashboard")
+    assert not p.problems, p.problems
+
+
+def test_switching_project_shows_none_of_the_others_runs(page: object, site: Site) -> None:
+    p: Any = page
+    sign_in(p, site)
+    assert "Where is my order" in p.locator("#runs-table").inner_text()
+    p.select_option("header select[name=project]", "acme")
+    p.wait_for_url("**project=acme**")
+    table = p.locator("#runs-table").inner_text()
+    assert "acme quarterly report" in table
+    assert "Where is my order" not in table and "Refund" not in table
+    shot(p, "project-acme")
+    # The default project's trace, from acme: not found.
+    answer = p.goto(f"{site.url}/runs/{site.runs['ok'].run_id}")
+    assert answer.status == 404
+    assert not [m for m in p.problems if "404" not in m], p.problems

@@ -1,0 +1,71 @@
+"""``tether serve`` as a user starts it: a child process on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import httpx
+
+from fakes.cli import run_cli
+from fakes.server import tether_serve
+
+
+def test_serve_prints_a_working_url_and_key_and_stops_on_ctrl_c(sqlite_url: str) -> None:
+    env = {**os.environ, "TETHER_DATABASE_URL": sqlite_url}
+    with tether_serve("--print-key", env=env) as served:
+        assert served.key is not None
+        answer = httpx.get(
+            f"{served.url}/api/v1/whoami", headers={"Authorization": f"Bearer {served.key}"}
+        )
+        assert answer.json()["role"] == "admin"
+        assert httpx.get(f"{served.url}/api/v1/whoami").status_code == 401
+        served.proc.send_signal(signal.SIGINT)
+        assert served.proc.wait(timeout=30) == 0
+        err = served.proc.stderr.read()  # type: ignore[union-attr]
+        assert "stopped" in err and "Traceback" not in err
+        assert served.key not in err
+
+
+def test_sigterm_stops_it_cleanly_too(sqlite_url: str) -> None:
+    env = {**os.environ, "TETHER_DATABASE_URL": sqlite_url}
+    with tether_serve(env=env) as served:
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=30) == 0
+        assert "Traceback" not in served.proc.stderr.read()  # type: ignore[union-attr]
+
+
+def test_dev_mode_needs_no_key_and_says_so(sqlite_url: str) -> None:
+    env = {**os.environ, "TETHER_DATABASE_URL": sqlite_url}
+    with tether_serve("--dev", env=env) as served:
+        me = httpx.get(f"{served.url}/api/v1/whoami").json()
+        assert me["dev"] is True and me["role"] == "admin"
+        page = httpx.get(f"{served.url}/login", follow_redirects=False)
+        assert page.status_code == 303  # nothing to sign in to
+        served.proc.send_signal(signal.SIGINT)
+        served.proc.wait(timeout=30)
+        assert "dev mode" in served.proc.stderr.read()  # type: ignore[union-attr]
+
+
+def test_dev_mode_is_refused_off_loopback(sqlite_url: str) -> None:
+    for host in ("0.0.0.0", "192.0.2.1", "example.test"):
+        result = run_cli("--database-url", sqlite_url, "serve", "--dev", "--host", host)
+        assert result.returncode == 1
+        assert "--dev serves without sign-in and only on 127.0.0.1" in result.stderr
+
+
+def test_a_port_in_use_is_one_clear_error(sqlite_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        result = run_cli("--database-url", sqlite_url, "serve", "--port", port)
+    assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_store_that_cannot_be_opened_is_said_before_serving(tmp_path: object) -> None:
+    result = run_cli("--database-url", "postgresql://nobody@127.0.0.1:1/x", "serve")
+    assert result.returncode == 1 and "cannot open the trace store" in result.stderr
+    assert "Tether serving" not in result.stdout

@@ -1,0 +1,199 @@
+"""The server over real HTTP on 127.0.0.1: keys, projects, error answers, headers, sign-in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from fakes.server import serving
+from tether.server import ServerConfig, create_app
+from tether.server.access import AccessStore
+from tether.server.roles import Role
+
+
+@dataclass
+class Site:
+    url: str
+    access: AccessStore
+    keys: dict[str, str]
+
+    def client(self, role: str | None = None, **kwargs: object) -> httpx.Client:
+        headers = {} if role is None else {"Authorization": f"Bearer {self.keys[role]}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def site(sqlite_url: str) -> Iterator[Site]:
+    access = AccessStore(sqlite_url)
+    access.create_project("other")
+    keys = {r.value: access.create_key("default", r)[1] for r in Role}
+    keys["other_admin"] = access.create_key("other", Role.ADMIN)[1]
+    keys["other_viewer"] = access.create_key("other", Role.VIEWER)[1]
+    with serving(create_app(ServerConfig(database_url=sqlite_url))) as url:
+        yield Site(url, access, keys)
+
+
+def test_no_key_is_401_with_a_reason(site: Site) -> None:
+    with site.client() as c:
+        answer = c.get("/api/v1/whoami")
+        assert answer.status_code == 401
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+        assert "API key is required" in answer.json()["error"]
+        assert c.get("/api/v1/whoami", headers={"Authorization": "Basic abc"}).status_code == 401
+        bad = c.get("/api/v1/whoami", headers={"Authorization": "Bearer tth_nope"})
+        assert bad.status_code == 401 and "not valid" in bad.json()["error"]
+
+
+def test_revoked_key_is_401_at_once(site: Site) -> None:
+    info = site.access.authenticate(site.keys["viewer"])
+    assert info is not None
+    with site.client("viewer") as c:
+        assert c.get("/api/v1/whoami").json()["role"] == "viewer"
+        site.access.revoke_key(info.key_id)
+        assert c.get("/api/v1/whoami").status_code == 401
+
+
+def test_keys_by_role(site: Site) -> None:
+    with site.client("viewer") as c:
+        assert c.post("/api/v1/keys", json={"role": "viewer"}).status_code == 403
+        assert c.get("/api/v1/keys").status_code == 403
+    with site.client("agent") as c:
+        assert c.post("/api/v1/keys", json={"role": "agent"}).status_code == 403
+    with site.client("developer") as c:
+        made = c.post("/api/v1/keys", json={"role": "viewer", "name": "dash"})
+        assert made.status_code == 201, made.text
+        body = made.json()
+        assert body["key"].startswith("tth_") and body["project"] == "default"
+        assert c.post("/api/v1/keys", json={"role": "admin"}).status_code == 403
+        listed = c.get("/api/v1/keys").json()
+        assert body["key_id"] in {k["key_id"] for k in listed}
+        assert all("key" not in k for k in listed) and "tth_" not in str(listed)
+        admin_id = site.access.authenticate(site.keys["admin"]).key_id  # type: ignore[union-attr]
+        assert c.delete(f"/api/v1/keys/{admin_id}").status_code == 403
+        other_id = site.access.authenticate(site.keys["other_viewer"]).key_id  # type: ignore[union-attr]
+        assert c.delete(f"/api/v1/keys/{other_id}").status_code == 404  # another project's
+        assert c.delete(f"/api/v1/keys/{body['key_id']}").json()["state"] == "revoked"
+    with site.client("admin") as c:
+        made = c.post("/api/v1/keys", json={"role": "admin", "expires_in_s": 3600})
+        assert made.status_code == 201 and made.json()["expires_ns"]
+
+
+def test_projects_by_role(site: Site) -> None:
+    with site.client("viewer") as c:
+        assert [p["name"] for p in c.get("/api/v1/projects").json()] == ["default"]
+        assert c.post("/api/v1/projects", json={"name": "x"}).status_code == 403
+        # Another project does not exist for it.
+        assert c.get("/api/v1/keys", params={"project": "other"}).status_code in (403, 404)
+    with site.client("developer") as c:
+        answer = c.get("/api/v1/keys", params={"project": "other"})
+        assert answer.status_code == 404 and "no project" in answer.json()["error"]
+    with site.client("admin") as c:
+        assert {p["name"] for p in c.get("/api/v1/projects").json()} == {"default", "other"}
+        assert c.post("/api/v1/projects", json={"name": "new"}).status_code == 201
+        again = c.post("/api/v1/projects", json={"name": "new"})
+        assert again.status_code == 400 and "exists" in again.json()["error"]
+        bad = c.post("/api/v1/projects", json={"name": "Bad Name"})
+        assert bad.status_code == 400 and "not a valid project name" in bad.json()["error"]
+        assert c.get("/api/v1/keys", params={"project": "other"}).status_code == 200
+        assert c.get("/api/v1/keys", params={"project": "nope"}).status_code == 404
+
+
+def test_bad_requests_say_why(site: Site) -> None:
+    with site.client("admin") as c:
+        invalid = c.post("/api/v1/keys", json={"role": "root"})
+        assert invalid.status_code == 422
+        assert "role" in invalid.json()["error"] and invalid.json()["problems"]
+        unknown = c.post("/api/v1/keys", json={"role": "viewer", "extra": 1})
+        assert unknown.status_code == 422 and "extra" in unknown.json()["error"]
+        form = c.post("/api/v1/keys", data={"role": "viewer"})
+        assert form.status_code == 415
+        text = c.post("/api/v1/keys", content=b"{}", headers={"content-type": "text/plain"})
+        assert text.status_code == 415
+        big = c.post(
+            "/api/v1/keys", content=b"x" * (2 << 20), headers={"content-type": "application/json"}
+        )
+        assert big.status_code == 413
+
+        def chunks() -> Iterator[bytes]:
+            for _ in range(40):
+                yield b" " * 65536
+
+        chunked = c.post(
+            "/api/v1/keys", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert chunked.status_code == 413
+        broken = c.post(
+            "/api/v1/keys", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert broken.status_code == 422
+        assert c.get("/api/v1/nothing-here").status_code == 404
+
+
+def test_every_answer_has_security_headers(site: Site) -> None:
+    with site.client() as c:
+        for path in ("/login", "/api/v1/whoami", "/static/tether.css", "/nowhere"):
+            headers = c.get(path).headers
+            csp = headers["content-security-policy"]
+            assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+            assert headers["x-frame-options"] == "DENY"
+        assert c.get("/api/v1/openapi.json").status_code in (200, 401)
+        assert c.get("/docs").status_code == 404  # Swagger UI would load a CDN
+
+
+def test_openapi_documents_the_api(site: Site) -> None:
+    with site.client() as c:
+        spec = c.get("/api/v1/openapi.json").json()
+    assert "/api/v1/keys" in spec["paths"] and "/api/v1/whoami" in spec["paths"]
+    assert not any(p.startswith("/login") for p in spec["paths"])
+
+
+def test_sign_in_sets_a_session_cookie_not_the_key(site: Site) -> None:
+    with site.client(follow_redirects=False) as c:
+        assert c.get("/").headers["location"] == "/runs"
+        wrong = c.post("/login", data={"key": "tth_wrong", "next": "/runs"})
+        assert wrong.status_code == 401 and "not valid" in wrong.text
+        agent = c.post("/login", data={"key": site.keys["agent"]})
+        assert agent.status_code == 403
+        ok = c.post("/login", data={"key": site.keys["viewer"], "next": "https://evil.test/"})
+        assert ok.status_code == 303 and ok.headers["location"] == "/runs"
+        cookie = ok.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+        assert site.keys["viewer"] not in cookie
+        assert c.get("/api/v1/whoami").json()["role"] == "viewer"
+        # A form posted from another site is refused, cookie or not.
+        assert c.post("/logout", headers={"origin": "https://evil.test"}).status_code == 403
+        out = c.post("/logout")
+        assert out.status_code == 303
+        assert c.get("/api/v1/whoami").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["https://evil.test/", "//evil.test/x", "/\\evil.test", "javascript:alert(1)", "", "runs"],
+)
+def test_sign_in_never_sends_the_browser_elsewhere(site: Site, target: str) -> None:
+    with site.client(follow_redirects=False) as c:
+        ok = c.post("/login", data={"key": site.keys["viewer"], "next": target})
+        assert ok.status_code == 303 and ok.headers["location"] == "/runs"
+
+
+def test_garbage_credentials_are_401_not_500(site: Site) -> None:
+    for cookie in ("", "x", "A" * 4000, "%C3%A9", "tth_" + "0" * 16 + "_x"):
+        with site.client(follow_redirects=False) as c:
+            c.cookies.set("tether_session", cookie)
+            assert c.get("/api/v1/whoami").status_code == 401
+            page = c.get("/dashboard")
+            assert page.status_code == 303 and page.headers["location"].startswith("/login")
+    with site.client() as c:
+        for header in ("Bearer", "Bearer  x", "bearer " + "x" * 5000, "Token abc"):
+            answer = c.get("/api/v1/whoami", headers={"Authorization": header})
+            assert answer.status_code == 401
+
+
+def test_a_huge_sign_in_form_is_413(site: Site) -> None:
+    with site.client(follow_redirects=False) as c:
+        answer = c.post("/login", data={"key": "x" * (2 << 20)})
+        assert answer.status_code == 413

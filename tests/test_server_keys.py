@@ -1,0 +1,149 @@
+"""API keys and projects: stored hashed, shown once, expiring, revocable; the CLI that
+manages them; sessions that never hold the key."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from sqlalchemy import select
+
+from fakes.cli import run_cli
+from tether.core import TetherError
+from tether.server.access import AccessNotFound, AccessStore, split_key
+from tether.server.roles import Role, may_grant
+from tether.store import tables
+
+
+def test_a_key_is_stored_as_a_hash_and_checked(store_url: str) -> None:
+    access = AccessStore(store_url)
+    info, key = access.create_key("default", Role.VIEWER, name="ci")
+    assert key.startswith(f"tth_{info.key_id}_") and len(key) > 50
+    with access.engine.connect() as conn:
+        stored = conn.execute(select(tables.api_keys)).mappings().one()
+    secret = split_key(key)[1]  # type: ignore[index]
+    assert secret not in json.dumps(dict(stored), default=str)
+    assert len(stored["secret_sha256"]) == 64
+    assert access.authenticate(key) == info
+    # One character off, another key's id, a non-key: nothing.
+    assert access.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
+    assert access.authenticate(key.replace(info.key_id, "0" * 16)) is None
+    for junk in ("", "Bearer x", "tth_", "tth_zz_yy", "x" * 10_000, "tth_" + "0" * 16 + "_"):
+        assert access.authenticate(junk) is None
+
+
+def test_revoked_and_expired_keys_open_nothing(store_url: str) -> None:
+    access = AccessStore(store_url)
+    info, key = access.create_key("default", Role.DEVELOPER)
+    token = access.open_session(info)
+    assert access.session(token) is not None
+    revoked = access.revoke_key(info.key_id)
+    assert revoked.state(time.time_ns()) == "revoked"
+    assert access.authenticate(key) is None
+    assert access.session(token) is None  # its sessions ended with it
+    assert access.revoke_key(info.key_id).revoked_ns == revoked.revoked_ns  # again: no change
+    short, key2 = access.create_key("default", Role.VIEWER, expires_ns=time.time_ns() - 1)
+    assert short.state(time.time_ns()) == "expired"
+    assert access.authenticate(key2) is None
+    with pytest.raises(AccessNotFound):
+        access.revoke_key("0" * 16)
+
+
+def test_projects(store_url: str) -> None:
+    access = AccessStore(store_url)
+    assert [n for n, _ in access.list_projects()] == ["default"]
+    access.create_project("acme-prod")
+    with pytest.raises(TetherError, match="exists already"):
+        access.create_project("acme-prod")
+    for bad in ("", "Acme", "a b", "../x", "x" * 65, "-x", "<script>"):
+        with pytest.raises(TetherError, match="not a valid project name"):
+            access.create_project(bad)
+    with pytest.raises(AccessNotFound, match="no project"):
+        access.create_key("nope", Role.VIEWER)
+    access.create_key("acme-prod", Role.AGENT)
+    assert [k.project for k in access.list_keys("acme-prod")] == ["acme-prod"]
+    assert access.list_keys("default") == []
+
+
+def test_sessions_hold_a_token_not_the_key(sqlite_url: str) -> None:
+    access = AccessStore(sqlite_url)
+    info, key = access.create_key("default", Role.ADMIN)
+    token = access.open_session(info)
+    assert token not in key and split_key(key)[1] != token  # type: ignore[index]
+    with access.engine.connect() as conn:
+        row = conn.execute(select(tables.sessions)).mappings().one()
+    assert token not in json.dumps(dict(row)) and row["key_id"] == info.key_id
+    access.create_project("other")
+    access.switch_session(token, "other")
+    assert access.session(token).project == "other"  # type: ignore[union-attr]
+    access.close_session(token)
+    assert access.session(token) is None
+    assert access.session("") is None and access.session("x" * 1000) is None
+
+
+def test_who_may_grant_what() -> None:
+    assert may_grant(Role.ADMIN, Role.ADMIN)
+    assert may_grant(Role.DEVELOPER, Role.VIEWER) and may_grant(Role.DEVELOPER, Role.AGENT)
+    assert not may_grant(Role.DEVELOPER, Role.ADMIN)
+    assert not any(may_grant(r, Role.VIEWER) for r in (Role.VIEWER, Role.AGENT))
+
+
+def test_cli_keys_and_projects(sqlite_url: str) -> None:
+    db = ["--database-url", sqlite_url]
+    made = run_cli(*db, "projects", "create", "acme")
+    assert made.returncode == 0, made.stderr
+    created = run_cli(
+        *db,
+        "keys",
+        "create",
+        "-p",
+        "acme",
+        "-r",
+        "viewer",
+        "--expires",
+        "30d",
+        "-n",
+        "dash",
+        "--json",
+    )
+    assert created.returncode == 0, created.stderr
+    data = json.loads(created.stdout)
+    assert data["role"] == "viewer" and data["key"].startswith("tth_")
+    days = (data["expires_ns"] - data["created_ns"]) / 86_400e9
+    assert 29.99 < days < 30.01
+    plain = run_cli(*db, "keys", "create", "-r", "agent")
+    assert plain.stdout.startswith("tth_") and "shown once" in plain.stderr
+    listed = run_cli(*db, "keys", "list", "--json")
+    keys = json.loads(listed.stdout)
+    assert {k["project"] for k in keys} == {"acme", "default"}
+    assert data["key"] not in listed.stdout and "tth_" not in listed.stdout
+    only = json.loads(run_cli(*db, "keys", "list", "-p", "acme", "--json").stdout)
+    assert [k["key_id"] for k in only] == [data["key_id"]]
+    revoked = run_cli(*db, "keys", "revoke", data["key_id"])
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+    states = {
+        k["key_id"]: k["state"] for k in json.loads(run_cli(*db, "keys", "list", "--json").stdout)
+    }
+    assert states[data["key_id"]] == "revoked"
+    projects = json.loads(run_cli(*db, "projects", "list", "--json").stdout)
+    assert [p["name"] for p in projects] == ["acme", "default"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("keys", "create", "-r", "viewer", "--expires", "soon"), "not a duration"),
+        (("keys", "create", "-r", "viewer", "--expires", "0d"), "not a duration"),
+        (("keys", "create", "-r", "viewer", "-p", "nope"), "no project 'nope'"),
+        (("keys", "create", "-r", "root"), "'root' is not one of"),
+        (("keys", "revoke", "0123456789abcdef"), "no API key"),
+        (("projects", "create", "Bad Name"), "not a valid project name"),
+    ],
+)
+def test_cli_bad_input_is_one_clear_error(
+    sqlite_url: str, args: tuple[str, ...], message: str
+) -> None:
+    result = run_cli("--database-url", sqlite_url, *args)
+    assert result.returncode in (1, 2)
+    assert message in result.stderr and "Traceback" not in result.stderr
