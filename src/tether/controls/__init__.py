@@ -4,7 +4,7 @@ spotlighting), built from a spec's ``guards`` section by ``build_guards``."""
 
 from tether.controls.authz import Authorizer, AuthzRequest, AuthzVerdict, CedarAuthorization
 from tether.controls.guard_base import CHANNELS, GuardControl, GuardResult
-from tether.controls.guard_build import build_guards, load_policy
+from tether.controls.guard_build import build_guards
 from tether.controls.guard_deny import DenyListGuard
 from tether.controls.guard_injection import InjectionGuard
 from tether.controls.guard_judge import JudgeGuard
@@ -48,5 +48,4 @@ __all__ = [
     "TopicsGuard",
     "Verdict",
     "build_guards",
-    "load_policy",
 ]

@@ -10,7 +10,7 @@ from tether.controls.guard_spotlight import SpotlightControl
 from tether.controls.pipeline import Control
 from tether.core import SpecError, TetherError
 from tether.providers import Model, build_model
-from tether.spec import GuardsConfig, GuardsPolicy, origin_of
+from tether.spec import GuardsConfig, load_guards_policy, origin_of
 from tether.spec.guards import (
     DenyListRule,
     InjectionRule,
@@ -19,15 +19,6 @@ from tether.spec.guards import (
     TopicsRule,
     _GuardRule,
 )
-from tether.spec.loader import load_with_tree, remember_origin
-
-
-def load_policy(path: str | Path) -> GuardsPolicy:
-    """Read and validate a guards policy file; ``SpecError`` naming file, line and field."""
-    policy, node = load_with_tree(GuardsPolicy, path)
-    for i, rule in enumerate(policy.guards):  # so errors found when building name the line
-        remember_origin(rule, path, node, ("guards", i))
-    return policy
 
 
 def policy_path(config: GuardsConfig, base_dir: Path | None) -> Path | None:
@@ -44,7 +35,7 @@ def guard_rules(config: GuardsConfig, base_dir: Path | None) -> list[tuple[str, 
     rules: list[tuple[str, _GuardRule]] = []
     path = policy_path(config, base_dir)
     if path is not None:
-        policy = load_policy(path)
+        policy = load_guards_policy(path)
         rules += [(f"guards[{i}]", r) for i, r in enumerate(policy.guards)]
     rules += [(f"guards.rules[{i}]", r) for i, r in enumerate(config.rules)]
     return rules

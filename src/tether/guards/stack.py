@@ -110,12 +110,15 @@ class GuardStack:
         """``hash_key``: the key of ``hash`` rules (default: ``TETHER_GUARD_HASH_KEY`` from
         ``environ`` or the process environment, required only if a rule hashes)."""
         self.policy = policy if policy is not None else default_policy()
-        if hash_key is None and any(r.action == "hash" for r in self.policy.guards):
-            hash_key = _key_for(self.policy, environ)
+        # The detectors' rules; a policy's other guards (injection, deny lists...) are
+        # controls of the pipeline (``tether.controls``), not a stack's.
+        self.rules = [r for r in self.policy.guards if isinstance(r, GuardRule)]
+        if hash_key is None and any(r.action == "hash" for r in self.rules):
+            hash_key = _key_for(self.rules, environ)
         self._key = hash_key
         types = guard_types()
         self._detectors: dict[tuple[str, tuple[str, ...] | None], Detector] = {}
-        for rule in self.policy.guards:
+        for rule in self.rules:
             key = (rule.guard, rule.kinds)
             if key not in self._detectors:
                 self._detectors[key] = types[rule.guard].factory(rule.kinds)
@@ -132,7 +135,9 @@ class GuardStack:
         started = time.perf_counter()
         run = _Run()
         detections: dict[tuple[str, tuple[str, ...] | None], Detection | BaseException] = {}
-        for rule in self.policy.rules_for(channel):
+        for rule in self.rules:
+            if channel not in rule.channels:
+                continue
             key = (rule.guard, rule.kinds)
             if key not in detections:
                 detections[key] = _detect(self._detectors[key], text)
@@ -185,13 +190,13 @@ def _detect(detector: Detector, text: str) -> Detection | BaseException:
         return exc
 
 
-def _key_for(policy: GuardsPolicy, environ: Mapping[str, str] | None) -> HashKey:
+def _key_for(rules: list[GuardRule], environ: Mapping[str, str] | None) -> HashKey:
     try:
         return HashKey.from_env(environ)
     except TetherError as exc:
         from tether.spec.loader import origin_of
 
-        rule = next(r for r in policy.guards if r.action == "hash")
+        rule = next(r for r in rules if r.action == "hash")
         where = origin_of(rule, "action")
         prefix = f"{where[0]}:{where[1]}: " if where else ""
         raise SpecError(f"{prefix}{exc.message}", hint=exc.hint) from None

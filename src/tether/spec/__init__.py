@@ -35,6 +35,14 @@ AgentSpec.model_rebuild(
 )
 
 
+def load_guards_policy(path: str | Path) -> GuardsPolicy:
+    """Read and validate a guards policy file; ``SpecError`` naming file, line and field."""
+    policy, node = load_with_tree(GuardsPolicy, path)
+    for i, rule in enumerate(policy.guards):  # so errors found when building name the line
+        remember_origin(rule, path, node, ("guards", i))
+    return policy
+
+
 def load_spec(path: str | Path) -> AgentSpec:
     """Load and validate an agent spec from a YAML file."""
     spec, node = load_with_tree(AgentSpec, path)
@@ -62,6 +70,7 @@ __all__ = [
     "ToolParameter",
     "ToolSpec",
     "check_json_schema",
+    "load_guards_policy",
     "load_model",
     "load_spec",
     "origin_of",

@@ -24,7 +24,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tether.core.patterns import compile_checked
 from tether.spec.model import TOOL_NAME_PATTERN, ModelConfig, _Strict
@@ -222,6 +230,75 @@ class JudgeRule(_GuardRule):
     """Longest text the judge is shown; a longer one is judged on its start and end."""
 
 
+DEFAULT_DETECTOR_THRESHOLD = 0.5
+
+
+def _detector_types() -> dict[str, Any]:
+    # The detectors' registry (pii, secrets, presidio, and any a team registered). Imported
+    # when a rule names one: loading tether.guards takes a tenth of a second.
+    from tether.guards.registry import guard_types
+
+    return guard_types()
+
+
+class DetectorRule(_GuardRule):
+    """A detector of sensitive values: ``pii``, ``secrets``, ``presidio`` (the ``presidio``
+    extra), or one registered with ``tether.guards.register_guard``. Its findings are spans of
+    values that ``mask`` replaces with their kind (``<EMAIL_ADDRESS>``) and ``hash`` with a
+    keyed hash (``<EMAIL_ADDRESS:5f0c2a9e41d7b3c8>``, needs ``TETHER_GUARD_HASH_KEY``)."""
+
+    guard: str
+    channels: tuple[GuardChannel, ...] = GUARD_CHANNELS
+    threshold: float = Field(default=DEFAULT_DETECTOR_THRESHOLD, gt=0, le=1)
+    """Findings scoring at least this count (0 < threshold <= 1)."""
+    kinds: tuple[str, ...] | None = None
+    """Only these kinds of findings (``[EMAIL_ADDRESS, CREDIT_CARD]``); default: all."""
+    allowed_actions: ClassVar[tuple[GuardAction, ...]] = GUARD_ACTIONS
+    scores: ClassVar[bool] = True
+
+    @field_validator("guard")
+    @classmethod
+    def _known_guard(cls, guard: str) -> str:
+        known = _detector_types()
+        if guard not in known:
+            names = ", ".join([*GUARD_RULES, *known])
+            raise ValueError(f"unknown guard {guard!r}; known guards: {names}")
+        return guard
+
+    @field_validator("action")
+    @classmethod
+    def _redactable(cls, action: GuardAction, info: ValidationInfo) -> GuardAction:
+        guard = _detector_types().get(info.data.get("guard", ""))
+        if guard is not None and action in ("mask", "hash") and not guard.redactable:
+            raise ValueError(
+                f"guard {guard.name!r} scores whole texts and finds no values to {action}; "
+                "use block, escalate or log"
+            )
+        return action
+
+    @field_validator("kinds")
+    @classmethod
+    def _kinds_known(
+        cls, kinds: tuple[str, ...] | None, info: ValidationInfo
+    ) -> tuple[str, ...] | None:
+        guard = _detector_types().get(info.data.get("guard", ""))
+        if kinds is None or guard is None:
+            return kinds
+        if not kinds:
+            raise ValueError("name at least one kind, or leave kinds out for all of them")
+        if guard.kinds is None:
+            return kinds  # checked when the guard is built
+        unknown = [k for k in kinds if k not in guard.kinds]
+        if unknown:
+            known = ", ".join(guard.kinds)
+            raise ValueError(f"unknown {guard.name} kind(s) {', '.join(unknown)}; known: {known}")
+        return kinds
+
+    @classmethod
+    def _name(cls) -> str:
+        return "detector"
+
+
 GUARD_RULES: dict[str, type[_GuardRule]] = {
     "injection": InjectionRule,
     "deny_list": DenyListRule,
@@ -229,12 +306,17 @@ GUARD_RULES: dict[str, type[_GuardRule]] = {
     "python": PythonRule,
     "judge": JudgeRule,
 }
-"""The guards a rule can name."""
+"""The guards a rule can name besides the detectors' registry (pii, secrets, presidio...)."""
+DETECTOR_TAG = "detector"
+"""The tag of ``DetectorRule`` in the union (any other guard name goes there, and is checked
+against the detectors' registry)."""
 
 
 def _guard_of(value: Any) -> str | None:
     guard = value.get("guard") if isinstance(value, dict) else getattr(value, "guard", None)
-    return guard if guard in GUARD_RULES else None
+    if guard in GUARD_RULES:
+        return str(guard)
+    return DETECTOR_TAG if isinstance(guard, str) else None
 
 
 GuardRule = Annotated[
@@ -242,20 +324,27 @@ GuardRule = Annotated[
     | Annotated[DenyListRule, Tag("deny_list")]
     | Annotated[TopicsRule, Tag("topics")]
     | Annotated[PythonRule, Tag("python")]
-    | Annotated[JudgeRule, Tag("judge")],
+    | Annotated[JudgeRule, Tag("judge")]
+    | Annotated[DetectorRule, Tag(DETECTOR_TAG)],
     Discriminator(
         _guard_of,
         custom_error_type=UNKNOWN_GUARD,
         custom_error_message="unknown guard; known guards: " + ", ".join(GUARD_RULES),
     ),
 ]
+"""One rule of a policy or a spec, by its ``guard``."""
 
 
 class GuardsPolicy(_Strict):
-    """A guards policy file: rules several agents can share (``guards.policy`` in a spec)."""
+    """A guards policy file: rules several agents can share (``guards.policy`` in a spec), and
+    what ``tether scan --policy`` applies."""
 
     guards: list[GuardRule] = Field(default_factory=list)
     """The rules, each applied on its own channels, in order."""
+
+    def rules_for(self, channel: GuardChannel) -> list[_GuardRule]:
+        """The rules that run on ``channel``."""
+        return [r for r in self.guards if channel in r.channels]
 
 
 class GuardsConfig(_Strict):

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tether.core import SpecError
-from tether.spec.guards import GUARD_RULES, UNKNOWN_GUARD
+from tether.spec.guards import DETECTOR_TAG, GUARD_RULES, UNKNOWN_GUARD
 from tether.spec.model import TOOL_KINDS, UNKNOWN_TOOL_KIND
 
 M = TypeVar("M", bound=BaseModel)
@@ -150,7 +150,7 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-_UNION_TAGS = {"tools": frozenset(TOOL_KINDS), "rules": frozenset(GUARD_RULES)}
+_UNION_TAGS = {"tools": frozenset(TOOL_KINDS), "rules": frozenset([*GUARD_RULES, DETECTOR_TAG])}
 _UNION_TAGS["guards"] = _UNION_TAGS["rules"]  # a policy file's list
 
 
