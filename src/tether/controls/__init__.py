@@ -1,6 +1,7 @@
 """Controls: the policy pipeline and the controls that run on it: limits, the loop breaker,
-and the guards (prompt injection, deny lists, allowed topics, Python functions, an LLM judge,
-spotlighting), built from a spec's ``guards`` section by ``build_guards``."""
+and the guards (prompt injection, personal data and secrets, deny lists, allowed topics, Python
+functions, an LLM judge, spotlighting), built from a spec's ``guards`` section by
+``build_guards``."""
 
 from tether.controls.authz import Authorizer, AuthzRequest, AuthzVerdict, CedarAuthorization
 from tether.controls.guard_base import CHANNELS, GuardControl, GuardResult
@@ -8,6 +9,7 @@ from tether.controls.guard_build import build_guards
 from tether.controls.guard_deny import DenyListGuard
 from tether.controls.guard_injection import InjectionGuard
 from tether.controls.guard_judge import JudgeGuard
+from tether.controls.guard_pii import PiiGuard
 from tether.controls.guard_python import FunctionGuard
 from tether.controls.guard_spotlight import SpotlightControl
 from tether.controls.guard_topics import TopicsGuard
@@ -42,6 +44,7 @@ __all__ = [
     "JudgeGuard",
     "LimitsControl",
     "LoopBreaker",
+    "PiiGuard",
     "Pipeline",
     "RunView",
     "SpotlightControl",

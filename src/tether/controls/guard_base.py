@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypedDict, Unpack
 
@@ -147,13 +147,20 @@ class GuardControl(Control):
         unless ``fail_open``)."""
         raise NotImplementedError
 
+    def redactor(self, channel: Channel) -> Callable[[str], str] | None:
+        """A function masking what this guard masks on ``channel``, for texts stored before
+        the guard has judged them (the run's input, recorded when the run starts); ``None``
+        when the guard masks nothing there."""
+        return None
+
     # -- pipeline ---------------------------------------------------------------------------
 
     def channel_of(self, ctx: HookContext) -> Channel:
-        """The channel of the text at ``ctx``."""
+        """The channel of the text at ``ctx`` (a model's reply, at ``after_model``, is
+        ``output``)."""
         if ctx.hook is Hook.ON_INPUT:
             return "user"
-        if ctx.hook is Hook.ON_OUTPUT:
+        if ctx.hook in (Hook.ON_OUTPUT, Hook.AFTER_MODEL):
             return "output"
         name = ctx.call.name if ctx.call is not None else ""
         return "document" if name in self.documents else "tool_output"

@@ -13,6 +13,7 @@ from tether.providers import Model, build_model
 from tether.spec import GuardsConfig, load_guards_policy, origin_of
 from tether.spec.guards import (
     DenyListRule,
+    DetectorRule,
     InjectionRule,
     JudgeRule,
     PythonRule,
@@ -126,6 +127,10 @@ def build_rule(
 
         function = import_function(rule.function, base_dir)
         return FunctionGuard(function, timeout_s=rule.timeout_s, **common)
+    if isinstance(rule, DetectorRule):
+        from tether.controls.guard_pii import PiiGuard
+
+        return PiiGuard.from_rule(rule, documents=documents)
     if isinstance(rule, JudgeRule):
         from tether.controls.guard_judge import JudgeGuard
 

@@ -315,6 +315,10 @@ async def _settle(
         decision, response = await scope.pipeline.check(ctx, response)
         if decision.stops:
             raise Stop(decision)
+        if decision.verdict is Verdict.MODIFY and scope.tracing:
+            # The span keeps the reply as the run goes on with it (a guard masked a value in
+            # it): what was replaced never reaches the trace.
+            a[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(response)
     finally:
         scope.recorder.end_span(span)
     return response

@@ -142,6 +142,9 @@ class Harness:
         self.degraded_answer = degraded_answer
         """The answer when the chain failed for a reason that may pass (every model down,
         timed out or behind an open circuit), in place of the built-in apology."""
+        self.redact_input = _input_redactor(self.controls)
+        """What the trace stores of a run's input, when a control masks the user's message
+        (a guard masking personal data): the run record is written before ``on_input``."""
 
     def open_run(
         self,
@@ -179,6 +182,25 @@ class Harness:
             close = getattr(part, "aclose", None)
             if close is not None:
                 await close()
+
+
+def _input_redactor(controls: Sequence[Control]) -> Callable[[str], str] | None:
+    """One function applying, in order, what each control masks on the user channel."""
+    redactors = []
+    for control in controls:
+        redactor = getattr(control, "redactor", None)
+        found = redactor("user") if callable(redactor) else None
+        if found is not None:
+            redactors.append(found)
+    if not redactors:
+        return None
+
+    def redact(text: str) -> str:
+        for redactor in redactors:
+            text = redactor(text)
+        return text
+
+    return redact
 
 
 def _crash_message(exc: BaseException) -> str:
@@ -298,7 +320,7 @@ class RunScope:
             agent_version=self.agent.version if self.agent else None,
             started_ns=state.started_ns,
             # clipped past TETHER_MAX_PAYLOAD_CHARS, as the output is
-            input=stored_payload(state.input),
+            input=stored_payload(self._stored_input()),
             attributes={**attributes, **state.metadata},
             project=self.caller.project,
             kind=self.kind.value,
@@ -319,6 +341,17 @@ class RunScope:
             self._root_name(), "agent", None, root, span_id=state.run_id
         )
         return self
+
+    def _stored_input(self) -> str:
+        """The run's input as the trace keeps it: masked as ``on_input`` masks it, also before
+        (or without) ``on_input`` having run."""
+        redact = self.harness.redact_input
+        if redact is None:
+            return self.state.input
+        try:
+            return redact(self.state.input)
+        except Exception as exc:  # not the raw text: it is what the guard exists to keep out
+            return f"[input not stored: masking it failed: {describe_exception(exc)}]"
 
     def _who(self) -> dict[str, Any]:
         who: dict[str, Any] = {
@@ -395,7 +428,7 @@ class RunScope:
                 started_ns=run.started_ns,
                 status=state.status,
                 outcome=outcome,
-                input=stored_payload(state.input),
+                input=stored_payload(self._stored_input()),
                 output=stored_payload(state.output),
                 ended_ns=span.end_ns,
                 input_tokens=state.usage.input_tokens,
