@@ -1,6 +1,7 @@
 """The demo's guard scenarios, checked in the trace they leave: the injection hidden in a
 help-center article is withheld (and the answer comes from the order), the answer that broke
-the schema is re-asked and fixed."""
+the schema is re-asked and fixed, the customer's e-mail and card number never reach the
+stored trace."""
 
 from __future__ import annotations
 
@@ -38,6 +39,16 @@ def test_the_demo_shows_the_guards_at_work(tmp_path: Path) -> None:
     span = next(s for s in spans if s.span_id == verdict.span_id)
     assert span.attributes[semconv.GEN_AI_TOOL_NAME] == "kb_lookup"
     assert verdict.attributes[GUARD_CHANNEL] == "document"
+
+    masked = results["personal data masked"]
+    assert masked["outcome"] == "final_answer"
+    assert masked["output"].endswith("will confirm it to <EMAIL_ADDRESS>.")
+    run, _, _ = trace_of(url, masked["run_id"])
+    assert run.input == (
+        "Please refund order 1003 to my card <CREDIT_CARD> and confirm to <EMAIL_ADDRESS>."
+    )
+    stored = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert b"jane.roe@example.org" not in stored and b"4111 1111 1111 1111" not in stored
 
     reasked = results["schema re-asked"]
     assert reasked["agent"] == "order-report" and reasked["outcome"] == "final_answer"

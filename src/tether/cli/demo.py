@@ -1,6 +1,7 @@
 """``tether demo``: the support examples, offline: four scenarios of the runtime (a normal
-answer, a recovered tool error, a loop broken, a limit tripped) and the guards (an injection
-hidden in a tool's output caught while the run answers from the rest, an answer that breaks
+answer, a recovered tool error, a loop broken, a limit tripped) and three of the guards (an
+injection hidden in a tool's output caught while the run answers from the rest, a customer's
+e-mail and card number masked before the model and the trace see them, an answer that breaks
 the required schema re-asked and fixed)."""
 
 from __future__ import annotations
@@ -61,6 +62,13 @@ SCENARIOS: list[tuple[str, str, str, Outcome]] = [
         "injection caught",
         "agent.yaml",
         "Can I pay with a gift card? And where is my order 1002?",
+        Outcome.FINAL_ANSWER,
+    ),
+    (
+        "personal data masked",
+        "agent.yaml",
+        "Please refund order 1003 to my card 4111 1111 1111 1111 and confirm to "
+        "jane.roe@example.org.",
         Outcome.FINAL_ANSWER,
     ),
     (
@@ -183,6 +191,8 @@ def _print_report(
         console.print(f"\n[bold]{i}. {name}[/] [dim]({escape(agents[spec].name)})[/]")
         console.print(f"[cyan]user:[/]  {escape(text)}", highlight=False)
         console.print(f"[cyan]agent:[/] {escape(r.output)}", highlight=False)
+        if r.state.input != text:  # a guard masked the message: what the model and trace got
+            console.print(f"[dim]stored: {escape(r.state.input)}[/]", highlight=False)
         ran = [f"{m.name}{_tool_mark(m.content)}" for m in r.state.messages if m.role == "tool"]
         stopped = [f"{c.name}⊘" for c in r.state.pending_tool_calls]  # asked for, not run
         calls = ", ".join(ran + stopped)
