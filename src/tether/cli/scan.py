@@ -3,6 +3,7 @@ so a team can try a policy on its own data before it guards an agent."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from typing import IO, TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ import click
 from tether.cli.terminal import json_safe, visible
 
 if TYPE_CHECKING:
-    from tether.guards import GuardStack
+    from tether.controls.guard_scan import PolicyScanner
 
 EXIT_BAD_FILE = 2
 MAX_LINE_BYTES = 128 << 20
@@ -59,37 +60,51 @@ def scan(file: str, channel: str, policy: str | None) -> None:
     Exit status: 0 whatever the verdicts; 2 for a file that cannot be read (naming the line).
     """
     try:
-        stack = _stack(policy)
-        if file == "-":
-            _scan_stream(stack, sys.stdin.buffer, "<stdin>", channel, flush=True)
-        else:
-            try:
-                stream = open(file, "rb")  # noqa: SIM115 - closed below; OSError said clearly
-            except OSError as exc:
-                reason = "file not found" if isinstance(exc, FileNotFoundError) else exc.strerror
-                raise BadFile(f"{file}: cannot read: {reason}") from None
-            with stream:
-                _scan_stream(stack, stream, file, channel, flush=False)
+        scanner = _scanner(policy)
+        # One event loop for the whole file: a policy's judge or async Python guard awaits.
+        with asyncio.Runner() as runner:
+            if file == "-":
+                _scan_stream(scanner, runner, sys.stdin.buffer, "<stdin>", channel, flush=True)
+            else:
+                try:
+                    stream = open(file, "rb")  # noqa: SIM115 - closed below; OSError said clearly
+                except OSError as exc:
+                    reason = (
+                        "file not found" if isinstance(exc, FileNotFoundError) else exc.strerror
+                    )
+                    raise BadFile(f"{file}: cannot read: {reason}") from None
+                with stream:
+                    _scan_stream(scanner, runner, stream, file, channel, flush=False)
     except BadFile as exc:
         click.echo(f"error: {visible(exc)}", err=True)
         sys.exit(EXIT_BAD_FILE)
 
 
-def _stack(policy: str | None) -> GuardStack:
+def _scanner(policy: str | None) -> PolicyScanner:
+    from pathlib import Path
+
+    from tether.controls.guard_scan import PolicyScanner
     from tether.core import SpecError
-    from tether.guards import GuardStack, load_policy
+    from tether.guards import load_policy
 
     try:
-        stack = GuardStack(load_policy(policy) if policy else None)
+        loaded = load_policy(policy) if policy else None
+        scanner = PolicyScanner(loaded, base_dir=Path(policy).parent if policy else None)
     except SpecError as exc:
         message = exc.message if not exc.hint else f"{exc.message}\n  hint: {exc.hint}"
         raise BadFile(message) from None
-    stack.warm()  # so that the first lines' latency_ms is not the patterns' compile time
-    return stack
+    scanner.warm()  # so that the first lines' latency_ms is not the patterns' compile time
+    return scanner
 
 
 def _scan_stream(
-    stack: GuardStack, stream: IO[bytes], name: str, channel: Any, *, flush: bool
+    scanner: PolicyScanner,
+    runner: asyncio.Runner,
+    stream: IO[bytes],
+    name: str,
+    channel: Any,
+    *,
+    flush: bool,
 ) -> None:
     out = sys.stdout.buffer
     lineno = 0
@@ -100,7 +115,7 @@ def _scan_stream(
         record = _record(raw, name, lineno)
         if record is None:
             continue
-        verdict = stack.check(record["text"], channel).to_json()
+        verdict = runner.run(scanner.check(record["text"], channel))
         if "id" in record:
             verdict = {"id": record["id"], **verdict}
         verdict["line"] = lineno

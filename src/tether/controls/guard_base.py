@@ -142,9 +142,9 @@ class GuardControl(Control):
         self.name = options.get("name") or f"guard.{self.guard}"
         self._hooks = frozenset(CHANNEL_HOOKS[c] for c in self.channels)
 
-    async def judge(self, text: str, channel: Channel, ctx: HookContext) -> GuardResult:
+    async def judge(self, text: str, channel: Channel, ctx: HookContext | None) -> GuardResult:
         """What the guard finds in ``text``. Raise when it cannot judge (the run fails closed
-        unless ``fail_open``)."""
+        unless ``fail_open``). ``ctx`` is ``None`` outside a run (``tether scan``)."""
         raise NotImplementedError
 
     def redactor(self, channel: Channel) -> Callable[[str], str] | None:

@@ -191,7 +191,7 @@ class DenyListGuard(GuardControl):
             )
             self._patterns.append((f"patterns[{i}]", compiled))
 
-    async def judge(self, text: str, channel: Channel, ctx: HookContext) -> GuardResult:
+    async def judge(self, text: str, channel: Channel, ctx: HookContext | None) -> GuardResult:
         if len(text) > OFF_LOOP_CHARS:
             found = await asyncio.to_thread(find_all, self._patterns, text)
         else:

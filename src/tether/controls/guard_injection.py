@@ -44,7 +44,7 @@ class InjectionGuard(GuardControl):
             detector = default_detector()
         self.detector = detector
 
-    async def judge(self, text: str, channel: Channel, ctx: HookContext) -> GuardResult:
+    async def judge(self, text: str, channel: Channel, ctx: HookContext | None) -> GuardResult:
         assert channel != "output"
         if len(text) > OFF_LOOP_CHARS:
             verdict = await asyncio.to_thread(self.detector.scan, text, channel)

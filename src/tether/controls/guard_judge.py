@@ -103,7 +103,7 @@ class JudgeGuard(GuardControl):
             settings=ModelSettings(temperature=0),
         )
 
-    async def judge(self, text: str, channel: Channel, ctx: HookContext) -> GuardResult:
+    async def judge(self, text: str, channel: Channel, ctx: HookContext | None) -> GuardResult:
         try:
             async with asyncio.timeout(self.timeout_s):
                 reply = await self.model.complete(self.request(text, channel))

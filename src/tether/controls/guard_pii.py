@@ -98,7 +98,7 @@ class PiiGuard(GuardControl):
             raise RuntimeError("; ".join(verdict.errors))
         return verdict
 
-    async def judge(self, text: str, channel: Channel, ctx: HookContext) -> GuardResult:
+    async def judge(self, text: str, channel: Channel, ctx: HookContext | None) -> GuardResult:
         if len(text) > OFF_LOOP_CHARS:
             verdict = await asyncio.to_thread(self._check, text, channel)
         else:
@@ -159,4 +159,3 @@ class PiiGuard(GuardControl):
         if ctx.hook is Hook.AFTER_MODEL:
             return self._masks_replies
         return ctx.hook in self._hooks and self.channel_of(ctx) in self.channels
-

@@ -47,7 +47,7 @@ class FunctionGuard(GuardControl):
         self.label = label
         self.timeout_s = timeout_s
 
-    async def judge(self, text: str, channel: Channel, ctx: HookContext) -> GuardResult:
+    async def judge(self, text: str, channel: Channel, ctx: HookContext | None) -> GuardResult:
         answer = await self._call(text)
         if answer is None or answer is True:
             return GuardResult(False, f"passed {self.label}")

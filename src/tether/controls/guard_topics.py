@@ -48,7 +48,7 @@ class TopicsGuard(GuardControl):
             return super().blocked_message(channel)
         return f"I'm sorry, I can only help with questions about {', '.join(self.topics)}."
 
-    async def judge(self, text: str, channel: Channel, ctx: HookContext) -> GuardResult:
+    async def judge(self, text: str, channel: Channel, ctx: HookContext | None) -> GuardResult:
         words = 0
         for _ in _WORD.finditer(text):
             words += 1
