@@ -525,8 +525,9 @@ def traces_show(ctx: click.Context, run_or_trace_id: str, as_json: bool) -> None
 @click.pass_context
 @handle_errors
 def demo(ctx: click.Context, as_json: bool) -> None:
-    """Run the example support agent offline: a normal answer, a recovered tool error, a
-    broken loop and a tripped limit, then show how to inspect each trace."""
+    """Run the example support agents offline: a normal answer, a recovered tool error, a
+    broken loop, a tripped limit, an injection caught, personal data masked and a wrong
+    answer re-asked, then show how to inspect each trace."""
     from tether.cli.demo import run_demo
 
     run_demo(database_url(ctx), console=console, as_json=as_json, command=tether_command(ctx))
