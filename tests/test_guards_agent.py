@@ -4,6 +4,7 @@ span where the verdict was taken."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -225,3 +226,55 @@ async def test_the_threshold_of_a_rule_applies(sqlite_url: str) -> None:
     result = await agent.run("returns?")
     tool_texts = [m.content for m in result.state.messages if m.role == "tool"]
     assert all(t.startswith("Tool result withheld by policy") for t in tool_texts)
+
+
+async def test_what_guards_found_reaches_cedar_as_the_runs_risk(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    # A page with an injection is withheld; the run's risk now holds its score and categories,
+    # and a Cedar policy refuses the refund the model asks for next.
+    (tmp_path / "policies.cedar").write_text(
+        '@id("reads")\n'
+        'permit(principal, action, resource) when { resource.side_effects == "read" };\n'
+        '@id("refunds")\n'
+        'permit(principal, action == Tether::Action::"refund", resource);\n'
+        '@id("risky-runs")\n'
+        "forbid(principal, action, resource) when {\n"
+        '  context.risk.score.greaterThan(decimal("0.8")) &&\n'
+        '  context.risk.categories.contains("override")\n'
+        "};\n"
+    )
+
+    @tool(side_effects="write")
+    def refund(order_id: int) -> str:
+        """Refund an order."""
+        return "refunded"
+
+    spec = make_spec(
+        tools=[
+            {"name": "kb_lookup", "side_effects": "read"},
+            {"name": "refund", "side_effects": "write"},
+        ],
+        guards={"rules": [{"guard": "injection", "channels": ["tool_output"]}]},
+        authorization={"policies": ["policies.cedar"]},
+    )
+    agent = Agent(
+        spec,
+        model=ScriptedModel(
+            [
+                {"tool_calls": [{"name": "kb_lookup", "arguments": {"query": "returns"}}]},
+                {"tool_calls": [{"name": "refund", "arguments": {"order_id": 1042}}]},
+                {"text": "{result:refund}"},
+            ]
+        ),
+        tools=[kb_lookup, refund],
+        base_dir=tmp_path,
+        trace=sqlite_url,
+    )
+    result = await agent.run("returns?")
+    refund_result = [m.content for m in result.state.messages if m.name == "refund"]
+    assert refund_result and refund_result[0].startswith("Tool call refused by policy")
+    assert "risky-runs" in refund_result[0]
+    pages["page"] = CLEAN_PAGE  # the same run with a clean page: the refund goes through
+    clean = await agent.run("returns?")
+    assert [m.content for m in clean.state.messages if m.name == "refund"] == ["refunded"]

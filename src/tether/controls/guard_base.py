@@ -30,7 +30,17 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypedDict, Unpack
 
-from tether.controls.pipeline import Control, Decision, Hook, HookContext, Verdict
+from tether.controls.pipeline import (
+    GUARD_CATEGORIES,
+    GUARD_FLAGGED,
+    GUARD_NAME,
+    GUARD_SCORE,
+    Control,
+    Decision,
+    Hook,
+    HookContext,
+    Verdict,
+)
 from tether.core import Outcome
 from tether.tools import ToolResult
 
@@ -45,14 +55,11 @@ CHANNEL_HOOKS: dict[Channel, Hook] = {
 }
 """The hook each channel is judged at."""
 
-# Attributes of a guard's decision event (besides tether.control.* and tether.decision.*).
-GUARD_NAME = "tether.guard.name"
+# Attributes of a guard's decision event (besides tether.control.* and tether.decision.*);
+# the run's risk reads the four defined with it in the pipeline.
 GUARD_CHANNEL = "tether.guard.channel"
 GUARD_ACTION = "tether.guard.action"
-GUARD_FLAGGED = "tether.guard.flagged"
-GUARD_SCORE = "tether.guard.score"
 GUARD_THRESHOLD = "tether.guard.threshold"
-GUARD_CATEGORIES = "tether.guard.categories"
 GUARD_EVIDENCE = "tether.guard.evidence"
 GUARD_LATENCY_MS = "tether.guard.latency_ms"
 

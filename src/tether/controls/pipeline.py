@@ -169,6 +169,38 @@ class RunView(Protocol):
     def tool_history(self) -> Sequence[ToolRecordView]: ...
 
 
+GUARD_NAME = "tether.guard.name"
+GUARD_FLAGGED = "tether.guard.flagged"
+GUARD_SCORE = "tether.guard.score"
+GUARD_CATEGORIES = "tether.guard.categories"
+"""Attributes of a guard's decision (``Decision.details``) that the run's ``RunRisk`` reads."""
+
+
+@dataclass(slots=True)
+class RunRisk:
+    """What the guards have found in a run so far, for controls that decide on it (Cedar
+    policies read it as ``context.risk``). The run scope keeps one per run; the pipeline
+    updates it from every guard verdict."""
+
+    score: float = 0.0
+    """The highest prompt-injection score of the run's texts so far (0 to 1)."""
+    categories: set[str] = field(default_factory=set)
+    """What guards flagged so far (``injection``, ``override``, ``pii.EMAIL_ADDRESS``...)."""
+
+    def note(self, details: Mapping[str, Any]) -> None:
+        """Take in one guard verdict's details."""
+        guard = details.get(GUARD_NAME)
+        if guard is None:
+            return
+        score = details.get(GUARD_SCORE)
+        if guard == "injection" and isinstance(score, int | float):
+            self.score = max(self.score, float(score))
+        if details.get(GUARD_FLAGGED):
+            self.categories.add(str(guard))
+            found = details.get(GUARD_CATEGORIES) or ()
+            self.categories.update(str(c) for c in found)
+
+
 @dataclass(slots=True)
 class HookContext:
     """What a control sees besides the payload."""
@@ -193,6 +225,8 @@ class HookContext:
     """How the run came in: the runtime, the model gateway, the tool gateway, the SDK."""
     agent: AgentRef | None = None
     """The agent the run belongs to (``None`` for a gateway request made without one)."""
+    risk: RunRisk | None = None
+    """What the guards have found in the run so far (``None`` outside a run)."""
 
     @property
     def usage(self) -> Usage:
@@ -311,6 +345,8 @@ class Pipeline:
                 continue
             d = replace(d, control=control.name)
             self._record(ctx, d)
+            if d.details and ctx.risk is not None:
+                ctx.risk.note(d.details)
             if d.stops or d.verdict is Verdict.RESPOND:
                 return d, payload
             if d.verdict is Verdict.MODIFY:

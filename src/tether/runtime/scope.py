@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 from tether.controls import Control, Hook, HookContext, LimitsControl, LoopBreaker, Pipeline
 from tether.controls.limits import limit_message
+from tether.controls.pipeline import RunRisk
 from tether.core import (
     AgentRef,
     Caller,
@@ -260,6 +261,8 @@ class RunScope:
         if system_prompt:
             self.state.messages.append(Message(role="system", content=system_prompt))
         self.message_cache: MessageCache = {}
+        self.risk = RunRisk()
+        """What the guards have found in this run so far (``HookContext.risk``)."""
         self.pipeline = harness.pipeline
         self._record: RunRecord | None = None
         self._root: SpanRecord | None = None
@@ -296,6 +299,7 @@ class RunScope:
             caller=self.caller,
             entry_point=self.entry_point,
             agent=self.agent,
+            risk=self.risk,
             **kw,
         )
 
