@@ -372,3 +372,36 @@ async def test_spotlighting_comes_after_the_guards(sqlite_url: str) -> None:
     assert text.startswith("<<data-") and "[removed] numbers" in text
     names = [c.name for c in agent.controls]
     assert names.index("guard.deny_list") < names.index("spotlight")
+
+
+async def test_a_judge_that_never_answers_times_out_and_fails_closed(sqlite_url: str) -> None:
+    gate = asyncio.Event()
+
+    class Silent(ScriptedModel):
+        async def complete(self, request: Any) -> Any:
+            await gate.wait()
+            raise AssertionError("unreachable")
+
+    agent = Agent(
+        make_spec(),
+        model=ScriptedModel([{"text": "fine"}]),
+        controls=[JudgeGuard(Silent([{"text": "x"}]), "Be polite.", timeout_s=0.05)],
+        trace=sqlite_url,
+    )
+    result = await agent.run("hi")
+    assert result.outcome == "control_error"
+    assert "the judge took more than 0.05s" in (result.stop_reason or "")
+
+
+def test_the_spotlight_key_makes_markers_the_same_across_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TETHER_SPOTLIGHT_KEY", "shared-secret-of-the-replicas")
+    a, b = SpotlightControl("delimit"), SpotlightControl("delimit")
+    assert a.spotlight_for("run-1").tag == b.spotlight_for("run-1").tag
+    assert a.spotlight_for("run-1").tag != a.spotlight_for("run-2").tag
+    shared = a.spotlight_for("run-1").tag
+    monkeypatch.delenv("TETHER_SPOTLIGHT_KEY")  # back to the key drawn when the process started
+    assert a.spotlight_for("run-1").tag != shared
+    explicit = SpotlightControl("delimit", secret=b"shared-secret-of-the-replicas")
+    assert explicit.spotlight_for("run-1").tag == shared
