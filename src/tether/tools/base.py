@@ -67,6 +67,40 @@ class Tool(Protocol):
         ...
 
 
+class SpecToolFields:
+    """The ``Tool`` properties a tool declared in the spec reads from its spec section
+    (``self.spec``: name, side effects, scopes) and its argument schema (``self._parameters``).
+    Tools override ``description`` and ``timeout_s`` where theirs differ."""
+
+    spec: Any
+    _parameters: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.spec.name)
+
+    @property
+    def description(self) -> str:
+        return str(self.spec.description)
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return self._parameters
+
+    @property
+    def side_effects(self) -> SideEffects:
+        value: SideEffects = self.spec.side_effects
+        return value
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        return tuple(self.spec.scopes)
+
+    @property
+    def timeout_s(self) -> float:
+        return float(self.spec.timeout_s)
+
+
 def definition_of(tool: Tool) -> ToolDefinition:
     """The tool as the model sees it."""
     return ToolDefinition(name=tool.name, description=tool.description, parameters=tool.parameters)

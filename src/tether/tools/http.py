@@ -17,7 +17,7 @@ from tether.core import SpecError, ToolArgumentsError, ToolError, describe_excep
 from tether.spec import HttpToolSpec
 from tether.spec.model import URL_FIELD as _ARG
 from tether.tools.addresses import AddressPolicy, Resolver
-from tether.tools.base import DEFAULT_MAX_RESULT_CHARS, SideEffects, ToolResult, clip_result
+from tether.tools.base import DEFAULT_MAX_RESULT_CHARS, SpecToolFields, ToolResult, clip_result
 from tether.tools.function import arguments_model, validate_arguments
 from tether.tools.redaction import Redactor, credential_parts, is_bare_origin, userinfo
 
@@ -101,7 +101,7 @@ def expand_env(
     return _ENV.sub(sub, value)
 
 
-class HttpTool:
+class HttpTool(SpecToolFields):
     """A tool that performs one HTTP request. Only ``allowed_hosts`` are reachable, and only
     on public addresses or in ``allowed_networks`` (checked on the addresses connected to);
     redirects are followed only up to ``max_redirects``, each checked the same way; header
@@ -211,30 +211,6 @@ class HttpTool:
                         hint=f"to reach it on purpose, add allowed_networks: [{host}/"
                         f"{32 if ':' not in host else 128}] to the tool",
                     )
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def description(self) -> str:
-        return self.spec.description
-
-    @property
-    def parameters(self) -> dict[str, Any]:
-        return self._parameters
-
-    @property
-    def side_effects(self) -> SideEffects:
-        return self.spec.side_effects
-
-    @property
-    def scopes(self) -> tuple[str, ...]:
-        return tuple(self.spec.scopes)
-
-    @property
-    def timeout_s(self) -> float:
-        return self.spec.timeout_s
 
     def _client(self) -> httpx.AsyncClient:
         """The running loop's client (one per loop, made on first use). Its connections go

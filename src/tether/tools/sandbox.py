@@ -12,7 +12,7 @@ from tether.sandbox.command import SandboxError
 from tether.sandbox.result import SandboxResult
 from tether.sandbox.runner import Sandbox
 from tether.spec.model import PythonSandboxToolSpec
-from tether.tools.base import SideEffects, ToolResult
+from tether.tools.base import SpecToolFields, ToolResult
 from tether.tools.function import arguments_model, validate_arguments
 
 DEFAULT_DESCRIPTION = (
@@ -26,7 +26,7 @@ TIMEOUT_GRACE_S = 5.0
 _CLIP_NOTE = "\n… [clipped: {} characters in all]"
 
 
-class PythonSandboxTool:
+class PythonSandboxTool(SpecToolFields):
     """Runs the ``code`` argument with :class:`tether.sandbox.Sandbox` under the spec's
     limits. The result is the JSON of a :class:`SandboxResult`; a run that did not exit 0
     (failed, killed, timed out) is an error result. Where the sandbox cannot run, every call
@@ -44,28 +44,12 @@ class PythonSandboxTool:
         self._parameters.pop("title", None)
 
     @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
     def description(self) -> str:
-        return self.spec.description or DEFAULT_DESCRIPTION
-
-    @property
-    def parameters(self) -> dict[str, Any]:
-        return self._parameters
-
-    @property
-    def side_effects(self) -> SideEffects:
-        return self.spec.side_effects
-
-    @property
-    def scopes(self) -> tuple[str, ...]:
-        return tuple(self.spec.scopes)
+        return str(self.spec.description or DEFAULT_DESCRIPTION)
 
     @property
     def timeout_s(self) -> float:
-        return self.spec.timeout_s + TIMEOUT_GRACE_S
+        return float(self.spec.timeout_s) + TIMEOUT_GRACE_S
 
     async def call(self, arguments: dict[str, Any]) -> ToolResult:
         code = validate_arguments(self.name, self._args_model, arguments)["code"]
