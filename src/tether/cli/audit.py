@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from tether.cli import render
-from tether.cli.app import EXIT_ERROR, _open_reader, handle_errors
+from tether.cli.base import EXIT_ERROR, handle_errors, open_reader
 from tether.cli.terminal import PlainStyle, visible
 
 
@@ -26,7 +26,7 @@ def verify(ctx: click.Context, as_json: bool) -> None:
     from tether.store.audit import audit_key
     from tether.store.audit_verify import verify_audit
 
-    reader = _open_reader(ctx)
+    reader = open_reader(ctx)
     with reader.engine.connect() as conn:
         report = verify_audit(conn, audit_key())
     problem = report.problem
@@ -62,7 +62,7 @@ def list_entries(ctx: click.Context, after: int, limit: int, as_json: bool) -> N
     """Show audit entries in order, from seq AFTER + 1."""
     from tether.store.audit import iter_audit
 
-    reader = _open_reader(ctx)
+    reader = open_reader(ctx)
     with reader.engine.connect() as conn:
         entries = [e for e, _a, _d in iter_audit(conn, after=after, limit=limit)]
     if as_json:

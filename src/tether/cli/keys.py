@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from tether.cli import render
-from tether.cli.app import database_url, handle_errors
+from tether.cli.base import database_url, handle_errors
 from tether.cli.options import TEXT
 from tether.cli.terminal import visible
 from tether.core import TetherError

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tether.cli import render
-from tether.cli.app import EXIT_ERROR, handle_errors
+from tether.cli.base import EXIT_ERROR, handle_errors
 from tether.cli.terminal import PlainStyle, visible
 from tether.core import SpecError
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from tether.cli import render
-from tether.cli.app import EXIT_ERROR, EXIT_OK, EXIT_STOPPED, handle_errors
+from tether.cli.base import EXIT_ERROR, EXIT_OK, EXIT_STOPPED, handle_errors
 from tether.cli.terminal import visible
 from tether.core import TetherError
 from tether.sandbox.limits import (

@@ -10,7 +10,7 @@ import time
 
 import click
 
-from tether.cli.app import database_url, handle_errors
+from tether.cli.base import database_url, handle_errors
 from tether.core import TetherError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

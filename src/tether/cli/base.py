@@ -1,0 +1,212 @@
+"""What every ``tether`` command shares: the consoles, exit codes, error handling (a clear
+message and exit code 1 instead of a traceback), the store URL and the store reader."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shlex
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import click
+
+from tether.cli import render
+from tether.cli.terminal import LazyConsole, escape
+from tether.core import Settings, SpecError, StoreError, TetherError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from tether.runtime import SpecCheck
+    from tether.store import StoreReader
+    from tether.trace import BatchingWriter
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_STOPPED = 3
+"""``tether run``: the run ended without a final answer (limit, loop, block, pause)."""
+
+# Piped output (make, CI logs) gets 120 columns instead of rich's 80 so tables stay readable.
+_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
+# emoji=False: ":thumbs_up:" in an answer is text, not a picture (and rich's emoji table is
+# not loaded).
+console = cast("Console", LazyConsole(width=_WIDTH, emoji=False))
+err_console = cast("Console", LazyConsole(stderr=True, width=_WIDTH, emoji=False))
+
+
+# The runtime, the store (SQLAlchemy, Alembic) and httpx are imported when a command uses
+# them, not with this module: `tether --help` and `tether validate` start in a fraction of the
+# time.
+def check_spec(path: Path, *args: Any, **kwargs: Any) -> SpecCheck:
+    """``tether.runtime.check_spec``."""
+    from tether.runtime import check_spec as check
+
+    return check(path, *args, **kwargs)
+
+
+def writer_for(url: str) -> BatchingWriter:
+    """``tether.trace.writer_for``: the process's trace writer for a store."""
+    from tether.trace import writer_for as writer
+
+    return writer(url)
+
+
+def handle_errors(func: F) -> F:
+    """Turn Tether errors into a clear message and exit code 1 instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except TetherError as exc:
+            if kwargs.get("as_json"):  # scripts asked for JSON: errors come as JSON too
+                error: dict[str, Any] = {"error": exc.message, "hint": exc.hint}
+                if isinstance(exc, SpecError) and exc.problems:
+                    error["problems"] = exc.problems
+                click.echo(render.dumps(error))
+                sys.exit(EXIT_ERROR)
+            # escape(): rich markup escaped and control characters shown (the message may
+            # quote a model's output, a tool's error, a file name).
+            # soft_wrap: never break a path or a command across lines; the terminal wraps it.
+            err_console.print(
+                f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True
+            )
+            if exc.hint:
+                err_console.print(
+                    f"[dim]hint: {escape(exc.hint)}[/]", highlight=False, soft_wrap=True
+                )
+            sys.exit(EXIT_ERROR)
+        except click.ClickException:
+            raise  # a usage error found by the command itself: click says it
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): main() ends quietly
+        except KeyboardInterrupt:
+            err_console.print("interrupted; an unfinished run is recorded as failed")
+            sys.exit(130)
+        except Terminated as exc:
+            err_console.print(
+                f"terminated by {exc.signal_name}; an unfinished run is recorded as failed",
+                highlight=False,
+            )
+            raise
+        except Exception as exc:
+            if os.environ.get("TETHER_DEBUG"):
+                raise
+            err_console.print(
+                f"[bold red]unexpected error:[/] {type(exc).__name__}: {escape(str(exc))}\n"
+                "[dim]run again with TETHER_DEBUG=1 for the traceback, and please report it[/]",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(EXIT_ERROR)
+        finally:
+            _close_writers()
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _close_writers() -> None:
+    """Flush and close the trace writers, if this command opened any."""
+    recorder = sys.modules.get("tether.trace.recorder")
+    if recorder is not None:
+        recorder.close_writers()
+
+
+def tether_command(ctx: click.Context) -> str:
+    """How to call tether again against the same store (for the hints we print)."""
+    arg0 = sys.argv[0]
+    on_path = shutil.which("tether")
+    invoked_by_path = "/" in arg0 and arg0.endswith("/tether")
+    if invoked_by_path and (on_path is None or Path(on_path).resolve() != Path(arg0).resolve()):
+        program = arg0  # e.g. .venv/bin/tether, as `make demo` runs it
+    else:
+        program = "tether"
+    url: str | None = ctx.obj.get("database_url") if ctx.obj else None
+    if url and not os.environ.get("TETHER_DATABASE_URL"):
+        from tether.store import redact_url
+
+        return f"{program} --database-url {shlex.quote(redact_url(url))}"
+    return program
+
+
+def database_url(ctx: click.Context) -> str:
+    url: str | None = ctx.obj.get("database_url") if ctx.obj else None
+    return url or Settings.from_env().database_url
+
+
+class Terminated(SystemExit):
+    """SIGTERM, raised where the main thread is, so the run unwinds like on Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signal_name = signal.Signals(signum).name
+
+
+def open_reader(ctx: click.Context) -> StoreReader:
+    """The trace store for reading, once what a killed process left in its trace journal is
+    written (here, once: no writer is started). A store that cannot be opened is one error
+    (``StoreError``), said at once; a SQLite file this process cannot write is read as it
+    is, read-only, and its journal left for a command that can write it."""
+    from tether.store import Store, StoreReader, create_store_engine
+    from tether.store.db import sqlite_read_only
+    from tether.trace.journal import undelivered
+    from tether.trace.recorder import journal_for
+    from tether.trace.recovery import deliver_orphans
+
+    url = database_url(ctx)
+    read_only = sqlite_read_only(url)
+    engine = create_store_engine(url, read_only=read_only)
+    reader = StoreReader(url, engine=engine, connect=False)
+    reader.ensure_ready()
+    directory = journal_for(url)
+    segments, records = (0, 0) if directory is None else undelivered(directory)
+    if read_only and records:
+        warn(
+            f"{records} trace record(s) in the journal {directory} wait for this store, which "
+            "is read-only here; they are written by the next tether command that can write it"
+        )
+    elif segments and directory is not None:
+        # A process died: write what it left, and close its unfinished runs.
+        try:
+            deliver_orphans(directory, Store(url, engine=engine, connect=False))
+        except StoreError as exc:
+            warn(
+                f"trace records that a stopped process left in the journal {directory} cannot "
+                f"be written now ({exc.message}); they are kept there, and the newest traces "
+                "may be incomplete"
+            )
+    return reader
+
+
+def warn_stranded_journals(ctx: click.Context) -> None:
+    """One line on stderr when the journal holds records for stores other than this one
+    (runs made with another URL), naming them without credentials and how to deliver them."""
+    from tether.trace.recorder import stranded_journals
+
+    stranded = stranded_journals(database_url(ctx))
+    if not stranded:
+        return
+    records = sum(s.records for s in stranded)
+    named = [
+        f"{s.store} ({s.records} records)"
+        if s.store
+        else f"a store an older Tether did not name ({s.records} records in {s.directory})"
+        for s in stranded[:3]
+    ]
+    more = f" and {len(stranded) - 3} more" if len(stranded) > 3 else ""
+    warn(
+        f"{records} trace record(s) in the journal were never delivered to their store: "
+        f"{', '.join(named)}{more}; to deliver them, run `tether --database-url URL traces "
+        "list` with that store's URL (and its user and password)"
+    )
+
+
+def warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
