@@ -463,7 +463,7 @@ def test_rejected_record_is_skipped_and_the_rest_of_its_batch_lands(
 
     assert writer.flush(timeout=30)
     assert writer.dropped == 2
-    assert writer.last_error is not None
+    assert writer.last_rejection is not None
     assert store.get_run(run.trace_id) == ended
     assert store.get_spans(run.run_id) == [good_before, good_after]
     assert store.get_events(run.run_id) == [good_event]
@@ -523,7 +523,7 @@ def test_writer_failure_messages_do_not_contain_record_content(
         writer.span(orphan)
         assert writer.flush(timeout=30)
     assert writer.dropped == 1
-    assert writer.last_error is not None and "hunter2" not in writer.last_error
+    assert writer.last_rejection is not None and "hunter2" not in writer.last_rejection
     assert caplog.records and "rejected" in caplog.text
     assert "hunter2" not in caplog.text
 

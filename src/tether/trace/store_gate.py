@@ -34,6 +34,16 @@ _STORE_LEVEL_SQLSTATES = {
 }
 
 
+STATEMENT_TIMEOUT = "57014"
+"""query_canceled: PostgreSQL's statement_timeout cut the statement off."""
+
+
+def timed_out(exc: StoreError) -> bool:
+    """The database cut the statement off (its statement timeout): the store is up, but this
+    batch may be too big to write in the time allowed."""
+    return _sqlstate(exc) == STATEMENT_TIMEOUT
+
+
 def _sqlstate(exc: StoreError) -> str | None:
     orig = getattr(exc.__cause__, "orig", None)
     state = getattr(orig, "sqlstate", None)

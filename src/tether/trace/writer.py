@@ -47,7 +47,7 @@ from tether.trace.journal import (
 )
 from tether.trace.recovery import Queued, discard, replay_orphans, to_batch
 from tether.trace.sink import NullSink, TraceSink
-from tether.trace.store_gate import StoreGate, StoreUnavailable, must_wait
+from tether.trace.store_gate import StoreGate, StoreUnavailable, must_wait, timed_out
 
 __all__ = ["BatchingWriter", "NullSink", "TraceSink"]
 
@@ -82,6 +82,10 @@ class BatchingWriter:
         self.flush_interval_s = flush_interval_s
         self.max_backoff_s = max_backoff_s
         self.last_error: str | None = None
+        """Why the store cannot take records now; None while it can."""
+        self.last_rejection: str | None = None
+        """Why the store last refused a record outright (it was skipped, and counted in
+        ``dropped``); kept after later writes succeed."""
         self.journal_error: str | None = None
         """Why the journal could not be used (records not yet written are then lost if the
         process dies); None while it protects them, or when there is none to use."""
@@ -363,16 +367,28 @@ class BatchingWriter:
         except Exception as exc:  # never let recovery kill the writer thread
             log.error("replaying the trace journal %s failed: %s", self.journal_dir, exc)
 
-    def _retrying(self, call: Callable[[], T]) -> T:
+    def _retrying(self, call: Callable[[], T], *, split_after_timeouts: int | None = None) -> T:
         """``call()`` on the store, retried with backoff while the store is unreachable or
         locked, or cannot take records (the records stay queued and journaled meanwhile);
-        other ``StoreError``s (a record rejected) propagate."""
+        other ``StoreError``s (a record rejected) propagate. With ``split_after_timeouts``,
+        a call the database's statement timeout cuts off that many times in a row propagates
+        too, so that a batch too big to write in the time allowed is written in pieces
+        instead of being retried forever."""
         backoff = 0.05
+        timeouts = 0
         while True:
             try:
                 result = self._gate.call(call)
             except StoreError as exc:
                 if not must_wait(exc):
+                    raise
+                timeouts = timeouts + 1 if timed_out(exc) else 0
+                if split_after_timeouts is not None and timeouts >= split_after_timeouts:
+                    log.warning(
+                        "%s (%d times in a row); writing this batch in smaller pieces",
+                        exc.message,
+                        timeouts,
+                    )
                     raise
                 if self._outage is not type(exc):  # said once per outage (and kind of it)
                     self._log_outage(exc)
@@ -396,23 +412,63 @@ class BatchingWriter:
             log.warning("%s; retrying, trace records are kept %s", exc.message, where)
 
     def _write_with_retry(self, items: list[Queued], *, replay: bool = False) -> None:
+        if len(items) == 1:
+            self._write_one(items, replay=replay)
+            return
+        batch = to_batch(items)
         try:
-            self._retrying(lambda: self.store.write(to_batch(items), skip_existing=replay))
-        except StoreError:  # rejected outright: find the record(s) at fault
-            self._write_one_by_one(items, replay=replay)
+            self._retrying(
+                lambda: self.store.write(batch, skip_existing=replay),
+                split_after_timeouts=_TIMEOUTS_BEFORE_SPLIT,
+            )
+        except StoreError:  # rejected outright, or too big for the statement timeout
+            middle = len(items) // 2  # each half written, and halved again if refused too
+            self._write_with_retry(items[:middle], replay=replay)
+            self._write_with_retry(items[middle:], replay=replay)
 
-    def _write_one_by_one(self, items: list[Queued], *, replay: bool = False) -> None:
-        for item in items:
-            batch = to_batch([item])
+    def _write_one(self, items: list[Queued], *, replay: bool = False) -> None:
+        """One record. Rejected by the store on its own, it is skipped, and said; so is one
+        that the statement timeout cuts off time after time while the tables answer at once
+        (a record too big to write in the time allowed would hold up everything queued
+        behind it for ever). One the store cannot take for now waits, like any record."""
+        batch = to_batch(items)
+        while True:
             try:
-                self._gate.call(lambda: self.store.write(batch, skip_existing=replay))  # noqa: B023
+                self._retrying(
+                    lambda: self.store.write(batch, skip_existing=replay),
+                    split_after_timeouts=_TIMEOUTS_BEFORE_SPLIT,
+                )
+                return
             except StoreError as exc:
-                if must_wait(exc):
-                    self._write_with_retry([item], replay=replay)
-                    continue
-                self.dropped += 1
-                self.last_error = exc.message
-                log.error("trace record rejected by the store and skipped: %s", exc.message)
+                why = exc.message
+                if timed_out(exc):
+                    if not self._tables_answer():
+                        continue  # the store is slow for everyone: this record waits too
+                    why += (
+                        ": writing this one record takes longer than the store's statement "
+                        "timeout allows (TETHER_DB_STATEMENT_TIMEOUT_S), while its tables "
+                        "answer at once"
+                    )
+            self.dropped += 1
+            self.last_rejection = why
+            log.error("trace record rejected by the store and skipped: %s", why)
+            return
+
+    def _tables_answer(self) -> bool:
+        """Whether the trace tables can be read within the statement timeout now (they are
+        not locked, the server is not overloaded)."""
+        from sqlalchemy import text
+
+        try:
+            with self.store.engine.connect() as conn:
+                conn.execute(text("SELECT 1 FROM tether_runs, tether_spans, tether_events LIMIT 0"))
+        except Exception:
+            return False
+        return True
+
+
+_TIMEOUTS_BEFORE_SPLIT = 3
+"""Statement timeouts in a row after which a batch is written in halves."""
 
 
 class _Stopped(Exception):
