@@ -154,3 +154,19 @@ def test_records_in_a_folder_named_by_an_older_tether_are_delivered(pg_url: str)
     assert writer.flush(timeout=60)
     assert writer.store.get_run(trace_id).status == "failed"  # its process is gone
     assert not legacy.exists()
+
+
+def test_a_huge_store_name_file_is_not_read_whole_and_is_replaced(tmp_path: Path) -> None:
+    """A 50 MB ``store.json`` (not one Tether wrote) is refused after 64 KB, not loaded into
+    memory, and naming the store again replaces it."""
+    from tether.trace.journal import read_identity, write_identity
+
+    folder = tmp_path / "journal"
+    folder.mkdir()
+    huge = folder / "store.json"
+    with huge.open("wb") as file:
+        file.write(b'{"store": "' + b"x" * (50 * 1024 * 1024) + b'"}')
+    assert read_identity(folder) is None
+    write_identity(folder, "sqlite:///somewhere/tether.db")
+    assert read_identity(folder) == "sqlite:///somewhere/tether.db"
+    assert huge.stat().st_size < 1024

@@ -83,6 +83,16 @@ def journal_dir(home: Path, store: str) -> Path:
 
 
 _IDENTITY_FILE = "store.json"
+_IDENTITY_MAX_BYTES = 64 * 1024
+"""More than a store's name ever takes: a bigger file is not ours, and is not read whole."""
+
+
+def _read_identity_text(path: Path) -> str:
+    with path.open("rb") as file:
+        data = file.read(_IDENTITY_MAX_BYTES + 1)
+    if len(data) > _IDENTITY_MAX_BYTES:
+        raise ValueError(f"{path} is larger than {_IDENTITY_MAX_BYTES} bytes")
+    return data.decode()
 
 
 def write_identity(directory: Path, identity: str) -> None:
@@ -91,9 +101,9 @@ def write_identity(directory: Path, identity: str) -> None:
     path = directory / _IDENTITY_FILE
     text = json.dumps({"tether_journal": JOURNAL_VERSION, "store": identity}) + "\n"
     try:
-        if path.read_text() == text:
+        if _read_identity_text(path) == text:
             return
-    except (OSError, UnicodeDecodeError):
+    except (OSError, ValueError):
         pass
     temporary = directory / f".{_IDENTITY_FILE}.{os.getpid()}-{secrets.token_hex(4)}"
     temporary.write_text(text)
@@ -103,7 +113,7 @@ def write_identity(directory: Path, identity: str) -> None:
 def read_identity(directory: Path) -> str | None:
     """The store a journal folder belongs to; None for a folder of an older Tether."""
     try:
-        store = json.loads((directory / _IDENTITY_FILE).read_text()).get("store")
+        store = json.loads(_read_identity_text(directory / _IDENTITY_FILE)).get("store")
     except (OSError, ValueError, AttributeError):
         return None
     return store if isinstance(store, str) else None
