@@ -146,3 +146,18 @@ def test_rules_stay_linear_on_100kb_adversarial_input(rule: Any) -> None:
         for _ in rule.pattern.finditer(text, timeout=30.0):
             pass
         match_rules(text)
+
+
+def test_the_fast_patterns_find_what_the_rules_find() -> None:
+    # match_rules runs each rule through the standard re where it compiles (faster): it must
+    # match exactly where the regex-module pattern does.
+    from tether.guards.injection_rules import FAST_PATTERNS
+
+    texts = [*EXAMPLES.values(), *(e.upper() for e in EXAMPLES.values())]
+    texts += [" ".join(EXAMPLES.values()), "\n".join(EXAMPLES.values()), "\u0130gnore \u017fystem"]
+    for rule in RULES:
+        fast = FAST_PATTERNS[rule.name]
+        for text in texts:
+            for pos in range(len(text)):
+                a, b = rule.pattern.match(text, pos), fast.match(text, pos)
+                assert (a and a.span()) == (b and b.span()), (rule.name, text, pos)

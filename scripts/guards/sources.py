@@ -398,7 +398,11 @@ def main() -> None:
         ("agentprobe-injection", [agentprobe_injection]),
     ]
     known = OUT / "licenses.json"
-    licenses = {n: v["license"] for n, v in json.loads(known.read_text()).items()} if known.exists() else {}
+    licenses = (
+        {n: v["license"] for n, v in json.loads(known.read_text()).items()}
+        if known.exists()
+        else {}
+    )
     for name, extractors in jobs:
         if args.only and name not in args.only:
             continue

@@ -15,7 +15,9 @@ strings.
 
 from __future__ import annotations
 
+import re as _stdre
 from dataclasses import dataclass
+from typing import Any
 
 import regex as re
 
@@ -312,7 +314,9 @@ RULES: tuple[Rule, ...] = (
         "tool_instruction.call_tool",
         "tool_instruction",
         "call,use,invoke,run,execute,trigger",
-        r"\s+(?:the\s+)?`?[a-z][a-z0-9]{1,30}_[a-z0-9_]{1,30}`?(?:\s+(?:tool|function|action|"
+        # Possessive runs: an identifier never gives characters back (no character of it can
+        # start what follows), so a long one costs one pass, not 30 x 30 retries.
+        r"\s+(?:the\s+)?`?[a-z][a-z0-9]{1,30}+_[a-z0-9_]{1,30}+`?(?:\s+(?:tool|function|action|"
         r"endpoint|command))?\s+(?:with|to|on|and|using|passing)\b",
     ),
     _r(
@@ -370,7 +374,7 @@ RULES: tuple[Rule, ...] = (
         rf"api\s+keys?|secrets?|tokens?|ssn|social\s+security|(?:full|complete|entire|all)\s+"
         rf"(?:customer\s+|user\s+|account\s+)?(?:records?|data|details|files|information)|"
         rf"private\s+keys?|system\s+prompt|environment\s+variables?)\b[^\n]{{0,80}}?"
-        rf"(?:\bto\b|\binto\b|->)\s*(?:https?://|[\w.+-]{{1,64}}@[\w-]{{1,63}}\.)",
+        rf"(?:\bto\b|\binto\b|->)\s*(?:https?://|[\w.+-]{{1,64}}+@[\w-]{{1,63}}+\.)",
     ),
     # --- authority: claims of rank or mandate aimed at the model
     _r(
@@ -471,7 +475,25 @@ def _index() -> tuple[dict[str, list[tuple[str, Rule]]], dict[str, list[tuple[st
     return by_word, by_prefix
 
 
+def _fast(rule: Rule) -> Any:
+    """The rule's pattern compiled by the standard ``re`` (about three times faster per match
+    than ``regex``), or the ``regex`` pattern where ``re`` cannot compile it (a variable-width
+    look-behind). ``tests/test_guards_rules.py`` checks both find the same matches."""
+    try:
+        return _stdre.compile(rule.pattern.pattern, _stdre.IGNORECASE)
+    except _stdre.error:
+        return rule.pattern
+
+
+FAST_PATTERNS: dict[str, Any] = {rule.name: _fast(rule) for rule in RULES}
+"""What ``match_rules`` runs, by rule name."""
+
 _BY_WORD, _BY_PREFIX = _index()
+_BY_FIRST_CHAR: dict[str, list[tuple[str, list[tuple[str, Rule]]]]] = {}
+for _prefix, _entries in _BY_PREFIX.items():
+    _BY_FIRST_CHAR.setdefault(_prefix[0], []).append((_prefix, _entries))
+"""The symbol-led start phrases grouped by their first character: a text without ``<`` skips
+every ``<…`` phrase after one search."""
 MAX_HITS_PER_RULE = 8
 
 
@@ -494,16 +516,19 @@ def match_rules(
     candidates: list[tuple[str, Rule]] = []
     for word in words & _BY_WORD.keys():
         candidates.extend(_BY_WORD[word])
-    for prefix, entries in _BY_PREFIX.items():
-        if prefix in lowered:
-            candidates.extend(entries)
+    for first, group in _BY_FIRST_CHAR.items():
+        if first in lowered:
+            for prefix, entries in group:
+                if prefix in lowered:
+                    candidates.extend(entries)
     found: dict[str, list[RuleHit]] = {}
     total = 0
     for phrase, rule in candidates:
         got = found.setdefault(rule.name, [])
+        match = FAST_PATTERNS[rule.name].match
         pos = lowered.find(phrase)
         while pos >= 0 and len(got) < MAX_HITS_PER_RULE:
-            m = rule.pattern.match(subject, pos)
+            m = match(subject, pos)
             if m is not None and not any(h.start <= m.start() < h.end for h in got):
                 got.append(RuleHit(rule.name, rule.category, m.start(), m.end()))
                 total += 1
