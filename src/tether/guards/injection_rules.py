@@ -65,6 +65,9 @@ CATEGORIES = (
     "authority",
     "secrecy",
     "persistence",
+    "secret_access",
+    "data_upload",
+    "agent_task",
 )
 """The categories rules (and so verdicts) use, besides ``classifier``, ``hidden_content`` and
 ``encoded_content``, which the detector adds."""
@@ -341,6 +344,60 @@ RULES: tuple[Rule, ...] = (
         "",
         word=False,
     ),
+    # --- secret_access: print or read credentials (the first step of exfiltration by a
+    # coding agent); benign docs name the variables too, so these only weigh in the combiner
+    _r(
+        "secret_access.print_secret",
+        "secret_access",
+        "echo,print,printf,cat,dump,output,show,display,reveal,paste,include,log",
+        r"\s+(?:the\s+(?:value\s+of\s+)?)?[\"'`]?\$\{?[a-z0-9_]{0,40}"
+        r"(?:key|token|secret|password|passwd|credentials?|database_url)\b",
+    ),
+    _r(
+        "secret_access.secret_file",
+        "secret_access",
+        "cat,print,paste,upload,send,post,base64,base64-encode,attach,include,output,dump,exfil",
+        r"\b[^\n]{0,60}?(?:\.env\b(?!\.example)|id_rsa|id_ed25519|\.aws/credentials|"
+        r"/etc/shadow|credentials\.json|\.npmrc|\.pypirc|\.netrc|kubeconfig|\.ssh/)",
+    ),
+    _r(
+        "secret_access.dump_env",
+        "secret_access",
+        "printenv,env,os.environ,process.env",
+        r"(?:\s*\||\s*>|\s+\|\s*(?:curl|nc|wget|base64))",
+        word=False,
+    ),
+    # --- data_upload: send data to a host (API docs do this too: weighs in the combiner only)
+    _r(
+        "data_upload.curl_post",
+        "data_upload",
+        "curl,wget,http,https",
+        r"\b[^\n]{0,160}?(?:\s-d\s|--data|--data-binary\s+@|\s-F\s|--upload-file|"
+        r"\s-T\s|--post-file|--post-data)",
+    ),
+    _r(
+        "data_upload.send_to_host",
+        "data_upload",
+        "send,upload,post,forward,push,sync,mirror,copy",
+        r"\b[^\n]{0,80}?\b(?:to|into)\s+(?:https?://|[a-z0-9-]{1,63}+\.(?:io|net|com|org|"
+        r"help|example|xyz|site)\b)",
+    ),
+    # --- agent_task: steps addressed to whoever (or whatever) does the work
+    _r(
+        "agent_task.automated",
+        "agent_task",
+        "automated,autonomous,ai,llm,coding",
+        r"\s+(?:coding\s+)?(?:agents?|assistants?|contributors?|tools?|reviewers?|bots?)\b"
+        r"[^\n]{0,60}?\b(?:must|should|need\s+to|are\s+required|have\s+to|please)\b",
+    ),
+    _r(
+        "agent_task.before_changes",
+        "agent_task",
+        "before making,before you make,before you start,before starting,before doing,"
+        "before any,first,step 0",
+        r"\b[^\n]{0,60}?\b(?:run|execute|send|upload|print|echo|curl|delete|disable|add|"
+        r"install|paste|include)\b",
+    ),
     # --- exfiltration: data out through a link, an image or a message
     _r(
         "exfiltration.markdown_image_data",
@@ -470,6 +527,10 @@ def _index() -> tuple[dict[str, list[tuple[str, Rule]]], dict[str, list[tuple[st
             first = _WORD.match(phrase)
             if first is not None and ord(phrase[0]) < 0x250:
                 by_word.setdefault(first.group(0), []).append((phrase, rule))
+                if first.group(0) == phrase:
+                    # A one-word phrase may be followed by "s" ("agents" for "agent"): the
+                    # text's word set holds the plural.
+                    by_word.setdefault(phrase + "s", []).append((phrase, rule))
             else:
                 by_prefix.setdefault(phrase[:2], []).append((phrase, rule))
     return by_word, by_prefix
