@@ -1,9 +1,12 @@
-"""Evaluate the prompt-injection detector on the dev split held out by source.
+"""Evaluate the prompt-injection detector on real sources held out from training.
 
 Prints recall and false-positive rate per channel (user, tool_output, document), for
 
-- real items: the packages in ``scripts/guards/dataset.py:DEV_SOURCES`` (never used in
-  training or tuning), with the DAN-style jailbreaks reported on their own line;
+- real items of one part of the held-out sources (``scripts/guards/dataset.py``): ``--part tune``
+  (the default: sources whose figures may be looked at during development) or ``--part final``
+  (frozen on 2026-11-24; its digest is checked; run it once per release of the model and say so
+  in docs/guards.md), never used in training or to set a threshold, with the DAN-style
+  jailbreaks reported on their own line;
 - synthetic items: the generator's dev split (carriers from Tether's dependencies' docstrings and
   code, payload phrasings and hard negatives that training never saw);
 
@@ -12,8 +15,8 @@ model's per-channel thresholds are used (or ``--threshold``).
 
 Usage::
 
-    python benchmarks/eval_guards.py [--synthetic 1500] [--threshold T] [--model PATH] [--json]
-        [--errors]
+    python benchmarks/eval_guards.py [--part tune|final] [--synthetic 1500] [--threshold T]
+        [--model PATH] [--json] [--errors]
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ def latency(det: InjectionDetector, texts: list[str], rounds: int) -> dict[str, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("tune", "final"), default="tune")
     parser.add_argument("--synthetic", type=int, default=1500)
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--model", default=None)
@@ -96,7 +100,10 @@ def main() -> int:
     args = parser.parse_args()
 
     det = InjectionDetector(args.threshold, model=load_model(args.model))
-    real = dataset.real_split("dev")
+    real = dataset.real_split(args.part)
+    if args.part == "final" and dataset.digest(real) != dataset.FINAL_SHA256:
+        print("error: the frozen final part has changed (digest mismatch)", file=sys.stderr)
+        return 2
     synthetic = generate.build(args.synthetic, dev=True, seed=71)
 
     by_channel: dict[str, list[tuple[int, bool]]] = defaultdict(list)
@@ -138,6 +145,7 @@ def main() -> int:
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "python": platform.python_version(),
+        "part": args.part,
         "thresholds": det.thresholds,
         "real_dev": {k: _rates(v) for k, v in real_table.items()},
         "real_dev_by_source": {k: _rates(v) for k, v in sorted(by_source.items())},
@@ -149,7 +157,9 @@ def main() -> int:
         print(json.dumps(result, indent=2))
         return 0
     lines = [
-        f"Prompt-injection detector, dev split held out by source (thresholds {det.thresholds})",
+        f"Prompt-injection detector, held-out real sources, part {args.part!r} "
+        f"({', '.join(sorted({it['source'] for it in real}))})",
+        f"thresholds {det.thresholds}",
         "",
     ]
     lines += _table("Real held-out items, by channel", real_table)
@@ -171,7 +181,9 @@ def main() -> int:
         f"{TARGET_FPR}: {'met' if ok else 'NOT met'})"
     ]
     print("\n".join(lines))
-    if args.errors:
+    if args.errors and args.part == "final":
+        print("\n(--errors is not printed for the final part: it stays unread)")
+    elif args.errors:
         print("\nErrors on real held-out items (id, label, score, categories, text):")
         for ident, label, score, cats, text in errors:
             print(f"- {ident} label={label} score={score} {list(cats)}\n    {text[:300]!r}")

@@ -10,13 +10,24 @@ REAL = Path(__file__).resolve().parents[2] / "guards_data" / "real"
 
 TRAIN_SOURCES = ("bastioncorpus", "bastionprobe", "nullsec-promptinject")
 """Real sources used as training seeds (their DAN-style items excepted)."""
-DEV_SOURCES = (
+TUNE_SOURCES = (
     "agent-injection-bench",
     "hermes-jailbench",
-    "inspect-evals/ipi_coding_agent",
     "inspect-evals/agent_threat_bench",
 )
-"""Real sources held out for evaluation: never seen in training or tuning."""
+"""Held-out real sources for development: never trained on and never used to set a threshold,
+but their figures (and errors) may be looked at while the detector is developed."""
+FINAL_SOURCES = (
+    "inspect-evals/ipi_coding_agent",
+    "raginject",
+    "agentprobe-injection",
+)
+"""Held-out real sources frozen on 2026-11-24 before any change of that session: read only by
+``benchmarks/eval_guards.py --final``, once per release of the model (see docs/guards.md)."""
+DEV_SOURCES = TUNE_SOURCES + FINAL_SOURCES
+"""Every real source held out from training."""
+FINAL_SHA256 = "8dab1c001661c6924e36655b2e8f5b8cc3cb17f8df9a2907de754e226ba34c9b"
+"""SHA-256 of the final part's items (sorted JSON lines): the frozen part has not changed."""
 
 
 def load_real() -> list[dict[str, Any]]:
@@ -29,9 +40,22 @@ def load_real() -> list[dict[str, Any]]:
 
 
 def real_split(split: str) -> list[dict[str, Any]]:
-    """The real items of ``train`` (DAN family dropped) or ``dev`` sources."""
-    sources = TRAIN_SOURCES if split == "train" else DEV_SOURCES
+    """The real items of ``train`` (DAN family dropped), ``tune``, ``final`` or ``dev`` (both)."""
+    sources = {
+        "train": TRAIN_SOURCES,
+        "tune": TUNE_SOURCES,
+        "final": FINAL_SOURCES,
+        "dev": DEV_SOURCES,
+    }[split]
     items = [it for it in load_real() if it["source"] in sources]
     if split == "train":
         items = [it for it in items if not it["dan"]]
     return items
+
+
+def digest(items: list[dict[str, Any]]) -> str:
+    """SHA-256 of ``items`` as sorted canonical JSON lines."""
+    import hashlib
+
+    lines = sorted(json.dumps(it, sort_keys=True, ensure_ascii=False) for it in items)
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()

@@ -23,8 +23,9 @@ import random
 from typing import Any
 
 import benign
+import benign_rich
 import carriers
-from payloads import make_payload, obfuscate
+from payloads import DEV_GOALS, make_payload, obfuscate
 
 Item = dict[str, Any]
 CHANNELS = ("user", "tool_output", "document")
@@ -83,40 +84,87 @@ class CarrierPool:
 
     def __init__(self, dev: bool) -> None:
         texts = carriers.dependency_carriers() if dev else carriers.stdlib_carriers()
+        self.dev = dev
         self.docs = [c.text for c in texts if c.kind == "doc"]
         self.code = [c.text for c in texts if c.kind == "code"]
+        extra = carriers.readme_carriers(dev) + ([] if dev else carriers.pydoc_carriers())
+        self.readmes = [c.text for c in extra] or self.docs
 
     def document(self, rng: random.Random) -> str:
         r = rng.random()
-        if r < 0.55:
+        if r < 0.25:
             return rng.choice(self.docs)
-        if r < 0.7:
+        if r < 0.4:
+            return rng.choice(self.readmes)
+        if r < 0.45:
             return benign.policy_doc(rng)
-        if r < 0.8:
+        if r < 0.5:
             return benign.memory_entry(rng)
-        if r < 0.9:
+        if r < 0.55:
             return benign.email(rng)
-        return "\n\n".join(rng.sample(self.docs, 3))
+        return benign_rich.document(rng, self.dev)[0]
 
     def tool_output(self, rng: random.Random) -> str:
         r = rng.random()
-        if r < 0.35:
+        if r < 0.2:
             return rng.choice(self.code)
-        if r < 0.6:
+        if r < 0.3:
             return benign.email(rng)
-        if r < 0.8:
+        if r < 0.42:
             return benign.record(rng, rng.choice(self.docs).split("\n", 1)[0])
-        return rng.choice(self.docs)
+        if r < 0.5:
+            return rng.choice(self.docs if rng.random() < 0.5 else self.readmes)
+        return benign_rich.tool_output(rng, self.dev)[0]
 
     def user(self, rng: random.Random) -> str:
-        if rng.random() < 0.3:
+        r = rng.random()
+        if r < 0.15:
             return benign.short_request(rng)
-        return benign.user_request(
-            rng,
-            rng.choice(self.docs)[:1500],
-            rng.choice(self.docs)[:800],
-            rng.choice(self.code)[:1500],
-        )
+        if r < 0.45:
+            return benign.user_request(
+                rng,
+                rng.choice(self.docs)[:1500],
+                rng.choice(self.docs)[:800],
+                rng.choice(self.code)[:1500],
+            )
+        return benign_rich.user_task(rng, self.dev)
+
+    def coding(self, rng: random.Random, channel: str) -> tuple[str, bool]:
+        """A carrier a coding agent reads, and whether it is code or config (where text is
+        put in comments)."""
+        if channel == "document":
+            if rng.random() < 0.6:
+                return benign_rich.readme(rng, self.dev), False
+            return rng.choice(self.readmes), False
+        r = rng.random()
+        if r < 0.25:
+            return rng.choice(self.code), True
+        if r < 0.45:
+            return benign_rich.code_file(rng, self.dev), True
+        if r < 0.6:
+            return benign_rich.config_file(rng, self.dev), True
+        if r < 0.8:
+            return benign_rich.issue(rng, self.dev), False
+        if r < 0.9:
+            return benign_rich.code_review(rng, self.dev), False
+        return benign_rich.ticket(rng, self.dev), False
+
+
+def _as_comment(text: str, rng: random.Random) -> str:
+    """``text`` as a comment of a code or config file (most of the time)."""
+    if rng.random() < 0.3:
+        return text
+    mark = rng.choice(["# ", "// ", "-- "])
+    return "\n".join(mark + line for line in text.split("\n"))
+
+
+def _hard_negative(rng: random.Random, dev: bool) -> str:
+    r = rng.random()
+    if r < 0.55:
+        return benign.hard_negative(rng, dev)
+    if r < 0.85:
+        return benign_rich.dev_hard_negative(rng, dev)
+    return benign_rich.security_doc(rng, dev)
 
 
 def _payload(rng: random.Random, dev: bool, seeds: list[str]) -> tuple[str, dict[str, str]]:
@@ -164,7 +212,13 @@ def build(n: int, dev: bool, seed: int, seeds: list[str] | None = None) -> list[
             add(channel, 1, payload, (0, len(payload)), meta)
             add(channel, 0, pool.user(rng), None, {"carrier": "user"})
             continue
-        if channel == "tool_output" and rng.random() < 0.3:
+        if meta["technique"] == "dev_task" or (meta["goal"] in DEV_GOALS and rng.random() < 0.5):
+            carrier, is_code = pool.coding(rng, channel)
+            if is_code:
+                payload = _as_comment(payload, rng)
+            text, span = _insert(carrier, payload, rng)
+            clean = carrier
+        elif channel == "tool_output" and rng.random() < 0.3:
             text, clean, span = _json_insert(rng, payload, rng.choice(pool.docs)[:80])
         else:
             carrier = getattr(pool, channel)(rng)
@@ -174,12 +228,23 @@ def build(n: int, dev: bool, seed: int, seeds: list[str] | None = None) -> list[
         add(channel, 0, clean, None, {"carrier": channel})
     for _ in range(n // 2):
         channel = rng.choice(CHANNELS)
-        sentence = benign.hard_negative(rng, dev)
+        sentence = _hard_negative(rng, dev)
         if channel == "user" and rng.random() < 0.5:
             add(channel, 0, sentence, None, {"carrier": "hard_negative"})
             continue
-        text, _span = _insert(getattr(pool, channel)(rng), sentence, rng)
+        if channel != "user" and rng.random() < 0.4:
+            carrier, is_code = pool.coding(rng, channel)
+            if is_code:
+                sentence = _as_comment(sentence, rng)
+        else:
+            carrier = getattr(pool, channel)(rng)
+        text, _span = _insert(carrier, sentence, rng)
         add(channel, 0, text, None, {"carrier": "hard_negative_inserted"})
+    # Coding carriers as they are (paired only with themselves): most of what a coding agent
+    # reads holds no attack.
+    for _ in range(n // 4):
+        channel = rng.choice(("tool_output", "document"))
+        add(channel, 0, pool.coding(rng, channel)[0], None, {"carrier": "coding"})
     for _ in range(n // 4):
         channel = rng.choice(CHANNELS)
         add(channel, 0, getattr(pool, channel)(rng), None, {"carrier": "plain"})

@@ -37,6 +37,8 @@ PACKAGES = {
     "nullsec-promptinject": "0.1.0",
     "hermes-jailbench": "0.2.2",
     "inspect-evals": "0.26.0",
+    "raginject": "0.12.0",
+    "agentprobe-injection": "0.2.0a1",
 }
 RESERVED = ("garak", "agentdojo", "spikee", "pyrit", "langkit", "nemoguardrails")
 CANARY = "ZX-CANARY-4417"
@@ -313,11 +315,75 @@ def agent_threat_bench(w: zipfile.ZipFile) -> Iterator[Item]:
         yield _item(source, s["id"] + ":task", "user", 0, "task", s["input"])
 
 
+def raginject(w: zipfile.ZipFile) -> Iterator[Item]:
+    """Poisoned retrieved documents (``injected_content``) and the users' questions (benign).
+
+    Read with ``yaml.safe_load`` from the wheel; nothing of the package is imported."""
+    import yaml
+
+    names = sorted(
+        n for n in w.namelist() if n.startswith("raginject/attacks/") and n.endswith(".yaml")
+    )
+    for name in names:
+        for row in yaml.safe_load(w.read(name).decode("utf-8")):
+            yield _item(
+                "raginject", row["id"], "document", 1, row["category"], row["injected_content"]
+            )
+            yield _item("raginject", row["id"] + ":question", "user", 0, "task", row["question"])
+
+
+def agentprobe_injection(w: zipfile.ZipFile) -> Iterator[Item]:
+    """Indirect: each carrier (e-mail, document, web page) wrapping each canonical intent;
+    direct: each intent in each linguistic transform; benign: the tasks' e-mails and requests.
+
+    The carriers and transforms are Python functions, so the wheel is imported from its zip
+    (a child interpreter, so nothing of it stays loaded here)."""
+    code = (
+        "import json, sys\n"
+        "from agentprobe.attacks.registry import INTENTS, all_attacks\n"
+        "from agentprobe.injection.carriers import ALL_CARRIERS\n"
+        "from agentprobe.injection.benign_tasks import BENIGN_TASKS\n"
+        "out = []\n"
+        "for c in ALL_CARRIERS:\n"
+        "    for i in INTENTS:\n"
+        "        out.append(['ind', c.name + '.' + i.name, c.channel, c.wrap(i.text)])\n"
+        "for a in all_attacks():\n"
+        "    out.append(['dir', a.id, a.category, a.payload])\n"
+        "for t in BENIGN_TASKS:\n"
+        "    out.append(['mail', t.task_id, 'email', t.email_content])\n"
+        "    out.append(['task', t.task_id, 'user', t.user_request])\n"
+        "json.dump(out, sys.stdout)\n"
+    )
+    wheel_path = w.filename
+    assert wheel_path is not None
+    env = {"PYTHONPATH": wheel_path, "PYTHONNOUSERSITE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {wheel_path!r})\n" + code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    channels = {"email": "tool_output", "document": "document", "webpage": "document"}
+    for kind, ident, family, text in json.loads(done.stdout):
+        source = "agentprobe-injection"
+        if kind == "ind":
+            yield _item(source, ident, channels[family], 1, family, text)
+        elif kind == "dir":
+            dan = "DAN" in text or "do anything now" in text.lower()
+            yield _item(source, ident, "user", 1, family, text, dan=dan)
+        elif kind == "mail":
+            yield _item(source, ident + ":mail", "tool_output", 0, "email", text)
+        else:
+            yield _item(source, ident + ":task", "user", 0, "task", text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--cache", type=Path, default=Path.home() / ".cache" / "tether-guards-sources"
     )
+    parser.add_argument("--only", nargs="*", help="extract only these packages")
     args = parser.parse_args()
     assert not any(r in name for name in PACKAGES for r in RESERVED)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -328,9 +394,18 @@ def main() -> None:
         ("nullsec-promptinject", [nullsec]),
         ("hermes-jailbench", [hermes]),
         ("inspect-evals", [ipi_coding_agent, agent_threat_bench]),
+        ("raginject", [raginject]),
+        ("agentprobe-injection", [agentprobe_injection]),
     ]
-    licenses = {}
+    known = OUT / "licenses.json"
+    licenses = (
+        {n: v["license"] for n, v in json.loads(known.read_text()).items()}
+        if known.exists()
+        else {}
+    )
     for name, extractors in jobs:
+        if args.only and name not in args.only:
+            continue
         wheel = _wheel(args.cache, name, PACKAGES[name])
         licenses[name] = _license(wheel)
         notices = OUT / "LICENSES"

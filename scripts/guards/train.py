@@ -1,11 +1,12 @@
 """Train the injection classifier and its combiner; write the shipped model file.
 
-Stage 1: a logistic regression over chunk features (``tether.guards.classifier``) on 80% of the
-training documents (synthetic items from ``generate.build`` on the training carriers and
-phrasings, plus the real items of the training sources). Stage 2 (the combiner): a logistic
-regression over [stage-1 max chunk logit, rule categories, hidden, encoded, channel] on the
-other 20%. Per-channel thresholds are set on that 20% for a false-positive rate of
-``--target-fpr``. The dev sources (``dataset.DEV_SOURCES``) are never read here.
+The training documents (synthetic items from ``generate.build`` on the training carriers and
+phrasings, plus the real items of the training sources) are shuffled and cut in three:
+stage 1 (70%): a logistic regression over chunk features (``tether.guards.classifier``);
+stage 2 (15%): the combiner, a logistic regression over [stage-1 max chunk logit, rule
+categories, hidden, encoded, channel, rule category x indirect channel];
+validation (15%): per-channel thresholds for a false-positive rate of ``--target-fpr``, on the
+detector's final scores. The held-out sources (``dataset.DEV_SOURCES``) are never read here.
 
 Needs scikit-learn (``pip install -e '.[guards-train]'``)::
 
@@ -21,6 +22,8 @@ import math
 import random
 import sys
 import time
+import zlib
+from pathlib import Path
 from typing import Any
 
 import generate
@@ -66,7 +69,7 @@ def chunk_examples(item: dict[str, Any]) -> list[tuple[list[str], int, str]]:
             out.extend((tokens[s:e], 0, channel) for s, e in bounds)
             # Short benign windows too: attacks are often short, and without these the model
             # learns "short" as a sign of attack.
-            rng = random.Random(hash(view.text[:64]) & 0xFFFF)
+            rng = random.Random(zlib.crc32(view.text[:64].encode("utf-8", "replace")))
             for _ in range(2 if len(tokens) > 12 else 0):
                 n = rng.randint(4, 40)
                 s0 = rng.randrange(0, max(1, len(tokens) - n))
@@ -95,11 +98,17 @@ def chunk_examples(item: dict[str, Any]) -> list[tuple[list[str], int, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=6000)
-    parser.add_argument("--features", type=int, default=40000)
+    parser.add_argument("--features", type=int, default=30000)
     parser.add_argument("--target-fpr", type=float, default=0.01)
-    parser.add_argument("--C", type=float, default=4.0)
-    parser.add_argument("--out", default="src/tether/guards/injection_model.json.gz")
+    parser.add_argument("--C", type=float, default=1.0)
+    parser.add_argument(
+        "--out",
+        default=str(
+            Path(__file__).resolve().parents[2] / "src/tether/guards/injection_model.json.gz"
+        ),
+    )
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--C2", type=float, default=1.0, help="the combiner's C")
     args = parser.parse_args()
     t0 = time.time()
     real = real_split("train")
@@ -108,8 +117,10 @@ def main() -> None:
     docs = synthetic + [dict(it, span=None) for it in real]
     rng = random.Random(args.seed)
     rng.shuffle(docs)
-    cut = int(0.8 * len(docs))
-    stage1, stage2 = docs[:cut], docs[cut:]
+    cut1, cut2 = int(0.7 * len(docs)), int(0.85 * len(docs))
+    # stage 1 (the classifier), stage 2 (the combiner), validation (the thresholds): three
+    # disjoint parts of the training side; no held-out source is read.
+    stage1, stage2, validation = docs[:cut1], docs[cut1:cut2], docs[cut2:]
     print(f"{len(docs)} documents ({len(real)} real), {time.time() - t0:.0f}s", file=sys.stderr)
 
     examples = [ex for d in stage1 for ex in chunk_examples(d)]
@@ -157,8 +168,9 @@ def main() -> None:
 
     # Stage 2 on held-out training documents: what the detector sees, combined.
     det = InjectionDetector(model=model)
-    rows, labels, chans = [], [], []
-    for d in stage2:
+    pair_names = [f"{ch}:{c}" for ch in ("tool_output", "document") for c in CATEGORIES]
+
+    def features(d: dict[str, Any]) -> list[float]:
         v = det.scan(d["text"], d["channel"])
         clf_logit = (
             max(
@@ -170,18 +182,24 @@ def main() -> None:
             else -10.0
         )
         cats = set(v.categories)
-        rows.append(
+        return (
             [clf_logit]
             + [float(c in cats) for c in CATEGORIES]
             + [float("hidden_content" in cats), float("encoded_content" in cats)]
             + [float(d["channel"] == c) for c in CHANNELS]
+            + [
+                float(p.split(":")[1] in cats and d["channel"] == p.split(":")[0])
+                for p in pair_names
+            ]
+            + [math.log1p(len(chunk_bounds(len(TOKEN.findall(normalize(d["text"]).text.lower())))))]
         )
-        labels.append(d["label"])
-        chans.append(d["channel"])
-    X2, y2 = np.array(rows), np.array(labels)
-    comb = LogisticRegression(C=1.0, max_iter=2000)
+
+    X2 = np.array([features(d) for d in stage2])
+    y2 = np.array([d["label"] for d in stage2])
+    comb = LogisticRegression(C=args.C2, max_iter=5000)
     comb.fit(X2, y2)
     w = comb.coef_[0]
+    k0 = 3 + len(CATEGORIES) + len(CHANNELS)
     combiner = {
         "bias": round(float(comb.intercept_[0]), 4),
         "clf": round(float(w[0]), 4),
@@ -189,21 +207,29 @@ def main() -> None:
         "hidden": round(float(w[1 + len(CATEGORIES)]), 4),
         "encoded": round(float(w[2 + len(CATEGORIES)]), 4),
         "channel": {c: round(float(w[3 + len(CATEGORIES) + i]), 4) for i, c in enumerate(CHANNELS)},
+        "pairs": {p: round(float(w[k0 + i]), 4) for i, p in enumerate(pair_names)},
+        "length": round(float(w[k0 + len(pair_names)]), 4),
     }
-    probs = comb.predict_proba(X2)[:, 1]
+    print(f"stage 2: {len(stage2)} documents, {time.time() - t0:.0f}s", file=sys.stderr)
+
+    # Thresholds on the validation part, scored by the detector exactly as shipped (the
+    # strong-category floors included).
+    model.meta = {"combiner": combiner, "thresholds": dict.fromkeys(CHANNELS, 0.5)}
+    det = InjectionDetector(model=model)
+    scored = [
+        (det.scan(d["text"], d["channel"]).score, d["label"], d["channel"]) for d in validation
+    ]
     thresholds = {}
     for ch in CHANNELS:
-        neg = sorted(
-            (p for p, lab, c in zip(probs, y2, chans, strict=True) if lab == 0 and c == ch),
-            reverse=True,
-        )
+        neg = sorted((p for p, lab, c in scored if lab == 0 and c == ch), reverse=True)
         k = int(args.target_fpr * len(neg))
         t = max(0.5, float(neg[k]) + 1e-4) if neg else 0.5
         thresholds[ch] = round(min(t, 0.95), 4)
-        pos = [p for p, lab, c in zip(probs, y2, chans, strict=True) if lab == 1 and c == ch]
+        pos = [p for p, lab, c in scored if lab == 1 and c == ch]
         rec = sum(p >= thresholds[ch] for p in pos) / max(len(pos), 1)
+        fpr = sum(p >= thresholds[ch] for p in neg) / max(len(neg), 1)
         print(
-            f"  {ch}: threshold {thresholds[ch]}, stage-2 recall {rec:.3f} "
+            f"  {ch}: threshold {thresholds[ch]}, validation recall {rec:.3f} FPR {fpr:.3f} "
             f"({len(pos)} pos, {len(neg)} neg)",
             file=sys.stderr,
         )
@@ -216,6 +242,8 @@ def main() -> None:
             "synthetic": len(synthetic),
             "real_train_items": len(real),
             "C": args.C,
+            "C2": args.C2,
+            "target_fpr": args.target_fpr,
             "features": len(weights),
             "seed": args.seed,
         },

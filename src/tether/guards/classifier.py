@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
+from itertools import accumulate, islice, repeat
 from typing import Any
 
 TOKEN = re.compile(r"[^\W_]+|[^\w\s]{1,3}")
@@ -109,6 +110,13 @@ class Model:
         self.channel_bias = channel_bias
         self.meta = meta or {}
         self._token_cache: dict[str, float] = {}
+        # Bigram weights keyed by the token pair: a tuple of two (already hashed) strings is
+        # cheaper to look up than a new "b:x y" string.
+        self._bigrams: dict[tuple[str, str], float] = {}
+        for name, w in weights.items():
+            if name.startswith("b:") and " " in name:
+                first, second = name[2:].split(" ", 1)
+                self._bigrams[(first, second)] = w
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Model:
@@ -139,6 +147,15 @@ class Model:
             self._token_cache[token] = w
         return w
 
+    def _token_weights(self, tokens: list[str]) -> list[float]:
+        """The summed unigram and character n-gram weight of each token (cached per token)."""
+        cache = self._token_cache
+        found = list(map(cache.get, tokens))
+        if None in found:
+            tw = self._token_weight
+            found = [tw(t) if w is None else w for t, w in zip(tokens, found, strict=True)]
+        return found  # type: ignore[return-value]
+
     def chunk_scores(self, tokens: list[str], channel: str) -> list[ChunkScore]:
         """The score of every chunk of ``tokens``."""
         n = len(tokens)
@@ -146,24 +163,16 @@ class Model:
         if n == 0:
             return [ChunkScore(base, 0, 0)]
         # prefix[i] = sum of token weights of tokens[:i]; bigram weights likewise, a bigram
-        # counted with its second token (so a chunk [s, e) holds bigrams s+1 .. e-1).
-        get = self.weights.get
-        tw = self._token_weight
-        prefix = [0.0] * (n + 1)
-        bigram = [0.0] * (n + 1)
-        acc = 0.0
-        bacc = 0.0
-        prev = ""
-        for i, tok in enumerate(tokens):
-            acc += tw(tok)
-            if i:
-                bacc += get("b:" + prev + " " + tok, 0.0)
-            prefix[i + 1] = acc
-            bigram[i + 1] = bacc
-            prev = tok
+        # counted with its second token (so a chunk [s, e) holds bigrams s+1 .. e-1). The
+        # look-ups and sums run in C (map, accumulate); no Python code per token.
+        prefix = list(accumulate(self._token_weights(tokens), initial=0.0))
+        pairs = zip(tokens, islice(tokens, 1, None), strict=False)
+        # bigram[k] = sum of the first k bigrams = the bigrams ending at tokens 1..k
+        bigram = list(accumulate(map(self._bigrams.get, pairs, repeat(0.0)), initial=0.0))
         out = []
         for s, e in chunk_bounds(n):
-            total = prefix[e] - prefix[s] + bigram[e] - bigram[s + 1]
+            # bigrams s+1 .. e-1 are the (s+1)-th .. (e-1)-th: bigram[e-1] - bigram[s]
+            total = prefix[e] - prefix[s] + bigram[e - 1] - bigram[s]
             out.append(ChunkScore(base + total / math.sqrt(e - s), s, e))
         return out
 

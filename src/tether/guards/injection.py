@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from tether.core.text import scrub_surrogates
-from tether.guards.classifier import Model, load_model, sigmoid, tokenize
+from tether.guards.classifier import Model, chunk_bounds, load_model, sigmoid, tokenize
 from tether.guards.injection_rules import CATEGORIES, RuleHit, match_rules
 from tether.guards.normalize import Normalized, View, normalize
 
@@ -142,6 +142,12 @@ class Combiner:
     hidden: float
     encoded: float
     channel: dict[str, float]
+    length: float = 0.0
+    """Weight of log(1 + chunks of the main text): the best of many chunks is higher by
+    chance alone, so a long text's maximum counts for less."""
+    pairs: dict[str, float] = field(default_factory=dict)
+    """Weights of a rule category seen on a channel (``tool_output:agent_task``): the same
+    words weigh more in a tool's output than in the user's own message."""
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any]) -> Combiner:
@@ -153,14 +159,27 @@ class Combiner:
             float(c.get("hidden", 0.0)),
             float(c.get("encoded", 0.0)),
             {k: float(v) for k, v in (c.get("channel") or {}).items()},
+            float(c.get("length", 0.0)),
+            {k: float(v) for k, v in (c.get("pairs") or {}).items()},
         )
 
     def logit(
-        self, clf_logit: float, categories: set[str], hidden: bool, encoded: bool, channel: str
+        self,
+        clf_logit: float,
+        categories: set[str],
+        hidden: bool,
+        encoded: bool,
+        channel: str,
+        chunks: int = 1,
     ) -> float:
         z = self.bias + self.clf * clf_logit + self.channel.get(channel, 0.0)
+        if self.length:
+            z += self.length * math.log1p(chunks)
+        pairs = self.pairs
         for cat in categories:
             z += self.categories.get(cat, 0.0)
+            if pairs:
+                z += pairs.get(f"{channel}:{cat}", 0.0)
         if hidden:
             z += self.hidden
         if encoded:
@@ -252,7 +271,9 @@ class InjectionDetector:
                 encoded = True
             if r.logit > clf_logit:
                 clf_logit, best = r.logit, r
-        z = self.combiner.logit(clf_logit, categories, hidden, encoded, channel)
+        tokens = max((len(r.tokens) for r in results if r.view.origin == "text"), default=0)
+        chunks = len(chunk_bounds(tokens)) if tokens else 1
+        z = self.combiner.logit(clf_logit, categories, hidden, encoded, channel, chunks)
         score = max(
             [sigmoid(z)] + [STRONG_CATEGORIES[c] for c in categories if c in STRONG_CATEGORIES]
         )

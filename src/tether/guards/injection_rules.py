@@ -15,7 +15,9 @@ strings.
 
 from __future__ import annotations
 
+import re as _stdre
 from dataclasses import dataclass
+from typing import Any
 
 import regex as re
 
@@ -63,6 +65,9 @@ CATEGORIES = (
     "authority",
     "secrecy",
     "persistence",
+    "secret_access",
+    "data_upload",
+    "agent_task",
 )
 """The categories rules (and so verdicts) use, besides ``classifier``, ``hidden_content`` and
 ``encoded_content``, which the detector adds."""
@@ -312,7 +317,9 @@ RULES: tuple[Rule, ...] = (
         "tool_instruction.call_tool",
         "tool_instruction",
         "call,use,invoke,run,execute,trigger",
-        r"\s+(?:the\s+)?`?[a-z][a-z0-9]{1,30}_[a-z0-9_]{1,30}`?(?:\s+(?:tool|function|action|"
+        # Possessive runs: an identifier never gives characters back (no character of it can
+        # start what follows), so a long one costs one pass, not 30 x 30 retries.
+        r"\s+(?:the\s+)?`?[a-z][a-z0-9]{1,30}+_[a-z0-9_]{1,30}+`?(?:\s+(?:tool|function|action|"
         r"endpoint|command))?\s+(?:with|to|on|and|using|passing)\b",
     ),
     _r(
@@ -336,6 +343,60 @@ RULES: tuple[Rule, ...] = (
         "rm -rf,chmod 777,/etc/passwd,/etc/shadow,id_rsa,.aws/credentials,nc -e,/dev/tcp/",
         "",
         word=False,
+    ),
+    # --- secret_access: print or read credentials (the first step of exfiltration by a
+    # coding agent); benign docs name the variables too, so these only weigh in the combiner
+    _r(
+        "secret_access.print_secret",
+        "secret_access",
+        "echo,print,printf,cat,dump,output,show,display,reveal,paste,include,log",
+        r"\s+(?:the\s+(?:value\s+of\s+)?)?[\"'`]?\$\{?[a-z0-9_]{0,40}"
+        r"(?:key|token|secret|password|passwd|credentials?|database_url)\b",
+    ),
+    _r(
+        "secret_access.secret_file",
+        "secret_access",
+        "cat,print,paste,upload,send,post,base64,base64-encode,attach,include,output,dump,exfil",
+        r"\b[^\n]{0,60}?(?:\.env\b(?!\.example)|id_rsa|id_ed25519|\.aws/credentials|"
+        r"/etc/shadow|credentials\.json|\.npmrc|\.pypirc|\.netrc|kubeconfig|\.ssh/)",
+    ),
+    _r(
+        "secret_access.dump_env",
+        "secret_access",
+        "printenv,env,os.environ,process.env",
+        r"(?:\s*\||\s*>|\s+\|\s*(?:curl|nc|wget|base64))",
+        word=False,
+    ),
+    # --- data_upload: send data to a host (API docs do this too: weighs in the combiner only)
+    _r(
+        "data_upload.curl_post",
+        "data_upload",
+        "curl,wget,http,https",
+        r"\b[^\n]{0,160}?(?:\s-d\s|--data|--data-binary\s+@|\s-F\s|--upload-file|"
+        r"\s-T\s|--post-file|--post-data)",
+    ),
+    _r(
+        "data_upload.send_to_host",
+        "data_upload",
+        "send,upload,post,forward,push,sync,mirror,copy",
+        r"\b[^\n]{0,80}?\b(?:to|into)\s+(?:https?://|[a-z0-9-]{1,63}+\.(?:io|net|com|org|"
+        r"help|example|xyz|site)\b)",
+    ),
+    # --- agent_task: steps addressed to whoever (or whatever) does the work
+    _r(
+        "agent_task.automated",
+        "agent_task",
+        "automated,autonomous,ai,llm,coding",
+        r"\s+(?:coding\s+)?(?:agents?|assistants?|contributors?|tools?|reviewers?|bots?)\b"
+        r"[^\n]{0,60}?\b(?:must|should|need\s+to|are\s+required|have\s+to|please)\b",
+    ),
+    _r(
+        "agent_task.before_changes",
+        "agent_task",
+        "before making,before you make,before you start,before starting,before doing,"
+        "before any,first,step 0",
+        r"\b[^\n]{0,60}?\b(?:run|execute|send|upload|print|echo|curl|delete|disable|add|"
+        r"install|paste|include)\b",
     ),
     # --- exfiltration: data out through a link, an image or a message
     _r(
@@ -370,7 +431,7 @@ RULES: tuple[Rule, ...] = (
         rf"api\s+keys?|secrets?|tokens?|ssn|social\s+security|(?:full|complete|entire|all)\s+"
         rf"(?:customer\s+|user\s+|account\s+)?(?:records?|data|details|files|information)|"
         rf"private\s+keys?|system\s+prompt|environment\s+variables?)\b[^\n]{{0,80}}?"
-        rf"(?:\bto\b|\binto\b|->)\s*(?:https?://|[\w.+-]{{1,64}}@[\w-]{{1,63}}\.)",
+        rf"(?:\bto\b|\binto\b|->)\s*(?:https?://|[\w.+-]{{1,64}}+@[\w-]{{1,63}}+\.)",
     ),
     # --- authority: claims of rank or mandate aimed at the model
     _r(
@@ -466,12 +527,34 @@ def _index() -> tuple[dict[str, list[tuple[str, Rule]]], dict[str, list[tuple[st
             first = _WORD.match(phrase)
             if first is not None and ord(phrase[0]) < 0x250:
                 by_word.setdefault(first.group(0), []).append((phrase, rule))
+                if first.group(0) == phrase:
+                    # A one-word phrase may be followed by "s" ("agents" for "agent"): the
+                    # text's word set holds the plural.
+                    by_word.setdefault(phrase + "s", []).append((phrase, rule))
             else:
                 by_prefix.setdefault(phrase[:2], []).append((phrase, rule))
     return by_word, by_prefix
 
 
+def _fast(rule: Rule) -> Any:
+    """The rule's pattern compiled by the standard ``re`` (about three times faster per match
+    than ``regex``), or the ``regex`` pattern where ``re`` cannot compile it (a variable-width
+    look-behind). ``tests/test_guards_rules.py`` checks both find the same matches."""
+    try:
+        return _stdre.compile(rule.pattern.pattern, _stdre.IGNORECASE)
+    except _stdre.error:
+        return rule.pattern
+
+
+FAST_PATTERNS: dict[str, Any] = {rule.name: _fast(rule) for rule in RULES}
+"""What ``match_rules`` runs, by rule name."""
+
 _BY_WORD, _BY_PREFIX = _index()
+_BY_FIRST_CHAR: dict[str, list[tuple[str, list[tuple[str, Rule]]]]] = {}
+for _prefix, _entries in _BY_PREFIX.items():
+    _BY_FIRST_CHAR.setdefault(_prefix[0], []).append((_prefix, _entries))
+"""The symbol-led start phrases grouped by their first character: a text without ``<`` skips
+every ``<…`` phrase after one search."""
 MAX_HITS_PER_RULE = 8
 
 
@@ -494,16 +577,19 @@ def match_rules(
     candidates: list[tuple[str, Rule]] = []
     for word in words & _BY_WORD.keys():
         candidates.extend(_BY_WORD[word])
-    for prefix, entries in _BY_PREFIX.items():
-        if prefix in lowered:
-            candidates.extend(entries)
+    for first, group in _BY_FIRST_CHAR.items():
+        if first in lowered:
+            for prefix, entries in group:
+                if prefix in lowered:
+                    candidates.extend(entries)
     found: dict[str, list[RuleHit]] = {}
     total = 0
     for phrase, rule in candidates:
         got = found.setdefault(rule.name, [])
+        match = FAST_PATTERNS[rule.name].match
         pos = lowered.find(phrase)
         while pos >= 0 and len(got) < MAX_HITS_PER_RULE:
-            m = rule.pattern.match(subject, pos)
+            m = match(subject, pos)
             if m is not None and not any(h.start <= m.start() < h.end for h in got):
                 got.append(RuleHit(rule.name, rule.category, m.start(), m.end()))
                 total += 1

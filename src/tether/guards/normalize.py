@@ -40,11 +40,19 @@ _REMOVE = {ord(c): None for c in _INVISIBLE + _BIDI}
 # C0 controls other than tab, newline and carriage return (NUL included) become spaces.
 _CONTROLS = {i: " " for i in range(32) if chr(i) not in "\t\n\r"} | {0x7F: " "}
 _TAG_CHARS = re.compile("[\U000e0000-\U000e007f]+")
+_HAS_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _HAS_INVISIBLE = re.compile(f"[{_INVISIBLE}{_BIDI}]")
 _MIXED_WORD = re.compile(r"[^\W\d_]{2,}")
+_CONFUSABLE = re.compile("[" + "".join(chr(c) for c in CONFUSABLES) + "]")
+"""Any lookalike letter: texts without one (most non-Latin and accented text) skip the
+per-word mapping."""
 _LATIN = re.compile("[a-zA-Z]")
 
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_\-]{16,}={0,2}")
+"""A run of base64 characters of either alphabet (one character class: a fast scan)."""
 _B64 = re.compile(r"[A-Za-z0-9+/]{16,}={0,2}|[A-Za-z0-9_\-]{16,}={0,2}")
+"""The runs of one alphabet, for a run that mixes the two."""
+_PCT = re.compile(r"%[0-9A-Fa-f]{2}")
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2}){8,}")
 _URLENC = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+\-]){12,}")
 _SPACED = re.compile(r"(?:\b[^\W_][ .\-_]){5,}[^\W_]\b")
@@ -54,6 +62,7 @@ _ROT13_HINT = re.compile(
 )
 _LEET_WORD = re.compile(r"\b(?=[a-z]*[0-9])(?=[0-9]*[a-z])[a-z0-9]{4,}\b", re.I)
 _LEET = str.maketrans("013457", "oieast")
+_LEET_PAIRS = tuple(zip("013457", "oieast", strict=True))
 _HINT = re.compile(
     r"ignore|disregard|forget|instruction|system|prompt|previous|password|assistant|override",
     re.I,
@@ -111,26 +120,21 @@ class Normalized:
 
 def clean(text: str, signals: set[str]) -> str:
     """``text`` with invisible and control characters removed, NFKC applied, and lookalike
-    letters of mixed-script words mapped to Latin. ASCII text costs one ``isascii`` check and,
-    when it has control characters, one ``translate``."""
+    letters of mixed-script words mapped to Latin. Each step runs only after a search in C
+    finds something for it to do: ASCII text without control characters costs two scans."""
+    if _HAS_CONTROL.search(text):
+        signals.add("control_chars")
+        text = text.translate(_CONTROLS)
     if text.isascii():
-        if not text.isprintable():
-            stripped = text.translate(_CONTROLS)
-            if stripped != text:
-                signals.add("control_chars")
-                text = stripped
         return text
-    if not text.isprintable():
-        stripped = text.translate(_CONTROLS)
-        if stripped != text:
-            signals.add("control_chars")
-            text = stripped
     if _HAS_INVISIBLE.search(text):
         signals.add("invisible_chars")
         text = text.translate(_REMOVE)
-    text = _TAG_CHARS.sub("", text)
-    text = unicodedata.normalize("NFKC", text)
-    if not text.isascii():
+    if max(text, default="") >= "\U000e0000":
+        text = _TAG_CHARS.sub("", text)
+    if not unicodedata.is_normalized("NFKC", text):
+        text = unicodedata.normalize("NFKC", text)
+    if not text.isascii() and _CONFUSABLE.search(text):
         mapped = _MIXED_WORD.sub(_unconfuse_word, text)
         if mapped != text:
             signals.add("confusables")
@@ -255,17 +259,26 @@ def _hidden_segments(text: str) -> list[tuple[str, str, int, int]]:
 def _encoded_segments(text: str) -> list[tuple[str, str, int, int]]:
     """(origin, decoded text, start, end) of encoded runs in ``text``."""
     out: list[tuple[str, str, int, int]] = []
-    for m in _B64.finditer(text):
-        seg = m.group(0)
-        decoded = _decode_b64(seg)
-        if decoded is None and len(seg) % 2 == 0 and _HEX.fullmatch(seg):
-            decoded = _decode_hex(seg)
-            if decoded is not None:
-                out.append(("hex", decoded, m.start(), m.end()))
+    for run in _B64_RUN.finditer(text):
+        seg = run.group(0)
+        if ("+" in seg or "/" in seg) and ("-" in seg or "_" in seg):
+            # Both alphabets: decode each single-alphabet part (rare; the slower pattern).
+            parts = [(m.group(0), run.start() + m.start()) for m in _B64.finditer(seg)]
+        else:
+            parts = [(seg, run.start())]
+        for part, at in parts:
+            if len(part) < MIN_ENCODED:
                 continue
-        if decoded is not None:
-            out.append(("base64", decoded, m.start(), m.end()))
-    if "%" in text:
+            decoded = _decode_b64(part)
+            if decoded is None and len(part) % 2 == 0 and _HEX.fullmatch(part):
+                decoded = _decode_hex(part)
+                if decoded is not None:
+                    out.append(("hex", decoded, at, at + len(part)))
+                    continue
+            if decoded is not None:
+                out.append(("base64", decoded, at, at + len(part)))
+    # URL-encoding: only where three percent escapes exist at all.
+    if "%" in text and len(_PCT.findall(text, 0, 1_000_000)[:3]) >= 3:
         for m in _URLENC.finditer(text):
             decoded = _decode_url(m.group(0))
             if decoded is not None:
@@ -273,21 +286,59 @@ def _encoded_segments(text: str) -> list[tuple[str, str, int, int]]:
     return out
 
 
+_ROT13_WORDS = (
+    "vtaber",
+    "qvfertneq",
+    "sbetrg",
+    "vafgehpgvba",
+    "flfgrz",
+    "cebzcg",
+    "nffvfgnag",
+    "cerivbhf",
+)
+_HINT_WORDS = (
+    "ignore",
+    "disregard",
+    "forget",
+    "instruction",
+    "system",
+    "prompt",
+    "previous",
+    "password",
+    "assistant",
+    "override",
+)
+
+
+def _reveals_hints(lowered: str, reread: str) -> bool:
+    """Whether ``reread`` (a cheap whole-text re-reading of ``lowered``) holds more attack
+    words than ``lowered``: the pre-check before the exact, slower re-reading."""
+    return any(reread.count(w) > lowered.count(w) for w in _HINT_WORDS if w in reread)
+
+
 def _whole_text_views(text: str) -> list[tuple[str, str]]:
     """Views of the whole text under a cheap re-reading (rot13, leetspeak, letter spacing),
-    kept only when the re-reading shows words that attacks are made of."""
+    kept only when the re-reading shows words that attacks are made of. Each is tried only
+    after a pre-check of plain substring searches on the lower-cased text finds such a word."""
     out: list[tuple[str, str]] = []
     if len(text) > 200_000:
         return out
-    if _ROT13_HINT.search(text):
+    lowered = text.lower()
+    if any(w in lowered for w in _ROT13_WORDS) and _ROT13_HINT.search(text):
         out.append(("rot13", codecs.decode(text, "rot13")))
     # Leetspeak and letter spacing are re-read only where the re-read words look like attacks.
-    leet_words = [w.translate(_LEET) for w in _LEET_WORD.findall(text)]
-    if leet_words and _HINT.search(" ".join(leet_words)):
-        out.append(("leetspeak", _LEET_WORD.sub(lambda m: m.group(0).translate(_LEET), text)))
-    spaced = [_UNSPACE.sub("", m) for m in _SPACED.findall(text)]
-    if spaced and _HINT.search(" ".join(spaced)):
-        out.append(("spaced", _SPACED.sub(lambda m: _UNSPACE.sub("", m.group(0)), text)))
+    deleet = lowered
+    for digit, letter in _LEET_PAIRS:
+        deleet = deleet.replace(digit, letter)
+    if deleet != lowered and _reveals_hints(lowered, deleet):
+        leet_words = [w.translate(_LEET) for w in _LEET_WORD.findall(text)]
+        if leet_words and _HINT.search(" ".join(leet_words)):
+            out.append(("leetspeak", _LEET_WORD.sub(lambda m: m.group(0).translate(_LEET), text)))
+    squeezed = lowered.replace(" ", "").replace(".", "").replace("-", "").replace("_", "")
+    if _reveals_hints(lowered, squeezed):
+        spaced = [_UNSPACE.sub("", m) for m in _SPACED.findall(text)]
+        if spaced and _HINT.search(" ".join(spaced)):
+            out.append(("spaced", _SPACED.sub(lambda m: _UNSPACE.sub("", m.group(0)), text)))
     return out
 
 
