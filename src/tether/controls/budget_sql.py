@@ -1,12 +1,16 @@
 """``SqlBudgetLedger``: budgets counted in the store's database (SQLite or PostgreSQL).
 
 Each reservation is one transaction that locks the rows of the budgets it touches before it
-reads them: ``BEGIN IMMEDIATE`` on SQLite (the database's write lock, taken at the start), an
-upsert and ``SELECT ... FOR UPDATE`` on PostgreSQL (row locks, taken in key order so two
-reservations never wait on each other in a circle). Under the lock it drops the budgets' expired
-holds, adds up the live ones, and holds the call's amounts only if every budget has room. A
-reconciliation locks the same rows first (an upsert adding what was used), then deletes its
-holds. Rows past their window are purged now and then, skipping rows another transaction holds.
+reads them: ``BEGIN IMMEDIATE`` on SQLite (the database's write lock, taken at the start; this
+process's transactions also take turns on a lock of their own, so they never sleep in SQLite's
+busy handler), and on PostgreSQL an upsert per budget (``INSERT ... ON CONFLICT DO UPDATE ...
+RETURNING used``: the conditional update locks the row until the transaction ends, as ``SELECT
+... FOR UPDATE`` would, in one round trip), in key order so two reservations never wait on each
+other in a circle. Under the locks it adds up the budgets' live holds (expired ones no longer
+count) and holds the call's amounts only if every budget has room. A reconciliation locks the
+same rows first (the upsert adding what was used), then deletes its holds. Rows past their
+keeping time and expired holds are purged now and then, skipping rows another transaction
+holds (``FOR UPDATE SKIP LOCKED``), so tidying never waits on a reservation.
 """
 
 from __future__ import annotations

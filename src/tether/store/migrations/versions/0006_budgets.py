@@ -3,8 +3,9 @@
 ``tether_budgets`` holds one row per budget and window (its key), with what reconciled calls
 used. ``tether_budget_holds`` holds each live reservation's amount on each budget it touches;
 a reservation whose caller died expires (``expires_ns``) and no longer counts. A reservation
-locks its budgets' rows (``SELECT ... FOR UPDATE`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
-SQLite) while it checks and holds, so concurrent callers never both take the last room.
+locks its budgets' rows (an upsert's row lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite)
+while it checks and holds, so concurrent callers never both take the last room
+(``tether.controls.budget_sql``).
 
 Revision ID: 0006
 Revises: 0005
