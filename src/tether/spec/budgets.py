@@ -22,6 +22,7 @@ budget given twice.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -121,10 +122,17 @@ class RateLimit(_Section):
         return self
 
 
+_SCIENTIFIC = re.compile(r"[0-9]+(\.[0-9]*)?[eE]\+?[0-9]+")
+
+
 def _whole_number(value: object) -> object:
     # YAML reads `true` as a bool, which pydantic would take as 1.
     if isinstance(value, bool):
         raise ValueError("must be a whole number, not true/false")
+    # YAML 1.1 reads `1e6` as text (a float needs a dot and a signed exponent): take it.
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        number = float(value)
+        return int(number) if number.is_integer() else number
     return value
 
 
