@@ -227,7 +227,7 @@ def test_a_policy_file_shares_budgets_and_its_errors_name_it(tmp_path: Path) -> 
     with pytest.raises(SpecError, match=r"budgets\.yaml:2: budgets\.policy: Extra"):
         Agent.from_yaml(spec, trace=False)
     (policies / "budgets.yaml").unlink()
-    with pytest.raises(SpecError, match="budgets.yaml: file not found"):
+    with pytest.raises(SpecError, match=r"budgets\.yaml: file not found"):
         check_spec(spec)
 
 

@@ -145,7 +145,8 @@ class BudgetControl(Control):
         self.hold_s = config.hold_s or hold_s
         self.run_keep_s = max(run_keep_s, self.hold_s)
         self.clock = clock
-        self._sleep = sleep
+        self.sleep = sleep
+        """What a call waiting for the next minute sleeps with (a coroutine function)."""
         self.models = list(models)
         self.price = _dearest(self.models, pricing)
         if self.price is None and any(r.counter == "usd" for r in self.rules):
@@ -158,6 +159,7 @@ class BudgetControl(Control):
                 "names, or budget tokens instead",
             )
         self._pending: dict[str, list[_Reserved]] = {}
+        self._releasing: set[asyncio.Future[None]] = set()
 
     # -- which budgets --------------------------------------------------------------------
 
@@ -206,7 +208,7 @@ class BudgetControl(Control):
         while True:
             charges, rules, counters = self._charges(ctx, tokens, usd)
             try:
-                hold = await asyncio.to_thread(self.ledger.reserve, charges, hold_s=self.hold_s)
+                hold = await self._reserve(charges)
             except BudgetUnavailable as exc:
                 return self._unavailable(exc)
             if hold.held:
@@ -219,8 +221,47 @@ class BudgetControl(Control):
             pause = self._wait_for(rule, refusal, waited)
             if pause is None:
                 return self._refused(ctx, rule, refusal, input_tokens, output_tokens)
-            await self._sleep(pause)
+            await self.sleep(pause)
             waited += pause
+
+    async def _reserve(self, charges: list[BudgetCharge]) -> Hold:
+        """Reserve in a worker thread. A run cancelled meanwhile (its timeout, a Ctrl-C) does
+        not stop the thread: the cancellation waits for it (a reservation is bounded by the
+        store's timeouts) and gives back what it holds; cancelled again meanwhile, that is left
+        to run in the background."""
+        reserving = asyncio.ensure_future(
+            asyncio.to_thread(self.ledger.reserve, charges, hold_s=self.hold_s)
+        )
+        try:
+            return await asyncio.shield(reserving)
+        except asyncio.CancelledError:
+            try:
+                hold = await asyncio.shield(reserving)
+                if hold.held:
+                    zero = [0] * len(hold.charges)
+                    await asyncio.shield(asyncio.to_thread(self.ledger.reconcile, hold, zero))
+            except BaseException:
+                reserving.add_done_callback(self._give_back)
+            raise
+
+    def _give_back(self, reserving: asyncio.Future[Hold]) -> None:
+        if reserving.cancelled() or reserving.exception() is not None:
+            return
+        hold = reserving.result()
+        if hold.held:
+            release = asyncio.ensure_future(
+                asyncio.to_thread(self.ledger.reconcile, hold, [0] * len(hold.charges))
+            )
+            self._releasing.add(release)
+            release.add_done_callback(self._released)
+
+    def _released(self, release: asyncio.Future[None]) -> None:
+        self._releasing.discard(release)
+        if not release.cancelled() and release.exception() is not None:
+            log.warning(
+                "a cancelled call's reservation was not given back (it expires): %s",
+                release.exception(),
+            )
 
     def _wait_for(self, rule: BudgetRule, refusal: Refusal, waited: float) -> float | None:
         """How long to wait for the next minute, or None to stop now."""
