@@ -115,6 +115,54 @@ def test_64_reservations_at_once_take_exactly_the_room_there_is(
     assert ledger.spent(charge.key) == (10 * WORST, 0)
 
 
+RACER = textwrap.dedent(
+    """
+    import sys, threading, time
+    from concurrent.futures import ThreadPoolExecutor
+    from tether.controls.budget_ledger import BudgetCharge, RedisBudgetLedger
+    from tether.controls.budget_sql import SqlBudgetLedger
+    backend, url, prefix, start_at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    if backend == "redis":
+        ledger = RedisBudgetLedger.from_url(url, prefix=prefix)
+    else:
+        ledger = SqlBudgetLedger(url)
+    ledger.spent("warm-up")  # connected (and migrated) before the start
+    charge = BudgetCharge("project:race:tokens:day:1", 20_500, 1_000)
+    def reserve(_):
+        time.sleep(max(0.0, start_at - time.time()))
+        return ledger.reserve([charge], hold_s=60).held
+    with ThreadPoolExecutor(32) as pool:
+        print(sum(pool.map(reserve, range(32))), flush=True)
+    """
+)
+
+
+def test_two_processes_racing_take_exactly_the_room_there_is(
+    request: pytest.FixtureRequest,
+    ledger_url: tuple[str, str],
+    make_ledger: Callable[[], BudgetLedger],
+) -> None:
+    backend, url = ledger_url
+    prefix = str(request.getfixturevalue("redis_prefix")) if backend == "redis" else ""
+    make_ledger().spent("warm-up")  # the store migrated once, before the race
+    start_at = str(time.time() + 3)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, backend, url, prefix, start_at],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    held = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        held.append(int(out))
+    assert sum(held) == 20
+    assert make_ledger().spent("project:race:tokens:day:1") == (0, 20 * WORST)
+
+
 def test_all_budgets_of_a_call_or_none(make_ledger: Callable[[], BudgetLedger]) -> None:
     ledger = make_ledger()
     roomy = BudgetCharge("agent:a:tokens:day:20261124", 10_000, 600)
