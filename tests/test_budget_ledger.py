@@ -5,6 +5,7 @@ store that is down or never answers is a clear error."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -86,7 +87,7 @@ def test_64_concurrent_calls_stay_within_one_budget(
     assert held == 0
     assert used == sum(r for r, ok in zip(real, admitted, strict=True) if ok)
     assert used <= limit + WORST  # at most one call's worst case past the limit
-    assert used > limit - WORST  # the budget admitted what fits in it
+    assert sum(admitted) >= 20  # what fits even at every call's worst case
     assert not all(admitted)
 
 
@@ -270,10 +271,17 @@ def test_redis_keys_expire_with_their_window(redis_url: str, redis_prefix: str) 
     client = redis.Redis.from_url(redis_url)
     try:
         key = f"{redis_prefix}budget:project:p:requests:minute:1"
-        for suffix in ("", ":amounts", ":holds"):
-            assert 0 < client.pttl(key + suffix) <= 90_000
+        for suffix in ("", ":holds"):
+            assert 80_000 < client.pttl(key + suffix) <= 90_000
+        assert client.zrange(key + ":holds", 0, -1) == [f"{hold.id}:1".encode()]
         ledger.reconcile(hold, [1])
-        assert 0 < client.pttl(key) <= 90_000
+        assert 80_000 < client.pttl(key) <= 90_000
+        assert client.zcard(key + ":holds") == 0 and client.hgetall(key) == {
+            b"used": b"1",
+            b"held": b"0",
+        }
+        # Nothing Tether writes lives on without an expiry.
+        assert all(client.pttl(k) > 0 for k in client.scan_iter(match=f"{redis_prefix}*"))
     finally:
         client.close()
 
@@ -284,8 +292,10 @@ def test_redis_down_is_a_clear_error() -> None:
         ledger.reserve([BudgetCharge("project:p:tokens:day", 10, 1)], hold_s=1)
 
 
-def test_a_redis_that_never_answers_is_an_error_in_bounded_time() -> None:
-    """A black hole: it accepts connections and never says a word."""
+@pytest.mark.parametrize("awaited", [False, True], ids=["thread", "asyncio"])
+def test_a_redis_that_never_answers_is_an_error_in_bounded_time(awaited: bool) -> None:
+    """A black hole: it accepts connections and never says a word (both clients: the one
+    worker threads use, and the asyncio one runs await)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(16)
@@ -305,9 +315,13 @@ def test_a_redis_that_never_answers_is_an_error_in_bounded_time() -> None:
     try:
         port = server.getsockname()[1]
         ledger = RedisBudgetLedger.from_url(f"redis://127.0.0.1:{port}/0", timeout_s=0.5)
+        charges = [BudgetCharge("project:p:tokens:day", 10, 1)]
         started = time.monotonic()
         with pytest.raises(BudgetUnavailable, match="cannot be reached"):
-            ledger.reserve([BudgetCharge("project:p:tokens:day", 10, 1)], hold_s=1)
+            if awaited:
+                asyncio.run(ledger.areserve(charges, hold_s=1))
+            else:
+                ledger.reserve(charges, hold_s=1)
         assert time.monotonic() - started < 5
     finally:
         stop.set()

@@ -15,13 +15,14 @@ holds (``FOR UPDATE SKIP LOCKED``), so tidying never waits on a reservation.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, event, select, text
+from sqlalchemy import Connection, TextClause, bindparam, delete, event, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.controls.budget_ledger import (
@@ -83,10 +84,9 @@ class SqlBudgetLedger:
         hold_id = new_hold_id()
         with self._transaction() as conn:
             now = self.clock()
-            used: dict[str, int] = {}
-            for c in sorted(charges, key=lambda c: c.key):  # locks in key order
-                keep = now + _ns(max(c.keep_s, hold_s))
-                used[c.key] = self._touch(conn, c.key, 0, keep)
+            used = self._touch(
+                conn, [(c.key, 0, now + _ns(max(c.keep_s, hold_s))) for c in charges]
+            )
             keys = list(used)
             held = {
                 k: int(s or 0) for k, s in conn.execute(_HELD, {"keys": keys, "now": now}).all()
@@ -112,9 +112,10 @@ class SqlBudgetLedger:
         amounts = dict(zip(hold.keys, used, strict=True))
         with self._transaction() as conn:
             now = self.clock()
-            # The budgets' rows first (key order), as a reservation locks them, then the holds.
-            for c in sorted(hold.charges, key=lambda c: c.key):
-                self._touch(conn, c.key, int(amounts[c.key]), now + _ns(c.keep_s))
+            # The budgets' rows first, as a reservation locks them, then the holds.
+            self._touch(
+                conn, [(c.key, int(amounts[c.key]), now + _ns(c.keep_s)) for c in hold.charges]
+            )
             conn.execute(_RELEASE, {"hold_id": hold.id})
         self._maybe_purge()
 
@@ -127,13 +128,17 @@ class SqlBudgetLedger:
 
     # -- inside ------------------------------------------------------------------------------
 
-    def _touch(self, conn: Connection, key: str, used: int, keep_until: int) -> int:
-        """A budget's row made if missing, ``used`` raised by ``used``, kept at least until
-        ``keep_until``; returns what it has used now. An upsert that finds the row updates
-        it, which locks it on PostgreSQL until the transaction ends."""
-        upsert = _UPSERT_SQLITE if self.sqlite else _UPSERT_PG
-        params = {"key": key, "used": used, "expires_ns": keep_until}
-        return int(conn.execute(upsert, params).scalar_one())
+    def _touch(self, conn: Connection, rows: list[tuple[str, int, int]]) -> dict[str, int]:
+        """Each budget's row (key, amount, keep until) made if missing, ``used`` raised by the
+        amount, kept at least until the given time; returns what each has used now. One
+        statement, in key order: an upsert that finds a row updates it, which on PostgreSQL
+        locks it until the transaction ends (every transaction locks in the same order)."""
+        ordered = sorted(rows)
+        params: dict[str, Any] = {}
+        for i, (key, used, expires) in enumerate(ordered):
+            params.update({f"k{i}": key, f"u{i}": used, f"e{i}": expires})
+        statement = _upsert(len(ordered), "max" if self.sqlite else "greatest")
+        return {k: int(u) for k, u in conn.execute(statement, params).all()}
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -200,14 +205,18 @@ class SqlBudgetLedger:
         return gone
 
 
-_UPSERT = """
-INSERT INTO tether_budgets (key, used, expires_ns) VALUES (:key, :used, :expires_ns)
-ON CONFLICT (key) DO UPDATE SET used = tether_budgets.used + excluded.used,
-  expires_ns = {later}(tether_budgets.expires_ns, excluded.expires_ns)
-RETURNING used
-"""
-_UPSERT_SQLITE = text(_UPSERT.format(later="max"))
-_UPSERT_PG = text(_UPSERT.format(later="greatest"))
+@functools.cache
+def _upsert(rows: int, later: str) -> TextClause:
+    """The upsert of ``rows`` budgets (``later``: SQLite's ``max``, PostgreSQL's ``greatest``)."""
+    values = ", ".join(f"(:k{i}, :u{i}, :e{i})" for i in range(rows))
+    return text(
+        f"INSERT INTO tether_budgets (key, used, expires_ns) VALUES {values} "
+        "ON CONFLICT (key) DO UPDATE SET used = tether_budgets.used + excluded.used, "
+        f"expires_ns = {later}(tether_budgets.expires_ns, excluded.expires_ns) "
+        "RETURNING key, used"
+    )
+
+
 _HELD = text(
     "SELECT key, SUM(amount) FROM tether_budget_holds "
     "WHERE key IN :keys AND expires_ns > :now GROUP BY key"

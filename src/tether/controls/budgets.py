@@ -33,6 +33,7 @@ from tether.controls.budget_ledger import (
     BudgetLedger,
     BudgetUnavailable,
     Hold,
+    RedisBudgetLedger,
     Refusal,
     shared_redis_ledger,
 )
@@ -190,7 +191,8 @@ class BudgetControl(Control):
         if window == "run":
             return "run", self.run_keep_s
         end = window_end(window, now)
-        return window_id(window, now), (end - now) / NS + WINDOW_GRACE_S[window]
+        keep = (end - now) / NS + WINDOW_GRACE_S[window]
+        return window_id(window, now), max(keep, self.hold_s)  # never gone under a live hold
 
     def applies(self, ctx: HookContext) -> bool:
         return any(_who(rule.scope, ctx) is not None for rule in self.rules)
@@ -229,29 +231,36 @@ class BudgetControl(Control):
         not stop the thread: the cancellation waits for it (a reservation is bounded by the
         store's timeouts) and gives back what it holds; cancelled again meanwhile, that is left
         to run in the background."""
-        reserving = asyncio.ensure_future(
-            asyncio.to_thread(self.ledger.reserve, charges, hold_s=self.hold_s)
-        )
+        reserving = asyncio.ensure_future(self._ledger_reserve(charges))
         try:
             return await asyncio.shield(reserving)
         except asyncio.CancelledError:
             try:
                 hold = await asyncio.shield(reserving)
                 if hold.held:
-                    zero = [0] * len(hold.charges)
-                    await asyncio.shield(asyncio.to_thread(self.ledger.reconcile, hold, zero))
+                    await asyncio.shield(self._ledger_reconcile(hold, [0] * len(hold.charges)))
             except BaseException:
                 reserving.add_done_callback(self._give_back)
             raise
+
+    async def _ledger_reserve(self, charges: list[BudgetCharge]) -> Hold:
+        """The ledger's reservation: awaited where it can be, else in a worker thread."""
+        if isinstance(self.ledger, RedisBudgetLedger) and self.ledger.url is not None:
+            return await self.ledger.areserve(charges, hold_s=self.hold_s)
+        return await asyncio.to_thread(self.ledger.reserve, charges, hold_s=self.hold_s)
+
+    async def _ledger_reconcile(self, hold: Hold, used: list[int]) -> None:
+        if isinstance(self.ledger, RedisBudgetLedger) and self.ledger.url is not None:
+            await self.ledger.areconcile(hold, used)
+        else:
+            await asyncio.to_thread(self.ledger.reconcile, hold, used)
 
     def _give_back(self, reserving: asyncio.Future[Hold]) -> None:
         if reserving.cancelled() or reserving.exception() is not None:
             return
         hold = reserving.result()
         if hold.held:
-            release = asyncio.ensure_future(
-                asyncio.to_thread(self.ledger.reconcile, hold, [0] * len(hold.charges))
-            )
+            release = asyncio.ensure_future(self._ledger_reconcile(hold, [0] * len(hold.charges)))
             self._releasing.add(release)
             release.add_done_callback(self._released)
 
@@ -386,15 +395,17 @@ class BudgetControl(Control):
                 attributes["tether.budget.cost_unknown"] = True
         try:
             # Shielded: a run cancelled meanwhile still gives its reservation back.
-            await asyncio.shield(asyncio.to_thread(self.ledger.reconcile, reserved.hold, used))
+            await asyncio.shield(self._ledger_reconcile(reserved.hold, used))
         except BudgetUnavailable as exc:
             log.warning("a model call's usage was not counted in its budgets: %s", exc.message)
             attributes["tether.budget.error"] = exc.message
         return attributes
 
-    def drop(self, run_id: str) -> None:
-        """Forget a run's reservations not settled (they expire in the ledger)."""
-        self._pending.pop(run_id, None)
+    async def aclose(self) -> None:
+        """Close what the ledger opened for this event loop."""
+        close = getattr(self.ledger, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _party(scope: str, ctx: HookContext | None) -> str:

@@ -206,7 +206,7 @@ class Harness:
 
     async def aclose(self) -> None:
         """Close the HTTP clients of the models and tools (they reopen when used)."""
-        for part in (*self.chain, *self.tools.values()):
+        for part in (*self.chain, *self.tools.values(), self.budget):
             close = getattr(part, "aclose", None)
             if close is not None:
                 await close()
