@@ -86,7 +86,8 @@ class BudgetRule:
 
     def amount_text(self, amount: int) -> str:
         if self.counter == "usd":
-            return f"${amount / MICRO:,.6f}"
+            whole, _, cents = f"{amount / MICRO:,.6f}".partition(".")
+            return f"${whole}.{cents.rstrip('0').ljust(2, '0')}"
         return f"{amount:,} {'calls' if self.counter == 'requests' else 'tokens'}"
 
 
