@@ -453,6 +453,25 @@ def test_a_run_killed_mid_call_holds_its_reservation_only_until_it_expires(
             ledger.close()
 
 
+async def test_a_huge_input_is_refused_before_any_call(sqlite_url: str) -> None:
+    """10 MB of input: its worst case alone is past the whole budget, so the model is never
+    called and the message says the limit cannot be met by this call at all."""
+    agent = scripted_agent(
+        sqlite_url, {"limits": [{"scope": "end_user", "window": "day", "usd": 1}]}
+    )
+    caller = Caller(end_user="\x1b[31mred\x1b[0m" + "u" * 500)  # escapes, and too long for a key
+    result = await agent.run("x" * 10_000_000, caller=caller)
+    assert result.outcome is Outcome.BUDGET_EXCEEDED and result.state.turns == 0
+    reason = result.stop_reason or ""
+    assert "more than the whole limit" in reason and "2,500,0" in reason  # tokens estimated
+    assert "end user '\\x1b[31mred" in reason  # shown escaped, as repr
+    _, _, events = trace_of(sqlite_url, result.run_id)
+    [block] = [e.attributes for e in events if e.attributes.get("tether.decision") == "block"]
+    key = block["tether.budget.key"]
+    assert key.startswith("end_user:default/sha256-") and len(key) < 120
+    assert "\x1b" not in key
+
+
 def test_no_budget_section_means_no_budget_control(sqlite_url: str) -> None:
     agent = Agent(make_spec(), model=ScriptedModel([{"text": "hi"}]), trace=False)
     assert agent.harness.budget is None

@@ -1,7 +1,7 @@
 """Controls: the policy pipeline and the controls that run on it: limits, the loop breaker,
-budgets and rate limits (``BudgetControl``, from a spec's ``budgets`` section), and the guards (prompt injection, personal data and secrets, deny lists, allowed topics, Python
-functions, an LLM judge, spotlighting), built from a spec's ``guards`` section by
-``build_guards``."""
+budgets and rate limits (``BudgetControl``, from a spec's ``budgets`` section), and the guards
+(prompt injection, personal data and secrets, deny lists, allowed topics, Python functions, an
+LLM judge, spotlighting), built from a spec's ``guards`` section by ``build_guards``."""
 
 from tether.controls.authz import Authorizer, AuthzRequest, AuthzVerdict, CedarAuthorization
 from tether.controls.budgets import BudgetControl

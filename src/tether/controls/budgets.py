@@ -216,8 +216,10 @@ class BudgetControl(Control):
                 return self._unavailable(exc)
             if hold.held:
                 reserved = _Reserved(hold, tuple(counters), tokens, usd)
+                decision = self._allowed(reserved, input_tokens, output_tokens)
+                # Kept last: from here the model step settles it, whatever happens.
                 self._pending.setdefault(ctx.state.run_id, []).append(reserved)
-                return self._allowed(reserved, input_tokens, output_tokens)
+                return decision
             refusal = hold.refused
             assert refusal is not None
             rule = rules[refusal.key]
