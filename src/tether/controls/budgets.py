@@ -18,6 +18,7 @@ reservation expires after ``hold_s``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
@@ -162,6 +163,7 @@ class BudgetControl(Control):
             )
         self._pending: dict[str, list[_Reserved]] = {}
         self._releasing: set[asyncio.Future[None]] = set()
+        self._windows: dict[str, tuple[int, int, str]] = {}
 
     # -- which budgets --------------------------------------------------------------------
 
@@ -191,9 +193,12 @@ class BudgetControl(Control):
         """A window's id at ``now`` and how long its counters are kept from now."""
         if window == "run":
             return "run", self.run_keep_s
-        end = window_end(window, now)
-        keep = (end - now) / NS + WINDOW_GRACE_S[window]
-        return window_id(window, now), max(keep, self.hold_s)  # never gone under a live hold
+        found = self._windows.get(window)
+        if found is None or not found[0] <= now < found[1]:  # computed once per window
+            found = (window_start(window, now), window_end(window, now), window_id(window, now))
+            self._windows[window] = found
+        keep = (found[1] - now) / NS + WINDOW_GRACE_S[window]
+        return found[2], max(keep, self.hold_s)  # never gone under a live hold
 
     def applies(self, ctx: HookContext) -> bool:
         return any(_who(rule.scope, ctx) is not None for rule in self.rules)
@@ -447,6 +452,7 @@ def _dearest(models: Sequence[str], pricing: PricingTable) -> ModelPrice | None:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _name(text: str) -> str:
     """A name as a part of a key: ``:`` and ``/`` escaped, a long one hashed."""
     quoted = quote(text, safe="")
@@ -474,6 +480,15 @@ def window_id(window: str, now_ns: int) -> str:
         return str(now_ns // (60 * NS))
     moment = datetime.fromtimestamp(now_ns / NS, UTC)
     return f"{moment:%Y%m%d}" if window == "day" else f"{moment:%Y%m}"
+
+
+def window_start(window: str, now_ns: int) -> int:
+    """When the window ``now_ns`` falls in began (ns since the epoch, UTC)."""
+    if window == "minute":
+        return now_ns // (60 * NS) * 60 * NS
+    moment = datetime.fromtimestamp(now_ns // NS, UTC)
+    start = datetime(moment.year, moment.month, moment.day if window == "day" else 1, tzinfo=UTC)
+    return int(start.timestamp()) * NS
 
 
 def window_end(window: str, now_ns: int) -> int:
