@@ -12,7 +12,8 @@ Contenders, each per model call, against the same real store in the same run:
                    worker thread), in an event loop.
   ledger-sql / control-sql   the same on the SQL store (a SQLite file in a temporary folder,
                    or ``--database-url``): one transaction each, rows locked.
-  sql-update       the SQL baseline: one transaction of one ``UPDATE n = n + 1``.
+  sql-update       the SQL baseline: one transaction of one ``UPDATE n = n + 1`` (on
+                   PostgreSQL with ``synchronous_commit`` off, as the ledger's connections).
 
 Every call touches the same three budgets (US dollars per month of the project, tokens per day
 of the end user, model calls per minute of the project), set high enough never to refuse. At
@@ -46,6 +47,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tether.controls import Hook, HookContext
 from tether.controls.budget_ledger import BudgetCharge, BudgetLedger, RedisBudgetLedger
@@ -161,11 +163,19 @@ def stats(samples: list[int]) -> dict[str, float]:
 
 
 def sql_baseline(url: str) -> Callable[[], None]:
-    from sqlalchemy import text
+    from sqlalchemy import event, text
 
     from tether.store import create_store_engine
 
     engine = create_store_engine(url)
+    if engine.url.get_backend_name() == "postgresql":
+        # As the ledger's connections: commits that do not wait for the WAL flush.
+        @event.listens_for(engine, "connect")
+        def _async_commit(dbapi_conn: Any, _record: Any) -> None:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET synchronous_commit TO off")
+            dbapi_conn.commit()
+
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE IF NOT EXISTS bench_counter (id INT PRIMARY KEY, n INT)"))
         conn.execute(text("DELETE FROM bench_counter"))
