@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -346,6 +347,32 @@ async def test_redis_down_fails_closed_by_default_and_open_when_asked(sqlite_url
     assert warning["tether.budget.unavailable"] is True
     [settled] = [e.attributes for e in events if e.name == SETTLED] or [{}]
     assert settled == {}  # nothing was held, nothing to settle
+
+
+async def test_a_redis_that_never_answers_ends_the_run_at_its_timeout(sqlite_url: str) -> None:
+    """A black hole: Redis accepts the connection and never answers. The run's timeout
+    (0.5 s) falls while the reservation is in flight; the run still ends, once the client's
+    own timeout (2 s) has given the reservation up, with outcome limit_exceeded."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    try:
+        port = server.getsockname()[1]
+        budgets = {
+            "backend": "redis",
+            "redis_url": f"redis://127.0.0.1:{port}/0",
+            "limits": [{"scope": "project", "window": "day", "tokens": 10_000}],
+        }
+        spec = make_spec(budgets=BudgetsConfig(**budgets), limits=Limits(timeout_s=0.5))
+        model = ScriptedModel([{"text": "fine"}], name="gpt-4.1-mini")
+        agent = Agent(spec, model=model, trace=sqlite_url)
+        started = time.monotonic()
+        result = await agent.run("hi")
+        assert time.monotonic() - started < 8
+        assert result.outcome is Outcome.LIMIT_EXCEEDED and result.state.turns == 0
+        await agent.aclose()
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres", "redis"])

@@ -235,10 +235,10 @@ class BudgetControl(Control):
             waited += pause
 
     async def _reserve(self, charges: list[BudgetCharge]) -> Hold:
-        """Reserve in a worker thread. A run cancelled meanwhile (its timeout, a Ctrl-C) does
-        not stop the thread: the cancellation waits for it (a reservation is bounded by the
-        store's timeouts) and gives back what it holds; cancelled again meanwhile, that is left
-        to run in the background."""
+        """Reserve (awaited on Redis, in a worker thread on SQL). A run cancelled meanwhile (its
+        timeout, a Ctrl-C) does not stop the reservation: the cancellation waits for it (it is
+        bounded by the store's timeouts) and gives back what it holds; cancelled again
+        meanwhile, that is left to finish in the background."""
         reserving = asyncio.ensure_future(self._ledger_reserve(charges))
         try:
             return await asyncio.shield(reserving)
