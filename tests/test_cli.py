@@ -139,20 +139,22 @@ def test_demo_console_script(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     scenarios = ("normal answer", "recovered tool error", "loop broken", "limit tripped")
-    for scenario in (*scenarios, "injection caught", "personal data masked", "schema re-asked"):
+    guards = ("injection caught", "personal data masked", "schema re-asked")
+    issue_14 = ("budget running out mid-run",)
+    for scenario in (*scenarios, *guards, *issue_14):
         assert scenario in proc.stdout
     assert f"tether --database-url {db} traces show" in proc.stdout
-    code, out = invoke("traces", "list", "--json", db=db)
+    code, out = invoke("traces", "list", "--json", "-n", "100", db=db)
     assert code == 0
     outcomes = sorted(r["outcome"] for r in json.loads(out)["runs"])
-    assert outcomes == [*["final_answer"] * 5, "limit_exceeded", "loop_detected"]
+    assert outcomes == ["budget_exceeded", *["final_answer"] * 5, "limit_exceeded", "loop_detected"]
     # Every `traces show` command the demo prints works as printed.
     shown = [
         line.split("traces show ", 1)[1].split()[0]
         for line in proc.stdout.splitlines()
         if "traces show " in line
     ]
-    assert len(shown) == 7
+    assert len(shown) == 8  # one per scenario that made runs
     for run_id in shown:
         code, out = invoke("traces", "show", run_id, "--json", db=db)
         assert code == 0, out

@@ -28,6 +28,7 @@ from tether import (
     tool,
 )
 from tether.cli.render import OUTCOME_STYLE, result_json
+from tether.spec import BudgetsConfig
 from tether.store import Store
 from tether.trace import semconv, writer_for
 
@@ -61,6 +62,10 @@ class _Raising(Control):
         raise RuntimeError("classifier unavailable")
 
 
+def _two_turns() -> list[dict[str, Any]]:
+    return [_call("a"), {"text": "done"}]
+
+
 def _agent_for(outcome: Outcome, url: str) -> Agent:
     """An agent whose run ends with ``outcome``, built the way the other tests produce it."""
     answer = ScriptedModel([_call("a"), {"text": "done"}])
@@ -70,6 +75,16 @@ def _agent_for(outcome: Outcome, url: str) -> Agent:
         steps = [_call(f"k{i}") for i in range(5)]
         spec = make_spec(limits=Limits(max_turns=2))
         return Agent(spec, model=ScriptedModel(steps), tools=[lookup], trace=url)
+    if outcome in (Outcome.BUDGET_EXCEEDED, Outcome.RATE_LIMITED):
+        # The first model call's worst case (its input and 100 output tokens) has no room
+        # (counted in the store's own database, next to the trace).
+        limit = (
+            {"limits": [{"scope": "run", "tokens": 50}]}
+            if outcome is Outcome.BUDGET_EXCEEDED
+            else {"rate_limits": [{"scope": "run", "tpm": 50}]}
+        )
+        spec = make_spec(budgets=BudgetsConfig(max_output_tokens=100, **limit))
+        return Agent(spec, model=ScriptedModel(_two_turns()), tools=[lookup], trace=url)
     if outcome is Outcome.LOOP_DETECTED:
         return Agent(make_spec(), model=ScriptedModel([_call("same")]), tools=[lookup], trace=url)
     stops: dict[Outcome, Callable[[], Decision]] = {
@@ -116,6 +131,8 @@ def test_statuses() -> None:
         "final_answer": "completed",
         "limit_exceeded": "completed",
         "loop_detected": "completed",
+        "budget_exceeded": "completed",
+        "rate_limited": "completed",
         "blocked": "completed",
         "escalated": "paused",
         "deferred": "paused",

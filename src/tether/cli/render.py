@@ -30,6 +30,8 @@ R = TypeVar("R", RunRecord, SpanRecord, EventRecord)
 OUTCOME_STYLE: dict[str, str] = {
     Outcome.FINAL_ANSWER: "green",
     Outcome.LIMIT_EXCEEDED: "yellow",
+    Outcome.BUDGET_EXCEEDED: "yellow",
+    Outcome.RATE_LIMITED: "yellow",
     Outcome.LOOP_DETECTED: "yellow",
     Outcome.BLOCKED: "red",
     Outcome.ESCALATED: "magenta",

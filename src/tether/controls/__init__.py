@@ -1,9 +1,10 @@
 """Controls: the policy pipeline and the controls that run on it: limits, the loop breaker,
-and the guards (prompt injection, personal data and secrets, deny lists, allowed topics, Python
-functions, an LLM judge, spotlighting), built from a spec's ``guards`` section by
-``build_guards``."""
+budgets and rate limits (``BudgetControl``, from a spec's ``budgets`` section), and the guards
+(prompt injection, personal data and secrets, deny lists, allowed topics, Python functions, an
+LLM judge, spotlighting), built from a spec's ``guards`` section by ``build_guards``."""
 
 from tether.controls.authz import Authorizer, AuthzRequest, AuthzVerdict, CedarAuthorization
+from tether.controls.budgets import BudgetControl
 from tether.controls.guard_base import CHANNELS, GuardControl, GuardResult
 from tether.controls.guard_build import build_guards
 from tether.controls.guard_deny import DenyListGuard
@@ -31,6 +32,7 @@ __all__ = [
     "Authorizer",
     "AuthzRequest",
     "AuthzVerdict",
+    "BudgetControl",
     "CedarAuthorization",
     "Control",
     "Decision",

@@ -21,6 +21,12 @@ class Outcome(StrEnum):
     """The model answered and ``on_output`` let the answer through."""
     LIMIT_EXCEEDED = "limit_exceeded"
     """A limit of the spec tripped (turns, tool calls, tokens, cost, timeout)."""
+    BUDGET_EXCEEDED = "budget_exceeded"
+    """A budget of the spec's ``budgets`` section (tokens or US dollars of a project, an agent,
+    an end user or the run, over a run, a day or a month) has no room for the next model call."""
+    RATE_LIMITED = "rate_limited"
+    """A rate limit of the spec's ``budgets`` section (model calls or tokens per minute) has no
+    room for the next model call; trying again after the minute may work."""
     LOOP_DETECTED = "loop_detected"
     """The loop breaker stopped a repeated tool call that brought no new information."""
     BLOCKED = "blocked"
@@ -45,6 +51,8 @@ class Outcome(StrEnum):
 _STATUS: dict[Outcome, EndStatus] = {
     Outcome.FINAL_ANSWER: "completed",
     Outcome.LIMIT_EXCEEDED: "completed",
+    Outcome.BUDGET_EXCEEDED: "completed",
+    Outcome.RATE_LIMITED: "completed",
     Outcome.LOOP_DETECTED: "completed",
     Outcome.BLOCKED: "completed",
     Outcome.ESCALATED: "paused",

@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from tether.controls import CedarAuthorization, Control
+from tether.controls.budget_ledger import BudgetLedger
+from tether.controls.budgets import resolve_budgets
 from tether.controls.guard_build import build_guards
 from tether.core import AgentRef, Caller, EntryPoint, RunKind, TetherError, content_hash
 from tether.core.settings import project_from_env
@@ -52,7 +54,9 @@ class Agent:
     SQLite store in ``TETHER_HOME``; a database URL; any ``TraceSink``; or ``False`` for none.
     With the spec's ``resilience.circuit_breaker`` every model of the chain (built from the
     spec or given) gets a circuit breaker, kept in ``breaker_store`` if given, else where
-    the spec's ``shared`` says.
+    the spec's ``shared`` says. With the spec's ``budgets`` section every model call is checked
+    against its budgets and rate limits, counted in ``budget_ledger`` if given, else where the
+    section's ``backend`` says.
     """
 
     def __init__(
@@ -68,6 +72,7 @@ class Agent:
         pricing: PricingTable | None = None,
         output_schema: OutputSchema | type[BaseModel] | dict[str, Any] | None = None,
         breaker_store: BreakerStore | None = None,
+        budget_ledger: BudgetLedger | None = None,
     ) -> None:
         self.spec = spec
         self.base_dir = Path(base_dir) if base_dir is not None else None
@@ -103,6 +108,8 @@ class Agent:
             trace=trace,
             pricing=pricing,
             degraded_answer=spec.resilience.degraded_answer,
+            budgets=None if spec.budgets is None else resolve_budgets(spec.budgets, self.base_dir),
+            budget_ledger=budget_ledger,
         )
         self._system_prompt = spec.system_prompt()
         if self.output is not None:

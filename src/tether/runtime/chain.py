@@ -13,7 +13,8 @@ import json
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from tether.controls import Hook, Verdict
+from tether.controls import Decision, Hook, Verdict
+from tether.controls.budgets import EVENT_BUDGET_SETTLED
 from tether.core import ProviderError, TetherError, describe_exception, scrub_surrogates
 from tether.providers import (
     Model,
@@ -115,6 +116,32 @@ async def model_step(
     decision, request = await scope.pipeline.check(ctx, request)
     if decision.stops:
         raise Stop(decision)
+    budget = scope.harness.budget
+    if budget is None:
+        return await _chain_call(scope, request, decision, on_event)
+    # What the call is charged, whatever becomes of it, settles its budget reservation.
+    before = (state.usage.total_tokens, state.cost_usd, state.unpriced_calls)
+    try:
+        return await _chain_call(scope, request, decision, on_event)
+    finally:
+        unpriced = state.unpriced_calls > before[2]
+        attributes = await budget.settle(
+            scope.run_id,
+            tokens=state.usage.total_tokens - before[0],
+            usd=None if unpriced else max(0.0, state.cost_usd - before[1]),
+        )
+        if attributes:
+            scope.recorder.event(scope.run_id, EVENT_BUDGET_SETTLED, attributes)
+
+
+async def _chain_call(
+    scope: RunScope, request: ModelRequest, decision: Decision, on_event: StreamHandler | None
+) -> ModelResponse:
+    """The call itself, once ``before_model`` let it through: the chain (or the answer a
+    control gave in its place), accounting and ``after_model``."""
+    chain, state = scope.harness.chain, scope.state
+    primary = chain.primary
+    assert primary is not None
     state.turns += 1
     sent = input_messages(request.messages, scope.message_cache) if scope.tracing else ("", 0)
     if decision.verdict is Verdict.RESPOND:

@@ -33,6 +33,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 from tether.controls import Control, Hook, HookContext, LimitsControl, LoopBreaker, Pipeline
+from tether.controls.budget_ledger import BudgetLedger
+from tether.controls.budgets import BudgetControl, build_budgets
 from tether.controls.limits import limit_message
 from tether.controls.pipeline import RunRisk
 from tether.core import (
@@ -59,7 +61,7 @@ from tether.runtime.state import RunState
 from tether.runtime.steps import Step, Stop
 from tether.runtime.telemetry import MessageCache, stored_payload
 from tether.runtime.tool_step import tools_step
-from tether.spec import Limits, LoopBreakerConfig
+from tether.spec import BudgetsConfig, Limits, LoopBreakerConfig
 from tether.store import RunRecord, SpanRecord
 from tether.tools import Tool, build_tools, definition_of
 from tether.trace import PricingTable, semconv
@@ -112,7 +114,10 @@ class Harness:
     one is the grant to call it. The limits control and the loop breaker come first in the
     pipeline, then ``controls``. ``trace`` is a ``TraceTarget``. ``degraded_answer`` is
     what a run answers when every model failed for a reason that may pass (its outcome is
-    still ``error``).
+    still ``error``). ``budgets`` (a spec's ``budgets`` section, or a ``BudgetControl``) checks
+    every model call against token and US-dollar budgets and rate limits, last in the
+    pipeline; its counters live in ``budget_ledger`` if given, else where the section says
+    (the SQL backend uses the trace store's database).
     """
 
     def __init__(
@@ -127,25 +132,47 @@ class Harness:
         trace: TraceTarget = None,
         pricing: PricingTable | None = None,
         degraded_answer: str | None = None,
+        budgets: BudgetsConfig | BudgetControl | None = None,
+        budget_ledger: BudgetLedger | None = None,
     ) -> None:
         self.chain = ModelChain(models)
         self.tools: dict[str, Tool] = (
             dict(tools) if isinstance(tools, Mapping) else build_tools((), provided=tools)
         )
         self.tool_defs = [definition_of(t) for t in self.tools.values()]
-        self.controls: list[Control] = [LimitsControl(), LoopBreaker(), *controls]
-        self.pipeline = Pipeline(self.controls)
         self.limits = limits or Limits()
         self.loop_breaker = loop_breaker or LoopBreakerConfig()
         self.settings = settings or ModelSettings()
         self.sink = resolve_sink(trace)
         self.pricing = pricing or pricing_from_env()
+        self.budget = self._budget_control(budgets, budget_ledger)
+        """The budgets and rate limits of every model call (``None``: none)."""
+        # The budgets last: a reservation is made only for a call no control stops.
+        budget: list[Control] = [] if self.budget is None else [self.budget]
+        self.controls: list[Control] = [LimitsControl(), LoopBreaker(), *controls, *budget]
+        self.pipeline = Pipeline(self.controls)
         self.degraded_answer = degraded_answer
         """The answer when the chain failed for a reason that may pass (every model down,
         timed out or behind an open circuit), in place of the built-in apology."""
         self.redact_input = _input_redactor(self.controls)
         """What the trace stores of a run's input, when a control masks the user's message
         (a guard masking personal data): the run record is written before ``on_input``."""
+
+    def _budget_control(
+        self, budgets: BudgetsConfig | BudgetControl | None, ledger: BudgetLedger | None
+    ) -> BudgetControl | None:
+        if budgets is None or isinstance(budgets, BudgetControl):
+            return budgets
+        if not (budgets.limits or budgets.rate_limits or budgets.policy):
+            return None
+        return build_budgets(
+            budgets,
+            models=[m.name for m in self.chain],
+            pricing=self.pricing,
+            run_timeout_s=self.limits.timeout_s,
+            database_url=_store_url(self.sink),
+            ledger=ledger,
+        )
 
     def open_run(
         self,
@@ -179,10 +206,18 @@ class Harness:
 
     async def aclose(self) -> None:
         """Close the HTTP clients of the models and tools (they reopen when used)."""
-        for part in (*self.chain, *self.tools.values()):
+        for part in (*self.chain, *self.tools.values(), self.budget):
             close = getattr(part, "aclose", None)
             if close is not None:
                 await close()
+
+
+def _store_url(sink: TraceSink) -> str | None:
+    """The database a trace sink writes to (a store writer, maybe behind an exporting sink)."""
+    inner = getattr(sink, "inner", sink)
+    store = getattr(inner, "store", None)
+    url = getattr(store, "url", None)
+    return url if isinstance(url, str) else None
 
 
 def _input_redactor(controls: Sequence[Control]) -> Callable[[str], str] | None:

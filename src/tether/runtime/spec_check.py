@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tether.controls.budgets import check_budgets
 from tether.controls.guard_build import build_guards
 from tether.core import ProviderError, SpecError
 from tether.providers import Model, ScriptedModel, build_model
@@ -108,6 +109,15 @@ def check_spec(
         )
         if spec.output is not None:
             OutputSchema.from_config(spec.output, base_dir)
+        if spec.budgets is not None:  # a policy file, prices for a dollar budget
+            missing.update(
+                check_budgets(
+                    spec.budgets,
+                    base_dir=base_dir,
+                    models=[c.name for c in (spec.model, *spec.fallback_models)],
+                    pricing=pricing or pricing_from_env(),
+                )
+            )
     missing.update(var for t in tools.values() if isinstance(t, HttpTool) for var in t.missing_env)
     missing.update(missing_redis(spec.resilience))
     check = SpecCheck(

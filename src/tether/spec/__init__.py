@@ -2,6 +2,12 @@
 
 from pathlib import Path
 
+from tether.spec.budgets import (
+    BudgetLimit,
+    BudgetsConfig,
+    BudgetsPolicy,
+    RateLimit,
+)
 from tether.spec.guards import (
     GuardRule,
     GuardsConfig,
@@ -10,6 +16,7 @@ from tether.spec.guards import (
     check_json_schema,
 )
 from tether.spec.loader import (
+    copy_origin,
     load_model,
     load_with_tree,
     origin_of,
@@ -31,7 +38,11 @@ from tether.spec.model import (
 from tether.spec.resilience import CircuitBreakerConfig, ResilienceConfig
 
 AgentSpec.model_rebuild(
-    _types_namespace={"GuardsConfig": GuardsConfig, "OutputConfig": OutputConfig}
+    _types_namespace={
+        "GuardsConfig": GuardsConfig,
+        "OutputConfig": OutputConfig,
+        "BudgetsConfig": BudgetsConfig,
+    }
 )
 
 
@@ -43,6 +54,13 @@ def load_guards_policy(path: str | Path) -> GuardsPolicy:
     return policy
 
 
+def load_budgets_policy(path: str | Path) -> BudgetsPolicy:
+    """Read and validate a budgets policy file; ``SpecError`` naming file, line and field."""
+    policy, node = load_with_tree(BudgetsPolicy, path)
+    remember_origin(policy.budgets, path, node, ("budgets",))
+    return policy
+
+
 def load_spec(path: str | Path) -> AgentSpec:
     """Load and validate an agent spec from a YAML file."""
     spec, node = load_with_tree(AgentSpec, path)
@@ -50,11 +68,16 @@ def load_spec(path: str | Path) -> AgentSpec:
         remember_origin(tool, path, node, ("tools", i))
     for i, rule in enumerate(spec.guards.rules):
         remember_origin(rule, path, node, ("guards", "rules", i))
+    if spec.budgets is not None:  # a Redis URL missing is found when the agent is built
+        remember_origin(spec.budgets, path, node, ("budgets",))
     return spec
 
 
 __all__ = [
     "AgentSpec",
+    "BudgetLimit",
+    "BudgetsConfig",
+    "BudgetsPolicy",
     "CircuitBreakerConfig",
     "GuardRule",
     "GuardsConfig",
@@ -66,10 +89,13 @@ __all__ = [
     "OutputConfig",
     "PythonSandboxToolSpec",
     "PythonToolSpec",
+    "RateLimit",
     "ResilienceConfig",
     "ToolParameter",
     "ToolSpec",
     "check_json_schema",
+    "copy_origin",
+    "load_budgets_policy",
     "load_guards_policy",
     "load_model",
     "load_spec",

@@ -262,3 +262,11 @@ def origin_of(obj: BaseModel, *loc: int | str) -> tuple[Path, int] | None:
     _, path, node, prefix = found
     line = _line_of(node, (*prefix, *loc))
     return (path, line) if line is not None else None
+
+
+def copy_origin(source: BaseModel, target: BaseModel) -> None:
+    """``target`` (made from ``source``: a section merged with a policy file) was loaded from
+    where ``source`` was."""
+    found = _ORIGINS.get(id(source))
+    if found is not None and found[0]() is source:
+        remember_origin(target, found[1], found[2], found[3])

@@ -38,6 +38,7 @@ from tether.spec.resilience import ResilienceConfig
 if TYPE_CHECKING:
     # The guards module builds on the classes here (a judge's ModelConfig); ``tether.spec``
     # resolves these two names once both modules are loaded (``AgentSpec.model_rebuild``).
+    from tether.spec.budgets import BudgetsConfig
     from tether.spec.guards import GuardsConfig, OutputConfig
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
@@ -416,6 +417,9 @@ class AgentSpec(_Strict):
     tool may be called."""
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     """Circuit breakers on the model endpoints and the answer given when every model is down."""
+    budgets: BudgetsConfig | None = None
+    """Token and US-dollar budgets (per project, agent, end user or run; per run, day or
+    month) and rate limits, each model call checked against them before it is made."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Free-form labels (team, owner, ticket)."""
 

@@ -178,3 +178,27 @@ audit_head = Table(
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
 )
+
+budgets = Table(
+    "tether_budgets",
+    metadata,
+    # ``scope:who:counter:window:period`` (``project:acme:usd:day:20261124``).
+    Column("key", String(255), primary_key=True),
+    # What reconciled calls used (tokens, micro-USD or model calls).
+    Column("used", BigInteger, nullable=False),
+    # When the row may be dropped (past the end of its window).
+    Column("expires_ns", BigInteger, nullable=False),
+    Index("ix_tether_budgets_expires", "expires_ns"),
+)
+
+budget_holds = Table(
+    "tether_budget_holds",
+    metadata,
+    # One reservation's amount on one budget, until it is reconciled or expires (its caller died).
+    Column("hold_id", String(32), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("expires_ns", BigInteger, nullable=False),
+    Index("ix_tether_budget_holds_key", "key", "expires_ns"),
+    Index("ix_tether_budget_holds_expires", "expires_ns"),
+)

@@ -1,6 +1,11 @@
-"""Scenarios ``tether demo`` can show besides the support agent's (issue 14): each runs
-offline against servers it starts on 127.0.0.1, returns a report, and prints it."""
+"""Scenarios ``tether demo`` shows after the support agent's (issue 14): each runs offline
+(scripted models, servers it starts on 127.0.0.1), leaves its runs in the demo's store, and
+returns a ``ScenarioReport`` that prints a few lines and its JSON.
 
+A scenario is an ``async def (trace, examples_dir) -> ScenarioReport``; add it to
+``SCENARIOS`` (one line) to have ``tether demo`` run it."""
+
+from tether.cli.demo_scenarios.budget_running_out import budget_running_out
 from tether.cli.demo_scenarios.failing_upstream import (
     FailingUpstreamReport,
     UpstreamRun,
@@ -8,10 +13,20 @@ from tether.cli.demo_scenarios.failing_upstream import (
     print_failing_upstream,
     run_failing_upstream,
 )
+from tether.cli.demo_scenarios.report import Scenario, ScenarioReport
+
+SCENARIOS: list[Scenario] = [
+    budget_running_out,
+]
+"""In the order ``tether demo`` runs and shows them."""
 
 __all__ = [
+    "SCENARIOS",
     "FailingUpstreamReport",
+    "Scenario",
+    "ScenarioReport",
     "UpstreamRun",
+    "budget_running_out",
     "failing_upstream_demo",
     "print_failing_upstream",
     "run_failing_upstream",

@@ -27,6 +27,8 @@ STATUSES = ("running", "completed", "paused", "failed")
 OUTCOMES = (
     "final_answer",
     "limit_exceeded",
+    "budget_exceeded",
+    "rate_limited",
     "loop_detected",
     "blocked",
     "escalated",
