@@ -269,6 +269,9 @@ class RunScope:
         self._recorder: RunRecorder | None = None
         self._started = 0.0
         self._deadline: float | None = None
+        self._input_checked = False
+        """Whether ``state.input`` holds what ``on_input`` let through (before, it holds the
+        caller's text as given, which must not be stored unmasked)."""
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -392,7 +395,7 @@ class RunScope:
                 state.stop_reason = "internal error"
             self.recorder.event(self.run_id, semconv.EVENT_RUN_ERROR, {"message": state.error})
             self._finish()
-            self.recorder.checkpoint(state.schema_version, state.to_json(), "crash")
+            self._checkpoint("crash")
             return
         if not state.finished:
             self.end(
@@ -402,9 +405,17 @@ class RunScope:
                 "(no output step, no end())",
             )
         if state.status == "paused":
-            reason = state.outcome.value if state.outcome else "paused"
-            self.recorder.checkpoint(state.schema_version, state.to_json(), reason)
+            self._checkpoint(state.outcome.value if state.outcome else "paused")
         self._finish()
+
+    def _checkpoint(self, reason: str) -> None:
+        """Checkpoint the run's state. Until ``on_input`` has let the input through (a run
+        paused or crashed at or before it), the state keeps the input as the trace stores it:
+        masked as the user channel's guards mask it, never as it came."""
+        state = self.state
+        if not self._input_checked and self.harness.redact_input is not None:
+            state = state.model_copy(update={"input": self._stored_input()})
+        self.recorder.checkpoint(state.schema_version, state.to_json(), reason)
 
     def _finish(self) -> None:
         state, span, run = self.state, self._root, self._record
@@ -559,6 +570,7 @@ class RunScope:
             if decision.stops:
                 raise Stop(decision)
             self.state.input = checked
+            self._input_checked = True
             self.state.messages.append(Message(role="user", content=checked))
             return str(checked)
 

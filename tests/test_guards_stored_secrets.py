@@ -1,0 +1,86 @@
+"""A value the guards mask or block is never stored, whatever path a run takes: each run below
+plants a credential and a customer's e-mail address, then every byte the run left — the crash
+journal while the store cannot take the records, then the SQLite file, its WAL and the journal
+once it has — is searched for them. Span attributes, events and their evidence, audit entries,
+run records and checkpoints are all in those bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from fakes.leaks import StoredBytes, leaked
+from fakes.specs import make_spec
+from tether import Agent, ScriptedModel
+from tether.controls import FunctionGuard
+
+TOKEN = "ghp_" + "Q7r8A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"
+EMAIL = "wanda.wren@example.org"
+PLANTED = (TOKEN, EMAIL)
+MASK_ALL = {"guard": "pii", "action": "mask"}
+SECRETS_MASKED = {"guard": "secrets", "action": "mask"}
+
+
+def checkpoints(stored: StoredBytes) -> list[tuple[str, str]]:
+    with sqlite3.connect(stored.path) as db:
+        return db.execute("SELECT reason, state FROM tether_checkpoints ORDER BY id").fetchall()
+
+
+def assert_never_stored(stored: StoredBytes) -> None:
+    assert leaked(stored.journal_bytes(), *PLANTED) == []
+    stored.deliver()
+    assert leaked(stored.all_bytes(), *PLANTED) == []
+
+
+# -- the run's input, before on_input has judged it ------------------------------------------
+
+
+async def test_a_run_paused_at_on_input_checkpoints_the_masked_input(tmp_path: Path) -> None:
+    stored = StoredBytes(tmp_path)
+    agent = Agent(
+        make_spec(
+            guards={
+                "rules": [
+                    {"guard": "secrets", "channels": ["user"], "action": "escalate"},
+                    {"guard": "pii", "channels": ["user"], "action": "escalate"},
+                ]
+            }
+        ),
+        model=ScriptedModel([{"text": "never"}]),
+        trace=stored.url,
+    )
+    result = await agent.run(f"my token is {TOKEN}, write to {EMAIL}")
+    assert result.outcome == "escalated" and result.state.turns == 0
+    assert_never_stored(stored)
+    ((reason, state),) = checkpoints(stored)
+    assert reason == "escalated" and "<GITHUB_TOKEN>" in state and "<EMAIL_ADDRESS>" in state
+
+
+async def test_a_run_cancelled_during_on_input_checkpoints_the_masked_input(
+    tmp_path: Path,
+) -> None:
+    started = asyncio.Event()
+
+    async def slow(text: str) -> bool:
+        started.set()
+        await asyncio.sleep(30)
+        return True
+
+    stored = StoredBytes(tmp_path)
+    agent = Agent(
+        make_spec(guards={"rules": [SECRETS_MASKED, MASK_ALL]}),
+        model=ScriptedModel([{"text": "never"}]),
+        controls=[FunctionGuard(slow, channels=["user"], timeout_s=60)],
+        trace=stored.url,
+    )
+    task = asyncio.create_task(agent.run(f"my token is {TOKEN}, write to {EMAIL}"))
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert_never_stored(stored)
+    ((reason, state),) = checkpoints(stored)
+    assert reason == "crash" and "<GITHUB_TOKEN>" in state and "<EMAIL_ADDRESS>" in state
