@@ -374,6 +374,41 @@ async def test_spotlighting_comes_after_the_guards(sqlite_url: str) -> None:
     assert names.index("guard.deny_list") < names.index("spotlight")
 
 
+@tool(side_effects="read")
+def order(order_id: str) -> str:
+    """An order's status."""
+    return json.dumps({"id": order_id, "status": "on its way", "carrier": "Acme  Post"})
+
+
+@pytest.mark.parametrize("mode", ["datamark", "delimit"])
+async def test_a_scripted_model_reads_its_templates_through_the_marks(
+    sqlite_url: str, mode: str
+) -> None:
+    agent = Agent(
+        make_spec(tools=[{"name": "order", "side_effects": "read"}], guards={"spotlight": mode}),
+        model=ScriptedModel(
+            [
+                {"tool_calls": [{"name": "order", "arguments": {"order_id": "7"}}]},
+                {"text": "Order {result:order:id} is {result:order:status} ({result:order})."},
+            ]
+        ),
+        tools=[order],
+        trace=sqlite_url,
+    )
+    result = await agent.run("where is order 7?")
+    tool_message = next(m.content for m in result.state.messages if m.role == "tool")
+    # The model got the result marked.
+    if mode == "datamark":
+        assert " " not in tool_message
+    else:
+        assert tool_message.startswith("<<data-") and tool_message.endswith(">>")
+    # Spacing comes back as one space per run of spaces (the datamark keeps no more).
+    carrier = "Acme Post" if mode == "datamark" else "Acme  Post"
+    assert result.output == (
+        f'Order 7 is on its way ({{"id": "7", "status": "on its way", "carrier": "{carrier}"}}).'
+    )
+
+
 async def test_a_judge_that_never_answers_times_out_and_fails_closed(sqlite_url: str) -> None:
     gate = asyncio.Event()
 
