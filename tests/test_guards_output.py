@@ -14,7 +14,7 @@ import pytest
 
 from fakes.specs import make_spec
 from fakes.traces import trace_of
-from tether import Agent, Decision, ScriptedModel, tool
+from tether import Agent, Decision, Limits, ScriptedModel, tool
 from tether.controls.guard_base import GUARD_EVIDENCE, GUARD_FLAGGED, GUARD_NAME
 from tether.controls.guard_judge import JudgeGuard, parse_verdict
 from tether.controls.guard_python import FunctionGuard
@@ -274,6 +274,73 @@ async def test_the_judge_blocks_an_answer_that_breaks_the_rubric(sqlite_url: str
     (event,) = guard_events(sqlite_url, bad.run_id, "judge")
     assert event.attributes["tether.guard.judge.model"] == "judge-model"
     assert event.attributes["tether.guard.judge.input_tokens"] > 0
+
+
+class CountingModel(ScriptedModel):
+    """A scripted judge that counts its calls."""
+
+    calls = 0
+
+    async def complete(self, request: Any) -> Any:
+        self.calls += 1
+        return await super().complete(request)
+
+
+async def test_the_judges_tokens_and_cost_are_the_runs(sqlite_url: str) -> None:
+    judge = CountingModel([{"text": "PASS"}], name="gpt-4.1-mini")  # priced
+    agent = Agent(
+        make_spec(),
+        model=ScriptedModel([{"text": "Your parcel ships today."}], name="gpt-4.1-mini"),
+        controls=[JudgeGuard(judge, "The answer must never promise a refund.")],
+        trace=sqlite_url,
+    )
+    result = await agent.run("when does it ship?")
+    assert result.outcome == "final_answer" and judge.calls == 1
+    run, spans, events = trace_of(sqlite_url, result.run_id)
+    chats = [s for s in spans if s.kind == "model"]
+    (judged,) = [s for s in chats if s.attributes.get(semconv.TETHER_CALLED_BY) == "guard.judge"]
+    assert judged.parent_id == result.run_id  # the output's decision is on the run's span
+    judge_in = judged.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS]
+    judge_cost = judged.attributes[semconv.TETHER_COST_USD]
+    assert judge_in > 0 and judge_cost > 0
+    (event,) = [e for e in events if e.attributes.get(GUARD_NAME) == "judge"]
+    assert event.attributes["tether.guard.judge.input_tokens"] == judge_in
+    # The run's totals are every chat span's, the judge's included; a judge is not a turn.
+    assert run.input_tokens == sum(s.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] for s in chats)
+    assert run.output_tokens == sum(s.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] for s in chats)
+    assert run.cost_usd == pytest.approx(sum(s.attributes[semconv.TETHER_COST_USD] for s in chats))
+    assert result.state.usage.input_tokens == run.input_tokens and result.state.turns == 1
+
+
+async def test_a_judge_past_the_runs_budget_is_not_called(sqlite_url: str) -> None:
+    def agent(limits: Limits, judge: ScriptedModel) -> Agent:
+        return Agent(
+            make_spec(limits=limits),
+            model=ScriptedModel([{"text": "Your parcel ships today."}]),
+            controls=[JudgeGuard(judge, "Never promise a refund.", fail_open=True)],
+            trace=sqlite_url,
+        )
+
+    unlimited = await agent(Limits(), ScriptedModel([{"text": "PASS"}])).run("hi")
+    _, spans, _ = trace_of(sqlite_url, unlimited.run_id)
+    (answer_span, _judged) = sorted(
+        (s for s in spans if s.kind == "model"),
+        key=lambda s: semconv.TETHER_CALLED_BY in s.attributes,
+    )
+    answered = (
+        answer_span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS]
+        + answer_span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS]
+    )
+    judge = CountingModel([{"text": "PASS"}])
+    result = await agent(Limits(max_total_tokens=answered + 2), judge).run("hi")
+    # The answer's call fit; the judge's would not: the run stops at its limit (fail_open is
+    # for a judge that fails, not for spending past the budget), and nothing is charged.
+    assert (result.outcome, judge.calls) == ("limit_exceeded", 0)
+    assert "max_total_tokens limit reached" in (result.stop_reason or "")
+    assert result.output != "Your parcel ships today."
+    run, spans, _ = trace_of(sqlite_url, result.run_id)
+    assert [s.kind for s in spans].count("model") == 1
+    assert run.input_tokens + run.output_tokens == answered
 
 
 async def test_a_judge_that_answers_neither_pass_nor_fail_fails_closed(sqlite_url: str) -> None:

@@ -60,8 +60,10 @@ class JudgeGuard(GuardControl):
     """Asks ``model`` whether each text meets ``rubric``; a ``FAIL`` flags it. The text is
     shown between random markers and the judge is told it is data. A reply that is neither
     PASS nor FAIL, a failed model call or one past ``timeout_s`` is a failure of the guard
-    (the run stops unless ``fail_open``). The judge's tokens are recorded on the decision's
-    event (``tether.guard.judge.*``); they are not in the run's totals."""
+    (the run stops unless ``fail_open``). In a run, the judge's call is the run's: a chat span
+    under the decision's span, its tokens and cost in the run's totals and limits (a run
+    whose token or cost limit leaves no room for it stops with ``limit_exceeded`` instead),
+    and its tokens on the decision's event too (``tether.guard.judge.*``)."""
 
     guard = "judge"
     default_channels: tuple[Channel, ...] = ("output",)
@@ -104,9 +106,15 @@ class JudgeGuard(GuardControl):
         )
 
     async def judge(self, text: str, channel: Channel, ctx: HookContext | None) -> GuardResult:
+        request = self.request(text, channel)
         try:
             async with asyncio.timeout(self.timeout_s):
-                reply = await self.model.complete(self.request(text, channel))
+                if ctx is not None and ctx.call_model is not None:  # in the run's totals
+                    reply = await ctx.call_model(
+                        self.model, request, parent_id=ctx.span_id, control=self.name
+                    )
+                else:
+                    reply = await self.model.complete(request)
         except TimeoutError:
             raise TimeoutError(f"the judge took more than {self.timeout_s:g}s") from None
         passed, why = parse_verdict(reply.content)

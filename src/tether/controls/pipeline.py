@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.core import AgentRef, Caller, EntryPoint, Outcome, TetherError, describe_exception
-from tether.providers import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from tether.providers import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
 from tether.spec import Limits, LoopBreakerConfig
 from tether.tools import Tool, ToolResult
 from tether.trace import semconv
@@ -169,6 +169,24 @@ class RunView(Protocol):
     def tool_history(self) -> Sequence[ToolRecordView]: ...
 
 
+class LimitReached(TetherError):
+    """A model call a control makes for the run (``HookContext.call_model``) would take the
+    run past its token or cost limit. The pipeline takes ``decision`` (outcome
+    ``limit_exceeded``) as the control's answer, ``fail_open`` or not: the call is not made."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+class ModelCaller(Protocol):
+    """``HookContext.call_model``: a model call a control makes on the run's behalf."""
+
+    async def __call__(
+        self, model: Model, request: ModelRequest, *, parent_id: str | None, control: str
+    ) -> ModelResponse: ...
+
+
 GUARD_NAME = "tether.guard.name"
 GUARD_FLAGGED = "tether.guard.flagged"
 GUARD_SCORE = "tether.guard.score"
@@ -227,6 +245,11 @@ class HookContext:
     """The agent the run belongs to (``None`` for a gateway request made without one)."""
     risk: RunRisk | None = None
     """What the guards have found in the run so far (``None`` outside a run)."""
+    call_model: ModelCaller | None = None
+    """Makes a model call on the run's behalf (an LLM judge's): a chat span under
+    ``parent_id`` (pass ``span_id``) naming ``control``, priced, its tokens and cost added to
+    the run's totals (not a turn). Raises ``LimitReached`` instead when the run's token or
+    cost limit leaves no room for it. ``None`` outside a run: call the model directly."""
 
     @property
     def usage(self) -> Usage:
@@ -386,6 +409,8 @@ class Pipeline:
                         f"got {type(d.value).__name__}"
                     )
             return d
+        except LimitReached as reached:  # the run's budget, not a failure of the control
+            return reached.decision
         except Exception as exc:
             reason = f"control failed: {describe_exception(exc)}"
             if control.fail_open:

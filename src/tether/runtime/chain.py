@@ -13,7 +13,8 @@ import json
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from tether.controls import Hook, Verdict
+from tether.controls import Hook, LimitReached, Verdict
+from tether.controls.limits import budget_check
 from tether.core import ProviderError, TetherError, describe_exception, scrub_surrogates
 from tether.providers import (
     Model,
@@ -173,6 +174,46 @@ async def model_step(
             retryable=any(e.retryable for e in errors),
         ) from last_error
     raise last_error
+
+
+async def control_model_call(
+    scope: RunScope, model: Model, request: ModelRequest, *, parent_id: str | None, control: str
+) -> ModelResponse:
+    """A model call a control makes on the run's behalf (``HookContext.call_model``: an LLM
+    judge's): refused with ``LimitReached`` when the run's token or cost limit leaves no room
+    for it; else one chat span under ``parent_id`` naming the control, priced, its usage and
+    cost added to the run's totals. It is not a turn, and passes no hook (a judge's own call
+    is not judged)."""
+    price = scope.harness.pricing.price_for(model.name)
+    ctx = scope.hook_context(Hook.BEFORE_MODEL, parent_id)
+    stop = budget_check(ctx, request, None if price is None else price.input)
+    if stop is not None:
+        raise LimitReached(stop)
+    span = scope.recorder.start_span(
+        f"{semconv.OP_CHAT} {model.name}",
+        "model",
+        parent_id or scope.run_id,
+        {
+            semconv.GEN_AI_OPERATION_NAME: semconv.OP_CHAT,
+            semconv.GEN_AI_PROVIDER_NAME: model.provider,
+            semconv.GEN_AI_REQUEST_MODEL: model.name,
+            semconv.TETHER_CALLED_BY: control,
+        },
+    )
+    if scope.tracing:
+        span.attributes[semconv.GEN_AI_INPUT_MESSAGES] = input_messages(request.messages)[0]
+    try:
+        response = _scrubbed(await model.complete(request))
+    except BaseException as exc:
+        scope.recorder.end_span(span, error=clip(describe_exception(exc)) or type(exc).__name__)
+        raise
+    _account(scope, span, model, response)
+    if scope.tracing:
+        span.attributes[semconv.GEN_AI_RESPONSE_MODEL] = response.model or model.name
+        span.attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [response.finish_reason]
+        span.attributes[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(response)
+    scope.recorder.end_span(span)
+    return response
 
 
 async def _call(

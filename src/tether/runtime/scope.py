@@ -53,7 +53,13 @@ from tether.core import (
 from tether.core.caller import RunKind
 from tether.core.settings import project_from_env
 from tether.providers import Message, Model, ModelRequest, ModelResponse, ModelSettings, ToolCall
-from tether.runtime.chain import ModelChain, StreamHandler, error_attributes, model_step
+from tether.runtime.chain import (
+    ModelChain,
+    StreamHandler,
+    control_model_call,
+    error_attributes,
+    model_step,
+)
 from tether.runtime.result import RunResult
 from tether.runtime.state import RunState
 from tether.runtime.steps import Step, Stop
@@ -303,8 +309,16 @@ class RunScope:
             entry_point=self.entry_point,
             agent=self.agent,
             risk=self.risk,
+            call_model=self.control_model_call,
             **kw,
         )
+
+    async def control_model_call(
+        self, model: Model, request: ModelRequest, *, parent_id: str | None, control: str
+    ) -> ModelResponse:
+        """``HookContext.call_model``: a model call a control makes on the run's behalf, in
+        the run's trace and totals (see ``chain.control_model_call``)."""
+        return await control_model_call(self, model, request, parent_id=parent_id, control=control)
 
     # -- lifecycle --------------------------------------------------------------------------
 
