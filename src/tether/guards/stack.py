@@ -19,7 +19,8 @@ from tether.guards.policy import Channel, GuardRule, GuardsPolicy, default_polic
 from tether.guards.redaction import HashKey, RedactAction, redact_each
 from tether.guards.registry import guard_types
 
-_ACTION_RANK = {"allow": 0, "log": 1, "hash": 2, "mask": 3, "escalate": 4, "block": 5}
+ACTION_RANK = {"allow": 0, "log": 1, "hash": 2, "mask": 3, "escalate": 4, "block": 5}
+"""The actions from weakest to strongest: a text several rules act on gets the strongest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +94,7 @@ class _Run:
     errors: list[str] = field(default_factory=list)
 
     def take(self, action: str) -> None:
-        if _ACTION_RANK[action] > _ACTION_RANK[self.action]:
+        if ACTION_RANK[action] > ACTION_RANK[self.action]:
             self.action = action
 
 

@@ -152,6 +152,9 @@ class Harness:
         self.redact_input = _input_redactor(self.controls)
         """What the trace stores of a run's input, when a control masks the user's message
         (a guard masking personal data): the run record is written before ``on_input``."""
+        self.redact_arguments = _arguments_redactor(self.controls)
+        """What a tool span stores of a call's arguments, when a control masks tool-call
+        arguments: the span is opened before ``before_tool`` has judged them."""
 
     def open_run(
         self,
@@ -206,6 +209,27 @@ def _input_redactor(controls: Sequence[Control]) -> Callable[[str], str] | None:
         for redactor in redactors:
             text = redactor(text)
         return text
+
+    return redact
+
+
+def _arguments_redactor(
+    controls: Sequence[Control],
+) -> Callable[[Mapping[str, Any]], Mapping[str, Any]] | None:
+    """One function applying, in order, what each control masks in tool-call arguments."""
+    redactors = []
+    for control in controls:
+        redactor = getattr(control, "arguments_redactor", None)
+        found = redactor() if callable(redactor) else None
+        if found is not None:
+            redactors.append(found)
+    if not redactors:
+        return None
+
+    def redact(arguments: Mapping[str, Any]) -> Mapping[str, Any]:
+        for redactor in redactors:
+            arguments = redactor(arguments)
+        return arguments
 
     return redact
 

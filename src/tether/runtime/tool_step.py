@@ -48,6 +48,21 @@ def _tool_message(call: ToolCall, result: ToolResult) -> Message:
     return Message(role="tool", content=result.content, tool_call_id=call.id, name=call.name)
 
 
+def _stored_arguments(scope: RunScope, call: ToolCall) -> str:
+    """A call's arguments as its span stores them: masked as the guards of ``tool_args``
+    mask them, also before (or without) ``before_tool`` having judged them."""
+    redact = scope.harness.redact_arguments
+    if redact is None:
+        return arguments_text(call)
+    try:
+        masked = redact(call.arguments)
+    except Exception as exc:  # not the raw values: they are what the guard exists to keep out
+        return f"[arguments not stored: masking them failed: {describe_exception(exc)}]"
+    if masked is call.arguments:
+        return arguments_text(call)
+    return arguments_text(call.model_copy(update={"arguments": dict(masked)}))
+
+
 async def _checked(scope: RunScope, ctx: HookContext, payload: object) -> tuple[Decision, object]:
     """The pipeline at a tool hook: a decision with an outcome ends the run (``Stop``); a plain
     Block, a Respond or an Allow/Modify come back to the caller."""
@@ -74,7 +89,7 @@ async def approve_tool(
             semconv.GEN_AI_TOOL_NAME: call.name,
             semconv.GEN_AI_TOOL_CALL_ID: call.id,
             semconv.GEN_AI_TOOL_TYPE: "function",
-            semconv.GEN_AI_TOOL_CALL_ARGUMENTS: arguments_text(call),
+            semconv.GEN_AI_TOOL_CALL_ARGUMENTS: _stored_arguments(scope, call),
         },
     )
     try:
@@ -97,7 +112,7 @@ async def approve_tool(
     if allowed != call:  # a control rewrote the call: the span shows what actually runs
         span.name = f"{semconv.OP_EXECUTE_TOOL} {allowed.name}"
         span.attributes[semconv.GEN_AI_TOOL_NAME] = allowed.name
-        span.attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = arguments_text(allowed)
+        span.attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = _stored_arguments(scope, allowed)
     tool = tools.get(allowed.name)
     if tool is not None:
         span.attributes[semconv.TETHER_TOOL_SIDE_EFFECTS] = tool.side_effects
