@@ -7,6 +7,7 @@ run records and checkpoints are all in those bytes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from fakes.leaks import StoredBytes, leaked
 from fakes.specs import make_spec
-from tether import Agent, ScriptedModel
+from tether import Agent, ScriptedModel, tool
 from tether.controls import FunctionGuard
 
 TOKEN = "ghp_" + "Q7r8A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"
@@ -22,6 +23,14 @@ EMAIL = "wanda.wren@example.org"
 PLANTED = (TOKEN, EMAIL)
 MASK_ALL = {"guard": "pii", "action": "mask"}
 SECRETS_MASKED = {"guard": "secrets", "action": "mask"}
+LOOKUPS: list[str] = []
+
+
+@tool(side_effects="read")
+def lookup(q: str) -> str:
+    """Look something up."""
+    LOOKUPS.append(q)
+    return "found"
 
 
 def checkpoints(stored: StoredBytes) -> list[tuple[str, str]]:
@@ -84,3 +93,89 @@ async def test_a_run_cancelled_during_on_input_checkpoints_the_masked_input(
     assert_never_stored(stored)
     ((reason, state),) = checkpoints(stored)
     assert reason == "crash" and "<GITHUB_TOKEN>" in state and "<EMAIL_ADDRESS>" in state
+
+
+# -- a reply the output guards block ----------------------------------------------------------
+
+
+def chat_replies(stored: StoredBytes) -> list[str]:
+    """The text parts of every chat span's reply, as stored."""
+    with sqlite3.connect(stored.path) as db:
+        rows = db.execute("SELECT attributes FROM tether_spans WHERE kind = 'model'").fetchall()
+    return [
+        part.get("content", "")
+        for (attributes,) in rows
+        for message in json.loads(attributes).get("gen_ai.output.messages", [])
+        for part in message["parts"]
+    ]
+
+
+async def test_a_blocked_answer_is_a_marker_on_its_chat_span(tmp_path: Path) -> None:
+    stored = StoredBytes(tmp_path)
+    agent = Agent(
+        make_spec(
+            guards={
+                "rules": [
+                    {"guard": "secrets", "channels": ["output"]},
+                    {"guard": "pii", "channels": ["output"]},
+                ]
+            }
+        ),
+        model=ScriptedModel([{"text": f"Your token is {TOKEN}; I mailed {EMAIL}."}]),
+        trace=stored.url,
+    )
+    result = await agent.run("what is my token?")
+    assert result.outcome == "blocked" and TOKEN not in result.output
+    assert TOKEN not in result.state.to_json()  # the reply never joined the conversation
+    assert_never_stored(stored)
+    assert chat_replies(stored) == [
+        "[reply withheld by guard.secrets (block): secrets.GITHUB_TOKEN]"
+    ]
+
+
+async def test_a_reply_on_its_way_to_a_tool_is_judged_too(tmp_path: Path) -> None:
+    stored = StoredBytes(tmp_path)
+    agent = Agent(
+        make_spec(
+            tools=[{"name": "lookup", "side_effects": "read"}],
+            guards={"rules": [{"guard": "secrets", "channels": ["output"], "action": "escalate"}]},
+        ),
+        model=ScriptedModel(
+            [
+                {
+                    "text": f"Checking the token {TOKEN} first.",
+                    "tool_calls": [{"name": "lookup", "arguments": {"q": "token"}}],
+                }
+            ]
+        ),
+        tools=[lookup],
+        trace=stored.url,
+    )
+    result = await agent.run("check my token")
+    assert result.outcome == "escalated" and LOOKUPS == []
+    assert_never_stored(stored)
+    assert chat_replies(stored) == [
+        "[reply withheld by guard.secrets (escalate): secrets.GITHUB_TOKEN]"
+    ]
+
+
+async def test_a_reply_cut_off_midstream_is_stored_masked(tmp_path: Path) -> None:
+    stored = StoredBytes(tmp_path)
+    agent = Agent(
+        make_spec(guards={"rules": [SECRETS_MASKED, MASK_ALL]}),
+        model=ScriptedModel(
+            [
+                {
+                    "text": f"Your token is {TOKEN} and your mail {EMAIL} and more",
+                    "stream_cut_after": 9,
+                }
+            ]
+        ),
+        trace=stored.url,
+    )
+    pieces: list[str] = []
+    result = await agent.run("token?", stream=lambda e: pieces.append(str(e)))
+    assert result.outcome == "error" and any(TOKEN in p for p in pieces)  # it was streamed
+    assert_never_stored(stored)
+    (partial,) = chat_replies(stored)
+    assert "<GITHUB_TOKEN>" in partial and "<EMAIL_ADDRESS>" in partial

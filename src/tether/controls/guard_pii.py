@@ -3,8 +3,10 @@
 ``tether.guards.GuardStack`` of one rule. Their findings are spans of values: ``mask`` writes
 the kind in their place (``<EMAIL_ADDRESS>``), ``hash`` a keyed hash (``<EMAIL_ADDRESS:…>``).
 
-A rule that masks or hashes the ``output`` channel also masks each model reply as it arrives
-(``after_model``), so the conversation and the trace keep no value the model repeated; one on
+A rule on the ``output`` channel (any action but ``log``) judges each model reply as it arrives
+(``after_model``), not only the answer: ``mask`` and ``hash`` mask it, so the conversation and
+the trace keep no value the model repeated; ``block`` and ``escalate`` stop the run at the
+reply that holds one (its chat span keeps a marker, not the text). One on
 the ``user`` channel (any action but ``log``) also masks the run's input as the trace stores
 it when the run starts (``redactor``). The evidence in the trace is the kind, position and
 score of each finding, never the value.
@@ -95,7 +97,10 @@ class PiiGuard(GuardControl):
             GuardsPolicy(guards=[rule]), hash_key=hash_key, environ=environ
         )
         self.stack.warm()  # patterns compiled now, not on the first request
-        self._masks_replies = "output" in self.channels and self.action in ("mask", "hash")
+        # Every reply is judged as it arrives (not only the answer, at on_output): a value the
+        # model wrote is masked before the conversation and the trace keep it, and a reply a
+        # block or escalate rule flags stops the run there, never to be stored as it came.
+        self._masks_replies = "output" in self.channels and self.action != "log"
         self._judges_args = "tool_args" in self.channels
         if self._masks_replies or self._judges_args:
             self._hooks = self._hooks | {Hook.AFTER_MODEL}
@@ -202,6 +207,10 @@ class PiiGuard(GuardControl):
         masked = response
         if self._masks_replies:
             result = await self.judge(response.content, "output", ctx)
+            if result.flagged and self.action in ("block", "escalate"):
+                latency = (time.perf_counter() - started) * 1000
+                details = self._details("output", result, latency)
+                return self._act("output", result, response.content).with_details(details)
             results.append(("output", result))
             if result.masked is not None:
                 masked = masked.model_copy(update={"content": result.masked})

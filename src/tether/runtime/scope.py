@@ -149,9 +149,12 @@ class Harness:
         self.degraded_answer = degraded_answer
         """The answer when the chain failed for a reason that may pass (every model down,
         timed out or behind an open circuit), in place of the built-in apology."""
-        self.redact_input = _input_redactor(self.controls)
+        self.redact_input = _text_redactor(self.controls, "user")
         """What the trace stores of a run's input, when a control masks the user's message
         (a guard masking personal data): the run record is written before ``on_input``."""
+        self.redact_output = _text_redactor(self.controls, "output")
+        """What the trace stores of a reply no control has judged (a stream cut midway), when
+        a control masks the ``output`` channel."""
         self.redact_arguments = _arguments_redactor(self.controls)
         """What a tool span stores of a call's arguments, when a control masks tool-call
         arguments: the span is opened before ``before_tool`` has judged them."""
@@ -194,12 +197,12 @@ class Harness:
                 await close()
 
 
-def _input_redactor(controls: Sequence[Control]) -> Callable[[str], str] | None:
-    """One function applying, in order, what each control masks on the user channel."""
+def _text_redactor(controls: Sequence[Control], channel: str) -> Callable[[str], str] | None:
+    """One function applying, in order, what each control masks on ``channel``."""
     redactors = []
     for control in controls:
         redactor = getattr(control, "redactor", None)
-        found = redactor("user") if callable(redactor) else None
+        found = redactor(channel) if callable(redactor) else None
         if found is not None:
             redactors.append(found)
     if not redactors:
