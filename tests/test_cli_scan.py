@@ -83,6 +83,35 @@ def test_tool_call_arguments_are_judged_value_by_value(tmp_path: Path) -> None:
     assert "jane@" not in json.dumps(verdicts) and "4111" not in json.dumps(verdicts)
 
 
+def test_a_value_a_rule_blocks_is_never_printed(tmp_path: Path) -> None:
+    token = "ghp_" + "x7" * 18
+    policy = tmp_path / "guards.yaml"
+    policy.write_text(
+        "guards:\n"
+        "  - guard: secrets\n"
+        "    action: block\n"
+        "  - guard: pii\n"
+        "    action: mask\n"
+        "  - guard: deny_list\n"
+        "    channels: [user]\n"
+        "    terms: [RivalShop]\n"
+        "    action: mask\n"
+    )
+    path = jsonl(
+        tmp_path,
+        {"id": "pii", "text": f"token {token}, mail jane@example.com"},
+        {"id": "deny", "text": f"token {token} at RivalShop"},
+    )
+    code, verdicts, _ = scan(str(path), "--kind", "user", "--policy", str(policy))
+    assert code == 0
+    assert [v["redacted"] for v in verdicts] == [
+        "token <GITHUB_TOKEN>, mail <EMAIL_ADDRESS>",
+        "token <GITHUB_TOKEN> at [removed]",
+    ]
+    assert all(v["blocked"] for v in verdicts)
+    assert token not in json.dumps(verdicts)
+
+
 def test_a_policy_that_blocks(tmp_path: Path) -> None:
     policy = tmp_path / "guards.yaml"
     policy.write_text(

@@ -71,11 +71,13 @@ async def test_a_deny_list_masks_terms_and_patterns_in_the_answer(sqlite_url: st
     (event,) = guard_events(sqlite_url, result.run_id, "deny_list")
     assert event.attributes[semconv.TETHER_DECISION] == "modify"
     assert event.span_id == result.run_id
-    assert [e["snippet"] for e in event.attributes[GUARD_EVIDENCE]] == [
-        "rivalshop",
-        "ACME CORP",
-        "coupon-AB12CD",
+    # Where and from which list, not the masked text itself.
+    assert [(e["match"], e["start"], e["end"]) for e in event.attributes[GUARD_EVIDENCE]] == [
+        ("terms", 4, 13),
+        ("terms", 17, 26),
+        ("patterns[0]", 35, 48),
     ]
+    assert "coupon-AB12CD" not in json.dumps(event.attributes)
 
 
 async def test_a_deny_list_block_replaces_the_answer(sqlite_url: str) -> None:

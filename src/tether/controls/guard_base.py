@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
 from tether.controls.pipeline import (
     GUARD_CATEGORIES,
@@ -268,3 +268,66 @@ class GuardControl(Control):
             ]
         details.update(result.details)
         return details
+
+
+T = TypeVar("T")
+
+
+def text_redactor(controls: Sequence[Control], channel: str | None) -> Callable[[str], str] | None:
+    """One function applying, in order, what each control masks on ``channel``; ``None`` when
+    no control masks there. A masking that fails raises (the caller stores a note instead of
+    the text).
+
+    ``channel=None``: what each control masks on any of its channels, for the texts the
+    guards' own decisions quote (reasons, evidence); a control whose masking fails there is
+    passed over (it is a detector that cannot detect: its own verdict fails the run closed,
+    and the reason saying so must still be stored)."""
+    found: list[Callable[[str], str]] = []
+    for control in controls:
+        redactor = getattr(control, "redactor", None)
+        if not callable(redactor):
+            continue
+        channels = (channel,) if channel is not None else tuple(getattr(control, "channels", ()))
+        for name in channels:
+            masking = redactor(name)
+            if masking is not None:
+                found.append(masking if channel is not None else _lenient(masking))
+                break
+    return _chained(found)
+
+
+def _lenient(masking: Callable[[str], str]) -> Callable[[str], str]:
+    def mask(text: str) -> str:
+        try:
+            return masking(text)
+        except Exception:
+            return text
+
+    return mask
+
+
+def arguments_redactor(
+    controls: Sequence[Control],
+) -> Callable[[Mapping[str, Any]], Mapping[str, Any]] | None:
+    """One function applying, in order, what each control masks in tool-call arguments."""
+    found: list[Callable[[Mapping[str, Any]], Mapping[str, Any]]] = []
+    for control in controls:
+        redactor = getattr(control, "arguments_redactor", None)
+        masking = redactor() if callable(redactor) else None
+        if masking is not None:
+            found.append(masking)
+    return _chained(found)
+
+
+def _chained(functions: list[Callable[[T], T]]) -> Callable[[T], T] | None:
+    if not functions:
+        return None
+    if len(functions) == 1:
+        return functions[0]
+
+    def chained(value: T) -> T:
+        for function in functions:
+            value = function(value)
+        return value
+
+    return chained

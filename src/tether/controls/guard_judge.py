@@ -85,9 +85,10 @@ class JudgeGuard(GuardControl):
         self.model, self.rubric = model, rubric.strip()
         self.timeout_s, self.max_chars = timeout_s, max_chars
 
-    def request(self, text: str, channel: Channel) -> ModelRequest:
-        """What the judge is asked about ``text``."""
-        tag = secrets.token_hex(6)
+    def request(self, text: str, channel: Channel, *, tag: str | None = None) -> ModelRequest:
+        """What the judge is asked about ``text`` (between markers with ``tag``, default: a
+        random one)."""
+        tag = tag or secrets.token_hex(6)
         open_, close = f"<<text-{tag}>>", f"<</text-{tag}>>"
         shown = _clip_middle(text, self.max_chars).replace(open_, "").replace(close, "")
         return ModelRequest(
@@ -106,12 +107,17 @@ class JudgeGuard(GuardControl):
         )
 
     async def judge(self, text: str, channel: Channel, ctx: HookContext | None) -> GuardResult:
-        request = self.request(text, channel)
+        tag = secrets.token_hex(6)
+        request = self.request(text, channel, tag=tag)
         try:
             async with asyncio.timeout(self.timeout_s):
                 if ctx is not None and ctx.call_model is not None:  # in the run's totals
+                    # Its span keeps the question without the text: the text is on the span
+                    # it came from, as the guards leave it (a marker, if this judge blocks it).
+                    placeholder = f"[the text judged: {len(text):,} characters]"
+                    shown = self.request(placeholder, channel, tag=tag).messages
                     reply = await ctx.call_model(
-                        self.model, request, parent_id=ctx.span_id, control=self.name
+                        self.model, request, parent_id=ctx.span_id, control=self.name, shown=shown
                     )
                 else:
                     reply = await self.model.complete(request)

@@ -136,7 +136,7 @@ class PiiGuard(GuardControl):
     def _reason(self, flagged: bool, kinds: list[str], where: str = "") -> str:
         what = _WHAT.get(self.guard, self.guard)
         if not flagged:
-            return f"no {what} found{where}"
+            return f"no {what.removeprefix('a ')} found{where}"
         return f"{what} found{where}: {', '.join(dict.fromkeys(kinds)) or self.guard}"
 
     async def judge(self, text: str, channel: Channel, ctx: HookContext | None) -> GuardResult:

@@ -61,8 +61,17 @@ class PolicyScanner:
             judged = self._arguments(text)
             judged["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
             return judged
-        verdict: dict[str, Any] = self.stack.check(text, channel).to_json()
+        stacked = self.stack.check(text, channel)
+        verdict: dict[str, Any] = stacked.to_json()
         current = verdict["redacted"] if isinstance(verdict["redacted"], str) else text
+        if stacked.redacted is None and stacked.action in ("block", "escalate"):
+            # The other guards judge (and a masking one shows) the text with what the
+            # detectors blocked masked: a value they blocked is never printed.
+            from tether.guards import Finding, redact
+
+            current = redact(
+                text, [Finding(f.kind, f.start, f.end, f.score) for f in stacked.findings]
+            )
         categories: list[str] = list(verdict["categories"])
         errors: list[str] = list(verdict["errors"])
         for control in self.controls:

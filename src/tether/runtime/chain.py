@@ -18,6 +18,7 @@ from tether.controls.limits import budget_check
 from tether.controls.pipeline import GUARD_CATEGORIES
 from tether.core import ProviderError, TetherError, describe_exception, scrub_surrogates
 from tether.providers import (
+    Message,
     Model,
     ModelRequest,
     ModelResponse,
@@ -178,7 +179,13 @@ async def model_step(
 
 
 async def control_model_call(
-    scope: RunScope, model: Model, request: ModelRequest, *, parent_id: str | None, control: str
+    scope: RunScope,
+    model: Model,
+    request: ModelRequest,
+    *,
+    parent_id: str | None,
+    control: str,
+    shown: Sequence[Message] | None = None,
 ) -> ModelResponse:
     """A model call a control makes on the run's behalf (``HookContext.call_model``: an LLM
     judge's): refused with ``LimitReached`` when the run's token or cost limit leaves no room
@@ -201,8 +208,12 @@ async def control_model_call(
             semconv.TETHER_CALLED_BY: control,
         },
     )
-    if scope.tracing:
-        span.attributes[semconv.GEN_AI_INPUT_MESSAGES] = input_messages(request.messages)[0]
+    if scope.tracing:  # what the guards' decisions may quote, as the trace keeps it
+        stored = [
+            m.model_copy(update={"content": scope.stored_text(m.content)})
+            for m in (request.messages if shown is None else shown)
+        ]
+        span.attributes[semconv.GEN_AI_INPUT_MESSAGES] = input_messages(stored)[0]
     try:
         response = _scrubbed(await model.complete(request))
     except BaseException as exc:
@@ -212,7 +223,8 @@ async def control_model_call(
     if scope.tracing:
         span.attributes[semconv.GEN_AI_RESPONSE_MODEL] = response.model or model.name
         span.attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [response.finish_reason]
-        span.attributes[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(response)
+        kept = response.model_copy(update={"content": scope.stored_text(response.content)})
+        span.attributes[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(kept)
     scope.recorder.end_span(span)
     return response
 
@@ -366,10 +378,14 @@ async def _settle(
     if scope.tracing:
         kept = withheld(checked, decision) if decision.stops else checked
         a[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(kept)
-    scope.recorder.end_span(span)
     if decision.stops:
+        scope.recorder.end_span(span)
         raise Stop(decision)
     assert isinstance(checked, ModelResponse)
+    if scope.tracing and not checked.tool_calls and scope.harness.guards_answers:
+        scope.hold_reply(span, checked)  # until on_output has judged it, if it is the answer
+    else:
+        scope.recorder.end_span(span)
     return checked
 
 

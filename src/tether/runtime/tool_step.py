@@ -101,7 +101,8 @@ async def approve_tool(
         scope.recorder.end_span(span)
         raise
     if decision.stops:
-        result = ToolResult(f"Tool call refused by policy: {decision.reason}", is_error=True)
+        reason = scope.stored_text(decision.reason)
+        result = ToolResult(f"Tool call refused by policy: {reason}", is_error=True)
         span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = clip(result.content)
         scope.recorder.end_span(span, error=clip(result.content))
         return _tool_message(call, result)
@@ -138,12 +139,13 @@ async def complete_tool(scope: RunScope, approved: _Approved) -> Message:
         try:
             decision, checked = await _checked(scope, ctx, raw)
         except Stop as stop:  # the call ran; the model's conversation still needs its answer
-            withheld = f"Tool result withheld by policy: {stop.decision.reason}"
+            withheld = f"Tool result withheld by policy: {scope.stored_text(stop.decision.reason)}"
             approved.message = _tool_message(call, ToolResult(withheld, is_error=True))
             error = withheld
             raise
         if decision.stops:
-            result = ToolResult(f"Tool result withheld by policy: {decision.reason}", True)
+            reason = scope.stored_text(decision.reason)
+            result = ToolResult(f"Tool result withheld by policy: {reason}", True)
         else:
             assert isinstance(checked, ToolResult)
             result = checked
