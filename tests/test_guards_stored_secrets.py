@@ -272,3 +272,32 @@ async def test_injection_evidence_quoting_a_secret_is_stored_masked(tmp_path: Pa
     (page,) = [m.content for m in result.state.messages if m.role == "tool"]
     assert page.startswith("Tool result withheld by policy: possible prompt injection")
     assert_never_stored(stored)
+
+
+@tool(side_effects="read")
+def account(user: str) -> str:
+    """A user's account."""
+    return json.dumps({"user": user, "email": EMAIL, "api_token": TOKEN, "plan": "pro  max"})
+
+
+@pytest.mark.parametrize("mode", ["datamark", "delimit"])
+async def test_spotlighted_results_are_masked_first(tmp_path: Path, mode: str) -> None:
+    stored = StoredBytes(tmp_path)
+    agent = Agent(
+        make_spec(
+            tools=[{"name": "account", "side_effects": "read"}],
+            guards={"spotlight": mode, "rules": [SECRETS_MASKED, MASK_ALL]},
+        ),
+        model=ScriptedModel(
+            [
+                {"tool_calls": [{"name": "account", "arguments": {"user": "ann"}}]},
+                {"text": "Plan {result:account:plan}, mail {result:account:email}."},
+            ]
+        ),
+        tools=[account],
+        trace=stored.url,
+    )
+    result = await agent.run("my plan?")
+    plan = "pro max" if mode == "datamark" else "pro  max"
+    assert result.output == f"Plan {plan}, mail <EMAIL_ADDRESS>."
+    assert_never_stored(stored)

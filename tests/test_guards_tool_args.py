@@ -259,8 +259,16 @@ def test_clean_arguments_are_the_same_object() -> None:
 
 def test_deep_nesting_is_judged_as_text_past_the_depth_limit() -> None:
     deep: Any = EMAIL
-    for _ in range(200):
+    for _ in range(5000):  # deeper than json.dumps or repr can go
         deep = {"d": deep}
     verdict = check_arguments(masking_stack(), deep)
     assert EMAIL not in json.dumps(verdict.arguments)
     assert "<EMAIL_ADDRESS>" in json.dumps(verdict.arguments)
+
+
+def test_many_values_and_long_ones_are_judged_in_a_few_scans() -> None:
+    many = {"items": [f"item {i}" for i in range(100_000)] + [EMAIL], "blob": "x " * 5_000_000}
+    verdict = check_arguments(masking_stack(), many)
+    assert verdict.arguments["items"][-1] == "<EMAIL_ADDRESS>"
+    assert verdict.arguments["items"][:3] == ["item 0", "item 1", "item 2"]
+    assert [(f.path, f.kind) for f in verdict.findings] == [("items[100000]", "EMAIL_ADDRESS")]

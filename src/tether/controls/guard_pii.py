@@ -260,7 +260,7 @@ class PiiGuard(GuardControl):
         nothing was), and what was found."""
         from tether.guards.arguments import check_arguments
 
-        if sum(len(str(v)) for v in call.arguments.values()) > OFF_LOOP_CHARS:
+        if _size_hint(call.arguments) > OFF_LOOP_CHARS:
             verdict = await asyncio.to_thread(check_arguments, self._args_stack, call.arguments)
         else:
             verdict = check_arguments(self._args_stack, call.arguments)
@@ -325,6 +325,23 @@ class PiiGuard(GuardControl):
         if ctx.hook is Hook.AFTER_MODEL:
             return self._masks_replies or self._judges_args
         return ctx.hook in self._hooks and self.channel_of(ctx) in self.channels
+
+
+def _size_hint(arguments: Mapping[str, Any] | list[Any] | tuple[Any, ...], depth: int = 0) -> int:
+    """About how much text ``arguments`` hold, looking two levels down (cheap, and safe on
+    arguments nested however deep): past that, as much as a long text."""
+    if depth > 1:
+        return OFF_LOOP_CHARS + 1
+    size = 0
+    values = arguments.values() if isinstance(arguments, Mapping) else arguments
+    for value in values:
+        if isinstance(value, str):
+            size += len(value)
+        elif isinstance(value, Mapping | list | tuple):
+            size += _size_hint(value, depth + 1)
+        else:
+            size += 8
+    return size
 
 
 def _merged(results: list[GuardResult]) -> GuardResult:
