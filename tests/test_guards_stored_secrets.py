@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,7 @@ from fakes.leaks import StoredBytes, leaked
 from fakes.specs import make_spec
 from tether import Agent, ScriptedModel, tool
 from tether.controls import FunctionGuard, JudgeGuard
+from tether.trace import close_writers, writer_for
 
 TOKEN = "ghp_" + "Q7r8A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"
 EMAIL = "wanda.wren@example.org"
@@ -301,3 +307,67 @@ async def test_spotlighted_results_are_masked_first(tmp_path: Path, mode: str) -
     plan = "pro max" if mode == "datamark" else "pro  max"
     assert result.output == f"Plan {plan}, mail <EMAIL_ADDRESS>."
     assert_never_stored(stored)
+
+
+# -- kill -9 while the output guards judge the answer -----------------------------------------
+
+CHILD = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    from tether import Agent, AgentSpec, ModelConfig, ScriptedModel
+    from tether.controls import FunctionGuard
+
+    url, codename = sys.argv[1], sys.argv[2]
+
+    def slow_review(text: str) -> bool:
+        print("judging", flush=True)  # the answer's reply is held: not in the journal
+        time.sleep(3600)
+        return True
+
+    spec = AgentSpec(
+        name="held",
+        model=ModelConfig(provider="scripted", name="gpt-4.1-mini", script="unused.yaml"),
+    )
+    agent = Agent(
+        spec,
+        model=ScriptedModel([{"text": f"The launch of {codename} is next week."}]),
+        controls=[FunctionGuard(slow_review, timeout_s=3600)],
+        trace=url,
+    )
+    asyncio.run(agent.run("what is launching?"))
+    """
+)
+
+
+def test_an_answer_killed_while_judged_was_never_written(tmp_path: Path, sqlite_url: str) -> None:
+    """The answer's chat span waits for the output guards: a process killed while they judge
+    leaves no copy of a reply they might have blocked (and loses that one span)."""
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    child = subprocess.Popen(
+        [sys.executable, str(script), sqlite_url, "Wolfram Lantern"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        if line.strip() != "judging":
+            child.kill()
+            pytest.fail(f"the child did not reach its output guard: {child.communicate()}")
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.communicate(timeout=30)
+    home = Path(os.environ["TETHER_HOME"])
+    assert b"Wolfram Lantern" not in b"".join(
+        p.read_bytes() for p in home.rglob("*") if p.is_file()
+    )
+    writer = writer_for(sqlite_url)  # replays the dead process's journal
+    assert writer.flush(timeout=60)
+    close_writers()
+    db_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("tether.db*"))
+    assert b"Wolfram Lantern" not in db_bytes
+    with sqlite3.connect(tmp_path / "tether.db") as db:
+        ((status,),) = db.execute("SELECT status FROM tether_runs").fetchall()
+    assert status == "failed"  # closed from its journal, without the held reply
