@@ -21,6 +21,7 @@ from tether.controls.guard_python import FunctionGuard
 from tether.controls.guard_spotlight import SpotlightControl
 from tether.providers.scripted import Script
 from tether.trace import semconv
+from tether.trace.recovery import abandoned_run_end
 
 
 @tool(side_effects="read")
@@ -312,6 +313,40 @@ async def test_the_judges_tokens_and_cost_are_the_runs(sqlite_url: str) -> None:
     assert run.output_tokens == sum(s.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] for s in chats)
     assert run.cost_usd == pytest.approx(sum(s.attributes[semconv.TETHER_COST_USD] for s in chats))
     assert result.state.usage.input_tokens == run.input_tokens and result.state.turns == 1
+
+
+async def test_a_run_closed_from_its_journal_counts_the_judge_as_tokens_not_turns(
+    sqlite_url: str,
+) -> None:
+    agent = Agent(
+        make_spec(tools=[{"name": "kb_lookup", "side_effects": "read"}]),
+        model=ScriptedModel(
+            [
+                {"tool_calls": [{"name": "kb_lookup", "arguments": {"query": "x"}}]},
+                {"text": "Parcels ship within two days."},
+            ],
+            name="gpt-4.1-mini",
+        ),
+        tools=[kb_lookup],
+        controls=[
+            JudgeGuard(
+                ScriptedModel([{"text": "PASS"}], name="gpt-4.1-mini"),
+                "Be accurate.",
+                channels=["tool_output", "output"],
+            )
+        ],
+        trace=sqlite_url,
+    )
+    result = await agent.run("ship?")
+    run, spans, _ = trace_of(sqlite_url, result.run_id)
+    assert sum(1 for s in spans if semconv.TETHER_CALLED_BY in s.attributes) == 2
+    closed = abandoned_run_end(run, spans, last_write_ns=run.ended_ns, error="process exited")
+    assert (closed.turns, closed.input_tokens, closed.output_tokens) == (
+        run.turns,
+        run.input_tokens,
+        run.output_tokens,
+    )
+    assert closed.turns == 2 and closed.cost_usd == pytest.approx(run.cost_usd)
 
 
 async def test_a_judge_past_the_runs_budget_is_not_called(sqlite_url: str) -> None:
