@@ -178,6 +178,7 @@ class DenyListGuard(GuardControl):
         **options: Unpack[GuardOptions],
     ) -> None:
         super().__init__(**options)
+        self.quotes_text = self.action == "log"  # its evidence quotes matches only then
         if not terms and not patterns:
             raise ValueError("a deny list needs terms or patterns")
         if any(not t.strip() for t in terms):

@@ -63,6 +63,7 @@ class PiiGuard(GuardControl):
     ``TETHER_GUARD_HASH_KEY``), asked for when the guard is built."""
 
     actions: tuple[Action, ...] = ("block", "mask", "hash", "escalate", "log")
+    quotes_text = False  # its reasons name kinds; its evidence, kinds and offsets
     supported_channels: tuple[Channel, ...] = CHANNELS
     default_channels: tuple[Channel, ...] = CHANNELS
 

@@ -105,6 +105,8 @@ class LimitsControl(Control):
         limits, state = ctx.limits, ctx.state
         if state.turns >= limits.max_turns:
             return _trip("max_turns", limits.max_turns, f"{state.turns} model calls made")
+        if limits.max_total_tokens is None and limits.max_cost_usd is None:
+            return ALLOW
         return budget_check(ctx, request, ctx.input_usd_per_mtok) or ALLOW
 
     async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:

@@ -279,6 +279,10 @@ class Control:
 
     name = "control"
     record_allow = False
+    quotes_text = True
+    """Whether this control's reasons and details may quote the text it judged (then they are
+    masked as the run's masking guards mask before they are stored). A guard whose evidence
+    is kinds and offsets only says ``False``, and its events are stored as they are."""
     fail_open = False
     """If the control itself fails: ``False`` (default) stops the run with outcome
     ``control_error``; ``True`` records the failure and lets the action through."""
@@ -372,11 +376,12 @@ class Pipeline:
         """Whether any control judges at ``hook``."""
         return bool(self._by_hook[hook])
 
-    def with_recorder(self, recorder: RunRecorder) -> Pipeline:
-        """The same controls recording into one run's trace (the hook table is shared)."""
+    def with_recorder(self, recorder: RunRecorder, *, stored: bool = True) -> Pipeline:
+        """The same controls recording into one run's trace (the hook table is shared);
+        ``stored=False``: the trace goes nowhere, so what it quotes need not be masked."""
         clone = object.__new__(Pipeline)
         clone.controls, clone.recorder, clone._by_hook = self.controls, recorder, self._by_hook
-        clone.redact = self.redact
+        clone.redact = self.redact if stored else None
         return clone
 
     async def check(self, ctx: HookContext, payload: Any) -> tuple[Decision, Any]:
@@ -389,7 +394,7 @@ class Pipeline:
             if d is None or (d.verdict is Verdict.ALLOW and not control.record_allow):
                 continue
             d = replace(d, control=control.name)
-            self._record(ctx, d)
+            self._record(ctx, d, control.quotes_text)
             if d.details and ctx.risk is not None:
                 ctx.risk.note(d.details)
             if d.stops or d.verdict is Verdict.RESPOND:
@@ -447,10 +452,10 @@ class Pipeline:
                 "failed. Please try again later.",
             )
 
-    def _record(self, ctx: HookContext, d: Decision) -> None:
+    def _record(self, ctx: HookContext, d: Decision, quotes_text: bool = True) -> None:
         if self.recorder is None:
             return
-        if self.redact is not None:
+        if self.redact is not None and quotes_text:
             d = _redacted(d, self.redact)
         attrs: dict[str, Any] = {
             semconv.TETHER_CONTROL_NAME: d.control,

@@ -271,6 +271,7 @@ class RunScope:
         if system_prompt:
             self.state.messages.append(Message(role="system", content=system_prompt))
         self.message_cache: MessageCache = {}
+        self._call_model = self.control_model_call  # one bound method for every hook
         self.risk = RunRisk()
         """What the guards have found in this run so far (``HookContext.risk``)."""
         self.pipeline = harness.pipeline
@@ -316,7 +317,7 @@ class RunScope:
             entry_point=self.entry_point,
             agent=self.agent,
             risk=self.risk,
-            call_model=self.control_model_call,
+            call_model=self._call_model,
             **kw,
         )
 
@@ -345,7 +346,7 @@ class RunScope:
         self._deadline = asyncio.get_running_loop().time() + h.limits.timeout_s
         state.started_ns = now_ns()
         self._recorder = RunRecorder(h.sink, state.trace_id, state.run_id)
-        self.pipeline = h.pipeline.with_recorder(self._recorder)
+        self.pipeline = h.pipeline.with_recorder(self._recorder, stored=self.tracing)
         attributes: dict[str, Any] = {}
         if self.paradigm:
             attributes[semconv.TETHER_PARADIGM] = self.paradigm
@@ -382,7 +383,7 @@ class RunScope:
         """The run's input as the trace keeps it: masked as ``on_input`` masks it, also before
         (or without) ``on_input`` having run."""
         redact = self.harness.redact_input
-        if redact is None:
+        if redact is None or self._input_checked:  # on_input's guards have masked it
             return self.state.input
         try:
             return redact(self.state.input)
@@ -414,7 +415,8 @@ class RunScope:
     ) -> None:
         if self._root is None:
             return
-        self.release_reply()
+        if self._held is not None:
+            self.release_reply()
         state = self.state
         state.elapsed_s += monotonic() - self._started
         if exc is not None:
@@ -513,7 +515,8 @@ class RunScope:
         """End the run with ``outcome``: what the user is told (``output``), why it stopped,
         and for a failure what went wrong. Steps end the run themselves on a stop; call this
         for endings of the run's own logic (an empty answer, say)."""
-        self.release_reply()
+        if self._held is not None:
+            self.release_reply()
         state = self.state
         state.end(outcome)
         state.output = output
@@ -571,7 +574,7 @@ class RunScope:
         state = self.state
         if self._root is None:
             raise TetherError("the run scope is not open: use 'async with harness.open_run(...)'")
-        if not answer:
+        if not answer and self._held is not None:
             self.release_reply()
         if state.finished:
             return Step(outcome=state.outcome or Outcome.ERROR)
@@ -709,6 +712,10 @@ class RunScope:
         """After ``on_output``: the answer's reply, in the conversation and on its held chat
         span, as the output controls left it: a marker in its place when they stopped it,
         their masking where they masked it."""
+        if not decision.stops and decision.verdict is not Verdict.MODIFY:
+            if self._held is not None:
+                self.release_reply()  # let through as it is
+            return
         reply = self._held[1] if self._held is not None else None
         last = next((m for m in reversed(self.state.messages) if m.role == "assistant"), None)
         kept: ModelResponse | None = None
