@@ -20,6 +20,7 @@ from tether.controls.guard_base import GUARD_CHANNEL, GUARD_EVIDENCE, GUARD_NAME
 from tether.core import Outcome
 from tether.guards import GuardStack
 from tether.guards.arguments import check_arguments
+from tether.guards.redaction import HASH_KEY_ENV
 from tether.spec import GuardsPolicy
 from tether.trace import semconv
 
@@ -272,3 +273,14 @@ def test_many_values_and_long_ones_are_judged_in_a_few_scans() -> None:
     assert verdict.arguments["items"][-1] == "<EMAIL_ADDRESS>"
     assert verdict.arguments["items"][:3] == ["item 0", "item 1", "item 2"]
     assert [(f.path, f.kind) for f in verdict.findings] == [("items[100000]", "EMAIL_ADDRESS")]
+
+
+async def test_hash_gives_the_tool_the_label_the_user_channel_gives(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(HASH_KEY_ENV, "tool-args-hash-key-0123456789")
+    agent = mailer(sqlite_url, [{"guard": "pii", "action": "hash"}])
+    result = await agent.run(f"I am {EMAIL}")
+    (sent,) = SENT
+    assert sent["to"].startswith("<EMAIL_ADDRESS:") and EMAIL not in json.dumps(sent)
+    assert result.state.input == f"I am {sent['to']}"  # the same value, the same label
