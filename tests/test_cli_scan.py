@@ -58,6 +58,60 @@ def test_a_good_file(tmp_path: Path) -> None:
     assert "AKIA" not in json.dumps(verdicts)  # the values never reach the output
 
 
+def test_tool_call_arguments_are_judged_value_by_value(tmp_path: Path) -> None:
+    arguments = {"to": "jane@example.com", "card_number": 4111111111111111, "n": 2}
+    path = jsonl(
+        tmp_path,
+        {"id": "args", "text": json.dumps(arguments)},
+        {"id": "raw", "text": "not json, mail jane@example.com"},
+        {"id": "clean", "text": '{"query": "shipping"}'},
+    )
+    code, verdicts, _ = scan(str(path), "--kind", "tool_args")
+    assert code == 0
+    judged, raw, clean = verdicts
+    assert json.loads(str(judged["redacted"])) == {
+        "to": "<EMAIL_ADDRESS>",
+        "card_number": "<CREDIT_CARD>",
+        "n": 2,
+    }
+    assert [(f["arg"], f["kind"]) for f in judged["findings"]] == [  # type: ignore[index,union-attr]
+        ("to", "EMAIL_ADDRESS"),
+        ("card_number", "CREDIT_CARD"),
+    ]
+    assert raw["redacted"] == "not json, mail <EMAIL_ADDRESS>"
+    assert clean["redacted"] is None and clean["action"] == "allow"
+    assert "jane@" not in json.dumps(verdicts) and "4111" not in json.dumps(verdicts)
+
+
+def test_a_value_a_rule_blocks_is_never_printed(tmp_path: Path) -> None:
+    token = "ghp_" + "x7" * 18
+    policy = tmp_path / "guards.yaml"
+    policy.write_text(
+        "guards:\n"
+        "  - guard: secrets\n"
+        "    action: block\n"
+        "  - guard: pii\n"
+        "    action: mask\n"
+        "  - guard: deny_list\n"
+        "    channels: [user]\n"
+        "    terms: [RivalShop]\n"
+        "    action: mask\n"
+    )
+    path = jsonl(
+        tmp_path,
+        {"id": "pii", "text": f"token {token}, mail jane@example.com"},
+        {"id": "deny", "text": f"token {token} at RivalShop"},
+    )
+    code, verdicts, _ = scan(str(path), "--kind", "user", "--policy", str(policy))
+    assert code == 0
+    assert [v["redacted"] for v in verdicts] == [
+        "token <GITHUB_TOKEN>, mail <EMAIL_ADDRESS>",
+        "token <GITHUB_TOKEN> at [removed]",
+    ]
+    assert all(v["blocked"] for v in verdicts)
+    assert token not in json.dumps(verdicts)
+
+
 def test_a_policy_that_blocks(tmp_path: Path) -> None:
     policy = tmp_path / "guards.yaml"
     policy.write_text(
@@ -207,7 +261,7 @@ def test_help_does_not_load_the_guards() -> None:
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
     )
-    assert "--kind [user|tool_output|document|output]" in done.stdout
+    assert "--kind [user|tool_output|document|output|tool_args]" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "[]"
 
 

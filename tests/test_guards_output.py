@@ -14,13 +14,14 @@ import pytest
 
 from fakes.specs import make_spec
 from fakes.traces import trace_of
-from tether import Agent, Decision, ScriptedModel, tool
+from tether import Agent, Decision, Limits, ScriptedModel, tool
 from tether.controls.guard_base import GUARD_EVIDENCE, GUARD_FLAGGED, GUARD_NAME
 from tether.controls.guard_judge import JudgeGuard, parse_verdict
 from tether.controls.guard_python import FunctionGuard
 from tether.controls.guard_spotlight import SpotlightControl
 from tether.providers.scripted import Script
 from tether.trace import semconv
+from tether.trace.recovery import abandoned_run_end
 
 
 @tool(side_effects="read")
@@ -71,11 +72,13 @@ async def test_a_deny_list_masks_terms_and_patterns_in_the_answer(sqlite_url: st
     (event,) = guard_events(sqlite_url, result.run_id, "deny_list")
     assert event.attributes[semconv.TETHER_DECISION] == "modify"
     assert event.span_id == result.run_id
-    assert [e["snippet"] for e in event.attributes[GUARD_EVIDENCE]] == [
-        "rivalshop",
-        "ACME CORP",
-        "coupon-AB12CD",
+    # Where and from which list, not the masked text itself.
+    assert [(e["match"], e["start"], e["end"]) for e in event.attributes[GUARD_EVIDENCE]] == [
+        ("terms", 4, 13),
+        ("terms", 17, 26),
+        ("patterns[0]", 35, 48),
     ]
+    assert "coupon-AB12CD" not in json.dumps(event.attributes)
 
 
 async def test_a_deny_list_block_replaces_the_answer(sqlite_url: str) -> None:
@@ -276,6 +279,107 @@ async def test_the_judge_blocks_an_answer_that_breaks_the_rubric(sqlite_url: str
     assert event.attributes["tether.guard.judge.input_tokens"] > 0
 
 
+class CountingModel(ScriptedModel):
+    """A scripted judge that counts its calls."""
+
+    calls = 0
+
+    async def complete(self, request: Any) -> Any:
+        self.calls += 1
+        return await super().complete(request)
+
+
+async def test_the_judges_tokens_and_cost_are_the_runs(sqlite_url: str) -> None:
+    judge = CountingModel([{"text": "PASS"}], name="gpt-4.1-mini")  # priced
+    agent = Agent(
+        make_spec(),
+        model=ScriptedModel([{"text": "Your parcel ships today."}], name="gpt-4.1-mini"),
+        controls=[JudgeGuard(judge, "The answer must never promise a refund.")],
+        trace=sqlite_url,
+    )
+    result = await agent.run("when does it ship?")
+    assert result.outcome == "final_answer" and judge.calls == 1
+    run, spans, events = trace_of(sqlite_url, result.run_id)
+    chats = [s for s in spans if s.kind == "model"]
+    (judged,) = [s for s in chats if s.attributes.get(semconv.TETHER_CALLED_BY) == "guard.judge"]
+    assert judged.parent_id == result.run_id  # the output's decision is on the run's span
+    judge_in = judged.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS]
+    judge_cost = judged.attributes[semconv.TETHER_COST_USD]
+    assert judge_in > 0 and judge_cost > 0
+    (event,) = [e for e in events if e.attributes.get(GUARD_NAME) == "judge"]
+    assert event.attributes["tether.guard.judge.input_tokens"] == judge_in
+    # The run's totals are every chat span's, the judge's included; a judge is not a turn.
+    assert run.input_tokens == sum(s.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] for s in chats)
+    assert run.output_tokens == sum(s.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] for s in chats)
+    assert run.cost_usd == pytest.approx(sum(s.attributes[semconv.TETHER_COST_USD] for s in chats))
+    assert result.state.usage.input_tokens == run.input_tokens and result.state.turns == 1
+
+
+async def test_a_run_closed_from_its_journal_counts_the_judge_as_tokens_not_turns(
+    sqlite_url: str,
+) -> None:
+    agent = Agent(
+        make_spec(tools=[{"name": "kb_lookup", "side_effects": "read"}]),
+        model=ScriptedModel(
+            [
+                {"tool_calls": [{"name": "kb_lookup", "arguments": {"query": "x"}}]},
+                {"text": "Parcels ship within two days."},
+            ],
+            name="gpt-4.1-mini",
+        ),
+        tools=[kb_lookup],
+        controls=[
+            JudgeGuard(
+                ScriptedModel([{"text": "PASS"}], name="gpt-4.1-mini"),
+                "Be accurate.",
+                channels=["tool_output", "output"],
+            )
+        ],
+        trace=sqlite_url,
+    )
+    result = await agent.run("ship?")
+    run, spans, _ = trace_of(sqlite_url, result.run_id)
+    assert sum(1 for s in spans if semconv.TETHER_CALLED_BY in s.attributes) == 2
+    closed = abandoned_run_end(run, spans, last_write_ns=run.ended_ns, error="process exited")
+    assert (closed.turns, closed.input_tokens, closed.output_tokens) == (
+        run.turns,
+        run.input_tokens,
+        run.output_tokens,
+    )
+    assert closed.turns == 2 and closed.cost_usd == pytest.approx(run.cost_usd)
+
+
+async def test_a_judge_past_the_runs_budget_is_not_called(sqlite_url: str) -> None:
+    def agent(limits: Limits, judge: ScriptedModel) -> Agent:
+        return Agent(
+            make_spec(limits=limits),
+            model=ScriptedModel([{"text": "Your parcel ships today."}]),
+            controls=[JudgeGuard(judge, "Never promise a refund.", fail_open=True)],
+            trace=sqlite_url,
+        )
+
+    unlimited = await agent(Limits(), ScriptedModel([{"text": "PASS"}])).run("hi")
+    _, spans, _ = trace_of(sqlite_url, unlimited.run_id)
+    (answer_span, _judged) = sorted(
+        (s for s in spans if s.kind == "model"),
+        key=lambda s: semconv.TETHER_CALLED_BY in s.attributes,
+    )
+    answered = (
+        answer_span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS]
+        + answer_span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS]
+    )
+    judge = CountingModel([{"text": "PASS"}])
+    result = await agent(Limits(max_total_tokens=answered + 2), judge).run("hi")
+    # The answer's call fit; the judge's would not: the run stops at its limit (fail_open is
+    # for a judge that fails, not for spending past the budget), and nothing is charged.
+    assert (result.outcome, judge.calls) == ("limit_exceeded", 0)
+    assert "max_total_tokens limit reached" in (result.stop_reason or "")
+    assert result.output != "Your parcel ships today."
+    run, spans, _ = trace_of(sqlite_url, result.run_id)
+    assert [s.kind for s in spans].count("model") == 1
+    assert run.input_tokens + run.output_tokens == answered
+
+
 async def test_a_judge_that_answers_neither_pass_nor_fail_fails_closed(sqlite_url: str) -> None:
     judge = ScriptedModel([{"text": "Hmm, hard to say."}])
     agent = Agent(
@@ -372,6 +476,41 @@ async def test_spotlighting_comes_after_the_guards(sqlite_url: str) -> None:
     assert text.startswith("<<data-") and "[removed] numbers" in text
     names = [c.name for c in agent.controls]
     assert names.index("guard.deny_list") < names.index("spotlight")
+
+
+@tool(side_effects="read")
+def order(order_id: str) -> str:
+    """An order's status."""
+    return json.dumps({"id": order_id, "status": "on its way", "carrier": "Acme  Post"})
+
+
+@pytest.mark.parametrize("mode", ["datamark", "delimit"])
+async def test_a_scripted_model_reads_its_templates_through_the_marks(
+    sqlite_url: str, mode: str
+) -> None:
+    agent = Agent(
+        make_spec(tools=[{"name": "order", "side_effects": "read"}], guards={"spotlight": mode}),
+        model=ScriptedModel(
+            [
+                {"tool_calls": [{"name": "order", "arguments": {"order_id": "7"}}]},
+                {"text": "Order {result:order:id} is {result:order:status} ({result:order})."},
+            ]
+        ),
+        tools=[order],
+        trace=sqlite_url,
+    )
+    result = await agent.run("where is order 7?")
+    tool_message = next(m.content for m in result.state.messages if m.role == "tool")
+    # The model got the result marked.
+    if mode == "datamark":
+        assert " " not in tool_message
+    else:
+        assert tool_message.startswith("<<data-") and tool_message.endswith(">>")
+    # Spacing comes back as one space per run of spaces (the datamark keeps no more).
+    carrier = "Acme Post" if mode == "datamark" else "Acme  Post"
+    assert result.output == (
+        f'Order 7 is on its way ({{"id": "7", "status": "on its way", "carrier": "{carrier}"}}).'
+    )
 
 
 async def test_a_judge_that_never_answers_times_out_and_fails_closed(sqlite_url: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tether.guards import Spotlight, spotlight, spotlight_instruction
+from tether.guards.spotlight import unmark
 
 
 def test_datamark_replaces_spaces_and_keeps_lines() -> None:
@@ -40,3 +41,16 @@ def test_bad_arguments() -> None:
         spotlight("x", "")
     with pytest.raises(ValueError, match="mode"):
         spotlight("x", "k", "rot13")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["datamark", "delimit"])
+def test_unmark_reads_the_instruction_back(mode: str) -> None:
+    s = Spotlight.for_run("run-9")
+    text = '{"a": "b c"}\nsecond line'
+    marked = s.apply(text, mode)
+    assert marked != text
+    assert unmark(marked, "You are helpful.\n\n" + s.instruction(mode)) == text
+    assert unmark(marked, "You are helpful.") == marked  # no instruction: left as it is
+    other = Spotlight.for_run("run-10")
+    if mode == "delimit":  # another run's tags are not this text's
+        assert unmark(marked, other.instruction(mode)) == marked

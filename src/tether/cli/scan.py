@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 EXIT_BAD_FILE = 2
 MAX_LINE_BYTES = 128 << 20
 """Longest input line (a 10 MB text escaped as JSON can take several times its size)."""
-CHANNELS = ("user", "tool_output", "document", "output")
+CHANNELS = ("user", "tool_output", "document", "output", "tool_args")
 """``tether.guards.policy.CHANNELS``, spelled out so that ``tether --help`` does not load the
 guards (a test keeps the two equal)."""
 
@@ -43,7 +43,8 @@ class BadFile(Exception):
     "channel",
     type=click.Choice(CHANNELS),
     required=True,
-    help="The channel the texts come from: the user, a tool's result, a document, the answer.",
+    help="The channel the texts come from: the user, a tool's result, a document, the answer, "
+    "a tool call's arguments (a JSON object as text, judged value by value).",
 )
 @click.option(
     "--policy",

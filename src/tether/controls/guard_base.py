@@ -14,6 +14,8 @@ document      ``after_tool`` of the tools in     as ``tool_output``
               ``documents``
 output        ``on_output``                      the answer is replaced by an apology (outcome
                                                  ``blocked``)
+tool_args     ``after_model``, ``before_tool``   the call is refused (the model is told why);
+              (detectors only: ``PiiGuard``)     the run goes on
 ============  =================================  ==========================================
 
 ``mask`` replaces the parts found (guards that find spans), ``escalate`` pauses the run for a
@@ -26,9 +28,9 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypedDict, Unpack
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
 from tether.controls.pipeline import (
     GUARD_CATEGORIES,
@@ -44,16 +46,21 @@ from tether.controls.pipeline import (
 from tether.core import Outcome
 from tether.tools import ToolResult
 
-Channel = Literal["user", "tool_output", "document", "output"]
-CHANNELS: tuple[Channel, ...] = ("user", "tool_output", "document", "output")
+Channel = Literal["user", "tool_output", "document", "output", "tool_args"]
+CHANNELS: tuple[Channel, ...] = ("user", "tool_output", "document", "output", "tool_args")
+TEXT_CHANNELS: tuple[Channel, ...] = ("user", "tool_output", "document", "output")
+"""The channels of whole texts, which every guard judges; ``tool_args`` (a tool call's
+arguments, JSON) only the detectors (``PiiGuard``)."""
 Action = Literal["block", "mask", "hash", "escalate", "log"]
 CHANNEL_HOOKS: dict[Channel, Hook] = {
     "user": Hook.ON_INPUT,
     "tool_output": Hook.AFTER_TOOL,
     "document": Hook.AFTER_TOOL,
     "output": Hook.ON_OUTPUT,
+    "tool_args": Hook.BEFORE_TOOL,
 }
-"""The hook each channel is judged at."""
+"""The hook each channel is judged at (``tool_args`` also as the reply that holds the calls
+arrives: ``after_model``)."""
 
 # Attributes of a guard's decision event (besides tether.control.* and tether.decision.*);
 # the run's risk reads the four defined with it in the pipeline.
@@ -127,7 +134,9 @@ class GuardControl(Control):
     record_allow = True
     guard = "guard"
     """The guard's kind, as a spec names it (``injection``)."""
-    default_channels: tuple[Channel, ...] = CHANNELS
+    supported_channels: tuple[Channel, ...] = TEXT_CHANNELS
+    """The channels this guard can judge."""
+    default_channels: tuple[Channel, ...] = TEXT_CHANNELS
     actions: tuple[Action, ...] = ("block", "escalate", "log")
     """The actions this guard can take."""
 
@@ -135,9 +144,12 @@ class GuardControl(Control):
         channels = options.get("channels")
         action = options.get("action", "block")
         chosen = tuple(channels) if channels is not None else self.default_channels
-        unknown = [c for c in chosen if c not in CHANNELS]
+        unknown = [c for c in chosen if c not in self.supported_channels]
         if unknown or not chosen:
-            raise ValueError(f"channels must be some of {', '.join(CHANNELS)}, got {chosen!r}")
+            raise ValueError(
+                f"the {self.guard} guard's channels must be some of "
+                f"{', '.join(self.supported_channels)}, got {chosen!r}"
+            )
         if action not in self.actions:
             raise ValueError(
                 f"the {self.guard} guard cannot {action!r}; use {', '.join(self.actions)}"
@@ -160,6 +172,12 @@ class GuardControl(Control):
         when the guard masks nothing there."""
         return None
 
+    def arguments_redactor(self) -> Callable[[Mapping[str, Any]], Mapping[str, Any]] | None:
+        """A function masking what this guard masks in a tool call's arguments, for the
+        arguments a tool span stores before the guard has judged them; ``None`` when the
+        guard does not judge ``tool_args`` (or only logs there)."""
+        return None
+
     # -- pipeline ---------------------------------------------------------------------------
 
     def channel_of(self, ctx: HookContext) -> Channel:
@@ -169,6 +187,8 @@ class GuardControl(Control):
             return "user"
         if ctx.hook in (Hook.ON_OUTPUT, Hook.AFTER_MODEL):
             return "output"
+        if ctx.hook is Hook.BEFORE_TOOL:
+            return "tool_args"
         name = ctx.call.name if ctx.call is not None else ""
         return "document" if name in self.documents else "tool_output"
 
@@ -225,7 +245,9 @@ class GuardControl(Control):
         """What the user is told when this guard blocks their message or the answer."""
         return BLOCKED_INPUT_MESSAGE if channel == "user" else BLOCKED_OUTPUT_MESSAGE
 
-    def _details(self, channel: Channel, result: GuardResult, latency_ms: float) -> dict[str, Any]:
+    def _details(self, channel: str, result: GuardResult, latency_ms: float) -> dict[str, Any]:
+        """The event attributes of a verdict on ``channel`` (``output+tool_args`` for a reply
+        whose text and tool calls were judged together)."""
         details: dict[str, Any] = {
             GUARD_NAME: self.guard,
             GUARD_CHANNEL: channel,
@@ -246,3 +268,66 @@ class GuardControl(Control):
             ]
         details.update(result.details)
         return details
+
+
+T = TypeVar("T")
+
+
+def text_redactor(controls: Sequence[Control], channel: str | None) -> Callable[[str], str] | None:
+    """One function applying, in order, what each control masks on ``channel``; ``None`` when
+    no control masks there. A masking that fails raises (the caller stores a note instead of
+    the text).
+
+    ``channel=None``: what each control masks on any of its channels, for the texts the
+    guards' own decisions quote (reasons, evidence); a control whose masking fails there is
+    passed over (it is a detector that cannot detect: its own verdict fails the run closed,
+    and the reason saying so must still be stored)."""
+    found: list[Callable[[str], str]] = []
+    for control in controls:
+        redactor = getattr(control, "redactor", None)
+        if not callable(redactor):
+            continue
+        channels = (channel,) if channel is not None else tuple(getattr(control, "channels", ()))
+        for name in channels:
+            masking = redactor(name)
+            if masking is not None:
+                found.append(masking if channel is not None else _lenient(masking))
+                break
+    return _chained(found)
+
+
+def _lenient(masking: Callable[[str], str]) -> Callable[[str], str]:
+    def mask(text: str) -> str:
+        try:
+            return masking(text)
+        except Exception:
+            return text
+
+    return mask
+
+
+def arguments_redactor(
+    controls: Sequence[Control],
+) -> Callable[[Mapping[str, Any]], Mapping[str, Any]] | None:
+    """One function applying, in order, what each control masks in tool-call arguments."""
+    found: list[Callable[[Mapping[str, Any]], Mapping[str, Any]]] = []
+    for control in controls:
+        redactor = getattr(control, "arguments_redactor", None)
+        masking = redactor() if callable(redactor) else None
+        if masking is not None:
+            found.append(masking)
+    return _chained(found)
+
+
+def _chained(functions: list[Callable[[T], T]]) -> Callable[[T], T] | None:
+    if not functions:
+        return None
+    if len(functions) == 1:
+        return functions[0]
+
+    def chained(value: T) -> T:
+        for function in functions:
+            value = function(value)
+        return value
+
+    return chained

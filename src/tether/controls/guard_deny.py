@@ -161,7 +161,8 @@ def masked(text: str, spans: Sequence[tuple[str, int, int]], replacement: str) -
 class DenyListGuard(GuardControl):
     """Flags texts containing any of ``terms`` (whole words) or ``patterns`` (regular
     expressions, checked as a spec's are: a repetition of a repetition is refused);
-    ``mask`` replaces each match with ``replacement``."""
+    ``mask`` replaces each match with ``replacement``. The evidence gives where each match is
+    and which list it is from; it quotes the match only when the rule only logs."""
 
     guard = "deny_list"
     default_channels: tuple[Channel, ...] = ("output",)
@@ -177,6 +178,7 @@ class DenyListGuard(GuardControl):
         **options: Unpack[GuardOptions],
     ) -> None:
         super().__init__(**options)
+        self.quotes_text = self.action == "log"  # its evidence quotes matches only then
         if not terms and not patterns:
             raise ValueError("a deny list needs terms or patterns")
         if any(not t.strip() for t in terms):
@@ -199,8 +201,12 @@ class DenyListGuard(GuardControl):
         if not found:
             return GuardResult(False, "no denied term or pattern found")
         which = list(dict.fromkeys(f[0] for f in found))
+        # What matched is what the rule keeps out of the answer and the trace: the evidence
+        # quotes it only when the rule just logs (the text goes on as it is).
+        quote = self.action == "log"
         evidence: list[dict[str, Any]] = [
-            {"match": which_, "start": start, "end": end, "snippet": text[start:end]}
+            {"match": which_, "start": start, "end": end}
+            | ({"snippet": text[start:end]} if quote else {})
             for which_, start, end in found
         ]
         return GuardResult(

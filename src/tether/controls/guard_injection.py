@@ -45,7 +45,7 @@ class InjectionGuard(GuardControl):
         self.detector = detector
 
     async def judge(self, text: str, channel: Channel, ctx: HookContext | None) -> GuardResult:
-        assert channel != "output"
+        assert channel != "output" and channel != "tool_args"
         if len(text) > OFF_LOOP_CHARS:
             verdict = await asyncio.to_thread(self.detector.scan, text, channel)
         else:

@@ -60,8 +60,10 @@ class JudgeGuard(GuardControl):
     """Asks ``model`` whether each text meets ``rubric``; a ``FAIL`` flags it. The text is
     shown between random markers and the judge is told it is data. A reply that is neither
     PASS nor FAIL, a failed model call or one past ``timeout_s`` is a failure of the guard
-    (the run stops unless ``fail_open``). The judge's tokens are recorded on the decision's
-    event (``tether.guard.judge.*``); they are not in the run's totals."""
+    (the run stops unless ``fail_open``). In a run, the judge's call is the run's: a chat span
+    under the decision's span, its tokens and cost in the run's totals and limits (a run
+    whose token or cost limit leaves no room for it stops with ``limit_exceeded`` instead),
+    and its tokens on the decision's event too (``tether.guard.judge.*``)."""
 
     guard = "judge"
     default_channels: tuple[Channel, ...] = ("output",)
@@ -83,9 +85,10 @@ class JudgeGuard(GuardControl):
         self.model, self.rubric = model, rubric.strip()
         self.timeout_s, self.max_chars = timeout_s, max_chars
 
-    def request(self, text: str, channel: Channel) -> ModelRequest:
-        """What the judge is asked about ``text``."""
-        tag = secrets.token_hex(6)
+    def request(self, text: str, channel: Channel, *, tag: str | None = None) -> ModelRequest:
+        """What the judge is asked about ``text`` (between markers with ``tag``, default: a
+        random one)."""
+        tag = tag or secrets.token_hex(6)
         open_, close = f"<<text-{tag}>>", f"<</text-{tag}>>"
         shown = _clip_middle(text, self.max_chars).replace(open_, "").replace(close, "")
         return ModelRequest(
@@ -104,9 +107,20 @@ class JudgeGuard(GuardControl):
         )
 
     async def judge(self, text: str, channel: Channel, ctx: HookContext | None) -> GuardResult:
+        tag = secrets.token_hex(6)
+        request = self.request(text, channel, tag=tag)
         try:
             async with asyncio.timeout(self.timeout_s):
-                reply = await self.model.complete(self.request(text, channel))
+                if ctx is not None and ctx.call_model is not None:  # in the run's totals
+                    # Its span keeps the question without the text: the text is on the span
+                    # it came from, as the guards leave it (a marker, if this judge blocks it).
+                    placeholder = f"[the text judged: {len(text):,} characters]"
+                    shown = self.request(placeholder, channel, tag=tag).messages
+                    reply = await ctx.call_model(
+                        self.model, request, parent_id=ctx.span_id, control=self.name, shown=shown
+                    )
+                else:
+                    reply = await self.model.complete(request)
         except TimeoutError:
             raise TimeoutError(f"the judge took more than {self.timeout_s:g}s") from None
         passed, why = parse_verdict(reply.content)

@@ -11,6 +11,7 @@ failed (such a text is blocked unless the rule says ``fail_open``).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,8 +57,21 @@ class PolicyScanner:
     async def check(self, text: str, channel: Channel) -> dict[str, Any]:
         """The verdict on ``text`` as JSON-ready data (``GuardVerdict.to_json``'s fields)."""
         started = time.perf_counter()
-        verdict: dict[str, Any] = self.stack.check(text, channel).to_json()
+        if channel == "tool_args":  # only the detectors judge arguments
+            judged = self._arguments(text)
+            judged["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            return judged
+        stacked = self.stack.check(text, channel)
+        verdict: dict[str, Any] = stacked.to_json()
         current = verdict["redacted"] if isinstance(verdict["redacted"], str) else text
+        if stacked.redacted is None and stacked.action in ("block", "escalate"):
+            # The other guards judge (and a masking one shows) the text with what the
+            # detectors blocked masked: a value they blocked is never printed.
+            from tether.guards import Finding, redact
+
+            current = redact(
+                text, [Finding(f.kind, f.start, f.end, f.score) for f in stacked.findings]
+            )
         categories: list[str] = list(verdict["categories"])
         errors: list[str] = list(verdict["errors"])
         for control in self.controls:
@@ -90,6 +104,47 @@ class PolicyScanner:
         verdict["escalated"] = bool(verdict["escalated"]) or verdict["action"] == "escalate"
         verdict["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return verdict
+
+    def _arguments(self, text: str) -> dict[str, Any]:
+        """A tool call's arguments (a JSON object as text; any other text is judged as one
+        value) judged value by value; ``redacted`` is the masked arguments as JSON."""
+        from tether.guards.arguments import check_arguments
+
+        try:
+            arguments: Any = json.loads(text)
+        except (ValueError, RecursionError):
+            arguments = None
+        if not isinstance(arguments, dict):
+            arguments = {"__raw__": text}
+        verdict = check_arguments(self.stack, arguments)
+        masked = verdict.arguments
+        if not verdict.changed:
+            redacted = None
+        elif set(masked) == {"__raw__"}:
+            redacted = masked["__raw__"]
+        else:
+            redacted = json.dumps(masked, ensure_ascii=False)
+        return {
+            "blocked": verdict.blocked,
+            "escalated": verdict.escalated,
+            "score": round(verdict.score, 4),
+            "categories": list(verdict.categories),
+            "action": verdict.action,
+            "redacted": redacted,
+            "findings": [
+                {
+                    "guard": f.guard,
+                    "kind": f.kind,
+                    "arg": f.path,
+                    "part": f.part,
+                    "start": f.start,
+                    "end": f.end,
+                    "score": f.score,
+                }
+                for f in verdict.findings
+            ],
+            "errors": list(verdict.errors),
+        }
 
 
 def _take(verdict: dict[str, Any], action: str) -> None:

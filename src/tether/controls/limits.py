@@ -44,6 +44,52 @@ def limit_message(limit: str, value: object) -> str:
     )
 
 
+def _trip(limit: str, value: object, detail: str) -> Decision:
+    return Decision.block(
+        f"{limit} limit reached: {detail}",
+        outcome=Outcome.LIMIT_EXCEEDED,
+        message=limit_message(limit, value),
+    )
+
+
+def budget_check(
+    ctx: HookContext, request: ModelRequest, input_usd_per_mtok: float | None
+) -> Decision | None:
+    """The run's token and cost limits against its totals so far and the next model call's
+    input (estimated; priced at ``input_usd_per_mtok`` when known): the decision that stops
+    the run, or ``None`` when the call fits. For the run's own model calls and those controls
+    make on its behalf (an LLM judge)."""
+    limits, state = ctx.limits, ctx.state
+    if limits.max_total_tokens is None and limits.max_cost_usd is None:
+        return None
+    estimate = estimate_input_tokens(request)
+    if limits.max_total_tokens is not None:
+        used = state.usage.total_tokens
+        if used >= limits.max_total_tokens:
+            return _trip("max_total_tokens", limits.max_total_tokens, f"{used} tokens used")
+        if used + estimate > limits.max_total_tokens:
+            return _trip(
+                "max_total_tokens",
+                limits.max_total_tokens,
+                f"{used:,} tokens used, and the next model call's input is estimated at "
+                f"about {estimate:,} tokens ({ESTIMATE_METHOD})",
+            )
+    if limits.max_cost_usd is not None:
+        if state.cost_usd >= limits.max_cost_usd:
+            return _trip("max_cost_usd", limits.max_cost_usd, f"${state.cost_usd:.6f} spent")
+        if input_usd_per_mtok is not None:
+            next_cost = estimate * input_usd_per_mtok / 1_000_000
+            if state.cost_usd + next_cost > limits.max_cost_usd:
+                return _trip(
+                    "max_cost_usd",
+                    limits.max_cost_usd,
+                    f"${state.cost_usd:.6f} spent, and the next model call's input is "
+                    f"estimated at about ${next_cost:.6f} ({estimate:,} tokens, "
+                    f"{ESTIMATE_METHOD})",
+                )
+    return None
+
+
 class LimitsControl(Control):
     """Enforces ``Limits`` (turns, tool calls, tokens, cost) before each model and tool call.
 
@@ -52,56 +98,20 @@ class LimitsControl(Control):
 
     name = "limits"
 
-    def _trip(self, limit: str, value: object, detail: str) -> Decision:
-        return Decision.block(
-            f"{limit} limit reached: {detail}",
-            outcome=Outcome.LIMIT_EXCEEDED,
-            message=limit_message(limit, value),
-        )
-
     async def before_model(self, ctx: HookContext, request: ModelRequest) -> Decision:
         """The totals so far, and the totals with the next call's input (estimated), against
         the limits: a call whose input alone would overshoot (a tool returned megabytes) is
         stopped before it is made, not paid for and noticed afterwards."""
         limits, state = ctx.limits, ctx.state
         if state.turns >= limits.max_turns:
-            return self._trip("max_turns", limits.max_turns, f"{state.turns} model calls made")
+            return _trip("max_turns", limits.max_turns, f"{state.turns} model calls made")
         if limits.max_total_tokens is None and limits.max_cost_usd is None:
             return ALLOW
-        estimate = estimate_input_tokens(request)
-        if limits.max_total_tokens is not None:
-            used = state.usage.total_tokens
-            if used >= limits.max_total_tokens:
-                return self._trip(
-                    "max_total_tokens", limits.max_total_tokens, f"{used} tokens used"
-                )
-            if used + estimate > limits.max_total_tokens:
-                return self._trip(
-                    "max_total_tokens",
-                    limits.max_total_tokens,
-                    f"{used:,} tokens used, and the next model call's input is estimated at "
-                    f"about {estimate:,} tokens ({ESTIMATE_METHOD})",
-                )
-        if limits.max_cost_usd is not None:
-            if state.cost_usd >= limits.max_cost_usd:
-                return self._trip(
-                    "max_cost_usd", limits.max_cost_usd, f"${state.cost_usd:.6f} spent"
-                )
-            if ctx.input_usd_per_mtok is not None:
-                next_cost = estimate * ctx.input_usd_per_mtok / 1_000_000
-                if state.cost_usd + next_cost > limits.max_cost_usd:
-                    return self._trip(
-                        "max_cost_usd",
-                        limits.max_cost_usd,
-                        f"${state.cost_usd:.6f} spent, and the next model call's input is "
-                        f"estimated at about ${next_cost:.6f} ({estimate:,} tokens, "
-                        f"{ESTIMATE_METHOD})",
-                    )
-        return ALLOW
+        return budget_check(ctx, request, ctx.input_usd_per_mtok) or ALLOW
 
     async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
         if ctx.state.tool_calls >= ctx.limits.max_tool_calls:
-            return self._trip(
+            return _trip(
                 "max_tool_calls",
                 ctx.limits.max_tool_calls,
                 f"{ctx.state.tool_calls} tool calls made",

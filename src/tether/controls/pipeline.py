@@ -17,13 +17,13 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tether.core import AgentRef, Caller, EntryPoint, Outcome, TetherError, describe_exception
-from tether.providers import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from tether.providers import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
 from tether.spec import Limits, LoopBreakerConfig
 from tether.tools import Tool, ToolResult
 from tether.trace import semconv
@@ -169,6 +169,30 @@ class RunView(Protocol):
     def tool_history(self) -> Sequence[ToolRecordView]: ...
 
 
+class LimitReached(TetherError):
+    """A model call a control makes for the run (``HookContext.call_model``) would take the
+    run past its token or cost limit. The pipeline takes ``decision`` (outcome
+    ``limit_exceeded``) as the control's answer, ``fail_open`` or not: the call is not made."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.reason)
+        self.decision = decision
+
+
+class ModelCaller(Protocol):
+    """``HookContext.call_model``: a model call a control makes on the run's behalf."""
+
+    async def __call__(
+        self,
+        model: Model,
+        request: ModelRequest,
+        *,
+        parent_id: str | None,
+        control: str,
+        shown: Sequence[Message] | None = None,
+    ) -> ModelResponse: ...
+
+
 GUARD_NAME = "tether.guard.name"
 GUARD_FLAGGED = "tether.guard.flagged"
 GUARD_SCORE = "tether.guard.score"
@@ -227,6 +251,13 @@ class HookContext:
     """The agent the run belongs to (``None`` for a gateway request made without one)."""
     risk: RunRisk | None = None
     """What the guards have found in the run so far (``None`` outside a run)."""
+    call_model: ModelCaller | None = None
+    """Makes a model call on the run's behalf (an LLM judge's): a chat span under
+    ``parent_id`` (pass ``span_id``) naming ``control``, priced, its tokens and cost added to
+    the run's totals (not a turn). Raises ``LimitReached`` instead when the run's token or
+    cost limit leaves no room for it. ``shown``: the messages the span stores in place of the
+    request's (a judge's, without the text it judges, which its own span keeps as the guards
+    leave it). ``None`` outside a run: call the model directly."""
 
     @property
     def usage(self) -> Usage:
@@ -248,6 +279,10 @@ class Control:
 
     name = "control"
     record_allow = False
+    quotes_text = True
+    """Whether this control's reasons and details may quote the text it judged (then they are
+    masked as the run's masking guards mask before they are stored). A guard whose evidence
+    is kinds and offsets only says ``False``, and its events are stored as they are."""
     fail_open = False
     """If the control itself fails: ``False`` (default) stops the run with outcome
     ``control_error``; ``True`` records the failure and lets the action through."""
@@ -311,11 +346,20 @@ def check_control(control: object, where: str) -> None:
 class Pipeline:
     """Runs the controls at each hook and records their decisions."""
 
-    def __init__(self, controls: list[Control], recorder: RunRecorder | None = None) -> None:
+    def __init__(
+        self,
+        controls: list[Control],
+        recorder: RunRecorder | None = None,
+        *,
+        redact: Callable[[str], str] | None = None,
+    ) -> None:
         for i, control in enumerate(controls):
             check_control(control, f"controls[{i}]")
         self.controls = list(controls)
         self.recorder = recorder
+        self.redact = redact
+        """Masks what the decisions' events and audit entries quote (a reason, evidence, a
+        judge's reply) as the run's masking guards mask it: they may quote the judged text."""
         # Only controls that override a hook are asked at it: a pipeline of many controls
         # costs nothing at hooks they do not use. Each comes with whether it narrows that
         # further (overrides ``applies``).
@@ -328,10 +372,16 @@ class Pipeline:
             for hook in Hook
         }
 
-    def with_recorder(self, recorder: RunRecorder) -> Pipeline:
-        """The same controls recording into one run's trace (the hook table is shared)."""
+    def asks(self, hook: Hook) -> bool:
+        """Whether any control judges at ``hook``."""
+        return bool(self._by_hook[hook])
+
+    def with_recorder(self, recorder: RunRecorder, *, stored: bool = True) -> Pipeline:
+        """The same controls recording into one run's trace (the hook table is shared);
+        ``stored=False``: the trace goes nowhere, so what it quotes need not be masked."""
         clone = object.__new__(Pipeline)
         clone.controls, clone.recorder, clone._by_hook = self.controls, recorder, self._by_hook
+        clone.redact = self.redact if stored else None
         return clone
 
     async def check(self, ctx: HookContext, payload: Any) -> tuple[Decision, Any]:
@@ -344,7 +394,7 @@ class Pipeline:
             if d is None or (d.verdict is Verdict.ALLOW and not control.record_allow):
                 continue
             d = replace(d, control=control.name)
-            self._record(ctx, d)
+            self._record(ctx, d, control.quotes_text)
             if d.details and ctx.risk is not None:
                 ctx.risk.note(d.details)
             if d.stops or d.verdict is Verdict.RESPOND:
@@ -386,6 +436,8 @@ class Pipeline:
                         f"got {type(d.value).__name__}"
                     )
             return d
+        except LimitReached as reached:  # the run's budget, not a failure of the control
+            return reached.decision
         except Exception as exc:
             reason = f"control failed: {describe_exception(exc)}"
             if control.fail_open:
@@ -400,9 +452,11 @@ class Pipeline:
                 "failed. Please try again later.",
             )
 
-    def _record(self, ctx: HookContext, d: Decision) -> None:
+    def _record(self, ctx: HookContext, d: Decision, quotes_text: bool = True) -> None:
         if self.recorder is None:
             return
+        if self.redact is not None and quotes_text:
+            d = _redacted(d, self.redact)
         attrs: dict[str, Any] = {
             semconv.TETHER_CONTROL_NAME: d.control,
             semconv.TETHER_CONTROL_HOOK: ctx.hook.value,
@@ -426,6 +480,49 @@ class Pipeline:
             if ctx.call is not None:
                 details["tool"] = ctx.call.name
             self.recorder.audit("decision", ctx.span_id, _actor(ctx), details)
+
+
+_UNQUOTED = frozenset({GUARD_NAME, GUARD_FLAGGED, GUARD_SCORE, GUARD_CATEGORIES})
+"""Detail attributes that never quote a judged text."""
+
+
+def _redacted(d: Decision, redact: Callable[[str], str]) -> Decision:
+    """``d`` with its reason and the texts its details quote masked by ``redact``. The texts
+    are masked together first (one pass in the common case: nothing to mask), one by one
+    only when something was found."""
+    texts: list[str] = [d.reason]
+    details = d.details or {}
+    for key, value in details.items():
+        if key not in _UNQUOTED:
+            _strings(value, texts)
+    joined = "\x00".join(texts)
+    if redact(joined) == joined:
+        return d
+    masked = {
+        key: value if key in _UNQUOTED else _mask(value, redact) for key, value in details.items()
+    }
+    return replace(d, reason=redact(d.reason), details=masked if d.details is not None else None)
+
+
+def _strings(value: Any, into: list[str]) -> None:
+    if isinstance(value, str):
+        into.append(value)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            _strings(item, into)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _strings(item, into)
+
+
+def _mask(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: _mask(v, redact) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask(v, redact) for v in value]
+    return value
 
 
 def _actor(ctx: HookContext) -> dict[str, Any]:

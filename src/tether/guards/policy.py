@@ -25,10 +25,11 @@ from typing import Literal
 from tether.guards.registry import guard_types
 from tether.spec.guards import DEFAULT_DETECTOR_THRESHOLD, DetectorRule, GuardsPolicy
 
-Channel = Literal["user", "tool_output", "document", "output"]
-CHANNELS: tuple[Channel, ...] = ("user", "tool_output", "document", "output")
+Channel = Literal["user", "tool_output", "document", "output", "tool_args"]
+CHANNELS: tuple[Channel, ...] = ("user", "tool_output", "document", "output", "tool_args")
 """Where text comes from: the user's message, a tool's result, a fetched or retrieved document,
-the agent's answer."""
+the agent's answer, the arguments the model writes for a tool call (their values, judged one
+by one: ``tether.guards.arguments``)."""
 Action = Literal["block", "mask", "hash", "escalate", "log"]
 ACTIONS: tuple[Action, ...] = ("block", "mask", "hash", "escalate", "log")
 DEFAULT_THRESHOLD = DEFAULT_DETECTOR_THRESHOLD

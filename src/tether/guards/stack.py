@@ -19,7 +19,8 @@ from tether.guards.policy import Channel, GuardRule, GuardsPolicy, default_polic
 from tether.guards.redaction import HashKey, RedactAction, redact_each
 from tether.guards.registry import guard_types
 
-_ACTION_RANK = {"allow": 0, "log": 1, "hash": 2, "mask": 3, "escalate": 4, "block": 5}
+ACTION_RANK = {"allow": 0, "log": 1, "hash": 2, "mask": 3, "escalate": 4, "block": 5}
+"""The actions from weakest to strongest: a text several rules act on gets the strongest."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,8 @@ class GuardVerdict:
     categories: tuple[str, ...] = ()
     """What fired, as ``guard.KIND`` (``pii.EMAIL_ADDRESS``), in order of appearance."""
     redacted: str | None = None
-    """The text with masked or hashed values, if a ``mask`` or ``hash`` rule fired."""
+    """The text with masked or hashed values, if a ``mask`` or ``hash`` rule fired (what
+    ``block`` and ``escalate`` rules found is then masked in it too)."""
     action: str = "allow"
     """The strongest action taken: allow, log, hash, mask, escalate or block."""
     findings: tuple[GuardFinding, ...] = ()
@@ -90,10 +92,12 @@ class _Run:
     categories: dict[str, None] = field(default_factory=dict)
     findings: list[GuardFinding] = field(default_factory=list)
     redactions: list[tuple[Finding, RedactAction]] = field(default_factory=list)
+    withheld: list[Finding] = field(default_factory=list)
+    """Findings of block and escalate rules: masked too when the text is redacted at all."""
     errors: list[str] = field(default_factory=list)
 
     def take(self, action: str) -> None:
-        if _ACTION_RANK[action] > _ACTION_RANK[self.action]:
+        if ACTION_RANK[action] > ACTION_RANK[self.action]:
             self.action = action
 
 
@@ -142,7 +146,10 @@ class GuardStack:
             if key not in detections:
                 detections[key] = _detect(self._detectors[key], text)
             self._apply(rule, detections[key], run)
-        redacted = redact_each(text, run.redactions, key=self._key) if run.redactions else None
+        redacted = None
+        if run.redactions:  # what a block or escalate rule found is never shown either
+            masked = [*run.redactions, *((f, "mask") for f in run.withheld)]
+            redacted = redact_each(text, masked, key=self._key)
         return GuardVerdict(
             blocked=run.blocked,
             escalated=run.escalated,
@@ -174,8 +181,10 @@ class GuardStack:
         run.take(rule.action)
         if rule.action == "block":
             run.blocked = True
+            run.withheld.extend(fired)
         elif rule.action == "escalate":
             run.escalated = True
+            run.withheld.extend(fired)
         elif rule.action in ("mask", "hash"):
             action: RedactAction = "hash" if rule.action == "hash" else "mask"
             run.redactions.extend((f, action) for f in fired)

@@ -16,6 +16,9 @@ Strings in steps (``text`` and string values in tool-call ``arguments``) may use
 - ``{result:TOOL}``: the newest result of that tool since the user's message;
 - ``{result:TOOL:field.sub}``: a field of that result parsed as JSON.
 
+Results marked as data by spotlighting (``guards.spotlight``) are read without their marks, as
+the request's system prompt explains them: templates see the tool's own text.
+
 A field naming anything else (``{order}`` outside a rule with that group, ``{inptu}``) is refused
 when the script is loaded. A result the conversation does not have renders as an explicit marker,
 never as the raw braces: ``(no result from TOOL)`` when the tool has not been called, and
@@ -37,9 +40,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from tether.core import ProviderError
 from tether.providers.script_patterns import compile_when, search
 from tether.providers.streaming import StreamEnd, StreamEvent, UsageUpdate, response_events
-from tether.providers.types import ModelRequest, ModelResponse, ToolCall, Usage
+from tether.providers.types import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from tether.spec import load_model
 
+_SPOTLIGHT_SIGNS = ("replaced by the character '", "<<data-")
+"""Words of the spotlighting instructions (``Spotlight.instruction``): a request without them
+has no marked results, and the guards need not load."""
 _TEMPLATE_FIELD = re.compile(
     r"\{(input|result:[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.]+)?|[A-Za-z_][A-Za-z0-9_]*)\}"
 )
@@ -180,6 +186,18 @@ def _json_field(text: str | None, path: str) -> str | None:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _unmarked(results: dict[str, str], messages: list[Message]) -> dict[str, str]:
+    """Tool results without the marks spotlighting put on them (``tether.guards.spotlight``),
+    as the system prompt explains them: a model reads through the marks, and so do templates
+    (``{result:TOOL:field}`` parses the result as JSON)."""
+    system = "\n".join(m.content for m in messages if m.role == "system")
+    if not any(sign in system for sign in _SPOTLIGHT_SIGNS):
+        return results
+    from tether.guards.spotlight import unmark  # loads the guards: only for marked requests
+
+    return {name: unmark(text, system) for name, text in results.items()}
+
+
 class ScriptedModel:
     """Deterministic model driven by a :class:`Script`."""
 
@@ -264,6 +282,8 @@ class ScriptedModel:
         for m in messages[last_user + 1 :]:
             if m.role == "tool" and m.name:
                 results[m.name] = m.content
+        if results:
+            results = _unmarked(results, messages)
 
         def lookup(match: re.Match[str]) -> str:
             key = match.group(1)

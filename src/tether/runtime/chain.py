@@ -13,10 +13,13 @@ import json
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from tether.controls import Decision, Hook, Verdict
+from tether.controls import Decision, Hook, LimitReached, Verdict
 from tether.controls.budgets import EVENT_BUDGET_SETTLED
+from tether.controls.limits import budget_check
+from tether.controls.pipeline import GUARD_CATEGORIES
 from tether.core import ProviderError, TetherError, describe_exception, scrub_surrogates
 from tether.providers import (
+    Message,
     Model,
     ModelRequest,
     ModelResponse,
@@ -202,6 +205,57 @@ async def _chain_call(
     raise last_error
 
 
+async def control_model_call(
+    scope: RunScope,
+    model: Model,
+    request: ModelRequest,
+    *,
+    parent_id: str | None,
+    control: str,
+    shown: Sequence[Message] | None = None,
+) -> ModelResponse:
+    """A model call a control makes on the run's behalf (``HookContext.call_model``: an LLM
+    judge's): refused with ``LimitReached`` when the run's token or cost limit leaves no room
+    for it; else one chat span under ``parent_id`` naming the control, priced, its usage and
+    cost added to the run's totals. It is not a turn, and passes no hook (a judge's own call
+    is not judged)."""
+    price = scope.harness.pricing.price_for(model.name)
+    ctx = scope.hook_context(Hook.BEFORE_MODEL, parent_id)
+    stop = budget_check(ctx, request, None if price is None else price.input)
+    if stop is not None:
+        raise LimitReached(stop)
+    span = scope.recorder.start_span(
+        f"{semconv.OP_CHAT} {model.name}",
+        "model",
+        parent_id or scope.run_id,
+        {
+            semconv.GEN_AI_OPERATION_NAME: semconv.OP_CHAT,
+            semconv.GEN_AI_PROVIDER_NAME: model.provider,
+            semconv.GEN_AI_REQUEST_MODEL: model.name,
+            semconv.TETHER_CALLED_BY: control,
+        },
+    )
+    if scope.tracing:  # what the guards' decisions may quote, as the trace keeps it
+        stored = [
+            m.model_copy(update={"content": scope.stored_text(m.content)})
+            for m in (request.messages if shown is None else shown)
+        ]
+        span.attributes[semconv.GEN_AI_INPUT_MESSAGES] = input_messages(stored)[0]
+    try:
+        response = _scrubbed(await model.complete(request))
+    except BaseException as exc:
+        scope.recorder.end_span(span, error=clip(describe_exception(exc)) or type(exc).__name__)
+        raise
+    _account(scope, span, model, response)
+    if scope.tracing:
+        span.attributes[semconv.GEN_AI_RESPONSE_MODEL] = response.model or model.name
+        span.attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [response.finish_reason]
+        kept = response.model_copy(update={"content": scope.stored_text(response.content)})
+        span.attributes[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(kept)
+    scope.recorder.end_span(span)
+    return response
+
+
 async def _call(
     scope: RunScope,
     span: SpanRecord,
@@ -252,8 +306,10 @@ def _charge_partial(
     what arrived (``finish_reason`` ``incomplete``)."""
     partial = streamed.response()
     _account(scope, span, model, partial)
-    if scope.tracing:
-        span.attributes[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(partial)
+    if scope.tracing:  # no control has judged it: stored as the guards would store it
+        span.attributes[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(
+            stored_reply(scope, partial)
+        )
 
 
 def _account(scope: RunScope, span: SpanRecord, model: Model, response: ModelResponse) -> None:
@@ -322,8 +378,10 @@ def _chat_span(
 async def _settle(
     scope: RunScope, span: SpanRecord, model: Model, response: ModelResponse, *, priced: bool
 ) -> ModelResponse:
-    """Account for a reply (usage, cost), record it on its span, and pass ``after_model``. A
-    reply a control gave in place of the call (``priced=False``) cost nothing."""
+    """Account for a reply (usage, cost), pass ``after_model``, and record the reply on its
+    span as the run goes on with it: masked where a guard masked it, a marker in its place
+    where a control stopped the run at it (never the text it stopped). A reply a control gave
+    in place of the call (``priced=False``) cost nothing."""
     response = _scrubbed(response)
     a = span.attributes
     if priced:
@@ -336,16 +394,59 @@ async def _settle(
         a[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [response.finish_reason]
         if response.response_id:
             a[semconv.GEN_AI_RESPONSE_ID] = response.response_id
-        a[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(response)
     ctx = scope.hook_context(Hook.AFTER_MODEL, span.span_id)
     try:
-        decision, response = await scope.pipeline.check(ctx, response)
-        if decision.stops:
-            raise Stop(decision)
-        if decision.verdict is Verdict.MODIFY and scope.tracing:
-            # The span keeps the reply as the run goes on with it (a guard masked a value in
-            # it): what was replaced never reaches the trace.
-            a[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(response)
-    finally:
+        decision, checked = await scope.pipeline.check(ctx, response)
+    except BaseException:  # cancelled while judged: kept as the guards would store it
+        if scope.tracing:
+            a[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(stored_reply(scope, response))
         scope.recorder.end_span(span)
-    return response
+        raise
+    if scope.tracing:
+        kept = withheld(checked, decision) if decision.stops else checked
+        a[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(kept)
+    if decision.stops:
+        scope.recorder.end_span(span)
+        raise Stop(decision)
+    assert isinstance(checked, ModelResponse)
+    if scope.tracing and not checked.tool_calls and scope.harness.guards_answers:
+        scope.hold_reply(span, checked)  # until on_output has judged it, if it is the answer
+    else:
+        scope.recorder.end_span(span)
+    return checked
+
+
+def withheld(response: ModelResponse, decision: Decision) -> ModelResponse:
+    """What a span keeps of a reply a control stopped the run at: a marker naming the control
+    and what it found (a guard's categories), in place of the text and the tool calls."""
+    found = (decision.details or {}).get(GUARD_CATEGORIES) or ()
+    what = f": {', '.join(str(c) for c in found)}" if found else ""
+    marker = f"[reply withheld by {decision.control} ({decision.verdict.value}){what}]"
+    return ModelResponse(
+        content=marker,
+        usage=response.usage,
+        model=response.model,
+        finish_reason=response.finish_reason,
+        response_id=response.response_id,
+    )
+
+
+def stored_reply(scope: RunScope, response: ModelResponse) -> ModelResponse:
+    """A reply no control has judged (a stream cut midway, a step cancelled while judged) as
+    the trace stores it: its text and tool-call arguments masked as the guards of ``output``
+    and ``tool_args`` mask them."""
+    harness = scope.harness
+    redact_text, redact_args = harness.redact_output, harness.redact_arguments
+    update: dict[str, Any] = {}
+    try:
+        if redact_text is not None:
+            update["content"] = redact_text(response.content)
+        if redact_args is not None and response.tool_calls:
+            update["tool_calls"] = [
+                c.model_copy(update={"arguments": dict(redact_args(c.arguments))})
+                for c in response.tool_calls
+            ]
+    except Exception as exc:  # not the raw reply: it is what the guards exist to keep out
+        note = f"[reply not stored: masking it failed: {describe_exception(exc)}]"
+        return ModelResponse(content=note, finish_reason=response.finish_reason)
+    return response.model_copy(update=update) if update else response

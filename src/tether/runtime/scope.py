@@ -32,9 +32,19 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
-from tether.controls import Control, Hook, HookContext, LimitsControl, LoopBreaker, Pipeline
+from tether.controls import (
+    Control,
+    Decision,
+    Hook,
+    HookContext,
+    LimitsControl,
+    LoopBreaker,
+    Pipeline,
+    Verdict,
+)
 from tether.controls.budget_ledger import BudgetLedger
 from tether.controls.budgets import BudgetControl, build_budgets
+from tether.controls.guard_base import arguments_redactor, text_redactor
 from tether.controls.limits import limit_message
 from tether.controls.pipeline import RunRisk
 from tether.core import (
@@ -55,11 +65,18 @@ from tether.core import (
 from tether.core.caller import RunKind
 from tether.core.settings import project_from_env
 from tether.providers import Message, Model, ModelRequest, ModelResponse, ModelSettings, ToolCall
-from tether.runtime.chain import ModelChain, StreamHandler, error_attributes, model_step
+from tether.runtime.chain import (
+    ModelChain,
+    StreamHandler,
+    control_model_call,
+    error_attributes,
+    model_step,
+    withheld,
+)
 from tether.runtime.result import RunResult
 from tether.runtime.state import RunState
 from tether.runtime.steps import Step, Stop
-from tether.runtime.telemetry import MessageCache, stored_payload
+from tether.runtime.telemetry import MessageCache, output_messages, stored_payload
 from tether.runtime.tool_step import tools_step
 from tether.spec import BudgetsConfig, Limits, LoopBreakerConfig
 from tether.store import RunRecord, SpanRecord
@@ -150,13 +167,25 @@ class Harness:
         # The budgets last: a reservation is made only for a call no control stops.
         budget: list[Control] = [] if self.budget is None else [self.budget]
         self.controls: list[Control] = [LimitsControl(), LoopBreaker(), *controls, *budget]
-        self.pipeline = Pipeline(self.controls)
+        self.redact_stored = text_redactor(self.controls, None)
+        """What the trace stores of texts the guards' decisions quote (reasons, evidence, a
+        judge's reply): masked as every masking guard of the run masks, whatever channel."""
+        self.pipeline = Pipeline(self.controls, redact=self.redact_stored)
         self.degraded_answer = degraded_answer
         """The answer when the chain failed for a reason that may pass (every model down,
         timed out or behind an open circuit), in place of the built-in apology."""
-        self.redact_input = _input_redactor(self.controls)
+        self.redact_input = text_redactor(self.controls, "user")
         """What the trace stores of a run's input, when a control masks the user's message
         (a guard masking personal data): the run record is written before ``on_input``."""
+        self.guards_answers = self.pipeline.asks(Hook.ON_OUTPUT)
+        """Whether controls judge the answer (``on_output``): the chat span of a reply that
+        may be the answer is then written once they have (see ``RunScope.hold_reply``)."""
+        self.redact_output = text_redactor(self.controls, "output")
+        """What the trace stores of a reply no control has judged (a stream cut midway), when
+        a control masks the ``output`` channel."""
+        self.redact_arguments = arguments_redactor(self.controls)
+        """What a tool span stores of a call's arguments, when a control masks tool-call
+        arguments: the span is opened before ``before_tool`` has judged them."""
 
     def _budget_control(
         self, budgets: BudgetsConfig | BudgetControl | None, ledger: BudgetLedger | None
@@ -220,25 +249,6 @@ def _store_url(sink: TraceSink) -> str | None:
     return url if isinstance(url, str) else None
 
 
-def _input_redactor(controls: Sequence[Control]) -> Callable[[str], str] | None:
-    """One function applying, in order, what each control masks on the user channel."""
-    redactors = []
-    for control in controls:
-        redactor = getattr(control, "redactor", None)
-        found = redactor("user") if callable(redactor) else None
-        if found is not None:
-            redactors.append(found)
-    if not redactors:
-        return None
-
-    def redact(text: str) -> str:
-        for redactor in redactors:
-            text = redactor(text)
-        return text
-
-    return redact
-
-
 def _crash_message(exc: BaseException) -> str:
     """What ended a run that did not finish, in words (a bare ``CancelledError:`` says little)."""
     if isinstance(exc, asyncio.CancelledError):
@@ -296,6 +306,7 @@ class RunScope:
         if system_prompt:
             self.state.messages.append(Message(role="system", content=system_prompt))
         self.message_cache: MessageCache = {}
+        self._call_model = self.control_model_call  # one bound method for every hook
         self.risk = RunRisk()
         """What the guards have found in this run so far (``HookContext.risk``)."""
         self.pipeline = harness.pipeline
@@ -304,6 +315,12 @@ class RunScope:
         self._recorder: RunRecorder | None = None
         self._started = 0.0
         self._deadline: float | None = None
+        self._held: tuple[SpanRecord, ModelResponse] | None = None
+        """The chat span of the newest reply that may be the answer, and the reply, written
+        once ``on_output`` has judged the answer or the run has moved on."""
+        self._input_checked = False
+        """Whether ``state.input`` holds what ``on_input`` let through (before, it holds the
+        caller's text as given, which must not be stored unmasked)."""
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -335,7 +352,23 @@ class RunScope:
             entry_point=self.entry_point,
             agent=self.agent,
             risk=self.risk,
+            call_model=self._call_model,
             **kw,
+        )
+
+    async def control_model_call(
+        self,
+        model: Model,
+        request: ModelRequest,
+        *,
+        parent_id: str | None,
+        control: str,
+        shown: Sequence[Message] | None = None,
+    ) -> ModelResponse:
+        """``HookContext.call_model``: a model call a control makes on the run's behalf, in
+        the run's trace and totals (see ``chain.control_model_call``)."""
+        return await control_model_call(
+            self, model, request, parent_id=parent_id, control=control, shown=shown
         )
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -348,7 +381,7 @@ class RunScope:
         self._deadline = asyncio.get_running_loop().time() + h.limits.timeout_s
         state.started_ns = now_ns()
         self._recorder = RunRecorder(h.sink, state.trace_id, state.run_id)
-        self.pipeline = h.pipeline.with_recorder(self._recorder)
+        self.pipeline = h.pipeline.with_recorder(self._recorder, stored=self.tracing)
         attributes: dict[str, Any] = {}
         if self.paradigm:
             attributes[semconv.TETHER_PARADIGM] = self.paradigm
@@ -385,7 +418,7 @@ class RunScope:
         """The run's input as the trace keeps it: masked as ``on_input`` masks it, also before
         (or without) ``on_input`` having run."""
         redact = self.harness.redact_input
-        if redact is None:
+        if redact is None or self._input_checked:  # on_input's guards have masked it
             return self.state.input
         try:
             return redact(self.state.input)
@@ -417,6 +450,8 @@ class RunScope:
     ) -> None:
         if self._root is None:
             return
+        if self._held is not None:
+            self.release_reply()
         state = self.state
         state.elapsed_s += monotonic() - self._started
         if exc is not None:
@@ -427,7 +462,7 @@ class RunScope:
                 state.stop_reason = "internal error"
             self.recorder.event(self.run_id, semconv.EVENT_RUN_ERROR, {"message": state.error})
             self._finish()
-            self.recorder.checkpoint(state.schema_version, state.to_json(), "crash")
+            self._checkpoint("crash")
             return
         if not state.finished:
             self.end(
@@ -437,9 +472,17 @@ class RunScope:
                 "(no output step, no end())",
             )
         if state.status == "paused":
-            reason = state.outcome.value if state.outcome else "paused"
-            self.recorder.checkpoint(state.schema_version, state.to_json(), reason)
+            self._checkpoint(state.outcome.value if state.outcome else "paused")
         self._finish()
+
+    def _checkpoint(self, reason: str) -> None:
+        """Checkpoint the run's state. Until ``on_input`` has let the input through (a run
+        paused or crashed at or before it), the state keeps the input as the trace stores it:
+        masked as the user channel's guards mask it, never as it came."""
+        state = self.state
+        if not self._input_checked and self.harness.redact_input is not None:
+            state = state.model_copy(update={"input": self._stored_input()})
+        self.recorder.checkpoint(state.schema_version, state.to_json(), reason)
 
     def _finish(self) -> None:
         state, span, run = self.state, self._root, self._record
@@ -507,6 +550,8 @@ class RunScope:
         """End the run with ``outcome``: what the user is told (``output``), why it stopped,
         and for a failure what went wrong. Steps end the run themselves on a stop; call this
         for endings of the run's own logic (an empty answer, say)."""
+        if self._held is not None:
+            self.release_reply()
         state = self.state
         state.end(outcome)
         state.output = output
@@ -518,11 +563,17 @@ class RunScope:
                 attributes["hint"] = hint
             self.recorder.event(self.run_id, semconv.EVENT_RUN_ERROR, attributes)
 
+    def stored_text(self, text: str) -> str:
+        """A text a decision quotes (its reason), as the trace may keep it: masked as the
+        run's masking guards mask, on whatever channel (``Harness.redact_stored``)."""
+        redact = self.harness.redact_stored
+        return text if redact is None else redact(text)
+
     def _stopped_by(self, decision: Any) -> None:
         outcome = decision.outcome or Outcome.BLOCKED
         state = self.state
         state.end(outcome)
-        state.stop_reason = f"{decision.control}: {decision.reason}"
+        state.stop_reason = f"{decision.control}: {self.stored_text(decision.reason)}"
         state.output = decision.message or _default_stop_message(outcome)
 
     def _timed_out(self) -> None:
@@ -550,11 +601,16 @@ class RunScope:
             attributes["degraded_answer"] = True
         self.recorder.event(self.run_id, semconv.EVENT_RUN_ERROR, attributes)
 
-    async def _step(self, work: Callable[[], Awaitable[T]], *, timed: bool = False) -> Step[T]:
-        """Run one step; every way the run can stop becomes an ended run and a stopped Step."""
+    async def _step(
+        self, work: Callable[[], Awaitable[T]], *, timed: bool = False, answer: bool = False
+    ) -> Step[T]:
+        """Run one step; every way the run can stop becomes an ended run and a stopped Step.
+        Any other step than the answer's (``answer``) moves the run on from a held reply."""
         state = self.state
         if self._root is None:
             raise TetherError("the run scope is not open: use 'async with harness.open_run(...)'")
+        if not answer and self._held is not None:
+            self.release_reply()
         if state.finished:
             return Step(outcome=state.outcome or Outcome.ERROR)
         deadline = asyncio.timeout_at(self._deadline if timed else None)
@@ -594,6 +650,7 @@ class RunScope:
             if decision.stops:
                 raise Stop(decision)
             self.state.input = checked
+            self._input_checked = True
             self.state.messages.append(Message(role="user", content=checked))
             return str(checked)
 
@@ -658,17 +715,69 @@ class RunScope:
         async def work() -> str:
             ctx = self.hook_context(Hook.ON_OUTPUT, self.run_id)
             decision, checked = await self.pipeline.check(ctx, text)
+            self._answer_judged(text, decision, checked)
             if decision.stops:
                 raise Stop(decision)
             self.state.output = checked
             self.state.end(Outcome.FINAL_ANSWER)
             return str(checked)
 
-        return await self._step(work)
+        return await self._step(work, answer=True)
+
+    def hold_reply(self, span: SpanRecord, reply: ModelResponse) -> None:
+        """Keep back the chat span of a reply that may be the answer (it calls no tools)
+        until ``on_output`` has judged the answer: a reply the output controls block or mask
+        is then stored as they leave it, never as it came. The next step, ``end()`` or the
+        scope's exit writes it as it is."""
+        self.release_reply()
+        span.end_ns = now_ns()
+        self._held = (span, reply)
+
+    def release_reply(self, reply: ModelResponse | None = None) -> None:
+        """Write the held chat span (with ``reply`` as its reply, if given)."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        span, _ = held
+        if reply is not None and self.tracing:
+            span.attributes[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(reply)
+        self.recorder.end_span(span, ended_ns=span.end_ns)
+
+    def _answer_judged(self, text: str, decision: Decision, checked: Any) -> None:
+        """After ``on_output``: the answer's reply, in the conversation and on its held chat
+        span, as the output controls left it: a marker in its place when they stopped it,
+        their masking where they masked it."""
+        if not decision.stops and decision.verdict is not Verdict.MODIFY:
+            if self._held is not None:
+                self.release_reply()  # let through as it is
+            return
+        reply = self._held[1] if self._held is not None else None
+        last = next((m for m in reversed(self.state.messages) if m.role == "assistant"), None)
+        kept: ModelResponse | None = None
+        if decision.stops:
+            if reply is not None:
+                kept = withheld(reply, decision)
+            if last is not None and not last.tool_calls:
+                marker = withheld(ModelResponse(content=last.content), decision).content
+                self._replace_last(last, marker)
+        elif decision.verdict is Verdict.MODIFY and isinstance(checked, str) and text:
+            if reply is not None and text in reply.content:
+                kept = reply.model_copy(update={"content": reply.content.replace(text, checked)})
+            if last is not None and text in last.content:
+                self._replace_last(last, last.content.replace(text, checked))
+        self.release_reply(kept)
+
+    def _replace_last(self, message: Message, content: str) -> None:
+        messages = self.state.messages
+        for i in range(len(messages) - 1, -1, -1):
+            if messages[i] is message:
+                messages[i] = message.model_copy(update={"content": content})
+                return
 
     @contextmanager
     def span(self, name: str, kind: str, attributes: dict[str, Any]) -> Iterator[SpanRecord]:
         """A span grouping steps (pass its ``span_id`` as their ``parent_id``)."""
+        self.release_reply()
         span = self.recorder.start_span(name, kind, self.run_id, attributes)
         try:
             yield span

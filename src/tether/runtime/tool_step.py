@@ -48,6 +48,21 @@ def _tool_message(call: ToolCall, result: ToolResult) -> Message:
     return Message(role="tool", content=result.content, tool_call_id=call.id, name=call.name)
 
 
+def _stored_arguments(scope: RunScope, call: ToolCall) -> str:
+    """A call's arguments as its span stores them: masked as the guards of ``tool_args``
+    mask them, also before (or without) ``before_tool`` having judged them."""
+    redact = scope.harness.redact_arguments
+    if redact is None:
+        return arguments_text(call)
+    try:
+        masked = redact(call.arguments)
+    except Exception as exc:  # not the raw values: they are what the guard exists to keep out
+        return f"[arguments not stored: masking them failed: {describe_exception(exc)}]"
+    if masked is call.arguments:
+        return arguments_text(call)
+    return arguments_text(call.model_copy(update={"arguments": dict(masked)}))
+
+
 async def _checked(scope: RunScope, ctx: HookContext, payload: object) -> tuple[Decision, object]:
     """The pipeline at a tool hook: a decision with an outcome ends the run (``Stop``); a plain
     Block, a Respond or an Allow/Modify come back to the caller."""
@@ -74,7 +89,7 @@ async def approve_tool(
             semconv.GEN_AI_TOOL_NAME: call.name,
             semconv.GEN_AI_TOOL_CALL_ID: call.id,
             semconv.GEN_AI_TOOL_TYPE: "function",
-            semconv.GEN_AI_TOOL_CALL_ARGUMENTS: arguments_text(call),
+            semconv.GEN_AI_TOOL_CALL_ARGUMENTS: _stored_arguments(scope, call),
         },
     )
     try:
@@ -86,7 +101,8 @@ async def approve_tool(
         scope.recorder.end_span(span)
         raise
     if decision.stops:
-        result = ToolResult(f"Tool call refused by policy: {decision.reason}", is_error=True)
+        reason = scope.stored_text(decision.reason)
+        result = ToolResult(f"Tool call refused by policy: {reason}", is_error=True)
         span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = clip(result.content)
         scope.recorder.end_span(span, error=clip(result.content))
         return _tool_message(call, result)
@@ -97,7 +113,7 @@ async def approve_tool(
     if allowed != call:  # a control rewrote the call: the span shows what actually runs
         span.name = f"{semconv.OP_EXECUTE_TOOL} {allowed.name}"
         span.attributes[semconv.GEN_AI_TOOL_NAME] = allowed.name
-        span.attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = arguments_text(allowed)
+        span.attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = _stored_arguments(scope, allowed)
     tool = tools.get(allowed.name)
     if tool is not None:
         span.attributes[semconv.TETHER_TOOL_SIDE_EFFECTS] = tool.side_effects
@@ -123,12 +139,13 @@ async def complete_tool(scope: RunScope, approved: _Approved) -> Message:
         try:
             decision, checked = await _checked(scope, ctx, raw)
         except Stop as stop:  # the call ran; the model's conversation still needs its answer
-            withheld = f"Tool result withheld by policy: {stop.decision.reason}"
+            withheld = f"Tool result withheld by policy: {scope.stored_text(stop.decision.reason)}"
             approved.message = _tool_message(call, ToolResult(withheld, is_error=True))
             error = withheld
             raise
         if decision.stops:
-            result = ToolResult(f"Tool result withheld by policy: {decision.reason}", True)
+            reason = scope.stored_text(decision.reason)
+            result = ToolResult(f"Tool result withheld by policy: {reason}", True)
         else:
             assert isinstance(checked, ToolResult)
             result = checked

@@ -37,11 +37,21 @@ from pydantic import (
 from tether.core.patterns import compile_checked
 from tether.spec.model import TOOL_NAME_PATTERN, ModelConfig, _Strict
 
-GuardChannel = Literal["user", "tool_output", "document", "output"]
-GUARD_CHANNELS: tuple[GuardChannel, ...] = ("user", "tool_output", "document", "output")
+GuardChannel = Literal["user", "tool_output", "document", "output", "tool_args"]
+GUARD_CHANNELS: tuple[GuardChannel, ...] = (
+    "user",
+    "tool_output",
+    "document",
+    "output",
+    "tool_args",
+)
 """Where a text comes from: the user's message (``on_input``), a tool's result
 (``after_tool``), a document a tool fetched or retrieved (``after_tool`` of the tools listed in
-``guards.documents``), the agent's answer (``on_output``)."""
+``guards.documents``), the agent's answer (``on_output``), the arguments the model writes for
+a tool call (``after_model`` and ``before_tool``: the detectors only)."""
+TEXT_CHANNELS: tuple[GuardChannel, ...] = ("user", "tool_output", "document", "output")
+"""The channels of whole texts, which every guard can judge (``tool_args`` are JSON values,
+judged one by one by the detectors)."""
 GuardAction = Literal["block", "mask", "hash", "escalate", "log"]
 GUARD_ACTIONS: tuple[GuardAction, ...] = ("block", "mask", "hash", "escalate", "log")
 UNKNOWN_GUARD = "unknown_guard"
@@ -57,7 +67,8 @@ class _GuardRule(_Strict):
     guard: str
     """Which guard: ``injection``, ``deny_list``, ``topics``, ``python``, ``judge``."""
     channels: tuple[GuardChannel, ...]
-    """The channels it runs on: ``user``, ``tool_output``, ``document``, ``output``."""
+    """The channels it runs on: ``user``, ``tool_output``, ``document``, ``output``, and for
+    the detectors ``tool_args``."""
     threshold: float | None = Field(default=None, gt=0, le=1)
     """The score from which the guard acts (0 < threshold <= 1), for guards that score texts;
     default: the guard's own (the injection model's per-channel thresholds)."""
@@ -70,7 +81,7 @@ class _GuardRule(_Strict):
     failure (default: the run stops with outcome ``control_error``)."""
 
     # What the guard can do, checked when the rule loads.
-    allowed_channels: ClassVar[tuple[GuardChannel, ...]] = GUARD_CHANNELS
+    allowed_channels: ClassVar[tuple[GuardChannel, ...]] = TEXT_CHANNELS
     allowed_actions: ClassVar[tuple[GuardAction, ...]] = ("block", "escalate", "log")
     scores: ClassVar[bool] = False
 
@@ -249,10 +260,12 @@ class DetectorRule(_GuardRule):
 
     guard: str
     channels: tuple[GuardChannel, ...] = GUARD_CHANNELS
+    """The channels it runs on (default: all five, ``tool_args`` included)."""
     threshold: float = Field(default=DEFAULT_DETECTOR_THRESHOLD, gt=0, le=1)
     """Findings scoring at least this count (0 < threshold <= 1)."""
     kinds: tuple[str, ...] | None = None
     """Only these kinds of findings (``[EMAIL_ADDRESS, CREDIT_CARD]``); default: all."""
+    allowed_channels: ClassVar[tuple[GuardChannel, ...]] = GUARD_CHANNELS
     allowed_actions: ClassVar[tuple[GuardAction, ...]] = GUARD_ACTIONS
     scores: ClassVar[bool] = True
 

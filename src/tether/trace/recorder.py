@@ -60,9 +60,12 @@ class RunRecorder:
             attributes=attributes,
         )
 
-    def end_span(self, span: SpanRecord, *, error: str | None = None) -> None:
-        """Close a span and hand it to the sink."""
-        span.end_ns = now_ns()
+    def end_span(
+        self, span: SpanRecord, *, error: str | None = None, ended_ns: int | None = None
+    ) -> None:
+        """Close a span and hand it to the sink (``ended_ns``: when it ended, if that was
+        before now: a span held back until a later decision)."""
+        span.end_ns = ended_ns if ended_ns is not None else now_ns()
         if error is not None:
             span.status = "error"
             span.status_message = error

@@ -210,8 +210,10 @@ def abandoned_run_end(
             cost = round_cost(cost + price)
         elif span.status == "ok" or a.get(semconv.TETHER_COST_UNPRICED):
             unpriced += 1  # answered, but at a price nobody knows
-        # Fallback attempts share their turn; spans of an older Tether may lack it.
-        turns.add(a.get(semconv.TETHER_TURN, f"span {i}"))
+        # Fallback attempts share their turn; spans of an older Tether may lack it. A call a
+        # control made for the run (a judge's) counts in its tokens and cost, not its turns.
+        if semconv.TETHER_CALLED_BY not in a:
+            turns.add(a.get(semconv.TETHER_TURN, f"span {i}"))
     attributes = dict(run.attributes)
     attributes["stop_reason"] = "process exited"
     if unpriced or not models:

@@ -95,3 +95,6 @@ ENDUSER_ID = "enduser.id"
 TETHER_RESPONDED_BY = "tether.responded_by"
 """On a chat or tool span: the control that answered in place of the call
 (``Decision.respond``); no model or tool was called."""
+TETHER_CALLED_BY = "tether.called_by"
+"""On a chat span: the control that made this model call on the run's behalf (an LLM judge,
+``HookContext.call_model``); it counts in the run's tokens and cost, not in its turns."""
