@@ -18,13 +18,13 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from fakes.otlp import NS, json_request, json_span
 from fakes.server import serving
 from tether.server import ServerConfig, create_app
 from tether.server.access import AccessStore
 from tether.server.roles import Role
 
-TRACE = "5b8efff798038103d269b633813fc60c"
-NS = 1_700_000_000_000_000_000
+_span, _request = json_span, json_request
 
 
 @dataclass
@@ -129,43 +129,6 @@ def test_real_sdk_exporter_in_a_child_process(site: Site) -> None:
     assert any(e["name"] == "tether.tool.error" for e in detail["events"])
     with site.client("other_viewer") as c:  # another project sees none of it
         assert c.get("/api/v1/runs").json()["runs"] == []
-
-
-def _span(
-    span_id: str, parent: str | None, name: str, attrs: dict[str, Any], **kw: Any
-) -> dict[str, Any]:
-    def value(v: Any) -> dict[str, Any]:
-        if isinstance(v, bool):
-            return {"boolValue": v}
-        if isinstance(v, int):
-            return {"intValue": str(v)}
-        return {"stringValue": str(v)}
-
-    span = {
-        "traceId": kw.get("trace", TRACE),
-        "spanId": span_id,
-        "name": name,
-        "kind": 1,
-        "startTimeUnixNano": str(kw.get("start", NS)),
-        "endTimeUnixNano": str(kw.get("end", NS + 2_000_000_000)),
-        "attributes": [{"key": k, "value": value(v)} for k, v in attrs.items()],
-    }
-    if parent:
-        span["parentSpanId"] = parent
-    return span
-
-
-def _request(*spans: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "resourceSpans": [
-            {
-                "resource": {
-                    "attributes": [{"key": "service.name", "value": {"stringValue": "rag"}}]
-                },
-                "scopeSpans": [{"scope": {"name": "openinference"}, "spans": list(spans)}],
-            }
-        ]
-    }
 
 
 OPENINFERENCE = _request(
