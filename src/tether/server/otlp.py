@@ -21,11 +21,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from sqlalchemy import Engine
 from starlette.responses import JSONResponse, Response
 
-from tether.server.auth import Ingester
+from tether.server.auth import require
 from tether.server.otlp_store import Ingested, ingest
+from tether.server.roles import Permission
 from tether.store import Store
+from tether.store.checkpoint import WalCheckpointer
 
 OTLP_PATH = "/v1/traces"
 MAX_BODY_BYTES = 16 << 20
@@ -127,20 +130,36 @@ def decode(content_type: str, encoding: str, body: bytes) -> ExportTraceServiceR
 # -- the route ----------------------------------------------------------------------------------
 
 
-def _store(request: Request) -> Store:
-    store: Store | None = getattr(request.app.state, "otlp_store", None)
-    if store is None:
+class _Sink:
+    """Where a server's OTLP requests go: its store, and the log checkpoints after them."""
+
+    def __init__(self, url: str, engine: Engine) -> None:
+        self.store = Store(url, engine=engine, connect=False)
+        self.checkpointer = WalCheckpointer(engine)
+
+
+def _sink(request: Request) -> _Sink:
+    sink: _Sink | None = getattr(request.app.state, "otlp_sink", None)
+    if sink is None:
         config = request.app.state.config
-        store = Store(config.database_url, engine=request.app.state.engine, connect=False)
-        request.app.state.otlp_store = store
-    return store
+        sink = request.app.state.otlp_sink = _Sink(config.database_url, request.app.state.engine)
+    return sink
 
 
-def _decode_and_ingest(
-    store: Store, project: str, content_type: str, encoding: str, body: bytes
-) -> Ingested:
-    """Decode and store the request (in a worker thread: both block)."""
-    return ingest(store, project, decode(content_type, encoding, body))
+_may_ingest = require(Permission.INGEST)
+
+
+def _decode_and_ingest(request: Request, content_type: str, body: bytes) -> Ingested:
+    """Check the caller, decode and store the request: in one worker thread (each step
+    blocks), so a request waits for one thread hand-over, not one per step (a hand-over is
+    milliseconds on a busy host)."""
+    principal = _may_ingest(request, request.query_params.get("project"))
+    encoding = request.headers.get("content-encoding", "")
+    sink = _sink(request)
+    result = ingest(sink.store, principal.project, decode(content_type, encoding, body))
+    if result.accepted:
+        sink.checkpointer.poke()  # after the commit, off the path of the next one
+    return result
 
 
 def _reply(media: str, response: ExportTraceServiceResponse) -> Response:
@@ -153,15 +172,12 @@ def _reply(media: str, response: ExportTraceServiceResponse) -> Response:
     OTLP_PATH,
     summary="OTLP/HTTP trace export (protobuf or JSON, gzip): spans stored before the reply",
 )
-async def export_traces(request: Request, principal: Ingester) -> Response:
+async def export_traces(request: Request) -> Response:
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
-    encoding = request.headers.get("content-encoding", "")
     body = await request.body()
     try:
-        result = await run_in_threadpool(
-            _decode_and_ingest, _store(request), principal.project, content_type, encoding, body
-        )
+        result = await run_in_threadpool(_decode_and_ingest, request, content_type, body)
     except OtlpError as exc:
         return JSONResponse({"error": exc.message, "hint": None}, status_code=exc.status)
     response = ExportTraceServiceResponse()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -70,7 +70,7 @@ class MappedSpan:
     status_message: str | None
     attributes: dict[str, Any]
     attributes_json: str
-    events: list[tuple[str, int, str]] = field(default_factory=list)
+    events: tuple[tuple[str, int, str], ...] = ()
     """The span's own events: (name as stored, time, attributes as JSON)."""
     run_input: str | None = None
     """For a root span: what the run was asked (``input.value`` or the first user message)."""
@@ -120,29 +120,37 @@ def attributes_of(pairs: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in pairs:
         value = kv.value
-        which = value.WhichOneof("value")
-        # Strings and integers (nearly every attribute) read here, without a call.
-        if which == "string_value":
-            out[kv.key] = value.string_value
-        elif which == "int_value":
-            out[kv.key] = value.int_value
-        else:
-            out[kv.key] = any_value(value)
+        # A non-empty string (most attributes) is read without asking which value is set.
+        text = value.string_value
+        out[kv.key] = text if text else any_value(value)
     return out
 
 
-def _json_or_text(value: Any) -> Any:
-    """OTLP carries structured GenAI values as JSON strings; the store keeps them as data."""
-    if isinstance(value, str):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            pass
-        try:  # what orjson refuses and the standard library reads (NaN, lone surrogates)
-            return json.loads(value)
-        except (ValueError, RecursionError):
-            return value
-    return value
+def _json_or_text(value: Any) -> tuple[Any, Any]:
+    """OTLP carries structured GenAI values as JSON strings; the store keeps them as data.
+    (What the attributes hold: for valid JSON the text itself, written into the stored JSON
+    as it is, without building and serializing it again; and the value as data.)"""
+    if not isinstance(value, str):
+        return value, value
+    try:
+        return orjson.Fragment(value), orjson.loads(value)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # what orjson refuses and the standard library reads (NaN, lone surrogates)
+        data = json.loads(value)
+    except (ValueError, RecursionError):
+        return value, value
+    return data, data
+
+
+def attributes_json(a: dict[str, Any], data: dict[str, Any]) -> str:
+    """The attributes as the store keeps them (``tether.store.dumps_attributes``), with the
+    JSON texts ``_normalize`` left in them; ``data`` holds those values as data, for what
+    orjson cannot write (the standard library's path of ``json_text`` then)."""
+    try:
+        return orjson.dumps(a, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json_text({k: data.get(k, v) for k, v in a.items()})
 
 
 def _span_kind(a: dict[str, Any]) -> str:
@@ -274,32 +282,34 @@ _TOKENS = (
 )
 
 
-def _normalize(a: dict[str, Any], kind: str) -> None:
-    """The GenAI attributes Tether reads, from OpenInference's too: messages as data,
-    token counts as non-negative integers."""
+def _normalize(a: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The GenAI attributes Tether reads, from OpenInference's too: messages as JSON (see
+    ``_json_or_text``), token counts as non-negative integers. Returns the messages as data."""
     for key in a:
         if key.startswith(_OPENINFERENCE_PREFIXES):
             _openinference(a, kind)
             break
+    data: dict[str, Any] = {}
     for key in _STRUCTURED:
         if key in a:
-            a[key] = _json_or_text(a[key])
+            a[key], data[key] = _json_or_text(a[key])
     for key in _TOKENS:
         if key in a:
             value = a[key]
             if type(value) is not int or value < 0:
                 a[key] = _int(value)
+    return data
 
 
-def _run_texts(a: dict[str, Any]) -> tuple[str | None, str | None]:
+def _run_texts(a: dict[str, Any], data: dict[str, Any]) -> tuple[str | None, str | None]:
     """A root span's input and output text: OpenInference's values, or the first user message
-    and the first reply."""
+    and the first reply (``data``: the messages as data)."""
     g = semconv
     text_in, text_out = a.get("input.value"), a.get("output.value")
     if text_in is None:
-        text_in = _first_text(a.get(g.GEN_AI_INPUT_MESSAGES), "user")
+        text_in = _first_text(data.get(g.GEN_AI_INPUT_MESSAGES), "user")
     if text_out is None:
-        text_out = _first_text(a.get(g.GEN_AI_OUTPUT_MESSAGES), None)
+        text_out = _first_text(data.get(g.GEN_AI_OUTPUT_MESSAGES), None)
     return (
         None if text_in is None else str(text_in),
         None if text_out is None else str(text_out),
@@ -357,7 +367,7 @@ def map_span(span: Span, resource: dict[str, Any], pricing: PricingTable) -> Map
         raise InvalidSpan(f"span {span_id}: name is empty")
     a = attributes_of(span.attributes)
     kind = _span_kind(a)
-    _normalize(a, kind)
+    data = _normalize(a, kind)
     service = resource.get("service.name")
     if service and isinstance(service, str):
         a.setdefault("service.name", service)
@@ -379,17 +389,17 @@ def map_span(span: Span, resource: dict[str, Any], pricing: PricingTable) -> Map
         failed,
         clean_text(status.message) or None,
         a,
-        json_text(a),
+        attributes_json(a, data),
     )
     if span.events:
-        mapped.events = [
+        mapped.events = tuple(
             (
                 clean_text(fit(e.name or "event", EVENT_NAME)) or "event",
                 e.time_unix_nano or start,
                 json_text(attributes_of(e.attributes)),
             )
             for e in span.events
-        ]
+        )
     if parent_id is None:
-        mapped.run_input, mapped.run_output = _run_texts(a)
+        mapped.run_input, mapped.run_output = _run_texts(a, data)
     return mapped
