@@ -7,6 +7,7 @@ duplicate runs nor lose spans."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import random
 from collections.abc import Iterator
@@ -258,3 +259,28 @@ def test_two_server_processes_on_one_store_racing_for_one_pending_run(store_url:
         site = Site([first.url, second.url], key, store)
         _race(site, servers=2, families=12, seed=2)
     store.close()
+
+
+def test_late_spans_add_to_an_ended_runs_totals_and_unpriced_count(site: Site) -> None:
+    """Model calls arriving after their root, one request each: the run's tokens, cost and
+    count of unpriced calls grow by each (without rereading its spans)."""
+    trace, root = _trace(8, 8), _id(8, 8, 0)
+    agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "planner"}
+    assert site.post([json_span(root, None, "invoke_agent planner", agent, trace=trace)])
+    calls = [("gpt-4.1-mini", 1000), ("no-such-model", 500), ("no-such-model", 250)]
+    for n, (model, tokens) in enumerate(calls, start=1):
+        attrs = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": model,
+            "gen_ai.usage.input_tokens": tokens,
+        }
+        answer = site.post([json_span(_id(8, 8, n), root, "chat", attrs, trace=trace)])
+        assert answer.status_code == 200 and answer.json() == {}
+    run = site.rows("SELECT * FROM tether_runs WHERE run_id = :r", r=root)[0]
+    assert run.status == "completed" and run.turns == 3 and run.input_tokens == 1750
+    priced = site.rows("SELECT attributes FROM tether_spans WHERE span_id = :s", s=_id(8, 8, 1))[
+        0
+    ].attributes
+    cost = json.loads(priced)["tether.cost.usd"]
+    assert cost > 0 and run.cost_usd == pytest.approx(cost)
+    assert json.loads(run.attributes)["tether.cost.unpriced"] == 2

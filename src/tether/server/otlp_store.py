@@ -143,20 +143,41 @@ def _stored_spans(conn: Connection, ids: Iterable[str]) -> dict[str, tuple[str, 
     return {row[0]: (row[1], row[2]) for row in _in(conn, sql, ids)}
 
 
+_TOTALS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cost_usd",
+    "turns",
+    "tool_calls",
+)
+
+
 @dataclass(slots=True)
 class _StoredRun:
     project: str
     status: str
     entry_point: str
+    started_ns: int
     attributes: str
+    totals: tuple[Any, ...]
+    """The ``_TOTALS`` columns."""
+
+    @property
+    def pending(self) -> bool:
+        """A run named after a span not arrived yet (its root never has)."""
+        return self.status == "running" and self.entry_point == OTLP
 
 
 def _stored_runs(conn: Connection, ids: Iterable[str]) -> dict[str, _StoredRun]:
     sql = (
-        "SELECT run_id, project, status, entry_point, attributes FROM tether_runs "
-        "WHERE run_id IN ({ids})"
+        "SELECT run_id, project, status, entry_point, started_ns, attributes, "
+        f"{', '.join(_TOTALS)} FROM tether_runs WHERE run_id IN ({{ids}})"
     )
-    return {row[0]: _StoredRun(row[1], row[2], row[3], row[4]) for row in _in(conn, sql, ids)}
+    return {
+        row[0]: _StoredRun(row[1], row[2], row[3], row[4], row[5], tuple(row[6:]))
+        for row in _in(conn, sql, ids)
+    }
 
 
 # -- which run each span joins ----------------------------------------------------------------
@@ -236,21 +257,29 @@ class _Totals:
             if a.get(semconv.TETHER_COST_UNPRICED):
                 self.unpriced += 1
             else:
-                self.cost_usd = round_cost(
-                    self.cost_usd + float(a.get(semconv.TETHER_COST_USD) or 0)
-                )
+                self.cost_usd += float(a.get(semconv.TETHER_COST_USD) or 0)
         elif kind == "tool":
             self.tool_calls += 1
 
+    def add_totals(self, other: _Totals) -> None:
+        for name in (*_TOTALS, "unpriced"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.started_ns is not None:
+            self.add("", other.started_ns, None)
+
+    @classmethod
+    def of_run(cls, run: _StoredRun) -> _Totals:
+        """A stored run's totals (of the spans it had)."""
+        totals = cls(**dict(zip(_TOTALS, run.totals, strict=True)))
+        unpriced = orjson.loads(run.attributes).get(semconv.TETHER_COST_UNPRICED)
+        totals.unpriced = unpriced if isinstance(unpriced, int) else 0
+        totals.started_ns = run.started_ns
+        return totals
+
     def columns(self) -> dict[str, Any]:
-        return {
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cached_input_tokens": self.cached_input_tokens,
-            "cost_usd": self.cost_usd,
-            "turns": self.turns,
-            "tool_calls": self.tool_calls,
-        }
+        values = {name: getattr(self, name) for name in _TOTALS}
+        values["cost_usd"] = round_cost(self.cost_usd)
+        return values
 
 
 def _with_unpriced(attributes: dict[str, Any], totals: _Totals) -> dict[str, Any]:
@@ -316,14 +345,6 @@ _ROOT_COLUMNS = (
 )
 
 
-def _update_run(conn: Connection, run_id: str, values: dict[str, Any]) -> None:
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sets = ", ".join(f"{column} = {mark}" for column in values)
-    conn.exec_driver_sql(
-        f"UPDATE tether_runs SET {sets} WHERE run_id = {mark}", (*values.values(), run_id)
-    )
-
-
 def _error_event(m: MappedSpan) -> tuple[Any, ...] | None:
     if not m.failed:
         return None
@@ -379,14 +400,8 @@ def _store(conn: Connection, project: str, spans: list[MappedSpan], result: Inge
     # A span arriving whose id names a pending run: that run joins the span's run.
     merged_into: dict[str, str] = {}
     for m in fresh:
-        pending = stored_runs.get(m.span_id)
-        if (
-            m.run_id != m.span_id
-            and pending is not None
-            and pending.project == project
-            and pending.status == "running"
-            and pending.entry_point == OTLP
-        ):
+        named = stored_runs.get(m.span_id)
+        if m.run_id != m.span_id and named and named.project == project and named.pending:
             merged_into[m.span_id] = m.run_id
     for m in fresh:
         m.run_id = _final(m.run_id, merged_into)
@@ -396,7 +411,6 @@ def _store(conn: Connection, project: str, spans: list[MappedSpan], result: Inge
     by_run: dict[str, list[MappedSpan]] = {}
     for m in fresh:
         by_run.setdefault(m.run_id, []).append(m)
-    refresh = {r for r in by_run if r in stored_runs} | set(merged_into.values())
     new_runs: list[tuple[Any, ...]] = []
     for run_id, members in by_run.items():
         if run_id in stored_runs:
@@ -425,64 +439,102 @@ def _store(conn: Connection, project: str, spans: list[MappedSpan], result: Inge
         models = _run_models((m.run_id, m.kind, m.attributes) for m in fresh)
         if models:
             insert_rows(conn, tables.run_models, models, skip_existing=True)
-    if merged_into:
-        _merge(conn, merged_into)
-    if refresh:
-        _refresh(conn, project, sorted(refresh), by_id, stored_runs)
+    touched = {r for r in by_run if r in stored_runs} | set(merged_into.values())
+    if touched:
+        _update_runs(conn, project, touched, by_run, merged_into, by_id, stored_runs)
     return len(kept) - (len(new) - len(fresh))
 
 
-def _merge(conn: Connection, merged_into: dict[str, str]) -> None:
-    """Move pending runs' spans and events into the runs they joined; drop the pending runs."""
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    moves = sorted((new, old) for old, new in merged_into.items())
-    for table in ("tether_spans", "tether_events"):
-        conn.exec_driver_sql(f"UPDATE {table} SET run_id = {mark} WHERE run_id = {mark}", moves)
-    olds = [(old,) for old in sorted(merged_into)]
-    conn.exec_driver_sql(f"DELETE FROM tether_run_models WHERE run_id = {mark}", olds)
-    conn.exec_driver_sql(f"DELETE FROM tether_runs WHERE run_id = {mark}", olds)
-
-
-def _refresh(
+def _update_runs(
     conn: Connection,
     project: str,
-    run_ids: list[str],
+    touched: set[str],
+    by_run: dict[str, list[MappedSpan]],
+    merged_into: dict[str, str],
     by_id: dict[str, MappedSpan],
     stored_runs: dict[str, _StoredRun],
 ) -> None:
-    """Runs whose spans are not all in this request (stored before, or joined by a pending
-    run): totals from every span stored; a root arrived in this request gives its run the
-    root's values; a run still pending starts at its first span."""
-    totals = {run_id: _Totals() for run_id in run_ids}
-    spans: list[tuple[str, str, dict[str, Any] | None]] = []
+    """Runs stored before this request (or joined by pending runs) that it adds spans to.
+
+    A root arriving in this request gives its run the root's values and totals over every
+    span stored (read once: the run ends). A run ended before (its root stored) adds what
+    arrived, and what the pending runs joining it held, to its totals. A run still pending
+    keeps no totals (its root brings them) and starts at its first span: a trace of thousands
+    of spans sent before its root costs no rereading of them with every request."""
+    merged_by_target: dict[str, list[str]] = {}
+    for old, target in merged_into.items():
+        merged_by_target.setdefault(target, []).append(old)
+    ended: dict[str, _Totals] = {}  # runs ended before: their totals so far
+    for run_id in sorted(touched):
+        have = stored_runs.get(run_id)
+        root = by_id.get(run_id)
+        if have is not None and not have.pending and (root is None or root.run_id != run_id):
+            ended[run_id] = _Totals.of_run(have)
+    joined = [old for target in ended for old in merged_by_target.get(target, ())]
+    joined_totals = _span_totals(conn, joined)
+    if merged_into:
+        _merge(conn, merged_into)
+    roots = [r for r in sorted(touched) if (root := by_id.get(r)) is not None and root.run_id == r]
+    root_totals = _span_totals(conn, roots)
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    for run_id in sorted(touched):
+        if run_id in roots:
+            total = root_totals.get(run_id) or _Totals()
+            row = run_row(_run_of_root(project, by_id[run_id], total))
+            values = {c: row[c] for c in _ROOT_COLUMNS}
+            values.update(total.columns(), attributes=row["attributes"])
+        elif run_id in ended:
+            total = ended[run_id]
+            for m in by_run.get(run_id, ()):
+                total.add(m.kind, m.start_ns, m.attributes)
+            for old in merged_by_target.get(run_id, ()):
+                total.add_totals(joined_totals.get(old) or _Totals())
+            attributes = orjson.loads(stored_runs[run_id].attributes)
+            values = total.columns()
+            values["attributes"] = json_text(_with_unpriced(attributes, total))
+        else:  # pending: it starts at its first span (members, and the runs that joined it)
+            starts = [m.start_ns for m in by_run.get(run_id, ())]
+            starts += [stored_runs[o].started_ns for o in merged_by_target.get(run_id, ())]
+            have = stored_runs.get(run_id)
+            if have is not None:
+                starts.append(have.started_ns)
+            values = {"started_ns": min(starts)} if starts else {}
+        if values:
+            sets = ", ".join(f"{column} = {mark}" for column in values)
+            conn.exec_driver_sql(
+                f"UPDATE tether_runs SET {sets} WHERE run_id = {mark}", (*values.values(), run_id)
+            )
+
+
+def _span_totals(conn: Connection, run_ids: list[str]) -> dict[str, _Totals]:
+    """Totals over the stored spans of ``run_ids``."""
+    totals: dict[str, _Totals] = {}
     sql = (
         "SELECT run_id, kind, start_ns, CASE WHEN kind = 'model' THEN attributes END "
         "FROM tether_spans WHERE run_id IN ({ids})"
     )
     for run_id, kind, start_ns, text in _in(conn, sql, run_ids):
-        a = None if text is None else orjson.loads(text)
-        totals[run_id].add(kind, start_ns, a)
-        spans.append((run_id, kind, a))
-    models = _run_models(spans)
-    if models:
-        insert_rows(conn, tables.run_models, models, skip_existing=True)
-    for run_id in run_ids:
-        total = totals[run_id]
-        root = by_id.get(run_id)
-        if root is not None and root.run_id == run_id:
-            row = run_row(_run_of_root(project, root, total))
-            values = {c: row[c] for c in _ROOT_COLUMNS}
-            values.update(total.columns(), attributes=row["attributes"])
-            _update_run(conn, run_id, values)
-            continue
-        have = stored_runs.get(run_id)
-        attributes = (
-            orjson.loads(have.attributes)
-            if have is not None
-            else {semconv.TETHER_ENTRY_POINT: OTLP}
+        total = totals.setdefault(run_id, _Totals())
+        total.add(kind, start_ns, None if text is None else orjson.loads(text))
+    return totals
+
+
+def _merge(conn: Connection, merged_into: dict[str, str]) -> None:
+    """Move pending runs' spans, events and models into the runs they joined; drop the
+    pending runs."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    moves = sorted((new, old) for old, new in merged_into.items())
+    for table in ("tether_spans", "tether_events"):
+        conn.exec_driver_sql(f"UPDATE {table} SET run_id = {mark} WHERE run_id = {mark}", moves)
+    models = [
+        (new, model)
+        for new, old in moves
+        for (model,) in conn.exec_driver_sql(
+            f"SELECT model FROM tether_run_models WHERE run_id = {mark}", (old,)
         )
-        values = total.columns()
-        values["attributes"] = json_text(_with_unpriced(attributes, total))
-        if (have is None or have.status == "running") and total.started_ns is not None:
-            values["started_ns"] = total.started_ns  # pending: from its first span
-        _update_run(conn, run_id, values)
+    ]
+    olds = [(old,) for _, old in moves]
+    conn.exec_driver_sql(f"DELETE FROM tether_run_models WHERE run_id = {mark}", olds)
+    if models:
+        insert_rows(conn, tables.run_models, sorted(set(models)), skip_existing=True)
+    conn.exec_driver_sql(f"DELETE FROM tether_runs WHERE run_id = {mark}", olds)
