@@ -42,6 +42,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -161,7 +162,23 @@ def _post_all(client: httpx.Client, payloads: list[bytes]) -> None:
                 raise SystemExit(f"a batch was not taken whole: {reply.partial_success}")
 
 
-def run_tether(payloads: list[bytes], total: int, url: str) -> float:
+@dataclass(frozen=True)
+class Rate:
+    spans_per_s: float
+    cpu_us_per_span: float
+    """CPU time of every process taking part (server and client), per span: a figure the
+    load of a shared host changes far less than the rate."""
+
+
+def _cpu_s(pid: int | None = None) -> float:
+    """CPU seconds of this process, or of process ``pid`` (user + system, from /proc)."""
+    if pid is None:
+        return time.process_time()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_tether(payloads: list[bytes], total: int, url: str) -> Rate:
     key = AccessStore(url).create_key("default", Role.AGENT)[1]
     store = Store(url)
     headers = {"Authorization": f"Bearer {key}", **PROTOBUF}
@@ -171,16 +188,18 @@ def run_tether(payloads: list[bytes], total: int, url: str) -> float:
         httpx.Client(base_url=served.url, headers=headers, timeout=120) as client,
     ):
         _post_all(client, [WARM_UP])  # a server that has run a while: its modules are loaded
+        cpu = _cpu_s() + _cpu_s(served.proc.pid)
         start = time.perf_counter()
         _post_all(client, payloads)
         with store.engine.connect() as conn:
             stored = conn.execute(select(func.count()).select_from(tables.spans)).scalar()
         elapsed = time.perf_counter() - start
+        cpu = _cpu_s() + _cpu_s(served.proc.pid) - cpu
     store.close()
     stored -= 1  # the warm-up span
     if stored != total:
         raise SystemExit(f"tether stored {stored} of {total} spans")
-    return total / elapsed
+    return Rate(total / elapsed, cpu / total * 1e6)
 
 
 @contextmanager
@@ -200,7 +219,7 @@ def pg_schema(admin_url: str) -> Iterator[str]:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
-def run_floor(payloads: list[bytes], total: int, workdir: Path) -> float:
+def run_floor(payloads: list[bytes], total: int, workdir: Path) -> Rate:
     db = sqlite3.connect(workdir / "floor.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
@@ -208,6 +227,7 @@ def run_floor(payloads: list[bytes], total: int, workdir: Path) -> float:
         "CREATE TABLE spans (span_id TEXT PRIMARY KEY, trace_id TEXT, parent_id TEXT, "
         "name TEXT, start_ns INTEGER, end_ns INTEGER, attributes TEXT)"
     )
+    cpu = _cpu_s()
     start = time.perf_counter()
     for body in payloads:
         request = ExportTraceServiceRequest.FromString(body)
@@ -232,10 +252,11 @@ def run_floor(payloads: list[bytes], total: int, workdir: Path) -> float:
         db.execute("COMMIT")
     stored = db.execute("SELECT count(*) FROM spans").fetchone()[0]
     elapsed = time.perf_counter() - start
+    cpu = _cpu_s() - cpu
     db.close()
     if stored != total:
         raise SystemExit(f"the floor stored {stored} of {total} spans")
-    return total / elapsed
+    return Rate(total / elapsed, cpu / total * 1e6)
 
 
 def _free_port() -> int:
@@ -252,7 +273,7 @@ def _spans_stored(db: Path) -> int:
         return -1
 
 
-def run_phoenix(payloads: list[bytes], total: int, workdir: Path) -> float | str:
+def run_phoenix(payloads: list[bytes], total: int, workdir: Path) -> Rate | str:
     """Phoenix's spans/s until queryable, or why it could not be measured."""
     exe = Path(sys.executable).parent / "phoenix"
     if not exe.exists():
@@ -287,6 +308,7 @@ def run_phoenix(payloads: list[bytes], total: int, workdir: Path) -> float | str
                     return "phoenix serve did not answer within 600 s"
                 time.sleep(0.5)
             db = workdir / "phoenix.db"
+            cpu = _cpu_s() + _cpu_s(proc.pid)
             start = time.perf_counter()
             _post_all(client, payloads)
             acknowledged = time.perf_counter() - start
@@ -295,9 +317,10 @@ def run_phoenix(payloads: list[bytes], total: int, workdir: Path) -> float | str
                     return f"phoenix stored {stored} of {total} spans in 1800 s"
                 time.sleep(0.05)
             elapsed = time.perf_counter() - start
+            cpu = _cpu_s() + _cpu_s(proc.pid) - cpu
         print(f"  phoenix acknowledged all {total} spans after {acknowledged:.2f} s;")
         print(f"  they were queryable after {elapsed:.1f} s")
-        return total / elapsed
+        return Rate(total / elapsed, cpu / total * 1e6)
     finally:
         proc.terminate()
         try:
@@ -324,22 +347,22 @@ def main() -> None:
     args = parser.parse_args()
     payloads, total = bodies(args.traces)
     print(f"spans: {total} in {len(payloads)} batches of {BATCH}; load average {_load()}")
-    floors: list[float] = []
-    tethers: list[float] = []
-    pgs: list[float] = []
+    floors: list[Rate] = []
+    tethers: list[Rate] = []
+    pgs: list[Rate] = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(args.rounds):
             folder = Path(tmp) / f"round{n}"
             folder.mkdir()
             floors.append(run_floor(payloads, total, folder))
             tethers.append(run_tether(payloads, total, f"sqlite:///{folder / 'tether.db'}"))
-            line = f"  round {n + 1}: floor {floors[-1]:,.0f}  tether {tethers[-1]:,.0f}"
+            line = f"  round {n + 1}: floor {_shown(floors[-1])}  tether {_shown(tethers[-1])}"
             if args.database_url:
                 with pg_schema(args.database_url) as url:
                     pgs.append(run_tether(payloads, total, url))
-                line += f"  tether-pg {pgs[-1]:,.0f}"
-            print(f"{line} spans/s (load {_load()})")
-        phoenix: float | str = "left out (--no-phoenix)"
+                line += f"  tether-pg {_shown(pgs[-1])}"
+            print(f"{line} (load {_load()})")
+        phoenix: Rate | str = "left out (--no-phoenix)"
         if not args.no_phoenix:
             sent = payloads[: -(-args.phoenix_traces * SPANS_PER_TRACE // BATCH)]
             sent_spans = min(total, len(sent) * BATCH)
@@ -347,20 +370,41 @@ def main() -> None:
             folder = Path(tmp) / "phoenix"
             folder.mkdir()
             phoenix = run_phoenix(sent, sent_spans, folder)
-    floor, tether = statistics.median(floors), statistics.median(tethers)
-    ratio = statistics.median(t / f for t, f in zip(tethers, floors, strict=True))
-    print(f"raw floor   {floor:10,.0f} spans/s (median of {args.rounds})")
-    print(f"tether      {tether:10,.0f} spans/s   (until queryable; every 200 = committed)")
+    floor, tether = _median(floors), _median(tethers)
+    ratio = statistics.median(
+        t.spans_per_s / f.spans_per_s for t, f in zip(tethers, floors, strict=True)
+    )
+    cpu_ratio = statistics.median(
+        f.cpu_us_per_span / t.cpu_us_per_span for t, f in zip(tethers, floors, strict=True)
+    )
+    print(f"raw floor   {_shown(floor)}  (medians of {args.rounds} rounds)")
+    print(f"tether      {_shown(tether)}  (until queryable; every 200 = committed)")
     if pgs:
-        print(f"tether-pg   {statistics.median(pgs):10,.0f} spans/s   (PostgreSQL)")
-    if isinstance(phoenix, float):
-        print(f"phoenix     {phoenix:10,.1f} spans/s   (until queryable; it acknowledges first)")
+        print(
+            f"tether-pg   {_shown(_median(pgs))}  (PostgreSQL; the client's CPU, not the server's)"
+        )
+    if isinstance(phoenix, Rate):
+        print(f"phoenix     {_shown(phoenix)}  (until queryable; it acknowledges first)")
     else:
         print(f"phoenix     not measured: {phoenix}")
     print(f"ratio tether/floor: {ratio:.2f}  (median of the rounds' ratios; target >= 0.5)")
-    if isinstance(phoenix, float):
-        print(f"ratio tether/phoenix: {tether / phoenix:,.0f}  (target >= 50)")
+    print(f"  in CPU time: the floor's CPU per span / Tether's = {cpu_ratio:.2f}")
+    if isinstance(phoenix, Rate):
+        print(
+            f"ratio tether/phoenix: {tether.spans_per_s / phoenix.spans_per_s:,.0f}  (target >= 50)"
+        )
     print(f"load average at the end: {_load()}")
+
+
+def _median(rates: list[Rate]) -> Rate:
+    return Rate(
+        statistics.median(r.spans_per_s for r in rates),
+        statistics.median(r.cpu_us_per_span for r in rates),
+    )
+
+
+def _shown(rate: Rate) -> str:
+    return f"{rate.spans_per_s:10,.1f} spans/s ({rate.cpu_us_per_span:,.0f} us CPU/span)"
 
 
 if __name__ == "__main__":

@@ -21,14 +21,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from sqlalchemy import Engine
 from starlette.responses import JSONResponse, Response
 
 from tether.server.auth import require
 from tether.server.otlp_store import Ingested, ingest
 from tether.server.roles import Permission
 from tether.store import Store
-from tether.store.checkpoint import WalCheckpointer
 
 OTLP_PATH = "/v1/traces"
 MAX_BODY_BYTES = 16 << 20
@@ -130,20 +128,13 @@ def decode(content_type: str, encoding: str, body: bytes) -> ExportTraceServiceR
 # -- the route ----------------------------------------------------------------------------------
 
 
-class _Sink:
-    """Where a server's OTLP requests go: its store, and the log checkpoints after them."""
-
-    def __init__(self, url: str, engine: Engine) -> None:
-        self.store = Store(url, engine=engine, connect=False)
-        self.checkpointer = WalCheckpointer(engine)
-
-
-def _sink(request: Request) -> _Sink:
-    sink: _Sink | None = getattr(request.app.state, "otlp_sink", None)
-    if sink is None:
+def _store(request: Request) -> Store:
+    store: Store | None = getattr(request.app.state, "otlp_store", None)
+    if store is None:
         config = request.app.state.config
-        sink = request.app.state.otlp_sink = _Sink(config.database_url, request.app.state.engine)
-    return sink
+        store = Store(config.database_url, engine=request.app.state.engine, connect=False)
+        request.app.state.otlp_store = store
+    return store
 
 
 _may_ingest = require(Permission.INGEST)
@@ -155,11 +146,7 @@ def _decode_and_ingest(request: Request, content_type: str, body: bytes) -> Inge
     milliseconds on a busy host)."""
     principal = _may_ingest(request, request.query_params.get("project"))
     encoding = request.headers.get("content-encoding", "")
-    sink = _sink(request)
-    result = ingest(sink.store, principal.project, decode(content_type, encoding, body))
-    if result.accepted:
-        sink.checkpointer.poke()  # after the commit, off the path of the next one
-    return result
+    return ingest(_store(request), principal.project, decode(content_type, encoding, body))
 
 
 def _reply(media: str, response: ExportTraceServiceResponse) -> Response:
