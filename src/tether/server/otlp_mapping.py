@@ -120,9 +120,10 @@ def attributes_of(pairs: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kv in pairs:
         value = kv.value
-        # A non-empty string (most attributes) is read without asking which value is set.
-        text = value.string_value
-        out[kv.key] = text if text else any_value(value)
+        # A non-empty string or a non-zero integer (most attributes) is read without asking
+        # which value is set.
+        found = value.string_value or value.int_value
+        out[kv.key] = found if found else any_value(value)
     return out
 
 

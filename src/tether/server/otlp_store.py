@@ -355,15 +355,26 @@ def _error_event(m: MappedSpan) -> tuple[Any, ...] | None:
     return (m.run_id, m.trace_id, m.span_id, name, m.end_ns, attributes)
 
 
-def _run_models(spans: Iterable[tuple[str, str, dict[str, Any] | None]]) -> list[tuple[str, str]]:
-    """(run id, model) of each model span's requested model, once each, in one order."""
-    found: set[tuple[str, str]] = set()
-    for run_id, kind, a in spans:
-        if kind == "model" and a is not None:
-            model = a.get(REQUEST_MODEL)
+def _insert_spans(conn: Connection, spans: list[MappedSpan]) -> None:
+    """The spans' rows, their events and their runs' models (one pass over them)."""
+    rows: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    models: set[tuple[str, str]] = set()
+    for m in spans:
+        rows.append(m.row())
+        if m.events:
+            events.extend((m.run_id, m.trace_id, m.span_id, *e) for e in m.events)
+        if m.failed and (error := _error_event(m)) is not None:
+            events.append(error)
+        if m.kind == "model":
+            model = m.attributes.get(REQUEST_MODEL)
             if isinstance(model, str) and model:
-                found.add((run_id, clean_text(fit(model, RUN_MODEL)) or model))
-    return sorted(found)
+                models.add((m.run_id, clean_text(fit(model, RUN_MODEL)) or model))
+    insert_rows(conn, tables.spans, rows, skip_existing=True)
+    if events:
+        insert_rows(conn, tables.events, events)
+    if models:  # in one order: two writers' inserts never wait on each other in turn
+        insert_rows(conn, tables.run_models, sorted(models), skip_existing=True)
 
 
 # -- one request ------------------------------------------------------------------------------
@@ -427,18 +438,7 @@ def _store(conn: Connection, project: str, spans: list[MappedSpan], result: Inge
     if new_runs:
         insert_rows(conn, tables.runs, new_runs, skip_existing=True)
     if fresh:
-        insert_rows(conn, tables.spans, [m.row() for m in fresh], skip_existing=True)
-        events = [
-            (m.run_id, m.trace_id, m.span_id, name, time_ns, attributes)
-            for m in fresh
-            for name, time_ns, attributes in m.events
-        ]
-        events.extend(e for e in map(_error_event, fresh) if e is not None)
-        if events:
-            insert_rows(conn, tables.events, events)
-        models = _run_models((m.run_id, m.kind, m.attributes) for m in fresh)
-        if models:
-            insert_rows(conn, tables.run_models, models, skip_existing=True)
+        _insert_spans(conn, fresh)
     touched = {r for r in by_run if r in stored_runs} | set(merged_into.values())
     if touched:
         _update_runs(conn, project, touched, by_run, merged_into, by_id, stored_runs)
