@@ -6,10 +6,12 @@ duplicate runs nor lose spans."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import random
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -284,3 +286,32 @@ def test_late_spans_add_to_an_ended_runs_totals_and_unpriced_count(site: Site) -
     cost = json.loads(priced)["tether.cost.usd"]
     assert cost > 0 and run.cost_usd == pytest.approx(cost)
     assert json.loads(run.attributes)["tether.cost.unpriced"] == 2
+
+
+def test_a_server_killed_during_a_request_keeps_all_of_it_or_none(store_url: str) -> None:
+    """kill -9 of ``tether serve`` at several moments of a 2,400-span request: the store
+    holds every span of it or none (and runs only with their spans), and opens afterwards."""
+    key = AccessStore(store_url).create_key("default", Role.AGENT)[1]
+    env = {**os.environ, "TETHER_DATABASE_URL": store_url}
+    store = Store(store_url)
+    site = Site([], key, store)
+    families = 300
+    for attempt, delay in enumerate((0.3, 1.0, 2.0, 4.0)):
+        spans = [s for n in range(families) for s in _family(1000 * attempt + n)[2]]
+        with tether_serve(env=env) as served:
+            site.urls = [served.url]
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                sent = pool.submit(site.post, spans)
+                time.sleep(delay)
+                served.proc.kill()
+                served.proc.wait(timeout=30)
+                # The connection dies with the server (the exporter would send it again).
+                with contextlib.suppress(httpx.HTTPError):
+                    sent.result(timeout=60)
+        traces = {s["traceId"] for s in spans}
+        counts = site.rows("SELECT trace_id, count(*) AS n FROM tether_spans GROUP BY trace_id")
+        stored = sum(c.n for c in counts if c.trace_id in traces)
+        assert stored in (0, len(spans)), (delay, stored)
+        runs = [r for r in site.rows("SELECT trace_id FROM tether_runs") if r.trace_id in traces]
+        assert len(runs) == (families if stored else 0)
+    store.close()
