@@ -380,8 +380,9 @@ def main() -> None:
     print(f"raw floor   {_shown(floor)}  (medians of {args.rounds} rounds)")
     print(f"tether      {_shown(tether)}  (until queryable; every 200 = committed)")
     if pgs:
+        pg = _median(pgs)
         print(
-            f"tether-pg   {_shown(_median(pgs))}  (PostgreSQL; the client's CPU, not the server's)"
+            f"tether-pg   {_shown(pg)}  (PostgreSQL; CPU of Tether's processes, not the database's)"
         )
     if isinstance(phoenix, Rate):
         print(f"phoenix     {_shown(phoenix)}  (until queryable; it acknowledges first)")

@@ -86,20 +86,15 @@ def insert_rows(
     batches rows into multi-row INSERTs. The values are prepared by the caller, identically
     for both. ``skip_existing``: a row whose key is stored already is left out, not an error."""
     columns = INSERT_COLUMNS[table.name]
-    if conn.dialect.paramstyle != "qmark":
-        statement = table.insert()
-        if skip_existing:  # PostgreSQL, the one store other than SQLite
-            from sqlalchemy.dialects.postgresql import insert
-
-            statement = insert(table).on_conflict_do_nothing()
-        conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
-        return
     key = (conn.dialect.name, table.name, skip_existing)
     sql = _INSERT_SQL.get(key)
     if sql is None:
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        ignore = "OR IGNORE " if skip_existing and mark == "?" else ""
+        conflict = " ON CONFLICT DO NOTHING" if skip_existing and mark != "?" else ""
         sql = _INSERT_SQL[key] = (
-            f"INSERT {'OR IGNORE ' if skip_existing else ''}INTO {table.name} "
-            f"({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+            f"INSERT {ignore}INTO {table.name} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(mark for _ in columns)}){conflict}"
         )
     conn.exec_driver_sql(sql, rows)
 
