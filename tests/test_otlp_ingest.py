@@ -329,3 +329,28 @@ def test_a_project_cannot_attach_spans_to_another_projects_run(site: Site) -> No
     with site.client("viewer") as c:
         runs = c.get("/api/v1/runs").json()["runs"]
         assert len(c.get(f"/api/v1/runs/{runs[0]['run_id']}").json()["spans"]) == 3
+
+
+def test_message_json_is_stored_as_data_even_when_orjson_refuses_it(site: Site) -> None:
+    """Message attributes are JSON text: valid JSON is stored as the sender wrote it, JSON
+    only the standard library reads (a lone surrogate escape, NaN) as data made valid, and
+    text that is not JSON as a string."""
+    odd = '[{"role": "user", "parts": [{"type": "text", "content": "a\\ud800b", "x": NaN}]}]'
+    body = _request(
+        _span("d000000000000001", None, "root", {"gen_ai.input.messages": odd}),
+        _span(
+            "d000000000000002",
+            "d000000000000001",
+            "chat",
+            {"gen_ai.operation.name": "chat", "gen_ai.output.messages": "not json ["},
+        ),
+    )
+    with site.client("agent") as c:
+        assert c.post("/v1/traces", json=body).json() == {}
+    with site.client("viewer") as c:
+        detail = c.get("/api/v1/runs/d000000000000001").json()
+    assert detail["run"]["input"] == "a\ufffdb"
+    spans = {s["span_id"]: s["attributes"] for s in detail["spans"]}
+    part = spans["d000000000000001"]["gen_ai.input.messages"][0]["parts"][0]
+    assert part["content"] == "a\ufffdb" and part["x"] is None
+    assert spans["d000000000000002"]["gen_ai.output.messages"] == "not json ["
