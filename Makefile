@@ -65,7 +65,7 @@ test: lint typecheck unit
 # Baselines (openai-agents, ...) live in their own venv, never in the project's dependencies.
 $(BENCH_STAMP): benchmarks/requirements.txt pyproject.toml $(STAMP)
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	$(UV) pip install --quiet --python $(BENCH_VENV)/bin/python -e . -r benchmarks/requirements.txt
+	$(UV) pip install --quiet --python $(BENCH_VENV)/bin/python -e '.[postgres]' -r benchmarks/requirements.txt
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
@@ -75,6 +75,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/cedar_decision.py
 	$(BENCH_VENV)/bin/python benchmarks/guards_pii.py
 	$(BENCH_VENV)/bin/python benchmarks/sandbox_start.py
+	$(BENCH_VENV)/bin/python benchmarks/otlp_ingest.py
 
 # Prompt-injection detector: evaluation on the real sources held out from training (no network):
 # the tuning part, then the frozen final part (docs/guards.md, "Evaluation protocol").

@@ -18,13 +18,13 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from fakes.otlp import NS, json_request, json_span
 from fakes.server import serving
 from tether.server import ServerConfig, create_app
 from tether.server.access import AccessStore
 from tether.server.roles import Role
 
-TRACE = "5b8efff798038103d269b633813fc60c"
-NS = 1_700_000_000_000_000_000
+_span, _request = json_span, json_request
 
 
 @dataclass
@@ -129,43 +129,6 @@ def test_real_sdk_exporter_in_a_child_process(site: Site) -> None:
     assert any(e["name"] == "tether.tool.error" for e in detail["events"])
     with site.client("other_viewer") as c:  # another project sees none of it
         assert c.get("/api/v1/runs").json()["runs"] == []
-
-
-def _span(
-    span_id: str, parent: str | None, name: str, attrs: dict[str, Any], **kw: Any
-) -> dict[str, Any]:
-    def value(v: Any) -> dict[str, Any]:
-        if isinstance(v, bool):
-            return {"boolValue": v}
-        if isinstance(v, int):
-            return {"intValue": str(v)}
-        return {"stringValue": str(v)}
-
-    span = {
-        "traceId": kw.get("trace", TRACE),
-        "spanId": span_id,
-        "name": name,
-        "kind": 1,
-        "startTimeUnixNano": str(kw.get("start", NS)),
-        "endTimeUnixNano": str(kw.get("end", NS + 2_000_000_000)),
-        "attributes": [{"key": k, "value": value(v)} for k, v in attrs.items()],
-    }
-    if parent:
-        span["parentSpanId"] = parent
-    return span
-
-
-def _request(*spans: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "resourceSpans": [
-            {
-                "resource": {
-                    "attributes": [{"key": "service.name", "value": {"stringValue": "rag"}}]
-                },
-                "scopeSpans": [{"scope": {"name": "openinference"}, "spans": list(spans)}],
-            }
-        ]
-    }
 
 
 OPENINFERENCE = _request(
@@ -366,3 +329,28 @@ def test_a_project_cannot_attach_spans_to_another_projects_run(site: Site) -> No
     with site.client("viewer") as c:
         runs = c.get("/api/v1/runs").json()["runs"]
         assert len(c.get(f"/api/v1/runs/{runs[0]['run_id']}").json()["spans"]) == 3
+
+
+def test_message_json_is_stored_as_data_even_when_orjson_refuses_it(site: Site) -> None:
+    """Message attributes are JSON text: valid JSON is stored as the sender wrote it, JSON
+    only the standard library reads (a lone surrogate escape, NaN) as data made valid, and
+    text that is not JSON as a string."""
+    odd = '[{"role": "user", "parts": [{"type": "text", "content": "a\\ud800b", "x": NaN}]}]'
+    body = _request(
+        _span("d000000000000001", None, "root", {"gen_ai.input.messages": odd}),
+        _span(
+            "d000000000000002",
+            "d000000000000001",
+            "chat",
+            {"gen_ai.operation.name": "chat", "gen_ai.output.messages": "not json ["},
+        ),
+    )
+    with site.client("agent") as c:
+        assert c.post("/v1/traces", json=body).json() == {}
+    with site.client("viewer") as c:
+        detail = c.get("/api/v1/runs/d000000000000001").json()
+    assert detail["run"]["input"] == "a\ufffdb"
+    spans = {s["span_id"]: s["attributes"] for s in detail["spans"]}
+    part = spans["d000000000000001"]["gen_ai.input.messages"][0]["parts"][0]
+    assert part["content"] == "a\ufffdb" and part["x"] is None
+    assert spans["d000000000000002"]["gen_ai.output.messages"] == "not json ["

@@ -1,13 +1,8 @@
 """OpenTelemetry in: ``POST /v1/traces`` (OTLP/HTTP, protobuf or JSON, optionally gzip).
 
-Spans are written to the store inside the request: a 2xx means they are committed. Each span
-joins the run of its root span (a run per root span, ``run_id`` = the root's span id, project
-of the API key, entry point ``otlp``). A span whose parent has not arrived yet (exporters send
-children first: they end first) goes into a *pending* run named after that missing parent,
-``running`` until the parent arrives; when the root arrives its run gets the root's name,
-input, output, status and the totals (tokens, cost) of its model spans.
-
-Re-sending a batch (an exporter retrying after a lost reply) stores nothing twice.
+Spans are written to the store inside the request, in one transaction: a 2xx means they are
+committed (``tether.server.otlp_store`` says how spans join runs). Re-sending a batch (an
+exporter retrying after a lost reply) stores nothing twice.
 """
 
 from __future__ import annotations
@@ -16,8 +11,6 @@ import base64
 import binascii
 import json
 import zlib
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -28,17 +21,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from sqlalchemy import select, update
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.responses import JSONResponse, Response
 
-from tether.core import EntryPoint, RunKind, StoreError
-from tether.server.auth import Ingester
-from tether.server.otlp_mapping import InvalidSpan, MappedSpan, attributes_of, map_span
-from tether.store import EventRecord, RunRecord, SpanRecord, Store, TraceBatch, tables
-from tether.store.values import RUN_AGENT, RUN_VERSION, clean_text, dumps_attributes, fit
-from tether.trace import semconv
-from tether.trace.pricing import pricing_from_env, round_cost
+from tether.server.auth import require
+from tether.server.otlp_store import Ingested, ingest
+from tether.server.roles import Permission
+from tether.store import Store
 
 OTLP_PATH = "/v1/traces"
 MAX_BODY_BYTES = 16 << 20
@@ -47,17 +35,6 @@ MAX_INFLATED_BYTES = 64 << 20
 """Largest body once gunzipped: a gzip bomb gets 413, never more memory than this."""
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
-ERROR_EVENT_BY_KIND = {
-    "tool": semconv.EVENT_TOOL_ERROR,
-    "model": semconv.EVENT_MODEL_ERROR,
-}
-"""The Tether event a failed span adds (what puts its run in an error category)."""
-RUN_KIND_BY_SPAN = {
-    "agent": RunKind.AGENT_RUN,
-    "model": RunKind.MODEL_REQUEST,
-    "tool": RunKind.TOOL_CALL,
-}
-
 router = APIRouter(tags=["otlp"])
 
 
@@ -148,302 +125,6 @@ def decode(content_type: str, encoding: str, body: bytes) -> ExportTraceServiceR
     return message
 
 
-# -- mapping a batch onto runs ----------------------------------------------------------------
-
-
-@dataclass
-class Ingested:
-    """What one request stored and what it turned away."""
-
-    accepted: int = 0
-    rejected: int = 0
-    reasons: list[str] = field(default_factory=list)
-
-    def reject(self, reason: str, count: int = 1) -> None:
-        self.rejected += count
-        if len(self.reasons) < 5 and reason not in self.reasons:
-            self.reasons.append(reason)
-
-
-def _mapped(message: ExportTraceServiceRequest, result: Ingested) -> list[MappedSpan]:
-    pricing = pricing_from_env()
-    out: dict[str, MappedSpan] = {}
-    for rs in message.resource_spans:
-        resource = attributes_of(rs.resource.attributes)
-        for ss in rs.scope_spans:
-            for span in ss.spans:
-                try:
-                    m = map_span(span, resource, pricing)
-                except InvalidSpan as exc:
-                    result.reject(str(exc))
-                    continue
-                if m.span.span_id in out:
-                    result.reject(f"span {m.span.span_id} appears twice in the request")
-                    continue
-                out[m.span.span_id] = m
-    return list(out.values())
-
-
-def _in_chunks(values: list[str], size: int = 500) -> Iterable[list[str]]:
-    for i in range(0, len(values), size):
-        yield values[i : i + size]
-
-
-def _stored_spans(store: Store, ids: list[str]) -> dict[str, tuple[str, str]]:
-    """(run id, project) of the stored spans among ``ids``."""
-    s, r = tables.spans.c, tables.runs.c
-    found: dict[str, tuple[str, str]] = {}
-    with store.engine.connect() as conn:
-        for chunk in _in_chunks(ids):
-            stmt = (
-                select(s.span_id, s.run_id, r.project)
-                .join(tables.runs, r.run_id == s.run_id)
-                .where(s.span_id.in_(chunk))
-            )
-            for row in conn.execute(stmt):
-                found[row.span_id] = (row.run_id, row.project)
-    return found
-
-
-def _stored_runs(store: Store, ids: list[str]) -> dict[str, tuple[str, str]]:
-    """(project, status) of the stored runs among ``ids``."""
-    r = tables.runs.c
-    found: dict[str, tuple[str, str]] = {}
-    with store.engine.connect() as conn:
-        for chunk in _in_chunks(ids):
-            for row in conn.execute(
-                select(r.run_id, r.project, r.status).where(r.run_id.in_(chunk))
-            ):
-                found[row.run_id] = (row.project, row.status)
-    return found
-
-
-def _resolve_runs(
-    store: Store, project: str, spans: list[MappedSpan], result: Ingested
-) -> tuple[list[MappedSpan], dict[str, tuple[str, str]]]:
-    """Give each span its run id; the spans kept, and the stored runs they touch."""
-    by_id = {m.span.span_id: m for m in spans}
-    top: dict[str, str | None] = {}  # span id -> the id its chain leaves the batch by
-    for m in spans:
-        seen = {m.span.span_id}
-        cur = m
-        while cur.span.parent_id is not None and cur.span.parent_id in by_id:
-            if cur.span.parent_id in seen:
-                break  # a cycle: treat as leaving the batch
-            seen.add(cur.span.parent_id)
-            cur = by_id[cur.span.parent_id]
-        top[m.span.span_id] = cur.span.parent_id if cur.span.parent_id not in seen else None
-        if cur.span.parent_id is None:
-            m.span.run_id = cur.span.span_id
-    outside = sorted({p for p in top.values() if p is not None})
-    parents = _stored_spans(store, outside) if outside else {}
-    stored_own = _stored_spans(store, list(by_id))
-    kept: list[MappedSpan] = []
-    for m in spans:
-        sid = m.span.span_id
-        if sid in stored_own and stored_own[sid][1] != project:
-            result.reject(f"span {sid}: the id is already taken")
-            continue
-        leaves_by = top[sid]
-        if leaves_by is None and not m.span.run_id:
-            m.span.run_id = sid
-        elif leaves_by is not None:
-            parent = parents.get(leaves_by)
-            if parent is not None and parent[1] != project:
-                result.reject(f"span {sid}: its parent belongs to another project")
-                continue
-            # The parent's run, or a pending run named after the parent not yet arrived.
-            m.span.run_id = parent[0] if parent is not None else leaves_by
-        kept.append(m)
-    runs = _stored_runs(store, sorted({m.span.run_id for m in kept}))
-    final: list[MappedSpan] = []
-    for m in kept:
-        stored = runs.get(m.span.run_id)
-        if stored is not None and stored[0] != project:
-            result.reject(f"span {m.span.span_id}: its run id is already taken")
-            continue
-        final.append(m)
-    return final, runs
-
-
-def _error_events(m: MappedSpan, is_root: bool) -> list[EventRecord]:
-    s = m.span
-    if s.status != "error":
-        return []
-    name = semconv.EVENT_RUN_ERROR if is_root else ERROR_EVENT_BY_KIND.get(s.kind)
-    if name is None:
-        return []
-    return [
-        EventRecord(
-            trace_id=s.trace_id,
-            run_id=s.run_id,
-            span_id=s.span_id,
-            name=name,
-            time_ns=s.end_ns,
-            attributes={"message": s.status_message or "error"},
-        )
-    ]
-
-
-@dataclass
-class _Totals:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0
-    cost_usd: float = 0.0
-    unpriced: int = 0
-    turns: int = 0
-    tool_calls: int = 0
-    models: set[str] = field(default_factory=set)
-
-    def add(self, s: SpanRecord) -> None:
-        a = s.attributes
-        if s.kind == "model":
-            self.turns += 1
-            self.input_tokens += int(a.get(semconv.GEN_AI_USAGE_INPUT_TOKENS) or 0)
-            self.output_tokens += int(a.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS) or 0)
-            self.cached_input_tokens += int(
-                a.get(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS) or 0
-            )
-            if a.get(semconv.TETHER_COST_UNPRICED):
-                self.unpriced += 1
-            else:
-                self.cost_usd = round_cost(
-                    self.cost_usd + float(a.get(semconv.TETHER_COST_USD) or 0)
-                )
-        elif s.kind == "tool":
-            self.tool_calls += 1
-
-
-def _run_of_root(project: str, root: MappedSpan, totals: _Totals) -> RunRecord:
-    s, a = root.span, root.span.attributes
-    agent = a.get(semconv.GEN_AI_AGENT_NAME) or a.get("service.name")
-    version = a.get("gen_ai.agent.version") or a.get("service.version")
-    failed = s.status == "error"
-    attributes: dict[str, Any] = {semconv.TETHER_ENTRY_POINT: EntryPoint.OTLP.value}
-    if totals.unpriced:
-        attributes[semconv.TETHER_COST_UNPRICED] = totals.unpriced
-    return RunRecord(
-        trace_id=s.trace_id,
-        run_id=s.run_id,
-        agent_name=fit(clean_text(str(agent)), RUN_AGENT) if agent else None,
-        agent_version=fit(clean_text(str(version)), RUN_VERSION) if version else None,
-        started_ns=s.start_ns,
-        status="failed" if failed else "completed",
-        outcome="error" if failed else "final_answer",
-        input=root.run_input or "",
-        output=root.run_output,
-        ended_ns=s.end_ns,
-        input_tokens=totals.input_tokens,
-        output_tokens=totals.output_tokens,
-        cached_input_tokens=totals.cached_input_tokens,
-        cost_usd=totals.cost_usd,
-        turns=totals.turns,
-        tool_calls=totals.tool_calls,
-        error=(s.status_message or "error") if failed else None,
-        attributes=attributes,
-        project=project,
-        kind=RUN_KIND_BY_SPAN.get(s.kind, RunKind.AGENT_RUN).value,
-        entry_point=EntryPoint.OTLP.value,
-    )
-
-
-def _pending_run(project: str, members: list[MappedSpan]) -> RunRecord:
-    first = min(members, key=lambda m: m.span.start_ns).span
-    return RunRecord(
-        trace_id=first.trace_id,
-        run_id=first.run_id,
-        agent_name=None,
-        agent_version=None,
-        started_ns=first.start_ns,
-        input="",
-        attributes={semconv.TETHER_ENTRY_POINT: EntryPoint.OTLP.value},
-        project=project,
-        kind=RunKind.AGENT_RUN.value,
-        entry_point=EntryPoint.OTLP.value,
-    )
-
-
-def _finish_run(store: Store, run: RunRecord) -> None:
-    """Write a root's run over its stored row (pending until now, or ended by an earlier
-    copy of the root: the same values again)."""
-    r = tables.runs.c
-    values = {
-        "agent_name": run.agent_name,
-        "agent_version": run.agent_version,
-        "kind": run.kind,
-        "status": run.status,
-        "outcome": run.outcome,
-        "input": clean_text(run.input),
-        "output": clean_text(run.output),
-        "started_ns": run.started_ns,
-        "ended_ns": run.ended_ns,
-        "input_tokens": run.input_tokens,
-        "output_tokens": run.output_tokens,
-        "cached_input_tokens": run.cached_input_tokens,
-        "cost_usd": run.cost_usd,
-        "turns": run.turns,
-        "tool_calls": run.tool_calls,
-        "error": clean_text(run.error),
-        "attributes": dumps_attributes(run.attributes),
-    }
-    try:
-        with store.engine.begin() as conn:
-            conn.execute(update(tables.runs).where(r.run_id == run.run_id).values(values))
-    except SQLAlchemyError as exc:
-        raise StoreError(f"cannot update run {run.run_id}: {type(exc).__name__}") from exc
-
-
-def ingest(store: Store, project: str, message: ExportTraceServiceRequest) -> Ingested:
-    """Store the request's spans for ``project``; what was accepted and rejected."""
-    result = Ingested()
-    mapped, stored_runs = _resolve_runs(store, project, _mapped(message, result), result)
-    by_run: dict[str, list[MappedSpan]] = {}
-    for m in mapped:
-        by_run.setdefault(m.span.run_id, []).append(m)
-    batch = TraceBatch()
-    finishing: list[tuple[str, MappedSpan | None]] = []
-    for run_id, members in by_run.items():
-        root = next((m for m in members if m.span.span_id == run_id), None)
-        for m in members:
-            batch.spans.append(m.span)
-            for e in m.events:
-                e.run_id = run_id
-            batch.events.extend(m.events)
-            batch.events.extend(_error_events(m, m is root))
-        if run_id in stored_runs:
-            if root is not None or stored_runs[run_id][1] != "running":
-                finishing.append((run_id, root))
-            continue
-        if root is not None:
-            totals = _Totals()
-            for m in members:
-                totals.add(m.span)
-            batch.runs_started.append(_run_of_root(project, root, totals))
-        else:
-            batch.runs_started.append(_pending_run(project, members))
-    store.write(batch, skip_existing=True)
-    for run_id, root in finishing:
-        totals = _Totals()
-        for s in store.get_spans(run_id):
-            totals.add(s)
-        if root is not None:
-            _finish_run(store, _run_of_root(project, root, totals))
-        else:  # more spans for an ended run: its totals grow
-            stored = store.get_run(run_id)
-            stored.input_tokens, stored.output_tokens = totals.input_tokens, totals.output_tokens
-            stored.cached_input_tokens, stored.cost_usd = (
-                totals.cached_input_tokens,
-                totals.cost_usd,
-            )
-            stored.turns, stored.tool_calls = totals.turns, totals.tool_calls
-            if totals.unpriced:
-                stored.attributes[semconv.TETHER_COST_UNPRICED] = totals.unpriced
-            _finish_run(store, stored)
-    result.accepted = len(mapped)
-    return result
-
-
 # -- the route ----------------------------------------------------------------------------------
 
 
@@ -456,6 +137,18 @@ def _store(request: Request) -> Store:
     return store
 
 
+_may_ingest = require(Permission.INGEST)
+
+
+def _decode_and_ingest(request: Request, content_type: str, body: bytes) -> Ingested:
+    """Check the caller, decode and store the request: in one worker thread (each step
+    blocks), so a request waits for one thread hand-over, not one per step (a hand-over is
+    milliseconds on a busy host)."""
+    principal = _may_ingest(request, request.query_params.get("project"))
+    encoding = request.headers.get("content-encoding", "")
+    return ingest(_store(request), principal.project, decode(content_type, encoding, body))
+
+
 def _reply(media: str, response: ExportTraceServiceResponse) -> Response:
     if media == PROTOBUF:
         return Response(response.SerializeToString(), media_type=PROTOBUF)
@@ -466,16 +159,14 @@ def _reply(media: str, response: ExportTraceServiceResponse) -> Response:
     OTLP_PATH,
     summary="OTLP/HTTP trace export (protobuf or JSON, gzip): spans stored before the reply",
 )
-async def export_traces(request: Request, principal: Ingester) -> Response:
+async def export_traces(request: Request) -> Response:
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
     body = await request.body()
     try:
-        message = decode(content_type, request.headers.get("content-encoding", ""), body)
+        result = await run_in_threadpool(_decode_and_ingest, request, content_type, body)
     except OtlpError as exc:
         return JSONResponse({"error": exc.message, "hint": None}, status_code=exc.status)
-    store = _store(request)
-    result = await run_in_threadpool(ingest, store, principal.project, message)
     response = ExportTraceServiceResponse()
     if result.rejected:
         response.partial_success.rejected_spans = result.rejected

@@ -1,22 +1,27 @@
 """OTLP spans onto Tether's records: the OpenTelemetry GenAI conventions (``gen_ai.*``) and
 OpenInference's attributes (``openinference.span.kind``, ``llm.*``, ``input.value``, ...)
-become the same ``SpanRecord`` attributes the runtime writes, so an application that never
-calls Tether's runtime is shown and costed the same way.
+become the same span attributes the runtime writes, so an application that never calls
+Tether's runtime is shown and costed the same way.
 
-Pure functions over decoded protobuf messages; the store work is in ``tether.server.otlp``.
+Pure functions over decoded protobuf messages. A span is mapped straight to the values the
+store keeps (its attributes serialized once, as compact JSON), with no record objects in
+between: this is the hot path of ``POST /v1/traces``. The store work is in
+``tether.server.otlp_store``.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+import orjson
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from tether.store import EventRecord, SpanRecord
+from tether.core.jsontext import json_text
+from tether.store.values import EVENT_NAME, SPAN_NAME, clean_text, fit
 from tether.trace import semconv
 from tether.trace.pricing import PricingTable
 
@@ -39,7 +44,10 @@ OPENINFERENCE_KINDS = {
 }
 """``openinference.span.kind`` values by Tether span kind."""
 
+_OPENINFERENCE_PREFIXES = ("llm.", "input.", "output.", "tool.", "agent.", "openinference.")
+"""Where OpenInference's attributes start: a span with none of them skips that mapping."""
 _OI_MESSAGE = re.compile(r"llm\.(input|output)_messages\.(\d+)\.message\.(.+)")
+_ERROR = Status.STATUS_CODE_ERROR
 
 
 class InvalidSpan(ValueError):
@@ -48,52 +56,105 @@ class InvalidSpan(ValueError):
 
 @dataclass(slots=True)
 class MappedSpan:
-    """One OTLP span as Tether's records, before its run is known."""
+    """One OTLP span as the store keeps it, before its run is known (``run_id`` empty)."""
 
-    span: SpanRecord
-    events: list[EventRecord] = field(default_factory=list)
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    """As stored: clipped to the column, NUL and lone surrogates replaced."""
+    kind: str
+    start_ns: int
+    end_ns: int
+    failed: bool
+    status_message: str | None
+    attributes: dict[str, Any]
+    attributes_json: str
+    events: tuple[tuple[str, int, str], ...] = ()
+    """The span's own events: (name as stored, time, attributes as JSON)."""
     run_input: str | None = None
     """For a root span: what the run was asked (``input.value`` or the first user message)."""
     run_output: str | None = None
     """For a root span: what it answered."""
+    run_id: str = ""
+
+    def row(self) -> tuple[Any, ...]:
+        """The span's row of ``tether_spans``, in column order."""
+        return (
+            self.span_id,
+            self.run_id,
+            self.trace_id,
+            self.parent_id,
+            self.name,
+            self.kind,
+            self.start_ns,
+            self.end_ns,
+            "error" if self.failed else "ok",
+            self.status_message,
+            self.attributes_json,
+        )
 
 
 def any_value(value: AnyValue, depth: int = 0) -> Any:
     """An OTLP ``AnyValue`` as plain Python (bytes as hex)."""
     which = value.WhichOneof("value")
+    if which == "string_value":
+        return value.string_value
+    if which == "int_value":
+        return value.int_value
     if which is None:
         return None
     if which == "bytes_value":
         return value.bytes_value.hex()
+    if which in ("double_value", "bool_value"):
+        return getattr(value, which)
     if depth >= MAX_ATTRIBUTE_DEPTH:
         return "…"
     if which == "array_value":
         return [any_value(v, depth + 1) for v in value.array_value.values]
-    if which == "kvlist_value":
-        return {kv.key: any_value(kv.value, depth + 1) for kv in value.kvlist_value.values}
-    return getattr(value, which)
+    return {kv.key: any_value(kv.value, depth + 1) for kv in value.kvlist_value.values}
 
 
 def attributes_of(pairs: Any) -> dict[str, Any]:
     """OTLP ``KeyValue``s as a dict."""
     out: dict[str, Any] = {}
-    kv: KeyValue
     for kv in pairs:
-        out[kv.key] = any_value(kv.value)
+        value = kv.value
+        # A non-empty string or a non-zero integer (most attributes) is read without asking
+        # which value is set.
+        found = value.string_value or value.int_value
+        out[kv.key] = found if found else any_value(value)
     return out
 
 
-def _json_or_text(value: Any) -> Any:
-    """OTLP carries structured GenAI values as JSON strings; the store keeps them as data."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
+def _json_or_text(value: Any) -> tuple[Any, Any]:
+    """OTLP carries structured GenAI values as JSON strings; the store keeps them as data.
+    (What the attributes hold: for valid JSON the text itself, written into the stored JSON
+    as it is, without building and serializing it again; and the value as data.)"""
+    if not isinstance(value, str):
+        return value, value
+    try:
+        return orjson.Fragment(value), orjson.loads(value)
+    except orjson.JSONDecodeError:
+        pass
+    try:  # what orjson refuses and the standard library reads (NaN, lone surrogates)
+        data = json.loads(value)
+    except (ValueError, RecursionError):
+        return value, value
+    return data, data
 
 
-def _span_kind(a: dict[str, Any], is_root: bool) -> str:
+def attributes_json(a: dict[str, Any], data: dict[str, Any]) -> str:
+    """The attributes as the store keeps them (``tether.store.dumps_attributes``), with the
+    JSON texts ``_normalize`` left in them; ``data`` holds those values as data, for what
+    orjson cannot write (the standard library's path of ``json_text`` then)."""
+    try:
+        return orjson.dumps(a, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json_text({k: data.get(k, v) for k, v in a.items()})
+
+
+def _span_kind(a: dict[str, Any]) -> str:
     op = a.get(semconv.GEN_AI_OPERATION_NAME)
     if op in AGENT_OPS:
         return "agent"
@@ -166,14 +227,13 @@ def _int(value: Any) -> int:
     if isinstance(value, float | str):
         try:
             return max(int(float(value)), 0)
-        except ValueError:
+        except (ValueError, OverflowError):
             return 0
     return 0
 
 
-def _normalize(a: dict[str, Any], kind: str) -> tuple[str | None, str | None]:
-    """Put OpenInference's attributes under the GenAI names Tether reads (kept as given
-    too); the span's input and output text."""
+def _openinference(a: dict[str, Any], kind: str) -> None:
+    """Put OpenInference's attributes under the GenAI names Tether reads (kept as given too)."""
     g = semconv
     oi_in, oi_out = a.get("input.value"), a.get("output.value")
     if "llm.model_name" in a:
@@ -194,9 +254,6 @@ def _normalize(a: dict[str, Any], kind: str) -> tuple[str | None, str | None]:
         a.setdefault(
             g.GEN_AI_INPUT_MESSAGES if side == "input" else g.GEN_AI_OUTPUT_MESSAGES, messages
         )
-    for key in (g.GEN_AI_INPUT_MESSAGES, g.GEN_AI_OUTPUT_MESSAGES, g.GEN_AI_SYSTEM_INSTRUCTIONS):
-        if key in a:
-            a[key] = _json_or_text(a[key])
     if kind == "tool":
         if oi_in is not None:
             a.setdefault(g.GEN_AI_TOOL_CALL_ARGUMENTS, oi_in)
@@ -212,15 +269,48 @@ def _normalize(a: dict[str, Any], kind: str) -> tuple[str | None, str | None]:
         a[g.GEN_AI_OUTPUT_MESSAGES] = [
             {"role": "assistant", "parts": [{"type": "text", "content": str(oi_out)}]}
         ]
-    for key in (
-        g.GEN_AI_USAGE_INPUT_TOKENS,
-        g.GEN_AI_USAGE_OUTPUT_TOKENS,
-        g.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
-    ):
+
+
+_STRUCTURED = (
+    semconv.GEN_AI_INPUT_MESSAGES,
+    semconv.GEN_AI_OUTPUT_MESSAGES,
+    semconv.GEN_AI_SYSTEM_INSTRUCTIONS,
+)
+_TOKENS = (
+    semconv.GEN_AI_USAGE_INPUT_TOKENS,
+    semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
+    semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
+)
+
+
+def _normalize(a: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The GenAI attributes Tether reads, from OpenInference's too: messages as JSON (see
+    ``_json_or_text``), token counts as non-negative integers. Returns the messages as data."""
+    for key in a:
+        if key.startswith(_OPENINFERENCE_PREFIXES):
+            _openinference(a, kind)
+            break
+    data: dict[str, Any] = {}
+    for key in _STRUCTURED:
         if key in a:
-            a[key] = _int(a[key])
-    text_in = oi_in if oi_in is not None else _first_text(a.get(g.GEN_AI_INPUT_MESSAGES), "user")
-    text_out = oi_out if oi_out is not None else _first_text(a.get(g.GEN_AI_OUTPUT_MESSAGES), None)
+            a[key], data[key] = _json_or_text(a[key])
+    for key in _TOKENS:
+        if key in a:
+            value = a[key]
+            if type(value) is not int or value < 0:
+                a[key] = _int(value)
+    return data
+
+
+def _run_texts(a: dict[str, Any], data: dict[str, Any]) -> tuple[str | None, str | None]:
+    """A root span's input and output text: OpenInference's values, or the first user message
+    and the first reply (``data``: the messages as data)."""
+    g = semconv
+    text_in, text_out = a.get("input.value"), a.get("output.value")
+    if text_in is None:
+        text_in = _first_text(data.get(g.GEN_AI_INPUT_MESSAGES), "user")
+    if text_out is None:
+        text_out = _first_text(data.get(g.GEN_AI_OUTPUT_MESSAGES), None)
     return (
         None if text_in is None else str(text_in),
         None if text_out is None else str(text_out),
@@ -228,13 +318,14 @@ def _normalize(a: dict[str, Any], kind: str) -> tuple[str | None, str | None]:
 
 
 def price(a: dict[str, Any], pricing: PricingTable) -> float | None:
-    """Price a model span as the runtime does (response model first, then the requested
-    one); the cost goes on the span, or ``tether.cost.unpriced`` when the table lacks the
-    model. Returns the cost (None: unpriced)."""
-    tokens = (
-        _int(a.get(semconv.GEN_AI_USAGE_INPUT_TOKENS)),
-        _int(a.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS)),
-        _int(a.get(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS)),
+    """Price a model span (its attributes normalized by ``_normalize``) as the runtime does
+    (response model first, then the requested one); the cost goes on the span, or
+    ``tether.cost.unpriced`` when the table lacks the model. Returns the cost (None:
+    unpriced)."""
+    tokens = (  # made non-negative integers by ``_normalize``
+        a.get(semconv.GEN_AI_USAGE_INPUT_TOKENS) or 0,
+        a.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS) or 0,
+        a.get(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS) or 0,
     )
     cost = None
     for key in (semconv.GEN_AI_RESPONSE_MODEL, semconv.GEN_AI_REQUEST_MODEL):
@@ -251,58 +342,65 @@ def price(a: dict[str, Any], pricing: PricingTable) -> float | None:
     return cost
 
 
+_ZEROS = {8: bytes(8), 16: bytes(16)}
+
+
 def _hex_id(raw: bytes, size: int, what: str) -> str:
-    if len(raw) != size or not any(raw):
+    if len(raw) != size or raw == _ZEROS[size]:
         raise InvalidSpan(f"{what} must be {size} bytes and not all zero (got {len(raw)} bytes)")
     return raw.hex()
 
 
 def map_span(span: Span, resource: dict[str, Any], pricing: PricingTable) -> MappedSpan:
-    """One OTLP span as a ``SpanRecord`` (``run_id`` left empty) and its events; ``InvalidSpan``
-    says why it cannot be stored."""
+    """One OTLP span as the store keeps it (``run_id`` left empty) with its events;
+    ``InvalidSpan`` says why it cannot be stored."""
     trace_id = _hex_id(span.trace_id, 16, "traceId")
     span_id = _hex_id(span.span_id, 8, "spanId")
-    parent_id = _hex_id(span.parent_span_id, 8, "parentSpanId") if span.parent_span_id else None
-    if span.start_time_unix_nano <= 0:
+    parent_raw = span.parent_span_id
+    parent_id = _hex_id(parent_raw, 8, "parentSpanId") if parent_raw else None
+    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    if start <= 0:
         raise InvalidSpan(f"span {span_id}: startTimeUnixNano is missing")
-    if span.end_time_unix_nano and span.end_time_unix_nano < span.start_time_unix_nano:
+    if end and end < start:
         raise InvalidSpan(f"span {span_id}: endTimeUnixNano is before startTimeUnixNano")
-    if not span.name:
+    name = span.name
+    if not name:
         raise InvalidSpan(f"span {span_id}: name is empty")
     a = attributes_of(span.attributes)
-    kind = _span_kind(a, parent_id is None)
-    text_in, text_out = _normalize(a, kind)
+    kind = _span_kind(a)
+    data = _normalize(a, kind)
     service = resource.get("service.name")
-    if isinstance(service, str) and service:
+    if service and isinstance(service, str):
         a.setdefault("service.name", service)
     if kind == "model":
         price(a, pricing)
     a[semconv.TETHER_ENTRY_POINT] = "otlp"
-    failed = span.status.code == Status.STATUS_CODE_ERROR
+    status = span.status
+    failed = status.code == _ERROR
     if failed and semconv.ERROR_TYPE not in a:
         a[semconv.ERROR_TYPE] = "error"
-    record = SpanRecord(
-        trace_id=trace_id,
-        run_id="",
-        span_id=span_id,
-        parent_id=parent_id,
-        name=span.name,
-        kind=kind,
-        start_ns=span.start_time_unix_nano,
-        end_ns=span.end_time_unix_nano or span.start_time_unix_nano,
-        status="error" if failed else "ok",
-        status_message=span.status.message or None,
-        attributes=a,
+    mapped = MappedSpan(
+        trace_id,
+        span_id,
+        parent_id,
+        clean_text(fit(name, SPAN_NAME)) or name,
+        kind,
+        start,
+        end or start,
+        failed,
+        clean_text(status.message) or None,
+        a,
+        attributes_json(a, data),
     )
-    events = [
-        EventRecord(
-            trace_id=trace_id,
-            run_id="",
-            span_id=span_id,
-            name=e.name or "event",
-            time_ns=e.time_unix_nano or span.start_time_unix_nano,
-            attributes=attributes_of(e.attributes),
+    if span.events:
+        mapped.events = tuple(
+            (
+                clean_text(fit(e.name or "event", EVENT_NAME)) or "event",
+                e.time_unix_nano or start,
+                json_text(attributes_of(e.attributes)),
+            )
+            for e in span.events
         )
-        for e in span.events
-    ]
-    return MappedSpan(record, events, text_in, text_out)
+    if parent_id is None:
+        mapped.run_input, mapped.run_output = _run_texts(a, data)
+    return mapped

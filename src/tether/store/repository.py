@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core import StoreError
@@ -61,8 +63,9 @@ _END_RUN = (
 )
 
 
-# Columns written by ``_insert``, in the order of its row tuples (events: id is generated).
-_INSERT_COLUMNS = {
+# Columns written by ``insert_rows``, in the order of its row tuples (events: id is generated).
+INSERT_COLUMNS = {
+    tables.runs.name: tuple(c.name for c in tables.runs.columns),
     tables.spans.name: tuple(c.name for c in tables.spans.columns),
     tables.events.name: tuple(c.name for c in tables.events.columns if c.name != "id"),
     tables.run_models.name: tuple(c.name for c in tables.run_models.columns),
@@ -74,29 +77,24 @@ REQUEST_MODEL = "gen_ai.request.model"
 run's (in ``tether_run_models``) for ``RunQuery.model``."""
 
 
-def _insert(
+def insert_rows(
     conn: Any, table: Any, rows: list[tuple[Any, ...]], *, skip_existing: bool = False
 ) -> None:
-    """Insert the rows of the busiest tables (spans, events): on SQLite straight through the
-    driver's ``executemany`` (SQLAlchemy's per-row parameter processing costs about as much as
-    the insert itself there); elsewhere through Core, which batches rows into multi-row
-    INSERTs. The values are prepared by the caller, identically for both. ``skip_existing``:
-    a row whose key is stored already is left out, not an error."""
-    columns = _INSERT_COLUMNS[table.name]
-    if conn.dialect.paramstyle != "qmark":
-        statement = table.insert()
-        if skip_existing:  # PostgreSQL, the one store other than SQLite
-            from sqlalchemy.dialects.postgresql import insert
-
-            statement = insert(table).on_conflict_do_nothing()
-        conn.execute(statement, [dict(zip(columns, row, strict=True)) for row in rows])
-        return
+    """Insert rows given as tuples in the order of ``INSERT_COLUMNS`` (the busiest tables):
+    on SQLite straight through the driver's ``executemany`` (SQLAlchemy's per-row parameter
+    processing costs about as much as the insert itself there); elsewhere through Core, which
+    batches rows into multi-row INSERTs. The values are prepared by the caller, identically
+    for both. ``skip_existing``: a row whose key is stored already is left out, not an error."""
+    columns = INSERT_COLUMNS[table.name]
     key = (conn.dialect.name, table.name, skip_existing)
     sql = _INSERT_SQL.get(key)
     if sql is None:
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        ignore = "OR IGNORE " if skip_existing and mark == "?" else ""
+        conflict = " ON CONFLICT DO NOTHING" if skip_existing and mark != "?" else ""
         sql = _INSERT_SQL[key] = (
-            f"INSERT {'OR IGNORE ' if skip_existing else ''}INTO {table.name} "
-            f"({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+            f"INSERT {ignore}INTO {table.name} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(mark for _ in columns)}){conflict}"
         )
     conn.exec_driver_sql(sql, rows)
 
@@ -114,7 +112,7 @@ def _run_models(spans: list[SpanRecord]) -> list[tuple[str, str]]:
 
 def _insert_dicts(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
     """Insert rows given as dicts (all with the same keys): on SQLite through the driver's
-    ``executemany``, as :func:`_insert`; elsewhere through Core."""
+    ``executemany``, as :func:`insert_rows`; elsewhere through Core."""
     if conn.dialect.paramstyle != "qmark":
         conn.execute(table.insert(), rows)
         return
@@ -140,7 +138,7 @@ _END_RUN_ORDER = tuple(f"b_{f}" for f in (*_RUN_END_FIELDS, "attributes", "run_i
 
 def _end_runs(conn: Any, params: list[dict[str, Any]]) -> None:
     """The prepared run-end UPDATE for every run that ended in a batch; on SQLite through the
-    driver's ``executemany`` (as :func:`_insert`)."""
+    driver's ``executemany`` (as :func:`insert_rows`)."""
     if conn.dialect.paramstyle != "qmark":
         conn.execute(_END_RUN, params)
         return
@@ -158,7 +156,8 @@ def _run_end_params(r: RunRecord) -> dict[str, Any]:
     return params
 
 
-def _run_row(r: RunRecord) -> dict[str, Any]:
+def run_row(r: RunRecord) -> dict[str, Any]:
+    """A run's row of ``tether_runs`` as the store writes it, by column (in column order)."""
     return {
         "run_id": r.run_id,
         "trace_id": r.trace_id,
@@ -205,9 +204,9 @@ class Store(StoreReader):
                     batch = without_existing(conn, batch)
                 cached = batch.attributes_json
                 if batch.runs_started:
-                    _insert_dicts(conn, tables.runs, [_run_row(r) for r in batch.runs_started])
+                    _insert_dicts(conn, tables.runs, [run_row(r) for r in batch.runs_started])
                 if batch.spans:
-                    _insert(
+                    insert_rows(
                         conn,
                         tables.spans,
                         [
@@ -229,9 +228,9 @@ class Store(StoreReader):
                     )
                     models = _run_models(batch.spans)
                     if models:
-                        _insert(conn, tables.run_models, models, skip_existing=True)
+                        insert_rows(conn, tables.run_models, models, skip_existing=True)
                 if batch.events:
-                    _insert(
+                    insert_rows(
                         conn,
                         tables.events,
                         [
@@ -276,6 +275,24 @@ class Store(StoreReader):
             raise StoreError(
                 f"a trace record cannot be serialized: {type(exc).__name__}: {exc}"
             ) from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction for work that reads before it writes (``POST /v1/traces``):
+        committed when the block ends, rolled back (and ``StoreError``) if it raises. On SQLite
+        it holds the file's write lock from its first statement (``BEGIN IMMEDIATE``), so what
+        it reads cannot change before it writes, in this process or another; on PostgreSQL the
+        caller takes the locks its work needs (``pg_advisory_xact_lock``)."""
+        self.ensure_ready()
+        try:
+            with self.engine.connect() as conn:
+                if conn.dialect.name == "sqlite":
+                    # pysqlite would begin a deferred transaction at the first write only.
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                yield conn
+                conn.commit()
+        except SQLAlchemyError as exc:
+            raise self._failed("writing to", exc) from exc
 
     # -- reading -----------------------------------------------------------------------------
 

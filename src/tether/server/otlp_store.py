@@ -1,0 +1,540 @@
+"""Storing one ``POST /v1/traces`` request: its spans join runs, in one transaction.
+
+Each span joins the run of its root span (a run per root span, ``run_id`` = the root's span
+id, project of the API key, entry point ``otlp``). A span whose parent has not arrived yet
+(exporters send children first: they end first) goes into a *pending* run named after that
+missing parent, ``running`` until the parent arrives. When a span arrives whose id names a
+pending run, that run's spans and events move into the arriving span's run (so a chain of any
+depth, sent in any order, ends in its root's run); when the root arrives, its run gets the
+root's name, input, output, status and the totals (tokens, cost) of its model spans.
+
+One request is one transaction: everything it reads (which spans and runs exist) and writes
+(runs, spans, events, moved pending runs, the root's totals) commits together or not at all,
+and the reply is sent after the commit. Two requests touching the same trace, in one process
+or two, take their turns: on SQLite the transaction holds the file's write lock from its start
+(``BEGIN IMMEDIATE``); on PostgreSQL it takes a transaction-scoped advisory lock per trace id
+first (OpenTelemetry parents and children share their trace id), in one order.
+
+This path needs no crash journal (the runtime's trace writer keeps one because its records
+are accepted before they are committed): nothing is acknowledged before its commit, so a
+crash before it loses nothing the sender was told is stored, the sender's exporter sends the
+request again (a 5xx or a dropped connection is retryable in OTLP), and a request sent again
+stores nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from sqlalchemy import Connection
+
+from tether.core import EntryPoint, RunKind
+from tether.core.jsontext import json_text
+from tether.server.otlp_mapping import InvalidSpan, MappedSpan, attributes_of, map_span
+from tether.store import RunRecord, Store, tables
+from tether.store.repository import REQUEST_MODEL, insert_rows, run_row
+from tether.store.values import RUN_AGENT, RUN_MODEL, RUN_VERSION, clean_text, fit
+from tether.trace import semconv
+from tether.trace.pricing import pricing_from_env, round_cost
+
+ERROR_EVENT_BY_KIND = {
+    "tool": semconv.EVENT_TOOL_ERROR,
+    "model": semconv.EVENT_MODEL_ERROR,
+}
+"""The Tether event a failed span adds (what puts its run in an error category)."""
+RUN_KIND_BY_SPAN = {
+    "agent": RunKind.AGENT_RUN,
+    "model": RunKind.MODEL_REQUEST,
+    "tool": RunKind.TOOL_CALL,
+}
+OTLP = EntryPoint.OTLP.value
+_LOCK_SPACE = 0x7E7E_0002
+"""The first key of PostgreSQL's two-key advisory locks taken per trace (the second: 32 bits
+of the trace id). Another space than the migration lock's single key."""
+_CHUNK = 1000
+"""Ids per ``IN (...)`` on SQLite (far below its limit of 32,766 parameters)."""
+
+
+@dataclass
+class Ingested:
+    """What one request stored and what it turned away."""
+
+    accepted: int = 0
+    rejected: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def reject(self, reason: str, count: int = 1) -> None:
+        self.rejected += count
+        if len(self.reasons) < 5 and reason not in self.reasons:
+            self.reasons.append(reason)
+
+
+def mapped_spans(message: ExportTraceServiceRequest, result: Ingested) -> list[MappedSpan]:
+    """The request's valid spans, once each; the others are counted in ``result``."""
+    pricing = pricing_from_env()
+    out: dict[str, MappedSpan] = {}
+    for rs in message.resource_spans:
+        resource = attributes_of(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            for span in ss.spans:
+                try:
+                    m = map_span(span, resource, pricing)
+                except InvalidSpan as exc:
+                    result.reject(str(exc))
+                    continue
+                if m.span_id in out:
+                    result.reject(f"span {m.span_id} appears twice in the request")
+                    continue
+                out[m.span_id] = m
+    return list(out.values())
+
+
+def ingest(store: Store, project: str, message: ExportTraceServiceRequest) -> Ingested:
+    """Store the request's spans for ``project`` in one transaction; what was accepted and
+    rejected. ``StoreError`` (nothing stored) when the store fails."""
+    result = Ingested()
+    spans = mapped_spans(message, result)
+    if spans:
+        with store.transaction() as conn:
+            _lock_traces(conn, {m.trace_id for m in spans})
+            result.accepted = _store(conn, project, spans, result)
+    return result
+
+
+# -- reading what is there ------------------------------------------------------------------
+
+
+def _lock_traces(conn: Connection, trace_ids: set[str]) -> None:
+    """PostgreSQL: wait for the other transactions writing any of these traces (SQLite's
+    ``BEGIN IMMEDIATE`` has serialized every writer already). Keys in one order: no deadlock."""
+    if conn.dialect.name != "postgresql":
+        return
+    keys = sorted({int.from_bytes(bytes.fromhex(t[:8]), "big", signed=True) for t in trace_ids})
+    conn.exec_driver_sql(
+        "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k", (_LOCK_SPACE, keys)
+    ).all()
+
+
+def _in(conn: Connection, sql: str, ids: Iterable[str]) -> Iterator[Any]:
+    """Rows of ``sql``, whose ``{ids}`` is a list of ids, for ``ids`` (one parameter on
+    PostgreSQL, chunks on SQLite)."""
+    values = sorted(set(ids))
+    if not values:
+        return
+    if conn.dialect.paramstyle == "qmark":
+        for i in range(0, len(values), _CHUNK):
+            chunk = values[i : i + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            yield from conn.exec_driver_sql(sql.format(ids=marks), tuple(chunk))
+    else:
+        yield from conn.exec_driver_sql(sql.format(ids="SELECT unnest(%s::text[])"), (values,))
+
+
+def _stored_spans(conn: Connection, ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """(run id, project) of the stored spans among ``ids``."""
+    sql = (
+        "SELECT s.span_id, s.run_id, r.project FROM tether_spans s "
+        "JOIN tether_runs r ON r.run_id = s.run_id WHERE s.span_id IN ({ids})"
+    )
+    return {row[0]: (row[1], row[2]) for row in _in(conn, sql, ids)}
+
+
+_TOTALS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cost_usd",
+    "turns",
+    "tool_calls",
+)
+
+
+@dataclass(slots=True)
+class _StoredRun:
+    project: str
+    status: str
+    entry_point: str
+    started_ns: int
+    attributes: str
+    totals: tuple[Any, ...]
+    """The ``_TOTALS`` columns."""
+
+    @property
+    def pending(self) -> bool:
+        """A run named after a span not arrived yet (its root never has)."""
+        return self.status == "running" and self.entry_point == OTLP
+
+
+def _stored_runs(conn: Connection, ids: Iterable[str]) -> dict[str, _StoredRun]:
+    sql = (
+        "SELECT run_id, project, status, entry_point, started_ns, attributes, "
+        f"{', '.join(_TOTALS)} FROM tether_runs WHERE run_id IN ({{ids}})"
+    )
+    return {
+        row[0]: _StoredRun(row[1], row[2], row[3], row[4], row[5], tuple(row[6:]))
+        for row in _in(conn, sql, ids)
+    }
+
+
+# -- which run each span joins ----------------------------------------------------------------
+
+_FOREIGN = ""
+"""A chain that reaches another project's span."""
+
+
+def _runs_of(
+    by_id: dict[str, MappedSpan], stored: dict[str, tuple[str, str]], project: str
+) -> dict[str, str]:
+    """The run each span joins by its chain of parents (``_FOREIGN``: another project's):
+    the run of the first stored span on the chain; the root's own id when the chain ends at
+    a root in the request; else the pending run named after the missing parent."""
+    found: dict[str, str] = {}
+    for sid in by_id:
+        path: list[str] = []
+        on_path: set[str] = set()
+        cur = sid
+        while True:
+            if cur in found:
+                run = found[cur]
+                break
+            have = stored.get(cur)
+            if have is not None:
+                run = have[0] if have[1] == project else _FOREIGN
+                break
+            path.append(cur)
+            on_path.add(cur)
+            parent = by_id[cur].parent_id
+            if parent is None or parent in on_path:  # a root (or a cycle: its first span)
+                run = cur
+                break
+            if parent not in by_id:
+                have = stored.get(parent)
+                run = parent if have is None else have[0] if have[1] == project else _FOREIGN
+                break
+            cur = parent
+        for s in path:
+            found[s] = run
+        found[sid] = run  # (a span stored already is not on the path)
+    return found
+
+
+def _final(run_id: str, merged_into: dict[str, str]) -> str:
+    seen = {run_id}
+    while run_id in merged_into and merged_into[run_id] not in seen:
+        run_id = merged_into[run_id]
+        seen.add(run_id)
+    return run_id
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Totals:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced: int = 0
+    turns: int = 0
+    tool_calls: int = 0
+    started_ns: int | None = None
+
+    def add(self, kind: str, start_ns: int, a: dict[str, Any] | None) -> None:
+        if self.started_ns is None or start_ns < self.started_ns:
+            self.started_ns = start_ns
+        if kind == "model" and a is not None:
+            self.turns += 1
+            self.input_tokens += int(a.get(semconv.GEN_AI_USAGE_INPUT_TOKENS) or 0)
+            self.output_tokens += int(a.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS) or 0)
+            self.cached_input_tokens += int(
+                a.get(semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS) or 0
+            )
+            if a.get(semconv.TETHER_COST_UNPRICED):
+                self.unpriced += 1
+            else:
+                self.cost_usd += float(a.get(semconv.TETHER_COST_USD) or 0)
+        elif kind == "tool":
+            self.tool_calls += 1
+
+    def add_totals(self, other: _Totals) -> None:
+        for name in (*_TOTALS, "unpriced"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        if other.started_ns is not None:
+            self.add("", other.started_ns, None)
+
+    @classmethod
+    def of_run(cls, run: _StoredRun) -> _Totals:
+        """A stored run's totals (of the spans it had)."""
+        totals = cls(**dict(zip(_TOTALS, run.totals, strict=True)))
+        unpriced = orjson.loads(run.attributes).get(semconv.TETHER_COST_UNPRICED)
+        totals.unpriced = unpriced if isinstance(unpriced, int) else 0
+        totals.started_ns = run.started_ns
+        return totals
+
+    def columns(self) -> dict[str, Any]:
+        values = {name: getattr(self, name) for name in _TOTALS}
+        values["cost_usd"] = round_cost(self.cost_usd)
+        return values
+
+
+def _with_unpriced(attributes: dict[str, Any], totals: _Totals) -> dict[str, Any]:
+    if totals.unpriced:
+        attributes[semconv.TETHER_COST_UNPRICED] = totals.unpriced
+    else:
+        attributes.pop(semconv.TETHER_COST_UNPRICED, None)
+    return attributes
+
+
+def _run_of_root(project: str, root: MappedSpan, totals: _Totals) -> RunRecord:
+    a = root.attributes
+    agent = a.get(semconv.GEN_AI_AGENT_NAME) or a.get("service.name")
+    version = a.get("gen_ai.agent.version") or a.get("service.version")
+    failed = root.failed
+    return RunRecord(
+        trace_id=root.trace_id,
+        run_id=root.span_id,
+        agent_name=fit(clean_text(str(agent)), RUN_AGENT) if agent else None,
+        agent_version=fit(clean_text(str(version)), RUN_VERSION) if version else None,
+        started_ns=root.start_ns,
+        status="failed" if failed else "completed",
+        outcome="error" if failed else "final_answer",
+        input=root.run_input or "",
+        output=root.run_output,
+        ended_ns=root.end_ns,
+        error=(root.status_message or "error") if failed else None,
+        attributes=_with_unpriced({semconv.TETHER_ENTRY_POINT: OTLP}, totals),
+        project=project,
+        kind=RUN_KIND_BY_SPAN.get(root.kind, RunKind.AGENT_RUN).value,
+        entry_point=OTLP,
+        **totals.columns(),
+    )
+
+
+def _pending_run(project: str, run_id: str, members: list[MappedSpan]) -> RunRecord:
+    first = min(members, key=lambda m: m.start_ns)
+    return RunRecord(
+        trace_id=first.trace_id,
+        run_id=run_id,
+        agent_name=None,
+        agent_version=None,
+        started_ns=first.start_ns,
+        input="",
+        attributes={semconv.TETHER_ENTRY_POINT: OTLP},
+        project=project,
+        kind=RunKind.AGENT_RUN.value,
+        entry_point=OTLP,
+    )
+
+
+_ROOT_COLUMNS = (
+    "agent_name",
+    "agent_version",
+    "kind",
+    "status",
+    "outcome",
+    "input",
+    "output",
+    "started_ns",
+    "ended_ns",
+    "error",
+)
+
+
+def _error_event(m: MappedSpan) -> tuple[Any, ...] | None:
+    if not m.failed:
+        return None
+    name = semconv.EVENT_RUN_ERROR if m.span_id == m.run_id else ERROR_EVENT_BY_KIND.get(m.kind)
+    if name is None:
+        return None
+    attributes = json_text({"message": m.status_message or "error"})
+    return (m.run_id, m.trace_id, m.span_id, name, m.end_ns, attributes)
+
+
+def _insert_spans(conn: Connection, spans: list[MappedSpan]) -> None:
+    """The spans' rows, their events and their runs' models (one pass over them)."""
+    rows: list[tuple[Any, ...]] = []
+    events: list[tuple[Any, ...]] = []
+    models: set[tuple[str, str]] = set()
+    for m in spans:
+        rows.append(m.row())
+        if m.events:
+            events.extend((m.run_id, m.trace_id, m.span_id, *e) for e in m.events)
+        if m.failed and (error := _error_event(m)) is not None:
+            events.append(error)
+        if m.kind == "model":
+            model = m.attributes.get(REQUEST_MODEL)
+            if isinstance(model, str) and model:
+                models.add((m.run_id, clean_text(fit(model, RUN_MODEL)) or model))
+    insert_rows(conn, tables.spans, rows, skip_existing=True)
+    if events:
+        insert_rows(conn, tables.events, events)
+    if models:  # in one order: two writers' inserts never wait on each other in turn
+        insert_rows(conn, tables.run_models, sorted(models), skip_existing=True)
+
+
+# -- one request ------------------------------------------------------------------------------
+
+
+def _store(conn: Connection, project: str, spans: list[MappedSpan], result: Ingested) -> int:
+    """Write ``spans`` inside the open transaction; how many were accepted."""
+    by_id = {m.span_id: m for m in spans}
+    parents = {m.parent_id for m in spans if m.parent_id is not None}
+    stored = _stored_spans(conn, by_id.keys() | parents)
+    runs = _runs_of(by_id, stored, project)
+    kept: list[MappedSpan] = []
+    for m in spans:
+        sid = m.span_id
+        have = stored.get(sid)
+        if have is not None and have[1] != project:
+            result.reject(f"span {sid}: the id is already taken")
+            continue
+        run = runs[sid]
+        if run == _FOREIGN:
+            result.reject(f"span {sid}: its parent belongs to another project")
+            continue
+        m.run_id = run
+        kept.append(m)
+    new = [m for m in kept if m.span_id not in stored]  # a span sent again is stored once
+    stored_runs = _stored_runs(conn, {m.run_id for m in new} | {m.span_id for m in new})
+    fresh: list[MappedSpan] = []
+    for m in new:
+        have_run = stored_runs.get(m.run_id)
+        if have_run is not None and have_run.project != project:
+            result.reject(f"span {m.span_id}: its run id is already taken")
+            continue
+        fresh.append(m)
+    # A span arriving whose id names a pending run: that run joins the span's run.
+    merged_into: dict[str, str] = {}
+    for m in fresh:
+        named = stored_runs.get(m.span_id)
+        if m.run_id != m.span_id and named and named.project == project and named.pending:
+            merged_into[m.span_id] = m.run_id
+    for m in fresh:
+        m.run_id = _final(m.run_id, merged_into)
+    merged_into = {old: _final(old, merged_into) for old in merged_into}
+    merged_into = {old: new_id for old, new_id in merged_into.items() if old != new_id}
+
+    by_run: dict[str, list[MappedSpan]] = {}
+    for m in fresh:
+        by_run.setdefault(m.run_id, []).append(m)
+    new_runs: list[tuple[Any, ...]] = []
+    for run_id, members in by_run.items():
+        if run_id in stored_runs:
+            continue
+        root = by_id.get(run_id)
+        if root is not None and root.run_id == run_id:
+            totals = _Totals()
+            for m in members:
+                totals.add(m.kind, m.start_ns, m.attributes)
+            record = _run_of_root(project, root, totals)
+        else:
+            record = _pending_run(project, run_id, members)
+        new_runs.append(tuple(run_row(record).values()))
+    if new_runs:
+        insert_rows(conn, tables.runs, new_runs, skip_existing=True)
+    if fresh:
+        _insert_spans(conn, fresh)
+    touched = {r for r in by_run if r in stored_runs} | set(merged_into.values())
+    if touched:
+        _update_runs(conn, project, touched, by_run, merged_into, by_id, stored_runs)
+    return len(kept) - (len(new) - len(fresh))
+
+
+def _update_runs(
+    conn: Connection,
+    project: str,
+    touched: set[str],
+    by_run: dict[str, list[MappedSpan]],
+    merged_into: dict[str, str],
+    by_id: dict[str, MappedSpan],
+    stored_runs: dict[str, _StoredRun],
+) -> None:
+    """Runs stored before this request (or joined by pending runs) that it adds spans to.
+
+    A root arriving in this request gives its run the root's values and totals over every
+    span stored (read once: the run ends). A run ended before (its root stored) adds what
+    arrived, and what the pending runs joining it held, to its totals. A run still pending
+    keeps no totals (its root brings them) and starts at its first span: a trace of thousands
+    of spans sent before its root costs no rereading of them with every request."""
+    merged_by_target: dict[str, list[str]] = {}
+    for old, target in merged_into.items():
+        merged_by_target.setdefault(target, []).append(old)
+    ended: dict[str, _Totals] = {}  # runs ended before: their totals so far
+    for run_id in sorted(touched):
+        have = stored_runs.get(run_id)
+        root = by_id.get(run_id)
+        if have is not None and not have.pending and (root is None or root.run_id != run_id):
+            ended[run_id] = _Totals.of_run(have)
+    joined = [old for target in ended for old in merged_by_target.get(target, ())]
+    joined_totals = _span_totals(conn, joined)
+    if merged_into:
+        _merge(conn, merged_into)
+    roots = [r for r in sorted(touched) if (root := by_id.get(r)) is not None and root.run_id == r]
+    root_totals = _span_totals(conn, roots)
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    for run_id in sorted(touched):
+        if run_id in roots:
+            total = root_totals.get(run_id) or _Totals()
+            row = run_row(_run_of_root(project, by_id[run_id], total))
+            values = {c: row[c] for c in _ROOT_COLUMNS}
+            values.update(total.columns(), attributes=row["attributes"])
+        elif run_id in ended:
+            total = ended[run_id]
+            for m in by_run.get(run_id, ()):
+                total.add(m.kind, m.start_ns, m.attributes)
+            for old in merged_by_target.get(run_id, ()):
+                total.add_totals(joined_totals.get(old) or _Totals())
+            attributes = orjson.loads(stored_runs[run_id].attributes)
+            values = total.columns()
+            values["attributes"] = json_text(_with_unpriced(attributes, total))
+        else:  # pending: it starts at its first span (members, and the runs that joined it)
+            starts = [m.start_ns for m in by_run.get(run_id, ())]
+            starts += [stored_runs[o].started_ns for o in merged_by_target.get(run_id, ())]
+            have = stored_runs.get(run_id)
+            if have is not None:
+                starts.append(have.started_ns)
+            values = {"started_ns": min(starts)} if starts else {}
+        if values:
+            sets = ", ".join(f"{column} = {mark}" for column in values)
+            conn.exec_driver_sql(
+                f"UPDATE tether_runs SET {sets} WHERE run_id = {mark}", (*values.values(), run_id)
+            )
+
+
+def _span_totals(conn: Connection, run_ids: list[str]) -> dict[str, _Totals]:
+    """Totals over the stored spans of ``run_ids``."""
+    totals: dict[str, _Totals] = {}
+    sql = (
+        "SELECT run_id, kind, start_ns, CASE WHEN kind = 'model' THEN attributes END "
+        "FROM tether_spans WHERE run_id IN ({ids})"
+    )
+    for run_id, kind, start_ns, text in _in(conn, sql, run_ids):
+        total = totals.setdefault(run_id, _Totals())
+        total.add(kind, start_ns, None if text is None else orjson.loads(text))
+    return totals
+
+
+def _merge(conn: Connection, merged_into: dict[str, str]) -> None:
+    """Move pending runs' spans, events and models into the runs they joined; drop the
+    pending runs."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    moves = sorted((new, old) for old, new in merged_into.items())
+    for table in ("tether_spans", "tether_events"):
+        conn.exec_driver_sql(f"UPDATE {table} SET run_id = {mark} WHERE run_id = {mark}", moves)
+    models = [
+        (new, model)
+        for new, old in moves
+        for (model,) in conn.exec_driver_sql(
+            f"SELECT model FROM tether_run_models WHERE run_id = {mark}", (old,)
+        )
+    ]
+    olds = [(old,) for _, old in moves]
+    conn.exec_driver_sql(f"DELETE FROM tether_run_models WHERE run_id = {mark}", olds)
+    if models:
+        insert_rows(conn, tables.run_models, sorted(set(models)), skip_existing=True)
+    conn.exec_driver_sql(f"DELETE FROM tether_runs WHERE run_id = {mark}", olds)

@@ -1,0 +1,317 @@
+"""OTLP spans joining runs, on a real SQLite file and the real PostgreSQL: chains of any depth
+sent one span a request in every order end in their root's run; a request is one transaction
+(a failure half-way stores none of it); concurrent requests, from threads and from two
+``tether serve`` processes on one store, racing to create the same pending run neither
+duplicate runs nor lose spans."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from fakes.otlp import NS, json_request, json_span
+from fakes.server import serving, tether_serve
+from tether.server import ServerConfig, create_app
+from tether.server.access import AccessStore
+from tether.server.roles import Role
+from tether.store import Store
+
+MODEL = "gpt-4.1-mini"
+
+
+@dataclass
+class Site:
+    urls: list[str]
+    key: str
+    store: Store
+
+    def post(self, spans: list[dict[str, Any]], server: int = 0) -> httpx.Response:
+        return httpx.post(
+            f"{self.urls[server]}/v1/traces",
+            json=json_request(*spans),
+            headers={"Authorization": f"Bearer {self.key}"},
+            timeout=60,
+        )
+
+    def rows(self, sql: str, **params: Any) -> list[Any]:
+        with self.store.engine.connect() as conn:
+            return list(conn.execute(text(sql), params))
+
+
+@pytest.fixture
+def site(store_url: str) -> Iterator[Site]:
+    key = AccessStore(store_url).create_key("default", Role.AGENT)[1]
+    store = Store(store_url)
+    with serving(create_app(ServerConfig(database_url=store_url))) as url:
+        yield Site([url], key, store)
+    store.close()
+
+
+def _id(*parts: int) -> str:
+    """A 16-hex span id (never all zero) from small numbers."""
+    return "f" + "".join(f"{p:05x}" for p in parts).rjust(15, "0")[-15:]
+
+
+def _trace(*parts: int) -> str:
+    return "e" + "".join(f"{p:06x}" for p in parts).rjust(31, "0")[-31:]
+
+
+def _chain(trace: str, ids: list[str]) -> list[dict[str, Any]]:
+    """ids[0] the root agent span, each next one the child of the one before; the last a
+    failed model call with tokens."""
+    spans = []
+    for level, span_id in enumerate(ids):
+        parent = ids[level - 1] if level else None
+        start = NS + level * 1_000_000
+        if level == len(ids) - 1:
+            attrs: dict[str, Any] = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": MODEL,
+                "gen_ai.usage.input_tokens": 100,
+                "gen_ai.usage.output_tokens": 10,
+            }
+            status = {"code": 2, "message": "upstream 500"}
+            spans.append(
+                json_span(span_id, parent, "chat", attrs, trace=trace, start=start, status=status)
+            )
+        else:
+            attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "planner"}
+            spans.append(
+                json_span(span_id, parent, f"step {level}", attrs, trace=trace, start=start)
+            )
+    return spans
+
+
+def _check_trace(site: Site, trace: str, root: str, spans: int, input_tokens: int) -> None:
+    runs = site.rows(
+        "SELECT run_id, status, input_tokens, turns, agent_name FROM tether_runs "
+        "WHERE trace_id = :t",
+        t=trace,
+    )
+    assert [(r.run_id, r.status) for r in runs] == [(root, "completed")], runs
+    assert runs[0].input_tokens == input_tokens and runs[0].agent_name == "planner"
+    in_runs = site.rows("SELECT DISTINCT run_id FROM tether_spans WHERE trace_id = :t", t=trace)
+    assert [r.run_id for r in in_runs] == [root]
+    count = site.rows("SELECT count(*) AS n FROM tether_spans WHERE trace_id = :t", t=trace)
+    assert count[0].n == spans
+    events = site.rows("SELECT run_id, name FROM tether_events WHERE trace_id = :t", t=trace)
+    assert events and {e.run_id for e in events} == {root}
+    models = site.rows(
+        "SELECT m.run_id, m.model FROM tether_run_models m "
+        "JOIN tether_runs r ON r.run_id = m.run_id WHERE r.trace_id = :t",
+        t=trace,
+    )
+    assert [(m.run_id, m.model) for m in models] == [(root, MODEL)]
+
+
+@pytest.mark.parametrize("depth", [3, 4])
+def test_a_chain_sent_one_span_a_request_in_any_order_ends_in_its_roots_run(
+    site: Site, depth: int
+) -> None:
+    orders = list(itertools.permutations(range(depth)))
+    for n, order in enumerate(orders):
+        trace = _trace(depth, n)
+        ids = [_id(depth, n, level) for level in range(depth)]
+        spans = _chain(trace, ids)
+        for level in order:
+            answer = site.post([spans[level]])
+            assert answer.status_code == 200 and answer.json() == {}, answer.text
+        _check_trace(site, trace, ids[0], depth, 100)
+    assert site.rows("SELECT run_id FROM tether_runs WHERE status = 'running'") == []
+    assert site.rows("SELECT count(*) AS n FROM tether_runs")[0].n == len(orders)
+    orphans = "SELECT count(*) AS n FROM tether_run_models WHERE run_id NOT IN "
+    assert site.rows(orphans + "(SELECT run_id FROM tether_runs)")[0].n == 0
+
+
+def test_a_root_arriving_before_a_pending_middle_span_takes_its_totals(site: Site) -> None:
+    """grandchild, root, child: the root's run is already completed when the child brings the
+    grandchild's pending run: the totals and the model filter follow."""
+    trace = _trace(9, 9)
+    ids = [_id(9, 9, level) for level in range(3)]
+    spans = _chain(trace, ids)
+    for level in (2, 0):
+        assert site.post([spans[level]]).status_code == 200
+    before = site.rows("SELECT input_tokens FROM tether_runs WHERE run_id = :r", r=ids[0])
+    assert before[0].input_tokens == 0
+    assert site.post([spans[1]]).status_code == 200
+    _check_trace(site, trace, ids[0], 3, 100)
+    viewer = AccessStore(site.store.url).create_key("default", Role.VIEWER)[1]
+    with httpx.Client(base_url=site.urls[0], headers={"Authorization": f"Bearer {viewer}"}) as c:
+        listed = c.get("/api/v1/runs", params={"model": MODEL}).json()["runs"]
+    assert [r["run_id"] for r in listed] == [ids[0]]
+
+
+# -- one request, one transaction ---------------------------------------------------------------
+
+_FAIL_SQLITE = """
+CREATE TRIGGER tether_test_fail BEFORE UPDATE ON tether_runs WHEN NEW.status = 'completed'
+BEGIN SELECT RAISE(ABORT, 'injected failure'); END
+"""
+_FAIL_PG = [
+    """CREATE FUNCTION tether_test_fail() RETURNS trigger AS $$
+    BEGIN
+        IF NEW.status = 'completed' THEN RAISE EXCEPTION 'injected failure'; END IF;
+        RETURN NEW;
+    END $$ LANGUAGE plpgsql""",
+    """CREATE TRIGGER tether_test_fail BEFORE UPDATE ON tether_runs FOR EACH ROW
+    EXECUTE FUNCTION tether_test_fail()""",
+]
+
+
+def test_a_failure_after_the_spans_are_written_stores_none_of_the_request(site: Site) -> None:
+    """The root's run update fails (a trigger of the database refuses it) after the request's
+    new spans were inserted: the request answers 503 and none of it is kept; sent again once
+    the store works, all of it is."""
+    trace = _trace(7, 7)
+    root, child, sibling = _id(7, 7, 0), _id(7, 7, 1), _id(7, 7, 2)
+    agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "planner"}
+    tool = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup"}
+    assert site.post([json_span(child, root, "lookup", tool, trace=trace)]).status_code == 200
+    pending = site.rows("SELECT status FROM tether_runs WHERE run_id = :r", r=root)
+    assert [p.status for p in pending] == ["running"]
+    with site.store.engine.begin() as conn:
+        for statement in [_FAIL_SQLITE] if conn.dialect.name == "sqlite" else _FAIL_PG:
+            conn.exec_driver_sql(statement)
+    batch = [
+        json_span(root, None, "invoke_agent planner", agent, trace=trace),
+        json_span(sibling, root, "lookup", tool, trace=trace),
+    ]
+    failed = site.post(batch)
+    assert failed.status_code == 503, failed.text
+    assert "injected failure" in failed.json()["error"]
+    spans = site.rows("SELECT span_id FROM tether_spans WHERE trace_id = :t", t=trace)
+    assert [s.span_id for s in spans] == [child]  # the sibling's insert was rolled back
+    assert [p.status for p in site.rows("SELECT status FROM tether_runs")] == ["running"]
+    with site.store.engine.begin() as conn:
+        on = "" if conn.dialect.name == "sqlite" else " ON tether_runs"
+        conn.exec_driver_sql(f"DROP TRIGGER tether_test_fail{on}")
+    assert site.post(batch).status_code == 200
+    runs = site.rows("SELECT run_id, status, tool_calls FROM tether_runs")
+    assert [(r.run_id, r.status, r.tool_calls) for r in runs] == [(root, "completed", 2)]
+
+
+# -- racing requests ----------------------------------------------------------------------------
+
+GRANDCHILDREN = 6
+
+
+def _family(n: int) -> tuple[str, str, list[dict[str, Any]]]:
+    """A trace: root, one child, and GRANDCHILDREN model calls under the child (all of which
+    race to create the child's pending run when they come first)."""
+    trace = _trace(5, n)
+    root, child = _id(5, n, 0), _id(5, n, 1)
+    spans = _chain(trace, [root, child, _id(5, n, 2)])
+    for g in range(1, GRANDCHILDREN):
+        extra = dict(spans[2])
+        extra["spanId"] = _id(5, n, 2 + g)
+        spans.append(extra)
+    return trace, root, spans
+
+
+def _race(site: Site, servers: int, families: int, seed: int) -> None:
+    rng = random.Random(seed)
+    work: list[tuple[int, list[dict[str, Any]]]] = []
+    expected = []
+    for n in range(families):
+        trace, root, spans = _family(n)
+        expected.append((trace, root))
+        grandchildren, rest = spans[2:], spans[:2]
+        rng.shuffle(rest)
+        # Grandchildren first, each alone: they all want the child's pending run at once.
+        order = [[g] for g in grandchildren] + [[s] for s in rest]
+        if n % 3 == 0:  # and some families in one shuffled pile, a few spans a request
+            pile = list(spans)
+            rng.shuffle(pile)
+            order = [pile[i : i + 2] for i in range(0, len(pile), 2)]
+        work.extend((rng.randrange(servers), group) for group in order)
+
+    def post(item: tuple[int, list[dict[str, Any]]]) -> httpx.Response:
+        return site.post(item[1], item[0])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(post, work))
+    failures = [(a.status_code, a.text) for a in answers if a.status_code != 200 or a.json()]
+    assert failures == []
+    for trace, root in expected:
+        _check_trace(site, trace, root, 2 + GRANDCHILDREN, 100 * GRANDCHILDREN)
+    assert site.rows("SELECT run_id FROM tether_runs WHERE status = 'running'") == []
+
+
+def test_concurrent_requests_racing_for_one_pending_run(site: Site) -> None:
+    _race(site, servers=1, families=12, seed=1)
+
+
+def test_two_server_processes_on_one_store_racing_for_one_pending_run(store_url: str) -> None:
+    key = AccessStore(store_url).create_key("default", Role.AGENT)[1]
+    env = {**os.environ, "TETHER_DATABASE_URL": store_url}
+    store = Store(store_url)
+    with tether_serve(env=env) as first, tether_serve(env=env) as second:
+        site = Site([first.url, second.url], key, store)
+        _race(site, servers=2, families=12, seed=2)
+    store.close()
+
+
+def test_late_spans_add_to_an_ended_runs_totals_and_unpriced_count(site: Site) -> None:
+    """Model calls arriving after their root, one request each: the run's tokens, cost and
+    count of unpriced calls grow by each (without rereading its spans)."""
+    trace, root = _trace(8, 8), _id(8, 8, 0)
+    agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "planner"}
+    assert site.post([json_span(root, None, "invoke_agent planner", agent, trace=trace)])
+    calls = [("gpt-4.1-mini", 1000), ("no-such-model", 500), ("no-such-model", 250)]
+    for n, (model, tokens) in enumerate(calls, start=1):
+        attrs = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": model,
+            "gen_ai.usage.input_tokens": tokens,
+        }
+        answer = site.post([json_span(_id(8, 8, n), root, "chat", attrs, trace=trace)])
+        assert answer.status_code == 200 and answer.json() == {}
+    run = site.rows("SELECT * FROM tether_runs WHERE run_id = :r", r=root)[0]
+    assert run.status == "completed" and run.turns == 3 and run.input_tokens == 1750
+    priced = site.rows("SELECT attributes FROM tether_spans WHERE span_id = :s", s=_id(8, 8, 1))[
+        0
+    ].attributes
+    cost = json.loads(priced)["tether.cost.usd"]
+    assert cost > 0 and run.cost_usd == pytest.approx(cost)
+    assert json.loads(run.attributes)["tether.cost.unpriced"] == 2
+
+
+def test_a_server_killed_during_a_request_keeps_all_of_it_or_none(store_url: str) -> None:
+    """kill -9 of ``tether serve`` at several moments of a 2,400-span request: the store
+    holds every span of it or none (and runs only with their spans), and opens afterwards."""
+    key = AccessStore(store_url).create_key("default", Role.AGENT)[1]
+    env = {**os.environ, "TETHER_DATABASE_URL": store_url}
+    store = Store(store_url)
+    site = Site([], key, store)
+    families = 300
+    for attempt, delay in enumerate((0.3, 1.0, 2.0, 4.0)):
+        spans = [s for n in range(families) for s in _family(1000 * attempt + n)[2]]
+        with tether_serve(env=env) as served:
+            site.urls = [served.url]
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                sent = pool.submit(site.post, spans)
+                time.sleep(delay)
+                served.proc.kill()
+                served.proc.wait(timeout=30)
+                # The connection dies with the server (the exporter would send it again).
+                with contextlib.suppress(httpx.HTTPError):
+                    sent.result(timeout=60)
+        traces = {s["traceId"] for s in spans}
+        counts = site.rows("SELECT trace_id, count(*) AS n FROM tether_spans GROUP BY trace_id")
+        stored = sum(c.n for c in counts if c.trace_id in traces)
+        assert stored in (0, len(spans)), (delay, stored)
+        runs = [r for r in site.rows("SELECT trace_id FROM tether_runs") if r.trace_id in traces]
+        assert len(runs) == (families if stored else 0)
+    store.close()
