@@ -194,7 +194,7 @@ def test_validate_prints_what_rich_printed(
     buffer = io.StringIO()
     console = Console(file=buffer, width=120, emoji=False)
     console.print(
-        f"[green]✓[/] {escape(name)}: agent [bold]support[/] version f547620d1c55ede0\n"
+        f"[green]✓[/] {escape(name)}: agent [bold]support[/] version a73277e74a0823f2\n"
         "  model scripted/gpt-4.1-mini, paradigm react, 2 tool(s): kb_lookup, order_status",
         highlight=False,
         soft_wrap=True,
