@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from fakes.dashboard_runs import write_runs
+from fakes.stored_runs import add_run
 from tether.server import metrics_reference, metrics_sql
 from tether.store import Store
 
@@ -101,35 +102,40 @@ def test_a_lone_run_and_ties(store_url: str) -> None:
 
 
 def test_figures_agree_while_runs_are_written(store_url: str) -> None:
-    """One snapshot: totals, buckets, breakdowns and outcomes count the same runs even while
-    another thread keeps writing."""
-    import threading
+    """One snapshot: runs written by another connection between two statements of a
+    computation are in none of its figures or in all of them (its runs, its model, its
+    error category)."""
+    from sqlalchemy import event
 
-    store = Store(store_url)
+    store, other = Store(store_url), Store(store_url)
     now = time.time_ns()
-    write_runs(store, 300, start_ns=now - HOUR_NS, span_ns=HOUR_NS // 2, seed=11)
-    stop = threading.Event()
+    since = now - 2 * HOUR_NS
+    # ids far from those add_run gives
+    write_runs(store, 300, start_ns=now - HOUR_NS, span_ns=HOUR_NS // 2, first_id=10**9)
+    before = metrics_sql.compute(store.engine, None, since, now)
+    written = 0
 
-    def writer() -> None:
-        first = 10_000
-        while not stop.is_set():
-            write_runs(store, 50, start_ns=now - HOUR_NS, span_ns=HOUR_NS // 2, first_id=first)
-            first += 50
+    def write_between(*_args: object) -> None:
+        """Before each statement of the computation: one more run."""
+        nonlocal written
+        late = {"project": "late", "model": "late-model", "tool_error": True}
+        add_run(other, started_ns=now - HOUR_NS // 4, **late)  # type: ignore[arg-type]
+        written += 1
 
-    thread = threading.Thread(target=writer)
-    thread.start()
+    event.listen(store.engine, "before_cursor_execute", write_between)
     try:
-        seen = set()
-        for _ in range(8):
-            m = metrics_sql.compute(store.engine, None, now - 2 * HOUR_NS, now)
-            total = m.totals.requests
-            seen.add(total)
-            assert sum(m.charts["requests"].series[0].values) == total  # type: ignore[arg-type]
-            assert sum(b.requests for b in m.by_project) == total
-            assert sum(b.requests for b in m.by_agent) == total
-            assert sum(m.outcomes.values()) == total
+        counted = []
+        for _ in range(3):
+            m = metrics_sql.compute(store.engine, None, since, now)
+            late = {b.key: b.requests for b in m.by_project}.get("late", 0)
+            assert m.totals.requests == before.totals.requests + late
+            assert {b.key: b.requests for b in m.by_model}.get("late-model", 0) == late
+            tool_errors = m.error_categories.get("tool_error", 0)
+            assert tool_errors == before.error_categories.get("tool_error", 0) + late
+            counted.append((late, written))
     finally:
-        stop.set()
-        thread.join()
+        event.remove(store.engine, "before_cursor_execute", write_between)
         store.close()
-    assert len(seen) > 1  # runs were being written while it counted
+        other.close()
+    # Runs were written while it counted: some after the snapshot was taken.
+    assert any(late < done for late, done in counted), counted
