@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from store_upkeep import vacuum_analyze
+
 from fakes.dashboard_runs import write_runs
 from tether.server import metrics_reference, metrics_sql
 from tether.store import Store
@@ -66,6 +68,7 @@ def main() -> None:
             f"built {args.runs:,} runs in {time.perf_counter() - began:.0f} s "
             f"({url.split(':')[0]}); load average {os.getloadavg()[0]:.1f}"
         )
+        vacuum_analyze(url)
         engine = store.engine
         since, until = now - 7 * DAY_NS, now
         scopes = {"all projects": None, "one project": ["default"]}
