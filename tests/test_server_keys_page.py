@@ -153,6 +153,11 @@ def test_bad_forms_and_other_sites(site: Site) -> None:
         ):
             answer = c.post("/keys", data=fields)
             assert answer.status_code == 422 and not KEY.search(answer.text)
+        # More fields than any form has: 400, for this form and the sign-in form alike.
+        many = "&".join(f"f{i}=1" for i in range(30))
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        assert c.post("/keys", content=many, headers=form).status_code == 400
+        assert c.post("/login", content=many, headers=form).status_code == 400
         # A form posted from another site's page: refused, nothing made or revoked.
         before = len(AccessStore(f"sqlite:///{site.db}").list_keys("default"))
         evil = {"Origin": "http://evil.example"}
@@ -195,3 +200,15 @@ def test_other_roles_neither_see_nor_open_the_page(site: Site, who: str) -> None
         assert c.post(f"/keys/{viewer_id}/revoke", data={"confirm": viewer_id}).status_code == 403
     with browser(site, "admin") as c:
         assert 'href="/keys"' in c.get("/runs").text
+
+
+def test_a_key_name_any_database_takes(store_url: str) -> None:
+    """A NUL or a lone surrogate in a key's name (a form, the API) never fails the write."""
+    access = AccessStore(store_url)
+    try:
+        info, key = access.create_key("default", Role.VIEWER, name="ci\x00\ud800 bot")
+        assert info.name == "ci\ufffd\ufffd bot"
+        assert [k.name for k in access.list_keys("default")] == [info.name]
+        assert access.authenticate(key) is not None
+    finally:
+        access.engine.dispose()
