@@ -1,18 +1,22 @@
 """The dashboards' figures counted by the database: one row per group comes back (a time
 bucket, a project, an agent, a version, a model), never one per run.
 
-Each grouping (the whole range, time buckets, projects, agents, versions, models) is one
-``GROUP BY`` for its counts and sums, and nearest-rank latency percentiles (the
-``ceil(p * n)``-th smallest latency of the group's n ended runs; ``tether.server.metrics``):
+The groupings are the whole range, the time buckets, projects, agents, versions and models;
+each group gets its counts and sums and its nearest-rank latency percentiles (the
+``ceil(p * n)``-th smallest latency of its n ended runs; ``tether.server.metrics``):
 
-- PostgreSQL: ``percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency)`` in
-  the same ``GROUP BY``: nearest-rank by definition.
-- SQLite has no percentile function: the runs in range are copied once into a narrow
-  temporary table; per grouping an index on (group, latency) is built and each percentile is
-  read as ``ORDER BY latency LIMIT 1 OFFSET rank - 1`` within its group. Exact, the same figure
-  as PostgreSQL's. (``ROW_NUMBER() OVER (PARTITION BY ...)`` gives the same answer; measured
-  five times slower here on 100k runs.)
+- PostgreSQL: one ``GROUP BY GROUPING SETS`` over the runs (the whole range, buckets,
+  projects, agents, versions, and buckets by outcome for the outcomes chart) with
+  ``percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY latency)``, nearest-rank by
+  definition; one more over the runs joined to their models.
+- SQLite has neither a percentile function nor grouping sets: the runs in range are copied
+  once into a narrow temporary table; sums come from a few ``GROUP BY``s added up per grouping;
+  per grouping an index on (group, latency) is built and each percentile is the one row
+  ``ORDER BY latency LIMIT 1 OFFSET k`` of its group, walked from the nearer end. Exact, the
+  same figures as PostgreSQL's. (``ROW_NUMBER() OVER (PARTITION BY ...)`` gives the same
+  answer and measured about five times slower here.)
 
+Error categories are one more ``GROUP BY`` over the runs joined to their error events.
 All statements read one snapshot of the store (a read transaction), so the totals, the
 buckets and the breakdowns agree even while runs are being written.
 """
