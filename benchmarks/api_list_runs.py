@@ -22,6 +22,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -32,6 +33,8 @@ import httpx
 from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from store_upkeep import vacuum_analyze
 
 from fakes.server import serving
 from tether.server import ServerConfig, create_app
@@ -120,13 +123,21 @@ def main() -> None:
     parser.add_argument("--spans", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=50)
     parser.add_argument("--database-url")
+    parser.add_argument(
+        "--no-build",
+        action="store_true",
+        help="time the store at --database-url as it is (built by an earlier run)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
-        began = time.perf_counter()
-        build(url, args.spans)
-        took = time.perf_counter() - began
-        print(f"built {args.spans:,} spans in {took:.0f} s ({url.split(':')[0]})")
+        if not args.no_build:
+            began = time.perf_counter()
+            build(url, args.spans)
+            took = time.perf_counter() - began
+            print(f"built {args.spans:,} spans in {took:.0f} s ({url.split(':')[0]})")
+        vacuum_analyze(url)
+        print(f"load average {os.getloadavg()[0]:.1f}")
         access = AccessStore(url)
         key = access.create_key("default", Role.VIEWER)[1]
         app = create_app(ServerConfig(database_url=url))

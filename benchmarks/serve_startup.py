@@ -8,6 +8,10 @@ Measured side by side, interleaved round by round so machine noise hits both ali
   fastapi floor     a bare FastAPI app with one route on uvicorn, started the same way: the
                     floor any FastAPI server pays (interpreter, imports, binding)
 
+Also printed: how long tether's first UI page (``/runs``, which loads the UI's routes and
+templates on first use) takes after that first answer, and the CPU seconds each process used
+from start to stop (steadier than wall time on a loaded machine).
+
 Target: tether serve ready in at most 2 s. Prints the medians and the ratio; asserts nothing.
 
 Usage::
@@ -21,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -62,7 +67,12 @@ def _first_answer(url: str, headers: dict[str, str], deadline: float) -> None:
             time.sleep(0.005)
 
 
-def _time(command: list[str], path: str, env: dict[str, str], with_key: bool) -> float:
+def _time(
+    command: list[str], path: str, env: dict[str, str], with_key: bool, page: str | None = None
+) -> tuple[float, float | None, float]:
+    """Seconds to the first answer; then seconds to the first page (``page``, None: not
+    asked); and the CPU seconds the process used from start to stop."""
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
@@ -76,10 +86,18 @@ def _time(command: list[str], path: str, env: dict[str, str], with_key: bool) ->
             assert key, "no key printed"
             headers["Authorization"] = f"Bearer {key.group(0)}"
         _first_answer(match.group(0) + path, headers, time.monotonic() + 60)
-        return time.perf_counter() - started
+        ready = time.perf_counter() - started
+        first_page = None
+        if page is not None:
+            began = time.perf_counter()
+            _first_answer(match.group(0) + page, headers, time.monotonic() + 60)
+            first_page = time.perf_counter() - began
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    return ready, first_page, cpu
 
 
 def main() -> None:
@@ -88,23 +106,33 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     tether: list[float] = []
+    pages: list[float] = []
+    tether_cpu: list[float] = []
     floor: list[float] = []
+    floor_cpu: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
             env = {**os.environ, "TETHER_DATABASE_URL": f"sqlite:///{Path(tmp) / f'{i}.db'}"}
-            tether.append(
-                _time(
-                    [sys.executable, "-m", "tether", "serve", "--port", "0", "--print-key"],
-                    "/api/v1/whoami",
-                    env,
-                    True,
-                )
+            ready, page, cpu = _time(
+                [sys.executable, "-m", "tether", "serve", "--port", "0", "--print-key"],
+                "/api/v1/whoami",
+                env,
+                True,
+                page="/runs",
             )
-            floor.append(_time([sys.executable, "-c", FLOOR_APP], "/ping", env, False))
+            tether.append(ready)
+            pages.append(page or 0.0)
+            tether_cpu.append(cpu)
+            ready, _, cpu = _time([sys.executable, "-c", FLOOR_APP], "/ping", env, False)
+            floor.append(ready)
+            floor_cpu.append(cpu)
     result = {
         "rounds": args.rounds,
         "tether_serve_s": round(statistics.median(tether), 3),
+        "first_page_after_s": round(statistics.median(pages), 3),
+        "tether_cpu_s": round(statistics.median(tether_cpu), 3),
         "fastapi_floor_s": round(statistics.median(floor), 3),
+        "fastapi_floor_cpu_s": round(statistics.median(floor_cpu), 3),
         "ratio": round(statistics.median(tether) / statistics.median(floor), 2),
         "target_s": 2.0,
         "load_avg": os.getloadavg()[0],
@@ -113,7 +141,10 @@ def main() -> None:
         print(json.dumps(result))
         return
     print(f"tether serve, fresh store, ready : {result['tether_serve_s']:.3f} s (median)")
+    print(f"  then its first page (/runs)    : {result['first_page_after_s']:.3f} s")
+    print(f"  CPU, start to stop             : {result['tether_cpu_s']:.3f} s")
     print(f"bare FastAPI on uvicorn (floor)  : {result['fastapi_floor_s']:.3f} s (median)")
+    print(f"  CPU, start to stop             : {result['fastapi_floor_cpu_s']:.3f} s")
     print(f"ratio                            : {result['ratio']:.2f}x   target: <= 2.0 s")
     print(f"load average                     : {result['load_avg']:.2f}")
 

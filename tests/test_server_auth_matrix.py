@@ -1,21 +1,24 @@
-"""Every role x project x route, API and UI pages alike: who gets 200, 401, 403 or 404."""
+"""Every role x project x route, API and UI pages alike (OTLP ingest, Prometheus and the keys
+page too): who gets 200, 401, 403 or 404."""
 
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from fakes.server import serving
 from fakes.stored_runs import add_run
 from tether.server import ServerConfig, create_app
 from tether.server.access import AccessStore
 from tether.server.roles import Role
-from tether.store import Store
+from tether.store import Store, tables
 
 
 @dataclass
@@ -24,6 +27,7 @@ class World:
     keys: dict[str, str]
     run: str
     span: str
+    db: str
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +45,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     access.revoke_key(revoked_info.key_id)
     keys["expired"] = access.create_key("default", Role.ADMIN, expires_ns=time.time_ns() - 1)[1]
     with serving(create_app(ServerConfig(database_url=url))) as base:
-        yield World(base, keys, seeded.run_id, seeded.span_ids[2])
+        yield World(base, keys, seeded.run_id, seeded.span_ids[2], url)
 
 
 CALLERS = (
@@ -142,3 +146,121 @@ def test_a_signed_in_browser_has_the_same_rights(world: World, caller: str) -> N
             assert "acme only" not in c.get("/runs").text
         # No project that does not exist, for anyone.
         assert c.post("/switch-project", data={"project": "nope"}).status_code in (403, 404)
+
+
+# -- OTLP in, Prometheus, the keys page ---------------------------------------------------------
+
+INGEST_EXPECTED = {
+    # Agents send traces, and so may developers and admins (their own tooling); a viewer reads
+    # only. The spans land in the key's own project.
+    "none": 401,
+    "revoked": 401,
+    "expired": 401,
+    "agent": 200,
+    "viewer": 403,
+    "developer": 200,
+    "admin": 200,
+    "acme_viewer": 403,
+    "acme_admin": 200,
+}
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_otlp_ingest(world: World, caller: str) -> None:
+    from test_otlp_ingest import _request, _span
+
+    n = CALLERS.index(caller) + 1
+    trace, span = f"{0xABC0 + n:032x}", f"{0xABC0 + n:016x}"
+    body = _request(_span(span, None, "chat", {"gen_ai.operation.name": "chat"}, trace=trace))
+    answer = httpx.post(f"{world.url}/v1/traces", json=body, headers=_bearer(world, caller))
+    assert answer.status_code == INGEST_EXPECTED[caller], answer.text[:200]
+    access = AccessStore(world.db)
+    try:
+        with access.engine.connect() as conn:
+            runs = tables.runs.c
+            stored = conn.execute(select(runs.project).where(runs.trace_id == trace)).all()
+    finally:
+        access.engine.dispose()
+    if answer.status_code == 200:
+        assert [r.project for r in stored] == ["acme" if caller.startswith("acme") else "default"]
+    else:
+        assert stored == []  # nothing of a refused batch is kept
+
+
+METRICS_EXPECTED = {
+    "none": 401,
+    "revoked": 401,
+    "expired": 401,
+    "agent": 403,
+    "viewer": 200,
+    "developer": 200,
+    "admin": 200,
+    "acme_viewer": 200,
+    "acme_admin": 200,
+}
+
+
+@pytest.mark.parametrize("public", [False, True])
+@pytest.mark.parametrize("caller", CALLERS)
+def test_prometheus_metrics(
+    world: World, caller: str, public: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tether.server import prometheus
+
+    prometheus._cache.clear()
+    if public:
+        monkeypatch.setenv(prometheus.PUBLIC_ENV, "1")
+    else:
+        monkeypatch.delenv(prometheus.PUBLIC_ENV, raising=False)
+    answer = httpx.get(f"{world.url}/metrics", headers=_bearer(world, caller), timeout=30)
+    if public:  # a scraper without a key: every project's series, whoever asks
+        assert answer.status_code == 200
+        assert 'project="acme"' in answer.text and 'project="default"' in answer.text
+        return
+    assert answer.status_code == METRICS_EXPECTED[caller], answer.text[:200]
+    if answer.status_code != 200:
+        assert "tether_runs_total" not in answer.text
+        return
+    projects = set(re.findall(r'project="([^"]*)"', answer.text))
+    if caller.endswith("admin"):
+        assert {"acme", "default"} <= projects  # an admin key sees every project
+    else:
+        assert projects == {"acme" if caller.startswith("acme") else "default"}
+
+
+KEYS_PAGE_EXPECTED = {
+    # caller: (GET /keys, POST /keys, GET /keys/{a default key}/revoke)
+    "none": (303, 303, 303),
+    "revoked": (303, 303, 303),
+    "expired": (303, 303, 303),
+    "agent": (403, 403, 403),
+    "viewer": (403, 403, 403),
+    "developer": (403, 403, 403),  # the API's keys routes are a developer's
+    "admin": (200, 201, 200),
+    "acme_viewer": (403, 403, 403),
+    "acme_admin": (200, 201, 404),  # a key of another project is not found from acme
+}
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_keys_page(world: World, caller: str) -> None:
+    target = world.keys["viewer"].split("_")[1]
+    with httpx.Client(
+        base_url=world.url, headers=_bearer(world, caller), timeout=30, follow_redirects=False
+    ) as c:
+        listing = c.get("/keys")
+        made = c.post("/keys", data={"role": "viewer", "expires": "1d", "name": "matrix"})
+        got = (listing.status_code, made.status_code, c.get(f"/keys/{target}/revoke").status_code)
+        assert got == KEYS_PAGE_EXPECTED[caller]
+        if listing.status_code == 200:
+            # The project's keys only, and no key's text.
+            own = "acme" if caller.startswith("acme") else "default"
+            assert f"project {own}" in listing.text
+            other_id = world.keys["acme_viewer" if own == "default" else "viewer"].split("_")[1]
+            assert other_id not in listing.text and "tth_" not in listing.text
+        if made.status_code != 201:
+            assert "tth_" not in made.text
+
+
+def _bearer(world: World, caller: str) -> dict[str, str]:
+    return {} if caller == "none" else {"Authorization": f"Bearer {world.keys[caller]}"}

@@ -43,10 +43,13 @@ def browser() -> Iterator[object]:
 
 
 class Site:
-    def __init__(self, served: ServeProcess, key: str, runs: dict[str, Seeded]) -> None:
+    def __init__(
+        self, served: ServeProcess, key: str, runs: dict[str, Seeded], developer_key: str
+    ) -> None:
         self.url = served.url
         self.key = key
         self.runs = runs
+        self.developer_key = developer_key
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +75,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     access = AccessStore(db)
     access.create_project("acme")
     key = access.create_key("default", Role.ADMIN, name="browser test")[1]
+    developer_key = access.create_key("default", Role.DEVELOPER, name="a developer")[1]
     access.engine.dispose()
     env = {**os.environ, "TETHER_DATABASE_URL": db}
     with tether_serve(env=env) as served:
-        yield Site(served, key, runs)
+        yield Site(served, key, runs, developer_key)
 
 
 @pytest.fixture
@@ -93,10 +97,10 @@ def page(browser: object, request: pytest.FixtureRequest) -> Iterator[object]:
     context.close()
 
 
-def sign_in(page: object, site: Site, target: str = "/runs") -> None:
+def sign_in(page: object, site: Site, target: str = "/runs", key: str | None = None) -> None:
     page.goto(site.url + target)  # type: ignore[attr-defined]
     assert "/login" in page.url  # type: ignore[attr-defined]
-    page.fill("input[name=key]", site.key)  # type: ignore[attr-defined]
+    page.fill("input[name=key]", key or site.key)  # type: ignore[attr-defined]
     page.click("button[type=submit]")  # type: ignore[attr-defined]
     page.wait_for_url(f"{site.url}{target}*")  # type: ignore[attr-defined]
 
@@ -181,3 +185,60 @@ def test_switching_project_shows_none_of_the_others_runs(page: object, site: Sit
     answer = p.goto(f"{site.url}/runs/{site.runs['ok'].run_id}")
     assert answer.status == 404
     assert not [m for m in p.problems if "404" not in m], p.problems
+
+
+def test_an_admin_makes_a_key_and_revokes_it(page: object, site: Site) -> None:
+    import re
+
+    import httpx
+
+    p: Any = page
+    sign_in(p, site)
+    p.click("#nav-keys")
+    p.wait_for_url("**/keys")
+    p.fill("#create-key input[name=name]", "nightly <evals>")
+    p.select_option("#create-key select[name=role]", "viewer")
+    p.select_option("#create-key select[name=expires]", "7d")
+    p.click("#create-key button[type=submit]")
+    shown = p.locator("#new-key-text")
+    shown.wait_for()
+    key = shown.inner_text().strip()
+    assert re.fullmatch(r"tth_[0-9a-f]{16}_[A-Za-z0-9_-]+", key), key
+    assert "shown this once" in p.locator("#new-key").inner_text()
+    copy = p.locator("#new-key button[data-copy]")
+    copy.click()
+    p.wait_for_function(
+        "document.querySelector('#new-key button[data-copy]').textContent !== 'Copy'"
+    )
+    assert copy.inner_text() in ("Copied", "Selected: press Ctrl-C")
+    shot(p, "keys-created")
+    bearer = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{site.url}/api/v1/whoami", headers=bearer).json()["role"] == "viewer"
+    key_id = key.split("_")[1]
+    # The list names it (escaped), never shows its text again.
+    p.goto(f"{site.url}/keys")
+    row = p.locator(f"#keys-table tr[data-key='{key_id}']")
+    assert "nightly <evals>" in row.inner_text() and "active" in row.inner_text()
+    assert key not in p.content()
+    row.locator("a.revoke").click()
+    p.wait_for_url(f"**/keys/{key_id}/revoke")
+    assert "cannot be undone" in p.locator("#revoke-confirm").inner_text()
+    p.click("#revoke-confirm button[type=submit]")
+    p.wait_for_url("**/keys?revoked=*")
+    assert key_id in p.locator("#keys-message").inner_text()
+    assert "revoked" in p.locator(f"#keys-table tr[data-key='{key_id}']").inner_text()
+    assert p.locator(f"#keys-table tr[data-key='{key_id}'] a.revoke").count() == 0
+    assert httpx.get(f"{site.url}/api/v1/whoami", headers=bearer).status_code == 401
+    shot(p, "keys-revoked")
+    assert not p.problems, p.problems
+
+
+def test_a_developer_has_no_keys_page(page: object, site: Site) -> None:
+    p: Any = page
+    sign_in(p, site, key=site.developer_key)
+    assert p.locator("header nav a").count() == 2  # runs and dashboard
+    assert p.locator("#nav-keys").count() == 0
+    answer = p.goto(f"{site.url}/keys")
+    assert answer.status == 403
+    assert "admin" in p.locator("main").inner_text()
+    assert not [m for m in p.problems if "403" not in m], p.problems

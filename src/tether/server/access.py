@@ -29,6 +29,7 @@ from tether.core import StoreError, TetherError
 from tether.server.roles import Role, check_project_name
 from tether.store import tables
 from tether.store.db import create_store_engine, driver_message, migrate, redact_url
+from tether.store.values import clean_text
 
 KEY_PREFIX = "tth_"
 _KEY_ID_BYTES = 8
@@ -216,7 +217,8 @@ class AccessStore:
             key_id=key_id,
             project=project,
             role=Role(role),
-            name=name[:_KEY_NAME_CHARS],
+            # Any database takes it (no NUL, no lone surrogate), clipped to the column.
+            name=clean_text(name[:_KEY_NAME_CHARS]) or "",
             created_ns=time.time_ns(),
             expires_ns=expires_ns,
             revoked_ns=None,

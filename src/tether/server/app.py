@@ -1,9 +1,12 @@
 """The server's application factory: ``create_app(config, routers=...)``.
 
 The API lives under ``/api/v1`` (OpenAPI at ``/api/v1/openapi.json``), the UI's pages at ``/``,
-its assets under ``/static`` (all shipped in the package). Other routers (OTLP ingest,
-Prometheus) are passed in ``routers`` and mounted as they are; they use the same
-authentication dependencies (``tether.server.auth``).
+its assets under ``/static`` (all shipped in the package), OTLP ingest at ``/v1/traces`` and
+Prometheus at ``/metrics``. The UI, OTLP and Prometheus are loaded on the first request that
+reaches them (``tether.server.lazy``): a server that is asked for its API first answers
+without importing Jinja2, protobuf or prometheus-client. Other routers passed in ``routers``
+are mounted as they are; they use the same authentication dependencies
+(``tether.server.auth``).
 """
 
 from __future__ import annotations
@@ -13,14 +16,13 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import jinja2
 from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 
 from tether.server import errors
 from tether.server.access import AccessStore
 from tether.server.config import ServerConfig
+from tether.server.lazy import LazyRoutes, install
 from tether.server.middleware import BodyLimit, JsonBodies, SecurityHeaders
 from tether.store import create_store_engine
 from tether.store.reader import StoreReader
@@ -31,18 +33,28 @@ HERE = Path(__file__).parent
 API_PREFIX = "/api/v1"
 
 
-def _templates() -> Jinja2Templates:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(HERE / "templates"),
-        autoescape=True,  # every value is escaped unless a template says otherwise
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    from tether.server.ui import filters
+OTLP_PATH = "/v1/traces"
+OTLP_MAX_BODY_BYTES = 16 << 20
+"""``tether.server.otlp``'s path and body limit, known before it is imported (a test holds
+them equal)."""
 
-    filters.install(env)
-    return Jinja2Templates(env=env)
+
+def _ui() -> list[APIRouter]:
+    from tether.server.ui import router
+
+    return [router]
+
+
+def _otlp() -> list[APIRouter]:
+    from tether.server import otlp
+
+    return [otlp.router]
+
+
+def _prometheus() -> list[APIRouter]:
+    from tether.server import prometheus
+
+    return [prometheus.router]
 
 
 def create_app(config: ServerConfig, *, routers: Sequence[APIRouter] = ()) -> FastAPI:
@@ -73,21 +85,23 @@ def create_app(config: ServerConfig, *, routers: Sequence[APIRouter] = ()) -> Fa
     app.state.engine = engine
     app.state.access = access
     app.state.reader = reader
-    app.state.templates = _templates()
     from tether.server.api import router as api_router
-    from tether.server.ui import router as ui_router
 
     app.include_router(api_router, prefix=API_PREFIX)
-    app.include_router(ui_router)
-    from tether.server import otlp, prometheus
-
-    for router in (otlp.router, prometheus.router, *routers):
+    for router in routers:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    lazy = [
+        LazyRoutes(app, "otlp", _otlp, prefixes=(OTLP_PATH,)),
+        LazyRoutes(app, "prometheus", _prometheus, prefixes=("/metrics",)),
+        # Last: the UI's pages take any path nothing before took (404 for the rest).
+        LazyRoutes(app, "ui", _ui, prefixes=None),
+    ]
+    install(app, lazy)
     errors.install(app)
     # Outermost last: the body limit sees the request first.
     app.add_middleware(SecurityHeaders)
     app.add_middleware(JsonBodies, prefix="/api/")
-    limits = {otlp.OTLP_PATH: otlp.MAX_BODY_BYTES, **config.body_limits}
+    limits = {OTLP_PATH: OTLP_MAX_BODY_BYTES, **config.body_limits}
     app.add_middleware(BodyLimit, default=config.max_body_bytes, by_prefix=limits)
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -60,6 +60,11 @@ class Principal:
     @property
     def key_id(self) -> str | None:
         return None if self.key is None else self.key.key_id
+
+    def actor(self, via: str) -> dict[str, Any]:
+        """Who made an admin change, for the audit log (the key's id, never the key):
+        ``via`` is ``api`` or ``ui``."""
+        return {"via": via, "project": self.project, "key_id": self.key_id, "role": str(self.role)}
 
 
 def _bearer(request: Request) -> str | None:

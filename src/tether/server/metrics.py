@@ -2,30 +2,29 @@
 errors by outcome and category, tokens and cost over time, and the same by project, agent,
 version and model.
 
-Read from ``tether_runs`` (one row per run, indexed by project and start time), the models
-each run requested (``tether_run_models``) and the error events of the runs in range. Costs
-are the ones stored with each run: priced when the run was made, by the versioned pricing
-table (cached input tokens at their own rate, the user's prices file merged over the shipped
-one); runs with a model the table did not know are counted as ``unpriced``, not as free.
+The figures of each group of runs (a time bucket, a project, an agent, ...) are counted by the
+database (``tether.server.metrics_sql``): what reaches Python is one row per group, however
+many runs the range holds. This module says what the figures are (the views) and lays them out
+(``assemble``); ``tether.server.metrics_reference`` computes the same figures in Python from
+every run row, and tests hold the two to the same answers.
+
+Costs are the ones stored with each run: priced when the run was made, by the versioned
+pricing table (cached input tokens at their own rate, the user's prices file merged over the
+shipped one); runs with a model the table did not know are counted as ``unpriced``, not as
+free. Latency percentiles are nearest-rank: the p-th percentile of n latencies is the
+``ceil(p/100 * n)``-th smallest, a latency some run had (never an interpolation).
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from tether.core import StoreError
-from tether.store import tables
-from tether.store.db import driver_message
-from tether.store.query import BLOCK_MARK, BLOCKED, ERROR_EVENTS
-from tether.trace import semconv
+from tether.store.query import ERROR_EVENTS
 
 MAX_BUCKETS = 60
 """Points on a time chart at most."""
@@ -33,6 +32,12 @@ _STEPS_S = (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86_400, 7 * 86_400)
 CATEGORY_OF = {event: category for category, event in ERROR_EVENTS.items()}
 """Error category by the event name that puts a run in it."""
 GOOD_OUTCOME = "final_answer"
+NONE_KEY = "(none)"
+"""The key of runs without a value (no agent, no model)."""
+QUANTILES = (0.50, 0.95, 0.99)
+"""The latency percentiles shown: p50, p95, p99."""
+DIMENSIONS = ("project", "agent", "version", "model")
+"""What the breakdowns group runs by."""
 
 
 def bucket_seconds(span_s: float) -> int:
@@ -43,61 +48,60 @@ def bucket_seconds(span_s: float) -> int:
     return math.ceil(span_s / MAX_BUCKETS / 86_400) * 86_400
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float | None:
-    """The ``q`` quantile (0..1) of sorted values, nearest rank; None without values."""
-    if not sorted_values:
-        return None
-    rank = max(math.ceil(q * len(sorted_values)), 1)
-    return sorted_values[rank - 1]
+@dataclass(frozen=True, slots=True)
+class TimeBuckets:
+    """The time axis of ``[since_ns, until_ns)``: ``count`` buckets of ``step_s`` seconds from
+    ``first_ns`` (a multiple of the step, at or before ``since_ns``)."""
 
+    since_ns: int
+    until_ns: int
+    step_s: int
+    first_ns: int
+    count: int
 
-@dataclass(slots=True)
-class RunRow:
-    """What the dashboards read of one run."""
+    @classmethod
+    def over(cls, since_ns: int, until_ns: int) -> TimeBuckets:
+        step = bucket_seconds((until_ns - since_ns) / 1e9)
+        step_ns = step * 1_000_000_000
+        first = since_ns // step_ns * step_ns
+        count = max(math.ceil((until_ns - first) / step_ns), 1)
+        return cls(since_ns, until_ns, step, first, count)
 
-    run_id: str
-    project: str
-    agent: str | None
-    version: str | None
-    status: str
-    outcome: str | None
-    started_ns: int
-    latency_ms: float | None
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int
-    cost_usd: float | None
-    models: list[str] = field(default_factory=list)
-    categories: set[str] = field(default_factory=set)
+    @property
+    def step_ns(self) -> int:
+        return self.step_s * 1_000_000_000
+
+    def index(self, started_ns: int) -> int:
+        """The bucket of a run started at ``started_ns`` (one in the range)."""
+        return min(max((started_ns - self.first_ns) // self.step_ns, 0), self.count - 1)
+
+    @property
+    def times(self) -> list[int]:
+        """Start of each bucket, seconds since the epoch."""
+        return [(self.first_ns + i * self.step_ns) // 1_000_000_000 for i in range(self.count)]
 
 
 @dataclass
-class _Tally:
+class Group:
+    """The figures of one group of runs, however they were counted."""
+
     requests: int = 0
     errors: int = 0
-    latencies: list[float] = field(default_factory=list)
+    """Runs that failed."""
+    final_answers: int = 0
+    """Runs that ended with a final answer."""
+    latency_ms: tuple[float | None, ...] = (None,) * len(QUANTILES)
+    """The ``QUANTILES`` of the latencies of the runs that ended (None: none ended)."""
     input_tokens: int = 0
     output_tokens: int = 0
     cached_input_tokens: int = 0
     cost_usd: float = 0.0
+    """Cost of the priced runs."""
     unpriced: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
+    """Runs by outcome (their status when they have none). Kept for totals and buckets."""
     categories: Counter[str] = field(default_factory=Counter)
-
-    def add(self, row: RunRow) -> None:
-        self.requests += 1
-        self.errors += row.status == "failed"
-        if row.latency_ms is not None:
-            self.latencies.append(row.latency_ms)
-        self.input_tokens += row.input_tokens
-        self.output_tokens += row.output_tokens
-        self.cached_input_tokens += row.cached_input_tokens
-        if row.cost_usd is None:
-            self.unpriced += 1
-        else:
-            self.cost_usd += row.cost_usd
-        self.outcomes[row.outcome or row.status] += 1
-        self.categories.update(row.categories)
+    """Runs by error category. Kept for totals and buckets."""
 
 
 class Breakdown(BaseModel):
@@ -156,54 +160,48 @@ class Metrics(BaseModel):
     by_model: list[Breakdown]
 
 
-def _breakdown(key: str, t: _Tally) -> Breakdown:
-    lat = sorted(t.latencies)
-    n = max(t.requests, 1)
+def breakdown(key: str, g: Group) -> Breakdown:
+    n = max(g.requests, 1)
+    p50, p95, p99 = g.latency_ms
     return Breakdown(
         key=key,
-        requests=t.requests,
-        error_rate=t.errors / n,
-        not_final_rate=(t.requests - t.outcomes.get(GOOD_OUTCOME, 0)) / n,
-        p50_ms=percentile(lat, 0.50),
-        p95_ms=percentile(lat, 0.95),
-        p99_ms=percentile(lat, 0.99),
-        input_tokens=t.input_tokens,
-        output_tokens=t.output_tokens,
-        cached_input_tokens=t.cached_input_tokens,
-        cost_usd=round(t.cost_usd, 10),
-        unpriced=t.unpriced,
+        requests=g.requests,
+        error_rate=g.errors / n,
+        not_final_rate=(g.requests - g.final_answers) / n,
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
+        input_tokens=g.input_tokens,
+        output_tokens=g.output_tokens,
+        cached_input_tokens=g.cached_input_tokens,
+        cost_usd=round(g.cost_usd, 10),
+        unpriced=g.unpriced,
     )
 
 
-def _by(rows: Iterable[RunRow], keys: Any) -> list[Breakdown]:
-    tallies: dict[str, _Tally] = defaultdict(_Tally)
-    for row in rows:
-        for key in keys(row):
-            tallies[key or "(none)"].add(row)
-    out = [_breakdown(k, t) for k, t in tallies.items()]
+def _ranked(groups: Mapping[str, Group]) -> list[Breakdown]:
+    out = [breakdown(k, g) for k, g in groups.items()]
     return sorted(out, key=lambda b: (-b.requests, b.key))
 
 
-def aggregate(rows: Sequence[RunRow], since_ns: int, until_ns: int) -> Metrics:
-    """The figures of ``rows`` (runs started in ``[since_ns, until_ns)``)."""
-    step = bucket_seconds((until_ns - since_ns) / 1e9)
-    step_ns = step * 1_000_000_000
-    first = since_ns // step_ns * step_ns
-    count = max(math.ceil((until_ns - first) / step_ns), 1)
-    buckets = [_Tally() for _ in range(count)]
-    total = _Tally()
-    for row in rows:
-        index = min(max((row.started_ns - first) // step_ns, 0), count - 1)
-        buckets[index].add(row)
-        total.add(row)
-    times = [(first + i * step_ns) // 1_000_000_000 for i in range(count)]
+def assemble(
+    axis: TimeBuckets,
+    total: Group,
+    buckets: Sequence[Group],
+    by: Mapping[str, Mapping[str, Group]],
+) -> Metrics:
+    """The dashboards' figures from those of the whole range (``total``), of each time bucket
+    and of each value of the ``DIMENSIONS`` (``by["agent"]["support"]``)."""
 
     def series(label: str, values: Iterable[float | None]) -> Series:
         return Series(label=label, values=list(values))
 
-    latency = [sorted(b.latencies) for b in buckets]
-    outcomes = sorted(o for o in total.outcomes if o != GOOD_OUTCOME)
-    categories = sorted(total.categories)
+    def share(counts: str, key: str) -> Series:
+        return series(
+            key,
+            (getattr(b, counts).get(key, 0) / b.requests if b.requests else None for b in buckets),
+        )
+
     charts = {
         "requests": Chart(
             title="Runs",
@@ -217,30 +215,19 @@ def aggregate(rows: Sequence[RunRow], since_ns: int, until_ns: int) -> Metrics:
             title="Latency",
             unit="ms",
             series=[
-                series(f"p{int(q * 100)}", (percentile(v, q) for v in latency))
-                for q in (0.5, 0.95, 0.99)
+                series(f"p{round(q * 100)}", (b.latency_ms[i] for b in buckets))
+                for i, q in enumerate(QUANTILES)
             ],
         ),
         "outcomes": Chart(
             title="Share of runs not ending with a final answer, by outcome",
             unit="%",
-            series=[
-                series(
-                    o, (b.outcomes.get(o, 0) / b.requests if b.requests else None for b in buckets)
-                )
-                for o in outcomes
-            ],
+            series=[share("outcomes", o) for o in sorted(total.outcomes) if o != GOOD_OUTCOME],
         ),
         "categories": Chart(
             title="Share of runs with an error, by category",
             unit="%",
-            series=[
-                series(
-                    c,
-                    (b.categories.get(c, 0) / b.requests if b.requests else None for b in buckets),
-                )
-                for c in categories
-            ],
+            series=[share("categories", c) for c in sorted(total.categories)],
         ),
         "tokens": Chart(
             title="Tokens",
@@ -257,88 +244,20 @@ def aggregate(rows: Sequence[RunRow], since_ns: int, until_ns: int) -> Metrics:
             series=[series("cost", (round(b.cost_usd, 10) for b in buckets))],
         ),
     }
-    if not rows:
+    if not total.requests:
         for chart in charts.values():
             chart.series = []
     return Metrics(
-        since_ns=since_ns,
-        until_ns=until_ns,
-        bucket_s=step,
-        times=times,
-        totals=_breakdown("all", total),
+        since_ns=axis.since_ns,
+        until_ns=axis.until_ns,
+        bucket_s=axis.step_s,
+        times=axis.times,
+        totals=breakdown("all", total),
         outcomes=dict(sorted(total.outcomes.items())),
         error_categories=dict(sorted(total.categories.items())),
         charts=charts,
-        by_project=_by(rows, lambda r: [r.project]),
-        by_agent=_by(rows, lambda r: [r.agent]),
-        by_version=_by(rows, lambda r: [f"{r.agent or '(none)'} {(r.version or '(none)')[:12]}"]),
-        by_model=_by(rows, lambda r: r.models or [None]),
+        by_project=_ranked(by.get("project", {})),
+        by_agent=_ranked(by.get("agent", {})),
+        by_version=_ranked(by.get("version", {})),
+        by_model=_ranked(by.get("model", {})),
     )
-
-
-def read_rows(
-    engine: Engine, projects: Sequence[str] | None, since_ns: int, until_ns: int
-) -> list[RunRow]:
-    """The runs of ``projects`` (None: all) started in ``[since_ns, until_ns)``, with their
-    models and error categories."""
-    runs = tables.runs.c
-    where = [runs.started_ns >= since_ns, runs.started_ns < until_ns]
-    if projects is not None:
-        where.append(runs.project.in_(list(projects)))
-    stmt = select(
-        runs.run_id,
-        runs.project,
-        runs.agent_name,
-        runs.agent_version,
-        runs.status,
-        runs.outcome,
-        runs.started_ns,
-        runs.ended_ns,
-        runs.input_tokens,
-        runs.output_tokens,
-        runs.cached_input_tokens,
-        runs.cost_usd,
-        runs.attributes.like(f'%"{semconv.TETHER_COST_UNPRICED}"%').label("unpriced"),
-    ).where(*where)
-    in_range = select(runs.run_id).where(*where)
-    models = tables.run_models.c
-    model_stmt = select(models.run_id, models.model).where(models.run_id.in_(in_range))
-    ev = tables.events.c
-    event_stmt = (
-        select(ev.run_id, ev.name, ev.attributes)
-        .where(ev.run_id.in_(in_range))
-        .where(ev.name.in_([*CATEGORY_OF, semconv.EVENT_CONTROL_DECISION]))
-    )
-    try:
-        with engine.connect() as conn:
-            rows = {
-                r.run_id: RunRow(
-                    run_id=r.run_id,
-                    project=r.project,
-                    agent=r.agent_name,
-                    version=r.agent_version,
-                    status=r.status,
-                    outcome=r.outcome,
-                    started_ns=r.started_ns,
-                    latency_ms=None if r.ended_ns is None else (r.ended_ns - r.started_ns) / 1e6,
-                    input_tokens=r.input_tokens,
-                    output_tokens=r.output_tokens,
-                    cached_input_tokens=r.cached_input_tokens,
-                    cost_usd=None if r.unpriced else r.cost_usd,
-                )
-                for r in conn.execute(stmt)
-            }
-            for run_id, model in conn.execute(model_stmt):
-                if run_id in rows:
-                    rows[run_id].models.append(model)
-            for run_id, name, attributes in conn.execute(event_stmt):
-                row = rows.get(run_id)
-                if row is None:
-                    continue
-                if name in CATEGORY_OF:
-                    row.categories.add(CATEGORY_OF[name])
-                elif BLOCK_MARK in attributes:
-                    row.categories.add(BLOCKED)
-    except SQLAlchemyError as exc:
-        raise StoreError(f"reading metrics failed: {driver_message(exc)}") from exc
-    return list(rows.values())

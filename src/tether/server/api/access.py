@@ -86,7 +86,7 @@ class NewProject(BaseModel):
 @router.post("/projects", status_code=201)
 def create_project(request: Request, body: NewProject, principal: ProjectManager) -> ProjectView:
     """Make a project (admin)."""
-    _access(request).create_project(body.name, actor=_actor(principal))
+    _access(request).create_project(body.name, actor=principal.actor("api"))
     return ProjectView(name=body.name, created_ns=time.time_ns())
 
 
@@ -136,7 +136,11 @@ def create_key(request: Request, body: NewKey, principal: KeyManager) -> Created
     if body.expires_in_s is not None:
         expires = time.time_ns() + body.expires_in_s * 1_000_000_000
     info, key = _access(request).create_key(
-        principal.project, body.role, name=body.name, expires_ns=expires, actor=_actor(principal)
+        principal.project,
+        body.role,
+        name=body.name,
+        expires_ns=expires,
+        actor=principal.actor("api"),
     )
     return CreatedKey(**info.shown(), key=key)
 
@@ -153,18 +157,7 @@ def revoke_key(request: Request, key_id: str, principal: KeyManager) -> KeyView:
         raise _no_key(key_id)
     if not may_grant(principal.role, info.role):
         raise Forbidden(f"a {principal.role.value} key may not revoke {info.role.value} keys")
-    return KeyView(**access.revoke_key(key_id, actor=_actor(principal)).shown())
-
-
-def _actor(principal: Any) -> dict[str, Any]:
-    """Who made an admin change, for the audit log (the key's id, never the key)."""
-    key = principal.key
-    return {
-        "via": "api",
-        "project": principal.project,
-        "key_id": None if key is None else key.key_id,
-        "role": str(principal.role),
-    }
+    return KeyView(**access.revoke_key(key_id, actor=principal.actor("api")).shown())
 
 
 def _no_key(key_id: str) -> Any:

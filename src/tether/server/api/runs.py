@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 
-from tether.server import metrics, traces
+from tether.server import metrics, metrics_sql, traces
 from tether.server.auth import Reader
 from tether.server.filters import RunFilters, run_filters
 from tether.server.roles import Permission
@@ -163,5 +163,4 @@ def get_metrics(
     projects: list[str] | None = [principal.project]
     if all_projects and principal.may(Permission.ALL_PROJECTS):
         projects = None
-    rows = metrics.read_rows(engine(request), projects, start, end)
-    return metrics.aggregate(rows, start, end)
+    return metrics_sql.compute(engine(request), projects, start, end)

@@ -7,6 +7,30 @@
     if (el && el.matches && el.matches("select[data-autosubmit]") && el.form) el.form.submit();
   });
 
+  // A <button data-copy="id"> copies the text of element #id (a new API key) to the
+  // clipboard; where the clipboard is not available (plain http off localhost) the text is
+  // selected for Ctrl-C instead.
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest && e.target.closest("button[data-copy]");
+    if (!button) return;
+    var source = document.getElementById(button.getAttribute("data-copy"));
+    if (!source) return;
+    var select = function () {
+      var range = document.createRange();
+      range.selectNodeContents(source);
+      var sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+      button.textContent = "Selected: press Ctrl-C";
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(source.textContent).then(
+        function () { button.textContent = "Copied"; }, select);
+    } else {
+      select();
+    }
+  });
+
   // Trace tree: a toggle shows or hides a span's children (loaded once, by htmx).
   document.addEventListener("click", function (e) {
     var toggle = e.target.closest && e.target.closest("[data-toggle]");

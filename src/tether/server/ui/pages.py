@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
-from tether.server import metrics, traces
+from tether.server import metrics_sql, traces
 from tether.server.api.runs import metrics_range
 from tether.server.auth import Reader
 from tether.server.filters import RunFilters, run_filters
@@ -200,8 +200,7 @@ def dashboard(
     every = all_projects and principal.may(Permission.ALL_PROJECTS)
     if every:
         projects = None
-    rows = metrics.read_rows(engine(request), projects, start, end)
-    figures = metrics.aggregate(rows, start, end)
+    figures = metrics_sql.compute(engine(request), projects, start, end)
     context = {
         "m": figures,
         "range": chosen,

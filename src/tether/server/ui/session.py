@@ -12,6 +12,7 @@ from typing import Annotated
 from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, Depends, Request
+from starlette.exceptions import HTTPException
 from starlette.responses import RedirectResponse, Response
 
 from tether.core import DEFAULT_PROJECT
@@ -28,6 +29,7 @@ from tether.server.roles import Permission, Role
 from tether.server.ui.render import page
 
 router = APIRouter()
+MAX_FORM_FIELDS = 20
 
 
 def safe_next(target: str | None) -> str:
@@ -46,7 +48,11 @@ async def form(request: Request) -> dict[str, str]:
     if media != "application/x-www-form-urlencoded":
         return {}
     body = (await request.body()).decode("utf-8", "replace")
-    return {k: v[0] for k, v in parse_qs(body, max_num_fields=20).items()}
+    try:
+        fields = parse_qs(body, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:  # more fields than any of the UI's forms has
+        raise HTTPException(400, f"a form of the UI has at most {MAX_FORM_FIELDS} fields") from None
+    return {k: v[0] for k, v in fields.items()}
 
 
 def check_origin(request: Request) -> None:

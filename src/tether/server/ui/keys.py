@@ -1,0 +1,144 @@
+"""The keys page (admin keys only): the API keys of the project being looked at, a form to
+make one, and revoking one after a confirmation page.
+
+A new key's text is in the answer to the form that made it and nowhere else: not in a URL,
+not in a cookie, not in the store (only its hash), not in a log line. The page is sent with
+``cache-control: no-store`` like every page. The forms post like the session's (sign in,
+switch project): SameSite=Strict session cookie, and a post whose ``Origin`` names another
+site is refused (``check_origin``). Making and revoking a key are the same audit entries as
+through the API or ``tether keys`` (``key_created``, ``key_revoked``), with ``via: ui``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import RedirectResponse, Response
+
+from tether.server.access import AccessNotFound, AccessStore, KeyInfo
+from tether.server.auth import Forbidden, Principal, require
+from tether.server.roles import Permission, Role
+from tether.server.ui.render import page
+from tether.server.ui.session import check_origin, form
+
+router = APIRouter()
+
+EXPIRIES = {"never": None, "1d": 1, "7d": 7, "30d": 30, "90d": 90, "365d": 365}
+"""What the form offers for a key's lifetime, in days."""
+ROLES = tuple(r.value for r in Role)
+
+
+def admin(principal: Annotated[Principal, Depends(require(Permission.READ))]) -> Principal:
+    """The caller, who must hold an admin key (403 for any other)."""
+    if principal.role is not Role.ADMIN:
+        raise Forbidden(
+            "the keys page is for admin keys; a developer key manages its project's keys "
+            "with the API (/api/v1/keys) or tether keys"
+        )
+    return principal
+
+
+Admin = Annotated[Principal, Depends(admin)]
+
+
+def _access(request: Request) -> AccessStore:
+    store: AccessStore = request.app.state.access
+    return store
+
+
+def _keys_page(
+    request: Request,
+    principal: Principal,
+    *,
+    created: tuple[KeyInfo, str] | None = None,
+    message: str | None = None,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    keys = _access(request).list_keys(principal.project)
+    now = time.time_ns()
+    context: dict[str, Any] = {
+        "keys": [(k, k.state(now)) for k in keys],
+        "created": created,
+        "message": message,
+        "error": error,
+        "roles": ROLES,
+        "expiries": list(EXPIRIES),
+        "own_key": principal.key_id,
+    }
+    return page(request, "keys.html", context, principal, status=status)
+
+
+@router.get("/keys")
+def keys_page(request: Request, principal: Admin, revoked: str | None = None) -> Response:
+    message = None
+    if revoked:
+        message = f"Key {revoked} is revoked: it and its browser sessions no longer work."
+    return _keys_page(request, principal, message=message)
+
+
+@router.post("/keys")
+async def create_key(request: Request, principal: Admin) -> Response:
+    """Make a key in the project: its text is shown in this answer, once."""
+    check_origin(request)
+    fields = await form(request)
+    role_text = fields.get("role", "")
+    expiry = fields.get("expires", "never")
+    name = fields.get("name", "").strip()
+    problem = None
+    if role_text not in ROLES:
+        problem = f"choose a role ({', '.join(ROLES)})"
+    elif expiry not in EXPIRIES:
+        problem = f"choose when the key expires ({', '.join(EXPIRIES)})"
+    elif len(name) > 128:
+        problem = "a key's name is at most 128 characters"
+    if problem:
+        return _keys_page(request, principal, error=problem, status=422)
+    days = EXPIRIES[expiry]
+    expires = None if days is None else time.time_ns() + days * 86_400 * 1_000_000_000
+    made = _access(request).create_key(
+        principal.project,
+        Role(role_text),
+        name=name,
+        expires_ns=expires,
+        actor=principal.actor("ui"),
+    )
+    return _keys_page(request, principal, created=made, status=201)
+
+
+def _project_key(request: Request, principal: Principal, key_id: str) -> KeyInfo:
+    """A key of the project being looked at; 404 for any other (or none)."""
+    try:
+        info = _access(request).get_key(key_id)
+    except AccessNotFound:
+        info = None
+    if info is None or info.project != principal.project:
+        from starlette.exceptions import HTTPException
+
+        raise HTTPException(404, f"no API key {key_id!r} in project {principal.project!r}")
+    return info
+
+
+@router.get("/keys/{key_id}/revoke")
+def revoke_form(request: Request, key_id: str, principal: Admin) -> Response:
+    """Ask before revoking: what the key is, and that it stops working at once."""
+    info = _project_key(request, principal, key_id)
+    context = {"key": info, "state": info.state(time.time_ns()), "own": key_id == principal.key_id}
+    return page(request, "key_revoke.html", context, principal)
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke(request: Request, key_id: str, principal: Admin) -> Response:
+    check_origin(request)
+    fields = await form(request)
+    if fields.get("confirm") != key_id:
+        # Only the confirmation page's form names the key again.
+        return RedirectResponse(f"/keys/{quote(key_id)}/revoke", status_code=303)
+    info = _project_key(request, principal, key_id)
+    _access(request).revoke_key(info.key_id, actor=principal.actor("ui"))
+    if key_id == principal.key_id:  # the key this browser signed in with: signed out now
+        return RedirectResponse("/login", status_code=303)
+    return RedirectResponse(f"/keys?revoked={quote(key_id)}", status_code=303)
