@@ -142,4 +142,3 @@ def require(permission: Permission) -> Callable[[Request, str | None], Principal
 Reader = Annotated[Principal, Depends(require(Permission.READ))]
 KeyManager = Annotated[Principal, Depends(require(Permission.MANAGE_KEYS))]
 ProjectManager = Annotated[Principal, Depends(require(Permission.MANAGE_PROJECTS))]
-Ingester = Annotated[Principal, Depends(require(Permission.INGEST))]

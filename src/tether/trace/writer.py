@@ -432,6 +432,7 @@ class BatchingWriter:
         (a record too big to write in the time allowed would hold up everything queued
         behind it for ever). One the store cannot take for now waits, like any record."""
         batch = to_batch(items)
+        strikes = 0  # rounds of timeouts in a row, each followed by tables that answered
         while True:
             try:
                 self._retrying(
@@ -442,7 +443,10 @@ class BatchingWriter:
             except StoreError as exc:
                 why = exc.message
                 if timed_out(exc):
-                    if not self._tables_answer():
+                    # Twice, so that a lock released just before the tables were read (the
+                    # record was slow because of it) does not count against the record.
+                    strikes = strikes + 1 if self._tables_answer() else 0
+                    if strikes < 2:
                         continue  # the store is slow for everyone: this record waits too
                     why += (
                         ": writing this one record takes longer than the store's statement "
