@@ -1,8 +1,10 @@
-"""``tether demo``: the support examples, offline: four scenarios of the runtime (a normal
-answer, a recovered tool error, a loop broken, a limit tripped) and three of the guards (an
-injection hidden in a tool's output caught while the run answers from the rest, a customer's
-e-mail and card number masked before the model and the trace see them, an answer that breaks
-the required schema re-asked and fixed)."""
+"""``tether demo``: the example agents, offline. Four scenarios of the runtime on the support
+agent (a normal answer, a recovered tool error, a loop broken, a limit tripped), three of the
+guards (an injection hidden in a tool's output caught while the run answers from the rest, a
+customer's e-mail and card number masked before the model and the trace see them, an answer
+that breaks the required schema re-asked and fixed), then the scenarios of
+``tether.cli.demo_scenarios`` (a refund denied by a Cedar policy, a failing upstream served by
+the fallback while the circuit breaker opens, a calculation run in the sandbox)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -27,7 +29,12 @@ from tether.core import Outcome, TetherError
 from tether.runtime import Agent, RunResult
 from tether.trace import writer_for
 
+if TYPE_CHECKING:
+    from tether.cli.demo_scenarios import Scenario, ScenarioReport
+    from tether.trace import TraceSink
+
 WITHHELD = "Tool result withheld by policy"
+REFUSED = "Tool call refused by policy"
 
 ORDERS: dict[int, dict[str, Any]] = {
     17: {"status": "delivered", "carrier": "UPS", "eta": "2026-11-02"},
@@ -134,10 +141,20 @@ async def _run_all(agents: dict[str, Agent]) -> list[RunResult]:
     return results
 
 
+async def _run_extras(
+    scenarios: list[Scenario], trace: TraceSink, examples: Path
+) -> list[ScenarioReport]:
+    return [await scenario(trace, examples) for scenario in scenarios]
+
+
 def run_demo(
     database_url: str, *, console: Console, as_json: bool = False, command: str = "tether"
 ) -> None:
-    folder = examples_dir() / "support"
+    # The scenarios' modules use this one's order API and helpers: imported once it is loaded.
+    from tether.cli.demo_scenarios import SCENARIOS as EXTRAS
+
+    examples = examples_dir()
+    folder = examples / "support"
     writer = writer_for(database_url)
     with order_api() as base_url:
         previous = os.environ.get("ORDER_API_URL")
@@ -153,10 +170,11 @@ def run_demo(
                 os.environ.pop("ORDER_API_URL", None)
             else:
                 os.environ["ORDER_API_URL"] = previous
+    extras = asyncio.run(_run_extras(EXTRAS, writer, examples))
     writer.flush()
     as_expected = [
         r.outcome == expected for r, (_, _, _, expected) in zip(results, SCENARIOS, strict=True)
-    ]
+    ] + [e.as_expected for e in extras]
 
     if as_json:
         out = [
@@ -169,9 +187,10 @@ def run_demo(
             }
             for r, (name, spec, text, expected) in zip(results, SCENARIOS, strict=True)
         ]
+        out.extend(e.to_json() for e in extras)
         console.print_json(json.dumps(out))
     else:
-        _print_report(console, agents, results, writer.store.display_url, command)
+        _print_report(console, agents, results, extras, writer.store.display_url, command)
     if not all(as_expected):
         sys.exit(1)
 
@@ -179,29 +198,41 @@ def run_demo(
 def _tool_mark(content: str) -> str:
     if content.startswith(WITHHELD):
         return "⊘ withheld"
+    if content.startswith(REFUSED):
+        return "⊘ refused"
     return "✗" if content.startswith("Error") else "✓"
 
 
+def print_run(console: Console, text: str, r: RunResult) -> None:
+    """One run of the demo: the user's message, the answer, the tools and the outcome."""
+    console.print(f"[cyan]user:[/]  {escape(text)}", highlight=False)
+    console.print(f"[cyan]agent:[/] {escape(r.output.rstrip())}", highlight=False)
+    if r.state.input != text:  # a guard masked the message: what the model and trace got
+        console.print(f"[dim]stored: {escape(r.state.input)}[/]", highlight=False)
+    ran = [f"{m.name}{_tool_mark(m.content)}" for m in r.state.messages if m.role == "tool"]
+    stopped = [f"{c.name}⊘" for c in r.state.pending_tool_calls]  # asked for, not run
+    calls = ", ".join(ran + stopped)
+    console.print(
+        f"[dim]tools: {escape(calls or 'none')}[/]  outcome {render.outcome_text(r.outcome)}",
+        highlight=False,
+    )
+    if r.stop_reason:
+        console.print(f"[dim]why: {escape(r.stop_reason)}[/]", highlight=False)
+
+
 def _print_report(
-    console: Console, agents: dict[str, Agent], results: list[RunResult], store: str, command: str
+    console: Console,
+    agents: dict[str, Agent],
+    results: list[RunResult],
+    extras: list[ScenarioReport],
+    store: str,
+    command: str,
 ) -> None:
     shown = ", ".join(f"'{a.name}' version {a.version}" for a in agents.values())
     console.rule(f"[bold]Tether demo[/]: agents {escape(shown)}, offline")
     for i, (r, (name, spec, text, _)) in enumerate(zip(results, SCENARIOS, strict=True), 1):
         console.print(f"\n[bold]{i}. {name}[/] [dim]({escape(agents[spec].name)})[/]")
-        console.print(f"[cyan]user:[/]  {escape(text)}", highlight=False)
-        console.print(f"[cyan]agent:[/] {escape(r.output)}", highlight=False)
-        if r.state.input != text:  # a guard masked the message: what the model and trace got
-            console.print(f"[dim]stored: {escape(r.state.input)}[/]", highlight=False)
-        ran = [f"{m.name}{_tool_mark(m.content)}" for m in r.state.messages if m.role == "tool"]
-        stopped = [f"{c.name}⊘" for c in r.state.pending_tool_calls]  # asked for, not run
-        calls = ", ".join(ran + stopped)
-        console.print(
-            f"[dim]tools: {escape(calls or 'none')}[/]  outcome {render.outcome_text(r.outcome)}",
-            highlight=False,
-        )
-        if r.stop_reason:
-            console.print(f"[dim]why: {escape(r.stop_reason)}[/]", highlight=False)
+        print_run(console, text, r)
         answers = [
             m.content
             for m in r.state.messages
@@ -213,6 +244,11 @@ def _print_report(
                 f"{escape(render.brief(answers[0], 120))}[/]",
                 highlight=False,
             )
+    for i, extra in enumerate(extras, len(results) + 1):
+        agent = f" [dim]({escape(extra.agent)})[/]" if extra.agent else ""
+        skipped = " [yellow](skipped)[/]" if extra.skipped else ""
+        console.print(f"\n[bold]{i}. {escape(extra.name)}[/]{agent}{skipped}")
+        extra.show(console)
 
     table = Table(title="\nSummary", show_edge=False, header_style="bold")
     widths = {"scenario": 20, "outcome": 14, "turns": 5, "tools": 5, "tokens": 6, "cost": 9}
@@ -231,6 +267,8 @@ def _print_report(
             render.fmt_ms(r.latency_s * 1000),
             r.run_id,
         )
+    for extra in extras:
+        table.add_row(*_summary_row(extra))
     console.print(table)
     console.print(f"\nTraces are stored in {escape(store)}. Inspect them with:")
     console.print(f"  {command} traces list", markup=False, highlight=False, soft_wrap=True)
@@ -240,3 +278,32 @@ def _print_report(
             highlight=False,
             soft_wrap=True,
         )
+    for extra in extras:
+        if extra.main_run is not None:
+            console.print(
+                f"  {escape(command)} traces show {extra.main_run.run_id}   "
+                f"[dim]# {escape(extra.name)}[/]",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+def _summary_row(extra: ScenarioReport) -> list[str]:
+    """A scenario's line of the summary: its runs added up, the main run's outcome and id."""
+    main = extra.main_run
+    if main is None:
+        return [extra.name, "[yellow]skipped[/]", *["—"] * 5, ""]
+    runs = extra.runs
+    mark = "" if extra.as_expected else " [red](not as expected)[/]"
+    name = extra.name if len(runs) == 1 else f"{extra.name} ({len(runs)} runs)"
+    costs = [r.cost_usd for r in runs]
+    return [
+        escape(name),
+        render.outcome_text(main.outcome) + mark,
+        str(sum(r.state.turns for r in runs)),
+        str(sum(r.state.tool_calls for r in runs)),
+        str(sum(r.usage.total_tokens for r in runs)),
+        render.fmt_cost(None if None in costs else sum(c or 0.0 for c in costs)),
+        render.fmt_ms(sum(r.latency_s for r in runs) * 1000),
+        main.run_id,
+    ]
