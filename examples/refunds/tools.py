@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 ORDERS: dict[int, tuple[str, float]] = {
-    1002: ("delivered", 249.99),
+    1002: ("delivered", 320.00),
     1003: ("returned", 1899.00),
     1042: ("in transit", 59.90),
 }

@@ -3,6 +3,7 @@ and the guards (prompt injection, personal data and secrets, deny lists, allowed
 functions, an LLM judge, spotlighting), built from a spec's ``guards`` section by
 ``build_guards``."""
 
+from tether.controls.approvals import Approval
 from tether.controls.authz import Authorizer, AuthzRequest, AuthzVerdict, CedarAuthorization
 from tether.controls.guard_base import CHANNELS, GuardControl, GuardResult
 from tether.controls.guard_build import build_guards
@@ -28,6 +29,7 @@ from tether.controls.pipeline import (
 __all__ = [
     "ALLOW",
     "CHANNELS",
+    "Approval",
     "Authorizer",
     "AuthzRequest",
     "AuthzVerdict",

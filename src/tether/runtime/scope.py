@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
 from tether.controls import Control, Hook, HookContext, LimitsControl, LoopBreaker, Pipeline
+from tether.controls.approvals import Approval
 from tether.controls.limits import limit_message
 from tether.controls.pipeline import RunRisk
 from tether.core import (
@@ -74,6 +75,8 @@ TraceTarget: TypeAlias = "TraceSink | str | bool | None"
 SQLite store in ``TETHER_HOME``), a database URL, any ``TraceSink``, or ``False`` for none."""
 T = TypeVar("T")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
+RESUMED_FROM = "resumed_from"
+"""Metadata of a resumed run (and attribute of its record): the paused run it goes on from."""
 PLANNER_NOTE = (
     "Plan first: reply with every tool call needed to answer, all at once. You will then get "
     "their results and write the answer."
@@ -177,6 +180,42 @@ class Harness:
             paradigm=paradigm,
         )
 
+    def resume_run(self, paused: RunState, *, approvals: Sequence[Approval] = ()) -> RunScope:
+        """A scope that goes on from a paused run's state: a new run (its own id, in the same
+        trace, ``resumed_from`` in its metadata) with the conversation, usage, cost, counts
+        and tool history so far, for the same agent, caller and entry point. ``approvals``
+        are people's answers to the calls it was paused on; it starts with those calls
+        (``state.pending_tool_calls``). The run's ``timeout_s`` counts from the resume."""
+        agent = AgentRef(name=paused.agent_name, version=paused.agent_version)
+        scope = self.open_run(
+            paused.input,
+            agent=agent if paused.agent_name else None,
+            caller=paused.caller,
+            entry_point=paused.entry_point,
+            kind=paused.kind,
+            trace_id=paused.trace_id,
+            metadata={**paused.metadata, RESUMED_FROM: paused.run_id},
+            paradigm=paused.paradigm,
+        )
+        fresh = scope.state
+        scope.state = paused.model_copy(
+            deep=True,
+            update={
+                "run_id": fresh.run_id,
+                "metadata": fresh.metadata,
+                "status": "running",
+                "outcome": None,
+                "output": None,
+                "stop_reason": None,
+                "error": None,
+                "hint": None,
+                "awaiting_approval": None,
+                "started_ns": 0,
+            },
+        )
+        scope.approvals = {a.call_id: a for a in approvals}
+        return scope
+
     async def aclose(self) -> None:
         """Close the HTTP clients of the models and tools (they reopen when used)."""
         for part in (*self.chain, *self.tools.values()):
@@ -263,6 +302,9 @@ class RunScope:
         self.message_cache: MessageCache = {}
         self.risk = RunRisk()
         """What the guards have found in this run so far (``HookContext.risk``)."""
+        self.approvals: dict[str, Approval] = {}
+        """A resumed run: people's answers to the calls it was paused on, by call id
+        (``HookContext.approvals``; each settles its call once)."""
         self.pipeline = harness.pipeline
         self._record: RunRecord | None = None
         self._root: SpanRecord | None = None
@@ -300,6 +342,7 @@ class RunScope:
             entry_point=self.entry_point,
             agent=self.agent,
             risk=self.risk,
+            approvals=self.approvals if hook is Hook.BEFORE_TOOL else None,
             **kw,
         )
 
