@@ -107,6 +107,14 @@ async def test_an_approved_call_runs_once_on_resume_and_the_audit_log_says_who(
     )
     run, _, _ = trace_of(sqlite_url, resumed.run_id)
     assert run.attributes["resumed_from"] == paused.run_id
+    # The result counts the whole conversation (limits do); each record what its run did.
+    before, _, _ = trace_of(sqlite_url, paused.run_id)
+    assert (before.turns, run.turns, resumed.state.turns) == (1, 1, 2)
+    assert (before.tool_calls, run.tool_calls, resumed.state.tool_calls) == (0, 1, 1)
+    assert before.input_tokens + run.input_tokens == resumed.usage.input_tokens
+    assert run.input_tokens > 0 and before.input_tokens > 0
+    assert before.cost_usd is not None and run.cost_usd is not None
+    assert before.cost_usd + run.cost_usd == pytest.approx(resumed.state.cost_usd)
 
     entries = audit_entries(sqlite_url)
     kinds = [e.kind for e in entries]

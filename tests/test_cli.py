@@ -150,24 +150,31 @@ def test_demo_console_script(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     scenarios = ("normal answer", "recovered tool error", "loop broken", "limit tripped")
     guards = ("injection caught", "personal data masked", "schema re-asked")
-    issue_14 = ("refund denied by policy", "failing upstream", "sandboxed calculation")
+    issue_14 = (
+        "refund denied by policy",
+        "refund approved by a person",
+        "failing upstream",
+        "sandboxed calculation",
+    )
     for scenario in (*scenarios, *guards, *issue_14):
         assert scenario in proc.stdout
     assert f"tether --database-url {db} traces show" in proc.stdout
     code, out = invoke("traces", "list", "--json", "-n", "100", db=db)
     assert code == 0
     outcomes = sorted(r["outcome"] for r in json.loads(out)["runs"])
-    # 5 support answers, the refund, 6 runs of the failing upstream, the calculation (CI has
-    # bubblewrap; where the sandbox cannot run, that scenario is skipped and makes no run).
-    answers = 5 + 1 + 6 + (1 if sandbox_available() else 0)
-    assert outcomes == [*["final_answer"] * answers, "limit_exceeded", "loop_detected"]
+    # 5 support answers, the denied refund, the approved one resumed (its paused run:
+    # escalated), 6 runs of the failing upstream, the calculation (CI has bubblewrap; where
+    # the sandbox cannot run, that scenario is skipped and makes no run).
+    answers = 5 + 1 + 1 + 6 + (1 if sandbox_available() else 0)
+    finals = ["final_answer"] * answers
+    assert outcomes == ["escalated", *finals, "limit_exceeded", "loop_detected"]
     # Every `traces show` command the demo prints works as printed.
     shown = [
         line.split("traces show ", 1)[1].split()[0]
         for line in proc.stdout.splitlines()
         if "traces show " in line
     ]
-    assert len(shown) == 9 + sandbox_available()  # one per scenario that made runs
+    assert len(shown) == 10 + sandbox_available()  # one per scenario that made runs
     for run_id in shown:
         code, out = invoke("traces", "show", run_id, "--json", db=db)
         assert code == 0, out

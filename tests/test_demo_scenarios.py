@@ -20,6 +20,7 @@ from tether.cli.demo import examples_dir
 from tether.cli.demo_scenarios import (
     SCENARIOS,
     failing_upstream_scenario,
+    refund_approved,
     refund_denied,
     sandboxed_calculation,
 )
@@ -37,8 +38,8 @@ def shown(report: ScenarioReport) -> str:
     return console.export_text()
 
 
-def test_the_demo_runs_the_three_scenarios_in_order() -> None:
-    assert SCENARIOS[0] is refund_denied
+def test_the_demo_runs_the_scenarios_in_order() -> None:
+    assert SCENARIOS[:2] == [refund_denied, refund_approved]
     assert failing_upstream_scenario in SCENARIOS
     assert SCENARIOS.index(failing_upstream_scenario) < SCENARIOS.index(sandboxed_calculation)
     assert examples_dir() == EXAMPLES  # a checkout: the repository's examples
@@ -86,6 +87,30 @@ def test_a_refund_over_the_cap_is_denied_naming_the_policy(sqlite_url: str) -> N
         "refund-cap",
         "small-refunds",
     ]
+
+
+def test_a_refund_needing_approval_pauses_is_approved_and_runs_once(sqlite_url: str) -> None:
+    report = asyncio.run(refund_approved(writer_for(sqlite_url), EXAMPLES))
+
+    assert report.as_expected, report.to_json()
+    paused, resumed = report.runs
+    assert (paused.outcome, resumed.outcome) == ("escalated", "final_answer")
+    assert report.main_run is resumed
+    data = report.to_json()
+    assert data["approval"]["approver"] == "demo-manager" and data["refunds_made"] == 1
+    assert '"refunded":250.0' in data["output"]
+    text = shown(report)
+    assert "needs approval under Cedar policy refund-approval" in text
+    assert f"by demo-manager (checked the order), then resumed as run {resumed.run_id}" in text
+    assert "tools: lookup_order✓, issue_refund✓  outcome final_answer" in text
+
+    from tether.store.audit import iter_audit
+
+    with Store(sqlite_url).engine.connect() as conn:
+        kinds = [(e.kind, e.run_id) for e, _, _ in iter_audit(conn)]
+    assert ("approval", paused.run_id) in kinds and ("run_resumed", paused.run_id) in kinds
+    run, _, _ = trace_of(sqlite_url, resumed.run_id)
+    assert run.attributes["resumed_from"] == paused.run_id
 
 
 def test_the_refund_policies_pass_their_own_fixtures() -> None:
@@ -155,7 +180,7 @@ def test_the_demo_without_bubblewrap_ends_well_saying_the_sandbox_was_skipped(
     db = f"sqlite:///{tmp_path / 'demo.db'}"
     proc = run_cli("--database-url", db, "demo", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "10. sandboxed calculation (calculator) (skipped)" in proc.stdout
+    assert "11. sandboxed calculation (calculator) (skipped)" in proc.stdout
     assert "the sandbox fails closed, so no code ran" in proc.stdout
-    assert "sandboxed calculation     │ skipped" in proc.stdout
-    assert proc.stdout.count("traces show ") == 9  # every scenario that made a run
+    assert "sandboxed calculation                │ skipped" in proc.stdout
+    assert proc.stdout.count("traces show ") == 10  # every scenario that made a run

@@ -546,8 +546,9 @@ def traces_show(ctx: click.Context, run_or_trace_id: str, as_json: bool) -> None
 def demo(ctx: click.Context, as_json: bool) -> None:
     """Run the example agents offline: a normal answer, a recovered tool error, a broken
     loop, a tripped limit, an injection caught, personal data masked, a wrong answer
-    re-asked, a refund denied by a Cedar policy, a failing upstream behind a circuit breaker
-    and a sandboxed calculation, then show how to inspect each trace."""
+    re-asked, a refund denied by a Cedar policy, one approved by a person, a failing upstream
+    behind a circuit breaker and a sandboxed calculation, then show how to inspect each
+    trace."""
     from tether.cli.demo import run_demo
 
     run_demo(database_url(ctx), console=console, as_json=as_json, command=tether_command(ctx))

@@ -4,7 +4,8 @@ guards (an injection hidden in a tool's output caught while the run answers from
 customer's e-mail and card number masked before the model and the trace see them, an answer
 that breaks the required schema re-asked and fixed), then the scenarios of
 ``tether.cli.demo_scenarios`` (a refund denied by a Cedar policy, a failing upstream served by
-the fallback while the circuit breaker opens, a calculation run in the sandbox)."""
+the fallback while the circuit breaker opens, a calculation run in the sandbox, and a refund a
+person approves before the run goes on)."""
 
 from __future__ import annotations
 
@@ -203,9 +204,11 @@ def _tool_mark(content: str) -> str:
     return "✗" if content.startswith("Error") else "✓"
 
 
-def print_run(console: Console, text: str, r: RunResult) -> None:
-    """One run of the demo: the user's message, the answer, the tools and the outcome."""
-    console.print(f"[cyan]user:[/]  {escape(text)}", highlight=False)
+def print_run(console: Console, text: str, r: RunResult, *, user: bool = True) -> None:
+    """One run of the demo: the user's message (unless ``user`` is false), the answer, the
+    tools and the outcome."""
+    if user:
+        console.print(f"[cyan]user:[/]  {escape(text)}", highlight=False)
     console.print(f"[cyan]agent:[/] {escape(r.output.rstrip())}", highlight=False)
     if r.state.input != text:  # a guard masked the message: what the model and trace got
         console.print(f"[dim]stored: {escape(r.state.input)}[/]", highlight=False)
@@ -293,9 +296,12 @@ def _summary_row(extra: ScenarioReport) -> list[str]:
     main = extra.main_run
     if main is None:
         return [extra.name, "[yellow]skipped[/]", *["—"] * 5, ""]
-    runs = extra.runs
+    # A resumed run's result counts the paused run's conversation too: leave that one out.
+    resumed = {r.state.metadata.get("resumed_from") for r in extra.runs}
+    runs = [r for r in extra.runs if r.run_id not in resumed]
     mark = "" if extra.as_expected else " [red](not as expected)[/]"
-    name = extra.name if len(runs) == 1 else f"{extra.name} ({len(runs)} runs)"
+    n = len(extra.runs)
+    name = extra.name if n == 1 else f"{extra.name} ({n} runs)"
     costs = [r.cost_usd for r in runs]
     return [
         escape(name),

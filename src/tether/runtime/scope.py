@@ -29,6 +29,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
@@ -214,6 +215,7 @@ class Harness:
             },
         )
         scope.approvals = {a.call_id: a for a in approvals}
+        scope._carried = _Totals.of(paused)
         return scope
 
     async def aclose(self) -> None:
@@ -222,6 +224,48 @@ class Harness:
             close = getattr(part, "aclose", None)
             if close is not None:
                 await close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Totals:
+    """What a run's record counts: tokens, cost, unpriced calls, turns, tool calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced_calls: int = 0
+    turns: int = 0
+    tool_calls: int = 0
+
+    @classmethod
+    def of(cls, state: RunState) -> _Totals:
+        u = state.usage
+        return cls(
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_input_tokens,
+            state.cost_usd,
+            state.unpriced_calls,
+            state.turns,
+            state.tool_calls,
+        )
+
+    def minus(self, before: _Totals) -> _Totals:
+        if before == _NOTHING:  # not a resumed run: nothing to take away
+            return self
+        return _Totals(
+            self.input_tokens - before.input_tokens,
+            self.output_tokens - before.output_tokens,
+            self.cached_input_tokens - before.cached_input_tokens,
+            self.cost_usd - before.cost_usd,
+            self.unpriced_calls - before.unpriced_calls,
+            self.turns - before.turns,
+            self.tool_calls - before.tool_calls,
+        )
+
+
+_NOTHING = _Totals()
 
 
 def _input_redactor(controls: Sequence[Control]) -> Callable[[str], str] | None:
@@ -305,6 +349,9 @@ class RunScope:
         self.approvals: dict[str, Approval] = {}
         """A resumed run: people's answers to the calls it was paused on, by call id
         (``HookContext.approvals``; each settles its call once)."""
+        self._carried = _NOTHING
+        """A resumed run: the paused run's totals, which its state goes on from (limits count
+        the whole conversation) and its record leaves out (each run records what it did)."""
         self.pipeline = harness.pipeline
         self._record: RunRecord | None = None
         self._root: SpanRecord | None = None
@@ -452,15 +499,14 @@ class RunScope:
     def _finish(self) -> None:
         state, span, run = self.state, self._root, self._record
         assert span is not None and run is not None
+        own = _Totals.of(state).minus(self._carried)  # a resumed run: what it did itself
         outcome = None if state.outcome is None else state.outcome.value
         span.attributes[semconv.TETHER_RUN_OUTCOME] = outcome
-        span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = state.usage.input_tokens
-        span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = state.usage.output_tokens
-        if not state.unpriced_calls:  # unknown is not zero: leave it out
-            span.attributes[semconv.TETHER_COST_USD] = state.cost_usd
-        unpriced = (
-            {semconv.TETHER_COST_UNPRICED: state.unpriced_calls} if state.unpriced_calls else {}
-        )
+        span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = own.input_tokens
+        span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = own.output_tokens
+        if not own.unpriced_calls:  # unknown is not zero: leave it out
+            span.attributes[semconv.TETHER_COST_USD] = own.cost_usd
+        unpriced = {semconv.TETHER_COST_UNPRICED: own.unpriced_calls} if own.unpriced_calls else {}
         span.attributes.update(unpriced)
         error = stored_payload(state.error)
         if error and state.hint:
@@ -478,12 +524,12 @@ class RunScope:
                 input=stored_payload(self._stored_input()),
                 output=stored_payload(state.output),
                 ended_ns=span.end_ns,
-                input_tokens=state.usage.input_tokens,
-                output_tokens=state.usage.output_tokens,
-                cached_input_tokens=state.usage.cached_input_tokens,
-                cost_usd=state.cost_usd,
-                turns=state.turns,
-                tool_calls=state.tool_calls,
+                input_tokens=own.input_tokens,
+                output_tokens=own.output_tokens,
+                cached_input_tokens=own.cached_input_tokens,
+                cost_usd=own.cost_usd,
+                turns=own.turns,
+                tool_calls=own.tool_calls,
                 error=error,
                 attributes={
                     **run.attributes,

@@ -13,12 +13,14 @@ from tether.cli.demo_scenarios.failing_upstream import (
     print_failing_upstream,
     run_failing_upstream,
 )
+from tether.cli.demo_scenarios.refund_approved import refund_approved
 from tether.cli.demo_scenarios.refund_denied import refund_denied
 from tether.cli.demo_scenarios.report import Scenario, ScenarioReport
 from tether.cli.demo_scenarios.sandboxed_calculation import sandboxed_calculation
 
 SCENARIOS: list[Scenario] = [
     refund_denied,
+    refund_approved,
     failing_upstream_scenario,
     sandboxed_calculation,
 ]
@@ -33,6 +35,7 @@ __all__ = [
     "failing_upstream_demo",
     "failing_upstream_scenario",
     "print_failing_upstream",
+    "refund_approved",
     "refund_denied",
     "run_failing_upstream",
     "sandboxed_calculation",
