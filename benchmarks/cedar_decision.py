@@ -16,7 +16,11 @@ risk, budget and time in the context) against the same policies and tool schema:
                   well, the request validated against the schema on each call.
   cedarpy-floor   the same without the schema per call and with the context Tether sends
                   (the attributes the policies name; its types are the ones the policies were
-                  validated against): what Tether adds is its own Python work per call.
+                  validated against), through cedarpy's ``is_authorized`` wrapper.
+  extension-floor cedarpy's extension function (``cedarpy._internal.is_authorized_batch``,
+                  which ``is_authorized`` wraps and Tether calls) with that request, its
+                  context as JSON text made once, the answer not read: Cedar's own work, the
+                  floor under everything Tether does per call.
 
 Every contender's decision is checked to be the same before timing. Then ``--rounds`` rounds
 of ``--calls`` calls per contender, the order rotating each round; each call is timed with
@@ -173,11 +177,19 @@ def contenders(authorizer: Authorizer) -> dict[str, Callable[[], bool]]:
     def floor() -> bool:
         return cedarpy.is_authorized(tether_request, policy_set, entities).allowed
 
+    extension = cedarpy._internal.is_authorized_batch
+    as_text = [{**tether_request, "context": json.dumps(tether_request["context"])}]
+    inner = entities._inner
+
+    def extension_floor() -> bool:
+        return '"decision":"Allow"' in extension(as_text, policy_set, inner, None, False)[0]
+
     return {
         "tether": tether,
         "cedarpy-naive": naive,
         "cedarpy-parsed": parsed,
         "cedarpy-floor": floor,
+        "extension-floor": extension_floor,
     }
 
 
@@ -251,12 +263,12 @@ def main() -> int:
         f"-> {load_after[0]:.2f})"
     )
     print(
-        f"{'contender':<16}{'p50 µs':>10}{'p99 µs':>10}{'mean µs':>10}{'p50/naive':>11}"
+        f"{'contender':<17}{'p50 µs':>10}{'p99 µs':>10}{'mean µs':>10}{'p50/naive':>11}"
         f"{'p99/naive':>11}{'best-round p99':>16}"
     )
     for name, f in results.items():
         print(
-            f"{name:<16}{f['p50_us']:>10.1f}{f['p99_us']:>10.1f}{f['mean_us']:>10.1f}"
+            f"{name:<17}{f['p50_us']:>10.1f}{f['p99_us']:>10.1f}{f['mean_us']:>10.1f}"
             f"{f['p50_vs_naive']:>11.3f}{f['p99_vs_naive']:>11.3f}"
             f"{f['best_round_p99_us']:>16.1f}"
         )

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from tether import tool
 from tether.controls import Authorizer, AuthzRequest, CedarAuthorization, Hook, HookContext
-from tether.controls.authz import Budget, Risk, schema_text
+from tether.controls.authz import Budget, Risk, _asker, schema_text
 from tether.controls.pipeline import Verdict
 from tether.core import AgentRef, Caller, Outcome, SpecError
 from tether.providers import ToolCall
@@ -601,3 +601,81 @@ def test_inexact_decimals_are_refused(number: float) -> None:
 
     with pytest.raises(Refused):
         exact_decimal(number, "x")
+
+
+# --- asking Cedar ------------------------------------------------------------------------------
+
+
+def test_the_time_record_holds_only_what_policies_name(tmp_path: Path) -> None:
+    hours = load(
+        tmp_path,
+        """\
+        permit(principal, action == Tether::Action::"lookup", resource)
+        when { context.time.hour >= 9 };
+        """,
+    )
+    assert hours.context(AuthzRequest("lookup", {"query": "x"})) == {"time": {"hour": 12}}
+    dated = load(
+        tmp_path,
+        """\
+        permit(principal, action == Tether::Action::"lookup", resource)
+        when { context.time.now < datetime("2027-01-01") && context.time.weekday <= 5 };
+        """,
+    )
+    assert dated.context(AuthzRequest("lookup", {"query": "x"}))["time"] == {
+        "now": {"__extn": {"fn": "datetime", "arg": "2026-11-23T12:00:00Z"}},
+        "weekday": 1,
+    }
+    assert dated.decide(AuthzRequest("lookup", {"query": "x"})).effect == "allow"
+
+
+ERRING = (
+    POLICIES
+    + """
+@id("overflow")
+forbid(principal, action == Tether::Action::"lookup", resource)
+when { context.args.limit * 9223372036854775807 > 0 };
+"""
+)
+ASKED = [
+    AuthzRequest("issue_refund", {"order_id": 1, "amount": 5}, caller=SUPPORT),
+    AuthzRequest("issue_refund", {"order_id": 1, "amount": 500}, caller=SUPPORT),
+    AuthzRequest("issue_refund", {"order_id": 1, "amount": 5}),
+    AuthzRequest("issue_refund", {"order_id": 1, "amount": 5}, caller=SUPPORT, risk=Risk(0.9)),
+    AuthzRequest("issue_refund", {"order_id": 1, "amount": 5}, caller=Caller(end_user="mallory")),
+    AuthzRequest("lookup", {"query": "x", "limit": 2}),
+    AuthzRequest("lookup", {"query": "x", "limit": 0}),
+]
+
+
+def test_cedar_is_asked_directly_with_the_same_answers_as_through_cedarpy(
+    tmp_path: Path,
+) -> None:
+    """Tether calls cedarpy's extension itself (cheaper than ``is_authorized``); where the
+    extension does not answer a probe as ``is_authorized`` does, it asks through that.
+    Both ways give the same verdict for allows, denials, escalations and evaluation errors."""
+    direct = load(tmp_path, ERRING)
+    assert direct._ask.__name__ == "direct"
+    answers = [direct.decide(r) for r in ASKED]
+    assert [v.effect for v in answers] == [
+        "allow",
+        "escalate",
+        "deny",
+        "deny",
+        "deny",
+        "deny",
+        "allow",
+    ]
+    assert "a Cedar policy failed to evaluate" in answers[5].reason
+
+    def changed(*args: Any) -> list[str]:  # an extension that answers otherwise
+        return ['{"decision": "Allow", "diagnostics": {"reason": [], "errors": []}}']
+
+    def broken(*args: Any) -> list[str]:  # one that takes other arguments
+        raise TypeError("is_authorized_batch() takes 2 positional arguments")
+
+    for batch in (changed, broken, None):
+        public = load(tmp_path, ERRING)
+        public._ask = _asker(public.loaded.policy_set, public._entities, batch)
+        assert public._ask.__name__ == "public"
+        assert [public.decide(r) for r in ASKED] == answers

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from fakes.cli import run_cli
+from fakes.traces import control_decisions
 from tether import Agent
 from tether.core import SpecError
 from tether.spec import load_spec
-from tether.store import Store
-from tether.trace import semconv, writer_for
+from tether.trace import semconv
 
 TOOLS_PY = """\
 from pathlib import Path
@@ -104,14 +104,7 @@ def calls(tmp_path: Path) -> list[str]:
 
 
 def decisions(url: str, run_id: str) -> list[dict[str, Any]]:
-    writer_for(url).flush()
-    events = Store(url).get_events(run_id)
-    return [
-        e.attributes
-        for e in events
-        if e.name == semconv.EVENT_CONTROL_DECISION
-        and e.attributes[semconv.TETHER_CONTROL_NAME] == "cedar_authorization"
-    ]
+    return control_decisions(url, run_id, "cedar_authorization")
 
 
 async def test_a_denied_call_is_refused_and_recorded_as_a_block(

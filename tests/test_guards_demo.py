@@ -22,7 +22,15 @@ def test_the_demo_shows_the_guards_at_work(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     out = io.StringIO()
     run_demo(url, console=Console(file=out, width=200), as_json=True)
-    results = {r["scenario"]: r for r in json.loads(out.getvalue())}
+    listed = json.loads(out.getvalue())
+    results = {r["scenario"]: r for r in listed}
+    # The issue-14 scenarios follow the support agent's, each with its name.
+    assert [r["scenario"] for r in listed[-4:]] == [
+        "refund denied by policy",
+        "refund approved by a person",
+        "failing upstream",
+        "sandboxed calculation",
+    ]
 
     caught = results["injection caught"]
     assert caught["outcome"] == "final_answer"

@@ -11,6 +11,7 @@ def test_exported_names() -> None:
             "Agent",
             "AgentRef",
             "AgentSpec",
+            "Approval",
             "Caller",
             "EntryPoint",
             "Harness",

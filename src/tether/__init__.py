@@ -18,7 +18,15 @@ from tether.core import (
 from tether.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from tether.controls import Control, Decision, Hook, HookContext, LimitsControl, LoopBreaker
+    from tether.controls import (
+        Approval,
+        Control,
+        Decision,
+        Hook,
+        HookContext,
+        LimitsControl,
+        LoopBreaker,
+    )
     from tether.providers import (
         Message,
         Model,
@@ -41,6 +49,7 @@ __getattr__, __dir__ = lazy_exports(
     globals(),
     {
         "tether.controls": (
+            "Approval",
             "Control",
             "Decision",
             "Hook",
@@ -80,6 +89,7 @@ __all__ = [
     "Agent",
     "AgentRef",
     "AgentSpec",
+    "Approval",
     "Caller",
     "Control",
     "Decision",

@@ -13,3 +13,16 @@ def trace_of(url: str, run_id: str) -> tuple[Any, list[Any], list[Any]]:
     writer_for(url).flush()
     store = Store(url)
     return store.get_run(run_id), store.get_spans(run_id), store.get_events(run_id)
+
+
+def control_decisions(url: str, run_id: str, control: str) -> list[dict[str, Any]]:
+    """The attributes of one control's decision events in a run, in order."""
+    from tether.trace import semconv
+
+    _, _, events = trace_of(url, run_id)
+    return [
+        e.attributes
+        for e in events
+        if e.name == semconv.EVENT_CONTROL_DECISION
+        and e.attributes[semconv.TETHER_CONTROL_NAME] == control
+    ]

@@ -11,6 +11,7 @@ import sys
 import click
 
 from tether.cli import render
+from tether.cli.approvals import approvals, resume
 from tether.cli.audit import audit
 from tether.cli.base import (
     EXIT_OK,
@@ -73,9 +74,11 @@ def _show_library_warnings() -> None:
 @click.pass_context
 @handle_errors
 def demo(ctx: click.Context, as_json: bool) -> None:
-    """Run the example support agents offline: a normal answer, a recovered tool error, a
-    broken loop, a tripped limit, an injection caught, personal data masked and a wrong
-    answer re-asked, then show how to inspect each trace."""
+    """Run the example agents offline: a normal answer, a recovered tool error, a broken
+    loop, a tripped limit, an injection caught, personal data masked, a wrong answer
+    re-asked, a refund denied by a Cedar policy, one approved by a person, a failing upstream
+    behind a circuit breaker, a sandboxed calculation and a budget running out, then show how
+    to inspect each trace."""
     from tether.cli.demo import run_demo
 
     run_demo(database_url(ctx), console=console, as_json=as_json, command=tether_command(ctx))
@@ -92,6 +95,8 @@ for command in (
     policy,
     sandbox,
     audit,
+    approvals,
+    resume,
 ):
     cli.add_command(command)
 

@@ -117,6 +117,21 @@ def run(ctx: click.Context, file: Path, input_text: str, as_json: bool, stream: 
     agent = Agent.from_yaml(file, trace=writer_for(url))
     printer = StreamPrinter() if stream else None
     result = asyncio.run(_run_once(agent, input_text, printer))
+    report_run(ctx, result, settings, as_json=as_json, printer=printer, spec=file)
+
+
+def report_run(
+    ctx: click.Context,
+    result: RunResult,
+    settings: Settings,
+    *,
+    as_json: bool,
+    printer: StreamPrinter | None = None,
+    spec: Path | None = None,
+) -> None:
+    """Print a run's result as ``tether run`` does, and exit with its status (0 final answer,
+    3 stopped by a control, 1 failed). A run paused on a tool call gets the commands that
+    approve or deny it and resume the run (from ``spec``, the agent's file)."""
     if as_json:  # the output as the trace stores it (clipped past TETHER_MAX_PAYLOAD_CHARS)
         click.echo(render.dumps(render.result_json(result, settings.max_payload_chars)))
     else:
@@ -129,6 +144,10 @@ def run(ctx: click.Context, file: Path, input_text: str, as_json: bool, stream: 
             highlight=False,
             soft_wrap=True,  # a command to copy must stay on one line
         )
+        if result.state.awaiting_approval is not None and spec is not None:
+            from tether.cli.approvals import print_next_steps
+
+            print_next_steps(ctx, result.run_id, spec)
     if result.status == "failed":
         sys.exit(EXIT_ERROR)
     if not result.ok:

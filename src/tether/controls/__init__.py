@@ -3,6 +3,7 @@ budgets and rate limits (``BudgetControl``, from a spec's ``budgets`` section), 
 (prompt injection, personal data and secrets, deny lists, allowed topics, Python functions, an
 LLM judge, spotlighting), built from a spec's ``guards`` section by ``build_guards``."""
 
+from tether.controls.approvals import Approval
 from tether.controls.authz import Authorizer, AuthzRequest, AuthzVerdict, CedarAuthorization
 from tether.controls.budgets import BudgetControl
 from tether.controls.guard_base import CHANNELS, GuardControl, GuardResult
@@ -31,6 +32,7 @@ from tether.controls.pipeline import (
 __all__ = [
     "ALLOW",
     "CHANNELS",
+    "Approval",
     "Authorizer",
     "AuthzRequest",
     "AuthzVerdict",

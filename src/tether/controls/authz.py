@@ -253,6 +253,9 @@ class Authorizer:
         self._principals: dict[tuple[str, str, Caller], cedarpy.Entities] = {}
         self._read = _named(loaded.text)
         self._all = _named(json.dumps(self.schema_json))
+        self._targets = {name: (_uid(ACTION, name), _uid(TOOL, name)) for name in tools}
+        """Each tool's action and resource, as Cedar requests name them."""
+        self._ask = _asker(loaded.policy_set, self._entities)
 
     @classmethod
     def load(
@@ -323,15 +326,13 @@ class Authorizer:
             out["budget"] = _budget_context(request.budget, read)
         if "time" in read:
             now = (request.now or self._clock()).astimezone(UTC).replace(microsecond=0)
-            out["time"] = _time_context(now)
+            out["time"] = _time_context(now, read)
         if "entry_point" in read:
             out["entry_point"] = request.entry_point.value
         return out
 
     def decide(self, request: AuthzRequest) -> AuthzVerdict:
         """Allow, deny or escalate one call (default deny; fails closed on any error)."""
-        import cedarpy
-
         tool = request.tool
         if tool not in self._args:
             known = ", ".join(self._args) or "none"
@@ -343,25 +344,25 @@ class Authorizer:
         except Refused as exc:
             return AuthzVerdict("deny", f"tool {tool!r}: argument {exc}")
         agent = request.agent or self.agent
+        action, resource = self._targets[tool]
         cedar_request = {
             "principal": _uid(AGENT, agent.name),
-            "action": _uid(ACTION, tool),
-            "resource": _uid(TOOL, tool),
+            "action": action,
+            "resource": resource,
             "context": context,
         }
         # No schema here: the context is built from the same types the policies were
         # validated against, and checking it again costs more than the decision itself.
-        result = cedarpy.is_authorized(
-            cedar_request, self.loaded.policy_set, self._with_principal(agent, request.caller)
+        allowed, reasons, errors = self._ask(
+            cedar_request, self._with_principal(agent, request.caller)
         )
-        errors = result.diagnostics.errors
         if errors:
             return AuthzVerdict(
                 "deny", f"tool {tool!r} denied: a Cedar policy failed to evaluate: {errors[0]}"
             )
-        infos = [self.loaded.policies[p] for p in result.diagnostics.reasons]
+        infos = [self.loaded.policies[p] for p in reasons]
         labels = tuple(p.label for p in infos)
-        if result.decision != cedarpy.Decision.Allow:
+        if not allowed:
             if not infos:
                 why = "no Cedar policy permits it (default deny)"
                 return AuthzVerdict("deny", f"tool {tool!r} denied: {why}")
@@ -377,6 +378,66 @@ class Authorizer:
         return AuthzVerdict(
             "allow", f"tool {tool!r} permitted by Cedar {_policies(labels)}", labels
         )
+
+
+Answer = tuple[bool, list[str], list[str]]
+"""Cedar's answer to one request: whether it is allowed, the deciding policies' ids, the
+errors."""
+Ask = Callable[[dict[str, Any], "cedarpy.Entities"], Answer]
+"""Asks Cedar one request with the given entities."""
+
+
+_EXTENSION = object()
+"""``_asker``'s default: cedarpy's own extension function."""
+
+
+def _asker(
+    policy_set: cedarpy.PolicySet, entities: cedarpy.Entities, batch: Any = _EXTENSION
+) -> Ask:
+    """How a decision is asked of Cedar. cedarpy's ``is_authorized`` wraps its extension's
+    ``is_authorized_batch``: it copies the request, writes the context with the standard
+    ``json`` module, reads the answer with it and builds result objects, about a quarter of a
+    decision. Tether calls the extension itself (as cedarpy's own wrapper does: the context
+    as JSON text, the entities' inner handle), writing and reading JSON with orjson; where the
+    extension does not answer a probe request as ``is_authorized`` does (another cedarpy), it
+    asks through ``is_authorized``. ``batch``: the extension function to try (tests)."""
+    import cedarpy
+    import orjson
+
+    def public(
+        request: dict[str, Any], ents: cedarpy.Entities
+    ) -> tuple[bool, list[str], list[str]]:
+        result = cedarpy.is_authorized(request, policy_set, ents)
+        diagnostics = result.diagnostics
+        return result.allowed, list(diagnostics.reasons), list(diagnostics.errors)
+
+    if batch is _EXTENSION:
+        batch = getattr(getattr(cedarpy, "_internal", None), "is_authorized_batch", None)
+
+    def direct(
+        request: dict[str, Any], ents: cedarpy.Entities
+    ) -> tuple[bool, list[str], list[str]]:
+        asked = {**request, "context": orjson.dumps(request["context"]).decode()}
+        assert batch is not None
+        (text,) = batch([asked], policy_set, ents._inner, None, False)
+        answer = orjson.loads(text)
+        diagnostics = answer["diagnostics"]
+        return answer["decision"] == "Allow", diagnostics["reason"], diagnostics["errors"]
+
+    # The probe: a principal no entity describes, the action group, an empty context
+    # (policies reading the context error, which both must report alike).
+    probe = {
+        "principal": _uid(AGENT, "probe"),
+        "action": _uid(ACTION, CALL_GROUP),
+        "resource": _uid(TOOL, "probe"),
+        "context": {},
+    }
+    try:
+        if batch is not None and direct(probe, entities) == public(probe, entities):
+            return direct
+    except Exception:  # an extension of another shape: the public call it is
+        pass
+    return public
 
 
 def _budget_context(budget: Budget, read: frozenset[str]) -> dict[str, Any]:
@@ -403,14 +464,18 @@ def _named(text: str) -> frozenset[str]:
     return frozenset(_WORD.findall(text)) | frozenset(_STRING.findall(text))
 
 
-@functools.lru_cache(maxsize=4)
-def _time_context(now: datetime) -> dict[str, Any]:
-    """``context.time`` (to the second: calls within one second share it)."""
-    return {
-        "now": {"__extn": {"fn": "datetime", "arg": now.strftime("%Y-%m-%dT%H:%M:%SZ")}},
-        "hour": now.hour,
-        "weekday": now.isoweekday(),
-    }
+@functools.lru_cache(maxsize=8)
+def _time_context(now: datetime, read: frozenset[str]) -> dict[str, Any]:
+    """``context.time``: the attributes the policies name (Cedar parsing a ``datetime`` it is
+    not asked about costs ~10 µs), to the second (calls within one second share it)."""
+    out: dict[str, Any] = {}
+    if "now" in read:
+        out["now"] = {"__extn": {"fn": "datetime", "arg": now.strftime("%Y-%m-%dT%H:%M:%SZ")}}
+    if "hour" in read:
+        out["hour"] = now.hour
+    if "weekday" in read:
+        out["weekday"] = now.isoweekday()
+    return out
 
 
 def _policies(labels: Sequence[str]) -> str:

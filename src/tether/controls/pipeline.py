@@ -22,6 +22,13 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tether.controls.approvals import (
+    APPROVAL_APPROVED,
+    APPROVAL_BY,
+    APPROVAL_ENTRY,
+    Approval,
+    settled,
+)
 from tether.core import AgentRef, Caller, EntryPoint, Outcome, TetherError, describe_exception
 from tether.providers import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
 from tether.spec import Limits, LoopBreakerConfig
@@ -258,6 +265,10 @@ class HookContext:
     cost limit leaves no room for it. ``shown``: the messages the span stores in place of the
     request's (a judge's, without the text it judges, which its own span keeps as the guards
     leave it). ``None`` outside a run: call the model directly."""
+    approvals: dict[str, Approval] | None = None
+    """``before_tool`` of a resumed run: people's answers to the calls it was paused on, by
+    call id. An escalation of such a call is settled by its answer (once) instead of pausing
+    the run again (``tether.controls.approvals``)."""
 
     @property
     def usage(self) -> Usage:
@@ -394,6 +405,8 @@ class Pipeline:
             if d is None or (d.verdict is Verdict.ALLOW and not control.record_allow):
                 continue
             d = replace(d, control=control.name)
+            if d.verdict is Verdict.ESCALATE and ctx.approvals and ctx.hook is Hook.BEFORE_TOOL:
+                d = settled(d, ctx.call, ctx.approvals)
             self._record(ctx, d, control.quotes_text)
             if d.details and ctx.risk is not None:
                 ctx.risk.note(d.details)
@@ -468,7 +481,9 @@ class Pipeline:
         if d.details:
             attrs = {**d.details, **attrs}  # the standard attributes cannot be overridden
         self.recorder.event(ctx.span_id, semconv.EVENT_CONTROL_DECISION, attrs)
-        if d.verdict is not Verdict.ALLOW:  # every non-allow decision goes to the audit log
+        # Every non-allow decision goes to the audit log, and so does a call let through by a
+        # person's approval.
+        if d.verdict is not Verdict.ALLOW or (d.details and APPROVAL_BY in d.details):
             details: dict[str, Any] = {
                 "control": d.control,
                 "hook": ctx.hook.value,
@@ -479,6 +494,12 @@ class Pipeline:
                 details["outcome"] = d.outcome.value
             if ctx.call is not None:
                 details["tool"] = ctx.call.name
+            if d.details and APPROVAL_BY in d.details:
+                details["approval"] = {
+                    "by": d.details[APPROVAL_BY],
+                    "approved": d.details[APPROVAL_APPROVED],
+                    "entry_id": d.details[APPROVAL_ENTRY],
+                }
             self.recorder.audit("decision", ctx.span_id, _actor(ctx), details)
 
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel
 
 from tether.controls import CedarAuthorization, Control
+from tether.controls.approvals import Approval
 from tether.controls.budget_ledger import BudgetLedger
 from tether.controls.budgets import resolve_budgets
 from tether.controls.guard_build import build_guards
@@ -20,6 +21,7 @@ from tether.providers import Model, ModelSettings, build_model
 from tether.resilience import BreakerStore, resilient_models
 from tether.runtime.chain import StreamHandler
 from tether.runtime.paradigms import PARADIGMS
+from tether.runtime.paradigms import resume as resume_paradigm
 from tether.runtime.result import RunResult
 from tether.runtime.scope import Harness, TraceTarget
 from tether.runtime.spec_check import _check_cost_limit, _naming
@@ -29,6 +31,9 @@ from tether.tools import Tool, build_tools
 from tether.trace import AuditLog, PricingTable
 from tether.trace.audit import POLICY_LOAD
 from tether.trace.pricing import pricing_from_env
+
+if TYPE_CHECKING:
+    from tether.store import StoreReader
 
 __all__ = ["Agent", "TraceTarget"]
 
@@ -186,6 +191,86 @@ class Agent:
             if not (await run.input()).stopped:
                 await PARADIGMS[self.spec.paradigm](run, stream, self.output)
         return run.result()
+
+    def approve(
+        self, run_id: str, *, by: str, reason: str = "", call_id: str | None = None
+    ) -> Approval:
+        """Approve the tool call the paused run ``run_id`` waits on (a control escalated it),
+        as ``by``; recorded in the audit log. :meth:`resume` then lets that call run, once."""
+        from tether.runtime.approvals import decide
+
+        return decide(
+            self._store(), run_id, approved=True, approver=by, reason=reason,
+            call_id=call_id, actor={"via": "sdk"},
+        )  # fmt: skip
+
+    def deny(
+        self, run_id: str, *, by: str, reason: str = "", call_id: str | None = None
+    ) -> Approval:
+        """Deny the tool call the paused run ``run_id`` waits on, as ``by``; recorded in the
+        audit log. :meth:`resume` then refuses that call (the model is told who denied it)."""
+        from tether.runtime.approvals import decide
+
+        return decide(
+            self._store(), run_id, approved=False, approver=by, reason=reason,
+            call_id=call_id, actor={"via": "sdk"},
+        )  # fmt: skip
+
+    async def resume(
+        self,
+        run_id: str,
+        *,
+        stream: StreamHandler | None = None,
+        actor: dict[str, Any] | None = None,
+    ) -> RunResult:
+        """Go on with the run ``run_id``, paused on a tool call a control escalated, once a
+        person has approved or denied that call (:meth:`approve`, ``tether approvals``).
+
+        The run goes on as a new run in the same trace (its metadata ``resumed_from`` names
+        the paused one), from the paused run's conversation, usage and counts, for the same
+        caller. It starts with the calls the paused run stopped at: the approved call runs
+        (once), a denied one is refused and the model is told who denied it; any other call
+        that escalates asks again. A paused run is resumed once; it needs the store it was
+        traced in, and this agent's spec version (what the approval was given under).
+        ``actor`` says who resumes it in the audit log (default: ``{"via": "sdk"}``)."""
+        from tether.runtime.approvals import answers_for, claim_resume, paused_state
+
+        store = self._store()
+        paused = paused_state(store, run_id)
+        if (paused.agent_name, paused.agent_version) != (self.name, self.version):
+            raise TetherError(
+                f"run {paused.run_id} was paused in agent '{paused.agent_name}' version "
+                f"{paused.agent_version}; this is agent '{self.name}' version {self.version}",
+                hint="resume it with the spec it ran under",
+            )
+        pending = paused.awaiting_approval
+        assert pending is not None
+        answers = answers_for(store, paused)
+        if pending.call_id not in answers:
+            raise TetherError(
+                f"nobody has approved or denied call {pending.call_id} ({pending.tool}) of run "
+                f"{paused.run_id} yet",
+                hint=f"tether approvals approve {paused.run_id} --by NAME (or deny)",
+            )
+        scope = self.harness.resume_run(paused, approvals=list(answers.values()))
+        who = {**(actor or {"via": "sdk"}), "agent": self.name, "agent_version": self.version}
+        claim_resume(store, paused, scope.run_id, who)
+        async with scope as run:
+            await resume_paradigm(run, stream, self.output)
+        return run.result()
+
+    def _store(self) -> StoreReader:
+        """The store this agent traces into (its queued records written first)."""
+        sink = self.harness.sink
+        store = getattr(sink, "store", None) or getattr(getattr(sink, "inner", None), "store", None)
+        if store is None:
+            raise TetherError(
+                "approving and resuming runs needs the store the run was traced in; this "
+                "agent traces into none",
+                hint="build the agent with trace=None (the configured store) or a database URL",
+            )
+        sink.flush()
+        return cast("StoreReader", store)
 
     async def aclose(self) -> None:
         """Close the HTTP clients of the agent's models and tools (they reopen when used)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tether.core import Outcome
-from tether.providers import ModelResponse
+from tether.providers import ModelResponse, ToolCall
 from tether.runtime.chain import StreamHandler
 from tether.runtime.scope import PLANNER_NOTE, RunScope
 from tether.trace import semconv
@@ -66,17 +66,41 @@ async def plan_execute(
     if not plan.tool_calls:
         await _answer(run, plan, "the planner", stream, output)
         return
+    await _execute_plan(run, plan.tool_calls, stream, output)
+
+
+async def _execute_plan(
+    run: RunScope,
+    calls: list[ToolCall],
+    stream: StreamHandler | None,
+    output: OutputSchema | None,
+) -> None:
+    """The planned tool calls (under a ``plan`` span), then the solver's answer."""
     attributes = {
-        semconv.TETHER_PLAN_STEPS: len(plan.tool_calls),
-        semconv.TETHER_PLAN_TOOLS: [c.name for c in plan.tool_calls],
+        semconv.TETHER_PLAN_STEPS: len(calls),
+        semconv.TETHER_PLAN_TOOLS: [c.name for c in calls],
     }
     with run.span("plan", "plan", attributes) as span:
-        step = await run.tool_calls(plan.tool_calls, parent_id=span.span_id)
+        step = await run.tool_calls(calls, parent_id=span.span_id)
     if step.stopped:
         return
     answer = (await run.model_call(tools=False, stream=stream)).value
     if answer is not None:
         await _answer(run, answer, "the solver", stream, output)
+
+
+async def resume(
+    run: RunScope, stream: StreamHandler | None = None, output: OutputSchema | None = None
+) -> None:
+    """Go on from a paused run (``Harness.resume_run``): first the tool calls it stopped at,
+    then as its paradigm goes on after tool calls."""
+    pending = list(run.state.pending_tool_calls)
+    if run.state.paradigm == "plan_execute" and run.state.plan:
+        await _execute_plan(run, pending, stream, output)
+        return
+    if (await run.tool_calls(pending)).stopped:
+        return
+    await react(run, stream, output)
 
 
 async def _answer(

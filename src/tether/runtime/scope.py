@@ -29,6 +29,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
 
@@ -42,6 +43,7 @@ from tether.controls import (
     Pipeline,
     Verdict,
 )
+from tether.controls.approvals import Approval
 from tether.controls.budget_ledger import BudgetLedger
 from tether.controls.budgets import BudgetControl, build_budgets
 from tether.controls.guard_base import arguments_redactor, text_redactor
@@ -93,6 +95,8 @@ TraceTarget: TypeAlias = "TraceSink | str | bool | None"
 SQLite store in ``TETHER_HOME``), a database URL, any ``TraceSink``, or ``False`` for none."""
 T = TypeVar("T")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
+RESUMED_FROM = "resumed_from"
+"""Metadata of a resumed run (and attribute of its record): the paused run it goes on from."""
 PLANNER_NOTE = (
     "Plan first: reply with every tool call needed to answer, all at once. You will then get "
     "their results and write the answer."
@@ -233,6 +237,43 @@ class Harness:
             paradigm=paradigm,
         )
 
+    def resume_run(self, paused: RunState, *, approvals: Sequence[Approval] = ()) -> RunScope:
+        """A scope that goes on from a paused run's state: a new run (its own id, in the same
+        trace, ``resumed_from`` in its metadata) with the conversation, usage, cost, counts
+        and tool history so far, for the same agent, caller and entry point. ``approvals``
+        are people's answers to the calls it was paused on; it starts with those calls
+        (``state.pending_tool_calls``). The run's ``timeout_s`` counts from the resume."""
+        agent = AgentRef(name=paused.agent_name, version=paused.agent_version)
+        scope = self.open_run(
+            paused.input,
+            agent=agent if paused.agent_name else None,
+            caller=paused.caller,
+            entry_point=paused.entry_point,
+            kind=paused.kind,
+            trace_id=paused.trace_id,
+            metadata={**paused.metadata, RESUMED_FROM: paused.run_id},
+            paradigm=paused.paradigm,
+        )
+        fresh = scope.state
+        scope.state = paused.model_copy(
+            deep=True,
+            update={
+                "run_id": fresh.run_id,
+                "metadata": fresh.metadata,
+                "status": "running",
+                "outcome": None,
+                "output": None,
+                "stop_reason": None,
+                "error": None,
+                "hint": None,
+                "awaiting_approval": None,
+                "started_ns": 0,
+            },
+        )
+        scope.approvals = {a.call_id: a for a in approvals}
+        scope._carried = _Totals.of(paused)
+        return scope
+
     async def aclose(self) -> None:
         """Close the HTTP clients of the models and tools (they reopen when used)."""
         for part in (*self.chain, *self.tools.values(), self.budget):
@@ -247,6 +288,48 @@ def _store_url(sink: TraceSink) -> str | None:
     store = getattr(inner, "store", None)
     url = getattr(store, "url", None)
     return url if isinstance(url, str) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Totals:
+    """What a run's record counts: tokens, cost, unpriced calls, turns, tool calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cost_usd: float = 0.0
+    unpriced_calls: int = 0
+    turns: int = 0
+    tool_calls: int = 0
+
+    @classmethod
+    def of(cls, state: RunState) -> _Totals:
+        u = state.usage
+        return cls(
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_input_tokens,
+            state.cost_usd,
+            state.unpriced_calls,
+            state.turns,
+            state.tool_calls,
+        )
+
+    def minus(self, before: _Totals) -> _Totals:
+        if before == _NOTHING:  # not a resumed run: nothing to take away
+            return self
+        return _Totals(
+            self.input_tokens - before.input_tokens,
+            self.output_tokens - before.output_tokens,
+            self.cached_input_tokens - before.cached_input_tokens,
+            self.cost_usd - before.cost_usd,
+            self.unpriced_calls - before.unpriced_calls,
+            self.turns - before.turns,
+            self.tool_calls - before.tool_calls,
+        )
+
+
+_NOTHING = _Totals()
 
 
 def _crash_message(exc: BaseException) -> str:
@@ -309,6 +392,12 @@ class RunScope:
         self._call_model = self.control_model_call  # one bound method for every hook
         self.risk = RunRisk()
         """What the guards have found in this run so far (``HookContext.risk``)."""
+        self.approvals: dict[str, Approval] = {}
+        """A resumed run: people's answers to the calls it was paused on, by call id
+        (``HookContext.approvals``; each settles its call once)."""
+        self._carried = _NOTHING
+        """A resumed run: the paused run's totals, which its state goes on from (limits count
+        the whole conversation) and its record leaves out (each run records what it did)."""
         self.pipeline = harness.pipeline
         self._record: RunRecord | None = None
         self._root: SpanRecord | None = None
@@ -353,6 +442,7 @@ class RunScope:
             agent=self.agent,
             risk=self.risk,
             call_model=self._call_model,
+            approvals=self.approvals if hook is Hook.BEFORE_TOOL else None,
             **kw,
         )
 
@@ -487,15 +577,14 @@ class RunScope:
     def _finish(self) -> None:
         state, span, run = self.state, self._root, self._record
         assert span is not None and run is not None
+        own = _Totals.of(state).minus(self._carried)  # a resumed run: what it did itself
         outcome = None if state.outcome is None else state.outcome.value
         span.attributes[semconv.TETHER_RUN_OUTCOME] = outcome
-        span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = state.usage.input_tokens
-        span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = state.usage.output_tokens
-        if not state.unpriced_calls:  # unknown is not zero: leave it out
-            span.attributes[semconv.TETHER_COST_USD] = state.cost_usd
-        unpriced = (
-            {semconv.TETHER_COST_UNPRICED: state.unpriced_calls} if state.unpriced_calls else {}
-        )
+        span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] = own.input_tokens
+        span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = own.output_tokens
+        if not own.unpriced_calls:  # unknown is not zero: leave it out
+            span.attributes[semconv.TETHER_COST_USD] = own.cost_usd
+        unpriced = {semconv.TETHER_COST_UNPRICED: own.unpriced_calls} if own.unpriced_calls else {}
         span.attributes.update(unpriced)
         error = stored_payload(state.error)
         if error and state.hint:
@@ -513,12 +602,12 @@ class RunScope:
                 input=stored_payload(self._stored_input()),
                 output=stored_payload(state.output),
                 ended_ns=span.end_ns,
-                input_tokens=state.usage.input_tokens,
-                output_tokens=state.usage.output_tokens,
-                cached_input_tokens=state.usage.cached_input_tokens,
-                cost_usd=state.cost_usd,
-                turns=state.turns,
-                tool_calls=state.tool_calls,
+                input_tokens=own.input_tokens,
+                output_tokens=own.output_tokens,
+                cached_input_tokens=own.cached_input_tokens,
+                cost_usd=own.cost_usd,
+                turns=own.turns,
+                tool_calls=own.tool_calls,
                 error=error,
                 attributes={
                     **run.attributes,

@@ -31,6 +31,22 @@ class ToolRecord(BaseModel):
     is_error: bool = False
 
 
+class PendingApproval(BaseModel):
+    """The tool call a paused run waits on: a control escalated it at ``before_tool``, and a
+    person approves or denies exactly this call (its id, tool and arguments)."""
+
+    call_id: str
+    tool: str
+    args_hash: str
+    """Content hash of the call's arguments."""
+    control: str
+    """The control that escalated it."""
+    reason: str
+    """Why it asked."""
+    span_id: str = ""
+    """The call's span in the paused run."""
+
+
 class RunState(BaseModel):
     """The explicit state of one run."""
 
@@ -76,6 +92,9 @@ class RunState(BaseModel):
     pending_tool_calls: list[ToolCall] = Field(default_factory=list)
     """Tool calls the model asked for that did not run because the run stopped at them (an
     escalation awaiting approval, a limit): what a resumed run has to settle first."""
+    awaiting_approval: PendingApproval | None = None
+    """The tool call a control escalated at ``before_tool``, when that paused the run: what a
+    person approves or denies before the run is resumed."""
     started_ns: int = 0
     elapsed_s: float = 0.0
     metadata: dict[str, Any] = Field(default_factory=dict)

@@ -17,7 +17,7 @@ from tether.controls import Decision, Hook, Verdict
 from tether.core import TetherError, content_hash, describe_exception, scrub_surrogates
 from tether.providers import Message, ToolCall
 from tether.providers.types import describe_invalid_arguments
-from tether.runtime.state import ToolRecord
+from tether.runtime.state import PendingApproval, ToolRecord
 from tether.runtime.steps import Stop
 from tether.runtime.telemetry import arguments_text, clip
 from tether.store import SpanRecord
@@ -97,7 +97,17 @@ async def approve_tool(
             Hook.BEFORE_TOOL, span.span_id, tool=tools.get(call.name), call=call
         )
         decision, allowed = await _checked(scope, ctx, call)
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, Stop) and exc.decision.verdict is Verdict.ESCALATE:
+            # The run pauses on this call: what a person approves or denies is this call.
+            state.awaiting_approval = PendingApproval(
+                call_id=call.id,
+                tool=call.name,
+                args_hash=content_hash(call.arguments),
+                control=exc.decision.control,
+                reason=exc.decision.reason,
+                span_id=span.span_id,
+            )
         scope.recorder.end_span(span)
         raise
     if decision.stops:

@@ -105,12 +105,7 @@ def append_audit(conn: Any, records: Sequence[AuditRecord], key: bytes | None) -
     """Append ``records`` to the chain inside the caller's transaction, in order."""
     if not records:
         return
-    # Write-lock the head before reading it: two writers never read the same head.
-    conn.execute(
-        update(tables.audit_head)
-        .where(tables.audit_head.c.id == 1)
-        .values(seq=tables.audit_head.c.seq)
-    )
+    lock_head(conn)  # before reading the head: two writers never read the same head
     head = conn.execute(
         select(tables.audit_head.c.seq, tables.audit_head.c.hash).where(tables.audit_head.c.id == 1)
     ).one()
@@ -210,3 +205,40 @@ def audit_head(conn: Any) -> tuple[int, str]:
     """The head row: the last entry's seq and hash as the writers left them."""
     row = conn.execute(select(tables.audit_head.c.seq, tables.audit_head.c.hash)).first()
     return (0, GENESIS) if row is None else (int(row.seq), str(row.hash))
+
+
+def hash_at(row: tuple[AuditEntry, str, str], seq: int, key: bytes | None) -> str | None:
+    """The hash a stored entry (with its actor and details as stored) has at ``seq``."""
+    e, actor, details = row
+    return entry_hash(_payload(seq, e, actor, details, e.alg, e.prev_hash), e.alg, key)
+
+
+def lock_head(conn: Any) -> None:
+    """Write-lock the head row inside the caller's transaction (a row lock on PostgreSQL, the
+    write lock on SQLite): appends wait, and what is read next stays as read until commit."""
+    conn.execute(
+        update(tables.audit_head)
+        .where(tables.audit_head.c.id == 1)
+        .values(seq=tables.audit_head.c.seq)
+    )
+
+
+def run_entries(conn: Any, run_id: str, kind: str) -> list[tuple[AuditEntry, str, str]]:
+    """The entries of one kind about one run, by seq (with actor and details as stored)."""
+    a = tables.audit.c
+    rows = conn.execute(
+        select(tables.audit).where(a.kind == kind, a.run_id == run_id).order_by(a.seq)
+    ).all()
+    return [_entry(row) for row in rows]
+
+
+def entry_problem(row: tuple[AuditEntry, str, str], key: bytes | None) -> str | None:
+    """Why one stored entry cannot be trusted (edited, or unkeyed while a key is set: anyone
+    who can write the database could have made it), or None when its own hash holds."""
+    entry = row[0]
+    if key is not None and entry.alg != HMAC_SHA256:
+        return f"audit entry {entry.seq} is not keyed although TETHER_AUDIT_KEY is set"
+    if hash_at(row, entry.seq, key) != entry.hash:
+        why = "cannot be checked without TETHER_AUDIT_KEY" if key is None else "was changed"
+        return f"audit entry {entry.seq} {why}"
+    return None

@@ -9,9 +9,8 @@ from tether.store.audit import (
     GENESIS,
     HMAC_SHA256,
     AuditEntry,
-    _payload,
     audit_head,
-    entry_hash,
+    hash_at,
     iter_audit,
 )
 
@@ -49,11 +48,6 @@ class AuditReport:
 Row = tuple[AuditEntry, str, str]
 
 
-def _hash_at(row: Row, seq: int, key: bytes | None) -> str | None:
-    e, actor, details = row
-    return entry_hash(_payload(seq, e, actor, details, e.alg, e.prev_hash), e.alg, key)
-
-
 def verify_audit(conn: Any, key: bytes | None) -> AuditReport:
     """Walk the chain in seq order and report its first break (the whole log is read)."""
     rows = list(iter_audit(conn))
@@ -87,7 +81,7 @@ def _first_problem(
                 "edited", e.seq, f"entry {e.seq} is not keyed although the entries before it are"
             )
         keyed = keyed or e.alg == HMAC_SHA256
-        own = _hash_at(row, e.seq, key) == e.hash
+        own = hash_at(row, e.seq, key) == e.hash
         if own and e.prev_hash == prev:
             prev, expected = e.hash, expected + 1
             continue
@@ -110,7 +104,7 @@ def _classify(rows: list[Row], i: int, prev: str, key: bytes | None, own: bool) 
         # Hashed under another seq: the entry was moved there.
         for other in rows:
             seq = other[0].seq
-            if seq != e.seq and _hash_at(rows[i], seq, key) == e.hash:
+            if seq != e.seq and hash_at(rows[i], seq, key) == e.hash:
                 return AuditProblem("reordered", e.seq, f"entry {e.seq} was written as entry {seq}")
     if following is not None and following.prev_hash == prev:
         return AuditProblem(

@@ -10,12 +10,20 @@ from tether.cli.demo_scenarios.failing_upstream import (
     FailingUpstreamReport,
     UpstreamRun,
     failing_upstream_demo,
+    failing_upstream_scenario,
     print_failing_upstream,
     run_failing_upstream,
 )
+from tether.cli.demo_scenarios.refund_approved import refund_approved
+from tether.cli.demo_scenarios.refund_denied import refund_denied
 from tether.cli.demo_scenarios.report import Scenario, ScenarioReport
+from tether.cli.demo_scenarios.sandboxed_calculation import sandboxed_calculation
 
 SCENARIOS: list[Scenario] = [
+    refund_denied,
+    refund_approved,
+    failing_upstream_scenario,
+    sandboxed_calculation,
     budget_running_out,
 ]
 """In the order ``tether demo`` runs and shows them."""
@@ -28,6 +36,10 @@ __all__ = [
     "UpstreamRun",
     "budget_running_out",
     "failing_upstream_demo",
+    "failing_upstream_scenario",
     "print_failing_upstream",
+    "refund_approved",
+    "refund_denied",
     "run_failing_upstream",
+    "sandboxed_calculation",
 ]

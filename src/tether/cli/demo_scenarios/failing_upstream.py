@@ -7,12 +7,12 @@ failure opens the circuit; runs 4-5 are refused at once (the upstream sees no re
 still answered by the fallback; then the upstream recovers, the cool-down passes, and run 6
 is the probe that the primary answers, closing the circuit.
 
-``tether demo`` can show it with::
+``tether demo`` runs it as ``failing_upstream_scenario``; on its own::
 
     from tether.cli.demo_scenarios import print_failing_upstream, run_failing_upstream
 
-    report = run_failing_upstream(trace=writer)      # the demo's trace writer
-    print_failing_upstream(report, console)          # or report.to_json() under --json
+    report = run_failing_upstream(trace=writer)      # a trace writer, or False
+    print_failing_upstream(report, console)          # or report.to_json()
 """
 
 from __future__ import annotations
@@ -24,12 +24,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from tether.cli.demo import _OrderHandler as _JsonHandler  # its JSON replies and silence
+from tether.cli.demo_scenarios.report import ScenarioReport
 from tether.controls import Control, Decision, HookContext
 from tether.core import Outcome
 from tether.providers import ModelResponse, ScriptedModel
@@ -235,9 +237,12 @@ def run_failing_upstream(
     return asyncio.run(failing_upstream_demo(trace, quiet=quiet))
 
 
-def print_failing_upstream(report: FailingUpstreamReport, console: Console) -> None:
-    """The scenario, one line per run, for a terminal."""
-    console.print(f"\n[bold]failing upstream[/]: {escape(report.endpoint)} answers 503")
+def print_failing_upstream(
+    report: FailingUpstreamReport, console: Console, *, title: bool = True
+) -> None:
+    """The scenario, one line per run, for a terminal (``title``: with its name first)."""
+    where = f"{escape(report.endpoint)} answers 503"
+    console.print(f"\n[bold]failing upstream[/]: {where}" if title else f"upstream {where}")
     for i, r in enumerate(report.runs, 1):
         if r.upstream_requests == (report.runs[i - 2].upstream_requests if i > 1 else 0):
             reached = "refused at once: the upstream was not called"
@@ -252,4 +257,18 @@ def print_failing_upstream(report: FailingUpstreamReport, console: Console) -> N
         f"  [dim]the circuit opened after 3 failures; after a {COOLDOWN_S:g}s cool-down one "
         "probe reached the recovered upstream and closed it[/]",
         highlight=False,
+    )
+
+
+async def failing_upstream_scenario(trace: TraceTarget, examples: Path) -> ScenarioReport:
+    """The scenario as ``tether demo`` runs it (it needs none of the examples)."""
+    report = await failing_upstream_demo(trace)
+    return ScenarioReport(
+        name="failing upstream",
+        agent="resilient-support",
+        as_expected=report.as_expected,
+        show=lambda console: print_failing_upstream(report, console, title=False),
+        data={"endpoint": report.endpoint, "runs": report.to_json()},
+        runs=[r.run for r in report.runs],
+        main=3 if len(report.runs) > 3 else -1,  # refused at once, answered by the fallback
     )

@@ -1,0 +1,241 @@
+"""Approving or denying the tool call a paused run waits on, and claiming the run's resume.
+
+A run paused by an escalation at ``before_tool`` keeps, in its checkpoint, the call it waits
+on (``RunState.awaiting_approval``). A person's answer to it is an ``approval`` entry in the
+hash-chained audit log (who, approved or denied, why, and the call: id, tool, argument hash,
+escalating control), written straight into the store inside a transaction that holds the
+chain's head, so that of two answers racing for one call exactly one is recorded: an answer
+is final. Resuming reads the answers back (an entry whose own hash does not hold, or that is
+not keyed while ``TETHER_AUDIT_KEY`` is set, is refused) and first appends a ``run_resumed``
+entry the same way, so a paused run is resumed once: two resumes racing cannot both run the
+approved call.
+"""
+
+from __future__ import annotations
+
+import secrets
+import unicodedata
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from tether.controls.approvals import Approval
+from tether.core import StoreError, TetherError, now_ns
+from tether.runtime.state import RunState
+from tether.store import AuditRecord
+
+if TYPE_CHECKING:
+    from tether.store import StoreReader
+
+APPROVAL = "approval"
+"""Audit entry kind: a person's answer to an escalated tool call."""
+RUN_RESUMED = "run_resumed"
+"""Audit entry kind: a paused run was resumed (once), as which run."""
+MAX_APPROVER_CHARS = 200
+MAX_REASON_CHARS = 2000
+
+
+def paused_state(store: StoreReader, run_id: str) -> RunState:
+    """The state a paused run was checkpointed with, when it waits on an escalated tool call
+    (``run_id`` may be a unique prefix). ``TetherError`` saying why not otherwise."""
+    run = store.get_run(run_id)
+    if run.status != "paused":
+        raise TetherError(
+            f"run {run.run_id} is {run.status} (outcome {run.outcome}), not paused: only a run "
+            "paused for approval can be approved, denied or resumed"
+        )
+    checkpoints = store.get_checkpoints(run.run_id)
+    if not checkpoints:
+        raise TetherError(f"run {run.run_id} is paused but has no checkpoint to go on from")
+    try:
+        state = RunState.from_json(checkpoints[-1].state_json)
+    except ValidationError as exc:
+        raise TetherError(
+            f"the checkpoint of run {run.run_id} cannot be read: {exc.errors()[0].get('msg', exc)}"
+        ) from None
+    if state.awaiting_approval is None:
+        raise TetherError(
+            f"run {run.run_id} is paused ({state.stop_reason or run.outcome}), not on a tool call "
+            "a control escalated: there is no call to approve or deny"
+        )
+    return state
+
+
+def _checked_text(value: str, what: str, limit: int, *, required: bool) -> str:
+    text = value.strip()
+    if required and not text:
+        raise TetherError(f"{what} is empty: say who answers (a name or an e-mail address)")
+    if len(text) > limit:
+        raise TetherError(f"{what} is {len(text):,} characters long; at most {limit:,}")
+    if any(unicodedata.category(c) == "Cc" and c not in "\t\n" for c in text):
+        raise TetherError(f"{what} holds control characters")
+    return text
+
+
+def _store_failed(store: StoreReader, doing: str, exc: SQLAlchemyError) -> StoreError:
+    from tether.store.db import driver_message
+
+    return StoreError(f"{doing} {store.display_url} failed: {driver_message(exc)}")
+
+
+def decide(
+    store: StoreReader,
+    run_id: str,
+    *,
+    approved: bool,
+    approver: str,
+    reason: str = "",
+    call_id: str | None = None,
+    actor: dict[str, Any] | None = None,
+) -> Approval:
+    """Record a person's answer to the call the paused run ``run_id`` waits on (``call_id``,
+    if given, must be that call). ``actor`` adds to who answered (how: ``via``, a key id).
+    ``TetherError`` when the run does not wait on a call, the call was answered already, or
+    the run was resumed already."""
+    from tether.store.audit import append_audit, audit_key, lock_head, run_entries
+
+    approver = _checked_text(approver, "the approver", MAX_APPROVER_CHARS, required=True)
+    reason = _checked_text(reason, "the reason", MAX_REASON_CHARS, required=False)
+    state = paused_state(store, run_id)
+    pending = state.awaiting_approval
+    assert pending is not None
+    if call_id is not None and call_id != pending.call_id:
+        raise TetherError(
+            f"run {state.run_id} waits on call {pending.call_id} ({pending.tool}), "
+            f"not on {call_id!r}"
+        )
+    answer = Approval(
+        run_id=state.run_id,
+        call_id=pending.call_id,
+        tool=pending.tool,
+        args_hash=pending.args_hash,
+        control=pending.control,
+        approved=approved,
+        approver=approver,
+        reason=reason,
+        entry_id=secrets.token_hex(16),
+    )
+    details = answer.to_json()
+    for key in ("run_id", "approver", "entry_id"):  # the entry's own fields say these
+        details.pop(key)
+    record = AuditRecord(
+        entry_id=answer.entry_id,
+        time_ns=now_ns(),
+        kind=APPROVAL,
+        actor={**(actor or {}), "approver": approver},
+        details={**details, "escalation": pending.reason},
+        trace_id=state.trace_id,
+        run_id=state.run_id,
+        span_id=pending.span_id or None,
+    )
+    try:
+        with store.engine.begin() as conn:
+            lock_head(conn)
+            resumed = run_entries(conn, state.run_id, RUN_RESUMED)
+            answered = [
+                e
+                for e, _, _ in run_entries(conn, state.run_id, APPROVAL)
+                if e.details.get("call_id") == pending.call_id
+            ]
+            if not resumed and not answered:
+                append_audit(conn, [record], audit_key())
+    except SQLAlchemyError as exc:
+        raise _store_failed(store, "recording the answer in", exc) from exc
+    if resumed:
+        raise TetherError(
+            f"run {state.run_id} was resumed already (as run "
+            f"{resumed[0][0].details.get('resumed_as')}): its call cannot be answered now"
+        )
+    if answered:
+        first = answered[0]
+        said = "approved" if first.details.get("approved") else "denied"
+        raise TetherError(
+            f"call {pending.call_id} ({pending.tool}) of run {state.run_id} was {said} "
+            f"already by {first.actor.get('approver', '?')} (audit entry {first.seq}): "
+            "an answer is final"
+        )
+    return answer
+
+
+def answers_for(store: StoreReader, state: RunState) -> dict[str, Approval]:
+    """People's answers to the calls of a paused run, by call id (the first answer of each
+    call). ``TetherError`` when an answer's audit entry cannot be trusted."""
+    from tether.store.audit import audit_key, entry_problem, run_entries
+
+    key = audit_key()
+    try:
+        with store.engine.connect() as conn:
+            rows = run_entries(conn, state.run_id, APPROVAL)
+    except SQLAlchemyError as exc:
+        raise _store_failed(store, "reading approvals from", exc) from exc
+    answers: dict[str, Approval] = {}
+    for row in rows:
+        problem = entry_problem(row, key)
+        if problem is not None:
+            raise TetherError(
+                f"the answer recorded for run {state.run_id} cannot be trusted: {problem}",
+                hint="check the whole log with: tether audit verify",
+            )
+        entry, d = row[0], row[0].details
+        try:
+            answer = Approval(
+                run_id=state.run_id,
+                call_id=str(d["call_id"]),
+                tool=str(d["tool"]),
+                args_hash=str(d["args_hash"]),
+                control=str(d["control"]),
+                approved=d["approved"] is True,
+                approver=str(entry.actor.get("approver", "")),
+                reason=str(d.get("reason", "")),
+                entry_id=entry.entry_id,
+            )
+        except KeyError as exc:
+            raise TetherError(
+                f"audit entry {entry.seq} (an approval of run {state.run_id}) lacks {exc}"
+            ) from None
+        answers.setdefault(answer.call_id, answer)
+    return answers
+
+
+def claim_resume(
+    store: StoreReader, state: RunState, resumed_as: str, actor: dict[str, Any]
+) -> None:
+    """Record that the paused run is resumed as run ``resumed_as``; ``TetherError`` when it
+    was resumed already (by this process or another, even at the same moment)."""
+    from tether.store.audit import append_audit, audit_key, lock_head, run_entries
+
+    record = AuditRecord(
+        entry_id=secrets.token_hex(16),
+        time_ns=now_ns(),
+        kind=RUN_RESUMED,
+        actor=actor,
+        details={"resumed_as": resumed_as},
+        trace_id=state.trace_id,
+        run_id=state.run_id,
+    )
+    try:
+        with store.engine.begin() as conn:
+            lock_head(conn)
+            done = run_entries(conn, state.run_id, RUN_RESUMED)
+            if not done:
+                append_audit(conn, [record], audit_key())
+    except SQLAlchemyError as exc:
+        raise _store_failed(store, "recording the resume in", exc) from exc
+    if done:
+        raise TetherError(
+            f"run {state.run_id} was resumed already, as run "
+            f"{done[0][0].details.get('resumed_as')}: a paused run is resumed once"
+        )
+
+
+def resumed_as(store: StoreReader, run_id: str) -> str | None:
+    """The run a paused run was resumed as, if it was."""
+    from tether.store.audit import run_entries
+
+    try:
+        with store.engine.connect() as conn:
+            done = run_entries(conn, run_id, RUN_RESUMED)
+    except SQLAlchemyError as exc:
+        raise _store_failed(store, "reading from", exc) from exc
+    return str(done[0][0].details.get("resumed_as")) if done else None

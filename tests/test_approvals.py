@@ -1,0 +1,376 @@
+"""Approving an escalated tool call and resuming the run, end to end: real agents from YAML
+(ScriptedModel, Python tools that log each call to a file), Cedar policies, traces and the
+audit log in a real store, and the ``tether`` command in child processes.
+
+An approved call runs once on resume; a denied one is refused naming who denied it; any other
+call still asks; an answer is final; a run is resumed once, even by two processes at once; an
+approval entry that was tampered with is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fakes.cli import run_cli
+from fakes.traces import trace_of
+from test_authz_agent import POLICIES, TOOLS_PY, calls, decisions
+from tether import Agent
+from tether.controls.approvals import APPROVAL_BY, Approval
+from tether.core import TetherError, content_hash
+from tether.providers import ToolCall
+from tether.store import Store
+from tether.store.audit import iter_audit
+from tether.trace import semconv, writer_for
+
+SCRIPT = """\
+rules:
+  - when: 'refund (?P<a1>\\d+) on (?P<o1>\\d+) and (?P<a2>\\d+) on (?P<o2>\\d+)'
+    steps:
+      - tool_calls: [{name: issue_refund, arguments: {order_id: "{o1}", amount: "{a1}"}}]
+      - tool_calls: [{name: issue_refund, arguments: {order_id: "{o2}", amount: "{a2}"}}]
+      - text: "Done: {result:issue_refund}"
+  - when: 'refund (?P<amount>\\d+) on (?P<order>\\d+)'
+    steps:
+      - tool_calls: [{name: issue_refund, arguments: {order_id: "{order}", amount: "{amount}"}}]
+      - text: "Refund: {result:issue_refund}"
+steps:
+  - text: "How can I help?"
+"""
+
+SPEC = """\
+name: support
+model: {provider: scripted, name: gpt-4.1-mini, script: script.yaml}
+paradigm: PARADIGM
+tools:
+  - {name: lookup_order, function: tools.py:lookup_order, side_effects: read}
+  - {name: issue_refund, function: tools.py:issue_refund, side_effects: external}
+  - {name: delete_account, function: tools.py:delete_account, side_effects: write}
+authorization:
+  policies: [refunds.cedar]
+"""
+
+
+def agent_dir(tmp_path: Path, paradigm: str = "react") -> Path:
+    (tmp_path / "tools.py").write_text(TOOLS_PY)
+    (tmp_path / "script.yaml").write_text(SCRIPT)
+    (tmp_path / "refunds.cedar").write_text(POLICIES)
+    spec = tmp_path / "agent.yaml"
+    spec.write_text(SPEC.replace("PARADIGM", paradigm))
+    return spec
+
+
+def refunds_made(tmp_path: Path) -> list[str]:
+    return [c for c in calls(tmp_path) if c.startswith("issue_refund")]
+
+
+def audit_entries(url: str) -> list[Any]:
+    writer_for(url).flush()
+    with Store(url).engine.connect() as conn:
+        return [e for e, _, _ in iter_audit(conn)]
+
+
+async def test_an_approved_call_runs_once_on_resume_and_the_audit_log_says_who(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    agent = Agent.from_yaml(agent_dir(tmp_path), trace=sqlite_url)
+    paused = await agent.run("please refund 500 on 7")
+    assert (paused.outcome, paused.status) == ("escalated", "paused")
+    waiting = paused.state.awaiting_approval
+    assert waiting is not None and waiting.tool == "issue_refund"
+    assert waiting.control == "cedar_authorization" and "refund-approval" in waiting.reason
+    assert refunds_made(tmp_path) == []
+
+    with pytest.raises(TetherError, match="nobody has approved or denied call"):
+        await agent.resume(paused.run_id)  # not answered yet: nothing to go on with
+
+    answer = agent.approve(paused.run_id, by="alice@example.com", reason="checked the order")
+    assert answer.approved and answer.call_id == waiting.call_id
+    resumed = await agent.resume(paused.run_id)
+
+    assert resumed.outcome == "final_answer"
+    assert resumed.output == "Refund: refunded 500 on order 7"
+    assert refunds_made(tmp_path) == ["issue_refund 7 500"]  # once
+    assert resumed.trace_id == paused.trace_id and resumed.run_id != paused.run_id
+    assert resumed.state.metadata["resumed_from"] == paused.run_id
+    (allow,) = decisions(sqlite_url, resumed.run_id)
+    assert allow[semconv.TETHER_DECISION] == "allow"
+    assert allow[APPROVAL_BY] == "alice@example.com"
+    assert allow[semconv.TETHER_DECISION_REASON].endswith(
+        "; approved by alice@example.com: checked the order"
+    )
+    run, _, _ = trace_of(sqlite_url, resumed.run_id)
+    assert run.attributes["resumed_from"] == paused.run_id
+    # The result counts the whole conversation (limits do); each record what its run did.
+    before, _, _ = trace_of(sqlite_url, paused.run_id)
+    assert (before.turns, run.turns, resumed.state.turns) == (1, 1, 2)
+    assert (before.tool_calls, run.tool_calls, resumed.state.tool_calls) == (0, 1, 1)
+    assert before.input_tokens + run.input_tokens == resumed.usage.input_tokens
+    assert run.input_tokens > 0 and before.input_tokens > 0
+    assert before.cost_usd is not None and run.cost_usd is not None
+    assert before.cost_usd + run.cost_usd == pytest.approx(resumed.state.cost_usd)
+
+    entries = audit_entries(sqlite_url)
+    kinds = [e.kind for e in entries]
+    assert kinds == ["policy_load", "decision", "approval", "run_resumed", "decision"]
+    approval = entries[2]
+    assert approval.run_id == paused.run_id
+    assert approval.actor == {"approver": "alice@example.com", "via": "sdk"}
+    assert approval.details["approved"] is True
+    assert approval.details["call_id"] == waiting.call_id
+    assert approval.details["args_hash"] == waiting.args_hash
+    assert entries[3].details == {"resumed_as": resumed.run_id}
+    assert entries[4].details["verdict"] == "allow"
+    assert entries[4].details["approval"]["entry_id"] == approval.entry_id
+    assert entries[4].run_id == resumed.run_id
+
+    with pytest.raises(TetherError, match="resumed already, as run " + resumed.run_id):
+        await agent.resume(paused.run_id)
+    assert refunds_made(tmp_path) == ["issue_refund 7 500"]
+    await agent.aclose()
+
+
+async def test_a_denied_call_is_refused_naming_who_denied_it(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    agent = Agent.from_yaml(agent_dir(tmp_path), trace=sqlite_url)
+    paused = await agent.run("please refund 500 on 7")
+    agent.deny(paused.run_id, by="bob", reason="over the customer's total")
+    resumed = await agent.resume(paused.run_id)
+
+    assert resumed.outcome == "final_answer"  # the model is told, and answers
+    assert refunds_made(tmp_path) == []
+    assert resumed.output is not None
+    assert "Tool call refused by policy" in resumed.output
+    assert "denied by bob: over the customer's total" in resumed.output
+    (block,) = decisions(sqlite_url, resumed.run_id)
+    assert block[semconv.TETHER_DECISION] == "block" and block[APPROVAL_BY] == "bob"
+    audited = [e for e in audit_entries(sqlite_url) if e.kind == "decision"]
+    assert audited[-1].details["verdict"] == "block"
+    assert audited[-1].details["approval"]["approved"] is False
+
+
+async def test_another_call_still_asks_after_an_approval(tmp_path: Path, sqlite_url: str) -> None:
+    """The approval lets its call through; the next refund (another call) pauses the resumed
+    run again, and is answered and resumed in its turn."""
+    agent = Agent.from_yaml(agent_dir(tmp_path), trace=sqlite_url)
+    first = await agent.run("please refund 500 on 7 and 600 on 8")
+    agent.approve(first.run_id, by="alice")
+    second = await agent.resume(first.run_id)
+
+    assert (second.outcome, second.status) == ("escalated", "paused")
+    assert refunds_made(tmp_path) == ["issue_refund 7 500"]
+    waiting, before = second.state.awaiting_approval, first.state.awaiting_approval
+    assert waiting is not None and before is not None and waiting.call_id != before.call_id
+    asked = decisions(sqlite_url, second.run_id)
+    assert [d[semconv.TETHER_DECISION] for d in asked] == ["allow", "escalate"]
+
+    agent.approve(second.run_id, by="carol")
+    third = await agent.resume(second.run_id)
+    assert third.outcome == "final_answer"
+    assert refunds_made(tmp_path) == ["issue_refund 7 500", "issue_refund 8 600"]
+    assert third.state.tool_calls == 2  # the runs' counts carry over
+    await agent.aclose()
+
+
+async def test_a_plan_execute_run_resumes_with_its_plan_and_the_solver(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    agent = Agent.from_yaml(agent_dir(tmp_path, "plan_execute"), trace=sqlite_url)
+    paused = await agent.run("please refund 500 on 7")
+    assert paused.outcome == "escalated"
+    agent.approve(paused.run_id, by="alice")
+    resumed = await agent.resume(paused.run_id)
+    assert resumed.outcome == "final_answer"
+    assert refunds_made(tmp_path) == ["issue_refund 7 500"]
+    _, spans, _ = trace_of(sqlite_url, resumed.run_id)
+    plan = next(s for s in spans if s.kind == "plan")
+    (tool,) = [s for s in spans if s.kind == "tool"]
+    assert tool.parent_id == plan.span_id
+    await agent.aclose()
+
+
+async def test_an_answer_is_final_and_must_name_the_waiting_call(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    agent = Agent.from_yaml(agent_dir(tmp_path), trace=sqlite_url)
+    paused = await agent.run("please refund 500 on 7")
+    with pytest.raises(TetherError, match=r"waits on call .* not on 'call_9_9'"):
+        agent.approve(paused.run_id, by="alice", call_id="call_9_9")
+    with pytest.raises(TetherError, match="the approver is empty"):
+        agent.approve(paused.run_id, by="  ")
+    with pytest.raises(TetherError, match="control characters"):
+        agent.approve(paused.run_id, by="alice\x1b[2J")
+    with pytest.raises(TetherError, match="at most 2,000"):
+        agent.approve(paused.run_id, by="alice", reason="x" * 2001)
+    agent.deny(paused.run_id, by="bob")
+    with pytest.raises(TetherError, match=r"was denied already by bob .*an answer is final"):
+        agent.approve(paused.run_id, by="alice")
+    done = await agent.run("please refund 50 on 7")  # a run that never paused
+    with pytest.raises(TetherError, match=r"is completed .*not paused"):
+        agent.approve(done.run_id, by="alice")
+    assert [e.kind for e in audit_entries(sqlite_url)].count("approval") == 1
+    await agent.aclose()
+
+
+def test_an_answer_settles_only_its_own_call() -> None:
+    call = ToolCall(id="call_1_0", name="issue_refund", arguments={"order_id": 7, "amount": 500})
+    answer = Approval(
+        run_id="r",
+        call_id="call_1_0",
+        tool="issue_refund",
+        args_hash=content_hash(call.arguments),
+        control="cedar_authorization",
+        approved=True,
+        approver="alice",
+    )
+    assert answer.settles(call, "cedar_authorization")
+    other_args = call.model_copy(update={"arguments": {"order_id": 7, "amount": 5000}})
+    assert not answer.settles(other_args, "cedar_authorization")
+    cedar = "cedar_authorization"
+    assert not answer.settles(call.model_copy(update={"id": "call_2_0"}), cedar)
+    assert not answer.settles(call.model_copy(update={"name": "lookup_order"}), cedar)
+    assert not answer.settles(call, "guard_injection")  # another control's escalation
+
+
+async def test_a_resume_under_another_spec_version_is_refused(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    spec = agent_dir(tmp_path)
+    agent = Agent.from_yaml(spec, trace=sqlite_url)
+    paused = await agent.run("please refund 500 on 7")
+    agent.approve(paused.run_id, by="alice")
+    spec.write_text(spec.read_text() + "description: changed\n")
+    changed = Agent.from_yaml(spec, trace=sqlite_url)
+    with pytest.raises(TetherError, match="was paused in agent 'support' version"):
+        await changed.resume(paused.run_id)
+    assert refunds_made(tmp_path) == []
+
+
+async def test_an_edited_approval_is_not_trusted(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A denial turned into an approval in the database: its hash no longer holds, and the
+    resume refuses it. With TETHER_AUDIT_KEY, an unkeyed entry someone wrote is refused too."""
+    monkeypatch.setenv("TETHER_AUDIT_KEY", "k" * 32)
+    agent = Agent.from_yaml(agent_dir(tmp_path), trace=sqlite_url)
+    paused = await agent.run("please refund 500 on 7")
+    agent.deny(paused.run_id, by="bob")
+    db = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    db.execute(
+        "UPDATE tether_audit SET details = replace(details, '\"approved\":false', "
+        "'\"approved\":true') WHERE kind = 'approval'"
+    )
+    db.commit()
+    db.close()
+    with pytest.raises(TetherError, match="cannot be trusted: audit entry 3 was changed"):
+        await agent.resume(paused.run_id)
+    assert refunds_made(tmp_path) == []
+
+    monkeypatch.delenv("TETHER_AUDIT_KEY")
+    other = await agent.run("please refund 700 on 8")
+    agent.approve(other.run_id, by="mallory")  # unkeyed: written without the key
+    monkeypatch.setenv("TETHER_AUDIT_KEY", "k" * 32)
+    with pytest.raises(TetherError, match="not keyed although TETHER_AUDIT_KEY is set"):
+        await agent.resume(other.run_id)
+    assert refunds_made(tmp_path) == []
+    await agent.aclose()
+
+
+def test_the_cli_pauses_approves_resumes_and_the_audit_log_verifies(tmp_path: Path) -> None:
+    spec = agent_dir(tmp_path)
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = {**os.environ, "COLUMNS": "200"}
+
+    def tether(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("--database-url", db, *args, env=env, cwd=tmp_path)
+
+    ran = tether("run", str(spec), "-i", "please refund 500 on 7", "--json")
+    assert ran.returncode == 3, ran.stdout + ran.stderr  # stopped by a control: paused
+    run_id = json.loads(ran.stdout)["run_id"]
+    shown = tether("run", str(spec), "-i", "please refund 900 on 8")
+    assert "approvals approve" in shown.stdout and " resume " in shown.stdout
+
+    listed = json.loads(tether("approvals", "list", "--json").stdout)["runs"]
+    mine = next(r for r in listed if r["run_id"] == run_id)
+    assert mine["call"] == 'issue_refund(order_id="7", amount="500")'
+    assert mine["answer"] is None and "refund-approval" in mine["escalation"]
+
+    early = tether("resume", str(spec), run_id)
+    assert early.returncode == 1 and "nobody has approved or denied" in early.stderr
+
+    approved = tether("approvals", "approve", run_id[:8], "--by", "alice", "--reason", "ok")
+    assert approved.returncode == 0, approved.stderr
+    assert '✓ approved issue_refund(order_id="7", amount="500")' in approved.stdout
+    again = tether("approvals", "deny", run_id, "--by", "bob")
+    assert again.returncode == 1 and "approved already by alice" in again.stderr
+
+    resumed = tether("resume", str(spec), run_id, "--json")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads(resumed.stdout)["output"] == "Refund: refunded 500 on order 7"
+    assert refunds_made(tmp_path) == ["issue_refund 7 500"]
+    twice = tether("resume", str(spec), run_id)
+    assert twice.returncode == 1 and "resumed already" in twice.stderr
+    assert refunds_made(tmp_path) == ["issue_refund 7 500"]
+
+    verified = tether("audit", "verify", "--json")
+    assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
+    entries = json.loads(tether("audit", "list", "--json").stdout)["entries"]
+    (approval,) = [e for e in entries if e["kind"] == "approval"]
+    assert approval["actor"]["approver"] == "alice" and approval["actor"]["via"] == "cli"
+    assert approval["run_id"] == run_id and approval["details"]["reason"] == "ok"
+    listed = json.loads(tether("approvals", "list", "--json").stdout)["runs"]
+    assert next(r for r in listed if r["run_id"] == run_id)["resumed_as"]
+
+
+RESUME_ONE = """\
+import asyncio, sys
+from tether import Agent
+from tether.core import TetherError
+
+async def main() -> int:
+    agent = Agent.from_yaml(sys.argv[1], trace=sys.argv[2])
+    try:
+        result = await agent.resume(sys.argv[3])
+    except TetherError as exc:
+        print("refused:", exc.message)
+        return 1
+    finally:
+        await agent.aclose()
+    print("resumed:", result.outcome)
+    return 0
+
+sys.exit(asyncio.run(main()))
+"""
+
+
+def test_two_processes_resuming_at_once_run_the_call_once(tmp_path: Path, store_url: str) -> None:
+    spec = agent_dir(tmp_path)
+    agent = Agent.from_yaml(spec, trace=store_url)
+    paused = agent.run_sync("please refund 500 on 7")
+    agent.approve(paused.run_id, by="alice")
+    writer_for(store_url).flush()
+    script = tmp_path / "resume_one.py"
+    script.write_text(RESUME_ONE)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(spec), store_url, paused.run_id],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 1], outs
+    assert any("resumed already" in out for out, _ in outs), outs
+    assert refunds_made(tmp_path) == ["issue_refund 7 500"]
+    kinds = [e.kind for e in audit_entries(store_url)]
+    assert kinds.count("run_resumed") == 1
