@@ -54,6 +54,7 @@ from tether.core.caller import RunKind
 from tether.core.settings import project_from_env
 from tether.providers import Message, Model, ModelRequest, ModelResponse, ModelSettings, ToolCall
 from tether.runtime.chain import ModelChain, StreamHandler, error_attributes, model_step
+from tether.runtime.deadline import Deadline
 from tether.runtime.result import RunResult
 from tether.runtime.state import RunState
 from tether.runtime.steps import Step, Stop
@@ -268,7 +269,8 @@ class RunScope:
         self._root: SpanRecord | None = None
         self._recorder: RunRecorder | None = None
         self._started = 0.0
-        self._deadline: float | None = None
+        self._clock: Deadline | None = None
+        """The run's ``limits.timeout_s``, over its timed steps (model and tool calls)."""
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -310,7 +312,7 @@ class RunScope:
 
         state, h = self.state, self.harness
         self._started = monotonic()
-        self._deadline = asyncio.get_running_loop().time() + h.limits.timeout_s
+        self._clock = Deadline(asyncio.get_running_loop().time() + h.limits.timeout_s)
         state.started_ns = now_ns()
         self._recorder = RunRecorder(h.sink, state.trace_id, state.run_id)
         self.pipeline = h.pipeline.with_recorder(self._recorder)
@@ -382,6 +384,8 @@ class RunScope:
     ) -> None:
         if self._root is None:
             return
+        if self._clock is not None:
+            self._clock.close()
         state = self.state
         state.elapsed_s += monotonic() - self._started
         if exc is not None:
@@ -522,15 +526,31 @@ class RunScope:
             raise TetherError("the run scope is not open: use 'async with harness.open_run(...)'")
         if state.finished:
             return Step(outcome=state.outcome or Outcome.ERROR)
-        deadline = asyncio.timeout_at(self._deadline if timed else None)
+        clock = self._clock
+        deadline: Deadline | asyncio.Timeout | None = None
         try:
-            async with deadline:
+            if not timed:
                 value = await work()
+            elif clock is not None and not clock.active:
+                # One timer for all the run's timed steps (see ``runtime/deadline.py``).
+                deadline = clock
+                clock.enter()
+                try:
+                    value = await work()
+                except BaseException as exc:
+                    if clock.exit(type(exc), keep=True):
+                        raise TimeoutError from exc
+                    raise
+                clock.exit(None, keep=True)
+            else:  # a timed step running beside another (two tasks): a timeout of its own
+                deadline = asyncio.timeout_at(None if clock is None else clock.when)
+                async with deadline:
+                    value = await work()
         except Stop as stop:
             self._stopped_by(stop.decision)
             return Step(outcome=self.state.outcome, decision=stop.decision)
         except TimeoutError:
-            if not deadline.expired():
+            if deadline is None or not _expired(deadline):
                 raise  # some other timeout (a model integration's own): not the run's limit
             self._timed_out()
             return Step(outcome=Outcome.LIMIT_EXCEEDED)
@@ -639,6 +659,10 @@ class RunScope:
             yield span
         finally:
             self.recorder.end_span(span)
+
+
+def _expired(deadline: Deadline | asyncio.Timeout) -> bool:
+    return deadline.expired if isinstance(deadline, Deadline) else deadline.expired()
 
 
 def _provider_failure_message(exc: ProviderError) -> str:

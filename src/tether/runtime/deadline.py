@@ -1,0 +1,82 @@
+"""``Deadline``: what ``asyncio.timeout_at(when)`` does around an await, at a fraction of its cost.
+
+A run's steps are short and many; ``asyncio.timeout_at`` around each one schedules a timer,
+cancels it, and walks a state machine, which cost as much as the rest of a small step. A
+``Deadline`` keeps one timer for all the steps of a run (``exit(keep=True)`` leaves it
+scheduled for the next step; ``close()`` cancels it when the run ends) and is entered and left
+with plain calls rather than an ``async with``.
+
+The semantics are those of ``asyncio.Timeout`` (Python 3.11): when the deadline passes while
+a task is inside, that task is cancelled, and leaving with the ``CancelledError`` this caused
+(and no other cancellation requested meanwhile) turns it into ``TimeoutError``. A deadline
+already past when it is entered fires on the loop's next iteration. A deadline that passes
+while no task is inside does nothing then; the next ``enter()`` finds it past and fires.
+
+One task at a time: ``active`` says whether a task is inside (a second, concurrent user takes
+an ``asyncio.timeout_at`` of its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class Deadline:
+    __slots__ = ("_cancelling", "_expiring", "_handle", "_task", "expired", "when")
+
+    def __init__(self, when: float) -> None:
+        self.when = when
+        """The deadline, in the event loop's clock (``loop.time()``)."""
+        self.expired = False
+        """Whether the last ``enter()``/``exit()`` ended by this deadline (``Timeout.expired``)."""
+        self._handle: asyncio.Handle | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._cancelling = 0
+        self._expiring = False
+
+    @property
+    def active(self) -> bool:
+        """A task is inside (between ``enter()`` and ``exit()``)."""
+        return self._task is not None
+
+    def enter(self) -> None:
+        """The current task is inside until ``exit()``: the deadline cancels it."""
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("a Deadline is entered inside a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._expiring = self.expired = False
+        if self._handle is None:
+            loop = task.get_loop()
+            if self.when <= loop.time():
+                self._handle = loop.call_soon(self._fire)
+            else:
+                self._handle = loop.call_at(self.when, self._fire)
+
+    def exit(self, exc_type: type[BaseException] | None, *, keep: bool = False) -> bool:
+        """Leave (with the exception that ended the work, if any). True when the work was
+        cancelled by this deadline: the caller raises ``TimeoutError`` from it. ``keep``
+        leaves the timer scheduled for the next ``enter()``."""
+        task, self._task = self._task, None
+        if not keep:
+            self.close()
+        if not self._expiring:
+            return False
+        self._expiring = False
+        self.expired = True
+        assert task is not None
+        return task.uncancel() <= self._cancelling and exc_type is asyncio.CancelledError
+
+    def close(self) -> None:
+        """Cancel the timer (the run is over)."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.cancel()
+
+    def _fire(self) -> None:
+        self._handle = None
+        task = self._task
+        if task is not None:
+            task.cancel()
+            self._expiring = True

@@ -1,0 +1,142 @@
+"""``Deadline`` behaves as ``asyncio.timeout_at`` around each step, with one timer per run."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tether import Limits
+from tether.core import Outcome
+from tether.providers import ModelRequest, ModelResponse, ToolCall
+from tether.runtime.deadline import Deadline
+from tether.runtime.scope import Harness
+from tether.tools import tool
+
+
+async def _inside(deadline: Deadline, seconds: float, *, keep: bool = False) -> str:
+    deadline.enter()
+    try:
+        await asyncio.sleep(seconds)
+    except BaseException as exc:
+        if deadline.exit(type(exc), keep=keep):
+            raise TimeoutError from exc
+        raise
+    deadline.exit(None, keep=keep)
+    return "done"
+
+
+async def test_work_past_the_deadline_is_cancelled_as_a_timeout() -> None:
+    loop = asyncio.get_running_loop()
+    deadline = Deadline(loop.time() + 0.05)
+    with pytest.raises(TimeoutError):
+        await _inside(deadline, 5)
+    assert deadline.expired and not deadline.active
+
+
+async def test_work_within_the_deadline_finishes_and_leaves_no_timer() -> None:
+    loop = asyncio.get_running_loop()
+    deadline = Deadline(loop.time() + 5)
+    assert await _inside(deadline, 0) == "done"
+    assert not deadline.expired
+    assert deadline._handle is None  # not kept: cancelled on exit
+
+
+async def test_a_deadline_already_past_fires_at_the_next_await() -> None:
+    loop = asyncio.get_running_loop()
+    deadline = Deadline(loop.time() - 1)
+    with pytest.raises(TimeoutError):
+        await _inside(deadline, 5)
+
+
+async def test_a_kept_timer_serves_the_next_entry_and_one_that_passed_between_fires_at_once() -> (
+    None
+):
+    loop = asyncio.get_running_loop()
+    deadline = Deadline(loop.time() + 0.1)
+    assert await _inside(deadline, 0, keep=True) == "done"
+    kept = deadline._handle
+    assert kept is not None and await _inside(deadline, 0, keep=True) == "done"
+    assert deadline._handle is kept  # one timer for both entries
+    await asyncio.sleep(0.15)  # the deadline passes while nothing is inside: nothing happens
+    with pytest.raises(TimeoutError):  # ... until the next entry
+        await _inside(deadline, 5, keep=True)
+    deadline.close()
+    assert deadline._handle is None
+
+
+async def test_a_cancellation_from_outside_stays_a_cancellation() -> None:
+    loop = asyncio.get_running_loop()
+    deadline = Deadline(loop.time() + 5)
+    task = asyncio.create_task(_inside(deadline, 5))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not deadline.expired
+
+
+async def test_a_cancellation_from_outside_at_the_deadline_is_not_swallowed() -> None:
+    """As with ``asyncio.timeout``: a task cancelled from outside as well as by the deadline
+    is cancelled, not timed out."""
+    loop = asyncio.get_running_loop()
+    deadline = Deadline(loop.time() + 0.02)
+
+    async def outer() -> str:
+        deadline.enter()
+        try:
+            await asyncio.sleep(0.05)  # the deadline cancels the task here ...
+        except BaseException as exc:
+            asyncio.current_task().cancel()  # type: ignore[union-attr]  # ... and so does someone else
+            if deadline.exit(type(exc)):
+                raise TimeoutError from exc
+            raise
+        return "done"
+
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.create_task(outer())
+
+
+class _SlowModel:
+    provider, name = "scripted", "slow"
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        await asyncio.sleep(0.3)
+        return ModelResponse(content="late")
+
+
+async def test_concurrent_timed_steps_of_one_run_each_get_the_run_timeout() -> None:
+    """Two tool steps of one scope at once (a hand-written loop gathering them): the second
+    cannot share the run's timer, and still stops at the run's deadline."""
+
+    @tool
+    async def wait(seconds: float) -> str:
+        """Wait.
+
+        Args:
+            seconds: How long.
+        """
+        await asyncio.sleep(seconds)
+        return "waited"
+
+    harness = Harness(models=_SlowModel(), tools=[wait], limits=Limits(timeout_s=0.2), trace=False)
+    async with harness.open_run("go") as run:
+        started = asyncio.get_running_loop().time()
+        steps = await asyncio.gather(
+            run.tool_call(ToolCall(id="a", name="wait", arguments={"seconds": 5})),
+            run.tool_call(ToolCall(id="b", name="wait", arguments={"seconds": 5})),
+        )
+        took = asyncio.get_running_loop().time() - started
+    assert [s.outcome for s in steps] == [Outcome.LIMIT_EXCEEDED] * 2
+    assert took < 2  # neither waited for its tool's five seconds
+    assert run.result().outcome == Outcome.LIMIT_EXCEEDED
+
+
+async def test_a_run_timeout_between_steps_stops_the_next_model_call() -> None:
+    harness = Harness(models=_SlowModel(), limits=Limits(timeout_s=0.05), trace=False)
+    async with harness.open_run("go") as run:
+        assert not (await run.input()).stopped
+        await asyncio.sleep(0.1)  # the run's own code takes the rest of its time
+        step = await run.model_call()
+    assert step.outcome == Outcome.LIMIT_EXCEEDED
+    assert "timeout_s" in (run.result().stop_reason or "")
