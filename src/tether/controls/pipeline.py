@@ -364,7 +364,9 @@ class Pipeline:
         try:
             if narrows and not control.applies(ctx):
                 return None
-            d = await getattr(control, ctx.hook.value)(ctx, payload)
+            d = await getattr(control, ctx.hook)(ctx, payload)
+            if d is ALLOW:  # the usual answer, and nothing to check in it
+                return d
             if not isinstance(d, Decision):
                 raise TypeError(f"returned {type(d).__name__}, not a Decision")
             if not isinstance(d.verdict, Verdict):

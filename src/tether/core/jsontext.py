@@ -34,14 +34,15 @@ except ImportError:  # pragma: no cover - a dependency; the standard library sti
 
 JsonText = Callable[[Any], str]
 
-_SAMPLE: Any = {"a": [1, 2.5, None, True, 'é\n"', float("inf")], "b": {"c": object}}
+_SAMPLE: Any = {"b": {"c": object, "a": 1}, "a": [1, 2.5, None, True, 'é\n"', float("inf")]}
 
 
-def compact_json_encoder(*, ensure_ascii: bool) -> JsonText:
+def compact_json_encoder(*, ensure_ascii: bool, sort_keys: bool = False) -> JsonText:
     """A function giving compact JSON text of a value (``default=str`` for anything JSON has
-    no type for); with ``ensure_ascii``, every non-ASCII character escaped."""
+    no type for); with ``ensure_ascii``, every non-ASCII character escaped; with
+    ``sort_keys``, the keys of every object in order."""
     reference = json.JSONEncoder(
-        separators=(",", ":"), ensure_ascii=ensure_ascii, default=str
+        separators=(",", ":"), ensure_ascii=ensure_ascii, default=str, sort_keys=sort_keys
     ).encode
     make = getattr(_stdlib, "c_make_encoder", None)
     escape = getattr(
@@ -52,7 +53,7 @@ def compact_json_encoder(*, ensure_ascii: bool) -> JsonText:
     try:
         # The arguments ``JSONEncoder.iterencode`` passes: markers (None: no cycle check),
         # default, string encoder, indent, separators, sort_keys, skipkeys, allow_nan.
-        c_encoder = make(None, str, escape, None, ":", ",", False, False, True)
+        c_encoder = make(None, str, escape, None, ":", ",", sort_keys, False, True)
 
         def encode(value: Any) -> str:
             return "".join(c_encoder(value, 0))

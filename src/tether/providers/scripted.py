@@ -251,17 +251,23 @@ class ScriptedModel:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         messages = request.messages
-        last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+        last_user = len(messages) - 1
+        while last_user >= 0 and messages[last_user].role != "user":
+            last_user -= 1
         user_text = messages[last_user].content if last_user >= 0 else ""
-        turn = sum(1 for m in messages[last_user + 1 :] if m.role == "assistant")
-        steps, groups, group_names = await self._select(user_text)
+        since_user = messages[last_user + 1 :]
+        turn = sum(1 for m in since_user if m.role == "assistant")
+        if self._patterns:
+            steps, groups, group_names = await self._select(user_text)
+        else:  # no rules: the steps (no worker thread to search with)
+            steps, groups, group_names = self.script.steps, {}, set()
         step = steps[min(turn, len(steps) - 1)]
         if step.error is not None:
             raise ProviderError(f"scripted model error: {step.error}", retryable=True)
 
         values = dict(groups, input=user_text)
         results: dict[str, str] = {}
-        for m in messages[last_user + 1 :]:
+        for m in since_user:
             if m.role == "tool" and m.name:
                 results[m.name] = m.content
 
@@ -285,7 +291,7 @@ class ScriptedModel:
 
         def fill(value: Any) -> Any:
             if isinstance(value, str):
-                return _TEMPLATE_FIELD.sub(lookup, value)
+                return _TEMPLATE_FIELD.sub(lookup, value) if "{" in value else value
             if isinstance(value, dict):
                 return {k: fill(v) for k, v in value.items()}
             if isinstance(value, list):
