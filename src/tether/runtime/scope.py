@@ -30,7 +30,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, overload
 
 from tether.controls import Control, Hook, HookContext, LimitsControl, LoopBreaker, Pipeline
 from tether.controls.limits import limit_message
@@ -51,14 +51,15 @@ from tether.core import (
     scrub_surrogates,
 )
 from tether.core.caller import RunKind
-from tether.core.settings import project_from_env
+from tether.core.settings import max_payload_chars_from_env, project_from_env
+from tether.core.text import clip_text
 from tether.providers import Message, Model, ModelRequest, ModelResponse, ModelSettings, ToolCall
 from tether.runtime.chain import ModelChain, StreamHandler, error_attributes, model_step
 from tether.runtime.deadline import Deadline
 from tether.runtime.result import RunResult
 from tether.runtime.state import RunState
 from tether.runtime.steps import Step, Stop
-from tether.runtime.telemetry import MessageCache, stored_payload
+from tether.runtime.telemetry import MessageCache
 from tether.runtime.tool_step import tools_step
 from tether.spec import Limits, LoopBreakerConfig
 from tether.store import RunRecord, SpanRecord
@@ -269,6 +270,7 @@ class RunScope:
         self._root: SpanRecord | None = None
         self._recorder: RunRecorder | None = None
         self._started = 0.0
+        self._max_payload_chars = 0
         self._clock: Deadline | None = None
         """The run's ``limits.timeout_s``, over its timed steps (model and tool calls)."""
 
@@ -316,6 +318,10 @@ class RunScope:
         state.started_ns = now_ns()
         self._recorder = RunRecorder(h.sink, state.trace_id, state.run_id)
         self.pipeline = h.pipeline.with_recorder(self._recorder)
+        if not self.tracing:  # no record, no root span's attributes: nothing would keep them
+            self._root = self.recorder.start_span("", "agent", None, {}, span_id=state.run_id)
+            return self
+        self._max_payload_chars = max_payload_chars_from_env()  # read once a run
         attributes: dict[str, Any] = {}
         if self.paradigm:
             attributes[semconv.TETHER_PARADIGM] = self.paradigm
@@ -326,7 +332,7 @@ class RunScope:
             agent_version=self.agent.version if self.agent else None,
             started_ns=state.started_ns,
             # clipped past TETHER_MAX_PAYLOAD_CHARS, as the output is
-            input=stored_payload(self._stored_input()),
+            input=self._stored(self._stored_input()),
             attributes={**attributes, **state.metadata},
             project=self.caller.project,
             kind=self.kind.value,
@@ -347,6 +353,14 @@ class RunScope:
             self._root_name(), "agent", None, root, span_id=state.run_id
         )
         return self
+
+    @overload
+    def _stored(self, text: str) -> str: ...
+    @overload
+    def _stored(self, text: None) -> None: ...
+    def _stored(self, text: str | None) -> str | None:
+        """``text`` as the trace stores it: clipped past ``TETHER_MAX_PAYLOAD_CHARS``."""
+        return None if text is None else clip_text(text, self._max_payload_chars)
 
     def _stored_input(self) -> str:
         """The run's input as the trace keeps it: masked as ``on_input`` masks it, also before
@@ -411,6 +425,8 @@ class RunScope:
         self._finish()
 
     def _finish(self) -> None:
+        if not self.tracing:
+            return
         state, span, run = self.state, self._root, self._record
         assert span is not None and run is not None
         outcome = None if state.outcome is None else state.outcome.value
@@ -423,7 +439,7 @@ class RunScope:
             {semconv.TETHER_COST_UNPRICED: state.unpriced_calls} if state.unpriced_calls else {}
         )
         span.attributes.update(unpriced)
-        error = stored_payload(state.error)
+        error = self._stored(state.error)
         if error and state.hint:
             error = f"{error}\n  hint: {state.hint}"
         self.recorder.end_span(span, error=error if state.status == "failed" else None)
@@ -436,8 +452,8 @@ class RunScope:
                 started_ns=run.started_ns,
                 status=state.status,
                 outcome=outcome,
-                input=stored_payload(self._stored_input()),
-                output=stored_payload(state.output),
+                input=self._stored(self._stored_input()),
+                output=self._stored(state.output),
                 ended_ns=span.end_ns,
                 input_tokens=state.usage.input_tokens,
                 output_tokens=state.usage.output_tokens,
@@ -448,7 +464,7 @@ class RunScope:
                 error=error,
                 attributes={
                     **run.attributes,
-                    "stop_reason": stored_payload(state.stop_reason),
+                    "stop_reason": self._stored(state.stop_reason),
                     **unpriced,
                 },
                 project=run.project,
