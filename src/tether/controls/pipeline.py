@@ -328,6 +328,11 @@ class Pipeline:
             for hook in Hook
         }
 
+    def asks(self, hook: Hook) -> bool:
+        """Whether any control is asked at ``hook`` (if none, the caller need not build a
+        ``HookContext`` for it: ``check`` would allow the payload unchanged)."""
+        return bool(self._by_hook[hook])
+
     def with_recorder(self, recorder: RunRecorder) -> Pipeline:
         """The same controls recording into one run's trace (the hook table is shared)."""
         clone = object.__new__(Pipeline)

@@ -590,10 +590,12 @@ class RunScope:
 
         async def work() -> str:
             raw = self.state.input if text is None else scrub_surrogates(text)
-            ctx = self.hook_context(Hook.ON_INPUT, self.run_id)
-            decision, checked = await self.pipeline.check(ctx, raw)
-            if decision.stops:
-                raise Stop(decision)
+            checked = raw
+            if self.pipeline.asks(Hook.ON_INPUT):
+                ctx = self.hook_context(Hook.ON_INPUT, self.run_id)
+                decision, checked = await self.pipeline.check(ctx, raw)
+                if decision.stops:
+                    raise Stop(decision)
             self.state.input = checked
             self.state.messages.append(Message(role="user", content=checked))
             return str(checked)
@@ -657,10 +659,12 @@ class RunScope:
         """The output step: ``on_output`` over the answer; the run ends with a final answer."""
 
         async def work() -> str:
-            ctx = self.hook_context(Hook.ON_OUTPUT, self.run_id)
-            decision, checked = await self.pipeline.check(ctx, text)
-            if decision.stops:
-                raise Stop(decision)
+            checked = text
+            if self.pipeline.asks(Hook.ON_OUTPUT):
+                ctx = self.hook_context(Hook.ON_OUTPUT, self.run_id)
+                decision, checked = await self.pipeline.check(ctx, text)
+                if decision.stops:
+                    raise Stop(decision)
             self.state.output = checked
             self.state.end(Outcome.FINAL_ANSWER)
             return str(checked)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from tether.controls import Decision, Hook, Verdict
+from tether.controls.pipeline import ALLOW
 from tether.core import TetherError, content_hash, describe_exception, scrub_surrogates
 from tether.providers import Message, ToolCall
 from tether.providers.types import describe_invalid_arguments
@@ -27,7 +28,6 @@ from tether.tools import Tool, ToolResult
 from tether.trace import semconv
 
 if TYPE_CHECKING:
-    from tether.controls import HookContext
     from tether.runtime.scope import RunScope
 
 T = TypeVar("T")
@@ -52,9 +52,14 @@ def _tool_message(call: ToolCall, result: ToolResult) -> Message:
     return Message(role="tool", content=result.content, tool_call_id=call.id, name=call.name)
 
 
-async def _checked(scope: RunScope, ctx: HookContext, payload: object) -> tuple[Decision, object]:
+async def _checked(
+    scope: RunScope, hook: Hook, span_id: str, tool: Tool | None, call: ToolCall, payload: object
+) -> tuple[Decision, object]:
     """The pipeline at a tool hook: a decision with an outcome ends the run (``Stop``); a plain
     Block, a Respond or an Allow/Modify come back to the caller."""
+    if not scope.pipeline.asks(hook):
+        return ALLOW, payload
+    ctx = scope.hook_context(hook, span_id, tool=tool, call=call)
     decision, payload = await scope.pipeline.check(ctx, payload)
     if decision.stops and decision.outcome:
         raise Stop(decision)
@@ -68,9 +73,9 @@ async def approve_tool(
     the loop breaker see it even while it runs in parallel with others); a refused one becomes
     the message the model gets. The call's span is a child of ``parent_id`` (default: the
     run's root span)."""
-    state, tools = scope.state, scope.harness.tools
+    state, tools, tracing = scope.state, scope.harness.tools, scope.tracing
     span = scope.recorder.start_span(
-        f"{semconv.OP_EXECUTE_TOOL} {call.name}",
+        f"{semconv.OP_EXECUTE_TOOL} {call.name}" if tracing else "",
         "tool",
         parent_id or scope.run_id,
         {
@@ -79,13 +84,14 @@ async def approve_tool(
             semconv.GEN_AI_TOOL_CALL_ID: call.id,
             semconv.GEN_AI_TOOL_TYPE: "function",
             semconv.GEN_AI_TOOL_CALL_ARGUMENTS: arguments_text(call),
-        },
+        }
+        if tracing
+        else {},
     )
     try:
-        ctx = scope.hook_context(
-            Hook.BEFORE_TOOL, span.span_id, tool=tools.get(call.name), call=call
+        decision, allowed = await _checked(
+            scope, Hook.BEFORE_TOOL, span.span_id, tools.get(call.name), call, call
         )
-        decision, allowed = await _checked(scope, ctx, call)
     except BaseException:
         scope.recorder.end_span(span)
         raise
@@ -98,7 +104,7 @@ async def approve_tool(
     if answer is not None:
         span.attributes[semconv.TETHER_RESPONDED_BY] = decision.control
     assert isinstance(allowed, ToolCall)
-    if allowed != call:  # a control rewrote the call: the span shows what actually runs
+    if tracing and allowed != call:  # a control rewrote the call: the span shows what runs
         span.name = f"{semconv.OP_EXECUTE_TOOL} {allowed.name}"
         span.attributes[semconv.GEN_AI_TOOL_NAME] = allowed.name
         span.attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = arguments_text(allowed)
@@ -123,9 +129,10 @@ async def complete_tool(scope: RunScope, approved: _Approved) -> Message:
         raw = approved.answer or await _execute(scope, approved.tool, call)
         approved.record.result_hash = content_hash(raw.content)
         approved.record.is_error = raw.is_error
-        ctx = scope.hook_context(Hook.AFTER_TOOL, span.span_id, tool=approved.tool, call=call)
         try:
-            decision, checked = await _checked(scope, ctx, raw)
+            decision, checked = await _checked(
+                scope, Hook.AFTER_TOOL, span.span_id, approved.tool, call, raw
+            )
         except Stop as stop:  # the call ran; the model's conversation still needs its answer
             withheld = f"Tool result withheld by policy: {stop.decision.reason}"
             approved.message = _tool_message(call, ToolResult(withheld, is_error=True))
@@ -140,7 +147,8 @@ async def complete_tool(scope: RunScope, approved: _Approved) -> Message:
             error = result.content
             span.attributes[semconv.ERROR_TYPE] = "tool_error"
             scope.recorder.event(span.span_id, semconv.EVENT_TOOL_ERROR, {"message": clip(error)})
-        span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = clip(result.content)
+        if scope.tracing:
+            span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = clip(result.content)
     except asyncio.CancelledError:  # the run timed out or was cancelled mid-call
         error = "cancelled: the run stopped while the tool was running"
         approved.record.is_error = True
