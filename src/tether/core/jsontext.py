@@ -37,12 +37,15 @@ JsonText = Callable[[Any], str]
 _SAMPLE: Any = {"b": {"c": object, "a": 1}, "a": [1, 2.5, None, True, 'é\n"', float("inf")]}
 
 
-def compact_json_encoder(*, ensure_ascii: bool, sort_keys: bool = False) -> JsonText:
+def compact_json_encoder(
+    *, ensure_ascii: bool, sort_keys: bool = False, separators: tuple[str, str] = (",", ":")
+) -> JsonText:
     """A function giving compact JSON text of a value (``default=str`` for anything JSON has
     no type for); with ``ensure_ascii``, every non-ASCII character escaped; with
-    ``sort_keys``, the keys of every object in order."""
+    ``sort_keys``, the keys of every object in order; ``separators`` as ``json.dumps`` takes
+    them (``(", ", ": ")`` for its default spacing)."""
     reference = json.JSONEncoder(
-        separators=(",", ":"), ensure_ascii=ensure_ascii, default=str, sort_keys=sort_keys
+        separators=separators, ensure_ascii=ensure_ascii, default=str, sort_keys=sort_keys
     ).encode
     make = getattr(_stdlib, "c_make_encoder", None)
     escape = getattr(
@@ -53,7 +56,8 @@ def compact_json_encoder(*, ensure_ascii: bool, sort_keys: bool = False) -> Json
     try:
         # The arguments ``JSONEncoder.iterencode`` passes: markers (None: no cycle check),
         # default, string encoder, indent, separators, sort_keys, skipkeys, allow_nan.
-        c_encoder = make(None, str, escape, None, ":", ",", sort_keys, False, True)
+        item, key = separators
+        c_encoder = make(None, str, escape, None, key, item, sort_keys, False, True)
 
         def encode(value: Any) -> str:
             return "".join(c_encoder(value, 0))

@@ -35,6 +35,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tether.core import ProviderError
+from tether.core.jsontext import compact_json_encoder
 from tether.providers.script_patterns import compile_when, search
 from tether.providers.streaming import StreamEnd, StreamEvent, UsageUpdate, response_events
 from tether.providers.types import ModelRequest, ModelResponse, ToolCall, Usage
@@ -43,6 +44,10 @@ from tether.spec import load_model
 _TEMPLATE_FIELD = re.compile(
     r"\{(input|result:[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.]+)?|[A-Za-z_][A-Za-z0-9_]*)\}"
 )
+
+
+# json.dumps(value) with its defaults, without building an encoder per call.
+_json_dumps = compact_json_encoder(ensure_ascii=True, separators=(", ", ": "))
 
 
 def _strings(value: Any) -> list[str]:
@@ -304,7 +309,7 @@ class ScriptedModel:
         ]
         content = fill(step.text) if step.text is not None else ""
         prompt_chars = sum(len(m.content) for m in messages)
-        out_chars = len(content) + sum(len(json.dumps(c.arguments)) for c in calls)
+        out_chars = len(content) + sum(len(_json_dumps(c.arguments)) for c in calls)
         response = ModelResponse(
             content=content,
             tool_calls=calls,
