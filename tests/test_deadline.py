@@ -8,8 +8,8 @@ import pytest
 
 from tether import Limits
 from tether.core import Outcome
-from tether.providers import ModelRequest, ModelResponse, ToolCall
-from tether.runtime.deadline import Deadline
+from tether.providers import ModelRequest, ModelResponse, ScriptedModel, ToolCall
+from tether.runtime.deadline import Deadline, DeadlineQueue
 from tether.runtime.scope import Harness
 from tether.tools import tool
 
@@ -140,3 +140,50 @@ async def test_a_run_timeout_between_steps_stops_the_next_model_call() -> None:
         step = await run.model_call()
     assert step.outcome == Outcome.LIMIT_EXCEEDED
     assert "timeout_s" in (run.result().stop_reason or "")
+
+
+async def test_deadlines_of_one_queue_each_fire_at_their_own_time() -> None:
+    loop = asyncio.get_running_loop()
+    queue = DeadlineQueue(loop)
+    first = Deadline(loop.time() + 0.05, queue)
+    second = Deadline(loop.time() + 0.15, queue)
+    done_first = Deadline(loop.time() + 0.03, queue)  # made later but due earlier: own timer
+    started = loop.time()
+
+    async def timed(deadline: Deadline) -> float:
+        with pytest.raises(TimeoutError):
+            await _inside(deadline, 5)
+        return loop.time() - started
+
+    one, two, three = await asyncio.gather(timed(first), timed(second), timed(done_first))
+    assert 0.04 <= one < 0.14 and 0.14 <= two < 1 and 0.02 <= three < 0.05
+    assert first.expired and second.expired and done_first.expired
+
+
+async def test_a_dropped_deadline_hands_the_timer_on_to_the_next() -> None:
+    loop = asyncio.get_running_loop()
+    queue = DeadlineQueue(loop)
+    dropped = Deadline(loop.time() + 0.03, queue)
+    kept = Deadline(loop.time() + 0.1, queue)
+    assert await _inside(dropped, 0) == "done"  # done in time: its entry is dropped
+    started = loop.time()
+    with pytest.raises(TimeoutError):
+        await _inside(kept, 5)
+    assert 0.05 <= loop.time() - started < 1  # at its own time: not at the dropped one's
+    assert not dropped.expired
+
+
+async def test_runs_of_one_harness_share_one_loop_timer() -> None:
+    """A run that ends in time does not schedule and cancel a loop timer of its own."""
+    harness = Harness(models=ScriptedModel([{"text": "hi"}]), trace=False)
+    handles = set()
+    for _ in range(5):
+        async with harness.open_run("go") as run:
+            await run.input()
+            step = await run.model_call()
+            assert step.value is not None
+            await run.output(step.value.content)
+        _loop, queues = harness._deadlines
+        [queue] = queues.values()
+        handles.add(id(queue._handle))
+    assert len(handles) == 1 and not queue._entries

@@ -55,7 +55,7 @@ from tether.core.settings import max_payload_chars_from_env, project_from_env
 from tether.core.text import clip_text
 from tether.providers import Message, Model, ModelRequest, ModelResponse, ModelSettings, ToolCall
 from tether.runtime.chain import ModelChain, StreamHandler, error_attributes, model_step
-from tether.runtime.deadline import Deadline
+from tether.runtime.deadline import Deadline, DeadlineQueue
 from tether.runtime.result import RunResult
 from tether.runtime.state import RunState
 from tether.runtime.steps import Step, Stop
@@ -145,9 +145,26 @@ class Harness:
         self.degraded_answer = degraded_answer
         """The answer when the chain failed for a reason that may pass (every model down,
         timed out or behind an open circuit), in place of the built-in apology."""
+        self._deadlines: tuple[asyncio.AbstractEventLoop | None, dict[float, DeadlineQueue]] = (
+            None,
+            {},
+        )
+        """The deadline queues of the event loop last used (by duration)."""
         self.redact_input = _input_redactor(self.controls)
         """What the trace stores of a run's input, when a control masks the user's message
         (a guard masking personal data): the run record is written before ``on_input``."""
+
+    def deadline(self, timeout_s: float) -> Deadline:
+        """A deadline ``timeout_s`` from now on the running event loop, its timer shared with
+        this harness's other deadlines of that duration (see ``runtime/deadline.py``)."""
+        loop = asyncio.get_running_loop()
+        slot = self._deadlines  # read once: another thread may replace it (another loop)
+        if slot[0] is not loop:
+            slot = self._deadlines = (loop, {})
+        queue = slot[1].get(timeout_s)
+        if queue is None:
+            queue = slot[1][timeout_s] = DeadlineQueue(loop)
+        return Deadline(loop.time() + timeout_s, queue)
 
     def open_run(
         self,
@@ -314,7 +331,7 @@ class RunScope:
 
         state, h = self.state, self.harness
         self._started = monotonic()
-        self._clock = Deadline(asyncio.get_running_loop().time() + h.limits.timeout_s)
+        self._clock = h.deadline(h.limits.timeout_s)
         state.started_ns = now_ns()
         self._recorder = RunRecorder(h.sink, state.trace_id, state.run_id)
         self.pipeline = h.pipeline.with_recorder(self._recorder)

@@ -173,7 +173,7 @@ async def _execute(scope: RunScope, tool: Tool | None, call: ToolCall) -> ToolRe
             f"Error: invalid arguments for tool '{call.name}': {problem}", is_error=True
         )
     try:
-        result = await _within(tool.timeout_s, tool.call(call.arguments))
+        result = await _within(scope.harness.deadline(tool.timeout_s), tool.call(call.arguments))
         content = scrub_surrogates(result.content)
         return (
             result
@@ -190,9 +190,8 @@ async def _execute(scope: RunScope, tool: Tool | None, call: ToolCall) -> ToolRe
         return ToolResult(f"Error: {describe_exception(exc)}", is_error=True)
 
 
-async def _within(timeout_s: float, work: Awaitable[T]) -> T:
-    """``work`` under ``asyncio.timeout(timeout_s)`` (as a ``Deadline``: cheaper)."""
-    deadline = Deadline(asyncio.get_running_loop().time() + timeout_s)
+async def _within(deadline: Deadline, work: Awaitable[T]) -> T:
+    """``work`` under ``asyncio.timeout_at(deadline.when)`` (as a ``Deadline``: cheaper)."""
     deadline.enter()
     try:
         result = await work
