@@ -98,6 +98,9 @@ if orjson is not None:
     # Dataclasses and datetimes go to ``default`` (``str``), as with the standard library.
     _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
     _OPTIONS |= orjson.OPT_PASSTHROUGH_DATETIME
+    JSON_OPTIONS = _OPTIONS
+    """The orjson options of ``json_bytes`` (with ``default=str``), for callers that
+    serialize several values in one call the same way."""
     _dumps = orjson.dumps
     _Refused = orjson.JSONEncodeError
 
@@ -116,6 +119,7 @@ if orjson is not None:
             return _stdlib_text(value)
 
 else:  # pragma: no cover - orjson is a dependency
+    JSON_OPTIONS = 0
 
     def json_bytes(value: Any) -> bytes:
         """Compact JSON of ``value`` as UTF-8 bytes (see the module's docstring)."""
