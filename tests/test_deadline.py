@@ -187,3 +187,42 @@ async def test_runs_of_one_harness_share_one_loop_timer() -> None:
         [queue] = queues.values()
         handles.add(id(queue._handle))
     assert len(handles) == 1 and not queue._entries
+
+
+def test_one_harness_run_from_two_threads_with_their_own_loops() -> None:
+    """Each event loop gets deadline queues of its own: runs in two threads (two loops) at
+    once all finish, and a run past its deadline still stops, in either thread."""
+    import threading
+
+    harness = Harness(
+        models=[_SlowModel()], limits=Limits(timeout_s=0.2), trace=False
+    )  # 0.3 s replies: every model call times out
+    fast = Harness(models=[ScriptedModel([{"text": "hi"}])], trace=False)
+    outcomes: list[object] = []
+    errors: list[BaseException] = []
+
+    async def runs() -> None:
+        for _ in range(3):
+            async with harness.open_run("slow") as run:
+                outcomes.append((await run.model_call()).outcome)
+            for _ in range(20):
+                async with fast.open_run("go") as run:
+                    step = await run.model_call()
+                    assert step.value is not None
+                    await run.output(step.value.content)
+                outcomes.append(run.result().outcome)
+
+    def thread() -> None:
+        try:
+            asyncio.run(runs())
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=thread) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    assert outcomes.count(Outcome.LIMIT_EXCEEDED) == 6
+    assert outcomes.count(Outcome.FINAL_ANSWER) == 120
