@@ -13,7 +13,7 @@ import pytest
 from tether.core.jsontext import compact_json_encoder, json_bytes, json_text
 from tether.store import dumps_attributes
 from tether.store.records import RunRecord, SpanRecord
-from tether.trace.journal import CHECKPOINT, RUN_START, SPAN, _decode, encode
+from tether.trace.journal import CHECKPOINT, EVENT, RUN_START, SPAN, _decode, encode, encode_line
 
 
 class Color(enum.Enum):
@@ -190,3 +190,33 @@ def test_journal_lines_read_back_as_lines_of_format_version_1_do() -> None:
             assert was.input == record.input and new.input == "in \ufffd put 世界"
             was.input = new.input
         assert new == was
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"gen_ai.input.messages": [{"role": "user", "parts": [{"type": "text", "content": "é"}]}]},
+        {"lone": "a \udc80 surrogate"},  # orjson refuses it: the careful path
+        {"big": 2**70, "nan": math.nan, "when": object()},
+        {},
+    ],
+)
+def test_a_journal_line_made_in_one_go_is_the_line_of_encode(attributes: dict[str, Any]) -> None:
+    from tether.store import EventRecord
+
+    span = SpanRecord(
+        trace_id="0af7651916cd43dd8448eb211c80319c",
+        run_id="b7ad6b7169203331",
+        span_id="00f067aa0ba902b7",
+        parent_id=None,
+        name="chat \ud800 m",
+        kind="model",
+        start_ns=2,
+        end_ns=3,
+        attributes=attributes,
+    )
+    event = EventRecord(span.trace_id, span.span_id, "tether.x", 5, attributes, run_id=span.run_id)
+    for op, record in ((SPAN, span), (EVENT, event)):
+        line = encode_line(op, record)
+        assert line == encode(op, record)[0]
+        line.decode("utf-8")  # valid UTF-8, the surrogate replaced

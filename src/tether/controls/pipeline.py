@@ -384,7 +384,8 @@ class Pipeline:
         }
 
     def asks(self, hook: Hook) -> bool:
-        """Whether any control judges at ``hook``."""
+        """Whether any control is asked at ``hook`` (if none, the caller need not build a
+        ``HookContext`` for it: ``check`` would allow the payload unchanged)."""
         return bool(self._by_hook[hook])
 
     def with_recorder(self, recorder: RunRecorder, *, stored: bool = True) -> Pipeline:
@@ -427,7 +428,9 @@ class Pipeline:
         try:
             if narrows and not control.applies(ctx):
                 return None
-            d = await getattr(control, ctx.hook.value)(ctx, payload)
+            d = await getattr(control, ctx.hook)(ctx, payload)
+            if d is ALLOW:  # the usual answer, and nothing to check in it
+                return d
             if not isinstance(d, Decision):
                 raise TypeError(f"returned {type(d).__name__}, not a Decision")
             if not isinstance(d.verdict, Verdict):

@@ -34,14 +34,18 @@ except ImportError:  # pragma: no cover - a dependency; the standard library sti
 
 JsonText = Callable[[Any], str]
 
-_SAMPLE: Any = {"a": [1, 2.5, None, True, 'é\n"', float("inf")], "b": {"c": object}}
+_SAMPLE: Any = {"b": {"c": object, "a": 1}, "a": [1, 2.5, None, True, 'é\n"', float("inf")]}
 
 
-def compact_json_encoder(*, ensure_ascii: bool) -> JsonText:
+def compact_json_encoder(
+    *, ensure_ascii: bool, sort_keys: bool = False, separators: tuple[str, str] = (",", ":")
+) -> JsonText:
     """A function giving compact JSON text of a value (``default=str`` for anything JSON has
-    no type for); with ``ensure_ascii``, every non-ASCII character escaped."""
+    no type for); with ``ensure_ascii``, every non-ASCII character escaped; with
+    ``sort_keys``, the keys of every object in order; ``separators`` as ``json.dumps`` takes
+    them (``(", ", ": ")`` for its default spacing)."""
     reference = json.JSONEncoder(
-        separators=(",", ":"), ensure_ascii=ensure_ascii, default=str
+        separators=separators, ensure_ascii=ensure_ascii, default=str, sort_keys=sort_keys
     ).encode
     make = getattr(_stdlib, "c_make_encoder", None)
     escape = getattr(
@@ -52,7 +56,8 @@ def compact_json_encoder(*, ensure_ascii: bool) -> JsonText:
     try:
         # The arguments ``JSONEncoder.iterencode`` passes: markers (None: no cycle check),
         # default, string encoder, indent, separators, sort_keys, skipkeys, allow_nan.
-        c_encoder = make(None, str, escape, None, ":", ",", False, False, True)
+        item, key = separators
+        c_encoder = make(None, str, escape, None, key, item, sort_keys, False, True)
 
         def encode(value: Any) -> str:
             return "".join(c_encoder(value, 0))
@@ -93,6 +98,9 @@ if orjson is not None:
     # Dataclasses and datetimes go to ``default`` (``str``), as with the standard library.
     _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
     _OPTIONS |= orjson.OPT_PASSTHROUGH_DATETIME
+    JSON_OPTIONS = _OPTIONS
+    """The orjson options of ``json_bytes`` (with ``default=str``), for callers that
+    serialize several values in one call the same way."""
     _dumps = orjson.dumps
     _Refused = orjson.JSONEncodeError
 
@@ -111,6 +119,7 @@ if orjson is not None:
             return _stdlib_text(value)
 
 else:  # pragma: no cover - orjson is a dependency
+    JSON_OPTIONS = 0
 
     def json_bytes(value: Any) -> bytes:
         """Compact JSON of ``value`` as UTF-8 bytes (see the module's docstring)."""

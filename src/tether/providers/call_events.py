@@ -10,9 +10,8 @@ any call reporting does nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
+from contextvars import ContextVar, Token
 from typing import Any, TypeAlias
 
 CallEventSink: TypeAlias = Callable[[str, dict[str, Any]], None]
@@ -21,14 +20,22 @@ CallEventSink: TypeAlias = Callable[[str, dict[str, Any]], None]
 _sink: ContextVar[CallEventSink | None] = ContextVar("tether_call_events", default=None)
 
 
-@contextmanager
-def call_events_to(sink: CallEventSink) -> Iterator[None]:
-    """Within this block (in this task), events reported by a model call go to ``sink``."""
-    token = _sink.set(sink)
-    try:
-        yield
-    finally:
-        _sink.reset(token)
+class call_events_to:  # lower case: used as a function, ``with call_events_to(sink):``
+    """Within this block (in this task), events reported by a model call go to ``sink``. (A
+    class, not a ``@contextmanager`` generator: it is entered on every model call.)"""
+
+    __slots__ = ("_sink", "_token")
+
+    def __init__(self, sink: CallEventSink) -> None:
+        self._sink = sink
+        self._token: Token[CallEventSink | None] | None = None
+
+    def __enter__(self) -> None:
+        self._token = _sink.set(self._sink)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _sink.reset(self._token)
 
 
 def report_call_event(name: str, attributes: dict[str, Any]) -> None:

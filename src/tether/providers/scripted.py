@@ -38,6 +38,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from tether.core import ProviderError
+from tether.core.jsontext import compact_json_encoder
 from tether.providers.script_patterns import compile_when, search
 from tether.providers.streaming import StreamEnd, StreamEvent, UsageUpdate, response_events
 from tether.providers.types import Message, ModelRequest, ModelResponse, ToolCall, Usage
@@ -49,6 +50,10 @@ has no marked results, and the guards need not load."""
 _TEMPLATE_FIELD = re.compile(
     r"\{(input|result:[A-Za-z0-9_.-]+(?::[A-Za-z0-9_.]+)?|[A-Za-z_][A-Za-z0-9_]*)\}"
 )
+
+
+# json.dumps(value) with its defaults, without building an encoder per call.
+_json_dumps = compact_json_encoder(ensure_ascii=True, separators=(", ", ": "))
 
 
 def _strings(value: Any) -> list[str]:
@@ -269,17 +274,23 @@ class ScriptedModel:
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
         messages = request.messages
-        last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+        last_user = len(messages) - 1
+        while last_user >= 0 and messages[last_user].role != "user":
+            last_user -= 1
         user_text = messages[last_user].content if last_user >= 0 else ""
-        turn = sum(1 for m in messages[last_user + 1 :] if m.role == "assistant")
-        steps, groups, group_names = await self._select(user_text)
+        since_user = messages[last_user + 1 :]
+        turn = sum(1 for m in since_user if m.role == "assistant")
+        if self._patterns:
+            steps, groups, group_names = await self._select(user_text)
+        else:  # no rules: the steps (no worker thread to search with)
+            steps, groups, group_names = self.script.steps, {}, set()
         step = steps[min(turn, len(steps) - 1)]
         if step.error is not None:
             raise ProviderError(f"scripted model error: {step.error}", retryable=True)
 
         values = dict(groups, input=user_text)
         results: dict[str, str] = {}
-        for m in messages[last_user + 1 :]:
+        for m in since_user:
             if m.role == "tool" and m.name:
                 results[m.name] = m.content
         if results:
@@ -305,7 +316,7 @@ class ScriptedModel:
 
         def fill(value: Any) -> Any:
             if isinstance(value, str):
-                return _TEMPLATE_FIELD.sub(lookup, value)
+                return _TEMPLATE_FIELD.sub(lookup, value) if "{" in value else value
             if isinstance(value, dict):
                 return {k: fill(v) for k, v in value.items()}
             if isinstance(value, list):
@@ -318,7 +329,7 @@ class ScriptedModel:
         ]
         content = fill(step.text) if step.text is not None else ""
         prompt_chars = sum(len(m.content) for m in messages)
-        out_chars = len(content) + sum(len(json.dumps(c.arguments)) for c in calls)
+        out_chars = len(content) + sum(len(_json_dumps(c.arguments)) for c in calls)
         response = ModelResponse(
             content=content,
             tool_calls=calls,

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from tether.controls import Decision, Hook, LimitReached, Verdict
 from tether.controls.budgets import EVENT_BUDGET_SETTLED
 from tether.controls.limits import budget_check
-from tether.controls.pipeline import GUARD_CATEGORIES
+from tether.controls.pipeline import ALLOW, GUARD_CATEGORIES
 from tether.core import ProviderError, TetherError, describe_exception, scrub_surrogates
+from tether.core.jsontext import compact_json_encoder
 from tether.providers import (
     Message,
     Model,
@@ -63,12 +64,17 @@ class ModelChain:
         return len(self.models)
 
 
+# Built once (json.dumps with options builds an encoder per call); lone surrogates stay as
+# they are in its text, which is what the check below looks for.
+_json_text = compact_json_encoder(ensure_ascii=False)
+
+
 def _scrubbed(response: ModelResponse) -> ModelResponse:
     """A provider's reply without lone surrogates (they cannot be stored or checkpointed)."""
     content = scrub_surrogates(response.content)
     calls = response.tool_calls
     if calls:
-        raw = json.dumps([c.arguments for c in calls], ensure_ascii=False)
+        raw = _json_text([c.arguments for c in calls])
         if scrub_surrogates(raw) is not raw:
             calls = [
                 c.model_copy(
@@ -110,15 +116,17 @@ async def model_step(
     if primary is None:
         raise TetherError("this run scope has no model: pass models=[...] to its Harness")
     state = scope.state
-    price = scope.harness.pricing.price_for(primary.name)
-    ctx = scope.hook_context(
-        Hook.BEFORE_MODEL,
-        scope.run_id,
-        input_usd_per_mtok=None if price is None else price.input,
-    )
-    decision, request = await scope.pipeline.check(ctx, request)
-    if decision.stops:
-        raise Stop(decision)
+    decision = ALLOW
+    if scope.pipeline.asks(Hook.BEFORE_MODEL):
+        price = scope.harness.pricing.price_for(primary.name)
+        ctx = scope.hook_context(
+            Hook.BEFORE_MODEL,
+            scope.run_id,
+            input_usd_per_mtok=None if price is None else price.input,
+        )
+        decision, request = await scope.pipeline.check(ctx, request)
+        if decision.stops:
+            raise Stop(decision)
     budget = scope.harness.budget
     if budget is None:
         return await _chain_call(scope, request, decision, on_event)
@@ -340,6 +348,8 @@ def _account(scope: RunScope, span: SpanRecord, model: Model, response: ModelRes
 def _chat_span(
     scope: RunScope, model: Model, request: ModelRequest, sent: tuple[Any, int], attempt: int
 ) -> SpanRecord:
+    if not scope.tracing:  # an id to hang decisions and child spans on; nothing to show
+        return scope.recorder.start_span("", "model", scope.run_id, {})
     span = scope.recorder.start_span(
         f"{semconv.OP_CHAT} {model.name}",
         "model",
@@ -352,8 +362,6 @@ def _chat_span(
             semconv.TETHER_MODEL_ATTEMPT: attempt,
         },
     )
-    if not scope.tracing:
-        return span
     a = span.attributes
     # A model served over the network says where (``OpenAIChatModel.server``): a fallback to
     # the same model name on another server is then told apart.
@@ -394,14 +402,16 @@ async def _settle(
         a[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [response.finish_reason]
         if response.response_id:
             a[semconv.GEN_AI_RESPONSE_ID] = response.response_id
-    ctx = scope.hook_context(Hook.AFTER_MODEL, span.span_id)
-    try:
-        decision, checked = await scope.pipeline.check(ctx, response)
-    except BaseException:  # cancelled while judged: kept as the guards would store it
-        if scope.tracing:
-            a[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(stored_reply(scope, response))
-        scope.recorder.end_span(span)
-        raise
+    decision, checked = ALLOW, response
+    if scope.pipeline.asks(Hook.AFTER_MODEL):
+        ctx = scope.hook_context(Hook.AFTER_MODEL, span.span_id)
+        try:
+            decision, checked = await scope.pipeline.check(ctx, response)
+        except BaseException:  # cancelled while judged: kept as the guards would store it
+            if scope.tracing:
+                a[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(stored_reply(scope, response))
+            scope.recorder.end_span(span)
+            raise
     if scope.tracing:
         kept = withheld(checked, decision) if decision.stops else checked
         a[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(kept)

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, overload
 
 from tether.controls import (
     Control,
@@ -65,7 +65,8 @@ from tether.core import (
     scrub_surrogates,
 )
 from tether.core.caller import RunKind
-from tether.core.settings import project_from_env
+from tether.core.settings import max_payload_chars_from_env, project_from_env
+from tether.core.text import clip_text
 from tether.providers import Message, Model, ModelRequest, ModelResponse, ModelSettings, ToolCall
 from tether.runtime.chain import (
     ModelChain,
@@ -75,10 +76,11 @@ from tether.runtime.chain import (
     model_step,
     withheld,
 )
+from tether.runtime.deadline import Deadline, DeadlineQueue
 from tether.runtime.result import RunResult
 from tether.runtime.state import RunState
 from tether.runtime.steps import Step, Stop
-from tether.runtime.telemetry import MessageCache, output_messages, stored_payload
+from tether.runtime.telemetry import MessageCache, output_messages
 from tether.runtime.tool_step import tools_step
 from tether.spec import BudgetsConfig, Limits, LoopBreakerConfig
 from tether.store import RunRecord, SpanRecord
@@ -178,6 +180,11 @@ class Harness:
         self.degraded_answer = degraded_answer
         """The answer when the chain failed for a reason that may pass (every model down,
         timed out or behind an open circuit), in place of the built-in apology."""
+        self._deadlines: tuple[asyncio.AbstractEventLoop | None, dict[float, DeadlineQueue]] = (
+            None,
+            {},
+        )
+        """The deadline queues of the event loop last used (by duration)."""
         self.redact_input = text_redactor(self.controls, "user")
         """What the trace stores of a run's input, when a control masks the user's message
         (a guard masking personal data): the run record is written before ``on_input``."""
@@ -206,6 +213,18 @@ class Harness:
             database_url=_store_url(self.sink),
             ledger=ledger,
         )
+
+    def deadline(self, timeout_s: float) -> Deadline:
+        """A deadline ``timeout_s`` from now on the running event loop, its timer shared with
+        this harness's other deadlines of that duration (see ``runtime/deadline.py``)."""
+        loop = asyncio.get_running_loop()
+        slot = self._deadlines  # read once: another thread may replace it (another loop)
+        if slot[0] is not loop:
+            slot = self._deadlines = (loop, {})
+        queue = slot[1].get(timeout_s)
+        if queue is None:
+            queue = slot[1][timeout_s] = DeadlineQueue(loop)
+        return Deadline(loop.time() + timeout_s, queue)
 
     def open_run(
         self,
@@ -403,7 +422,9 @@ class RunScope:
         self._root: SpanRecord | None = None
         self._recorder: RunRecorder | None = None
         self._started = 0.0
-        self._deadline: float | None = None
+        self._max_payload_chars = 0
+        self._clock: Deadline | None = None
+        """The run's ``limits.timeout_s``, over its timed steps (model and tool calls)."""
         self._held: tuple[SpanRecord, ModelResponse] | None = None
         """The chat span of the newest reply that may be the answer, and the reply, written
         once ``on_output`` has judged the answer or the run has moved on."""
@@ -468,10 +489,14 @@ class RunScope:
 
         state, h = self.state, self.harness
         self._started = monotonic()
-        self._deadline = asyncio.get_running_loop().time() + h.limits.timeout_s
+        self._clock = h.deadline(h.limits.timeout_s)
         state.started_ns = now_ns()
         self._recorder = RunRecorder(h.sink, state.trace_id, state.run_id)
         self.pipeline = h.pipeline.with_recorder(self._recorder, stored=self.tracing)
+        if not self.tracing:  # no record, no root span's attributes: nothing would keep them
+            self._root = self.recorder.start_span("", "agent", None, {}, span_id=state.run_id)
+            return self
+        self._max_payload_chars = max_payload_chars_from_env()  # read once a run
         attributes: dict[str, Any] = {}
         if self.paradigm:
             attributes[semconv.TETHER_PARADIGM] = self.paradigm
@@ -482,7 +507,7 @@ class RunScope:
             agent_version=self.agent.version if self.agent else None,
             started_ns=state.started_ns,
             # clipped past TETHER_MAX_PAYLOAD_CHARS, as the output is
-            input=stored_payload(self._stored_input()),
+            input=self._stored(self._stored_input()),
             attributes={**attributes, **state.metadata},
             project=self.caller.project,
             kind=self.kind.value,
@@ -503,6 +528,14 @@ class RunScope:
             self._root_name(), "agent", None, root, span_id=state.run_id
         )
         return self
+
+    @overload
+    def _stored(self, text: str) -> str: ...
+    @overload
+    def _stored(self, text: None) -> None: ...
+    def _stored(self, text: str | None) -> str | None:
+        """``text`` as the trace stores it: clipped past ``TETHER_MAX_PAYLOAD_CHARS``."""
+        return None if text is None else clip_text(text, self._max_payload_chars)
 
     def _stored_input(self) -> str:
         """The run's input as the trace keeps it: masked as ``on_input`` masks it, also before
@@ -542,6 +575,8 @@ class RunScope:
             return
         if self._held is not None:
             self.release_reply()
+        if self._clock is not None:
+            self._clock.close()
         state = self.state
         state.elapsed_s += monotonic() - self._started
         if exc is not None:
@@ -575,6 +610,8 @@ class RunScope:
         self.recorder.checkpoint(state.schema_version, state.to_json(), reason)
 
     def _finish(self) -> None:
+        if not self.tracing:
+            return
         state, span, run = self.state, self._root, self._record
         assert span is not None and run is not None
         own = _Totals.of(state).minus(self._carried)  # a resumed run: what it did itself
@@ -586,7 +623,7 @@ class RunScope:
             span.attributes[semconv.TETHER_COST_USD] = own.cost_usd
         unpriced = {semconv.TETHER_COST_UNPRICED: own.unpriced_calls} if own.unpriced_calls else {}
         span.attributes.update(unpriced)
-        error = stored_payload(state.error)
+        error = self._stored(state.error)
         if error and state.hint:
             error = f"{error}\n  hint: {state.hint}"
         self.recorder.end_span(span, error=error if state.status == "failed" else None)
@@ -599,8 +636,8 @@ class RunScope:
                 started_ns=run.started_ns,
                 status=state.status,
                 outcome=outcome,
-                input=stored_payload(self._stored_input()),
-                output=stored_payload(state.output),
+                input=self._stored(self._stored_input()),
+                output=self._stored(state.output),
                 ended_ns=span.end_ns,
                 input_tokens=own.input_tokens,
                 output_tokens=own.output_tokens,
@@ -611,7 +648,7 @@ class RunScope:
                 error=error,
                 attributes={
                     **run.attributes,
-                    "stop_reason": stored_payload(state.stop_reason),
+                    "stop_reason": self._stored(state.stop_reason),
                     **unpriced,
                 },
                 project=run.project,
@@ -702,15 +739,31 @@ class RunScope:
             self.release_reply()
         if state.finished:
             return Step(outcome=state.outcome or Outcome.ERROR)
-        deadline = asyncio.timeout_at(self._deadline if timed else None)
+        clock = self._clock
+        deadline: Deadline | asyncio.Timeout | None = None
         try:
-            async with deadline:
+            if not timed:
                 value = await work()
+            elif clock is not None and not clock.active:
+                # One timer for all the run's timed steps (see ``runtime/deadline.py``).
+                deadline = clock
+                clock.enter()
+                try:
+                    value = await work()
+                except BaseException as exc:
+                    if clock.exit(type(exc), keep=True):
+                        raise TimeoutError from exc
+                    raise
+                clock.exit(None, keep=True)
+            else:  # a timed step running beside another (two tasks): a timeout of its own
+                deadline = asyncio.timeout_at(None if clock is None else clock.when)
+                async with deadline:
+                    value = await work()
         except Stop as stop:
             self._stopped_by(stop.decision)
             return Step(outcome=self.state.outcome, decision=stop.decision)
         except TimeoutError:
-            if not deadline.expired():
+            if deadline is None or not _expired(deadline):
                 raise  # some other timeout (a model integration's own): not the run's limit
             self._timed_out()
             return Step(outcome=Outcome.LIMIT_EXCEEDED)
@@ -734,10 +787,12 @@ class RunScope:
 
         async def work() -> str:
             raw = self.state.input if text is None else scrub_surrogates(text)
-            ctx = self.hook_context(Hook.ON_INPUT, self.run_id)
-            decision, checked = await self.pipeline.check(ctx, raw)
-            if decision.stops:
-                raise Stop(decision)
+            checked = raw
+            if self.pipeline.asks(Hook.ON_INPUT):
+                ctx = self.hook_context(Hook.ON_INPUT, self.run_id)
+                decision, checked = await self.pipeline.check(ctx, raw)
+                if decision.stops:
+                    raise Stop(decision)
             self.state.input = checked
             self._input_checked = True
             self.state.messages.append(Message(role="user", content=checked))
@@ -802,11 +857,13 @@ class RunScope:
         """The output step: ``on_output`` over the answer; the run ends with a final answer."""
 
         async def work() -> str:
-            ctx = self.hook_context(Hook.ON_OUTPUT, self.run_id)
-            decision, checked = await self.pipeline.check(ctx, text)
-            self._answer_judged(text, decision, checked)
-            if decision.stops:
-                raise Stop(decision)
+            checked = text
+            if self.pipeline.asks(Hook.ON_OUTPUT):
+                ctx = self.hook_context(Hook.ON_OUTPUT, self.run_id)
+                decision, checked = await self.pipeline.check(ctx, text)
+                self._answer_judged(text, decision, checked)
+                if decision.stops:
+                    raise Stop(decision)
             self.state.output = checked
             self.state.end(Outcome.FINAL_ANSWER)
             return str(checked)
@@ -872,6 +929,10 @@ class RunScope:
             yield span
         finally:
             self.recorder.end_span(span)
+
+
+def _expired(deadline: Deadline | asyncio.Timeout) -> bool:
+    return deadline.expired if isinstance(deadline, Deadline) else deadline.expired()
 
 
 def _provider_failure_message(exc: ProviderError) -> str:

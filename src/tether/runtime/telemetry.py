@@ -13,17 +13,16 @@ itself, and the ``RunResult`` its caller gets, keep the whole text.
 
 from __future__ import annotations
 
-import json
 from typing import Any, overload
 
-from tether.core.jsontext import json_bytes
+from tether.core.jsontext import compact_json_encoder, json_bytes
 from tether.core.settings import max_payload_chars_from_env
 from tether.core.text import clip_text
 from tether.providers import Message, ModelResponse, ToolCall
 
 # Built once: json.dumps with options builds a new encoder on every call. Readable spacing
 # for what a person reads (arguments shown as text); sizes are those of compact JSON.
-_dumps = json.JSONEncoder(ensure_ascii=False, default=str).encode
+_dumps = compact_json_encoder(ensure_ascii=False, separators=(", ", ": "))
 
 MAX_ATTRIBUTE_CHARS = 8_000
 """Longer attribute values (tool arguments and results, message parts, errors) are clipped."""
@@ -67,10 +66,14 @@ def otel_parts(message: Message) -> list[dict[str, Any]]:
     if message.role == "tool":
         response = clip(message.content)
         return [{"type": "tool_call_response", "id": message.tool_call_id, "response": response}]
+    return _parts(message.content, message.tool_calls)
+
+
+def _parts(content: str, tool_calls: list[ToolCall]) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
-    if message.content:
-        parts.append({"type": "text", "content": clip(message.content)})
-    for call in message.tool_calls:
+    if content:
+        parts.append({"type": "text", "content": clip(content)})
+    for call in tool_calls:
         raw = call.raw_arguments
         arguments: Any = call.arguments if raw is None else raw
         if raw is not None or _longer_than_attribute(arguments):
@@ -125,7 +128,7 @@ def output_messages(response: ModelResponse) -> list[dict[str, Any]]:
     """``gen_ai.output.messages``: the reply, with its finish reason."""
     message = {
         "role": "assistant",
-        "parts": otel_parts(response.as_message()),
+        "parts": _parts(response.content, response.tool_calls),
         "finish_reason": response.finish_reason,
     }
     return [message]

@@ -10,13 +10,16 @@ the run.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from tether.controls import Decision, Hook, Verdict
+from tether.controls.pipeline import ALLOW
 from tether.core import TetherError, content_hash, describe_exception, scrub_surrogates
 from tether.providers import Message, ToolCall
 from tether.providers.types import describe_invalid_arguments
+from tether.runtime.deadline import Deadline
 from tether.runtime.state import PendingApproval, ToolRecord
 from tether.runtime.steps import Stop
 from tether.runtime.telemetry import arguments_text, clip
@@ -25,8 +28,9 @@ from tether.tools import Tool, ToolResult
 from tether.trace import semconv
 
 if TYPE_CHECKING:
-    from tether.controls import HookContext
     from tether.runtime.scope import RunScope
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -63,9 +67,14 @@ def _stored_arguments(scope: RunScope, call: ToolCall) -> str:
     return arguments_text(call.model_copy(update={"arguments": dict(masked)}))
 
 
-async def _checked(scope: RunScope, ctx: HookContext, payload: object) -> tuple[Decision, object]:
+async def _checked(
+    scope: RunScope, hook: Hook, span_id: str, tool: Tool | None, call: ToolCall, payload: object
+) -> tuple[Decision, object]:
     """The pipeline at a tool hook: a decision with an outcome ends the run (``Stop``); a plain
     Block, a Respond or an Allow/Modify come back to the caller."""
+    if not scope.pipeline.asks(hook):
+        return ALLOW, payload
+    ctx = scope.hook_context(hook, span_id, tool=tool, call=call)
     decision, payload = await scope.pipeline.check(ctx, payload)
     if decision.stops and decision.outcome:
         raise Stop(decision)
@@ -79,9 +88,9 @@ async def approve_tool(
     the loop breaker see it even while it runs in parallel with others); a refused one becomes
     the message the model gets. The call's span is a child of ``parent_id`` (default: the
     run's root span)."""
-    state, tools = scope.state, scope.harness.tools
+    state, tools, tracing = scope.state, scope.harness.tools, scope.tracing
     span = scope.recorder.start_span(
-        f"{semconv.OP_EXECUTE_TOOL} {call.name}",
+        f"{semconv.OP_EXECUTE_TOOL} {call.name}" if tracing else "",
         "tool",
         parent_id or scope.run_id,
         {
@@ -90,13 +99,14 @@ async def approve_tool(
             semconv.GEN_AI_TOOL_CALL_ID: call.id,
             semconv.GEN_AI_TOOL_TYPE: "function",
             semconv.GEN_AI_TOOL_CALL_ARGUMENTS: _stored_arguments(scope, call),
-        },
+        }
+        if tracing
+        else {},
     )
     try:
-        ctx = scope.hook_context(
-            Hook.BEFORE_TOOL, span.span_id, tool=tools.get(call.name), call=call
+        decision, allowed = await _checked(
+            scope, Hook.BEFORE_TOOL, span.span_id, tools.get(call.name), call, call
         )
-        decision, allowed = await _checked(scope, ctx, call)
     except BaseException as exc:
         if isinstance(exc, Stop) and exc.decision.verdict is Verdict.ESCALATE:
             # The run pauses on this call: what a person approves or denies is this call.
@@ -120,7 +130,7 @@ async def approve_tool(
     if answer is not None:
         span.attributes[semconv.TETHER_RESPONDED_BY] = decision.control
     assert isinstance(allowed, ToolCall)
-    if allowed != call:  # a control rewrote the call: the span shows what actually runs
+    if tracing and allowed != call:  # a control rewrote the call: the span shows what runs
         span.name = f"{semconv.OP_EXECUTE_TOOL} {allowed.name}"
         span.attributes[semconv.GEN_AI_TOOL_NAME] = allowed.name
         span.attributes[semconv.GEN_AI_TOOL_CALL_ARGUMENTS] = _stored_arguments(scope, allowed)
@@ -145,9 +155,10 @@ async def complete_tool(scope: RunScope, approved: _Approved) -> Message:
         raw = approved.answer or await _execute(scope, approved.tool, call)
         approved.record.result_hash = content_hash(raw.content)
         approved.record.is_error = raw.is_error
-        ctx = scope.hook_context(Hook.AFTER_TOOL, span.span_id, tool=approved.tool, call=call)
         try:
-            decision, checked = await _checked(scope, ctx, raw)
+            decision, checked = await _checked(
+                scope, Hook.AFTER_TOOL, span.span_id, approved.tool, call, raw
+            )
         except Stop as stop:  # the call ran; the model's conversation still needs its answer
             withheld = f"Tool result withheld by policy: {scope.stored_text(stop.decision.reason)}"
             approved.message = _tool_message(call, ToolResult(withheld, is_error=True))
@@ -163,7 +174,8 @@ async def complete_tool(scope: RunScope, approved: _Approved) -> Message:
             error = result.content
             span.attributes[semconv.ERROR_TYPE] = "tool_error"
             scope.recorder.event(span.span_id, semconv.EVENT_TOOL_ERROR, {"message": clip(error)})
-        span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = clip(result.content)
+        if scope.tracing:
+            span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = clip(result.content)
     except asyncio.CancelledError:  # the run timed out or was cancelled mid-call
         error = "cancelled: the run stopped while the tool was running"
         approved.record.is_error = True
@@ -188,8 +200,7 @@ async def _execute(scope: RunScope, tool: Tool | None, call: ToolCall) -> ToolRe
             f"Error: invalid arguments for tool '{call.name}': {problem}", is_error=True
         )
     try:
-        async with asyncio.timeout(tool.timeout_s):
-            result = await tool.call(call.arguments)
+        result = await _within(scope.harness.deadline(tool.timeout_s), tool.call(call.arguments))
         content = scrub_surrogates(result.content)
         return (
             result
@@ -204,6 +215,19 @@ async def _execute(scope: RunScope, tool: Tool | None, call: ToolCall) -> ToolRe
         return ToolResult(f"Error: {exc.message}", is_error=True)
     except Exception as exc:
         return ToolResult(f"Error: {describe_exception(exc)}", is_error=True)
+
+
+async def _within(deadline: Deadline, work: Awaitable[T]) -> T:
+    """``work`` under ``asyncio.timeout_at(deadline.when)`` (as a ``Deadline``: cheaper)."""
+    deadline.enter()
+    try:
+        result = await work
+    except BaseException as exc:
+        if deadline.exit(type(exc)):
+            raise TimeoutError from exc
+        raise
+    deadline.exit(None)
+    return result
 
 
 async def tools_step(

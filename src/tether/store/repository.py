@@ -156,6 +156,33 @@ def _run_end_params(r: RunRecord) -> dict[str, Any]:
     return params
 
 
+def _run_rows(
+    started: list[RunRecord], ended: list[RunRecord]
+) -> tuple[list[dict[str, Any]], list[RunRecord]]:
+    """The rows to insert for the runs started in a batch, and the run ends left to update.
+    A run that also ends in the batch (most do: the writer takes what a short run wrote at
+    once) is inserted as its end leaves it, the row an INSERT and then the end's UPDATE would
+    give, in one statement instead of two."""
+    if not ended:
+        return [run_row(r) for r in started], ended
+    last = {(r.run_id, r.started_ns): r for r in ended}  # the last end of a run wins, as updates
+    rows, merged = [], set()
+    for r in started:
+        row = run_row(r)
+        key = (r.run_id, r.started_ns)
+        end = last.get(key)
+        if end is not None:
+            params = _run_end_params(end)
+            for f in _RUN_END_FIELDS:
+                row[f] = params[f"b_{f}"]
+            row["attributes"] = params["b_attributes"]
+            merged.add(key)
+        rows.append(row)
+    if not merged:
+        return rows, ended
+    return rows, [r for r in ended if (r.run_id, r.started_ns) not in merged]
+
+
 def run_row(r: RunRecord) -> dict[str, Any]:
     """A run's row of ``tether_runs`` as the store writes it, by column (in column order)."""
     return {
@@ -203,8 +230,10 @@ class Store(StoreReader):
                 if skip_existing:
                     batch = without_existing(conn, batch)
                 cached = batch.attributes_json
+                ended = batch.runs_ended
                 if batch.runs_started:
-                    _insert_dicts(conn, tables.runs, [run_row(r) for r in batch.runs_started])
+                    rows, ended = _run_rows(batch.runs_started, ended)
+                    _insert_dicts(conn, tables.runs, rows)
                 if batch.spans:
                     insert_rows(
                         conn,
@@ -260,8 +289,8 @@ class Store(StoreReader):
                             for c in batch.checkpoints
                         ],
                     )
-                if batch.runs_ended:
-                    _end_runs(conn, [_run_end_params(r) for r in batch.runs_ended])
+                if ended:
+                    _end_runs(conn, [_run_end_params(r) for r in ended])
                 if batch.audit:
                     from tether.store.audit import append_audit, audit_key, without_existing_audit
 

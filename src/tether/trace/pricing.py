@@ -6,7 +6,7 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,9 @@ from typing import Any
 from tether.core import SpecError
 
 _BUNDLED = Path(__file__).with_name("pricing.json")
+_MAX_OTHER_NAMES = 1024
+"""Names not in the table whose lookup is remembered (a gateway sees whatever names its
+callers send: bounded)."""
 _SNAPSHOT_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
@@ -42,14 +45,25 @@ class PricingTable:
 
     version: str
     models: dict[str, ModelPrice]
+    _other_names: dict[str, ModelPrice | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def price_for(self, model: str) -> ModelPrice | None:
         """The exact name, or the name with a dated snapshot suffix removed
         (``gpt-4.1-mini-2025-04-14`` is priced as ``gpt-4.1-mini``; ``o3-pro`` is not ``o3``)."""
-        if model in self.models:
-            return self.models[model]
-        base = _SNAPSHOT_SUFFIX.sub("", model)
-        return self.models.get(base)
+        price = self.models.get(model)
+        if price is not None:
+            return price
+        # Asked on every model call: a name not in the table (a snapshot, a model that is not
+        # priced) is looked up once. The table does not change after it is made.
+        known = self._other_names
+        if model in known:
+            return known[model]
+        if len(known) >= _MAX_OTHER_NAMES:
+            known.clear()
+        found = known[model] = self.models.get(_SNAPSHOT_SUFFIX.sub("", model))
+        return found
 
     def cost(
         self, model: str, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0

@@ -43,7 +43,7 @@ from tether.trace.journal import (
     Journal,
     Record,
     Segment,
-    encode,
+    encode_line,
 )
 from tether.trace.recovery import Queued, discard, replay_orphans, to_batch
 from tether.trace.sink import NullSink, TraceSink
@@ -132,14 +132,16 @@ class BatchingWriter:
             with self._lock:
                 self._queue.append((op, record, None))
         else:
-            line, attributes_json = encode(op, record)
+            # One serialization on the run path; the store writes the attributes' JSON again
+            # on the writer's thread (the record is not changed once accepted).
+            line = encode_line(op, record)
             with self._lock:
                 if self._journal is not None:
                     try:
                         self._journal.append(line)
                     except (OSError, ValueError):  # disk full: try again, in a new segment
                         self._use_journal(lambda journal, fresh: journal.append(line, fresh=fresh))
-                self._queue.append((op, record, attributes_json))
+                self._queue.append((op, record, None))
         if len(self._queue) >= self.max_batch:
             with self._cond:
                 self._cond.notify()
