@@ -262,17 +262,10 @@ def user_request(rng: random.Random, doc: str, doc2: str, code: str) -> str:
     )
 
 
-def hard_negative(rng: random.Random, dev: bool | str) -> str:
-    """One of the last quarter (dev), the quarter before it (the training side's validation,
-    ``dev="val"``) or the rest (training)."""
+def hard_negative(rng: random.Random, dev: bool) -> str:
     n = len(HARD_NEGATIVES)
     cut = n - n // 4
-    if dev is True:
-        pool = HARD_NEGATIVES[cut:]
-    elif dev == "val":
-        pool = HARD_NEGATIVES[cut - n // 4 : cut]
-    else:
-        pool = HARD_NEGATIVES[: cut - n // 4]
+    pool = HARD_NEGATIVES[cut:] if dev else HARD_NEGATIVES[:cut]
     return rng.choice(pool)
 
 

@@ -128,7 +128,7 @@ def _pieces(text: str, max_len: int = 3000) -> list[str]:
     return [p for p in out if len(p) >= 200]
 
 
-def readme_carriers(dev: bool | str) -> list[Carrier]:
+def readme_carriers(dev: bool) -> list[Carrier]:
     """Sections of the READMEs (package descriptions) of the permissively licensed
     distributions installed beside Tether, a fifth of the packages (by name hash) for the dev
     split. Tether's own README (it shows attacks) and the dev-side docstring packages are left
@@ -147,20 +147,12 @@ def readme_carriers(dev: bool | str) -> list[Carrier]:
         seen.add(name)
         if not any(p in _license_of(meta) for p in PERMISSIVE):
             continue
-        if (zlib.crc32(name.encode()) % 5 == 0) != (dev is True):
+        if (zlib.crc32(name.encode()) % 5 == 0) != dev:
             continue
         desc = meta.get("Description") or meta.get_payload() or ""  # type: ignore[attr-defined]
         for piece in _pieces(str(desc)):
             out.append(Carrier(piece, "doc", f"readme:{name}"))
     return out
-
-
-def train_part(carrier: Carrier) -> str:
-    """``val`` for the training side's validation carriers (a fifth of the modules, packages
-    and topics, by name hash), else ``train``."""
-    import zlib
-
-    return "val" if zlib.crc32(carrier.origin.encode()) % 5 == 1 else "train"
 
 
 def pydoc_carriers() -> list[Carrier]:

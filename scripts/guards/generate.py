@@ -4,9 +4,8 @@ Each item: ``{"id", "split", "channel", "label", "text", "span", "meta"}`` where
 ``[start, end)`` of the payload in ``text`` (``None`` for a negative). Every carrier that gets a
 payload is also emitted without it (the paired negative), and hard-negative sentences are
 inserted into carriers the same way payloads are, so that "something was inserted" is not a
-signal. ``split`` is ``train``, ``val`` (the training side's validation part) or ``dev``; no
-two share a carrier source, a payload phrasing or a hard-negative sentence (but for phrasing
-lists too short to hold three parts, whose training part validation shares).
+signal. ``split`` is ``train`` or ``dev``; the two never share a carrier source, a payload
+phrasing or a hard-negative sentence.
 
 Real items from the training-side sources (``dataset.TRAIN_SOURCES``) are used as seeds: they
 are inserted into carriers like the generated payloads.
@@ -83,19 +82,12 @@ def _json_insert(
 class CarrierPool:
     """Benign carriers of one split."""
 
-    def __init__(self, dev: bool | str) -> None:
-        side = dev is True
-        texts = carriers.dependency_carriers() if side else carriers.stdlib_carriers()
-        extra = carriers.readme_carriers(dev) + ([] if side else carriers.pydoc_carriers())
-        if not side:
-            # The training side's validation carriers are modules, packages and topics of
-            # their own, so validation scores carriers that stage 1 never saw.
-            want = "val" if dev == "val" else "train"
-            texts = [c for c in texts if carriers.train_part(c) == want]
-            extra = [c for c in extra if carriers.train_part(c) == want]
+    def __init__(self, dev: bool) -> None:
+        texts = carriers.dependency_carriers() if dev else carriers.stdlib_carriers()
         self.dev = dev
         self.docs = [c.text for c in texts if c.kind == "doc"]
         self.code = [c.text for c in texts if c.kind == "code"]
+        extra = carriers.readme_carriers(dev) + ([] if dev else carriers.pydoc_carriers())
         self.readmes = [c.text for c in extra] or self.docs
 
     def document(self, rng: random.Random) -> str:
@@ -166,18 +158,16 @@ def _as_comment(text: str, rng: random.Random) -> str:
     return "\n".join(mark + line for line in text.split("\n"))
 
 
-def _hard_negative(rng: random.Random, dev: bool | str) -> str:
+def _hard_negative(rng: random.Random, dev: bool) -> str:
     r = rng.random()
-    if r < 0.4:
+    if r < 0.55:
         return benign.hard_negative(rng, dev)
-    if r < 0.65:
-        return benign_rich.dev_hard_negative(rng, dev)
     if r < 0.85:
-        return benign_rich.tool_doc_negative(rng, dev)
+        return benign_rich.dev_hard_negative(rng, dev)
     return benign_rich.security_doc(rng, dev)
 
 
-def _payload(rng: random.Random, dev: bool | str, seeds: list[str]) -> tuple[str, dict[str, str]]:
+def _payload(rng: random.Random, dev: bool, seeds: list[str]) -> tuple[str, dict[str, str]]:
     if seeds and rng.random() < 0.2:
         return rng.choice(seeds), {
             "goal": "seed",
@@ -191,12 +181,12 @@ def _payload(rng: random.Random, dev: bool | str, seeds: list[str]) -> tuple[str
     return text, meta
 
 
-def build(n: int, dev: bool | str, seed: int, seeds: list[str] | None = None) -> list[Item]:
+def build(n: int, dev: bool, seed: int, seeds: list[str] | None = None) -> list[Item]:
     """``n`` carriers with a payload, each with its paired negative, plus ``n // 2`` carriers
     with a hard negative inserted and ``n // 4`` plain carriers."""
     rng = random.Random(seed)
     pool = CarrierPool(dev)
-    split = "dev" if dev is True else ("val" if dev == "val" else "train")
+    split = "dev" if dev else "train"
     seeds = seeds or []
     items: list[Item] = []
 

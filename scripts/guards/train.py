@@ -1,23 +1,16 @@
 """Train the injection classifier and its combiner; write the shipped model file.
 
-The training side is cut in three disjoint parts; no held-out source is read:
-stage 1: synthetic items from ``generate.build(dev=False)`` (the training carriers, phrasings
-and hard negatives) and 70% of the training sources' real items: a logistic regression over
-chunk features (``tether.guards.classifier``);
-stage 2 (half of ``generate.build(dev="val")``, built from carriers, phrasings and hard
-negatives stage 1 never sees, and of the other real items): the combiner, a logistic
-regression over [stage-1 max chunk logit, rule categories, hidden, encoded, channel, rule
-category x indirect channel, log(1 + chunks)];
-the decisive rules, measured on all three parts: rules of the attack-word categories that fire
-on at most ``--decisive-benign-rate`` of the benign documents (a hit of one flags a text on its
-own);
-validation (the other half): per-channel thresholds for a false-positive rate of
-``--target-fpr``, on the detector's final scores, at most ``MAX_THRESHOLD`` (below a decisive
-hit's score).
+The training documents (synthetic items from ``generate.build`` on the training carriers and
+phrasings, plus the real items of the training sources) are shuffled and cut in three:
+stage 1 (70%): a logistic regression over chunk features (``tether.guards.classifier``);
+stage 2 (15%): the combiner, a logistic regression over [stage-1 max chunk logit, rule
+categories, hidden, encoded, channel, rule category x indirect channel];
+validation (15%): per-channel thresholds for a false-positive rate of ``--target-fpr``, on the
+detector's final scores. The held-out sources (``dataset.DEV_SOURCES``) are never read here.
 
 Needs scikit-learn (``pip install -e '.[guards-train]'``)::
 
-    python scripts/guards/train.py [--n 5000] [--n-val 1800] [--features 30000] [--out PATH]
+    python scripts/guards/train.py [--n 6000] [--features 40000] [--out PATH]
 """
 
 from __future__ import annotations
@@ -40,13 +33,8 @@ from scipy.sparse import csr_matrix
 from sklearn.linear_model import LogisticRegression
 
 from tether.guards.classifier import TOKEN, Model, chunk_bounds, chunk_features
-from tether.guards.injection import (
-    CHANNELS,
-    DECISIVE_CHANNELS,
-    DECISIVE_SCORE,
-    InjectionDetector,
-)
-from tether.guards.injection_rules import ATTACK_WORD_CATEGORIES, CATEGORIES, RULES
+from tether.guards.injection import CHANNELS, InjectionDetector
+from tether.guards.injection_rules import CATEGORIES
 from tether.guards.normalize import normalize
 
 DERIVED = frozenset(
@@ -64,28 +52,6 @@ DERIVED = frozenset(
     }
 )
 SAME_LENGTH = frozenset({"rot13", "leetspeak"})
-# Thresholds stay below the score of a decisive hit, so a decisive rule flags on its own.
-MAX_THRESHOLD = 0.9
-assert MAX_THRESHOLD < DECISIVE_SCORE
-
-
-def decisive_rules(
-    hits: list[tuple[set[str], int]], max_benign_rate: float, min_attacks: int
-) -> list[str]:
-    """Rules of the attack-word categories that are precise on the training side: they fire on
-    at most ``max_benign_rate`` of the benign documents (hard negatives included) and on at
-    least ``min_attacks`` attacks. ``hits``: (rules that fired, label) per document."""
-    n_benign = sum(1 for _, label in hits if label == 0)
-    out = []
-    for rule in RULES:
-        if rule.category not in ATTACK_WORD_CATEGORIES:
-            continue
-        fp = sum(1 for fired, label in hits if label == 0 and rule.name in fired)
-        tp = sum(1 for fired, label in hits if label == 1 and rule.name in fired)
-        if tp >= min_attacks and fp <= max_benign_rate * n_benign:
-            out.append(rule.name)
-        print(f"    rule {rule.name}: {tp} attacks, {fp} benign", file=sys.stderr)
-    return sorted(out)
 
 
 def chunk_examples(item: dict[str, Any]) -> list[tuple[list[str], int, str]]:
@@ -131,13 +97,10 @@ def chunk_examples(item: dict[str, Any]) -> list[tuple[list[str], int, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=5000)
-    parser.add_argument(
-        "--n-val", type=int, default=1800, help="carriers of the stage-2 and validation parts"
-    )
+    parser.add_argument("--n", type=int, default=6000)
     parser.add_argument("--features", type=int, default=30000)
-    parser.add_argument("--target-fpr", type=float, default=0.02)
-    parser.add_argument("--C", type=float, default=0.3)
+    parser.add_argument("--target-fpr", type=float, default=0.01)
+    parser.add_argument("--C", type=float, default=1.0)
     parser.add_argument(
         "--out",
         default=str(
@@ -146,34 +109,18 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--C2", type=float, default=1.0, help="the combiner's C")
-    parser.add_argument(
-        "--decisive-benign-rate",
-        type=float,
-        default=0.001,
-        help="a rule is decisive if it fires on at most this share of benign training documents",
-    )
     args = parser.parse_args()
     t0 = time.time()
     real = real_split("train")
-    rng = random.Random(args.seed)
-    real_docs = [dict(it, span=None) for it in real]
-    rng.shuffle(real_docs)
-    cut = int(0.7 * len(real_docs))
-    seeds = [it["text"] for it in real_docs[:cut] if it["label"] == 1]
+    seeds = [it["text"] for it in real if it["label"] == 1]
     synthetic = generate.build(args.n, dev=False, seed=args.seed, seeds=seeds)
-    # Stage 2 and validation are built from the training side's validation carriers, phrasings
-    # and hard negatives (``dev="val"``), which stage 1 never sees: the combiner and the
-    # thresholds then see the classifier as it scores unseen text, not its training templates.
-    later_seeds = [it["text"] for it in real_docs[cut:] if it["label"] == 1]
-    held = generate.build(args.n_val, dev="val", seed=args.seed + 1, seeds=later_seeds)
-    docs = synthetic + real_docs[:cut]
+    docs = synthetic + [dict(it, span=None) for it in real]
+    rng = random.Random(args.seed)
     rng.shuffle(docs)
-    later = held + real_docs[cut:]
-    rng.shuffle(later)
+    cut1, cut2 = int(0.7 * len(docs)), int(0.85 * len(docs))
     # stage 1 (the classifier), stage 2 (the combiner), validation (the thresholds): three
     # disjoint parts of the training side; no held-out source is read.
-    stage1, stage2, validation = docs, later[: len(later) // 2], later[len(later) // 2 :]
-    docs = docs + later
+    stage1, stage2, validation = docs[:cut1], docs[cut1:cut2], docs[cut2:]
     print(f"{len(docs)} documents ({len(real)} real), {time.time() - t0:.0f}s", file=sys.stderr)
 
     examples = [ex for d in stage1 for ex in chunk_examples(d)]
@@ -223,11 +170,8 @@ def main() -> None:
     det = InjectionDetector(model=model)
     pair_names = [f"{ch}:{c}" for ch in ("tool_output", "document") for c in CATEGORIES]
 
-    fired: list[tuple[set[str], int]] = []
-
     def features(d: dict[str, Any]) -> list[float]:
         v = det.scan(d["text"], d["channel"])
-        fired.append(({e.name for e in v.evidence if e.kind == "rule"}, d["label"]))
         clf_logit = (
             max(
                 math.log(max(e.score, 1e-9) / max(1 - e.score, 1e-9))
@@ -268,22 +212,9 @@ def main() -> None:
     }
     print(f"stage 2: {len(stage2)} documents, {time.time() - t0:.0f}s", file=sys.stderr)
 
-    # Decisive rules, measured on every document of the training side (the rules learn
-    # nothing, so the more benign text they are tried on the better; never a held-out source).
-    for d in stage1 + validation:
-        v = det.scan(d["text"], d["channel"])
-        fired.append(({e.name for e in v.evidence if e.kind == "rule"}, d["label"]))
-    decisive = decisive_rules(fired, args.decisive_benign_rate, min_attacks=3)
-    print(f"decisive rules: {decisive}", file=sys.stderr)
-
-    # Thresholds on the validation part, scored by the detector exactly as shipped (decisive
-    # rules included).
-    model.meta = {
-        "combiner": combiner,
-        "thresholds": dict.fromkeys(CHANNELS, 0.5),
-        "decisive_rules": decisive,
-        "decisive_channels": list(DECISIVE_CHANNELS),
-    }
+    # Thresholds on the validation part, scored by the detector exactly as shipped (the
+    # strong-category floors included).
+    model.meta = {"combiner": combiner, "thresholds": dict.fromkeys(CHANNELS, 0.5)}
     det = InjectionDetector(model=model)
     scored = [
         (det.scan(d["text"], d["channel"]).score, d["label"], d["channel"]) for d in validation
@@ -293,7 +224,7 @@ def main() -> None:
         neg = sorted((p for p, lab, c in scored if lab == 0 and c == ch), reverse=True)
         k = int(args.target_fpr * len(neg))
         t = max(0.5, float(neg[k]) + 1e-4) if neg else 0.5
-        thresholds[ch] = round(min(t, MAX_THRESHOLD), 4)
+        thresholds[ch] = round(min(t, 0.95), 4)
         pos = [p for p, lab, c in scored if lab == 1 and c == ch]
         rec = sum(p >= thresholds[ch] for p in pos) / max(len(pos), 1)
         fpr = sum(p >= thresholds[ch] for p in neg) / max(len(neg), 1)
@@ -305,21 +236,16 @@ def main() -> None:
     model.meta = {
         "combiner": combiner,
         "thresholds": thresholds,
-        "decisive_rules": decisive,
-        "decisive_channels": list(DECISIVE_CHANNELS),
         "trained": {
             "documents": len(docs),
             "chunks": len(examples),
-            "synthetic": len(synthetic) + len(held),
+            "synthetic": len(synthetic),
             "real_train_items": len(real),
             "C": args.C,
             "C2": args.C2,
             "target_fpr": args.target_fpr,
-            "decisive_benign_rate": args.decisive_benign_rate,
             "features": len(weights),
             "seed": args.seed,
-            "n": args.n,
-            "n_val": args.n_val,
         },
     }
     raw = json.dumps(

@@ -71,10 +71,6 @@ CATEGORIES = (
 )
 """The categories rules (and so verdicts) use, besides ``classifier``, ``hidden_content`` and
 ``encoded_content``, which the detector adds."""
-ATTACK_WORD_CATEGORIES = CATEGORIES[:7]
-"""Categories of what attacks are made of (override ... exfiltration), not of what benign text
-also says (authority, secrecy, persistence, secret_access, data_upload, agent_task): only their
-rules may be decisive (``injection.DECISIVE_SCORE``)."""
 
 
 def _alt(words: str) -> str:
@@ -119,20 +115,6 @@ RULES: tuple[Rule, ...] = (
         rf"\s+{_RULES_NOUN}\s+(?:are|is|have\s+been|has\s+been)\s+(?:now\s+)?(?:void|"
         rf"cancell?ed|revoked|outdated|obsolete|null|superseded|suspended|lifted|disabled|"
         rf"no\s+longer\s+(?:valid|apply|applicable|in\s+effect|relevant))",
-    ),
-    _r(
-        "override.ignore_above",
-        "override",
-        "ignore,disregard,forget,ignoring,disregarding",
-        r"\s+(?:all\s+|everything\s+)?(?:of\s+)?(?:the\s+)?(?:above|foregoing|preceding)"
-        r"(?:\s+text)?\s{0,3}(?:and\b|,|;|\.|:|—|-)",
-    ),
-    _r(
-        "override.system_override",
-        "override",
-        "system_override,system override,admin_override,admin override,developer_override,"
-        "developer override,security_override,security override,safety_override,safety override",
-        r"\b",
     ),
     _r(
         "override.new_instructions",
@@ -253,14 +235,6 @@ RULES: tuple[Rule, ...] = (
         r"search\s+results?|email|file|knowledge\s+base|tool\s+output|user\s+input)",
         word=False,
     ),
-    _r(
-        "role_marker.inline_tag",
-        "role_marker",
-        "[system,[admin,[developer,[sys,[root,[operator",
-        r"(?:\s+(?:message|note|notice|update|override|instruction|instructions|directive|"
-        r"command|alert))?\]",
-        word=False,
-    ),
     # --- prompt_extraction: asks for the system prompt or hidden instructions
     _r(
         "prompt_extraction.reveal",
@@ -295,38 +269,7 @@ RULES: tuple[Rule, ...] = (
         r"[^。\n]{0,10}?(?:系统提示|系统指令|提示词|表示|教えて|出力)",
         word=False,
     ),
-    _r(
-        "prompt_extraction.complete_quote",
-        "prompt_extraction",
-        "system prompt,system message,initial instructions,invite système,prompt del sistema,"
-        "prompt di sistema,prompt do sistema,systemaufforderung,system-prompt,systemprompt",
-        r"\s{0,3}(?:says|said|reads|states|begins|starts|is|are|dit|dice|diz|lautet|sagt|"
-        r"recita)\s{0,3}:",
-    ),
-    _r(
-        "prompt_extraction.each_word",
-        "prompt_extraction",
-        "each word,every word,each line,every line,each sentence,every sentence",
-        r"\s+(?:in|of)\s+(?:your|the)\s+(?:system\s+prompt|instructions|prompt|rules|"
-        r"guidelines)\b",
-    ),
     # --- addressed_to_ai: words written for the model, not for the human reader
-    _r(
-        "addressed_to_ai.quoted_token_reply",
-        "addressed_to_ai",
-        "include,add,append,prepend,insert,put,output,print,write,say,mention",
-        r"\s+(?:the\s+(?:word|phrase|code|token|string|marker)\s+)?(?:'[^'\n]{1,40}'|"
-        r"\"[^\"\n]{1,40}\"|\u2018[^\u2019\n]{1,40}\u2019|\u201c[^\u201d\n]{1,40}\u201d)\s+(?:in|to|into|at\s+the\s+(?:start|"
-        r"end|beginning)\s+of)\s+(?:your|the|every|each)\s+(?:response|reply|answer|output|"
-        r"summary|responses|replies|answers)\b",
-    ),
-    _r(
-        "addressed_to_ai.role_note",
-        "addressed_to_ai",
-        "assistant note,ai note,agent note,llm note,model note,note for assistant,"
-        "assistant instruction,assistant instructions",
-        r"\s{0,3}[:\-—]",
-    ),
     _r(
         "addressed_to_ai.note_to",
         "addressed_to_ai",
@@ -377,7 +320,7 @@ RULES: tuple[Rule, ...] = (
         # Possessive runs: an identifier never gives characters back (no character of it can
         # start what follows), so a long one costs one pass, not 30 x 30 retries.
         r"\s+(?:the\s+)?`?[a-z][a-z0-9]{1,30}+_[a-z0-9_]{1,30}+`?(?:\s+(?:tool|function|action|"
-        r"endpoint|command))?(?:\s+(?:with|to|on|and|using|passing)\b|\s+[a-z][a-z0-9_]{0,30}+=)",
+        r"endpoint|command))?\s+(?:with|to|on|and|using|passing)\b",
     ),
     _r(
         "tool_instruction.tool_json",
