@@ -6,8 +6,7 @@ Prints recall and false-positive rate per channel (user, tool_output, document),
   (the default: sources whose figures may be looked at during development), ``--part final`` or
   ``--part final2`` (frozen parts; their digests are checked and their errors never printed; run
   them once per release of the model and say so in docs/guards.md), never used in training or
-  to set a threshold, with the DAN-style
-  jailbreaks reported on their own line;
+  to set a threshold, with the DAN-style jailbreaks reported on their own line;
 - synthetic items: the generator's dev split (carriers from Tether's dependencies' docstrings and
   code, payload phrasings and hard negatives that training never saw);
 
