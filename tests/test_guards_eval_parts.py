@@ -1,0 +1,51 @@
+"""The held-out evaluation parts stay as frozen: disjoint sources, unchanged items.
+
+Reads ``guards_data/real`` only to hash it (no text is printed); the evaluation itself is
+``benchmarks/eval_guards.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _dataset() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("dataset", ROOT / "scripts/guards/dataset.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parts_share_no_source() -> None:
+    ds = _dataset()
+    parts = [ds.TRAIN_SOURCES, ds.TUNE_SOURCES, ds.FINAL_SOURCES, ds.FINAL2_SOURCES]
+    seen: set[str] = set()
+    for part in parts:
+        assert not seen & set(part)
+        seen |= set(part)
+    assert set(ds.DEV_SOURCES) == seen - set(ds.TRAIN_SOURCES)
+
+
+@pytest.mark.parametrize("part", ["final", "final2"])
+def test_frozen_parts_are_unchanged(part: str) -> None:
+    ds = _dataset()
+    items = ds.real_split(part)
+    assert items, f"no items for {part}"
+    assert {it["source"] for it in items} == set(
+        ds.FINAL_SOURCES if part == "final" else ds.FINAL2_SOURCES
+    )
+    assert ds.digest(items) == ds.FROZEN[part]
+
+
+def test_a_changed_item_changes_the_digest() -> None:
+    ds = _dataset()
+    items = ds.real_split("final2")
+    changed = [dict(items[0], text=items[0]["text"] + " "), *items[1:]]
+    assert ds.digest(changed) != ds.FROZEN["final2"]
