@@ -53,6 +53,7 @@ AGENT, PROJECT, ROLE, TOOL, ACTION = (
     f"{NAMESPACE}::{t}" for t in ("Agent", "Project", "Role", "Tool", "Action")
 )
 MAX_CACHED_PRINCIPALS = 1024
+MAX_CACHED_VERDICTS = 4096
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,8 @@ class Authorizer:
         self._targets = {name: (_uid(ACTION, name), _uid(TOOL, name)) for name in tools}
         """Each tool's action and resource, as Cedar requests name them."""
         self._ask = _asker(loaded.policy_set, self._entities)
+        self._verdicts: dict[tuple[str, bool, tuple[str, ...]], AuthzVerdict] = {}
+        """Verdicts by tool and Cedar's answer (decision and deciding policies)."""
 
     @classmethod
     def load(
@@ -360,6 +363,17 @@ class Authorizer:
             return AuthzVerdict(
                 "deny", f"tool {tool!r} denied: a Cedar policy failed to evaluate: {errors[0]}"
             )
+        key = (tool, allowed, tuple(reasons))
+        verdict = self._verdicts.get(key)
+        if verdict is None:  # the same answer for the same tool is the same verdict
+            verdict = self._verdict(tool, allowed, key[2])
+            if len(self._verdicts) >= MAX_CACHED_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
+
+    def _verdict(self, tool: str, allowed: bool, reasons: tuple[str, ...]) -> AuthzVerdict:
+        """The verdict of Cedar's answer (no errors) about a call of ``tool``."""
         infos = [self.loaded.policies[p] for p in reasons]
         labels = tuple(p.label for p in infos)
         if not allowed:

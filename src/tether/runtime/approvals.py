@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 import unicodedata
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -27,6 +28,7 @@ from tether.store import AuditRecord
 
 if TYPE_CHECKING:
     from tether.store import StoreReader
+    from tether.store.audit import AuditEntry
 
 APPROVAL = "approval"
 """Audit entry kind: a person's answer to an escalated tool call."""
@@ -79,6 +81,35 @@ def _store_failed(store: StoreReader, doing: str, exc: SQLAlchemyError) -> Store
     return StoreError(f"{doing} {store.display_url} failed: {driver_message(exc)}")
 
 
+def _append_unless(
+    store: StoreReader,
+    record: AuditRecord,
+    doing: str,
+    clash: Callable[[Any], AuditEntry | None],
+) -> AuditEntry | None:
+    """Append ``record`` to the audit log in one transaction holding the chain's head, unless
+    ``clash`` (asked inside it) finds an entry that forbids it: that entry, or None when
+    ``record`` was appended. Of two writers racing, the second sees the first's entry."""
+    from tether.store.audit import append_audit, audit_key, lock_head
+
+    try:
+        with store.engine.begin() as conn:
+            lock_head(conn)
+            found = clash(conn)
+            if found is None:
+                append_audit(conn, [record], audit_key())
+    except SQLAlchemyError as exc:
+        raise _store_failed(store, doing, exc) from exc
+    return found
+
+
+def _first(conn: Any, run_id: str, kind: str) -> AuditEntry | None:
+    from tether.store.audit import run_entries
+
+    entries = run_entries(conn, run_id, kind)
+    return entries[0][0] if entries else None
+
+
 def decide(
     store: StoreReader,
     run_id: str,
@@ -93,7 +124,7 @@ def decide(
     if given, must be that call). ``actor`` adds to who answered (how: ``via``, a key id).
     ``TetherError`` when the run does not wait on a call, the call was answered already, or
     the run was resumed already."""
-    from tether.store.audit import append_audit, audit_key, lock_head, run_entries
+    from tether.store.audit import run_entries
 
     approver = _checked_text(approver, "the approver", MAX_APPROVER_CHARS, required=True)
     reason = _checked_text(reason, "the reason", MAX_REASON_CHARS, required=False)
@@ -129,30 +160,26 @@ def decide(
         run_id=state.run_id,
         span_id=pending.span_id or None,
     )
-    try:
-        with store.engine.begin() as conn:
-            lock_head(conn)
-            resumed = run_entries(conn, state.run_id, RUN_RESUMED)
-            answered = [
-                e
-                for e, _, _ in run_entries(conn, state.run_id, APPROVAL)
-                if e.details.get("call_id") == pending.call_id
-            ]
-            if not resumed and not answered:
-                append_audit(conn, [record], audit_key())
-    except SQLAlchemyError as exc:
-        raise _store_failed(store, "recording the answer in", exc) from exc
-    if resumed:
+
+    def clash(conn: Any) -> AuditEntry | None:
+        answered = [
+            e
+            for e, _, _ in run_entries(conn, state.run_id, APPROVAL)
+            if e.details.get("call_id") == pending.call_id
+        ]
+        return _first(conn, state.run_id, RUN_RESUMED) or (answered[0] if answered else None)
+
+    found = _append_unless(store, record, "recording the answer in", clash)
+    if found is not None and found.kind == RUN_RESUMED:
         raise TetherError(
             f"run {state.run_id} was resumed already (as run "
-            f"{resumed[0][0].details.get('resumed_as')}): its call cannot be answered now"
+            f"{found.details.get('resumed_as')}): its call cannot be answered now"
         )
-    if answered:
-        first = answered[0]
-        said = "approved" if first.details.get("approved") else "denied"
+    if found is not None:
+        said = "approved" if found.details.get("approved") else "denied"
         raise TetherError(
             f"call {pending.call_id} ({pending.tool}) of run {state.run_id} was {said} "
-            f"already by {first.actor.get('approver', '?')} (audit entry {first.seq}): "
+            f"already by {found.actor.get('approver', '?')} (audit entry {found.seq}): "
             "an answer is final"
         )
     return answer
@@ -203,7 +230,6 @@ def claim_resume(
 ) -> None:
     """Record that the paused run is resumed as run ``resumed_as``; ``TetherError`` when it
     was resumed already (by this process or another, even at the same moment)."""
-    from tether.store.audit import append_audit, audit_key, lock_head, run_entries
 
     record = AuditRecord(
         entry_id=secrets.token_hex(16),
@@ -214,28 +240,24 @@ def claim_resume(
         trace_id=state.trace_id,
         run_id=state.run_id,
     )
-    try:
-        with store.engine.begin() as conn:
-            lock_head(conn)
-            done = run_entries(conn, state.run_id, RUN_RESUMED)
-            if not done:
-                append_audit(conn, [record], audit_key())
-    except SQLAlchemyError as exc:
-        raise _store_failed(store, "recording the resume in", exc) from exc
-    if done:
+    found = _append_unless(
+        store,
+        record,
+        "recording the resume in",
+        lambda conn: _first(conn, state.run_id, RUN_RESUMED),
+    )
+    if found is not None:
         raise TetherError(
             f"run {state.run_id} was resumed already, as run "
-            f"{done[0][0].details.get('resumed_as')}: a paused run is resumed once"
+            f"{found.details.get('resumed_as')}: a paused run is resumed once"
         )
 
 
 def resumed_as(store: StoreReader, run_id: str) -> str | None:
     """The run a paused run was resumed as, if it was."""
-    from tether.store.audit import run_entries
-
     try:
         with store.engine.connect() as conn:
-            done = run_entries(conn, run_id, RUN_RESUMED)
+            done = _first(conn, run_id, RUN_RESUMED)
     except SQLAlchemyError as exc:
         raise _store_failed(store, "reading from", exc) from exc
-    return str(done[0][0].details.get("resumed_as")) if done else None
+    return None if done is None else str(done.details.get("resumed_as"))
