@@ -183,4 +183,4 @@ def test_the_demo_without_bubblewrap_ends_well_saying_the_sandbox_was_skipped(
     assert "11. sandboxed calculation (calculator) (skipped)" in proc.stdout
     assert "the sandbox fails closed, so no code ran" in proc.stdout
     assert "sandboxed calculation                │ skipped" in proc.stdout
-    assert proc.stdout.count("traces show ") == 10  # every scenario that made a run
+    assert proc.stdout.count("traces show ") == 11  # every scenario that made a run

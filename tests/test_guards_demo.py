@@ -25,11 +25,12 @@ def test_the_demo_shows_the_guards_at_work(tmp_path: Path) -> None:
     listed = json.loads(out.getvalue())
     results = {r["scenario"]: r for r in listed}
     # The issue-14 scenarios follow the support agent's, each with its name.
-    assert [r["scenario"] for r in listed[-4:]] == [
+    assert [r["scenario"] for r in listed[-5:]] == [
         "refund denied by policy",
         "refund approved by a person",
         "failing upstream",
         "sandboxed calculation",
+        "budget running out mid-run",
     ]
 
     caught = results["injection caught"]
