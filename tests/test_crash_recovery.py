@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from fakes.children import kill_when_it_says
 from tether.cli import cli
 from tether.core import new_trace_id
 from tether.store import Store
@@ -66,21 +65,7 @@ def _kill_mid_run(tmp_path: Path, url: str, model_name: str) -> tuple[str, int]:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     trace_id = new_trace_id()
-    child = subprocess.Popen(
-        [sys.executable, str(script), url, trace_id, model_name],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        if line.strip() != "hanging":
-            child.kill()
-            pytest.fail(f"the child did not reach its hanging tool: {child.communicate()}")
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.communicate(timeout=30)
+    child = kill_when_it_says(script, [url, trace_id, model_name], "hanging", "its hanging tool")
     assert child.returncode == -signal.SIGKILL
     return trace_id, child.pid
 

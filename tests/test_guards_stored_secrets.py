@@ -9,15 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from fakes.children import kill_when_it_says
 from fakes.leaks import StoredBytes, leaked
 from fakes.specs import make_spec
 from tether import Agent, ScriptedModel, tool
@@ -344,21 +342,7 @@ def test_an_answer_killed_while_judged_was_never_written(tmp_path: Path, sqlite_
     leaves no copy of a reply they might have blocked (and loses that one span)."""
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    child = subprocess.Popen(
-        [sys.executable, str(script), sqlite_url, "Wolfram Lantern"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline()
-        if line.strip() != "judging":
-            child.kill()
-            pytest.fail(f"the child did not reach its output guard: {child.communicate()}")
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.communicate(timeout=30)
+    kill_when_it_says(script, [sqlite_url, "Wolfram Lantern"], "judging", "its output guard")
     home = Path(os.environ["TETHER_HOME"])
     assert b"Wolfram Lantern" not in b"".join(
         p.read_bytes() for p in home.rglob("*") if p.is_file()
