@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypedDict, TypeVar, Unpack
@@ -124,7 +125,7 @@ class GuardOptions(TypedDict, total=False):
     name: str | None
 
 
-class GuardControl(Control):
+class GuardControl(Control, ABC):
     """Base class of the guards: judges the texts of its channels with :meth:`judge` and acts.
 
     ``channels`` are the channels it runs on; ``documents`` the tools whose results are the
@@ -161,10 +162,10 @@ class GuardControl(Control):
         self.name = options.get("name") or f"guard.{self.guard}"
         self._hooks = frozenset(CHANNEL_HOOKS[c] for c in self.channels)
 
+    @abstractmethod
     async def judge(self, text: str, channel: Channel, ctx: HookContext | None) -> GuardResult:
         """What the guard finds in ``text``. Raise when it cannot judge (the run fails closed
         unless ``fail_open``). ``ctx`` is ``None`` outside a run (``tether scan``)."""
-        raise NotImplementedError
 
     def redactor(self, channel: Channel) -> Callable[[str], str] | None:
         """A function masking what this guard masks on ``channel``, for texts stored before
