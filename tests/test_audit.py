@@ -276,3 +276,53 @@ def test_admin_changes_join_the_audit_log(tmp_path: Path) -> None:
     assert entries[1]["details"]["key_id"] == key_id and "tth_" not in json.dumps(entries)
     verified = run_cli("--database-url", url, "audit", "verify", env=env)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_writer_session_killed_inside_its_audit_transaction_loses_nothing(pg_url: str) -> None:
+    """PostgreSQL ends the writer's session while it waits inside its append transaction (the
+    head row is held by another session): the writer reconnects and appends every entry once,
+    after the other session's entry, and the chain stays valid."""
+    import threading
+    import time
+
+    import psycopg
+
+    Store(pg_url).close()
+    conninfo = pg_url.replace("postgresql+psycopg://", "postgresql://").split("?")[0]
+    schema = pg_url.rsplit("search_path%3D", 1)[1]
+    log = AuditLog(writer_for(pg_url))
+    holder = psycopg.connect(conninfo)
+    try:
+        holder.execute(f'SELECT seq FROM "{schema}".tether_audit_head WHERE id = 1 FOR UPDATE')
+        entries = [log.record("key_created", {"key_id": f"k{i}"}, {"n": i}) for i in range(20)]
+        with psycopg.connect(conninfo, autocommit=True) as admin:
+            deadline = time.monotonic() + 30
+            pids: list[int] = []
+            while not pids and time.monotonic() < deadline:
+                pids = [
+                    row[0]
+                    for row in admin.execute(
+                        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query ILIKE %s AND pid <> %s",
+                        ("%tether_audit_head%", holder.info.backend_pid),
+                    )
+                ]
+                time.sleep(0.05)
+            assert pids, "the writer never waited on the audit head"
+            for pid in pids:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        released = threading.Timer(0.5, holder.rollback)
+        released.start()
+        assert log.flush(60), getattr(log.sink, "last_error", None)
+        released.join()
+    finally:
+        holder.close()
+    store = Store(pg_url)
+    try:
+        with store.engine.connect() as conn:
+            ids = [e.entry_id for e, _a, _d in iter_audit(conn)]
+            report = verify_audit(conn, None)
+    finally:
+        store.close()
+    assert report.ok, report.problem
+    assert ids == [e.entry_id for e in entries if e is not None]
