@@ -402,3 +402,86 @@ def test_runs_that_share_a_trace_are_listed_by_run_ids_that_show_them(sqlite_url
         tree = tether(sqlite_url, "traces", "show", run_id)
         assert tree.returncode == 0, tree.stderr
         assert f"input:  {text}" in shown(tree.stdout)
+
+
+# -- a big trace is drawn in part, its problems listed ----------------------------------------
+
+
+def test_a_big_trace_draws_the_first_spans_and_lists_problems_past_the_cut(
+    sqlite_url: str,
+) -> None:
+    from tether.core import new_span_id, new_trace_id, now_ns
+    from tether.store import EventRecord, RunRecord, SpanRecord
+    from tether.trace import BatchingWriter, semconv
+
+    store = Store(sqlite_url)
+    writer = BatchingWriter(store, flush_interval_s=3600)
+    run = RunRecord(new_trace_id(), "big", "v1", now_ns(), run_id=new_span_id())
+    writer.run_started(run)
+    root, start = new_span_id(), now_ns()
+    writer.span(
+        SpanRecord(
+            run.trace_id,
+            root,
+            None,
+            "invoke_agent big",
+            "agent",
+            start,
+            start + 1,
+            run_id=run.run_id,
+        )
+    )
+    for i in range(60):
+        span_id = new_span_id()
+        failed = i == 45
+        writer.span(
+            SpanRecord(
+                run.trace_id,
+                span_id,
+                root,
+                f"step-{i:02d}",
+                "tool",
+                start + i,
+                start + i + 1,
+                run_id=run.run_id,
+                status="error" if failed else "ok",
+                status_message="Error: upstream said no" if failed else None,
+            )
+        )
+        if i in (3, 52):
+            verdict = "allow" if i == 3 else "block"
+            writer.event(
+                EventRecord(
+                    run.trace_id,
+                    span_id,
+                    semconv.EVENT_CONTROL_DECISION,
+                    start + i,
+                    {
+                        semconv.TETHER_CONTROL_NAME: "authz.cedar",
+                        semconv.TETHER_CONTROL_HOOK: "before_tool",
+                        semconv.TETHER_DECISION: verdict,
+                        semconv.TETHER_DECISION_REASON: f"policy refund-{i}",
+                    },
+                    run_id=run.run_id,
+                )
+            )
+    assert writer.flush(60)
+    writer.close()
+    store.close()
+
+    out = shown(tether(sqlite_url, "traces", "show", run.run_id, "--max-spans", "10").stdout)
+    drawn = re.findall(r"step-\d\d", out.split("more spans not drawn")[0])
+    assert drawn == [f"step-{i:02d}" for i in range(9)]  # the agent span and 9 steps
+    assert "51 more spans not drawn (61 in all)" in out
+    past_cut = out.split("more spans not drawn")[1]
+    assert "step-45" in past_cut and "upstream said no" in past_cut
+    assert "step-52" in past_cut and "authz.cedar block" in past_cut and "refund-52" in past_cut
+    assert "step-30" not in past_cut  # only the problems are listed past the cut
+
+    everything = shown(tether(sqlite_url, "traces", "show", run.run_id, "--max-spans", "0").stdout)
+    assert "not drawn" not in everything
+    assert re.findall(r"step-\d\d", everything) == [f"step-{i:02d}" for i in range(60)]
+    assert "authz.cedar allow" in everything and "authz.cedar block" in everything
+
+    bad = tether(sqlite_url, "traces", "show", run.run_id, "--max-spans", "-1")
+    assert bad.returncode == 2 and b"--max-spans" in bad.stderr

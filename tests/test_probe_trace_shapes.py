@@ -30,9 +30,9 @@ def _store_run(url: str, parents: list[int | None]) -> str:
     return run_id
 
 
-def _show(url: str, run_id: str) -> subprocess.CompletedProcess[str]:
+def _show(url: str, run_id: str, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tether", "--database-url", url, "traces", "show", run_id],
+        [sys.executable, "-m", "tether", "--database-url", url, "traces", "show", run_id, *options],
         capture_output=True,
         text=True,
         timeout=300,
@@ -43,7 +43,7 @@ def _show(url: str, run_id: str) -> subprocess.CompletedProcess[str]:
 def test_a_trace_nested_thousands_deep_is_shown(sqlite_url: str) -> None:
     depth = 3000
     run_id = _store_run(sqlite_url, [None, *range(depth - 1)])
-    shown = _show(sqlite_url, run_id)
+    shown = _show(sqlite_url, run_id, "--max-spans", "0")  # all: 2,000 by default
     assert shown.returncode == 0, shown.stderr
     # The deepest spans are shown (not cut off past the terminal's width), with their depth.
     assert f"(nested {depth} deep) span {depth - 1} " in shown.stdout

@@ -280,12 +280,16 @@ def trace_tree(
     spans: list[SpanRecord],
     events: list[EventRecord],
     display_chars: int = 8_000,
+    max_spans: int = 0,
 ) -> Tree:
-    """One run's trace as a tree; why it failed, if it did, right under the heading."""
+    """One run's trace as a tree; why it failed, if it did, right under the heading.
+
+    ``max_spans`` (0: no limit) caps the spans drawn, in tree order: a trace of 30,000 spans
+    is not 30,000 lines. What the cap hides is counted in a last line, and its failed spans
+    and non-allow decisions are still listed under it (up to ``NOTABLE_BELOW_CUT``)."""
     from rich.tree import Tree
 
-    run, spans = _displayable_record(run), [_displayable_record(s) for s in spans]
-    events = [_displayable_record(e) for e in events]
+    run = _displayable_record(run)
     head = (
         f"[bold]trace {escape(run.trace_id)}[/] run {escape(run.run_id)}  "
         f"{escape(_who(run))}{'@' + escape(run.agent_version[:8]) if run.agent_version else ''}  "
@@ -311,6 +315,23 @@ def trace_tree(
         items += [(e.time_ns, e) for e in by_span.get(span.span_id, [])]
         return [item for _, item in sorted(items, key=lambda x: x[0])]
 
+    # Labels are made (and their text made safe) only for what is drawn.
+    def span_label(s: SpanRecord) -> str:
+        return _span_label(_displayable_record(s))
+
+    def event_label(e: EventRecord) -> str:
+        return _event_label(_displayable_record(e))
+
+    hidden = 0
+    notable: list[str] = []
+
+    def note_hidden(span: SpanRecord) -> None:
+        nonlocal hidden
+        hidden += 1
+        flagged = [e for e in by_span.get(span.span_id, []) if _is_notable_event(e)]
+        if (span.status == "error" or flagged) and len(notable) < NOTABLE_BELOW_CUT:
+            notable.append(span_label(span) + "".join(f"\n    {event_label(e)}" for e in flagged))
+
     # A span whose parent never closed (the process died mid-run) is shown at the top; so is
     # one whose parents form a cycle (reached from no root), so that every span shows.
     roots = [s for s in spans if s.parent_id not in known]
@@ -318,18 +339,24 @@ def trace_tree(
     pending = list(spans)
     while roots:
         # Depth first without recursion: a trace may be nested thousands of spans deep.
-        stack: list[tuple[Tree, int, SpanRecord | EventRecord]] = [
+        stack: list[tuple[Tree | None, int, SpanRecord | EventRecord]] = [
             (tree, 1, r) for r in reversed(roots)
         ]
         while stack:
             node, depth, item = stack.pop()
             if isinstance(item, EventRecord):
-                node.add(_event_label(item))
+                if node is not None:
+                    node.add(event_label(item))
                 continue
             if item.span_id in shown:
                 continue
+            drawn = len(shown) - hidden
             shown.add(item.span_id)
-            label = _span_label(item)
+            if node is None or (max_spans and drawn >= max_spans):
+                note_hidden(item)
+                stack.extend((None, depth + 1, i) for i in reversed(items_under(item)))
+                continue
+            label = span_label(item)
             if depth > MAX_TREE_DEPTH:  # no room left to indent: said, not silently cut off
                 label = f"[dim](nested {depth} deep)[/] {label}"
             branch = node.add(label)
@@ -339,10 +366,32 @@ def trace_tree(
         roots = pending[:1]
     for e in events:  # events whose span never closed (a crash) still show
         if e.span_id not in known:
-            tree.add(_event_label(e))
+            tree.add(event_label(e))
+    if hidden:
+        more = (
+            f"[yellow]… {hidden:,} more spans not drawn ({len(spans):,} in all)[/]: "
+            "--max-spans 0 draws every one, --json prints them all, the web UI folds them"
+        )
+        if notable:
+            more += f"; below the cut, failed spans and non-allow decisions ({len(notable)}"
+            more += " shown):" if len(notable) >= NOTABLE_BELOW_CUT else "):"
+        tree.add(more)
+        for line in notable:
+            tree.add(line)
     if run.status == "running":
         tree.add("[yellow]run has not finished (still running, or the process died)[/]")
     return tree
+
+
+NOTABLE_BELOW_CUT = 50
+"""Failed spans (with their non-allow decisions) listed below a ``--max-spans`` cut."""
+
+
+def _is_notable_event(e: EventRecord) -> bool:
+    """A decision other than allow, or an event that reports a problem."""
+    if e.name == semconv.EVENT_CONTROL_DECISION:
+        return e.attributes.get(semconv.TETHER_DECISION) != "allow"
+    return bool(e.attributes.get("message"))
 
 
 def print_trace(
@@ -351,10 +400,11 @@ def print_trace(
     spans: list[SpanRecord],
     events: list[EventRecord],
     display_chars: int,
+    max_spans: int = 0,
 ) -> None:
-    """``traces show``: the tree, then the run's input and output (clipped to
-    ``display_chars``; ``--json`` has them as stored)."""
-    console.print(trace_tree(run, spans, events, display_chars))
+    """``traces show``: the tree (at most ``max_spans`` spans drawn, 0: all), then the run's
+    input and output (clipped to ``display_chars``; ``--json`` has them as stored)."""
+    console.print(trace_tree(run, spans, events, display_chars, max_spans))
     console.print(
         f"input:  {visible(clip_text(run.input, display_chars))}", markup=False, highlight=False
     )

@@ -14,6 +14,9 @@ from tether.core import Settings
 
 MAX_LIST_LIMIT = 10_000
 """Most runs ``traces list`` shows at once (``-n``)."""
+DEFAULT_MAX_SPANS = 2_000
+"""Spans ``traces show`` draws by default: a bigger trace is for ``--json``, the web UI or a
+larger ``--max-spans`` (drawing 30,000 took 5 s here, more than anyone reads in a terminal)."""
 
 
 @click.group()
@@ -132,9 +135,17 @@ def traces_list(
 @traces.command("show")
 @click.argument("run_or_trace_id", metavar="ID", type=TEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option(
+    "--max-spans",
+    type=click.IntRange(min=0),
+    default=DEFAULT_MAX_SPANS,
+    show_default=True,
+    help="Draw at most this many spans (0: all); failed spans and non-allow decisions past "
+    "the cut are still listed. --json prints every span.",
+)
 @click.pass_context
 @handle_errors
-def traces_show(ctx: click.Context, run_or_trace_id: str, as_json: bool) -> None:
+def traces_show(ctx: click.Context, run_or_trace_id: str, as_json: bool, max_spans: int) -> None:
     """One run's trace as a tree: spans with timings, tokens, cost, and control decisions.
 
     ID is a run id or a trace id (a trace several runs share asks for one of their run
@@ -145,4 +156,4 @@ def traces_show(ctx: click.Context, run_or_trace_id: str, as_json: bool) -> None
         click.echo(render.dumps(render.trace_view(trace)))
         return
     display_chars = Settings.from_env().max_display_chars
-    render.print_trace(console, trace.run, trace.spans, trace.events, display_chars)
+    render.print_trace(console, trace.run, trace.spans, trace.events, display_chars, max_spans)
