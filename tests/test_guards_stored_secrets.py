@@ -355,3 +355,45 @@ def test_an_answer_killed_while_judged_was_never_written(tmp_path: Path, sqlite_
     with sqlite3.connect(tmp_path / "tether.db") as db:
         ((status,),) = db.execute("SELECT status FROM tether_runs").fetchall()
     assert status == "failed"  # closed from its journal, without the held reply
+
+
+# -- errors that quote the text: a schema check, a provider's error ---------------------------
+
+ORDER_SCHEMA = {
+    "type": "object",
+    "properties": {"order_id": {"type": "integer"}, "status": {"enum": ["open", "shipped"]}},
+    "required": ["order_id", "status"],
+}
+
+
+async def test_schema_problems_quoting_the_answer_are_stored_masked(tmp_path: Path) -> None:
+    """The schema check judges the answer as the output guards left it, so the problems it
+    lists (events, the run's error) quote it masked."""
+    stored = StoredBytes(tmp_path)
+    answer = json.dumps({"order_id": TOKEN, "status": EMAIL})
+    agent = Agent(
+        make_spec(
+            guards={"rules": [SECRETS_MASKED, MASK_ALL]},
+            output={"json_schema": ORDER_SCHEMA, "max_reasks": 1},
+        ),
+        model=ScriptedModel([{"text": answer}]),
+        trace=stored.url,
+    )
+    result = await agent.run("where is my order?")
+    assert result.outcome == "error" and result.state.turns == 2  # the answer, one re-ask
+    assert "<GITHUB_TOKEN>" in (result.error or "") and TOKEN not in (result.error or "")
+    assert_never_stored(stored)
+
+
+async def test_a_provider_error_quoting_the_request_is_stored_masked(tmp_path: Path) -> None:
+    stored = StoredBytes(tmp_path)
+    said = f"invalid request: message 1 ('my token is {TOKEN}, mail {EMAIL}') is too long"
+    agent = Agent(
+        make_spec(guards={"rules": [SECRETS_MASKED, MASK_ALL]}),
+        model=ScriptedModel([{"error": said}]),
+        trace=stored.url,
+    )
+    result = await agent.run("hello")
+    assert result.outcome == "error"
+    assert "<EMAIL_ADDRESS>" in (result.error or "") and EMAIL not in (result.error or "")
+    assert_never_stored(stored)

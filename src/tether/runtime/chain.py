@@ -91,9 +91,11 @@ def _scrubbed(response: ModelResponse) -> ModelResponse:
     return response.model_copy(update={"content": content, "tool_calls": calls})
 
 
-def error_attributes(exc: ProviderError) -> dict[str, Any]:
-    """A provider failure as event attributes."""
-    attributes: dict[str, Any] = {"message": clip(exc.message), "retryable": exc.retryable}
+def error_attributes(exc: ProviderError, message: str | None = None) -> dict[str, Any]:
+    """A provider failure as event attributes (``message``: its text as the trace keeps it,
+    masked; by default the error's own)."""
+    text = exc.message if message is None else message
+    attributes: dict[str, Any] = {"message": clip(text), "retryable": exc.retryable}
     if exc.hint:
         attributes["hint"] = exc.hint
     if exc.status_code is not None:
@@ -171,7 +173,7 @@ async def _chain_call(
                 {
                     "from": chain.models[attempt - 1].name,
                     "to": model.name,
-                    "reason": clip(str(errors[-1])),
+                    "reason": clip(scope.stored_text(str(errors[-1]))),
                 },
             )
         span = _chat_span(scope, model, request, sent, attempt)
@@ -179,11 +181,16 @@ async def _chain_call(
         try:
             response = await _call(scope, span, model, request, streamed, on_event)
         except ProviderError as exc:
+            # A provider's error text may quote the request (a prompt, an argument): the
+            # trace keeps it masked as the run's masking guards mask stored text.
+            said = scope.stored_text(exc.message)
             if streamed is not None and (streamed.text or streamed.tool_calls()):
                 _charge_partial(scope, span, model, streamed)
-                scope.recorder.event(span.span_id, semconv.EVENT_MODEL_ERROR, error_attributes(exc))
+                scope.recorder.event(
+                    span.span_id, semconv.EVENT_MODEL_ERROR, error_attributes(exc, said)
+                )
                 span.attributes[semconv.ERROR_TYPE] = type(exc).__name__
-                scope.recorder.end_span(span, error=clip(f"stream cut off: {exc.message}"))
+                scope.recorder.end_span(span, error=clip(f"stream cut off: {said}"))
                 raise ProviderError(
                     f"the reply stream broke off midway: {exc.message}",
                     hint=exc.hint,
@@ -192,8 +199,10 @@ async def _chain_call(
                 ) from exc
             errors.append(exc)
             span.attributes[semconv.ERROR_TYPE] = type(exc).__name__
-            scope.recorder.event(span.span_id, semconv.EVENT_MODEL_ERROR, error_attributes(exc))
-            scope.recorder.end_span(span, error=clip(exc.message))
+            scope.recorder.event(
+                span.span_id, semconv.EVENT_MODEL_ERROR, error_attributes(exc, said)
+            )
+            scope.recorder.end_span(span, error=clip(said))
             continue
         except BaseException as exc:
             if streamed is not None and streamed.events:

@@ -715,10 +715,11 @@ class RunScope:
     def _provider_failed(self, exc: ProviderError) -> None:
         state = self.state
         state.end(Outcome.ERROR)
-        state.error, state.hint = exc.message, exc.hint
-        state.stop_reason = f"model provider failed: {exc.message}"
+        said = self.stored_text(exc.message)  # it may quote the request
+        state.error, state.hint = said, exc.hint
+        state.stop_reason = f"model provider failed: {said}"
         state.output = _provider_failure_message(exc)
-        attributes = error_attributes(exc)
+        attributes = error_attributes(exc, said)
         degraded = self.harness.degraded_answer
         if degraded is not None and exc.retryable:
             # Every model is down for now: the configured answer, not the built-in apology.
