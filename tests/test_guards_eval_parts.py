@@ -25,7 +25,13 @@ def _dataset() -> ModuleType:
 
 def test_parts_share_no_source() -> None:
     ds = _dataset()
-    parts = [ds.TRAIN_SOURCES, ds.TUNE_SOURCES, ds.FINAL_SOURCES, ds.FINAL2_SOURCES]
+    parts = [
+        ds.TRAIN_SOURCES,
+        ds.TUNE_SOURCES,
+        ds.FINAL_SOURCES,
+        ds.FINAL2_SOURCES,
+        ds.FINAL3_SOURCES,
+    ]
     seen: set[str] = set()
     for part in parts:
         assert not seen & set(part)
@@ -33,15 +39,18 @@ def test_parts_share_no_source() -> None:
     assert set(ds.DEV_SOURCES) == seen - set(ds.TRAIN_SOURCES)
 
 
-@pytest.mark.parametrize("part", ["final", "final2"])
+@pytest.mark.parametrize("part", ["final", "final2", "final3"])
 def test_frozen_parts_are_unchanged(part: str) -> None:
     ds = _dataset()
     items = ds.real_split(part)
     assert items, f"no items for {part}"
-    assert {it["source"] for it in items} == set(
-        ds.FINAL_SOURCES if part == "final" else ds.FINAL2_SOURCES
-    )
+    sources = {"final": ds.FINAL_SOURCES, "final2": ds.FINAL2_SOURCES, "final3": ds.FINAL3_SOURCES}
+    assert {it["source"] for it in items} == set(sources[part])
     assert ds.digest(items) == ds.FROZEN[part]
+
+
+def test_every_frozen_part_is_tested() -> None:
+    assert set(_dataset().FROZEN) == {"final", "final2", "final3"}
 
 
 def test_a_changed_item_changes_the_digest() -> None:
