@@ -58,3 +58,25 @@ def test_a_changed_item_changes_the_digest() -> None:
     items = ds.real_split("final2")
     changed = [dict(items[0], text=items[0]["text"] + " "), *items[1:]]
     assert ds.digest(changed) != ds.FROZEN["final2"]
+
+
+def test_real_benign_text_never_comes_from_a_held_out_or_reserved_package() -> None:
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts/guards"))
+    try:
+        rb = importlib.import_module("real_benign")
+    finally:
+        sys.path.remove(str(ROOT / "scripts/guards"))
+    ds = _dataset()
+    held_out = {s.split("/")[0] for s in ds.DEV_SOURCES}
+    reserved = {"garak", "agentdojo", "spikee", "pyrit", "langkit", "nemoguardrails"}
+    assert held_out | reserved | {"tether"} <= rb.EXCLUDED
+    texts = rb.python_texts(per_package=2, total=40)
+    assert texts, "no installed package gave a text"
+    for t in texts:
+        package = t.origin.split("/")[0].removeprefix("pypi:")
+        assert package not in rb.EXCLUDED
+        assert t.channel in ("tool_output", "document") and t.license
+        assert len(t.text) <= rb.MAX_CHARS

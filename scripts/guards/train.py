@@ -5,8 +5,15 @@ phrasings, plus the real items of the training sources) are shuffled and cut in 
 stage 1 (70%): a logistic regression over chunk features (``tether.guards.classifier``);
 stage 2 (15%): the combiner, a logistic regression over [stage-1 max chunk logit, rule
 categories, hidden, encoded, channel, rule category x indirect channel];
-validation (15%): per-channel thresholds for a false-positive rate of ``--target-fpr``, on the
-detector's final scores. The held-out sources (``dataset.DEV_SOURCES``) are never read here.
+validation (15%), with real benign tool outputs and documents read from the installed packages
+(``real_benign``: source, config and documentation files, Debian's READMEs and changelogs):
+per-channel thresholds for a false-positive rate of ``--target-fpr`` on the synthetic
+negatives and on the real ones alike, on the detector's final scores, at most
+``MAX_THRESHOLD``;
+the decisive rules, measured on every training-side document and real benign text: rules of
+the attack-word categories that fire on at most ``--decisive-benign-rate`` of the benign ones
+(a hit of one flags a tool output or document on its own).
+The held-out sources (``dataset.DEV_SOURCES``) are never read here.
 
 Needs scikit-learn (``pip install -e '.[guards-train]'``)::
 
@@ -28,13 +35,19 @@ from typing import Any
 
 import generate
 import numpy as np
+import real_benign
 from dataset import real_split
 from scipy.sparse import csr_matrix
 from sklearn.linear_model import LogisticRegression
 
 from tether.guards.classifier import TOKEN, Model, chunk_bounds, chunk_features
-from tether.guards.injection import CHANNELS, InjectionDetector
-from tether.guards.injection_rules import CATEGORIES
+from tether.guards.injection import (
+    CHANNELS,
+    DECISIVE_CHANNELS,
+    DECISIVE_SCORE,
+    InjectionDetector,
+)
+from tether.guards.injection_rules import ATTACK_WORD_CATEGORIES, CATEGORIES, RULES
 from tether.guards.normalize import normalize
 
 DERIVED = frozenset(
@@ -52,6 +65,35 @@ DERIVED = frozenset(
     }
 )
 SAME_LENGTH = frozenset({"rot13", "leetspeak"})
+# Thresholds stay below the score of a decisive hit, so a decisive rule flags on its own.
+MAX_THRESHOLD = 0.9
+assert MAX_THRESHOLD < DECISIVE_SCORE
+
+
+def decisive_rules(
+    hits: list[tuple[set[str], int]], max_benign_rate: float, min_attacks: int
+) -> list[str]:
+    """Rules of the attack-word categories that are precise on the training side: they fire on
+    at most ``max_benign_rate`` of the benign texts (hard negatives and real files included)
+    and on at least ``min_attacks`` attacks. ``hits``: (rules that fired, label) per text."""
+    n_benign = sum(1 for _, label in hits if label == 0)
+    out = []
+    for rule in RULES:
+        if rule.category not in ATTACK_WORD_CATEGORIES:
+            continue
+        fp = sum(1 for fired, label in hits if label == 0 and rule.name in fired)
+        tp = sum(1 for fired, label in hits if label == 1 and rule.name in fired)
+        if tp >= min_attacks and fp <= max_benign_rate * n_benign:
+            out.append(rule.name)
+        print(f"    rule {rule.name}: {tp} attacks, {fp} benign", file=sys.stderr)
+    return sorted(out)
+
+
+def threshold_at(negatives: list[float], target_fpr: float) -> float:
+    """The lowest threshold that flags at most ``target_fpr`` of ``negatives`` (0.5 at least)."""
+    neg = sorted(negatives, reverse=True)
+    k = int(target_fpr * len(neg))
+    return max(0.5, float(neg[k]) + 1e-4) if neg and k < len(neg) else 0.5
 
 
 def chunk_examples(item: dict[str, Any]) -> list[tuple[list[str], int, str]]:
@@ -109,6 +151,12 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--C2", type=float, default=1.0, help="the combiner's C")
+    parser.add_argument(
+        "--decisive-benign-rate",
+        type=float,
+        default=0.001,
+        help="a rule is decisive if it fires on at most this share of benign training texts",
+    )
     args = parser.parse_args()
     t0 = time.time()
     real = real_split("train")
@@ -170,8 +218,11 @@ def main() -> None:
     det = InjectionDetector(model=model)
     pair_names = [f"{ch}:{c}" for ch in ("tool_output", "document") for c in CATEGORIES]
 
+    fired: list[tuple[set[str], int]] = []
+
     def features(d: dict[str, Any]) -> list[float]:
         v = det.scan(d["text"], d["channel"])
+        fired.append(({e.name for e in v.evidence if e.kind == "rule"}, d["label"]))
         clf_logit = (
             max(
                 math.log(max(e.score, 1e-9) / max(1 - e.score, 1e-9))
@@ -212,30 +263,57 @@ def main() -> None:
     }
     print(f"stage 2: {len(stage2)} documents, {time.time() - t0:.0f}s", file=sys.stderr)
 
-    # Thresholds on the validation part, scored by the detector exactly as shipped (the
-    # strong-category floors included).
-    model.meta = {"combiner": combiner, "thresholds": dict.fromkeys(CHANNELS, 0.5)}
+    # Real benign tool outputs and documents (installed files, never a held-out source): they
+    # join the validation part as negatives, and the benign texts the decisive rules are
+    # measured on.
+    real_texts = real_benign.texts()
+    real_neg = [
+        {"text": t.text, "channel": t.channel, "label": 0, "span": None} for t in real_texts
+    ]
+    print(f"real benign texts: {len(real_neg)}, {time.time() - t0:.0f}s", file=sys.stderr)
+
+    # Decisive rules, measured on every document of the training side and every real benign
+    # text (the rules learn nothing, so the more benign text they are tried on the better).
+    for d in stage1 + validation + real_neg:
+        v = det.scan(d["text"], d["channel"])
+        fired.append(({e.name for e in v.evidence if e.kind == "rule"}, d["label"]))
+    decisive = decisive_rules(fired, args.decisive_benign_rate, min_attacks=3)
+    print(f"decisive rules: {decisive}, {time.time() - t0:.0f}s", file=sys.stderr)
+
+    # Thresholds on the validation part and the real benign texts, scored by the detector
+    # exactly as shipped (the strong-category floors and the decisive rules included): the
+    # target false-positive rate holds on the synthetic negatives and on the real ones alike.
+    model.meta = {
+        "combiner": combiner,
+        "thresholds": dict.fromkeys(CHANNELS, 0.5),
+        "decisive_rules": decisive,
+        "decisive_channels": list(DECISIVE_CHANNELS),
+    }
     det = InjectionDetector(model=model)
     scored = [
         (det.scan(d["text"], d["channel"]).score, d["label"], d["channel"]) for d in validation
     ]
+    real_scored = [(det.scan(d["text"], d["channel"]).score, d["channel"]) for d in real_neg]
     thresholds = {}
     for ch in CHANNELS:
-        neg = sorted((p for p, lab, c in scored if lab == 0 and c == ch), reverse=True)
-        k = int(args.target_fpr * len(neg))
-        t = max(0.5, float(neg[k]) + 1e-4) if neg else 0.5
-        thresholds[ch] = round(min(t, 0.95), 4)
+        neg = [p for p, lab, c in scored if lab == 0 and c == ch]
+        rneg = [p for p, c in real_scored if c == ch]
+        t = max(threshold_at(neg, args.target_fpr), threshold_at(rneg, args.target_fpr))
+        thresholds[ch] = round(min(t, MAX_THRESHOLD), 4)
         pos = [p for p, lab, c in scored if lab == 1 and c == ch]
         rec = sum(p >= thresholds[ch] for p in pos) / max(len(pos), 1)
         fpr = sum(p >= thresholds[ch] for p in neg) / max(len(neg), 1)
+        rfpr = sum(p >= thresholds[ch] for p in rneg) / max(len(rneg), 1)
         print(
             f"  {ch}: threshold {thresholds[ch]}, validation recall {rec:.3f} FPR {fpr:.3f} "
-            f"({len(pos)} pos, {len(neg)} neg)",
+            f"({len(pos)} pos, {len(neg)} neg); real benign FPR {rfpr:.3f} ({len(rneg)})",
             file=sys.stderr,
         )
     model.meta = {
         "combiner": combiner,
         "thresholds": thresholds,
+        "decisive_rules": decisive,
+        "decisive_channels": list(DECISIVE_CHANNELS),
         "trained": {
             "documents": len(docs),
             "chunks": len(examples),
@@ -244,6 +322,10 @@ def main() -> None:
             "C": args.C,
             "C2": args.C2,
             "target_fpr": args.target_fpr,
+            "decisive_benign_rate": args.decisive_benign_rate,
+            "real_benign_texts": {
+                ch: sum(1 for d in real_neg if d["channel"] == ch) for ch in DECISIVE_CHANNELS
+            },
             "features": len(weights),
             "seed": args.seed,
         },
