@@ -176,9 +176,9 @@ def debian_texts(per_package: int = 3, total: int = 800) -> list[Text]:
     return sorted(out[:total], key=lambda t: t.origin)
 
 
-def texts() -> list[Text]:
-    """Every real benign text used on the training side (thresholds, decisive rules)."""
-    return python_texts() + debian_texts()
+def texts(scale: int = 1) -> list[Text]:
+    """Every real benign text used on the training side (``scale`` times the default caps)."""
+    return python_texts(30 * scale, 1500 * scale) + debian_texts(3 * scale, 800 * scale)
 
 
 def manifest(items: list[Text]) -> dict[str, dict[str, object]]:
