@@ -80,3 +80,34 @@ def test_real_benign_text_never_comes_from_a_held_out_or_reserved_package() -> N
         assert package not in rb.EXCLUDED
         assert t.channel in ("tool_output", "document") and t.license
         assert len(t.text) <= rb.MAX_CHARS
+
+
+def test_real_benign_reads_only_the_start_of_huge_or_compressed_files(tmp_path: Path) -> None:
+    # A 64 MiB changelog (gzipped to a few KB) and a file that is not UTF-8: the first gives
+    # MAX_CHARS characters without being read whole, the second is skipped, a package without
+    # a license in its copyright file is skipped.
+    import gzip
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts/guards"))
+    try:
+        rb = importlib.import_module("real_benign")
+    finally:
+        sys.path.remove(str(ROOT / "scripts/guards"))
+    pkg = tmp_path / "somepkg"
+    pkg.mkdir()
+    (pkg / "copyright").write_text("Files: *\nLicense: MIT\n")
+    with gzip.open(pkg / "changelog.gz", "wb") as f:
+        line = b"somepkg (1.0) unstable; urgency=low\n  * Fixed a bug in the parser.\n"
+        for _ in range((64 << 20) // len(line)):
+            f.write(line)
+    (pkg / "README").write_bytes(b"\xff\xfe not utf-8 " * 100)
+    unlicensed = tmp_path / "nolicense"
+    unlicensed.mkdir()
+    (unlicensed / "copyright").write_text("no license field here\n")
+    (unlicensed / "README").write_text("A readme of a package with no license. " * 20)
+    texts = rb.debian_texts(root=tmp_path)
+    assert [t.origin for t in texts] == ["debian:somepkg/changelog.gz"]
+    assert len(texts[0].text) == rb.MAX_CHARS
+    assert texts[0].license == "MIT" and texts[0].channel == "document"

@@ -113,7 +113,8 @@ def python_texts(per_package: int = 30, total: int = 1500) -> list[Text]:
                 break
             path = Path(str(dist.locate_file(rel)))
             try:
-                text = path.read_text(encoding="utf-8")[:MAX_CHARS]
+                with path.open(encoding="utf-8") as f:
+                    text = f.read(MAX_CHARS)  # a huge file is never read whole
             except (OSError, UnicodeDecodeError):
                 continue
             if len(text.strip()) < MIN_CHARS:
@@ -141,12 +142,12 @@ def _debian_license(pkg_dir: Path) -> str:
     return ", ".join(names[:4])
 
 
-def debian_texts(per_package: int = 3, total: int = 800) -> list[Text]:
+def debian_texts(per_package: int = 3, total: int = 800, root: Path = DEBIAN_DOC) -> list[Text]:
     """READMEs, NEWS and changelogs of the Debian packages installed here (documents)."""
     out: list[Text] = []
-    if not DEBIAN_DOC.is_dir():
+    if not root.is_dir():
         return out
-    for pkg_dir in sorted(DEBIAN_DOC.iterdir()):
+    for pkg_dir in sorted(root.iterdir()):
         if not pkg_dir.is_dir() or pkg_dir.is_symlink() or _norm(pkg_dir.name) in EXCLUDED:
             continue
         lic = _debian_license(pkg_dir)
@@ -161,12 +162,12 @@ def debian_texts(per_package: int = 3, total: int = 800) -> list[Text]:
             if taken >= per_package:
                 break
             path = pkg_dir / fname
+            opener = gzip.open if fname.endswith(".gz") else open
             try:
-                raw = path.read_bytes()
-                if fname.endswith(".gz"):
-                    raw = gzip.decompress(raw)
-                text = raw.decode("utf-8")[:MAX_CHARS]
-            except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile):
+                # At most MAX_CHARS characters: a huge (or gzip-bomb) file is never read whole.
+                with opener(path, "rt", encoding="utf-8") as f:
+                    text = f.read(MAX_CHARS)
+            except (OSError, UnicodeDecodeError, EOFError):
                 continue
             if len(text.strip()) < MIN_CHARS:
                 continue
