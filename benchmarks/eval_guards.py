@@ -3,10 +3,10 @@
 Prints recall and false-positive rate per channel (user, tool_output, document), for
 
 - real items of one part of the held-out sources (``scripts/guards/dataset.py``): ``--part tune``
-  (the default: sources whose figures may be looked at during development), ``--part final`` or
-  ``--part final2`` (frozen parts; their digests are checked and their errors never printed; run
-  them once per release of the model and say so in docs/guards.md), never used in training or
-  to set a threshold, with the DAN-style jailbreaks reported on their own line;
+  (the default: sources whose figures may be looked at during development), ``--part final``,
+  ``final2`` or ``final3`` (frozen parts; their digests are checked and their errors never
+  printed; run them once per release of the model and say so in docs/guards.md), never used in
+  training or to set a threshold, with the DAN-style jailbreaks reported on their own line;
 - synthetic items: the generator's dev split (carriers from Tether's dependencies' docstrings and
   code, payload phrasings and hard negatives that training never saw);
 
@@ -15,8 +15,8 @@ model's per-channel thresholds are used (or ``--threshold``).
 
 Usage::
 
-    python benchmarks/eval_guards.py [--part tune|final|final2] [--synthetic 1500] [--threshold T]
-        [--model PATH] [--json] [--errors]
+    python benchmarks/eval_guards.py [--part tune|final|final2|final3] [--synthetic 1500]
+        [--threshold T] [--model PATH] [--json] [--errors]
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def latency(det: InjectionDetector, texts: list[str], rounds: int) -> dict[str, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("tune", "final", "final2"), default="tune")
+    parser.add_argument("--part", choices=("tune", *dataset.FROZEN), default="tune")
     parser.add_argument("--synthetic", type=int, default=1500)
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--model", default=None)

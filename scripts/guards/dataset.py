@@ -35,13 +35,25 @@ FINAL2_SOURCES = (
 """The second final part: six sources never read as text, extracted from their file layout and
 frozen on 2026-11-24 before any change of the session that added them (the first final part
 had been run twice by then). Read only by ``benchmarks/eval_guards.py --part final2``."""
-DEV_SOURCES = TUNE_SOURCES + FINAL_SOURCES + FINAL2_SOURCES
+FINAL3_SOURCES = (
+    "protectrag",
+    "gitinject",
+    "finagent-redteam",
+    "agentic-redteam",
+)
+"""The third final part: four sources never read as text, extracted from their file layout and
+frozen on 2026-11-24 before any change of the session that added them (both earlier final parts
+were spent for choosing a next model by then). Read only by
+``benchmarks/eval_guards.py --part final3``."""
+DEV_SOURCES = TUNE_SOURCES + FINAL_SOURCES + FINAL2_SOURCES + FINAL3_SOURCES
 """Every real source held out from training."""
 FINAL_SHA256 = "8dab1c001661c6924e36655b2e8f5b8cc3cb17f8df9a2907de754e226ba34c9b"
 """SHA-256 of the final part's items (sorted JSON lines): the frozen part has not changed."""
 FINAL2_SHA256 = "3dd3c06f586eb22294f19b913af95b2fd6a8d9d7cbfc4f338a28bf0587f0f39c"
 """SHA-256 of the second final part's items."""
-FROZEN = {"final": FINAL_SHA256, "final2": FINAL2_SHA256}
+FINAL3_SHA256 = "807f04de32f6e55496b103e25666bd235c8a1077d0bcf8ce6085ee35fc0ce9f1"
+"""SHA-256 of the third final part's items."""
+FROZEN = {"final": FINAL_SHA256, "final2": FINAL2_SHA256, "final3": FINAL3_SHA256}
 """The frozen parts and their digests."""
 
 
@@ -55,13 +67,14 @@ def load_real() -> list[dict[str, Any]]:
 
 
 def real_split(split: str) -> list[dict[str, Any]]:
-    """The real items of ``train`` (DAN family dropped), ``tune``, ``final``, ``final2`` or
-    ``dev`` (all the held-out ones)."""
+    """The real items of ``train`` (DAN family dropped), ``tune``, ``final``, ``final2``,
+    ``final3`` or ``dev`` (all the held-out ones)."""
     sources = {
         "train": TRAIN_SOURCES,
         "tune": TUNE_SOURCES,
         "final": FINAL_SOURCES,
         "final2": FINAL2_SOURCES,
+        "final3": FINAL3_SOURCES,
         "dev": DEV_SOURCES,
     }[split]
     items = [it for it in load_real() if it["source"] in sources]

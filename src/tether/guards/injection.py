@@ -38,6 +38,17 @@ _HIDDEN_ORIGINS = frozenset(
 # Rule categories specific enough to set a floor under the score on their own: a text that
 # tells the model to drop its instructions, hand over its prompt or send data out through a
 # link is flagged even where the classifier is unsure (a short payload in a long document).
+# Decisive rules: a hit is a verdict on its own, whatever the classifier and the threshold say
+# (a short payload in a long document). Which rules are decisive is measured at training time,
+# not assumed: a rule of an attack-word category is decisive if it (almost) never fires on the
+# training side's benign texts, real files and documents included (``meta["decisive_rules"]``).
+# A decisive hit puts the score at ``DECISIVE_SCORE`` at least, and the thresholds the
+# training sets stay below it, so a 0.8 threshold no longer cancels what these rules find.
+DECISIVE_SCORE = 0.95
+# Where decisive rules apply: third-party text (tool results, documents), where words addressed
+# to the model are the anomaly. In the user's own message they stay evidence for the combiner
+# (the user is the principal, and developers ask about "the system prompt" in good faith).
+DECISIVE_CHANNELS: tuple[str, ...] = ("tool_output", "document")
 STRONG_CATEGORIES: dict[str, float] = {
     "override": 0.8,
     "prompt_extraction": 0.8,
@@ -206,6 +217,11 @@ class InjectionDetector:
             raise ValueError(f"max_chars must be at least {2 * _WINDOW}, got {max_chars!r}")
         self.model = model if model is not None else load_model()
         self.combiner = Combiner.from_meta(self.model.meta)
+        decisive = self.model.meta.get("decisive_rules") or ()
+        self.decisive = frozenset(str(r) for r in decisive)
+        self.decisive_channels = frozenset(
+            self.model.meta.get("decisive_channels") or DECISIVE_CHANNELS
+        )
         thresholds = self.model.meta.get("thresholds") or {}
         self.thresholds = {c: float(thresholds.get(c, 0.5)) for c in CHANNELS}
         if threshold is not None:
@@ -258,12 +274,14 @@ class InjectionDetector:
         length: int,
     ) -> InjectionVerdict:
         categories: set[str] = set()
+        rules: set[str] = set()
         hidden = encoded = False
         clf_logit = -math.inf
         best: _ViewResult | None = None
         for r in results:
             cats = {h.category for h in r.hits}
             categories |= cats
+            rules.update(h.rule for h in r.hits)
             suspicious = bool(cats) or r.logit > 0.0
             if r.view.origin in _HIDDEN_ORIGINS and suspicious:
                 hidden = True
@@ -277,6 +295,9 @@ class InjectionDetector:
         score = max(
             [sigmoid(z)] + [STRONG_CATEGORIES[c] for c in categories if c in STRONG_CATEGORIES]
         )
+        if channel in self.decisive_channels and not rules.isdisjoint(self.decisive):
+            score = max(score, DECISIVE_SCORE)
+            categories.add("decisive_rule")
         threshold = self.thresholds[channel]  # type: ignore[index]
         if sigmoid(clf_logit) >= 0.5:
             categories.add("classifier")

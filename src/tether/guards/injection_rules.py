@@ -71,6 +71,10 @@ CATEGORIES = (
 )
 """The categories rules (and so verdicts) use, besides ``classifier``, ``hidden_content`` and
 ``encoded_content``, which the detector adds."""
+ATTACK_WORD_CATEGORIES = CATEGORIES[:7]
+"""Categories of what attacks are made of (override ... exfiltration), not of what benign text
+also says (authority, secrecy, persistence, secret_access, data_upload, agent_task): only their
+rules may be decisive (``injection.DECISIVE_SCORE``)."""
 
 
 def _alt(words: str) -> str:
