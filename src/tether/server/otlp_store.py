@@ -78,11 +78,13 @@ def mapped_spans(message: ExportTraceServiceRequest, result: Ingested) -> list[M
     pricing = pricing_from_env()
     out: dict[str, MappedSpan] = {}
     for rs in message.resource_spans:
-        resource = attributes_of(rs.resource.attributes)
+        service = attributes_of(rs.resource.attributes).get("service.name")
+        if not isinstance(service, str):
+            service = None
         for ss in rs.scope_spans:
             for span in ss.spans:
                 try:
-                    m = map_span(span, resource, pricing)
+                    m = map_span(span, service, pricing)
                 except InvalidSpan as exc:
                     result.reject(str(exc))
                     continue
