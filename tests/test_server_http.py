@@ -68,6 +68,7 @@ def test_keys_by_role(site: Site) -> None:
         body = made.json()
         assert body["key"].startswith("tth_") and body["project"] == "default"
         assert c.post("/api/v1/keys", json={"role": "admin"}).status_code == 403
+        assert c.post("/api/v1/keys", json={"role": "developer"}).status_code == 403
         listed = c.get("/api/v1/keys").json()
         assert body["key_id"] in {k["key_id"] for k in listed}
         assert all("key" not in k for k in listed) and "tth_" not in str(listed)

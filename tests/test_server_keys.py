@@ -83,9 +83,11 @@ def test_sessions_hold_a_token_not_the_key(sqlite_url: str) -> None:
 
 
 def test_who_may_grant_what() -> None:
-    assert may_grant(Role.ADMIN, Role.ADMIN)
+    assert all(may_grant(Role.ADMIN, r) for r in Role)
     assert may_grant(Role.DEVELOPER, Role.VIEWER) and may_grant(Role.DEVELOPER, Role.AGENT)
+    # Only keys that can do less than its own: no copy of itself, no admin key.
     assert not may_grant(Role.DEVELOPER, Role.ADMIN)
+    assert not may_grant(Role.DEVELOPER, Role.DEVELOPER)
     assert not any(may_grant(r, Role.VIEWER) for r in (Role.VIEWER, Role.AGENT))
 
 
