@@ -102,6 +102,8 @@ class KeyView(BaseModel):
     created_ns: int
     expires_ns: int | None
     revoked_ns: int | None
+    last_used_ns: int | None
+    """When it last opened a request (written at most once a minute); null: never."""
 
 
 class NewKey(BaseModel):
