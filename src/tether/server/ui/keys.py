@@ -32,6 +32,7 @@ EXPIRIES = {"never": None, "1d": 1, "7d": 7, "30d": 30, "90d": 90, "365d": 365}
 """What the form offers for a key's lifetime, in days."""
 ROLES = tuple(r.value for r in Role)
 
+
 def _grantable(principal: Principal) -> tuple[str, ...]:
     """The roles the caller may make and revoke, in ``ROLES`` order."""
     return tuple(r for r in ROLES if may_grant(principal.role, Role(r)))
