@@ -8,6 +8,9 @@ Measured side by side, interleaved round by round so machine noise hits both ali
   fastapi floor     a bare FastAPI app with one route on uvicorn, started the same way: the
                     floor any FastAPI server pays (interpreter, imports, binding)
 
+  tether restart    the same command again on that store, now at the newest revision (no
+                    migration: its revision is read with plain SQL, Alembic is not loaded)
+
 Also printed: how long tether's first UI page (``/runs``, which loads the UI's routes and
 templates on first use) takes after that first answer, and the CPU seconds each process used
 from start to stop (steadier than wall time on a loaded machine).
@@ -108,6 +111,8 @@ def main() -> None:
     tether: list[float] = []
     pages: list[float] = []
     tether_cpu: list[float] = []
+    restart: list[float] = []
+    restart_cpu: list[float] = []
     floor: list[float] = []
     floor_cpu: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,6 +128,14 @@ def main() -> None:
             tether.append(ready)
             pages.append(page or 0.0)
             tether_cpu.append(cpu)
+            ready, _, cpu = _time(
+                [sys.executable, "-m", "tether", "serve", "--port", "0", "--print-key"],
+                "/api/v1/whoami",
+                env,
+                True,
+            )
+            restart.append(ready)
+            restart_cpu.append(cpu)
             ready, _, cpu = _time([sys.executable, "-c", FLOOR_APP], "/ping", env, False)
             floor.append(ready)
             floor_cpu.append(cpu)
@@ -131,6 +144,8 @@ def main() -> None:
         "tether_serve_s": round(statistics.median(tether), 3),
         "first_page_after_s": round(statistics.median(pages), 3),
         "tether_cpu_s": round(statistics.median(tether_cpu), 3),
+        "restart_s": round(statistics.median(restart), 3),
+        "restart_cpu_s": round(statistics.median(restart_cpu), 3),
         "fastapi_floor_s": round(statistics.median(floor), 3),
         "fastapi_floor_cpu_s": round(statistics.median(floor_cpu), 3),
         "ratio": round(statistics.median(tether) / statistics.median(floor), 2),
@@ -143,6 +158,8 @@ def main() -> None:
     print(f"tether serve, fresh store, ready : {result['tether_serve_s']:.3f} s (median)")
     print(f"  then its first page (/runs)    : {result['first_page_after_s']:.3f} s")
     print(f"  CPU, start to stop             : {result['tether_cpu_s']:.3f} s")
+    print(f"tether serve again, same store  : {result['restart_s']:.3f} s (median)")
+    print(f"  CPU, start to stop             : {result['restart_cpu_s']:.3f} s")
     print(f"bare FastAPI on uvicorn (floor)  : {result['fastapi_floor_s']:.3f} s (median)")
     print(f"  CPU, start to stop             : {result['fastapi_floor_cpu_s']:.3f} s")
     print(f"ratio                            : {result['ratio']:.2f}x   target: <= 2.0 s")

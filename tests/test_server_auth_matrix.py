@@ -98,16 +98,18 @@ def test_reads(world: World, caller: str, route: str) -> None:
 
 
 WRITE_EXPECTED = {
-    # caller: (list keys, create a viewer key, create an admin key, create a project)
-    "none": (401, 401, 401, 401),
-    "revoked": (401, 401, 401, 401),
-    "expired": (401, 401, 401, 401),
-    "agent": (403, 403, 403, 403),
-    "viewer": (403, 403, 403, 403),
-    "developer": (200, 201, 403, 403),
-    "admin": (200, 201, 201, 201),
-    "acme_viewer": (403, 403, 403, 403),
-    "acme_admin": (200, 201, 201, 201),
+    # caller: (list keys, create a viewer key, create a developer key, create an admin key,
+    # create a project). A developer makes only keys that can do less than its own
+    # (roles.GRANTABLE), the same through the API and the keys page (KEYS_PAGE_EXPECTED).
+    "none": (401, 401, 401, 401, 401),
+    "revoked": (401, 401, 401, 401, 401),
+    "expired": (401, 401, 401, 401, 401),
+    "agent": (403, 403, 403, 403, 403),
+    "viewer": (403, 403, 403, 403, 403),
+    "developer": (200, 201, 403, 403, 403),
+    "admin": (200, 201, 201, 201, 201),
+    "acme_viewer": (403, 403, 403, 403, 403),
+    "acme_admin": (200, 201, 201, 201, 201),
 }
 
 
@@ -118,6 +120,7 @@ def test_key_and_project_management(world: World, caller: str) -> None:
         got = (
             c.get("/api/v1/keys").status_code,
             c.post("/api/v1/keys", json={"role": "viewer"}).status_code,
+            c.post("/api/v1/keys", json={"role": "developer"}).status_code,
             c.post("/api/v1/keys", json={"role": "admin"}).status_code,
             c.post("/api/v1/projects", json={"name": f"p-{caller.replace('_', '-')}"}).status_code,
         )
@@ -135,6 +138,8 @@ def test_a_signed_in_browser_has_the_same_rights(world: World, caller: str) -> N
         assert c.get("/runs").status_code == 200
         assert c.get(f"/runs/{world.run}").status_code == 200
         assert c.get("/api/v1/keys").status_code == (403 if caller == "viewer" else 200)
+        # The keys page opens for the same keys as the keys API.
+        assert c.get("/keys").status_code == (403 if caller == "viewer" else 200)
         switched = c.post("/switch-project", data={"project": "acme"})
         if caller == "admin":
             assert switched.status_code == 303
@@ -229,28 +234,38 @@ def test_prometheus_metrics(
 
 
 KEYS_PAGE_EXPECTED = {
-    # caller: (GET /keys, POST /keys, GET /keys/{a default key}/revoke)
-    "none": (303, 303, 303),
-    "revoked": (303, 303, 303),
-    "expired": (303, 303, 303),
-    "agent": (403, 403, 403),
-    "viewer": (403, 403, 403),
-    "developer": (403, 403, 403),  # the API's keys routes are a developer's
-    "admin": (200, 201, 200),
-    "acme_viewer": (403, 403, 403),
-    "acme_admin": (200, 201, 404),  # a key of another project is not found from acme
+    # caller: (GET /keys, POST /keys a viewer key, POST /keys a developer key,
+    # GET /keys/{a default viewer key}/revoke, GET /keys/{a default admin key}/revoke):
+    # the same rights as the keys API (WRITE_EXPECTED).
+    "none": (303, 303, 303, 303, 303),
+    "revoked": (303, 303, 303, 303, 303),
+    "expired": (303, 303, 303, 303, 303),
+    "agent": (403, 403, 403, 403, 403),
+    "viewer": (403, 403, 403, 403, 403),
+    "developer": (200, 201, 403, 200, 403),
+    "admin": (200, 201, 201, 200, 200),
+    "acme_viewer": (403, 403, 403, 403, 403),
+    "acme_admin": (200, 201, 201, 404, 404),  # a key of another project: not found from acme
 }
 
 
 @pytest.mark.parametrize("caller", CALLERS)
 def test_keys_page(world: World, caller: str) -> None:
     target = world.keys["viewer"].split("_")[1]
+    admin_key = world.keys["admin"].split("_")[1]
     with httpx.Client(
         base_url=world.url, headers=_bearer(world, caller), timeout=30, follow_redirects=False
     ) as c:
         listing = c.get("/keys")
         made = c.post("/keys", data={"role": "viewer", "expires": "1d", "name": "matrix"})
-        got = (listing.status_code, made.status_code, c.get(f"/keys/{target}/revoke").status_code)
+        developer = c.post("/keys", data={"role": "developer", "expires": "1d"})
+        got = (
+            listing.status_code,
+            made.status_code,
+            developer.status_code,
+            c.get(f"/keys/{target}/revoke").status_code,
+            c.get(f"/keys/{admin_key}/revoke").status_code,
+        )
         assert got == KEYS_PAGE_EXPECTED[caller]
         if listing.status_code == 200:
             # The project's keys only, and no key's text.
@@ -260,6 +275,8 @@ def test_keys_page(world: World, caller: str) -> None:
             assert other_id not in listing.text and "tth_" not in listing.text
         if made.status_code != 201:
             assert "tth_" not in made.text
+        if developer.status_code != 201:
+            assert "tth_" not in developer.text
 
 
 def _bearer(world: World, caller: str) -> dict[str, str]:

@@ -233,12 +233,19 @@ def test_an_admin_makes_a_key_and_revokes_it(page: object, site: Site) -> None:
     assert not p.problems, p.problems
 
 
-def test_a_developer_has_no_keys_page(page: object, site: Site) -> None:
+def test_a_developer_manages_its_viewer_and_agent_keys_on_the_keys_page(
+    page: object, site: Site
+) -> None:
     p: Any = page
     sign_in(p, site, key=site.developer_key)
-    assert p.locator("header nav a").count() == 2  # runs and dashboard
-    assert p.locator("#nav-keys").count() == 0
-    answer = p.goto(f"{site.url}/keys")
+    assert p.locator("header nav a").count() == 3  # runs, dashboard and keys
+    p.click("#nav-keys")
+    p.wait_for_url("**/keys")
+    offered = p.locator("#create-key select[name=role] option").all_inner_texts()
+    assert sorted(offered) == ["agent", "viewer"]
+    admin_id = site.key.split("_")[1]
+    assert p.locator(f"#keys-table tr[data-key='{admin_id}'] a.revoke").count() == 0
+    answer = p.goto(f"{site.url}/keys/{admin_id}/revoke")
     assert answer.status == 403
-    assert "admin" in p.locator("main").inner_text()
+    assert "may not revoke admin keys" in p.locator("main").inner_text()
     assert not [m for m in p.problems if "403" not in m], p.problems

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -68,6 +69,7 @@ def test_keys_by_role(site: Site) -> None:
         body = made.json()
         assert body["key"].startswith("tth_") and body["project"] == "default"
         assert c.post("/api/v1/keys", json={"role": "admin"}).status_code == 403
+        assert c.post("/api/v1/keys", json={"role": "developer"}).status_code == 403
         listed = c.get("/api/v1/keys").json()
         assert body["key_id"] in {k["key_id"] for k in listed}
         assert all("key" not in k for k in listed) and "tth_" not in str(listed)
@@ -197,3 +199,28 @@ def test_a_huge_sign_in_form_is_413(site: Site) -> None:
     with site.client(follow_redirects=False) as c:
         answer = c.post("/login", data={"key": "x" * (2 << 20)})
         assert answer.status_code == 413
+
+
+def test_the_keys_api_shows_when_a_key_was_last_used(site: Site) -> None:
+    agent_id = site.keys["agent"].split("_")[1]
+    with site.client("admin") as c:
+        listed = {k["key_id"]: k for k in c.get("/api/v1/keys").json()}
+        assert listed[agent_id]["last_used_ns"] is None
+    with site.client("agent") as c:
+        assert c.get("/api/v1/whoami").status_code == 200
+    deadline = time.monotonic() + 30
+    with site.client("admin") as c:
+        while True:  # written off the request's path: poll
+            listed = {k["key_id"]: k for k in c.get("/api/v1/keys").json()}
+            if listed[agent_id]["last_used_ns"] is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert listed[agent_id]["last_used_ns"] is not None
+        page = c.get("/keys")
+        assert page.status_code == 200
+        row = page.text.split(f'data-key="{agent_id}"', 1)[1].split("</tr>", 1)[0]
+        cell = row.split('class="last-used">', 1)[1].split("</td>", 1)[0]
+        assert cell.strip() not in ("", "never")
+        viewer_id = site.keys["viewer"].split("_")[1]  # never used
+        row = page.text.split(f'data-key="{viewer_id}"', 1)[1].split("</tr>", 1)[0]
+        assert 'class="last-used">never<' in row

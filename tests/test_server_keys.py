@@ -83,9 +83,11 @@ def test_sessions_hold_a_token_not_the_key(sqlite_url: str) -> None:
 
 
 def test_who_may_grant_what() -> None:
-    assert may_grant(Role.ADMIN, Role.ADMIN)
+    assert all(may_grant(Role.ADMIN, r) for r in Role)
     assert may_grant(Role.DEVELOPER, Role.VIEWER) and may_grant(Role.DEVELOPER, Role.AGENT)
+    # Only keys that can do less than its own: no copy of itself, no admin key.
     assert not may_grant(Role.DEVELOPER, Role.ADMIN)
+    assert not may_grant(Role.DEVELOPER, Role.DEVELOPER)
     assert not any(may_grant(r, Role.VIEWER) for r in (Role.VIEWER, Role.AGENT))
 
 
@@ -147,3 +149,80 @@ def test_cli_bad_input_is_one_clear_error(
     result = run_cli("--database-url", sqlite_url, *args)
     assert result.returncode in (1, 2)
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def _last_used(access: AccessStore, key_id: str) -> int | None:
+    return access.get_key(key_id).last_used_ns
+
+
+def test_a_keys_last_use_is_written_at_most_once_a_minute(store_url: str) -> None:
+    access = AccessStore(store_url)
+    try:
+        info, key = access.create_key("default", Role.AGENT)
+        assert info.last_used_ns is None and info.shown()["last_used_ns"] is None
+        before = time.time_ns()
+        access.note_used(access.authenticate(key))  # type: ignore[arg-type]
+        access.wait_for_uses()
+        first = _last_used(access, info.key_id)
+        assert first is not None and first >= before
+        # Used again at once, with the key as read before the write and after it: no write.
+        access.note_used(info)
+        access.note_used(access.authenticate(key))  # type: ignore[arg-type]
+        access.wait_for_uses()
+        assert _last_used(access, info.key_id) == first
+        # Another process (its own AccessStore) within the minute: the UPDATE skips it too.
+        other = AccessStore(store_url, engine=access.engine)
+        other.note_used(info)
+        other.wait_for_uses()
+        assert _last_used(access, info.key_id) == first
+        # A minute later (the stored use moved back by a minute; a process that has not
+        # written it within the minute): written again.
+        k = tables.api_keys.c
+        with access.engine.begin() as conn:
+            conn.execute(
+                tables.api_keys.update()
+                .where(k.key_id == info.key_id)
+                .values(last_used_ns=first - 61 * 1_000_000_000)
+            )
+        later = AccessStore(store_url, engine=access.engine)
+        later.note_used(access.get_key(info.key_id))
+        later.wait_for_uses()
+        assert _last_used(access, info.key_id) >= first  # type: ignore[operator]
+        shown = access.list_keys("default")
+        assert [k.last_used_ns for k in shown if k.key_id == info.key_id] == [
+            _last_used(access, info.key_id)
+        ]
+    finally:
+        access.wait_for_uses()
+        access.engine.dispose()
+
+
+def test_a_failed_last_use_write_is_logged_and_fails_nothing(
+    sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store's write lock held elsewhere past the busy timeout: the use is not recorded,
+    a warning says so (the key's id, never the key), and the next use tries again."""
+    import sqlite3
+
+    access = AccessStore(sqlite_url)
+    try:
+        info, key = access.create_key("default", Role.AGENT)
+        holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            found = access.authenticate(key)  # reading works under another's write lock
+            assert found is not None
+            access.note_used(found)
+            access.wait_for_uses()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert _last_used(access, info.key_id) is None
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any(info.key_id in m and "could not record" in m for m in warned), warned
+        assert not any(key in m for m in warned)
+        access.note_used(found)
+        access.wait_for_uses()
+        assert _last_used(access, info.key_id) is not None
+    finally:
+        access.engine.dispose()

@@ -1,6 +1,7 @@
 """The keys page over HTTP against a real server and SQLite file: an admin lists, makes and
 revokes keys; the new key is shown once and never stored or logged; the forms refuse other
-sites; the audit log gets the same entries as the API's; no other role sees the page."""
+sites; the audit log gets the same entries as the API's; a developer manages its project's
+viewer and agent keys there as through the API; no other role sees the page."""
 
 from __future__ import annotations
 
@@ -187,9 +188,38 @@ def test_revoking_the_key_a_browser_signed_in_with_signs_it_out(site: Site) -> N
         assert c.get("/keys").status_code == 303  # to the sign-in form
 
 
-@pytest.mark.parametrize("who", ["developer", "viewer"])
-def test_other_roles_neither_see_nor_open_the_page(site: Site, who: str) -> None:
-    with browser(site, who) as c:
+def _key_id(key: str) -> str:
+    return key.split("_")[1]
+
+
+def test_a_developer_manages_only_keys_that_can_do_less_than_its_own(site: Site) -> None:
+    with browser(site, "developer") as c:
+        listing = c.get("/keys")
+        assert 'href="/keys"' in listing.text and listing.status_code == 200
+        offered = set(re.findall(r'<option value="(\w+)"', listing.text.split('name="expires"')[0]))
+        assert offered == {"viewer", "agent"}
+        revocable = set(re.findall(r'href="/keys/([0-9a-f]{16})/revoke"', listing.text))
+        own = _key_id(site.keys["developer"])
+        assert revocable == {_key_id(site.keys["viewer"]), _key_id(site.keys["agent"]), own}
+        for role in ("developer", "admin"):
+            refused = c.post("/keys", data={"role": role, "expires": "never"})
+            assert refused.status_code == 403 and not KEY.search(refused.text)
+        admin_id = _key_id(site.keys["admin"])
+        assert c.get(f"/keys/{admin_id}/revoke").status_code == 403
+        assert c.post(f"/keys/{admin_id}/revoke", data={"confirm": admin_id}).status_code == 403
+        made = c.post("/keys", data={"role": "agent", "expires": "7d", "name": "ci agent"})
+        assert made.status_code == 201 and KEY.search(made.text)
+        viewer_id = _key_id(site.keys["viewer"])
+        done = c.post(f"/keys/{viewer_id}/revoke", data={"confirm": viewer_id})
+        assert done.status_code == 303
+    with httpx.Client(base_url=site.url, timeout=30) as anon:
+        for who, code in (("viewer", 401), ("admin", 200)):
+            headers = {"Authorization": f"Bearer {site.keys[who]}"}
+            assert anon.get("/api/v1/whoami", headers=headers).status_code == code
+
+
+def test_other_roles_neither_see_nor_open_the_page(site: Site) -> None:
+    with browser(site, "viewer") as c:
         runs = c.get("/runs")
         assert runs.status_code == 200 and 'href="/keys"' not in runs.text
         assert c.get("/keys").status_code == 403

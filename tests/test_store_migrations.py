@@ -5,9 +5,16 @@ way that version of Tether wrote them (not a binary file in the repository)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
+import sys
 
 import pytest
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect, text
 
 from fakes.store_0001 import (
     event_0001,
@@ -19,6 +26,7 @@ from fakes.store_0001 import (
 )
 from tether.core import StoreError, new_span_id
 from tether.store import RunRecord, SpanRecord, Store, TraceBatch, create_store_engine
+from tether.store.db import HEAD_REVISION, MIGRATIONS_DIR
 from tether.store.tables import VERSION_TABLE
 
 # Revision 0001: runs keyed by trace id.
@@ -200,3 +208,70 @@ def test_a_0001_store_with_its_revision_in_alembic_version_is_carried_over_and_u
         assert [s.span_id for s in store.get_spans(ROOT_DONE)] == [ROOT_DONE, MODEL_DONE]
     finally:
         store.close()
+
+
+def test_the_head_revision_constant_is_alembics_head() -> None:
+    """``HEAD_REVISION`` lets a store at head open without Alembic: it must name the newest
+    migration, or a store would be taken as up to date when it is not (or migrated again)."""
+    assert ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head() == HEAD_REVISION
+
+
+_OPEN_AND_REPORT = """
+import json, sys
+from tether.store import Store
+store = Store(sys.argv[1])
+store.close()
+print(json.dumps({"alembic": any(m.split(".")[0] == "alembic" for m in sys.modules)}))
+"""
+
+
+def _opened_with_alembic(url: str) -> bool:
+    """Open the store in a fresh interpreter: whether Alembic was imported."""
+    done = subprocess.run(
+        [sys.executable, "-c", _OPEN_AND_REPORT, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return bool(json.loads(done.stdout.splitlines()[-1])["alembic"])
+
+
+def test_a_store_at_head_opens_without_alembic_and_an_older_one_is_migrated(
+    store_url: str,
+) -> None:
+    """A new store is migrated (Alembic loaded); opening it again, at head, reads its
+    revision with plain SQL and loads no Alembic; a store one revision behind is still
+    upgraded."""
+    assert _opened_with_alembic(store_url)
+    assert not _opened_with_alembic(store_url)
+    engine = create_store_engine(store_url)
+    try:
+        with engine.begin() as conn:  # one revision back, by the head migration's downgrade
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS_DIR))
+            config.attributes["connection"] = conn
+            command.downgrade(config, "-1")
+        with engine.connect() as conn:
+            behind = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
+        assert behind != [(HEAD_REVISION,)]
+        schema_behind = _schema(engine)
+    finally:
+        engine.dispose()
+    assert _opened_with_alembic(store_url)
+    engine = create_store_engine(store_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all() == [
+                (HEAD_REVISION,)
+            ]
+        assert _schema(engine) != schema_behind
+        assert schema_differences(engine) == []
+    finally:
+        engine.dispose()
+
+
+def _schema(engine: Engine) -> dict[str, list[str]]:
+    """Tables and their columns."""
+    found = inspect(engine)
+    return {t: sorted(c["name"] for c in found.get_columns(t)) for t in found.get_table_names()}

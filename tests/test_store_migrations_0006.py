@@ -10,6 +10,7 @@ from tether.controls.budget_sql import SqlBudgetLedger
 from tether.store import AuditRecord, Store, create_store_engine
 from tether.store.audit import append_audit
 from tether.store.audit_verify import verify_audit
+from tether.store.db import HEAD_REVISION
 from tether.store.tables import VERSION_TABLE
 
 RUN = "5a5a5a5a5a5a5a5a"
@@ -56,7 +57,7 @@ def test_a_0005_store_takes_budgets_and_keeps_its_runs_and_audit_chain(store_url
             report = verify_audit(conn, None)
             revision = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar()
         assert report.ok and report.entries == 2
-        assert revision == "0006"
+        assert revision == HEAD_REVISION
         assert schema_differences(store.engine) == []
     finally:
         store.close()

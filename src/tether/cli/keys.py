@@ -105,7 +105,7 @@ def keys_list(ctx: click.Context, project: str | None, as_json: bool) -> None:
         click.echo(
             f"{k.key_id}  {visible(k.project):<16} {k.role.value:<9} {k.state(now):<8} "
             f"created {fmt_ns(k.created_ns)}  expires {_when(k.expires_ns)}  "
-            f"{visible(k.name)}"
+            f"used {_when(k.last_used_ns)}  {visible(k.name)}"
         )
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,10 @@ _SECRET_BYTES = 32
 _KEY_NAME_CHARS = 128
 SESSION_TTL_NS = 12 * 3600 * 1_000_000_000
 """How long a browser session lasts (the key's own expiry ends it sooner)."""
+LAST_USED_EVERY_NS = 60 * 1_000_000_000
+"""A key's last use is written at most this often (a busy agent's key would otherwise write
+on every request)."""
+log = logging.getLogger("tether.server.access")
 
 
 class AccessNotFound(TetherError):
@@ -61,6 +67,8 @@ class KeyInfo:
     """When it stops working; None: never."""
     revoked_ns: int | None
     """When it was revoked; None: it was not."""
+    last_used_ns: int | None = None
+    """When it last opened a request, to the minute (``LAST_USED_EVERY_NS``); None: never."""
 
     def active(self, now_ns: int) -> bool:
         """Neither revoked nor expired at ``now_ns``."""
@@ -83,6 +91,7 @@ class KeyInfo:
             "created_ns": self.created_ns,
             "expires_ns": self.expires_ns,
             "revoked_ns": self.revoked_ns,
+            "last_used_ns": self.last_used_ns,
         }
 
 
@@ -123,6 +132,7 @@ def _key_from(row: RowMapping) -> KeyInfo:
         created_ns=row["created_ns"],
         expires_ns=row["expires_ns"],
         revoked_ns=row["revoked_ns"],
+        last_used_ns=row["last_used_ns"],
     )
 
 
@@ -134,6 +144,8 @@ class AccessStore:
         self.engine = engine or create_store_engine(url)
         self._ready = False
         self._lock = threading.Lock()
+        self._noted: dict[str, int] = {}  # key id -> when this process last wrote its use
+        self._usage: ThreadPoolExecutor | None = None
 
     def ensure_ready(self) -> None:
         """Connect and migrate, once (``StoreError`` if the store cannot be reached)."""
@@ -287,6 +299,48 @@ class AccessStore:
             return None
         info = _key_from(rows[0])
         return info if info.active(time.time_ns()) else None
+
+    def note_used(self, key: KeyInfo) -> None:
+        """Record that ``key`` opened a request: at most one write per key a minute (here and
+        across processes: the UPDATE skips a use written less than a minute ago), in a
+        background thread, so the request neither waits for it (a SQLite store busy with an
+        ingest) nor fails with it (a failed write is logged)."""
+        now = time.time_ns()
+        if key.last_used_ns is not None and now - key.last_used_ns < LAST_USED_EVERY_NS:
+            return
+        with self._lock:
+            noted = self._noted.get(key.key_id)
+            if noted is not None and now - noted < LAST_USED_EVERY_NS:
+                return
+            self._noted[key.key_id] = now
+            if self._usage is None:
+                self._usage = ThreadPoolExecutor(1, thread_name_prefix="tether-key-use")
+            usage = self._usage
+        usage.submit(self._write_used, key.key_id, now)
+
+    def _write_used(self, key_id: str, now: int) -> None:
+        k = tables.api_keys.c
+        try:
+            self._run(
+                update(tables.api_keys)
+                .where(
+                    k.key_id == key_id,
+                    k.last_used_ns.is_(None) | (k.last_used_ns <= now - LAST_USED_EVERY_NS),
+                )
+                .values(last_used_ns=now),
+                write=True,
+            )
+        except Exception as exc:  # never the request's failure: it has its answer already
+            with self._lock:
+                self._noted.pop(key_id, None)  # the next use tries again
+            log.warning("could not record the use of API key %s: %s", key_id, exc)
+
+    def wait_for_uses(self) -> None:
+        """Finish the pending last-use writes (before the engine is disposed)."""
+        with self._lock:
+            usage, self._usage = self._usage, None
+        if usage is not None:
+            usage.shutdown(wait=True)
 
     # -- sessions -----------------------------------------------------------------------------
 

@@ -70,6 +70,7 @@ def create_app(config: ServerConfig, *, routers: Sequence[APIRouter] = ()) -> Fa
         if config.dev:
             log.warning("dev mode: no sign-in, every request acts as an admin (loopback only)")
         yield
+        access.wait_for_uses()
         engine.dispose()
 
     app = FastAPI(

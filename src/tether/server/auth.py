@@ -94,11 +94,13 @@ def authenticate(request: Request) -> Principal:
         info = access.authenticate(key_text)
         if info is None:
             raise AuthError("the API key is not valid (unknown, revoked or expired)")
+        access.note_used(info)
         return Principal(role=info.role, project=info.project, key=info)
     token = request.cookies.get(SESSION_COOKIE)
     if token:
         session = access.session(token)
         if session is not None:
+            access.note_used(session.key)
             return Principal(
                 role=session.key.role,
                 project=session.project,

@@ -78,11 +78,13 @@ def mapped_spans(message: ExportTraceServiceRequest, result: Ingested) -> list[M
     pricing = pricing_from_env()
     out: dict[str, MappedSpan] = {}
     for rs in message.resource_spans:
-        resource = attributes_of(rs.resource.attributes)
+        service = attributes_of(rs.resource.attributes).get("service.name")
+        if not isinstance(service, str):
+            service = None
         for ss in rs.scope_spans:
             for span in ss.spans:
                 try:
-                    m = map_span(span, resource, pricing)
+                    m = map_span(span, service, pricing)
                 except InvalidSpan as exc:
                     result.reject(str(exc))
                     continue
@@ -402,26 +404,31 @@ def _store(conn: Connection, project: str, spans: list[MappedSpan], result: Inge
     new = [m for m in kept if m.span_id not in stored]  # a span sent again is stored once
     stored_runs = _stored_runs(conn, {m.run_id for m in new} | {m.span_id for m in new})
     fresh: list[MappedSpan] = []
+    merged_into: dict[str, str] = {}
+    stored_run = stored_runs.get
     for m in new:
-        have_run = stored_runs.get(m.run_id)
+        have_run = stored_run(m.run_id)
         if have_run is not None and have_run.project != project:
             result.reject(f"span {m.span_id}: its run id is already taken")
             continue
         fresh.append(m)
-    # A span arriving whose id names a pending run: that run joins the span's run.
-    merged_into: dict[str, str] = {}
-    for m in fresh:
-        named = stored_runs.get(m.span_id)
-        if m.run_id != m.span_id and named and named.project == project and named.pending:
+        # A span arriving whose id names a pending run: that run joins the span's run.
+        named = stored_run(m.span_id)
+        if named and m.run_id != m.span_id and named.project == project and named.pending:
             merged_into[m.span_id] = m.run_id
-    for m in fresh:
-        m.run_id = _final(m.run_id, merged_into)
-    merged_into = {old: _final(old, merged_into) for old in merged_into}
-    merged_into = {old: new_id for old, new_id in merged_into.items() if old != new_id}
+    if merged_into:  # (rare: most requests join no pending run)
+        for m in fresh:
+            m.run_id = _final(m.run_id, merged_into)
+        merged_into = {old: _final(old, merged_into) for old in merged_into}
+        merged_into = {old: new_id for old, new_id in merged_into.items() if old != new_id}
 
     by_run: dict[str, list[MappedSpan]] = {}
     for m in fresh:
-        by_run.setdefault(m.run_id, []).append(m)
+        members = by_run.get(m.run_id)
+        if members is None:
+            by_run[m.run_id] = [m]
+        else:
+            members.append(m)
     new_runs: list[tuple[Any, ...]] = []
     for run_id, members in by_run.items():
         if run_id in stored_runs:

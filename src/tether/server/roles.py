@@ -14,7 +14,8 @@ class Role(StrEnum):
     ADMIN = "admin"
     """Runs the install: every project, projects and keys of any role."""
     DEVELOPER = "developer"
-    """Works on one project's agents: reads its runs, makes and revokes its non-admin keys."""
+    """Works on one project's agents: reads its runs, sends traces, makes and revokes the
+    project's viewer and agent keys."""
     VIEWER = "viewer"
     """Reads one project's runs, traces and dashboards."""
     AGENT = "agent"
@@ -29,7 +30,7 @@ class Permission(StrEnum):
     INGEST = "ingest"
     """Send spans to the caller's project (OTLP in)."""
     MANAGE_KEYS = "manage_keys"
-    """List, create and revoke the project's keys (non-admin ones, unless admin)."""
+    """List the project's keys; make and revoke those of the roles ``GRANTABLE`` names."""
     MANAGE_PROJECTS = "manage_projects"
     """Create projects."""
     ALL_PROJECTS = "all_projects"
@@ -45,12 +46,24 @@ GRANTS: dict[Role, frozenset[Permission]] = {
 """What each role may do."""
 
 
+GRANTABLE: dict[Role, frozenset[Role]] = {
+    Role.ADMIN: frozenset(Role),
+    Role.DEVELOPER: frozenset({Role.VIEWER, Role.AGENT}),
+    Role.VIEWER: frozenset(),
+    Role.AGENT: frozenset(),
+}
+"""The roles of the keys a key may make and revoke (in its own project; an admin in any).
+
+Least privilege: a developer provisions its project's agents and dashboards without an admin
+key (an admin key opens every project), but makes only keys that can do less than its own: a
+developer key cannot make another developer key, so a leaked one cannot copy itself into keys
+that outlive its revocation, and it never makes or revokes an admin key. The API, the UI's
+keys page and ``may_grant`` all read this table."""
+
+
 def may_grant(granter: Role, role: Role) -> bool:
-    """Whether a key of role ``granter`` may make a key of ``role``: only an admin makes
-    admin keys."""
-    if Permission.MANAGE_KEYS not in GRANTS[granter]:
-        return False
-    return granter is Role.ADMIN or role is not Role.ADMIN
+    """Whether a key of role ``granter`` may make (or revoke) a key of ``role``."""
+    return role in GRANTABLE[granter]
 
 
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")

@@ -133,6 +133,7 @@ api_keys = Table(
     Column("created_ns", BigInteger, nullable=False),
     Column("expires_ns", BigInteger),
     Column("revoked_ns", BigInteger),
+    Column("last_used_ns", BigInteger),  # at most a minute old (migration 0007)
     Index("ix_tether_api_keys_project", "project", "created_ns"),
 )
 

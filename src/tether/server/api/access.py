@@ -102,6 +102,8 @@ class KeyView(BaseModel):
     created_ns: int
     expires_ns: int | None
     revoked_ns: int | None
+    last_used_ns: int | None
+    """When it last opened a request (written at most once a minute); null: never."""
 
 
 class NewKey(BaseModel):
@@ -109,7 +111,8 @@ class NewKey(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     role: Role
-    """What it may do: only an admin makes admin keys."""
+    """What it may do: an admin makes any key, a developer viewer and agent keys
+    (``roles.GRANTABLE``)."""
     name: str = Field(default="", max_length=128)
     """A label to recognise it by."""
     expires_in_s: int | None = Field(default=None, ge=60, le=MAX_KEY_TTL_S)
@@ -155,7 +158,8 @@ def revoke_key(request: Request, key_id: str, principal: KeyManager) -> KeyView:
         info = None
     if info is None or info.project != principal.project:
         raise _no_key(key_id)
-    if not may_grant(principal.role, info.role):
+    # Any key may revoke itself (a leaked key's holder stops it); others by ``GRANTABLE``.
+    if key_id != principal.key_id and not may_grant(principal.role, info.role):
         raise Forbidden(f"a {principal.role.value} key may not revoke {info.role.value} keys")
     return KeyView(**access.revoke_key(key_id, actor=principal.actor("api")).shown())
 

@@ -1,5 +1,7 @@
-"""The keys page (admin keys only): the API keys of the project being looked at, a form to
-make one, and revoking one after a confirmation page.
+"""The keys page: the API keys of the project being looked at, a form to make one, and
+revoking one after a confirmation page. For the keys that may manage keys, with the same rule
+as the API (``roles.GRANTABLE``): an admin makes and revokes any key, a developer its project's
+viewer and agent keys.
 
 A new key's text is in the answer to the form that made it and nowhere else: not in a URL,
 not in a cookie, not in the store (only its hash), not in a log line. The page is sent with
@@ -12,15 +14,15 @@ through the API or ``tether keys`` (``key_created``, ``key_revoked``), with ``vi
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from tether.server.access import AccessNotFound, AccessStore, KeyInfo
-from tether.server.auth import Forbidden, Principal, require
-from tether.server.roles import Permission, Role
+from tether.server.auth import Forbidden, KeyManager, Principal
+from tether.server.roles import Role, may_grant
 from tether.server.ui.render import page
 from tether.server.ui.session import check_origin, form
 
@@ -31,17 +33,9 @@ EXPIRIES = {"never": None, "1d": 1, "7d": 7, "30d": 30, "90d": 90, "365d": 365}
 ROLES = tuple(r.value for r in Role)
 
 
-def admin(principal: Annotated[Principal, Depends(require(Permission.READ))]) -> Principal:
-    """The caller, who must hold an admin key (403 for any other)."""
-    if principal.role is not Role.ADMIN:
-        raise Forbidden(
-            "the keys page is for admin keys; a developer key manages its project's keys "
-            "with the API (/api/v1/keys) or tether keys"
-        )
-    return principal
-
-
-Admin = Annotated[Principal, Depends(admin)]
+def _grantable(principal: Principal) -> tuple[str, ...]:
+    """The roles the caller may make and revoke, in ``ROLES`` order."""
+    return tuple(r for r in ROLES if may_grant(principal.role, Role(r)))
 
 
 def _access(request: Request) -> AccessStore:
@@ -65,7 +59,7 @@ def _keys_page(
         "created": created,
         "message": message,
         "error": error,
-        "roles": ROLES,
+        "roles": _grantable(principal),
         "expiries": list(EXPIRIES),
         "own_key": principal.key_id,
     }
@@ -73,7 +67,7 @@ def _keys_page(
 
 
 @router.get("/keys")
-def keys_page(request: Request, principal: Admin, revoked: str | None = None) -> Response:
+def keys_page(request: Request, principal: KeyManager, revoked: str | None = None) -> Response:
     message = None
     if revoked:
         message = f"Key {revoked} is revoked: it and its browser sessions no longer work."
@@ -81,7 +75,7 @@ def keys_page(request: Request, principal: Admin, revoked: str | None = None) ->
 
 
 @router.post("/keys")
-async def create_key(request: Request, principal: Admin) -> Response:
+async def create_key(request: Request, principal: KeyManager) -> Response:
     """Make a key in the project: its text is shown in this answer, once."""
     check_origin(request)
     fields = await form(request)
@@ -89,8 +83,11 @@ async def create_key(request: Request, principal: Admin) -> Response:
     expiry = fields.get("expires", "never")
     name = fields.get("name", "").strip()
     problem = None
-    if role_text not in ROLES:
-        problem = f"choose a role ({', '.join(ROLES)})"
+    grantable = _grantable(principal)
+    if role_text not in grantable:
+        if role_text in ROLES:
+            raise Forbidden(f"a {principal.role.value} key may not make {role_text} keys")
+        problem = f"choose a role ({', '.join(grantable)})"
     elif expiry not in EXPIRIES:
         problem = f"choose when the key expires ({', '.join(EXPIRIES)})"
     elif len(name) > 128:
@@ -119,11 +116,14 @@ def _project_key(request: Request, principal: Principal, key_id: str) -> KeyInfo
         from starlette.exceptions import HTTPException
 
         raise HTTPException(404, f"no API key {key_id!r} in project {principal.project!r}")
+    # Any key may revoke itself (a leaked key's holder stops it); others by ``GRANTABLE``.
+    if key_id != principal.key_id and not may_grant(principal.role, info.role):
+        raise Forbidden(f"a {principal.role.value} key may not revoke {info.role.value} keys")
     return info
 
 
 @router.get("/keys/{key_id}/revoke")
-def revoke_form(request: Request, key_id: str, principal: Admin) -> Response:
+def revoke_form(request: Request, key_id: str, principal: KeyManager) -> Response:
     """Ask before revoking: what the key is, and that it stops working at once."""
     info = _project_key(request, principal, key_id)
     context = {"key": info, "state": info.state(time.time_ns()), "own": key_id == principal.key_id}
@@ -131,7 +131,7 @@ def revoke_form(request: Request, key_id: str, principal: Admin) -> Response:
 
 
 @router.post("/keys/{key_id}/revoke")
-async def revoke(request: Request, key_id: str, principal: Admin) -> Response:
+async def revoke(request: Request, key_id: str, principal: KeyManager) -> Response:
     check_origin(request)
     fields = await form(request)
     if fields.get("confirm") != key_id:
