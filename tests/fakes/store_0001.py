@@ -15,6 +15,10 @@ from sqlalchemy import Connection, Engine, text
 from tether.store.db import MIGRATIONS_DIR
 from tether.store.tables import VERSION_TABLE, metadata
 
+HEAD_REVISION = "0007"
+"""The newest schema revision (a store every test makes is migrated to it); a test holds it
+equal to Alembic's head, so a new migration updates it, and the golden stores' tests with it."""
+
 
 def upgrade_to(conn: Connection, revision: str) -> None:
     """Bring the schema to an old ``revision`` with Alembic (from an empty database, or from
