@@ -35,6 +35,13 @@ forbid(principal, action == Tether::Action::"lookup", resource)
 when { context.budget has usd_left && context.budget.usd_left.lessThan(decimal("0.50")) };
 """
 
+MICROS = POLICIES.replace(
+    'context.budget has usd_left && context.budget.usd_left.lessThan(decimal("0.50"))',
+    "context.budget has usd_left_micros && context.budget.usd_left_micros < 500000",
+)
+"""The same policies, the money in millionths of a dollar (a Long: cheaper for Cedar)."""
+assert MICROS != POLICIES
+
 looked_up: list[str] = []
 
 
@@ -64,8 +71,9 @@ def cedar_agent(
     ledger: BudgetLedger | None = None,
     limits: Limits | None = None,
     controls: tuple[Control, ...] = (),
+    policies: str = POLICIES,
 ) -> Agent:
-    (tmp_path / "tools.cedar").write_text(POLICIES)
+    (tmp_path / "tools.cedar").write_text(policies)
     spec = make_spec(
         budgets=BudgetsConfig(max_output_tokens=1000, **budgets),
         authorization=AuthorizationConfig(policies=["tools.cedar"]),
@@ -137,11 +145,14 @@ async def test_a_policy_reads_what_the_day_budget_leaves_across_runs(
         ledger.close()
 
 
-async def test_each_end_user_reads_their_own_budget(tmp_path: Path, sqlite_url: str) -> None:
+@pytest.mark.parametrize("policies", [POLICIES, MICROS], ids=["decimal", "micros"])
+async def test_each_end_user_reads_their_own_budget(
+    tmp_path: Path, sqlite_url: str, policies: str
+) -> None:
     budgets = {"limits": [{"scope": "end_user", "window": "month", "usd": 1.0}]}
     ann, bob = Caller(project="shop", end_user="ann"), Caller(project="shop", end_user="bob")
     with FakeOpenAIServer() as server:
-        agent = cedar_agent(tmp_path, server, sqlite_url, budgets)
+        agent = cedar_agent(tmp_path, server, sqlite_url, budgets, policies=policies)
         server.enqueue(answer(completion=400_000))
         spent = await agent.run("hi", caller=ann)
         server.enqueue(lookup_reply("ann"), answer(), lookup_reply("bob"), answer())

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from tether.controls.budget_ledger import BudgetUnavailable
-from tether.controls.budgets import BudgetsLeft
+from tether.controls.budgets import MICRO, BudgetsLeft
 from tether.controls.cedar_policies import LoadedPolicies, load_policies, validation_error
 from tether.controls.cedar_schema import (
     CALL_GROUP,
@@ -40,6 +40,7 @@ from tether.controls.cedar_schema import (
     record,
     render_schema,
     rounded_decimal,
+    scaled_long,
     to_json_type,
     tool_args,
 )
@@ -123,16 +124,27 @@ def _context_type(args: Rec) -> Rec:
     return Rec(
         {
             "args": Attr(args, True),
-            "risk": Attr(Rec({"score": Attr(DECIMAL, True), "categories": _strings()}), True),
+            "risk": Attr(
+                Rec(
+                    {
+                        "score": Attr(DECIMAL, True),
+                        "score_pct": Attr(LONG, True),
+                        "categories": _strings(),
+                    }
+                ),
+                True,
+            ),
             "classification": _strings(),
             "budget": Attr(
                 Rec(
                     {
                         "cost_usd": Attr(DECIMAL, True),
+                        "cost_usd_micros": Attr(LONG, True),
                         "tokens": Attr(LONG, True),
                         "tool_calls": Attr(LONG, True),
                         "turns": Attr(LONG, True),
                         "usd_left": Attr(DECIMAL, False),
+                        "usd_left_micros": Attr(LONG, False),
                         "tokens_left": Attr(LONG, False),
                         "tool_calls_left": Attr(LONG, True),
                     }
@@ -268,7 +280,7 @@ class Authorizer:
         self._verdicts: dict[tuple[str, bool, tuple[str, ...]], AuthzVerdict] = {}
         """Verdicts by tool and Cedar's answer (decision and deciding policies)."""
         self.reads_budget_left = "budget" in self._read and bool(
-            {"usd_left", "tokens_left"} & self._read
+            {"usd_left", "usd_left_micros", "tokens_left"} & self._read
         )
         """Whether some policy may read what the budgets leave (then each call looks it up)."""
 
@@ -330,9 +342,11 @@ class Authorizer:
         if "risk" in read:
             risk = request.risk
             out["risk"] = {}
+            score = min(max(risk.score, 0.0), 1.0)
             if "score" in read:
-                score = min(max(risk.score, 0.0), 1.0)
                 out["risk"]["score"] = rounded_decimal(score, up=None)
+            if "score_pct" in read:  # rounded up: the careful side of a threshold
+                out["risk"]["score_pct"] = scaled_long(score, 100, up=True)
             if "categories" in read:
                 out["risk"]["categories"] = sorted(risk.categories)
         if "classification" in read:
@@ -474,8 +488,13 @@ def _budget_context(budget: Budget, read: frozenset[str]) -> dict[str, Any]:
     for name in ("tokens", "tool_calls", "turns", "tool_calls_left"):
         if name in read:
             out[name] = getattr(budget, name)
-    if "usd_left" in read and budget.usd_left is not None:
-        out["usd_left"] = rounded_decimal(budget.usd_left, up=False)
+    if "cost_usd_micros" in read:
+        out["cost_usd_micros"] = scaled_long(budget.cost_usd, MICRO, up=True)
+    if budget.usd_left is not None:
+        if "usd_left" in read:
+            out["usd_left"] = rounded_decimal(budget.usd_left, up=False)
+        if "usd_left_micros" in read:
+            out["usd_left_micros"] = scaled_long(budget.usd_left, MICRO, up=False)
     if "tokens_left" in read and budget.tokens_left is not None:
         out["tokens_left"] = budget.tokens_left
     return out
