@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -266,6 +268,35 @@ def test_approvals_bad_requests(world: World, paused: dict[str, str]) -> None:
                 break
         assert sorted(seen) == sorted(paused.values()) and len(seen) == len(set(seen))
         assert seen == list(reversed(list(paused.values())))
+
+
+def test_answers_racing_for_one_call_record_one(world: World, paused: dict[str, str]) -> None:
+    """Eight answers at once, approvals and denials from two keys: one is recorded (200), the
+    others are told it was answered already (409); one approval entry in the audit log."""
+    run = paused["revoked"]  # nobody could answer it in the matrix
+    start = threading.Barrier(8)
+
+    def answer(i: int) -> httpx.Response:
+        caller = ("admin", "developer")[i % 2]
+        start.wait()
+        return httpx.post(
+            f"{world.url}/api/v1/approvals/{run}/{('approve', 'deny')[i % 2]}",
+            headers=_bearer(world, caller),
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(answer, range(8)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200] + [409] * 7, [a.text[:200] for a in answers]
+    assert all("an answer is final" in a.json()["error"] for a in answers if a.status_code == 409)
+    store = Store(world.db)
+    try:
+        with store.engine.connect() as conn:
+            kinds = [e.kind for e, _, _ in iter_audit(conn) if e.run_id == run]
+    finally:
+        store.close()
+    assert kinds.count("approval") == 1
 
 
 # -- OTLP in, Prometheus, the keys page ---------------------------------------------------------
