@@ -31,6 +31,12 @@ from tether.trace import semconv, writer_for
 
 SCRIPT = """\
 rules:
+  - when: 'at once: (?P<a1>\\d+) on (?P<o1>\\d+) and (?P<a2>\\d+) on (?P<o2>\\d+)'
+    steps:
+      - tool_calls:
+          - {name: issue_refund, arguments: {order_id: "{o1}", amount: "{a1}"}}
+          - {name: issue_refund, arguments: {order_id: "{o2}", amount: "{a2}"}}
+      - text: "Done: {result:issue_refund}"
   - when: 'refund (?P<a1>\\d+) on (?P<o1>\\d+) and (?P<a2>\\d+) on (?P<o2>\\d+)'
     steps:
       - tool_calls: [{name: issue_refund, arguments: {order_id: "{o1}", amount: "{a1}"}}]
@@ -176,6 +182,46 @@ async def test_another_call_still_asks_after_an_approval(tmp_path: Path, sqlite_
     assert third.outcome == "final_answer"
     assert refunds_made(tmp_path) == ["issue_refund 7 500", "issue_refund 8 600"]
     assert third.state.tool_calls == 2  # the runs' counts carry over
+    await agent.aclose()
+
+
+@pytest.mark.parametrize("first", ["approve", "deny"])
+async def test_two_escalated_calls_of_one_reply_pause_and_resume_one_after_the_other(
+    tmp_path: Path, sqlite_url: str, first: str
+) -> None:
+    """One reply asks for two refunds that both need approval: the run pauses on the first,
+    the resumed run settles it and pauses on the second (the call left pending), and that run
+    is answered and resumed in its turn; each call runs at most once."""
+    agent = Agent.from_yaml(agent_dir(tmp_path), trace=sqlite_url)
+    one = await agent.run("refund at once: 500 on 7 and 600 on 8")
+    waiting_one = one.state.awaiting_approval
+    assert one.outcome == "escalated" and waiting_one is not None
+    pending = [c.id for c in one.state.pending_tool_calls]
+    assert len(pending) == 2 and pending[0] == waiting_one.call_id
+    getattr(agent, first)(one.run_id, by="alice")
+    two = await agent.resume(one.run_id)
+
+    assert (two.outcome, two.status) == ("escalated", "paused")
+    waiting_two = two.state.awaiting_approval
+    assert waiting_two is not None and waiting_two.call_id != waiting_one.call_id
+    assert refunds_made(tmp_path) == (["issue_refund 7 500"] if first == "approve" else [])
+    assert [c.id for c in two.state.pending_tool_calls] == [waiting_two.call_id]
+    with pytest.raises(TetherError, match="resumed already"):
+        await agent.resume(one.run_id)  # the first pause is spent
+
+    agent.approve(two.run_id, by="carol")
+    three = await agent.resume(two.run_id)
+    assert three.outcome == "final_answer"
+    assert refunds_made(tmp_path)[-1] == "issue_refund 8 600"
+    assert len(refunds_made(tmp_path)) == (2 if first == "approve" else 1)
+    assert three.state.metadata["resumed_from"] == two.run_id
+    assert two.state.metadata["resumed_from"] == one.run_id
+    assert {three.trace_id, two.trace_id} == {one.trace_id}
+    with pytest.raises(TetherError, match="resumed already"):
+        await agent.resume(two.run_id)
+    entries = audit_entries(sqlite_url)
+    assert [e.kind for e in entries].count("run_resumed") == 2
+    assert [e.kind for e in entries].count("approval") == 2
     await agent.aclose()
 
 
@@ -327,6 +373,36 @@ def test_the_cli_pauses_approves_resumes_and_the_audit_log_verifies(tmp_path: Pa
     assert approval["run_id"] == run_id and approval["details"]["reason"] == "ok"
     listed = json.loads(tether("approvals", "list", "--json").stdout)["runs"]
     assert next(r for r in listed if r["run_id"] == run_id)["resumed_as"]
+
+
+def test_the_cli_resumes_a_run_that_pauses_again(tmp_path: Path) -> None:
+    """Each step its own process: a resumed run reaching a second escalated call pauses (exit
+    3, the next steps printed), is answered and resumed again."""
+    spec = agent_dir(tmp_path)
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+
+    def tether(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("--database-url", db, *args, env={**os.environ, "COLUMNS": "200"})
+
+    ran = tether("run", str(spec), "-i", "please refund 500 on 7 and 600 on 8", "--json")
+    assert ran.returncode == 3, ran.stdout + ran.stderr
+    first = json.loads(ran.stdout)["run_id"]
+    assert tether("approvals", "approve", first, "--by", "alice").returncode == 0
+    again = tether("resume", str(spec), first, "--json")
+    assert again.returncode == 3, again.stdout + again.stderr  # paused on the second refund
+    second = json.loads(again.stdout)
+    assert second["outcome"] == "escalated" and second["run_id"] != first
+    listed = json.loads(tether("approvals", "list", "--json").stdout)["runs"]
+    mine = next(r for r in listed if r["run_id"] == second["run_id"])
+    assert mine["call"] == 'issue_refund(order_id="8", amount="600")' and mine["answer"] is None
+    assert tether("approvals", "approve", second["run_id"], "--by", "bob").returncode == 0
+    done = tether("resume", str(spec), second["run_id"], "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["outcome"] == "final_answer"
+    assert refunds_made(tmp_path) == ["issue_refund 7 500", "issue_refund 8 600"]
+    assert tether("resume", str(spec), first).returncode == 1  # each pause resumes once
+    verified = tether("audit", "verify", "--json")
+    assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
 
 
 RESUME_ONE = """\

@@ -171,6 +171,59 @@ def test_principal_attributes_project_version_scopes(tmp_path: Path) -> None:
     assert a.decide(AuthzRequest("issue_refund", args, caller=paying, agent=newer)).effect == "deny"
 
 
+SCORES = [0.0, 0.0001, 0.5, 0.7999, 0.8, 0.8001, 0.805, 0.81, 0.9999, 1.0, 1.5, -0.2]
+MONEY = [None, 0.0, 0.0001, 0.0123, 0.4999, 0.49999, 0.49999999, 0.5, 0.50000001, 0.5001, 12.0]
+
+
+def test_the_integer_forms_decide_as_the_decimals_do(tmp_path: Path) -> None:
+    """``risk.score_pct`` (rounded up) and ``budget.usd_left_micros`` (rounded down) are the
+    cheaper forms of ``risk.score`` and ``budget.usd_left``: at thresholds policies can write
+    with both, they decide every value alike."""
+    (tmp_path / "longs").mkdir()
+    decimals = load(
+        tmp_path,
+        """        permit(principal, action == Tether::Action::"lookup", resource);
+        forbid(principal, action, resource) when { context.risk.score.greaterThan(decimal("0.8")) };
+        forbid(principal, action, resource)
+        when { context.budget has usd_left && context.budget.usd_left.lessThan(decimal("0.5")) };
+        """,
+    )
+    longs = load(
+        tmp_path / "longs",
+        """        permit(principal, action == Tether::Action::"lookup", resource);
+        forbid(principal, action, resource) when { context.risk.score_pct > 80 };
+        forbid(principal, action, resource)
+        when { context.budget has usd_left_micros && context.budget.usd_left_micros < 500000 };
+        """,
+    )
+    effects = []
+    for score in SCORES:
+        for left in MONEY:
+            request = AuthzRequest(
+                "lookup", {"query": "x"}, risk=Risk(score), budget=Budget(usd_left=left)
+            )
+            effect = decimals.decide(request).effect
+            assert longs.decide(request).effect == effect, (score, left)
+            effects.append(effect)
+    assert {"allow", "deny"} <= set(effects)
+    context = longs.context(
+        AuthzRequest(
+            "lookup",
+            {"query": "x"},
+            risk=Risk(0.8001),
+            budget=Budget(cost_usd=0.0000001, usd_left=0.0377),
+        ),
+        whole=True,
+    )
+    assert context["risk"]["score_pct"] == 81  # up
+    assert context["budget"]["usd_left_micros"] == 37_700  # down, exactly
+    assert context["budget"]["cost_usd_micros"] == 1  # spent: up
+    assert "usd_left_micros" not in longs.context(AuthzRequest("lookup", {"query": "x"}))["budget"]
+    # Only what the policies name is sent: the integer forms, not the decimals.
+    sent = longs.context(AuthzRequest("lookup", {"query": "x"}, budget=Budget(usd_left=1.0)))
+    assert set(sent["risk"]) == {"score_pct"} and set(sent["budget"]) == {"usd_left_micros"}
+
+
 def test_budget_time_classification_and_entry_point_reach_the_context(tmp_path: Path) -> None:
     a = load(
         tmp_path,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import itertools
 import re
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
@@ -15,10 +17,14 @@ from sqlalchemy import select
 
 from fakes.server import serving
 from fakes.stored_runs import add_run
+from tether import Agent
 from tether.server import ServerConfig, create_app
 from tether.server.access import AccessStore
 from tether.server.roles import Role
 from tether.store import Store, tables
+from tether.store.audit import iter_audit
+from tether.store.audit_verify import verify_audit
+from tether.trace import writer_for
 
 
 @dataclass
@@ -151,6 +157,151 @@ def test_a_signed_in_browser_has_the_same_rights(world: World, caller: str) -> N
             assert "acme only" not in c.get("/runs").text
         # No project that does not exist, for anyone.
         assert c.post("/switch-project", data={"project": "nope"}).status_code in (403, 404)
+
+
+# -- approvals ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def paused(world: World, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A run of the default project paused on an escalated refund, for each caller."""
+    from test_approvals import agent_dir
+
+    agent = Agent.from_yaml(agent_dir(tmp_path_factory.mktemp("agent")), trace=world.db)
+    runs: dict[str, str] = {}
+    for caller in CALLERS:
+        result = agent.run_sync("please refund 500 on 7")
+        assert result.outcome == "escalated"
+        runs[caller] = result.run_id
+    writer_for(world.db).flush()
+    return runs
+
+
+APPROVALS_EXPECTED = {
+    # caller: (list, approve its run, the second answer): a viewer reads, a developer or admin
+    # of the project answers; from acme the default project's run does not exist.
+    "none": (401, 401, 401),
+    "revoked": (401, 401, 401),
+    "expired": (401, 401, 401),
+    "agent": (403, 403, 403),
+    "viewer": (200, 403, 403),
+    "developer": (200, 200, 409),
+    "admin": (200, 200, 409),
+    "acme_viewer": (200, 403, 403),
+    "acme_admin": (200, 404, 404),
+}
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+def test_approvals(world: World, paused: dict[str, str], caller: str) -> None:
+    run = paused[caller]
+    with httpx.Client(base_url=world.url, headers=_bearer(world, caller), timeout=30) as c:
+        listing = c.get("/api/v1/approvals", params={"limit": 500})
+        approved = c.post(f"/api/v1/approvals/{run}/approve", json={"reason": "checked"})
+        again = c.post(f"/api/v1/approvals/{run}/deny", json={"reason": "second thoughts"})
+        got = (listing.status_code, approved.status_code, again.status_code)
+        assert got == APPROVALS_EXPECTED[caller], (listing.text[:200], approved.text[:300])
+        if listing.status_code == 200:
+            listed = {a["run_id"] for a in listing.json()["approvals"]}
+            if caller.startswith("acme"):
+                assert listed.isdisjoint(paused.values())
+            else:  # every run still waiting, this caller's among them
+                assert run in listed
+        if approved.status_code != 200:
+            return
+        answer = approved.json()
+        key_id = world.keys[caller].split("_")[1]
+        assert answer["approved"] is True and answer["reason"] == "checked"
+        assert answer["approver"] == f"key {key_id}" and answer["tool"] == "issue_refund"
+        assert again.json()["error"].startswith(
+            f"call {answer['call_id']} (issue_refund) of run {run} was approved already by "
+            f"key {key_id} (audit entry "
+        )
+        assert again.json()["error"].endswith("an answer is final")
+        # Listed as answered, not waiting.
+        waiting = {a["run_id"] for a in c.get("/api/v1/approvals").json()["approvals"]}
+        assert run not in waiting
+        every = c.get("/api/v1/approvals", params={"waiting": "false", "limit": 500}).json()
+        [row] = [a for a in every["approvals"] if a["run_id"] == run]
+        assert row["state"] == "approved" and row["answer"]["entry_id"] == answer["entry_id"]
+    # One approval entry for the run, in the hash-chained audit log, naming the key.
+    store = Store(world.db)
+    try:
+        with store.engine.connect() as conn:
+            entries = [e for e, _, _ in iter_audit(conn) if e.run_id == run]
+            verified = verify_audit(conn, None)
+    finally:
+        store.close()
+    assert [e.kind for e in entries] == ["decision", "approval"]  # the escalation, the answer
+    entry = entries[1]
+    assert entry.entry_id == answer["entry_id"] and verified.ok
+    assert entry.actor == {
+        "via": "api",
+        "project": "default",
+        "key_id": key_id,
+        "role": caller,
+        "approver": f"key {key_id}",
+    }
+    assert entry.details["approved"] is True and entry.details["reason"] == "checked"
+
+
+def test_approvals_bad_requests(world: World, paused: dict[str, str]) -> None:
+    with httpx.Client(base_url=world.url, headers=_bearer(world, "admin"), timeout=30) as c:
+        done = c.post(f"/api/v1/approvals/{world.run}/approve")  # a run that did not pause
+        assert done.status_code == 409 and "not paused" in done.json()["error"]
+        assert c.post("/api/v1/approvals/nope/approve").status_code == 404
+        run = paused["none"]  # nobody answered it in the matrix
+        wrong = c.post(f"/api/v1/approvals/{run}/approve", json={"call_id": "call_9"})
+        assert wrong.status_code == 409 and "not on 'call_9'" in wrong.json()["error"]
+        extra = c.post(f"/api/v1/approvals/{run}/approve", json={"by": "mallory"})
+        assert extra.status_code == 422  # who answers comes from the key, not the body
+        long = c.post(f"/api/v1/approvals/{run}/deny", json={"reason": "x" * 2001})
+        assert long.status_code == 422
+        bad = c.get("/api/v1/approvals", params={"cursor": "not-a-cursor"})
+        assert bad.status_code == 400 and "not a page cursor" in bad.json()["error"]
+        # Keyset pages: one run a page, every paused run once, newest first.
+        seen: list[str] = []
+        cursor: str | None = None
+        while True:
+            params: dict[str, str | int] = {"limit": 1, "waiting": "false"}
+            if cursor:
+                params["cursor"] = cursor
+            page = c.get("/api/v1/approvals", params=params).json()
+            seen += [a["run_id"] for a in page["approvals"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(paused.values()) and len(seen) == len(set(seen))
+        assert seen == list(reversed(list(paused.values())))
+
+
+def test_answers_racing_for_one_call_record_one(world: World, paused: dict[str, str]) -> None:
+    """Eight answers at once, approvals and denials from two keys: one is recorded (200), the
+    others are told it was answered already (409); one approval entry in the audit log."""
+    run = paused["revoked"]  # nobody could answer it in the matrix
+    start = threading.Barrier(8)
+
+    def answer(i: int) -> httpx.Response:
+        caller = ("admin", "developer")[i % 2]
+        start.wait()
+        return httpx.post(
+            f"{world.url}/api/v1/approvals/{run}/{('approve', 'deny')[i % 2]}",
+            headers=_bearer(world, caller),
+            timeout=60,
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(answer, range(8)))
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200] + [409] * 7, [a.text[:200] for a in answers]
+    assert all("an answer is final" in a.json()["error"] for a in answers if a.status_code == 409)
+    store = Store(world.db)
+    try:
+        with store.engine.connect() as conn:
+            kinds = [e.kind for e, _, _ in iter_audit(conn) if e.run_id == run]
+    finally:
+        store.close()
+    assert kinds.count("approval") == 1
 
 
 # -- OTLP in, Prometheus, the keys page ---------------------------------------------------------

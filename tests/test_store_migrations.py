@@ -9,6 +9,8 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 from alembic import command
@@ -26,7 +28,7 @@ from fakes.store_0001 import (
 )
 from tether.core import StoreError, new_span_id
 from tether.store import RunRecord, SpanRecord, Store, TraceBatch, create_store_engine
-from tether.store.db import HEAD_REVISION, MIGRATIONS_DIR
+from tether.store.db import HEAD_REVISION, MIGRATIONS_DIR, migrate
 from tether.store.tables import VERSION_TABLE
 
 # Revision 0001: runs keyed by trace id.
@@ -272,6 +274,48 @@ def test_a_store_at_head_opens_without_alembic_and_an_older_one_is_migrated(
 
 
 def _schema(engine: Engine) -> dict[str, list[str]]:
-    """Tables and their columns."""
+    """Tables with their columns and the names of their indexes."""
     found = inspect(engine)
-    return {t: sorted(c["name"] for c in found.get_columns(t)) for t in found.get_table_names()}
+    return {
+        t: sorted(c["name"] for c in found.get_columns(t))
+        + sorted(f"index {i['name']}" for i in found.get_indexes(t))
+        for t in found.get_table_names()
+    }
+
+
+def test_two_stores_migrated_at_once_in_one_process_each_get_their_own_schema(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Alembic keeps the migration under way in module globals: two threads migrating two
+    databases at once (the trace store on SQLite and a budget ledger on PostgreSQL, say) ran
+    on each other's connection, or failed, before migrations took turns in a process."""
+    schema = pg_url.rsplit("search_path%3D", 1)[1]
+    for attempt in range(4):
+        engines = [
+            create_store_engine(f"sqlite:///{tmp_path / f'store{attempt}.db'}"),
+            create_store_engine(pg_url),
+        ]
+        with engines[1].begin() as conn:  # PostgreSQL from scratch each time
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE; CREATE SCHEMA "{schema}"')
+        start = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        threads = [threading.Thread(target=_migrate_at, args=(e, start, errors)) for e in engines]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        for engine in engines:
+            with engine.connect() as conn:
+                tables = set(inspect(conn).get_table_names())
+            assert {"tether_runs", "tether_events", "tether_budgets", VERSION_TABLE} <= tables
+            engine.dispose()
+
+
+def _migrate_at(engine: Engine, start: threading.Barrier, errors: list[BaseException]) -> None:
+    start.wait()
+    try:
+        migrate(engine)
+    except BaseException as exc:  # the test reports it
+        errors.append(exc)

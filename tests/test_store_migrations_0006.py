@@ -4,7 +4,12 @@ lost or changed, the audit chain still verifies, and the schema is the table def
 
 from __future__ import annotations
 
-from fakes.store_0001 import insert, run_row_0001, schema_differences, upgrade_to
+from fakes.store_0001 import (
+    insert,
+    run_row_0001,
+    schema_differences,
+    upgrade_to,
+)
 from tether.controls.budget_ledger import BudgetCharge
 from tether.controls.budget_sql import SqlBudgetLedger
 from tether.store import AuditRecord, Store, create_store_engine
@@ -57,7 +62,7 @@ def test_a_0005_store_takes_budgets_and_keeps_its_runs_and_audit_chain(store_url
             report = verify_audit(conn, None)
             revision = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar()
         assert report.ok and report.entries == 2
-        assert revision == HEAD_REVISION
+        assert revision == HEAD_REVISION  # 0006, and every revision since
         assert schema_differences(store.engine) == []
     finally:
         store.close()

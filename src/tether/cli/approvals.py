@@ -31,10 +31,11 @@ from tether.cli.base import (
 from tether.cli.options import TEXT
 from tether.cli.run import StreamPrinter, report_run
 from tether.cli.terminal import escape, visible
-from tether.core import Settings, TetherError
+from tether.core import Settings
 
 if TYPE_CHECKING:
-    from tether.runtime import Agent, RunResult, RunState
+    from tether.runtime import Agent, RunResult
+    from tether.runtime.approvals import WaitingCall
 
 
 def _login() -> str:
@@ -49,14 +50,29 @@ def _cli_actor() -> dict[str, Any]:
     return {"via": "cli", "os_user": login} if login else {"via": "cli"}
 
 
-def _call_text(state: RunState) -> str:
-    """The call the run waits on, as ``tool(name=value, ...)``."""
-    pending = state.awaiting_approval
-    assert pending is not None
-    call = next((c for c in state.pending_tool_calls if c.id == pending.call_id), None)
-    args = call.arguments if call is not None else {}
+def _call_text(tool: str, args: dict[str, Any]) -> str:
+    """A call as ``tool(name=value, ...)``."""
     shown = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in args.items())
-    return f"{pending.tool}({shown})"
+    return f"{tool}({shown})"
+
+
+def _row(waiting: WaitingCall) -> dict[str, Any]:
+    """What ``approvals list`` shows of a run waiting on a call (``--json`` alike)."""
+    run, pending = waiting.run, waiting.call
+    if pending is None:
+        return {"run_id": run.run_id, "agent": run.agent_name, "problem": waiting.problem}
+    return {
+        "run_id": run.run_id,
+        "trace_id": run.trace_id,
+        "agent": run.agent_name,
+        "agent_version": run.agent_version,
+        "call_id": pending.call_id,
+        "call": _call_text(pending.tool, waiting.arguments or {}),
+        "control": pending.control,
+        "escalation": pending.reason,
+        "answer": waiting.answer.to_json() if waiting.answer is not None else None,
+        "resumed_as": waiting.resumed_as,
+    }
 
 
 def print_next_steps(ctx: click.Context, run_id: str, spec: Path | str) -> None:
@@ -84,36 +100,11 @@ def approvals() -> None:
 def list_waiting(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Runs paused on an escalated tool call, newest first: the call, why it asked, and its
     answer (or that it waits)."""
-    from tether.core import Outcome
-    from tether.runtime.approvals import answers_for, paused_state, resumed_as
-    from tether.store import RunQuery
+    from tether.runtime.approvals import waiting_calls
 
     reader = open_reader(ctx)
-    query = RunQuery(status=("paused",), outcome=(Outcome.ESCALATED,), limit=limit)
-    rows: list[dict[str, Any]] = []
-    for run in reader.find_runs(query, count=False).runs:
-        try:
-            state = paused_state(reader, run.run_id)
-            pending = state.awaiting_approval
-            assert pending is not None  # paused_state says why when it is not
-            answer = answers_for(reader, state).get(pending.call_id)
-        except TetherError as exc:  # paused elsewhere than on a call, an untrusted answer
-            rows.append({"run_id": run.run_id, "agent": run.agent_name, "problem": exc.message})
-            continue
-        rows.append(
-            {
-                "run_id": run.run_id,
-                "trace_id": run.trace_id,
-                "agent": run.agent_name,
-                "agent_version": run.agent_version,
-                "call_id": pending.call_id,
-                "call": _call_text(state),
-                "control": pending.control,
-                "escalation": pending.reason,
-                "answer": answer.to_json() if answer is not None else None,
-                "resumed_as": resumed_as(reader, run.run_id),
-            }
-        )
+    found, _ = waiting_calls(reader, limit=limit)
+    rows = [_row(w) for w in found]
     if as_json:
         click.echo(render.dumps({"runs": rows}))
         return
@@ -164,9 +155,11 @@ def _answer(
         click.echo(render.dumps(answer.to_json()))
         return
     state = paused_state(reader, answer.run_id)
+    call = next((c for c in state.pending_tool_calls if c.id == answer.call_id), None)
+    shown = _call_text(answer.tool, call.arguments if call is not None else {})
     mark = "[green]✓ approved[/]" if approved else "[red]✗ denied[/]"
     console.print(
-        f"{mark} {escape(_call_text(state))} of run {answer.run_id}, as {escape(answer.approver)}"
+        f"{mark} {escape(shown)} of run {answer.run_id}, as {escape(answer.approver)}"
         " (recorded in the audit log)",
         highlight=False,
         soft_wrap=True,

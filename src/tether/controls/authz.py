@@ -11,15 +11,19 @@ silent deny at request time. See ``cedar_schema`` for the entities, actions and 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from tether.controls.budget_ledger import BudgetUnavailable
+from tether.controls.budgets import MICRO, BudgetsLeft
 from tether.controls.cedar_policies import LoadedPolicies, load_policies, validation_error
 from tether.controls.cedar_schema import (
     CALL_GROUP,
@@ -36,6 +40,7 @@ from tether.controls.cedar_schema import (
     record,
     render_schema,
     rounded_decimal,
+    scaled_long,
     to_json_type,
     tool_args,
 )
@@ -48,6 +53,9 @@ if TYPE_CHECKING:
     import cedarpy
 
     from tether.spec import AgentSpec
+
+log = logging.getLogger("tether.authz")
+_N = TypeVar("_N", int, float)
 
 AGENT, PROJECT, ROLE, TOOL, ACTION = (
     f"{NAMESPACE}::{t}" for t in ("Agent", "Project", "Role", "Tool", "Action")
@@ -75,9 +83,10 @@ class Budget:
     tool_calls: int = 0
     turns: int = 0
     usd_left: float | None = None
-    """``None``: no cost limit."""
+    """The tightest room left of the run's ``max_cost_usd`` and the US-dollar budgets that
+    apply to the call (``budgets``); ``None``: none of them is set."""
     tokens_left: int | None = None
-    """``None``: no token limit."""
+    """The same for ``max_total_tokens`` and the token budgets; ``None``: none is set."""
     tool_calls_left: int = 0
 
 
@@ -115,16 +124,27 @@ def _context_type(args: Rec) -> Rec:
     return Rec(
         {
             "args": Attr(args, True),
-            "risk": Attr(Rec({"score": Attr(DECIMAL, True), "categories": _strings()}), True),
+            "risk": Attr(
+                Rec(
+                    {
+                        "score": Attr(DECIMAL, True),
+                        "score_pct": Attr(LONG, True),
+                        "categories": _strings(),
+                    }
+                ),
+                True,
+            ),
             "classification": _strings(),
             "budget": Attr(
                 Rec(
                     {
                         "cost_usd": Attr(DECIMAL, True),
+                        "cost_usd_micros": Attr(LONG, True),
                         "tokens": Attr(LONG, True),
                         "tool_calls": Attr(LONG, True),
                         "turns": Attr(LONG, True),
                         "usd_left": Attr(DECIMAL, False),
+                        "usd_left_micros": Attr(LONG, False),
                         "tokens_left": Attr(LONG, False),
                         "tool_calls_left": Attr(LONG, True),
                     }
@@ -259,6 +279,10 @@ class Authorizer:
         self._ask = _asker(loaded.policy_set, self._entities)
         self._verdicts: dict[tuple[str, bool, tuple[str, ...]], AuthzVerdict] = {}
         """Verdicts by tool and Cedar's answer (decision and deciding policies)."""
+        self.reads_budget_left = "budget" in self._read and bool(
+            {"usd_left", "usd_left_micros", "tokens_left"} & self._read
+        )
+        """Whether some policy may read what the budgets leave (then each call looks it up)."""
 
     @classmethod
     def load(
@@ -318,9 +342,11 @@ class Authorizer:
         if "risk" in read:
             risk = request.risk
             out["risk"] = {}
+            score = min(max(risk.score, 0.0), 1.0)
             if "score" in read:
-                score = min(max(risk.score, 0.0), 1.0)
                 out["risk"]["score"] = rounded_decimal(score, up=None)
+            if "score_pct" in read:  # rounded up: the careful side of a threshold
+                out["risk"]["score_pct"] = scaled_long(score, 100, up=True)
             if "categories" in read:
                 out["risk"]["categories"] = sorted(risk.categories)
         if "classification" in read:
@@ -462,8 +488,13 @@ def _budget_context(budget: Budget, read: frozenset[str]) -> dict[str, Any]:
     for name in ("tokens", "tool_calls", "turns", "tool_calls_left"):
         if name in read:
             out[name] = getattr(budget, name)
-    if "usd_left" in read and budget.usd_left is not None:
-        out["usd_left"] = rounded_decimal(budget.usd_left, up=False)
+    if "cost_usd_micros" in read:
+        out["cost_usd_micros"] = scaled_long(budget.cost_usd, MICRO, up=True)
+    if budget.usd_left is not None:
+        if "usd_left" in read:
+            out["usd_left"] = rounded_decimal(budget.usd_left, up=False)
+        if "usd_left_micros" in read:
+            out["usd_left_micros"] = scaled_long(budget.usd_left, MICRO, up=False)
     if "tokens_left" in read and budget.tokens_left is not None:
         out["tokens_left"] = budget.tokens_left
     return out
@@ -523,17 +554,23 @@ def _labels_of(ctx: HookContext) -> frozenset[str]:
     return frozenset([found] if isinstance(found, str) else (str(x) for x in found))
 
 
-def request_from(ctx: HookContext, call: ToolCall) -> AuthzRequest:
-    """The authorization request for a call at ``before_tool``."""
+def request_from(
+    ctx: HookContext, call: ToolCall, budgets: BudgetsLeft | None = None
+) -> AuthzRequest:
+    """The authorization request for a call at ``before_tool``; ``budgets``: what the
+    budgets that apply to the call leave (the tighter of it and the run's limits is read)."""
     state, limits = ctx.state, ctx.limits
     usage = state.usage.total_tokens
+    left = budgets or BudgetsLeft()
+    run_usd = None if limits.max_cost_usd is None else limits.max_cost_usd - state.cost_usd
+    run_tokens = None if limits.max_total_tokens is None else limits.max_total_tokens - usage
     budget = Budget(
         cost_usd=state.cost_usd,
         tokens=usage,
         tool_calls=state.tool_calls,
         turns=state.turns,
-        usd_left=None if limits.max_cost_usd is None else limits.max_cost_usd - state.cost_usd,
-        tokens_left=None if limits.max_total_tokens is None else limits.max_total_tokens - usage,
+        usd_left=_tightest(run_usd, left.usd),
+        tokens_left=_tightest(run_tokens, left.tokens),
         tool_calls_left=limits.max_tool_calls - state.tool_calls,
     )
     return AuthzRequest(
@@ -546,6 +583,12 @@ def request_from(ctx: HookContext, call: ToolCall) -> AuthzRequest:
         budget=budget,
         entry_point=ctx.entry_point,
     )
+
+
+def _tightest(*rooms: _N | None) -> _N | None:
+    """The smallest of the rooms that are set (``None`` when none is)."""
+    known = [r for r in rooms if r is not None]
+    return min(known) if known else None
 
 
 class CedarAuthorization(Control):
@@ -579,7 +622,19 @@ class CedarAuthorization(Control):
     async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
         if call.raw_arguments is not None:
             return Decision.block(f"tool {call.name!r}: the arguments are not a JSON object")
-        verdict = self.authorizer.decide(request_from(ctx, call))
+        left: BudgetsLeft | None = None
+        budgets = ctx.budgets
+        if budgets is not None and self.authorizer.reads_budget_left:
+            try:  # the ledger's lookups block (SQL, Redis): off the event loop
+                left = await asyncio.to_thread(budgets.left, ctx)
+            except BudgetUnavailable as exc:
+                if not budgets.fail_open:
+                    return Decision.block(
+                        f"tool {call.name!r} refused (fail closed): the policies read "
+                        f"context.budget, and the budgets could not be read: {exc.message}"
+                    )
+                log.warning("context.budget without the budgets (fail_open): %s", exc.message)
+        verdict = self.authorizer.decide(request_from(ctx, call, left))
         if verdict.effect == "allow":
             return Decision(Verdict.ALLOW, verdict.reason)
         if verdict.effect == "escalate":

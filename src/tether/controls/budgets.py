@@ -109,6 +109,16 @@ def rules_of(config: BudgetsConfig) -> list[BudgetRule]:
     return rules
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetsLeft:
+    """What the budgets that apply to a run leave (``BudgetControl.left``): the smallest room
+    across them, per counter. ``None``: no budget of that counter applies."""
+
+    usd: float | None = None
+    """US dollars."""
+    tokens: int | None = None
+
+
 @dataclass(slots=True)
 class _Reserved:
     hold: Hold
@@ -175,11 +185,10 @@ class BudgetControl(Control):
         now = self.clock()
         by_key: dict[str, tuple[BudgetRule, BudgetCharge]] = {}
         for rule in self.rules:
-            who = _who(rule.scope, ctx)
-            if who is None:  # no end user, no agent: that budget does not apply
+            found_key = self._key(rule, ctx, now)
+            if found_key is None:  # no end user, no agent: that budget does not apply
                 continue
-            period, keep_s = self._window(rule.window, now)
-            key = f"{rule.scope}:{who}:{rule.counter}:{rule.window}:{period}"
+            key, keep_s = found_key
             amount = {"tokens": tokens, "usd": usd or 0, "requests": 1}[rule.counter]
             found = by_key.get(key)
             if found is None or rule.limit < found[0].limit:
@@ -188,6 +197,40 @@ class BudgetControl(Control):
         rules = {k: r for k, (r, _) in by_key.items()}
         counters = [r.counter for r, _ in by_key.values()]
         return charges, rules, counters
+
+    def _key(self, rule: BudgetRule, ctx: HookContext, now: int) -> tuple[str, float] | None:
+        """The key of ``rule``'s budget for this run at ``now`` and how long it is kept, or
+        None when the run has no such party (no end user, no agent)."""
+        who = _who(rule.scope, ctx)
+        if who is None:
+            return None
+        period, keep_s = self._window(rule.window, now)
+        return f"{rule.scope}:{who}:{rule.counter}:{rule.window}:{period}", keep_s
+
+    def left(self, ctx: HookContext) -> BudgetsLeft:
+        """What the budgets that apply to this run leave now, the tightest of each counter:
+        limit minus what calls used minus what calls in flight hold, read through the ledger's
+        ``spent`` (one lookup per budget; blocking: call it from a worker thread in a loop).
+        Rate limits (minute windows) are not budgets here: they renew within the minute.
+        Raises ``BudgetUnavailable`` when the ledger cannot be read."""
+        now = self.clock()
+        tightest: dict[Counter, int] = {}
+        spent: dict[str, tuple[int, int]] = {}
+        for rule in self.rules:
+            if rule.rate or rule.counter == "requests":
+                continue
+            found = self._key(rule, ctx, now)
+            if found is None:
+                continue
+            key = found[0]
+            if key not in spent:  # two rules on one budget: one lookup, the smaller limit
+                spent[key] = self.ledger.spent(key)
+            used, held = spent[key]
+            room = rule.limit - used - held
+            if rule.counter not in tightest or room < tightest[rule.counter]:
+                tightest[rule.counter] = room
+        usd = tightest.get("usd")
+        return BudgetsLeft(None if usd is None else usd / MICRO, tightest.get("tokens"))
 
     def _window(self, window: Window, now: int) -> tuple[str, float]:
         """A window's id at ``now`` and how long its counters are kept from now."""

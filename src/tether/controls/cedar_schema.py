@@ -241,18 +241,24 @@ def exact_decimal(number: float | int | Decimal, where: str) -> dict[str, Any]:
     return decimal_value(exact)
 
 
-@functools.lru_cache(maxsize=1024)
-def rounded_decimal(number: float, *, up: bool | None) -> dict[str, Any]:
-    """``number`` to 4 places, rounded up, down (budgets: spent up, left down, so that a policy
-    errs on the careful side) or to the nearest (``up=None``), clamped to the decimal range."""
+def scaled_long(number: float, scale: int, *, up: bool | None) -> int:
+    """``number`` times ``scale`` as a whole number, rounded up, down (budgets: spent up, left down,
+    so that a policy errs on the careful side) or to the nearest (``up=None``), clamped to the
+    ``Long`` range (NaN is taken as the careful infinity)."""
     if math.isnan(number):
         number = math.inf if up is not False else -math.inf
     if math.isinf(number):
-        steps = LONG_MAX if number > 0 else LONG_MIN
-    else:
-        scaled = round(number * 10_000, 6)  # 0.7 * 10_000 is 7000.000000000001
-        steps = round(scaled) if up is None else math.ceil(scaled) if up else math.floor(scaled)
-    steps = max(-LONG_MAX, min(LONG_MAX, steps))
+        return LONG_MAX if number > 0 else -LONG_MAX
+    scaled = round(number * scale, 6)  # 0.7 * 10_000 is 7000.000000000001
+    steps = round(scaled) if up is None else math.ceil(scaled) if up else math.floor(scaled)
+    return max(-LONG_MAX, min(LONG_MAX, steps))
+
+
+@functools.lru_cache(maxsize=1024)
+def rounded_decimal(number: float, *, up: bool | None) -> dict[str, Any]:
+    """``number`` to 4 places, rounded as ``scaled_long`` rounds, clamped to the decimal
+    range."""
+    steps = scaled_long(number, 10_000, up=up)
     sign = "-" if steps < 0 else ""
     whole, frac = divmod(abs(steps), 10_000)
     return {"__extn": {"fn": "decimal", "arg": f"{sign}{whole}.{frac:04d}"}}

@@ -36,6 +36,7 @@ from tether.tools import Tool, ToolResult
 from tether.trace import semconv
 
 if TYPE_CHECKING:
+    from tether.controls.budgets import BudgetControl
     from tether.trace import RunRecorder
 
 
@@ -269,6 +270,9 @@ class HookContext:
     """``before_tool`` of a resumed run: people's answers to the calls it was paused on, by
     call id. An escalation of such a call is settled by its answer (once) instead of pausing
     the run again (``tether.controls.approvals``)."""
+    budgets: BudgetControl | None = None
+    """The budgets and rate limits of the run's model calls (``None``: none): what Cedar's
+    ``context.budget`` reads the room left on (``BudgetControl.left``)."""
 
     @property
     def usage(self) -> Usage:

@@ -3,6 +3,7 @@
 from tether.core.caller import DEFAULT_PROJECT, AgentRef, Caller, EntryPoint, RunKind
 from tether.core.clock import monotonic, now_ns
 from tether.core.errors import (
+    Conflict,
     InvalidQuery,
     NotFound,
     ProviderError,
@@ -23,6 +24,7 @@ __all__ = [
     "DEFAULT_PROJECT",
     "AgentRef",
     "Caller",
+    "Conflict",
     "EntryPoint",
     "InvalidQuery",
     "NotFound",

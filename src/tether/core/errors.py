@@ -85,6 +85,11 @@ class InvalidQuery(StoreError):
     several runs, a malformed page cursor."""
 
 
+class Conflict(TetherError):
+    """What was asked clashes with the state of what it acts on, and asking again will not
+    change that: a tool call answered already, a run resumed already (HTTP 409)."""
+
+
 MAX_EXCEPTION_TEXT = 2_000
 """Longest description :func:`describe_exception` gives (an exception can carry megabytes)."""
 

@@ -16,18 +16,19 @@ from __future__ import annotations
 import secrets
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.controls.approvals import Approval
-from tether.core import StoreError, TetherError, now_ns
-from tether.runtime.state import RunState
-from tether.store import AuditRecord
+from tether.core import Conflict, StoreError, TetherError, now_ns
+from tether.runtime.state import PendingApproval, RunState
+from tether.store import AuditRecord, RunQuery
 
 if TYPE_CHECKING:
-    from tether.store import StoreReader
+    from tether.store import RunRecord, StoreReader
     from tether.store.audit import AuditEntry
 
 APPROVAL = "approval"
@@ -38,18 +39,20 @@ MAX_APPROVER_CHARS = 200
 MAX_REASON_CHARS = 2000
 
 
-def paused_state(store: StoreReader, run_id: str) -> RunState:
+def paused_state(store: StoreReader, run: str | RunRecord) -> RunState:
     """The state a paused run was checkpointed with, when it waits on an escalated tool call
-    (``run_id`` may be a unique prefix). ``TetherError`` saying why not otherwise."""
-    run = store.get_run(run_id)
+    (``run``: the run's record, or its id or a unique prefix of it). ``Conflict`` saying why
+    not otherwise (the run is not paused, or not on a tool call)."""
+    if isinstance(run, str):
+        run = store.get_run(run)
     if run.status != "paused":
-        raise TetherError(
+        raise Conflict(
             f"run {run.run_id} is {run.status} (outcome {run.outcome}), not paused: only a run "
             "paused for approval can be approved, denied or resumed"
         )
     checkpoints = store.get_checkpoints(run.run_id)
     if not checkpoints:
-        raise TetherError(f"run {run.run_id} is paused but has no checkpoint to go on from")
+        raise Conflict(f"run {run.run_id} is paused but has no checkpoint to go on from")
     try:
         state = RunState.from_json(checkpoints[-1].state_json)
     except ValidationError as exc:
@@ -57,7 +60,7 @@ def paused_state(store: StoreReader, run_id: str) -> RunState:
             f"the checkpoint of run {run.run_id} cannot be read: {exc.errors()[0].get('msg', exc)}"
         ) from None
     if state.awaiting_approval is None:
-        raise TetherError(
+        raise Conflict(
             f"run {run.run_id} is paused ({state.stop_reason or run.outcome}), not on a tool call "
             "a control escalated: there is no call to approve or deny"
         )
@@ -112,7 +115,7 @@ def _first(conn: Any, run_id: str, kind: str) -> AuditEntry | None:
 
 def decide(
     store: StoreReader,
-    run_id: str,
+    run_id: str | RunRecord,
     *,
     approved: bool,
     approver: str,
@@ -120,10 +123,11 @@ def decide(
     call_id: str | None = None,
     actor: dict[str, Any] | None = None,
 ) -> Approval:
-    """Record a person's answer to the call the paused run ``run_id`` waits on (``call_id``,
-    if given, must be that call). ``actor`` adds to who answered (how: ``via``, a key id).
-    ``TetherError`` when the run does not wait on a call, the call was answered already, or
-    the run was resumed already."""
+    """Record a person's answer to the call the paused run ``run_id`` (its id, a unique
+    prefix, or its record) waits on (``call_id``, if given, must be that call). ``actor`` adds
+    to who answered (how: ``via``, a key id). ``Conflict`` when the run does not wait on a
+    call, on that call, the call was answered already, or the run was resumed already;
+    ``TetherError`` for an approver or reason that cannot be recorded."""
     from tether.store.audit import run_entries
 
     approver = _checked_text(approver, "the approver", MAX_APPROVER_CHARS, required=True)
@@ -132,7 +136,7 @@ def decide(
     pending = state.awaiting_approval
     assert pending is not None
     if call_id is not None and call_id != pending.call_id:
-        raise TetherError(
+        raise Conflict(
             f"run {state.run_id} waits on call {pending.call_id} ({pending.tool}), "
             f"not on {call_id!r}"
         )
@@ -171,13 +175,13 @@ def decide(
 
     found = _append_unless(store, record, "recording the answer in", clash)
     if found is not None and found.kind == RUN_RESUMED:
-        raise TetherError(
+        raise Conflict(
             f"run {state.run_id} was resumed already (as run "
             f"{found.details.get('resumed_as')}): its call cannot be answered now"
         )
     if found is not None:
         said = "approved" if found.details.get("approved") else "denied"
-        raise TetherError(
+        raise Conflict(
             f"call {pending.call_id} ({pending.tool}) of run {state.run_id} was {said} "
             f"already by {found.actor.get('approver', '?')} (audit entry {found.seq}): "
             "an answer is final"
@@ -247,7 +251,7 @@ def claim_resume(
         lambda conn: _first(conn, state.run_id, RUN_RESUMED),
     )
     if found is not None:
-        raise TetherError(
+        raise Conflict(
             f"run {state.run_id} was resumed already, as run "
             f"{found.details.get('resumed_as')}: a paused run is resumed once"
         )
@@ -261,3 +265,83 @@ def resumed_as(store: StoreReader, run_id: str) -> str | None:
     except SQLAlchemyError as exc:
         raise _store_failed(store, "reading from", exc) from exc
     return None if done is None else str(done.details.get("resumed_as"))
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingCall:
+    """A run paused on an escalated tool call, as ``tether approvals list`` and
+    ``GET /api/v1/approvals`` list it: the call, why it asked, and its answer so far."""
+
+    run: RunRecord
+    """The paused run."""
+    call: PendingApproval | None
+    """The call it waits on (``None``: see ``problem``)."""
+    arguments: dict[str, Any] | None = None
+    """The call's arguments, as the checkpoint keeps them (before any guard's masking)."""
+    answer: Approval | None = None
+    """The answer recorded for the call, if any."""
+    resumed_as: str | None = None
+    """The run it was resumed as, if it was."""
+    problem: str | None = None
+    """Why it cannot be answered (paused elsewhere than on a call, an answer that cannot be
+    trusted)."""
+
+    @property
+    def state(self) -> str:
+        """``waiting``, ``approved``, ``denied`` (answered, to be resumed), ``resumed``, or
+        ``problem``."""
+        if self.problem is not None:
+            return "problem"
+        if self.resumed_as is not None:
+            return "resumed"
+        if self.answer is not None:
+            return "approved" if self.answer.approved else "denied"
+        return "waiting"
+
+
+def waiting_calls(
+    store: StoreReader,
+    *,
+    project: str | None = None,
+    limit: int = 20,
+    cursor: str | None = None,
+    waiting_only: bool = False,
+) -> tuple[list[WaitingCall], str | None]:
+    """Runs paused on an escalated tool call, newest first, a page of ``limit`` runs at a
+    time (keyset: pass the returned cursor back as ``cursor``; ``None`` on the last page),
+    in ``project`` (``None``: every project). ``waiting_only``: only calls nobody has answered
+    yet (a page may then hold fewer than ``limit``)."""
+    from tether.core import Outcome
+
+    query = RunQuery(
+        project=() if project is None else (project,),
+        status=("paused",),
+        outcome=(Outcome.ESCALATED.value,),
+        limit=limit,
+        cursor=cursor,
+    )
+    listing = store.find_runs(query, count=False)
+    found = [_waiting_call(store, run) for run in listing.runs]
+    if waiting_only:
+        found = [w for w in found if w.state == "waiting"]
+    return found, listing.next_cursor
+
+
+def _waiting_call(store: StoreReader, run: RunRecord) -> WaitingCall:
+    try:
+        state = paused_state(store, run)
+        pending = state.awaiting_approval
+        assert pending is not None  # paused_state says why when it is not
+        answer = answers_for(store, state).get(pending.call_id)
+    except StoreError:  # the store failing is no row's problem
+        raise
+    except TetherError as exc:  # paused elsewhere than on a call, an untrusted answer
+        return WaitingCall(run, None, problem=exc.message)
+    call = next((c for c in state.pending_tool_calls if c.id == pending.call_id), None)
+    return WaitingCall(
+        run,
+        pending,
+        arguments=call.arguments if call is not None else {},
+        answer=answer,
+        resumed_as=resumed_as(store, run.run_id),
+    )

@@ -464,6 +464,7 @@ class RunScope:
             risk=self.risk,
             call_model=self._call_model,
             approvals=self.approvals if hook is Hook.BEFORE_TOOL else None,
+            budgets=h.budget,
             **kw,
         )
 

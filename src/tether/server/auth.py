@@ -144,3 +144,4 @@ def require(permission: Permission) -> Callable[[Request, str | None], Principal
 Reader = Annotated[Principal, Depends(require(Permission.READ))]
 KeyManager = Annotated[Principal, Depends(require(Permission.MANAGE_KEYS))]
 ProjectManager = Annotated[Principal, Depends(require(Permission.MANAGE_PROJECTS))]
+Approver = Annotated[Principal, Depends(require(Permission.DECIDE_APPROVALS))]

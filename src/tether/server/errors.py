@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from tether.core import StoreError, TetherError
+from tether.core import Conflict, StoreError, TetherError
 from tether.server.auth import AuthError, Forbidden, ProjectNotFound
 
 log = logging.getLogger("tether.server")
@@ -96,6 +96,12 @@ def install(app: FastAPI) -> None:
         if _is_page(request):
             return _page(request, status, exc.message)
         return error_json(status, exc.message, exc.hint)
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> Response:
+        if _is_page(request):
+            return _page(request, 409, exc.message)
+        return error_json(409, exc.message, exc.hint)
 
     @app.exception_handler(TetherError)
     async def tether_error(request: Request, exc: TetherError) -> Response:

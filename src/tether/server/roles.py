@@ -14,8 +14,8 @@ class Role(StrEnum):
     ADMIN = "admin"
     """Runs the install: every project, projects and keys of any role."""
     DEVELOPER = "developer"
-    """Works on one project's agents: reads its runs, sends traces, makes and revokes the
-    project's viewer and agent keys."""
+    """Works on one project's agents: reads its runs, sends traces, approves or denies its
+    escalated tool calls, makes and revokes the project's viewer and agent keys."""
     VIEWER = "viewer"
     """Reads one project's runs, traces and dashboards."""
     AGENT = "agent"
@@ -31,6 +31,8 @@ class Permission(StrEnum):
     """Send spans to the caller's project (OTLP in)."""
     MANAGE_KEYS = "manage_keys"
     """List the project's keys; make and revoke those of the roles ``GRANTABLE`` names."""
+    DECIDE_APPROVALS = "decide_approvals"
+    """Approve or deny a tool call a paused run of the caller's project waits on."""
     MANAGE_PROJECTS = "manage_projects"
     """Create projects."""
     ALL_PROJECTS = "all_projects"
@@ -39,7 +41,14 @@ class Permission(StrEnum):
 
 GRANTS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
-    Role.DEVELOPER: frozenset({Permission.READ, Permission.INGEST, Permission.MANAGE_KEYS}),
+    Role.DEVELOPER: frozenset(
+        {
+            Permission.READ,
+            Permission.INGEST,
+            Permission.MANAGE_KEYS,
+            Permission.DECIDE_APPROVALS,
+        }
+    ),
     Role.VIEWER: frozenset({Permission.READ}),
     Role.AGENT: frozenset({Permission.INGEST}),
 }

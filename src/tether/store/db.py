@@ -6,6 +6,7 @@ import math
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -30,7 +31,7 @@ except ImportError:  # Windows: no cross-process lock for SQLite migrations
     fcntl = None  # type: ignore[assignment]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 """The newest migration in ``MIGRATIONS_DIR`` (a test checks it against Alembic's script
 directory). A store already at it is opened without importing Alembic, about a third of a
 second of CPU at start-up."""
@@ -303,6 +304,10 @@ def _alembic_config() -> Config:
 
 # Any fixed 64-bit key: PostgreSQL advisory locks are per database, named by a number.
 _PG_MIGRATION_LOCK = 0x7E7E_0001
+_ALEMBIC_TURNS = threading.Lock()
+"""Alembic keeps the migration under way in module globals (``alembic.context``, ``op``): two
+threads migrating two databases at once (the trace store and a budget ledger's database) would
+each run on the other's connection. Taken last, inside each database's own lock."""
 
 
 @contextmanager
@@ -407,7 +412,8 @@ def migrate(engine: Engine) -> None:
             if current is None:
                 _adopt_legacy_revision(conn, known)
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            with _ALEMBIC_TURNS:
+                command.upgrade(cfg, "head")
     except CommandError as exc:
         raise StoreError(
             f"cannot migrate the trace store at {_shown(engine)}: {exc}",

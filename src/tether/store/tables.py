@@ -168,6 +168,8 @@ audit = Table(
     Column("alg", String(16), nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # A run's entries of one kind, in chain order (approvals, resumes: migration 0008).
+    Index("ix_tether_audit_run_kind", "run_id", "kind", "seq"),
 )
 
 audit_head = Table(

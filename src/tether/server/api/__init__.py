@@ -2,10 +2,11 @@
 
 from fastapi import APIRouter
 
-from tether.server.api import access, runs
+from tether.server.api import access, approvals, runs
 
 router = APIRouter()
 router.include_router(access.router)
 router.include_router(runs.router)
+router.include_router(approvals.router)
 
 __all__ = ["router"]
