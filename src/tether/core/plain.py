@@ -61,6 +61,11 @@ class PlainData:
         writes)."""
         return self._adapter().dump_json(self, **kwargs).decode()
 
+    def __str__(self) -> str:
+        """As a pydantic model prints (``input_tokens=5 output_tokens=7``); ``repr`` is the
+        dataclass's, which reads as pydantic's (``Usage(input_tokens=5, ...)``)."""
+        return " ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))  # type: ignore[arg-type]
+
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy with ``update``'s fields replaced (not validated, as in pydantic)."""
         base = copy.deepcopy(self) if deep else self

@@ -824,7 +824,9 @@ class RunScope:
                 messages.append(Message(role="system", content=note))
             request = ModelRequest(
                 messages=messages,
-                tools=self.harness.tool_defs if tools else [],
+                # its own list, as each request had when pydantic copied it: a control may
+                # change a request's tools
+                tools=list(self.harness.tool_defs) if tools else [],
                 settings=self.harness.settings,
             )
         else:
