@@ -99,6 +99,9 @@ T = TypeVar("T")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 RESUMED_FROM = "resumed_from"
 """Metadata of a resumed run (and attribute of its record): the paused run it goes on from."""
+# Enum members read once (see ``tether.controls.pipeline``: slow on Python 3.11).
+_ON_INPUT, _ON_OUTPUT, _BEFORE_TOOL = Hook.ON_INPUT, Hook.ON_OUTPUT, Hook.BEFORE_TOOL
+_FINAL_ANSWER = Outcome.FINAL_ANSWER
 PLANNER_NOTE = (
     "Plan first: reply with every tool call needed to answer, all at once. You will then get "
     "their results and write the answer."
@@ -463,7 +466,7 @@ class RunScope:
             agent=self.agent,
             risk=self.risk,
             call_model=self._call_model,
-            approvals=self.approvals if hook is Hook.BEFORE_TOOL else None,
+            approvals=self.approvals if hook is _BEFORE_TOOL else None,
             **kw,
         )
 
@@ -788,8 +791,8 @@ class RunScope:
         async def work() -> str:
             raw = self.state.input if text is None else scrub_surrogates(text)
             checked = raw
-            if self.pipeline.asks(Hook.ON_INPUT):
-                ctx = self.hook_context(Hook.ON_INPUT, self.run_id)
+            if self.pipeline.asks(_ON_INPUT):
+                ctx = self.hook_context(_ON_INPUT, self.run_id)
                 decision, checked = await self.pipeline.check(ctx, raw)
                 if decision.stops:
                     raise Stop(decision)
@@ -860,14 +863,14 @@ class RunScope:
 
         async def work() -> str:
             checked = text
-            if self.pipeline.asks(Hook.ON_OUTPUT):
-                ctx = self.hook_context(Hook.ON_OUTPUT, self.run_id)
+            if self.pipeline.asks(_ON_OUTPUT):
+                ctx = self.hook_context(_ON_OUTPUT, self.run_id)
                 decision, checked = await self.pipeline.check(ctx, text)
                 self._answer_judged(text, decision, checked)
                 if decision.stops:
                     raise Stop(decision)
             self.state.output = checked
-            self.state.end(Outcome.FINAL_ANSWER)
+            self.state.end(_FINAL_ANSWER)
             return str(checked)
 
         return await self._step(work, answer=True)
