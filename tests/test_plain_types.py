@@ -49,3 +49,25 @@ def test_a_state_survives_pickle_and_json() -> None:
     assert RunState.from_json(state.to_json()) == state
     with pytest.raises(AttributeError):
         state.no_such_field = 1  # type: ignore[attr-defined]
+
+
+async def test_a_run_result_has_every_field_and_stays_frozen() -> None:
+    """``RunResult.from_state`` fills the instance directly (not through ``__init__``): every
+    field must be there, equal to what the constructor would make of them."""
+    import dataclasses
+
+    from tether import Agent, AgentSpec, ModelConfig, ScriptedModel
+
+    spec = AgentSpec(
+        name="plain",
+        instructions="Answer.",
+        model=ModelConfig(provider="scripted", name="scripted", script="unused.yaml"),
+    )
+    result = await Agent(spec, model=ScriptedModel([{"text": "hi"}]), trace=False).run("x")
+    names = [f.name for f in dataclasses.fields(result)]
+    assert list(vars(result)) == names
+    rebuilt = type(result)(**{n: getattr(result, n) for n in names})
+    assert rebuilt == result and repr(rebuilt) == repr(result)
+    assert result.ok and result.output == "hi" and result.usage.output_tokens > 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.output = "changed"  # type: ignore[misc]
