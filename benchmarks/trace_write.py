@@ -319,7 +319,8 @@ def bench_raw_runs(records: list[tuple[str, Any]], path: Path, batch: int) -> fl
         )
 
         def run_values(r: Any, names: list[str]) -> list[Any]:
-            return [_dumps(r.attributes) if f == "attributes" else getattr(r, f) for f in names]
+            # JSON columns (the attributes, the caller) as the store writes them
+            return [_dumps(v) if isinstance(v := getattr(r, f), dict) else v for f in names]
 
         t0 = time.perf_counter()
         for i in range(0, len(records), batch):

@@ -281,6 +281,19 @@ async def test_the_run_record_carries_project_kind_entry_point_and_caller(
     assert {r.run_id for r in page.runs} == {default.run_id, run.run_id}  # not "other"
 
 
+async def test_a_run_without_a_caller_takes_tether_project_as_it_is_when_the_run_opens(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=False)
+    seen = []
+    for project in ("shop", "books", "shop"):
+        monkeypatch.setenv("TETHER_PROJECT", project)
+        seen.append(harness.open_run("hi").caller.project)
+    monkeypatch.delenv("TETHER_PROJECT")
+    seen.append(harness.open_run("hi").caller.project)
+    assert seen == ["shop", "books", "shop", "default"]
+
+
 def test_a_bad_project_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TETHER_PROJECT", "bad\x1bname")
     harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=False)

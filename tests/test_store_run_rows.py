@@ -111,3 +111,25 @@ def test_runs_ended_twice_or_started_earlier_in_a_mixed_batch(store: Store) -> N
         "resumed and done",
     )
     assert _row(store, running.run_id)["status"] == "running"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "",
+        "completed",
+        "x" * 40,  # clipped
+        "nul\x00inside",
+        "x" * 15 + "\x00" + "y" * 10,  # the NUL is clipped away
+        "café ☕",
+        "lone \ud800 surrogate",
+        "é" * 15 + "\ud800",  # the surrogate is clipped away
+        "ok \x00 and \udfff",
+    ],
+)
+def test_column_text_is_clean_text_of_the_clipped_value(value: str | None) -> None:
+    """The write path's one-call form of ``clean_text(fit(value, length))``."""
+    from tether.store.values import clean_text, column_text, fit
+
+    assert column_text(value, 16) == clean_text(fit(value, 16))

@@ -62,6 +62,15 @@ class Verdict(StrEnum):
     RESPOND = "respond"
 
 
+# Members read once: Python 3.11 reads an enum member off its class (``Hook.ON_INPUT``)
+# through ``EnumType.__getattr__``'s slow attribute hook, about 4x a global's cost, and
+# the run path reads a few dozen a run. (3.12 made the read fast.)
+_BEFORE_TOOL = Hook.BEFORE_TOOL
+_ALLOW, _MODIFY, _RESPOND = Verdict.ALLOW, Verdict.MODIFY, Verdict.RESPOND
+_ESCALATE = Verdict.ESCALATE
+_PASSING = (_ALLOW, _MODIFY, _RESPOND)
+"""The verdicts that let a run go on."""
+
 RESPOND_TYPES: dict[Hook, type] = {}
 """Filled below: what a ``Respond`` must carry at each hook that takes one."""
 
@@ -126,7 +135,7 @@ class Decision:
     @property
     def stops(self) -> bool:
         """True for Block, Escalate and Defer."""
-        return self.verdict not in (Verdict.ALLOW, Verdict.MODIFY, Verdict.RESPOND)
+        return self.verdict not in _PASSING
 
 
 ALLOW = Decision(Verdict.ALLOW)
@@ -407,17 +416,17 @@ class Pipeline:
         decision = ALLOW
         for control, narrows in self._by_hook[ctx.hook]:
             d = await self._ask(control, ctx, payload, narrows)
-            if d is None or (d.verdict is Verdict.ALLOW and not control.record_allow):
+            if d is None or (d.verdict is _ALLOW and not control.record_allow):
                 continue
             d = replace(d, control=control.name)
-            if d.verdict is Verdict.ESCALATE and ctx.approvals and ctx.hook is Hook.BEFORE_TOOL:
+            if d.verdict is _ESCALATE and ctx.approvals and ctx.hook is _BEFORE_TOOL:
                 d = settled(d, ctx.call, ctx.approvals)
             self._record(ctx, d, control.quotes_text)
             if d.details and ctx.risk is not None:
                 ctx.risk.note(d.details)
-            if d.stops or d.verdict is Verdict.RESPOND:
+            if d.stops or d.verdict is _RESPOND:
                 return d, payload
-            if d.verdict is Verdict.MODIFY:
+            if d.verdict is _MODIFY:
                 payload = d.value
                 decision = d
         return decision, payload

@@ -1,14 +1,22 @@
 """Provider-neutral chat types: messages, tool calls, model requests and responses.
 
-These are plain pydantic models so they serialize into ``RunState`` and checkpoints unchanged.
+``Message``, ``Usage``, ``ModelRequest`` and ``ModelResponse`` are made several times per step
+of a run: they are plain slotted dataclasses with pydantic's methods (``model_validate``,
+``model_dump``, ``model_copy``: see ``tether.core.plain``), which serialize them into
+``RunState`` and checkpoints as pydantic models did. Their constructors do not validate: code
+building one from untrusted data uses ``model_validate``. ``ToolCall`` (frozen), the tool
+definitions and the settings stay pydantic models.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from tether.core.plain import PlainData
 
 RAW_ARGUMENTS_KEY: Final = "__raw__"
 """The key under which ``ToolCall.arguments`` keeps arguments that are not a JSON object."""
@@ -72,14 +80,15 @@ class ToolCall(BaseModel):
         return raw if raw is not None else json.dumps(self.arguments)
 
 
-class Message(BaseModel):
+@dataclass(slots=True, kw_only=True)
+class Message(PlainData):
     """One chat message, in the OpenAI chat-completions shape."""
 
     role: Literal["system", "user", "assistant", "tool"]
     """Who speaks."""
     content: str = ""
     """Text content (for ``tool`` messages: the tool's result, serialized)."""
-    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
     """Tool calls requested by an ``assistant`` message."""
     tool_call_id: str | None = None
     """For ``tool`` messages: the id of the call this result answers."""
@@ -95,7 +104,8 @@ class ToolDefinition(BaseModel):
     parameters: dict[str, Any]
 
 
-class Usage(BaseModel):
+@dataclass(slots=True, kw_only=True)
+class Usage(PlainData):
     """Token usage of one model call (or totals of a run)."""
 
     input_tokens: int = 0
@@ -125,20 +135,22 @@ class ModelSettings(BaseModel):
     max_tokens: int | None = None
 
 
-class ModelRequest(BaseModel):
+@dataclass(slots=True, kw_only=True)
+class ModelRequest(PlainData):
     """Everything a model call needs."""
 
     messages: list[Message]
-    tools: list[ToolDefinition] = Field(default_factory=list)
-    settings: ModelSettings = Field(default_factory=ModelSettings)
+    tools: list[ToolDefinition] = field(default_factory=list)
+    settings: ModelSettings = field(default_factory=ModelSettings)
 
 
-class ModelResponse(BaseModel):
+@dataclass(slots=True, kw_only=True)
+class ModelResponse(PlainData):
     """A model's reply: text, tool calls, or both."""
 
     content: str = ""
-    tool_calls: list[ToolCall] = Field(default_factory=list)
-    usage: Usage = Field(default_factory=Usage)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
     model: str = ""
     """Model name the provider reports having used."""
     finish_reason: str = "stop"

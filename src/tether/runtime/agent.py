@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Agent", "TraceTarget"]
 
+# Enum members read once (see ``tether.controls.pipeline``: slow on Python 3.11).
+_RUNTIME, _AGENT_RUN = EntryPoint.RUNTIME, RunKind.AGENT_RUN
+
 
 def _audit_policy_load(harness: Harness, spec: AgentSpec, cedar: CedarAuthorization) -> None:
     """Record the policy set an agent loaded, by its content hash, in the audit log."""
@@ -180,8 +183,8 @@ class Agent:
             input,
             agent=self._ref,
             caller=caller,
-            entry_point=EntryPoint.RUNTIME,
-            kind=RunKind.AGENT_RUN,
+            entry_point=_RUNTIME,
+            kind=_AGENT_RUN,
             trace_id=trace_id,
             metadata=metadata,
             system_prompt=self._system_prompt,

@@ -40,6 +40,9 @@ from tether.trace.pricing import round_cost
 if TYPE_CHECKING:
     from tether.runtime.scope import RunScope
 
+# Enum members read once (see ``tether.controls.pipeline``: slow on Python 3.11).
+_BEFORE_MODEL, _AFTER_MODEL, _RESPOND = Hook.BEFORE_MODEL, Hook.AFTER_MODEL, Verdict.RESPOND
+
 StreamHandler: TypeAlias = Callable[[StreamEvent], "Awaitable[None] | None"]
 """What a streamed model call hands each event to as it arrives (a function or a coroutine
 function): ``TextDelta`` and ``ToolCallDelta`` pieces, ``UsageUpdate``, ``StreamEnd`` last."""
@@ -119,10 +122,10 @@ async def model_step(
         raise TetherError("this run scope has no model: pass models=[...] to its Harness")
     state = scope.state
     decision = ALLOW
-    if scope.pipeline.asks(Hook.BEFORE_MODEL):
+    if scope.pipeline.asks(_BEFORE_MODEL):
         price = scope.harness.pricing.price_for(primary.name)
         ctx = scope.hook_context(
-            Hook.BEFORE_MODEL,
+            _BEFORE_MODEL,
             scope.run_id,
             input_usd_per_mtok=None if price is None else price.input,
         )
@@ -157,7 +160,7 @@ async def _chain_call(
     assert primary is not None
     state.turns += 1
     sent = input_messages(request.messages, scope.message_cache) if scope.tracing else ("", 0)
-    if decision.verdict is Verdict.RESPOND:
+    if decision.verdict is _RESPOND:
         span = _chat_span(scope, primary, request, sent, attempt=0)
         span.attributes[semconv.TETHER_RESPONDED_BY] = decision.control
         if on_event is not None:
@@ -412,8 +415,8 @@ async def _settle(
         if response.response_id:
             a[semconv.GEN_AI_RESPONSE_ID] = response.response_id
     decision, checked = ALLOW, response
-    if scope.pipeline.asks(Hook.AFTER_MODEL):
-        ctx = scope.hook_context(Hook.AFTER_MODEL, span.span_id)
+    if scope.pipeline.asks(_AFTER_MODEL):
+        ctx = scope.hook_context(_AFTER_MODEL, span.span_id)
         try:
             decision, checked = await scope.pipeline.check(ctx, response)
         except BaseException:  # cancelled while judged: kept as the guards would store it

@@ -25,6 +25,7 @@ request (input, one model call, output) and a tool-gateway call (one tool call).
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
@@ -99,6 +100,9 @@ T = TypeVar("T")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 RESUMED_FROM = "resumed_from"
 """Metadata of a resumed run (and attribute of its record): the paused run it goes on from."""
+# Enum members read once (see ``tether.controls.pipeline``: slow on Python 3.11).
+_ON_INPUT, _ON_OUTPUT, _BEFORE_TOOL = Hook.ON_INPUT, Hook.ON_OUTPUT, Hook.BEFORE_TOOL
+_FINAL_ANSWER = Outcome.FINAL_ANSWER
 PLANNER_NOTE = (
     "Plan first: reply with every tool call needed to answer, all at once. You will then get "
     "their results and write the answer."
@@ -247,7 +251,7 @@ class Harness:
             self,
             input=input,
             agent=AgentRef(name=agent, version="") if isinstance(agent, str) else agent,
-            caller=caller or Caller(project=project_from_env()),
+            caller=caller or _default_caller(project_from_env()),
             entry_point=entry_point,
             kind=kind,
             trace_id=trace_id,
@@ -299,6 +303,14 @@ class Harness:
             close = getattr(part, "aclose", None)
             if close is not None:
                 await close()
+
+
+@functools.lru_cache(maxsize=64)
+def _default_caller(project: str) -> Caller:
+    """The caller of a run opened without one, in ``project`` (``TETHER_PROJECT``, read on
+    every run): one frozen ``Caller`` per project, not one made per run (a frozen dataclass
+    costs about 2 us to make)."""
+    return Caller(project=project)
 
 
 def _store_url(sink: TraceSink) -> str | None:
@@ -463,7 +475,7 @@ class RunScope:
             agent=self.agent,
             risk=self.risk,
             call_model=self._call_model,
-            approvals=self.approvals if hook is Hook.BEFORE_TOOL else None,
+            approvals=self.approvals if hook is _BEFORE_TOOL else None,
             budgets=h.budget,
             **kw,
         )
@@ -790,8 +802,8 @@ class RunScope:
         async def work() -> str:
             raw = self.state.input if text is None else scrub_surrogates(text)
             checked = raw
-            if self.pipeline.asks(Hook.ON_INPUT):
-                ctx = self.hook_context(Hook.ON_INPUT, self.run_id)
+            if self.pipeline.asks(_ON_INPUT):
+                ctx = self.hook_context(_ON_INPUT, self.run_id)
                 decision, checked = await self.pipeline.check(ctx, raw)
                 if decision.stops:
                     raise Stop(decision)
@@ -826,7 +838,9 @@ class RunScope:
                 messages.append(Message(role="system", content=note))
             request = ModelRequest(
                 messages=messages,
-                tools=self.harness.tool_defs if tools else [],
+                # its own list, as each request had when pydantic copied it: a control may
+                # change a request's tools
+                tools=list(self.harness.tool_defs) if tools else [],
                 settings=self.harness.settings,
             )
         else:
@@ -860,14 +874,14 @@ class RunScope:
 
         async def work() -> str:
             checked = text
-            if self.pipeline.asks(Hook.ON_OUTPUT):
-                ctx = self.hook_context(Hook.ON_OUTPUT, self.run_id)
+            if self.pipeline.asks(_ON_OUTPUT):
+                ctx = self.hook_context(_ON_OUTPUT, self.run_id)
                 decision, checked = await self.pipeline.check(ctx, text)
                 self._answer_judged(text, decision, checked)
                 if decision.stops:
                     raise Stop(decision)
             self.state.output = checked
-            self.state.end(Outcome.FINAL_ANSWER)
+            self.state.end(_FINAL_ANSWER)
             return str(checked)
 
         return await self._step(work, answer=True)

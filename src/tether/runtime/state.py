@@ -2,15 +2,19 @@
 
 A run can be checkpointed at any hook and resumed from its ``RunState`` alone. The schema is
 versioned; every version keeps golden fixtures in ``tests/fixtures/`` that must still load.
+
+These are plain slotted dataclasses (the run sets their fields at every step); pydantic
+serializes and validates them at the boundary (``to_json``, ``from_json``, ``model_validate``:
+see ``tether.core.plain``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
-
 from tether.core import Caller, EntryPoint, Outcome, RunKind
+from tether.core.plain import PlainData
 from tether.providers import Message, ToolCall, Usage
 
 RUN_STATE_SCHEMA_VERSION = 1
@@ -18,7 +22,8 @@ RUN_STATE_SCHEMA_VERSION = 1
 RunStatus = Literal["running", "completed", "paused", "failed"]
 
 
-class ToolRecord(BaseModel):
+@dataclass(slots=True, kw_only=True)
+class ToolRecord(PlainData):
     """One executed tool call, as the loop breaker and audits see it."""
 
     call_id: str
@@ -31,7 +36,8 @@ class ToolRecord(BaseModel):
     is_error: bool = False
 
 
-class PendingApproval(BaseModel):
+@dataclass(slots=True, kw_only=True)
+class PendingApproval(PlainData):
     """The tool call a paused run waits on: a control escalated it at ``before_tool``, and a
     person approves or denies exactly this call (its id, tool and arguments)."""
 
@@ -47,7 +53,8 @@ class PendingApproval(BaseModel):
     """The call's span in the paused run."""
 
 
-class RunState(BaseModel):
+@dataclass(slots=True, kw_only=True)
+class RunState(PlainData):
     """The explicit state of one run."""
 
     schema_version: Literal[1] = 1
@@ -63,7 +70,7 @@ class RunState(BaseModel):
     paradigm: Literal["react", "plan_execute"] = "react"
     input: str
     """The user's input, after on_input controls."""
-    messages: list[Message] = Field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
     """The conversation so far, system prompt first."""
     status: RunStatus = "running"
     outcome: Outcome | None = None
@@ -80,16 +87,16 @@ class RunState(BaseModel):
     """Model calls made."""
     tool_calls: int = 0
     """Tool calls executed."""
-    usage: Usage = Field(default_factory=Usage)
+    usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
     """Cost of the priced model calls (see ``unpriced_calls``)."""
     unpriced_calls: int = 0
     """Model calls the pricing table has no price for: their cost is unknown, and not in
     ``cost_usd``."""
-    tool_history: list[ToolRecord] = Field(default_factory=list)
+    tool_history: list[ToolRecord] = field(default_factory=list)
     plan: list[ToolCall] | None = None
     """``plan_execute``: the planned tool calls."""
-    pending_tool_calls: list[ToolCall] = Field(default_factory=list)
+    pending_tool_calls: list[ToolCall] = field(default_factory=list)
     """Tool calls the model asked for that did not run because the run stopped at them (an
     escalation awaiting approval, a limit): what a resumed run has to settle first."""
     awaiting_approval: PendingApproval | None = None
@@ -97,8 +104,8 @@ class RunState(BaseModel):
     person approves or denies before the run is resumed."""
     started_ns: int = 0
     elapsed_s: float = 0.0
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    caller: Caller = Field(default_factory=Caller)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    caller: Caller = field(default_factory=Caller)
     """Who the run is for (project, API key id, end user, roles, scopes)."""
     entry_point: EntryPoint = EntryPoint.RUNTIME
     """How the run came in."""

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from tether.runtime.scope import RunScope
 
 T = TypeVar("T")
+# Enum members read once (see ``tether.controls.pipeline``: slow on Python 3.11).
+_BEFORE_TOOL, _AFTER_TOOL = Hook.BEFORE_TOOL, Hook.AFTER_TOOL
+_ESCALATE, _RESPOND = Verdict.ESCALATE, Verdict.RESPOND
 
 
 @dataclass(slots=True)
@@ -105,10 +108,10 @@ async def approve_tool(
     )
     try:
         decision, allowed = await _checked(
-            scope, Hook.BEFORE_TOOL, span.span_id, tools.get(call.name), call, call
+            scope, _BEFORE_TOOL, span.span_id, tools.get(call.name), call, call
         )
     except BaseException as exc:
-        if isinstance(exc, Stop) and exc.decision.verdict is Verdict.ESCALATE:
+        if isinstance(exc, Stop) and exc.decision.verdict is _ESCALATE:
             # The run pauses on this call: what a person approves or denies is this call.
             state.awaiting_approval = PendingApproval(
                 call_id=call.id,
@@ -126,7 +129,7 @@ async def approve_tool(
         span.attributes[semconv.GEN_AI_TOOL_CALL_RESULT] = clip(result.content)
         scope.recorder.end_span(span, error=clip(result.content))
         return _tool_message(call, result)
-    answer = decision.value if decision.verdict is Verdict.RESPOND else None
+    answer = decision.value if decision.verdict is _RESPOND else None
     if answer is not None:
         span.attributes[semconv.TETHER_RESPONDED_BY] = decision.control
     assert isinstance(allowed, ToolCall)
@@ -157,7 +160,7 @@ async def complete_tool(scope: RunScope, approved: _Approved) -> Message:
         approved.record.is_error = raw.is_error
         try:
             decision, checked = await _checked(
-                scope, Hook.AFTER_TOOL, span.span_id, approved.tool, call, raw
+                scope, _AFTER_TOOL, span.span_id, approved.tool, call, raw
             )
         except Stop as stop:  # the call ran; the model's conversation still needs its answer
             withheld = f"Tool result withheld by policy: {scope.stored_text(stop.decision.reason)}"

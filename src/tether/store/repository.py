@@ -33,6 +33,7 @@ from tether.store.values import (
     SPAN_NAME,
     SPAN_STATUS,
     clean_text,
+    column_text,
     dumps_attributes,
     fit,
 )
@@ -106,7 +107,7 @@ def _run_models(spans: list[SpanRecord]) -> list[tuple[str, str]]:
         if s.kind == "model":
             model = s.attributes.get(REQUEST_MODEL)
             if isinstance(model, str) and model:
-                found.add((s.run_id, clean_text(fit(model, RUN_MODEL)) or model))
+                found.add((s.run_id, column_text(model, RUN_MODEL) or model))
     return sorted(found)  # one order: two writers' inserts never wait on each other in turn
 
 
@@ -148,8 +149,8 @@ def _end_runs(conn: Any, params: list[dict[str, Any]]) -> None:
 def _run_end_params(r: RunRecord) -> dict[str, Any]:
     params = {f"b_{f}": getattr(r, f) for f in _RUN_END_FIELDS}
     params["b_output"], params["b_error"] = clean_text(r.output), clean_text(r.error)
-    params["b_status"] = clean_text(fit(r.status, RUN_STATUS))
-    params["b_outcome"] = clean_text(fit(r.outcome, RUN_OUTCOME))
+    params["b_status"] = column_text(r.status, RUN_STATUS)
+    params["b_outcome"] = column_text(r.outcome, RUN_OUTCOME)
     params["b_attributes"] = dumps_attributes(r.attributes)
     params["b_run_id"] = r.run_id
     params["b_started_ns"] = r.started_ns
@@ -168,46 +169,44 @@ def _run_rows(
     last = {(r.run_id, r.started_ns): r for r in ended}  # the last end of a run wins, as updates
     rows, merged = [], set()
     for r in started:
-        row = run_row(r)
         key = (r.run_id, r.started_ns)
         end = last.get(key)
         if end is not None:
-            params = _run_end_params(end)
-            for f in _RUN_END_FIELDS:
-                row[f] = params[f"b_{f}"]
-            row["attributes"] = params["b_attributes"]
             merged.add(key)
-        rows.append(row)
+        rows.append(run_row(r, end))
     if not merged:
         return rows, ended
     return rows, [r for r in ended if (r.run_id, r.started_ns) not in merged]
 
 
-def run_row(r: RunRecord) -> dict[str, Any]:
-    """A run's row of ``tether_runs`` as the store writes it, by column (in column order)."""
+def run_row(r: RunRecord, end: RunRecord | None = None) -> dict[str, Any]:
+    """A run's row of ``tether_runs`` as the store writes it, by column (in column order).
+    ``end``: the run's end, when it is written with its start: the row an INSERT of the start
+    and then the end's UPDATE would leave (the end's fields and attributes), built once."""
+    e = r if end is None else end  # what the end's UPDATE sets (_RUN_END_FIELDS, attributes)
     return {
         "run_id": r.run_id,
         "trace_id": r.trace_id,
-        "project": clean_text(fit(r.project, RUN_PROJECT)),
-        "kind": clean_text(fit(r.kind, RUN_KIND)),
-        "entry_point": clean_text(fit(r.entry_point, RUN_ENTRY_POINT)),
-        "agent_name": clean_text(fit(r.agent_name, RUN_AGENT)),
-        "agent_version": clean_text(fit(r.agent_version, RUN_VERSION)),
+        "project": column_text(r.project, RUN_PROJECT),
+        "kind": column_text(r.kind, RUN_KIND),
+        "entry_point": column_text(r.entry_point, RUN_ENTRY_POINT),
+        "agent_name": column_text(r.agent_name, RUN_AGENT),
+        "agent_version": column_text(r.agent_version, RUN_VERSION),
         "caller": None if r.caller is None else dumps_attributes(r.caller),
-        "status": clean_text(fit(r.status, RUN_STATUS)),
-        "outcome": clean_text(fit(r.outcome, RUN_OUTCOME)),
+        "status": column_text(e.status, RUN_STATUS),
+        "outcome": column_text(e.outcome, RUN_OUTCOME),
         "input": clean_text(r.input),
-        "output": clean_text(r.output),
+        "output": clean_text(e.output),
         "started_ns": r.started_ns,
-        "ended_ns": r.ended_ns,
-        "input_tokens": r.input_tokens,
-        "output_tokens": r.output_tokens,
-        "cached_input_tokens": r.cached_input_tokens,
-        "cost_usd": r.cost_usd,
-        "turns": r.turns,
-        "tool_calls": r.tool_calls,
-        "error": clean_text(r.error),
-        "attributes": dumps_attributes(r.attributes),
+        "ended_ns": e.ended_ns,
+        "input_tokens": e.input_tokens,
+        "output_tokens": e.output_tokens,
+        "cached_input_tokens": e.cached_input_tokens,
+        "cost_usd": e.cost_usd,
+        "turns": e.turns,
+        "tool_calls": e.tool_calls,
+        "error": clean_text(e.error),
+        "attributes": dumps_attributes(e.attributes),
     }
 
 
@@ -244,11 +243,11 @@ class Store(StoreReader):
                                 s.run_id,
                                 s.trace_id,
                                 s.parent_id,
-                                clean_text(fit(s.name, SPAN_NAME)),
-                                clean_text(fit(s.kind, SPAN_KIND)),
+                                column_text(s.name, SPAN_NAME),
+                                column_text(s.kind, SPAN_KIND),
                                 s.start_ns,
                                 s.end_ns,
-                                clean_text(fit(s.status, SPAN_STATUS)),
+                                column_text(s.status, SPAN_STATUS),
                                 clean_text(s.status_message),
                                 cached.get(id(s)) or dumps_attributes(s.attributes),
                             )
@@ -267,7 +266,7 @@ class Store(StoreReader):
                                 e.run_id,
                                 e.trace_id,
                                 e.span_id,
-                                clean_text(fit(e.name, EVENT_NAME)),
+                                column_text(e.name, EVENT_NAME),
                                 e.time_ns,
                                 cached.get(id(e)) or dumps_attributes(e.attributes),
                             )

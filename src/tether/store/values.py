@@ -25,6 +25,18 @@ def clean_text(value: str | None) -> str | None:
     return value if value.isascii() else scrub_surrogates(value)
 
 
+def column_text(value: str | None, length: int) -> str | None:
+    """``clean_text(fit(value, length))`` in one call, with a fast path for the usual short
+    ASCII text: the write path runs it on every text column of every record."""
+    if not value:
+        return value
+    if len(value) > length:
+        value = value[:length]
+    if value.isascii():
+        return value if "\x00" not in value else value.replace("\x00", "\ufffd")
+    return clean_text(value)
+
+
 def fit(value: str | None, length: int) -> str | None:
     """Clip to the column's length: PostgreSQL refuses longer values, and one long tool name
     from a model must not cost the whole span."""

@@ -1,0 +1,73 @@
+"""The run path's per-step types (``RunState``, ``Message``, ``Usage``, ``ModelRequest``,
+``ModelResponse``) are plain slotted dataclasses with pydantic's methods at the boundary."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from pydantic import ValidationError
+
+from tether import Message, ModelRequest, ModelResponse, RunState, ToolCall, Usage
+
+
+def test_model_validate_checks_what_the_constructor_takes_as_given() -> None:
+    with pytest.raises(ValidationError, match="role"):
+        Message.model_validate({"role": "nobody", "content": "hi"})
+    with pytest.raises(ValidationError, match="input_tokens"):
+        Usage.model_validate({"input_tokens": "lots"})
+    request = ModelRequest.model_validate(
+        {"messages": [{"role": "user", "content": "hi"}], "tools": []}
+    )
+    assert request.messages == [Message(role="user", content="hi")]
+
+
+def test_model_copy_replaces_fields_and_leaves_the_original() -> None:
+    reply = ModelResponse(content="a", tool_calls=[ToolCall(id="c1", name="t")])
+    copy = reply.model_copy(update={"content": "b"})
+    assert (copy.content, reply.content) == ("b", "a")
+    assert copy.tool_calls == reply.tool_calls
+    deep = reply.model_copy(deep=True)
+    deep.tool_calls.append(ToolCall(id="c2", name="t"))
+    assert len(reply.tool_calls) == 1
+
+
+def test_printed_and_dumped_as_the_pydantic_models_were() -> None:
+    usage = Usage(input_tokens=5, output_tokens=7)
+    assert str(usage) == "input_tokens=5 output_tokens=7 cached_input_tokens=0"
+    assert repr(usage) == "Usage(input_tokens=5, output_tokens=7, cached_input_tokens=0)"
+    assert usage.model_dump() == {"input_tokens": 5, "output_tokens": 7, "cached_input_tokens": 0}
+    assert Message(role="user", content="hi").model_dump_json() == (
+        '{"role":"user","content":"hi","tool_calls":[],"tool_call_id":null,"name":null}'
+    )
+
+
+def test_a_state_survives_pickle_and_json() -> None:
+    state = RunState(trace_id="0" * 32, input="hi", messages=[Message(role="user", content="hi")])
+    state.usage = state.usage + Usage(input_tokens=3)
+    assert pickle.loads(pickle.dumps(state)) == state
+    assert RunState.from_json(state.to_json()) == state
+    with pytest.raises(AttributeError):
+        state.no_such_field = 1  # type: ignore[attr-defined]
+
+
+async def test_a_run_result_has_every_field_and_stays_frozen() -> None:
+    """``RunResult.from_state`` fills the instance directly (not through ``__init__``): every
+    field must be there, equal to what the constructor would make of them."""
+    import dataclasses
+
+    from tether import Agent, AgentSpec, ModelConfig, ScriptedModel
+
+    spec = AgentSpec(
+        name="plain",
+        instructions="Answer.",
+        model=ModelConfig(provider="scripted", name="scripted", script="unused.yaml"),
+    )
+    result = await Agent(spec, model=ScriptedModel([{"text": "hi"}]), trace=False).run("x")
+    names = [f.name for f in dataclasses.fields(result)]
+    assert list(vars(result)) == names
+    rebuilt = type(result)(**{n: getattr(result, n) for n in names})
+    assert rebuilt == result and repr(rebuilt) == repr(result)
+    assert result.ok and result.output == "hi" and result.usage.output_tokens > 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.output = "changed"  # type: ignore[misc]
