@@ -56,3 +56,14 @@ def test_spans_whose_parents_form_a_cycle_are_still_shown(sqlite_url: str) -> No
     shown = _show(sqlite_url, run_id)
     assert shown.returncode == 0, shown.stderr
     assert all(f"span {i} " in shown.stdout for i in range(3)), shown.stdout
+
+
+def test_a_trace_whose_every_span_sits_on_a_cycle_is_still_shown(sqlite_url: str) -> None:
+    # No span has an unknown parent (0 -> 1 -> 2 -> 0, 3 <-> 4): there is no root to start
+    # from, and every span must still be drawn, not an empty tree.
+    run_id = _store_run(sqlite_url, [1, 2, 0, 4, 3])
+    shown = _show(sqlite_url, run_id)
+    assert shown.returncode == 0, shown.stderr
+    assert all(f"span {i} " in shown.stdout for i in range(5)), shown.stdout
+    capped = _show(sqlite_url, run_id, "--max-spans", "2")
+    assert "3 more spans not drawn (5 in all)" in capped.stdout, capped.stdout

@@ -334,7 +334,8 @@ def trace_tree(
 
     # A span whose parent never closed (the process died mid-run) is shown at the top; so is
     # one whose parents form a cycle (reached from no root), so that every span shows.
-    roots = [s for s in spans if s.parent_id not in known]
+    # When no span has an unknown parent (every one sits on a cycle), the first one starts.
+    roots = [s for s in spans if s.parent_id not in known] or spans[:1]
     shown: set[str] = set()
     pending = list(spans)
     while roots:
