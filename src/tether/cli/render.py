@@ -334,10 +334,12 @@ def trace_tree(
 
     # A span whose parent never closed (the process died mid-run) is shown at the top; so is
     # one whose parents form a cycle (reached from no root), so that every span shows.
-    # When no span has an unknown parent (every one sits on a cycle), the first one starts.
+    # When no span is a root (every parent is known: they all sit on cycles), the first span
+    # starts; after each pass the first span not yet reached does (one index, not a list
+    # filtered again each pass: a trace of many small cycles stays linear).
     roots = [s for s in spans if s.parent_id not in known] or spans[:1]
     shown: set[str] = set()
-    pending = list(spans)
+    unreached = 0
     while roots:
         # Depth first without recursion: a trace may be nested thousands of spans deep.
         stack: list[tuple[Tree | None, int, SpanRecord | EventRecord]] = [
@@ -363,8 +365,9 @@ def trace_tree(
             branch = node.add(label)
             below = (branch, depth + 1) if depth < MAX_TREE_DEPTH else (node, depth + 1)
             stack.extend((*below, i) for i in reversed(items_under(item)))
-        pending = [s for s in pending if s.span_id not in shown]
-        roots = pending[:1]
+        while unreached < len(spans) and spans[unreached].span_id in shown:
+            unreached += 1
+        roots = spans[unreached : unreached + 1]
     for e in events:  # events whose span never closed (a crash) still show
         if e.span_id not in known:
             tree.add(event_label(e))
