@@ -349,3 +349,26 @@ def test_a_server_killed_during_a_request_keeps_all_of_it_or_none(store_url: str
         check(spans, f"killed at {fraction:.0%} of {took:.2f} s")
     site.close()
     store.close()
+
+
+def test_times_past_the_stores_integers_reject_that_span_not_the_request(site: Site) -> None:
+    # OTLP's times are unsigned 64-bit; the store's columns are signed: a span whose start,
+    # end or event time does not fit is rejected with a reason (partial success), and the
+    # request's other spans are stored (a 500 made exporters drop the whole batch).
+    trace, top = _trace(71), 2**64 - 1
+    late_event = json_span(_id(71, 4), None, "late event", {}, trace=trace)
+    late_event["events"] = [{"name": "e", "timeUnixNano": str(top)}]
+    answer = site.post(
+        [
+            json_span(_id(71, 1), None, "fine", {}, trace=trace),
+            json_span(_id(71, 2), None, "late start", {}, trace=trace, start=top, end=top),
+            json_span(_id(71, 3), None, "late end", {}, trace=trace, end=top),
+            late_event,
+        ]
+    )
+    assert answer.status_code == 200, answer.text
+    partial = answer.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "3", partial
+    assert "out of range" in partial["errorMessage"]
+    names = site.rows("SELECT name FROM tether_spans WHERE trace_id = :t", t=trace)
+    assert [n for (n,) in names] == ["fine"]
