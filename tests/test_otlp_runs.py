@@ -372,3 +372,44 @@ def test_times_past_the_stores_integers_reject_that_span_not_the_request(site: S
     assert "out of range" in partial["errorMessage"]
     names = site.rows("SELECT name FROM tether_spans WHERE trace_id = :t", t=trace)
     assert [n for (n,) in names] == ["fine"]
+
+
+def test_token_counts_past_any_real_call_reject_that_span_not_the_request(site: Site) -> None:
+    # A token count of 1e300 (a double) or 2^63-1 on two spans of one run overflowed the run's
+    # integer totals: the whole request failed (SQLite 500, PostgreSQL 503, retried forever).
+    trace = _trace(72)
+    chat = {"gen_ai.operation.name": "chat", "gen_ai.request.model": MODEL}
+    huge = json_span(_id(72, 2), _id(72, 1), "huge", chat, trace=trace)
+    huge["attributes"].append({"key": "gen_ai.usage.input_tokens", "value": {"doubleValue": 1e300}})
+    answer = site.post(
+        [
+            json_span(_id(72, 1), None, "root", {}, trace=trace),
+            huge,
+            *(
+                json_span(
+                    _id(72, 3 + i),
+                    _id(72, 1),
+                    f"max {i}",
+                    {**chat, "gen_ai.usage.output_tokens": 2**63 - 1},
+                    trace=trace,
+                )
+                for i in range(2)
+            ),
+            json_span(
+                _id(72, 5),
+                _id(72, 1),
+                "fine",
+                {**chat, "gen_ai.usage.input_tokens": 10},
+                trace=trace,
+            ),
+        ]
+    )
+    assert answer.status_code == 200, answer.text
+    partial = answer.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "3", partial
+    assert "gen_ai.usage.input_tokens" in partial["errorMessage"]
+    assert "gen_ai.usage.output_tokens" in partial["errorMessage"]
+    names = site.rows("SELECT name FROM tether_spans WHERE trace_id = :t", t=trace)
+    assert sorted(n for (n,) in names) == ["fine", "root"]
+    totals = site.rows("SELECT input_tokens FROM tether_runs WHERE run_id = :r", r=_id(72, 1))
+    assert totals == [(10,)]

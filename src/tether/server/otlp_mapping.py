@@ -351,6 +351,10 @@ def price(a: dict[str, Any], pricing: PricingTable) -> float | None:
 _ZERO_8, _ZERO_16 = bytes(8), bytes(16)
 
 
+MAX_TOKENS = 10**12
+"""The most tokens one span may count (each of input, output, cached): far above any model
+call, and low enough that a run's totals, sums over its spans in signed 64-bit columns, do
+not overflow (a count of 1e300 failed the whole request's write)."""
 MAX_TIME_NS = 2**63 - 1
 """The latest time the store's signed 64-bit columns hold (OTLP's are unsigned: a time past
 this is rejected with its span, not a failed write of the whole request)."""
@@ -397,6 +401,11 @@ def map_span(span: Span, service: str | None, pricing: PricingTable) -> MappedSp
     a = attributes_of(span.attributes)
     kind = _span_kind(a)
     data = _normalize(a, kind)
+    for key in _TOKENS:  # made non-negative integers by ``_normalize``
+        if a.get(key, 0) > MAX_TOKENS:
+            raise InvalidSpan(
+                f"span {span_id}: {key} is out of range (at most {MAX_TOKENS:,} a span)"
+            )
     if service:
         a.setdefault("service.name", service)
     if kind == "model":
