@@ -413,3 +413,25 @@ def test_token_counts_past_any_real_call_reject_that_span_not_the_request(site: 
     assert sorted(n for (n,) in names) == ["fine", "root"]
     totals = site.rows("SELECT input_tokens FROM tether_runs WHERE run_id = :r", r=_id(72, 1))
     assert totals == [(10,)]
+
+
+def test_a_span_id_stored_in_another_trace_is_rejected_not_dropped_silently(site: Site) -> None:
+    # Spans are keyed by their 8-byte id alone: the same id in another trace is not a
+    # resend. It was answered 200 with no rejection and not stored (2xx: not stored).
+    first, second = _trace(73, 1), _trace(73, 2)
+    assert site.post([json_span(_id(73, 1), None, "first", {}, trace=first)]).status_code == 200
+    resent = site.post([json_span(_id(73, 1), None, "first", {}, trace=first)])
+    assert resent.status_code == 200 and "partialSuccess" not in resent.json()
+    other = site.post(
+        [
+            json_span(_id(73, 1), None, "other trace", {}, trace=second),
+            json_span(_id(73, 2), None, "fine", {}, trace=second),
+        ]
+    )
+    assert other.status_code == 200, other.text
+    partial = other.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "1", partial
+    assert f"span {_id(73, 1)}" in partial["errorMessage"]
+    assert "another trace" in partial["errorMessage"]
+    rows = site.rows("SELECT trace_id, name FROM tether_spans")
+    assert sorted(rows) == sorted([(first, "first"), (second, "fine")])
