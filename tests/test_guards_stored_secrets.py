@@ -397,3 +397,23 @@ async def test_a_provider_error_quoting_the_request_is_stored_masked(tmp_path: P
     assert result.outcome == "error"
     assert "<EMAIL_ADDRESS>" in (result.error or "") and EMAIL not in (result.error or "")
     assert_never_stored(stored)
+
+
+async def test_a_judges_provider_error_quoting_the_text_is_stored_masked(tmp_path: Path) -> None:
+    """An LLM judge's own call failing: its chat span's status held the provider's error
+    text unmasked (it may quote the text being judged)."""
+    stored = StoredBytes(tmp_path)
+    said = f"invalid request: message 2 ('deploy token: {TOKEN}, mail {EMAIL}') is too long"
+    judge = ScriptedModel([{"error": said}], name="gpt-4.1-mini")
+    agent = Agent(
+        make_spec(guards={"rules": [SECRETS_MASKED, MASK_ALL]}),
+        model=ScriptedModel([{"text": f"Here is the deploy token: {TOKEN}"}]),
+        controls=[JudgeGuard(judge, "Never reveal a credential.")],
+        trace=stored.url,
+    )
+    result = await agent.run("what is the deploy token?")
+    assert result.outcome == "control_error"  # the judge failed: fail closed
+    assert_never_stored(stored)
+    with sqlite3.connect(stored.path) as db:
+        statuses = [m for (m,) in db.execute("SELECT status_message FROM tether_spans") if m]
+    assert any("invalid request: message 2" in m for m in statuses), statuses

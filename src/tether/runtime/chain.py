@@ -261,7 +261,9 @@ async def control_model_call(
     try:
         response = _scrubbed(await model.complete(request))
     except BaseException as exc:
-        scope.recorder.end_span(span, error=clip(describe_exception(exc)) or type(exc).__name__)
+        # A provider's error may quote the request (the text judged): stored masked.
+        said = scope.stored_text(describe_exception(exc))
+        scope.recorder.end_span(span, error=clip(said) or type(exc).__name__)
         raise
     _account(scope, span, model, response)
     if scope.tracing:
