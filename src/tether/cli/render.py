@@ -324,13 +324,22 @@ def trace_tree(
 
     hidden = 0
     notable: list[str] = []
+    listed = 0  # lines past the cut: a span or a decision each, at most NOTABLE_BELOW_CUT
 
     def note_hidden(span: SpanRecord) -> None:
-        nonlocal hidden
+        nonlocal hidden, listed
         hidden += 1
+        if listed >= NOTABLE_BELOW_CUT:
+            return
         flagged = [e for e in by_span.get(span.span_id, []) if _is_notable_event(e)]
-        if (span.status == "error" or flagged) and len(notable) < NOTABLE_BELOW_CUT:
-            notable.append(span_label(span) + "".join(f"\n    {event_label(e)}" for e in flagged))
+        if span.status != "error" and not flagged:
+            return
+        room = max(NOTABLE_BELOW_CUT - listed - 1, 0)
+        line = span_label(span) + "".join(f"\n    {event_label(e)}" for e in flagged[:room])
+        if len(flagged) > room:
+            line += f"\n    [yellow]… {len(flagged) - room:,} more decisions and errors[/]"
+        notable.append(line)
+        listed += 1 + min(len(flagged), room)
 
     # A span whose parent never closed (the process died mid-run) is shown at the top; so is
     # one whose parents form a cycle (reached from no root), so that every span shows.
@@ -378,7 +387,7 @@ def trace_tree(
         )
         if notable:
             more += f"; below the cut, failed spans and non-allow decisions ({len(notable)}"
-            more += " shown):" if len(notable) >= NOTABLE_BELOW_CUT else "):"
+            more += " shown):" if listed >= NOTABLE_BELOW_CUT else "):"
         tree.add(more)
         for line in notable:
             tree.add(line)
@@ -388,7 +397,8 @@ def trace_tree(
 
 
 NOTABLE_BELOW_CUT = 50
-"""Failed spans (with their non-allow decisions) listed below a ``--max-spans`` cut."""
+"""Lines listed below a ``--max-spans`` cut: failed spans and their non-allow decisions (and
+errors), one line each; a span's decisions past it are counted, not listed."""
 
 
 def _is_notable_event(e: EventRecord) -> bool:
