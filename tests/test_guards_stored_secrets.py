@@ -12,6 +12,7 @@ import os
 import sqlite3
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -397,3 +398,50 @@ async def test_a_provider_error_quoting_the_request_is_stored_masked(tmp_path: P
     assert result.outcome == "error"
     assert "<EMAIL_ADDRESS>" in (result.error or "") and EMAIL not in (result.error or "")
     assert_never_stored(stored)
+
+
+async def test_a_judges_provider_error_quoting_the_text_is_stored_masked(tmp_path: Path) -> None:
+    """An LLM judge's own call failing: its chat span's status held the provider's error
+    text unmasked (it may quote the text being judged)."""
+    stored = StoredBytes(tmp_path)
+    said = f"invalid request: message 2 ('deploy token: {TOKEN}, mail {EMAIL}') is too long"
+    judge = ScriptedModel([{"error": said}], name="gpt-4.1-mini")
+    agent = Agent(
+        make_spec(guards={"rules": [SECRETS_MASKED, MASK_ALL]}),
+        model=ScriptedModel([{"text": f"Here is the deploy token: {TOKEN}"}]),
+        controls=[JudgeGuard(judge, "Never reveal a credential.")],
+        trace=stored.url,
+    )
+    result = await agent.run("what is the deploy token?")
+    assert result.outcome == "control_error"  # the judge failed: fail closed
+    assert_never_stored(stored)
+    with sqlite3.connect(stored.path) as db:
+        statuses = [m for (m,) in db.execute("SELECT status_message FROM tether_spans") if m]
+    assert any("invalid request: message 2" in m for m in statuses), statuses
+
+
+class QuotingCrash(ScriptedModel):
+    """A model integration with a bug: a plain exception (not a ProviderError) whose text
+    quotes what it sent (as the provider's own error does in the test above)."""
+
+    async def complete(self, request: Any) -> Any:
+        raise RuntimeError(f"cannot encode message 1 ('my token is {TOKEN}, mail {EMAIL}')")
+
+
+async def test_a_model_integration_crash_quoting_the_request_is_stored_masked(
+    tmp_path: Path,
+) -> None:
+    """The chat span's status, the run's error, its error event and its crash checkpoint
+    held the exception's text as raised."""
+    stored = StoredBytes(tmp_path)
+    agent = Agent(
+        make_spec(guards={"rules": [SECRETS_MASKED, MASK_ALL]}),
+        model=QuotingCrash([{"text": "never sent"}]),
+        trace=stored.url,
+    )
+    with pytest.raises(RuntimeError, match="cannot encode"):
+        await agent.run("hello")
+    assert_never_stored(stored)
+    with sqlite3.connect(stored.path) as db:
+        ((error,),) = db.execute("SELECT error FROM tether_runs").fetchall()
+    assert error.startswith("RuntimeError: cannot encode") and "<EMAIL_ADDRESS>" in error

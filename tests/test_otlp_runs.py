@@ -349,3 +349,89 @@ def test_a_server_killed_during_a_request_keeps_all_of_it_or_none(store_url: str
         check(spans, f"killed at {fraction:.0%} of {took:.2f} s")
     site.close()
     store.close()
+
+
+def test_times_past_the_stores_integers_reject_that_span_not_the_request(site: Site) -> None:
+    # OTLP's times are unsigned 64-bit; the store's columns are signed: a span whose start,
+    # end or event time does not fit is rejected with a reason (partial success), and the
+    # request's other spans are stored (a 500 made exporters drop the whole batch).
+    trace, top = _trace(71), 2**64 - 1
+    late_event = json_span(_id(71, 4), None, "late event", {}, trace=trace)
+    late_event["events"] = [{"name": "e", "timeUnixNano": str(top)}]
+    answer = site.post(
+        [
+            json_span(_id(71, 1), None, "fine", {}, trace=trace),
+            json_span(_id(71, 2), None, "late start", {}, trace=trace, start=top, end=top),
+            json_span(_id(71, 3), None, "late end", {}, trace=trace, end=top),
+            late_event,
+        ]
+    )
+    assert answer.status_code == 200, answer.text
+    partial = answer.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "3", partial
+    assert "out of range" in partial["errorMessage"]
+    names = site.rows("SELECT name FROM tether_spans WHERE trace_id = :t", t=trace)
+    assert [n for (n,) in names] == ["fine"]
+
+
+def test_token_counts_past_any_real_call_reject_that_span_not_the_request(site: Site) -> None:
+    # A token count of 1e300 (a double) or 2^63-1 on two spans of one run overflowed the run's
+    # integer totals: the whole request failed (SQLite 500, PostgreSQL 503, retried forever).
+    trace = _trace(72)
+    chat = {"gen_ai.operation.name": "chat", "gen_ai.request.model": MODEL}
+    huge = json_span(_id(72, 2), _id(72, 1), "huge", chat, trace=trace)
+    huge["attributes"].append({"key": "gen_ai.usage.input_tokens", "value": {"doubleValue": 1e300}})
+    answer = site.post(
+        [
+            json_span(_id(72, 1), None, "root", {}, trace=trace),
+            huge,
+            *(
+                json_span(
+                    _id(72, 3 + i),
+                    _id(72, 1),
+                    f"max {i}",
+                    {**chat, "gen_ai.usage.output_tokens": 2**63 - 1},
+                    trace=trace,
+                )
+                for i in range(2)
+            ),
+            json_span(
+                _id(72, 5),
+                _id(72, 1),
+                "fine",
+                {**chat, "gen_ai.usage.input_tokens": 10},
+                trace=trace,
+            ),
+        ]
+    )
+    assert answer.status_code == 200, answer.text
+    partial = answer.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "3", partial
+    assert "gen_ai.usage.input_tokens" in partial["errorMessage"]
+    assert "gen_ai.usage.output_tokens" in partial["errorMessage"]
+    names = site.rows("SELECT name FROM tether_spans WHERE trace_id = :t", t=trace)
+    assert sorted(n for (n,) in names) == ["fine", "root"]
+    totals = site.rows("SELECT input_tokens FROM tether_runs WHERE run_id = :r", r=_id(72, 1))
+    assert totals == [(10,)]
+
+
+def test_a_span_id_stored_in_another_trace_is_rejected_not_dropped_silently(site: Site) -> None:
+    # Spans are keyed by their 8-byte id alone: the same id in another trace is not a
+    # resend. It was answered 200 with no rejection and not stored (2xx: not stored).
+    first, second = _trace(73, 1), _trace(73, 2)
+    assert site.post([json_span(_id(73, 1), None, "first", {}, trace=first)]).status_code == 200
+    resent = site.post([json_span(_id(73, 1), None, "first", {}, trace=first)])
+    assert resent.status_code == 200 and "partialSuccess" not in resent.json()
+    other = site.post(
+        [
+            json_span(_id(73, 1), None, "other trace", {}, trace=second),
+            json_span(_id(73, 2), None, "fine", {}, trace=second),
+        ]
+    )
+    assert other.status_code == 200, other.text
+    partial = other.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "1", partial
+    assert f"span {_id(73, 1)}" in partial["errorMessage"]
+    assert "another trace" in partial["errorMessage"]
+    rows = site.rows("SELECT trace_id, name FROM tether_spans")
+    assert sorted(rows) == sorted([(first, "first"), (second, "fine")])

@@ -56,3 +56,55 @@ def test_spans_whose_parents_form_a_cycle_are_still_shown(sqlite_url: str) -> No
     shown = _show(sqlite_url, run_id)
     assert shown.returncode == 0, shown.stderr
     assert all(f"span {i} " in shown.stdout for i in range(3)), shown.stdout
+
+
+def test_a_trace_whose_every_span_sits_on_a_cycle_is_still_shown(sqlite_url: str) -> None:
+    # No span has an unknown parent (0 -> 1 -> 2 -> 0, 3 <-> 4): there is no root to start
+    # from, and every span must still be drawn, not an empty tree.
+    run_id = _store_run(sqlite_url, [1, 2, 0, 4, 3])
+    shown = _show(sqlite_url, run_id)
+    assert shown.returncode == 0, shown.stderr
+    assert all(f"span {i} " in shown.stdout for i in range(5)), shown.stdout
+    capped = _show(sqlite_url, run_id, "--max-spans", "2")
+    assert "3 more spans not drawn (5 in all)" in capped.stdout, capped.stdout
+
+
+def test_the_list_past_the_cut_is_bounded_however_many_decisions_a_span_holds(
+    sqlite_url: str,
+) -> None:
+    # One hidden span with 3,000 block decisions: the list past --max-spans named every one
+    # (3,000 lines under a cap meant to keep the output to a screenful).
+    from tether.cli.render import NOTABLE_BELOW_CUT
+    from tether.store import EventRecord
+    from tether.trace import semconv
+
+    trace_id, run_id, start = new_trace_id(), new_span_id(), now_ns()
+    ids = [new_span_id() for _ in range(3)]
+    batch = TraceBatch()
+    batch.runs_started.append(RunRecord(trace_id, "shapes", "v1", start, run_id=run_id))
+    for i, span_id in enumerate(ids):
+        batch.spans.append(
+            SpanRecord(
+                trace_id, span_id, run_id, f"span {i}", "tool", start + i, start + i + 1,
+                run_id=run_id,
+            )
+        )  # fmt: skip
+    for n in range(3000):
+        decision = {
+            semconv.TETHER_CONTROL_NAME: "authz.cedar",
+            semconv.TETHER_DECISION: "block",
+            semconv.TETHER_DECISION_REASON: f"refused {n}",
+        }
+        batch.events.append(
+            EventRecord(
+                trace_id, ids[2], semconv.EVENT_CONTROL_DECISION, start + 2, decision,
+                run_id=run_id,
+            )
+        )  # fmt: skip
+    Store(sqlite_url).write(batch)
+    shown = _show(sqlite_url, run_id, "--max-spans", "1")
+    assert shown.returncode == 0, shown.stderr
+    past_cut = shown.stdout.split("more spans not drawn")[1]
+    assert "span 2 " in past_cut and "refused 0" in past_cut  # the span and its first ones
+    assert past_cut.count("refused ") < NOTABLE_BELOW_CUT
+    assert "more decisions" in past_cut

@@ -324,19 +324,31 @@ def trace_tree(
 
     hidden = 0
     notable: list[str] = []
+    listed = 0  # lines past the cut: a span or a decision each, at most NOTABLE_BELOW_CUT
 
     def note_hidden(span: SpanRecord) -> None:
-        nonlocal hidden
+        nonlocal hidden, listed
         hidden += 1
+        if listed >= NOTABLE_BELOW_CUT:
+            return
         flagged = [e for e in by_span.get(span.span_id, []) if _is_notable_event(e)]
-        if (span.status == "error" or flagged) and len(notable) < NOTABLE_BELOW_CUT:
-            notable.append(span_label(span) + "".join(f"\n    {event_label(e)}" for e in flagged))
+        if span.status != "error" and not flagged:
+            return
+        room = max(NOTABLE_BELOW_CUT - listed - 1, 0)
+        line = span_label(span) + "".join(f"\n    {event_label(e)}" for e in flagged[:room])
+        if len(flagged) > room:
+            line += f"\n    [yellow]… {len(flagged) - room:,} more decisions and errors[/]"
+        notable.append(line)
+        listed += 1 + min(len(flagged), room)
 
     # A span whose parent never closed (the process died mid-run) is shown at the top; so is
     # one whose parents form a cycle (reached from no root), so that every span shows.
-    roots = [s for s in spans if s.parent_id not in known]
+    # When no span is a root (every parent is known: they all sit on cycles), the first span
+    # starts; after each pass the first span not yet reached does (one index, not a list
+    # filtered again each pass: a trace of many small cycles stays linear).
+    roots = [s for s in spans if s.parent_id not in known] or spans[:1]
     shown: set[str] = set()
-    pending = list(spans)
+    unreached = 0
     while roots:
         # Depth first without recursion: a trace may be nested thousands of spans deep.
         stack: list[tuple[Tree | None, int, SpanRecord | EventRecord]] = [
@@ -362,8 +374,9 @@ def trace_tree(
             branch = node.add(label)
             below = (branch, depth + 1) if depth < MAX_TREE_DEPTH else (node, depth + 1)
             stack.extend((*below, i) for i in reversed(items_under(item)))
-        pending = [s for s in pending if s.span_id not in shown]
-        roots = pending[:1]
+        while unreached < len(spans) and spans[unreached].span_id in shown:
+            unreached += 1
+        roots = spans[unreached : unreached + 1]
     for e in events:  # events whose span never closed (a crash) still show
         if e.span_id not in known:
             tree.add(event_label(e))
@@ -374,7 +387,7 @@ def trace_tree(
         )
         if notable:
             more += f"; below the cut, failed spans and non-allow decisions ({len(notable)}"
-            more += " shown):" if len(notable) >= NOTABLE_BELOW_CUT else "):"
+            more += " shown):" if listed >= NOTABLE_BELOW_CUT else "):"
         tree.add(more)
         for line in notable:
             tree.add(line)
@@ -384,7 +397,8 @@ def trace_tree(
 
 
 NOTABLE_BELOW_CUT = 50
-"""Failed spans (with their non-allow decisions) listed below a ``--max-spans`` cut."""
+"""Lines listed below a ``--max-spans`` cut: failed spans and their non-allow decisions (and
+errors), one line each; a span's decisions past it are counted, not listed."""
 
 
 def _is_notable_event(e: EventRecord) -> bool:

@@ -210,7 +210,8 @@ async def _chain_call(
         except BaseException as exc:
             if streamed is not None and streamed.events:
                 _charge_partial(scope, span, model, streamed)
-            scope.recorder.end_span(span, error=describe_exception(exc))
+            # (a model integration's bug, a cancelled task): its text may quote the request
+            scope.recorder.end_span(span, error=clip(scope.stored_error(describe_exception(exc))))
             raise
         return await _settle(scope, span, model, response, priced=True)
     last_error = errors[-1]
@@ -264,7 +265,9 @@ async def control_model_call(
     try:
         response = _scrubbed(await model.complete(request))
     except BaseException as exc:
-        scope.recorder.end_span(span, error=clip(describe_exception(exc)) or type(exc).__name__)
+        # A provider's error may quote the request (the text judged): stored masked.
+        said = scope.stored_error(describe_exception(exc))
+        scope.recorder.end_span(span, error=clip(said) or type(exc).__name__)
         raise
     _account(scope, span, model, response)
     if scope.tracing:

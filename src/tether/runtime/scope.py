@@ -596,7 +596,8 @@ class RunScope:
             # A crash (a bug, a cancelled task) still leaves a complete trace and a checkpoint.
             state.end(Outcome.ERROR)
             if not (isinstance(exc, asyncio.CancelledError) and state.stop_reason == "cancelled"):
-                state.error = _crash_message(exc)  # else the step has said it was cancelled
+                # else the step has said it was cancelled; the text may quote the request
+                state.error = self.stored_error(_crash_message(exc))
                 state.stop_reason = "internal error"
             self.recorder.event(self.run_id, semconv.EVENT_RUN_ERROR, {"message": state.error})
             self._finish()
@@ -707,6 +708,14 @@ class RunScope:
         run's masking guards mask, on whatever channel (``Harness.redact_stored``)."""
         redact = self.harness.redact_stored
         return text if redact is None else redact(text)
+
+    def stored_error(self, text: str) -> str:
+        """An exception's text as the trace keeps it (``stored_text``), on a path that must
+        not fail itself (a crash being recorded): if masking fails, not the raw text."""
+        try:
+            return self.stored_text(text)
+        except Exception as exc:
+            return f"[error not stored: masking it failed: {describe_exception(exc)}]"
 
     def _stopped_by(self, decision: Any) -> None:
         outcome = decision.outcome or Outcome.BLOCKED

@@ -351,6 +351,19 @@ def price(a: dict[str, Any], pricing: PricingTable) -> float | None:
 _ZERO_8, _ZERO_16 = bytes(8), bytes(16)
 
 
+MAX_TOKENS = 10**12
+"""The most tokens one span may count (each of input, output, cached): far above any model
+call, and low enough that a run's totals, sums over its spans in signed 64-bit columns, do
+not overflow (a count of 1e300 failed the whole request's write)."""
+MAX_TIME_NS = 2**63 - 1
+"""The latest time the store's signed 64-bit columns hold (OTLP's are unsigned: a time past
+this is rejected with its span, not a failed write of the whole request)."""
+
+
+def _late(span_id: str, what: str) -> InvalidSpan:
+    return InvalidSpan(f"span {span_id}: {what} is out of range (after the year 2262)")
+
+
 def _bad_id(what: str, size: int, raw: bytes) -> InvalidSpan:
     return InvalidSpan(f"{what} must be {size} bytes and not all zero (got {len(raw)} bytes)")
 
@@ -380,12 +393,19 @@ def map_span(span: Span, service: str | None, pricing: PricingTable) -> MappedSp
         raise InvalidSpan(f"span {span_id}: startTimeUnixNano is missing")
     if end and end < start:
         raise InvalidSpan(f"span {span_id}: endTimeUnixNano is before startTimeUnixNano")
+    if end > MAX_TIME_NS or start > MAX_TIME_NS:
+        raise _late(span_id, "endTimeUnixNano" if start <= MAX_TIME_NS else "startTimeUnixNano")
     name = span.name
     if not name:
         raise InvalidSpan(f"span {span_id}: name is empty")
     a = attributes_of(span.attributes)
     kind = _span_kind(a)
     data = _normalize(a, kind)
+    for key in _TOKENS:  # made non-negative integers by ``_normalize``
+        if a.get(key, 0) > MAX_TOKENS:
+            raise InvalidSpan(
+                f"span {span_id}: {key} is out of range (at most {MAX_TOKENS:,} a span)"
+            )
     if service:
         a.setdefault("service.name", service)
     if kind == "model":
@@ -409,6 +429,8 @@ def map_span(span: Span, service: str | None, pricing: PricingTable) -> MappedSp
         attributes_json(a, data),
     )
     if span.events:
+        if any(e.time_unix_nano > MAX_TIME_NS for e in span.events):
+            raise _late(span_id, "an event's timeUnixNano")
         mapped.events = tuple(
             (
                 clean_text(fit(e.name or "event", EVENT_NAME)) or "event",

@@ -136,13 +136,13 @@ def _in(conn: Connection, sql: str, ids: Iterable[str]) -> Iterator[Any]:
         yield from conn.exec_driver_sql(sql.format(ids="SELECT unnest(%s::text[])"), (values,))
 
 
-def _stored_spans(conn: Connection, ids: Iterable[str]) -> dict[str, tuple[str, str]]:
-    """(run id, project) of the stored spans among ``ids``."""
+def _stored_spans(conn: Connection, ids: Iterable[str]) -> dict[str, tuple[str, str, str]]:
+    """(run id, project, trace id) of the stored spans among ``ids``."""
     sql = (
-        "SELECT s.span_id, s.run_id, r.project FROM tether_spans s "
+        "SELECT s.span_id, s.run_id, r.project, s.trace_id FROM tether_spans s "
         "JOIN tether_runs r ON r.run_id = s.run_id WHERE s.span_id IN ({ids})"
     )
-    return {row[0]: (row[1], row[2]) for row in _in(conn, sql, ids)}
+    return {row[0]: (row[1], row[2], row[3]) for row in _in(conn, sql, ids)}
 
 
 _TOTALS = (
@@ -189,7 +189,7 @@ _FOREIGN = ""
 
 
 def _runs_of(
-    by_id: dict[str, MappedSpan], stored: dict[str, tuple[str, str]], project: str
+    by_id: dict[str, MappedSpan], stored: dict[str, tuple[str, str, str]], project: str
 ) -> dict[str, str]:
     """The run each span joins by its chain of parents (``_FOREIGN``: another project's):
     the run of the first stored span on the chain; the root's own id when the chain ends at
@@ -394,6 +394,10 @@ def _store(conn: Connection, project: str, spans: list[MappedSpan], result: Inge
         have = stored.get(sid)
         if have is not None and have[1] != project:
             result.reject(f"span {sid}: the id is already taken")
+            continue
+        if have is not None and have[2] != m.trace_id:
+            # Not a resend: the store keys spans by their id alone.
+            result.reject(f"span {sid}: the id is already stored in another trace")
             continue
         run = runs[sid]
         if run == _FOREIGN:
