@@ -432,3 +432,20 @@ def test_keys_page(world: World, caller: str) -> None:
 
 def _bearer(world: World, caller: str) -> dict[str, str]:
     return {} if caller == "none" else {"Authorization": f"Bearer {world.keys[caller]}"}
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_any_key_may_revoke_itself_and_only_itself(world: World, role: Role) -> None:
+    """Whatever its role, a key's holder can stop it (a leaked key); a key without
+    ``manage_keys`` still may not revoke another (403)."""
+    access = AccessStore(world.db)
+    mine, key = access.create_key("default", role, name=f"self-{role.value}")
+    other, _ = access.create_key("default", Role.AGENT, name="other")
+    access.engine.dispose()
+    with httpx.Client(base_url=world.url, timeout=30) as c:
+        bearer = {"Authorization": f"Bearer {key}"}
+        others = c.delete(f"/api/v1/keys/{other.key_id}", headers=bearer).status_code
+        assert others == (200 if role in (Role.ADMIN, Role.DEVELOPER) else 403)
+        gone = c.delete(f"/api/v1/keys/{mine.key_id}", headers=bearer)
+        assert gone.status_code == 200 and gone.json()["state"] == "revoked"
+        assert c.get("/api/v1/whoami", headers=bearer).status_code == 401

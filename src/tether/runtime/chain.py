@@ -176,7 +176,7 @@ async def _chain_call(
                 {
                     "from": chain.models[attempt - 1].name,
                     "to": model.name,
-                    "reason": clip(scope.stored_text(str(errors[-1]))),
+                    "reason": clip(scope.stored_error(str(errors[-1]))),
                 },
             )
         span = _chat_span(scope, model, request, sent, attempt)
@@ -186,7 +186,7 @@ async def _chain_call(
         except ProviderError as exc:
             # A provider's error text may quote the request (a prompt, an argument): the
             # trace keeps it masked as the run's masking guards mask stored text.
-            said = scope.stored_text(exc.message)
+            said = scope.stored_error(exc.message)
             if streamed is not None and (streamed.text or streamed.tool_calls()):
                 _charge_partial(scope, span, model, streamed)
                 scope.recorder.event(

@@ -737,7 +737,7 @@ class RunScope:
     def _provider_failed(self, exc: ProviderError) -> None:
         state = self.state
         state.end(Outcome.ERROR)
-        said = self.stored_text(exc.message)  # it may quote the request
+        said = self.stored_error(exc.message)  # it may quote the request
         state.error, state.hint = said, exc.hint
         state.stop_reason = f"model provider failed: {said}"
         state.output = _provider_failure_message(exc)

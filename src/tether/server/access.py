@@ -169,7 +169,8 @@ class AccessStore:
             raise
         except SQLAlchemyError as exc:
             raise StoreError(
-                f"reading keys from {redact_url(self.url)} failed: {driver_message(exc)}"
+                f"{'writing' if write else 'reading'} keys "
+                f"{'in' if write else 'from'} {redact_url(self.url)} failed: {driver_message(exc)}"
             ) from exc
 
     # -- projects -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from tether.server.auth import (
     Principal,
     ProjectManager,
     authenticate,
+    scoped,
 )
 from tether.server.roles import GRANTS, Permission, Role, may_grant
 
@@ -149,17 +150,30 @@ def create_key(request: Request, body: NewKey, principal: KeyManager) -> Created
 
 
 @router.delete("/keys/{key_id}")
-def revoke_key(request: Request, key_id: str, principal: KeyManager) -> KeyView:
-    """Revoke a key of the project: it and its sessions stop working at once."""
+def revoke_key(
+    request: Request,
+    key_id: str,
+    caller: Annotated[Principal, Depends(authenticate)],
+    project: str | None = None,
+) -> KeyView:
+    """Revoke a key of the project: it and its sessions stop working at once. Any key may
+    revoke itself, whatever its role (a leaked key's holder stops it); others need
+    ``manage_keys`` and a role ``GRANTABLE`` lets them make."""
     access = _access(request)
+    if key_id == caller.key_id:
+        return KeyView(**access.revoke_key(key_id, actor=caller.actor("api")).shown())
+    principal = scoped(request, caller, project)
+    if not principal.may(Permission.MANAGE_KEYS):
+        raise Forbidden(
+            f"a key of role {principal.role.value!r} may not {Permission.MANAGE_KEYS.value}"
+        )
     try:
         info = access.get_key(key_id)
     except AccessNotFound:
         info = None
     if info is None or info.project != principal.project:
         raise _no_key(key_id)
-    # Any key may revoke itself (a leaked key's holder stops it); others by ``GRANTABLE``.
-    if key_id != principal.key_id and not may_grant(principal.role, info.role):
+    if not may_grant(principal.role, info.role):
         raise Forbidden(f"a {principal.role.value} key may not revoke {info.role.value} keys")
     return KeyView(**access.revoke_key(key_id, actor=principal.actor("api")).shown())
 
