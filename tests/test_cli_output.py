@@ -485,3 +485,51 @@ def test_a_big_trace_draws_the_first_spans_and_lists_problems_past_the_cut(
 
     bad = tether(sqlite_url, "traces", "show", run.run_id, "--max-spans", "-1")
     assert bad.returncode == 2 and b"--max-spans" in bad.stderr
+
+
+def test_a_span_with_many_events_draws_its_decisions_first_and_counts_the_rest(
+    sqlite_url: str,
+) -> None:
+    from tether.core import new_span_id, new_trace_id, now_ns
+    from tether.store import EventRecord, RunRecord, SpanRecord
+    from tether.trace import BatchingWriter, semconv
+
+    store = Store(sqlite_url)
+    writer = BatchingWriter(store, flush_interval_s=3600)
+    run = RunRecord(new_trace_id(), "noisy", "v1", now_ns(), run_id=new_span_id())
+    writer.run_started(run)
+    span_id, start = new_span_id(), now_ns()
+    writer.span(
+        SpanRecord(
+            run.trace_id, span_id, None, "lookup", "tool", start, start + 1, run_id=run.run_id
+        )
+    )
+    for i in range(300):  # every sixth a block, the rest allows
+        verdict = "block" if i % 6 == 5 else "allow"
+        writer.event(
+            EventRecord(
+                run.trace_id,
+                span_id,
+                semconv.EVENT_CONTROL_DECISION,
+                start + i,
+                {
+                    semconv.TETHER_CONTROL_NAME: "authz.cedar",
+                    semconv.TETHER_CONTROL_HOOK: "before_tool",
+                    semconv.TETHER_DECISION: verdict,
+                    semconv.TETHER_DECISION_REASON: f"decision-{i:03d}",
+                },
+                run_id=run.run_id,
+            )
+        )
+    assert writer.flush(60)
+    writer.close()
+    store.close()
+
+    out = shown(tether(sqlite_url, "traces", "show", run.run_id).stdout)
+    drawn = re.findall(r"decision-(\d{3})", out)
+    assert len(drawn) == 100 and drawn == sorted(drawn)  # in time order
+    blocks = [f"{i:03d}" for i in range(300) if i % 6 == 5]
+    assert set(blocks) <= set(drawn)  # all 50 blocks, then the first allows
+    assert "… 200 more events here: --json prints them all" in out
+    everything = json.loads(tether(sqlite_url, "traces", "show", run.run_id, "--json").stdout)
+    assert len(everything["events"]) == 300

@@ -308,12 +308,14 @@ def trace_tree(
         by_span[e.span_id].append(e)
     known = {s.span_id for s in spans}
 
-    def items_under(span: SpanRecord) -> list[SpanRecord | EventRecord]:
-        items: list[tuple[int, SpanRecord | EventRecord]] = [
+    def items_under(span: SpanRecord) -> list[SpanRecord | EventRecord | str]:
+        items: list[tuple[int, SpanRecord | EventRecord | str]] = [
             (c.start_ns, c) for c in children.get(span.span_id, [])
         ]
-        items += [(e.time_ns, e) for e in by_span.get(span.span_id, [])]
-        return [item for _, item in sorted(items, key=lambda x: x[0])]
+        kept, more = _capped_events(by_span.get(span.span_id, []))
+        items += [(e.time_ns, e) for e in kept]
+        ordered = [item for _, item in sorted(items, key=lambda x: x[0])]
+        return ordered + ([more] if more else [])
 
     # Labels are made (and their text made safe) only for what is drawn.
     def span_label(s: SpanRecord) -> str:
@@ -351,11 +353,15 @@ def trace_tree(
     unreached = 0
     while roots:
         # Depth first without recursion: a trace may be nested thousands of spans deep.
-        stack: list[tuple[Tree | None, int, SpanRecord | EventRecord]] = [
+        stack: list[tuple[Tree | None, int, SpanRecord | EventRecord | str]] = [
             (tree, 1, r) for r in reversed(roots)
         ]
         while stack:
             node, depth, item = stack.pop()
+            if isinstance(item, str):  # events past a span's cap, counted
+                if node is not None:
+                    node.add(item)
+                continue
             if isinstance(item, EventRecord):
                 if node is not None:
                     node.add(event_label(item))
@@ -377,9 +383,12 @@ def trace_tree(
         while unreached < len(spans) and spans[unreached].span_id in shown:
             unreached += 1
         roots = spans[unreached : unreached + 1]
-    for e in events:  # events whose span never closed (a crash) still show
-        if e.span_id not in known:
-            tree.add(event_label(e))
+    # Events whose span never closed (a crash) still show.
+    orphans, more = _capped_events([e for e in events if e.span_id not in known])
+    for e in orphans:
+        tree.add(event_label(e))
+    if more:
+        tree.add(more)
     if hidden:
         more = (
             f"[yellow]… {hidden:,} more spans not drawn ({len(spans):,} in all)[/]: "
@@ -394,6 +403,29 @@ def trace_tree(
     if run.status == "running":
         tree.add("[yellow]run has not finished (still running, or the process died)[/]")
     return tree
+
+
+MAX_EVENTS_PER_SPAN = 100
+"""Events ``traces show`` draws under one span (its non-allow decisions and errors first);
+the rest are counted in one line (``--json`` has them all)."""
+
+
+def _capped_events(events: list[EventRecord]) -> tuple[list[EventRecord], str | None]:
+    """At most ``MAX_EVENTS_PER_SPAN`` of ``events`` in time order, the notable ones kept
+    first, and the line that counts the rest (None when none is left out)."""
+    if len(events) <= MAX_EVENTS_PER_SPAN:
+        return events, None
+    notable = [e for e in events if _is_notable_event(e)]
+    kept = notable[:MAX_EVENTS_PER_SPAN]
+    if len(kept) < MAX_EVENTS_PER_SPAN:
+        chosen = {id(e) for e in kept}
+        rest = [e for e in events if id(e) not in chosen]
+        kept += rest[: MAX_EVENTS_PER_SPAN - len(kept)]
+    kept.sort(key=lambda e: e.time_ns)
+    left = len(events) - len(kept)
+    flagged = len(notable) - min(len(notable), MAX_EVENTS_PER_SPAN)
+    also = f", {flagged:,} of them decisions other than allow or errors" if flagged else ""
+    return kept, f"[yellow]… {left:,} more events here{also}[/]: --json prints them all"
 
 
 NOTABLE_BELOW_CUT = 50
