@@ -407,12 +407,32 @@ def test_runs_that_share_a_trace_are_listed_by_run_ids_that_show_them(sqlite_url
 # -- a big trace is drawn in part, its problems listed ----------------------------------------
 
 
+def cedar_decision(run: Any, span_id: str, time_ns: int, verdict: str, reason: str) -> Any:
+    """A Cedar decision event on one span of ``run``."""
+    from tether.store import EventRecord
+    from tether.trace import semconv
+
+    return EventRecord(
+        run.trace_id,
+        span_id,
+        semconv.EVENT_CONTROL_DECISION,
+        time_ns,
+        {
+            semconv.TETHER_CONTROL_NAME: "authz.cedar",
+            semconv.TETHER_CONTROL_HOOK: "before_tool",
+            semconv.TETHER_DECISION: verdict,
+            semconv.TETHER_DECISION_REASON: reason,
+        },
+        run_id=run.run_id,
+    )
+
+
 def test_a_big_trace_draws_the_first_spans_and_lists_problems_past_the_cut(
     sqlite_url: str,
 ) -> None:
     from tether.core import new_span_id, new_trace_id, now_ns
-    from tether.store import EventRecord, RunRecord, SpanRecord
-    from tether.trace import BatchingWriter, semconv
+    from tether.store import RunRecord, SpanRecord
+    from tether.trace import BatchingWriter
 
     store = Store(sqlite_url)
     writer = BatchingWriter(store, flush_interval_s=3600)
@@ -450,21 +470,7 @@ def test_a_big_trace_draws_the_first_spans_and_lists_problems_past_the_cut(
         )
         if i in (3, 52):
             verdict = "allow" if i == 3 else "block"
-            writer.event(
-                EventRecord(
-                    run.trace_id,
-                    span_id,
-                    semconv.EVENT_CONTROL_DECISION,
-                    start + i,
-                    {
-                        semconv.TETHER_CONTROL_NAME: "authz.cedar",
-                        semconv.TETHER_CONTROL_HOOK: "before_tool",
-                        semconv.TETHER_DECISION: verdict,
-                        semconv.TETHER_DECISION_REASON: f"policy refund-{i}",
-                    },
-                    run_id=run.run_id,
-                )
-            )
+            writer.event(cedar_decision(run, span_id, start + i, verdict, f"policy refund-{i}"))
     assert writer.flush(60)
     writer.close()
     store.close()
@@ -491,8 +497,8 @@ def test_a_span_with_many_events_draws_its_decisions_first_and_counts_the_rest(
     sqlite_url: str,
 ) -> None:
     from tether.core import new_span_id, new_trace_id, now_ns
-    from tether.store import EventRecord, RunRecord, SpanRecord
-    from tether.trace import BatchingWriter, semconv
+    from tether.store import RunRecord, SpanRecord
+    from tether.trace import BatchingWriter
 
     store = Store(sqlite_url)
     writer = BatchingWriter(store, flush_interval_s=3600)
@@ -506,21 +512,7 @@ def test_a_span_with_many_events_draws_its_decisions_first_and_counts_the_rest(
     )
     for i in range(300):  # every sixth a block, the rest allows
         verdict = "block" if i % 6 == 5 else "allow"
-        writer.event(
-            EventRecord(
-                run.trace_id,
-                span_id,
-                semconv.EVENT_CONTROL_DECISION,
-                start + i,
-                {
-                    semconv.TETHER_CONTROL_NAME: "authz.cedar",
-                    semconv.TETHER_CONTROL_HOOK: "before_tool",
-                    semconv.TETHER_DECISION: verdict,
-                    semconv.TETHER_DECISION_REASON: f"decision-{i:03d}",
-                },
-                run_id=run.run_id,
-            )
-        )
+        writer.event(cedar_decision(run, span_id, start + i, verdict, f"decision-{i:03d}"))
     assert writer.flush(60)
     writer.close()
     store.close()
