@@ -436,6 +436,44 @@ async def test_budget_is_read_from_the_run_and_its_limits(tmp_path: Path) -> Non
     assert (await control.before_tool(ctx, call)).verdict is Verdict.BLOCK
 
 
+async def test_limits_past_a_cedar_long_are_clamped_not_a_crash(tmp_path: Path) -> None:
+    """A spec may set ``max_total_tokens`` past 2^63 and ``max_cost_usd`` to 1e305 (both valid
+    limits): ``context.budget`` holds them clamped to a Cedar Long (64-bit signed) and the call
+    is decided. A Python int past 64 bits (TypeError from Cedar) or a dollar amount whose
+    millionths overflow a float (OverflowError) made the control fail, ending the run with
+    control_error instead of a decision."""
+    a = load(
+        tmp_path,
+        """\
+        permit(principal, action == Tether::Action::"lookup", resource)
+        when { context.budget has tokens_left && context.budget.tokens_left > 1000
+               && context.budget has usd_left_micros && context.budget.usd_left_micros > 1000
+               && context.budget has usd_left && context.budget.usd_left.greaterThan(decimal("1.0"))
+               && context.budget.tokens < 1000 && context.budget.cost_usd_micros < 1000 };
+        """,
+    )
+    control = CedarAuthorization(a)
+    call = ToolCall(id="c1", name="lookup", arguments={"query": "x"})
+    for limits in (
+        Limits(max_total_tokens=2**70, max_cost_usd=1e305),
+        Limits(max_total_tokens=2**63, max_cost_usd=1.8e302),
+    ):
+        ctx = hook_context(call)
+        ctx.limits = limits  # type: ignore[misc]
+        decision = await control.before_tool(ctx, call)
+        assert decision.verdict is Verdict.ALLOW, decision.reason
+    huge = Budget(tokens=2**64, cost_usd=1e305, usd_left=1e305, tokens_left=2**70)
+    sent = a.context(AuthzRequest("lookup", {"query": "x"}, budget=huge))["budget"]
+    assert sent["tokens_left"] == sent["usd_left_micros"] == sent["tokens"] == 2**63 - 1
+    assert sent["cost_usd_micros"] == 2**63 - 1
+    assert a.decide(AuthzRequest("lookup", {"query": "x"}, budget=huge)).effect == "deny"
+    spent = Budget(usd_left=-1e305, tokens_left=-(2**70))  # overspent past any Long
+    sent = a.context(AuthzRequest("lookup", {"query": "x"}, budget=spent))["budget"]
+    assert sent["tokens_left"] == sent["usd_left_micros"] == -(2**63 - 1)
+    verdict = a.decide(AuthzRequest("lookup", {"query": "x"}, budget=spent))
+    assert verdict.effect == "deny" and "default deny" in verdict.reason
+
+
 # --- loading: errors at file:line --------------------------------------------------------------
 
 

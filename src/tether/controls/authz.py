@@ -37,6 +37,7 @@ from tether.controls.cedar_schema import (
     Refused,
     SetOf,
     ToolArgs,
+    clamped_long,
     record,
     render_schema,
     rounded_decimal,
@@ -485,9 +486,11 @@ def _budget_context(budget: Budget, read: frozenset[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if "cost_usd" in read:
         out["cost_usd"] = rounded_decimal(budget.cost_usd, up=True)
+    # Tether's own counts and limits, clamped to a Long: a spec may set a limit past 2^63
+    # (Cedar refuses a Python int past 64 bits, which would fail the whole decision).
     for name in ("tokens", "tool_calls", "turns", "tool_calls_left"):
         if name in read:
-            out[name] = getattr(budget, name)
+            out[name] = clamped_long(getattr(budget, name))
     if "cost_usd_micros" in read:
         out["cost_usd_micros"] = scaled_long(budget.cost_usd, MICRO, up=True)
     if budget.usd_left is not None:
@@ -496,7 +499,7 @@ def _budget_context(budget: Budget, read: frozenset[str]) -> dict[str, Any]:
         if "usd_left_micros" in read:
             out["usd_left_micros"] = scaled_long(budget.usd_left, MICRO, up=False)
     if "tokens_left" in read and budget.tokens_left is not None:
-        out["tokens_left"] = budget.tokens_left
+        out["tokens_left"] = clamped_long(budget.tokens_left)
     return out
 
 

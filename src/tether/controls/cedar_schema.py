@@ -247,11 +247,16 @@ def scaled_long(number: float, scale: int, *, up: bool | None) -> int:
     ``Long`` range (NaN is taken as the careful infinity)."""
     if math.isnan(number):
         number = math.inf if up is not False else -math.inf
-    if math.isinf(number):
-        return LONG_MAX if number > 0 else -LONG_MAX
     scaled = round(number * scale, 6)  # 0.7 * 10_000 is 7000.000000000001
+    if math.isinf(scaled):  # infinite, or past a float once scaled (1e305 dollars in micros)
+        return LONG_MAX if scaled > 0 else -LONG_MAX
     steps = round(scaled) if up is None else math.ceil(scaled) if up else math.floor(scaled)
-    return max(-LONG_MAX, min(LONG_MAX, steps))
+    return clamped_long(steps)
+
+
+def clamped_long(number: int) -> int:
+    """``number`` clamped to the ``Long`` range (symmetric: ``-LONG_MAX`` at the bottom)."""
+    return max(-LONG_MAX, min(LONG_MAX, number))
 
 
 @functools.lru_cache(maxsize=1024)
