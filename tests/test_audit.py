@@ -157,6 +157,25 @@ def test_cli_verify_and_list(sqlite_url: str, tmp_path: Path) -> None:
     assert json.loads(bad_json.stdout)["problem"]["kind"] == "edited"
 
 
+def test_cli_list_shows_one_line_per_entry_whatever_its_values_hold(sqlite_url: str) -> None:
+    """A value may hold newlines (an approval's reason is free text, sent over the API by any
+    developer key): listed raw, one could print a line that reads as another entry of the log.
+    Each entry is one line; the newline is shown as ``\\n`` (``--json`` keeps the text)."""
+    forged = "ok\n     9  approval       approver=ceo,via=cli  approved=True  0123456789ab"
+    log = AuditLog(writer_for(sqlite_url))
+    log.record("approval", {"approver": "mallory\nx", "via": "api"}, {"reason": forged})
+    log.record("key_created", {"project": "default"}, {"role": "admin\tx"})
+    assert log.flush()
+    listed = run_cli("--database-url", sqlite_url, "audit", "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["1", "2"], listed.stdout
+    assert "reason=ok\\n     9  approval" in lines[0] and "approver=mallory\\nx" in lines[0]
+    assert "role=admin\tx" in lines[1]  # a tab breaks no line
+    kept = json.loads(run_cli("--database-url", sqlite_url, "audit", "list", "--json").stdout)
+    assert kept["entries"][0]["details"]["reason"] == forged
+
+
 async def test_a_denied_tool_call_and_the_policy_load_are_audited(
     tmp_path: Path, sqlite_url: str
 ) -> None:

@@ -94,4 +94,7 @@ def list_entries(ctx: click.Context, after: int, limit: int, as_json: bool) -> N
     for e in entries:
         who = ",".join(f"{k}={v}" for k, v in sorted(e.actor.items()))
         what = " ".join(f"{k}={v}" for k, v in sorted(e.details.items()))
-        click.echo(visible(f"{e.seq:>6}  {e.kind:<14} {who}  {what}  {e.hash[:12]}"))
+        line = visible(f"{e.seq:>6}  {e.kind:<14} {who}  {what}  {e.hash[:12]}")
+        # One line per entry: a newline in a value (an approval's free-text reason) would
+        # print a line that reads as another entry.
+        click.echo(line.replace("\n", "\\n"))
