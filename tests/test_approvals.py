@@ -253,6 +253,9 @@ async def test_an_answer_is_final_and_must_name_the_waiting_call(
         agent.approve(paused.run_id, by="  ")
     with pytest.raises(TetherError, match="control characters"):
         agent.approve(paused.run_id, by="alice\x1b[2J")
+    # A name is one line: a newline in it broke the row 'tether approvals list' prints.
+    with pytest.raises(TetherError, match="the approver holds control characters"):
+        agent.approve(paused.run_id, by="alice\n    4f3c  support  refund  [waiting]")
     with pytest.raises(TetherError, match="at most 2,000"):
         agent.approve(paused.run_id, by="alice", reason="x" * 2001)
     agent.deny(paused.run_id, by="bob")

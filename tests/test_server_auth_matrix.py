@@ -10,11 +10,13 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select
 
+from fakes.cli import run_cli
 from fakes.server import serving
 from fakes.stored_runs import add_run
 from tether import Agent
@@ -302,6 +304,43 @@ def test_answers_racing_for_one_call_record_one(world: World, paused: dict[str, 
     finally:
         store.close()
     assert kinds.count("approval") == 1
+
+
+def test_a_key_whose_name_holds_control_characters_answers_as_one_clean_line(
+    tmp_path: Path,
+) -> None:
+    """The approver is the key's name and id. A name holding an escape sequence (names are
+    free text up to 128 characters) made every answer of that key a 400 'the approver holds
+    control characters', a fault of no request; one holding a newline was recorded raw and
+    broke the row ``tether approvals list`` prints. Both answer, the name on one line."""
+    from test_approvals import agent_dir
+
+    url = f"sqlite:///{tmp_path / 'names.db'}"
+    Store(url).close()
+    (tmp_path / "agent").mkdir()
+    agent = Agent.from_yaml(agent_dir(tmp_path / "agent"), trace=url)
+    runs = [agent.run_sync("please refund 500 on 7").run_id for _ in range(3)]
+    writer_for(url).flush()
+    access = AccessStore(url)
+    names = {  # the key's name: how the answer names its approver (before the key id)
+        "ops\x1b[2Jteam": "ops\ufffd[2Jteam",
+        "ops\nteam": "ops\ufffdteam",
+        " \t ": "",
+    }
+    with serving(create_app(ServerConfig(database_url=url))) as base:
+        for run, (name, shown) in zip(runs, names.items(), strict=True):
+            info, key = access.create_key("default", Role.DEVELOPER, name=name)
+            answered = httpx.post(
+                f"{base}/api/v1/approvals/{run}/approve",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+            )
+            assert answered.status_code == 200, answered.text
+            expected = f"{shown} (key {info.key_id})" if shown else f"key {info.key_id}"
+            assert answered.json()["approver"] == expected
+    listed = run_cli("--database-url", url, "approvals", "list")
+    rows = [line for line in listed.stdout.splitlines() if not line.startswith("    ")]
+    assert sorted(row.split()[0] for row in rows) == sorted(runs), listed.stdout
 
 
 # -- OTLP in, Prometheus, the keys page ---------------------------------------------------------

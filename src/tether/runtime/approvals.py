@@ -67,15 +67,27 @@ def paused_state(store: StoreReader, run: str | RunRecord) -> RunState:
     return state
 
 
-def _checked_text(value: str, what: str, limit: int, *, required: bool) -> str:
+def _checked_text(value: str, what: str, limit: int, *, required: bool, lines: bool) -> str:
+    """``value`` stripped, or ``TetherError``: empty when ``required``, too long, or holding
+    control characters (but tabs and newlines when it may have ``lines``)."""
     text = value.strip()
     if required and not text:
         raise TetherError(f"{what} is empty: say who answers (a name or an e-mail address)")
     if len(text) > limit:
         raise TetherError(f"{what} is {len(text):,} characters long; at most {limit:,}")
-    if any(unicodedata.category(c) == "Cc" and c not in "\t\n" for c in text):
+    allowed = "\t\n" if lines else ""
+    if any(unicodedata.category(c) == "Cc" and c not in allowed for c in text):
         raise TetherError(f"{what} holds control characters")
     return text
+
+
+def one_line_name(name: str) -> str:
+    """``name`` (a key's free-text name) as an approver can be named: each control character
+    (a newline included) as U+FFFD, stripped first."""
+    name = name.strip()
+    if name.isprintable():
+        return name
+    return "".join("\ufffd" if unicodedata.category(c) == "Cc" else c for c in name)
 
 
 def _store_failed(store: StoreReader, doing: str, exc: SQLAlchemyError) -> StoreError:
@@ -130,8 +142,12 @@ def decide(
     ``TetherError`` for an approver or reason that cannot be recorded."""
     from tether.store.audit import run_entries
 
-    approver = _checked_text(approver, "the approver", MAX_APPROVER_CHARS, required=True)
-    reason = _checked_text(reason, "the reason", MAX_REASON_CHARS, required=False)
+    # A name is one line (it is printed in a row of 'tether approvals list'); a reason may
+    # have several.
+    approver = _checked_text(
+        approver, "the approver", MAX_APPROVER_CHARS, required=True, lines=False
+    )
+    reason = _checked_text(reason, "the reason", MAX_REASON_CHARS, required=False, lines=True)
     state = paused_state(store, run_id)
     pending = state.awaiting_approval
     assert pending is not None

@@ -137,12 +137,15 @@ def list_approvals(
 
 
 def approver_of(principal: Principal) -> str:
-    """Who answers, as the audit log names them: the key's name and id (the key's text is
-    never recorded)."""
+    """Who answers, as the audit log names them: the key's name (on one line, its control
+    characters as U+FFFD) and id (the key's text is never recorded)."""
+    from tether.runtime.approvals import one_line_name
+
     key = principal.key
     if key is None:
         return "dev mode (no API key)"
-    return f"{key.name} (key {key.key_id})" if key.name else f"key {key.key_id}"
+    name = one_line_name(key.name)  # a key's name is free text: it may hold any character
+    return f"{name} (key {key.key_id})" if name else f"key {key.key_id}"
 
 
 def _decide(
