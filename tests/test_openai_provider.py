@@ -447,6 +447,25 @@ async def test_unreachable_server_is_retryable(make_model: MakeModel, sleeps: li
             Reply(json={**completion_body(content="x"), "usage": {"prompt_tokens": "many"}}),
             "'prompt_tokens'",
         ),
+        # A count no model call makes: 2^70 failed the run's writes with a raw OverflowError
+        # (SQLite) and left it 'running'; a negative one was taken as spend given back.
+        (
+            Reply(json={**completion_body(content="x"), "usage": {"prompt_tokens": 2**70}}),
+            "'prompt_tokens' is out of range",
+        ),
+        (
+            Reply(json={**completion_body(content="x"), "usage": {"completion_tokens": -5}}),
+            "'completion_tokens' is out of range",
+        ),
+        (
+            Reply(
+                json={
+                    **completion_body(content="x"),
+                    "usage": {"prompt_tokens_details": {"cached_tokens": 10**12 + 1}},
+                }
+            ),
+            "'cached_tokens' is out of range",
+        ),
         (
             Reply(json=completion_body(tool_calls=[{"id": "c", "function": {"arguments": "{}"}}])),
             "function.name",

@@ -198,6 +198,13 @@ def parse_completion(
     )
 
 
+MAX_CALL_TOKENS = 10**12
+"""The most tokens (each of input, output, cached) a model call may report: far above any
+model, and low enough that a run's totals stay in the store's signed 64-bit columns and
+Cedar's Longs (2^70 failed the run's writes; a negative count read as spend given back). OTLP
+ingest takes spans up to the same count (``tether.server.otlp_mapping.MAX_TOKENS``)."""
+
+
 def parse_usage(usage: Any, bad: Callable[[str], ProviderError]) -> Usage:
     """A completion's ``usage`` member (``None``: zeros) as ``Usage``; ``bad(what)`` is the
     error for a malformed one."""
@@ -216,6 +223,8 @@ def parse_usage(usage: Any, bad: Callable[[str], ProviderError]) -> Usage:
         value = _first(source.get(key), 0)
         if not isinstance(value, int) or isinstance(value, bool):
             raise bad(f"'usage' field {key!r} is not an integer")
+        if not 0 <= value <= MAX_CALL_TOKENS:
+            raise bad(f"'usage' field {key!r} is out of range (0 to {MAX_CALL_TOKENS:,})")
         counts[label] = value
     return Usage(**counts)
 
