@@ -531,6 +531,28 @@ def test_errors_in_a_second_file_name_that_file(tmp_path: Path) -> None:
     assert f'{second}:2: unrecognized action `Tether::Action::"refund"`' in info.value.message
 
 
+def test_reading_what_budgets_leave_without_has_fails_at_load_saying_when_it_is_absent(
+    tmp_path: Path,
+) -> None:
+    """``usd_left``/``tokens_left`` (and their micros) are absent when no limit or budget of
+    their kind is set: Cedar refuses a policy reading one without ``has``, and the hint says
+    why and how (it spoke of tool arguments only)."""
+    error = load_error(
+        tmp_path,
+        """        forbid(principal, action == Tether::Action::"lookup", resource)
+        when { context.budget.usd_left_micros < 500000 };
+        """,
+    )
+    assert "optional attribute `budget.usd_left_micros`" in error.message
+    assert error.hint is not None
+    assert error.hint.startswith(
+        "an optional attribute is absent when it has no value (context.budget's usd_left, "
+        "usd_left_micros and tokens_left without a limit or budget of that kind, "
+        "principal.end_user without an end user): test it first, as in "
+        "`context.budget has usd_left_micros && context.budget.usd_left_micros < 500000`"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -218,6 +218,23 @@ def _uid(kind: str, id: str) -> dict[str, str]:
     return {"type": kind, "id": id}
 
 
+_OPTIONAL_HINT = (
+    "an optional attribute is absent when it has no value (context.budget's usd_left, "
+    "usd_left_micros and tokens_left without a limit or budget of that kind, "
+    "principal.end_user without an end user): test it first, as in "
+    "`context.budget has usd_left_micros && context.budget.usd_left_micros < 500000`"
+)
+
+
+def _hint(args: Mapping[str, ToolArgs], errors: Sequence[tuple[str, str]]) -> str | None:
+    """What to do about validation ``errors``: reading an optional attribute unguarded, how
+    arguments are seen."""
+    untyped = _untyped_hint(args)
+    if any("optional attribute" in message for _, message in errors):
+        return f"{_OPTIONAL_HINT}; {untyped}" if untyped else _OPTIONAL_HINT
+    return untyped
+
+
 def _untyped_hint(args: Mapping[str, ToolArgs]) -> str | None:
     left_out = [
         f"{tool}.{name} ({why})"
@@ -261,7 +278,7 @@ class Authorizer:
         result = cedarpy.validate_policies(loaded.text, self.schema)
         if not result.validation_passed:
             errors = [(e.policy_id, e.error) for e in result.errors]
-            raise validation_error(loaded, errors, _untyped_hint(self._args))
+            raise validation_error(loaded, errors, _hint(self._args, errors))
         tool_entities = [
             {
                 "uid": _uid(TOOL, name),
