@@ -22,6 +22,18 @@ def test_model_validate_checks_what_the_constructor_takes_as_given() -> None:
     assert request.messages == [Message(role="user", content="hi")]
 
 
+def test_model_validate_takes_pydantic_s_options() -> None:
+    """``strict`` and ``context`` as ``BaseModel.model_validate(_json)`` take them (code
+    written against the pydantic models passed them: a TypeError since the change)."""
+    assert Usage.model_validate({"input_tokens": "5"}).input_tokens == 5
+    with pytest.raises(ValidationError, match="input_tokens"):
+        Usage.model_validate({"input_tokens": "5"}, strict=True)
+    with pytest.raises(ValidationError, match="turns"):
+        RunState.model_validate_json('{"trace_id": "t", "input": "i", "turns": "3"}', strict=True)
+    message = Message.model_validate({"role": "user"}, strict=False, context={"from": "test"})
+    assert message == Message(role="user")
+
+
 def test_model_copy_replaces_fields_and_leaves_the_original() -> None:
     reply = ModelResponse(content="a", tool_calls=[ToolCall(id="c1", name="t")])
     copy = reply.model_copy(update={"content": "b"})

@@ -40,13 +40,25 @@ class PlainData:
         return adapter
 
     @classmethod
-    def model_validate(cls, obj: Any) -> Self:
-        """``obj`` (a mapping, or an instance) checked against the fields' types."""
-        return cls._adapter().validate_python(obj)
+    def model_validate(
+        cls,
+        obj: Any,
+        *,
+        strict: bool | None = None,
+        from_attributes: bool | None = None,
+        context: Any | None = None,
+    ) -> Self:
+        """``obj`` (a mapping, or an instance) checked against the fields' types; the options
+        as ``BaseModel.model_validate`` has them."""
+        return cls._adapter().validate_python(
+            obj, strict=strict, from_attributes=from_attributes, context=context
+        )
 
     @classmethod
-    def model_validate_json(cls, data: str | bytes) -> Self:
-        return cls._adapter().validate_json(data)
+    def model_validate_json(
+        cls, data: str | bytes, *, strict: bool | None = None, context: Any | None = None
+    ) -> Self:
+        return cls._adapter().validate_json(data, strict=strict, context=context)
 
     @classmethod
     def model_json_schema(cls) -> dict[str, Any]:
