@@ -343,6 +343,61 @@ def test_a_key_whose_name_holds_control_characters_answers_as_one_clean_line(
     assert sorted(row.split()[0] for row in rows) == sorted(runs), listed.stdout
 
 
+def test_an_admin_answering_for_another_project_is_audited_with_its_own(tmp_path: Path) -> None:
+    """An admin key may act on any project (``?project=NAME``); its answer's audit entry named
+    the project acted on, the key's id and role, but not the project the key belongs to."""
+    from test_approvals import agent_dir
+
+    url = f"sqlite:///{tmp_path / 'cross.db'}"
+    Store(url).close()
+    (tmp_path / "agent").mkdir()
+    run = Agent.from_yaml(agent_dir(tmp_path / "agent"), trace=url).run_sync(
+        "please refund 500 on 7"
+    )
+    writer_for(url).flush()
+    access = AccessStore(url)
+    access.create_project("acme")
+    acme, acme_key = access.create_key("acme", Role.ADMIN)
+    mine, my_key = access.create_key("default", Role.ADMIN)
+    with serving(create_app(ServerConfig(database_url=url))) as base:
+        answered = httpx.post(
+            f"{base}/api/v1/approvals/{run.run_id}/approve",
+            params={"project": "default"},
+            headers={"Authorization": f"Bearer {acme_key}"},
+            timeout=30,
+        )
+        assert answered.status_code == 200, answered.text
+        made = httpx.post(
+            f"{base}/api/v1/keys",
+            json={"role": "viewer"},
+            headers={"Authorization": f"Bearer {my_key}"},
+            timeout=30,
+        )
+        assert made.status_code in (200, 201), made.text
+    store = Store(url)
+    try:
+        with store.engine.connect() as conn:
+            entries = [e for e, _, _ in iter_audit(conn)]
+    finally:
+        store.close()
+    (approval,) = [e for e in entries if e.kind == "approval"]
+    assert approval.actor == {
+        "via": "api",
+        "project": "default",
+        "key_id": acme.key_id,
+        "key_project": "acme",
+        "role": "admin",
+        "approver": f"key {acme.key_id}",
+    }
+    (created,) = [e for e in entries if e.kind == "key_created" and e.actor.get("via") == "api"]
+    assert created.actor == {  # a key acting on its own project: as before
+        "via": "api",
+        "project": "default",
+        "key_id": mine.key_id,
+        "role": "admin",
+    }
+
+
 # -- OTLP in, Prometheus, the keys page ---------------------------------------------------------
 
 INGEST_EXPECTED = {

@@ -63,8 +63,12 @@ class Principal:
 
     def actor(self, via: str) -> dict[str, Any]:
         """Who made an admin change, for the audit log (the key's id, never the key):
-        ``via`` is ``api`` or ``ui``."""
-        return {"via": via, "project": self.project, "key_id": self.key_id, "role": str(self.role)}
+        ``via`` is ``api`` or ``ui``; ``key_project``: the key's own project, when it acts on
+        another (an admin key, ``?project=NAME``)."""
+        found = {"via": via, "project": self.project, "key_id": self.key_id, "role": str(self.role)}
+        if self.key is not None and self.key.project != self.project:
+            found["key_project"] = self.key.project
+        return found
 
 
 def _bearer(request: Request) -> str | None:
