@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from tether import Message, ModelRequest, ModelResponse, RunState, ToolCall, Usage
+from tether import Agent, Message, ModelRequest, ModelResponse, RunState, ToolCall, Usage
 
 
 def test_model_validate_checks_what_the_constructor_takes_as_given() -> None:
@@ -61,6 +62,36 @@ def test_a_state_survives_pickle_and_json() -> None:
     assert RunState.from_json(state.to_json()) == state
     with pytest.raises(AttributeError):
         state.no_such_field = 1  # type: ignore[attr-defined]
+
+
+def test_a_state_with_lone_surrogates_checkpoints_them_as_replacement_characters() -> None:
+    """Metadata is free-form (a caller's JSON-decoded payload may hold ``"\\ud800"``): the
+    state's JSON has U+FFFD there, as the store writes every text, instead of failing."""
+    state = RunState(
+        trace_id="0" * 32,
+        input="hi",
+        metadata={"k\udcff": "v\ud800", "n": [1, "\udc80", {"x": ("\ud800",)}]},
+    )
+    loaded = RunState.from_json(state.to_json())
+    assert loaded.metadata == {"k\ufffd": "v\ufffd", "n": [1, "\ufffd", {"x": ["\ufffd"]}]}
+    assert state.metadata["k\udcff"] == "v\ud800"  # the state itself is left as it is
+
+
+async def test_a_run_with_lone_surrogates_in_its_metadata_pauses_and_resumes(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """It raised PydanticSerializationError out of ``Agent.run`` when the paused run was
+    checkpointed, and the run's record was never finished."""
+    from test_approvals import agent_dir, refunds_made
+
+    agent = Agent.from_yaml(agent_dir(tmp_path), trace=sqlite_url)
+    paused = await agent.run("please refund 500 on 7", metadata={"order": "7\ud800"})
+    assert paused.outcome == "escalated"
+    agent.approve(paused.run_id, by="alice")
+    resumed = await agent.resume(paused.run_id)
+    assert resumed.outcome == "final_answer" and refunds_made(tmp_path) == ["issue_refund 7 500"]
+    assert resumed.state.metadata["order"] == "7\ufffd"
+    await agent.aclose()
 
 
 async def test_a_run_result_has_every_field_and_stays_frozen() -> None:

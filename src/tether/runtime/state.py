@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tether.core import Caller, EntryPoint, Outcome, RunKind
+from pydantic_core import PydanticSerializationError
+
+from tether.core import Caller, EntryPoint, Outcome, RunKind, scrub_surrogates
 from tether.core.plain import PlainData
 from tether.providers import Message, ToolCall, Usage
 
@@ -121,9 +123,27 @@ class RunState(PlainData):
         self.outcome, self.status = outcome, outcome.status
 
     def to_json(self) -> str:
-        return self.model_dump_json()
+        """The state as JSON; a lone surrogate (free-form ``metadata`` may hold one: UTF-8
+        cannot) is written as U+FFFD, as the store writes every text."""
+        try:
+            return self.model_dump_json()
+        except PydanticSerializationError:
+            scrubbed = _without_surrogates(self.model_dump())
+            return type(self).model_validate(scrubbed).model_dump_json()
 
     @classmethod
     def from_json(cls, data: str | bytes) -> RunState:
         """Load a serialized state of this or an older schema version."""
         return cls.model_validate_json(data)
+
+
+def _without_surrogates(value: Any) -> Any:
+    """``value`` (a state as ``model_dump`` gives it) with lone surrogates as U+FFFD in every
+    string, keys included."""
+    if isinstance(value, str):
+        return scrub_surrogates(value)
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_without_surrogates(v) for v in value]
+    return value
