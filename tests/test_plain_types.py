@@ -94,6 +94,28 @@ async def test_a_run_with_lone_surrogates_in_its_metadata_pauses_and_resumes(
     await agent.aclose()
 
 
+async def test_a_caller_with_lone_surrogates_runs_and_is_stored(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """An end user id is the application's text (maybe JSON-decoded): with a lone surrogate
+    in it Cedar could not read the principal (the run ended control_error) and the store
+    skipped the run's trace record. The run's caller has U+FFFD there, as its input does."""
+    from fakes.traces import trace_of
+    from test_approvals import agent_dir, refunds_made
+    from tether import Caller
+
+    agent = Agent.from_yaml(agent_dir(tmp_path), trace=sqlite_url)
+    caller = Caller(end_user="bob\ud800", roles=frozenset({"support\udcff"}))
+    result = await agent.run("please refund 50 on 7", caller=caller)
+    await agent.aclose()
+    assert result.outcome == "final_answer", result.state.stop_reason
+    assert refunds_made(tmp_path) == ["issue_refund 7 50"]
+    assert result.state.caller.end_user == "bob\ufffd"
+    assert result.state.caller.roles == frozenset({"support\ufffd"})
+    run, _, _ = trace_of(sqlite_url, result.run_id)
+    assert run.outcome == "final_answer"
+
+
 async def test_a_run_result_has_every_field_and_stays_frozen() -> None:
     """``RunResult.from_state`` fills the instance directly (not through ``__init__``): every
     field must be there, equal to what the constructor would make of them."""

@@ -251,7 +251,7 @@ class Harness:
             self,
             input=input,
             agent=AgentRef(name=agent, version="") if isinstance(agent, str) else agent,
-            caller=caller or _default_caller(project_from_env()),
+            caller=_clean_caller(caller) if caller else _default_caller(project_from_env()),
             entry_point=entry_point,
             kind=kind,
             trace_id=trace_id,
@@ -311,6 +311,26 @@ def _default_caller(project: str) -> Caller:
     every run): one frozen ``Caller`` per project, not one made per run (a frozen dataclass
     costs about 2 us to make)."""
     return Caller(project=project)
+
+
+def _clean_caller(caller: Caller) -> Caller:
+    """``caller`` with lone surrogates (an application's JSON-decoded text may hold them; no
+    policy engine or database takes them) as U+FFFD, as the run's input; itself, when it has
+    none."""
+    texts = (caller.project, caller.key_id or "", caller.end_user or "")
+    if all(t.isascii() for t in (*texts, *caller.roles, *caller.scopes)):
+        return caller
+
+    def clean(text: str | None) -> str | None:
+        return None if text is None else scrub_surrogates(text)
+
+    return Caller(
+        project=scrub_surrogates(caller.project),
+        key_id=clean(caller.key_id),
+        end_user=clean(caller.end_user),
+        roles=frozenset(map(scrub_surrogates, caller.roles)),
+        scopes=frozenset(map(scrub_surrogates, caller.scopes)),
+    )
 
 
 def _store_url(sink: TraceSink) -> str | None:
