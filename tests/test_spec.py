@@ -222,6 +222,27 @@ def test_invalid_limit_names_line_and_field(tmp_path: Path) -> None:
     assert "greater than 0" in message
 
 
+@pytest.mark.parametrize(
+    ("line", "field", "says"),
+    [
+        ("max_turns: 1000000", "max_turns", "less than or equal to 100000"),
+        ("max_total_tokens: 1180591620717411303424", "max_total_tokens", "less than or equal"),
+        ("max_cost_usd: 1e305", "max_cost_usd", "less than or equal to 10000000"),
+        ("max_cost_usd: .inf", "max_cost_usd", "finite number"),
+        ("timeout_s: .nan", "timeout_s", "finite number"),
+        ("timeout_s: 1e9", "timeout_s", "less than or equal to 604800"),
+    ],
+)
+def test_limits_past_any_sensible_value_are_refused(
+    tmp_path: Path, line: str, field: str, says: str
+) -> None:
+    """A limit no run could mean (2^70 tokens, infinite dollars, a NaN timeout) is a typo:
+    refused at load with its line, not carried into what reads it (Cedar's 64-bit Longs, the
+    run's clock)."""
+    message = load_error(tmp_path, BASE.replace("max_turns: 4", line))
+    assert f"limits.{field}:" in message and says in message, message
+
+
 def test_unknown_key_is_rejected_by_name(tmp_path: Path) -> None:
     message = load_error(tmp_path, BASE.replace("max_turns: 4", "max_turn: 4"))
     assert "agent.yaml:16: limits.max_turn: Extra inputs are not permitted" in message

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from tether.spec.model import _Strict
+from tether.spec.model import MAX_BUDGET_TOKENS, MAX_BUDGET_USD, _Strict
 
 BudgetScope = Literal["project", "agent", "end_user", "run"]
 BUDGET_SCOPES: tuple[BudgetScope, ...] = ("project", "agent", "end_user", "run")
@@ -38,11 +38,8 @@ BudgetWindow = Literal["run", "day", "month"]
 BUDGET_WINDOWS: tuple[BudgetWindow, ...] = ("run", "day", "month")
 """Over what a budget counts: one run, a calendar day or a calendar month (UTC)."""
 
-MAX_BUDGET_USD = 10_000_000.0
-"""The largest US-dollar budget (more is a typo, not a budget)."""
 MIN_BUDGET_USD = 0.000_001
 """The smallest: budgets count in millionths of a dollar."""
-MAX_BUDGET_TOKENS = 10**13
 MAX_RPM = 10_000_000
 MAX_TPM = 10**12
 MAX_HOLD_S = 86_400.0

@@ -306,22 +306,34 @@ ToolSpec = Annotated[
 ]
 
 
+MAX_BUDGET_USD = 10_000_000.0
+"""The largest US-dollar budget or run cost limit (more is a typo, not a budget)."""
+MAX_BUDGET_TOKENS = 10**13
+"""The largest token budget or run token limit."""
+MAX_TIMEOUT_S = 604_800.0
+"""The longest run timeout: a week."""
+
+
 class Limits(_Strict):
     """Run limits, checked before each model call and each tool call (``timeout_s`` cancels
     whatever is running). Tripping one ends the run with outcome ``limit_exceeded``; partial
     results are kept. A call already made is not undone, so token and cost totals can end up
     at most one model call past their limit."""
 
-    max_turns: int = Field(default=10, gt=0)
+    # Bounded like budgets (``spec.budgets``): a value past these is a typo, not a limit,
+    # and an unbounded one overflows what reads it (Cedar's 64-bit Longs, timers).
+    max_turns: int = Field(default=10, gt=0, le=100_000)
     """Model calls per run."""
-    max_tool_calls: int = Field(default=20, ge=0)
+    max_tool_calls: int = Field(default=20, ge=0, le=1_000_000)
     """Tool calls per run."""
-    max_total_tokens: int | None = Field(default=None, gt=0)
+    max_total_tokens: int | None = Field(default=None, gt=0, le=MAX_BUDGET_TOKENS)
     """Input plus output tokens per run."""
-    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(
+        default=None, gt=0, le=MAX_BUDGET_USD, allow_inf_nan=False
+    )
     """Model cost per run, in US dollars (from the pricing table)."""
-    timeout_s: float = Field(default=120.0, gt=0)
-    """Wall-clock time per run, in seconds."""
+    timeout_s: float = Field(default=120.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
+    """Wall-clock time per run, in seconds (at most a week: a run that long is a job)."""
 
 
 class LoopBreakerConfig(_Strict):
