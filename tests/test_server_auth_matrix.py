@@ -543,3 +543,32 @@ def test_any_key_may_revoke_itself_and_only_itself(world: World, role: Role) -> 
         gone = c.delete(f"/api/v1/keys/{mine.key_id}", headers=bearer)
         assert gone.status_code == 200 and gone.json()["state"] == "revoked"
         assert c.get("/api/v1/whoami", headers=bearer).status_code == 401
+
+
+def test_a_checkpoint_that_cannot_be_read_is_the_servers_fault_not_the_clients(
+    world: World, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A paused run whose checkpoint was edited outside Tether: answering it is a 500 that
+    says so (it was a 400, blaming the request), and nothing is recorded."""
+    import sqlite3
+
+    from test_approvals import agent_dir
+
+    agent = Agent.from_yaml(agent_dir(tmp_path_factory.mktemp("corrupt")), trace=world.db)
+    result = agent.run_sync("please refund 500 on 7")
+    assert result.outcome == "escalated"
+    writer_for(world.db).flush()
+    with sqlite3.connect(world.db.removeprefix("sqlite:///")) as db:
+        changed = db.execute(
+            'UPDATE tether_checkpoints SET state = \'{"schema_version": "x"}\' WHERE run_id = ?',
+            (result.run_id,),
+        ).rowcount
+    assert changed >= 1
+    answer = httpx.post(
+        f"{world.url}/api/v1/approvals/{result.run_id}/approve",
+        json={"reason": "ok"},
+        headers=_bearer(world, "admin"),
+        timeout=30,
+    )
+    assert answer.status_code == 500, answer.text
+    assert "checkpoint" in answer.json()["error"] and "cannot be read" in answer.json()["error"]

@@ -4,6 +4,7 @@ from tether.core.caller import DEFAULT_PROJECT, AgentRef, Caller, EntryPoint, Ru
 from tether.core.clock import monotonic, now_ns
 from tether.core.errors import (
     Conflict,
+    CorruptRecord,
     InvalidQuery,
     NotFound,
     ProviderError,
@@ -25,6 +26,7 @@ __all__ = [
     "AgentRef",
     "Caller",
     "Conflict",
+    "CorruptRecord",
     "EntryPoint",
     "InvalidQuery",
     "NotFound",

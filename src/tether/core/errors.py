@@ -73,7 +73,8 @@ class StoreError(TetherError):
 
     Raised as itself, it means the store failed (down, unreachable, not a database, a schema
     it cannot use): worth retrying later. Its subclasses ``NotFound`` and ``InvalidQuery``
-    are answers about the request, with the store working."""
+    are answers about the request, with the store working; ``CorruptRecord`` a stored record
+    that cannot be read back."""
 
 
 class NotFound(StoreError):
@@ -83,6 +84,11 @@ class NotFound(StoreError):
 class InvalidQuery(StoreError):
     """The store works, and cannot answer the read as asked: an id too short or matching
     several runs, a malformed page cursor."""
+
+
+class CorruptRecord(StoreError):
+    """The store works and holds a record it cannot read back (a checkpoint edited by hand or
+    written by an incompatible version): neither the request's fault nor worth retrying."""
 
 
 class Conflict(TetherError):

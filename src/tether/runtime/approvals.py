@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.controls.approvals import Approval
-from tether.core import Conflict, StoreError, TetherError, now_ns
+from tether.core import Conflict, CorruptRecord, StoreError, TetherError, now_ns
 from tether.runtime.state import PendingApproval, RunState
 from tether.store import AuditRecord, RunQuery
 
@@ -56,8 +56,10 @@ def paused_state(store: StoreReader, run: str | RunRecord) -> RunState:
     try:
         state = RunState.from_json(checkpoints[-1].state_json)
     except ValidationError as exc:
-        raise TetherError(
-            f"the checkpoint of run {run.run_id} cannot be read: {exc.errors()[0].get('msg', exc)}"
+        raise CorruptRecord(
+            f"the checkpoint of run {run.run_id} cannot be read: {exc.errors()[0].get('msg', exc)}",
+            hint="it was changed outside Tether or written by an incompatible version; the run "
+            "cannot go on from it",
         ) from None
     if state.awaiting_approval is None:
         raise Conflict(

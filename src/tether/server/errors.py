@@ -112,10 +112,13 @@ def install(app: FastAPI) -> None:
 
 def _store_status(exc: StoreError) -> int:
     """404 for a run that is not there, 400 for a question the store cannot answer as asked,
-    503 for a store that is down (the only one worth retrying)."""
+    500 for a stored record that cannot be read back, 503 for a store that is down (the only
+    one worth retrying)."""
     name = type(exc).__name__
     if name == "NotFound":
         return 404
     if name == "InvalidQuery":
         return 400
+    if name == "CorruptRecord":
+        return 500
     return 503

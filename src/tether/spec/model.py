@@ -328,9 +328,7 @@ class Limits(_Strict):
     """Tool calls per run."""
     max_total_tokens: int | None = Field(default=None, gt=0, le=MAX_BUDGET_TOKENS)
     """Input plus output tokens per run."""
-    max_cost_usd: float | None = Field(
-        default=None, gt=0, le=MAX_BUDGET_USD, allow_inf_nan=False
-    )
+    max_cost_usd: float | None = Field(default=None, gt=0, le=MAX_BUDGET_USD, allow_inf_nan=False)
     """Model cost per run, in US dollars (from the pricing table)."""
     timeout_s: float = Field(default=120.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
     """Wall-clock time per run, in seconds (at most a week: a run that long is a job)."""
