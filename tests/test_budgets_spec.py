@@ -5,11 +5,13 @@ the section changed no existing agent's version."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from fakes.specs import spec_error, write_spec
 from tether import Agent
 from tether.cli import cli
 from tether.controls.budgets import BudgetRule, rules_of
@@ -26,17 +28,9 @@ model:                      # 2
 """
 
 
-def write(tmp_path: Path, text: str, name: str = "agent.yaml") -> Path:
-    (tmp_path / "demo.script.yaml").write_text("steps: [{text: hi}]\n")
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def load_error(tmp_path: Path, text: str) -> str:
-    with pytest.raises(SpecError) as info:
-        load_spec(write(tmp_path, text))
-    return str(info.value)
+SCRIPT = "steps: [{text: hi}]\n"
+write = partial(write_spec, script=SCRIPT)
+load_error = partial(spec_error, script=SCRIPT)
 
 
 def test_the_section_loads_with_its_defaults(tmp_path: Path) -> None:

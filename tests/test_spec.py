@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fakes.specs import spec_error as load_error
+from fakes.specs import write_spec as write
 from tether.core import SpecError
 from tether.spec import (
     AgentSpec,
@@ -41,18 +43,6 @@ tools:                      # 6
 limits:                     # 15
   max_turns: 4              # 16
 """
-
-
-def write(tmp_path: Path, text: str, name: str = "agent.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def load_error(tmp_path: Path, text: str, name: str = "agent.yaml") -> str:
-    with pytest.raises(SpecError) as info:
-        load_spec(write(tmp_path, text, name))
-    return str(info.value)
 
 
 # --- the example and versions ------------------------------------------------------------------

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from fakes.specs import spec_error as load_error
+from fakes.specs import write_spec as write
 from tether import Agent
 from tether.core import SpecError
 from tether.spec import AgentSpec, HttpToolSpec, ModelConfig, PythonToolSpec, load_spec
@@ -35,18 +37,6 @@ TOOLS_PY = "def lookup(query: str) -> str:\n    return query\n"
 # BASE's HTTP tool on a public host name, for the tests that build the tools (127.0.0.1 is
 # loopback, which an HTTP tool reaches only with allowed_networks); the lines stay the same.
 PUBLIC = BASE.replace("127.0.0.1", "api.example.com")
-
-
-def write(tmp_path: Path, text: str, name: str = "agent.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def load_error(tmp_path: Path, text: str) -> str:
-    with pytest.raises(SpecError) as info:
-        load_spec(write(tmp_path, text))
-    return str(info.value)
 
 
 # --- YAML anchors and aliases ------------------------------------------------------------------
