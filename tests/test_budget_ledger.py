@@ -363,3 +363,27 @@ def test_old_budget_rows_and_expired_holds_are_purged(store_url: str) -> None:
         assert ledger.spent("project:p:tokens:day:2") == (2, 0)
     finally:
         ledger.close()
+
+
+def test_reading_a_sqlite_budget_takes_no_write_lock(tmp_path: Path) -> None:
+    """``spent`` (read by Cedar's budget context on every tool call) reads while another
+    process holds the file's write lock: before, it took the write lock itself and, behind a
+    writer, waited out the busy timeout and failed as "budget store cannot be used"."""
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'budgets.db'}"
+    ledger = SqlBudgetLedger(url)
+    charge = BudgetCharge("project:p:tokens:day:1", 10_000, WORST)
+    ledger.reconcile(ledger.reserve([charge], hold_s=60), [300])
+    held = ledger.reserve([charge], hold_s=60)
+    writer = sqlite3.connect(tmp_path / "budgets.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process's reservation, in the middle
+    try:
+        writer.execute("UPDATE tether_budgets SET used = used + 1")  # not committed: not seen
+        assert ledger.spent(charge.key) == (300, WORST)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    ledger.reconcile(held, [200])
+    assert ledger.spent(charge.key) == (500, 0)  # writes still work, and reads see them
+    ledger.close()

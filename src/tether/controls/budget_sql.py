@@ -10,7 +10,8 @@ other in a circle. Under the locks it adds up the budgets' live holds (expired o
 count) and holds the call's amounts only if every budget has room. A reconciliation locks the
 same rows first (the upsert adding what was used), then deletes its holds. Rows past their
 keeping time and expired holds are purged now and then, skipping rows another transaction
-holds (``FOR UPDATE SKIP LOCKED``), so tidying never waits on a reservation.
+holds (``FOR UPDATE SKIP LOCKED``), so tidying never waits on a reservation. Reading what a
+budget has used (``spent``) locks nothing: a deferred transaction on SQLite (one WAL snapshot).
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ class SqlBudgetLedger:
         # rather than in SQLite's busy handler, which sleeps up to 100 ms between tries (and an
         # in-memory database is one connection, which cannot hold two transactions at once).
         self._turns: threading.Lock | None = threading.Lock() if self.sqlite else None
+        # A read (``spent``) needs no write lock: on a SQLite file in WAL mode a deferred
+        # transaction reads one snapshot while a writer works. An in-memory database is one
+        # shared connection, so its reads still take turns.
+        self._memory = self.sqlite and self.engine.url.database in (None, "", ":memory:")
         self._ready = False
         self._ready_lock = threading.Lock()
         self._next_purge = 0
@@ -122,7 +127,9 @@ class SqlBudgetLedger:
         self._maybe_purge()
 
     def spent(self, key: str) -> tuple[int, int]:
-        with self._transaction() as conn:
+        """What the budget ``key`` has used and holds now. A read: on SQLite it takes no write
+        lock, so it neither waits for reservations (of any process) nor makes them wait."""
+        with self._transaction(read_only=True) as conn:
             now = self.clock()
             used = conn.execute(_USED, {"key": key}).scalar()
             held = conn.execute(_HELD, {"keys": [key], "now": now}).all()
@@ -143,12 +150,16 @@ class SqlBudgetLedger:
         return {k: int(u) for k, u in conn.execute(statement, params).all()}
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
+    def _transaction(self, *, read_only: bool = False) -> Iterator[Connection]:
         self._ensure_ready()
-        turns = self._turns if self._turns is not None else nullcontext()
+        shared = self._turns is not None and (not read_only or self._memory)
+        turns = self._turns if shared and self._turns is not None else nullcontext()
         try:
-            with turns, self.engine.begin() as conn:
-                yield conn
+            with turns, self.engine.connect() as conn:
+                if read_only:
+                    conn = conn.execution_options(tether_read_only=True)
+                with conn.begin():
+                    yield conn
         except SQLAlchemyError as exc:
             raise self._unavailable(driver_message(exc)) from None
 
@@ -246,7 +257,9 @@ def _asynchronous_commit(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _begin_immediate(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    """Writes take SQLite's write lock at BEGIN; reads (``tether_read_only``) begin deferred."""
+    read = conn.get_execution_options().get("tether_read_only", False)
+    conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
 
 
 _ledgers: dict[str, SqlBudgetLedger] = {}
