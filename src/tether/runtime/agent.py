@@ -18,6 +18,7 @@ from tether.controls.guard_build import build_guards
 from tether.core import (
     AgentRef,
     Caller,
+    Conflict,
     EntryPoint,
     Outcome,
     RunKind,
@@ -279,13 +280,11 @@ class Agent:
             self.harness.sink.flush()
             try:
                 claim_resume(store, paused, scope.run_id, who)
-            except TetherError as exc:  # resumed by another process meanwhile
+            except TetherError as exc:  # resumed by another process meanwhile, a store down
                 refused = exc
-                run.end(
-                    Outcome.ERROR,
-                    output="This paused run was resumed by another request.",
-                    error=exc.message,
-                )
+                conflict = isinstance(exc, Conflict)
+                said = "was resumed by another request" if conflict else "could not be resumed"
+                run.end(Outcome.ERROR, output=f"This paused run {said}.", error=exc.message)
             else:
                 await resume_paradigm(run, stream, self.output)
         if refused is not None:
