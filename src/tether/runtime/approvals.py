@@ -143,21 +143,34 @@ def _holding_claim(conn: Any, run_id: str) -> AuditEntry | None:
 
 
 def _abandoned(conn: Any, resumed_as: str) -> bool:
-    """Whether the run a resume started ended (its process died: the crash recovery closed
-    it) before the pipeline settled the approved call: nothing of the pause was used. A run
-    still running, or missing from the store (its trace not recovered yet), holds its claim:
-    it may be running elsewhere."""
+    """Whether the run a resume started failed (its process died: the crash recovery closed
+    it) before the pipeline settled the approved call: nothing of the pause was used. The
+    settlement is journaled before the call runs, as a decision event on the run and, where
+    the sink keeps them, a ``decision`` audit entry: either holds the claim. A run still
+    running, missing from the store (its trace not recovered yet: it may be running
+    elsewhere), or ended otherwise than failed, holds its claim."""
+    import json
+
     from sqlalchemy import select
 
+    from tether.controls.approvals import APPROVAL_BY
     from tether.store import tables
     from tether.store.audit import run_entries
+    from tether.trace.semconv import EVENT_CONTROL_DECISION
 
-    runs = tables.runs.c
+    runs, events = tables.runs.c, tables.events.c
     status = conn.execute(select(runs.status).where(runs.run_id == resumed_as)).scalar()
-    if status is None or status == "running":
+    if status != "failed":
         return False
     decisions = run_entries(conn, resumed_as, "decision")
-    return not any("approval" in entry.details for entry, _, _ in decisions)
+    if any("approval" in entry.details for entry, _, _ in decisions):
+        return False
+    found = conn.execute(
+        select(events.attributes).where(
+            events.run_id == resumed_as, events.name == EVENT_CONTROL_DECISION
+        )
+    ).scalars()
+    return not any(APPROVAL_BY in json.loads(attributes) for attributes in found)
 
 
 def decide(
