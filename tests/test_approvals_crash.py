@@ -15,6 +15,7 @@ import pytest
 from test_approvals import agent_dir, audit_entries, refunds_made
 from tether import Agent
 from tether.core import TetherError
+from tether.runtime.approvals import waiting_calls
 from tether.store import Store
 from tether.trace import close_writers, writer_for
 
@@ -93,6 +94,9 @@ async def test_a_resume_killed_right_after_its_claim_does_not_use_up_the_pause(
     assert refunds_made(tmp_path) == []
 
     agent = Agent.from_yaml(spec, trace=store_url)
+    assert writer_for(store_url).flush()  # the killed process's trace recovered
+    (waiting,) = waiting_calls(Store(store_url))[0]
+    assert waiting.state == "approved"  # to be resumed (again): the dead resume is not one
     resumed = await agent.resume(paused)
     await agent.aclose()
 

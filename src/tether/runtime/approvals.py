@@ -337,16 +337,14 @@ def _resumed_already(run_id: str, claim: AuditEntry) -> Conflict:
 
 
 def resumed_as(store: StoreReader, run_id: str) -> str | None:
-    """The run a paused run was resumed as (the latest, if a resume was abandoned), if it
-    was."""
-    from tether.store.audit import run_entries
-
+    """The run a paused run was resumed as, if it was (and that resume was not abandoned:
+    the paused run can then be resumed again)."""
     try:
         with store.engine.connect() as conn:
-            claims = run_entries(conn, run_id, RUN_RESUMED)
+            claim = _holding_claim(conn, run_id)
     except SQLAlchemyError as exc:
         raise _store_failed(store, "reading from", exc) from exc
-    return str(claims[-1][0].details.get("resumed_as")) if claims else None
+    return None if claim is None else str(claim.details.get("resumed_as"))
 
 
 @dataclass(frozen=True, slots=True)
