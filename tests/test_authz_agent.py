@@ -213,6 +213,31 @@ def test_the_command_line_shows_a_broken_policy_without_a_traceback(tmp_path: Pa
     assert "does not parse" in json.loads(as_json.stdout)["error"]
 
 
+@pytest.mark.parametrize("no_import", [False, True])
+def test_validate_checks_the_policies_as_run_does(tmp_path: Path, no_import: bool) -> None:
+    """``tether validate`` said a spec was fine when its policy file did not parse, or was
+    missing, while ``tether run`` refused it."""
+    broken = POLICIES.replace(
+        "when { context.args.amount > 1000 };", "when { context.args.amount > };"
+    )
+    spec = make_agent_dir(tmp_path, policies=broken)
+    flags = ["--no-import"] if no_import else []
+    done = run_cli("validate", str(spec), *flags, cwd=tmp_path)
+    assert done.returncode == 1, done.stdout
+    assert "Traceback" not in done.stderr
+    assert f"{tmp_path / 'policies' / 'tools.cedar'}:15: Cedar policy does not parse" in done.stderr
+    (tmp_path / "policies" / "tools.cedar").unlink()
+    done = run_cli("validate", str(spec), *flags, cwd=tmp_path)
+    assert done.returncode == 1 and "tools.cedar: policy file not found" in done.stderr
+    if not no_import:  # a typo only the schema (from the imported tools) finds
+        typo = POLICIES.replace("context.args.amount <= 100", "context.args.amuont <= 100")
+        spec = make_agent_dir(tmp_path, policies=typo)
+        done = run_cli("validate", str(spec), cwd=tmp_path)
+        assert done.returncode == 1 and "tools.cedar:6: attribute `args.amuont`" in done.stderr
+    spec = make_agent_dir(tmp_path)
+    assert run_cli("validate", str(spec), *flags, cwd=tmp_path).returncode == 0
+
+
 def test_the_command_line_runs_a_denied_call_to_a_stop(tmp_path: Path) -> None:
     spec = make_agent_dir(tmp_path)
     env = {**os.environ, "TETHER_HOME": str(tmp_path / "home")}

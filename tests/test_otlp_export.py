@@ -20,6 +20,7 @@ from fakes.server import serving
 from fakes.specs import make_spec
 from fakes.traces import trace_of
 from tether import Agent, ScriptedModel, tool
+from tether.core import TetherError
 from tether.server import ServerConfig, create_app
 from tether.server.access import AccessStore
 from tether.server.roles import Role
@@ -129,3 +130,32 @@ def test_the_endpoint_setting_wraps_the_writer(sqlite_url: str) -> None:
     assert wrapped.exporter._endpoint == "http://127.0.0.1:9/v1/traces"
     assert with_otlp_export(writer, {ENDPOINT_ENV: "http://127.0.0.1:9"}) is wrapped
     wrapped.shutdown()
+
+
+async def test_the_audit_log_is_kept_while_spans_are_exported(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """With ``TETHER_OTLP_ENDPOINT`` set, the exporting sink had no ``audit``: every decision,
+    policy load and approved call's settlement was left out of the audit log, silently."""
+    from test_approvals import agent_dir, audit_entries, refunds_made
+
+    sink = OtlpExportSink(writer_for(sqlite_url), "http://127.0.0.1:9")  # a collector down
+    agent = Agent.from_yaml(agent_dir(tmp_path), trace=sink)
+    paused = await agent.run("please refund 500 on 7")
+    assert paused.status == "paused"
+    agent.approve(paused.run_id, by="alice")
+    resumed = await agent.resume(paused.run_id)
+    with pytest.raises(TetherError, match="resumed already"):  # once, and the call ran once
+        await agent.resume(paused.run_id)
+    await agent.aclose()
+    sink.shutdown()
+    assert resumed.outcome == "final_answer" and refunds_made(tmp_path) == ["issue_refund 7 500"]
+    entries = audit_entries(sqlite_url)
+    assert [e.kind for e in entries] == [
+        "policy_load",
+        "decision",
+        "approval",
+        "run_resumed",
+        "decision",
+    ]
+    assert entries[-1].run_id == resumed.run_id and entries[-1].details["approval"]["by"] == "alice"

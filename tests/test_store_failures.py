@@ -493,3 +493,41 @@ def test_tether_tables_without_a_recorded_revision_are_refused_clearly(sqlite_ur
     with pytest.raises(StoreError, match="no record of their schema revision") as info:
         Store(sqlite_url)
     assert info.value.hint
+
+
+def test_a_command_whose_trace_is_lost_on_a_full_disk_exits_non_zero(tmp_path: Path) -> None:
+    """The disk is full (a file size limit: the store's WAL and the crash journal cannot
+    grow): the run answers, but its trace can be neither written nor kept. ``tether run``
+    said so and exited 0, pointing at a trace that does not exist."""
+    import resource
+
+    from fakes.specs import write_spec
+
+    spec = write_spec(
+        tmp_path,
+        "name: full\nmodel: {provider: scripted, name: gpt-4.1-mini, script: demo.script.yaml}\n",
+        script="steps:\n  - text: the answer\n",
+    )
+    home = tmp_path / "home"
+    env = {**os.environ, "TETHER_HOME": str(home)}
+    env.pop("TETHER_DATABASE_URL", None)
+    made = subprocess.run(
+        [sys.executable, "-m", "tether", "traces", "list"], env=env, capture_output=True
+    )
+    assert made.returncode == 0 and (home / "tether.db").exists(), made.stderr
+
+    def full_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "tether", "run", str(spec), "--input", "hi"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=full_disk,
+    )
+    assert "the answer" in done.stdout
+    assert "could not be written and are lost" in done.stderr, done.stderr
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr

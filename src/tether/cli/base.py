@@ -63,6 +63,21 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        succeeded = False
+        try:
+            result = handled(*args, **kwargs)
+            succeeded = True
+            return result
+        except SystemExit as exc:
+            succeeded = exc.code in (None, 0)
+            raise
+        finally:
+            # A command whose trace records were lost (the store failing and no journal to
+            # keep them: a full disk) did not do all it says it did: its status says so.
+            if _close_writers() and succeeded:
+                sys.exit(EXIT_ERROR)
+
+    def handled(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except TetherError as exc:
@@ -106,17 +121,18 @@ def handle_errors(func: F) -> F:
                 soft_wrap=True,
             )
             sys.exit(EXIT_ERROR)
-        finally:
-            _close_writers()
 
     return wrapper  # type: ignore[return-value]
 
 
-def _close_writers() -> None:
-    """Flush and close the trace writers, if this command opened any."""
+def _close_writers() -> int:
+    """Flush and close the trace writers, if this command opened any; how many records were
+    lost (each writer has said why)."""
     recorder = sys.modules.get("tether.trace.recorder")
-    if recorder is not None:
-        recorder.close_writers()
+    if recorder is None:
+        return 0
+    lost: int = recorder.close_writers()
+    return lost
 
 
 def tether_command(ctx: click.Context) -> str:

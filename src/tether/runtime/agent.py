@@ -15,7 +15,16 @@ from tether.controls.approvals import Approval
 from tether.controls.budget_ledger import BudgetLedger
 from tether.controls.budgets import resolve_budgets
 from tether.controls.guard_build import build_guards
-from tether.core import AgentRef, Caller, EntryPoint, RunKind, TetherError, content_hash
+from tether.core import (
+    AgentRef,
+    Caller,
+    Conflict,
+    EntryPoint,
+    Outcome,
+    RunKind,
+    TetherError,
+    content_hash,
+)
 from tether.core.settings import project_from_env
 from tether.providers import Model, ModelSettings, build_model
 from tether.resilience import BreakerStore, resilient_models
@@ -236,7 +245,12 @@ class Agent:
         that escalates asks again. A paused run is resumed once; it needs the store it was
         traced in, and this agent's spec version (what the approval was given under).
         ``actor`` says who resumes it in the audit log (default: ``{"via": "sdk"}``)."""
-        from tether.runtime.approvals import answers_for, claim_resume, paused_state
+        from tether.runtime.approvals import (
+            answers_for,
+            check_resumable,
+            claim_resume,
+            paused_state,
+        )
 
         store = self._store()
         paused = paused_state(store, run_id)
@@ -255,11 +269,26 @@ class Agent:
                 f"{paused.run_id} yet",
                 hint=f"tether approvals approve {paused.run_id} --by NAME (or deny)",
             )
+        check_resumable(store, paused)
         scope = self.harness.resume_run(paused, approvals=list(answers.values()))
         who = {**(actor or {"via": "sdk"}), "agent": self.name, "agent_version": self.version}
-        claim_resume(store, paused, scope.run_id, who)
+        refused: TetherError | None = None
         async with scope as run:
-            await resume_paradigm(run, stream, self.output)
+            # The claim names a run that is started and in the store (and in the crash
+            # journal): a process dying after the claim leaves a run the recovery closes,
+            # which tells the next resume that the pause was not used (claim_resume).
+            self.harness.sink.flush()
+            try:
+                claim_resume(store, paused, scope.run_id, who)
+            except TetherError as exc:  # resumed by another process meanwhile, a store down
+                refused = exc
+                conflict = isinstance(exc, Conflict)
+                said = "was resumed by another request" if conflict else "could not be resumed"
+                run.end(Outcome.ERROR, output=f"This paused run {said}.", error=exc.message)
+            else:
+                await resume_paradigm(run, stream, self.output)
+        if refused is not None:
+            raise refused
         return run.result()
 
     def _store(self) -> StoreReader:

@@ -8,7 +8,10 @@ chain's head, so that of two answers racing for one call exactly one is recorded
 is final. Resuming reads the answers back (an entry whose own hash does not hold, or that is
 not keyed while ``TETHER_AUDIT_KEY`` is set, is refused) and first appends a ``run_resumed``
 entry the same way, so a paused run is resumed once: two resumes racing cannot both run the
-approved call.
+approved call. The resumed run is started (and in the store) before that entry names it, so a
+resume whose process died before its run let the approved call through does not use the pause
+up: once the dead process's trace is recovered (the run closed as failed, with no decision on
+the call), the paused run can be resumed again.
 """
 
 from __future__ import annotations
@@ -125,6 +128,49 @@ def _first(conn: Any, run_id: str, kind: str) -> AuditEntry | None:
 
     entries = run_entries(conn, run_id, kind)
     return entries[0][0] if entries else None
+
+
+def _holding_claim(conn: Any, run_id: str) -> AuditEntry | None:
+    """The ``run_resumed`` entry that holds the paused run ``run_id``: its latest, unless the
+    run it names was abandoned (see ``_abandoned``); None when the run may be resumed."""
+    from tether.store.audit import run_entries
+
+    claims = run_entries(conn, run_id, RUN_RESUMED)
+    if not claims:
+        return None
+    latest = claims[-1][0]
+    return None if _abandoned(conn, str(latest.details.get("resumed_as"))) else latest
+
+
+def _abandoned(conn: Any, resumed_as: str) -> bool:
+    """Whether the run a resume started failed (its process died: the crash recovery closed
+    it) before the pipeline settled the approved call: nothing of the pause was used. The
+    settlement is journaled before the call runs, as a decision event on the run and, where
+    the sink keeps them, a ``decision`` audit entry: either holds the claim. A run still
+    running, missing from the store (its trace not recovered yet: it may be running
+    elsewhere), or ended otherwise than failed, holds its claim."""
+    import json
+
+    from sqlalchemy import select
+
+    from tether.controls.approvals import APPROVAL_BY
+    from tether.store import tables
+    from tether.store.audit import run_entries
+    from tether.trace.semconv import EVENT_CONTROL_DECISION
+
+    runs, events = tables.runs.c, tables.events.c
+    status = conn.execute(select(runs.status).where(runs.run_id == resumed_as)).scalar()
+    if status != "failed":
+        return False
+    decisions = run_entries(conn, resumed_as, "decision")
+    if any("approval" in entry.details for entry, _, _ in decisions):
+        return False
+    found = conn.execute(
+        select(events.attributes).where(
+            events.run_id == resumed_as, events.name == EVENT_CONTROL_DECISION
+        )
+    ).scalars()
+    return not any(APPROVAL_BY in json.loads(attributes) for attributes in found)
 
 
 def decide(
@@ -263,26 +309,42 @@ def claim_resume(
         run_id=state.run_id,
     )
     found = _append_unless(
-        store,
-        record,
-        "recording the resume in",
-        lambda conn: _first(conn, state.run_id, RUN_RESUMED),
+        store, record, "recording the resume in", lambda conn: _holding_claim(conn, state.run_id)
     )
     if found is not None:
-        raise Conflict(
-            f"run {state.run_id} was resumed already, as run "
-            f"{found.details.get('resumed_as')}: a paused run is resumed once"
-        )
+        raise _resumed_already(state.run_id, found)
+
+
+def check_resumable(store: StoreReader, state: RunState) -> None:
+    """``Conflict`` when the paused run was resumed already (and that resume was not
+    abandoned): asked before a resume starts its run, so that a refused resume leaves none."""
+    try:
+        with store.engine.connect() as conn:
+            found = _holding_claim(conn, state.run_id)
+    except SQLAlchemyError as exc:
+        raise _store_failed(store, "reading from", exc) from exc
+    if found is not None:
+        raise _resumed_already(state.run_id, found)
+
+
+def _resumed_already(run_id: str, claim: AuditEntry) -> Conflict:
+    return Conflict(
+        f"run {run_id} was resumed already, as run {claim.details.get('resumed_as')}: "
+        "a paused run is resumed once",
+        hint="if that run is still running because its process died, it is closed (and this "
+        "run can be resumed again) once Tether opens this store on the machine it ran on",
+    )
 
 
 def resumed_as(store: StoreReader, run_id: str) -> str | None:
-    """The run a paused run was resumed as, if it was."""
+    """The run a paused run was resumed as, if it was (and that resume was not abandoned:
+    the paused run can then be resumed again)."""
     try:
         with store.engine.connect() as conn:
-            done = _first(conn, run_id, RUN_RESUMED)
+            claim = _holding_claim(conn, run_id)
     except SQLAlchemyError as exc:
         raise _store_failed(store, "reading from", exc) from exc
-    return None if done is None else str(done.details.get("resumed_as"))
+    return None if claim is None else str(claim.details.get("resumed_as"))
 
 
 @dataclass(frozen=True, slots=True)

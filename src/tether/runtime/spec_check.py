@@ -109,6 +109,8 @@ def check_spec(
         )
         if spec.output is not None:
             OutputSchema.from_config(spec.output, base_dir)
+        if spec.authorization is not None:
+            _check_policies(spec, tools, base_dir, complete=not not_imported)
         if spec.budgets is not None:  # a policy file, prices for a dollar budget
             missing.update(
                 check_budgets(
@@ -138,6 +140,22 @@ def check_spec(
     check.warnings += _unsent_key_warnings(spec, missing)
     check.warnings += timeout_warnings(spec)
     return check
+
+
+def _check_policies(
+    spec: AgentSpec, tools: dict[str, Tool], base_dir: Path, *, complete: bool
+) -> None:
+    """The Cedar policies as the agent would load them: checked against the schema of the
+    tools when every tool was built (``complete``); else (tools not imported) read and parsed
+    only, as the schema needs the tools' signatures."""
+    from tether.controls import CedarAuthorization
+    from tether.controls.cedar_policies import load_policies
+
+    assert spec.authorization is not None
+    if complete:
+        CedarAuthorization.from_spec(spec, tools, base_dir)
+    else:
+        load_policies([base_dir / p for p in spec.authorization.policies])
 
 
 def _unsent_key_warnings(spec: AgentSpec, missing: set[str]) -> list[str]:

@@ -32,7 +32,7 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from tether.store import CheckpointRecord, EventRecord, RunRecord, SpanRecord
+from tether.store import AuditRecord, CheckpointRecord, EventRecord, RunRecord, SpanRecord
 from tether.trace.sink import TraceSink
 
 ENDPOINT_ENV = "TETHER_OTLP_ENDPOINT"
@@ -139,6 +139,12 @@ class OtlpExportSink:
 
     def run_ended(self, run: RunRecord) -> None:
         self.inner.run_ended(run)
+
+    def audit(self, entry: AuditRecord) -> None:
+        """Audit entries are the store's alone (they are not spans): the writer keeps them."""
+        audit = getattr(self.inner, "audit", None)
+        if audit is not None:
+            audit(entry)
 
     def flush(self, timeout: float | None = None) -> bool:
         """The store's answer (what callers act on); the export is flushed best-effort: a

@@ -155,13 +155,17 @@ def stranded_journals(url: str) -> list[StrandedJournal]:
     return found
 
 
-def close_writers() -> None:
-    """Flush and close every process-wide writer (tests and CLI exit)."""
+def close_writers() -> int:
+    """Flush and close every process-wide writer (tests and CLI exit). Returns how many
+    records were lost: neither written to their store nor kept in a crash journal."""
+    lost = 0
     with _writers_lock:
         for writer in _writers.values():
             writer.close()
             writer.store.close()
+            lost += writer.lost_at_close
         _writers.clear()
+    return lost
 
 
 def new_run_record(

@@ -91,6 +91,8 @@ class BatchingWriter:
         process dies); None while it protects them, or when there is none to use."""
         self.dropped = 0
         self.dropped_after_close = 0
+        self.lost_at_close = 0
+        """Records neither written nor kept in a journal when the writer closed: lost."""
         self.replayed = 0
         """Records left in the journal by a process that died, written by this writer."""
         self._queue: deque[Queued] = deque()
@@ -264,6 +266,7 @@ class BatchingWriter:
                     self.journal_dir,
                 )
             else:
+                self.lost_at_close = self.pending
                 log.error(
                     "%d trace records could not be written and are lost (%s)", self.pending, why
                 )
