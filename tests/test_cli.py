@@ -259,6 +259,32 @@ def test_validate_an_openai_agent_without_its_api_key(
     assert f"{spec}: no API key" in out and "export OPENAI_API_KEY" in out
 
 
+@pytest.mark.parametrize(
+    "spec_text",
+    [
+        # A judge of the agent's own (OpenAI) model: validate said "the judge has no model".
+        "name: oj\nmodel: {provider: openai, name: gpt-4.1-mini}\n"
+        "guards:\n  rules:\n    - {guard: judge, rubric: Be kind.}\n",
+        # A judge with its own OpenAI model beside a scripted agent: validate refused the key.
+        "name: sj\nmodel: {provider: scripted, name: gpt-4.1-mini, script: script.yaml}\n"
+        "guards:\n  rules:\n    - guard: judge\n      rubric: Be kind.\n"
+        "      model: {provider: openai, name: gpt-4.1-mini}\n",
+    ],
+)
+def test_validate_warns_about_a_judges_unset_api_key_but_run_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_url: str, spec_text: str
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    (tmp_path / "script.yaml").write_text("steps: [{text: hi}]\n")
+    spec = tmp_path / "judged.yaml"
+    spec.write_text(spec_text)
+    code, out = invoke("validate", str(spec), "--json")
+    assert code == 0, out
+    assert json.loads(out)["missing_env"] == ["OPENAI_API_KEY"]
+    code, out = invoke("run", str(spec), "-i", "hi", db=sqlite_url)
+    assert code == 1 and "OPENAI_API_KEY" in out and str(spec) in out
+
+
 def test_validate_json_lists_problems_in_file_order(tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text(

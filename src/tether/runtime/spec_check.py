@@ -110,6 +110,7 @@ def check_spec(
             base_dir=base_dir,
             model=models[0] if models else None,
             import_functions=import_tools,
+            missing_env=missing,
         )
         if spec.output is not None:
             OutputSchema.from_config(spec.output, base_dir)
