@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -324,3 +325,25 @@ def test_traces_list_shows_an_unpriced_run_as_unknown_cost(tmp_path: Path, sqlit
     assert json.loads(out)["runs"][0]["cost_usd"] is None
     code, out = invoke("traces", "list", db=sqlite_url)
     assert "unpriced" in out and "$0.000000" not in out
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [path]
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _commands(command, (*path, name))
+        else:
+            found.append((*path, name))
+    return found
+
+
+def test_every_help_fits_one_screen() -> None:
+    """`--help` of every command fits an 80x24 terminal (the conventions' one screen)."""
+    too_big = {}
+    for path in _commands(cli):
+        result = CliRunner().invoke(cli, [*path, "--help"], terminal_width=80)
+        assert result.exit_code == 0, path
+        lines = result.output.rstrip("\n").split("\n")
+        if len(lines) > 24 or max(len(line) for line in lines) > 80:
+            too_big[" ".join(path) or "tether"] = len(lines)
+    assert too_big == {}
