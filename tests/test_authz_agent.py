@@ -199,6 +199,20 @@ def test_a_policy_typo_fails_when_the_agent_loads_naming_file_and_line(tmp_path:
     assert f"{policy_file}:6: attribute `args.amuont`" in info.value.message
 
 
+def test_validate_checks_the_policies_as_run_does(tmp_path: Path) -> None:
+    """`tether validate` makes the checks `tether run` makes: a policy typo is refused there
+    too, naming the policy file and line (with --no-import the tools, whose argument types
+    type the policies, are not built, and it says the policies were not checked)."""
+    typo = POLICIES.replace("context.args.amount <= 100", "context.args.amuont <= 100")
+    spec = make_agent_dir(tmp_path, policies=typo)
+    done = run_cli("validate", str(spec), cwd=tmp_path)
+    assert done.returncode == 1, done.stdout
+    assert f"{tmp_path / 'policies' / 'tools.cedar'}:6: attribute `args.amuont`" in done.stderr
+    no_import = run_cli("validate", str(spec), "--no-import", cwd=tmp_path)
+    assert no_import.returncode == 0 and "Cedar policies were not checked" in no_import.stdout
+    assert calls(tmp_path) == []
+
+
 def test_the_command_line_shows_a_broken_policy_without_a_traceback(tmp_path: Path) -> None:
     broken = POLICIES.replace(
         "when { context.args.amount > 1000 };", "when { context.args.amount > };"

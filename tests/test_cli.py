@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -259,6 +260,32 @@ def test_validate_an_openai_agent_without_its_api_key(
     assert f"{spec}: no API key" in out and "export OPENAI_API_KEY" in out
 
 
+@pytest.mark.parametrize(
+    "spec_text",
+    [
+        # A judge of the agent's own (OpenAI) model: validate said "the judge has no model".
+        "name: oj\nmodel: {provider: openai, name: gpt-4.1-mini}\n"
+        "guards:\n  rules:\n    - {guard: judge, rubric: Be kind.}\n",
+        # A judge with its own OpenAI model beside a scripted agent: validate refused the key.
+        "name: sj\nmodel: {provider: scripted, name: gpt-4.1-mini, script: script.yaml}\n"
+        "guards:\n  rules:\n    - guard: judge\n      rubric: Be kind.\n"
+        "      model: {provider: openai, name: gpt-4.1-mini}\n",
+    ],
+)
+def test_validate_warns_about_a_judges_unset_api_key_but_run_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sqlite_url: str, spec_text: str
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    (tmp_path / "script.yaml").write_text("steps: [{text: hi}]\n")
+    spec = tmp_path / "judged.yaml"
+    spec.write_text(spec_text)
+    code, out = invoke("validate", str(spec), "--json")
+    assert code == 0, out
+    assert json.loads(out)["missing_env"] == ["OPENAI_API_KEY"]
+    code, out = invoke("run", str(spec), "-i", "hi", db=sqlite_url)
+    assert code == 1 and "OPENAI_API_KEY" in out and str(spec) in out
+
+
 def test_validate_json_lists_problems_in_file_order(tmp_path: Path) -> None:
     spec = tmp_path / "bad.yaml"
     spec.write_text(
@@ -298,3 +325,25 @@ def test_traces_list_shows_an_unpriced_run_as_unknown_cost(tmp_path: Path, sqlit
     assert json.loads(out)["runs"][0]["cost_usd"] is None
     code, out = invoke("traces", "list", db=sqlite_url)
     assert "unpriced" in out and "$0.000000" not in out
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [path]
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _commands(command, (*path, name))
+        else:
+            found.append((*path, name))
+    return found
+
+
+def test_every_help_fits_one_screen() -> None:
+    """`--help` of every command fits an 80x24 terminal (the conventions' one screen)."""
+    too_big = {}
+    for path in _commands(cli):
+        result = CliRunner().invoke(cli, [*path, "--help"], terminal_width=80)
+        assert result.exit_code == 0, path
+        lines = result.output.rstrip("\n").split("\n")
+        if len(lines) > 24 or max(len(line) for line in lines) > 80:
+            too_big[" ".join(path) or "tether"] = len(lines)
+    assert too_big == {}

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tether import RunResult
+from tether import Agent, RunResult
+from tether.runtime import check_spec
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -31,3 +32,47 @@ def test_quick_start_has_exactly_the_two_commands() -> None:
     quick = text.split("## Quick start", 1)[1].split("##", 1)[0]
     commands = re.findall(r"^make \w+", quick, re.M)
     assert commands == ["make demo", "make test"]
+
+
+def yaml_blocks(text: str) -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", text, re.S)
+
+
+def test_the_spec_format_example_validates(tmp_path: Path) -> None:
+    """The annotated spec under "Writing an agent" loads as written (with the files it names),
+    `spotlight: off` included: YAML reads an unquoted off as false."""
+    example = yaml_blocks(README.read_text())[0]
+    assert example.startswith("name: support")
+    agent = tmp_path / "agent"
+    (agent / "policies").mkdir(parents=True)
+    (tmp_path / "policies").mkdir()
+    (agent / "agent.yaml").write_text(example)
+    (agent / "support.script.yaml").write_text("steps: [{text: hi}]\n")
+    (agent / "tools.py").write_text("def kb_lookup(query: str) -> str:\n    return query\n")
+    (agent / "answer.schema.json").write_text('{"type": "string"}')
+    (agent / "policies" / "tools.cedar").write_text(
+        '@id("reads")\npermit(principal, action in Tether::Action::"call", resource)\n'
+        'when { resource.side_effects == "read" };\n'
+    )
+    (tmp_path / "policies" / "shop.yaml").write_text("guards:\n  - guard: pii\n    action: mask\n")
+    check = check_spec(agent / "agent.yaml")
+    assert check.spec.guards.spotlight == "off"
+    assert set(check.tools) == {"kb_lookup", "order_status", "run_python"}
+    assert check.authorization is not None
+
+
+def test_the_controls_example_escalates_a_refund(
+    monkeypatch: pytest.MonkeyPatch, sqlite_url: str
+) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    example = next(b for b in blocks if "class NoRefunds" in b and "from_yaml" in b)
+    monkeypatch.setenv("TETHER_DATABASE_URL", sqlite_url)
+    refunds = README.parent / "examples" / "refunds"
+    monkeypatch.chdir(refunds)  # the example loads "agent.yaml": the refunds agent's
+    namespace: dict[str, object] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    agent = namespace["agent"]
+    assert isinstance(agent, Agent)
+    result = agent.run_sync("Please refund 20 on order 1002.")
+    assert result.outcome == "escalated"
+    assert "refunds need a person's approval" in (result.stop_reason or "")

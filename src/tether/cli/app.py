@@ -37,13 +37,13 @@ from tether.cli.traces import traces
     "--database-url",
     envvar="TETHER_DATABASE_URL",
     metavar="URL",
-    help="Trace store, e.g. sqlite:///path.db or postgresql://user@host/db (default: "
-    "tether.db in $TETHER_HOME, else in $XDG_DATA_HOME/tether or ~/.local/share/tether).",
+    help="sqlite:///path.db or postgresql://user@host/db; default: tether.db in "
+    "$TETHER_HOME (~/.local/share/tether).",
 )
 @click.version_option(package_name="tether")
 @click.pass_context
 def cli(ctx: click.Context, database_url: str | None) -> None:
-    """Tether: run agents through one policy pipeline and keep one trace of everything."""
+    """Tether: one policy pipeline and one trace for every call of your agents."""
     ctx.ensure_object(dict)
     ctx.obj["database_url"] = database_url
     _show_library_warnings()

@@ -93,7 +93,15 @@ def approvals() -> None:
 
 
 @approvals.command("list")
-@click.option("--limit", "-n", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option(
+    "--limit",
+    "-n",
+    type=click.IntRange(1, 1000),
+    default=20,
+    show_default=True,
+    metavar="N",
+    help="How many runs.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @click.pass_context
 @handle_errors

@@ -54,7 +54,14 @@ def verify(ctx: click.Context, as_json: bool) -> None:
 
 @audit.command("list")
 @click.option("--after", type=click.IntRange(min=0), default=0, help="Entries after this seq.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    metavar="N",
+    help="How many entries.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the entries as JSON.")
 @click.pass_context
 @handle_errors

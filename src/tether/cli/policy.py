@@ -19,20 +19,15 @@ if TYPE_CHECKING:
 
 def _authorizer(spec_path: Path) -> Authorizer:
     """The spec's policies loaded against its tools (importing its Python tools)."""
-    from tether.controls import CedarAuthorization
     from tether.runtime import check_spec
 
-    check = check_spec(spec_path)
-    if check.spec.authorization is None:
+    check = check_spec(spec_path)  # loads the policies against the tools, naming the spec
+    if check.authorization is None:
         raise SpecError(
             f"{spec_path}: the agent has no authorization section",
             hint="add `authorization: {policies: [tools.cedar]}` to the spec",
         )
-    try:
-        control = CedarAuthorization.from_spec(check.spec, check.tools, spec_path.parent)
-    except SpecError as exc:
-        raise SpecError(f"{spec_path}: {exc.message}", hint=exc.hint) from None
-    return control.authorizer
+    return check.authorization.authorizer
 
 
 @click.group()

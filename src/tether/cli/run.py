@@ -89,6 +89,11 @@ def validate(file: Path, no_import: bool, as_json: bool) -> None:
             f"{style('note:', fg='yellow')} tool code was not checked (--no-import): "
             f"{', '.join(check.not_imported)} (their references were checked; "
             "importing them may still fail)"
+            + (
+                "; Cedar policies were not checked: `tether policy check`"
+                if spec.authorization
+                else ""
+            )
         )
     lines += [f"{style('warning:', fg='yellow')} {visible(warning)}" for warning in check.warnings]
     click.echo("\n".join(lines), color=style.enabled)

@@ -58,7 +58,8 @@ def scan(file: str, channel: str, policy: str | None) -> None:
     findings (kind and span, never the value), errors, latency_ms, the line number, and the
     line's "id" if it has one.
 
-    Exit status: 0 whatever the verdicts; 2 for a file that cannot be read (naming the line).
+    Exit status: 0 whatever the verdicts; 2 for a file or policy that cannot be read (naming
+    the line).
     """
     try:
         scanner = _scanner(policy)

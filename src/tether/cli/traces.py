@@ -31,10 +31,15 @@ def traces() -> None:
     default=20,
     show_default=True,
     type=click.IntRange(min=1, max=MAX_LIST_LIMIT),
-    help=f"How many runs (at most {MAX_LIST_LIMIT:,}).",
+    metavar="N",
+    help="How many runs.",
 )
 @click.option(
-    "--status", multiple=True, type=click.Choice(RUN_STATUSES), help="Only runs in this status."
+    "--status",
+    multiple=True,
+    type=click.Choice(RUN_STATUSES),
+    metavar="STATUS",
+    help=f"Only runs in status {', '.join(RUN_STATUSES)}.",
 )
 @click.option(
     "--outcome",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from tether.controls.guard_base import GuardControl, GuardOptions
 from tether.controls.guard_spotlight import SpotlightControl
 from tether.controls.pipeline import Control
-from tether.core import SpecError, TetherError
+from tether.core import ProviderError, SpecError, TetherError
 from tether.providers import Model, build_model
 from tether.spec import GuardsConfig, load_guards_policy, origin_of
 from tether.spec.guards import (
@@ -49,12 +50,15 @@ def build_guards(
     model: Model | None = None,
     extra: Sequence[Control] = (),
     import_functions: bool = True,
+    missing_env: set[str] | None = None,
 ) -> list[Control]:
     """The controls of ``config``: one per rule (the policy's, then the spec's), then the
     ``extra`` controls, then spotlighting (last, so it marks only what every guard let
     through). ``model`` is the judges' default model (the agent's primary model).
     ``import_functions=False`` (``tether validate --no-import``) checks Python guards'
-    references without importing them, and leaves those guards out."""
+    references without importing them, and leaves those guards out. With ``missing_env``
+    (``tether validate``) a judge whose model's API key is not set here is left out and the
+    variable added to it, as for the agent's own model."""
     controls: list[Control] = []
     names: dict[str, int] = {}
     for where, rule in guard_rules(config, base_dir):
@@ -64,7 +68,16 @@ def build_guards(
 
                 check_function_ref(rule.function, base_dir)
                 continue
+            judges_agent_model = isinstance(rule, JudgeRule) and rule.model is None
+            if judges_agent_model and missing_env is not None and model is None:
+                continue  # the agent's model lacks its key here: reported with it
             control = build_rule(rule, documents=config.documents, base_dir=base_dir, model=model)
+        except ProviderError as exc:
+            unset = _unset_key(rule)
+            if missing_env is None or unset is None:
+                raise SpecError(f"{_located(rule, where)}: {exc.message}", hint=exc.hint) from None
+            missing_env.add(unset)
+            continue
         except (TetherError, ValueError, TypeError) as exc:
             message = exc.message if isinstance(exc, TetherError) else str(exc)
             hint = exc.hint if isinstance(exc, TetherError) else None
@@ -78,6 +91,14 @@ def build_guards(
     if config.spotlight != "off":
         controls.append(SpotlightControl(config.spotlight))
     return controls
+
+
+def _unset_key(rule: _GuardRule) -> str | None:
+    """The API key variable a judge's own model names and this environment leaves unset."""
+    config = rule.model if isinstance(rule, JudgeRule) else None
+    if config is None or config.provider != "openai" or os.environ.get(config.api_key_env):
+        return None
+    return config.api_key_env
 
 
 def _located(rule: _GuardRule, where: str) -> str:

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tether.controls import CedarAuthorization
 from tether.controls.budgets import check_budgets
 from tether.controls.guard_build import build_guards
 from tether.core import ProviderError, SpecError
@@ -60,6 +61,9 @@ class SpecCheck:
     warnings: list[str] = field(default_factory=list)
     not_imported: list[str] = field(default_factory=list)
     """Python tools checked by reference only (``import_tools=False``): not in ``tools``."""
+    authorization: CedarAuthorization | None = None
+    """The spec's Cedar policies, loaded against its tools (``None``: no ``authorization``
+    section, or tools not imported, whose argument types the policies are checked against)."""
 
 
 def check_spec(
@@ -106,6 +110,7 @@ def check_spec(
             base_dir=base_dir,
             model=models[0] if models else None,
             import_functions=import_tools,
+            missing_env=missing,
         )
         if spec.output is not None:
             OutputSchema.from_config(spec.output, base_dir)
@@ -120,6 +125,10 @@ def check_spec(
                     pricing=pricing or pricing_from_env(),
                 )
             )
+        # Policies are typed by the tools' arguments: checked when every tool was built.
+        authorization = None
+        if spec.authorization is not None and not not_imported:
+            authorization = CedarAuthorization.from_spec(spec, tools, base_dir)
     missing.update(var for t in tools.values() if isinstance(t, HttpTool) for var in t.missing_env)
     missing.update(missing_redis(spec.resilience))
     check = SpecCheck(
@@ -129,6 +138,7 @@ def check_spec(
         tools=tools,
         missing_env=sorted(missing),
         not_imported=not_imported,
+        authorization=authorization,
     )
     if check.missing_env:
         check.warnings.append(

@@ -375,6 +375,12 @@ class GuardsConfig(_Strict):
     """Tools whose results are documents (fetched pages, retrieved passages): guarded as the
     ``document`` channel instead of ``tool_output``. Each must be declared under ``tools``."""
 
+    @field_validator("spotlight", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: object) -> object:
+        # YAML reads an unquoted `off` as false: `spotlight: off` means "off".
+        return "off" if value is False else value
+
     @field_validator("documents")
     @classmethod
     def _tool_names(cls, documents: list[str]) -> list[str]:
