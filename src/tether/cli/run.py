@@ -90,7 +90,7 @@ def validate(file: Path, no_import: bool, as_json: bool) -> None:
             f"{', '.join(check.not_imported)} (their references were checked; "
             "importing them may still fail)"
             + (
-                "; Cedar policies were not checked: `tether policy check`"
+                "; Cedar policies were parsed, not checked against the tools: `tether policy check`"
                 if spec.authorization
                 else ""
             )

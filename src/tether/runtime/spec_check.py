@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tether.controls import CedarAuthorization
 from tether.controls.budgets import check_budgets
+from tether.controls.cedar_policies import load_policies
 from tether.controls.guard_build import build_guards
 from tether.core import ProviderError, SpecError
 from tether.providers import Model, ScriptedModel, build_model
@@ -114,8 +115,6 @@ def check_spec(
         )
         if spec.output is not None:
             OutputSchema.from_config(spec.output, base_dir)
-        if spec.authorization is not None:
-            _check_policies(spec, tools, base_dir, complete=not not_imported)
         if spec.budgets is not None:  # a policy file, prices for a dollar budget
             missing.update(
                 check_budgets(
@@ -125,10 +124,14 @@ def check_spec(
                     pricing=pricing or pricing_from_env(),
                 )
             )
-        # Policies are typed by the tools' arguments: checked when every tool was built.
+        # The Cedar policies as the agent would load them: checked against the tools' schema
+        # when every tool was built; else (tools not imported) read and parsed only, as the
+        # schema needs the tools' signatures.
         authorization = None
         if spec.authorization is not None and not not_imported:
             authorization = CedarAuthorization.from_spec(spec, tools, base_dir)
+        elif spec.authorization is not None:
+            load_policies([base_dir / p for p in spec.authorization.policies])
     missing.update(var for t in tools.values() if isinstance(t, HttpTool) for var in t.missing_env)
     missing.update(missing_redis(spec.resilience))
     check = SpecCheck(
@@ -150,22 +153,6 @@ def check_spec(
     check.warnings += _unsent_key_warnings(spec, missing)
     check.warnings += timeout_warnings(spec)
     return check
-
-
-def _check_policies(
-    spec: AgentSpec, tools: dict[str, Tool], base_dir: Path, *, complete: bool
-) -> None:
-    """The Cedar policies as the agent would load them: checked against the schema of the
-    tools when every tool was built (``complete``); else (tools not imported) read and parsed
-    only, as the schema needs the tools' signatures."""
-    from tether.controls import CedarAuthorization
-    from tether.controls.cedar_policies import load_policies
-
-    assert spec.authorization is not None
-    if complete:
-        CedarAuthorization.from_spec(spec, tools, base_dir)
-    else:
-        load_policies([base_dir / p for p in spec.authorization.policies])
 
 
 def _unsent_key_warnings(spec: AgentSpec, missing: set[str]) -> list[str]:
