@@ -76,3 +76,14 @@ def test_the_controls_example_escalates_a_refund(
     result = agent.run_sync("Please refund 20 on order 1002.")
     assert result.outcome == "escalated"
     assert "refunds need a person's approval" in (result.stop_reason or "")
+
+
+def test_the_streaming_example_prints_the_reply_and_its_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    example = next(b for b in blocks if "stream_of(model, request)" in b)
+    exec(compile(example, "README.md", "exec"), {"__name__": "readme"})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "Your order ships tomorrow."
+    assert printed[1].startswith("input_tokens=") and "output_tokens=" in printed[1]
