@@ -106,8 +106,9 @@ async def test_a_resume_killed_right_after_its_claim_does_not_use_up_the_pause(
     assert len(claims) == 2 and claims[-1].details["resumed_as"] == resumed.run_id
     killed = Store(store_url).get_run(str(claims[0].details["resumed_as"]))
     assert killed.status == "failed" and killed.error and "exited" in killed.error
-    with pytest.raises(TetherError, match="resumed already, as run " + resumed.run_id):
+    with pytest.raises(TetherError, match="resumed already, as run " + resumed.run_id) as info:
         await Agent.from_yaml(spec, trace=store_url).resume(paused)
+    assert info.value.hint is None  # that run ended: nothing to wait for
 
 
 async def test_a_resume_killed_after_the_approved_call_ran_is_not_resumed_again(

@@ -300,6 +300,17 @@ def test_one_policy_file_may_be_given_as_a_string(tmp_path: Path) -> None:
     assert spec.authorization is not None and spec.authorization.policies == ["tools.cedar"]
 
 
+async def test_a_policy_file_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    """A .cedar file saved with a UTF-8 byte order mark failed at 1:1 with "invalid token"."""
+    spec = make_agent_dir(tmp_path)
+    policy_file = tmp_path / "policies" / "tools.cedar"
+    policy_file.write_bytes(b"\xef\xbb\xbf" + policy_file.read_bytes())
+    agent = Agent.from_yaml(spec, trace=False)
+    result = await agent.run("refund 5 on 7")
+    await agent.aclose()
+    assert result.output == "Refund: refunded 5 on order 7"
+
+
 def test_a_missing_policy_file_names_it(tmp_path: Path) -> None:
     spec = make_agent_dir(tmp_path)
     (tmp_path / "policies" / "tools.cedar").unlink()

@@ -159,3 +159,31 @@ async def test_the_audit_log_is_kept_while_spans_are_exported(
         "decision",
     ]
     assert entries[-1].run_id == resumed.run_id and entries[-1].details["approval"]["by"] == "alice"
+
+
+class _ExportStuck:
+    """A sink that also exports elsewhere, wrapping the writer as ``OtlpExportSink`` does,
+    whose export cannot be flushed now (a collector down: the exporter retries for seconds)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        for name in ("run_started", "span", "event", "checkpoint", "run_ended", "audit"):
+            setattr(self, name, getattr(inner, name))
+
+    def flush(self, timeout: float | None = None) -> bool:
+        raise AssertionError("waited for the export")
+
+
+async def test_approving_and_resuming_wait_for_the_store_not_the_export(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """Approving a call (``Agent.approve``) took 8 s with the collector down: it flushed the
+    exporting sink, export included, where only the store's records matter."""
+    from test_approvals import agent_dir, refunds_made
+
+    agent = Agent.from_yaml(agent_dir(tmp_path), trace=_ExportStuck(writer_for(sqlite_url)))
+    paused = await agent.run("please refund 500 on 7")
+    agent.approve(paused.run_id, by="alice")
+    resumed = await agent.resume(paused.run_id)
+    await agent.aclose()
+    assert resumed.outcome == "final_answer" and refunds_made(tmp_path) == ["issue_refund 7 500"]

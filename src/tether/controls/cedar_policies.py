@@ -143,7 +143,9 @@ def read_policy_file(path: Path) -> str:
     if len(raw) > MAX_POLICY_BYTES:
         raise SpecError(f"{path}: policy files are limited to {MAX_POLICY_BYTES} bytes")
     try:
-        return raw.decode("utf-8")
+        # A byte order mark (Windows editors write one) is not Cedar: read past it, as the
+        # YAML files are read.
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         raise SpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 

@@ -277,7 +277,7 @@ class Agent:
             # The claim names a run that is started and in the store (and in the crash
             # journal): a process dying after the claim leaves a run the recovery closes,
             # which tells the next resume that the pause was not used (claim_resume).
-            self.harness.sink.flush()
+            self._flush_store()
             try:
                 claim_resume(store, paused, scope.run_id, who)
             except TetherError as exc:  # resumed by another process meanwhile, a store down
@@ -301,8 +301,15 @@ class Agent:
                 "agent traces into none",
                 hint="build the agent with trace=None (the configured store) or a database URL",
             )
-        sink.flush()
+        self._flush_store()
         return cast("StoreReader", store)
+
+    def _flush_store(self) -> None:
+        """Write the records queued for the store: those of the writer an exporting sink
+        wraps, without waiting on an OpenTelemetry collector (one that is down would hold up
+        an approval or a resume for the exporter's retries)."""
+        sink = self.harness.sink
+        getattr(sink, "inner", sink).flush()
 
     async def aclose(self) -> None:
         """Close the HTTP clients of the agent's models and tools (they reopen when used)."""

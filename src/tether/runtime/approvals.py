@@ -312,7 +312,7 @@ def claim_resume(
         store, record, "recording the resume in", lambda conn: _holding_claim(conn, state.run_id)
     )
     if found is not None:
-        raise _resumed_already(state.run_id, found)
+        raise _resumed_already(store, state.run_id, found)
 
 
 def check_resumable(store: StoreReader, state: RunState) -> None:
@@ -324,15 +324,32 @@ def check_resumable(store: StoreReader, state: RunState) -> None:
     except SQLAlchemyError as exc:
         raise _store_failed(store, "reading from", exc) from exc
     if found is not None:
-        raise _resumed_already(state.run_id, found)
+        raise _resumed_already(store, state.run_id, found)
 
 
-def _resumed_already(run_id: str, claim: AuditEntry) -> Conflict:
+def _resumed_already(store: StoreReader, run_id: str, claim: AuditEntry) -> Conflict:
+    """The refusal of a second resume; when the run that resumed it is still running (or not
+    in the store yet), how it may be resumed again if that run's process died."""
+    from sqlalchemy import select
+
+    from tether.store import tables
+
+    resumed = str(claim.details.get("resumed_as"))
+    runs = tables.runs.c
+    try:
+        with store.engine.connect() as conn:
+            status = conn.execute(select(runs.status).where(runs.run_id == resumed)).scalar()
+    except SQLAlchemyError:
+        status = None
+    hint = None
+    if status in (None, "running"):
+        hint = (
+            f"run {resumed} is still running; if its process died, it is closed (and this run "
+            "can be resumed again) once Tether opens this store on the machine it ran on"
+        )
     return Conflict(
-        f"run {run_id} was resumed already, as run {claim.details.get('resumed_as')}: "
-        "a paused run is resumed once",
-        hint="if that run is still running because its process died, it is closed (and this "
-        "run can be resumed again) once Tether opens this store on the machine it ran on",
+        f"run {run_id} was resumed already, as run {resumed}: a paused run is resumed once",
+        hint=hint,
     )
 
 
