@@ -180,7 +180,8 @@ async def test_a_reply_cut_off_midstream_is_stored_masked(tmp_path: Path) -> Non
     )
     pieces: list[str] = []
     result = await agent.run("token?", stream=lambda e: pieces.append(str(e)))
-    assert result.outcome == "error" and any(TOKEN in p for p in pieces)  # it was streamed
+    assert result.outcome == "error"
+    assert not any(TOKEN in p for p in pieces)  # masking guards judge the answer: text held
     assert_never_stored(stored)
     (partial,) = chat_replies(stored)
     assert "<GITHUB_TOKEN>" in partial and "<EMAIL_ADDRESS>" in partial

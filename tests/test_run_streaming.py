@@ -169,3 +169,53 @@ def test_stream_and_json_do_not_go_together(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, [{"text": "x"}])
     done = run_cli("run", str(spec), "-i", "hi", "--stream", "--json")
     assert done.returncode == 2 and "--stream" in (done.stdout + done.stderr)
+
+
+SECRET = "AKIAIOSFODNN7EXAMPLE"
+
+
+def guarded_spec(folder: Path, action: str) -> Path:
+    spec = write_spec(folder, [{"text": f"the key is {SECRET} ok"}])
+    spec.write_text(
+        spec.read_text() + f"guards:\n  rules:\n    - guard: secrets\n      channels: [output]\n"
+        f"      action: {action}\n"
+    )
+    return spec
+
+
+def test_tether_run_stream_never_shows_what_an_output_guard_blocks(tmp_path: Path) -> None:
+    """A streamed answer's text was printed before the output guards judged it: a secret an
+    output guard blocks reached the terminal first. The text is held back when a control may
+    block or mask the answer; the answer (or the block) prints once they have judged it."""
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    blocked = run_cli(
+        "--database-url", url, "run", str(guarded_spec(tmp_path, "block")), "-i", "hi", "--stream"
+    )
+    assert blocked.returncode == 3, blocked.stdout + blocked.stderr
+    assert SECRET not in blocked.stdout + blocked.stderr
+    assert "outcome blocked" in blocked.stdout
+    masked = run_cli(
+        "--database-url", url, "run", str(guarded_spec(tmp_path, "mask")), "-i", "hi", "--stream"
+    )
+    assert masked.returncode == 0, masked.stdout + masked.stderr
+    assert SECRET not in masked.stdout and "the key is" in masked.stdout
+    assert masked.stdout.count("the key is") == 1
+    logged = run_cli(  # a guard that only logs cannot change the answer: the text streams
+        "--database-url", url, "run", str(guarded_spec(tmp_path, "log")), "-i", "hi", "--stream"
+    )
+    assert logged.returncode == 0 and logged.stdout.count(SECRET) == 1
+
+
+async def test_a_control_judging_the_answer_holds_its_text_back() -> None:
+    class Judge(Control):
+        name = "judge"
+
+        async def on_output(self, ctx: HookContext, text: str) -> Decision:
+            return Decision.block("no")
+
+    events, on_event = collector()
+    model = ScriptedModel([{"text": "words the judge blocks"}])
+    agent = Agent(make_spec(), model=model, controls=[Judge()], trace=False)
+    result = await agent.run("hi", stream=on_event)
+    assert result.outcome == Outcome.BLOCKED
+    assert not [e for e in events if isinstance(e, (TextDelta, StreamEnd))]  # StreamEnd: the text

@@ -104,7 +104,9 @@ def validate(file: Path, no_import: bool, as_json: bool) -> None:
 @click.option("--input", "-i", "input_text", required=True, help="The user's message.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option(
-    "--stream", is_flag=True, help="Print the answer as it comes (controls judge it at the end)."
+    "--stream",
+    is_flag=True,
+    help="Print the answer as it comes (held until judged when a control may block or mask it).",
 )
 @click.pass_context
 @handle_errors
@@ -121,6 +123,12 @@ def run(ctx: click.Context, file: Path, input_text: str, as_json: bool, stream: 
     url = database_url(ctx)
     agent = Agent.from_yaml(file, trace=writer_for(url))
     printer = StreamPrinter() if stream else None
+    if stream and agent.harness.holds_streamed_text:
+        click.echo(
+            "note: the answer is printed once the output guards have judged it (they may block "
+            "or mask it), not as it streams",
+            err=True,
+        )
     result = asyncio.run(_run_once(agent, input_text, printer))
     report_run(ctx, result, settings, as_json=as_json, printer=printer, spec=file)
 

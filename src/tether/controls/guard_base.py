@@ -274,6 +274,20 @@ class GuardControl(Control, ABC):
 T = TypeVar("T")
 
 
+def holds_answer_text(controls: Sequence[Control]) -> bool:
+    """Whether a control may block or change the answer once it is whole (``on_output``): a
+    guard on the ``output`` channel whose action is not ``log``, or any other control that is
+    asked there. Text streamed before such a control has judged it would show the user what
+    it blocks or masks, so a run holds back its answer's text deltas then."""
+    for control in controls:
+        if isinstance(control, GuardControl):
+            if "output" in control.channels and control.action != "log":
+                return True
+        elif type(control).on_output is not Control.on_output:
+            return True
+    return False
+
+
 def text_redactor(controls: Sequence[Control], channel: str | None) -> Callable[[str], str] | None:
     """One function applying, in order, what each control masks on ``channel``; ``None`` when
     no control masks there. A masking that fails raises (the caller stores a note instead of

@@ -47,7 +47,7 @@ from tether.controls import (
 from tether.controls.approvals import Approval
 from tether.controls.budget_ledger import BudgetLedger
 from tether.controls.budgets import BudgetControl, build_budgets
-from tether.controls.guard_base import arguments_redactor, text_redactor
+from tether.controls.guard_base import arguments_redactor, holds_answer_text, text_redactor
 from tether.controls.limits import limit_message
 from tether.controls.pipeline import RunRisk
 from tether.core import (
@@ -68,7 +68,17 @@ from tether.core import (
 from tether.core.caller import RunKind
 from tether.core.settings import max_payload_chars_from_env, project_from_env
 from tether.core.text import clip_text
-from tether.providers import Message, Model, ModelRequest, ModelResponse, ModelSettings, ToolCall
+from tether.providers import (
+    Message,
+    Model,
+    ModelRequest,
+    ModelResponse,
+    ModelSettings,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+)
 from tether.runtime.chain import (
     ModelChain,
     StreamHandler,
@@ -195,6 +205,10 @@ class Harness:
         self.guards_answers = self.pipeline.asks(Hook.ON_OUTPUT)
         """Whether controls judge the answer (``on_output``): the chat span of a reply that
         may be the answer is then written once they have (see ``RunScope.hold_reply``)."""
+        self.holds_streamed_text = holds_answer_text(self.controls)
+        """Whether a streamed reply's text is held back (its deltas and its end event; tool-call
+        deltas still stream): a control may block or mask the answer, and streamed text cannot
+        be taken back (an output guard that blocks a secret must not have shown it first)."""
         self.redact_output = text_redactor(self.controls, "output")
         """What the trace stores of a reply no control has judged (a stream cut midway), when
         a control masks the ``output`` channel."""
@@ -858,8 +872,11 @@ class RunScope:
 
         With ``stream`` (a function or coroutine function taking each ``StreamEvent``) the
         reply is streamed to it as it comes; the step's value is still the whole reply, after
-        ``after_model``. Controls judge the whole reply, so a block at ``after_model`` or
-        ``on_output`` comes after its text was streamed: show streamed text as provisional."""
+        ``after_model``. Controls judge the whole reply, so a block at ``after_model`` comes
+        after its text was streamed: show streamed text as provisional. When a control may
+        block or mask the answer (``Harness.holds_streamed_text``: an output guard that is not
+        ``log``, or any ``on_output`` control) the text deltas and the end event (it carries the
+        whole reply) are not sent at all: the step's value is the reply to show."""
         state = self.state
         if request is None:
             messages = list(state.messages)
@@ -877,7 +894,7 @@ class RunScope:
         sent = request
 
         async def work() -> ModelResponse:
-            response = await model_step(self, sent, stream)
+            response = await model_step(self, sent, _held_text(stream, self.harness))
             state.messages.append(response.as_message())
             return response
 
@@ -1002,3 +1019,16 @@ def _default_stop_message(outcome: Outcome) -> str:
     if outcome.status == "paused":
         return "Your request needs a person's review; we'll follow up once it has been reviewed."
     return "I'm sorry, I can't help with that request."
+
+
+def _held_text(stream: StreamHandler | None, harness: Harness) -> StreamHandler | None:
+    """``stream`` without the reply's text (its deltas, and the end event, which carries the
+    whole reply) when the harness holds the answer's text back: tool-call deltas still go."""
+    if stream is None or not harness.holds_streamed_text:
+        return stream
+    handler = stream
+
+    def without_text(event: StreamEvent) -> Awaitable[None] | None:
+        return None if isinstance(event, (TextDelta, StreamEnd)) else handler(event)
+
+    return without_text
