@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from fakes.cli import run_cli
-from fakes.traces import trace_of
+from fakes.traces import control_decisions, trace_of
 from test_authz_agent import POLICIES, TOOLS_PY, calls, decisions
 from tether import Agent
 from tether.controls.approvals import APPROVAL_BY, Approval
@@ -453,3 +453,41 @@ def test_two_processes_resuming_at_once_run_the_call_once(tmp_path: Path, store_
     assert refunds_made(tmp_path) == ["issue_refund 7 500"]
     kinds = [e.kind for e in audit_entries(store_url)]
     assert kinds.count("run_resumed") == 1
+
+
+async def test_a_run_budget_counts_the_conversation_across_an_approval(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A resumed run is a new run: its run budget was keyed by its own id, so each approval
+    started the conversation's run budget afresh (its limits counted the whole conversation).
+    It now counts what the runs before it used: exactly, at the edge."""
+
+    def spec_with(limit: int, folder: Path) -> Path:
+        folder.mkdir()
+        spec = agent_dir(folder)
+        spec.write_text(
+            spec.read_text() + f"budgets:\n  limits:\n    - {{scope: run, tokens: {limit}}}\n"
+        )
+        return spec
+
+    async def conversation(limit: int, folder: Path) -> tuple[Any, Any]:
+        spec = spec_with(limit, folder)
+        agent = Agent.from_yaml(spec, trace=sqlite_url)
+        paused = await agent.run("please refund 500 on 7")
+        assert paused.status == "paused", paused.stop_reason
+        agent.approve(paused.run_id, by="alice@example.com")
+        return paused, await agent.resume(paused.run_id)
+
+    paused, resumed = await conversation(1_000_000, tmp_path / "roomy")
+    assert resumed.outcome == "final_answer"
+    before = paused.usage.total_tokens
+    assert before > 0
+    writer_for(sqlite_url).flush()
+    (allowed,) = control_decisions(sqlite_url, resumed.run_id, "budgets")
+    worst = allowed["tether.budget.reserved_tokens"]  # the resumed call's worst case
+    _, exact = await conversation(before + worst, tmp_path / "exact")
+    assert exact.outcome == "final_answer"
+    _, short = await conversation(before + worst - 1, tmp_path / "short")
+    assert short.outcome == "budget_exceeded", short.stop_reason
+    limit = f"{before + worst - 1:,} tokens, used {before:,} tokens"
+    assert limit in str(short.stop_reason)

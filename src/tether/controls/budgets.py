@@ -23,7 +23,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -190,9 +190,10 @@ class BudgetControl(Control):
                 continue
             key, keep_s = found_key
             amount = {"tokens": tokens, "usd": usd or 0, "requests": 1}[rule.counter]
+            limit = rule.limit - _carried(rule, ctx)
             found = by_key.get(key)
-            if found is None or rule.limit < found[0].limit:
-                by_key[key] = (rule, BudgetCharge(key, rule.limit, amount, keep_s))
+            if found is None or limit < found[1].limit:
+                by_key[key] = (rule, BudgetCharge(key, limit, amount, keep_s))
         charges = [c for _, c in by_key.values()]
         rules = {k: r for k, (r, _) in by_key.items()}
         counters = [r.counter for r, _ in by_key.values()]
@@ -226,7 +227,7 @@ class BudgetControl(Control):
             if key not in spent:  # two rules on one budget: one lookup, the smaller limit
                 spent[key] = self.ledger.spent(key)
             used, held = spent[key]
-            room = rule.limit - used - held
+            room = rule.limit - _carried(rule, ctx) - used - held
             if rule.counter not in tightest or room < tightest[rule.counter]:
                 tightest[rule.counter] = room
         usd = tightest.get("usd")
@@ -357,6 +358,9 @@ class BudgetControl(Control):
     ) -> Decision:
         show = rule.amount_text
         kind = "rate limit" if rule.rate else "budget"
+        carried = _carried(rule, ctx)
+        if carried:  # a resumed run: shown as the conversation's budget, what it used in all
+            refusal = replace(refusal, limit=rule.limit, used=refusal.used + carried)
         reason = (
             f"the {kind} on {rule.describe(ctx)} has no room for this call: limit "
             f"{show(refusal.limit)}, used {show(refusal.used)}"
@@ -502,6 +506,17 @@ def _name(text: str) -> str:
     if len(quoted) > MAX_ID_CHARS:
         return "sha256-" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
     return quoted
+
+
+def _carried(rule: BudgetRule, ctx: HookContext) -> int:
+    """What the runs before a resumed run used on a run budget's counter (0 for other
+    budgets, and for a run that was not resumed): its run budget counts the conversation."""
+    if ctx.carried is None or rule.window != "run":
+        return 0
+    tokens, usd = ctx.carried
+    if rule.counter == "tokens":
+        return tokens
+    return round(usd * MICRO) if rule.counter == "usd" else 0
 
 
 def _who(scope: str, ctx: HookContext) -> str | None:

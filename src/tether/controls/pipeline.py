@@ -282,6 +282,10 @@ class HookContext:
     budgets: BudgetControl | None = None
     """The budgets and rate limits of the run's model calls (``None``: none): what Cedar's
     ``context.budget`` reads the room left on (``BudgetControl.left``)."""
+    carried: tuple[int, float] | None = None
+    """A resumed run: the tokens and US dollars the runs before it in its conversation used
+    (``None`` otherwise). Its run budgets count them, as its limits do: an approval does not
+    start the conversation's run budget afresh."""
 
     @property
     def usage(self) -> Usage:

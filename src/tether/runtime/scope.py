@@ -309,6 +309,7 @@ class Harness:
         )
         scope.approvals = {a.call_id: a for a in approvals}
         scope._carried = _Totals.of(paused)
+        scope._carried_budget = (paused.usage.total_tokens, paused.cost_usd)
         return scope
 
     async def aclose(self) -> None:
@@ -461,6 +462,7 @@ class RunScope:
         """A resumed run: people's answers to the calls it was paused on, by call id
         (``HookContext.approvals``; each settles its call once)."""
         self._carried = _NOTHING
+        self._carried_budget: tuple[int, float] | None = None
         """A resumed run: the paused run's totals, which its state goes on from (limits count
         the whole conversation) and its record leaves out (each run records what it did)."""
         self.pipeline = harness.pipeline
@@ -511,6 +513,7 @@ class RunScope:
             call_model=self._call_model,
             approvals=self.approvals if hook is _BEFORE_TOOL else None,
             budgets=h.budget,
+            carried=self._carried_budget,
             **kw,
         )
 
