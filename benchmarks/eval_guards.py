@@ -4,9 +4,9 @@ Prints recall and false-positive rate per channel (user, tool_output, document),
 
 - real items of one part of the held-out sources (``scripts/guards/dataset.py``): ``--part tune``
   (the default: sources whose figures may be looked at during development), ``--part final``,
-  ``final2`` or ``final3`` (frozen parts; their digests are checked and their errors never
-  printed; run them once per release of the model and say so in docs/guards.md), never used in
-  training or to set a threshold, with the DAN-style jailbreaks reported on their own line;
+  ``final2``, ``final3`` or ``final4`` (frozen parts; their digests are checked and their errors
+  never printed; run them once per release of the model and say so in docs/guards.md), never used
+  in training or to set a threshold, with the DAN-style jailbreaks reported on their own line;
 - synthetic items: the generator's dev split (carriers from Tether's dependencies' docstrings and
   code, payload phrasings and hard negatives that training never saw);
 
@@ -15,7 +15,7 @@ model's per-channel thresholds are used (or ``--threshold``).
 
 Usage::
 
-    python benchmarks/eval_guards.py [--part tune|final|final2|final3] [--synthetic 1500]
+    python benchmarks/eval_guards.py [--part tune|final|final2|final3|final4] [--synthetic 1500]
         [--threshold T] [--model PATH] [--json] [--errors]
 """
 

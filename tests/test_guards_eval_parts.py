@@ -31,6 +31,7 @@ def test_parts_share_no_source() -> None:
         ds.FINAL_SOURCES,
         ds.FINAL2_SOURCES,
         ds.FINAL3_SOURCES,
+        ds.FINAL4_SOURCES,
     ]
     seen: set[str] = set()
     for part in parts:
@@ -39,18 +40,23 @@ def test_parts_share_no_source() -> None:
     assert set(ds.DEV_SOURCES) == seen - set(ds.TRAIN_SOURCES)
 
 
-@pytest.mark.parametrize("part", ["final", "final2", "final3"])
+@pytest.mark.parametrize("part", ["final", "final2", "final3", "final4"])
 def test_frozen_parts_are_unchanged(part: str) -> None:
     ds = _dataset()
     items = ds.real_split(part)
     assert items, f"no items for {part}"
-    sources = {"final": ds.FINAL_SOURCES, "final2": ds.FINAL2_SOURCES, "final3": ds.FINAL3_SOURCES}
+    sources = {
+        "final": ds.FINAL_SOURCES,
+        "final2": ds.FINAL2_SOURCES,
+        "final3": ds.FINAL3_SOURCES,
+        "final4": ds.FINAL4_SOURCES,
+    }
     assert {it["source"] for it in items} == set(sources[part])
     assert ds.digest(items) == ds.FROZEN[part]
 
 
 def test_every_frozen_part_is_tested() -> None:
-    assert set(_dataset().FROZEN) == {"final", "final2", "final3"}
+    assert set(_dataset().FROZEN) == {"final", "final2", "final3", "final4"}
 
 
 def test_a_changed_item_changes_the_digest() -> None:
@@ -111,3 +117,72 @@ def test_real_benign_reads_only_the_start_of_huge_or_compressed_files(tmp_path: 
     assert [t.origin for t in texts] == ["debian:somepkg/changelog.gz"]
     assert len(texts[0].text) == rb.MAX_CHARS
     assert texts[0].license == "MIT" and texts[0].channel == "document"
+
+
+def _agent_files() -> ModuleType:
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(ROOT / "scripts/guards"))
+    try:
+        return importlib.import_module("agent_files")
+    finally:
+        sys.path.remove(str(ROOT / "scripts/guards"))
+
+
+def test_agent_files_for_training_never_come_from_the_fourth_final_part() -> None:
+    af = _agent_files()
+    assert not set(af.TRAIN_PACKAGES) & set(af.FINAL4_PACKAGES)
+    assert all(af.held_out(n) for n in af.FINAL4_PACKAGES)
+    assert not any(af.held_out(n) for n in af.TRAIN_PACKAGES)
+    ds = _dataset()
+    items = ds.real_split("final4")
+    packages = {it["id"].split(":", 1)[1].split("==")[0] for it in items if "==" in it["id"]}
+    assert packages <= set(af.FINAL4_PACKAGES) and packages
+
+
+def test_agent_files_are_read_from_an_sdist_by_path(tmp_path: Path) -> None:
+    # An sdist (as pip downloads it) with agent files, other files, a license and PKG-INFO:
+    # agent files are found by path wherever they sit, a CI workflow only if it names an
+    # agent, tiny files and non-UTF-8 ones are skipped, a long one is cut at MAX_CHARS, and a
+    # package whose metadata names no permissive license gives nothing.
+    import io
+    import tarfile
+
+    af = _agent_files()
+
+    def sdist(name: str, license_line: str) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        files = {
+            "PKG-INFO": f"Metadata-Version: 2.4\nName: {name}\n{license_line}\n\nlong text",
+            "AGENTS.md": "Run `make test` before you commit. " * 20,
+            "sub/dir/CLAUDE.md": "x" * 50,
+            ".github/workflows/claude-review.yml": "on: pull_request\n" * 30,
+            ".github/workflows/main.yml": "on: push\n" * 40,
+            ".cursor/rules/style.mdc": "Prefer small functions. " * 500,
+            "docs/agents.md": "The Agent class runs a loop. " * 20,
+            "README.md": "# pkg\n" + "A package. " * 40,
+            "LICENSE": "MIT License ...",
+            "bad/AGENTS.md": "\udcff",
+        }
+        with tarfile.open(folder / f"{name}-1.0.tar.gz", "w:gz") as t:
+            for rel, text in files.items():
+                data = text.encode("utf-8", "surrogateescape")
+                info = tarfile.TarInfo(f"{name}-1.0/{rel}")
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+
+    sdist("okpkg", "License-Expression: MIT")
+    sdist("closed", "License: Proprietary")
+    found = af.read({"okpkg": "1.0", "closed": "1.0"}, tmp_path)
+    assert [(f.package, f.path) for f in found] == [
+        ("okpkg", ".cursor/rules/style.mdc"),
+        ("okpkg", ".github/workflows/claude-review.yml"),
+        ("okpkg", "AGENTS.md"),
+    ]
+    assert len(found[0].text) == af.MAX_CHARS and found[0].license == "MIT"
+    with_repo = af.read({"okpkg": "1.0"}, tmp_path, repo_files=2)
+    extra = [f.path for f in with_repo if not af.agent_file(f.path)]
+    assert len(extra) == 2 and "LICENSE" not in extra
+    assert "MIT" in af.license_texts({"okpkg": "1.0"}, tmp_path)

@@ -29,6 +29,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import agent_files
 import carriers
 import dataset
 
@@ -46,6 +47,7 @@ EXCLUDED = frozenset(
     {
         "tether",
         *_SOURCE_PACKAGES,
+        *agent_files.FINAL4_PACKAGES,
         "garak",
         "agentdojo",
         "spikee",
@@ -55,7 +57,7 @@ EXCLUDED = frozenset(
     }
 )
 """Distributions never read: Tether (its docs show attacks), every source of a held-out part
-and the packages reserved for independent evaluation."""
+(the fourth's sdist packages included) and the packages reserved for independent evaluation."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,12 +19,17 @@ stage 1 and a fifth of stage 2, and only the packages stages 1 and 2 never saw s
 ``--decisive-benign-rate`` of the training side's benign texts flag a tool output or document
 on their own (thresholds at most ``MAX_THRESHOLD``, below a decisive hit's score);
 ``--stages-from MODEL`` keeps a model file's classifier and combiner and measures only the
-decisive rules and the thresholds.
+decisive rules and the thresholds;
+``--agent-files CACHE`` (candidate C, 2026-11-24): real files written for coding agents
+(``agent_files.TRAIN_PACKAGES``: ``AGENTS.md``, ``CLAUDE.md``, Cursor rules), by package
+stage-1 negatives each beside ``--planted`` copies with a generated payload inserted, or
+validation negatives.
 
 Needs scikit-learn (``pip install -e '.[guards-train]'``)::
 
     python scripts/guards/train.py [--n 6000] [--features 30000] [--out PATH]
         [--real-benign off|validation|stages] [--decisive] [--stages-from MODEL]
+        [--agent-files CACHE [--planted 3]]
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import agent_files
 import generate
 import numpy as np
 import real_benign
@@ -186,6 +192,17 @@ def main() -> None:
     parser.add_argument(
         "--real-benign-scale", type=int, default=1, help="how many real benign texts (x the caps)"
     )
+    parser.add_argument(
+        "--agent-files",
+        type=Path,
+        default=None,
+        metavar="CACHE",
+        help="real agent-addressed repository files (agent_files.py; sdists cached in CACHE): "
+        "by package, stage-1 negatives each beside planted copies, or validation negatives",
+    )
+    parser.add_argument(
+        "--planted", type=int, default=3, help="with --agent-files: planted copies of each file"
+    )
     args = parser.parse_args()
     t0 = time.time()
     real = real_split("train")
@@ -217,6 +234,33 @@ def main() -> None:
             real_neg.append(d)
     if real_texts:
         print(f"real benign texts: {len(real_texts)}, {time.time() - t0:.0f}s", file=sys.stderr)
+    # Real files written for coding agents (AGENTS.md, CLAUDE.md, CI prompts...), never of a
+    # held-out package: by package, seven tenths are stage-1 negatives, each beside
+    # ``--planted`` copies of itself with a generated payload inserted (the paired positives
+    # of the synthetic carriers), so the classifier learns the planted instruction rather than
+    # the file type; the rest are validation negatives (thresholds), held out by package.
+    agent_texts = (
+        agent_files.read(agent_files.TRAIN_PACKAGES, args.agent_files) if args.agent_files else []
+    )
+    n_planted = 0
+    prng = random.Random(args.seed + 1)
+    for f in agent_texts:
+        d = {"text": f.text, "channel": "tool_output", "label": 0, "span": None}
+        if zlib.crc32(f.package.encode()) % 10 < 7:
+            stage1.append(d)
+            for _ in range(args.planted):
+                payload, _meta = generate._payload(prng, False, seeds)
+                text, span = generate._insert(f.text, payload, prng)
+                stage1.append({"text": text, "channel": "tool_output", "label": 1, "span": span})
+                n_planted += 1
+        else:
+            real_neg.append(d)
+    if agent_texts:
+        print(
+            f"agent files: {len(agent_texts)} of {len({f.package for f in agent_texts})} "
+            f"packages, {n_planted} planted copies",
+            file=sys.stderr,
+        )
     print(f"{len(docs)} documents ({len(real)} real), {time.time() - t0:.0f}s", file=sys.stderr)
 
     fired: list[tuple[set[str], int]] = []
@@ -403,6 +447,7 @@ def main() -> None:
                 if real_texts
                 else {}
             ),
+            **({"agent_files": len(agent_texts), "planted": n_planted} if agent_texts else {}),
             "features": len(weights),
             "seed": args.seed,
         },
