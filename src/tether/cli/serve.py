@@ -95,9 +95,7 @@ def _serve(
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"Tether serving on http://{shown}:{bound}  (Ctrl-C stops)")
-    if dev:
-        click.echo("dev mode: no sign-in, every request acts as an admin", err=True)
-    elif key:
+    if key and not dev:  # dev mode says so once, from the app (its log, when it starts)
         click.echo(f"sign in with this admin key (valid for a day, shown once): {key}")
     sys.stdout.flush()
     app = create_app(config)
