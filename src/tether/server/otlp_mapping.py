@@ -159,14 +159,18 @@ def attributes_json(a: dict[str, Any], data: dict[str, Any]) -> str:
         return json_text({k: data.get(k, v) for k, v in a.items()})
 
 
+_KIND_BY_OPERATION = {
+    **dict.fromkeys(AGENT_OPS, "agent"),
+    **dict.fromkeys(MODEL_OPS, "model"),
+    **dict.fromkeys(TOOL_OPS, "tool"),
+}
+
+
 def _span_kind(a: dict[str, Any]) -> str:
     op = a.get(semconv.GEN_AI_OPERATION_NAME)
-    if op in AGENT_OPS:
-        return "agent"
-    if op in MODEL_OPS:
-        return "model"
-    if op in TOOL_OPS:
-        return "tool"
+    # Any OTLP value may come: an array or a map is not an operation (nor hashable).
+    if isinstance(op, str) and (kind := _KIND_BY_OPERATION.get(op)) is not None:
+        return kind
     oi = a.get("openinference.span.kind")
     if isinstance(oi, str) and oi.upper() in OPENINFERENCE_KINDS:
         return OPENINFERENCE_KINDS[oi.upper()]
