@@ -354,3 +354,33 @@ def test_message_json_is_stored_as_data_even_when_orjson_refuses_it(site: Site) 
     part = spans["d000000000000001"]["gen_ai.input.messages"][0]["parts"][0]
     assert part["content"] == "a\ufffdb" and part["x"] is None
     assert spans["d000000000000002"]["gen_ai.output.messages"] == "not json ["
+
+
+def test_an_operation_name_that_is_not_text_is_stored_as_a_step(site: Site) -> None:
+    """``gen_ai.operation.name`` given as an array or a map (any OTLP value may be): the span
+    is stored as a step of the application (kind ``agent``) with the value kept, and the
+    request's other spans with it; it made the whole request fail with a 500."""
+    root = _span("e000000000000001", None, "root", {})
+    as_array = _span("e000000000000002", "e000000000000001", "array op", {})
+    as_array["attributes"] = [
+        {
+            "key": "gen_ai.operation.name",
+            "value": {"arrayValue": {"values": [{"stringValue": "chat"}]}},
+        }
+    ]
+    as_map = _span("e000000000000003", "e000000000000001", "map op", {})
+    as_map["attributes"] = [
+        {
+            "key": "gen_ai.operation.name",
+            "value": {"kvlistValue": {"values": [{"key": "a", "value": {"stringValue": "b"}}]}},
+        }
+    ]
+    with site.client("agent") as c:
+        answer = c.post("/v1/traces", json=_request(root, as_array, as_map))
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {}
+    with site.client("viewer") as c:
+        spans = {s["span_id"]: s for s in c.get("/api/v1/runs/e000000000000001").json()["spans"]}
+    assert spans["e000000000000002"]["kind"] == "agent"
+    assert spans["e000000000000002"]["attributes"]["gen_ai.operation.name"] == ["chat"]
+    assert spans["e000000000000003"]["attributes"]["gen_ai.operation.name"] == {"a": "b"}

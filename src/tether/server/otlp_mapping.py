@@ -21,7 +21,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tether.core.jsontext import json_text
-from tether.store.values import EVENT_NAME, SPAN_NAME, clean_text, fit
+from tether.store.values import EVENT_NAME, SPAN_NAME, clean_text, column_text, fit
 from tether.trace import semconv
 from tether.trace.pricing import PricingTable
 
@@ -159,14 +159,18 @@ def attributes_json(a: dict[str, Any], data: dict[str, Any]) -> str:
         return json_text({k: data.get(k, v) for k, v in a.items()})
 
 
+_KIND_BY_OPERATION = {
+    **dict.fromkeys(AGENT_OPS, "agent"),
+    **dict.fromkeys(MODEL_OPS, "model"),
+    **dict.fromkeys(TOOL_OPS, "tool"),
+}
+
+
 def _span_kind(a: dict[str, Any]) -> str:
     op = a.get(semconv.GEN_AI_OPERATION_NAME)
-    if op in AGENT_OPS:
-        return "agent"
-    if op in MODEL_OPS:
-        return "model"
-    if op in TOOL_OPS:
-        return "tool"
+    # Any OTLP value may come: an array or a map is not an operation (nor hashable).
+    if isinstance(op, str) and (kind := _KIND_BY_OPERATION.get(op)) is not None:
+        return kind
     oi = a.get("openinference.span.kind")
     if isinstance(oi, str) and oi.upper() in OPENINFERENCE_KINDS:
         return OPENINFERENCE_KINDS[oi.upper()]
@@ -288,9 +292,14 @@ _TOKENS = (
 )
 
 
+class _TooManyTokens(Exception):
+    """A token count over ``MAX_TOKENS`` (its attribute's name): the span is rejected."""
+
+
 def _normalize(a: dict[str, Any], kind: str) -> dict[str, Any]:
     """The GenAI attributes Tether reads, from OpenInference's too: messages as JSON (see
-    ``_json_or_text``), token counts as non-negative integers. Returns the messages as data."""
+    ``_json_or_text``), token counts as non-negative integers (``_TooManyTokens`` past
+    ``MAX_TOKENS``). Returns the messages as data."""
     first = _OPENINFERENCE_FIRST
     for key in a:
         if key[:1] in first and key.startswith(_OPENINFERENCE_PREFIXES):
@@ -304,7 +313,9 @@ def _normalize(a: dict[str, Any], kind: str) -> dict[str, Any]:
         if key in a:
             value = a[key]
             if type(value) is not int or value < 0:
-                a[key] = _int(value)
+                a[key] = value = _int(value)
+            if value > MAX_TOKENS:
+                raise _TooManyTokens(key)
     return data
 
 
@@ -400,12 +411,12 @@ def map_span(span: Span, service: str | None, pricing: PricingTable) -> MappedSp
         raise InvalidSpan(f"span {span_id}: name is empty")
     a = attributes_of(span.attributes)
     kind = _span_kind(a)
-    data = _normalize(a, kind)
-    for key in _TOKENS:  # made non-negative integers by ``_normalize``
-        if a.get(key, 0) > MAX_TOKENS:
-            raise InvalidSpan(
-                f"span {span_id}: {key} is out of range (at most {MAX_TOKENS:,} a span)"
-            )
+    try:
+        data = _normalize(a, kind)
+    except _TooManyTokens as exc:
+        raise InvalidSpan(
+            f"span {span_id}: {exc} is out of range (at most {MAX_TOKENS:,} a span)"
+        ) from None
     if service:
         a.setdefault("service.name", service)
     if kind == "model":
@@ -419,7 +430,7 @@ def map_span(span: Span, service: str | None, pricing: PricingTable) -> MappedSp
         trace_id,
         span_id,
         parent_id,
-        clean_text(fit(name, SPAN_NAME)) or name,
+        column_text(name, SPAN_NAME) or name,
         kind,
         start,
         end or start,

@@ -195,7 +195,16 @@ def _runs_of(
     the run of the first stored span on the chain; the root's own id when the chain ends at
     a root in the request; else the pending run named after the missing parent."""
     found: dict[str, str] = {}
-    for sid in by_id:
+    for sid, span in by_id.items():
+        # Most spans: a root in the request, or a new child whose parent's run is known.
+        if sid not in stored:
+            parent_id = span.parent_id
+            if parent_id is None:
+                found[sid] = sid
+                continue
+            if parent_id != sid and (known := found.get(parent_id)) is not None:
+                found[sid] = known
+                continue
         path: list[str] = []
         on_path: set[str] = set()
         cur = sid
