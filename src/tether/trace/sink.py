@@ -9,7 +9,13 @@ from tether.store import CheckpointRecord, EventRecord, RunRecord, SpanRecord
 
 
 class TraceSink(Protocol):
-    """Where the runtime sends trace records."""
+    """Where the runtime sends trace records.
+
+    A record handed to a sink belongs to it from then on: the batching writer reads and
+    serializes it on its own thread, after the call returns (copying each record on the
+    run's thread would cost the run path a tenth of its time). Build a new record rather
+    than change one already sent; a change would reach the store but not the crash journal.
+    """
 
     def run_started(self, run: RunRecord) -> None: ...
     def span(self, span: SpanRecord) -> None: ...
