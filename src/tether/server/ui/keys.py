@@ -21,10 +21,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from tether.server.access import AccessNotFound, AccessStore, KeyInfo
-from tether.server.auth import Forbidden, KeyManager, Principal
+from tether.server.auth import Forbidden, KeyManager, Principal, check_origin
 from tether.server.roles import Role, may_grant
 from tether.server.ui.render import page
-from tether.server.ui.session import check_origin, form
+from tether.server.ui.session import form
 
 router = APIRouter()
 

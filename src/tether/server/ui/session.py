@@ -23,6 +23,7 @@ from tether.server.auth import (
     Forbidden,
     Principal,
     authenticate,
+    check_origin,
     scoped,
 )
 from tether.server.roles import Permission, Role
@@ -53,16 +54,6 @@ async def form(request: Request) -> dict[str, str]:
     except ValueError:  # more fields than any of the UI's forms has
         raise HTTPException(400, f"a form of the UI has at most {MAX_FORM_FIELDS} fields") from None
     return {k: v[0] for k, v in fields.items()}
-
-
-def check_origin(request: Request) -> None:
-    """A post from a page of another site is refused (CSRF), whatever the cookie says."""
-    origin = request.headers.get("origin")
-    if origin is None or (origin == "null" and request.app.state.config.dev):
-        return
-    host = request.headers.get("host", "")
-    if urlsplit(origin).netloc != host:
-        raise Forbidden("this form was posted from another site")
 
 
 def _login_page(request: Request, message: str | None, next_url: str, status: int) -> Response:
