@@ -256,6 +256,28 @@ def test_numbers_beyond_what_the_store_holds_are_no_500(data: Data) -> None:
     assert last["spans"] == [] and last["next_offset"] is None
 
 
+def test_ids_that_cannot_be_stored_are_not_found_not_a_store_failure(data: Data) -> None:
+    """A NUL in an id of the URL (``%00``) went to the database as it was: PostgreSQL refuses
+    such text, and the answer was a 503 saying the store failed (for monitoring: the store is
+    down; for a client: retry). No project, key or span has such an id: 404, or no spans."""
+    run = data.runs["blocked"].run_id
+    admin = data.admin_key
+    for project in ("%00", "a\x00b"):
+        answer = data.get("/api/v1/runs", admin, project=project)
+        assert answer.status_code == 404, answer.text
+        assert data.get("/runs", admin, project=project).status_code == 404
+    gone = httpx.delete(
+        f"{data.url}/api/v1/keys/%00", headers={"Authorization": f"Bearer {admin}"}, timeout=30
+    )
+    assert gone.status_code == 404, gone.text
+    assert data.get("/keys/%00/revoke", admin).status_code == 404
+    assert data.get(f"/api/v1/runs/{run}/spans/%00").status_code == 404
+    none = data.get(f"/api/v1/runs/{run}/spans", parent_id="\x00")
+    assert none.status_code == 200 and none.json()["spans"] == []
+    assert data.get(f"/runs/{run}", span="\x00").status_code == 200
+    assert data.get(f"/runs/{run}/children", parent="\x00").status_code == 200
+
+
 def test_pages_escape_what_runs_hold(store_url: str) -> None:
     payload = '<script>alert(1)</script><a href="javascript:alert(2)">x</a>'
     store = Store(store_url)
