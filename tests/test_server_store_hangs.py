@@ -98,3 +98,45 @@ def test_a_command_in_flight_when_the_database_stops_answering_fails_and_is_not_
             conn.execute(text("SELECT pg_sleep(1)"))
     finally:
         engine.dispose()
+
+
+def test_a_request_waiting_on_the_database_does_not_stop_the_others(
+    pg_url: str, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Prometheus scrape and the UI's forms (sign in, switch project, make or revoke a key)
+    are async routes that called the store in the event loop: while the store did not answer,
+    the whole server answered nothing, not even a page that needs no store. Their store work
+    runs in worker threads now: a request that needs no store is answered meanwhile."""
+    monkeypatch.setenv("TETHER_DB_STATEMENT_TIMEOUT_S", "2")
+    monkeypatch.setenv("TETHER_DB_CONNECT_TIMEOUT_S", "1")
+    Store(pg_url).close()
+    access = AccessStore(pg_url)
+    _, viewer = access.create_key("default", Role.VIEWER)
+    _, admin = access.create_key("default", Role.ADMIN)
+    proxied = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    with serving(create_app(ServerConfig(database_url=proxied))) as base:
+        with httpx.Client(base_url=base, timeout=60) as warm:
+            signed_in = warm.post("/login", data={"key": admin})
+            assert signed_in.status_code == 303
+            assert warm.get("/metrics", headers={"Authorization": f"Bearer {viewer}"}).is_success
+            session = dict(warm.cookies)
+        waiting_on_store = {
+            "scrape": lambda c: c.get("/metrics", headers={"Authorization": f"Bearer {viewer}"}),
+            "sign in": lambda c: c.post("/login", data={"key": viewer}),
+            "switch": lambda c: c.post("/switch-project", data={"project": "x"}),
+            "new key": lambda c: c.post("/keys", data={"role": "viewer"}),
+        }
+        for what, call in waiting_on_store.items():
+            proxy.freeze()
+            signed_in_browser = httpx.Client(base_url=base, timeout=60, cookies=session)
+            with signed_in_browser as c, ThreadPoolExecutor(1) as pool:
+                stuck = pool.submit(call, c)
+                deadline = time.monotonic() + 30
+                while not proxy.waiting():  # the request reached the store
+                    assert time.monotonic() < deadline and not stuck.done(), what
+                    time.sleep(0.01)
+                free = httpx.get(f"{base}/favicon.ico", timeout=60)
+                assert free.status_code == 204
+                assert not stuck.done(), f"{what}: the server answered nothing meanwhile"
+                proxy.thaw()
+                assert stuck.result().status_code < 600

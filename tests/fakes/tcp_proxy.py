@@ -60,10 +60,16 @@ class TcpProxy(_Listener):
         self.target = target
         self._thawed = threading.Event()
         self._thawed.set()
+        self._held = threading.Event()
         super().__init__(port)
 
     def freeze(self) -> None:
+        self._held.clear()
         self._thawed.clear()
+
+    def waiting(self) -> bool:
+        """Whether, frozen, it holds something sent: a client waits for an answer."""
+        return self._held.is_set()
 
     def thaw(self) -> None:
         self._thawed.set()
@@ -81,7 +87,9 @@ class TcpProxy(_Listener):
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                self._thawed.wait()
+                if not self._thawed.is_set():
+                    self._held.set()
+                    self._thawed.wait()
                 dst.sendall(data)
         except OSError:
             pass

@@ -12,6 +12,7 @@ from typing import Annotated
 from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import RedirectResponse, Response
 
@@ -81,6 +82,12 @@ def login_form(request: Request, next: str | None = None) -> Response:
 async def login(request: Request) -> Response:
     check_origin(request)
     fields = await form(request)
+    # The store's work in a worker thread: in the event loop, a store slow to answer would
+    # hold every other request (so for every form that is read here, then acted on).
+    return await run_in_threadpool(_sign_in, request, fields)
+
+
+def _sign_in(request: Request, fields: dict[str, str]) -> Response:
     next_url = safe_next(fields.get("next"))
     access: AccessStore = request.app.state.access
     key = fields.get("key", "").strip()
@@ -124,6 +131,10 @@ async def switch_project(
     """Look at another project (a key that may see all projects)."""
     check_origin(request)
     fields = await form(request)
+    return await run_in_threadpool(_switch, request, principal, fields)
+
+
+def _switch(request: Request, principal: Principal, fields: dict[str, str]) -> Response:
     project = fields.get("project", "") or DEFAULT_PROJECT
     if not principal.may(Permission.ALL_PROJECTS) and project != principal.project:
         raise Forbidden("only an admin key may switch projects")
