@@ -132,6 +132,21 @@ def test_cli_keys_and_projects(sqlite_url: str) -> None:
     assert [p["name"] for p in projects] == ["acme", "default"]
 
 
+def test_a_key_name_cannot_forge_a_row_of_keys_list(sqlite_url: str) -> None:
+    """A key's name is free text (a developer key names the keys it makes over the API): one
+    holding a newline printed a second line in ``tether keys list`` that read as an admin
+    key's row. Each key is one line, its name's newline and tab shown as escapes."""
+    access = AccessStore(sqlite_url)
+    forged = "ops\nca306ff28edc2d16  default          admin     active\tx\x1b[2J"
+    info, _ = access.create_key("default", Role.VIEWER, name=forged)
+    listed = run_cli("--database-url", sqlite_url, "keys", "list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(info.key_id), listed.stdout
+    shown = "ops\\nca306ff28edc2d16  default          admin     active\\tx\\x1b[2J"
+    assert lines[0].endswith(shown)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -145,6 +145,7 @@ def test_time_range_and_keyset_pages(data: Data) -> None:
         ({"error_category": "cosmic_ray"}, "unknown error category"),
         ({"tag": "novalue"}, "key=value"),
         ({"q": "x" * 500}, "q"),
+        ({"min_latency_ms": "1e308"}, "min_latency_ms"),  # was a 500: round(inf) overflowed
     ],
 )
 def test_invalid_queries_are_422_with_the_reason(
@@ -225,6 +226,56 @@ def test_metrics(data: Data) -> None:
     assert data.get("/api/v1/metrics", all_projects="true").json()["totals"]["requests"] == 4
     bad = data.get("/api/v1/metrics", since="2030-01-01T00:00:00", until="2020-01-01T00:00:00")
     assert bad.status_code == 422
+
+
+def test_numbers_beyond_what_the_store_holds_are_no_500(data: Data) -> None:
+    """Times and offsets past the store's 64-bit columns went to the database as they were:
+    SQLite's driver raised OverflowError (a 500 with a traceback) and PostgreSQL 'bigint out
+    of range' (a 503, as if the store were down). A time range is clamped to what the columns
+    hold (year 1 to 9999 is every run); an offset that large is a 422."""
+    for since, until in (
+        ("0001-01-01T00:00:00", "9999-12-31T23:59:59"),
+        ("0001-01-01T00:00:00+14:00", None),
+        (None, "9999-12-31T23:59:59-14:00"),
+    ):
+        params = {k: v for k, v in (("since", since), ("until", until)) if v}
+        answer = data.get("/api/v1/metrics", **params)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["totals"]["requests"] == (0 if since is None else 4)
+        page = data.get("/dashboard", **params)
+        assert page.status_code == 200, page.text[:300]
+    before_1970 = data.get("/api/v1/metrics", since="0001-01-01T00:00:00", until="1900-01-01")
+    assert before_1970.status_code == 422 and "since must be before until" in before_1970.text
+    run = data.runs["blocked"].run_id
+    for offset in (2**63, 10**30):
+        spans = data.get(f"/api/v1/runs/{run}/spans", offset=offset)
+        assert spans.status_code == 422 and "offset" in spans.json()["error"]
+        rows = data.get(f"/runs/{run}/children", parent=run, offset=offset)
+        assert rows.status_code == 422, rows.text[:300]
+    last = data.get(f"/api/v1/runs/{run}/spans", offset=2**63 - 1).json()
+    assert last["spans"] == [] and last["next_offset"] is None
+
+
+def test_ids_that_cannot_be_stored_are_not_found_not_a_store_failure(data: Data) -> None:
+    """A NUL in an id of the URL (``%00``) went to the database as it was: PostgreSQL refuses
+    such text, and the answer was a 503 saying the store failed (for monitoring: the store is
+    down; for a client: retry). No project, key or span has such an id: 404, or no spans."""
+    run = data.runs["blocked"].run_id
+    admin = data.admin_key
+    for project in ("%00", "a\x00b"):
+        answer = data.get("/api/v1/runs", admin, project=project)
+        assert answer.status_code == 404, answer.text
+        assert data.get("/runs", admin, project=project).status_code == 404
+    gone = httpx.delete(
+        f"{data.url}/api/v1/keys/%00", headers={"Authorization": f"Bearer {admin}"}, timeout=30
+    )
+    assert gone.status_code == 404, gone.text
+    assert data.get("/keys/%00/revoke", admin).status_code == 404
+    assert data.get(f"/api/v1/runs/{run}/spans/%00").status_code == 404
+    none = data.get(f"/api/v1/runs/{run}/spans", parent_id="\x00")
+    assert none.status_code == 200 and none.json()["spans"] == []
+    assert data.get(f"/runs/{run}", span="\x00").status_code == 200
+    assert data.get(f"/runs/{run}/children", parent="\x00").status_code == 200
 
 
 def test_pages_escape_what_runs_hold(store_url: str) -> None:

@@ -52,11 +52,27 @@ class _Listener:
 
 
 class TcpProxy(_Listener):
-    """Listens on ``127.0.0.1:port`` and forwards every connection to ``target``."""
+    """Listens on ``127.0.0.1:port`` and forwards every connection to ``target``; between
+    ``freeze`` and ``thaw`` it forwards nothing and keeps every connection open (a server that
+    stopped answering: a frozen host, a network partition)."""
 
     def __init__(self, port: int, target: tuple[str, int]) -> None:
         self.target = target
+        self._thawed = threading.Event()
+        self._thawed.set()
+        self._held = threading.Event()
         super().__init__(port)
+
+    def freeze(self) -> None:
+        self._held.clear()
+        self._thawed.clear()
+
+    def waiting(self) -> bool:
+        """Whether, frozen, it holds something sent: a client waits for an answer."""
+        return self._held.is_set()
+
+    def thaw(self) -> None:
+        self._thawed.set()
 
     def _handle(self, client: socket.socket) -> None:
         try:
@@ -68,10 +84,12 @@ class TcpProxy(_Listener):
         for a, b in ((client, upstream), (upstream, client)):
             threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                if not self._thawed.is_set():
+                    self._held.set()
+                    self._thawed.wait()
                 dst.sendall(data)
         except OSError:
             pass

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, RowMapping, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from tether.core import StoreError, TetherError
-from tether.server.roles import Role, check_project_name
+from tether.server.roles import PROJECT_NAME, Role, check_project_name
 from tether.store import tables
 from tether.store.db import create_store_engine, driver_message, migrate, redact_url
 from tether.store.values import clean_text
@@ -111,14 +111,16 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _is_key_id(text: str) -> bool:
+    return len(text) == 2 * _KEY_ID_BYTES and all(c in "0123456789abcdef" for c in text)
+
+
 def split_key(key: str) -> tuple[str, str] | None:
     """``(key id, secret)`` of text shaped like a key; None for anything else."""
     if not key.startswith(KEY_PREFIX) or len(key) > 128:
         return None
     key_id, sep, secret = key[len(KEY_PREFIX) :].partition("_")
-    if not sep or len(key_id) != 2 * _KEY_ID_BYTES or not secret:
-        return None
-    if not all(c in "0123456789abcdef" for c in key_id):
+    if not sep or not _is_key_id(key_id) or not secret:
         return None
     return key_id, secret
 
@@ -205,6 +207,8 @@ class AccessStore:
         return [(r["name"], r["created_ns"]) for r in rows]
 
     def project_exists(self, name: str) -> bool:
+        if not PROJECT_NAME.fullmatch(name):  # no such name is stored: not asked either
+            return False
         p = tables.projects.c
         return bool(self._run(select(p.name).where(p.name == name)))
 
@@ -262,7 +266,12 @@ class AccessStore:
 
     def get_key(self, key_id: str) -> KeyInfo:
         k = tables.api_keys.c
-        rows = self._run(select(tables.api_keys).where(k.key_id == key_id))
+        # Text that is no key id (a URL's %00 included) is not sent to the database.
+        rows = (
+            self._run(select(tables.api_keys).where(k.key_id == key_id))
+            if _is_key_id(key_id)
+            else []
+        )
         if not rows:
             raise AccessNotFound(f"no API key {key_id!r}", hint="tether keys list shows them")
         return _key_from(rows[0])

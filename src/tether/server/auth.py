@@ -6,15 +6,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
 from tether.core import DEFAULT_PROJECT
 from tether.server.access import AccessStore, KeyInfo
+from tether.server.config import LOOPBACK_HOSTS
 from tether.server.roles import GRANTS, Permission, Role
 
 SESSION_COOKIE = "tether_session"
 DEV_PROJECT_COOKIE = "tether_dev_project"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class AuthError(Exception):
@@ -86,10 +89,45 @@ def _access(request: Request) -> AccessStore:
     return store
 
 
+def check_origin(request: Request) -> None:
+    """A request sent by a page of another origin is refused (CSRF), whatever the cookie says.
+    Browsers name the page's origin on every cross-origin POST; a client that is not a
+    browser sends none."""
+    origin = request.headers.get("origin")
+    if origin is None or (origin == "null" and request.app.state.config.dev):
+        return
+    host = request.headers.get("host", "")
+    if urlsplit(origin).netloc != host:
+        raise Forbidden("this request was sent from another site")
+
+
+def _loopback_host(request: Request) -> bool:
+    """The request is addressed to this machine by a loopback name (``Host``), not to a
+    domain that resolves here (DNS rebinding)."""
+    host = request.headers.get("host")
+    if not host:  # HTTP/1.0 without a Host: no browser sends that
+        return True
+    name = host if host.endswith("]") else host.rsplit(":", 1)[0]
+    return name.strip("[]").lower() in LOOPBACK_HOSTS
+
+
 def authenticate(request: Request) -> Principal:
     """The caller, from the key or the session cookie; ``AuthError`` when there is neither
-    or it opens nothing. In dev mode every request is an admin's."""
+    or it opens nothing. In dev mode every request is an admin's.
+
+    What a browser sends by itself (the session cookie; in dev mode, nothing at all) is not
+    taken from another origin's page for a request that changes something (CSRF: a page on
+    another port of this host or another subdomain of this site gets the SameSite cookie
+    sent), and dev mode answers only requests addressed to a loopback name (a page whose
+    domain resolves to 127.0.0.1 would otherwise read and act as an admin)."""
+    unsafe = request.method not in SAFE_METHODS
     if request.app.state.config.dev:
+        if not _loopback_host(request):
+            raise Forbidden(
+                "dev mode answers only requests addressed to 127.0.0.1, localhost or [::1]"
+            )
+        if unsafe:
+            check_origin(request)
         project = request.cookies.get(DEV_PROJECT_COOKIE) or DEFAULT_PROJECT
         return Principal(role=Role.ADMIN, project=project, key=None)
     key_text = _bearer(request)
@@ -102,6 +140,8 @@ def authenticate(request: Request) -> Principal:
         return Principal(role=info.role, project=info.project, key=info)
     token = request.cookies.get(SESSION_COOKIE)
     if token:
+        if unsafe:
+            check_origin(request)
         session = access.session(token)
         if session is not None:
             access.note_used(session.key)

@@ -214,6 +214,13 @@ def public() -> bool:
 
 @router.get("/metrics", summary="Prometheus exposition of runs, latency, errors, tokens and cost")
 async def metrics(request: Request) -> Response:
+    # Checking the key reads the store too: in the worker thread, never in the event loop
+    # (a store that is slow to answer would hold every other request).
+    text = await run_in_threadpool(_scrape, request)
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+
+def _scrape(request: Request) -> bytes:
     project: str | None
     if public():
         project = None
@@ -222,5 +229,4 @@ async def metrics(request: Request) -> Response:
         if not principal.may(Permission.READ):
             raise Forbidden(f"a key of role {principal.role.value!r} may not read metrics")
         project = None if principal.may(Permission.ALL_PROJECTS) else principal.project
-    text = await run_in_threadpool(render, request.app.state.engine, project)
-    return Response(text, media_type=CONTENT_TYPE_LATEST)
+    return render(request.app.state.engine, project)

@@ -103,6 +103,12 @@ def _decision_verdicts(engine: Engine, run_id: str) -> dict[str | None, list[str
     return out
 
 
+def storable(span_id: str) -> bool:
+    """An id a stored span may have: text with a NUL in it (a URL's ``%00``) is none, and is
+    not sent to the database (PostgreSQL refuses it, which would read as the store failing)."""
+    return "\x00" not in span_id
+
+
 def children(
     engine: Engine,
     run_id: str,
@@ -114,6 +120,8 @@ def children(
 ) -> tuple[list[SpanLine], int]:
     """The spans under ``parent_id`` (None: the run's roots) in start order, a page at a
     time, and how many there are in all; with ``attributes``, each span's attributes too."""
+    if parent_id is not None and not storable(parent_id):
+        return [], 0
     sp = tables.spans.c
     under = sp.parent_id.is_(None) if parent_id is None else sp.parent_id == parent_id
     columns: tuple[Any, ...] = (
@@ -201,6 +209,8 @@ def run_bounds(engine: Engine, run_id: str) -> tuple[int, int, int, int]:
 def span_detail(engine: Engine, run_id: str, span_id: str) -> SpanDetail | None:
     """One span of the run with its attributes and events; None if the run has no such
     span."""
+    if not storable(span_id):
+        return None
     sp = tables.spans.c
     ev = tables.events.c
     try:

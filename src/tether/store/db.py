@@ -253,6 +253,12 @@ def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
                 max_overflow=5,
                 hide_parameters=True,
             )
+            if parsed.get_backend_name() == "postgresql":
+                from tether.store.pg_wait import answer_deadline_s, connect_with_deadline
+
+                deadline = answer_deadline_s(parsed)
+                if deadline is not None:
+                    event.listen(engine, "do_connect", connect_with_deadline(deadline))
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
         raise StoreError(
             f"no database driver for {redact_url(url)}: {exc}",

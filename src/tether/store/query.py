@@ -17,6 +17,9 @@ MAX_PAGE = 10_000
 MAX_VALUES = 100
 """Most values one filter takes (each is a parameter of the query: databases cap them)."""
 MAX_CURSOR_CHARS = 200
+MAX_LATENCY_MS = 9e12
+"""The longest latency a filter may ask for (292 years: in nanoseconds, what the store's
+64-bit columns hold)."""
 """Longer text is no cursor this store made (and is not decoded)."""
 
 RunStatus = Literal["running", "completed", "paused", "failed"]
@@ -91,7 +94,7 @@ class RunQuery(BaseModel):
     """Where the page starts: ``next_cursor`` of the page before it (None: the newest run)."""
     min_cost_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     """Runs that cost at least this much (US dollars; runs of unknown cost never match)."""
-    min_latency_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    min_latency_ms: float | None = Field(default=None, ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False)
     """Runs that ended and took at least this long."""
     error_category: tuple[ErrorCategory, ...] = ()
     """Runs with an error of one of these categories (``tool_error``, ``model_error``,

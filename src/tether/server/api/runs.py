@@ -28,6 +28,10 @@ from tether.trace.views import EventView, RunDetail, RunPage, SpanView
 
 router = APIRouter(tags=["runs"])
 DAY_NS = 86_400 * 1_000_000_000
+MAX_NS = 2**63 - 1
+"""The latest time the store's columns hold (April 2262)."""
+MAX_OFFSET = 2**63 - 1
+"""The largest offset a database takes (a larger one is a 422, not the database's error)."""
 
 
 @router.get("/runs")
@@ -80,7 +84,7 @@ def list_spans(
     run_id: str,
     principal: Reader,
     parent_id: Annotated[str | None, Query(max_length=16)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = traces.CHILDREN_PAGE,
 ) -> SpanPage:
     """The spans under ``parent_id`` (none given: the run's top spans), with attributes."""
@@ -129,6 +133,10 @@ def list_agents(request: Request, principal: Reader) -> list[AgentView]:
     return agents(engine(request), principal.project)
 
 
+def _within_columns(moment: datetime) -> int:
+    return min(max(int(moment.timestamp() * 1e9), 0), MAX_NS)
+
+
 def metrics_range(
     since: datetime | None, until: datetime | None, default_ns: int = DAY_NS
 ) -> tuple[int, int]:
@@ -137,8 +145,10 @@ def metrics_range(
     since, until = (
         None if t is None else t if t.tzinfo else t.replace(tzinfo=UTC) for t in (since, until)
     )
-    end = time.time_ns() if until is None else int(until.timestamp() * 1e9)
-    start = end - default_ns if since is None else int(since.timestamp() * 1e9)
+    # Within what the store's time columns hold (64-bit nanoseconds, no run before 1970): a
+    # range from year 1 to 9999 is every run, not an integer the database cannot take.
+    end = time.time_ns() if until is None else _within_columns(until)
+    start = end - default_ns if since is None else _within_columns(since)
     if start >= end:
         from fastapi.exceptions import RequestValidationError
 

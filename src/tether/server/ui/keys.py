@@ -18,13 +18,14 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
 from tether.server.access import AccessNotFound, AccessStore, KeyInfo
-from tether.server.auth import Forbidden, KeyManager, Principal
+from tether.server.auth import Forbidden, KeyManager, Principal, check_origin
 from tether.server.roles import Role, may_grant
 from tether.server.ui.render import page
-from tether.server.ui.session import check_origin, form
+from tether.server.ui.session import form
 
 router = APIRouter()
 
@@ -79,6 +80,11 @@ async def create_key(request: Request, principal: KeyManager) -> Response:
     """Make a key in the project: its text is shown in this answer, once."""
     check_origin(request)
     fields = await form(request)
+    # The store's work in a worker thread, not in the event loop (``session.login``).
+    return await run_in_threadpool(_create, request, principal, fields)
+
+
+def _create(request: Request, principal: Principal, fields: dict[str, str]) -> Response:
     role_text = fields.get("role", "")
     expiry = fields.get("expires", "never")
     name = fields.get("name", "").strip()
@@ -137,6 +143,10 @@ async def revoke(request: Request, key_id: str, principal: KeyManager) -> Respon
     if fields.get("confirm") != key_id:
         # Only the confirmation page's form names the key again.
         return RedirectResponse(f"/keys/{quote(key_id)}/revoke", status_code=303)
+    return await run_in_threadpool(_revoke, request, principal, key_id)
+
+
+def _revoke(request: Request, principal: Principal, key_id: str) -> Response:
     info = _project_key(request, principal, key_id)
     _access(request).revoke_key(info.key_id, actor=principal.actor("ui"))
     if key_id == principal.key_id:  # the key this browser signed in with: signed out now

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 
 from tether.server import metrics_sql, traces
-from tether.server.api.runs import metrics_range
+from tether.server.api.runs import MAX_OFFSET, metrics_range
 from tether.server.auth import Reader
 from tether.server.filters import RunFilters, run_filters
 from tether.server.roles import Permission
@@ -131,7 +131,7 @@ def children_fragment(
     run_id: str,
     principal: Reader,
     parent: Annotated[str | None, Query(max_length=16)] = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     depth: Annotated[int, Query(ge=0, le=200)] = 1,
     t0: Annotated[int, Query()] = 0,
     t_span: Annotated[int, Query(ge=1)] = 1,

@@ -12,6 +12,7 @@ from typing import Annotated
 from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.responses import RedirectResponse, Response
 
@@ -23,6 +24,7 @@ from tether.server.auth import (
     Forbidden,
     Principal,
     authenticate,
+    check_origin,
     scoped,
 )
 from tether.server.roles import Permission, Role
@@ -55,16 +57,6 @@ async def form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in fields.items()}
 
 
-def check_origin(request: Request) -> None:
-    """A post from a page of another site is refused (CSRF), whatever the cookie says."""
-    origin = request.headers.get("origin")
-    if origin is None or (origin == "null" and request.app.state.config.dev):
-        return
-    host = request.headers.get("host", "")
-    if urlsplit(origin).netloc != host:
-        raise Forbidden("this form was posted from another site")
-
-
 def _login_page(request: Request, message: str | None, next_url: str, status: int) -> Response:
     return page(request, "login.html", {"message": message, "next": next_url}, None, status=status)
 
@@ -90,6 +82,12 @@ def login_form(request: Request, next: str | None = None) -> Response:
 async def login(request: Request) -> Response:
     check_origin(request)
     fields = await form(request)
+    # The store's work in a worker thread: in the event loop, a store slow to answer would
+    # hold every other request (so for every form that is read here, then acted on).
+    return await run_in_threadpool(_sign_in, request, fields)
+
+
+def _sign_in(request: Request, fields: dict[str, str]) -> Response:
     next_url = safe_next(fields.get("next"))
     access: AccessStore = request.app.state.access
     key = fields.get("key", "").strip()
@@ -133,6 +131,10 @@ async def switch_project(
     """Look at another project (a key that may see all projects)."""
     check_origin(request)
     fields = await form(request)
+    return await run_in_threadpool(_switch, request, principal, fields)
+
+
+def _switch(request: Request, principal: Principal, fields: dict[str, str]) -> Response:
     project = fields.get("project", "") or DEFAULT_PROJECT
     if not principal.may(Permission.ALL_PROJECTS) and project != principal.project:
         raise Forbidden("only an admin key may switch projects")

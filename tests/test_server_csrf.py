@@ -1,0 +1,108 @@
+"""What a browser sends by itself is not taken from another origin's page: the session cookie
+on a request that changes something (CSRF from another port of this host or another subdomain:
+SameSite=Strict still sends the cookie there), and dev mode's no-sign-in admin (DNS rebinding:
+a page whose domain resolves to 127.0.0.1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fakes.server import serving
+from tether import Agent
+from tether.server import ServerConfig, create_app
+from tether.server.access import AccessStore
+from tether.server.roles import Role
+from tether.store import Store
+from tether.store.audit import iter_audit
+from tether.trace import writer_for
+
+
+def _paused_runs(tmp_path: Path, url: str, count: int) -> list[str]:
+    from test_approvals import agent_dir
+
+    Store(url).close()
+    (tmp_path / "agent").mkdir()
+    agent = Agent.from_yaml(agent_dir(tmp_path / "agent"), trace=url)
+    runs = [agent.run_sync("please refund 500 on 7").run_id for _ in range(count)]
+    writer_for(url).flush()
+    return runs
+
+
+def _approvals(url: str, run: str) -> list[str]:
+    store = Store(url)
+    try:
+        with store.engine.connect() as conn:
+            return [e.kind for e, _, _ in iter_audit(conn) if e.run_id == run]
+    finally:
+        store.close()
+
+
+def test_a_signed_in_browser_does_not_act_for_another_origins_page(tmp_path: Path) -> None:
+    """A page on another port of the same host (same site: the SameSite=Strict cookie goes
+    along) posted an empty ``fetch`` to the approve route, a simple request with no preflight:
+    the developer's session approved the refund. Refused now, and nothing is recorded."""
+    url = f"sqlite:///{tmp_path / 'csrf.db'}"
+    run, other = _paused_runs(tmp_path, url, 2)
+    access = AccessStore(url)
+    _, developer = access.create_key("default", Role.DEVELOPER)
+    viewer, _ = access.create_key("default", Role.VIEWER)
+    with serving(create_app(ServerConfig(database_url=url))) as base:
+        evil = base.rsplit(":", 1)[0] + ":1"  # another port of 127.0.0.1
+        with httpx.Client(base_url=base, timeout=30) as browser:
+            signed_in = browser.post("/login", data={"key": developer})
+            assert signed_in.status_code == 303 and browser.cookies.get("tether_session")
+            forged = browser.post(f"/api/v1/approvals/{run}/approve", headers={"origin": evil})
+            assert forged.status_code == 403, forged.text
+            assert "another site" in forged.json()["error"]
+            revoke = browser.delete(f"/api/v1/keys/{viewer.key_id}", headers={"origin": evil})
+            assert revoke.status_code == 403
+            waiting = browser.get("/api/v1/approvals").json()["approvals"]
+            assert run in {a["run_id"] for a in waiting}
+            # Its own pages' requests (same origin, or a client that names none) still act.
+            own = browser.post(f"/api/v1/approvals/{other}/approve", headers={"origin": base})
+            assert own.status_code == 200, own.text
+        # A key in the Authorization header is no ambient credential: any origin may use it.
+        with httpx.Client(base_url=base, timeout=30) as script:
+            keyed = script.post(
+                f"/api/v1/approvals/{run}/deny",
+                headers={"origin": evil, "authorization": f"Bearer {developer}"},
+            )
+            assert keyed.status_code == 200, keyed.text
+    assert access.get_key(viewer.key_id).revoked_ns is None
+    assert _approvals(url, other).count("approval") == 1
+    assert _approvals(url, run).count("approval") == 1  # the keyed denial only
+
+
+@pytest.mark.parametrize("host", ["rebind.evil.test", "127.0.0.1.evil.test", "evil.test:80"])
+def test_dev_mode_answers_only_requests_addressed_to_loopback(tmp_path: Path, host: str) -> None:
+    """Dev mode needs no sign-in on 127.0.0.1. A web page whose domain the attacker resolves to
+    127.0.0.1 (DNS rebinding) is same-origin with it in the browser: it read every trace and
+    approved tool calls as an admin. A request whose Host is not a loopback name is refused."""
+    url = f"sqlite:///{tmp_path / 'dev.db'}"
+    (run,) = _paused_runs(tmp_path, url, 1)
+    with serving(create_app(ServerConfig(database_url=url, dev=True))) as base:
+        port = base.rsplit(":", 1)[1]
+        with httpx.Client(base_url=base, timeout=30) as c:
+            named = host if ":" in host else f"{host}:{port}"
+            for path in ("/api/v1/runs", "/runs", "/api/v1/approvals"):
+                refused = c.get(path, headers={"host": named})
+                assert refused.status_code == 403, (path, refused.text[:200])
+                assert "only requests addressed to 127.0.0.1" in refused.text
+            forged = c.post(
+                f"/api/v1/approvals/{run}/approve",
+                headers={"host": named, "origin": f"http://{named}"},
+            )
+            assert forged.status_code == 403
+            # Same machine, but another origin's page (another port): refused too.
+            other_port = c.post(
+                f"/api/v1/approvals/{run}/approve", headers={"origin": "http://127.0.0.1:1"}
+            )
+            assert other_port.status_code == 403
+            assert _approvals(url, run).count("approval") == 0
+            for loopback in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", "[::1]"):
+                assert c.get("/api/v1/runs", headers={"host": loopback}).status_code == 200
+            approved = c.post(f"/api/v1/approvals/{run}/approve")  # a script: no Origin
+            assert approved.status_code == 200, approved.text
