@@ -96,3 +96,22 @@ def test_the_page_lists_one_page_of_each_level(big: tuple[str, str, str]) -> Non
         timeout=60,
     ).json()
     assert api["total"] == CALLS and api["next_offset"] == 50 and len(api["spans"]) == 50
+
+
+def test_the_whole_trace_api_reads_a_bounded_part(big: tuple[str, str, str]) -> None:
+    """GET /api/v1/runs/{id} read every span of the run into memory: an agent key could grow
+    one run by OTLP batches until any reader's request exhausted the server. It reads the
+    first ``max_spans`` (default 10,000) and says when there are more."""
+    base, key, run = big
+    headers = {"Authorization": f"Bearer {key}"}
+    whole = f"{base}/api/v1/runs/{run}"
+    first = httpx.get(whole, headers=headers, timeout=60).json()
+    assert len(first["spans"]) == 10_000 and first["truncated"] is True
+    starts = [s["start_ns"] for s in first["spans"]]
+    assert starts == sorted(starts)  # the first ones, in start order
+    few = httpx.get(whole, params={"max_spans": 3}, headers=headers, timeout=60).json()
+    assert [s["span_id"] for s in few["spans"]] == [s["span_id"] for s in first["spans"][:3]]
+    all_of_it = httpx.get(whole, params={"max_spans": 40_000}, headers=headers, timeout=60)
+    assert all_of_it.json()["truncated"] is False and len(all_of_it.json()["spans"]) == 30_002
+    for bad in ({"max_spans": 0}, {"max_spans": 100_001}, {"max_events": -1}):
+        assert httpx.get(whole, params=bad, headers=headers, timeout=60).status_code == 422

@@ -55,10 +55,19 @@ def project_run(request: Request, project: str, run_id: str) -> RunRecord:
     return run_from_row(row)
 
 
-def trace_of(request: Request, run: RunRecord) -> Trace:
-    """The trace of a run found by ``project_run``."""
+def trace_of(
+    request: Request, run: RunRecord, *, max_spans: int | None = None, max_events: int | None = None
+) -> tuple[Trace, bool]:
+    """The trace of a run found by ``project_run``, at most ``max_spans`` spans and
+    ``max_events`` events (the first), and whether there were more (a run grown by OTLP
+    batches may hold millions: read whole, one request would hold them all in memory)."""
     found = reader(request)
-    return Trace(run, found.get_spans(run.run_id), found.get_events(run.run_id))
+    spans = found.get_spans(run.run_id, limit=None if max_spans is None else max_spans + 1)
+    events = found.get_events(run.run_id, limit=None if max_events is None else max_events + 1)
+    more = (max_spans is not None and len(spans) > max_spans) or (
+        max_events is not None and len(events) > max_events
+    )
+    return Trace(run, spans[:max_spans], events[:max_events]), more
 
 
 def blocked_runs(db: Engine, run_ids: Sequence[str]) -> set[str]:

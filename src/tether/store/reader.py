@@ -323,12 +323,13 @@ class StoreReader:
         run = self.get_run(run_or_trace_id)
         return Trace(run, self.get_spans(run.run_id), self.get_events(run.run_id))
 
-    def get_spans(self, run_id: str) -> list[SpanRecord]:
-        """The spans of one run (``RunRecord.run_id``), in start order."""
+    def get_spans(self, run_id: str, *, limit: int | None = None) -> list[SpanRecord]:
+        """The spans of one run (``RunRecord.run_id``), in start order (the first ``limit``)."""
         stmt = (
             select(tables.spans)
             .where(tables.spans.c.run_id == run_id)
             .order_by(tables.spans.c.start_ns, tables.spans.c.span_id)
+            .limit(limit)
         )
         out = []
         for row in self._read(stmt):
@@ -337,12 +338,13 @@ class StoreReader:
             out.append(SpanRecord(**data))
         return out
 
-    def get_events(self, run_id: str) -> list[EventRecord]:
-        """The events of one run, in time order."""
+    def get_events(self, run_id: str, *, limit: int | None = None) -> list[EventRecord]:
+        """The events of one run, in time order (the first ``limit``)."""
         stmt = (
             select(tables.events)
             .where(tables.events.c.run_id == run_id)
             .order_by(tables.events.c.time_ns, tables.events.c.id)
+            .limit(limit)
         )
         return [
             EventRecord(

@@ -180,13 +180,17 @@ class RunDetail(_View):
     """Its spans, in start order."""
     events: list[EventView]
     """Its events, in time order."""
+    truncated: bool = False
+    """The run has more spans or events than were read (the API's ``max_spans`` and
+    ``max_events``): these are the first; page through ``/runs/{run_id}/spans`` for the rest."""
 
     @classmethod
-    def of(cls, trace: Trace) -> RunDetail:
+    def of(cls, trace: Trace, *, truncated: bool = False) -> RunDetail:
         return cls(
             run=RunSummary.of(trace.run, trace.spans),
             spans=[SpanView.of(s) for s in trace.spans],
             events=[EventView.of(e) for e in trace.events],
+            truncated=truncated,
         )
 
 

@@ -44,11 +44,27 @@ def list_runs(
     return RunPage.of(listing)
 
 
+DEFAULT_TRACE_SPANS = 10_000
+MAX_TRACE_SPANS = 100_000
+DEFAULT_TRACE_EVENTS = 50_000
+MAX_TRACE_EVENTS = 500_000
+"""How much of a run one request reads whole (a run may be grown without end by OTLP)."""
+
+
 @router.get("/runs/{run_id}")
-def get_run(request: Request, run_id: str, principal: Reader) -> RunDetail:
-    """One run's trace: the run, its spans in start order, its events in time order."""
+def get_run(
+    request: Request,
+    run_id: str,
+    principal: Reader,
+    max_spans: Annotated[int, Query(ge=1, le=MAX_TRACE_SPANS)] = DEFAULT_TRACE_SPANS,
+    max_events: Annotated[int, Query(ge=1, le=MAX_TRACE_EVENTS)] = DEFAULT_TRACE_EVENTS,
+) -> RunDetail:
+    """One run's trace: the run, its first ``max_spans`` spans in start order and first
+    ``max_events`` events in time order; ``truncated`` when it has more (page through
+    ``/runs/{run_id}/spans`` for the rest)."""
     run = project_run(request, principal.project, run_id)
-    return RunDetail.of(trace_of(request, run))
+    trace, more = trace_of(request, run, max_spans=max_spans, max_events=max_events)
+    return RunDetail.of(trace, truncated=more)
 
 
 class SpanPage(BaseModel):
