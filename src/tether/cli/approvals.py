@@ -30,7 +30,7 @@ from tether.cli.base import (
 )
 from tether.cli.options import TEXT
 from tether.cli.run import StreamPrinter, report_run
-from tether.cli.terminal import escape, visible
+from tether.cli.terminal import escape, one_line, visible
 from tether.core import Settings
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def list_waiting(ctx: click.Context, limit: int, as_json: bool) -> None:
         return
     for row in rows:
         if "problem" in row:
-            click.echo(visible(f"{row['run_id']}  {row['agent']}  {row['problem']}"))
+            click.echo(f"{row['run_id']}  {one_line(row['agent'])}  {one_line(row['problem'])}")
             continue
         answer = row["answer"]
         if row["resumed_as"]:
@@ -131,8 +131,10 @@ def list_waiting(ctx: click.Context, limit: int, as_json: bool) -> None:
             status = f"{said} by {answer['approver']}; resume it"
         else:
             status = "waiting"
-        click.echo(visible(f"{row['run_id']}  {row['agent']}  {row['call']}  [{status}]"))
-        click.echo(visible(f"    {row['escalation']}"))
+        # free text (an agent's name, a call's arguments, a reason): each row stays one line
+        call, status = one_line(row["call"]), one_line(status)
+        click.echo(f"{row['run_id']}  {one_line(row['agent'])}  {call}  [{status}]")
+        click.echo(f"    {one_line(row['escalation'])}")
 
 
 def _answer(

@@ -12,7 +12,7 @@ import click
 from tether.cli import render
 from tether.cli.base import database_url, handle_errors
 from tether.cli.options import TEXT
-from tether.cli.terminal import visible
+from tether.cli.terminal import one_line, visible
 from tether.core import TetherError
 from tether.trace.readout import fmt_ns
 
@@ -105,14 +105,8 @@ def keys_list(ctx: click.Context, project: str | None, as_json: bool) -> None:
         click.echo(
             f"{k.key_id}  {visible(k.project):<16} {k.role.value:<9} {k.state(now):<8} "
             f"created {fmt_ns(k.created_ns)}  expires {_when(k.expires_ns)}  "
-            f"used {_when(k.last_used_ns)}  {_one_line(k.name)}"
+            f"used {_when(k.last_used_ns)}  {one_line(k.name)}"
         )
-
-
-def _one_line(name: str) -> str:
-    """A key's name in its row: a name is free text (the API and the UI take any), and a
-    newline in it would print a line that reads as another key's row."""
-    return visible(name).replace("\n", "\\n").replace("\t", "\\t")
 
 
 @keys_group.command("revoke")

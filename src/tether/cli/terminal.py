@@ -49,6 +49,13 @@ def visible(text: object) -> str:
     return _UNSAFE_CHAR.sub(_shown, s)
 
 
+def one_line(text: object) -> str:
+    """``text`` as :func:`visible`, with newline and tab shown as ``\\n`` and ``\\t`` too: for
+    a free-text value (a name, a reason) inside a row, where a newline would print a line that
+    reads as another row."""
+    return visible(text).replace("\n", "\\n").replace("\t", "\\t")
+
+
 def escape(text: object) -> str:
     """``text`` to embed in rich markup: control characters shown (:func:`visible`) and rich
     markup escaped (``rich.markup.escape``)."""
