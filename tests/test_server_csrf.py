@@ -106,3 +106,36 @@ def test_dev_mode_answers_only_requests_addressed_to_loopback(tmp_path: Path, ho
                 assert c.get("/api/v1/runs", headers={"host": loopback}).status_code == 200
             approved = c.post(f"/api/v1/approvals/{run}/approve")  # a script: no Origin
             assert approved.status_code == 200, approved.text
+
+
+def test_behind_a_proxy_that_rewrites_host_the_public_url_is_this_sites_origin(
+    tmp_path: Path,
+) -> None:
+    """A reverse proxy that sets ``Host`` to the upstream (nginx's default) made every form and
+    cookie-signed change 403: the page's origin never matched ``Host``. With the public URL
+    the server was given (``--public-url``), that origin is its own; others still are not."""
+    from tether.server.config import public_origin
+
+    url = f"sqlite:///{tmp_path / 'proxy.db'}"
+    run, other = _paused_runs(tmp_path, url, 2)
+    _, developer = AccessStore(url).create_key("default", Role.DEVELOPER)
+    public = public_origin("HTTPS://Tether.Example.com:443/some/path")
+    assert public == "https://tether.example.com"
+    config = ServerConfig(database_url=url, public_origin=public)
+    with serving(create_app(config)) as base, httpx.Client(base_url=base, timeout=30) as browser:
+        signed_in = browser.post("/login", data={"key": developer}, headers={"origin": public})
+        assert signed_in.status_code == 303 and browser.cookies.get("tether_session")
+        ok = browser.post(f"/api/v1/approvals/{run}/approve", headers={"origin": public})
+        assert ok.status_code == 200, ok.text
+        for evil in ("https://evil.example.com", "http://tether.example.com"):
+            refused = browser.post(f"/api/v1/approvals/{other}/approve", headers={"origin": evil})
+            assert refused.status_code == 403, refused.text
+    untold = create_app(ServerConfig(database_url=url))  # not told the public URL: refused
+    with serving(untold) as base, httpx.Client(base_url=base, timeout=30) as browser:
+        said = browser.post("/login", data={"key": developer}, headers={"origin": public})
+        assert said.status_code == 403 and "--public-url" in said.text
+    assert _approvals(url, run).count("approval") == 1
+    assert _approvals(url, other).count("approval") == 0
+    for bad in ("ftp://x", "https://", "tether.example.com", "http://h:99999"):
+        with pytest.raises(ValueError, match="public URL"):
+            public_origin(bad)

@@ -8,6 +8,7 @@ import signal
 import socket
 import sys
 import time
+from typing import Any
 
 import click
 
@@ -33,11 +34,15 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     help="Make an admin key of the default project, valid for a day, and print it.",
 )
 @click.option("--secure-cookies", is_flag=True, help="Session cookies only over HTTPS.")
+@click.option(
+    "--public-url",
+    metavar="URL",
+    envvar="TETHER_PUBLIC_URL",
+    help="URL browsers use, behind a proxy that rewrites Host [env: TETHER_PUBLIC_URL].",
+)
 @click.pass_context
 @handle_errors
-def serve(
-    ctx: click.Context, host: str, port: int, dev: bool, print_key: bool, secure_cookies: bool
-) -> None:
+def serve(ctx: click.Context, /, **options: Any) -> None:
     """Serve the API (/api/v1) and the trace explorer on HOST:PORT until Ctrl-C.
 
     Every request needs an API key (tether keys create); the UI asks for one once and keeps a
@@ -47,12 +52,19 @@ def serve(
     # whether it is still starting or serving (uvicorn answers requests in flight first).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
-        _serve(ctx, host, port, dev, print_key, secure_cookies)
+        _serve(ctx, **options)
     click.echo("stopped", err=True)
 
 
 def _serve(
-    ctx: click.Context, host: str, port: int, dev: bool, print_key: bool, secure_cookies: bool
+    ctx: click.Context,
+    *,
+    host: str,
+    port: int,
+    dev: bool,
+    print_key: bool,
+    secure_cookies: bool,
+    public_url: str | None,
 ) -> None:
     if dev and host not in LOOPBACK:
         raise TetherError(
@@ -63,11 +75,19 @@ def _serve(
 
     from tether.server.access import AccessStore
     from tether.server.app import create_app
-    from tether.server.config import ServerConfig
+    from tether.server.config import ServerConfig, public_origin
     from tether.server.roles import Role
 
+    origin = None
+    if public_url:
+        try:
+            origin = public_origin(public_url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--public-url") from None
     url = database_url(ctx)
-    config = ServerConfig(database_url=url, dev=dev, secure_cookies=secure_cookies)
+    config = ServerConfig(
+        database_url=url, dev=dev, secure_cookies=secure_cookies, public_origin=origin
+    )
     access = AccessStore(url)
     access.ensure_ready()  # a store that cannot be opened is one clear error, before binding
     key = None

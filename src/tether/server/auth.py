@@ -92,13 +92,21 @@ def _access(request: Request) -> AccessStore:
 def check_origin(request: Request) -> None:
     """A request sent by a page of another origin is refused (CSRF), whatever the cookie says.
     Browsers name the page's origin on every cross-origin POST; a client that is not a
-    browser sends none."""
+    browser sends none. The page's origin is this server's when it is the request's ``Host``
+    or the public URL the server was given (``--public-url``, behind a proxy)."""
     origin = request.headers.get("origin")
-    if origin is None or (origin == "null" and request.app.state.config.dev):
+    config = request.app.state.config
+    if origin is None or (origin == "null" and config.dev):
         return
     host = request.headers.get("host", "")
-    if urlsplit(origin).netloc != host:
-        raise Forbidden("this request was sent from another site")
+    if urlsplit(origin).netloc == host:
+        return
+    if config.public_origin is not None and origin.lower() == config.public_origin:
+        return  # behind a proxy that rewrites Host: the origin the server was told it has
+    raise Forbidden(
+        "this request was sent from another site"
+        + ("" if config.public_origin else " (behind a proxy that rewrites Host? --public-url)")
+    )
 
 
 def _loopback_host(request: Request) -> bool:

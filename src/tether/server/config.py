@@ -25,3 +25,25 @@ class ServerConfig:
     large bodies."""
     secure_cookies: bool = False
     """Mark the session cookie ``Secure`` (serving behind HTTPS)."""
+    public_origin: str | None = None
+    """The origin (``https://tether.example.com``) browsers reach the server at, when a
+    reverse proxy in front of it rewrites ``Host``: pages of that origin may send forms and
+    cookie-signed changes (see ``auth.check_origin``), as pages of the ``Host`` may."""
+
+
+def public_origin(url: str) -> str:
+    """The origin of a public URL (``--public-url``, ``TETHER_PUBLIC_URL``): scheme and host
+    with its port, lower-cased. Raises ``ValueError`` saying what is wrong."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the public URL must be http(s)://HOST[:PORT], got {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"the public URL has an invalid port: {url!r}") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default = {"http": 80, "https": 443}[parts.scheme]
+    shown = host if port in (None, default) else f"{host}:{port}"
+    return f"{parts.scheme}://{shown}".lower()
