@@ -139,3 +139,16 @@ def test_behind_a_proxy_that_rewrites_host_the_public_url_is_this_sites_origin(
     for bad in ("ftp://x", "https://", "tether.example.com", "http://h:99999"):
         with pytest.raises(ValueError, match="public URL"):
             public_origin(bad)
+
+
+def test_dev_modes_project_cookie_is_a_project_name_or_the_default(pg_url: str) -> None:
+    """The dev-mode project cookie went into queries as sent: a NUL in it (a quoted cookie's
+    octal escape) was PostgreSQL's error, answered as "the store failed" (503). A value no
+    project can have (not printable, longer than 100 characters) is the default project."""
+    with serving(create_app(ServerConfig(database_url=pg_url, dev=True))) as base:
+        for bad in ('"a\\000b"', "x" * 101):
+            cookie = {"cookie": f"tether_dev_project={bad}"}
+            said = httpx.get(f"{base}/api/v1/whoami", headers=cookie, timeout=30)
+            assert said.status_code == 200 and said.json()["project"] == "default", said.text
+            runs = httpx.get(f"{base}/api/v1/runs", headers=cookie, timeout=30)
+            assert runs.status_code == 200, runs.text
