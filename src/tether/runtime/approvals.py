@@ -144,9 +144,12 @@ def _holding_claim(conn: Any, run_id: str) -> AuditEntry | None:
 
 def _abandoned(conn: Any, resumed_as: str) -> bool:
     """Whether the run a resume started failed (its process died: the crash recovery closed
-    it) before the pipeline settled the approved call: nothing of the pause was used. The
-    settlement is journaled before the call runs, as a decision event on the run and, where
-    the sink keeps them, a ``decision`` audit entry: either holds the claim. A run still
+    it) before the pipeline settled the approved call and before it ran any tool call:
+    nothing of the pause was used. The settlement is journaled before the call runs, as a
+    decision event on the run and, where the sink keeps them, a ``decision`` audit entry; a
+    call the controls let through without asking again (no settlement: a policy on the
+    run's budget or risk that no longer escalates) is preceded by a ``tool_started`` event
+    (``RunScope.tool_starting``): any of them holds the claim. A run still
     running, missing from the store (its trace not recovered yet: it may be running
     elsewhere), or ended otherwise than failed, holds its claim."""
     import json
@@ -156,7 +159,7 @@ def _abandoned(conn: Any, resumed_as: str) -> bool:
     from tether.controls.approvals import APPROVAL_BY
     from tether.store import tables
     from tether.store.audit import run_entries
-    from tether.trace.semconv import EVENT_CONTROL_DECISION
+    from tether.trace.semconv import EVENT_CONTROL_DECISION, EVENT_RESUME_TOOL_STARTED
 
     runs, events = tables.runs.c, tables.events.c
     status = conn.execute(select(runs.status).where(runs.run_id == resumed_as)).scalar()
@@ -166,11 +169,15 @@ def _abandoned(conn: Any, resumed_as: str) -> bool:
     if any("approval" in entry.details for entry, _, _ in decisions):
         return False
     found = conn.execute(
-        select(events.attributes).where(
-            events.run_id == resumed_as, events.name == EVENT_CONTROL_DECISION
+        select(events.name, events.attributes).where(
+            events.run_id == resumed_as,
+            events.name.in_((EVENT_CONTROL_DECISION, EVENT_RESUME_TOOL_STARTED)),
         )
-    ).scalars()
-    return not any(APPROVAL_BY in json.loads(attributes) for attributes in found)
+    ).all()
+    return not any(
+        name == EVENT_RESUME_TOOL_STARTED or APPROVAL_BY in json.loads(attributes)
+        for name, attributes in found
+    )
 
 
 def decide(

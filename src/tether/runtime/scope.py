@@ -308,6 +308,7 @@ class Harness:
             },
         )
         scope.approvals = {a.call_id: a for a in approvals}
+        scope._resume_unused = True
         scope._carried = _Totals.of(paused)
         scope._carried_budget = (paused.usage.total_tokens, paused.cost_usd)
         return scope
@@ -462,6 +463,8 @@ class RunScope:
         """A resumed run: people's answers to the calls it was paused on, by call id
         (``HookContext.approvals``; each settles its call once)."""
         self._carried = _NOTHING
+        self._resume_unused = False
+        """A resumed run that has not run a tool call yet (see ``tool_starting``)."""
         self._carried_budget: tuple[int, float] | None = None
         """A resumed run: the paused run's totals, which its state goes on from (limits count
         the whole conversation) and its record leaves out (each run records what it did)."""
@@ -910,6 +913,15 @@ class RunScope:
         messages in call order, also added to the conversation. Their spans are children of
         ``parent_id`` (default: the root span)."""
         return await self._step(lambda: tools_step(self, list(calls), parent_id), timed=True)
+
+    def tool_starting(self) -> None:
+        """A tool call is about to run. The first in a resumed run is recorded first (the
+        journal has it before the tool does anything): the run used its pause, and a resume
+        whose process then dies cannot be taken over to run the calls again (see
+        ``tether.runtime.approvals``)."""
+        if self._resume_unused:
+            self._resume_unused = False
+            self.recorder.event(self.run_id, semconv.EVENT_RESUME_TOOL_STARTED, {})
 
     async def tool_call(self, call: ToolCall) -> Step[Message]:
         """One tool call; the value is the tool message for the model."""
