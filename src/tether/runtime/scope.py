@@ -309,6 +309,7 @@ class Harness:
         )
         scope.approvals = {a.call_id: a for a in approvals}
         scope._resume_unused = True
+        scope.risk = RunRisk(paused.risk_score, set(paused.risk_categories))
         scope._carried = _Totals.of(paused)
         scope._carried_budget = (paused.usage.total_tokens, paused.cost_usd)
         return scope
@@ -659,6 +660,7 @@ class RunScope:
         paused or crashed at or before it), the state keeps the input as the trace stores it:
         masked as the user channel's guards mask it, never as it came."""
         state = self.state
+        state.risk_score, state.risk_categories = self.risk.score, sorted(self.risk.categories)
         if not self._input_checked and self.harness.redact_input is not None:
             state = state.model_copy(update={"input": self._stored_input()})
         self.recorder.checkpoint(state.schema_version, state.to_json(), reason)
