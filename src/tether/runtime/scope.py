@@ -880,10 +880,9 @@ class RunScope:
 
         With ``stream`` (a function or coroutine function taking each ``StreamEvent``) the
         reply is streamed to it as it comes; the step's value is still the whole reply, after
-        ``after_model``. Controls judge the whole reply, so a block at ``after_model`` comes
-        after its text was streamed: show streamed text as provisional. When a control may
-        block or mask the answer (``Harness.holds_streamed_text``: an output guard that is not
-        ``log``, or any ``on_output`` control) the text deltas and the end event (it carries the
+        ``after_model``. When a control may block or mask the answer
+        (``Harness.holds_streamed_text``: an output guard that is not ``log``, or any
+        ``on_output`` or ``after_model`` control) the text deltas and the end event (it carries the
         whole reply) are not sent at all: the step's value is the reply to show."""
         state = self.state
         if request is None:
