@@ -101,6 +101,10 @@ def test_dev_mode_answers_only_requests_addressed_to_loopback(tmp_path: Path, ho
                 f"/api/v1/approvals/{run}/approve", headers={"origin": "http://127.0.0.1:1"}
             )
             assert other_port.status_code == 403
+            # A sandboxed iframe, a data: URL or a file:// page of any site sends Origin: null
+            # (an opaque origin): never this server's page (its Referrer-Policy is same-origin).
+            opaque = c.post(f"/api/v1/approvals/{run}/approve", headers={"origin": "null"})
+            assert opaque.status_code == 403, opaque.text
             assert _approvals(url, run).count("approval") == 0
             for loopback in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", "[::1]"):
                 assert c.get("/api/v1/runs", headers={"host": loopback}).status_code == 200

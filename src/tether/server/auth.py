@@ -93,10 +93,12 @@ def check_origin(request: Request) -> None:
     """A request sent by a page of another origin is refused (CSRF), whatever the cookie says.
     Browsers name the page's origin on every cross-origin POST; a client that is not a
     browser sends none. The page's origin is this server's when it is the request's ``Host``
-    or the public URL the server was given (``--public-url``, behind a proxy)."""
+    or the public URL the server was given (``--public-url``, behind a proxy). ``null`` (an
+    opaque origin: a sandboxed iframe, a data: URL, a file:// page of any site) is never this
+    server's page: its pages send their origin (``Referrer-Policy: same-origin``)."""
     origin = request.headers.get("origin")
     config = request.app.state.config
-    if origin is None or (origin == "null" and config.dev):
+    if origin is None:
         return
     host = request.headers.get("host", "")
     if urlsplit(origin).netloc == host:
