@@ -156,3 +156,30 @@ def test_dev_modes_project_cookie_is_a_project_name_or_the_default(pg_url: str) 
             assert said.status_code == 200 and said.json()["project"] == "default", said.text
             runs = httpx.get(f"{base}/api/v1/runs", headers=cookie, timeout=30)
             assert runs.status_code == 200, runs.text
+
+
+def test_an_answer_sent_again_after_a_lost_reply_is_the_recorded_one(tmp_path: Path) -> None:
+    """A client whose reply was lost (a proxy timed out, the connection dropped) sends its
+    answer again: it got 409 'approved already' for its own answer, and could not tell it from
+    another person's. The same key's same answer is 200 with what was recorded (once); another
+    answer (deny, another reason) is still 409."""
+    url = f"sqlite:///{tmp_path / 'retry.db'}"
+    (run,) = _paused_runs(tmp_path, url, 1)
+    _, developer = AccessStore(url).create_key("default", Role.DEVELOPER)
+    _, other = AccessStore(url).create_key("default", Role.DEVELOPER)
+    app = create_app(ServerConfig(database_url=url))
+    with serving(app) as base, httpx.Client(base_url=base, timeout=30) as c:
+        mine = {"authorization": f"Bearer {developer}"}
+        theirs = {"authorization": f"Bearer {other}"}
+        path = f"/api/v1/approvals/{run}/approve"
+        first = c.post(path, json={"reason": "checked"}, headers=mine)
+        again = c.post(path, json={"reason": "checked"}, headers=mine)
+        assert (first.status_code, again.status_code) == (200, 200), again.text
+        assert again.json() == first.json()
+        for refused in (
+            c.post(f"/api/v1/approvals/{run}/deny", json={"reason": "checked"}, headers=mine),
+            c.post(path, json={"reason": "other"}, headers=mine),
+            c.post(path, json={"reason": "checked"}, headers=theirs),
+        ):
+            assert refused.status_code == 409 and "already" in refused.text, refused.text
+    assert _approvals(url, run).count("approval") == 1

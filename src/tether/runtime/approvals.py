@@ -19,7 +19,7 @@ from __future__ import annotations
 import secrets
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -193,7 +193,8 @@ def decide(
     """Record a person's answer to the call the paused run ``run_id`` (its id, a unique
     prefix, or its record) waits on (``call_id``, if given, must be that call). ``actor`` adds
     to who answered (how: ``via``, a key id). ``Conflict`` when the run does not wait on a
-    call, on that call, the call was answered already, or the run was resumed already;
+    call, on that call, the call was answered already (by another answer: the same approver's
+    same answer again is the one recorded, returned), or the run was resumed already;
     ``TetherError`` for an approver or reason that cannot be recorded."""
     from tether.store.audit import run_entries
 
@@ -236,15 +237,29 @@ def decide(
         span_id=pending.span_id or None,
     )
 
+    def same(entry: AuditEntry) -> bool:
+        """The recorded answer is this one, given again (a reply lost, the request retried)."""
+        d = entry.details
+        return (
+            d.get("approved") is approved
+            and d.get("reason", "") == reason
+            and entry.actor.get("approver") == approver
+        )
+
     def clash(conn: Any) -> AuditEntry | None:
         answered = [
             e
             for e, _, _ in run_entries(conn, state.run_id, APPROVAL)
             if e.details.get("call_id") == pending.call_id
         ]
+        if answered and same(answered[0]):
+            return answered[0]
         return _first(conn, state.run_id, RUN_RESUMED) or (answered[0] if answered else None)
 
     found = _append_unless(store, record, "recording the answer in", clash)
+    if found is not None and found.kind == APPROVAL and same(found):
+        # The same person's same answer again: what was recorded (once), not a conflict.
+        return replace(answer, entry_id=found.entry_id)
     if found is not None and found.kind == RUN_RESUMED:
         raise Conflict(
             f"run {state.run_id} was resumed already (as run "
