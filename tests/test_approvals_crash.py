@@ -195,3 +195,47 @@ async def test_a_resume_killed_after_a_call_let_through_without_an_escalation_is
     again = child(paused)
     assert again.returncode != 0 and "resumed already" in again.stderr, again.stderr
     assert refunds_made(tmp_path) == ["issue_refund 7 50"]  # not twice
+
+
+RESUME = """\
+import asyncio, sys
+from tether import Agent
+
+async def main() -> None:
+    await Agent.from_yaml(sys.argv[1], trace=sys.argv[2]).resume(sys.argv[3])
+
+asyncio.run(main())
+"""
+
+
+def _resume_at_once(
+    tmp_path: Path, spec: Path, url: str, run_id: str, count: int
+) -> list[tuple[int, str]]:
+    """``count`` processes resuming ``run_id`` at once: their exit codes and stderr."""
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME)
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(spec), url, run_id],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    return [(c.wait(timeout=120), c.communicate()[1]) for c in children]
+
+
+async def test_two_processes_taking_over_an_abandoned_resume_at_once_run_the_call_once(
+    tmp_path: Path, store_url: str
+) -> None:
+    # A resume killed right after its claim, then two processes resume the run at the same
+    # moment: both see the claim abandoned, one takes it over, the other is refused.
+    spec, paused = await _paused_and_approved(tmp_path, store_url)
+    _resume_killed(tmp_path, spec, store_url, paused, "claimed")
+    results = _resume_at_once(tmp_path, spec, store_url, paused, 2)
+    assert sorted(code for code, _ in results) == [0, 1], results
+    assert any("resumed already" in err for code, err in results if code == 1), results
+    assert refunds_made(tmp_path) == ["issue_refund 7 500"]  # once
+    claims = [e for e in audit_entries(store_url) if e.kind == "run_resumed"]
+    assert len(claims) == 2
