@@ -515,3 +515,54 @@ async def test_approvals_list_keeps_each_run_on_its_own_lines(tmp_path: Path) ->
     assert len(listed) == 2, listed  # the run's row and its escalation, nothing else
     assert listed[0].startswith(paused.run_id) and listed[0].endswith("[waiting]")
     assert "x\\n0000000000000000" in listed[1]
+
+
+RISK_SCRIPT = """\
+rules:
+  - when: 'look 7 up, close the account, refund 50'
+    steps:
+      - tool_calls: [{name: lookup_order, arguments: {order_id: 7}}]
+      - tool_calls: [{name: delete_account, arguments: {user: "3"}}]
+      - tool_calls: [{name: issue_refund, arguments: {order_id: 7, amount: 50}}]
+      - text: "Done: {result:issue_refund}"
+steps:
+  - text: "How can I help?"
+"""
+
+RISK_POLICIES = """\
+@id("lookups")
+permit(principal, action == Tether::Action::"lookup_order", resource);
+@id("closing-asks")
+@escalate("closing an account needs a person")
+permit(principal, action == Tether::Action::"delete_account", resource);
+@id("refunds")
+permit(principal, action == Tether::Action::"issue_refund", resource);
+@id("no-refunds-after-a-flagged-text")
+forbid(principal, action == Tether::Action::"issue_refund", resource)
+when { context.risk.categories.contains("deny_list") };
+"""
+
+
+async def test_a_resumed_run_keeps_what_the_guards_found_before_the_pause(
+    tmp_path: Path, store_url: str
+) -> None:
+    # A tool result the deny list flags makes the run's risk forbid refunds; an approval of
+    # another call in between must not launder the run: the resumed run still refuses.
+    spec = agent_dir(tmp_path)
+    (tmp_path / "script.yaml").write_text(RISK_SCRIPT)
+    (tmp_path / "refunds.cedar").write_text(RISK_POLICIES)
+    spec.write_text(
+        spec.read_text()
+        + "guards:\n  rules:\n    - {guard: deny_list, channels: [tool_output], terms: [shipped],"
+        " action: mask}\n"
+    )
+    agent = Agent.from_yaml(spec, trace=store_url)
+    paused = await agent.run("look 7 up, close the account, refund 50")
+    assert paused.status == "paused" and paused.state.awaiting_approval is not None
+    assert paused.state.awaiting_approval.tool == "delete_account"
+    agent.approve(paused.run_id, by="alice")
+    resumed = await Agent.from_yaml(spec, trace=store_url).resume(paused.run_id)
+    await agent.aclose()
+    refund = [m.content for m in resumed.state.messages if m.name == "issue_refund"]
+    assert refund and refund[0].startswith("Tool call refused by policy"), refund
+    assert refunds_made(tmp_path) == []

@@ -5,6 +5,7 @@ is not resumed twice. Real agents from YAML, a real store, real child processes.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -125,3 +126,116 @@ async def test_a_resume_killed_after_the_approved_call_ran_is_not_resumed_again(
     assert refunds_made(tmp_path) == ["issue_refund 7 500"]  # not twice
     claims = [e for e in audit_entries(store_url) if e.kind == "run_resumed"]
     assert len(claims) == 1
+
+
+# A control that escalates refunds only while a flag file exists: on resume the same call is
+# no longer escalated (as a Cedar policy on context.budget or context.risk may stop asking),
+# so the pipeline lets it through without settling the approval.
+FLAGGED_RESUME = """\
+import asyncio, os, sys
+from pathlib import Path
+from tether import Agent
+from tether.controls import Control
+from tether.controls.pipeline import ALLOW, Decision
+
+spec, url, run_id, flag = sys.argv[1:5]
+
+class AskWhileFlagged(Control):
+    name = "ask_while_flagged"
+
+    async def before_tool(self, ctx, call):
+        if call.name == "issue_refund" and Path(flag).exists():
+            return Decision.escalate("flagged refunds need a person")
+        return ALLOW
+
+async def main() -> None:
+    agent = Agent.from_yaml(spec, trace=url, controls=[AskWhileFlagged()])
+    if run_id == "-":
+        paused = await agent.run("please refund 50 on 7")
+        assert paused.status == "paused", paused.status
+        agent.approve(paused.run_id, by="alice")
+        print(paused.run_id)
+    else:
+        await agent.resume(run_id)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_resume_killed_after_a_call_let_through_without_an_escalation_is_not_taken_over(
+    tmp_path: Path, store_url: str
+) -> None:
+    # The resumed run's pipeline let the paused call through with no escalation (so no
+    # approval settled it), the tool ran, and its process was killed: the claim holds, or
+    # the next resume would make the refund a second time.
+    spec = agent_dir(tmp_path)
+    tools = tmp_path / "tools.py"
+    tools.write_text(tools.read_text() + DYING_REFUND)
+    script, flag = tmp_path / "flagged.py", tmp_path / "flag"
+    script.write_text(FLAGGED_RESUME)
+    flag.touch()
+
+    def child(run_id: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(script), str(spec), store_url, run_id, str(flag)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **env},
+        )
+
+    first = child("-")
+    assert first.returncode == 0, first.stderr
+    paused = first.stdout.strip().splitlines()[-1]
+    flag.unlink()
+    killed = child(paused, DIE_AFTER_REFUND="1")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert refunds_made(tmp_path) == ["issue_refund 7 50"]
+
+    again = child(paused)
+    assert again.returncode != 0 and "resumed already" in again.stderr, again.stderr
+    assert refunds_made(tmp_path) == ["issue_refund 7 50"]  # not twice
+
+
+RESUME = """\
+import asyncio, sys
+from tether import Agent
+
+async def main() -> None:
+    await Agent.from_yaml(sys.argv[1], trace=sys.argv[2]).resume(sys.argv[3])
+
+asyncio.run(main())
+"""
+
+
+def _resume_at_once(
+    tmp_path: Path, spec: Path, url: str, run_id: str, count: int
+) -> list[tuple[int, str]]:
+    """``count`` processes resuming ``run_id`` at once: their exit codes and stderr."""
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME)
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(spec), url, run_id],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    return [(c.wait(timeout=120), c.communicate()[1]) for c in children]
+
+
+async def test_two_processes_taking_over_an_abandoned_resume_at_once_run_the_call_once(
+    tmp_path: Path, store_url: str
+) -> None:
+    # A resume killed right after its claim, then two processes resume the run at the same
+    # moment: both see the claim abandoned, one takes it over, the other is refused.
+    spec, paused = await _paused_and_approved(tmp_path, store_url)
+    _resume_killed(tmp_path, spec, store_url, paused, "claimed")
+    results = _resume_at_once(tmp_path, spec, store_url, paused, 2)
+    assert sorted(code for code, _ in results) == [0, 1], results
+    assert any("resumed already" in err for code, err in results if code == 1), results
+    assert refunds_made(tmp_path) == ["issue_refund 7 500"]  # once
+    claims = [e for e in audit_entries(store_url) if e.kind == "run_resumed"]
+    assert len(claims) == 2

@@ -384,3 +384,29 @@ def test_an_operation_name_that_is_not_text_is_stored_as_a_step(site: Site) -> N
     assert spans["e000000000000002"]["kind"] == "agent"
     assert spans["e000000000000002"]["attributes"]["gen_ai.operation.name"] == ["chat"]
     assert spans["e000000000000003"]["attributes"]["gen_ai.operation.name"] == {"a": "b"}
+
+
+def test_a_span_cannot_take_the_place_of_a_running_sdk_runs_root(
+    site: Site, sqlite_url: str
+) -> None:
+    """A run of the SDK is in the store while it runs (its root span is written when it
+    ends). An agent key sent a root span with that run's id: the run's row took the span's
+    status, output and totals, so a running resume read as failed (and its claim on a paused
+    run as abandoned: another resume would run the approved call again). Refused now."""
+    from tether.store import RunRecord, Store, TraceBatch
+
+    store = Store(sqlite_url)
+    run_id, trace = "d000000000000001", "0af7651916cd43dd8448eb211c80319c"
+    store.write(
+        TraceBatch(runs_started=[RunRecord(trace, None, None, NS, input="hi", run_id=run_id)])
+    )
+    forged = _request(
+        _span(run_id, None, "invoke_agent x", {}, trace=trace, status={"code": 2, "message": "x"})
+    )
+    with site.client("agent") as c:
+        answer = c.post("/v1/traces", json=forged)
+    assert answer.status_code == 200
+    assert answer.json()["partialSuccess"]["rejectedSpans"] == "1", answer.text
+    kept = store.get_run(run_id)
+    assert (kept.status, kept.entry_point, kept.error) == ("running", "runtime", None)
+    store.close()

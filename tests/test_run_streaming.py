@@ -219,3 +219,21 @@ async def test_a_control_judging_the_answer_holds_its_text_back() -> None:
     result = await agent.run("hi", stream=on_event)
     assert result.outcome == Outcome.BLOCKED
     assert not [e for e in events if isinstance(e, (TextDelta, StreamEnd))]  # StreamEnd: the text
+
+
+async def test_a_control_masking_replies_holds_their_text_back() -> None:
+    # A control of the app's that masks each reply (after_model) changes the answer too:
+    # the text it masks must not have streamed first.
+    class Masker(Control):
+        name = "masker"
+
+        async def after_model(self, ctx: HookContext, response: ModelResponse) -> Decision:
+            masked = response.content.replace(SECRET, "[key]")
+            return Decision.modify(response.model_copy(update={"content": masked}), "masked")
+
+    events, on_event = collector()
+    model = ScriptedModel([{"text": f"the key is {SECRET} ok"}])
+    agent = Agent(make_spec(), model=model, controls=[Masker()], trace=False)
+    result = await agent.run("hi", stream=on_event)
+    assert result.output == "the key is [key] ok"
+    assert SECRET not in "".join(str(e) for e in events)

@@ -53,7 +53,8 @@ def test_a_signed_in_browser_does_not_act_for_another_origins_page(tmp_path: Pat
         evil = base.rsplit(":", 1)[0] + ":1"  # another port of 127.0.0.1
         with httpx.Client(base_url=base, timeout=30) as browser:
             signed_in = browser.post("/login", data={"key": developer})
-            assert signed_in.status_code == 303 and browser.cookies.get("tether_session")
+            assert signed_in.status_code == 303
+            assert any(n.startswith("tether_session") for n in browser.cookies)
             forged = browser.post(f"/api/v1/approvals/{run}/approve", headers={"origin": evil})
             assert forged.status_code == 403, forged.text
             assert "another site" in forged.json()["error"]
@@ -101,6 +102,10 @@ def test_dev_mode_answers_only_requests_addressed_to_loopback(tmp_path: Path, ho
                 f"/api/v1/approvals/{run}/approve", headers={"origin": "http://127.0.0.1:1"}
             )
             assert other_port.status_code == 403
+            # A sandboxed iframe, a data: URL or a file:// page of any site sends Origin: null
+            # (an opaque origin): never this server's page (its Referrer-Policy is same-origin).
+            opaque = c.post(f"/api/v1/approvals/{run}/approve", headers={"origin": "null"})
+            assert opaque.status_code == 403, opaque.text
             assert _approvals(url, run).count("approval") == 0
             for loopback in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", "[::1]"):
                 assert c.get("/api/v1/runs", headers={"host": loopback}).status_code == 200
@@ -124,7 +129,8 @@ def test_behind_a_proxy_that_rewrites_host_the_public_url_is_this_sites_origin(
     config = ServerConfig(database_url=url, public_origin=public)
     with serving(create_app(config)) as base, httpx.Client(base_url=base, timeout=30) as browser:
         signed_in = browser.post("/login", data={"key": developer}, headers={"origin": public})
-        assert signed_in.status_code == 303 and browser.cookies.get("tether_session")
+        assert signed_in.status_code == 303
+        assert any(n.startswith("tether_session") for n in browser.cookies)
         ok = browser.post(f"/api/v1/approvals/{run}/approve", headers={"origin": public})
         assert ok.status_code == 200, ok.text
         for evil in ("https://evil.example.com", "http://tether.example.com"):
@@ -152,3 +158,30 @@ def test_dev_modes_project_cookie_is_a_project_name_or_the_default(pg_url: str) 
             assert said.status_code == 200 and said.json()["project"] == "default", said.text
             runs = httpx.get(f"{base}/api/v1/runs", headers=cookie, timeout=30)
             assert runs.status_code == 200, runs.text
+
+
+def test_an_answer_sent_again_after_a_lost_reply_is_the_recorded_one(tmp_path: Path) -> None:
+    """A client whose reply was lost (a proxy timed out, the connection dropped) sends its
+    answer again: it got 409 'approved already' for its own answer, and could not tell it from
+    another person's. The same key's same answer is 200 with what was recorded (once); another
+    answer (deny, another reason) is still 409."""
+    url = f"sqlite:///{tmp_path / 'retry.db'}"
+    (run,) = _paused_runs(tmp_path, url, 1)
+    _, developer = AccessStore(url).create_key("default", Role.DEVELOPER)
+    _, other = AccessStore(url).create_key("default", Role.DEVELOPER)
+    app = create_app(ServerConfig(database_url=url))
+    with serving(app) as base, httpx.Client(base_url=base, timeout=30) as c:
+        mine = {"authorization": f"Bearer {developer}"}
+        theirs = {"authorization": f"Bearer {other}"}
+        path = f"/api/v1/approvals/{run}/approve"
+        first = c.post(path, json={"reason": "checked"}, headers=mine)
+        again = c.post(path, json={"reason": "checked"}, headers=mine)
+        assert (first.status_code, again.status_code) == (200, 200), again.text
+        assert again.json() == first.json()
+        for refused in (
+            c.post(f"/api/v1/approvals/{run}/deny", json={"reason": "checked"}, headers=mine),
+            c.post(path, json={"reason": "other"}, headers=mine),
+            c.post(path, json={"reason": "checked"}, headers=theirs),
+        ):
+            assert refused.status_code == 409 and "already" in refused.text, refused.text
+    assert _approvals(url, run).count("approval") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -185,7 +186,7 @@ def test_sign_in_never_sends_the_browser_elsewhere(site: Site, target: str) -> N
 def test_garbage_credentials_are_401_not_500(site: Site) -> None:
     for cookie in ("", "x", "A" * 4000, "%C3%A9", "tth_" + "0" * 16 + "_x"):
         with site.client(follow_redirects=False) as c:
-            c.cookies.set("tether_session", cookie)
+            c.cookies.set(f"tether_session_{site.url.rsplit(':', 1)[1]}", cookie)
             assert c.get("/api/v1/whoami").status_code == 401
             page = c.get("/dashboard")
             assert page.status_code == 303 and page.headers["location"].startswith("/login")
@@ -224,3 +225,24 @@ def test_the_keys_api_shows_when_a_key_was_last_used(site: Site) -> None:
         viewer_id = site.keys["viewer"].split("_")[1]  # never used
         row = page.text.split(f'data-key="{viewer_id}"', 1)[1].split("</tr>", 1)[0]
         assert 'class="last-used">never<' in row
+
+
+def test_two_servers_on_one_host_keep_their_own_sessions(tmp_path: Path) -> None:
+    """Browsers keep cookies by host name, not port: two servers on 127.0.0.1 (ports 8000 and
+    8001, one store each) shared the session cookie, so signing in to one signed out of the
+    other, and each received the other's session token. The cookie is named per port."""
+    urls = [f"sqlite:///{tmp_path / f's{i}.db'}" for i in (1, 2)]
+    keys = [AccessStore(url).create_key("default", Role.VIEWER)[1] for url in urls]
+    one, two = (
+        create_app(ServerConfig(database_url=urls[0])),
+        create_app(ServerConfig(database_url=urls[1])),
+    )
+    # One client, one cookie jar for 127.0.0.1 (it ignores ports, as browsers do).
+    with serving(one) as first, serving(two) as second, httpx.Client(timeout=30) as browser:
+        for base, key in zip((first, second), keys, strict=True):
+            signed = browser.post(f"{base}/login", data={"key": key}, headers={"origin": base})
+            assert signed.status_code == 303, signed.text
+        for base, key in zip((first, second), keys, strict=True):
+            who = browser.get(f"{base}/api/v1/whoami")
+            assert who.status_code == 200, who.text
+            assert who.json()["key_id"] == key.split("_")[1]

@@ -275,15 +275,20 @@ T = TypeVar("T")
 
 
 def holds_answer_text(controls: Sequence[Control]) -> bool:
-    """Whether a control may block or change the answer once it is whole (``on_output``): a
-    guard on the ``output`` channel whose action is not ``log``, or any other control that is
-    asked there. Text streamed before such a control has judged it would show the user what
-    it blocks or masks, so a run holds back its answer's text deltas then."""
+    """Whether a control may block or change the answer once it is whole: a guard on the
+    ``output`` channel whose action is not ``log``, or any other control that is asked about
+    the answer (``on_output``) or about each whole reply (``after_model``: it may mask the
+    reply's text, which is the answer). Text streamed before such a control has judged it
+    would show the user what it blocks or masks, so a run holds back its answer's text deltas
+    then."""
     for control in controls:
         if isinstance(control, GuardControl):
             if "output" in control.channels and control.action != "log":
                 return True
-        elif type(control).on_output is not Control.on_output:
+        elif (
+            type(control).on_output is not Control.on_output
+            or type(control).after_model is not Control.after_model
+        ):
             return True
     return False
 

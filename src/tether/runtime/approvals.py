@@ -19,7 +19,7 @@ from __future__ import annotations
 import secrets
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -144,9 +144,12 @@ def _holding_claim(conn: Any, run_id: str) -> AuditEntry | None:
 
 def _abandoned(conn: Any, resumed_as: str) -> bool:
     """Whether the run a resume started failed (its process died: the crash recovery closed
-    it) before the pipeline settled the approved call: nothing of the pause was used. The
-    settlement is journaled before the call runs, as a decision event on the run and, where
-    the sink keeps them, a ``decision`` audit entry: either holds the claim. A run still
+    it) before the pipeline settled the approved call and before it ran any tool call:
+    nothing of the pause was used. The settlement is journaled before the call runs, as a
+    decision event on the run and, where the sink keeps them, a ``decision`` audit entry; a
+    call the controls let through without asking again (no settlement: a policy on the
+    run's budget or risk that no longer escalates) is preceded by a ``tool_started`` event
+    (``RunScope.tool_starting``): any of them holds the claim. A run still
     running, missing from the store (its trace not recovered yet: it may be running
     elsewhere), or ended otherwise than failed, holds its claim."""
     import json
@@ -156,7 +159,7 @@ def _abandoned(conn: Any, resumed_as: str) -> bool:
     from tether.controls.approvals import APPROVAL_BY
     from tether.store import tables
     from tether.store.audit import run_entries
-    from tether.trace.semconv import EVENT_CONTROL_DECISION
+    from tether.trace.semconv import EVENT_CONTROL_DECISION, EVENT_RESUME_TOOL_STARTED
 
     runs, events = tables.runs.c, tables.events.c
     status = conn.execute(select(runs.status).where(runs.run_id == resumed_as)).scalar()
@@ -166,11 +169,15 @@ def _abandoned(conn: Any, resumed_as: str) -> bool:
     if any("approval" in entry.details for entry, _, _ in decisions):
         return False
     found = conn.execute(
-        select(events.attributes).where(
-            events.run_id == resumed_as, events.name == EVENT_CONTROL_DECISION
+        select(events.name, events.attributes).where(
+            events.run_id == resumed_as,
+            events.name.in_((EVENT_CONTROL_DECISION, EVENT_RESUME_TOOL_STARTED)),
         )
-    ).scalars()
-    return not any(APPROVAL_BY in json.loads(attributes) for attributes in found)
+    ).all()
+    return not any(
+        name == EVENT_RESUME_TOOL_STARTED or APPROVAL_BY in json.loads(attributes)
+        for name, attributes in found
+    )
 
 
 def decide(
@@ -186,7 +193,8 @@ def decide(
     """Record a person's answer to the call the paused run ``run_id`` (its id, a unique
     prefix, or its record) waits on (``call_id``, if given, must be that call). ``actor`` adds
     to who answered (how: ``via``, a key id). ``Conflict`` when the run does not wait on a
-    call, on that call, the call was answered already, or the run was resumed already;
+    call, on that call, the call was answered already (by another answer: the same approver's
+    same answer again is the one recorded, returned), or the run was resumed already;
     ``TetherError`` for an approver or reason that cannot be recorded."""
     from tether.store.audit import run_entries
 
@@ -229,15 +237,29 @@ def decide(
         span_id=pending.span_id or None,
     )
 
+    def same(entry: AuditEntry) -> bool:
+        """The recorded answer is this one, given again (a reply lost, the request retried)."""
+        d = entry.details
+        return (
+            d.get("approved") is approved
+            and d.get("reason", "") == reason
+            and entry.actor.get("approver") == approver
+        )
+
     def clash(conn: Any) -> AuditEntry | None:
         answered = [
             e
             for e, _, _ in run_entries(conn, state.run_id, APPROVAL)
             if e.details.get("call_id") == pending.call_id
         ]
+        if answered and same(answered[0]):
+            return answered[0]
         return _first(conn, state.run_id, RUN_RESUMED) or (answered[0] if answered else None)
 
     found = _append_unless(store, record, "recording the answer in", clash)
+    if found is not None and found.kind == APPROVAL and same(found):
+        # The same person's same answer again: what was recorded (once), not a conflict.
+        return replace(answer, entry_id=found.entry_id)
     if found is not None and found.kind == RUN_RESUMED:
         raise Conflict(
             f"run {state.run_id} was resumed already (as run "

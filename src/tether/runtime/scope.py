@@ -308,6 +308,8 @@ class Harness:
             },
         )
         scope.approvals = {a.call_id: a for a in approvals}
+        scope._resume_unused = True
+        scope.risk = RunRisk(paused.risk_score, set(paused.risk_categories))
         scope._carried = _Totals.of(paused)
         scope._carried_budget = (paused.usage.total_tokens, paused.cost_usd)
         return scope
@@ -462,6 +464,8 @@ class RunScope:
         """A resumed run: people's answers to the calls it was paused on, by call id
         (``HookContext.approvals``; each settles its call once)."""
         self._carried = _NOTHING
+        self._resume_unused = False
+        """A resumed run that has not run a tool call yet (see ``tool_starting``)."""
         self._carried_budget: tuple[int, float] | None = None
         """A resumed run: the paused run's totals, which its state goes on from (limits count
         the whole conversation) and its record leaves out (each run records what it did)."""
@@ -656,6 +660,7 @@ class RunScope:
         paused or crashed at or before it), the state keeps the input as the trace stores it:
         masked as the user channel's guards mask it, never as it came."""
         state = self.state
+        state.risk_score, state.risk_categories = self.risk.score, sorted(self.risk.categories)
         if not self._input_checked and self.harness.redact_input is not None:
             state = state.model_copy(update={"input": self._stored_input()})
         self.recorder.checkpoint(state.schema_version, state.to_json(), reason)
@@ -875,10 +880,9 @@ class RunScope:
 
         With ``stream`` (a function or coroutine function taking each ``StreamEvent``) the
         reply is streamed to it as it comes; the step's value is still the whole reply, after
-        ``after_model``. Controls judge the whole reply, so a block at ``after_model`` comes
-        after its text was streamed: show streamed text as provisional. When a control may
-        block or mask the answer (``Harness.holds_streamed_text``: an output guard that is not
-        ``log``, or any ``on_output`` control) the text deltas and the end event (it carries the
+        ``after_model``. When a control may block or mask the answer
+        (``Harness.holds_streamed_text``: an output guard that is not ``log``, or any
+        ``on_output`` or ``after_model`` control) the text deltas and the end event (it carries the
         whole reply) are not sent at all: the step's value is the reply to show."""
         state = self.state
         if request is None:
@@ -910,6 +914,15 @@ class RunScope:
         messages in call order, also added to the conversation. Their spans are children of
         ``parent_id`` (default: the root span)."""
         return await self._step(lambda: tools_step(self, list(calls), parent_id), timed=True)
+
+    def tool_starting(self) -> None:
+        """A tool call is about to run. The first in a resumed run is recorded first (the
+        journal has it before the tool does anything): the run used its pause, and a resume
+        whose process then dies cannot be taken over to run the calls again (see
+        ``tether.runtime.approvals``)."""
+        if self._resume_unused:
+            self._resume_unused = False
+            self.recorder.event(self.run_id, semconv.EVENT_RESUME_TOOL_STARTED, {})
 
     async def tool_call(self, call: ToolCall) -> Step[Message]:
         """One tool call; the value is the tool message for the model."""

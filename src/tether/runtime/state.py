@@ -101,6 +101,10 @@ class RunState(PlainData):
     pending_tool_calls: list[ToolCall] = field(default_factory=list)
     """Tool calls the model asked for that did not run because the run stopped at them (an
     escalation awaiting approval, a limit): what a resumed run has to settle first."""
+    risk_score: float = 0.0
+    risk_categories: list[str] = field(default_factory=list)
+    """What the run's guards had found when it was checkpointed (``RunRisk``: Cedar's
+    ``context.risk``): a resumed run goes on from it, as it goes on from the conversation."""
     awaiting_approval: PendingApproval | None = None
     """The tool call a control escalated at ``before_tool``, when that paused the run: what a
     person approves or denies before the run is resumed."""

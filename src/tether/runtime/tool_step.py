@@ -153,6 +153,8 @@ async def complete_tool(scope: RunScope, approved: _Approved) -> Message:
     error results for the model."""
     call, span = approved.call, approved.span
     approved.started = True
+    if approved.answer is None:
+        scope.tool_starting()
     error: str | None = None
     try:
         raw = approved.answer or await _execute(scope, approved.tool, call)

@@ -16,6 +16,7 @@ from tether.server.config import LOOPBACK_HOSTS
 from tether.server.roles import GRANTS, Permission, Role
 
 SESSION_COOKIE = "tether_session"
+"""The session cookie's name on a default port (a site's 80 or 443); see ``session_cookie``."""
 DEV_PROJECT_COOKIE = "tether_dev_project"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -89,14 +90,26 @@ def _access(request: Request) -> AccessStore:
     return store
 
 
+def session_cookie(request: Request) -> str:
+    """The session cookie's name for the port the request was sent to (``Host``): browsers
+    keep one cookie jar per host name, whatever the port, so two servers on one machine
+    (localhost:8000 and localhost:8001) with one name overwrote each other's session (signing
+    in to one signed out of the other) and each received the other's token."""
+    host = request.headers.get("host", "")
+    port = host.rsplit(":", 1)[1] if ":" in host.rsplit("]", 1)[-1] else ""
+    return f"{SESSION_COOKIE}_{port}" if port.isdigit() and len(port) <= 5 else SESSION_COOKIE
+
+
 def check_origin(request: Request) -> None:
     """A request sent by a page of another origin is refused (CSRF), whatever the cookie says.
     Browsers name the page's origin on every cross-origin POST; a client that is not a
     browser sends none. The page's origin is this server's when it is the request's ``Host``
-    or the public URL the server was given (``--public-url``, behind a proxy)."""
+    or the public URL the server was given (``--public-url``, behind a proxy). ``null`` (an
+    opaque origin: a sandboxed iframe, a data: URL, a file:// page of any site) is never this
+    server's page: its pages send their origin (``Referrer-Policy: same-origin``)."""
     origin = request.headers.get("origin")
     config = request.app.state.config
-    if origin is None or (origin == "null" and config.dev):
+    if origin is None:
         return
     host = request.headers.get("host", "")
     if urlsplit(origin).netloc == host:
@@ -148,7 +161,7 @@ def authenticate(request: Request) -> Principal:
             raise AuthError("the API key is not valid (unknown, revoked or expired)")
         access.note_used(info)
         return Principal(role=info.role, project=info.project, key=info)
-    token = request.cookies.get(SESSION_COOKIE)
+    token = request.cookies.get(session_cookie(request))
     if token:
         if unsafe:
             check_origin(request)

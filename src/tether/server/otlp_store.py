@@ -421,7 +421,12 @@ def _store(conn: Connection, project: str, spans: list[MappedSpan], result: Inge
     stored_run = stored_runs.get
     for m in new:
         have_run = stored_run(m.run_id)
-        if have_run is not None and have_run.project != project:
+        # A root for a run stored, not waiting for its root, and without it: a run of the SDK
+        # still running (its root span is written as it ends). The span does not take its
+        # place (the run's status, output and totals are the run's own).
+        if have_run is not None and (
+            have_run.project != project or (m.span_id == m.run_id and not have_run.pending)
+        ):
             result.reject(f"span {m.span_id}: its run id is already taken")
             continue
         fresh.append(m)

@@ -82,6 +82,9 @@ EVENT_MODEL_FALLBACK = "tether.model.fallback"
 EVENT_MODEL_ERROR = "tether.model.error"
 EVENT_RUN_LIMIT = "tether.run.limit"
 EVENT_RUN_ERROR = "tether.run.error"
+EVENT_RESUME_TOOL_STARTED = "tether.resume.tool_started"
+"""A resumed run is about to run its first tool call (journaled before it runs): the pause
+was used, whatever the controls decided on the call."""
 
 # Who a run is for and how it came in (on the root span and the run record).
 TETHER_PROJECT = "tether.project"

@@ -171,7 +171,8 @@ def approve(
     request: Request, run_id: str, principal: Approver, body: AnswerBody | None = None
 ) -> AnswerView:
     """Approve the tool call the paused run waits on: resumed, the run makes that call
-    (once). An answer is final: a second one is 409, as is one for a run not waiting."""
+    (once). An answer is final: another one is 409, as is one for a run not waiting; the same
+    key's same answer (decision and reason) again is the recorded answer (a retry)."""
     return _decide(request, principal, run_id, body or AnswerBody(), True)
 
 
@@ -180,5 +181,6 @@ def deny(
     request: Request, run_id: str, principal: Approver, body: AnswerBody | None = None
 ) -> AnswerView:
     """Deny the tool call the paused run waits on: resumed, the run is refused that call and
-    the model is told who denied it and why. An answer is final (a second one is 409)."""
+    the model is told who denied it and why. An answer is final (another one is 409; the
+    same key's same answer again is the recorded answer)."""
     return _decide(request, principal, run_id, body or AnswerBody(), False)

@@ -20,12 +20,12 @@ from tether.core import DEFAULT_PROJECT
 from tether.server.access import SESSION_TTL_NS, AccessStore
 from tether.server.auth import (
     DEV_PROJECT_COOKIE,
-    SESSION_COOKIE,
     Forbidden,
     Principal,
     authenticate,
     check_origin,
     scoped,
+    session_cookie,
 )
 from tether.server.roles import Permission, Role
 from tether.server.ui.render import page
@@ -103,7 +103,7 @@ def _sign_in(request: Request, fields: dict[str, str]) -> Response:
     token = access.open_session(info)
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(
-        SESSION_COOKIE,
+        session_cookie(request),
         token,
         max_age=SESSION_TTL_NS // 1_000_000_000,
         httponly=True,
@@ -120,7 +120,7 @@ def logout(request: Request, principal: Annotated[Principal, Depends(authenticat
     if principal.session_token:
         request.app.state.access.close_session(principal.session_token)
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(session_cookie(request), path="/")
     return response
 
 
