@@ -6,8 +6,9 @@ neither SQLite nor PostgreSQL answers from a plain B-tree index on ``trace_id`` 
 checked with ``EXPLAIN``). Its one user was the replay of a crash journal written before runs
 had ids (migration 0002), which now scans the runs once per chunk of trace ids. Its key is
 random (32 hex characters), so each run written dirtied another leaf of it: raw ``sqlite3``
-inserts of a 1-turn run's rows, 50 runs a transaction, cost 72 µs instead of 88 without it
-(docs/benchmarks.md, "Store writes").
+inserts of a 1-turn run's rows, 50 runs a transaction into a store of 10,000 runs, cost 63 µs
+of CPU without it against 74 (2-turn: 102 against 127; docs/benchmarks.md, "Results: store
+writes per run and per span").
 
 Revision ID: 0009
 Revises: 0008
