@@ -6,15 +6,13 @@ schema is the table definitions'."""
 
 from __future__ import annotations
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, inspect, select
 
-from fakes.store_0001 import insert, run_row_0001, schema_differences, upgrade_to
+from fakes.store_0001 import downgrade_to, insert, run_row_0001, schema_differences, upgrade_to
 from tether.store import AuditRecord, Store, create_store_engine, tables
 from tether.store.audit import append_audit, iter_audit, run_entries
 from tether.store.audit_verify import verify_audit
-from tether.store.db import HEAD_REVISION, MIGRATIONS_DIR
+from tether.store.db import HEAD_REVISION
 from tether.store.tables import VERSION_TABLE
 
 RUNS = ("1a1a1a1a1a1a1a1a", "2b2b2b2b2b2b2b2b")
@@ -120,10 +118,7 @@ def test_0008_downgrades_to_0007_and_back(store_url: str) -> None:
         for target, present in (("0008", True), ("0007", False), ("0008", True)):
             with engine.begin() as conn:
                 if target == "0007":
-                    cfg = Config()
-                    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-                    cfg.attributes["connection"] = conn
-                    command.downgrade(cfg, "0007")
+                    downgrade_to(conn, "0007")
                 else:
                     upgrade_to(conn, target)
             with engine.connect() as conn:

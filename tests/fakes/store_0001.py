@@ -25,6 +25,14 @@ def upgrade_to(conn: Connection, revision: str) -> None:
     command.upgrade(cfg, revision)
 
 
+def downgrade_to(conn: Connection, revision: str) -> None:
+    """Take the schema back to an older ``revision`` with Alembic."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = conn
+    command.downgrade(cfg, revision)
+
+
 def upgrade_to_0001(conn: Connection) -> None:
     """Create the 0001 schema (an empty database) with Alembic."""
     upgrade_to(conn, "0001")
