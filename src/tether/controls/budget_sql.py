@@ -152,8 +152,8 @@ class SqlBudgetLedger:
     @contextmanager
     def _transaction(self, *, read_only: bool = False) -> Iterator[Connection]:
         self._ensure_ready()
-        shared = self._turns is not None and (not read_only or self._memory)
-        turns = self._turns if shared and self._turns is not None else nullcontext()
+        shared = not read_only or self._memory
+        turns = self._turns if self._turns is not None and shared else nullcontext()
         try:
             with turns, self.engine.connect() as conn:
                 if read_only:

@@ -42,6 +42,7 @@ from tether.controls.pipeline import (
     Decision,
     Hook,
     HookContext,
+    Pipeline,
     Verdict,
 )
 from tether.core import Outcome
@@ -274,23 +275,18 @@ class GuardControl(Control, ABC):
 T = TypeVar("T")
 
 
-def holds_answer_text(controls: Sequence[Control]) -> bool:
+def holds_answer_text(pipeline: Pipeline) -> bool:
     """Whether a control may block or change the answer once it is whole: a guard on the
     ``output`` channel whose action is not ``log``, or any other control that is asked about
     the answer (``on_output``) or about each whole reply (``after_model``: it may mask the
     reply's text, which is the answer). Text streamed before such a control has judged it
     would show the user what it blocks or masks, so a run holds back its answer's text deltas
     then."""
-    for control in controls:
-        if isinstance(control, GuardControl):
-            if "output" in control.channels and control.action != "log":
-                return True
-        elif (
-            type(control).on_output is not Control.on_output
-            or type(control).after_model is not Control.after_model
-        ):
-            return True
-    return False
+    return any(
+        not isinstance(control, GuardControl)
+        or ("output" in control.channels and control.action != "log")
+        for control in pipeline.asked_at(Hook.ON_OUTPUT, Hook.AFTER_MODEL)
+    )
 
 
 def text_redactor(controls: Sequence[Control], channel: str | None) -> Callable[[str], str] | None:

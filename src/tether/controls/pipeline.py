@@ -400,6 +400,10 @@ class Pipeline:
             for hook in Hook
         }
 
+    def asked_at(self, *hooks: Hook) -> list[Control]:
+        """The controls asked at any of ``hooks`` (those that override them), in order."""
+        return [c for c in self.controls if any(c is a for h in hooks for a, _ in self._by_hook[h])]
+
     def asks(self, hook: Hook) -> bool:
         """Whether any control is asked at ``hook`` (if none, the caller need not build a
         ``HookContext`` for it: ``check`` would allow the payload unchanged)."""

@@ -91,13 +91,18 @@ class Settings:
         )
 
 
+def is_project_name(text: str) -> bool:
+    """Whether ``text`` may name a run's project: printable, at most 100 characters."""
+    return len(text) <= 100 and text.isprintable()
+
+
 def project_from_env() -> str:
     """``TETHER_PROJECT``, default ``default``. A name with control characters, or longer than
     100 characters, is a ``TetherError`` naming the variable (it would end up in every row)."""
     raw = os.environ.get("TETHER_PROJECT", "").strip()
     if not raw:
         return "default"
-    if len(raw) > 100 or not raw.isprintable():
+    if not is_project_name(raw):
         from tether.core.errors import TetherError
 
         raise TetherError(

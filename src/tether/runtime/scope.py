@@ -205,7 +205,7 @@ class Harness:
         self.guards_answers = self.pipeline.asks(Hook.ON_OUTPUT)
         """Whether controls judge the answer (``on_output``): the chat span of a reply that
         may be the answer is then written once they have (see ``RunScope.hold_reply``)."""
-        self.holds_streamed_text = holds_answer_text(self.controls)
+        self.holds_streamed_text = holds_answer_text(self.pipeline)
         """Whether a streamed reply's text is held back (its deltas and its end event; tool-call
         deltas still stream): a control may block or mask the answer, and streamed text cannot
         be taken back (an output guard that blocks a secret must not have shown it first)."""

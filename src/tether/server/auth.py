@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request
 
 from tether.core import DEFAULT_PROJECT
+from tether.core.settings import is_project_name
 from tether.server.access import AccessStore, KeyInfo
 from tether.server.config import LOOPBACK_HOSTS
 from tether.server.roles import GRANTS, Permission, Role
@@ -150,8 +151,8 @@ def authenticate(request: Request) -> Principal:
         if unsafe:
             check_origin(request)
         project = request.cookies.get(DEV_PROJECT_COOKIE) or DEFAULT_PROJECT
-        if len(project) > 100 or not project.isprintable():  # no project is called that
-            project = DEFAULT_PROJECT  # (TETHER_PROJECT's rule): not sent on to the store
+        if not is_project_name(project):  # no run's project is called that: not sent on
+            project = DEFAULT_PROJECT
         return Principal(role=Role.ADMIN, project=project, key=None)
     key_text = _bearer(request)
     access = _access(request)
