@@ -70,6 +70,7 @@ SPAN_COLUMNS = (
     "status",
     "status_message",
     "attributes",
+    "run_seq",
 )
 INSERT_SQL = (
     f"INSERT INTO tether_spans ({', '.join(SPAN_COLUMNS)}) "
@@ -197,8 +198,9 @@ def _raw_connection(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _span_row(s: SpanRecord) -> tuple[Any, ...]:
-    """A span as the row the raw path inserts (the columns of ``INSERT_SQL``)."""
+def _span_row(s: SpanRecord, run_seq: int) -> tuple[Any, ...]:
+    """A span as the row the raw path inserts (the columns of ``INSERT_SQL``), under its
+    run's ``run_seq`` (the key of the spans' run index, as the store writes it)."""
     return (
         s.span_id,
         s.run_id,
@@ -211,6 +213,7 @@ def _span_row(s: SpanRecord) -> tuple[Any, ...]:
         s.status,
         s.status_message,
         _dumps(s.attributes),
+        run_seq,
     )
 
 
@@ -218,9 +221,12 @@ def bench_raw(spans: list[SpanRecord], path: Path, batch: int) -> float:
     fresh_store(path).close()  # same schema and run row, written by Store
     conn = _raw_connection(path)
     try:
+        (seq,) = conn.execute(
+            "SELECT run_seq FROM tether_runs WHERE run_id = ?", (RUN_ID,)
+        ).fetchone()
         t0 = time.perf_counter()
         for i in range(0, len(spans), batch):
-            rows = [_span_row(s) for s in spans[i : i + batch]]
+            rows = [_span_row(s, seq) for s in spans[i : i + batch]]
             with conn:  # one transaction per batch, like the writer
                 conn.executemany(INSERT_SQL, rows)
         elapsed = time.perf_counter() - t0
@@ -309,9 +315,11 @@ def bench_raw_runs(records: list[tuple[str, Any]], path: Path, batch: int) -> fl
         # The run columns this store has, by the RunRecord fields of the same name.
         run_columns = _table_columns(conn, "tether_runs")
         fields = [f for f in RunRecord.__slots__ if f in run_columns]  # type: ignore[attr-defined]
-        insert_run = (
-            f"INSERT INTO tether_runs ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})"
+        insert_run = (  # and the run's run_seq (the key its spans are indexed by), last
+            f"INSERT INTO tether_runs ({', '.join(fields)}, run_seq) "
+            f"VALUES ({', '.join('?' * (len(fields) + 1))})"
         )
+        seqs: dict[str, int] = {}
         ended = [f for f in fields if f not in ("run_id", "trace_id", "started_ns")]
         update_run = (
             f"UPDATE tether_runs SET {', '.join(f'{f} = ?' for f in ended)} "
@@ -325,8 +333,12 @@ def bench_raw_runs(records: list[tuple[str, Any]], path: Path, batch: int) -> fl
         t0 = time.perf_counter()
         for i in range(0, len(records), batch):
             chunk = records[i : i + batch]
-            started = [run_values(r, fields) for k, r in chunk if k == "run_started"]
-            spans = [_span_row(s) for k, s in chunk if k == "span"]
+            started = []
+            for k, r in chunk:
+                if k == "run_started":
+                    seqs[r.run_id] = seq = time.time_ns()
+                    started.append([*run_values(r, fields), seq])
+            spans = [_span_row(s, seqs[s.run_id]) for k, s in chunk if k == "span"]
             ends = [
                 (*run_values(r, ended), r.run_id, r.started_ns)
                 for k, r in chunk

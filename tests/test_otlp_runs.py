@@ -120,6 +120,13 @@ def _check_trace(site: Site, trace: str, root: str, spans: int, input_tokens: in
     assert [r.run_id for r in in_runs] == [root]
     count = site.rows("SELECT count(*) AS n FROM tether_spans WHERE trace_id = :t", t=trace)
     assert count[0].n == spans
+    # Read as the store reads a run's spans: through its run_seq (moved ones took the root's).
+    keyed = site.rows(
+        "SELECT count(*) AS n FROM tether_runs r JOIN tether_spans s "
+        "ON s.run_seq = r.run_seq AND s.run_id = r.run_id WHERE r.run_id = :r",
+        r=root,
+    )
+    assert keyed[0].n == spans
     events = site.rows("SELECT run_id, name FROM tether_events WHERE trace_id = :t", t=trace)
     assert events and {e.run_id for e in events} == {root}
     models = site.rows(

@@ -81,8 +81,8 @@ class MappedSpan:
     """For a root span: what it answered."""
     run_id: str = ""
 
-    def row(self) -> tuple[Any, ...]:
-        """The span's row of ``tether_spans``, in column order."""
+    def row(self, run_seq: int | None) -> tuple[Any, ...]:
+        """The span's row of ``tether_spans``, in column order (``run_seq``: its run's)."""
         return (
             self.span_id,
             self.run_id,
@@ -95,6 +95,7 @@ class MappedSpan:
             "error" if self.failed else "ok",
             self.status_message,
             self.attributes_json,
+            run_seq,
         )
 
 

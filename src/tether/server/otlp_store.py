@@ -36,7 +36,7 @@ from tether.core import EntryPoint, RunKind
 from tether.core.jsontext import json_text
 from tether.server.otlp_mapping import InvalidSpan, MappedSpan, attributes_of, map_span
 from tether.store import RunRecord, Store, tables
-from tether.store.repository import REQUEST_MODEL, insert_rows, run_row
+from tether.store.repository import REQUEST_MODEL, insert_rows, new_run_seqs, run_row
 from tether.store.values import RUN_AGENT, RUN_MODEL, RUN_VERSION, clean_text, fit
 from tether.trace import semconv
 from tether.trace.pricing import pricing_from_env, round_cost
@@ -162,6 +162,7 @@ class _StoredRun:
     entry_point: str
     started_ns: int
     attributes: str
+    run_seq: int | None
     totals: tuple[Any, ...]
     """The ``_TOTALS`` columns."""
 
@@ -173,11 +174,11 @@ class _StoredRun:
 
 def _stored_runs(conn: Connection, ids: Iterable[str]) -> dict[str, _StoredRun]:
     sql = (
-        "SELECT run_id, project, status, entry_point, started_ns, attributes, "
+        "SELECT run_id, project, status, entry_point, started_ns, attributes, run_seq, "
         f"{', '.join(_TOTALS)} FROM tether_runs WHERE run_id IN ({{ids}})"
     )
     return {
-        row[0]: _StoredRun(row[1], row[2], row[3], row[4], row[5], tuple(row[6:]))
+        row[0]: _StoredRun(row[1], row[2], row[3], row[4], row[5], row[6], tuple(row[7:]))
         for row in _in(conn, sql, ids)
     }
 
@@ -366,13 +367,14 @@ def _error_event(m: MappedSpan) -> tuple[Any, ...] | None:
     return (m.run_id, m.trace_id, m.span_id, name, m.end_ns, attributes)
 
 
-def _insert_spans(conn: Connection, spans: list[MappedSpan]) -> None:
-    """The spans' rows, their events and their runs' models (one pass over them)."""
+def _insert_spans(conn: Connection, spans: list[MappedSpan], seqs: dict[str, int | None]) -> None:
+    """The spans' rows (``seqs``: each run's ``run_seq``), their events and their runs'
+    models (one pass over them)."""
     rows: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
     models: set[tuple[str, str]] = set()
     for m in spans:
-        rows.append(m.row())
+        rows.append(m.row(seqs[m.run_id]))
         if m.events:
             events.extend((m.run_id, m.trace_id, m.span_id, *e) for e in m.events)
         if m.failed and (error := _error_event(m)) is not None:
@@ -448,9 +450,12 @@ def _store(conn: Connection, project: str, spans: list[MappedSpan], result: Inge
         else:
             members.append(m)
     new_runs: list[tuple[Any, ...]] = []
+    seqs: dict[str, int | None] = {r: have.run_seq for r, have in stored_runs.items()}
+    fresh_seqs = iter(new_run_seqs(len(by_run)))
     for run_id, members in by_run.items():
         if run_id in stored_runs:
             continue
+        seqs[run_id] = seq = next(fresh_seqs)
         root = by_id.get(run_id)
         if root is not None and root.run_id == run_id:
             totals = _Totals()
@@ -459,11 +464,11 @@ def _store(conn: Connection, project: str, spans: list[MappedSpan], result: Inge
             record = _run_of_root(project, root, totals)
         else:
             record = _pending_run(project, run_id, members)
-        new_runs.append(tuple(run_row(record).values()))
+        new_runs.append(tuple(run_row(record, run_seq=seq).values()))
     if new_runs:
         insert_rows(conn, tables.runs, new_runs, skip_existing=True)
     if fresh:
-        _insert_spans(conn, fresh)
+        _insert_spans(conn, fresh, seqs)
     touched = {r for r in by_run if r in stored_runs} | set(merged_into.values())
     if touched:
         _update_runs(conn, project, touched, by_run, merged_into, by_id, stored_runs)
@@ -534,9 +539,10 @@ def _update_runs(
 def _span_totals(conn: Connection, run_ids: list[str]) -> dict[str, _Totals]:
     """Totals over the stored spans of ``run_ids``."""
     totals: dict[str, _Totals] = {}
-    sql = (
-        "SELECT run_id, kind, start_ns, CASE WHEN kind = 'model' THEN attributes END "
-        "FROM tether_spans WHERE run_id IN ({ids})"
+    sql = (  # through the spans' run index: by each run's run_seq
+        "SELECT s.run_id, s.kind, s.start_ns, CASE WHEN s.kind = 'model' THEN s.attributes END "
+        "FROM tether_runs r JOIN tether_spans s ON s.run_seq = r.run_seq AND s.run_id = r.run_id "
+        "WHERE r.run_id IN ({ids})"
     )
     for run_id, kind, start_ns, text in _in(conn, sql, run_ids):
         total = totals.setdefault(run_id, _Totals())
@@ -549,8 +555,13 @@ def _merge(conn: Connection, merged_into: dict[str, str]) -> None:
     pending runs."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     moves = sorted((new, old) for old, new in merged_into.items())
-    for table in ("tether_spans", "tether_events"):
-        conn.exec_driver_sql(f"UPDATE {table} SET run_id = {mark} WHERE run_id = {mark}", moves)
+    seq = f"(SELECT run_seq FROM tether_runs WHERE run_id = {mark})"
+    conn.exec_driver_sql(  # the spans' run index is by run_seq
+        f"UPDATE tether_spans SET run_id = {mark}, run_seq = {seq} "
+        f"WHERE run_seq = {seq} AND run_id = {mark}",
+        [(new, new, old, old) for new, old in moves],
+    )
+    conn.exec_driver_sql(f"UPDATE tether_events SET run_id = {mark} WHERE run_id = {mark}", moves)
     models = [
         (new, model)
         for new, old in moves

@@ -138,11 +138,13 @@ def children(
     try:
         with engine.connect() as conn:
             total = conn.execute(
-                select(func.count()).select_from(tables.spans).where(sp.run_id == run_id, under)
+                select(func.count())
+                .select_from(tables.spans)
+                .where(tables.spans_of_run(run_id), under)
             ).scalar_one()
             rows = conn.execute(
                 select(*columns)
-                .where(sp.run_id == run_id, under)
+                .where(tables.spans_of_run(run_id), under)
                 .order_by(sp.start_ns, sp.span_id)
                 .offset(offset)
                 .limit(limit)
@@ -152,7 +154,7 @@ def children(
             if ids:
                 counts = conn.execute(
                     select(sp.parent_id, func.count())
-                    .where(sp.run_id == run_id, sp.parent_id.in_(ids))
+                    .where(tables.spans_of_run(run_id), sp.parent_id.in_(ids))
                     .group_by(sp.parent_id)
                 ).all()
                 by_parent: dict[str, int] = {p: int(n) for p, n in counts}
@@ -175,7 +177,7 @@ def _orphans(engine: Engine, run_id: str) -> list[SpanLine]:
     stmt = (
         select(sp.span_id, sp.parent_id, sp.name, sp.kind, sp.start_ns, sp.end_ns, sp.status)
         .outerjoin(parent, parent.c.span_id == sp.parent_id)
-        .where(sp.run_id == run_id, sp.parent_id.is_not(None), parent.c.span_id.is_(None))
+        .where(tables.spans_of_run(run_id), sp.parent_id.is_not(None), parent.c.span_id.is_(None))
         .order_by(sp.start_ns)
         .limit(CHILDREN_PAGE)
     )
@@ -191,7 +193,7 @@ def run_bounds(engine: Engine, run_id: str) -> tuple[int, int, int, int]:
         with engine.connect() as conn:
             first, last, count = conn.execute(
                 select(func.min(sp.start_ns), func.max(sp.end_ns), func.count()).where(
-                    sp.run_id == run_id
+                    tables.spans_of_run(run_id)
                 )
             ).one()
             blocked = conn.execute(
@@ -216,7 +218,7 @@ def span_detail(engine: Engine, run_id: str, span_id: str) -> SpanDetail | None:
     try:
         with engine.connect() as conn:
             row = (
-                conn.execute(select(tables.spans).where(sp.run_id == run_id, sp.span_id == span_id))
+                conn.execute(select(tables.spans).where(sp.span_id == span_id, sp.run_id == run_id))
                 .mappings()
                 .first()
             )
@@ -228,7 +230,7 @@ def span_detail(engine: Engine, run_id: str, span_id: str) -> SpanDetail | None:
                 .order_by(ev.time_ns, ev.id)
             ).all()
             count = conn.execute(
-                select(func.count()).where(sp.run_id == run_id, sp.parent_id == span_id)
+                select(func.count()).where(tables.spans_of_run(run_id), sp.parent_id == span_id)
             ).scalar_one()
     except SQLAlchemyError as exc:
         raise _failed(exc) from exc

@@ -76,6 +76,7 @@ class Trace:
 
 def run_from_row(row: RowMapping) -> RunRecord:
     data = dict(row)
+    data.pop("run_seq", None)  # the store's key for the run's spans, not the run's
     data["attributes"] = json.loads(data["attributes"])
     caller = data.get("caller")
     data["caller"] = None if caller is None else json.loads(caller)
@@ -327,13 +328,14 @@ class StoreReader:
         """The spans of one run (``RunRecord.run_id``), in start order (the first ``limit``)."""
         stmt = (
             select(tables.spans)
-            .where(tables.spans.c.run_id == run_id)
+            .where(tables.spans_of_run(run_id))
             .order_by(tables.spans.c.start_ns, tables.spans.c.span_id)
             .limit(limit)
         )
         out = []
         for row in self._read(stmt):
             data = dict(row)
+            data.pop("run_seq", None)  # the store's key for the run's spans, not the span's
             data["attributes"] = json.loads(data["attributes"])
             out.append(SpanRecord(**data))
         return out

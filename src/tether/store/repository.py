@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -157,32 +158,66 @@ def _run_end_params(r: RunRecord) -> dict[str, Any]:
     return params
 
 
+def new_run_seqs(count: int) -> range:
+    """``run_seq`` values for ``count`` runs written now (``tables.runs``): the clock in ns,
+    one apart. They grow with each write (up to the clock's steps), which is all the spans'
+    run index needs; they need not be unique."""
+    first = time.time_ns()
+    return range(first, first + count)
+
+
+def _run_seqs(conn: Any, spans: list[SpanRecord], known: dict[str, int]) -> dict[str, int]:
+    """The ``run_seq`` of each span's run: ``known`` (runs written in this batch), the others
+    read from the store (a run that started in an earlier batch). A run not stored has none:
+    its spans are then refused by the foreign key, as before."""
+    missing = {s.run_id for s in spans if s.run_id not in known}
+    if not missing:
+        return known
+    found = dict(known)
+    runs = tables.runs.c
+    ids = sorted(missing)
+    for i in range(0, len(ids), _IDS_PER_QUERY):
+        query = select(runs.run_id, runs.run_seq).where(
+            runs.run_id.in_(ids[i : i + _IDS_PER_QUERY])
+        )
+        found.update((run_id, seq) for run_id, seq in conn.execute(query))
+    return found
+
+
+_IDS_PER_QUERY = 1000
+"""Run ids per ``IN (...)`` (SQLite takes at most 32,766 parameters a statement)."""
+
+
 def _run_rows(
     started: list[RunRecord], ended: list[RunRecord]
 ) -> tuple[list[dict[str, Any]], list[RunRecord]]:
     """The rows to insert for the runs started in a batch, and the run ends left to update.
     A run that also ends in the batch (most do: the writer takes what a short run wrote at
     once) is inserted as its end leaves it, the row an INSERT and then the end's UPDATE would
-    give, in one statement instead of two."""
+    give, in one statement instead of two. Each row gets a new ``run_seq``."""
+    seqs = new_run_seqs(len(started))
     if not ended:
-        return [run_row(r) for r in started], ended
+        return [run_row(r, run_seq=seq) for r, seq in zip(started, seqs, strict=True)], ended
     last = {(r.run_id, r.started_ns): r for r in ended}  # the last end of a run wins, as updates
     rows, merged = [], set()
-    for r in started:
+    for r, seq in zip(started, seqs, strict=True):
         key = (r.run_id, r.started_ns)
         end = last.get(key)
         if end is not None:
             merged.add(key)
-        rows.append(run_row(r, end))
+        rows.append(run_row(r, end, run_seq=seq))
     if not merged:
         return rows, ended
     return rows, [r for r in ended if (r.run_id, r.started_ns) not in merged]
 
 
-def run_row(r: RunRecord, end: RunRecord | None = None) -> dict[str, Any]:
+def run_row(
+    r: RunRecord, end: RunRecord | None = None, *, run_seq: int | None = None
+) -> dict[str, Any]:
     """A run's row of ``tether_runs`` as the store writes it, by column (in column order).
     ``end``: the run's end, when it is written with its start: the row an INSERT of the start
-    and then the end's UPDATE would leave (the end's fields and attributes), built once."""
+    and then the end's UPDATE would leave (the end's fields and attributes), built once.
+    ``run_seq``: the key its spans are stored under (``new_run_seqs``)."""
     e = r if end is None else end  # what the end's UPDATE sets (_RUN_END_FIELDS, attributes)
     return {
         "run_id": r.run_id,
@@ -207,6 +242,7 @@ def run_row(r: RunRecord, end: RunRecord | None = None) -> dict[str, Any]:
         "tool_calls": e.tool_calls,
         "error": clean_text(e.error),
         "attributes": dumps_attributes(e.attributes),
+        "run_seq": run_seq,
     }
 
 
@@ -230,10 +266,13 @@ class Store(StoreReader):
                     batch = without_existing(conn, batch)
                 cached = batch.attributes_json
                 ended = batch.runs_ended
+                seqs: dict[str, int] = {}
                 if batch.runs_started:
                     rows, ended = _run_rows(batch.runs_started, ended)
+                    seqs = {row["run_id"]: row["run_seq"] for row in rows}
                     _insert_dicts(conn, tables.runs, rows)
                 if batch.spans:
+                    seq_of = _run_seqs(conn, batch.spans, seqs).get
                     insert_rows(
                         conn,
                         tables.spans,
@@ -250,6 +289,7 @@ class Store(StoreReader):
                                 column_text(s.status, SPAN_STATUS),
                                 clean_text(s.status_message),
                                 cached.get(id(s)) or dumps_attributes(s.attributes),
+                                seq_of(s.run_id),
                             )
                             for s in batch.spans
                         ],

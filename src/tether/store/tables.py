@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     Float,
     ForeignKey,
     Index,
@@ -13,6 +14,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    and_,
+    select,
 )
 
 from tether.store.records import AGENT_RUN, DEFAULT_PROJECT, RUNTIME
@@ -51,6 +54,12 @@ runs = Table(
     Column("tool_calls", Integer, nullable=False, default=0),
     Column("error", Text),
     Column("attributes", Text, nullable=False),
+    # The key the run's spans are stored under (migration 0010): given when the run is first
+    # written, from the writer's clock, and never changed. It grows with each run written, so
+    # the spans of new runs go to the right edge of the spans' run index, not to random
+    # places (a random key there dirtied another page of that index per run, at each commit).
+    # Not unique: spans are found by ``(run_seq, run_id)`` (``spans_of_run``).
+    Column("run_seq", BigInteger),
     # Runs are read newest first, by the key ``(started_ns, run_id)`` (keyset pages): each
     # filter of ``RunQuery`` has an index that leads with it and keeps that order. No index
     # on ``trace_id``: no read uses one (migration 0009), and its random key cost every write.
@@ -85,7 +94,9 @@ spans = Table(
     Column("status", String(8), nullable=False),
     Column("status_message", Text),
     Column("attributes", Text, nullable=False),
-    Index("ix_tether_spans_run", "run_id", "start_ns"),
+    # The run's ``run_seq``: a run's spans are read through it (``spans_of_run``).
+    Column("run_seq", BigInteger),
+    Index("ix_tether_spans_run_seq", "run_seq", "start_ns"),
 )
 
 events = Table(
@@ -205,3 +216,11 @@ budget_holds = Table(
     Index("ix_tether_budget_holds_key", "key", "expires_ns"),
     Index("ix_tether_budget_holds_expires", "expires_ns"),
 )
+
+
+def spans_of_run(run_id: str) -> ColumnElement[bool]:
+    """The condition that selects one run's spans through the spans' run index: their
+    ``run_seq`` is the run's (looked up by its id once), and their run id is the run's (two
+    runs may share a ``run_seq``)."""
+    seq = select(runs.c.run_seq).where(runs.c.run_id == run_id).scalar_subquery()
+    return and_(spans.c.run_seq == seq, spans.c.run_id == run_id)
