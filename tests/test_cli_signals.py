@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
@@ -68,3 +70,33 @@ def test_sigterm_during_a_run_flushes_the_trace_and_checkpoints(tmp_path: Path) 
     assert [c.reason for c in checkpoints] == ["crash"]
     state = RunState.from_json(checkpoints[0].state_json)
     assert state.tool_calls == 2 and state.messages[-1].tool_calls[0].name == "hang"
+
+
+def test_ctrl_c_in_a_command_that_runs_nothing_says_nothing_of_runs(tmp_path: Path) -> None:
+    """``tether validate`` reading a named pipe no one writes to (it waits, as ``cat`` does)
+    and stopped with Ctrl-C: it says it was interrupted, not that a run was recorded."""
+    fifo = tmp_path / "agent.yaml"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tether", "validate", str(fifo)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Wait until it is blocked opening the pipe: Linux names where it sleeps.
+        deadline = time.monotonic() + 30
+        waiting = False
+        while time.monotonic() < deadline and not waiting:
+            with contextlib.suppress(OSError):
+                waiting = Path(f"/proc/{proc.pid}/wchan").read_text() == "wait_for_partner"
+            time.sleep(0.05)
+        assert waiting, "tether validate never waited on the pipe"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip() == "interrupted"

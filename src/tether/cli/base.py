@@ -103,13 +103,10 @@ def handle_errors(func: F) -> F:
         except BrokenPipeError:
             raise  # the reader went away (`| head`): main() ends quietly
         except KeyboardInterrupt:
-            err_console.print("interrupted; an unfinished run is recorded as failed")
+            err_console.print(f"interrupted{_runs_left()}", highlight=False)
             sys.exit(130)
         except Terminated as exc:
-            err_console.print(
-                f"terminated by {exc.signal_name}; an unfinished run is recorded as failed",
-                highlight=False,
-            )
+            err_console.print(f"terminated by {exc.signal_name}{_runs_left()}", highlight=False)
             raise
         except Exception as exc:
             if os.environ.get("TETHER_DEBUG"):
@@ -123,6 +120,15 @@ def handle_errors(func: F) -> F:
             sys.exit(EXIT_ERROR)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _runs_left() -> str:
+    """What a stopped command says of its runs: only one that traced runs (opened a trace
+    writer) can have left one unfinished (``tether validate`` has none to speak of)."""
+    recorder = sys.modules.get("tether.trace.recorder")
+    if recorder is None or not recorder.writers_opened():
+        return ""
+    return "; an unfinished run is recorded as failed"
 
 
 def _close_writers() -> int:

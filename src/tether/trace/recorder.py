@@ -155,6 +155,12 @@ def stranded_journals(url: str) -> list[StrandedJournal]:
     return found
 
 
+def writers_opened() -> bool:
+    """Whether this process has a trace writer open (it traces runs to a store)."""
+    with _writers_lock:
+        return bool(_writers)
+
+
 def close_writers() -> int:
     """Flush and close every process-wide writer (tests and CLI exit). Returns how many
     records were lost: neither written to their store nor kept in a crash journal."""
