@@ -83,7 +83,12 @@ def schema(spec: Path, as_json: bool) -> None:
 def test(file: Path, as_json: bool) -> None:
     """Run the policy fixtures in FILE (YAML or JSON: agent, cases of principal, action,
     context and the expected decision); exit 1 when a case gets another decision."""
-    from tether.controls.authz_fixtures import FixtureFile, agent_path, run_cases
+    from tether.controls.authz_fixtures import (
+        FixtureFile,
+        agent_path,
+        check_cases,
+        run_cases,
+    )
     from tether.spec.loader import load_with_tree, origin_of, remember_origin
 
     fixtures, node = load_with_tree(FixtureFile, file)
@@ -92,7 +97,9 @@ def test(file: Path, as_json: bool) -> None:
         (found[1] if (found := origin_of(fixtures, "cases", i)) else None)
         for i in range(len(fixtures.cases))
     ]
-    results = run_cases(_authorizer(agent_path(file, fixtures)), fixtures, lines)
+    authorizer = _authorizer(agent_path(file, fixtures))
+    check_cases(authorizer, fixtures, lines, file)
+    results = run_cases(authorizer, fixtures, lines)
     failed = [r for r in results if not r.ok]
     if as_json:
         cases: list[dict[str, Any]] = [

@@ -302,6 +302,15 @@ class Authorizer:
         )
         """Whether some policy may read what the budgets leave (then each call looks it up)."""
 
+    def arguments_of(self, tool: str) -> list[str] | None:
+        """The names of a tool's arguments, in the schema's order (None: not one of the tools)."""
+        args = self._args.get(tool)
+        return None if args is None else [*args.record.attributes, *args.untyped]
+
+    @property
+    def tool_names(self) -> list[str]:
+        return list(self._args)
+
     @classmethod
     def load(
         cls,

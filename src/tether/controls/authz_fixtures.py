@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tether.controls.authz import Authorizer, AuthzRequest, AuthzVerdict, Budget, Risk
-from tether.core import AgentRef, Caller, EntryPoint
+from tether.core import AgentRef, Caller, EntryPoint, SpecError
 
 
 class _Strict(BaseModel):
@@ -154,6 +154,34 @@ def request_of(case: FixtureCase, agent: AgentRef) -> AuthzRequest:
         now=when,
         entry_point=c.entry_point,
     )
+
+
+def check_cases(
+    authorizer: Authorizer, fixtures: FixtureFile, lines: list[int | None], file: Path
+) -> None:
+    """Refuse cases naming a tool or an argument the agent does not have.
+
+    At run time such a call is denied, so a typo'd case expecting a deny would pass without
+    testing the policy it was written for."""
+    errors = []
+    for i, (case, line) in enumerate(zip(fixtures.cases, lines, strict=True)):
+        where = f"{file}:{line}" if line else str(file)
+        names = authorizer.arguments_of(case.action)
+        if names is None:
+            known = ", ".join(authorizer.tool_names) or "none"
+            errors.append(
+                f"{where}: cases[{i}].action: {case.action!r} is not one of the agent's tools "
+                f"(they are: {known})"
+            )
+            continue
+        for arg in case.context.args:
+            if arg not in names:
+                errors.append(
+                    f"{where}: cases[{i}].context.args: {arg!r} is not an argument of "
+                    f"{case.action} (it has: {', '.join(names) or 'none'})"
+                )
+    if errors:
+        raise SpecError(f"invalid policy fixtures in {file}:\n" + "\n".join(errors))
 
 
 def run_cases(
