@@ -85,8 +85,26 @@ def test_an_untouched_chain_verifies(store_url: str) -> None:
             "reordered",
             2,
         ),
+        (
+            [
+                "INSERT INTO tether_audit (seq, entry_id, time_ns, kind, actor, details, alg, "
+                "prev_hash, hash) SELECT 0, 'forged', time_ns, kind, actor, details, alg, "
+                "prev_hash, hash FROM tether_audit WHERE seq = 1"
+            ],
+            "inserted",
+            0,
+        ),
+        (
+            [
+                "INSERT INTO tether_audit (seq, entry_id, time_ns, kind, actor, details, alg, "
+                "prev_hash, hash) SELECT -7, 'forged', time_ns, kind, actor, details, alg, "
+                "prev_hash, hash FROM tether_audit WHERE seq = 1"
+            ],
+            "inserted",
+            -7,
+        ),
     ],
-    ids=["edit", "delete", "delete-last", "insert", "swap"],
+    ids=["edit", "delete", "delete-last", "insert", "swap", "insert-at-0", "insert-below-0"],
 )
 def test_tampering_is_found_at_the_first_entry_touched(
     store_url: str, statements: list[str], kind: str, seq: int

@@ -180,18 +180,17 @@ def _entry(row: Any) -> tuple[AuditEntry, str, str]:
 
 
 def iter_audit(
-    conn: Any, *, after: int = 0, limit: int | None = None, chunk: int = 5000
+    conn: Any, *, after: int | None = 0, limit: int | None = None, chunk: int = 5000
 ) -> Iterator[tuple[AuditEntry, str, str]]:
-    """Entries by seq (with their actor and details as stored), a chunk of rows at a time."""
+    """Entries by seq (with their actor and details as stored), a chunk of rows at a time;
+    ``after=None``: every row, also one put at a seq below 1 (the writers start at 1)."""
     left = limit
     while left is None or left > 0:
         n = chunk if left is None else min(chunk, left)
-        rows = conn.execute(
-            select(tables.audit)
-            .where(tables.audit.c.seq > after)
-            .order_by(tables.audit.c.seq)
-            .limit(n)
-        ).all()
+        query = select(tables.audit).order_by(tables.audit.c.seq).limit(n)
+        if after is not None:
+            query = query.where(tables.audit.c.seq > after)
+        rows = conn.execute(query).all()
         for row in rows:
             yield _entry(row)
         if len(rows) < n:

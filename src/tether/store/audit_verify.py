@@ -50,7 +50,7 @@ Row = tuple[AuditEntry, str, str]
 
 def verify_audit(conn: Any, key: bytes | None) -> AuditReport:
     """Walk the chain in seq order and report its first break (the whole log is read)."""
-    rows = list(iter_audit(conn))
+    rows = list(iter_audit(conn, after=None))  # a row put below seq 1 is an insertion too
     head_seq, head_hash = audit_head(conn)
     problem = _first_problem(rows, head_seq, head_hash, key)
     return AuditReport(entries=len(rows), head_seq=head_seq, problem=problem)
@@ -65,6 +65,10 @@ def _first_problem(
         if e.seq > head_seq:
             return AuditProblem(
                 "inserted", e.seq, f"entry {e.seq} is past the last entry written ({head_seq})"
+            )
+        if e.seq < expected:
+            return AuditProblem(
+                "inserted", e.seq, f"entry {e.seq} is before the first entry written (1)"
             )
         if e.seq != expected:
             return AuditProblem(
