@@ -116,6 +116,34 @@ def test_tampering_is_found_at_the_first_entry_touched(
     assert (report.problem.kind, report.problem.seq) == (kind, seq), report.problem.message
 
 
+@pytest.mark.parametrize(
+    ("statement", "seq", "says"),
+    [
+        ("UPDATE tether_audit SET time_ns = 'abc' WHERE seq = 3", 3, "time_ns is 'abc'"),
+        ("UPDATE tether_audit SET time_ns = 1.5 WHERE seq = 3", 3, "time_ns is 1.5"),
+        ("UPDATE tether_audit SET seq = 'abc' WHERE seq = 5", 5, "seq is 'abc'"),
+        ("UPDATE tether_audit SET seq = 3.5 WHERE seq = 5", 4, "seq is 3.5"),
+        ("UPDATE tether_audit_head SET seq = 'x'", 5, "the chain's head row"),
+    ],
+    ids=["time-text", "time-fraction", "seq-text", "seq-fraction", "head-text"],
+)
+def test_a_value_of_the_wrong_type_is_an_edit_not_a_crash(
+    sqlite_url: str, statement: str, seq: int, says: str
+) -> None:
+    # SQLite keeps whatever a column is given: a BIGINT column can hold text or a fraction.
+    record_entries(sqlite_url, 5)
+    tamper(sqlite_url, statement)
+    report = verify(sqlite_url)
+    assert report.problem is not None
+    assert (report.problem.kind, report.problem.seq) == ("edited", seq), report.problem.message
+    assert says in report.problem.message
+    commands = [("audit", "verify")] + ([("audit", "list")] if "head" not in statement else [])
+    for command in commands:
+        done = run_cli("--database-url", sqlite_url, *command)
+        assert done.returncode == 1
+        assert "unexpected error" not in done.stderr and says in done.stderr, done.stderr
+
+
 def test_an_entry_inserted_mid_chain_with_a_valid_unkeyed_hash_is_found_with_a_key(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from tether.core import canonical_json
+from tether.core import CorruptRecord, canonical_json
 from tether.store import tables
 from tether.store.records import AuditRecord
 
@@ -161,11 +161,23 @@ def _loads(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
+class UnreadableAudit(CorruptRecord):
+    """A stored audit value of the wrong type (SQLite keeps text or a fraction in a BIGINT
+    column): the row was edited by hand."""
+
+
+def _whole(value: Any, what: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise UnreadableAudit(f"{what} is {value!r}, not a whole number: edited in the database")
+
+
 def _entry(row: Any) -> tuple[AuditEntry, str, str]:
+    seq = _whole(row.seq, "audit entry: seq")
     entry = AuditEntry(
-        seq=int(row.seq),
+        seq=seq,
         entry_id=row.entry_id,
-        time_ns=int(row.time_ns),
+        time_ns=_whole(row.time_ns, f"audit entry {seq}: time_ns"),
         kind=row.kind,
         actor=_loads(row.actor),
         trace_id=row.trace_id,
@@ -195,7 +207,7 @@ def iter_audit(
             yield _entry(row)
         if len(rows) < n:
             return
-        after = int(rows[-1].seq)
+        after = _whole(rows[-1].seq, "audit entry: seq")
         if left is not None:
             left -= len(rows)
 
@@ -203,7 +215,9 @@ def iter_audit(
 def audit_head(conn: Any) -> tuple[int, str]:
     """The head row: the last entry's seq and hash as the writers left them."""
     row = conn.execute(select(tables.audit_head.c.seq, tables.audit_head.c.hash)).first()
-    return (0, GENESIS) if row is None else (int(row.seq), str(row.hash))
+    if row is None:
+        return 0, GENESIS
+    return _whole(row.seq, "the chain's head row: seq"), str(row.hash)
 
 
 def hash_at(row: tuple[AuditEntry, str, str], seq: int, key: bytes | None) -> str | None:

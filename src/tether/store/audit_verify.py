@@ -9,6 +9,7 @@ from tether.store.audit import (
     GENESIS,
     HMAC_SHA256,
     AuditEntry,
+    UnreadableAudit,
     audit_head,
     hash_at,
     iter_audit,
@@ -50,10 +51,27 @@ Row = tuple[AuditEntry, str, str]
 
 def verify_audit(conn: Any, key: bytes | None) -> AuditReport:
     """Walk the chain in seq order and report its first break (the whole log is read)."""
-    rows = list(iter_audit(conn, after=None))  # a row put below seq 1 is an insertion too
-    head_seq, head_hash = audit_head(conn)
+    rows: list[Row] = []
+    try:
+        for row in iter_audit(conn, after=None):  # a row put below seq 1 is an insertion too
+            rows.append(row)
+    except UnreadableAudit as exc:  # the rows before it are checked; it is the next in order
+        return _cut_short(rows, key, 1, str(exc))
+    try:
+        head_seq, head_hash = audit_head(conn)
+    except UnreadableAudit as exc:
+        return _cut_short(rows, key, 0, str(exc))
     problem = _first_problem(rows, head_seq, head_hash, key)
     return AuditReport(entries=len(rows), head_seq=head_seq, problem=problem)
+
+
+def _cut_short(rows: list[Row], key: bytes | None, after: int, why: str) -> AuditReport:
+    """The report when a value of the wrong type stops the walk ``after`` the rows read."""
+    last, last_hash = (rows[-1][0].seq, rows[-1][0].hash) if rows else (0, GENESIS)
+    problem = _first_problem(rows, last, last_hash, key) or AuditProblem(
+        "edited", last + after, why
+    )
+    return AuditReport(entries=len(rows), head_seq=last, problem=problem)
 
 
 def _first_problem(
