@@ -120,6 +120,18 @@ def test_bad_budgets_name_file_line_and_field(
             "budgets.redis_url",
             "keep secrets out of specs",
         ),
+        (  # redis-py reads a password from the query string too
+            "  backend: redis\n  redis_url: 'redis://h:6379/0?password=s3cret'",
+            8,
+            "budgets.redis_url",
+            "keep secrets out of specs",
+        ),
+        (
+            "  backend: redis\n  redis_url: 'unix:///run/redis.sock?db=0&password=s3cret'",
+            8,
+            "budgets.redis_url",
+            "keep secrets out of specs",
+        ),
         ("  fail_open: maybe", 7, "budgets.fail_open", "boolean"),
         ("  hold_s: 0", 7, "budgets.hold_s", "greater"),
         ("  hold_s: 1e9", 7, "budgets.hold_s", "86400"),
