@@ -284,6 +284,29 @@ def test_two_processes_appending_at_once_keep_one_chain(store_url: str) -> None:
     assert report.entries == 300
 
 
+def test_verify_while_another_process_appends_finds_no_tampering(store_url: str) -> None:
+    # verify read the entries, then the head row, apart: an entry appended in between read
+    # as "entries N to M are missing from the end" (a false alarm, exit 1).
+    record_entries(store_url, 1)
+    writer = subprocess.Popen([sys.executable, "-c", RACER, store_url, "w", "100000"])
+    store = Store(store_url)
+    try:
+        reports = []
+        with store.engine.connect() as conn:
+            start = verify_audit(conn, None).head_seq
+        while len(reports) < 60 or reports[-1].head_seq < start + 200:
+            assert writer.poll() is None, "the writer stopped before the verifies were done"
+            with store.engine.connect() as conn:
+                reports.append(verify_audit(conn, None))
+    finally:
+        writer.kill()
+        writer.wait(timeout=60)
+        store.close()
+    assert reports[-1].head_seq > reports[0].head_seq  # the writer appended meanwhile
+    problems = [r.problem for r in reports if r.problem is not None]
+    assert problems == []
+
+
 KILLED = textwrap.dedent(
     """
     import os, signal, sys

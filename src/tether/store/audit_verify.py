@@ -50,7 +50,9 @@ Row = tuple[AuditEntry, str, str]
 
 
 def verify_audit(conn: Any, key: bytes | None) -> AuditReport:
-    """Walk the chain in seq order and report its first break (the whole log is read)."""
+    """Walk the chain in seq order and report its first break (the whole log is read, in one
+    snapshot when ``conn`` has not begun a transaction yet)."""
+    _snapshot(conn)
     rows: list[Row] = []
     try:
         for row in iter_audit(conn, after=None):  # a row put below seq 1 is an insertion too
@@ -63,6 +65,19 @@ def verify_audit(conn: Any, key: bytes | None) -> AuditReport:
         return _cut_short(rows, key, 0, str(exc))
     problem = _first_problem(rows, head_seq, head_hash, key)
     return AuditReport(entries=len(rows), head_seq=head_seq, problem=problem)
+
+
+def _snapshot(conn: Any) -> None:
+    """Read the entries and the head row as of one moment: read apart, an entry appended in
+    between (by a running server) looked like entries deleted from the end."""
+    if conn.in_transaction():
+        return  # the caller's transaction: its isolation is the caller's choice
+    if conn.dialect.name == "sqlite":
+        # pysqlite begins no transaction for reads: each SELECT saw the file as it was then.
+        # A deferred BEGIN keeps the first read's view (WAL) until the connection ends.
+        conn.exec_driver_sql("BEGIN")
+    elif conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
 
 
 def _cut_short(rows: list[Row], key: bytes | None, after: int, why: str) -> AuditReport:
