@@ -361,6 +361,28 @@ def test_an_evaluation_error_fails_closed(tmp_path: Path) -> None:
     assert "a Cedar policy failed to evaluate" in verdict.reason
 
 
+@pytest.mark.parametrize(
+    "name",
+    [r"score\u{5f}pct", r"\u{73}core_pct", r"score\x5fpct"],
+)
+def test_an_attribute_named_with_escapes_in_a_string_is_sent(tmp_path: Path, name: str) -> None:
+    # Only the attributes the policy text names are sent to Cedar; a name written with Cedar
+    # string escapes was not recognised, so the attribute was missing and every call was
+    # denied with an evaluation error although the policies validated at load.
+    a = load(
+        tmp_path,
+        f"""\
+        permit(principal, action == Tether::Action::"lookup", resource);
+        forbid(principal, action, resource) when {{ context["risk"]["{name}"] > 80 }};
+        """,
+    )
+    calm = a.decide(AuthzRequest("lookup", {"query": "x"}, risk=Risk(0.1, frozenset())))
+    assert calm.effect == "allow", calm.reason
+    risky = a.decide(AuthzRequest("lookup", {"query": "x"}, risk=Risk(0.9, frozenset())))
+    assert risky.effect == "deny", risky.reason
+    assert "failed to evaluate" not in risky.reason
+
+
 # --- the control on HookContext ----------------------------------------------------------------
 
 

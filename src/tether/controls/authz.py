@@ -533,9 +533,33 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
+_ESCAPE = re.compile(r"\\(?:u\{([0-9a-fA-F]{1,6})\}|x([0-9a-fA-F]{2})|(.))", re.DOTALL)
+_SIMPLE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
+
+
+def _unescape(literal: str) -> str:
+    """A Cedar string literal's value: ``\\u{5f}``, ``\\x5f``, ``\\n``... decoded."""
+
+    def one(m: re.Match[str]) -> str:
+        code = m.group(1) or m.group(2)
+        if code is not None:
+            number = int(code, 16)
+            return chr(number) if number <= 0x10FFFF else m.group(0)
+        return _SIMPLE_ESCAPES.get(m.group(3), m.group(3))
+
+    return _ESCAPE.sub(one, literal)
+
+
 def _named(text: str) -> frozenset[str]:
-    """Every word and string literal of policy text (what a policy can name an attribute by)."""
-    return frozenset(_WORD.findall(text)) | frozenset(_STRING.findall(text))
+    """Every word and string literal of policy text (what a policy can name an attribute by),
+    string literals both as written and decoded (``context["score\\u{5f}pct"]`` names
+    ``score_pct``)."""
+    strings = _STRING.findall(text)
+    return (
+        frozenset(_WORD.findall(text))
+        | frozenset(strings)
+        | frozenset(_unescape(s) for s in strings if "\\" in s)
+    )
 
 
 @functools.lru_cache(maxsize=8)
