@@ -383,6 +383,26 @@ def test_an_attribute_named_with_escapes_in_a_string_is_sent(tmp_path: Path, nam
     assert "failed to evaluate" not in risky.reason
 
 
+def test_an_evaluation_error_names_the_policy_by_its_id_and_line(tmp_path: Path) -> None:
+    a = load(
+        tmp_path,
+        """\
+        permit(principal, action == Tether::Action::"lookup", resource);
+        @id("no-overflow")
+        forbid(principal, action == Tether::Action::"lookup", resource)
+        when { context.args.limit * 9223372036854775807 > 0 };
+        forbid(principal, action == Tether::Action::"lookup", resource)
+        when { context.args.limit * 9223372036854775806 > 0 };
+        """,
+    )
+    verdict = a.decide(AuthzRequest("lookup", {"query": "x", "limit": 2}))
+    assert verdict.effect == "deny"
+    assert "evaluating policy no-overflow:" in verdict.reason, verdict.reason
+    assert "policy1" not in verdict.reason
+    assert verdict.policies[0] == "no-overflow"
+    assert verdict.policies[1].startswith("policy2 (") and "tools.cedar:5)" in verdict.policies[1]
+
+
 # --- the control on HookContext ----------------------------------------------------------------
 
 

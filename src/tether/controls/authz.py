@@ -413,9 +413,7 @@ class Authorizer:
             cedar_request, self._with_principal(agent, request.caller)
         )
         if errors:
-            return AuthzVerdict(
-                "deny", f"tool {tool!r} denied: a Cedar policy failed to evaluate: {errors[0]}"
-            )
+            return self._failed(tool, errors)
         key = (tool, allowed, tuple(reasons))
         verdict = self._verdicts.get(key)
         if verdict is None:  # the same answer for the same tool is the same verdict
@@ -424,6 +422,25 @@ class Authorizer:
                 self._verdicts.clear()
             self._verdicts[key] = verdict
         return verdict
+
+    def _failed(self, tool: str, errors: Sequence[str]) -> AuthzVerdict:
+        """The denial when policies failed to evaluate, naming them as decisions do (Cedar's
+        errors name its own ids, ``policy3``, not the ``@id``)."""
+        labels: dict[str, None] = {}
+
+        def name(m: re.Match[str]) -> str:
+            info = self.loaded.policies.get(m.group(1))
+            if info is None:
+                return m.group(0)
+            labels[info.label] = None
+            return info.label
+
+        named = [_CEDAR_POLICY_ID.sub(name, str(e)) for e in errors]
+        return AuthzVerdict(
+            "deny",
+            f"tool {tool!r} denied: a Cedar policy failed to evaluate: {named[0]}",
+            tuple(labels),
+        )
 
     def _verdict(self, tool: str, allowed: bool, reasons: tuple[str, ...]) -> AuthzVerdict:
         """The verdict of Cedar's answer (no errors) about a call of ``tool``."""
@@ -533,6 +550,8 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
+_CEDAR_POLICY_ID = re.compile(r"(?<=policy )`([^`]+)`")
+"""A policy id as Cedar's evaluation errors quote it: error while evaluating policy `policy1`."""
 _ESCAPE = re.compile(r"\\(?:u\{([0-9a-fA-F]{1,6})\}|x([0-9a-fA-F]{2})|(.))", re.DOTALL)
 _SIMPLE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
 
