@@ -640,6 +640,18 @@ def test_an_argument_with_no_cedar_type_is_named_in_the_hint(tmp_path: Path) -> 
             '@escalate("x")\nforbid(principal, action, resource);',
             ":1: @escalate applies to permit policies",
         ),
+        # A misspelt @escalate made the permit a plain allow: a call meant to wait for a
+        # person went through, and `tether policy check` said the policies were valid.
+        (
+            '@id("big")\n@Escalate("x")\npermit(principal, action, resource);',
+            ':1: @Escalate is not an annotation Tether knows: did you mean @escalate("why")?',
+        ),
+        (
+            '@escalation("x")\npermit(principal, action, resource);',
+            ":1: @escalation is not an annotation Tether knows: did you mean",
+        ),
+        ('@escalte("x")\npermit(principal, action, resource);', "did you mean @escalate"),
+        ('@ID("x")\npermit(principal, action, resource);', 'did you mean @id("name")?'),
     ],
 )
 def test_what_policies_may_not_do_is_refused_at_load(
