@@ -29,7 +29,6 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from tether.spec.model import MAX_BUDGET_TOKENS, MAX_BUDGET_USD, _Strict
-from tether.spec.numbers import refuse_bool
 
 BudgetScope = Literal["project", "agent", "end_user", "run"]
 BUDGET_SCOPES: tuple[BudgetScope, ...] = ("project", "agent", "end_user", "run")
@@ -70,11 +69,6 @@ class BudgetLimit(_Section):
     @classmethod
     def _whole(cls, value: object) -> object:
         return _whole_number(value)
-
-    @field_validator("usd", mode="before")
-    @classmethod
-    def _number(cls, value: object) -> object:
-        return refuse_bool(value)
 
     @field_validator("usd")
     @classmethod
@@ -160,11 +154,6 @@ class _BudgetsBase(_Section):
     wait_s: float = Field(default=0.0, ge=0, le=MAX_WAIT_S)
     """How long a call may wait for the next minute when a rate limit is reached (0: the run
     ends at once with ``rate_limited``)."""
-
-    @field_validator("max_output_tokens", "hold_s", "wait_s", mode="before")
-    @classmethod
-    def _number(cls, value: object) -> object:
-        return refuse_bool(value)
 
     @field_validator("redis_url")
     @classmethod
