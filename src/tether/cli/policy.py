@@ -15,10 +15,16 @@ from tether.core import SpecError
 
 if TYPE_CHECKING:
     from tether.controls import Authorizer
+    from tether.spec import AgentSpec
 
 
 def _authorizer(spec_path: Path) -> Authorizer:
     """The spec's policies loaded against its tools (importing its Python tools)."""
+    return _authorized(spec_path)[0]
+
+
+def _authorized(spec_path: Path) -> tuple[Authorizer, AgentSpec]:
+    """The spec's authorizer and the spec."""
     from tether.runtime import check_spec
 
     check = check_spec(spec_path)  # loads the policies against the tools, naming the spec
@@ -27,7 +33,7 @@ def _authorizer(spec_path: Path) -> Authorizer:
             f"{spec_path}: the agent has no authorization section",
             hint="add `authorization: {policies: [tools.cedar]}` to the spec",
         )
-    return check.authorization.authorizer
+    return check.authorization.authorizer, check.spec
 
 
 @click.group()
@@ -97,9 +103,9 @@ def test(file: Path, as_json: bool) -> None:
         (found[1] if (found := origin_of(fixtures, "cases", i)) else None)
         for i in range(len(fixtures.cases))
     ]
-    authorizer = _authorizer(agent_path(file, fixtures))
+    authorizer, spec = _authorized(agent_path(file, fixtures))
     check_cases(authorizer, fixtures, lines, file)
-    results = run_cases(authorizer, fixtures, lines)
+    results = run_cases(authorizer, fixtures, lines, spec.limits.max_tool_calls)
     failed = [r for r in results if not r.ok]
     if as_json:
         cases: list[dict[str, Any]] = [

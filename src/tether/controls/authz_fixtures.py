@@ -59,7 +59,8 @@ class FixtureBudget(_Strict):
     turns: int = Field(default=0, ge=0)
     usd_left: float | None = None
     tokens_left: int | None = None
-    tool_calls_left: int = 20
+    tool_calls_left: int | None = None
+    """Default: the spec's ``limits.max_tool_calls`` minus ``tool_calls``, as at run time."""
 
 
 class FixtureContext(_Strict):
@@ -132,8 +133,13 @@ class CaseResult:
         )
 
 
-def request_of(case: FixtureCase, agent: AgentRef) -> AuthzRequest:
+def request_of(case: FixtureCase, agent: AgentRef, max_tool_calls: int = 20) -> AuthzRequest:
+    """The request of a case; ``max_tool_calls``: the spec's limit (what the budget's
+    ``tool_calls_left`` counts down from when the case does not give it)."""
     p, c = case.principal, case.context
+    budget = c.budget.model_dump()
+    if budget["tool_calls_left"] is None:
+        budget["tool_calls_left"] = max_tool_calls - c.budget.tool_calls
     when = c.time
     if when is not None and when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -150,7 +156,7 @@ def request_of(case: FixtureCase, agent: AgentRef) -> AuthzRequest:
         agent=AgentRef(name=p.agent or agent.name, version=p.version or agent.version),
         risk=Risk(c.risk.score, frozenset(c.risk.categories)),
         classification=frozenset(c.classification),
-        budget=Budget(**c.budget.model_dump()),
+        budget=Budget(**budget),
         now=when,
         entry_point=c.entry_point,
     )
@@ -185,11 +191,16 @@ def check_cases(
 
 
 def run_cases(
-    authorizer: Authorizer, fixtures: FixtureFile, lines: list[int | None]
+    authorizer: Authorizer,
+    fixtures: FixtureFile,
+    lines: list[int | None],
+    max_tool_calls: int = 20,
 ) -> list[CaseResult]:
-    """Decide every case with the loaded policies."""
+    """Decide every case with the loaded policies (``max_tool_calls``: the spec's limit)."""
     return [
-        CaseResult(case, line, authorizer.decide(request_of(case, authorizer.agent)))
+        CaseResult(
+            case, line, authorizer.decide(request_of(case, authorizer.agent, max_tool_calls))
+        )
         for case, line in zip(fixtures.cases, lines, strict=True)
     ]
 
