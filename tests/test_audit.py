@@ -85,8 +85,26 @@ def test_an_untouched_chain_verifies(store_url: str) -> None:
             "reordered",
             2,
         ),
+        (
+            [
+                "INSERT INTO tether_audit (seq, entry_id, time_ns, kind, actor, details, alg, "
+                "prev_hash, hash) SELECT 0, 'forged', time_ns, kind, actor, details, alg, "
+                "prev_hash, hash FROM tether_audit WHERE seq = 1"
+            ],
+            "inserted",
+            0,
+        ),
+        (
+            [
+                "INSERT INTO tether_audit (seq, entry_id, time_ns, kind, actor, details, alg, "
+                "prev_hash, hash) SELECT -7, 'forged', time_ns, kind, actor, details, alg, "
+                "prev_hash, hash FROM tether_audit WHERE seq = 1"
+            ],
+            "inserted",
+            -7,
+        ),
     ],
-    ids=["edit", "delete", "delete-last", "insert", "swap"],
+    ids=["edit", "delete", "delete-last", "insert", "swap", "insert-at-0", "insert-below-0"],
 )
 def test_tampering_is_found_at_the_first_entry_touched(
     store_url: str, statements: list[str], kind: str, seq: int
@@ -96,6 +114,34 @@ def test_tampering_is_found_at_the_first_entry_touched(
     report = verify(store_url)
     assert report.problem is not None
     assert (report.problem.kind, report.problem.seq) == (kind, seq), report.problem.message
+
+
+@pytest.mark.parametrize(
+    ("statement", "seq", "says"),
+    [
+        ("UPDATE tether_audit SET time_ns = 'abc' WHERE seq = 3", 3, "time_ns is 'abc'"),
+        ("UPDATE tether_audit SET time_ns = 1.5 WHERE seq = 3", 3, "time_ns is 1.5"),
+        ("UPDATE tether_audit SET seq = 'abc' WHERE seq = 5", 5, "seq is 'abc'"),
+        ("UPDATE tether_audit SET seq = 3.5 WHERE seq = 5", 4, "seq is 3.5"),
+        ("UPDATE tether_audit_head SET seq = 'x'", 5, "the chain's head row"),
+    ],
+    ids=["time-text", "time-fraction", "seq-text", "seq-fraction", "head-text"],
+)
+def test_a_value_of_the_wrong_type_is_an_edit_not_a_crash(
+    sqlite_url: str, statement: str, seq: int, says: str
+) -> None:
+    # SQLite keeps whatever a column is given: a BIGINT column can hold text or a fraction.
+    record_entries(sqlite_url, 5)
+    tamper(sqlite_url, statement)
+    report = verify(sqlite_url)
+    assert report.problem is not None
+    assert (report.problem.kind, report.problem.seq) == ("edited", seq), report.problem.message
+    assert says in report.problem.message
+    commands = [("audit", "verify")] + ([("audit", "list")] if "head" not in statement else [])
+    for command in commands:
+        done = run_cli("--database-url", sqlite_url, *command)
+        assert done.returncode == 1
+        assert "unexpected error" not in done.stderr and says in done.stderr, done.stderr
 
 
 def test_an_entry_inserted_mid_chain_with_a_valid_unkeyed_hash_is_found_with_a_key(
@@ -236,6 +282,29 @@ def test_two_processes_appending_at_once_keep_one_chain(store_url: str) -> None:
     report = verify(store_url)
     assert report.ok, report.problem
     assert report.entries == 300
+
+
+def test_verify_while_another_process_appends_finds_no_tampering(store_url: str) -> None:
+    # verify read the entries, then the head row, apart: an entry appended in between read
+    # as "entries N to M are missing from the end" (a false alarm, exit 1).
+    record_entries(store_url, 1)
+    writer = subprocess.Popen([sys.executable, "-c", RACER, store_url, "w", "100000"])
+    store = Store(store_url)
+    try:
+        reports = []
+        with store.engine.connect() as conn:
+            start = verify_audit(conn, None).head_seq
+        while len(reports) < 60 or reports[-1].head_seq < start + 200:
+            assert writer.poll() is None, "the writer stopped before the verifies were done"
+            with store.engine.connect() as conn:
+                reports.append(verify_audit(conn, None))
+    finally:
+        writer.kill()
+        writer.wait(timeout=60)
+        store.close()
+    assert reports[-1].head_seq > reports[0].head_seq  # the writer appended meanwhile
+    problems = [r.problem for r in reports if r.problem is not None]
+    assert problems == []
 
 
 KILLED = textwrap.dedent(

@@ -361,6 +361,48 @@ def test_an_evaluation_error_fails_closed(tmp_path: Path) -> None:
     assert "a Cedar policy failed to evaluate" in verdict.reason
 
 
+@pytest.mark.parametrize(
+    "name",
+    [r"score\u{5f}pct", r"\u{73}core_pct", r"score\x5fpct"],
+)
+def test_an_attribute_named_with_escapes_in_a_string_is_sent(tmp_path: Path, name: str) -> None:
+    # Only the attributes the policy text names are sent to Cedar; a name written with Cedar
+    # string escapes was not recognised, so the attribute was missing and every call was
+    # denied with an evaluation error although the policies validated at load.
+    a = load(
+        tmp_path,
+        f"""\
+        permit(principal, action == Tether::Action::"lookup", resource);
+        forbid(principal, action, resource) when {{ context["risk"]["{name}"] > 80 }};
+        """,
+    )
+    calm = a.decide(AuthzRequest("lookup", {"query": "x"}, risk=Risk(0.1, frozenset())))
+    assert calm.effect == "allow", calm.reason
+    risky = a.decide(AuthzRequest("lookup", {"query": "x"}, risk=Risk(0.9, frozenset())))
+    assert risky.effect == "deny", risky.reason
+    assert "failed to evaluate" not in risky.reason
+
+
+def test_an_evaluation_error_names_the_policy_by_its_id_and_line(tmp_path: Path) -> None:
+    a = load(
+        tmp_path,
+        """\
+        permit(principal, action == Tether::Action::"lookup", resource);
+        @id("no-overflow")
+        forbid(principal, action == Tether::Action::"lookup", resource)
+        when { context.args.limit * 9223372036854775807 > 0 };
+        forbid(principal, action == Tether::Action::"lookup", resource)
+        when { context.args.limit * 9223372036854775806 > 0 };
+        """,
+    )
+    verdict = a.decide(AuthzRequest("lookup", {"query": "x", "limit": 2}))
+    assert verdict.effect == "deny"
+    assert "evaluating policy no-overflow:" in verdict.reason, verdict.reason
+    assert "policy1" not in verdict.reason
+    assert verdict.policies[0] == "no-overflow"
+    assert verdict.policies[1].startswith("policy2 (") and "tools.cedar:5)" in verdict.policies[1]
+
+
 # --- the control on HookContext ----------------------------------------------------------------
 
 
@@ -598,6 +640,18 @@ def test_an_argument_with_no_cedar_type_is_named_in_the_hint(tmp_path: Path) -> 
             '@escalate("x")\nforbid(principal, action, resource);',
             ":1: @escalate applies to permit policies",
         ),
+        # A misspelt @escalate made the permit a plain allow: a call meant to wait for a
+        # person went through, and `tether policy check` said the policies were valid.
+        (
+            '@id("big")\n@Escalate("x")\npermit(principal, action, resource);',
+            ':1: @Escalate is not an annotation Tether knows: did you mean @escalate("why")?',
+        ),
+        (
+            '@escalation("x")\npermit(principal, action, resource);',
+            ":1: @escalation is not an annotation Tether knows: did you mean",
+        ),
+        ('@escalte("x")\npermit(principal, action, resource);', "did you mean @escalate"),
+        ('@ID("x")\npermit(principal, action, resource);', 'did you mean @id("name")?'),
     ],
 )
 def test_what_policies_may_not_do_is_refused_at_load(

@@ -409,6 +409,58 @@ def test_bad_fixture_files_are_clear_errors(tmp_path: Path, text: str, expected:
     assert expected in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        (
+            "{name: typo, action: isue_refund, expect: deny}",
+            "fixtures.yaml:3: cases[0].action: 'isue_refund' is not one of the agent's tools "
+            "(they are: lookup_order, issue_refund, delete_account)",
+        ),
+        (
+            "{name: typo, action: issue_refund, expect: deny,"
+            " context: {args: {order_id: 7, ammount: 5000}}}",
+            "fixtures.yaml:3: cases[0].context.args: 'ammount' is not an argument of "
+            "issue_refund (it has: order_id, amount)",
+        ),
+    ],
+)
+def test_a_fixture_naming_what_the_agent_lacks_is_an_error_not_a_passing_deny(
+    tmp_path: Path, case: str, expected: str
+) -> None:
+    # At run time an unknown tool or argument is denied, so a typo'd fixture expecting a deny
+    # passed without testing the policy it was written for.
+    make_agent_dir(tmp_path)
+    (tmp_path / "fixtures.yaml").write_text(f"agent: agent.yaml\ncases:\n  - {case}\n")
+    done = run_cli("policy", "test", "fixtures.yaml", cwd=tmp_path)
+    assert done.returncode == 1
+    assert expected in done.stderr, done.stdout + done.stderr
+    assert "passed" not in done.stdout
+
+
+def test_a_fixture_sees_the_tool_calls_left_of_the_specs_limits(tmp_path: Path) -> None:
+    # The fixtures' default was 20 whatever limits.max_tool_calls said: a policy on
+    # tool_calls_left passed its fixtures and decided otherwise at run time.
+    spec = make_agent_dir(
+        tmp_path,
+        policies='@id("last-calls")\n'
+        "forbid(principal, action, resource) when { context.budget.tool_calls_left <= 3 };\n"
+        '@id("all")\npermit(principal, action, resource);\n',
+    )
+    spec.write_text(spec.read_text() + "limits: {max_tool_calls: 3}\n")
+    (tmp_path / "fixtures.yaml").write_text(
+        "agent: agent.yaml\n"
+        "cases:\n"
+        "  - {name: first call, action: lookup_order, context: {args: {order_id: 7}},"
+        " expect: deny, policies: [last-calls]}\n"
+        "  - {name: told, action: lookup_order, expect: allow,"
+        " context: {args: {order_id: 7}, budget: {tool_calls_left: 10}}}\n"
+    )
+    done = run_cli("policy", "test", "fixtures.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 of 2 cases passed" in done.stdout
+
+
 def test_policy_check_and_schema(tmp_path: Path) -> None:
     spec = make_agent_dir(tmp_path)
     done = run_cli("policy", "check", str(spec), "--json")

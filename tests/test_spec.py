@@ -372,3 +372,31 @@ def test_adding_a_defaulted_field_keeps_versions() -> None:
         name="v", model={"provider": "scripted", "name": "m", "script": "s.yaml"}, policies=["p"]
     )
     assert changed.version != base.version
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        (
+            "model: {provider: scripted, name: m, script: s.yaml, timeout_s: true}\n",
+            "model.timeout_s",
+        ),
+        (
+            "model: {provider: scripted, name: m, script: s.yaml, max_tokens: yes}\n",
+            "model.max_tokens",
+        ),
+        (
+            "model: {provider: scripted, name: m, script: s.yaml}\nlimits: {max_turns: true}\n",
+            "limits.max_turns",
+        ),
+        (
+            "model: {provider: scripted, name: m, script: s.yaml}\nlimits: {max_cost_usd: true}\n",
+            "limits.max_cost_usd",
+        ),
+    ],
+)
+def test_true_where_a_number_goes_is_refused(tmp_path: Path, section: str, field: str) -> None:
+    # YAML reads true/yes as a bool, which pydantic took as 1: a one-second per-call timeout,
+    # a one-turn run, a one-dollar limit, without a word.
+    message = load_error(tmp_path, "name: demo\n" + section)
+    assert f"{field}: must be a number, not true/false" in message, message

@@ -15,10 +15,16 @@ from tether.core import SpecError
 
 if TYPE_CHECKING:
     from tether.controls import Authorizer
+    from tether.spec import AgentSpec
 
 
 def _authorizer(spec_path: Path) -> Authorizer:
     """The spec's policies loaded against its tools (importing its Python tools)."""
+    return _authorized(spec_path)[0]
+
+
+def _authorized(spec_path: Path) -> tuple[Authorizer, AgentSpec]:
+    """The spec's authorizer and the spec."""
     from tether.runtime import check_spec
 
     check = check_spec(spec_path)  # loads the policies against the tools, naming the spec
@@ -27,7 +33,7 @@ def _authorizer(spec_path: Path) -> Authorizer:
             f"{spec_path}: the agent has no authorization section",
             hint="add `authorization: {policies: [tools.cedar]}` to the spec",
         )
-    return check.authorization.authorizer
+    return check.authorization.authorizer, check.spec
 
 
 @click.group()
@@ -83,7 +89,12 @@ def schema(spec: Path, as_json: bool) -> None:
 def test(file: Path, as_json: bool) -> None:
     """Run the policy fixtures in FILE (YAML or JSON: agent, cases of principal, action,
     context and the expected decision); exit 1 when a case gets another decision."""
-    from tether.controls.authz_fixtures import FixtureFile, agent_path, run_cases
+    from tether.controls.authz_fixtures import (
+        FixtureFile,
+        agent_path,
+        check_cases,
+        run_cases,
+    )
     from tether.spec.loader import load_with_tree, origin_of, remember_origin
 
     fixtures, node = load_with_tree(FixtureFile, file)
@@ -92,7 +103,9 @@ def test(file: Path, as_json: bool) -> None:
         (found[1] if (found := origin_of(fixtures, "cases", i)) else None)
         for i in range(len(fixtures.cases))
     ]
-    results = run_cases(_authorizer(agent_path(file, fixtures)), fixtures, lines)
+    authorizer, spec = _authorized(agent_path(file, fixtures))
+    check_cases(authorizer, fixtures, lines, file)
+    results = run_cases(authorizer, fixtures, lines, spec.limits.max_tool_calls)
     failed = [r for r in results if not r.ok]
     if as_json:
         cases: list[dict[str, Any]] = [

@@ -302,6 +302,15 @@ class Authorizer:
         )
         """Whether some policy may read what the budgets leave (then each call looks it up)."""
 
+    def arguments_of(self, tool: str) -> list[str] | None:
+        """The names of a tool's arguments, in the schema's order (None: not one of the tools)."""
+        args = self._args.get(tool)
+        return None if args is None else [*args.record.attributes, *args.untyped]
+
+    @property
+    def tool_names(self) -> list[str]:
+        return list(self._args)
+
     @classmethod
     def load(
         cls,
@@ -404,9 +413,7 @@ class Authorizer:
             cedar_request, self._with_principal(agent, request.caller)
         )
         if errors:
-            return AuthzVerdict(
-                "deny", f"tool {tool!r} denied: a Cedar policy failed to evaluate: {errors[0]}"
-            )
+            return self._failed(tool, errors)
         key = (tool, allowed, tuple(reasons))
         verdict = self._verdicts.get(key)
         if verdict is None:  # the same answer for the same tool is the same verdict
@@ -415,6 +422,25 @@ class Authorizer:
                 self._verdicts.clear()
             self._verdicts[key] = verdict
         return verdict
+
+    def _failed(self, tool: str, errors: Sequence[str]) -> AuthzVerdict:
+        """The denial when policies failed to evaluate, naming them as decisions do (Cedar's
+        errors name its own ids, ``policy3``, not the ``@id``)."""
+        labels: dict[str, None] = {}
+
+        def name(m: re.Match[str]) -> str:
+            info = self.loaded.policies.get(m.group(1))
+            if info is None:
+                return m.group(0)
+            labels[info.label] = None
+            return info.label
+
+        named = [_CEDAR_POLICY_ID.sub(name, str(e)) for e in errors]
+        return AuthzVerdict(
+            "deny",
+            f"tool {tool!r} denied: a Cedar policy failed to evaluate: {named[0]}",
+            tuple(labels),
+        )
 
     def _verdict(self, tool: str, allowed: bool, reasons: tuple[str, ...]) -> AuthzVerdict:
         """The verdict of Cedar's answer (no errors) about a call of ``tool``."""
@@ -524,9 +550,35 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
+_CEDAR_POLICY_ID = re.compile(r"(?<=policy )`([^`]+)`")
+"""A policy id as Cedar's evaluation errors quote it: error while evaluating policy `policy1`."""
+_ESCAPE = re.compile(r"\\(?:u\{([0-9a-fA-F]{1,6})\}|x([0-9a-fA-F]{2})|(.))", re.DOTALL)
+_SIMPLE_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
+
+
+def _unescape(literal: str) -> str:
+    """A Cedar string literal's value: ``\\u{5f}``, ``\\x5f``, ``\\n``... decoded."""
+
+    def one(m: re.Match[str]) -> str:
+        code = m.group(1) or m.group(2)
+        if code is not None:
+            number = int(code, 16)
+            return chr(number) if number <= 0x10FFFF else m.group(0)
+        return _SIMPLE_ESCAPES.get(m.group(3), m.group(3))
+
+    return _ESCAPE.sub(one, literal)
+
+
 def _named(text: str) -> frozenset[str]:
-    """Every word and string literal of policy text (what a policy can name an attribute by)."""
-    return frozenset(_WORD.findall(text)) | frozenset(_STRING.findall(text))
+    """Every word and string literal of policy text (what a policy can name an attribute by),
+    string literals both as written and decoded (``context["score\\u{5f}pct"]`` names
+    ``score_pct``)."""
+    strings = _STRING.findall(text)
+    return (
+        frozenset(_WORD.findall(text))
+        | frozenset(strings)
+        | frozenset(_unescape(s) for s in strings if "\\" in s)
+    )
 
 
 @functools.lru_cache(maxsize=8)

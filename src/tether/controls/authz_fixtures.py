@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tether.controls.authz import Authorizer, AuthzRequest, AuthzVerdict, Budget, Risk
-from tether.core import AgentRef, Caller, EntryPoint
+from tether.core import AgentRef, Caller, EntryPoint, SpecError
 
 
 class _Strict(BaseModel):
@@ -59,7 +59,8 @@ class FixtureBudget(_Strict):
     turns: int = Field(default=0, ge=0)
     usd_left: float | None = None
     tokens_left: int | None = None
-    tool_calls_left: int = 20
+    tool_calls_left: int | None = None
+    """Default: the spec's ``limits.max_tool_calls`` minus ``tool_calls``, as at run time."""
 
 
 class FixtureContext(_Strict):
@@ -132,8 +133,13 @@ class CaseResult:
         )
 
 
-def request_of(case: FixtureCase, agent: AgentRef) -> AuthzRequest:
+def request_of(case: FixtureCase, agent: AgentRef, max_tool_calls: int = 20) -> AuthzRequest:
+    """The request of a case; ``max_tool_calls``: the spec's limit (what the budget's
+    ``tool_calls_left`` counts down from when the case does not give it)."""
     p, c = case.principal, case.context
+    budget = c.budget.model_dump()
+    if budget["tool_calls_left"] is None:
+        budget["tool_calls_left"] = max_tool_calls - c.budget.tool_calls
     when = c.time
     if when is not None and when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -150,18 +156,51 @@ def request_of(case: FixtureCase, agent: AgentRef) -> AuthzRequest:
         agent=AgentRef(name=p.agent or agent.name, version=p.version or agent.version),
         risk=Risk(c.risk.score, frozenset(c.risk.categories)),
         classification=frozenset(c.classification),
-        budget=Budget(**c.budget.model_dump()),
+        budget=Budget(**budget),
         now=when,
         entry_point=c.entry_point,
     )
 
 
+def check_cases(
+    authorizer: Authorizer, fixtures: FixtureFile, lines: list[int | None], file: Path
+) -> None:
+    """Refuse cases naming a tool or an argument the agent does not have.
+
+    At run time such a call is denied, so a typo'd case expecting a deny would pass without
+    testing the policy it was written for."""
+    errors = []
+    for i, (case, line) in enumerate(zip(fixtures.cases, lines, strict=True)):
+        where = f"{file}:{line}" if line else str(file)
+        names = authorizer.arguments_of(case.action)
+        if names is None:
+            known = ", ".join(authorizer.tool_names) or "none"
+            errors.append(
+                f"{where}: cases[{i}].action: {case.action!r} is not one of the agent's tools "
+                f"(they are: {known})"
+            )
+            continue
+        for arg in case.context.args:
+            if arg not in names:
+                errors.append(
+                    f"{where}: cases[{i}].context.args: {arg!r} is not an argument of "
+                    f"{case.action} (it has: {', '.join(names) or 'none'})"
+                )
+    if errors:
+        raise SpecError(f"invalid policy fixtures in {file}:\n" + "\n".join(errors))
+
+
 def run_cases(
-    authorizer: Authorizer, fixtures: FixtureFile, lines: list[int | None]
+    authorizer: Authorizer,
+    fixtures: FixtureFile,
+    lines: list[int | None],
+    max_tool_calls: int = 20,
 ) -> list[CaseResult]:
-    """Decide every case with the loaded policies."""
+    """Decide every case with the loaded policies (``max_tool_calls``: the spec's limit)."""
     return [
-        CaseResult(case, line, authorizer.decide(request_of(case, authorizer.agent)))
+        CaseResult(
+            case, line, authorizer.decide(request_of(case, authorizer.agent, max_tool_calls))
+        )
         for case, line in zip(fixtures.cases, lines, strict=True)
     ]
 

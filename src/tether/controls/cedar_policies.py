@@ -10,6 +10,7 @@ the error names (an attribute, an action, a type).
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -236,6 +237,8 @@ def _infos(static: Mapping[str, Any], found: list[Statement]) -> dict[str, Polic
         if name in named and name != policy_id:
             raise SpecError(f'{where}: @id("{name}") is also the id of the policy at {named[name]}')
         named[name] = where
+        for note in notes:
+            _check_annotation(note, where)
         escalate = notes.get(ESCALATE)
         if escalate is not None and policy.effect != "permit":
             raise SpecError(
@@ -243,6 +246,29 @@ def _infos(static: Mapping[str, Any], found: list[Statement]) -> dict[str, Polic
             )
         infos[policy_id] = PolicyInfo(policy_id, name, where, policy.effect, escalate)
     return infos
+
+
+_KNOWN_ANNOTATIONS = {"id": '@id("name")', ESCALATE: f'@{ESCALATE}("why")'}
+
+
+def _check_annotation(note: str, where: str) -> None:
+    """Refuse an annotation that reads as a misspelt one of Tether's: a misspelt @escalate
+    would make its permit a plain allow (Cedar keeps any annotation). Others are the
+    author's own (``@description``...) and pass."""
+    if note in _KNOWN_ANNOTATIONS:
+        return
+    for known, usage in _KNOWN_ANNOTATIONS.items():
+        lower = note.lower()
+        if lower == known or (
+            len(known) > 2
+            and (
+                lower.startswith(known[:5])
+                or difflib.SequenceMatcher(None, lower, known).ratio() >= 0.8
+            )
+        ):
+            raise SpecError(
+                f"{where}: @{note} is not an annotation Tether knows: did you mean {usage}?"
+            )
 
 
 _NAMED = re.compile(r"`([^`]+)`")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -170,7 +170,8 @@ class _BudgetsBase(_Section):
                 "must be a redis://, rediss:// or unix:// URL, not "
                 f"{(parts.scheme + '://') if parts.scheme else repr(url)}"
             )
-        if password:
+        # redis-py also takes a password from the query string (?password=...).
+        if password or "password" in parse_qs(parts.query):
             raise ValueError(
                 "holds a password: keep secrets out of specs; give the whole URL in "
                 "TETHER_REDIS_URL instead"

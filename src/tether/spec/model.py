@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import fields
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -33,6 +33,7 @@ from tether.sandbox.limits import (
     MIN_TIMEOUT_S,
     SandboxLimits,
 )
+from tether.spec.numbers import refuse_bool
 from tether.spec.resilience import ResilienceConfig
 
 if TYPE_CHECKING:
@@ -63,6 +64,22 @@ hash (2: tools' ``side_effects`` defaults to ``external``, no longer ``read``)."
 class _Strict(BaseModel):
     # Unknown keys are errors: a typo in a spec must not silently drop a setting.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML reads true/yes as a bool, which pydantic would take as 1 for a number.
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and _numeric(field.annotation):
+                return refuse_bool(value)
+        return value
+
+
+def _numeric(annotation: Any) -> bool:
+    """An ``int`` or ``float`` field, optional or not (not one that also takes a bool)."""
+    kinds = set(get_args(annotation)) - {type(None)} if get_args(annotation) else {annotation}
+    return bool(kinds) and kinds <= {int, float}
 
 
 class ModelConfig(_Strict):

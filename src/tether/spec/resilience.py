@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tether.spec.numbers import refuse_bool
+
 MAX_DEGRADED_ANSWER_CHARS = 10_000
 """Longest ``degraded_answer``: it is a message to a user, not a document."""
 
@@ -39,6 +41,11 @@ class CircuitBreakerConfig(BaseModel):
     """Where the state lives: ``local`` (this process), ``redis`` (shared by every process
     using the same Redis, ``TETHER_REDIS_URL``; an error at load if it is not set), ``auto``
     (Redis when ``TETHER_REDIS_URL`` is set, else local)."""
+
+    @field_validator("failures", "window_s", "cooldown_s", "half_open_probes", mode="before")
+    @classmethod
+    def _number(cls, value: object) -> object:
+        return refuse_bool(value)
 
 
 class ResilienceConfig(BaseModel):

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from tether.core import canonical_json
+from tether.core import CorruptRecord, canonical_json
 from tether.store import tables
 from tether.store.records import AuditRecord
 
@@ -161,11 +161,23 @@ def _loads(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
+class UnreadableAudit(CorruptRecord):
+    """A stored audit value of the wrong type (SQLite keeps text or a fraction in a BIGINT
+    column): the row was edited by hand."""
+
+
+def _whole(value: Any, what: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise UnreadableAudit(f"{what} is {value!r}, not a whole number: edited in the database")
+
+
 def _entry(row: Any) -> tuple[AuditEntry, str, str]:
+    seq = _whole(row.seq, "audit entry: seq")
     entry = AuditEntry(
-        seq=int(row.seq),
+        seq=seq,
         entry_id=row.entry_id,
-        time_ns=int(row.time_ns),
+        time_ns=_whole(row.time_ns, f"audit entry {seq}: time_ns"),
         kind=row.kind,
         actor=_loads(row.actor),
         trace_id=row.trace_id,
@@ -180,23 +192,22 @@ def _entry(row: Any) -> tuple[AuditEntry, str, str]:
 
 
 def iter_audit(
-    conn: Any, *, after: int = 0, limit: int | None = None, chunk: int = 5000
+    conn: Any, *, after: int | None = 0, limit: int | None = None, chunk: int = 5000
 ) -> Iterator[tuple[AuditEntry, str, str]]:
-    """Entries by seq (with their actor and details as stored), a chunk of rows at a time."""
+    """Entries by seq (with their actor and details as stored), a chunk of rows at a time;
+    ``after=None``: every row, also one put at a seq below 1 (the writers start at 1)."""
     left = limit
     while left is None or left > 0:
         n = chunk if left is None else min(chunk, left)
-        rows = conn.execute(
-            select(tables.audit)
-            .where(tables.audit.c.seq > after)
-            .order_by(tables.audit.c.seq)
-            .limit(n)
-        ).all()
+        query = select(tables.audit).order_by(tables.audit.c.seq).limit(n)
+        if after is not None:
+            query = query.where(tables.audit.c.seq > after)
+        rows = conn.execute(query).all()
         for row in rows:
             yield _entry(row)
         if len(rows) < n:
             return
-        after = int(rows[-1].seq)
+        after = _whole(rows[-1].seq, "audit entry: seq")
         if left is not None:
             left -= len(rows)
 
@@ -204,7 +215,9 @@ def iter_audit(
 def audit_head(conn: Any) -> tuple[int, str]:
     """The head row: the last entry's seq and hash as the writers left them."""
     row = conn.execute(select(tables.audit_head.c.seq, tables.audit_head.c.hash)).first()
-    return (0, GENESIS) if row is None else (int(row.seq), str(row.hash))
+    if row is None:
+        return 0, GENESIS
+    return _whole(row.seq, "the chain's head row: seq"), str(row.hash)
 
 
 def hash_at(row: tuple[AuditEntry, str, str], seq: int, key: bytes | None) -> str | None:

@@ -9,6 +9,7 @@ from tether.store.audit import (
     GENESIS,
     HMAC_SHA256,
     AuditEntry,
+    UnreadableAudit,
     audit_head,
     hash_at,
     iter_audit,
@@ -49,11 +50,43 @@ Row = tuple[AuditEntry, str, str]
 
 
 def verify_audit(conn: Any, key: bytes | None) -> AuditReport:
-    """Walk the chain in seq order and report its first break (the whole log is read)."""
-    rows = list(iter_audit(conn))
-    head_seq, head_hash = audit_head(conn)
+    """Walk the chain in seq order and report its first break (the whole log is read, in one
+    snapshot when ``conn`` has not begun a transaction yet)."""
+    _snapshot(conn)
+    rows: list[Row] = []
+    try:
+        for row in iter_audit(conn, after=None):  # a row put below seq 1 is an insertion too
+            rows.append(row)
+    except UnreadableAudit as exc:  # the rows before it are checked; it is the next in order
+        return _cut_short(rows, key, 1, str(exc))
+    try:
+        head_seq, head_hash = audit_head(conn)
+    except UnreadableAudit as exc:
+        return _cut_short(rows, key, 0, str(exc))
     problem = _first_problem(rows, head_seq, head_hash, key)
     return AuditReport(entries=len(rows), head_seq=head_seq, problem=problem)
+
+
+def _snapshot(conn: Any) -> None:
+    """Read the entries and the head row as of one moment: read apart, an entry appended in
+    between (by a running server) looked like entries deleted from the end."""
+    if conn.in_transaction():
+        return  # the caller's transaction: its isolation is the caller's choice
+    if conn.dialect.name == "sqlite":
+        # pysqlite begins no transaction for reads: each SELECT saw the file as it was then.
+        # A deferred BEGIN keeps the first read's view (WAL) until the connection ends.
+        conn.exec_driver_sql("BEGIN")
+    elif conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+
+def _cut_short(rows: list[Row], key: bytes | None, after: int, why: str) -> AuditReport:
+    """The report when a value of the wrong type stops the walk ``after`` the rows read."""
+    last, last_hash = (rows[-1][0].seq, rows[-1][0].hash) if rows else (0, GENESIS)
+    problem = _first_problem(rows, last, last_hash, key) or AuditProblem(
+        "edited", last + after, why
+    )
+    return AuditReport(entries=len(rows), head_seq=last, problem=problem)
 
 
 def _first_problem(
@@ -65,6 +98,10 @@ def _first_problem(
         if e.seq > head_seq:
             return AuditProblem(
                 "inserted", e.seq, f"entry {e.seq} is past the last entry written ({head_seq})"
+            )
+        if e.seq < expected:
+            return AuditProblem(
+                "inserted", e.seq, f"entry {e.seq} is before the first entry written (1)"
             )
         if e.seq != expected:
             return AuditProblem(
