@@ -185,11 +185,71 @@ def test_an_entry_inserted_mid_chain_with_a_valid_unkeyed_hash_is_found_with_a_k
     assert missing.problem is not None and missing.problem.kind == "unverifiable"
 
 
+def _rewrite_unkeyed(url: str, details: str) -> None:
+    """What someone with the database and not the key can do: every entry rewritten (its
+    details changed) and rehashed as SHA-256, chained anew, the head row set to match."""
+    store = Store(url)
+    try:
+        with store.engine.begin() as conn:
+            prev = "0" * 64
+            rows = conn.execute(text("SELECT * FROM tether_audit ORDER BY seq")).all()
+            for row in rows:
+                payload = {
+                    "seq": row.seq,
+                    "entry_id": row.entry_id,
+                    "time_ns": row.time_ns,
+                    "kind": row.kind,
+                    "actor": row.actor,
+                    "trace_id": None,
+                    "run_id": None,
+                    "span_id": None,
+                    "details": details,
+                    "alg": "sha256",
+                    "prev_hash": prev,
+                }
+                digest = hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+                conn.execute(
+                    text(
+                        "UPDATE tether_audit SET details = :d, alg = 'sha256', prev_hash = :p, "
+                        "hash = :h WHERE seq = :s"
+                    ),
+                    {"d": details, "p": prev, "h": digest, "s": row.seq},
+                )
+                prev = digest
+            conn.execute(text("UPDATE tether_audit_head SET hash = :h"), {"h": prev})
+    finally:
+        store.close()
+
+
+def test_a_keyed_log_rewritten_whole_unkeyed_fails_verify_require_keyed(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TETHER_AUDIT_KEY", "s3cret")
+    record_entries(store_url, 3)
+    assert verify(store_url, b"s3cret").unkeyed == 0
+    _rewrite_unkeyed(store_url, '{"role":"viewer"}')
+    # The chain holds as an unkeyed one: nothing in it tells a rewrite from a log written
+    # before the key was set. Verify says so, and --require-keyed refuses it.
+    plain = run_cli("--database-url", store_url, "audit", "verify")
+    assert plain.returncode == 0, plain.stderr
+    assert "entries 1 to 3 are not keyed" in plain.stdout
+    strict = run_cli("--database-url", store_url, "audit", "verify", "--require-keyed")
+    assert strict.returncode == 1
+    assert "unkeyed at entry 1" in strict.stderr and "3 entries are not" in strict.stderr
+    as_json = run_cli("--database-url", store_url, "audit", "verify", "--require-keyed", "--json")
+    assert as_json.returncode == 1
+    body = json.loads(as_json.stdout)
+    assert body["unkeyed"] == 3 and body["problem"]["kind"] == "unkeyed"
+    monkeypatch.delenv("TETHER_AUDIT_KEY")
+    keyless = run_cli("--database-url", store_url, "audit", "verify", "--require-keyed")
+    assert keyless.returncode == 2 and "needs the key" in keyless.stderr
+
+
 def test_cli_verify_and_list(sqlite_url: str, tmp_path: Path) -> None:
     record_entries(sqlite_url, 3)
     ok = run_cli("--database-url", sqlite_url, "audit", "verify", "--json")
     assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout) == {"ok": True, "entries": 3}
+    assert json.loads(ok.stdout) == {"ok": True, "entries": 3, "unkeyed": 3}
     listed = run_cli("--database-url", sqlite_url, "audit", "list", "--json")
     entries = json.loads(listed.stdout)["entries"]
     assert [e["seq"] for e in entries] == [1, 2, 3]

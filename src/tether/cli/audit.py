@@ -18,20 +18,32 @@ def audit() -> None:
 
 
 @audit.command("verify")
+@click.option(
+    "--require-keyed",
+    is_flag=True,
+    help="Fail on any entry not keyed with TETHER_AUDIT_KEY (needs the key).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @handle_errors
-def verify(ctx: click.Context, as_json: bool) -> None:
+def verify(ctx: click.Context, require_keyed: bool, as_json: bool) -> None:
     """Check the chain; exit 1 at the first edited, deleted, inserted or reordered entry."""
     from tether.store.audit import audit_key
     from tether.store.audit_verify import verify_audit
 
+    key = audit_key()
+    if require_keyed and key is None:
+        raise click.UsageError("--require-keyed needs the key: set TETHER_AUDIT_KEY")
     reader = open_reader(ctx)
     with reader.engine.connect() as conn:
-        report = verify_audit(conn, audit_key())
+        report = verify_audit(conn, key, require_keyed=require_keyed)
     problem = report.problem
     if as_json:
-        body: dict[str, Any] = {"ok": report.ok, "entries": report.entries}
+        body: dict[str, Any] = {
+            "ok": report.ok,
+            "entries": report.entries,
+            "unkeyed": report.unkeyed,
+        }
         if problem is not None:
             body["problem"] = {"kind": problem.kind, "seq": problem.seq, "message": problem.message}
         click.echo(render.dumps(body))
@@ -42,6 +54,13 @@ def verify(ctx: click.Context, as_json: bool) -> None:
                 f"{style('✓', fg='green')} audit log of {visible(reader.display_url)}: "
                 f"{report.entries} entries, chain intact"
             )
+            if key is not None and report.unkeyed:
+                # With a key, unkeyed entries are the part of the chain it does not protect.
+                click.echo(
+                    f"  note: entries 1 to {report.unkeyed} are not keyed: written before "
+                    "TETHER_AUDIT_KEY was set, or rewritten by someone without it "
+                    "(--require-keyed fails on them)"
+                )
         else:
             click.echo(
                 f"{style('✗', fg='red')} audit log of {visible(reader.display_url)}: "

@@ -15,7 +15,7 @@ from tether.store.audit import (
     iter_audit,
 )
 
-Tampering = Literal["edited", "deleted", "inserted", "reordered", "unverifiable"]
+Tampering = Literal["edited", "deleted", "inserted", "reordered", "unverifiable", "unkeyed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +23,8 @@ class AuditProblem:
     """The first place the chain does not hold."""
 
     kind: Tampering
-    """What was done to the log there (``unverifiable``: keyed entries and no key)."""
+    """What was done to the log there (``unverifiable``: keyed entries and no key;
+    ``unkeyed``: an entry not keyed where every entry must be, ``require_keyed``)."""
     seq: int
     """The seq of the entry where the chain breaks (for a deletion: the first missing)."""
     message: str
@@ -40,6 +41,10 @@ class AuditReport:
     """The last seq the writers recorded."""
     problem: AuditProblem | None
     """The first problem, or None when the chain holds."""
+    unkeyed: int = 0
+    """Entries hashed without the key (SHA-256 only), all before the first keyed one (an
+    unkeyed entry after a keyed one is a problem): written before ``TETHER_AUDIT_KEY`` was
+    set, or the log rewritten by someone without the key; nothing in the log tells which."""
 
     @property
     def ok(self) -> bool:
@@ -49,9 +54,11 @@ class AuditReport:
 Row = tuple[AuditEntry, str, str]
 
 
-def verify_audit(conn: Any, key: bytes | None) -> AuditReport:
+def verify_audit(conn: Any, key: bytes | None, *, require_keyed: bool = False) -> AuditReport:
     """Walk the chain in seq order and report its first break (the whole log is read, in one
-    snapshot when ``conn`` has not begun a transaction yet)."""
+    snapshot when ``conn`` has not begun a transaction yet). ``require_keyed``: an entry not
+    keyed is a problem too (a log rewritten whole by someone without the key hashes as an
+    intact unkeyed chain)."""
     _snapshot(conn)
     rows: list[Row] = []
     try:
@@ -64,7 +71,14 @@ def verify_audit(conn: Any, key: bytes | None) -> AuditReport:
     except UnreadableAudit as exc:
         return _cut_short(rows, key, 0, str(exc))
     problem = _first_problem(rows, head_seq, head_hash, key)
-    return AuditReport(entries=len(rows), head_seq=head_seq, problem=problem)
+    unkeyed = [e.seq for e, _, _ in rows if e.alg != HMAC_SHA256]
+    if problem is None and require_keyed and unkeyed:
+        problem = AuditProblem(
+            "unkeyed",
+            unkeyed[0],
+            f"entry {unkeyed[0]} is not keyed (SHA-256 only; {len(unkeyed)} entries are not)",
+        )
+    return AuditReport(entries=len(rows), head_seq=head_seq, problem=problem, unkeyed=len(unkeyed))
 
 
 def _snapshot(conn: Any) -> None:
