@@ -477,3 +477,28 @@ def test_policy_check_and_schema(tmp_path: Path) -> None:
     unauthorized = make_agent_dir(tmp_path / "other", authorized=False)
     done = run_cli("policy", "check", str(unauthorized))
     assert done.returncode == 1 and "has no authorization section" in done.stderr
+
+
+def test_a_policy_file_without_policies_is_warned_of_and_one_listed_twice_refused(
+    tmp_path: Path,
+) -> None:
+    """Only comments: the agent loads (default deny) but validate and policy check say that
+    every tool call will be denied; the same file named twice is an error naming it."""
+    spec = make_agent_dir(tmp_path, policies="// the policies come later\n")
+    for command in (("validate", str(spec)), ("policy", "check", str(spec))):
+        done = run_cli(*command)
+        assert done.returncode == 0, done.stderr
+        said = done.stdout + done.stderr
+        assert "hold no Cedar policy, so every tool call is denied" in said
+    (tmp_path / "twice").mkdir()
+    twice = make_agent_dir(tmp_path / "twice")
+    twice.write_text(
+        twice.read_text().replace(
+            "[policies/tools.cedar]", "[policies/tools.cedar, ./policies/tools.cedar]"
+        )
+    )
+    done = run_cli("validate", str(twice))
+    assert done.returncode == 1
+    assert "tools.cedar: listed twice among the policy files" in done.stderr
+    fine = run_cli("validate", str(make_agent_dir(tmp_path / "twice")))
+    assert fine.returncode == 0 and "no Cedar policy" not in fine.stdout + fine.stderr

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tether.cli import render
-from tether.cli.base import EXIT_ERROR, handle_errors
+from tether.cli.base import EXIT_ERROR, handle_errors, warn
 from tether.cli.terminal import PlainStyle, visible
 from tether.core import SpecError
 
@@ -50,11 +50,13 @@ def policy() -> None:
 @handle_errors
 def check(spec: Path, as_json: bool) -> None:
     """Parse and validate SPEC's policies against the schema of its tools."""
-    authorizer = _authorizer(spec)
+    authorizer, agent = _authorized(spec)
     policies = sorted(p.label for p in authorizer.loaded.policies.values())
     if as_json:
         click.echo(render.dumps({"file": str(spec), "valid": True, "policies": policies}))
         return
+    if not policies and agent.tools:
+        warn("the policy files hold no Cedar policy, so every tool call is denied (default deny)")
     style = PlainStyle(sys.stdout)
     count = f"{len(policies)} Cedar {'policy' if len(policies) == 1 else 'policies'}"
     click.echo(

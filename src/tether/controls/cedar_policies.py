@@ -179,7 +179,15 @@ def load_policies(files: list[Path]) -> LoadedPolicies:
 
     texts: list[str] = []
     found: list[Statement] = []
+    seen: dict[Path, Path] = {}
     for path in files:
+        same = seen.setdefault(path.resolve(), path)
+        if same is not path:
+            also = f" (also as {same})" if str(same) != str(path) else ""
+            raise SpecError(
+                f"{path}: listed twice among the policy files{also}",
+                hint="name each policy file once",
+            )
         text = read_policy_file(path)
         for statement in statements(text, path):
             why = statement.too_complex()

@@ -128,10 +128,18 @@ def check_spec(
         # when every tool was built; else (tools not imported) read and parsed only, as the
         # schema needs the tools' signatures.
         authorization = None
-        if spec.authorization is not None and not not_imported:
-            authorization = CedarAuthorization.from_spec(spec, tools, base_dir)
-        elif spec.authorization is not None:
-            load_policies([base_dir / p for p in spec.authorization.policies])
+        policy_warnings: list[str] = []
+        if spec.authorization is not None:
+            if not not_imported:
+                authorization = CedarAuthorization.from_spec(spec, tools, base_dir)
+                loaded = authorization.authorizer.loaded
+            else:
+                loaded = load_policies([base_dir / p for p in spec.authorization.policies])
+            if not loaded.policies and spec.tools:
+                policy_warnings.append(
+                    "authorization: the policy files hold no Cedar policy, so every tool "
+                    "call is denied (default deny)"
+                )
     missing.update(var for t in tools.values() if isinstance(t, HttpTool) for var in t.missing_env)
     missing.update(missing_redis(spec.resilience))
     check = SpecCheck(
@@ -149,6 +157,7 @@ def check_spec(
             "(needed to run, not to validate)"
         )
     check.warnings += tool_warnings
+    check.warnings += policy_warnings
     check.warnings += _script_warnings(models, {*tools, *not_imported})
     check.warnings += _unsent_key_warnings(spec, missing)
     check.warnings += timeout_warnings(spec)
