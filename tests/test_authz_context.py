@@ -14,6 +14,7 @@ import pytest
 
 from tether import tool
 from tether.controls import Authorizer, AuthzRequest
+from tether.controls.authz import Risk
 from tether.controls.cedar_schema import (
     BOOL,
     DECIMAL,
@@ -223,3 +224,83 @@ def test_each_call_is_decided_for_its_own_caller(tmp_path: Path) -> None:
     for caller, asked_agent, effect in turns:
         request = AuthzRequest("lookup", {"query": "x"}, caller=caller, agent=asked_agent)
         assert authorizer.decide(request).effect == effect, (caller, asked_agent)
+
+
+@tool(side_effects="external")
+def refund(amount: float, count: int = 1) -> str:
+    """Refund an amount."""
+    return "ok"
+
+
+ANSWERS = """\
+@id("small")
+permit(principal, action == Tether::Action::"refund", resource)
+when { context.args.amount.lessThanOrEqual(decimal("100.0")) };
+
+@id("big")
+@escalate("a manager approves refunds over 100")
+permit(principal, action == Tether::Action::"refund", resource)
+when { context.args.amount.greaterThan(decimal("100.0")) };
+
+@id("risky")
+forbid(principal, action, resource) when { context.risk.score_pct > 80 };
+
+@id("overflow")
+forbid(principal, action == Tether::Action::"refund", resource)
+when { context.args.count * 9223372036854775807 < 0 };
+"""
+
+
+def metrics_early(batch: Any) -> Any:
+    """cedarpy's extension answering with its timings before the diagnostics (another shape
+    of answer)."""
+    import json
+
+    def reordered(*args: Any) -> list[str]:
+        out = []
+        for text in batch(*args):
+            answer = json.loads(text)
+            early = {"decision": answer.pop("decision"), "metrics": answer.pop("metrics", {})}
+            out.append(json.dumps({**early, **answer}, separators=(",", ":")))
+        return out
+
+    return reordered
+
+
+@pytest.mark.parametrize("shape", ["cedarpy", "metrics early"])
+def test_answers_are_read_alike_whatever_came_before(tmp_path: Path, shape: str) -> None:
+    """Cedar's answers are read once per distinct text (its timings left out): calls with
+    different answers, in any order and repeated, get the verdicts of answers read anew."""
+    import cedarpy
+
+    from tether.controls.authz import _asker
+
+    path = tmp_path / "answers.cedar"
+    path.write_text(ANSWERS)
+    tools = {"refund": refund}
+    agent = AgentRef("support", "v1")
+    asked = Authorizer.load([path], tools, agent)
+    if shape == "metrics early":
+        asked._ask = _asker(
+            asked.loaded.policy_set,
+            asked._entities,
+            metrics_early(cedarpy._internal.is_authorized_batch),
+        )
+    assert asked._ask.__name__ == "direct"
+    fresh = Authorizer.load([path], tools, agent)
+    fresh._ask = _asker(fresh.loaded.policy_set, fresh._entities, None)  # cedarpy's wrapper
+    assert fresh._ask.__name__ == "public"
+    requests = [
+        AuthzRequest("refund", {"amount": 5.0}),
+        AuthzRequest("refund", {"amount": 500.0}),
+        AuthzRequest("refund", {"amount": 5.0}, risk=Risk(0.9)),
+        AuthzRequest("refund", {"amount": 5.0, "count": 2}),
+        AuthzRequest("refund", {"amount": 500.0}, risk=Risk(0.95)),
+    ]
+    expected = [fresh.decide(r) for r in requests]
+    assert [v.effect for v in expected] == ["allow", "escalate", "deny", "deny", "deny"]
+    assert "failed to evaluate" in expected[3].reason
+    for turn in range(len(requests)):
+        order = requests[turn:] + requests[:turn]
+        for request in order + order[::-1]:
+            assert asked.decide(request) == expected[requests.index(request)]
