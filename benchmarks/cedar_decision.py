@@ -5,9 +5,10 @@ risk, budget and time in the context) against the same policies and tool schema:
 
   tether          ``Authorizer.decide``: what ``CedarAuthorization`` runs at ``before_tool``.
                   Policies, schema and the tools' entities were parsed and validated once at
-                  load; per call it builds and type-checks the context from the request (the
-                  arguments against the tool's schema), takes the principal's entities from its
-                  cache, and asks cedarpy with the parsed handles.
+                  load, and each tool's context planned; per call it builds and type-checks the
+                  context from the request (the arguments against the tool's schema), writes it
+                  as JSON text, takes the principal's entities from its cache, and asks cedarpy's
+                  extension with the parsed handles.
   cedarpy-naive   ``cedarpy.is_authorized(request, policies_text, entities_json, schema_text)``:
                   cedarpy's plain use, which parses the policies, the entities and the schema
                   (and validates the request against it) on every call.

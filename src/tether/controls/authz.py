@@ -18,9 +18,11 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import orjson
 
 from tether.controls.budget_ledger import BudgetUnavailable
 from tether.controls.budgets import MICRO, BudgetsLeft
@@ -38,7 +40,7 @@ from tether.controls.cedar_schema import (
     SetOf,
     ToolArgs,
     clamped_long,
-    record,
+    record_builder,
     render_schema,
     rounded_decimal,
     scaled_long,
@@ -63,6 +65,7 @@ AGENT, PROJECT, ROLE, TOOL, ACTION = (
 )
 MAX_CACHED_PRINCIPALS = 1024
 MAX_CACHED_VERDICTS = 4096
+MAX_CACHED_ANSWERS = 4096
 
 
 @dataclass(frozen=True)
@@ -294,6 +297,12 @@ class Authorizer:
         self._all = _named(json.dumps(self.schema_json))
         self._targets = {name: (_uid(ACTION, name), _uid(TOOL, name)) for name in tools}
         """Each tool's action and resource, as Cedar requests name them."""
+        self._plans = {name: _ContextPlan(self._args[name].record, self._read) for name in tools}
+        """How each tool's context is built (what the policies name, planned once)."""
+        self._agent_uid = _uid(AGENT, agent.name)
+        self._last_principal: tuple[AgentRef, Caller, cedarpy.Entities] | None = None
+        """The last principal's entities, by identity (a run asks for the same agent and
+        caller objects on every call)."""
         self._ask = _asker(loaded.policy_set, self._entities)
         self._verdicts: dict[tuple[str, bool, tuple[str, ...]], AuthzVerdict] = {}
         """Verdicts by tool and Cedar's answer (decision and deciding policies)."""
@@ -329,9 +338,13 @@ class Authorizer:
 
     def _with_principal(self, agent: AgentRef, caller: Caller) -> cedarpy.Entities:
         """The tools' entities plus the principal's (parsed once per agent and caller)."""
+        last = self._last_principal
+        if last is not None and last[0] is agent and last[1] is caller:
+            return last[2]
         key = (agent.name, agent.version, caller)
         found = self._principals.get(key)
         if found is not None:
+            self._last_principal = (agent, caller, found)
             return found
         attrs: dict[str, Any] = {
             "version": agent.version,
@@ -352,6 +365,7 @@ class Authorizer:
         if len(self._principals) >= MAX_CACHED_PRINCIPALS:
             self._principals.clear()
         self._principals[key] = entities
+        self._last_principal = (agent, caller, entities)
         return entities
 
     def context(self, request: AuthzRequest, *, whole: bool = False) -> dict[str, Any]:
@@ -362,50 +376,34 @@ class Authorizer:
         A policy can only read an attribute by naming it (Cedar has no computed attribute
         names), so the words and string literals of the policy text are a safe superset.
         ``whole``: every attribute (what the schema describes)."""
-        read = self._all if whole else self._read
-        out: dict[str, Any] = {}
-        if "args" in read:
-            out["args"] = record(request.args, self._args[request.tool].record, "", keep=read)
-        if "risk" in read:
-            risk = request.risk
-            out["risk"] = {}
-            score = min(max(risk.score, 0.0), 1.0)
-            if "score" in read:
-                out["risk"]["score"] = rounded_decimal(score, up=None)
-            if "score_pct" in read:  # rounded up: the careful side of a threshold
-                out["risk"]["score_pct"] = scaled_long(score, 100, up=True)
-            if "categories" in read:
-                out["risk"]["categories"] = sorted(risk.categories)
-        if "classification" in read:
-            out["classification"] = sorted(request.classification)
-        if "budget" in read:
-            out["budget"] = _budget_context(request.budget, read)
-        if "time" in read:
-            now = (request.now or self._clock()).astimezone(UTC).replace(microsecond=0)
-            out["time"] = _time_context(now, read)
-        if "entry_point" in read:
-            out["entry_point"] = request.entry_point.value
-        return out
+        if whole:
+            return _ContextPlan(self._args[request.tool].record, self._all).build(
+                request, self._clock
+            )
+        return self._plans[request.tool].build(request, self._clock)
 
     def decide(self, request: AuthzRequest) -> AuthzVerdict:
         """Allow, deny or escalate one call (default deny; fails closed on any error)."""
         tool = request.tool
-        if tool not in self._args:
+        plan = self._plans.get(tool)
+        if plan is None:
             known = ", ".join(self._args) or "none"
             return AuthzVerdict(
                 "deny", f"tool {tool!r} is not one of the agent's tools (they are: {known})"
             )
         try:
-            context = self.context(request)
+            context = plan.build(request, self._clock)
         except Refused as exc:
             return AuthzVerdict("deny", f"tool {tool!r}: argument {exc}")
         agent = request.agent or self.agent
         action, resource = self._targets[tool]
         cedar_request = {
-            "principal": _uid(AGENT, agent.name),
+            "principal": (
+                self._agent_uid if agent.name == self.agent.name else _uid(AGENT, agent.name)
+            ),
             "action": action,
             "resource": resource,
-            "context": context,
+            "context": orjson.dumps(context).decode(),
         }
         # No schema here: the context is built from the same types the policies were
         # validated against, and checking it again costs more than the decision itself.
@@ -414,10 +412,10 @@ class Authorizer:
         )
         if errors:
             return self._failed(tool, errors)
-        key = (tool, allowed, tuple(reasons))
+        key = (tool, allowed, reasons)
         verdict = self._verdicts.get(key)
         if verdict is None:  # the same answer for the same tool is the same verdict
-            verdict = self._verdict(tool, allowed, key[2])
+            verdict = self._verdict(tool, allowed, reasons)
             if len(self._verdicts) >= MAX_CACHED_VERDICTS:
                 self._verdicts.clear()
             self._verdicts[key] = verdict
@@ -464,11 +462,12 @@ class Authorizer:
         )
 
 
-Answer = tuple[bool, list[str], list[str]]
+Answer = tuple[bool, tuple[str, ...], tuple[str, ...]]
 """Cedar's answer to one request: whether it is allowed, the deciding policies' ids, the
 errors."""
 Ask = Callable[[dict[str, Any], "cedarpy.Entities"], Answer]
-"""Asks Cedar one request with the given entities."""
+"""Asks Cedar one request (its context as JSON text, as cedarpy takes it) with the given
+entities."""
 
 
 _EXTENSION = object()
@@ -482,31 +481,51 @@ def _asker(
     ``is_authorized_batch``: it copies the request, writes the context with the standard
     ``json`` module, reads the answer with it and builds result objects, about a quarter of a
     decision. Tether calls the extension itself (as cedarpy's own wrapper does: the context
-    as JSON text, the entities' inner handle), writing and reading JSON with orjson; where the
+    as JSON text, the entities' inner handle), reading the answer with orjson; where the
     extension does not answer a probe request as ``is_authorized`` does (another cedarpy), it
-    asks through ``is_authorized``. ``batch``: the extension function to try (tests)."""
-    import cedarpy
-    import orjson
+    asks through ``is_authorized`` (which passes a context given as text as it is).
 
-    def public(
-        request: dict[str, Any], ents: cedarpy.Entities
-    ) -> tuple[bool, list[str], list[str]]:
+    Cedar answers each call; the text of its answer is read once per distinct text, its
+    timings (the ``metrics`` member, last) left out: the same decision, reasons and errors
+    read the same (what the probe checks: ``metrics`` last, else every answer is read).
+    ``batch``: the extension function to try (tests)."""
+    import cedarpy
+
+    def public(request: dict[str, Any], ents: cedarpy.Entities) -> Answer:
         result = cedarpy.is_authorized(request, policy_set, ents)
         diagnostics = result.diagnostics
-        return result.allowed, list(diagnostics.reasons), list(diagnostics.errors)
+        return result.allowed, tuple(diagnostics.reasons), tuple(diagnostics.errors)
 
     if batch is _EXTENSION:
         batch = getattr(getattr(cedarpy, "_internal", None), "is_authorized_batch", None)
 
-    def direct(
-        request: dict[str, Any], ents: cedarpy.Entities
-    ) -> tuple[bool, list[str], list[str]]:
-        asked = {**request, "context": orjson.dumps(request["context"]).decode()}
-        assert batch is not None
-        (text,) = batch([asked], policy_set, ents._inner, None, False)
+    def read(text: str) -> Answer:
         answer = orjson.loads(text)
         diagnostics = answer["diagnostics"]
-        return answer["decision"] == "Allow", diagnostics["reason"], diagnostics["errors"]
+        reasons, errors = diagnostics["reason"], diagnostics["errors"]
+        return answer["decision"] == "Allow", tuple(reasons), tuple(errors)
+
+    answers: dict[str, Answer] = {}
+    """Answers read, by their text without the timings."""
+    timed = False
+    """Whether the answer's last member is ``metrics`` (set by the probe)."""
+
+    def direct(request: dict[str, Any], ents: cedarpy.Entities) -> Answer:
+        assert batch is not None
+        (text,) = batch([request], policy_set, ents._inner, None, False)
+        if not timed:
+            return read(text)
+        # A bare `,"metrics":` is a key (quotes inside strings are escaped), and the last one
+        # the answer's own (metrics is its last member).
+        cut = text.rfind(',"metrics":')
+        key = text[:cut] if cut > 0 else text
+        found = answers.get(key)
+        if found is None:
+            found = read(text)
+            if len(answers) >= MAX_CACHED_ANSWERS:
+                answers.clear()
+            answers[key] = found
+        return found
 
     # The probe: a principal no entity describes, the action group, an empty context
     # (policies reading the context error, which both must report alike).
@@ -514,36 +533,89 @@ def _asker(
         "principal": _uid(AGENT, "probe"),
         "action": _uid(ACTION, CALL_GROUP),
         "resource": _uid(TOOL, "probe"),
-        "context": {},
+        "context": "{}",
     }
     try:
-        if batch is not None and direct(probe, entities) == public(probe, entities):
-            return direct
+        if batch is not None:
+            (text,) = batch([probe], policy_set, entities._inner, None, False)
+            timed = list(orjson.loads(text))[-1:] == ["metrics"]
+            if direct(probe, entities) == public(probe, entities):
+                return direct
     except Exception:  # an extension of another shape: the public call it is
         pass
     return public
 
 
-def _budget_context(budget: Budget, read: frozenset[str]) -> dict[str, Any]:
-    """``context.budget``: the attributes the policies name."""
-    out: dict[str, Any] = {}
-    if "cost_usd" in read:
-        out["cost_usd"] = rounded_decimal(budget.cost_usd, up=True)
-    # Tether's own counts and limits, clamped to a Long: a spec may set a limit past 2^63
-    # (Cedar refuses a Python int past 64 bits, which would fail the whole decision).
-    for name in ("tokens", "tool_calls", "turns", "tool_calls_left"):
-        if name in read:
+class _ContextPlan:
+    """How the context of one tool's calls is built: the parts the policies name, decided
+    once at load (``read``: the words and strings of the policies), with the arguments'
+    record planned by ``record_builder``."""
+
+    def __init__(self, args: Rec, read: frozenset[str]) -> None:
+        self.read = read
+        self.args = record_builder(args, keep=read) if "args" in read else None
+        self.risk = "risk" in read
+        self.score, self.score_pct = "score" in read, "score_pct" in read
+        self.categories = "categories" in read
+        self.classification = "classification" in read
+        self.budget = "budget" in read
+        # Tether's own counts and limits, clamped to a Long: a spec may set a limit past 2^63
+        # (Cedar refuses a Python int past 64 bits, which would fail the whole decision).
+        self.counts = tuple(
+            n for n in ("tokens", "tool_calls", "turns", "tool_calls_left") if n in read
+        )
+        self.cost_usd, self.cost_usd_micros = "cost_usd" in read, "cost_usd_micros" in read
+        self.usd_left, self.usd_left_micros = "usd_left" in read, "usd_left_micros" in read
+        self.tokens_left = "tokens_left" in read
+        self.time = "time" in read
+        self.entry_point = "entry_point" in read
+
+    def build(self, request: AuthzRequest, clock: Callable[[], datetime]) -> dict[str, Any]:
+        """The context of ``request``; ``Refused`` when an argument does not fit its type."""
+        out: dict[str, Any] = {}
+        if self.args is not None:
+            out["args"] = self.args(request.args)
+        if self.risk:
+            risk = request.risk
+            found: dict[str, Any] = {}
+            out["risk"] = found
+            score = min(max(risk.score, 0.0), 1.0)
+            if self.score:
+                found["score"] = rounded_decimal(score, up=None)
+            if self.score_pct:  # rounded up: the careful side of a threshold
+                found["score_pct"] = scaled_long(score, 100, up=True)
+            if self.categories:
+                found["categories"] = sorted(risk.categories)
+        if self.classification:
+            out["classification"] = sorted(request.classification)
+        if self.budget:
+            out["budget"] = self._budget(request.budget)
+        if self.time:
+            now = request.now or clock()
+            if now.tzinfo is not UTC:  # a naive one is local time (as ``astimezone`` takes it)
+                now = now.astimezone(UTC)
+            out["time"] = _time_context((now - _EPOCH) // _SECOND, self.read)
+        if self.entry_point:
+            out["entry_point"] = request.entry_point.value
+        return out
+
+    def _budget(self, budget: Budget) -> dict[str, Any]:
+        """``context.budget``: the attributes the policies name."""
+        out: dict[str, Any] = {}
+        if self.cost_usd:
+            out["cost_usd"] = rounded_decimal(budget.cost_usd, up=True)
+        for name in self.counts:
             out[name] = clamped_long(getattr(budget, name))
-    if "cost_usd_micros" in read:
-        out["cost_usd_micros"] = scaled_long(budget.cost_usd, MICRO, up=True)
-    if budget.usd_left is not None:
-        if "usd_left" in read:
-            out["usd_left"] = rounded_decimal(budget.usd_left, up=False)
-        if "usd_left_micros" in read:
-            out["usd_left_micros"] = scaled_long(budget.usd_left, MICRO, up=False)
-    if "tokens_left" in read and budget.tokens_left is not None:
-        out["tokens_left"] = clamped_long(budget.tokens_left)
-    return out
+        if self.cost_usd_micros:
+            out["cost_usd_micros"] = scaled_long(budget.cost_usd, MICRO, up=True)
+        if budget.usd_left is not None:
+            if self.usd_left:
+                out["usd_left"] = rounded_decimal(budget.usd_left, up=False)
+            if self.usd_left_micros:
+                out["usd_left_micros"] = scaled_long(budget.usd_left, MICRO, up=False)
+        if self.tokens_left and budget.tokens_left is not None:
+            out["tokens_left"] = clamped_long(budget.tokens_left)
+        return out
 
 
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -581,10 +653,15 @@ def _named(text: str) -> frozenset[str]:
     )
 
 
+_EPOCH, _SECOND = datetime(1970, 1, 1, tzinfo=UTC), timedelta(seconds=1)
+
+
 @functools.lru_cache(maxsize=8)
-def _time_context(now: datetime, read: frozenset[str]) -> dict[str, Any]:
-    """``context.time``: the attributes the policies name (Cedar parsing a ``datetime`` it is
-    not asked about costs ~10 µs), to the second (calls within one second share it)."""
+def _time_context(second: int, read: frozenset[str]) -> dict[str, Any]:
+    """``context.time`` at ``second`` (whole seconds since the epoch, UTC): the attributes the
+    policies name (Cedar parsing a ``datetime`` it is not asked about costs ~10 µs), to the
+    second (calls within one second share it)."""
+    now = _EPOCH + timedelta(seconds=second)
     out: dict[str, Any] = {}
     if "now" in read:
         out["now"] = {"__extn": {"fn": "datetime", "arg": now.strftime("%Y-%m-%dT%H:%M:%SZ")}}

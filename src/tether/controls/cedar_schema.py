@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, TypeAlias
@@ -37,6 +37,8 @@ MAX_DEPTH = 4
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 DECIMAL_LIMIT = Decimal("922337203685477.5807")
 """Largest magnitude of a Cedar ``decimal``."""
+_DECIMAL_WHOLE = int(DECIMAL_LIMIT)
+"""Largest whole number a Cedar ``decimal`` holds."""
 
 
 @dataclass(frozen=True)
@@ -221,15 +223,18 @@ def decimal_value(value: Decimal) -> dict[str, Any]:
 def exact_decimal(number: float | int | Decimal, where: str) -> dict[str, Any]:
     """``number`` as a Cedar decimal, only if that is exact: a policy comparing an amount must
     not see it rounded across its threshold."""
-    if isinstance(number, float) and not math.isfinite(number):
-        raise Refused(f"{where} is {number}, which no Cedar decimal holds")
-    if isinstance(number, float) and abs(number) < 1e15:
-        # The usual case without Decimal: repr is the shortest text that reads back as this
-        # float, so at most 4 digits after its point means the value has at most 4 places.
-        text = repr(number)
-        whole, _, places = text.partition(".")
-        if "e" not in text and len(places) <= 4:
-            return {"__extn": {"fn": "decimal", "arg": f"{whole}.{places:0<4}"}}
+    if isinstance(number, float):
+        if -1e15 < number < 1e15:  # finite
+            # The usual case without Decimal: repr is the shortest text that reads back as
+            # this float, so at most 4 digits after its point means at most 4 places.
+            text = repr(number)
+            whole, _, places = text.partition(".")
+            if "e" not in text and len(places) <= 4:
+                return {"__extn": {"fn": "decimal", "arg": f"{whole}.{places:0<4}"}}
+        elif not math.isfinite(number):
+            raise Refused(f"{where} is {number}, which no Cedar decimal holds")
+    elif type(number) is int and -_DECIMAL_WHOLE <= number <= _DECIMAL_WHOLE:
+        return {"__extn": {"fn": "decimal", "arg": f"{number}.0000"}}
     exact = Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
     if abs(exact) > DECIMAL_LIMIT:
         raise Refused(f"{where} = {number} is beyond the range of a Cedar decimal")
@@ -335,6 +340,57 @@ def record(
             continue
         out[name] = to_cedar(value, attr.type, inner)
     return out
+
+
+def record_builder(
+    kind: Rec, *, keep: Collection[str] | None = None
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """``record(values, kind, "", keep=keep)`` with its plan made once (for a tool's arguments,
+    on every call): the attributes kept, their names for messages and a converter for each.
+    The same records and the same refusals."""
+    steps = [
+        (name, attr.default, attr.required, _converter(attr.type, name))
+        for name, attr in kind.attributes.items()
+        if keep is None or name in keep
+    ]
+
+    def build(values: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, default, required, convert in steps:
+            value = values.get(name)
+            if value is None:
+                if default is not None:
+                    out[name] = default
+                elif required:
+                    raise Refused(f"{name} is missing")
+                continue
+            out[name] = convert(value)
+        return out
+
+    return build
+
+
+def _converter(kind: CedarType, where: str) -> Callable[[Any], Any]:
+    """``to_cedar(value, kind, where)``, the common value of a primitive type taken first (it
+    converts the same: a ``str`` for a String, an ``int`` in range for a Long, a ``bool`` for
+    a Boolean, a ``float`` or ``int`` for a decimal); anything else goes through ``to_cedar``."""
+    if kind is STRING:
+        return lambda value: value if type(value) is str else to_cedar(value, kind, where)
+    if kind is BOOL:
+        return lambda value: value if type(value) is bool else to_cedar(value, kind, where)
+    if kind is LONG:
+        return lambda value: (
+            value
+            if type(value) is int and LONG_MIN <= value <= LONG_MAX
+            else to_cedar(value, kind, where)
+        )
+    if kind is DECIMAL:
+        return lambda value: (
+            exact_decimal(value, where)
+            if type(value) is float or type(value) is int
+            else to_cedar(value, kind, where)
+        )
+    return lambda value: to_cedar(value, kind, where)
 
 
 # -- the schema as people read it ----------------------------------------------------------------
