@@ -304,3 +304,27 @@ def test_answers_are_read_alike_whatever_came_before(tmp_path: Path, shape: str)
         order = requests[turn:] + requests[:turn]
         for request in order + order[::-1]:
             assert asked.decide(request) == expected[requests.index(request)]
+
+
+def test_text_no_utf8_can_hold_is_a_denial_of_that_call_not_a_failed_control(
+    tmp_path: Path,
+) -> None:
+    """A lone surrogate (JSON can carry one: ``"\\ud800"``) in an argument, or in the caller's
+    end user or roles: that call is denied with a reason; the next call is decided as usual."""
+    path = tmp_path / "all.cedar"
+    path.write_text(
+        '@id("lookups")\npermit(principal, action == Tether::Action::"lookup", resource)\n'
+        'when { context.args.query != "" };\n'
+    )
+    authorizer = Authorizer.load([path], {"lookup": lookup}, AgentRef("support", "v1"))
+    bad = authorizer.decide(AuthzRequest("lookup", {"query": "ok \ud800"}))
+    assert bad.effect == "deny" and "not valid Unicode" in bad.reason
+    for caller in (
+        Caller(project="acme", end_user="user \udfff"),
+        Caller(project="acme", roles=frozenset({"role \ud800"})),
+    ):
+        verdict = authorizer.decide(AuthzRequest("lookup", {"query": "x"}, caller=caller))
+        assert verdict.effect == "deny" and "not valid Unicode" in verdict.reason
+    assert authorizer.decide(AuthzRequest("lookup", {"query": "x"})).effect == "allow"
+    fine = Caller(project="acme", end_user="José ✓", roles=frozenset({"équipe"}))
+    assert authorizer.decide(AuthzRequest("lookup", {"query": "é"}, caller=fine)).effect == "allow"

@@ -361,7 +361,9 @@ class Authorizer:
             {"uid": _uid(AGENT, agent.name), "attrs": attrs, "parents": parents},
             *({"uid": p, "attrs": {}, "parents": []} for p in parents),
         ]
-        entities = self._entities.with_added_json_str(json.dumps(delta), self.schema)
+        # orjson: text no UTF-8 can hold (a lone surrogate) raises here, not as Cedar's vague
+        # "error during entity deserialization" (``decide`` denies the call for it).
+        entities = self._entities.with_added_json_str(orjson.dumps(delta).decode(), self.schema)
         if len(self._principals) >= MAX_CACHED_PRINCIPALS:
             self._principals.clear()
         self._principals[key] = entities
@@ -391,11 +393,17 @@ class Authorizer:
             return AuthzVerdict(
                 "deny", f"tool {tool!r} is not one of the agent's tools (they are: {known})"
             )
+        agent = request.agent or self.agent
         try:
-            context = plan.build(request, self._clock)
+            context = orjson.dumps(plan.build(request, self._clock)).decode()
+            entities = self._with_principal(agent, request.caller)
         except Refused as exc:
             return AuthzVerdict("deny", f"tool {tool!r}: argument {exc}")
-        agent = request.agent or self.agent
+        except orjson.JSONEncodeError:  # text no UTF-8 can hold: a lone surrogate from JSON
+            return AuthzVerdict(
+                "deny",
+                f"tool {tool!r}: an argument or the caller holds text that is not valid Unicode",
+            )
         action, resource = self._targets[tool]
         cedar_request = {
             "principal": (
@@ -403,13 +411,11 @@ class Authorizer:
             ),
             "action": action,
             "resource": resource,
-            "context": orjson.dumps(context).decode(),
+            "context": context,
         }
         # No schema here: the context is built from the same types the policies were
         # validated against, and checking it again costs more than the decision itself.
-        allowed, reasons, errors = self._ask(
-            cedar_request, self._with_principal(agent, request.caller)
-        )
+        allowed, reasons, errors = self._ask(cedar_request, entities)
         if errors:
             return self._failed(tool, errors)
         key = (tool, allowed, reasons)
