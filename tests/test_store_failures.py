@@ -531,3 +531,28 @@ def test_a_command_whose_trace_is_lost_on_a_full_disk_exits_non_zero(tmp_path: P
     assert "could not be written and are lost" in done.stderr, done.stderr
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_records_the_store_refused_count_as_lost_when_writers_close(sqlite_url: str) -> None:
+    """A record the store refuses outright (here: a span of a run it does not have) is
+    skipped and said; the command's exit status must say so too (``close_writers`` is what
+    the CLI reads): it counted only records neither written nor journaled."""
+    from tether.trace import close_writers
+
+    close_writers()  # this process's earlier writers: none of their losses are this test's
+    writer = writer_for(sqlite_url)
+    trace = new_trace_id()
+    orphan = SpanRecord(
+        trace_id=trace,
+        run_id="00000000000000aa",  # no such run: the foreign key refuses the span
+        span_id=new_span_id(),
+        parent_id=None,
+        name="chat",
+        kind="model",
+        start_ns=now_ns(),
+    )
+    writer.span(orphan)
+    assert writer.flush(timeout=30)
+    assert writer.dropped == 1 and writer.last_rejection
+    assert close_writers() == 1
+    assert close_writers() == 0  # closed and forgotten: nothing counted twice

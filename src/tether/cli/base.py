@@ -73,7 +73,8 @@ def handle_errors(func: F) -> F:
             raise
         finally:
             # A command whose trace records were lost (the store failing and no journal to
-            # keep them: a full disk) did not do all it says it did: its status says so.
+            # keep them: a full disk; or records the store refused, each said as it was) did
+            # not do all it says it did: its status says so.
             if _close_writers() and succeeded:
                 sys.exit(EXIT_ERROR)
 

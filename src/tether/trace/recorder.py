@@ -163,13 +163,14 @@ def writers_opened() -> bool:
 
 def close_writers() -> int:
     """Flush and close every process-wide writer (tests and CLI exit). Returns how many
-    records were lost: neither written to their store nor kept in a crash journal."""
+    records were lost: neither written to their store nor kept in a crash journal, or
+    refused by the store outright (each was logged with the store's reason)."""
     lost = 0
     with _writers_lock:
         for writer in _writers.values():
             writer.close()
             writer.store.close()
-            lost += writer.lost_at_close
+            lost += writer.lost_at_close + writer.dropped
         _writers.clear()
     return lost
 
