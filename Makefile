@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 BENCH_VENV := .bench-venv
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench install clean eval-guards guards-data guards-train chromium sandbox-deps
+.PHONY: demo test lint typecheck unit bench install clean eval-guards guards-data guards-train chromium strace sandbox-deps
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,7 +57,16 @@ chromium:
 		echo "installed chromium"; \
 	fi
 
-unit: $(STAMP) chromium sandbox-deps
+# The durability tests watch the store's fsyncs with strace: installed here when missing and we
+# are root (CI); elsewhere they skip, except under CI=true where they fail.
+strace:
+	@if ! command -v strace >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq strace >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq strace >/dev/null)) && \
+		echo "installed strace"; \
+	fi
+
+unit: $(STAMP) chromium strace sandbox-deps
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

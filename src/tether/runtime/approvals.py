@@ -109,8 +109,11 @@ def _append_unless(
 ) -> AuditEntry | None:
     """Append ``record`` to the audit log in one transaction holding the chain's head, unless
     ``clash`` (asked inside it) finds an entry that forbids it: that entry, or None when
-    ``record`` was appended. Of two writers racing, the second sees the first's entry."""
+    ``record`` was appended. Of two writers racing, the second sees the first's entry.
+    An appended entry is on disk before this returns (synced: a power cut keeps it too), as
+    is everything committed before it (the resumed run its claim names)."""
     from tether.store.audit import append_audit, audit_key, lock_head
+    from tether.store.db import sync_committed
 
     try:
         with store.engine.begin() as conn:
@@ -120,6 +123,13 @@ def _append_unless(
                 append_audit(conn, [record], audit_key())
     except SQLAlchemyError as exc:
         raise _store_failed(store, doing, exc) from exc
+    if found is None:
+        try:
+            sync_committed(store.url)
+        except OSError as exc:
+            raise StoreError(
+                f"{doing} {store.display_url}: written, but syncing it to disk failed: {exc}"
+            ) from exc
     return found
 
 

@@ -915,14 +915,15 @@ class RunScope:
         ``parent_id`` (default: the root span)."""
         return await self._step(lambda: tools_step(self, list(calls), parent_id), timed=True)
 
-    def tool_starting(self) -> None:
-        """A tool call is about to run. The first in a resumed run is recorded first (the
-        journal has it before the tool does anything): the run used its pause, and a resume
-        whose process then dies cannot be taken over to run the calls again (see
-        ``tether.runtime.approvals``)."""
+    async def tool_starting(self) -> None:
+        """A tool call is about to run. The first in a resumed run is recorded first, and on
+        disk before the tool does anything (written and synced, so that even a power cut
+        keeps it): the run used its pause, and a resume whose process or machine then dies
+        cannot be taken over to run the calls again (see ``tether.runtime.approvals``)."""
         if self._resume_unused:
             self._resume_unused = False
             self.recorder.event(self.run_id, semconv.EVENT_RESUME_TOOL_STARTED, {})
+            await asyncio.to_thread(self.recorder.sync)
 
     async def tool_call(self, call: ToolCall) -> Step[Message]:
         """One tool call; the value is the tool message for the model."""

@@ -154,7 +154,7 @@ async def complete_tool(scope: RunScope, approved: _Approved) -> Message:
     call, span = approved.call, approved.span
     approved.started = True
     if approved.answer is None:
-        scope.tool_starting()
+        await scope.tool_starting()
     error: str | None = None
     try:
         raw = approved.answer or await _execute(scope, approved.tool, call)

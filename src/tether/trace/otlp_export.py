@@ -146,6 +146,11 @@ class OtlpExportSink:
         if audit is not None:
             audit(entry)
 
+    def sync(self) -> bool:
+        """The store's sync (``BatchingWriter.sync``): the export is not a store."""
+        sync = getattr(self.inner, "sync", None)
+        return True if sync is None else bool(sync())
+
     def flush(self, timeout: float | None = None) -> bool:
         """The store's answer (what callers act on); the export is flushed best-effort: a
         collector that is down must not make a stored trace look lost."""

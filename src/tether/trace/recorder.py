@@ -84,6 +84,13 @@ class RunRecorder:
             kind, actor, details, trace_id=self.trace_id, run_id=self.run_id, span_id=span_id
         )
 
+    def sync(self) -> bool:
+        """Make what was sent so far survive a power cut, where the sink can (its ``sync``,
+        as ``BatchingWriter.sync``; a sink without one has nothing to do). Blocks: call it
+        from a worker thread. False when it could not (the sink logged why)."""
+        sync = getattr(self.sink, "sync", None)
+        return True if sync is None else bool(sync())
+
     def checkpoint(self, schema_version: int, state_json: str, reason: str) -> None:
         self.sink.checkpoint(
             CheckpointRecord(

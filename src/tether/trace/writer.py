@@ -32,6 +32,7 @@ from tether.store import (
     Store,
     store_identity,
 )
+from tether.store.db import sync_committed
 from tether.trace import semconv
 from tether.trace.journal import (
     AUDIT,
@@ -99,6 +100,7 @@ class BatchingWriter:
         self._lock = threading.Lock()  # journal order == queue order
         self._journal: Journal | None = None
         self._held: list[Segment] = []  # of a journal that failed: discarded once written
+        self._taken: list[Segment] = []  # the segments of the batch being written (for sync)
         self._gate = StoreGate(store)
         self._outage: type[StoreError] | None = None  # down or unusable, not refusing a record
         self.journal_dir = journal
@@ -224,6 +226,32 @@ class BatchingWriter:
                 self._cond.wait(remaining if remaining is None else min(remaining, 0.1))
         return True
 
+    def sync(self, timeout: float | None = 10.0) -> bool:
+        """Make every record accepted so far survive a power cut, not only the process dying
+        (which the journal alone covers): for the rare record that must never be lost, such
+        as a resumed run's note that it is about to run an approved call. The records are
+        written and the store's commit synced (``tether.store.db.sync_committed``); if the
+        store does not take them within ``timeout`` (it is down), the journal segments
+        holding them are synced instead. False when neither could be done (logged)."""
+        if self.flush(timeout):
+            try:
+                sync_committed(self.store.url)
+                return True
+            except OSError as exc:
+                log.warning("syncing %s to disk failed: %s", self.store.display_url, exc)
+        with self._lock:
+            journal = self._journal
+            try:
+                for segment in self._taken:
+                    if segment.fd >= 0:  # (a discarded one's records are in the store)
+                        segment.sync()
+                if journal is not None:
+                    journal.sync()
+                    return True
+            except (OSError, ValueError) as exc:
+                log.warning("syncing trace journal %s to disk failed: %s", self.journal_dir, exc)
+        return False
+
     @property
     def closed(self) -> bool:
         """Closed, or its thread has died (then ``writer_for`` replaces it)."""
@@ -293,7 +321,7 @@ class BatchingWriter:
                 spare = self._spare_segment()  # made before taking the lock: runs wait less
                 with self._lock:
                     total = len(self._queue)
-                    segments = self._rotate_journal(spare)
+                    segments = self._taken = self._rotate_journal(spare)
                 done = 0
                 while done < total:
                     n = min(total - done, self.max_batch)
