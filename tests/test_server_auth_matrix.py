@@ -199,7 +199,11 @@ def test_approvals(world: World, paused: dict[str, str], caller: str) -> None:
     run = paused[caller]
     with httpx.Client(base_url=world.url, headers=_bearer(world, caller), timeout=30) as c:
         listing = c.get("/api/v1/approvals", params={"limit": 500})
-        approved = c.post(f"/api/v1/approvals/{run}/approve", json={"reason": "checked"})
+        approved = c.post(
+            f"/api/v1/approvals/{run}/approve",
+            json={"reason": "checked"},
+            headers={"User-Agent": "ops-console/2.1 (on-call)"},
+        )
         again = c.post(f"/api/v1/approvals/{run}/deny", json={"reason": "second thoughts"})
         got = (listing.status_code, approved.status_code, again.status_code)
         assert got == APPROVALS_EXPECTED[caller], (listing.text[:200], approved.text[:300])
@@ -243,6 +247,8 @@ def test_approvals(world: World, paused: dict[str, str], caller: str) -> None:
         "key_id": key_id,
         "role": caller,
         "approver": f"key {key_id}",
+        "client": "127.0.0.1",  # who sent it, from where and with what, for an incident review
+        "user_agent": "ops-console/2.1 (on-call)",
     }
     assert entry.details["approved"] is True and entry.details["reason"] == "checked"
 
@@ -393,6 +399,8 @@ def test_an_admin_answering_for_another_project_is_audited_with_its_own(tmp_path
         "key_project": "acme",
         "role": "admin",
         "approver": f"key {acme.key_id}",
+        "client": "127.0.0.1",
+        "user_agent": f"python-httpx/{httpx.__version__}",
     }
     (created,) = [e for e in entries if e.kind == "key_created" and e.actor.get("via") == "api"]
     assert created.actor == {  # a key acting on its own project: as before
@@ -400,6 +408,8 @@ def test_an_admin_answering_for_another_project_is_audited_with_its_own(tmp_path
         "project": "default",
         "key_id": mine.key_id,
         "role": "admin",
+        "client": "127.0.0.1",
+        "user_agent": f"python-httpx/{httpx.__version__}",
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -31,3 +32,12 @@ def clip_text(text: str, limit: int) -> str:
     if earlier:
         total = int(earlier.group(1).replace(",", ""))
     return f"{text[:limit]}… [clipped: {total:,} characters in all]"
+
+
+def one_line(text: str) -> str:
+    """``text`` (free text from outside: a key's name, a user agent) as it can be shown on one
+    line: stripped, each control character (a newline included) as U+FFFD."""
+    text = text.strip()
+    if text.isprintable():
+        return text
+    return "".join("\ufffd" if unicodedata.category(c) == "Cc" else c for c in text)

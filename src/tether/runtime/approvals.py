@@ -86,15 +86,6 @@ def _checked_text(value: str, what: str, limit: int, *, required: bool, lines: b
     return text
 
 
-def one_line_name(name: str) -> str:
-    """``name`` (a key's free-text name) as an approver can be named: each control character
-    (a newline included) as U+FFFD, stripped first."""
-    name = name.strip()
-    if name.isprintable():
-        return name
-    return "".join("\ufffd" if unicodedata.category(c) == "Cc" else c for c in name)
-
-
 def _store_failed(store: StoreReader, doing: str, exc: SQLAlchemyError) -> StoreError:
     from tether.store.db import driver_message
 

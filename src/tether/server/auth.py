@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 
 from tether.core import DEFAULT_PROJECT
 from tether.core.settings import is_project_name
+from tether.core.text import one_line
 from tether.server.access import AccessStore, KeyInfo
 from tether.server.config import LOOPBACK_HOSTS
 from tether.server.roles import GRANTS, Permission, Role
@@ -66,14 +67,26 @@ class Principal:
     def key_id(self) -> str | None:
         return None if self.key is None else self.key.key_id
 
-    def actor(self, via: str) -> dict[str, Any]:
-        """Who made an admin change, for the audit log (the key's id, never the key):
-        ``via`` is ``api`` or ``ui``; ``key_project``: the key's own project, when it acts on
-        another (an admin key, ``?project=NAME``)."""
+    def actor(self, via: str, request: Request) -> dict[str, Any]:
+        """Who made an admin change or answered an approval, for the audit log (the key's id,
+        never the key): ``via`` is ``api`` or ``ui``; ``key_project``: the key's own project,
+        when it acts on another (an admin key, ``?project=NAME``); ``client``: the address
+        the request came from (behind a proxy, the one uvicorn's ``--forwarded-allow-ips``
+        trusts to name it) and ``user_agent`` as sent, one line, clipped: what an incident
+        review asks after a key was misused."""
         found = {"via": via, "project": self.project, "key_id": self.key_id, "role": str(self.role)}
         if self.key is not None and self.key.project != self.project:
             found["key_project"] = self.key.project
+        if request.client is not None and request.client.host:
+            found["client"] = one_line(request.client.host)[:MAX_ACTOR_TEXT]
+        agent = request.headers.get("user-agent", "").strip()
+        if agent:
+            found["user_agent"] = one_line(agent)[:MAX_ACTOR_TEXT]
         return found
+
+
+MAX_ACTOR_TEXT = 200
+"""The most characters of a client address or user agent an audit entry keeps."""
 
 
 def _bearer(request: Request) -> str | None:

@@ -87,7 +87,7 @@ class NewProject(BaseModel):
 @router.post("/projects", status_code=201)
 def create_project(request: Request, body: NewProject, principal: ProjectManager) -> ProjectView:
     """Make a project (admin)."""
-    _access(request).create_project(body.name, actor=principal.actor("api"))
+    _access(request).create_project(body.name, actor=principal.actor("api", request))
     return ProjectView(name=body.name, created_ns=time.time_ns())
 
 
@@ -144,7 +144,7 @@ def create_key(request: Request, body: NewKey, principal: KeyManager) -> Created
         body.role,
         name=body.name,
         expires_ns=expires,
-        actor=principal.actor("api"),
+        actor=principal.actor("api", request),
     )
     return CreatedKey(**info.shown(), key=key)
 
@@ -161,7 +161,7 @@ def revoke_key(
     ``manage_keys`` and a role ``GRANTABLE`` lets them make."""
     access = _access(request)
     if key_id == caller.key_id:
-        return KeyView(**access.revoke_key(key_id, actor=caller.actor("api")).shown())
+        return KeyView(**access.revoke_key(key_id, actor=caller.actor("api", request)).shown())
     principal = scoped(request, caller, project)
     if not principal.may(Permission.MANAGE_KEYS):
         raise Forbidden(
@@ -175,7 +175,7 @@ def revoke_key(
         raise _no_key(key_id)
     if not may_grant(principal.role, info.role):
         raise Forbidden(f"a {principal.role.value} key may not revoke {info.role.value} keys")
-    return KeyView(**access.revoke_key(key_id, actor=principal.actor("api")).shown())
+    return KeyView(**access.revoke_key(key_id, actor=principal.actor("api", request)).shown())
 
 
 def _no_key(key_id: str) -> Any:

@@ -139,12 +139,12 @@ def list_approvals(
 def approver_of(principal: Principal) -> str:
     """Who answers, as the audit log names them: the key's name (on one line, its control
     characters as U+FFFD) and id (the key's text is never recorded)."""
-    from tether.runtime.approvals import one_line_name
+    from tether.core.text import one_line
 
     key = principal.key
     if key is None:
         return "dev mode (no API key)"
-    name = one_line_name(key.name)  # a key's name is free text: it may hold any character
+    name = one_line(key.name)  # a key's name is free text: it may hold any character
     return f"{name} (key {key.key_id})" if name else f"key {key.key_id}"
 
 
@@ -161,7 +161,7 @@ def _decide(
         approver=approver_of(principal),
         reason=body.reason,
         call_id=body.call_id,
-        actor=principal.actor("api"),
+        actor=principal.actor("api", request),
     )
     return _answer_view(answer)
 

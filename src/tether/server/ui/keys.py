@@ -107,7 +107,7 @@ def _create(request: Request, principal: Principal, fields: dict[str, str]) -> R
         Role(role_text),
         name=name,
         expires_ns=expires,
-        actor=principal.actor("ui"),
+        actor=principal.actor("ui", request),
     )
     return _keys_page(request, principal, created=made, status=201)
 
@@ -148,7 +148,7 @@ async def revoke(request: Request, key_id: str, principal: KeyManager) -> Respon
 
 def _revoke(request: Request, principal: Principal, key_id: str) -> Response:
     info = _project_key(request, principal, key_id)
-    _access(request).revoke_key(info.key_id, actor=principal.actor("ui"))
+    _access(request).revoke_key(info.key_id, actor=principal.actor("ui", request))
     if key_id == principal.key_id:  # the key this browser signed in with: signed out now
         return RedirectResponse("/login", status_code=303)
     return RedirectResponse(f"/keys?revoked={quote(key_id)}", status_code=303)
