@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select, update
@@ -87,18 +88,54 @@ def insert_rows(
     processing costs about as much as the insert itself there); elsewhere through Core, which
     batches rows into multi-row INSERTs. The values are prepared by the caller, identically
     for both. ``skip_existing``: a row whose key is stored already is left out, not an error."""
+    if not rows:
+        return
     columns = INSERT_COLUMNS[table.name]
+    if conn.dialect.paramstyle == "qmark":
+        ignore = "OR IGNORE " if skip_existing else ""
+        _sqlite_insert(conn, f"INSERT {ignore}INTO {table.name} ({', '.join(columns)})", rows)
+        return
     key = (conn.dialect.name, table.name, skip_existing)
     sql = _INSERT_SQL.get(key)
     if sql is None:
-        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-        ignore = "OR IGNORE " if skip_existing and mark == "?" else ""
-        conflict = " ON CONFLICT DO NOTHING" if skip_existing and mark != "?" else ""
+        conflict = " ON CONFLICT DO NOTHING" if skip_existing else ""
         sql = _INSERT_SQL[key] = (
-            f"INSERT {ignore}INTO {table.name} ({', '.join(columns)}) "
-            f"VALUES ({', '.join(mark for _ in columns)}){conflict}"
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('%s' for _ in columns)}){conflict}"
         )
     conn.exec_driver_sql(sql, rows)
+
+
+_MAX_ROWS_A_STATEMENT = 64
+_MAX_PARAMETERS = 999
+"""SQLite's smallest limit on a statement's parameters (builds before 3.32)."""
+_MULTI_ROW_SQL: dict[tuple[str, int], str] = {}
+
+
+def _sqlite_insert(conn: Any, head: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``head`` (``INSERT ... INTO t (columns)``) for ``rows``, as multi-row INSERTs of up
+    to 64 rows (in chunks of powers of two: a few statements per table, each prepared once
+    and cached by the driver).
+
+    Why not ``executemany``: the driver lets go of the GIL around each row's step and takes
+    it back after, and while a run is executing Python on another thread taking it back waits
+    up to the interpreter's switch interval (5 ms). The writer thread then inserts about a row
+    per switch interval while runs go on, and its whole batch waits for the runs to pause. A
+    multi-row statement binds its values once and runs all its rows in one step without the
+    GIL, in parallel with the runs."""
+    if not rows:
+        return
+    most = min(_MAX_ROWS_A_STATEMENT, _MAX_PARAMETERS // len(rows[0]))
+    most = 1 << (most.bit_length() - 1)
+    i, n = 0, len(rows)
+    while i < n:
+        size = min(most, 1 << ((n - i).bit_length() - 1))
+        sql = _MULTI_ROW_SQL.get((head, size))
+        if sql is None:
+            one = f"({', '.join('?' * len(rows[0]))})"
+            sql = _MULTI_ROW_SQL[(head, size)] = f"{head} VALUES {', '.join([one] * size)}"
+        conn.exec_driver_sql(sql, tuple(chain.from_iterable(rows[i : i + size])))
+        i += size
 
 
 def _run_models(spans: list[SpanRecord]) -> list[tuple[str, str]]:
@@ -118,18 +155,10 @@ def _insert_dicts(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
     if conn.dialect.paramstyle != "qmark":
         conn.execute(table.insert(), rows)
         return
-    columns = tuple(rows[0])
-    key = (table.name, columns)
-    sql = _INSERT_DICT_SQL.get(key)
-    if sql is None:
-        sql = _INSERT_DICT_SQL[key] = (
-            f"INSERT INTO {table.name} ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' for _ in columns)})"
-        )
-    conn.exec_driver_sql(sql, [tuple(row.values()) for row in rows])
+    head = f"INSERT INTO {table.name} ({', '.join(rows[0])})"
+    _sqlite_insert(conn, head, [tuple(row.values()) for row in rows])
 
 
-_INSERT_DICT_SQL: dict[tuple[str, tuple[str, ...]], str] = {}
 _END_RUN_SQLITE = (
     f"UPDATE {tables.runs.name} SET "
     + ", ".join(f"{f} = ?" for f in (*_RUN_END_FIELDS, "attributes"))
