@@ -226,13 +226,14 @@ class BatchingWriter:
                 self._cond.wait(remaining if remaining is None else min(remaining, 0.1))
         return True
 
-    def sync(self, timeout: float | None = 10.0) -> bool:
+    def sync(self, timeout: float | None = 1.0) -> bool:
         """Make every record accepted so far survive a power cut, not only the process dying
         (which the journal alone covers): for the rare record that must never be lost, such
         as a resumed run's note that it is about to run an approved call. The records are
         written and the store's commit synced (``tether.store.db.sync_committed``); if the
-        store does not take them within ``timeout`` (it is down), the journal segments
-        holding them are synced instead. False when neither could be done (logged)."""
+        store does not take them within ``timeout`` (it is down or busy), the journal
+        segments holding them are synced instead: as durable, without waiting for the store.
+        False when neither could be done (logged)."""
         if self.flush(timeout):
             try:
                 sync_committed(self.store.url)
