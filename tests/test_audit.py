@@ -249,7 +249,9 @@ def test_cli_verify_and_list(sqlite_url: str, tmp_path: Path) -> None:
     record_entries(sqlite_url, 3)
     ok = run_cli("--database-url", sqlite_url, "audit", "verify", "--json")
     assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout) == {"ok": True, "entries": 3, "unkeyed": 3}
+    body = json.loads(ok.stdout)
+    assert body.pop("head").startswith("3:")
+    assert body == {"ok": True, "entries": 3, "unkeyed": 3}
     listed = run_cli("--database-url", sqlite_url, "audit", "list", "--json")
     entries = json.loads(listed.stdout)["entries"]
     assert [e["seq"] for e in entries] == [1, 2, 3]
@@ -474,3 +476,51 @@ def test_a_writer_session_killed_inside_its_audit_transaction_loses_nothing(pg_u
         store.close()
     assert report.ok, report.problem
     assert ids == [e.entry_id for e in entries if e is not None]
+
+
+def test_an_anchor_finds_entries_cut_off_the_end_and_a_log_written_again(
+    sqlite_url: str,
+) -> None:
+    """What the chain alone cannot show: the head row set back with the entries after it
+    deleted, or a log rewritten whole. The head printed by an earlier verify, given back
+    with ``--anchor``, shows both."""
+    record_entries(sqlite_url, 4)
+    first = run_cli("--database-url", sqlite_url, "audit", "verify", "--json")
+    head = json.loads(first.stdout)["head"]
+    seq, digest = head.split(":")
+    assert seq == "4" and len(digest) == 64
+    shown = run_cli("--database-url", sqlite_url, "audit", "verify")
+    assert f"head {head}" in shown.stdout and f"--anchor {head}" in shown.stdout
+    again = run_cli("--database-url", sqlite_url, "audit", "verify", "--anchor", head)
+    assert again.returncode == 0, again.stderr
+
+    # Entries 3 and 4 cut off and the head row set back to entry 2: the chain holds.
+    store = Store(sqlite_url)
+    try:
+        with store.engine.begin() as conn:
+            (hash2,) = conn.exec_driver_sql("SELECT hash FROM tether_audit WHERE seq = 2").one()
+    finally:
+        store.close()
+    tamper(sqlite_url, "DELETE FROM tether_audit WHERE seq > 2")
+    tamper(sqlite_url, f"UPDATE tether_audit_head SET seq = 2, hash = '{hash2}'")
+    plain = run_cli("--database-url", sqlite_url, "audit", "verify")
+    assert plain.returncode == 0  # what the chain cannot show
+    cut = run_cli("--database-url", sqlite_url, "audit", "verify", "--anchor", head)
+    assert cut.returncode == 1
+    assert "cut at entry 4" in cut.stderr and "the log ends at entry 2" in cut.stderr
+    as_json = run_cli("--database-url", sqlite_url, "audit", "verify", "--anchor", head, "--json")
+    assert json.loads(as_json.stdout)["problem"]["kind"] == "cut"
+    # An anchor on an entry still there, with another hash: written again up to it.
+    other = run_cli("--database-url", sqlite_url, "audit", "verify", "--anchor", f"2:{'0' * 64}")
+    assert other.returncode == 1 and "rewritten at entry 2" in other.stderr
+    ok = run_cli("--database-url", sqlite_url, "audit", "verify", "--anchor", f"2:{hash2.upper()}")
+    assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize(
+    "anchor", ["4", "x:ab", "0:" + "a" * 64, "²:" + "a" * 64, "3:abc", "3:" + "g" * 64]
+)
+def test_a_malformed_anchor_is_a_usage_error(sqlite_url: str, anchor: str) -> None:
+    record_entries(sqlite_url, 1)
+    bad = run_cli("--database-url", sqlite_url, "audit", "verify", "--anchor", anchor)
+    assert bad.returncode == 2 and "--anchor" in bad.stderr and "Traceback" not in bad.stderr

@@ -23,26 +23,41 @@ def audit() -> None:
     is_flag=True,
     help="Fail on any entry not keyed with TETHER_AUDIT_KEY (needs the key).",
 )
+@click.option(
+    "--anchor",
+    "anchors",
+    multiple=True,
+    metavar="SEQ:HASH",
+    help="An entry seen before (the head printed by an earlier verify): it must still be there.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 @handle_errors
-def verify(ctx: click.Context, require_keyed: bool, as_json: bool) -> None:
-    """Check the chain; exit 1 at the first edited, deleted, inserted or reordered entry."""
+def verify(
+    ctx: click.Context, require_keyed: bool, anchors: tuple[str, ...], as_json: bool
+) -> None:
+    """Check the chain; exit 1 at the first edited, deleted, inserted or reordered entry.
+
+    The chain cannot show entries cut off its end, or a log written again whole: keep the
+    head it prints (SEQ:HASH) elsewhere now and then, and give it back with --anchor."""
     from tether.store.audit import audit_key
     from tether.store.audit_verify import verify_audit
 
     key = audit_key()
     if require_keyed and key is None:
         raise click.UsageError("--require-keyed needs the key: set TETHER_AUDIT_KEY")
+    kept = [_anchor(text) for text in anchors]
     reader = open_reader(ctx)
     with reader.engine.connect() as conn:
-        report = verify_audit(conn, key, require_keyed=require_keyed)
+        report = verify_audit(conn, key, require_keyed=require_keyed, anchors=kept)
     problem = report.problem
+    head = None if report.head_hash is None else f"{report.head_seq}:{report.head_hash}"
     if as_json:
         body: dict[str, Any] = {
             "ok": report.ok,
             "entries": report.entries,
             "unkeyed": report.unkeyed,
+            "head": head,
         }
         if problem is not None:
             body["problem"] = {"kind": problem.kind, "seq": problem.seq, "message": problem.message}
@@ -54,6 +69,8 @@ def verify(ctx: click.Context, require_keyed: bool, as_json: bool) -> None:
                 f"{style('✓', fg='green')} audit log of {visible(reader.display_url)}: "
                 f"{report.entries} entries, chain intact"
             )
+            if head is not None:
+                click.echo(f"  head {head} (keep it elsewhere; --anchor {head} checks it later)")
             if key is not None and report.unkeyed:
                 # With a key, unkeyed entries are the part of the chain it does not protect.
                 click.echo(
@@ -69,6 +86,21 @@ def verify(ctx: click.Context, require_keyed: bool, as_json: bool) -> None:
             )
     if problem is not None:
         sys.exit(EXIT_ERROR)
+
+
+def _anchor(text: str) -> tuple[int, str]:
+    """``SEQ:HASH`` as (seq, hash); a usage error naming what is wrong."""
+    seq, sep, digest = text.strip().partition(":")
+    if not sep or not (seq.isascii() and seq.isdigit()) or int(seq) < 1:
+        raise click.BadParameter(
+            f"{text!r} is not SEQ:HASH (an entry's seq, a colon and its hash)",
+            param_hint="--anchor",
+        )
+    if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
+        raise click.BadParameter(
+            f"the hash of {seq}:… must be 64 hexadecimal digits", param_hint="--anchor"
+        )
+    return int(seq), digest
 
 
 @audit.command("list")

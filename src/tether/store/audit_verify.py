@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,7 +16,9 @@ from tether.store.audit import (
     iter_audit,
 )
 
-Tampering = Literal["edited", "deleted", "inserted", "reordered", "unverifiable", "unkeyed"]
+Tampering = Literal[
+    "edited", "deleted", "inserted", "reordered", "unverifiable", "unkeyed", "cut", "rewritten"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +27,9 @@ class AuditProblem:
 
     kind: Tampering
     """What was done to the log there (``unverifiable``: keyed entries and no key;
-    ``unkeyed``: an entry not keyed where every entry must be, ``require_keyed``)."""
+    ``unkeyed``: an entry not keyed where every entry must be, ``require_keyed``; ``cut``:
+    the log ends before an anchored entry; ``rewritten``: an anchored entry's hash is not
+    the one kept, so the chain up to it was written again)."""
     seq: int
     """The seq of the entry where the chain breaks (for a deletion: the first missing)."""
     message: str
@@ -39,6 +44,8 @@ class AuditReport:
     """Entries read."""
     head_seq: int
     """The last seq the writers recorded."""
+    head_hash: str | None
+    """The hash of the last entry read (None: no entry): the anchor to keep elsewhere."""
     problem: AuditProblem | None
     """The first problem, or None when the chain holds."""
     unkeyed: int = 0
@@ -54,11 +61,20 @@ class AuditReport:
 Row = tuple[AuditEntry, str, str]
 
 
-def verify_audit(conn: Any, key: bytes | None, *, require_keyed: bool = False) -> AuditReport:
+def verify_audit(
+    conn: Any,
+    key: bytes | None,
+    *,
+    require_keyed: bool = False,
+    anchors: Sequence[tuple[int, str]] = (),
+) -> AuditReport:
     """Walk the chain in seq order and report its first break (the whole log is read, in one
     snapshot when ``conn`` has not begun a transaction yet). ``require_keyed``: an entry not
     keyed is a problem too (a log rewritten whole by someone without the key hashes as an
-    intact unkeyed chain)."""
+    intact unkeyed chain). ``anchors``: (seq, hash) of entries seen before and kept
+    elsewhere; the log must still hold each as it was. That finds what the chain alone
+    cannot: entries cut off the end with the head row set back, and a log rewritten whole
+    (by someone with the key, or unkeyed)."""
     _snapshot(conn)
     rows: list[Row] = []
     try:
@@ -70,7 +86,7 @@ def verify_audit(conn: Any, key: bytes | None, *, require_keyed: bool = False) -
         head_seq, head_hash = audit_head(conn)
     except UnreadableAudit as exc:
         return _cut_short(rows, key, 0, str(exc))
-    problem = _first_problem(rows, head_seq, head_hash, key)
+    problem = _first_problem(rows, head_seq, head_hash, key) or _anchor_problem(rows, anchors)
     unkeyed = [e.seq for e, _, _ in rows if e.alg != HMAC_SHA256]
     if problem is None and require_keyed and unkeyed:
         problem = AuditProblem(
@@ -78,7 +94,36 @@ def verify_audit(conn: Any, key: bytes | None, *, require_keyed: bool = False) -
             unkeyed[0],
             f"entry {unkeyed[0]} is not keyed (SHA-256 only; {len(unkeyed)} entries are not)",
         )
-    return AuditReport(entries=len(rows), head_seq=head_seq, problem=problem, unkeyed=len(unkeyed))
+    return AuditReport(
+        entries=len(rows),
+        head_seq=head_seq,
+        head_hash=rows[-1][0].hash if rows else None,
+        problem=problem,
+        unkeyed=len(unkeyed),
+    )
+
+
+def _anchor_problem(rows: list[Row], anchors: Sequence[tuple[int, str]]) -> AuditProblem | None:
+    """The first anchor (in seq order) the log does not hold as it was kept."""
+    by_seq = {e.seq: e.hash for e, _, _ in rows}
+    last = rows[-1][0].seq if rows else 0
+    for seq, kept in sorted(anchors):
+        found = by_seq.get(seq)
+        if found is None:
+            return AuditProblem(
+                "cut",
+                seq,
+                f"the log ends at entry {last}, but entry {seq} was seen before (anchor): "
+                "entries were cut off the end",
+            )
+        if found.lower() != kept.lower():
+            return AuditProblem(
+                "rewritten",
+                seq,
+                f"entry {seq}'s hash is not the one kept (anchor): the log was written again "
+                f"up to entry {seq}",
+            )
+    return None
 
 
 def _snapshot(conn: Any) -> None:
@@ -100,7 +145,12 @@ def _cut_short(rows: list[Row], key: bytes | None, after: int, why: str) -> Audi
     problem = _first_problem(rows, last, last_hash, key) or AuditProblem(
         "edited", last + after, why
     )
-    return AuditReport(entries=len(rows), head_seq=last, problem=problem)
+    return AuditReport(
+        entries=len(rows),
+        head_seq=last,
+        head_hash=rows[-1][0].hash if rows else None,
+        problem=problem,
+    )
 
 
 def _first_problem(
