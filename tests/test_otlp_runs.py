@@ -442,3 +442,75 @@ def test_a_span_id_stored_in_another_trace_is_rejected_not_dropped_silently(site
     assert "another trace" in partial["errorMessage"]
     rows = site.rows("SELECT trace_id, name FROM tether_spans")
     assert sorted(rows) == sorted([(first, "first"), (second, "fine")])
+
+
+# -- requests of new spans, and what sends them the careful way ------------------------------
+# Requests whose spans are all new are written without looking each span up first (SQLite);
+# a span or run found stored by the inserts sends the request down the careful path, and a
+# project with a pending run takes that path from the start. Either way the result is the same.
+
+
+def test_a_request_resending_one_span_among_new_ones_stores_each_once(site: Site) -> None:
+    trace = _trace(7, 1)
+    ids = [_id(7, 1, i) for i in range(2)]
+    first = _chain(trace, ids)  # the root and a model call of 100 input tokens
+    assert site.post(first).status_code == 200
+    # The model call sent again (a retry) beside a second model call of the run, new.
+    second = dict(first[1], spanId=_id(7, 1, 9))
+    again = site.post([first[1], second])
+    assert again.status_code == 200 and "partialSuccess" not in again.json(), again.text
+    runs = site.rows("SELECT input_tokens, turns FROM tether_runs WHERE run_id = :r", r=ids[0])
+    assert [(r.input_tokens, r.turns) for r in runs] == [(200, 2)]  # the retry counted once
+    spans = site.rows("SELECT count(*) AS n FROM tether_spans WHERE trace_id = :t", t=trace)
+    assert spans[0].n == 3
+    assert site.post([*first, second]).status_code == 200  # all of it again: nothing changes
+    runs = site.rows("SELECT input_tokens, turns FROM tether_runs WHERE run_id = :r", r=ids[0])
+    assert [(r.input_tokens, r.turns) for r in runs] == [(200, 2)]
+
+
+def test_a_new_root_whose_id_is_a_stored_span_of_the_project_is_refused(site: Site) -> None:
+    trace = _trace(7, 2)
+    ids = [_id(7, 2, i) for i in range(2)]
+    assert site.post(_chain(trace, ids)).status_code == 200
+    # Another trace whose root reuses the stored child's id, beside a trace that is new.
+    clash = json_span(ids[1], None, "clash", {"gen_ai.operation.name": "invoke_agent"})
+    fine = _chain(_trace(7, 3), [_id(7, 3, 0), _id(7, 3, 1)])
+    answer = site.post([clash, *fine])
+    assert answer.status_code == 200
+    partial = answer.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "1" and ids[1] in partial["errorMessage"]
+    _check_trace(site, _trace(7, 3), _id(7, 3, 0), spans=2, input_tokens=100)
+    _check_trace(site, trace, ids[0], spans=2, input_tokens=100)
+
+
+def test_whole_traces_are_stored_right_beside_many_pending_runs_of_another_project(
+    site: Site, store_url: str
+) -> None:
+    """Another project's thousand orphan spans (each a pending run) make the check for
+    pending runs give up: requests go the careful way and store the same; this project's
+    own pending run still takes its root."""
+    other = AccessStore(store_url)
+    other.create_project("noisy")
+    noisy_key = other.create_key("noisy", Role.AGENT)[1]
+    orphans = [
+        json_span(_id(8, 1, i), _id(8, 2, i), "orphan", {}, trace=_trace(8, i)) for i in range(300)
+    ]
+    with httpx.Client(base_url=site.urls[0], timeout=60) as c:
+        sent = c.post(
+            "/v1/traces",
+            json=json_request(*orphans),
+            headers={"Authorization": f"Bearer {noisy_key}"},
+        )
+    assert sent.status_code == 200, sent.text
+    trace = _trace(9, 1)
+    ids = [_id(9, 1, i) for i in range(3)]
+    chain = _chain(trace, ids)
+    assert site.post(chain[2:]).status_code == 200  # the last span first: a pending run
+    assert site.post(chain[:2]).status_code == 200  # then its root and parent
+    _check_trace(site, trace, ids[0], spans=3, input_tokens=100)
+    assert site.post(_chain(_trace(9, 2), [_id(9, 2, 0), _id(9, 2, 1)])).status_code == 200
+    _check_trace(site, _trace(9, 2), _id(9, 2, 0), spans=2, input_tokens=100)
+    pending = site.rows(
+        "SELECT count(*) AS n FROM tether_runs WHERE project = 'noisy' AND status = 'running'"
+    )
+    assert pending[0].n == 300
