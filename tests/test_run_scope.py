@@ -207,6 +207,50 @@ async def test_steps_after_the_end_and_a_scope_left_without_an_ending(sqlite_url
     assert record.status == "failed" and "without ending the run" in record.error
 
 
+async def test_a_scope_entered_twice_keeps_its_run_and_says_why(sqlite_url: str) -> None:
+    """Entering a scope again (nested, or after it closed) wrote the run's record a second
+    time, which the store refused, and restarted its clock: the run's end then matched no
+    stored run, and the run stayed ``running`` in the store for ever."""
+    harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=sqlite_url)
+    scope = harness.open_run("hi", agent="a")
+    with pytest.raises(TetherError, match="entered already"):
+        async with scope as run:
+            await run.input()
+            async with scope:
+                pass
+    record, _, _ = trace_of(sqlite_url, scope.run_id)
+    assert record.status == "failed" and "entered already" in record.error
+    with pytest.raises(TetherError, match="entered already"):
+        async with scope:
+            pass
+    [stored] = Store(sqlite_url).find_runs(RunQuery()).runs
+    assert stored.run_id == scope.run_id and stored.status == "failed"
+
+
+async def test_end_after_the_run_ended_keeps_the_first_ending(sqlite_url: str) -> None:
+    """A hand-written loop that calls ``end()`` after a control blocked the answer turned the
+    block into a final answer in the record, with the blocked text stored as the output."""
+
+    class NoSecrets(Control):
+        name = "no_secrets"
+
+        async def on_output(self, ctx: HookContext, text: str) -> Decision:
+            return Decision.block("a secret") if "s3cret" in text else Decision.allow()
+
+    harness = Harness(
+        models=[ScriptedModel([{"text": "the s3cret"}])], controls=[NoSecrets()], trace=sqlite_url
+    )
+    async with harness.open_run("hi", agent="a") as run:
+        await run.input()
+        reply = await run.model_call()
+        assert reply.value is not None
+        answer = await run.output(reply.value.content)
+        run.end(Outcome.FINAL_ANSWER, output=reply.value.content)  # the loop's mistake
+    assert answer.stopped and run.result().outcome == Outcome.BLOCKED
+    record, _, _ = trace_of(sqlite_url, run.run_id)
+    assert record.outcome == "blocked" and "s3cret" not in (record.output or "")
+
+
 async def test_a_step_outside_an_open_scope_is_an_error() -> None:
     harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=False)
     run = harness.open_run("hi")

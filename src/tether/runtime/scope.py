@@ -541,6 +541,16 @@ class RunScope:
     async def __aenter__(self) -> RunScope:
         from tether.trace import RunRecorder  # loads the store: see resolve_sink
 
+        if self._recorder is not None:
+            # Entered again (nested, or after it closed): starting the run a second time
+            # would write a second record under the same run id, which the store refuses,
+            # and restart its clock, so the run's end would match no stored run and the run
+            # would stay ``running`` for ever. Raised inside the first ``async with``, the
+            # mistake ends that run as a crash, with this message in its trace.
+            raise TetherError(
+                "this run scope was entered already: a scope holds one run; "
+                "open another with harness.open_run(...)"
+            )
         state, h = self.state, self.harness
         self._started = monotonic()
         self._clock = h.deadline(h.limits.timeout_s)
@@ -731,10 +741,17 @@ class RunScope:
     ) -> None:
         """End the run with ``outcome``: what the user is told (``output``), why it stopped,
         and for a failure what went wrong. Steps end the run themselves on a stop; call this
-        for endings of the run's own logic (an empty answer, say)."""
+        for endings of the run's own logic (an empty answer, say).
+
+        A run that has ended already (a control blocked a step, the output step gave the
+        answer) keeps its first ending, as a step after the end changes nothing: a later
+        ``end()`` must not turn a control's block into a final answer in the record, nor
+        store the text an output guard blocked or masked as the run's output."""
         if self._held is not None:
             self.release_reply()
         state = self.state
+        if state.finished:
+            return
         state.end(outcome)
         state.output = output
         state.stop_reason = reason if reason is not None else error
