@@ -28,6 +28,7 @@ from tether import (
     TetherError,
     ToolCall,
     ToolResult,
+    Usage,
     tool,
 )
 from tether.store import RunQuery, Store
@@ -343,3 +344,101 @@ def test_a_bad_project_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=False)
     with pytest.raises(TetherError, match="TETHER_PROJECT"):
         harness.open_run("hi")
+
+
+def _lookup(key: str) -> str:
+    """Look a key up."""
+    return f"value of {key}"
+
+
+@pytest.mark.parametrize(
+    ("hook", "value", "said"),
+    [
+        ("before_model", ModelResponse(content=None), "content is a NoneType"),  # type: ignore[arg-type]
+        ("before_model", ModelResponse(content="a", usage=None), "usage is a NoneType"),  # type: ignore[arg-type]
+        ("before_model", ModelResponse(content="a", usage=Usage(input_tokens=-5)), "input_tokens"),
+        ("before_model", ModelResponse(content="a", usage=Usage(output_tokens=10**20)), "output"),
+        ("before_model", ModelResponse(tool_calls=["lookup"]), "tool_calls"),  # type: ignore[list-item]
+        ("before_tool", ToolResult(None), "content is a NoneType"),  # type: ignore[arg-type]
+        ("after_model", ModelResponse(content=5), "content is a int"),  # type: ignore[arg-type]
+        ("after_tool", ToolResult("x", is_error="yes"), "is_error"),  # type: ignore[arg-type]
+    ],
+)
+async def test_a_malformed_answer_from_a_control_fails_the_control(
+    sqlite_url: str, hook: str, value: Any, said: str
+) -> None:
+    """``ModelResponse`` and ``ToolResult`` check nothing when made: a control's Respond (or
+    Modify) with content that is not text crashed the run with an AttributeError out of the
+    step, and a token count past the store's 64-bit columns had the run's end refused by the
+    store (the run stayed ``running`` for ever). The control fails closed instead."""
+
+    class Odd(Control):
+        name = "odd"
+
+    async def decide(self: Control, ctx: HookContext, payload: Any) -> Decision:
+        if hook.startswith("before"):
+            return Decision.respond(value, "odd")
+        return Decision.modify(value, "odd")
+
+    setattr(Odd, hook, decide)
+    model = ScriptedModel(
+        [{"tool_calls": [{"name": "_lookup", "arguments": {"key": "a"}}]}, {"text": "done"}]
+    )
+    harness = Harness(models=[model], tools=[_lookup], controls=[Odd()], trace=sqlite_url)
+    async with harness.open_run("go", agent="a") as run:
+        await run.input()
+        reply = await run.model_call()
+        if reply.value is not None:
+            await run.tool_calls(reply.value.tool_calls)
+    result = run.result()
+    assert result.outcome == Outcome.CONTROL_ERROR, result.stop_reason
+    assert said in (result.stop_reason or "")
+    record, _, _ = trace_of(sqlite_url, run.run_id)
+    assert record.status == "failed" and record.outcome == "control_error"
+
+
+async def test_a_control_answer_with_lone_surrogates_is_cleaned_as_a_tool_result_is(
+    sqlite_url: str,
+) -> None:
+    class Canned(Control):
+        name = "canned"
+
+        async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
+            return Decision.respond(ToolResult("file-\udc80.txt"), "known")
+
+    model = ScriptedModel(
+        [{"tool_calls": [{"name": "_lookup", "arguments": {"key": "a"}}]}, {"text": "done"}]
+    )
+    agent = Agent(make_spec(), model=model, tools=[_lookup], controls=[Canned()], trace=sqlite_url)
+    result = await agent.run("go")
+    assert result.ok, result.error
+    [tool_message] = [m for m in result.state.messages if m.role == "tool"]
+    assert tool_message.content == "file-\ufffd.txt"
+
+
+class _OddModel(ScriptedModel):
+    """A model integration whose ``complete`` builds a reply that cannot be used."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        return ModelResponse(content="hi", usage=Usage(input_tokens=2**70))
+
+
+async def test_a_model_integration_s_unusable_reply_is_the_model_failing(sqlite_url: str) -> None:
+    """A ``Model`` whose reply cannot be used is a failed model: the chain falls back to the
+    next, and the run's end is stored (it was refused by the store: 2**70 tokens)."""
+    fallback = ScriptedModel([{"text": "from the fallback"}], name="gpt-4.1-mini")
+    harness = Harness(models=[_OddModel([{"text": "x"}]), fallback], trace=sqlite_url)
+    async with harness.open_run("go", agent="a") as run:
+        await run.input()
+        reply = await run.model_call()
+        assert reply.value is not None
+        await run.output(reply.value.content)
+    assert run.result().output == "from the fallback"
+    harness = Harness(models=[_OddModel([{"text": "x"}])], trace=sqlite_url)
+    async with harness.open_run("go", agent="a") as run:
+        await run.input()
+        assert (await run.model_call()).stopped
+    result = run.result()
+    assert result.outcome == Outcome.ERROR and "cannot use" in (result.error or "")
+    record, _, _ = trace_of(sqlite_url, run.run_id)
+    assert record.status == "failed" and "input_tokens" in record.error

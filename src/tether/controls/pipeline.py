@@ -31,6 +31,7 @@ from tether.controls.approvals import (
 )
 from tether.core import AgentRef, Caller, EntryPoint, Outcome, TetherError, describe_exception
 from tether.providers import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
+from tether.providers.types import response_problem
 from tether.spec import Limits, LoopBreakerConfig
 from tether.tools import Tool, ToolResult
 from tether.trace import semconv
@@ -152,6 +153,21 @@ def _as_outcome(value: Outcome | str) -> Outcome:
 
 
 RESPOND_TYPES.update({Hook.BEFORE_MODEL: ModelResponse, Hook.BEFORE_TOOL: ToolResult})
+
+
+def value_problem(value: object) -> str | None:
+    """What makes a reply or tool result a control hands in (``Respond``, ``Modify``) unfit to
+    go on with (None: nothing, or not a reply or tool result). Both are plain dataclasses
+    whose constructors check nothing: content that is not text, or a token count past the
+    store's columns, crashed the run past the pipeline instead of failing the control."""
+    if isinstance(value, ModelResponse):
+        return response_problem(value)
+    if isinstance(value, ToolResult):
+        if not isinstance(value.content, str):
+            return f"content is a {type(value.content).__name__}, not text"
+        if not isinstance(value.is_error, bool):
+            return "is_error is not a bool"
+    return None
 
 
 class ToolRecordView(Protocol):
@@ -472,6 +488,12 @@ class Pipeline:
                         f"Respond at {ctx.hook.value} needs a {wanted.__name__}, "
                         f"got {type(d.value).__name__}"
                     )
+            if d.verdict is _RESPOND or d.verdict is _MODIFY:
+                problem = value_problem(d.value)
+                if problem is not None:
+                    what = type(d.value).__name__
+                    verdict = d.verdict.value.capitalize()
+                    raise TypeError(f"{verdict} at {ctx.hook.value}: the {what} {problem}")
             return d
         except LimitReached as reached:  # the run's budget, not a failure of the control
             return reached.decision

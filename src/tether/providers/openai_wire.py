@@ -23,6 +23,7 @@ from tether.providers.streaming import (
     UsageUpdate,
 )
 from tether.providers.types import (
+    MAX_CALL_TOKENS,
     Message,
     ModelRequest,
     ModelResponse,
@@ -196,13 +197,6 @@ def parse_completion(
         finish_reason=finish_reason,
         response_id=response_id if isinstance(response_id, str) else None,
     )
-
-
-MAX_CALL_TOKENS = 10**12
-"""The most tokens (each of input, output, cached) a model call may report: far above any
-model, and low enough that a run's totals stay in the store's signed 64-bit columns and
-Cedar's Longs (2^70 failed the run's writes; a negative count read as spend given back). OTLP
-ingest takes spans up to the same count (``tether.server.otlp_mapping.MAX_TOKENS``)."""
 
 
 def parse_usage(usage: Any, bad: Callable[[str], ProviderError]) -> Usage:

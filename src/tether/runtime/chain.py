@@ -31,6 +31,7 @@ from tether.providers import (
     response_events,
     stream_of,
 )
+from tether.providers.types import response_problem
 from tether.runtime.steps import Stop
 from tether.runtime.telemetry import clip, input_messages, output_messages
 from tether.store import SpanRecord
@@ -263,7 +264,7 @@ async def control_model_call(
         ]
         span.attributes[semconv.GEN_AI_INPUT_MESSAGES] = input_messages(stored)[0]
     try:
-        response = _scrubbed(await model.complete(request))
+        response = _scrubbed(_usable(model, await model.complete(request)))
     except BaseException as exc:
         # A provider's error may quote the request (the text judged): stored masked.
         said = scope.stored_error(describe_exception(exc))
@@ -295,8 +296,23 @@ async def _call(
 
     with call_events_to(on_span):
         if streamed is None or on_event is None:
-            return await model.complete(request)
-        return await _stream(model, request, streamed, on_event)
+            response = await model.complete(request)
+        else:
+            response = await _stream(model, request, streamed, on_event)
+    return _usable(model, response)
+
+
+def _usable(model: Model, response: ModelResponse) -> ModelResponse:
+    """``response``, if a run can go on with it; else the model failed (``ProviderError``:
+    the chain falls back, the run says which model and why). A model integration's own
+    ``complete`` builds its reply unchecked (see ``response_problem``)."""
+    problem = response_problem(response)
+    if problem is not None:
+        raise ProviderError(
+            f"model {model.name!r} returned a reply Tether cannot use: the reply {problem}",
+            hint="fix the model integration's complete() (or stream())",
+        )
+    return response
 
 
 async def _deliver(on_event: StreamHandler, event: StreamEvent) -> None:
