@@ -31,6 +31,7 @@ from tether.providers import (
     response_events,
     stream_of,
 )
+from tether.providers.streaming import event_problem
 from tether.providers.types import response_problem
 from tether.runtime.steps import Stop
 from tether.runtime.telemetry import clip, input_messages, output_messages
@@ -327,6 +328,12 @@ async def _stream(
     events = stream_of(model, request)
     try:
         async for event in events:
+            problem = event_problem(event)
+            if problem is not None:
+                raise ProviderError(
+                    f"model {model.name!r}: its reply stream sent {problem}",
+                    hint="fix the model integration's stream()",
+                )
             streamed.add(event)
             await _deliver(on_event, event)
             if isinstance(event, StreamEnd):
