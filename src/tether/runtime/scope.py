@@ -149,7 +149,8 @@ class Harness:
     ``models`` is the chain a model call tries in order (primary, then fallbacks). ``tools``
     are ``Tool`` objects or plain functions (a function becomes a ``FunctionTool``); giving
     one is the grant to call it. The limits control and the loop breaker come first in the
-    pipeline, then ``controls``. ``trace`` is a ``TraceTarget``. ``degraded_answer`` is
+    pipeline, then ``controls`` (a ``LoopBreaker`` among them replaces the built-in one).
+    ``trace`` is a ``TraceTarget``. ``degraded_answer`` is
     what a run answers when every model failed for a reason that may pass (its outcome is
     still ``error``). ``budgets`` (a spec's ``budgets`` section, or a ``BudgetControl``) checks
     every model call against token and US-dollar budgets and rate limits, last in the
@@ -186,7 +187,13 @@ class Harness:
         """The budgets and rate limits of every model call (``None``: none)."""
         # The budgets last: a reservation is made only for a call no control stops.
         budget: list[Control] = [] if self.budget is None else [self.budget]
-        self.controls: list[Control] = [LimitsControl(), LoopBreaker(), *controls, *budget]
+        # A LoopBreaker among ``controls`` (``LoopBreaker(exempt_tools=...)``: its values
+        # override the spec's) takes the built-in one's place: beside it, the built-in one,
+        # first in the pipeline, would stop the run before the given one was asked.
+        given = [c for c in controls if isinstance(c, LoopBreaker)]
+        breaker = given[0] if given else LoopBreaker()
+        others = [c for c in controls if c is not breaker]
+        self.controls: list[Control] = [LimitsControl(), breaker, *others, *budget]
         self.redact_stored = text_redactor(self.controls, None)
         """What the trace stores of texts the guards' decisions quote (reasons, evidence, a
         judge's reply): masked as every masking guard of the run masks, whatever channel."""
