@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fakes.cli import run_cli
-from fakes.openai_server import FakeOpenAIServer, Reply, stream_chunk
+from fakes.openai_server import FakeOpenAIServer, Reply, completion_body, stream_chunk
 from fakes.specs import make_spec
 from fakes.traces import trace_of
 from tether import (
@@ -278,3 +278,45 @@ async def test_a_model_s_own_stream_sending_what_is_no_event_fails_the_model(
     assert result.outcome == Outcome.ERROR and said in (result.error or "")
     record, _, _ = trace_of(sqlite_url, run.run_id)
     assert record.status == "failed" and said in record.error
+
+
+async def test_a_call_whose_usage_went_unreported_costs_unknown_not_nothing(
+    sqlite_url: str,
+) -> None:
+    """A server that ignores ``stream_options.include_usage`` (or leaves ``usage`` out of a
+    completion), and a stream cut off before its usage came: the call's zeros were recorded
+    as a count, so the run cost "$0.000000" and its limits and budgets counted nothing."""
+    no_usage = [
+        stream_chunk({"role": "assistant", "content": "Hello"}),
+        stream_chunk({}, finish_reason="stop"),
+    ]
+    body = completion_body(content="Hello")
+    del body["usage"]
+    with FakeOpenAIServer() as server:
+        server.enqueue(Reply(sse=no_usage))
+        server.enqueue(Reply(json=body))
+        cut_off = [
+            *no_usage[:1],
+            stream_chunk({"content": " more"}),
+            stream_chunk({"content": "!"}),
+        ]
+        server.enqueue(Reply(sse=cut_off, sse_cut_after=2))
+        model = OpenAIChatModel(
+            "gpt-4.1-mini", base_url=server.base_url, api_key="sk-test", max_retries=0
+        )
+        agent = Agent(make_spec(), model=model, trace=sqlite_url)
+        try:
+            streamed = await agent.run("hi", stream=collector()[1])
+            completed = await agent.run("hi")
+            cut = await agent.run("hi", stream=collector()[1])
+        finally:
+            await agent.aclose()
+    for result in (streamed, completed, cut):
+        assert result.cost_usd is None, result.outcome  # unknown, not 0.0
+        record, spans, _ = trace_of(sqlite_url, result.run_id)
+        [chat] = [s for s in spans if s.kind == "model"]
+        assert chat.attributes[semconv.TETHER_USAGE_UNKNOWN] is True
+        assert chat.attributes[semconv.TETHER_COST_UNPRICED] is True
+        assert semconv.TETHER_COST_USD not in chat.attributes
+        assert record.attributes[semconv.TETHER_COST_UNPRICED] == 1
+    assert streamed.ok and completed.ok and cut.outcome == Outcome.ERROR

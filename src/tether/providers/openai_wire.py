@@ -182,6 +182,7 @@ def parse_completion(
         tool_calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
 
     usage = parse_usage(data.get("usage"), bad)
+    usage_known = data.get("usage") is not None
     model = data.get("model")
     finish_reason = choice.get("finish_reason")
     response_id = data.get("id")
@@ -196,6 +197,7 @@ def parse_completion(
         model=model if isinstance(model, str) and model else default_model,
         finish_reason=finish_reason,
         response_id=response_id if isinstance(response_id, str) else None,
+        usage_known=usage_known,
     )
 
 

@@ -223,6 +223,7 @@ class StreamAccumulator:
             usage=self.usage,
             model=self._model,
             finish_reason=INCOMPLETE,
+            usage_known=self._usage is not None,
         )
 
 
@@ -268,7 +269,7 @@ def response_events(
         yield ToolCallDelta(index, call.id, call.name)
         for start in range(0, len(arguments), _ARGUMENT_PIECE):
             yield ToolCallDelta(index, arguments_delta=arguments[start : start + _ARGUMENT_PIECE])
-    yield StreamEnd(response, usage_known=usage_known)
+    yield StreamEnd(response, usage_known=usage_known and response.usage_known)
 
 
 def stream_of(model: Model, request: ModelRequest) -> AsyncIterator[StreamEvent]:

@@ -155,6 +155,10 @@ class ModelResponse(PlainData):
     """Model name the provider reports having used."""
     finish_reason: str = "stop"
     response_id: str | None = None
+    usage_known: bool = True
+    """Whether the provider reported the call's usage. When not (a server that leaves
+    ``usage`` out, a stream cut off before its usage came), ``usage`` is zeros, not a count:
+    the run records the call's cost as unknown, never as free."""
 
     def as_message(self) -> Message:
         return Message(role="assistant", content=self.content, tool_calls=list(self.tool_calls))

@@ -143,9 +143,12 @@ async def model_step(
         return await _chain_call(scope, request, decision, on_event)
     finally:
         unpriced = state.unpriced_calls > before[2]
+        tokens = state.usage.total_tokens - before[0]
         attributes = await budget.settle(
             scope.run_id,
-            tokens=state.usage.total_tokens - before[0],
+            # No tokens from a call whose cost is unknown: its usage went unreported (or it
+            # really used none); the reserved worst case is charged, never nothing.
+            tokens=None if unpriced and not tokens else tokens,
             usd=None if unpriced else max(0.0, state.cost_usd - before[1]),
         )
         if attributes:
@@ -364,6 +367,11 @@ def _account(scope: RunScope, span: SpanRecord, model: Model, response: ModelRes
     cost limit has already checked is priced."""
     state, usage, a = scope.state, response.usage, span.attributes
     state.usage = state.usage + usage
+    if not response.usage_known:  # zeros that are no count: the call's cost is unknown
+        state.unpriced_calls += 1
+        a[semconv.TETHER_COST_UNPRICED] = True
+        a[semconv.TETHER_USAGE_UNKNOWN] = True
+        return
     pricing = scope.harness.pricing
     tokens = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
     cost = pricing.cost(response.model or model.name, *tokens)
