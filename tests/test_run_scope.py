@@ -20,6 +20,7 @@ from tether import (
     Harness,
     HookContext,
     Limits,
+    Message,
     ModelRequest,
     ModelResponse,
     Outcome,
@@ -250,6 +251,30 @@ async def test_end_after_the_run_ended_keeps_the_first_ending(sqlite_url: str) -
     assert answer.stopped and run.result().outcome == Outcome.BLOCKED
     record, _, _ = trace_of(sqlite_url, run.run_id)
     assert record.outcome == "blocked" and "s3cret" not in (record.output or "")
+
+
+async def test_a_model_call_after_the_end_leaves_the_conversation_as_it_was() -> None:
+    """A request given to a model call after the run had ended (a loop that does not check
+    the step before) still became the run's conversation, and so the paused run's checkpoint
+    that a resume goes on from."""
+
+    class Pause(Control):
+        name = "pause"
+
+        async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
+            return Decision.escalate("a person decides")
+
+    model = ScriptedModel([{"tool_calls": [{"name": "_lookup", "arguments": {"key": "a"}}]}])
+    harness = Harness(models=[model], tools=[_lookup], controls=[Pause()], trace=False)
+    async with harness.open_run("go", agent="a") as run:
+        await run.input()
+        reply = await run.model_call()
+        assert reply.value is not None
+        assert (await run.tool_calls(reply.value.tool_calls)).stopped
+        before = list(run.state.messages)
+        late = await run.model_call(ModelRequest(messages=[Message(role="user", content="x")]))
+    assert late.stopped and late.outcome == Outcome.ESCALATED
+    assert run.state.messages == before
 
 
 async def test_a_step_outside_an_open_scope_is_an_error() -> None:

@@ -909,6 +909,7 @@ class RunScope:
         ``on_output`` or ``after_model`` control) the text deltas and the end event (it carries the
         whole reply) are not sent at all: the step's value is the reply to show."""
         state = self.state
+        given = request is not None  # it becomes the conversation once the step runs
         if request is None:
             messages = list(state.messages)
             if note:
@@ -920,11 +921,11 @@ class RunScope:
                 tools=list(self.harness.tool_defs) if tools else [],
                 settings=self.harness.settings,
             )
-        else:
-            state.messages = list(request.messages)
         sent = request
 
         async def work() -> ModelResponse:
+            if given:  # only once the step runs: a step after the end changes nothing
+                state.messages = list(sent.messages)
             response = await model_step(self, sent, _held_text(stream, self.harness))
             state.messages.append(response.as_message())
             return response
