@@ -33,7 +33,7 @@ from tether import (
     tool,
 )
 from tether.store import RunQuery, Store
-from tether.trace import semconv
+from tether.trace import semconv, writer_for
 
 
 class Cache(Control):
@@ -275,6 +275,54 @@ async def test_a_model_call_after_the_end_leaves_the_conversation_as_it_was() ->
         late = await run.model_call(ModelRequest(messages=[Message(role="user", content="x")]))
     assert late.stopped and late.outcome == Outcome.ESCALATED
     assert run.state.messages == before
+
+
+async def test_a_step_the_caller_cancels_and_goes_on_from_leaves_no_cancellation(
+    sqlite_url: str,
+) -> None:
+    """A loop's own ``asyncio.wait_for`` around a step cancels it; the loop catches the
+    timeout, calls again and answers. The run was recorded completed with the answer and
+    with the error "the run was cancelled before it finished" (stop reason "cancelled")."""
+
+    class SlowOnce(ScriptedModel):
+        calls = 0
+
+        async def complete(self, request: ModelRequest) -> ModelResponse:
+            SlowOnce.calls += 1
+            if SlowOnce.calls == 1:
+                await asyncio.sleep(30)
+            return ModelResponse(content="answer")
+
+    harness = Harness(models=[SlowOnce([{"text": "x"}])], trace=sqlite_url)
+    async with harness.open_run("hi", agent="a") as run:
+        await run.input()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(run.model_call(), 0.05)
+        reply = await run.model_call()
+        assert reply.value is not None
+        await run.output(reply.value.content)
+    result = run.result()
+    assert result.ok and result.error is None and result.stop_reason is None
+    record, _, _ = trace_of(sqlite_url, run.run_id)
+    assert record.status == "completed" and record.error is None
+    # A cancellation that leaves the scope is still the run's ending, in its words.
+    harness = Harness(models=[SlowOnce([{"text": "x"}])], trace=sqlite_url)
+    SlowOnce.calls = 0
+    task = asyncio.ensure_future(_answer_once(harness))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    writer_for(sqlite_url).flush()
+    [cancelled] = [r for r in Store(sqlite_url).find_runs(RunQuery()).runs if r.status == "failed"]
+    assert cancelled.error == "the run was cancelled before it finished"
+    assert cancelled.attributes["stop_reason"] == "cancelled"
+
+
+async def _answer_once(harness: Harness) -> None:
+    async with harness.open_run("hi", agent="a") as run:
+        await run.input()
+        await run.model_call()
 
 
 async def test_a_step_outside_an_open_scope_is_an_error() -> None:

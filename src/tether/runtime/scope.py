@@ -487,6 +487,9 @@ class RunScope:
         self._held: tuple[SpanRecord, ModelResponse] | None = None
         """The chat span of the newest reply that may be the answer, and the reply, written
         once ``on_output`` has judged the answer or the run has moved on."""
+        self._cancelled: str | None = None
+        """What a step said when it was cancelled (the run's error, if the cancellation
+        leaves the scope)."""
         self._input_checked = False
         """Whether ``state.input`` holds what ``on_input`` let through (before, it holds the
         caller's text as given, which must not be stored unmasked)."""
@@ -653,8 +656,10 @@ class RunScope:
         if exc is not None:
             # A crash (a bug, a cancelled task) still leaves a complete trace and a checkpoint.
             state.end(Outcome.ERROR)
-            if not (isinstance(exc, asyncio.CancelledError) and state.stop_reason == "cancelled"):
-                # else the step has said it was cancelled; the text may quote the request
+            if isinstance(exc, asyncio.CancelledError) and self._cancelled is not None:
+                # The step has said it was cancelled (its text may quote the request).
+                state.error, state.stop_reason = self._cancelled, "cancelled"
+            else:
                 state.error = self.stored_error(_crash_message(exc))
                 state.stop_reason = "internal error"
             self.recorder.event(self.run_id, semconv.EVENT_RUN_ERROR, {"message": state.error})
@@ -862,10 +867,12 @@ class RunScope:
         except asyncio.CancelledError as exc:
             # The caller cancelled the run (a SIGTERM or Ctrl-C unwinding the event loop, a
             # task cancelled from outside). Say so: the bare exception's text is empty.
+            # Kept on the scope, not in the run's state: a caller that catches it (its own
+            # ``asyncio.wait_for`` around a step) goes on with the run, which must not end
+            # up recorded as cancelled with a final answer.
             detail = f": {exc.args[0]}" if exc.args and exc.args[0] else ""
-            state.error = f"the run was cancelled before it finished{detail}"
-            state.stop_reason = "cancelled"
-            raise asyncio.CancelledError(state.error) from exc
+            self._cancelled = f"the run was cancelled before it finished{detail}"
+            raise asyncio.CancelledError(self._cancelled) from exc
         return Step(value)
 
     # -- steps ------------------------------------------------------------------------------
