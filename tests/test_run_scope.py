@@ -419,6 +419,31 @@ def test_a_bad_project_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         harness.open_run("hi")
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"project": None}, "Caller.project"),  # crashed the run's start (AttributeError)
+        ({"project": "bad\x1bname"}, "Caller.project"),  # TETHER_PROJECT is refused so
+        ({"project": "p" * 101}, "Caller.project"),
+        ({"key_id": 5}, "Caller.key_id"),
+        ({"roles": "admin"}, "Caller.roles"),  # five one-letter roles to the policies
+        ({"scopes": None}, "Caller.scopes"),
+        ({"scopes": [1]}, "Caller.scopes"),
+    ],
+)
+def test_a_caller_that_is_no_caller_is_refused_when_made(given: dict[str, Any], said: str) -> None:
+    with pytest.raises(TetherError, match=said):
+        Caller(**given)
+
+
+def test_a_caller_takes_any_iterable_of_names() -> None:
+    caller = Caller(roles=["admin", "admin"], scopes=("orders:read",))  # type: ignore[arg-type]
+    assert caller.roles == frozenset({"admin"}) and caller.scopes == frozenset({"orders:read"})
+    assert hash(caller) == hash(
+        Caller(roles=frozenset({"admin"}), scopes=frozenset({"orders:read"}))
+    )
+
+
 def _lookup(key: str) -> str:
     """Look a key up."""
     return f"value of {key}"
