@@ -325,6 +325,35 @@ async def _answer_once(harness: Harness) -> None:
         await run.model_call()
 
 
+async def test_a_control_trimming_a_given_request_s_tools_leaves_the_harness_s_alone() -> None:
+    """A loop passes ``tools=harness.tool_defs`` (as the README and the example do): a
+    control removing a tool from that request in place removed it from the harness, for every
+    later call and run."""
+
+    class NoRefundTool(Control):
+        name = "no_refund_tool"
+
+        async def before_model(self, ctx: HookContext, request: ModelRequest) -> Decision:
+            request.tools[:] = [t for t in request.tools if t.name != "refund"]
+            return Decision.allow()
+
+    def refund(order: str) -> str:
+        """Refund an order."""
+        return "refunded"
+
+    harness = Harness(
+        models=[ScriptedModel([{"text": "x"}])],
+        tools=[_lookup, refund],
+        controls=[NoRefundTool()],
+        trace=False,
+    )
+    async with harness.open_run("hi") as run:
+        await run.input()
+        request = ModelRequest(messages=list(run.state.messages), tools=harness.tool_defs)
+        assert (await run.model_call(request)).value is not None
+    assert [t.name for t in harness.tool_defs] == ["_lookup", "refund"]
+
+
 async def test_a_step_outside_an_open_scope_is_an_error() -> None:
     harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=False)
     run = harness.open_run("hi")

@@ -928,6 +928,13 @@ class RunScope:
                 tools=list(self.harness.tool_defs) if tools else [],
                 settings=self.harness.settings,
             )
+        elif request.tools is self.harness.tool_defs:
+            # ``ModelRequest(messages=..., tools=harness.tool_defs)``, as a hand-written loop
+            # writes it: a control changing this request's tools in place must not change
+            # them for every later call and run of the harness.
+            request = ModelRequest(
+                messages=request.messages, tools=list(request.tools), settings=request.settings
+            )
         sent = request
 
         async def work() -> ModelResponse:
