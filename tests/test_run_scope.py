@@ -524,6 +524,33 @@ async def test_a_malformed_answer_from_a_control_fails_the_control(
     assert record.status == "failed" and record.outcome == "control_error"
 
 
+@pytest.mark.parametrize(
+    "decision",
+    [
+        Decision.block(None),  # type: ignore[arg-type]
+        Decision.block("no", message=5),  # type: ignore[arg-type]
+        Decision.respond(ModelResponse(content="hi"), None),  # type: ignore[arg-type]
+    ],
+)
+async def test_a_decision_whose_reason_is_not_text_fails_the_control(
+    sqlite_url: str, decision: Decision
+) -> None:
+    """With a masking guard in the run, a reason that is not text crashed the run past the
+    step (a TypeError out of ``model_call``) instead of failing the control closed."""
+
+    class Odd(Control):
+        name = "odd"
+
+        async def before_model(self, ctx: HookContext, request: ModelRequest) -> Decision:
+            return decision
+
+    spec = make_spec(guards={"rules": [{"guard": "pii", "channels": ["output"], "action": "mask"}]})
+    agent = Agent(spec, model=ScriptedModel([{"text": "x"}]), controls=[Odd()], trace=sqlite_url)
+    result = await agent.run("hi")
+    assert result.outcome == Outcome.CONTROL_ERROR
+    assert "must be text" in (result.stop_reason or "")
+
+
 async def test_a_control_answer_with_lone_surrogates_is_cleaned_as_a_tool_result_is(
     sqlite_url: str,
 ) -> None:

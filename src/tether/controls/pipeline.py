@@ -472,6 +472,13 @@ class Pipeline:
                 raise TypeError(f"returned {type(d).__name__}, not a Decision")
             if not isinstance(d.verdict, Verdict):
                 raise TypeError(f"verdict {d.verdict!r} is not a Verdict")
+            if not isinstance(d.reason, str) or not isinstance(d.message, str | None):
+                # (a None reason crashed the run past the step where a guard masks what
+                # the trace keeps of reasons)
+                raise TypeError(
+                    f"the decision's reason ({type(d.reason).__name__}) and message "
+                    f"({type(d.message).__name__}) must be text"
+                )
             if d.verdict is Verdict.MODIFY and not isinstance(d.value, type(payload)):
                 raise TypeError(
                     f"Modify at {ctx.hook.value} needs a {type(payload).__name__}, "
