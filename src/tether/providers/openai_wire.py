@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from tether.core import ProviderError
+from tether.core import ProviderError, scrub_surrogates
 from tether.providers.streaming import (
     StreamAccumulator,
     StreamEnd,
@@ -82,6 +82,18 @@ def request_body(
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def body_bytes(body: dict[str, Any]) -> bytes:
+    """A request body as UTF-8 JSON, as httpx would encode it, with any lone surrogate as
+    U+FFFD: a message may hold one (a control's rewrite of the input, an application's request
+    read with ``surrogateescape``), UTF-8 cannot carry it, and httpx's encoding raised a
+    UnicodeEncodeError out of the run instead of sending the request."""
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return scrub_surrogates(text).encode()
 
 
 def message_json(message: Message, error: ErrorFactory) -> dict[str, Any]:
