@@ -354,6 +354,15 @@ async def test_a_control_trimming_a_given_request_s_tools_leaves_the_harness_s_a
     assert [t.name for t in harness.tool_defs] == ["_lookup", "refund"]
 
 
+@pytest.mark.parametrize("trace_id", ["0" * 32, 5, "A" * 32, "a" * 31])
+def test_a_trace_id_that_is_no_w3c_trace_id_is_refused(trace_id: Any) -> None:
+    """An all-zero id is invalid in W3C and OpenTelemetry (an exporter drops its spans); one
+    that is not text failed inside the regex (a TypeError)."""
+    harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=False)
+    with pytest.raises(TetherError, match="trace_id must"):
+        harness.open_run("hi", trace_id=trace_id)
+
+
 async def test_a_step_outside_an_open_scope_is_an_error() -> None:
     harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=False)
     run = harness.open_run("hi")

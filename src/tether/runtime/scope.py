@@ -108,6 +108,7 @@ TraceTarget: TypeAlias = "TraceSink | str | bool | None"
 SQLite store in ``TETHER_HOME``), a database URL, any ``TraceSink``, or ``False`` for none."""
 T = TypeVar("T")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_INVALID_TRACE_ID = "0" * 32
 RESUMED_FROM = "resumed_from"
 """Metadata of a resumed run (and attribute of its record): the paused run it goes on from."""
 # Enum members read once (see ``tether.controls.pipeline``: slow on Python 3.11).
@@ -440,10 +441,13 @@ class RunScope:
             raise TetherError(f"input must be text, got {type(input).__name__}")
         if trace_id is None:
             trace_id = new_trace_id()
-        elif not _TRACE_ID.fullmatch(trace_id):
+        elif not isinstance(trace_id, str) or not _TRACE_ID.fullmatch(trace_id):
             raise TetherError(
                 f"trace_id must be 32 lowercase hex characters (a W3C trace id), got {trace_id!r}"
             )
+        elif trace_id == _INVALID_TRACE_ID:
+            # W3C and OpenTelemetry hold an all-zero id invalid: an exporter drops its spans.
+            raise TetherError("trace_id must not be all zeros (an invalid W3C trace id)")
         self.harness = harness
         self.agent, self.caller, self.entry_point, self.kind = agent, caller, entry_point, kind
         self.paradigm = paradigm
