@@ -9,7 +9,9 @@ At each hook the pipeline asks its controls in order. ``Allow`` passes the paylo
 decision with an ``outcome`` ends the run with that outcome (a limit, a loop, a policy stop).
 ``Respond`` answers in place of the call the hook guards (a cached or canned model response at
 ``before_model``, a tool result at ``before_tool``): the call is not made, the run goes on with
-that answer. Non-allow decisions are recorded as trace events on the span where they were taken.
+that answer. At ``before_model`` it stops there; at ``before_tool`` the controls after it still
+judge the call, and a stop among them (authorization, last) wins over the answer. Non-allow
+decisions are recorded as trace events on the span where they were taken.
 """
 
 from __future__ import annotations
@@ -438,6 +440,7 @@ class Pipeline:
         modified) payload. The payload is the input or output text, the ``ModelRequest``,
         the ``ModelResponse``, the ``ToolCall`` or the ``ToolResult``."""
         decision = ALLOW
+        responded: Decision | None = None
         for control, narrows in self._by_hook[ctx.hook]:
             d = await self._ask(control, ctx, payload, narrows)
             if d is None or (d.verdict is _ALLOW and not control.record_allow):
@@ -448,12 +451,21 @@ class Pipeline:
             self._record(ctx, d, control.quotes_text)
             if d.details and ctx.risk is not None:
                 ctx.risk.note(d.details)
-            if d.stops or d.verdict is _RESPOND:
+            if d.stops:
                 return d, payload
-            if d.verdict is _MODIFY:
+            if d.verdict is _RESPOND:
+                if ctx.hook is not _BEFORE_TOOL:
+                    return d, payload
+                # A tool call answered in its place is still judged by the controls after
+                # the one that answered, and a stop among them wins: a cache control first
+                # must not hand a caller the result of a call that authorization (last in
+                # the pipeline) refuses them. The first answer stands.
+                responded = responded or d
+                continue
+            if d.verdict is _MODIFY and responded is None:
                 payload = d.value
                 decision = d
-        return decision, payload
+        return responded or decision, payload
 
     async def _ask(
         self, control: Control, ctx: HookContext, payload: Any, narrows: bool = False
