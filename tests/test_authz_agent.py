@@ -12,7 +12,7 @@ import pytest
 
 from fakes.cli import run_cli
 from fakes.traces import control_decisions
-from tether import Agent
+from tether import Agent, Control, Decision, HookContext, ToolCall, ToolResult
 from tether.core import SpecError
 from tether.spec import load_spec
 from tether.trace import semconv
@@ -502,3 +502,29 @@ def test_a_policy_file_without_policies_is_warned_of_and_one_listed_twice_refuse
     assert "tools.cedar: listed twice among the policy files" in done.stderr
     fine = run_cli("validate", str(make_agent_dir(tmp_path / "twice")))
     assert fine.returncode == 0 and "no Cedar policy" not in fine.stdout + fine.stderr
+
+
+async def test_a_control_answering_a_call_in_its_place_does_not_get_past_authorization(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """A control that answers a tool call (a cache) came before the authorization, which is
+    last in the pipeline, and the pipeline stopped at the first answer: a caller Cedar refuses
+    got the cached result of the call anyway. The answer now stands only when the controls
+    after it let the call through."""
+
+    class Cache(Control):
+        name = "cache"
+
+        async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
+            return Decision.respond(ToolResult(f"cached result of {call.name}"), "cache hit")
+
+    spec = make_agent_dir(tmp_path)
+    agent = Agent.from_yaml(spec, controls=[Cache()], trace=sqlite_url)
+    denied = await agent.run("please refund 5000 on 7")
+    assert "cached result" not in (denied.output or "")
+    assert "denied by Cedar policy refund-limit" in (denied.output or "")
+    permitted = await agent.run("look it up")
+    assert permitted.output == "Lookup: cached result of lookup_order"
+    assert calls(tmp_path) == []  # neither tool ran
+    (allow,) = [d for d in decisions(sqlite_url, permitted.run_id)]
+    assert allow[semconv.TETHER_DECISION] == "allow"

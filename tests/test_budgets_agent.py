@@ -23,7 +23,13 @@ from typing import Any
 import pytest
 
 from fakes.models import FailingModel
-from fakes.openai_server import FakeOpenAIServer, Reply, stream_chunk, tool_call_json
+from fakes.openai_server import (
+    FakeOpenAIServer,
+    Reply,
+    completion_body,
+    stream_chunk,
+    tool_call_json,
+)
 from fakes.specs import make_spec
 from fakes.traces import trace_of
 from tether import Agent, Caller, Limits, Outcome, ScriptedModel, tool
@@ -505,3 +511,25 @@ def test_no_budget_section_means_no_budget_control(sqlite_url: str) -> None:
     assert all(c.name != "budgets" for c in agent.controls)
     with_budgets = scripted_agent(sqlite_url, {"limits": [{"scope": "run", "tokens": 10}]})
     assert with_budgets.controls[-1] is with_budgets.harness.budget  # last in the pipeline
+
+
+async def test_a_call_whose_usage_went_unreported_is_charged_its_reservation(
+    sqlite_url: str,
+) -> None:
+    """A server that leaves ``usage`` out: the call was charged 0 tokens, so a token budget
+    never ran out however much such calls used. The reserved worst case is charged."""
+    body = completion_body(content="done")
+    del body["usage"]
+    with FakeOpenAIServer() as server:
+        server.enqueue(Reply(json=body))
+        agent = budget_agent(
+            server, sqlite_url, {"limits": [{"scope": "project", "window": "day", "tokens": 9000}]}
+        )
+        result = await agent.run("hi")
+        await agent.aclose()
+    assert result.ok and result.cost_usd is None
+    _, _, events = trace_of(sqlite_url, result.run_id)
+    [settled] = [e.attributes for e in events if e.name == SETTLED]
+    reserved = settled["tether.budget.reserved_tokens"]
+    assert reserved > 1000 and settled["tether.budget.charged_tokens"] == reserved
+    assert ledger_of(agent).spent(day_key("tokens")) == (reserved, 0)

@@ -326,3 +326,15 @@ def test_two_readers_at_once_deliver_a_dead_journal_once(store_url: str) -> None
     finally:
         store.close()
     assert list(directory.glob("*.journal")) == []
+
+
+def test_reading_a_sqlite_store_that_is_not_there_creates_nothing(tmp_path: Path) -> None:
+    """A mistyped path (or a fresh home) was created by the read: its folder, an empty
+    database and a lock file, and the listing said "no traces yet" of a store nobody uses."""
+    url = f"sqlite:///{tmp_path / 'typo' / 'tehter.db'}"
+    listed = run_cli("--database-url", url, "traces", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "no traces in" in listed.stdout and "yet" in listed.stdout
+    shown = run_cli("--database-url", url, "traces", "show", "abcdef12")
+    assert shown.returncode == 1 and "no run or trace 'abcdef12'" in shown.stderr
+    assert not (tmp_path / "typo").exists()

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tether import Agent, FunctionTool, RunResult, ScriptedModel, tool
+from tether import Agent, FunctionTool, Harness, RunResult, ScriptedModel, tool
+from tether.controls import LoopBreaker
 from tether.core import SpecError
+from tether.runtime.paradigms import react
 from tether.spec import GuardsConfig, load_spec
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "support" / "agent.yaml"
@@ -86,6 +88,33 @@ async def test_max_repeats_five_trips_on_the_fifth_identical_call(tmp_path: Path
     # Four identical calls stay under the threshold.
     result, ran = await run(tmp_path, five, repeated("lookup", 4))
     assert result.outcome == "final_answer" and ran == ["lookup"] * 4
+
+
+async def test_a_loop_breaker_given_as_a_control_replaces_the_built_in_one() -> None:
+    """``LoopBreaker(exempt_tools=..., max_repeats=...)`` among a harness's controls (its
+    values override the spec's, says its docstring) ran beside the built-in one, which came
+    first in the pipeline and stopped the run on the third identical call regardless."""
+    ran, tools = counting_tools()
+    harness = Harness(
+        models=[repeated("job_status", 6)],
+        tools=tools,
+        controls=[LoopBreaker(exempt_tools=["job_status"])],
+        trace=False,
+    )
+    assert sum(isinstance(c, LoopBreaker) for c in harness.controls) == 1
+    async with harness.open_run("go") as scope:
+        await react(scope)
+    assert scope.result().outcome == "final_answer" and ran == ["job_status"] * 6
+    ran.clear()
+    harness = Harness(
+        models=[repeated("lookup", 10)],
+        tools=tools,
+        controls=[LoopBreaker(max_repeats=5)],
+        trace=False,
+    )
+    async with harness.open_run("go") as scope:
+        await react(scope)
+    assert scope.result().outcome == "loop_detected" and ran == ["lookup"] * 4
 
 
 @pytest.mark.parametrize(

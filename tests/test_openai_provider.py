@@ -23,6 +23,7 @@ from tether.providers import (
     Model,
     ModelRequest,
     ModelSettings,
+    StreamEnd,
     ToolCall,
     ToolDefinition,
     build_model,
@@ -77,6 +78,26 @@ async def test_plain_text_reply(openai_server: FakeOpenAIServer, make_model: Mak
             {"role": "user", "content": "hello"},
         ],
     }
+
+
+async def test_a_lone_surrogate_in_a_message_is_sent_as_a_replacement_character(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    """A message holding a lone surrogate (a control's rewrite of the input, text an
+    application read with ``surrogateescape``): httpx's JSON encoding raised a
+    UnicodeEncodeError out of the run, streamed or not, instead of sending the request."""
+    openai_server.enqueue(Reply.completion(content="ok"), Reply.completion(content="ok"))
+    model = make_model(name="gpt-4.1-mini")
+    request = ModelRequest(
+        messages=[Message(role="user", content="file-\udc80.txt \ud800")],
+        tools=[],
+    )
+    assert (await model.complete(request)).content == "ok"
+    events = [event async for event in model.stream(request)]
+    assert isinstance(events[-1], StreamEnd) and events[-1].response.content == "ok"
+    for sent in openai_server.requests:
+        assert sent.json["messages"] == [{"role": "user", "content": "file-\ufffd.txt \ufffd"}]
+        assert sent.headers["content-type"] == "application/json"
 
 
 async def test_model_protocol_and_trailing_slash(

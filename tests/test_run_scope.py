@@ -20,6 +20,7 @@ from tether import (
     Harness,
     HookContext,
     Limits,
+    Message,
     ModelRequest,
     ModelResponse,
     Outcome,
@@ -28,10 +29,11 @@ from tether import (
     TetherError,
     ToolCall,
     ToolResult,
+    Usage,
     tool,
 )
 from tether.store import RunQuery, Store
-from tether.trace import semconv
+from tether.trace import semconv, writer_for
 
 
 class Cache(Control):
@@ -207,6 +209,160 @@ async def test_steps_after_the_end_and_a_scope_left_without_an_ending(sqlite_url
     assert record.status == "failed" and "without ending the run" in record.error
 
 
+async def test_a_scope_entered_twice_keeps_its_run_and_says_why(sqlite_url: str) -> None:
+    """Entering a scope again (nested, or after it closed) wrote the run's record a second
+    time, which the store refused, and restarted its clock: the run's end then matched no
+    stored run, and the run stayed ``running`` in the store for ever."""
+    harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=sqlite_url)
+    scope = harness.open_run("hi", agent="a")
+    with pytest.raises(TetherError, match="entered already"):
+        async with scope as run:
+            await run.input()
+            async with scope:
+                pass
+    record, _, _ = trace_of(sqlite_url, scope.run_id)
+    assert record.status == "failed" and "entered already" in record.error
+    with pytest.raises(TetherError, match="entered already"):
+        async with scope:
+            pass
+    [stored] = Store(sqlite_url).find_runs(RunQuery()).runs
+    assert stored.run_id == scope.run_id and stored.status == "failed"
+
+
+async def test_end_after_the_run_ended_keeps_the_first_ending(sqlite_url: str) -> None:
+    """A hand-written loop that calls ``end()`` after a control blocked the answer turned the
+    block into a final answer in the record, with the blocked text stored as the output."""
+
+    class NoSecrets(Control):
+        name = "no_secrets"
+
+        async def on_output(self, ctx: HookContext, text: str) -> Decision:
+            return Decision.block("a secret") if "s3cret" in text else Decision.allow()
+
+    harness = Harness(
+        models=[ScriptedModel([{"text": "the s3cret"}])], controls=[NoSecrets()], trace=sqlite_url
+    )
+    async with harness.open_run("hi", agent="a") as run:
+        await run.input()
+        reply = await run.model_call()
+        assert reply.value is not None
+        answer = await run.output(reply.value.content)
+        run.end(Outcome.FINAL_ANSWER, output=reply.value.content)  # the loop's mistake
+    assert answer.stopped and run.result().outcome == Outcome.BLOCKED
+    record, _, _ = trace_of(sqlite_url, run.run_id)
+    assert record.outcome == "blocked" and "s3cret" not in (record.output or "")
+
+
+async def test_a_model_call_after_the_end_leaves_the_conversation_as_it_was() -> None:
+    """A request given to a model call after the run had ended (a loop that does not check
+    the step before) still became the run's conversation, and so the paused run's checkpoint
+    that a resume goes on from."""
+
+    class Pause(Control):
+        name = "pause"
+
+        async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
+            return Decision.escalate("a person decides")
+
+    model = ScriptedModel([{"tool_calls": [{"name": "_lookup", "arguments": {"key": "a"}}]}])
+    harness = Harness(models=[model], tools=[_lookup], controls=[Pause()], trace=False)
+    async with harness.open_run("go", agent="a") as run:
+        await run.input()
+        reply = await run.model_call()
+        assert reply.value is not None
+        assert (await run.tool_calls(reply.value.tool_calls)).stopped
+        before = list(run.state.messages)
+        late = await run.model_call(ModelRequest(messages=[Message(role="user", content="x")]))
+    assert late.stopped and late.outcome == Outcome.ESCALATED
+    assert run.state.messages == before
+
+
+async def test_a_step_the_caller_cancels_and_goes_on_from_leaves_no_cancellation(
+    sqlite_url: str,
+) -> None:
+    """A loop's own ``asyncio.wait_for`` around a step cancels it; the loop catches the
+    timeout, calls again and answers. The run was recorded completed with the answer and
+    with the error "the run was cancelled before it finished" (stop reason "cancelled")."""
+
+    class SlowOnce(ScriptedModel):
+        calls = 0
+
+        async def complete(self, request: ModelRequest) -> ModelResponse:
+            SlowOnce.calls += 1
+            if SlowOnce.calls == 1:
+                await asyncio.sleep(30)
+            return ModelResponse(content="answer")
+
+    harness = Harness(models=[SlowOnce([{"text": "x"}])], trace=sqlite_url)
+    async with harness.open_run("hi", agent="a") as run:
+        await run.input()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(run.model_call(), 0.05)
+        reply = await run.model_call()
+        assert reply.value is not None
+        await run.output(reply.value.content)
+    result = run.result()
+    assert result.ok and result.error is None and result.stop_reason is None
+    record, _, _ = trace_of(sqlite_url, run.run_id)
+    assert record.status == "completed" and record.error is None
+    # A cancellation that leaves the scope is still the run's ending, in its words.
+    harness = Harness(models=[SlowOnce([{"text": "x"}])], trace=sqlite_url)
+    SlowOnce.calls = 0
+    task = asyncio.ensure_future(_answer_once(harness))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    writer_for(sqlite_url).flush()
+    [cancelled] = [r for r in Store(sqlite_url).find_runs(RunQuery()).runs if r.status == "failed"]
+    assert cancelled.error == "the run was cancelled before it finished"
+    assert cancelled.attributes["stop_reason"] == "cancelled"
+
+
+async def _answer_once(harness: Harness) -> None:
+    async with harness.open_run("hi", agent="a") as run:
+        await run.input()
+        await run.model_call()
+
+
+async def test_a_control_trimming_a_given_request_s_tools_leaves_the_harness_s_alone() -> None:
+    """A loop passes ``tools=harness.tool_defs`` (as the README and the example do): a
+    control removing a tool from that request in place removed it from the harness, for every
+    later call and run."""
+
+    class NoRefundTool(Control):
+        name = "no_refund_tool"
+
+        async def before_model(self, ctx: HookContext, request: ModelRequest) -> Decision:
+            request.tools[:] = [t for t in request.tools if t.name != "refund"]
+            return Decision.allow()
+
+    def refund(order: str) -> str:
+        """Refund an order."""
+        return "refunded"
+
+    harness = Harness(
+        models=[ScriptedModel([{"text": "x"}])],
+        tools=[_lookup, refund],
+        controls=[NoRefundTool()],
+        trace=False,
+    )
+    async with harness.open_run("hi") as run:
+        await run.input()
+        request = ModelRequest(messages=list(run.state.messages), tools=harness.tool_defs)
+        assert (await run.model_call(request)).value is not None
+    assert [t.name for t in harness.tool_defs] == ["_lookup", "refund"]
+
+
+@pytest.mark.parametrize("trace_id", ["0" * 32, 5, "A" * 32, "a" * 31])
+def test_a_trace_id_that_is_no_w3c_trace_id_is_refused(trace_id: Any) -> None:
+    """An all-zero id is invalid in W3C and OpenTelemetry (an exporter drops its spans); one
+    that is not text failed inside the regex (a TypeError)."""
+    harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=False)
+    with pytest.raises(TetherError, match="trace_id must"):
+        harness.open_run("hi", trace_id=trace_id)
+
+
 async def test_a_step_outside_an_open_scope_is_an_error() -> None:
     harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=False)
     run = harness.open_run("hi")
@@ -299,3 +455,153 @@ def test_a_bad_project_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=False)
     with pytest.raises(TetherError, match="TETHER_PROJECT"):
         harness.open_run("hi")
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"project": None}, "Caller.project"),  # crashed the run's start (AttributeError)
+        ({"project": "bad\x1bname"}, "Caller.project"),  # TETHER_PROJECT is refused so
+        ({"project": "p" * 101}, "Caller.project"),
+        ({"key_id": 5}, "Caller.key_id"),
+        ({"roles": "admin"}, "Caller.roles"),  # five one-letter roles to the policies
+        ({"scopes": None}, "Caller.scopes"),
+        ({"scopes": [1]}, "Caller.scopes"),
+    ],
+)
+def test_a_caller_that_is_no_caller_is_refused_when_made(given: dict[str, Any], said: str) -> None:
+    with pytest.raises(TetherError, match=said):
+        Caller(**given)
+
+
+def test_a_caller_takes_any_iterable_of_names() -> None:
+    caller = Caller(roles=["admin", "admin"], scopes=("orders:read",))  # type: ignore[arg-type]
+    assert caller.roles == frozenset({"admin"}) and caller.scopes == frozenset({"orders:read"})
+    assert hash(caller) == hash(
+        Caller(roles=frozenset({"admin"}), scopes=frozenset({"orders:read"}))
+    )
+
+
+def _lookup(key: str) -> str:
+    """Look a key up."""
+    return f"value of {key}"
+
+
+@pytest.mark.parametrize(
+    ("hook", "value", "said"),
+    [
+        ("before_model", ModelResponse(content=None), "content is a NoneType"),  # type: ignore[arg-type]
+        ("before_model", ModelResponse(content="a", usage=None), "usage is a NoneType"),  # type: ignore[arg-type]
+        ("before_model", ModelResponse(content="a", usage=Usage(input_tokens=-5)), "input_tokens"),
+        ("before_model", ModelResponse(content="a", usage=Usage(output_tokens=10**20)), "output"),
+        ("before_model", ModelResponse(tool_calls=["lookup"]), "tool_calls"),  # type: ignore[list-item]
+        ("before_tool", ToolResult(None), "content is a NoneType"),  # type: ignore[arg-type]
+        ("after_model", ModelResponse(content=5), "content is a int"),  # type: ignore[arg-type]
+        ("after_tool", ToolResult("x", is_error="yes"), "is_error"),  # type: ignore[arg-type]
+    ],
+)
+async def test_a_malformed_answer_from_a_control_fails_the_control(
+    sqlite_url: str, hook: str, value: Any, said: str
+) -> None:
+    """``ModelResponse`` and ``ToolResult`` check nothing when made: a control's Respond (or
+    Modify) with content that is not text crashed the run with an AttributeError out of the
+    step, and a token count past the store's 64-bit columns had the run's end refused by the
+    store (the run stayed ``running`` for ever). The control fails closed instead."""
+
+    class Odd(Control):
+        name = "odd"
+
+    async def decide(self: Control, ctx: HookContext, payload: Any) -> Decision:
+        if hook.startswith("before"):
+            return Decision.respond(value, "odd")
+        return Decision.modify(value, "odd")
+
+    setattr(Odd, hook, decide)
+    model = ScriptedModel(
+        [{"tool_calls": [{"name": "_lookup", "arguments": {"key": "a"}}]}, {"text": "done"}]
+    )
+    harness = Harness(models=[model], tools=[_lookup], controls=[Odd()], trace=sqlite_url)
+    async with harness.open_run("go", agent="a") as run:
+        await run.input()
+        reply = await run.model_call()
+        if reply.value is not None:
+            await run.tool_calls(reply.value.tool_calls)
+    result = run.result()
+    assert result.outcome == Outcome.CONTROL_ERROR, result.stop_reason
+    assert said in (result.stop_reason or "")
+    record, _, _ = trace_of(sqlite_url, run.run_id)
+    assert record.status == "failed" and record.outcome == "control_error"
+
+
+@pytest.mark.parametrize(
+    "decision",
+    [
+        Decision.block(None),  # type: ignore[arg-type]
+        Decision.block("no", message=5),  # type: ignore[arg-type]
+        Decision.respond(ModelResponse(content="hi"), None),  # type: ignore[arg-type]
+    ],
+)
+async def test_a_decision_whose_reason_is_not_text_fails_the_control(
+    sqlite_url: str, decision: Decision
+) -> None:
+    """With a masking guard in the run, a reason that is not text crashed the run past the
+    step (a TypeError out of ``model_call``) instead of failing the control closed."""
+
+    class Odd(Control):
+        name = "odd"
+
+        async def before_model(self, ctx: HookContext, request: ModelRequest) -> Decision:
+            return decision
+
+    spec = make_spec(guards={"rules": [{"guard": "pii", "channels": ["output"], "action": "mask"}]})
+    agent = Agent(spec, model=ScriptedModel([{"text": "x"}]), controls=[Odd()], trace=sqlite_url)
+    result = await agent.run("hi")
+    assert result.outcome == Outcome.CONTROL_ERROR
+    assert "must be text" in (result.stop_reason or "")
+
+
+async def test_a_control_answer_with_lone_surrogates_is_cleaned_as_a_tool_result_is(
+    sqlite_url: str,
+) -> None:
+    class Canned(Control):
+        name = "canned"
+
+        async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
+            return Decision.respond(ToolResult("file-\udc80.txt"), "known")
+
+    model = ScriptedModel(
+        [{"tool_calls": [{"name": "_lookup", "arguments": {"key": "a"}}]}, {"text": "done"}]
+    )
+    agent = Agent(make_spec(), model=model, tools=[_lookup], controls=[Canned()], trace=sqlite_url)
+    result = await agent.run("go")
+    assert result.ok, result.error
+    [tool_message] = [m for m in result.state.messages if m.role == "tool"]
+    assert tool_message.content == "file-\ufffd.txt"
+
+
+class _OddModel(ScriptedModel):
+    """A model integration whose ``complete`` builds a reply that cannot be used."""
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        return ModelResponse(content="hi", usage=Usage(input_tokens=2**70))
+
+
+async def test_a_model_integration_s_unusable_reply_is_the_model_failing(sqlite_url: str) -> None:
+    """A ``Model`` whose reply cannot be used is a failed model: the chain falls back to the
+    next, and the run's end is stored (it was refused by the store: 2**70 tokens)."""
+    fallback = ScriptedModel([{"text": "from the fallback"}], name="gpt-4.1-mini")
+    harness = Harness(models=[_OddModel([{"text": "x"}]), fallback], trace=sqlite_url)
+    async with harness.open_run("go", agent="a") as run:
+        await run.input()
+        reply = await run.model_call()
+        assert reply.value is not None
+        await run.output(reply.value.content)
+    assert run.result().output == "from the fallback"
+    harness = Harness(models=[_OddModel([{"text": "x"}])], trace=sqlite_url)
+    async with harness.open_run("go", agent="a") as run:
+        await run.input()
+        assert (await run.model_call()).stopped
+    result = run.result()
+    assert result.outcome == Outcome.ERROR and "cannot use" in (result.error or "")
+    record, _, _ = trace_of(sqlite_url, run.run_id)
+    assert record.status == "failed" and "input_tokens" in record.error

@@ -7,14 +7,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from fakes.cli import run_cli
-from fakes.openai_server import FakeOpenAIServer, Reply, stream_chunk
+from fakes.openai_server import FakeOpenAIServer, Reply, completion_body, stream_chunk
 from fakes.specs import make_spec
 from fakes.traces import trace_of
 from tether import (
     Agent,
     Control,
     Decision,
+    Harness,
     HookContext,
     ModelRequest,
     ModelResponse,
@@ -22,7 +25,7 @@ from tether import (
     Outcome,
     ScriptedModel,
 )
-from tether.providers import StreamEnd, StreamEvent, TextDelta
+from tether.providers import StreamEnd, StreamEvent, TextDelta, Usage, UsageUpdate
 from tether.trace import semconv
 
 
@@ -237,3 +240,83 @@ async def test_a_control_masking_replies_holds_their_text_back() -> None:
     result = await agent.run("hi", stream=on_event)
     assert result.output == "the key is [key] ok"
     assert SECRET not in "".join(str(e) for e in events)
+
+
+class _OwnStream(ScriptedModel):
+    """A model integration whose own ``stream()`` yields what it yields."""
+
+    def __init__(self, events: list[Any]) -> None:
+        super().__init__([{"text": "unused"}], name="gpt-4.1-mini")
+        self.events = events
+
+    async def stream(self, request: ModelRequest) -> Any:
+        for event in self.events:
+            yield event
+
+
+@pytest.mark.parametrize(
+    ("events", "said"),
+    [
+        (["hello ", "world"], "a str, not a stream event"),
+        ([TextDelta("a"), StreamEnd(None)], "StreamEnd whose reply is a NoneType"),  # type: ignore[arg-type]
+        ([TextDelta(None)], "TextDelta whose text is not text"),  # type: ignore[arg-type]
+        ([TextDelta("a"), UsageUpdate(Usage(input_tokens=10**20))], "usage.input_tokens"),
+    ],
+)
+async def test_a_model_s_own_stream_sending_what_is_no_event_fails_the_model(
+    sqlite_url: str, events: list[Any], said: str
+) -> None:
+    """Anything but a stream event (a plain string), or an event holding what it must not,
+    crashed the run with an AttributeError out of the step; a usage past the store's columns
+    had the run's end refused (it stayed ``running``). It is the model failing."""
+    harness = Harness(models=[_OwnStream(events)], trace=sqlite_url)
+    shown: list[StreamEvent] = []
+    async with harness.open_run("hi", agent="a") as run:
+        await run.input()
+        assert (await run.model_call(stream=shown.append)).stopped
+    result = run.result()
+    assert result.outcome == Outcome.ERROR and said in (result.error or "")
+    record, _, _ = trace_of(sqlite_url, run.run_id)
+    assert record.status == "failed" and said in record.error
+
+
+async def test_a_call_whose_usage_went_unreported_costs_unknown_not_nothing(
+    sqlite_url: str,
+) -> None:
+    """A server that ignores ``stream_options.include_usage`` (or leaves ``usage`` out of a
+    completion), and a stream cut off before its usage came: the call's zeros were recorded
+    as a count, so the run cost "$0.000000" and its limits and budgets counted nothing."""
+    no_usage = [
+        stream_chunk({"role": "assistant", "content": "Hello"}),
+        stream_chunk({}, finish_reason="stop"),
+    ]
+    body = completion_body(content="Hello")
+    del body["usage"]
+    with FakeOpenAIServer() as server:
+        server.enqueue(Reply(sse=no_usage))
+        server.enqueue(Reply(json=body))
+        cut_off = [
+            *no_usage[:1],
+            stream_chunk({"content": " more"}),
+            stream_chunk({"content": "!"}),
+        ]
+        server.enqueue(Reply(sse=cut_off, sse_cut_after=2))
+        model = OpenAIChatModel(
+            "gpt-4.1-mini", base_url=server.base_url, api_key="sk-test", max_retries=0
+        )
+        agent = Agent(make_spec(), model=model, trace=sqlite_url)
+        try:
+            streamed = await agent.run("hi", stream=collector()[1])
+            completed = await agent.run("hi")
+            cut = await agent.run("hi", stream=collector()[1])
+        finally:
+            await agent.aclose()
+    for result in (streamed, completed, cut):
+        assert result.cost_usd is None, result.outcome  # unknown, not 0.0
+        record, spans, _ = trace_of(sqlite_url, result.run_id)
+        [chat] = [s for s in spans if s.kind == "model"]
+        assert chat.attributes[semconv.TETHER_USAGE_UNKNOWN] is True
+        assert chat.attributes[semconv.TETHER_COST_UNPRICED] is True
+        assert semconv.TETHER_COST_USD not in chat.attributes
+        assert record.attributes[semconv.TETHER_COST_UNPRICED] == 1
+    assert streamed.ok and completed.ok and cut.outcome == Outcome.ERROR

@@ -274,13 +274,28 @@ def test_a_store_at_head_opens_without_alembic_and_an_older_one_is_migrated(
 
 
 def _schema(engine: Engine) -> dict[str, list[str]]:
-    """Tables with their columns and the names of their indexes."""
+    """Tables with their columns and the names of their indexes and triggers."""
     found = inspect(engine)
+    triggers = _triggers(engine)
     return {
         t: sorted(c["name"] for c in found.get_columns(t))
         + sorted(f"index {i['name']}" for i in found.get_indexes(t))
+        + sorted(f"trigger {name}" for table, name in triggers if table == t)
         for t in found.get_table_names()
     }
+
+
+def _triggers(engine: Engine) -> list[tuple[str, str]]:
+    """(table, trigger) of the store's triggers (SQLAlchemy's inspector lists none)."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            query = "SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'"
+        else:
+            query = (
+                "SELECT DISTINCT event_object_table, trigger_name FROM information_schema.triggers"
+                " WHERE trigger_schema = current_schema()"
+            )
+        return [(str(t), str(n)) for t, n in conn.execute(text(query))]
 
 
 def test_two_stores_migrated_at_once_in_one_process_each_get_their_own_schema(

@@ -11,7 +11,14 @@ from typing import Any
 
 from sqlalchemy import Connection, inspect, select, text
 
-from fakes.store_0001 import downgrade_to, insert, run_row_0001, schema_differences, upgrade_to
+from fakes.store_0001 import (
+    downgrade_to,
+    insert,
+    insert_span_0009,
+    run_row_0001,
+    schema_differences,
+    upgrade_to,
+)
 from tether.store import RunRecord, SpanRecord, Store, TraceBatch, create_store_engine, tables
 from tether.store.db import HEAD_REVISION
 
@@ -35,9 +42,8 @@ def make_store_0009(url: str) -> None:
                 insert(conn, "tether_runs", **{**run_row_0001(trace, started), "run_id": run_id})
                 # Children first and started in reverse: the read gives start order.
                 for n, span_id in enumerate(reversed(_span_ids(run_id, children))):
-                    insert(
+                    insert_span_0009(
                         conn,
-                        "tether_spans",
                         span_id=span_id,
                         run_id=run_id,
                         trace_id=trace,
@@ -46,9 +52,6 @@ def make_store_0009(url: str) -> None:
                         kind="agent" if span_id == run_id else "tool",
                         start_ns=started + 10 * (children - n),
                         end_ns=started + 500,
-                        status="ok",
-                        status_message=None,
-                        attributes="{}",
                     )
     finally:
         engine.dispose()

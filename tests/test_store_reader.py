@@ -204,7 +204,10 @@ def test_a_malformed_cursor_is_an_invalid_query(stored: tuple[Store, list[Any]])
     store, _runs = stored
     good = encode_cursor(T0, "a" * 16)
     assert decode_cursor(good) == (T0, "a" * 16)
-    for bad in ("", "not a cursor", good[:-3], good + "!", "W10", "x" * 5000, "\x1b[2J"):
+    # A forged run id holding a NUL read as the store being down on PostgreSQL (which refuses
+    # a NUL), and one holding a lone surrogate crashed with a UnicodeEncodeError.
+    forged = (encode_cursor(T0, "a\x00b"), encode_cursor(T0, "a\ud800b"))
+    for bad in ("", "not a cursor", good[:-3], good + "!", "W10", "x" * 5000, "\x1b[2J", *forged):
         with pytest.raises(InvalidQuery, match="not a page cursor"):
             store.find_runs(RunQuery(cursor=bad))
     # A cursor past the last run is no error: the page is empty.
@@ -228,6 +231,14 @@ def test_filter_values_are_matched_as_the_store_wrote_them(store_url: str) -> No
         assert [r.run_id for r in store.find_runs(RunQuery(project="p\x00")).runs] == [odd.run_id]
         assert [r.run_id for r in store.find_runs(RunQuery(version="50%_")).runs] == [odd.run_id]
         assert store.find_runs(RunQuery(model="\x00\udfff")).total == 0
+        # A tag holding a lone surrogate (a crash: UnicodeEncodeError) matches as written.
+        tagged = RunRecord(
+            new_trace_id(), "t", "v", T0 + 2, run_id=new_span_id(), attributes={"k": "v\udc80"}
+        )
+        store.write(TraceBatch(runs_started=[tagged]))
+        assert [r.run_id for r in store.find_runs(RunQuery(tag="k=v\udc80")).runs] == [
+            tagged.run_id
+        ]
     finally:
         store.close()
 
@@ -255,6 +266,10 @@ def test_one_runs_trace_and_what_is_not_there(store_url: str) -> None:
             store.get_trace("0123456789abcdef")
         with pytest.raises(InvalidQuery, match="too short"):
             store.get_run("abc")
+        # Not the store being down (PostgreSQL refuses a NUL), nor a UnicodeEncodeError.
+        for odd in ("abcdef\x00gh", "abcdef\ud800gh"):
+            with pytest.raises(NotFound, match="no run or trace"):
+                store.get_run(odd)
         other = RunRecord(trace_id, "support", "v1", T0 + 5, run_id=new_span_id())
         store.write(TraceBatch(runs_started=[other]))
         with pytest.raises(InvalidQuery, match="several runs") as shared:

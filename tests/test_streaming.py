@@ -57,7 +57,9 @@ def fold(events: list[StreamEvent]) -> StreamAccumulator:
 
 def test_accumulator_partial_then_final() -> None:
     acc = StreamAccumulator(model="gpt-x")
-    assert acc.response() == ModelResponse(model="gpt-x", finish_reason=INCOMPLETE)
+    assert acc.response() == ModelResponse(
+        model="gpt-x", finish_reason=INCOMPLETE, usage_known=False
+    )
     assert not acc.usage_known
 
     acc.add(TextDelta("Let me "))

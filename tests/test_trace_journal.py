@@ -252,6 +252,32 @@ def test_a_torn_last_line_is_skipped_and_the_rest_replayed(
     store.close()
 
 
+def test_a_line_whose_values_are_not_of_their_types_is_skipped(
+    tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A line damaged on disk that is still JSON (a number turned to text, NaN): SQLite kept
+    the text in the integer column as given, and every later ``tether traces list`` failed
+    with a TypeError, for good."""
+    store = Store(sqlite_url)
+    directory = tmp_path / "journal"
+    good, bad, nan = _run(new_trace_id()), _run(new_trace_id()), _run(new_trace_id())
+    journal = Journal(directory)
+    journal.append(encode(RUN_START, good)[0])
+    bad.started_ns = "1700000000000000000"  # type: ignore[assignment]
+    journal.append(encode(RUN_START, bad)[0])
+    journal.append(encode(RUN_START, nan)[0].replace(b"0.0,", b"NaN,", 1))
+    journal.append(encode(SPAN, _span(good, 0))[0].replace(b'"tool",', b"true,", 1))
+    journal.close()
+    with caplog.at_level(logging.WARNING, logger="tether.trace"):
+        writer = BatchingWriter(store, journal=directory)
+        assert writer.flush(timeout=30)
+        writer.close()
+    assert [r.run_id for r in store.list_runs()] == [good.run_id]
+    assert store.get_spans(good.run_id) == []
+    assert caplog.text.count("skipping unreadable trace journal line") == 3
+    store.close()
+
+
 def test_an_unusable_journal_folder_does_not_stop_tracing(
     tmp_path: Path, sqlite_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -44,6 +44,36 @@ def insert(conn: Connection, table: str, **values: Any) -> None:
     conn.execute(text(f"INSERT INTO {table} ({names}) VALUES ({params})"), values)
 
 
+def insert_span_0009(
+    conn: Connection,
+    *,
+    span_id: str,
+    run_id: str,
+    trace_id: str,
+    parent_id: str | None,
+    name: str,
+    kind: str,
+    start_ns: int,
+    end_ns: int,
+) -> None:
+    """A span as a writer from before migration 0010 inserts it (no ``run_seq``), status ok."""
+    insert(
+        conn,
+        "tether_spans",
+        span_id=span_id,
+        run_id=run_id,
+        trace_id=trace_id,
+        parent_id=parent_id,
+        name=name,
+        kind=kind,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        status="ok",
+        status_message=None,
+        attributes="{}",
+    )
+
+
 def schema_differences(engine: Engine) -> list[Any]:
     """How the store's schema differs from the table definitions (none once at the head)."""
     with engine.connect() as conn:

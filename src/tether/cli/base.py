@@ -178,18 +178,25 @@ def open_reader(ctx: click.Context) -> StoreReader:
     (``StoreError``), said at once; a SQLite file this process cannot write is read as it
     is, read-only, and its journal left for a command that can write it."""
     from tether.store import Store, StoreReader, create_store_engine
-    from tether.store.db import sqlite_read_only
+    from tether.store.db import sqlite_file, sqlite_read_only
     from tether.trace.journal import undelivered
     from tether.trace.recorder import journal_for
     from tether.trace.recovery import deliver_orphans
 
     url = database_url(ctx)
+    directory = journal_for(url)
+    segments, records = (0, 0) if directory is None else undelivered(directory)
+    path = sqlite_file(url)
+    if path is not None and not path.exists() and not segments:
+        # Nothing was ever written there (a fresh home, or a mistyped path): read an empty
+        # store without creating the file, its folder and a lock file at that path.
+        reader = StoreReader(url, engine=create_store_engine("sqlite://"), connect=False)
+        reader.ensure_ready()
+        return reader
     read_only = sqlite_read_only(url)
     engine = create_store_engine(url, read_only=read_only)
     reader = StoreReader(url, engine=engine, connect=False)
     reader.ensure_ready()
-    directory = journal_for(url)
-    segments, records = (0, 0) if directory is None else undelivered(directory)
     if read_only and records:
         warn(
             f"{records} trace record(s) in the journal {directory} wait for this store, which "

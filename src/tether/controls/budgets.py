@@ -426,9 +426,9 @@ class BudgetControl(Control):
 
     # -- after the call -------------------------------------------------------------------
 
-    async def settle(self, run_id: str, *, tokens: int, usd: float | None) -> dict[str, Any]:
+    async def settle(self, run_id: str, *, tokens: int | None, usd: float | None) -> dict[str, Any]:
         """Reconcile the run's oldest reservation with what its call was charged: ``tokens``
-        and ``usd`` (``None`` when the cost is unknown: the reserved worst case is charged).
+        and ``usd`` (each ``None`` when unknown: the reserved worst case is charged).
         Returns the attributes of the event that records it (empty when the run held none)."""
         pending = self._pending.get(run_id)
         if not pending:
@@ -437,11 +437,12 @@ class BudgetControl(Control):
         if not pending:
             del self._pending[run_id]
         usd_used = reserved.usd if usd is None else round(usd * MICRO)
-        amounts = {"tokens": tokens, "usd": usd_used or 0, "requests": 1}
+        tokens_used = reserved.tokens if tokens is None else tokens
+        amounts = {"tokens": tokens_used, "usd": usd_used or 0, "requests": 1}
         used = [amounts[c] for c in reserved.counters]
         attributes: dict[str, Any] = {
             "tether.budget.reserved_tokens": reserved.tokens,
-            "tether.budget.charged_tokens": tokens,
+            "tether.budget.charged_tokens": tokens_used,
         }
         if reserved.usd is not None:
             attributes["tether.budget.reserved_usd"] = reserved.usd / MICRO

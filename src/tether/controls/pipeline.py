@@ -9,7 +9,9 @@ At each hook the pipeline asks its controls in order. ``Allow`` passes the paylo
 decision with an ``outcome`` ends the run with that outcome (a limit, a loop, a policy stop).
 ``Respond`` answers in place of the call the hook guards (a cached or canned model response at
 ``before_model``, a tool result at ``before_tool``): the call is not made, the run goes on with
-that answer. Non-allow decisions are recorded as trace events on the span where they were taken.
+that answer. At ``before_model`` it stops there; at ``before_tool`` the controls after it still
+judge the call, and a stop among them (authorization, last) wins over the answer. Non-allow
+decisions are recorded as trace events on the span where they were taken.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tether.controls.approvals import (
 )
 from tether.core import AgentRef, Caller, EntryPoint, Outcome, TetherError, describe_exception
 from tether.providers import Message, Model, ModelRequest, ModelResponse, ToolCall, Usage
+from tether.providers.types import response_problem
 from tether.spec import Limits, LoopBreakerConfig
 from tether.tools import Tool, ToolResult
 from tether.trace import semconv
@@ -152,6 +155,21 @@ def _as_outcome(value: Outcome | str) -> Outcome:
 
 
 RESPOND_TYPES.update({Hook.BEFORE_MODEL: ModelResponse, Hook.BEFORE_TOOL: ToolResult})
+
+
+def value_problem(value: object) -> str | None:
+    """What makes a reply or tool result a control hands in (``Respond``, ``Modify``) unfit to
+    go on with (None: nothing, or not a reply or tool result). Both are plain dataclasses
+    whose constructors check nothing: content that is not text, or a token count past the
+    store's columns, crashed the run past the pipeline instead of failing the control."""
+    if isinstance(value, ModelResponse):
+        return response_problem(value)
+    if isinstance(value, ToolResult):
+        if not isinstance(value.content, str):
+            return f"content is a {type(value.content).__name__}, not text"
+        if not isinstance(value.is_error, bool):
+            return "is_error is not a bool"
+    return None
 
 
 class ToolRecordView(Protocol):
@@ -422,6 +440,7 @@ class Pipeline:
         modified) payload. The payload is the input or output text, the ``ModelRequest``,
         the ``ModelResponse``, the ``ToolCall`` or the ``ToolResult``."""
         decision = ALLOW
+        responded: Decision | None = None
         for control, narrows in self._by_hook[ctx.hook]:
             d = await self._ask(control, ctx, payload, narrows)
             if d is None or (d.verdict is _ALLOW and not control.record_allow):
@@ -432,12 +451,21 @@ class Pipeline:
             self._record(ctx, d, control.quotes_text)
             if d.details and ctx.risk is not None:
                 ctx.risk.note(d.details)
-            if d.stops or d.verdict is _RESPOND:
+            if d.stops:
                 return d, payload
-            if d.verdict is _MODIFY:
+            if d.verdict is _RESPOND:
+                if ctx.hook is not _BEFORE_TOOL:
+                    return d, payload
+                # A tool call answered in its place is still judged by the controls after
+                # the one that answered, and a stop among them wins: a cache control first
+                # must not hand a caller the result of a call that authorization (last in
+                # the pipeline) refuses them. The first answer stands.
+                responded = responded or d
+                continue
+            if d.verdict is _MODIFY and responded is None:
                 payload = d.value
                 decision = d
-        return decision, payload
+        return responded or decision, payload
 
     async def _ask(
         self, control: Control, ctx: HookContext, payload: Any, narrows: bool = False
@@ -456,6 +484,13 @@ class Pipeline:
                 raise TypeError(f"returned {type(d).__name__}, not a Decision")
             if not isinstance(d.verdict, Verdict):
                 raise TypeError(f"verdict {d.verdict!r} is not a Verdict")
+            if not isinstance(d.reason, str) or not isinstance(d.message, str | None):
+                # (a None reason crashed the run past the step where a guard masks what
+                # the trace keeps of reasons)
+                raise TypeError(
+                    f"the decision's reason ({type(d.reason).__name__}) and message "
+                    f"({type(d.message).__name__}) must be text"
+                )
             if d.verdict is Verdict.MODIFY and not isinstance(d.value, type(payload)):
                 raise TypeError(
                     f"Modify at {ctx.hook.value} needs a {type(payload).__name__}, "
@@ -472,6 +507,12 @@ class Pipeline:
                         f"Respond at {ctx.hook.value} needs a {wanted.__name__}, "
                         f"got {type(d.value).__name__}"
                     )
+            if d.verdict is _RESPOND or d.verdict is _MODIFY:
+                problem = value_problem(d.value)
+                if problem is not None:
+                    what = type(d.value).__name__
+                    verdict = d.verdict.value.capitalize()
+                    raise TypeError(f"{verdict} at {ctx.hook.value}: the {what} {problem}")
             return d
         except LimitReached as reached:  # the run's budget, not a failure of the control
             return reached.decision

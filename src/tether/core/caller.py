@@ -6,8 +6,12 @@ the store keeps them on the run record (filters, the tenant boundary of the serv
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from tether.core.errors import TetherError
+from tether.core.settings import is_project_name
 
 DEFAULT_PROJECT = "default"
 
@@ -53,6 +57,33 @@ class Caller:
     """Roles of the caller (``admin``, ``developer``, ``viewer``, ``agent``, or the app's own)."""
     scopes: frozenset[str] = field(default_factory=frozenset)
     """Permission scopes the caller holds (matched against a tool's ``scopes``)."""
+
+    def __post_init__(self) -> None:
+        """Refuse what would be stored wrongly under every row of the run, or read as something
+        else: a project that is no printable name of at most 100 characters (as
+        ``TETHER_PROJECT`` is refused), an id that is not text (it crashed the run's start),
+        ``roles="admin"`` (five one-letter roles to the policies). Any iterable of names is
+        taken for ``roles`` and ``scopes``, kept as a frozenset."""
+        if not isinstance(self.project, str) or not is_project_name(self.project):
+            raise TetherError(
+                "Caller.project must be a printable name of at most 100 characters, got "
+                f"{self.project!r:.120}"
+            )
+        for name in ("key_id", "end_user"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TetherError(f"Caller.{name} must be text or None, got {value!r:.120}")
+        for name in ("roles", "scopes"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, Iterable):
+                raise TetherError(
+                    f"Caller.{name} must be a set of names (e.g. {{'admin'}}), got {value!r:.120}"
+                )
+            names = value if isinstance(value, frozenset) else frozenset(value)
+            if not all(isinstance(n, str) for n in names):
+                raise TetherError(f"Caller.{name} must hold names (text), got {value!r:.120}")
+            if names is not value:
+                object.__setattr__(self, name, names)
 
     def stored(self) -> dict[str, object]:
         """The caller as the store keeps it (JSON-ready, sorted, empty parts left out)."""

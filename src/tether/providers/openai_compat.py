@@ -38,6 +38,8 @@ from tether.providers.openai_errors import OpenAIErrors, Transient
 from tether.providers.streaming import StreamEnd, StreamEvent, response_events
 from tether.providers.types import ModelRequest, ModelResponse
 
+_JSON: Final = {"Content-Type": "application/json"}
+
 if TYPE_CHECKING:
     from tether.spec import ModelConfig
 
@@ -325,7 +327,8 @@ class OpenAIChatModel:
         """The response to POSTing ``body``, its status checked (an error status raises as
         ``OpenAIErrors.for_status`` says); its body not read yet."""
         client = self._http.get()
-        async with client.stream("POST", self._url, json=body) as response:
+        content = openai_wire.body_bytes(body)
+        async with client.stream("POST", self._url, content=content, headers=_JSON) as response:
             if not response.is_success:
                 # An error body is read for its message, within the same cap.
                 raw = await read_capped(response, self.max_response_bytes)

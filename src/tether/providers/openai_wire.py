@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from tether.core import ProviderError
+from tether.core import ProviderError, scrub_surrogates
 from tether.providers.streaming import (
     StreamAccumulator,
     StreamEnd,
@@ -23,6 +23,7 @@ from tether.providers.streaming import (
     UsageUpdate,
 )
 from tether.providers.types import (
+    MAX_CALL_TOKENS,
     Message,
     ModelRequest,
     ModelResponse,
@@ -81,6 +82,18 @@ def request_body(
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     return body
+
+
+def body_bytes(body: dict[str, Any]) -> bytes:
+    """A request body as UTF-8 JSON, as httpx would encode it, with any lone surrogate as
+    U+FFFD: a message may hold one (a control's rewrite of the input, an application's request
+    read with ``surrogateescape``), UTF-8 cannot carry it, and httpx's encoding raised a
+    UnicodeEncodeError out of the run instead of sending the request."""
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return scrub_surrogates(text).encode()
 
 
 def message_json(message: Message, error: ErrorFactory) -> dict[str, Any]:
@@ -181,6 +194,7 @@ def parse_completion(
         tool_calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
 
     usage = parse_usage(data.get("usage"), bad)
+    usage_known = data.get("usage") is not None
     model = data.get("model")
     finish_reason = choice.get("finish_reason")
     response_id = data.get("id")
@@ -195,14 +209,8 @@ def parse_completion(
         model=model if isinstance(model, str) and model else default_model,
         finish_reason=finish_reason,
         response_id=response_id if isinstance(response_id, str) else None,
+        usage_known=usage_known,
     )
-
-
-MAX_CALL_TOKENS = 10**12
-"""The most tokens (each of input, output, cached) a model call may report: far above any
-model, and low enough that a run's totals stay in the store's signed 64-bit columns and
-Cedar's Longs (2^70 failed the run's writes; a negative count read as spend given back). OTLP
-ingest takes spans up to the same count (``tether.server.otlp_mapping.MAX_TOKENS``)."""
 
 
 def parse_usage(usage: Any, bad: Callable[[str], ProviderError]) -> Usage:

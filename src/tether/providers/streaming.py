@@ -26,6 +26,7 @@ from tether.providers.types import (
     ToolCall,
     Usage,
     decode_arguments,
+    response_problem,
 )
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "TextDelta",
     "ToolCallDelta",
     "UsageUpdate",
+    "event_problem",
     "response_events",
     "stream_of",
 ]
@@ -221,7 +223,31 @@ class StreamAccumulator:
             usage=self.usage,
             model=self._model,
             finish_reason=INCOMPLETE,
+            usage_known=self._usage is not None,
         )
+
+
+def event_problem(event: object) -> str | None:
+    """What makes ``event`` no stream event a run can take, in words to follow "the stream
+    sent" ("a str, not a stream event"); None when it is one. Events are plain dataclasses
+    that check nothing when made, and a model integration's own ``stream()`` yields them as
+    it built them: anything else, or text that is not text, crashed the run past its step,
+    and a usage past the store's columns had the run's end refused."""
+    if isinstance(event, TextDelta):
+        return None if isinstance(event.text, str) else "a TextDelta whose text is not text"
+    if isinstance(event, ToolCallDelta):
+        if type(event.index) is not int or not isinstance(event.arguments_delta, str):
+            return "a ToolCallDelta whose index is not an int or arguments_delta not text"
+        if not all(v is None or isinstance(v, str) for v in (event.id, event.name)):
+            return "a ToolCallDelta whose id or name is not text"
+        return None
+    if isinstance(event, UsageUpdate):
+        problem = response_problem(ModelResponse(usage=event.usage))
+        return None if problem is None else f"a UsageUpdate whose {problem}"
+    if isinstance(event, StreamEnd):
+        problem = response_problem(event.response)
+        return None if problem is None else f"a StreamEnd whose reply {problem}"
+    return f"a {type(event).__name__}, not a stream event"
 
 
 def response_events(
@@ -243,7 +269,7 @@ def response_events(
         yield ToolCallDelta(index, call.id, call.name)
         for start in range(0, len(arguments), _ARGUMENT_PIECE):
             yield ToolCallDelta(index, arguments_delta=arguments[start : start + _ARGUMENT_PIECE])
-    yield StreamEnd(response, usage_known=usage_known)
+    yield StreamEnd(response, usage_known=usage_known and response.usage_known)
 
 
 def stream_of(model: Model, request: ModelRequest) -> AsyncIterator[StreamEvent]:

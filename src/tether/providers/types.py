@@ -155,9 +155,51 @@ class ModelResponse(PlainData):
     """Model name the provider reports having used."""
     finish_reason: str = "stop"
     response_id: str | None = None
+    usage_known: bool = True
+    """Whether the provider reported the call's usage. When not (a server that leaves
+    ``usage`` out, a stream cut off before its usage came), ``usage`` is zeros, not a count:
+    the run records the call's cost as unknown, never as free."""
 
     def as_message(self) -> Message:
         return Message(role="assistant", content=self.content, tool_calls=list(self.tool_calls))
+
+
+MAX_CALL_TOKENS: Final = 10**12
+"""The most tokens (each of input, output, cached) a model call may report: far above any
+model, and low enough that a run's totals stay in the store's signed 64-bit columns and
+Cedar's Longs (2^70 failed the run's writes; a negative count read as spend given back). OTLP
+ingest takes spans up to the same count (``tether.server.otlp_mapping.MAX_TOKENS``)."""
+_COUNTS: Final = ("input_tokens", "output_tokens", "cached_input_tokens")
+
+
+def response_problem(response: object) -> str | None:
+    """What makes ``response`` no reply a run can go on with, in words to follow "the reply"
+    ("content is a NoneType, not text"); None when it is one.
+
+    A ``ModelResponse`` is a plain dataclass whose constructor checks nothing, and one made by
+    code (a model integration's ``complete``, a control's ``Decision.respond``) reaches the
+    run as it was built: content that is not text failed the run with an ``AttributeError``
+    deep in the trace code, and a token count past the store's 64-bit columns had every write
+    of the run's end refused (the run stayed ``running`` in the store for ever)."""
+    if not isinstance(response, ModelResponse):
+        return f"is a {type(response).__name__}, not a ModelResponse"
+    if not isinstance(response.content, str):
+        return f"content is a {type(response.content).__name__}, not text"
+    calls = response.tool_calls
+    if not isinstance(calls, list) or not all(isinstance(c, ToolCall) for c in calls):
+        return "tool_calls are not a list of ToolCall"
+    usage = response.usage
+    if not isinstance(usage, Usage):
+        return f"usage is a {type(usage).__name__}, not a Usage"
+    for name in _COUNTS:
+        count = getattr(usage, name)
+        if type(count) is not int or not 0 <= count <= MAX_CALL_TOKENS:
+            return f"usage.{name} ({count!r}) is not a count from 0 to {MAX_CALL_TOKENS:,}"
+    if not isinstance(response.model, str) or not isinstance(response.finish_reason, str):
+        return "model or finish_reason is not text"
+    if response.response_id is not None and not isinstance(response.response_id, str):
+        return "response_id is not text"
+    return None
 
 
 @runtime_checkable

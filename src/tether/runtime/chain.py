@@ -31,6 +31,8 @@ from tether.providers import (
     response_events,
     stream_of,
 )
+from tether.providers.streaming import event_problem
+from tether.providers.types import response_problem
 from tether.runtime.steps import Stop
 from tether.runtime.telemetry import clip, input_messages, output_messages
 from tether.store import SpanRecord
@@ -141,9 +143,12 @@ async def model_step(
         return await _chain_call(scope, request, decision, on_event)
     finally:
         unpriced = state.unpriced_calls > before[2]
+        tokens = state.usage.total_tokens - before[0]
         attributes = await budget.settle(
             scope.run_id,
-            tokens=state.usage.total_tokens - before[0],
+            # No tokens from a call whose cost is unknown: its usage went unreported (or it
+            # really used none); the reserved worst case is charged, never nothing.
+            tokens=None if unpriced and not tokens else tokens,
             usd=None if unpriced else max(0.0, state.cost_usd - before[1]),
         )
         if attributes:
@@ -263,7 +268,7 @@ async def control_model_call(
         ]
         span.attributes[semconv.GEN_AI_INPUT_MESSAGES] = input_messages(stored)[0]
     try:
-        response = _scrubbed(await model.complete(request))
+        response = _scrubbed(_usable(model, await model.complete(request)))
     except BaseException as exc:
         # A provider's error may quote the request (the text judged): stored masked.
         said = scope.stored_error(describe_exception(exc))
@@ -295,8 +300,23 @@ async def _call(
 
     with call_events_to(on_span):
         if streamed is None or on_event is None:
-            return await model.complete(request)
-        return await _stream(model, request, streamed, on_event)
+            response = await model.complete(request)
+        else:
+            response = await _stream(model, request, streamed, on_event)
+    return _usable(model, response)
+
+
+def _usable(model: Model, response: ModelResponse) -> ModelResponse:
+    """``response``, if a run can go on with it; else the model failed (``ProviderError``:
+    the chain falls back, the run says which model and why). A model integration's own
+    ``complete`` builds its reply unchecked (see ``response_problem``)."""
+    problem = response_problem(response)
+    if problem is not None:
+        raise ProviderError(
+            f"model {model.name!r} returned a reply Tether cannot use: the reply {problem}",
+            hint="fix the model integration's complete() (or stream())",
+        )
+    return response
 
 
 async def _deliver(on_event: StreamHandler, event: StreamEvent) -> None:
@@ -311,6 +331,12 @@ async def _stream(
     events = stream_of(model, request)
     try:
         async for event in events:
+            problem = event_problem(event)
+            if problem is not None:
+                raise ProviderError(
+                    f"model {model.name!r}: its reply stream sent {problem}",
+                    hint="fix the model integration's stream()",
+                )
             streamed.add(event)
             await _deliver(on_event, event)
             if isinstance(event, StreamEnd):
@@ -341,6 +367,11 @@ def _account(scope: RunScope, span: SpanRecord, model: Model, response: ModelRes
     cost limit has already checked is priced."""
     state, usage, a = scope.state, response.usage, span.attributes
     state.usage = state.usage + usage
+    if not response.usage_known:  # zeros that are no count: the call's cost is unknown
+        state.unpriced_calls += 1
+        a[semconv.TETHER_COST_UNPRICED] = True
+        a[semconv.TETHER_USAGE_UNKNOWN] = True
+        return
     pricing = scope.harness.pricing
     tokens = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
     cost = pricing.cost(response.model or model.name, *tokens)

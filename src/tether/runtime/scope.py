@@ -108,6 +108,7 @@ TraceTarget: TypeAlias = "TraceSink | str | bool | None"
 SQLite store in ``TETHER_HOME``), a database URL, any ``TraceSink``, or ``False`` for none."""
 T = TypeVar("T")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_INVALID_TRACE_ID = "0" * 32
 RESUMED_FROM = "resumed_from"
 """Metadata of a resumed run (and attribute of its record): the paused run it goes on from."""
 # Enum members read once (see ``tether.controls.pipeline``: slow on Python 3.11).
@@ -149,7 +150,8 @@ class Harness:
     ``models`` is the chain a model call tries in order (primary, then fallbacks). ``tools``
     are ``Tool`` objects or plain functions (a function becomes a ``FunctionTool``); giving
     one is the grant to call it. The limits control and the loop breaker come first in the
-    pipeline, then ``controls``. ``trace`` is a ``TraceTarget``. ``degraded_answer`` is
+    pipeline, then ``controls`` (a ``LoopBreaker`` among them replaces the built-in one).
+    ``trace`` is a ``TraceTarget``. ``degraded_answer`` is
     what a run answers when every model failed for a reason that may pass (its outcome is
     still ``error``). ``budgets`` (a spec's ``budgets`` section, or a ``BudgetControl``) checks
     every model call against token and US-dollar budgets and rate limits, last in the
@@ -186,7 +188,13 @@ class Harness:
         """The budgets and rate limits of every model call (``None``: none)."""
         # The budgets last: a reservation is made only for a call no control stops.
         budget: list[Control] = [] if self.budget is None else [self.budget]
-        self.controls: list[Control] = [LimitsControl(), LoopBreaker(), *controls, *budget]
+        # A LoopBreaker among ``controls`` (``LoopBreaker(exempt_tools=...)``: its values
+        # override the spec's) takes the built-in one's place: beside it, the built-in one,
+        # first in the pipeline, would stop the run before the given one was asked.
+        given = [c for c in controls if isinstance(c, LoopBreaker)]
+        breaker = given[0] if given else LoopBreaker()
+        others = [c for c in controls if c is not breaker]
+        self.controls: list[Control] = [LimitsControl(), breaker, *others, *budget]
         self.redact_stored = text_redactor(self.controls, None)
         """What the trace stores of texts the guards' decisions quote (reasons, evidence, a
         judge's reply): masked as every masking guard of the run masks, whatever channel."""
@@ -433,10 +441,13 @@ class RunScope:
             raise TetherError(f"input must be text, got {type(input).__name__}")
         if trace_id is None:
             trace_id = new_trace_id()
-        elif not _TRACE_ID.fullmatch(trace_id):
+        elif not isinstance(trace_id, str) or not _TRACE_ID.fullmatch(trace_id):
             raise TetherError(
                 f"trace_id must be 32 lowercase hex characters (a W3C trace id), got {trace_id!r}"
             )
+        elif trace_id == _INVALID_TRACE_ID:
+            # W3C and OpenTelemetry hold an all-zero id invalid: an exporter drops its spans.
+            raise TetherError("trace_id must not be all zeros (an invalid W3C trace id)")
         self.harness = harness
         self.agent, self.caller, self.entry_point, self.kind = agent, caller, entry_point, kind
         self.paradigm = paradigm
@@ -480,6 +491,9 @@ class RunScope:
         self._held: tuple[SpanRecord, ModelResponse] | None = None
         """The chat span of the newest reply that may be the answer, and the reply, written
         once ``on_output`` has judged the answer or the run has moved on."""
+        self._cancelled: str | None = None
+        """What a step said when it was cancelled (the run's error, if the cancellation
+        leaves the scope)."""
         self._input_checked = False
         """Whether ``state.input`` holds what ``on_input`` let through (before, it holds the
         caller's text as given, which must not be stored unmasked)."""
@@ -541,6 +555,16 @@ class RunScope:
     async def __aenter__(self) -> RunScope:
         from tether.trace import RunRecorder  # loads the store: see resolve_sink
 
+        if self._recorder is not None:
+            # Entered again (nested, or after it closed): starting the run a second time
+            # would write a second record under the same run id, which the store refuses,
+            # and restart its clock, so the run's end would match no stored run and the run
+            # would stay ``running`` for ever. Raised inside the first ``async with``, the
+            # mistake ends that run as a crash, with this message in its trace.
+            raise TetherError(
+                "this run scope was entered already: a scope holds one run; "
+                "open another with harness.open_run(...)"
+            )
         state, h = self.state, self.harness
         self._started = monotonic()
         self._clock = h.deadline(h.limits.timeout_s)
@@ -636,8 +660,10 @@ class RunScope:
         if exc is not None:
             # A crash (a bug, a cancelled task) still leaves a complete trace and a checkpoint.
             state.end(Outcome.ERROR)
-            if not (isinstance(exc, asyncio.CancelledError) and state.stop_reason == "cancelled"):
-                # else the step has said it was cancelled; the text may quote the request
+            if isinstance(exc, asyncio.CancelledError) and self._cancelled is not None:
+                # The step has said it was cancelled (its text may quote the request).
+                state.error, state.stop_reason = self._cancelled, "cancelled"
+            else:
                 state.error = self.stored_error(_crash_message(exc))
                 state.stop_reason = "internal error"
             self.recorder.event(self.run_id, semconv.EVENT_RUN_ERROR, {"message": state.error})
@@ -731,10 +757,17 @@ class RunScope:
     ) -> None:
         """End the run with ``outcome``: what the user is told (``output``), why it stopped,
         and for a failure what went wrong. Steps end the run themselves on a stop; call this
-        for endings of the run's own logic (an empty answer, say)."""
+        for endings of the run's own logic (an empty answer, say).
+
+        A run that has ended already (a control blocked a step, the output step gave the
+        answer) keeps its first ending, as a step after the end changes nothing: a later
+        ``end()`` must not turn a control's block into a final answer in the record, nor
+        store the text an output guard blocked or masked as the run's output."""
         if self._held is not None:
             self.release_reply()
         state = self.state
+        if state.finished:
+            return
         state.end(outcome)
         state.output = output
         state.stop_reason = reason if reason is not None else error
@@ -838,10 +871,12 @@ class RunScope:
         except asyncio.CancelledError as exc:
             # The caller cancelled the run (a SIGTERM or Ctrl-C unwinding the event loop, a
             # task cancelled from outside). Say so: the bare exception's text is empty.
+            # Kept on the scope, not in the run's state: a caller that catches it (its own
+            # ``asyncio.wait_for`` around a step) goes on with the run, which must not end
+            # up recorded as cancelled with a final answer.
             detail = f": {exc.args[0]}" if exc.args and exc.args[0] else ""
-            state.error = f"the run was cancelled before it finished{detail}"
-            state.stop_reason = "cancelled"
-            raise asyncio.CancelledError(state.error) from exc
+            self._cancelled = f"the run was cancelled before it finished{detail}"
+            raise asyncio.CancelledError(self._cancelled) from exc
         return Step(value)
 
     # -- steps ------------------------------------------------------------------------------
@@ -885,6 +920,7 @@ class RunScope:
         ``on_output`` or ``after_model`` control) the text deltas and the end event (it carries the
         whole reply) are not sent at all: the step's value is the reply to show."""
         state = self.state
+        given = request is not None  # it becomes the conversation once the step runs
         if request is None:
             messages = list(state.messages)
             if note:
@@ -896,11 +932,18 @@ class RunScope:
                 tools=list(self.harness.tool_defs) if tools else [],
                 settings=self.harness.settings,
             )
-        else:
-            state.messages = list(request.messages)
+        elif request.tools is self.harness.tool_defs:
+            # ``ModelRequest(messages=..., tools=harness.tool_defs)``, as a hand-written loop
+            # writes it: a control changing this request's tools in place must not change
+            # them for every later call and run of the harness.
+            request = ModelRequest(
+                messages=request.messages, tools=list(request.tools), settings=request.settings
+            )
         sent = request
 
         async def work() -> ModelResponse:
+            if given:  # only once the step runs: a step after the end changes nothing
+                state.messages = list(sent.messages)
             response = await model_step(self, sent, _held_text(stream, self.harness))
             state.messages.append(response.as_message())
             return response

@@ -157,7 +157,8 @@ async def complete_tool(scope: RunScope, approved: _Approved) -> Message:
         await scope.tool_starting()
     error: str | None = None
     try:
-        raw = approved.answer or await _execute(scope, approved.tool, call)
+        answer = approved.answer
+        raw = _scrubbed(answer) if answer else await _execute(scope, approved.tool, call)
         approved.record.result_hash = content_hash(raw.content)
         approved.record.is_error = raw.is_error
         try:
@@ -206,12 +207,7 @@ async def _execute(scope: RunScope, tool: Tool | None, call: ToolCall) -> ToolRe
         )
     try:
         result = await _within(scope.harness.deadline(tool.timeout_s), tool.call(call.arguments))
-        content = scrub_surrogates(result.content)
-        return (
-            result
-            if content is result.content
-            else ToolResult(content, result.is_error, result.data)
-        )
+        return _scrubbed(result)
     except TimeoutError:
         return ToolResult(
             f"Error: tool '{call.name}' timed out after {tool.timeout_s:g}s", is_error=True
@@ -220,6 +216,15 @@ async def _execute(scope: RunScope, tool: Tool | None, call: ToolCall) -> ToolRe
         return ToolResult(f"Error: {exc.message}", is_error=True)
     except Exception as exc:
         return ToolResult(f"Error: {describe_exception(exc)}", is_error=True)
+
+
+def _scrubbed(result: ToolResult) -> ToolResult:
+    """A tool result without lone surrogates (a file name read with ``surrogateescape``):
+    they cannot be hashed, stored or checkpointed."""
+    content = scrub_surrogates(result.content)
+    return (
+        result if content is result.content else ToolResult(content, result.is_error, result.data)
+    )
 
 
 async def _within(deadline: Deadline, work: Awaitable[T]) -> T:

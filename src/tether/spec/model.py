@@ -353,8 +353,8 @@ class Limits(_Strict):
 
 class LoopBreakerConfig(_Strict):
     """When the loop breaker stops a run: the same tool called with the same arguments
-    ``max_repeats`` times in a row with no new information (every earlier call returned the same
-    result) ends the run with outcome ``loop_detected``."""
+    ``max_repeats`` times in the run (not only in a row) with no new information (the latest
+    earlier ones all returned the same result) ends the run with outcome ``loop_detected``."""
 
     max_repeats: int = Field(default=3, ge=2)
     """Identical calls that stop the run (the last one is not made); at least 2."""

@@ -179,6 +179,9 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         or not _NS_MIN <= started_ns <= _NS_MAX
         or not isinstance(run_id, str)
         or not 0 < len(run_id) <= 64
+        # A run id is ASCII (hex): a NUL (which PostgreSQL refuses, so the forged cursor read
+        # as the store being down) or a lone surrogate (a crash) is no cursor of ours.
+        or not (run_id.isascii() and run_id.isprintable())
     ):
         raise problem
     return started_ns, run_id

@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Engine, RowMapping, func, or_, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 
-from tether.core import InvalidQuery, NotFound, StoreError
+from tether.core import InvalidQuery, NotFound, StoreError, scrub_surrogates
 from tether.store import tables
 from tether.store.db import create_store_engine, driver_message, migrate, redact_url
 from tether.store.query import (
@@ -125,7 +125,12 @@ def _conditions(query: RunQuery) -> list[Any]:
     for tag in query.tag:
         key, value = tag.split("=", 1)
         # Attributes are stored as compact JSON: the pair reads exactly so.
-        pair = json.dumps({key: value}, separators=(",", ":"), ensure_ascii=False)[1:-1]
+        # Lone surrogates as the store writes them (U+FFFD): UTF-8 cannot carry them.
+        pair = json.dumps(
+            {scrub_surrogates(key): scrub_surrogates(value)},
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )[1:-1]
         out.append(runs.attributes.contains(pair, autoescape=True))
     if query.text:
         needle = clean_text(query.text) or ""
@@ -284,6 +289,14 @@ class StoreReader:
         key = run_or_trace_id.lower()
         if len(key) < 6:
             raise InvalidQuery(f"id {run_or_trace_id!r} is too short; give at least 6 characters")
+        if not (key.isascii() and key.isprintable()):
+            # Run and trace ids are hex: no run has this one. (Asked as it is, PostgreSQL
+            # refuses a NUL, which read as the store being down, and a lone surrogate cannot
+            # be sent at all.)
+            raise NotFound(
+                f"no run or trace {run_or_trace_id!r} in {self.display_url}",
+                hint="list recent runs with: tether traces list",
+            )
         runs = tables.runs.c
         # autoescape: '%' and '_' in the prefix are literal characters, not LIKE wildcards.
         stmt = (

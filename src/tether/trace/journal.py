@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
+import math
 import mmap
 import operator
 import os
 import secrets
 import time
+import types
+import typing
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -474,6 +478,38 @@ def _remove_stale_creating(directory: Path) -> None:
             continue
 
 
+@functools.cache
+def _field_types(op: int) -> dict[str, tuple[type, ...]]:
+    """The Python types each field of a record of ``op`` may hold, from its annotations (a
+    float field takes an int too). Built on the first replay, not at import."""
+    allowed: dict[str, tuple[type, ...]] = {}
+    for name, hint in typing.get_type_hints(_CLASSES[op]).items():
+        members = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        kinds: list[type] = []
+        for member in members:
+            origin = typing.get_origin(member) or member
+            kinds.extend((float, int) if origin is float else (origin,))
+        allowed[name] = tuple(kinds)
+    return allowed
+
+
+def _check_types(op: int, values: dict[str, Any]) -> None:
+    """Refuse a line whose values are not of their fields' types (a line damaged on disk
+    that is still JSON): SQLite keeps text in an integer column as it is given, and one such
+    row made ``tether traces list`` fail for good on every later read (a TypeError)."""
+    allowed = _field_types(op)
+    for name, value in values.items():
+        kinds = allowed.get(name)
+        if kinds is None:
+            continue
+        if (
+            not isinstance(value, kinds)
+            or (isinstance(value, bool) and bool not in kinds)
+            or (isinstance(value, float) and not math.isfinite(value))
+        ):
+            raise ValueError(f"field {name!r} holds {type(value).__name__} {value!r:.40}")
+
+
 def _decode(path: Path, data: bytes) -> list[Item]:
     # The file ends at its first NUL byte: the unused tail of the mapping is zeros, and JSON
     # text never holds a raw NUL.
@@ -497,6 +533,7 @@ def _decode(path: Path, data: bytes) -> list[Item]:
             data_.setdefault("run_id", "")
             if attributes is not None:
                 data_["attributes"] = attributes
+            _check_types(op, data_)
             items.append((op, cls(**data_)))
         except Exception as exc:  # a line torn by the crash, or damaged on disk
             log.warning("skipping unreadable trace journal line %s:%d (%s)", path, number, exc)

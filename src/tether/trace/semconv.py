@@ -55,6 +55,10 @@ TETHER_COST_USD = "tether.cost.usd"
 TETHER_COST_UNPRICED = "tether.cost.unpriced"
 """On a chat span (``true``) or a run (the number of such calls): model calls the pricing
 table has no price for, so their cost is unknown, not zero."""
+TETHER_USAGE_UNKNOWN = "tether.usage.unknown"
+"""On a chat span (``true``): the provider reported no token usage for the call (a server
+ignoring ``stream_options.include_usage``, a stream cut off before its usage came): its tokens
+read 0 and its cost is unknown (``tether.cost.unpriced``), not zero."""
 TETHER_PRICING_VERSION = "tether.pricing.version"
 TETHER_RUN_OUTCOME = "tether.run.outcome"
 TETHER_WRITER_ID = "tether.writer.id"
