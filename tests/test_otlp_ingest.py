@@ -313,6 +313,41 @@ def test_error_statuses(site: Site) -> None:
         assert c.get("/api/v1/runs").json()["runs"] == []
 
 
+def _delimited(tag: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (``tag``: field number and wire type 2)."""
+    from google.protobuf.internal.encoder import _VarintBytes
+
+    return bytes([tag]) + _VarintBytes(len(payload)) + payload
+
+
+def test_bodies_of_millions_of_empty_entries_are_413_before_they_are_read(site: Site) -> None:
+    """A few kilobytes of gzip that inflate to millions of empty entries: each is 2 bytes
+    on the wire (``{},`` 3 in JSON) and a Python object, and a worker spent 74-159 s and
+    2.2-4.7 GB of memory on one such request (64 MiB once gunzipped), then answered 200."""
+    protobuf = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+    empty_resources = gzip.compress(b"\x0a\x00" * ((8 << 20) - 1), compresslevel=9)
+    # One span with 1.5 million empty attributes (field 9 of Span), in one scope, one resource.
+    attributes = _delimited(0x0A, _delimited(0x12, _delimited(0x12, b"\x4a\x00" * 1_500_000)))
+    objects = b'{"resourceSpans": [' + b"{}," * 5_000_000 + b"{}]}"
+    with site.client("agent") as c:
+        for content, headers in (
+            (empty_resources, protobuf),
+            (gzip.compress(attributes), protobuf),
+            (gzip.compress(objects), {**protobuf, "Content-Type": "application/json"}),
+        ):
+            answer = c.post("/v1/traces", content=content, headers=headers)
+            assert answer.status_code == 413, answer.text
+            assert "send smaller batches" in answer.json()["error"]
+        # 64 MiB once gunzipped was taken; now the limit is the uncompressed body's.
+        over = gzip.compress(b" " * (17 << 20), compresslevel=9)
+        answer = c.post("/v1/traces", content=over, headers=protobuf)
+        assert answer.status_code == 413 and "gunzipped" in answer.json()["error"]
+        # A batch of ordinary size is still taken.
+        assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
+    with site.client("viewer") as c:
+        assert len(c.get("/api/v1/runs").json()["runs"]) == 1
+
+
 def test_a_project_cannot_attach_spans_to_another_projects_run(site: Site) -> None:
     with site.client("agent") as c:
         assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
