@@ -348,6 +348,46 @@ def test_bodies_of_millions_of_empty_entries_are_413_before_they_are_read(site: 
         assert len(c.get("/api/v1/runs").json()["runs"]) == 1
 
 
+def _reply_before_the_body(url: str, headers: str) -> bytes:
+    """What the server answers to a request that declares a 16 MB body and sends none of it
+    (the connection held open, as by a client that trickles or stalls)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(
+            (
+                f"POST /v1/traces HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                f"Content-Type: application/x-protobuf\r\nContent-Length: 16000000\r\n"
+                f"{headers}\r\n"
+            ).encode()
+        )
+        return sock.recv(65536)
+
+
+def test_a_body_is_read_only_for_a_key_that_may_send_spans(site: Site) -> None:
+    """The body limit read every OTLP body (up to 16 MiB) before the key was checked: a
+    client without a key held that much memory per connection by never finishing its body."""
+    assert _reply_before_the_body(site.url, "").startswith(b"HTTP/1.1 401")
+    wrong = "Authorization: Bearer tth_0000000000000000_nope\r\n"
+    assert _reply_before_the_body(site.url, wrong).startswith(b"HTTP/1.1 401")
+    viewer = f"Authorization: Bearer {site.keys['viewer']}\r\n"
+    assert _reply_before_the_body(site.url, viewer).startswith(b"HTTP/1.1 403")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it is read
+        for _ in range(17):
+            yield b" " * (1 << 20)
+
+    with site.client("agent") as c:
+        chunked = c.post("/v1/traces", content=chunks(), headers={"Content-Type": JSON_TYPE})
+        assert chunked.status_code == 413, chunked.text
+        assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
+
+
+JSON_TYPE = "application/json"
+
+
 def test_a_project_cannot_attach_spans_to_another_projects_run(site: Site) -> None:
     with site.client("agent") as c:
         assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200

@@ -193,13 +193,25 @@ def _store(request: Request) -> Store:
 _may_ingest = require(Permission.INGEST)
 
 
-def _decode_and_ingest(request: Request, content_type: str, body: bytes) -> Ingested:
-    """Check the caller, decode and store the request: in one worker thread (each step
-    blocks), so a request waits for one thread hand-over, not one per step (a hand-over is
-    milliseconds on a busy host)."""
-    principal = _may_ingest(request, request.query_params.get("project"))
+def _decode_and_ingest(request: Request, project: str, content_type: str, body: bytes) -> Ingested:
+    """Decode and store the request: in one worker thread (each step blocks), so a request
+    waits for one thread hand-over, not one per step (a hand-over is milliseconds on a busy
+    host)."""
     encoding = request.headers.get("content-encoding", "")
-    return ingest(_store(request), principal.project, decode(content_type, encoding, body))
+    return ingest(_store(request), project, decode(content_type, encoding, body))
+
+
+async def _body(request: Request) -> bytes:
+    """The request's body, read after its key was checked (the server's body limit leaves it
+    unread: ``app.OTLP_PATH``); ``OtlpError`` 413 as soon as it is over ``MAX_BODY_BYTES``."""
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > MAX_BODY_BYTES:
+            raise OtlpError(413, f"the request body is larger than {MAX_BODY_BYTES:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _reply(media: str, response: ExportTraceServiceResponse) -> Response:
@@ -215,9 +227,13 @@ def _reply(media: str, response: ExportTraceServiceResponse) -> Response:
 async def export_traces(request: Request) -> Response:
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
-    body = await request.body()
+    # Who sends comes first: a body is read only for a key that may send spans.
+    principal = await run_in_threadpool(_may_ingest, request, request.query_params.get("project"))
     try:
-        result = await run_in_threadpool(_decode_and_ingest, request, content_type, body)
+        body = await _body(request)
+        result = await run_in_threadpool(
+            _decode_and_ingest, request, principal.project, content_type, body
+        )
     except OtlpError as exc:
         return JSONResponse({"error": exc.message, "hint": None}, status_code=exc.status)
     response = ExportTraceServiceResponse()
