@@ -442,3 +442,99 @@ def test_a_span_id_stored_in_another_trace_is_rejected_not_dropped_silently(site
     assert "another trace" in partial["errorMessage"]
     rows = site.rows("SELECT trace_id, name FROM tether_spans")
     assert sorted(rows) == sorted([(first, "first"), (second, "fine")])
+
+
+def _other_project_client(site: Site) -> httpx.Client:
+    """An agent key of project ``other``, sending to the site's first server."""
+    access = AccessStore(str(site.store.engine.url.render_as_string(hide_password=False)))
+    if not access.project_exists("other"):
+        access.create_project("other")
+    key = access.create_key("other", Role.AGENT)[1]
+    return httpx.Client(
+        base_url=site.urls[0], headers={"Authorization": f"Bearer {key}"}, timeout=60
+    )
+
+
+def test_a_root_named_first_as_another_projects_missing_parent_is_stored(site: Site) -> None:
+    """A span of project ``other`` naming a parent not arrived yet made a pending run under
+    that parent's id; when the parent came, as a root of another project (it called a
+    service of ``other``, whose spans name it through ``traceparent``), that project's root
+    and its children were refused ('its run id is already taken') and its run never ended."""
+    root, child, theirs = _id(81, 1), _id(81, 2), _id(81, 3)
+    with _other_project_client(site) as other:
+        early = other.post(
+            "/v1/traces",
+            json=json_request(
+                json_span(theirs, root, "their server span", {}, trace=_trace(81, 2))
+            ),
+        )
+        assert early.status_code == 200 and "partialSuccess" not in early.json(), early.text
+        ours = site.post(
+            [
+                json_span(
+                    root, None, "our agent", {"gen_ai.agent.name": "planner"}, trace=_trace(81, 1)
+                ),
+                json_span(child, root, "our step", {}, trace=_trace(81, 1)),
+            ]
+        )
+        assert ours.status_code == 200 and "partialSuccess" not in ours.json(), ours.text
+        # Sent after the root: its parent is another project's, refused as before.
+        late = other.post(
+            "/v1/traces",
+            json=json_request(json_span(_id(81, 4), root, "late", {}, trace=_trace(81, 2))),
+        )
+        assert late.json()["partialSuccess"]["rejectedSpans"] == "1"
+    runs = site.rows("SELECT run_id, project, status FROM tether_runs ORDER BY project")
+    assert [(r.project, r.status) for r in runs] == [("default", "completed"), ("other", "running")]
+    assert runs[0].run_id == root and runs[1].run_id != root
+    spans = site.rows("SELECT span_id, run_id FROM tether_spans ORDER BY span_id")
+    assert [(s.span_id, s.run_id) for s in spans] == [
+        (root, root),
+        (child, root),
+        (theirs, runs[1].run_id),
+    ]
+    keyed = site.rows(
+        "SELECT count(*) AS n FROM tether_runs r JOIN tether_spans s "
+        "ON s.run_seq = r.run_seq AND s.run_id = r.run_id WHERE r.run_id = :r",
+        r=runs[1].run_id,
+    )
+    assert keyed[0].n == 1  # still read through its run's run_seq
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)  # SQLite: BEGIN IMMEDIATE
+def test_requests_claiming_one_run_id_take_turns_whatever_their_trace(site: Site) -> None:
+    """PostgreSQL: two requests creating a run under one id (a root, and another project's
+    span naming it as its missing parent) under different trace ids did not wait for each
+    other (locks were per trace id): the second read the run as absent, its insert of the
+    run was skipped as existing once the first committed, and its spans went into the other
+    project's run. Now a request waits for the lock of each run id it may create."""
+    from tether.server.otlp_store import _RUN_LOCK_SPACE, _lock_keys
+
+    root = _id(82, 1)
+    (key,) = _lock_keys([root])
+    with site.store.engine.connect() as holder, _other_project_client(site) as other:
+        holder.execute(text("SELECT pg_advisory_lock(:a, :b)"), {"a": _RUN_LOCK_SPACE, "b": key})
+        with ThreadPoolExecutor(1) as pool:
+            sent = pool.submit(
+                other.post,
+                "/v1/traces",
+                json=json_request(json_span(_id(82, 2), root, "child", {}, trace=_trace(82, 2))),
+            )
+            deadline = time.monotonic() + 60
+            waiting = False
+            while not waiting and not sent.done() and time.monotonic() < deadline:
+                waiting = bool(
+                    holder.execute(
+                        text(
+                            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                            "AND NOT granted AND classid = :a AND objid = :b"
+                        ),
+                        {"a": _RUN_LOCK_SPACE, "b": key & 0xFFFFFFFF},
+                    ).first()
+                )
+                time.sleep(0.02)
+            assert waiting and not sent.done()
+            holder.execute(
+                text("SELECT pg_advisory_unlock(:a, :b)"), {"a": _RUN_LOCK_SPACE, "b": key}
+            )
+            assert sent.result().status_code == 200

@@ -13,7 +13,14 @@ One request is one transaction: everything it reads (which spans and runs exist)
 and the reply is sent after the commit. Two requests touching the same trace, in one process
 or two, take their turns: on SQLite the transaction holds the file's write lock from its start
 (``BEGIN IMMEDIATE``); on PostgreSQL it takes a transaction-scoped advisory lock per trace id
-first (OpenTelemetry parents and children share their trace id), in one order.
+first (OpenTelemetry parents and children share their trace id), then one per run id it may
+create (its roots, the parents it lacks: a sender chooses its trace ids), in one order.
+
+Projects share the id space: a span of one project may name as its missing parent the root of
+another project's trace (a service called by it, reading its id off ``traceparent``). When
+that root arrives, the pending run named after it is moved to an id of its own project's
+(``_move_pending_run``) and the root is stored; a span naming a parent stored in another
+project is refused.
 
 This path needs no crash journal (the runtime's trace writer keeps one because its records
 are accepted before they are committed): nothing is acknowledged before its commit, so a
@@ -24,6 +31,7 @@ stores nothing twice.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +63,9 @@ OTLP = EntryPoint.OTLP.value
 _LOCK_SPACE = 0x7E7E_0002
 """The first key of PostgreSQL's two-key advisory locks taken per trace (the second: 32 bits
 of the trace id). Another space than the migration lock's single key."""
+_RUN_LOCK_SPACE = 0x7E7E_0003
+"""The first key of the advisory locks taken per run id a request may create
+(``_run_id_claims``)."""
 _CHUNK = 1000
 """Ids per ``IN (...)`` on SQLite (far below its limit of 32,766 parameters)."""
 
@@ -102,7 +113,7 @@ def ingest(store: Store, project: str, message: ExportTraceServiceRequest) -> In
     spans = mapped_spans(message, result)
     if spans:
         with store.transaction() as conn:
-            _lock_traces(conn, {m.trace_id for m in spans})
+            _lock_traces(conn, {m.trace_id for m in spans}, _run_id_claims(spans))
             result.accepted = _store(conn, project, spans, result)
     return result
 
@@ -110,14 +121,35 @@ def ingest(store: Store, project: str, message: ExportTraceServiceRequest) -> In
 # -- reading what is there ------------------------------------------------------------------
 
 
-def _lock_traces(conn: Connection, trace_ids: set[str]) -> None:
-    """PostgreSQL: wait for the other transactions writing any of these traces (SQLite's
-    ``BEGIN IMMEDIATE`` has serialized every writer already). Keys in one order: no deadlock."""
+def _run_id_claims(spans: list[MappedSpan]) -> set[str]:
+    """The ids the request may create a run under: its roots' span ids and the parents it
+    lacks (a pending run is named after one). Two requests claiming one id take turns even
+    when their trace ids differ (a request's trace id is the sender's to choose)."""
+    ids = {m.span_id for m in spans}
+    roots = {m.span_id for m in spans if m.parent_id is None}
+    return roots | {m.parent_id for m in spans if m.parent_id is not None} - ids
+
+
+def _lock_keys(ids: Iterable[str]) -> list[int]:
+    return sorted({int.from_bytes(bytes.fromhex(i[:8]), "big", signed=True) for i in ids})
+
+
+def _lock_traces(conn: Connection, trace_ids: set[str], run_ids: set[str]) -> None:
+    """PostgreSQL: wait for the other transactions writing any of these traces, or claiming
+    any of these run ids (SQLite's ``BEGIN IMMEDIATE`` has serialized every writer already).
+    Without the run ids, a request of another project that named a missing parent after a
+    root being committed under its own trace id read the run as absent, had its insert of the
+    run skipped as existing, and wrote its spans into the other project's run. Keys in one
+    order (traces, then run ids): no deadlock."""
     if conn.dialect.name != "postgresql":
         return
-    keys = sorted({int.from_bytes(bytes.fromhex(t[:8]), "big", signed=True) for t in trace_ids})
     conn.exec_driver_sql(
-        "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k", (_LOCK_SPACE, keys)
+        "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k",
+        (_LOCK_SPACE, _lock_keys(trace_ids)),
+    ).all()
+    conn.exec_driver_sql(
+        "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k",
+        (_RUN_LOCK_SPACE, _lock_keys(run_ids)),
     ).all()
 
 
@@ -418,6 +450,16 @@ def _store(conn: Connection, project: str, spans: list[MappedSpan], result: Inge
         kept.append(m)
     new = [m for m in kept if m.span_id not in stored]  # a span sent again is stored once
     stored_runs = _stored_runs(conn, {m.run_id for m in new} | {m.span_id for m in new})
+    for m in new:
+        have_run = stored_runs.get(m.span_id)
+        if (
+            m.span_id == m.run_id
+            and have_run is not None
+            and have_run.pending
+            and have_run.project != project
+        ):
+            _move_pending_run(conn, m.span_id, have_run.project)
+            del stored_runs[m.span_id]
     fresh: list[MappedSpan] = []
     merged_into: dict[str, str] = {}
     stored_run = stored_runs.get
@@ -473,6 +515,26 @@ def _store(conn: Connection, project: str, spans: list[MappedSpan], result: Inge
     if touched:
         _update_runs(conn, project, touched, by_run, merged_into, by_id, stored_runs)
     return len(kept) - (len(new) - len(fresh))
+
+
+def _move_pending_run(conn: Connection, run_id: str, owner: str) -> None:
+    """Give the pending run ``run_id`` of project ``owner`` another id, for a root of
+    another project whose id it is. A span of ``owner`` named that root as its parent before
+    the root arrived (a service of ``owner`` called by the root's, or a sender who read the
+    id off a ``traceparent`` header): the run id was taken, and the root's own project had
+    the root refused and its run never ended. The pending run keeps its spans under an id
+    made from its project and the root's id; its parent will never be of its project
+    (``owner``'s spans sent after the root are refused, as its parent is another
+    project's)."""
+    moved = hashlib.sha256(f"{owner}/{run_id}".encode()).hexdigest()[:16]
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    columns = ", ".join(c.name for c in tables.runs.columns if c.name != "run_id")
+    conn.exec_driver_sql(
+        f"INSERT INTO tether_runs (run_id, {columns}) "
+        f"SELECT {mark}, {columns} FROM tether_runs WHERE run_id = {mark}",
+        (moved, run_id),
+    )
+    _merge(conn, {run_id: moved})
 
 
 def _update_runs(
