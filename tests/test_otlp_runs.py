@@ -499,6 +499,16 @@ def test_a_root_named_first_as_another_projects_missing_parent_is_stored(site: S
         r=runs[1].run_id,
     )
     assert keyed[0].n == 1  # still read through its run's run_seq
+    # Shown in its run's tree: its parent, stored in another project's run, hid it there.
+    url = str(site.store.engine.url.render_as_string(hide_password=False))
+    viewer = AccessStore(url).create_key("other", Role.VIEWER)[1]
+    with httpx.Client(
+        base_url=site.urls[0], headers={"Authorization": f"Bearer {viewer}"}, timeout=60
+    ) as reader:
+        listed = reader.get(f"/api/v1/runs/{runs[1].run_id}/spans").json()["spans"]
+        assert [s["span_id"] for s in listed] == [theirs]
+        page = reader.get(f"/runs/{runs[1].run_id}")
+        assert page.status_code == 200 and "their server span" in page.text
 
 
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)  # SQLite: BEGIN IMMEDIATE

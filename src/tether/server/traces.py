@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, and_, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core import StoreError
@@ -172,11 +172,15 @@ def children(
 
 
 def _orphans(engine: Engine, run_id: str) -> list[SpanLine]:
+    """Spans of the run whose parent is not among its spans: never recorded (a crash), or
+    stored in another run (another project's, whose root a span of this one named as its
+    parent: ``otlp_store._move_pending_run``). Looked for in the whole store, such a parent
+    hid the spans under it from their own run's tree."""
     sp = tables.spans.c
     parent = tables.spans.alias("parent")
     stmt = (
         select(sp.span_id, sp.parent_id, sp.name, sp.kind, sp.start_ns, sp.end_ns, sp.status)
-        .outerjoin(parent, parent.c.span_id == sp.parent_id)
+        .outerjoin(parent, and_(parent.c.span_id == sp.parent_id, parent.c.run_id == sp.run_id))
         .where(tables.spans_of_run(run_id), sp.parent_id.is_not(None), parent.c.span_id.is_(None))
         .order_by(sp.start_ns)
         .limit(CHILDREN_PAGE)
