@@ -299,3 +299,22 @@ def test_a_bad_project_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=False)
     with pytest.raises(TetherError, match="TETHER_PROJECT"):
         harness.open_run("hi")
+
+
+@pytest.mark.parametrize("name", ["Acme", "my project", "-x", "x" * 65, "a/b"])
+def test_a_project_name_no_project_may_have_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Runs were written under any printable TETHER_PROJECT (``Acme``), a project that
+    ``tether projects create`` refuses: no key could be made for it and no admin could open
+    it, so ``tether serve`` never showed them."""
+    from tether.server.roles import check_project_name
+
+    with pytest.raises(TetherError):
+        check_project_name(name)
+    monkeypatch.setenv("TETHER_PROJECT", name)
+    harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=False)
+    with pytest.raises(TetherError, match="TETHER_PROJECT must name a project"):
+        harness.open_run("hi")
+    monkeypatch.setenv("TETHER_PROJECT", "acme-2.eu_1")
+    assert harness.open_run("hi").caller.project == check_project_name("acme-2.eu_1")
