@@ -548,3 +548,24 @@ def test_requests_claiming_one_run_id_take_turns_whatever_their_trace(site: Site
                 text("SELECT pg_advisory_unlock(:a, :b)"), {"a": _RUN_LOCK_SPACE, "b": key}
             )
             assert sent.result().status_code == 200
+
+
+def test_a_moved_pending_run_takes_an_id_no_sender_can_take_first(site: Site) -> None:
+    """The pending run moved out of a root's way took an id derived from its project and the
+    root's id: a sender of that project who sent a run under that id first made every
+    request carrying the root fail whole (the moved run's insert clashed)."""
+    import hashlib
+
+    root = _id(83, 1)
+    derived = hashlib.sha256(f"other/{root}".encode()).hexdigest()[:16]
+    with _other_project_client(site) as other:
+        for spans in (
+            [json_span(derived, None, "squatter", {}, trace=_trace(83, 3))],
+            [json_span(_id(83, 2), root, "waiting", {}, trace=_trace(83, 2))],
+        ):
+            answer = other.post("/v1/traces", json=json_request(*spans))
+            assert answer.status_code == 200 and "partialSuccess" not in answer.json()
+    ours = site.post([json_span(root, None, "our agent", {}, trace=_trace(83, 1))])
+    assert ours.status_code == 200 and "partialSuccess" not in ours.json(), ours.text
+    runs = site.rows("SELECT run_id, project FROM tether_runs ORDER BY run_id")
+    assert len(runs) == 3 and (root, "default") in [(r.run_id, r.project) for r in runs]

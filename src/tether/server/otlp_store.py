@@ -18,7 +18,7 @@ create (its roots, the parents it lacks: a sender chooses its trace ids), in one
 
 Projects share the id space: a span of one project may name as its missing parent the root of
 another project's trace (a service called by it, reading its id off ``traceparent``). When
-that root arrives, the pending run named after it is moved to an id of its own project's
+that root arrives, the pending run named after it is moved to a new random id
 (``_move_pending_run``) and the root is stored; a span naming a parent stored in another
 project is refused.
 
@@ -31,7 +31,7 @@ stores nothing twice.
 
 from __future__ import annotations
 
-import hashlib
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -522,12 +522,19 @@ def _move_pending_run(conn: Connection, run_id: str, owner: str) -> None:
     another project whose id it is. A span of ``owner`` named that root as its parent before
     the root arrived (a service of ``owner`` called by the root's, or a sender who read the
     id off a ``traceparent`` header): the run id was taken, and the root's own project had
-    the root refused and its run never ended. The pending run keeps its spans under an id
-    made from its project and the root's id; its parent will never be of its project
-    (``owner``'s spans sent after the root are refused, as its parent is another
-    project's)."""
-    moved = hashlib.sha256(f"{owner}/{run_id}".encode()).hexdigest()[:16]
+    the root refused and its run never ended. The pending run keeps its spans under a new
+    random id no run has (one derived from the ids could be taken first by the sender of
+    ``owner``, failing every request that carries the root); its parent will never be of
+    its project (``owner``'s spans sent after the root are refused, as its parent is
+    another project's)."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    while True:
+        moved = secrets.token_hex(8)
+        taken = conn.exec_driver_sql(
+            f"SELECT 1 FROM tether_runs WHERE run_id = {mark}", (moved,)
+        ).first()
+        if taken is None:
+            break
     columns = ", ".join(c.name for c in tables.runs.columns if c.name != "run_id")
     conn.exec_driver_sql(
         f"INSERT INTO tether_runs (run_id, {columns}) "
