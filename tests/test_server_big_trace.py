@@ -3,8 +3,11 @@ spans, the rest on demand), subtrees load when opened, and the page stays small.
 
 from __future__ import annotations
 
+import html
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -115,3 +118,46 @@ def test_the_whole_trace_api_reads_a_bounded_part(big: tuple[str, str, str]) -> 
     assert all_of_it.json()["truncated"] is False and len(all_of_it.json()["spans"]) == 30_002
     for bad in ({"max_spans": 0}, {"max_spans": 100_001}, {"max_events": -1}):
         assert httpx.get(whole, params=bad, headers=headers, timeout=60).status_code == 422
+
+
+def test_a_trace_nested_deeper_than_200_levels_opens_to_its_last_span(tmp_path: Path) -> None:
+    """Each subtree the page opens asks for the next level's depth (its indent): past 200 it
+    was refused (422), and the spans below could never be seen."""
+    url = f"sqlite:///{tmp_path / 'tether.db'}"
+    store = Store(url)
+    seeded = add_run(store, tool_calls=0)
+    start = time.time_ns() - 3_600_000_000_000
+    ids = [seeded.run_id] + [f"{0xC000000000000000 + i:016x}" for i in range(1, 260)]
+    store.write(
+        TraceBatch(
+            spans=[
+                SpanRecord(
+                    seeded.trace_id,
+                    run_id=seeded.run_id,
+                    span_id=ids[i],
+                    parent_id=ids[i - 1],
+                    name=f"level {i}",
+                    kind="plan",
+                    start_ns=start + i,
+                    end_ns=start + i + 1,
+                )
+                for i in range(1, 260)
+            ]
+        )
+    )
+    key = AccessStore(url).create_key("default", Role.VIEWER)[1]
+    with (
+        serving(create_app(ServerConfig(database_url=url))) as base,
+        httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c,
+    ):
+        page = c.get(f"/runs/{seeded.run_id}").text
+        opened = 0
+        for level in range(1, 259):  # follow each level's toggle, as the browser does
+            link = re.search(rf'hx-get="([^"]*children[^"]*parent={ids[level]}[^"]*)"', page)
+            if link is None:  # opened with the page already
+                assert f"level {level + 1}" in page
+                continue
+            answer = c.get(html.unescape(link.group(1)))
+            assert answer.status_code == 200, (level, answer.status_code)
+            page, opened = answer.text, level
+        assert "level 259" in page and opened > 200
