@@ -161,3 +161,46 @@ def test_a_trace_nested_deeper_than_200_levels_opens_to_its_last_span(tmp_path: 
             assert answer.status_code == 200, (level, answer.status_code)
             page, opened = answer.text, level
         assert "level 259" in page and opened > 200
+
+
+def test_a_run_waiting_for_its_root_pages_through_all_its_top_spans(tmp_path: Path) -> None:
+    """OTLP children arrive before their root (they end first): until it comes, the root's
+    children have no parent in the run. They were listed apart, at most 200 and with no
+    way to the rest (the API's total counted none of them)."""
+    url = f"sqlite:///{tmp_path / 'tether.db'}"
+    store = Store(url)
+    seeded = add_run(store, tool_calls=0)
+    start = time.time_ns() - 3_600_000_000_000
+    missing_root = "d000000000000001"
+    store.write(
+        TraceBatch(
+            spans=[
+                SpanRecord(
+                    seeded.trace_id,
+                    run_id=seeded.run_id,
+                    span_id=f"{0xD100000000000000 + i:016x}",
+                    parent_id=missing_root,
+                    name=f"call {i}",
+                    kind="model",
+                    start_ns=start + i,
+                    end_ns=start + i + 1,
+                )
+                for i in range(250)
+            ]
+        )
+    )
+    key = AccessStore(url).create_key("default", Role.VIEWER)[1]
+    with (
+        serving(create_app(ServerConfig(database_url=url))) as base,
+        httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c,
+    ):
+        api = f"/api/v1/runs/{seeded.run_id}/spans"
+        first = c.get(api).json()
+        assert first["next_offset"] is not None
+        rest = c.get(api, params={"offset": first["next_offset"], "limit": 1000}).json()
+        names = {s["name"] for s in first["spans"] + rest["spans"]}
+        assert {f"call {i}" for i in range(250)} <= names
+        page = c.get(f"/runs/{seeded.run_id}").text
+        more = re.search(r'hx-get="([^"]*children[^"]*offset=[^"]*)"', page)
+        assert more is not None and "call 249" not in page
+        assert "call 249" in c.get(html.unescape(more.group(1))).text

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Engine, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core import StoreError
@@ -118,12 +118,13 @@ def children(
     limit: int = CHILDREN_PAGE,
     attributes: bool = False,
 ) -> tuple[list[SpanLine], int]:
-    """The spans under ``parent_id`` (None: the run's roots) in start order, a page at a
-    time, and how many there are in all; with ``attributes``, each span's attributes too."""
+    """The spans under ``parent_id`` (None: the run's top spans, ``_top``) in start order, a
+    page at a time, and how many there are in all; with ``attributes``, each span's
+    attributes too."""
     if parent_id is not None and not storable(parent_id):
         return [], 0
     sp = tables.spans.c
-    under = sp.parent_id.is_(None) if parent_id is None else sp.parent_id == parent_id
+    under = _top() if parent_id is None else sp.parent_id == parent_id
     columns: tuple[Any, ...] = (
         sp.span_id,
         sp.parent_id,
@@ -163,30 +164,26 @@ def children(
         verdicts = _decision_verdicts(engine, run_id)
     except SQLAlchemyError as exc:
         raise _failed(exc) from exc
-    if parent_id is None:
-        # Spans whose parent was never recorded (a crash) are shown at the top.
-        lines += _orphans(engine, run_id) if offset == 0 else []
     for line in lines:
         line.decisions = verdicts.get(line.span_id, [])
     return lines, int(total)
 
 
-def _orphans(engine: Engine, run_id: str) -> list[SpanLine]:
-    """Spans of the run whose parent is not among its spans: never recorded (a crash), or
-    stored in another run (another project's, whose root a span of this one named as its
-    parent: ``otlp_store._move_pending_run``). Looked for in the whole store, such a parent
-    hid the spans under it from their own run's tree."""
+def _top() -> Any:
+    """The run's top spans: its roots, and the spans whose parent is not among its spans:
+    never recorded (a crash), not arrived yet (OTLP children come before their root: a run
+    waiting for its root holds its root's children), or stored in another run (another
+    project's root a span of this one named as its parent: ``otlp_store._move_pending_run``).
+    Counted and paged with the roots: read apart, at most 200 were shown with no way to the
+    rest, and a parent looked for in the whole store hid the spans under it."""
     sp = tables.spans.c
     parent = tables.spans.alias("parent")
-    stmt = (
-        select(sp.span_id, sp.parent_id, sp.name, sp.kind, sp.start_ns, sp.end_ns, sp.status)
-        .outerjoin(parent, and_(parent.c.span_id == sp.parent_id, parent.c.run_id == sp.run_id))
-        .where(tables.spans_of_run(run_id), sp.parent_id.is_not(None), parent.c.span_id.is_(None))
-        .order_by(sp.start_ns)
-        .limit(CHILDREN_PAGE)
+    in_run = (
+        select(parent.c.span_id)
+        .where(parent.c.span_id == sp.parent_id, parent.c.run_id == sp.run_id)
+        .exists()
     )
-    with engine.connect() as conn:
-        return [_line(row) for row in conn.execute(stmt).all()]
+    return or_(sp.parent_id.is_(None), ~in_run)
 
 
 def run_bounds(engine: Engine, run_id: str) -> tuple[int, int, int, int]:
