@@ -7,6 +7,7 @@ import html
 import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -120,28 +121,30 @@ def test_the_whole_trace_api_reads_a_bounded_part(big: tuple[str, str, str]) -> 
         assert httpx.get(whole, params=bad, headers=headers, timeout=60).status_code == 422
 
 
-def test_a_trace_nested_deeper_than_200_levels_opens_to_its_last_span(tmp_path: Path) -> None:
-    """Each subtree the page opens asks for the next level's depth (its indent): past 200 it
-    was refused (422), and the spans below could never be seen."""
+@contextmanager
+def _run_with(
+    tmp_path: Path, spans: list[tuple[str, str | None, str]]
+) -> Iterator[tuple[str, httpx.Client]]:
+    """A served store with one run holding ``spans`` ((span id, parent id, name), started in
+    that order): the run's id, and a client with a viewer key."""
     url = f"sqlite:///{tmp_path / 'tether.db'}"
     store = Store(url)
     seeded = add_run(store, tool_calls=0)
     start = time.time_ns() - 3_600_000_000_000
-    ids = [seeded.run_id] + [f"{0xC000000000000000 + i:016x}" for i in range(1, 260)]
     store.write(
         TraceBatch(
             spans=[
                 SpanRecord(
                     seeded.trace_id,
                     run_id=seeded.run_id,
-                    span_id=ids[i],
-                    parent_id=ids[i - 1],
-                    name=f"level {i}",
+                    span_id=span_id,
+                    parent_id=parent_id,
+                    name=name,
                     kind="plan",
                     start_ns=start + i,
                     end_ns=start + i + 1,
                 )
-                for i in range(1, 260)
+                for i, (span_id, parent_id, name) in enumerate(spans)
             ]
         )
     )
@@ -150,7 +153,18 @@ def test_a_trace_nested_deeper_than_200_levels_opens_to_its_last_span(tmp_path: 
         serving(create_app(ServerConfig(database_url=url))) as base,
         httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c,
     ):
-        page = c.get(f"/runs/{seeded.run_id}").text
+        yield seeded.run_id, c
+
+
+def test_a_trace_nested_deeper_than_200_levels_opens_to_its_last_span(tmp_path: Path) -> None:
+    """Each subtree the page opens asks for the next level's depth (its indent): past 200 it
+    was refused (422), and the spans below could never be seen."""
+    ids = [f"{0xC000000000000000 + i:016x}" for i in range(260)]
+    chain: list[tuple[str, str | None, str]] = [
+        (ids[i], ids[i - 1], f"level {i}") for i in range(1, 260)
+    ]
+    with _run_with(tmp_path, [(ids[0], None, "level 0"), *chain]) as (run_id, c):
+        page = c.get(f"/runs/{run_id}").text
         opened = 0
         for level in range(1, 259):  # follow each level's toggle, as the browser does
             link = re.search(rf'hx-get="([^"]*children[^"]*parent={ids[level]}[^"]*)"', page)
@@ -167,40 +181,18 @@ def test_a_run_waiting_for_its_root_pages_through_all_its_top_spans(tmp_path: Pa
     """OTLP children arrive before their root (they end first): until it comes, the root's
     children have no parent in the run. They were listed apart, at most 200 and with no
     way to the rest (the API's total counted none of them)."""
-    url = f"sqlite:///{tmp_path / 'tether.db'}"
-    store = Store(url)
-    seeded = add_run(store, tool_calls=0)
-    start = time.time_ns() - 3_600_000_000_000
     missing_root = "d000000000000001"
-    store.write(
-        TraceBatch(
-            spans=[
-                SpanRecord(
-                    seeded.trace_id,
-                    run_id=seeded.run_id,
-                    span_id=f"{0xD100000000000000 + i:016x}",
-                    parent_id=missing_root,
-                    name=f"call {i}",
-                    kind="model",
-                    start_ns=start + i,
-                    end_ns=start + i + 1,
-                )
-                for i in range(250)
-            ]
-        )
-    )
-    key = AccessStore(url).create_key("default", Role.VIEWER)[1]
-    with (
-        serving(create_app(ServerConfig(database_url=url))) as base,
-        httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c,
-    ):
-        api = f"/api/v1/runs/{seeded.run_id}/spans"
+    calls: list[tuple[str, str | None, str]] = [
+        (f"{0xD100000000000000 + i:016x}", missing_root, f"call {i}") for i in range(250)
+    ]
+    with _run_with(tmp_path, calls) as (run_id, c):
+        api = f"/api/v1/runs/{run_id}/spans"
         first = c.get(api).json()
         assert first["next_offset"] is not None
         rest = c.get(api, params={"offset": first["next_offset"], "limit": 1000}).json()
         names = {s["name"] for s in first["spans"] + rest["spans"]}
         assert {f"call {i}" for i in range(250)} <= names
-        page = c.get(f"/runs/{seeded.run_id}").text
+        page = c.get(f"/runs/{run_id}").text
         more = re.search(r'hx-get="([^"]*children[^"]*offset=[^"]*)"', page)
         assert more is not None and "call 249" not in page
         assert "call 249" in c.get(html.unescape(more.group(1))).text
