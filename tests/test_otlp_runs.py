@@ -569,3 +569,35 @@ def test_a_moved_pending_run_takes_an_id_no_sender_can_take_first(site: Site) ->
     assert ours.status_code == 200 and "partialSuccess" not in ours.json(), ours.text
     runs = site.rows("SELECT run_id, project FROM tether_runs ORDER BY run_id")
     assert len(runs) == 3 and (root, "default") in [(r.run_id, r.project) for r in runs]
+
+
+def test_a_span_its_own_parent_and_a_parent_cycle_show_in_their_runs_tree(site: Site) -> None:
+    """OTLP takes a span naming itself as parent, or spans naming each other, as the root of
+    their run (the first of the cycle): they were stored and counted, and the run's tree and
+    its /spans listing were empty (no span without a parent in the run)."""
+    url = str(site.store.engine.url.render_as_string(hide_password=False))
+    viewer = AccessStore(url).create_key("default", Role.VIEWER)[1]
+    itself, b, c = _id(84, 1), _id(84, 2), _id(84, 3)
+    assert (
+        site.post([json_span(itself, itself, "self", {}, trace=_trace(84, 1))]).status_code == 200
+    )
+    cycle = [
+        json_span(b, c, "cycle b", {}, trace=_trace(84, 2)),
+        json_span(c, b, "cycle c", {}, trace=_trace(84, 2)),
+    ]
+    assert site.post(cycle).status_code == 200
+    with httpx.Client(
+        base_url=site.urls[0], headers={"Authorization": f"Bearer {viewer}"}, timeout=60
+    ) as reader:
+        for span_id, names in ((itself, {"self"}), (b, {"cycle b", "cycle c"})):
+            (run_id,) = site.rows("SELECT run_id FROM tether_spans WHERE span_id = :s", s=span_id)[
+                0
+            ]
+            top = reader.get(f"/api/v1/runs/{run_id}/spans").json()["spans"]
+            assert len(top) == 1, top
+            below = reader.get(
+                f"/api/v1/runs/{run_id}/spans", params={"parent_id": top[0]["span_id"]}
+            ).json()["spans"]
+            assert {s["name"] for s in top + below} == names  # (self: not its own child)
+            page = reader.get(f"/runs/{run_id}").text
+            assert all(name in page for name in names)

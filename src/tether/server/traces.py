@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import Engine, and_, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core import StoreError
@@ -124,7 +124,9 @@ def children(
     if parent_id is not None and not storable(parent_id):
         return [], 0
     sp = tables.spans.c
-    under = _top() if parent_id is None else sp.parent_id == parent_id
+    # (A span its own parent is not its own child: it would open into itself for ever.)
+    under = _top(run_id) if parent_id is None else sp.parent_id == parent_id
+    under = and_(under, sp.span_id != sp.parent_id) if parent_id is not None else under
     columns: tuple[Any, ...] = (
         sp.span_id,
         sp.parent_id,
@@ -155,7 +157,11 @@ def children(
             if ids:
                 counts = conn.execute(
                     select(sp.parent_id, func.count())
-                    .where(tables.spans_of_run(run_id), sp.parent_id.in_(ids))
+                    .where(
+                        tables.spans_of_run(run_id),
+                        sp.parent_id.in_(ids),
+                        sp.span_id != sp.parent_id,
+                    )
                     .group_by(sp.parent_id)
                 ).all()
                 by_parent: dict[str, int] = {p: int(n) for p, n in counts}
@@ -169,8 +175,10 @@ def children(
     return lines, int(total)
 
 
-def _top() -> Any:
-    """The run's top spans: its roots, and the spans whose parent is not among its spans:
+def _top(run_id: str) -> Any:
+    """The run's top spans: its roots, its run's own span (the root, even when it names a
+    parent: OTLP makes the first span of a parent cycle, or a span its own parent, the root
+    of its run), and the spans whose parent is not among its spans:
     never recorded (a crash), not arrived yet (OTLP children come before their root: a run
     waiting for its root holds its root's children), or stored in another run (another
     project's root a span of this one named as its parent: ``otlp_store._move_pending_run``).
@@ -183,7 +191,7 @@ def _top() -> Any:
         .where(parent.c.span_id == sp.parent_id, parent.c.run_id == sp.run_id)
         .exists()
     )
-    return or_(sp.parent_id.is_(None), ~in_run)
+    return or_(sp.parent_id.is_(None), sp.span_id == run_id, ~in_run)
 
 
 def run_bounds(engine: Engine, run_id: str) -> tuple[int, int, int, int]:
@@ -231,7 +239,9 @@ def span_detail(engine: Engine, run_id: str, span_id: str) -> SpanDetail | None:
                 .order_by(ev.time_ns, ev.id)
             ).all()
             count = conn.execute(
-                select(func.count()).where(tables.spans_of_run(run_id), sp.parent_id == span_id)
+                select(func.count()).where(
+                    tables.spans_of_run(run_id), sp.parent_id == span_id, sp.span_id != span_id
+                )
             ).scalar_one()
     except SQLAlchemyError as exc:
         raise _failed(exc) from exc
