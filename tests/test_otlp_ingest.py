@@ -485,3 +485,35 @@ def test_a_span_cannot_take_the_place_of_a_running_sdk_runs_root(
     kept = store.get_run(run_id)
     assert (kept.status, kept.entry_point, kept.error) == ("running", "runtime", None)
     store.close()
+
+
+def test_a_2xx_is_synced_to_disk_before_it_is_sent(sqlite_url: str) -> None:
+    """The store runs SQLite with ``synchronous=NORMAL``: a commit survives the process's
+    crash, not the machine's (a power cut takes back the last commits). OTLP answers 200 as
+    "stored", so its transaction is synced at its commit (``synchronous=FULL``), and the
+    connection goes back to the store's setting after."""
+    from sqlalchemy import event
+
+    key = AccessStore(sqlite_url).create_key("default", Role.AGENT)[1]
+    app = create_app(ServerConfig(database_url=sqlite_url))
+    seen: list[str] = []
+
+    def statement(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if sql.startswith(("PRAGMA synchronous", "BEGIN", "INSERT OR IGNORE INTO tether_spans")):
+            seen.append(sql.split(" (")[0])
+
+    event.listen(app.state.engine, "before_cursor_execute", statement)
+    event.listen(app.state.engine, "commit", lambda conn: seen.append("COMMIT"))
+    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        answer = c.post(
+            "/v1/traces", json=OPENINFERENCE, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert answer.status_code == 200
+    first = seen.index("PRAGMA synchronous=FULL")
+    assert seen[first : first + 5] == [
+        "PRAGMA synchronous=FULL",
+        "BEGIN IMMEDIATE",
+        "INSERT OR IGNORE INTO tether_spans",
+        "COMMIT",
+        "PRAGMA synchronous=NORMAL",
+    ], seen

@@ -112,7 +112,7 @@ def ingest(store: Store, project: str, message: ExportTraceServiceRequest) -> In
     result = Ingested()
     spans = mapped_spans(message, result)
     if spans:
-        with store.transaction() as conn:
+        with store.transaction(durable=True) as conn:  # a 2xx survives a power cut
             _lock_traces(conn, {m.trace_id for m in spans}, _run_id_claims(spans))
             result.accepted = _store(conn, project, spans, result)
     return result
