@@ -86,10 +86,19 @@ def _line(row: Any, attributes: bool = False) -> SpanLine:
     )
 
 
-def _decision_verdicts(engine: Engine, run_id: str) -> dict[str | None, list[str]]:
+def _decision_verdicts(
+    engine: Engine, run_id: str, span_ids: Sequence[str]
+) -> dict[str | None, list[str]]:
+    """The verdicts of the control decisions on ``span_ids`` (a page of the tree): each page
+    read every decision of the run and parsed it (0.3 s a subtree opened in a run of 30,000
+    decided spans)."""
     ev = tables.events.c
+    if not span_ids:
+        return {}
     stmt = select(ev.span_id, ev.attributes).where(
-        ev.run_id == run_id, ev.name == semconv.EVENT_CONTROL_DECISION
+        ev.run_id == run_id,
+        ev.name == semconv.EVENT_CONTROL_DECISION,
+        ev.span_id.in_(list(span_ids)),
     )
     out: dict[str | None, list[str]] = defaultdict(list)
     with engine.connect() as conn:
@@ -167,7 +176,7 @@ def children(
                 by_parent: dict[str, int] = {p: int(n) for p, n in counts}
                 for line in lines:
                     line.children = int(by_parent.get(line.span_id, 0))
-        verdicts = _decision_verdicts(engine, run_id)
+        verdicts = _decision_verdicts(engine, run_id, ids)
     except SQLAlchemyError as exc:
         raise _failed(exc) from exc
     for line in lines:
