@@ -122,33 +122,39 @@ def test_the_whole_trace_api_reads_a_bounded_part(big: tuple[str, str, str]) -> 
         assert httpx.get(whole, params=bad, headers=headers, timeout=60).status_code == 422
 
 
-@contextmanager
-def _run_with(
-    tmp_path: Path, spans: list[tuple[str, str | None, str]]
-) -> Iterator[tuple[str, httpx.Client]]:
-    """A served store with one run holding ``spans`` ((span id, parent id, name), started in
-    that order): the run's id, and a client with a viewer key."""
+def _stored_run(
+    tmp_path: Path, spans: list[tuple[str, str | None, str]], events: Any = None
+) -> tuple[Store, str, Any]:
+    """A store with one run holding ``spans`` ((span id, parent id, name), started in that
+    order) and the events ``events(seeded run, start)`` makes: the store, its URL, the run."""
     url = f"sqlite:///{tmp_path / 'tether.db'}"
     store = Store(url)
     seeded = add_run(store, tool_calls=0)
     start = time.time_ns() - 3_600_000_000_000
-    store.write(
-        TraceBatch(
-            spans=[
-                SpanRecord(
-                    seeded.trace_id,
-                    run_id=seeded.run_id,
-                    span_id=span_id,
-                    parent_id=parent_id,
-                    name=name,
-                    kind="plan",
-                    start_ns=start + i,
-                    end_ns=start + i + 1,
-                )
-                for i, (span_id, parent_id, name) in enumerate(spans)
-            ]
+    records = [
+        SpanRecord(
+            seeded.trace_id,
+            run_id=seeded.run_id,
+            span_id=span_id,
+            parent_id=parent_id,
+            name=name,
+            kind="plan",
+            start_ns=start + i,
+            end_ns=start + i + 1,
         )
-    )
+        for i, (span_id, parent_id, name) in enumerate(spans)
+    ]
+    store.write(TraceBatch(spans=records, events=events(seeded, start) if events else []))
+    return store, url, seeded
+
+
+@contextmanager
+def _run_with(
+    tmp_path: Path, spans: list[tuple[str, str | None, str]]
+) -> Iterator[tuple[str, httpx.Client]]:
+    """A served store with one run holding ``spans`` (``_stored_run``): the run's id, and a
+    client with a viewer key."""
+    _, url, seeded = _stored_run(tmp_path, spans)
     key = AccessStore(url).create_key("default", Role.VIEWER)[1]
     with (
         serving(create_app(ServerConfig(database_url=url))) as base,
@@ -209,39 +215,23 @@ def test_a_page_of_the_tree_reads_the_decisions_of_its_own_spans(tmp_path: Path)
     from tether.store import EventRecord
     from tether.trace import semconv
 
-    url = f"sqlite:///{tmp_path / 'tether.db'}"
-    store = Store(url)
-    seeded = add_run(store, tool_calls=0)
-    start = time.time_ns() - 3_600_000_000_000
     ids = [f"{0xE000000000000000 + i:016x}" for i in range(600)]
-    store.write(
-        TraceBatch(
-            spans=[
-                SpanRecord(
-                    seeded.trace_id,
-                    run_id=seeded.run_id,
-                    span_id=span_id,
-                    parent_id=None,
-                    name=f"call {i}",
-                    kind="tool",
-                    start_ns=start + i,
-                    end_ns=start + i + 1,
-                )
-                for i, span_id in enumerate(ids)
-            ],
-            events=[
-                EventRecord(
-                    seeded.trace_id,
-                    run_id=seeded.run_id,
-                    span_id=span_id,
-                    name=semconv.EVENT_CONTROL_DECISION,
-                    time_ns=start + i,
-                    attributes={semconv.TETHER_DECISION: "block" if i % 2 else "allow"},
-                )
-                for i, span_id in enumerate(ids)
-            ],
-        )
-    )
+
+    def decisions(seeded: Any, start: int) -> list[EventRecord]:
+        return [
+            EventRecord(
+                seeded.trace_id,
+                run_id=seeded.run_id,
+                span_id=span_id,
+                name=semconv.EVENT_CONTROL_DECISION,
+                time_ns=start + i,
+                attributes={semconv.TETHER_DECISION: "block" if i % 2 else "allow"},
+            )
+            for i, span_id in enumerate(ids)
+        ]
+
+    spans: list[tuple[str, str | None, str]] = [(s, None, f"call {i}") for i, s in enumerate(ids)]
+    store, _, seeded = _stored_run(tmp_path, spans, decisions)
     fetched: list[int] = []  # per decisions query: how many of the run's span ids it names
 
     def rows(conn: Any, cursor: Any, sql: str, params: Any, *_: Any) -> None:
