@@ -385,6 +385,39 @@ def test_a_body_is_read_only_for_a_key_that_may_send_spans(site: Site) -> None:
         assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
 
 
+def test_a_sender_gone_before_its_body_ends_is_no_error(site: Site) -> None:
+    """The route reads its body itself (after the key): a client gone half-way raised
+    ClientDisconnect out of the route, logged as an error with its traceback for every
+    exporter that timed out or was stopped mid-request."""
+    import logging
+    import socket
+    from urllib.parse import urlsplit
+
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append  # type: ignore[method-assign]
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        parts = urlsplit(site.url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+            sock.sendall(
+                (
+                    f"POST /v1/traces HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                    f"Authorization: Bearer {site.keys['agent']}\r\n"
+                    "Content-Type: application/x-protobuf\r\nContent-Length: 100000\r\n\r\n"
+                ).encode()
+                + b"\x0a\x00" * 100
+            )
+            time.sleep(0.5)  # the route is reading the body when the client goes
+        with site.client("agent") as c:  # the server goes on; the gone one left no error
+            assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
+            time.sleep(0.5)
+    finally:
+        logger.removeHandler(handler)
+    assert not errors, [r.getMessage() for r in errors]
+
+
 JSON_TYPE = "application/json"
 
 

@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from tether.server.auth import require
@@ -231,6 +232,9 @@ async def export_traces(request: Request) -> Response:
     principal = await run_in_threadpool(_may_ingest, request, request.query_params.get("project"))
     try:
         body = await _body(request)
+    except ClientDisconnect:  # gone before its body was whole: nothing stored, no one to tell
+        return Response(status_code=400)
+    try:
         result = await run_in_threadpool(
             _decode_and_ingest, request, principal.project, content_type, body
         )
