@@ -232,12 +232,11 @@ async def export_traces(request: Request) -> Response:
     principal = await run_in_threadpool(_may_ingest, request, request.query_params.get("project"))
     try:
         body = await _body(request)
-    except ClientDisconnect:  # gone before its body was whole: nothing stored, no one to tell
-        return Response(status_code=400)
-    try:
         result = await run_in_threadpool(
             _decode_and_ingest, request, principal.project, content_type, body
         )
+    except ClientDisconnect:  # gone before its body was whole: nothing stored, no one to tell
+        return Response(status_code=400)
     except OtlpError as exc:
         return JSONResponse({"error": exc.message, "hint": None}, status_code=exc.status)
     response = ExportTraceServiceResponse()
