@@ -422,20 +422,30 @@ JSON_TYPE = "application/json"
 
 
 def test_a_project_cannot_attach_spans_to_another_projects_run(site: Site) -> None:
+    """A span naming another project's span as its parent (a service called by another
+    project's, through ``traceparent``) is its own project's root: its part of the trace is
+    a run of that project, and nothing joins, or shows, the other project's run. It was
+    refused, so a service called across projects lost every trace it sent after its caller's."""
     with site.client("agent") as c:
         assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
     child = _request(
-        _span("c000000000000001", "a000000000000001", "sneaky", {"openinference.span.kind": "LLM"})
+        _span("c000000000000001", "a000000000000001", "theirs", {"openinference.span.kind": "LLM"}),
+        _span("c000000000000002", "c000000000000001", "under theirs", {}),
     )
     with site.client("other_agent") as c:
         answer = c.post("/v1/traces", json=child)
-        assert answer.json()["partialSuccess"]["rejectedSpans"] == "1"
+        assert answer.status_code == 200 and "partialSuccess" not in answer.json(), answer.text
         again = c.post("/v1/traces", json=OPENINFERENCE)  # the same ids, another project
         assert again.json()["partialSuccess"]["rejectedSpans"] == "3"
     with site.client("other_viewer") as c:
-        assert c.get("/api/v1/runs").json()["runs"] == []
+        (run,) = c.get("/api/v1/runs").json()["runs"]
+        assert run["run_id"] == "c000000000000001" and run["status"] == "completed"
+        spans = c.get(f"/api/v1/runs/{run['run_id']}").json()["spans"]
+        assert {s["name"] for s in spans} == {"theirs", "under theirs"}
+        assert c.get("/api/v1/runs/a000000000000001").status_code == 404
     with site.client("viewer") as c:
         runs = c.get("/api/v1/runs").json()["runs"]
+        assert [r["run_id"] for r in runs] == ["a000000000000001"]
         assert len(c.get(f"/api/v1/runs/{runs[0]['run_id']}").json()["spans"]) == 3
 
 

@@ -478,25 +478,30 @@ def test_a_root_named_first_as_another_projects_missing_parent_is_stored(site: S
             ]
         )
         assert ours.status_code == 200 and "partialSuccess" not in ours.json(), ours.text
-        # Sent after the root: its parent is another project's, refused as before.
+        # Sent after the root: its parent is another project's, so it is its project's root.
         late = other.post(
             "/v1/traces",
             json=json_request(json_span(_id(81, 4), root, "late", {}, trace=_trace(81, 2))),
         )
-        assert late.json()["partialSuccess"]["rejectedSpans"] == "1"
-    runs = site.rows("SELECT run_id, project, status FROM tether_runs ORDER BY project")
-    assert [(r.project, r.status) for r in runs] == [("default", "completed"), ("other", "running")]
-    assert runs[0].run_id == root and runs[1].run_id != root
+        assert late.status_code == 200 and "partialSuccess" not in late.json(), late.text
+    runs = site.rows("SELECT run_id, project, status FROM tether_runs ORDER BY project, status")
+    assert [(r.project, r.status) for r in runs] == [
+        ("default", "completed"),
+        ("other", "completed"),
+        ("other", "running"),
+    ]
+    assert runs[0].run_id == root and runs[1].run_id == _id(81, 4) and runs[2].run_id != root
     spans = site.rows("SELECT span_id, run_id FROM tether_spans ORDER BY span_id")
     assert [(s.span_id, s.run_id) for s in spans] == [
         (root, root),
         (child, root),
-        (theirs, runs[1].run_id),
+        (theirs, runs[2].run_id),
+        (_id(81, 4), _id(81, 4)),
     ]
     keyed = site.rows(
         "SELECT count(*) AS n FROM tether_runs r JOIN tether_spans s "
         "ON s.run_seq = r.run_seq AND s.run_id = r.run_id WHERE r.run_id = :r",
-        r=runs[1].run_id,
+        r=runs[2].run_id,
     )
     assert keyed[0].n == 1  # still read through its run's run_seq
     # Shown in its run's tree: its parent, stored in another project's run, hid it there.
@@ -505,9 +510,9 @@ def test_a_root_named_first_as_another_projects_missing_parent_is_stored(site: S
     with httpx.Client(
         base_url=site.urls[0], headers={"Authorization": f"Bearer {viewer}"}, timeout=60
     ) as reader:
-        listed = reader.get(f"/api/v1/runs/{runs[1].run_id}/spans").json()["spans"]
+        listed = reader.get(f"/api/v1/runs/{runs[2].run_id}/spans").json()["spans"]
         assert [s["span_id"] for s in listed] == [theirs]
-        page = reader.get(f"/runs/{runs[1].run_id}")
+        page = reader.get(f"/runs/{runs[2].run_id}")
         assert page.status_code == 200 and "their server span" in page.text
 
 

@@ -20,7 +20,7 @@ Projects share the id space: a span of one project may name as its missing paren
 another project's trace (a service called by it, reading its id off ``traceparent``). When
 that root arrives, the pending run named after it is moved to a new random id
 (``_move_pending_run``) and the root is stored; a span naming a parent stored in another
-project is refused.
+project is the root of a run of its own project (``_runs_of``).
 
 This path needs no crash journal (the runtime's trace writer keeps one because its records
 are accepted before they are committed): nothing is acknowledged before its commit, so a
@@ -122,12 +122,16 @@ def ingest(store: Store, project: str, message: ExportTraceServiceRequest) -> In
 
 
 def _run_id_claims(spans: list[MappedSpan]) -> set[str]:
-    """The ids the request may create a run under: its roots' span ids and the parents it
-    lacks (a pending run is named after one). Two requests claiming one id take turns even
+    """The ids the request may create a run under: its roots' span ids, the parents it
+    lacks (a pending run is named after one) and the spans lacking them (a root, when the
+    parent is another project's). Two requests claiming one id take turns even
     when their trace ids differ (a request's trace id is the sender's to choose)."""
     ids = {m.span_id for m in spans}
     roots = {m.span_id for m in spans if m.parent_id is None}
-    return roots | {m.parent_id for m in spans if m.parent_id is not None} - ids
+    lacking = [m for m in spans if m.parent_id is not None and m.parent_id not in ids]
+    # A span whose parent is not in the request is its run's root when that parent is another
+    # project's: it claims its own id too.
+    return roots | {m.parent_id for m in lacking if m.parent_id} | {m.span_id for m in lacking}
 
 
 def _lock_keys(ids: Iterable[str]) -> list[int]:
@@ -218,15 +222,18 @@ def _stored_runs(conn: Connection, ids: Iterable[str]) -> dict[str, _StoredRun]:
 # -- which run each span joins ----------------------------------------------------------------
 
 _FOREIGN = ""
-"""A chain that reaches another project's span."""
+"""A span stored in another project (it is refused: its id is taken)."""
 
 
 def _runs_of(
     by_id: dict[str, MappedSpan], stored: dict[str, tuple[str, str, str]], project: str
 ) -> dict[str, str]:
-    """The run each span joins by its chain of parents (``_FOREIGN``: another project's):
-    the run of the first stored span on the chain; the root's own id when the chain ends at
-    a root in the request; else the pending run named after the missing parent."""
+    """The run each span joins by its chain of parents: the run of the first stored span on
+    the chain; the root's own id when the chain ends at a root in the request; the id of the
+    span whose parent is another project's, when the chain reaches one (a service of this
+    project called by one of another, whose span it names through ``traceparent``: its part
+    of the trace is a run of its own, nothing is attached to the other project's); else the
+    pending run named after the missing parent."""
     found: dict[str, str] = {}
     for sid, span in by_id.items():
         # Most spans: a root in the request, or a new child whose parent's run is known.
@@ -247,7 +254,8 @@ def _runs_of(
                 break
             have = stored.get(cur)
             if have is not None:
-                run = have[0] if have[1] == project else _FOREIGN
+                # Another project's: the span below it on the chain is this project's root.
+                run = have[0] if have[1] == project else path[-1] if path else _FOREIGN
                 break
             path.append(cur)
             on_path.add(cur)
@@ -257,7 +265,7 @@ def _runs_of(
                 break
             if parent not in by_id:
                 have = stored.get(parent)
-                run = parent if have is None else have[0] if have[1] == project else _FOREIGN
+                run = parent if have is None else have[0] if have[1] == project else cur
                 break
             cur = parent
         for s in path:
@@ -443,8 +451,8 @@ def _store(conn: Connection, project: str, spans: list[MappedSpan], result: Inge
             result.reject(f"span {sid}: the id is already stored in another trace")
             continue
         run = runs[sid]
-        if run == _FOREIGN:
-            result.reject(f"span {sid}: its parent belongs to another project")
+        if run == _FOREIGN:  # (the id check above refused it already)
+            result.reject(f"span {sid}: the id is already taken")
             continue
         m.run_id = run
         kept.append(m)
@@ -524,9 +532,9 @@ def _move_pending_run(conn: Connection, run_id: str, owner: str) -> None:
     id off a ``traceparent`` header): the run id was taken, and the root's own project had
     the root refused and its run never ended. The pending run keeps its spans under a new
     random id no run has (one derived from the ids could be taken first by the sender of
-    ``owner``, failing every request that carries the root); its parent will never be of
-    its project (``owner``'s spans sent after the root are refused, as its parent is
-    another project's)."""
+    ``owner``, failing every request that carries the root); it stays ``running`` (its
+    parent will never be of its project; ``owner``'s spans sent after the root start runs
+    of their own)."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     while True:
         moved = secrets.token_hex(8)
