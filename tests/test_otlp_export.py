@@ -187,3 +187,23 @@ async def test_approving_and_resuming_wait_for_the_store_not_the_export(
     resumed = await agent.resume(paused.run_id)
     await agent.aclose()
     assert resumed.outcome == "final_answer" and refunds_made(tmp_path) == ["issue_refund 7 500"]
+
+
+async def test_headers_are_read_as_opentelemetry_reads_them(
+    sqlite_url: str, collector: tuple[str, str]
+) -> None:
+    """``TETHER_OTLP_HEADERS`` in OpenTelemetry's format (values percent-encoded, as
+    ``OTEL_EXPORTER_OTLP_HEADERS``): ``Bearer%20<key>`` was sent as written, and the
+    collector refused every export (401)."""
+    base, keys = collector
+    agent_key, viewer_key = keys.split()
+    sink = with_otlp_export(
+        writer_for(sqlite_url),
+        {ENDPOINT_ENV: base, HEADERS_ENV: f"x-team=a%2Cb, Authorization=Bearer%20{agent_key}"},
+    )
+    assert isinstance(sink, OtlpExportSink)
+    agent = Agent(make_spec(), model=ScriptedModel([{"text": "done"}]), trace=sink)
+    result = await agent.run("hi")
+    assert sink.flush(30) and sink.last_export_flushed
+    sink.shutdown()
+    assert _collected(base, viewer_key, result.run_id)["run"]["status"] == "completed"

@@ -313,21 +313,139 @@ def test_error_statuses(site: Site) -> None:
         assert c.get("/api/v1/runs").json()["runs"] == []
 
 
+def _delimited(tag: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (``tag``: field number and wire type 2)."""
+    from google.protobuf.internal.encoder import _VarintBytes
+
+    return bytes([tag]) + _VarintBytes(len(payload)) + payload
+
+
+def test_bodies_of_millions_of_empty_entries_are_413_before_they_are_read(site: Site) -> None:
+    """A few kilobytes of gzip that inflate to millions of empty entries: each is 2 bytes
+    on the wire (``{},`` 3 in JSON) and a Python object, and a worker spent 74-159 s and
+    2.2-4.7 GB of memory on one such request (64 MiB once gunzipped), then answered 200."""
+    protobuf = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+    empty_resources = gzip.compress(b"\x0a\x00" * ((8 << 20) - 1), compresslevel=9)
+    # One span with 1.5 million empty attributes (field 9 of Span), in one scope, one resource.
+    attributes = _delimited(0x0A, _delimited(0x12, _delimited(0x12, b"\x4a\x00" * 1_500_000)))
+    objects = b'{"resourceSpans": [' + b"{}," * 5_000_000 + b"{}]}"
+    with site.client("agent") as c:
+        for content, headers in (
+            (empty_resources, protobuf),
+            (gzip.compress(attributes), protobuf),
+            (gzip.compress(objects), {**protobuf, "Content-Type": "application/json"}),
+        ):
+            answer = c.post("/v1/traces", content=content, headers=headers)
+            assert answer.status_code == 413, answer.text
+            assert "send smaller batches" in answer.json()["error"]
+        # 64 MiB once gunzipped was taken; now the limit is the uncompressed body's.
+        over = gzip.compress(b" " * (17 << 20), compresslevel=9)
+        answer = c.post("/v1/traces", content=over, headers=protobuf)
+        assert answer.status_code == 413 and "gunzipped" in answer.json()["error"]
+        # A batch of ordinary size is still taken.
+        assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
+    with site.client("viewer") as c:
+        assert len(c.get("/api/v1/runs").json()["runs"]) == 1
+
+
+def _reply_before_the_body(url: str, headers: str) -> bytes:
+    """What the server answers to a request that declares a 16 MB body and sends none of it
+    (the connection held open, as by a client that trickles or stalls)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(
+            (
+                f"POST /v1/traces HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                f"Content-Type: application/x-protobuf\r\nContent-Length: 16000000\r\n"
+                f"{headers}\r\n"
+            ).encode()
+        )
+        return sock.recv(65536)
+
+
+def test_a_body_is_read_only_for_a_key_that_may_send_spans(site: Site) -> None:
+    """The body limit read every OTLP body (up to 16 MiB) before the key was checked: a
+    client without a key held that much memory per connection by never finishing its body."""
+    assert _reply_before_the_body(site.url, "").startswith(b"HTTP/1.1 401")
+    wrong = "Authorization: Bearer tth_0000000000000000_nope\r\n"
+    assert _reply_before_the_body(site.url, wrong).startswith(b"HTTP/1.1 401")
+    viewer = f"Authorization: Bearer {site.keys['viewer']}\r\n"
+    assert _reply_before_the_body(site.url, viewer).startswith(b"HTTP/1.1 403")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it is read
+        for _ in range(17):
+            yield b" " * (1 << 20)
+
+    with site.client("agent") as c:
+        chunked = c.post("/v1/traces", content=chunks(), headers={"Content-Type": JSON_TYPE})
+        assert chunked.status_code == 413, chunked.text
+        assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
+
+
+def test_a_sender_gone_before_its_body_ends_is_no_error(site: Site) -> None:
+    """The route reads its body itself (after the key): a client gone half-way raised
+    ClientDisconnect out of the route, logged as an error with its traceback for every
+    exporter that timed out or was stopped mid-request."""
+    import logging
+    import socket
+    from urllib.parse import urlsplit
+
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append  # type: ignore[method-assign]
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(handler)
+    try:
+        parts = urlsplit(site.url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+            sock.sendall(
+                (
+                    f"POST /v1/traces HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                    f"Authorization: Bearer {site.keys['agent']}\r\n"
+                    "Content-Type: application/x-protobuf\r\nContent-Length: 100000\r\n\r\n"
+                ).encode()
+                + b"\x0a\x00" * 100
+            )
+            time.sleep(0.5)  # the route is reading the body when the client goes
+        with site.client("agent") as c:  # the server goes on; the gone one left no error
+            assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
+            time.sleep(0.5)
+    finally:
+        logger.removeHandler(handler)
+    assert not errors, [r.getMessage() for r in errors]
+
+
+JSON_TYPE = "application/json"
+
+
 def test_a_project_cannot_attach_spans_to_another_projects_run(site: Site) -> None:
+    """A span naming another project's span as its parent (a service called by another
+    project's, through ``traceparent``) is its own project's root: its part of the trace is
+    a run of that project, and nothing joins, or shows, the other project's run. It was
+    refused, so a service called across projects lost every trace it sent after its caller's."""
     with site.client("agent") as c:
         assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
     child = _request(
-        _span("c000000000000001", "a000000000000001", "sneaky", {"openinference.span.kind": "LLM"})
+        _span("c000000000000001", "a000000000000001", "theirs", {"openinference.span.kind": "LLM"}),
+        _span("c000000000000002", "c000000000000001", "under theirs", {}),
     )
     with site.client("other_agent") as c:
         answer = c.post("/v1/traces", json=child)
-        assert answer.json()["partialSuccess"]["rejectedSpans"] == "1"
+        assert answer.status_code == 200 and "partialSuccess" not in answer.json(), answer.text
         again = c.post("/v1/traces", json=OPENINFERENCE)  # the same ids, another project
         assert again.json()["partialSuccess"]["rejectedSpans"] == "3"
     with site.client("other_viewer") as c:
-        assert c.get("/api/v1/runs").json()["runs"] == []
+        (run,) = c.get("/api/v1/runs").json()["runs"]
+        assert run["run_id"] == "c000000000000001" and run["status"] == "completed"
+        spans = c.get(f"/api/v1/runs/{run['run_id']}").json()["spans"]
+        assert {s["name"] for s in spans} == {"theirs", "under theirs"}
+        assert c.get("/api/v1/runs/a000000000000001").status_code == 404
     with site.client("viewer") as c:
         runs = c.get("/api/v1/runs").json()["runs"]
+        assert [r["run_id"] for r in runs] == ["a000000000000001"]
         assert len(c.get(f"/api/v1/runs/{runs[0]['run_id']}").json()["spans"]) == 3
 
 
@@ -410,3 +528,37 @@ def test_a_span_cannot_take_the_place_of_a_running_sdk_runs_root(
     kept = store.get_run(run_id)
     assert (kept.status, kept.entry_point, kept.error) == ("running", "runtime", None)
     store.close()
+
+
+def test_a_2xx_is_synced_to_disk_before_it_is_sent(sqlite_url: str) -> None:
+    """The store runs SQLite with ``synchronous=NORMAL``: a commit survives the process's
+    crash, not the machine's (a power cut takes back the last commits). OTLP answers 200 as
+    "stored", so its transaction is synced at its commit (``synchronous=FULL``), and the
+    connection goes back to the store's setting after."""
+    from sqlalchemy import event
+
+    key = AccessStore(sqlite_url).create_key("default", Role.AGENT)[1]
+    app = create_app(ServerConfig(database_url=sqlite_url))
+    seen: list[str] = []
+
+    def statement(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if sql.startswith(("PRAGMA synchronous", "BEGIN", "INSERT OR IGNORE INTO tether_spans")):
+            seen.append(sql.split(" (")[0])
+
+    event.listen(app.state.engine, "before_cursor_execute", statement)
+    event.listen(app.state.engine, "commit", lambda conn: seen.append("COMMIT"))
+    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        answer = c.post(
+            "/v1/traces", json=OPENINFERENCE, headers={"Authorization": f"Bearer {key}"}
+        )
+        assert answer.status_code == 200
+    # (the spans go in as multi-row INSERTs: one or more statements in a row)
+    steps = [sql for i, sql in enumerate(seen) if i == 0 or sql != seen[i - 1]]
+    first = steps.index("PRAGMA synchronous=FULL")
+    assert steps[first : first + 5] == [
+        "PRAGMA synchronous=FULL",
+        "BEGIN IMMEDIATE",
+        "INSERT OR IGNORE INTO tether_spans",
+        "COMMIT",
+        "PRAGMA synchronous=NORMAL",
+    ], seen

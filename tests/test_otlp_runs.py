@@ -514,3 +514,167 @@ def test_whole_traces_are_stored_right_beside_many_pending_runs_of_another_proje
         "SELECT count(*) AS n FROM tether_runs WHERE project = 'noisy' AND status = 'running'"
     )
     assert pending[0].n == 300
+
+
+def _other_project_client(site: Site) -> httpx.Client:
+    """An agent key of project ``other``, sending to the site's first server."""
+    access = AccessStore(str(site.store.engine.url.render_as_string(hide_password=False)))
+    if not access.project_exists("other"):
+        access.create_project("other")
+    key = access.create_key("other", Role.AGENT)[1]
+    return httpx.Client(
+        base_url=site.urls[0], headers={"Authorization": f"Bearer {key}"}, timeout=60
+    )
+
+
+def test_a_root_named_first_as_another_projects_missing_parent_is_stored(site: Site) -> None:
+    """A span of project ``other`` naming a parent not arrived yet made a pending run under
+    that parent's id; when the parent came, as a root of another project (it called a
+    service of ``other``, whose spans name it through ``traceparent``), that project's root
+    and its children were refused ('its run id is already taken') and its run never ended."""
+    root, child, theirs = _id(81, 1), _id(81, 2), _id(81, 3)
+    with _other_project_client(site) as other:
+        early = other.post(
+            "/v1/traces",
+            json=json_request(
+                json_span(theirs, root, "their server span", {}, trace=_trace(81, 2))
+            ),
+        )
+        assert early.status_code == 200 and "partialSuccess" not in early.json(), early.text
+        ours = site.post(
+            [
+                json_span(
+                    root, None, "our agent", {"gen_ai.agent.name": "planner"}, trace=_trace(81, 1)
+                ),
+                json_span(child, root, "our step", {}, trace=_trace(81, 1)),
+            ]
+        )
+        assert ours.status_code == 200 and "partialSuccess" not in ours.json(), ours.text
+        # Sent after the root: its parent is another project's, so it is its project's root.
+        late = other.post(
+            "/v1/traces",
+            json=json_request(json_span(_id(81, 4), root, "late", {}, trace=_trace(81, 2))),
+        )
+        assert late.status_code == 200 and "partialSuccess" not in late.json(), late.text
+    runs = site.rows("SELECT run_id, project, status FROM tether_runs ORDER BY project, status")
+    assert [(r.project, r.status) for r in runs] == [
+        ("default", "completed"),
+        ("other", "completed"),
+        ("other", "running"),
+    ]
+    assert runs[0].run_id == root and runs[1].run_id == _id(81, 4) and runs[2].run_id != root
+    spans = site.rows("SELECT span_id, run_id FROM tether_spans ORDER BY span_id")
+    assert [(s.span_id, s.run_id) for s in spans] == [
+        (root, root),
+        (child, root),
+        (theirs, runs[2].run_id),
+        (_id(81, 4), _id(81, 4)),
+    ]
+    keyed = site.rows(
+        "SELECT count(*) AS n FROM tether_runs r JOIN tether_spans s "
+        "ON s.run_seq = r.run_seq AND s.run_id = r.run_id WHERE r.run_id = :r",
+        r=runs[2].run_id,
+    )
+    assert keyed[0].n == 1  # still read through its run's run_seq
+    # Shown in its run's tree: its parent, stored in another project's run, hid it there.
+    url = str(site.store.engine.url.render_as_string(hide_password=False))
+    viewer = AccessStore(url).create_key("other", Role.VIEWER)[1]
+    with httpx.Client(
+        base_url=site.urls[0], headers={"Authorization": f"Bearer {viewer}"}, timeout=60
+    ) as reader:
+        listed = reader.get(f"/api/v1/runs/{runs[2].run_id}/spans").json()["spans"]
+        assert [s["span_id"] for s in listed] == [theirs]
+        page = reader.get(f"/runs/{runs[2].run_id}")
+        assert page.status_code == 200 and "their server span" in page.text
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)  # SQLite: BEGIN IMMEDIATE
+def test_requests_claiming_one_run_id_take_turns_whatever_their_trace(site: Site) -> None:
+    """PostgreSQL: two requests creating a run under one id (a root, and another project's
+    span naming it as its missing parent) under different trace ids did not wait for each
+    other (locks were per trace id): the second read the run as absent, its insert of the
+    run was skipped as existing once the first committed, and its spans went into the other
+    project's run. Now a request waits for the lock of each run id it may create."""
+    from tether.server.otlp_store import _RUN_LOCK_SPACE, _lock_keys
+
+    root = _id(82, 1)
+    (key,) = _lock_keys([root])
+    with site.store.engine.connect() as holder, _other_project_client(site) as other:
+        holder.execute(text("SELECT pg_advisory_lock(:a, :b)"), {"a": _RUN_LOCK_SPACE, "b": key})
+        with ThreadPoolExecutor(1) as pool:
+            sent = pool.submit(
+                other.post,
+                "/v1/traces",
+                json=json_request(json_span(_id(82, 2), root, "child", {}, trace=_trace(82, 2))),
+            )
+            deadline = time.monotonic() + 60
+            waiting = False
+            while not waiting and not sent.done() and time.monotonic() < deadline:
+                waiting = bool(
+                    holder.execute(
+                        text(
+                            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                            "AND NOT granted AND classid = :a AND objid = :b"
+                        ),
+                        {"a": _RUN_LOCK_SPACE, "b": key & 0xFFFFFFFF},
+                    ).first()
+                )
+                time.sleep(0.02)
+            assert waiting and not sent.done()
+            holder.execute(
+                text("SELECT pg_advisory_unlock(:a, :b)"), {"a": _RUN_LOCK_SPACE, "b": key}
+            )
+            assert sent.result().status_code == 200
+
+
+def test_a_moved_pending_run_takes_an_id_no_sender_can_take_first(site: Site) -> None:
+    """The pending run moved out of a root's way took an id derived from its project and the
+    root's id: a sender of that project who sent a run under that id first made every
+    request carrying the root fail whole (the moved run's insert clashed)."""
+    import hashlib
+
+    root = _id(83, 1)
+    derived = hashlib.sha256(f"other/{root}".encode()).hexdigest()[:16]
+    with _other_project_client(site) as other:
+        for spans in (
+            [json_span(derived, None, "squatter", {}, trace=_trace(83, 3))],
+            [json_span(_id(83, 2), root, "waiting", {}, trace=_trace(83, 2))],
+        ):
+            answer = other.post("/v1/traces", json=json_request(*spans))
+            assert answer.status_code == 200 and "partialSuccess" not in answer.json()
+    ours = site.post([json_span(root, None, "our agent", {}, trace=_trace(83, 1))])
+    assert ours.status_code == 200 and "partialSuccess" not in ours.json(), ours.text
+    runs = site.rows("SELECT run_id, project FROM tether_runs ORDER BY run_id")
+    assert len(runs) == 3 and (root, "default") in [(r.run_id, r.project) for r in runs]
+
+
+def test_a_span_its_own_parent_and_a_parent_cycle_show_in_their_runs_tree(site: Site) -> None:
+    """OTLP takes a span naming itself as parent, or spans naming each other, as the root of
+    their run (the first of the cycle): they were stored and counted, and the run's tree and
+    its /spans listing were empty (no span without a parent in the run)."""
+    url = str(site.store.engine.url.render_as_string(hide_password=False))
+    viewer = AccessStore(url).create_key("default", Role.VIEWER)[1]
+    itself, b, c = _id(84, 1), _id(84, 2), _id(84, 3)
+    assert (
+        site.post([json_span(itself, itself, "self", {}, trace=_trace(84, 1))]).status_code == 200
+    )
+    cycle = [
+        json_span(b, c, "cycle b", {}, trace=_trace(84, 2)),
+        json_span(c, b, "cycle c", {}, trace=_trace(84, 2)),
+    ]
+    assert site.post(cycle).status_code == 200
+    with httpx.Client(
+        base_url=site.urls[0], headers={"Authorization": f"Bearer {viewer}"}, timeout=60
+    ) as reader:
+        for span_id, names in ((itself, {"self"}), (b, {"cycle b", "cycle c"})):
+            (run_id,) = site.rows("SELECT run_id FROM tether_spans WHERE span_id = :s", s=span_id)[
+                0
+            ]
+            top = reader.get(f"/api/v1/runs/{run_id}/spans").json()["spans"]
+            assert len(top) == 1, top
+            below = reader.get(
+                f"/api/v1/runs/{run_id}/spans", params={"parent_id": top[0]["span_id"]}
+            ).json()["spans"]
+            assert {s["name"] for s in top + below} == names  # (self: not its own child)
+            page = reader.get(f"/runs/{run_id}").text
+            assert all(name in page for name in names)

@@ -605,3 +605,22 @@ async def test_a_model_integration_s_unusable_reply_is_the_model_failing(sqlite_
     assert result.outcome == Outcome.ERROR and "cannot use" in (result.error or "")
     record, _, _ = trace_of(sqlite_url, run.run_id)
     assert record.status == "failed" and "input_tokens" in record.error
+
+
+@pytest.mark.parametrize("name", ["Acme", "my project", "-x", "x" * 65, "a/b"])
+def test_a_project_name_no_project_may_have_is_refused(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Runs were written under any printable TETHER_PROJECT (``Acme``), a project that
+    ``tether projects create`` refuses: no key could be made for it and no admin could open
+    it, so ``tether serve`` never showed them."""
+    from tether.server.roles import check_project_name
+
+    with pytest.raises(TetherError):
+        check_project_name(name)
+    monkeypatch.setenv("TETHER_PROJECT", name)
+    harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=False)
+    with pytest.raises(TetherError, match="TETHER_PROJECT must name a project"):
+        harness.open_run("hi")
+    monkeypatch.setenv("TETHER_PROJECT", "acme-2.eu_1")
+    assert harness.open_run("hi").caller.project == check_project_name("acme-2.eu_1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,22 +92,32 @@ class Settings:
         )
 
 
+PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+"""What a project may be called (``tether projects create``): it appears in URLs, log lines and
+file names."""
+PROJECT_NAME_RULE = (
+    "1 to 64 characters: lower-case letters, digits, '-', '_' and '.', "
+    "starting with a letter or digit"
+)
+
+
 def is_project_name(text: str) -> bool:
-    """Whether ``text`` may name a run's project: printable, at most 100 characters."""
-    return len(text) <= 100 and text.isprintable()
+    """Whether ``text`` may name a project (``PROJECT_NAME``)."""
+    return PROJECT_NAME.fullmatch(text) is not None
 
 
 def project_from_env() -> str:
-    """``TETHER_PROJECT``, default ``default``. A name with control characters, or longer than
-    100 characters, is a ``TetherError`` naming the variable (it would end up in every row)."""
+    """``TETHER_PROJECT``, default ``default``. A name no project may have is a ``TetherError``
+    naming the variable: runs written under it (``Acme``, ``my project``) were stored, and no
+    key or admin could ever open them in ``tether serve``, whose projects are named by
+    ``PROJECT_NAME``."""
     raw = os.environ.get("TETHER_PROJECT", "").strip()
     if not raw:
         return "default"
     if not is_project_name(raw):
-        from tether.core.errors import TetherError
-
         raise TetherError(
-            f"TETHER_PROJECT must be a printable name of at most 100 characters, got {raw!r:.120}"
+            f"TETHER_PROJECT must name a project as tether projects create takes it "
+            f"({PROJECT_NAME_RULE}), got {raw!r:.120}"
         )
     return raw
 

@@ -28,7 +28,8 @@ from sqlalchemy import Engine, RowMapping, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from tether.core import StoreError, TetherError
-from tether.server.roles import PROJECT_NAME, Role, check_project_name
+from tether.core.settings import PROJECT_NAME
+from tether.server.roles import Role, check_project_name
 from tether.store import tables
 from tether.store.db import create_store_engine, driver_message, migrate, redact_url
 from tether.store.values import clean_text

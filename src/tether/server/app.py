@@ -104,5 +104,8 @@ def create_app(config: ServerConfig, *, routers: Sequence[APIRouter] = ()) -> Fa
     app.add_middleware(SecurityHeaders)
     app.add_middleware(JsonBodies, prefix="/api/")
     limits = {OTLP_PATH: OTLP_MAX_BODY_BYTES, **config.body_limits}
-    app.add_middleware(BodyLimit, default=config.max_body_bytes, by_prefix=limits)
+    # OTLP reads its body itself, after the key is checked (tether.server.otlp).
+    app.add_middleware(
+        BodyLimit, default=config.max_body_bytes, by_prefix=limits, unbuffered=(OTLP_PATH,)
+    )
     return app

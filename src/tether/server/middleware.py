@@ -45,13 +45,26 @@ async def reply_json(send: Send, status: int, message: str) -> None:
 
 class BodyLimit:
     """413 for a body over the limit, said by its ``Content-Length`` or counted as it
-    streams in (a chunked body has no length), before the route reads it all."""
+    streams in (a chunked body has no length), before the route reads it all.
 
-    def __init__(self, app: ASGIApp, *, default: int, by_prefix: Mapping[str, int]) -> None:
+    Paths under ``unbuffered`` get only the ``Content-Length`` check: their route checks the
+    caller first and then reads the body itself, within the same limit. Read here, a large
+    body was held before anyone was asked who sent it: connections without a key each
+    holding 16 MiB of an OTLP body they never finished held the server's memory."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        default: int,
+        by_prefix: Mapping[str, int],
+        unbuffered: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.default = default
         # Longest prefix first: the most specific limit wins.
         self.by_prefix = sorted(by_prefix.items(), key=lambda item: -len(item[0]))
+        self.unbuffered = unbuffered
 
     def limit_for(self, path: str) -> int:
         for prefix, limit in self.by_prefix:
@@ -73,6 +86,9 @@ class BodyLimit:
                 if declared > limit:
                     await reply_json(send, 413, f"the request body is larger than {limit:,} bytes")
                     return
+        if scope["path"].startswith(self.unbuffered):
+            await self.app(scope, receive, send)
+            return
         # The body is read here, up to the limit, and handed on whole: a route never starts
         # on a body that turns out too large (a chunked body declares no length).
         chunks: list[bytes] = []

@@ -21,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from tether.server.auth import require
@@ -31,8 +32,18 @@ from tether.store import Store
 OTLP_PATH = "/v1/traces"
 MAX_BODY_BYTES = 16 << 20
 """Largest OTLP request body as sent (gzip or not): larger gets 413."""
-MAX_INFLATED_BYTES = 64 << 20
-"""Largest body once gunzipped: a gzip bomb gets 413, never more memory than this."""
+MAX_INFLATED_BYTES = MAX_BODY_BYTES
+"""Largest body once gunzipped: the same as sent uncompressed. Decoding costs far more memory
+than the bytes (up to ~32 bytes a byte: an empty protobuf message is 2 bytes on the wire and a
+Python object once parsed): at 64 MiB one 65 KB gzip request took 2.2 GB and 74 s."""
+MAX_JSON_OBJECTS = 500_000
+"""Most ``{`` in an OTLP/JSON body (an upper bound on its objects: braces inside strings count
+too). A batch of 512 spans of 30 attributes holds about 33,000; decoding one costs ~5 us and a
+Python dict, so 16 MiB of ``{},`` (5.6 million) took a worker 30 s and a gigabyte."""
+MAX_ITEMS = 1_000_000
+"""Most resource and scope entries, spans, events, links and attributes one request may hold
+(counted before any is read): each costs Python work, and a body of empty entries holds one
+per 2 bytes."""
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 router = APIRouter(tags=["otlp"])
@@ -107,7 +118,12 @@ def decode(content_type: str, encoding: str, body: bytes) -> ExportTraceServiceR
             raise OtlpError(
                 400, f"the body is not an OTLP ExportTraceServiceRequest: {exc}"
             ) from None
+        _check_items(message)
         return message
+    if body.count(b"{") > MAX_JSON_OBJECTS:
+        raise OtlpError(
+            413, f"the JSON body holds more than {MAX_JSON_OBJECTS:,} objects{_SMALLER}"
+        )
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -122,7 +138,45 @@ def decode(content_type: str, encoding: str, body: bytes) -> ExportTraceServiceR
         raise OtlpError(
             400, f"the JSON body is not an OTLP ExportTraceServiceRequest: {exc}"
         ) from None
+    _check_items(message)
     return message
+
+
+_SMALLER = ": send smaller batches"
+
+
+def _check_items(message: ExportTraceServiceRequest) -> None:
+    """``OtlpError`` 413 when the request holds more than ``MAX_ITEMS`` entries. Counted by
+    the lengths of the repeated fields, level by level, stopping as soon as the count is over:
+    a body of millions of empty entries costs at most ``MAX_ITEMS`` steps here, where mapping
+    it took minutes; a batch of 512 spans costs 512 steps."""
+    count = len(message.resource_spans)
+    if count > MAX_ITEMS:
+        raise _too_many()
+    for rs in message.resource_spans:
+        count += len(rs.scope_spans) + len(rs.resource.attributes)
+        if count > MAX_ITEMS:
+            raise _too_many()
+        for ss in rs.scope_spans:
+            count += len(ss.spans) + len(ss.scope.attributes)
+            if count > MAX_ITEMS:
+                raise _too_many()
+            for span in ss.spans:
+                events = span.events
+                count += len(span.attributes) + len(events) + len(span.links)
+                if count > MAX_ITEMS:
+                    raise _too_many()
+                if events:
+                    for event in events:
+                        count += len(event.attributes)
+                    if count > MAX_ITEMS:
+                        raise _too_many()
+
+
+def _too_many() -> OtlpError:
+    return OtlpError(
+        413, f"the request holds more than {MAX_ITEMS:,} spans, events and attributes{_SMALLER}"
+    )
 
 
 # -- the route ----------------------------------------------------------------------------------
@@ -140,13 +194,25 @@ def _store(request: Request) -> Store:
 _may_ingest = require(Permission.INGEST)
 
 
-def _decode_and_ingest(request: Request, content_type: str, body: bytes) -> Ingested:
-    """Check the caller, decode and store the request: in one worker thread (each step
-    blocks), so a request waits for one thread hand-over, not one per step (a hand-over is
-    milliseconds on a busy host)."""
-    principal = _may_ingest(request, request.query_params.get("project"))
+def _decode_and_ingest(request: Request, project: str, content_type: str, body: bytes) -> Ingested:
+    """Decode and store the request: in one worker thread (each step blocks), so a request
+    waits for one thread hand-over, not one per step (a hand-over is milliseconds on a busy
+    host)."""
     encoding = request.headers.get("content-encoding", "")
-    return ingest(_store(request), principal.project, decode(content_type, encoding, body))
+    return ingest(_store(request), project, decode(content_type, encoding, body))
+
+
+async def _body(request: Request) -> bytes:
+    """The request's body, read after its key was checked (the server's body limit leaves it
+    unread: ``app.OTLP_PATH``); ``OtlpError`` 413 as soon as it is over ``MAX_BODY_BYTES``."""
+    chunks: list[bytes] = []
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > MAX_BODY_BYTES:
+            raise OtlpError(413, f"the request body is larger than {MAX_BODY_BYTES:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _reply(media: str, response: ExportTraceServiceResponse) -> Response:
@@ -162,9 +228,15 @@ def _reply(media: str, response: ExportTraceServiceResponse) -> Response:
 async def export_traces(request: Request) -> Response:
     content_type = request.headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
-    body = await request.body()
+    # Who sends comes first: a body is read only for a key that may send spans.
+    principal = await run_in_threadpool(_may_ingest, request, request.query_params.get("project"))
     try:
-        result = await run_in_threadpool(_decode_and_ingest, request, content_type, body)
+        body = await _body(request)
+        result = await run_in_threadpool(
+            _decode_and_ingest, request, principal.project, content_type, body
+        )
+    except ClientDisconnect:  # gone before its body was whole: nothing stored, no one to tell
+        return Response(status_code=400)
     except OtlpError as exc:
         return JSONResponse({"error": exc.message, "hint": None}, status_code=exc.status)
     response = ExportTraceServiceResponse()

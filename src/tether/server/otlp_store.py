@@ -13,7 +13,14 @@ One request is one transaction: everything it reads (which spans and runs exist)
 and the reply is sent after the commit. Two requests touching the same trace, in one process
 or two, take their turns: on SQLite the transaction holds the file's write lock from its start
 (``BEGIN IMMEDIATE``); on PostgreSQL it takes a transaction-scoped advisory lock per trace id
-first (OpenTelemetry parents and children share their trace id), in one order.
+first (OpenTelemetry parents and children share their trace id), then one per run id it may
+create (its roots, the parents it lacks: a sender chooses its trace ids), in one order.
+
+Projects share the id space: a span of one project may name as its missing parent the root of
+another project's trace (a service called by it, reading its id off ``traceparent``). When
+that root arrives, the pending run named after it is moved to a new random id
+(``_move_pending_run``) and the root is stored; a span naming a parent stored in another
+project is the root of a run of its own project (``_runs_of``).
 
 This path needs no crash journal (the runtime's trace writer keeps one because its records
 are accepted before they are committed): nothing is acknowledged before its commit, so a
@@ -24,6 +31,7 @@ stores nothing twice.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +63,9 @@ OTLP = EntryPoint.OTLP.value
 _LOCK_SPACE = 0x7E7E_0002
 """The first key of PostgreSQL's two-key advisory locks taken per trace (the second: 32 bits
 of the trace id). Another space than the migration lock's single key."""
+_RUN_LOCK_SPACE = 0x7E7E_0003
+"""The first key of the advisory locks taken per run id a request may create
+(``_run_id_claims``)."""
 _CHUNK = 1000
 """Ids per ``IN (...)`` on SQLite (far below its limit of 32,766 parameters)."""
 
@@ -101,8 +112,8 @@ def ingest(store: Store, project: str, message: ExportTraceServiceRequest) -> In
     result = Ingested()
     spans = mapped_spans(message, result)
     if spans:
-        with store.transaction() as conn:
-            _lock_traces(conn, {m.trace_id for m in spans})
+        with store.transaction(durable=True) as conn:  # a 2xx survives a power cut
+            _lock_traces(conn, {m.trace_id for m in spans}, _run_id_claims(spans))
             result.accepted = _store(conn, project, spans, result)
     return result
 
@@ -110,14 +121,39 @@ def ingest(store: Store, project: str, message: ExportTraceServiceRequest) -> In
 # -- reading what is there ------------------------------------------------------------------
 
 
-def _lock_traces(conn: Connection, trace_ids: set[str]) -> None:
-    """PostgreSQL: wait for the other transactions writing any of these traces (SQLite's
-    ``BEGIN IMMEDIATE`` has serialized every writer already). Keys in one order: no deadlock."""
+def _run_id_claims(spans: list[MappedSpan]) -> set[str]:
+    """The ids the request may create a run under: its roots' span ids, the parents it
+    lacks (a pending run is named after one) and the spans lacking them (a root, when the
+    parent is another project's). Two requests claiming one id take turns even
+    when their trace ids differ (a request's trace id is the sender's to choose)."""
+    ids = {m.span_id for m in spans}
+    roots = {m.span_id for m in spans if m.parent_id is None}
+    lacking = [m for m in spans if m.parent_id is not None and m.parent_id not in ids]
+    # A span whose parent is not in the request is its run's root when that parent is another
+    # project's: it claims its own id too.
+    return roots | {m.parent_id for m in lacking if m.parent_id} | {m.span_id for m in lacking}
+
+
+def _lock_keys(ids: Iterable[str]) -> list[int]:
+    return sorted({int.from_bytes(bytes.fromhex(i[:8]), "big", signed=True) for i in ids})
+
+
+def _lock_traces(conn: Connection, trace_ids: set[str], run_ids: set[str]) -> None:
+    """PostgreSQL: wait for the other transactions writing any of these traces, or claiming
+    any of these run ids (SQLite's ``BEGIN IMMEDIATE`` has serialized every writer already).
+    Without the run ids, a request of another project that named a missing parent after a
+    root being committed under its own trace id read the run as absent, had its insert of the
+    run skipped as existing, and wrote its spans into the other project's run. Keys in one
+    order (traces, then run ids): no deadlock."""
     if conn.dialect.name != "postgresql":
         return
-    keys = sorted({int.from_bytes(bytes.fromhex(t[:8]), "big", signed=True) for t in trace_ids})
     conn.exec_driver_sql(
-        "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k", (_LOCK_SPACE, keys)
+        "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k",
+        (_LOCK_SPACE, _lock_keys(trace_ids)),
+    ).all()
+    conn.exec_driver_sql(
+        "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k",
+        (_RUN_LOCK_SPACE, _lock_keys(run_ids)),
     ).all()
 
 
@@ -186,15 +222,18 @@ def _stored_runs(conn: Connection, ids: Iterable[str]) -> dict[str, _StoredRun]:
 # -- which run each span joins ----------------------------------------------------------------
 
 _FOREIGN = ""
-"""A chain that reaches another project's span."""
+"""A span stored in another project (it is refused: its id is taken)."""
 
 
 def _runs_of(
     by_id: dict[str, MappedSpan], stored: dict[str, tuple[str, str, str]], project: str
 ) -> dict[str, str]:
-    """The run each span joins by its chain of parents (``_FOREIGN``: another project's):
-    the run of the first stored span on the chain; the root's own id when the chain ends at
-    a root in the request; else the pending run named after the missing parent."""
+    """The run each span joins by its chain of parents: the run of the first stored span on
+    the chain; the root's own id when the chain ends at a root in the request; the id of the
+    span whose parent is another project's, when the chain reaches one (a service of this
+    project called by one of another, whose span it names through ``traceparent``: its part
+    of the trace is a run of its own, nothing is attached to the other project's); else the
+    pending run named after the missing parent."""
     found: dict[str, str] = {}
     for sid, span in by_id.items():
         # Most spans: a root in the request, or a new child whose parent's run is known.
@@ -215,7 +254,8 @@ def _runs_of(
                 break
             have = stored.get(cur)
             if have is not None:
-                run = have[0] if have[1] == project else _FOREIGN
+                # Another project's: the span below it on the chain is this project's root.
+                run = have[0] if have[1] == project else path[-1] if path else _FOREIGN
                 break
             path.append(cur)
             on_path.add(cur)
@@ -225,7 +265,7 @@ def _runs_of(
                 break
             if parent not in by_id:
                 have = stored.get(parent)
-                run = parent if have is None else have[0] if have[1] == project else _FOREIGN
+                run = parent if have is None else have[0] if have[1] == project else cur
                 break
             cur = parent
         for s in path:
@@ -468,17 +508,28 @@ def _write(
             result.reject(f"span {sid}: the id is already stored in another trace")
             continue
         run = runs[sid]
-        if run == _FOREIGN:
-            result.reject(f"span {sid}: its parent belongs to another project")
+        if run == _FOREIGN:  # (the id check above refused it already)
+            result.reject(f"span {sid}: the id is already taken")
             continue
         m.run_id = run
         kept.append(m)
     new = [m for m in kept if m.span_id not in stored]  # a span sent again is stored once
     if all_new:  # runs the request's own spans name are new; a pending run named after a
-        # span would be the project's, and it has none
+        # span would be the project's, and it has none (another project's: the insert of
+        # the run finds it, and the request goes the careful way, which moves it)
         stored_runs = _stored_runs(conn, {m.run_id for m in new} - by_id.keys())
     else:
         stored_runs = _stored_runs(conn, {m.run_id for m in new} | {m.span_id for m in new})
+        for m in new:
+            have_run = stored_runs.get(m.span_id)
+            if (
+                m.span_id == m.run_id
+                and have_run is not None
+                and have_run.pending
+                and have_run.project != project
+            ):
+                _move_pending_run(conn, m.span_id, have_run.project)
+                del stored_runs[m.span_id]
     fresh: list[MappedSpan] = []
     merged_into: dict[str, str] = {}
     stored_run = stored_runs.get
@@ -544,6 +595,33 @@ def _write(
     if touched:
         _update_runs(conn, project, touched, by_run, merged_into, by_id, stored_runs)
     return len(kept) - (len(new) - len(fresh))
+
+
+def _move_pending_run(conn: Connection, run_id: str, owner: str) -> None:
+    """Give the pending run ``run_id`` of project ``owner`` another id, for a root of
+    another project whose id it is. A span of ``owner`` named that root as its parent before
+    the root arrived (a service of ``owner`` called by the root's, or a sender who read the
+    id off a ``traceparent`` header): the run id was taken, and the root's own project had
+    the root refused and its run never ended. The pending run keeps its spans under a new
+    random id no run has (one derived from the ids could be taken first by the sender of
+    ``owner``, failing every request that carries the root); it stays ``running`` (its
+    parent will never be of its project; ``owner``'s spans sent after the root start runs
+    of their own)."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    while True:
+        moved = secrets.token_hex(8)
+        taken = conn.exec_driver_sql(
+            f"SELECT 1 FROM tether_runs WHERE run_id = {mark}", (moved,)
+        ).first()
+        if taken is None:
+            break
+    columns = ", ".join(c.name for c in tables.runs.columns if c.name != "run_id")
+    conn.exec_driver_sql(
+        f"INSERT INTO tether_runs (run_id, {columns}) "
+        f"SELECT {mark}, {columns} FROM tether_runs WHERE run_id = {mark}",
+        (moved, run_id),
+    )
+    _merge(conn, {run_id: moved})
 
 
 def _update_runs(

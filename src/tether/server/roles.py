@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 
 from tether.core import TetherError
+from tether.core.settings import PROJECT_NAME, PROJECT_NAME_RULE
 
 
 class Role(StrEnum):
@@ -75,16 +75,9 @@ def may_grant(granter: Role, role: Role) -> bool:
     return role in GRANTABLE[granter]
 
 
-PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-"""What a project may be called: it appears in URLs, log lines and file names."""
-
-
 def check_project_name(name: str) -> str:
-    """The name, or a ``TetherError`` saying what a project name may be."""
+    """The name, or a ``TetherError`` saying what a project name may be (``PROJECT_NAME``,
+    the rule ``TETHER_PROJECT`` follows too)."""
     if not PROJECT_NAME.fullmatch(name):
-        raise TetherError(
-            f"{name!r} is not a valid project name",
-            hint="use 1 to 64 characters: lower-case letters, digits, '-', '_' and '.', "
-            "starting with a letter or digit",
-        )
+        raise TetherError(f"{name!r} is not a valid project name", hint=f"use {PROJECT_NAME_RULE}")
     return name

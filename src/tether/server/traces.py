@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, and_, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core import StoreError
@@ -86,10 +86,19 @@ def _line(row: Any, attributes: bool = False) -> SpanLine:
     )
 
 
-def _decision_verdicts(engine: Engine, run_id: str) -> dict[str | None, list[str]]:
+def _decision_verdicts(
+    engine: Engine, run_id: str, span_ids: Sequence[str]
+) -> dict[str | None, list[str]]:
+    """The verdicts of the control decisions on ``span_ids`` (a page of the tree): each page
+    read every decision of the run and parsed it (0.3 s a subtree opened in a run of 30,000
+    decided spans)."""
     ev = tables.events.c
+    if not span_ids:
+        return {}
     stmt = select(ev.span_id, ev.attributes).where(
-        ev.run_id == run_id, ev.name == semconv.EVENT_CONTROL_DECISION
+        ev.run_id == run_id,
+        ev.name == semconv.EVENT_CONTROL_DECISION,
+        ev.span_id.in_(list(span_ids)),
     )
     out: dict[str | None, list[str]] = defaultdict(list)
     with engine.connect() as conn:
@@ -118,12 +127,15 @@ def children(
     limit: int = CHILDREN_PAGE,
     attributes: bool = False,
 ) -> tuple[list[SpanLine], int]:
-    """The spans under ``parent_id`` (None: the run's roots) in start order, a page at a
-    time, and how many there are in all; with ``attributes``, each span's attributes too."""
+    """The spans under ``parent_id`` (None: the run's top spans, ``_top``) in start order, a
+    page at a time, and how many there are in all; with ``attributes``, each span's
+    attributes too."""
     if parent_id is not None and not storable(parent_id):
         return [], 0
     sp = tables.spans.c
-    under = sp.parent_id.is_(None) if parent_id is None else sp.parent_id == parent_id
+    # (A span its own parent is not its own child: it would open into itself for ever.)
+    under = _top(run_id) if parent_id is None else sp.parent_id == parent_id
+    under = and_(under, sp.span_id != sp.parent_id) if parent_id is not None else under
     columns: tuple[Any, ...] = (
         sp.span_id,
         sp.parent_id,
@@ -154,35 +166,41 @@ def children(
             if ids:
                 counts = conn.execute(
                     select(sp.parent_id, func.count())
-                    .where(tables.spans_of_run(run_id), sp.parent_id.in_(ids))
+                    .where(
+                        tables.spans_of_run(run_id),
+                        sp.parent_id.in_(ids),
+                        sp.span_id != sp.parent_id,
+                    )
                     .group_by(sp.parent_id)
                 ).all()
                 by_parent: dict[str, int] = {p: int(n) for p, n in counts}
                 for line in lines:
                     line.children = int(by_parent.get(line.span_id, 0))
-        verdicts = _decision_verdicts(engine, run_id)
+        verdicts = _decision_verdicts(engine, run_id, ids)
     except SQLAlchemyError as exc:
         raise _failed(exc) from exc
-    if parent_id is None:
-        # Spans whose parent was never recorded (a crash) are shown at the top.
-        lines += _orphans(engine, run_id) if offset == 0 else []
     for line in lines:
         line.decisions = verdicts.get(line.span_id, [])
     return lines, int(total)
 
 
-def _orphans(engine: Engine, run_id: str) -> list[SpanLine]:
+def _top(run_id: str) -> Any:
+    """The run's top spans: its roots, its run's own span (the root, even when it names a
+    parent: OTLP makes the first span of a parent cycle, or a span its own parent, the root
+    of its run), and the spans whose parent is not among its spans:
+    never recorded (a crash), not arrived yet (OTLP children come before their root: a run
+    waiting for its root holds its root's children), or stored in another run (another
+    project's root a span of this one named as its parent: ``otlp_store._move_pending_run``).
+    Counted and paged with the roots: read apart, at most 200 were shown with no way to the
+    rest, and a parent looked for in the whole store hid the spans under it."""
     sp = tables.spans.c
     parent = tables.spans.alias("parent")
-    stmt = (
-        select(sp.span_id, sp.parent_id, sp.name, sp.kind, sp.start_ns, sp.end_ns, sp.status)
-        .outerjoin(parent, parent.c.span_id == sp.parent_id)
-        .where(tables.spans_of_run(run_id), sp.parent_id.is_not(None), parent.c.span_id.is_(None))
-        .order_by(sp.start_ns)
-        .limit(CHILDREN_PAGE)
+    in_run = (
+        select(parent.c.span_id)
+        .where(parent.c.span_id == sp.parent_id, parent.c.run_id == sp.run_id)
+        .exists()
     )
-    with engine.connect() as conn:
-        return [_line(row) for row in conn.execute(stmt).all()]
+    return or_(sp.parent_id.is_(None), sp.span_id == run_id, ~in_run)
 
 
 def run_bounds(engine: Engine, run_id: str) -> tuple[int, int, int, int]:
@@ -230,7 +248,9 @@ def span_detail(engine: Engine, run_id: str, span_id: str) -> SpanDetail | None:
                 .order_by(ev.time_ns, ev.id)
             ).all()
             count = conn.execute(
-                select(func.count()).where(tables.spans_of_run(run_id), sp.parent_id == span_id)
+                select(func.count()).where(
+                    tables.spans_of_run(run_id), sp.parent_id == span_id, sp.span_id != span_id
+                )
             ).scalar_one()
     except SQLAlchemyError as exc:
         raise _failed(exc) from exc

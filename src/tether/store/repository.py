@@ -374,20 +374,34 @@ class Store(StoreReader):
             ) from exc
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self, *, durable: bool = False) -> Iterator[Connection]:
         """One write transaction for work that reads before it writes (``POST /v1/traces``):
         committed when the block ends, rolled back (and ``StoreError``) if it raises. On SQLite
         it holds the file's write lock from its first statement (``BEGIN IMMEDIATE``), so what
         it reads cannot change before it writes, in this process or another; on PostgreSQL the
-        caller takes the locks its work needs (``pg_advisory_xact_lock``)."""
+        caller takes the locks its work needs (``pg_advisory_xact_lock``).
+
+        ``durable``: on SQLite the commit is synced to disk before it returns
+        (``synchronous=FULL`` for this transaction): the store's ``NORMAL`` keeps a commit
+        through a crash of the process, not through one of the machine (a power cut can take
+        back the last commits), and a caller that answers "stored" after the commit (OTLP's
+        2xx) must not be taken back. PostgreSQL's commits are synced already."""
         self.ensure_ready()
         try:
             with self.engine.connect() as conn:
-                if conn.dialect.name == "sqlite":
-                    # pysqlite would begin a deferred transaction at the first write only.
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
-                yield conn
-                conn.commit()
+                sqlite = conn.dialect.name == "sqlite"
+                if sqlite and durable:
+                    conn.exec_driver_sql("PRAGMA synchronous=FULL")
+                try:
+                    if sqlite:
+                        # pysqlite would begin a deferred transaction at the first write only.
+                        conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    yield conn
+                    conn.commit()
+                finally:
+                    if sqlite and durable:
+                        conn.rollback()  # (none left open: the pragma is refused inside one)
+                        conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
         except SQLAlchemyError as exc:
             raise self._failed("writing to", exc) from exc
 

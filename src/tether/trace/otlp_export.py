@@ -77,12 +77,13 @@ def otlp_value(value: Any) -> Any:
 
 
 def _parse_headers(text: str) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for part in text.split(","):
-        name, sep, value = part.partition("=")
-        if sep and name.strip():
-            headers[name.strip()] = value.strip()
-    return headers
+    """``TETHER_OTLP_HEADERS`` read as OpenTelemetry reads ``OTEL_EXPORTER_OTLP_HEADERS``
+    (the SDK's own parser: ``name=value`` pairs, values percent-decoded, so a value holds a
+    comma as ``%2C``). Read as it was written, ``Authorization=Bearer%20tth_...`` (the form
+    OpenTelemetry's documentation gives) was sent encoded and every export got 401."""
+    from opentelemetry.util.re import parse_env_headers
+
+    return dict(parse_env_headers(text, liberal=True))
 
 
 class OtlpExportSink:

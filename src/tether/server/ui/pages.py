@@ -132,11 +132,13 @@ def children_fragment(
     principal: Reader,
     parent: Annotated[str | None, Query(max_length=16)] = None,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-    depth: Annotated[int, Query(ge=0, le=200)] = 1,
+    depth: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 1,
     t0: Annotated[int, Query()] = 0,
     t_span: Annotated[int, Query(ge=1)] = 1,
 ) -> Response:
-    """Rows of one subtree (htmx): loaded when a span is opened, a page at a time."""
+    """Rows of one subtree (htmx): loaded when a span is opened, a page at a time. ``depth``
+    only indents the rows (at most 24 levels are drawn): it was capped at 200, so the rows
+    of a trace nested deeper could never be opened (422)."""
     run = project_run(request, principal.project, run_id)
     lines, total = traces.children(engine(request), run.run_id, parent, offset=offset)
     context = {
