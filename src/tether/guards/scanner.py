@@ -213,8 +213,13 @@ class PatternDetector:
         self._scanner = PatternScanner((*extra, *self.recognizers), engine)
 
     def scan(self, text: str) -> list[Finding]:
-        """What it finds in ``text``, in order, not overlapping."""
-        found = self._scanner.scan(text)
+        """What it finds in ``text``, in order, not overlapping. Invisible characters inside a
+        value do not hide it, nor do fullwidth digits and letters or no-break spaces (see
+        :func:`fold_for_scan`): the spans are those of ``text``, so masking takes them too."""
+        folded, kept = fold_for_scan(text)
+        found = self._scanner.scan(folded)
+        if kept is not None:
+            found = [Finding(f.kind, kept[f.start], kept[f.end - 1] + 1, f.score) for f in found]
         if self.kinds is not None:
             found = [f for f in found if f.kind in self.kinds]
         return found
@@ -225,6 +230,30 @@ class PatternDetector:
     def warm(self) -> None:
         """Compile and warm the patterns now rather than on the first text."""
         self._scanner.warm()
+
+
+_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+"""Soft hyphen, zero-width characters and joiners, bidirectional controls, BOM: a reader sees
+nothing of them, so a value written with them inside (``4111\u200b1111...``, what an injected
+instruction may tell a model to write) is the value."""
+_FOLD = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {
+    c: 0x20 for c in (0xA0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)
+}
+"""Fullwidth ASCII to ASCII and Unicode spaces to a space: one character for one, so offsets
+stay."""
+
+
+def fold_for_scan(text: str) -> tuple[str, list[int] | None]:
+    """``text`` as the recognizers read it: fullwidth forms and Unicode spaces made ASCII,
+    invisible characters taken out; and, when some were taken out, the index in ``text`` of
+    each character kept (``None``: the offsets are the same)."""
+    if text.isascii():
+        return text, None
+    folded = text.translate(_FOLD)
+    if _INVISIBLE.search(folded) is None:
+        return folded, None
+    kept = [i for i, c in enumerate(folded) if not _INVISIBLE.match(c)]
+    return _INVISIBLE.sub("", folded), kept
 
 
 def _char_width(data: str | bytes, at: int) -> int:
