@@ -88,6 +88,9 @@ TRUE_POSITIVES = [
     ("URL_PASSWORD", "s3cr3t-Pa55", "DATABASE_URL=postgres://app:{}@db.internal:5432/app"),
     ("URL_PASSWORD", "hunter2x", "redis://:{}@cache:6379/0"),
     ("URL_PASSWORD", "Zq9!xw", "mongodb+srv://svc:{}@cluster0.example.net/db"),
+    # An "@" not percent-encoded in the password or the user name hid the password.
+    ("URL_PASSWORD", "p@ss:w0rd!", "postgresql://admin:{}@db:5432/x"),
+    ("URL_PASSWORD", "S3cr3tP4ss", "postgres://jane.doe@example.com:{}@db/x"),
     ("PASSWORD", "Tr0ub4dor&3", 'password = "{}"'),
     ("PASSWORD", "hunter2", "DB_PASSWORD: '{}'"),
     ("PASSWORD", "S3cure#2024", "Server=db;User Id=app;Password={};"),

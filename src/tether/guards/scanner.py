@@ -68,8 +68,11 @@ class Recognizer:
     """What must come between that character and the value, not part of the finding
     (``(?i:bearer)[ \\t]{1,8}``)."""
     after: str | None = None
-    """Alternatives for what must follow the value (the end of the text also does), as
-    ``[^0-9]``; ``None``: anything."""
+    """Alternatives for what must follow the value (the end of the text also does, unless
+    ``at_end`` is false), as ``[^0-9]``; ``None``: anything."""
+    at_end: bool = True
+    """Whether the end of the text may stand for ``after``: not where ``after`` is what
+    ends a value that may itself hold it (the ``@`` after a URL's password)."""
     check: Check | None = None
     """Accepts, corrects or rejects a match; ``None`` accepts every match."""
     context: tuple[str, ...] = ()
@@ -84,7 +87,7 @@ class Recognizer:
         """The recognizer as one expression whose group 1 is the value (with ``capture``;
         else it has no group)."""
         before = "(?s:.)" if self.before is None else self.before
-        after = "" if self.after is None else f"(?:$|{self.after})"
+        after = "" if self.after is None else f"(?:{'$|' if self.at_end else ''}{self.after})"
         group = "(" if capture else "(?:"
         source = f"(?:^|{before}){self.lead}{group}{self.value}){after}"
         if engine == "re":

@@ -299,11 +299,14 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
     *_SPECIFIC_RECOGNIZERS,
     Recognizer(
         "URL_PASSWORD",
-        r"[^\s/@]{1,256}",
+        # An "@" may stand in the user name and the password (not percent-encoded, as
+        # drivers accept): the password runs to the last "@" before the host.
+        r"[^\s/]{1,256}",
         0.95,
         before="[^A-Za-z0-9+.\\-]",
-        lead=r"[A-Za-z][A-Za-z0-9+.\-]{1,30}://[^\s:/@]{0,128}:",
+        lead=r"[A-Za-z][A-Za-z0-9+.\-]{1,30}://[^\s:/]{0,128}:",
         after="@",
+        at_end=False,
         check=_check_placeholder,
     ),
     Recognizer(
