@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Literal
 
 from tether.core.text import scrub_surrogates
-from tether.guards.classifier import Model, chunk_bounds, load_model, sigmoid, tokenize
+from tether.guards.classifier import TOKEN, Model, chunk_bounds, load_model, sigmoid, tokenize
 from tether.guards.injection_rules import CATEGORIES, RuleHit, match_rules
 from tether.guards.normalize import Normalized, View, normalize
 
@@ -356,15 +357,14 @@ def _evidence(
                     h.category,
                     start,
                     min(end, length),
-                    r.view.text[h.start : h.end][:160],
+                    _clip(r.view.text[h.start : h.end]),
                     r.view.origin,
                     exact,
                 )
             )
     if best is not None and best.tokens:
         p = sigmoid(best.logit)
-        s, e = best.chunk
-        words = " ".join(best.tokens[s:e])
+        words = _chunk_text(best)
         out.append(
             Evidence(
                 "classifier",
@@ -372,13 +372,45 @@ def _evidence(
                 "classifier",
                 best.view.start,
                 best.view.end,
-                words[:160],
+                _clip(words),
                 best.view.origin,
                 False,
                 p,
             )
         )
     return tuple(out[:16])
+
+
+def _chunk_text(result: _ViewResult) -> str:
+    """The text of the view's best chunk as it is written, clipped. Its tokens joined with
+    spaces (``ghp q7r8… , email jane . doe @ example . org``) were the snippet: a value that
+    the policy masks no longer looked like itself there, so the trace kept it."""
+    s, e = result.chunk
+    lowered = result.view.text.lower()
+    if e <= s or len(lowered) != len(result.view.text):  # lower-casing changed the offsets
+        return " ".join(result.tokens[s:e])
+    found = islice(TOKEN.finditer(lowered), s, e)
+    first = next(found, None)
+    if first is None:
+        return ""
+    last = first
+    for last in found:
+        if last.start() - first.start() > 2 * _SNIPPET_CHARS:
+            break
+    return result.view.text[first.start() : last.end()]
+
+
+_SNIPPET_CHARS = 160
+
+
+def _clip(text: str) -> str:
+    """``text`` cut to ``_SNIPPET_CHARS`` at a space: a value cut in the middle (half a key)
+    would no longer look like what the policy masks, and the trace would keep that half."""
+    if len(text) <= _SNIPPET_CHARS:
+        return text
+    cut = text[: _SNIPPET_CHARS + 1]
+    space = max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t"))
+    return text[:space] if space > 0 else ""
 
 
 _DEFAULT: InjectionDetector | None = None
