@@ -33,11 +33,16 @@ Mode = Literal["datamark", "delimit"]
 # Marker characters for datamarking: visible, rare in ordinary text, one code point each, and
 # not whitespace (so the model sees them as glued to the words).
 _MARKS = "\u02c6\u00a6\u2016\u2020\u2021\u2022\u25ca\u00a4\u00a7\u00b6\u203b\u2042\u2051"
-_SPACES = re.compile(r"[^\S\n]+")
+_SPACES = re.compile(r"(?:[^\S\n]|[\u200b-\u200d\u2060\ufeff])+|(?:^|(?<=\n))(?=[^\n])")
+"""Runs of spaces and tabs (and of zero-width spaces, which a model reads as word breaks),
+and the start of every line that is not empty: a word alone on its line, or one glued to
+the next by a zero-width space, carries the mark too."""
 _TAG_START = re.compile(r"(<</?)(data-)", re.IGNORECASE)
 """The start of a delimiting tag of any run, as text inside the data may spell it."""
 # What the instructions below say the marks are (``unmark`` reads them back).
-_DATAMARK_SAYS = "every space between words is replaced by the character '{mark}'"
+_DATAMARK_SAYS = (
+    "every space between words is replaced by the character '{mark}', which also starts every line"
+)
 _DELIMIT_SAYS = "It is placed between {open} and {close}"
 _SAID_MARK = re.compile(re.escape(_DATAMARK_SAYS).replace(r"\{mark\}", "(.)"))
 _SAID_TAG = re.compile(
@@ -79,7 +84,9 @@ class Spotlight:
     def apply(self, text: str, mode: Mode = "datamark") -> str:
         """``text`` marked as data."""
         if mode == "datamark":
-            # Spaces and tabs become the mark; line breaks stay, so tables and code keep shape.
+            # Spaces and tabs become the mark, and every line starts with it; line breaks
+            # stay, so tables and code keep their shape. Without the mark at line starts,
+            # text written one word a line carried no mark at all.
             return _SPACES.sub(self.mark, text.replace(self.mark, ""))
         if mode == "delimit":
             # Every look-alike of a tag is broken, not removed: a removal can join what
@@ -128,7 +135,9 @@ def unmark(text: str, instructions: str) -> str:
     mark)."""
     said = _SAID_MARK.search(instructions)
     if said is not None:
-        return text.replace(said.group(1), " ")
+        mark = said.group(1)
+        lines = [line.removeprefix(mark) for line in text.split("\n")]
+        return "\n".join(lines).replace(mark, " ")
     said = _SAID_TAG.search(instructions)
     if said is not None:
         marks = Spotlight(mark="", tag=said.group(1))
