@@ -117,3 +117,20 @@ def test_terms_match_whole_words_whatever_their_number() -> None:
     ]
     # A 100 KB text made of the start of a phrase, over and over: one pass, no match.
     assert matcher.find("acme " * 20_000) == []
+
+
+@pytest.mark.parametrize(
+    "disguised",
+    [
+        "buy at Rival\u200bShop now, key sk-test-12\u200b34",  # zero-width inside
+        "buy at R\u0456valShop now, key sk-test-1234",  # a Cyrillic i
+        "buy at \uff32\uff49\uff56\uff41\uff4c\uff33\uff48\uff4f\uff50 now, key sk-test-1234",
+    ],
+)
+async def test_a_denied_term_in_disguise_is_found_and_masked(disguised: str) -> None:
+    """A deny list read the raw text: a zero-width space inside the term, a lookalike letter
+    or fullwidth letters (all read by a person as the term) went through unmasked."""
+    guard = DenyListGuard(terms=["RivalShop"], patterns=[r"sk-test-\d+"], action="mask")
+    result = await guard.judge(disguised, "output", None)
+    assert result.flagged
+    assert result.masked == "buy at [removed] now, key [removed]"

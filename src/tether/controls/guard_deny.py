@@ -123,7 +123,17 @@ def find_all(
     patterns: Sequence[tuple[str, regex.Pattern[str] | TermMatcher]], text: str
 ) -> list[tuple[str, int, int]]:
     """``(which, start, end)`` of every match of every pattern (or terms), in text order; a
-    pattern that searches longer than ``MATCH_TIMEOUT_S`` raises ``TimeoutError`` naming it."""
+    pattern that searches longer than ``MATCH_TIMEOUT_S`` raises ``TimeoutError`` naming it.
+
+    The patterns read the text as a reader sees it: invisible characters taken out,
+    fullwidth forms and lookalike letters of mixed-script words made ASCII (``Rival\u200bShop``
+    and ``R\u0456valShop``, with a Cyrillic i, are ``RivalShop``); the spans are the text's."""
+    from tether.guards.normalize import unconfuse
+    from tether.guards.scanner import fold_for_scan
+
+    original = text
+    text, kept = fold_for_scan(text)
+    text = unconfuse(text)
     found: list[tuple[str, int, int]] = []
     for which, pattern in patterns:
         try:
@@ -140,8 +150,17 @@ def find_all(
             raise TimeoutError(
                 f"{which} took more than {MATCH_TIMEOUT_S:g}s on a text of {len(text):,} characters"
             ) from None
+    if kept is not None:  # back to the spans of the text as it came
+        found = [(which, *_span_back(kept, len(original), s, e)) for which, s, e in found]
     found.sort(key=lambda f: (f[1], -f[2]))
     return found
+
+
+def _span_back(kept: list[int], length: int, start: int, end: int) -> tuple[int, int]:
+    """The span of the original text (``length`` characters) that ``start:end`` of its folded
+    form, whose characters stand at the indices ``kept``, came from."""
+    first = kept[start] if start < len(kept) else length
+    return first, (kept[end - 1] + 1 if end > start else first)
 
 
 def masked(text: str, spans: Sequence[tuple[str, int, int]], replacement: str) -> str:

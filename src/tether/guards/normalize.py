@@ -143,12 +143,19 @@ def clean(text: str, signals: set[str]) -> str:
         text = _TAG_CHARS.sub("", text)
     if not unicodedata.is_normalized("NFKC", text):
         text = unicodedata.normalize("NFKC", text)
-    if not text.isascii() and _CONFUSABLE.search(text):
-        mapped = _MIXED_WORD.sub(_unconfuse_word, text)
-        if mapped != text:
-            signals.add("confusables")
-            text = mapped
+    mapped = unconfuse(text)
+    if mapped != text:
+        signals.add("confusables")
+        text = mapped
     return text
+
+
+def unconfuse(text: str) -> str:
+    """``text`` with the lookalike letters of mixed-script words mapped to Latin
+    (``R\u0456val``, with a Cyrillic i, to ``Rival``), one character for one: offsets stay."""
+    if text.isascii() or not _CONFUSABLE.search(text):
+        return text
+    return _MIXED_WORD.sub(_unconfuse_word, text)
 
 
 def _unconfuse_word(m: re.Match[str]) -> str:
