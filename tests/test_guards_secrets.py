@@ -82,6 +82,10 @@ TRUE_POSITIVES = [
     ("AZURE_STORAGE_KEY", rand(86, ALNUM + "+/") + "==", "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey={};"),
     ("PRIVATE_KEY", PEM, "here is the key:\n{}\nthanks"),
     ("PRIVATE_KEY", OPENSSH, "{}"),
+    # A key in a JSON string (a cloud service account's file): its line breaks are "\n"
+    # escapes, and "private_key" before it is a password keyword.
+    ("PRIVATE_KEY", PEM.replace("\n", "\\n"), '{{"type": "service_account", "private_key": "{}\\n"}}'),
+    ("PRIVATE_KEY", PEM.replace("\n", "\\n"), 'private_key: "{}"'),
     ("JWT", JWT, "cookie session={}; Path=/"),
     ("BEARER_TOKEN", rand(32, ALNUM + "-._~"), "Authorization: Bearer {}"),
     ("BASIC_AUTH", base64.b64encode(b"admin:hunter2!").decode(), "Authorization: Basic {}"),
