@@ -302,3 +302,17 @@ def test_a_payload_between_the_sampled_windows_is_read(frac: float) -> None:
     rule = next(e for e in verdict.evidence if e.name == "override.ignore_previous")
     assert at <= rule.start < at + len(payload)
     assert not det.scan(filler, "document").flagged
+
+
+def test_the_token_cache_does_not_keep_long_words() -> None:
+    """Every new token's weight was cached, whatever its length: requests each holding a long
+    random word (a key, a blob) made the shared detector keep every one of them, a megabyte
+    a request for a megabyte-long word."""
+    det = InjectionDetector(model=load_model())
+    rng = random.Random(3)
+    for _ in range(20):
+        word = "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=16_000))
+        det.scan(f"hello {word} there", "user")
+    cache = det.model._token_cache
+    assert sum(map(len, cache)) < 1_000
+    assert "hello" in cache  # short tokens are still kept
