@@ -100,7 +100,14 @@ async def test_a_10_mb_tool_result_is_judged(sqlite_url: str) -> None:
 
 def test_snippets_are_escaped_and_clipped() -> None:
     assert safe_snippet("a\x1b[2Jb\u202ec\x00") == "a\\u001b[2Jb\\u202ec\\u0000"
-    assert safe_snippet("x" * 500) == "x" * 159 + "…"
+    # Cut between words, never inside one: a key cut in half escapes the masking that
+    # follows (the judge's reply quoting a token at the 160th character kept its first half).
+    assert safe_snippet("x" * 500) == "…"
+    token = "ghp_" + "Q7r8A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"
+    for pad in range(110, 160, 7):
+        clipped = safe_snippet("FAIL: " + "w " * (pad // 2) + f"the key {token} leaked")
+        assert len(clipped) <= 160 and clipped.endswith("…")
+        assert token in clipped or token[:6] not in clipped, clipped
     assert safe_snippet("\ud800") == "\\ud800"
 
 

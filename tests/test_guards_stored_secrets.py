@@ -239,8 +239,10 @@ async def test_a_judges_verdict_quoting_the_text_is_stored_masked(tmp_path: Path
     with sqlite3.connect(stored.path) as db:
         (events,) = db.execute("SELECT group_concat(attributes) FROM tether_events").fetchone()
         (audit,) = db.execute("SELECT group_concat(details) FROM tether_audit").fetchone()
-    # The judge's reply is quoted by its decision's event and audit entry: masked there.
-    assert "deploy token: <" in events and "the judge failed it" in audit
+    # The judge's reply is quoted by its decision's event and audit entry: masked there, and
+    # clipped between words (the token at the clip is left out whole, not cut in half).
+    assert "deploy token:" in events and "the judge failed it" in audit
+    assert TOKEN[:8] not in events
 
 
 @tool(side_effects="read")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
-from tether.core.text import scrub_surrogates
+from tether.core.text import clip_between_words, scrub_surrogates
 from tether.guards.classifier import TOKEN, Model, chunk_bounds, load_model, sigmoid, tokenize
 from tether.guards.injection_rules import CATEGORIES, RuleHit, match_rules
 from tether.guards.normalize import Normalized, View, clean, normalize
@@ -456,13 +456,7 @@ _SNIPPET_CHARS = 160
 
 
 def _clip(text: str) -> str:
-    """``text`` cut to ``_SNIPPET_CHARS`` at a space: a value cut in the middle (half a key)
-    would no longer look like what the policy masks, and the trace would keep that half."""
-    if len(text) <= _SNIPPET_CHARS:
-        return text
-    cut = text[: _SNIPPET_CHARS + 1]
-    space = max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t"))
-    return text[:space] if space > 0 else ""
+    return clip_between_words(text, _SNIPPET_CHARS)
 
 
 _DEFAULT: InjectionDetector | None = None
