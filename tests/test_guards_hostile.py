@@ -141,3 +141,13 @@ async def test_a_denied_term_in_disguise_is_found_and_masked(disguised: str) -> 
     result = await guard.judge(disguised, "output", None)
     assert result.flagged
     assert result.masked == "buy at [removed] now, key [removed]"
+
+
+async def test_terms_and_patterns_in_other_scripts_still_match_themselves() -> None:
+    """Reading lookalike letters as Latin made a Cyrillic word whose letters all look Latin
+    (juice, 'cok' in Cyrillic) read as 'cok' in the text but not in the deny list: it matched
+    no more."""
+    juice, litter = "\u0441\u043e\u043a", "\u0441\u043e\u0440"
+    guard = DenyListGuard(terms=[juice], patterns=[rf"\b{litter}\b"], action="mask")
+    result = await guard.judge(f"\u043a\u0443\u043f\u0438 {juice} \u0438 {litter}", "output", None)
+    assert result.masked == "\u043a\u0443\u043f\u0438 [removed] \u0438 [removed]"

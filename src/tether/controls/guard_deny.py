@@ -42,7 +42,7 @@ class TermMatcher:
         self.phrases: dict[tuple[str, ...], str] = {}
         others: list[str] = []
         for term in terms:
-            stripped = term.strip()
+            stripped = _as_read(term.strip())  # read as the texts are (see ``find_all``)
             if _PHRASE.fullmatch(stripped):
                 key = tuple(self._fold(w) for w in _SPACE.split(stripped))
                 self.phrases.setdefault(key, term)
@@ -125,20 +125,21 @@ def find_all(
     """``(which, start, end)`` of every match of every pattern (or terms), in text order; a
     pattern that searches longer than ``MATCH_TIMEOUT_S`` raises ``TimeoutError`` naming it.
 
-    The patterns read the text as a reader sees it: invisible characters taken out,
-    fullwidth forms and lookalike letters of mixed-script words made ASCII (``Rival\u200bShop``
-    and ``R\u0456valShop``, with a Cyrillic i, are ``RivalShop``); the spans are the text's."""
-    from tether.guards.normalize import unconfuse
+    The text is read as a person sees it: invisible characters taken out and fullwidth forms
+    made ASCII (``Rival\u200bShop`` is ``RivalShop``); for terms, which are read the same way,
+    the lookalike letters of mixed-script words too (``R\u0456valShop``, with a Cyrillic i).
+    The spans are the text's."""
     from tether.guards.scanner import fold_for_scan
 
     original = text
     text, kept = fold_for_scan(text)
-    text = unconfuse(text)
+    as_read: str | None = None
     found: list[tuple[str, int, int]] = []
     for which, pattern in patterns:
         try:
             if isinstance(pattern, TermMatcher):
-                found.extend((which, start, end) for start, end in pattern.find(text))
+                as_read = _unconfused(text) if as_read is None else as_read
+                found.extend((which, start, end) for start, end in pattern.find(as_read))
                 continue
             for n, match in enumerate(pattern.finditer(text, timeout=MATCH_TIMEOUT_S)):
                 if match.end() > match.start():
@@ -154,6 +155,20 @@ def find_all(
         found = [(which, *_span_back(kept, len(original), s, e)) for which, s, e in found]
     found.sort(key=lambda f: (f[1], -f[2]))
     return found
+
+
+def _unconfused(text: str) -> str:
+    from tether.guards.normalize import unconfuse
+
+    return unconfuse(text)
+
+
+def _as_read(term: str) -> str:
+    """A term as ``find_all`` reads texts for terms (so a term in Cyrillic whose letters all
+    look Latin still matches itself)."""
+    from tether.guards.scanner import fold_for_scan
+
+    return _unconfused(fold_for_scan(term)[0])
 
 
 def _span_back(kept: list[int], length: int, start: int, end: int) -> tuple[int, int]:
