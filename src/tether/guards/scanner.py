@@ -235,10 +235,14 @@ class PatternDetector:
         self._scanner.warm()
 
 
-_INVISIBLE = re.compile("[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+_INVISIBLE = re.compile(
+    "[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+    r"|\\u(?:00[aA][dD]|180[eE]|200[b-fB-F]|202[a-eA-E]|206[0-46-9]|[fF][eE][fF][fF])"
+)
 """Soft hyphen, zero-width characters and joiners, bidirectional controls, BOM: a reader sees
 nothing of them, so a value written with them inside (``4111\u200b1111...``, what an injected
-instruction may tell a model to write) is the value."""
+instruction may tell a model to write) is the value. Also written as escapes (``\\u200b``):
+how JSON written ASCII-only carries them, and how a guard's evidence quotes them."""
 _FOLD = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {
     c: 0x20 for c in (0xA0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)
 }
@@ -248,15 +252,27 @@ stay."""
 
 def fold_for_scan(text: str) -> tuple[str, list[int] | None]:
     """``text`` as the recognizers read it: fullwidth forms and Unicode spaces made ASCII,
-    invisible characters taken out; and, when some were taken out, the index in ``text`` of
-    each character kept (``None``: the offsets are the same)."""
+    invisible characters (and their ``\\uXXXX`` escapes) taken out; and, when some were
+    taken out, the index in ``text`` of each character kept (``None``: the offsets are the
+    same)."""
     if text.isascii():
-        return text, None
-    folded = text.translate(_FOLD)
+        if "\\u" not in text:
+            return text, None
+        folded = text
+    else:
+        folded = text.translate(_FOLD)
     if _INVISIBLE.search(folded) is None:
         return folded, None
-    kept = [i for i, c in enumerate(folded) if not _INVISIBLE.match(c)]
-    return _INVISIBLE.sub("", folded), kept
+    kept: list[int] = []
+    pieces: list[str] = []
+    at = 0
+    for m in _INVISIBLE.finditer(folded):
+        kept.extend(range(at, m.start()))
+        pieces.append(folded[at : m.start()])
+        at = m.end()
+    kept.extend(range(at, len(folded)))
+    pieces.append(folded[at:])
+    return "".join(pieces), kept
 
 
 def _char_width(data: str | bytes, at: int) -> int:
