@@ -248,6 +248,7 @@ _FOLD = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {
 }
 """Fullwidth ASCII to ASCII and Unicode spaces to a space: one character for one, so offsets
 stay."""
+_FOLDABLE = re.compile("[\uff01-\uff5e\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 
 
 def fold_for_scan(text: str) -> tuple[str, list[int] | None]:
@@ -259,8 +260,8 @@ def fold_for_scan(text: str) -> tuple[str, list[int] | None]:
         if "\\u" not in text:
             return text, None
         folded = text
-    else:
-        folded = text.translate(_FOLD)
+    else:  # str.translate reads every character in Python: only where one needs folding
+        folded = text.translate(_FOLD) if _FOLDABLE.search(text) else text
     if _INVISIBLE.search(folded) is None:
         return folded, None
     kept: list[int] = []
