@@ -100,7 +100,14 @@ async def test_a_10_mb_tool_result_is_judged(sqlite_url: str) -> None:
 
 def test_snippets_are_escaped_and_clipped() -> None:
     assert safe_snippet("a\x1b[2Jb\u202ec\x00") == "a\\u001b[2Jb\\u202ec\\u0000"
-    assert safe_snippet("x" * 500) == "x" * 159 + "…"
+    # Cut between words, never inside one: a key cut in half escapes the masking that
+    # follows (the judge's reply quoting a token at the 160th character kept its first half).
+    assert safe_snippet("x" * 500) == "…"
+    token = "ghp_" + "Q7r8A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"
+    for pad in range(110, 160, 7):
+        clipped = safe_snippet("FAIL: " + "w " * (pad // 2) + f"the key {token} leaked")
+        assert len(clipped) <= 160 and clipped.endswith("…")
+        assert token in clipped or token[:6] not in clipped, clipped
     assert safe_snippet("\ud800") == "\\ud800"
 
 
@@ -117,3 +124,30 @@ def test_terms_match_whole_words_whatever_their_number() -> None:
     ]
     # A 100 KB text made of the start of a phrase, over and over: one pass, no match.
     assert matcher.find("acme " * 20_000) == []
+
+
+@pytest.mark.parametrize(
+    "disguised",
+    [
+        "buy at Rival\u200bShop now, key sk-test-12\u200b34",  # zero-width inside
+        "buy at R\u0456valShop now, key sk-test-1234",  # a Cyrillic i
+        "buy at \uff32\uff49\uff56\uff41\uff4c\uff33\uff48\uff4f\uff50 now, key sk-test-1234",
+    ],
+)
+async def test_a_denied_term_in_disguise_is_found_and_masked(disguised: str) -> None:
+    """A deny list read the raw text: a zero-width space inside the term, a lookalike letter
+    or fullwidth letters (all read by a person as the term) went through unmasked."""
+    guard = DenyListGuard(terms=["RivalShop"], patterns=[r"sk-test-\d+"], action="mask")
+    result = await guard.judge(disguised, "output", None)
+    assert result.flagged
+    assert result.masked == "buy at [removed] now, key [removed]"
+
+
+async def test_terms_and_patterns_in_other_scripts_still_match_themselves() -> None:
+    """Reading lookalike letters as Latin made a Cyrillic word whose letters all look Latin
+    (juice, 'cok' in Cyrillic) read as 'cok' in the text but not in the deny list: it matched
+    no more."""
+    juice, litter = "\u0441\u043e\u043a", "\u0441\u043e\u0440"
+    guard = DenyListGuard(terms=[juice], patterns=[rf"\b{litter}\b"], action="mask")
+    result = await guard.judge(f"\u043a\u0443\u043f\u0438 {juice} \u0438 {litter}", "output", None)
+    assert result.masked == "\u043a\u0443\u043f\u0438 [removed] \u0438 [removed]"

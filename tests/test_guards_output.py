@@ -435,13 +435,13 @@ async def test_spotlighting_marks_tool_results_and_tells_the_model(sqlite_url: s
         next(m.content for m in r.state.messages if m.role == "tool") for r in (first, second)
     ]
     for text in marked:
-        assert " " not in text and text.startswith("Parcels")
+        assert " " not in text and text[1:].startswith("Parcels")
     control = next(c for c in agent.controls if isinstance(c, SpotlightControl))
     marks = [control.spotlight_for(r.run_id).mark for r in (first, second)]
     tags = {control.spotlight_for(r.run_id).tag for r in (first, second)}
     assert len(tags) == 2  # a marker per run
-    assert marked[0] == "Parcels ship within two days. Tracking numbers arrive by e-mail.".replace(
-        " ", marks[0]
+    assert marked[0] == marks[0] + (
+        "Parcels ship within two days. Tracking numbers arrive by e-mail.".replace(" ", marks[0])
     )
     # The instruction reaches the model in the system message of every call, not the
     # conversation kept in the run's state.

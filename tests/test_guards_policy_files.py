@@ -180,20 +180,39 @@ def test_a_policy_file_that_is_not_a_mapping(tmp_path: Path) -> None:
     assert "expected a mapping of fields, found a list" in load_error(spec)
 
 
+PYTHON_GUARD_SPEC = """\
+guards:
+  rules:
+    - guard: python
+      function: checks.py:no_promises
+"""
+
+
 def test_a_python_guard_that_cannot_be_imported_names_the_spec_line(tmp_path: Path) -> None:
     write(tmp_path, "checks.py", "raise RuntimeError('no database')\n")
-    spec = agent_file(
-        tmp_path,
-        """\
-        guards:
-          rules:
-            - guard: python
-              function: checks.py:no_promises
-        """,
-    )
+    spec = agent_file(tmp_path, PYTHON_GUARD_SPEC)
     message = load_error(spec)
     assert f"{spec}: guards.rules[0] (line 5): function 'checks.py:no_promises'" in message
     assert "RuntimeError: no database" in message
+
+
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        ("def no_promises(text, strict):\n    return True\n", "cannot be called with one text"),
+        ("def no_promises():\n    return True\n", "cannot be called with one text"),
+        ("async def no_promises(text):\n    yield True\n", "is a generator"),
+    ],
+)
+def test_a_python_guard_that_cannot_take_a_text_names_the_spec_line(
+    tmp_path: Path, source: str, said: str
+) -> None:
+    """A function of the wrong shape loaded, and every request then failed closed with a
+    TypeError: the mistake showed only at request time."""
+    write(tmp_path, "checks.py", source)
+    spec = agent_file(tmp_path, PYTHON_GUARD_SPEC)
+    message = load_error(spec)
+    assert f"{spec}: guards.rules[0] (line 5): " in message and said in message
 
 
 def test_documents_must_be_tools_of_the_agent(tmp_path: Path) -> None:

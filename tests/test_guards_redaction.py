@@ -56,6 +56,38 @@ def test_hash_links_the_same_value_written_differently() -> None:
     assert label("card 4111 1111 1111 1111") != label("card 5555 5555 5555 4444")
 
 
+@pytest.mark.parametrize(
+    "disguised",
+    [
+        "card 4111\u200b1111\u200b1111\u200b1111 and sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z",
+        "card 4111\u00a01111\u00a01111\u00a01111 and "
+        "sk-proj-Ab3dEf6hIj9k\u2060Lm2nOp5qRs8tUv1wXy4z",
+        "card \uff14\uff11\uff11\uff11 1111 1111 1111 and sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z",
+        # Escaped, as JSON written ASCII-only carries them and a verdict's evidence quotes them.
+        r"card 4111\u200b1111\u200B1111\u200b1111 and "
+        r"sk-proj-Ab3dEf6hIj9k\u2060Lm2nOp5qRs8tUv1wXy4z",
+    ],
+)
+def test_invisible_and_fullwidth_characters_do_not_hide_a_value(disguised: str) -> None:
+    """A card or key written with zero-width characters, no-break spaces or fullwidth digits
+    inside (what an injected instruction can tell a model to write) reads as the value, yet
+    was neither found nor masked."""
+    findings = [*PiiDetector().scan(disguised), *SecretsDetector().scan(disguised)]
+    assert {f.kind for f in findings} >= {"CREDIT_CARD", "OPENAI_API_KEY"}
+    masked = redact(disguised, findings)
+    assert masked == "card <CREDIT_CARD> and <OPENAI_API_KEY>"
+    key = HashKey(KEY)
+    plain = "card 4111 1111 1111 1111"
+    [card] = [f for f in findings if f.kind == "CREDIT_CARD"]
+    [plain_card] = PiiDetector().scan(plain)
+    assert key.label("CREDIT_CARD", disguised[card.start : card.end]) == key.label(
+        "CREDIT_CARD", plain[plain_card.start : plain_card.end]
+    )
+    assert key.label("EMAIL_ADDRESS", "jane\u200b@example.com") == key.label(
+        "EMAIL_ADDRESS", "jane@example.com"
+    )
+
+
 def test_hash_label_is_stable_across_processes() -> None:
     code = (
         "from tether.guards import HashKey;"
@@ -111,3 +143,17 @@ def test_bad_calls() -> None:
     with pytest.raises(ValueError, match="not a redaction"):
         redact("abc", [finding], "block")  # type: ignore[arg-type]
     assert redact("unchanged", []) == "unchanged"
+
+
+def test_evidence_escaping_invisible_characters_is_still_masked() -> None:
+    """A verdict's evidence writes invisible characters as ``\\u200b`` before the run masks
+    what it quotes: a card written with zero-width spaces, quoted by a judge's reply, reached
+    the trace as '4111\\u200b1111...', which no recognizer read as a card."""
+    from tether.controls import PiiGuard
+    from tether.controls.guard_base import safe_snippet, text_redactor
+
+    redact_quotes = text_redactor([PiiGuard(action="mask")], None)
+    assert redact_quotes is not None
+    quoted = safe_snippet("FAIL: it gives the card 4111\u200b1111\u200b1111\u200b1111.")
+    assert "\\u200b" in quoted
+    assert redact_quotes(quoted) == "FAIL: it gives the card <CREDIT_CARD>."

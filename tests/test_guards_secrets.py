@@ -82,12 +82,19 @@ TRUE_POSITIVES = [
     ("AZURE_STORAGE_KEY", rand(86, ALNUM + "+/") + "==", "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey={};"),
     ("PRIVATE_KEY", PEM, "here is the key:\n{}\nthanks"),
     ("PRIVATE_KEY", OPENSSH, "{}"),
+    # A key in a JSON string (a cloud service account's file): its line breaks are "\n"
+    # escapes, and "private_key" before it is a password keyword.
+    ("PRIVATE_KEY", PEM.replace("\n", "\\n"), '{{"type": "service_account", "private_key": "{}\\n"}}'),
+    ("PRIVATE_KEY", PEM.replace("\n", "\\n"), 'private_key: "{}"'),
     ("JWT", JWT, "cookie session={}; Path=/"),
     ("BEARER_TOKEN", rand(32, ALNUM + "-._~"), "Authorization: Bearer {}"),
     ("BASIC_AUTH", base64.b64encode(b"admin:hunter2!").decode(), "Authorization: Basic {}"),
     ("URL_PASSWORD", "s3cr3t-Pa55", "DATABASE_URL=postgres://app:{}@db.internal:5432/app"),
     ("URL_PASSWORD", "hunter2x", "redis://:{}@cache:6379/0"),
     ("URL_PASSWORD", "Zq9!xw", "mongodb+srv://svc:{}@cluster0.example.net/db"),
+    # An "@" not percent-encoded in the password or the user name hid the password.
+    ("URL_PASSWORD", "p@ss:w0rd!", "postgresql://admin:{}@db:5432/x"),
+    ("URL_PASSWORD", "S3cr3tP4ss", "postgres://jane.doe@example.com:{}@db/x"),
     ("PASSWORD", "Tr0ub4dor&3", 'password = "{}"'),
     ("PASSWORD", "hunter2", "DB_PASSWORD: '{}'"),
     ("PASSWORD", "S3cure#2024", "Server=db;User Id=app;Password={};"),

@@ -240,6 +240,21 @@ def test_values_are_masked_in_place_and_the_shape_is_kept() -> None:
     }
 
 
+def test_a_path_is_clipped_only_once_its_keys_are_masked() -> None:
+    """Paths were clipped to 200 characters as they were built, before the keys in them were
+    masked: a key that is a token, standing at the clip, stayed in the evidence as its first
+    half, which the masking no longer recognized."""
+    token = "ghp_" + "Q7r8A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"
+    for pad in (170, 180, 190):
+        verdict = check_arguments(masking_stack(), {"a" * pad: {token: {"note": EMAIL}}})
+        paths = [f.path for f in verdict.findings]
+        assert all(len(p) <= 200 and token[:8] not in p for p in paths), paths
+        assert ("a" * pad + ".<GITHUB_TOKEN>.note")[:200] in paths
+    # A key too long to spell out is named by its length.
+    verdict = check_arguments(masking_stack(), {"k" * 300: {"note": EMAIL}})
+    assert [f.path for f in verdict.findings] == ["[a key of 300 characters].note"]
+
+
 def test_the_key_gives_a_value_its_context() -> None:
     # A bare word is no password; after its key it is one.
     verdict = check_arguments(masking_stack(), {"password": "Tr0ub4dor&3", "word": "Tr0ub4dor&3"})

@@ -241,3 +241,23 @@ def test_a_model_exception_that_cannot_be_described_is_the_one_raised_and_traced
         assert "StrRaises" in (model_span.status_message or "")
     finally:
         store.close()
+
+
+def test_the_clip_does_not_cut_a_token_in_half() -> None:
+    """A tool result was cut at exactly ``max_chars``: a key across the cut reached the model,
+    the guards and the trace as its first half, which no secrets rule recognizes (a 16-character
+    'ghp_...' start is no GitHub token), so nothing masked it."""
+    from tether.guards import GuardStack
+    from tether.tools.base import clip_result
+
+    token = "ghp_" + "Q7r8A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6"
+    for into in (1, 12, 30, 39):
+        text = '{"rows": 3, "token": "' + token + '", "next": null}'
+        limit = text.index(token) + into
+        clipped = clip_result(text, limit)
+        shown = clipped.split("\n[result clipped")[0]
+        assert shown == text[: text.index(token)], shown
+        assert GuardStack().check(clipped, "tool_output").redacted is None  # nothing half-kept
+    # Where no token boundary is near, the cut stays at the limit.
+    assert clip_result("z" * 1000, 100).startswith("z" * 100 + "\n[result clipped")
+    assert clip_result("a b" + "c" * 500, 300).startswith("a b" + "c" * 297 + "\n")

@@ -46,6 +46,7 @@ from tether.controls.pipeline import (
     Verdict,
 )
 from tether.core import Outcome
+from tether.core.text import clip_between_words
 from tether.tools import ToolResult
 
 Channel = Literal["user", "tool_output", "document", "output", "tool_args"]
@@ -87,8 +88,9 @@ ESCALATED_MESSAGE = (
 
 def safe_snippet(text: str, limit: int = MAX_SNIPPET_CHARS) -> str:
     """``text`` fit for a trace: control, invisible and bidirectional characters written as
-    ``\\uXXXX``, clipped to ``limit`` characters with ``…``."""
-    clipped = text if len(text) <= limit else text[: limit - 1] + "…"
+    ``\\uXXXX``, clipped to ``limit`` characters with ``…`` between two words (the masking of
+    what a decision quotes comes after: a value cut in half would escape it)."""
+    clipped = text if len(text) <= limit else clip_between_words(text, limit - 1) + "…"
     return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", clipped)
 
 

@@ -42,7 +42,7 @@ class TermMatcher:
         self.phrases: dict[tuple[str, ...], str] = {}
         others: list[str] = []
         for term in terms:
-            stripped = term.strip()
+            stripped = _as_read(term.strip())  # read as the texts are (see ``find_all``)
             if _PHRASE.fullmatch(stripped):
                 key = tuple(self._fold(w) for w in _SPACE.split(stripped))
                 self.phrases.setdefault(key, term)
@@ -123,12 +123,23 @@ def find_all(
     patterns: Sequence[tuple[str, regex.Pattern[str] | TermMatcher]], text: str
 ) -> list[tuple[str, int, int]]:
     """``(which, start, end)`` of every match of every pattern (or terms), in text order; a
-    pattern that searches longer than ``MATCH_TIMEOUT_S`` raises ``TimeoutError`` naming it."""
+    pattern that searches longer than ``MATCH_TIMEOUT_S`` raises ``TimeoutError`` naming it.
+
+    The text is read as a person sees it: invisible characters taken out and fullwidth forms
+    made ASCII (``Rival\u200bShop`` is ``RivalShop``); for terms, which are read the same way,
+    the lookalike letters of mixed-script words too (``R\u0456valShop``, with a Cyrillic i).
+    The spans are the text's."""
+    from tether.guards.scanner import fold_for_scan
+
+    original = text
+    text, kept = fold_for_scan(text)
+    as_read: str | None = None
     found: list[tuple[str, int, int]] = []
     for which, pattern in patterns:
         try:
             if isinstance(pattern, TermMatcher):
-                found.extend((which, start, end) for start, end in pattern.find(text))
+                as_read = _unconfused(text) if as_read is None else as_read
+                found.extend((which, start, end) for start, end in pattern.find(as_read))
                 continue
             for n, match in enumerate(pattern.finditer(text, timeout=MATCH_TIMEOUT_S)):
                 if match.end() > match.start():
@@ -140,8 +151,31 @@ def find_all(
             raise TimeoutError(
                 f"{which} took more than {MATCH_TIMEOUT_S:g}s on a text of {len(text):,} characters"
             ) from None
+    if kept is not None:  # back to the spans of the text as it came
+        found = [(which, *_span_back(kept, len(original), s, e)) for which, s, e in found]
     found.sort(key=lambda f: (f[1], -f[2]))
     return found
+
+
+def _unconfused(text: str) -> str:
+    from tether.guards.normalize import unconfuse
+
+    return unconfuse(text)
+
+
+def _as_read(term: str) -> str:
+    """A term as ``find_all`` reads texts for terms (so a term in Cyrillic whose letters all
+    look Latin still matches itself)."""
+    from tether.guards.scanner import fold_for_scan
+
+    return _unconfused(fold_for_scan(term)[0])
+
+
+def _span_back(kept: list[int], length: int, start: int, end: int) -> tuple[int, int]:
+    """The span of the original text (``length`` characters) that ``start:end`` of its folded
+    form, whose characters stand at the indices ``kept``, came from."""
+    first = kept[start] if start < len(kept) else length
+    return first, (kept[end - 1] + 1 if end > start else first)
 
 
 def masked(text: str, spans: Sequence[tuple[str, int, int]], replacement: str) -> str:

@@ -39,6 +39,7 @@ class FunctionGuard(GuardControl):
         if not callable(function):
             raise TypeError(f"a Python guard needs a function, got {type(function).__name__}")
         label = getattr(function, "__name__", type(function).__name__)
+        _check_callable_with_text(function, label)
         options.setdefault("name", f"guard.python.{label}")
         super().__init__(**options)
         if not timeout_s > 0:
@@ -75,3 +76,22 @@ class FunctionGuard(GuardControl):
                 return answer
         except TimeoutError:
             raise TimeoutError(f"{self.label} took more than {self.timeout_s:g}s") from None
+
+
+def _check_callable_with_text(function: Callable[..., Any], label: str) -> None:
+    """A ``TypeError`` (a spec error naming the rule's line, when built from a spec) for a
+    function that cannot take one text, or that yields rather than answers: found when the
+    guard is built, not as every request fails closed."""
+    if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+        raise TypeError(f"{label} is a generator; a guard function returns its answer")
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a callable without a signature: judged when called
+        return
+    try:
+        signature.bind("text")
+    except TypeError as exc:
+        raise TypeError(
+            f"{label}{signature} cannot be called with one text ({exc}); a guard function "
+            "takes (text)"
+        ) from None

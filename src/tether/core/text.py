@@ -41,3 +41,14 @@ def one_line(text: str) -> str:
     if text.isprintable():
         return text
     return "".join("\ufffd" if unicodedata.category(c) == "Cc" else c for c in text)
+
+
+def clip_between_words(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a space, tab or line break (nothing
+    when it has none there): a quote cut inside a value (half a key) would no longer look
+    like what a masking guard masks, and the trace would keep that half."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit + 1]
+    space = max(cut.rfind(" "), cut.rfind("\n"), cut.rfind("\t"))
+    return text[:space] if space > 0 else ""

@@ -116,11 +116,13 @@ def check_arguments(
         for leaf in leaves
         if leaf.part == "key" and leaf.masked is not None
     }
-    if masked_keys:  # the evidence names arguments by their keys as stored: masked
-        for i, f in enumerate(verdict.findings):
-            path = f.path
-            for original, masked in masked_keys.items():
-                path = path.replace(str(original), masked)
+    # The evidence names arguments by their keys as stored: masked, and only then clipped (a
+    # path clipped first could end in half a key, which the masking no longer recognizes).
+    for i, f in enumerate(verdict.findings):
+        path = f.path
+        for original, masked in masked_keys.items():
+            path = path.replace(str(original), masked)
+        if path != f.path or len(path) > MAX_PATH_CHARS:
             verdict.findings[i] = replace(f, path=path[:MAX_PATH_CHARS])
     if any(leaf.masked is not None for leaf in leaves):
         verdict.changed = True
@@ -158,10 +160,7 @@ def _shape(value: Any, path: str, key: str | None, depth: int, leaves: list[_Lea
                 for k, v in value.items()
             ]
         )
-    return [
-        _shape(v, f"{path}[{i}]"[:MAX_PATH_CHARS], key, depth + 1, leaves)
-        for i, v in enumerate(value)
-    ]
+    return [_shape(v, f"{path}[{i}]", key, depth + 1, leaves) for i, v in enumerate(value)]
 
 
 class _Object(list[tuple[_Leaf, Any]]):
@@ -278,4 +277,9 @@ def _rebuilt(shape: Any) -> Any:
 
 
 def _join(path: str, name: str) -> str:
-    return (f"{path}.{name}" if path else name)[:MAX_PATH_CHARS]
+    """``path.name``, whole (clipped once masked: see ``check_arguments``); a name longer than
+    ``MAX_PATH_CHARS`` is not spelled out (the path stays bounded: at most ``MAX_DEPTH``
+    names)."""
+    if len(name) > MAX_PATH_CHARS:
+        name = f"[a key of {len(name):,} characters]"
+    return f"{path}.{name}" if path else name

@@ -29,6 +29,10 @@ CHUNK_STRIDE = 32
 """Tokens between the starts of two chunks (chunks overlap by half)."""
 MODEL_FILE = "injection_model.json.gz"
 _CACHE_LIMIT = 200_000
+_CACHE_TOKEN_CHARS = 64
+"""Longest token whose weight is kept: the cache is bounded in entries, and longer tokens
+(rare in text, and each a new one in random data) would make it hold whole inputs: a
+megabyte-long word a request kept a megabyte a request."""
 
 
 def tokenize(lowered: str) -> list[str]:
@@ -142,6 +146,8 @@ class Model:
         if w is None:
             get = self.weights.get
             w = sum(get(f, 0.0) for f in token_features(token))
+            if len(token) > _CACHE_TOKEN_CHARS:
+                return w
             if len(self._token_cache) >= _CACHE_LIMIT:
                 self._token_cache.clear()
             self._token_cache[token] = w

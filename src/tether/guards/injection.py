@@ -5,25 +5,37 @@
 which chunk, where). The channel says where the text came from: ``user`` (direct injection),
 ``tool_output`` or ``document`` (indirect injection). Scanning is linear in the input; texts
 longer than ``max_chars`` are scanned at their head, their tail and evenly spaced windows
-between, and the verdict says so (``truncated``).
+between, the text between the windows by the rules alone (up to ``SWEEP_FACTOR`` times
+``max_chars``), and the verdict says so (``truncated``).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Literal
 
-from tether.core.text import scrub_surrogates
-from tether.guards.classifier import Model, chunk_bounds, load_model, sigmoid, tokenize
+from tether.core.text import clip_between_words, scrub_surrogates
+from tether.guards.classifier import TOKEN, Model, chunk_bounds, load_model, sigmoid, tokenize
 from tether.guards.injection_rules import CATEGORIES, RuleHit, match_rules
-from tether.guards.normalize import Normalized, View, normalize
+from tether.guards.normalize import Normalized, View, clean, normalize
 
 Channel = Literal["user", "tool_output", "document"]
 CHANNELS: tuple[Channel, ...] = ("user", "tool_output", "document")
 DEFAULT_MAX_CHARS = 1_000_000
 _WINDOW = 50_000
+SWEEP_FACTOR = 20
+"""Past ``max_chars``, the text between the sampled windows is still read by the rules (not
+the classifier), up to this many times ``max_chars`` in all: linear, about a tenth of a
+second a megabyte."""
+_OVERLAP = 1_000
+MAX_GAP_REGIONS = 8
+"""Rule hits between the windows around which a stretch is scanned in full, at most."""
+_REGION = 2_000
+"""Characters before and after such a hit in its stretch."""
 _HIDDEN_ORIGINS = frozenset(
     {
         "html_comment",
@@ -249,7 +261,32 @@ class InjectionDetector:
             exact_offsets &= norm.offsets_exact
             for view in norm.views:
                 results.append(self._scan_view(_shift(view, offset), channel))
-            _ = norm
+        if truncated:
+            # What lies between the windows is read by the rules; around each of their first
+            # hits, a stretch is scanned as a window is. A payload placed there (a 2 MB page
+            # with the instruction a third of the way in) was not read at all.
+            regions = 0
+            for offset, gap in _gaps(text, parts, SWEEP_FACTOR * self.max_chars):
+                main = clean(gap, set())
+                covered = -1
+                for hit in sorted(match_rules(main), key=lambda h: h.start):
+                    if hit.end <= covered:
+                        continue  # in the stretch of an earlier hit
+                    # Offsets in the cleaned gap are near the original ones (only invisible
+                    # characters were taken out): the stretch is wide enough either way.
+                    start = max(0, hit.start - _REGION)
+                    covered = hit.end + _REGION // 2
+                    region = gap[start : hit.end + _REGION]
+                    norm = normalize(region)
+                    signals |= norm.signals
+                    exact_offsets &= norm.offsets_exact
+                    for view in norm.views:
+                        results.append(self._scan_view(_shift(view, offset + start), channel))
+                    regions += 1
+                    if regions >= MAX_GAP_REGIONS:
+                        break
+                if regions >= MAX_GAP_REGIONS:
+                    break
         return self._verdict(
             results, signals, channel, started, truncated, exact_offsets, len(text)
         )
@@ -335,6 +372,22 @@ def _sample(text: str, max_chars: int) -> list[tuple[int, str]]:
     ]
 
 
+def _gaps(text: str, windows: list[tuple[int, str]], budget: int) -> list[tuple[int, str]]:
+    """The text between the sampled ``windows`` (each gap reaching ``_OVERLAP`` characters
+    into the windows around it, so a phrase across a border is whole in one of them), at
+    most ``budget`` characters in all."""
+    out: list[tuple[int, str]] = []
+    for (a, first), (b, _) in itertools.pairwise(windows):
+        start, end = max(0, a + len(first) - _OVERLAP), min(len(text), b + _OVERLAP)
+        if end <= start:
+            continue
+        if end - start > budget:
+            break
+        budget -= end - start
+        out.append((start, text[start:end]))
+    return out
+
+
 def _evidence(
     results: list[_ViewResult], best: _ViewResult | None, exact_offsets: bool, length: int
 ) -> tuple[Evidence, ...]:
@@ -356,15 +409,14 @@ def _evidence(
                     h.category,
                     start,
                     min(end, length),
-                    r.view.text[h.start : h.end][:160],
+                    _clip(r.view.text[h.start : h.end]),
                     r.view.origin,
                     exact,
                 )
             )
     if best is not None and best.tokens:
         p = sigmoid(best.logit)
-        s, e = best.chunk
-        words = " ".join(best.tokens[s:e])
+        words = _chunk_text(best)
         out.append(
             Evidence(
                 "classifier",
@@ -372,13 +424,39 @@ def _evidence(
                 "classifier",
                 best.view.start,
                 best.view.end,
-                words[:160],
+                _clip(words),
                 best.view.origin,
                 False,
                 p,
             )
         )
     return tuple(out[:16])
+
+
+def _chunk_text(result: _ViewResult) -> str:
+    """The text of the view's best chunk as it is written, clipped. Its tokens joined with
+    spaces (``ghp q7r8… , email jane . doe @ example . org``) were the snippet: a value that
+    the policy masks no longer looked like itself there, so the trace kept it."""
+    s, e = result.chunk
+    lowered = result.view.text.lower()
+    if e <= s or len(lowered) != len(result.view.text):  # lower-casing changed the offsets
+        return " ".join(result.tokens[s:e])
+    found = islice(TOKEN.finditer(lowered), s, e)
+    first = next(found, None)
+    if first is None:
+        return ""
+    last = first
+    for last in found:
+        if last.start() - first.start() > 2 * _SNIPPET_CHARS:
+            break
+    return result.view.text[first.start() : last.end()]
+
+
+_SNIPPET_CHARS = 160
+
+
+def _clip(text: str) -> str:
+    return clip_between_words(text, _SNIPPET_CHARS)
 
 
 _DEFAULT: InjectionDetector | None = None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import codecs
 import re
 import unicodedata
@@ -26,9 +27,13 @@ from tether.guards.confusables import CONFUSABLES
 MAX_DEPTH = 2
 """How many times a decoded segment is decoded again."""
 MAX_DECODED_CHARS = 65_536
-"""Total characters of all extra views of one text; past it, further segments are dropped."""
+"""Total characters of all extra views of a short text (a longer one may have twice its own
+length); past it, further segments are dropped."""
 MAX_SEGMENTS = 64
-"""Most extra views of one text."""
+"""Most views of hidden segments of one text, and most views of decoded ones: past that, the
+further segments of the kind share one more view (see ``_Budget``)."""
+HIDDEN_SPAN = 10_000
+"""Most characters after an invisibly styled tag taken as its hidden content."""
 MIN_ENCODED = 16
 """Shortest base64/hex run worth decoding."""
 
@@ -69,6 +74,7 @@ _HINT = re.compile(
 )
 
 _HTML_TAG = re.compile(r"<([a-zA-Z][a-zA-Z0-9]{0,15})\b([^<>]{0,2000})>")
+_CLOSING_TAG = re.compile(r"</([a-zA-Z][a-zA-Z0-9]{0,15})")
 _HIDDEN_STYLE = re.compile(
     r"display:none|visibility:hidden|font-size:0(?![.\d])|opacity:0(?![.\d])"
     r"|color:(?:#fff(?:fff)?\b|white\b|rgb\(255,255,255\))|height:0(?![.\d])|width:0(?![.\d])"
@@ -77,7 +83,10 @@ _ATTR_TEXT = re.compile(
     r"""\b(?:alt|title|aria-label|data-[a-z\-]{1,20})\s*=\s*(?:"([^"<>]{1,2000})"|'([^'<>]{1,2000})')""",
     re.I,
 )
-_MD_IMAGE_ALT = re.compile(r"!\[([^\]\n]{1,1000})\]")
+_MD_IMAGE_ALT = re.compile(r"!\[([^\[\]\n]{1,1000})\]")
+"""Alt text holds no ``[``, so a try from one ``![`` never reads past the next: the work of
+all tries is linear (with any character but ``]`` allowed, ``![`` repeated cost 1000 steps
+a character)."""
 _MD_LINK_TITLE = re.compile(r"\]\([^\s()]{0,2000} +(?:\"([^\"\n]{1,1000})\"|'([^'\n]{1,1000})')\)")
 _MD_COMMENT = re.compile(r"^\[//\]: ?#? ?\(([^\n]{1,2000})\)", re.M)
 
@@ -134,12 +143,19 @@ def clean(text: str, signals: set[str]) -> str:
         text = _TAG_CHARS.sub("", text)
     if not unicodedata.is_normalized("NFKC", text):
         text = unicodedata.normalize("NFKC", text)
-    if not text.isascii() and _CONFUSABLE.search(text):
-        mapped = _MIXED_WORD.sub(_unconfuse_word, text)
-        if mapped != text:
-            signals.add("confusables")
-            text = mapped
+    mapped = unconfuse(text)
+    if mapped != text:
+        signals.add("confusables")
+        text = mapped
     return text
+
+
+def unconfuse(text: str) -> str:
+    """``text`` with the lookalike letters of mixed-script words mapped to Latin
+    (``R\u0456val``, with a Cyrillic i, to ``Rival``), one character for one: offsets stay."""
+    if text.isascii() or not _CONFUSABLE.search(text):
+        return text
+    return _MIXED_WORD.sub(_unconfuse_word, text)
 
 
 def _unconfuse_word(m: re.Match[str]) -> str:
@@ -201,23 +217,51 @@ def _decode_url(seg: str) -> str | None:
 
 
 class _Budget:
-    __slots__ = ("chars", "count")
+    """What the extra views of one text may hold. Hidden segments: ``MAX_DECODED_CHARS``
+    characters in all (they may nest and overlap, and their text is in the main view
+    anyway). Decoded ones: as many characters as the text has, at least ``MAX_DECODED_CHARS``
+    (the work stays linear in the input, and a long decoy cannot use the budget up before a
+    payload). Each kind has ``MAX_SEGMENTS`` views; a segment past that joins its kind's
+    overflow, scanned as one view: sixty-four harmless comments or base64 blobs cannot push a
+    payload out of sight."""
 
-    def __init__(self) -> None:
-        self.chars = MAX_DECODED_CHARS
-        self.count = MAX_SEGMENTS
+    __slots__ = ("chars", "count", "overflow")
 
-    def take(self, n: int) -> bool:
-        if self.count <= 0 or n > self.chars:
+    def __init__(self, length: int) -> None:
+        self.chars = {True: max(MAX_DECODED_CHARS, length), False: MAX_DECODED_CHARS}
+        self.count = {True: MAX_SEGMENTS, False: MAX_SEGMENTS}
+        self.overflow: dict[bool, list[View]] = {True: [], False: []}
+
+    def take(self, n: int, decoded: bool) -> bool:
+        """Whether ``n`` more characters of a (``decoded``) segment fit; they are counted."""
+        if n > self.chars[decoded]:
             return False
-        self.count -= 1
-        self.chars -= n
+        self.chars[decoded] -= n
         return True
+
+    def place(self, view: View, decoded: bool) -> bool:
+        """Whether ``view`` gets a view of its own; else it is kept for the overflow."""
+        if self.count[decoded] > 0:
+            self.count[decoded] -= 1
+            return True
+        self.overflow[decoded].append(view)
+        return False
+
+    def overflow_views(self) -> list[View]:
+        """One view per kind for the segments past the count: their texts, one per line."""
+        out: list[View] = []
+        for views in self.overflow.values():
+            if views:
+                first = views[0]
+                text = "\n".join(v.text for v in views)
+                out.append(View(text, first.origin, first.start, views[-1].end, first.depth))
+        return out
 
 
 def _hidden_segments(text: str) -> list[tuple[str, str, int, int]]:
     """(origin, raw text, start, end) of hidden HTML and Markdown content in ``text``."""
     out: list[tuple[str, str, int, int]] = []
+    closes: dict[str, list[int]] | None = None
     if "<!--" in text:
         pos = 0
         while True:
@@ -237,8 +281,15 @@ def _hidden_segments(text: str) -> list[tuple[str, str, int, int]]:
                 continue
             squeezed = attrs.lower().replace(" ", "")
             if "style=" in squeezed and _HIDDEN_STYLE.search(squeezed):
-                close = text.find(f"</{m.group(1)}", m.end())
-                end = min(len(text) if close < 0 else close, m.end() + 10_000)
+                if closes is None:
+                    closes = _closing_tags(text)
+                # The first closing tag of the same name after this one, looked up in the
+                # positions read once (a search per tag to the end of the text made
+                # thousands of unclosed hidden tags quadratic).
+                after = closes.get(m.group(1).lower(), [])
+                i = bisect.bisect_left(after, m.end())
+                limit = min(len(text), m.end() + HIDDEN_SPAN)
+                end = min(after[i], limit) if i < len(after) else limit
                 out.append(("hidden_html", text[m.end() : end], m.start(), end))
             for a in _ATTR_TEXT.finditer(attrs):
                 value = a.group(1) or a.group(2) or ""
@@ -253,6 +304,14 @@ def _hidden_segments(text: str) -> list[tuple[str, str, int, int]]:
     if "[//]" in text:
         for m in _MD_COMMENT.finditer(text):
             out.append(("markdown_comment", m.group(1), m.start(), m.end()))
+    return out
+
+
+def _closing_tags(text: str) -> dict[str, list[int]]:
+    """Where each closing tag (``</div``) of ``text`` starts, by lower-cased name, in order."""
+    out: dict[str, list[int]] = {}
+    for m in _CLOSING_TAG.finditer(text):
+        out.setdefault(m.group(1).lower(), []).append(m.start())
     return out
 
 
@@ -349,13 +408,14 @@ def normalize(text: str) -> Normalized:
     main = clean(text, signals)
     result = Normalized([View(main, "text", 0, len(text))], signals)
     result.offsets_exact = len(main) == len(text)
-    budget = _Budget()
+    budget = _Budget(len(text))
     if tags:
         signals.add("tag_chars")
         hidden = "".join(chr(ord(c) - 0xE0000) for run in tags for c in run)
-        if budget.take(len(hidden)):
+        if budget.take(len(hidden), False):
             result.views.append(View(clean(hidden, signals), "tag_chars", 0, len(text)))
     _expand(text, 0, 0, result, budget)
+    result.views += budget.overflow_views()
     return result
 
 
@@ -375,16 +435,19 @@ def _expand(text: str, base: int, depth: int, result: Normalized, budget: _Budge
         for origin, raw in _whole_text_views(text):
             found.append((origin, raw, 0, len(text)))
     for origin, raw, s, e in found:
-        if not raw.strip() or not budget.take(len(raw)):
+        decoded = origin in _DECODED
+        kind = decoded or origin in _REREAD
+        if not raw.strip() or not budget.take(len(raw), kind):
             continue
         view_text = clean(raw, result.signals)
         start, end = (s, e) if depth == 0 else (base, base + len(text))
-        if origin in _DECODED:
-            result.views.append(View(view_text, origin, start, end, depth + 1))
-            # A decoded segment may itself hold hidden or encoded content.
+        view = View(view_text, origin, start, end, depth + 1 if decoded else depth)
+        if not budget.place(view, kind):
+            continue
+        result.views.append(view)
+        if decoded:  # a decoded segment may itself hold hidden or encoded content
             _expand(view_text, start, depth + 1, result, budget)
-        else:
-            result.views.append(View(view_text, origin, start, end, depth))
 
 
 _DECODED = frozenset({"base64", "hex", "url"})
+_REREAD = frozenset({"rot13", "leetspeak", "spaced"})

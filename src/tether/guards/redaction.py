@@ -25,6 +25,7 @@ from typing import Literal
 from tether.core import TetherError
 from tether.guards import checks
 from tether.guards.findings import Finding, merge_spans
+from tether.guards.scanner import fold_for_scan
 
 RedactAction = Literal["mask", "hash"]
 HASH_KEY_ENV = "TETHER_GUARD_HASH_KEY"
@@ -78,7 +79,9 @@ class HashKey:
 def canonical_value(kind: str, value: str) -> str:
     """``value`` as its owner would recognize it whatever the formatting: numbers as digits
     (a North American phone number without its leading 1), e-mail addresses in lower case,
-    IBANs without spaces in upper case."""
+    IBANs without spaces in upper case; fullwidth forms and invisible characters, which
+    a reader does not tell apart from the plain value, as that value."""
+    value = fold_for_scan(value)[0]
     if kind in _DIGIT_KINDS:
         return checks.digits_only(value)
     if kind == "PHONE_NUMBER":

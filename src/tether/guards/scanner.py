@@ -68,8 +68,11 @@ class Recognizer:
     """What must come between that character and the value, not part of the finding
     (``(?i:bearer)[ \\t]{1,8}``)."""
     after: str | None = None
-    """Alternatives for what must follow the value (the end of the text also does), as
-    ``[^0-9]``; ``None``: anything."""
+    """Alternatives for what must follow the value (the end of the text also does, unless
+    ``at_end`` is false), as ``[^0-9]``; ``None``: anything."""
+    at_end: bool = True
+    """Whether the end of the text may stand for ``after``: not where ``after`` is what
+    ends a value that may itself hold it (the ``@`` after a URL's password)."""
     check: Check | None = None
     """Accepts, corrects or rejects a match; ``None`` accepts every match."""
     context: tuple[str, ...] = ()
@@ -84,7 +87,7 @@ class Recognizer:
         """The recognizer as one expression whose group 1 is the value (with ``capture``;
         else it has no group)."""
         before = "(?s:.)" if self.before is None else self.before
-        after = "" if self.after is None else f"(?:$|{self.after})"
+        after = "" if self.after is None else f"(?:{'$|' if self.at_end else ''}{self.after})"
         group = "(" if capture else "(?:"
         source = f"(?:^|{before}){self.lead}{group}{self.value}){after}"
         if engine == "re":
@@ -213,8 +216,13 @@ class PatternDetector:
         self._scanner = PatternScanner((*extra, *self.recognizers), engine)
 
     def scan(self, text: str) -> list[Finding]:
-        """What it finds in ``text``, in order, not overlapping."""
-        found = self._scanner.scan(text)
+        """What it finds in ``text``, in order, not overlapping. Invisible characters inside a
+        value do not hide it, nor do fullwidth digits and letters or no-break spaces (see
+        :func:`fold_for_scan`): the spans are those of ``text``, so masking takes them too."""
+        folded, kept = fold_for_scan(text)
+        found = self._scanner.scan(folded)
+        if kept is not None:
+            found = [Finding(f.kind, kept[f.start], kept[f.end - 1] + 1, f.score) for f in found]
         if self.kinds is not None:
             found = [f for f in found if f.kind in self.kinds]
         return found
@@ -225,6 +233,47 @@ class PatternDetector:
     def warm(self) -> None:
         """Compile and warm the patterns now rather than on the first text."""
         self._scanner.warm()
+
+
+_INVISIBLE = re.compile(
+    "[\u00ad\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+    r"|\\u(?:00[aA][dD]|180[eE]|200[b-fB-F]|202[a-eA-E]|206[0-46-9]|[fF][eE][fF][fF])"
+)
+"""Soft hyphen, zero-width characters and joiners, bidirectional controls, BOM: a reader sees
+nothing of them, so a value written with them inside (``4111\u200b1111...``, what an injected
+instruction may tell a model to write) is the value. Also written as escapes (``\\u200b``):
+how JSON written ASCII-only carries them, and how a guard's evidence quotes them."""
+_FOLD = {c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)} | {
+    c: 0x20 for c in (0xA0, 0x1680, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000)
+}
+"""Fullwidth ASCII to ASCII and Unicode spaces to a space: one character for one, so offsets
+stay."""
+_FOLDABLE = re.compile("[\uff01-\uff5e\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
+
+
+def fold_for_scan(text: str) -> tuple[str, list[int] | None]:
+    """``text`` as the recognizers read it: fullwidth forms and Unicode spaces made ASCII,
+    invisible characters (and their ``\\uXXXX`` escapes) taken out; and, when some were
+    taken out, the index in ``text`` of each character kept (``None``: the offsets are the
+    same)."""
+    if text.isascii():
+        if "\\u" not in text:
+            return text, None
+        folded = text
+    else:  # str.translate reads every character in Python: only where one needs folding
+        folded = text.translate(_FOLD) if _FOLDABLE.search(text) else text
+    if _INVISIBLE.search(folded) is None:
+        return folded, None
+    kept: list[int] = []
+    pieces: list[str] = []
+    at = 0
+    for m in _INVISIBLE.finditer(folded):
+        kept.extend(range(at, m.start()))
+        pieces.append(folded[at : m.start()])
+        at = m.end()
+    kept.extend(range(at, len(folded)))
+    pieces.append(folded[at:])
+    return "".join(pieces), kept
 
 
 def _char_width(data: str | bytes, at: int) -> int:

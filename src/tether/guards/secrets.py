@@ -101,6 +101,10 @@ def _check_assignment(text: str, found: Finding) -> Finding | None:
     value = text[found.start : found.end]
     if _is_placeholder(value) or len(value) < 4:
         return None
+    if value.startswith("-----BEGIN"):
+        # '"private_key": "-----BEGIN PRIVATE KEY-----\n..."': the key block, found from its
+        # own start, is the secret (the value up to the space was only its first word).
+        return None
     quoted = found.start > 0 and text[found.start - 1] in "\"'`"
     mixed = any(not c.isalpha() for c in value) and any(c.isalpha() for c in value)
     if not (quoted or mixed):
@@ -143,8 +147,9 @@ _SPECIFIC_RECOGNIZERS: tuple[Recognizer, ...] = (
     Recognizer(
         "PRIVATE_KEY",
         r"-----BEGIN[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----"
-        # The body: base64 and PEM headers; a dash only in runs shorter than the END line's.
-        r"(?:[A-Za-z0-9+/=\s:,]|-{1,4}[A-Za-z0-9+/=\s:,])*"
+        # The body: base64 and PEM headers; a dash only in runs shorter than the END line's;
+        # backslashes, for a key inside a JSON or YAML string ("...KEY-----\nMIIE...").
+        r"(?:[A-Za-z0-9+/=\s:,\\]|-{1,4}[A-Za-z0-9+/=\s:,\\])*"
         r"(?:-----END[ A-Z0-9]{0,40}PRIVATE KEY(?: BLOCK)?-----)?",
         1.0,
     ),
@@ -299,11 +304,14 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
     *_SPECIFIC_RECOGNIZERS,
     Recognizer(
         "URL_PASSWORD",
-        r"[^\s/@]{1,256}",
+        # An "@" may stand in the user name and the password (not percent-encoded, as
+        # drivers accept): the password runs to the last "@" before the host.
+        r"[^\s/]{1,256}",
         0.95,
         before="[^A-Za-z0-9+.\\-]",
-        lead=r"[A-Za-z][A-Za-z0-9+.\-]{1,30}://[^\s:/@]{0,128}:",
+        lead=r"[A-Za-z][A-Za-z0-9+.\-]{1,30}://[^\s:/]{0,128}:",
         after="@",
+        at_end=False,
         check=_check_placeholder,
     ),
     Recognizer(

@@ -11,7 +11,10 @@ Spotlighting" (2024):
 
 Both derive their marker from ``run_key`` (any per-run secret, such as a run id plus a server
 key): an attacker who writes the text cannot know it, so cannot forge the end of the data block.
-Any occurrence of the marker already in the text is removed first. ``spotlight_instruction``
+Any occurrence of the marker already in the text is removed first; for ``delimit``, every
+``<<data-`` and ``<</data-`` in the text, whatever its id and case, gets a space before
+``data-``, in one pass that cannot put a tag back together (removing the exact tags did:
+``<</da<</data-ID>>ta-ID>>`` lost its inner tag and became a closing one). ``spotlight_instruction``
 gives the sentence for the system prompt that tells the model what the marks mean, and
 ``unmark`` reads that sentence back to take the marks off again (what a scripted model does to
 read fields of marked tool results).
@@ -30,9 +33,16 @@ Mode = Literal["datamark", "delimit"]
 # Marker characters for datamarking: visible, rare in ordinary text, one code point each, and
 # not whitespace (so the model sees them as glued to the words).
 _MARKS = "\u02c6\u00a6\u2016\u2020\u2021\u2022\u25ca\u00a4\u00a7\u00b6\u203b\u2042\u2051"
-_SPACES = re.compile(r"[^\S\n]+")
+_SPACES = re.compile(r"(?:[^\S\n]|[\u200b-\u200d\u2060\ufeff])+|(?:^|(?<=\n))(?=[^\n])")
+"""Runs of spaces and tabs (and of zero-width spaces, which a model reads as word breaks),
+and the start of every line that is not empty: a word alone on its line, or one glued to
+the next by a zero-width space, carries the mark too."""
+_TAG_START = re.compile(r"(<</?)(data-)", re.IGNORECASE)
+"""The start of a delimiting tag of any run, as text inside the data may spell it."""
 # What the instructions below say the marks are (``unmark`` reads them back).
-_DATAMARK_SAYS = "every space between words is replaced by the character '{mark}'"
+_DATAMARK_SAYS = (
+    "every space between words is replaced by the character '{mark}', which also starts every line"
+)
 _DELIMIT_SAYS = "It is placed between {open} and {close}"
 _SAID_MARK = re.compile(re.escape(_DATAMARK_SAYS).replace(r"\{mark\}", "(.)"))
 _SAID_TAG = re.compile(
@@ -74,10 +84,14 @@ class Spotlight:
     def apply(self, text: str, mode: Mode = "datamark") -> str:
         """``text`` marked as data."""
         if mode == "datamark":
-            # Spaces and tabs become the mark; line breaks stay, so tables and code keep shape.
+            # Spaces and tabs become the mark, and every line starts with it; line breaks
+            # stay, so tables and code keep their shape. Without the mark at line starts,
+            # text written one word a line carried no mark at all.
             return _SPACES.sub(self.mark, text.replace(self.mark, ""))
         if mode == "delimit":
-            cleaned = text.replace(self.open, "").replace(self.close, "")
+            # Every look-alike of a tag is broken, not removed: a removal can join what
+            # stood around it into the very tag it removed.
+            cleaned = _TAG_START.sub(r"\1 \2", text)
             return f"{self.open}\n{cleaned}\n{self.close}"
         raise ValueError(f"mode must be 'datamark' or 'delimit', got {mode!r}")
 
@@ -121,7 +135,9 @@ def unmark(text: str, instructions: str) -> str:
     mark)."""
     said = _SAID_MARK.search(instructions)
     if said is not None:
-        return text.replace(said.group(1), " ")
+        mark = said.group(1)
+        lines = [line.removeprefix(mark) for line in text.split("\n")]
+        return "\n".join(lines).replace(mark, " ")
     said = _SAID_TAG.search(instructions)
     if said is not None:
         marks = Spotlight(mark="", tag=said.group(1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -21,9 +22,29 @@ def clip_result(text: str, max_chars: int, *, full_size: str | None = None) -> s
         return text
     size = full_size or f"{len(text):,} characters"
     return (
-        f"{text[:max_chars]}\n[result clipped: the full result is {size}; only the first "
-        f"{max_chars:,} characters are shown]"
+        f"{text[: _token_end(text, max_chars)]}\n[result clipped: the full result is {size}; "
+        f"only the first {max_chars:,} characters are shown]"
     )
+
+
+_TOKEN_CHAR = re.compile(r"[A-Za-z0-9+/=_\-.~]")
+_NOT_TOKEN = re.compile(r"[^A-Za-z0-9+/=_\-.~]")
+TOKEN_BACKOFF = 256
+"""Characters a clip may move back to stay out of a token."""
+
+
+def _token_end(text: str, limit: int) -> int:
+    """Where to cut ``text`` at ``limit`` at the latest: before the token (a run of key,
+    base64 or URL characters) the limit falls inside, when it starts within ``TOKEN_BACKOFF``
+    characters. Half a key or token is no longer what the guards recognize and mask; left
+    out whole, it is neither shown nor stored."""
+    if limit >= len(text) or not _TOKEN_CHAR.match(text, limit) or limit == 0:
+        return limit
+    if not _TOKEN_CHAR.match(text, limit - 1):
+        return limit  # the limit falls between two tokens
+    start = max(0, limit - TOKEN_BACKOFF)
+    ends = [m.end() for m in _NOT_TOKEN.finditer(text, start, limit)]
+    return ends[-1] if ends else limit
 
 
 @dataclass(frozen=True, slots=True)
