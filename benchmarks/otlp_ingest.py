@@ -6,6 +6,8 @@ Agent-shaped traces (1 agent span, 4 model spans with ~1 KB of messages each, 3 
 
   raw floor   protobuf decode + ``sqlite3`` executemany of (ids, name, times, attributes as
               JSON) into one table, WAL, one transaction a batch: what the work alone costs
+              (``synchronous=NORMAL``; and again with ``FULL``, each commit synced to disk,
+              as Tether syncs the transaction behind each 2xx: the like-for-like floor)
   tether      POST /v1/traces to ``tether serve`` (its own process, 127.0.0.1), a fresh SQLite store
               (and, with ``--database-url``, a fresh schema of that PostgreSQL database);
               each 200 means the batch is committed; the clock stops when the store counts
@@ -240,10 +242,14 @@ def pg_schema(admin_url: str) -> Iterator[str]:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
-def run_floor(payloads: list[bytes], total: int, workdir: Path) -> Rate:
-    db = sqlite3.connect(workdir / "floor.db", isolation_level=None)
+def run_floor(
+    payloads: list[bytes], total: int, workdir: Path, synchronous: str = "NORMAL"
+) -> Rate:
+    """``synchronous``: NORMAL (a commit survives the process, as the store's other writes),
+    or FULL (synced at each commit: survives a power cut, as Tether's OTLP 2xx)."""
+    db = sqlite3.connect(workdir / f"floor-{synchronous}.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
     db.execute(
         "CREATE TABLE spans (span_id TEXT PRIMARY KEY, trace_id TEXT, parent_id TEXT, "
         "name TEXT, start_ns INTEGER, end_ns INTEGER, attributes TEXT)"
@@ -372,6 +378,7 @@ def main() -> None:
     payloads, total = bodies(args.traces)
     print(f"spans: {total} in {len(payloads)} batches of {BATCH}; load average {_load()}")
     floors: list[Rate] = []
+    synced: list[Rate] = []
     tethers: list[Rate] = []
     pgs: list[Rate] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -379,8 +386,12 @@ def main() -> None:
             folder = Path(tmp) / f"round{n}"
             folder.mkdir()
             floors.append(run_floor(payloads, total, folder))
+            synced.append(run_floor(payloads, total, folder, "FULL"))
             tethers.append(run_tether(payloads, total, f"sqlite:///{folder / 'tether.db'}"))
-            line = f"  round {n + 1}: floor {_shown(floors[-1])}  tether {_shown(tethers[-1])}"
+            line = (
+                f"  round {n + 1}: floor {_shown(floors[-1])}  floor-synced "
+                f"{_shown(synced[-1])}  tether {_shown(tethers[-1])}"
+            )
             if args.database_url:
                 with pg_schema(args.database_url) as url:
                     pgs.append(run_tether(payloads, total, url))
@@ -401,7 +412,11 @@ def main() -> None:
     cpu_ratio = statistics.median(
         f.cpu_us_per_span / t.cpu_us_per_span for t, f in zip(tethers, floors, strict=True)
     )
+    synced_ratio = statistics.median(
+        t.spans_per_s / f.spans_per_s for t, f in zip(tethers, synced, strict=True)
+    )
     print(f"raw floor   {_shown(floor)}  (medians of {args.rounds} rounds)")
+    print(f"  synced    {_shown(_median(synced))}  (synchronous=FULL: each commit synced)")
     print(f"tether      {_shown(tether)}  (until queryable; every 200 = committed)")
     if pgs:
         pg = _median(pgs)
@@ -414,6 +429,7 @@ def main() -> None:
         print(f"phoenix     not measured: {phoenix}")
     print(f"ratio tether/floor: {ratio:.2f}  (median of the rounds' ratios; target >= 0.5)")
     print(f"  in CPU time: the floor's CPU per span / Tether's = {cpu_ratio:.2f}")
+    print(f"  against the synced floor (Tether syncs each 2xx too): {synced_ratio:.2f}")
     if isinstance(phoenix, Rate):
         print(
             f"ratio tether/phoenix: {tether.spans_per_s / phoenix.spans_per_s:,.0f}  (target >= 50)"
