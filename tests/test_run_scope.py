@@ -463,6 +463,8 @@ def test_a_bad_project_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"project": None}, "Caller.project"),  # crashed the run's start (AttributeError)
         ({"project": "bad\x1bname"}, "Caller.project"),  # TETHER_PROJECT is refused so
         ({"project": "p" * 101}, "Caller.project"),
+        ({"project": "Acme"}, r"Caller.project must be a project name \(1 to 64"),  # as serve's
+        ({"project": "my project"}, "lower-case letters"),  # projects: else never opened there
         ({"key_id": 5}, "Caller.key_id"),
         ({"roles": "admin"}, "Caller.roles"),  # five one-letter roles to the policies
         ({"scopes": None}, "Caller.scopes"),

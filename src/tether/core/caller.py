@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from tether.core.errors import TetherError
-from tether.core.settings import is_project_name
+from tether.core.settings import PROJECT_NAME_RULE, is_project_name
 
 DEFAULT_PROJECT = "default"
 
@@ -60,13 +60,14 @@ class Caller:
 
     def __post_init__(self) -> None:
         """Refuse what would be stored wrongly under every row of the run, or read as something
-        else: a project that is no printable name of at most 100 characters (as
-        ``TETHER_PROJECT`` is refused), an id that is not text (it crashed the run's start),
-        ``roles="admin"`` (five one-letter roles to the policies). Any iterable of names is
-        taken for ``roles`` and ``scopes``, kept as a frozenset."""
+        else: a project no project may be called (``PROJECT_NAME``, as ``TETHER_PROJECT`` is
+        refused: its runs could never be opened in ``tether serve``), an id that is not text
+        (it crashed the run's start), ``roles="admin"`` (five one-letter roles to the
+        policies). Any iterable of names is taken for ``roles`` and ``scopes``, kept as a
+        frozenset."""
         if not isinstance(self.project, str) or not is_project_name(self.project):
             raise TetherError(
-                "Caller.project must be a printable name of at most 100 characters, got "
+                f"Caller.project must be a project name ({PROJECT_NAME_RULE}), got "
                 f"{self.project!r:.120}"
             )
         for name in ("key_id", "end_user"):
