@@ -3,9 +3,15 @@ that no commit of a run's records has to do it (fsyncs included) on the way."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from tether.core import new_span_id, new_trace_id, now_ns
 from tether.store import RunRecord, SpanRecord, Store
@@ -68,3 +74,55 @@ def test_an_idle_writer_checkpoints_the_wal(tmp_path: Path) -> None:
     finally:
         writer.close()
         store.close()
+
+
+STRACE = shutil.which("strace")
+
+WRITE = """\
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from test_trace_writer_wal import _records
+from tether.store import Store
+from tether.trace import BatchingWriter
+
+folder = Path(sys.argv[1])
+store = Store(f"sqlite:///{folder / 't.db'}")
+writer = BatchingWriter(store, journal=folder / "journal")
+for _ in range(20):
+    run, spans = _records(100)  # statements of 64 rows of ~2 KB: past SQLite's 64 KiB spill
+    writer.run_started(run)
+    for span in spans:
+        writer.span(span)
+    assert writer.flush()
+writer.close()
+store.close()
+"""
+
+
+@pytest.mark.skipif(
+    STRACE is None and os.environ.get("CI") != "true",
+    reason="strace is not installed (make test installs it where it can)",
+)
+def test_the_writer_keeps_sqlite_temporary_files_in_memory(tmp_path: Path) -> None:
+    """A multi-row INSERT inside the writer's transaction keeps a statement journal (to undo
+    that statement alone); past 64 KiB SQLite spills it into a temporary file on disk, a
+    second copy of every page the batch changes. The store keeps temporary files in memory
+    (``temp_store=MEMORY``): the writer's only file writes are the log's and the journal's."""
+    if STRACE is None:
+        pytest.fail("CI needs strace for this test: apt-get install strace")
+    child = tmp_path / "child.py"
+    child.write_text(WRITE)
+    out = tmp_path / "strace.txt"
+    argv = [sys.executable, str(child), str(tmp_path), str(Path(__file__).parent)]
+    run = subprocess.run(
+        [STRACE, "-f", "-qq", "-o", str(out), "-e", "trace=openat,open,creat", *argv],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    trace = out.read_text()
+    assert "t.db-wal" in trace  # the scenario ran and wrote through the log
+    temporary = [line for line in trace.splitlines() if "etilqs_" in line or "O_TMPFILE" in line]
+    assert temporary == [], temporary[:3]

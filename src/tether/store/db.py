@@ -167,6 +167,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    # A multi-row INSERT in a transaction keeps a statement journal (to undo that statement
+    # alone); past 64 KiB SQLite spilled it to a file in /var/tmp, a second copy on disk of
+    # every page a batch changed (more than half of the writer's page writes). Kept in memory.
+    cur.execute("PRAGMA temp_store=MEMORY")
     cur.close()
 
 
