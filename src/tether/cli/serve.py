@@ -40,6 +40,14 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     envvar="TETHER_PUBLIC_URL",
     help="URL browsers use, behind a proxy that rewrites Host [env: TETHER_PUBLIC_URL].",
 )
+@click.option(
+    "--read-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1, max=3600),
+    metavar="SECONDS",
+    help="Close a connection whose request headers take longer, or whose body pauses longer.",
+)
 @click.pass_context
 @handle_errors
 def serve(ctx: click.Context, /, **options: Any) -> None:
@@ -65,6 +73,7 @@ def _serve(
     print_key: bool,
     secure_cookies: bool,
     public_url: str | None,
+    read_timeout: float,
 ) -> None:
     if dev and host not in LOOPBACK:
         raise TetherError(
@@ -76,6 +85,7 @@ def _serve(
     from tether.server.access import AccessStore
     from tether.server.app import create_app
     from tether.server.config import ServerConfig, public_origin
+    from tether.server.http_deadline import deadline_protocol
     from tether.server.roles import Role
 
     origin = None
@@ -86,7 +96,11 @@ def _serve(
             raise click.BadParameter(str(exc), param_hint="--public-url") from None
     url = database_url(ctx)
     config = ServerConfig(
-        database_url=url, dev=dev, secure_cookies=secure_cookies, public_origin=origin
+        database_url=url,
+        dev=dev,
+        secure_cookies=secure_cookies,
+        public_origin=origin,
+        read_timeout_s=read_timeout,
     )
     access = AccessStore(url)
     access.ensure_ready()  # a store that cannot be opened is one clear error, before binding
@@ -121,7 +135,13 @@ def _serve(
     sys.stdout.flush()
     app = create_app(config)
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            http=deadline_protocol(read_timeout),  # headers within the timeout (slowloris)
+        )
     )
     # What start-up made (the modules, the app: about 90,000 objects, no garbage among them)
     # lives as long as the process: out of the collector's sight, a full collection (every

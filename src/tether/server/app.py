@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from tether.server import errors
 from tether.server.access import AccessStore
 from tether.server.config import ServerConfig
+from tether.server.http_deadline import BodyReadTimeout
 from tether.server.lazy import LazyRoutes, install
 from tether.server.middleware import BodyLimit, JsonBodies, SecurityHeaders
 from tether.store import create_store_engine
@@ -108,4 +109,6 @@ def create_app(config: ServerConfig, *, routers: Sequence[APIRouter] = ()) -> Fa
     app.add_middleware(
         BodyLimit, default=config.max_body_bytes, by_prefix=limits, unbuffered=(OTLP_PATH,)
     )
+    # Outermost: every wait for a body's next part is timed, the body limit's own included.
+    app.add_middleware(BodyReadTimeout, timeout_s=config.read_timeout_s)
     return app

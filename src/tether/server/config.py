@@ -25,6 +25,9 @@ class ServerConfig:
     large bodies."""
     secure_cookies: bool = False
     """Mark the session cookie ``Secure`` (serving behind HTTPS)."""
+    read_timeout_s: float = 30.0
+    """How long a client has to send the next part of a request's body the server waits for
+    (408 past it); ``tether serve --read-timeout`` also gives it this long for the headers."""
     public_origin: str | None = None
     """The origin (``https://tether.example.com``) browsers reach the server at, when a
     reverse proxy in front of it rewrites ``Host``: pages of that origin may send forms and
