@@ -94,6 +94,7 @@ from tether.runtime.steps import Step, Stop
 from tether.runtime.telemetry import MessageCache, output_messages
 from tether.runtime.tool_step import tools_step
 from tether.spec import BudgetsConfig, Limits, LoopBreakerConfig
+from tether.spec.budgets import DEFAULT_MAX_OUTPUT_TOKENS
 from tether.store import RunRecord, SpanRecord
 from tether.tools import Tool, build_tools, definition_of
 from tether.trace import PricingTable, semconv
@@ -223,6 +224,14 @@ class Harness:
         self.redact_arguments = arguments_redactor(self.controls)
         """What a tool span stores of a call's arguments, when a control masks tool-call
         arguments: the span is opened before ``before_tool`` has judged them."""
+        self.max_output_tokens = (
+            DEFAULT_MAX_OUTPUT_TOKENS
+            if self.budget is None
+            else self.budget.config.max_output_tokens
+        )
+        """A model call's output tokens at their most when its request sets no ``max_tokens``
+        (the budgets section's ``max_output_tokens``, else 4,096): what a call whose usage
+        went unreported counts against the run's limits, with its input estimate."""
 
     def _budget_control(
         self, budgets: BudgetsConfig | BudgetControl | None, ledger: BudgetLedger | None
