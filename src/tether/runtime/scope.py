@@ -326,6 +326,7 @@ class Harness:
         )
         scope.approvals = {a.call_id: a for a in approvals}
         scope._resume_unused = True
+        scope._input_checked = True  # by the paused run's input step
         scope.risk = RunRisk(paused.risk_score, set(paused.risk_categories))
         scope._carried = _Totals.of(paused)
         scope._carried_budget = (paused.usage.total_tokens, paused.cost_usd)
@@ -506,6 +507,10 @@ class RunScope:
         self._input_checked = False
         """Whether ``state.input`` holds what ``on_input`` let through (before, it holds the
         caller's text as given, which must not be stored unmasked)."""
+        self._input_masked: tuple[str, str] | None = None
+        """The input as given and as ``on_input`` masked it, when the scope checked it before
+        the first model call of a loop that skipped ``input()``: what the loop's own requests
+        carry in its place (see ``model_call``)."""
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -927,8 +932,22 @@ class RunScope:
         ``after_model``. When a control may block or mask the answer
         (``Harness.holds_streamed_text``: an output guard that is not ``log``, or any
         ``on_output`` or ``after_model`` control) the text deltas and the end event (it carries the
-        whole reply) are not sent at all: the step's value is the reply to show."""
+        whole reply) are not sent at all: the step's value is the reply to show.
+
+        A run whose input no input step has checked (a hand-written loop that skips
+        ``input()``) has it checked here first, once: ``on_input`` over the run's input, as
+        ``input()`` does (a block ends the run, the model not called; the checked input joins
+        the conversation). When a control masked it, a given request's messages carry the
+        masked text wherever they hold the input as given, in this call and every later one;
+        a first request that does not hold it (the loop reworded it) is refused with a
+        ``TetherError``, not sent with what the control masked."""
         state = self.state
+        if not self._input_checked and not state.finished:
+            step = await self._input_first(request)
+            if step is not None:
+                return step
+        if request is not None and self._input_masked is not None:
+            request = _with_input_masked(request, *self._input_masked)
         given = request is not None  # it becomes the conversation once the step runs
         if request is None:
             messages = list(state.messages)
@@ -958,6 +977,24 @@ class RunScope:
             return response
 
         return await self._step(work, timed=True)
+
+    async def _input_first(self, request: ModelRequest | None) -> Step[ModelResponse] | None:
+        """The input step, for a run that reaches its first model call without one: the
+        stopped step when ``on_input`` stopped the run, else ``None`` (see ``model_call``)."""
+        raw = self.state.input
+        step = await self.input()
+        if step.value is None:
+            return Step(outcome=step.outcome, decision=step.decision)
+        if step.value != raw:
+            if request is not None and not any(raw in m.content for m in request.messages):
+                raise TetherError(
+                    "an on_input control changed this run's input (it masked part of it), and "
+                    "the model call's messages do not hold the input as given, so the change "
+                    "cannot be made in them: call run.input() before the first model call and "
+                    "send the text it returns"
+                )
+            self._input_masked = (raw, step.value)
+        return None
 
     async def tool_calls(
         self, calls: Sequence[ToolCall], *, parent_id: str | None = None
@@ -1060,6 +1097,17 @@ class RunScope:
             yield span
         finally:
             self.recorder.end_span(span)
+
+
+def _with_input_masked(request: ModelRequest, raw: str, masked: str) -> ModelRequest:
+    """``request`` with ``masked`` in place of ``raw`` in every message holding it."""
+    if not any(raw in m.content for m in request.messages):
+        return request
+    messages = [
+        m.model_copy(update={"content": m.content.replace(raw, masked)}) if raw in m.content else m
+        for m in request.messages
+    ]
+    return ModelRequest(messages=messages, tools=request.tools, settings=request.settings)
 
 
 def _expired(deadline: Deadline | asyncio.Timeout) -> bool:
