@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, cast, overload
 
 from tether.controls import (
     Control,
@@ -53,6 +53,7 @@ from tether.controls.pipeline import RunRisk
 from tether.core import (
     AgentRef,
     Caller,
+    Conflict,
     EntryPoint,
     Outcome,
     ProviderError,
@@ -102,6 +103,7 @@ from tether.trace.pricing import pricing_from_env
 from tether.trace.sink import NullSink
 
 if TYPE_CHECKING:
+    from tether.store import StoreReader
     from tether.trace import RunRecorder, TraceSink
 
 TraceTarget: TypeAlias = "TraceSink | str | bool | None"
@@ -291,12 +293,52 @@ class Harness:
             paradigm=paradigm,
         )
 
-    def resume_run(self, paused: RunState, *, approvals: Sequence[Approval] = ()) -> RunScope:
+    def store(self) -> StoreReader:
+        """The store this harness traces into (its queued records written first): where
+        paused runs, their answers and their resumes are. ``TetherError`` when it traces into
+        none."""
+        sink = self.sink
+        store = getattr(sink, "store", None) or getattr(getattr(sink, "inner", None), "store", None)
+        if store is None:
+            raise TetherError(
+                "approving and resuming runs needs the store the run was traced in; this "
+                "agent or harness traces into none",
+                hint="build it with trace=None (the configured store) or a database URL",
+            )
+        self.flush_store()
+        return cast("StoreReader", store)
+
+    def flush_store(self) -> None:
+        """Write the records queued for the store: those of the writer an exporting sink
+        wraps, without waiting on an OpenTelemetry collector (one that is down would hold up
+        an approval or a resume for the exporter's retries)."""
+        sink = self.sink
+        getattr(sink, "inner", sink).flush()
+
+    def resume_run(
+        self,
+        paused: RunState,
+        *,
+        approvals: Sequence[Approval] = (),
+        actor: dict[str, Any] | None = None,
+    ) -> RunScope:
         """A scope that goes on from a paused run's state: a new run (its own id, in the same
         trace, ``resumed_from`` in its metadata) with the conversation, usage, cost, counts
         and tool history so far, for the same agent, caller and entry point. ``approvals``
         are people's answers to the calls it was paused on; it starts with those calls
-        (``state.pending_tool_calls``). The run's ``timeout_s`` counts from the resume."""
+        (``state.pending_tool_calls``). The run's ``timeout_s`` counts from the resume.
+
+        A paused run is resumed once, whoever resumes it: the harness must trace into the
+        store the run was paused in (``store()``). A run resumed already is refused here
+        (``Conflict``), before a run is started; entering the scope then claims the paused
+        run (a ``run_resumed`` audit entry naming the new run, on disk before anything runs,
+        ``actor`` saying who: default ``{"via": "sdk"}``, with the agent), so that of two
+        resumes racing one runs and the other's ``async with`` raises ``Conflict`` (its run
+        recorded as failed, saying so)."""
+        from tether.runtime.approvals import check_resumable
+
+        store = self.store()
+        check_resumable(store, paused)
         agent = AgentRef(name=paused.agent_name, version=paused.agent_version)
         scope = self.open_run(
             paused.input,
@@ -330,6 +372,10 @@ class Harness:
         scope.risk = RunRisk(paused.risk_score, set(paused.risk_categories))
         scope._carried = _Totals.of(paused)
         scope._carried_budget = (paused.usage.total_tokens, paused.cost_usd)
+        who = dict(actor or {"via": "sdk"})
+        if paused.agent_name:
+            who["agent"], who["agent_version"] = paused.agent_name, paused.agent_version
+        scope._claim = (store, paused, who)
         return scope
 
     async def aclose(self) -> None:
@@ -507,6 +553,9 @@ class RunScope:
         self._input_checked = False
         """Whether ``state.input`` holds what ``on_input`` let through (before, it holds the
         caller's text as given, which must not be stored unmasked)."""
+        self._claim: tuple[StoreReader, RunState, dict[str, Any]] | None = None
+        """A resumed run: the store, the paused run's state and who resumes it, to claim the
+        paused run with once this run is started (see ``Harness.resume_run``)."""
         self._input_masked: tuple[str, str] | None = None
         """The input as given and as ``on_input`` masked it, when the scope checked it before
         the first model call of a loop that skipped ``input()``: what the loop's own requests
@@ -619,7 +668,33 @@ class RunScope:
         self._root = self.recorder.start_span(
             self._root_name(), "agent", None, root, span_id=state.run_id
         )
+        if self._claim is not None:
+            await self._claim_paused_run(*self._claim)
         return self
+
+    async def _claim_paused_run(
+        self, store: StoreReader, paused: RunState, actor: dict[str, Any]
+    ) -> None:
+        """Claim the paused run this run resumes (``claim_resume``), or end this run as
+        failed and raise why not (resumed by another process meanwhile, the store down).
+        The claim names a run that is started and in the store (and in the crash journal):
+        a process dying after the claim leaves a run the recovery closes, which tells the
+        next resume that the pause was not used."""
+        from tether.runtime.approvals import claim_resume
+
+        self._claim = None
+        self.harness.flush_store()
+        try:
+            claim_resume(store, paused, self.run_id, actor)
+        except TetherError as exc:
+            said = (
+                "was resumed by another request"
+                if isinstance(exc, Conflict)
+                else ("could not be resumed")
+            )
+            self.end(Outcome.ERROR, output=f"This paused run {said}.", error=exc.message)
+            await self.__aexit__(None, None, None)
+            raise
 
     @overload
     def _stored(self, text: str) -> str: ...
