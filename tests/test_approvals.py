@@ -429,14 +429,17 @@ sys.exit(asyncio.run(main()))
 """
 
 
-def test_two_processes_resuming_at_once_run_the_call_once(tmp_path: Path, store_url: str) -> None:
+def race_two_resumes(tmp_path: Path, store_url: str, script_text: str) -> tuple[Agent, Any]:
+    """A run paused on a refund and approved, then resumed by two processes at once, each
+    running ``script_text`` (spec, store URL, run id): the agent and the processes' outputs,
+    once exactly one resumed it (exit 0) and the other was refused (exit 1)."""
     spec = agent_dir(tmp_path)
     agent = Agent.from_yaml(spec, trace=store_url)
     paused = agent.run_sync("please refund 500 on 7")
     agent.approve(paused.run_id, by="alice")
     writer_for(store_url).flush()
     script = tmp_path / "resume_one.py"
-    script.write_text(RESUME_ONE)
+    script.write_text(script_text)
     procs = [
         subprocess.Popen(
             [sys.executable, str(script), str(spec), store_url, paused.run_id],
@@ -447,8 +450,12 @@ def test_two_processes_resuming_at_once_run_the_call_once(tmp_path: Path, store_
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=120) for p in procs]
-    codes = sorted(p.returncode for p in procs)
-    assert codes == [0, 1], outs
+    assert sorted(p.returncode for p in procs) == [0, 1], outs
+    return agent, outs
+
+
+def test_two_processes_resuming_at_once_run_the_call_once(tmp_path: Path, store_url: str) -> None:
+    _, outs = race_two_resumes(tmp_path, store_url, RESUME_ONE)
     assert any("resumed already" in out for out, _ in outs), outs
     assert refunds_made(tmp_path) == ["issue_refund 7 500"]
     kinds = [e.kind for e in audit_entries(store_url)]
@@ -566,3 +573,48 @@ async def test_a_resumed_run_keeps_what_the_guards_found_before_the_pause(
     refund = [m.content for m in resumed.state.messages if m.name == "issue_refund"]
     assert refund and refund[0].startswith("Tool call refused by policy"), refund
     assert refunds_made(tmp_path) == []
+
+
+RESUME_THROUGH_HARNESS = """\
+import asyncio, sys
+from tether import Agent
+from tether.core import TetherError
+from tether.runtime.approvals import answers_for, paused_state
+from tether.runtime.paradigms import resume
+
+async def main() -> int:
+    agent = Agent.from_yaml(sys.argv[1], trace=sys.argv[2])
+    harness = agent.harness
+    store = harness.store()
+    paused = paused_state(store, sys.argv[3])
+    answers = list(answers_for(store, paused).values())
+    try:
+        async with harness.resume_run(paused, approvals=answers) as run:
+            await resume(run)
+    except TetherError as exc:
+        print("refused:", exc.message)
+        return 1
+    finally:
+        await agent.aclose()
+    print("resumed:", run.result().outcome)
+    return 0
+
+sys.exit(asyncio.run(main()))
+"""
+
+
+def test_two_processes_resuming_through_the_harness_run_the_call_once(
+    tmp_path: Path, store_url: str
+) -> None:
+    """``Harness.resume_run`` (the run scope's own resume, for code that is not an ``Agent``)
+    did not claim the paused run: two resumes through it both ran the approved refund. It
+    claims as ``Agent.resume`` does, in the scope, so every resume path does."""
+    agent, outs = race_two_resumes(tmp_path, store_url, RESUME_THROUGH_HARNESS)
+    assert any("resumed already" in out for out, _ in outs), outs
+    assert refunds_made(tmp_path) == ["issue_refund 7 500"]
+    resumed = [e for e in audit_entries(store_url) if e.kind == "run_resumed"]
+    assert len(resumed) == 1 and resumed[0].actor == {
+        "via": "sdk",
+        "agent": "support",
+        "agent_version": agent.version,
+    }

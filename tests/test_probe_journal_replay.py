@@ -59,9 +59,9 @@ REPLAYER = textwrap.dedent(
 )
 
 
-def test_a_dead_writers_segments_are_not_split_between_replaying_processes(
-    tmp_path: Path, store_url: str
-) -> None:
+def dead_writers_journal(tmp_path: Path, store_url: str) -> tuple[Path, str, str]:
+    """The journal folder of ``store_url`` holding ``DEAD_WRITER``'s two segments: the folder,
+    the run's id and the dead writer's id."""
     directory = journal_for(store_url)
     assert directory is not None
     dead = tmp_path / "dead.py"
@@ -74,17 +74,29 @@ def test_a_dead_writers_segments_are_not_split_between_replaying_processes(
         check=True,
     )
     run_id, dead_writer = made.stdout.split()
-    assert len(sorted(directory.glob("*.journal"))) == 2
+    return directory, run_id, dead_writer
 
-    replayer_script = tmp_path / "replayer.py"
-    replayer_script.write_text(REPLAYER)
-    replayer = subprocess.Popen(
-        [sys.executable, str(replayer_script), str(directory)],
+
+def start_script(tmp_path: Path, text: str, *args: str) -> subprocess.Popen[str]:
+    """``text`` run as a Python script in a child process, its stdin, stdout and stderr piped."""
+    script = tmp_path / "replayer.py"
+    script.write_text(text)
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_a_dead_writers_segments_are_not_split_between_replaying_processes(
+    tmp_path: Path, store_url: str
+) -> None:
+    directory, run_id, dead_writer = dead_writers_journal(tmp_path, store_url)
+    assert len(sorted(directory.glob("*.journal"))) == 2
+
+    replayer = start_script(tmp_path, REPLAYER, str(directory))
     try:
         assert replayer.stdout is not None and replayer.stdin is not None
         taken = replayer.stdout.readline().strip()

@@ -179,13 +179,20 @@ def open_reader(ctx: click.Context) -> StoreReader:
     is, read-only, and its journal left for a command that can write it."""
     from tether.store import Store, StoreReader, create_store_engine
     from tether.store.db import sqlite_file, sqlite_read_only
-    from tether.trace.journal import undelivered
+    from tether.trace.journal import replays_in_progress, undelivered
     from tether.trace.recorder import journal_for
     from tether.trace.recovery import deliver_orphans
 
     url = database_url(ctx)
     directory = journal_for(url)
     segments, records = (0, 0) if directory is None else undelivered(directory)
+    replaying = [] if directory is None else replays_in_progress(directory)
+    if replaying:
+        warn(
+            f"another process (pid {', '.join(map(str, replaying))}) is replaying a crash "
+            f"journal ({directory}) into this store right now: what is read here may be "
+            "incomplete (runs shown running, spans missing) until it has finished"
+        )
     path = sqlite_file(url)
     if path is not None and not path.exists() and not segments:
         # Nothing was ever written there (a fresh home, or a mistyped path): read an empty

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from tether.controls.pipeline import ALLOW, Control, Decision, HookContext
 from tether.core import Outcome, content_hash
 from tether.providers import ModelRequest, ToolCall
+from tether.spec.budgets import DEFAULT_MAX_OUTPUT_TOKENS
 
 # Built once: json.dumps with options builds a new encoder on every call.
 _compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
@@ -52,38 +53,63 @@ def _trip(limit: str, value: object, detail: str) -> Decision:
     )
 
 
+UNREPORTED = "the worst case of model calls whose provider reported no usage"
+"""What a tripped limit's reason calls the part of its totals that is no count (see
+``unreported_worst_case``)."""
+
+
+def unreported_worst_case(
+    request: ModelRequest, default_max_output: int = DEFAULT_MAX_OUTPUT_TOKENS
+) -> tuple[int, int]:
+    """What a model call whose provider reported no usage counts against the run's limits:
+    its input tokens (estimated) and its output tokens at their most (the request's
+    ``max_tokens``, else ``default_max_output``), as budgets reserve and then charge it.
+    Unknown is not zero: counted as nothing, such calls would let a run past its limits."""
+    return estimate_input_tokens(request), request.settings.max_tokens or default_max_output
+
+
 def budget_check(
     ctx: HookContext, request: ModelRequest, input_usd_per_mtok: float | None
 ) -> Decision | None:
     """The run's token and cost limits against its totals so far and the next model call's
     input (estimated; priced at ``input_usd_per_mtok`` when known): the decision that stops
     the run, or ``None`` when the call fits. For the run's own model calls and those controls
-    make on its behalf (an LLM judge)."""
+    make on its behalf (an LLM judge). A call whose usage went unreported counts in the
+    totals at its worst case (``RunState.unreported_tokens``, ``unreported_usd``)."""
     limits, state = ctx.limits, ctx.state
     if limits.max_total_tokens is None and limits.max_cost_usd is None:
         return None
     estimate = estimate_input_tokens(request)
     if limits.max_total_tokens is not None:
-        used = state.usage.total_tokens
+        used = state.usage.total_tokens + state.unreported_tokens
+        note = (
+            f" (of which {state.unreported_tokens:,} {UNREPORTED})"
+            if state.unreported_tokens
+            else ""
+        )
         if used >= limits.max_total_tokens:
-            return _trip("max_total_tokens", limits.max_total_tokens, f"{used} tokens used")
+            return _trip("max_total_tokens", limits.max_total_tokens, f"{used} tokens used{note}")
         if used + estimate > limits.max_total_tokens:
             return _trip(
                 "max_total_tokens",
                 limits.max_total_tokens,
-                f"{used:,} tokens used, and the next model call's input is estimated at "
+                f"{used:,} tokens used{note}, and the next model call's input is estimated at "
                 f"about {estimate:,} tokens ({ESTIMATE_METHOD})",
             )
     if limits.max_cost_usd is not None:
-        if state.cost_usd >= limits.max_cost_usd:
-            return _trip("max_cost_usd", limits.max_cost_usd, f"${state.cost_usd:.6f} spent")
+        spent = state.cost_usd + state.unreported_usd
+        note = (
+            f" (of which ${state.unreported_usd:.6f} {UNREPORTED})" if state.unreported_usd else ""
+        )
+        if spent >= limits.max_cost_usd:
+            return _trip("max_cost_usd", limits.max_cost_usd, f"${spent:.6f} spent{note}")
         if input_usd_per_mtok is not None:
             next_cost = estimate * input_usd_per_mtok / 1_000_000
-            if state.cost_usd + next_cost > limits.max_cost_usd:
+            if spent + next_cost > limits.max_cost_usd:
                 return _trip(
                     "max_cost_usd",
                     limits.max_cost_usd,
-                    f"${state.cost_usd:.6f} spent, and the next model call's input is "
+                    f"${spent:.6f} spent{note}, and the next model call's input is "
                     f"estimated at about ${next_cost:.6f} ({estimate:,} tokens, "
                     f"{ESTIMATE_METHOD})",
                 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
@@ -18,9 +18,7 @@ from tether.controls.guard_build import build_guards
 from tether.core import (
     AgentRef,
     Caller,
-    Conflict,
     EntryPoint,
-    Outcome,
     RunKind,
     TetherError,
     content_hash,
@@ -245,12 +243,7 @@ class Agent:
         that escalates asks again. A paused run is resumed once; it needs the store it was
         traced in, and this agent's spec version (what the approval was given under).
         ``actor`` says who resumes it in the audit log (default: ``{"via": "sdk"}``)."""
-        from tether.runtime.approvals import (
-            answers_for,
-            check_resumable,
-            claim_resume,
-            paused_state,
-        )
+        from tether.runtime.approvals import answers_for, paused_state
 
         store = self._store()
         paused = paused_state(store, run_id)
@@ -269,47 +262,16 @@ class Agent:
                 f"{paused.run_id} yet",
                 hint=f"tether approvals approve {paused.run_id} --by NAME (or deny)",
             )
-        check_resumable(store, paused)
-        scope = self.harness.resume_run(paused, approvals=list(answers.values()))
-        who = {**(actor or {"via": "sdk"}), "agent": self.name, "agent_version": self.version}
-        refused: TetherError | None = None
+        # The harness refuses a run resumed already, and its scope claims the paused run
+        # once started (raising, its run recorded as failed, when another resume won).
+        scope = self.harness.resume_run(paused, approvals=list(answers.values()), actor=actor)
         async with scope as run:
-            # The claim names a run that is started and in the store (and in the crash
-            # journal): a process dying after the claim leaves a run the recovery closes,
-            # which tells the next resume that the pause was not used (claim_resume).
-            self._flush_store()
-            try:
-                claim_resume(store, paused, scope.run_id, who)
-            except TetherError as exc:  # resumed by another process meanwhile, a store down
-                refused = exc
-                conflict = isinstance(exc, Conflict)
-                said = "was resumed by another request" if conflict else "could not be resumed"
-                run.end(Outcome.ERROR, output=f"This paused run {said}.", error=exc.message)
-            else:
-                await resume_paradigm(run, stream, self.output)
-        if refused is not None:
-            raise refused
+            await resume_paradigm(run, stream, self.output)
         return run.result()
 
     def _store(self) -> StoreReader:
         """The store this agent traces into (its queued records written first)."""
-        sink = self.harness.sink
-        store = getattr(sink, "store", None) or getattr(getattr(sink, "inner", None), "store", None)
-        if store is None:
-            raise TetherError(
-                "approving and resuming runs needs the store the run was traced in; this "
-                "agent traces into none",
-                hint="build the agent with trace=None (the configured store) or a database URL",
-            )
-        self._flush_store()
-        return cast("StoreReader", store)
-
-    def _flush_store(self) -> None:
-        """Write the records queued for the store: those of the writer an exporting sink
-        wraps, without waiting on an OpenTelemetry collector (one that is down would hold up
-        an approval or a resume for the exporter's retries)."""
-        sink = self.harness.sink
-        getattr(sink, "inner", sink).flush()
+        return self.harness.store()
 
     async def aclose(self) -> None:
         """Close the HTTP clients of the agent's models and tools (they reopen when used)."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from tether.controls import Decision, Hook, LimitReached, Verdict
 from tether.controls.budgets import EVENT_BUDGET_SETTLED
-from tether.controls.limits import budget_check
+from tether.controls.limits import budget_check, unreported_worst_case
 from tether.controls.pipeline import ALLOW, GUARD_CATEGORIES
 from tether.core import ProviderError, TetherError, describe_exception, scrub_surrogates
 from tether.core.jsontext import compact_json_encoder
@@ -41,6 +41,7 @@ from tether.trace.pricing import round_cost
 
 if TYPE_CHECKING:
     from tether.runtime.scope import RunScope
+    from tether.trace import PricingTable
 
 # Enum members read once (see ``tether.controls.pipeline``: slow on Python 3.11).
 _BEFORE_MODEL, _AFTER_MODEL, _RESPOND = Hook.BEFORE_MODEL, Hook.AFTER_MODEL, Verdict.RESPOND
@@ -171,7 +172,7 @@ async def _chain_call(
         if on_event is not None:
             for event in response_events(decision.value, pieces=True):
                 await _deliver(on_event, event)
-        return await _settle(scope, span, primary, decision.value, priced=False)
+        return await _settle(scope, span, primary, request, decision.value, priced=False)
     errors: list[ProviderError] = []
     for attempt, model in enumerate(chain):
         if attempt:
@@ -193,7 +194,7 @@ async def _chain_call(
             # trace keeps it masked as the run's masking guards mask stored text.
             said = scope.stored_error(exc.message)
             if streamed is not None and (streamed.text or streamed.tool_calls()):
-                _charge_partial(scope, span, model, streamed)
+                _charge_partial(scope, span, model, request, streamed)
                 scope.recorder.event(
                     span.span_id, semconv.EVENT_MODEL_ERROR, error_attributes(exc, said)
                 )
@@ -214,11 +215,11 @@ async def _chain_call(
             continue
         except BaseException as exc:
             if streamed is not None and streamed.events:
-                _charge_partial(scope, span, model, streamed)
+                _charge_partial(scope, span, model, request, streamed)
             # (a model integration's bug, a cancelled task): its text may quote the request
             scope.recorder.end_span(span, error=clip(scope.stored_error(describe_exception(exc))))
             raise
-        return await _settle(scope, span, model, response, priced=True)
+        return await _settle(scope, span, model, request, response, priced=True)
     last_error = errors[-1]
     if len(chain) > 1:
         raise ProviderError(
@@ -274,7 +275,7 @@ async def control_model_call(
         said = scope.stored_error(describe_exception(exc))
         scope.recorder.end_span(span, error=clip(said) or type(exc).__name__)
         raise
-    _account(scope, span, model, response)
+    _account(scope, span, model, request, response)
     if scope.tracing:
         span.attributes[semconv.GEN_AI_RESPONSE_MODEL] = response.model or model.name
         span.attributes[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = [response.finish_reason]
@@ -349,34 +350,49 @@ async def _stream(
 
 
 def _charge_partial(
-    scope: RunScope, span: SpanRecord, model: Model, streamed: StreamAccumulator
+    scope: RunScope,
+    span: SpanRecord,
+    model: Model,
+    request: ModelRequest,
+    streamed: StreamAccumulator,
 ) -> None:
     """A reply cut off midway: the run is charged the usage known so far, and the span keeps
     what arrived (``finish_reason`` ``incomplete``)."""
     partial = streamed.response()
-    _account(scope, span, model, partial)
+    _account(scope, span, model, request, partial)
     if scope.tracing:  # no control has judged it: stored as the guards would store it
         span.attributes[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages(
             stored_reply(scope, partial)
         )
 
 
-def _account(scope: RunScope, span: SpanRecord, model: Model, response: ModelResponse) -> None:
+def _account(
+    scope: RunScope,
+    span: SpanRecord,
+    model: Model,
+    request: ModelRequest,
+    response: ModelResponse,
+) -> None:
     """Add a reply's usage and cost to the run and its span. Price what the provider says it
     ran; an unpriced name (a fine-tune, an alias) falls back to the requested model, which a
-    cost limit has already checked is priced."""
+    cost limit has already checked is priced. A reply whose usage went unreported counts
+    against the run's limits at its worst case (``unreported_worst_case``), as budgets
+    charge it: its cost stays unknown in the run's totals."""
     state, usage, a = scope.state, response.usage, span.attributes
     state.usage = state.usage + usage
+    pricing = scope.harness.pricing
     if not response.usage_known:  # zeros that are no count: the call's cost is unknown
         state.unpriced_calls += 1
         a[semconv.TETHER_COST_UNPRICED] = True
         a[semconv.TETHER_USAGE_UNKNOWN] = True
+        worst = unreported_worst_case(request, scope.harness.max_output_tokens)
+        state.unreported_tokens += worst[0] + worst[1]
+        worst_usd = _priced(pricing, response, model, worst)
+        if worst_usd is not None:
+            state.unreported_usd = round_cost(state.unreported_usd + worst_usd)
         return
-    pricing = scope.harness.pricing
     tokens = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
-    cost = pricing.cost(response.model or model.name, *tokens)
-    if cost is None:
-        cost = pricing.cost(model.name, *tokens)
+    cost = _priced(pricing, response, model, tokens)
     if cost is not None:
         state.cost_usd = round_cost(state.cost_usd + cost)
         a[semconv.TETHER_COST_USD] = cost
@@ -389,6 +405,15 @@ def _account(scope: RunScope, span: SpanRecord, model: Model, response: ModelRes
         a[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
         if usage.cached_input_tokens:
             a[semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
+
+
+def _priced(
+    pricing: PricingTable, response: ModelResponse, model: Model, tokens: tuple[int, ...]
+) -> float | None:
+    """The cost of ``tokens`` (input, output, cached input) at the price of the model the
+    reply names, else of the model asked; ``None`` when neither is priced."""
+    cost = pricing.cost(response.model or model.name, *tokens)
+    return pricing.cost(model.name, *tokens) if cost is None else cost
 
 
 def _chat_span(
@@ -430,7 +455,13 @@ def _chat_span(
 
 
 async def _settle(
-    scope: RunScope, span: SpanRecord, model: Model, response: ModelResponse, *, priced: bool
+    scope: RunScope,
+    span: SpanRecord,
+    model: Model,
+    request: ModelRequest,
+    response: ModelResponse,
+    *,
+    priced: bool,
 ) -> ModelResponse:
     """Account for a reply (usage, cost), pass ``after_model``, and record the reply on its
     span as the run goes on with it: masked where a guard masked it, a marker in its place
@@ -439,7 +470,7 @@ async def _settle(
     response = _scrubbed(response)
     a = span.attributes
     if priced:
-        _account(scope, span, model, response)
+        _account(scope, span, model, request, response)
     else:
         scope.state.usage = scope.state.usage + response.usage
         a[semconv.TETHER_COST_USD] = 0.0

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, cast, overload
 
 from tether.controls import (
     Control,
@@ -53,6 +53,7 @@ from tether.controls.pipeline import RunRisk
 from tether.core import (
     AgentRef,
     Caller,
+    Conflict,
     EntryPoint,
     Outcome,
     ProviderError,
@@ -94,6 +95,7 @@ from tether.runtime.steps import Step, Stop
 from tether.runtime.telemetry import MessageCache, output_messages
 from tether.runtime.tool_step import tools_step
 from tether.spec import BudgetsConfig, Limits, LoopBreakerConfig
+from tether.spec.budgets import DEFAULT_MAX_OUTPUT_TOKENS
 from tether.store import RunRecord, SpanRecord
 from tether.tools import Tool, build_tools, definition_of
 from tether.trace import PricingTable, semconv
@@ -101,6 +103,7 @@ from tether.trace.pricing import pricing_from_env
 from tether.trace.sink import NullSink
 
 if TYPE_CHECKING:
+    from tether.store import StoreReader
     from tether.trace import RunRecorder, TraceSink
 
 TraceTarget: TypeAlias = "TraceSink | str | bool | None"
@@ -223,6 +226,14 @@ class Harness:
         self.redact_arguments = arguments_redactor(self.controls)
         """What a tool span stores of a call's arguments, when a control masks tool-call
         arguments: the span is opened before ``before_tool`` has judged them."""
+        self.max_output_tokens = (
+            DEFAULT_MAX_OUTPUT_TOKENS
+            if self.budget is None
+            else self.budget.config.max_output_tokens
+        )
+        """A model call's output tokens at their most when its request sets no ``max_tokens``
+        (the budgets section's ``max_output_tokens``, else 4,096): what a call whose usage
+        went unreported counts against the run's limits, with its input estimate."""
 
     def _budget_control(
         self, budgets: BudgetsConfig | BudgetControl | None, ledger: BudgetLedger | None
@@ -282,12 +293,52 @@ class Harness:
             paradigm=paradigm,
         )
 
-    def resume_run(self, paused: RunState, *, approvals: Sequence[Approval] = ()) -> RunScope:
+    def store(self) -> StoreReader:
+        """The store this harness traces into (its queued records written first): where
+        paused runs, their answers and their resumes are. ``TetherError`` when it traces into
+        none."""
+        sink = self.sink
+        store = getattr(sink, "store", None) or getattr(getattr(sink, "inner", None), "store", None)
+        if store is None:
+            raise TetherError(
+                "approving and resuming runs needs the store the run was traced in; this "
+                "agent or harness traces into none",
+                hint="build it with trace=None (the configured store) or a database URL",
+            )
+        self.flush_store()
+        return cast("StoreReader", store)
+
+    def flush_store(self) -> None:
+        """Write the records queued for the store: those of the writer an exporting sink
+        wraps, without waiting on an OpenTelemetry collector (one that is down would hold up
+        an approval or a resume for the exporter's retries)."""
+        sink = self.sink
+        getattr(sink, "inner", sink).flush()
+
+    def resume_run(
+        self,
+        paused: RunState,
+        *,
+        approvals: Sequence[Approval] = (),
+        actor: dict[str, Any] | None = None,
+    ) -> RunScope:
         """A scope that goes on from a paused run's state: a new run (its own id, in the same
         trace, ``resumed_from`` in its metadata) with the conversation, usage, cost, counts
         and tool history so far, for the same agent, caller and entry point. ``approvals``
         are people's answers to the calls it was paused on; it starts with those calls
-        (``state.pending_tool_calls``). The run's ``timeout_s`` counts from the resume."""
+        (``state.pending_tool_calls``). The run's ``timeout_s`` counts from the resume.
+
+        A paused run is resumed once, whoever resumes it: the harness must trace into the
+        store the run was paused in (``store()``). A run resumed already is refused here
+        (``Conflict``), before a run is started; entering the scope then claims the paused
+        run (a ``run_resumed`` audit entry naming the new run, on disk before anything runs,
+        ``actor`` saying who: default ``{"via": "sdk"}``, with the agent), so that of two
+        resumes racing one runs and the other's ``async with`` raises ``Conflict`` (its run
+        recorded as failed, saying so)."""
+        from tether.runtime.approvals import check_resumable
+
+        store = self.store()
+        check_resumable(store, paused)
         agent = AgentRef(name=paused.agent_name, version=paused.agent_version)
         scope = self.open_run(
             paused.input,
@@ -317,9 +368,14 @@ class Harness:
         )
         scope.approvals = {a.call_id: a for a in approvals}
         scope._resume_unused = True
+        scope._input_checked = True  # by the paused run's input step
         scope.risk = RunRisk(paused.risk_score, set(paused.risk_categories))
         scope._carried = _Totals.of(paused)
         scope._carried_budget = (paused.usage.total_tokens, paused.cost_usd)
+        who = dict(actor or {"via": "sdk"})
+        if paused.agent_name:
+            who["agent"], who["agent_version"] = paused.agent_name, paused.agent_version
+        scope._claim = (store, paused, who)
         return scope
 
     async def aclose(self) -> None:
@@ -497,6 +553,13 @@ class RunScope:
         self._input_checked = False
         """Whether ``state.input`` holds what ``on_input`` let through (before, it holds the
         caller's text as given, which must not be stored unmasked)."""
+        self._claim: tuple[StoreReader, RunState, dict[str, Any]] | None = None
+        """A resumed run: the store, the paused run's state and who resumes it, to claim the
+        paused run with once this run is started (see ``Harness.resume_run``)."""
+        self._input_masked: tuple[str, str] | None = None
+        """The input as given and as ``on_input`` masked it, when the scope checked it before
+        the first model call of a loop that skipped ``input()``: what the loop's own requests
+        carry in its place (see ``model_call``)."""
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -605,7 +668,33 @@ class RunScope:
         self._root = self.recorder.start_span(
             self._root_name(), "agent", None, root, span_id=state.run_id
         )
+        if self._claim is not None:
+            await self._claim_paused_run(*self._claim)
         return self
+
+    async def _claim_paused_run(
+        self, store: StoreReader, paused: RunState, actor: dict[str, Any]
+    ) -> None:
+        """Claim the paused run this run resumes (``claim_resume``), or end this run as
+        failed and raise why not (resumed by another process meanwhile, the store down).
+        The claim names a run that is started and in the store (and in the crash journal):
+        a process dying after the claim leaves a run the recovery closes, which tells the
+        next resume that the pause was not used."""
+        from tether.runtime.approvals import claim_resume
+
+        self._claim = None
+        self.harness.flush_store()
+        try:
+            claim_resume(store, paused, self.run_id, actor)
+        except TetherError as exc:
+            said = (
+                "was resumed by another request"
+                if isinstance(exc, Conflict)
+                else ("could not be resumed")
+            )
+            self.end(Outcome.ERROR, output=f"This paused run {said}.", error=exc.message)
+            await self.__aexit__(None, None, None)
+            raise
 
     @overload
     def _stored(self, text: str) -> str: ...
@@ -918,8 +1007,22 @@ class RunScope:
         ``after_model``. When a control may block or mask the answer
         (``Harness.holds_streamed_text``: an output guard that is not ``log``, or any
         ``on_output`` or ``after_model`` control) the text deltas and the end event (it carries the
-        whole reply) are not sent at all: the step's value is the reply to show."""
+        whole reply) are not sent at all: the step's value is the reply to show.
+
+        A run whose input no input step has checked (a hand-written loop that skips
+        ``input()``) has it checked here first, once: ``on_input`` over the run's input, as
+        ``input()`` does (a block ends the run, the model not called; the checked input joins
+        the conversation). When a control masked it, a given request's messages carry the
+        masked text wherever they hold the input as given, in this call and every later one;
+        a first request that does not hold it (the loop reworded it) is refused with a
+        ``TetherError``, not sent with what the control masked."""
         state = self.state
+        if not self._input_checked and not state.finished:
+            step = await self._input_first(request)
+            if step is not None:
+                return step
+        if request is not None and self._input_masked is not None:
+            request = _with_input_masked(request, *self._input_masked)
         given = request is not None  # it becomes the conversation once the step runs
         if request is None:
             messages = list(state.messages)
@@ -949,6 +1052,24 @@ class RunScope:
             return response
 
         return await self._step(work, timed=True)
+
+    async def _input_first(self, request: ModelRequest | None) -> Step[ModelResponse] | None:
+        """The input step, for a run that reaches its first model call without one: the
+        stopped step when ``on_input`` stopped the run, else ``None`` (see ``model_call``)."""
+        raw = self.state.input
+        step = await self.input()
+        if step.value is None:
+            return Step(outcome=step.outcome, decision=step.decision)
+        if step.value != raw:
+            if request is not None and not any(raw in m.content for m in request.messages):
+                raise TetherError(
+                    "an on_input control changed this run's input (it masked part of it), and "
+                    "the model call's messages do not hold the input as given, so the change "
+                    "cannot be made in them: call run.input() before the first model call and "
+                    "send the text it returns"
+                )
+            self._input_masked = (raw, step.value)
+        return None
 
     async def tool_calls(
         self, calls: Sequence[ToolCall], *, parent_id: str | None = None
@@ -1051,6 +1172,17 @@ class RunScope:
             yield span
         finally:
             self.recorder.end_span(span)
+
+
+def _with_input_masked(request: ModelRequest, raw: str, masked: str) -> ModelRequest:
+    """``request`` with ``masked`` in place of ``raw`` in every message holding it."""
+    if not any(raw in m.content for m in request.messages):
+        return request
+    messages = [
+        m.model_copy(update={"content": m.content.replace(raw, masked)}) if raw in m.content else m
+        for m in request.messages
+    ]
+    return ModelRequest(messages=messages, tools=request.tools, settings=request.settings)
 
 
 def _expired(deadline: Deadline | asyncio.Timeout) -> bool:

@@ -95,6 +95,13 @@ class RunState(PlainData):
     unpriced_calls: int = 0
     """Model calls the pricing table has no price for: their cost is unknown, and not in
     ``cost_usd``."""
+    unreported_tokens: int = 0
+    """The worst case of the model calls whose provider reported no usage (their input
+    estimate plus their ``max_tokens``): not in ``usage`` (nobody knows what they used), but
+    counted against ``limits.max_total_tokens``."""
+    unreported_usd: float = 0.0
+    """That worst case, priced: not in ``cost_usd``, but counted against
+    ``limits.max_cost_usd``."""
     tool_history: list[ToolRecord] = field(default_factory=list)
     plan: list[ToolCall] | None = None
     """``plan_execute``: the planned tool calls."""

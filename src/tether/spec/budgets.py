@@ -44,6 +44,9 @@ MAX_RPM = 10_000_000
 MAX_TPM = 10**12
 MAX_HOLD_S = 86_400.0
 MAX_OUTPUT_TOKENS = 10_000_000
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+"""A model call's output tokens in its worst case when its request sets no ``max_tokens``
+(budgets' ``max_output_tokens``, and run limits for a call whose usage went unreported)."""
 MAX_WAIT_S = 60.0
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
@@ -146,7 +149,7 @@ class _BudgetsBase(_Section):
     fail_open: bool = False
     """When the counters cannot be reached (Redis down): ``false`` refuses the model call (the
     run fails with ``control_error``); ``true`` lets it through uncounted, with a warning event."""
-    max_output_tokens: int = Field(default=4096, gt=0, le=MAX_OUTPUT_TOKENS)
+    max_output_tokens: int = Field(default=DEFAULT_MAX_OUTPUT_TOKENS, gt=0, le=MAX_OUTPUT_TOKENS)
     """A call's output tokens in its worst case when its request sets no ``max_tokens``."""
     hold_s: float | None = Field(default=None, gt=0, le=MAX_HOLD_S)
     """How long a reservation lasts when its caller dies before the call ends (default: the

@@ -77,6 +77,8 @@ _SUFFIX = ".journal"
 _CREATING = ".creating"
 """A segment being created, not locked yet: never replayed (it holds no record)."""
 _STALE_CREATING_S = 60.0
+_REPLAYING = ".replaying"
+"""The mark of a process replaying a journal folder into its store (see ``replay_mark``)."""
 SEGMENT_BYTES = 1 << 20
 
 
@@ -417,6 +419,69 @@ def _lock_all(paths: list[Path]) -> list[tuple[Path, int]]:
                 os.close(taken)
             return []
     return locked
+
+
+@contextlib.contextmanager
+def replay_mark(directory: Path) -> Generator[None, None, None]:
+    """Mark ``directory`` as being replayed into its store by this process for as long as the
+    block runs: a file ``<pid>-<random>.replaying`` this process holds locked (``flock``), so
+    that a reader meanwhile can tell that what it reads may be part of a replay
+    (``replays_in_progress``). Made locked under a name no reader looks at, then renamed;
+    deleted at the end (a mark its process left behind when killed is unlocked, so ignored,
+    and deleted by the next replay)."""
+    if fcntl is None:  # pragma: no cover - no flock, no journal
+        yield
+        return
+    _remove_stale_marks(directory)
+    name = f"{os.getpid()}-{secrets.token_hex(4)}{_REPLAYING}"
+    making = directory / (name + _CREATING)
+    fd = os.open(making, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.rename(making, directory / name)
+    except OSError:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            making.unlink()
+        raise
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            (directory / name).unlink()  # unlinked before unlocked: never seen unlocked
+        os.close(fd)
+
+
+def replays_in_progress(directory: Path) -> list[int]:
+    """The process ids of the processes replaying a journal folder into its store right now
+    (see ``replay_mark``): a reader that reads meanwhile may see part of their work. One
+    glob and a lock attempt per mark: cheap enough for every read command."""
+    if fcntl is None or not directory.is_dir():  # pragma: no cover - no flock, no journal
+        return []
+    pids = []
+    for path in directory.glob(f"*{_REPLAYING}"):
+        fd = _lock_orphan(path, shared=True)
+        if fd is not None:  # nobody holds it: its process is gone
+            os.close(fd)
+            continue
+        if path.exists():
+            pid = path.name.split("-", 1)[0]
+            pids.append(int(pid) if pid.isdigit() else 0)
+    return sorted(pids)
+
+
+def _remove_stale_marks(directory: Path) -> None:
+    """Delete the replay marks of processes that died replaying (nobody holds their lock)."""
+    for path in directory.glob(f"*{_REPLAYING}"):
+        fd = _lock_orphan(path)
+        if fd is None:
+            continue
+        try:
+            path.unlink()
+        except OSError:  # gone already: harmless
+            pass
+        finally:
+            os.close(fd)
 
 
 def undelivered(directory: Path) -> tuple[int, int]:

@@ -22,7 +22,16 @@ from typing import Any, Protocol, TypeVar
 from tether.core import Outcome, StoreError
 from tether.store import RunRecord, SpanRecord, Store, TraceBatch
 from tether.trace import semconv
-from tether.trace.journal import EVENT, RUN_END, SPAN, Record, Segment, orphaned_segments, writer_of
+from tether.trace.journal import (
+    EVENT,
+    RUN_END,
+    SPAN,
+    Record,
+    Segment,
+    orphaned_segments,
+    replay_mark,
+    writer_of,
+)
 from tether.trace.pricing import round_cost
 from tether.trace.store_gate import StoreGate, must_wait
 
@@ -109,8 +118,17 @@ def replay_orphans(
     writer: str | None = None
     done: list[Segment] = []  # the current writer's, written, discarded once its runs are closed
     last_write_ns = 0
-    with contextlib.closing(orphaned_segments(directory)) as segments:
+    marked_yet = False
+    with (
+        contextlib.ExitStack() as marked,
+        contextlib.closing(orphaned_segments(directory)) as segments,
+    ):
         for segment, items in segments:
+            if not marked_yet:
+                # Held until the last run is closed: readers meanwhile say what they read
+                # may be part of this replay (``replays_in_progress``).
+                marked.enter_context(replay_mark(directory))
+                marked_yet = True
             if writer_of(segment) != writer:
                 _finish_writer(store, writer, last_write_ns, done, write=write, retrying=retrying)
                 writer, done, last_write_ns = writer_of(segment), [], 0
