@@ -118,3 +118,26 @@ async def test_a_masked_input_the_loop_reworded_is_refused_not_sent_unmasked() -
             await run.model_call(own_request("User asks about their SECRET password"))
     assert model.requests == []
     assert run.result().outcome == Outcome.ERROR
+
+
+class DefaultInput(Control):
+    """Gives an empty input a text of its own (a control may change the input at will)."""
+
+    name = "default_input"
+
+    async def on_input(self, ctx: HookContext, text: str) -> Decision:
+        return (
+            Decision.modify("a default question", "empty input") if not text else Decision.allow()
+        )
+
+
+async def test_an_empty_input_a_control_replaced_is_refused_not_spliced_everywhere() -> None:
+    """The empty text is in every message: substituting it would write the control's text
+    between every two characters of the loop's request. The change cannot be made in the
+    loop's own request, so the call is refused as for a reworded input."""
+    model = RecordingModel()
+    harness = Harness(models=[model], controls=[DefaultInput()], trace=False)
+    with pytest.raises(TetherError, match=r"run\.input\(\)"):
+        async with harness.open_run("") as run:
+            await run.model_call(own_request("the loop's own words"))
+    assert model.requests == []

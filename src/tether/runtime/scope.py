@@ -1061,7 +1061,10 @@ class RunScope:
         if step.value is None:
             return Step(outcome=step.outcome, decision=step.decision)
         if step.value != raw:
-            if request is not None and not any(raw in m.content for m in request.messages):
+            # (An empty input is "in" every message: nothing in them could be replaced.)
+            if request is not None and not (
+                raw and any(raw in m.content for m in request.messages)
+            ):
                 raise TetherError(
                     "an on_input control changed this run's input (it masked part of it), and "
                     "the model call's messages do not hold the input as given, so the change "
