@@ -83,6 +83,7 @@ bench: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python benchmarks/cli_startup.py
 	$(BENCH_VENV)/bin/python benchmarks/cedar_decision.py
 	$(BENCH_VENV)/bin/python benchmarks/guards_pii.py
+	$(BIN)/python benchmarks/guard_adversarial.py
 	$(BENCH_VENV)/bin/python benchmarks/sandbox_start.py
 	$(BENCH_VENV)/bin/python benchmarks/otlp_ingest.py
 

@@ -16,6 +16,7 @@ import string
 
 import pytest
 
+from tether.guards import GuardsPolicy, GuardStack
 from tether.guards.secrets import SECRET_KINDS, SecretsDetector
 
 THRESHOLD = 0.5
@@ -100,6 +101,12 @@ TRUE_POSITIVES = [
     ("PASSWORD", "S3cure#2024", "Server=db;User Id=app;Password={};"),
     ("PASSWORD", "x9-Lk2", "client_secret={}"),
     ("HIGH_ENTROPY_STRING", "Zx8Qm2Lp9Rt4Vw7Ny3Kb6Hc1Jd5Fg0Sa", "the value was {} yesterday"),
+    # curl's -u/--user user:password (and the proxy's -U/--proxy-user): the password only.
+    ("CURL_PASSWORD", "S3cr3t-pw", "curl -u admin:{} https://api.example.com/v1/items"),
+    ("CURL_PASSWORD", "Zx9!kQ2", 'curl -s -H "Accept: application/json" --user deploy:{} https://x'),
+    ("CURL_PASSWORD", "hunter2x", "curl https://x.example/api -u 'jane:{}' -o out.json"),
+    ("CURL_PASSWORD", "Pr0xyPass1", "curl.exe --proxy-user=proxy-svc:{} https://x"),
+    ("CURL_PASSWORD", "t0ken-9Qa", "$ curl -X POST -U bob:{} https://x && echo done"),
 ]  # fmt: skip
 
 
@@ -130,6 +137,14 @@ HARD_NEGATIVES = [
     "Authorization: Basic questions go to the help desk",
     # A PEM public key or certificate is not a private key.
     "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----",
+    # -u of other tools (a user, a uid:gid), and curl's without a password or with a template.
+    "docker run -u 1000:1000 -v /data:/data app:latest",
+    "sudo -u postgres psql -c 'select 1'; ps -u root; git diff -u a b",
+    "curl -s https://get.example/install.sh | docker run --rm -u app:app image:tag",
+    "mycurl -u ops:deploy2024 is not curl",
+    "curl -u admin https://x (curl asks for the password) and curl -u admin: https://x",
+    'curl -u "$API_USER:$API_TOKEN" https://x and curl --user user:password https://x',
+    "With curl, -u sets the user; see also wget --user jane",
 ]
 
 
@@ -169,6 +184,15 @@ def test_private_key_block_stops_at_its_end_line(secrets: SecretsDetector) -> No
     # Without an END line the body (base64) is still covered.
     cut = PEM.rsplit("\n", 1)[0]
     assert found(secrets, cut + "\n") == [("PRIVATE_KEY", cut + "\n")]
+
+
+def test_curl_user_password_is_masked_and_the_user_kept() -> None:
+    policy = GuardsPolicy.model_validate({"guards": [{"guard": "secrets", "action": "mask"}]})
+    text = "run: curl --fail -u svc-reports:Qm7-xT4!pz https://api.example.com/export\n"
+    verdict = GuardStack(policy).check(text, "tool_args")
+    assert verdict.redacted == (
+        "run: curl --fail -u svc-reports:<CURL_PASSWORD> https://api.example.com/export\n"
+    )
 
 
 def test_finding_spans_only_the_secret(secrets: SecretsDetector) -> None:

@@ -5,8 +5,8 @@
 which chunk, where). The channel says where the text came from: ``user`` (direct injection),
 ``tool_output`` or ``document`` (indirect injection). Scanning is linear in the input; texts
 longer than ``max_chars`` are scanned at their head, their tail and evenly spaced windows
-between, the text between the windows by the rules alone (up to ``SWEEP_FACTOR`` times
-``max_chars``), and the verdict says so (``truncated``).
+between, the text between the windows by the rules alone (up to ``sweep_budget(max_chars)``
+characters, spread evenly over the gaps), and the verdict says so (``truncated``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,12 @@ DEFAULT_MAX_CHARS = 1_000_000
 _WINDOW = 50_000
 SWEEP_FACTOR = 20
 """Past ``max_chars``, the text between the sampled windows is still read by the rules (not
-the classifier), up to this many times ``max_chars`` in all: linear, about a tenth of a
-second a megabyte."""
+the classifier), up to this many times ``max_chars`` in all (and ``MAX_SWEEP_CHARS``): linear,
+about a tenth of a second a megabyte."""
+MAX_SWEEP_CHARS = 4_000_000
+"""Most characters the rules read between the windows, whatever ``max_chars``: with the
+default, 20 times ``max_chars`` let a 50 MB text cost 2.5 s of sweep (18 MB read), now about
+0.5 s; texts up to 5 MB are still read whole."""
 _OVERLAP = 1_000
 MAX_GAP_REGIONS = 8
 """Rule hits between the windows around which a stretch is scanned in full, at most."""
@@ -266,7 +270,7 @@ class InjectionDetector:
             # hits, a stretch is scanned as a window is. A payload placed there (a 2 MB page
             # with the instruction a third of the way in) was not read at all.
             regions = 0
-            for offset, gap in _gaps(text, parts, SWEEP_FACTOR * self.max_chars):
+            for offset, gap in _gaps(text, parts, sweep_budget(self.max_chars)):
                 main = clean(gap, set())
                 covered = -1
                 for hit in sorted(match_rules(main), key=lambda h: h.start):
@@ -372,19 +376,37 @@ def _sample(text: str, max_chars: int) -> list[tuple[int, str]]:
     ]
 
 
+def sweep_budget(max_chars: int) -> int:
+    """Characters of a text past ``max_chars`` that the rules read between its windows."""
+    return min(SWEEP_FACTOR * max_chars, MAX_SWEEP_CHARS)
+
+
 def _gaps(text: str, windows: list[tuple[int, str]], budget: int) -> list[tuple[int, str]]:
     """The text between the sampled ``windows`` (each gap reaching ``_OVERLAP`` characters
     into the windows around it, so a phrase across a border is whole in one of them), at
-    most ``budget`` characters in all."""
+    most ``budget`` characters in all. Gaps longer than their even share of the budget are
+    read as evenly spaced stripes of about ``_WINDOW`` characters, the first at the gap's
+    start and the last at its end: every gap gets its share (the first gaps took the whole
+    budget, and a payload in a later one was never read)."""
+    spans = [
+        (max(0, a + len(first) - _OVERLAP), min(len(text), b + _OVERLAP))
+        for (a, first), (b, _) in itertools.pairwise(windows)
+    ]
+    spans = [(start, end) for start, end in spans if end > start]
+    if sum(end - start for start, end in spans) <= budget:
+        return [(start, text[start:end]) for start, end in spans]
+    share = budget // len(spans)
     out: list[tuple[int, str]] = []
-    for (a, first), (b, _) in itertools.pairwise(windows):
-        start, end = max(0, a + len(first) - _OVERLAP), min(len(text), b + _OVERLAP)
-        if end <= start:
+    for start, end in spans:
+        if end - start <= share:
+            out.append((start, text[start:end]))
             continue
-        if end - start > budget:
-            break
-        budget -= end - start
-        out.append((start, text[start:end]))
+        stripes = max(1, share // _WINDOW)
+        size = share // stripes
+        step = (end - start - size) / max(1, stripes - 1)
+        for i in range(stripes):
+            at = start + round(i * step)
+            out.append((at, text[at : at + size]))
     return out
 
 

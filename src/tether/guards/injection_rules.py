@@ -8,15 +8,22 @@ a verdict: the detector weighs the categories found together with the classifier
 Every pattern starts with one of a few literal words (its ``starts``): the text is searched for
 those and the pattern is only tried there, anchored, so a rule costs next to nothing on a text
 without its words. The patterns are linear by construction: every run is bounded
-(``{0,40}``, ``{1,300}``) and no repeat holds an unbounded repeat.
-``tests/test_guards_rules.py`` checks that structure and feeds every rule 100 KB adversarial
-strings.
+(``{0,40}``, ``{1,300}``, whitespace to ``MAX_SPACES``) and no repeat holds an unbounded
+repeat. A text that repeats a rule's start is not tried at each repetition: each rule names
+what its matches hold after the start (``needs``) and what they never hold before it
+(``breaks``), and starts too far from a need are skipped (see ``_rule_hits``).
+``tests/test_guards_rules.py`` checks that structure, feeds every rule 100 KB adversarial
+strings and counts the tries on repeated starts; ``benchmarks/guard_adversarial.py`` times
+them.
 """
 
 from __future__ import annotations
 
 import re as _stdre
+from collections.abc import Collection
 from dataclasses import dataclass
+from re import _casefix  # type: ignore[attr-defined]
+from re import _parser as _sre_parse  # type: ignore[attr-defined]
 from typing import Any
 
 import regex as re
@@ -52,6 +59,13 @@ class Rule:
     """What to look for (compiled, case-insensitive); tried only where a start word is."""
     starts: tuple[str, ...]
     """The lower-case literals every match begins with."""
+    needs: tuple[str, ...] = ()
+    """Patterns of what every match holds after its start (its last words, mostly): a start
+    with no match of each within the rule's reach is not tried (see ``match_rules``)."""
+    breaks: str = ""
+    """A class of characters no match holds between its start and its first need (the end
+    of a sentence or a line, for most): a start with one of them before the first need
+    after it is not tried."""
 
 
 CATEGORIES = (
@@ -81,11 +95,35 @@ def _alt(words: str) -> str:
     return "(?:" + "|".join(re.escape(w).replace(r"\ ", " ") for w in words.split(",")) + ")"
 
 
-def _r(name: str, category: str, starts: str, rest: str, *, word: bool = True) -> Rule:
-    """A rule whose matches begin with one of the comma-separated ``starts`` then ``rest``."""
+MAX_SPACES = 40
+"""Most whitespace characters a rule's ``\\s+`` or ``\\s*`` takes: every run of a rule is
+bounded, so a match spans at most its rule's ``reach``."""
+_SPACE_RUN = _stdre.compile(r"\\s([+*])")
+
+
+def _bounded(source: str) -> str:
+    """``source`` with its whitespace runs bounded by ``MAX_SPACES``."""
+    return _SPACE_RUN.sub(
+        lambda m: rf"\s{{{'1' if m.group(1) == '+' else '0'},{MAX_SPACES}}}", source
+    )
+
+
+def _r(
+    name: str,
+    category: str,
+    starts: str,
+    rest: str,
+    *,
+    word: bool = True,
+    need: str | tuple[str, ...] = (),
+    breaks: str = "",
+) -> Rule:
+    """A rule whose matches begin with one of the comma-separated ``starts`` then ``rest``,
+    and hold a match of each ``need`` (see ``Rule.needs``)."""
     lead = r"(?<![^\W_])" if word else ""
-    pattern = re.compile(lead + _alt(starts) + rest, _F)
-    return Rule(name, category, pattern, tuple(w.lower() for w in starts.split(",")))
+    pattern = re.compile(_bounded(lead + _alt(starts) + rest), _F)
+    needs = (need,) if isinstance(need, str) else need
+    return Rule(name, category, pattern, tuple(w.lower() for w in starts.split(",")), needs, breaks)
 
 
 _OVERRIDE_VERBS = (
@@ -103,6 +141,116 @@ _SEND = (
     "send,forward,email,e-mail,mail,post,upload,transmit,submit,copy,cc,bcc,leak,exfiltrate,report"
 )
 _LINE_START = r"(?<=(?:^|\n)[ \t>*#\[]{0,6})"
+_SENTENCE_END = r"[.!?\n]"
+_CJK_END = r"[。\n]"
+# What rules end with, kept apart to serve as their ``needs`` as well.
+_VOID = (
+    r"(?:are|is|have\s+been|has\s+been)\s+(?:now\s+)?(?:void|cancell?ed|revoked|outdated|"
+    r"obsolete|null|superseded|suspended|lifted|disabled|no\s+longer\s+(?:valid|apply|"
+    r"applicable|in\s+effect|relevant))"
+)
+_NEW_WHAT = (
+    r"(?:instructions?|task|directive|orders|objective|system\s+prompt)\s*(?::|-|—|is\b|are\b|"
+    r"follow)"
+)
+_NEW_ROLE = (
+    r"(?:task|role|job|goal|purpose|objective|instructions?|priority)\s+(?:is|are|will\s+be|"
+    r"now)\b"
+)
+_NOW_WORDS = (
+    r"\b(?:you|respond|reply|answer|always|never|act|behave|ignore|include|end|start|only|"
+    r"every)\b"
+)
+_ML_NOUNS = (
+    r"\b(?:instructions?|consignes|anweisungen|instrucciones|istruzioni|instru[cç][õo]es|"
+    r"regeln|règles|reglas|regole|regras|vorgaben|indicaciones|prompt)\b"
+)
+_CJK_NOUNS = r"(?:指令|指示|说明|命令|提示|ルール|規則|プロンプト)"
+_HEADER_WORDS = (
+    r"(?:system|instruction|instructions|new\s+instructions|system\s+prompt|response|"
+    r"assistant)\s*[:#]?\s*(?:\n|$)"
+)
+_CLOSABLE = (
+    r"(?:document|documents|context|data|untrusted|untrusted_data|tool_output|tool_result|"
+    r"function_results?|search_results?|email|input|user_input|content|retrieved|"
+    r"observation|webpage|page)>"
+)
+_ENDABLE = (
+    r"(?:document|context|data|input|untrusted|search\s+results?|email|file|knowledge\s+base|"
+    r"tool\s+output|user\s+input)"
+)
+_HIDDEN_PROMPT = (
+    r"(?:system\s+prompt|(?:initial|original|hidden|secret|confidential|internal|developer|"
+    r"system|base|starting|first)\s+(?:instructions?|prompt|message|rules|configuration|"
+    r"directives)|(?:your|the)\s+(?:instructions|prompt|rules|guidelines|configuration)|"
+    r"(?:everything|all|the\s+text|the\s+words|text)\s+(?:above|before)|(?:previous|prior)\s+"
+    r"(?:context|tokens|conversation))\b"
+)
+_YOUR_RULES = (
+    r"your\s+(?:initial\s+|original\s+|exact\s+|system\s+)?(?:instructions|system\s+prompt|"
+    r"rules|prompt|guidelines)\b"
+)
+_ML_PROMPT = (
+    r"(?:prompt\s+(?:système|del\s+sistema|di\s+sistema|de\s+sistema|do\s+sistema)|"
+    r"system-?prompt|instructions\s+cachées|versteckten\s+anweisungen|instrucciones\s+ocultas|"
+    r"istruzioni\s+nascoste|instruções\s+ocultas)"
+)
+_READING = (
+    r"(?:reading|processing|summari[sz]ing|parsing|analy[sz]ing|handling|viewing|crawling|"
+    r"scraping|triaging)\s+(?:this|these|the)\b"
+)
+_MUST = (
+    r"(?:must|should|shall|is\s+(?:required|instructed|authori[sz]ed|expected)\s+to|"
+    r"are\s+(?:required|instructed|expected)\s+to|needs\s+to|has\s+to|will\s+now)\b"
+)
+_CALL_TAIL = (
+    r"_[a-z0-9_]{1,30}+`?(?:\s+(?:tool|function|action|endpoint|command))?\s+(?:with|to|on|"
+    r"and|using|passing)\b"
+)
+_TOOL_VERB = (
+    r"[\"'](?:send|delete|execute|exec|run|transfer|write|post|upload|http|shell|bash|curl|"
+    r"email|update|remove|drop)[a-z_]{0,30}[\"']"
+)
+_SECRET_FILES = (
+    r"(?:\.env\b(?!\.example)|id_rsa|id_ed25519|\.aws/credentials|/etc/shadow|"
+    r"credentials\.json|\.npmrc|\.pypirc|\.netrc|kubeconfig|\.ssh/)"
+)
+_UPLOAD_FLAGS = (
+    r"(?:\s-d\s|--data|--data-binary\s+@|\s-F\s|--upload-file|\s-T\s|--post-file|--post-data)"
+)
+_TO_HOST = (
+    r"\b(?:to|into)\s+(?:https?://|[a-z0-9-]{1,63}+\.(?:io|net|com|org|help|example|xyz|"
+    r"site)\b)"
+)
+_AGENT_MUST = r"\b(?:must|should|need\s+to|are\s+required|have\s+to|please)\b"
+_STEP_VERBS = (
+    r"\b(?:run|execute|send|upload|print|echo|curl|delete|disable|add|install|paste|include)\b"
+)
+_DATA_WORDS = (
+    r"(?:\{|\$|<|%7B|\[|session|token|key|secret|password|email|history|conversation|"
+    r"summary|data)"
+)
+_PLACEHOLDER = (
+    r"[?&=/](?:\{\{?|\$\{?|<|%7B)\s?[a-z_ ]{0,40}(?:secret|token|key|password|email|history|"
+    r"conversation|chat|summary|message|data|context|user|session|credential)"
+)
+_SENT_DATA = (
+    r"(?:conversation|chat\s+history|history|transcript|credentials?|passwords?|api\s+keys?|"
+    r"secrets?|tokens?|ssn|social\s+security|(?:full|complete|entire|all)\s+(?:customer\s+|"
+    r"user\s+|account\s+)?(?:records?|data|details|files|information)|private\s+keys?|"
+    r"system\s+prompt|environment\s+variables?)\b"
+)
+_SEND_TO = r"(?:\bto\b|\binto\b|->)\s*(?:https?://|[\w.+-]{1,64}+@[\w-]{1,63}+\.)"
+_END_OF = r"end\s+(?:of\s+)?(?:the\s+)?" + _ENDABLE
+_CJK_PROMPT = r"(?:系统提示|系统指令|提示词|表示|教えて|出力)"
+_ML_ASSISTANT = (
+    r"(?:assistant|assistente|asistente|ki-assistenten|ia|ki|modèle|modelo|modello|ki-modell)"
+)
+_PIPE_SH = r"\|\s*(?:ba|z)?sh\b"
+_SECRET_VAR = r"(?:key|token|secret|password|passwd|credentials?|database_url)\b"
+_IMAGE_URL = r"\]\(\s*https?://"
+_QUERY = r"[?&][^\s)=]{1,40}="
+_IMAGE_WORDS = r"(?:markdown\s+image|image\s+(?:tag|link)|!\[)"
 
 RULES: tuple[Rule, ...] = (
     # --- override: set earlier instructions aside
@@ -111,50 +259,55 @@ RULES: tuple[Rule, ...] = (
         "override",
         _OVERRIDE_VERBS,
         rf"\b{GAP}\b{_PREV}\b{GAP}\b{_RULES_NOUN}\b",
+        need=rf"\b{_RULES_NOUN}\b",
+        breaks=_SENTENCE_END,
     ),
     _r(
         "override.rules_void",
         "override",
         "previous,prior,preceding,above,earlier,initial,original,old,existing,current,system,your",
-        rf"\s+{_RULES_NOUN}\s+(?:are|is|have\s+been|has\s+been)\s+(?:now\s+)?(?:void|"
-        rf"cancell?ed|revoked|outdated|obsolete|null|superseded|suspended|lifted|disabled|"
-        rf"no\s+longer\s+(?:valid|apply|applicable|in\s+effect|relevant))",
+        rf"\s+{_RULES_NOUN}\s+{_VOID}",
+        need=_VOID,
     ),
     _r(
         "override.new_instructions",
         "override",
         _NEW,
-        r"\s+(?:instructions?|task|directive|orders|objective|system\s+prompt)\s*(?::|-|—|"
-        r"is\b|are\b|follow)",
+        r"\s+" + _NEW_WHAT,
+        need=_NEW_WHAT,
     ),
     _r(
         "override.your_new_role",
         "override",
         "your",
-        r"\s+(?:new|real|true|actual|only)\s+(?:task|role|job|goal|purpose|objective|"
-        r"instructions?|priority)\s+(?:is|are|will\s+be|now)\b",
+        r"\s+(?:new|real|true|actual|only)\s+" + _NEW_ROLE,
+        need=_NEW_ROLE,
     ),
     _r(
         "override.from_now_on",
         "override",
         "from now on,henceforth,for the rest of this,for the rest of the",
-        rf"\b{GAP}\b(?:you|respond|reply|answer|always|never|act|behave|ignore|include|end|"
-        rf"start|only|every)\b",
+        rf"\b{GAP}{_NOW_WORDS}",
+        need=_NOW_WORDS,
+        breaks=_SENTENCE_END,
     ),
     _r(
         "override.multilingual",
         "override",
         "ignore,ignorez,ignorer,ignora,ignorar,ignoriere,ignorieren,oublie,oubliez,vergiss,"
         "olvida,dimentica,esqueça,esqueca,missachte",
-        r"\b[^.!?\n]{0,40}?\b(?:instructions?|consignes|anweisungen|instrucciones|istruzioni|"
-        r"instru[cç][õo]es|regeln|règles|reglas|regole|regras|vorgaben|indicaciones|prompt)\b",
+        rf"\b{GAP}{_ML_NOUNS}",
+        need=_ML_NOUNS,
+        breaks=_SENTENCE_END,
     ),
     _r(
         "override.cjk",
         "override",
         "忽略,无视,無視,忽视,不要理会,忘记,忘れ",
-        r"[^。\n]{0,20}?(?:指令|指示|说明|命令|提示|ルール|規則|プロンプト)",
+        r"[^。\n]{0,20}?" + _CJK_NOUNS,
         word=False,
+        need=_CJK_NOUNS,
+        breaks=_CJK_END,
     ),
     _r(
         "override.ja_ru",
@@ -162,6 +315,8 @@ RULES: tuple[Rule, ...] = (
         "指令,指示,命令,プロンプト,игнорируй,забудь",
         r"(?:[^。\n]{0,20}?(?:を無視|を忘れ)|[^.!?\n]{0,40}?(?:инструкци|указани|правил))",
         word=False,
+        need=r"(?:を無視|を忘れ|инструкци|указани|правил)",
+        breaks=r"\n",
     ),
     # --- role_marker: forged chat-format tokens and turns
     _r(
@@ -180,25 +335,29 @@ RULES: tuple[Rule, ...] = (
         "</developer,<assistant_instructions",
         r"(?:[\s_-][^<>]{0,60})?>",
         word=False,
+        need=r">",
     ),
     Rule(
         "role_marker.line_role",
         "role_marker",
         re.compile(
-            _LINE_START + _alt(_LINE_ROLES) + r"(?:\s+(?:message|prompt|note|override|"
-            r"instruction|update|notice|command|directive|internal|\(internal\)))?"
-            r"[ \t*\]]{0,3}[:\uff1a]",
+            _bounded(
+                _LINE_START + _alt(_LINE_ROLES) + r"(?:\s+(?:message|prompt|note|override|"
+                r"instruction|update|notice|command|directive|internal|\(internal\)))?"
+                r"[ \t*\]]{0,3}[:\uff1a]"
+            ),
             _F,
         ),
         tuple(_LINE_ROLES.split(",")),
+        (r"[:\uff1a]",),
     ),
     _r(
         "role_marker.markdown_header",
         "role_marker",
         "##",
-        r"#{0,2}\s*(?:system|instruction|instructions|new\s+instructions|system\s+prompt|"
-        r"response|assistant)\s*[:#]?\s*(?:\n|$)",
+        r"#{0,2}\s*" + _HEADER_WORDS,
         word=False,
+        need=_HEADER_WORDS,
     ),
     _r(
         "role_marker.json_role",
@@ -206,72 +365,75 @@ RULES: tuple[Rule, ...] = (
         "\"role\",'role'",
         r"\s*:\s*[\"'](?:system|developer)[\"']",
         word=False,
+        need=r"[\"'](?:system|developer)[\"']",
     ),
     _r(
         "role_marker.fake_turn",
         "role_marker",
         "human,user",
         r"\s*:[^\n]{0,300}\n\s*(?:assistant|ai|gpt|bot)\s*:",
+        need=r"\n\s*(?:assistant|ai|gpt|bot)\s*:",
     ),
     # --- context_escape: close the data block and start a new one
     _r(
         "context_escape.closing_tag",
         "context_escape",
         "</",
-        r"(?:document|documents|context|data|untrusted|untrusted_data|tool_output|tool_result|"
-        r"function_results?|search_results?|email|input|user_input|content|retrieved|"
-        r"observation|webpage|page)>",
+        _CLOSABLE,
         word=False,
+        need=_CLOSABLE,
     ),
     _r(
         "context_escape.end_bracket",
         "context_escape",
         "[end,[ end",
-        r"\s+(?:of\s+)?(?:the\s+)?(?:document|context|data|input|untrusted|"
-        r"search\s+results?|email|file|knowledge\s+base|tool\s+output|user\s+input)",
+        r"\s+(?:of\s+)?(?:the\s+)?" + _ENDABLE,
         word=False,
+        need=_ENDABLE,
     ),
     _r(
         "context_escape.end_marker",
         "context_escape",
         "---,===,***,###",
-        r"[-=*#]{0,20}\s*end\s+(?:of\s+)?(?:the\s+)?(?:document|context|data|input|untrusted|"
-        r"search\s+results?|email|file|knowledge\s+base|tool\s+output|user\s+input)",
+        r"[-=*#]{0,20}\s*" + _END_OF,
         word=False,
+        need=_END_OF,
     ),
     # --- prompt_extraction: asks for the system prompt or hidden instructions
     _r(
         "prompt_extraction.reveal",
         "prompt_extraction",
         _REVEAL,
-        rf"\b{GAP}\b(?:system\s+prompt|(?:initial|original|hidden|secret|confidential|"
-        rf"internal|developer|system|base|starting|first)\s+(?:instructions?|prompt|message|"
-        rf"rules|configuration|directives)|(?:your|the)\s+(?:instructions|prompt|rules|"
-        rf"guidelines|configuration)|(?:everything|all|the\s+text|the\s+words|text)\s+"
-        rf"(?:above|before)|(?:previous|prior)\s+(?:context|tokens|conversation))\b",
+        rf"\b{GAP}\b{_HIDDEN_PROMPT}",
+        # The last words of ``_HIDDEN_PROMPT``: the same places, searched three times faster.
+        need=r"(?:prompt|instructions?|message|rules|configuration|directives|guidelines|above|"
+        r"before|context|tokens|conversation)\b",
+        breaks=r"[.!?]",
     ),
     _r(
         "prompt_extraction.what_instructions",
         "prompt_extraction",
         "what",
-        r"\s+(?:were|are|is)\s+your\s+(?:initial\s+|original\s+|exact\s+|system\s+)?"
-        r"(?:instructions|system\s+prompt|rules|prompt|guidelines)\b",
+        r"\s+(?:were|are|is)\s+" + _YOUR_RULES,
+        need=_YOUR_RULES,
     ),
     _r(
         "prompt_extraction.multilingual",
         "prompt_extraction",
         "affiche,affichez,montre,montrez,révèle,révélez,zeige,zeig,gib,muestra,revela,mostra,"
         "rivela,mostre,revele",
-        r"\b[^.!?\n]{0,40}?\b(?:prompt\s+(?:système|del\s+sistema|di\s+sistema|de\s+sistema|"
-        r"do\s+sistema)|system-?prompt|instructions\s+cachées|versteckten\s+anweisungen|"
-        r"instrucciones\s+ocultas|istruzioni\s+nascoste|instruções\s+ocultas)",
+        rf"\b{GAP}\b{_ML_PROMPT}",
+        need=_ML_PROMPT,
+        breaks=_SENTENCE_END,
     ),
     _r(
         "prompt_extraction.cjk",
         "prompt_extraction",
         "输出,显示,告诉我,泄露,システムプロンプト",
-        r"[^。\n]{0,10}?(?:系统提示|系统指令|提示词|表示|教えて|出力)",
+        r"[^。\n]{0,10}?" + _CJK_PROMPT,
         word=False,
+        need=_CJK_PROMPT,
+        breaks=_CJK_END,
     ),
     # --- addressed_to_ai: words written for the model, not for the human reader
     _r(
@@ -281,40 +443,43 @@ RULES: tuple[Rule, ...] = (
         "hint,p.s.,ps",
         rf"\s*(?:to|for|from)\s+(?:the\s+|any\s+|all\s+|our\s+|this\s+)?(?:automated\s+|ai\s+|"
         rf"email\s+|virtual\s+)?{_AI}\b",
+        need=_AI,
     ),
     _r(
         "addressed_to_ai.if_you_are",
         "addressed_to_ai",
         "if you are,if you're",
         rf"\s+(?:an?\s+|the\s+)?(?:automated\s+|ai\s+|large\s+)?{_AI}\b",
+        need=_AI,
     ),
     _r(
         "addressed_to_ai.vocative",
         "addressed_to_ai",
         "hey,hi,dear,attention,attn,calling all,to all,to any",
         r"\s+(?:the\s+)?(?:ai|llm|gpt|chatbot|assistant|agent|language\s+model)s?\b",
+        need=r"(?:ai|llm|gpt|chatbot|assistant|agent|language\s+model)",
     ),
     _r(
         "addressed_to_ai.ai_reading",
         "addressed_to_ai",
         _AI_STARTS,
-        r"s?\s+(?:(?:that|who)\s+(?:is|are)\s+)?(?:reading|processing|summari[sz]ing|parsing|"
-        r"analy[sz]ing|handling|viewing|crawling|scraping|triaging)\s+(?:this|these|the)\b",
+        r"s?\s+(?:(?:that|who)\s+(?:is|are)\s+)?" + _READING,
+        need=_READING,
     ),
     _r(
         "addressed_to_ai.ai_must",
         "addressed_to_ai",
         _AI_STARTS,
-        r"s?\s+(?:must|should|shall|is\s+(?:required|instructed|authori[sz]ed|expected)\s+to|"
-        r"are\s+(?:required|instructed|expected)\s+to|needs\s+to|has\s+to|will\s+now)\b",
+        r"s?\s+" + _MUST,
+        need=_MUST,
     ),
     _r(
         "addressed_to_ai.multilingual",
         "addressed_to_ai",
         "note à,note pour,nota para,nota per,hinweis an,remarque pour,si tu es,si eres,"
         "falls du,se sei,se você",
-        r"\s+(?:l'|den|el|la|il|o|a|un|une|um|uma|ein|eine)?\s*(?:assistant|assistente|"
-        r"asistente|ki-assistenten|ia|ki|modèle|modelo|modello|ki-modell)",
+        r"\s+(?:l'|den|el|la|il|o|a|un|une|um|uma|ein|eine)?\s*" + _ML_ASSISTANT,
+        need=_ML_ASSISTANT,
     ),
     # --- tool_instruction: tells the model to call a tool or run a command
     _r(
@@ -323,23 +488,24 @@ RULES: tuple[Rule, ...] = (
         "call,use,invoke,run,execute,trigger",
         # Possessive runs: an identifier never gives characters back (no character of it can
         # start what follows), so a long one costs one pass, not 30 x 30 retries.
-        r"\s+(?:the\s+)?`?[a-z][a-z0-9]{1,30}+_[a-z0-9_]{1,30}+`?(?:\s+(?:tool|function|action|"
-        r"endpoint|command))?\s+(?:with|to|on|and|using|passing)\b",
+        r"\s+(?:the\s+)?`?[a-z][a-z0-9]{1,30}+" + _CALL_TAIL,
+        need=_CALL_TAIL,
     ),
     _r(
         "tool_instruction.tool_json",
         "tool_instruction",
         '"tool","tool_call","tool_name","function","function_call","action",\'tool\','
         "'function','action'",
-        r"\s*:\s*[\"'](?:send|delete|execute|exec|run|transfer|write|post|upload|http|shell|"
-        r"bash|curl|email|update|remove|drop)[a-z_]{0,30}[\"']",
+        r"\s*:\s*" + _TOOL_VERB,
         word=False,
+        need=_TOOL_VERB,
     ),
     _r(
         "tool_instruction.shell",
         "tool_instruction",
         "curl,wget",
-        r"\s[^\n|]{0,200}\|\s*(?:ba|z)?sh\b",
+        r"\s[^\n|]{0,200}" + _PIPE_SH,
+        need=_PIPE_SH,
     ),
     _r(
         "tool_instruction.shell_danger",
@@ -354,15 +520,16 @@ RULES: tuple[Rule, ...] = (
         "secret_access.print_secret",
         "secret_access",
         "echo,print,printf,cat,dump,output,show,display,reveal,paste,include,log",
-        r"\s+(?:the\s+(?:value\s+of\s+)?)?[\"'`]?\$\{?[a-z0-9_]{0,40}"
-        r"(?:key|token|secret|password|passwd|credentials?|database_url)\b",
+        r"\s+(?:the\s+(?:value\s+of\s+)?)?[\"'`]?\$\{?[a-z0-9_]{0,40}" + _SECRET_VAR,
+        need=_SECRET_VAR,
     ),
     _r(
         "secret_access.secret_file",
         "secret_access",
         "cat,print,paste,upload,send,post,base64,base64-encode,attach,include,output,dump,exfil",
-        r"\b[^\n]{0,60}?(?:\.env\b(?!\.example)|id_rsa|id_ed25519|\.aws/credentials|"
-        r"/etc/shadow|credentials\.json|\.npmrc|\.pypirc|\.netrc|kubeconfig|\.ssh/)",
+        r"\b[^\n]{0,60}?" + _SECRET_FILES,
+        need=_SECRET_FILES,
+        breaks=r"\n",
     ),
     _r(
         "secret_access.dump_env",
@@ -370,21 +537,24 @@ RULES: tuple[Rule, ...] = (
         "printenv,env,os.environ,process.env",
         r"(?:\s*\||\s*>|\s+\|\s*(?:curl|nc|wget|base64))",
         word=False,
+        need=r"[|>]",
     ),
     # --- data_upload: send data to a host (API docs do this too: weighs in the combiner only)
     _r(
         "data_upload.curl_post",
         "data_upload",
         "curl,wget,http,https",
-        r"\b[^\n]{0,160}?(?:\s-d\s|--data|--data-binary\s+@|\s-F\s|--upload-file|"
-        r"\s-T\s|--post-file|--post-data)",
+        r"\b[^\n]{0,160}?" + _UPLOAD_FLAGS,
+        need=_UPLOAD_FLAGS,
+        breaks=r"\n",
     ),
     _r(
         "data_upload.send_to_host",
         "data_upload",
         "send,upload,post,forward,push,sync,mirror,copy",
-        r"\b[^\n]{0,80}?\b(?:to|into)\s+(?:https?://|[a-z0-9-]{1,63}+\.(?:io|net|com|org|"
-        r"help|example|xyz|site)\b)",
+        r"\b[^\n]{0,80}?" + _TO_HOST,
+        need=_TO_HOST,
+        breaks=r"\n",
     ),
     # --- agent_task: steps addressed to whoever (or whatever) does the work
     _r(
@@ -392,50 +562,57 @@ RULES: tuple[Rule, ...] = (
         "agent_task",
         "automated,autonomous,ai,llm,coding",
         r"\s+(?:coding\s+)?(?:agents?|assistants?|contributors?|tools?|reviewers?|bots?)\b"
-        r"[^\n]{0,60}?\b(?:must|should|need\s+to|are\s+required|have\s+to|please)\b",
+        r"[^\n]{0,60}?" + _AGENT_MUST,
+        need=_AGENT_MUST,
     ),
     _r(
         "agent_task.before_changes",
         "agent_task",
         "before making,before you make,before you start,before starting,before doing,"
         "before any,first,step 0",
-        r"\b[^\n]{0,60}?\b(?:run|execute|send|upload|print|echo|curl|delete|disable|add|"
-        r"install|paste|include)\b",
+        r"\b[^\n]{0,60}?" + _STEP_VERBS,
+        need=_STEP_VERBS,
+        breaks=r"\n",
     ),
     # --- exfiltration: data out through a link, an image or a message
     _r(
         "exfiltration.markdown_image_data",
         "exfiltration",
         "![",
-        r"[^\]\n]{0,200}\]\(\s*https?://[^\s)]{1,300}?[?&][^\s)=]{1,40}=[^\s)]{0,200}?"
-        r"(?:\{|\$|<|%7B|\[|session|token|key|secret|password|email|history|conversation|"
-        r"summary|data)",
+        r"[^\]\n]{0,200}"
+        + _IMAGE_URL
+        + r"[^\s)]{1,300}?"
+        + _QUERY
+        + r"[^\s)]{0,200}?"
+        + _DATA_WORDS,
         word=False,
+        need=(_IMAGE_URL, _QUERY, _DATA_WORDS),
+        breaks=r"[\]\n]",
     ),
     _r(
         "exfiltration.link_placeholder",
         "exfiltration",
         "http://,https://",
-        r"[^\s)\"'<>]{1,300}?[?&=/](?:\{\{?|\$\{?|<|%7B)\s?[a-z_ ]{0,40}(?:secret|token|key|"
-        r"password|email|history|conversation|chat|summary|message|data|context|user|session|"
-        r"credential)",
+        r"[^\s)\"'<>]{1,300}?" + _PLACEHOLDER,
         word=False,
+        need=_PLACEHOLDER,
+        breaks=r"[\s)\"'<>]",
     ),
     _r(
         "exfiltration.render_image",
         "exfiltration",
         "render,append,include,add,output,insert,embed,show",
-        r"\b[^.!?\n]{0,60}?(?:markdown\s+image|image\s+(?:tag|link)|!\[)[^\n]{0,200}?https?://",
+        r"\b[^.!?\n]{0,60}?" + _IMAGE_WORDS + r"[^\n]{0,200}?https?://",
+        need=(_IMAGE_WORDS, r"https?://"),
+        breaks=_SENTENCE_END,
     ),
     _r(
         "exfiltration.send_data",
         "exfiltration",
         _SEND,
-        rf"\b{GAP}\b(?:conversation|chat\s+history|history|transcript|credentials?|passwords?|"
-        rf"api\s+keys?|secrets?|tokens?|ssn|social\s+security|(?:full|complete|entire|all)\s+"
-        rf"(?:customer\s+|user\s+|account\s+)?(?:records?|data|details|files|information)|"
-        rf"private\s+keys?|system\s+prompt|environment\s+variables?)\b[^\n]{{0,80}}?"
-        rf"(?:\bto\b|\binto\b|->)\s*(?:https?://|[\w.+-]{{1,64}}+@[\w-]{{1,63}}+\.)",
+        rf"\b{GAP}\b{_SENT_DATA}[^\n]{{0,80}}?{_SEND_TO}",
+        need=(_SENT_DATA, _SEND_TO),
+        breaks=_SENTENCE_END,
     ),
     # --- authority: claims of rank or mandate aimed at the model
     _r(
@@ -444,6 +621,7 @@ RULES: tuple[Rule, ...] = (
         "this is",
         r"\s+(?:an?\s+)?(?:authori[sz]ed|official|mandatory|required)\s+(?:directive|"
         r"instruction|request|command|procedure|update|audit)",
+        need=r"(?:authori[sz]ed|official|mandatory|required)\s+(?:directive|instruction|request|command|procedure|update|audit)",
     ),
     _r(
         "authority.urgent",
@@ -451,18 +629,21 @@ RULES: tuple[Rule, ...] = (
         "urgent,important,critical,mandatory,priority",
         r"\s+(?:system\s+|security\s+|compliance\s+)?(?:update|directive|override|instruction|"
         r"notice|command)\s*[:!-]",
+        need=r"(?:update|directive|override|instruction|notice|command)\s*[:!-]",
     ),
     _r(
         "authority.admin",
         "authority",
         "admin,administrator,developer,system,root",
         r"\s+(?:override|command|mode\s+(?:enabled|activated|on))\b",
+        need=r"(?:override|command|mode\s+(?:enabled|activated|on))\b",
     ),
     _r(
         "authority.authorized",
         "authority",
         "you are,you have been,you're",
         r"\s+(?:now\s+)?(?:authori[sz]ed|permitted|cleared)\s+to\b",
+        need=r"(?:authori[sz]ed|permitted|cleared)\s+to\b",
     ),
     # --- secrecy: hide the action from the user
     _r(
@@ -472,6 +653,7 @@ RULES: tuple[Rule, ...] = (
         r"\s+(?:tell(?:ing)?|inform(?:ing)?|mention(?:ing)?|reveal(?:ing)?|notify(?:ing)?|"
         r"alert(?:ing)?|let(?:ting)?)\s+(?:the\s+|any\s+)?(?:user|customer|human|operator|"
         r"anyone|them)\b",
+        need=r"(?:user|customer|human|operator|anyone|them)\b",
     ),
     _r(
         "secrecy.silently",
@@ -479,6 +661,7 @@ RULES: tuple[Rule, ...] = (
         "silently,quietly,secretly,covertly",
         r"\s+(?:send|forward|call|run|execute|include|add|transfer|delete|email|post|upload|"
         r"copy)\b",
+        need=r"(?:send|forward|call|run|execute|include|add|transfer|delete|email|post|upload|copy)\b",
     ),
     # --- persistence: make the injection outlive this run
     _r(
@@ -487,12 +670,15 @@ RULES: tuple[Rule, ...] = (
         "save,store,write,add,remember,commit,persist,record",
         r"\b[^.!?\n]{0,40}?\b(?:to|in|into)\s+(?:your\s+)?(?:long[- ]term\s+|permanent\s+|"
         r"persistent\s+)?memory\b",
+        need=r"memory\b",
+        breaks=r"[.!?]",
     ),
     _r(
         "persistence.future",
         "persistence",
         "for all future,for every future",
         r"\s+(?:sessions?|conversations?|requests?|queries|responses?|interactions?)\b",
+        need=r"(?:sessions?|conversations?|requests?|queries|responses?|interactions?)\b",
     ),
     _r(
         "persistence.dotfiles",
@@ -500,6 +686,7 @@ RULES: tuple[Rule, ...] = (
         "~/.,$home/.",
         r"(?:bashrc|zshrc|profile|bash_profile|ssh/authorized_keys)\b",
         word=False,
+        need=r"(?:bashrc|zshrc|profile|bash_profile|ssh/authorized_keys)\b",
     ),
 )
 
@@ -552,6 +739,37 @@ def _fast(rule: Rule) -> Any:
 
 FAST_PATTERNS: dict[str, Any] = {rule.name: _fast(rule) for rule in RULES}
 """What ``match_rules`` runs, by rule name."""
+_RULES = {rule.name: rule for rule in RULES}
+_CASE_TWINS: dict[int, int] = {
+    twin: min(char, *twins)
+    for char, twins in _casefix._EXTRA_CASES.items()
+    for twin in (char, *twins)
+    if twin != min(char, *twins)
+}
+"""Lower-case letters that ``re.IGNORECASE`` takes for one another (dotless and dotted i,
+long and short s) but ``str.lower`` leaves apart, each to one of them: the needs are searched in the
+lower-cased text (some ten times faster than case-insensitively) with this folded too."""
+_HAS_CASE_TWIN = _stdre.compile("[" + "".join(map(chr, _CASE_TWINS)) + "]")
+
+
+def _need(source: str) -> _stdre.Pattern[str]:
+    """A need, compiled to search lower-cased text: its letters lower-cased (not those of
+    escapes such as ``\\S``) and folded as the text is."""
+    source = _stdre.sub(r"(?<!\\)[A-Z]", lambda m: m.group(0).lower(), _bounded(source))
+    return _stdre.compile(source.translate(_CASE_TWINS))
+
+
+_NEEDS: dict[str, tuple[_stdre.Pattern[str], ...]] = {
+    rule.name: tuple(_need(n) for n in rule.needs) for rule in RULES
+}
+REACH: dict[str, int] = {
+    rule.name: _sre_parse.parse(rule.pattern.pattern).getwidth()[1] for rule in RULES
+}
+"""The longest match of each rule: every run in a rule is bounded."""
+_BREAKS: dict[str, _stdre.Pattern[str] | None] = {
+    rule.name: _need(rule.breaks) if rule.breaks else None for rule in RULES
+}
+_NOWHERE = 1 << 62
 
 _BY_WORD, _BY_PREFIX = _index()
 _BY_FIRST_CHAR: dict[str, list[tuple[str, list[tuple[str, Rule]]]]] = {}
@@ -560,6 +778,13 @@ for _prefix, _entries in _BY_PREFIX.items():
 """The symbol-led start phrases grouped by their first character: a text without ``<`` skips
 every ``<…`` phrase after one search."""
 MAX_HITS_PER_RULE = 8
+FREE_TRIES = 4
+"""Starts of a rule tried before its needs are looked for: an ordinary text has no more of
+one rule's starts than that, and pays for no search."""
+DENSE_TRIES = 32
+"""Starts of a rule tried one by one; past them, by a search in C per ``_CHUNK``."""
+_CHUNK = 4096
+_CHUNK_MARGIN = 64
 
 
 def match_rules(
@@ -568,36 +793,112 @@ def match_rules(
     *,
     lowered: str | None = None,
     words: frozenset[str] | set[str] | None = None,
+    rules: Collection[str] | None = None,
 ) -> list[RuleHit]:
     """The rule matches in ``text``: at most ``MAX_HITS_PER_RULE`` per rule and ``limit`` in
     all. ``lowered`` (``text.lower()``) and ``words`` (its ``[^\\W_]+`` words) may be passed
-    when the caller has them. Offsets are offsets in ``text`` (in its lower-cased form where
-    lower-casing changed the length, which only a few non-Latin letters do)."""
+    when the caller has them; ``rules`` limits the scan to the rules of these names. Offsets
+    are offsets in ``text`` (in its lower-cased form where lower-casing changed the length,
+    which only a few non-Latin letters do)."""
     if lowered is None:
         lowered = text.lower()
     if words is None:
         words = set(_WORD.findall(lowered))
     subject = text if len(lowered) == len(text) else lowered
-    candidates: list[tuple[str, Rule]] = []
+    phrases: dict[str, list[str]] = {}
     for word in words & _BY_WORD.keys():
-        candidates.extend(_BY_WORD[word])
+        for phrase, rule in _BY_WORD[word]:
+            phrases.setdefault(rule.name, []).append(phrase)
     for first, group in _BY_FIRST_CHAR.items():
         if first in lowered:
             for prefix, entries in group:
                 if prefix in lowered:
-                    candidates.extend(entries)
-    found: dict[str, list[RuleHit]] = {}
-    total = 0
-    for phrase, rule in candidates:
-        got = found.setdefault(rule.name, [])
-        match = FAST_PATTERNS[rule.name].match
-        pos = lowered.find(phrase)
-        while pos >= 0 and len(got) < MAX_HITS_PER_RULE:
-            m = match(subject, pos)
-            if m is not None and not any(h.start <= m.start() < h.end for h in got):
-                got.append(RuleHit(rule.name, rule.category, m.start(), m.end()))
-                total += 1
-                if total >= limit:
-                    return [h for hs in found.values() for h in hs]
-            pos = lowered.find(phrase, pos + 1)
-    return [h for hs in found.values() for h in hs]
+                    for phrase, rule in entries:
+                        phrases.setdefault(rule.name, []).append(phrase)
+    folded = lowered if lowered.isascii() or not _HAS_CASE_TWIN.search(lowered) else None
+    if folded is None:
+        folded = lowered.translate(_CASE_TWINS)
+    out: list[RuleHit] = []
+    for name, starts in phrases.items():
+        if rules is not None and name not in rules:
+            continue
+        out += _rule_hits(_RULES[name], starts, subject, lowered, folded, limit - len(out))
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _rule_hits(
+    rule: Rule, phrases: list[str], subject: str, lowered: str, folded: str, limit: int
+) -> list[RuleHit]:
+    """The matches of ``rule`` at the places where one of its start ``phrases`` is, leftmost
+    first, not overlapping: at most ``MAX_HITS_PER_RULE`` and ``limit``. ``folded`` is
+    ``lowered`` with ``_CASE_TWINS`` folded.
+
+    Where a text holds many of a rule's starts (``http://`` repeated to 1 MB took 5.9 s,
+    holding the GIL: 140,000 tries of up to 300 characters each), two things bound the work:
+
+    - past ``FREE_TRIES``, a start is tried only if each of the rule's needs matches between
+      it and its reach (the longest match the rule can make). The needs are searched forward
+      only, the next place once the start has passed the last one found, so a rule costs a
+      few searches in C however many starts have nothing to match after them;
+    - past ``DENSE_TRIES``, the starts left are tried by one search in C per ``_CHUNK``
+      characters (still skipping the stretches its needs are too far from) rather than by a
+      call from Python each.
+
+    A match's own span is skipped: a start inside it could only give a match the overlap
+    rule drops."""
+    most = min(MAX_HITS_PER_RULE, limit)
+    pattern = FAST_PATTERNS[rule.name]
+    needs = _NEEDS[rule.name]
+    reach = REACH[rule.name]
+    found_at = [-1] * len(needs)
+    """Where each need was last found (``_NOWHERE``: not after the current place)."""
+    breaks = _BREAKS[rule.name]
+    break_at = -1
+    nexts = {p: lowered.find(p) for p in set(phrases)}
+    nexts = {p: at for p, at in nexts.items() if at >= 0}
+    hits: list[RuleHit] = []
+    tries = 0
+    while nexts and len(hits) < most:
+        pos = min(nexts.values())
+        skip_to = pos + 1
+        for i, need in enumerate(needs if tries >= FREE_TRIES else ()):
+            at = found_at[i]
+            if at < pos:
+                found = need.search(folded, pos)
+                at = found_at[i] = _NOWHERE if found is None else found.start()
+            if at == _NOWHERE:
+                return hits
+            if at - pos > reach:
+                skip_to = max(skip_to, at - reach)
+        if breaks is not None and tries >= FREE_TRIES:
+            if break_at < pos:
+                found = breaks.search(folded, pos)
+                break_at = _NOWHERE if found is None else found.start()
+            if break_at < found_at[0]:
+                # No start up to the break (none holds one) reaches the first need.
+                skip_to = max(skip_to, break_at + 1)
+        if skip_to == pos + 1:
+            tries += 1
+            if tries <= DENSE_TRIES:
+                m = pattern.match(subject, pos)
+            else:
+                # Matches starting before ``end`` are found whole (none is longer than
+                # ``reach``); the margin past it lets a look-ahead see what follows.
+                end = pos + _CHUNK
+                m = pattern.search(subject, pos, end + reach + _CHUNK_MARGIN)
+                if m is not None and m.start() >= end:
+                    m = None
+                skip_to = end
+            if m is not None:
+                hits.append(RuleHit(rule.name, rule.category, m.start(), m.end()))
+                skip_to = max(pos + 1, m.end())
+        for p, at in list(nexts.items()):
+            if at < skip_to:
+                at = lowered.find(p, skip_to)
+                if at < 0:
+                    del nexts[p]
+                else:
+                    nexts[p] = at
+    return hits

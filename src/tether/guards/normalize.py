@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 
 from tether.guards.confusables import CONFUSABLES
 
-MAX_DEPTH = 2
-"""How many times a decoded segment is decoded again."""
+MAX_DEPTH = 4
+"""How many levels of encoding are decoded (base64 of base64 of ...: 2 let a third level hide
+a payload). The views of all levels share the decoded views' budget (``_Budget``), and each
+level is three quarters of the one before at most, so the work stays linear."""
 MAX_DECODED_CHARS = 65_536
 """Total characters of all extra views of a short text (a longer one may have twice its own
 length); past it, further segments are dropped."""

@@ -1,5 +1,6 @@
 """Credentials in text: API keys of the common providers, private-key blocks, JWTs, bearer and
-basic credentials, passwords in connection strings and assignments, high-entropy tokens.
+basic credentials, passwords in connection strings, assignments and ``curl -u user:password``,
+high-entropy tokens.
 
 The detectors follow those of Yelp's ``detect-secrets`` (Apache-2.0): the same providers'
 token formats, its keyword detector's idea (a value after ``password =`` or ``api_key:``), its
@@ -15,6 +16,7 @@ A finding spans the secret itself: the token after ``Bearer``, the password in
 from __future__ import annotations
 
 import math
+import re
 from functools import cache
 
 from tether.guards import checks
@@ -95,6 +97,21 @@ def _known_token(value: str, found: Finding) -> Finding:
         if inner.start == 0 and inner.end == len(value):
             return Finding(inner.kind, found.start, found.end, max(inner.score, found.score))
     return found
+
+
+_COMMAND_SEPARATORS = "\n;|&"
+_CURL = re.compile(r"(?<![A-Za-z0-9_])curl(?:\.exe)?(?=[\s\"'])", re.IGNORECASE)
+
+
+def _check_curl_user(text: str, found: Finding) -> Finding | None:
+    """The password of ``-u user:password`` (``--user``, ``-U``, ``--proxy-user``) only in a
+    ``curl`` command: the command the flag is in (from a line's start, ``;``, ``|`` or ``&``)
+    names ``curl`` before it. Other tools' ``-u`` takes a user or a uid (``docker run -u
+    1000:1000``, ``sudo -u postgres``)."""
+    begin = max(text.rfind(c, 0, found.start) for c in _COMMAND_SEPARATORS) + 1
+    if _CURL.search(text, begin, found.start) is None:
+        return None
+    return _check_placeholder(text, found)
 
 
 def _check_assignment(text: str, found: Finding) -> Finding | None:
@@ -313,6 +330,17 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         after="@",
         at_end=False,
         check=_check_placeholder,
+    ),
+    Recognizer(
+        "CURL_PASSWORD",
+        # curl -u user:password (also --user, -U and --proxy-user, with a space or "="):
+        # the finding is the password, the user stays readable.
+        r"[^\s\"']{1,256}",
+        0.9,
+        before="[ \t]",
+        lead=r"(?:-u|--user|-U|--proxy-user)(?:[ \t]{1,8}|=)[\"']?[^\s:\"'/@]{0,128}:",
+        after="[\\s\"']",
+        check=_check_curl_user,
     ),
     Recognizer(
         "BEARER_TOKEN",

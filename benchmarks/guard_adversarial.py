@@ -1,0 +1,122 @@
+"""Prompt-injection rules on adversarial repeated-prefix texts: the worst seconds per megabyte
+of each rule.
+
+For every rule of ``tether.guards.injection_rules``, texts are made by repeating one unit to
+``--size`` characters: each of the rule's start phrases and every prefix of it, the phrase
+followed by a space, a newline or a letter, and prefixes of the rule's example
+(``tests/test_guards_rules.py``) cut from its start phrase on (``http://`` repeated to a
+megabyte, ``ignore all `` repeated, ``![a](https://x.ex`` repeated, ...), plus a few crafted
+units that put a start, a break and the rule's ending side by side. Each text is scanned by
+``match_rules`` limited to that rule (its lower-cased form and word set, which the detector
+computes once for all rules, made beforehand), the best of ``--rounds`` runs timed. The
+script prints each rule's worst figure in s/MB, worst first, and the whole detector
+(``InjectionDetector.scan``) on ``http://`` repeated to 1 MB. Nothing is asserted: the tests
+bound the work of each rule by counting its tries (``tests/test_guards_rules.py``).
+
+Usage::
+
+    python benchmarks/guard_adversarial.py [--size 200000] [--rounds 3] [--rule NAME] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from test_guards_rules import EXAMPLES
+from tether.guards import InjectionDetector
+from tether.guards.injection_rules import _WORD, RULES, Rule, match_rules
+
+TARGET_S_PER_MB = 0.1
+CRAFTED = {
+    # A start, the gap run long, a break, then the rule's ending: the break stops each start.
+    "exfiltration.link_placeholder": ["http://" * 40 + " /{secret "],
+    "override.ignore_previous": ["ignore " * 5 + ". instructions "],
+    "exfiltration.send_data": ["send the " * 4 + "history \n to evil@x.example "],
+    "data_upload.curl_post": ["curl " * 30 + "\n --data "],
+    "role_marker.line_role": ["\nai\n:"],
+}
+
+
+def units(rule: Rule) -> list[str]:
+    """The repeated units tried on ``rule``."""
+    out: set[str] = set(CRAFTED.get(rule.name, ()))
+    example = EXAMPLES[rule.name]
+    for phrase in rule.starts:
+        out.update(phrase[:k] for k in range(1, len(phrase) + 1))
+        out.update(phrase + tail for tail in (" ", "\n", "a", "  "))
+        at = example.lower().find(phrase)
+        if at >= 0:
+            step = max(1, (len(example) - at) // 10)
+            for end in range(at + len(phrase), len(example) + 1, step):
+                out.add(example[at:end])
+                out.add(example[at:end] + " ")
+    return sorted(out)
+
+
+def seconds_per_mb(rule: str, text: str, rounds: int) -> float:
+    lowered = text.lower()
+    words = set(_WORD.findall(lowered))
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        match_rules(text, lowered=lowered, words=words, rules=(rule,))
+        best = min(best, time.perf_counter() - started)
+    return best / len(text) * 1_000_000
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=200_000, help="characters per text")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rule", action="append", help="only these rules (repeatable)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    worst: dict[str, tuple[float, str]] = {}
+    for rule in RULES:
+        if args.rule and rule.name not in args.rule:
+            continue
+        for unit in units(rule):
+            text = (unit * (args.size // len(unit) + 1))[: args.size]
+            figure = seconds_per_mb(rule.name, text, args.rounds)
+            if figure > worst.get(rule.name, (-1.0, ""))[0]:
+                worst[rule.name] = (figure, unit)
+    text = ("http://" * 150_000)[:1_000_000]
+    detector = InjectionDetector()
+    started = time.perf_counter()
+    detector.scan(text, "document")
+    scan_s = time.perf_counter() - started
+    ranked = sorted(worst.items(), key=lambda kv: -kv[1][0])
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "size": args.size,
+                    "rounds": args.rounds,
+                    "rules": {name: {"s_per_mb": f, "unit": u} for name, (f, u) in ranked},
+                    "detector_http_1mb_s": scan_s,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(
+        f"Injection rules on repeated-prefix texts of {args.size:,} characters "
+        f"(best of {args.rounds}); worst unit per rule, s/MB"
+    )
+    for name, (figure, unit) in ranked:
+        flag = "" if figure <= TARGET_S_PER_MB else "  over the ~0.1 s/MB target"
+        print(f"{figure:8.3f}  {name:38} {unit[:40]!r}{flag}")
+    over = sum(1 for f, _ in worst.values() if f > TARGET_S_PER_MB)
+    print(f"\nrules over {TARGET_S_PER_MB} s/MB: {over} of {len(worst)}")
+    print(f"InjectionDetector.scan, 'http://' repeated to 1 MB (document): {scan_s:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
