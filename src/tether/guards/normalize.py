@@ -23,6 +23,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 
 from tether.guards.confusables import CONFUSABLES
+from tether.guards.injection_rules import MAX_SPACES
 
 MAX_DEPTH = 4
 """How many levels of encoding are decoded (base64 of base64 of ...: 2 let a third level hide
@@ -63,6 +64,9 @@ _PCT = re.compile(r"%[0-9A-Fa-f]{2}")
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2}){8,}")
 _URLENC = re.compile(r"(?:%[0-9A-Fa-f]{2}|[A-Za-z0-9._~+\-]){12,}")
 _SPACED = re.compile(r"(?:\b[^\W_][ .\-_]){5,}[^\W_]\b")
+_LONG_SPACE = re.compile(rf"(?<!\s)\s{{{MAX_SPACES + 1},}}")
+"""A whitespace run longer than a rule's ``\\s+`` takes (matched from its first character
+only: linear on any text)."""
 _UNSPACE = re.compile(r"[ .\-_]")
 _ROT13_HINT = re.compile(
     r"\b(?:vtaber|qvfertneq|sbetrg|vafgehpgvbaf?|flfgrz|cebzcg|nffvfgnag|cerivbhf)\b", re.I
@@ -395,12 +399,18 @@ def _whole_text_views(text: str) -> list[tuple[str, str]]:
         leet_words = [w.translate(_LEET) for w in _LEET_WORD.findall(text)]
         if leet_words and _HINT.search(" ".join(leet_words)):
             out.append(("leetspeak", _LEET_WORD.sub(lambda m: m.group(0).translate(_LEET), text)))
+    if _LONG_SPACE.search(text):  # words spread apart past the rules' reach
+        out.append(("whitespace", _LONG_SPACE.sub(_one_space, text)))
     squeezed = lowered.replace(" ", "").replace(".", "").replace("-", "").replace("_", "")
     if _reveals_hints(lowered, squeezed):
         spaced = [_UNSPACE.sub("", m) for m in _SPACED.findall(text)]
         if spaced and _HINT.search(" ".join(spaced)):
             out.append(("spaced", _SPACED.sub(lambda m: _UNSPACE.sub("", m.group(0)), text)))
     return out
+
+
+def _one_space(m: re.Match[str]) -> str:
+    return "\n" if "\n" in m.group(0) else " "
 
 
 def normalize(text: str) -> Normalized:
@@ -452,4 +462,4 @@ def _expand(text: str, base: int, depth: int, result: Normalized, budget: _Budge
 
 
 _DECODED = frozenset({"base64", "hex", "url"})
-_REREAD = frozenset({"rot13", "leetspeak", "spaced"})
+_REREAD = frozenset({"rot13", "leetspeak", "spaced", "whitespace"})
