@@ -386,6 +386,9 @@ def _whole_text_views(text: str) -> list[tuple[str, str]]:
     kept only when the re-reading shows words that attacks are made of. Each is tried only
     after a pre-check of plain substring searches on the lower-cased text finds such a word."""
     out: list[tuple[str, str]] = []
+    # Words spread apart past the rules' reach: at any length (one linear search finds none).
+    if _LONG_SPACE.search(text):
+        out.append(("whitespace", _LONG_SPACE.sub(_one_space, text)))
     if len(text) > 200_000:
         return out
     lowered = text.lower()
@@ -399,8 +402,6 @@ def _whole_text_views(text: str) -> list[tuple[str, str]]:
         leet_words = [w.translate(_LEET) for w in _LEET_WORD.findall(text)]
         if leet_words and _HINT.search(" ".join(leet_words)):
             out.append(("leetspeak", _LEET_WORD.sub(lambda m: m.group(0).translate(_LEET), text)))
-    if _LONG_SPACE.search(text):  # words spread apart past the rules' reach
-        out.append(("whitespace", _LONG_SPACE.sub(_one_space, text)))
     squeezed = lowered.replace(" ", "").replace(".", "").replace("-", "").replace("_", "")
     if _reveals_hints(lowered, squeezed):
         spaced = [_UNSPACE.sub("", m) for m in _SPACED.findall(text)]
