@@ -84,6 +84,36 @@ def test_keys_by_role(site: Site) -> None:
         assert made.status_code == 201 and made.json()["expires_ns"]
 
 
+def test_a_developer_lists_only_the_keys_it_may_make_and_its_own(site: Site) -> None:
+    """A developer key listed every key of its project: the ids and names of its admin keys
+    and of the other developers' keys, which it may neither make nor revoke."""
+    site.access.create_key("default", Role.ADMIN, name="break-glass admin")
+    site.access.create_key("default", Role.DEVELOPER, name="another developer")
+    site.access.create_key("default", Role.AGENT, name="ci agent")
+
+    def key_id(key: str) -> str:
+        info = site.access.authenticate(key)
+        assert info is not None
+        return info.key_id
+
+    with site.client("developer") as c:
+        listed = c.get("/api/v1/keys")
+        assert listed.status_code == 200
+        shown = {(k["role"], k["name"]) for k in listed.json()}
+        assert {k["key_id"] for k in listed.json()} >= {
+            key_id(site.keys["developer"]),
+            key_id(site.keys["viewer"]),
+            key_id(site.keys["agent"]),
+        }
+        assert ("agent", "ci agent") in shown
+        assert {role for role, _ in shown} == {"developer", "viewer", "agent"}
+        assert "break-glass admin" not in listed.text and "another developer" not in listed.text
+        assert key_id(site.keys["admin"]) not in listed.text
+    with site.client("admin") as c:  # an admin sees every key of the project
+        every = c.get("/api/v1/keys").text
+        assert "break-glass admin" in every and "another developer" in every
+
+
 def test_projects_by_role(site: Site) -> None:
     with site.client("viewer") as c:
         assert [p["name"] for p in c.get("/api/v1/projects").json()] == ["default"]

@@ -15,7 +15,7 @@ from tether.core.settings import is_project_name
 from tether.core.text import one_line
 from tether.server.access import AccessStore, KeyInfo
 from tether.server.config import LOOPBACK_HOSTS
-from tether.server.roles import GRANTS, Permission, Role
+from tether.server.roles import GRANTS, Permission, Role, may_grant
 
 SESSION_COOKIE = "tether_session"
 """The session cookie's name on a default port (a site's 80 or 443); see ``session_cookie``."""
@@ -62,6 +62,13 @@ class Principal:
 
     def may(self, permission: Permission) -> bool:
         return permission in GRANTS[self.role]
+
+    def sees_key(self, key: KeyInfo) -> bool:
+        """Whether a listing of keys shows ``key`` to this caller: the keys of the roles it
+        may make and revoke (``roles.GRANTABLE``), and its own. A developer key listed every
+        key of its project, the names and ids of its admin and developer keys included:
+        what a leaked developer key needs to know which keys to go after."""
+        return may_grant(self.role, key.role) or key.key_id == self.key_id
 
     @property
     def key_id(self) -> str | None:
