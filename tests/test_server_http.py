@@ -232,6 +232,45 @@ def test_a_huge_sign_in_form_is_413(site: Site) -> None:
         assert answer.status_code == 413
 
 
+def _reply_before_the_body(url: str, request: str) -> bytes:
+    """What the server answers to ``request`` (its line and headers) declaring a body of
+    900,000 bytes and sending none of it (a client that trickles or stalls)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=20) as sock:
+        sock.sendall(
+            (f"{request}\r\nHost: {parts.netloc}\r\nContent-Length: 900000\r\n\r\n").encode()
+        )
+        return sock.recv(65536)
+
+
+def test_no_body_is_read_before_the_caller_is_known(site: Site) -> None:
+    """Every route but OTLP read up to 1 MiB of body (FastAPI reads it before the route's
+    key check) from anyone: a connection without a key held that much memory by never
+    finishing it. Now the caller is checked first and the route refuses at once."""
+    json_type = "Content-Type: application/json"
+    form_type = "Content-Type: application/x-www-form-urlencoded"
+    for request, status in (
+        (f"POST /api/v1/keys HTTP/1.1\r\n{json_type}", b"401"),
+        (f"POST /api/v1/approvals/r1/approve HTTP/1.1\r\n{json_type}", b"401"),
+        (f"DELETE /api/v1/keys/0000000000000000 HTTP/1.1\r\n{json_type}", b"401"),
+        (f"POST /api/v1/keys HTTP/1.1\r\n{json_type}\r\nAuthorization: Bearer tth_x", b"401"),
+        (f"POST /keys HTTP/1.1\r\n{form_type}", b"303"),  # a page: off to sign in
+        (f"POST /switch-project HTTP/1.1\r\n{form_type}\r\nCookie: tether_session=x", b"303"),
+    ):
+        reply = _reply_before_the_body(site.url, request)
+        assert reply.startswith(b"HTTP/1.1 " + status), (request, reply[:200])
+    # The sign-in form holds the key: read before any check, so kept small.
+    reply = _reply_before_the_body(site.url, f"POST /login HTTP/1.1\r\n{form_type}")
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    # A known caller's body is read as before.
+    with site.client("admin") as c:
+        made = c.post("/api/v1/keys", json={"role": "viewer", "name": "after the check"})
+        assert made.status_code == 201, made.text
+
+
 def test_the_keys_api_shows_when_a_key_was_last_used(site: Site) -> None:
     agent_id = site.keys["agent"].split("_")[1]
     with site.client("admin") as c:

@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 
 from tether.server import errors
 from tether.server.access import AccessStore
+from tether.server.auth import authenticate
 from tether.server.config import ServerConfig
 from tether.server.lazy import LazyRoutes, install
 from tether.server.middleware import BodyLimit, JsonBodies, SecurityHeaders
@@ -37,6 +38,12 @@ OTLP_PATH = "/v1/traces"
 OTLP_MAX_BODY_BYTES = 16 << 20
 """``tether.server.otlp``'s path and body limit, known before it is imported (a test holds
 them equal)."""
+
+
+LOGIN_PATH = "/login"
+LOGIN_MAX_BODY_BYTES = 16 << 10
+"""The sign-in form's body (a key and the page to go to next) is read before any key is
+checked, since it holds the key: it is kept small."""
 
 
 def _ui() -> list[APIRouter]:
@@ -103,9 +110,16 @@ def create_app(config: ServerConfig, *, routers: Sequence[APIRouter] = ()) -> Fa
     # Outermost last: the body limit sees the request first.
     app.add_middleware(SecurityHeaders)
     app.add_middleware(JsonBodies, prefix="/api/")
-    limits = {OTLP_PATH: OTLP_MAX_BODY_BYTES, **config.body_limits}
-    # OTLP reads its body itself, after the key is checked (tether.server.otlp).
+    limits = {OTLP_PATH: OTLP_MAX_BODY_BYTES, LOGIN_PATH: LOGIN_MAX_BODY_BYTES}
+    limits.update(config.body_limits)
+    # OTLP reads its body itself, after the key is checked (tether.server.otlp); every other
+    # body is read once its sender is known, but the sign-in form's, which holds the key.
     app.add_middleware(
-        BodyLimit, default=config.max_body_bytes, by_prefix=limits, unbuffered=(OTLP_PATH,)
+        BodyLimit,
+        default=config.max_body_bytes,
+        by_prefix=limits,
+        unbuffered=(OTLP_PATH,),
+        authenticate=authenticate,
+        open_paths=frozenset({LOGIN_PATH}),
     )
     return app
