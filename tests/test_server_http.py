@@ -271,6 +271,39 @@ def test_no_body_is_read_before_the_caller_is_known(site: Site) -> None:
         assert made.status_code == 201, made.text
 
 
+def test_a_key_keeps_only_its_newest_sessions(site: Site) -> None:
+    """Every sign-in added a session row, without end: one key signing in in a loop held
+    any number of live tokens. Now the oldest beyond the cap end when one more begins."""
+    from sqlalchemy import func, select
+
+    from tether.server.access import MAX_SESSIONS_PER_KEY
+    from tether.store import tables
+
+    cookie = f"tether_session_{site.url.rsplit(':', 1)[1]}"
+    tokens = []
+    with site.client(follow_redirects=False) as c:
+        for _ in range(MAX_SESSIONS_PER_KEY + 3):
+            signed = c.post("/login", data={"key": site.keys["viewer"]})
+            assert signed.status_code == 303
+            tokens.append(signed.cookies[cookie])
+            c.cookies.clear()
+        other = c.post("/login", data={"key": site.keys["developer"]})  # another key's: kept
+        assert other.status_code == 303
+    states = []
+    for token in tokens:
+        with site.client() as c:
+            c.cookies.set(cookie, token)
+            states.append(c.get("/api/v1/whoami").status_code)
+    assert states == [401] * 3 + [200] * MAX_SESSIONS_PER_KEY
+    with site.client() as c:
+        c.cookies.set(cookie, other.cookies[cookie])
+        assert c.get("/api/v1/whoami").json()["role"] == "developer"
+    s = tables.sessions.c
+    with site.access.engine.connect() as conn:
+        rows = dict(conn.execute(select(s.key_id, func.count()).group_by(s.key_id)).all())
+    assert sorted(rows.values()) == [1, MAX_SESSIONS_PER_KEY]
+
+
 def test_the_keys_api_shows_when_a_key_was_last_used(site: Site) -> None:
     agent_id = site.keys["agent"].split("_")[1]
     with site.client("admin") as c:
