@@ -211,7 +211,7 @@ def test_a_failure_after_the_spans_are_written_stores_none_of_the_request(site: 
     ]
     failed = site.post(batch)
     assert failed.status_code == 503, failed.text
-    assert "injected failure" in failed.json()["error"]
+    assert "injected failure" in failed.json()["message"]
     spans = site.rows("SELECT span_id FROM tether_spans WHERE trace_id = :t", t=trace)
     assert [s.span_id for s in spans] == [child]  # the sibling's insert was rolled back
     assert [p.status for p in site.rows("SELECT status FROM tether_runs")] == ["running"]

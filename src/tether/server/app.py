@@ -35,9 +35,8 @@ API_PREFIX = "/api/v1"
 
 
 OTLP_PATH = "/v1/traces"
-OTLP_MAX_BODY_BYTES = 16 << 20
-"""``tether.server.otlp``'s path and body limit, known before it is imported (a test holds
-them equal)."""
+"""``tether.server.otlp``'s path, known before it is imported (a test holds them equal); the
+route applies its body limit itself."""
 
 
 LOGIN_PATH = "/login"
@@ -110,7 +109,7 @@ def create_app(config: ServerConfig, *, routers: Sequence[APIRouter] = ()) -> Fa
     # Outermost last: the body limit sees the request first.
     app.add_middleware(SecurityHeaders)
     app.add_middleware(JsonBodies, prefix="/api/")
-    limits = {OTLP_PATH: OTLP_MAX_BODY_BYTES, LOGIN_PATH: LOGIN_MAX_BODY_BYTES}
+    limits = {LOGIN_PATH: LOGIN_MAX_BODY_BYTES}
     limits.update(config.body_limits)
     # OTLP reads its body itself, after the key is checked (tether.server.otlp); every other
     # body is read once its sender is known, but the sign-in form's, which holds the key.

@@ -54,8 +54,9 @@ class BodyLimit:
     streams in (a chunked body has no length), before the route reads it all; and no body
     read at all before the caller is known.
 
-    Paths under ``unbuffered`` get only the ``Content-Length`` check: their route checks the
-    caller first and then reads the body itself, within the same limit. Read here, a large
+    Paths under ``unbuffered`` are left to their route: it checks the caller first and then
+    the body's ``Content-Length`` and the body itself, within its own limit, and answers in
+    its protocol's shape (OTLP's ``Status``). Read here, a large
     body was held before anyone was asked who sent it: connections without a key each
     holding 16 MiB of an OTLP body they never finished held the server's memory.
 
@@ -106,6 +107,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"].startswith(self.unbuffered):
+            await self.app(scope, receive, send)
+            return
         limit = self.limit_for(scope["path"])
         declared: int | None = None
         chunked = False
@@ -120,9 +124,6 @@ class BodyLimit:
                     return
             elif name == b"transfer-encoding":
                 chunked = True
-        if scope["path"].startswith(self.unbuffered):
-            await self.app(scope, receive, send)
-            return
         if (chunked or bool(declared)) and not await self._known(scope):
             await self.app(scope, _no_body, send)
             return

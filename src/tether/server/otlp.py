@@ -2,7 +2,9 @@
 
 Spans are written to the store inside the request, in one transaction: a 2xx means they are
 committed (``tether.server.otlp_store`` says how spans join runs). Re-sending a batch (an
-exporter retrying after a lost reply) stores nothing twice.
+exporter retrying after a lost reply) stores nothing twice. Every error answer of this path
+(the key's included: ``errors.install``) is a ``google.rpc.Status`` encoded as the request
+(``error_reply``), as the OTLP/HTTP specification asks.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import base64
 import binascii
 import json
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -204,7 +208,11 @@ def _decode_and_ingest(request: Request, project: str, content_type: str, body: 
 
 async def _body(request: Request) -> bytes:
     """The request's body, read after its key was checked (the server's body limit leaves it
-    unread: ``app.OTLP_PATH``); ``OtlpError`` 413 as soon as it is over ``MAX_BODY_BYTES``."""
+    to this route: ``app.OTLP_PATH``); ``OtlpError`` 413 for a ``Content-Length`` over
+    ``MAX_BODY_BYTES`` before any of it is read, else as soon as the count is over."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise OtlpError(413, f"the request body is larger than {MAX_BODY_BYTES:,} bytes")
     chunks: list[bytes] = []
     received = 0
     async for chunk in request.stream():
@@ -219,6 +227,26 @@ def _reply(media: str, response: ExportTraceServiceResponse) -> Response:
     if media == PROTOBUF:
         return Response(response.SerializeToString(), media_type=PROTOBUF)
     return JSONResponse(json_format.MessageToDict(response))
+
+
+_GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 10, 413: 8, 415: 3, 422: 3, 503: 14}
+"""The ``google.rpc.Code`` of an HTTP status (others: 13, internal). OTLP/HTTP does not use
+``Status.code`` and clients must not act on it; it is there for whoever troubleshoots."""
+
+
+def error_reply(
+    content_type: str, status: int, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """An error answer as OTLP/HTTP wants it: a ``google.rpc.Status`` whose ``message`` says
+    what is wrong, encoded as the request was (protobuf for ``application/x-protobuf``, else
+    JSON: a request of another content type is no OTLP, and JSON is what its sender reads)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    reply = Status(code=_GRPC_CODES.get(status, 13), message=message)
+    if media == PROTOBUF:
+        return Response(
+            reply.SerializeToString(), status_code=status, media_type=PROTOBUF, headers=headers
+        )
+    return JSONResponse(json_format.MessageToDict(reply), status_code=status, headers=headers)
 
 
 @router.post(
@@ -238,7 +266,7 @@ async def export_traces(request: Request) -> Response:
     except ClientDisconnect:  # gone before its body was whole: nothing stored, no one to tell
         return Response(status_code=400)
     except OtlpError as exc:
-        return JSONResponse({"error": exc.message, "hint": None}, status_code=exc.status)
+        return error_reply(content_type, exc.status, exc.message)
     response = ExportTraceServiceResponse()
     if result.rejected:
         response.partial_success.rejected_spans = result.rejected
