@@ -241,6 +241,35 @@ def test_partial_success_counts_and_says_why(site: Site) -> None:
         assert [r["run_id"] for r in c.get("/api/v1/runs").json()["runs"]] == ["b000000000000001"]
 
 
+def test_a_lone_surrogate_escape_is_replaced_and_said_not_the_whole_request_refused(
+    site: Site,
+) -> None:
+    """``json.loads`` reads ``"\\ud800"`` as a lone surrogate and protobuf refuses it: one such
+    escape in one attribute answered 400 and lost the whole batch. Now it becomes U+FFFD,
+    every span is stored, and ``partial_success`` says so (a warning: none rejected)."""
+    body = _request(
+        _span("c000000000000001", None, "root", {"gen_ai.operation.name": "invoke_agent"}),
+        _span("c000000000000002", "c000000000000001", "tool", {"note": "PLACEHOLDER"}),
+    )
+    text = json.dumps(body).replace("PLACEHOLDER", "a\\ud800b \\ud83d\\ude00")
+    with site.client("agent") as c:
+        answer = c.post("/v1/traces", content=text, headers={"Content-Type": JSON_TYPE})
+    assert answer.status_code == 200, answer.text
+    partial = answer.json()["partialSuccess"]
+    assert "rejectedSpans" not in partial  # 0: nothing refused
+    assert "1 string(s) held a lone UTF-16 surrogate" in partial["errorMessage"]
+    with site.client("viewer") as c:
+        (run,) = _wait_runs(c, 1)
+        spans = c.get(f"/api/v1/runs/{run['run_id']}").json()["spans"]
+    note = {s["span_id"]: s for s in spans}["c000000000000002"]["attributes"]["note"]
+    assert note == "a\ufffdb \U0001f600"  # the lone one replaced, the pair kept
+    with site.client("agent") as c:  # a pair alone is no warning
+        paired = json.dumps(_request(_span("c000000000000003", None, "x", {"n": "\U0001f600"})))
+        assert "\\ud83d" in paired
+        answer = c.post("/v1/traces", content=paired, headers={"Content-Type": JSON_TYPE})
+        assert answer.status_code == 200 and answer.json() == {}
+
+
 def test_protobuf_reply_carries_partial_success(site: Site) -> None:
     from google.protobuf import json_format
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
+from tether.core.text import scrub_surrogates
 from tether.server.auth import require
 from tether.server.otlp_store import Ingested, ingest
 from tether.server.roles import Permission
@@ -102,8 +104,32 @@ def _ids_to_base64(node: Any) -> Any:
     return node
 
 
-def decode(content_type: str, encoding: str, body: bytes) -> ExportTraceServiceRequest:
-    """The request's message; ``OtlpError`` 400/413/415 with the reason."""
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A ``\\uD800``-``\\uDFFF`` escape in a JSON body: the only way a JSON text holds a lone
+surrogate (a pair ``json.loads`` joins into one character)."""
+
+
+def _scrub(node: Any, changed: list[int]) -> Any:
+    """``node`` with lone surrogates in its strings replaced by U+FFFD, ``changed[0]``
+    counting the strings replaced."""
+    if isinstance(node, str):
+        clean = scrub_surrogates(node)
+        if clean is not node:
+            changed[0] += 1
+        return clean
+    if isinstance(node, dict):
+        return {_scrub(k, changed): _scrub(v, changed) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_scrub(v, changed) for v in node]
+    return node
+
+
+def decode(
+    content_type: str, encoding: str, body: bytes, notes: list[str] | None = None
+) -> ExportTraceServiceRequest:
+    """The request's message; ``OtlpError`` 400/413/415 with the reason. What was mended to
+    take it (a lone surrogate replaced) is said in ``notes``, for the reply's
+    ``partial_success``."""
     media = content_type.split(";", 1)[0].strip().lower()
     if media not in (PROTOBUF, JSON):
         raise OtlpError(
@@ -136,6 +162,16 @@ def decode(content_type: str, encoding: str, body: bytes) -> ExportTraceServiceR
         raise OtlpError(400, "the JSON body is nested too deeply") from None
     if not isinstance(data, dict):
         raise OtlpError(400, "the JSON body must be an object with resourceSpans")
+    if _SURROGATE_ESCAPE.search(body):
+        # json.loads takes "\ud800" and protobuf refuses it: one such escape in an attribute
+        # failed the whole request. Replaced, as the store replaces it in any text.
+        changed = [0]
+        data = _scrub(data, changed)
+        if changed[0] and notes is not None:
+            notes.append(
+                f"{changed[0]:,} string(s) held a lone UTF-16 surrogate escape (such as "
+                "\\ud800), replaced by U+FFFD"
+            )
     try:
         json_format.ParseDict(_ids_to_base64(data), message, ignore_unknown_fields=True)
     except (json_format.ParseError, binascii.Error, RecursionError) as exc:
@@ -198,12 +234,16 @@ def _store(request: Request) -> Store:
 _may_ingest = require(Permission.INGEST)
 
 
-def _decode_and_ingest(request: Request, project: str, content_type: str, body: bytes) -> Ingested:
+def _decode_and_ingest(
+    request: Request, project: str, content_type: str, body: bytes
+) -> tuple[Ingested, list[str]]:
     """Decode and store the request: in one worker thread (each step blocks), so a request
     waits for one thread hand-over, not one per step (a hand-over is milliseconds on a busy
-    host)."""
+    host). With what decoding mended (``decode``'s notes)."""
     encoding = request.headers.get("content-encoding", "")
-    return ingest(_store(request), project, decode(content_type, encoding, body))
+    notes: list[str] = []
+    message = decode(content_type, encoding, body, notes)
+    return ingest(_store(request), project, message), notes
 
 
 async def _body(request: Request) -> bytes:
@@ -260,7 +300,7 @@ async def export_traces(request: Request) -> Response:
     principal = await run_in_threadpool(_may_ingest, request, request.query_params.get("project"))
     try:
         body = await _body(request)
-        result = await run_in_threadpool(
+        result, notes = await run_in_threadpool(
             _decode_and_ingest, request, principal.project, content_type, body
         )
     except ClientDisconnect:  # gone before its body was whole: nothing stored, no one to tell
@@ -268,7 +308,7 @@ async def export_traces(request: Request) -> Response:
     except OtlpError as exc:
         return error_reply(content_type, exc.status, exc.message)
     response = ExportTraceServiceResponse()
-    if result.rejected:
+    if result.rejected or notes:  # with no span rejected, OTLP reads the message as a warning
         response.partial_success.rejected_spans = result.rejected
-        response.partial_success.error_message = "; ".join(result.reasons)
+        response.partial_success.error_message = "; ".join([*result.reasons, *notes])
     return _reply(media, response)
