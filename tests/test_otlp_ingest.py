@@ -422,6 +422,24 @@ def test_bodies_of_millions_of_empty_entries_are_413_before_they_are_read(site: 
         assert len(c.get("/api/v1/runs").json()["runs"]) == 1
 
 
+def test_the_entries_of_attribute_arrays_and_maps_count_toward_the_limit(site: Site) -> None:
+    """An attribute holding an array (or a map) of 1.5 million empty values was one attribute
+    to the count: the request was taken and mapping built every value in Python."""
+    protobuf = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+    empty = b"\x0a\x00"  # one empty entry (AnyValue of ArrayValue; KeyValue of KeyValueList)
+    array = _delimited(0x2A, empty * 1_500_000)  # AnyValue.array_value
+    nested = _delimited(0x2A, _delimited(0x0A, array) * 2)  # an array of two such arrays
+    kvlist = _delimited(0x32, empty * 1_500_000)  # AnyValue.kvlist_value
+    with site.client("agent") as c:
+        for value in (array, nested, kvlist):
+            attribute = _delimited(0x4A, _delimited(0x0A, b"k") + _delimited(0x12, value))
+            body = _delimited(0x0A, _delimited(0x12, _delimited(0x12, attribute)))
+            answer = c.post("/v1/traces", content=gzip.compress(body), headers=protobuf)
+            assert answer.status_code == 413, answer.text[:300]
+            assert "send smaller batches" in _said(answer)
+        assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
+
+
 def _reply_before_the_body(url: str, headers: str, length: int = 16_000_000) -> bytes:
     """What the server answers to a request that declares a body of ``length`` bytes (16 MB)
     and sends none of it (the connection held open, as by a client that trickles or

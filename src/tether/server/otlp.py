@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 
 from tether.core.text import scrub_surrogates
 from tether.server.auth import require
+from tether.server.otlp_mapping import MAX_ATTRIBUTE_DEPTH
 from tether.server.otlp_store import Ingested, ingest
 from tether.server.roles import Permission
 from tether.store import Store
@@ -47,9 +48,9 @@ MAX_JSON_OBJECTS = 500_000
 too). A batch of 512 spans of 30 attributes holds about 33,000; decoding one costs ~5 us and a
 Python dict, so 16 MiB of ``{},`` (5.6 million) took a worker 30 s and a gigabyte."""
 MAX_ITEMS = 1_000_000
-"""Most resource and scope entries, spans, events, links and attributes one request may hold
-(counted before any is read): each costs Python work, and a body of empty entries holds one
-per 2 bytes."""
+"""Most resource and scope entries, spans, events, links, attributes and the entries of
+attributes' arrays and maps one request may hold (counted before any is read): each costs
+Python work, and a body of empty entries holds one per 2 bytes."""
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 router = APIRouter(tags=["otlp"])
@@ -148,7 +149,7 @@ def decode(
             raise OtlpError(
                 400, f"the body is not an OTLP ExportTraceServiceRequest: {exc}"
             ) from None
-        _check_items(message)
+        _check_items(message, len(body))
         return message
     if body.count(b"{") > MAX_JSON_OBJECTS:
         raise OtlpError(
@@ -178,18 +179,23 @@ def decode(
         raise OtlpError(
             400, f"the JSON body is not an OTLP ExportTraceServiceRequest: {exc}"
         ) from None
-    _check_items(message)
+    _check_items(message, len(body))
     return message
 
 
 _SMALLER = ": send smaller batches"
 
 
-def _check_items(message: ExportTraceServiceRequest) -> None:
+def _check_items(message: ExportTraceServiceRequest, size: int) -> None:
     """``OtlpError`` 413 when the request holds more than ``MAX_ITEMS`` entries. Counted by
     the lengths of the repeated fields, level by level, stopping as soon as the count is over:
     a body of millions of empty entries costs at most ``MAX_ITEMS`` steps here, where mapping
-    it took minutes; a batch of 512 spans costs 512 steps."""
+    it took minutes. Every entry takes at least 2 bytes of the body (``size``, decoded: a tag
+    and a length in protobuf, ``{}`` in JSON), so a body of at most twice ``MAX_ITEMS`` bytes
+    (an exporter's batch of 512 spans, with their messages) cannot hold too many and is not
+    counted at all."""
+    if size <= 2 * MAX_ITEMS:
+        return
     count = len(message.resource_spans)
     if count > MAX_ITEMS:
         raise _too_many()
@@ -197,20 +203,54 @@ def _check_items(message: ExportTraceServiceRequest) -> None:
         count += len(rs.scope_spans) + len(rs.resource.attributes)
         if count > MAX_ITEMS:
             raise _too_many()
+        count = _nested(rs.resource.attributes, count)
         for ss in rs.scope_spans:
             count += len(ss.spans) + len(ss.scope.attributes)
             if count > MAX_ITEMS:
                 raise _too_many()
+            count = _nested(ss.scope.attributes, count)
             for span in ss.spans:
                 events = span.events
                 count += len(span.attributes) + len(events) + len(span.links)
                 if count > MAX_ITEMS:
                     raise _too_many()
+                count = _nested(span.attributes, count)
                 if events:
                     for event in events:
                         count += len(event.attributes)
-                    if count > MAX_ITEMS:
-                        raise _too_many()
+                        if count > MAX_ITEMS:
+                            raise _too_many()
+                        count = _nested(event.attributes, count)
+
+
+def _nested(pairs: Any, count: int) -> int:
+    """``count`` plus the entries of the arrays and maps among the values of ``pairs``
+    (``KeyValue``s), as deep as mapping reads them (``MAX_ATTRIBUTE_DEPTH``); ``OtlpError``
+    413 as soon as it is over ``MAX_ITEMS``. One attribute's array held a million values
+    that no count saw."""
+    return _entries((kv.value for kv in pairs), count, 0)
+
+
+def _entries(values: Any, count: int, depth: int) -> int:
+    """``_nested`` over ``AnyValue``s at ``depth``."""
+    for value in values:
+        if value.string_value or value.int_value:  # most values: no need to ask more
+            continue
+        which = value.WhichOneof("value")
+        if which == "array_value":
+            inner = value.array_value.values
+        elif which == "kvlist_value":
+            inner = value.kvlist_value.values
+        else:
+            continue
+        count += len(inner)
+        if count > MAX_ITEMS:
+            raise _too_many()
+        if depth < MAX_ATTRIBUTE_DEPTH:
+            if which == "kvlist_value":
+                inner = (kv.value for kv in inner)
+            count = _entries(inner, count, depth + 1)
+    return count
 
 
 def _too_many() -> OtlpError:
