@@ -48,6 +48,15 @@ def site(sqlite_url: str) -> Iterator[Site]:
         yield Site(url, keys)
 
 
+def _said(answer: httpx.Response) -> str:
+    """The ``message`` of an OTLP error answer's ``google.rpc.Status``, protobuf or JSON."""
+    from google.rpc.status_pb2 import Status
+
+    if answer.headers["content-type"] == "application/x-protobuf":
+        return str(Status.FromString(answer.content).message)
+    return str(answer.json()["message"])
+
+
 def _wait_runs(c: httpx.Client, count: int) -> list[dict[str, Any]]:
     deadline = time.monotonic() + 60
     while True:
@@ -232,6 +241,35 @@ def test_partial_success_counts_and_says_why(site: Site) -> None:
         assert [r["run_id"] for r in c.get("/api/v1/runs").json()["runs"]] == ["b000000000000001"]
 
 
+def test_a_lone_surrogate_escape_is_replaced_and_said_not_the_whole_request_refused(
+    site: Site,
+) -> None:
+    """``json.loads`` reads ``"\\ud800"`` as a lone surrogate and protobuf refuses it: one such
+    escape in one attribute answered 400 and lost the whole batch. Now it becomes U+FFFD,
+    every span is stored, and ``partial_success`` says so (a warning: none rejected)."""
+    body = _request(
+        _span("c000000000000001", None, "root", {"gen_ai.operation.name": "invoke_agent"}),
+        _span("c000000000000002", "c000000000000001", "tool", {"note": "PLACEHOLDER"}),
+    )
+    text = json.dumps(body).replace("PLACEHOLDER", "a\\ud800b \\ud83d\\ude00")
+    with site.client("agent") as c:
+        answer = c.post("/v1/traces", content=text, headers={"Content-Type": JSON_TYPE})
+    assert answer.status_code == 200, answer.text
+    partial = answer.json()["partialSuccess"]
+    assert "rejectedSpans" not in partial  # 0: nothing refused
+    assert "1 string(s) held a lone UTF-16 surrogate" in partial["errorMessage"]
+    with site.client("viewer") as c:
+        (run,) = _wait_runs(c, 1)
+        spans = c.get(f"/api/v1/runs/{run['run_id']}").json()["spans"]
+    note = {s["span_id"]: s for s in spans}["c000000000000002"]["attributes"]["note"]
+    assert note == "a\ufffdb \U0001f600"  # the lone one replaced, the pair kept
+    with site.client("agent") as c:  # a pair alone is no warning
+        paired = json.dumps(_request(_span("c000000000000003", None, "x", {"n": "\U0001f600"})))
+        assert "\\ud83d" in paired
+        answer = c.post("/v1/traces", content=paired, headers={"Content-Type": JSON_TYPE})
+        assert answer.status_code == 200 and answer.json() == {}
+
+
 def test_protobuf_reply_carries_partial_success(site: Site) -> None:
     from google.protobuf import json_format
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -264,7 +302,7 @@ def test_error_statuses(site: Site) -> None:
         assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 403
     with site.client("agent") as c:
         bad_type = c.post("/v1/traces", content=b"x", headers={"Content-Type": "text/plain"})
-        assert bad_type.status_code == 415 and "text/plain" in bad_type.json()["error"]
+        assert bad_type.status_code == 415 and "text/plain" in _said(bad_type)
         bad_encoding = c.post(
             "/v1/traces",
             content=b"{}",
@@ -274,12 +312,9 @@ def test_error_statuses(site: Site) -> None:
         bad_json = c.post(
             "/v1/traces", content=b"{nope", headers={"Content-Type": "application/json"}
         )
-        assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]
+        assert bad_json.status_code == 400 and "not valid JSON" in _said(bad_json)
         wrong_shape = c.post("/v1/traces", json={"resourceSpans": "nope"})
-        assert (
-            wrong_shape.status_code == 400
-            and "ExportTraceServiceRequest" in wrong_shape.json()["error"]
-        )
+        assert wrong_shape.status_code == 400 and "ExportTraceServiceRequest" in _said(wrong_shape)
         deep = b'{"resourceSpans": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
         too_deep = c.post("/v1/traces", content=deep, headers={"Content-Type": "application/json"})
         assert too_deep.status_code == 400, too_deep.text
@@ -294,7 +329,7 @@ def test_error_statuses(site: Site) -> None:
             content=b"not gzip",
             headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
         )
-        assert bad_gzip.status_code == 400 and "gzip" in bad_gzip.json()["error"]
+        assert bad_gzip.status_code == 400 and "gzip" in _said(bad_gzip)
         huge = c.post(
             "/v1/traces",
             content=b" " * (17 << 20),
@@ -308,9 +343,48 @@ def test_error_statuses(site: Site) -> None:
             content=bomb,
             headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
         )
-        assert inflated.status_code == 413 and "gunzipped" in inflated.json()["error"]
+        assert inflated.status_code == 413 and "gunzipped" in _said(inflated)
     with site.client("viewer") as c:
         assert c.get("/api/v1/runs").json()["runs"] == []
+
+
+def test_errors_are_google_rpc_status_encoded_as_the_request(site: Site) -> None:
+    """OTLP/HTTP wants every 4xx/5xx body to be a ``google.rpc.Status`` in the request's
+    encoding; Tether answered its own JSON (``{"error", "hint"}``) even to protobuf, which an
+    exporter cannot decode to log why its spans were refused."""
+    from google.rpc.status_pb2 import Status
+
+    protobuf = {"Content-Type": "application/x-protobuf"}
+    with site.client() as anonymous:
+        answer = anonymous.post("/v1/traces", content=b"", headers=protobuf)
+        assert answer.status_code == 401
+        assert answer.headers["content-type"] == "application/x-protobuf"
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+        assert "API key is required" in Status.FromString(answer.content).message
+        answer = anonymous.post("/v1/traces", json=OPENINFERENCE)
+        assert answer.status_code == 401 and "API key is required" in _said(answer)
+    with site.client("viewer") as c:
+        answer = c.post("/v1/traces", content=b"", headers=protobuf)
+        assert answer.status_code == 403
+        assert "may not ingest" in Status.FromString(answer.content).message
+    with site.client("agent") as c:
+        bad = c.post("/v1/traces", content=b"\xff\xff\xff", headers=protobuf)
+        assert bad.status_code == 400 and bad.headers["content-type"] == "application/x-protobuf"
+        status = Status.FromString(bad.content)
+        assert "not an OTLP ExportTraceServiceRequest" in status.message and status.code == 3
+        bad_json = c.post("/v1/traces", content=b"{nope", headers={"Content-Type": JSON_TYPE})
+        assert bad_json.headers["content-type"] == JSON_TYPE
+        assert set(bad_json.json()) == {"code", "message"}
+    agent = f"Authorization: Bearer {site.keys['agent']}\r\n"
+    too_big = _reply_before_the_body(site.url, agent, length=17 << 20)
+    assert too_big.startswith(b"HTTP/1.1 413")
+    assert "larger than" in Status.FromString(too_big.split(b"\r\n\r\n", 1)[1]).message
+    with site.client("agent") as c:
+        other = c.post("/v1/traces", params={"project": "other"}, json=OPENINFERENCE)
+        assert other.status_code == 404 and _said(other) == "no project 'other'"
+        assert c.get("/v1/traces").status_code == 405
+    with site.client("viewer") as c:  # the API keeps its own shape
+        assert "error" in c.get("/api/v1/runs", params={"project": "other"}).json()
 
 
 def _delimited(tag: int, payload: bytes) -> bytes:
@@ -337,20 +411,39 @@ def test_bodies_of_millions_of_empty_entries_are_413_before_they_are_read(site: 
         ):
             answer = c.post("/v1/traces", content=content, headers=headers)
             assert answer.status_code == 413, answer.text
-            assert "send smaller batches" in answer.json()["error"]
+            assert "send smaller batches" in _said(answer)
         # 64 MiB once gunzipped was taken; now the limit is the uncompressed body's.
         over = gzip.compress(b" " * (17 << 20), compresslevel=9)
         answer = c.post("/v1/traces", content=over, headers=protobuf)
-        assert answer.status_code == 413 and "gunzipped" in answer.json()["error"]
+        assert answer.status_code == 413 and "gunzipped" in _said(answer)
         # A batch of ordinary size is still taken.
         assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
     with site.client("viewer") as c:
         assert len(c.get("/api/v1/runs").json()["runs"]) == 1
 
 
-def _reply_before_the_body(url: str, headers: str) -> bytes:
-    """What the server answers to a request that declares a 16 MB body and sends none of it
-    (the connection held open, as by a client that trickles or stalls)."""
+def test_the_entries_of_attribute_arrays_and_maps_count_toward_the_limit(site: Site) -> None:
+    """An attribute holding an array (or a map) of 1.5 million empty values was one attribute
+    to the count: the request was taken and mapping built every value in Python."""
+    protobuf = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+    empty = b"\x0a\x00"  # one empty entry (AnyValue of ArrayValue; KeyValue of KeyValueList)
+    array = _delimited(0x2A, empty * 1_500_000)  # AnyValue.array_value
+    nested = _delimited(0x2A, _delimited(0x0A, array) * 2)  # an array of two such arrays
+    kvlist = _delimited(0x32, empty * 1_500_000)  # AnyValue.kvlist_value
+    with site.client("agent") as c:
+        for value in (array, nested, kvlist):
+            attribute = _delimited(0x4A, _delimited(0x0A, b"k") + _delimited(0x12, value))
+            body = _delimited(0x0A, _delimited(0x12, _delimited(0x12, attribute)))
+            answer = c.post("/v1/traces", content=gzip.compress(body), headers=protobuf)
+            assert answer.status_code == 413, answer.text[:300]
+            assert "send smaller batches" in _said(answer)
+        assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
+
+
+def _reply_before_the_body(url: str, headers: str, length: int = 16_000_000) -> bytes:
+    """What the server answers to a request that declares a body of ``length`` bytes (16 MB)
+    and sends none of it (the connection held open, as by a client that trickles or
+    stalls)."""
     import socket
     from urllib.parse import urlsplit
 
@@ -359,7 +452,7 @@ def _reply_before_the_body(url: str, headers: str) -> bytes:
         sock.sendall(
             (
                 f"POST /v1/traces HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                f"Content-Type: application/x-protobuf\r\nContent-Length: 16000000\r\n"
+                f"Content-Type: application/x-protobuf\r\nContent-Length: {length}\r\n"
                 f"{headers}\r\n"
             ).encode()
         )

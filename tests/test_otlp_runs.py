@@ -211,7 +211,7 @@ def test_a_failure_after_the_spans_are_written_stores_none_of_the_request(site: 
     ]
     failed = site.post(batch)
     assert failed.status_code == 503, failed.text
-    assert "injected failure" in failed.json()["error"]
+    assert "injected failure" in failed.json()["message"]
     spans = site.rows("SELECT span_id FROM tether_spans WHERE trace_id = :t", t=trace)
     assert [s.span_id for s in spans] == [child]  # the sibling's insert was rolled back
     assert [p.status for p in site.rows("SELECT status FROM tether_runs")] == ["running"]
@@ -556,36 +556,97 @@ def test_a_root_named_first_as_another_projects_missing_parent_is_stored(site: S
             json=json_request(json_span(_id(81, 4), root, "late", {}, trace=_trace(81, 2))),
         )
         assert late.status_code == 200 and "partialSuccess" not in late.json(), late.text
-    runs = site.rows("SELECT run_id, project, status FROM tether_runs ORDER BY project, status")
-    assert [(r.project, r.status) for r in runs] == [
-        ("default", "completed"),
-        ("other", "completed"),
-        ("other", "running"),
+    runs = site.rows(
+        "SELECT run_id, project, status FROM tether_runs ORDER BY project, status, run_id"
+    )
+    # Each of other's spans naming the root is its run's root, whichever came first.
+    assert [(r.project, r.status, r.run_id) for r in runs] == [
+        ("default", "completed", root),
+        ("other", "completed", theirs),
+        ("other", "completed", _id(81, 4)),
     ]
-    assert runs[0].run_id == root and runs[1].run_id == _id(81, 4) and runs[2].run_id != root
     spans = site.rows("SELECT span_id, run_id FROM tether_spans ORDER BY span_id")
     assert [(s.span_id, s.run_id) for s in spans] == [
         (root, root),
         (child, root),
-        (theirs, runs[2].run_id),
+        (theirs, theirs),
         (_id(81, 4), _id(81, 4)),
     ]
     keyed = site.rows(
         "SELECT count(*) AS n FROM tether_runs r JOIN tether_spans s "
         "ON s.run_seq = r.run_seq AND s.run_id = r.run_id WHERE r.run_id = :r",
-        r=runs[2].run_id,
+        r=theirs,
     )
-    assert keyed[0].n == 1  # still read through its run's run_seq
+    assert keyed[0].n == 1  # read through its run's run_seq
     # Shown in its run's tree: its parent, stored in another project's run, hid it there.
     url = str(site.store.engine.url.render_as_string(hide_password=False))
     viewer = AccessStore(url).create_key("other", Role.VIEWER)[1]
     with httpx.Client(
         base_url=site.urls[0], headers={"Authorization": f"Bearer {viewer}"}, timeout=60
     ) as reader:
-        listed = reader.get(f"/api/v1/runs/{runs[2].run_id}/spans").json()["spans"]
+        listed = reader.get(f"/api/v1/runs/{theirs}/spans").json()["spans"]
         assert [s["span_id"] for s in listed] == [theirs]
-        page = reader.get(f"/runs/{runs[2].run_id}")
+        page = reader.get(f"/runs/{theirs}")
         assert page.status_code == 200 and "their server span" in page.text
+
+
+def test_callee_spans_sent_before_their_cross_project_caller_end_in_runs_of_their_own(
+    site: Site,
+) -> None:
+    """A service of project ``other`` called twice by a run of ``default`` (one trace, ids
+    through ``traceparent``) sent its spans first, as exporters do (they end first): they
+    waited in a pending run named after the caller's span, and when it arrived that run was
+    moved aside and stayed ``running`` for ever, its tokens counted nowhere. Now each call is
+    a run of ``other``, ended, with its spans' totals, as when the caller comes first."""
+    trace = _trace(85, 1)
+    caller, first, second = _id(85, 1), _id(85, 2), _id(85, 4)
+    model = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": MODEL,
+        "gen_ai.usage.input_tokens": 100,
+        "gen_ai.usage.output_tokens": 10,
+    }
+    server = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support"}
+    with _other_project_client(site) as other:
+        callee = [
+            json_span(_id(85, 3), first, "chat", model, trace=trace),
+            json_span(first, caller, "serve 1", server, trace=trace),
+            json_span(second, caller, "serve 2", server, trace=trace, status={"code": 2}),
+            json_span(_id(85, 5), second, "chat", model, trace=trace),
+        ]
+        for span in callee:  # one a request, children first
+            answer = other.post("/v1/traces", json=json_request(span))
+            assert answer.status_code == 200 and "partialSuccess" not in answer.json()
+    pending = site.rows("SELECT run_id, status FROM tether_runs")
+    assert [(r.run_id, r.status) for r in pending] == [(caller, "running")]
+    ours = site.post([json_span(caller, None, "our agent", {}, trace=trace)])
+    assert ours.status_code == 200 and "partialSuccess" not in ours.json(), ours.text
+    runs = site.rows(
+        "SELECT run_id, project, status, agent_name, input_tokens, turns FROM tether_runs "
+        "ORDER BY run_id"
+    )
+    assert [tuple(r) for r in runs] == [
+        (caller, "default", "completed", "rag", 0, 0),
+        (first, "other", "completed", "support", 100, 1),
+        (second, "other", "failed", "support", 100, 1),
+    ]
+    spans = site.rows("SELECT span_id, run_id FROM tether_spans ORDER BY span_id")
+    assert [tuple(s) for s in spans] == [
+        (caller, caller),
+        (first, first),
+        (_id(85, 3), first),
+        (second, second),
+        (_id(85, 5), second),
+    ]
+    for run in (first, second):
+        keyed = site.rows(
+            "SELECT count(*) AS n FROM tether_runs r JOIN tether_spans s "
+            "ON s.run_seq = r.run_seq AND s.run_id = r.run_id WHERE r.run_id = :r",
+            r=run,
+        )
+        assert keyed[0].n == 2
+    models = site.rows("SELECT run_id, model FROM tether_run_models ORDER BY run_id")
+    assert [tuple(m) for m in models] == [(first, MODEL), (second, MODEL)]
 
 
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)  # SQLite: BEGIN IMMEDIATE

@@ -92,3 +92,33 @@ def test_series_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     kept = prometheus._bounded(rows, 3, 1)
     assert len(kept) == 3
     assert kept[-1] == (("p", "_other", "_other"), [8 + 7 + 6 + 5.0])
+
+
+def test_another_projects_metrics_are_refused_not_swapped_for_the_keys_own(site: Site) -> None:  # noqa: F811
+    """``/metrics?project=other`` with a key of ``default`` answered 200 with ``default``'s
+    series, as if the scraper had what it asked for: refused as the API refuses another
+    project (404, a JSON reason), and an admin gets that project's series only."""
+    with site.client("agent") as c:
+        assert c.post("/v1/traces", json=OPENINFERENCE).status_code == 200
+    with site.client("other_agent") as c:
+        other = _request(_span("e000000000000001", None, "x", {}, trace="1" * 32))
+        assert c.post("/v1/traces", json=other).status_code == 200
+    for role in ("viewer", "developer"):
+        with site.client(role) as c:
+            answer = c.get("/metrics", params={"project": "other"})
+            assert answer.status_code == 404, answer.text
+            assert answer.json()["error"] == "no project 'other'"
+            assert c.get("/metrics", params={"project": "nope"}).status_code == 404
+            own = c.get("/metrics", params={"project": "default"})
+            assert own.status_code == 200
+            assert {dict(labels).get("project") for _, labels in _samples(own.text)} <= {
+                "default",
+                None,
+            }
+    with site.client("agent") as c:  # a key that cannot read learns nothing either
+        assert c.get("/metrics", params={"project": "other"}).status_code == 404
+    with site.client("admin") as c:
+        answer = c.get("/metrics", params={"project": "other"})
+        assert answer.status_code == 200
+        projects = {dict(labels).get("project") for _, labels in _samples(answer.text)}
+        assert "other" in projects and "default" not in projects

@@ -84,6 +84,36 @@ def test_keys_by_role(site: Site) -> None:
         assert made.status_code == 201 and made.json()["expires_ns"]
 
 
+def test_a_developer_lists_only_the_keys_it_may_make_and_its_own(site: Site) -> None:
+    """A developer key listed every key of its project: the ids and names of its admin keys
+    and of the other developers' keys, which it may neither make nor revoke."""
+    site.access.create_key("default", Role.ADMIN, name="break-glass admin")
+    site.access.create_key("default", Role.DEVELOPER, name="another developer")
+    site.access.create_key("default", Role.AGENT, name="ci agent")
+
+    def key_id(key: str) -> str:
+        info = site.access.authenticate(key)
+        assert info is not None
+        return info.key_id
+
+    with site.client("developer") as c:
+        listed = c.get("/api/v1/keys")
+        assert listed.status_code == 200
+        shown = {(k["role"], k["name"]) for k in listed.json()}
+        assert {k["key_id"] for k in listed.json()} >= {
+            key_id(site.keys["developer"]),
+            key_id(site.keys["viewer"]),
+            key_id(site.keys["agent"]),
+        }
+        assert ("agent", "ci agent") in shown
+        assert {role for role, _ in shown} == {"developer", "viewer", "agent"}
+        assert "break-glass admin" not in listed.text and "another developer" not in listed.text
+        assert key_id(site.keys["admin"]) not in listed.text
+    with site.client("admin") as c:  # an admin sees every key of the project
+        every = c.get("/api/v1/keys").text
+        assert "break-glass admin" in every and "another developer" in every
+
+
 def test_projects_by_role(site: Site) -> None:
     with site.client("viewer") as c:
         assert [p["name"] for p in c.get("/api/v1/projects").json()] == ["default"]
@@ -200,6 +230,78 @@ def test_a_huge_sign_in_form_is_413(site: Site) -> None:
     with site.client(follow_redirects=False) as c:
         answer = c.post("/login", data={"key": "x" * (2 << 20)})
         assert answer.status_code == 413
+
+
+def _reply_before_the_body(url: str, request: str) -> bytes:
+    """What the server answers to ``request`` (its line and headers) declaring a body of
+    900,000 bytes and sending none of it (a client that trickles or stalls)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=20) as sock:
+        sock.sendall(
+            (f"{request}\r\nHost: {parts.netloc}\r\nContent-Length: 900000\r\n\r\n").encode()
+        )
+        return sock.recv(65536)
+
+
+def test_no_body_is_read_before_the_caller_is_known(site: Site) -> None:
+    """Every route but OTLP read up to 1 MiB of body (FastAPI reads it before the route's
+    key check) from anyone: a connection without a key held that much memory by never
+    finishing it. Now the caller is checked first and the route refuses at once."""
+    json_type = "Content-Type: application/json"
+    form_type = "Content-Type: application/x-www-form-urlencoded"
+    for request, status in (
+        (f"POST /api/v1/keys HTTP/1.1\r\n{json_type}", b"401"),
+        (f"POST /api/v1/approvals/r1/approve HTTP/1.1\r\n{json_type}", b"401"),
+        (f"DELETE /api/v1/keys/0000000000000000 HTTP/1.1\r\n{json_type}", b"401"),
+        (f"POST /api/v1/keys HTTP/1.1\r\n{json_type}\r\nAuthorization: Bearer tth_x", b"401"),
+        (f"POST /keys HTTP/1.1\r\n{form_type}", b"303"),  # a page: off to sign in
+        (f"POST /switch-project HTTP/1.1\r\n{form_type}\r\nCookie: tether_session=x", b"303"),
+    ):
+        reply = _reply_before_the_body(site.url, request)
+        assert reply.startswith(b"HTTP/1.1 " + status), (request, reply[:200])
+    # The sign-in form holds the key: read before any check, so kept small.
+    reply = _reply_before_the_body(site.url, f"POST /login HTTP/1.1\r\n{form_type}")
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    # A known caller's body is read as before.
+    with site.client("admin") as c:
+        made = c.post("/api/v1/keys", json={"role": "viewer", "name": "after the check"})
+        assert made.status_code == 201, made.text
+
+
+def test_a_key_keeps_only_its_newest_sessions(site: Site) -> None:
+    """Every sign-in added a session row, without end: one key signing in in a loop held
+    any number of live tokens. Now the oldest beyond the cap end when one more begins."""
+    from sqlalchemy import func, select
+
+    from tether.server.access import MAX_SESSIONS_PER_KEY
+    from tether.store import tables
+
+    cookie = f"tether_session_{site.url.rsplit(':', 1)[1]}"
+    tokens = []
+    with site.client(follow_redirects=False) as c:
+        for _ in range(MAX_SESSIONS_PER_KEY + 3):
+            signed = c.post("/login", data={"key": site.keys["viewer"]})
+            assert signed.status_code == 303
+            tokens.append(signed.cookies[cookie])
+            c.cookies.clear()
+        other = c.post("/login", data={"key": site.keys["developer"]})  # another key's: kept
+        assert other.status_code == 303
+    states = []
+    for token in tokens:
+        with site.client() as c:
+            c.cookies.set(cookie, token)
+            states.append(c.get("/api/v1/whoami").status_code)
+    assert states == [401] * 3 + [200] * MAX_SESSIONS_PER_KEY
+    with site.client() as c:
+        c.cookies.set(cookie, other.cookies[cookie])
+        assert c.get("/api/v1/whoami").json()["role"] == "developer"
+    s = tables.sessions.c
+    with site.access.engine.connect() as conn:
+        rows = dict(conn.execute(select(s.key_id, func.count()).group_by(s.key_id)).all())
+    assert sorted(rows.values()) == [1, MAX_SESSIONS_PER_KEY]
 
 
 def test_the_keys_api_shows_when_a_key_was_last_used(site: Site) -> None:

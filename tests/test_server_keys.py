@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from fakes.cli import run_cli
 from tether.core import TetherError
-from tether.server.access import AccessNotFound, AccessStore, split_key
+from tether.server.access import MAX_SESSIONS_PER_KEY, AccessNotFound, AccessStore, split_key
 from tether.server.roles import Role, may_grant
 from tether.store import tables
 
@@ -80,6 +80,18 @@ def test_sessions_hold_a_token_not_the_key(sqlite_url: str) -> None:
     access.close_session(token)
     assert access.session(token) is None
     assert access.session("") is None and access.session("x" * 1000) is None
+
+
+def test_a_keys_sessions_are_capped_oldest_first(store_url: str) -> None:
+    access = AccessStore(store_url)
+    info, _ = access.create_key("default", Role.VIEWER)
+    other, _ = access.create_key("default", Role.VIEWER)
+    kept = access.open_session(other)
+    tokens = [access.open_session(info) for _ in range(MAX_SESSIONS_PER_KEY + 2)]
+    assert [access.session(t) is not None for t in tokens] == [False] * 2 + [
+        True
+    ] * MAX_SESSIONS_PER_KEY
+    assert access.session(kept) is not None
 
 
 def test_who_may_grant_what() -> None:

@@ -204,6 +204,10 @@ def test_a_developer_manages_only_keys_that_can_do_less_than_its_own(site: Site)
         revocable = set(re.findall(r'href="/keys/([0-9a-f]{16})/revoke"', listing.text))
         own = _key_id(site.keys["developer"])
         assert revocable == {_key_id(site.keys["viewer"]), _key_id(site.keys["agent"]), own}
+        # Keys it may not make are not listed either (their names and ids included).
+        listed = set(re.findall(r'data-key="([0-9a-f]{16})"', listing.text))
+        assert listed == revocable
+        assert "the admin" not in listing.text and _key_id(site.keys["admin"]) not in listing.text
         for role in ("developer", "admin"):
             refused = c.post("/keys", data={"role": role, "expires": "never"})
             assert refused.status_code == 403 and not KEY.search(refused.text)

@@ -35,7 +35,6 @@ def test_the_otlp_constants_are_the_otlp_modules() -> None:
     from tether.server import app, otlp
 
     assert app.OTLP_PATH == otlp.OTLP_PATH
-    assert app.OTLP_MAX_BODY_BYTES == otlp.MAX_BODY_BYTES
 
 
 def test_each_part_works_as_the_first_request(tmp_path: Path) -> None:

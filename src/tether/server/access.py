@@ -40,6 +40,9 @@ _SECRET_BYTES = 32
 _KEY_NAME_CHARS = 128
 SESSION_TTL_NS = 12 * 3600 * 1_000_000_000
 """How long a browser session lasts (the key's own expiry ends it sooner)."""
+MAX_SESSIONS_PER_KEY = 20
+"""The most live browser sessions one key has: signing in once more ends its oldest. Without
+a cap one key (a script signing in in a loop) added rows without end, each a live token."""
 LAST_USED_EVERY_NS = 60 * 1_000_000_000
 """A key's last use is written at most this often (a busy agent's key would otherwise write
 on every request)."""
@@ -159,13 +162,19 @@ class AccessStore:
                 migrate(self.engine)
                 self._ready = True
 
-    def _run(self, stmt: Any, *, write: bool = False) -> Sequence[RowMapping]:
+    def _run(
+        self, stmt: Any, *, write: bool = False, then: Sequence[Any] = ()
+    ) -> Sequence[RowMapping]:
+        """``stmt``'s rows; a write (and the statements ``then`` names) in one transaction."""
         self.ensure_ready()
         try:
             if write:
                 with self.engine.begin() as conn:
                     result = conn.execute(stmt)
-                    return result.mappings().all() if result.returns_rows else []
+                    rows = result.mappings().all() if result.returns_rows else []
+                    for more in then:
+                        conn.execute(more)
+                    return rows
             with self.engine.connect() as conn:
                 return conn.execute(stmt).mappings().all()
         except IntegrityError:
@@ -357,12 +366,20 @@ class AccessStore:
 
     def open_session(self, key: KeyInfo, project: str | None = None) -> str:
         """A new session token for a signed-in key, looking at ``project`` (its own by
-        default)."""
+        default). The key's ended sessions, and the oldest beyond ``MAX_SESSIONS_PER_KEY``,
+        are deleted in the same transaction."""
         token = secrets.token_urlsafe(_SECRET_BYTES)
         now = time.time_ns()
         expires = now + SESSION_TTL_NS
         if key.expires_ns is not None:
             expires = min(expires, key.expires_ns)
+        s = tables.sessions.c
+        newest = (
+            select(s.token_sha256)
+            .where(s.key_id == key.key_id, s.expires_ns > now)
+            .order_by(s.created_ns.desc(), s.token_sha256)
+            .limit(MAX_SESSIONS_PER_KEY)
+        )
         self._run(
             insert(tables.sessions).values(
                 token_sha256=_sha256(token),
@@ -372,6 +389,12 @@ class AccessStore:
                 expires_ns=expires,
             ),
             write=True,
+            then=[
+                delete(tables.sessions).where(
+                    s.key_id == key.key_id,
+                    s.token_sha256.not_in(newest.scalar_subquery()),
+                )
+            ],
         )
         return token
 

@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 
 from tether.server import errors
 from tether.server.access import AccessStore
+from tether.server.auth import authenticate
 from tether.server.config import ServerConfig
 from tether.server.http_deadline import BodyReadTimeout
 from tether.server.lazy import LazyRoutes, install
@@ -35,9 +36,14 @@ API_PREFIX = "/api/v1"
 
 
 OTLP_PATH = "/v1/traces"
-OTLP_MAX_BODY_BYTES = 16 << 20
-"""``tether.server.otlp``'s path and body limit, known before it is imported (a test holds
-them equal)."""
+"""``tether.server.otlp``'s path, known before it is imported (a test holds them equal); the
+route applies its body limit itself."""
+
+
+LOGIN_PATH = "/login"
+LOGIN_MAX_BODY_BYTES = 16 << 10
+"""The sign-in form's body (a key and the page to go to next) is read before any key is
+checked, since it holds the key: it is kept small."""
 
 
 def _ui() -> list[APIRouter]:
@@ -104,10 +110,17 @@ def create_app(config: ServerConfig, *, routers: Sequence[APIRouter] = ()) -> Fa
     # Outermost last: the body limit sees the request first.
     app.add_middleware(SecurityHeaders)
     app.add_middleware(JsonBodies, prefix="/api/")
-    limits = {OTLP_PATH: OTLP_MAX_BODY_BYTES, **config.body_limits}
-    # OTLP reads its body itself, after the key is checked (tether.server.otlp).
+    limits = {LOGIN_PATH: LOGIN_MAX_BODY_BYTES}
+    limits.update(config.body_limits)
+    # OTLP reads its body itself, after the key is checked (tether.server.otlp); every other
+    # body is read once its sender is known, but the sign-in form's, which holds the key.
     app.add_middleware(
-        BodyLimit, default=config.max_body_bytes, by_prefix=limits, unbuffered=(OTLP_PATH,)
+        BodyLimit,
+        default=config.max_body_bytes,
+        by_prefix=limits,
+        unbuffered=(OTLP_PATH,),
+        authenticate=authenticate,
+        open_paths=frozenset({LOGIN_PATH}),
     )
     # Outermost: every wait for a body's next part is timed, the body limit's own included.
     app.add_middleware(BodyReadTimeout, timeout_s=config.read_timeout_s)

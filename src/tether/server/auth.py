@@ -15,7 +15,7 @@ from tether.core.settings import is_project_name
 from tether.core.text import one_line
 from tether.server.access import AccessStore, KeyInfo
 from tether.server.config import LOOPBACK_HOSTS
-from tether.server.roles import GRANTS, Permission, Role
+from tether.server.roles import GRANTS, Permission, Role, may_grant
 
 SESSION_COOKIE = "tether_session"
 """The session cookie's name on a default port (a site's 80 or 443); see ``session_cookie``."""
@@ -62,6 +62,13 @@ class Principal:
 
     def may(self, permission: Permission) -> bool:
         return permission in GRANTS[self.role]
+
+    def sees_key(self, key: KeyInfo) -> bool:
+        """Whether a listing of keys shows ``key`` to this caller: the keys of the roles it
+        may make and revoke (``roles.GRANTABLE``), and its own. A developer key listed every
+        key of its project, the names and ids of its admin and developer keys included:
+        what a leaked developer key needs to know which keys to go after."""
+        return may_grant(self.role, key.role) or key.key_id == self.key_id
 
     @property
     def key_id(self) -> str | None:
@@ -146,15 +153,28 @@ def _loopback_host(request: Request) -> bool:
     return name.strip("[]").lower() in LOOPBACK_HOSTS
 
 
+_PRINCIPAL = "tether.principal"
+"""Where a request's scope keeps its caller once known (the body limit asks before the
+route does: ``middleware.BodyLimit``)."""
+
+
 def authenticate(request: Request) -> Principal:
     """The caller, from the key or the session cookie; ``AuthError`` when there is neither
-    or it opens nothing. In dev mode every request is an admin's.
+    or it opens nothing. In dev mode every request is an admin's. Asked twice for one
+    request, the store is read once.
 
     What a browser sends by itself (the session cookie; in dev mode, nothing at all) is not
     taken from another origin's page for a request that changes something (CSRF: a page on
     another port of this host or another subdomain of this site gets the SameSite cookie
     sent), and dev mode answers only requests addressed to a loopback name (a page whose
     domain resolves to 127.0.0.1 would otherwise read and act as an admin)."""
+    known: Principal | None = request.scope.get(_PRINCIPAL)
+    if known is None:
+        known = request.scope[_PRINCIPAL] = _caller(request)
+    return known
+
+
+def _caller(request: Request) -> Principal:
     unsafe = request.method not in SAFE_METHODS
     if request.app.state.config.dev:
         if not _loopback_host(request):

@@ -1,9 +1,11 @@
 """How errors are answered: JSON ``{"error", "hint"}`` under ``/api`` (and any path that is
-not a page), a page or a redirect to the sign-in form for the UI."""
+not a page), a ``google.rpc.Status`` on OTLP's path, a page or a redirect to the sign-in form
+for the UI."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +28,29 @@ def _is_page(request: Request) -> bool:
 
 def error_json(status: int, message: str, hint: str | None = None, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, "hint": hint, **extra}, status_code=status)
+
+
+def _answer(
+    request: Request,
+    status: int,
+    message: str,
+    hint: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    """An error answer to a machine: OTLP's ``google.rpc.Status`` on the OTLP path (its
+    exporters read nothing else), the API's JSON elsewhere."""
+    from tether.server.app import OTLP_PATH
+
+    if request.url.path == OTLP_PATH:
+        from tether.server.otlp import error_reply  # loaded already: this path reached it
+
+        text = message if hint is None else f"{message} ({hint})"
+        return error_reply(request.headers.get("content-type", ""), status, text, headers)
+    answer = error_json(status, message, hint, **extra)
+    if headers:
+        answer.headers.update(headers)
+    return answer
 
 
 def _page(request: Request, status: int, message: str) -> Response:
@@ -54,9 +79,11 @@ def install(app: FastAPI) -> None:
             if request.headers.get("hx-request"):  # htmx follows this header, not a 303
                 return Response(status_code=401, headers={"HX-Redirect": "/login"})
             return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
-        return JSONResponse(
-            {"error": exc.message, "hint": "tether keys create makes a key"},
-            status_code=401,
+        return _answer(
+            request,
+            401,
+            exc.message,
+            "tether keys create makes a key",
             headers={"WWW-Authenticate": 'Bearer realm="tether"'},
         )
 
@@ -64,14 +91,14 @@ def install(app: FastAPI) -> None:
     async def forbidden(request: Request, exc: Forbidden) -> Response:
         if _is_page(request):
             return _page(request, 403, exc.message)
-        return error_json(403, exc.message)
+        return _answer(request, 403, exc.message)
 
     @app.exception_handler(ProjectNotFound)
     async def no_project(request: Request, exc: ProjectNotFound) -> Response:
         message = f"no project {exc.project!r}"
         if _is_page(request):
             return _page(request, 404, message)
-        return error_json(404, message)
+        return _answer(request, 404, message)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -79,14 +106,14 @@ def install(app: FastAPI) -> None:
         reason = "; ".join(f"{p['where']}: {p['message']}" for p in problems)
         if _is_page(request):
             return _page(request, 422, f"invalid request: {reason}")
-        return error_json(422, f"invalid request: {reason}", problems=problems)
+        return _answer(request, 422, f"invalid request: {reason}", problems=problems)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         message = str(exc.detail)
         if _is_page(request):
             return _page(request, exc.status_code, message)
-        return error_json(exc.status_code, message)
+        return _answer(request, exc.status_code, message, headers=exc.headers)
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> Response:
@@ -95,19 +122,19 @@ def install(app: FastAPI) -> None:
             log.warning("store error: %s", exc.message)
         if _is_page(request):
             return _page(request, status, exc.message)
-        return error_json(status, exc.message, exc.hint)
+        return _answer(request, status, exc.message, exc.hint)
 
     @app.exception_handler(Conflict)
     async def conflict(request: Request, exc: Conflict) -> Response:
         if _is_page(request):
             return _page(request, 409, exc.message)
-        return error_json(409, exc.message, exc.hint)
+        return _answer(request, 409, exc.message, exc.hint)
 
     @app.exception_handler(TetherError)
     async def tether_error(request: Request, exc: TetherError) -> Response:
         if _is_page(request):
             return _page(request, 400, exc.message)
-        return error_json(400, exc.message, exc.hint)
+        return _answer(request, 400, exc.message, exc.hint)
 
 
 def _store_status(exc: StoreError) -> int:

@@ -4,9 +4,11 @@ answer (a Content-Security-Policy without inline scripts, no framing, no sniffin
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_SECURITY_POLICY = (
@@ -43,14 +45,28 @@ async def reply_json(send: Send, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
 class BodyLimit:
     """413 for a body over the limit, said by its ``Content-Length`` or counted as it
-    streams in (a chunked body has no length), before the route reads it all.
+    streams in (a chunked body has no length), before the route reads it all; and no body
+    read at all before the caller is known.
 
-    Paths under ``unbuffered`` get only the ``Content-Length`` check: their route checks the
-    caller first and then reads the body itself, within the same limit. Read here, a large
+    Paths under ``unbuffered`` are left to their route: it checks the caller first and then
+    the body's ``Content-Length`` and the body itself, within its own limit, and answers in
+    its protocol's shape (OTLP's ``Status``). Read here, a large
     body was held before anyone was asked who sent it: connections without a key each
-    holding 16 MiB of an OTLP body they never finished held the server's memory."""
+    holding 16 MiB of an OTLP body they never finished held the server's memory.
+
+    On every other path but those of ``open_paths`` (the sign-in form, whose body is the
+    credential), a request that sends a body is first put to ``authenticate`` (in a worker
+    thread: it reads the store). One it refuses reaches its route with an empty body and
+    unread connection: the route's own check refuses it again, with the answer that route
+    gives (401 JSON, a redirect to sign in). The routes cannot check first themselves:
+    FastAPI reads a body before it solves a route's dependencies, so every form and JSON
+    route read up to 1 MiB from anyone."""
 
     def __init__(
         self,
@@ -59,12 +75,27 @@ class BodyLimit:
         default: int,
         by_prefix: Mapping[str, int],
         unbuffered: tuple[str, ...] = (),
+        authenticate: Callable[[Request], object] | None = None,
+        open_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.app = app
         self.default = default
         # Longest prefix first: the most specific limit wins.
         self.by_prefix = sorted(by_prefix.items(), key=lambda item: -len(item[0]))
         self.unbuffered = unbuffered
+        self.authenticate = authenticate
+        self.open_paths = open_paths
+
+    async def _known(self, scope: Scope) -> bool:
+        """Whether ``authenticate`` takes the request's caller (any refusal is the route's
+        to answer, the store's failures included)."""
+        if self.authenticate is None or scope["path"] in self.open_paths:
+            return True
+        try:
+            await run_in_threadpool(self.authenticate, Request(scope))
+        except Exception:
+            return False
+        return True
 
     def limit_for(self, path: str) -> int:
         for prefix, limit in self.by_prefix:
@@ -76,7 +107,12 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["path"].startswith(self.unbuffered):
+            await self.app(scope, receive, send)
+            return
         limit = self.limit_for(scope["path"])
+        declared: int | None = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -86,8 +122,10 @@ class BodyLimit:
                 if declared > limit:
                     await reply_json(send, 413, f"the request body is larger than {limit:,} bytes")
                     return
-        if scope["path"].startswith(self.unbuffered):
-            await self.app(scope, receive, send)
+            elif name == b"transfer-encoding":
+                chunked = True
+        if (chunked or bool(declared)) and not await self._known(scope):
+            await self.app(scope, _no_body, send)
             return
         # The body is read here, up to the limit, and handed on whole: a route never starts
         # on a body that turns out too large (a chunked body declares no length).

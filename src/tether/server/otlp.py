@@ -2,7 +2,9 @@
 
 Spans are written to the store inside the request, in one transaction: a 2xx means they are
 committed (``tether.server.otlp_store`` says how spans join runs). Re-sending a batch (an
-exporter retrying after a lost reply) stores nothing twice.
+exporter retrying after a lost reply) stores nothing twice. Every error answer of this path
+(the key's included: ``errors.install``) is a ``google.rpc.Status`` encoded as the request
+(``error_reply``), as the OTLP/HTTP specification asks.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -24,7 +29,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
+from tether.core.text import scrub_surrogates
 from tether.server.auth import require
+from tether.server.otlp_mapping import MAX_ATTRIBUTE_DEPTH
 from tether.server.otlp_store import Ingested, ingest
 from tether.server.roles import Permission
 from tether.store import Store
@@ -41,9 +48,9 @@ MAX_JSON_OBJECTS = 500_000
 too). A batch of 512 spans of 30 attributes holds about 33,000; decoding one costs ~5 us and a
 Python dict, so 16 MiB of ``{},`` (5.6 million) took a worker 30 s and a gigabyte."""
 MAX_ITEMS = 1_000_000
-"""Most resource and scope entries, spans, events, links and attributes one request may hold
-(counted before any is read): each costs Python work, and a body of empty entries holds one
-per 2 bytes."""
+"""Most resource and scope entries, spans, events, links, attributes and the entries of
+attributes' arrays and maps one request may hold (counted before any is read): each costs
+Python work, and a body of empty entries holds one per 2 bytes."""
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 router = APIRouter(tags=["otlp"])
@@ -98,8 +105,32 @@ def _ids_to_base64(node: Any) -> Any:
     return node
 
 
-def decode(content_type: str, encoding: str, body: bytes) -> ExportTraceServiceRequest:
-    """The request's message; ``OtlpError`` 400/413/415 with the reason."""
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+"""A ``\\uD800``-``\\uDFFF`` escape in a JSON body: the only way a JSON text holds a lone
+surrogate (a pair ``json.loads`` joins into one character)."""
+
+
+def _scrub(node: Any, changed: list[int]) -> Any:
+    """``node`` with lone surrogates in its strings replaced by U+FFFD, ``changed[0]``
+    counting the strings replaced."""
+    if isinstance(node, str):
+        clean = scrub_surrogates(node)
+        if clean is not node:
+            changed[0] += 1
+        return clean
+    if isinstance(node, dict):
+        return {_scrub(k, changed): _scrub(v, changed) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_scrub(v, changed) for v in node]
+    return node
+
+
+def decode(
+    content_type: str, encoding: str, body: bytes, notes: list[str] | None = None
+) -> ExportTraceServiceRequest:
+    """The request's message; ``OtlpError`` 400/413/415 with the reason. What was mended to
+    take it (a lone surrogate replaced) is said in ``notes``, for the reply's
+    ``partial_success``."""
     media = content_type.split(";", 1)[0].strip().lower()
     if media not in (PROTOBUF, JSON):
         raise OtlpError(
@@ -118,7 +149,7 @@ def decode(content_type: str, encoding: str, body: bytes) -> ExportTraceServiceR
             raise OtlpError(
                 400, f"the body is not an OTLP ExportTraceServiceRequest: {exc}"
             ) from None
-        _check_items(message)
+        _check_items(message, len(body))
         return message
     if body.count(b"{") > MAX_JSON_OBJECTS:
         raise OtlpError(
@@ -132,24 +163,39 @@ def decode(content_type: str, encoding: str, body: bytes) -> ExportTraceServiceR
         raise OtlpError(400, "the JSON body is nested too deeply") from None
     if not isinstance(data, dict):
         raise OtlpError(400, "the JSON body must be an object with resourceSpans")
+    if _SURROGATE_ESCAPE.search(body):
+        # json.loads takes "\ud800" and protobuf refuses it: one such escape in an attribute
+        # failed the whole request. Replaced, as the store replaces it in any text.
+        changed = [0]
+        data = _scrub(data, changed)
+        if changed[0] and notes is not None:
+            notes.append(
+                f"{changed[0]:,} string(s) held a lone UTF-16 surrogate escape (such as "
+                "\\ud800), replaced by U+FFFD"
+            )
     try:
         json_format.ParseDict(_ids_to_base64(data), message, ignore_unknown_fields=True)
     except (json_format.ParseError, binascii.Error, RecursionError) as exc:
         raise OtlpError(
             400, f"the JSON body is not an OTLP ExportTraceServiceRequest: {exc}"
         ) from None
-    _check_items(message)
+    _check_items(message, len(body))
     return message
 
 
 _SMALLER = ": send smaller batches"
 
 
-def _check_items(message: ExportTraceServiceRequest) -> None:
+def _check_items(message: ExportTraceServiceRequest, size: int) -> None:
     """``OtlpError`` 413 when the request holds more than ``MAX_ITEMS`` entries. Counted by
     the lengths of the repeated fields, level by level, stopping as soon as the count is over:
     a body of millions of empty entries costs at most ``MAX_ITEMS`` steps here, where mapping
-    it took minutes; a batch of 512 spans costs 512 steps."""
+    it took minutes. Every entry takes at least 2 bytes of the body (``size``, decoded: a tag
+    and a length in protobuf, ``{}`` in JSON), so a body of at most twice ``MAX_ITEMS`` bytes
+    (an exporter's batch of 512 spans, with their messages) cannot hold too many and is not
+    counted at all."""
+    if size <= 2 * MAX_ITEMS:
+        return
     count = len(message.resource_spans)
     if count > MAX_ITEMS:
         raise _too_many()
@@ -157,20 +203,54 @@ def _check_items(message: ExportTraceServiceRequest) -> None:
         count += len(rs.scope_spans) + len(rs.resource.attributes)
         if count > MAX_ITEMS:
             raise _too_many()
+        count = _nested(rs.resource.attributes, count)
         for ss in rs.scope_spans:
             count += len(ss.spans) + len(ss.scope.attributes)
             if count > MAX_ITEMS:
                 raise _too_many()
+            count = _nested(ss.scope.attributes, count)
             for span in ss.spans:
                 events = span.events
                 count += len(span.attributes) + len(events) + len(span.links)
                 if count > MAX_ITEMS:
                     raise _too_many()
+                count = _nested(span.attributes, count)
                 if events:
                     for event in events:
                         count += len(event.attributes)
-                    if count > MAX_ITEMS:
-                        raise _too_many()
+                        if count > MAX_ITEMS:
+                            raise _too_many()
+                        count = _nested(event.attributes, count)
+
+
+def _nested(pairs: Any, count: int) -> int:
+    """``count`` plus the entries of the arrays and maps among the values of ``pairs``
+    (``KeyValue``s), as deep as mapping reads them (``MAX_ATTRIBUTE_DEPTH``); ``OtlpError``
+    413 as soon as it is over ``MAX_ITEMS``. One attribute's array held a million values
+    that no count saw."""
+    return _entries((kv.value for kv in pairs), count, 0)
+
+
+def _entries(values: Any, count: int, depth: int) -> int:
+    """``_nested`` over ``AnyValue``s at ``depth``."""
+    for value in values:
+        if value.string_value or value.int_value:  # most values: no need to ask more
+            continue
+        which = value.WhichOneof("value")
+        if which == "array_value":
+            inner = value.array_value.values
+        elif which == "kvlist_value":
+            inner = value.kvlist_value.values
+        else:
+            continue
+        count += len(inner)
+        if count > MAX_ITEMS:
+            raise _too_many()
+        if depth < MAX_ATTRIBUTE_DEPTH:
+            if which == "kvlist_value":
+                inner = (kv.value for kv in inner)
+            count = _entries(inner, count, depth + 1)
+    return count
 
 
 def _too_many() -> OtlpError:
@@ -194,17 +274,25 @@ def _store(request: Request) -> Store:
 _may_ingest = require(Permission.INGEST)
 
 
-def _decode_and_ingest(request: Request, project: str, content_type: str, body: bytes) -> Ingested:
+def _decode_and_ingest(
+    request: Request, project: str, content_type: str, body: bytes
+) -> tuple[Ingested, list[str]]:
     """Decode and store the request: in one worker thread (each step blocks), so a request
     waits for one thread hand-over, not one per step (a hand-over is milliseconds on a busy
-    host)."""
+    host). With what decoding mended (``decode``'s notes)."""
     encoding = request.headers.get("content-encoding", "")
-    return ingest(_store(request), project, decode(content_type, encoding, body))
+    notes: list[str] = []
+    message = decode(content_type, encoding, body, notes)
+    return ingest(_store(request), project, message), notes
 
 
 async def _body(request: Request) -> bytes:
     """The request's body, read after its key was checked (the server's body limit leaves it
-    unread: ``app.OTLP_PATH``); ``OtlpError`` 413 as soon as it is over ``MAX_BODY_BYTES``."""
+    to this route: ``app.OTLP_PATH``); ``OtlpError`` 413 for a ``Content-Length`` over
+    ``MAX_BODY_BYTES`` before any of it is read, else as soon as the count is over."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise OtlpError(413, f"the request body is larger than {MAX_BODY_BYTES:,} bytes")
     chunks: list[bytes] = []
     received = 0
     async for chunk in request.stream():
@@ -221,6 +309,26 @@ def _reply(media: str, response: ExportTraceServiceResponse) -> Response:
     return JSONResponse(json_format.MessageToDict(response))
 
 
+_GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 10, 413: 8, 415: 3, 422: 3, 503: 14}
+"""The ``google.rpc.Code`` of an HTTP status (others: 13, internal). OTLP/HTTP does not use
+``Status.code`` and clients must not act on it; it is there for whoever troubleshoots."""
+
+
+def error_reply(
+    content_type: str, status: int, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """An error answer as OTLP/HTTP wants it: a ``google.rpc.Status`` whose ``message`` says
+    what is wrong, encoded as the request was (protobuf for ``application/x-protobuf``, else
+    JSON: a request of another content type is no OTLP, and JSON is what its sender reads)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    reply = Status(code=_GRPC_CODES.get(status, 13), message=message)
+    if media == PROTOBUF:
+        return Response(
+            reply.SerializeToString(), status_code=status, media_type=PROTOBUF, headers=headers
+        )
+    return JSONResponse(json_format.MessageToDict(reply), status_code=status, headers=headers)
+
+
 @router.post(
     OTLP_PATH,
     summary="OTLP/HTTP trace export (protobuf or JSON, gzip): spans stored before the reply",
@@ -232,15 +340,15 @@ async def export_traces(request: Request) -> Response:
     principal = await run_in_threadpool(_may_ingest, request, request.query_params.get("project"))
     try:
         body = await _body(request)
-        result = await run_in_threadpool(
+        result, notes = await run_in_threadpool(
             _decode_and_ingest, request, principal.project, content_type, body
         )
     except ClientDisconnect:  # gone before its body was whole: nothing stored, no one to tell
         return Response(status_code=400)
     except OtlpError as exc:
-        return JSONResponse({"error": exc.message, "hint": None}, status_code=exc.status)
+        return error_reply(content_type, exc.status, exc.message)
     response = ExportTraceServiceResponse()
-    if result.rejected:
+    if result.rejected or notes:  # with no span rejected, OTLP reads the message as a warning
         response.partial_success.rejected_spans = result.rejected
-        response.partial_success.error_message = "; ".join(result.reasons)
+        response.partial_success.error_message = "; ".join([*result.reasons, *notes])
     return _reply(media, response)

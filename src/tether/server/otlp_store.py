@@ -18,9 +18,10 @@ create (its roots, the parents it lacks: a sender chooses its trace ids), in one
 
 Projects share the id space: a span of one project may name as its missing parent the root of
 another project's trace (a service called by it, reading its id off ``traceparent``). When
-that root arrives, the pending run named after it is moved to a new random id
-(``_move_pending_run``) and the root is stored; a span naming a parent stored in another
-project is the root of a run of its own project (``_runs_of``).
+that root arrives, the pending run named after it ends: each of its spans that named the
+root becomes the root of a run of its own project (``_end_foreign_pending_run``), and the
+root is stored; a span naming a parent stored in another project is the root of a run of its
+own project at once (``_runs_of``).
 
 This path needs no crash journal (the runtime's trace writer keeps one because its records
 are accepted before they are committed): nothing is acknowledged before its commit, so a
@@ -528,7 +529,7 @@ def _write(
                 and have_run.pending
                 and have_run.project != project
             ):
-                _move_pending_run(conn, m.span_id, have_run.project)
+                _end_foreign_pending_run(conn, m.span_id, have_run.project)
                 del stored_runs[m.span_id]
     fresh: list[MappedSpan] = []
     merged_into: dict[str, str] = {}
@@ -597,31 +598,90 @@ def _write(
     return len(kept) - (len(new) - len(fresh))
 
 
-def _move_pending_run(conn: Connection, run_id: str, owner: str) -> None:
-    """Give the pending run ``run_id`` of project ``owner`` another id, for a root of
-    another project whose id it is. A span of ``owner`` named that root as its parent before
-    the root arrived (a service of ``owner`` called by the root's, or a sender who read the
-    id off a ``traceparent`` header): the run id was taken, and the root's own project had
-    the root refused and its run never ended. The pending run keeps its spans under a new
-    random id no run has (one derived from the ids could be taken first by the sender of
-    ``owner``, failing every request that carries the root); it stays ``running`` (its
-    parent will never be of its project; ``owner``'s spans sent after the root start runs
-    of their own)."""
+def _end_foreign_pending_run(conn: Connection, run_id: str, owner: str) -> None:
+    """End the pending run ``run_id`` of project ``owner``, for a root of another project
+    whose id it is. Spans of ``owner`` named that root as their parent before it arrived (a
+    service of ``owner`` called by the root's, through ``traceparent``); now that it has, each
+    of those spans is the root of a run of ``owner``'s, as it is when the caller arrives
+    first (``_runs_of``): its run takes its id, name, status and the totals of its spans.
+
+    The pending run was moved to a random id and stayed ``running`` for ever: its parent
+    would never be of its project. The run id was taken by it, and the root's own project
+    had the root refused and its run never ended before that. A callee root whose id is
+    already a run's (no sender can name it first: the id is its stored span's, but another
+    project may have a pending run under it) takes a random id no run has."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    while True:
-        moved = secrets.token_hex(8)
-        taken = conn.exec_driver_sql(
-            f"SELECT 1 FROM tether_runs WHERE run_id = {mark}", (moved,)
-        ).first()
-        if taken is None:
-            break
-    columns = ", ".join(c.name for c in tables.runs.columns if c.name != "run_id")
+    rows = conn.exec_driver_sql(
+        "SELECT s.span_id, s.trace_id, s.parent_id, s.name, s.kind, s.start_ns, s.end_ns, "
+        "s.status, s.status_message, s.attributes FROM tether_runs r JOIN tether_spans s "
+        f"ON s.run_seq = r.run_seq AND s.run_id = r.run_id WHERE r.run_id = {mark}",
+        (run_id,),
+    ).all()
+    spans = {
+        row[0]: MappedSpan(
+            row[1],
+            row[0],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            row[7] == "error",
+            row[8],
+            orjson.loads(row[9]),
+            row[9],
+        )
+        for row in rows
+    }
+    tops = sorted(sid for sid, m in spans.items() if m.parent_id == run_id)
+    if not tops:  # (no span names it: a cycle's leftovers) the run keeps them, ended
+        tops = sorted(spans)[:1]
+    top_of: dict[str, str] = {t: t for t in tops}
+    for sid in spans:  # each span's top, by its chain of parents (a chain ends at one)
+        path, cur = [], sid
+        while cur not in top_of and cur in spans and cur not in path:
+            path.append(cur)
+            cur = spans[cur].parent_id or ""
+        top = top_of.get(cur, tops[0])
+        for on in path:
+            top_of[on] = top
+    new_ids: dict[str, str] = {}
+    for top in tops:
+        new_id = top
+        while conn.exec_driver_sql(
+            f"SELECT 1 FROM tether_runs WHERE run_id = {mark}", (new_id,)
+        ).first():
+            new_id = secrets.token_hex(8)
+        new_ids[top] = new_id
+    totals = {top: _Totals() for top in tops}
+    for sid, m in spans.items():
+        m.run_id = new_ids[top_of[sid]]
+        totals[top_of[sid]].add(m.kind, m.start_ns, m.attributes)
+    seqs = dict(zip(tops, new_run_seqs(len(tops)), strict=True))
+    records = []
+    for top in tops:
+        record = _run_of_root(owner, spans[top], totals[top])
+        record.run_id = new_ids[top]
+        records.append(tuple(run_row(record, run_seq=seqs[top]).values()))
+    insert_rows(conn, tables.runs, records)
     conn.exec_driver_sql(
-        f"INSERT INTO tether_runs (run_id, {columns}) "
-        f"SELECT {mark}, {columns} FROM tether_runs WHERE run_id = {mark}",
-        (moved, run_id),
+        f"UPDATE tether_spans SET run_id = {mark}, run_seq = {mark} WHERE span_id = {mark}",
+        [(m.run_id, seqs[top_of[sid]], sid) for sid, m in spans.items()],
     )
-    _merge(conn, {run_id: moved})
+    if spans:
+        conn.exec_driver_sql(
+            f"UPDATE tether_events SET run_id = {mark} WHERE run_id = {mark} AND span_id = {mark}",
+            [(m.run_id, run_id, sid) for sid, m in spans.items()],
+        )
+    models = {
+        (m.run_id, clean_text(fit(model, RUN_MODEL)) or model)
+        for m in spans.values()
+        if m.kind == "model" and isinstance(model := m.attributes.get(REQUEST_MODEL), str) and model
+    }
+    conn.exec_driver_sql(f"DELETE FROM tether_run_models WHERE run_id = {mark}", (run_id,))
+    if models:
+        insert_rows(conn, tables.run_models, sorted(models), skip_existing=True)
+    conn.exec_driver_sql(f"DELETE FROM tether_runs WHERE run_id = {mark}", (run_id,))
 
 
 def _update_runs(

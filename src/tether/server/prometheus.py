@@ -8,8 +8,10 @@ gives per-second figures). Cardinality is bounded: at most ``MAX_SERIES`` label 
 metric, the rest summed under ``agent="_other"`` / ``model="_other"``.
 
 Access: an API key that may read (``viewer`` and up) sees its project's series; an ``admin``
-key every project's. ``TETHER_METRICS_PUBLIC=1`` lets a scraper in without a key (then every
-project's series are shown): only for a server whose port only the scraper reaches.
+key every project's. ``?project=NAME`` narrows to one project and follows the API's rule
+(``auth.scoped``): a key of another project that is not an admin's gets 404, as for any other
+route. ``TETHER_METRICS_PUBLIC=1`` lets a scraper in without a key (then every project's
+series are shown): only for a server whose port only the scraper reaches.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, and_, case, distinct, func, select
 from starlette.responses import Response
 
-from tether.server.auth import Forbidden, authenticate
+from tether.server.auth import Forbidden, authenticate, scoped
 from tether.server.roles import Permission
 from tether.store import tables
 from tether.store.query import BLOCK_MARK, BLOCKED, DECISION_EVENT, ERROR_EVENTS
@@ -221,12 +223,16 @@ async def metrics(request: Request) -> Response:
 
 
 def _scrape(request: Request) -> bytes:
+    asked = request.query_params.get("project")
     project: str | None
     if public():
-        project = None
+        project = asked
     else:
-        principal = authenticate(request)
+        # Another project than the key's: refused as every route refuses it (404 unless the
+        # key may see all projects); it quietly answered with the key's own project's series.
+        principal = scoped(request, authenticate(request), asked)
         if not principal.may(Permission.READ):
             raise Forbidden(f"a key of role {principal.role.value!r} may not read metrics")
-        project = None if principal.may(Permission.ALL_PROJECTS) else principal.project
+        every = asked is None and principal.may(Permission.ALL_PROJECTS)
+        project = None if every else principal.project
     return render(request.app.state.engine, project)

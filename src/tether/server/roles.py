@@ -15,7 +15,7 @@ class Role(StrEnum):
     """Runs the install: every project, projects and keys of any role."""
     DEVELOPER = "developer"
     """Works on one project's agents: reads its runs, sends traces, approves or denies its
-    escalated tool calls, makes and revokes the project's viewer and agent keys."""
+    escalated tool calls, lists, makes and revokes the project's viewer and agent keys."""
     VIEWER = "viewer"
     """Reads one project's runs, traces and dashboards."""
     AGENT = "agent"
@@ -30,7 +30,8 @@ class Permission(StrEnum):
     INGEST = "ingest"
     """Send spans to the caller's project (OTLP in)."""
     MANAGE_KEYS = "manage_keys"
-    """List the project's keys; make and revoke those of the roles ``GRANTABLE`` names."""
+    """List, make and revoke the project's keys of the roles ``GRANTABLE`` names (a listing
+    shows those and the caller's own key: ``auth.Principal.sees_key``)."""
     DECIDE_APPROVALS = "decide_approvals"
     """Approve or deny a tool call a paused run of the caller's project waits on."""
     MANAGE_PROJECTS = "manage_projects"

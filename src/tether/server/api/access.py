@@ -127,8 +127,10 @@ class CreatedKey(KeyView):
 
 @router.get("/keys")
 def list_keys(request: Request, principal: KeyManager) -> list[KeyView]:
-    """The keys of the project."""
-    return [KeyView(**k.shown()) for k in _access(request).list_keys(principal.project)]
+    """The keys of the project the caller may make and revoke (``roles.GRANTABLE``: all of
+    them for an admin, the viewer and agent keys for a developer), and its own."""
+    keys = _access(request).list_keys(principal.project)
+    return [KeyView(**k.shown()) for k in keys if principal.sees_key(k)]
 
 
 @router.post("/keys", status_code=201)

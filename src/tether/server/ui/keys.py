@@ -1,7 +1,7 @@
 """The keys page: the API keys of the project being looked at, a form to make one, and
 revoking one after a confirmation page. For the keys that may manage keys, with the same rule
-as the API (``roles.GRANTABLE``): an admin makes and revokes any key, a developer its project's
-viewer and agent keys.
+as the API (``roles.GRANTABLE``): an admin sees, makes and revokes any key, a developer its
+project's viewer and agent keys (and sees its own).
 
 A new key's text is in the answer to the form that made it and nowhere else: not in a URL,
 not in a cookie, not in the store (only its hash), not in a log line. The page is sent with
@@ -53,7 +53,7 @@ def _keys_page(
     error: str | None = None,
     status: int = 200,
 ) -> Response:
-    keys = _access(request).list_keys(principal.project)
+    keys = [k for k in _access(request).list_keys(principal.project) if principal.sees_key(k)]
     now = time.time_ns()
     context: dict[str, Any] = {
         "keys": [(k, k.state(now)) for k in keys],
