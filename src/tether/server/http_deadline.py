@@ -29,7 +29,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tether.server.middleware import reply_json
 
-__all__ = ["DEFAULT_READ_TIMEOUT_S", "BodyReadTimeout", "deadline_protocol"]
+__all__ = ["DEFAULT_READ_TIMEOUT_S", "BodyReadTimeout", "BodyTimedOut", "deadline_protocol"]
 
 DEFAULT_READ_TIMEOUT_S = 30.0
 """How long a client has for a request's headers, and for each part of its body."""
@@ -89,8 +89,9 @@ def deadline_protocol(timeout_s: float) -> type[HttpToolsProtocol]:
     return type("HeaderDeadline", (_HeaderDeadline,), {"timeout_s": float(timeout_s)})
 
 
-class _BodyTimedOut(Exception):
-    pass
+class BodyTimedOut(Exception):
+    """The client paused a body past the read timeout. A route may answer it itself (OTLP
+    answers in its own error format); the answer must close the connection."""
 
 
 class BodyReadTimeout:
@@ -115,7 +116,9 @@ class BodyReadTimeout:
             try:
                 message = await asyncio.wait_for(receive(), self.timeout_s)
             except TimeoutError:
-                raise _BodyTimedOut from None
+                raise BodyTimedOut(
+                    f"the request body stopped arriving for {self.timeout_s:g}s"
+                ) from None
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True
             return message
@@ -128,13 +131,11 @@ class BodyReadTimeout:
 
         try:
             await self.app(scope, timed_receive, watched_send)
-        except _BodyTimedOut:
+        except BodyTimedOut as exc:
             log.warning(
                 "closed the connection of %s: the request body paused over %gs",
                 _address(scope.get("client")),
                 self.timeout_s,
             )
             if not started:  # 408, and the connection closed (the answer says so)
-                await reply_json(
-                    send, 408, f"the request body stopped arriving for {self.timeout_s:g}s"
-                )
+                await reply_json(send, 408, str(exc))

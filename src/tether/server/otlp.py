@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 
 from tether.core.text import scrub_surrogates
 from tether.server.auth import require
+from tether.server.http_deadline import BodyTimedOut
 from tether.server.otlp_mapping import MAX_ATTRIBUTE_DEPTH
 from tether.server.otlp_store import Ingested, ingest
 from tether.server.roles import Permission
@@ -309,7 +310,19 @@ def _reply(media: str, response: ExportTraceServiceResponse) -> Response:
     return JSONResponse(json_format.MessageToDict(response))
 
 
-_GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 409: 10, 413: 8, 415: 3, 422: 3, 503: 14}
+_GRPC_CODES = {
+    400: 3,
+    401: 16,
+    403: 7,
+    404: 5,
+    405: 12,
+    408: 4,
+    409: 10,
+    413: 8,
+    415: 3,
+    422: 3,
+    503: 14,
+}
 """The ``google.rpc.Code`` of an HTTP status (others: 13, internal). OTLP/HTTP does not use
 ``Status.code`` and clients must not act on it; it is there for whoever troubleshoots."""
 
@@ -347,6 +360,8 @@ async def export_traces(request: Request) -> Response:
         return Response(status_code=400)
     except OtlpError as exc:
         return error_reply(content_type, exc.status, exc.message)
+    except BodyTimedOut as exc:  # a stalled body: 408, and the connection closed
+        return error_reply(content_type, 408, str(exc), headers={"connection": "close"})
     response = ExportTraceServiceResponse()
     if result.rejected or notes:  # with no span rejected, OTLP reads the message as a warning
         response.partial_success.rejected_spans = result.rejected
