@@ -141,3 +141,34 @@ async def test_an_empty_input_a_control_replaced_is_refused_not_spliced_everywhe
         async with harness.open_run("") as run:
             await run.model_call(own_request("the loop's own words"))
     assert model.requests == []
+
+
+class RedactCard(Control):
+    """A control of the user's own that redacts the input (not one of Tether's guards)."""
+
+    name = "redact_card"
+
+    async def on_input(self, ctx: HookContext, text: str) -> Decision:
+        return Decision.modify(text.replace("4111111111111111", "[card]"), "card redacted")
+
+
+@pytest.mark.parametrize("flushed_between", [False, True])
+async def test_an_input_a_control_changed_is_stored_changed(
+    store_url: str, flushed_between: bool
+) -> None:
+    """The run's start is written before ``on_input`` runs, with the input as given; its end
+    states the input as the controls left it, and the store keeps that one (before, the run's
+    row kept the card number a control had redacted). Whether the start and end reach the
+    store in one batch (one INSERT) or two (an INSERT, then the end's UPDATE)."""
+    from tether.trace import writer_for
+
+    harness = Harness(models=[RecordingModel()], controls=[RedactCard()], trace=store_url)
+    async with harness.open_run("my card is 4111111111111111") as run:
+        if flushed_between:
+            assert writer_for(store_url).flush()
+        await run.input()
+        await run.model_call()
+        await run.output("done")
+    stored, spans, _ = trace_of(store_url, run.run_id)
+    assert stored.input == "my card is [card]"
+    assert all("4111111111111111" not in str(s.attributes) for s in spans)

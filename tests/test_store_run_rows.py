@@ -45,7 +45,7 @@ def _end(start: RunRecord, **kw: Any) -> RunRecord:
         "agent_name": start.agent_name,
         "agent_version": start.agent_version,
         "started_ns": start.started_ns,
-        # not an end field: the start's input stays, as an UPDATE leaves it
+        # the input as the run's controls left it: the end's wins (a redaction is kept)
         "input": "masked input",
         "status": "completed",
         "outcome": "final_answer",
@@ -84,7 +84,7 @@ def test_a_run_started_and_ended_in_one_batch_is_the_row_of_two_batches(store: S
     for key in ("run_id", "trace_id", "started_ns", "ended_ns", "run_seq"):
         expected.pop(key), got.pop(key)
     assert got == expected
-    assert got["status"] == "completed" and got["input"] != "masked input"
+    assert got["status"] == "completed" and got["input"] == "masked input"
     assert "\x00" not in got["output"]
 
 
@@ -133,3 +133,14 @@ def test_column_text_is_clean_text_of_the_clipped_value(value: str | None) -> No
     from tether.store.values import clean_text, column_text, fit
 
     assert column_text(value, 16) == clean_text(fit(value, 16))
+
+
+def test_an_end_stating_no_input_keeps_the_starts(store: Store) -> None:
+    """An end that states no input (OTLP's, a run whose root carried none at its end) leaves
+    the start's, whether written apart (the UPDATE) or together (one INSERT)."""
+    apart, together = _start(input="the question"), _start(input="the question")
+    store.write(TraceBatch(runs_started=[apart]))
+    store.write(TraceBatch(runs_ended=[_end(apart, input="")]))
+    store.write(TraceBatch(runs_started=[together], runs_ended=[_end(together, input="")]))
+    assert _row(store, apart.run_id)["input"] == "the question"
+    assert _row(store, together.run_id)["input"] == "the question"

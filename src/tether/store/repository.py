@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from tether.core import StoreError
@@ -63,6 +63,9 @@ _END_RUN = (
     # ``tether.store.replay``) must not overwrite another run of the trace.
     .where(tables.runs.c.started_ns == bindparam("b_started_ns"))
     .values({f: bindparam(f"b_{f}") for f in (*_RUN_END_FIELDS, "attributes")})
+    # The input as the run's end states it, when it states one: a control at ``on_input``
+    # may have changed it after the start was written (a redaction the store must keep).
+    .values(input=func.coalesce(func.nullif(bindparam("b_input"), ""), tables.runs.c.input))
 )
 
 
@@ -162,9 +165,12 @@ def _insert_dicts(conn: Any, table: Any, rows: list[dict[str, Any]]) -> None:
 _END_RUN_SQLITE = (
     f"UPDATE {tables.runs.name} SET "
     + ", ".join(f"{f} = ?" for f in (*_RUN_END_FIELDS, "attributes"))
+    + ", input = COALESCE(NULLIF(?, ''), input)"
     + " WHERE run_id = ? AND started_ns = ?"
 )
-_END_RUN_ORDER = tuple(f"b_{f}" for f in (*_RUN_END_FIELDS, "attributes", "run_id", "started_ns"))
+_END_RUN_ORDER = tuple(
+    f"b_{f}" for f in (*_RUN_END_FIELDS, "attributes", "input", "run_id", "started_ns")
+)
 
 
 def _end_runs(conn: Any, params: list[dict[str, Any]]) -> None:
@@ -182,6 +188,7 @@ def _run_end_params(r: RunRecord) -> dict[str, Any]:
     params["b_status"] = column_text(r.status, RUN_STATUS)
     params["b_outcome"] = column_text(r.outcome, RUN_OUTCOME)
     params["b_attributes"] = dumps_attributes(r.attributes)
+    params["b_input"] = clean_text(r.input)
     params["b_run_id"] = r.run_id
     params["b_started_ns"] = r.started_ns
     return params
@@ -259,7 +266,7 @@ def run_row(
         "caller": None if r.caller is None else dumps_attributes(r.caller),
         "status": column_text(e.status, RUN_STATUS),
         "outcome": column_text(e.outcome, RUN_OUTCOME),
-        "input": clean_text(r.input),
+        "input": clean_text(e.input or r.input),  # as the end states it (see _END_RUN)
         "output": clean_text(e.output),
         "started_ns": r.started_ns,
         "ended_ns": e.ended_ns,
