@@ -270,6 +270,121 @@ def test_a_lone_surrogate_escape_is_replaced_and_said_not_the_whole_request_refu
         assert answer.status_code == 200 and answer.json() == {}
 
 
+def _protobuf_with_bad_utf8(spans: int) -> bytes:
+    """A protobuf request of ``spans`` spans in one trace; in the second span's name, one
+    attribute value and a value inside an array attribute, bytes that are not UTF-8 (a
+    multi-byte character cut in half, 0xFF, a UTF-16 surrogate encoded as UTF-8), written in
+    place of ASCII of the same length so that the wire format stays valid."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for n in range(spans):
+        span = scope.spans.add(
+            trace_id=bytes.fromhex("d" * 32),
+            span_id=(n + 1).to_bytes(8, "big"),
+            parent_span_id=b"" if n == 0 else (1).to_bytes(8, "big"),
+            name="NAME" if n == 1 else f"step {n}",
+            start_time_unix_nano=NS + n,
+            end_time_unix_nano=NS + 1000,
+        )
+        if n == 1:
+            note = span.attributes.add(key="note")
+            note.value.string_value = "VALUE"
+            listed = span.attributes.add(key="listed").value.array_value.values.add()
+            listed.string_value = "ITEMS"
+    body = request.SerializeToString()
+    for ascii_, bad in (
+        (b"NAME", b"N\xc3ME"),
+        (b"VALUE", b"V\xffLUE"),
+        (b"ITEMS", b"\xed\xa0\x80MS"),
+    ):
+        assert body.count(ascii_) == 1
+        body = body.replace(ascii_, bad)
+    return body
+
+
+def test_protobuf_strings_that_are_not_utf8_are_mended_not_the_whole_batch_refused(
+    site: Site,
+) -> None:
+    """Protobuf refuses a whole request for one string holding bytes that are not UTF-8 (an
+    instrumentation that truncated an attribute inside a character): the whole batch was
+    answered 400 and lost. Now the bad bytes become U+FFFD, every span is stored, and
+    ``partial_success`` says how many strings were mended (a warning: none rejected)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    body = _protobuf_with_bad_utf8(8)
+    with pytest.raises(Exception, match="UTF-8"):  # what protobuf alone does with it
+        ExportTraceServiceRequest.FromString(body)
+    protobuf = {"Content-Type": "application/x-protobuf"}
+    with site.client("agent") as c:
+        answer = c.post("/v1/traces", content=body, headers=protobuf)
+        assert answer.status_code == 200, answer.content[:300]
+        reply = ExportTraceServiceResponse.FromString(answer.content)
+        assert reply.partial_success.rejected_spans == 0
+        assert "3 string(s) held bytes that are not UTF-8" in reply.partial_success.error_message
+        # Gzipped, the same; sent again, stored once.
+        zipped = c.post(
+            "/v1/traces",
+            content=gzip.compress(body),
+            headers={**protobuf, "Content-Encoding": "gzip"},
+        )
+        assert zipped.status_code == 200
+    with site.client("viewer") as c:
+        (run,) = _wait_runs(c, 1)
+        spans = {s["span_id"]: s for s in c.get(f"/api/v1/runs/{run['run_id']}").json()["spans"]}
+    assert len(spans) == 8
+    mended = spans[(2).to_bytes(8, "big").hex()]
+    assert mended["name"] == "N\ufffdME"
+    assert mended["attributes"]["note"] == "V\ufffdLUE"
+    assert mended["attributes"]["listed"] == ["\ufffd\ufffd\ufffdMS"]
+
+
+def test_protobuf_that_is_malformed_beyond_its_strings_is_still_400(site: Site) -> None:
+    """Reading strings as bytes mends only their text: a body whose structure is broken (a
+    length past its end), or one mixing both, is refused with protobuf's own reason."""
+    body = _protobuf_with_bad_utf8(3)
+    protobuf = {"Content-Type": "application/x-protobuf"}
+    with site.client("agent") as c:
+        for broken in (body[:-3], b"\x0a\xff\xff", body.replace(b"N\xc3ME", b"N\xc3M")):
+            answer = c.post("/v1/traces", content=broken, headers=protobuf)
+            assert answer.status_code == 400, answer.content[:300]
+            assert "not an OTLP ExportTraceServiceRequest" in _said(answer)
+    with site.client("viewer") as c:
+        assert c.get("/api/v1/runs").json()["runs"] == []
+
+
+def test_json_bodies_that_are_not_utf8_are_mended_and_said(site: Site) -> None:
+    """A JSON body with a byte that is not UTF-8 answered 400 for the whole batch; now the
+    byte becomes U+FFFD and the reply says so. A UTF-16 body (JSON allows it) still reads."""
+    body = json.dumps(
+        _request(_span("e000000000000001", None, "root", {"note": "PLACEHOLDER"}))
+    ).encode()
+    with site.client("agent") as c:
+        answer = c.post(
+            "/v1/traces",
+            content=body.replace(b"PLACEHOLDER", b"a\xffb"),
+            headers={"Content-Type": JSON_TYPE},
+        )
+        assert answer.status_code == 200, answer.text
+        said = answer.json()["partialSuccess"]["errorMessage"]
+        assert "1 byte sequence(s) of the body are not UTF-8" in said
+        wide = json.dumps(
+            _request(_span("e000000000000002", None, "wide", {"note": "\u00e9t\u00e9"}))
+        )
+        answer = c.post(
+            "/v1/traces", content=wide.encode("utf-16"), headers={"Content-Type": JSON_TYPE}
+        )
+        assert answer.status_code == 200 and answer.json() == {}, answer.text
+    with site.client("viewer") as c:
+        runs = {r["run_id"]: r for r in _wait_runs(c, 2)}
+        notes = {
+            rid: c.get(f"/api/v1/runs/{rid}").json()["spans"][0]["attributes"]["note"]
+            for rid in runs
+        }
+    assert notes == {"e000000000000001": "a\ufffdb", "e000000000000002": "\u00e9t\u00e9"}
+
+
 def test_protobuf_reply_carries_partial_success(site: Site) -> None:
     from google.protobuf import json_format
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -671,3 +786,16 @@ def test_a_2xx_is_synced_to_disk_before_it_is_sent(sqlite_url: str) -> None:
         "COMMIT",
         "PRAGMA synchronous=NORMAL",
     ], seen
+
+
+def test_mending_walks_no_more_entries_than_its_limit() -> None:
+    """Mending visits every message of the request in Python: past its limit it stops (the
+    route answers 413 as for any request of too many entries), where a body of millions of
+    empty entries with one bad string would have been walked whole."""
+    from tether.server import otlp_lenient
+
+    body = _protobuf_with_bad_utf8(30)
+    request, mended = otlp_lenient.mend(body, limit=1_000)
+    assert mended == 3 and len(request.resource_spans[0].scope_spans[0].spans) == 30
+    with pytest.raises(otlp_lenient.TooManyValues):
+        otlp_lenient.mend(body, limit=20)

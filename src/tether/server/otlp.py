@@ -30,6 +30,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 from tether.core.text import scrub_surrogates
+from tether.server import otlp_lenient
 from tether.server.auth import require
 from tether.server.http_deadline import BodyTimedOut
 from tether.server.otlp_mapping import MAX_ATTRIBUTE_DEPTH
@@ -147,18 +148,28 @@ def decode(
         try:
             message.ParseFromString(body)
         except (DecodeError, RecursionError) as exc:
-            raise OtlpError(
-                400, f"the body is not an OTLP ExportTraceServiceRequest: {exc}"
-            ) from None
+            message = _mended_request(body, exc, notes)
         _check_items(message, len(body))
         return message
     if body.count(b"{") > MAX_JSON_OBJECTS:
         raise OtlpError(
             413, f"the JSON body holds more than {MAX_JSON_OBJECTS:,} objects{_SMALLER}"
         )
+    encoding = json.detect_encoding(body)
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = body.decode(encoding)
+    except UnicodeDecodeError:
+        # As for protobuf: the bytes that are not text are replaced, and the reply says so.
+        text = body.decode(encoding, "replace")
+        if notes is not None:
+            replaced = text.count("\ufffd") - body.decode(encoding, "ignore").count("\ufffd")
+            notes.append(
+                f"{replaced:,} byte sequence(s) of the body are not {encoding.upper()}, "
+                "replaced by U+FFFD"
+            )
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
         raise OtlpError(400, f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise OtlpError(400, "the JSON body is nested too deeply") from None
@@ -185,6 +196,27 @@ def decode(
 
 
 _SMALLER = ": send smaller batches"
+_MENDED_UTF8 = "{count} string(s) held bytes that are not UTF-8, replaced by U+FFFD"
+
+
+def _mended_request(
+    body: bytes, error: Exception, notes: list[str] | None
+) -> ExportTraceServiceRequest:
+    """The request protobuf refused (``error``), read again with its strings' bytes that are
+    not UTF-8 replaced (``otlp_lenient``); ``OtlpError`` 400 with ``error`` when that was not
+    what was wrong with it."""
+    refused = OtlpError(400, f"the body is not an OTLP ExportTraceServiceRequest: {error}")
+    try:
+        message, mended = otlp_lenient.mend(body, MAX_ITEMS)
+    except (DecodeError, RecursionError):
+        raise refused from None
+    except otlp_lenient.TooManyValues:
+        raise _too_many() from None
+    if not mended:  # every string was UTF-8: something else made protobuf refuse it
+        raise refused
+    if notes is not None:
+        notes.append(_MENDED_UTF8.format(count=f"{mended:,}"))
+    return message
 
 
 def _check_items(message: ExportTraceServiceRequest, size: int) -> None:
