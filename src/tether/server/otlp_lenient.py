@@ -75,8 +75,10 @@ def mend(body: bytes, limit: int) -> tuple[ExportTraceServiceRequest, int]:
     message.ParseFromString(body)  # DecodeError: malformed beyond its strings
     counts = [0, 0]  # (strings mended, values visited)
     _mend(message, strings, counts, limit)
+    mended = message.SerializeToString()
+    del message  # one decoded request in memory at a time (each costs many times its bytes)
     request = ExportTraceServiceRequest()
-    request.ParseFromString(message.SerializeToString())
+    request.ParseFromString(mended)
     return request, counts[0]
 
 
