@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -238,3 +239,40 @@ def test_a_body_sent_slower_than_the_least_rate_gets_408(
             assert reply.startswith(b"HTTP/1.1 408"), (path, reply[:300])
             said = json.loads(reply.partition(b"\r\n\r\n")[2])
             assert "slower than 1,024 bytes a second" in said[field or "error"], said
+
+
+def server_says(served: ServeProcess, text: str) -> bool:
+    """Whether the server writes ``text`` to its stderr within ``PATIENCE`` seconds."""
+    assert served.proc.stderr is not None
+    fd = served.proc.stderr.fileno()
+    said = b""
+    deadline = time.monotonic() + PATIENCE
+    while text.encode() not in said:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return False
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return False
+        said += chunk
+    return True
+
+
+def test_a_client_that_reads_none_of_its_answers_is_cut_off(served: ServeProcess) -> None:
+    """The route waited for the socket to drain without end: a few pipelined requests for a
+    static file (no key needed), never read, held the connection, its task and the open file
+    past every deadline."""
+    url = urlsplit(served.url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((url.hostname or "127.0.0.1", url.port or 80))
+    try:
+        request = b"GET /static/vendor/htmx-2.0.11.min.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        sock.sendall(request * 200)  # 10 MB of answers: more than the sockets hold
+        port = sock.getsockname()[1]
+        said = server_says(served, f"127.0.0.1:{port}: it read none of its answer")
+        assert said, "the connection of a client that reads nothing was kept"
+        reply = answer(sock)  # what was sent before, then the end
+        assert reply.count(b"HTTP/1.1 200") < 200
+    finally:
+        sock.close()

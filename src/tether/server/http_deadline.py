@@ -11,7 +11,9 @@ as it likes, and a few thousand of them hold every file descriptor the server ha
   nothing answered (the client is not reading). They must also be small
   (``MAX_HEADER_BYTES``, ``MAX_HEADER_FIELDS``; 431 past either): uvicorn keeps every header
   and the URL as they come, and one client sending small headers as fast as it could made
-  the server hold 700 MB within 5 seconds, before any deadline or key was looked at.
+  the server hold 700 MB within 5 seconds, before any deadline or key was looked at. And a
+  client must read its answers: one whose unread answer fills the socket and stays unread for
+  the timeout is cut off.
 - ``BodyReadTimeout``: while a route waits for the next part of a request's body, the client
   has the timeout to send it, and the body as a whole must come at ``MIN_BODY_RATE`` after a
   first timeout's grace; past either the answer is 408 and the connection is closed (a byte
@@ -157,8 +159,40 @@ class _HeaderDeadline(HttpToolsProtocol):
         self._disarm()
         super().on_headers_complete()
 
+    # A client that reads nothing of the answers it asked for: the transport holds what the
+    # socket does not take and asks uvicorn to pause (``pause_writing``), and the route waits
+    # for it to drain, without end. Unread answers (a few pipelined requests for a static
+    # file, no key needed) held each connection, its task and its open file past every
+    # deadline; now one paused longer than the timeout is closed.
+    _write_timer: asyncio.TimerHandle | None = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.timeout_s, self._not_reading)
+
+    def resume_writing(self) -> None:
+        self._stop_write_timer()
+        super().resume_writing()
+
+    def _stop_write_timer(self) -> None:
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _not_reading(self) -> None:
+        self._write_timer = None
+        if not self.transport.is_closing():
+            log.warning(
+                "closed the connection of %s: it read none of its answer for %gs",
+                _address(self.client),
+                self.timeout_s,
+            )
+            self.transport.abort()  # close() would wait for the buffer to be written
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._stop_write_timer()
         super().connection_lost(exc)
 
 
