@@ -170,6 +170,10 @@ def test_bad_requests_say_why(site: Site) -> None:
             "/api/v1/keys", content=chunks(), headers={"content-type": "application/json"}
         )
         assert chunked.status_code == 413
+        # A chunked body declares no length: without a content type it passed this check (a
+        # 422 that the body is not an object, for a body that is one).
+        untyped = c.post("/api/v1/keys", content=iter([b'{"role": "viewer"}']))
+        assert untyped.status_code == 415, untyped.text
         broken = c.post(
             "/api/v1/keys", content=b"{not json", headers={"content-type": "application/json"}
         )
