@@ -82,6 +82,7 @@ class _HeaderDeadline(HttpToolsProtocol):
     timeout_s = DEFAULT_READ_TIMEOUT_S
     _timer: asyncio.TimerHandle | None = None
     _in_headers = False
+    _begun_here = False
     _header_bytes = 0
     _header_fields = 0
     _too_large = False
@@ -89,9 +90,9 @@ class _HeaderDeadline(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         # Counted only when the headers began in an earlier read: what precedes them in the
         # read they begin in (the end of a pipelined body) is not theirs.
-        counted = self._in_headers
+        self._begun_here = False
         super().data_received(data)
-        if counted and self._in_headers and not self.transport.is_closing():
+        if self._in_headers and not self._begun_here and not self.transport.is_closing():
             self._header_bytes += len(data)
             if self._header_bytes > MAX_HEADER_BYTES:
                 self._refuse(
@@ -150,7 +151,7 @@ class _HeaderDeadline(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_headers = True
+        self._in_headers = self._begun_here = True
         self._header_bytes = self._header_fields = 0
         self._arm()  # a later request's, from its first byte on a kept-alive connection
 
