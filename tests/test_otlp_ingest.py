@@ -799,3 +799,33 @@ def test_mending_walks_no_more_entries_than_its_limit() -> None:
     assert mended == 3 and len(request.resource_spans[0].scope_spans[0].spans) == 30
     with pytest.raises(otlp_lenient.TooManyValues):
         otlp_lenient.mend(body, limit=20)
+
+
+def test_mending_counts_entries_as_the_route_does() -> None:
+    """The route's item limit counts the entries of lists (resource and scope spans, spans,
+    attributes, the values of an array); mending counted every message it visited (each
+    attribute twice, with its value), so a batch of 600,000 attributes with one bad string
+    was refused with 413 for more than 1,000,000 entries, and taken when all its strings were
+    UTF-8."""
+    from tether.server import otlp, otlp_lenient
+
+    body = _protobuf_with_bad_utf8(30)
+    entries = 1 + 1 + 30 + 2 + 1  # resource spans, scope spans, spans, attributes, array value
+    otlp_lenient.mend(body, limit=entries)
+    with pytest.raises(otlp_lenient.TooManyValues):
+        otlp_lenient.mend(body, limit=entries - 1)
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    span = (
+        request.resource_spans.add()
+        .scope_spans.add()
+        .spans.add(trace_id=bytes.fromhex("e" * 32), span_id=(1).to_bytes(8, "big"), name="NAME")
+    )
+    for _ in range(600_000):
+        span.attributes.add(key="k").value.string_value = "v"
+    large = request.SerializeToString().replace(b"NAME", b"N\xffME")
+    notes: list[str] = []
+    decoded = otlp.decode(otlp.PROTOBUF, "", large, notes)
+    assert len(decoded.resource_spans[0].scope_spans[0].spans[0].attributes) == 600_000
+    assert notes == ["1 string(s) held bytes that are not UTF-8, replaced by U+FFFD"]
