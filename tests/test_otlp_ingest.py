@@ -518,11 +518,15 @@ def test_bodies_of_millions_of_empty_entries_are_413_before_they_are_read(site: 
     # One span with 1.5 million empty attributes (field 9 of Span), in one scope, one resource.
     attributes = _delimited(0x0A, _delimited(0x12, _delimited(0x12, b"\x4a\x00" * 1_500_000)))
     objects = b'{"resourceSpans": [' + b"{}," * 5_000_000 + b"{}]}"
+    # Arrays were not counted: 16 MiB of them in a field OTLP ignores took 6 s and 880 MB.
+    arrays = b'{"resourceSpans": [], "extra": [' + b"[]," * 600_000 + b"[]]}"
+    json_gzip = {**protobuf, "Content-Type": "application/json"}
     with site.client("agent") as c:
         for content, headers in (
             (empty_resources, protobuf),
             (gzip.compress(attributes), protobuf),
-            (gzip.compress(objects), {**protobuf, "Content-Type": "application/json"}),
+            (gzip.compress(objects), json_gzip),
+            (gzip.compress(arrays), json_gzip),
         ):
             answer = c.post("/v1/traces", content=content, headers=headers)
             assert answer.status_code == 413, answer.text
@@ -799,3 +803,33 @@ def test_mending_walks_no_more_entries_than_its_limit() -> None:
     assert mended == 3 and len(request.resource_spans[0].scope_spans[0].spans) == 30
     with pytest.raises(otlp_lenient.TooManyValues):
         otlp_lenient.mend(body, limit=20)
+
+
+def test_mending_counts_entries_as_the_route_does() -> None:
+    """The route's item limit counts the entries of lists (resource and scope spans, spans,
+    attributes, the values of an array); mending counted every message it visited (each
+    attribute twice, with its value), so a batch of 600,000 attributes with one bad string
+    was refused with 413 for more than 1,000,000 entries, and taken when all its strings were
+    UTF-8."""
+    from tether.server import otlp, otlp_lenient
+
+    body = _protobuf_with_bad_utf8(30)
+    entries = 1 + 1 + 30 + 2 + 1  # resource spans, scope spans, spans, attributes, array value
+    otlp_lenient.mend(body, limit=entries)
+    with pytest.raises(otlp_lenient.TooManyValues):
+        otlp_lenient.mend(body, limit=entries - 1)
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    span = (
+        request.resource_spans.add()
+        .scope_spans.add()
+        .spans.add(trace_id=bytes.fromhex("e" * 32), span_id=(1).to_bytes(8, "big"), name="NAME")
+    )
+    for _ in range(600_000):
+        span.attributes.add(key="k").value.string_value = "v"
+    large = request.SerializeToString().replace(b"NAME", b"N\xffME")
+    notes: list[str] = []
+    decoded = otlp.decode(otlp.PROTOBUF, "", large, notes)
+    assert len(decoded.resource_spans[0].scope_spans[0].spans[0].attributes) == 600_000
+    assert notes == ["1 string(s) held bytes that are not UTF-8, replaced by U+FFFD"]

@@ -49,6 +49,18 @@ def test_no_key_is_401_with_a_reason(site: Site) -> None:
         assert bad.status_code == 401 and "not valid" in bad.json()["error"]
 
 
+def test_two_authorization_headers_are_refused(site: Site) -> None:
+    """The first was taken: a proxy in front reading the last one (or adding its own) and the
+    server disagreed on who was asking."""
+    good, bad = f"Bearer {site.keys['viewer']}", "Bearer tth_nope"
+    with site.client() as c:
+        for pair in ([good, bad], [bad, good], [good, good]):
+            answer = c.get("/api/v1/whoami", headers=[("Authorization", v) for v in pair])
+            assert answer.status_code == 401, (pair, answer.text)
+            assert "one Authorization header, not 2" in answer.json()["error"]
+        assert c.get("/api/v1/whoami", headers={"Authorization": good}).status_code == 200
+
+
 def test_revoked_key_is_401_at_once(site: Site) -> None:
     info = site.access.authenticate(site.keys["viewer"])
     assert info is not None
@@ -158,6 +170,10 @@ def test_bad_requests_say_why(site: Site) -> None:
             "/api/v1/keys", content=chunks(), headers={"content-type": "application/json"}
         )
         assert chunked.status_code == 413
+        # A chunked body declares no length: without a content type it passed this check (a
+        # 422 that the body is not an object, for a body that is one).
+        untyped = c.post("/api/v1/keys", content=iter([b'{"role": "viewer"}']))
+        assert untyped.status_code == 415, untyped.text
         broken = c.post(
             "/api/v1/keys", content=b"{not json", headers={"content-type": "application/json"}
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -41,21 +42,7 @@ def connection(served: ServeProcess) -> Iterator[socket.socket]:
 def closed_by_server(sock: socket.socket, *, trickle: bytes = b"") -> bool:
     """Whether the server closes ``sock`` within ``PATIENCE`` seconds while the client sends
     ``trickle`` a byte every 0.2 s (nothing when empty) and reads what comes back."""
-    sock.settimeout(0.2)
-    deadline = time.monotonic() + PATIENCE
-    sent = 0
-    while time.monotonic() < deadline:
-        try:
-            if sent < len(trickle):
-                sock.sendall(trickle[sent : sent + 1])
-                sent += 1
-            if sock.recv(65536) == b"":
-                return True
-        except TimeoutError:
-            continue
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-    return False
+    return replies_while_trickling(sock, trickle) is not None
 
 
 def answer(sock: socket.socket) -> bytes:
@@ -147,3 +134,145 @@ def answer_head(sock: socket.socket) -> bytes:
             break
         data += chunk
     return data
+
+
+@pytest.fixture
+def keyed(sqlite_url: str) -> Iterator[ServeProcess]:
+    """A server that asks for a key (no ``--dev``)."""
+    env = {**os.environ, "TETHER_DATABASE_URL": sqlite_url}
+    with tether_serve("--print-key", "--read-timeout", TIMEOUT, env=env) as server:
+        yield server
+
+
+def replies_while_trickling(sock: socket.socket, trickle: bytes) -> bytes | None:
+    """What the server sends until it closes ``sock`` while the client sends ``trickle`` a
+    byte every 0.2 s; None when it is still open after ``PATIENCE`` seconds."""
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + PATIENCE
+    data = b""
+    sent = 0
+    while time.monotonic() < deadline:
+        try:
+            if sent < len(trickle):
+                sock.sendall(trickle[sent : sent + 1])
+                sent += 1
+            chunk = sock.recv(65536)
+            if chunk == b"":
+                return data
+            data += chunk
+        except TimeoutError:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return data
+    return None
+
+
+def test_headers_larger_than_the_limit_get_431(served: ServeProcess) -> None:
+    """uvicorn kept every header and the URL as they came: one client sending small headers
+    as fast as it could made the server hold 700 MB in 5 seconds."""
+    fields = b"".join(b"X-F%d: %d\r\n" % (i, i) for i in range(101))
+    with connection(served) as sock:
+        sock.sendall(b"GET /api/v1/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n" + fields + b"\r\n")
+        reply = answer(sock)
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:300]
+    assert b"more than 100 header fields" in reply
+    big = b"X-Big: " + b"a" * (400 << 10)  # never ends: no deadline, only the size ends it
+    with connection(served) as sock:
+        sock.sendall(b"GET /api/v1/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        try:
+            for start in range(0, len(big), 8192):
+                sock.sendall(big[start : start + 8192])
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # refused while sending: the answer was sent before the reset
+        reply = answer(sock)
+    assert reply.startswith(b"HTTP/1.1 431"), reply[:300]
+    assert b"larger than 65,536 bytes" in reply
+    with connection(served) as sock:  # a request of ordinary headers is served
+        many = b"".join(b"X-F%d: %s\r\n" % (i, b"v" * 300) for i in range(90))
+        sock.sendall(b"GET /api/v1/whoami HTTP/1.1\r\nHost: 127.0.0.1\r\n" + many + b"\r\n")
+        assert answer_head(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_an_answer_before_the_body_closes_the_connection(
+    keyed: ServeProcess, served: ServeProcess
+) -> None:
+    """A 401 (no key) or 413 (a declared length too large) is answered before the body is
+    read: kept alive, the connection went on taking the rest of the body, read and dropped,
+    for as long as the client sent a part every few seconds, past every deadline."""
+    cases = [
+        (keyed, "/api/v1/projects", b"Transfer-Encoding: chunked", b"1\r\na\r\n" * 200, 401),
+        (keyed, "/v1/traces", b"Content-Length: 1000", b"a" * 1000, 401),
+        (served, "/v1/traces", b"Content-Length: 17000000", b"a" * 1000, 413),
+    ]
+    for server, path, framing, body, status in cases:
+        with connection(server) as sock:
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n".encode()
+                + b"Content-Type: application/json\r\n"
+                + framing
+                + b"\r\n\r\n"
+            )
+            reply = replies_while_trickling(sock, body)
+            assert reply is not None, f"{path}: the connection was kept open"
+            assert reply.startswith(b"HTTP/1.1 %d" % status), (path, reply[:300])
+            assert b"connection: close" in reply.lower(), (path, reply[:300])
+
+
+def test_a_body_sent_slower_than_the_least_rate_gets_408(
+    keyed: ServeProcess, served: ServeProcess
+) -> None:
+    """Each part within the timeout was enough: a byte every 0.9 s of a 1 s timeout held the
+    sign-in form's 16 KiB (read before any key is known) for four hours."""
+    cases = [
+        (keyed, "/login", "application/x-www-form-urlencoded", None),
+        (served, "/api/v1/projects", "application/json", None),
+        (served, "/v1/traces", "application/json", "message"),
+    ]
+    for server, path, media, field in cases:
+        with connection(server) as sock:
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {media}\r\n"
+                "Content-Length: 10000\r\n\r\n".encode()
+            )
+            reply = replies_while_trickling(sock, b"a" * 10000)
+            assert reply is not None, f"{path}: the slow body was taken for {PATIENCE}s"
+            assert reply.startswith(b"HTTP/1.1 408"), (path, reply[:300])
+            said = json.loads(reply.partition(b"\r\n\r\n")[2])
+            assert "slower than 1,024 bytes a second" in said[field or "error"], said
+
+
+def server_says(served: ServeProcess, text: str) -> bool:
+    """Whether the server writes ``text`` to its stderr within ``PATIENCE`` seconds."""
+    assert served.proc.stderr is not None
+    fd = served.proc.stderr.fileno()
+    said = b""
+    deadline = time.monotonic() + PATIENCE
+    while text.encode() not in said:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return False
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return False
+        said += chunk
+    return True
+
+
+def test_a_client_that_reads_none_of_its_answers_is_cut_off(served: ServeProcess) -> None:
+    """The route waited for the socket to drain without end: a few pipelined requests for a
+    static file (no key needed), never read, held the connection, its task and the open file
+    past every deadline."""
+    url = urlsplit(served.url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((url.hostname or "127.0.0.1", url.port or 80))
+    try:
+        request = b"GET /static/vendor/htmx-2.0.11.min.js HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        sock.sendall(request * 200)  # 10 MB of answers: more than the sockets hold
+        port = sock.getsockname()[1]
+        said = server_says(served, f"127.0.0.1:{port}: it read none of its answer")
+        assert said, "the connection of a client that reads nothing was kept"
+        reply = answer(sock)  # what was sent before, then the end
+        assert reply.count(b"HTTP/1.1 200") < 200
+    finally:
+        sock.close()

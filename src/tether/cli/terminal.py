@@ -17,36 +17,9 @@ from typing import IO, Any
 
 import click
 
-# C0 controls but tab and newline, DEL, C1 controls (U+009B is a one-character CSI), lone
-# surrogates (undecodable bytes of a path or an argument), and the invisible characters that
-# reorder or break a line (bidirectional overrides, as in "Trojan Source", and U+2028/2029), and
-# the ones that hide text from a reader: zero-width space, word joiner and invisible operators,
-# the byte-order mark, and Unicode tag characters (U+E0000-E007F, used to smuggle instructions
-# past a reader in "ASCII smuggling"). ZWJ and ZWNJ stay: emoji sequences and scripts use them.
-_UNSAFE = (
-    "\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u061c\u180e\u200b\u200e\u200f\u2028-\u202e"
-    "\u2060-\u2064\u2066-\u2069\ufeff\U000e0000-\U000e007f"
-)
-_UNSAFE_CHAR = re.compile(f"[{_UNSAFE}]")
+from tether.core.text import visible as visible  # re-exported: the CLI imports it here
+
 _JSON_RAW = re.compile("[\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-
-
-def _shown(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte, kept by Python's surrogateescape
-        return f"\\x{code - 0xDC00:02x}"
-    if code <= 0xFF:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
-
-
-def visible(text: object) -> str:
-    """``text`` with control characters (but tab and newline) shown as ``\\x1b``-style
-    escapes; unchanged, and cheap, in the usual case."""
-    s = str(text)
-    if s.isprintable() and s.isascii():
-        return s
-    return _UNSAFE_CHAR.sub(_shown, s)
 
 
 def one_line(text: object) -> str:

@@ -97,9 +97,16 @@ MAX_ACTOR_TEXT = 200
 
 
 def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header is None:
+    """The key of the ``Authorization`` header. Two such headers are refused: the first was
+    taken, so a request with a wrong key and then a valid one was refused and the other way
+    round served, where a proxy in front that reads the last one (or checks only the one it
+    adds) took the other."""
+    headers = request.headers.getlist("authorization")
+    if not headers:
         return None
+    if len(headers) > 1:
+        raise AuthError(f"send one Authorization header, not {len(headers)}")
+    header = headers[0]
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise AuthError("the Authorization header must be 'Bearer <API key>'")

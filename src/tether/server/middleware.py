@@ -194,7 +194,9 @@ class JsonBodies:
             headers = dict(scope["headers"])
             media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             length = headers.get(b"content-length", b"0")
-            if media != b"application/json" and (media or length not in (b"0", b"")):
+            # A chunked body has no length: it is a body all the same.
+            sent = length not in (b"0", b"") or b"transfer-encoding" in headers
+            if media != b"application/json" and (media or sent):
                 await reply_json(
                     send, 415, "the request body must be JSON (Content-Type: application/json)"
                 )

@@ -68,8 +68,9 @@ def _strings_to_bytes(scope: str, messages: Any, strings: set[str]) -> None:
 def mend(body: bytes, limit: int) -> tuple[ExportTraceServiceRequest, int]:
     """The request in ``body`` with the invalid UTF-8 of its strings replaced by U+FFFD, and
     how many strings were mended. ``DecodeError`` when the body is no such request even with
-    strings read as bytes; ``TooManyValues`` when it holds more than ``limit`` messages and
-    strings (each visited once: a bound on the Python work)."""
+    strings read as bytes; ``TooManyValues`` when it holds more than ``limit`` entries of
+    lists of messages (spans, attributes, events, ...: what the route counts against its item
+    limit, and a bound on the Python work, each message being visited once)."""
     lenient, strings = _lenient_request()
     message = lenient()
     message.ParseFromString(body)  # DecodeError: malformed beyond its strings
@@ -85,11 +86,16 @@ def mend(body: bytes, limit: int) -> tuple[ExportTraceServiceRequest, int]:
 def _mend(message: Message, strings: frozenset[str], counts: list[int], limit: int) -> None:
     for field, value in message.ListFields():
         if field.type == _MESSAGE:
-            items = value if _repeated(field) else (value,)
-            for item in items:
-                counts[1] += 1
-                if counts[1] > limit:
-                    raise TooManyValues
+            if not _repeated(field):
+                _mend(value, strings, counts, limit)
+                continue
+            # Entries of lists only, as the route counts items: counting every message (a
+            # KeyValue and its AnyValue, a span's Status) refused with 413 a batch of 600,000
+            # attributes holding one bad string, which taken whole was under the limit.
+            counts[1] += len(value)
+            if counts[1] > limit:
+                raise TooManyValues
+            for item in value:
                 _mend(item, strings, counts, limit)
         elif field.full_name in strings:
             if _repeated(field):

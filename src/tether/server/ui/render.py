@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from starlette.responses import Response
 
+from tether.core.text import visible
 from tether.server.auth import Principal
 from tether.server.roles import Permission
 
@@ -42,9 +43,21 @@ def _make_templates() -> Any:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_shown,
     )
     filters.install(env)
     return Jinja2Templates(env=env)
+
+
+def _shown(value: Any) -> Any:
+    """Every text a page shows, as the CLI prints it (``visible``): escaping keeps a run's
+    text from being read as HTML, not from reordering or hiding itself. A right-to-left
+    override in an agent's or a span's name turned the rest of its line around (a name that
+    reads as another), and Unicode tag characters in a run's input carried instructions the
+    reviewer of the trace could not see. Markup a template made itself is left alone."""
+    if isinstance(value, str) and not hasattr(value, "__html__"):
+        return visible(value)
+    return value
 
 
 def page(
