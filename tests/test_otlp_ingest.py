@@ -833,3 +833,54 @@ def test_mending_counts_entries_as_the_route_does() -> None:
     decoded = otlp.decode(otlp.PROTOBUF, "", large, notes)
     assert len(decoded.resource_spans[0].scope_spans[0].spans[0].attributes) == 600_000
     assert notes == ["1 string(s) held bytes that are not UTF-8, replaced by U+FFFD"]
+
+
+def _peak_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_large_bodies_are_decoded_one_at_a_time(sqlite_url: str) -> None:
+    """Decoding costs many times a body's bytes (an empty span: 2 bytes on the wire, ~95 in
+    memory), and a few large bodies decoded at once multiplied that: bodies over
+    ``LARGE_BODY_BYTES`` once gunzipped take turns, so three sent together peak no higher
+    than one. Measured on a real ``tether serve`` by its peak memory (VmHWM): one such body
+    first, then three at once; their peak may not climb by half the first one's growth (it
+    climbed by about twice it when they were decoded together)."""
+    import os
+    import threading
+
+    from fakes.server import tether_serve
+
+    body = gzip.compress(b"\x0a\x04\x12\x02\x12\x00" * ((6 << 20) // 6))  # 6 MiB of empty spans
+    key = AccessStore(sqlite_url).create_key("default", Role.AGENT)[1]
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "Content-Type": "application/x-protobuf",
+        "Content-Encoding": "gzip",
+    }
+    with tether_serve(env={**os.environ, "TETHER_DATABASE_URL": sqlite_url}) as served:
+        pid = served.proc.pid
+
+        def send(answers: list[int]) -> None:
+            with httpx.Client(base_url=served.url, headers=headers, timeout=120) as c:
+                answers.append(c.post("/v1/traces", content=body).status_code)
+
+        answers: list[int] = []
+        before = _peak_rss_bytes(pid)
+        send(answers)
+        one = _peak_rss_bytes(pid) - before
+        assert one > 100 << 20, one  # the decoding this is about took memory
+        senders = [threading.Thread(target=send, args=(answers,)) for _ in range(3)]
+        before = _peak_rss_bytes(pid)
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join()
+        three = _peak_rss_bytes(pid) - before
+    assert answers == [413] * 4  # too many entries: refused once decoded
+    assert three < one / 2, (three, one)

@@ -13,10 +13,13 @@ import base64
 import binascii
 import json
 import re
+import threading
 import zlib
 from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any
 
+from anyio import CapacityLimiter, to_thread
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from google.protobuf import json_format
@@ -45,6 +48,15 @@ MAX_INFLATED_BYTES = MAX_BODY_BYTES
 """Largest body once gunzipped: the same as sent uncompressed. Decoding costs far more memory
 than the bytes (up to ~32 bytes a byte: an empty protobuf message is 2 bytes on the wire and a
 Python object once parsed): at 64 MiB one 65 KB gzip request took 2.2 GB and 74 s."""
+LARGE_BODY_BYTES = 2 << 20
+"""A body larger than this (once gunzipped) is decoded and stored while no other such body is
+(``_LARGE_DECODES``): decoding costs many times the bytes (an empty span, 2 bytes on the wire,
+is ~95 bytes decoded: 16 MiB of them took 1.5 GB before the item count refused them), and a
+few such requests at once, 16 KB each gzipped, could take all the server's memory. An
+exporter's batch of 512 spans with their messages is far below it."""
+OTLP_WORKERS = 8
+"""Threads decoding and storing OTLP requests at once (``_limiter``): requests waiting for a
+large body's turn hold these, not the threads every other route runs on."""
 MAX_JSON_OBJECTS = 500_000
 """Most ``{`` and ``[`` in an OTLP/JSON body (an upper bound on its objects and arrays: those
 inside strings count too). A batch of 512 spans of 30 attributes holds about 35,000; decoding
@@ -129,12 +141,8 @@ def _scrub(node: Any, changed: list[int]) -> Any:
     return node
 
 
-def decode(
-    content_type: str, encoding: str, body: bytes, notes: list[str] | None = None
-) -> ExportTraceServiceRequest:
-    """The request's message; ``OtlpError`` 400/413/415 with the reason. What was mended to
-    take it (a lone surrogate replaced) is said in ``notes``, for the reply's
-    ``partial_success``."""
+def _plain(content_type: str, encoding: str, body: bytes) -> tuple[str, bytes]:
+    """The request's media type and its body gunzipped; ``OtlpError`` 400/413/415."""
     media = content_type.split(";", 1)[0].strip().lower()
     if media not in (PROTOBUF, JSON):
         raise OtlpError(
@@ -145,6 +153,16 @@ def decode(
         body = _inflate(body)
     elif encoding not in ("", "identity"):
         raise OtlpError(415, f"content encoding {encoding!r} is not supported: use gzip or none")
+    return media, body
+
+
+def decode(
+    content_type: str, encoding: str, body: bytes, notes: list[str] | None = None
+) -> ExportTraceServiceRequest:
+    """The request's message; ``OtlpError`` 400/413/415 with the reason. What was mended to
+    take it (a lone surrogate replaced) is said in ``notes``, for the reply's
+    ``partial_success``."""
+    media, body = _plain(content_type, encoding, body)
     message = ExportTraceServiceRequest()
     if media == PROTOBUF:
         try:
@@ -307,6 +325,14 @@ def _store(request: Request) -> Store:
 
 
 _may_ingest = require(Permission.INGEST)
+_LARGE_DECODES = threading.Lock()
+
+
+def _limiter(request: Request) -> CapacityLimiter:
+    limiter: CapacityLimiter | None = getattr(request.app.state, "otlp_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.otlp_limiter = CapacityLimiter(OTLP_WORKERS)
+    return limiter
 
 
 def _decode_and_ingest(
@@ -317,8 +343,15 @@ def _decode_and_ingest(
     host). With what decoding mended (``decode``'s notes)."""
     encoding = request.headers.get("content-encoding", "")
     notes: list[str] = []
-    message = decode(content_type, encoding, body, notes)
-    return ingest(_store(request), project, message), notes
+    _, body = _plain(content_type, encoding, body)
+    with _LARGE_DECODES if len(body) > LARGE_BODY_BYTES else nullcontext():
+        try:
+            message = decode(content_type, "", body, notes)
+        except OtlpError as exc:
+            # Its traceback holds decode's frame and the request decoded there: dropped here,
+            # so that memory is free before the next large body's turn, not when the reply is.
+            raise exc.with_traceback(None) from None
+        return ingest(_store(request), project, message), notes
 
 
 async def _body(request: Request) -> bytes:
@@ -387,8 +420,13 @@ async def export_traces(request: Request) -> Response:
     principal = await run_in_threadpool(_may_ingest, request, request.query_params.get("project"))
     try:
         body = await _body(request)
-        result, notes = await run_in_threadpool(
-            _decode_and_ingest, request, principal.project, content_type, body
+        result, notes = await to_thread.run_sync(
+            _decode_and_ingest,
+            request,
+            principal.project,
+            content_type,
+            body,
+            limiter=_limiter(request),
         )
     except ClientDisconnect:  # gone before its body was whole: nothing stored, no one to tell
         return Response(status_code=400)
