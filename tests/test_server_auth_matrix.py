@@ -413,6 +413,40 @@ def test_an_admin_answering_for_another_project_is_audited_with_its_own(tmp_path
     }
 
 
+@pytest.mark.parametrize(
+    ("trusted", "recorded"), [(None, "127.0.0.1"), ("127.0.0.1", "203.0.113.9")]
+)
+def test_the_audited_client_address_is_forwarded_only_by_trusted_proxies(
+    tmp_path: Path, trusted: str | None, recorded: str
+) -> None:
+    """uvicorn believes ``X-Forwarded-For`` from 127.0.0.1 by default: any local user (or
+    anyone through an SSH tunnel) wrote another address into the audit entry of a key made
+    or an approval given. ``tether serve`` believes no proxy unless told which."""
+    import os
+
+    from fakes.server import tether_serve
+
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    _, admin_key = AccessStore(url).create_key("default", Role.ADMIN)
+    args = () if trusted is None else ("--forwarded-allow-ips", trusted)
+    with tether_serve(*args, env={**os.environ, "TETHER_DATABASE_URL": url}) as served:
+        made = httpx.post(
+            f"{served.url}/api/v1/keys",
+            json={"role": "viewer"},
+            headers={"Authorization": f"Bearer {admin_key}", "X-Forwarded-For": "203.0.113.9"},
+            timeout=30,
+        )
+        assert made.status_code in (200, 201), made.text
+    store = Store(url)
+    try:
+        with store.engine.connect() as conn:
+            entries = [e for e, _, _ in iter_audit(conn)]
+    finally:
+        store.close()
+    (created,) = [e for e in entries if e.kind == "key_created" and e.actor.get("via") == "api"]
+    assert created.actor["client"] == recorded
+
+
 # -- OTLP in, Prometheus, the keys page ---------------------------------------------------------
 
 INGEST_EXPECTED = {

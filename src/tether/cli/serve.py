@@ -48,6 +48,14 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     metavar="SECONDS",
     help="Close a connection whose request headers take longer, or whose body pauses longer.",
 )
+@click.option(
+    "--forwarded-allow-ips",
+    metavar="ADDRESSES",
+    envvar="TETHER_FORWARDED_ALLOW_IPS",
+    default="",
+    help="Proxies (comma-separated addresses, or *) whose X-Forwarded-For and "
+    "X-Forwarded-Proto are believed; none by default [env: TETHER_FORWARDED_ALLOW_IPS].",
+)
 @click.pass_context
 @handle_errors
 def serve(ctx: click.Context, /, **options: Any) -> None:
@@ -74,6 +82,7 @@ def _serve(
     secure_cookies: bool,
     public_url: str | None,
     read_timeout: float,
+    forwarded_allow_ips: str,
 ) -> None:
     if dev and host not in LOOPBACK:
         raise TetherError(
@@ -141,6 +150,11 @@ def _serve(
             access_log=False,
             lifespan="on",
             http=deadline_protocol(read_timeout),  # headers within the timeout (slowloris)
+            # Whose X-Forwarded-For names the client (the address audit entries record):
+            # uvicorn believes 127.0.0.1's by default, so any local user, or anyone through
+            # an SSH tunnel, could write another address into an approval's audit entry.
+            proxy_headers=bool(forwarded_allow_ips.strip()),
+            forwarded_allow_ips=forwarded_allow_ips.strip() or "",
         )
     )
     # What start-up made (the modules, the app: about 90,000 objects, no garbage among them)
