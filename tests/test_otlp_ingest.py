@@ -228,14 +228,18 @@ def test_partial_success_counts_and_says_why(site: Site) -> None:
         _span("0000000000000000", None, "zero id", {}),
         _span("b000000000000003", None, "bad trace", {}, trace="xyz"),
         _span("b000000000000004", None, "backwards", {}, start=NS, end=NS - 1),
+        _span("b00000000000000g", None, "not hex", {}),
     )
     with site.client("agent") as c:
         answer = c.post("/v1/traces", json=body)
     assert answer.status_code == 200
     partial = answer.json()["partialSuccess"]
-    assert partial["rejectedSpans"] == "3"
+    assert partial["rejectedSpans"] == "4"
     assert "spanId must be 8 bytes" in partial["errorMessage"]
     assert "traceId" in partial["errorMessage"]
+    # An id that is not hex is said to be so, not only "got 1 bytes".
+    assert "traceId 'xyz' is not hexadecimal" in partial["errorMessage"]
+    assert "spanId 'b00000000000000g' is not hexadecimal" in partial["errorMessage"]
     assert "before startTimeUnixNano" in partial["errorMessage"]
     with site.client("viewer") as c:
         assert [r["run_id"] for r in c.get("/api/v1/runs").json()["runs"]] == ["b000000000000001"]

@@ -40,6 +40,7 @@ from tether.server.otlp_mapping import MAX_ATTRIBUTE_DEPTH
 from tether.server.otlp_store import Ingested, ingest
 from tether.server.roles import Permission
 from tether.store import Store
+from tether.store.values import clean_text
 
 OTLP_PATH = "/v1/traces"
 MAX_BODY_BYTES = 16 << 20
@@ -101,9 +102,11 @@ def _inflate(body: bytes) -> bytes:
 _ID_FIELDS = {"traceId": 16, "spanId": 8, "parentSpanId": 8}
 
 
-def _ids_to_base64(node: Any) -> Any:
-    """OTLP/JSON writes ids as hex; protobuf's JSON mapping expects base64. Ids that are not
-    hex become empty, and the span is rejected with the reason."""
+def _ids_to_base64(node: Any, bad: list[str]) -> Any:
+    """OTLP/JSON writes ids as hex; protobuf's JSON mapping expects base64. An id that is not
+    hex becomes one zero byte, which fails its span's id check (the span is rejected), and is
+    named in ``bad`` (the check alone said "must be 8 bytes (got 1 bytes)" of a 16-character
+    id with one letter past ``f``)."""
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
@@ -111,13 +114,15 @@ def _ids_to_base64(node: Any) -> Any:
                 try:
                     raw = bytes.fromhex(value)
                 except ValueError:
-                    raw = b"\x00"  # not hex: fails the span's id check, with its reason
+                    raw = b"\x00"
+                    if len(bad) < 5:
+                        bad.append(f"{key} {clean_text(value[:40])!r} is not hexadecimal")
                 out[key] = base64.b64encode(raw).decode()
             else:
-                out[key] = _ids_to_base64(value)
+                out[key] = _ids_to_base64(value, bad)
         return out
     if isinstance(node, list):
-        return [_ids_to_base64(v) for v in node]
+        return [_ids_to_base64(v, bad) for v in node]
     return node
 
 
@@ -206,11 +211,14 @@ def decode(
                 "\\ud800), replaced by U+FFFD"
             )
     try:
-        json_format.ParseDict(_ids_to_base64(data), message, ignore_unknown_fields=True)
+        bad_ids: list[str] = []
+        json_format.ParseDict(_ids_to_base64(data, bad_ids), message, ignore_unknown_fields=True)
     except (json_format.ParseError, binascii.Error, RecursionError) as exc:
         raise OtlpError(
             400, f"the JSON body is not an OTLP ExportTraceServiceRequest: {exc}"
         ) from None
+    if bad_ids and notes is not None:
+        notes.extend(bad_ids)
     _check_items(message, len(body))
     return message
 
