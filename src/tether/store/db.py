@@ -349,6 +349,15 @@ threads migrating two databases at once (the trace store and a budget ledger's d
 each run on the other's connection. Taken last, inside each database's own lock."""
 
 
+def _new_turns_after_fork() -> None:
+    global _ALEMBIC_TURNS
+    _ALEMBIC_TURNS = threading.Lock()  # a thread of the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_turns_after_fork)
+
+
 @contextmanager
 def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
     """Serialize migrations of one SQLite file across processes (a lock file beside it)."""

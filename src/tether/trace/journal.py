@@ -221,6 +221,12 @@ class Segment:
         finally:
             self._close()
 
+    def forget(self) -> None:
+        """In a child forked from this segment's writer: close the child's copies of the
+        mapping and the descriptor, leaving the file, its size and its lock (which the
+        parent's descriptor keeps held) to the parent."""
+        self._close()
+
     def _close(self) -> None:
         """Once only: a closed descriptor's number may already belong to another file."""
         if self.map is not None:
