@@ -561,12 +561,13 @@ class RunScope:
         """The input as given and as ``on_input`` masked it, when the scope checked it before
         the first model call of a loop that skipped ``input()``: what the loop's own requests
         carry in its place (see ``model_call``)."""
-        self._user_texts: dict[str, str] | None = None
-        """Once the run has made a model call: each user text the loop has sent, and what the
-        model got in its place (itself, or as ``on_input`` masked it). A user message of a
-        later request of the loop's own that is none of them (reworded, or appended: a chat's
-        follow-up) is a new text, which ``on_input`` checks before the model sees it (see
-        ``model_call``); one checked before is sent as it was then, not checked again."""
+        self._user_texts: dict[str, str] | None = None if self.state.input else {}
+        """Once the run has made a model call (from the start, for a run opened without an
+        input: the loop's own messages are its input): each user text the loop has sent, and
+        what the model got in its place (itself, or as ``on_input`` masked it). A user
+        message of a request of the loop's own that is none of them (reworded, or appended: a
+        chat's follow-up) is a new text, which ``on_input`` checks before the model sees it
+        (see ``model_call``); one checked before is sent as it was then, not checked again."""
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -1026,11 +1027,12 @@ class RunScope:
         a first request that does not hold it (the loop reworded it) is refused with a
         ``TetherError``, not sent with what the control masked.
 
-        The first request's messages are the conversation the run was opened over. In a later
-        request of the loop's own, a user message the run has not sent before (the loop
-        reworded one, or appended the user's follow-up) is a new user text: ``on_input``
-        checks it before the call, as ``input(text)`` would (a block ends the run, the model
-        not called; a masked text is sent masked)."""
+        The first request's messages are the conversation the run was opened over (of a run
+        opened without an input, they are its input, and checked). In a later request of the
+        loop's own, a user message the run has not sent before (the loop reworded one, or
+        appended the user's follow-up) is a new user text: ``on_input`` checks it before the
+        call, as ``input(text)`` would (a block ends the run, the model not called; a masked
+        text is sent masked)."""
         state = self.state
         if not self._input_checked and not state.finished:
             step = await self._input_first(request)
