@@ -147,3 +147,43 @@ def test_a_child_forked_while_the_parent_migrates_the_store_writes_its_runs(
         ("child", "completed"),
         ("parent", "completed"),
     ]
+
+
+POOLED_CONNECTION = textwrap.dedent(
+    """
+    import os, sys
+
+    from sqlalchemy import text
+
+    from tether.store import create_store_engine
+
+    engine = create_store_engine(sys.argv[1])
+    with engine.connect() as conn:  # back in the pool after this
+        parent = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        with engine.connect() as conn:
+            os.write(write, str(conn.execute(text("SELECT pg_backend_pid()")).scalar()).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print(parent, os.read(read, 100).decode(), flush=True)
+    """
+)
+
+
+def test_a_forked_child_never_uses_the_parents_pooled_connection(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Before, the child took the connection the parent had left in the pool: one session of
+    the server used by two processes (their statements and results mixed; on SQLite, a file
+    handle whose locks the child does not hold). Any Tether engine: the trace store's, a
+    budget ledger's, the server's."""
+    script = tmp_path / "pooled.py"
+    script.write_text(POOLED_CONNECTION)
+    done = subprocess.run(
+        [sys.executable, str(script), pg_url], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    parent, child = done.stdout.split()
+    assert parent != child

@@ -184,12 +184,10 @@ class StoreReader:
                 self._ready = True
 
     def forked(self) -> None:
-        """In a child forked from the process that made this reader: the connections of the
-        pool it had then are the parent's (left to it, not closed), and a lock a thread of
-        the parent held then (migrating the store on its first write) is never released
-        here."""
+        """In a child forked from the process that made this reader: a lock a thread of the
+        parent held then (migrating the store on its first write) is never released here.
+        (Its engine's pool is renewed by ``tether.store.db``'s own fork handler.)"""
         self._ready_lock = threading.Lock()
-        self.engine.dispose(close=False)
 
     @property
     def display_url(self) -> str:
