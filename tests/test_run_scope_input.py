@@ -246,3 +246,27 @@ async def test_a_run_opened_without_input_has_its_first_requests_user_text_check
         await run.output("done")
     assert [r.messages[0].content for r in model.requests] == ["my password is [masked]"] * 2
     assert guard.checked == 2 + 2  # each run: the empty input, then the loop's text
+
+
+async def test_a_later_user_message_given_to_input_leaves_the_runs_input_as_it_was(
+    sqlite_url: str,
+) -> None:
+    """The agent asks which order; the loop passes the user's answer through ``run.input``.
+    Before, the answer replaced the run's input: its record (and ``tether traces list``)
+    showed "Order A-1001" as what the run was asked, the question gone."""
+    model, guard = RecordingModel(), InputGuard()
+    harness = Harness(models=[model], controls=[guard], trace=sqlite_url)
+    async with harness.open_run("Where is my SECRET order?") as run:
+        await run.input()
+        await run.model_call()
+        answer = await run.input("Order A-1001, SECRET")
+        await run.model_call()
+        await run.output("It shipped.")
+    assert answer.value == "Order A-1001, [masked]"
+    assert run.state.input == "Where is my [masked] order?"
+    assert [(m.role, m.content) for m in model.requests[1].messages if m.role == "user"] == [
+        ("user", "Where is my [masked] order?"),
+        ("user", "Order A-1001, [masked]"),
+    ]
+    stored, _, _ = trace_of(sqlite_url, run.run_id)
+    assert stored.input == "Where is my [masked] order?"

@@ -980,7 +980,9 @@ class RunScope:
 
     async def input(self, text: str | None = None) -> Step[str]:
         """The input step: ``on_input`` over the run's input (or ``text``), which then joins
-        the conversation as the user's message."""
+        the conversation as the user's message. A ``text`` given once the run's input has
+        been checked (the user's answer to a question of the agent) is a later message: the
+        run's input, as its record keeps it, stays the first."""
 
         async def work() -> str:
             raw = self.state.input if text is None else scrub_surrogates(text)
@@ -990,8 +992,9 @@ class RunScope:
                 decision, checked = await self.pipeline.check(ctx, raw)
                 if decision.stops:
                     raise Stop(decision)
-            self.state.input = checked
-            self._input_checked = True
+            if text is None or not self._input_checked:
+                self.state.input = checked
+                self._input_checked = True
             if self._user_texts is not None:  # a loop may send either: neither is new
                 self._user_texts[raw] = self._user_texts[checked] = checked
             self.state.messages.append(Message(role="user", content=checked))
