@@ -142,3 +142,34 @@ def test_input_messages_stay_within_their_budget_as_stored() -> None:
     assert len(messages_json(kept)) <= MAX_INPUT_MESSAGES_CHARS
     assert kept[0]["role"] == "system" and kept[-1] == input_messages(messages[-1:])[0][0]
     assert len(kept) + omitted == len(messages)
+
+
+async def test_a_message_the_loop_edits_in_place_is_stored_as_the_model_got_it(
+    sqlite_url: str,
+) -> None:
+    """A hand-written loop that edits a message of its own list between two calls (its system
+    prompt, a tool call appended to its last reply): before, the run's message cache matched
+    the message by identity alone, and the second chat span showed what the first call sent."""
+    from tether import Harness, ModelRequest
+
+    model = ScriptedModel([{"text": "ok"}], name="m")
+    harness = Harness(models=[model], trace=sqlite_url)
+    messages = [
+        Message(role="system", content="prompt v1"),
+        Message(role="user", content="question"),
+        Message(role="assistant", content="thinking"),
+    ]
+    async with harness.open_run("question") as run:
+        await run.model_call(ModelRequest(messages=list(messages)))
+        messages[0].content = "prompt v2"
+        messages[2].tool_calls.append(ToolCall(id="c1", name="t", arguments={}))
+        await run.model_call(ModelRequest(messages=list(messages)))
+        await run.output("done")
+    writer_for(sqlite_url).flush()
+    chats = [s for s in Store(sqlite_url).get_spans(run.run_id) if s.kind == "model"]
+    sent = [stored_messages(s.attributes[semconv.GEN_AI_INPUT_MESSAGES]) for s in chats]
+    assert [m[0]["parts"][0]["content"] for m in sent] == ["prompt v1", "prompt v2"]
+    assert [[p["type"] for p in m[2]["parts"]] for m in sent] == [
+        ["text"],
+        ["text", "tool_call"],
+    ]

@@ -219,7 +219,34 @@ def open_reader(ctx: click.Context) -> StoreReader:
                 f"be written now ({exc.message}); they are kept there, and the newest traces "
                 "may be incomplete"
             )
+    if directory is not None:
+        _warn_replays_after(ctx, directory, replaying)
     return reader
+
+
+def _warn_replays_after(ctx: click.Context, directory: Path, warned: list[int]) -> None:
+    """Once the command is done, one line on stderr if a replay of the store's journal began
+    while it read (still under way, or over already): what it read may be part of it. The
+    check at the start sees only the replays under way then; a long read (a whole listing
+    streamed as JSON) may meet one that starts later."""
+    from tether.trace.journal import replays_begun, replays_in_progress
+
+    begun = replays_begun(directory)
+
+    def check() -> None:
+        now = replays_in_progress(directory)
+        new = [pid for pid in now if pid not in warned]
+        if not new and replays_begun(directory) == begun:
+            return
+        who = f"another process (pid {', '.join(map(str, new))}) is" if new else "a process"
+        when = "replaying" if new else "replayed"
+        warn(
+            f"{who} {when} a crash journal ({directory}) into this store while this "
+            "command read it: what was read may be incomplete (runs shown running, spans "
+            "missing); read again once it has finished"
+        )
+
+    ctx.call_on_close(check)
 
 
 def warn_stranded_journals(ctx: click.Context) -> None:

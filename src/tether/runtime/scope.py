@@ -369,6 +369,7 @@ class Harness:
         scope.approvals = {a.call_id: a for a in approvals}
         scope._resume_unused = True
         scope._input_checked = True  # by the paused run's input step
+        scope._user_texts = {m.content: m.content for m in paused.messages if m.role == "user"}
         scope.risk = RunRisk(paused.risk_score, set(paused.risk_categories))
         scope._carried = _Totals.of(paused)
         scope._carried_budget = (paused.usage.total_tokens, paused.cost_usd)
@@ -560,6 +561,13 @@ class RunScope:
         """The input as given and as ``on_input`` masked it, when the scope checked it before
         the first model call of a loop that skipped ``input()``: what the loop's own requests
         carry in its place (see ``model_call``)."""
+        self._user_texts: dict[str, str] | None = None if self.state.input else {}
+        """Once the run has made a model call (from the start, for a run opened without an
+        input: the loop's own messages are its input): each user text the loop has sent, and
+        what the model got in its place (itself, or as ``on_input`` masked it). A user
+        message of a request of the loop's own that is none of them (reworded, or appended: a
+        chat's follow-up) is a new text, which ``on_input`` checks before the model sees it
+        (see ``model_call``); one checked before is sent as it was then, not checked again."""
 
     # -- identity ---------------------------------------------------------------------------
 
@@ -972,7 +980,9 @@ class RunScope:
 
     async def input(self, text: str | None = None) -> Step[str]:
         """The input step: ``on_input`` over the run's input (or ``text``), which then joins
-        the conversation as the user's message."""
+        the conversation as the user's message. A ``text`` given once the run's input has
+        been checked (the user's answer to a question of the agent) is a later message: the
+        run's input, as its record keeps it, stays the first."""
 
         async def work() -> str:
             raw = self.state.input if text is None else scrub_surrogates(text)
@@ -982,8 +992,11 @@ class RunScope:
                 decision, checked = await self.pipeline.check(ctx, raw)
                 if decision.stops:
                     raise Stop(decision)
-            self.state.input = checked
-            self._input_checked = True
+            if text is None or not self._input_checked:
+                self.state.input = checked
+                self._input_checked = True
+            if self._user_texts is not None:  # a loop may send either: neither is new
+                self._user_texts[raw] = self._user_texts[checked] = checked
             self.state.messages.append(Message(role="user", content=checked))
             return str(checked)
 
@@ -1015,7 +1028,14 @@ class RunScope:
         the conversation). When a control masked it, a given request's messages carry the
         masked text wherever they hold the input as given, in this call and every later one;
         a first request that does not hold it (the loop reworded it) is refused with a
-        ``TetherError``, not sent with what the control masked."""
+        ``TetherError``, not sent with what the control masked.
+
+        The first request's messages are the conversation the run was opened over (of a run
+        opened without an input, they are its input, and checked). In a later request of the
+        loop's own, a user message the run has not sent before (the loop reworded one, or
+        appended the user's follow-up) is a new user text: ``on_input`` checks it before the
+        call, as ``input(text)`` would (a block ends the run, the model not called; a masked
+        text is sent masked)."""
         state = self.state
         if not self._input_checked and not state.finished:
             step = await self._input_first(request)
@@ -1045,8 +1065,16 @@ class RunScope:
         sent = request
 
         async def work() -> ModelResponse:
+            nonlocal sent
             if given:  # only once the step runs: a step after the end changes nothing
+                if self._user_texts is not None and self.pipeline.asks(_ON_INPUT):
+                    sent = await self._new_user_texts_checked(sent, self._user_texts)
                 state.messages = list(sent.messages)
+            known = self._user_texts if self._user_texts is not None else {}
+            for m in sent.messages:
+                if m.role == "user":
+                    known.setdefault(m.content, m.content)
+            self._user_texts = known
             response = await model_step(self, sent, _held_text(stream, self.harness))
             state.messages.append(response.as_message())
             return response
@@ -1073,6 +1101,35 @@ class RunScope:
                 )
             self._input_masked = (raw, step.value)
         return None
+
+    async def _new_user_texts_checked(
+        self, request: ModelRequest, known: dict[str, str]
+    ) -> ModelRequest:
+        """``request`` with each user message the run has not sent before passed through
+        ``on_input`` (``Stop`` when a control stops one), and every user text as the model
+        got it before or the controls left it now; ``known`` learns the new ones."""
+        changed = False
+        for message in request.messages:
+            text = message.content
+            if message.role != "user":
+                continue
+            if text not in known:
+                ctx = self.hook_context(_ON_INPUT, self.run_id)
+                decision, result = await self.pipeline.check(ctx, text)
+                if decision.stops:
+                    raise Stop(decision)
+                known[text] = str(result)
+                known.setdefault(known[text], known[text])  # sent again as it is: not checked
+            changed = changed or known[text] != text
+        if not changed:
+            return request
+        messages = [
+            m.model_copy(update={"content": known[m.content]})
+            if m.role == "user" and known[m.content] != m.content
+            else m
+            for m in request.messages
+        ]
+        return ModelRequest(messages=messages, tools=request.tools, settings=request.settings)
 
     async def tool_calls(
         self, calls: Sequence[ToolCall], *, parent_id: str | None = None

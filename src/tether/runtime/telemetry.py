@@ -83,23 +83,42 @@ def _parts(content: str, tool_calls: list[ToolCall]) -> list[dict[str, Any]]:
     return parts
 
 
-MessageCache = dict[int, tuple[Message, dict[str, Any], int]]
-"""Messages already converted in a run, by ``id()``, with their size as stored: each turn
-resends the whole conversation, so without it a run's work grows with the square of its
-length."""
+MessageCache = dict[int, tuple[Message, dict[str, Any], int, tuple[Any, ...]]]
+"""Messages already converted in a run, by ``id()``, with their size as stored and what they
+held then (``_held``): each turn resends the whole conversation, so without it a run's work
+grows with the square of its length."""
+
+
+def _held(message: Message) -> tuple[Any, ...]:
+    """What a message holds, to tell later whether it was changed: a ``Message`` is mutable,
+    and a loop that edits one in place (its system prompt, the last user message) between
+    two calls must not have the second call's span show the first's text."""
+    return (message.content, message.tool_calls, len(message.tool_calls), message.role)
+
+
+def _unchanged(held: tuple[Any, ...], message: Message) -> bool:
+    content, calls, n, role = held
+    # By identity for the text and the list (a new text is a new object): cheap at any size.
+    return (
+        message.content is content
+        and message.tool_calls is calls
+        and len(calls) == n
+        and message.role == role
+    )
 
 
 def _converted(message: Message, cache: MessageCache | None) -> tuple[dict[str, Any], int]:
     if cache is not None:
         hit = cache.get(id(message))
-        if hit is not None and hit[0] is message:
+        if hit is not None and hit[0] is message and _unchanged(hit[3], message):
             return hit[1], hit[2]
     entry = {"role": message.role, "parts": otel_parts(message)}
     # As the store writes it, inside the span's attributes; in UTF-8 bytes, which is at least
     # the characters (and cheaper to get).
     size = len(json_bytes(entry))
     if cache is not None:
-        cache[id(message)] = (message, entry, size)  # the message is kept: its id is not reused
+        # The message is kept: its id is not reused.
+        cache[id(message)] = (message, entry, size, _held(message))
     return entry, size
 
 

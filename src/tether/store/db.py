@@ -8,6 +8,7 @@ import re
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -300,6 +301,8 @@ def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
             else "Tether stores traces in SQLite (sqlite:///path.db) or PostgreSQL "
             "(postgresql://user@host/db)",
         ) from None
+    if not (parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")):
+        _ENGINES.add(engine)  # (an in-memory database is the child's own copy: kept)
     return engine
 
 
@@ -347,6 +350,26 @@ _ALEMBIC_TURNS = threading.Lock()
 """Alembic keeps the migration under way in module globals (``alembic.context``, ``op``): two
 threads migrating two databases at once (the trace store and a budget ledger's database) would
 each run on the other's connection. Taken last, inside each database's own lock."""
+
+
+_ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
+"""The engines connecting to a file or a server, for ``_after_fork``."""
+
+
+def _after_fork() -> None:
+    """In a child just forked (``multiprocessing``, a pre-forking server, Celery's workers):
+    a pooled connection is the parent's (its socket, or a SQLite handle whose locks the
+    child does not hold), and two processes using one mix their sessions (SQLite: can corrupt
+    the file). The child's engines start new pools, leaving those connections open for the
+    parent; a lock a thread of the parent held at the fork is made anew."""
+    global _ALEMBIC_TURNS
+    _ALEMBIC_TURNS = threading.Lock()
+    for engine in list(_ENGINES):
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 @contextmanager

@@ -183,6 +183,12 @@ class StoreReader:
                 migrate(self.engine)
                 self._ready = True
 
+    def forked(self) -> None:
+        """In a child forked from the process that made this reader: a lock a thread of the
+        parent held then (migrating the store on its first write) is never released here.
+        (Its engine's pool is renewed by ``tether.store.db``'s own fork handler.)"""
+        self._ready_lock = threading.Lock()
+
     @property
     def display_url(self) -> str:
         return redact_url(self.url)

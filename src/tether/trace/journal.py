@@ -79,6 +79,9 @@ _CREATING = ".creating"
 _STALE_CREATING_S = 60.0
 _REPLAYING = ".replaying"
 """The mark of a process replaying a journal folder into its store (see ``replay_mark``)."""
+_REPLAYS_BEGUN = "replays.count"
+"""How many replays of a journal folder have begun (see ``replays_begun``)."""
+_COUNT_DIGITS = 20
 SEGMENT_BYTES = 1 << 20
 
 
@@ -217,6 +220,12 @@ class Segment:
                 os.ftruncate(self.fd, self.pos)  # drop the unused, zero-filled tail
         finally:
             self._close()
+
+    def forget(self) -> None:
+        """In a child forked from this segment's writer: close the child's copies of the
+        mapping and the descriptor, leaving the file, its size and its lock (which the
+        parent's descriptor keeps held) to the parent."""
+        self._close()
 
     def _close(self) -> None:
         """Once only: a closed descriptor's number may already belong to another file."""
@@ -445,6 +454,7 @@ def replay_mark(directory: Path) -> Generator[None, None, None]:
             making.unlink()
         raise
     try:
+        _count_replay(directory)
         yield
     finally:
         with contextlib.suppress(OSError):
@@ -468,6 +478,45 @@ def replays_in_progress(directory: Path) -> list[int]:
             pid = path.name.split("-", 1)[0]
             pids.append(int(pid) if pid.isdigit() else 0)
     return sorted(pids)
+
+
+def replays_begun(directory: Path) -> int:
+    """How many replays of a journal folder have begun so far. A reader reads it before and
+    after it reads: a replay that began and ended meanwhile left no mark to find at either
+    end, but it moved this count."""
+    if fcntl is None:  # pragma: no cover - no flock, no journal
+        return 0
+    try:
+        fd = os.open(directory / _REPLAYS_BEGUN, os.O_RDONLY)
+    except OSError:  # no replay yet (or no journal folder)
+        return 0
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # never half of a replayer's write
+        return _read_count(fd)
+    finally:
+        os.close(fd)
+
+
+def _count_replay(directory: Path) -> None:
+    """Add one to the folder's count of replays begun (``replays_begun``). A count that
+    cannot be kept only weakens a reader's warning: it is logged, the replay goes on."""
+    try:
+        fd = os.open(directory / _REPLAYS_BEGUN, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        log.warning("cannot count a replay of the trace journal %s: %s", directory, exc)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.pwrite(fd, b"%0*d" % (_COUNT_DIGITS, _read_count(fd) + 1), 0)
+    except OSError as exc:
+        log.warning("cannot count a replay of the trace journal %s: %s", directory, exc)
+    finally:
+        os.close(fd)
+
+
+def _read_count(fd: int) -> int:
+    data = os.pread(fd, _COUNT_DIGITS, 0)
+    return int(data) if data.isdigit() else 0  # empty: made, never written
 
 
 def _remove_stale_marks(directory: Path) -> None:

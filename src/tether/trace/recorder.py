@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,15 @@ class RunRecorder:
 
 _writers: dict[str, BatchingWriter] = {}
 _writers_lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _writers_lock
+    _writers_lock = threading.Lock()  # another thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def writer_for(url: str) -> BatchingWriter:

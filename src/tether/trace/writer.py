@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -104,25 +105,68 @@ class BatchingWriter:
         self._gate = StoreGate(store)
         self._outage: type[StoreError] | None = None  # down or unusable, not refusing a record
         self.journal_dir = journal
-        if journal is not None:
-            try:
-                self._journal = Journal(journal, identity=store_identity(store.url))
-            except OSError as exc:
-                self._journal_lost(exc)
+        self.writer_id: str | None = None
         self._replay_done = threading.Event()
-        self.writer_id = None if self._journal is None else self._journal.writer_id
         self._cond = threading.Condition()
         self._written = 0
         self._closing = False
         self._since_checkpoint = 0
         self._stop = threading.Event()
+        self._forked = False
+        """In a child forked from the process that made this writer, until it first traces
+        (see ``_after_fork``)."""
+        self._start()
+        _live_writers.add(self)
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    def _start(self) -> None:
+        """Open a journal of this process's own and start the writer's thread."""
+        if self.journal_dir is not None:
+            try:
+                self._journal = Journal(self.journal_dir, identity=store_identity(self.store.url))
+            except OSError as exc:
+                self._journal_lost(exc)
+        self.writer_id = None if self._journal is None else self._journal.writer_id
         self._thread = threading.Thread(target=self._loop, name="tether-trace-writer", daemon=True)
         self._thread.start()
-        atexit.register(_close_at_exit, weakref.ref(self))
+
+    def _after_fork(self) -> None:
+        """In a child just forked from the process that made this writer (``multiprocessing``,
+        a pre-forking server, Celery's workers, with a harness built before the fork). The
+        writer's thread is not in the child, its queue holds the parent's records (the parent
+        writes them), and its journal segments are the parent's files, mapped and locked by
+        the parent: a child that wrote into them overwrote the parent's records, had its own
+        deleted with them, and, truncating one at its exit, killed the parent with SIGBUS.
+        The child lets all of it go (its copies only: the files and their locks stay the
+        parent's) and starts a journal and a thread of its own when it first traces."""
+        self._lock = threading.Lock()  # another thread may have held them at the fork
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._replay_done = threading.Event()
+        self._queue = deque()
+        journal, self._journal = self._journal, None
+        parents = [*self._held, *self._taken, *(journal.detach() if journal else [])]
+        self._held, self._taken = [], []
+        for segment in parents:
+            segment.forget()
+        self._written = self._since_checkpoint = 0
+        self.writer_id = None
+        self.store.forked()
+        self._forked = not self._closing
+
+    def _start_after_fork(self) -> None:
+        """The first record of a forked child: its own journal, connections and thread."""
+        with self._lock:
+            if not self._forked:
+                return
+            self._start()
+            self._forked = False
 
     # -- producer side (hot path: one journal write, one deque append) -----------------
 
     def _put(self, op: int, record: Record) -> None:
+        if self._forked:
+            self._start_after_fork()
         if self._closing:
             # Tracing must never break a run: count the loss and say so, once.
             if not self.dropped_after_close:
@@ -184,6 +228,8 @@ class BatchingWriter:
         return self.journal_error is None
 
     def run_started(self, run: RunRecord) -> None:
+        if self._forked:  # (before the writer's id is read: its own, not the parent's)
+            self._start_after_fork()
         if self.writer_id is not None:
             run.attributes[semconv.TETHER_WRITER_ID] = self.writer_id
         self._put(RUN_START, run)
@@ -212,6 +258,8 @@ class BatchingWriter:
     def flush(self, timeout: float | None = 10.0) -> bool:
         """Wait until every record accepted so far is written (and, first, what a dead
         process left in the journal). False on timeout."""
+        if self._forked:  # a forked child that has accepted nothing
+            return True
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._replay_done.wait(timeout):  # a crash journal is written first
             return False
@@ -256,10 +304,13 @@ class BatchingWriter:
     @property
     def closed(self) -> bool:
         """Closed, or its thread has died (then ``writer_for`` replaces it)."""
-        return self._closing or not self._thread.is_alive()
+        return self._closing or (not self._forked and not self._thread.is_alive())
 
     def close(self, timeout: float | None = 10.0) -> bool:
         """Flush, then stop the thread. Returns False if records were still pending."""
+        if self._forked:  # a forked child that has accepted nothing: no thread, no journal
+            self._closing = True
+            return True
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             step = 0.25 if deadline is None else min(0.25, max(deadline - time.monotonic(), 0))
@@ -511,6 +562,18 @@ _TIMEOUTS_BEFORE_SPLIT = 3
 
 class _Stopped(Exception):
     """The writer was closed while it waited for its store."""
+
+
+_live_writers: weakref.WeakSet[BatchingWriter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_live_writers):
+        writer._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _close_at_exit(ref: weakref.ref[BatchingWriter]) -> None:
