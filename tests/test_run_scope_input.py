@@ -270,3 +270,39 @@ async def test_a_later_user_message_given_to_input_leaves_the_runs_input_as_it_w
     ]
     stored, _, _ = trace_of(sqlite_url, run.run_id)
     assert stored.input == "Where is my [masked] order?"
+
+
+class Rewriter(Control):
+    """Rewrites the short input 'hi' (as a normalizing control would)."""
+
+    name = "rewriter"
+
+    async def on_input(self, ctx: HookContext, text: str) -> Decision:
+        if text == "hi":
+            return Decision.modify("hello there", "spelled out")
+        return Decision.allow()
+
+
+async def test_a_rewritten_short_input_is_not_spliced_into_words_of_the_system_prompt() -> None:
+    """The rewritten input replaced the raw one wherever its letters stood: 'hi' rewritten
+    made the system prompt's 'This' and 'which' into 'Thello theres' and 'whello therech'.
+    In the loop's own messages only the input standing as whole words is replaced."""
+    model = RecordingModel()
+    harness = Harness(models=[model], controls=[Rewriter()], trace=False)
+    system = "This is the helpdesk, which answers briefly. The user said: hi"
+    async with harness.open_run("hi") as run:
+        reply = await run.model_call(
+            ModelRequest(
+                messages=[
+                    Message(role="system", content=system),
+                    Message(role="user", content="hi"),
+                ]
+            )
+        )
+        await run.output("done")
+    assert reply.value is not None
+    (sent,) = model.requests
+    assert [m.content for m in sent.messages] == [
+        "This is the helpdesk, which answers briefly. The user said: hello there",
+        "hello there",
+    ]

@@ -1235,14 +1235,31 @@ class RunScope:
 
 
 def _with_input_masked(request: ModelRequest, raw: str, masked: str) -> ModelRequest:
-    """``request`` with ``masked`` in place of ``raw`` in every message holding it."""
+    """``request`` with ``masked`` in place of ``raw`` in every message holding it: anywhere
+    in a user's message; in the loop's own (system, assistant, tool), only where ``raw``
+    stands as whole words (a template's "The user asked: {input}"): a control that rewrote
+    a short input ("hi") spliced its text into every word of the system prompt holding it
+    ("T<text>s is ...")."""
     if not any(raw in m.content for m in request.messages):
         return request
-    messages = [
-        m.model_copy(update={"content": m.content.replace(raw, masked)}) if raw in m.content else m
-        for m in request.messages
-    ]
+    whole = re.compile(
+        (r"(?<!\w)" if _WORD.match(raw[:1]) else "")
+        + re.escape(raw)
+        + (r"(?!\w)" if _WORD.match(raw[-1:]) else "")
+    )
+    messages = []
+    for m in request.messages:
+        if raw in m.content:
+            if m.role == "user":
+                content = m.content.replace(raw, masked)
+            else:
+                content = whole.sub(lambda _: masked, m.content)
+            m = m.model_copy(update={"content": content})
+        messages.append(m)
     return ModelRequest(messages=messages, tools=request.tools, settings=request.settings)
+
+
+_WORD = re.compile(r"\w")
 
 
 def _expired(deadline: Deadline | asyncio.Timeout) -> bool:
