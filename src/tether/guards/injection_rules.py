@@ -336,12 +336,17 @@ RULES: tuple[Rule, ...] = (
         "",
         word=False,
     ),
+    # A role's tag: the name alone (``<system>``), with attributes (``<system role="x">``)
+    # or with a word of what it carries (``<system_prompt>``, ``<admin_message ...>``); not
+    # any name that goes on with ``_`` or ``-`` (JUnit's ``<system-out>``, C++'s
+    # ``<system_error>``). ``<sys>`` was a start with its ``>``, then wanted another.
     _r(
         "role_marker.xml_role",
         "role_marker",
-        "<system,</system,<sys>,</sys>,<instruction,</instruction,<admin,</admin,<developer,"
-        "</developer,<assistant_instructions",
-        r"(?:[\s_-][^<>]{0,60})?>",
+        "<system,</system,<sys,</sys,<instructions,</instructions,<instruction,</instruction,"
+        "<admin,</admin,<developer,</developer,<assistant_instructions,</assistant_instructions",
+        r"(?:[_-](?:prompt|instructions?|message|reminder|override|note|notice|directive|"
+        r"command|rules|update|context|role))?(?:\s[^<>]{0,60})?>",
         word=False,
         need=r">",
     ),
