@@ -340,7 +340,8 @@ def test_leads_bound_where_each_need_begins() -> None:
         phrase = max(
             (p for p in rule.starts if m.group(0).lower().startswith(p)), key=len, default=""
         )
-        for need, lead in zip(rule.needs, injection_rules.LEADS[rule.name], strict=True):
+        for need in rule.needs:
+            lead = injection_rules._lead(rule, need)
             if lead is None:
                 continue
             found = re.compile(need, re.IGNORECASE).search(m.string, m.start())
