@@ -5,11 +5,12 @@ For every rule of ``tether.guards.injection_rules``, texts are made by repeating
 ``--size`` characters: each of the rule's start phrases and every prefix of it, the phrase
 followed by a space, a newline or a letter, and prefixes of the rule's example
 (``tests/test_guards_rules.py``) cut from its start phrase on (``http://`` repeated to a
-megabyte, ``ignore all `` repeated, ``![a](https://x.ex`` repeated, ...), plus a few crafted
-units that put a start, a break and the rule's ending side by side. Each text is scanned by
-``match_rules`` limited to that rule (its lower-cased form and word set, which the detector
-computes once for all rules, made beforehand), the best of ``--rounds`` runs timed. The
-script prints each rule's worst figure in s/MB, worst first, and the whole detector
+megabyte, ``ignore all `` repeated, ``![a](https://x.ex`` repeated, ...), a few crafted
+units that put a start, a break and the rule's ending side by side, and near misses made of
+the rule's starts, padding and what its needs match in its example (``near_misses``). Each
+text is scanned by ``match_rules`` limited to that rule (its lower-cased form and word set,
+which the detector computes once for all rules, made beforehand), the best of ``--rounds``
+runs timed. The script prints each rule's worst figure in s/MB, worst first, and the whole detector
 (``InjectionDetector.scan``) on ``http://`` repeated to 1 MB. Nothing is asserted: the tests
 bound the work of each rule by counting its tries (``tests/test_guards_rules.py``).
 
