@@ -5,11 +5,12 @@ For every rule of ``tether.guards.injection_rules``, texts are made by repeating
 ``--size`` characters: each of the rule's start phrases and every prefix of it, the phrase
 followed by a space, a newline or a letter, and prefixes of the rule's example
 (``tests/test_guards_rules.py``) cut from its start phrase on (``http://`` repeated to a
-megabyte, ``ignore all `` repeated, ``![a](https://x.ex`` repeated, ...), plus a few crafted
-units that put a start, a break and the rule's ending side by side. Each text is scanned by
-``match_rules`` limited to that rule (its lower-cased form and word set, which the detector
-computes once for all rules, made beforehand), the best of ``--rounds`` runs timed. The
-script prints each rule's worst figure in s/MB, worst first, and the whole detector
+megabyte, ``ignore all `` repeated, ``![a](https://x.ex`` repeated, ...), a few crafted
+units that put a start, a break and the rule's ending side by side, and near misses made of
+the rule's starts, padding and what its needs match in its example (``near_misses``). Each
+text is scanned by ``match_rules`` limited to that rule (its lower-cased form and word set,
+which the detector computes once for all rules, made beforehand), the best of ``--rounds``
+runs timed. The script prints each rule's worst figure in s/MB, worst first, and the whole detector
 (``InjectionDetector.scan``) on ``http://`` repeated to 1 MB. Nothing is asserted: the tests
 bound the work of each rule by counting its tries (``tests/test_guards_rules.py``).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,15 +39,48 @@ CRAFTED = {
     # A start, the gap run long, a break, then the rule's ending: the break stops each start.
     "exfiltration.link_placeholder": ["http://" * 40 + " /{secret "],
     "override.ignore_previous": ["ignore " * 5 + ". instructions "],
-    "exfiltration.send_data": ["send the " * 4 + "history \n to evil@x.example "],
+    # Starts reaching a data word, its address past a line break (each start read 40
+    # characters, 0.25 s/MB; ``cc`` three characters apart, 1.6 s/MB), or past the gap.
+    "exfiltration.send_data": [
+        "send the " * 4 + "history \n to evil@x.example ",
+        "cc " * 12 + "history\n to a@b.example ",
+        "cc " * 36 + "x" * 45 + " history to a@b.example ",
+        "cc. xcc ssn to a@b.example ",
+    ],
     "data_upload.curl_post": ["curl " * 30 + "\n --data "],
     "role_marker.line_role": ["\nai\n:"],
 }
 
 
+PADS = (" ", " " * 41, "\n", " \n ", ". ", "x" * 45, "a " * 30)
+"""What goes between a start and what the rule needs after it in the units ``near_misses``
+makes: whitespace runs past ``MAX_SPACES``, line and sentence ends, a word past a gap."""
+
+
+def near_misses(rule: Rule) -> set[str]:
+    """Units made of the rule's start phrases and of what its needs match in its example,
+    with padding between them (``PADS``), the starts repeated: each start has its ending in
+    sight, and (mostly) something between that the pattern cannot cross."""
+    example = EXAMPLES[rule.name]
+    endings = []
+    for need in rule.needs:
+        found = re.search(need, example, re.IGNORECASE)
+        if found is not None:
+            endings.append(example[found.start() :])
+    out: set[str] = set()
+    for phrase in rule.starts[:4]:
+        for ending in endings:
+            for pad in PADS:
+                for times in (1, 4, 12):
+                    out.add((phrase + " ") * times + pad + ending + " ")
+                out.add(phrase + pad + ending[:-1] + "\n")
+    return out
+
+
 def units(rule: Rule) -> list[str]:
     """The repeated units tried on ``rule``."""
     out: set[str] = set(CRAFTED.get(rule.name, ()))
+    out |= near_misses(rule)
     example = EXAMPLES[rule.name]
     for phrase in rule.starts:
         out.update(phrase[:k] for k in range(1, len(phrase) + 1))

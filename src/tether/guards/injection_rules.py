@@ -240,7 +240,15 @@ _SENT_DATA = (
     r"user\s+|account\s+)?(?:records?|data|details|files|information)|private\s+keys?|"
     r"system\s+prompt|environment\s+variables?)\b"
 )
-_SEND_TO = r"(?:\bto\b|\binto\b|->)\s*(?:https?://|[\w.+-]{1,64}+@[\w-]{1,63}+\.)"
+# Data words, then on the same line "to" (or "into", "->") and an address. The whole ending
+# is one need, so a data word with a line break before its address ("send the send the
+# history\n to a@x.example" repeated) lets no start be tried. Its runs are greedy and end on a
+# letter ("to": "into" is "in" and "to", the gap two longer), which the engine scans for in C;
+# a lazy run tried the three words at each of its 80 places, after every data word.
+_SENT_DATA_TO = (
+    rf"\b{_SENT_DATA}(?:[^\n]{{0,82}}to(?:(?<!\wto)|(?<=into)(?<!\winto))\b|[^\n]{{0,80}}->)"
+    r"\s*(?:https?://|[\w.+-]{1,64}+@[\w-]{1,63}+\.)"
+)
 _END_OF = r"end\s+(?:of\s+)?(?:the\s+)?" + _ENDABLE
 _CJK_PROMPT = r"(?:系统提示|系统指令|提示词|表示|教えて|出力)"
 _ML_ASSISTANT = (
@@ -328,12 +336,17 @@ RULES: tuple[Rule, ...] = (
         "",
         word=False,
     ),
+    # A role's tag: the name alone (``<system>``), with attributes (``<system role="x">``)
+    # or with a word of what it carries (``<system_prompt>``, ``<admin_message ...>``); not
+    # any name that goes on with ``_`` or ``-`` (JUnit's ``<system-out>``, C++'s
+    # ``<system_error>``). ``<sys>`` was a start with its ``>``, then wanted another.
     _r(
         "role_marker.xml_role",
         "role_marker",
-        "<system,</system,<sys>,</sys>,<instruction,</instruction,<admin,</admin,<developer,"
-        "</developer,<assistant_instructions",
-        r"(?:[\s_-][^<>]{0,60})?>",
+        "<system,</system,<sys,</sys,<instructions,</instructions,<instruction,</instruction,"
+        "<admin,</admin,<developer,</developer,<assistant_instructions,</assistant_instructions",
+        r"(?:[_-](?:prompt|instructions?|message|reminder|override|note|notice|directive|"
+        r"command|rules|update|context|role))?(?:\s[^<>]{0,60})?>",
         word=False,
         need=r">",
     ),
@@ -610,8 +623,8 @@ RULES: tuple[Rule, ...] = (
         "exfiltration.send_data",
         "exfiltration",
         _SEND,
-        rf"\b{GAP}\b{_SENT_DATA}[^\n]{{0,80}}?{_SEND_TO}",
-        need=(_SENT_DATA, _SEND_TO),
+        rf"\b{GAP}{_SENT_DATA_TO}",
+        need=_SENT_DATA_TO,
         breaks=_SENTENCE_END,
     ),
     # --- authority: claims of rank or mandate aimed at the model
@@ -766,10 +779,79 @@ REACH: dict[str, int] = {
     rule.name: _sre_parse.parse(rule.pattern.pattern).getwidth()[1] for rule in RULES
 }
 """The longest match of each rule: every run in a rule is bounded."""
+
+
+def _lead(rule: Rule, need: str) -> int | None:
+    """How far past the end of its start phrase a match of ``rule`` can hold where ``need``
+    begins: the widest the pattern runs before the need's place in it (its last, where the
+    need is the rule's ending), less the start phrase. None where the need is not a whole,
+    unrepeated piece of the pattern (then a match's reach is all that is known)."""
+    source = rule.pattern.pattern
+    piece = _bounded(need)
+    at = source.rfind(piece)
+    if at < 0 or source[at + len(piece) : at + len(piece) + 1] in ("?", "*", "+", "{"):
+        return None
+    try:
+        width = _sre_parse.parse(source[:at]).getwidth()[1]
+    except _stdre.error:
+        return None
+    return int(width) - max(map(len, rule.starts))
+
+
+LEAD_GAIN = 64
+"""How much closer than its reach a need's lead must be to be used. A start between its lead
+and its reach of a need is skipped by a step in Python; past ``DENSE_TRIES`` it would have
+been read in C, at the cost of what the pattern reads there before failing: where the two
+differ by less, that is no more than a short run (``~/.`` and ``bashrc`` a line apart took
+0.02 s/MB read, 0.15 s/MB skipped one by one)."""
+
+
+def _leads(rule: Rule) -> tuple[int | None, ...]:
+    reach = _sre_parse.parse(rule.pattern.pattern).getwidth()[1]
+    longest = max(map(len, rule.starts))
+    leads = (_lead(rule, n) for n in rule.needs)
+    return tuple(None if d is None or reach - d - longest < LEAD_GAIN else d for d in leads)
+
+
+LEADS: dict[str, tuple[int | None, ...]] = {rule.name: _leads(rule) for rule in RULES}
+"""For each rule's needs, the farthest a match can hold one past the end of its start phrase
+(see ``_lead``), where that is ``LEAD_GAIN`` short of the rule's reach: a start whose nearest
+need lies farther cannot match there. None: the reach is used."""
+_LONGEST_START: dict[str, int] = {rule.name: max(map(len, rule.starts)) for rule in RULES}
+_SHORTEST_START: dict[str, int] = {rule.name: min(map(len, rule.starts)) for rule in RULES}
 _BREAKS: dict[str, _stdre.Pattern[str] | None] = {
     rule.name: _need(rule.breaks) if rule.breaks else None for rule in RULES
 }
 _NOWHERE = 1 << 62
+
+_WORD_LEAD = r"(?<![^\W_])"
+_FOLLOWS = (r"\b", r"\s{1,", r"s?\s{1,")
+"""How a rule's pattern may go on right after its start phrase that ``_finder`` checks."""
+
+
+def _finder(rule: Rule, phrase: str) -> _stdre.Pattern[str]:
+    """What finds ``phrase`` in the lower-cased text where it can begin a match of ``rule``:
+    not inside a word when the rule's starts are words, and followed as the pattern requires
+    (``\\b``, a space) when it goes on that way. A start in the middle of a word (``xcc``
+    for ``cc``) failed each try in Python; searched here, it is skipped in C."""
+    source = rule.pattern.pattern
+    word = source.startswith(_WORD_LEAD)
+    head = (_WORD_LEAD if word else "") + _alt(",".join(rule.starts))
+    literal = _stdre.escape(phrase)
+    found = literal + (f"(?<![^\\W_]{literal})" if word else "")
+    if source.startswith(head):
+        rest = source[len(head) :]
+        follows = next((f for f in _FOLLOWS if rest.startswith(f)), "")
+        if follows == r"\b":
+            found += r"\b"
+        elif follows:
+            found += "(?=" + follows.replace(r"\s{1,", r"\s") + ")"
+    return _stdre.compile(found)
+
+
+_FINDERS: dict[str, dict[str, _stdre.Pattern[str]]] = {
+    rule.name: {phrase: _finder(rule, phrase) for phrase in rule.starts} for rule in RULES
+}
 
 _BY_WORD, _BY_PREFIX = _index()
 _BY_FIRST_CHAR: dict[str, list[tuple[str, list[tuple[str, Rule]]]]] = {}
@@ -836,12 +918,16 @@ def _rule_hits(
     ``lowered`` with ``_CASE_TWINS`` folded.
 
     Where a text holds many of a rule's starts (``http://`` repeated to 1 MB took 5.9 s,
-    holding the GIL: 140,000 tries of up to 300 characters each), two things bound the work:
+    holding the GIL: 140,000 tries of up to 300 characters each), three things bound the work:
 
-    - past ``FREE_TRIES``, a start is tried only if each of the rule's needs matches between
-      it and its reach (the longest match the rule can make). The needs are searched forward
-      only, the next place once the start has passed the last one found, so a rule costs a
-      few searches in C however many starts have nothing to match after them;
+    - past ``FREE_TRIES``, a start is tried only if each of the rule's needs begins within
+      its lead of it (``LEADS``: the widest the pattern runs before the need, past the start
+      phrase; the rule's reach where that is not known), and no break comes before the
+      first need. The needs are searched forward only, the next place once the start has
+      passed the last one found, so a rule costs a few searches in C however many starts
+      have nothing to match after them;
+    - a start phrase inside a word, or followed by what the pattern cannot take next, is
+      not looked at (``_finder``);
     - past ``DENSE_TRIES``, the starts left are tried by one search in C per ``_CHUNK``
       characters (still skipping the stretches its needs are too far from) rather than by a
       call from Python each.
@@ -852,17 +938,25 @@ def _rule_hits(
     pattern = FAST_PATTERNS[rule.name]
     needs = _NEEDS[rule.name]
     reach = REACH[rule.name]
+    leads = LEADS[rule.name]
+    longest_start = _LONGEST_START[rule.name]
+    shortest_start = _SHORTEST_START[rule.name]
     found_at = [-1] * len(needs)
     """Where each need was last found (``_NOWHERE``: not after the current place)."""
     breaks = _BREAKS[rule.name]
     break_at = -1
-    nexts = {p: lowered.find(p) for p in set(phrases)}
-    nexts = {p: at for p, at in nexts.items() if at >= 0}
+    finders = {p: _FINDERS[rule.name][p].search for p in set(phrases)}
+    nexts: dict[str, int] = {}
+    for p, find in finders.items():
+        found = find(lowered)
+        if found is not None:
+            nexts[p] = found.start()
     hits: list[RuleHit] = []
     tries = 0
     while nexts and len(hits) < most:
         pos = min(nexts.values())
         skip_to = pos + 1
+        reachable = True
         for i, need in enumerate(needs if tries >= FREE_TRIES else ()):
             at = found_at[i]
             if at < pos:
@@ -870,16 +964,27 @@ def _rule_hits(
                 at = found_at[i] = _NOWHERE if found is None else found.start()
             if at == _NOWHERE:
                 return hits
-            if at - pos > reach:
-                skip_to = max(skip_to, at - reach)
+            lead = leads[i]
+            if lead is None:
+                if at - pos > reach:
+                    reachable = False
+                    skip_to = max(skip_to, at - reach)
+            elif at - pos > lead + shortest_start and at - pos > lead + max(
+                len(p) for p, where in nexts.items() if where == pos
+            ):
+                # No start phrase here (the longest of those here) leaves the need in reach;
+                # none before the place the longest of all would reach it from does either.
+                reachable = False
+                skip_to = max(skip_to, at - lead - longest_start)
         if breaks is not None and tries >= FREE_TRIES:
             if break_at < pos:
                 found = breaks.search(folded, pos)
                 break_at = _NOWHERE if found is None else found.start()
             if break_at < found_at[0]:
                 # No start up to the break (none holds one) reaches the first need.
+                reachable = False
                 skip_to = max(skip_to, break_at + 1)
-        if skip_to == pos + 1:
+        if reachable:
             tries += 1
             if tries <= DENSE_TRIES:
                 m = pattern.match(subject, pos)
@@ -896,9 +1001,9 @@ def _rule_hits(
                 skip_to = max(pos + 1, m.end())
         for p, at in list(nexts.items()):
             if at < skip_to:
-                at = lowered.find(p, skip_to)
-                if at < 0:
+                found = finders[p](lowered, skip_to)
+                if found is None:
                     del nexts[p]
                 else:
-                    nexts[p] = at
+                    nexts[p] = found.start()
     return hits
