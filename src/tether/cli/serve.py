@@ -31,7 +31,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 @click.option(
     "--print-key",
     is_flag=True,
-    help="Make an admin key of the default project, valid for a day, and print it.",
+    help="Print a new admin key of the default project, valid for a day.",
 )
 @click.option("--secure-cookies", is_flag=True, help="Session cookies only over HTTPS.")
 @click.option(
@@ -50,11 +50,11 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 )
 @click.option(
     "--forwarded-allow-ips",
-    metavar="ADDRESSES",
+    metavar="IPS",
     envvar="TETHER_FORWARDED_ALLOW_IPS",
     default="",
-    help="Proxies (comma-separated addresses, or *) whose X-Forwarded-For and "
-    "X-Forwarded-Proto are believed; none by default [env: TETHER_FORWARDED_ALLOW_IPS].",
+    help="Proxies whose X-Forwarded-For is believed (comma-separated; none by "
+    "default) [env: TETHER_FORWARDED_ALLOW_IPS].",
 )
 @click.pass_context
 @handle_errors
