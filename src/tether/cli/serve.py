@@ -27,7 +27,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     type=click.IntRange(0, 65535),
     help="Port (0: any free one; the URL printed says which).",
 )
-@click.option("--dev", is_flag=True, help="No sign-in (loopback only): every request is admin.")
+@click.option("--dev", is_flag=True, help="No sign-in (loopback only): all requests admin.")
 @click.option(
     "--print-key",
     is_flag=True,
@@ -46,15 +46,15 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     show_default=True,
     type=click.FloatRange(min=0.1, max=3600),
     metavar="SECONDS",
-    help="Close a connection whose request headers take longer, or whose body pauses longer.",
+    help="Close a connection whose headers take longer, or whose body pauses longer.",
 )
 @click.option(
     "--forwarded-allow-ips",
-    metavar="ADDRESSES",
+    metavar="IPS",
     envvar="TETHER_FORWARDED_ALLOW_IPS",
     default="",
-    help="Proxies (comma-separated addresses, or *) whose X-Forwarded-For and "
-    "X-Forwarded-Proto are believed; none by default [env: TETHER_FORWARDED_ALLOW_IPS].",
+    help="Proxies whose X-Forwarded-For/-Proto are believed (comma-separated, or *; "
+    "default none) [env: TETHER_FORWARDED_ALLOW_IPS].",
 )
 @click.pass_context
 @handle_errors
