@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -25,3 +26,33 @@ def test_a_database_url_that_does_not_parse_is_a_user_error(
     assert "sqlite:///" in result.stderr and "unexpected error" not in result.stderr
     as_json = run_cli("--database-url", url, *command, "--json")
     assert json.loads(as_json.stdout)["error"] == f"invalid database URL '{url}'"
+
+
+@pytest.mark.parametrize(
+    ("section", "missing"),
+    [
+        ("guards:\n  policy: ../policies/shop.yaml\n", "policies/shop.yaml"),
+        ("authorization:\n  policies: [policies/tools.cedar]\n", "agents/policies/tools.cedar"),
+        ("output:\n  json_schema: answer.schema.json\n", "agents/answer.schema.json"),
+    ],
+)
+def test_a_missing_file_a_spec_names_is_shown_where_it_was_looked_for(
+    tmp_path: Path, section: str, missing: str
+) -> None:
+    """The hint said "relative paths start from <the current folder>", but a path in a spec
+    is taken from the spec's folder: run from elsewhere, it sent the user to the wrong one."""
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    (agents / "script.yaml").write_text("steps: [{text: hi}]\n")
+    (agents / "agent.yaml").write_text(
+        "name: a\nmodel: {provider: scripted, name: gpt-4.1-mini, script: script.yaml}\n" + section
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for command in ("validate", "run"):
+        extra = ["-i", "hi"] if command == "run" else []
+        result = run_cli(command, str(agents / "agent.yaml"), *extra, cwd=elsewhere)
+        assert result.returncode == 1, result.stderr
+        assert "not found" in result.stderr
+        assert f"hint: no file at {tmp_path / missing}" in result.stderr
+        assert str(elsewhere) not in result.stderr
