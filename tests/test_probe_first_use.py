@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,33 @@ def test_a_missing_file_a_spec_names_is_shown_where_it_was_looked_for(
         assert "not found" in result.stderr
         assert f"hint: no file at {tmp_path / missing}" in result.stderr
         assert str(elsewhere) not in result.stderr
+
+
+def test_every_guard_decision_in_a_trace_says_why(tmp_path: Path, sqlite_url: str) -> None:
+    """The PII guard's allow at before_tool, for arguments it had judged with the model's
+    reply, was recorded with no reason: ``guard.pii allow at before_tool: `` and nothing."""
+    (tmp_path / "tools.py").write_text("def lookup(q: str) -> str:\n    return 'found ' + q\n")
+    (tmp_path / "script.yaml").write_text(
+        "steps:\n  - tool_calls: [{name: lookup, arguments: {q: shipping}}]\n  - text: done\n"
+    )
+    (tmp_path / "agent.yaml").write_text(
+        "name: a\nmodel: {provider: scripted, name: gpt-4.1-mini, script: script.yaml}\n"
+        "tools: [{name: lookup, function: tools.py:lookup, side_effects: read}]\n"
+        "guards: {rules: [{guard: pii, action: mask}]}\n"
+    )
+    ran = run_cli("--database-url", sqlite_url, "run", str(tmp_path / "agent.yaml"), "-i", "hi")
+    assert ran.returncode == 0, ran.stderr
+    listed = run_cli("--database-url", sqlite_url, "traces", "list", "--json")
+    run_id = json.loads(listed.stdout)["runs"][0]["run_id"]
+    shown = run_cli("--database-url", sqlite_url, "traces", "show", run_id, "--json")
+    decisions = [
+        e["attributes"]
+        for e in json.loads(shown.stdout)["events"]
+        if e["name"] == "tether.control.decision"
+    ]
+    hooks = {d["tether.control.hook"] for d in decisions}
+    assert "before_tool" in hooks, decisions
+    assert all(d.get("tether.decision.reason") for d in decisions), decisions
+    wide = {**os.environ, "COLUMNS": "200"}
+    text = run_cli("--database-url", sqlite_url, "traces", "show", run_id, env=wide).stdout
+    assert "allow at before_tool: arguments judged with the model's reply" in text

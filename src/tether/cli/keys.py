@@ -53,7 +53,9 @@ def keys_group() -> None:
 
 
 @keys_group.command("create")
-@click.option("--project", "-p", type=TEXT, default="default", show_default=True)
+@click.option(
+    "--project", "-p", type=TEXT, default="default", show_default=True, help="Whose key it is."
+)
 @click.option("--role", "-r", type=click.Choice(ROLES), required=True, help="What it may do.")
 @click.option("--expires", metavar="DURATION", help="Stop working after 90m, 12h, 30d, 2w...")
 @click.option("--name", "-n", "name", type=TEXT, help="A label to recognise it by.")

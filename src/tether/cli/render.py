@@ -221,8 +221,9 @@ def _span_label(s: SpanRecord) -> str:
     if s.kind == "plan" and semconv.TETHER_PLAN_TOOLS in a:
         tools = ", ".join(str(t) for t in a[semconv.TETHER_PLAN_TOOLS])
         parts.append(f"{a.get(semconv.TETHER_PLAN_STEPS, '?')} steps: {escape(tools)}")
-    if s.kind == "tool":
-        arguments = _readable_json(str(a.get(semconv.GEN_AI_TOOL_CALL_ARGUMENTS, "")))
+    if s.kind == "tool" and a.get(semconv.GEN_AI_TOOL_CALL_ARGUMENTS) not in (None, ""):
+        # (an OTLP tool span may carry none: no bare "args" then)
+        arguments = _readable_json(str(a[semconv.GEN_AI_TOOL_CALL_ARGUMENTS]))
         parts.append(f"args {escape(brief(arguments, 300))}")
     if s.status == "error":
         message = (s.status_message or "").removeprefix("Error: ")
@@ -236,10 +237,11 @@ def _event_label(e: EventRecord) -> str:
         verdict = a.get(semconv.TETHER_DECISION, "?")
         style = "green" if verdict == "allow" else "yellow" if verdict == "modify" else "red"
         control = escape(str(a.get(semconv.TETHER_CONTROL_NAME)))
-        reason = escape(str(a.get(semconv.TETHER_DECISION_REASON, "")))
+        reason = escape(str(a.get(semconv.TETHER_DECISION_REASON) or ""))
         return (
             f"[{style}]◆ {control} {escape(str(verdict))}[/] "
-            f"at {escape(str(a.get(semconv.TETHER_CONTROL_HOOK)))}: {reason}"
+            f"at {escape(str(a.get(semconv.TETHER_CONTROL_HOOK)))}"
+            + (f": {reason}" if reason else "")
         )
     message = a.get("message")
     if message:
@@ -451,9 +453,8 @@ def print_trace(
     """``traces show``: the tree (at most ``max_spans`` spans drawn, 0: all), then the run's
     input and output (clipped to ``display_chars``; ``--json`` has them as stored)."""
     console.print(trace_tree(run, spans, events, display_chars, max_spans))
-    console.print(
-        f"input:  {visible(clip_text(run.input, display_chars))}", markup=False, highlight=False
-    )
+    shown = visible(clip_text(run.input, display_chars)) if run.input else "(empty)"
+    console.print(f"input:  {shown}", markup=False, highlight=False)
     if run.output is not None:
         output = visible(clip_text(run.output, display_chars))
         console.print(f"output: {output}", markup=False, highlight=False)
