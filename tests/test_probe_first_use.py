@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from fakes.cli import run_cli
+from fakes.stored_runs import add_run
+from tether.store import Store
 
 
 @pytest.mark.parametrize("url", ["/tmp/tether.db", "sqlite:/tmp/tether.db"])
@@ -87,3 +90,32 @@ def test_every_guard_decision_in_a_trace_says_why(tmp_path: Path, sqlite_url: st
     wide = {**os.environ, "COLUMNS": "200"}
     text = run_cli("--database-url", sqlite_url, "traces", "show", run_id, env=wide).stdout
     assert "allow at before_tool: arguments judged with the model's reply" in text
+
+
+def test_traces_list_on_an_80_column_terminal_keeps_cost_and_latency(sqlite_url: str) -> None:
+    """Rich cropped the table at the terminal's right edge: at 80 columns the cost and latency
+    columns were cut off, the input and tokens shown instead. Now the least needed columns
+    give way first, and every line fits."""
+    seeded = add_run(Store(sqlite_url), agent="resilient-support", cost_usd=0.000935)
+    narrow = {**os.environ, "COLUMNS": "80"}
+    listed = run_cli("--database-url", sqlite_url, "traces", "list", env=narrow)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), listed.stdout
+    header, _rule, row = lines[:3]
+    for column in ("run", "agent", "outcome", "cost", "latency"):
+        assert column in header, header
+    assert seeded.run_id in row and "$0.000935" in row and "1.20 s" in row, row
+
+
+def test_the_demo_summary_on_an_80_column_terminal_shows_whole_costs(tmp_path: Path) -> None:
+    """At 80 columns the summary's cost column was cut to ``$0.0`` (free, at a glance) and
+    its latency and run columns were gone."""
+    narrow = {**os.environ, "COLUMNS": "80", "TETHER_HOME": str(tmp_path / "home")}
+    done = run_cli("demo", env=narrow)
+    assert done.returncode == 0, done.stderr
+    summary = done.stdout.split("Summary", 1)[1].split("Traces are stored", 1)[0]
+    assert all(len(line) <= 80 for line in summary.splitlines()), summary
+    loop = next(line for line in summary.splitlines() if "loop broken" in line)
+    assert "loop_detected" in loop and re.search(r"\$0\.\d{6} ", loop), loop
+    assert re.search(r"\d ms", loop), loop

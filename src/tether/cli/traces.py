@@ -124,7 +124,7 @@ def traces_list(
     warn_stranded_journals(ctx)
     filters = query.model_dump(exclude_defaults=True).keys() - {"limit"}
     if page.runs:
-        console.print(render.runs_table(page.runs))
+        console.print(render.runs_table(page.runs, console.width))
     elif cursor:
         console.print("no more runs after this cursor", markup=False)
     elif filters == {"agent"}:
