@@ -35,11 +35,13 @@ sandbox-deps:
 	  fi; \
 	fi
 
-# The scenarios, then the UI on http://127.0.0.1:8700 with a fresh admin key (Ctrl-C stops).
-# `tether demo` itself never serves: tests and CI run it and it ends on its own.
+# The scenarios, then the UI on http://127.0.0.1:$(PORT) with a fresh admin key (Ctrl-C
+# stops; `make demo PORT=8790` when 8700 is taken). `tether demo` itself never serves: tests
+# and CI run it and it ends on its own.
+PORT ?= 8700
 demo: $(STAMP)
 	$(BIN)/tether demo
-	$(BIN)/tether serve --print-key
+	$(BIN)/tether serve --print-key --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

@@ -558,6 +558,23 @@ def test_a_misspelt_attribute_fails_at_load_on_its_line(tmp_path: Path) -> None:
     assert "not found" in error.message
 
 
+def test_a_misspelt_attribute_of_a_tool_or_the_agent_is_hinted_at(tmp_path: Path) -> None:
+    """The hint was about context.args, whatever the error: for `resource.side_efects` it
+    now names the attribute meant and those the entity has."""
+    error = load_error(
+        tmp_path, 'permit(principal, action, resource) when { resource.side_efects == "read" };\n'
+    )
+    assert "attribute `side_efects` on entity type `Tether::Tool` not found" in error.message
+    assert error.hint is not None
+    assert error.hint.startswith(
+        "did you mean `side_effects`? Tether::Tool has the attributes scopes, side_effects;"
+    )
+    error = load_error(
+        tmp_path, 'permit(principal, action, resource) when { principal.end_usr == "u-1" };\n'
+    )
+    assert error.hint is not None and "did you mean `end_user`?" in error.hint
+
+
 def test_errors_in_a_second_file_name_that_file(tmp_path: Path) -> None:
     first = write(tmp_path, 'permit(principal, action == Tether::Action::"lookup", resource);\n')
     second = write(

@@ -108,3 +108,36 @@ def test_the_list_past_the_cut_is_bounded_however_many_decisions_a_span_holds(
     assert "span 2 " in past_cut and "refused 0" in past_cut  # the span and its first ones
     assert past_cut.count("refused ") < NOTABLE_BELOW_CUT
     assert "more decisions" in past_cut
+
+
+def test_a_tool_span_without_arguments_and_a_decision_without_reason_draw_no_dangling_labels(
+    sqlite_url: str,
+) -> None:
+    """An OTLP tool span need not carry arguments, nor a decision a reason: the tree drew a
+    bare ``args`` and a ``: `` with nothing after it."""
+    from tether.store import EventRecord
+    from tether.trace import semconv
+
+    trace_id, run_id, span_id, start = new_trace_id(), new_span_id(), new_span_id(), now_ns()
+    batch = TraceBatch()
+    batch.runs_started.append(RunRecord(trace_id, "shapes", "v1", start, run_id=run_id))
+    batch.spans.append(
+        SpanRecord(trace_id, span_id, run_id, "lookup", "tool", start, start + 1, run_id=run_id)
+    )
+    decision = {
+        semconv.TETHER_CONTROL_NAME: "guard.pii",
+        semconv.TETHER_CONTROL_HOOK: "before_tool",
+        semconv.TETHER_DECISION: "allow",
+    }
+    batch.events.append(
+        EventRecord(
+            trace_id, span_id, semconv.EVENT_CONTROL_DECISION, start, decision, run_id=run_id
+        )
+    )
+    Store(sqlite_url).write(batch)
+    shown = _show(sqlite_url, run_id)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert any("lookup " in line for line in lines), shown.stdout
+    assert not any(line.rstrip().endswith((" args", ":")) for line in lines), shown.stdout
+    assert any(line.rstrip().endswith("guard.pii allow at before_tool") for line in lines)

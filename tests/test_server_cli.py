@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -61,9 +62,13 @@ def test_a_port_in_use_is_one_clear_error(sqlite_url: str) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = str(taken.getsockname()[1])
-        result = run_cli("--database-url", sqlite_url, "serve", "--port", port)
+        result = run_cli("--database-url", sqlite_url, "serve", "--port", port, "--print-key")
     assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+    # --print-key made an admin key before binding: nobody was shown it, yet it stayed valid
+    # for a day (`make demo` on a taken port left one per try).
+    keys = run_cli("--database-url", sqlite_url, "keys", "list", "--json")
+    assert keys.returncode == 0 and json.loads(keys.stdout) == [], keys.stdout
 
 
 def test_a_store_that_cannot_be_opened_is_said_before_serving(tmp_path: object) -> None:

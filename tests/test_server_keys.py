@@ -253,3 +253,18 @@ def test_a_failed_last_use_write_is_logged_and_fails_nothing(
         assert _last_used(access, info.key_id) is not None
     finally:
         access.engine.dispose()
+
+
+def test_cli_revokes_a_key_given_whole_without_echoing_its_secret(sqlite_url: str) -> None:
+    """A leaked key is what one has at hand: ``tether keys revoke tth_<id>_<secret>`` said
+    "no API key 'tth_..._<secret>'", the secret echoed into the terminal and its logs."""
+    made = run_cli("--database-url", sqlite_url, "keys", "create", "-r", "viewer", "--json")
+    key = json.loads(made.stdout)["key"]
+    key_id, secret = split_key(key) or ("", "")
+    done = run_cli("--database-url", sqlite_url, "keys", "revoke", key)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"key {key_id} revoked"
+    assert AccessStore(sqlite_url).authenticate(key) is None
+    mangled = run_cli("--database-url", sqlite_url, "keys", "revoke", f"tth_{secret}")
+    assert mangled.returncode == 2 and "give its id" in mangled.stderr
+    assert secret not in mangled.stdout + mangled.stderr

@@ -3,6 +3,7 @@ its spans a page at a time, agents, metrics; always within the caller's project.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -343,3 +344,38 @@ def test_pages_show_characters_that_reorder_or_hide_text(store_url: str) -> None
     assert "billing\\u202egnissecorp" in shown
     assert "summarize this\\U000e0069\\U000e0067" in shown
     assert "\\x1b[2J" in shown
+
+
+def test_the_dashboard_shows_a_model_none_of_whose_runs_is_priced_as_unpriced(
+    store_url: str,
+) -> None:
+    """The demo's fallback model (no price) was shown at ``$0 +5 unpriced``: free, at a
+    glance. A model with some priced runs keeps its known sum and the count apart."""
+    store = Store(store_url)
+    key = AccessStore(store_url).create_key("default", Role.VIEWER)[1]
+
+    def dashboard() -> tuple[str, dict[str, str]]:
+        page = httpx.get(
+            url + "/dashboard", headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ).text
+        kpi = re.search(r'id="kpi-cost">(.*?)<', page)
+        assert kpi is not None
+        rows = {
+            cells[0]: cells[-1]
+            for row in re.findall(r"<tr>(.*?)</tr>", page, re.S)
+            if (cells := re.findall(r"<td[^>]*>(.*?)</td>", row, re.S))
+        }
+        return kpi.group(1), rows
+
+    with serving(create_app(ServerConfig(database_url=store_url))) as url:
+        assert dashboard()[0] == "$0"  # no runs: nothing unpriced
+        add_run(store, model="backup-model", cost_usd=None)
+        add_run(store, model="backup-model", cost_usd=None)
+        kpi, rows = dashboard()
+        assert kpi == "unpriced" and rows["backup-model"] == "unpriced", rows
+        add_run(store, model="gpt-4.1-mini", cost_usd=0.5)
+        add_run(store, model="gpt-4.1-mini", cost_usd=None)
+        kpi, rows = dashboard()
+    assert kpi == "$0.5000"
+    assert rows["backup-model"] == "unpriced", rows
+    assert rows["gpt-4.1-mini"] == "$0.5000 +1 unpriced", rows

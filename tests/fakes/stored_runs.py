@@ -40,7 +40,7 @@ def add_run(
     status: str = "completed",
     started_ns: int | None = None,
     latency_ms: float = 1200.0,
-    cost_usd: float = 0.0021,
+    cost_usd: float | None = 0.0021,
     blocked: bool = False,
     tool_error: bool = False,
     tool_calls: int = 1,
@@ -86,8 +86,14 @@ def add_run(
                 semconv.GEN_AI_USAGE_INPUT_TOKENS: 120,
                 semconv.GEN_AI_USAGE_OUTPUT_TOKENS: 30,
                 semconv.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS: 20,
-                semconv.TETHER_COST_USD: cost_usd,
-                semconv.TETHER_PRICING_VERSION: "2026-11-01",
+                **(
+                    {semconv.TETHER_COST_UNPRICED: True}  # a model the table does not know
+                    if cost_usd is None
+                    else {
+                        semconv.TETHER_COST_USD: cost_usd,
+                        semconv.TETHER_PRICING_VERSION: "2026-11-01",
+                    }
+                ),
                 semconv.GEN_AI_INPUT_MESSAGES: json.dumps(
                     [{"role": "user", "parts": [{"type": "text", "content": input_text}]}]
                 ),
@@ -164,10 +170,13 @@ def add_run(
         input_tokens=120,
         output_tokens=30,
         cached_input_tokens=20,
-        cost_usd=cost_usd,
+        cost_usd=cost_usd or 0.0,  # the unpriced span says the cost is unknown
         turns=1,
         tool_calls=tool_calls,
-        attributes=attributes or {},
+        attributes={
+            **(attributes or {}),
+            **({semconv.TETHER_COST_UNPRICED: True} if cost_usd is None else {}),
+        },
         project=project,
     )
     store.write(TraceBatch(runs_started=[run], spans=spans, events=events, runs_ended=[run]))

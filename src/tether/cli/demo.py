@@ -254,24 +254,37 @@ def _print_report(
         extra.show(console)
 
     table = Table(title="\nSummary", show_edge=False, header_style="bold")
-    widths = {"scenario": 20, "outcome": 14, "turns": 5, "tools": 5, "tokens": 6, "cost": 9}
+    widths = {"scenario": 20, "outcome": 15, "turns": 5, "tools": 5, "tokens": 6, "cost": 9}
     widths.update({"latency": 9, "run": 16})
-    for col, width in widths.items():
-        table.add_column(col, no_wrap=True, min_width=width)
-    for r, (name, _, _, expected) in zip(results, SCENARIOS, strict=True):
-        mark = "" if r.outcome == expected else f" [red](expected {expected})[/]"
-        table.add_row(
-            name,
-            render.outcome_text(r.outcome) + mark,
+    # A narrow terminal drops the run ids first: they are listed below, each with its scenario.
+    room = console.width
+    columns = render.fitting_columns(widths, ("run", "turns", "tools", "tokens"), room)
+    spare = max(0, room - render.table_width(widths, columns))
+    for col in columns:
+        if col == "scenario":  # the room the dropped columns leave goes to the names
+            table.add_column(
+                col, no_wrap=True, min_width=20, max_width=20 + spare, overflow="ellipsis"
+            )
+        else:
+            table.add_column(col, no_wrap=True, min_width=widths[col])
+    rows: list[list[str]] = [
+        [
+            scenario,
+            render.outcome_text(r.outcome)
+            + ("" if r.outcome == expected else f" [red](expected {expected})[/]"),
             str(r.state.turns),
             str(r.state.tool_calls),
             str(r.usage.total_tokens),
             render.fmt_cost(r.cost_usd),
             render.fmt_ms(r.latency_s * 1000),
             r.run_id,
-        )
-    for extra in extras:
-        table.add_row(*_summary_row(extra))
+        ]
+        for r, (scenario, _, _, expected) in zip(results, SCENARIOS, strict=True)
+    ]
+    rows += [_summary_row(extra) for extra in extras]
+    for row in rows:
+        cells = dict(zip(widths, row, strict=True))
+        table.add_row(*(cells[c] for c in columns))
     console.print(table)
     console.print(f"\nTraces are stored in {escape(store)}. Inspect them with:")
     console.print(f"  {command} traces list", markup=False, highlight=False, soft_wrap=True)

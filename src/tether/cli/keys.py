@@ -53,7 +53,9 @@ def keys_group() -> None:
 
 
 @keys_group.command("create")
-@click.option("--project", "-p", type=TEXT, default="default", show_default=True)
+@click.option(
+    "--project", "-p", type=TEXT, default="default", show_default=True, help="Whose key it is."
+)
 @click.option("--role", "-r", type=click.Choice(ROLES), required=True, help="What it may do.")
 @click.option("--expires", metavar="DURATION", help="Stop working after 90m, 12h, 30d, 2w...")
 @click.option("--name", "-n", "name", type=TEXT, help="A label to recognise it by.")
@@ -115,7 +117,20 @@ def keys_list(ctx: click.Context, project: str | None, as_json: bool) -> None:
 @click.pass_context
 @handle_errors
 def keys_revoke(ctx: click.Context, key_id: str, as_json: bool) -> None:
-    """Revoke a key by its id: it and its browser sessions stop working at once."""
+    """Revoke a key by its id (or the whole key, tth_...): it and its browser sessions stop
+    working at once."""
+    from tether.server.access import KEY_PREFIX, split_key
+
+    # A leaked key is what one has at hand: take its id, and never echo its secret.
+    parts = split_key(key_id)
+    if parts is not None:
+        key_id = parts[0]
+    elif key_id.startswith(KEY_PREFIX):
+        raise click.BadParameter(
+            "this is not a whole key (tth_<16 hex digits>_<secret>): give its id, as "
+            "tether keys list shows it",
+            param_hint="KEY_ID",
+        )
     info = _access(ctx).revoke_key(key_id)
     if as_json:
         click.echo(render.dumps(info.shown()))

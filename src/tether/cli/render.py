@@ -6,7 +6,7 @@ import dataclasses
 import json
 import textwrap
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tether.cli.terminal import escape, json_safe, visible
@@ -170,8 +170,28 @@ TABLE_TEXT_CHARS = 400
 """Characters of each run's input (and output) ``runs_table`` needs: it shows a line of 200."""
 
 
-def runs_table(runs: list[RunRecord]) -> Table:
-    """Runs as a table; with a project column only when they are of several projects."""
+def fitting_columns(widths: dict[str, int], dispensable: Sequence[str], room: int) -> list[str]:
+    """The columns of a table (``widths``: each one's least width) that fit in ``room``
+    characters, dropping those of ``dispensable`` in its order until the rest fit. Rich
+    crops a table wider than the terminal at its right edge: on an 80-column terminal the
+    runs' cost and latency were cut off, or shown as ``$0.0``."""
+    shown = list(widths)
+    for column in dispensable:
+        if table_width(widths, shown) <= room:
+            break
+        shown.remove(column)
+    return shown
+
+
+def table_width(widths: dict[str, int], shown: Sequence[str]) -> int:
+    """The width of a table of the ``shown`` columns at their ``widths``: a space either
+    side of each column, a rule between two."""
+    return sum(widths[c] + 2 for c in shown) + len(shown) - 1
+
+
+def runs_table(runs: list[RunRecord], room: int = 200) -> Table:
+    """Runs as a table ``room`` characters wide at most; with a project column only when
+    they are of several projects."""
     from rich.table import Table
 
     runs = [_displayable_record(r) for r in runs]
@@ -181,25 +201,36 @@ def runs_table(runs: list[RunRecord]) -> Table:
     table = Table(show_edge=False, header_style="bold", expand=True)
     # The run id is what `traces show` always takes, exactly: runs of one upstream trace share
     # its trace id (in --json and in `traces show`).
-    widths = {"run": 16, "agent": 8, "started (UTC)": 19, "outcome": 14, "tokens": 6}
-    widths.update({"cost": 9, "latency": 9})
-    if projects:
-        widths = {"run": 16, "project": 8, **{k: v for k, v in widths.items() if k != "run"}}
-    for col, width in widths.items():
-        table.add_column(col, no_wrap=True, min_width=width)
-    table.add_column("input", overflow="ellipsis", no_wrap=True, ratio=1)
+    widths = {"run": 16, "project": 8, "agent": 8, "started (UTC)": 19, "outcome": 15}
+    widths.update({"tokens": 6, "cost": 9, "latency": 9, "input": 8})
+    if not projects:
+        del widths["project"]
+    shown = fitting_columns(widths, ("input", "started (UTC)", "tokens", "agent"), room)
+    for col in shown:
+        if col == "input":
+            table.add_column(col, overflow="ellipsis", no_wrap=True, ratio=1)
+        elif col == "agent" and "input" not in shown:
+            # No input column to give way: the agent's name takes what room is left.
+            spare = max(0, room - table_width(widths, shown))
+            table.add_column(
+                col, overflow="ellipsis", no_wrap=True, min_width=8, max_width=8 + spare
+            )
+        else:
+            table.add_column(col, no_wrap=True, min_width=widths[col])
     for r in runs:
-        table.add_row(
-            escape(r.run_id),
-            *([escape(r.project)] if projects else []),
-            escape(_who(r)),
-            fmt_ns(r.started_ns),
-            outcome_text(r.outcome if r.status != "running" else None),
-            str(r.input_tokens + r.output_tokens),
-            fmt_cost(run_cost(r)),
-            fmt_ms(r.latency_ms),
-            escape(brief(r.input, 200)),  # one line: the table clips it to the terminal's width
-        )
+        cells = {
+            "run": escape(r.run_id),
+            "project": escape(r.project),
+            "agent": escape(_who(r)),
+            "started (UTC)": fmt_ns(r.started_ns),
+            "outcome": outcome_text(r.outcome if r.status != "running" else None),
+            "tokens": str(r.input_tokens + r.output_tokens),
+            "cost": fmt_cost(run_cost(r)),
+            "latency": fmt_ms(r.latency_ms),
+            # one line: the table clips it to the terminal's width
+            "input": escape(brief(r.input, 200)),
+        }
+        table.add_row(*(cells[c] for c in shown))
     return table
 
 
@@ -221,8 +252,9 @@ def _span_label(s: SpanRecord) -> str:
     if s.kind == "plan" and semconv.TETHER_PLAN_TOOLS in a:
         tools = ", ".join(str(t) for t in a[semconv.TETHER_PLAN_TOOLS])
         parts.append(f"{a.get(semconv.TETHER_PLAN_STEPS, '?')} steps: {escape(tools)}")
-    if s.kind == "tool":
-        arguments = _readable_json(str(a.get(semconv.GEN_AI_TOOL_CALL_ARGUMENTS, "")))
+    if s.kind == "tool" and a.get(semconv.GEN_AI_TOOL_CALL_ARGUMENTS) not in (None, ""):
+        # (an OTLP tool span may carry none: no bare "args" then)
+        arguments = _readable_json(str(a[semconv.GEN_AI_TOOL_CALL_ARGUMENTS]))
         parts.append(f"args {escape(brief(arguments, 300))}")
     if s.status == "error":
         message = (s.status_message or "").removeprefix("Error: ")
@@ -236,10 +268,11 @@ def _event_label(e: EventRecord) -> str:
         verdict = a.get(semconv.TETHER_DECISION, "?")
         style = "green" if verdict == "allow" else "yellow" if verdict == "modify" else "red"
         control = escape(str(a.get(semconv.TETHER_CONTROL_NAME)))
-        reason = escape(str(a.get(semconv.TETHER_DECISION_REASON, "")))
+        reason = escape(str(a.get(semconv.TETHER_DECISION_REASON) or ""))
         return (
             f"[{style}]◆ {control} {escape(str(verdict))}[/] "
-            f"at {escape(str(a.get(semconv.TETHER_CONTROL_HOOK)))}: {reason}"
+            f"at {escape(str(a.get(semconv.TETHER_CONTROL_HOOK)))}"
+            + (f": {reason}" if reason else "")
         )
     message = a.get("message")
     if message:
@@ -451,9 +484,8 @@ def print_trace(
     """``traces show``: the tree (at most ``max_spans`` spans drawn, 0: all), then the run's
     input and output (clipped to ``display_chars``; ``--json`` has them as stored)."""
     console.print(trace_tree(run, spans, events, display_chars, max_spans))
-    console.print(
-        f"input:  {visible(clip_text(run.input, display_chars))}", markup=False, highlight=False
-    )
+    shown = visible(clip_text(run.input, display_chars)) if run.input else "(empty)"
+    console.print(f"input:  {shown}", markup=False, highlight=False)
     if run.output is not None:
         output = visible(clip_text(run.output, display_chars))
         console.print(f"output: {output}", markup=False, highlight=False)

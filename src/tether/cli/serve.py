@@ -27,7 +27,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     type=click.IntRange(0, 65535),
     help="Port (0: any free one; the URL printed says which).",
 )
-@click.option("--dev", is_flag=True, help="No sign-in (loopback only): every request is admin.")
+@click.option("--dev", is_flag=True, help="No sign-in (loopback only): all requests admin.")
 @click.option(
     "--print-key",
     is_flag=True,
@@ -46,15 +46,15 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
     show_default=True,
     type=click.FloatRange(min=0.1, max=3600),
     metavar="SECONDS",
-    help="Close a connection whose request headers take longer, or whose body pauses longer.",
+    help="Close a connection whose headers take longer, or whose body pauses longer.",
 )
 @click.option(
     "--forwarded-allow-ips",
     metavar="IPS",
     envvar="TETHER_FORWARDED_ALLOW_IPS",
     default="",
-    help="Proxies whose X-Forwarded-For is believed (comma-separated; none by "
-    "default) [env: TETHER_FORWARDED_ALLOW_IPS].",
+    help="Proxies whose X-Forwarded-For/-Proto are believed (comma-separated, or *; "
+    "default none) [env: TETHER_FORWARDED_ALLOW_IPS].",
 )
 @click.pass_context
 @handle_errors
@@ -113,15 +113,6 @@ def _serve(
     )
     access = AccessStore(url)
     access.ensure_ready()  # a store that cannot be opened is one clear error, before binding
-    key = None
-    if print_key and not dev:
-        _, key = access.create_key(
-            "default",
-            Role.ADMIN,
-            name="tether serve --print-key",
-            expires_ns=time.time_ns() + 86_400 * 1_000_000_000,
-        )
-    access.engine.dispose()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -129,6 +120,7 @@ def _serve(
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
+        access.engine.dispose()
         raise TetherError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}",
             hint="another program may use the port: pick another with --port",
@@ -136,6 +128,22 @@ def _serve(
     # Listening now: a client that connects while the app loads waits in the backlog
     # instead of being refused, so the URL printed below works as soon as it is printed.
     sock.listen(2048)
+    key = None
+    try:
+        if print_key and not dev:
+            # Made once the port is ours: a server that cannot listen leaves no admin key
+            # behind that nobody was shown.
+            _, key = access.create_key(
+                "default",
+                Role.ADMIN,
+                name="tether serve --print-key",
+                expires_ns=time.time_ns() + 86_400 * 1_000_000_000,
+            )
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        access.engine.dispose()
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"Tether serving on http://{shown}:{bound}  (Ctrl-C stops)")

@@ -54,7 +54,13 @@ def traces() -> None:
 )
 @click.option("--model", multiple=True, type=TEXT, help="Only runs that requested this model.")
 @click.option("--project", multiple=True, type=TEXT, help="Only runs of this project.")
-@click.option("--since", type=WHEN, metavar="TIME", help="Only runs started at TIME or later.")
+@click.option(
+    "--since",
+    type=WHEN,
+    metavar="TIME",
+    help="Only runs started at TIME or later: ISO (UTC unless it has an offset) or an age "
+    "(30m, 1h, 2d, 1w).",
+)
 @click.option("--until", type=WHEN, metavar="TIME", help="Only runs started before TIME.")
 @click.option("--cursor", type=CURSOR, help="Start after the page that printed this cursor.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
@@ -118,7 +124,7 @@ def traces_list(
     warn_stranded_journals(ctx)
     filters = query.model_dump(exclude_defaults=True).keys() - {"limit"}
     if page.runs:
-        console.print(render.runs_table(page.runs))
+        console.print(render.runs_table(page.runs, console.width))
     elif cursor:
         console.print("no more runs after this cursor", markup=False)
     elif filters == {"agent"}:

@@ -12,6 +12,7 @@ silent deny at request time. See ``cedar_schema`` for the entities, actions and 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import functools
 import json
 import logging
@@ -229,10 +230,26 @@ _OPTIONAL_HINT = (
 )
 
 
-def _hint(args: Mapping[str, ToolArgs], errors: Sequence[tuple[str, str]]) -> str | None:
-    """What to do about validation ``errors``: reading an optional attribute unguarded, how
-    arguments are seen."""
+_MISSING_ATTRIBUTE = re.compile(r"attribute `([^`]+)` on entity type `Tether::(\w+)` not found")
+
+
+def _hint(
+    args: Mapping[str, ToolArgs],
+    errors: Sequence[tuple[str, str]],
+    schema: Mapping[str, Any],
+) -> str | None:
+    """What to do about validation ``errors``: a misspelt attribute of the agent or a tool
+    (the one meant), reading an optional attribute unguarded, how arguments are seen."""
     untyped = _untyped_hint(args)
+    for _, message in errors:
+        found = _MISSING_ATTRIBUTE.search(message)
+        entity = found and schema["Tether"]["entityTypes"].get(found.group(2))
+        if not found or not entity:
+            continue
+        known = sorted(entity["shape"]["attributes"])
+        close = difflib.get_close_matches(found.group(1), known, n=1, cutoff=0.7)
+        meant = f"did you mean `{close[0]}`? " if close else ""
+        return f"{meant}Tether::{found.group(2)} has the attributes {', '.join(known)}; {untyped}"
     if any("optional attribute" in message for _, message in errors):
         return f"{_OPTIONAL_HINT}; {untyped}" if untyped else _OPTIONAL_HINT
     return untyped
@@ -281,7 +298,7 @@ class Authorizer:
         result = cedarpy.validate_policies(loaded.text, self.schema)
         if not result.validation_passed:
             errors = [(e.policy_id, e.error) for e in result.errors]
-            raise validation_error(loaded, errors, _hint(self._args, errors))
+            raise validation_error(loaded, errors, _hint(self._args, errors, self.schema_json))
         tool_entities = [
             {
                 "uid": _uid(TOOL, name),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.core import SpecError
+from tether.spec.loader import file_not_found
 
 if TYPE_CHECKING:
     import cedarpy
@@ -138,7 +139,7 @@ def read_policy_file(path: Path) -> str:
         with path.open("rb") as f:
             raw = f.read(MAX_POLICY_BYTES + 1)
     except FileNotFoundError:
-        raise SpecError(f"{path}: policy file not found") from None
+        raise file_not_found(path, "policy file") from None
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the policy file: {exc.strerror}") from None
     if len(raw) > MAX_POLICY_BYTES:

@@ -242,7 +242,10 @@ class PiiGuard(GuardControl):
         did not pass it, or whose arguments changed since, is judged now."""
         remembered = self._recall(ctx, call)
         if remembered is not None:
-            return remembered[1] or ALLOW
+            # Allowed then: say so, not an allow with no reason in the trace.
+            return remembered[1] or Decision(
+                Verdict.ALLOW, "arguments judged with the model's reply (after_model)"
+            )
         started = time.perf_counter()
         checked, result = await self._judge_call(call)
         details = self._details("tool_args", result, (time.perf_counter() - started) * 1000)

@@ -84,6 +84,13 @@ def _parse(text: str) -> tuple[Any, yaml.Node | None]:
         loader.dispose()
 
 
+def file_not_found(path: Path, what: str = "file") -> SpecError:
+    """The error for a file that is not there, with the absolute path looked for: a path a
+    spec names is taken from the spec's folder, the spec's own from the current one, and the
+    message shows it joined already (``specs/../policies/x.yaml``)."""
+    return SpecError(f"{path}: {what} not found", hint=f"no file at {path.resolve()}")
+
+
 def read_yaml(path: str | Path) -> tuple[Any, yaml.Node | None]:
     """Parse a YAML file into plain data plus its node tree (for line numbers)."""
     p = Path(path)
@@ -93,10 +100,7 @@ def read_yaml(path: str | Path) -> tuple[Any, yaml.Node | None]:
         with p.open("rb") as f:
             raw = f.read(MAX_SPEC_BYTES + 1)
     except FileNotFoundError:
-        raise SpecError(
-            f"{p}: file not found",
-            hint=f"check the path (relative paths start from {Path.cwd()})",
-        ) from None
+        raise file_not_found(p) from None
     except OSError as exc:  # a directory, no permission, ...
         raise SpecError(f"{p}: cannot read: {exc.strerror}") from None
     if len(raw) > MAX_SPEC_BYTES:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         canonical_url,
         create_store_engine,
         migrate,
+        parse_store_url,
         redact_url,
         store_identity,
     )
@@ -36,6 +37,7 @@ __getattr__, __dir__ = lazy_exports(
             "canonical_url",
             "create_store_engine",
             "migrate",
+            "parse_store_url",
             "redact_url",
             "store_identity",
         ),
@@ -66,6 +68,7 @@ __all__ = [
     "dumps_attributes",
     "encode_cursor",
     "migrate",
+    "parse_store_url",
     "redact_url",
     "store_identity",
 ]

@@ -49,6 +49,21 @@ def redact_url(url: str) -> str:
         return _USERINFO_PASSWORD.sub(r"\1***@", url)
 
 
+def parse_store_url(url: str) -> URL:
+    """``url`` parsed, or a ``StoreError`` naming it and the forms a store URL takes (a bare
+    path or ``sqlite:/path`` is a user's slip, not an internal error)."""
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        detail = f": {exc}" if isinstance(exc, ValueError) else ""
+        raise StoreError(
+            f"invalid database URL {redact_url(url)!r}{detail}",
+            hint="use sqlite:///path/to/tether.db (three slashes before a relative path, four "
+            "before an absolute one) or postgresql://user@host/db, in --database-url or "
+            "TETHER_DATABASE_URL",
+        ) from None
+
+
 def _with_driver(parsed: URL) -> URL:
     """``postgresql://`` means psycopg 3 (SQLAlchemy's default would be psycopg2)."""
     if parsed.drivername == "postgresql":
@@ -234,15 +249,7 @@ def _sqlite_read_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a busy timeout and its directory created. With
     ``read_only``, a SQLite file is opened read-only (nothing is created or migrated)."""
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError) as exc:
-        detail = f": {exc}" if isinstance(exc, ValueError) else ""
-        raise StoreError(
-            f"invalid database URL {redact_url(url)!r}{detail}",
-            hint="use sqlite:///path/to/tether.db or postgresql+psycopg://user@host/db",
-        ) from None
-    parsed = _with_driver(parsed)
+    parsed = _with_driver(parse_store_url(url))
     try:
         path = sqlite_file(url) if read_only else None
         if path is not None:

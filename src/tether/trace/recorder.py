@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from tether.core import Settings, new_span_id, now_ns
 from tether.store import (
     CheckpointRecord,
@@ -19,6 +17,7 @@ from tether.store import (
     SpanRecord,
     Store,
     canonical_url,
+    parse_store_url,
     store_identity,
 )
 from tether.trace.audit import AuditLog
@@ -129,8 +128,9 @@ def writer_for(url: str) -> BatchingWriter:
 def journal_for(url: str) -> Path | None:
     """The crash journal of a store, in ``TETHER_HOME``; none for in-memory SQLite, which
     dies with the process anyway. Records an older Tether left in a folder named by the whole
-    URL (password included) are moved into it."""
-    parsed = make_url(url)
+    URL (password included) are moved into it. A URL that does not parse is a ``StoreError``
+    saying so."""
+    parsed = parse_store_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         return None
     home = Settings.from_env().home

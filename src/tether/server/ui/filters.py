@@ -33,6 +33,16 @@ def usd(value: float | None) -> str:
     return f"${value:.6f}" if value >= 0.000001 else f"${value:.2e}"
 
 
+def total_cost(group: Any) -> str:
+    """A dashboard group's cost (``cost_usd`` of its priced runs, ``unpriced`` runs
+    apart): ``$0.0123 +2 unpriced``; a group none of whose runs is priced is ``unpriced``,
+    not ``$0`` (free)."""
+    if group.unpriced and group.unpriced >= group.requests:
+        return "unpriced"
+    shown = usd(group.cost_usd)
+    return f"{shown} +{group.unpriced} unpriced" if group.unpriced else shown
+
+
 def pretty(value: Any) -> str:
     """Any value as readable text: JSON indented (text that is JSON too)."""
     if isinstance(value, str):
@@ -46,4 +56,4 @@ def pretty(value: Any) -> str:
 
 
 def install(env: jinja2.Environment) -> None:
-    env.filters.update(when=when, ms=ms, usd=usd, pretty=pretty)
+    env.filters.update(when=when, ms=ms, usd=usd, total_cost=total_cost, pretty=pretty)
