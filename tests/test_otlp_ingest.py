@@ -130,6 +130,9 @@ def test_real_sdk_exporter_in_a_child_process(site: Site) -> None:
     assert run["input_tokens"] == 2000 and run["output_tokens"] == 200
     assert run["cost_usd"] and run["cost_usd"] > 0  # priced by the shipped table
     assert run["tool_calls"] == 1 and run["turns"] == 2
+    # The agent span states no input or output (the SDK's seldom does): the run's are its
+    # first model call's question and its last one's reply, not empty.
+    assert run["input"] == "where is order 7?" and run["output"] == "shipped"
     kinds = sorted(s["kind"] for s in detail["spans"])
     assert kinds == ["agent", "model", "model", "tool"]
     chat = next(s for s in detail["spans"] if s["kind"] == "model")
@@ -888,3 +891,51 @@ def test_large_bodies_are_decoded_one_at_a_time(sqlite_url: str) -> None:
         three = _peak_rss_bytes(pid) - before
     assert answers == [413] * 4  # too many entries: refused once decoded
     assert three < one / 2, (three, one)
+
+
+def _chat(span_id: str, start: int, asked: str, answer: str) -> dict[str, Any]:
+    def messages(role: str, text: str) -> str:
+        return json.dumps([{"role": role, "parts": [{"type": "text", "content": text}]}])
+
+    system = json.dumps([{"role": "system", "parts": [{"type": "text", "content": "Be brief."}]}])
+    return _span(
+        span_id,
+        "f000000000000001",
+        "chat gpt-4.1-mini",
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "gpt-4.1-mini",
+            "gen_ai.input.messages": json.dumps(
+                json.loads(system) + json.loads(messages("user", asked))
+            ),
+            "gen_ai.output.messages": messages("assistant", answer),
+        },
+        start=NS + start,
+        end=NS + start + 1000,
+    )
+
+
+@pytest.mark.parametrize("batches", ["one request", "children first, root later"])
+def test_a_run_whose_root_states_no_input_takes_its_model_calls(site: Site, batches: str) -> None:
+    """An OpenTelemetry agent span seldom carries messages (they are on its chat spans): the
+    run's input was empty in the list, the UI and the text search, its output null. Now they
+    are the first model call's user message and the last one's reply, whichever order the
+    spans come in."""
+    root = _span(
+        "f000000000000001", None, "invoke_agent support", {"gen_ai.operation.name": "invoke_agent"}
+    )
+    later = _chat("f000000000000003", 5000, "and order 8?", "on its way")
+    first = _chat("f000000000000002", 1000, "where is order 7?", "shipped")
+    requests = (
+        [_request(later, first, root)]
+        if batches == "one request"
+        else [_request(later), _request(first), _request(root)]
+    )
+    with site.client("agent") as c:
+        for body in requests:
+            assert c.post("/v1/traces", json=body).status_code == 200
+    with site.client("viewer") as c:
+        (run,) = _wait_runs(c, 1)
+        found = c.get("/api/v1/runs", params={"q": "order 7"}).json()["runs"]
+    assert run["input"] == "where is order 7?" and run["output"] == "on its way"
+    assert [r["run_id"] for r in found] == ["f000000000000001"]

@@ -80,6 +80,9 @@ class MappedSpan:
     run_output: str | None = None
     """For a root span: what it answered."""
     run_id: str = ""
+    messages: dict[str, Any] | None = None
+    """For a model span: its GenAI messages as data (``gen_ai.input.messages`` ... by name),
+    what its run's input and output are read from when the root span carries none."""
 
     def row(self, run_seq: int | None) -> tuple[Any, ...]:
         """The span's row of ``tether_spans``, in column order (``run_seq``: its run's)."""
@@ -320,7 +323,7 @@ def _normalize(a: dict[str, Any], kind: str) -> dict[str, Any]:
     return data
 
 
-def _run_texts(a: dict[str, Any], data: dict[str, Any]) -> tuple[str | None, str | None]:
+def run_texts(a: dict[str, Any], data: dict[str, Any]) -> tuple[str | None, str | None]:
     """A root span's input and output text: OpenInference's values, or the first user message
     and the first reply (``data``: the messages as data)."""
     g = semconv
@@ -451,6 +454,8 @@ def map_span(span: Span, service: str | None, pricing: PricingTable) -> MappedSp
             )
             for e in span.events
         )
+    if kind == "model":
+        mapped.messages = data
     if parent_id is None:
-        mapped.run_input, mapped.run_output = _run_texts(a, data)
+        mapped.run_input, mapped.run_output = run_texts(a, data)
     return mapped

@@ -43,7 +43,13 @@ from sqlalchemy import Connection
 
 from tether.core import EntryPoint, RunKind
 from tether.core.jsontext import json_text
-from tether.server.otlp_mapping import InvalidSpan, MappedSpan, attributes_of, map_span
+from tether.server.otlp_mapping import (
+    InvalidSpan,
+    MappedSpan,
+    attributes_of,
+    map_span,
+    run_texts,
+)
 from tether.store import RunRecord, Store, tables
 from tether.store.repository import REQUEST_MODEL, insert_rows, new_run_seqs, run_row
 from tether.store.values import RUN_AGENT, RUN_MODEL, RUN_VERSION, clean_text, fit
@@ -296,11 +302,29 @@ class _Totals:
     turns: int = 0
     tool_calls: int = 0
     started_ns: int | None = None
+    first_model: tuple[int, dict[str, Any], dict[str, Any]] | None = None
+    """The first model span's start, attributes and messages as data (its input is the run's
+    when the root span states none: an OpenTelemetry agent span rarely does)."""
+    last_model: tuple[int, dict[str, Any], dict[str, Any]] | None = None
+    """The last model span's likewise (its output is the run's)."""
 
-    def add(self, kind: str, start_ns: int, a: dict[str, Any] | None) -> None:
+    def add(
+        self,
+        kind: str,
+        start_ns: int,
+        a: dict[str, Any] | None,
+        messages: dict[str, Any] | None = None,
+    ) -> None:
+        """Count a span (``a``: a model span's attributes; ``messages``: its messages as
+        data, when ``a`` holds them as JSON text)."""
         if self.started_ns is None or start_ns < self.started_ns:
             self.started_ns = start_ns
         if kind == "model" and a is not None:
+            seen = (start_ns, a, a if messages is None else messages)
+            if self.first_model is None or start_ns < self.first_model[0]:
+                self.first_model = seen
+            if self.last_model is None or start_ns >= self.last_model[0]:
+                self.last_model = seen
             self.turns += 1
             self.input_tokens += int(a.get(semconv.GEN_AI_USAGE_INPUT_TOKENS) or 0)
             self.output_tokens += int(a.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS) or 0)
@@ -313,6 +337,16 @@ class _Totals:
                 self.cost_usd += float(a.get(semconv.TETHER_COST_USD) or 0)
         elif kind == "tool":
             self.tool_calls += 1
+
+    def texts(self) -> tuple[str | None, str | None]:
+        """What the run was asked (the first model call's first user message) and answered
+        (the last model call's reply), from its model spans."""
+        asked = answered = None
+        if self.first_model is not None:
+            asked = run_texts(self.first_model[1], self.first_model[2])[0]
+        if self.last_model is not None:
+            answered = run_texts(self.last_model[1], self.last_model[2])[1]
+        return asked, answered
 
     def add_totals(self, other: _Totals) -> None:
         for name in (*_TOTALS, "unpriced"):
@@ -345,6 +379,11 @@ def _with_unpriced(attributes: dict[str, Any], totals: _Totals) -> dict[str, Any
 
 def _run_of_root(project: str, root: MappedSpan, totals: _Totals) -> RunRecord:
     a = root.attributes
+    asked, answered = root.run_input, root.run_output
+    if asked is None or answered is None:  # the root states none: its model calls tell
+        from_models = totals.texts()
+        asked = from_models[0] if asked is None else asked
+        answered = from_models[1] if answered is None else answered
     agent = a.get(semconv.GEN_AI_AGENT_NAME) or a.get("service.name")
     version = a.get("gen_ai.agent.version") or a.get("service.version")
     failed = root.failed
@@ -356,8 +395,8 @@ def _run_of_root(project: str, root: MappedSpan, totals: _Totals) -> RunRecord:
         started_ns=root.start_ns,
         status="failed" if failed else "completed",
         outcome="error" if failed else "final_answer",
-        input=root.run_input or "",
-        output=root.run_output,
+        input=asked or "",
+        output=answered,
         ended_ns=root.end_ns,
         error=(root.status_message or "error") if failed else None,
         attributes=_with_unpriced({semconv.TETHER_ENTRY_POINT: OTLP}, totals),
@@ -573,7 +612,7 @@ def _write(
         if root is not None and root.run_id == run_id:
             totals = _Totals()
             for m in members:
-                totals.add(m.kind, m.start_ns, m.attributes)
+                totals.add(m.kind, m.start_ns, m.attributes, m.messages)
             record = _run_of_root(project, root, totals)
         else:
             record = _pending_run(project, run_id, members)
@@ -656,7 +695,7 @@ def _end_foreign_pending_run(conn: Connection, run_id: str, owner: str) -> None:
     totals = {top: _Totals() for top in tops}
     for sid, m in spans.items():
         m.run_id = new_ids[top_of[sid]]
-        totals[top_of[sid]].add(m.kind, m.start_ns, m.attributes)
+        totals[top_of[sid]].add(m.kind, m.start_ns, m.attributes, m.messages)
     seqs = dict(zip(tops, new_run_seqs(len(tops)), strict=True))
     records = []
     for top in tops:
@@ -725,7 +764,7 @@ def _update_runs(
         elif run_id in ended:
             total = ended[run_id]
             for m in by_run.get(run_id, ()):
-                total.add(m.kind, m.start_ns, m.attributes)
+                total.add(m.kind, m.start_ns, m.attributes, m.messages)
             for old in merged_by_target.get(run_id, ()):
                 total.add_totals(joined_totals.get(old) or _Totals())
             attributes = orjson.loads(stored_runs[run_id].attributes)
