@@ -75,3 +75,44 @@ def test_a_store_that_cannot_be_opened_is_said_before_serving(tmp_path: object) 
     result = run_cli("--database-url", "postgresql://nobody@127.0.0.1:1/x", "serve")
     assert result.returncode == 1 and "cannot open the trace store" in result.stderr
     assert "Tether serving" not in result.stdout
+
+
+def test_a_proxy_address_that_is_no_address_is_refused(sqlite_url: str) -> None:
+    """A typo in --forwarded-allow-ips was taken silently: the proxy was then never believed
+    and every client's address recorded as the proxy's."""
+    result = run_cli(
+        "--database-url",
+        sqlite_url,
+        "serve",
+        "--port",
+        "0",
+        "--forwarded-allow-ips",
+        "10.0.0.5,bogus",
+    )
+    assert result.returncode == 2, result.stdout
+    assert "'bogus' is not an IP address or network" in result.stderr
+    assert "Tether serving" not in result.stdout
+
+
+def test_serving_beyond_loopback_over_plain_http_warns(sqlite_url: str) -> None:
+    """--host 0.0.0.0 without --secure-cookies serves keys and cookies over plain HTTP to the
+    network: said once on start (the server still starts: a TLS proxy may be in front)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TETHER_DATABASE_URL": sqlite_url}
+    for extra, warned in (((), True), (("--secure-cookies",), False)):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tether", "serve", "--host", "0.0.0.0", "--port", "0", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        try:
+            assert proc.stdout is not None
+            assert "Tether serving on http://0.0.0.0:" in proc.stdout.readline()
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+        assert ("warning: serving on 0.0.0.0 over plain HTTP" in err) is warned, err

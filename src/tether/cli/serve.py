@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import ipaddress
 import signal
 import socket
 import sys
@@ -89,6 +90,13 @@ def _serve(
             f"--dev serves without sign-in and only on 127.0.0.1, not on {host}",
             hint="drop --host, or drop --dev and sign in with a key",
         )
+    proxies = _proxies(forwarded_allow_ips)
+    if host not in LOOPBACK and not secure_cookies:
+        click.echo(
+            f"warning: serving on {host} over plain HTTP: API keys and session cookies cross "
+            "the network readable; put a TLS proxy in front and add --secure-cookies",
+            err=True,
+        )
     import uvicorn
 
     from tether.server.access import AccessStore
@@ -161,8 +169,8 @@ def _serve(
             # Whose X-Forwarded-For names the client (the address audit entries record):
             # uvicorn believes 127.0.0.1's by default, so any local user, or anyone through
             # an SSH tunnel, could write another address into an approval's audit entry.
-            proxy_headers=bool(forwarded_allow_ips.strip()),
-            forwarded_allow_ips=forwarded_allow_ips.strip() or "",
+            proxy_headers=bool(proxies),
+            forwarded_allow_ips=",".join(proxies),
         )
     )
     # What start-up made (the modules, the app: about 90,000 objects, no garbage among them)
@@ -172,3 +180,21 @@ def _serve(
     # test run, would keep what each start found forever.
     gc.freeze()
     server.run(sockets=[sock])  # passes the signal on (KeyboardInterrupt) once shut down
+
+
+def _proxies(given: str) -> list[str]:
+    """``--forwarded-allow-ips`` as a list: addresses, networks or ``*``. A typo is an error,
+    not a proxy silently never believed (its clients' addresses all recorded as its own)."""
+    proxies = [p.strip() for p in given.split(",") if p.strip()]
+    for proxy in proxies:
+        if proxy == "*":
+            continue
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise click.BadParameter(
+                f"{proxy!r} is not an IP address or network (such as 10.0.0.5 or 10.0.0.0/8), "
+                "nor *",
+                param_hint="--forwarded-allow-ips",
+            ) from None
+    return proxies
