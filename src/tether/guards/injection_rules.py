@@ -63,9 +63,9 @@ class Rule:
     """Patterns of what every match holds after its start (its last words, mostly): a start
     with no match of each within the rule's reach is not tried (see ``match_rules``)."""
     breaks: str = ""
-    """A class of characters no match holds between its start and its first need (the end
-    of a sentence or a line, for most): a start with one of them before the first need
-    after it is not tried."""
+    """A class of characters no match holds between its start and the first place one of
+    its needs begins (the end of a sentence or a line, for most): a start with one of them
+    before the nearest need after it is not tried."""
 
 
 CATEGORIES = (
@@ -458,7 +458,7 @@ RULES: tuple[Rule, ...] = (
             r"above|before|context|tokens|conversation)\b",
             rf"\b{_HIDDEN_PROMPT}",
         ),
-        breaks=r"[.!?]",
+        breaks=_SENTENCE_END,
     ),
     _r(
         "prompt_extraction.what_instructions",
@@ -719,7 +719,7 @@ RULES: tuple[Rule, ...] = (
         "save,store,write,add,remember,commit,persist,record",
         rf"\b{GAP}{_TO_MEMORY}",
         need=_TO_MEMORY,
-        breaks=r"[.!?]",
+        breaks=_SENTENCE_END,
     ),
     _r(
         "persistence.future",
@@ -1031,8 +1031,10 @@ def _rule_hits(
             if break_at < pos:
                 found = breaks.search(folded, pos)
                 break_at = _NOWHERE if found is None else found.start()
-            if break_at < found_at[0]:
-                # No start up to the break (none holds one) reaches the first need.
+            if break_at < min(found_at):
+                # No start up to the break (none holds one) reaches a need. The nearest of
+                # them, not the first: ``prompt_extraction.reveal``'s first need, its last
+                # words, may follow a line break within its ending.
                 reachable = False
                 skip_to = max(skip_to, break_at + 1)
         if reachable:
