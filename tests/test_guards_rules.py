@@ -425,10 +425,13 @@ NEAR_MISSES = {
     "prompt_extraction.reveal": [
         "reveal " * 12 + " prompt verbatim. ",
         "show " * 12 + "x" * 45 + " your system prompt. ",
+        # A line break before the ending: every start read its gap up to it (0.47 s/MB).
+        "show " * 12 + "\nsystem prompt verbatim. ",
     ],
     "persistence.memory": [
         "add " * 12 + "a " * 30 + "to your long-term memory. ",
         "store " * 12 + "x" * 45 + " in memory. ",
+        "add " * 12 + "\nto your long-term memory. ",
     ],
     "override.rules_void": ["preceding" + " " * 41 + "instructions are now void. "],
     "addressed_to_ai.vocative": ["dear" + " " * 41 + "assistant, stop here. "],
