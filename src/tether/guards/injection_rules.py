@@ -171,7 +171,6 @@ _NEW_ROLE = (
     r"(?:task|role|job|goal|purpose|objective|instructions?|priority)\s+(?:is|are|will\s+be|"
     r"now)\b"
 )
-
 _NOW_WORDS = (
     r"\b(?:you|respond|reply|answer|always|never|act|behave|ignore|include|end|start|only|"
     r"every)\b"
@@ -297,6 +296,9 @@ RULES: tuple[Rule, ...] = (
         "override",
         _OVERRIDE_VERBS,
         rf"\b{GAP}\b{_PREV}\b{GAP}\b{_RULES_NOUN}\b",
+        # Its earlier-words word (``previous``, ``all``, ``the``) within its first gap, then
+        # its noun: with the noun alone, every start up to a line before one read its gap,
+        # trying the 19 earlier-words at each place ("ignore " twelve times: 0.38 s/MB).
         need=(rf"\b{_PREV}\b", rf"\b{_RULES_NOUN}\b"),
         breaks=_SENTENCE_END,
     ),
