@@ -63,9 +63,9 @@ class Rule:
     """Patterns of what every match holds after its start (its last words, mostly): a start
     with no match of each within the rule's reach is not tried (see ``match_rules``)."""
     breaks: str = ""
-    """A class of characters no match holds between its start and its first need (the end
-    of a sentence or a line, for most): a start with one of them before the first need
-    after it is not tried."""
+    """A class of characters no match holds between its start and the first place one of
+    its needs begins (the end of a sentence or a line, for most): a start with one of them
+    before the nearest need after it is not tried."""
 
 
 CATEGORIES = (
@@ -106,6 +106,19 @@ def _bounded(source: str) -> str:
     return _SPACE_RUN.sub(
         lambda m: rf"\s{{{'1' if m.group(1) == '+' else '0'},{MAX_SPACES}}}", source
     )
+
+
+def _after_word(rest: str) -> str:
+    """``rest`` after the space run that ends a start phrase or a word: the run is taken
+    whole (possessive, ``\\s++``: what follows never begins with a space, so a shorter run
+    could not match either) and begins right after a non-space. As a rule's need, this finds
+    the places where the rule's ending follows a word and a run of at most ``MAX_SPACES``
+    spaces, so its lead is the width of what a start phrase may have before the run (``s?``:
+    one): a start with 41 spaces and then its ending is not tried (it was, reading the run
+    and trying the ending at each of its 40 places)."""
+    # ``(?<!\s)\s{1,40}+`` written to begin with a space, so the need's search looks at
+    # spaces only (a prefix the engine scans for in C), not at every character.
+    return rf"\s(?<!\s\s)\s{{0,{MAX_SPACES - 1}}}+" + rest
 
 
 def _r(
@@ -149,6 +162,7 @@ _VOID = (
     r"obsolete|null|superseded|suspended|lifted|disabled|no\s+longer\s+(?:valid|apply|"
     r"applicable|in\s+effect|relevant))"
 )
+_RULES_VOID = _after_word(rf"{_RULES_NOUN}\s++{_VOID}")
 _NEW_WHAT = (
     r"(?:instructions?|task|directive|orders|objective|system\s+prompt)\s*(?::|-|—|is\b|are\b|"
     r"follow)"
@@ -203,6 +217,13 @@ _MUST = (
     r"(?:must|should|shall|is\s+(?:required|instructed|authori[sz]ed|expected)\s+to|"
     r"are\s+(?:required|instructed|expected)\s+to|needs\s+to|has\s+to|will\s+now)\b"
 )
+_THE_AI = _after_word(r"(?:the\s++)?(?:ai|llm|gpt|chatbot|assistant|agent|language\s++model)s?\b")
+_AI_READING = _after_word(rf"(?:(?:that|who)\s++(?:is|are)\s++)?{_READING}")
+_AI_MUST = _after_word(_MUST)
+_AFTER_URGENT = _after_word(
+    r"(?:system\s++|security\s++|compliance\s++)?(?:update|directive|override|instruction|"
+    r"notice|command)\s*+[:!-]"
+)
 _CALL_TAIL = (
     r"_[a-z0-9_]{1,30}+`?(?:\s+(?:tool|function|action|endpoint|command))?\s+(?:with|to|on|"
     r"and|using|passing)\b"
@@ -254,6 +275,14 @@ _CJK_PROMPT = r"(?:系统提示|系统指令|提示词|表示|教えて|出力)"
 _ML_ASSISTANT = (
     r"(?:assistant|assistente|asistente|ki-assistenten|ia|ki|modèle|modelo|modello|ki-modell)"
 )
+# The whole ending is the need (as for ``_SENT_DATA_TO``): a start is tried only where it
+# reaches one (its lead, the gap), and every one tried matches. With ``memory`` alone as the
+# need, each start up to a line before it read its 40-character gap, trying the three words
+# at each place ("add " twelve times, then "a " thirty times: 0.27 s/MB).
+_TO_MEMORY = (
+    r"\b(?:to|in|into)\s++(?:your\s++)?(?:long[- ]term\s++|permanent\s++|persistent\s++)?"
+    r"memory\b"
+)
 _PIPE_SH = r"\|\s*(?:ba|z)?sh\b"
 _SECRET_VAR = r"(?:key|token|secret|password|passwd|credentials?|database_url)\b"
 _IMAGE_URL = r"\]\(\s*https?://"
@@ -267,15 +296,18 @@ RULES: tuple[Rule, ...] = (
         "override",
         _OVERRIDE_VERBS,
         rf"\b{GAP}\b{_PREV}\b{GAP}\b{_RULES_NOUN}\b",
-        need=rf"\b{_RULES_NOUN}\b",
+        # Its earlier-words word (``previous``, ``all``, ``the``) within its first gap, then
+        # its noun: with the noun alone, every start up to a line before one read its gap,
+        # trying the 19 earlier-words at each place ("ignore " twelve times: 0.38 s/MB).
+        need=(rf"\b{_PREV}\b", rf"\b{_RULES_NOUN}\b"),
         breaks=_SENTENCE_END,
     ),
     _r(
         "override.rules_void",
         "override",
         "previous,prior,preceding,above,earlier,initial,original,old,existing,current,system,your",
-        rf"\s+{_RULES_NOUN}\s+{_VOID}",
-        need=_VOID,
+        _RULES_VOID,
+        need=_RULES_VOID,
     ),
     _r(
         "override.new_instructions",
@@ -418,10 +450,17 @@ RULES: tuple[Rule, ...] = (
         "prompt_extraction",
         _REVEAL,
         rf"\b{GAP}\b{_HIDDEN_PROMPT}",
-        # The last words of ``_HIDDEN_PROMPT``: the same places, searched three times faster.
-        need=r"(?:prompt|instructions?|message|rules|configuration|directives|guidelines|above|"
-        r"before|context|tokens|conversation)\b",
-        breaks=r"[.!?]",
+        # The whole ending: a start is tried only where its gap reaches one, and matches
+        # there. With its last words as the only need, every start up to a line before them
+        # read its gap, trying the ending's 20 words at each place ("reveal " twelve times,
+        # then "prompt": 0.4-0.7 s/MB). The last words, searched some five times faster,
+        # come first: a text without them pays for no other search.
+        need=(
+            r"(?:prompt|instructions?|message|rules|configuration|directives|guidelines|"
+            r"above|before|context|tokens|conversation)\b",
+            rf"\b{_HIDDEN_PROMPT}",
+        ),
+        breaks=_SENTENCE_END,
     ),
     _r(
         "prompt_extraction.what_instructions",
@@ -469,22 +508,22 @@ RULES: tuple[Rule, ...] = (
         "addressed_to_ai.vocative",
         "addressed_to_ai",
         "hey,hi,dear,attention,attn,calling all,to all,to any",
-        r"\s+(?:the\s+)?(?:ai|llm|gpt|chatbot|assistant|agent|language\s+model)s?\b",
-        need=r"(?:ai|llm|gpt|chatbot|assistant|agent|language\s+model)",
+        _THE_AI,
+        need=_THE_AI,
     ),
     _r(
         "addressed_to_ai.ai_reading",
         "addressed_to_ai",
         _AI_STARTS,
-        r"s?\s+(?:(?:that|who)\s+(?:is|are)\s+)?" + _READING,
-        need=_READING,
+        r"s?" + _AI_READING,
+        need=_AI_READING,
     ),
     _r(
         "addressed_to_ai.ai_must",
         "addressed_to_ai",
         _AI_STARTS,
-        r"s?\s+" + _MUST,
-        need=_MUST,
+        r"s?" + _AI_MUST,
+        need=_AI_MUST,
     ),
     _r(
         "addressed_to_ai.multilingual",
@@ -640,9 +679,8 @@ RULES: tuple[Rule, ...] = (
         "authority.urgent",
         "authority",
         "urgent,important,critical,mandatory,priority",
-        r"\s+(?:system\s+|security\s+|compliance\s+)?(?:update|directive|override|instruction|"
-        r"notice|command)\s*[:!-]",
-        need=r"(?:update|directive|override|instruction|notice|command)\s*[:!-]",
+        _AFTER_URGENT,
+        need=_AFTER_URGENT,
     ),
     _r(
         "authority.admin",
@@ -681,10 +719,9 @@ RULES: tuple[Rule, ...] = (
         "persistence.memory",
         "persistence",
         "save,store,write,add,remember,commit,persist,record",
-        r"\b[^.!?\n]{0,40}?\b(?:to|in|into)\s+(?:your\s+)?(?:long[- ]term\s+|permanent\s+|"
-        r"persistent\s+)?memory\b",
-        need=r"memory\b",
-        breaks=r"[.!?]",
+        rf"\b{GAP}{_TO_MEMORY}",
+        need=_TO_MEMORY,
+        breaks=_SENTENCE_END,
     ),
     _r(
         "persistence.future",
@@ -817,7 +854,6 @@ LEADS: dict[str, tuple[int | None, ...]] = {rule.name: _leads(rule) for rule in 
 """For each rule's needs, the farthest a match can hold one past the end of its start phrase
 (see ``_lead``), where that is ``LEAD_GAIN`` short of the rule's reach: a start whose nearest
 need lies farther cannot match there. None: the reach is used."""
-_LONGEST_START: dict[str, int] = {rule.name: max(map(len, rule.starts)) for rule in RULES}
 _SHORTEST_START: dict[str, int] = {rule.name: min(map(len, rule.starts)) for rule in RULES}
 _BREAKS: dict[str, _stdre.Pattern[str] | None] = {
     rule.name: _need(rule.breaks) if rule.breaks else None for rule in RULES
@@ -825,8 +861,13 @@ _BREAKS: dict[str, _stdre.Pattern[str] | None] = {
 _NOWHERE = 1 << 62
 
 _WORD_LEAD = r"(?<![^\W_])"
-_FOLLOWS = (r"\b", r"\s{1,", r"s?\s{1,")
+_FOLLOWS = (r"\b", r"\s{1,", r"s?\s{1,", r"\s(?<!", r"s?\s(?<!")
 """How a rule's pattern may go on right after its start phrase that ``_finder`` checks."""
+
+
+_TAKEN_ONCE = _stdre.compile(r"(\[(?:\\.|[^\]\\])+\])\{[1-9]")
+"""A pattern's rest that begins with a character class taken at least once."""
+_LETTER = _stdre.compile(r"[^\W\d_]")
 
 
 def _finder(rule: Rule, phrase: str) -> _stdre.Pattern[str]:
@@ -842,10 +883,16 @@ def _finder(rule: Rule, phrase: str) -> _stdre.Pattern[str]:
     if source.startswith(head):
         rest = source[len(head) :]
         follows = next((f for f in _FOLLOWS if rest.startswith(f)), "")
+        taken = _TAKEN_ONCE.match(rest)
         if follows == r"\b":
             found += r"\b"
         elif follows:
-            found += "(?=" + follows.replace(r"\s{1,", r"\s") + ")"
+            found += "(?=" + follows.replace(r"\s{1,", r"\s").replace("(?<!", "") + ")"
+        elif taken is not None and not _LETTER.search(_stdre.sub(r"\\.", "", taken.group(1))):
+            # A class the pattern takes at least once (``http://`` then ``[^\s)"'<>]{1,``):
+            # a start followed by what it leaves out ("http:// " repeated, each start
+            # skipped for its space by a step in Python: 0.15-0.3 s/MB) is not looked at.
+            found += "(?=" + taken.group(1) + ")"
     return _stdre.compile(found)
 
 
@@ -939,7 +986,6 @@ def _rule_hits(
     needs = _NEEDS[rule.name]
     reach = REACH[rule.name]
     leads = LEADS[rule.name]
-    longest_start = _LONGEST_START[rule.name]
     shortest_start = _SHORTEST_START[rule.name]
     found_at = [-1] * len(needs)
     """Where each need was last found (``_NOWHERE``: not after the current place)."""
@@ -956,6 +1002,9 @@ def _rule_hits(
     while nexts and len(hits) < most:
         pos = min(nexts.values())
         skip_to = pos + 1
+        # Where the needs with a lead are reached from: a start of phrase ``p`` before
+        # ``floor - len(p)`` reaches none of them.
+        floor = 0
         reachable = True
         for i, need in enumerate(needs if tries >= FREE_TRIES else ()):
             at = found_at[i]
@@ -969,19 +1018,25 @@ def _rule_hits(
                 if at - pos > reach:
                     reachable = False
                     skip_to = max(skip_to, at - reach)
-            elif at - pos > lead + shortest_start and at - pos > lead + max(
+                continue
+            # No start of a phrase before ``at - lead - len(phrase)`` (none after ``pos`` has
+            # a nearer need) leaves the need in reach. Each phrase is looked for from its
+            # own place: from the place of the longest, a short phrase repeated before its
+            # need (``ai``, where ``language model`` is a start too) was stepped over one
+            # start at a time.
+            floor = max(floor, at - lead)
+            if at - pos > lead + shortest_start and at - pos > lead + max(
                 len(p) for p, where in nexts.items() if where == pos
             ):
-                # No start phrase here (the longest of those here) leaves the need in reach;
-                # none before the place the longest of all would reach it from does either.
                 reachable = False
-                skip_to = max(skip_to, at - lead - longest_start)
         if breaks is not None and tries >= FREE_TRIES:
             if break_at < pos:
                 found = breaks.search(folded, pos)
                 break_at = _NOWHERE if found is None else found.start()
-            if break_at < found_at[0]:
-                # No start up to the break (none holds one) reaches the first need.
+            if break_at < min(found_at):
+                # No start up to the break (none holds one) reaches a need. The nearest of
+                # them, not the first: ``prompt_extraction.reveal``'s first need, its last
+                # words, may follow a line break within its ending.
                 reachable = False
                 skip_to = max(skip_to, break_at + 1)
         if reachable:
@@ -1000,8 +1055,8 @@ def _rule_hits(
                 hits.append(RuleHit(rule.name, rule.category, m.start(), m.end()))
                 skip_to = max(pos + 1, m.end())
         for p, at in list(nexts.items()):
-            if at < skip_to:
-                found = finders[p](lowered, skip_to)
+            if at < skip_to or at < floor - len(p):
+                found = finders[p](lowered, max(skip_to, floor - len(p)))
                 if found is None:
                     del nexts[p]
                 else:
