@@ -248,6 +248,51 @@ def test_partial_success_counts_and_says_why(site: Site) -> None:
         assert [r["run_id"] for r in c.get("/api/v1/runs").json()["runs"]] == ["b000000000000001"]
 
 
+def test_a_span_protobuf_cannot_hold_is_refused_alone_not_the_whole_json_batch(
+    site: Site,
+) -> None:
+    """OTLP/JSON can carry what protobuf cannot: an integer past 64 bits, a time that is no
+    number, attributes that are not a list. One such span answered 400 and lost the whole
+    batch; now that span is refused with the reason (``partial_success``) and the rest are
+    stored."""
+    good = _span("e000000000000001", None, "root", {"gen_ai.operation.name": "invoke_agent"})
+    child = _span("e000000000000002", "e000000000000001", "tool", {"n": 7})
+    huge = _span("e000000000000003", "e000000000000001", "huge", {"n": 1})
+    huge["attributes"][0]["value"]["intValue"] = "99999999999999999999"
+    late = _span("e000000000000004", "e000000000000001", "late", {})
+    late["startTimeUnixNano"] = "soon"
+    flat = _span("e000000000000005", "e000000000000001", "flat", {})
+    flat["attributes"] = "n=1"
+    body = _request(good, huge, child, late, flat)
+    body["resourceSpans"][0]["scopeSpans"][0]["spans"].append(5)
+    with site.client("agent") as c:
+        answer = c.post("/v1/traces", json=body)
+    assert answer.status_code == 200, answer.text
+    partial = answer.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "4"
+    said = partial["errorMessage"]
+    assert "span 2 of scope 1 of resource 1" in said and "99999999999999999999" in said
+    assert "soon" in said
+    with site.client("viewer") as c:
+        (run,) = _wait_runs(c, 1)
+        spans = c.get(f"/api/v1/runs/{run['run_id']}").json()["spans"]
+    assert sorted(s["span_id"] for s in spans) == ["e000000000000001", "e000000000000002"]
+    with site.client("agent") as c:  # a resource protobuf cannot hold: its spans go with it
+        bad_resource = _request(_span("e000000000000006", None, "x", {}))
+        bad_resource["resourceSpans"][0]["resource"]["attributes"] = 5
+        bad_resource["resourceSpans"].append(
+            _request(_span("e000000000000007", None, "y", {}))["resourceSpans"][0]
+        )
+        answer = c.post("/v1/traces", json=bad_resource)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["partialSuccess"]["rejectedSpans"] == "1"
+        assert "resource 1" in answer.json()["partialSuccess"]["errorMessage"]
+        # Not a request at all: still 400, with the reason.
+        answer = c.post("/v1/traces", json={"resourceSpans": 5})
+        assert answer.status_code == 400
+        assert "resourceSpans" in _said(answer)
+
+
 def test_a_lone_surrogate_escape_is_replaced_and_said_not_the_whole_request_refused(
     site: Site,
 ) -> None:

@@ -210,13 +210,13 @@ def decode(
                 f"{changed[0]:,} string(s) held a lone UTF-16 surrogate escape (such as "
                 "\\ud800), replaced by U+FFFD"
             )
+    bad_ids: list[str] = []
     try:
-        bad_ids: list[str] = []
-        json_format.ParseDict(_ids_to_base64(data, bad_ids), message, ignore_unknown_fields=True)
+        data = _ids_to_base64(data, bad_ids)
+        json_format.ParseDict(data, message, ignore_unknown_fields=True)
     except (json_format.ParseError, binascii.Error, RecursionError) as exc:
-        raise OtlpError(
-            400, f"the JSON body is not an OTLP ExportTraceServiceRequest: {exc}"
-        ) from None
+        message = ExportTraceServiceRequest()
+        _spans_apart(data, message, exc, notes)
     if bad_ids and notes is not None:
         notes.extend(bad_ids)
     _check_items(message, len(body))
@@ -224,6 +224,77 @@ def decode(
 
 
 _SMALLER = ": send smaller batches"
+
+
+class Notes(list[str]):
+    """What decoding mended or left out to take a request, said in the reply's
+    ``partial_success``; ``refused``: the spans it left out (rejected spans)."""
+
+    refused: int = 0
+
+
+def _spans_apart(
+    data: Any, message: ExportTraceServiceRequest, error: Exception, notes: list[str] | None
+) -> None:
+    """``data``, which protobuf refused whole (``error``), read into ``message`` a resource,
+    a scope and a span at a time: what protobuf cannot hold (OTLP/JSON can carry an integer
+    past 64 bits, a time that is no number, attributes that are not a list) is left out with
+    the spans under it, each counted in ``notes.refused`` and the first reasons said, so one
+    such span no longer loses the whole batch. ``OtlpError`` 400 with ``error`` when the
+    request's own shape (its lists of resources, scopes and spans) is wrong."""
+    refused = OtlpError(400, f"the JSON body is not an OTLP ExportTraceServiceRequest: {error}")
+    resources = data.get("resourceSpans", [])
+    if not isinstance(resources, list) or not all(isinstance(r, dict) for r in resources):
+        raise refused
+    units: list[tuple[str, dict[str, Any], list[tuple[str, dict[str, Any], list[Any]]]]] = []
+    for r, rs in enumerate(resources, 1):
+        scopes = rs.get("scopeSpans", [])
+        if not isinstance(scopes, list) or not all(isinstance(x, dict) for x in scopes):
+            raise refused
+        inner = []
+        for n, ss in enumerate(scopes, 1):
+            spans = ss.get("spans", [])
+            if not isinstance(spans, list):
+                raise refused
+            inner.append((f"scope {n} of resource {r}", ss, spans))
+        units.append((f"resource {r}", rs, inner))
+    said = 0
+    count = 0
+
+    def taken(repeated: Any, value: Any, without: str, where: str, spans: int) -> Any:
+        """``value`` (less its list ``without``) as a new entry of ``repeated``; None when
+        protobuf cannot hold it (left out, with the ``spans`` under it)."""
+        nonlocal said, count
+        try:
+            if not isinstance(value, dict):
+                raise ValueError("not a JSON object")
+            entry = repeated.add()
+            shell = {k: v for k, v in value.items() if k != without}
+            json_format.ParseDict(shell, entry, ignore_unknown_fields=True)
+            return entry
+        except (json_format.ParseError, ValueError, RecursionError) as exc:
+            if isinstance(value, dict):
+                del repeated[-1]
+            count += spans
+            if notes is not None and said < 5:
+                said += 1
+                reason = str(exc).rsplit("Failed to parse ", 1)[-1]
+                notes.append(f"{where} left out: {clean_text(reason[:200])}")
+            return None
+
+    for where, rs, scopes in units:
+        spans_under = sum(len(spans) for _, _, spans in scopes)
+        if (target := taken(message.resource_spans, rs, "scopeSpans", where, spans_under)) is None:
+            continue
+        for scope_where, ss, spans in scopes:
+            if (scope := taken(target.scope_spans, ss, "spans", scope_where, len(spans))) is None:
+                continue
+            for n, span in enumerate(spans, 1):
+                taken(scope.spans, span, "", f"span {n} of {scope_where}", 1)
+    if isinstance(notes, Notes):
+        notes.refused += count
+
+
 _MENDED_UTF8 = "{count} string(s) held bytes that are not UTF-8, replaced by U+FFFD"
 
 
@@ -350,7 +421,7 @@ def _decode_and_ingest(
     waits for one thread hand-over, not one per step (a hand-over is milliseconds on a busy
     host). With what decoding mended (``decode``'s notes)."""
     encoding = request.headers.get("content-encoding", "")
-    notes: list[str] = []
+    notes = Notes()
     _, body = _plain(content_type, encoding, body)
     with _LARGE_DECODES if len(body) > LARGE_BODY_BYTES else nullcontext():
         try:
@@ -359,7 +430,9 @@ def _decode_and_ingest(
             # Its traceback holds decode's frame and the request decoded there: dropped here,
             # so that memory is free before the next large body's turn, not when the reply is.
             raise exc.with_traceback(None) from None
-        return ingest(_store(request), project, message), notes
+        result = ingest(_store(request), project, message)
+        result.rejected += notes.refused
+        return result, notes
 
 
 async def _body(request: Request) -> bytes:
