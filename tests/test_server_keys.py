@@ -268,3 +268,62 @@ def test_cli_revokes_a_key_given_whole_without_echoing_its_secret(sqlite_url: st
     mangled = run_cli("--database-url", sqlite_url, "keys", "revoke", f"tth_{secret}")
     assert mangled.returncode == 2 and "give its id" in mangled.stderr
     assert secret not in mangled.stdout + mangled.stderr
+
+
+def test_runs_of_a_project_never_created_are_not_hidden(store_url: str) -> None:
+    """An agent run with ``TETHER_PROJECT=ghost`` (a project never made) wrote runs that no
+    key could reach and no list named: ``projects list`` and the admin's project list name
+    the project now (``created_ns`` None), an admin key may look at it, and a key for it is
+    refused with what to do."""
+    import httpx
+
+    from fakes.dashboard_runs import write_runs
+    from fakes.server import serving
+    from tether.server import ServerConfig, create_app
+    from tether.store import Store
+
+    store = Store(store_url)
+    try:
+        write_runs(store, 30, start_ns=time.time_ns() - 10**12, span_ns=10**11)
+    finally:
+        store.close()  # projects default, acme and beta; only default was ever created
+    access = AccessStore(store_url)
+    access.create_project("acme")
+    listed = access.list_projects()
+    assert listed[0] == ("acme", listed[0][1]) and listed[0][1] is not None
+    assert [n for n, _ in listed] == ["acme", "beta", "default"]
+    assert dict(listed)["beta"] is None  # runs only
+    with pytest.raises(AccessNotFound, match="runs were written under 'beta'") as refused:
+        access.create_key("beta", Role.VIEWER)
+    assert "tether projects create beta" in str(refused.value.hint)
+    db = ["--database-url", store_url]
+    shown = run_cli(*db, "projects", "list")
+    assert shown.returncode == 0, shown.stderr
+    assert "beta  runs only, never created (tether projects create beta)" in shown.stdout
+    as_json = json.loads(run_cli(*db, "projects", "list", "--json").stdout)
+    assert {p["name"]: p["created_ns"] is None for p in as_json} == {
+        "acme": False,
+        "beta": True,
+        "default": False,
+    }
+    _, admin = access.create_key("default", Role.ADMIN)
+    _, viewer = access.create_key("default", Role.VIEWER)
+    with serving(create_app(ServerConfig(database_url=store_url))) as base:
+        headers = {"Authorization": f"Bearer {admin}"}
+        names = [p["name"] for p in httpx.get(f"{base}/api/v1/projects", headers=headers).json()]
+        assert names == ["acme", "beta", "default"]
+        runs = httpx.get(f"{base}/api/v1/runs", params={"project": "beta"}, headers=headers)
+        assert runs.status_code == 200, runs.text
+        assert runs.json()["runs"] and {r["project"] for r in runs.json()["runs"]} == {"beta"}
+        headers = {"Authorization": f"Bearer {viewer}"}  # not an admin: its own project only
+        assert [
+            p["name"] for p in httpx.get(f"{base}/api/v1/projects", headers=headers).json()
+        ] == ["default"]
+        refused_view = httpx.get(f"{base}/api/v1/runs", params={"project": "beta"}, headers=headers)
+        assert refused_view.status_code == 404
+        nowhere = httpx.get(
+            f"{base}/api/v1/runs",
+            params={"project": "nowhere"},
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        assert nowhere.status_code == 404

@@ -168,4 +168,7 @@ def projects_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(render.dumps([{"name": n, "created_ns": c} for n, c in projects]))
         return
     for name, created in projects:
-        click.echo(f"{name}  created {fmt_ns(created)}")
+        if created is None:
+            click.echo(f"{name}  runs only, never created (tether projects create {name})")
+        else:
+            click.echo(f"{name}  created {fmt_ns(created)}")

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, RowMapping, delete, insert, select, update
+from sqlalchemy import Engine, RowMapping, delete, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from tether.core import StoreError, TetherError
@@ -46,6 +46,18 @@ a cap one key (a script signing in in a loop) added rows without end, each a liv
 LAST_USED_EVERY_NS = 60 * 1_000_000_000
 """A key's last use is written at most this often (a busy agent's key would otherwise write
 on every request)."""
+
+_RUN_PROJECTS = text(
+    "WITH RECURSIVE p(name) AS ("
+    " SELECT MIN(project) FROM tether_runs"
+    " UNION ALL"
+    " SELECT (SELECT MIN(project) FROM tether_runs WHERE project > p.name) FROM p"
+    " WHERE p.name IS NOT NULL"
+    ") SELECT name FROM p WHERE name IS NOT NULL"
+)
+"""The projects runs were written under, one index seek each (``ix_tether_runs_project``):
+``DISTINCT`` would read every run's entry."""
+
 log = logging.getLogger("tether.server.access")
 
 
@@ -210,17 +222,28 @@ class AccessStore:
         self._audit("project_created", actor, {"project": name})
         return name
 
-    def list_projects(self) -> list[tuple[str, int]]:
-        """``(name, created_ns)`` of every project, by name."""
+    def list_projects(self) -> list[tuple[str, int | None]]:
+        """``(name, created_ns)`` of every project, by name; ``created_ns`` None for a name
+        runs were written under that was never made a project (``TETHER_PROJECT`` names any:
+        its runs were in no list, and no key could reach them)."""
         p = tables.projects.c
         rows = self._run(select(p.name, p.created_ns).order_by(p.name))
-        return [(r["name"], r["created_ns"]) for r in rows]
+        made: dict[str, int | None] = {r["name"]: r["created_ns"] for r in rows}
+        for name in self._run(_RUN_PROJECTS):
+            made.setdefault(name["name"], None)
+        return sorted(made.items())
 
     def project_exists(self, name: str) -> bool:
+        """Whether ``name`` was made a project."""
         if not PROJECT_NAME.fullmatch(name):  # no such name is stored: not asked either
             return False
         p = tables.projects.c
         return bool(self._run(select(p.name).where(p.name == name)))
+
+    def project_has_runs(self, name: str) -> bool:
+        """Whether runs were written under ``name`` (made a project or not)."""
+        r = tables.runs.c
+        return bool(self._run(select(r.project).where(r.project == name).limit(1)))
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -235,6 +258,11 @@ class AccessStore:
     ) -> tuple[KeyInfo, str]:
         """A new key and its text (``tth_...``), which is shown once and never stored."""
         if not self.project_exists(project):
+            if PROJECT_NAME.fullmatch(project) and self.project_has_runs(project):
+                raise AccessNotFound(
+                    f"runs were written under {project!r}, but it was never made a project",
+                    hint=f"tether projects create {project} makes it one (its runs stay)",
+                )
             raise AccessNotFound(
                 f"no project {project!r}", hint="tether projects create NAME makes one"
             )

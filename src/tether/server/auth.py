@@ -226,7 +226,10 @@ def scoped(request: Request, principal: Principal, project: str | None) -> Princ
         return principal
     if not principal.may(Permission.ALL_PROJECTS):
         raise ProjectNotFound(project)
-    if not _access(request).project_exists(project):
+    access = _access(request)
+    # A name runs were written under but never made a project is one to look at too (an
+    # agent's TETHER_PROJECT names any): its runs were out of everyone's reach.
+    if not access.project_exists(project) and not access.project_has_runs(project):
         raise ProjectNotFound(project)
     return Principal(
         role=principal.role,
