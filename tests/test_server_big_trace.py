@@ -246,3 +246,19 @@ def test_a_page_of_the_tree_reads_the_decisions_of_its_own_spans(tmp_path: Path)
         number = int(line.name.split()[-1]) if line.name.startswith("call ") else None
         if number is not None:
             assert line.decisions == ["block" if number % 2 else "allow"]
+
+
+def test_a_sub_millisecond_step_shows_its_time_not_zero(tmp_path: Path) -> None:
+    """A run of 0.4 ms (a cached answer, a fast tool) read ``0 ms`` in the runs table and on
+    its page, as if it took no time."""
+    url = f"sqlite:///{tmp_path / 'tether.db'}"
+    store = Store(url)
+    seeded = add_run(store, latency_ms=0.4, tool_calls=0)
+    store.close()
+    key = AccessStore(url).create_key("default", Role.VIEWER)[1]
+    headers = {"Authorization": f"Bearer {key}"}
+    with serving(create_app(ServerConfig(database_url=url))) as base:
+        for path in ("/runs", f"/runs/{seeded.run_id}"):
+            page = httpx.get(f"{base}{path}", headers=headers, timeout=60)
+            assert page.status_code == 200, page.text
+            assert "0.4 ms" in page.text and ">0 ms<" not in page.text, path

@@ -242,6 +242,8 @@ class AccessStore:
 
     def project_has_runs(self, name: str) -> bool:
         """Whether runs were written under ``name`` (made a project or not)."""
+        if not PROJECT_NAME.fullmatch(name):  # (as project_exists: none is written)
+            return False
         r = tables.runs.c
         return bool(self._run(select(r.project).where(r.project == name).limit(1)))
 
@@ -258,7 +260,7 @@ class AccessStore:
     ) -> tuple[KeyInfo, str]:
         """A new key and its text (``tth_...``), which is shown once and never stored."""
         if not self.project_exists(project):
-            if PROJECT_NAME.fullmatch(project) and self.project_has_runs(project):
+            if self.project_has_runs(project):
                 raise AccessNotFound(
                     f"runs were written under {project!r}, but it was never made a project",
                     hint=f"tether projects create {project} makes it one (its runs stay)",

@@ -16,9 +16,12 @@ def when(ns: int | None) -> str:
 
 
 def ms(value: float | None) -> str:
-    """A latency: ``850 ms``, ``3.2 s``."""
+    """A latency: ``850 ms``, ``3.2 s``; under 10 ms with a tenth (``0.4 ms``: a tool call of
+    a fraction of a millisecond showed ``0 ms``, as if it took no time)."""
     if value is None:
         return "—"
+    if value < 9.95:
+        return f"{value:.1f} ms"
     return f"{value:,.0f} ms" if value < 1000 else f"{value / 1000:,.1f} s"
 
 
