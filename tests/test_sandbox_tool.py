@@ -232,6 +232,6 @@ def test_the_calculator_example_runs(tmp_path: Path) -> None:
     env = {**os.environ, "TETHER_HOME": str(tmp_path / "home")}
     done = run_cli("run", str(example), "-i", "what is 25 factorial", "--json", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert json.loads(done.stdout)["output"].strip() == "25! = 15511210043330985984000000"
+    assert json.loads(done.stdout)["output"] == "25! = 15511210043330985984000000"
     stopped = run_cli("run", str(example), "-i", "loop forever", "--json", env=env)
     assert "it was stopped (timeout)" in json.loads(stopped.stdout)["output"]

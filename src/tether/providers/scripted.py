@@ -14,7 +14,8 @@ Strings in steps (``text`` and string values in tool-call ``arguments``) may use
 - ``{NAME}``: the named group ``NAME`` of the rule's ``when`` pattern (empty when the group did
   not take part in the match, as with ``re``);
 - ``{result:TOOL}``: the newest result of that tool since the user's message;
-- ``{result:TOOL:field.sub}``: a field of that result parsed as JSON.
+- ``{result:TOOL:field.sub}``: a field of that result parsed as JSON (a text without its
+  trailing line end).
 
 Results marked as data by spotlighting (``guards.spotlight``) are read without their marks, as
 the request's system prompt explains them: templates see the tool's own text.
@@ -307,9 +308,11 @@ class ScriptedModel:
                 if not path:
                     return results[tool_name]
                 found = _json_field(results[tool_name], path[0])
-                return (
-                    found if found is not None else f"(no {path[0]} in the result of {tool_name})"
-                )
+                if found is None:
+                    return f"(no {path[0]} in the result of {tool_name})"
+                # A field goes into a sentence: without the line end a program's output has
+                # (``print``), as a model would quote it.
+                return found.rstrip("\r\n")
             if key in group_names:  # the group did not take part in the match
                 return ""
             return match.group(0)  # not reachable through a validated script
