@@ -382,6 +382,26 @@ async def test_a_crash_inside_the_scope_is_recorded_and_raised(sqlite_url: str) 
     assert checkpoint.reason == "crash"
 
 
+async def test_a_crash_after_the_run_ended_keeps_its_answer(sqlite_url: str) -> None:
+    """The answer passed the output step and went back to the code; the code then failed (a
+    bug in its own post-processing). The run had answered: it stays a final answer, with its
+    output, and the crash is an error event on it, not a run turned into an error that lost
+    the answer's outcome."""
+    harness = Harness(models=[ScriptedModel([{"text": "x"}])], trace=sqlite_url)
+    with pytest.raises(KeyError):
+        async with harness.open_run("hi", agent="a") as run:
+            await run.input()
+            assert (await run.output("the answer")).value == "the answer"
+            {}["missing"]  # the application's own bug, after the answer
+    record, _, events = trace_of(sqlite_url, run.run_id)
+    assert record.status == "completed" and record.outcome == "final_answer"
+    assert record.output == "the answer" and record.error is None
+    (crash,) = [e for e in events if e.name == semconv.EVENT_RUN_ERROR]
+    assert "KeyError" in crash.attributes["message"]
+    assert "after the run ended" in crash.attributes["message"]
+    assert Store(sqlite_url).get_checkpoints(run.run_id) == []  # nothing to resume
+
+
 async def test_the_run_timeout_applies_to_a_hand_written_loop() -> None:
     @tool
     async def slow() -> str:

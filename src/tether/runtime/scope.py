@@ -754,7 +754,14 @@ class RunScope:
             self._clock.close()
         state = self.state
         state.elapsed_s += monotonic() - self._started
-        if exc is not None:
+        if exc is not None and state.finished:
+            # The run had ended (its answer went back to the code, or it paused or stopped)
+            # when the code failed: the run keeps its outcome and output, the crash is said.
+            message = f"the run's code raised after the run ended: {_crash_message(exc)}"
+            self.recorder.event(
+                self.run_id, semconv.EVENT_RUN_ERROR, {"message": self.stored_error(message)}
+            )
+        elif exc is not None:
             # A crash (a bug, a cancelled task) still leaves a complete trace and a checkpoint.
             state.end(Outcome.ERROR)
             if isinstance(exc, asyncio.CancelledError) and self._cancelled is not None:
