@@ -402,6 +402,32 @@ async def test_a_crash_after_the_run_ended_keeps_its_answer(sqlite_url: str) -> 
     assert Store(sqlite_url).get_checkpoints(run.run_id) == []  # nothing to resume
 
 
+async def test_a_crash_after_the_run_paused_keeps_it_paused(sqlite_url: str) -> None:
+    """A run paused for a person's approval, then the loop's own code failed: the run was
+    turned into a crash (failed, a crash checkpoint), and the approval had nothing to resume."""
+
+    class Pause(Control):
+        name = "pause"
+
+        async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
+            return Decision.escalate("a person decides")
+
+    model = ScriptedModel([{"tool_calls": [{"name": "_lookup", "arguments": {"key": "a"}}]}])
+    harness = Harness(models=[model], tools=[_lookup], controls=[Pause()], trace=sqlite_url)
+    with pytest.raises(RuntimeError):
+        async with harness.open_run("go", agent="a") as run:
+            await run.input()
+            reply = await run.model_call()
+            assert reply.value is not None
+            assert (await run.tool_calls(reply.value.tool_calls)).stopped
+            raise RuntimeError("the loop's own bug")
+    record, _, events = trace_of(sqlite_url, run.run_id)
+    assert record.status == "paused" and record.outcome == "escalated"
+    assert [e.name for e in events].count(semconv.EVENT_RUN_ERROR) == 1
+    [checkpoint] = Store(sqlite_url).get_checkpoints(run.run_id)
+    assert checkpoint.reason == "escalated" and "pending_tool_calls" in checkpoint.state_json
+
+
 async def test_the_run_timeout_applies_to_a_hand_written_loop() -> None:
     @tool
     async def slow() -> str:
