@@ -524,3 +524,29 @@ def test_a_malformed_anchor_is_a_usage_error(sqlite_url: str, anchor: str) -> No
     record_entries(sqlite_url, 1)
     bad = run_cli("--database-url", sqlite_url, "audit", "verify", "--anchor", anchor)
     assert bad.returncode == 2 and "--anchor" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_entry_of_any_text_is_kept_and_verifies(store_url: str) -> None:
+    """Values the columns cannot keep as given: a lone surrogate (JSON carries one:
+    ``"\\ud800"``; UTF-8 cannot encode it), a kind past its 64 characters or holding a NUL,
+    ids past their columns. Each entry is kept as stored and its hash covers that: the
+    surrogates' entries were skipped ("cannot be serialized") while the log verified intact
+    without them, and a long kind was clipped when stored but hashed whole, so an untouched
+    log failed verify from that entry on."""
+    log = AuditLog(writer_for(store_url))
+    log.record("key_created", {"project": "default", "key_id": "k\udcff"}, {"note": "x\ud800"})
+    log.record("k" * 70, {"project": "default"}, {"n": 1})
+    log.record("key\x00revoked", {"project": "default"}, {"n": 2}, run_id="r" * 40)
+    log.record("key_created", {"project": "default"}, {"n": 3})
+    assert log.flush()
+    store = Store(store_url)
+    try:
+        with store.engine.connect() as conn:
+            entries = [e for e, _a, _d in iter_audit(conn)]
+            report = verify_audit(conn, None)
+    finally:
+        store.close()
+    assert report.ok, report.problem
+    assert [e.kind for e in entries] == ["key_created", "k" * 64, "key\ufffdrevoked", "key_created"]
+    assert entries[0].actor["key_id"] == "k\ufffd" and entries[0].details == {"note": "x\ufffd"}
+    assert entries[2].run_id == "r" * 16 and entries[3].details == {"n": 3}
