@@ -550,3 +550,41 @@ def test_an_entry_of_any_text_is_kept_and_verifies(store_url: str) -> None:
     assert [e.kind for e in entries] == ["key_created", "k" * 64, "key\ufffdrevoked", "key_created"]
     assert entries[0].actor["key_id"] == "k\ufffd" and entries[0].details == {"note": "x\ufffd"}
     assert entries[2].run_id == "r" * 16 and entries[3].details == {"n": 3}
+
+
+def test_verifying_a_long_log_holds_a_chunk_of_it_in_memory_not_all(tmp_path: Path) -> None:
+    """A busy gateway's log holds millions of entries (every refusal is one): verify walks
+    it a chunk at a time. It kept every entry read (about 1.7 kB each: 1.7 GB a million)."""
+    import tracemalloc
+
+    from tether.store.audit import append_audit
+    from tether.store.records import AuditRecord
+
+    url = f"sqlite:///{tmp_path / 'long.db'}"
+    store = Store(url)
+    try:
+        with store.engine.begin() as conn:
+            for part in range(4):
+                append_audit(
+                    conn,
+                    [
+                        AuditRecord(
+                            entry_id=f"{part:04d}{i:028d}",
+                            time_ns=i,
+                            kind="decision",
+                            actor={"project": "default", "end_user": f"user-{i}"},
+                            details={"verdict": "block", "reason": "rate limit reached " * 8},
+                        )
+                        for i in range(10_000)
+                    ],
+                    None,
+                )
+        with store.engine.connect() as conn:
+            tracemalloc.start()
+            report = verify_audit(conn, None)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+    finally:
+        store.close()
+    assert report.ok and report.entries == 40_000, report.problem
+    assert peak < 24 * 2**20, f"verify held {peak / 2**20:.0f} MiB for 40,000 entries"
