@@ -265,6 +265,18 @@ def test_cli_verify_and_list(sqlite_url: str, tmp_path: Path) -> None:
     assert json.loads(bad_json.stdout)["problem"]["kind"] == "edited"
 
 
+def test_cli_verify_of_a_store_that_does_not_exist_fails(tmp_path: Path) -> None:
+    """A mistyped path (or a TETHER_HOME the writers do not use) was read as an empty store
+    and verified as "0 entries, chain intact" with exit 0, whatever the real log holds."""
+    typo = tmp_path / "var" / "tehter.db"
+    for extra in ((), ("--json",)):
+        done = run_cli("--database-url", f"sqlite:///{typo}", "audit", "verify", *extra)
+        assert done.returncode == 1, done.stdout
+        said = json.loads(done.stdout)["error"] if extra else done.stderr
+        assert f"no store at {typo}" in said and "chain intact" not in done.stdout
+    assert not typo.parent.exists()  # nothing made there either
+
+
 def test_cli_list_shows_one_line_per_entry_whatever_its_values_hold(sqlite_url: str) -> None:
     """A value may hold newlines (an approval's reason is free text, sent over the API by any
     developer key): listed raw, one could print a line that reads as another entry of the log.
