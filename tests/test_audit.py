@@ -591,12 +591,19 @@ def test_verifying_a_long_log_holds_a_chunk_of_it_in_memory_not_all(tmp_path: Pa
                     ],
                     None,
                 )
-        with store.engine.connect() as conn:
-            tracemalloc.start()
-            report = verify_audit(conn, None)
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
+        reports = []
+        for edit in ("", "UPDATE tether_audit SET details = '{}' WHERE seq = 3"):
+            if edit:  # a break the entries around it must tell: read again, not held
+                tamper(url, edit)
+            with store.engine.connect() as conn:
+                tracemalloc.start()
+                reports.append(verify_audit(conn, None))
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+            assert peak < 24 * 2**20, f"verify held {peak / 2**20:.0f} MiB for 40,000 entries"
     finally:
         store.close()
-    assert report.ok and report.entries == 40_000, report.problem
-    assert peak < 24 * 2**20, f"verify held {peak / 2**20:.0f} MiB for 40,000 entries"
+    ok, moved = reports
+    assert ok.ok and ok.entries == 40_000, ok.problem
+    assert moved.problem is not None
+    assert (moved.problem.kind, moved.problem.seq) == ("edited", 3), moved.problem

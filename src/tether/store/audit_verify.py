@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -181,7 +181,7 @@ class _Walk:
             return self.problem
         if self.suspect is not None:
             index, prev, own = self.suspect
-            return _classify(_rows(conn, index), index, prev, self.key, own)
+            return _classify(conn, index, prev, self.key, own)
         if self.expected - 1 < head_seq:
             return AuditProblem(
                 "deleted",
@@ -195,17 +195,13 @@ class _Walk:
         return None
 
 
-def _rows(conn: Any, upto: int) -> list[Row]:
-    """The log read again (in the same snapshot) to classify the entry at index ``upto``: all
-    of it that can be read, and at least that entry."""
-    rows: list[Row] = []
+def _readable(conn: Any) -> Iterator[tuple[int, Row]]:
+    """The log read again (in the same snapshot), with each row's index, up to the first
+    row that cannot be read (where the walk stopped too)."""
     try:
-        for row in iter_audit(conn, after=None):
-            rows.append(row)
+        yield from enumerate(iter_audit(conn, after=None))
     except UnreadableAudit:
-        pass  # the walk stopped there too; what follows the suspect entry is what was read
-    assert len(rows) > upto
-    return rows
+        return
 
 
 def _anchor_problem(walk: _Walk, anchors: Sequence[tuple[int, str]]) -> AuditProblem | None:
@@ -258,25 +254,35 @@ def _cut_short(conn: Any, walk: _Walk, after: int, why: str) -> AuditReport:
     )
 
 
-def _classify(rows: list[Row], i: int, prev: str, key: bytes | None, own: bool) -> AuditProblem:
-    e = rows[i][0]
-    following = rows[i + 1][0] if i + 1 < len(rows) else None
+def _classify(conn: Any, i: int, prev: str, key: bytes | None, own: bool) -> AuditProblem:
+    """What was done to the entry at index ``i``, which breaks the chain (``prev``: the hash
+    it should follow; ``own``: whether its own hash holds), told by the entries around it,
+    reading the log again rather than holding it."""
+    target: Row | None = None
+    following: AuditEntry | None = None
+    follows: int | None = None  # the seq of a later entry whose hash it names as previous
+    for n, row in _readable(conn):
+        if n == i:
+            target = row
+        elif target is not None:
+            following = following or row[0]
+            if row[0].hash == target[0].prev_hash:
+                follows = row[0].seq
+    assert target is not None  # the walk read it
+    e = target[0]
     if not own:
         # Hashed under another seq: the entry was moved there.
-        for other in rows:
+        for _, other in _readable(conn):
             seq = other[0].seq
-            if seq != e.seq and hash_at(rows[i], seq, key) == e.hash:
+            if seq != e.seq and hash_at(target, seq, key) == e.hash:
                 return AuditProblem("reordered", e.seq, f"entry {e.seq} was written as entry {seq}")
     if following is not None and following.prev_hash == prev:
         return AuditProblem(
             "inserted", e.seq, f"entry {e.seq} was not in the chain: the next entry skips it"
         )
     if own:
-        later = {r[0].hash: r[0].seq for r in rows[i + 1 :]}
-        if e.prev_hash in later:
-            return AuditProblem(
-                "reordered", e.seq, f"entry {e.seq} follows entry {later[e.prev_hash]}"
-            )
+        if follows is not None:
+            return AuditProblem("reordered", e.seq, f"entry {e.seq} follows entry {follows}")
         return AuditProblem(
             "deleted", e.seq, f"the entry before entry {e.seq} is not the one it was chained to"
         )
