@@ -607,3 +607,18 @@ def test_verifying_a_long_log_holds_a_chunk_of_it_in_memory_not_all(tmp_path: Pa
     assert ok.ok and ok.entries == 40_000, ok.problem
     assert moved.problem is not None
     assert (moved.problem.kind, moved.problem.seq) == ("edited", 3), moved.problem
+
+
+def test_a_key_of_bytes_that_are_not_utf8_keys_the_entries(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``export TETHER_AUDIT_KEY=$(head -c 32 /dev/urandom | tr -d '\\0')``: Python holds such
+    bytes as lone surrogates, which the key's UTF-8 encoding refused, so every entry was
+    skipped ("cannot be serialized") and verify ended in "unexpected error"."""
+    monkeypatch.setenv("TETHER_AUDIT_KEY", os.fsdecode(b"k\xff\xfe\x80ey"))
+    record_entries(sqlite_url, 2)
+    report = verify(sqlite_url, os.fsencode(os.environ["TETHER_AUDIT_KEY"]))
+    assert report.ok and report.entries == 2 and report.unkeyed == 0, report.problem
+    done = run_cli("--database-url", sqlite_url, "audit", "verify", "--require-keyed")
+    assert done.returncode == 0, done.stderr
+    assert "2 entries, chain intact" in done.stdout

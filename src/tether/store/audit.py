@@ -74,7 +74,9 @@ class AuditEntry:
 def audit_key() -> bytes | None:
     """The key of the keyed hash (``TETHER_AUDIT_KEY``), or None."""
     key = os.environ.get(AUDIT_KEY_ENV, "")
-    return key.encode() if key else None
+    # The bytes as set: a key made of random bytes is no UTF-8 text (Python holds the bytes
+    # that are not as lone surrogates, which str.encode refuses).
+    return os.fsencode(key) if key else None
 
 
 def _payload(
