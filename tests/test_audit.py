@@ -265,6 +265,18 @@ def test_cli_verify_and_list(sqlite_url: str, tmp_path: Path) -> None:
     assert json.loads(bad_json.stdout)["problem"]["kind"] == "edited"
 
 
+def test_cli_verify_of_a_store_that_does_not_exist_fails(tmp_path: Path) -> None:
+    """A mistyped path (or a TETHER_HOME the writers do not use) was read as an empty store
+    and verified as "0 entries, chain intact" with exit 0, whatever the real log holds."""
+    typo = tmp_path / "var" / "tehter.db"
+    for extra in ((), ("--json",)):
+        done = run_cli("--database-url", f"sqlite:///{typo}", "audit", "verify", *extra)
+        assert done.returncode == 1, done.stdout
+        said = json.loads(done.stdout)["error"] if extra else done.stderr
+        assert f"no store at {typo}" in said and "chain intact" not in done.stdout
+    assert not typo.parent.exists()  # nothing made there either
+
+
 def test_cli_list_shows_one_line_per_entry_whatever_its_values_hold(sqlite_url: str) -> None:
     """A value may hold newlines (an approval's reason is free text, sent over the API by any
     developer key): listed raw, one could print a line that reads as another entry of the log.
@@ -524,3 +536,89 @@ def test_a_malformed_anchor_is_a_usage_error(sqlite_url: str, anchor: str) -> No
     record_entries(sqlite_url, 1)
     bad = run_cli("--database-url", sqlite_url, "audit", "verify", "--anchor", anchor)
     assert bad.returncode == 2 and "--anchor" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_an_entry_of_any_text_is_kept_and_verifies(store_url: str) -> None:
+    """Values the columns cannot keep as given: a lone surrogate (JSON carries one:
+    ``"\\ud800"``; UTF-8 cannot encode it), a kind past its 64 characters or holding a NUL,
+    ids past their columns. Each entry is kept as stored and its hash covers that: the
+    surrogates' entries were skipped ("cannot be serialized") while the log verified intact
+    without them, and a long kind was clipped when stored but hashed whole, so an untouched
+    log failed verify from that entry on."""
+    log = AuditLog(writer_for(store_url))
+    log.record("key_created", {"project": "default", "key_id": "k\udcff"}, {"note": "x\ud800"})
+    log.record("k" * 70, {"project": "default"}, {"n": 1})
+    log.record("key\x00revoked", {"project": "default"}, {"n": 2}, run_id="r" * 40)
+    log.record("key_created", {"project": "default"}, {"n": 3})
+    assert log.flush()
+    store = Store(store_url)
+    try:
+        with store.engine.connect() as conn:
+            entries = [e for e, _a, _d in iter_audit(conn)]
+            report = verify_audit(conn, None)
+    finally:
+        store.close()
+    assert report.ok, report.problem
+    assert [e.kind for e in entries] == ["key_created", "k" * 64, "key\ufffdrevoked", "key_created"]
+    assert entries[0].actor["key_id"] == "k\ufffd" and entries[0].details == {"note": "x\ufffd"}
+    assert entries[2].run_id == "r" * 16 and entries[3].details == {"n": 3}
+
+
+def test_verifying_a_long_log_holds_a_chunk_of_it_in_memory_not_all(tmp_path: Path) -> None:
+    """A busy gateway's log holds millions of entries (every refusal is one): verify walks
+    it a chunk at a time. It kept every entry read (about 1.7 kB each: 1.7 GB a million)."""
+    import tracemalloc
+
+    from tether.store.audit import append_audit
+    from tether.store.records import AuditRecord
+
+    url = f"sqlite:///{tmp_path / 'long.db'}"
+    store = Store(url)
+    try:
+        with store.engine.begin() as conn:
+            for part in range(4):
+                append_audit(
+                    conn,
+                    [
+                        AuditRecord(
+                            entry_id=f"{part:04d}{i:028d}",
+                            time_ns=i,
+                            kind="decision",
+                            actor={"project": "default", "end_user": f"user-{i}"},
+                            details={"verdict": "block", "reason": "rate limit reached " * 8},
+                        )
+                        for i in range(10_000)
+                    ],
+                    None,
+                )
+        reports = []
+        for edit in ("", "UPDATE tether_audit SET details = '{}' WHERE seq = 3"):
+            if edit:  # a break the entries around it must tell: read again, not held
+                tamper(url, edit)
+            with store.engine.connect() as conn:
+                tracemalloc.start()
+                reports.append(verify_audit(conn, None))
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+            assert peak < 24 * 2**20, f"verify held {peak / 2**20:.0f} MiB for 40,000 entries"
+    finally:
+        store.close()
+    ok, moved = reports
+    assert ok.ok and ok.entries == 40_000, ok.problem
+    assert moved.problem is not None
+    assert (moved.problem.kind, moved.problem.seq) == ("edited", 3), moved.problem
+
+
+def test_a_key_of_bytes_that_are_not_utf8_keys_the_entries(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``export TETHER_AUDIT_KEY=$(head -c 32 /dev/urandom | tr -d '\\0')``: Python holds such
+    bytes as lone surrogates, which the key's UTF-8 encoding refused, so every entry was
+    skipped ("cannot be serialized") and verify ended in "unexpected error"."""
+    monkeypatch.setenv("TETHER_AUDIT_KEY", os.fsdecode(b"k\xff\xfe\x80ey"))
+    record_entries(sqlite_url, 2)
+    report = verify(sqlite_url, os.fsencode(os.environ["TETHER_AUDIT_KEY"]))
+    assert report.ok and report.entries == 2 and report.unkeyed == 0, report.problem
+    done = run_cli("--database-url", sqlite_url, "audit", "verify", "--require-keyed")
+    assert done.returncode == 0, done.stderr
+    assert "2 entries, chain intact" in done.stdout

@@ -528,3 +528,23 @@ async def test_a_control_answering_a_call_in_its_place_does_not_get_past_authori
     assert calls(tmp_path) == []  # neither tool ran
     (allow,) = [d for d in decisions(sqlite_url, permitted.run_id)]
     assert allow[semconv.TETHER_DECISION] == "allow"
+
+
+@pytest.mark.parametrize(
+    ("section", "says"),
+    [
+        ("authorization", "every declared tool may be called"),
+        ("budgets", "no budget or rate limit is counted"),
+    ],
+)
+def test_a_section_left_empty_is_warned_of(tmp_path: Path, section: str, says: str) -> None:
+    """`authorization:` with its lines commented out is null in YAML, which reads as no
+    section: every tool call went through, and `tether validate` said nothing."""
+    spec = make_agent_dir(tmp_path, authorized=False)
+    spec.write_text(spec.read_text() + f"{section}:\n  # policies: [policies/tools.cedar]\n")
+    done = run_cli("validate", str(spec))
+    assert done.returncode == 0, done.stderr
+    said = done.stdout + done.stderr
+    assert f"warning: {section}: is empty (null), so " in said and says in said
+    filled = run_cli("validate", str(make_agent_dir(tmp_path)))
+    assert "is empty" not in filled.stdout + filled.stderr

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes.tcp_proxy import TcpProxy
 from tether.controls.budget_ledger import (
     BudgetCharge,
     BudgetLedger,
@@ -387,3 +388,41 @@ def test_reading_a_sqlite_budget_takes_no_write_lock(tmp_path: Path) -> None:
     ledger.reconcile(held, [200])
     assert ledger.spent(charge.key) == (500, 0)  # writes still work, and reads see them
     ledger.close()
+
+
+def test_a_redis_that_closed_its_connections_is_used_again_at_once(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Redis restarted (or a proxy dropped idle connections) since the last call: the next
+    call connects again instead of failing closed on the dead connection (redis-py's RESP3
+    pool hands it out unchecked), for the asyncio client runs await and the threads' one."""
+    import redis
+
+    real = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    proxy = TcpProxy(0, (real["host"], int(real["port"])))
+    ledger = RedisBudgetLedger.from_url(f"redis://127.0.0.1:{proxy.port}/0", prefix=redis_prefix)
+    charges = [BudgetCharge("project:p:tokens:day", 100, 1)]
+
+    async def seen_closed() -> None:
+        # The client's event loop reads the close (as it would between two calls of a run).
+        pool = ledger._async_scripts()[0].registered_client.connection_pool
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if all([await c.can_read() for c in pool._available_connections]):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("the client never saw its connection closed")
+
+    async def calls() -> None:
+        for _ in range(2):
+            await ledger.areconcile(await ledger.areserve(charges, hold_s=30), [1])
+            proxy.drop()
+            await seen_closed()
+
+    try:
+        asyncio.run(calls())
+        ledger.reconcile(ledger.reserve(charges, hold_s=30), [1])
+        proxy.drop()
+        assert ledger.spent("project:p:tokens:day") == (3, 0)
+    finally:
+        proxy.close()

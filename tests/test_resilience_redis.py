@@ -384,3 +384,34 @@ def test_run_sync_from_threads_shares_redis_across_event_loops(
     primary = agent.harness.chain.primary
     assert isinstance(primary, CircuitBreakerModel) and primary.breaker.store.kind == "redis"
     assert "cannot be used" not in caplog.text
+
+
+async def test_circuits_stay_shared_when_redis_closed_the_connection_meanwhile(
+    redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redis restarted (or a proxy dropped the idle connection) between two calls: the next
+    change connects again and goes to Redis, not to this process alone for retry_s."""
+    import redis
+
+    real = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    proxy = TcpProxy(0, (real["host"], real["port"]))
+    store = RedisBreakerStore(f"redis://127.0.0.1:{proxy.port}/0", prefix=redis_prefix)
+    breaker = CircuitBreaker("test/flaky", CONFIG, store)
+    try:
+        with caplog.at_level(logging.WARNING, logger="tether.resilience"):
+            await breaker.settle(await breaker.admit(), "failure")
+            proxy.drop()
+            pool = store._client().connection_pool
+            deadline = time.monotonic() + 10  # the loop reads the close, as between two calls
+            while not all([await c.can_read() for c in pool._available_connections]):
+                assert time.monotonic() < deadline, "the client never saw its connection closed"
+                await asyncio.sleep(0.01)
+            await breaker.settle(await breaker.admit(), "failure")
+        assert store.kind == "redis", [r.getMessage() for r in caplog.records]
+        client = redis_client(redis_url)
+        stored = BreakerState.from_json(client.get(store.key_of("test/flaky")))
+        client.close()
+        assert stored.state == "open"
+    finally:
+        await store.aclose()
+        proxy.close()

@@ -15,7 +15,8 @@ import psycopg
 import pytest
 
 from tether.core import new_span_id, new_trace_id, now_ns
-from tether.store import RunRecord, SpanRecord, Store
+from tether.store import AuditRecord, RunRecord, SpanRecord, Store
+from tether.store.audit import iter_audit
 from tether.trace import BatchingWriter
 
 
@@ -124,5 +125,48 @@ def test_records_wait_while_the_trace_tables_are_locked_past_the_statement_timeo
         assert writer.dropped == 0, writer.last_rejection
         assert len(store.get_spans(run.run_id)) == 6
     finally:
+        holder.join()
+        writer.close()
+
+
+def test_audit_entries_wait_while_a_stuck_session_holds_the_chains_head_row(
+    store: Store, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another replica cut off mid-append (a frozen host, a partition) keeps the audit
+    chain's head row locked until its server notices. Appends time out behind it while the
+    tables answer at once: the entries were skipped as records too slow to write (lost
+    audit entries); they wait, as behind a locked table."""
+    caplog.set_level(logging.WARNING, logger="tether.trace")
+    writer = BatchingWriter(store, flush_interval_s=0.05, max_backoff_s=0.1)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_head() -> None:
+        with psycopg.connect(_conninfo(pg_url)) as conn:
+            conn.execute(
+                f'SELECT 1 FROM "{_schema(pg_url)}".tether_audit_head WHERE id = 1 FOR UPDATE'
+            )
+            locked.set()
+            release.wait(120)
+            conn.rollback()
+
+    holder = threading.Thread(target=hold_head)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        entry = AuditRecord("e" * 32, now_ns(), "decision", {"project": "p"}, {"n": 1})
+        writer.audit(entry)
+        # Long enough to have been skipped twice over: the record's write timed out in a
+        # row, each time with the tables answering.
+        deadline = time.monotonic() + 60
+        while caplog.text.count("smaller pieces") < 6 and not writer.dropped:
+            assert time.monotonic() < deadline, (caplog.text, writer.last_error, writer.dropped)
+            time.sleep(0.05)
+        release.set()
+        assert writer.flush(timeout=120), writer.last_error
+        assert writer.dropped == 0, writer.last_rejection
+        with store.engine.connect() as conn:
+            assert [e.entry_id for e, _a, _d in iter_audit(conn)] == [entry.entry_id]
+    finally:
+        release.set()
         holder.join()
         writer.close()

@@ -74,6 +74,15 @@ class TcpProxy(_Listener):
     def thaw(self) -> None:
         self._thawed.set()
 
+    def drop(self) -> None:
+        """Close every connection made so far and go on listening: the server restarted (or a
+        load balancer dropped idle connections), and a client must connect again."""
+        sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
     def _handle(self, client: socket.socket) -> None:
         try:
             upstream = socket.create_connection(self.target)

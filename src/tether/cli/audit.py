@@ -10,6 +10,7 @@ import click
 from tether.cli import render
 from tether.cli.base import EXIT_ERROR, handle_errors, open_reader
 from tether.cli.terminal import PlainStyle, visible
+from tether.core import TetherError
 
 
 @click.group()
@@ -42,12 +43,22 @@ def verify(
     head it prints (SEQ:HASH) elsewhere now and then, and give it back with --anchor."""
     from tether.store.audit import audit_key
     from tether.store.audit_verify import verify_audit
+    from tether.store.db import sqlite_file
 
     key = audit_key()
     if require_keyed and key is None:
         raise click.UsageError("--require-keyed needs the key: set TETHER_AUDIT_KEY")
     kept = [_anchor(text) for text in anchors]
     reader = open_reader(ctx)
+    path = sqlite_file(reader.url)
+    if path is not None and not path.exists():
+        # Read as an empty store (a fresh home for `traces list`), a mistyped path verified
+        # as "0 entries, chain intact", exit 0: a check that passes whatever the log holds.
+        raise TetherError(
+            f"no audit log to verify: there is no store at {visible(path)}",
+            hint="give the store the writers use (--database-url, TETHER_DATABASE_URL or "
+            "TETHER_HOME)",
+        )
     with reader.engine.connect() as conn:
         report = verify_audit(conn, key, require_keyed=require_keyed, anchors=kept)
     problem = report.problem

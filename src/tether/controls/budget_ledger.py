@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tether.core import TetherError
+from tether.core.settings import REDIS_PROTOCOL
 
 # Each budget is a hash ``{used, held}`` at its key and a sorted set ``KEY:holds`` whose members
 # are the live reservations (``id:amount``, scored by when they expire); both keys expire
@@ -221,7 +222,10 @@ class RedisBudgetLedger:
 
         try:
             client = redis.Redis.from_url(
-                url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
+                url,
+                socket_connect_timeout=timeout_s,
+                socket_timeout=timeout_s,
+                protocol=REDIS_PROTOCOL,
             )
         except ValueError as exc:
             raise TetherError(
@@ -285,6 +289,7 @@ class RedisBudgetLedger:
                     self.url,
                     socket_connect_timeout=self.timeout_s,
                     socket_timeout=self.timeout_s,
+                    protocol=REDIS_PROTOCOL,
                 )
                 found = (client.register_script(_RESERVE), client.register_script(_RECONCILE))
                 self._async[loop] = found

@@ -142,6 +142,12 @@ def _chars_from_env(name: str, default: int) -> int:
 
 
 DEFAULT_REDIS_PREFIX = "tether:"
+REDIS_PROTOCOL = 2
+"""The RESP version Tether's Redis clients speak. redis-py 7 and later speak RESP3 by
+default and then hand a pooled connection out without checking it (for maintenance push
+notifications): after Redis restarted, or a proxy closed an idle connection, the next call
+failed on the dead connection (a budget check refused the call). Over RESP2 the pool finds
+it closed and connects again; Tether's commands and scripts answer alike over both."""
 
 
 def redis_from_env() -> tuple[str | None, str]:

@@ -25,7 +25,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from tether.core import TetherError
-from tether.core.settings import DEFAULT_REDIS_PREFIX
+from tether.core.settings import DEFAULT_REDIS_PREFIX, REDIS_PROTOCOL
 from tether.providers.http_client import display_url
 from tether.resilience.state import BreakerState
 from tether.resilience.stores import Change, LocalBreakerStore, R
@@ -137,6 +137,7 @@ class RedisBreakerStore:
                     socket_connect_timeout=self.timeout_s,
                     socket_timeout=self.timeout_s,
                     retry_on_timeout=False,
+                    protocol=REDIS_PROTOCOL,
                 )
             return client
 

@@ -18,6 +18,7 @@ from tether.providers import Model, ScriptedModel, build_model
 from tether.resilience import missing_redis, timeout_warnings
 from tether.runtime.structured import OutputSchema
 from tether.spec import AgentSpec, load_spec
+from tether.spec.loader import read_yaml
 from tether.tools import HttpTool, Tool, build_tools, check_tools
 from tether.trace import PricingTable
 from tether.trace.pricing import pricing_from_env
@@ -65,6 +66,26 @@ class SpecCheck:
     authorization: CedarAuthorization | None = None
     """The spec's Cedar policies, loaded against its tools (``None``: no ``authorization``
     section, or tools not imported, whose argument types the policies are checked against)."""
+
+
+_EMPTY_SECTIONS = {
+    "authorization": "no Cedar policy decides the tool calls: every declared tool may be called",
+    "budgets": "no budget or rate limit is counted",
+}
+
+
+def _empty_section_warnings(path: Path) -> list[str]:
+    """A section written with nothing under it (its lines commented out) is null in YAML,
+    which reads as no section at all: for these, that lets through what the author meant to
+    restrict, without a word."""
+    data, _ = read_yaml(path)
+    if not isinstance(data, dict):
+        return []
+    return [
+        f"{name}: is empty (null), so {effect}; fill it in, or remove the line"
+        for name, effect in _EMPTY_SECTIONS.items()
+        if name in data and data[name] is None
+    ]
 
 
 def check_spec(
@@ -156,6 +177,7 @@ def check_spec(
             f"not set in this environment: {', '.join(check.missing_env)} "
             "(needed to run, not to validate)"
         )
+    check.warnings += _empty_section_warnings(path)
     check.warnings += tool_warnings
     check.warnings += policy_warnings
     check.warnings += _script_warnings(models, {*tools, *not_imported})

@@ -18,7 +18,7 @@ import hmac
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select, update
@@ -26,6 +26,14 @@ from sqlalchemy import select, update
 from tether.core import CorruptRecord, canonical_json
 from tether.store import tables
 from tether.store.records import AuditRecord
+from tether.store.values import (
+    AUDIT_KIND,
+    AUDIT_RUN,
+    AUDIT_SPAN,
+    AUDIT_TRACE,
+    clean_text,
+    column_text,
+)
 
 GENESIS = "0" * 64
 """The ``prev_hash`` of the first entry."""
@@ -66,7 +74,9 @@ class AuditEntry:
 def audit_key() -> bytes | None:
     """The key of the keyed hash (``TETHER_AUDIT_KEY``), or None."""
     key = os.environ.get(AUDIT_KEY_ENV, "")
-    return key.encode() if key else None
+    # The bytes as set: a key made of random bytes is no UTF-8 text (Python holds the bytes
+    # that are not as lone surrogates, which str.encode refuses).
+    return os.fsencode(key) if key else None
 
 
 def _payload(
@@ -112,9 +122,11 @@ def append_audit(conn: Any, records: Sequence[AuditRecord], key: bytes | None) -
     seq, prev = int(head.seq), str(head.hash)
     alg = SHA256 if key is None else HMAC_SHA256
     rows = []
-    for r in records:
+    for accepted in records:
         seq += 1
-        actor_json, details_json = canonical_json(r.actor), canonical_json(r.details)
+        r = _as_stored(accepted)
+        actor_json = clean_text(canonical_json(r.actor)) or ""
+        details_json = clean_text(canonical_json(r.details)) or ""
         digest = entry_hash(_payload(seq, r, actor_json, details_json, alg, prev), alg, key)
         assert digest is not None
         rows.append(
@@ -122,7 +134,7 @@ def append_audit(conn: Any, records: Sequence[AuditRecord], key: bytes | None) -
                 "seq": seq,
                 "entry_id": r.entry_id,
                 "time_ns": r.time_ns,
-                "kind": r.kind[:64],
+                "kind": r.kind,
                 "actor": actor_json,
                 "trace_id": r.trace_id,
                 "run_id": r.run_id,
@@ -137,6 +149,19 @@ def append_audit(conn: Any, records: Sequence[AuditRecord], key: bytes | None) -
     conn.execute(tables.audit.insert(), rows)
     conn.execute(
         update(tables.audit_head).where(tables.audit_head.c.id == 1).values(seq=seq, hash=prev)
+    )
+
+
+def _as_stored(r: AuditRecord) -> AuditRecord:
+    """``r`` with its texts as the columns keep them (clipped, no NUL, no lone surrogate),
+    so the hash covers what is stored: a value stored otherwise than hashed was an intact
+    entry that verify calls edited, and one the database refused lost the entry."""
+    return replace(
+        r,
+        kind=column_text(r.kind, AUDIT_KIND) or "",
+        trace_id=column_text(r.trace_id, AUDIT_TRACE),
+        run_id=column_text(r.run_id, AUDIT_RUN),
+        span_id=column_text(r.span_id, AUDIT_SPAN),
     )
 
 

@@ -57,3 +57,5 @@ SPAN_NAME, SPAN_KIND = _length(tables.spans.c.name), _length(tables.spans.c.kind
 SPAN_STATUS = _length(tables.spans.c.status)
 EVENT_NAME = _length(tables.events.c.name)
 CHECKPOINT_REASON = _length(tables.checkpoints.c.reason)
+AUDIT_KIND, AUDIT_TRACE = _length(tables.audit.c.kind), _length(tables.audit.c.trace_id)
+AUDIT_RUN, AUDIT_SPAN = _length(tables.audit.c.run_id), _length(tables.audit.c.span_id)

@@ -545,12 +545,21 @@ class BatchingWriter:
 
     def _tables_answer(self) -> bool:
         """Whether the trace tables can be read within the statement timeout now (they are
-        not locked, the server is not overloaded)."""
+        not locked, the server is not overloaded), and, on PostgreSQL, the audit chain's head
+        row can be locked at once."""
         from sqlalchemy import text
 
         try:
             with self.store.engine.connect() as conn:
                 conn.execute(text("SELECT 1 FROM tether_runs, tether_spans, tether_events LIMIT 0"))
+                if conn.dialect.name == "postgresql":
+                    # An audit entry is appended behind the chain's head row lock: held by a
+                    # session cut off mid-append (a frozen host) until its server notices,
+                    # it holds every append up, and no record is to blame.
+                    conn.execute(
+                        text("SELECT 1 FROM tether_audit_head WHERE id = 1 FOR UPDATE NOWAIT")
+                    )
+                    conn.rollback()
         except Exception:
             return False
         return True
