@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -347,3 +348,21 @@ def test_every_help_fits_one_screen() -> None:
         if len(lines) > 24 or max(len(line) for line in lines) > 80:
             too_big[" ".join(path) or "tether"] = len(lines)
     assert too_big == {}
+
+
+def test_demo_on_a_store_with_a_password_says_how_to_give_it_back(pg_url: str) -> None:
+    """The inspect commands hold the URL with its password as ``***`` (never printed), so as
+    printed they could not open the store; the demo says what to do."""
+    db = pg_url.replace("postgresql+psycopg://postgres@", "postgresql+psycopg://postgres:hunter2@")
+    assert "hunter2" in db  # (trust authentication on this machine takes any password)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether", "--database-url", db, "demo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TETHER_DATABASE_URL": ""},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "hunter2" not in proc.stdout + proc.stderr
+    assert "traces show" in proc.stdout and ":***@" in proc.stdout
+    assert "put yours in its place, or set TETHER_DATABASE_URL" in proc.stdout

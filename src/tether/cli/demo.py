@@ -287,6 +287,12 @@ def _print_report(
         table.add_row(*(cells[c] for c in columns))
     console.print(table)
     console.print(f"\nTraces are stored in {escape(store)}. Inspect them with:")
+    if ":***@" in command:  # a password is never printed: these commands need it given back
+        console.print(
+            "  [dim](the database password shows as ***: put yours in its place, or set "
+            "TETHER_DATABASE_URL and leave --database-url out)[/]",
+            highlight=False,
+        )
     console.print(f"  {command} traces list", markup=False, highlight=False, soft_wrap=True)
     for r, (name, _, _, _) in zip(results, SCENARIOS, strict=True):
         console.print(
