@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from sqlalchemy.pool import StaticPool
 
 from tether.core import Settings, StoreError
+from tether.core.text import hide_secret_params
 from tether.store.tables import VERSION_TABLE
 
 if TYPE_CHECKING:
@@ -41,12 +42,16 @@ _USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:)[^@]*@")
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password hidden, safe for messages and logs."""
+    """The URL with any password hidden, safe for messages and logs: the one before ``@``
+    and those given as query parameters (libpq takes ``?password=...`` and
+    ``?sslpassword=...`` as well)."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        shown = make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         # make_url raises ValueError for a bad port; still hide whatever looks like a password.
-        return _USERINFO_PASSWORD.sub(r"\1***@", url)
+        shown = _USERINFO_PASSWORD.sub(r"\1***@", url)
+    base, mark, query = shown.partition("?")
+    return f"{base}{mark}{hide_secret_params(query)}"
 
 
 def parse_store_url(url: str) -> URL:
