@@ -140,3 +140,39 @@ def test_a_request_waiting_on_the_database_does_not_stop_the_others(
                 assert not stuck.done(), f"{what}: the server answered nothing meanwhile"
                 proxy.thaw()
                 assert stuck.result().status_code < 600
+
+
+def test_a_caller_not_known_yet_is_not_told_where_the_database_is(
+    pg_url: str, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the database cannot be reached, checking a key or a session cookie fails: the
+    answer said why with the store's URL and the driver's words (its host, port, user and
+    schema: 'reading keys from postgresql://postgres@127.0.0.1:5433/...?options=-csearch_path
+    ... failed: connection to server at ... failed') to anyone who sent a made-up key. The
+    caller is told the store is unavailable (503, worth retrying); the log keeps the reason."""
+    monkeypatch.setenv("TETHER_DB_CONNECT_TIMEOUT_S", "1")
+    Store(pg_url).close()
+    schema = pg_url.rpartition("search_path%3D")[2]
+    proxied = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    made_up = {"Authorization": f"Bearer tth_{'0' * 16}_madeup"}
+    with serving(create_app(ServerConfig(database_url=proxied))) as base:
+        port = base.rpartition(":")[2]
+        proxy.close()
+        with httpx.Client(base_url=base, timeout=60) as c:
+            answers = {
+                "api": c.get("/api/v1/runs", headers=made_up),
+                "otlp": c.post(
+                    "/v1/traces",
+                    headers={**made_up, "content-type": "application/json"},
+                    content=b"{}",
+                ),
+                "page": c.get("/runs", headers={"cookie": f"tether_session_{port}=madeup"}),
+                "sign in": c.post("/login", data={"key": made_up["Authorization"][7:]}),
+            }
+    for what, answer in answers.items():
+        assert answer.status_code == 503, (what, answer.text)
+        assert "store is unavailable" in answer.text, what
+        for where in (str(proxy.port), schema, "postgres", "search_path"):
+            assert where not in answer.text, (what, where, answer.text)
+    logged = [r.getMessage() for r in caplog.records if str(proxy.port) in r.getMessage()]
+    assert logged, "the reason is in the server's log"
