@@ -17,7 +17,13 @@ from urllib.parse import quote, unquote
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.pool import StaticPool
 
 from tether.core import Settings, StoreError
@@ -182,6 +188,43 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+_OPENED_FILE = "tether_opened_file"
+"""Where a SQLite connection's record keeps ``file_identity`` of its file when it was opened."""
+
+
+def _sqlite_opened(path: Path) -> Any:
+    """A ``connect`` listener noting which file (device, inode) the connection opened."""
+
+    def opened(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_OPENED_FILE] = file_identity(path)
+
+    return opened
+
+
+def _same_file_on_commit(path: Path) -> Any:
+    """A ``commit`` listener (run before the database commits) refusing to commit through a
+    connection whose file was deleted or replaced since it was opened: the commit would go
+    into an unlinked file, gone when the process ends and seen by no other process, while
+    its caller answers "stored" (OTLP's 2xx, a new key shown once). A driver error, so the
+    caller sees the store as down (503; the trace writer keeps its records and retries:
+    ``tether.trace.store_gate`` then says the file changed)."""
+
+    def check(conn: Any) -> None:
+        opened = conn.connection.info.get(_OPENED_FILE, False)
+        if opened is not False and file_identity(path) != opened:
+            # Nothing of it is kept: a later statement on this connection (a pragma, the
+            # pool's reset) would otherwise find the transaction still open.
+            conn.connection.dbapi_connection.rollback()
+            why = sqlite3.OperationalError(
+                f"the SQLite store file {path} was deleted or replaced while this process "
+                "was using it: nothing more is written to it (restart to open the store at "
+                "that path)"
+            )
+            raise OperationalError("COMMIT", None, why)
+
+    return check
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     _wal(cur)
@@ -290,6 +333,10 @@ def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
                 hide_parameters=True,  # parameters hold user content; keep them out of errors
             )
             event.listen(engine, "connect", _sqlite_pragmas)
+            file = sqlite_file(url)
+            if file is not None:
+                event.listen(engine, "connect", _sqlite_opened(file))
+                event.listen(engine, "commit", _same_file_on_commit(file))
         else:
             engine = create_engine(
                 parsed,
