@@ -366,10 +366,11 @@ def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
 
 
 def _timeouts(parsed: URL) -> dict[str, Any]:
-    """Connection arguments for PostgreSQL: a connect timeout and a statement timeout
-    (``Settings``), unless the URL sets its own. A server that accepts connections and never
-    answers would otherwise hold a command for minutes (libpq's default) before anything is
-    said. (Given apart from the URL, so messages show the URL as the user wrote it.)"""
+    """Connection arguments for PostgreSQL: a connect timeout, a statement timeout
+    (``Settings``) and an idle-in-transaction timeout of twice that, unless the URL sets its
+    own. A server that accepts connections and never answers would otherwise hold a command
+    for minutes (libpq's default) before anything is said. (Given apart from the URL, so
+    messages show the URL as the user wrote it.)"""
     if parsed.get_backend_name() != "postgresql":
         return {}
     settings = Settings.from_env()
@@ -379,9 +380,19 @@ def _timeouts(parsed: URL) -> dict[str, Any]:
         args["connect_timeout"] = max(1, math.ceil(connect_s))  # libpq: whole seconds
     options = parsed.query.get("options", "")
     options = " ".join(options) if isinstance(options, tuple) else options
+    added = []
     if "statement_timeout" not in options and statement_s:
+        added.append(f"-c statement_timeout={round(statement_s * 1000)}")
+    if "idle_in_transaction_session_timeout" not in options and statement_s:
+        # A session left in its transaction by a client cut off from the server (a network
+        # partition: the client gave up, the server does not know) keeps its locks (an OTLP
+        # trace's advisory lock: every request for that trace waits on it) until TCP
+        # keep-alives end it, two hours by default. Tether's transactions never idle between
+        # statements for long: the server ends one that does.
+        added.append(f"-c idle_in_transaction_session_timeout={round(statement_s * 2000)}")
+    if added:
         # These replace the URL's own options, so they carry them (a search_path) along.
-        args["options"] = f"{options} -c statement_timeout={round(statement_s * 1000)}".strip()
+        args["options"] = " ".join([options, *added]).strip()
     return args
 
 
