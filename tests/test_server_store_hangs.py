@@ -5,6 +5,7 @@ forwarder that can be frozen)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ import pytest
 
 from fakes.server import serving
 from fakes.tcp_proxy import TcpProxy
+from tether.core import StoreError
 from tether.server import ServerConfig, create_app
 from tether.server.access import AccessStore
 from tether.server.roles import Role
@@ -140,3 +142,81 @@ def test_a_request_waiting_on_the_database_does_not_stop_the_others(
                 assert not stuck.done(), f"{what}: the server answered nothing meanwhile"
                 proxy.thaw()
                 assert stuck.result().status_code < 600
+
+
+def test_a_caller_not_known_yet_is_not_told_where_the_database_is(
+    pg_url: str, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While the database cannot be reached, checking a key or a session cookie fails: the
+    answer said why with the store's URL and the driver's words (its host, port, user and
+    schema: 'reading keys from postgresql://postgres@127.0.0.1:5433/...?options=-csearch_path
+    ... failed: connection to server at ... failed') to anyone who sent a made-up key. The
+    caller is told the store is unavailable (503, worth retrying); the log keeps the reason."""
+    monkeypatch.setenv("TETHER_DB_CONNECT_TIMEOUT_S", "1")
+    Store(pg_url).close()
+    schema = pg_url.rpartition("search_path%3D")[2]
+    proxied = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    made_up = {"Authorization": f"Bearer tth_{'0' * 16}_madeup"}
+    with serving(create_app(ServerConfig(database_url=proxied))) as base:
+        port = base.rpartition(":")[2]
+        proxy.close()
+        with httpx.Client(base_url=base, timeout=60) as c:
+            answers = {
+                "api": c.get("/api/v1/runs", headers=made_up),
+                "otlp": c.post(
+                    "/v1/traces",
+                    headers={**made_up, "content-type": "application/json"},
+                    content=b"{}",
+                ),
+                "page": c.get("/runs", headers={"cookie": f"tether_session_{port}=madeup"}),
+                "sign in": c.post("/login", data={"key": made_up["Authorization"][7:]}),
+            }
+    for what, answer in answers.items():
+        assert answer.status_code == 503, (what, answer.text)
+        assert "store is unavailable" in answer.text, what
+        for where in (str(proxy.port), schema, "postgres", "search_path"):
+            assert where not in answer.text, (what, where, answer.text)
+    logged = [r.getMessage() for r in caplog.records if str(proxy.port) in r.getMessage()]
+    assert logged, "the reason is in the server's log"
+
+
+def test_a_transaction_cut_off_by_a_partition_does_not_hold_its_trace_for_hours(
+    pg_url: str, proxy: TcpProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server whose link to PostgreSQL froze in the middle of an OTLP request's transaction
+    gives up on that connection; the database does not know: its session sits idle in the
+    transaction, holding the trace's advisory lock, until TCP keep-alives end it (two hours by
+    default). Every request sent again for that trace (by this server or a replica) waited on
+    the lock and failed with the statement timeout. Tether's sessions end such a transaction
+    after twice the statement timeout (``idle_in_transaction_session_timeout``)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from fakes.otlp import json_request, json_span
+    from tether.server.otlp import decode
+    from tether.server.otlp_store import _lock_traces, ingest
+
+    monkeypatch.setenv("TETHER_DB_STATEMENT_TIMEOUT_S", "1")
+    monkeypatch.setenv("TETHER_DB_CONNECT_TIMEOUT_S", "1")
+    store = Store(pg_url)
+    proxied = Store(pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"))
+    trace = "5b8efff798038103d269b633813fc60c"
+    body = json_request(json_span("00f067aa0ba902b7", None, "agent", {}, trace=trace))
+    request: ExportTraceServiceRequest = decode("application/json", "", json.dumps(body).encode())
+    try:
+        with pytest.raises(StoreError), proxied.transaction() as conn:
+            _lock_traces(conn, {trace}, set())  # the lock the request takes first
+            proxy.freeze()  # the link stops here: the session sits in its transaction
+            conn.exec_driver_sql("SELECT 1")  # fails: "did not answer"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert ingest(store, "default", request).accepted == 1
+                break
+            except StoreError as exc:  # the lock is still held
+                assert time.monotonic() < deadline, f"the trace stays locked: {exc.message}"
+    finally:
+        proxy.thaw()
+        proxied.close()
+        store.close()

@@ -186,6 +186,19 @@ def test_unreachable_postgres_names_the_url_without_its_password() -> None:
     assert "TETHER_DATABASE_URL" in info.value.hint
 
 
+@pytest.mark.parametrize("parameter", ["password", "sslpassword", "PASSWORD"])
+def test_a_password_given_as_a_query_parameter_is_hidden_too(parameter: str) -> None:
+    # libpq takes any connection parameter in the query: postgresql://user@host/db?password=
+    # (a password with characters a URL's userinfo cannot hold is often written so).
+    url = f"postgresql://postgres@127.0.0.1:1/test?{parameter}=secret123&connect_timeout=2"
+    with pytest.raises(StoreError) as info:
+        Store(url)
+    message = str(info.value)
+    assert "cannot open the trace store" in message
+    assert "secret123" not in message
+    assert f"{parameter}=***" in message
+
+
 @pytest.mark.parametrize(
     "url",
     [

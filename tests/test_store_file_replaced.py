@@ -5,14 +5,21 @@ its records stay in the journal until a store at that path takes them."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tether.core import new_trace_id
+from fakes.otlp import json_request, json_span
+from fakes.server import serving
+from tether.core import new_span_id, new_trace_id
+from tether.server import ServerConfig, create_app
+from tether.server.access import AccessStore
+from tether.server.roles import Role
 from tether.store import Store
 from tether.trace import writer_for
 
@@ -98,3 +105,47 @@ def test_records_written_after_the_file_changed_are_kept_for_the_store_at_that_p
     assert writer.flush(timeout=60)
     run = writer.store.get_run(second)
     assert (run.agent_name, run.status) == ("after", "completed")
+
+
+@pytest.mark.parametrize("change", ["file deleted", "folder deleted", "replaced"])
+def test_a_server_does_not_acknowledge_what_it_writes_into_a_deleted_file(
+    tmp_path: Path, change: str
+) -> None:
+    """The server's pooled connections keep the file they opened: once it was deleted (or its
+    folder, or another file moved to its path), OTLP requests were answered 200 and new keys
+    shown once, all committed into the unlinked file, gone when the server stopped and seen
+    by no other process. Such a commit is refused: a 503 naming the file (an exporter sends
+    the spans again), nothing acknowledged that is not in the store at that path."""
+    folder = tmp_path / "store"
+    path = folder / "tether.db"
+    url = f"sqlite:///{path}"
+    other = tmp_path / "other.db"
+    Store(f"sqlite:///{other}").close()
+    _, key = AccessStore(url).create_key("default", Role.ADMIN)
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def spans() -> dict[str, object]:
+        trace, root = new_trace_id(), new_span_id()
+        return json_request(json_span(root, None, "agent", {"input.value": "hi"}, trace=trace))
+
+    app = create_app(ServerConfig(database_url=url))
+    with serving(app) as base, httpx.Client(base_url=base, headers=headers, timeout=60) as c:
+        assert c.post("/v1/traces", json=spans()).status_code == 200
+        if change == "folder deleted":
+            shutil.rmtree(folder)
+        else:
+            for file in _files(path):
+                file.unlink(missing_ok=True)
+            if change == "replaced":
+                os.replace(other, path)
+        sent = c.post("/v1/traces", json=spans())
+        made = c.post("/api/v1/keys", json={"role": "viewer"})
+    assert sent.status_code == 503, sent.text
+    assert "deleted or replaced" in sent.json()["message"] and str(path) in sent.text
+    assert made.status_code == 503, made.text
+    if change == "replaced":
+        replaced = Store(url)
+        try:  # nothing was written into the file swapped in either
+            assert replaced.list_runs() == []
+        finally:
+            replaced.close()

@@ -131,6 +131,36 @@ def test_a_0001_store_upgrades_with_each_run_keyed_by_its_root_span(store_url: s
         store.close()
 
 
+def test_crashed_0001_runs_whose_trace_ids_share_their_first_half_upgrade(
+    store_url: str,
+) -> None:
+    """Runs without a root span are keyed by the first half of their trace id: a 64-bit
+    trace id written as 128 bits (B3, Jaeger, Zipkin; OpenTelemetry pads it with zeros on the
+    left) has an all-zero first half, and two such crashed runs made the upgrade fail on the
+    new primary key (UNIQUE constraint failed; could not create unique index), so the store
+    could not be opened at all. They take the other half of their trace id."""
+    first, second = "0" * 16 + "5b8efff798038103", "0" * 16 + "d269b633813fc60c"
+    engine = create_store_engine(store_url)
+    try:
+        with engine.begin() as conn:
+            upgrade_to_0001(conn)
+            for n, trace in enumerate((first, second)):
+                run_0001(conn, trace, T0 + n, status="running", ended_ns=None)
+                span_0001(conn, trace, f"{n + 1:016x}", "0" * 15 + "9", "tool", T0 + n)
+            run_0001(conn, TRACE_CRASHED, T0 + 2, status="running", ended_ns=None)
+    finally:
+        engine.dispose()
+    store = Store(store_url)
+    try:
+        for n, trace in enumerate((first, second)):
+            run = store.get_run(trace)
+            assert (run.run_id, run.status) == (trace[16:], "running")
+            assert [s.span_id for s in store.get_spans(run.run_id)] == [f"{n + 1:016x}"]
+        assert store.get_run(TRACE_CRASHED).run_id == TRACE_CRASHED[:16]  # as before
+    finally:
+        store.close()
+
+
 def test_an_upgraded_store_keeps_foreign_keys_and_takes_runs_sharing_a_trace(
     store_url: str,
 ) -> None:

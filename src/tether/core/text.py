@@ -7,6 +7,19 @@ import unicodedata
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
+SECRET_PARAM = re.compile(
+    r"(?i)(?<![^?&;])((?:[\w.-]*[_.-]|ssl)?(?:api[_-]?key|key|token|secret|password|passwd|pwd|"
+    r"signature|sig|auth|authorization|credentials?)=)[^&;#]*"
+)
+"""A query parameter of a URL whose value looks secret (``api_key``, ``token``, ``sig``,
+``password``, libpq's ``sslpassword``...): group 1 is its name and ``=``."""
+
+
+def hide_secret_params(text: str, mask: str = "***") -> str:
+    """``text`` (a URL's query, or a whole URL) with the values of ``SECRET_PARAM``
+    parameters replaced by ``mask``."""
+    return SECRET_PARAM.sub(lambda m: m.group(1) + mask, text)
+
 
 def scrub_surrogates(text: str) -> str:
     """``text`` with lone surrogates (which ``json.loads`` can produce from ``"\\udc00"``, and

@@ -22,11 +22,9 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import certifi
 import httpx
 
+from tether.core.text import SECRET_PARAM, hide_secret_params
+
 REDACTED: Final = "***"
-_SECRET_PARAM = re.compile(
-    r"(?i)(?<![^?&;])((?:[\w.-]*[_.-])?(?:api[_-]?key|key|token|secret|password|passwd|pwd|"
-    r"signature|sig|auth|authorization|credentials?)=)[^&;#]*"
-)
 
 
 def display_url(url: str) -> str:
@@ -36,13 +34,13 @@ def display_url(url: str) -> str:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:  # a malformed port, say: still hide what looks like a password
-        return _SECRET_PARAM.sub(rf"\1{REDACTED}", re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url))
+        return hide_secret_params(re.sub(r"(://[^/@:]*:)[^@/]*@", r"\1***@", url), REDACTED)
     netloc = parts.netloc
     if password is not None:
         userinfo, _, hostport = netloc.rpartition("@")
         user = userinfo.partition(":")[0]
         netloc = f"{user}:{REDACTED}@{hostport}"
-    query = _SECRET_PARAM.sub(rf"\1{REDACTED}", parts.query)
+    query = hide_secret_params(parts.query, REDACTED)
     if netloc == parts.netloc and query == parts.query:
         return url
     return urlunsplit(parts._replace(netloc=netloc, query=query))
@@ -58,7 +56,7 @@ def url_secrets(url: str) -> list[str]:
     except ValueError:
         parts = None
     query = parts.query if parts is not None else url.partition("?")[2]
-    for match in _SECRET_PARAM.finditer(query):
+    for match in SECRET_PARAM.finditer(query):
         value = match.group(0)[len(match.group(1)) :]
         if value:
             secrets += {value, unquote(value)}

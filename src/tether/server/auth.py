@@ -3,6 +3,7 @@ nobody in ``--dev`` mode; and what they may do (``require``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -10,7 +11,7 @@ from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
-from tether.core import DEFAULT_PROJECT
+from tether.core import DEFAULT_PROJECT, StoreError
 from tether.core.settings import is_project_name
 from tether.core.text import one_line
 from tether.server.access import AccessStore, KeyInfo
@@ -21,6 +22,7 @@ SESSION_COOKIE = "tether_session"
 """The session cookie's name on a default port (a site's 80 or 443); see ``session_cookie``."""
 DEV_PROJECT_COOKIE = "tether_dev_project"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+log = logging.getLogger("tether.server")
 
 
 class AuthError(Exception):
@@ -181,6 +183,28 @@ def authenticate(request: Request) -> Principal:
     return known
 
 
+def _unchecked(exc: StoreError) -> StoreError:
+    """The store failed while the caller's key or session was being checked. Its reason names
+    the database (its URL: host, port, user, schema or file path) and what the driver said:
+    it goes to the server's log, and the caller, not known yet (anyone who sends a made-up
+    key), is told only that the store is unavailable (503: worth trying again)."""
+    log.warning("cannot check a caller's credentials: %s", exc.message)
+    slow = any(word in exc.message for word in ("did not answer", "timeout", "timed out"))
+    return StoreError(
+        "the credentials cannot be checked now: the server's store is unavailable"
+        + (" (it did not answer in time)" if slow else ""),
+        hint="try again shortly; the server's log says why",
+    )
+
+
+def verified_key(access: AccessStore, key_text: str) -> KeyInfo | None:
+    """``AccessStore.authenticate``, with a store failure told as ``_unchecked`` does."""
+    try:
+        return access.authenticate(key_text)
+    except StoreError as exc:
+        raise _unchecked(exc) from None
+
+
 def _caller(request: Request) -> Principal:
     unsafe = request.method not in SAFE_METHODS
     if request.app.state.config.dev:
@@ -197,7 +221,7 @@ def _caller(request: Request) -> Principal:
     key_text = _bearer(request)
     access = _access(request)
     if key_text is not None:
-        info = access.authenticate(key_text)
+        info = verified_key(access, key_text)
         if info is None:
             raise AuthError("the API key is not valid (unknown, revoked or expired)")
         access.note_used(info)
@@ -206,7 +230,10 @@ def _caller(request: Request) -> Principal:
     if token:
         if unsafe:
             check_origin(request)
-        session = access.session(token)
+        try:
+            session = access.session(token)
+        except StoreError as exc:
+            raise _unchecked(exc) from None
         if session is not None:
             access.note_used(session.key)
             return Principal(

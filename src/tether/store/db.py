@@ -17,10 +17,17 @@ from urllib.parse import quote, unquote
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.pool import StaticPool
 
 from tether.core import Settings, StoreError
+from tether.core.text import hide_secret_params
 from tether.store.tables import VERSION_TABLE
 
 if TYPE_CHECKING:
@@ -41,12 +48,16 @@ _USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:)[^@]*@")
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password hidden, safe for messages and logs."""
+    """The URL with any password hidden, safe for messages and logs: the one before ``@``
+    and those given as query parameters (libpq takes ``?password=...`` and
+    ``?sslpassword=...`` as well)."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        shown = make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         # make_url raises ValueError for a bad port; still hide whatever looks like a password.
-        return _USERINFO_PASSWORD.sub(r"\1***@", url)
+        shown = _USERINFO_PASSWORD.sub(r"\1***@", url)
+    base, mark, query = shown.partition("?")
+    return f"{base}{mark}{hide_secret_params(query)}"
 
 
 def parse_store_url(url: str) -> URL:
@@ -177,6 +188,43 @@ def file_identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+_OPENED_FILE = "tether_opened_file"
+"""Where a SQLite connection's record keeps ``file_identity`` of its file when it was opened."""
+
+
+def _sqlite_opened(path: Path) -> Any:
+    """A ``connect`` listener noting which file (device, inode) the connection opened."""
+
+    def opened(_dbapi_conn: Any, record: Any) -> None:
+        record.info[_OPENED_FILE] = file_identity(path)
+
+    return opened
+
+
+def _same_file_on_commit(path: Path) -> Any:
+    """A ``commit`` listener (run before the database commits) refusing to commit through a
+    connection whose file was deleted or replaced since it was opened: the commit would go
+    into an unlinked file, gone when the process ends and seen by no other process, while
+    its caller answers "stored" (OTLP's 2xx, a new key shown once). A driver error, so the
+    caller sees the store as down (503; the trace writer keeps its records and retries:
+    ``tether.trace.store_gate`` then says the file changed)."""
+
+    def check(conn: Any) -> None:
+        opened = conn.connection.info.get(_OPENED_FILE, False)
+        if opened is not False and file_identity(path) != opened:
+            # Nothing of it is kept: a later statement on this connection (a pragma, the
+            # pool's reset) would otherwise find the transaction still open.
+            conn.connection.dbapi_connection.rollback()
+            why = sqlite3.OperationalError(
+                f"the SQLite store file {path} was deleted or replaced while this process "
+                "was using it: nothing more is written to it (restart to open the store at "
+                "that path)"
+            )
+            raise OperationalError("COMMIT", None, why)
+
+    return check
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     _wal(cur)
@@ -285,6 +333,10 @@ def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
                 hide_parameters=True,  # parameters hold user content; keep them out of errors
             )
             event.listen(engine, "connect", _sqlite_pragmas)
+            file = sqlite_file(url)
+            if file is not None:
+                event.listen(engine, "connect", _sqlite_opened(file))
+                event.listen(engine, "commit", _same_file_on_commit(file))
         else:
             engine = create_engine(
                 parsed,
@@ -314,10 +366,11 @@ def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
 
 
 def _timeouts(parsed: URL) -> dict[str, Any]:
-    """Connection arguments for PostgreSQL: a connect timeout and a statement timeout
-    (``Settings``), unless the URL sets its own. A server that accepts connections and never
-    answers would otherwise hold a command for minutes (libpq's default) before anything is
-    said. (Given apart from the URL, so messages show the URL as the user wrote it.)"""
+    """Connection arguments for PostgreSQL: a connect timeout, a statement timeout
+    (``Settings``) and an idle-in-transaction timeout of twice that, unless the URL sets its
+    own. A server that accepts connections and never answers would otherwise hold a command
+    for minutes (libpq's default) before anything is said. (Given apart from the URL, so
+    messages show the URL as the user wrote it.)"""
     if parsed.get_backend_name() != "postgresql":
         return {}
     settings = Settings.from_env()
@@ -327,9 +380,19 @@ def _timeouts(parsed: URL) -> dict[str, Any]:
         args["connect_timeout"] = max(1, math.ceil(connect_s))  # libpq: whole seconds
     options = parsed.query.get("options", "")
     options = " ".join(options) if isinstance(options, tuple) else options
+    added = []
     if "statement_timeout" not in options and statement_s:
+        added.append(f"-c statement_timeout={round(statement_s * 1000)}")
+    if "idle_in_transaction_session_timeout" not in options and statement_s:
+        # A session left in its transaction by a client cut off from the server (a network
+        # partition: the client gave up, the server does not know) keeps its locks (an OTLP
+        # trace's advisory lock: every request for that trace waits on it) until TCP
+        # keep-alives end it, two hours by default. Tether's transactions never idle between
+        # statements for long: the server ends one that does.
+        added.append(f"-c idle_in_transaction_session_timeout={round(statement_s * 2000)}")
+    if added:
         # These replace the URL's own options, so they carry them (a search_path) along.
-        args["options"] = f"{options} -c statement_timeout={round(statement_s * 1000)}".strip()
+        args["options"] = " ".join([options, *added]).strip()
     return args
 
 

@@ -26,6 +26,7 @@ from tether.server.auth import (
     check_origin,
     scoped,
     session_cookie,
+    verified_key,
 )
 from tether.server.roles import Permission, Role
 from tether.server.ui.render import page
@@ -91,7 +92,7 @@ def _sign_in(request: Request, fields: dict[str, str]) -> Response:
     next_url = safe_next(fields.get("next"))
     access: AccessStore = request.app.state.access
     key = fields.get("key", "").strip()
-    info = access.authenticate(key) if key else None
+    info = verified_key(access, key) if key else None
     if info is None:
         return _login_page(
             request, "That key is not valid (unknown, revoked or expired).", next_url, 401

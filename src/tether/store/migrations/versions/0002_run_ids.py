@@ -56,6 +56,19 @@ def _assign_run_ids() -> None:
     )
     derived = sa.func.substr(_runs.c.trace_id, 1, 16)
     op.execute(_runs.update().values(run_id=sa.func.coalesce(root, derived)))
+    # A run without its root span (its process died) takes the first half of its trace id,
+    # which two runs can share: a 64-bit trace id written as 128 bits (B3, Jaeger, Zipkin:
+    # OpenTelemetry pads them with zeros on the left) leaves all-zero first halves, and the
+    # primary key below failed on them, so the store could not be opened at all. Those runs
+    # take the other half (the random one) instead.
+    taken = sa.select(_runs.c.run_id).group_by(_runs.c.run_id).having(sa.func.count() > 1)
+    shared = [row[0] for row in op.get_bind().execute(taken)]
+    if shared:
+        op.execute(
+            _runs.update()
+            .where(_runs.c.run_id.in_(shared), _runs.c.run_id == derived)
+            .values(run_id=sa.func.substr(_runs.c.trace_id, 17, 16))
+        )
     for name in CHILDREN:
         child = sa.table(name, sa.column("run_id", sa.String), sa.column("trace_id", sa.String))
         of_trace = (
