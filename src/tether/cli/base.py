@@ -102,7 +102,9 @@ def handle_errors(func: F) -> F:
         except click.ClickException:
             raise  # a usage error found by the command itself: click says it
         except BrokenPipeError:
-            raise  # the reader went away (`| head`): main() ends quietly
+            # The reader went away (`| head`): main() ends quietly. Raised again without its
+            # errno, which click would catch itself (EPIPE) and end with status 1.
+            raise BrokenPipeError from None
         except KeyboardInterrupt:
             err_console.print(f"interrupted{_runs_left()}", highlight=False)
             sys.exit(130)
@@ -270,6 +272,14 @@ def warn_stranded_journals(ctx: click.Context) -> None:
         f"{', '.join(named)}{more}; to deliver them, run `tether --database-url URL traces "
         "list` with that store's URL (and its user and password)"
     )
+
+
+def detach_stdout() -> None:
+    """The reader of stdout went away (``tether traces show ID | head -1``): a normal end, with
+    nothing more to say. Later writes (the flush at exit) go to /dev/null, not to an error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def warn(message: str) -> None:

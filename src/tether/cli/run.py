@@ -16,6 +16,7 @@ from tether.cli.base import (
     check_spec,
     console,
     database_url,
+    detach_stdout,
     handle_errors,
     tether_command,
     writer_for,
@@ -187,13 +188,23 @@ class StreamPrinter:
         from tether.providers import StreamEnd, TextDelta
 
         if isinstance(event, TextDelta) and event.text:
-            click.echo(visible(event.text), nl=False)
+            self._echo(visible(event.text), nl=False)
             self._current.append(event.text)
             self.printed = True
         elif isinstance(event, StreamEnd):
             if self._current:
-                click.echo()
+                self._echo("", nl=True)
             self._last, self._current = "".join(self._current), []
+
+    @staticmethod
+    def _echo(text: str, *, nl: bool) -> None:
+        try:
+            click.echo(text, nl=nl)
+        except BrokenPipeError:
+            # The reader went away (`tether run --stream ... | head -c 10`): the run goes on
+            # and is recorded as it ends, not failed by the printer; the rest of the output
+            # goes to /dev/null.
+            detach_stdout()
 
     def showed(self, answer: str) -> bool:
         """Whether ``answer`` is exactly the last reply streamed (so need not print again)."""
