@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -133,3 +134,40 @@ def test_scan_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path, sqlite
         code, first, err = read_a_little(sqlite_url, *args, "--kind", "user", stdin=stdin)
         assert (code, err) == (0, b""), (args, err)
         assert first.startswith(b'{"id":0')
+
+
+# -- Ctrl-C -------------------------------------------------------------------------------------
+
+
+def test_ctrl_c_in_scan_exits_130_like_every_other_command(sqlite_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DEBUG"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tether",
+            "--database-url",
+            sqlite_url,
+            "scan",
+            "-",
+            "--kind",
+            "user",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write(b'{"id": 1, "text": "mail jane@example.com"}\n')
+        proc.stdin.flush()
+        first = json.loads(proc.stdout.readline())  # judged: it now waits for the next line
+        assert first["id"] == 1
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert b"interrupted" in err and b"aborted" not in err

@@ -136,6 +136,11 @@ def _main() -> None:
     except click.ClickException as exc:
         click.ClickException(visible(exc.format_message())).show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            # Ctrl-C in a command that does not say it itself (`tether scan`): the status of
+            # every other interrupted command, 130, not the 1 of a failure.
+            err_console.print("interrupted", highlight=False)
+            sys.exit(130)
         err_console.print("aborted")
         sys.exit(1)
