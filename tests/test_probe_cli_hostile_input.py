@@ -171,3 +171,20 @@ def test_ctrl_c_in_scan_exits_130_like_every_other_command(sqlite_url: str) -> N
             proc.kill()
     assert proc.returncode == 130, err
     assert b"interrupted" in err and b"aborted" not in err
+
+
+@pytest.mark.parametrize(
+    ("key", "found"),
+    [("[a, b]", "a list"), ("{a: 1}", "a mapping")],
+    ids=["list", "mapping"],
+)
+def test_a_complex_mapping_key_is_a_spec_error_at_its_line(
+    tmp_path: Path, sqlite_url: str, key: str, found: str
+) -> None:
+    spec = write_agent(tmp_path, "hi")
+    spec.write_text(spec.read_text() + f"? {key}\n: value\n")
+    done = tether(sqlite_url, "validate", str(spec))
+    err = done.stderr.decode()
+    assert done.returncode == 1, err
+    assert f"{spec}:3:3: malformed YAML" in err and f"found a key that is {found}" in err
+    assert "unexpected error" not in err and "TypeError" not in err
