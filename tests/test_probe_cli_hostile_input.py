@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+TETHER = (sys.executable, "-m", "tether")
+
 
 def tether(
     db: str, *args: str, cwd: Path | None = None, stdin: bytes | None = None
@@ -188,3 +190,44 @@ def test_a_complex_mapping_key_is_a_spec_error_at_its_line(
     assert done.returncode == 1, err
     assert f"{spec}:3:3: malformed YAML" in err and f"found a key that is {found}" in err
     assert "unexpected error" not in err and "TypeError" not in err
+
+
+# -- standard streams closed or full ------------------------------------------------------------
+
+
+def test_a_run_with_stdout_closed_still_runs_and_is_recorded(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    spec = write_agent(tmp_path, "ok")
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_DEBUG"}
+    for stream in ((), ("--stream",)):
+        done = subprocess.run(  # `tether run ... >&-`
+            [*TETHER, "--database-url", sqlite_url, "run", str(spec), "-i", "hi", *stream],
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=lambda: os.close(1),
+            timeout=120,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        assert b"Traceback" not in done.stderr
+    listed = json.loads(tether(sqlite_url, "traces", "list", "--json").stdout)["runs"]
+    assert [r["outcome"] for r in listed] == ["final_answer", "final_answer"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_streamed_run_whose_output_cannot_be_written_is_recorded_as_it_ended(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    spec = write_agent(tmp_path, "an answer of several words")
+    with open("/dev/full", "wb") as full:
+        done = subprocess.run(
+            [*TETHER, "--database-url", sqlite_url, "run", str(spec), "-i", "hi", "--stream"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+    assert done.returncode == 1  # its result could not be printed, and it says so
+    assert b"No space left on device" in done.stderr
+    listed = json.loads(tether(sqlite_url, "traces", "list", "--json").stdout)["runs"]
+    assert [(r["outcome"], r["error"]) for r in listed] == [("final_answer", None)]

@@ -33,6 +33,13 @@ EXIT_ERROR = 1
 EXIT_STOPPED = 3
 """``tether run``: the run ended without a final answer (limit, loop, block, pause)."""
 
+# A standard stream the caller closed (`tether run ... >&-`, a service started without one)
+# is None in Python: the command still does its work (a run is still recorded), reading
+# nothing and printing to nowhere, instead of failing with a traceback as it is imported.
+for _stream, _mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+    if getattr(sys, _stream) is None:
+        setattr(sys, _stream, open(os.devnull, _mode))  # noqa: SIM115 - for the process's life
+
 # Piped output (make, CI logs) gets 120 columns instead of rich's 80 so tables stay readable.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
 # emoji=False: ":thumbs_up:" in an answer is text, not a picture (and rich's emoji table is

@@ -183,6 +183,7 @@ class StreamPrinter:
         self.printed = False
         self._current: list[str] = []
         self._last = ""
+        self._cannot_write = False
 
     def __call__(self, event: StreamEvent) -> None:
         from tether.providers import StreamEnd, TextDelta
@@ -196,8 +197,9 @@ class StreamPrinter:
                 self._echo("", nl=True)
             self._last, self._current = "".join(self._current), []
 
-    @staticmethod
-    def _echo(text: str, *, nl: bool) -> None:
+    def _echo(self, text: str, *, nl: bool) -> None:
+        if self._cannot_write:
+            return
         try:
             click.echo(text, nl=nl)
         except BrokenPipeError:
@@ -205,6 +207,10 @@ class StreamPrinter:
             # and is recorded as it ends, not failed by the printer; the rest of the output
             # goes to /dev/null.
             detach_stdout()
+        except OSError:
+            # Output that cannot be written (a full disk): the run goes on all the same and
+            # is recorded as it ends; printing its result fails again, and says why.
+            self._cannot_write = True
 
     def showed(self, answer: str) -> bool:
         """Whether ``answer`` is exactly the last reply streamed (so need not print again)."""
