@@ -4,7 +4,6 @@ the process entry point live here; each command lives in a module of its own."""
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 
@@ -18,6 +17,7 @@ from tether.cli.base import (
     Terminated,
     console,
     database_url,
+    detach_stdout,
     err_console,
     handle_errors,
     tether_command,
@@ -115,20 +115,12 @@ def main() -> None:
     except SystemExit as exc:
         code = exc.code
     except BrokenPipeError:
-        _detach_stdout()
+        detach_stdout()
     try:
         sys.stdout.flush()  # a reader that went away shows here, not as noise at exit
     except BrokenPipeError:
-        _detach_stdout()
+        detach_stdout()
     sys.exit(code)
-
-
-def _detach_stdout() -> None:
-    """The reader of stdout went away (``tether traces show ID | head -1``): a normal end, with
-    nothing more to say. Later writes (the flush at exit) go to /dev/null, not to an error."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
 
 
 def _main() -> None:
@@ -144,6 +136,11 @@ def _main() -> None:
     except click.ClickException as exc:
         click.ClickException(visible(exc.format_message())).show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            # Ctrl-C in a command that does not say it itself (`tether scan`): the status of
+            # every other interrupted command, 130, not the 1 of a failure.
+            err_console.print("interrupted", highlight=False)
+            sys.exit(130)
         err_console.print("aborted")
         sys.exit(1)

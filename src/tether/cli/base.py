@@ -33,6 +33,13 @@ EXIT_ERROR = 1
 EXIT_STOPPED = 3
 """``tether run``: the run ended without a final answer (limit, loop, block, pause)."""
 
+# A standard stream the caller closed (`tether run ... >&-`, a service started without one)
+# is None in Python: the command still does its work (a run is still recorded), reading
+# nothing and printing to nowhere, instead of failing with a traceback as it is imported.
+for _stream, _mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+    if getattr(sys, _stream) is None:
+        setattr(sys, _stream, open(os.devnull, _mode))  # noqa: SIM115 - for the process's life
+
 # Piped output (make, CI logs) gets 120 columns instead of rich's 80 so tables stay readable.
 _WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 120
 # emoji=False: ":thumbs_up:" in an answer is text, not a picture (and rich's emoji table is
@@ -102,7 +109,9 @@ def handle_errors(func: F) -> F:
         except click.ClickException:
             raise  # a usage error found by the command itself: click says it
         except BrokenPipeError:
-            raise  # the reader went away (`| head`): main() ends quietly
+            # The reader went away (`| head`): main() ends quietly. Raised again without its
+            # errno, which click would catch itself (EPIPE) and end with status 1.
+            raise BrokenPipeError from None
         except KeyboardInterrupt:
             err_console.print(f"interrupted{_runs_left()}", highlight=False)
             sys.exit(130)
@@ -270,6 +279,14 @@ def warn_stranded_journals(ctx: click.Context) -> None:
         f"{', '.join(named)}{more}; to deliver them, run `tether --database-url URL traces "
         "list` with that store's URL (and its user and password)"
     )
+
+
+def detach_stdout() -> None:
+    """The reader of stdout went away (``tether traces show ID | head -1``): a normal end, with
+    nothing more to say. Later writes (the flush at exit) go to /dev/null, not to an error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def warn(message: str) -> None:

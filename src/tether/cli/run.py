@@ -16,6 +16,7 @@ from tether.cli.base import (
     check_spec,
     console,
     database_url,
+    detach_stdout,
     handle_errors,
     tether_command,
     writer_for,
@@ -182,18 +183,34 @@ class StreamPrinter:
         self.printed = False
         self._current: list[str] = []
         self._last = ""
+        self._cannot_write = False
 
     def __call__(self, event: StreamEvent) -> None:
         from tether.providers import StreamEnd, TextDelta
 
         if isinstance(event, TextDelta) and event.text:
-            click.echo(visible(event.text), nl=False)
+            self._echo(visible(event.text), nl=False)
             self._current.append(event.text)
             self.printed = True
         elif isinstance(event, StreamEnd):
             if self._current:
-                click.echo()
+                self._echo("", nl=True)
             self._last, self._current = "".join(self._current), []
+
+    def _echo(self, text: str, *, nl: bool) -> None:
+        if self._cannot_write:
+            return
+        try:
+            click.echo(text, nl=nl)
+        except BrokenPipeError:
+            # The reader went away (`tether run --stream ... | head -c 10`): the run goes on
+            # and is recorded as it ends, not failed by the printer; the rest of the output
+            # goes to /dev/null.
+            detach_stdout()
+        except OSError:
+            # Output that cannot be written (a full disk): the run goes on all the same and
+            # is recorded as it ends; printing its result fails again, and says why.
+            self._cannot_write = True
 
     def showed(self, answer: str) -> bool:
         """Whether ``answer`` is exactly the last reply streamed (so need not print again)."""

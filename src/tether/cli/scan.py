@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 from typing import IO, TYPE_CHECKING, Any
 
@@ -30,6 +31,26 @@ _JSON_TYPES = {
     bool: "a boolean",
     str: "a string",
 }
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # int() refuses more than 4,300 digits
+        raise ValueError(f"the integer {text[:20]}... is too long") from None
+
+
+def _finite_float(text: str) -> float:
+    # 1e999 reads as infinity, which the verdict (its "id") would print as `Infinity`: not
+    # JSON.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:20]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 class BadFile(Exception):
@@ -80,6 +101,10 @@ def scan(file: str, channel: str, policy: str | None) -> None:
     except BadFile as exc:
         click.echo(f"error: {visible(exc)}", err=True)
         sys.exit(EXIT_BAD_FILE)
+    except BrokenPipeError:
+        # The reader went away (`| head`): no one reads the rest, so stop; main() ends quietly.
+        # Raised again without its errno, which click would catch itself and end with status 1.
+        raise BrokenPipeError from None
 
 
 def _scanner(policy: str | None) -> PolicyScanner:
@@ -140,11 +165,15 @@ def _record(raw: bytes, name: str, lineno: int) -> dict[str, Any] | None:
     if not line.strip():
         return None
     try:
-        record = json.loads(line)
+        record = json.loads(
+            line, parse_int=_int, parse_float=_finite_float, parse_constant=_no_constant
+        )
     except json.JSONDecodeError as exc:
         raise BadFile(f"{where}: not JSON: {exc.msg} (column {exc.colno})") from None
     except RecursionError:
         raise BadFile(f"{where}: JSON nested too deeply") from None
+    except ValueError as exc:  # a number the verdict could not copy back as JSON
+        raise BadFile(f"{where}: not JSON: {exc}") from None
     if not isinstance(record, dict):
         found = _JSON_TYPES.get(type(record), type(record).__name__)
         raise BadFile(f'{where}: expected a JSON object with a "text" field, found {found}')
