@@ -368,10 +368,18 @@ def test_the_cli_pauses_approves_resumes_and_the_audit_log_verifies(tmp_path: Pa
     assert twice.returncode == 1 and "resumed already" in twice.stderr
     assert refunds_made(tmp_path) == ["issue_refund 7 500"]
 
+    # In text, the figures of a resumed run count the paused run's too: said, since the new
+    # run's trace counts its own (r26 read 9 in / 28 out printed and 8 / 16 in traces show).
+    second = next(r for r in listed if r["call"] == 'issue_refund(order_id="8", amount="900")')
+    assert tether("approvals", "approve", second["run_id"], "--by", "alice").returncode == 0
+    in_text = tether("resume", str(spec), second["run_id"])
+    assert in_text.returncode == 0, in_text.stdout + in_text.stderr
+    assert f"count the paused run {second['run_id']}'s as well" in in_text.stdout
+
     verified = tether("audit", "verify", "--json")
     assert verified.returncode == 0 and json.loads(verified.stdout)["ok"] is True
     entries = json.loads(tether("audit", "list", "--json").stdout)["entries"]
-    (approval,) = [e for e in entries if e["kind"] == "approval"]
+    (approval, _) = [e for e in entries if e["kind"] == "approval"]
     assert approval["actor"]["approver"] == "alice" and approval["actor"]["via"] == "cli"
     assert approval["run_id"] == run_id and approval["details"]["reason"] == "ok"
     listed = json.loads(tether("approvals", "list", "--json").stdout)["runs"]

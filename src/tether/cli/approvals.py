@@ -248,7 +248,15 @@ def resume(ctx: click.Context, file: Path, run_id: str, as_json: bool, stream: b
     agent = Agent.from_yaml(file, trace=writer_for(database_url(ctx)))
     printer = StreamPrinter() if stream else None
     result = asyncio.run(_resume(agent, run_id, printer))
-    report_run(ctx, result, Settings.from_env(), as_json=as_json, printer=printer, spec=file)
+    report_run(
+        ctx,
+        result,
+        Settings.from_env(),
+        as_json=as_json,
+        printer=printer,
+        spec=file,
+        resumed_from=run_id,
+    )
 
 
 async def _resume(agent: Agent, run_id: str, printer: StreamPrinter | None) -> RunResult:

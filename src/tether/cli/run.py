@@ -142,10 +142,12 @@ def report_run(
     as_json: bool,
     printer: StreamPrinter | None = None,
     spec: Path | None = None,
+    resumed_from: str | None = None,
 ) -> None:
     """Print a run's result as ``tether run`` does, and exit with its status (0 final answer,
     3 stopped by a control, 1 failed). A run paused on a tool call gets the commands that
-    approve or deny it and resume the run (from ``spec``, the agent's file)."""
+    approve or deny it and resume the run (from ``spec``, the agent's file). ``resumed_from``:
+    the paused run this one went on from (its figures count that run's too)."""
     if as_json:  # the output as the trace stores it (clipped past TETHER_MAX_PAYLOAD_CHARS)
         click.echo(render.dumps(render.result_json(result, settings.max_payload_chars)))
     else:
@@ -153,6 +155,14 @@ def report_run(
         if printer is not None and not shown and printer.printed:
             click.echo("\n[the streamed text above is not the answer; the answer is:]")
         render.print_result(console, result, settings.max_display_chars, answer_shown=shown)
+        if resumed_from is not None:
+            # The state goes on from the paused run's: its usage, turns and tool calls too,
+            # where this run's trace counts its own (a figure that did not match traces show).
+            console.print(
+                f"[dim](tokens, cost, turns and tool calls count the paused run "
+                f"{escape(resumed_from)}'s as well; traces show has each run's own)[/]",
+                highlight=False,
+            )
         console.print(
             f"[dim]inspect: {escape(tether_command(ctx))} traces show {result.run_id}[/]",
             highlight=False,
