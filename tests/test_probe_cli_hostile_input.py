@@ -231,3 +231,28 @@ def test_a_streamed_run_whose_output_cannot_be_written_is_recorded_as_it_ended(
     assert b"No space left on device" in done.stderr
     listed = json.loads(tether(sqlite_url, "traces", "list", "--json").stdout)["runs"]
     assert [(r["outcome"], r["error"]) for r in listed] == [("final_answer", None)]
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "what"),
+    [
+        ("guards:\n  policy: pol.yaml\n", "pol.yaml", "guards policy file"),
+        ("authorization:\n  policies: [p.cedar]\n", "p.cedar", "policy file"),
+        ("budgets:\n  policy: b.yaml\n", "b.yaml", "budgets policy file"),
+    ],
+)
+def test_a_file_a_spec_names_that_is_a_named_pipe_is_refused_not_waited_on(
+    tmp_path: Path, sqlite_url: str, section: str, name: str, what: str
+) -> None:
+    """``tether validate`` of a spec whose policy file was made with ``mkfifo`` waited for a
+    writer for ever; a file a spec names is a file (the spec itself may still be a pipe)."""
+    os.mkfifo(tmp_path / name)
+    (tmp_path / "s.yaml").write_text("steps:\n  - text: hi\n", encoding="utf-8")
+    (tmp_path / "agent.yaml").write_text(
+        "name: a\nmodel: {provider: scripted, name: m, script: s.yaml}\n" + section,
+        encoding="utf-8",
+    )
+    for command in (("validate",), ("run", "-i", "hi")):
+        done = tether(sqlite_url, *command[:1], str(tmp_path / "agent.yaml"), *command[1:])
+        assert done.returncode != 0
+        assert f"the {what} is a named pipe, not a file" in done.stderr.decode(), done.stderr

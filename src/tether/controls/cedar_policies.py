@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.core import SpecError
-from tether.spec.loader import file_not_found
+from tether.spec.loader import file_not_found, refuse_pipe
 
 if TYPE_CHECKING:
     import cedarpy
@@ -135,6 +135,7 @@ def statements(text: str, file: Path) -> list[Statement]:
 
 def read_policy_file(path: Path) -> str:
     """A policy file's text; ``SpecError`` naming it when it cannot be read."""
+    refuse_pipe(path, "policy file")
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_POLICY_BYTES + 1)

@@ -43,7 +43,7 @@ from tether.core.jsontext import compact_json_encoder
 from tether.providers.script_patterns import compile_when, search
 from tether.providers.streaming import StreamEnd, StreamEvent, UsageUpdate, response_events
 from tether.providers.types import Message, ModelRequest, ModelResponse, ToolCall, Usage
-from tether.spec import load_model
+from tether.spec import load_model, refuse_pipe
 
 _SPOTLIGHT_SIGNS = ("replaced by the character '", "<<data-")
 """Words of the spotlighting instructions (``Spotlight.instruction``): a request without them
@@ -224,6 +224,7 @@ class ScriptedModel:
     @classmethod
     def from_yaml(cls, path: str | Path, *, name: str = "scripted") -> ScriptedModel:
         """Load a script file; errors name the file, line and field."""
+        refuse_pipe(path, "model script")
         return cls(load_model(Script, path), name=name)
 
     @property

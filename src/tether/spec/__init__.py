@@ -21,6 +21,7 @@ from tether.spec.loader import (
     load_with_tree,
     origin_of,
     read_yaml,
+    refuse_pipe,
     remember_origin,
     validation_message,
 )
@@ -48,6 +49,7 @@ AgentSpec.model_rebuild(
 
 def load_guards_policy(path: str | Path) -> GuardsPolicy:
     """Read and validate a guards policy file; ``SpecError`` naming file, line and field."""
+    refuse_pipe(path, "guards policy file")
     policy, node = load_with_tree(GuardsPolicy, path)
     for i, rule in enumerate(policy.guards):  # so errors found when building name the line
         remember_origin(rule, path, node, ("guards", i))
@@ -56,6 +58,7 @@ def load_guards_policy(path: str | Path) -> GuardsPolicy:
 
 def load_budgets_policy(path: str | Path) -> BudgetsPolicy:
     """Read and validate a budgets policy file; ``SpecError`` naming file, line and field."""
+    refuse_pipe(path, "budgets policy file")
     policy, node = load_with_tree(BudgetsPolicy, path)
     remember_origin(policy.budgets, path, node, ("budgets",))
     return policy
@@ -101,5 +104,6 @@ __all__ = [
     "load_spec",
     "origin_of",
     "read_yaml",
+    "refuse_pipe",
     "validation_message",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import weakref
 from pathlib import Path
 from typing import Any, TypeVar
@@ -109,6 +111,20 @@ def file_not_found(path: Path, what: str = "file") -> SpecError:
     spec names is taken from the spec's folder, the spec's own from the current one, and the
     message shows it joined already (``specs/../policies/x.yaml``)."""
     return SpecError(f"{path}: {what} not found", hint=f"no file at {path.resolve()}")
+
+
+def refuse_pipe(path: str | Path, what: str) -> None:
+    """``SpecError`` when ``path``, a file a spec names, is a named pipe or a socket: opening
+    one that nobody writes to waits for ever (``tether validate`` hung on a policy file made
+    with ``mkfifo``). The spec given on the command line may be a pipe (``<(...)``); the files
+    it names are files. Nothing is said of a path that cannot be looked at: reading it says."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        kind = "named pipe" if stat.S_ISFIFO(mode) else "socket"
+        raise SpecError(f"{path}: the {what} is a {kind}, not a file")
 
 
 def read_yaml(path: str | Path) -> tuple[Any, yaml.Node | None]:
