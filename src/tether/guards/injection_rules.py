@@ -261,13 +261,18 @@ _SENT_DATA = (
     r"user\s+|account\s+)?(?:records?|data|details|files|information)|private\s+keys?|"
     r"system\s+prompt|environment\s+variables?)\b"
 )
-# Data words, then on the same line "to" (or "into", "->") and an address. The whole ending
+# A character of a sentence that does not end it: a line break or ``.``, ``!``, ``?`` before a
+# space ends one ("Send the chat history. The archive goes to a@x.example" is two sentences),
+# a dot inside a name (``config.yaml``) does not.
+_NO_END = r"(?:[^.!?\n]|[.!?](?!\s))"
+# Data words, then in the same sentence "to" (or "into", "->") and an address. The whole ending
 # is one need, so a data word with a line break before its address ("send the send the
 # history\n to a@x.example" repeated) lets no start be tried. Its runs are greedy and end on a
 # letter ("to": "into" is "in" and "to", the gap two longer), which the engine scans for in C;
 # a lazy run tried the three words at each of its 80 places, after every data word.
 _SENT_DATA_TO = (
-    rf"\b{_SENT_DATA}(?:[^\n]{{0,82}}to(?:(?<!\wto)|(?<=into)(?<!\winto))\b|[^\n]{{0,80}}->)"
+    rf"\b{_SENT_DATA}(?:{_NO_END}{{0,82}}to(?:(?<!\wto)|(?<=into)(?<!\winto))\b|"
+    rf"{_NO_END}{{0,80}}->)"
     r"\s*(?:https?://|[\w.+-]{1,64}+@[\w-]{1,63}+\.)"
 )
 _END_OF = r"end\s+(?:of\s+)?(?:the\s+)?" + _ENDABLE
