@@ -294,6 +294,15 @@ _IMAGE_URL = r"\]\(\s*https?://"
 _QUERY = r"[?&][^\s)=]{1,40}="
 _IMAGE_WORDS = r"(?:markdown\s+image|image\s+(?:tag|link)|!\[)"
 
+# After a bare ``<system>`` or ``<developer>``: not a single word or nothing before the next
+# tag; before a bare ``</system>`` or ``</developer>``: not a tag then a single word or nothing.
+_PLAIN_ROLE_TAG = (
+    r"(?:(?<!<system>)(?<!<developer>)(?<!</system>)(?<!</developer>)"
+    r"|(?<=<system>|<developer>)(?!\s*<)(?![^<>\s]{1,60}<)"
+    r"|(?<=</system>)(?<!>\s{0,40}</system>)(?<!>[^<>\s]{1,60}</system>)"
+    r"|(?<=</developer>)(?<!>\s{0,40}</developer>)(?<!>[^<>\s]{1,60}</developer>))"
+)
+
 RULES: tuple[Rule, ...] = (
     # --- override: set earlier instructions aside
     _r(
@@ -377,13 +386,17 @@ RULES: tuple[Rule, ...] = (
     # or with a word of what it carries (``<system_prompt>``, ``<admin_message ...>``); not
     # any name that goes on with ``_`` or ``-`` (JUnit's ``<system-out>``, C++'s
     # ``<system_error>``). ``<sys>`` was a start with its ``>``, then wanted another.
+    # ``<system>`` and ``<developer>`` alone are also ordinary XML (a Maven pom.xml:
+    # ``<system>GitHub</system>``, ``<developer><id>…``): bare, they count only around what
+    # an injection puts in a role's block, more than one word (an instruction), not one
+    # word or another tag (``_PLAIN_ROLE_TAG``).
     _r(
         "role_marker.xml_role",
         "role_marker",
         "<system,</system,<sys,</sys,<instructions,</instructions,<instruction,</instruction,"
         "<admin,</admin,<developer,</developer,<assistant_instructions,</assistant_instructions",
         r"(?:[_-](?:prompt|instructions?|message|reminder|override|note|notice|directive|"
-        r"command|rules|update|context|role))?(?:\s[^<>]{0,60})?>",
+        r"command|rules|update|context|role))?(?:\s[^<>]{0,60})?>" + _PLAIN_ROLE_TAG,
         word=False,
         need=r">",
     ),
