@@ -274,10 +274,11 @@ _NO_END = r"(?:[^.!?\n]|[.!?](?!\s))"
 # history\n to a@x.example" repeated) lets no start be tried. Its runs are greedy and end on a
 # letter ("to": "into" is "in" and "to", the gap two longer), which the engine scans for in C;
 # a lazy run tried the three words at each of its 80 places, after every data word.
+_ADDRESS = r"(?:https?://|[\w.+-]{1,64}+@[\w-]{1,63}+\.)"
 _SENT_DATA_TO = (
     rf"\b{_SENT_DATA}(?:{_NO_END}{{0,82}}to(?:(?<!\wto)|(?<=into)(?<!\winto))\b|"
     rf"{_NO_END}{{0,80}}->)"
-    r"\s*(?:https?://|[\w.+-]{1,64}+@[\w-]{1,63}+\.)"
+    r"\s*" + _ADDRESS
 )
 _END_OF = r"end\s+(?:of\s+)?(?:the\s+)?" + _ENDABLE
 _CJK_PROMPT = r"(?:系统提示|系统指令|提示词|表示|教えて|出力)"
@@ -685,7 +686,11 @@ RULES: tuple[Rule, ...] = (
         "exfiltration",
         _SEND,
         rf"\b{GAP}{_SENT_DATA_TO}",
-        need=_SENT_DATA_TO,
+        # Its "to" and address first: a search for them is cheap, and a text without them
+        # (a data word every few words, "Send the chat history to evi a@b.example "
+        # repeated: 0.2 s/MB) pays for no other, where each data word read its stretch (up
+        # to 82 characters) looking for a "to".
+        need=(r"(?:to|->)\s*" + _ADDRESS, _SENT_DATA_TO),
         breaks=_SENTENCE_END,
     ),
     # --- authority: claims of rank or mandate aimed at the model
