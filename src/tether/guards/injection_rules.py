@@ -218,10 +218,15 @@ _MUST = (
     r"are\s+(?:required|instructed|expected)\s+to|needs\s+to|has\s+to|will\s+now)\b"
 )
 _THE_AI = _after_word(r"(?:the\s++)?(?:ai|llm|gpt|chatbot|assistant|agent|language\s++model)s?\b")
-# Its space runs whole (no word it goes on with begins with a space), and with its ending as
-# the need: a start with 41 spaces before "AI" was tried, and backtracked through its run
-# trying the ending's 20 words at each of 40 places (0.15-0.25 s/MB).
-_IF_YOU_ARE_AI = _after_word(rf"(?:an?\s++|the\s++)?(?:automated\s++|ai\s++|large\s++)?{_AI}\b")
+# Its space runs whole (no word it goes on with begins with a space): a start with 41 spaces
+# before "AI", tried, backtracked through its run trying the ending's 20 words at each of 40
+# places (0.15-0.25 s/MB). Its needs: ``_AI`` first, a cheaper search that a text without
+# one stops at, then the run and the first word of its ending (the whole ending was
+# searched at each space of "if you're a a a ...": 0.04 -> 0.15 s/MB).
+_IF_YOU_ARE_AI_WORD = _after_word(rf"(?=(?:an?|the|automated|large|{_AI})\b)")
+_IF_YOU_ARE_AI = (
+    _IF_YOU_ARE_AI_WORD + rf"(?:an?\s++|the\s++)?(?:automated\s++|ai\s++|large\s++)?{_AI}\b"
+)
 _AI_READING = _after_word(rf"(?:(?:that|who)\s++(?:is|are)\s++)?{_READING}")
 _AI_MUST = _after_word(_MUST)
 _AFTER_URGENT = _after_word(
@@ -525,7 +530,7 @@ RULES: tuple[Rule, ...] = (
         "addressed_to_ai",
         "if you are,if you're",
         _IF_YOU_ARE_AI,
-        need=_IF_YOU_ARE_AI,
+        need=(_AI, _IF_YOU_ARE_AI_WORD),
     ),
     _r(
         "addressed_to_ai.vocative",
@@ -905,11 +910,13 @@ need is skipped by a step in Python; past ``DENSE_TRIES`` it would have been rea
 the cost of what the pattern reads there before failing: where the need follows the start at
 once, that is a character or two (``~/.`` and ``bashrc`` a line apart took 0.02 s/MB read,
 0.15 s/MB skipped one by one)."""
-GAP_LEAD = 8
-"""A lead from which the pattern has a gap (a run of up to 20, 40, 60 characters) before the
+GAP_LEAD = 16
+"""A lead from which the pattern has a long gap (a run of 20 to 60 characters) before the
 need: its lead is always used. Read in C, each start past its lead read its whole gap trying
 the need at each place (``cat`` twelve times, 60 characters, then ``.aws/credentials``:
-0.36 s/MB; ``ignore`` twelve times, 41 spaces, then ``Anweisungen``: 0.3 s/MB)."""
+0.36 s/MB; ``ignore`` twelve times, 41 spaces, then ``Anweisungen``: 0.3 s/MB). A shorter
+gap (10) is cheaper to read in C than a step in Python per start (``泄露``, twelve
+letters, then ``系统提示``: 0.02 s/MB read, 0.1 stepped)."""
 
 
 def _leads(rule: Rule) -> tuple[int | None, ...]:
@@ -1172,16 +1179,19 @@ def _rule_hits(
                 if broken > BROKEN_STEPS and prefind is not None:
                     # Past a few, the next start that has a need before a break is looked
                     # for in C, a chunk at a time (see ``_prefinder``), where that reads
-                    # less than the steps it saves: each start reads its run up to the
-                    # break, about half a stretch between breaks, and a step costs
-                    # what reading ``STEP_READS`` characters does.
+                    # less than the steps it saves: it looks for every start phrase at
+                    # each place, and each start reads its run up to the break (about half
+                    # a stretch between breaks) looking for each need; a step costs what
+                    # reading ``STEP_READS`` characters does.
                     end = skip_to + _CHUNK
                     if skip_to >= counted_to:
                         # Decided once a chunk: counting costs a few searches.
                         counted_to = end
                         starts = sum(folded.count(p, skip_to, end) for p in finders)
                         stops = len(breaks.findall(folded, skip_to, end)) + 1
-                        prefer = starts * _CHUNK < 2 * STEP_READS * stops * stops
+                        reads = _CHUNK * len(rule.starts) // 4
+                        reads += starts * (_CHUNK // stops) // 2 * len(needs)
+                        prefer = reads < STEP_READS * stops
                     if prefer:
                         found = prefind.search(folded, skip_to, end + reach + _CHUNK_MARGIN)
                         at = found.start() if found is not None else end
