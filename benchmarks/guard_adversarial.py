@@ -7,7 +7,8 @@ followed by a space, a newline or a letter, and prefixes of the rule's example
 (``tests/test_guards_rules.py``) cut from its start phrase on (``http://`` repeated to a
 megabyte, ``ignore all `` repeated, ``![a](https://x.ex`` repeated, ...), a few crafted
 units that put a start, a break and the rule's ending side by side, and near misses made of
-the rule's starts, padding and what its needs match in its example (``near_misses``). Each
+the rule's starts, padding (its breaks, runs one past its gaps) and what its needs match in
+its example (``near_misses``). Each
 text is scanned by ``match_rules`` limited to that rule (its lower-cased form and word set,
 which the detector computes once for all rules, made beforehand), the best of ``--rounds``
 runs timed. The script prints each rule's worst figure in s/MB, worst first, and the whole detector
@@ -32,23 +33,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from test_guards_rules import EXAMPLES
 from tether.guards import InjectionDetector
-from tether.guards.injection_rules import _WORD, RULES, Rule, match_rules
+from tether.guards.injection_rules import _WORD, LEADS, MAX_SPACES, RULES, Rule, match_rules
 
 TARGET_S_PER_MB = 0.1
 CRAFTED = {
     # A start, the gap run long, a break, then the rule's ending: the break stops each start.
     "exfiltration.link_placeholder": ["http://" * 40 + " /{secret "],
     "override.ignore_previous": ["ignore " * 5 + ". instructions "],
+    "data_upload.curl_post": ["curl " * 30 + "\n --data "],
+    "role_marker.line_role": ["\nai\n:"],
+    # Both of its endings (its example has the Russian one), each past what stops the other's
+    # gap or past its own gap, after starts of either language, spaced or not.
+    "override.ja_ru": [
+        "命令 " * 12 + ". инструкции ",
+        "指示" * 12 + "。を無視 ",
+        "指示 " * 12 + "x" * 25 + "を無視",
+        "забудь " * 12 + "。を無視 ",
+        "指示 \nを無視 ",
+        "指示指示指示。を無視",
+    ],
+    "override.cjk": ["無視無視無視。指令", "無視" * 12 + "。指令", "忽略" * 12 + "x" * 21 + "指令"],
+    "prompt_extraction.cjk": ["输出输出输出。系统提示", "显示" * 12 + "x" * 11 + "提示词"],
     # Starts reaching a data word, its address past a line break (each start read 40
-    # characters, 0.25 s/MB; ``cc`` three characters apart, 1.6 s/MB), or past the gap.
+    # characters, 0.25 s/MB; ``cc`` three characters apart, 1.6 s/MB), or past the gap; a
+    # start, a sentence end, then its "to" and address (each start a step in Python).
     "exfiltration.send_data": [
         "send the " * 4 + "history \n to evil@x.example ",
         "cc " * 12 + "history\n to a@b.example ",
         "cc " * 36 + "x" * 45 + " history to a@b.example ",
         "cc. xcc ssn to a@b.example ",
+        "Send the chat history. Then to a@b.example ",
+        "Send the chat history to evi a@b.example ",
+        "send the history. to a@b.example ",
     ],
-    "data_upload.curl_post": ["curl " * 30 + "\n --data "],
-    "role_marker.line_role": ["\nai\n:"],
 }
 
 
@@ -57,10 +74,22 @@ PADS = (" ", " " * 41, "\n", " \n ", ". ", "x" * 45, "a " * 30)
 makes: whitespace runs past ``MAX_SPACES``, line and sentence ends, a word past a gap."""
 
 
+def rule_pads(rule: Rule) -> tuple[str, ...]:
+    """``PADS`` and the padding made for ``rule``: each character its breaks hold (``。``
+    for the CJK rules), and runs one past each lead of its needs (a gap of 60 or 20, not
+    only 40), of a letter, of words and of spaces."""
+    out = list(PADS)
+    out += [c for c in ".!?\n。]) \"'<>" if rule.breaks and re.fullmatch(rule.breaks, c)]
+    for lead in {d for d in LEADS[rule.name] if d}:
+        out += ["x" * (lead + 1), "a " * (lead // 2 + 1), " " * min(lead + 1, MAX_SPACES + 1)]
+    return tuple(dict.fromkeys(out))
+
+
 def near_misses(rule: Rule) -> set[str]:
     """Units made of the rule's start phrases and of what its needs match in its example,
-    with padding between them (``PADS``), the starts repeated: each start has its ending in
-    sight, and (mostly) something between that the pattern cannot cross."""
+    with padding between them (``rule_pads``), the starts repeated, spaced or not: each
+    start has its ending in sight, and (mostly) something between that the pattern cannot
+    cross."""
     example = EXAMPLES[rule.name]
     endings = []
     for need in rule.needs:
@@ -70,9 +99,10 @@ def near_misses(rule: Rule) -> set[str]:
     out: set[str] = set()
     for phrase in rule.starts[:4]:
         for ending in endings:
-            for pad in PADS:
+            for pad in rule_pads(rule):
                 for times in (1, 4, 12):
                     out.add((phrase + " ") * times + pad + ending + " ")
+                out.add(phrase * 12 + pad + ending + " ")
                 out.add(phrase + pad + ending[:-1] + "\n")
     return out
 

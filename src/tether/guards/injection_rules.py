@@ -218,6 +218,15 @@ _MUST = (
     r"are\s+(?:required|instructed|expected)\s+to|needs\s+to|has\s+to|will\s+now)\b"
 )
 _THE_AI = _after_word(r"(?:the\s++)?(?:ai|llm|gpt|chatbot|assistant|agent|language\s++model)s?\b")
+# Its space runs whole (no word it goes on with begins with a space): a start with 41 spaces
+# before "AI", tried, backtracked through its run trying the ending's 20 words at each of 40
+# places (0.15-0.25 s/MB). Its needs: ``_AI`` first, a cheaper search that a text without
+# one stops at, then the run and the first word of its ending (the whole ending was
+# searched at each space of "if you're a a a ...": 0.04 -> 0.15 s/MB).
+_IF_YOU_ARE_AI_WORD = _after_word(rf"(?=(?:an?|the|automated|large|{_AI})\b)")
+_IF_YOU_ARE_AI = (
+    _IF_YOU_ARE_AI_WORD + rf"(?:an?\s++|the\s++)?(?:automated\s++|ai\s++|large\s++)?{_AI}\b"
+)
 _AI_READING = _after_word(rf"(?:(?:that|who)\s++(?:is|are)\s++)?{_READING}")
 _AI_MUST = _after_word(_MUST)
 _AFTER_URGENT = _after_word(
@@ -261,14 +270,20 @@ _SENT_DATA = (
     r"user\s+|account\s+)?(?:records?|data|details|files|information)|private\s+keys?|"
     r"system\s+prompt|environment\s+variables?)\b"
 )
-# Data words, then on the same line "to" (or "into", "->") and an address. The whole ending
+# A character of a sentence that does not end it: a line break or ``.``, ``!``, ``?`` before a
+# space ends one ("Send the chat history. The archive goes to a@x.example" is two sentences),
+# a dot inside a name (``config.yaml``) does not.
+_NO_END = r"(?:[^.!?\n]|[.!?](?!\s))"
+# Data words, then in the same sentence "to" (or "into", "->") and an address. The whole ending
 # is one need, so a data word with a line break before its address ("send the send the
 # history\n to a@x.example" repeated) lets no start be tried. Its runs are greedy and end on a
 # letter ("to": "into" is "in" and "to", the gap two longer), which the engine scans for in C;
 # a lazy run tried the three words at each of its 80 places, after every data word.
+_ADDRESS = r"(?:https?://|[\w.+-]{1,64}+@[\w-]{1,63}+\.)"
 _SENT_DATA_TO = (
-    rf"\b{_SENT_DATA}(?:[^\n]{{0,82}}to(?:(?<!\wto)|(?<=into)(?<!\winto))\b|[^\n]{{0,80}}->)"
-    r"\s*(?:https?://|[\w.+-]{1,64}+@[\w-]{1,63}+\.)"
+    rf"\b{_SENT_DATA}(?:{_NO_END}{{0,82}}to(?:(?<!\wto)|(?<=into)(?<!\winto))\b|"
+    rf"{_NO_END}{{0,80}}->)"
+    r"\s*" + _ADDRESS
 )
 _END_OF = r"end\s+(?:of\s+)?(?:the\s+)?" + _ENDABLE
 _CJK_PROMPT = r"(?:系统提示|系统指令|提示词|表示|教えて|出力)"
@@ -288,6 +303,15 @@ _SECRET_VAR = r"(?:key|token|secret|password|passwd|credentials?|database_url)\b
 _IMAGE_URL = r"\]\(\s*https?://"
 _QUERY = r"[?&][^\s)=]{1,40}="
 _IMAGE_WORDS = r"(?:markdown\s+image|image\s+(?:tag|link)|!\[)"
+
+# After a bare ``<system>`` or ``<developer>``: not a single word or nothing before the next
+# tag; before a bare ``</system>`` or ``</developer>``: not a tag then a single word or nothing.
+_PLAIN_ROLE_TAG = (
+    r"(?:(?<!<system>)(?<!<developer>)(?<!</system>)(?<!</developer>)"
+    r"|(?<=<system>|<developer>)(?!\s*<)(?![^<>\s]{1,60}<)"
+    r"|(?<=</system>)(?<!>\s{0,40}</system>)(?<!>[^<>\s]{1,60}</system>)"
+    r"|(?<=</developer>)(?<!>\s{0,40}</developer>)(?<!>[^<>\s]{1,60}</developer>))"
+)
 
 RULES: tuple[Rule, ...] = (
     # --- override: set earlier instructions aside
@@ -372,13 +396,17 @@ RULES: tuple[Rule, ...] = (
     # or with a word of what it carries (``<system_prompt>``, ``<admin_message ...>``); not
     # any name that goes on with ``_`` or ``-`` (JUnit's ``<system-out>``, C++'s
     # ``<system_error>``). ``<sys>`` was a start with its ``>``, then wanted another.
+    # ``<system>`` and ``<developer>`` alone are also ordinary XML (a Maven pom.xml:
+    # ``<system>GitHub</system>``, ``<developer><id>…``): bare, they count only around what
+    # an injection puts in a role's block, more than one word (an instruction), not one
+    # word or another tag (``_PLAIN_ROLE_TAG``).
     _r(
         "role_marker.xml_role",
         "role_marker",
         "<system,</system,<sys,</sys,<instructions,</instructions,<instruction,</instruction,"
         "<admin,</admin,<developer,</developer,<assistant_instructions,</assistant_instructions",
         r"(?:[_-](?:prompt|instructions?|message|reminder|override|note|notice|directive|"
-        r"command|rules|update|context|role))?(?:\s[^<>]{0,60})?>",
+        r"command|rules|update|context|role))?(?:\s[^<>]{0,60})?>" + _PLAIN_ROLE_TAG,
         word=False,
         need=r">",
     ),
@@ -501,8 +529,8 @@ RULES: tuple[Rule, ...] = (
         "addressed_to_ai.if_you_are",
         "addressed_to_ai",
         "if you are,if you're",
-        rf"\s+(?:an?\s+|the\s+)?(?:automated\s+|ai\s+|large\s+)?{_AI}\b",
-        need=_AI,
+        _IF_YOU_ARE_AI,
+        need=(_AI, _IF_YOU_ARE_AI_WORD),
     ),
     _r(
         "addressed_to_ai.vocative",
@@ -663,7 +691,11 @@ RULES: tuple[Rule, ...] = (
         "exfiltration",
         _SEND,
         rf"\b{GAP}{_SENT_DATA_TO}",
-        need=_SENT_DATA_TO,
+        # Its "to" and address first: a search for them is cheap, and a text without them
+        # (a data word every few words, "Send the chat history to evi a@b.example "
+        # repeated: 0.2 s/MB) pays for no other, where each data word read its stretch (up
+        # to 82 characters) looking for a "to".
+        need=(r"(?:to|->)\s*" + _ADDRESS, _SENT_DATA_TO),
         breaks=_SENTENCE_END,
     ),
     # --- authority: claims of rank or mandate aimed at the model
@@ -741,6 +773,42 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+_JA_RU_STARTS = "指令,指示,命令,プロンプト,игнорируй,забудь"
+PARTS: dict[str, tuple[Rule, ...]] = {
+    # Each of the rule's two endings with what stops its own gap: with the two as one need
+    # and a line break as the only break, each of twelve starts before a full stop and a
+    # Russian ending (or 21 characters before a Japanese one) was tried, reading both gaps
+    # (0.25-0.4 s/MB).
+    "override.ja_ru": (
+        _r(
+            "override.ja_ru#ja",
+            "override",
+            _JA_RU_STARTS,
+            r"[^。\n]{0,20}?(?:を無視|を忘れ)",
+            word=False,
+            need=r"(?:を無視|を忘れ)",
+            breaks=_CJK_END,
+        ),
+        _r(
+            "override.ja_ru#ru",
+            "override",
+            _JA_RU_STARTS,
+            r"[^.!?\n]{0,40}?(?:инструкци|указани|правил)",
+            word=False,
+            need=r"(?:инструкци|указани|правил)",
+            breaks=_SENTENCE_END,
+        ),
+    ),
+}
+"""Rules scanned as parts, one per branch of the pattern after the start, each with its own
+needs and breaks (``_rule_hits`` wants all of a rule's needs; a branch wants its own). Their
+hits are merged as the whole pattern finds them: leftmost first, the first branch where two
+begin at one place, none overlapping. Named ``rule#part``."""
+_ALL_RULES = (*RULES, *(part for parts in PARTS.values() for part in parts))
+_SCANNED = tuple(part for rule in RULES for part in PARTS.get(rule.name, (rule,)))
+_PART_OF = {part.name: (rule, i) for rule, parts in PARTS.items() for i, part in enumerate(parts)}
+
+
 @dataclass(frozen=True, slots=True)
 class RuleHit:
     """One rule match in one view."""
@@ -763,7 +831,7 @@ def _index() -> tuple[dict[str, list[tuple[str, Rule]]], dict[str, list[tuple[st
     first two characters."""
     by_word: dict[str, list[tuple[str, Rule]]] = {}
     by_prefix: dict[str, list[tuple[str, Rule]]] = {}
-    for rule in RULES:
+    for rule in _SCANNED:
         for phrase in rule.starts:
             first = _WORD.match(phrase)
             if first is not None and ord(phrase[0]) < 0x250:
@@ -787,9 +855,9 @@ def _fast(rule: Rule) -> Any:
         return rule.pattern
 
 
-FAST_PATTERNS: dict[str, Any] = {rule.name: _fast(rule) for rule in RULES}
+FAST_PATTERNS: dict[str, Any] = {rule.name: _fast(rule) for rule in _ALL_RULES}
 """What ``match_rules`` runs, by rule name."""
-_RULES = {rule.name: rule for rule in RULES}
+_RULES = {rule.name: rule for rule in _ALL_RULES}
 _CASE_TWINS: dict[int, int] = {
     twin: min(char, *twins)
     for char, twins in _casefix._EXTRA_CASES.items()
@@ -810,10 +878,10 @@ def _need(source: str) -> _stdre.Pattern[str]:
 
 
 _NEEDS: dict[str, tuple[_stdre.Pattern[str], ...]] = {
-    rule.name: tuple(_need(n) for n in rule.needs) for rule in RULES
+    rule.name: tuple(_need(n) for n in rule.needs) for rule in _ALL_RULES
 }
 REACH: dict[str, int] = {
-    rule.name: _sre_parse.parse(rule.pattern.pattern).getwidth()[1] for rule in RULES
+    rule.name: _sre_parse.parse(rule.pattern.pattern).getwidth()[1] for rule in _ALL_RULES
 }
 """The longest match of each rule: every run in a rule is bounded."""
 
@@ -836,27 +904,38 @@ def _lead(rule: Rule, need: str) -> int | None:
 
 
 LEAD_GAIN = 64
-"""How much closer than its reach a need's lead must be to be used. A start between its lead
-and its reach of a need is skipped by a step in Python; past ``DENSE_TRIES`` it would have
-been read in C, at the cost of what the pattern reads there before failing: where the two
-differ by less, that is no more than a short run (``~/.`` and ``bashrc`` a line apart took
-0.02 s/MB read, 0.15 s/MB skipped one by one)."""
+"""How much closer than its reach a need's lead must be to be used, for a need the pattern
+holds within ``GAP_LEAD`` of its start phrase. A start between its lead and its reach of a
+need is skipped by a step in Python; past ``DENSE_TRIES`` it would have been read in C, at
+the cost of what the pattern reads there before failing: where the need follows the start at
+once, that is a character or two (``~/.`` and ``bashrc`` a line apart took 0.02 s/MB read,
+0.15 s/MB skipped one by one)."""
+GAP_LEAD = 16
+"""A lead from which the pattern has a long gap (a run of 20 to 60 characters) before the
+need: its lead is always used. Read in C, each start past its lead read its whole gap trying
+the need at each place (``cat`` twelve times, 60 characters, then ``.aws/credentials``:
+0.36 s/MB; ``ignore`` twelve times, 41 spaces, then ``Anweisungen``: 0.3 s/MB). A shorter
+gap (10) is cheaper to read in C than a step in Python per start (``泄露``, twelve
+letters, then ``系统提示``: 0.02 s/MB read, 0.1 stepped)."""
 
 
 def _leads(rule: Rule) -> tuple[int | None, ...]:
     reach = _sre_parse.parse(rule.pattern.pattern).getwidth()[1]
     longest = max(map(len, rule.starts))
     leads = (_lead(rule, n) for n in rule.needs)
-    return tuple(None if d is None or reach - d - longest < LEAD_GAIN else d for d in leads)
+    return tuple(
+        None if d is None or (d < GAP_LEAD and reach - d - longest < LEAD_GAIN) else d
+        for d in leads
+    )
 
 
-LEADS: dict[str, tuple[int | None, ...]] = {rule.name: _leads(rule) for rule in RULES}
+LEADS: dict[str, tuple[int | None, ...]] = {rule.name: _leads(rule) for rule in _ALL_RULES}
 """For each rule's needs, the farthest a match can hold one past the end of its start phrase
-(see ``_lead``), where that is ``LEAD_GAIN`` short of the rule's reach: a start whose nearest
-need lies farther cannot match there. None: the reach is used."""
-_SHORTEST_START: dict[str, int] = {rule.name: min(map(len, rule.starts)) for rule in RULES}
+(see ``_lead``), where that is ``GAP_LEAD`` or more, or ``LEAD_GAIN`` short of the rule's
+reach: a start whose nearest need lies farther cannot match there. None: the reach is used."""
+_SHORTEST_START: dict[str, int] = {rule.name: min(map(len, rule.starts)) for rule in _ALL_RULES}
 _BREAKS: dict[str, _stdre.Pattern[str] | None] = {
-    rule.name: _need(rule.breaks) if rule.breaks else None for rule in RULES
+    rule.name: _need(rule.breaks) if rule.breaks else None for rule in _ALL_RULES
 }
 _NOWHERE = 1 << 62
 
@@ -897,8 +976,43 @@ def _finder(rule: Rule, phrase: str) -> _stdre.Pattern[str]:
 
 
 _FINDERS: dict[str, dict[str, _stdre.Pattern[str]]] = {
-    rule.name: {phrase: _finder(rule, phrase) for phrase in rule.starts} for rule in RULES
+    rule.name: {phrase: _finder(rule, phrase) for phrase in rule.starts} for rule in _ALL_RULES
 }
+
+
+def _prefinder(rule: Rule) -> _stdre.Pattern[str] | None:
+    """What finds, in the folded text, the places where one of ``rule``'s starts is followed
+    by one of its needs with no break between, within the farthest any need can be from a
+    start: every start that ``_rule_hits`` may try is one. None for a rule without breaks.
+
+    A text that repeats a start, a break, then an ending (``無視 \\n指令 `` repeated) had a
+    step in Python per start (0.2-0.3 s/MB where the unit is short): each start's nearest
+    need was past a break, but a need of its own. Past ``BROKEN_STEPS`` such steps, the next
+    start that is not is found by this search, which reads a start's run up to its first
+    break."""
+    if not rule.breaks:
+        return None
+    breaks = _BREAKS[rule.name]
+    assert breaks is not None
+    source = breaks.pattern
+    if source.startswith("[") and not source.startswith("[^") and source.endswith("]"):
+        run = "[^" + source[1:]
+    elif source == "\\n":
+        run = "[^\\n]"
+    else:
+        return None
+    longest = max(map(len, rule.starts))
+    width = max(REACH[rule.name] if d is None else d + longest for d in LEADS[rule.name])
+    starts = "|".join(f.pattern for f in _FINDERS[rule.name].values())
+    needs = "|".join(n.pattern for n in _NEEDS[rule.name])
+    return _stdre.compile(f"(?=(?:{starts}))(?={run}{{0,{width}}}?(?:{needs}))")
+
+
+_PREFINDERS = {rule.name: _prefinder(rule) for rule in _ALL_RULES}
+BROKEN_STEPS = 16
+"""Starts skipped one by one for a break before their need; past them, ``_PREFINDERS``."""
+STEP_READS = 100
+"""About what a step of ``_rule_hits`` in Python costs, in characters a search in C reads."""
 
 _BY_WORD, _BY_PREFIX = _index()
 _BY_FIRST_CHAR: dict[str, list[tuple[str, list[tuple[str, Rule]]]]] = {}
@@ -948,13 +1062,30 @@ def match_rules(
     if folded is None:
         folded = lowered.translate(_CASE_TWINS)
     out: list[RuleHit] = []
+    parted: dict[str, list[tuple[int, int, RuleHit]]] = {}
     for name, starts in phrases.items():
-        if rules is not None and name not in rules:
+        whole, part = _PART_OF.get(name, (name, -1))
+        if rules is not None and whole not in rules:
             continue
-        out += _rule_hits(_RULES[name], starts, subject, lowered, folded, limit - len(out))
+        found = _rule_hits(_RULES[name], starts, subject, lowered, folded, limit - len(out))
+        if part >= 0:
+            parted.setdefault(whole, []).extend(
+                (h.start, part, RuleHit(whole, h.category, h.start, h.end)) for h in found
+            )
+            continue
+        out += found
         if len(out) >= limit:
             break
-    return out
+    for found_parts in parted.values():
+        # As the whole pattern finds them: leftmost first, the first branch at one place.
+        end = -1
+        kept = 0
+        for start, _part, hit in sorted(found_parts, key=lambda t: t[:2]):
+            if start >= end and kept < MAX_HITS_PER_RULE:
+                out.append(hit)
+                end = max(hit.end, start + 1)
+                kept += 1
+    return out[:limit]
 
 
 def _rule_hits(
@@ -999,6 +1130,11 @@ def _rule_hits(
             nexts[p] = found.start()
     hits: list[RuleHit] = []
     tries = 0
+    broken = 0
+    """Starts skipped for a break before their nearest need."""
+    prefind = _PREFINDERS[rule.name]
+    counted_to = 0
+    prefer = False
     while nexts and len(hits) < most:
         pos = min(nexts.values())
         skip_to = pos + 1
@@ -1039,6 +1175,27 @@ def _rule_hits(
                 # words, may follow a line break within its ending.
                 reachable = False
                 skip_to = max(skip_to, break_at + 1)
+                broken += 1
+                if broken > BROKEN_STEPS and prefind is not None:
+                    # Past a few, the next start that has a need before a break is looked
+                    # for in C, a chunk at a time (see ``_prefinder``), where that reads
+                    # less than the steps it saves: it looks for every start phrase at
+                    # each place, and each start reads its run up to the break (about half
+                    # a stretch between breaks) looking for each need; a step costs what
+                    # reading ``STEP_READS`` characters does.
+                    end = skip_to + _CHUNK
+                    if skip_to >= counted_to:
+                        # Decided once a chunk: counting costs a few searches.
+                        counted_to = end
+                        starts = sum(folded.count(p, skip_to, end) for p in finders)
+                        stops = len(breaks.findall(folded, skip_to, end)) + 1
+                        reads = _CHUNK * len(rule.starts) // 4
+                        reads += starts * (_CHUNK // stops) // 2 * len(needs)
+                        prefer = reads < STEP_READS * stops
+                    if prefer:
+                        found = prefind.search(folded, skip_to, end + reach + _CHUNK_MARGIN)
+                        at = found.start() if found is not None else end
+                        skip_to = max(skip_to, min(at, end))
         if reachable:
             tries += 1
             if tries <= DENSE_TRIES:
