@@ -289,7 +289,16 @@ def span_detail(engine: Engine, run_id: str, span_id: str) -> SpanDetail | None:
 
 def messages(value: Any) -> list[dict[str, Any]]:
     """OTel GenAI messages (``gen_ai.input.messages``) as ``[{role, parts: [text]}]`` for the
-    page; anything else as one part."""
+    page; anything else as one part. Text nested deeper than Python's stack reads is that one
+    part as it is (``[[[...]]]`` 10,000 deep raised RecursionError: the span's page was a 500)."""
+    try:
+        return _messages(value)
+    except RecursionError:
+        shown = value if isinstance(value, str) else "(nested too deeply to show)"
+        return [{"role": "", "parts": [shown]}]
+
+
+def _messages(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, str):
         try:
             value = json.loads(value)

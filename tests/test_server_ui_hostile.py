@@ -1,0 +1,124 @@
+"""The web UI against what a hostile sender or visitor can make it show or do: spans sent over
+OTLP with an agent key whose text is built to break the pages that show it, and links made to
+mislead whoever opens them. A real server on 127.0.0.1 over a real SQLite file."""
+
+from __future__ import annotations
+
+import html
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fakes.server import serving
+from tether.server import ServerConfig, create_app
+from tether.server.access import AccessStore
+from tether.server.roles import Role
+
+
+@dataclass
+class Site:
+    url: str
+    keys: dict[str, str]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    url = f"sqlite:///{tmp_path / 'tether.db'}"
+    access = AccessStore(url)
+    keys = {r.value: access.create_key("default", r, name=f"the {r.value}")[1] for r in Role}
+    access.engine.dispose()
+    with serving(create_app(ServerConfig(database_url=url))) as base:
+        yield Site(base, keys)
+
+
+def _text(key: str, value: str) -> dict[str, object]:
+    return {"key": key, "value": {"stringValue": value}}
+
+
+def send_spans(site: Site, spans: list[dict[str, object]]) -> None:
+    """``spans`` (OTLP/JSON) sent to ``/v1/traces`` with the agent key, all taken."""
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]}
+    sent = httpx.post(
+        f"{site.url}/v1/traces",
+        json=body,
+        headers={"Authorization": f"Bearer {site.keys['agent']}"},
+        timeout=60,
+    )
+    assert sent.status_code == 200, sent.text
+    assert "rejected" not in sent.text, sent.text
+
+
+def _span(trace: str, span: str, parent: str | None, name: str, attrs: list[object]) -> dict:
+    now = time.time_ns()
+    found: dict[str, object] = {
+        "traceId": trace,
+        "spanId": span,
+        "name": name,
+        "startTimeUnixNano": str(now),
+        "endTimeUnixNano": str(now + 1_000_000),
+        "attributes": attrs,
+    }
+    if parent:
+        found["parentSpanId"] = parent
+    return found
+
+
+@pytest.fixture
+def viewer(site: Site) -> Iterator[httpx.Client]:
+    """A browser's session signed in with the viewer key."""
+    with httpx.Client(base_url=site.url, timeout=60, follow_redirects=False) as client:
+        signed = client.post("/login", data={"key": site.keys["viewer"], "next": "/runs"})
+        assert signed.status_code == 303, signed.text[:200]
+        yield client
+
+
+def test_text_nested_past_pythons_stack_is_shown_as_text(site: Site, viewer: httpx.Client) -> None:
+    """A tool's arguments, result or a model's messages that are JSON nested 10,000 deep (a
+    page an HTTP tool fetched, a span anyone with an agent key sends) are shown as the text
+    they are. Re-read as JSON to be indented, they raised RecursionError: that span's detail,
+    and the trace page opened on it (its shareable link), answered 500, so a sender could make
+    the one span that mattered impossible to look at."""
+    deep = "[" * 10_000 + "]" * 10_000
+    trace, root, model, tool = secrets.token_hex(16), *(secrets.token_hex(8) for _ in range(3))
+    send_spans(
+        site,
+        [
+            _span(trace, root, None, "invoke_agent", [_text("input.value", "hello")]),
+            _span(
+                trace,
+                model,
+                root,
+                "chat",
+                [
+                    _text("gen_ai.operation.name", "chat"),
+                    _text("gen_ai.input.messages", deep),
+                    _text("gen_ai.output.messages", deep),
+                ],
+            ),
+            _span(
+                trace,
+                tool,
+                root,
+                "execute_tool",
+                [
+                    _text("gen_ai.operation.name", "execute_tool"),
+                    _text("gen_ai.tool.name", "fetch"),
+                    _text("gen_ai.tool.call.arguments", deep),
+                    _text("gen_ai.tool.call.result", deep),
+                    _text("note", deep),
+                ],
+            ),
+        ],
+    )
+    for span in (model, tool):
+        page = viewer.get(f"/runs/{root}", params={"span": span})
+        assert page.status_code == 200, page.text[:300]
+        assert 'id="span-title"' in page.text
+        fragment = viewer.get(f"/runs/{root}/spans/{span}", headers={"HX-Request": "true"})
+        assert fragment.status_code == 200, fragment.text[:300]
+        assert deep in html.unescape(fragment.text)
