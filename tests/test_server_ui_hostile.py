@@ -122,3 +122,25 @@ def test_text_nested_past_pythons_stack_is_shown_as_text(site: Site, viewer: htt
         fragment = viewer.get(f"/runs/{root}/spans/{span}", headers={"HX-Request": "true"})
         assert fragment.status_code == 200, fragment.text[:300]
         assert deep in html.unescape(fragment.text)
+
+
+def test_the_keys_page_says_only_what_happened(site: Site) -> None:
+    """``/keys?revoked=ID`` (where revoking a key leads) says that key is revoked only when it
+    is a revoked key of the page: any words in a link of anyone's making were put on the page
+    as the server's own notice, to a developer or admin who opened it."""
+    lure = "x is fine. Your session expired: sign in again at tether-login.example"
+    with httpx.Client(base_url=site.url, timeout=60, follow_redirects=False) as client:
+        signed = client.post("/login", data={"key": site.keys["admin"], "next": "/keys"})
+        assert signed.status_code == 303
+        page = client.get("/keys", params={"revoked": lure})
+        assert page.status_code == 200
+        assert "tether-login.example" not in html.unescape(page.text)
+        assert 'id="keys-message"' not in page.text
+        viewer_id = site.keys["viewer"].split("_")[1]
+        # Not revoked (yet): nothing said.
+        assert 'id="keys-message"' not in client.get(f"/keys?revoked={viewer_id}").text
+        confirmed = client.post(f"/keys/{viewer_id}/revoke", data={"confirm": viewer_id})
+        assert confirmed.status_code == 303
+        done = client.get(confirmed.headers["location"])
+        assert f"Key {viewer_id} is revoked" in done.text
+        assert 'id="keys-message"' in done.text
