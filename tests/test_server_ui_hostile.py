@@ -144,3 +144,23 @@ def test_the_keys_page_says_only_what_happened(site: Site) -> None:
         done = client.get(confirmed.headers["location"])
         assert f"Key {viewer_id} is revoked" in done.text
         assert 'id="keys-message"' in done.text
+
+
+def test_signing_in_again_ends_the_browsers_earlier_session(site: Site) -> None:
+    """A browser signed in with one key and then with another (a shared machine, a second
+    person) holds one live session: the earlier one ends in the store. It stayed open until
+    it expired (12 hours), so a copy of the earlier cookie still opened the first key's
+    project after the browser had moved on."""
+    with httpx.Client(base_url=site.url, timeout=60, follow_redirects=False) as client:
+        assert client.post("/login", data={"key": site.keys["admin"]}).status_code == 303
+        cookie = next(iter(client.cookies.jar))
+        earlier = cookie.value
+        assert client.get("/keys").status_code == 200
+        assert client.post("/login", data={"key": site.keys["viewer"]}).status_code == 303
+        later = client.cookies.get(cookie.name)
+        assert later and later != earlier
+        assert client.get("/runs").status_code == 200
+    with httpx.Client(base_url=site.url, timeout=60, follow_redirects=False) as copy:
+        copy.cookies.set(cookie.name, earlier)
+        ended = copy.get("/keys")
+        assert ended.status_code == 303 and ended.headers["location"].startswith("/login")

@@ -101,6 +101,12 @@ def _sign_in(request: Request, fields: dict[str, str]) -> Response:
         return _login_page(
             request, "An agent key sends traces; it cannot sign in to the UI.", next_url, 403
         )
+    # The session this browser had (another key's, or this one's) ends: signing in over it
+    # replaced its cookie and left it open in the store until it expired, a token that still
+    # opened the other key's project to whoever had a copy of the old cookie.
+    earlier = request.cookies.get(session_cookie(request))
+    if earlier:
+        access.close_session(earlier)
     token = access.open_session(info)
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(
