@@ -211,3 +211,23 @@ def test_a_flood_of_agent_names_leaves_the_dashboard_short(
     assert listed + rest["requests"] == figures["totals"]["requests"] == names + 1
     assert all(b["p50_ms"] is not None for b in figures["by_agent"])
     assert "project" not in figures["others"]
+
+
+def test_the_runs_page_suggests_the_busiest_agents_only(site: Site, viewer: httpx.Client) -> None:
+    """The agent filter's suggestions are the 200 agents with the most runs: the page
+    carried every name any agent key ever sent."""
+    spans = [
+        _span(
+            secrets.token_hex(16),
+            secrets.token_hex(8),
+            None,
+            "agent",
+            [_text("gen_ai.operation.name", "invoke_agent"), _text("gen_ai.agent.name", name)],
+        )
+        for name in [f"flood-{i:03}" for i in range(250)] + ["support"] * 3
+    ]
+    send_spans(site, spans)
+    page = viewer.get("/runs")
+    suggested = page.text.split('<datalist id="agent-names">')[1].split("</datalist>")[0]
+    assert suggested.count("<option") == 200
+    assert '<option value="support">' in suggested
