@@ -231,3 +231,44 @@ def test_the_runs_page_suggests_the_busiest_agents_only(site: Site, viewer: http
     suggested = page.text.split('<datalist id="agent-names">')[1].split("</datalist>")[0]
     assert suggested.count("<option") == 200
     assert '<option value="support">' in suggested
+
+
+def test_a_span_of_many_events_shows_the_first_and_its_decisions(
+    site: Site, viewer: httpx.Client
+) -> None:
+    """A span's page shows its first 200 events and says how many there are; its control
+    decisions are shown wherever they fall. One OTLP request gives a span as many events as
+    it likes (200,000: a page of 17.6 MB, 8 s to make, each time it was opened)."""
+    trace, root = secrets.token_hex(16), secrets.token_hex(8)
+    span = _span(trace, root, None, "agent", [_text("input.value", "hi")])
+    start = int(str(span["startTimeUnixNano"]))
+    events: list[dict[str, object]] = [
+        {"name": f"tick {i}", "timeUnixNano": str(start + i)} for i in range(1_000)
+    ]
+    events.append(
+        {
+            "name": "tether.control.decision",
+            "timeUnixNano": str(start + 5_000),
+            "attributes": [
+                _text("tether.control.name", "tool_policy"),
+                _text("tether.control.hook", "before_tool"),
+                _text("tether.decision", "block"),
+                _text("tether.decision.reason", "late and blocked"),
+            ],
+        }
+    )
+    span["events"] = events
+    send_spans(site, [span])
+    for page in (
+        viewer.get(f"/runs/{root}", params={"span": root}),
+        viewer.get(f"/runs/{root}/spans/{root}", headers={"HX-Request": "true"}),
+    ):
+        assert page.status_code == 200
+        detail = page.text.split('id="span-title"')[1]
+        assert detail.count('<div class="message">') == 200
+        assert "tick 199 ·" in detail and "tick 200 ·" not in detail
+        assert "the first 200 of 1,001" in detail
+        assert 'data-verdict="block"' in detail and "late and blocked" in detail
+    bearer = {"Authorization": f"Bearer {site.keys['viewer']}"}
+    whole = httpx.get(f"{site.url}/api/v1/runs/{root}/spans/{root}", headers=bearer, timeout=60)
+    assert len(whole.json()["events"]) == 1_001
