@@ -272,3 +272,22 @@ def test_a_span_of_many_events_shows_the_first_and_its_decisions(
     bearer = {"Authorization": f"Bearer {site.keys['viewer']}"}
     whole = httpx.get(f"{site.url}/api/v1/runs/{root}/spans/{root}", headers=bearer, timeout=60)
     assert len(whole.json()["events"]) == 1_001
+
+
+def test_signing_out_of_a_session_that_already_ended(site: Site) -> None:
+    """Signing out works when the session has already ended (its key revoked or expired): it
+    sent the browser to sign in again with ``next=/logout`` (a page no browser can open:
+    405 once signed in) and left the dead cookie in place."""
+    with httpx.Client(base_url=site.url, timeout=60, follow_redirects=False) as client:
+        assert client.post("/login", data={"key": site.keys["viewer"]}).status_code == 303
+        assert client.cookies
+        own = site.keys["viewer"].split("_")[1]
+        bearer = {"Authorization": f"Bearer {site.keys['admin']}"}
+        revoked = httpx.delete(f"{site.url}/api/v1/keys/{own}", headers=bearer, timeout=60)
+        assert revoked.status_code in (200, 204), revoked.text
+        out = client.post("/logout")
+        assert out.status_code == 303 and out.headers["location"] == "/login"
+        assert not client.cookies  # the dead cookie is dropped
+        # From another site's page: refused, signed in or not.
+        other = client.post("/logout", headers={"Origin": "http://elsewhere.example"})
+        assert other.status_code == 403

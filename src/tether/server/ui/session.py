@@ -122,10 +122,16 @@ def _sign_in(request: Request, fields: dict[str, str]) -> Response:
 
 
 @router.post("/logout")
-def logout(request: Request, principal: Annotated[Principal, Depends(authenticate)]) -> Response:
+def logout(request: Request) -> Response:
+    """Sign out: the browser's session ends, if it is still open. A session already ended (its
+    key revoked or expired) is signed out of too: signing out asked for a live one, so it
+    sent the browser to sign in again with ``next=/logout``, which a page cannot open (405),
+    and kept the dead cookie."""
     check_origin(request)
-    if principal.session_token:
-        request.app.state.access.close_session(principal.session_token)
+    token = request.cookies.get(session_cookie(request))
+    access: AccessStore = request.app.state.access
+    if token and access.session(token) is not None:  # no write for a made-up cookie
+        access.close_session(token)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(session_cookie(request), path="/")
     return response
