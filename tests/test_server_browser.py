@@ -249,3 +249,29 @@ def test_a_developer_manages_its_viewer_and_agent_keys_on_the_keys_page(
     assert answer.status == 403
     assert "may not revoke admin keys" in p.locator("main").inner_text()
     assert not [m for m in p.problems if "403" not in m], p.problems
+
+
+def test_a_trace_is_not_kept_in_the_tab_after_signing_out(page: object, site: Site) -> None:
+    """Opening spans (htmx pushes each one's URL) keeps no copy of the page in the tab's
+    storage: htmx's history cache held the last pages' HTML (a run's input, its tool
+    results) in sessionStorage, out of reach of ``Cache-Control: no-store``, still there on
+    the sign-in page after signing out; going back a span showed it again without the
+    server being asked whether the session still stood."""
+    p: Any = page
+    sign_in(p, site)
+    run = site.runs["blocked"]
+    p.goto(f"{site.url}/runs/{run.run_id}")
+    for span in run.span_ids[1:3]:
+        p.locator(f".span-row[data-span='{span}']").click()
+        p.wait_for_url(f"**span={span}")
+    p.locator("#detail .tool-result").wait_for()
+    stored = "Object.keys(sessionStorage).map(k => sessionStorage.getItem(k)).join(' ')"
+    assert "Refund order 1003" not in p.evaluate(stored)
+    # Back a span: the page is asked of the server again, and shows that span.
+    p.go_back()
+    p.wait_for_url(f"**span={run.span_ids[1]}")
+    p.locator(f".span-row.selected[data-span='{run.span_ids[1]}']").wait_for()
+    p.click("header form[action='/logout'] button")
+    p.wait_for_url("**/login")
+    assert "Refund order 1003" not in p.evaluate(stored)
+    assert not p.problems, p.problems

@@ -38,6 +38,11 @@ QUANTILES = (0.50, 0.95, 0.99)
 """The latency percentiles shown: p50, p95, p99."""
 DIMENSIONS = ("project", "agent", "version", "model")
 """What the breakdowns group runs by."""
+MAX_BREAKDOWN = 100
+"""The most groups a breakdown lists: those with the most runs; the others are summed in one
+line (``Metrics.others``). Any agent key names agents, versions and models (an OTLP span's
+attributes): 20,000 runs of as many agent names, sent in 3 s, made the dashboard 8 MB and
+15 s (the API's metrics 22 s; a percentile read for each group), growing with every run."""
 
 
 def bucket_seconds(span_s: float) -> int:
@@ -158,6 +163,28 @@ class Metrics(BaseModel):
     by_agent: list[Breakdown]
     by_version: list[Breakdown]
     by_model: list[Breakdown]
+    others: dict[str, Breakdown] = {}
+    """By breakdown (``project``, ``agent``, ``version``, ``model``): the runs of its groups
+    past the first ``MAX_BREAKDOWN`` (fewest runs), summed, key ``N others``, without
+    percentiles; absent when a breakdown lists all its groups."""
+
+
+def listed(groups: Mapping[str, Group]) -> list[str]:
+    """The keys of the groups a breakdown lists, in order: the ``MAX_BREAKDOWN`` with the
+    most runs (ties by key). Only theirs need percentiles."""
+    return sorted(groups, key=lambda k: (-groups[k].requests, k))[:MAX_BREAKDOWN]
+
+
+def add_up(into: Group, g: Group) -> None:
+    """``g``'s counts and sums added to ``into`` (not its percentiles)."""
+    into.requests += g.requests
+    into.errors += g.errors
+    into.final_answers += g.final_answers
+    into.input_tokens += g.input_tokens
+    into.output_tokens += g.output_tokens
+    into.cached_input_tokens += g.cached_input_tokens
+    into.cost_usd += g.cost_usd
+    into.unpriced += g.unpriced
 
 
 def breakdown(key: str, g: Group) -> Breakdown:
@@ -179,9 +206,15 @@ def breakdown(key: str, g: Group) -> Breakdown:
     )
 
 
-def _ranked(groups: Mapping[str, Group]) -> list[Breakdown]:
-    out = [breakdown(k, g) for k, g in groups.items()]
-    return sorted(out, key=lambda b: (-b.requests, b.key))
+def _ranked(groups: Mapping[str, Group]) -> tuple[list[Breakdown], Breakdown | None]:
+    """The breakdown's lines (``listed``) and the sum of the rest (None: no rest)."""
+    shown = listed(groups)
+    rest = Group()
+    for key in set(groups).difference(shown):
+        add_up(rest, groups[key])
+    others = len(groups) - len(shown)
+    summed = breakdown(f"{others:,} others", rest) if others else None
+    return [breakdown(k, groups[k]) for k in shown], summed
 
 
 def assemble(
@@ -247,6 +280,12 @@ def assemble(
     if not total.requests:
         for chart in charts.values():
             chart.series = []
+    lines: dict[str, list[Breakdown]] = {}
+    others: dict[str, Breakdown] = {}
+    for dimension in DIMENSIONS:
+        lines[dimension], rest = _ranked(by.get(dimension, {}))
+        if rest is not None:
+            others[dimension] = rest
     return Metrics(
         since_ns=axis.since_ns,
         until_ns=axis.until_ns,
@@ -256,8 +295,9 @@ def assemble(
         outcomes=dict(sorted(total.outcomes.items())),
         error_categories=dict(sorted(total.categories.items())),
         charts=charts,
-        by_project=_ranked(by.get("project", {})),
-        by_agent=_ranked(by.get("agent", {})),
-        by_version=_ranked(by.get("version", {})),
-        by_model=_ranked(by.get("model", {})),
+        by_project=lines["project"],
+        by_agent=lines["agent"],
+        by_version=lines["version"],
+        by_model=lines["model"],
+        others=others,
     )

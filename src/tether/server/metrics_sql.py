@@ -65,7 +65,9 @@ from tether.server.metrics import (
     Group,
     Metrics,
     TimeBuckets,
+    add_up,
     assemble,
+    listed,
 )
 from tether.store import tables
 from tether.store.db import driver_message
@@ -166,18 +168,6 @@ def _group(sums: Sequence[Any], latency_ns: Sequence[Any] = ()) -> Group:
         cost_usd=float(cost or 0.0),
         unpriced=int(unpriced or 0),
     )
-
-
-def _add(into: Group, g: Group) -> None:
-    """``g``'s counts and sums added to ``into`` (not its percentiles)."""
-    into.requests += g.requests
-    into.errors += g.errors
-    into.final_answers += g.final_answers
-    into.input_tokens += g.input_tokens
-    into.output_tokens += g.output_tokens
-    into.cached_input_tokens += g.cached_input_tokens
-    into.cost_usd += g.cost_usd
-    into.unpriced += g.unpriced
 
 
 _GROUPINGS = (None, "bucket", "project", "agent", "version")
@@ -288,12 +278,15 @@ class _SqliteCounts:
         ended: dict[Any, int] = {}
         for values, sums, n in rows:
             value = None if key is None else values[key]
-            _add(groups.setdefault(value, Group()), sums)
+            add_up(groups.setdefault(value, Group()), sums)
             ended[value] = ended.get(value, 0) + n
         keys = [] if key is None else [table.c[key]]
         Index(f"{table.name}_{key or 'all'}", *keys, table.c.lat).create(self.conn)
-        for value, group in groups.items():
-            n = ended[value]
+        # Only the groups a breakdown lists get percentiles: a read for each of 20,000
+        # agents' took 15 s.
+        wanted = groups if key in (None, "bucket") else listed(groups)
+        for value in wanted:
+            group, n = groups[value], ended[value]
             ranks = [rank_of(q, n) for q in QUANTILES]
             group.latency_ms = tuple(self._nth(table, key, value, r, n) for r in ranks)
         return groups

@@ -113,14 +113,21 @@ _AGENT_NAMES_TTL_S = 30.0
 _agent_names: dict[tuple[int, str], tuple[float, list[str]]] = {}
 
 
+MAX_AGENT_SUGGESTIONS = 200
+"""The most agent names the runs page suggests (those with the most runs): any agent key
+names agents, and the page carried every name (20,000 names: 575 KB a page, growing)."""
+
+
 def agent_names(db: Engine, project: str) -> list[str]:
-    """The names of the project's agents, for the runs page's suggestions: read at most every
-    30 s (the grouping reads every run of the project)."""
+    """The names of the project's agents with the most runs (``MAX_AGENT_SUGGESTIONS``), by
+    name, for the runs page's suggestions: read at most every 30 s (the grouping reads every
+    run of the project)."""
     key = (id(db), project)
     now = time.monotonic()
     cached = _agent_names.get(key)
     if cached is None or now - cached[0] > _AGENT_NAMES_TTL_S:
-        names = [a.agent for a in agents(db, project) if a.agent]
+        named = sorted((a for a in agents(db, project) if a.agent), key=lambda a: -a.runs)
+        names = sorted(str(a.agent) for a in named[:MAX_AGENT_SUGGESTIONS])
         cached = (now, names)
         _agent_names[key] = cached
     return cached[1]

@@ -67,6 +67,8 @@ class SpanDetail:
     attributes: dict[str, Any]
     events: list[dict[str, Any]]
     decisions: list[Decision]
+    event_count: int = 0
+    """How many events the span has (``events`` may hold the first of them only)."""
 
 
 def _failed(exc: SQLAlchemyError) -> StoreError:
@@ -226,8 +228,11 @@ def run_bounds(engine: Engine, run_id: str) -> tuple[int, int, int, int]:
     return int(first or 0), int(last or 0), int(count), int(blocked)
 
 
-def span_detail(engine: Engine, run_id: str, span_id: str) -> SpanDetail | None:
-    """One span of the run with its attributes and events; None if the run has no such
+def span_detail(
+    engine: Engine, run_id: str, span_id: str, *, max_events: int | None = None
+) -> SpanDetail | None:
+    """One span of the run with its attributes and events (the first ``max_events``, and its
+    control decisions among the first ``max_events`` of those); None if the run has no such
     span."""
     if not storable(span_id):
         return None
@@ -242,11 +247,21 @@ def span_detail(engine: Engine, run_id: str, span_id: str) -> SpanDetail | None:
             )
             if row is None:
                 return None
-            events = conn.execute(
-                select(ev.name, ev.time_ns, ev.attributes)
-                .where(ev.run_id == run_id, ev.span_id == span_id)
-                .order_by(ev.time_ns, ev.id)
-            ).all()
+            of_span = select(ev.name, ev.time_ns, ev.attributes).where(
+                ev.run_id == run_id, ev.span_id == span_id
+            )
+            events = conn.execute(of_span.order_by(ev.time_ns, ev.id).limit(max_events)).all()
+            event_count = len(events)
+            decided: Sequence[Any] = [e for e in events if e[0] == semconv.EVENT_CONTROL_DECISION]
+            if max_events is not None and event_count == max_events:
+                event_count = conn.execute(
+                    select(func.count()).select_from(of_span.subquery())
+                ).scalar_one()
+                decided = conn.execute(
+                    of_span.where(ev.name == semconv.EVENT_CONTROL_DECISION)
+                    .order_by(ev.time_ns, ev.id)
+                    .limit(max_events)
+                ).all()
             count = conn.execute(
                 select(func.count()).where(
                     tables.spans_of_run(run_id), sp.parent_id == span_id, sp.span_id != span_id
@@ -254,20 +269,21 @@ def span_detail(engine: Engine, run_id: str, span_id: str) -> SpanDetail | None:
             ).scalar_one()
     except SQLAlchemyError as exc:
         raise _failed(exc) from exc
-    shown_events = []
+    shown_events = [
+        {"name": name, "time_ns": time_ns, "attributes": json.loads(attributes)}
+        for name, time_ns, attributes in events
+    ]
     decisions = []
-    for name, time_ns, attributes in events:
+    for _, _, attributes in decided:
         attrs = json.loads(attributes)
-        shown_events.append({"name": name, "time_ns": time_ns, "attributes": attrs})
-        if name == semconv.EVENT_CONTROL_DECISION:
-            decisions.append(
-                Decision(
-                    control=str(attrs.get(semconv.TETHER_CONTROL_NAME, "?")),
-                    hook=str(attrs.get(semconv.TETHER_CONTROL_HOOK, "?")),
-                    verdict=str(attrs.get(semconv.TETHER_DECISION, "?")),
-                    reason=str(attrs.get(semconv.TETHER_DECISION_REASON, "")),
-                )
+        decisions.append(
+            Decision(
+                control=str(attrs.get(semconv.TETHER_CONTROL_NAME, "?")),
+                hook=str(attrs.get(semconv.TETHER_CONTROL_HOOK, "?")),
+                verdict=str(attrs.get(semconv.TETHER_DECISION, "?")),
+                reason=str(attrs.get(semconv.TETHER_DECISION_REASON, "")),
             )
+        )
     line = SpanLine(
         span_id=row["span_id"],
         parent_id=row["parent_id"],
@@ -284,12 +300,22 @@ def span_detail(engine: Engine, run_id: str, span_id: str) -> SpanDetail | None:
         attributes=json.loads(row["attributes"]),
         events=shown_events,
         decisions=decisions,
+        event_count=int(event_count),
     )
 
 
 def messages(value: Any) -> list[dict[str, Any]]:
     """OTel GenAI messages (``gen_ai.input.messages``) as ``[{role, parts: [text]}]`` for the
-    page; anything else as one part."""
+    page; anything else as one part. Text nested deeper than Python's stack reads is that one
+    part as it is (``[[[...]]]`` 10,000 deep raised RecursionError: the span's page was a 500)."""
+    try:
+        return _messages(value)
+    except RecursionError:
+        shown = value if isinstance(value, str) else "(nested too deeply to show)"
+        return [{"role": "", "parts": [shown]}]
+
+
+def _messages(value: Any) -> list[dict[str, Any]]:
     if isinstance(value, str):
         try:
             value = json.loads(value)

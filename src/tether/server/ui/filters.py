@@ -47,14 +47,23 @@ def total_cost(group: Any) -> str:
 
 
 def pretty(value: Any) -> str:
-    """Any value as readable text: JSON indented (text that is JSON too)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return str(value)
+    """Any value as readable text: JSON indented (text that is JSON too). Text nested deeper
+    than Python's stack reads is shown as it is: ``[[[...]]]`` 10,000 deep in a tool's result
+    (a page a tool fetched, a span anyone with an agent key sends) raised RecursionError,
+    and the page of that span answered 500."""
+    try:
         if isinstance(value, str):
-            return str(value)
+            try:
+                found = json.loads(value)
+            except ValueError:
+                return value
+            return found if isinstance(found, str) else _indented(found)
+        return _indented(value)
+    except RecursionError:
+        return value if isinstance(value, str) else "(nested too deeply to show)"
+
+
+def _indented(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 

@@ -51,12 +51,18 @@ def _keys_page(
     created: tuple[KeyInfo, str] | None = None,
     message: str | None = None,
     error: str | None = None,
+    revoked: str | None = None,
     status: int = 200,
 ) -> Response:
+    """The page; ``revoked``: a key just revoked, said so when it is one of the page's
+    revoked keys (the ``?revoked=`` of the redirect after revoking)."""
     keys = [k for k in _access(request).list_keys(principal.project) if principal.sees_key(k)]
     now = time.time_ns()
+    states = [(k, k.state(now)) for k in keys]
+    if revoked is not None and any(k.key_id == revoked and s == "revoked" for k, s in states):
+        message = f"Key {revoked} is revoked: it and its browser sessions no longer work."
     context: dict[str, Any] = {
-        "keys": [(k, k.state(now)) for k in keys],
+        "keys": states,
         "created": created,
         "message": message,
         "error": error,
@@ -69,10 +75,9 @@ def _keys_page(
 
 @router.get("/keys")
 def keys_page(request: Request, principal: KeyManager, revoked: str | None = None) -> Response:
-    message = None
-    if revoked:
-        message = f"Key {revoked} is revoked: it and its browser sessions no longer work."
-    return _keys_page(request, principal, message=message)
+    # Not the text of the link as it is: a link of anyone's making put its words on the page
+    # in the server's voice ("/keys?revoked=... Your session expired: sign in at ...").
+    return _keys_page(request, principal, revoked=revoked)
 
 
 @router.post("/keys")

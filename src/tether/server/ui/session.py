@@ -101,6 +101,12 @@ def _sign_in(request: Request, fields: dict[str, str]) -> Response:
         return _login_page(
             request, "An agent key sends traces; it cannot sign in to the UI.", next_url, 403
         )
+    # The session this browser had (another key's, or this one's) ends: signing in over it
+    # replaced its cookie and left it open in the store until it expired, a token that still
+    # opened the other key's project to whoever had a copy of the old cookie.
+    earlier = request.cookies.get(session_cookie(request))
+    if earlier:
+        access.close_session(earlier)
     token = access.open_session(info)
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(
@@ -116,10 +122,16 @@ def _sign_in(request: Request, fields: dict[str, str]) -> Response:
 
 
 @router.post("/logout")
-def logout(request: Request, principal: Annotated[Principal, Depends(authenticate)]) -> Response:
+def logout(request: Request) -> Response:
+    """Sign out: the browser's session ends, if it is still open. A session already ended (its
+    key revoked or expired) is signed out of too: signing out asked for a live one, so it
+    sent the browser to sign in again with ``next=/logout``, which a page cannot open (405),
+    and kept the dead cookie."""
     check_origin(request)
-    if principal.session_token:
-        request.app.state.access.close_session(principal.session_token)
+    token = request.cookies.get(session_cookie(request))
+    access: AccessStore = request.app.state.access
+    if token and access.session(token) is not None:  # no write for a made-up cookie
+        access.close_session(token)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(session_cookie(request), path="/")
     return response
