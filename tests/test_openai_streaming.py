@@ -499,7 +499,7 @@ async def test_stall_mid_stream(openai_server: FakeOpenAIServer, make_model: Mak
 
     assert texts(events) == ["Hello ", "wor"]
     assert error is not None and error.retryable
-    assert "stalled: no data for 0.3s after 2 chunk(s)" in str(error)
+    assert "stalled: no event for 0.3s after 2 chunk(s)" in str(error)
 
 
 async def test_stall_before_the_first_event_is_retried(

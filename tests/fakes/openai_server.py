@@ -55,7 +55,9 @@ class Reply:
     server that accepts and never answers); ``disconnect`` closes the connection without any
     response; ``pace_s`` makes a slow server (a pause before each ``sse`` event, or before
     each 16-byte piece of any other body); ``cut_body_at`` sends that many bytes of a
-    non-``sse`` body, announced whole, then closes the connection (a truncated reply).
+    non-``sse`` body, announced whole, then closes the connection (a truncated reply);
+    ``drip_head`` sends the response's head a byte at a time, ``pace_s`` apart, with a
+    header of that many bytes in it (headers that take their time to end).
     """
 
     status: int = 200
@@ -75,6 +77,7 @@ class Reply:
     disconnect: bool = False
     pace_s: float = 0.0
     cut_body_at: int | None = None
+    drip_head: int = 0
 
     @classmethod
     def completion(cls, **kwargs: Any) -> Reply:
@@ -284,6 +287,19 @@ class _Handler(BaseHTTPRequestHandler):
     def _extra_headers(self, reply: Reply) -> None:
         for key, value in reply.headers.items():
             self.send_header(key, value)
+        if reply.drip_head:
+            self.send_header("X-Drip", "d" * reply.drip_head)
+            self._drip_head(reply.pace_s)
+
+    def _drip_head(self, pace_s: float) -> None:
+        """Send the head buffered so far a byte at a time (``end_headers`` adds its end)."""
+        head = b"".join(self._headers_buffer)
+        self._headers_buffer = []
+        for i in range(len(head)):
+            if self.server.owner._stopping.wait(pace_s):
+                return
+            self.wfile.write(head[i : i + 1])
+            self.wfile.flush()
 
 
 class _Server(ThreadingHTTPServer):

@@ -196,9 +196,10 @@ class OpenAIErrors:
         chunks (``chunks()``) had come."""
         try:
             yield
-        except httpx.TimeoutException as exc:
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            # TimeoutError: bytes kept coming, but no event among them (``lines_capped``).
             raise Transient(
-                f"the stream from {self.shown_url} stalled: no data for "
+                f"the stream from {self.shown_url} stalled: no event for "
                 f"{self._timeout_s:g}s after {chunks()} chunk(s)"
             ) from exc
         except httpx.TransportError as exc:

@@ -136,7 +136,7 @@ def parse_body(raw: bytes, errors: WireErrors, *, default_model: str) -> ModelRe
     text = raw.decode("utf-8", errors="replace")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the parser's depth: not a reply either
         raise errors.garbage("the body is not JSON", text) from None
     return parse_completion(data, text, errors, default_model=default_model)
 
@@ -335,7 +335,7 @@ class StreamState:
             return []
         try:
             chunk = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise errors.garbage("a stream event is not JSON", payload) from None
         if not isinstance(chunk, dict):
             raise errors.garbage("a stream event is not a JSON object", payload)
@@ -432,7 +432,7 @@ def api_error_message(raw: bytes) -> str:
     text = raw.decode("utf-8", errors="replace")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict):
         for candidate in (data.get("error"), data.get("message"), data.get("detail")):

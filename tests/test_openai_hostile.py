@@ -1,0 +1,241 @@
+"""``OpenAIChatModel`` against a hostile OpenAI-compatible upstream on 127.0.0.1
+(``tests/fakes/openai_server``): bytes trickled in without any event, a head that takes its
+time to end, JSON nested past the parser's depth. Each ends the call with a clear
+``ProviderError`` within the per-call timeout, never a hang or a raw exception."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fakes.openai_server import FakeOpenAIServer, Reply, completion_body, stream_chunk
+from tether import Agent, Outcome
+from tether.core import ProviderError
+from tether.providers import Message, ModelRequest, StreamAccumulator, StreamEvent, TextDelta
+from tether.providers.openai_compat import OpenAIChatModel
+from tether.providers.types import RAW_ARGUMENTS_KEY, describe_invalid_arguments
+from tether.resilience import CircuitBreakerModel, LocalBreakerStore
+
+MakeModel = Callable[..., OpenAIChatModel]
+USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+DEEP = "[" * 100_000 + "]" * 100_000
+"""Valid JSON nested deeper than Python's parser recurses."""
+
+
+def user() -> ModelRequest:
+    return ModelRequest(messages=[Message(role="user", content="hi")])
+
+
+async def drain(model: OpenAIChatModel) -> tuple[StreamAccumulator, ProviderError | None]:
+    reply = StreamAccumulator(model=model.name)
+    try:
+        async for event in model.stream(user()):
+            reply.add(event)
+    except ProviderError as exc:
+        return reply, exc
+    return reply, None
+
+
+# ------------------------------------------------------------------ trickled bytes
+
+
+async def test_keep_alives_trickled_without_any_event_stall_the_stream(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    # Each comment comes well within timeout_s, so no wait for bytes times out; but no
+    # event comes at all. (Without a cap on that, the call lasted as long as the server
+    # cared to: here until it ran out of comments, then a different error.)
+    openai_server.enqueue(Reply(sse=[": ping\n\n"] * 200, pace_s=0.02, sse_done=False))
+
+    _, error = await drain(make_model(timeout_s=0.3, max_retries=0))
+
+    assert error is not None and error.retryable
+    assert "stalled: no event for 0.3s after 0 chunk(s)" in error.message
+    assert not openai_server.streams[0].finished
+
+
+async def test_blanks_trickled_mid_stream_stall_it_and_the_partial_reply_stands(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    events: list[Any] = [
+        stream_chunk({"content": "half "}),
+        stream_chunk(usage=USAGE),
+        *[b" "] * 200,
+    ]
+    openai_server.enqueue(Reply(sse=events, pace_s=0.02, sse_done=False))
+
+    reply, error = await drain(make_model(timeout_s=0.3, max_retries=0))
+
+    assert error is not None and "stalled: no event for 0.3s after 2 chunk(s)" in error.message
+    assert "part of the reply was already out" in error.message
+    assert reply.text == "half " and reply.usage.input_tokens == 5  # what came stays
+    assert not openai_server.streams[0].finished
+
+
+async def test_a_head_trickled_a_byte_at_a_time_times_out(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    # Each byte of the head comes well within timeout_s; the head as a whole does not.
+    late = [stream_chunk({"content": "late"}), stream_chunk(usage=USAGE)]
+    openai_server.enqueue(Reply(sse=late, drip_head=200, pace_s=0.02))
+
+    reply, error = await drain(make_model(timeout_s=0.3, max_retries=0))
+
+    assert error is not None and error.retryable
+    assert "timed out after 0.3s" in error.message and reply.text == ""
+
+
+async def test_a_plain_completion_trickled_in_answer_to_a_stream_times_out(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    # The server ignores "stream" and sends a plain completion, 16 bytes at a time.
+    openai_server.enqueue(Reply(json=completion_body(content="x" * 400), pace_s=0.02))
+
+    reply, error = await drain(make_model(timeout_s=0.3, max_retries=0))
+
+    assert error is not None and "timed out after 0.3s" in error.message
+    assert reply.text == ""
+
+
+async def test_a_slow_consumer_is_not_taken_for_a_stalled_server(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    # The whole stream is sent at once; the consumer takes longer than timeout_s over each
+    # event: that is its own time, not the server's.
+    openai_server.enqueue(
+        Reply(
+            sse=[
+                stream_chunk({"content": "one "}),
+                stream_chunk({"content": "two"}),
+                stream_chunk(usage=USAGE),
+            ]
+        )
+    )
+    model = make_model(timeout_s=0.2, max_retries=0)
+
+    texts: list[str] = []
+    async for event in model.stream(user()):
+        if isinstance(event, TextDelta):
+            texts.append(event.text)
+        await asyncio.sleep(0.3)
+
+    assert texts == ["one ", "two"]
+
+
+async def test_a_trickling_stream_falls_back_and_counts_against_the_circuit(
+    openai_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    openai_server.enqueue(Reply(sse=[": ping\n\n"] * 200, pace_s=0.02, sse_done=False))
+    (tmp_path / "backup.yaml").write_text("steps: [{text: backup answer}]\n")
+    spec = tmp_path / "agent.yaml"
+    spec.write_text(
+        "name: trickled\n"
+        "model:\n"
+        "  provider: openai\n"
+        "  name: gpt-4.1-mini\n"
+        f"  base_url: {openai_server.base_url}\n"
+        "  timeout_s: 0.3\n"
+        "  max_retries: 0\n"
+        "fallback_models:\n"
+        "  - {provider: scripted, name: backup, script: backup.yaml}\n"
+        "resilience:\n"
+        "  circuit_breaker: {failures: 1, window_s: 60, cooldown_s: 60}\n"
+    )
+    agent = Agent.from_yaml(spec, trace=False, breaker_store=LocalBreakerStore())
+    shown: list[StreamEvent] = []
+
+    result = await agent.run("hi", stream=shown.append)
+
+    assert result.outcome == Outcome.FINAL_ANSWER and result.output == "backup answer"
+    primary = agent.harness.chain.primary
+    assert isinstance(primary, CircuitBreakerModel)
+    assert (await primary.breaker.state()).state == "open"  # a stall is the endpoint's fault
+    assert not openai_server.streams[0].finished
+    await agent.aclose()
+
+
+# ------------------------------------------------------------------ JSON nested too deeply
+
+
+async def test_a_completion_nested_too_deeply_is_a_malformed_reply(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    openai_server.enqueue(
+        Reply(raw=DEEP.encode(), headers={"Content-Type": "application/json"}),
+        Reply(raw=DEEP.encode(), headers={"Content-Type": "application/json"}),
+    )
+    model = make_model(max_retries=0)
+
+    try:
+        await model.complete(user())
+    except ProviderError as exc:
+        error: ProviderError = exc
+    assert "the body is not JSON" in error.message and not error.retryable
+
+    _, error2 = await drain(model)  # the same, sent in answer to a stream
+    assert error2 is not None and "the body is not JSON" in error2.message
+
+
+async def test_an_error_body_nested_too_deeply_keeps_its_status(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    openai_server.enqueue(*[Reply(status=503, raw=DEEP.encode())] * 2)
+
+    try:
+        await make_model(max_retries=1).complete(user())
+    except ProviderError as exc:
+        error: ProviderError = exc
+    assert "returned HTTP 503" in error.message and "gave up after 2 attempts" in error.message
+    assert error.retryable and error.status_code == 503
+
+
+async def test_a_stream_event_nested_too_deeply_is_a_malformed_chunk(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    openai_server.enqueue(
+        Reply(sse=[stream_chunk({"content": "so far"}), f"data: {DEEP}\n\n"], sse_done=False)
+    )
+
+    reply, error = await drain(make_model(max_retries=0))
+
+    assert error is not None and "a stream event is not JSON" in error.message
+    assert reply.text == "so far"
+
+
+async def test_tool_arguments_nested_too_deeply_are_kept_as_raw_text(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": DEEP}}
+    openai_server.enqueue(Reply.completion(tool_calls=[call]))
+    arguments_delta = {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": DEEP}}
+    openai_server.enqueue(
+        Reply(sse=[stream_chunk({"tool_calls": [arguments_delta]}), stream_chunk(usage=USAGE)])
+    )
+    model = make_model(max_retries=0)
+
+    response = await model.complete(user())
+    reply, error = await drain(model)
+
+    assert error is None
+    for got in (response, reply.response()):
+        assert got.tool_calls[0].arguments == {RAW_ARGUMENTS_KEY: DEEP}
+    assert describe_invalid_arguments(DEEP).startswith("nested too deeply")
+    assert json.loads(json.dumps(reply.response().tool_calls[0].arguments))  # storable
+
+
+async def test_a_plain_completion_with_an_upper_case_media_type_is_streamed_in_one_piece(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    # Media types are case-insensitive: this one was read as server-sent events, found to
+    # carry no 'data:' lines, and refused as not an OpenAI-compatible reply.
+    body = json.dumps(completion_body(content="plain")).encode()
+    openai_server.enqueue(
+        Reply(raw=body, headers={"Content-Type": "Application/JSON; charset=UTF-8"})
+    )
+
+    reply, error = await drain(make_model(max_retries=0))
+
+    assert error is None and reply.text == "plain" and reply.usage.input_tokens == 10
