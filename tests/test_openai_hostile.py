@@ -239,3 +239,24 @@ async def test_a_plain_completion_with_an_upper_case_media_type_is_streamed_in_o
     reply, error = await drain(make_model(max_retries=0))
 
     assert error is None and reply.text == "plain" and reply.usage.input_tokens == 10
+
+
+# ------------------------------------------------------------------ huge error bodies
+
+
+async def test_a_5xx_with_a_huge_body_is_still_a_5xx(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    # A 503 whose (HTML) body is past max_response_bytes: retried and then given up on as a
+    # 503, quoting the start of its body; it was a "response too large", not retried.
+    page = b"<html>" + b"<p>busy</p>" * 200_000  # 2.2 MB
+    openai_server.enqueue(*[Reply(status=503, raw=page)] * 2)
+    model = make_model(max_retries=1, max_response_bytes=1_000_000)
+
+    try:
+        await model.complete(user())
+    except ProviderError as exc:
+        error: ProviderError = exc
+    assert error.status_code == 503 and error.retryable
+    assert "returned HTTP 503: '<html><p>busy</p>" in error.message
+    assert "gave up after 2 attempts" in error.message and model.last_attempts == 2

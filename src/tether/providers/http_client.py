@@ -142,6 +142,17 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes:
     return bytes(body)
 
 
+async def read_head(response: httpx.Response, limit: int) -> bytes:
+    """The first ``limit`` bytes of the body of a response opened with ``stream=True``,
+    decoded (gzip and the like); the rest is left unread (closing the response drops it)."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= limit:
+            break
+    return bytes(body[:limit])
+
+
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 

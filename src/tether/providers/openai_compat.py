@@ -32,6 +32,7 @@ from tether.providers.http_client import (
     display_url,
     lines_capped,
     read_capped,
+    read_head,
     shared_ssl_context,
 )
 from tether.providers.openai_errors import OpenAIErrors, Transient
@@ -50,6 +51,9 @@ DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
 MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
 """Default cap on a response, streamed or not: a stream spends ~200 bytes of JSON per token,
 so this leaves room for 100k+ streamed tokens, and a server gone wrong cannot fill memory."""
+
+ERROR_BODY_BYTES: Final = 64 * 1024
+"""How much of an error response is read for its message (the rest is not read)."""
 
 _LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
@@ -358,8 +362,10 @@ class OpenAIChatModel:
         content = openai_wire.body_bytes(body)
         async with client.stream("POST", self._url, content=content, headers=_JSON) as response:
             if not response.is_success:
-                # An error body is read for its message, within the same cap.
-                raw = await read_capped(response, self.max_response_bytes)
+                # An error body is read for its message, no further: a 503 whose body passed
+                # max_response_bytes was a "response too large", neither retried nor
+                # counted by a circuit breaker as the 503 it is.
+                raw = await read_head(response, min(ERROR_BODY_BYTES, self.max_response_bytes))
                 raise self._errors.for_status(response, raw)
             yield response
 
