@@ -260,3 +260,58 @@ async def test_a_5xx_with_a_huge_body_is_still_a_5xx(
     assert error.status_code == 503 and error.retryable
     assert "returned HTTP 503: '<html><p>busy</p>" in error.message
     assert "gave up after 2 attempts" in error.message and model.last_attempts == 2
+
+
+# ------------------------------------------------------------------ errors inside a reply
+
+SERVER_ERROR = {
+    "message": "The server had an error while processing your request.",
+    "type": "server_error",
+}
+
+
+async def test_a_server_error_event_before_any_delta_is_retried_like_a_5xx(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    # OpenAI reports a failure of its own mid-stream as an error event, after the 200.
+    openai_server.enqueue(
+        Reply(sse=[{"error": SERVER_ERROR}], sse_done=False),
+        Reply(sse=[stream_chunk({"content": "fine"}), stream_chunk(usage=USAGE)]),
+    )
+    model = make_model(max_retries=1)
+
+    reply, error = await drain(model)
+
+    assert error is None and reply.text == "fine" and model.last_attempts == 2
+
+
+async def test_error_events_mid_stream_say_whether_a_retry_may_help(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    busy = {"message": "busy", "code": "429"}  # LiteLLM sends its codes as text
+    bad = {"message": "invalid 'tools[0].function.parameters'", "type": "invalid_request_error"}
+    for error_body, retryable, status in (
+        (SERVER_ERROR, True, None),
+        (busy, True, 429),
+        (bad, False, None),
+    ):
+        openai_server.enqueue(
+            Reply(sse=[stream_chunk({"content": "so far"}), {"error": error_body}], sse_done=False)
+        )
+        reply, error = await drain(make_model(max_retries=0))
+        assert error is not None and reply.text == "so far"
+        assert error.retryable is retryable and error.status_code == status
+        assert error_body["message"] in error.message
+
+
+async def test_a_completion_carrying_a_server_error_is_retried(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    openai_server.enqueue(
+        Reply(json={"error": SERVER_ERROR}), Reply.completion(content="second time")
+    )
+    model = make_model(max_retries=1)
+
+    response = await model.complete(user())
+
+    assert response.content == "second time" and model.last_attempts == 2

@@ -84,7 +84,7 @@ class OpenAIErrors:
             secrets.add(api_key)
         self._secrets = sorted(secrets, key=len, reverse=True)
         self.wire = openai_wire.WireErrors(
-            error=self.error, garbage=self.garbage, url=self.shown_url
+            error=self.error, garbage=self.garbage, url=self.shown_url, transient=self.reported
         )
         """The same errors, as the wire format's parsers take them."""
 
@@ -141,6 +141,10 @@ class OpenAIErrors:
             status_code=status,
             misconfigured=status in (401, 403, 404),
         )
+
+    def reported(self, message: str, status: int | None) -> Transient:
+        """A failure the server reported inside a reply that a retry may get past."""
+        return Transient(self.redact(message), status_code=status)
 
     def gave_up(self, last: Transient, attempts: int) -> ProviderError:
         """The error once every attempt failed, ``last`` the last failure."""

@@ -52,6 +52,55 @@ class WireErrors:
     """``(what is wrong, the body's first characters)`` -> the error for a malformed response."""
     url: str
     """The endpoint, named in errors the server itself reports."""
+    transient: Callable[[str, int | None], Exception]
+    """``(message, status)`` -> the failure for an error the server reports in a reply or a
+    stream that may pass on a retry (``transient_status``), as a 5xx or 429 response is."""
+
+    def reported(self, error: Any, where: str) -> Exception:
+        """The failure for an ``error`` member the server sent (``where``: "returned an error",
+        say): transient when it says the server failed or was busy, else a ``ProviderError``."""
+        message = f"{self.url} {where}: {error_text(error)}"
+        status = transient_status(error)
+        if status is not None:
+            return self.transient(message, status or None)
+        return self.error(message)
+
+
+_TRANSIENT_ERROR_TYPES: Final = frozenset(
+    {
+        "server_error",
+        "internal_server_error",
+        "internalservererror",
+        "api_error",
+        "overloaded_error",
+        "service_unavailable",
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        "timeout",
+    }
+)
+"""Error types (``error.type``, ``error.code``) servers use for a failure of their own or a
+busy moment: OpenAI's ``server_error`` mid-stream, vLLM's ``InternalServerError``, the
+``overloaded_error`` and ``rate_limit_error`` of Anthropic-style proxies."""
+
+
+def transient_status(error: Any) -> int | None:
+    """Whether an ``error`` member says the server failed or was busy (which a retry may get
+    past): its status (``code`` or ``status``, a number or digits) when that is 429 or 5xx, 0
+    when only its type says so, else ``None`` (the request's fault, or no telling)."""
+    if not isinstance(error, Mapping):
+        return None
+    for key in ("code", "status", "status_code"):
+        value = error.get(key)
+        if isinstance(value, str) and value.isdigit() and len(value) == 3:
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value if value == 429 or value >= 500 else None
+    for key in ("type", "code"):
+        value = error.get(key)
+        if isinstance(value, str) and value.lower() in _TRANSIENT_ERROR_TYPES:
+            return 0
+    return None
 
 
 def request_body(
@@ -152,7 +201,7 @@ def parse_completion(
     if not isinstance(data, dict):
         raise bad("the body is not a JSON object")
     if data.get("error") is not None and "choices" not in data:
-        raise errors.error(f"{errors.url} returned an error: {error_text(data['error'])}")
+        raise errors.reported(data["error"], "returned an error")
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices:
         raise bad("'choices' is missing or empty")
@@ -340,9 +389,7 @@ class StreamState:
         if not isinstance(chunk, dict):
             raise errors.garbage("a stream event is not a JSON object", payload)
         if chunk.get("error") is not None:
-            raise errors.error(
-                f"{errors.url} reported an error mid-stream: {error_text(chunk['error'])}"
-            )
+            raise errors.reported(chunk["error"], "reported an error mid-stream")
         self.chunks += 1
         if chunk.get("id") is not None:
             self.response_id = chunk["id"]
