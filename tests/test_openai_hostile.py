@@ -315,3 +315,39 @@ async def test_a_completion_carrying_a_server_error_is_retried(
     response = await model.complete(user())
 
     assert response.content == "second time" and model.last_attempts == 2
+
+
+# ------------------------------------------------------------------ secrets cut in two
+
+LONG_KEY = "sk-proj-" + "Ab3_" * 39  # as long as OpenAI's project keys (164 characters)
+
+
+async def test_a_key_the_server_echoes_across_the_excerpts_end_is_hidden(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    # Error texts quote 200 characters of a body: the key straddling that cut was no longer
+    # found whole, and 100+ of its characters were shown.
+    echo = f"{'.' * 120} got header Authorization: Bearer {LONG_KEY} <- not accepted"
+    openai_server.enqueue(
+        Reply(status=401, raw=echo.encode()),
+        Reply(raw=f"<html>{echo}</html>".encode(), headers={"Content-Type": "application/json"}),
+        Reply(sse=[{"error": {"detail": echo}}], sse_done=False),
+        Reply(sse=[f"{echo}\n\n"], sse_done=False),
+    )
+    model = make_model(api_key=LONG_KEY, max_retries=0)
+
+    failures: list[ProviderError] = []
+    for _ in range(2):
+        try:
+            await model.complete(user())
+        except ProviderError as exc:
+            failures.append(exc)
+    for _ in range(2):
+        _, error = await drain(model)
+        assert error is not None
+        failures.append(error)
+
+    assert len(failures) == 4
+    for error in failures:
+        assert "[REDACTED]" in error.message, error.message
+        assert LONG_KEY[:20] not in error.message and LONG_KEY[:20] not in str(error)

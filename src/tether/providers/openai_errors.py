@@ -84,7 +84,11 @@ class OpenAIErrors:
             secrets.add(api_key)
         self._secrets = sorted(secrets, key=len, reverse=True)
         self.wire = openai_wire.WireErrors(
-            error=self.error, garbage=self.garbage, url=self.shown_url, transient=self.reported
+            error=self.error,
+            garbage=self.garbage,
+            url=self.shown_url,
+            redact=self.redact,
+            transient=self.reported,
         )
         """The same errors, as the wire format's parsers take them."""
 
@@ -118,7 +122,7 @@ class OpenAIErrors:
         """The error for a response that is not what an OpenAI-compatible server sends."""
         return self.error(
             f"unexpected response from {self.shown_url}: {what}; "
-            f"body starts: {excerpt[: openai_wire.EXCERPT_CHARS]!r}",
+            f"body starts: {self.redact(excerpt)[: openai_wire.EXCERPT_CHARS]!r}",
             hint="is model.base_url an OpenAI-compatible /v1 endpoint?",
         )
 
@@ -126,7 +130,7 @@ class OpenAIErrors:
         """What to raise for a response whose status is not a success (``raw``: its body):
         ``Transient`` for 429 and 5xx, else ``ProviderError``."""
         status = response.status_code
-        detail = openai_wire.api_error_message(raw)
+        detail = openai_wire.api_error_message(self.redact(raw.decode("utf-8", errors="replace")))
         message = f"{self.shown_url} returned HTTP {status}: {detail}"
         if not self._key_sent:
             message += " (no API key was sent)"

@@ -52,6 +52,9 @@ class WireErrors:
     """``(what is wrong, the body's first characters)`` -> the error for a malformed response."""
     url: str
     """The endpoint, named in errors the server itself reports."""
+    redact: Callable[[str], str]
+    """Hides the secrets in a text (before it is cut to an excerpt: a secret cut in two
+    would no longer be found)."""
     transient: Callable[[str, int | None], Exception]
     """``(message, status)`` -> the failure for an error the server reports in a reply or a
     stream that may pass on a retry (``transient_status``), as a 5xx or 429 response is."""
@@ -59,7 +62,7 @@ class WireErrors:
     def reported(self, error: Any, where: str) -> Exception:
         """The failure for an ``error`` member the server sent (``where``: "returned an error",
         say): transient when it says the server failed or was busy, else a ``ProviderError``."""
-        message = f"{self.url} {where}: {error_text(error)}"
+        message = f"{self.url} {where}: {error_text(error, self.redact)}"
         status = transient_status(error)
         if status is not None:
             return self.transient(message, status or None)
@@ -466,17 +469,17 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-def error_text(error: Any) -> str:
+def error_text(error: Any, redact: Callable[[str], str]) -> str:
     """The message of an ``error`` member (``{"message": ...}`` or a plain string), else the
-    member itself as JSON, cut to ``EXCERPT_CHARS``."""
+    member itself as JSON, cut to ``EXCERPT_CHARS`` once ``redact`` hid its secrets."""
     message = _message_in(error)
-    return message if message is not None else json.dumps(error)[:EXCERPT_CHARS]
+    return message if message is not None else redact(json.dumps(error))[:EXCERPT_CHARS]
 
 
-def api_error_message(raw: bytes) -> str:
+def api_error_message(text: str) -> str:
     """The message of an API error body (``error.message``, ``message`` or ``detail``: servers
-    differ), else the body's first characters."""
-    text = raw.decode("utf-8", errors="replace")
+    differ), else the body's first characters (hide secrets in ``text`` first: a secret cut
+    in two is not found any more)."""
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):
