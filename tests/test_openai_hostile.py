@@ -351,3 +351,31 @@ async def test_a_key_the_server_echoes_across_the_excerpts_end_is_hidden(
     for error in failures:
         assert "[REDACTED]" in error.message, error.message
         assert LONG_KEY[:20] not in error.message and LONG_KEY[:20] not in str(error)
+
+
+# ------------------------------------------------------------------ events not to lose
+
+
+async def test_a_byte_order_mark_before_the_first_event_loses_nothing(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    first = "\ufeff" + f"data: {json.dumps(stream_chunk({'content': 'hello'}))}\n\n"
+    openai_server.enqueue(
+        Reply(sse=[first, stream_chunk({"content": " world"}), stream_chunk(usage=USAGE)])
+    )
+
+    reply, error = await drain(make_model())
+
+    assert error is None and reply.text == "hello world"
+
+
+async def test_a_choice_whose_index_is_null_is_the_first_choice(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    chunk = stream_chunk({"content": "kept"})
+    chunk["choices"][0]["index"] = None
+    openai_server.enqueue(Reply(sse=[chunk, stream_chunk(usage=USAGE)]))
+
+    reply, error = await drain(make_model())
+
+    assert error is None and reply.text == "kept"

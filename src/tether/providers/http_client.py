@@ -160,13 +160,15 @@ async def lines_capped(
     response: httpx.Response, limit: int, *, due: Callable[[], float] | None = None
 ) -> AsyncGenerator[str, None]:
     """The lines of a response opened with ``stream=True`` (without their ``\\r\\n``, ``\\r``
-    or ``\\n``, as server-sent events allow), decoded as UTF-8 (bad bytes become U+FFFD); a
-    last line without a line break too. Raises ``ResponseTooLarge`` as soon as the body passes
-    ``limit`` bytes: one endless line cannot grow past it either. With ``due`` (a time on the
-    running loop's clock, asked again before each read), a read still waiting for bytes then
-    raises ``TimeoutError``: the reader moves ``due`` on as what it reads makes progress, so
-    bytes trickled in without any does not keep it waiting."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    or ``\\n``, as server-sent events allow), decoded as UTF-8 (bad bytes become U+FFFD; a
+    byte order mark at the start is dropped, as server-sent events require, else the first
+    line's field name is unknown and its event lost); a last line without a line break too.
+    Raises ``ResponseTooLarge`` as soon as the body passes ``limit`` bytes: one endless line
+    cannot grow past it either. With ``due`` (a time on the running loop's clock, asked again
+    before each read), a read still waiting for bytes then raises ``TimeoutError``: the
+    reader moves ``due`` on as what it reads makes progress, so bytes trickled in without
+    any do not keep it waiting."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
     line = io.StringIO()  # the line so far: appending to a str would copy it every chunk
     after_cr = False  # the last chunk ended with "\r": a "\n" next belongs to it
     total = 0
