@@ -379,3 +379,33 @@ async def test_a_choice_whose_index_is_null_is_the_first_choice(
     reply, error = await drain(make_model())
 
     assert error is None and reply.text == "kept"
+
+
+# ------------------------------------------------------------------ redirects
+
+
+async def test_a_redirect_is_not_followed_and_the_hint_names_where_to(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    target = "https://elsewhere.example/v1/chat/completions?api_key=leaked-if-shown"
+    openai_server.enqueue(
+        Reply(status=307, raw=b"", headers={"Location": target}),
+        Reply(status=308, raw=b"", headers={"Location": "/keys/sk-test-redirected/v1"}),
+    )
+    model = make_model(api_key="sk-test-redirected", max_retries=2)
+
+    try:
+        await model.complete(user())
+    except ProviderError as exc:
+        error: ProviderError = exc
+    assert "returned HTTP 307" in error.message and not error.retryable and error.misconfigured
+    assert error.hint is not None
+    assert "redirects to https://elsewhere.example/v1/chat/completions?api_key=***" in error.hint
+    assert "leaked-if-shown" not in str(error) and len(openai_server.requests) == 1
+
+    try:  # the server echoes the key in where it redirects to
+        await model.complete(user())
+    except ProviderError as exc:
+        error = exc
+    assert error.hint is not None and "/keys/[REDACTED]/v1" in error.hint
+    assert "sk-test-redirected" not in str(error) and len(openai_server.requests) == 2

@@ -107,12 +107,13 @@ class OpenAIErrors:
         retryable: bool = False,
         misconfigured: bool = False,
     ) -> ProviderError:
-        """The ``ProviderError`` for ``message``, redacted."""
+        """The ``ProviderError`` for ``message`` (and its hint), redacted."""
         # An unknown model name is a setup problem whatever the status code (servers differ).
         model_hint = self._unknown_model_hint(message)
+        hint = hint or model_hint
         return ProviderError(
             self.redact(message),
-            hint=hint or model_hint,
+            hint=None if hint is None else self.redact(hint),
             status_code=status_code,
             retryable=retryable,
             misconfigured=misconfigured or model_hint is not None,
@@ -139,11 +140,25 @@ class OpenAIErrors:
         hint = _STATUS_HINTS.get(status)
         if status in (401, 403) and not self._key_sent:
             hint = self._no_key_hint()
+        redirect = 300 <= status < 400
+        if redirect:
+            hint = self._redirect_hint(response)
         return self.error(
             message,
             hint=self._unknown_model_hint(message) or hint,
             status_code=status,
-            misconfigured=status in (401, 403, 404),
+            misconfigured=redirect or status in (401, 403, 404),
+        )
+
+    def _redirect_hint(self, response: httpx.Response) -> str:
+        """Redirects are not followed (the API key would go wherever the server says)."""
+        try:
+            target = display_url(str(response.url.join(response.headers["location"])))
+        except (KeyError, httpx.InvalidURL, TypeError, ValueError):
+            return "the server answered with a redirect: check model.base_url"
+        return (
+            f"the server redirects to {target}: if that is the endpoint, set model.base_url "
+            "to match it (redirects are not followed, so the API key goes nowhere else)"
         )
 
     def reported(self, message: str, status: int | None) -> Transient:
