@@ -409,3 +409,35 @@ async def test_a_redirect_is_not_followed_and_the_hint_names_where_to(
         error = exc
     assert error.hint is not None and "/keys/[REDACTED]/v1" in error.hint
     assert "sk-test-redirected" not in str(error) and len(openai_server.requests) == 2
+
+
+# ------------------------------------------------------------------ a reset connection
+
+
+async def test_a_connection_reset_mid_stream_says_so(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    # httpx's ReadError for a reset has no text of its own: the message ended in "ReadError: ".
+    openai_server.enqueue(
+        Reply(
+            sse=[stream_chunk({"content": "so far"}), stream_chunk(usage=USAGE), stream_chunk()],
+            sse_reset_after=2,
+        )
+    )
+
+    reply, error = await drain(make_model(max_retries=0))
+
+    assert error is not None and error.retryable
+    assert "cut mid-stream after 2 chunk(s): ReadError: [Errno " in error.message
+    assert "Connection reset by peer" in error.message
+    assert reply.text == "so far" and reply.usage.input_tokens == 5
+
+
+async def test_a_connection_reset_before_the_answer_says_so(
+    openai_server: FakeOpenAIServer, make_model: MakeModel
+) -> None:
+    openai_server.enqueue(Reply(sse=[stream_chunk({"content": "never"})], sse_reset_after=0))
+
+    _, error = await drain(make_model(max_retries=0))
+
+    assert error is not None and "Connection reset by peer" in error.message

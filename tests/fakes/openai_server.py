@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import struct
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -70,6 +72,9 @@ class Reply:
     """Send this many events, then nothing more, keeping the connection open (until the
     server stops)."""
     sse_cut_after: int | None = None
+    sse_reset_after: int | None = None
+    """Send this many events, then reset the connection (a TCP RST, as a crashed peer or a
+    middlebox sends)."""
     """Send this many events, then close the connection in the middle of a body announced
     longer (the client sees an incomplete body, not an end)."""
     headers: dict[str, str] = field(default_factory=dict)
@@ -265,6 +270,9 @@ class _Handler(BaseHTTPRequestHandler):
         for event in reply.sse:
             if log.events in (reply.sse_stall_after, reply.sse_cut_after):
                 break
+            if log.events == reply.sse_reset_after:
+                self._reset()
+                return
             if reply.pace_s and self.server.owner._stopping.wait(reply.pace_s):
                 return
             if isinstance(event, dict):
@@ -283,6 +291,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if reply.sse_stall_after is not None:
             self.server.owner._stopping.wait(60.0)  # silent; the client's read times out
+
+    def _reset(self) -> None:
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()  # with a zero linger: a reset, not an orderly close
 
     def _extra_headers(self, reply: Reply) -> None:
         for key, value in reply.headers.items():

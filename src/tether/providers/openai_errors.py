@@ -199,9 +199,9 @@ class OpenAIErrors:
         except httpx.TimeoutException as exc:
             raise self.timed_out() from exc
         except httpx.TransportError as exc:
-            detail = str(exc) or "connection failed"
             raise Transient(
-                f"cannot reach {self.shown_url}: {type(exc).__name__}: {detail}"
+                f"cannot reach {self.shown_url}: {type(exc).__name__}: "
+                f"{_detail(exc, 'connection failed')}"
             ) from exc
         except httpx.DecodingError as exc:
             raise self.error(f"cannot decode the response from {self.shown_url}: {exc}") from exc
@@ -228,7 +228,7 @@ class OpenAIErrors:
         except httpx.TransportError as exc:
             raise Transient(
                 f"the connection to {self.shown_url} was cut mid-stream after "
-                f"{chunks()} chunk(s): {type(exc).__name__}: {exc or 'no detail'}"
+                f"{chunks()} chunk(s): {type(exc).__name__}: {_detail(exc, 'no detail')}"
             ) from exc
 
     def _unknown_model_hint(self, message: str) -> str | None:
@@ -247,3 +247,17 @@ class OpenAIErrors:
             f"no API key was sent ({variable} is not set): if the server needs one, "
             f"export {variable}=<your key>"
         )
+
+
+def _detail(exc: BaseException, default: str) -> str:
+    """The text of ``exc``, else of the first exception behind it that has one: httpx's
+    ``ReadError`` for a reset connection says nothing; the ``ConnectionResetError`` behind it
+    says "[Errno 104] Connection reset by peer"."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if str(cause):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    return default
