@@ -11,8 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fakes.openai_server import FakeOpenAIServer, Reply, completion_body, stream_chunk
-from tether import Agent, Outcome
+import pytest
+
+from fakes.openai_server import (
+    FakeOpenAIServer,
+    Reply,
+    completion_body,
+    stream_chunk,
+    tool_call_json,
+)
+from tether import Agent, Outcome, tool
 from tether.core import ProviderError
 from tether.providers import Message, ModelRequest, StreamAccumulator, StreamEvent, TextDelta
 from tether.providers.openai_compat import OpenAIChatModel
@@ -441,3 +449,49 @@ async def test_a_connection_reset_before_the_answer_says_so(
     _, error = await drain(make_model(max_retries=0))
 
     assert error is not None and "Connection reset by peer" in error.message
+
+
+# ------------------------------------------------------------------ text UTF-8 cannot carry
+
+
+@tool
+def get_order(order_id: int) -> dict[str, object]:
+    """Look up an order."""
+    return {"order_id": order_id, "status": "shipped"}
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_lone_surrogates_in_a_tool_calls_name_and_id_do_not_crash_the_run(
+    openai_server: FakeOpenAIServer, tmp_path: Path, sqlite_url: str, streamed: bool
+) -> None:
+    # JSON may escape a lone surrogate ("\ud800"), which UTF-8 cannot encode: in a tool
+    # call's name it reached the unknown tool's error, whose hash raised UnicodeEncodeError
+    # out of the run (arguments and text were already made storable).
+    call = tool_call_json("call_\ud800", "get_order\ud800", '{"order_id": 7}')
+    delta = {"index": 0, **call}
+    first = (
+        Reply(sse=[stream_chunk({"tool_calls": [delta]}), stream_chunk(usage=USAGE)])
+        if streamed
+        else Reply.completion(tool_calls=[call], model="gpt\udc00")
+    )
+    openai_server.enqueue(first, Reply.completion(content="Order 7 has shipped."))
+    spec = tmp_path / "agent.yaml"
+    spec.write_text(
+        "name: surrogates\n"
+        "model:\n"
+        "  provider: openai\n"
+        "  name: gpt-4.1-mini\n"
+        f"  base_url: {openai_server.base_url}\n"
+        "  max_retries: 0\n"
+    )
+    agent = Agent.from_yaml(spec, tools=[get_order], trace=sqlite_url)
+    shown: list[StreamEvent] = []
+
+    result = await agent.run("where is order 7?", stream=shown.append if streamed else None)
+
+    assert result.outcome == Outcome.FINAL_ANSWER, result.error
+    assert result.output == "Order 7 has shipped."
+    sent = openai_server.requests[1].json["messages"]
+    assert sent[-2]["tool_calls"][0]["function"]["name"] == "get_order\ufffd"
+    assert sent[-1]["tool_call_id"] == "call_\ufffd" and "unknown tool" in sent[-1]["content"]
+    await agent.aclose()
