@@ -20,12 +20,14 @@ from fakes.openai_server import (
     stream_chunk,
     tool_call_json,
 )
+from fakes.traces import trace_of
 from tether import Agent, Outcome, tool
 from tether.core import ProviderError
 from tether.providers import Message, ModelRequest, StreamAccumulator, StreamEvent, TextDelta
 from tether.providers.openai_compat import OpenAIChatModel
 from tether.providers.types import RAW_ARGUMENTS_KEY, describe_invalid_arguments
 from tether.resilience import CircuitBreakerModel, LocalBreakerStore
+from tether.trace import semconv
 
 MakeModel = Callable[..., OpenAIChatModel]
 USAGE = {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
@@ -494,4 +496,43 @@ async def test_lone_surrogates_in_a_tool_calls_name_and_id_do_not_crash_the_run(
     sent = openai_server.requests[1].json["messages"]
     assert sent[-2]["tool_calls"][0]["function"]["name"] == "get_order\ufffd"
     assert sent[-1]["tool_call_id"] == "call_\ufffd" and "unknown tool" in sent[-1]["content"]
+    await agent.aclose()
+
+
+# ------------------------------------------------------------------ accounting
+
+
+async def test_usage_reported_before_a_stream_failed_is_charged_when_the_chain_falls_back(
+    openai_server: FakeOpenAIServer, tmp_path: Path, sqlite_url: str
+) -> None:
+    # The server reports usage, then the stream breaks off before any text: nothing was
+    # shown, so the fallback answers; the tokens the provider said it used are still the
+    # run's (they were dropped: the run showed only the fallback's).
+    usage = {"prompt_tokens": 1_000, "completion_tokens": 400, "total_tokens": 1_400}
+    openai_server.enqueue(
+        Reply(sse=[stream_chunk({"role": "assistant"}), stream_chunk(usage=usage)], sse_done=False)
+    )
+    (tmp_path / "backup.yaml").write_text("steps: [{text: backup answer}]\n")
+    spec = tmp_path / "agent.yaml"
+    spec.write_text(
+        "name: charged\n"
+        "model:\n"
+        "  provider: openai\n"
+        "  name: gpt-4.1-mini\n"
+        f"  base_url: {openai_server.base_url}\n"
+        "  max_retries: 0\n"
+        "fallback_models:\n"
+        "  - {provider: scripted, name: backup, script: backup.yaml}\n"
+    )
+    agent = Agent.from_yaml(spec, trace=sqlite_url)
+    shown: list[StreamEvent] = []
+
+    result = await agent.run("hi", stream=shown.append)
+
+    assert result.output == "backup answer"
+    assert result.usage.input_tokens >= 1_000 and result.usage.output_tokens >= 400
+    _, spans, _ = trace_of(sqlite_url, result.run_id)
+    failed = next(s for s in spans if s.kind == "model" and "gpt-4.1-mini" in s.name)
+    assert failed.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 1_000
+    assert failed.attributes[semconv.TETHER_COST_USD] > 0  # priced: gpt-4.1-mini
     await agent.aclose()

@@ -217,6 +217,10 @@ async def _chain_call(
                     retryable=exc.retryable,
                 ) from exc
             errors.append(exc)
+            if streamed is not None and streamed.usage_known:
+                # Nothing shown, so the chain falls back; but the provider said what the call
+                # used (a usage chunk, then a cut): the run is charged it all the same.
+                _account(scope, span, model, request, streamed.response())
             span.attributes[semconv.ERROR_TYPE] = type(exc).__name__
             scope.recorder.event(
                 span.span_id, semconv.EVENT_MODEL_ERROR, error_attributes(exc, said)
