@@ -9,8 +9,8 @@ a 400 from LiteLLM), so hints read the error text, not the status alone.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Final
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Final
 
 import httpx
 
@@ -42,6 +42,43 @@ _GAVE_UP_HINT: Final = (
     "the provider is overloaded, slow or unreachable; raise model.max_retries or "
     "model.timeout_s, or add fallback_models"
 )
+
+
+_TRANSIENT_ERROR_TYPES: Final = frozenset(
+    {
+        "server_error",
+        "internal_server_error",
+        "internalservererror",
+        "api_error",
+        "overloaded_error",
+        "service_unavailable",
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        "timeout",
+    }
+)
+"""Error types (``error.type``, ``error.code``) servers use for a failure of their own or a
+busy moment: OpenAI's ``server_error`` mid-stream, vLLM's ``InternalServerError``, the
+``overloaded_error`` and ``rate_limit_error`` of Anthropic-style proxies."""
+
+
+def transient_status(error: Any) -> int | None:
+    """Whether an ``error`` member says the server failed or was busy (which a retry may get
+    past): its status (``code`` or ``status``, a number or digits) when that is 429 or 5xx, 0
+    when only its type says so, else ``None`` (the request's fault, or no telling)."""
+    if not isinstance(error, Mapping):
+        return None
+    for key in ("code", "status", "status_code"):
+        value = error.get(key)
+        if isinstance(value, str) and value.isdigit() and len(value) == 3:
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value if value == 429 or value >= 500 else None
+    for key in ("type", "code"):
+        value = error.get(key)
+        if isinstance(value, str) and value.lower() in _TRANSIENT_ERROR_TYPES:
+            return 0
+    return None
 
 
 class Transient(Exception):
@@ -86,9 +123,7 @@ class OpenAIErrors:
         self.wire = openai_wire.WireErrors(
             error=self.error,
             garbage=self.garbage,
-            url=self.shown_url,
-            redact=self.redact,
-            transient=self.reported,
+            reported=self.reported,
         )
         """The same errors, as the wire format's parsers take them."""
 
@@ -161,9 +196,15 @@ class OpenAIErrors:
             "to match it (redirects are not followed, so the API key goes nowhere else)"
         )
 
-    def reported(self, message: str, status: int | None) -> Transient:
-        """A failure the server reported inside a reply that a retry may get past."""
-        return Transient(self.redact(message), status_code=status)
+    def reported(self, error: Any, where: str) -> Exception:
+        """The failure for an ``error`` member the server sent inside a 200 (``where``:
+        "returned an error", say): ``Transient`` when it says the server failed or was busy
+        (``transient_status``), as a 5xx or 429 response is; else ``ProviderError``."""
+        message = f"{self.shown_url} {where}: {openai_wire.error_text(error, self.redact)}"
+        status = transient_status(error)
+        if status is not None:
+            return Transient(self.redact(message), status_code=status or None)
+        return self.error(message)
 
     def gave_up(self, last: Transient, attempts: int) -> ProviderError:
         """The error once every attempt failed, ``last`` the last failure."""

@@ -50,60 +50,9 @@ class WireErrors:
     error: ErrorFactory
     garbage: Callable[[str, str], ProviderError]
     """``(what is wrong, the body's first characters)`` -> the error for a malformed response."""
-    url: str
-    """The endpoint, named in errors the server itself reports."""
-    redact: Callable[[str], str]
-    """Hides the secrets in a text (before it is cut to an excerpt: a secret cut in two
-    would no longer be found)."""
-    transient: Callable[[str, int | None], Exception]
-    """``(message, status)`` -> the failure for an error the server reports in a reply or a
-    stream that may pass on a retry (``transient_status``), as a 5xx or 429 response is."""
-
-    def reported(self, error: Any, where: str) -> Exception:
-        """The failure for an ``error`` member the server sent (``where``: "returned an error",
-        say): transient when it says the server failed or was busy, else a ``ProviderError``."""
-        message = f"{self.url} {where}: {error_text(error, self.redact)}"
-        status = transient_status(error)
-        if status is not None:
-            return self.transient(message, status or None)
-        return self.error(message)
-
-
-_TRANSIENT_ERROR_TYPES: Final = frozenset(
-    {
-        "server_error",
-        "internal_server_error",
-        "internalservererror",
-        "api_error",
-        "overloaded_error",
-        "service_unavailable",
-        "rate_limit_error",
-        "rate_limit_exceeded",
-        "timeout",
-    }
-)
-"""Error types (``error.type``, ``error.code``) servers use for a failure of their own or a
-busy moment: OpenAI's ``server_error`` mid-stream, vLLM's ``InternalServerError``, the
-``overloaded_error`` and ``rate_limit_error`` of Anthropic-style proxies."""
-
-
-def transient_status(error: Any) -> int | None:
-    """Whether an ``error`` member says the server failed or was busy (which a retry may get
-    past): its status (``code`` or ``status``, a number or digits) when that is 429 or 5xx, 0
-    when only its type says so, else ``None`` (the request's fault, or no telling)."""
-    if not isinstance(error, Mapping):
-        return None
-    for key in ("code", "status", "status_code"):
-        value = error.get(key)
-        if isinstance(value, str) and value.isdigit() and len(value) == 3:
-            value = int(value)
-        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
-            return value if value == 429 or value >= 500 else None
-    for key in ("type", "code"):
-        value = error.get(key)
-        if isinstance(value, str) and value.lower() in _TRANSIENT_ERROR_TYPES:
-            return 0
-    return None
+    reported: Callable[[Any, str], Exception]
+    """``(an "error" member the server sent, where: "returned an error", say)`` -> the
+    failure to raise for it: transient when it says the server failed or was busy."""
 
 
 def request_body(
