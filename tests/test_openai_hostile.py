@@ -536,3 +536,49 @@ async def test_usage_reported_before_a_stream_failed_is_charged_when_the_chain_f
     assert failed.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 1_000
     assert failed.attributes[semconv.TETHER_COST_USD] > 0  # priced: gpt-4.1-mini
     await agent.aclose()
+
+
+# ------------------------------------------------------------------ 429s that are not alike
+
+
+async def test_a_429_for_an_account_out_of_quota_is_not_retried_nor_counted(
+    openai_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # OpenAI answers an account without quota or credit with a 429 too; unlike a rate limit
+    # it does not pass: it was retried with backoff, told "overloaded", opened the circuit,
+    # and the degraded answer said to try again shortly.
+    quota = {
+        "error": {
+            "message": "You exceeded your current quota, please check your plan and billing "
+            "details.",
+            "type": "insufficient_quota",
+            "code": "insufficient_quota",
+        }
+    }
+    openai_server.enqueue(Reply(status=429, json=quota), Reply.error(429, "Rate limit reached"))
+    spec = tmp_path / "agent.yaml"
+    spec.write_text(
+        "name: quota\n"
+        "model:\n"
+        "  provider: openai\n"
+        "  name: gpt-4.1-mini\n"
+        f"  base_url: {openai_server.base_url}\n"
+        "  max_retries: 0\n"
+        "resilience:\n"
+        "  circuit_breaker: {failures: 1, window_s: 60, cooldown_s: 60}\n"
+    )
+    agent = Agent.from_yaml(spec, trace=False, breaker_store=LocalBreakerStore())
+    primary = agent.harness.chain.primary
+    assert isinstance(primary, CircuitBreakerModel)
+
+    result = await agent.run("hi")
+
+    assert result.outcome == Outcome.ERROR
+    assert result.hint is not None and "run out of quota" in result.hint
+    assert (await primary.breaker.state()).state == "closed"  # the endpoint is fine
+
+    result = await agent.run("hi")  # a rate limit is the endpoint's: counted
+
+    assert result.outcome == Outcome.ERROR
+    assert (await primary.breaker.state()).state == "open"
+    await agent.aclose()

@@ -38,6 +38,13 @@ _STATUS_HINTS: Final = {
     403: "the API key is not allowed to use this model or endpoint",
     404: "check model.name and model.base_url",
 }
+_OUT_OF_QUOTA_PHRASES: Final = ("insufficient_quota", "exceeded your current quota")
+"""How OpenAI says, with a 429, that the account has no quota or credit left: unlike a rate
+limit, it does not pass by waiting."""
+_OUT_OF_QUOTA_HINT: Final = (
+    "the account behind the API key has run out of quota or credit: check its plan and "
+    "billing (waiting or retrying will not help), or add fallback_models"
+)
 _GAVE_UP_HINT: Final = (
     "the provider is overloaded, slow or unreachable; raise model.max_retries or "
     "model.timeout_s, or add fallback_models"
@@ -164,12 +171,18 @@ class OpenAIErrors:
 
     def for_status(self, response: httpx.Response, raw: bytes) -> Exception:
         """What to raise for a response whose status is not a success (``raw``: its body):
-        ``Transient`` for 429 and 5xx, else ``ProviderError``."""
+        ``Transient`` for 429 and 5xx, else ``ProviderError`` (a 429 that says the account
+        is out of quota too: no retry will help)."""
         status = response.status_code
-        detail = openai_wire.api_error_message(self.redact(raw.decode("utf-8", errors="replace")))
+        text = self.redact(raw.decode("utf-8", errors="replace"))
+        detail = openai_wire.api_error_message(text)
         message = f"{self.shown_url} returned HTTP {status}: {detail}"
         if not self._key_sent:
             message += " (no API key was sent)"
+        if status == 429 and any(p in text.lower() for p in _OUT_OF_QUOTA_PHRASES):
+            return self.error(
+                message, hint=_OUT_OF_QUOTA_HINT, status_code=status, misconfigured=True
+            )
         if status == 429 or status >= 500:
             return Transient(message, status_code=status, retry_after=retry_after(response.headers))
         hint = _STATUS_HINTS.get(status)
