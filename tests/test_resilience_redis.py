@@ -415,3 +415,23 @@ async def test_circuits_stay_shared_when_redis_closed_the_connection_meanwhile(
     finally:
         await store.aclose()
         proxy.close()
+
+
+async def test_a_key_holding_json_nested_too_deeply_reads_as_closed(
+    redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # json.loads raises RecursionError, not ValueError, for it: the breaker's call failed.
+    store = RedisBreakerStore(redis_url, prefix=redis_prefix)
+    key = store.key_of("test/deep")
+    client = redis_client(redis_url)
+    client.set(key, "[" * 100_000 + "]" * 100_000)
+    breaker = CircuitBreaker("test/deep", CONFIG, store)
+    try:
+        with caplog.at_level(logging.WARNING, logger="tether.resilience"):
+            await breaker.settle(await breaker.admit(), "failure")
+
+        assert "does not hold a circuit state" in caplog.text and store.kind == "redis"
+        assert BreakerState.from_json(client.get(key)).failures != ()
+    finally:
+        client.close()
+        await store.aclose()

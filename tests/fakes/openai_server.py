@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+import struct
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -55,7 +57,9 @@ class Reply:
     server that accepts and never answers); ``disconnect`` closes the connection without any
     response; ``pace_s`` makes a slow server (a pause before each ``sse`` event, or before
     each 16-byte piece of any other body); ``cut_body_at`` sends that many bytes of a
-    non-``sse`` body, announced whole, then closes the connection (a truncated reply).
+    non-``sse`` body, announced whole, then closes the connection (a truncated reply);
+    ``drip_head`` sends the response's head a byte at a time, ``pace_s`` apart, with a
+    header of that many bytes in it (headers that take their time to end).
     """
 
     status: int = 200
@@ -68,6 +72,9 @@ class Reply:
     """Send this many events, then nothing more, keeping the connection open (until the
     server stops)."""
     sse_cut_after: int | None = None
+    sse_reset_after: int | None = None
+    """Send this many events, then reset the connection (a TCP RST, as a crashed peer or a
+    middlebox sends)."""
     """Send this many events, then close the connection in the middle of a body announced
     longer (the client sees an incomplete body, not an end)."""
     headers: dict[str, str] = field(default_factory=dict)
@@ -75,6 +82,7 @@ class Reply:
     disconnect: bool = False
     pace_s: float = 0.0
     cut_body_at: int | None = None
+    drip_head: int = 0
 
     @classmethod
     def completion(cls, **kwargs: Any) -> Reply:
@@ -262,6 +270,9 @@ class _Handler(BaseHTTPRequestHandler):
         for event in reply.sse:
             if log.events in (reply.sse_stall_after, reply.sse_cut_after):
                 break
+            if log.events == reply.sse_reset_after:
+                self._reset()
+                return
             if reply.pace_s and self.server.owner._stopping.wait(reply.pace_s):
                 return
             if isinstance(event, dict):
@@ -281,9 +292,27 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.sse_stall_after is not None:
             self.server.owner._stopping.wait(60.0)  # silent; the client's read times out
 
+    def _reset(self) -> None:
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()  # with a zero linger: a reset, not an orderly close
+
     def _extra_headers(self, reply: Reply) -> None:
         for key, value in reply.headers.items():
             self.send_header(key, value)
+        if reply.drip_head:
+            self.send_header("X-Drip", "d" * reply.drip_head)
+            self._drip_head(reply.pace_s)
+
+    def _drip_head(self, pace_s: float) -> None:
+        """Send the head buffered so far a byte at a time (``end_headers`` adds its end)."""
+        head = b"".join(self._headers_buffer)
+        self._headers_buffer = []
+        for i in range(len(head)):
+            if self.server.owner._stopping.wait(pace_s):
+                return
+            self.wfile.write(head[i : i + 1])
+            self.wfile.flush()
 
 
 class _Server(ThreadingHTTPServer):

@@ -13,7 +13,7 @@ import ssl
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC
 from functools import cache
 from typing import Final
@@ -142,34 +142,65 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes:
     return bytes(body)
 
 
+async def read_head(response: httpx.Response, limit: int) -> bytes:
+    """The first ``limit`` bytes of the body of a response opened with ``stream=True``,
+    decoded (gzip and the like); the rest is left unread (closing the response drops it)."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= limit:
+            break
+    return bytes(body[:limit])
+
+
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
-async def lines_capped(response: httpx.Response, limit: int) -> AsyncIterator[str]:
+async def lines_capped(
+    response: httpx.Response, limit: int, *, due: Callable[[], float] | None = None
+) -> AsyncGenerator[str, None]:
     """The lines of a response opened with ``stream=True`` (without their ``\\r\\n``, ``\\r``
-    or ``\\n``, as server-sent events allow), decoded as UTF-8 (bad bytes become U+FFFD); a
-    last line without a line break too. Raises ``ResponseTooLarge`` as soon as the body passes
-    ``limit`` bytes: one endless line cannot grow past it either."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    or ``\\n``, as server-sent events allow), decoded as UTF-8 (bad bytes become U+FFFD; a
+    byte order mark at the start is dropped, as server-sent events require, else the first
+    line's field name is unknown and its event lost); a last line without a line break too.
+    Raises ``ResponseTooLarge`` as soon as the body passes ``limit`` bytes: one endless line
+    cannot grow past it either. With ``due`` (a time on the running loop's clock, asked again
+    before each read), a read still waiting for bytes then raises ``TimeoutError``: the
+    reader moves ``due`` on as what it reads makes progress, so bytes trickled in without
+    any do not keep it waiting."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
     line = io.StringIO()  # the line so far: appending to a str would copy it every chunk
     after_cr = False  # the last chunk ended with "\r": a "\n" next belongs to it
     total = 0
-    async for chunk in response.aiter_bytes():
-        total += len(chunk)
-        if total > limit:
-            raise ResponseTooLarge(limit)
-        text = decoder.decode(chunk)
-        if not text:
-            continue
-        if after_cr and text.startswith("\n"):
-            text = text[1:]
-        after_cr = text.endswith("\r")
-        *ended, rest = _NEWLINE.split(text)
-        for piece in ended:
-            line.write(piece)
-            yield line.getvalue()
-            line = io.StringIO()
-        line.write(rest)
+    chunks = response.aiter_bytes()
+    try:
+        while True:
+            try:
+                if due is None:
+                    chunk = await anext(chunks)
+                else:
+                    # Bounds only the wait for bytes, never the reader's time between lines.
+                    async with asyncio.timeout_at(due()):
+                        chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            total += len(chunk)
+            if total > limit:
+                raise ResponseTooLarge(limit)
+            text = decoder.decode(chunk)
+            if not text:
+                continue
+            if after_cr and text.startswith("\n"):
+                text = text[1:]
+            after_cr = text.endswith("\r")
+            *ended, rest = _NEWLINE.split(text)
+            for piece in ended:
+                line.write(piece)
+                yield line.getvalue()
+                line = io.StringIO()
+            line.write(rest)
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
     line.write(decoder.decode(b"", final=True))
     last = line.getvalue()
     if last:

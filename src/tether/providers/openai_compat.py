@@ -32,6 +32,7 @@ from tether.providers.http_client import (
     display_url,
     lines_capped,
     read_capped,
+    read_head,
     shared_ssl_context,
 )
 from tether.providers.openai_errors import OpenAIErrors, Transient
@@ -51,6 +52,9 @@ MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
 """Default cap on a response, streamed or not: a stream spends ~200 bytes of JSON per token,
 so this leaves room for 100k+ streamed tokens, and a server gone wrong cannot fill memory."""
 
+ERROR_BODY_BYTES: Final = 64 * 1024
+"""How much of an error response is read for its message (the rest is not read)."""
+
 _LOCAL_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
@@ -58,6 +62,12 @@ logger = logging.getLogger(__name__)
 
 # Indirection so tests can observe backoff delays without waiting them out.
 _sleep = asyncio.sleep
+
+
+def _is_json(response: httpx.Response) -> bool:
+    """Whether a response is a JSON document (media types are case-insensitive)."""
+    media_type = str(response.headers.get("content-type", "")).partition(";")[0]
+    return media_type.strip().lower() == "application/json"
 
 
 def _is_local(base_url: str) -> bool:
@@ -74,7 +84,7 @@ class OpenAIChatModel:
     Works with OpenAI itself and with compatible servers (vLLM, Ollama, LiteLLM, llama.cpp).
     ``temperature``, ``seed`` and ``max_tokens`` are defaults; a request's ``settings`` override
     them. ``timeout_s`` is the per-call timeout of each HTTP attempt: a reply that is not
-    streamed must arrive whole within it; a stream waits that long for each chunk.
+    streamed must arrive whole within it; a stream its head, then each next event.
     ``max_response_bytes`` caps a response, streamed or not (an error past it). ``stream``
     makes ``complete()`` read the reply as server-sent events; ``stream()`` streams in any
     case. ``last_attempts`` is the number of HTTP attempts the latest ``complete()`` or
@@ -297,21 +307,43 @@ class OpenAIChatModel:
 
     async def _stream_attempt(self, body: dict[str, Any]) -> AsyncGenerator[StreamEvent, None]:
         """One streamed attempt: its events, ``StreamEnd`` last; ``Transient`` for what may
-        pass (before or after events), ``ProviderError`` for what will not."""
-        async with self._errors.from_httpx(), self._open(body) as response:
-            if response.headers.get("content-type", "").startswith("application/json"):
-                # The server ignored "stream": it sent a plain completion.
-                raw = await read_capped(response, self.max_response_bytes)
+        pass (before or after events), ``ProviderError`` for what will not.
+
+        The answer's head (and a plain completion sent in place of a stream) must arrive
+        whole within ``timeout_s``, then each next event of the stream within ``timeout_s``
+        of the one before: httpx bounds each wait for bytes, which a server trickling them
+        (its head, keep-alive comments, blanks) never trips, and the stream hung until the
+        run's own timeout, the chain never falling back."""
+        loop = asyncio.get_running_loop()
+        async with self._errors.from_httpx(), contextlib.AsyncExitStack() as stack:
+            raw: bytes | None = None
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    response = await stack.enter_async_context(self._open(body))
+                    if _is_json(response):
+                        # The server ignored "stream": it sent a plain completion.
+                        raw = await read_capped(response, self.max_response_bytes)
+            except TimeoutError as exc:
+                raise self._errors.timed_out() from exc
+            if raw is not None:
                 for event in response_events(self._parse_body(raw)):
                     yield event
                 return
             state = openai_wire.StreamState(self._errors.wire, default_model=self._name)
+            due = loop.time() + self.timeout_s  # when the next event is late
             async with self._errors.mid_stream(lambda: state.chunks):
-                async for line in lines_capped(response, self.max_response_bytes):
-                    for event in state.feed_line(line):
-                        yield event
-                    if state.done:
-                        break
+                lines = lines_capped(response, self.max_response_bytes, due=lambda: due)
+                async with contextlib.aclosing(lines):
+                    async for line in lines:
+                        chunks = state.chunks
+                        for event in state.feed_line(line):
+                            yield event
+                        if state.done:
+                            break
+                        if state.chunks != chunks:
+                            # From now: the consumer's time with the events is not the
+                            # server's.
+                            due = loop.time() + self.timeout_s
             for event in state.flush():
                 yield event
             end = state.end()
@@ -330,8 +362,10 @@ class OpenAIChatModel:
         content = openai_wire.body_bytes(body)
         async with client.stream("POST", self._url, content=content, headers=_JSON) as response:
             if not response.is_success:
-                # An error body is read for its message, within the same cap.
-                raw = await read_capped(response, self.max_response_bytes)
+                # An error body is read for its message, no further: a 503 whose body passed
+                # max_response_bytes was a "response too large", neither retried nor
+                # counted by a circuit breaker as the 503 it is.
+                raw = await read_head(response, min(ERROR_BODY_BYTES, self.max_response_bytes))
                 raise self._errors.for_status(response, raw)
             yield response
 

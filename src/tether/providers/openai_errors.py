@@ -9,8 +9,8 @@ a 400 from LiteLLM), so hints read the error text, not the status alone.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from typing import Final
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Final
 
 import httpx
 
@@ -38,10 +38,54 @@ _STATUS_HINTS: Final = {
     403: "the API key is not allowed to use this model or endpoint",
     404: "check model.name and model.base_url",
 }
+_OUT_OF_QUOTA_PHRASES: Final = ("insufficient_quota", "exceeded your current quota")
+"""How OpenAI says, with a 429, that the account has no quota or credit left: unlike a rate
+limit, it does not pass by waiting."""
+_OUT_OF_QUOTA_HINT: Final = (
+    "the account behind the API key has run out of quota or credit: check its plan and "
+    "billing (waiting or retrying will not help), or add fallback_models"
+)
 _GAVE_UP_HINT: Final = (
     "the provider is overloaded, slow or unreachable; raise model.max_retries or "
     "model.timeout_s, or add fallback_models"
 )
+
+
+_TRANSIENT_ERROR_TYPES: Final = frozenset(
+    {
+        "server_error",
+        "internal_server_error",
+        "internalservererror",
+        "api_error",
+        "overloaded_error",
+        "service_unavailable",
+        "rate_limit_error",
+        "rate_limit_exceeded",
+        "timeout",
+    }
+)
+"""Error types (``error.type``, ``error.code``) servers use for a failure of their own or a
+busy moment: OpenAI's ``server_error`` mid-stream, vLLM's ``InternalServerError``, the
+``overloaded_error`` and ``rate_limit_error`` of Anthropic-style proxies."""
+
+
+def transient_status(error: Any) -> int | None:
+    """Whether an ``error`` member says the server failed or was busy (which a retry may get
+    past): its status (``code`` or ``status``, a number or digits) when that is 429 or 5xx, 0
+    when only its type says so, else ``None`` (the request's fault, or no telling)."""
+    if not isinstance(error, Mapping):
+        return None
+    for key in ("code", "status", "status_code"):
+        value = error.get(key)
+        if isinstance(value, str) and value.isdigit() and len(value) == 3:
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value if value == 429 or value >= 500 else None
+    for key in ("type", "code"):
+        value = error.get(key)
+        if isinstance(value, str) and value.lower() in _TRANSIENT_ERROR_TYPES:
+            return 0
+    return None
 
 
 class Transient(Exception):
@@ -84,7 +128,9 @@ class OpenAIErrors:
             secrets.add(api_key)
         self._secrets = sorted(secrets, key=len, reverse=True)
         self.wire = openai_wire.WireErrors(
-            error=self.error, garbage=self.garbage, url=self.shown_url
+            error=self.error,
+            garbage=self.garbage,
+            reported=self.reported,
         )
         """The same errors, as the wire format's parsers take them."""
 
@@ -103,12 +149,13 @@ class OpenAIErrors:
         retryable: bool = False,
         misconfigured: bool = False,
     ) -> ProviderError:
-        """The ``ProviderError`` for ``message``, redacted."""
+        """The ``ProviderError`` for ``message`` (and its hint), redacted."""
         # An unknown model name is a setup problem whatever the status code (servers differ).
         model_hint = self._unknown_model_hint(message)
+        hint = hint or model_hint
         return ProviderError(
             self.redact(message),
-            hint=hint or model_hint,
+            hint=None if hint is None else self.redact(hint),
             status_code=status_code,
             retryable=retryable,
             misconfigured=misconfigured or model_hint is not None,
@@ -118,29 +165,59 @@ class OpenAIErrors:
         """The error for a response that is not what an OpenAI-compatible server sends."""
         return self.error(
             f"unexpected response from {self.shown_url}: {what}; "
-            f"body starts: {excerpt[: openai_wire.EXCERPT_CHARS]!r}",
+            f"body starts: {self.redact(excerpt)[: openai_wire.EXCERPT_CHARS]!r}",
             hint="is model.base_url an OpenAI-compatible /v1 endpoint?",
         )
 
     def for_status(self, response: httpx.Response, raw: bytes) -> Exception:
         """What to raise for a response whose status is not a success (``raw``: its body):
-        ``Transient`` for 429 and 5xx, else ``ProviderError``."""
+        ``Transient`` for 429 and 5xx, else ``ProviderError`` (a 429 that says the account
+        is out of quota too: no retry will help)."""
         status = response.status_code
-        detail = openai_wire.api_error_message(raw)
+        text = self.redact(raw.decode("utf-8", errors="replace"))
+        detail = openai_wire.api_error_message(text)
         message = f"{self.shown_url} returned HTTP {status}: {detail}"
         if not self._key_sent:
             message += " (no API key was sent)"
+        if status == 429 and any(p in text.lower() for p in _OUT_OF_QUOTA_PHRASES):
+            return self.error(
+                message, hint=_OUT_OF_QUOTA_HINT, status_code=status, misconfigured=True
+            )
         if status == 429 or status >= 500:
             return Transient(message, status_code=status, retry_after=retry_after(response.headers))
         hint = _STATUS_HINTS.get(status)
         if status in (401, 403) and not self._key_sent:
             hint = self._no_key_hint()
+        redirect = 300 <= status < 400
+        if redirect:
+            hint = self._redirect_hint(response)
         return self.error(
             message,
             hint=self._unknown_model_hint(message) or hint,
             status_code=status,
-            misconfigured=status in (401, 403, 404),
+            misconfigured=redirect or status in (401, 403, 404),
         )
+
+    def _redirect_hint(self, response: httpx.Response) -> str:
+        """Redirects are not followed (the API key would go wherever the server says)."""
+        try:
+            target = display_url(str(response.url.join(response.headers["location"])))
+        except (KeyError, httpx.InvalidURL, TypeError, ValueError):
+            return "the server answered with a redirect: check model.base_url"
+        return (
+            f"the server redirects to {target}: if that is the endpoint, set model.base_url "
+            "to match it (redirects are not followed, so the API key goes nowhere else)"
+        )
+
+    def reported(self, error: Any, where: str) -> Exception:
+        """The failure for an ``error`` member the server sent inside a 200 (``where``:
+        "returned an error", say): ``Transient`` when it says the server failed or was busy
+        (``transient_status``), as a 5xx or 429 response is; else ``ProviderError``."""
+        message = f"{self.shown_url} {where}: {openai_wire.error_text(error, self.redact)}"
+        status = transient_status(error)
+        if status is not None:
+            return Transient(self.redact(message), status_code=status or None)
+        return self.error(message)
 
     def gave_up(self, last: Transient, attempts: int) -> ProviderError:
         """The error once every attempt failed, ``last`` the last failure."""
@@ -176,9 +253,9 @@ class OpenAIErrors:
         except httpx.TimeoutException as exc:
             raise self.timed_out() from exc
         except httpx.TransportError as exc:
-            detail = str(exc) or "connection failed"
             raise Transient(
-                f"cannot reach {self.shown_url}: {type(exc).__name__}: {detail}"
+                f"cannot reach {self.shown_url}: {type(exc).__name__}: "
+                f"{_detail(exc, 'connection failed')}"
             ) from exc
         except httpx.DecodingError as exc:
             raise self.error(f"cannot decode the response from {self.shown_url}: {exc}") from exc
@@ -196,15 +273,16 @@ class OpenAIErrors:
         chunks (``chunks()``) had come."""
         try:
             yield
-        except httpx.TimeoutException as exc:
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            # TimeoutError: bytes kept coming, but no event among them (``lines_capped``).
             raise Transient(
-                f"the stream from {self.shown_url} stalled: no data for "
+                f"the stream from {self.shown_url} stalled: no event for "
                 f"{self._timeout_s:g}s after {chunks()} chunk(s)"
             ) from exc
         except httpx.TransportError as exc:
             raise Transient(
                 f"the connection to {self.shown_url} was cut mid-stream after "
-                f"{chunks()} chunk(s): {type(exc).__name__}: {exc or 'no detail'}"
+                f"{chunks()} chunk(s): {type(exc).__name__}: {_detail(exc, 'no detail')}"
             ) from exc
 
     def _unknown_model_hint(self, message: str) -> str | None:
@@ -223,3 +301,17 @@ class OpenAIErrors:
             f"no API key was sent ({variable} is not set): if the server needs one, "
             f"export {variable}=<your key>"
         )
+
+
+def _detail(exc: BaseException, default: str) -> str:
+    """The text of ``exc``, else of the first exception behind it that has one: httpx's
+    ``ReadError`` for a reset connection says nothing; the ``ConnectionResetError`` behind it
+    says "[Errno 104] Connection reset by peer"."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if str(cause):
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    return default

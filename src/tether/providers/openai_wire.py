@@ -50,8 +50,9 @@ class WireErrors:
     error: ErrorFactory
     garbage: Callable[[str, str], ProviderError]
     """``(what is wrong, the body's first characters)`` -> the error for a malformed response."""
-    url: str
-    """The endpoint, named in errors the server itself reports."""
+    reported: Callable[[Any, str], Exception]
+    """``(an "error" member the server sent, where: "returned an error", say)`` -> the
+    failure to raise for it: transient when it says the server failed or was busy."""
 
 
 def request_body(
@@ -136,7 +137,7 @@ def parse_body(raw: bytes, errors: WireErrors, *, default_model: str) -> ModelRe
     text = raw.decode("utf-8", errors="replace")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the parser's depth: not a reply either
         raise errors.garbage("the body is not JSON", text) from None
     return parse_completion(data, text, errors, default_model=default_model)
 
@@ -152,7 +153,7 @@ def parse_completion(
     if not isinstance(data, dict):
         raise bad("the body is not a JSON object")
     if data.get("error") is not None and "choices" not in data:
-        raise errors.error(f"{errors.url} returned an error: {error_text(data['error'])}")
+        raise errors.reported(data["error"], "returned an error")
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices:
         raise bad("'choices' is missing or empty")
@@ -335,14 +336,12 @@ class StreamState:
             return []
         try:
             chunk = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise errors.garbage("a stream event is not JSON", payload) from None
         if not isinstance(chunk, dict):
             raise errors.garbage("a stream event is not a JSON object", payload)
         if chunk.get("error") is not None:
-            raise errors.error(
-                f"{errors.url} reported an error mid-stream: {error_text(chunk['error'])}"
-            )
+            raise errors.reported(chunk["error"], "reported an error mid-stream")
         self.chunks += 1
         if chunk.get("id") is not None:
             self.response_id = chunk["id"]
@@ -361,8 +360,8 @@ class StreamState:
         for choice in choices:
             if not isinstance(choice, dict):
                 raise errors.garbage("a stream choice is not an object", payload)
-            if choice.get("index", 0) != 0:
-                continue  # only the first choice is used (n=1)
+            if choice.get("index") not in (0, None):
+                continue  # only the first choice is used (n=1); an index left out or null is it
             if choice.get("finish_reason") is not None:
                 self.finish_reason = choice["finish_reason"]
             delta = choice.get("delta")
@@ -419,20 +418,20 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-def error_text(error: Any) -> str:
+def error_text(error: Any, redact: Callable[[str], str]) -> str:
     """The message of an ``error`` member (``{"message": ...}`` or a plain string), else the
-    member itself as JSON, cut to ``EXCERPT_CHARS``."""
+    member itself as JSON, cut to ``EXCERPT_CHARS`` once ``redact`` hid its secrets."""
     message = _message_in(error)
-    return message if message is not None else json.dumps(error)[:EXCERPT_CHARS]
+    return message if message is not None else redact(json.dumps(error))[:EXCERPT_CHARS]
 
 
-def api_error_message(raw: bytes) -> str:
+def api_error_message(text: str) -> str:
     """The message of an API error body (``error.message``, ``message`` or ``detail``: servers
-    differ), else the body's first characters."""
-    text = raw.decode("utf-8", errors="replace")
+    differ), else the body's first characters (hide secrets in ``text`` first: a secret cut
+    in two is not found any more)."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     if isinstance(data, dict):
         for candidate in (data.get("error"), data.get("message"), data.get("detail")):

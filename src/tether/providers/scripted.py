@@ -183,7 +183,7 @@ def _json_field(text: str | None, path: str) -> str | None:
         return None
     try:
         value: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     for part in path.split("."):
         if not isinstance(value, dict) or part not in value:

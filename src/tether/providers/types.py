@@ -26,6 +26,8 @@ def describe_invalid_arguments(raw: str, *, limit: int = 200) -> str:
     """Why ``raw`` cannot be a tool call's arguments, in words the model can act on."""
     try:
         parsed = json.loads(raw)
+    except RecursionError:
+        return f"nested too deeply: {raw[:limit]}"
     except ValueError:
         return f"not valid JSON: {raw[:limit]}"
     kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
@@ -46,7 +48,7 @@ def decode_arguments(value: Any) -> dict[str, Any] | None:
         return None
     try:
         parsed = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         return {RAW_ARGUMENTS_KEY: value}
     return parsed if isinstance(parsed, dict) else {RAW_ARGUMENTS_KEY: value}
 

@@ -62,7 +62,10 @@ class BreakerState:
         ``ValueError`` for a value that is not one (a damaged or foreign key)."""
         if raw is None:
             return cls()
-        data = json.loads(raw)
+        try:
+            data = json.loads(raw)
+        except RecursionError:  # nested past the parser's depth: no state either
+            raise ValueError("not a circuit state of format 1") from None
         if not isinstance(data, dict) or data.get("v") != STATE_FORMAT:
             raise ValueError("not a circuit state of format 1")
         state = data["s"]

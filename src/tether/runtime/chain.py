@@ -76,25 +76,35 @@ _json_text = compact_json_encoder(ensure_ascii=False)
 
 
 def _scrubbed(response: ModelResponse) -> ModelResponse:
-    """A provider's reply without lone surrogates (they cannot be stored or checkpointed)."""
+    """A provider's reply without lone surrogates (they cannot be stored, hashed or
+    checkpointed): in its text, its tool calls' arguments, names and ids (a name with one
+    crashed the run where the unknown tool's error was hashed), and what names the reply."""
     content = scrub_surrogates(response.content)
     calls = response.tool_calls
     if calls:
-        raw = _json_text([c.arguments for c in calls])
+        raw = _json_text([[c.id, c.name, c.arguments] for c in calls])
         if scrub_surrogates(raw) is not raw:
             calls = [
                 c.model_copy(
                     update={
+                        "id": scrub_surrogates(c.id),
+                        "name": scrub_surrogates(c.name),
                         "arguments": json.loads(
                             scrub_surrogates(json.dumps(c.arguments, ensure_ascii=False))
-                        )
+                        ),
                     }
                 )
                 for c in calls
             ]
-    if content is response.content and calls is response.tool_calls:
+    names = {
+        key: scrub_surrogates(value)
+        for key in ("model", "finish_reason", "response_id")
+        if isinstance(value := getattr(response, key), str)
+    }
+    names = {key: value for key, value in names.items() if value is not getattr(response, key)}
+    if content is response.content and calls is response.tool_calls and not names:
         return response
-    return response.model_copy(update={"content": content, "tool_calls": calls})
+    return response.model_copy(update={"content": content, "tool_calls": calls, **names})
 
 
 def error_attributes(exc: ProviderError, message: str | None = None) -> dict[str, Any]:
@@ -207,6 +217,10 @@ async def _chain_call(
                     retryable=exc.retryable,
                 ) from exc
             errors.append(exc)
+            if streamed is not None and streamed.usage_known:
+                # Nothing shown, so the chain falls back; but the provider said what the call
+                # used (a usage chunk, then a cut): the run is charged it all the same.
+                _account(scope, span, model, request, streamed.response())
             span.attributes[semconv.ERROR_TYPE] = type(exc).__name__
             scope.recorder.event(
                 span.span_id, semconv.EVENT_MODEL_ERROR, error_attributes(exc, said)

@@ -104,9 +104,9 @@ class ModelConfig(_Strict):
     timeout_s: float = Field(default=60.0, gt=0)
     """``openai`` only: the per-call timeout, in seconds, apart from the run's
     (``limits.timeout_s``): how long one HTTP attempt may take (a reply that is not streamed
-    must have arrived whole; a stream waits this long for each next piece). A timed-out
-    attempt is retried like a 5xx, then the call fails with a retryable error and the chain
-    moves on to the next model."""
+    must have arrived whole; a stream its head, then each next event, keep-alive comments
+    not counting). A timed-out attempt is retried like a 5xx, then the call fails with a
+    retryable error and the chain moves on to the next model."""
     max_retries: int = Field(default=3, ge=0, le=10)
     """Retries on 429 and 5xx with jittered exponential backoff."""
     stream: bool = False
