@@ -338,3 +338,18 @@ def test_reading_a_sqlite_store_that_is_not_there_creates_nothing(tmp_path: Path
     shown = run_cli("--database-url", url, "traces", "show", "abcdef12")
     assert shown.returncode == 1 and "no run or trace 'abcdef12'" in shown.stderr
     assert not (tmp_path / "typo").exists()
+
+
+def test_show_of_a_tool_call_nested_past_pythons_stack_shows_it_as_text(sqlite_url: str) -> None:
+    """Arguments of ``[[[...]]]`` 10,000 deep holding a ``\\u`` escape (anyone with an agent
+    key can send them over OTLP) made ``traces show`` end in "unexpected error:
+    RecursionError"; they are shown as the text they are."""
+    from fakes.stored_runs import add_run
+
+    deep = "[" * 10_000 + '"\\u4e16"' + "]" * 10_000
+    store = Store(sqlite_url)
+    seeded = add_run(store, tool_arguments=deep)
+    store.close()
+    code, out, err = _tether(sqlite_url, "traces", "show", seeded.run_id)
+    assert code == 0, err
+    assert "[[[[" in out

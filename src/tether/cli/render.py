@@ -290,7 +290,7 @@ def _readable_json(text: str) -> str:
         return text
     try:
         return json.dumps(json.loads(text), ensure_ascii=False)
-    except ValueError:
+    except (ValueError, RecursionError):  # (JSON nested past Python's stack: shown as text)
         return text
 
 
