@@ -364,3 +364,28 @@ def test_two_servers_on_one_host_keep_their_own_sessions(tmp_path: Path) -> None
             who = browser.get(f"{base}/api/v1/whoami")
             assert who.status_code == 200, who.text
             assert who.json()["key_id"] == key.split("_")[1]
+
+
+def test_secure_cookies_are_host_only_and_cleared_with_their_flags(sqlite_url: str) -> None:
+    """With --secure-cookies the session cookie is ``__Host-`` (a sibling subdomain or a plain
+    HTTP page on the same name cannot plant one), and signing out clears it with the flags it
+    was set with (the deletion went out without Secure and HttpOnly)."""
+    access = AccessStore(sqlite_url)
+    key = access.create_key("default", Role.VIEWER)[1]
+    config = ServerConfig(database_url=sqlite_url, secure_cookies=True)
+    with serving(create_app(config)) as url, httpx.Client(base_url=url) as c:
+        signed = c.post("/login", data={"key": key}, follow_redirects=False)
+        assert signed.status_code == 303, signed.text
+        name, token = signed.headers["set-cookie"].split(";", 1)[0].split("=", 1)
+        assert name.startswith("__Host-tether_session")
+        flags = signed.headers["set-cookie"].lower()
+        assert "secure" in flags and "path=/" in flags and "domain" not in flags
+        # (httpx keeps a Secure cookie for https only: sent by hand, as a browser over TLS does)
+        whoami = c.get("/api/v1/whoami", headers={"cookie": f"{name}={token}"})
+        assert whoami.json()["role"] == "viewer"
+        out = c.post("/logout", headers={"cookie": f"{name}={token}"}, follow_redirects=False)
+        assert out.status_code == 303
+        cleared = out.headers["set-cookie"].lower()
+        assert cleared.startswith(name.lower() + "=") and "max-age=0" in cleared
+        assert "secure" in cleared and "httponly" in cleared and "samesite=strict" in cleared
+        assert c.get("/api/v1/whoami", headers={"cookie": f"{name}={token}"}).status_code == 401

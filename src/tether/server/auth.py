@@ -127,7 +127,11 @@ def session_cookie(request: Request) -> str:
     in to one signed out of the other) and each received the other's token."""
     host = request.headers.get("host", "")
     port = host.rsplit(":", 1)[1] if ":" in host.rsplit("]", 1)[-1] else ""
-    return f"{SESSION_COOKIE}_{port}" if port.isdigit() and len(port) <= 5 else SESSION_COOKIE
+    name = f"{SESSION_COOKIE}_{port}" if port.isdigit() and len(port) <= 5 else SESSION_COOKIE
+    # Served over HTTPS (--secure-cookies): ``__Host-``, which a browser takes only from this
+    # very origin, Secure, for the whole site and no Domain: a page of a sibling subdomain or
+    # of plain HTTP on the same name cannot plant a session cookie of its choosing.
+    return f"__Host-{name}" if request.app.state.config.secure_cookies else name
 
 
 def check_origin(request: Request) -> None:

@@ -133,7 +133,13 @@ def logout(request: Request) -> Response:
     if token and access.session(token) is not None:  # no write for a made-up cookie
         access.close_session(token)
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(session_cookie(request), path="/")
+    response.delete_cookie(  # with the flags it was set with (a __Host- cookie needs Secure)
+        session_cookie(request),
+        path="/",
+        secure=request.app.state.config.secure_cookies,
+        httponly=True,
+        samesite="strict",
+    )
     return response
 
 
