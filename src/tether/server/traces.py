@@ -229,11 +229,16 @@ def run_bounds(engine: Engine, run_id: str) -> tuple[int, int, int, int]:
 
 
 def span_detail(
-    engine: Engine, run_id: str, span_id: str, *, max_events: int | None = None
+    engine: Engine,
+    run_id: str,
+    span_id: str,
+    *,
+    max_events: int | None = None,
+    events_from: int = 0,
 ) -> SpanDetail | None:
-    """One span of the run with its attributes and events (the first ``max_events``, and its
-    control decisions among the first ``max_events`` of those); None if the run has no such
-    span."""
+    """One span of the run with its attributes and events (``max_events`` of them from the
+    ``events_from``-th, and its control decisions among the first ``max_events`` of those);
+    None if the run has no such span."""
     if not storable(span_id):
         return None
     sp = tables.spans.c
@@ -250,10 +255,13 @@ def span_detail(
             of_span = select(ev.name, ev.time_ns, ev.attributes).where(
                 ev.run_id == run_id, ev.span_id == span_id
             )
-            events = conn.execute(of_span.order_by(ev.time_ns, ev.id).limit(max_events)).all()
-            event_count = len(events)
+            in_order = of_span.order_by(ev.time_ns, ev.id)
+            events = conn.execute(in_order.offset(events_from).limit(max_events)).all()
+            event_count = events_from + len(events)
             decided: Sequence[Any] = [e for e in events if e[0] == semconv.EVENT_CONTROL_DECISION]
-            if max_events is not None and event_count == max_events:
+            if max_events is not None and (
+                len(events) == max_events or (events_from and not events)
+            ):
                 event_count = conn.execute(
                     select(func.count()).select_from(of_span.subquery())
                 ).scalar_one()

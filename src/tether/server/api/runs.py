@@ -121,14 +121,38 @@ class SpanWithEvents(BaseModel):
     children: int
     """How many spans are under it."""
     events: list[EventView]
-    """Its events, in time order (control decisions among them)."""
+    """Its events, in time order (control decisions among them): ``events_limit`` of them
+    from ``events_offset``."""
+    events_total: int
+    """How many events it has."""
+    next_events_offset: int | None
+    """The ``events_offset`` of the next page of its events; None when this is the last."""
+
+
+MAX_EVENTS_PAGE = 10_000
+"""Most events one answer holds: a span can hold any number (one OTLP request gave one
+200,000, and its answer was 17 MB)."""
 
 
 @router.get("/runs/{run_id}/spans/{span_id}")
-def get_span(request: Request, run_id: str, span_id: str, principal: Reader) -> SpanWithEvents:
-    """One span whole, with its events and control decisions."""
+def get_span(
+    request: Request,
+    run_id: str,
+    span_id: str,
+    principal: Reader,
+    events_offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    events_limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 1000,
+) -> SpanWithEvents:
+    """One span whole, with its events (a page of them: ``events_limit`` from
+    ``events_offset``) and control decisions."""
     run = project_run(request, principal.project, run_id)
-    detail = traces.span_detail(engine(request), run.run_id, span_id)
+    detail = traces.span_detail(
+        engine(request),
+        run.run_id,
+        span_id,
+        max_events=events_limit,
+        events_from=events_offset,
+    )
     if detail is None:
         raise no_run(f"{run_id}/{span_id}")
     line = detail.line
@@ -138,8 +162,13 @@ def get_span(request: Request, run_id: str, span_id: str, principal: Reader) -> 
         )
         for e in detail.events
     ]
+    more = events_offset + len(events)
     return SpanWithEvents(
-        span=_span_view(run, line, detail.attributes), children=line.children, events=events
+        span=_span_view(run, line, detail.attributes),
+        children=line.children,
+        events=events,
+        events_total=detail.event_count,
+        next_events_offset=more if events and more < detail.event_count else None,
     )
 
 
