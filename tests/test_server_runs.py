@@ -204,10 +204,18 @@ def test_another_projects_run_is_not_found(data: Data) -> None:
 
 
 def test_agents_and_versions(data: Data) -> None:
-    agents = {a["agent"]: a for a in data.get("/api/v1/agents").json()}
-    assert set(agents) == {"support", "billing"}
+    answer = data.get("/api/v1/agents")
+    agents = {a["agent"]: a for a in answer.json()}
+    assert set(agents) == {"support", "billing"} and answer.headers["x-total-count"] == "2"
     assert agents["support"]["runs"] == 3
     assert agents["billing"]["versions"][0]["version"] == "v2bbbbbbbbbb"
+    # A page at a time, by name (an agent key can name any number of agents: 20,000 made
+    # the whole list 2.6 MB).
+    first = data.get("/api/v1/agents", limit=1)
+    assert [a["agent"] for a in first.json()] == ["billing"]
+    assert first.headers["x-total-count"] == "2"
+    assert [a["agent"] for a in data.get("/api/v1/agents", offset=1).json()] == ["support"]
+    assert data.get("/api/v1/agents", limit=10_001).status_code == 422
 
 
 def test_metrics(data: Data) -> None:
