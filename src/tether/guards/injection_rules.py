@@ -286,6 +286,20 @@ _SENT_DATA_TO = (
     r"\s*" + _ADDRESS
 )
 _END_OF = r"end\s+(?:of\s+)?(?:the\s+)?" + _ENDABLE
+# A marker's run of symbols, then its words after at most ``MAX_SPACES`` spaces: the symbols
+# and the spaces are taken whole (possessive; the words begin with neither), and the need is
+# the spaces with the words where the run begins after a non-space (in a match, a symbol).
+# With the words alone as the need, a run of 36 ``#`` or ``-`` then 41 spaces before them
+# had each start within reach tried, and in a dense text each start in the chunk searched
+# read its symbols and its spaces, backtracking through both (0.2-0.3 s/MB); the need is not
+# found there. The look-behind is the need's only: the need is not a piece of the pattern
+# and has no lead (``_lead``), so a start within reach of one is tried, in C past
+# ``DENSE_TRIES``, where it fails at its first character that is not a symbol or a space.
+# With a lead (2; 20 past ``===``), a start a word short of its ending was a step in Python
+# each ("##a a  Instruction" repeated: 0.135 s/MB).
+_HEADED = r"\s*+" + _HEADER_WORDS
+_MARKED_END = r"\s*+" + _END_OF
+_AFTER_SYMBOL = r"(?<!\s)"
 _CJK_PROMPT = r"(?:系统提示|系统指令|提示词|表示|教えて|出力)"
 _ML_ASSISTANT = (
     r"(?:assistant|assistente|asistente|ki-assistenten|ia|ki|modèle|modelo|modello|ki-modell)"
@@ -298,6 +312,16 @@ _TO_MEMORY = (
     r"\b(?:to|in|into)\s++(?:your\s++)?(?:long[- ]term\s++|permanent\s++|persistent\s++)?"
     r"memory\b"
 )
+# What follows a start after its space run (possessive: none of these begins with a space),
+# as a need: a start is tried only where it is within a run's reach of it. A start, 41
+# spaces, then its ending had each start tried, backtracking through the run trying the
+# ending at each place (print_secret, agent_task.automated, note_to: 0.13-0.25 s/MB).
+_TO_AI = (
+    r"(?:to|for|from)\s++(?:the\s++|any\s++|all\s++|our\s++|this\s++)?(?:automated\s++|"
+    rf"ai\s++|email\s++|virtual\s++)?{_AI}\b"
+)
+_ECHO_VAR = r"(?:the\s++(?:value\s++of\s++)?)?[\"'`]?\$"
+_AGENT_WHO = r"(?:coding\s++)?(?:agents?|assistants?|contributors?|tools?|reviewers?|bots?)\b"
 _PIPE_SH = r"\|\s*(?:ba|z)?sh\b"
 _SECRET_VAR = r"(?:key|token|secret|password|passwd|credentials?|database_url)\b"
 _IMAGE_URL = r"\]\(\s*https?://"
@@ -428,9 +452,9 @@ RULES: tuple[Rule, ...] = (
         "role_marker.markdown_header",
         "role_marker",
         "##",
-        r"#{0,2}\s*" + _HEADER_WORDS,
+        r"#{0,2}+" + _HEADED,
         word=False,
-        need=_HEADER_WORDS,
+        need=_AFTER_SYMBOL + _HEADED,
     ),
     _r(
         "role_marker.json_role",
@@ -468,9 +492,9 @@ RULES: tuple[Rule, ...] = (
         "context_escape.end_marker",
         "context_escape",
         "---,===,***,###",
-        r"[-=*#]{0,20}\s*" + _END_OF,
+        r"[-=*#]{0,20}+" + _MARKED_END,
         word=False,
-        need=_END_OF,
+        need=_AFTER_SYMBOL + _MARKED_END,
     ),
     # --- prompt_extraction: asks for the system prompt or hidden instructions
     _r(
@@ -521,9 +545,8 @@ RULES: tuple[Rule, ...] = (
         "addressed_to_ai",
         "note,message,attention,instruction,instructions,memo,notice,reminder,request,directive,"
         "hint,p.s.,ps",
-        rf"\s*(?:to|for|from)\s+(?:the\s+|any\s+|all\s+|our\s+|this\s+)?(?:automated\s+|ai\s+|"
-        rf"email\s+|virtual\s+)?{_AI}\b",
-        need=_AI,
+        r"\s*+" + _TO_AI,
+        need=_TO_AI,
     ),
     _r(
         "addressed_to_ai.if_you_are",
@@ -600,8 +623,8 @@ RULES: tuple[Rule, ...] = (
         "secret_access.print_secret",
         "secret_access",
         "echo,print,printf,cat,dump,output,show,display,reveal,paste,include,log",
-        r"\s+(?:the\s+(?:value\s+of\s+)?)?[\"'`]?\$\{?[a-z0-9_]{0,40}" + _SECRET_VAR,
-        need=_SECRET_VAR,
+        r"\s++" + _ECHO_VAR + r"\{?[a-z0-9_]{0,40}" + _SECRET_VAR,
+        need=(_SECRET_VAR, _ECHO_VAR),
     ),
     _r(
         "secret_access.secret_file",
@@ -641,9 +664,8 @@ RULES: tuple[Rule, ...] = (
         "agent_task.automated",
         "agent_task",
         "automated,autonomous,ai,llm,coding",
-        r"\s+(?:coding\s+)?(?:agents?|assistants?|contributors?|tools?|reviewers?|bots?)\b"
-        r"[^\n]{0,60}?" + _AGENT_MUST,
-        need=_AGENT_MUST,
+        r"\s++" + _AGENT_WHO + r"[^\n]{0,60}?" + _AGENT_MUST,
+        need=(_AGENT_MUST, _AGENT_WHO),
     ),
     _r(
         "agent_task.before_changes",
