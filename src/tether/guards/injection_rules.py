@@ -22,6 +22,7 @@ from __future__ import annotations
 import re as _stdre
 from collections.abc import Collection
 from dataclasses import dataclass
+from itertools import islice
 from re import _casefix  # type: ignore[attr-defined]
 from re import _parser as _sre_parse  # type: ignore[attr-defined]
 from typing import Any
@@ -1245,12 +1246,19 @@ def _rule_hits(
                         reads = _CHUNK * len(rule.starts) // 4
                         reads += starts * (_CHUNK // stops) // 2 * len(needs)
                         # Read back from each need instead (``_BACKFINDERS``): each need
-                        # found reads back its width, twice at most.
+                        # found reads back its width, twice at most. The needs are
+                        # counted only as far as could still make that read less (a
+                        # count of them all, dense, cost more than it saved).
                         backfind = _BACKFINDERS[rule.name]
                         assert backfind is not None  # as there is a prefinder
                         back, width = backfind
-                        found_needs = sum(len(n.findall(folded, skip_to, end)) for n in needs)
-                        back_reads = _CHUNK * len(needs) // 4 + found_needs * width * 2
+                        best = min(reads, STEP_READS * stops)
+                        back_reads = _CHUNK * len(needs) // 4
+                        most_needs = max(0, best - back_reads) // (width * 2)
+                        for n in needs:
+                            places = n.finditer(folded, skip_to, end)
+                            counted = sum(1 for _ in islice(places, most_needs + 1))
+                            back_reads += counted * width * 2
                         prefer = min(reads, back_reads) < STEP_READS * stops
                         backward = back_reads < reads
                     if prefer:
