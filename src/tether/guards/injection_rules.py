@@ -1056,10 +1056,15 @@ def _backfinder(rule: Rule) -> tuple[Any, int] | None:
     for each need (0.15-0.25 s/MB, where a step in Python per unit cost about as much); read
     from each ``指令``, back to the break, 0.02-0.04."""
     parts = _prefind_parts(rule)
-    if parts is None:
+    if parts is None or rule.pattern.pattern.startswith(_WORD_LEAD):
+        # Not for starts that are words: read back, each start's look-behinds (not inside a
+        # word, a word boundary after) cost more than the counting reckons, and
+        # ``override.multilingual``, ``prompt_extraction.multilingual`` went from 0.05-0.07
+        # to 0.1-0.45 s/MB.
         return None
     starts, run, width, needs = parts
-    return re.compile(f"(?<=(?:{starts}){run}{{0,{width}}})(?:{needs})"), width
+    # The need first: the look-behind is read at the places of a need only.
+    return re.compile(f"(?=(?:{needs}))(?<=(?:{starts}){run}{{0,{width}}})"), width
 
 
 _BACKFINDERS = {rule.name: _backfinder(rule) for rule in _ALL_RULES}
@@ -1187,6 +1192,7 @@ def _rule_hits(
     broken = 0
     """Starts skipped for a break before their nearest need."""
     prefind = _PREFINDERS[rule.name]
+    backfind = _BACKFINDERS[rule.name]
     counted_to = 0
     prefer = backward = False
     while nexts and len(hits) < most:
@@ -1249,22 +1255,22 @@ def _rule_hits(
                         # found reads back its width, twice at most. The needs are
                         # counted only as far as could still make that read less (a
                         # count of them all, dense, cost more than it saved).
-                        backfind = _BACKFINDERS[rule.name]
-                        assert backfind is not None  # as there is a prefinder
-                        back, width = backfind
-                        best = min(reads, STEP_READS * stops)
-                        back_reads = _CHUNK * len(needs) // 4
-                        most_needs = max(0, best - back_reads) // (width * 2)
-                        for n in needs:
-                            places = n.finditer(folded, skip_to, end)
-                            counted = sum(1 for _ in islice(places, most_needs + 1))
-                            back_reads += counted * width * 2
+                        back_reads = _NOWHERE
+                        if backfind is not None:
+                            width = backfind[1]
+                            best = min(reads, STEP_READS * stops)
+                            back_reads = _CHUNK * len(needs) // 4
+                            most_needs = max(0, best - back_reads) // (width * 2)
+                            for n in needs:
+                                places = n.finditer(folded, skip_to, end)
+                                counted = sum(1 for _ in islice(places, most_needs + 1))
+                                back_reads += counted * width * 2
                         prefer = min(reads, back_reads) < STEP_READS * stops
                         backward = back_reads < reads
                     if prefer:
-                        if backward:
-                            found = back.search(folded, skip_to, end + reach + _CHUNK_MARGIN)
-                            at = found.start() - width if found is not None else end
+                        if backward and backfind is not None:
+                            found = backfind[0].search(folded, skip_to, end + reach + _CHUNK_MARGIN)
+                            at = found.start() - backfind[1] if found is not None else end
                         else:
                             found = prefind.search(folded, skip_to, end + reach + _CHUNK_MARGIN)
                             at = found.start() if found is not None else end
