@@ -22,6 +22,7 @@ from __future__ import annotations
 import re as _stdre
 from collections.abc import Collection
 from dataclasses import dataclass
+from itertools import islice
 from re import _casefix  # type: ignore[attr-defined]
 from re import _parser as _sre_parse  # type: ignore[attr-defined]
 from typing import Any
@@ -286,6 +287,20 @@ _SENT_DATA_TO = (
     r"\s*" + _ADDRESS
 )
 _END_OF = r"end\s+(?:of\s+)?(?:the\s+)?" + _ENDABLE
+# A marker's run of symbols, then its words after at most ``MAX_SPACES`` spaces: the symbols
+# and the spaces are taken whole (possessive; the words begin with neither), and the need is
+# the spaces with the words where the run begins after a non-space (in a match, a symbol).
+# With the words alone as the need, a run of 36 ``#`` or ``-`` then 41 spaces before them
+# had each start within reach tried, and in a dense text each start in the chunk searched
+# read its symbols and its spaces, backtracking through both (0.2-0.3 s/MB); the need is not
+# found there. The look-behind is the need's only: the need is not a piece of the pattern
+# and has no lead (``_lead``), so a start within reach of one is tried, in C past
+# ``DENSE_TRIES``, where it fails at its first character that is not a symbol or a space.
+# With a lead (2; 20 past ``===``), a start a word short of its ending was a step in Python
+# each ("##a a  Instruction" repeated: 0.135 s/MB).
+_HEADED = r"\s*+" + _HEADER_WORDS
+_MARKED_END = r"\s*+" + _END_OF
+_AFTER_SYMBOL = r"(?<!\s)"
 _CJK_PROMPT = r"(?:系统提示|系统指令|提示词|表示|教えて|出力)"
 _ML_ASSISTANT = (
     r"(?:assistant|assistente|asistente|ki-assistenten|ia|ki|modèle|modelo|modello|ki-modell)"
@@ -298,6 +313,16 @@ _TO_MEMORY = (
     r"\b(?:to|in|into)\s++(?:your\s++)?(?:long[- ]term\s++|permanent\s++|persistent\s++)?"
     r"memory\b"
 )
+# What follows a start after its space run (possessive: none of these begins with a space),
+# as a need: a start is tried only where it is within a run's reach of it. A start, 41
+# spaces, then its ending had each start tried, backtracking through the run trying the
+# ending at each place (print_secret, agent_task.automated, note_to: 0.13-0.25 s/MB).
+_TO_AI = (
+    r"(?:to|for|from)\s++(?:the\s++|any\s++|all\s++|our\s++|this\s++)?(?:automated\s++|"
+    rf"ai\s++|email\s++|virtual\s++)?{_AI}\b"
+)
+_ECHO_VAR = r"(?:the\s++(?:value\s++of\s++)?)?[\"'`]?\$"
+_AGENT_WHO = r"(?:coding\s++)?(?:agents?|assistants?|contributors?|tools?|reviewers?|bots?)\b"
 _PIPE_SH = r"\|\s*(?:ba|z)?sh\b"
 _SECRET_VAR = r"(?:key|token|secret|password|passwd|credentials?|database_url)\b"
 _IMAGE_URL = r"\]\(\s*https?://"
@@ -428,9 +453,9 @@ RULES: tuple[Rule, ...] = (
         "role_marker.markdown_header",
         "role_marker",
         "##",
-        r"#{0,2}\s*" + _HEADER_WORDS,
+        r"#{0,2}+" + _HEADED,
         word=False,
-        need=_HEADER_WORDS,
+        need=_AFTER_SYMBOL + _HEADED,
     ),
     _r(
         "role_marker.json_role",
@@ -468,9 +493,9 @@ RULES: tuple[Rule, ...] = (
         "context_escape.end_marker",
         "context_escape",
         "---,===,***,###",
-        r"[-=*#]{0,20}\s*" + _END_OF,
+        r"[-=*#]{0,20}+" + _MARKED_END,
         word=False,
-        need=_END_OF,
+        need=_AFTER_SYMBOL + _MARKED_END,
     ),
     # --- prompt_extraction: asks for the system prompt or hidden instructions
     _r(
@@ -521,9 +546,8 @@ RULES: tuple[Rule, ...] = (
         "addressed_to_ai",
         "note,message,attention,instruction,instructions,memo,notice,reminder,request,directive,"
         "hint,p.s.,ps",
-        rf"\s*(?:to|for|from)\s+(?:the\s+|any\s+|all\s+|our\s+|this\s+)?(?:automated\s+|ai\s+|"
-        rf"email\s+|virtual\s+)?{_AI}\b",
-        need=_AI,
+        r"\s*+" + _TO_AI,
+        need=_TO_AI,
     ),
     _r(
         "addressed_to_ai.if_you_are",
@@ -600,8 +624,8 @@ RULES: tuple[Rule, ...] = (
         "secret_access.print_secret",
         "secret_access",
         "echo,print,printf,cat,dump,output,show,display,reveal,paste,include,log",
-        r"\s+(?:the\s+(?:value\s+of\s+)?)?[\"'`]?\$\{?[a-z0-9_]{0,40}" + _SECRET_VAR,
-        need=_SECRET_VAR,
+        r"\s++" + _ECHO_VAR + r"\{?[a-z0-9_]{0,40}" + _SECRET_VAR,
+        need=(_SECRET_VAR, _ECHO_VAR),
     ),
     _r(
         "secret_access.secret_file",
@@ -641,9 +665,8 @@ RULES: tuple[Rule, ...] = (
         "agent_task.automated",
         "agent_task",
         "automated,autonomous,ai,llm,coding",
-        r"\s+(?:coding\s+)?(?:agents?|assistants?|contributors?|tools?|reviewers?|bots?)\b"
-        r"[^\n]{0,60}?" + _AGENT_MUST,
-        need=_AGENT_MUST,
+        r"\s++" + _AGENT_WHO + r"[^\n]{0,60}?" + _AGENT_MUST,
+        need=(_AGENT_MUST, _AGENT_WHO),
     ),
     _r(
         "agent_task.before_changes",
@@ -980,16 +1003,10 @@ _FINDERS: dict[str, dict[str, _stdre.Pattern[str]]] = {
 }
 
 
-def _prefinder(rule: Rule) -> _stdre.Pattern[str] | None:
-    """What finds, in the folded text, the places where one of ``rule``'s starts is followed
-    by one of its needs with no break between, within the farthest any need can be from a
-    start: every start that ``_rule_hits`` may try is one. None for a rule without breaks.
-
-    A text that repeats a start, a break, then an ending (``無視 \\n指令 `` repeated) had a
-    step in Python per start (0.2-0.3 s/MB where the unit is short): each start's nearest
-    need was past a break, but a need of its own. Past ``BROKEN_STEPS`` such steps, the next
-    start that is not is found by this search, which reads a start's run up to its first
-    break."""
+def _prefind_parts(rule: Rule) -> tuple[str, str, int, str] | None:
+    """For ``_prefinder`` and ``_backfinder``: what finds ``rule``'s starts, what runs up to
+    a break, the farthest a need can be from where a start begins, and what finds its needs.
+    None for a rule without breaks (or breaks not a class of characters)."""
     if not rule.breaks:
         return None
     breaks = _BREAKS[rule.name]
@@ -1005,10 +1022,52 @@ def _prefinder(rule: Rule) -> _stdre.Pattern[str] | None:
     width = max(REACH[rule.name] if d is None else d + longest for d in LEADS[rule.name])
     starts = "|".join(f.pattern for f in _FINDERS[rule.name].values())
     needs = "|".join(n.pattern for n in _NEEDS[rule.name])
+    return starts, run, width, needs
+
+
+def _prefinder(rule: Rule) -> _stdre.Pattern[str] | None:
+    """What finds, in the folded text, the places where one of ``rule``'s starts is followed
+    by one of its needs with no break between, within the farthest any need can be from a
+    start: every start that ``_rule_hits`` may try is one. None for a rule without breaks.
+
+    A text that repeats a start, a break, then an ending (``無視 \\n指令 `` repeated) had a
+    step in Python per start (0.2-0.3 s/MB where the unit is short): each start's nearest
+    need was past a break, but a need of its own. Past ``BROKEN_STEPS`` such steps, the next
+    start that is not is found by this search, which reads a start's run up to its first
+    break."""
+    parts = _prefind_parts(rule)
+    if parts is None:
+        return None
+    starts, run, width, needs = parts
     return _stdre.compile(f"(?=(?:{starts}))(?={run}{{0,{width}}}?(?:{needs}))")
 
 
 _PREFINDERS = {rule.name: _prefinder(rule) for rule in _ALL_RULES}
+
+
+def _backfinder(rule: Rule) -> tuple[Any, int] | None:
+    """``_prefinder`` read the other way: what finds the places of ``rule``'s needs with one
+    of its starts within the farthest a need can be from a start and no break between (a
+    look-behind of any width, which only ``regex`` has), and that farthest. A start that
+    ``_rule_hits`` may try is no farther than that before the first place found.
+
+    Where a text's needs are fewer than its starts, this reads less: ``忽视`` twelve times, a
+    line break, then ``指令``, repeated, had each start read its run up to the break looking
+    for each need (0.15-0.25 s/MB, where a step in Python per unit cost about as much); read
+    from each ``指令``, back to the break, 0.02-0.04."""
+    parts = _prefind_parts(rule)
+    if parts is None or rule.pattern.pattern.startswith(_WORD_LEAD):
+        # Not for starts that are words: read back, each start's look-behinds (not inside a
+        # word, a word boundary after) cost more than the counting reckons, and
+        # ``override.multilingual``, ``prompt_extraction.multilingual`` went from 0.05-0.07
+        # to 0.1-0.45 s/MB.
+        return None
+    starts, run, width, needs = parts
+    # The need first: the look-behind is read at the places of a need only.
+    return re.compile(f"(?=(?:{needs}))(?<=(?:{starts}){run}{{0,{width}}})"), width
+
+
+_BACKFINDERS = {rule.name: _backfinder(rule) for rule in _ALL_RULES}
 BROKEN_STEPS = 16
 """Starts skipped one by one for a break before their need; past them, ``_PREFINDERS``."""
 STEP_READS = 100
@@ -1133,8 +1192,9 @@ def _rule_hits(
     broken = 0
     """Starts skipped for a break before their nearest need."""
     prefind = _PREFINDERS[rule.name]
+    backfind = _BACKFINDERS[rule.name]
     counted_to = 0
-    prefer = False
+    prefer = backward = False
     while nexts and len(hits) < most:
         pos = min(nexts.values())
         skip_to = pos + 1
@@ -1191,10 +1251,29 @@ def _rule_hits(
                         stops = len(breaks.findall(folded, skip_to, end)) + 1
                         reads = _CHUNK * len(rule.starts) // 4
                         reads += starts * (_CHUNK // stops) // 2 * len(needs)
-                        prefer = reads < STEP_READS * stops
+                        # Read back from each need instead (``_BACKFINDERS``): each need
+                        # found reads back its width, twice at most. The needs are
+                        # counted only as far as could still make that read less (a
+                        # count of them all, dense, cost more than it saved).
+                        back_reads = _NOWHERE
+                        if backfind is not None:
+                            width = backfind[1]
+                            best = min(reads, STEP_READS * stops)
+                            back_reads = _CHUNK * len(needs) // 4
+                            most_needs = max(0, best - back_reads) // (width * 2)
+                            for n in needs:
+                                places = n.finditer(folded, skip_to, end)
+                                counted = sum(1 for _ in islice(places, most_needs + 1))
+                                back_reads += counted * width * 2
+                        prefer = min(reads, back_reads) < STEP_READS * stops
+                        backward = back_reads < reads
                     if prefer:
-                        found = prefind.search(folded, skip_to, end + reach + _CHUNK_MARGIN)
-                        at = found.start() if found is not None else end
+                        if backward and backfind is not None:
+                            found = backfind[0].search(folded, skip_to, end + reach + _CHUNK_MARGIN)
+                            at = found.start() - backfind[1] if found is not None else end
+                        else:
+                            found = prefind.search(folded, skip_to, end + reach + _CHUNK_MARGIN)
+                            at = found.start() if found is not None else end
                         skip_to = max(skip_to, min(at, end))
         if reachable:
             tries += 1
