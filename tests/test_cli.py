@@ -217,6 +217,12 @@ def test_in_memory_sqlite_store_works_for_a_run(tmp_path: Path) -> None:
     spec = write_agent(tmp_path, "steps: [{text: hi}]\n")
     code, out = invoke("run", str(spec), "-i", "x", "--json", db="sqlite:///:memory:")
     assert code == 0 and json.loads(out)["outcome"] == "final_answer"
+    # In text, it says the trace is gone with the command, not a `traces show` that can
+    # never find it.
+    for db in ("sqlite:///:memory:", "sqlite://"):
+        code, out = invoke("run", str(spec), "-i", "x", db=db)
+        assert code == 0 and "traces show" not in out
+        assert "the trace store is in memory" in out, out
 
 
 def test_errors_with_long_paths_are_not_wrapped(tmp_path: Path) -> None:
@@ -366,3 +372,19 @@ def test_demo_on_a_store_with_a_password_says_how_to_give_it_back(pg_url: str) -
     assert "hunter2" not in proc.stdout + proc.stderr
     assert "traces show" in proc.stdout and ":***@" in proc.stdout
     assert "put yours in its place, or set TETHER_DATABASE_URL" in proc.stdout
+
+
+def test_demo_on_an_in_memory_store_says_its_traces_go_with_it(tmp_path: Path) -> None:
+    """``tether demo --database-url sqlite://`` printed twelve ``traces show`` commands that
+    could never find anything: the store went with the process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tether", "--database-url", "sqlite://", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "TETHER_DATABASE_URL": ""},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "normal answer" in proc.stdout and "traces show" not in proc.stdout
+    assert "The trace store is in memory" in proc.stdout

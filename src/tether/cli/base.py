@@ -168,6 +168,22 @@ def tether_command(ctx: click.Context) -> str:
     return program
 
 
+def in_memory_store(url: str) -> bool:
+    """Whether ``url`` is a SQLite store in memory (``sqlite://``, ``sqlite:///:memory:``, a
+    ``mode=memory`` URI): what is written there is gone when the process ends."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return False
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    database = parsed.database or ""
+    return database in ("", ":memory:") or "mode=memory" in str(parsed)
+
+
 def database_url(ctx: click.Context) -> str:
     url: str | None = ctx.obj.get("database_url") if ctx.obj else None
     return url or Settings.from_env().database_url

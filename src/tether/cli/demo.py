@@ -286,6 +286,15 @@ def _print_report(
         cells = dict(zip(widths, row, strict=True))
         table.add_row(*(cells[c] for c in columns))
     console.print(table)
+    from tether.cli.base import in_memory_store
+
+    if in_memory_store(store):  # no command can read them after this one
+        console.print(
+            "\nThe trace store is in memory: these traces are gone when the demo ends (give "
+            "--database-url or TETHER_DATABASE_URL a file to keep them).",
+            highlight=False,
+        )
+        return
     console.print(f"\nTraces are stored in {escape(store)}. Inspect them with:")
     if ":***@" in command:  # a password is never printed: these commands need it given back
         console.print(

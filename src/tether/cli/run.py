@@ -18,6 +18,7 @@ from tether.cli.base import (
     database_url,
     detach_stdout,
     handle_errors,
+    in_memory_store,
     tether_command,
     writer_for,
 )
@@ -163,11 +164,18 @@ def report_run(
                 f"{escape(resumed_from)}'s as well; traces show has each run's own)[/]",
                 highlight=False,
             )
-        console.print(
-            f"[dim]inspect: {escape(tether_command(ctx))} traces show {result.run_id}[/]",
-            highlight=False,
-            soft_wrap=True,  # a command to copy must stay on one line
-        )
+        if in_memory_store(database_url(ctx)):  # no command can read it after this one
+            console.print(
+                "[dim]the trace store is in memory: this run's trace is gone when the command "
+                "ends (give --database-url or TETHER_DATABASE_URL a file to keep it)[/]",
+                highlight=False,
+            )
+        else:
+            console.print(
+                f"[dim]inspect: {escape(tether_command(ctx))} traces show {result.run_id}[/]",
+                highlight=False,
+                soft_wrap=True,  # a command to copy must stay on one line
+            )
         if result.state.awaiting_approval is not None and spec is not None:
             from tether.cli.approvals import print_next_steps
 
