@@ -141,6 +141,22 @@ def test_a_forbid_wins_and_its_id_is_the_reason(tmp_path: Path) -> None:
     assert verdict.reason == "tool 'lookup' denied by Cedar policy risky-runs"
 
 
+def test_a_policy_id_holding_a_comma_reads_as_one_id(tmp_path: Path) -> None:
+    """``@id("refunds, big")`` read as two policies in a reason ("policies refunds, big,
+    risky"): an id a list separator could split is quoted."""
+    text = """
+        @id("no lookups, ever")
+        forbid(principal, action == Tether::Action::"lookup", resource);
+        @id("late")
+        forbid(principal, action == Tether::Action::"lookup", resource);
+    """
+    verdict = load(tmp_path, text).decide(AuthzRequest("lookup", {"query": "x"}))
+    assert verdict.effect == "deny"
+    assert sorted(verdict.policies) == ["late", "no lookups, ever"]
+    assert verdict.reason.startswith("tool 'lookup' denied by Cedar policies ")
+    assert '"no lookups, ever"' in verdict.reason and "late" in verdict.reason
+
+
 def test_a_policy_without_id_is_named_by_cedar_id_file_and_line(tmp_path: Path) -> None:
     mallory = Caller(project="acme", roles=frozenset({"support"}), end_user="mallory")
     verdict = load(tmp_path).decide(

@@ -696,7 +696,11 @@ def _time_context(second: int, read: frozenset[str]) -> dict[str, Any]:
 
 
 def _policies(labels: Sequence[str]) -> str:
-    return f"policy {labels[0]}" if len(labels) == 1 else f"policies {', '.join(labels)}"
+    if len(labels) == 1:
+        return f"policy {labels[0]}"
+    # An @id holding the separator is quoted: "a, b" read as two policies.
+    shown = [json.dumps(label, ensure_ascii=False) if "," in label else label for label in labels]
+    return f"policies {', '.join(shown)}"
 
 
 # -- the control --------------------------------------------------------------------------------
