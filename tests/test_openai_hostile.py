@@ -379,11 +379,12 @@ async def test_a_byte_order_mark_before_the_first_event_loses_nothing(
     assert error is None and reply.text == "hello world"
 
 
+@pytest.mark.parametrize("index", [None, "0"])
 async def test_a_choice_whose_index_is_null_is_the_first_choice(
-    openai_server: FakeOpenAIServer, make_model: MakeModel
+    openai_server: FakeOpenAIServer, make_model: MakeModel, index: object
 ) -> None:
     chunk = stream_chunk({"content": "kept"})
-    chunk["choices"][0]["index"] = None
+    chunk["choices"][0]["index"] = index
     openai_server.enqueue(Reply(sse=[chunk, stream_chunk(usage=USAGE)]))
 
     reply, error = await drain(make_model())

@@ -360,8 +360,10 @@ class StreamState:
         for choice in choices:
             if not isinstance(choice, dict):
                 raise errors.garbage("a stream choice is not an object", payload)
-            if choice.get("index") not in (0, None):
-                continue  # only the first choice is used (n=1); an index left out or null is it
+            if choice.get("index") not in (0, None, "0"):
+                # Only the first choice is used (n=1); an index left out, null or written as
+                # text ("0": its deltas were dropped without a word) is it.
+                continue
             if choice.get("finish_reason") is not None:
                 self.finish_reason = choice["finish_reason"]
             delta = choice.get("delta")
