@@ -253,19 +253,22 @@ async def test_end_after_the_run_ended_keeps_the_first_ending(sqlite_url: str) -
     assert record.outcome == "blocked" and "s3cret" not in (record.output or "")
 
 
+class _Pause(Control):
+    """Sends every tool call to a person (the run pauses, escalated)."""
+
+    name = "pause"
+
+    async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
+        return Decision.escalate("a person decides")
+
+
 async def test_a_model_call_after_the_end_leaves_the_conversation_as_it_was() -> None:
     """A request given to a model call after the run had ended (a loop that does not check
     the step before) still became the run's conversation, and so the paused run's checkpoint
     that a resume goes on from."""
 
-    class Pause(Control):
-        name = "pause"
-
-        async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
-            return Decision.escalate("a person decides")
-
     model = ScriptedModel([{"tool_calls": [{"name": "_lookup", "arguments": {"key": "a"}}]}])
-    harness = Harness(models=[model], tools=[_lookup], controls=[Pause()], trace=False)
+    harness = Harness(models=[model], tools=[_lookup], controls=[_Pause()], trace=False)
     async with harness.open_run("go", agent="a") as run:
         await run.input()
         reply = await run.model_call()
@@ -406,14 +409,8 @@ async def test_a_crash_after_the_run_paused_keeps_it_paused(sqlite_url: str) -> 
     """A run paused for a person's approval, then the loop's own code failed: the run was
     turned into a crash (failed, a crash checkpoint), and the approval had nothing to resume."""
 
-    class Pause(Control):
-        name = "pause"
-
-        async def before_tool(self, ctx: HookContext, call: ToolCall) -> Decision:
-            return Decision.escalate("a person decides")
-
     model = ScriptedModel([{"tool_calls": [{"name": "_lookup", "arguments": {"key": "a"}}]}])
-    harness = Harness(models=[model], tools=[_lookup], controls=[Pause()], trace=sqlite_url)
+    harness = Harness(models=[model], tools=[_lookup], controls=[_Pause()], trace=sqlite_url)
     with pytest.raises(RuntimeError):
         async with harness.open_run("go", agent="a") as run:
             await run.input()
