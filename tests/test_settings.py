@@ -90,3 +90,28 @@ def test_postgres_sessions_get_the_statement_timeout_and_keep_their_schema(
             assert conn.execute(text("SHOW search_path")).scalar() == schema
     finally:
         engine.dispose()
+
+
+def test_the_variables_every_run_reads_follow_os_environ_as_it_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``env_get`` (the cheap read behind ``TETHER_PROJECT`` and the payload limit) sees what
+    ``os.environ`` holds at each call: set, changed, non-ASCII, deleted."""
+    from tether.core.settings import env_get, max_payload_chars_from_env, project_from_env
+
+    monkeypatch.delenv("TETHER_PROJECT", raising=False)
+    assert env_get("TETHER_PROJECT") is None
+    assert project_from_env() == "default"
+    monkeypatch.setenv("TETHER_PROJECT", "acme")
+    assert project_from_env() == "acme"
+    os.environ["TETHER_PROJECT"] = "other"
+    assert env_get("TETHER_PROJECT") == "other"
+    monkeypatch.setenv("TETHER_TEST_TEXT", "café \u00e9t\u00e9")
+    assert env_get("TETHER_TEST_TEXT") == os.environ.get("TETHER_TEST_TEXT") == "café été"
+    monkeypatch.delenv("TETHER_PROJECT")
+    assert env_get("TETHER_PROJECT") is None
+    monkeypatch.setenv("TETHER_MAX_PAYLOAD_CHARS", "1_000")
+    assert max_payload_chars_from_env() == 1000
+    monkeypatch.setenv("TETHER_PROJECT", "Not A Project")
+    with pytest.raises(TetherError, match="TETHER_PROJECT"):
+        project_from_env()

@@ -15,6 +15,20 @@ DEFAULT_DB_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_DB_STATEMENT_TIMEOUT_S = 30.0
 
 
+def env_get(name: str) -> str | None:
+    """``os.environ.get(name)`` for what every run reads (``TETHER_PROJECT``...), at a
+    thirtieth of its cost when the variable is unset: ``os.environ.get`` raises and catches a
+    ``KeyError`` inside for a missing name (about 0.7 us). Reads the mapping ``os.environ``
+    keeps (so ``os.environ[...] = ...`` and ``putenv`` through it are seen at once); anywhere
+    that mapping is not there (another Python, Windows), ``os.environ.get`` itself."""
+    env = os.environ
+    data = getattr(env, "_data", None)
+    if type(data) is not dict or os.name != "posix":
+        return env.get(name)
+    raw = data.get(env.encodekey(name))
+    return None if raw is None else env.decodevalue(raw)
+
+
 def default_home() -> Path:
     """Where Tether keeps local state when ``TETHER_HOME`` is not set: one folder per user
     (``$XDG_DATA_HOME/tether``, else ``~/.local/share/tether``), whatever the current folder,
@@ -111,7 +125,7 @@ def project_from_env() -> str:
     naming the variable: runs written under it (``Acme``, ``my project``) were stored, and no
     key or admin could ever open them in ``tether serve``, whose projects are named by
     ``PROJECT_NAME``."""
-    raw = os.environ.get("TETHER_PROJECT", "").strip()
+    raw = (env_get("TETHER_PROJECT") or "").strip()
     if not raw:
         return "default"
     if not is_project_name(raw):
@@ -129,7 +143,7 @@ def max_payload_chars_from_env() -> int:
 
 
 def _chars_from_env(name: str, default: int) -> int:
-    given = os.environ.get(name)
+    given = env_get(name)
     if not given:
         return default
     raw = given.strip().replace("_", "").replace(",", "")

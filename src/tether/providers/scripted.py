@@ -204,6 +204,62 @@ def _unmarked(results: dict[str, str], messages: list[Message]) -> dict[str, str
     return {name: unmark(text, system) for name, text in results.items()}
 
 
+def _filled(
+    step: ScriptStep,
+    turn: int,
+    user_text: str,
+    groups: dict[str, str],
+    group_names: set[str],
+    since_user: list[Message],
+    messages: list[Message],
+) -> tuple[list[ToolCall], str]:
+    """The step's tool calls and text with their ``{...}`` fields filled in: the input, the
+    rule's named groups, the tool results since the user's message."""
+    values = dict(groups, input=user_text)
+    results: dict[str, str] = {}
+    for m in since_user:
+        if m.role == "tool" and m.name:
+            results[m.name] = m.content
+    if results:
+        results = _unmarked(results, messages)
+
+    def lookup(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key in values:
+            return values[key]
+        if key.startswith("result:"):
+            _, tool_name, *path = key.split(":")
+            if tool_name not in results:
+                return f"(no result from {tool_name})"
+            if not path:
+                return results[tool_name]
+            found = _json_field(results[tool_name], path[0])
+            if found is None:
+                return f"(no {path[0]} in the result of {tool_name})"
+            # A field goes into a sentence: without the line end a program's output has
+            # (``print``), as a model would quote it.
+            return found.rstrip("\r\n")
+        if key in group_names:  # the group did not take part in the match
+            return ""
+        return match.group(0)  # not reachable through a validated script
+
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return _TEMPLATE_FIELD.sub(lookup, value) if "{" in value else value
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return value
+
+    calls = [
+        ToolCall(id=f"call_{turn}_{i}", name=c.name, arguments=fill(c.arguments))
+        for i, c in enumerate(step.tool_calls)
+    ]
+    content = fill(step.text) if step.text is not None else ""
+    return calls, content
+
+
 class ScriptedModel:
     """Deterministic model driven by a :class:`Script`."""
 
@@ -281,7 +337,9 @@ class ScriptedModel:
             last_user -= 1
         user_text = messages[last_user].content if last_user >= 0 else ""
         since_user = messages[last_user + 1 :]
-        turn = sum(1 for m in since_user if m.role == "assistant")
+        turn = 0
+        for m in since_user:
+            turn += m.role == "assistant"
         if self._patterns:
             steps, groups, group_names = await self._select(user_text)
         else:  # no rules: the steps (no worker thread to search with)
@@ -290,50 +348,19 @@ class ScriptedModel:
         if step.error is not None:
             raise ProviderError(f"scripted model error: {step.error}", retryable=True)
 
-        values = dict(groups, input=user_text)
-        results: dict[str, str] = {}
-        for m in since_user:
-            if m.role == "tool" and m.name:
-                results[m.name] = m.content
-        if results:
-            results = _unmarked(results, messages)
-
-        def lookup(match: re.Match[str]) -> str:
-            key = match.group(1)
-            if key in values:
-                return values[key]
-            if key.startswith("result:"):
-                _, tool_name, *path = key.split(":")
-                if tool_name not in results:
-                    return f"(no result from {tool_name})"
-                if not path:
-                    return results[tool_name]
-                found = _json_field(results[tool_name], path[0])
-                if found is None:
-                    return f"(no {path[0]} in the result of {tool_name})"
-                # A field goes into a sentence: without the line end a program's output has
-                # (``print``), as a model would quote it.
-                return found.rstrip("\r\n")
-            if key in group_names:  # the group did not take part in the match
-                return ""
-            return match.group(0)  # not reachable through a validated script
-
-        def fill(value: Any) -> Any:
-            if isinstance(value, str):
-                return _TEMPLATE_FIELD.sub(lookup, value) if "{" in value else value
-            if isinstance(value, dict):
-                return {k: fill(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [fill(v) for v in value]
-            return value
-
-        calls = [
-            ToolCall(id=f"call_{turn}_{i}", name=c.name, arguments=fill(c.arguments))
-            for i, c in enumerate(step.tool_calls)
-        ]
-        content = fill(step.text) if step.text is not None else ""
-        prompt_chars = sum(len(m.content) for m in messages)
-        out_chars = len(content) + sum(len(_json_dumps(c.arguments)) for c in calls)
+        text = step.text
+        if step.tool_calls or (text is not None and "{" in text):
+            calls, content = _filled(
+                step, turn, user_text, groups, group_names, since_user, messages
+            )
+        else:  # a plain reply: nothing to fill in
+            calls, content = [], text or ""
+        prompt_chars = 0
+        for m in messages:
+            prompt_chars += len(m.content)
+        out_chars = len(content)
+        for c in calls:
+            out_chars += len(_json_dumps(c.arguments))
         response = ModelResponse(
             content=content,
             tool_calls=calls,

@@ -188,13 +188,13 @@ def response_problem(response: object) -> str | None:
     if not isinstance(response.content, str):
         return f"content is a {type(response.content).__name__}, not text"
     calls = response.tool_calls
-    if not isinstance(calls, list) or not all(isinstance(c, ToolCall) for c in calls):
+    if not isinstance(calls, list) or (calls and not all(isinstance(c, ToolCall) for c in calls)):
         return "tool_calls are not a list of ToolCall"
     usage = response.usage
     if not isinstance(usage, Usage):
         return f"usage is a {type(usage).__name__}, not a Usage"
-    for name in _COUNTS:
-        count = getattr(usage, name)
+    counts = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+    for name, count in zip(_COUNTS, counts, strict=True):
         if type(count) is not int or not 0 <= count <= MAX_CALL_TOKENS:
             return f"usage.{name} ({count!r}) is not a count from 0 to {MAX_CALL_TOKENS:,}"
     if not isinstance(response.model, str) or not isinstance(response.finish_reason, str):

@@ -79,6 +79,15 @@ def _scrubbed(response: ModelResponse) -> ModelResponse:
     """A provider's reply without lone surrogates (they cannot be stored, hashed or
     checkpointed): in its text, its tool calls' arguments, names and ids (a name with one
     crashed the run where the unknown tool's error was hashed), and what names the reply."""
+    rid = response.response_id
+    if (
+        not response.tool_calls
+        and response.content.isascii()
+        and response.model.isascii()
+        and response.finish_reason.isascii()
+        and (rid is None or rid.isascii())
+    ):  # the usual reply: ASCII holds no surrogate
+        return response
     content = scrub_surrogates(response.content)
     calls = response.tool_calls
     if calls:
