@@ -52,6 +52,12 @@ MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
 """Default cap on a response, streamed or not: a stream spends ~200 bytes of JSON per token,
 so this leaves room for 100k+ streamed tokens, and a server gone wrong cannot fill memory."""
 
+MAX_EVENT_CHARS: Final = 4 * 1024 * 1024
+"""Cap on one server-sent event of a stream (a line of it, or its ``data:`` lines together):
+an event is one chunk of a reply, a few hundred bytes; a server that sends a whole reply as
+one event (a proxy faking a stream) stays far below this. A longer one is an error naming
+this limit, read no further (it was held whole up to ``max_response_bytes``)."""
+
 ERROR_BODY_BYTES: Final = 64 * 1024
 """How much of an error response is read for its message (the rest is not read)."""
 
@@ -313,7 +319,12 @@ class OpenAIChatModel:
         whole within ``timeout_s``, then each next event of the stream within ``timeout_s``
         of the one before: httpx bounds each wait for bytes, which a server trickling them
         (its head, keep-alive comments, blanks) never trips, and the stream hung until the
-        run's own timeout, the chain never falling back."""
+        run's own timeout, the chain never falling back. Only an event that carries
+        something counts (``StreamState.progress``: text, reasoning text, a tool-call delta,
+        usage, a finish reason): chunks without any (``data: {}``, empty deltas) sent for
+        ever kept the stream alive as well. There is no overall deadline here: a stream
+        that keeps making progress is bounded by ``max_response_bytes`` and the run's own
+        ``limits.timeout_s``."""
         loop = asyncio.get_running_loop()
         async with self._errors.from_httpx(), contextlib.AsyncExitStack() as stack:
             raw: bytes | None = None
@@ -329,18 +340,23 @@ class OpenAIChatModel:
                 for event in response_events(self._parse_body(raw)):
                     yield event
                 return
-            state = openai_wire.StreamState(self._errors.wire, default_model=self._name)
+            max_event = min(MAX_EVENT_CHARS, self.max_response_bytes)
+            state = openai_wire.StreamState(
+                self._errors.wire, default_model=self._name, max_event_chars=max_event
+            )
             due = loop.time() + self.timeout_s  # when the next event is late
             async with self._errors.mid_stream(lambda: state.chunks):
-                lines = lines_capped(response, self.max_response_bytes, due=lambda: due)
+                lines = lines_capped(
+                    response, self.max_response_bytes, due=lambda: due, max_line=max_event
+                )
                 async with contextlib.aclosing(lines):
                     async for line in lines:
-                        chunks = state.chunks
+                        progress = state.progress
                         for event in state.feed_line(line):
                             yield event
                         if state.done:
                             break
-                        if state.chunks != chunks:
+                        if state.progress != progress:
                             # From now: the consumer's time with the events is not the
                             # server's.
                             due = loop.time() + self.timeout_s
