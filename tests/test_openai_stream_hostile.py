@@ -1,7 +1,7 @@
 """``OpenAIChatModel``'s streams against a hostile OpenAI-compatible upstream on 127.0.0.1
 (``tests/fakes/openai_server``): chunks that carry nothing sent for ever, a key refused inside
-the stream, one endless event. Each ends with a clear ``ProviderError``, never a hang or a
-bare message."""
+the stream, one endless event, an attempt that fails after its usage came. Each ends with a
+clear ``ProviderError`` (or is charged), never a hang, a bare message or a lost count."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 
 from fakes.openai_server import FakeOpenAIServer, Reply, stream_chunk
+from fakes.traces import trace_of
 from test_openai_hostile import USAGE, drain, user
 from tether import Agent, Outcome
 from tether.core import ProviderError
 from tether.providers.openai_compat import MAX_EVENT_CHARS, OpenAIChatModel
+from tether.trace import semconv
 
 MakeModel = Callable[..., OpenAIChatModel]
 
@@ -208,3 +210,91 @@ async def test_a_long_event_under_the_cap_is_read(
     reply, error = await drain(make_model(max_retries=0))
 
     assert error is None and reply.text == text
+
+
+# ------------------------------------------------------------------ failed attempts' usage
+
+
+def _streaming_spec(tmp_path: Path, server: FakeOpenAIServer, retries: int) -> Path:
+    spec = tmp_path / "agent.yaml"
+    spec.write_text(
+        "name: retried\n"
+        "model:\n"
+        "  provider: openai\n"
+        "  name: gpt-4.1-mini\n"
+        f"  base_url: {server.base_url}\n"
+        "  stream: true\n"
+        f"  max_retries: {retries}\n"
+    )
+    return spec
+
+
+async def test_usage_of_a_streamed_attempt_retried_after_it_broke_is_charged(
+    openai_server: FakeOpenAIServer, tmp_path: Path, sqlite_url: str
+) -> None:
+    # model.stream: complete() reads the reply as a stream. The first attempt reports its
+    # usage, then breaks off; the retry answers. The first attempt's tokens were dropped:
+    # the run was charged only the retry's 10 + 5.
+    usage = {"prompt_tokens": 1_000, "completion_tokens": 400, "total_tokens": 1_400}
+    broken = Reply(
+        sse=[stream_chunk({"content": "partial "}), stream_chunk(usage=usage)], sse_done=False
+    )
+    answer = Reply(sse=[stream_chunk({"content": "done"}), stream_chunk(usage=USAGE)])
+    openai_server.enqueue(broken, answer)
+    agent = Agent.from_yaml(_streaming_spec(tmp_path, openai_server, 1), trace=sqlite_url)
+
+    result = await agent.run("hi")
+
+    assert result.output == "done"
+    assert result.usage.input_tokens == 1_005 and result.usage.output_tokens == 403
+    _, spans, events = trace_of(sqlite_url, result.run_id)
+    chat = next(s for s in spans if s.kind == "model")
+    assert chat.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 5  # the answering attempt
+    failed = [e for e in events if e.name == semconv.EVENT_MODEL_ATTEMPT_FAILED]
+    assert len(failed) == 1 and failed[0].span_id == chat.span_id
+    assert failed[0].attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == 1_000
+    assert failed[0].attributes[semconv.TETHER_COST_USD] > 0  # priced: gpt-4.1-mini
+    assert result.cost_usd is not None
+    assert result.cost_usd >= failed[0].attributes[semconv.TETHER_COST_USD]
+    await agent.aclose()
+
+
+async def test_usage_of_a_streamed_attempt_that_failed_for_good_is_charged(
+    openai_server: FakeOpenAIServer, tmp_path: Path, sqlite_url: str
+) -> None:
+    usage = {"prompt_tokens": 2_000, "completion_tokens": 10, "total_tokens": 2_010}
+    openai_server.enqueue(
+        Reply(sse=[stream_chunk({"content": "x"}), stream_chunk(usage=usage)], sse_done=False)
+    )
+    agent = Agent.from_yaml(_streaming_spec(tmp_path, openai_server, 0), trace=sqlite_url)
+
+    result = await agent.run("hi")
+
+    assert result.outcome == Outcome.ERROR
+    assert result.usage.input_tokens == 2_000
+    _, _, events = trace_of(sqlite_url, result.run_id)
+    assert [e.name for e in events].count(semconv.EVENT_MODEL_ATTEMPT_FAILED) == 1
+    await agent.aclose()
+
+
+async def test_usage_of_a_streamed_attempt_cut_by_the_runs_timeout_is_charged(
+    openai_server: FakeOpenAIServer, tmp_path: Path
+) -> None:
+    # The usage came, then the server went silent; the run's own timeout ends the call
+    # before the model's: the tokens the provider reported are still the run's.
+    usage = {"prompt_tokens": 3_000, "completion_tokens": 7, "total_tokens": 3_007}
+    openai_server.enqueue(
+        Reply(
+            sse=[stream_chunk({"content": "x"}), stream_chunk(usage=usage), stream_chunk({})],
+            sse_stall_after=2,
+        )
+    )
+    spec = _streaming_spec(tmp_path, openai_server, 0)
+    spec.write_text(spec.read_text() + "limits:\n  timeout_s: 0.5\n")
+    agent = Agent.from_yaml(spec, trace=False)
+
+    result = await agent.run("hi")
+
+    assert result.outcome == Outcome.LIMIT_EXCEEDED
+    assert result.usage.input_tokens == 3_000
+    await agent.aclose()

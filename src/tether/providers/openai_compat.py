@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from tether.core import ProviderError
+from tether.core import ProviderError, describe_exception
 from tether.providers import openai_wire
+from tether.providers.call_events import report_spent
 from tether.providers.http_client import (
     LoopBoundClient,
     display_url,
@@ -36,7 +37,7 @@ from tether.providers.http_client import (
     shared_ssl_context,
 )
 from tether.providers.openai_errors import OpenAIErrors, Transient
-from tether.providers.streaming import StreamEnd, StreamEvent, response_events
+from tether.providers.streaming import StreamAccumulator, StreamEvent, response_events
 from tether.providers.types import ModelRequest, ModelResponse
 
 _JSON: Final = {"Content-Type": "application/json"}
@@ -220,18 +221,40 @@ class OpenAIChatModel:
         self.last_attempts = 0
         for attempt in range(self.max_retries + 1):
             self.last_attempts = attempt + 1
-            try:
-                if not self.stream_completions:
+            if not self.stream_completions:
+                try:
                     return await self._attempt(body)
-                end: StreamEnd | None = None
-                async for event in self._stream_attempt(body):
-                    if isinstance(event, StreamEnd):
-                        end = event
-                assert end is not None  # a stream attempt ends with StreamEnd or raises
-                return end.response
-            except Transient as exc:
+                except Transient as exc:
+                    await self._before_retry(attempt, exc)
+                continue
+            reply = StreamAccumulator(model=self._name)
+            try:
+                async with contextlib.aclosing(self._stream_attempt(body)) as events:
+                    async for event in events:
+                        reply.add(event)
+                assert reply.ended  # a stream attempt ends with StreamEnd or raises
+                return reply.response()
+            except BaseException as exc:
+                # Usage (or text) that came before the failure was spent: it was dropped
+                # with the attempt (retried, failed, or cancelled by the run's timeout), and
+                # the run was charged only for an attempt that answered.
+                self._report_spent(reply, attempt, exc)
+                if not isinstance(exc, Transient):
+                    raise
                 await self._before_retry(attempt, exc)
         raise AssertionError("not reached: the last attempt raises")
+
+    def _report_spent(self, reply: StreamAccumulator, attempt: int, exc: BaseException) -> None:
+        """Report a failed streamed attempt's partial reply (``report_spent``), if it got one."""
+        if reply.usage_known or reply.text or reply.tool_calls():
+            said = exc.message if isinstance(exc, Transient | ProviderError) else None
+            report_spent(
+                reply.response(),
+                {
+                    "attempt": attempt + 1,
+                    "message": self._errors.redact(said or describe_exception(exc)),
+                },
+            )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         """Run one chat completion as a stream (``stream_options.include_usage`` asked for),
