@@ -131,6 +131,14 @@ class ResponseTooLarge(Exception):
         self.limit = limit
 
 
+class LineTooLong(Exception):
+    """A line of a response went past the cap its reader was given."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"a line of the response is longer than {limit:,} characters")
+        self.limit = limit
+
+
 async def read_capped(response: httpx.Response, limit: int) -> bytes:
     """The body of a response opened with ``stream=True``, decoded (gzip and the like);
     raises ``ResponseTooLarge`` as soon as it passes ``limit`` bytes, without reading on."""
@@ -157,7 +165,11 @@ _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
 async def lines_capped(
-    response: httpx.Response, limit: int, *, due: Callable[[], float] | None = None
+    response: httpx.Response,
+    limit: int,
+    *,
+    due: Callable[[], float] | None = None,
+    max_line: int | None = None,
 ) -> AsyncGenerator[str, None]:
     """The lines of a response opened with ``stream=True`` (without their ``\\r\\n``, ``\\r``
     or ``\\n``, as server-sent events allow), decoded as UTF-8 (bad bytes become U+FFFD; a
@@ -167,11 +179,16 @@ async def lines_capped(
     cannot grow past it either. With ``due`` (a time on the running loop's clock, asked again
     before each read), a read still waiting for bytes then raises ``TimeoutError``: the
     reader moves ``due`` on as what it reads makes progress, so bytes trickled in without
-    any do not keep it waiting."""
+    any do not keep it waiting. With ``max_line``, a line longer than that many characters
+    raises ``LineTooLong`` as soon as it is, with no more of it held than one chunk past the
+    cap (without it, one line was held whole up to ``limit``: 32 MB of text in memory, several
+    times over, before the call failed)."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
     line = io.StringIO()  # the line so far: appending to a str would copy it every chunk
     after_cr = False  # the last chunk ended with "\r": a "\n" next belongs to it
     total = 0
+    held = 0  # characters of the line so far
+    max_chars = limit if max_line is None else max_line
     chunks = response.aiter_bytes()
     try:
         while True:
@@ -195,9 +212,15 @@ async def lines_capped(
             after_cr = text.endswith("\r")
             *ended, rest = _NEWLINE.split(text)
             for piece in ended:
+                if held + len(piece) > max_chars:
+                    raise LineTooLong(max_chars)
                 line.write(piece)
                 yield line.getvalue()
                 line = io.StringIO()
+                held = 0
+            held += len(rest)
+            if held > max_chars:
+                raise LineTooLong(max_chars)
             line.write(rest)
     finally:
         await chunks.aclose()  # type: ignore[attr-defined]

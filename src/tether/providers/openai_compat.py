@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from tether.core import ProviderError
+from tether.core import ProviderError, describe_exception
 from tether.providers import openai_wire
+from tether.providers.call_events import report_spent
 from tether.providers.http_client import (
     LoopBoundClient,
     display_url,
@@ -36,7 +37,7 @@ from tether.providers.http_client import (
     shared_ssl_context,
 )
 from tether.providers.openai_errors import OpenAIErrors, Transient
-from tether.providers.streaming import StreamEnd, StreamEvent, response_events
+from tether.providers.streaming import StreamAccumulator, StreamEvent, response_events
 from tether.providers.types import ModelRequest, ModelResponse
 
 _JSON: Final = {"Content-Type": "application/json"}
@@ -51,6 +52,12 @@ DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
 MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
 """Default cap on a response, streamed or not: a stream spends ~200 bytes of JSON per token,
 so this leaves room for 100k+ streamed tokens, and a server gone wrong cannot fill memory."""
+
+MAX_EVENT_CHARS: Final = 4 * 1024 * 1024
+"""Cap on one server-sent event of a stream (a line of it, or its ``data:`` lines together):
+an event is one chunk of a reply, a few hundred bytes; a server that sends a whole reply as
+one event (a proxy faking a stream) stays far below this. A longer one is an error naming
+this limit, read no further (it was held whole up to ``max_response_bytes``)."""
 
 ERROR_BODY_BYTES: Final = 64 * 1024
 """How much of an error response is read for its message (the rest is not read)."""
@@ -214,18 +221,40 @@ class OpenAIChatModel:
         self.last_attempts = 0
         for attempt in range(self.max_retries + 1):
             self.last_attempts = attempt + 1
-            try:
-                if not self.stream_completions:
+            if not self.stream_completions:
+                try:
                     return await self._attempt(body)
-                end: StreamEnd | None = None
-                async for event in self._stream_attempt(body):
-                    if isinstance(event, StreamEnd):
-                        end = event
-                assert end is not None  # a stream attempt ends with StreamEnd or raises
-                return end.response
-            except Transient as exc:
+                except Transient as exc:
+                    await self._before_retry(attempt, exc)
+                continue
+            reply = StreamAccumulator(model=self._name)
+            try:
+                async with contextlib.aclosing(self._stream_attempt(body)) as events:
+                    async for event in events:
+                        reply.add(event)
+                assert reply.ended  # a stream attempt ends with StreamEnd or raises
+                return reply.response()
+            except BaseException as exc:
+                # Usage (or text) that came before the failure was spent: it was dropped
+                # with the attempt (retried, failed, or cancelled by the run's timeout), and
+                # the run was charged only for an attempt that answered.
+                self._report_spent(reply, attempt, exc)
+                if not isinstance(exc, Transient):
+                    raise
                 await self._before_retry(attempt, exc)
         raise AssertionError("not reached: the last attempt raises")
+
+    def _report_spent(self, reply: StreamAccumulator, attempt: int, exc: BaseException) -> None:
+        """Report a failed streamed attempt's partial reply (``report_spent``), if it got one."""
+        if reply.usage_known or reply.text or reply.tool_calls():
+            said = exc.message if isinstance(exc, Transient | ProviderError) else None
+            report_spent(
+                reply.response(),
+                {
+                    "attempt": attempt + 1,
+                    "message": self._errors.redact(said or describe_exception(exc)),
+                },
+            )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
         """Run one chat completion as a stream (``stream_options.include_usage`` asked for),
@@ -313,7 +342,12 @@ class OpenAIChatModel:
         whole within ``timeout_s``, then each next event of the stream within ``timeout_s``
         of the one before: httpx bounds each wait for bytes, which a server trickling them
         (its head, keep-alive comments, blanks) never trips, and the stream hung until the
-        run's own timeout, the chain never falling back."""
+        run's own timeout, the chain never falling back. Only an event that carries
+        something counts (``StreamState.progress``: text, reasoning text, a tool-call delta,
+        usage, a finish reason): chunks without any (``data: {}``, empty deltas) sent for
+        ever kept the stream alive as well. There is no overall deadline here: a stream
+        that keeps making progress is bounded by ``max_response_bytes`` and the run's own
+        ``limits.timeout_s``."""
         loop = asyncio.get_running_loop()
         async with self._errors.from_httpx(), contextlib.AsyncExitStack() as stack:
             raw: bytes | None = None
@@ -329,18 +363,23 @@ class OpenAIChatModel:
                 for event in response_events(self._parse_body(raw)):
                     yield event
                 return
-            state = openai_wire.StreamState(self._errors.wire, default_model=self._name)
+            max_event = min(MAX_EVENT_CHARS, self.max_response_bytes)
+            state = openai_wire.StreamState(
+                self._errors.wire, default_model=self._name, max_event_chars=max_event
+            )
             due = loop.time() + self.timeout_s  # when the next event is late
             async with self._errors.mid_stream(lambda: state.chunks):
-                lines = lines_capped(response, self.max_response_bytes, due=lambda: due)
+                lines = lines_capped(
+                    response, self.max_response_bytes, due=lambda: due, max_line=max_event
+                )
                 async with contextlib.aclosing(lines):
                     async for line in lines:
-                        chunks = state.chunks
+                        progress = state.progress
                         for event in state.feed_line(line):
                             yield event
                         if state.done:
                             break
-                        if state.chunks != chunks:
+                        if state.progress != progress:
                             # From now: the consumer's time with the events is not the
                             # server's.
                             due = loop.time() + self.timeout_s

@@ -16,7 +16,13 @@ import httpx
 
 from tether.core import ProviderError
 from tether.providers import openai_wire
-from tether.providers.http_client import ResponseTooLarge, display_url, retry_after, url_secrets
+from tether.providers.http_client import (
+    LineTooLong,
+    ResponseTooLarge,
+    display_url,
+    retry_after,
+    url_secrets,
+)
 
 _REDACTED: Final = "[REDACTED]"
 _UNKNOWN_MODEL_PHRASES: Final = (
@@ -88,6 +94,41 @@ def transient_status(error: Any) -> int | None:
     return None
 
 
+_AUTH_ERROR_TYPES: Final = {
+    "invalid_api_key": 401,
+    "authentication_error": 401,
+    "authenticationerror": 401,
+    "unauthorized": 401,
+    "auth_error": 401,
+    "permission_error": 403,
+    "permission_denied": 403,
+    "permissiondeniederror": 403,
+    "forbidden": 403,
+}
+"""Error types and codes servers use, inside a 200 (an error event mid-stream), for a key
+refused or not allowed: OpenAI's ``invalid_api_key``, Anthropic-style proxies'
+``authentication_error`` and ``permission_error``, LiteLLM's ``auth_error``."""
+
+
+def auth_status(error: Any) -> int | None:
+    """401 or 403 when an ``error`` member says the key was refused or is not allowed (its
+    status, ``code`` or ``status``, a number or digits; else its type or code), else
+    ``None``."""
+    if not isinstance(error, Mapping):
+        return None
+    for key in ("code", "status", "status_code"):
+        value = error.get(key)
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if value in (401, 403) and not isinstance(value, bool):
+            return int(value)
+    for key in ("type", "code"):
+        value = error.get(key)
+        if isinstance(value, str) and value.lower() in _AUTH_ERROR_TYPES:
+            return _AUTH_ERROR_TYPES[value.lower()]
+    return None
+
+
 class Transient(Exception):
     """A failure worth retrying: 429, 5xx, connection error, timeout, truncated stream."""
 
@@ -131,6 +172,7 @@ class OpenAIErrors:
             error=self.error,
             garbage=self.garbage,
             reported=self.reported,
+            too_long=self.event_too_long,
         )
         """The same errors, as the wire format's parsers take them."""
 
@@ -185,9 +227,7 @@ class OpenAIErrors:
             )
         if status == 429 or status >= 500:
             return Transient(message, status_code=status, retry_after=retry_after(response.headers))
-        hint = _STATUS_HINTS.get(status)
-        if status in (401, 403) and not self._key_sent:
-            hint = self._no_key_hint()
+        hint = self._auth_hint(status) if status in (401, 403) else _STATUS_HINTS.get(status)
         redirect = 300 <= status < 400
         if redirect:
             hint = self._redirect_hint(response)
@@ -217,7 +257,14 @@ class OpenAIErrors:
         status = transient_status(error)
         if status is not None:
             return Transient(self.redact(message), status_code=status or None)
-        return self.error(message)
+        status = auth_status(error)
+        if status is None:
+            return self.error(message)
+        # A key refused inside a 200 (an error event mid-stream, an error body): the same
+        # diagnosis as the 401 or 403 status it stands for.
+        return self.error(
+            message, hint=self._auth_hint(status), status_code=status, misconfigured=True
+        )
 
     def gave_up(self, last: Transient, attempts: int) -> ProviderError:
         """The error once every attempt failed, ``last`` the last failure."""
@@ -266,6 +313,16 @@ class OpenAIErrors:
                 hint="lower model.max_tokens, or check that model.base_url is a chat "
                 "completions endpoint",
             ) from None
+        except LineTooLong as exc:
+            raise self.event_too_long(exc.limit) from None
+
+    def event_too_long(self, limit: int) -> ProviderError:
+        """The error for a stream event longer than ``limit`` characters."""
+        return self.error(
+            f"a stream event from {self.shown_url} is longer than {limit:,} characters "
+            "(the most Tether reads of one event); stopped reading it",
+            hint="check that model.base_url is an OpenAI-compatible chat completions endpoint",
+        )
 
     @contextlib.asynccontextmanager
     async def mid_stream(self, chunks: Callable[[], int]) -> AsyncIterator[None]:
@@ -274,10 +331,12 @@ class OpenAIErrors:
         try:
             yield
         except (httpx.TimeoutException, TimeoutError) as exc:
-            # TimeoutError: bytes kept coming, but no event among them (``lines_capped``).
+            # TimeoutError: bytes kept coming, but no event among them (``lines_capped``),
+            # or only chunks that carried nothing.
             raise Transient(
                 f"the stream from {self.shown_url} stalled: no event for "
-                f"{self._timeout_s:g}s after {chunks()} chunk(s)"
+                f"{self._timeout_s:g}s after {chunks()} chunk(s) (a chunk without text, a "
+                "tool call, usage or a finish reason does not count)"
             ) from exc
         except httpx.TransportError as exc:
             raise Transient(
@@ -294,6 +353,10 @@ class OpenAIErrors:
             f"check model.name: the server at {display_url(self._base_url)} does not know "
             f"{self._model!r} (for a proxy such as LiteLLM, the name must be one in its model list)"
         )
+
+    def _auth_hint(self, status: int) -> str:
+        """The hint for a key refused (401) or not allowed (403)."""
+        return self._no_key_hint() if not self._key_sent else _STATUS_HINTS[status]
 
     def _no_key_hint(self) -> str:
         variable = self._api_key_env or "the variable model.api_key_env names"

@@ -35,6 +35,9 @@ from tether.providers.types import (
 
 EXCERPT_CHARS: Final = 200
 """How much of a response body an error message quotes."""
+_REASONING_KEYS: Final = ("reasoning_content", "reasoning")
+"""Where servers stream a reasoning model's thinking (vLLM and DeepSeek, OpenRouter): not
+part of the reply, but progress: a model thinking for minutes is not stalled."""
 
 
 class ErrorFactory(Protocol):
@@ -53,6 +56,10 @@ class WireErrors:
     reported: Callable[[Any, str], Exception]
     """``(an "error" member the server sent, where: "returned an error", say)`` -> the
     failure to raise for it: transient when it says the server failed or was busy."""
+    too_long: Callable[[int], ProviderError] = lambda limit: ProviderError(
+        f"a stream event is longer than {limit:,} characters"
+    )
+    """``(the cap)`` -> the error for a stream event past it."""
 
 
 def request_body(
@@ -248,8 +255,12 @@ class StreamState:
     text both become ``TextDelta``s, so the final content is all the text in arrival order.
     """
 
-    def __init__(self, errors: WireErrors, *, default_model: str) -> None:
+    def __init__(
+        self, errors: WireErrors, *, default_model: str, max_event_chars: int | None = None
+    ) -> None:
         self._errors = errors
+        self._max_event = max_event_chars
+        self._event_chars = 0
         self._default_model = default_model
         self.reply = StreamAccumulator(model=default_model)
         """Every event returned so far, folded."""
@@ -259,6 +270,10 @@ class StreamState:
         self.finish_reason: Any = None
         self.chunks = 0
         """``chat.completion.chunk`` events seen."""
+        self.progress = 0
+        """Chunks that carried something: text (or reasoning text), a tool-call delta, usage
+        or a finish reason. A chunk without any (``{}``, a role alone, empty strings) is no
+        progress: a server sending only those is stalled however fast it sends them."""
         self.done = False
         """Whether ``[DONE]`` came."""
         self._seen: list[str] = []  # the stream's first characters, for error messages
@@ -276,7 +291,12 @@ class StreamState:
             return []  # SSE comment (keep-alive)
         field, _, value = line.partition(":")
         if field == "data":
-            self._data_lines.append(value[1:] if value.startswith(" ") else value)
+            data = value[1:] if value.startswith(" ") else value
+            self._event_chars += len(data) + 1
+            if self._max_event is not None and self._event_chars > self._max_event:
+                # Many ``data:`` lines with no blank line to end their event.
+                raise self._errors.too_long(self._max_event)
+            self._data_lines.append(data)
         return []
 
     def flush(self) -> list[StreamEvent]:
@@ -285,6 +305,7 @@ class StreamState:
             return []
         payload = "\n".join(self._data_lines)
         self._data_lines = []
+        self._event_chars = 0
         events = self._event(payload)
         for event in events:
             self.reply.add(event)
@@ -353,7 +374,10 @@ class StreamState:
             usage = parse_usage(self.usage, lambda what: errors.garbage(what, payload))
             events.append(UsageUpdate(usage))
         choices = chunk.get("choices")
+        moved = False
         if choices is None:
+            if events:
+                self.progress += 1
             return events
         if not isinstance(choices, list):
             raise errors.garbage("'choices' in a stream event is not a list", payload)
@@ -366,6 +390,7 @@ class StreamState:
                 continue
             if choice.get("finish_reason") is not None:
                 self.finish_reason = choice["finish_reason"]
+                moved = True
             delta = choice.get("delta")
             if delta is None:
                 continue
@@ -374,6 +399,10 @@ class StreamState:
             # The usage of a chunk comes after its deltas (servers that report usage in
             # every chunk report it for the text up to and including that chunk's).
             events[:0] = self._delta(delta, payload)
+            if any(isinstance(delta.get(k), str) and delta[k] for k in _REASONING_KEYS):
+                moved = True
+        if events or moved:
+            self.progress += 1
         return events
 
     def _delta(self, delta: dict[str, Any], payload: str) -> list[StreamEvent]:

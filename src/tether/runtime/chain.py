@@ -292,7 +292,12 @@ async def control_model_call(
         ]
         span.attributes[semconv.GEN_AI_INPUT_MESSAGES] = input_messages(stored)[0]
     try:
-        response = _scrubbed(_usable(model, await model.complete(request)))
+        with call_events_to(
+            lambda name, attributes: scope.recorder.event(span.span_id, name, attributes),
+            _spent_sink(scope, span, model, request),
+        ):
+            reply = await model.complete(request)
+        response = _scrubbed(_usable(model, reply))
     except BaseException as exc:
         # A provider's error may quote the request (the text judged): stored masked.
         said = scope.stored_error(describe_exception(exc))
@@ -322,7 +327,7 @@ async def _call(
     def on_span(name: str, attributes: dict[str, Any]) -> None:
         scope.recorder.event(span.span_id, name, attributes)
 
-    with call_events_to(on_span):
+    with call_events_to(on_span, _spent_sink(scope, span, model, request)):
         if streamed is None or on_event is None:
             response = await model.complete(request)
         else:
@@ -389,6 +394,63 @@ def _charge_partial(
         )
 
 
+def _spent_sink(
+    scope: RunScope, span: SpanRecord, model: Model, request: ModelRequest
+) -> Callable[[ModelResponse, dict[str, Any]], None]:
+    """Where a call's failed attempts report what they received (``report_spent``): the run
+    is charged it, and the call's span gets a ``tether.model.attempt_failed`` event with the
+    attempt's usage and cost (its own usage attributes stay the answering attempt's)."""
+
+    def spent(partial: ModelResponse, attributes: dict[str, Any]) -> None:
+        if response_problem(partial) is not None:
+            return  # a model integration's malformed report: nothing to charge
+        cost = _charge(scope, model, request, partial)
+        usage = partial.usage
+        recorded: dict[str, Any] = {
+            "attempt": attributes.get("attempt"),
+            "message": clip(scope.stored_error(str(attributes.get("message", "")))),
+        }
+        if partial.usage_known:
+            recorded[semconv.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
+            recorded[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+        else:
+            recorded[semconv.TETHER_USAGE_UNKNOWN] = True
+        if cost is not None:
+            recorded[semconv.TETHER_COST_USD] = cost
+        scope.recorder.event(span.span_id, semconv.EVENT_MODEL_ATTEMPT_FAILED, recorded)
+
+    return spent
+
+
+def _charge(
+    scope: RunScope, model: Model, request: ModelRequest, response: ModelResponse
+) -> float | None:
+    """Add a reply's usage and cost to the run's totals; its cost, ``None`` when unknown.
+    Price what the provider says it ran; an unpriced name (a fine-tune, an alias) falls back
+    to the requested model, which a cost limit has already checked is priced. A reply whose
+    usage went unreported counts against the run's limits at its worst case
+    (``unreported_worst_case``), as budgets charge it: its cost stays unknown in the run's
+    totals."""
+    state, usage = scope.state, response.usage
+    state.usage = state.usage + usage
+    pricing = scope.harness.pricing
+    if not response.usage_known:  # zeros that are no count: the call's cost is unknown
+        state.unpriced_calls += 1
+        worst = unreported_worst_case(request, scope.harness.max_output_tokens)
+        state.unreported_tokens += worst[0] + worst[1]
+        worst_usd = _priced(pricing, response, model, worst)
+        if worst_usd is not None:
+            state.unreported_usd = round_cost(state.unreported_usd + worst_usd)
+        return None
+    tokens = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+    cost = _priced(pricing, response, model, tokens)
+    if cost is not None:
+        state.cost_usd = round_cost(state.cost_usd + cost)
+    else:  # unknown, not free
+        state.unpriced_calls += 1
+    return cost
+
+
 def _account(
     scope: RunScope,
     span: SpanRecord,
@@ -396,32 +458,17 @@ def _account(
     request: ModelRequest,
     response: ModelResponse,
 ) -> None:
-    """Add a reply's usage and cost to the run and its span. Price what the provider says it
-    ran; an unpriced name (a fine-tune, an alias) falls back to the requested model, which a
-    cost limit has already checked is priced. A reply whose usage went unreported counts
-    against the run's limits at its worst case (``unreported_worst_case``), as budgets
-    charge it: its cost stays unknown in the run's totals."""
-    state, usage, a = scope.state, response.usage, span.attributes
-    state.usage = state.usage + usage
-    pricing = scope.harness.pricing
-    if not response.usage_known:  # zeros that are no count: the call's cost is unknown
-        state.unpriced_calls += 1
+    """Add a reply's usage and cost to the run (``_charge``) and its span."""
+    cost = _charge(scope, model, request, response)
+    usage, a = response.usage, span.attributes
+    if not response.usage_known:
         a[semconv.TETHER_COST_UNPRICED] = True
         a[semconv.TETHER_USAGE_UNKNOWN] = True
-        worst = unreported_worst_case(request, scope.harness.max_output_tokens)
-        state.unreported_tokens += worst[0] + worst[1]
-        worst_usd = _priced(pricing, response, model, worst)
-        if worst_usd is not None:
-            state.unreported_usd = round_cost(state.unreported_usd + worst_usd)
         return
-    tokens = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
-    cost = _priced(pricing, response, model, tokens)
     if cost is not None:
-        state.cost_usd = round_cost(state.cost_usd + cost)
         a[semconv.TETHER_COST_USD] = cost
-        a[semconv.TETHER_PRICING_VERSION] = pricing.version
+        a[semconv.TETHER_PRICING_VERSION] = scope.harness.pricing.version
     else:  # unknown, not free
-        state.unpriced_calls += 1
         a[semconv.TETHER_COST_UNPRICED] = True
     if scope.tracing:
         a[semconv.GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
