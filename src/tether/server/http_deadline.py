@@ -82,7 +82,8 @@ class _ClientLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     @property
     def level(self) -> int:  # uvicorn reads its logger's level (trace logging)
-        return self.logger.level
+        level: int = self.logger.level
+        return level
 
 
 class _HeadersTooLarge(Exception):
@@ -162,7 +163,7 @@ class _HeaderDeadline(HttpToolsProtocol):
         # uvicorn's own warnings ("Invalid HTTP request received.", an unsupported upgrade)
         # named no client: a scan or a broken client could not be told from a proxy's fault.
         # Its address only: the request's headers (keys, cookies) are never logged.
-        self.logger = _ClientLog(self.logger, {"client": _address(self.client)})
+        self.logger = _ClientLog(self.logger, {"client": _address(self.client)})  # type: ignore[assignment]
         self._arm()  # the first request's headers
 
     def on_message_begin(self) -> None:
