@@ -220,8 +220,8 @@ def test_show_prints_the_run_detail_view(sqlite_url: str, runs: dict[str, RunRec
     gateway = runs["gateway"]
     code, out, _ = _tether(sqlite_url, "traces", "show", gateway.run_id, "--json")
     detail = json.loads(out)
-    assert list(detail) == ["run", "spans", "events", "truncated"]  # the API's view
-    assert detail["truncated"] is False  # the CLI reads the whole trace
+    assert list(detail) == ["run", "spans", "events", "truncated", "clipped"]  # the API's view
+    assert detail["truncated"] is False and detail["clipped"] == 0  # the CLI shows it whole
     assert set(detail["run"]) >= OLD_RUN_KEYS
     assert (detail["run"]["agent"], detail["run"]["project"], detail["run"]["kind"]) == (
         None,

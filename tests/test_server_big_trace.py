@@ -262,3 +262,65 @@ def test_a_sub_millisecond_step_shows_its_time_not_zero(tmp_path: Path) -> None:
             page = httpx.get(f"{base}{path}", headers=headers, timeout=60)
             assert page.status_code == 200, page.text
             assert "0.4 ms" in page.text and ">0 ms<" not in page.text, path
+
+
+def test_the_blocked_list_reads_no_span_attributes(tmp_path: Path) -> None:
+    """The list of blocked decisions at the top of a run's page read each blocked span whole
+    (its attributes and events): 1.2-1.5 s a page where those spans held large attributes
+    (a tool's arguments, messages). It reads the decisions and the spans' names only."""
+    from sqlalchemy import event
+
+    from tether.store import EventRecord
+    from tether.trace import semconv
+
+    url = f"sqlite:///{tmp_path / 'tether.db'}"
+    store = Store(url)
+    seeded = add_run(store, tool_calls=0)
+    start = time.time_ns() - 3_600_000_000_000
+    ids = [f"{0xF000000000000000 + i:016x}" for i in range(30)]
+    spans = [
+        SpanRecord(
+            seeded.trace_id,
+            run_id=seeded.run_id,
+            span_id=s,
+            parent_id=seeded.run_id,
+            name=f"execute_tool refund {i}",
+            kind="tool",
+            start_ns=start + i,
+            end_ns=start + i + 1,
+            attributes={"gen_ai.tool.call.arguments": "x" * 200_000},
+        )
+        for i, s in enumerate(ids)
+    ]
+    decisions = [
+        EventRecord(
+            seeded.trace_id,
+            run_id=seeded.run_id,
+            span_id=s,
+            name=semconv.EVENT_CONTROL_DECISION,
+            time_ns=start + i,
+            attributes={
+                semconv.TETHER_DECISION: "block",
+                semconv.TETHER_CONTROL_NAME: "refund_limit",
+                semconv.TETHER_CONTROL_HOOK: "before_tool",
+                semconv.TETHER_DECISION_REASON: f"too much {i}",
+            },
+        )
+        for i, s in enumerate(ids)
+    ]
+    store.write(TraceBatch(spans=spans, events=decisions))
+    store.close()
+    key = AccessStore(url).create_key("default", Role.VIEWER)[1]
+    app = create_app(ServerConfig(database_url=url))
+    statements: list[str] = []
+    with serving(app) as base:
+        event.listen(app.state.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        page = httpx.get(
+            f"{base}/runs/{seeded.run_id}", headers={"Authorization": f"Bearer {key}"}, timeout=60
+        )
+    assert page.status_code == 200
+    listed = page.text.split('id="blocked-list"')[1].split("</div>\n</div>")[0]
+    assert "execute_tool refund 0</a>" in listed and "too much 19" in listed
+    assert "too much 20" not in listed  # the first 20; the badge counts all 30
+    assert "30 blocked decisions" in page.text
+    assert statements and not [s for s in statements if "tether_spans.attributes" in s]

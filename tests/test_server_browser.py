@@ -275,3 +275,39 @@ def test_a_trace_is_not_kept_in_the_tab_after_signing_out(page: object, site: Si
     p.wait_for_url("**/login")
     assert "Refund order 1003" not in p.evaluate(stored)
     assert not p.problems, p.problems
+
+
+def test_a_long_text_is_clipped_and_its_whole_opens_from_a_link(
+    browser: Any, tmp_path: Path
+) -> None:
+    """A run whose tool result is 2 MB: its span shows the first 10,000 characters and how
+    many more there are (the page was as large as the text), and the link opens the whole as
+    plain text. A payload cut by the clip is still text, never run."""
+    db = f"sqlite:///{tmp_path / 'tether.db'}"
+    store = Store(db)
+    result = "x" * 9_990 + XSS + "y" * 2_000_000 + "THE END"
+    run = add_run(store, tool_result=result)
+    store.close()
+    key = AccessStore(db).create_key("default", Role.VIEWER, name="browser test")[1]
+    env = {**os.environ, "TETHER_DATABASE_URL": db}
+    with tether_serve(env=env) as served:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        p = context.new_page()
+        problems: list[str] = []
+        p.on("pageerror", lambda e: problems.append(str(e)))
+        sign_in(p, Site(served, key, {}, key), f"/runs/{run.run_id}")
+        p.locator(".span-row", has_text="execute_tool").first.click()
+        shown = p.locator("#detail .tool-result")
+        shown.wait_for()
+        text = shown.inner_text()
+        assert text.startswith("x" * 9_990) and "THE END" not in text
+        assert f"{len(result) - 10_000:,} more characters" in text
+        shot(p, "trace-clipped")
+        with context.expect_page() as opened:
+            shown.locator("a.whole").click()
+        whole = opened.value
+        whole.wait_for_load_state()
+        assert whole.locator("body").inner_text().endswith("THE END")
+        assert p.evaluate("window.__pwned") is None and whole.evaluate("window.__pwned") is None
+        assert not problems, problems
+        context.close()

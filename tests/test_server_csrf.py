@@ -185,3 +185,42 @@ def test_an_answer_sent_again_after_a_lost_reply_is_the_recorded_one(tmp_path: P
         ):
             assert refused.status_code == 409 and "already" in refused.text, refused.text
     assert _approvals(url, run).count("approval") == 1
+
+
+def test_the_origin_check_compares_the_scheme_too(tmp_path: Path) -> None:
+    """``http://host`` and ``https://host`` are two origins: a plain-HTTP page on the
+    server's name (what anyone on the network path can serve) was taken as the HTTPS
+    server's own, its sign-in and cookie-signed changes accepted. The scheme is the one the
+    request came with (``X-Forwarded-Proto`` from ``--forwarded-allow-ips`` only), ``https``
+    with ``--secure-cookies``."""
+    import os
+
+    from fakes.server import tether_serve
+
+    url = f"sqlite:///{tmp_path / 'scheme.db'}"
+    Store(url).close()
+    _, developer = AccessStore(url).create_key("default", Role.DEVELOPER)
+    env = {**os.environ, "TETHER_DATABASE_URL": url}
+
+    def login(base: str, origin: str, **headers: str) -> int:
+        with httpx.Client(base_url=base, timeout=30) as browser:
+            answer = browser.post(
+                "/login", data={"key": developer}, headers=headers | {"origin": origin}
+            )
+            return answer.status_code
+
+    with tether_serve("--secure-cookies", env=env) as served:
+        host = served.url.removeprefix("http://")
+        assert login(served.url, f"http://{host}") == 403
+        assert login(served.url, f"https://{host}") == 303
+    with tether_serve("--forwarded-allow-ips", "127.0.0.1", env=env) as served:
+        host = served.url.removeprefix("http://")
+        https = {"x-forwarded-proto": "https"}
+        assert login(served.url, f"http://{host}", **https) == 403
+        assert login(served.url, f"https://{host}", **https) == 303
+        assert login(served.url, f"https://{host}") == 403  # served over HTTP
+        assert login(served.url, f"http://{host}") == 303
+        assert login(served.url, f"HTTP://{host.upper()}/") == 303
+    with tether_serve(env=env) as served:  # no proxy believed: its X-Forwarded-Proto is not
+        host = served.url.removeprefix("http://")
+        assert login(served.url, f"https://{host}", **{"x-forwarded-proto": "https"}) == 403

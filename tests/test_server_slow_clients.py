@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -276,3 +277,19 @@ def test_a_client_that_reads_none_of_its_answers_is_cut_off(served: ServeProcess
         assert reply.count(b"HTTP/1.1 200") < 200
     finally:
         sock.close()
+
+
+def test_uvicorns_warnings_about_a_request_name_its_client(served: ServeProcess) -> None:
+    """uvicorn's own lines for a request it refuses ("Invalid HTTP request received.") named
+    no client: a scanner could not be told from a broken proxy. They name its address, and
+    nothing of what it sent (its key)."""
+    with connection(served) as sock:
+        sock.sendall(b"GET /\x00\x01 HTTP/1.1\r\nAuthorization: Bearer tth_not_logged\r\n\r\n")
+        reply = answer(sock)
+        port = sock.getsockname()[1]
+    assert reply.startswith(b"HTTP/1.1 400"), reply[:200]
+    said = server_says(served, f"Invalid HTTP request received. (client 127.0.0.1:{port})")
+    assert said, "uvicorn's warning does not name the client"
+    served.proc.send_signal(signal.SIGINT)
+    rest = served.proc.communicate(timeout=30)[1]
+    assert "tth_not_logged" not in rest

@@ -125,7 +125,11 @@ def test_text_nested_past_pythons_stack_is_shown_as_text(site: Site, viewer: htt
         assert 'id="span-title"' in page.text
         fragment = viewer.get(f"/runs/{root}/spans/{span}", headers={"HX-Request": "true"})
         assert fragment.status_code == 200, fragment.text[:300]
-        assert deep in html.unescape(fragment.text)
+        # shown as text, clipped (the first 10,000 characters), the whole a link away
+        shown = html.unescape(fragment.text)
+        assert deep[:10_000] + '<span class="clipped">… 10,000 more characters' in shown
+    note = viewer.get(f"/runs/{root}/spans/{tool}/text", params={"attribute": "note"})
+    assert note.status_code == 200 and note.text == deep
 
 
 def test_the_keys_page_says_only_what_happened(site: Site) -> None:

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 
@@ -15,7 +14,7 @@ from tether.core import DEFAULT_PROJECT, StoreError
 from tether.core.settings import is_project_name
 from tether.core.text import one_line
 from tether.server.access import AccessStore, KeyInfo
-from tether.server.config import LOOPBACK_HOSTS
+from tether.server.config import LOOPBACK_HOSTS, public_origin
 from tether.server.roles import GRANTS, Permission, Role, may_grant
 
 SESSION_COOKIE = "tether_session"
@@ -137,23 +136,37 @@ def session_cookie(request: Request) -> str:
 def check_origin(request: Request) -> None:
     """A request sent by a page of another origin is refused (CSRF), whatever the cookie says.
     Browsers name the page's origin on every cross-origin POST; a client that is not a
-    browser sends none. The page's origin is this server's when it is the request's ``Host``
-    or the public URL the server was given (``--public-url``, behind a proxy). ``null`` (an
-    opaque origin: a sandboxed iframe, a data: URL, a file:// page of any site) is never this
-    server's page: its pages send their origin (``Referrer-Policy: same-origin``)."""
+    browser sends none. The page's origin is this server's when it is the request's scheme,
+    ``Host`` and port (the web's origin: ``http://host`` is not ``https://host``) or the public
+    URL the server was given (``--public-url``, behind a proxy). The scheme is the one the
+    request came with (uvicorn's ``X-Forwarded-Proto``, believed from ``--forwarded-allow-ips``
+    only), and ``https`` with ``--secure-cookies`` (served over HTTPS; its cookie is sent over
+    nothing else): the scheme was not compared, so a plain-HTTP page on the same name (what a
+    network attacker can serve) was this server's page. ``null`` (an opaque origin: a
+    sandboxed iframe, a data: URL, a file:// page of any site) is never this server's page:
+    its pages send their origin (``Referrer-Policy: same-origin``)."""
     origin = request.headers.get("origin")
     config = request.app.state.config
     if origin is None:
         return
-    host = request.headers.get("host", "")
-    if urlsplit(origin).netloc == host:
-        return
-    if config.public_origin is not None and origin.lower() == config.public_origin:
-        return  # behind a proxy that rewrites Host: the origin the server was told it has
+    scheme = "https" if config.secure_cookies else request.url.scheme
+    own = _origin_of(f"{scheme}://{request.headers.get('host', '')}")
+    sent = _origin_of(origin)
+    if sent is not None and sent in (own, config.public_origin):
+        return  # (public_origin: behind a proxy that rewrites Host, the origin it was told)
     raise Forbidden(
         "this request was sent from another site"
         + ("" if config.public_origin else " (behind a proxy that rewrites Host? --public-url)")
     )
+
+
+def _origin_of(url: str) -> str | None:
+    """``scheme://host[:port]`` of ``url`` as ``public_origin`` writes it (the default port
+    left out); None for what is no http(s) origin (``null``)."""
+    try:
+        return public_origin(url)
+    except ValueError:
+        return None
 
 
 def _loopback_host(request: Request) -> bool:

@@ -73,6 +73,19 @@ def _address(client: Any) -> str:
     return f"{client[0]}:{client[1]}" if client else "a client"
 
 
+class _ClientLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """uvicorn's logger for one connection: each line names the client's address."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        return f"{msg} (client {extra['client']})", kwargs
+
+    @property
+    def level(self) -> int:  # uvicorn reads its logger's level (trace logging)
+        level: int = self.logger.level
+        return level
+
+
 class _HeadersTooLarge(Exception):
     """Raised in a parser callback to stop the parser (uvicorn then answers its parse error,
     which ``send_400_response`` turns into 431)."""
@@ -147,6 +160,10 @@ class _HeaderDeadline(HttpToolsProtocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        # uvicorn's own warnings ("Invalid HTTP request received.", an unsupported upgrade)
+        # named no client: a scan or a broken client could not be told from a proxy's fault.
+        # Its address only: the request's headers (keys, cookies) are never logged.
+        self.logger = _ClientLog(self.logger, {"client": _address(self.client)})  # type: ignore[assignment]
         self._arm()  # the first request's headers
 
     def on_message_begin(self) -> None:

@@ -183,6 +183,9 @@ class RunDetail(_View):
     truncated: bool = False
     """The run has more spans or events than were read (the API's ``max_spans`` and
     ``max_events``): these are the first; page through ``/runs/{run_id}/spans`` for the rest."""
+    clipped: int = 0
+    """How many of its texts (input, output, attribute values) were clipped (the API's
+    ``text_chars``): each ends in a marker saying how much is left out and where it is whole."""
 
     @classmethod
     def of(cls, trace: Trace, *, truncated: bool = False) -> RunDetail:

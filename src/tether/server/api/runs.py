@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from tether.server import metrics, metrics_sql, traces
 from tether.server.auth import Reader
+from tether.server.clip import TEXT_CHARS, clip_values
 from tether.server.filters import RunFilters, run_filters
 from tether.server.roles import Permission
 from tether.server.runs import (
@@ -24,7 +25,7 @@ from tether.server.runs import (
     trace_of,
 )
 from tether.store.records import RunRecord, SpanRecord
-from tether.trace.views import EventView, RunDetail, RunPage, SpanView
+from tether.trace.views import EventView, RunDetail, RunPage, RunSummary, SpanView
 
 router = APIRouter(tags=["runs"])
 DAY_NS = 86_400 * 1_000_000_000
@@ -36,12 +37,41 @@ MAX_OFFSET = 2**63 - 1
 
 @router.get("/runs")
 def list_runs(
-    request: Request, principal: Reader, filters: Annotated[RunFilters, Depends(run_filters)]
+    request: Request,
+    principal: Reader,
+    filters: Annotated[RunFilters, Depends(run_filters)],
+    text_chars: TextChars = TEXT_CHARS,
 ) -> RunPage:
     """Runs of the project, newest first, a page at a time (keyset: pass ``next_cursor``
-    back as ``cursor``)."""
-    listing = reader(request).find_runs(filters.query(principal.project))
-    return RunPage.of(listing)
+    back as ``cursor``); each text up to ``text_chars`` characters (0: whole)."""
+    listing = reader(request).find_runs(
+        filters.query(principal.project), text_chars=text_chars + 1 if text_chars else None
+    )
+    page = RunPage.of(listing)
+    runs = [_clipped_run(r, text_chars, read_whole=False)[0] for r in page.runs]
+    return page.model_copy(update={"runs": runs})
+
+
+TextChars = Annotated[int, Query(ge=0, le=2**31 - 1)]
+"""``text_chars``: the most characters of each text (a run's input, output and error, an
+attribute's value) an answer holds, then a marker; 0: whole."""
+
+
+def _clipped_run(run: RunSummary, limit: int, *, read_whole: bool = True) -> tuple[RunSummary, int]:
+    """``run`` with its input, output and error clipped to ``limit`` characters (its input
+    and output read only that far: ``read_whole`` False)."""
+    where = f"GET /api/v1/runs/{run.run_id}?text_chars=0&max_spans=1&max_events=1"
+    texts = {"input": run.input, "output": run.output, "error": run.error}
+    found, clipped = clip_values(texts, limit, where, read_whole=read_whole)
+    return run.model_copy(update=found), clipped
+
+
+def _clipped_attributes(
+    run_id: str, span_id: str | None, attributes: dict[str, Any], limit: int
+) -> tuple[dict[str, Any], int]:
+    where = f"GET /api/v1/runs/{run_id}/spans/{span_id}"
+    found: tuple[dict[str, Any], int] = clip_values(attributes, limit, where)
+    return found
 
 
 DEFAULT_TRACE_SPANS = 10_000
@@ -58,13 +88,30 @@ def get_run(
     principal: Reader,
     max_spans: Annotated[int, Query(ge=1, le=MAX_TRACE_SPANS)] = DEFAULT_TRACE_SPANS,
     max_events: Annotated[int, Query(ge=1, le=MAX_TRACE_EVENTS)] = DEFAULT_TRACE_EVENTS,
+    text_chars: TextChars = TEXT_CHARS,
 ) -> RunDetail:
     """One run's trace: the run, its first ``max_spans`` spans in start order and first
     ``max_events`` events in time order; ``truncated`` when it has more (page through
-    ``/runs/{run_id}/spans`` for the rest)."""
+    ``/runs/{run_id}/spans`` for the rest). Each text (input, output, an attribute's value)
+    up to ``text_chars`` characters, then a marker naming where it is whole; ``clipped``
+    counts them (0: whole: a 5 MB input made a 20 MB document)."""
     run = project_run(request, principal.project, run_id)
     trace, more = trace_of(request, run, max_spans=max_spans, max_events=max_events)
-    return RunDetail.of(trace, truncated=more)
+    detail = RunDetail.of(trace, truncated=more)
+    if not text_chars:
+        return detail
+    summary, clipped = _clipped_run(detail.run, text_chars)
+    spans, events = [], []
+    for span in detail.spans:
+        attributes, n = _clipped_attributes(run_id, span.span_id, span.attributes, text_chars)
+        spans.append(span.model_copy(update={"attributes": attributes}) if n else span)
+        clipped += n
+    for event in detail.events:
+        attributes, n = _clipped_attributes(run_id, event.span_id, event.attributes, text_chars)
+        events.append(event.model_copy(update={"attributes": attributes}) if n else event)
+        clipped += n
+    update = {"run": summary, "spans": spans, "events": events, "clipped": clipped}
+    return detail.model_copy(update=update)
 
 
 class SpanPage(BaseModel):
@@ -75,6 +122,8 @@ class SpanPage(BaseModel):
     """Spans under that parent in all."""
     next_offset: int | None
     """Pass as ``offset`` for the next page; null on the last."""
+    clipped: int = 0
+    """How many attribute values were clipped (``text_chars``)."""
 
 
 def _span_view(run: RunRecord, line: traces.SpanLine, attributes: dict[str, Any]) -> SpanView:
@@ -102,15 +151,26 @@ def list_spans(
     parent_id: Annotated[str | None, Query(max_length=16)] = None,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = traces.CHILDREN_PAGE,
+    text_chars: TextChars = TEXT_CHARS,
 ) -> SpanPage:
-    """The spans under ``parent_id`` (none given: the run's top spans), with attributes."""
+    """The spans under ``parent_id`` (none given: the run's top spans), with attributes,
+    each value up to ``text_chars`` characters (0: whole; one span whole:
+    ``/runs/{run_id}/spans/{span_id}``)."""
     run = project_run(request, principal.project, run_id)
     lines, total = traces.children(
         engine(request), run.run_id, parent_id, offset=offset, limit=limit, attributes=True
     )
-    spans = [_span_view(run, line, line.attributes or {}) for line in lines]
+    spans, clipped = [], 0
+    for line in lines:
+        attributes, n = _clipped_attributes(
+            run.run_id, line.span_id, line.attributes or {}, text_chars
+        )
+        spans.append(_span_view(run, line, attributes))
+        clipped += n
     more = offset + len(lines)
-    return SpanPage(spans=spans, total=total, next_offset=more if more < total else None)
+    return SpanPage(
+        spans=spans, total=total, next_offset=more if more < total else None, clipped=clipped
+    )
 
 
 class SpanWithEvents(BaseModel):

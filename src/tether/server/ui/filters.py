@@ -6,7 +6,10 @@ import json
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
+from tether.core.text import visible
+from tether.server.clip import TEXT_CHARS
 from tether.trace.readout import fmt_ns
 
 
@@ -67,5 +70,19 @@ def _indented(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
+def clip(value: Any, link: str | None = None) -> Any:
+    """A text up to ``TEXT_CHARS`` characters, then how many more there are and a link to the
+    whole (``link``): a run's 5 MB input made its page 5 MB, its messages and tool arguments
+    as much again each."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= TEXT_CHARS:
+        return value
+    more = f"… {len(text) - TEXT_CHARS:,} more characters"
+    if link:
+        anchor = f'<a class="whole" href="{escape(link)}" target="_blank" rel="noopener">'
+        more += f" · {anchor}the whole text</a>"
+    return escape(visible(text[:TEXT_CHARS])) + Markup(f'<span class="clipped">{more}</span>')
+
+
 def install(env: jinja2.Environment) -> None:
-    env.filters.update(when=when, ms=ms, usd=usd, total_cost=total_cost, pretty=pretty)
+    env.filters.update(when=when, ms=ms, usd=usd, total_cost=total_cost, pretty=pretty, clip=clip)

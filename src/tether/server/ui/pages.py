@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from tether.server import metrics_sql, traces
 from tether.server.api.runs import MAX_OFFSET, metrics_range
@@ -17,6 +17,7 @@ from tether.server.auth import Reader
 from tether.server.filters import RunFilters, run_filters
 from tether.server.roles import Permission
 from tether.server.runs import agent_names, blocked_runs, engine, no_run, project_run, reader
+from tether.server.ui.filters import pretty
 from tether.server.ui.render import page
 from tether.store.query import ERROR_CATEGORIES
 from tether.trace.views import RunSummary
@@ -96,7 +97,7 @@ def trace_page(
         "more_offset": len(top) if len(top) < total else None,
         "span_count": count,
         "blocked_count": blocked_count,
-        "blocked_spans": _blocked_spans(db, run.run_id),
+        "blocked_decisions": traces.blocked_decisions(db, run.run_id),
         "t0": start,
         "t_span": end - start,
         "selected": selected,
@@ -106,30 +107,6 @@ def trace_page(
         "preloaded": preloaded,
     }
     return page(request, "trace.html", context, principal)
-
-
-def _blocked_spans(db: Any, run_id: str) -> list[traces.SpanDetail]:
-    from sqlalchemy import select
-
-    from tether.store import tables
-    from tether.trace import semconv
-
-    ev = tables.events.c
-    stmt = (
-        select(ev.span_id)
-        .where(
-            ev.run_id == run_id,
-            ev.name == semconv.EVENT_CONTROL_DECISION,
-            ev.attributes.like(f'%"{semconv.TETHER_DECISION}":"block"%'),
-        )
-        .limit(20)
-    )
-    with db.connect() as conn:
-        ids = [s for s in conn.execute(stmt).scalars() if s]
-    found = [
-        traces.span_detail(db, run_id, s, max_events=MAX_SHOWN_EVENTS) for s in dict.fromkeys(ids)
-    ]
-    return [d for d in found if d is not None]
 
 
 @router.get("/runs/{run_id}/children")
@@ -172,6 +149,43 @@ def span_fragment(request: Request, run_id: str, span_id: str, principal: Reader
         return trace_page(request, run_id, principal, span=span_id)
     context = {"run": RunSummary.of(run), "selected": detail, "messages": traces.messages}
     return page(request, "span_detail.html", context, principal)
+
+
+@router.get("/runs/{run_id}/text")
+def run_text(
+    request: Request,
+    run_id: str,
+    principal: Reader,
+    field: Annotated[str, Query(pattern="^(input|output|error)$")],
+) -> Response:
+    """A run's whole input, output or error, as text: its page shows the first
+    ``clip.TEXT_CHARS`` characters of each."""
+    run = project_run(request, principal.project, run_id)
+    return _text(getattr(run, field) or "")
+
+
+@router.get("/runs/{run_id}/spans/{span_id}/text")
+def span_text(
+    request: Request,
+    run_id: str,
+    span_id: str,
+    principal: Reader,
+    attribute: Annotated[str, Query(max_length=1024)],
+) -> Response:
+    """One attribute of a span whole, as text (JSON indented): the span's detail shows the
+    first ``clip.TEXT_CHARS`` characters of each."""
+    run = project_run(request, principal.project, run_id)
+    detail = traces.span_detail(engine(request), run.run_id, span_id, max_events=1)
+    if detail is None or attribute not in detail.attributes:
+        raise no_run(f"{run_id}/{span_id} {attribute}")
+    return _text(pretty(detail.attributes[attribute]))
+
+
+def _text(text: str) -> Response:
+    # Plain text, never sniffed as HTML: a run's text is anyone's (an agent key's input).
+    return PlainTextResponse(
+        text, headers={"cache-control": "no-store", "x-content-type-options": "nosniff"}
+    )
 
 
 def _moment(name: str, text: str | None) -> datetime | None:

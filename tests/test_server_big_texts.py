@@ -1,0 +1,67 @@
+"""A run with a 5 MB input: its page, the API's trace document and span list clip each long
+text (a marker says how much is left out and where the whole is), so they stay small, and the
+whole text is one request away. They were 5-25 MB (the input, its messages, a tool's
+arguments and result, each whole)."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from pathlib import Path
+
+import httpx
+
+from fakes.server import tether_serve
+from fakes.stored_runs import add_run
+from tether.server.access import AccessStore
+from tether.server.roles import Role
+from tether.store import Store
+
+BIG = 5_000_000
+BOUND = 100_000  # bytes: each page or document, whatever the texts' size
+
+
+def test_a_run_with_a_5_mb_input_has_a_small_page_and_trace_document(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'tether.db'}"
+    store = Store(url)
+    big = "x" * (BIG - 1) + "!"
+    seeded = add_run(store, input_text=big, tool_arguments=f'{{"a": "{big}"}}', tool_result=big)
+    store.close()
+    run, root = seeded.run_id, seeded.run_id
+    key = AccessStore(url).create_key("default", Role.VIEWER)[1]
+    env = {**os.environ, "TETHER_DATABASE_URL": url}
+    with (
+        tether_serve(env=env) as served,
+        httpx.Client(
+            base_url=served.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
+        ) as c,
+    ):
+        page = c.get(f"/runs/{run}")
+        assert page.status_code == 200 and len(page.content) < BOUND, len(page.content)
+        assert f"{BIG - 10_000:,} more characters" in page.text
+        whole = re.search(r'<a class="whole" href="([^"]*field=input)"', page.text)
+        assert whole is not None
+        assert c.get(html.unescape(whole.group(1))).text == big
+        for span in seeded.span_ids:  # each span opened: its detail clipped too
+            opened = c.get(f"/runs/{run}", params={"span": span})
+            assert opened.status_code == 200 and len(opened.content) < BOUND, len(opened.content)
+            for link in re.findall(r'<a class="whole" href="([^"]*attribute=[^"]*)"', opened.text):
+                text = c.get(html.unescape(link)).text
+                assert len(text) >= BIG and "x!" in text
+
+        document = c.get(f"/api/v1/runs/{run}")
+        assert document.status_code == 200 and len(document.content) < BOUND
+        said = document.json()
+        assert said["clipped"] >= 4 and said["run"]["input"].startswith("x" * 10_000)
+        assert f"{BIG - 10_000:,} more characters" in said["run"]["input"]
+        assert len(c.get(f"/api/v1/runs/{run}", params={"text_chars": 0}).content) > 3 * BIG
+        listing = c.get("/api/v1/runs")
+        assert listing.status_code == 200 and len(listing.content) < BOUND
+        assert "more characters" in listing.json()["runs"][0]["input"]
+        spans = c.get(f"/api/v1/runs/{run}/spans", params={"parent_id": root})
+        assert spans.status_code == 200 and len(spans.content) < BOUND
+        assert spans.json()["clipped"] >= 3
+        tool = next(s for s in spans.json()["spans"] if s["kind"] == "tool")["span_id"]
+        one = c.get(f"/api/v1/runs/{run}/spans/{tool}").json()  # one span: whole
+        assert one["span"]["attributes"]["gen_ai.tool.call.result"] == big
