@@ -72,8 +72,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        raw_home = os.environ.get("TETHER_HOME")
-        home = Path(raw_home).expanduser() if raw_home else default_home()
+        home = home_from_env()
         url = os.environ.get("TETHER_DATABASE_URL") or f"sqlite:///{home / 'tether.db'}"
         return cls(
             home=home,
@@ -90,6 +89,25 @@ class Settings:
             ),
             project=project_from_env(),
         )
+
+
+def home_from_env() -> Path:
+    """``TETHER_HOME`` (``~`` expanded), else :func:`default_home`. A relative path is an
+    error, not resolved: the same ``TETHER_HOME=data`` named another folder from each current
+    folder (and after a process changed folder), so commands run from different folders read
+    and wrote different stores and journals. An absolute path is what the XDG variables
+    require too."""
+    raw = os.environ.get("TETHER_HOME")
+    if not raw:
+        return default_home()
+    home = Path(raw).expanduser()
+    if not home.is_absolute():
+        raise TetherError(
+            f"TETHER_HOME must be an absolute path, got {raw!r:.200}: a relative one would "
+            "name a different folder from each current folder",
+            hint=f"give the full path, e.g. TETHER_HOME={Path.cwd() / home}",
+        )
+    return home
 
 
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
