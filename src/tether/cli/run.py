@@ -155,10 +155,10 @@ def report_run(
     written and neither can the journal) says so, and exits 1, whatever its outcome."""
     lost = close_trace_writers()
     if as_json:  # the output as the trace stores it (clipped past TETHER_MAX_PAYLOAD_CHARS)
-        shown = render.result_json(result, settings.max_payload_chars)
+        answer = render.result_json(result, settings.max_payload_chars)
         # trace_saved: written to the store, or kept in the journal to be written there.
-        shown.update(trace_saved=not lost, trace_records_lost=lost)
-        click.echo(render.dumps(shown))
+        answer.update(trace_saved=not lost, trace_records_lost=lost)
+        click.echo(render.dumps(answer))
     else:
         shown = printer is not None and printer.showed(result.output)
         if printer is not None and not shown and printer.printed:
