@@ -13,6 +13,7 @@ DEFAULT_MAX_PAYLOAD_CHARS = 65_536
 DEFAULT_MAX_DISPLAY_CHARS = 8_000
 DEFAULT_DB_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_DB_STATEMENT_TIMEOUT_S = 30.0
+DEFAULT_DB_LOCK_TIMEOUT_S = 10.0
 
 
 def default_home() -> Path:
@@ -59,6 +60,10 @@ class Settings:
     """How long one statement may run on a database server before it is cancelled (0: no
     limit); ``TETHER_DB_STATEMENT_TIMEOUT_S``."""
 
+    db_lock_timeout_s: float = DEFAULT_DB_LOCK_TIMEOUT_S
+    """How long a migration of a PostgreSQL store may wait for a table another session holds
+    (0: no limit) before it gives up, its schema unchanged; ``TETHER_DB_LOCK_TIMEOUT_S``."""
+
     max_payload_chars: int = DEFAULT_MAX_PAYLOAD_CHARS
     """Longest run input, output or error stored in a trace; longer text is stored clipped,
     with a marker giving its full size; ``TETHER_MAX_PAYLOAD_CHARS``, default 65,536."""
@@ -83,6 +88,7 @@ class Settings:
             db_statement_timeout_s=_seconds(
                 "TETHER_DB_STATEMENT_TIMEOUT_S", DEFAULT_DB_STATEMENT_TIMEOUT_S
             ),
+            db_lock_timeout_s=_seconds("TETHER_DB_LOCK_TIMEOUT_S", DEFAULT_DB_LOCK_TIMEOUT_S),
             max_payload_chars=max_payload_chars_from_env(),
             max_display_chars=_chars_from_env(
                 "TETHER_MAX_DISPLAY_CHARS", DEFAULT_MAX_DISPLAY_CHARS

@@ -512,6 +512,10 @@ def migrate(engine: Engine) -> None:
     scripts = ScriptDirectory.from_config(cfg)
     head = scripts.get_current_head()
     is_sqlite = engine.url.get_backend_name() == "sqlite"
+    is_pg = engine.url.get_backend_name() == "postgresql"
+    applied: list[str] = []
+    cfg.attributes["on_version_apply"] = lambda step, **_: applied.append(step.up_revision_id)
+    current = None
     try:
         with engine.connect() as conn:
             current = _revision(conn)
@@ -525,10 +529,15 @@ def migrate(engine: Engine) -> None:
             )
         lock = _sqlite_migration_lock(engine) if is_sqlite else nullcontext()
         with lock, engine.begin() as conn:
-            if engine.url.get_backend_name() == "postgresql":
+            if is_pg:
                 conn.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
                 )
+                # Once it is Tether's turn (another process migrating is waited for): a
+                # migration waiting on a table another session holds waited forever, and every
+                # query on that table queued behind it.
+                lock_ms = round(Settings.from_env().db_lock_timeout_s * 1000)
+                conn.execute(text(f"SET LOCAL lock_timeout = {lock_ms}"))
             # Read again under the lock: another process may have migrated meanwhile.
             current = _revision(conn)
             if current == head:
@@ -553,7 +562,38 @@ def migrate(engine: Engine) -> None:
             "table names (tether_*)",
         ) from None
     except DBAPIError as exc:
+        if is_pg and getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+            # The upgrades to run, oldest first: the one that waited is the first not applied.
+            upgrades = list(scripts.iterate_revisions(head, current or "base"))[::-1]
+            if upgrades:
+                failed = upgrades[min(len(applied), len(upgrades) - 1)]
+                raise _lock_timed_out(engine, exc, Path(failed.path).stem, current) from exc
         raise _cannot_open(engine, exc) from exc  # the cause: worth retrying (unreachable)?
+
+
+_LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL's SQLSTATE for ``lock_timeout`` expired."""
+
+
+def _lock_timed_out(
+    engine: Engine, exc: DBAPIError, migration: str, current: str | None
+) -> StoreError:
+    """A migration gave up waiting for a table: which migration, which table, what to do."""
+    # The statement waiting is DDL or SQL of ours (values are bound apart): it names the table.
+    found = re.search(r"\b(tether_\w+)", str(exc.statement or ""))
+    table = found.group(1) if found else None
+    relation = f"= '{table}'::regclass" if table else "IS NOT NULL"
+    seconds = Settings.from_env().db_lock_timeout_s
+    return StoreError(
+        f"cannot migrate the trace store at {_shown(engine)}: migration {migration} waited "
+        f"{seconds:g} s for {'table ' + table if table else 'a table'}, which another session "
+        f"holds ({driver_message(exc)}); nothing was changed (the schema is still at revision "
+        f"{current or 'none'})",
+        hint="find that session (SELECT pid, state, xact_start, query FROM pg_stat_activity "
+        f"WHERE pid IN (SELECT pid FROM pg_locks WHERE relation {relation})), let it finish or "
+        "end it (pg_terminate_backend(pid)), then open the store again; "
+        "TETHER_DB_LOCK_TIMEOUT_S sets how long a migration waits (0: no limit)",
+    )
 
 
 def _cannot_open(engine: Engine, exc: DBAPIError) -> StoreError:
