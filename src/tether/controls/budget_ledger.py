@@ -226,6 +226,7 @@ class RedisBudgetLedger:
                 socket_connect_timeout=timeout_s,
                 socket_timeout=timeout_s,
                 protocol=REDIS_PROTOCOL,
+                retry=_no_retries(redis.retry.Retry),
             )
         except ValueError as exc:
             raise TetherError(
@@ -282,6 +283,7 @@ class RedisBudgetLedger:
             found = self._async.get(loop)
             if found is None:
                 from redis.asyncio import Redis
+                from redis.asyncio.retry import Retry
 
                 if self.url is None:
                     raise TetherError("this Redis ledger was made from a client: no async use")
@@ -290,6 +292,7 @@ class RedisBudgetLedger:
                     socket_connect_timeout=self.timeout_s,
                     socket_timeout=self.timeout_s,
                     protocol=REDIS_PROTOCOL,
+                    retry=_no_retries(Retry),
                 )
                 found = (client.register_script(_RESERVE), client.register_script(_RECONCILE))
                 self._async[loop] = found
@@ -340,6 +343,18 @@ def _hold(hold_id: str, charges: Sequence[BudgetCharge], answer: Any) -> Hold:
         refusal = Refusal(c.key, c.limit, c.amount, int(answer[1]), int(answer[2]))
         return Hold(hold_id, (), refused=refusal)
     return Hold(hold_id, tuple(charges))
+
+
+def _no_retries(retry_class: Any) -> Any:
+    """A redis-py ``Retry`` that never sends a command again. A reply lost after Redis ran a
+    script (a timeout, a connection reset) was sent again when the URL asked for retries
+    (``?retry_on_timeout=true``, ``retry_on_error=...``; redis-py's own default when a client
+    is made without a URL): a reservation held twice, a call's usage counted twice. Given as
+    the client's ``retry``, whatever the URL says: the call fails (``BudgetUnavailable``), as
+    any Redis error does, and a hold that went through expires."""
+    from redis.backoff import NoBackoff
+
+    return retry_class(NoBackoff(), 0)
 
 
 def _ms(seconds: float) -> int:
