@@ -192,13 +192,49 @@ _OPENED_FILE = "tether_opened_file"
 """Where a SQLite connection's record keeps ``file_identity`` of its file when it was opened."""
 
 
-def _sqlite_opened(path: Path) -> Any:
-    """A ``connect`` listener noting which file (device, inode) the connection opened."""
+def _file_changed(path: Path, statement: str) -> OperationalError:
+    why = sqlite3.OperationalError(
+        f"the SQLite store file {path} was deleted or replaced while this process was using "
+        "it: nothing more is read from it or written to it (restart to open the store at "
+        "that path)"
+    )
+    return OperationalError(statement, None, why)
 
-    def opened(_dbapi_conn: Any, record: Any) -> None:
-        record.info[_OPENED_FILE] = file_identity(path)
 
-    return opened
+class _SqliteFileWatch:
+    """The file (device, inode) an engine's first connection opened, checked as each
+    connection is made and handed out. Once the file was deleted or replaced under a long-
+    lived process (``tether serve``), its pooled connections read on from the unlinked file
+    (runs answered that no other process sees, and a deleted store's runs listed as if
+    there), and a new connection made a fresh empty file at the path or opened the one moved
+    there. Every use of the engine fails instead, naming the file (a 503 from the server),
+    until the process is restarted."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.identity: tuple[int, int] | None = None
+
+    def listen(self, engine: Engine) -> None:
+        event.listen(engine, "do_connect", self.before_connect)
+        event.listen(engine, "connect", self.opened)
+        event.listen(engine, "checkout", self.checkout)
+
+    def _same(self) -> bool:
+        return self.identity is None or file_identity(self.path) == self.identity
+
+    def before_connect(self, *_args: Any) -> None:
+        if not self._same():  # before SQLite makes a new empty file at the path
+            raise _file_changed(self.path, "CONNECT")
+
+    def opened(self, _dbapi_conn: Any, record: Any) -> None:
+        current = file_identity(self.path)
+        if self.identity is None:
+            self.identity = current
+        record.info[_OPENED_FILE] = current
+
+    def checkout(self, *_args: Any) -> None:
+        if not self._same():  # the connection is closed, not handed out
+            raise _file_changed(self.path, "CHECKOUT")
 
 
 def _same_file_on_commit(path: Path) -> Any:
@@ -215,12 +251,7 @@ def _same_file_on_commit(path: Path) -> Any:
             # Nothing of it is kept: a later statement on this connection (a pragma, the
             # pool's reset) would otherwise find the transaction still open.
             conn.connection.dbapi_connection.rollback()
-            why = sqlite3.OperationalError(
-                f"the SQLite store file {path} was deleted or replaced while this process "
-                "was using it: nothing more is written to it (restart to open the store at "
-                "that path)"
-            )
-            raise OperationalError("COMMIT", None, why)
+            raise _file_changed(path, "COMMIT")
 
     return check
 
@@ -335,7 +366,7 @@ def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
             event.listen(engine, "connect", _sqlite_pragmas)
             file = sqlite_file(url)
             if file is not None:
-                event.listen(engine, "connect", _sqlite_opened(file))
+                _SqliteFileWatch(file).listen(engine)
                 event.listen(engine, "commit", _same_file_on_commit(file))
         else:
             engine = create_engine(
