@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tether.core import TetherError
-from tether.core.settings import REDIS_PROTOCOL
+from tether.core.settings import REDIS_PROTOCOL, redis_no_retries
 
 # Each budget is a hash ``{used, held}`` at its key and a sorted set ``KEY:holds`` whose members
 # are the live reservations (``id:amount``, scored by when they expire); both keys expire
@@ -226,7 +226,7 @@ class RedisBudgetLedger:
                 socket_connect_timeout=timeout_s,
                 socket_timeout=timeout_s,
                 protocol=REDIS_PROTOCOL,
-                retry=_no_retries(redis.retry.Retry),
+                retry=redis_no_retries(redis.retry.Retry),
             )
         except ValueError as exc:
             raise TetherError(
@@ -292,7 +292,7 @@ class RedisBudgetLedger:
                     socket_connect_timeout=self.timeout_s,
                     socket_timeout=self.timeout_s,
                     protocol=REDIS_PROTOCOL,
-                    retry=_no_retries(Retry),
+                    retry=redis_no_retries(Retry),
                 )
                 found = (client.register_script(_RESERVE), client.register_script(_RECONCILE))
                 self._async[loop] = found
@@ -343,18 +343,6 @@ def _hold(hold_id: str, charges: Sequence[BudgetCharge], answer: Any) -> Hold:
         refusal = Refusal(c.key, c.limit, c.amount, int(answer[1]), int(answer[2]))
         return Hold(hold_id, (), refused=refusal)
     return Hold(hold_id, tuple(charges))
-
-
-def _no_retries(retry_class: Any) -> Any:
-    """A redis-py ``Retry`` that never sends a command again. A reply lost after Redis ran a
-    script (a timeout, a connection reset) was sent again when the URL asked for retries
-    (``?retry_on_timeout=true``, ``retry_on_error=...``; redis-py's own default when a client
-    is made without a URL): a reservation held twice, a call's usage counted twice. Given as
-    the client's ``retry``, whatever the URL says: the call fails (``BudgetUnavailable``), as
-    any Redis error does, and a hold that went through expires."""
-    from redis.backoff import NoBackoff
-
-    return retry_class(NoBackoff(), 0)
 
 
 def _ms(seconds: float) -> int:

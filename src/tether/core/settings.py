@@ -6,6 +6,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tether.core.errors import TetherError
 
@@ -172,6 +173,19 @@ default and then hand a pooled connection out without checking it (for maintenan
 notifications): after Redis restarted, or a proxy closed an idle connection, the next call
 failed on the dead connection (a budget check refused the call). Over RESP2 the pool finds
 it closed and connects again; Tether's commands and scripts answer alike over both."""
+
+
+def redis_no_retries(retry_class: Any) -> Any:
+    """A redis-py ``Retry`` (``retry_class``: the sync or the asyncio one) that never sends a
+    command again, given as a client's ``retry``: it wins over the URL's own options, which
+    win over every other argument. A reply lost after Redis ran a script (a timeout, a
+    connection reset) was sent again when the URL asked for retries (``?retry_on_timeout=
+    true``; redis-py's default for a client made without a URL): a budget reservation held
+    twice, a call's usage or a circuit's failure counted twice. The call fails instead, as
+    any Redis error does."""
+    from redis.backoff import NoBackoff
+
+    return retry_class(NoBackoff(), 0)
 
 
 def redis_from_env() -> tuple[str | None, str]:
