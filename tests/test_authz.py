@@ -554,6 +554,39 @@ def test_a_parse_error_names_the_file_and_line(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("wrong", "line", "message"),
+    [
+        ("permt(principal, action, resource)", 6, "invalid policy effect: permt"),
+        ('permit(principal, action = = Tether::Action::"x", resource)', 6, "`=`"),
+        ('permit(principal, action == Tether::Action:::"x", resource)', 6, "`:`"),
+        ("whn { context.args.amount == 1 };", 7, "invalid policy condition: whn"),
+    ],
+)
+def test_a_parse_error_on_a_policys_head_names_that_line(
+    tmp_path: Path, wrong: str, line: int, message: str
+) -> None:
+    """The line an editor shows (1-based): an error on a policy's first line was put on the
+    line after it, Cedar's parser saying only that the cut-short policy ended too soon."""
+    good = 'permit(principal, action == Tether::Action::"x", resource)'
+    head, condition = (wrong, "when { true };") if line == 6 else (good, wrong)
+    error = load_error(
+        tmp_path,
+        f"""\
+        // first policy
+        @id("reads")
+        permit(principal, action, resource);
+
+        @id("second")
+        {head}
+        {condition}
+        """,
+    )
+    where = f"{tmp_path / 'tools.cedar'}:{line}: Cedar policy does not parse: "
+    assert error.message.startswith(where), error.message
+    assert message in error.message
+
+
 def test_a_missing_semicolon_names_the_last_line_of_its_policy(tmp_path: Path) -> None:
     error = load_error(tmp_path, "permit(principal, action, resource)\nwhen { true }\n\n// end\n")
     assert error.message.startswith(f"{tmp_path / 'tools.cedar'}:2: Cedar policy does not parse")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes.tcp_proxy import TcpProxy
+from fakes.tcp_proxy import ReplyDropper, TcpProxy
 from tether.controls.budget_ledger import (
     BudgetCharge,
     BudgetLedger,
@@ -424,5 +424,34 @@ def test_a_redis_that_closed_its_connections_is_used_again_at_once(
         ledger.reconcile(ledger.reserve(charges, hold_s=30), [1])
         proxy.drop()
         assert ledger.spent("project:p:tokens:day") == (3, 0)
+    finally:
+        proxy.close()
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["timeout", "reset"])
+@pytest.mark.parametrize("awaited", [False, True], ids=["thread", "asyncio"])
+def test_a_reply_lost_after_redis_counted_is_not_sent_again(
+    redis_url: str, redis_prefix: str, awaited: bool, close: bool
+) -> None:
+    """Redis ran the reconcile script and its reply was lost (a timeout, a reset): a client
+    that retries sends it again and the call's usage is counted twice. A URL asking redis-py
+    for retries (``retry_on_timeout=true``) did just that; the ledger's clients never retry."""
+    import redis
+
+    real = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    proxy = ReplyDropper((real["host"], int(real["port"])), b"EVALSHA", close=close)
+    url = f"redis://127.0.0.1:{proxy.port}/0?retry_on_timeout=true"
+    ledger = RedisBudgetLedger.from_url(url, prefix=redis_prefix, timeout_s=0.5)
+    direct = RedisBudgetLedger.from_url(redis_url, prefix=redis_prefix)
+    charges = [BudgetCharge("project:p:tokens:day", 100, 10)]
+    hold = direct.reserve(charges, hold_s=30)
+    try:
+        with pytest.raises(BudgetUnavailable, match="cannot be reached"):
+            if awaited:
+                asyncio.run(ledger.areconcile(hold, [7]))
+            else:
+                ledger.reconcile(hold, [7])
+        assert proxy.dropped.is_set()
+        assert direct.spent("project:p:tokens:day") == (7, 0)  # counted once, by Redis
     finally:
         proxy.close()

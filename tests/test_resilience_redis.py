@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from fakes.openai_server import FakeOpenAIServer, Reply
-from fakes.tcp_proxy import SilentServer, TcpProxy, free_port
+from fakes.tcp_proxy import ReplyDropper, SilentServer, TcpProxy, free_port
 from tether import Agent
 from tether.core import SpecError, TetherError
 from tether.providers import Message, ModelRequest, ModelResponse
@@ -435,3 +435,29 @@ async def test_a_key_holding_json_nested_too_deeply_reads_as_closed(
     finally:
         client.close()
         await store.aclose()
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["timeout", "reset"])
+async def test_a_failure_whose_reply_was_lost_is_counted_once(
+    redis_url: str, redis_prefix: str, close: bool
+) -> None:
+    """Redis ran the compare-and-set of a failure and its reply was lost: a client that sends
+    it again (a URL asking redis-py for retries) got "changed meanwhile", read the new state
+    and counted the failure again, opening a circuit (of 2 failures) on one."""
+    import redis
+
+    real = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    proxy = ReplyDropper((real["host"], int(real["port"])), b"EVALSHA", close=close)
+    url = f"redis://127.0.0.1:{proxy.port}/0?retry_on_timeout=true"
+    store = RedisBreakerStore(url, prefix=redis_prefix, timeout_s=0.5)
+    breaker = CircuitBreaker("test/flaky", CONFIG, store)
+    try:
+        await breaker.settle(await breaker.admit(), "failure")
+        assert proxy.dropped.is_set()
+        client = redis_client(redis_url)
+        stored = BreakerState.from_json(client.get(store.key_of("test/flaky")))
+        client.close()
+        assert (stored.state, len(stored.failures)) == ("closed", 1)
+    finally:
+        await store.aclose()
+        proxy.close()

@@ -31,6 +31,35 @@ def test_home_is_per_user_unless_tether_home_is_set(
     assert Settings.from_env().home == tmp_path / "explicit"
 
 
+def test_a_relative_tether_home_is_refused_from_every_folder(tmp_path: Path) -> None:
+    """`TETHER_HOME=data` named another store from each folder: a run made in one folder was
+    not listed from another. It is refused, naming the variable and the absolute path."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+    (first / "s.yaml").write_text('steps: [{text: "hello {input}"}]\n')
+    (first / "a.yaml").write_text(
+        "name: a\nmodel: {provider: scripted, name: gpt-4.1-mini, script: s.yaml}\n"
+    )
+    env = {**os.environ, "TETHER_HOME": "data"}
+    ran = run_cli("run", "a.yaml", "-i", "hi", "--json", cwd=first, env=env)
+    assert ran.returncode == 1
+    refused = json.loads(ran.stdout)
+    assert "TETHER_HOME must be an absolute path" in refused["error"]
+    assert f"TETHER_HOME={first / 'data'}" in refused["hint"]
+    listed = run_cli("traces", "list", cwd=second, env=env)
+    assert listed.returncode == 1 and "TETHER_HOME" in listed.stderr
+    assert not (first / "data").exists() and not (second / "data").exists()
+
+
+def test_tether_home_may_start_with_a_tilde(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("TETHER_HOME", "~/state")
+    assert Settings.from_env().home == tmp_path / "state"
+
+
 def test_database_timeouts_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings.from_env()
     assert (settings.db_connect_timeout_s, settings.db_statement_timeout_s) == (5.0, 30.0)

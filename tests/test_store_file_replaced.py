@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from fakes.otlp import json_request, json_span
-from fakes.server import serving
+from fakes.server import serving, tether_serve
 from tether.core import new_span_id, new_trace_id
 from tether.server import ServerConfig, create_app
 from tether.server.access import AccessStore
@@ -109,13 +109,14 @@ def test_records_written_after_the_file_changed_are_kept_for_the_store_at_that_p
 
 @pytest.mark.parametrize("change", ["file deleted", "folder deleted", "replaced"])
 def test_a_server_does_not_acknowledge_what_it_writes_into_a_deleted_file(
-    tmp_path: Path, change: str
+    tmp_path: Path, change: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The server's pooled connections keep the file they opened: once it was deleted (or its
     folder, or another file moved to its path), OTLP requests were answered 200 and new keys
     shown once, all committed into the unlinked file, gone when the server stopped and seen
-    by no other process. Such a commit is refused: a 503 naming the file (an exporter sends
-    the spans again), nothing acknowledged that is not in the store at that path."""
+    by no other process. Such a commit is refused: a 503 (an exporter sends the spans again),
+    the server's log naming the file, nothing acknowledged that is not in the store at that
+    path. (Reading the caller's key fails first now: the credentials cannot be checked.)"""
     folder = tmp_path / "store"
     path = folder / "tether.db"
     url = f"sqlite:///{path}"
@@ -141,11 +142,41 @@ def test_a_server_does_not_acknowledge_what_it_writes_into_a_deleted_file(
         sent = c.post("/v1/traces", json=spans())
         made = c.post("/api/v1/keys", json={"role": "viewer"})
     assert sent.status_code == 503, sent.text
-    assert "deleted or replaced" in sent.json()["message"] and str(path) in sent.text
     assert made.status_code == 503, made.text
+    assert "deleted or replaced" in caplog.text and str(path) in caplog.text
     if change == "replaced":
         replaced = Store(url)
         try:  # nothing was written into the file swapped in either
             assert replaced.list_runs() == []
         finally:
             replaced.close()
+
+
+@pytest.mark.parametrize("change", ["deleted", "replaced"])
+def test_a_running_server_does_not_read_a_deleted_file(tmp_path: Path, change: str) -> None:
+    """`tether serve` went on listing the runs of a store file deleted (or replaced by another
+    store) under it, read from the unlinked file, while its writes were refused: every read
+    fails too, naming the file, and no fresh empty file is made at the path."""
+    path = tmp_path / "store" / "tether.db"
+    url = f"sqlite:///{path}"
+    other = tmp_path / "other.db"
+    Store(f"sqlite:///{other}").close()
+    env = {**os.environ, "TETHER_DATABASE_URL": url}
+    with tether_serve("--dev", env=env) as served, httpx.Client(base_url=served.url) as c:
+        trace, root = new_trace_id(), new_span_id()
+        spans = json_request(json_span(root, None, "agent", {"input.value": "hi"}, trace=trace))
+        assert c.post("/v1/traces", json=spans).status_code == 200
+        assert [r["run_id"] for r in c.get("/api/v1/runs").json()["runs"]] == [root]
+        for file in _files(path):
+            file.unlink(missing_ok=True)
+        if change == "replaced":
+            os.replace(other, path)
+        listed = c.get("/api/v1/runs")
+        shown = c.get(f"/api/v1/runs/{root}")
+        page = c.get("/runs")
+    assert listed.status_code == 503, listed.text
+    assert "deleted or replaced" in listed.text and str(path) in listed.text
+    assert shown.status_code == 503, shown.text
+    assert page.status_code == 503
+    if change == "deleted":
+        assert not path.exists(), "no fresh empty store was made in its place"

@@ -118,9 +118,12 @@ def _cannot(why: str) -> None:
     pytest.skip(why)
 
 
-def _read_only_tether(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _read_only_tether(
+    folder: Path, *args: str, home: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """`tether` run with ``folder`` mounted read-only (a private mount namespace): even root
-    cannot write there, as for a user without write permission."""
+    cannot write there, as for a user without write permission. ``home``: its TETHER_HOME
+    (the trace journal's folder), the test's own by default."""
     if shutil.which("unshare") is None:
         _cannot("unshare is not installed")
     command = " ".join(
@@ -140,8 +143,9 @@ def _read_only_tether(folder: Path, *args: str) -> subprocess.CompletedProcess[s
     )
     if probe.returncode != 0:
         _cannot(f"cannot make a read-only mount here: {probe.stderr.strip()}")
+    env = {**os.environ, "TETHER_HOME": str(home)} if home is not None else None
     return subprocess.run(
-        ["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=60
+        ["unshare", "-m", "sh", "-c", command], capture_output=True, text=True, timeout=60, env=env
     )
 
 
@@ -192,6 +196,31 @@ def test_an_old_schema_in_a_read_only_store_is_one_clear_error(tmp_path: Path) -
     assert lines[0].startswith("error:") and "read-only" in lines[0], lines
     assert str(folder / "tether.db") in lines[0]
     assert len(lines) == 2 and lines[1].startswith("hint:")
+
+
+def test_run_json_says_its_trace_was_lost_when_nothing_can_be_written(
+    tmp_path: Path, spec: Path
+) -> None:
+    """Neither the store nor the journal can be written: the records are lost, and the JSON
+    said success while the command exited 1. It says the trace was not saved, as the status."""
+    folder = tmp_path / "store"
+    folder.mkdir()
+    url = f"sqlite:///{folder / 'tether.db'}"
+    done = _read_only_tether(
+        folder, "--database-url", url, "run", str(spec), "-i", "hi", "--json", home=folder
+    )
+    assert done.returncode == 1, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["output"] == "hello hi"  # the run itself went well
+    assert answer["trace_saved"] is False and answer["trace_records_lost"] > 0
+    assert "lost" in done.stderr
+
+
+def test_run_json_says_its_trace_was_saved(spec: Path, sqlite_url: str) -> None:
+    done = _tether("--database-url", sqlite_url, "run", str(spec), "-i", "hi", "--json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert (answer["trace_saved"], answer["trace_records_lost"]) == (True, 0)
 
 
 # -- a locked store, through the CLI ---------------------------------------------------------

@@ -114,3 +114,39 @@ class SilentServer(_Listener):
 
     def _handle(self, client: socket.socket) -> None:
         self._sockets.append(client)
+
+
+class ReplyDropper(_Listener):
+    """Forwards every connection to ``target`` (a Redis), but drops the reply to the first
+    command whose bytes hold ``command`` (Redis ran it; the client never hears): then keeps the
+    connection silent (the client times out) or, with ``close``, closes it (a reset)."""
+
+    def __init__(self, target: tuple[str, int], command: bytes, *, close: bool) -> None:
+        self.target, self.command, self.close_after = target, command, close
+        self._sent = threading.Event()
+        self.dropped = threading.Event()
+        super().__init__(0)
+
+    def _handle(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(self.target)
+        self._sockets += [client, upstream]
+        threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
+        threading.Thread(target=self._replies, args=(upstream, client), daemon=True).start()
+
+    def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if self.command in data and not self.dropped.is_set():
+                    self._sent.set()
+                upstream.sendall(data)
+
+    def _replies(self, upstream: socket.socket, client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                if self._sent.is_set() and not self.dropped.is_set():
+                    self.dropped.set()
+                    if self.close_after:
+                        client.shutdown(socket.SHUT_RDWR)
+                        return
+                    continue
+                client.sendall(data)

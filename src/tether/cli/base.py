@@ -82,7 +82,7 @@ def handle_errors(func: F) -> F:
             # A command whose trace records were lost (the store failing and no journal to
             # keep them: a full disk; or records the store refused, each said as it was) did
             # not do all it says it did: its status says so.
-            if _close_writers() and succeeded:
+            if close_trace_writers() and succeeded:
                 sys.exit(EXIT_ERROR)
 
     def handled(*args: Any, **kwargs: Any) -> Any:
@@ -141,9 +141,10 @@ def _runs_left() -> str:
     return "; an unfinished run is recorded as failed"
 
 
-def _close_writers() -> int:
+def close_trace_writers() -> int:
     """Flush and close the trace writers, if this command opened any; how many records were
-    lost (each writer has said why)."""
+    lost (each writer has said why). A command that reports what it stored calls this before
+    printing its result, so the result can say so (later calls find nothing to close)."""
     recorder = sys.modules.get("tether.trace.recorder")
     if recorder is None:
         return 0

@@ -14,6 +14,7 @@ from tether.cli.base import (
     EXIT_ERROR,
     EXIT_STOPPED,
     check_spec,
+    close_trace_writers,
     console,
     database_url,
     detach_stdout,
@@ -148,9 +149,16 @@ def report_run(
     """Print a run's result as ``tether run`` does, and exit with its status (0 final answer,
     3 stopped by a control, 1 failed). A run paused on a tool call gets the commands that
     approve or deny it and resume the run (from ``spec``, the agent's file). ``resumed_from``:
-    the paused run this one went on from (its figures count that run's too)."""
+    the paused run this one went on from (its figures count that run's too).
+
+    The trace is flushed first: a run whose trace records were lost (the store cannot be
+    written and neither can the journal) says so, and exits 1, whatever its outcome."""
+    lost = close_trace_writers()
     if as_json:  # the output as the trace stores it (clipped past TETHER_MAX_PAYLOAD_CHARS)
-        click.echo(render.dumps(render.result_json(result, settings.max_payload_chars)))
+        answer = render.result_json(result, settings.max_payload_chars)
+        # trace_saved: written to the store, or kept in the journal to be written there.
+        answer.update(trace_saved=not lost, trace_records_lost=lost)
+        click.echo(render.dumps(answer))
     else:
         shown = printer is not None and printer.showed(result.output)
         if printer is not None and not shown and printer.printed:
@@ -164,7 +172,9 @@ def report_run(
                 f"{escape(resumed_from)}'s as well; traces show has each run's own)[/]",
                 highlight=False,
             )
-        if in_memory_store(database_url(ctx)):  # no command can read it after this one
+        if lost:
+            pass  # said on stderr as they were lost; no trace to point to
+        elif in_memory_store(database_url(ctx)):  # no command can read it after this one
             console.print(
                 "[dim]the trace store is in memory: this run's trace is gone when the command "
                 "ends (give --database-url or TETHER_DATABASE_URL a file to keep it)[/]",
@@ -180,7 +190,7 @@ def report_run(
             from tether.cli.approvals import print_next_steps
 
             print_next_steps(ctx, result.run_id, spec)
-    if result.status == "failed":
+    if result.status == "failed" or lost:
         sys.exit(EXIT_ERROR)
     if not result.ok:
         sys.exit(EXIT_STOPPED)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tether.core import TetherError
-from tether.core.settings import REDIS_PROTOCOL
+from tether.core.settings import REDIS_PROTOCOL, redis_no_retries
 
 # Each budget is a hash ``{used, held}`` at its key and a sorted set ``KEY:holds`` whose members
 # are the live reservations (``id:amount``, scored by when they expire); both keys expire
@@ -226,6 +226,7 @@ class RedisBudgetLedger:
                 socket_connect_timeout=timeout_s,
                 socket_timeout=timeout_s,
                 protocol=REDIS_PROTOCOL,
+                retry=redis_no_retries(redis.retry.Retry),
             )
         except ValueError as exc:
             raise TetherError(
@@ -282,6 +283,7 @@ class RedisBudgetLedger:
             found = self._async.get(loop)
             if found is None:
                 from redis.asyncio import Redis
+                from redis.asyncio.retry import Retry
 
                 if self.url is None:
                     raise TetherError("this Redis ledger was made from a client: no async use")
@@ -290,6 +292,7 @@ class RedisBudgetLedger:
                     socket_connect_timeout=self.timeout_s,
                     socket_timeout=self.timeout_s,
                     protocol=REDIS_PROTOCOL,
+                    retry=redis_no_retries(Retry),
                 )
                 found = (client.register_script(_RESERVE), client.register_script(_RECONCILE))
                 self._async[loop] = found

@@ -163,13 +163,23 @@ def _parse_error(text: str) -> str | None:
     return None
 
 
+_ENDS = ("unexpected end of input", "unexpected token `;`")
+"""Errors a statement cut short gives by itself (Cedar's parser gives no positions)."""
+
+
 def _parse_error_line(statement: Statement, error: str) -> int:
     """The line of ``statement`` where ``error`` arises: the first cut of the statement that
-    fails with the same error (an error at the end names the statement's last line)."""
+    fails with the same error, as it is or ended with a ``;`` (an error at the end names the
+    statement's last line). Cut short, a statement's error is hidden behind "unexpected end of
+    input" (the parser reports the input ending while it recovers): the error on a policy's
+    first line (``permt(...)``, ``action = = ...``) was put on the line after it."""
     lines = statement.text.split("\n")
-    if error != "unexpected end of input" and len(lines) <= 200:  # each cut is a parse
+    if error != "unexpected end of input" and len(lines) <= 200:  # each cut is a parse or two
         for k in range(1, len(lines)):
-            if _parse_error("\n".join(lines[:k])) == error:
+            cut = "\n".join(lines[:k])
+            if _parse_error(cut) == error or (
+                error not in _ENDS and _parse_error(cut + "\n;") == error
+            ):
                 return statement.line + k - 1
     return statement.line + len(lines) - 1
 

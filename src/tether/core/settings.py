@@ -6,6 +6,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tether.core.errors import TetherError
 
@@ -13,6 +14,7 @@ DEFAULT_MAX_PAYLOAD_CHARS = 65_536
 DEFAULT_MAX_DISPLAY_CHARS = 8_000
 DEFAULT_DB_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_DB_STATEMENT_TIMEOUT_S = 30.0
+DEFAULT_DB_LOCK_TIMEOUT_S = 10.0
 
 
 def env_get(name: str) -> str | None:
@@ -73,6 +75,10 @@ class Settings:
     """How long one statement may run on a database server before it is cancelled (0: no
     limit); ``TETHER_DB_STATEMENT_TIMEOUT_S``."""
 
+    db_lock_timeout_s: float = DEFAULT_DB_LOCK_TIMEOUT_S
+    """How long a migration of a PostgreSQL store may wait for a table another session holds
+    (0: no limit) before it gives up, its schema unchanged; ``TETHER_DB_LOCK_TIMEOUT_S``."""
+
     max_payload_chars: int = DEFAULT_MAX_PAYLOAD_CHARS
     """Longest run input, output or error stored in a trace; longer text is stored clipped,
     with a marker giving its full size; ``TETHER_MAX_PAYLOAD_CHARS``, default 65,536."""
@@ -86,8 +92,7 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        raw_home = os.environ.get("TETHER_HOME")
-        home = Path(raw_home).expanduser() if raw_home else default_home()
+        home = home_from_env()
         url = os.environ.get("TETHER_DATABASE_URL") or f"sqlite:///{home / 'tether.db'}"
         return cls(
             home=home,
@@ -98,12 +103,32 @@ class Settings:
             db_statement_timeout_s=_seconds(
                 "TETHER_DB_STATEMENT_TIMEOUT_S", DEFAULT_DB_STATEMENT_TIMEOUT_S
             ),
+            db_lock_timeout_s=_seconds("TETHER_DB_LOCK_TIMEOUT_S", DEFAULT_DB_LOCK_TIMEOUT_S),
             max_payload_chars=max_payload_chars_from_env(),
             max_display_chars=_chars_from_env(
                 "TETHER_MAX_DISPLAY_CHARS", DEFAULT_MAX_DISPLAY_CHARS
             ),
             project=project_from_env(),
         )
+
+
+def home_from_env() -> Path:
+    """``TETHER_HOME`` (``~`` expanded), else :func:`default_home`. A relative path is an
+    error, not resolved: the same ``TETHER_HOME=data`` named another folder from each current
+    folder (and after a process changed folder), so commands run from different folders read
+    and wrote different stores and journals. An absolute path is what the XDG variables
+    require too."""
+    raw = os.environ.get("TETHER_HOME")
+    if not raw:
+        return default_home()
+    home = Path(raw).expanduser()
+    if not home.is_absolute():
+        raise TetherError(
+            f"TETHER_HOME must be an absolute path, got {raw!r:.200}: a relative one would "
+            "name a different folder from each current folder",
+            hint=f"give the full path, e.g. TETHER_HOME={Path.cwd() / home}",
+        )
+    return home
 
 
 PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -162,6 +187,19 @@ default and then hand a pooled connection out without checking it (for maintenan
 notifications): after Redis restarted, or a proxy closed an idle connection, the next call
 failed on the dead connection (a budget check refused the call). Over RESP2 the pool finds
 it closed and connects again; Tether's commands and scripts answer alike over both."""
+
+
+def redis_no_retries(retry_class: Any) -> Any:
+    """A redis-py ``Retry`` (``retry_class``: the sync or the asyncio one) that never sends a
+    command again, given as a client's ``retry``: it wins over the URL's own options, which
+    win over every other argument. A reply lost after Redis ran a script (a timeout, a
+    connection reset) was sent again when the URL asked for retries (``?retry_on_timeout=
+    true``; redis-py's default for a client made without a URL): a budget reservation held
+    twice, a call's usage or a circuit's failure counted twice. The call fails instead, as
+    any Redis error does."""
+    from redis.backoff import NoBackoff
+
+    return retry_class(NoBackoff(), 0)
 
 
 def redis_from_env() -> tuple[str | None, str]:

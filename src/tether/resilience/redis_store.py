@@ -25,7 +25,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from tether.core import TetherError
-from tether.core.settings import DEFAULT_REDIS_PREFIX, REDIS_PROTOCOL
+from tether.core.settings import DEFAULT_REDIS_PREFIX, REDIS_PROTOCOL, redis_no_retries
 from tether.providers.http_client import display_url
 from tether.resilience.state import BreakerState
 from tether.resilience.stores import Change, LocalBreakerStore, R
@@ -127,6 +127,7 @@ class RedisBreakerStore:
 
     def _client(self) -> Redis:
         from redis.asyncio import Redis
+        from redis.asyncio.retry import Retry
 
         loop = asyncio.get_running_loop()
         with self._lock:
@@ -136,7 +137,9 @@ class RedisBreakerStore:
                     self.url,
                     socket_connect_timeout=self.timeout_s,
                     socket_timeout=self.timeout_s,
-                    retry_on_timeout=False,
+                    # Not sent again: a retried compare-and-set that Redis ran already fails,
+                    # and the change was made twice on the state read again.
+                    retry=redis_no_retries(Retry),
                     protocol=REDIS_PROTOCOL,
                 )
             return client

@@ -368,6 +368,21 @@ def _snapshot(engine: Engine) -> Iterator[tuple[Connection, bool]]:
         yield conn, pg
 
 
+def newest_start(engine: Engine, projects: Sequence[str] | None) -> int | None:
+    """When the newest run of ``projects`` (None: every project) started, if any (one index
+    read)."""
+    r = tables.runs.c
+    query = select(func.max(r.started_ns))
+    if projects is not None:
+        query = query.where(r.project.in_(list(projects)))
+    try:
+        with engine.connect() as conn:
+            newest: int | None = conn.execute(query).scalar()
+    except SQLAlchemyError as exc:
+        raise StoreError(f"reading metrics failed: {driver_message(exc)}") from exc
+    return newest
+
+
 def compute(
     engine: Engine, projects: Sequence[str] | None, since_ns: int, until_ns: int
 ) -> Metrics:

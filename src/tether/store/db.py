@@ -192,13 +192,49 @@ _OPENED_FILE = "tether_opened_file"
 """Where a SQLite connection's record keeps ``file_identity`` of its file when it was opened."""
 
 
-def _sqlite_opened(path: Path) -> Any:
-    """A ``connect`` listener noting which file (device, inode) the connection opened."""
+def _file_changed(path: Path, statement: str) -> OperationalError:
+    why = sqlite3.OperationalError(
+        f"the SQLite store file {path} was deleted or replaced while this process was using "
+        "it: nothing more is read from it or written to it (restart to open the store at "
+        "that path)"
+    )
+    return OperationalError(statement, None, why)
 
-    def opened(_dbapi_conn: Any, record: Any) -> None:
-        record.info[_OPENED_FILE] = file_identity(path)
 
-    return opened
+class _SqliteFileWatch:
+    """The file (device, inode) an engine's first connection opened, checked as each
+    connection is made and handed out. Once the file was deleted or replaced under a long-
+    lived process (``tether serve``), its pooled connections read on from the unlinked file
+    (runs answered that no other process sees, and a deleted store's runs listed as if
+    there), and a new connection made a fresh empty file at the path or opened the one moved
+    there. Every use of the engine fails instead, naming the file (a 503 from the server),
+    until the process is restarted."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.identity: tuple[int, int] | None = None
+
+    def listen(self, engine: Engine) -> None:
+        event.listen(engine, "do_connect", self.before_connect)
+        event.listen(engine, "connect", self.opened)
+        event.listen(engine, "checkout", self.checkout)
+
+    def _same(self) -> bool:
+        return self.identity is None or file_identity(self.path) == self.identity
+
+    def before_connect(self, *_args: Any) -> None:
+        if not self._same():  # before SQLite makes a new empty file at the path
+            raise _file_changed(self.path, "CONNECT")
+
+    def opened(self, _dbapi_conn: Any, record: Any) -> None:
+        current = file_identity(self.path)
+        if self.identity is None:
+            self.identity = current
+        record.info[_OPENED_FILE] = current
+
+    def checkout(self, *_args: Any) -> None:
+        if not self._same():  # the connection is closed, not handed out
+            raise _file_changed(self.path, "CHECKOUT")
 
 
 def _same_file_on_commit(path: Path) -> Any:
@@ -215,12 +251,7 @@ def _same_file_on_commit(path: Path) -> Any:
             # Nothing of it is kept: a later statement on this connection (a pragma, the
             # pool's reset) would otherwise find the transaction still open.
             conn.connection.dbapi_connection.rollback()
-            why = sqlite3.OperationalError(
-                f"the SQLite store file {path} was deleted or replaced while this process "
-                "was using it: nothing more is written to it (restart to open the store at "
-                "that path)"
-            )
-            raise OperationalError("COMMIT", None, why)
+            raise _file_changed(path, "COMMIT")
 
     return check
 
@@ -335,7 +366,7 @@ def create_store_engine(url: str, *, read_only: bool = False) -> Engine:
             event.listen(engine, "connect", _sqlite_pragmas)
             file = sqlite_file(url)
             if file is not None:
-                event.listen(engine, "connect", _sqlite_opened(file))
+                _SqliteFileWatch(file).listen(engine)
                 event.listen(engine, "commit", _same_file_on_commit(file))
         else:
             engine = create_engine(
@@ -512,6 +543,10 @@ def migrate(engine: Engine) -> None:
     scripts = ScriptDirectory.from_config(cfg)
     head = scripts.get_current_head()
     is_sqlite = engine.url.get_backend_name() == "sqlite"
+    is_pg = engine.url.get_backend_name() == "postgresql"
+    applied: list[str] = []
+    cfg.attributes["on_version_apply"] = lambda step, **_: applied.append(step.up_revision_id)
+    current = None
     try:
         with engine.connect() as conn:
             current = _revision(conn)
@@ -525,10 +560,15 @@ def migrate(engine: Engine) -> None:
             )
         lock = _sqlite_migration_lock(engine) if is_sqlite else nullcontext()
         with lock, engine.begin() as conn:
-            if engine.url.get_backend_name() == "postgresql":
+            if is_pg:
                 conn.execute(
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
                 )
+                # Once it is Tether's turn (another process migrating is waited for): a
+                # migration waiting on a table another session holds waited forever, and every
+                # query on that table queued behind it.
+                lock_ms = round(Settings.from_env().db_lock_timeout_s * 1000)
+                conn.execute(text(f"SET LOCAL lock_timeout = {lock_ms}"))
             # Read again under the lock: another process may have migrated meanwhile.
             current = _revision(conn)
             if current == head:
@@ -553,7 +593,38 @@ def migrate(engine: Engine) -> None:
             "table names (tether_*)",
         ) from None
     except DBAPIError as exc:
+        if is_pg and getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+            # The upgrades to run, oldest first: the one that waited is the first not applied.
+            upgrades = list(scripts.iterate_revisions(head, current or "base"))[::-1]
+            if upgrades:
+                failed = upgrades[min(len(applied), len(upgrades) - 1)]
+                raise _lock_timed_out(engine, exc, Path(failed.path).stem, current) from exc
         raise _cannot_open(engine, exc) from exc  # the cause: worth retrying (unreachable)?
+
+
+_LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL's SQLSTATE for ``lock_timeout`` expired."""
+
+
+def _lock_timed_out(
+    engine: Engine, exc: DBAPIError, migration: str, current: str | None
+) -> StoreError:
+    """A migration gave up waiting for a table: which migration, which table, what to do."""
+    # The statement waiting is DDL or SQL of ours (values are bound apart): it names the table.
+    found = re.search(r"\b(tether_\w+)", str(exc.statement or ""))
+    table = found.group(1) if found else None
+    relation = f"= '{table}'::regclass" if table else "IS NOT NULL"
+    seconds = Settings.from_env().db_lock_timeout_s
+    return StoreError(
+        f"cannot migrate the trace store at {_shown(engine)}: migration {migration} waited "
+        f"{seconds:g} s for {'table ' + table if table else 'a table'}, which another session "
+        f"holds ({driver_message(exc)}); nothing was changed (the schema is still at revision "
+        f"{current or 'none'})",
+        hint="find that session (SELECT pid, state, xact_start, query FROM pg_stat_activity "
+        f"WHERE pid IN (SELECT pid FROM pg_locks WHERE relation {relation})), let it finish or "
+        "end it (pg_terminate_backend(pid)), then open the store again; "
+        "TETHER_DB_LOCK_TIMEOUT_S sets how long a migration waits (0: no limit)",
+    )
 
 
 def _cannot_open(engine: Engine, exc: DBAPIError) -> StoreError:

@@ -257,17 +257,28 @@ def _within_columns(moment: datetime) -> int:
 
 
 def metrics_range(
-    since: datetime | None, until: datetime | None, default_ns: int = DAY_NS
+    since: datetime | None,
+    until: datetime | None,
+    default_ns: int = DAY_NS,
+    *,
+    newest_ns: int | None = None,
 ) -> tuple[int, int]:
     """``[since, until)`` in nanoseconds; the last day by default. A time without a zone
-    is UTC."""
+    is UTC. Without ``until`` the range ends now, or past ``newest_ns`` (the newest run's
+    start) when that is later: runs stamped ahead of this clock (a client's clock ahead,
+    OTLP spans timestamped ahead) were in no default range, so never on the dashboard."""
     since, until = (
         None if t is None else t if t.tzinfo else t.replace(tzinfo=UTC) for t in (since, until)
     )
     # Within what the store's time columns hold (64-bit nanoseconds, no run before 1970): a
     # range from year 1 to 9999 is every run, not an integer the database cannot take.
-    end = time.time_ns() if until is None else _within_columns(until)
-    start = end - default_ns if since is None else _within_columns(since)
+    now = time.time_ns()
+    end = _within_columns(until) if until is not None else now
+    if until is None and newest_ns is not None and newest_ns >= now:
+        end = min(newest_ns + 1, MAX_NS)
+    start = now - default_ns if since is None else _within_columns(since)
+    if since is None and until is not None:
+        start = end - default_ns
     if start >= end:
         from fastapi.exceptions import RequestValidationError
 
@@ -288,8 +299,9 @@ def get_metrics(
     """Requests, latency percentiles, errors by outcome and category, tokens and cost over
     time (the last day by default), and the same by project, agent, version and model.
     ``all_projects``: every project (a key that may see all)."""
-    start, end = metrics_range(since, until)
     projects: list[str] | None = [principal.project]
     if all_projects and principal.may(Permission.ALL_PROJECTS):
         projects = None
+    newest = None if until is not None else metrics_sql.newest_start(engine(request), projects)
+    start, end = metrics_range(since, until, newest_ns=newest)
     return metrics_sql.compute(engine(request), projects, start, end)

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import PlainTextResponse, Response
 
 from tether.server import metrics_sql, traces
-from tether.server.api.runs import MAX_OFFSET, metrics_range
+from tether.server.api.runs import MAX_NS, MAX_OFFSET, metrics_range
 from tether.server.auth import Reader
 from tether.server.filters import RunFilters, run_filters
 from tether.server.roles import Permission
@@ -212,17 +212,20 @@ def dashboard(
     # A form's empty fields are no value.
     since, until = _moment("since", since_text), _moment("until", until_text)
     all_projects = (all_projects_text or "").lower() in ("1", "true", "on", "yes")
+    chosen = None
     if since is None and until is None:
         chosen = range if range in RANGES else "24h"
-        now = datetime.now(UTC)
-        since, until = now - timedelta(seconds=RANGES[chosen]), now
-    else:
-        chosen = None
-    start, end = metrics_range(since, until)
+        since = datetime.now(UTC) - timedelta(seconds=RANGES[chosen])
     projects: list[str] | None = [principal.project]
     every = all_projects and principal.may(Permission.ALL_PROJECTS)
     if every:
         projects = None
+    newest = None if until is not None else metrics_sql.newest_start(engine(request), projects)
+    start, end = metrics_range(since, until, newest_ns=newest)
+    # Runs stamped ahead of this server's clock stretch the range past now; said on the page.
+    stretched = newest is not None and until is None and end == min(newest + 1, MAX_NS)
+    ahead = datetime.fromtimestamp(end / 1e9, UTC) if stretched else None
+    until = until or datetime.fromtimestamp(end / 1e9, UTC)
     figures = metrics_sql.compute(engine(request), projects, start, end)
     context = {
         "m": figures,
@@ -230,6 +233,7 @@ def dashboard(
         "ranges": list(RANGES),
         "since": since,
         "until": until,
+        "ahead": ahead,
         "all_projects": every,
         "chart_data": {
             "times": figures.times,

@@ -22,6 +22,8 @@ context.configure(
     # Not alembic's default "alembic_version": the store may share a database with an
     # application that has its own migrations.
     version_table=VERSION_TABLE,
+    # tether.store.db.migrate follows which migrations ran (to name the one that failed).
+    on_version_apply=context.config.attributes.get("on_version_apply", ()),
 )
 with context.begin_transaction():
     context.run_migrations()
