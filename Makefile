@@ -35,11 +35,12 @@ sandbox-deps:
 	  fi; \
 	fi
 
-# The scenarios, then the UI on http://127.0.0.1:$(PORT) with a fresh admin key (Ctrl-C
-# stops; `make demo PORT=8790` when 8700 is taken). `tether demo` itself never serves: tests
+# bubblewrap where it can be installed (the sandboxed calculation runs in it), the scenarios,
+# then the UI on http://127.0.0.1:$(PORT) with a fresh admin key (Ctrl-C stops; `make demo
+# PORT=8790` when 8700 is taken). `tether demo` itself never serves: tests
 # and CI run it and it ends on its own.
 PORT ?= 8700
-demo: $(STAMP)
+demo: $(STAMP) sandbox-deps
 	$(BIN)/tether demo
 	$(BIN)/tether serve --print-key --port $(PORT)
 
