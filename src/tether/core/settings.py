@@ -15,6 +15,7 @@ DEFAULT_MAX_DISPLAY_CHARS = 8_000
 DEFAULT_DB_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_DB_STATEMENT_TIMEOUT_S = 30.0
 DEFAULT_DB_LOCK_TIMEOUT_S = 10.0
+DEFAULT_DB_MIGRATION_WAIT_S = 600.0
 
 
 def env_get(name: str) -> str | None:
@@ -79,6 +80,10 @@ class Settings:
     """How long a migration of a PostgreSQL store may wait for a table another session holds
     (0: no limit) before it gives up, its schema unchanged; ``TETHER_DB_LOCK_TIMEOUT_S``."""
 
+    db_migration_wait_s: float = DEFAULT_DB_MIGRATION_WAIT_S
+    """How long a process opening a store waits for another process's migration of it to end
+    (0: no limit) before it gives up, saying so; ``TETHER_DB_MIGRATION_WAIT_S``."""
+
     max_payload_chars: int = DEFAULT_MAX_PAYLOAD_CHARS
     """Longest run input, output or error stored in a trace; longer text is stored clipped,
     with a marker giving its full size; ``TETHER_MAX_PAYLOAD_CHARS``, default 65,536."""
@@ -104,6 +109,7 @@ class Settings:
                 "TETHER_DB_STATEMENT_TIMEOUT_S", DEFAULT_DB_STATEMENT_TIMEOUT_S
             ),
             db_lock_timeout_s=_seconds("TETHER_DB_LOCK_TIMEOUT_S", DEFAULT_DB_LOCK_TIMEOUT_S),
+            db_migration_wait_s=_seconds("TETHER_DB_MIGRATION_WAIT_S", DEFAULT_DB_MIGRATION_WAIT_S),
             max_payload_chars=max_payload_chars_from_env(),
             max_display_chars=_chars_from_env(
                 "TETHER_MAX_DISPLAY_CHARS", DEFAULT_MAX_DISPLAY_CHARS
