@@ -208,6 +208,41 @@ def redis_no_retries(retry_class: Any) -> Any:
     return retry_class(NoBackoff(), 0)
 
 
+_REDIS_URL_OPTIONS_REFUSED = {
+    "retry_on_error": "redis-py reads it as a list of the value's characters, and the first "
+    "timeout or dropped connection then fails with TypeError",
+}
+"""Options a Redis URL may carry that redis-py mishandles (redis-py 5 to 8), and why."""
+
+
+def redis_url_option_refused(url: str) -> str | None:
+    """Why Tether refuses the Redis URL ``url`` (an option of ``_REDIS_URL_OPTIONS_REFUSED``:
+    with ``?retry_on_error=ConnectionError`` every budget check or circuit breaker call that
+    met a timeout failed with an "unexpected error"); None when it does not."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        names = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    except ValueError:
+        return None  # redis-py says what is wrong with the URL
+    for name in sorted(names & _REDIS_URL_OPTIONS_REFUSED.keys()):
+        return f"sets {name}, which Tether cannot use: {_REDIS_URL_OPTIONS_REFUSED[name]}"
+    return None
+
+
+def check_redis_url_options(url: str, shown_url: str) -> None:
+    """A ``TetherError`` for a Redis URL (``shown_url``: as messages show it) that
+    ``redis_url_option_refused``."""
+    problem = redis_url_option_refused(url)
+    if problem is not None:
+        raise TetherError(
+            f"the Redis URL {shown_url!r} {problem}",
+            hint="remove the option from the URL (TETHER_REDIS_URL, or the budgets' "
+            "redis_url): Tether never sends a Redis command again anyway (a script run twice "
+            "would count usage twice), and a Redis error is reported as such",
+        )
+
+
 def redis_from_env() -> tuple[str | None, str]:
     """The Redis that processes share state through (circuit breakers): ``TETHER_REDIS_URL``
     (``redis://[:password@]host:port/db``; unset or empty: none) and the prefix of every key
