@@ -30,6 +30,7 @@ from tether.controls.budget_ledger import (
     RedisBudgetLedger,
 )
 from tether.controls.budget_sql import SqlBudgetLedger
+from tether.core import TetherError
 
 WORST = 1_000
 
@@ -455,3 +456,30 @@ def test_a_reply_lost_after_redis_counted_is_not_sent_again(
         assert direct.spent("project:p:tokens:day") == (7, 0)  # counted once, by Redis
     finally:
         proxy.close()
+
+
+def test_a_url_asking_redis_py_to_retry_on_named_errors_is_refused_at_load(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """redis-py reads ``?retry_on_error=ConnectionError`` as the list of the value's
+    characters: the first lost reply (a timeout) failed with ``TypeError``, which no budget
+    check took for a Redis failure (the user saw "unexpected error"). The option is refused
+    when the ledger is made, by name."""
+    import redis
+
+    real = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    proxy = ReplyDropper((real["host"], int(real["port"])), b"EVALSHA", close=False)
+    url = f"redis://127.0.0.1:{proxy.port}/0?retry_on_error=ConnectionError"
+    quirky = redis.Redis.from_url(url, socket_timeout=0.5)
+    try:
+        with pytest.raises(TypeError):  # redis-py's own quirk: why the option is refused
+            quirky.register_script("return 1")()
+        assert proxy.dropped.is_set()
+        with pytest.raises(TetherError) as info:
+            RedisBudgetLedger.from_url(url, prefix=redis_prefix, timeout_s=0.5)
+    finally:
+        quirky.close()
+        proxy.close()
+    assert f"the Redis URL 'redis://127.0.0.1:{proxy.port}/0?retry_on_error=" in str(info.value)
+    assert "sets retry_on_error, which Tether cannot use" in info.value.message
+    assert info.value.hint is not None and "TETHER_REDIS_URL" in info.value.hint

@@ -133,6 +133,12 @@ def test_bad_budgets_name_file_line_and_field(
             "budgets.redis_url",
             "keep secrets out of specs",
         ),
+        (  # redis-py reads it as a list of characters: TypeError at the first timeout
+            "  backend: redis\n  redis_url: 'redis://h:6379/0?retry_on_error=ConnectionError'",
+            8,
+            "budgets.redis_url",
+            "sets retry_on_error, which Tether cannot use",
+        ),
         ("  fail_open: maybe", 7, "budgets.fail_open", "boolean"),
         ("  hold_s: true", 7, "budgets.hold_s", "true/false"),
         ("  wait_s: true", 7, "budgets.wait_s", "true/false"),

@@ -583,3 +583,40 @@ async def test_a_429_for_an_account_out_of_quota_is_not_retried_nor_counted(
     assert result.outcome == Outcome.ERROR
     assert (await primary.breaker.state()).state == "open"
     await agent.aclose()
+
+
+# ------------------------------------------------------------------ a head past h11's limit
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_a_head_past_the_clients_limit_is_a_malformed_reply_not_retried(
+    openai_server: FakeOpenAIServer, make_model: MakeModel, streamed: bool
+) -> None:
+    # A 200 KB header (h11 reads at most 100 KiB of head: "Receive buffer too long"). It was
+    # taken for a connection error: retried max_retries times, then blamed on a provider
+    # "overloaded, slow or unreachable".
+    for _ in range(3):
+        openai_server.enqueue(
+            Reply(json=completion_body(content="never read"), headers={"X-Junk": "a" * 200_000})
+        )
+    model = make_model(max_retries=2)
+
+    with pytest.raises(ProviderError) as info:
+        if streamed:
+            await drain_or_raise(model)
+        else:
+            await model.complete(user())
+
+    error = info.value
+    assert not error.retryable
+    assert error.message.startswith(f"malformed reply from {openai_server.base_url}")
+    assert "head (status line and headers) is longer than the 102,400 bytes" in error.message
+    assert error.hint is not None and f"server at {openai_server.base_url} " in error.hint
+    assert "overloaded" not in error.hint
+    assert len(openai_server.requests) == 1 and model.last_attempts == 1
+
+
+async def drain_or_raise(model: OpenAIChatModel) -> None:
+    _, error = await drain(model)
+    if error is not None:
+        raise error

@@ -461,3 +461,12 @@ async def test_a_failure_whose_reply_was_lost_is_counted_once(
     finally:
         await store.aclose()
         proxy.close()
+
+
+def test_a_url_asking_redis_py_to_retry_on_named_errors_is_refused(redis_url: str) -> None:
+    """``?retry_on_error=...``: redis-py's first timeout then fails with ``TypeError``, which
+    the breaker does not take for a Redis failure (tests/test_budget_ledger.py shows it)."""
+    with pytest.raises(TetherError) as info:
+        RedisBreakerStore(f"{redis_url}?retry_on_error=TimeoutError")
+    assert "sets retry_on_error, which Tether cannot use" in info.value.message
+    assert info.value.hint is not None and "remove the option" in info.value.hint

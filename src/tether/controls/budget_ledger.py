@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tether.core import TetherError
-from tether.core.settings import REDIS_PROTOCOL, redis_no_retries
+from tether.core.settings import REDIS_PROTOCOL, check_redis_url_options, redis_no_retries
 
 # Each budget is a hash ``{used, held}`` at its key and a sorted set ``KEY:holds`` whose members
 # are the live reservations (``id:amount``, scored by when they expire); both keys expire
@@ -220,6 +220,7 @@ class RedisBudgetLedger:
 
         from tether.providers.http_client import display_url
 
+        check_redis_url_options(url, display_url(url))
         try:
             client = redis.Redis.from_url(
                 url,

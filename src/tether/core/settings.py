@@ -15,6 +15,7 @@ DEFAULT_MAX_DISPLAY_CHARS = 8_000
 DEFAULT_DB_CONNECT_TIMEOUT_S = 5.0
 DEFAULT_DB_STATEMENT_TIMEOUT_S = 30.0
 DEFAULT_DB_LOCK_TIMEOUT_S = 10.0
+DEFAULT_DB_MIGRATION_WAIT_S = 600.0
 
 
 def env_get(name: str) -> str | None:
@@ -79,6 +80,10 @@ class Settings:
     """How long a migration of a PostgreSQL store may wait for a table another session holds
     (0: no limit) before it gives up, its schema unchanged; ``TETHER_DB_LOCK_TIMEOUT_S``."""
 
+    db_migration_wait_s: float = DEFAULT_DB_MIGRATION_WAIT_S
+    """How long a process opening a store waits for another process's migration of it to end
+    (0: no limit) before it gives up, saying so; ``TETHER_DB_MIGRATION_WAIT_S``."""
+
     max_payload_chars: int = DEFAULT_MAX_PAYLOAD_CHARS
     """Longest run input, output or error stored in a trace; longer text is stored clipped,
     with a marker giving its full size; ``TETHER_MAX_PAYLOAD_CHARS``, default 65,536."""
@@ -104,6 +109,7 @@ class Settings:
                 "TETHER_DB_STATEMENT_TIMEOUT_S", DEFAULT_DB_STATEMENT_TIMEOUT_S
             ),
             db_lock_timeout_s=_seconds("TETHER_DB_LOCK_TIMEOUT_S", DEFAULT_DB_LOCK_TIMEOUT_S),
+            db_migration_wait_s=_seconds("TETHER_DB_MIGRATION_WAIT_S", DEFAULT_DB_MIGRATION_WAIT_S),
             max_payload_chars=max_payload_chars_from_env(),
             max_display_chars=_chars_from_env(
                 "TETHER_MAX_DISPLAY_CHARS", DEFAULT_MAX_DISPLAY_CHARS
@@ -200,6 +206,41 @@ def redis_no_retries(retry_class: Any) -> Any:
     from redis.backoff import NoBackoff
 
     return retry_class(NoBackoff(), 0)
+
+
+_REDIS_URL_OPTIONS_REFUSED = {
+    "retry_on_error": "redis-py reads it as a list of the value's characters, and the first "
+    "timeout or dropped connection then fails with TypeError",
+}
+"""Options a Redis URL may carry that redis-py mishandles (redis-py 5 to 8), and why."""
+
+
+def redis_url_option_refused(url: str) -> str | None:
+    """Why Tether refuses the Redis URL ``url`` (an option of ``_REDIS_URL_OPTIONS_REFUSED``:
+    with ``?retry_on_error=ConnectionError`` every budget check or circuit breaker call that
+    met a timeout failed with an "unexpected error"); None when it does not."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        names = {name for name, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    except ValueError:
+        return None  # redis-py says what is wrong with the URL
+    for name in sorted(names & _REDIS_URL_OPTIONS_REFUSED.keys()):
+        return f"sets {name}, which Tether cannot use: {_REDIS_URL_OPTIONS_REFUSED[name]}"
+    return None
+
+
+def check_redis_url_options(url: str, shown_url: str) -> None:
+    """A ``TetherError`` for a Redis URL (``shown_url``: as messages show it) that
+    ``redis_url_option_refused``."""
+    problem = redis_url_option_refused(url)
+    if problem is not None:
+        raise TetherError(
+            f"the Redis URL {shown_url!r} {problem}",
+            hint="remove the option from the URL (TETHER_REDIS_URL, or the budgets' "
+            "redis_url): Tether never sends a Redis command again anyway (a script run twice "
+            "would count usage twice), and a Redis error is reported as such",
+        )
 
 
 def redis_from_env() -> tuple[str | None, str]:

@@ -300,6 +300,8 @@ class OpenAIErrors:
         except httpx.TimeoutException as exc:
             raise self.timed_out() from exc
         except httpx.TransportError as exc:
+            if _broke_protocol(exc):
+                raise self.malformed_http(exc) from exc
             raise Transient(
                 f"cannot reach {self.shown_url}: {type(exc).__name__}: "
                 f"{_detail(exc, 'connection failed')}"
@@ -315,6 +317,23 @@ class OpenAIErrors:
             ) from None
         except LineTooLong as exc:
             raise self.event_too_long(exc.limit) from None
+
+    def malformed_http(self, exc: httpx.TransportError) -> ProviderError:
+        """The error for a reply that breaks HTTP itself (``_broke_protocol``): the server's
+        doing, which a retry only repeats (it was retried, and said to be a provider
+        "overloaded, slow or unreachable")."""
+        detail = _detail(exc, "not valid HTTP")
+        if detail == _HEAD_TOO_LONG:
+            detail = (
+                f"its head (status line and headers) is longer than the {_MAX_HEAD_BYTES:,} "
+                "bytes the HTTP client reads"
+            )
+        return self.error(
+            f"malformed reply from {self.shown_url}: {detail}; not retried",
+            hint=f"the server at {display_url(self._base_url)} (model.base_url) does not "
+            "answer as an HTTP server should: check that model.base_url points at an "
+            "OpenAI-compatible server, and any proxy between",
+        )
 
     def event_too_long(self, limit: int) -> ProviderError:
         """The error for a stream event longer than ``limit`` characters."""
@@ -339,6 +358,8 @@ class OpenAIErrors:
                 "tool call, usage or a finish reason does not count)"
             ) from exc
         except httpx.TransportError as exc:
+            if _broke_protocol(exc):
+                raise self.malformed_http(exc) from exc
             raise Transient(
                 f"the connection to {self.shown_url} was cut mid-stream after "
                 f"{chunks()} chunk(s): {type(exc).__name__}: {_detail(exc, 'no detail')}"
@@ -364,6 +385,26 @@ class OpenAIErrors:
             f"no API key was sent ({variable} is not set): if the server needs one, "
             f"export {variable}=<your key>"
         )
+
+
+_HEAD_TOO_LONG: Final = "Receive buffer too long"
+"""What h11 says of a response head past ``_MAX_HEAD_BYTES``."""
+_MAX_HEAD_BYTES: Final = 100 * 1024
+"""The longest response head httpcore lets h11 read (``MAX_INCOMPLETE_EVENT_SIZE``)."""
+_CONNECTION_CUT: Final = ("closed connection", "disconnected")
+"""How httpcore and h11 word a ``RemoteProtocolError`` that is a connection cut short ("Server
+disconnected without sending a response", "peer closed connection without sending complete
+message body", "peer unexpectedly closed connection"): worth a retry. Every other one is
+bytes that break HTTP (a head too long, an illegal header line, a bad Content-Length)."""
+
+
+def _broke_protocol(exc: httpx.TransportError) -> bool:
+    """The server sent what is not HTTP (a ``RemoteProtocolError`` that is not a connection
+    cut: ``_CONNECTION_CUT``)."""
+    if not isinstance(exc, httpx.RemoteProtocolError):
+        return False
+    text = _detail(exc, "").lower()
+    return bool(text) and not any(cut in text for cut in _CONNECTION_CUT)
 
 
 def _detail(exc: BaseException, default: str) -> str:

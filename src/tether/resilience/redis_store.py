@@ -25,7 +25,12 @@ import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from tether.core import TetherError
-from tether.core.settings import DEFAULT_REDIS_PREFIX, REDIS_PROTOCOL, redis_no_retries
+from tether.core.settings import (
+    DEFAULT_REDIS_PREFIX,
+    REDIS_PROTOCOL,
+    check_redis_url_options,
+    redis_no_retries,
+)
 from tether.providers.http_client import display_url
 from tether.resilience.state import BreakerState
 from tether.resilience.stores import Change, LocalBreakerStore, R
@@ -68,6 +73,7 @@ class RedisBreakerStore:
         self.url = url
         self.shown_url = display_url(url)
         """The URL as messages show it (a password hidden)."""
+        check_redis_url_options(url, self.shown_url)
         try:  # a malformed URL is a setup error now, not a warning at the first call
             Redis.from_url(url)
         except ValueError as exc:

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from tether.core.settings import redis_url_option_refused
 from tether.spec.model import MAX_BUDGET_TOKENS, MAX_BUDGET_USD, _Strict
 
 BudgetScope = Literal["project", "agent", "end_user", "run"]
@@ -179,6 +180,9 @@ class _BudgetsBase(_Section):
                 "holds a password: keep secrets out of specs; give the whole URL in "
                 "TETHER_REDIS_URL instead"
             )
+        problem = redis_url_option_refused(url)
+        if problem is not None:
+            raise ValueError(problem)
         return url
 
     @field_validator("limits")

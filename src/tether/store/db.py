@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import shlex
 import sqlite3
 import threading
 import time
@@ -474,18 +475,79 @@ if hasattr(os, "register_at_fork"):
 
 
 @contextmanager
-def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
-    """Serialize migrations of one SQLite file across processes (a lock file beside it)."""
+def _sqlite_migration_lock(engine: Engine, current: str | None) -> Iterator[None]:
+    """Serialize migrations of one SQLite file across processes (a lock file beside it),
+    waiting for another process's migration up to ``TETHER_DB_MIGRATION_WAIT_S`` (it waited
+    for ever: a process stuck migrating kept every other one from starting, without a word)."""
     database = engine.url.database
     if not database or database == ":memory:" or fcntl is None:
         yield
         return
-    with open(f"{database}.migrate.lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    lock_file = f"{database}.migrate.lock"
+    wait_s = Settings.from_env().db_migration_wait_s
+    deadline = time.monotonic() + wait_s
+    with open(lock_file, "a+b") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if wait_s and time.monotonic() > deadline:
+                    raise _migration_wait_ended(
+                        engine,
+                        current,
+                        f"the lock file {lock_file}",
+                        "find it with: fuser -v " + shlex.quote(lock_file),
+                    ) from None
+                time.sleep(0.05)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _pg_migration_turn(engine: Engine, conn: Any, current: str | None) -> Iterator[None]:
+    """The migration's transaction on PostgreSQL: it waits for another process's migration
+    (an advisory lock) up to ``TETHER_DB_MIGRATION_WAIT_S``, then runs without the statement
+    timeout, which cancelled a migration updating a whole large table (0010, 0011) every
+    time: a store that could never be upgraded. Tables another session holds are waited for
+    up to ``TETHER_DB_LOCK_TIMEOUT_S``."""
+    from tether.store.pg_wait import waits_unbounded
+
+    settings = Settings.from_env()
+    with waits_unbounded(conn.connection.dbapi_connection):
+        conn.execute(text("SET LOCAL statement_timeout = 0"))
+        conn.execute(text(f"SET LOCAL lock_timeout = {round(settings.db_migration_wait_s * 1000)}"))
+        try:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            raise _migration_wait_ended(
+                engine,
+                current,
+                f"PostgreSQL's advisory lock {_PG_MIGRATION_LOCK}",
+                "find it with: SELECT pid, state, xact_start, query FROM pg_stat_activity "
+                "WHERE pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND "
+                f"objid = {_PG_MIGRATION_LOCK} AND granted)",
+            ) from exc
+        # Once it is Tether's turn: a migration waiting on a table another session holds
+        # waited forever, and every query on that table queued behind it.
+        conn.execute(text(f"SET LOCAL lock_timeout = {round(settings.db_lock_timeout_s * 1000)}"))
+        yield
+
+
+def _migration_wait_ended(engine: Engine, current: str | None, lock: str, find: str) -> StoreError:
+    """Another process's migration of the store did not end within the wait."""
+    seconds = Settings.from_env().db_migration_wait_s
+    return StoreError(
+        f"cannot open the trace store at {_shown(engine)}: waited {seconds:g} s for another "
+        f"process's migration of it to end ({lock} is held); the schema is still at revision "
+        f"{current or 'none'} here",
+        hint=f"a migration of a large store can take minutes: wait for that process, or {find}; "
+        "TETHER_DB_MIGRATION_WAIT_S sets how long to wait (0: no limit)",
+    )
 
 
 def _revision(conn: Any) -> str | None:
@@ -558,34 +620,27 @@ def migrate(engine: Engine) -> None:
                 f"schema (revision {current or 'none'}) needs an upgrade to {head}",
                 hint="open it once with a Tether that can write to it, or use another store",
             )
-        lock = _sqlite_migration_lock(engine) if is_sqlite else nullcontext()
+        lock = _sqlite_migration_lock(engine, current) if is_sqlite else nullcontext()
         with lock, engine.begin() as conn:
-            if is_pg:
-                conn.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
-                )
-                # Once it is Tether's turn (another process migrating is waited for): a
-                # migration waiting on a table another session holds waited forever, and every
-                # query on that table queued behind it.
-                lock_ms = round(Settings.from_env().db_lock_timeout_s * 1000)
-                conn.execute(text(f"SET LOCAL lock_timeout = {lock_ms}"))
-            # Read again under the lock: another process may have migrated meanwhile.
-            current = _revision(conn)
-            if current == head:
-                return
-            known = {s.revision for s in scripts.walk_revisions()}
-            if current is not None and current not in known:
-                raise StoreError(
-                    f"the trace store at {_shown(engine)} has schema revision "
-                    f"{current!r}, which this version of Tether does not know",
-                    hint="it was probably migrated by a newer Tether: upgrade Tether, or use "
-                    "another database",
-                )
-            if current is None:
-                _adopt_legacy_revision(conn, known)
-            cfg.attributes["connection"] = conn
-            with _ALEMBIC_TURNS:
-                command.upgrade(cfg, "head")
+            turn = _pg_migration_turn(engine, conn, current) if is_pg else nullcontext()
+            with turn:
+                # Read again under the lock: another process may have migrated meanwhile.
+                current = _revision(conn)
+                if current == head:
+                    return
+                known = {s.revision for s in scripts.walk_revisions()}
+                if current is not None and current not in known:
+                    raise StoreError(
+                        f"the trace store at {_shown(engine)} has schema revision "
+                        f"{current!r}, which this version of Tether does not know",
+                        hint="it was probably migrated by a newer Tether: upgrade Tether, or use "
+                        "another database",
+                    )
+                if current is None:
+                    _adopt_legacy_revision(conn, known)
+                cfg.attributes["connection"] = conn
+                with _ALEMBIC_TURNS:
+                    command.upgrade(cfg, "head")
     except CommandError as exc:
         raise StoreError(
             f"cannot migrate the trace store at {_shown(engine)}: {exc}",

@@ -8,13 +8,15 @@ connection gives up when nothing has come from the server for a while longer tha
 statement timeout (by then the server would have answered, if only with the timeout's
 error): the command fails with ``OperationalError`` ("did not answer"), the connection is
 closed, and the pool replaces it. A slow answer that keeps arriving is never cut off.
+A migration lifts it (``waits_unbounded``): it runs without the statement timeout.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -73,11 +75,17 @@ def _connection_class(seconds: float) -> type[Any]:
         """The server sent nothing for longer than it may take to answer."""
 
     class AnsweringConnection(psycopg.Connection[Any]):
-        """A psycopg connection whose every wait for the server ends (``_within``)."""
+        """A psycopg connection whose every wait for the server ends (``_within``), unless
+        its ``answer_deadline_s`` is None."""
+
+        answer_deadline_s: float | None = seconds
 
         def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
+            deadline = self.answer_deadline_s
+            if deadline is None:
+                return super().wait(gen, *args, **kwargs)
             try:
-                return super().wait(_within(gen, seconds, NoAnswer), *args, **kwargs)
+                return super().wait(_within(gen, deadline, NoAnswer), *args, **kwargs)
             except NoAnswer:
                 # Mid-exchange: the connection cannot be used again. Closed here, it is one
                 # the pool drops (SQLAlchemy sees ``closed``), not one it hands out next.
@@ -85,6 +93,21 @@ def _connection_class(seconds: float) -> type[Any]:
                 raise
 
     return AnsweringConnection
+
+
+@contextmanager
+def waits_unbounded(dbapi_connection: Any) -> Iterator[None]:
+    """Statements on ``dbapi_connection`` wait for the server's answer as long as it takes
+    (a migration: one ``UPDATE`` of a whole table sends nothing back until it is done, and it
+    runs without the statement timeout). Bounded again afterwards."""
+    if not hasattr(dbapi_connection, "answer_deadline_s"):
+        yield  # a connection made without a deadline
+        return
+    dbapi_connection.answer_deadline_s = None
+    try:
+        yield
+    finally:
+        del dbapi_connection.answer_deadline_s  # the class's deadline again
 
 
 def connect_with_deadline(seconds: float) -> Callable[..., Any]:
