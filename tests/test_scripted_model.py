@@ -488,3 +488,29 @@ def test_alias_bomb_in_a_script_is_refused(tmp_path: Path) -> None:
     assert (
         "bot.script.yaml:1:4: YAML anchors (&name) and aliases (*name) are not supported" in message
     )
+
+
+async def test_replies_without_fields_are_each_their_own_and_follow_a_step_changed_in_place() -> None:
+    """Each reply gets its own arguments (a nested value changed in one reply is not changed
+    in the next), its usage counts them, and a step changed in place afterwards replies as it
+    now says."""
+    model = ScriptedModel(
+        [
+            {"tool_calls": [{"name": "fetch", "arguments": {"ids": [1, 2], "opts": {"x": 1}}}]},
+            {"text": "done"},
+        ]
+    )
+    first = await ask(model, user("go"))
+    first.tool_calls[0].arguments["ids"].append(3)
+    first.tool_calls[0].arguments["opts"]["x"] = 99
+    second = await ask(model, user("go"))
+    assert second.tool_calls[0].arguments == {"ids": [1, 2], "opts": {"x": 1}}
+    assert second.tool_calls[0].id == "call_0_0"
+    assert second.usage.output_tokens == len('{"ids": [1, 2], "opts": {"x": 1}}') // 4 + 1
+    assert (await ask(model, user("go"), reply(second))).content == "done"
+
+    model.script.steps[1].text = "now: {input}"  # a field now: filled in
+    assert (await ask(model, user("go"), reply(second))).content == "now: go"
+    model.script.steps[0].tool_calls = []
+    model.script.steps[0].text = "plain"
+    assert (await ask(model, user("go"))).content == "plain"
