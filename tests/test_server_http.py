@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -389,3 +390,37 @@ def test_secure_cookies_are_host_only_and_cleared_with_their_flags(sqlite_url: s
         assert cleared.startswith(name.lower() + "=") and "max-age=0" in cleared
         assert "secure" in cleared and "httponly" in cleared and "samesite=strict" in cleared
         assert c.get("/api/v1/whoami", headers={"cookie": f"{name}={token}"}).status_code == 401
+
+
+def _readme_api_routes() -> list[tuple[str, str]]:
+    """The routes of README.md's API table, as (method, path under /api/v1)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    after = readme.split("**The API**", 1)[1]
+    table = after[after.index("\n|") :].split("\n\n", 1)[0]
+    routes = []
+    for row in table.splitlines():
+        cell = row.split("|")[1] if row.startswith("| `") else ""
+        for methods, path in re.findall(r"`([A-Z/]+) (/[^`?]*)", cell):
+            routes += [(method, path) for method in methods.split("/")]
+    return routes
+
+
+def test_every_route_of_the_readme_api_table_exists_and_needs_a_key(site: Site) -> None:
+    """The README's API table against the server's own OpenAPI description: each route is
+    served, under the method shown, and answers 401 without a key; the description itself is
+    the one route without a key (as the README says)."""
+    routes = _readme_api_routes()
+    assert len(routes) >= 15, routes
+    with site.client() as c:
+        answer = c.get("/api/v1/openapi.json")
+        assert answer.status_code == 200
+        served = {
+            (method.upper(), re.sub(r"\{[^}]+\}", "{}", path))
+            for path, operations in answer.json()["paths"].items()
+            for method in operations
+        }
+        for method, path in routes:
+            template = re.sub(r"\{[^}]+\}", "{}", f"/api/v1{path}")
+            assert (method, template) in served, (method, path)
+            concrete = template.replace("{}", "x")
+            assert c.request(method, concrete).status_code == 401, (method, path)
