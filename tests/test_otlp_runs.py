@@ -865,3 +865,27 @@ def test_a_pending_run_named_after_its_top_span_waits_on_when_that_span_is_sent_
     assert [k.span_id for k in keyed] == sorted([root, middle, leaf, late])
     assert site.rows("SELECT run_id FROM tether_events") == [(root,)]
     assert site.rows("SELECT span_id FROM tether_otlp_waits") == []
+
+
+def test_chains_sent_shuffled_a_few_spans_a_request_end_in_their_roots_runs(site: Site) -> None:
+    """Chains of 5-29 spans, shuffled, one to three spans a request. Pending runs meeting in
+    a request keep the oldest: it may be named after a span of the request whose parent is
+    there too (stored in another pending run), and that span was taken for its run's root
+    (the run ended, still waiting)."""
+    for seed in range(30):
+        rng = random.Random(seed)
+        depth = rng.randrange(5, 30)
+        trace = _trace(93, seed)
+        ids = [_id(93, seed, level) for level in range(depth)]
+        spans = _chain(trace, ids)
+        levels = list(range(depth))
+        rng.shuffle(levels)
+        sent = 0
+        while sent < depth:
+            batch = levels[sent : sent + rng.randrange(1, 4)]
+            answer = site.post([spans[level] for level in batch])
+            assert answer.status_code == 200 and answer.json() == {}, answer.text
+            sent += len(batch)
+        _check_trace(site, trace, ids[0], depth, 100)
+    assert site.rows("SELECT run_id FROM tether_runs WHERE status = 'running'") == []
+    assert site.rows("SELECT span_id FROM tether_otlp_waits") == []

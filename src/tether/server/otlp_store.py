@@ -470,12 +470,12 @@ def _insert_spans(
     seqs: dict[str, int | None],
     *,
     spans_written: bool = False,
-    waiting_tops: frozenset[str] = frozenset(),
+    roots: frozenset[str],
 ) -> None:
     """The spans' rows (``seqs``: each run's ``run_seq``; ``spans_written``: they are
     written already), their events and their runs' models (one pass over them).
-    ``waiting_tops``: spans whose parent has not arrived (none is its run's root, though a
-    pending run may be named after one)."""
+    ``roots``: the spans that are their runs' roots (not every span whose id is its run's:
+    a pending run may be named after a span it holds)."""
     rows: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
     models: set[tuple[str, str]] = set()
@@ -484,8 +484,7 @@ def _insert_spans(
             rows.append(m.row(seqs[m.run_id]))
         if m.events:
             events.extend((m.run_id, m.trace_id, m.span_id, *e) for e in m.events)
-        root = m.span_id == m.run_id and m.span_id not in waiting_tops
-        if m.failed and (error := _error_event(m, root)) is not None:
+        if m.failed and (error := _error_event(m, m.span_id in roots)) is not None:
             events.append(error)
         if m.kind == "model":
             model = m.attributes.get(REQUEST_MODEL)
@@ -613,6 +612,7 @@ def _write(
     fresh: list[MappedSpan] = []
     merged_into: dict[str, str] = {}
     arrived: list[str] = []  # spans a pending run of the project waited for
+    closing: set[str] = set()  # the first spans of cycles closed by arriving
     stored_run = stored_runs.get
     for m in new:
         have_run = stored_run(m.run_id)
@@ -635,18 +635,18 @@ def _write(
             # Its parents lead back into the run waiting for it: a cycle, whose first span
             # it is (as in ``_runs_of``): its run's root.
             m.run_id = m.span_id
+            closing.add(m.span_id)
         if waiter != m.run_id:
             merged_into[waiter] = m.run_id
+    # The roots: a pending run kept may be named after a span it holds, which is not its root.
+    roots = frozenset(r for s, r in runs.items() if r == s and s not in stored) | closing
     kept: dict[str, str] = {}
     if merged_into:  # (rare: most requests join no pending run)
         for m in fresh:
             m.run_id = _final(m.run_id, merged_into)
         merged_into = {old: _final(old, merged_into) for old in merged_into}
         merged_into = {old: new_id for old, new_id in merged_into.items() if old != new_id}
-        kept = _keep_pending_runs(fresh, merged_into, stored_runs, by_id)
-    # A pending run kept is named after a span of its own, whose parent has not arrived: that
-    # span's id is its run's, and it is not the run's root.
-    waiting_tops = frozenset(m.span_id for m in by_id.values() if m.parent_id in missing)
+        kept = _keep_pending_runs(fresh, merged_into, stored_runs, roots)
 
     by_run: dict[str, list[MappedSpan]] = {}
     for m in fresh:
@@ -662,12 +662,11 @@ def _write(
         if run_id in stored_runs:
             continue
         seqs[run_id] = seq = next(fresh_seqs)
-        root = by_id.get(run_id)
-        if root is not None and root.run_id == run_id:
+        if run_id in roots:
             totals = _Totals()
             for m in members:
                 totals.add(m.kind, m.start_ns, m.attributes, m.messages)
-            record = _run_of_root(project, root, totals)
+            record = _run_of_root(project, by_id[run_id], totals)
         else:
             record = _pending_run(project, run_id, members)
             kept[run_id] = run_id  # it waits for the parent it is named after
@@ -685,11 +684,11 @@ def _write(
             )
             if _changes(conn) - before != len(fresh):
                 return None  # a span stored already (sent again) or an id taken
-        _insert_spans(conn, fresh, seqs, spans_written=all_new, waiting_tops=waiting_tops)
+        _insert_spans(conn, fresh, seqs, spans_written=all_new, roots=roots)
     _rewait(conn, arrived, kept)
     touched = {r for r in by_run if r in stored_runs} | set(merged_into.values())
     if touched:
-        _update_runs(conn, project, touched, by_run, merged_into, by_id, stored_runs, waiting_tops)
+        _update_runs(conn, project, touched, by_run, merged_into, by_id, stored_runs, roots)
     return accepted - (len(new) - len(fresh))
 
 
@@ -697,7 +696,7 @@ def _keep_pending_runs(
     fresh: list[MappedSpan],
     merged_into: dict[str, str],
     stored_runs: dict[str, _StoredRun],
-    by_id: dict[str, MappedSpan],
+    roots: frozenset[str],
 ) -> dict[str, str]:
     """Pending runs joining a pending run the request would create (named after the parent
     their spans now lack): the oldest of them stays instead, with its id, and waits for that
@@ -707,8 +706,7 @@ def _keep_pending_runs(
     Returns the runs kept, each with the span it now waits for."""
     joining: dict[str, list[str]] = {}
     for old, target in merged_into.items():
-        root = by_id.get(target)
-        if target not in stored_runs and (root is None or root.run_id != target):
+        if target not in stored_runs and target not in roots:
             joining.setdefault(target, []).append(old)
     kept: dict[str, str] = {}
     for target, olds in joining.items():
@@ -848,11 +846,10 @@ def _update_runs(
     merged_into: dict[str, str],
     by_id: dict[str, MappedSpan],
     stored_runs: dict[str, _StoredRun],
-    waiting_tops: frozenset[str],
+    roots: frozenset[str],
 ) -> None:
     """Runs stored before this request (or joined by pending runs) that it adds spans to
-    (``waiting_tops``: spans of the request whose parent has not arrived; a pending run may
-    be named after one, which is not its root).
+    (``roots``: the request's spans that are their runs' roots).
 
     A root arriving in this request gives its run the root's values and totals over every
     span stored (read once: the run ends). A run ended before (its root stored) adds what
@@ -865,19 +862,14 @@ def _update_runs(
     ended: dict[str, _Totals] = {}  # runs ended before: their totals so far
     for run_id in sorted(touched):
         have = stored_runs.get(run_id)
-        root = by_id.get(run_id)
-        if have is not None and not have.pending and (root is None or root.run_id != run_id):
+        if have is not None and not have.pending and run_id not in roots:
             ended[run_id] = _Totals.of_run(have)
     joined = [old for target in ended for old in merged_by_target.get(target, ())]
     joined_totals = _span_totals(conn, joined)
     if merged_into:
         _merge(conn, merged_into)
-    roots = [
-        r
-        for r in sorted(touched)
-        if (root := by_id.get(r)) is not None and root.run_id == r and r not in waiting_tops
-    ]
-    root_totals = _span_totals(conn, roots)
+    ending = [r for r in sorted(touched) if r in roots]
+    root_totals = _span_totals(conn, ending)
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     for run_id in sorted(touched):
         if run_id in roots:
