@@ -617,8 +617,12 @@ def test_callee_spans_sent_before_their_cross_project_caller_end_in_runs_of_thei
         for span in callee:  # one a request, children first
             answer = other.post("/v1/traces", json=json_request(span))
             assert answer.status_code == 200 and "partialSuccess" not in answer.json()
+    # One pending run, which keeps the id it took first (after ``first``, the first missing
+    # parent) while it waits for the caller.
     pending = site.rows("SELECT run_id, status FROM tether_runs")
-    assert [(r.run_id, r.status) for r in pending] == [(caller, "running")]
+    assert [(r.run_id, r.status) for r in pending] == [(first, "running")]
+    waits = site.rows("SELECT span_id, run_id FROM tether_otlp_waits")
+    assert [tuple(w) for w in waits] == [(caller, first)]
     ours = site.post([json_span(caller, None, "our agent", {}, trace=trace)])
     assert ours.status_code == 200 and "partialSuccess" not in ours.json(), ours.text
     runs = site.rows(
@@ -739,3 +743,149 @@ def test_a_span_its_own_parent_and_a_parent_cycle_show_in_their_runs_tree(site: 
             assert {s["name"] for s in top + below} == names  # (self: not its own child)
             page = reader.get(f"/runs/{run_id}").text
             assert all(name in page for name in names)
+
+
+# -- chains sent one span a request: rows written grow with the spans ---------------------------
+
+
+@contextlib.contextmanager
+def _rows_written() -> Iterator[list[int]]:
+    """Rows inserted, updated or deleted by every engine of this process while inside (the
+    server's statements included: it runs in this process)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    count = [0]
+
+    def after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE") and cursor.rowcount > 0:
+            count[0] += cursor.rowcount
+
+    event.listen(Engine, "after_cursor_execute", after)
+    try:
+        yield count
+    finally:
+        event.remove(Engine, "after_cursor_execute", after)
+
+
+CHAIN = 1000
+
+
+def test_a_long_chain_sent_leaf_first_one_span_a_request_writes_rows_linear_in_it(
+    site: Site,
+) -> None:
+    """Each span naming a parent not arrived yet moved its whole pending run into a new one
+    named after that parent: a chain of 1,000 spans sent leaf first, one a request, wrote
+    about 500,000 rows (2,000 spans: 2 million, 16 s on SQLite). A pending run now keeps
+    its id and only what it waits for changes; its spans move once, when the root comes."""
+    trace = _trace(90, 1)
+    ids = [_id(90, 1, level) for level in range(CHAIN)]
+    spans = _chain(trace, ids)
+    with _rows_written() as written:
+        for span in reversed(spans):
+            answer = site.post([span])
+            assert answer.status_code == 200 and answer.json() == {}, answer.text
+    assert written[0] < 10 * CHAIN, written[0]
+    _check_trace(site, trace, ids[0], CHAIN, 100)
+    assert site.rows("SELECT run_id FROM tether_runs WHERE status = 'running'") == []
+
+
+@pytest.mark.parametrize("order", ["root first", "shuffled", "halves"])
+def test_a_long_chain_sent_one_span_a_request_in_other_orders_ends_in_its_roots_run(
+    site: Site, order: str
+) -> None:
+    """Root first (each span joins the root's run), shuffled (pending runs meet and merge
+    in the middle), and the lower half leaf first, then the upper half root first, then the
+    span joining them. The run reads back whole, as a tree of one path."""
+    depth = 200
+    trace = _trace(91, len(order))
+    ids = [_id(91, len(order), level) for level in range(depth)]
+    spans = _chain(trace, ids)
+    levels = list(range(depth))
+    if order == "shuffled":
+        random.Random(7).shuffle(levels)
+    elif order == "halves":
+        middle = depth // 2
+        levels = [*range(depth - 1, middle, -1), *range(middle), middle]
+    with _rows_written() as written:
+        for level in levels:
+            answer = site.post([spans[level]])
+            assert answer.status_code == 200 and answer.json() == {}, answer.text
+    assert written[0] < 20 * depth, written[0]
+    _check_trace(site, trace, ids[0], depth, 100)
+    assert site.rows("SELECT run_id FROM tether_runs WHERE status = 'running'") == []
+    url = str(site.store.engine.url.render_as_string(hide_password=False))
+    viewer = AccessStore(url).create_key("default", Role.VIEWER)[1]
+    with httpx.Client(
+        base_url=site.urls[0], headers={"Authorization": f"Bearer {viewer}"}, timeout=60
+    ) as reader:
+        path, under = [], None
+        while True:
+            params = {} if under is None else {"parent_id": under}
+            listed = reader.get(f"/api/v1/runs/{ids[0]}/spans", params=params).json()["spans"]
+            if not listed:
+                break
+            assert len(listed) == 1, listed
+            under = listed[0]["span_id"]
+            path.append(under)
+    assert path == ids
+
+
+def test_a_pending_run_named_after_its_top_span_waits_on_when_that_span_is_sent_again(
+    site: Site,
+) -> None:
+    """A pending run keeps the id it took first (its first missing parent's) when that span
+    arrives naming a parent still missing: the span sits in a run of its own id without
+    being its root. Its failure is a tool error, not the run's; sent again beside a new
+    child, it does not end the run; the root ends it, with every span."""
+    trace = _trace(92, 1)
+    root, middle, leaf, late = _id(92, 1), _id(92, 2), _id(92, 3), _id(92, 4)
+    tool = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup"}
+    failed = json_span(middle, root, "lookup", tool, trace=trace, status={"code": 2})
+    for spans in (
+        [json_span(leaf, middle, "leaf", {}, trace=trace)],
+        [failed],
+        [failed, json_span(late, middle, "late", {}, trace=trace)],
+    ):
+        answer = site.post(spans)
+        assert answer.status_code == 200 and answer.json() == {}, answer.text
+        runs = site.rows("SELECT run_id, status FROM tether_runs")
+        assert [tuple(r) for r in runs] == [(middle, "running")]
+    events = site.rows("SELECT span_id, name FROM tether_events")
+    assert [tuple(e) for e in events] == [(middle, "tether.tool.error")]
+    agent = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "planner"}
+    assert site.post([json_span(root, None, "root", agent, trace=trace)]).status_code == 200
+    runs = site.rows("SELECT run_id, status, tool_calls FROM tether_runs")
+    assert [tuple(r) for r in runs] == [(root, "completed", 1)]
+    keyed = site.rows(
+        "SELECT s.span_id FROM tether_runs r JOIN tether_spans s "
+        "ON s.run_seq = r.run_seq AND s.run_id = r.run_id WHERE r.run_id = :r ORDER BY 1",
+        r=root,
+    )
+    assert [k.span_id for k in keyed] == sorted([root, middle, leaf, late])
+    assert site.rows("SELECT run_id FROM tether_events") == [(root,)]
+    assert site.rows("SELECT span_id FROM tether_otlp_waits") == []
+
+
+def test_chains_sent_shuffled_a_few_spans_a_request_end_in_their_roots_runs(site: Site) -> None:
+    """Chains of 5-29 spans, shuffled, one to three spans a request. Pending runs meeting in
+    a request keep the oldest: it may be named after a span of the request whose parent is
+    there too (stored in another pending run), and that span was taken for its run's root
+    (the run ended, still waiting)."""
+    for seed in range(30):
+        rng = random.Random(seed)
+        depth = rng.randrange(5, 30)
+        trace = _trace(93, seed)
+        ids = [_id(93, seed, level) for level in range(depth)]
+        spans = _chain(trace, ids)
+        levels = list(range(depth))
+        rng.shuffle(levels)
+        sent = 0
+        while sent < depth:
+            batch = levels[sent : sent + rng.randrange(1, 4)]
+            answer = site.post([spans[level] for level in batch])
+            assert answer.status_code == 200 and answer.json() == {}, answer.text
+            sent += len(batch)
+        _check_trace(site, trace, ids[0], depth, 100)
+    assert site.rows("SELECT run_id FROM tether_runs WHERE status = 'running'") == []
+    assert site.rows("SELECT span_id FROM tether_otlp_waits") == []

@@ -2,11 +2,15 @@
 
 Each span joins the run of its root span (a run per root span, ``run_id`` = the root's span
 id, project of the API key, entry point ``otlp``). A span whose parent has not arrived yet
-(exporters send children first: they end first) goes into a *pending* run named after that
-missing parent, ``running`` until the parent arrives. When a span arrives whose id names a
-pending run, that run's spans and events move into the arriving span's run (so a chain of any
-depth, sent in any order, ends in its root's run); when the root arrives, its run gets the
-root's name, input, output, status and the totals (tokens, cost) of its model spans.
+(exporters send children first: they end first) goes into a *pending* run, ``running`` until
+the parent arrives: the one waiting for that parent (``tether_otlp_waits``: missing parent ->
+run), else a new one named after it. When a span arrives that a pending run waits for, and
+its own parent is missing too, the pending run keeps its id and waits for that parent
+instead (``_keep_pending_runs``: a chain sent leaf first, one span a request, moves none of
+its spans until its root comes); else the pending run's spans and events move into the
+arriving span's run (so a chain of any depth, sent in any order, ends in its root's run);
+when the root arrives, its run gets the root's name, input, output, status and the totals
+(tokens, cost) of its model spans.
 
 One request is one transaction: everything it reads (which spans and runs exist) and writes
 (runs, spans, events, moved pending runs, the root's totals) commits together or not at all,
@@ -18,7 +22,7 @@ create (its roots, the parents it lacks: a sender chooses its trace ids), in one
 
 Projects share the id space: a span of one project may name as its missing parent the root of
 another project's trace (a service called by it, reading its id off ``traceparent``). When
-that root arrives, the pending run named after it ends: each of its spans that named the
+that root arrives, the pending run waiting for it ends: each of its spans that named the
 root becomes the root of a run of its own project (``_end_foreign_pending_run``), and the
 root is stored; a span naming a parent stored in another project is the root of a run of its
 own project at once (``_runs_of``).
@@ -130,9 +134,9 @@ def ingest(store: Store, project: str, message: ExportTraceServiceRequest) -> In
 
 def _run_id_claims(spans: list[MappedSpan]) -> set[str]:
     """The ids the request may create a run under: its roots' span ids, the parents it
-    lacks (a pending run is named after one) and the spans lacking them (a root, when the
-    parent is another project's). Two requests claiming one id take turns even
-    when their trace ids differ (a request's trace id is the sender's to choose)."""
+    lacks (a pending run is named after one, or waits for one) and the spans lacking them (a
+    root, when the parent is another project's). Two requests claiming one id take turns
+    even when their trace ids differ (a request's trace id is the sender's to choose)."""
     ids = {m.span_id for m in spans}
     roots = {m.span_id for m in spans if m.parent_id is None}
     lacking = [m for m in spans if m.parent_id is not None and m.parent_id not in ids]
@@ -226,6 +230,13 @@ def _stored_runs(conn: Connection, ids: Iterable[str]) -> dict[str, _StoredRun]:
     }
 
 
+def _waiting(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
+    """The pending run waiting for each of ``ids`` that one waits for (``tether_otlp_waits``:
+    a pending run waits for the missing parent of its topmost span)."""
+    sql = "SELECT span_id, run_id FROM tether_otlp_waits WHERE span_id IN ({ids})"
+    return {row[0]: row[1] for row in _in(conn, sql, ids)}
+
+
 # -- which run each span joins ----------------------------------------------------------------
 
 _FOREIGN = ""
@@ -233,14 +244,17 @@ _FOREIGN = ""
 
 
 def _runs_of(
-    by_id: dict[str, MappedSpan], stored: dict[str, tuple[str, str, str]], project: str
+    by_id: dict[str, MappedSpan],
+    stored: dict[str, tuple[str, str, str]],
+    project: str,
+    waiting: dict[str, str],
 ) -> dict[str, str]:
     """The run each span joins by its chain of parents: the run of the first stored span on
     the chain; the root's own id when the chain ends at a root in the request; the id of the
     span whose parent is another project's, when the chain reaches one (a service of this
     project called by one of another, whose span it names through ``traceparent``: its part
     of the trace is a run of its own, nothing is attached to the other project's); else the
-    pending run named after the missing parent."""
+    pending run waiting for the missing parent (``waiting``), or a new one named after it."""
     found: dict[str, str] = {}
     for sid, span in by_id.items():
         # Most spans: a root in the request, or a new child whose parent's run is known.
@@ -272,7 +286,10 @@ def _runs_of(
                 break
             if parent not in by_id:
                 have = stored.get(parent)
-                run = parent if have is None else have[0] if have[1] == project else cur
+                if have is None:
+                    run = waiting.get(parent, parent)
+                else:
+                    run = have[0] if have[1] == project else cur
                 break
             cur = parent
         for s in path:
@@ -437,10 +454,10 @@ _ROOT_COLUMNS = (
 )
 
 
-def _error_event(m: MappedSpan) -> tuple[Any, ...] | None:
+def _error_event(m: MappedSpan, root: bool) -> tuple[Any, ...] | None:
     if not m.failed:
         return None
-    name = semconv.EVENT_RUN_ERROR if m.span_id == m.run_id else ERROR_EVENT_BY_KIND.get(m.kind)
+    name = semconv.EVENT_RUN_ERROR if root else ERROR_EVENT_BY_KIND.get(m.kind)
     if name is None:
         return None
     attributes = json_text({"message": m.status_message or "error"})
@@ -453,9 +470,12 @@ def _insert_spans(
     seqs: dict[str, int | None],
     *,
     spans_written: bool = False,
+    roots: frozenset[str],
 ) -> None:
     """The spans' rows (``seqs``: each run's ``run_seq``; ``spans_written``: they are
-    written already), their events and their runs' models (one pass over them)."""
+    written already), their events and their runs' models (one pass over them).
+    ``roots``: the spans that are their runs' roots (not every span whose id is its run's:
+    a pending run may be named after a span it holds)."""
     rows: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
     models: set[tuple[str, str]] = set()
@@ -464,7 +484,7 @@ def _insert_spans(
             rows.append(m.row(seqs[m.run_id]))
         if m.events:
             events.extend((m.run_id, m.trace_id, m.span_id, *e) for e in m.events)
-        if m.failed and (error := _error_event(m)) is not None:
+        if m.failed and (error := _error_event(m, m.span_id in roots)) is not None:
             events.append(error)
         if m.kind == "model":
             model = m.attributes.get(REQUEST_MODEL)
@@ -535,8 +555,12 @@ def _write(
     by_id = {m.span_id: m for m in spans}
     parents = {m.parent_id for m in spans if m.parent_id is not None}
     stored = _stored_spans(conn, parents - by_id.keys() if all_new else by_id.keys() | parents)
-    runs = _runs_of(by_id, stored, project)
-    kept: list[MappedSpan] = []
+    missing = parents - by_id.keys() - stored.keys()
+    # (all_new: the project has no pending run; another project's waiting for one of the
+    # request's roots or missing parents sends the request the careful way, below)
+    waiting = {} if all_new else _waiting(conn, missing | by_id.keys())
+    runs = _runs_of(by_id, stored, project, waiting)
+    taken: list[MappedSpan] = []
     for m in spans:
         sid = m.span_id
         have = stored.get(sid)
@@ -552,26 +576,43 @@ def _write(
             result.reject(f"span {sid}: the id is already taken")
             continue
         m.run_id = run
-        kept.append(m)
-    new = [m for m in kept if m.span_id not in stored]  # a span sent again is stored once
-    if all_new:  # runs the request's own spans name are new; a pending run named after a
-        # span would be the project's, and it has none (another project's: the insert of
-        # the run finds it, and the request goes the careful way, which moves it)
+        taken.append(m)
+    accepted = len(taken)
+    new = [m for m in taken if m.span_id not in stored]  # a span sent again is stored once
+    if all_new:  # runs the request's own spans name are new; a pending run waiting for a
+        # span would be the project's, and it has none (another project's: the careful way
+        # ends it, or refuses the span)
         stored_runs = _stored_runs(conn, {m.run_id for m in new} - by_id.keys())
+        if _waiting(conn, {m.span_id for m in new if m.span_id == m.run_id} | missing):
+            return None
     else:
-        stored_runs = _stored_runs(conn, {m.run_id for m in new} | {m.span_id for m in new})
+        arriving = {waiting[m.span_id] for m in new if m.span_id in waiting}
+        stored_runs = _stored_runs(
+            conn, {m.run_id for m in new} | {m.span_id for m in new} | arriving
+        )
         for m in new:
-            have_run = stored_runs.get(m.span_id)
+            named = stored_runs.get(m.span_id)
+            if m.span_id not in waiting and named is not None and named.pending:
+                # A pending run with no wait, as a Tether before migration 0012 writes them
+                # (a replica not yet replaced in a rolling upgrade): named after what it
+                # waits for.
+                waiting[m.span_id] = m.span_id
+        for m in new:
+            waiter = waiting.get(m.span_id)
+            have_run = stored_runs.get(waiter) if waiter is not None else None
             if (
                 m.span_id == m.run_id
                 and have_run is not None
                 and have_run.pending
                 and have_run.project != project
             ):
-                _end_foreign_pending_run(conn, m.span_id, have_run.project)
-                del stored_runs[m.span_id]
+                assert waiter is not None
+                _end_foreign_pending_run(conn, waiter, m.span_id, have_run.project)
+                del stored_runs[waiter], waiting[m.span_id]
     fresh: list[MappedSpan] = []
     merged_into: dict[str, str] = {}
+    arrived: list[str] = []  # spans a pending run of the project waited for
+    closing: set[str] = set()  # the first spans of cycles closed by arriving
     stored_run = stored_runs.get
     for m in new:
         have_run = stored_run(m.run_id)
@@ -584,15 +625,28 @@ def _write(
             result.reject(f"span {m.span_id}: its run id is already taken")
             continue
         fresh.append(m)
-        # A span arriving whose id names a pending run: that run joins the span's run.
-        named = stored_run(m.span_id)
-        if named and m.run_id != m.span_id and named.project == project and named.pending:
-            merged_into[m.span_id] = m.run_id
+        # A span arriving that a pending run waits for: that run joins the span's run.
+        waiter = waiting.get(m.span_id)
+        named = None if waiter is None else stored_run(waiter)
+        if waiter is None or named is None or named.project != project or not named.pending:
+            continue
+        arrived.append(m.span_id)
+        if waiter == m.run_id and waiter != m.span_id:
+            # Its parents lead back into the run waiting for it: a cycle, whose first span
+            # it is (as in ``_runs_of``): its run's root.
+            m.run_id = m.span_id
+            closing.add(m.span_id)
+        if waiter != m.run_id:
+            merged_into[waiter] = m.run_id
+    # The roots: a pending run kept may be named after a span it holds, which is not its root.
+    roots = frozenset(r for s, r in runs.items() if r == s and s not in stored) | closing
+    kept: dict[str, str] = {}
     if merged_into:  # (rare: most requests join no pending run)
         for m in fresh:
             m.run_id = _final(m.run_id, merged_into)
         merged_into = {old: _final(old, merged_into) for old in merged_into}
         merged_into = {old: new_id for old, new_id in merged_into.items() if old != new_id}
+        kept = _keep_pending_runs(fresh, merged_into, stored_runs, roots)
 
     by_run: dict[str, list[MappedSpan]] = {}
     for m in fresh:
@@ -608,14 +662,14 @@ def _write(
         if run_id in stored_runs:
             continue
         seqs[run_id] = seq = next(fresh_seqs)
-        root = by_id.get(run_id)
-        if root is not None and root.run_id == run_id:
+        if run_id in roots:
             totals = _Totals()
             for m in members:
                 totals.add(m.kind, m.start_ns, m.attributes, m.messages)
-            record = _run_of_root(project, root, totals)
+            record = _run_of_root(project, by_id[run_id], totals)
         else:
             record = _pending_run(project, run_id, members)
+            kept[run_id] = run_id  # it waits for the parent it is named after
         new_runs.append(tuple(run_row(record, run_seq=seq).values()))
     before = _changes(conn) if all_new else 0
     if new_runs:
@@ -630,17 +684,61 @@ def _write(
             )
             if _changes(conn) - before != len(fresh):
                 return None  # a span stored already (sent again) or an id taken
-        _insert_spans(conn, fresh, seqs, spans_written=all_new)
+        _insert_spans(conn, fresh, seqs, spans_written=all_new, roots=roots)
+    _rewait(conn, arrived, kept)
     touched = {r for r in by_run if r in stored_runs} | set(merged_into.values())
     if touched:
-        _update_runs(conn, project, touched, by_run, merged_into, by_id, stored_runs)
-    return len(kept) - (len(new) - len(fresh))
+        _update_runs(conn, project, touched, by_run, merged_into, by_id, stored_runs, roots)
+    return accepted - (len(new) - len(fresh))
 
 
-def _end_foreign_pending_run(conn: Connection, run_id: str, owner: str) -> None:
-    """End the pending run ``run_id`` of project ``owner``, for a root of another project
-    whose id it is. Spans of ``owner`` named that root as their parent before it arrived (a
-    service of ``owner`` called by the root's, through ``traceparent``); now that it has, each
+def _keep_pending_runs(
+    fresh: list[MappedSpan],
+    merged_into: dict[str, str],
+    stored_runs: dict[str, _StoredRun],
+    roots: frozenset[str],
+) -> dict[str, str]:
+    """Pending runs joining a pending run the request would create (named after the parent
+    their spans now lack): the oldest of them stays instead, with its id, and waits for that
+    parent; the others join it. A chain sent leaf first, one span a request, so changes one
+    row of ``tether_otlp_waits`` a span, and its spans move once, when its root arrives (each
+    of them moved at each link before: rows written grew with the square of its depth).
+    Returns the runs kept, each with the span it now waits for."""
+    joining: dict[str, list[str]] = {}
+    for old, target in merged_into.items():
+        if target not in stored_runs and target not in roots:
+            joining.setdefault(target, []).append(old)
+    kept: dict[str, str] = {}
+    for target, olds in joining.items():
+        keep = min(olds, key=lambda old: (stored_runs[old].run_seq or 0, old))
+        kept[keep] = target
+        for old in olds:
+            merged_into[old] = keep
+        del merged_into[keep]
+    if kept:
+        instead = {target: keep for keep, target in kept.items()}
+        for m in fresh:
+            m.run_id = instead.get(m.run_id, m.run_id)
+    return kept
+
+
+def _rewait(conn: Connection, arrived: list[str], waits: dict[str, str]) -> None:
+    """Drop the waits for the spans arrived; ``waits``: each pending run, new or kept, with
+    the span it waits for from now on."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    if arrived:
+        conn.exec_driver_sql(
+            f"DELETE FROM tether_otlp_waits WHERE span_id = {mark}", [(s,) for s in arrived]
+        )
+    if waits:
+        insert_rows(conn, tables.otlp_waits, sorted((span, run) for run, span in waits.items()))
+
+
+def _end_foreign_pending_run(conn: Connection, run_id: str, root_id: str, owner: str) -> None:
+    """End the pending run ``run_id`` of project ``owner``, waiting for ``root_id``, a root of
+    another project arriving. Spans of ``owner`` named that root as their parent before it
+    arrived (a service of ``owner`` called by the root's, through ``traceparent``); now that
+    it has, each
     of those spans is the root of a run of ``owner``'s, as it is when the caller arrives
     first (``_runs_of``): its run takes its id, name, status and the totals of its spans.
 
@@ -672,7 +770,8 @@ def _end_foreign_pending_run(conn: Connection, run_id: str, owner: str) -> None:
         )
         for row in rows
     }
-    tops = sorted(sid for sid, m in spans.items() if m.parent_id == run_id)
+    conn.exec_driver_sql(f"DELETE FROM tether_otlp_waits WHERE span_id = {mark}", (root_id,))
+    tops = sorted(sid for sid, m in spans.items() if m.parent_id == root_id)
     if not tops:  # (no span names it: a cycle's leftovers) the run keeps them, ended
         tops = sorted(spans)[:1]
     top_of: dict[str, str] = {t: t for t in tops}
@@ -685,11 +784,16 @@ def _end_foreign_pending_run(conn: Connection, run_id: str, owner: str) -> None:
         for on in path:
             top_of[on] = top
     new_ids: dict[str, str] = {}
+    # A top the run is named after (it waited for the root since that span came) keeps it.
+    stays = run_id if run_id in tops else None
     for top in tops:
         new_id = top
-        while conn.exec_driver_sql(
-            f"SELECT 1 FROM tether_runs WHERE run_id = {mark}", (new_id,)
-        ).first():
+        while (
+            top != stays
+            and conn.exec_driver_sql(
+                f"SELECT 1 FROM tether_runs WHERE run_id = {mark}", (new_id,)
+            ).first()
+        ):
             new_id = secrets.token_hex(8)
         new_ids[top] = new_id
     totals = {top: _Totals() for top in tops}
@@ -701,16 +805,26 @@ def _end_foreign_pending_run(conn: Connection, run_id: str, owner: str) -> None:
     for top in tops:
         record = _run_of_root(owner, spans[top], totals[top])
         record.run_id = new_ids[top]
-        records.append(tuple(run_row(record, run_seq=seqs[top]).values()))
-    insert_rows(conn, tables.runs, records)
-    conn.exec_driver_sql(
-        f"UPDATE tether_spans SET run_id = {mark}, run_seq = {mark} WHERE span_id = {mark}",
-        [(m.run_id, seqs[top_of[sid]], sid) for sid, m in spans.items()],
-    )
-    if spans:
+        row = run_row(record, run_seq=seqs[top])
+        if top != stays:
+            records.append(tuple(row.values()))
+            continue
+        values = {c: v for c, v in row.items() if c not in ("run_id", "run_seq")}
+        sets = ", ".join(f"{column} = {mark}" for column in values)
+        conn.exec_driver_sql(
+            f"UPDATE tether_runs SET {sets} WHERE run_id = {mark}", (*values.values(), run_id)
+        )
+    if records:
+        insert_rows(conn, tables.runs, records)
+    moved = {sid: m for sid, m in spans.items() if m.run_id != run_id}
+    if moved:
+        conn.exec_driver_sql(
+            f"UPDATE tether_spans SET run_id = {mark}, run_seq = {mark} WHERE span_id = {mark}",
+            [(m.run_id, seqs[top_of[sid]], sid) for sid, m in moved.items()],
+        )
         conn.exec_driver_sql(
             f"UPDATE tether_events SET run_id = {mark} WHERE run_id = {mark} AND span_id = {mark}",
-            [(m.run_id, run_id, sid) for sid, m in spans.items()],
+            [(m.run_id, run_id, sid) for sid, m in moved.items()],
         )
     models = {
         (m.run_id, clean_text(fit(model, RUN_MODEL)) or model)
@@ -720,7 +834,8 @@ def _end_foreign_pending_run(conn: Connection, run_id: str, owner: str) -> None:
     conn.exec_driver_sql(f"DELETE FROM tether_run_models WHERE run_id = {mark}", (run_id,))
     if models:
         insert_rows(conn, tables.run_models, sorted(models), skip_existing=True)
-    conn.exec_driver_sql(f"DELETE FROM tether_runs WHERE run_id = {mark}", (run_id,))
+    if stays is None:
+        conn.exec_driver_sql(f"DELETE FROM tether_runs WHERE run_id = {mark}", (run_id,))
 
 
 def _update_runs(
@@ -731,8 +846,10 @@ def _update_runs(
     merged_into: dict[str, str],
     by_id: dict[str, MappedSpan],
     stored_runs: dict[str, _StoredRun],
+    roots: frozenset[str],
 ) -> None:
-    """Runs stored before this request (or joined by pending runs) that it adds spans to.
+    """Runs stored before this request (or joined by pending runs) that it adds spans to
+    (``roots``: the request's spans that are their runs' roots).
 
     A root arriving in this request gives its run the root's values and totals over every
     span stored (read once: the run ends). A run ended before (its root stored) adds what
@@ -745,15 +862,14 @@ def _update_runs(
     ended: dict[str, _Totals] = {}  # runs ended before: their totals so far
     for run_id in sorted(touched):
         have = stored_runs.get(run_id)
-        root = by_id.get(run_id)
-        if have is not None and not have.pending and (root is None or root.run_id != run_id):
+        if have is not None and not have.pending and run_id not in roots:
             ended[run_id] = _Totals.of_run(have)
     joined = [old for target in ended for old in merged_by_target.get(target, ())]
     joined_totals = _span_totals(conn, joined)
     if merged_into:
         _merge(conn, merged_into)
-    roots = [r for r in sorted(touched) if (root := by_id.get(r)) is not None and root.run_id == r]
-    root_totals = _span_totals(conn, roots)
+    ending = [r for r in sorted(touched) if r in roots]
+    root_totals = _span_totals(conn, ending)
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     for run_id in sorted(touched):
         if run_id in roots:

@@ -75,6 +75,7 @@ INSERT_COLUMNS = {
     tables.spans.name: tuple(c.name for c in tables.spans.columns),
     tables.events.name: tuple(c.name for c in tables.events.columns if c.name != "id"),
     tables.run_models.name: tuple(c.name for c in tables.run_models.columns),
+    tables.otlp_waits.name: tuple(c.name for c in tables.otlp_waits.columns),
 }
 _INSERT_SQL: dict[tuple[str, str, bool], str] = {}
 

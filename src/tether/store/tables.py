@@ -112,6 +112,17 @@ events = Table(
     Index("ix_tether_events_run", "run_id", "time_ns"),
 )
 
+otlp_waits = Table(
+    "tether_otlp_waits",
+    metadata,
+    # What a pending OTLP run (``running``, its root not arrived) waits for: the missing parent
+    # of its topmost span (migration 0012). The run keeps its id while a chain sent leaf first
+    # grows upwards, one row changing a link, and its spans move once, when the root comes
+    # (they moved at each link when a pending run was named after what it waited for).
+    Column("span_id", String(16), primary_key=True),
+    Column("run_id", String(16), nullable=False),
+)
+
 checkpoints = Table(
     "tether_checkpoints",
     metadata,
