@@ -300,15 +300,20 @@ class _TooManyTokens(Exception):
     """A token count over ``MAX_TOKENS`` (its attribute's name): the span is rejected."""
 
 
-def _normalize(a: dict[str, Any], kind: str) -> dict[str, Any]:
-    """The GenAI attributes Tether reads, from OpenInference's too: messages as JSON (see
-    ``_json_or_text``), token counts as non-negative integers (``_TooManyTokens`` past
-    ``MAX_TOKENS``). Returns the messages as data."""
+def _has_openinference(a: dict[str, Any]) -> bool:
     first = _OPENINFERENCE_FIRST
-    for key in a:
-        if key[:1] in first and key.startswith(_OPENINFERENCE_PREFIXES):
-            _openinference(a, kind)
-            break
+    return any(key[:1] in first and key.startswith(_OPENINFERENCE_PREFIXES) for key in a)
+
+
+def _normalize(a: dict[str, Any], kind: str, openinference: bool | None = None) -> dict[str, Any]:
+    """The GenAI attributes Tether reads, from OpenInference's too (``openinference``: whether
+    ``a`` holds any of theirs, when known): messages as JSON (see ``_json_or_text``), token
+    counts as non-negative integers (``_TooManyTokens`` past ``MAX_TOKENS``). Returns the
+    messages as data."""
+    if openinference is None:
+        openinference = _has_openinference(a)
+    if openinference:
+        _openinference(a, kind)
     data: dict[str, Any] = {}
     for key in _STRUCTURED:
         if key in a:
@@ -413,10 +418,24 @@ def map_span(span: Span, service: str | None, pricing: PricingTable) -> MappedSp
     name = span.name
     if not name:
         raise InvalidSpan(f"span {span_id}: name is empty")
-    a = attributes_of(span.attributes)
-    kind = _span_kind(a)
+    # ``attributes_of``, written out and noting OpenInference's keys as it goes: one pass
+    # over the attributes, and no call, for every span.
+    a: dict[str, Any] = {}
+    openinference = False
+    first = _OPENINFERENCE_FIRST
+    for kv in span.attributes:
+        value = kv.value
+        found = value.string_value or value.int_value
+        key = kv.key
+        a[key] = found if found else any_value(value)
+        if key[:1] in first and not openinference:
+            openinference = key.startswith(_OPENINFERENCE_PREFIXES)
+    op = a.get(semconv.GEN_AI_OPERATION_NAME)
+    kind = _KIND_BY_OPERATION.get(op) if type(op) is str else None
+    if kind is None:
+        kind = _span_kind(a)
     try:
-        data = _normalize(a, kind)
+        data = _normalize(a, kind, openinference)
     except _TooManyTokens as exc:
         raise InvalidSpan(
             f"span {span_id}: {exc} is out of range (at most {MAX_TOKENS:,} a span)"
@@ -430,6 +449,11 @@ def map_span(span: Span, service: str | None, pricing: PricingTable) -> MappedSp
     failed = status.code == _ERROR
     if failed and semconv.ERROR_TYPE not in a:
         a[semconv.ERROR_TYPE] = "error"
+    message = status.message
+    try:  # ``attributes_json``, its usual path written out (it runs for every span)
+        stored = orjson.dumps(a, default=str).decode()
+    except orjson.JSONEncodeError:
+        stored = attributes_json(a, data)
     mapped = MappedSpan(
         trace_id,
         span_id,
@@ -439,9 +463,9 @@ def map_span(span: Span, service: str | None, pricing: PricingTable) -> MappedSp
         start,
         end or start,
         failed,
-        clean_text(status.message) or None,
+        (clean_text(message) or None) if message else None,
         a,
-        attributes_json(a, data),
+        stored,
     )
     if span.events:
         if any(e.time_unix_nano > MAX_TIME_NS for e in span.events):
