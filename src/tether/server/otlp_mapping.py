@@ -300,18 +300,11 @@ class _TooManyTokens(Exception):
     """A token count over ``MAX_TOKENS`` (its attribute's name): the span is rejected."""
 
 
-def _has_openinference(a: dict[str, Any]) -> bool:
-    first = _OPENINFERENCE_FIRST
-    return any(key[:1] in first and key.startswith(_OPENINFERENCE_PREFIXES) for key in a)
-
-
-def _normalize(a: dict[str, Any], kind: str, openinference: bool | None = None) -> dict[str, Any]:
+def _normalize(a: dict[str, Any], kind: str, openinference: bool) -> dict[str, Any]:
     """The GenAI attributes Tether reads, from OpenInference's too (``openinference``: whether
-    ``a`` holds any of theirs, when known): messages as JSON (see ``_json_or_text``), token
-    counts as non-negative integers (``_TooManyTokens`` past ``MAX_TOKENS``). Returns the
-    messages as data."""
-    if openinference is None:
-        openinference = _has_openinference(a)
+    ``a`` holds any of theirs, noted as they were read): messages as JSON (see
+    ``_json_or_text``), token counts as non-negative integers (``_TooManyTokens`` past
+    ``MAX_TOKENS``). Returns the messages as data."""
     if openinference:
         _openinference(a, kind)
     data: dict[str, Any] = {}
