@@ -324,16 +324,23 @@ def _normalize(a: dict[str, Any], kind: str, openinference: bool) -> dict[str, A
 def run_texts(a: dict[str, Any], data: dict[str, Any]) -> tuple[str | None, str | None]:
     """A root span's input and output text: OpenInference's values, or the first user message
     and the first reply (``data``: the messages as data)."""
-    g = semconv
-    text_in, text_out = a.get("input.value"), a.get("output.value")
-    if text_in is None:
-        text_in = _first_text(data.get(g.GEN_AI_INPUT_MESSAGES), "user")
-    if text_out is None:
-        text_out = _first_text(data.get(g.GEN_AI_OUTPUT_MESSAGES), None)
-    return (
-        None if text_in is None else str(text_in),
-        None if text_out is None else str(text_out),
-    )
+    return run_input(a, data), run_output(a, data)
+
+
+def run_input(a: dict[str, Any], data: dict[str, Any]) -> str | None:
+    """``run_texts``' input alone."""
+    text = a.get("input.value")
+    if text is None:
+        text = _first_text(data.get(semconv.GEN_AI_INPUT_MESSAGES), "user")
+    return None if text is None else str(text)
+
+
+def run_output(a: dict[str, Any], data: dict[str, Any]) -> str | None:
+    """``run_texts``' output alone."""
+    text = a.get("output.value")
+    if text is None:
+        text = _first_text(data.get(semconv.GEN_AI_OUTPUT_MESSAGES), None)
+    return None if text is None else str(text)
 
 
 def price(a: dict[str, Any], pricing: PricingTable) -> float | None:
@@ -438,11 +445,12 @@ def map_span(span: Span, service: str | None, pricing: PricingTable) -> MappedSp
     if kind == "model":
         price(a, pricing)
     a[semconv.TETHER_ENTRY_POINT] = "otlp"
-    status = span.status
-    failed = status.code == _ERROR
+    failed, message = False, ""
+    if span.HasField("status"):  # most spans have none: no message object made for them
+        status = span.status
+        failed, message = status.code == _ERROR, status.message
     if failed and semconv.ERROR_TYPE not in a:
         a[semconv.ERROR_TYPE] = "error"
-    message = status.message
     try:  # ``attributes_json``, its usual path written out (it runs for every span)
         stored = orjson.dumps(a, default=str).decode()
     except orjson.JSONEncodeError:

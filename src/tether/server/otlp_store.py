@@ -52,11 +52,12 @@ from tether.server.otlp_mapping import (
     MappedSpan,
     attributes_of,
     map_span,
-    run_texts,
+    run_input,
+    run_output,
 )
 from tether.store import RunRecord, Store, tables
 from tether.store.repository import REQUEST_MODEL, insert_rows, new_run_seqs, run_row
-from tether.store.values import RUN_AGENT, RUN_MODEL, RUN_VERSION, clean_text, fit
+from tether.store.values import RUN_AGENT, RUN_MODEL, RUN_VERSION, clean_text, column_text, fit
 from tether.trace import semconv
 from tether.trace.pricing import pricing_from_env, round_cost
 
@@ -360,9 +361,9 @@ class _Totals:
         (the last model call's reply), from its model spans."""
         asked = answered = None
         if self.first_model is not None:
-            asked = run_texts(self.first_model[1], self.first_model[2])[0]
+            asked = run_input(self.first_model[1], self.first_model[2])
         if self.last_model is not None:
-            answered = run_texts(self.last_model[1], self.last_model[2])[1]
+            answered = run_output(self.last_model[1], self.last_model[2])
         return asked, answered
 
     def add_totals(self, other: _Totals) -> None:
@@ -489,7 +490,7 @@ def _insert_spans(
         if m.kind == "model":
             model = m.attributes.get(REQUEST_MODEL)
             if isinstance(model, str) and model:
-                models.add((m.run_id, clean_text(fit(model, RUN_MODEL)) or model))
+                models.add((m.run_id, column_text(model, RUN_MODEL) or model))
     insert_rows(conn, tables.spans, rows, skip_existing=True)  # (none: written already)
     if events:
         insert_rows(conn, tables.events, events)
@@ -827,7 +828,7 @@ def _end_foreign_pending_run(conn: Connection, run_id: str, root_id: str, owner:
             [(m.run_id, run_id, sid) for sid, m in moved.items()],
         )
     models = {
-        (m.run_id, clean_text(fit(model, RUN_MODEL)) or model)
+        (m.run_id, column_text(model, RUN_MODEL) or model)
         for m in spans.values()
         if m.kind == "model" and isinstance(model := m.attributes.get(REQUEST_MODEL), str) and model
     }
