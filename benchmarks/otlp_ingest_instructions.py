@@ -2,7 +2,7 @@
 ``otlp_ingest.py``'s request bodies (agent-shaped traces, batches of 512 spans) into a fresh
 SQLite store, one request after another, as ``tether serve``'s worker does them.
 
-Wall-clock figures on a shared machine swing by 2x; instruction counts do not. Run it under
+Wall-clock figures on a shared machine swing by 2x; instruction counts move by ~1%. Run it under
 callgrind twice with different batch counts and take the difference, so start-up (imports,
 migrations, the warm-up batch) cancels out::
 
