@@ -490,7 +490,7 @@ def test_alias_bomb_in_a_script_is_refused(tmp_path: Path) -> None:
     )
 
 
-async def test_replies_without_fields_are_each_their_own_and_follow_a_step_changed_in_place() -> None:
+async def test_each_reply_has_its_own_arguments_and_follows_a_step_changed_in_place() -> None:
     """Each reply gets its own arguments (a nested value changed in one reply is not changed
     in the next), its usage counts them, and a step changed in place afterwards replies as it
     now says."""
