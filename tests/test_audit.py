@@ -622,3 +622,30 @@ def test_a_key_of_bytes_that_are_not_utf8_keys_the_entries(
     done = run_cli("--database-url", sqlite_url, "audit", "verify", "--require-keyed")
     assert done.returncode == 0, done.stderr
     assert "2 entries, chain intact" in done.stdout
+
+
+def test_entries_appended_after_the_head_row_was_deleted_are_kept(store_url: str) -> None:
+    """Someone deleted the chain's head row: every later append was refused by the store and
+    its entry skipped (lost). The writer puts the row back from the last stored entry (once,
+    whoever of two racing processes comes first), records that it did, and goes on."""
+    record_entries(store_url, 3)
+    tamper(store_url, "DELETE FROM tether_audit_head")
+    children = [
+        subprocess.Popen([sys.executable, "-c", RACER, store_url, name, "40"])
+        for name in ("a", "b")
+    ]
+    for child in children:
+        assert child.wait(timeout=120) == 0
+    report = verify(store_url)
+    assert report.ok, report.problem
+    store = Store(store_url)
+    try:
+        with store.engine.connect() as conn:
+            entries = [e for e, _actor, _details in iter_audit(conn, after=None)]
+    finally:
+        store.close()
+    kinds = [e.kind for e in entries]
+    assert kinds.count("audit_head_restored") == 1
+    assert kinds.count("key_created") == 3 + 80
+    restored = entries[kinds.index("audit_head_restored")]
+    assert restored.seq == 4 and restored.details["seq"] == 3

@@ -16,7 +16,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
+import secrets
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -34,6 +37,8 @@ from tether.store.values import (
     clean_text,
     column_text,
 )
+
+log = logging.getLogger("tether.audit")
 
 GENESIS = "0" * 64
 """The ``prev_hash`` of the first entry."""
@@ -118,7 +123,11 @@ def append_audit(conn: Any, records: Sequence[AuditRecord], key: bytes | None) -
     lock_head(conn)  # before reading the head: two writers never read the same head
     head = conn.execute(
         select(tables.audit_head.c.seq, tables.audit_head.c.hash).where(tables.audit_head.c.id == 1)
-    ).one()
+    ).first()
+    if head is None:
+        head, restored = _restored_head(conn)
+        if restored is not None:
+            records = [restored, *records]
     seq, prev = int(head.seq), str(head.hash)
     alg = SHA256 if key is None else HMAC_SHA256
     rows = []
@@ -150,6 +159,58 @@ def append_audit(conn: Any, records: Sequence[AuditRecord], key: bytes | None) -
     conn.execute(
         update(tables.audit_head).where(tables.audit_head.c.id == 1).values(seq=seq, hash=prev)
     )
+
+
+HEAD_RESTORED = "audit_head_restored"
+"""The entry a writer appends first when it found the chain's head row gone (deleted from
+the database): it put the row back from the last stored entry and went on."""
+
+
+def head_missing_since(conn: Any) -> dict[str, Any]:
+    """The last stored entry's seq and hash: where a restored head row starts from."""
+    a = tables.audit.c
+    last = conn.execute(select(a.seq, a.hash).order_by(a.seq.desc()).limit(1)).first()
+    return {"seq": 0, "hash": GENESIS} if last is None else {"seq": last.seq, "hash": last.hash}
+
+
+def _restored_head(conn: Any) -> tuple[Any, AuditRecord | None]:
+    """The head row, put back from the last stored entry when it was deleted (entries
+    appended after it would otherwise be refused, and lost, for ever). Inserted unless
+    another writer did so first (it waits for that one's commit), then locked and read as
+    an append reads it. ``tether audit verify`` checks the chain as before; the entry
+    ``audit_head_restored`` (returned, to append first, by the writer that put the row back;
+    None for one that found another had) says it happened."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    start = head_missing_since(conn)
+    values = {"id": 1, "seq": start["seq"], "hash": start["hash"]}
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    put = conn.execute(
+        dialect.insert(tables.audit_head)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(tables.audit_head.c.id)
+    ).first()
+    lock_head(conn)
+    head = conn.execute(
+        select(tables.audit_head.c.seq, tables.audit_head.c.hash).where(tables.audit_head.c.id == 1)
+    ).one()
+    if put is None:  # another writer put it back first (this one waited for it)
+        return head, None
+    log.error(
+        "the audit chain's head row (tether_audit_head) was missing: restored from entry %s; "
+        "the entries go on from there (an %s entry records it)",
+        head.seq,
+        HEAD_RESTORED,
+    )
+    entry = AuditRecord(
+        entry_id=secrets.token_hex(16),
+        time_ns=time.time_ns(),
+        kind=HEAD_RESTORED,
+        actor={"via": "audit writer"},
+        details={"seq": head.seq, "reason": "the chain's head row was missing"},
+    )
+    return head, entry
 
 
 def _as_stored(r: AuditRecord) -> AuditRecord:
