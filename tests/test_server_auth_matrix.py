@@ -74,6 +74,7 @@ READ_ROUTES = (
     "/api/v1/runs/{run}/spans/{span}",
     "/api/v1/agents",
     "/api/v1/metrics",
+    "/api/v1/projects",
     "/runs",
     "/runs/{run}",
     "/runs/{run}/spans/{span}",

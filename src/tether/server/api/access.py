@@ -14,6 +14,7 @@ from tether.server.auth import (
     KeyManager,
     Principal,
     ProjectManager,
+    Reader,
     authenticate,
     scoped,
 )
@@ -66,10 +67,9 @@ class ProjectView(BaseModel):
 
 
 @router.get("/projects")
-def list_projects(
-    request: Request, principal: Annotated[Principal, Depends(authenticate)]
-) -> list[ProjectView]:
-    """The projects the caller may look at: all of them for an admin, else its own."""
+def list_projects(request: Request, principal: Reader) -> list[ProjectView]:
+    """The projects the caller may look at: all of them for an admin, else its own (an
+    ``agent`` key, which only sends traces, none: 403)."""
     projects = _access(request).list_projects()
     if not principal.may(Permission.ALL_PROJECTS):
         projects = [p for p in projects if p[0] == principal.project]
