@@ -215,6 +215,18 @@ def test_validate_checks_the_policies_as_run_does(tmp_path: Path) -> None:
     assert calls(tmp_path) == []
 
 
+def test_validate_says_an_agent_without_tools_has_nothing_to_authorize(tmp_path: Path) -> None:
+    """An authorization section on an agent that declares no tools: Cedar's own words
+    ("unable to find an applicable action") left the user guessing; the error says why."""
+    spec = make_agent_dir(tmp_path)
+    spec.write_text(spec.read_text().split("tools:\n")[0] + AUTHORIZATION)
+    done = run_cli("validate", str(spec), cwd=tmp_path)
+    assert done.returncode == 1, done.stdout
+    assert "the agent declares no tools" in done.stderr
+    assert f"{tmp_path / 'policies' / 'tools.cedar'}:" in done.stderr  # where, still
+    assert "declare the agent's tools (tools:)" in done.stderr
+
+
 def test_the_command_line_shows_a_broken_policy_without_a_traceback(tmp_path: Path) -> None:
     broken = POLICIES.replace(
         "when { context.args.amount > 1000 };", "when { context.args.amount > };"

@@ -298,6 +298,14 @@ class Authorizer:
         result = cedarpy.validate_policies(loaded.text, self.schema)
         if not result.validation_passed:
             errors = [(e.policy_id, e.error) for e in result.errors]
+            if not tools:  # Cedar says "unable to find an applicable action": there is none
+                raise SpecError(
+                    "the agent declares no tools, so its Cedar policies have no action to "
+                    "apply to (each tool is an action Tether::Action::\"TOOL\"): "
+                    + validation_error(loaded, errors, None).message.partition(":\n")[2],
+                    hint="declare the agent's tools (tools:), or drop the authorization "
+                    "section: an agent without tools has no tool call to authorize",
+                )
             raise validation_error(loaded, errors, _hint(self._args, errors, self.schema_json))
         tool_entities = [
             {
