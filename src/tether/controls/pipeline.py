@@ -20,7 +20,7 @@ import difflib
 import inspect
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -318,6 +318,15 @@ class HookContext:
     def cost_usd(self) -> float:
         """The run's cost so far (priced calls only)."""
         return self.state.cost_usd
+
+
+HOOK_CONTEXT_FIELDS = (
+    "hook", "state", "limits", "span_id", "tool", "call", "input_usd_per_mtok", "loop_breaker",
+    "caller", "entry_point", "agent", "risk", "call_model", "approvals", "budgets", "carried",
+)  # fmt: skip
+"""``HookContext``'s fields in order: the run scope makes one per hook positionally."""
+if tuple(f.name for f in fields(HookContext)) != HOOK_CONTEXT_FIELDS:  # pragma: no cover
+    raise RuntimeError("HookContext's fields moved: update HOOK_CONTEXT_FIELDS and its makers")
 
 
 class Control:

@@ -586,24 +586,36 @@ class RunScope:
             raise TetherError("the run scope is not open: use 'async with harness.open_run(...)'")
         return self._recorder
 
-    def hook_context(self, hook: Hook, span_id: str | None, **kw: Any) -> HookContext:
+    def hook_context(
+        self,
+        hook: Hook,
+        span_id: str | None,
+        *,
+        tool: Tool | None = None,
+        call: ToolCall | None = None,
+        input_usd_per_mtok: float | None = None,
+    ) -> HookContext:
         """What a control sees at ``hook``: the run, the limits, the caller, the entry point."""
         h = self.harness
+        # Positional, in the fields' order (checked where HookContext is defined): each step
+        # makes one, and keywords cost twice the construction.
         return HookContext(
-            hook=hook,
-            state=self.state,
-            limits=h.limits,
-            loop_breaker=h.loop_breaker,
-            span_id=span_id,
-            caller=self.caller,
-            entry_point=self.entry_point,
-            agent=self.agent,
-            risk=self.risk,
-            call_model=self._call_model,
-            approvals=self.approvals if hook is _BEFORE_TOOL else None,
-            budgets=h.budget,
-            carried=self._carried_budget,
-            **kw,
+            hook,
+            self.state,
+            h.limits,
+            span_id,
+            tool,
+            call,
+            input_usd_per_mtok,
+            h.loop_breaker,
+            self.caller,
+            self.entry_point,
+            self.agent,
+            self.risk,
+            self._call_model,
+            self.approvals if hook is _BEFORE_TOOL else None,
+            h.budget,
+            self._carried_budget,
         )
 
     async def control_model_call(
