@@ -65,3 +65,28 @@ def test_a_run_with_a_5_mb_input_has_a_small_page_and_trace_document(tmp_path: P
         tool = next(s for s in spans.json()["spans"] if s["kind"] == "tool")["span_id"]
         one = c.get(f"/api/v1/runs/{run}/spans/{tool}").json()  # one span: whole
         assert one["span"]["attributes"]["gen_ai.tool.call.result"] == big
+
+
+def test_the_largest_text_chars_lists_runs_on_postgresql(pg_url: str) -> None:
+    """``text_chars`` 2**31 - 1 (the most the API takes): the list read one more character,
+    2**31, which PostgreSQL's substr does not take (int4): a 503 naming a missing function
+    (found by r38)."""
+    store = Store(pg_url)
+    seeded = add_run(store, input_text="x" * 20_000)
+    store.close()
+    access = AccessStore(pg_url)
+    key = access.create_key("default", Role.VIEWER)[1]
+    access.engine.dispose()
+    env = {**os.environ, "TETHER_DATABASE_URL": pg_url}
+    with (
+        tether_serve(env=env) as served,
+        httpx.Client(
+            base_url=served.url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        ) as c,
+    ):
+        for most in (2**31 - 2, 2**31 - 1):
+            listing = c.get("/api/v1/runs", params={"text_chars": most})
+            assert listing.status_code == 200, listing.text
+            assert [r["input"] for r in listing.json()["runs"]] == ["x" * 20_000]
+        clipped = c.get("/api/v1/runs", params={"text_chars": 5}).json()["runs"][0]["input"]
+        assert clipped.startswith("xxxxx… [") and seeded.run_id in clipped
