@@ -172,13 +172,18 @@ def span_text(
     principal: Reader,
     attribute: Annotated[str, Query(max_length=1024)],
 ) -> Response:
-    """One attribute of a span whole, as text (JSON indented): the span's detail shows the
-    first ``clip.TEXT_CHARS`` characters of each."""
+    """One attribute of a span whole, as text: the span's detail shows the first
+    ``clip.TEXT_CHARS`` characters of each. A text as it is stored, not read as JSON and
+    written again (as the page shows it): that hid the first of two equal keys
+    (``{"cmd": "rm -rf /", "cmd": "ls"}`` read ``"ls"``) and changed numbers (``1e999``
+    read ``Infinity``), so what a tool was called with could not be seen. A value that is
+    not text (a list, a number) as JSON indented."""
     run = project_run(request, principal.project, run_id)
     detail = traces.span_detail(engine(request), run.run_id, span_id, max_events=1)
     if detail is None or attribute not in detail.attributes:
         raise no_run(f"{run_id}/{span_id} {attribute}")
-    return _text(pretty(detail.attributes[attribute]))
+    value = detail.attributes[attribute]
+    return _text(value if isinstance(value, str) else pretty(value))
 
 
 def _text(text: str) -> Response:
