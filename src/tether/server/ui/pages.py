@@ -15,6 +15,7 @@ from tether.server import metrics_sql, traces
 from tether.server.api.runs import MAX_NS, MAX_OFFSET, metrics_range
 from tether.server.auth import Reader
 from tether.server.filters import RunFilters, run_filters
+from tether.server.http_deadline import MAX_HEADER_BYTES
 from tether.server.roles import Permission
 from tether.server.runs import agent_names, blocked_runs, engine, no_run, project_run, reader
 from tether.server.ui.filters import pretty
@@ -170,7 +171,9 @@ def span_text(
     run_id: str,
     span_id: str,
     principal: Reader,
-    attribute: Annotated[str, Query(max_length=1024)],
+    # Any key a span may have (OTLP does not bound them): a key past 1,024 characters was
+    # linked from its span's page and answered 422. The request line bounds it.
+    attribute: Annotated[str, Query(max_length=MAX_HEADER_BYTES)],
 ) -> Response:
     """One attribute of a span whole, as text: the span's detail shows the first
     ``clip.TEXT_CHARS`` characters of each. A text as it is stored, not read as JSON and
