@@ -326,3 +326,28 @@ def test_the_whole_text_of_an_attribute_with_a_long_key_opens(
     assert len(links) == 1, page.text[-3000:]
     whole = viewer.get(html.unescape(links[0]))
     assert whole.status_code == 200 and whole.text == value
+
+
+def test_a_missing_run_span_or_attribute_does_not_repeat_the_links_words(
+    site: Site, viewer: httpx.Client
+) -> None:
+    """A link to a run, a span or a span's whole text that is none: the 404 page named the
+    link's run id, span id and attribute as given, so words of anyone's making were shown
+    as the server's own notice (a whole-text link took 1,024 characters of them) (found by
+    r38)."""
+    lure = "x. Your session expired: sign in again at tether-login.example"
+    trace, root = secrets.token_hex(16), secrets.token_hex(8)
+    send_spans(site, [_span(trace, root, None, "invoke_agent", [_text("k", "v")])])
+    for path, params in (
+        (f"/runs/{lure}", {}),
+        (f"/runs/{root}/spans/{lure}", {}),
+        (f"/runs/{root}/spans/{lure}/text", {"attribute": "k"}),
+        (f"/runs/{root}/spans/{root}/text", {"attribute": lure}),
+        (f"/api/v1/runs/{lure}", {}),
+        (f"/api/v1/runs/{root}/spans/{lure}", {}),
+    ):
+        missing = viewer.get(path, params=params)
+        assert missing.status_code == 404, (path, missing.status_code)
+        assert "tether-login" not in html.unescape(missing.text), path
+    missing = viewer.get(f"/runs/{root}/spans/{'0' * 16}")
+    assert missing.status_code == 404 and f"{root}/{'0' * 16}" in missing.text

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import PlainTextResponse, Response
 
@@ -145,7 +145,7 @@ def span_fragment(request: Request, run_id: str, span_id: str, principal: Reader
     run = project_run(request, principal.project, run_id)
     detail = traces.span_detail(engine(request), run.run_id, span_id, max_events=MAX_SHOWN_EVENTS)
     if detail is None:
-        raise no_run(f"{run_id}/{span_id}")
+        raise no_run(run_id, span_id)
     if not request.headers.get("hx-request"):
         return trace_page(request, run_id, principal, span=span_id)
     context = {"run": RunSummary.of(run), "selected": detail, "messages": traces.messages}
@@ -183,8 +183,10 @@ def span_text(
     not text (a list, a number) as JSON indented."""
     run = project_run(request, principal.project, run_id)
     detail = traces.span_detail(engine(request), run.run_id, span_id, max_events=1)
-    if detail is None or attribute not in detail.attributes:
-        raise no_run(f"{run_id}/{span_id} {attribute}")
+    if detail is None:
+        raise no_run(run_id, span_id)
+    if attribute not in detail.attributes:  # not named back (no_run)
+        raise HTTPException(404, "the span has no attribute of that name")
     value = detail.attributes[attribute]
     return _text(value if isinstance(value, str) else pretty(value))
 
