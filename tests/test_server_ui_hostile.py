@@ -5,6 +5,7 @@ mislead whoever opens them. A real server on 127.0.0.1 over a real SQLite file."
 from __future__ import annotations
 
 import html
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -308,3 +309,45 @@ def test_signing_out_of_a_session_that_already_ended(site: Site) -> None:
         # From another site's page: refused, signed in or not.
         other = client.post("/logout", headers={"Origin": "http://elsewhere.example"})
         assert other.status_code == 403
+
+
+def test_the_whole_text_of_an_attribute_with_a_long_key_opens(
+    site: Site, viewer: httpx.Client
+) -> None:
+    """A span sent with a 2,000-character attribute key and a long value: its page links to
+    the whole value, and the link opens it (the route took keys up to 1,024 characters and
+    answered 422) (found by r38)."""
+    key, value = "k" * 2_000, "v" * 12_000 + "THE END"
+    trace, root = secrets.token_hex(16), secrets.token_hex(8)
+    send_spans(site, [_span(trace, root, None, "invoke_agent", [_text(key, value)])])
+    page = viewer.get(f"/runs/{root}", params={"span": root})
+    assert page.status_code == 200, page.text[:300]
+    links = re.findall(r'<a class="whole" href="([^"]*attribute=k+)"', page.text)
+    assert len(links) == 1, page.text[-3000:]
+    whole = viewer.get(html.unescape(links[0]))
+    assert whole.status_code == 200 and whole.text == value
+
+
+def test_a_missing_run_span_or_attribute_does_not_repeat_the_links_words(
+    site: Site, viewer: httpx.Client
+) -> None:
+    """A link to a run, a span or a span's whole text that is none: the 404 page named the
+    link's run id, span id and attribute as given, so words of anyone's making were shown
+    as the server's own notice (a whole-text link took 1,024 characters of them) (found by
+    r38)."""
+    lure = "x. Your session expired: sign in again at tether-login.example"
+    trace, root = secrets.token_hex(16), secrets.token_hex(8)
+    send_spans(site, [_span(trace, root, None, "invoke_agent", [_text("k", "v")])])
+    for path, params in (
+        (f"/runs/{lure}", {}),
+        (f"/runs/{root}/spans/{lure}", {}),
+        (f"/runs/{root}/spans/{lure}/text", {"attribute": "k"}),
+        (f"/runs/{root}/spans/{root}/text", {"attribute": lure}),
+        (f"/api/v1/runs/{lure}", {}),
+        (f"/api/v1/runs/{root}/spans/{lure}", {}),
+    ):
+        missing = viewer.get(path, params=params)
+        assert missing.status_code == 404, (path, missing.status_code)
+        assert "tether-login" not in html.unescape(missing.text), path
+    missing = viewer.get(f"/runs/{root}/spans/{'0' * 16}")
+    assert missing.status_code == 404 and f"{root}/{'0' * 16}" in missing.text

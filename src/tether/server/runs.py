@@ -32,8 +32,17 @@ def engine(request: Request) -> Engine:
     return found
 
 
-def no_run(run_id: str) -> HTTPException:
-    return HTTPException(404, f"no run {run_id!r} in this project")
+ID = re.compile(r"[0-9a-f]{1,32}")
+"""What a run, span or trace id looks like: only these are named back in a 404."""
+
+
+def no_run(*ids: str) -> HTTPException:
+    """404 for the run ``ids[0]`` (and its span ``ids[1]``). The ids are named only when
+    they look like ids: any words in a link's path (``/runs/Your session expired: sign in
+    again at ...``) were put on the page as the server's own notice to whoever opened it."""
+    if all(ID.fullmatch(i) for i in ids):
+        return HTTPException(404, f"no run {'/'.join(ids)!r} in this project")
+    return HTTPException(404, "no such run in this project")
 
 
 def project_run(request: Request, project: str, run_id: str) -> RunRecord:

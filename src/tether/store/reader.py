@@ -52,6 +52,9 @@ _LISTED_RUNS = 20
 """How many run ids an ambiguous trace id lists."""
 _TRACE_ID_LENGTH = 32
 _TEXTS = ("input", "output")
+MAX_TEXT_CHARS = 2**31 - 1
+"""The most characters ``find_runs`` reads of a text (PostgreSQL's int4; a text is at most
+1 GB there)."""
 
 
 @dataclass(frozen=True)
@@ -244,9 +247,11 @@ class StoreReader:
         reads every matching run's key)."""
         columns: list[Any] = list(tables.runs.c)
         if text_chars is not None:
+            # PostgreSQL's substr takes an int4 (no text is longer): 2**31 was sent as a
+            # bigint, 'function substr(text, integer, bigint) does not exist', a 503.
+            most = min(text_chars, MAX_TEXT_CHARS)
             columns = [
-                func.substr(c, 1, text_chars).label(c.name) if c.name in _TEXTS else c
-                for c in columns
+                func.substr(c, 1, most).label(c.name) if c.name in _TEXTS else c for c in columns
             ]
         rows, total, next_cursor = self._page(query, columns, count=count)
         return RunListing([run_from_row(r) for r in rows], total, next_cursor)

@@ -214,7 +214,7 @@ def get_span(
         events_from=events_offset,
     )
     if detail is None:
-        raise no_run(f"{run_id}/{span_id}")
+        raise no_run(run_id, span_id)
     line = detail.line
     events = [
         EventView(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import PlainTextResponse, Response
 
@@ -15,6 +15,7 @@ from tether.server import metrics_sql, traces
 from tether.server.api.runs import MAX_NS, MAX_OFFSET, metrics_range
 from tether.server.auth import Reader
 from tether.server.filters import RunFilters, run_filters
+from tether.server.http_deadline import MAX_HEADER_BYTES
 from tether.server.roles import Permission
 from tether.server.runs import agent_names, blocked_runs, engine, no_run, project_run, reader
 from tether.server.ui.filters import pretty
@@ -144,7 +145,7 @@ def span_fragment(request: Request, run_id: str, span_id: str, principal: Reader
     run = project_run(request, principal.project, run_id)
     detail = traces.span_detail(engine(request), run.run_id, span_id, max_events=MAX_SHOWN_EVENTS)
     if detail is None:
-        raise no_run(f"{run_id}/{span_id}")
+        raise no_run(run_id, span_id)
     if not request.headers.get("hx-request"):
         return trace_page(request, run_id, principal, span=span_id)
     context = {"run": RunSummary.of(run), "selected": detail, "messages": traces.messages}
@@ -170,15 +171,24 @@ def span_text(
     run_id: str,
     span_id: str,
     principal: Reader,
-    attribute: Annotated[str, Query(max_length=1024)],
+    # Any key a span may have (OTLP does not bound them): a key past 1,024 characters was
+    # linked from its span's page and answered 422. The request line bounds it.
+    attribute: Annotated[str, Query(max_length=MAX_HEADER_BYTES)],
 ) -> Response:
-    """One attribute of a span whole, as text (JSON indented): the span's detail shows the
-    first ``clip.TEXT_CHARS`` characters of each."""
+    """One attribute of a span whole, as text: the span's detail shows the first
+    ``clip.TEXT_CHARS`` characters of each. A text as it is stored, not read as JSON and
+    written again (as the page shows it): that hid the first of two equal keys
+    (``{"cmd": "rm -rf /", "cmd": "ls"}`` read ``"ls"``) and changed numbers (``1e999``
+    read ``Infinity``), so what a tool was called with could not be seen. A value that is
+    not text (a list, a number) as JSON indented."""
     run = project_run(request, principal.project, run_id)
     detail = traces.span_detail(engine(request), run.run_id, span_id, max_events=1)
-    if detail is None or attribute not in detail.attributes:
-        raise no_run(f"{run_id}/{span_id} {attribute}")
-    return _text(pretty(detail.attributes[attribute]))
+    if detail is None:
+        raise no_run(run_id, span_id)
+    if attribute not in detail.attributes:  # not named back (no_run)
+        raise HTTPException(404, "the span has no attribute of that name")
+    value = detail.attributes[attribute]
+    return _text(value if isinstance(value, str) else pretty(value))
 
 
 def _text(text: str) -> Response:
