@@ -889,3 +889,54 @@ def test_chains_sent_shuffled_a_few_spans_a_request_end_in_their_roots_runs(site
         _check_trace(site, trace, ids[0], depth, 100)
     assert site.rows("SELECT run_id FROM tether_runs WHERE status = 'running'") == []
     assert site.rows("SELECT span_id FROM tether_otlp_waits") == []
+
+
+@pytest.mark.parametrize("callee_first", [True, False])
+def test_two_projects_waiting_for_one_span_each_keep_their_spans(
+    site: Site, callee_first: bool
+) -> None:
+    """A span of project ``other`` naming a span of ``default`` (read off ``traceparent``)
+    before it arrived made the one wait row for that span (keyed by it alone) ``other``'s:
+    ``default``'s own children of it, sent next, were refused ('its run id is already
+    taken') and lost, or ``other``'s were, sent second. Both wait now; the span arriving
+    (not a root: its own parent is still missing) ends ``other``'s run, and its root ends
+    ``default``'s."""
+    trace = _trace(90, 1)
+    root, middle, ours, theirs = _id(90, 1), _id(90, 2), _id(90, 3), _id(90, 4)
+    ours_span = json_span(ours, middle, "our child", {}, trace=trace)
+    with _other_project_client(site) as other:
+        sends = [
+            lambda: other.post(
+                "/v1/traces",
+                json=json_request(json_span(theirs, middle, "their server", {}, trace=trace)),
+            ),
+            lambda: site.post([ours_span]),
+        ]
+        for send in sends if callee_first else sends[::-1]:
+            answer = send()
+            assert answer.status_code == 200 and "partialSuccess" not in answer.json()
+    waits = site.rows("SELECT span_id FROM tether_otlp_waits")
+    assert [w.span_id for w in waits] == [middle, middle]
+    answer = site.post([json_span(middle, root, "our middle", {}, trace=trace)])
+    assert answer.status_code == 200 and "partialSuccess" not in answer.json(), answer.text
+    runs = site.rows("SELECT project, status, run_id FROM tether_runs ORDER BY project")
+    assert [(r.project, r.status) for r in runs] == [
+        ("default", "running"),
+        ("other", "completed"),
+    ]
+    assert runs[1].run_id == theirs
+    answer = site.post([json_span(root, None, "our root", {}, trace=trace)])
+    assert answer.status_code == 200 and "partialSuccess" not in answer.json(), answer.text
+    runs = site.rows("SELECT project, status, run_id FROM tether_runs ORDER BY project")
+    assert [tuple(r) for r in runs] == [
+        ("default", "completed", root),
+        ("other", "completed", theirs),
+    ]
+    spans = site.rows("SELECT span_id, run_id FROM tether_spans ORDER BY span_id")
+    assert [tuple(s) for s in spans] == [
+        (root, root),
+        (middle, root),
+        (ours, root),
+        (theirs, theirs),
+    ]
+    assert site.rows("SELECT span_id FROM tether_otlp_waits") == []
