@@ -939,4 +939,39 @@ def test_two_projects_waiting_for_one_span_each_keep_their_spans(
         (ours, root),
         (theirs, theirs),
     ]
+    keyed = site.rows(  # read as the store reads a run's spans: by its run_seq
+        "SELECT s.span_id FROM tether_runs r JOIN tether_spans s "
+        "ON s.run_seq = r.run_seq AND s.run_id = r.run_id WHERE r.run_id = :r ORDER BY s.span_id",
+        r=root,
+    )
+    assert [k.span_id for k in keyed] == [root, middle, ours]
     assert site.rows("SELECT span_id FROM tether_otlp_waits") == []
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_request_of_more_spans_than_postgres_has_lock_slots_is_stored(site: Site) -> None:
+    """PostgreSQL: a request took an advisory lock per trace id and per run id it may create
+    (three for an orphan span with random ids); all locks share one table of
+    max_locks_per_transaction x (max_connections + max_prepared_transactions) entries, so
+    one request of a few thousand such spans failed with 'out of shared memory' (a 503 the
+    exporter retries for ever) and filled the table for every other transaction."""
+    (slots,) = site.rows(
+        "SELECT current_setting('max_locks_per_transaction')::int * "
+        "(current_setting('max_connections')::int "
+        "+ current_setting('max_prepared_transactions')::int) AS n"
+    )
+    count = slots.n  # three keys each: well past the table, whatever else backends count
+    rng = random.Random(39)
+    spans = [
+        json_span(
+            f"{rng.getrandbits(64) | 1:016x}",
+            f"{rng.getrandbits(64) | 1:016x}",
+            "orphan",
+            {},
+            trace=f"{rng.getrandbits(128) | 1:032x}",
+        )
+        for _ in range(count)
+    ]
+    answer = site.post(spans)
+    assert answer.status_code == 200 and "partialSuccess" not in answer.json(), answer.text
+    assert site.rows("SELECT count(*) AS n FROM tether_otlp_waits")[0].n == count

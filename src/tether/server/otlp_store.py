@@ -78,6 +78,15 @@ of the trace id). Another space than the migration lock's single key."""
 _RUN_LOCK_SPACE = 0x7E7E_0003
 """The first key of the advisory locks taken per run id a request may create
 (``_run_id_claims``)."""
+_ALL_LOCK_SPACE = 0x7E7E_0004
+"""The first key of the one advisory lock every request takes first: shared, or exclusive by
+a request with more than ``_MAX_LOCK_KEYS`` keys (it takes no others)."""
+_MAX_LOCK_KEYS = 256
+"""The most per-trace and per-run advisory locks one request takes. PostgreSQL keeps every
+lock in one shared table of ``max_locks_per_transaction`` x ``max_connections`` entries (6,400
+by default): a request of 10,000 orphan spans with random ids took ~30,000, failed with 'out
+of shared memory' (a 503 its exporter sends again, for ever), and while it tried, other
+transactions on the database could find the table full too."""
 _CHUNK = 1000
 """Ids per ``IN (...)`` on SQLite (far below its limit of 32,766 parameters)."""
 
@@ -156,16 +165,22 @@ def _lock_traces(conn: Connection, trace_ids: set[str], run_ids: set[str]) -> No
     Without the run ids, a request of another project that named a missing parent after a
     root being committed under its own trace id read the run as absent, had its insert of the
     run skipped as existing, and wrote its spans into the other project's run. Keys in one
-    order (traces, then run ids): no deadlock."""
+    order (the one every request takes, traces, then run ids): no deadlock. A request with
+    more keys than ``_MAX_LOCK_KEYS`` waits for every other instead (``_ALL_LOCK_SPACE``)."""
     if conn.dialect.name != "postgresql":
         return
+    traces, runs = _lock_keys(trace_ids), _lock_keys(run_ids)
+    if len(traces) + len(runs) > _MAX_LOCK_KEYS:
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, 0)", (_ALL_LOCK_SPACE,))
+        return
+    conn.exec_driver_sql("SELECT pg_advisory_xact_lock_shared(%s, 0)", (_ALL_LOCK_SPACE,))
     conn.exec_driver_sql(
         "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k",
-        (_LOCK_SPACE, _lock_keys(trace_ids)),
+        (_LOCK_SPACE, traces),
     ).all()
     conn.exec_driver_sql(
         "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k",
-        (_RUN_LOCK_SPACE, _lock_keys(run_ids)),
+        (_RUN_LOCK_SPACE, runs),
     ).all()
 
 
