@@ -975,3 +975,45 @@ def test_a_request_of_more_spans_than_postgres_has_lock_slots_is_stored(site: Si
     answer = site.post(spans)
     assert answer.status_code == 200 and "partialSuccess" not in answer.json(), answer.text
     assert site.rows("SELECT count(*) AS n FROM tether_otlp_waits")[0].n == count
+
+
+@contextlib.contextmanager
+def _statements() -> Iterator[list[int]]:
+    """Statements run by every engine of this process while inside (the server's included)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    count = [0]
+
+    def before(*args: Any) -> None:
+        count[0] += 1
+
+    event.listen(Engine, "before_cursor_execute", before)
+    try:
+        yield count
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+
+
+def test_pending_runs_under_ids_another_project_holds_take_new_ids_in_a_few_statements(
+    site: Site,
+) -> None:
+    """Project ``other`` holding pending runs named after 300 parents (its spans named them
+    first), a request of ``default`` naming the same parents made 300 pending runs of its own
+    under new ids, and looked each new id up in a statement of its own."""
+    trace = _trace(95, 1)
+    parents = [_id(95, i) for i in range(300)]
+    with _other_project_client(site) as other:
+        theirs = [json_span(_id(96, i), p, "x", {}, trace=trace) for i, p in enumerate(parents)]
+        answer = other.post("/v1/traces", json=json_request(*theirs))
+        assert answer.status_code == 200 and "partialSuccess" not in answer.json()
+    ours = [json_span(_id(97, i), p, "y", {}, trace=trace) for i, p in enumerate(parents)]
+    with _statements() as count:
+        answer = site.post(ours)
+    assert answer.status_code == 200 and "partialSuccess" not in answer.json(), answer.text
+    assert count[0] < 60, count[0]
+    pending = site.rows(
+        "SELECT count(*) AS n FROM tether_runs r JOIN tether_otlp_waits w ON w.run_id = r.run_id "
+        "WHERE r.project = 'default' AND r.status = 'running'"
+    )
+    assert pending[0].n == 300

@@ -273,18 +273,17 @@ def _waits_exist(conn: Connection, ids: Iterable[str]) -> bool:
     return next(_in(conn, sql, ids), None) is not None
 
 
-def _free_run_id(conn: Connection, taken: set[str]) -> str:
-    """A random run id no run has (nor any in ``taken``)."""
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    while True:
-        run_id = secrets.token_hex(8)
-        if (
-            run_id not in taken
-            and not conn.exec_driver_sql(
-                f"SELECT 1 FROM tether_runs WHERE run_id = {mark}", (run_id,)
-            ).first()
-        ):
-            return run_id
+def _free_run_ids(conn: Connection, count: int, taken: Iterable[str]) -> list[str]:
+    """``count`` random run ids no run has (nor any in ``taken``), looked up together."""
+    sql = "SELECT run_id FROM tether_runs WHERE run_id IN ({ids})"
+    found: set[str] = set()
+    avoid = set(taken)
+    while len(found) < count:
+        drawn = {secrets.token_hex(8) for _ in range(count - len(found))} - avoid
+        drawn -= {row[0] for row in _in(conn, sql, drawn)}
+        found |= drawn
+        avoid |= drawn
+    return sorted(found)
 
 
 # -- which run each span joins ----------------------------------------------------------------
@@ -666,13 +665,15 @@ def _write(
                     _end_foreign_pending_run(conn, theirs, m.span_id, have_run.project)
         # A missing parent that names another project's run already (its pending run waits
         # for the same span, under that id): this project's pending run takes another id.
-        renamed: dict[str, str] = {}
-        for parent in sorted(missing - waiting.keys()):
-            have_run = stored_runs.get(parent)
-            if have_run is not None and have_run.project != project:
-                renamed[parent] = _free_run_id(conn, set(stored_runs) | by_id.keys())
-                waits_for[renamed[parent]] = parent
-        if renamed:
+        held = sorted(
+            parent
+            for parent in missing - waiting.keys()
+            if (have_run := stored_runs.get(parent)) is not None and have_run.project != project
+        )
+        if held:
+            fresh_ids = _free_run_ids(conn, len(held), stored_runs.keys() | by_id.keys())
+            renamed = dict(zip(held, fresh_ids, strict=True))
+            waits_for.update(zip(fresh_ids, held, strict=True))
             for m in new:
                 m.run_id = renamed.get(m.run_id, m.run_id)
     fresh: list[MappedSpan] = []
