@@ -20,12 +20,13 @@ or two, take their turns: on SQLite the transaction holds the file's write lock 
 first (OpenTelemetry parents and children share their trace id), then one per run id it may
 create (its roots, the parents it lacks: a sender chooses its trace ids), in one order.
 
-Projects share the id space: a span of one project may name as its missing parent the root of
-another project's trace (a service called by it, reading its id off ``traceparent``). When
-that root arrives, the pending run waiting for it ends: each of its spans that named the
-root becomes the root of a run of its own project (``_end_foreign_pending_run``), and the
-root is stored; a span naming a parent stored in another project is the root of a run of its
-own project at once (``_runs_of``).
+Projects share the id space: a span of one project may name as its missing parent a span of
+another project's trace (a service called by it, reading its id off ``traceparent``), and
+pending runs of several projects may wait for one span (each project's under an id of its
+own). When that span arrives, root or not, every other project's pending run waiting for it
+ends: each of its spans that named it becomes the root of a run of its own project
+(``_end_foreign_pending_run``), and the span is stored; a span naming a parent stored in
+another project is the root of a run of its own project at once (``_runs_of``).
 
 This path needs no crash journal (the runtime's trace writer keeps one because its records
 are accepted before they are committed): nothing is acknowledged before its commit, so a
