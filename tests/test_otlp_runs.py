@@ -889,3 +889,131 @@ def test_chains_sent_shuffled_a_few_spans_a_request_end_in_their_roots_runs(site
         _check_trace(site, trace, ids[0], depth, 100)
     assert site.rows("SELECT run_id FROM tether_runs WHERE status = 'running'") == []
     assert site.rows("SELECT span_id FROM tether_otlp_waits") == []
+
+
+@pytest.mark.parametrize("callee_first", [True, False])
+def test_two_projects_waiting_for_one_span_each_keep_their_spans(
+    site: Site, callee_first: bool
+) -> None:
+    """A span of project ``other`` naming a span of ``default`` (read off ``traceparent``)
+    before it arrived made the one wait row for that span (keyed by it alone) ``other``'s:
+    ``default``'s own children of it, sent next, were refused ('its run id is already
+    taken') and lost, or ``other``'s were, sent second. Both wait now; the span arriving
+    (not a root: its own parent is still missing) ends ``other``'s run, and its root ends
+    ``default``'s."""
+    trace = _trace(90, 1)
+    root, middle, ours, theirs = _id(90, 1), _id(90, 2), _id(90, 3), _id(90, 4)
+    ours_span = json_span(ours, middle, "our child", {}, trace=trace)
+    with _other_project_client(site) as other:
+        sends = [
+            lambda: other.post(
+                "/v1/traces",
+                json=json_request(json_span(theirs, middle, "their server", {}, trace=trace)),
+            ),
+            lambda: site.post([ours_span]),
+        ]
+        for send in sends if callee_first else sends[::-1]:
+            answer = send()
+            assert answer.status_code == 200 and "partialSuccess" not in answer.json()
+    waits = site.rows("SELECT span_id FROM tether_otlp_waits")
+    assert [w.span_id for w in waits] == [middle, middle]
+    answer = site.post([json_span(middle, root, "our middle", {}, trace=trace)])
+    assert answer.status_code == 200 and "partialSuccess" not in answer.json(), answer.text
+    runs = site.rows("SELECT project, status, run_id FROM tether_runs ORDER BY project")
+    assert [(r.project, r.status) for r in runs] == [
+        ("default", "running"),
+        ("other", "completed"),
+    ]
+    assert runs[1].run_id == theirs
+    answer = site.post([json_span(root, None, "our root", {}, trace=trace)])
+    assert answer.status_code == 200 and "partialSuccess" not in answer.json(), answer.text
+    runs = site.rows("SELECT project, status, run_id FROM tether_runs ORDER BY project")
+    assert [tuple(r) for r in runs] == [
+        ("default", "completed", root),
+        ("other", "completed", theirs),
+    ]
+    spans = site.rows("SELECT span_id, run_id FROM tether_spans ORDER BY span_id")
+    assert [tuple(s) for s in spans] == [
+        (root, root),
+        (middle, root),
+        (ours, root),
+        (theirs, theirs),
+    ]
+    keyed = site.rows(  # read as the store reads a run's spans: by its run_seq
+        "SELECT s.span_id FROM tether_runs r JOIN tether_spans s "
+        "ON s.run_seq = r.run_seq AND s.run_id = r.run_id WHERE r.run_id = :r ORDER BY s.span_id",
+        r=root,
+    )
+    assert [k.span_id for k in keyed] == [root, middle, ours]
+    assert site.rows("SELECT span_id FROM tether_otlp_waits") == []
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_a_request_of_more_spans_than_postgres_has_lock_slots_is_stored(site: Site) -> None:
+    """PostgreSQL: a request took an advisory lock per trace id and per run id it may create
+    (three for an orphan span with random ids); all locks share one table of
+    max_locks_per_transaction x (max_connections + max_prepared_transactions) entries, so
+    one request of a few thousand such spans failed with 'out of shared memory' (a 503 the
+    exporter retries for ever) and filled the table for every other transaction."""
+    (slots,) = site.rows(
+        "SELECT current_setting('max_locks_per_transaction')::int * "
+        "(current_setting('max_connections')::int "
+        "+ current_setting('max_prepared_transactions')::int) AS n"
+    )
+    count = slots.n  # three keys each: well past the table, whatever else backends count
+    rng = random.Random(39)
+    spans = [
+        json_span(
+            f"{rng.getrandbits(64) | 1:016x}",
+            f"{rng.getrandbits(64) | 1:016x}",
+            "orphan",
+            {},
+            trace=f"{rng.getrandbits(128) | 1:032x}",
+        )
+        for _ in range(count)
+    ]
+    answer = site.post(spans)
+    assert answer.status_code == 200 and "partialSuccess" not in answer.json(), answer.text
+    assert site.rows("SELECT count(*) AS n FROM tether_otlp_waits")[0].n == count
+
+
+@contextlib.contextmanager
+def _statements() -> Iterator[list[int]]:
+    """Statements run by every engine of this process while inside (the server's included)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    count = [0]
+
+    def before(*args: Any) -> None:
+        count[0] += 1
+
+    event.listen(Engine, "before_cursor_execute", before)
+    try:
+        yield count
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+
+
+def test_pending_runs_under_ids_another_project_holds_take_new_ids_in_a_few_statements(
+    site: Site,
+) -> None:
+    """Project ``other`` holding pending runs named after 300 parents (its spans named them
+    first), a request of ``default`` naming the same parents made 300 pending runs of its own
+    under new ids, and looked each new id up in a statement of its own."""
+    trace = _trace(95, 1)
+    parents = [_id(95, i) for i in range(300)]
+    with _other_project_client(site) as other:
+        theirs = [json_span(_id(96, i), p, "x", {}, trace=trace) for i, p in enumerate(parents)]
+        answer = other.post("/v1/traces", json=json_request(*theirs))
+        assert answer.status_code == 200 and "partialSuccess" not in answer.json()
+    ours = [json_span(_id(97, i), p, "y", {}, trace=trace) for i, p in enumerate(parents)]
+    with _statements() as count:
+        answer = site.post(ours)
+    assert answer.status_code == 200 and "partialSuccess" not in answer.json(), answer.text
+    assert count[0] < 60, count[0]
+    pending = site.rows(
+        "SELECT count(*) AS n FROM tether_runs r JOIN tether_otlp_waits w ON w.run_id = r.run_id "
+        "WHERE r.project = 'default' AND r.status = 'running'"
+    )
+    assert pending[0].n == 300

@@ -304,13 +304,17 @@ def test_a_store_at_head_opens_without_alembic_and_an_older_one_is_migrated(
 
 
 def _schema(engine: Engine) -> dict[str, list[str]]:
-    """Tables with their columns and the names of their indexes and triggers."""
+    """Tables with their columns, primary keys and the names of their indexes and
+    triggers."""
     found = inspect(engine)
     triggers = _triggers(engine)
     return {
-        t: sorted(c["name"] for c in found.get_columns(t))
-        + sorted(f"index {i['name']}" for i in found.get_indexes(t))
-        + sorted(f"trigger {name}" for table, name in triggers if table == t)
+        t: [
+            *sorted(c["name"] for c in found.get_columns(t)),
+            f"primary key {found.get_pk_constraint(t)['constrained_columns']}",
+            *sorted(f"index {i['name']}" for i in found.get_indexes(t)),
+            *sorted(f"trigger {name}" for table, name in triggers if table == t),
+        ]
         for t in found.get_table_names()
     }
 

@@ -3,11 +3,11 @@
 Each span joins the run of its root span (a run per root span, ``run_id`` = the root's span
 id, project of the API key, entry point ``otlp``). A span whose parent has not arrived yet
 (exporters send children first: they end first) goes into a *pending* run, ``running`` until
-the parent arrives: the one waiting for that parent (``tether_otlp_waits``: missing parent ->
-run), else a new one named after it. When a span arrives that a pending run waits for, and
-its own parent is missing too, the pending run keeps its id and waits for that parent
-instead (``_keep_pending_runs``: a chain sent leaf first, one span a request, moves none of
-its spans until its root comes); else the pending run's spans and events move into the
+the parent arrives: the one of its project waiting for that parent (``tether_otlp_waits``:
+missing parent -> run), else a new one named after it. When a span arrives that a pending
+run waits for, and its own parent is missing too, the pending run keeps its id and waits for
+that parent instead (``_keep_pending_runs``: a chain sent leaf first, one span a request,
+moves none of its spans until its root comes); else the pending run's spans and events move into the
 arriving span's run (so a chain of any depth, sent in any order, ends in its root's run);
 when the root arrives, its run gets the root's name, input, output, status and the totals
 (tokens, cost) of its model spans.
@@ -20,12 +20,13 @@ or two, take their turns: on SQLite the transaction holds the file's write lock 
 first (OpenTelemetry parents and children share their trace id), then one per run id it may
 create (its roots, the parents it lacks: a sender chooses its trace ids), in one order.
 
-Projects share the id space: a span of one project may name as its missing parent the root of
-another project's trace (a service called by it, reading its id off ``traceparent``). When
-that root arrives, the pending run waiting for it ends: each of its spans that named the
-root becomes the root of a run of its own project (``_end_foreign_pending_run``), and the
-root is stored; a span naming a parent stored in another project is the root of a run of its
-own project at once (``_runs_of``).
+Projects share the id space: a span of one project may name as its missing parent a span of
+another project's trace (a service called by it, reading its id off ``traceparent``), and
+pending runs of several projects may wait for one span (each project's under an id of its
+own). When that span arrives, root or not, every other project's pending run waiting for it
+ends: each of its spans that named it becomes the root of a run of its own project
+(``_end_foreign_pending_run``), and the span is stored; a span naming a parent stored in
+another project is the root of a run of its own project at once (``_runs_of``).
 
 This path needs no crash journal (the runtime's trace writer keeps one because its records
 are accepted before they are committed): nothing is acknowledged before its commit, so a
@@ -78,6 +79,15 @@ of the trace id). Another space than the migration lock's single key."""
 _RUN_LOCK_SPACE = 0x7E7E_0003
 """The first key of the advisory locks taken per run id a request may create
 (``_run_id_claims``)."""
+_ALL_LOCK_SPACE = 0x7E7E_0004
+"""The first key of the one advisory lock every request takes first: shared, or exclusive by
+a request with more than ``_MAX_LOCK_KEYS`` keys (it takes no others)."""
+_MAX_LOCK_KEYS = 256
+"""The most per-trace and per-run advisory locks one request takes. PostgreSQL keeps every
+lock in one shared table of ``max_locks_per_transaction`` x ``max_connections`` entries (6,400
+by default): a request of 10,000 orphan spans with random ids took ~30,000, failed with 'out
+of shared memory' (a 503 its exporter sends again, for ever), and while it tried, other
+transactions on the database could find the table full too."""
 _CHUNK = 1000
 """Ids per ``IN (...)`` on SQLite (far below its limit of 32,766 parameters)."""
 
@@ -156,16 +166,22 @@ def _lock_traces(conn: Connection, trace_ids: set[str], run_ids: set[str]) -> No
     Without the run ids, a request of another project that named a missing parent after a
     root being committed under its own trace id read the run as absent, had its insert of the
     run skipped as existing, and wrote its spans into the other project's run. Keys in one
-    order (traces, then run ids): no deadlock."""
+    order (the one every request takes, traces, then run ids): no deadlock. A request with
+    more keys than ``_MAX_LOCK_KEYS`` waits for every other instead (``_ALL_LOCK_SPACE``)."""
     if conn.dialect.name != "postgresql":
         return
+    traces, runs = _lock_keys(trace_ids), _lock_keys(run_ids)
+    if len(traces) + len(runs) > _MAX_LOCK_KEYS:
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s, 0)", (_ALL_LOCK_SPACE,))
+        return
+    conn.exec_driver_sql("SELECT pg_advisory_xact_lock_shared(%s, 0)", (_ALL_LOCK_SPACE,))
     conn.exec_driver_sql(
         "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k",
-        (_LOCK_SPACE, _lock_keys(trace_ids)),
+        (_LOCK_SPACE, traces),
     ).all()
     conn.exec_driver_sql(
         "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k",
-        (_RUN_LOCK_SPACE, _lock_keys(run_ids)),
+        (_RUN_LOCK_SPACE, runs),
     ).all()
 
 
@@ -231,11 +247,44 @@ def _stored_runs(conn: Connection, ids: Iterable[str]) -> dict[str, _StoredRun]:
     }
 
 
-def _waiting(conn: Connection, ids: Iterable[str]) -> dict[str, str]:
-    """The pending run waiting for each of ``ids`` that one waits for (``tether_otlp_waits``:
-    a pending run waits for the missing parent of its topmost span)."""
-    sql = "SELECT span_id, run_id FROM tether_otlp_waits WHERE span_id IN ({ids})"
-    return {row[0]: row[1] for row in _in(conn, sql, ids)}
+def _waiting(
+    conn: Connection, ids: Iterable[str], project: str
+) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The pending runs waiting for ``ids`` (``tether_otlp_waits``: a pending run waits for
+    the missing parent of its topmost span): ``project``'s, one a span, and other projects'
+    (projects share the span id space: a service names its caller's span, another
+    project's, through ``traceparent``; several may wait for one span)."""
+    sql = (
+        "SELECT w.span_id, w.run_id, r.project FROM tether_otlp_waits w "
+        "JOIN tether_runs r ON r.run_id = w.run_id WHERE w.span_id IN ({ids})"
+    )
+    own: dict[str, str] = {}
+    foreign: dict[str, list[str]] = {}
+    for span_id, run_id, owner in _in(conn, sql, ids):
+        if owner == project:
+            own[span_id] = run_id
+        else:
+            foreign.setdefault(span_id, []).append(run_id)
+    return own, foreign
+
+
+def _waits_exist(conn: Connection, ids: Iterable[str]) -> bool:
+    """Whether any run, of any project, waits for one of ``ids``."""
+    sql = "SELECT span_id FROM tether_otlp_waits WHERE span_id IN ({ids})"
+    return next(_in(conn, sql, ids), None) is not None
+
+
+def _free_run_ids(conn: Connection, count: int, taken: Iterable[str]) -> list[str]:
+    """``count`` random run ids no run has (nor any in ``taken``), looked up together."""
+    sql = "SELECT run_id FROM tether_runs WHERE run_id IN ({ids})"
+    found: set[str] = set()
+    avoid = set(taken)
+    while len(found) < count:
+        drawn = {secrets.token_hex(8) for _ in range(count - len(found))} - avoid
+        drawn -= {row[0] for row in _in(conn, sql, drawn)}
+        found |= drawn
+        avoid |= drawn
+    return sorted(found)
 
 
 # -- which run each span joins ----------------------------------------------------------------
@@ -559,8 +608,9 @@ def _write(
     missing = parents - by_id.keys() - stored.keys()
     # (all_new: the project has no pending run; another project's waiting for one of the
     # request's roots or missing parents sends the request the careful way, below)
-    waiting = {} if all_new else _waiting(conn, missing | by_id.keys())
+    waiting, foreign = ({}, {}) if all_new else _waiting(conn, missing | by_id.keys(), project)
     runs = _runs_of(by_id, stored, project, waiting)
+    waits_for: dict[str, str] = {}  # new pending runs not named after what they wait for
     taken: list[MappedSpan] = []
     for m in spans:
         sid = m.span_id
@@ -584,35 +634,52 @@ def _write(
         # span would be the project's, and it has none (another project's: the careful way
         # ends it, or refuses the span)
         stored_runs = _stored_runs(conn, {m.run_id for m in new} - by_id.keys())
-        if _waiting(conn, {m.span_id for m in new if m.span_id == m.run_id} | missing):
+        if _waits_exist(conn, {m.span_id for m in new} | missing):
             return None
     else:
         arriving = {waiting[m.span_id] for m in new if m.span_id in waiting}
+        arriving.update(r for m in new for r in foreign.get(m.span_id, ()))
         stored_runs = _stored_runs(
             conn, {m.run_id for m in new} | {m.span_id for m in new} | arriving
         )
         for m in new:
             named = stored_runs.get(m.span_id)
-            if m.span_id not in waiting and named is not None and named.pending:
+            if (
+                m.span_id not in waiting
+                and m.span_id not in foreign.get(m.span_id, ())
+                and named is not None
+                and named.pending
+            ):
                 # A pending run with no wait, as a Tether before migration 0012 writes them
                 # (a replica not yet replaced in a rolling upgrade): named after what it
                 # waits for.
-                waiting[m.span_id] = m.span_id
+                if named.project == project:
+                    waiting[m.span_id] = m.span_id
+                else:
+                    foreign.setdefault(m.span_id, []).append(m.span_id)
         for m in new:
-            waiter = waiting.get(m.span_id)
-            have_run = stored_runs.get(waiter) if waiter is not None else None
-            if (
-                m.span_id == m.run_id
-                and have_run is not None
-                and have_run.pending
-                and have_run.project != project
-            ):
-                assert waiter is not None
-                _end_foreign_pending_run(conn, waiter, m.span_id, have_run.project)
-                del stored_runs[waiter], waiting[m.span_id]
+            # Other projects' runs waiting for a span arriving (root or not) end: each of
+            # their spans naming it is a root of its project's (as when it came first).
+            for theirs in sorted(foreign.get(m.span_id, ())):
+                have_run = stored_runs.pop(theirs, None)
+                if have_run is not None and have_run.pending:
+                    _end_foreign_pending_run(conn, theirs, m.span_id, have_run.project)
+        # A missing parent that names another project's run already (its pending run waits
+        # for the same span, under that id): this project's pending run takes another id.
+        held = sorted(
+            parent
+            for parent in missing - waiting.keys()
+            if (have_run := stored_runs.get(parent)) is not None and have_run.project != project
+        )
+        if held:
+            fresh_ids = _free_run_ids(conn, len(held), stored_runs.keys() | by_id.keys())
+            renamed = dict(zip(held, fresh_ids, strict=True))
+            waits_for.update(zip(fresh_ids, held, strict=True))
+            for m in new:
+                m.run_id = renamed.get(m.run_id, m.run_id)
     fresh: list[MappedSpan] = []
     merged_into: dict[str, str] = {}
-    arrived: list[str] = []  # spans a pending run of the project waited for
+    arrived: list[tuple[str, str]] = []  # spans a pending run of the project waited for
     closing: set[str] = set()  # the first spans of cycles closed by arriving
     stored_run = stored_runs.get
     for m in new:
@@ -631,7 +698,7 @@ def _write(
         named = None if waiter is None else stored_run(waiter)
         if waiter is None or named is None or named.project != project or not named.pending:
             continue
-        arrived.append(m.span_id)
+        arrived.append((m.span_id, waiter))
         if waiter == m.run_id and waiter != m.span_id:
             # Its parents lead back into the run waiting for it: a cycle, whose first span
             # it is (as in ``_runs_of``): its run's root.
@@ -648,6 +715,7 @@ def _write(
         merged_into = {old: _final(old, merged_into) for old in merged_into}
         merged_into = {old: new_id for old, new_id in merged_into.items() if old != new_id}
         kept = _keep_pending_runs(fresh, merged_into, stored_runs, roots)
+        kept = {run: waits_for.get(span, span) for run, span in kept.items()}
 
     by_run: dict[str, list[MappedSpan]] = {}
     for m in fresh:
@@ -670,7 +738,8 @@ def _write(
             record = _run_of_root(project, by_id[run_id], totals)
         else:
             record = _pending_run(project, run_id, members)
-            kept[run_id] = run_id  # it waits for the parent it is named after
+            # it waits for the parent it is named after (or took another id for)
+            kept[run_id] = waits_for.get(run_id, run_id)
         new_runs.append(tuple(run_row(record, run_seq=seq).values()))
     before = _changes(conn) if all_new else 0
     if new_runs:
@@ -723,13 +792,13 @@ def _keep_pending_runs(
     return kept
 
 
-def _rewait(conn: Connection, arrived: list[str], waits: dict[str, str]) -> None:
+def _rewait(conn: Connection, arrived: list[tuple[str, str]], waits: dict[str, str]) -> None:
     """Drop the waits for the spans arrived; ``waits``: each pending run, new or kept, with
     the span it waits for from now on."""
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     if arrived:
         conn.exec_driver_sql(
-            f"DELETE FROM tether_otlp_waits WHERE span_id = {mark}", [(s,) for s in arrived]
+            f"DELETE FROM tether_otlp_waits WHERE span_id = {mark} AND run_id = {mark}", arrived
         )
     if waits:
         insert_rows(conn, tables.otlp_waits, sorted((span, run) for run, span in waits.items()))
@@ -771,7 +840,10 @@ def _end_foreign_pending_run(conn: Connection, run_id: str, root_id: str, owner:
         )
         for row in rows
     }
-    conn.exec_driver_sql(f"DELETE FROM tether_otlp_waits WHERE span_id = {mark}", (root_id,))
+    conn.exec_driver_sql(
+        f"DELETE FROM tether_otlp_waits WHERE span_id = {mark} AND run_id = {mark}",
+        (root_id, run_id),
+    )
     tops = sorted(sid for sid, m in spans.items() if m.parent_id == root_id)
     if not tops:  # (no span names it: a cycle's leftovers) the run keeps them, ended
         tops = sorted(spans)[:1]

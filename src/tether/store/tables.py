@@ -119,8 +119,9 @@ otlp_waits = Table(
     # of its topmost span (migration 0012). The run keeps its id while a chain sent leaf first
     # grows upwards, one row changing a link, and its spans move once, when the root comes
     # (they moved at each link when a pending run was named after what it waited for).
+    # Keyed by both: runs of two projects may wait for one span (migration 0013).
     Column("span_id", String(16), primary_key=True),
-    Column("run_id", String(16), nullable=False),
+    Column("run_id", String(16), primary_key=True),
 )
 
 checkpoints = Table(
