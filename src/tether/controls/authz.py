@@ -301,7 +301,7 @@ class Authorizer:
             if not tools:  # Cedar says "unable to find an applicable action": there is none
                 raise SpecError(
                     "the agent declares no tools, so its Cedar policies have no action to "
-                    "apply to (each tool is an action Tether::Action::\"TOOL\"): "
+                    'apply to (each tool is an action Tether::Action::"TOOL"): '
                     + validation_error(loaded, errors, None).message.partition(":\n")[2],
                     hint="declare the agent's tools (tools:), or drop the authorization "
                     "section: an agent without tools has no tool call to authorize",
