@@ -172,15 +172,14 @@ def report_run(
                 f"{escape(resumed_from)}'s as well; traces show has each run's own)[/]",
                 highlight=False,
             )
-        if lost:
-            pass  # said on stderr as they were lost; no trace to point to
-        elif in_memory_store(database_url(ctx)):  # no command can read it after this one
+        # (Records that were lost were said on stderr as they were: no trace to point to.)
+        if not lost and in_memory_store(database_url(ctx)):  # no later command can read it
             console.print(
                 "[dim]the trace store is in memory: this run's trace is gone when the command "
                 "ends (give --database-url or TETHER_DATABASE_URL a file to keep it)[/]",
                 highlight=False,
             )
-        else:
+        elif not lost:
             console.print(
                 f"[dim]inspect: {escape(tether_command(ctx))} traces show {result.run_id}[/]",
                 highlight=False,
