@@ -346,13 +346,17 @@ RACER = textwrap.dedent(
 )
 
 
-def test_two_processes_appending_at_once_keep_one_chain(store_url: str) -> None:
+def race_appends(url: str, each: int) -> None:
+    """Two processes appending ``each`` entries at once (``RACER``); both end well."""
     children = [
-        subprocess.Popen([sys.executable, "-c", RACER, store_url, name, "150"])
-        for name in ("a", "b")
+        subprocess.Popen([sys.executable, "-c", RACER, url, name, str(each)]) for name in ("a", "b")
     ]
     for child in children:
         assert child.wait(timeout=120) == 0
+
+
+def test_two_processes_appending_at_once_keep_one_chain(store_url: str) -> None:
+    race_appends(store_url, 150)
     report = verify(store_url)
     assert report.ok, report.problem
     assert report.entries == 300
@@ -630,12 +634,7 @@ def test_entries_appended_after_the_head_row_was_deleted_are_kept(store_url: str
     whoever of two racing processes comes first), records that it did, and goes on."""
     record_entries(store_url, 3)
     tamper(store_url, "DELETE FROM tether_audit_head")
-    children = [
-        subprocess.Popen([sys.executable, "-c", RACER, store_url, name, "40"])
-        for name in ("a", "b")
-    ]
-    for child in children:
-        assert child.wait(timeout=120) == 0
+    race_appends(store_url, 40)
     report = verify(store_url)
     assert report.ok, report.problem
     store = Store(store_url)
