@@ -11,10 +11,11 @@ TEXT_CHARS = 10_000
 """The most characters of one text a run's page and the API's listings show by default."""
 
 
-def clip_text(text: str, limit: int, where: str = "", *, read_whole: bool = True) -> str:
+def _clipped(text: str, limit: int, where: str, *, read_whole: bool) -> str:
     """``text`` up to ``limit`` characters, and a marker naming what is left out (and
-    ``where`` the whole is) if it is longer; ``limit`` 0: whole. ``read_whole`` False: the
-    text was read only in part (how much is left out is not known)."""
+    ``where`` the whole is) if it is longer (unlike ``core.text.clip_text``, whose marker gives
+    the size in all, for stored texts). ``read_whole`` False: the text was read only in part
+    (how much is left out is not known)."""
     if not limit or len(text) <= limit:
         return text
     said = f"; whole: {where}" if where else ""
@@ -25,7 +26,7 @@ def clip_text(text: str, limit: int, where: str = "", *, read_whole: bool = True
 def clip_values(
     value: Any, limit: int, where: str = "", *, read_whole: bool = True
 ) -> tuple[Any, int]:
-    """``value`` (JSON: dicts, lists, texts) with each text clipped (``clip_text``), and how
+    """``value`` (JSON: dicts, lists, texts) with each text clipped (``_clipped``), and how
     many were."""
     if not limit:
         return value, 0
@@ -36,7 +37,7 @@ def clip_values(
         if isinstance(item, str):
             if len(item) > limit:
                 clipped += 1
-                return clip_text(item, limit, where, read_whole=read_whole)
+                return _clipped(item, limit, where, read_whole=read_whole)
             return item
         if isinstance(item, dict):
             return {k: clip(v) for k, v in item.items()}
