@@ -166,7 +166,7 @@ HEAD_RESTORED = "audit_head_restored"
 the database): it put the row back from the last stored entry and went on."""
 
 
-def head_missing_since(conn: Any) -> dict[str, Any]:
+def _last_entry(conn: Any) -> dict[str, Any]:
     """The last stored entry's seq and hash: where a restored head row starts from."""
     a = tables.audit.c
     last = conn.execute(select(a.seq, a.hash).order_by(a.seq.desc()).limit(1)).first()
@@ -182,7 +182,7 @@ def _restored_head(conn: Any) -> tuple[Any, AuditRecord | None]:
     None for one that found another had) says it happened."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    start = head_missing_since(conn)
+    start = _last_entry(conn)
     values = {"id": 1, "seq": start["seq"], "hash": start["hash"]}
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     put = conn.execute(
